@@ -1,0 +1,99 @@
+//! Authorization of repo access. A private repo the caller cannot read is
+//! indistinguishable from a missing one (404 `RepoNotFound`).
+
+use super::principal::{Principal, Scope};
+use crate::db;
+use crate::db::namespaces::Role;
+use crate::db::repos::RepoRow;
+use crate::error::ApiError;
+use sqlx::PgExecutor;
+
+/// What a caller may do with a repo, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    None,
+    Read,
+    Write,
+    Admin,
+}
+
+/// The caller's role in a namespace: owner (admin) of their own, their
+/// membership role in an organization, admin for site admins.
+pub async fn namespace_role(
+    db: impl PgExecutor<'_>,
+    p: &Principal,
+    namespace_id: i64,
+) -> sqlx::Result<Option<Role>> {
+    if p.is_admin || p.user_id == namespace_id {
+        return Ok(Some(Role::Admin));
+    }
+    db::namespaces::member_role(db, namespace_id, p.user_id).await
+}
+
+/// The most a credential's scopes allow on repos.
+fn scope_cap(p: &Principal) -> Access {
+    if p.has_scope(Scope::Admin) {
+        Access::Admin
+    } else if p.has_scope(Scope::Write) {
+        Access::Write
+    } else if p.has_scope(Scope::Read) {
+        Access::Read
+    } else {
+        Access::None
+    }
+}
+
+/// What `p` (or an anonymous caller) may do with `repo`.
+pub async fn repo_access(
+    db: impl PgExecutor<'_>,
+    p: Option<&Principal>,
+    repo: &RepoRow,
+) -> sqlx::Result<Access> {
+    let public = if repo.private {
+        Access::None
+    } else {
+        Access::Read
+    };
+    let Some(p) = p else { return Ok(public) };
+    if !p.may_touch_repo(&repo.namespace, &repo.full_id(), &repo.repo_type) {
+        return Ok(public);
+    }
+    let role = match namespace_role(db, p, repo.namespace_id).await? {
+        Some(Role::Admin) => Access::Admin,
+        Some(Role::Write) => Access::Write,
+        Some(Role::Read) => Access::Read,
+        None => Access::None,
+    };
+    Ok(public.max(role.min(scope_cap(p))))
+}
+
+/// Checks `have` covers `need`: a caller who cannot read gets 404, one who can
+/// read but not write gets 403.
+pub fn require(have: Access, need: Access) -> Result<(), ApiError> {
+    if have >= need {
+        return Ok(());
+    }
+    if have == Access::None {
+        return Err(ApiError::RepoNotFound);
+    }
+    Err(ApiError::Forbidden(match need {
+        Access::Admin => "you need admin rights on this repository".into(),
+        _ => "you do not have write access to this repository".into(),
+    }))
+}
+
+/// Whether `p` may create repos in (or otherwise write to) a namespace.
+pub async fn can_write_namespace(
+    db: impl PgExecutor<'_>,
+    p: &Principal,
+    namespace_id: i64,
+    namespace: &str,
+) -> sqlx::Result<bool> {
+    if !p.has_scope(Scope::Write) || !p.may_touch_namespace(namespace) {
+        return Ok(false);
+    }
+    Ok(matches!(
+        namespace_role(db, p, namespace_id).await?,
+        Some(Role::Admin) | Some(Role::Write)
+    ))
+}

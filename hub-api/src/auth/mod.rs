@@ -1,0 +1,23 @@
+//! Authentication (who is calling) and authorization (what they may do).
+//!
+//! `Authorization: Bearer <token>` everywhere: long-lived API tokens (`pdk_…`,
+//! stored hashed) or hub-signed JWTs (sessions, worker pull tokens). The
+//! [`Auth`] extractor resolves the caller once per request; [`access`] decides
+//! what a caller may do with a repo.
+
+pub mod access;
+pub mod jwt;
+pub mod principal;
+pub mod secrets;
+
+pub use access::Access;
+pub use principal::{Auth, Credential, Principal, Scope};
+
+/// The dashboard session behind a request's cookie, if any.
+/// Sessions arrive with the tenancy work; until then only bearer tokens authenticate.
+pub async fn session_principal(
+    _state: &crate::state::AppState,
+    _req: &actix_web::HttpRequest,
+) -> Result<Option<Principal>, crate::error::ApiError> {
+    Ok(None)
+}

@@ -1,0 +1,242 @@
+//! Who is calling: the [`Auth`] extractor turns the request's credentials into
+//! a [`Principal`] (or none, for anonymous requests).
+
+use crate::db;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use chrono::Utc;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Token scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Inference,
+    Admin,
+    Worker,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "write" => Some(Scope::Write),
+            "inference" => Some(Scope::Inference),
+            "admin" => Some(Scope::Admin),
+            "worker" => Some(Scope::Worker),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Inference => "inference",
+            Scope::Admin => "admin",
+            Scope::Worker => "worker",
+        }
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// An API token.
+    Token {
+        id: i64,
+        name: String,
+        scopes: Vec<Scope>,
+        restrict_namespaces: Option<Vec<String>>,
+        restrict_repos: Option<Vec<String>>,
+    },
+    /// A dashboard session (all of the user's rights).
+    Session { csrf: String },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub name: String,
+    pub fullname: String,
+    pub is_admin: bool,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn has_scope(&self, s: Scope) -> bool {
+        match &self.credential {
+            Credential::Token { scopes, .. } => {
+                scopes.contains(&s) || (s == Scope::Read && scopes.contains(&Scope::Write))
+            }
+            Credential::Session { .. } => s != Scope::Worker,
+        }
+    }
+
+    /// Whether a token restriction lets this credential act on the repo `ns/name` of `kind`.
+    pub fn may_touch_repo(&self, namespace: &str, full_id: &str, kind: &str) -> bool {
+        let Credential::Token {
+            restrict_namespaces,
+            restrict_repos,
+            ..
+        } = &self.credential
+        else {
+            return true;
+        };
+        if restrict_namespaces.is_none() && restrict_repos.is_none() {
+            return true;
+        }
+        let ns_ok = restrict_namespaces
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|n| n.eq_ignore_ascii_case(namespace)));
+        let repo_ok = restrict_repos.as_ref().is_some_and(|l| {
+            l.iter().any(|r| {
+                let (k, id) = r.split_once(':').unwrap_or(("model", r.as_str()));
+                k == kind && id.eq_ignore_ascii_case(full_id)
+            })
+        });
+        ns_ok || repo_ok
+    }
+
+    /// Whether a token restriction lets this credential act in a namespace at all.
+    pub fn may_touch_namespace(&self, namespace: &str) -> bool {
+        match &self.credential {
+            Credential::Token {
+                restrict_namespaces,
+                restrict_repos,
+                ..
+            } => {
+                if restrict_namespaces.is_none() && restrict_repos.is_none() {
+                    return true;
+                }
+                restrict_namespaces
+                    .as_ref()
+                    .is_some_and(|l| l.iter().any(|n| n.eq_ignore_ascii_case(namespace)))
+            }
+            Credential::Session { .. } => true,
+        }
+    }
+
+    /// The token's role as `whoami-v2` reports it.
+    pub fn role_name(&self) -> &'static str {
+        if self.has_scope(Scope::Admin) || self.has_scope(Scope::Write) {
+            "write"
+        } else if self.has_scope(Scope::Read) {
+            "read"
+        } else {
+            "fineGrained"
+        }
+    }
+}
+
+/// The caller of a request, if authenticated. Extracting it never fails for
+/// anonymous requests; bad credentials are a 401.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Option<Principal>);
+
+impl Auth {
+    pub fn principal(&self) -> Option<&Principal> {
+        self.0.as_ref()
+    }
+    /// The caller, or 401.
+    pub fn require(&self) -> Result<&Principal, ApiError> {
+        self.0.as_ref().ok_or_else(|| {
+            ApiError::Unauthorized(
+                "authentication required: send Authorization: Bearer <token>".into(),
+            )
+        })
+    }
+}
+
+/// Message the HF client recognises for a bad token.
+pub const INVALID_CREDENTIALS: &str = "Invalid credentials in Authorization header";
+
+fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let h = h
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized(INVALID_CREDENTIALS.into()))?;
+    let (scheme, token) = h
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized(INVALID_CREDENTIALS.into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.into()));
+    }
+    Ok(Some(token.trim().to_string()))
+}
+
+/// Resolves an API token secret to a principal (or 401).
+pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::Unauthorized(INVALID_CREDENTIALS.into());
+    if !secret.starts_with(super::secrets::TOKEN_PREFIX) || secret.len() > 200 {
+        return Err(invalid());
+    }
+    let hash = super::secrets::hash(secret);
+    let tok = db::tokens::by_hash(&state.db, &hash)
+        .await?
+        .ok_or_else(invalid)?;
+    if tok.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized("this token has been revoked".into()));
+    }
+    if tok.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(ApiError::Unauthorized("this token has expired".into()));
+    }
+    let user = db::namespaces::user_by_id(&state.db, tok.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if tok
+        .last_used_at
+        .is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(1))
+    {
+        let db = state.db.clone();
+        let id = tok.id;
+        tokio::spawn(async move {
+            let _ = db::tokens::touch(&db, id).await;
+        });
+    }
+    Ok(Principal {
+        user_id: user.id,
+        name: user.name,
+        fullname: user.fullname,
+        is_admin: user.is_admin,
+        credential: Credential::Token {
+            id: tok.id,
+            name: tok.name,
+            scopes: tok.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            restrict_namespaces: tok.restrict_namespaces,
+            restrict_repos: tok.restrict_repos,
+        },
+    })
+}
+
+async fn resolve(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
+    if let Some(p) = req.extensions().get::<Auth>() {
+        return Ok(p.0.clone());
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("app state missing")))?
+        .clone();
+    let principal = match bearer(req)? {
+        Some(secret) => Some(principal_from_token(&state, &secret).await?),
+        None => crate::auth::session_principal(&state, req).await?,
+    };
+    req.extensions_mut().insert(Auth(principal.clone()));
+    Ok(principal)
+}
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { resolve(&req).await.map(Auth) })
+    }
+}

@@ -1,0 +1,273 @@
+//! Repo metadata derived at commit time: the model card's YAML front matter
+//! (`cardData`), `config.json` facts, tags, pipeline tag, library and the
+//! safetensors parameter counts.
+
+use serde_json::{json, Map, Value};
+
+/// Metadata of one commit, stored with it (and cached on the repo for the default branch).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RepoMeta {
+    pub card_data: Value,
+    pub config_info: Value,
+    pub tags: Vec<String>,
+    pub pipeline_tag: Option<String>,
+    pub library_name: Option<String>,
+    pub license: Option<String>,
+    /// `{"parameters": {dtype: n}, "total": n}` when the repo has safetensors files.
+    pub safetensors: Option<Value>,
+}
+
+/// Splits a README into its YAML front matter (if any) and the body.
+pub fn split_front_matter(readme: &str) -> (Option<&str>, &str) {
+    let text = readme.strip_prefix('\u{feff}').unwrap_or(readme);
+    let Some(rest) = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))
+    else {
+        return (None, text);
+    };
+    let mut offset = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            let yaml = &rest[..offset];
+            let body = &rest[offset + line.len()..];
+            return (Some(yaml), body);
+        }
+        offset += line.len();
+    }
+    (None, text)
+}
+
+/// Parses the front matter of a README into JSON (`{}` when there is none).
+/// Errors name the problem, as `validate-yaml` reports it.
+pub fn parse_card(readme: &str) -> Result<Value, String> {
+    let (yaml, _) = split_front_matter(readme);
+    let Some(yaml) = yaml else {
+        return Ok(json!({}));
+    };
+    if yaml.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_norway::from_str(yaml)
+        .map_err(|e| format!("invalid YAML in the model card metadata: {e}"))?;
+    match v {
+        Value::Object(_) => Ok(v),
+        Value::Null => Ok(json!({})),
+        _ => Err("the model card metadata must be a YAML mapping (key: value)".into()),
+    }
+}
+
+/// Picks the facts of `config.json` the hub uses.
+pub fn parse_config(config: &[u8]) -> Value {
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(config) else {
+        return json!({});
+    };
+    let mut out = Map::new();
+    for k in ["architectures", "model_type", "id2label"] {
+        if let Some(v) = m.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn str_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+fn pipeline_from_architectures(archs: &[String]) -> Option<&'static str> {
+    let a = archs.first()?;
+    let rules: &[(&str, &str)] = &[
+        ("ForSequenceClassification", "text-classification"),
+        ("ForTokenClassification", "token-classification"),
+        ("ForQuestionAnswering", "question-answering"),
+        ("ForMaskedLM", "fill-mask"),
+        ("ForCausalLM", "text-generation"),
+        ("LMHeadModel", "text-generation"),
+        ("ForConditionalGeneration", "text2text-generation"),
+        ("ForImageClassification", "image-classification"),
+        ("ForSpeechSeq2Seq", "automatic-speech-recognition"),
+    ];
+    for (suffix, task) in rules {
+        if a.ends_with(suffix) {
+            return Some(task);
+        }
+    }
+    a.ends_with("Model").then_some("feature-extraction")
+}
+
+/// Derives a commit's metadata from its card, config and file list.
+pub fn derive(
+    is_model: bool,
+    card_data: Value,
+    config_info: Value,
+    paths: &[&str],
+    safetensors: Option<Value>,
+) -> RepoMeta {
+    let card = card_data.as_object().cloned().unwrap_or_default();
+    let has = |p: &str| paths.contains(&p);
+    let has_ext = |ext: &str| paths.iter().any(|p| p.ends_with(ext));
+
+    let library_name = card
+        .get("library_name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| {
+            if !is_model {
+                None
+            } else if has("modules.json") || has("config_sentence_transformers.json") {
+                Some("sentence-transformers".into())
+            } else if has("config.json") {
+                Some("transformers".into())
+            } else if has_ext(".gguf") {
+                Some("gguf".into())
+            } else {
+                None
+            }
+        });
+    let archs = str_list(config_info.get("architectures"));
+    let pipeline_tag = card
+        .get("pipeline_tag")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| {
+            if !is_model {
+                return None;
+            }
+            if library_name.as_deref() == Some("sentence-transformers") {
+                return Some("sentence-similarity".into());
+            }
+            pipeline_from_architectures(&archs).map(str::to_string)
+        });
+    let license = match card.get("license") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => a.first().and_then(|x| x.as_str()).map(str::to_string),
+        _ => None,
+    };
+
+    let mut tags: Vec<String> = Vec::new();
+    let mut push = |t: String| {
+        if !t.is_empty() && t.len() <= 128 && !tags.contains(&t) {
+            tags.push(t);
+        }
+    };
+    if let Some(l) = &library_name {
+        push(l.clone());
+    }
+    if is_model {
+        for (ext, tag) in [
+            (".safetensors", "safetensors"),
+            (".gguf", "gguf"),
+            (".onnx", "onnx"),
+        ] {
+            if has_ext(ext) {
+                push(tag.to_string());
+            }
+        }
+        if let Some(mt) = config_info.get("model_type").and_then(|v| v.as_str()) {
+            push(mt.to_string());
+        }
+    }
+    for t in str_list(card.get("tags")) {
+        push(t);
+    }
+    if let Some(p) = &pipeline_tag {
+        push(p.clone());
+    }
+    for t in str_list(card.get("task_categories")) {
+        push(format!("task_categories:{t}"));
+    }
+    for l in str_list(card.get("language")) {
+        push(l);
+    }
+    if let Some(l) = &license {
+        push(format!("license:{l}"));
+    }
+    RepoMeta {
+        card_data: Value::Object(card),
+        config_info,
+        tags,
+        pipeline_tag,
+        library_name,
+        license,
+        safetensors,
+    }
+}
+
+/// Sums per-file parameter counts into the `safetensors` field of repo info.
+pub fn sum_safetensors(files: &[Value]) -> Option<Value> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut params: Map<String, Value> = Map::new();
+    let mut total: i64 = 0;
+    for f in files {
+        if let Some(m) = f.as_object() {
+            for (dtype, n) in m {
+                let n = n.as_i64().unwrap_or(0);
+                total = total.saturating_add(n);
+                let cur = params.get(dtype).and_then(|v| v.as_i64()).unwrap_or(0);
+                params.insert(dtype.clone(), json!(cur.saturating_add(n)));
+            }
+        }
+    }
+    Some(json!({"parameters": params, "total": total}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter() {
+        let r =
+            "---\nlicense: apache-2.0\ntags:\n- a\n- b\npipeline_tag: fill-mask\n---\n# Title\n";
+        let v = parse_card(r).unwrap();
+        assert_eq!(v["license"], "apache-2.0");
+        assert_eq!(split_front_matter(r).1, "# Title\n");
+        assert_eq!(parse_card("# no card").unwrap(), json!({}));
+        assert!(parse_card("---\n: : bad\n  - x\n---\n").is_err());
+        assert!(parse_card("---\n- a list\n---\n").is_err());
+    }
+
+    #[test]
+    fn derived_tags() {
+        let cfg =
+            parse_config(br#"{"architectures":["BertModel"],"model_type":"bert","hidden_size":4}"#);
+        let m = derive(
+            true,
+            json!({"license":"mit","tags":["x"]}),
+            cfg,
+            &["config.json", "model.safetensors", "modules.json"],
+            None,
+        );
+        assert_eq!(m.library_name.as_deref(), Some("sentence-transformers"));
+        assert_eq!(m.pipeline_tag.as_deref(), Some("sentence-similarity"));
+        assert_eq!(m.license.as_deref(), Some("mit"));
+        assert!(m.tags.contains(&"safetensors".to_string()));
+        assert!(m.tags.contains(&"bert".to_string()));
+        assert!(m.tags.contains(&"license:mit".to_string()));
+        let m = derive(
+            true,
+            json!({}),
+            json!({"architectures":["BertForSequenceClassification"]}),
+            &["config.json"],
+            None,
+        );
+        assert_eq!(m.pipeline_tag.as_deref(), Some("text-classification"));
+    }
+
+    #[test]
+    fn safetensors_sum() {
+        let s = sum_safetensors(&[json!({"F32": 10}), json!({"F32": 5, "I64": 1})]).unwrap();
+        assert_eq!(s["total"], 16);
+        assert_eq!(s["parameters"]["F32"], 15);
+    }
+}

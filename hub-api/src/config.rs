@@ -1,0 +1,163 @@
+//! Command line and environment configuration of `hub-api`. Every setting has a
+//! long flag and an environment variable; `hub-api --help` is the reference.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Paddock hub: HF-compatible model and dataset registry with inference endpoints.
+#[derive(Parser, Debug)]
+#[command(name = "hub-api", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the hub (the default when no subcommand is given).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Administration: users, organizations, members and tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create a user.
+    CreateUser {
+        name: String,
+        /// Make the user a site administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read a password for dashboard sign-in from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Create an organization owned by an existing user.
+    CreateOrg {
+        name: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Add a user to an organization (or change their role).
+    AddMember {
+        org: String,
+        user: String,
+        #[arg(long, value_parser = ["admin", "write", "read"])]
+        role: String,
+    },
+    /// Create an access token for a user; the secret is the last line printed.
+    CreateToken {
+        user: String,
+        /// Comma-separated scopes: read, write, inference, admin, worker.
+        #[arg(long, default_value = "read,write", value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Expire the token after this many days.
+        #[arg(long)]
+        expires_in: Option<u32>,
+    },
+}
+
+/// Settings shared by every subcommand.
+#[derive(Args, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "HUB_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    /// Data directory: the private PostgreSQL cluster and the local object store live here.
+    #[arg(long, env = "HUB_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// PostgreSQL URL. Unset: a private cluster under the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Object store: a directory path or file:///path, s3://bucket/prefix (AWS_* variables,
+    /// AWS_ENDPOINT_URL for MinIO), or memory:// (tests). Default: <data-dir>/objects.
+    #[arg(long, env = "HUB_STORAGE_URL", global = true)]
+    pub storage_url: Option<String>,
+
+    /// Absolute base URL given to clients (repo URLs, commit URLs, LFS links, pagination).
+    /// Default: http://<bind>.
+    #[arg(long, env = "HUB_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// HTTP worker threads (default: number of cores).
+    #[arg(long, env = "HUB_HTTP_WORKERS", global = true)]
+    pub http_workers: Option<usize>,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "HUB_DB_POOL", default_value_t = 32, global = true)]
+    pub db_pool: u32,
+
+    /// Log format: text or json.
+    #[arg(long, env = "HUB_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+
+    /// Do not run the in-process inference worker.
+    #[arg(long, env = "HUB_NO_WORKER", global = true)]
+    pub no_worker: bool,
+
+    /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
+    #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
+    pub pg_unsafe_fast: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("storage_url", &self.storage_url)
+            .field("public_url", &self.public_url)
+            .field("http_workers", &self.http_workers)
+            .field("db_pool", &self.db_pool)
+            .field("no_worker", &self.no_worker)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The public base URL without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// Checks what can be checked before anything starts; the message says what to do.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(u) = &self.public_url {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                anyhow::anyhow!("HUB_PUBLIC_URL {u:?} is not an absolute URL ({e}); set it like http://hub.example:8080")
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("HUB_PUBLIC_URL must start with http:// or https://");
+            }
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            anyhow::bail!("HUB_LOG_FORMAT must be text or json");
+        }
+        Ok(())
+    }
+}

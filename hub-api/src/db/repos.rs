@@ -1,0 +1,297 @@
+//! Repositories: rows, lookup by id, listing and search.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgExecutor, QueryBuilder};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RepoRow {
+    pub id: i64,
+    pub namespace_id: i64,
+    pub namespace: String,
+    pub namespace_kind: String,
+    pub name: String,
+    pub repo_type: String,
+    pub private: bool,
+    pub gated: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+    pub downloads: i64,
+    pub likes: i64,
+    pub card_data: Json<serde_json::Value>,
+    pub tags: Vec<String>,
+    pub pipeline_tag: Option<String>,
+    pub library_name: Option<String>,
+    pub license: Option<String>,
+    pub safetensors: Option<Json<serde_json::Value>>,
+    pub used_storage: i64,
+}
+
+impl RepoRow {
+    /// The repo id as clients write it (`ns/name`, or `name` for canonical repos).
+    pub fn full_id(&self) -> String {
+        if self.namespace == crate::domain::names::ROOT_NAMESPACE {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
+    pub fn kind(&self) -> crate::domain::RepoType {
+        if self.repo_type == "dataset" {
+            crate::domain::RepoType::Dataset
+        } else {
+            crate::domain::RepoType::Model
+        }
+    }
+}
+
+pub const REPO_COLS: &str = "r.id, r.namespace_id, n.name AS namespace, n.kind AS namespace_kind, r.name, r.repo_type, r.private, r.gated, r.created_at, r.last_modified, r.downloads, r.likes, r.card_data, r.tags, r.pipeline_tag, r.library_name, r.license, r.safetensors, r.used_storage";
+
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    repo_type: &str,
+    namespace: &str,
+    name: &str,
+) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id
+         WHERE lower(n.name) = lower($1) AND r.repo_type = $2 AND lower(r.name) = lower($3)"
+    ))
+    .bind(namespace)
+    .bind(repo_type)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<RepoRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Inserts a repo row; `Ok(None)` if the name is taken in that namespace.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    name: &str,
+    repo_type: &str,
+    private: bool,
+) -> sqlx::Result<Option<i64>> {
+    let r: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO repos (namespace_id, name, repo_type, private) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(namespace_id)
+    .bind(name)
+    .bind(repo_type)
+    .bind(private)
+    .fetch_optional(db)
+    .await?;
+    Ok(r.map(|r| r.0))
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM repos WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Metadata of the default branch head, cached on the repo for listing and search.
+pub async fn set_head_metadata(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    meta: &crate::card::RepoMeta,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE repos SET card_data = $2, tags = $3, pipeline_tag = $4, library_name = $5, license = $6,
+         safetensors = $7, last_modified = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(Json(&meta.card_data))
+    .bind(&meta.tags)
+    .bind(&meta.pipeline_tag)
+    .bind(&meta.library_name)
+    .bind(&meta.license)
+    .bind(meta.safetensors.as_ref().map(Json))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn touch(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE repos SET last_modified = now() WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Sort orders of listings (all descending, ties broken by id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    LastModified,
+    CreatedAt,
+    Downloads,
+    Likes,
+}
+
+impl SortKey {
+    pub fn parse(s: &str) -> Option<SortKey> {
+        match s {
+            "lastModified" | "last_modified" | "updated" => Some(SortKey::LastModified),
+            "createdAt" | "created_at" | "created" => Some(SortKey::CreatedAt),
+            "downloads" => Some(SortKey::Downloads),
+            "likes" | "trendingScore" | "trending_score" => Some(SortKey::Likes),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SortKey::LastModified => "lastModified",
+            SortKey::CreatedAt => "createdAt",
+            SortKey::Downloads => "downloads",
+            SortKey::Likes => "likes",
+        }
+    }
+    fn column(self) -> &'static str {
+        match self {
+            SortKey::LastModified => "r.last_modified",
+            SortKey::CreatedAt => "r.created_at",
+            SortKey::Downloads => "r.downloads",
+            SortKey::Likes => "r.likes",
+        }
+    }
+}
+
+/// Keyset cursor: the sort value of the last row (as text) and its id.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub v: String,
+    pub id: i64,
+}
+
+/// What a listing asks for.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub repo_type: String,
+    pub search: Vec<String>,
+    pub author: Option<String>,
+    /// Every filter must match a tag (or pipeline tag / library / license).
+    pub filters: Vec<String>,
+    pub pipeline_tag: Option<String>,
+    pub library: Option<String>,
+    pub license: Option<String>,
+    pub gated: Option<bool>,
+    pub sort: SortKey,
+    pub limit: i64,
+    pub cursor: Option<Cursor>,
+    /// Viewer: None for anonymous; (user id, is site admin).
+    pub viewer: Option<(i64, bool)>,
+}
+
+pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<RepoRow>> {
+    let mut b = QueryBuilder::new(format!(
+        "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.repo_type = "
+    ));
+    b.push_bind(&q.repo_type);
+    match q.viewer {
+        Some((_, true)) => {}
+        Some((uid, false)) => {
+            b.push(" AND (NOT r.private OR r.namespace_id = ");
+            b.push_bind(uid);
+            b.push(" OR EXISTS (SELECT 1 FROM org_members m WHERE m.org_id = r.namespace_id AND m.user_id = ");
+            b.push_bind(uid);
+            b.push("))");
+        }
+        None => {
+            b.push(" AND NOT r.private");
+        }
+    }
+    for s in &q.search {
+        // Search matches the full id "ns/name" (case-insensitive substring).
+        b.push(" AND strpos(lower(n.name || '/' || r.name), lower(");
+        b.push_bind(s.clone());
+        b.push(")) > 0");
+    }
+    if let Some(a) = &q.author {
+        b.push(" AND lower(n.name) = lower(");
+        b.push_bind(a.clone());
+        b.push(")");
+    }
+    for f in &q.filters {
+        b.push(" AND (");
+        b.push_bind(f.clone());
+        b.push(" = ANY(r.tags) OR r.pipeline_tag = ");
+        b.push_bind(f.clone());
+        b.push(" OR r.library_name = ");
+        b.push_bind(f.clone());
+        b.push(")");
+    }
+    if let Some(p) = &q.pipeline_tag {
+        b.push(" AND r.pipeline_tag = ");
+        b.push_bind(p.clone());
+    }
+    if let Some(l) = &q.library {
+        b.push(" AND r.library_name = ");
+        b.push_bind(l.clone());
+    }
+    if let Some(l) = &q.license {
+        b.push(" AND r.license = ");
+        b.push_bind(l.clone());
+    }
+    if let Some(g) = q.gated {
+        b.push(if g {
+            " AND r.gated IS NOT NULL"
+        } else {
+            " AND r.gated IS NULL"
+        });
+    }
+    let col = q.sort.column();
+    if let Some(c) = &q.cursor {
+        b.push(format!(" AND ({col}, r.id) < ("));
+        match q.sort {
+            SortKey::LastModified | SortKey::CreatedAt => {
+                b.push_bind(c.v.clone());
+                b.push("::timestamptz");
+            }
+            SortKey::Downloads | SortKey::Likes => {
+                b.push_bind(c.v.parse::<i64>().unwrap_or(i64::MAX));
+            }
+        }
+        b.push(", ");
+        b.push_bind(c.id);
+        b.push(")");
+    }
+    b.push(format!(" ORDER BY {col} DESC, r.id DESC LIMIT "));
+    b.push_bind(q.limit);
+    b.build_query_as().fetch_all(db).await
+}
+
+/// The cursor that continues after `row` in `sort` order.
+pub fn cursor_after(row: &RepoRow, sort: SortKey) -> Cursor {
+    let v = match sort {
+        SortKey::LastModified => row
+            .last_modified
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        SortKey::CreatedAt => row
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        SortKey::Downloads => row.downloads.to_string(),
+        SortKey::Likes => row.likes.to_string(),
+    };
+    Cursor { v, id: row.id }
+}
+
+pub async fn add_download(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE repos SET downloads = downloads + 1 WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

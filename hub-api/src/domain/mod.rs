@@ -1,0 +1,43 @@
+//! Domain newtypes that parse at the edge: repo ids, names, paths, revisions, digests.
+
+pub mod names;
+pub mod path;
+pub mod revision;
+
+pub use names::{NamespaceName, RepoId, RepoName, RepoType};
+pub use path::RepoPath;
+pub use revision::{is_commit_oid, RefName, Revision};
+
+use crate::error::ApiError;
+
+/// A lowercase hex sha256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Sha256(String);
+
+impl Sha256 {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let lower = s.to_ascii_lowercase();
+        if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(lower))
+        } else {
+            Err(ApiError::InvalidRequest(format!(
+                "{:?} is not a sha256 digest (64 hex characters)",
+                s.chars().take(80).collect::<String>()
+            )))
+        }
+    }
+    /// From a digest computed here.
+    pub fn from_digest(bytes: &[u8]) -> Self {
+        Self(hex::encode(bytes))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

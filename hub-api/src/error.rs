@@ -1,0 +1,321 @@
+//! The one error table of the API: every failure a handler can return, with its
+//! stable snake_case code, HTTP status and (for the HF routes) `X-Error-Code`.
+//!
+//! Handlers return `Result<_, ApiError>`; nothing else decides a status code.
+//! Internal failures log their full chain once and return a generic message.
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Every error the API can answer with. Variants carry what the message needs;
+/// [`ApiError::code`] and [`ApiError::status`] are the single table.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    // ---- 400: the request itself is wrong ----
+    #[error("invalid repository name: {0}")]
+    InvalidRepoName(String),
+    #[error("invalid namespace name: {0}")]
+    InvalidNamespaceName(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("invalid revision: {0}")]
+    InvalidRevision(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid commit payload: {0}")]
+    InvalidCommit(String),
+    #[error("invalid safetensors file {path}: {reason}")]
+    InvalidSafetensors { path: String, reason: String },
+    #[error("invalid GGUF file {path}: {reason}")]
+    InvalidGguf { path: String, reason: String },
+    #[error("uploaded bytes do not match: {0}")]
+    DigestMismatch(String),
+    #[error("LFS object {0} was never uploaded to this repository")]
+    LfsObjectMissing(String),
+    #[error("invalid range: {0}")]
+    InvalidRange(String),
+    #[error("{0}")]
+    Validation(String),
+
+    // ---- 401 / 403 ----
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("access to {0} is restricted: you must be granted access to download its files")]
+    GatedRepo(String),
+    #[error("the upload link is invalid or has expired")]
+    InvalidSignature,
+    #[error("cross-site request rejected: missing or invalid CSRF token")]
+    CsrfRejected,
+
+    // ---- 404 ----
+    #[error("repository not found")]
+    RepoNotFound,
+    #[error("revision not found: {0}")]
+    RevisionNotFound(String),
+    #[error("entry not found: {path}")]
+    EntryNotFound {
+        path: String,
+        commit: Option<String>,
+    },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+
+    // ---- 409 / 412 / 413 / 416 / 429 ----
+    #[error("{0}")]
+    Conflict(String),
+    #[error("A commit has happened since. Please refresh and try again.")]
+    ParentCommitMismatch,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("storage quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("range not satisfiable (size {size})")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("rate limit exceeded; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64, limit: u64 },
+    #[error("{0}")]
+    Overloaded(String),
+
+    // ---- 5xx ----
+    #[error("the object store is unavailable, retry later")]
+    StorageUnavailable(#[source] object_store::Error),
+    #[error("the database is unavailable, retry later")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    /// The stable, documented snake_case code (see docs/API.md).
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidRepoName(_) => "invalid_repo_name",
+            InvalidNamespaceName(_) => "invalid_namespace_name",
+            InvalidPath(_) => "invalid_path",
+            InvalidRevision(_) => "invalid_revision",
+            InvalidRequest(_) => "invalid_request",
+            InvalidCommit(_) => "invalid_commit",
+            InvalidSafetensors { .. } => "invalid_safetensors",
+            InvalidGguf { .. } => "invalid_gguf",
+            DigestMismatch(_) => "digest_mismatch",
+            LfsObjectMissing(_) => "lfs_object_missing",
+            InvalidRange(_) => "invalid_range",
+            Validation(_) => "validation_failed",
+            Unauthorized(_) => "unauthorized",
+            Forbidden(_) => "forbidden",
+            GatedRepo(_) => "gated_repo",
+            InvalidSignature => "invalid_signature",
+            CsrfRejected => "csrf_rejected",
+            RepoNotFound => "repo_not_found",
+            RevisionNotFound(_) => "revision_not_found",
+            EntryNotFound { .. } => "entry_not_found",
+            NotFound(_) => "not_found",
+            Conflict(_) => "conflict",
+            ParentCommitMismatch => "parent_commit_mismatch",
+            PayloadTooLarge(_) => "payload_too_large",
+            QuotaExceeded(_) => "quota_exceeded",
+            RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            RateLimited { .. } => "rate_limited",
+            Overloaded(_) => "overloaded",
+            StorageUnavailable(_) => "storage_unavailable",
+            DatabaseUnavailable(_) => "database_unavailable",
+            Unavailable(_) => "unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    /// The HTTP status of each error.
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidRepoName(_)
+            | InvalidNamespaceName(_)
+            | InvalidPath(_)
+            | InvalidRevision(_)
+            | InvalidRequest(_)
+            | InvalidCommit(_)
+            | InvalidSafetensors { .. }
+            | InvalidGguf { .. }
+            | DigestMismatch(_)
+            | LfsObjectMissing(_)
+            | InvalidRange(_)
+            | Validation(_) => StatusCode::BAD_REQUEST,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
+            RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Conflict(_) => StatusCode::CONFLICT,
+            ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
+            PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            RateLimited { .. } | Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            StorageUnavailable(_) | DatabaseUnavailable(_) | Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `X-Error-Code` the Hugging Face clients classify errors by.
+    pub fn hf_code(&self) -> Option<&'static str> {
+        use ApiError::*;
+        match self {
+            RepoNotFound => Some("RepoNotFound"),
+            RevisionNotFound(_) => Some("RevisionNotFound"),
+            EntryNotFound { .. } => Some("EntryNotFound"),
+            GatedRepo(_) => Some("GatedRepo"),
+            _ => None,
+        }
+    }
+
+    /// Wraps an internal failure (logged once, answered generically).
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable(e),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<object_store::Error> for ApiError {
+    fn from(e: object_store::Error) -> Self {
+        ApiError::StorageUnavailable(e)
+    }
+}
+
+fn header_safe(s: &str) -> String {
+    // Header values must be visible ASCII; keep the message readable.
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(512)
+        .collect()
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status();
+        let message = match self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                self.to_string()
+            }
+            ApiError::StorageUnavailable(e) => {
+                tracing::warn!(error = %e, "object store unavailable");
+                self.to_string()
+            }
+            ApiError::DatabaseUnavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                self.to_string()
+            }
+            _ => self.to_string(),
+        };
+        let mut resp = HttpResponse::build(status);
+        if let Some(code) = self.hf_code() {
+            resp.insert_header(("X-Error-Code", code));
+        }
+        if let Ok(v) = HeaderValue::from_str(&header_safe(&message)) {
+            resp.insert_header((HeaderName::from_static("x-error-message"), v));
+        }
+        match self {
+            ApiError::EntryNotFound {
+                commit: Some(commit),
+                ..
+            } => {
+                resp.insert_header(("X-Repo-Commit", commit.as_str()));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                resp.insert_header(("Content-Range", format!("bytes */{size}")));
+            }
+            ApiError::RateLimited {
+                retry_after_s,
+                limit,
+            } => {
+                resp.insert_header(("Retry-After", retry_after_s.to_string()));
+                resp.insert_header(("RateLimit", format!("\"default\";r=0;t={retry_after_s}")));
+                resp.insert_header(("RateLimit-Policy", format!("\"default\";q={limit};w=1")));
+            }
+            ApiError::Overloaded(_)
+            | ApiError::StorageUnavailable(_)
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::Unavailable(_) => {
+                resp.insert_header(("Retry-After", "1"));
+            }
+            _ => {}
+        }
+        resp.json(ErrorBody {
+            error: message,
+            code: self.code(),
+        })
+    }
+}
+
+/// Every code in the table, for docs and the test that keeps docs/API.md true.
+pub const ALL_CODES: &[&str] = &[
+    "invalid_repo_name",
+    "invalid_namespace_name",
+    "invalid_path",
+    "invalid_revision",
+    "invalid_request",
+    "invalid_commit",
+    "invalid_safetensors",
+    "invalid_gguf",
+    "digest_mismatch",
+    "lfs_object_missing",
+    "invalid_range",
+    "validation_failed",
+    "unauthorized",
+    "forbidden",
+    "gated_repo",
+    "invalid_signature",
+    "csrf_rejected",
+    "repo_not_found",
+    "revision_not_found",
+    "entry_not_found",
+    "not_found",
+    "conflict",
+    "parent_commit_mismatch",
+    "payload_too_large",
+    "quota_exceeded",
+    "range_not_satisfiable",
+    "rate_limited",
+    "overloaded",
+    "storage_unavailable",
+    "database_unavailable",
+    "unavailable",
+    "internal_error",
+];
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,9 @@
+//! Git object model: ids of blobs, trees and commits computed as git does,
+//! Git LFS pointers, and `.gitattributes` LFS rules.
+
+pub mod attributes;
+pub mod object;
+pub mod tree;
+
+pub use object::{blob_oid, lfs_pointer, BlobHasher, CommitObject, Mode, Signature, TreeEntry};
+pub use tree::{build_trees, FlatFile};

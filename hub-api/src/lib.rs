@@ -1,0 +1,23 @@
+//! Paddock hub API: the HF-compatible registry, the management API, the
+//! endpoint gateway and scheduler, and the dashboard, in one actix-web app.
+//! See docs/ARCHITECTURE.md for the data flow.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod card;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod gating;
+pub mod git;
+pub mod pgcluster;
+pub mod quota;
+pub mod registry;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod sweeper;
+pub mod validate;

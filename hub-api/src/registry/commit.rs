@@ -1,0 +1,659 @@
+//! Making commits. Bytes are stored and verified first (content-addressed, so
+//! a crash leaves only unreferenced blobs for the sweeper); then one Postgres
+//! transaction locks the branch, applies the operations to the head's tree,
+//! writes trees, blobs and the commit, and moves the ref by compare-and-swap.
+//! A stale `parentCommit` is a 412; writers without one are serialised by the
+//! ref lock, so no acknowledged commit is ever lost.
+
+use crate::auth::Principal;
+use crate::card::{self, RepoMeta};
+use crate::db;
+use crate::db::repos::RepoRow;
+use crate::domain::{RepoPath, Sha256};
+use crate::error::{ApiError, ApiResult};
+use crate::git::attributes::{self, LfsRules};
+use crate::git::{self, build_trees, CommitObject, FlatFile, Mode, Signature};
+use crate::registry::files::MAX_INTERPRETED;
+use crate::state::AppState;
+use crate::validate;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+
+/// Paths whose content the hub interprets at commit time.
+const INTERPRETED: &[&str] = &["README.md", "config.json", ".gitattributes"];
+
+/// The bytes of an added file, already stored and verified.
+#[derive(Debug, Clone)]
+pub enum AddContent {
+    /// Sent inline in the commit (stored by this request).
+    Inline {
+        sha256: String,
+        size: u64,
+        git_oid: String,
+        /// Whether the first 512 bytes contain a NUL (the Hub's binary test).
+        binary: bool,
+        /// Kept for the few files the hub interprets.
+        bytes: Option<Bytes>,
+    },
+    /// Uploaded before through LFS; size omitted for copies.
+    Lfs { sha256: String, size: Option<u64> },
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Add { path: RepoPath, content: AddContent },
+    Delete(RepoPath),
+    DeleteFolder(RepoPath),
+}
+
+/// A commit to make on a branch.
+#[derive(Debug, Clone)]
+pub struct CommitInput {
+    pub summary: String,
+    pub description: String,
+    pub parent: Option<String>,
+    pub ops: Vec<Op>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A file of the working listing: the tree entry and where its bytes are.
+#[derive(Debug, Clone)]
+struct WorkFile {
+    flat: FlatFile,
+    sha256: String,
+    size: i64,
+}
+
+/// Whether a sample of a file looks binary (a NUL in its first 512 bytes).
+pub fn looks_binary(sample: &[u8]) -> bool {
+    sample.iter().take(512).any(|b| *b == 0)
+}
+
+/// The hub's rule for storing a file with LFS (shared by preupload and commit).
+pub fn wants_lfs(rules: &LfsRules, path: &str, size: u64, binary: bool, threshold: u64) -> bool {
+    size > threshold || binary || rules.is_lfs(path)
+}
+
+/// Validates weight files added by a commit and records their parameter counts.
+async fn validate_weights(state: &AppState, ops: &[Op]) -> ApiResult<()> {
+    for op in ops {
+        let Op::Add { path, content } = op else {
+            continue;
+        };
+        let (sha, size) = match content {
+            AddContent::Inline { sha256, size, .. } => (sha256.clone(), *size),
+            AddContent::Lfs { sha256, size } => match size {
+                Some(s) => (sha256.clone(), *s),
+                None => match db::lfs::blob_size(&state.db, sha256).await? {
+                    Some(s) => (sha256.clone(), s as u64),
+                    None => continue, // reported as missing later
+                },
+            },
+        };
+        let p = path.as_str();
+        let lower = p.to_ascii_lowercase();
+        let digest = Sha256::parse(&sha)?;
+        if lower.ends_with(".safetensors") {
+            let bad = |reason: String| ApiError::InvalidSafetensors {
+                path: p.to_string(),
+                reason,
+            };
+            if !state.storage.blob_exists(&digest).await? {
+                continue; // reported as missing later
+            }
+            let first8 = state.storage.read_range(&digest, 0..8.min(size)).await?;
+            let n = validate::safetensors::header_len(&first8, size).map_err(bad)?;
+            let header = state.storage.read_range(&digest, 8..8 + n).await?;
+            let summary = validate::safetensors::check_header(&header, size).map_err(bad)?;
+            let params = serde_json::to_value(&summary.parameters).map_err(ApiError::internal)?;
+            db::git::insert_safetensors_meta(&state.db, &sha, &params, summary.total as i64)
+                .await?;
+        } else if lower.ends_with(".gguf") {
+            if !state.storage.blob_exists(&digest).await? {
+                continue;
+            }
+            let prefix = state
+                .storage
+                .read_range(&digest, 0..size.min(validate::gguf::MAX_HEADER_BYTES))
+                .await?;
+            validate::gguf::check(&prefix, size).map_err(|reason| ApiError::InvalidGguf {
+                path: p.to_string(),
+                reason,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every LFS object the commit references was uploaded to this repo;
+/// fills in omitted sizes.
+async fn check_lfs(state: &AppState, repo_id: i64, ops: &mut [Op]) -> ApiResult<()> {
+    let shas: Vec<String> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Add {
+                content: AddContent::Lfs { sha256, .. },
+                ..
+            } => Some(sha256.clone()),
+            _ => None,
+        })
+        .collect();
+    if shas.is_empty() {
+        return Ok(());
+    }
+    let linked: HashMap<String, i64> = db::lfs::linked(&state.db, repo_id, &shas)
+        .await?
+        .into_iter()
+        .collect();
+    for op in ops.iter_mut() {
+        if let Op::Add {
+            path,
+            content: AddContent::Lfs { sha256, size },
+        } = op
+        {
+            let have = linked
+                .get(sha256.as_str())
+                .ok_or_else(|| ApiError::LfsObjectMissing(format!("{sha256} (for {path})")))?;
+            match size {
+                Some(s) if *s as i64 != *have => {
+                    return Err(ApiError::DigestMismatch(format!(
+                        "{path}: the commit declares {s} bytes but LFS object {sha256} has {have}"
+                    )))
+                }
+                Some(_) => {}
+                None => *size = Some(*have as u64),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a stored small file (for interpreting `.gitattributes`, README, config).
+async fn read_stored(state: &AppState, f: &WorkFile) -> ApiResult<Option<Bytes>> {
+    if f.size as u64 > MAX_INTERPRETED {
+        return Ok(None);
+    }
+    let sha = Sha256::parse(&f.sha256)?;
+    Ok(Some(
+        state.storage.read_range(&sha, 0..f.size as u64).await?,
+    ))
+}
+
+/// The identity commits are written with.
+fn signature(p: &Principal, now: i64) -> Signature {
+    Signature {
+        name: p.name.clone(),
+        email: format!("{}@users.noreply.paddock.local", p.name),
+        time: now,
+        tz: "+0000".into(),
+    }
+}
+
+/// The outcome of a commit.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub oid: String,
+}
+
+/// Makes a commit on `branch_ref` (a full `refs/heads/...` name).
+pub async fn commit(
+    state: &AppState,
+    repo: &RepoRow,
+    branch_ref: &str,
+    author: &Principal,
+    mut input: CommitInput,
+) -> ApiResult<Committed> {
+    if input.summary.trim().is_empty() {
+        return Err(ApiError::InvalidCommit(
+            "the commit summary must not be empty".into(),
+        ));
+    }
+    check_lfs(state, repo.id, &mut input.ops).await?;
+    validate_weights(state, &input.ops).await?;
+
+    let mut tx = state.db.begin().await?;
+    if let Some(key) = &input.idempotency_key {
+        let done: Option<(String,)> = sqlx::query_as(
+            "SELECT commit_oid FROM commit_idempotency WHERE repo_id = $1 AND key = $2",
+        )
+        .bind(repo.id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((oid,)) = done {
+            return Ok(Committed { oid });
+        }
+    }
+    let head = db::refs::get_for_update(&mut tx, repo.id, branch_ref)
+        .await?
+        .ok_or_else(|| {
+            ApiError::RevisionNotFound(branch_ref.trim_start_matches("refs/heads/").to_string())
+        })?;
+    if let Some(parent) = &input.parent {
+        let p = parent.to_ascii_lowercase();
+        let valid = (5..=40).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(ApiError::InvalidCommit(format!(
+                "parentCommit {parent:?} is not a commit id"
+            )));
+        }
+        if !head.commit_oid.starts_with(&p) {
+            return Err(ApiError::ParentCommitMismatch);
+        }
+    }
+    let parent_commit = db::git::commit(&mut *tx, repo.id, &head.commit_oid)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("branch head commit is missing")))?;
+
+    // The working listing: the head's files.
+    let mut files: BTreeMap<String, WorkFile> = BTreeMap::new();
+    for e in db::git::list_recursive(&mut *tx, &parent_commit.tree_oid, "").await? {
+        if let (Some(b), Some(mode)) = (e.blob.as_ref(), Mode::parse(&e.mode)) {
+            files.insert(
+                e.path.clone(),
+                WorkFile {
+                    flat: FlatFile {
+                        mode,
+                        oid: e.oid.clone(),
+                    },
+                    sha256: b.sha256.clone(),
+                    size: b.size,
+                },
+            );
+        }
+    }
+    let before: HashMap<String, String> = files
+        .iter()
+        .map(|(p, f)| (p.clone(), f.flat.oid.clone()))
+        .collect();
+
+    // LFS rules: from the .gitattributes this commit adds, else the head's.
+    let mut attributes_text: Option<String> = None;
+    for op in &input.ops {
+        if let Op::Add {
+            path,
+            content: AddContent::Inline { bytes: Some(b), .. },
+        } = op
+        {
+            if path.as_str() == ".gitattributes" {
+                attributes_text = Some(String::from_utf8_lossy(b).into_owned());
+            }
+        }
+    }
+    if attributes_text.is_none() {
+        if let Some(f) = files.get(".gitattributes") {
+            attributes_text = read_stored(state, f)
+                .await?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+        }
+    }
+    let attributes_text = attributes_text.unwrap_or_default();
+    let rules = LfsRules::parse(&attributes_text);
+
+    // Apply the operations in order.
+    let mut new_blobs: Vec<db::git::NewBlob> = Vec::new();
+    let mut stored: Vec<(String, i64, bool)> = Vec::new(); // (sha256, size, link as LFS)
+    let mut lfs_paths: Vec<String> = Vec::new();
+    let mut interpreted: HashMap<&'static str, Option<Bytes>> = HashMap::new();
+    for op in &input.ops {
+        match op {
+            Op::Add { path, content } => {
+                let p = path.as_str();
+                if let Some(why) = crate::git::tree::clash(&files, p) {
+                    return Err(ApiError::InvalidCommit(format!("cannot add {p:?}: {why}")));
+                }
+                let (sha256, size, is_lfs, content_oid, bytes) = match content {
+                    AddContent::Inline {
+                        sha256,
+                        size,
+                        git_oid,
+                        binary,
+                        bytes,
+                    } => (
+                        sha256.clone(),
+                        *size,
+                        wants_lfs(&rules, p, *size, *binary, state.limits.lfs_threshold),
+                        git_oid.clone(),
+                        bytes.clone(),
+                    ),
+                    AddContent::Lfs { sha256, size } => {
+                        (sha256.clone(), size.unwrap_or(0), true, String::new(), None)
+                    }
+                };
+                let (oid, pointer_size) = if is_lfs {
+                    let pointer = git::lfs_pointer(&sha256, size);
+                    (
+                        git::blob_oid(pointer.as_bytes()),
+                        Some(pointer.len() as i32),
+                    )
+                } else {
+                    (content_oid, None)
+                };
+                if is_lfs && p != ".gitattributes" {
+                    lfs_paths.push(p.to_string());
+                }
+                if let Some(name) = INTERPRETED.iter().find(|n| **n == p) {
+                    interpreted.insert(name, if is_lfs { None } else { bytes });
+                }
+                new_blobs.push(db::git::NewBlob {
+                    oid: oid.clone(),
+                    is_lfs,
+                    sha256: sha256.clone(),
+                    size: size as i64,
+                    pointer_size,
+                });
+                stored.push((sha256.clone(), size as i64, is_lfs));
+                files.insert(
+                    p.to_string(),
+                    WorkFile {
+                        flat: FlatFile {
+                            mode: Mode::File,
+                            oid,
+                        },
+                        sha256,
+                        size: size as i64,
+                    },
+                );
+            }
+            Op::Delete(path) => {
+                if files.remove(path.as_str()).is_none() {
+                    return Err(ApiError::EntryNotFound {
+                        path: format!("A file with this name doesn't exist: {path}"),
+                        commit: Some(head.commit_oid.clone()),
+                    });
+                }
+            }
+            Op::DeleteFolder(path) => {
+                let prefix = format!("{}/", path.as_str());
+                let doomed: Vec<String> = files
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if doomed.is_empty() {
+                    return Err(ApiError::EntryNotFound {
+                        path: format!("A folder with this name doesn't exist: {path}"),
+                        commit: Some(head.commit_oid.clone()),
+                    });
+                }
+                for k in doomed {
+                    files.remove(&k);
+                }
+            }
+        }
+    }
+
+    // Case-fold and Unicode-form twins would alias on client file systems.
+    let mut folded: HashMap<String, &str> = HashMap::new();
+    for p in files.keys() {
+        let key = RepoPath::parse(p)
+            .map(|rp| rp.fold_key())
+            .unwrap_or_else(|_| p.to_lowercase());
+        if let Some(other) = folded.insert(key, p.as_str()) {
+            return Err(ApiError::InvalidPath(format!(
+                "{p:?} and {other:?} differ only by case or Unicode form; they would collide on many file systems"
+            )));
+        }
+    }
+
+    // Keep .gitattributes covering every LFS path.
+    let new_attributes =
+        attributes::with_lfs_paths(&attributes_text, lfs_paths.iter().map(String::as_str));
+    if new_attributes != attributes_text && !(attributes_text.is_empty() && lfs_paths.is_empty()) {
+        let bytes = Bytes::from(new_attributes.clone());
+        let w = state.storage.write_bytes(bytes.clone()).await?;
+        let oid = w.git_oid.clone().expect("asked for git oid");
+        new_blobs.push(db::git::NewBlob {
+            oid: oid.clone(),
+            is_lfs: false,
+            sha256: w.sha256.to_string(),
+            size: w.size as i64,
+            pointer_size: None,
+        });
+        stored.push((w.sha256.to_string(), w.size as i64, false));
+        files.insert(
+            ".gitattributes".into(),
+            WorkFile {
+                flat: FlatFile {
+                    mode: Mode::File,
+                    oid,
+                },
+                sha256: w.sha256.to_string(),
+                size: w.size as i64,
+            },
+        );
+        interpreted.insert(".gitattributes", Some(bytes));
+    }
+
+    // Trees.
+    let flat: BTreeMap<String, FlatFile> = files
+        .iter()
+        .map(|(k, v)| (k.clone(), v.flat.clone()))
+        .collect();
+    let (root, trees) = build_trees(&flat);
+
+    // Changes.
+    let mut changes: Vec<(String, &'static str)> = Vec::new();
+    for (p, f) in &files {
+        match before.get(p) {
+            None => changes.push((p.clone(), "added")),
+            Some(old) if *old != f.flat.oid => changes.push((p.clone(), "modified")),
+            _ => {}
+        }
+    }
+    for p in before.keys() {
+        if !files.contains_key(p) {
+            changes.push((p.clone(), "deleted"));
+        }
+    }
+
+    // Metadata.
+    let is_model = repo.repo_type == "model";
+    let card_data = match (
+        interpreted.get("README.md"),
+        files.contains_key("README.md"),
+    ) {
+        (Some(Some(b)), _) => {
+            card::parse_card(&String::from_utf8_lossy(b)).map_err(ApiError::InvalidCommit)?
+        }
+        (Some(None), _) | (None, false) => serde_json::json!({}),
+        (None, true) => parent_commit.card_data.0.clone(),
+    };
+    let config_info = match (
+        interpreted.get("config.json"),
+        files.contains_key("config.json"),
+    ) {
+        (Some(Some(b)), _) => card::parse_config(b),
+        (Some(None), _) | (None, false) => serde_json::json!({}),
+        (None, true) => parent_commit.config_info.0.clone(),
+    };
+    let st_shas: Vec<String> = files
+        .iter()
+        .filter(|(p, _)| p.to_ascii_lowercase().ends_with(".safetensors"))
+        .map(|(_, f)| f.sha256.clone())
+        .collect();
+    let safetensors = if st_shas.is_empty() {
+        None
+    } else {
+        let rows = db::git::safetensors_params(&mut *tx, &st_shas).await?;
+        let by_sha: HashMap<String, serde_json::Value> =
+            rows.into_iter().map(|(s, p, _)| (s, p.0)).collect();
+        let per_file: Vec<serde_json::Value> = st_shas
+            .iter()
+            .filter_map(|s| by_sha.get(s).cloned())
+            .collect();
+        card::sum_safetensors(&per_file)
+    };
+    let paths: Vec<&str> = files.keys().map(String::as_str).collect();
+    let meta: RepoMeta = card::derive(is_model, card_data, config_info, &paths, safetensors);
+
+    // The commit object.
+    let now = chrono::Utc::now().timestamp();
+    let sig = signature(author, now);
+    let object = CommitObject {
+        tree: root.clone(),
+        parents: vec![head.commit_oid.clone()],
+        author: sig.clone(),
+        committer: sig,
+        message: git::object::commit_message(input.summary.trim(), &input.description),
+    };
+    let oid = object.oid();
+
+    db::git::insert_trees(&mut tx, &trees).await?;
+    db::git::insert_blobs(&mut tx, &new_blobs).await?;
+    for (sha, size, lfs) in &stored {
+        db::lfs::insert_blob(&mut *tx, sha, *size).await?;
+        if *lfs {
+            db::lfs::link(&mut *tx, repo.id, sha).await?;
+        }
+    }
+    db::git::insert_commit(
+        &mut tx,
+        &db::git::NewCommit {
+            repo_id: repo.id,
+            object: &object,
+            oid: &oid,
+            title: input.summary.trim(),
+            depth: parent_commit.depth + 1,
+            meta: &meta,
+            author_id: Some(author.user_id),
+        },
+    )
+    .await?;
+    db::git::insert_changes(&mut tx, repo.id, &oid, &changes).await?;
+    if !db::refs::compare_and_swap(
+        &mut tx,
+        repo.id,
+        branch_ref,
+        &head.commit_oid,
+        &oid,
+        Some(author.user_id),
+    )
+    .await?
+    {
+        // Unreachable while the row lock is held; kept as the invariant's guard.
+        return Err(ApiError::ParentCommitMismatch);
+    }
+    if branch_ref == format!("refs/heads/{}", super::DEFAULT_BRANCH) {
+        db::repos::set_head_metadata(&mut *tx, repo.id, &meta).await?;
+    } else {
+        db::repos::touch(&mut *tx, repo.id).await?;
+    }
+    if let Some(key) = &input.idempotency_key {
+        sqlx::query(
+            "INSERT INTO commit_idempotency (repo_id, key, commit_oid) VALUES ($1, $2, $3)",
+        )
+        .bind(repo.id)
+        .bind(key)
+        .bind(&oid)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), "commit");
+    Ok(Committed { oid })
+}
+
+/// Creates the first commit of a new repo (its `.gitattributes`) and `main`.
+pub async fn initial_commit(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    repo_id: i64,
+    author: &Principal,
+    is_model: bool,
+) -> ApiResult<String> {
+    let text = attributes::DEFAULT_GITATTRIBUTES;
+    let w = state
+        .storage
+        .write_bytes(Bytes::from_static(text.as_bytes()))
+        .await?;
+    let oid = w.git_oid.clone().expect("asked for git oid");
+    let mut flat = BTreeMap::new();
+    flat.insert(
+        ".gitattributes".to_string(),
+        FlatFile {
+            mode: Mode::File,
+            oid: oid.clone(),
+        },
+    );
+    let (root, trees) = build_trees(&flat);
+    let now = chrono::Utc::now().timestamp();
+    let sig = signature(author, now);
+    let object = CommitObject {
+        tree: root,
+        parents: vec![],
+        author: sig.clone(),
+        committer: sig,
+        message: git::object::commit_message("initial commit", ""),
+    };
+    let commit_oid = object.oid();
+    let meta = card::derive(
+        is_model,
+        serde_json::json!({}),
+        serde_json::json!({}),
+        &[".gitattributes"],
+        None,
+    );
+    db::git::insert_trees(tx, &trees).await?;
+    db::git::insert_blobs(
+        tx,
+        &[db::git::NewBlob {
+            oid,
+            is_lfs: false,
+            sha256: w.sha256.to_string(),
+            size: w.size as i64,
+            pointer_size: None,
+        }],
+    )
+    .await?;
+    db::lfs::insert_blob(&mut *tx, w.sha256.as_str(), w.size as i64).await?;
+    db::git::insert_commit(
+        tx,
+        &db::git::NewCommit {
+            repo_id,
+            object: &object,
+            oid: &commit_oid,
+            title: "initial commit",
+            depth: 1,
+            meta: &meta,
+            author_id: Some(author.user_id),
+        },
+    )
+    .await?;
+    db::git::insert_changes(
+        tx,
+        repo_id,
+        &commit_oid,
+        &[(".gitattributes".to_string(), "added")],
+    )
+    .await?;
+    db::refs::create(
+        tx,
+        repo_id,
+        &format!("refs/heads/{}", super::DEFAULT_BRANCH),
+        &commit_oid,
+        None,
+        Some(author.user_id),
+    )
+    .await?;
+    db::repos::set_head_metadata(&mut *tx, repo_id, &meta).await?;
+    Ok(commit_oid)
+}
+
+/// Stores one inline file of a commit and describes it.
+pub async fn store_inline(
+    state: &AppState,
+    path: &RepoPath,
+    bytes: Bytes,
+) -> ApiResult<AddContent> {
+    let binary = looks_binary(&bytes);
+    let keep = INTERPRETED.contains(&path.as_str()) && bytes.len() as u64 <= MAX_INTERPRETED;
+    let w = state.storage.write_bytes(bytes.clone()).await?;
+    Ok(AddContent::Inline {
+        sha256: w.sha256.to_string(),
+        size: w.size,
+        git_oid: w.git_oid.expect("asked for git oid"),
+        binary,
+        bytes: keep.then_some(bytes),
+    })
+}

@@ -1,0 +1,100 @@
+//! The registry's domain logic, shared by the HF routes, the management API
+//! and the dashboard: finding a repo the caller may see, resolving revisions,
+//! committing, and reading trees.
+
+pub mod commit;
+pub mod files;
+pub mod ndjson;
+pub mod repo_ref;
+
+use crate::auth::access::{self, Access};
+use crate::auth::Auth;
+use crate::db;
+use crate::db::git::CommitRow;
+use crate::db::repos::RepoRow;
+use crate::domain::{RepoId, RepoType, Revision};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub use repo_ref::RepoRef;
+
+/// The branch every repo starts with.
+pub const DEFAULT_BRANCH: &str = "main";
+
+/// A repo the caller may access, with what they may do.
+#[derive(Debug, Clone)]
+pub struct RepoCtx {
+    pub repo: RepoRow,
+    pub access: Access,
+}
+
+/// Finds a repo and checks the caller has `need` on it. Missing and
+/// unreadable private repos are both `RepoNotFound`.
+pub async fn load_repo(
+    state: &AppState,
+    auth: &Auth,
+    kind: RepoType,
+    id: &RepoId,
+    need: Access,
+) -> ApiResult<RepoCtx> {
+    let repo = db::repos::find(
+        &state.db,
+        kind.as_str(),
+        id.namespace_key(),
+        id.name.as_str(),
+    )
+    .await?
+    .ok_or(ApiError::RepoNotFound)?;
+    let have = access::repo_access(&state.db, auth.principal(), &repo).await?;
+    access::require(have, need)?;
+    Ok(RepoCtx { repo, access: have })
+}
+
+/// A resolved revision: the commit, and the full ref name when it came from one.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub commit: CommitRow,
+    pub ref_name: Option<String>,
+}
+
+/// Resolves a branch, tag, full ref or 40-hex commit id of a repo.
+pub async fn resolve_revision(
+    state: &AppState,
+    repo_id: i64,
+    rev: &Revision,
+) -> ApiResult<Resolved> {
+    let s = rev.as_str();
+    if crate::domain::is_commit_oid(s) {
+        if let Some(c) = db::git::commit(&state.db, repo_id, s).await? {
+            return Ok(Resolved {
+                commit: c,
+                ref_name: None,
+            });
+        }
+    }
+    for name in rev.candidate_refs() {
+        if let Some(r) = db::refs::get(&state.db, repo_id, &name).await? {
+            let c = db::git::commit(&state.db, repo_id, &r.commit_oid)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("ref {name} points at a missing commit"))
+                })?;
+            return Ok(Resolved {
+                commit: c,
+                ref_name: Some(name),
+            });
+        }
+    }
+    Err(ApiError::RevisionNotFound(s.to_string()))
+}
+
+/// Parses and resolves a revision string from a URL.
+pub async fn resolve_str(state: &AppState, repo_id: i64, rev: &str) -> ApiResult<Resolved> {
+    let rev = Revision::parse(rev).map_err(|_| ApiError::RevisionNotFound(rev.to_string()))?;
+    resolve_revision(state, repo_id, &rev).await
+}
+
+/// Formats a timestamp the way the HF clients parse it (UTC, `Z`, milliseconds).
+pub fn hf_date(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,87 @@
+//! Request body extractors with the hub's limits and error messages: JSON of any
+//! content type (the HF clients send `application/vnd.git-lfs+json` and form
+//! bodies too), refused with a 4xx that says what was wrong.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::pin::Pin;
+
+/// Reads a whole small body, refusing more than `limit` bytes (413) and any
+/// `Content-Encoding` (bodies are never decompressed).
+pub async fn read_limited(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    reject_encoded(req)?;
+    if let Some(len) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body of {len} bytes is over the limit of {limit} bytes"
+            )));
+        }
+    }
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body is over the limit of {limit} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Refuses bodies with a `Content-Encoding` other than identity.
+pub fn reject_encoded(req: &HttpRequest) -> Result<(), ApiError> {
+    if let Some(enc) = req.headers().get(actix_web::http::header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?");
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::InvalidRequest(format!(
+                "Content-Encoding {enc:?} is not accepted; send the body uncompressed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A JSON body (any content type), parsed with serde's recursion limit.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let limit = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.limits.json_body)
+                .unwrap_or(2 * 1024 * 1024);
+            let bytes = read_limited(&req, &mut payload, limit).await?;
+            let text = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                &b"{}"[..]
+            } else {
+                &bytes[..]
+            };
+            serde_json::from_slice(text)
+                .map(JsonBody)
+                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+        })
+    }
+}

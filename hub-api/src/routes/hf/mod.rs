@@ -1,0 +1,12 @@
+//! The Hugging Face-compatible API: what `huggingface_hub`, the `hf` CLI,
+//! `transformers` and the `hf-hub` crate call (see the protocol reference).
+
+pub mod commit;
+pub mod info;
+pub mod lfs;
+pub mod refs;
+pub mod repos;
+pub mod resolve;
+pub mod tree;
+pub mod upload;
+pub mod whoami;

@@ -1,0 +1,338 @@
+//! Repo lifecycle: create, delete, move, settings (`/api/repos/*`, `/api/{type}s/{repo}/settings`).
+
+use crate::auth::access::{self, Access};
+use crate::auth::{Auth, Scope};
+use crate::db;
+use crate::domain::{NamespaceName, RepoId, RepoName, RepoType};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{self, RepoRef};
+use crate::routes::body::JsonBody;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateBody {
+    name: String,
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default, rename = "type")]
+    repo_type: Option<String>,
+    #[serde(default)]
+    private: Option<bool>,
+    #[serde(default)]
+    visibility: Option<String>,
+    /// Site admins only: a single-segment repo id (`gpt2`).
+    #[serde(default)]
+    canonical: bool,
+}
+
+fn parse_visibility(private: Option<bool>, visibility: Option<&str>) -> ApiResult<Option<bool>> {
+    match visibility {
+        Some("public") => Ok(Some(false)),
+        Some("private") | Some("protected") => Ok(Some(true)),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "visibility {other:?} is not one of public, private"
+        ))),
+        None => Ok(private),
+    }
+}
+
+/// The URL `create_repo` returns (parsed by the client; must be on the endpoint host).
+pub fn repo_url(state: &AppState, kind: RepoType, full_id: &str) -> String {
+    format!("{}/{}{}", state.public_url, kind.url_prefix(), full_id)
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<HttpResponse> {
+    let p = auth.require()?;
+    if !p.has_scope(Scope::Write) {
+        return Err(ApiError::Forbidden(
+            "creating a repository needs a token with the write scope".into(),
+        ));
+    }
+    let kind = RepoType::parse(body.repo_type.as_deref().unwrap_or("model"))?;
+    // The client sends "ns/name" split into organization + name; accept "ns/name" in name too.
+    let (org, name) = match (body.organization.as_deref(), body.name.split_once('/')) {
+        (Some(o), _) => (Some(o.to_string()), body.name.clone()),
+        (None, Some((o, n))) => (Some(o.to_string()), n.to_string()),
+        (None, None) => (None, body.name.clone()),
+    };
+    let name = RepoName::parse(&name)?;
+    let namespace = if body.canonical {
+        if !p.is_admin {
+            return Err(ApiError::Forbidden(
+                "only site administrators create single-segment repositories".into(),
+            ));
+        }
+        RepoId::from_parts(None, name.as_str())?;
+        crate::domain::names::ROOT_NAMESPACE.to_string()
+    } else {
+        match org {
+            Some(o) => NamespaceName::parse(&o)?.to_string(),
+            None => p.name.clone(),
+        }
+    };
+    let ns = db::namespaces::by_name(&state.db, &namespace)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "namespace {namespace:?} does not exist or you cannot create repositories in it"
+            ))
+        })?;
+    if !access::can_write_namespace(&state.db, p, ns.id, &ns.name).await? {
+        return Err(ApiError::Forbidden(format!(
+            "you cannot create repositories in {:?}",
+            ns.name
+        )));
+    }
+    let private = parse_visibility(body.private, body.visibility.as_deref())?.unwrap_or(false);
+    let full_id = if body.canonical {
+        name.to_string()
+    } else {
+        format!("{}/{}", ns.name, name)
+    };
+    let mut tx = state.db.begin().await?;
+    let Some(repo_id) =
+        db::repos::insert(&mut *tx, ns.id, name.as_str(), kind.as_str(), private).await?
+    else {
+        let existing = db::repos::find(&state.db, kind.as_str(), &ns.name, name.as_str()).await?;
+        let url = existing
+            .map(|r| repo_url(&state, kind, &r.full_id()))
+            .unwrap_or_else(|| repo_url(&state, kind, &full_id));
+        return Ok(HttpResponse::Conflict()
+            .insert_header(("X-Error-Message", "You already created this repository"))
+            .json(json!({"error": "You already created this repository", "code": "conflict", "url": url})));
+    };
+    crate::quota::check_namespace_can_grow(&mut tx, ns.id, 0).await?;
+    registry::commit::initial_commit(&state, &mut tx, repo_id, p, kind == RepoType::Model).await?;
+    crate::audit::record(
+        &mut *tx,
+        Some(p),
+        ns.id,
+        "repo.created",
+        &format!("{}:{}", kind.as_str(), full_id),
+        json!({"private": private}),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(repo.id = repo_id, repo = %full_id, "repo created");
+    Ok(HttpResponse::Ok().json(json!({
+        "url": repo_url(&state, kind, &full_id),
+        "name": full_id,
+        "id": repo_id.to_string(),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteBody {
+    name: String,
+    #[serde(default)]
+    organization: Option<String>,
+    #[serde(default, rename = "type")]
+    repo_type: Option<String>,
+}
+
+fn body_repo_id(name: &str, organization: Option<&str>) -> ApiResult<RepoId> {
+    match (organization, name.split_once('/')) {
+        (Some(o), _) => RepoId::from_parts(Some(o), name),
+        (None, Some(_)) => RepoId::parse(name),
+        (None, None) => RepoId::from_parts(None, name),
+    }
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<DeleteBody>,
+) -> ApiResult<HttpResponse> {
+    auth.require()?;
+    let kind = RepoType::parse(body.repo_type.as_deref().unwrap_or("model"))?;
+    let mut id = body_repo_id(&body.name, body.organization.as_deref())
+        .map_err(|_| ApiError::RepoNotFound)?;
+    if id.namespace.is_none() {
+        // HF semantics: a bare name means the caller's namespace; fall back to a canonical repo.
+        let p = auth.require()?;
+        let own = RepoId::from_parts(Some(&p.name), id.name.as_str())?;
+        if db::repos::find(
+            &state.db,
+            kind.as_str(),
+            own.namespace_key(),
+            own.name.as_str(),
+        )
+        .await?
+        .is_some()
+        {
+            id = own;
+        }
+    }
+    let ctx = registry::load_repo(&state, &auth, kind, &id, Access::Admin).await?;
+    let mut tx = state.db.begin().await?;
+    db::repos::delete(&mut *tx, ctx.repo.id).await?;
+    crate::audit::record(
+        &mut *tx,
+        auth.principal(),
+        ctx.repo.namespace_id,
+        "repo.deleted",
+        &format!("{}:{}", kind.as_str(), ctx.repo.full_id()),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveBody {
+    from_repo: String,
+    to_repo: String,
+    #[serde(default, rename = "type")]
+    repo_type: Option<String>,
+}
+
+pub async fn move_repo(
+    state: web::Data<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<MoveBody>,
+) -> ApiResult<HttpResponse> {
+    let p = auth.require()?;
+    let kind = RepoType::parse(body.repo_type.as_deref().unwrap_or("model"))?;
+    let from = RepoId::parse(&body.from_repo).map_err(|_| ApiError::RepoNotFound)?;
+    let to = RepoId::parse(&body.to_repo)?;
+    let Some(to_ns_name) = &to.namespace else {
+        return Err(ApiError::InvalidRepoName(
+            "the destination must be namespace/name".into(),
+        ));
+    };
+    let ctx = registry::load_repo(&state, &auth, kind, &from, Access::Admin).await?;
+    let to_ns = db::namespaces::by_name(&state.db, to_ns_name.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "namespace {to_ns_name} does not exist or you cannot write to it"
+            ))
+        })?;
+    if !access::can_write_namespace(&state.db, p, to_ns.id, &to_ns.name).await? {
+        return Err(ApiError::Forbidden(format!(
+            "you cannot create repositories in {:?}",
+            to_ns.name
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    let r = sqlx::query(
+        "UPDATE repos SET namespace_id = $2, name = $3, last_modified = now() WHERE id = $1",
+    )
+    .bind(ctx.repo.id)
+    .bind(to_ns.id)
+    .bind(to.name.as_str())
+    .execute(&mut *tx)
+    .await;
+    match r {
+        Err(e) if db::namespaces::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(format!(
+                "{} already exists",
+                body.to_repo
+            )))
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let target = format!("{}:{}", kind.as_str(), body.to_repo);
+    crate::audit::record(
+        &mut *tx,
+        Some(p),
+        ctx.repo.namespace_id,
+        "repo.moved",
+        &target,
+        json!({"from": ctx.repo.full_id()}),
+    )
+    .await?;
+    if to_ns.id != ctx.repo.namespace_id {
+        crate::audit::record(
+            &mut *tx,
+            Some(p),
+            to_ns.id,
+            "repo.moved",
+            &target,
+            json!({"from": ctx.repo.full_id()}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(json!({"url": repo_url(&state, kind, &to.to_string())})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SettingsBody {
+    #[serde(default)]
+    private: Option<bool>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    gated: Option<serde_json::Value>,
+}
+
+pub async fn settings(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    JsonBody(body): JsonBody<SettingsBody>,
+) -> ApiResult<HttpResponse> {
+    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Admin).await?;
+    let private = parse_visibility(body.private, body.visibility.as_deref())?;
+    let gated: Option<Option<&str>> = match &body.gated {
+        None => None,
+        Some(serde_json::Value::Bool(false)) | Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(s)) if s == "auto" || s == "manual" => {
+            Some(Some(s.as_str()))
+        }
+        Some(other) => {
+            return Err(ApiError::InvalidRequest(format!(
+                "gated must be \"auto\", \"manual\" or false, not {other}"
+            )))
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    let target = format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id());
+    if let Some(private) = private {
+        if private != ctx.repo.private {
+            sqlx::query("UPDATE repos SET private = $2 WHERE id = $1")
+                .bind(ctx.repo.id)
+                .bind(private)
+                .execute(&mut *tx)
+                .await?;
+            crate::audit::record(
+                &mut *tx,
+                auth.principal(),
+                ctx.repo.namespace_id,
+                "repo.visibility_changed",
+                &target,
+                json!({"private": private}),
+            )
+            .await?;
+        }
+    }
+    if let Some(gated) = gated {
+        sqlx::query("UPDATE repos SET gated = $2 WHERE id = $1")
+            .bind(ctx.repo.id)
+            .bind(gated)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::record(
+            &mut *tx,
+            auth.principal(),
+            ctx.repo.namespace_id,
+            "repo.gating_changed",
+            &target,
+            json!({"gated": gated}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}

@@ -1,0 +1,96 @@
+//! The route table: every scope and route of the hub, on one screen.
+//! Handlers are thin; the logic lives in `registry`, `auth`, `db` and `storage`.
+
+pub mod body;
+pub mod health;
+pub mod hf;
+
+use crate::error::ApiError;
+use actix_web::{web, HttpResponse};
+
+/// Repo id forms of API paths: `ns/name` and single-segment `name`.
+fn api(suffix: &str) -> Vec<String> {
+    vec![
+        format!("/api/{{kind:models|datasets}}/{{ns}}/{{name}}{suffix}"),
+        format!("/api/{{kind:models|datasets}}/{{name}}{suffix}"),
+    ]
+}
+
+/// Repo id forms of download and git paths (datasets first: `datasets` is reserved).
+fn web_paths(suffix: &str) -> Vec<String> {
+    vec![
+        format!("/datasets/{{ns}}/{{name}}{suffix}"),
+        format!("/datasets/{{name}}{suffix}"),
+        format!("/{{ns}}/{{name}}{suffix}"),
+        format!("/{{name}}{suffix}"),
+    ]
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use hf::*;
+    cfg
+        // Health.
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        // Identity.
+        .route("/api/whoami-v2", web::get().to(whoami::whoami))
+        // Repo lifecycle.
+        .route("/api/repos/create", web::post().to(repos::create))
+        .route("/api/repos/delete", web::delete().to(repos::delete))
+        .route("/api/repos/move", web::post().to(repos::move_repo))
+        .route("/api/validate-yaml", web::post().to(upload::validate_yaml))
+        // Listings.
+        .route("/api/{kind:models|datasets}", web::get().to(info::list))
+        // Per-repo API.
+        .service(web::resource(api("")).route(web::get().to(info::repo_info)))
+        .service(web::resource(api("/revision/{rev}")).route(web::get().to(info::repo_info)))
+        .service(web::resource(api("/settings")).route(web::put().to(repos::settings)))
+        .service(web::resource(api("/tree/{rev}")).route(web::get().to(tree::tree)))
+        .service(web::resource(api("/tree/{rev}/{path:.*}")).route(web::get().to(tree::tree)))
+        .service(web::resource(api("/paths-info/{rev}")).route(web::post().to(tree::paths_info)))
+        .service(web::resource(api("/refs")).route(web::get().to(refs::list_refs)))
+        .service(web::resource(api("/commits/{rev}")).route(web::get().to(refs::list_commits)))
+        .service(
+            web::resource(api("/branch/{rev}"))
+                .route(web::post().to(refs::create_branch))
+                .route(web::delete().to(refs::delete_branch)),
+        )
+        .service(
+            web::resource(api("/tag/{rev}"))
+                .route(web::post().to(refs::create_tag))
+                .route(web::delete().to(refs::delete_tag)),
+        )
+        .service(web::resource(api("/preupload/{rev}")).route(web::post().to(upload::preupload)))
+        .service(web::resource(api("/commit/{rev}")).route(web::post().to(commit::commit)))
+        // LFS: batch API and the signed transfer links it hands out.
+        .service(
+            web::resource(web_paths(".git/info/lfs/objects/batch"))
+                .route(web::post().to(lfs::batch)),
+        )
+        .service(
+            web::resource(web_paths(".git/info/lfs/objects/verify"))
+                .route(web::post().to(lfs::verify)),
+        )
+        .route("/lfs/upload/{session}", web::put().to(lfs::put_object))
+        .route(
+            "/lfs/upload/{session}/part/{part}",
+            web::put().to(lfs::put_part),
+        )
+        .route(
+            "/lfs/upload/{session}/complete",
+            web::post().to(lfs::complete),
+        )
+        .route("/lfs/objects/{sha}", web::get().to(lfs::download))
+        // Downloads.
+        .service(
+            web::resource(web_paths("/resolve/{rev}/{path:.*}"))
+                .route(web::get().to(resolve::resolve))
+                .route(web::head().to(resolve::resolve)),
+        );
+}
+
+/// JSON 404 for every unknown route.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("route"))
+}

@@ -1,0 +1,183 @@
+//! Process start-up: configuration, the database (external or the private
+//! cluster), migrations, storage, keys, the HTTP server and its shutdown.
+
+use crate::auth::jwt::KeyRing;
+use crate::config::{Cli, Command, Config};
+use crate::pgcluster::PgCluster;
+use crate::state::{AppState, Limits};
+use crate::storage::Storage;
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpServer};
+use std::time::{Duration, Instant};
+
+/// Sets up logging once (text or JSON lines).
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The database the hub uses: `DATABASE_URL`, or the private cluster (started
+/// or attached to) with its `paddock` database.
+pub async fn database(config: &Config) -> anyhow::Result<(String, Option<PgCluster>)> {
+    if let Some(url) = &config.database_url {
+        return Ok((url.clone(), None));
+    }
+    let dir = config.data_dir.join("pg");
+    let fast = config.pg_unsafe_fast;
+    let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&dir, fast)).await??;
+    let admin_url = cluster.url("postgres");
+    let pool = crate::db::connect(&admin_url, 1).await?;
+    let exists: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = 'paddock'")
+            .fetch_optional(&pool)
+            .await?;
+    if exists.is_none() {
+        if let Err(e) = sqlx::query("CREATE DATABASE paddock").execute(&pool).await {
+            if !e.to_string().contains("already exists") {
+                return Err(e.into());
+            }
+        }
+    }
+    pool.close().await;
+    Ok((cluster.url("paddock"), Some(cluster)))
+}
+
+/// Builds the shared state (migrating the database first).
+pub async fn build_state(
+    config: &Config,
+    db_url: &str,
+    public_url: String,
+) -> anyhow::Result<AppState> {
+    let db = crate::db::connect(db_url, config.db_pool).await?;
+    crate::db::migrate(&db).await?;
+    let storage_url = config
+        .storage_url
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("objects").display().to_string());
+    let storage = Storage::from_url(&storage_url)?;
+    let keys = KeyRing::load(db.clone()).await?;
+    Ok(AppState {
+        db,
+        storage,
+        public_url,
+        keys,
+        limits: Limits::default(),
+    })
+}
+
+/// Runs a parsed command line.
+pub fn run_cli(cli: Cli) -> anyhow::Result<()> {
+    cli.config.validate()?;
+    init_logging(&cli.config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config),
+        Command::Migrate => rt.block_on(async {
+            let (url, _cluster) = database(&cli.config).await?;
+            let pool = crate::db::connect(&url, 2).await?;
+            crate::db::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }),
+        Command::Admin(cmd) => rt.block_on(async {
+            let (url, _cluster) = database(&cli.config).await?;
+            let pool = crate::db::connect(&url, 2).await?;
+            crate::db::migrate(&pool).await?;
+            crate::admin::run(&pool, cmd).await
+        }),
+    }
+}
+
+/// Logs each request once: method, path (never the query string, which may
+/// carry signed-link tokens), status and duration.
+fn log_request(method: &str, path: &str, status: u16, started: Instant) {
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(
+            http.method = method,
+            http.path = path,
+            http.status = status,
+            duration_ms = ms,
+            "request"
+        );
+    } else {
+        tracing::info!(
+            http.method = method,
+            http.path = path,
+            http.status = status,
+            duration_ms = ms,
+            "request"
+        );
+    }
+}
+
+/// Runs the HTTP server until SIGINT/SIGTERM, then drains and stops the private cluster.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let (db_url, mut cluster) = database(&config).await?;
+        let listener = std::net::TcpListener::bind(config.bind)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set HUB_BIND)", config.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = match &config.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("http://{addr}"),
+        };
+        let state = build_state(&config, &db_url, public_url.clone()).await?;
+        crate::sweeper::spawn(state.clone());
+        let data = web::Data::new(state.clone());
+        let workers = config.http_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap_fn(|req, srv| {
+                    let started = Instant::now();
+                    let method = req.method().to_string();
+                    let path = req.path().to_string();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await;
+                        let status = match &res {
+                            Ok(r) => r.status().as_u16(),
+                            Err(e) => e.as_response_error().status_code().as_u16(),
+                        };
+                        log_request(&method, &path, status, started);
+                        res
+                    }
+                })
+                .configure(crate::routes::configure)
+                .default_service(web::to(crate::routes::not_found))
+        })
+        .workers(workers)
+        .client_request_timeout(Duration::from_secs(10))
+        .shutdown_timeout(15)
+        .listen(listener)?
+        .run();
+        println!(
+            "paddock: listening on {public_url} (storage {})",
+            state.storage.describe()
+        );
+        tracing::info!(url = %public_url, "hub-api listening");
+        let result = server.await;
+        tracing::info!("hub-api stopped; shutting down");
+        state.db.close().await;
+        if let Some(c) = cluster.as_mut() {
+            c.stop();
+        }
+        result.map_err(Into::into)
+    })
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("hub-worker: not yet implemented");
+}
