@@ -111,7 +111,11 @@ impl PgCluster {
             None
         };
         // Unix socket paths are limited to ~107 bytes.
-        let mut socket_dir = data_dir.join("run");
+        // Beside the data directory: initdb wants an empty directory.
+        let mut socket_dir = data_dir.with_file_name(format!(
+            "{}-run",
+            data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
         if socket_dir.as_os_str().len() > 80 {
             let h = {
                 use sha2::Digest;
