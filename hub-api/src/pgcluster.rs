@@ -114,7 +114,10 @@ impl PgCluster {
         // Beside the data directory: initdb wants an empty directory.
         let mut socket_dir = data_dir.with_file_name(format!(
             "{}-run",
-            data_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            data_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
         if socket_dir.as_os_str().len() > 80 {
             let h = {
@@ -260,6 +263,21 @@ impl PgCluster {
             .args(["-m", "fast", "-w", "stop"])
             .output();
         self.owned = false;
+    }
+
+    /// Leaves the server running when this value is dropped (another process
+    /// takes over its shutdown).
+    pub fn detach(&mut self) {
+        self.owned = false;
+    }
+
+    /// A shell command that stops the server at once (SIGQUIT to the postmaster),
+    /// for a watcher process.
+    pub fn stop_command_line(&self) -> String {
+        format!(
+            "kill -QUIT $(head -1 '{}/postmaster.pid') 2>/dev/null",
+            self.data_dir.display()
+        )
     }
 
     /// Stops regardless of who started it (test kit teardown).

@@ -30,12 +30,12 @@ pub async fn namespace_role(
     db::namespaces::member_role(db, namespace_id, p.user_id).await
 }
 
-/// The most a credential's scopes allow on repos.
+/// The most a credential's scopes allow on repos: `write` covers repo
+/// administration too (delete, settings), as on the Hugging Face Hub; the
+/// caller's role in the namespace still limits it.
 fn scope_cap(p: &Principal) -> Access {
-    if p.has_scope(Scope::Admin) {
+    if p.has_scope(Scope::Admin) || p.has_scope(Scope::Write) {
         Access::Admin
-    } else if p.has_scope(Scope::Write) {
-        Access::Write
     } else if p.has_scope(Scope::Read) {
         Access::Read
     } else {
