@@ -208,6 +208,14 @@ pub async fn commit(
             "the commit summary must not be empty".into(),
         ));
     }
+    // Fail fast on a stale parent before any work (re-checked under the lock).
+    if let Some(parent) = &input.parent {
+        if let Some(head) = db::refs::get(&state.db, repo.id, branch_ref).await? {
+            if !head.commit_oid.starts_with(&parent.to_ascii_lowercase()) {
+                return Err(ApiError::ParentCommitMismatch);
+            }
+        }
+    }
     check_lfs(state, repo.id, &mut input.ops).await?;
     validate_weights(state, &input.ops).await?;
 

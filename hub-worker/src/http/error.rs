@@ -1,0 +1,83 @@
+//! The worker's HTTP errors: one table from error to (status, stable `error_type`), and
+//! the JSON body `{"error": "...", "error_type": "..."}` every 4xx/5xx carries.
+
+use crate::engine::EngineError;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use thiserror::Error;
+
+/// Seconds a client should wait after 429 / 503.
+pub const RETRY_AFTER_S: u32 = 1;
+
+/// Every error an inference route can answer.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("missing or invalid gateway credentials")]
+    Unauthorized,
+    #[error("no model {0:?} on this worker")]
+    ModelNotFound(String),
+    #[error("model {key:?} is {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    ModelNotReady {
+        key: String,
+        status: &'static str,
+        message: Option<String>,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ApiError {
+    /// The (status, error_type) table.
+    pub fn code(&self) -> (StatusCode, &'static str) {
+        use EngineError as E;
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "model_not_found"),
+            ApiError::ModelNotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_not_ready"),
+            ApiError::Engine(e) => match e {
+                E::EmptyInput | E::EmptyString { .. } => (StatusCode::BAD_REQUEST, "empty_input"),
+                E::TooManyInputs { .. } => (StatusCode::BAD_REQUEST, "too_many_inputs"),
+                E::Overloaded { .. } => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+                E::WrongTask { .. } => (StatusCode::BAD_REQUEST, "wrong_task"),
+                E::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+                E::InputTooLong { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "input_too_long"),
+                E::Tokenization(_) => (StatusCode::UNPROCESSABLE_ENTITY, "tokenization_failed"),
+                E::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
+                E::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
+            },
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, error_type) = self.code();
+        let mut resp = HttpResponse::build(status);
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_S.to_string()));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if status.is_server_error() {
+            tracing::warn!(error = %self, error_type, "request failed");
+        }
+        resp.json(serde_json::json!({"error": self.to_string(), "error_type": error_type}))
+    }
+}

@@ -1,0 +1,525 @@
+//! The worker's content-addressed file cache, shared by every model on the worker:
+//!
+//! ```text
+//! {root}/blobs/sha256/<hex>        verified file contents, read-only, never modified
+//! {root}/blobs/git-sha1/<hex>      index: git blob id of a small file -> its sha256
+//! {root}/tmp/                      downloads in progress (never loaded from)
+//! {root}/models/<repo>--<commit>/  a model directory: relative symlinks into blobs/
+//! ```
+//!
+//! A blob enters `blobs/sha256` only by `insert_file`: hashed, compared with the digest the
+//! hub reported, fsynced and renamed. Every use re-hashes it (`verified_blob`), so a file
+//! corrupted on disk after the fact is detected, removed and fetched again, never loaded.
+
+use sha1::Digest as _;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors of the cache.
+#[derive(Debug, Error)]
+pub enum CacheError {
+    #[error("unsafe path in repo listing: {0:?}")]
+    UnsafePath(String),
+    #[error("invalid digest {0:?}")]
+    BadDigest(String),
+    #[error("{path}: content does not match the hub's digest (expected {expected}, got {actual})")]
+    DigestMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0} is not a regular file")]
+    NotRegularFile(PathBuf),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
+    let context = context.into();
+    move |source| CacheError::Io { context, source }
+}
+
+/// Whether `p` is a plain relative repo path: `/`-separated, no empty, `.` or `..`
+/// segments, no backslash, NUL or control characters, no `.git` segment.
+pub fn is_safe_repo_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 1024
+        && !p.starts_with('/')
+        && !p.chars().any(|c| c == '\\' || c.is_control())
+        && p
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && seg != ".git")
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The digest the hub reports for a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// LFS files: sha256 of the content (the `/resolve` ETag).
+    Sha256(String),
+    /// Regular files: the git blob id, sha1 of `blob <len>\0<content>` (the `/resolve` ETag).
+    GitSha1(String),
+}
+
+impl Expected {
+    /// Validates and lower-cases a digest.
+    pub fn parse_sha256(s: &str) -> Result<Expected, CacheError> {
+        let s = s.to_ascii_lowercase();
+        if is_hex(&s, 64) {
+            Ok(Expected::Sha256(s))
+        } else {
+            Err(CacheError::BadDigest(s))
+        }
+    }
+
+    /// Validates and lower-cases a git blob id.
+    pub fn parse_git_sha1(s: &str) -> Result<Expected, CacheError> {
+        let s = s.to_ascii_lowercase();
+        if is_hex(&s, 40) {
+            Ok(Expected::GitSha1(s))
+        } else {
+            Err(CacheError::BadDigest(s))
+        }
+    }
+
+    /// The hex digest.
+    pub fn hex(&self) -> &str {
+        match self {
+            Expected::Sha256(h) | Expected::GitSha1(h) => h,
+        }
+    }
+}
+
+/// Digests of a file's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigests {
+    pub sha256: String,
+    pub git_sha1: String,
+    pub size: u64,
+}
+
+impl FileDigests {
+    /// Whether these digests satisfy `expected`.
+    pub fn matches(&self, expected: &Expected) -> bool {
+        match expected {
+            Expected::Sha256(h) => &self.sha256 == h,
+            Expected::GitSha1(h) => &self.git_sha1 == h,
+        }
+    }
+
+    fn actual_for(&self, expected: &Expected) -> &str {
+        match expected {
+            Expected::Sha256(_) => &self.sha256,
+            Expected::GitSha1(_) => &self.git_sha1,
+        }
+    }
+}
+
+/// Hashes a regular file (sha256 and git blob sha1 in one pass). Refuses symlinks.
+pub fn hash_file(path: &Path) -> Result<FileDigests, CacheError> {
+    let meta = fs::symlink_metadata(path).map_err(io(format!("stat {}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(CacheError::NotRegularFile(path.to_path_buf()));
+    }
+    let mut f = fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    let size = meta.len();
+    let mut sha256 = sha2::Sha256::new();
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(format!("blob {size}\0").as_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(io(format!("read {}", path.display())))?;
+        if n == 0 {
+            break;
+        }
+        sha256.update(&buf[..n]);
+        sha1.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != size {
+        return Err(CacheError::Io {
+            context: format!("read {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file changed size"),
+        });
+    }
+    Ok(FileDigests {
+        sha256: hex::encode(sha256.finalize()),
+        git_sha1: hex::encode(sha1.finalize()),
+        size,
+    })
+}
+
+/// The cache rooted at one directory.
+#[derive(Debug, Clone)]
+pub struct BlobCache {
+    root: PathBuf,
+}
+
+impl BlobCache {
+    /// Opens (creating) a cache at `root`.
+    pub fn open(root: &Path) -> Result<BlobCache, CacheError> {
+        for sub in ["blobs/sha256", "blobs/git-sha1", "tmp", "models"] {
+            fs::create_dir_all(root.join(sub)).map_err(io(format!(
+                "create {}",
+                root.join(sub).display()
+            )))?;
+        }
+        let root = root
+            .canonicalize()
+            .map_err(io(format!("resolve {}", root.display())))?;
+        Ok(BlobCache { root })
+    }
+
+    /// The cache's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this sha256 lives (whether or not it exists).
+    pub fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(sha256)
+    }
+
+    /// A fresh directory under `tmp/` for one download.
+    pub fn temp_dir(&self) -> Result<PathBuf, CacheError> {
+        let name = format!("dl-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let p = self.root.join("tmp").join(name);
+        fs::create_dir_all(&p).map_err(io(format!("create {}", p.display())))?;
+        Ok(p)
+    }
+
+    fn sha1_index(&self, git_sha1: &str) -> PathBuf {
+        self.root.join("blobs/git-sha1").join(git_sha1)
+    }
+
+    /// The sha256 of a cached blob that satisfies `expected`, after re-hashing it. A blob that
+    /// fails verification is removed (with its index entry) and `None` is returned, so the
+    /// caller fetches it again.
+    pub fn verified_blob(&self, expected: &Expected) -> Result<Option<String>, CacheError> {
+        let sha256 = match expected {
+            Expected::Sha256(h) => h.clone(),
+            Expected::GitSha1(h) => match fs::read_to_string(self.sha1_index(h)) {
+                Ok(s) if is_hex(s.trim(), 64) => s.trim().to_string(),
+                Ok(_) => {
+                    let _ = fs::remove_file(self.sha1_index(h));
+                    return Ok(None);
+                }
+                Err(_) => return Ok(None),
+            },
+        };
+        let path = self.blob_path(&sha256);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(None);
+        }
+        let ok = match hash_file(&path) {
+            Ok(d) => d.sha256 == sha256 && d.matches(expected),
+            Err(_) => false,
+        };
+        if ok {
+            return Ok(Some(sha256));
+        }
+        tracing::warn!(blob = %path.display(), "cached blob failed verification; removing it");
+        remove_blob(&path)?;
+        if let Expected::GitSha1(h) = expected {
+            let _ = fs::remove_file(self.sha1_index(h));
+        }
+        Ok(None)
+    }
+
+    /// Moves a downloaded file into the cache after checking it against `expected`.
+    /// `name` is the repo path, for messages. Returns the blob's sha256.
+    pub fn insert_file(
+        &self,
+        downloaded: &Path,
+        expected: &Expected,
+        name: &str,
+    ) -> Result<String, CacheError> {
+        let digests = hash_file(downloaded)?;
+        if !digests.matches(expected) {
+            let _ = fs::remove_file(downloaded);
+            return Err(CacheError::DigestMismatch {
+                path: name.to_string(),
+                expected: expected.hex().to_string(),
+                actual: digests.actual_for(expected).to_string(),
+            });
+        }
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .open(downloaded)
+            .map_err(io(format!("open {}", downloaded.display())))?;
+        f.sync_all()
+            .map_err(io(format!("fsync {}", downloaded.display())))?;
+        drop(f);
+        set_read_only(downloaded)?;
+        let dest = self.blob_path(&digests.sha256);
+        fs::rename(downloaded, &dest).map_err(io(format!("rename into {}", dest.display())))?;
+        sync_dir(&self.root.join("blobs/sha256"))?;
+        if let Expected::GitSha1(h) = expected {
+            let idx = self.sha1_index(h);
+            let tmp = idx.with_extension(format!("tmp{:08x}", rand::random::<u32>()));
+            let mut f = fs::File::create(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+            f.write_all(digests.sha256.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(io(format!("write {}", tmp.display())))?;
+            fs::rename(&tmp, &idx).map_err(io(format!("rename {}", idx.display())))?;
+        }
+        Ok(digests.sha256)
+    }
+
+    /// Builds `models/<repo>--<commit>/` as relative symlinks into `blobs/sha256`, replacing
+    /// any previous copy atomically. `files` are `(repo path, sha256)`; every path is
+    /// validated and every blob must exist.
+    pub fn materialize(
+        &self,
+        repo_id: &str,
+        commit: &str,
+        files: &[(String, String)],
+    ) -> Result<PathBuf, CacheError> {
+        if !is_safe_repo_path(repo_id) || repo_id.contains("--") || !is_hex(commit, 40) {
+            return Err(CacheError::UnsafePath(format!("{repo_id}@{commit}")));
+        }
+        let name = format!("{}--{commit}", repo_id.replace('/', "--"));
+        let models = self.root.join("models");
+        let tmp = models.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+        fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        let result = (|| {
+            for (path, sha256) in files {
+                if !is_safe_repo_path(path) {
+                    return Err(CacheError::UnsafePath(path.clone()));
+                }
+                if !is_hex(sha256, 64) {
+                    return Err(CacheError::BadDigest(sha256.clone()));
+                }
+                let blob = self.blob_path(sha256);
+                let meta = fs::symlink_metadata(&blob).map_err(io(format!("stat {}", blob.display())))?;
+                if !meta.file_type().is_file() {
+                    return Err(CacheError::NotRegularFile(blob));
+                }
+                let depth = path.matches('/').count();
+                let mut target = PathBuf::new();
+                for _ in 0..=depth {
+                    target.push("..");
+                }
+                target.push("blobs/sha256");
+                target.push(sha256);
+                let link = tmp.join(path);
+                if let Some(parent) = link.parent() {
+                    fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+                }
+                symlink(&target, &link)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dest = models.join(&name);
+        if fs::symlink_metadata(&dest).is_ok() {
+            let trash = models.join(format!(".old-{:016x}", rand::random::<u64>()));
+            fs::rename(&dest, &trash).map_err(io(format!("move aside {}", dest.display())))?;
+            let _ = fs::remove_dir_all(&trash);
+        }
+        fs::rename(&tmp, &dest).map_err(io(format!("rename into {}", dest.display())))?;
+        sync_dir(&models)?;
+        Ok(dest)
+    }
+}
+
+fn remove_blob(path: &Path) -> Result<(), CacheError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(CacheError::Io {
+            context: format!("remove {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> Result<(), CacheError> {
+    std::os::unix::fs::symlink(target, link).map_err(io(format!("symlink {}", link.display())))
+}
+
+#[cfg(not(unix))]
+fn symlink(target: &Path, link: &Path) -> Result<(), CacheError> {
+    // Without symlinks, copy: the blob is verified, the copy is made from it.
+    let src = link
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(target);
+    fs::copy(&src, link)
+        .map(|_| ())
+        .map_err(io(format!("copy {}", link.display())))
+}
+
+#[cfg(unix)]
+fn set_read_only(p: &Path) -> Result<(), CacheError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o444))
+        .map_err(io(format!("chmod {}", p.display())))
+}
+
+#[cfg(not(unix))]
+fn set_read_only(p: &Path) -> Result<(), CacheError> {
+    let mut perm = fs::metadata(p).map_err(io(format!("stat {}", p.display())))?.permissions();
+    perm.set_readonly(true);
+    fs::set_permissions(p, perm).map_err(io(format!("chmod {}", p.display())))
+}
+
+fn sync_dir(p: &Path) -> Result<(), CacheError> {
+    #[cfg(unix)]
+    {
+        fs::File::open(p)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("fsync {}", p.display())))?;
+    }
+    #[cfg(not(unix))]
+    let _ = p;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256_hex(b: &[u8]) -> String {
+        hex::encode(sha2::Sha256::digest(b))
+    }
+
+    #[test]
+    fn repo_paths() {
+        for ok in ["config.json", "1_Pooling/config.json", "a/b/c.safetensors", "x..y"] {
+            assert!(is_safe_repo_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+            ".git/config",
+            "a/.git/x",
+            "a\0b",
+            "a\nb",
+        ] {
+            assert!(!is_safe_repo_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn git_blob_ids() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        fs::write(&p, b"hello\n").unwrap();
+        // `printf 'hello\n' | git hash-object --stdin`
+        let dg = hash_file(&p).unwrap();
+        assert_eq!(dg.git_sha1, "ce013625030ba8dba906f756967f9e9ca394464a");
+        assert_eq!(dg.sha256, sha256_hex(b"hello\n"));
+        // Symlinks are refused.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&p, d.path().join("l")).unwrap();
+            assert!(matches!(
+                hash_file(&d.path().join("l")),
+                Err(CacheError::NotRegularFile(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn insert_verify_and_detect_corruption() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let content = b"weights".to_vec();
+        let want = Expected::parse_sha256(&sha256_hex(&content)).unwrap();
+        assert_eq!(cache.verified_blob(&want).unwrap(), None);
+
+        // A download that does not match is refused and removed.
+        let tmp = cache.temp_dir().unwrap().join("x");
+        fs::write(&tmp, b"weightz").unwrap();
+        let e = cache.insert_file(&tmp, &want, "model.safetensors").unwrap_err();
+        assert!(matches!(e, CacheError::DigestMismatch { .. }), "{e}");
+        assert!(!tmp.exists());
+        assert_eq!(cache.verified_blob(&want).unwrap(), None);
+
+        fs::write(&tmp, &content).unwrap();
+        let sha = cache.insert_file(&tmp, &want, "model.safetensors").unwrap();
+        assert_eq!(cache.verified_blob(&want).unwrap(), Some(sha.clone()));
+
+        // Corrupt it on disk: detected, removed, reported missing.
+        let blob = cache.blob_path(&sha);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        fs::write(&blob, b"wEights").unwrap();
+        assert_eq!(cache.verified_blob(&want).unwrap(), None);
+        assert!(!blob.exists());
+
+        // Small files are addressed by git blob id through the index.
+        let cfg = b"{\"a\":1}".to_vec();
+        let tmp = cache.temp_dir().unwrap().join("c");
+        fs::write(&tmp, &cfg).unwrap();
+        let git = Expected::parse_git_sha1(&hash_file(&tmp).unwrap().git_sha1).unwrap();
+        let sha = cache.insert_file(&tmp, &git, "config.json").unwrap();
+        assert_eq!(sha, sha256_hex(&cfg));
+        assert_eq!(cache.verified_blob(&git).unwrap(), Some(sha));
+    }
+
+    #[test]
+    fn materialize_links_stay_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let tmp = cache.temp_dir().unwrap().join("c");
+        fs::write(&tmp, b"{}").unwrap();
+        let want = Expected::parse_sha256(&sha256_hex(b"{}")).unwrap();
+        let sha = cache.insert_file(&tmp, &want, "config.json").unwrap();
+        let commit = "a".repeat(40);
+        let files = vec![
+            ("config.json".to_string(), sha.clone()),
+            ("1_Pooling/config.json".to_string(), sha.clone()),
+        ];
+        let dir = cache.materialize("ns/m", &commit, &files).unwrap();
+        assert_eq!(fs::read(dir.join("1_Pooling/config.json")).unwrap(), b"{}");
+        let root = cache.root().to_path_buf();
+        for p in ["config.json", "1_Pooling/config.json"] {
+            let real = dir.join(p).canonicalize().unwrap();
+            assert!(real.starts_with(root.join("blobs/sha256")), "{}", real.display());
+        }
+        // Again: replaced atomically, still fine.
+        let dir2 = cache.materialize("ns/m", &commit, &files).unwrap();
+        assert_eq!(dir, dir2);
+        for bad in ["../escape", "/abs", "a/../../b", ".git/x"] {
+            let e = cache
+                .materialize("ns/m", &commit, &[(bad.to_string(), sha.clone())])
+                .unwrap_err();
+            assert!(matches!(e, CacheError::UnsafePath(_)), "{bad}: {e}");
+        }
+        assert!(cache.materialize("../x", &commit, &files).is_err());
+        assert!(cache.materialize("ns/m", "main", &files).is_err());
+        // No stray temp dirs are left behind.
+        let leftovers: Vec<_> = fs::read_dir(root.join("models"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,399 @@
+//! Pulling a model revision through the hub's own HF-compatible API with the `hf-hub`
+//! crate: list the commit's files, fetch only those the engine reads, verify each against
+//! the digest the hub reports, and materialise a model directory from the cache.
+
+pub mod cache;
+
+use crate::engine::spec::is_engine_file;
+use cache::{BlobCache, CacheError, Expected};
+use hf_hub::api::tokio::{ApiBuilder, ApiError};
+use hf_hub::{Repo, RepoType};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why a pull failed. The message is shown on the endpoint.
+#[derive(Debug, Error)]
+pub enum PullError {
+    #[error("invalid repo id {0:?}")]
+    BadRepoId(String),
+    #[error("revision {0:?} is not a 40-hex commit id")]
+    BadRevision(String),
+    #[error("the hub refused the pull token for {repo} (HTTP {status})")]
+    Unauthorized { repo: String, status: u16 },
+    #[error("{what} not found on the hub (HTTP 404)")]
+    NotFound { what: String },
+    #[error("the hub answered HTTP {status} for {what}")]
+    Http { status: u16, what: String },
+    #[error("cannot reach the hub for {what}: {detail}")]
+    Transport { what: String, detail: String },
+    #[error("the hub's file listing is invalid: {0}")]
+    BadListing(String),
+    #[error("the hub listed commit {got}, not the requested {want}")]
+    CommitMismatch { want: String, got: String },
+    #[error(
+        "model is too big for this worker: {needed_bytes} bytes of weights, \
+         {available_bytes} bytes of memory available"
+    )]
+    TooBig {
+        needed_bytes: u64,
+        available_bytes: u64,
+    },
+    #[error("no weight files (*.safetensors) in the repo; {0}")]
+    NothingToServe(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl PullError {
+    /// Whether retrying could help (network trouble, 5xx, a corrupt transfer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PullError::Transport { .. } => true,
+            PullError::Http { status, .. } => *status >= 500 || *status == 429,
+            PullError::Cache(CacheError::DigestMismatch { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What to pull.
+#[derive(Clone)]
+pub struct PullRequest {
+    /// `namespace/name`.
+    pub repo_id: String,
+    /// A 40-hex commit id.
+    pub revision: String,
+    /// Bearer token for the `/resolve` downloads (repo-scoped, short-lived).
+    pub token: String,
+}
+
+impl std::fmt::Debug for PullRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullRequest")
+            .field("repo_id", &self.repo_id)
+            .field("revision", &self.revision)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A pulled model directory.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub dir: PathBuf,
+    /// Files fetched from the hub (the rest came from the cache).
+    pub downloaded: Vec<String>,
+    /// Bytes of all materialised files.
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoInfo {
+    sha: Option<String>,
+    #[serde(default)]
+    siblings: Vec<Sibling>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sibling {
+    rfilename: String,
+    size: Option<u64>,
+    #[serde(rename = "blobId")]
+    blob_id: Option<String>,
+    lfs: Option<LfsInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LfsInfo {
+    sha256: String,
+    size: Option<u64>,
+}
+
+/// Pulls models into a `BlobCache`.
+#[derive(Debug, Clone)]
+pub struct Puller {
+    cache: BlobCache,
+    hub_url: String,
+    with_onnx: bool,
+    attempts: u32,
+}
+
+fn valid_repo_id(id: &str) -> bool {
+    let segs: Vec<&str> = id.split('/').collect();
+    (1..=2).contains(&segs.len())
+        && segs.iter().all(|s| {
+            !s.is_empty()
+                && s.len() <= 96
+                && s != &"."
+                && s != &".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+}
+
+fn api_error(e: ApiError, repo: &str, what: &str) -> PullError {
+    let status = match &e {
+        ApiError::RequestError(r) => r.status(),
+        ApiError::TooManyRetries(inner) => match inner.as_ref() {
+            ApiError::RequestError(r) => r.status(),
+            _ => None,
+        },
+        _ => None,
+    };
+    match status.map(|s| s.as_u16()) {
+        Some(s @ (401 | 403)) => PullError::Unauthorized {
+            repo: repo.to_string(),
+            status: s,
+        },
+        Some(404) => PullError::NotFound {
+            what: what.to_string(),
+        },
+        Some(s) => PullError::Http {
+            status: s,
+            what: what.to_string(),
+        },
+        None => PullError::Transport {
+            what: what.to_string(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+impl Puller {
+    /// A puller for the hub at `hub_url` (no trailing slash needed).
+    pub fn new(cache: BlobCache, hub_url: &str) -> Puller {
+        Puller {
+            cache,
+            hub_url: hub_url.trim_end_matches('/').to_string(),
+            with_onnx: cfg!(feature = "engine-ort"),
+            attempts: 3,
+        }
+    }
+
+    /// The cache this puller fills.
+    pub fn cache(&self) -> &BlobCache {
+        &self.cache
+    }
+
+    /// Pulls `req`. `max_weight_bytes` refuses repos whose weights could not fit before
+    /// anything is downloaded.
+    pub async fn pull(
+        &self,
+        req: &PullRequest,
+        max_weight_bytes: Option<u64>,
+    ) -> Result<Pulled, PullError> {
+        if !valid_repo_id(&req.repo_id) {
+            return Err(PullError::BadRepoId(req.repo_id.clone()));
+        }
+        let rev = req.revision.to_ascii_lowercase();
+        if rev.len() != 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PullError::BadRevision(req.revision.clone()));
+        }
+        let staging = self.cache.temp_dir()?;
+        let result = self.pull_into(req, &rev, &staging, max_weight_bytes).await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        result
+    }
+
+    async fn pull_into(
+        &self,
+        req: &PullRequest,
+        rev: &str,
+        staging: &std::path::Path,
+        max_weight_bytes: Option<u64>,
+    ) -> Result<Pulled, PullError> {
+        let api = ApiBuilder::new()
+            .with_endpoint(self.hub_url.clone())
+            .with_token(Some(req.token.clone()))
+            .with_cache_dir(staging.to_path_buf())
+            .with_progress(false)
+            .build()
+            .map_err(|e| api_error(e, &req.repo_id, "client setup"))?;
+        let repo = api.repo(Repo::with_revision(
+            req.repo_id.clone(),
+            RepoType::Model,
+            rev.to_string(),
+        ));
+        let what = format!("{}@{rev}", req.repo_id);
+        let info: RepoInfo = {
+            let resp = repo
+                .info_request()
+                .query(&[("blobs", "true")])
+                .send()
+                .await
+                .map_err(|e| api_error(ApiError::RequestError(e), &req.repo_id, &what))?;
+            let resp = resp
+                .error_for_status()
+                .map_err(|e| api_error(ApiError::RequestError(e), &req.repo_id, &what))?;
+            resp.json()
+                .await
+                .map_err(|e| PullError::BadListing(e.to_string()))?
+        };
+        if let Some(sha) = &info.sha {
+            if !sha.eq_ignore_ascii_case(rev) {
+                return Err(PullError::CommitMismatch {
+                    want: rev.to_string(),
+                    got: sha.clone(),
+                });
+            }
+        }
+
+        // Choose and check the files before downloading anything.
+        let mut wanted: Vec<(String, Expected, u64)> = Vec::new();
+        for s in &info.siblings {
+            if !is_engine_file(&s.rfilename, self.with_onnx) {
+                continue;
+            }
+            if !cache::is_safe_repo_path(&s.rfilename) {
+                return Err(CacheError::UnsafePath(s.rfilename.clone()).into());
+            }
+            let (expected, size) = match (&s.lfs, &s.blob_id) {
+                (Some(lfs), _) => (
+                    Expected::parse_sha256(&lfs.sha256)?,
+                    lfs.size.or(s.size).unwrap_or(0),
+                ),
+                (None, Some(oid)) => (Expected::parse_git_sha1(oid)?, s.size.unwrap_or(0)),
+                (None, None) => {
+                    return Err(PullError::BadListing(format!(
+                        "{} has neither an lfs sha256 nor a blobId",
+                        s.rfilename
+                    )))
+                }
+            };
+            wanted.push((s.rfilename.clone(), expected, size));
+        }
+        let weight_bytes: u64 = wanted
+            .iter()
+            .filter(|(p, _, _)| p.ends_with(".safetensors") || p.ends_with(".onnx"))
+            .map(|(_, _, s)| *s)
+            .sum();
+        if !wanted
+            .iter()
+            .any(|(p, _, _)| p.ends_with(".safetensors") || p.ends_with(".onnx"))
+        {
+            let listed: Vec<&str> = info
+                .siblings
+                .iter()
+                .map(|s| s.rfilename.as_str())
+                .filter(|p| !p.contains('/'))
+                .take(20)
+                .collect();
+            let pickle = listed
+                .iter()
+                .find(|p| p.ends_with(".bin") || p.ends_with(".pt") || p.ends_with(".pth"));
+            return Err(PullError::NothingToServe(match pickle {
+                Some(p) => format!(
+                    "only pickle weights ({p}): the worker never unpickles; upload model.safetensors"
+                ),
+                None => format!("files at the top level: {listed:?}"),
+            }));
+        }
+        if let Some(max) = max_weight_bytes {
+            if weight_bytes > max {
+                return Err(PullError::TooBig {
+                    needed_bytes: weight_bytes,
+                    available_bytes: max,
+                });
+            }
+        }
+
+        let mut files = Vec::with_capacity(wanted.len());
+        let mut downloaded = Vec::new();
+        let mut total_bytes = 0;
+        for (path, expected, size) in wanted {
+            let sha = match self.cache.verified_blob(&expected)? {
+                Some(sha) => sha,
+                None => {
+                    downloaded.push(path.clone());
+                    self.fetch(&repo, &req.repo_id, &path, &expected).await?
+                }
+            };
+            total_bytes += size;
+            files.push((path, sha));
+        }
+        let dir = self.cache.materialize(&req.repo_id, rev, &files)?;
+        tracing::info!(
+            repo.id = %req.repo_id,
+            revision = %rev,
+            files = files.len(),
+            downloaded = downloaded.len(),
+            bytes = total_bytes,
+            "model pulled"
+        );
+        Ok(Pulled {
+            dir,
+            downloaded,
+            total_bytes,
+        })
+    }
+
+    /// Downloads one file with `hf-hub` and moves it into the cache, retrying transient
+    /// failures (including a transfer that does not match its digest).
+    async fn fetch(
+        &self,
+        repo: &hf_hub::api::tokio::ApiRepo,
+        repo_id: &str,
+        path: &str,
+        expected: &Expected,
+    ) -> Result<String, PullError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let local = repo
+                    .download(path)
+                    .await
+                    .map_err(|e| api_error(e, repo_id, path))?;
+                // hf-hub leaves a snapshot symlink pointing at its blob (named by ETag).
+                let blob = tokio::fs::canonicalize(&local).await.map_err(|e| {
+                    PullError::Cache(CacheError::Io {
+                        context: format!("resolve download of {path}"),
+                        source: e,
+                    })
+                })?;
+                if !blob.starts_with(self.cache.root().join("tmp")) {
+                    return Err(CacheError::UnsafePath(blob.display().to_string()).into());
+                }
+                let cache = self.cache.clone();
+                let expected = expected.clone();
+                let name = path.to_string();
+                let inserted = tokio::task::spawn_blocking(move || {
+                    cache.insert_file(&blob, &expected, &name)
+                })
+                .await
+                .map_err(|e| PullError::Transport {
+                    what: path.to_string(),
+                    detail: e.to_string(),
+                })??;
+                let _ = tokio::fs::remove_file(&local).await;
+                Ok::<_, PullError>(inserted)
+            }
+            .await;
+            match result {
+                Ok(sha) => return Ok(sha),
+                Err(e) if e.is_transient() && attempt < self.attempts => {
+                    tracing::warn!(repo.id = %repo_id, file = %path, attempt, error = %e, "download failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids() {
+        for ok in ["ns/name", "name", "a-b/c_d.e"] {
+            assert!(valid_repo_id(ok), "{ok}");
+        }
+        for bad in ["", "a/b/c", "../x", "ns/..", "a b/c", "ns/", "/x"] {
+            assert!(!valid_repo_id(bad), "{bad}");
+        }
+    }
+}
