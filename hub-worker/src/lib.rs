@@ -1,1 +1,126 @@
-//! Paddock inference worker.
+//! Paddock inference worker: pulls model weights through the hub's own HF-compatible API,
+//! loads them into an in-process engine and serves inference over HTTP.
+//!
+//! * [`engine`]: the engine, usable on its own (`Model::load`, `embed`, `classify`).
+//! * [`http`]: the worker's inference API (OpenAI `/v1/embeddings`, HF task API).
+//! * [`pull`]: fetching and verifying files into the content-addressed cache.
+//! * [`control`]: registration, heartbeats and assignments with hub-api.
+//! * [`run`]: all of it together, as `hub-worker` runs it (also in-process in hub-api).
+
+pub mod config;
+pub mod control;
+pub mod engine;
+pub mod host;
+pub mod http;
+pub mod pull;
+pub mod registry;
+
+pub use config::WorkerConfig;
+
+use std::future::Future;
+use std::sync::Arc;
+
+fn default_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "hub-worker".to_string())
+}
+
+fn public_url_for(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{ip}:{}", addr.port())
+}
+
+/// Runs a worker until `shutdown` resolves: binds the inference API, registers with the hub
+/// and serves what it is assigned. Fails at start for bad configuration, and later only
+/// if the hub rejects the worker token.
+///
+/// ```no_run
+/// # async fn demo() -> anyhow::Result<()> {
+/// let mut cfg = hub_worker::WorkerConfig::new("http://127.0.0.1:8080", "hf_worker_token");
+/// cfg.cache_dir = "/var/lib/paddock/worker".into();
+/// let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+/// let worker = tokio::spawn(hub_worker::run(cfg, async { let _ = rx.await; }));
+/// // ... later
+/// let _ = tx.send(());
+/// worker.await??;
+/// # Ok(()) }
+/// ```
+pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    config.validate()?;
+    let threads = engine::threads::init_compute_threads(config.compute_threads());
+    #[cfg(feature = "engine-ort")]
+    if config.engine != "candle" {
+        match engine::ort::init(config.ort_dylib.as_deref(), threads) {
+            Ok(()) => tracing::info!("ONNX Runtime initialised"),
+            Err(e) if config.engine == "ort" => anyhow::bail!("--engine ort: {e}"),
+            Err(e) => tracing::info!(reason = %e, "ONNX Runtime not available; using candle"),
+        }
+    }
+    let cache = pull::cache::BlobCache::open(&config.cache_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot use --cache-dir {}: {e}",
+            config.cache_dir.display()
+        )
+    })?;
+    let registry = Arc::new(registry::ModelRegistry::new());
+    let auth = Arc::new(http::GatewayAuth::pending());
+    let server = http::Server::start(
+        &config.bind,
+        http::HttpState {
+            registry: registry.clone(),
+            auth: auth.clone(),
+        },
+        config.http_threads,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot listen on --bind {}: {e}", config.bind))?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| public_url_for(server.addr))
+        .trim_end_matches('/')
+        .to_string();
+    tracing::info!(addr = %server.addr, public_url = %public_url, threads, "worker listening");
+
+    let engine_cfg = config.engine_config();
+    let ctx = Arc::new(control::ControlContext {
+        hub_url: config.hub_url.trim_end_matches('/').to_string(),
+        token: config.token.clone(),
+        name: config.name.clone().unwrap_or_else(default_name),
+        public_url,
+        capacity: control::wire::Capacity {
+            memory_bytes: host::mem_total_bytes().unwrap_or(0),
+            cores: threads as u32,
+        },
+        registry: registry.clone(),
+        auth,
+        puller: pull::Puller::new(cache, &config.hub_url),
+        engine: engine_cfg,
+        wait_s: config.poll_wait_s,
+        load_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        changed: Arc::new(tokio::sync::Notify::new()),
+    });
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut control = tokio::spawn(control::run(ctx, cancel.clone()));
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        r = &mut control => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e)),
+            Err(e) => Err(anyhow::anyhow!("control loop panicked: {e}")),
+        },
+    };
+    cancel.cancel();
+    let _ = control.await;
+    server.stop().await;
+    tracing::info!("worker stopped");
+    result
+}

@@ -23,6 +23,7 @@ pub mod pooling;
 pub mod queue;
 pub mod spec;
 pub mod task;
+pub mod threads;
 pub mod tokenize;
 
 pub use error::{EngineError, LoadError};
@@ -228,10 +229,10 @@ impl Model {
         // Warm-up: one tiny forward pass so the first request does not pay for it and a
         // broken model fails here, at load time.
         let warm = Batch::pad(&[(&[1, 2], &[0, 0])], spec.encoder.pad_token_id);
-        let warm_result = match &mode {
+        let warm_result = threads::compute_pool().install(|| match &mode {
             Mode::Embed { .. } => backend.embed(&warm).map(|_| ()),
             Mode::Predict => backend.predict(&warm).map(|_| ()),
-        };
+        });
         warm_result.map_err(LoadError::Weights)?;
 
         let name = dir
@@ -566,7 +567,9 @@ fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad
             .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
             .collect();
         let batch = Batch::pad(&rows, pad_id);
-        let result = catch_unwind(AssertUnwindSafe(|| match mode {
+        let pool = threads::compute_pool();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pool.install(|| match mode {
             Mode::Embed { pooling } => backend.embed(&batch).map(|hidden| {
                 (0..batch.size())
                     .map(|i| {
@@ -580,6 +583,7 @@ fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad
                     .collect::<Vec<_>>()
             }),
             Mode::Predict => backend.predict(&batch),
+            })
         }))
         .unwrap_or_else(|_| Err("the engine panicked on this batch".to_string()));
         match result {

@@ -20,6 +20,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("missing or invalid gateway credentials")]
     Unauthorized,
+    #[error("no such route: inference routes are /models/{{key}}, /models/{{key}}/v1/embeddings and /models/{{key}}/v1/models")]
+    UnknownRoute,
     #[error("no model {0:?} on this worker")]
     ModelNotFound(String),
     #[error("model {key:?} is {status}{}", .message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
@@ -41,6 +43,7 @@ impl ApiError {
             ApiError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::UnknownRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::ModelNotFound(_) => (StatusCode::NOT_FOUND, "model_not_found"),
             ApiError::ModelNotReady { .. } => (StatusCode::SERVICE_UNAVAILABLE, "model_not_ready"),
             ApiError::Engine(e) => match e {

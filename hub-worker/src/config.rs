@@ -1,0 +1,189 @@
+//! Worker configuration: one clap struct; every field has a flag, an environment
+//! variable and a doc comment (`hub-worker --help` is the reference).
+
+use crate::engine::{EngineConfig, EnginePreference};
+use clap::Parser;
+use std::path::PathBuf;
+
+/// Paddock inference worker: registers with a hub, pulls assigned models through the
+/// hub's HF-compatible API and serves them over HTTP.
+#[derive(Clone, Parser)]
+#[command(name = "hub-worker", version, about, long_about = None)]
+pub struct WorkerConfig {
+    /// Base URL of the hub (hub-api), e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "HUB_WORKER_HUB_URL")]
+    pub hub_url: String,
+
+    /// Hub API token with scope `worker`.
+    #[arg(long, env = "HUB_WORKER_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Address the inference API listens on (port 0 picks a free port).
+    #[arg(long, env = "HUB_WORKER_BIND", default_value = "127.0.0.1:0")]
+    pub bind: String,
+
+    /// Directory of the content-addressed model cache (shared by all models).
+    #[arg(long, env = "HUB_WORKER_CACHE_DIR", default_value = "paddock-worker-cache")]
+    pub cache_dir: PathBuf,
+
+    /// Compute threads for inference (default: the cores this process may use).
+    #[arg(long, env = "HUB_WORKER_THREADS")]
+    pub threads: Option<usize>,
+
+    /// Name reported to the hub (default: the host name).
+    #[arg(long, env = "HUB_WORKER_NAME")]
+    pub name: Option<String>,
+
+    /// Base URL where the hub's gateway reaches this worker (default: http://<bound address>).
+    #[arg(long, env = "HUB_WORKER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// HTTP server threads.
+    #[arg(long, env = "HUB_WORKER_HTTP_THREADS", default_value_t = 2)]
+    pub http_threads: usize,
+
+    /// Tokenizer threads per loaded model (default: cores, at most 4).
+    #[arg(long, env = "HUB_WORKER_TOKENIZER_THREADS")]
+    pub tokenizer_threads: Option<usize>,
+
+    /// Token budget of one forward pass (padding counted) unless an assignment says otherwise.
+    #[arg(long, env = "HUB_WORKER_MAX_BATCH_TOKENS", default_value_t = 16384)]
+    pub max_batch_tokens: usize,
+
+    /// Inputs per forward pass.
+    #[arg(long, env = "HUB_WORKER_MAX_BATCH_SIZE", default_value_t = 32)]
+    pub max_batch_size: usize,
+
+    /// Inputs admitted per model at once (queued or running); beyond it requests get 429.
+    #[arg(long, env = "HUB_WORKER_MAX_CONCURRENT", default_value_t = 512)]
+    pub max_concurrent: usize,
+
+    /// Engine: auto (ONNX Runtime when built with engine-ort and the repo has ONNX), candle or ort.
+    #[arg(long, env = "HUB_WORKER_ENGINE", default_value = "auto", value_parser = ["auto", "candle", "ort"])]
+    pub engine: String,
+
+    /// libonnxruntime.so for the ort engine (builds with the engine-ort feature).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib: Option<PathBuf>,
+
+    /// Long-poll wait asked of the hub, in seconds.
+    #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
+    pub poll_wait_s: u64,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("hub_url", &self.hub_url)
+            .field("token", &"<redacted>")
+            .field("bind", &self.bind)
+            .field("cache_dir", &self.cache_dir)
+            .field("threads", &self.threads)
+            .field("name", &self.name)
+            .field("public_url", &self.public_url)
+            .field("http_threads", &self.http_threads)
+            .field("tokenizer_threads", &self.tokenizer_threads)
+            .field("max_batch_tokens", &self.max_batch_tokens)
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_concurrent", &self.max_concurrent)
+            .field("engine", &self.engine)
+            .field("ort_dylib", &self.ort_dylib)
+            .field("poll_wait_s", &self.poll_wait_s)
+            .finish()
+    }
+}
+
+impl WorkerConfig {
+    /// A configuration with every default (as `--help` lists them), for running a worker
+    /// in-process: `WorkerConfig::new(hub_url, token)` then adjust fields.
+    pub fn new(hub_url: &str, token: &str) -> WorkerConfig {
+        WorkerConfig {
+            hub_url: hub_url.to_string(),
+            token: token.to_string(),
+            bind: "127.0.0.1:0".to_string(),
+            cache_dir: PathBuf::from("paddock-worker-cache"),
+            threads: None,
+            name: None,
+            public_url: None,
+            http_threads: 2,
+            tokenizer_threads: None,
+            max_batch_tokens: 16384,
+            max_batch_size: 32,
+            max_concurrent: 512,
+            engine: "auto".to_string(),
+            ort_dylib: None,
+            poll_wait_s: 25,
+        }
+    }
+
+    /// Checks values that clap cannot; the message says what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = url::Url::parse(&self.hub_url).map_err(|e| {
+            anyhow::anyhow!("--hub-url {:?} is not a URL ({e}); e.g. http://127.0.0.1:8080", self.hub_url)
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            anyhow::bail!("--hub-url must be http:// or https://, got {:?}", self.hub_url);
+        }
+        if self.token.trim().is_empty() {
+            anyhow::bail!("--token / HUB_WORKER_TOKEN is empty: create a token with scope `worker` on the hub");
+        }
+        if let Some(p) = &self.public_url {
+            url::Url::parse(p).map_err(|e| anyhow::anyhow!("--public-url {p:?} is not a URL ({e})"))?;
+        }
+        if self.threads == Some(0) {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        if self.max_batch_size == 0 || self.max_concurrent == 0 || self.max_batch_tokens == 0 {
+            anyhow::bail!("--max-batch-size, --max-concurrent and --max-batch-tokens must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Compute threads to use.
+    pub fn compute_threads(&self) -> usize {
+        self.threads.unwrap_or_else(crate::host::cores)
+    }
+
+    /// Engine defaults derived from the flags.
+    pub fn engine_config(&self) -> EngineConfig {
+        let mut e = EngineConfig {
+            max_batch_tokens: self.max_batch_tokens,
+            max_batch_size: self.max_batch_size,
+            max_concurrent: self.max_concurrent,
+            engine: match self.engine.as_str() {
+                "candle" => EnginePreference::Candle,
+                "ort" => EnginePreference::Ort,
+                _ => EnginePreference::Auto,
+            },
+            ..EngineConfig::default()
+        };
+        if let Some(t) = self.tokenizer_threads {
+            e.tokenizer_threads = t.max(1);
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_redacted_and_defaults_match_clap() {
+        let c = WorkerConfig::new("http://h", "secret-token");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("secret-token"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+        let parsed =
+            WorkerConfig::try_parse_from(["hub-worker", "--hub-url", "http://h", "--token", "t"]).unwrap();
+        // Environment variables could override defaults; compare only when none are set.
+        if std::env::vars().all(|(k, _)| !k.starts_with("HUB_WORKER_") && k != "ORT_DYLIB_PATH") {
+            let mut expect = WorkerConfig::new("http://h", "t");
+            expect.token = parsed.token.clone();
+            assert_eq!(format!("{parsed:?}"), format!("{expect:?}"));
+        }
+        assert!(WorkerConfig::new("nope", "t").validate().is_err());
+        assert!(WorkerConfig::new("http://h", " ").validate().is_err());
+        assert!(WorkerConfig::new("http://h", "t").validate().is_ok());
+    }
+}

@@ -1,0 +1,401 @@
+//! The control-plane client: register with the hub, heartbeat, long-poll the desired set
+//! of assignments and reconcile the registry with it (pull, load, unload). Robust by
+//! construction: every call retries with backoff, a 404 re-registers, and a bad
+//! assignment only ever marks its own slot `failed` with a message.
+
+pub mod wire;
+
+use crate::engine::{EngineConfig, Model, Task};
+use crate::http::GatewayAuth;
+use crate::pull::{PullRequest, Puller};
+use crate::registry::{ModelRegistry, Slot, SlotStatus};
+use reqwest::StatusCode;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use wire::*;
+
+/// Failures talking to the hub.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error(
+        "the hub rejected the worker token (HTTP {0}); pass --token / HUB_WORKER_TOKEN with a \
+         token of scope `worker`"
+    )]
+    Rejected(u16),
+    #[error("the hub does not know this worker (HTTP 404); re-registering")]
+    Gone,
+    #[error("the hub answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("cannot reach the hub: {0}")]
+    Transport(String),
+    #[error("unexpected answer from the hub: {0}")]
+    Decode(String),
+}
+
+/// Everything the control loop needs.
+pub struct ControlContext {
+    pub hub_url: String,
+    pub token: String,
+    pub name: String,
+    pub public_url: String,
+    pub capacity: Capacity,
+    pub registry: Arc<ModelRegistry>,
+    pub auth: Arc<GatewayAuth>,
+    pub puller: Puller,
+    /// Defaults for loaded models; assignments may override batch tokens and concurrency.
+    pub engine: EngineConfig,
+    /// Long-poll wait the worker asks for.
+    pub wait_s: u64,
+    /// Pulls/loads running at once.
+    pub load_slots: Arc<Semaphore>,
+    /// Wakes the heartbeat loop early (a model changed state).
+    pub changed: Arc<Notify>,
+}
+
+struct Client {
+    http: reqwest::Client,
+    hub: String,
+    token: String,
+}
+
+impl Client {
+    fn new(hub: &str, token: &str) -> Result<Client, ControlError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("paddock-hub-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ControlError::Transport(e.to_string()))?;
+        Ok(Client {
+            http,
+            hub: hub.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ControlError> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ControlError::Transport(e.to_string()))?;
+        let status = resp.status();
+        match status {
+            s if s.is_success() => resp
+                .json::<T>()
+                .await
+                .map_err(|e| ControlError::Decode(e.to_string())),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(ControlError::Rejected(status.as_u16()))
+            }
+            StatusCode::NOT_FOUND => Err(ControlError::Gone),
+            _ => {
+                let body = resp.text().await.unwrap_or_default();
+                Err(ControlError::Status {
+                    status: status.as_u16(),
+                    body: body.chars().take(300).collect(),
+                })
+            }
+        }
+    }
+
+    async fn register(&self, body: &RegisterRequest) -> Result<RegisterResponse, ControlError> {
+        let url = format!("{}/api/v1/workers/register", self.hub);
+        self.call(self.http.post(url).json(body), Duration::from_secs(15))
+            .await
+    }
+
+    async fn heartbeat(&self, worker_id: &str, body: &Heartbeat) -> Result<(), ControlError> {
+        let url = format!("{}/api/v1/workers/{worker_id}/heartbeat", self.hub);
+        let _: serde_json::Value = self
+            .call(self.http.post(url).json(body), Duration::from_secs(15))
+            .await?;
+        Ok(())
+    }
+
+    async fn assignments(
+        &self,
+        worker_id: &str,
+        version: u64,
+        wait_s: u64,
+    ) -> Result<AssignmentsResponse, ControlError> {
+        let url = format!("{}/api/v1/workers/{worker_id}/assignments", self.hub);
+        let req = self.http.get(url).query(&[
+            ("version", version.to_string()),
+            ("wait_s", wait_s.to_string()),
+        ]);
+        self.call(req, Duration::from_secs(wait_s + 15)).await
+    }
+}
+
+/// Exponential backoff with jitter: 250 ms doubling up to 15 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(6)).min(15_000);
+    Duration::from_millis(base + rand::random::<u64>() % (base / 4 + 1))
+}
+
+/// Sleeps unless cancelled; returns false when cancelled.
+async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+/// Runs the control loop until `cancel`. Returns an error only when retrying cannot
+/// help (the hub rejects the worker token).
+pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<(), ControlError> {
+    let client = Client::new(&ctx.hub_url, &ctx.token)?;
+    let request = RegisterRequest {
+        name: ctx.name.clone(),
+        url: ctx.public_url.clone(),
+        capacity: ctx.capacity.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    loop {
+        let mut attempt = 0;
+        let reg = loop {
+            match client.register(&request).await {
+                Ok(r) => break r,
+                Err(e @ ControlError::Rejected(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "worker registration failed; retrying");
+                    if !pause(backoff(attempt), &cancel).await {
+                        return Ok(());
+                    }
+                    attempt += 1;
+                }
+            }
+        };
+        ctx.auth.set_secret(&reg.gateway_secret);
+        tracing::info!(worker.id = %reg.worker_id, url = %ctx.public_url, "registered with the hub");
+        let outcome = tokio::select! {
+            r = heartbeat_loop(&ctx, &client, &reg) => r,
+            r = assignments_loop(&ctx, &client, &reg.worker_id, &cancel) => r,
+            _ = cancel.cancelled() => return Ok(()),
+        };
+        match outcome {
+            Err(e @ ControlError::Rejected(_)) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "control loop restarting"),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// The heartbeat body from the registry.
+pub fn heartbeat_body(registry: &ModelRegistry) -> Heartbeat {
+    Heartbeat {
+        free_memory_bytes: crate::host::mem_available_bytes().unwrap_or(0),
+        models: registry
+            .reports()
+            .into_iter()
+            .map(|r| HeartbeatModel {
+                assignment_id: r.assignment_id,
+                status: r.status.as_str().to_string(),
+                message: r.message,
+                in_flight: r.stats.in_flight,
+                queue_depth: r.stats.queue_depth,
+            })
+            .collect(),
+    }
+}
+
+async fn heartbeat_loop(
+    ctx: &ControlContext,
+    client: &Client,
+    reg: &RegisterResponse,
+) -> Result<(), ControlError> {
+    let interval = Duration::from_secs(reg.heartbeat_interval_s.clamp(1, 300));
+    let mut failures = 0u32;
+    loop {
+        match client
+            .heartbeat(&reg.worker_id, &heartbeat_body(&ctx.registry))
+            .await
+        {
+            Ok(()) => failures = 0,
+            Err(e @ (ControlError::Gone | ControlError::Rejected(_))) => return Err(e),
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "heartbeat failed");
+            }
+        }
+        let wait = if failures > 0 {
+            backoff(failures).min(interval)
+        } else {
+            interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.changed.notified() => {
+                // Coalesce bursts of state changes into one heartbeat.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn assignments_loop(
+    ctx: &Arc<ControlContext>,
+    client: &Client,
+    worker_id: &str,
+    cancel: &CancellationToken,
+) -> Result<(), ControlError> {
+    let mut version = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let started = std::time::Instant::now();
+        match client.assignments(worker_id, version, ctx.wait_s).await {
+            Ok(resp) => {
+                failures = 0;
+                let unchanged = resp.version == version;
+                version = resp.version;
+                reconcile(ctx, &resp.assignments);
+                // A hub that answers at once without waiting must not make us spin.
+                if unchanged && started.elapsed() < Duration::from_secs(1) {
+                    if !pause(Duration::from_secs(1), cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e @ (ControlError::Gone | ControlError::Rejected(_))) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, failures, "assignment poll failed");
+                if !pause(backoff(failures), cancel).await {
+                    return Ok(());
+                }
+                failures += 1;
+            }
+        }
+    }
+}
+
+/// Makes the registry match `desired`: unloads what is gone or changed, starts what is new.
+pub fn reconcile(ctx: &Arc<ControlContext>, desired: &[Assignment]) {
+    let wanted: HashMap<&str, &Assignment> = desired
+        .iter()
+        .map(|a| (a.assignment_id.as_str(), a))
+        .collect();
+    for id in ctx.registry.assignment_ids() {
+        let keep = match (wanted.get(id.as_str()), ctx.registry.get(&id)) {
+            (Some(a), Some(slot)) => slot.fingerprint == a.fingerprint(),
+            _ => false,
+        };
+        if !keep {
+            tracing::info!(assignment.id = %id, "unloading assignment");
+            ctx.registry.remove(&id);
+            ctx.changed.notify_one();
+        }
+    }
+    for a in desired {
+        if ctx.registry.get(&a.assignment_id).is_none() {
+            start(ctx, a.clone());
+        }
+    }
+}
+
+fn start(ctx: &Arc<ControlContext>, a: Assignment) {
+    let fingerprint = a.fingerprint();
+    ctx.registry.upsert(Slot {
+        assignment_id: a.assignment_id.clone(),
+        model_key: a.model_key.clone(),
+        served_name: a.repo_id.clone(),
+        fingerprint: fingerprint.clone(),
+        status: SlotStatus::Pulling,
+        message: None,
+        model: None,
+    });
+    ctx.changed.notify_one();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let id = a.assignment_id.clone();
+        let result = load_assignment(&ctx, &a, &fingerprint).await;
+        let (status, message, model) = match result {
+            Ok(model) => (SlotStatus::Running, None, Some(model)),
+            Err(msg) => {
+                tracing::warn!(assignment.id = %id, repo.id = %a.repo_id, error = %msg, "assignment failed");
+                (SlotStatus::Failed, Some(msg), None)
+            }
+        };
+        ctx.registry
+            .set_status(&id, &fingerprint, status, message, model);
+        ctx.changed.notify_one();
+    });
+}
+
+async fn load_assignment(
+    ctx: &ControlContext,
+    a: &Assignment,
+    fingerprint: &str,
+) -> Result<Model, String> {
+    if a.repo_type != "model" {
+        return Err(format!(
+            "repo type {:?} cannot be served (models only)",
+            a.repo_type
+        ));
+    }
+    let task = Task::parse(&a.task).ok_or_else(|| {
+        format!(
+            "task {:?} is not supported (feature-extraction, sentence-similarity, text-classification)",
+            a.task
+        )
+    })?;
+    if a.model_key.is_empty() || a.model_key.contains('/') {
+        return Err(format!("model_key {:?} is not a single path segment", a.model_key));
+    }
+    let _slot = ctx
+        .load_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| "worker is shutting down".to_string())?;
+    // The assignment may have been withdrawn while we waited.
+    if !ctx
+        .registry
+        .get(&a.assignment_id)
+        .is_some_and(|s| s.fingerprint == fingerprint)
+    {
+        return Err("assignment withdrawn".to_string());
+    }
+    let pulled = ctx
+        .puller
+        .pull(
+            &PullRequest {
+                repo_id: a.repo_id.clone(),
+                revision: a.revision.clone(),
+                token: a.pull_token.clone(),
+            },
+            crate::host::mem_available_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !ctx.registry.set_status(
+        &a.assignment_id,
+        fingerprint,
+        SlotStatus::Loading,
+        None,
+        None,
+    ) {
+        return Err("assignment withdrawn".to_string());
+    }
+    ctx.changed.notify_one();
+    let mut cfg = ctx.engine.clone();
+    if let Some(t) = a.max_batch_tokens {
+        cfg.max_batch_tokens = t.clamp(1, 1 << 24) as usize;
+    }
+    if let Some(c) = a.max_concurrent {
+        cfg.max_concurrent = c.max(1) as usize;
+    }
+    let dir = pulled.dir.clone();
+    tokio::task::spawn_blocking(move || Model::load(&dir, Some(task), &cfg))
+        .await
+        .map_err(|e| format!("model load panicked: {e}"))?
+        .map_err(|e| e.to_string())
+}

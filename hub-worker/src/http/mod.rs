@@ -1,0 +1,235 @@
+//! The worker's HTTP API. Route table (everything a worker serves):
+//!
+//! | method | path | auth | handler |
+//! |---|---|---|---|
+//! | GET | `/health` | none | `health` |
+//! | POST | `/models/{key}/v1/embeddings` | gateway | `openai::embeddings` |
+//! | GET | `/models/{key}/v1/models` | gateway | `openai::models` |
+//! | POST | `/models/{key}` and `/models/{key}/` | gateway | `tasks::infer` (HF task API) |
+//! | POST | `/models/{key}/pipeline/{task}` | gateway | `tasks::infer` |
+//! | GET | `/models/{key}/info` | gateway | `tasks::info` |
+//!
+//! "gateway" means `Authorization: Bearer <gateway_secret>` (from worker registration).
+//! Every inference response carries `X-Input-Tokens` for metering.
+
+pub mod error;
+mod openai;
+mod tasks;
+
+use crate::engine::Model;
+use crate::registry::{ModelRegistry, SlotStatus};
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use error::ApiError;
+use futures::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Header with the number of input tokens a response cost.
+pub const INPUT_TOKENS_HEADER: &str = "X-Input-Tokens";
+
+/// Who may call `/models/...`.
+#[derive(Debug, Default)]
+pub struct GatewayAuth {
+    open: bool,
+    secret: RwLock<Option<String>>,
+}
+
+impl GatewayAuth {
+    /// No authentication (standalone engine servers, tests).
+    pub fn open() -> GatewayAuth {
+        GatewayAuth {
+            open: true,
+            secret: RwLock::new(None),
+        }
+    }
+
+    /// Requires a secret that is not known yet (set after registration); until then every
+    /// call is refused.
+    pub fn pending() -> GatewayAuth {
+        GatewayAuth::default()
+    }
+
+    /// Requires this secret.
+    pub fn with_secret(secret: &str) -> GatewayAuth {
+        let a = GatewayAuth::pending();
+        a.set_secret(secret);
+        a
+    }
+
+    /// Replaces the secret (after a re-registration).
+    pub fn set_secret(&self, secret: &str) {
+        *self.secret.write().expect("auth lock") = Some(secret.to_string());
+    }
+
+    fn check(&self, req: &HttpRequest) -> bool {
+        if self.open {
+            return true;
+        }
+        let guard = self.secret.read().expect("auth lock");
+        let Some(secret) = guard.as_deref() else {
+            return false;
+        };
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        presented.is_some_and(|p| constant_time_eq(p.as_bytes(), secret.as_bytes()))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Shared state of the HTTP routes.
+#[derive(Clone)]
+pub struct HttpState {
+    pub registry: Arc<ModelRegistry>,
+    pub auth: Arc<GatewayAuth>,
+}
+
+/// A loaded, running model resolved from `/models/{key}`, after the gateway check.
+pub struct Served {
+    pub key: String,
+    pub served_name: String,
+    pub model: Model,
+}
+
+impl FromRequest for Served {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Served, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(resolve_served(req))
+    }
+}
+
+fn resolve_served(req: &HttpRequest) -> Result<Served, ApiError> {
+    let state = req
+        .app_data::<web::Data<HttpState>>()
+        .expect("HttpState is registered");
+    if !state.auth.check(req) {
+        return Err(ApiError::Unauthorized);
+    }
+    let key = req.match_info().get("key").unwrap_or_default().to_string();
+    let slot = state
+        .registry
+        .by_key(&key)
+        .ok_or_else(|| ApiError::ModelNotFound(key.clone()))?;
+    match (slot.status, slot.model) {
+        (SlotStatus::Running, Some(model)) => Ok(Served {
+            key,
+            served_name: slot.served_name,
+            model,
+        }),
+        (status, _) => Err(ApiError::ModelNotReady {
+            key,
+            status: status.as_str(),
+            message: slot.message,
+        }),
+    }
+}
+
+/// The request body, read with a size limit, as JSON.
+pub struct JsonBody(pub serde_json::Value);
+
+impl FromRequest for JsonBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<JsonBody, ApiError>>>>;
+
+    fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(ApiError::PayloadTooLarge {
+                        limit: MAX_BODY_BYTES,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            if body.is_empty() {
+                return Err(ApiError::InvalidJson("the body is empty".to_string()));
+            }
+            serde_json::from_slice(&body)
+                .map(JsonBody)
+                .map_err(|e| ApiError::InvalidJson(e.to_string()))
+        })
+    }
+}
+
+/// A JSON response with the metering header.
+pub fn metered(tokens: usize, body: &impl serde::Serialize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((INPUT_TOKENS_HEADER, tokens.to_string()))
+        .json(body)
+}
+
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "models_running": state.registry.running(),
+    }))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::UnknownRoute)
+}
+
+/// Registers every route (the table above) with `state`.
+pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState) {
+    cfg.app_data(web::Data::new(state))
+        .route("/health", web::get().to(health))
+        .route("/models/{key}/v1/embeddings", web::post().to(openai::embeddings))
+        .route("/models/{key}/v1/models", web::get().to(openai::models))
+        .route("/models/{key}/info", web::get().to(tasks::info))
+        .route("/models/{key}/pipeline/{task}", web::post().to(tasks::infer))
+        .route("/models/{key}", web::post().to(tasks::infer))
+        .route("/models/{key}/", web::post().to(tasks::infer))
+        .default_service(web::to(not_found));
+}
+
+/// A running HTTP server.
+pub struct Server {
+    /// Address it listens on.
+    pub addr: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and starts serving on `workers` threads.
+    pub fn start(addr: &str, state: HttpState, workers: usize) -> std::io::Result<Server> {
+        let server = actix_web::HttpServer::new(move || {
+            let state = state.clone();
+            actix_web::App::new().configure(move |c| configure(c, state))
+        })
+        .workers(workers.max(1))
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(addr)?;
+        let bound = server.addrs();
+        let addr = *bound.first().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "bound no address")
+        })?;
+        let server = server.run();
+        let handle = server.handle();
+        let task = tokio::spawn(server);
+        Ok(Server { addr, handle, task })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout).
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
