@@ -23,7 +23,11 @@ pub struct WorkerConfig {
     pub bind: String,
 
     /// Directory of the content-addressed model cache (shared by all models).
-    #[arg(long, env = "HUB_WORKER_CACHE_DIR", default_value = "paddock-worker-cache")]
+    #[arg(
+        long,
+        env = "HUB_WORKER_CACHE_DIR",
+        default_value = "paddock-worker-cache"
+    )]
     pub cache_dir: PathBuf,
 
     /// Compute threads for inference (default: the cores this process may use).
@@ -119,22 +123,31 @@ impl WorkerConfig {
     /// Checks values that clap cannot; the message says what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
         let url = url::Url::parse(&self.hub_url).map_err(|e| {
-            anyhow::anyhow!("--hub-url {:?} is not a URL ({e}); e.g. http://127.0.0.1:8080", self.hub_url)
+            anyhow::anyhow!(
+                "--hub-url {:?} is not a URL ({e}); e.g. http://127.0.0.1:8080",
+                self.hub_url
+            )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
-            anyhow::bail!("--hub-url must be http:// or https://, got {:?}", self.hub_url);
+            anyhow::bail!(
+                "--hub-url must be http:// or https://, got {:?}",
+                self.hub_url
+            );
         }
         if self.token.trim().is_empty() {
             anyhow::bail!("--token / HUB_WORKER_TOKEN is empty: create a token with scope `worker` on the hub");
         }
         if let Some(p) = &self.public_url {
-            url::Url::parse(p).map_err(|e| anyhow::anyhow!("--public-url {p:?} is not a URL ({e})"))?;
+            url::Url::parse(p)
+                .map_err(|e| anyhow::anyhow!("--public-url {p:?} is not a URL ({e})"))?;
         }
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
         if self.max_batch_size == 0 || self.max_concurrent == 0 || self.max_batch_tokens == 0 {
-            anyhow::bail!("--max-batch-size, --max-concurrent and --max-batch-tokens must be at least 1");
+            anyhow::bail!(
+                "--max-batch-size, --max-concurrent and --max-batch-tokens must be at least 1"
+            );
         }
         Ok(())
     }
@@ -175,7 +188,8 @@ mod tests {
         assert!(!dbg.contains("secret-token"), "{dbg}");
         assert!(dbg.contains("<redacted>"));
         let parsed =
-            WorkerConfig::try_parse_from(["hub-worker", "--hub-url", "http://h", "--token", "t"]).unwrap();
+            WorkerConfig::try_parse_from(["hub-worker", "--hub-url", "http://h", "--token", "t"])
+                .unwrap();
         // Environment variables could override defaults; compare only when none are set.
         if std::env::vars().all(|(k, _)| !k.starts_with("HUB_WORKER_") && k != "ORT_DYLIB_PATH") {
             let mut expect = WorkerConfig::new("http://h", "t");

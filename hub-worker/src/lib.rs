@@ -10,6 +10,7 @@
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod fixtures;
 pub mod host;
 pub mod http;
 pub mod pull;
@@ -66,10 +67,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         }
     }
     let cache = pull::cache::BlobCache::open(&config.cache_dir).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot use --cache-dir {}: {e}",
-            config.cache_dir.display()
-        )
+        anyhow::anyhow!("cannot use --cache-dir {}: {e}", config.cache_dir.display())
     })?;
     let registry = Arc::new(registry::ModelRegistry::new());
     let auth = Arc::new(http::GatewayAuth::pending());
@@ -110,16 +108,18 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     });
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut control = tokio::spawn(control::run(ctx, cancel.clone()));
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        r = &mut control => match r {
+    let (result, finished) = tokio::select! {
+        _ = shutdown => (Ok(()), false),
+        r = &mut control => (match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(anyhow::Error::new(e)),
             Err(e) => Err(anyhow::anyhow!("control loop panicked: {e}")),
-        },
+        }, true),
     };
     cancel.cancel();
-    let _ = control.await;
+    if !finished {
+        let _ = control.await;
+    }
     server.stop().await;
     tracing::info!("worker stopped");
     result

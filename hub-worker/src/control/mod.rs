@@ -257,12 +257,24 @@ async fn assignments_loop(
                 failures = 0;
                 let unchanged = resp.version == version;
                 version = resp.version;
-                reconcile(ctx, &resp.assignments);
+                let desired: Vec<Desired> = resp
+                    .assignments
+                    .iter()
+                    .filter_map(|v| {
+                        let d = parse_assignment(v);
+                        if d.is_none() {
+                            tracing::warn!(item = %v, "assignment without an assignment_id ignored");
+                        }
+                        d
+                    })
+                    .collect();
+                reconcile(ctx, &desired);
                 // A hub that answers at once without waiting must not make us spin.
-                if unchanged && started.elapsed() < Duration::from_secs(1) {
-                    if !pause(Duration::from_secs(1), cancel).await {
-                        return Ok(());
-                    }
+                if unchanged
+                    && started.elapsed() < Duration::from_secs(1)
+                    && !pause(Duration::from_secs(1), cancel).await
+                {
+                    return Ok(());
                 }
             }
             Err(e @ (ControlError::Gone | ControlError::Rejected(_))) => return Err(e),
@@ -278,11 +290,8 @@ async fn assignments_loop(
 }
 
 /// Makes the registry match `desired`: unloads what is gone or changed, starts what is new.
-pub fn reconcile(ctx: &Arc<ControlContext>, desired: &[Assignment]) {
-    let wanted: HashMap<&str, &Assignment> = desired
-        .iter()
-        .map(|a| (a.assignment_id.as_str(), a))
-        .collect();
+pub fn reconcile(ctx: &Arc<ControlContext>, desired: &[Desired]) {
+    let wanted: HashMap<&str, &Desired> = desired.iter().map(|a| (a.id(), a)).collect();
     for id in ctx.registry.assignment_ids() {
         let keep = match (wanted.get(id.as_str()), ctx.registry.get(&id)) {
             (Some(a), Some(slot)) => slot.fingerprint == a.fingerprint(),
@@ -294,9 +303,29 @@ pub fn reconcile(ctx: &Arc<ControlContext>, desired: &[Assignment]) {
             ctx.changed.notify_one();
         }
     }
-    for a in desired {
-        if ctx.registry.get(&a.assignment_id).is_none() {
-            start(ctx, a.clone());
+    for d in desired {
+        if ctx.registry.get(d.id()).is_some() {
+            continue;
+        }
+        match d {
+            Desired::Valid(a) => start(ctx, a.clone()),
+            Desired::Invalid {
+                assignment_id,
+                model_key,
+                error,
+            } => {
+                tracing::warn!(assignment.id = %assignment_id, %error, "invalid assignment");
+                ctx.registry.upsert(Slot {
+                    assignment_id: assignment_id.clone(),
+                    model_key: model_key.clone(),
+                    served_name: String::new(),
+                    fingerprint: d.fingerprint(),
+                    status: SlotStatus::Failed,
+                    message: Some(format!("invalid assignment: {error}")),
+                    model: None,
+                });
+                ctx.changed.notify_one();
+            }
         }
     }
 }
@@ -348,7 +377,10 @@ async fn load_assignment(
         )
     })?;
     if a.model_key.is_empty() || a.model_key.contains('/') {
-        return Err(format!("model_key {:?} is not a single path segment", a.model_key));
+        return Err(format!(
+            "model_key {:?} is not a single path segment",
+            a.model_key
+        ));
     }
     let _slot = ctx
         .load_slots
@@ -357,10 +389,10 @@ async fn load_assignment(
         .await
         .map_err(|_| "worker is shutting down".to_string())?;
     // The assignment may have been withdrawn while we waited.
-    if !ctx
+    if ctx
         .registry
         .get(&a.assignment_id)
-        .is_some_and(|s| s.fingerprint == fingerprint)
+        .is_none_or(|s| s.fingerprint != fingerprint)
     {
         return Err("assignment withdrawn".to_string());
     }

@@ -123,9 +123,59 @@ impl std::fmt::Debug for Assignment {
 }
 
 /// `GET /api/v1/workers/{worker_id}/assignments?version=N&wait_s=25` answer: the full
-/// desired set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// desired set. Items are parsed one by one ([`parse_assignment`]) so one malformed
+/// assignment fails alone instead of hiding the whole set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssignmentsResponse {
     pub version: u64,
-    pub assignments: Vec<Assignment>,
+    pub assignments: Vec<serde_json::Value>,
+}
+
+/// One item of the desired set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    Valid(Assignment),
+    /// Malformed, but with an id: reported `failed` with the parse error.
+    Invalid {
+        assignment_id: String,
+        model_key: String,
+        error: String,
+    },
+}
+
+impl Desired {
+    /// The assignment id.
+    pub fn id(&self) -> &str {
+        match self {
+            Desired::Valid(a) => &a.assignment_id,
+            Desired::Invalid { assignment_id, .. } => assignment_id,
+        }
+    }
+
+    /// What identifies this item's content (see [`Assignment::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Desired::Valid(a) => a.fingerprint(),
+            Desired::Invalid { error, .. } => format!("invalid|{error}"),
+        }
+    }
+}
+
+/// Parses one item of the desired set; `None` when it has no `assignment_id` at all.
+pub fn parse_assignment(v: &serde_json::Value) -> Option<Desired> {
+    match serde_json::from_value::<Assignment>(v.clone()) {
+        Ok(a) => Some(Desired::Valid(a)),
+        Err(e) => {
+            let id = v.get("assignment_id")?.as_str()?.to_string();
+            Some(Desired::Invalid {
+                assignment_id: id,
+                model_key: v
+                    .get("model_key")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                error: e.to_string(),
+            })
+        }
+    }
 }

@@ -17,6 +17,7 @@
 pub mod backend;
 pub mod candle;
 pub mod error;
+pub mod onnx_export;
 #[cfg(feature = "engine-ort")]
 pub mod ort;
 pub mod pooling;
@@ -239,9 +240,13 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
             .unwrap_or_default();
-        let tokenizers =
-            TokenizerPool::start(tokenizer, cfg.tokenizer_threads, spec.max_input_tokens, &name)
-                .map_err(LoadError::Spawn)?;
+        let tokenizers = TokenizerPool::start(
+            tokenizer,
+            cfg.tokenizer_threads,
+            spec.max_input_tokens,
+            &name,
+        )
+        .map_err(LoadError::Spawn)?;
         let limits = BatchLimits {
             max_batch_tokens: cfg.max_batch_tokens.max(spec.max_input_tokens),
             max_batch_size: cfg.max_batch_size.max(1),
@@ -570,19 +575,19 @@ fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad
         let pool = threads::compute_pool();
         let result = catch_unwind(AssertUnwindSafe(|| {
             pool.install(|| match mode {
-            Mode::Embed { pooling } => backend.embed(&batch).map(|hidden| {
-                (0..batch.size())
-                    .map(|i| {
-                        pooling::pool(
-                            hidden.row(i, batch.max_len),
-                            batch.lengths[i],
-                            hidden.dim,
-                            pooling,
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            }),
-            Mode::Predict => backend.predict(&batch),
+                Mode::Embed { pooling } => backend.embed(&batch).map(|hidden| {
+                    (0..batch.size())
+                        .map(|i| {
+                            pooling::pool(
+                                hidden.row(i, batch.max_len),
+                                batch.lengths[i],
+                                hidden.dim,
+                                pooling,
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                }),
+                Mode::Predict => backend.predict(&batch),
             })
         }))
         .unwrap_or_else(|_| Err("the engine panicked on this batch".to_string()));

@@ -205,39 +205,40 @@ fn parse_encoder(cfg: &Value, arch: Arch) -> Result<EncoderConfig, LoadError> {
             )))
         }
     };
-    let enc = match arch {
-        Arch::DistilBert => EncoderConfig {
-            arch,
-            vocab_size: require(cfg, &["vocab_size"])?,
-            hidden_size: require(cfg, &["dim", "hidden_size"])?,
-            num_layers: require(cfg, &["n_layers", "num_hidden_layers"])?,
-            num_heads: require(cfg, &["n_heads", "num_attention_heads"])?,
-            intermediate_size: require(cfg, &["hidden_dim", "intermediate_size"])?,
-            max_position_embeddings: require(cfg, &["max_position_embeddings"])?,
-            type_vocab_size: 0,
-            layer_norm_eps: 1e-12,
-            pad_token_id: get_usize(cfg, &["pad_token_id"]).unwrap_or(0) as u32,
-            activation,
-        },
-        Arch::Bert | Arch::Roberta => EncoderConfig {
-            arch,
-            vocab_size: require(cfg, &["vocab_size"])?,
-            hidden_size: require(cfg, &["hidden_size"])?,
-            num_layers: require(cfg, &["num_hidden_layers"])?,
-            num_heads: require(cfg, &["num_attention_heads"])?,
-            intermediate_size: require(cfg, &["intermediate_size"])?,
-            max_position_embeddings: require(cfg, &["max_position_embeddings"])?,
-            type_vocab_size: get_usize(cfg, &["type_vocab_size"]).unwrap_or(2),
-            layer_norm_eps: cfg
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-12),
-            pad_token_id: get_usize(cfg, &["pad_token_id"])
-                .unwrap_or(if arch == Arch::Roberta { 1 } else { 0 })
-                as u32,
-            activation,
-        },
-    };
+    let enc =
+        match arch {
+            Arch::DistilBert => EncoderConfig {
+                arch,
+                vocab_size: require(cfg, &["vocab_size"])?,
+                hidden_size: require(cfg, &["dim", "hidden_size"])?,
+                num_layers: require(cfg, &["n_layers", "num_hidden_layers"])?,
+                num_heads: require(cfg, &["n_heads", "num_attention_heads"])?,
+                intermediate_size: require(cfg, &["hidden_dim", "intermediate_size"])?,
+                max_position_embeddings: require(cfg, &["max_position_embeddings"])?,
+                type_vocab_size: 0,
+                layer_norm_eps: 1e-12,
+                pad_token_id: get_usize(cfg, &["pad_token_id"]).unwrap_or(0) as u32,
+                activation,
+            },
+            Arch::Bert | Arch::Roberta => EncoderConfig {
+                arch,
+                vocab_size: require(cfg, &["vocab_size"])?,
+                hidden_size: require(cfg, &["hidden_size"])?,
+                num_layers: require(cfg, &["num_hidden_layers"])?,
+                num_heads: require(cfg, &["num_attention_heads"])?,
+                intermediate_size: require(cfg, &["intermediate_size"])?,
+                max_position_embeddings: require(cfg, &["max_position_embeddings"])?,
+                type_vocab_size: get_usize(cfg, &["type_vocab_size"]).unwrap_or(2),
+                layer_norm_eps: cfg
+                    .get("layer_norm_eps")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(1e-12),
+                pad_token_id: get_usize(cfg, &["pad_token_id"])
+                    .unwrap_or(if arch == Arch::Roberta { 1 } else { 0 })
+                    as u32,
+                activation,
+            },
+        };
     if enc.hidden_size == 0 || enc.num_heads == 0 || enc.hidden_size % enc.num_heads != 0 {
         return Err(LoadError::BadConfig(format!(
             "hidden size {} is not a multiple of {} attention heads",
@@ -280,9 +281,7 @@ fn parse_labels(cfg: &Value) -> Result<Vec<String>, LoadError> {
 }
 
 /// Parses sentence-transformers `modules.json` and the module configs it points to.
-fn parse_sentence_transformers(
-    dir: &Path,
-) -> Result<Option<(Vec<PoolingMode>, bool)>, LoadError> {
+fn parse_sentence_transformers(dir: &Path) -> Result<Option<(Vec<PoolingMode>, bool)>, LoadError> {
     let Some(modules) = read_json(&dir.join("modules.json"))? else {
         return Ok(None);
     };
@@ -322,10 +321,7 @@ fn parse_sentence_transformers(
 /// Pooling modes in the order sentence-transformers concatenates them.
 pub fn parse_pooling(cfg: &Value) -> Result<Vec<PoolingMode>, LoadError> {
     let flag = |k: &str| cfg.get(k).and_then(Value::as_bool).unwrap_or(false);
-    for unsupported in [
-        "pooling_mode_weightedmean_tokens",
-        "pooling_mode_lasttoken",
-    ] {
+    for unsupported in ["pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"] {
         if flag(unsupported) {
             return Err(LoadError::UnsupportedPooling(format!(
                 "{unsupported} (supported: cls, mean, max, mean_sqrt_len)"
@@ -377,9 +373,10 @@ pub fn inspect(dir: &Path) -> Result<ModelSpec, LoadError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let arch = Arch::from_model_type(&model_type).ok_or_else(|| LoadError::UnknownArchitecture {
-        model_type: model_type.clone(),
-    })?;
+    let arch =
+        Arch::from_model_type(&model_type).ok_or_else(|| LoadError::UnknownArchitecture {
+            model_type: model_type.clone(),
+        })?;
     let architectures: Vec<String> = cfg
         .get("architectures")
         .and_then(Value::as_array)
@@ -566,7 +563,11 @@ mod tests {
             "1_Pooling/config.json",
             r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
         );
-        write(d.path(), "sentence_bert_config.json", r#"{"max_seq_length": 16}"#);
+        write(
+            d.path(),
+            "sentence_bert_config.json",
+            r#"{"max_seq_length": 16}"#,
+        );
         let spec = inspect(d.path()).unwrap();
         assert_eq!(spec.default_task, Task::SentenceSimilarity);
         assert_eq!(spec.pooling(), vec![PoolingMode::Cls]);

@@ -95,8 +95,8 @@ fn tokenizer_thread(base: &Tokenizer, max_tokens: usize, rx: async_channel::Rece
         stride: 0,
         direction: TruncationDirection::Right,
     };
-    let configured = truncating.with_truncation(Some(params)).is_ok()
-        && whole.with_truncation(None).is_ok();
+    let configured =
+        truncating.with_truncation(Some(params)).is_ok() && whole.with_truncation(None).is_ok();
     truncating.with_padding(None);
     whole.with_padding(None);
     while let Ok(job) = rx.recv_blocking() {

@@ -78,7 +78,10 @@ impl GatewayAuth {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         presented.is_some_and(|p| constant_time_eq(p.as_bytes(), secret.as_bytes()))
     }
@@ -189,10 +192,16 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState) {
     cfg.app_data(web::Data::new(state))
         .route("/health", web::get().to(health))
-        .route("/models/{key}/v1/embeddings", web::post().to(openai::embeddings))
+        .route(
+            "/models/{key}/v1/embeddings",
+            web::post().to(openai::embeddings),
+        )
         .route("/models/{key}/v1/models", web::get().to(openai::models))
         .route("/models/{key}/info", web::get().to(tasks::info))
-        .route("/models/{key}/pipeline/{task}", web::post().to(tasks::infer))
+        .route(
+            "/models/{key}/pipeline/{task}",
+            web::post().to(tasks::infer),
+        )
         .route("/models/{key}", web::post().to(tasks::infer))
         .route("/models/{key}/", web::post().to(tasks::infer))
         .default_service(web::to(not_found));

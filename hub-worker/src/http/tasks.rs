@@ -221,9 +221,10 @@ fn classification_input(v: &Value, at: &str) -> Result<TextInput, ApiError> {
     match v {
         Value::String(s) => Ok(TextInput::Single(s.clone())),
         Value::Object(o) => {
-            let text = o.get("text").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::InvalidInput(format!("{at}.text must be a string"))
-            })?;
+            let text = o
+                .get("text")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::InvalidInput(format!("{at}.text must be a string")))?;
             match o.get("text_pair") {
                 None | Some(Value::Null) => Ok(TextInput::Single(text.to_string())),
                 Some(Value::String(p)) => Ok(TextInput::Pair(text.to_string(), p.clone())),

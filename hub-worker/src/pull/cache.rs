@@ -51,13 +51,14 @@ pub fn is_safe_repo_path(p: &str) -> bool {
         && p.len() <= 1024
         && !p.starts_with('/')
         && !p.chars().any(|c| c == '\\' || c.is_control())
-        && p
-            .split('/')
+        && p.split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && seg != ".git")
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The digest the hub reports for a file.
@@ -170,10 +171,8 @@ impl BlobCache {
     /// Opens (creating) a cache at `root`.
     pub fn open(root: &Path) -> Result<BlobCache, CacheError> {
         for sub in ["blobs/sha256", "blobs/git-sha1", "tmp", "models"] {
-            fs::create_dir_all(root.join(sub)).map_err(io(format!(
-                "create {}",
-                root.join(sub).display()
-            )))?;
+            fs::create_dir_all(root.join(sub))
+                .map_err(io(format!("create {}", root.join(sub).display())))?;
         }
         let root = root
             .canonicalize()
@@ -302,20 +301,23 @@ impl BlobCache {
                     return Err(CacheError::BadDigest(sha256.clone()));
                 }
                 let blob = self.blob_path(sha256);
-                let meta = fs::symlink_metadata(&blob).map_err(io(format!("stat {}", blob.display())))?;
+                let meta =
+                    fs::symlink_metadata(&blob).map_err(io(format!("stat {}", blob.display())))?;
                 if !meta.file_type().is_file() {
                     return Err(CacheError::NotRegularFile(blob));
                 }
-                let depth = path.matches('/').count();
+                // The link sits in models/<name>/<dirs of path>/: climb back to the root.
+                let depth = path.matches('/').count() + 2;
                 let mut target = PathBuf::new();
-                for _ in 0..=depth {
+                for _ in 0..depth {
                     target.push("..");
                 }
                 target.push("blobs/sha256");
                 target.push(sha256);
                 let link = tmp.join(path);
                 if let Some(parent) = link.parent() {
-                    fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
+                    fs::create_dir_all(parent)
+                        .map_err(io(format!("create {}", parent.display())))?;
                 }
                 symlink(&target, &link)?;
             }
@@ -356,10 +358,7 @@ fn symlink(target: &Path, link: &Path) -> Result<(), CacheError> {
 #[cfg(not(unix))]
 fn symlink(target: &Path, link: &Path) -> Result<(), CacheError> {
     // Without symlinks, copy: the blob is verified, the copy is made from it.
-    let src = link
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(target);
+    let src = link.parent().unwrap_or(Path::new(".")).join(target);
     fs::copy(&src, link)
         .map(|_| ())
         .map_err(io(format!("copy {}", link.display())))
@@ -374,7 +373,9 @@ fn set_read_only(p: &Path) -> Result<(), CacheError> {
 
 #[cfg(not(unix))]
 fn set_read_only(p: &Path) -> Result<(), CacheError> {
-    let mut perm = fs::metadata(p).map_err(io(format!("stat {}", p.display())))?.permissions();
+    let mut perm = fs::metadata(p)
+        .map_err(io(format!("stat {}", p.display())))?
+        .permissions();
     perm.set_readonly(true);
     fs::set_permissions(p, perm).map_err(io(format!("chmod {}", p.display())))
 }
@@ -401,7 +402,12 @@ mod tests {
 
     #[test]
     fn repo_paths() {
-        for ok in ["config.json", "1_Pooling/config.json", "a/b/c.safetensors", "x..y"] {
+        for ok in [
+            "config.json",
+            "1_Pooling/config.json",
+            "a/b/c.safetensors",
+            "x..y",
+        ] {
             assert!(is_safe_repo_path(ok), "{ok}");
         }
         for bad in [
@@ -453,7 +459,9 @@ mod tests {
         // A download that does not match is refused and removed.
         let tmp = cache.temp_dir().unwrap().join("x");
         fs::write(&tmp, b"weightz").unwrap();
-        let e = cache.insert_file(&tmp, &want, "model.safetensors").unwrap_err();
+        let e = cache
+            .insert_file(&tmp, &want, "model.safetensors")
+            .unwrap_err();
         assert!(matches!(e, CacheError::DigestMismatch { .. }), "{e}");
         assert!(!tmp.exists());
         assert_eq!(cache.verified_blob(&want).unwrap(), None);
@@ -501,7 +509,11 @@ mod tests {
         let root = cache.root().to_path_buf();
         for p in ["config.json", "1_Pooling/config.json"] {
             let real = dir.join(p).canonicalize().unwrap();
-            assert!(real.starts_with(root.join("blobs/sha256")), "{}", real.display());
+            assert!(
+                real.starts_with(root.join("blobs/sha256")),
+                "{}",
+                real.display()
+            );
         }
         // Again: replaced atomically, still fine.
         let dir2 = cache.materialize("ns/m", &commit, &files).unwrap();

@@ -359,14 +359,13 @@ impl Puller {
                 let cache = self.cache.clone();
                 let expected = expected.clone();
                 let name = path.to_string();
-                let inserted = tokio::task::spawn_blocking(move || {
-                    cache.insert_file(&blob, &expected, &name)
-                })
-                .await
-                .map_err(|e| PullError::Transport {
-                    what: path.to_string(),
-                    detail: e.to_string(),
-                })??;
+                let inserted =
+                    tokio::task::spawn_blocking(move || cache.insert_file(&blob, &expected, &name))
+                        .await
+                        .map_err(|e| PullError::Transport {
+                            what: path.to_string(),
+                            detail: e.to_string(),
+                        })??;
                 let _ = tokio::fs::remove_file(&local).await;
                 Ok::<_, PullError>(inserted)
             }

@@ -88,7 +88,8 @@ impl CandleBackend {
         } else {
             vb.pp(prefix.trim_end_matches('.'))
         };
-        let encoder = Encoder::load(base.clone(), cfg).map_err(|e| LoadError::Weights(e.to_string()))?;
+        let encoder =
+            Encoder::load(base.clone(), cfg).map_err(|e| LoadError::Weights(e.to_string()))?;
         let head = if task == Task::TextClassification {
             Some(load_head(spec, &vb, &base)?)
         } else {
@@ -113,8 +114,10 @@ fn load_head(spec: &ModelSpec, root: &VarBuilder, base: &VarBuilder) -> Result<H
     };
     Ok(match spec.encoder.arch {
         Arch::Bert => Head::Bert {
-            pooler: linear(base.pp("pooler.dense"), h, h).map_err(|e| missing("pooler.dense", e))?,
-            classifier: linear(root.pp("classifier"), n, h).map_err(|e| missing("classifier", e))?,
+            pooler: linear(base.pp("pooler.dense"), h, h)
+                .map_err(|e| missing("pooler.dense", e))?,
+            classifier: linear(root.pp("classifier"), n, h)
+                .map_err(|e| missing("classifier", e))?,
         },
         Arch::Roberta => Head::Roberta {
             dense: linear(root.pp("classifier.dense"), h, h)
@@ -125,7 +128,8 @@ fn load_head(spec: &ModelSpec, root: &VarBuilder, base: &VarBuilder) -> Result<H
         Arch::DistilBert => Head::DistilBert {
             pre_classifier: linear(root.pp("pre_classifier"), h, h)
                 .map_err(|e| missing("pre_classifier", e))?,
-            classifier: linear(root.pp("classifier"), n, h).map_err(|e| missing("classifier", e))?,
+            classifier: linear(root.pp("classifier"), n, h)
+                .map_err(|e| missing("classifier", e))?,
         },
     })
 }

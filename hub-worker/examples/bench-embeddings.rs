@@ -1,0 +1,114 @@
+//! In-process embedding throughput of the hub-worker engine (no HTTP), for
+//! `scripts/worker/bench-embeddings.sh`.
+//!
+//! ```text
+//! cargo run --release -p hub-worker --example bench-embeddings -- \
+//!     --model DIR --corpus corpus.txt [--batches 1,4,32] [--repeats 3] [--engine candle|ort]
+//! ```
+//!
+//! Two modes per batch size B, best of `--repeats` after one warm-up:
+//! * `corpus`: the whole corpus in one call with at most B inputs per forward pass; the
+//!   engine length-sorts, like `SentenceTransformer.encode(corpus, batch_size=B)`.
+//! * `requests`: consecutive requests of B sentences in corpus order (what HTTP clients do).
+//!
+//! Prints one JSON object per line.
+
+use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Model};
+use std::time::Instant;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let model_dir = arg(&args, "--model").ok_or_else(|| anyhow::anyhow!("--model DIR"))?;
+    let corpus_path = arg(&args, "--corpus").ok_or_else(|| anyhow::anyhow!("--corpus FILE"))?;
+    let batches: Vec<usize> = arg(&args, "--batches")
+        .unwrap_or_else(|| "1,4,32".into())
+        .split(',')
+        .map(|b| b.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let repeats: usize = arg(&args, "--repeats")
+        .unwrap_or_else(|| "3".into())
+        .parse()?;
+    let engine = match arg(&args, "--engine").as_deref() {
+        Some("ort") => EnginePreference::Ort,
+        Some("candle") => EnginePreference::Candle,
+        _ => EnginePreference::Auto,
+    };
+    let threads = arg(&args, "--threads")
+        .map(|t| t.parse::<usize>())
+        .transpose()?
+        .unwrap_or_else(hub_worker::host::cores);
+    hub_worker::engine::threads::set_env_threads(threads);
+    hub_worker::engine::threads::init_compute_threads(threads);
+    #[cfg(feature = "engine-ort")]
+    if engine != EnginePreference::Candle {
+        let dylib = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
+        hub_worker::engine::ort::init(dylib.as_deref(), threads)?;
+    }
+    let corpus: Vec<String> = std::fs::read_to_string(&corpus_path)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    for &b in &batches {
+        let cfg = EngineConfig {
+            max_batch_size: b,
+            tokenizer_threads: 1,
+            engine,
+            ..EngineConfig::default()
+        };
+        let t0 = Instant::now();
+        let model = Model::load(std::path::Path::new(&model_dir), None, &cfg)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        for mode in ["corpus", "requests"] {
+            let mut best = f64::INFINITY;
+            let mut times = Vec::new();
+            for rep in 0..=repeats {
+                let t = Instant::now();
+                runtime.block_on(async {
+                    if mode == "corpus" {
+                        model
+                            .embed(corpus.clone(), EmbedOptions::default())
+                            .await
+                            .map(|_| ())
+                    } else {
+                        for chunk in corpus.chunks(b) {
+                            model.embed(chunk.to_vec(), EmbedOptions::default()).await?;
+                        }
+                        Ok(())
+                    }
+                })?;
+                let s = t.elapsed().as_secs_f64();
+                if rep > 0 {
+                    times.push(s);
+                    best = best.min(s);
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "engine": model.info().engine,
+                    "mode": mode,
+                    "batch": b,
+                    "sentences": corpus.len(),
+                    "best_s": best,
+                    "median_s": times[times.len() / 2],
+                    "sent_per_s": corpus.len() as f64 / best,
+                    "load_s": load_s,
+                    "threads": threads,
+                })
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The ONNX Runtime backend (`engine-ort` feature): `ort` with `load-dynamic` against the
+//! `libonnxruntime.so` of the PyPI `onnxruntime` wheel. It serves a repo's own `model.onnx`,
+//! or a graph derived from the safetensors weights by [`super::onnx_export`] ("the hub can
+//! derive them"), which is how the worker beats candle's CPU speed on encoders.
+
+use super::backend::{Backend, Batch, HiddenStates};
+use super::error::LoadError;
+use super::spec::ModelSpec;
+use super::task::Task;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+struct Runtime {
+    env: ort::environment::Environment,
+    threads: usize,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Loads `libonnxruntime.so` (from `dylib`, else `ORT_DYLIB_PATH`) and creates the
+/// process-wide environment. Idempotent; the first call's thread count wins.
+pub fn init(dylib: Option<&Path>, threads: usize) -> Result<(), String> {
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
+    let path: PathBuf = dylib
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+        .ok_or_else(|| {
+            "no libonnxruntime.so: pass --ort-dylib or set ORT_DYLIB_PATH \
+             (scripts/worker/fetch-onnxruntime.sh fetches one)"
+                .to_string()
+        })?;
+    if !path.is_file() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let env = ort::init_from(&path)
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?
+        .with_name("paddock-hub-worker")
+        .build()
+        .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+    let _ = RUNTIME.set(Runtime {
+        env,
+        threads: threads.max(1),
+    });
+    Ok(())
+}
+
+/// Whether [`init`] succeeded.
+pub fn is_available() -> bool {
+    RUNTIME.get().is_some()
+}
+
+fn onnx_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Onnx(e.to_string())
+}
+
+/// A model running in ONNX Runtime.
+pub struct OrtBackend {
+    session: Session,
+    /// Names of the graph inputs we feed, in the session's order.
+    inputs: Vec<String>,
+    hidden_output: Option<String>,
+    logits_output: Option<String>,
+}
+
+impl OrtBackend {
+    /// Loads the repo's ONNX file, or derives a graph from its safetensors.
+    pub fn load(spec: &ModelSpec, task: Task) -> Result<OrtBackend, LoadError> {
+        let rt = RUNTIME
+            .get()
+            .ok_or_else(|| LoadError::Onnx("ONNX Runtime is not initialised".to_string()))?;
+        let builder = Session::builder(&rt.env)
+            .map_err(onnx_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(onnx_err)?
+            .with_intra_threads(rt.threads)
+            .map_err(onnx_err)?
+            .with_inter_threads(1)
+            .map_err(onnx_err)?;
+        let mut builder = builder;
+        let session = match (&spec.onnx, spec.safetensors.is_empty()) {
+            (Some(path), _) => builder.commit_from_file(path).map_err(onnx_err)?,
+            (None, false) => {
+                let graph = super::onnx_export::export(spec, task)?;
+                builder.commit_from_memory(&graph).map_err(onnx_err)?
+            }
+            (None, true) => {
+                return Err(LoadError::NoWeights {
+                    onnx_hint: " or model.onnx",
+                })
+            }
+        };
+        let inputs: Vec<String> = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_string())
+            .collect();
+        for name in &inputs {
+            if !matches!(
+                name.as_str(),
+                "input_ids" | "attention_mask" | "token_type_ids"
+            ) {
+                return Err(LoadError::Onnx(format!(
+                    "graph input {name:?} is not one of input_ids, attention_mask, token_type_ids"
+                )));
+            }
+        }
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        let hidden_output = outputs
+            .iter()
+            .find(|o| *o == "last_hidden_state" || *o == "token_embeddings")
+            .cloned();
+        let logits_output = outputs.iter().find(|o| *o == "logits").cloned();
+        match task {
+            Task::TextClassification if logits_output.is_none() => {
+                return Err(LoadError::UnsupportedTask {
+                    task: task.to_string(),
+                    reason: format!(
+                        "the ONNX graph has no \"logits\" output (outputs: {outputs:?})"
+                    ),
+                })
+            }
+            t if t.is_embedding() && hidden_output.is_none() => {
+                return Err(LoadError::UnsupportedTask {
+                    task: task.to_string(),
+                    reason: format!(
+                        "the ONNX graph has no \"last_hidden_state\" output (outputs: {outputs:?})"
+                    ),
+                })
+            }
+            _ => {}
+        }
+        Ok(OrtBackend {
+            session,
+            inputs,
+            hidden_output,
+            logits_output,
+        })
+    }
+
+    fn run(&mut self, batch: &Batch, output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let shape = [batch.size(), batch.max_len];
+        let as_i64 = |v: &[u32]| v.iter().map(|x| *x as i64).collect::<Vec<i64>>();
+        let mut values = Vec::with_capacity(self.inputs.len());
+        for name in &self.inputs {
+            let data = match name.as_str() {
+                "input_ids" => as_i64(&batch.input_ids),
+                "attention_mask" => as_i64(&batch.attention_mask()),
+                _ => as_i64(&batch.type_ids),
+            };
+            let t = Tensor::from_array((shape, data)).map_err(|e| e.to_string())?;
+            values.push((name.clone(), t));
+        }
+        let outputs = self.session.run(values).map_err(|e| e.to_string())?;
+        let (shape, data) = outputs[output]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
+    }
+}
+
+impl Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        "ort"
+    }
+
+    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
+        let out = self
+            .hidden_output
+            .clone()
+            .ok_or("the graph has no hidden-state output")?;
+        let (shape, data) = self.run(batch, &out)?;
+        let dim = *shape.last().ok_or("scalar output")?;
+        Ok(HiddenStates { data, dim })
+    }
+
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+        let out = self
+            .logits_output
+            .clone()
+            .ok_or("the graph has no logits output")?;
+        let (shape, data) = self.run(batch, &out)?;
+        let n = *shape.last().ok_or("scalar output")?;
+        Ok(data.chunks(n.max(1)).map(<[f32]>::to_vec).collect())
+    }
+}

@@ -1,0 +1,210 @@
+//! A whole worker (`hub_worker::run`) against a fake hub: registration, heartbeats with
+//! statuses, long-polled assignments reconciled (load, fail with a reason, unload,
+//! reload from cache), the gateway secret on the served routes, and re-registration.
+
+mod common;
+
+use common::fake_hub::*;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+fn assignment(id: &str, key: &str, repo: &str, task: &str) -> Value {
+    json!({
+        "assignment_id": id, "model_key": key, "repo_type": "model", "repo_id": repo,
+        "revision": COMMIT, "task": task, "pull_token": PULL_TOKEN,
+    })
+}
+
+/// Waits until the latest heartbeat satisfies `pred`.
+async fn wait_heartbeat(hub: &FakeHub, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(hb) = hub.state.last_heartbeat() {
+            if pred(&hb) {
+                return hb;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last heartbeat: {:?}",
+            hub.state.last_heartbeat()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn model_status<'a>(hb: &'a Value, id: &str) -> Option<&'a Value> {
+    hb["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["assignment_id"] == id)
+}
+
+fn status_is(hb: &Value, id: &str, status: &str) -> bool {
+    model_status(hb, id).is_some_and(|m| m["status"] == status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_follows_its_assignments() {
+    let hub = FakeHub::start().await;
+    let (dir, _) = tiny_dir("distilbert", &small_tokenizer_dir());
+    hub.state
+        .add_repo("acme/tiny", COMMIT, files_from_dir(&dir));
+    hub.state.set_assignments(vec![
+        assignment("a1", "k1", "acme/tiny", "text-classification"),
+        assignment("a2", "k2", "acme/tiny", "translation"),
+        assignment("a3", "k3", "acme/missing", "feature-extraction"),
+        json!({"assignment_id": "a4", "model_key": "k4"}),
+    ]);
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
+    cfg.cache_dir = cache.path().to_path_buf();
+    cfg.name = Some("test-worker".into());
+    cfg.poll_wait_s = 2;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(hub_worker::run(cfg, async {
+        let _ = stopped.await;
+    }));
+
+    let hb = wait_heartbeat(&hub, "a1 running, a2, a3 and a4 failed", |hb| {
+        status_is(hb, "a1", "running")
+            && status_is(hb, "a2", "failed")
+            && status_is(hb, "a3", "failed")
+            && status_is(hb, "a4", "failed")
+    })
+    .await;
+    assert!(hb["free_memory_bytes"].as_u64().unwrap() > 0);
+    let msg = |id: &str| {
+        model_status(&hb, id).unwrap()["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(msg("a2").contains("translation"), "{}", msg("a2"));
+    assert!(msg("a3").contains("not found"), "{}", msg("a3"));
+    assert_eq!(model_status(&hb, "a1").unwrap()["in_flight"], 0);
+    // A malformed assignment fails alone, with the parse error.
+    assert!(msg("a4").contains("invalid assignment"), "{}", msg("a4"));
+    let reg = hub.state.control.lock().unwrap().registrations[0].clone();
+    assert_eq!(reg["name"], "test-worker");
+    assert!(reg["capacity"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(reg["capacity"]["cores"].as_u64().unwrap() >= 1);
+    let base = reg["url"].as_str().unwrap().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+
+    // Served with the gateway secret, refused without.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/models/k1"))
+        .bearer_auth(GATEWAY_SECRET)
+        .json(&json!({"inputs": "i love this movie"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-input-tokens"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body[0].as_array().unwrap().len(), 2);
+    let resp = client
+        .post(format!("{base}/models/k1"))
+        .json(&json!({"inputs": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // New desired set: a1 goes, a5 (same repo, embeddings) comes from the cache.
+    hub.state.set_assignments(vec![assignment(
+        "a5",
+        "k5",
+        "acme/tiny",
+        "feature-extraction",
+    )]);
+    wait_heartbeat(&hub, "a5 running and a1 gone", |hb| {
+        status_is(hb, "a5", "running") && model_status(hb, "a1").is_none()
+    })
+    .await;
+    assert_eq!(
+        hub.state.downloads_of("model.safetensors"),
+        1,
+        "weights fetched twice"
+    );
+    let resp = client
+        .post(format!("{base}/models/k1"))
+        .bearer_auth(GATEWAY_SECRET)
+        .json(&json!({"inputs": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = client
+        .post(format!("{base}/models/k5/v1/embeddings"))
+        .bearer_auth(GATEWAY_SECRET)
+        .json(&json!({"input": ["hello", "world"], "model": "acme/tiny"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 2);
+
+    // The hub forgets the worker: it registers again and keeps serving.
+    hub.state.control.lock().unwrap().forget = true;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub.state.control.lock().unwrap().registrations.len() < 2 {
+        assert!(Instant::now() < deadline, "worker did not re-register");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = hub.state.control.lock().unwrap().heartbeats.len();
+    wait_heartbeat(&hub, "heartbeats after re-registering", |hb| {
+        status_is(hb, "a5", "running")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.state.control.lock().unwrap().heartbeats.len() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat after re-registering"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client
+        .post(format!("{base}/models/k5"))
+        .bearer_auth(GATEWAY_SECRET)
+        .json(&json!({"inputs": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), worker)
+        .await
+        .expect("worker did not stop")
+        .unwrap()
+        .unwrap();
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_worker_token_stops_the_worker_with_a_reason() {
+    let hub = FakeHub::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = hub_worker::WorkerConfig::new(&hub.url, "not-a-worker-token");
+    cfg.cache_dir = cache.path().to_path_buf();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        hub_worker::run(cfg, std::future::pending()),
+    )
+    .await
+    .expect("run did not give up")
+    .unwrap_err();
+    assert!(err.to_string().contains("scope `worker`"), "{err}");
+    hub.stop().await;
+}

@@ -1,0 +1,398 @@
+//! Engine tests against references made by PyTorch (checked in under fixtures/worker):
+//! MiniLM embeddings vs sentence-transformers, the MiniLM classifier's logits vs
+//! BertForSequenceClassification, tiny DistilBERT / XLM-RoBERTa vs transformers; plus
+//! admission (overload) and load-time refusals.
+
+mod common;
+
+use common::*;
+use futures::FutureExt;
+use hub_worker::engine::{
+    ClassifyOptions, EmbedOptions, EngineConfig, EngineError, LoadError, Model, PoolingMode,
+    ScoreFn, Task, TextInput,
+};
+
+fn inputs_of(reference: &serde_json::Value) -> Vec<String> {
+    reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn minilm_matches_sentence_transformers() {
+    let Some(dir) = minilm_dir("minilm_matches_sentence_transformers") else {
+        return;
+    };
+    let model = load(&dir, None, EngineConfig::default()).await;
+    let info = model.info();
+    assert_eq!(info.task, Task::SentenceSimilarity);
+    assert_eq!(info.pooling, vec![PoolingMode::Mean]);
+    assert!(info.normalize);
+    assert_eq!(info.max_input_tokens, 256);
+    assert_eq!(info.dim, 384);
+
+    let reference = fixture_json("minilm-reference.json");
+    let texts = inputs_of(&reference);
+    let refs: Vec<&serde_json::Value> = reference["sentences"].as_array().unwrap().iter().collect();
+
+    // All in one request (padded, length-sorted batches) ...
+    let out = model
+        .embed(texts.clone(), EmbedOptions::default())
+        .await
+        .unwrap();
+    let want_tokens: usize = refs
+        .iter()
+        .map(|r| r["tokens"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(
+        out.prompt_tokens, want_tokens,
+        "token counts differ from the HF tokenizer"
+    );
+    for (i, (got, r)) in out.vectors.iter().zip(&refs).enumerate() {
+        let want = f32s(&r["embedding"]);
+        let c = cosine(got, &want);
+        assert!(c >= 0.9999, "sentence {i}: cosine {c}");
+        let norm: f32 = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!(
+            (norm - 1.0).abs() < 1e-4,
+            "sentence {i} not normalised: {norm}"
+        );
+    }
+    // ... and one at a time (no padding, no mask).
+    for (i, (text, r)) in texts.iter().zip(&refs).enumerate() {
+        let one = model
+            .embed(vec![text.clone()], EmbedOptions::default())
+            .await
+            .unwrap();
+        let c = cosine(&one.vectors[0], &f32s(&r["embedding"]));
+        assert!(c >= 0.9999, "sentence {i} alone: cosine {c}");
+    }
+
+    // Options: unnormalised, Matryoshka dimensions, no truncation.
+    let raw = model
+        .embed(
+            vec![texts[0].clone()],
+            EmbedOptions {
+                normalize: Some(false),
+                ..EmbedOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let norm: f32 = raw.vectors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() > 1e-3,
+        "normalize=false still normalised"
+    );
+    let short = model
+        .embed(
+            vec![texts[0].clone()],
+            EmbedOptions {
+                dimensions: Some(64),
+                ..EmbedOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(short.vectors[0].len(), 64);
+    let long = texts.last().unwrap().clone();
+    let err = model
+        .embed(
+            vec![long],
+            EmbedOptions {
+                truncate: false,
+                ..EmbedOptions::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::InputTooLong { max: 256, .. }),
+        "{err}"
+    );
+
+    // Similarity is the cosine of the embeddings.
+    let (scores, tokens) = model
+        .similarity(texts[0].clone(), vec![texts[0].clone(), texts[1].clone()])
+        .await
+        .unwrap();
+    assert!((scores[0] - 1.0).abs() < 1e-5);
+    let want = cosine(&out.vectors[0], &out.vectors[1]);
+    assert!((scores[1] - want).abs() < 1e-4);
+    assert!(tokens > 0);
+
+    // An embedding model does not classify.
+    let err = model
+        .classify(
+            vec![TextInput::Single("x".into())],
+            ClassifyOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::WrongTask { .. }));
+}
+
+#[tokio::test]
+async fn minilm_classifier_matches_pytorch() {
+    let Some(minilm) = minilm_dir("minilm_classifier_matches_pytorch") else {
+        return;
+    };
+    let dir = classifier_dir(&minilm);
+    let model = load(&dir, None, EngineConfig::default()).await;
+    assert_eq!(model.info().task, Task::TextClassification);
+    assert_eq!(model.info().labels, vec!["negative", "neutral", "positive"]);
+    let reference = fixture_json("classifier-reference.json");
+    let rows = reference["inputs"].as_array().unwrap();
+    let inputs: Vec<TextInput> = rows
+        .iter()
+        .map(|r| match &r["input"] {
+            serde_json::Value::String(s) => TextInput::Single(s.clone()),
+            serde_json::Value::Array(p) => TextInput::Pair(
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            ),
+            other => panic!("bad input {other}"),
+        })
+        .collect();
+    let (logits, tokens) = model.logits(inputs.clone(), true).await.unwrap();
+    let want_tokens: usize = rows
+        .iter()
+        .map(|r| r["tokens"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(tokens, want_tokens);
+    for (i, (got, r)) in logits.iter().zip(rows).enumerate() {
+        let want = f32s(&r["logits"]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 1e-4,
+                "input {i}: logits {got:?} vs {want:?}"
+            );
+        }
+    }
+    // Scores: softmax, sorted, top_k.
+    let out = model
+        .classify(
+            inputs[..1].to_vec(),
+            ClassifyOptions {
+                top_k: Some(2),
+                ..ClassifyOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let want = hub_worker::engine::scores(&f32s(&rows[0]["logits"]), ScoreFn::Softmax);
+    let best = want
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap();
+    assert_eq!(out.labels[0].len(), 2);
+    assert_eq!(
+        out.labels[0][0].label,
+        ["negative", "neutral", "positive"][best.0]
+    );
+    assert!((out.labels[0][0].score - best.1).abs() < 1e-4);
+    assert!(out.labels[0][0].score >= out.labels[0][1].score);
+
+    // The same classifier served for embeddings pools the encoder (no head needed).
+    let emb = load(&dir, Some(Task::FeatureExtraction), EngineConfig::default()).await;
+    assert_eq!(emb.info().dim, 384);
+}
+
+#[tokio::test]
+async fn tiny_distilbert_and_xlm_roberta_match_transformers() {
+    let Some(minilm) = minilm_dir("tiny_distilbert_and_xlm_roberta_match_transformers") else {
+        return;
+    };
+    let reference = fixture_json("tiny-reference.json");
+    for model_type in ["distilbert", "xlm-roberta"] {
+        let r = &reference["models"][model_type];
+        let (dir, digest) = tiny_dir(model_type, &minilm);
+        assert_eq!(
+            digest,
+            r["weights_digest"].as_str().unwrap(),
+            "{model_type} generators disagree"
+        );
+        let sentences = r["sentences"].as_array().unwrap();
+        let texts: Vec<String> = sentences
+            .iter()
+            .map(|s| s["text"].as_str().unwrap().to_string())
+            .collect();
+
+        let cls = load(&dir, None, EngineConfig::default()).await;
+        assert_eq!(cls.info().task, Task::TextClassification);
+        let (logits, _) = cls
+            .logits(texts.iter().cloned().map(TextInput::Single).collect(), true)
+            .await
+            .unwrap();
+        for (i, (got, s)) in logits.iter().zip(sentences).enumerate() {
+            let want = f32s(&s["logits"]);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{model_type} {i}: {got:?} vs {want:?}"
+                );
+            }
+        }
+
+        let emb = load(&dir, Some(Task::FeatureExtraction), EngineConfig::default()).await;
+        assert!(!emb.info().normalize);
+        let out = emb
+            .embed(texts.clone(), EmbedOptions::default())
+            .await
+            .unwrap();
+        for (i, (got, s)) in out.vectors.iter().zip(sentences).enumerate() {
+            let want = f32s(&s["mean_pooled"]);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{model_type} {i} pooled: {g} vs {w}");
+            }
+        }
+    }
+}
+
+/// A small model that needs no download: tiny DistilBERT with an in-test tokenizer.
+async fn small_model(max_concurrent: usize) -> Model {
+    let (dir, _) = tiny_dir("distilbert", &small_tokenizer_dir());
+    load(
+        &dir,
+        Some(Task::FeatureExtraction),
+        EngineConfig {
+            max_concurrent,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn admission_refuses_instead_of_queueing() {
+    let model = small_model(4).await;
+    assert_eq!(model.max_inputs(), 4);
+    let err = model
+        .embed(vec!["a".into(); 5], EmbedOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::TooManyInputs { count: 5, max: 4 }),
+        "{err}"
+    );
+    let err = model
+        .embed(vec![], EmbedOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::EmptyInput);
+    let err = model
+        .embed(vec!["a".into(), "".into()], EmbedOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::EmptyString { index: 1 });
+
+    // Hold 3 of 4 permits with a request that has been admitted but not finished.
+    let mut held = Box::pin(model.embed(
+        vec!["the quick brown fox".into(); 3],
+        EmbedOptions::default(),
+    ));
+    assert!(
+        (&mut held).now_or_never().is_none(),
+        "request finished synchronously"
+    );
+    assert_eq!(model.stats().in_flight, 3);
+    let err = model
+        .embed(vec!["a".into(), "b".into()], EmbedOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Overloaded { limit: 4, .. }),
+        "{err}"
+    );
+    // One more still fits.
+    model
+        .embed(vec!["a".into()], EmbedOptions::default())
+        .await
+        .unwrap();
+    let out = held.await.unwrap();
+    assert_eq!(out.vectors.len(), 3);
+    assert_eq!(model.stats().in_flight, 0);
+    model
+        .embed(vec!["a".into(), "b".into()], EmbedOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn abandoned_requests_release_permits() {
+    let model = small_model(8).await;
+    for _ in 0..20 {
+        let fut = model.embed(vec!["hello world".into(); 4], EmbedOptions::default());
+        // Dropped after being admitted: the client went away.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(10), fut).await;
+    }
+    // Everything released; the model still answers.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(model.stats().in_flight, 0);
+    let out = model
+        .embed(vec!["hello".into(); 8], EmbedOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(out.vectors.len(), 8);
+}
+
+#[test]
+fn unservable_models_say_why() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = serde_json::json!({"model_type": "llama", "vocab_size": 10, "hidden_size": 8});
+    std::fs::write(d.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = Model::load(d.path(), None, &EngineConfig::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::UnknownArchitecture { .. }));
+    assert!(err.to_string().contains("llama"), "{err}");
+
+    // Too big for the memory we say is available.
+    let (dir, _) = tiny_dir("distilbert", &small_tokenizer_dir());
+    let err = Model::load(
+        &dir,
+        None,
+        &EngineConfig {
+            memory_available_bytes: Some(1000),
+            ..EngineConfig::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, LoadError::TooBig { .. }), "{err}");
+    assert!(err.to_string().contains("too big"), "{err}");
+
+    // Classification asked of weights without a head.
+    let plain = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.join(f), plain.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("distilbert."))
+        .collect();
+    safetensors::serialize_to_file(kept, None, &plain.path().join("model.safetensors")).unwrap();
+    let err = Model::load(
+        plain.path(),
+        Some(Task::TextClassification),
+        &EngineConfig::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, LoadError::UnsupportedTask { .. }), "{err}");
+    assert!(err.to_string().contains("pre_classifier"), "{err}");
+    // ... but it embeds.
+    Model::load(
+        plain.path(),
+        Some(Task::FeatureExtraction),
+        &EngineConfig::default(),
+    )
+    .unwrap();
+}
