@@ -319,3 +319,47 @@ pub const ALL_CODES: &[&str] = &[
 ];
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/API.md lists exactly the codes of this table.
+    #[test]
+    fn docs_list_every_code() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/API.md"))
+            .unwrap();
+        let section = doc
+            .split("## Error codes")
+            .nth(1)
+            .expect("an Error codes section");
+        let documented: std::collections::BTreeSet<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let table: std::collections::BTreeSet<&str> = ALL_CODES.iter().copied().collect();
+        assert_eq!(documented, table);
+    }
+
+    /// Each variant's code is in ALL_CODES.
+    #[test]
+    fn codes_are_listed() {
+        let samples = [
+            ApiError::RepoNotFound,
+            ApiError::ParentCommitMismatch,
+            ApiError::InvalidSignature,
+            ApiError::CsrfRejected,
+            ApiError::RangeNotSatisfiable { size: 1 },
+            ApiError::RateLimited {
+                retry_after_s: 1,
+                limit: 1,
+            },
+            ApiError::QuotaExceeded(String::new()),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        for s in samples {
+            assert!(ALL_CODES.contains(&s.code()), "{}", s.code());
+        }
+    }
+}

@@ -8,7 +8,11 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use std::path::Path;
 
-const PATH_SET: percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'.').remove(b'-').remove(b'_');
+const PATH_SET: percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str], envs: &[(&str, String)], stdin: Option<&[u8]>) -> String {
@@ -43,29 +47,67 @@ async fn ids_match_the_git_cli() {
         .uri("/api/repos/create")
         .insert_header(("Authorization", format!("Bearer {tok}")))
         .set_json(json!({"name": "ids"}));
-    assert!(call_service(&app, req.to_request()).await.status().is_success());
+    assert!(call_service(&app, req.to_request())
+        .await
+        .status()
+        .is_success());
 
     // An LFS object, uploaded through the batch API.
     let big: Vec<u8> = (0..50_000u32).map(|i| (i % 97) as u8).collect();
     let sha = hex::encode(sha2::Sha256::digest(&big));
     let batch = json!({"operation": "upload", "objects": [{"oid": sha, "size": big.len()}]});
-    let resp = call_service(&app, TestRequest::post().uri("/gitter/ids.git/info/lfs/objects/batch").insert_header(("Authorization", format!("Bearer {tok}"))).set_payload(batch.to_string()).to_request()).await;
+    let resp = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/gitter/ids.git/info/lfs/objects/batch")
+            .insert_header(("Authorization", format!("Bearer {tok}")))
+            .set_payload(batch.to_string())
+            .to_request(),
+    )
+    .await;
     let b: Value = serde_json::from_slice(&read_body(resp).await).unwrap();
-    let href = b["objects"][0]["actions"]["upload"]["href"].as_str().unwrap().trim_start_matches("http://hub.test").to_string();
-    assert!(call_service(&app, TestRequest::put().uri(&href).set_payload(big.clone()).to_request()).await.status().is_success());
+    let href = b["objects"][0]["actions"]["upload"]["href"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://hub.test")
+        .to_string();
+    assert!(call_service(
+        &app,
+        TestRequest::put()
+            .uri(&href)
+            .set_payload(big.clone())
+            .to_request()
+    )
+    .await
+    .status()
+    .is_success());
 
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("README.md", b"# ids\n".to_vec()),
         ("a/b/c.txt", b"nested\n".to_vec()),
         ("a/b.txt", b"sibling\n".to_vec()),
         ("a-b.txt", b"dash sorts before slash\n".to_vec()),
-        ("sp ace/\u{e9}t\u{e9}.txt", "unicode \u{2713}\n".as_bytes().to_vec()),
+        (
+            "sp ace/\u{e9}t\u{e9}.txt",
+            "unicode \u{2713}\n".as_bytes().to_vec(),
+        ),
         ("bin/data.dat", vec![0, 1, 2, 3, 0, 255]),
     ];
     let mut ops: Vec<Value> = files.iter().map(|(p, c)| file_op(p, c)).collect();
     ops.push(json!({"key": "lfsFile", "value": {"path": "weights/model.safetensors.bin", "algo": "sha256", "oid": sha, "size": big.len()}}));
-    let body = ndjson("Add files", None, &ops).replace("\"description\":\"\"", "\"description\":\"With a body.\\nTwo lines.\"");
-    let resp = call_service(&app, TestRequest::post().uri("/api/models/gitter/ids/commit/main").insert_header(("Authorization", format!("Bearer {tok}"))).set_payload(body).to_request()).await;
+    let body = ndjson("Add files", None, &ops).replace(
+        "\"description\":\"\"",
+        "\"description\":\"With a body.\\nTwo lines.\"",
+    );
+    let resp = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/gitter/ids/commit/main")
+            .insert_header(("Authorization", format!("Bearer {tok}")))
+            .set_payload(body)
+            .to_request(),
+    )
+    .await;
     assert!(resp.status().is_success());
     let second: Value = serde_json::from_slice(&read_body(resp).await).unwrap();
     let second = second["commitOid"].as_str().unwrap().to_string();
@@ -99,7 +141,12 @@ async fn ids_match_the_git_cli() {
         .await
         .unwrap();
         let _ = std::fs::remove_dir_all(d.join("w"));
-        git(d, &["rm", "-rq", "--cached", "--ignore-unmatch", "."], &[], None);
+        git(
+            d,
+            &["rm", "-rq", "--cached", "--ignore-unmatch", "."],
+            &[],
+            None,
+        );
         for entry in std::fs::read_dir(d).unwrap() {
             let p = entry.unwrap().path();
             if p.file_name().unwrap() != ".git" {
@@ -114,7 +161,16 @@ async fn ids_match_the_git_cli() {
             let content = if is_lfs.unwrap() {
                 hub_api::git::lfs_pointer(sha.as_ref().unwrap(), size.unwrap() as u64).into_bytes()
             } else {
-                let resp = call_service(&app, TestRequest::get().uri(&format!("/gitter/ids/resolve/{oid}/{}", percent_encoding::utf8_percent_encode(path, &PATH_SET))).to_request()).await;
+                let resp = call_service(
+                    &app,
+                    TestRequest::get()
+                        .uri(&format!(
+                            "/gitter/ids/resolve/{oid}/{}",
+                            percent_encoding::utf8_percent_encode(path, &PATH_SET)
+                        ))
+                        .to_request(),
+                )
+                .await;
                 read_body(resp).await.to_vec()
             };
             let full = d.join(path);
@@ -127,7 +183,11 @@ async fn ids_match_the_git_cli() {
         git(d, &["add", "-A"], &[], None);
         let git_tree = git(d, &["write-tree"], &[], None);
         assert_eq!(&git_tree, tree, "tree of commit {i}");
-        let (title, desc) = message.trim_end_matches('\n').split_once("\n\n").map(|(a, b)| (a.to_string(), Some(b.to_string()))).unwrap_or((message.trim_end_matches('\n').to_string(), None));
+        let (title, desc) = message
+            .trim_end_matches('\n')
+            .split_once("\n\n")
+            .map(|(a, b)| (a.to_string(), Some(b.to_string())))
+            .unwrap_or((message.trim_end_matches('\n').to_string(), None));
         let mut args = vec!["commit-tree".to_string(), git_tree.clone()];
         if let Some(p) = &parent {
             args.push("-p".into());

@@ -260,3 +260,46 @@ pub fn file_op(path: &str, content: &[u8]) -> serde_json::Value {
         "encoding": "base64",
     }})
 }
+
+/// A real HTTP server of the hub on 127.0.0.1 (random port), running on its
+/// own thread; `state.public_url` is set to its address. For clients that
+/// need a socket (the `hf-hub` crate, load generators).
+pub struct Server {
+    pub url: String,
+    pub state: AppState,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    pub fn start(mut state: AppState) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        state.public_url = url.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let sys = actix_web::rt::System::new();
+            sys.block_on(async move {
+                let data = actix_web::web::Data::new(st);
+                let server = actix_web::HttpServer::new(move || {
+                    actix_web::App::new()
+                        .app_data(data.clone())
+                        .configure(hub_api::routes::configure)
+                        .default_service(actix_web::web::to(hub_api::routes::not_found))
+                })
+                .workers(2)
+                .listen(listener)
+                .expect("listen")
+                .run();
+                tx.send(server.handle()).expect("handle");
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().expect("server started");
+        Self { url, state, handle }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}

