@@ -70,6 +70,7 @@ pub async fn build_state(
         public_url,
         keys,
         limits: Limits::default(),
+        live: Default::default(),
     })
 }
 
@@ -135,6 +136,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         };
         let state = build_state(&config, &db_url, public_url.clone()).await?;
         crate::sweeper::spawn(state.clone());
+        crate::scheduler::spawn(state.clone(), db_url.clone());
         let data = web::Data::new(state.clone());
         let workers = config.http_workers.unwrap_or_else(|| {
             std::thread::available_parallelism()

@@ -13,6 +13,8 @@ pub struct AppState {
     pub public_url: String,
     pub keys: KeyRing,
     pub limits: Limits,
+    /// Per-process routing state of the endpoint gateway.
+    pub live: std::sync::Arc<crate::gateway::Live>,
 }
 
 /// Request limits (documented in docs/API.md).

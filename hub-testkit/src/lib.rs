@@ -172,6 +172,7 @@ impl TestState {
             public_url: "http://hub.test".into(),
             keys,
             limits: Limits::default(),
+            live: Default::default(),
         };
         Self {
             state,

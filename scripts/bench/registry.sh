@@ -64,7 +64,7 @@ for i in $(seq "$RUNS"); do
   HREF=$(curl -sf -H "$AUTH" -H 'Content-Type: application/vnd.git-lfs+json' \
     -d "{\"operation\":\"upload\",\"transfers\":[\"basic\"],\"objects\":[{\"oid\":\"$SHA\",\"size\":$BYTES}]}" \
     "$URL/bench/up$i.git/info/lfs/objects/batch" | python3 -c 'import json,sys; print(json.load(sys.stdin)["objects"][0]["actions"]["upload"]["href"])')
-  t0=$(now); curl -sf -X PUT --data-binary @"$FILE" -H 'Expect:' "$HREF" >/dev/null; t1=$(now)
+  t0=$(now); curl -sf -T "$FILE" -H 'Expect:' "$HREF" >/dev/null; t1=$(now)
   UP_TIMES+=("$(elapsed "$t0" "$t1")")
 done
 RSS_UPLOAD=$(peak_rss)

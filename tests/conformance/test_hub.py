@@ -241,3 +241,36 @@ def test_hf_cli(alice, repo_name, tmp_path):
     last = out.stdout.strip().splitlines()[-1].strip()
     path = last.split("path:", 1)[-1].strip()
     assert open(path).read() == "from the cli"
+
+
+def test_dataset_upload_and_download(api, repo_name, tmp_path):
+    repo = api.create_repo(repo_name + "-data", repo_type="dataset").repo_id
+    api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="train.csv", repo_id=repo, repo_type="dataset")
+    write_random(tmp_path / "shard.parquet", 1_000_000, seed=3)
+    api.upload_file(path_or_fileobj=str(tmp_path / "shard.parquet"), path_in_repo="data/shard.parquet", repo_id=repo, repo_type="dataset")
+    info = api.dataset_info(repo, files_metadata=True)
+    lfs = {s.rfilename: s.lfs for s in info.siblings}
+    assert lfs["data/shard.parquet"] is not None and lfs["train.csv"] is None
+    out = snapshot_download(repo, repo_type="dataset", cache_dir=str(tmp_path / "c"))
+    assert open(os.path.join(out, "train.csv")).read() == "a,b\n1,2\n"
+    assert filecmp.cmp(os.path.join(out, "data/shard.parquet"), tmp_path / "shard.parquet", shallow=False)
+    # A model with the same name is a different repo.
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info(repo)
+
+
+def test_single_segment_repo_ids(tmp_path):
+    from conftest import token
+
+    root = HfApi(endpoint=ENDPOINT, token=token("root"))
+    name = f"canon{uuid.uuid4().hex[:6]}"
+    # create_repo has no way to ask for a canonical repo: use the raw route (site admins only).
+    import httpx2 as httpx
+
+    resp = httpx.post(f"{ENDPOINT}/api/repos/create", json={"name": name, "canonical": True}, headers={"authorization": f"Bearer {token('root')}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["url"] == f"{ENDPOINT}/{name}"
+    root.upload_file(path_or_fileobj=b"canonical", path_in_repo="weights.txt", repo_id=name)
+    assert root.model_info(name).id == name
+    assert open(hf_hub_download(name, "weights.txt", cache_dir=str(tmp_path))).read() == "canonical"
+    assert [f for f in root.list_repo_files(name)] == [".gitattributes", "weights.txt"]

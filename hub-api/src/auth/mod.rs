@@ -9,6 +9,7 @@ pub mod access;
 pub mod jwt;
 pub mod principal;
 pub mod secrets;
+pub mod service_tokens;
 
 pub use access::Access;
 pub use principal::{Auth, Credential, Principal, Scope};

@@ -55,6 +55,10 @@ pub enum Credential {
     },
     /// A dashboard session (all of the user's rights).
     Session { csrf: String },
+    /// A hub-signed pull token: read access to one repo, nothing else.
+    RepoPull { repo_id: i64 },
+    /// A hub-signed control-plane token of a worker the hub runs itself.
+    Worker,
 }
 
 /// An authenticated caller.
@@ -74,18 +78,21 @@ impl Principal {
                 scopes.contains(&s) || (s == Scope::Read && scopes.contains(&Scope::Write))
             }
             Credential::Session { .. } => s != Scope::Worker,
+            Credential::RepoPull { .. } => false,
+            Credential::Worker => s == Scope::Worker,
         }
     }
 
     /// Whether a token restriction lets this credential act on the repo `ns/name` of `kind`.
     pub fn may_touch_repo(&self, namespace: &str, full_id: &str, kind: &str) -> bool {
-        let Credential::Token {
-            restrict_namespaces,
-            restrict_repos,
-            ..
-        } = &self.credential
-        else {
-            return true;
+        let (restrict_namespaces, restrict_repos) = match &self.credential {
+            Credential::Token {
+                restrict_namespaces,
+                restrict_repos,
+                ..
+            } => (restrict_namespaces, restrict_repos),
+            Credential::Session { .. } => return true,
+            Credential::RepoPull { .. } | Credential::Worker => return false,
         };
         if restrict_namespaces.is_none() && restrict_repos.is_none() {
             return true;
@@ -118,6 +125,7 @@ impl Principal {
                     .is_some_and(|l| l.iter().any(|n| n.eq_ignore_ascii_case(namespace)))
             }
             Credential::Session { .. } => true,
+            Credential::RepoPull { .. } | Credential::Worker => false,
         }
     }
 
@@ -224,6 +232,9 @@ async fn resolve(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("app state missing")))?
         .clone();
     let principal = match bearer(req)? {
+        Some(secret) if secret.starts_with("eyJ") => {
+            Some(crate::auth::service_tokens::principal(&state, &secret).await?)
+        }
         Some(secret) => Some(principal_from_token(&state, &secret).await?),
         None => crate::auth::session_principal(&state, req).await?,
     };

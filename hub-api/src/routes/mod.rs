@@ -4,6 +4,7 @@
 pub mod body;
 pub mod health;
 pub mod hf;
+pub mod inference;
 
 use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
@@ -82,6 +83,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(lfs::complete),
         )
         .route("/lfs/objects/{sha}", web::get().to(lfs::download))
+        // Inference endpoints: management, worker control plane, usage, gateway.
+        .service(
+            web::resource("/api/v1/endpoints/{ns}")
+                .route(web::get().to(inference::endpoints::list))
+                .route(web::post().to(inference::endpoints::create)),
+        )
+        .service(
+            web::resource("/api/v1/endpoints/{ns}/{name}")
+                .route(web::get().to(inference::endpoints::get))
+                .route(web::patch().to(inference::endpoints::patch))
+                .route(web::delete().to(inference::endpoints::delete)),
+        )
+        .route(
+            "/api/v1/endpoints/{ns}/{name}/pause",
+            web::post().to(inference::endpoints::pause),
+        )
+        .route(
+            "/api/v1/endpoints/{ns}/{name}/resume",
+            web::post().to(inference::endpoints::resume),
+        )
+        .route("/api/v1/usage", web::get().to(inference::usage::usage))
+        .route(
+            "/api/v1/workers/register",
+            web::post().to(inference::workers::register),
+        )
+        .route(
+            "/api/v1/workers/{id}/heartbeat",
+            web::post().to(inference::workers::heartbeat),
+        )
+        .route(
+            "/api/v1/workers/{id}/assignments",
+            web::get().to(inference::workers::assignments),
+        )
+        .service(
+            web::resource(["/endpoints/{ns}/{name}", "/endpoints/{ns}/{name}/{tail:.*}"])
+                .route(web::route().to(crate::gateway::proxy)),
+        )
         // Downloads.
         .service(
             web::resource(web_paths("/resolve/{rev}/{path:.*}"))

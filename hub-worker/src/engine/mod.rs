@@ -47,7 +47,8 @@ pub const MAX_INPUTS_PER_REQUEST: usize = 256;
 /// Which engine to use when several could serve a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EnginePreference {
-    /// ONNX Runtime when built with `engine-ort`, initialised, and the repo has ONNX; else candle.
+    /// ONNX Runtime when built with `engine-ort` and initialised (the repo's `model.onnx` or a
+    /// graph derived from its safetensors), else candle.
     #[default]
     Auto,
     Candle,
@@ -546,21 +547,29 @@ fn load_backend(
     pref: EnginePreference,
 ) -> Result<Box<dyn Backend>, LoadError> {
     #[cfg(feature = "engine-ort")]
-    {
-        let want_ort = match pref {
-            EnginePreference::Ort => true,
-            EnginePreference::Auto => spec.onnx.is_some() && ort::is_available(),
-            EnginePreference::Candle => false,
-        };
-        if want_ort {
-            return Ok(Box::new(ort::OrtBackend::load(spec, task)?));
-        }
+    match pref {
+        EnginePreference::Ort => return Ok(Box::new(ort::OrtBackend::load(spec, task)?)),
+        // ONNX Runtime when it is there: the repo's graph, or one derived from safetensors;
+        // candle if that fails (an op this runtime lacks, say).
+        EnginePreference::Auto if ort::is_available() => match ort::OrtBackend::load(spec, task) {
+            Ok(b) => return Ok(Box::new(b)),
+            Err(e) if !spec.safetensors.is_empty() => {
+                tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
+            }
+            Err(e) => return Err(e),
+        },
+        _ => {}
     }
     #[cfg(not(feature = "engine-ort"))]
     if pref == EnginePreference::Ort {
         return Err(LoadError::Onnx(
             "this worker was built without the engine-ort feature".to_string(),
         ));
+    }
+    if spec.safetensors.is_empty() {
+        return Err(LoadError::NoWeights {
+            onnx_hint: " (this repo has only ONNX weights and ONNX Runtime is not available)",
+        });
     }
     Ok(Box::new(candle::CandleBackend::load(spec, task)?))
 }

@@ -356,6 +356,19 @@ impl Puller {
                 if !blob.starts_with(self.cache.root().join("tmp")) {
                     return Err(CacheError::UnsafePath(blob.display().to_string()).into());
                 }
+                // hf-hub names the blob by the `/resolve` ETag: it must be the digest the
+                // listing promised (sha256 for LFS files, git blob id otherwise).
+                let etag = blob
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_ascii_lowercase())
+                    .unwrap_or_default();
+                if etag != expected.hex() {
+                    let _ = tokio::fs::remove_file(&blob).await;
+                    return Err(PullError::BadListing(format!(
+                        "{path}: /resolve ETag {etag:?} does not match the listed digest {}",
+                        expected.hex()
+                    )));
+                }
                 let cache = self.cache.clone();
                 let expected = expected.clone();
                 let name = path.to_string();

@@ -14,6 +14,7 @@ pub async fn whoami(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
     let (display, auth_type) = match &p.credential {
         Credential::Token { name, .. } => (name.clone(), "access_token"),
         Credential::Session { .. } => ("session".to_string(), "session"),
+        Credential::RepoPull { .. } | Credential::Worker => ("service".to_string(), "service"),
     };
     Ok(HttpResponse::Ok().json(json!({
         "id": p.user_id.to_string(),

@@ -44,18 +44,18 @@ struct Layer {
 }
 
 /// Names of one layer's tensors in each family.
-struct LayerNames {
-    q: &'static str,
-    k: &'static str,
-    v: &'static str,
-    attn_out: &'static str,
-    attn_norm: &'static str,
-    ffn_in: &'static str,
-    ffn_out: &'static str,
-    out_norm: &'static str,
+pub(crate) struct LayerNames {
+    pub(crate) q: &'static str,
+    pub(crate) k: &'static str,
+    pub(crate) v: &'static str,
+    pub(crate) attn_out: &'static str,
+    pub(crate) attn_norm: &'static str,
+    pub(crate) ffn_in: &'static str,
+    pub(crate) ffn_out: &'static str,
+    pub(crate) out_norm: &'static str,
 }
 
-const BERT_NAMES: LayerNames = LayerNames {
+pub(crate) const BERT_NAMES: LayerNames = LayerNames {
     q: "attention.self.query",
     k: "attention.self.key",
     v: "attention.self.value",
@@ -66,7 +66,7 @@ const BERT_NAMES: LayerNames = LayerNames {
     out_norm: "output.LayerNorm",
 };
 
-const DISTILBERT_NAMES: LayerNames = LayerNames {
+pub(crate) const DISTILBERT_NAMES: LayerNames = LayerNames {
     q: "attention.q_lin",
     k: "attention.k_lin",
     v: "attention.v_lin",

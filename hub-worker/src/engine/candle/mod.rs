@@ -61,35 +61,43 @@ fn map_weights(spec: &ModelSpec) -> Result<VarBuilder<'static>, LoadError> {
         .map_err(|e| LoadError::Weights(e.to_string()))
 }
 
+/// The weights of `spec`, mapped: `(root, base)` where `base` is positioned at the model
+/// prefix (`bert.`, `roberta.`, `distilbert.` or none) and `root` at the top (heads).
+pub(crate) fn open_weights(
+    spec: &ModelSpec,
+) -> Result<(VarBuilder<'static>, VarBuilder<'static>), LoadError> {
+    if spec.safetensors.is_empty() {
+        return Err(LoadError::NoWeights {
+            onnx_hint: " (the candle engine reads safetensors only)",
+        });
+    }
+    let vb = map_weights(spec)?;
+    let model_prefix = format!("{}.", spec.model_type.replace('-', "_"));
+    let candidates: Vec<&str> = match spec.encoder.arch {
+        Arch::Bert => vec!["bert.", "", &model_prefix],
+        Arch::Roberta => vec!["roberta.", "", &model_prefix],
+        Arch::DistilBert => vec!["distilbert.", ""],
+    };
+    let prefix =
+        find_prefix(&vb, &candidates, "embeddings.word_embeddings.weight").ok_or_else(|| {
+            LoadError::Weights(format!(
+                "no embeddings.word_embeddings.weight tensor under any of the prefixes {candidates:?}"
+            ))
+        })?;
+    let base = if prefix.is_empty() {
+        vb.clone()
+    } else {
+        vb.pp(prefix.trim_end_matches('.'))
+    };
+    Ok((vb, base))
+}
+
 impl CandleBackend {
     /// Loads the encoder (and, for text classification, its head) from `spec`.
     pub fn load(spec: &ModelSpec, task: Task) -> Result<CandleBackend, LoadError> {
-        if spec.safetensors.is_empty() {
-            return Err(LoadError::NoWeights {
-                onnx_hint: " (the candle engine reads safetensors only)",
-            });
-        }
-        let vb = map_weights(spec)?;
-        let cfg = &spec.encoder;
-        let model_prefix = format!("{}.", spec.model_type.replace('-', "_"));
-        let candidates: Vec<&str> = match cfg.arch {
-            Arch::Bert => vec!["bert.", "", &model_prefix],
-            Arch::Roberta => vec!["roberta.", "", &model_prefix],
-            Arch::DistilBert => vec!["distilbert.", ""],
-        };
-        let prefix = find_prefix(&vb, &candidates, "embeddings.word_embeddings.weight")
-            .ok_or_else(|| {
-                LoadError::Weights(format!(
-                    "no embeddings.word_embeddings.weight tensor under any of the prefixes {candidates:?}"
-                ))
-            })?;
-        let base = if prefix.is_empty() {
-            vb.clone()
-        } else {
-            vb.pp(prefix.trim_end_matches('.'))
-        };
-        let encoder =
-            Encoder::load(base.clone(), cfg).map_err(|e| LoadError::Weights(e.to_string()))?;
+        let (vb, base) = open_weights(spec)?;
+        let encoder = Encoder::load(base.clone(), &spec.encoder)
+            .map_err(|e| LoadError::Weights(e.to_string()))?;
         let head = if task == Task::TextClassification {
             Some(load_head(spec, &vb, &base)?)
         } else {

@@ -1,0 +1,475 @@
+//! Inference endpoints, their replicas, the workers that run them, events and usage.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EndpointRow {
+    pub id: i64,
+    pub namespace_id: i64,
+    pub namespace: String,
+    pub name: String,
+    pub repo_id: Option<i64>,
+    pub repo_type: String,
+    pub repository: String,
+    pub revision: String,
+    pub commit_oid: String,
+    pub task: String,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub scale_to_zero_after_s: Option<i32>,
+    pub access: String,
+    pub paused: bool,
+    pub target_replicas: i32,
+    pub status: String,
+    pub message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_request_at: Option<DateTime<Utc>>,
+    pub wake_requested_at: Option<DateTime<Utc>>,
+}
+
+const EP_COLS: &str = "e.id, e.namespace_id, n.name AS namespace, e.name, e.repo_id, e.repo_type, e.repository, e.revision, e.commit_oid, e.task, e.min_replicas, e.max_replicas, e.scale_to_zero_after_s, e.access, e.paused, e.target_replicas, e.status, e.message, e.created_at, e.updated_at, e.last_request_at, e.wake_requested_at";
+
+/// Fields of a new endpoint.
+pub struct NewEndpoint<'a> {
+    pub namespace_id: i64,
+    pub name: &'a str,
+    pub repo_id: i64,
+    pub repo_type: &'a str,
+    pub repository: &'a str,
+    pub revision: &'a str,
+    pub commit_oid: &'a str,
+    pub task: &'a str,
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub scale_to_zero_after_s: Option<i32>,
+    pub access: &'a str,
+    pub created_by: i64,
+}
+
+pub async fn insert(db: &mut PgConnection, e: &NewEndpoint<'_>) -> sqlx::Result<Option<i64>> {
+    let r: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO endpoints (namespace_id, name, repo_id, repo_type, repository, revision, commit_oid, task,
+            min_replicas, max_replicas, scale_to_zero_after_s, access, created_by, target_replicas)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, GREATEST($9, 1))
+         ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(e.namespace_id)
+    .bind(e.name)
+    .bind(e.repo_id)
+    .bind(e.repo_type)
+    .bind(e.repository)
+    .bind(e.revision)
+    .bind(e.commit_oid)
+    .bind(e.task)
+    .bind(e.min_replicas)
+    .bind(e.max_replicas)
+    .bind(e.scale_to_zero_after_s)
+    .bind(e.access)
+    .bind(e.created_by)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some((id,)) = r {
+        event(&mut *db, id, "pending", Some("created")).await?;
+        return Ok(Some(id));
+    }
+    Ok(None)
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    namespace: &str,
+    name: &str,
+) -> sqlx::Result<Option<EndpointRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EP_COLS} FROM endpoints e JOIN namespaces n ON n.id = e.namespace_id
+         WHERE lower(n.name) = lower($1) AND lower(e.name) = lower($2)"
+    ))
+    .bind(namespace)
+    .bind(name)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<EndpointRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EP_COLS} FROM endpoints e JOIN namespaces n ON n.id = e.namespace_id WHERE e.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    after: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<EndpointRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EP_COLS} FROM endpoints e JOIN namespaces n ON n.id = e.namespace_id
+         WHERE e.namespace_id = $1 AND ($2::bigint IS NULL OR e.id > $2) ORDER BY e.id LIMIT $3"
+    ))
+    .bind(namespace_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<EndpointRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {EP_COLS} FROM endpoints e JOIN namespaces n ON n.id = e.namespace_id ORDER BY e.id"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+pub async fn delete(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM endpoints WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records a status change (and the event), if it is a change.
+pub async fn set_status(
+    db: &mut PgConnection,
+    id: i64,
+    status: &str,
+    message: Option<&str>,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE endpoints SET status = $2, message = $3, updated_at = now()
+         WHERE id = $1 AND (status <> $2 OR message IS DISTINCT FROM $3)",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(message)
+    .execute(&mut *db)
+    .await?;
+    if r.rows_affected() > 0 {
+        event(&mut *db, id, status, message).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+pub async fn event(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    status: &str,
+    message: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO endpoint_events (endpoint_id, status, message) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(status)
+        .bind(message)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub status: String,
+    pub message: Option<String>,
+}
+
+pub async fn events(db: impl PgExecutor<'_>, id: i64, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as("SELECT at, status, message FROM endpoint_events WHERE endpoint_id = $1 ORDER BY id DESC LIMIT $2")
+        .bind(id)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn touch_request(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE endpoints SET last_request_at = now() WHERE id = $1
+         AND (last_request_at IS NULL OR last_request_at < now() - interval '1 second')",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn request_wake(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE endpoints SET wake_requested_at = now(), last_request_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+// ---- workers ----
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    pub gateway_secret: String,
+    pub memory_bytes: i64,
+    pub free_memory_bytes: i64,
+    pub cores: i32,
+    pub last_heartbeat: DateTime<Utc>,
+    pub assign_version: i64,
+}
+
+const W_COLS: &str = "id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, last_heartbeat, assign_version";
+
+pub async fn insert_worker(
+    db: impl PgExecutor<'_>,
+    w: &WorkerRow,
+    version: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO workers (id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(w.id)
+    .bind(&w.name)
+    .bind(&w.url)
+    .bind(&w.gateway_secret)
+    .bind(w.memory_bytes)
+    .bind(w.free_memory_bytes)
+    .bind(w.cores)
+    .bind(version)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn worker(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<WorkerRow>> {
+    sqlx::query_as(&format!("SELECT {W_COLS} FROM workers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn workers(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<WorkerRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {W_COLS} FROM workers ORDER BY registered_at"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+pub async fn heartbeat(db: impl PgExecutor<'_>, id: Uuid, free_memory: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE workers SET last_heartbeat = now(), free_memory_bytes = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(free_memory)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Removes workers whose heartbeat is older than `secs`; returns how many.
+pub async fn remove_lost_workers(db: impl PgExecutor<'_>, secs: f64) -> sqlx::Result<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as(
+        "DELETE FROM workers WHERE last_heartbeat < now() - make_interval(secs => $1) RETURNING id",
+    )
+    .bind(secs)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+pub async fn bump_assign_version(db: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE workers SET assign_version = assign_version + 1 WHERE id = $1")
+        .bind(worker)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+// ---- replicas ----
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReplicaRow {
+    pub id: Uuid,
+    pub endpoint_id: i64,
+    pub worker_id: Uuid,
+    pub status: String,
+    pub message: Option<String>,
+    pub in_flight: i32,
+    pub queue_depth: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const R_COLS: &str =
+    "id, endpoint_id, worker_id, status, message, in_flight, queue_depth, created_at, updated_at";
+
+pub async fn replicas_of(
+    db: impl PgExecutor<'_>,
+    endpoint_id: i64,
+) -> sqlx::Result<Vec<ReplicaRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {R_COLS} FROM replicas WHERE endpoint_id = $1 ORDER BY created_at"
+    ))
+    .bind(endpoint_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn all_replicas(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ReplicaRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {R_COLS} FROM replicas ORDER BY created_at"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+/// The running replicas of an endpoint with their worker's address and secret.
+pub async fn routable(
+    db: impl PgExecutor<'_>,
+    endpoint_id: i64,
+) -> sqlx::Result<Vec<(Uuid, String, String, i32)>> {
+    sqlx::query_as(
+        "SELECT r.id, w.url, w.gateway_secret, r.in_flight FROM replicas r JOIN workers w ON w.id = r.worker_id
+         WHERE r.endpoint_id = $1 AND r.status = 'running' AND w.last_heartbeat > now() - interval '10 seconds'",
+    )
+    .bind(endpoint_id)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn insert_replica(
+    db: &mut PgConnection,
+    endpoint_id: i64,
+    worker: Uuid,
+) -> sqlx::Result<Uuid> {
+    let id = Uuid::new_v4();
+    sqlx::query("INSERT INTO replicas (id, endpoint_id, worker_id) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(endpoint_id)
+        .bind(worker)
+        .execute(&mut *db)
+        .await?;
+    bump_assign_version(&mut *db, worker).await?;
+    Ok(id)
+}
+
+pub async fn delete_replica(db: &mut PgConnection, id: Uuid, worker: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM replicas WHERE id = $1")
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+    bump_assign_version(&mut *db, worker).await?;
+    Ok(())
+}
+
+pub async fn update_replica(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    worker: Uuid,
+    status: &str,
+    message: Option<&str>,
+    in_flight: i32,
+    queue_depth: i32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE replicas SET status = $3, message = $4, in_flight = $5, queue_depth = $6, updated_at = now()
+         WHERE id = $1 AND worker_id = $2",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(status)
+    .bind(message)
+    .bind(in_flight)
+    .bind(queue_depth)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// What a worker should run: (replica id, endpoint row).
+pub async fn assignments(db: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<Vec<(Uuid, i64)>> {
+    sqlx::query_as("SELECT id, endpoint_id FROM replicas WHERE worker_id = $1 ORDER BY created_at")
+        .bind(worker)
+        .fetch_all(db)
+        .await
+}
+
+// ---- usage ----
+
+/// One metered request.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub namespace_id: i64,
+    pub endpoint_id: i64,
+    pub endpoint_name: String,
+    pub token_id: Option<i64>,
+    pub input_tokens: i32,
+    pub latency_ms: f32,
+    pub status: i32,
+}
+
+pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sqlx::Result<()> {
+    let ns: Vec<i64> = batch.iter().map(|u| u.namespace_id).collect();
+    let ep: Vec<i64> = batch.iter().map(|u| u.endpoint_id).collect();
+    let names: Vec<&str> = batch.iter().map(|u| u.endpoint_name.as_str()).collect();
+    let tok: Vec<Option<i64>> = batch.iter().map(|u| u.token_id).collect();
+    let it: Vec<i32> = batch.iter().map(|u| u.input_tokens).collect();
+    let lat: Vec<f32> = batch.iter().map(|u| u.latency_ms).collect();
+    let st: Vec<i32> = batch.iter().map(|u| u.status).collect();
+    sqlx::query(
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[])",
+    )
+    .bind(&ns)
+    .bind(&ep)
+    .bind(&names)
+    .bind(&tok)
+    .bind(&it)
+    .bind(&lat)
+    .bind(&st)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct UsageRow {
+    pub endpoint: String,
+    pub day: chrono::NaiveDate,
+    pub requests: i64,
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+pub async fn usage(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "SELECT endpoint_name AS endpoint, (at AT TIME ZONE 'UTC')::date AS day, count(*) AS requests,
+            count(*) FILTER (WHERE status >= 400) AS errors, COALESCE(sum(input_tokens), 0)::bigint AS input_tokens,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
+            percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms
+         FROM usage_records WHERE namespace_id = $1 AND at >= $2 AND at < $3
+         GROUP BY 1, 2 ORDER BY 2, 1",
+    )
+    .bind(namespace_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,348 @@
+//! `/api/v1/endpoints/{namespace}[/{name}[/pause|/resume]]`: create, read,
+//! change, delete, pause and resume inference endpoints.
+
+use super::member_namespace;
+use crate::auth::access::Access;
+use crate::auth::Auth;
+use crate::db;
+use crate::db::namespaces::Role;
+use crate::domain::{RepoId, RepoName, RepoType};
+use crate::endpoints::{check_scaling, choose_task, to_json};
+use crate::error::{ApiError, ApiResult};
+use crate::registry;
+use crate::routes::body::JsonBody;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    repository: String,
+    #[serde(default)]
+    revision: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default = "one")]
+    min_replicas: i32,
+    #[serde(default = "one")]
+    max_replicas: i32,
+    #[serde(default)]
+    scale_to_zero_after_s: Option<i32>,
+    #[serde(default = "protected")]
+    access: String,
+}
+
+fn one() -> i32 {
+    1
+}
+fn protected() -> String {
+    "protected".into()
+}
+
+fn check_access(a: &str) -> ApiResult<()> {
+    if a == "public" || a == "protected" {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(format!(
+            "access must be \"public\" or \"protected\", not {a:?}"
+        )))
+    }
+}
+
+async fn render(state: &AppState, e: &db::endpoints::EndpointRow) -> ApiResult<serde_json::Value> {
+    let replicas = db::endpoints::replicas_of(&state.db, e.id).await?;
+    let events = db::endpoints::events(&state.db, e.id, 20).await?;
+    Ok(to_json(&state.public_url, e, &replicas, &events))
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> ApiResult<HttpResponse> {
+    let (ns, p) = member_namespace(&state, &auth, &path.into_inner(), Role::Write).await?;
+    let name = RepoName::parse(&body.name)
+        .map_err(|e| ApiError::Validation(format!("endpoint name: {e}")))?;
+    check_access(&body.access)?;
+    let scale_to_zero = check_scaling(
+        body.min_replicas,
+        body.max_replicas,
+        body.scale_to_zero_after_s,
+    )?;
+    let repo_id = RepoId::parse(&body.repository)?;
+    let ctx = registry::load_repo(&state, &auth, RepoType::Model, &repo_id, Access::Read).await?;
+    crate::gating::check_download(&state, &auth, &ctx).await?;
+    let revision = body
+        .revision
+        .clone()
+        .unwrap_or_else(|| registry::DEFAULT_BRANCH.to_string());
+    let resolved = registry::resolve_str(&state, ctx.repo.id, &revision).await?;
+    let archs: Vec<String> = resolved.commit.config_info.0["architectures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let task = choose_task(
+        body.task.as_deref(),
+        resolved.commit.pipeline_tag.as_deref(),
+        &archs,
+    )?;
+    let mut tx = state.db.begin().await?;
+    let id = db::endpoints::insert(
+        &mut tx,
+        &db::endpoints::NewEndpoint {
+            namespace_id: ns.id,
+            name: name.as_str(),
+            repo_id: ctx.repo.id,
+            repo_type: "model",
+            repository: &ctx.repo.full_id(),
+            revision: &revision,
+            commit_oid: &resolved.commit.oid,
+            task: &task,
+            min_replicas: body.min_replicas,
+            max_replicas: body.max_replicas,
+            scale_to_zero_after_s: scale_to_zero,
+            access: &body.access,
+            created_by: p.user_id,
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::Conflict(format!("an endpoint named {} exists in {}", name, ns.name))
+    })?;
+    crate::audit::record(
+        &mut *tx,
+        Some(p),
+        ns.id,
+        "endpoint.created",
+        &format!("endpoint:{}/{}", ns.name, name),
+        json!({"repository": ctx.repo.full_id(), "commit": resolved.commit.oid, "task": task}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::scheduler::nudge();
+    let e = db::endpoints::by_id(&state.db, id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    Ok(HttpResponse::Created().json(render(&state, &e).await?))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<String>,
+    q: web::Query<super::usage::Page>,
+) -> ApiResult<HttpResponse> {
+    let (ns, _) = member_namespace(&state, &auth, &path.into_inner(), Role::Read).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let after = match &q.cursor {
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::InvalidRequest("cursor is not valid".into()))?,
+        ),
+        None => None,
+    };
+    let rows = db::endpoints::list(&state.db, ns.id, after, limit + 1).await?;
+    let next = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].id.to_string());
+    let mut items = Vec::new();
+    for e in rows.iter().take(limit as usize) {
+        items.push(render(&state, e).await?);
+    }
+    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
+}
+
+async fn load(
+    state: &AppState,
+    auth: &Auth,
+    ns: &str,
+    name: &str,
+    need: Role,
+) -> ApiResult<db::endpoints::EndpointRow> {
+    let (nsrow, _) = member_namespace(state, auth, ns, need).await?;
+    db::endpoints::get(&state.db, &nsrow.name, name)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (ns, name) = path.into_inner();
+    let e = load(&state, &auth, &ns, &name, Role::Read).await?;
+    Ok(HttpResponse::Ok().json(render(&state, &e).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    #[serde(default)]
+    min_replicas: Option<i32>,
+    #[serde(default)]
+    max_replicas: Option<i32>,
+    #[serde(default)]
+    scale_to_zero_after_s: Option<i32>,
+    #[serde(default)]
+    access: Option<String>,
+    #[serde(default)]
+    revision: Option<String>,
+}
+
+pub async fn patch(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+    JsonBody(body): JsonBody<PatchBody>,
+) -> ApiResult<HttpResponse> {
+    let (ns, name) = path.into_inner();
+    let e = load(&state, &auth, &ns, &name, Role::Write).await?;
+    let min = body.min_replicas.unwrap_or(e.min_replicas);
+    let max = body.max_replicas.unwrap_or(e.max_replicas);
+    let stz = check_scaling(
+        min,
+        max,
+        body.scale_to_zero_after_s.or(e.scale_to_zero_after_s),
+    )?;
+    let access = body.access.clone().unwrap_or(e.access.clone());
+    check_access(&access)?;
+    let (revision, commit) = match &body.revision {
+        Some(rev) => {
+            let repo_id = e.repo_id.ok_or_else(|| {
+                ApiError::Validation("the endpoint's repository was deleted".into())
+            })?;
+            let resolved = registry::resolve_str(&state, repo_id, rev).await?;
+            (rev.clone(), resolved.commit.oid)
+        }
+        None => (e.revision.clone(), e.commit_oid.clone()),
+    };
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "UPDATE endpoints SET min_replicas = $2, max_replicas = $3, scale_to_zero_after_s = $4, access = $5,
+         revision = $6, commit_oid = $7, updated_at = now() WHERE id = $1",
+    )
+    .bind(e.id)
+    .bind(min)
+    .bind(max)
+    .bind(stz)
+    .bind(&access)
+    .bind(&revision)
+    .bind(&commit)
+    .execute(&mut *tx)
+    .await?;
+    if commit != e.commit_oid {
+        // A new revision: replace every replica.
+        for r in db::endpoints::replicas_of(&mut *tx, e.id).await? {
+            db::endpoints::delete_replica(&mut tx, r.id, r.worker_id).await?;
+        }
+        db::endpoints::event(
+            &mut *tx,
+            e.id,
+            "pending",
+            Some(&format!("revision changed to {revision} ({commit})")),
+        )
+        .await?;
+    }
+    crate::audit::record(
+        &mut *tx,
+        auth.principal(),
+        e.namespace_id,
+        "endpoint.updated",
+        &format!("endpoint:{ns}/{name}"),
+        json!({"min_replicas": min, "max_replicas": max, "access": access, "commit": commit}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::scheduler::nudge();
+    let e = db::endpoints::by_id(&state.db, e.id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    Ok(HttpResponse::Ok().json(render(&state, &e).await?))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (ns, name) = path.into_inner();
+    let e = load(&state, &auth, &ns, &name, Role::Write).await?;
+    let mut tx = state.db.begin().await?;
+    for r in db::endpoints::replicas_of(&mut *tx, e.id).await? {
+        db::endpoints::bump_assign_version(&mut *tx, r.worker_id).await?;
+    }
+    db::endpoints::delete(&mut *tx, e.id).await?;
+    crate::audit::record(
+        &mut *tx,
+        auth.principal(),
+        e.namespace_id,
+        "endpoint.deleted",
+        &format!("endpoint:{ns}/{name}"),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::scheduler::nudge();
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+async fn set_paused(
+    state: &AppState,
+    auth: &Auth,
+    ns: &str,
+    name: &str,
+    paused: bool,
+) -> ApiResult<HttpResponse> {
+    let e = load(state, auth, ns, name, Role::Write).await?;
+    let mut tx = state.db.begin().await?;
+    sqlx::query("UPDATE endpoints SET paused = $2, updated_at = now(), wake_requested_at = CASE WHEN $2 THEN NULL ELSE now() END WHERE id = $1")
+        .bind(e.id)
+        .bind(paused)
+        .execute(&mut *tx)
+        .await?;
+    let action = if paused {
+        "endpoint.paused"
+    } else {
+        "endpoint.resumed"
+    };
+    crate::audit::record(
+        &mut *tx,
+        auth.principal(),
+        e.namespace_id,
+        action,
+        &format!("endpoint:{ns}/{name}"),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::scheduler::nudge();
+    let e = db::endpoints::by_id(&state.db, e.id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    Ok(HttpResponse::Ok().json(render(state, &e).await?))
+}
+
+pub async fn pause(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (ns, name) = path.into_inner();
+    set_paused(&state, &auth, &ns, &name, true).await
+}
+
+pub async fn resume(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (ns, name) = path.into_inner();
+    set_paused(&state, &auth, &ns, &name, false).await
+}

@@ -1,0 +1,71 @@
+//! `GET /api/v1/usage?namespace=&from=&to=`: metered endpoint requests,
+//! aggregated per endpoint and day, for members of the namespace.
+
+use super::member_namespace;
+use crate::auth::Auth;
+use crate::db;
+use crate::db::namespaces::Role;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Cursor pagination parameters of list routes.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageQuery {
+    namespace: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Accepts a date (`2026-11-28`) or an RFC 3339 time.
+fn parse_time(s: &str, field: &str) -> ApiResult<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    Err(ApiError::InvalidRequest(format!(
+        "{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"
+    )))
+}
+
+pub async fn usage(
+    state: web::Data<AppState>,
+    auth: Auth,
+    q: web::Query<UsageQuery>,
+) -> ApiResult<HttpResponse> {
+    let (ns, _) = member_namespace(&state, &auth, &q.namespace, Role::Read).await?;
+    let to = match &q.to {
+        Some(t) => parse_time(t, "to")?,
+        None => Utc::now() + chrono::Duration::seconds(1),
+    };
+    let from = match &q.from {
+        Some(f) => parse_time(f, "from")?,
+        None => to - chrono::Duration::days(30),
+    };
+    if from >= to {
+        return Err(ApiError::InvalidRequest("from must be before to".into()));
+    }
+    if to - from > chrono::Duration::days(366) {
+        return Err(ApiError::InvalidRequest(
+            "the range is limited to 366 days".into(),
+        ));
+    }
+    let rows = db::endpoints::usage(&state.db, ns.id, from, to).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "namespace": ns.name,
+        "from": crate::registry::hf_date(from),
+        "to": crate::registry::hf_date(to),
+        "items": rows,
+    })))
+}

@@ -1,0 +1,199 @@
+//! The worker control plane: register, heartbeat (status of each replica),
+//! and long-poll for assignments. Callers need the `worker` scope.
+
+use crate::auth::{Auth, Scope};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::body::JsonBody;
+use crate::state::AppState;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How often workers heartbeat; a worker silent for 3 intervals is lost.
+pub const HEARTBEAT_S: u64 = 2;
+/// How long pull tokens handed to workers live.
+const PULL_TOKEN_TTL_S: i64 = 3600;
+
+fn require_worker(auth: &Auth) -> ApiResult<()> {
+    let p = auth.require()?;
+    if !p.has_scope(Scope::Worker) {
+        return Err(ApiError::Forbidden(
+            "the worker control plane needs a token with the worker scope".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Capacity {
+    memory_bytes: u64,
+    cores: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    name: String,
+    url: String,
+    capacity: Capacity,
+    #[serde(default)]
+    version: String,
+}
+
+pub async fn register(
+    state: web::Data<AppState>,
+    auth: Auth,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> ApiResult<HttpResponse> {
+    require_worker(&auth)?;
+    let url = url::Url::parse(&body.url).map_err(|e| ApiError::Validation(format!("url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::Validation(
+            "url must be an http(s) URL with a host".into(),
+        ));
+    }
+    if body.name.is_empty() || body.name.len() > 200 || body.capacity.cores == 0 {
+        return Err(ApiError::Validation(
+            "name (1-200 chars) and capacity.cores > 0 are required".into(),
+        ));
+    }
+    let secret: [u8; 32] = rand::random();
+    let w = db::endpoints::WorkerRow {
+        id: Uuid::new_v4(),
+        name: body.name.clone(),
+        url: body.url.trim_end_matches('/').to_string(),
+        gateway_secret: hex::encode(secret),
+        memory_bytes: body.capacity.memory_bytes.min(i64::MAX as u64) as i64,
+        free_memory_bytes: body.capacity.memory_bytes.min(i64::MAX as u64) as i64,
+        cores: body.capacity.cores.min(4096) as i32,
+        last_heartbeat: chrono::Utc::now(),
+        assign_version: 1,
+    };
+    db::endpoints::insert_worker(&state.db, &w, &body.version).await?;
+    tracing::info!(worker.id = %w.id, worker.name = %w.name, worker.url = %w.url, "worker registered");
+    crate::scheduler::nudge();
+    Ok(HttpResponse::Ok().json(json!({
+        "worker_id": w.id,
+        "heartbeat_interval_s": HEARTBEAT_S,
+        "gateway_secret": w.gateway_secret,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ModelStatus {
+    assignment_id: Uuid,
+    status: String,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    in_flight: u32,
+    #[serde(default)]
+    queue_depth: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HeartbeatBody {
+    free_memory_bytes: u64,
+    #[serde(default)]
+    models: Vec<ModelStatus>,
+}
+
+pub async fn heartbeat(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<Uuid>,
+    JsonBody(body): JsonBody<HeartbeatBody>,
+) -> ApiResult<HttpResponse> {
+    require_worker(&auth)?;
+    let id = path.into_inner();
+    if !db::endpoints::heartbeat(
+        &state.db,
+        id,
+        body.free_memory_bytes.min(i64::MAX as u64) as i64,
+    )
+    .await?
+    {
+        return Err(ApiError::NotFound("worker"));
+    }
+    let mut changed = false;
+    for m in &body.models {
+        if !matches!(
+            m.status.as_str(),
+            "pulling" | "loading" | "running" | "failed"
+        ) {
+            return Err(ApiError::Validation(format!(
+                "status {:?} is not pulling, loading, running or failed",
+                m.status
+            )));
+        }
+        let msg = m
+            .message
+            .as_deref()
+            .map(|s| s.chars().take(1000).collect::<String>());
+        db::endpoints::update_replica(
+            &state.db,
+            m.assignment_id,
+            id,
+            &m.status,
+            msg.as_deref(),
+            m.in_flight.min(1 << 20) as i32,
+            m.queue_depth.min(1 << 20) as i32,
+        )
+        .await?;
+        changed = true;
+    }
+    if changed {
+        crate::scheduler::nudge();
+    }
+    Ok(HttpResponse::Ok().json(json!({"ok": true})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PollQuery {
+    #[serde(default)]
+    version: i64,
+    #[serde(default)]
+    wait_s: Option<u64>,
+}
+
+pub async fn assignments(
+    state: web::Data<AppState>,
+    auth: Auth,
+    path: web::Path<Uuid>,
+    q: web::Query<PollQuery>,
+) -> ApiResult<HttpResponse> {
+    require_worker(&auth)?;
+    let id = path.into_inner();
+    let wait = Duration::from_secs(q.wait_s.unwrap_or(25).min(60));
+    let deadline = Instant::now() + wait;
+    let worker = loop {
+        let w = db::endpoints::worker(&state.db, id)
+            .await?
+            .ok_or(ApiError::NotFound("worker"))?;
+        if w.assign_version != q.version || Instant::now() >= deadline {
+            break w;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut items = Vec::new();
+    for (replica, endpoint_id) in db::endpoints::assignments(&state.db, id).await? {
+        let Some(e) = db::endpoints::by_id(&state.db, endpoint_id).await? else {
+            continue;
+        };
+        let Some(repo_id) = e.repo_id else { continue };
+        let pull_token =
+            crate::auth::service_tokens::pull_token(&state, repo_id, PULL_TOKEN_TTL_S).await?;
+        items.push(json!({
+            "assignment_id": replica,
+            "model_key": replica.to_string(),
+            "repo_type": e.repo_type,
+            "repo_id": e.repository,
+            "revision": e.commit_oid,
+            "task": e.task,
+            "pull_token": pull_token,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({"version": worker.assign_version, "assignments": items})))
+}

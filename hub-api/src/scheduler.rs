@@ -1,0 +1,268 @@
+//! The scheduler: turns each endpoint's desired state into replicas on
+//! workers with room, scales between min and max on load, scales to zero
+//! after the idle timeout, wakes on demand, and moves replicas off workers
+//! that miss heartbeats. One hub-api replica leads at a time (a Postgres
+//! advisory lock held on a dedicated connection); the others stand by.
+
+use crate::db;
+use crate::db::endpoints::{EndpointRow, ReplicaRow, WorkerRow};
+use crate::state::AppState;
+use sqlx::Connection;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A worker silent for this long is lost; its replicas are placed elsewhere.
+pub const LOST_AFTER_S: f64 = 6.0;
+/// Requests in flight per replica above which the endpoint scales up.
+pub const SCALE_UP_AT: f64 = 4.0;
+/// A wake request keeps one replica wanted for this long.
+const WAKE_HOLD_S: i64 = 120;
+const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
+
+fn notify() -> &'static tokio::sync::Notify {
+    static N: OnceLock<tokio::sync::Notify> = OnceLock::new();
+    N.get_or_init(tokio::sync::Notify::new)
+}
+
+/// Asks the scheduler (in this process) to run now rather than at its next tick.
+pub fn nudge() {
+    notify().notify_one();
+}
+
+/// Memory a model needs on a worker, estimated from its weight files.
+async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
+    let Some(repo_id) = e.repo_id else {
+        return Ok(0);
+    };
+    let Some(c) = db::git::commit(&state.db, repo_id, &e.commit_oid).await? else {
+        return Ok(0);
+    };
+    let files = db::git::list_recursive(&state.db, &c.tree_oid, "").await?;
+    let weights: i64 = files
+        .iter()
+        .filter(|f| {
+            let p = f.path.to_ascii_lowercase();
+            !p.contains('/')
+                && (p.ends_with(".safetensors") || p.ends_with(".onnx") || p.ends_with(".gguf"))
+        })
+        .filter_map(|f| f.blob.as_ref().map(|b| b.size))
+        .sum();
+    Ok(weights + weights / 2 + 256 * 1024 * 1024)
+}
+
+/// The replica count an endpoint wants now.
+fn desired(e: &EndpointRow, replicas: &[ReplicaRow], now: chrono::DateTime<chrono::Utc>) -> i32 {
+    if e.paused {
+        return 0;
+    }
+    let woken = e
+        .wake_requested_at
+        .is_some_and(|t| (now - t).num_seconds() < WAKE_HOLD_S);
+    let idle = match e.scale_to_zero_after_s {
+        Some(s) if e.min_replicas == 0 => {
+            let last = e.last_request_at.unwrap_or(e.created_at);
+            (now - last).num_seconds() >= s as i64
+        }
+        _ => false,
+    };
+    let floor = if e.min_replicas == 0 && idle && !woken {
+        0
+    } else {
+        e.min_replicas.max(1)
+    };
+    let running: Vec<&ReplicaRow> = replicas.iter().filter(|r| r.status == "running").collect();
+    let mut target = e.target_replicas.max(floor);
+    if !running.is_empty() {
+        let load: i32 = running.iter().map(|r| r.in_flight + r.queue_depth).sum();
+        let per = load as f64 / running.len() as f64;
+        if per > SCALE_UP_AT && running.len() as i32 >= target {
+            target += 1;
+        } else if per < 0.5 && target > floor {
+            target -= 1;
+        }
+    }
+    target.clamp(floor, e.max_replicas)
+}
+
+/// The status an endpoint shows, from its replicas.
+fn status_of(
+    e: &EndpointRow,
+    target: i32,
+    replicas: &[ReplicaRow],
+    placement_problem: Option<&str>,
+) -> (String, Option<String>) {
+    if e.paused {
+        return ("paused".into(), None);
+    }
+    if replicas.iter().any(|r| r.status == "running") {
+        return ("running".into(), None);
+    }
+    if target == 0 {
+        return (
+            "scaled_to_zero".into(),
+            Some("idle; the next request wakes it".into()),
+        );
+    }
+    if !replicas.is_empty() && replicas.iter().all(|r| r.status == "failed") {
+        let msg = replicas
+            .iter()
+            .find_map(|r| r.message.clone())
+            .unwrap_or_else(|| "the model failed to load".into());
+        return ("failed".into(), Some(msg));
+    }
+    if replicas.iter().any(|r| r.status == "loading") {
+        return ("loading".into(), None);
+    }
+    if replicas.iter().any(|r| r.status == "pulling") {
+        return ("pulling".into(), None);
+    }
+    match placement_problem {
+        Some(p) => ("pending".into(), Some(p.to_string())),
+        None => (
+            "pending".into(),
+            Some("waiting for a worker to start it".into()),
+        ),
+    }
+}
+
+/// One pass of the scheduler over every endpoint.
+pub async fn tick(state: &AppState) -> anyhow::Result<()> {
+    let lost = db::endpoints::remove_lost_workers(&state.db, LOST_AFTER_S).await?;
+    for w in &lost {
+        tracing::warn!(worker.id = %w, "worker missed its heartbeats; its replicas move elsewhere");
+    }
+    let workers: Vec<WorkerRow> = db::endpoints::workers(&state.db).await?;
+    let all = db::endpoints::all_replicas(&state.db).await?;
+    let mut by_endpoint: HashMap<i64, Vec<ReplicaRow>> = HashMap::new();
+    let mut per_worker: HashMap<Uuid, i64> = HashMap::new();
+    for r in all {
+        *per_worker.entry(r.worker_id).or_default() += 1;
+        by_endpoint.entry(r.endpoint_id).or_default().push(r);
+    }
+    // Memory already promised on each worker by this pass.
+    let mut promised: HashMap<Uuid, i64> = HashMap::new();
+    let now = chrono::Utc::now();
+    for e in db::endpoints::all(&state.db).await? {
+        let replicas = by_endpoint.remove(&e.id).unwrap_or_default();
+        let target = desired(&e, &replicas, now);
+        if target != e.target_replicas {
+            sqlx::query("UPDATE endpoints SET target_replicas = $2 WHERE id = $1")
+                .bind(e.id)
+                .bind(target)
+                .execute(&state.db)
+                .await?;
+        }
+        let live: Vec<&ReplicaRow> = replicas.iter().filter(|r| r.status != "failed").collect();
+        let failed = replicas.len() - live.len();
+        let mut problem: Option<String> = None;
+        let mut conn = state.db.acquire().await?;
+        if (live.len() as i32) < target && failed == 0 {
+            let need = memory_need(state, &e).await?;
+            for _ in live.len() as i32..target {
+                let hosting: Vec<Uuid> = replicas.iter().map(|r| r.worker_id).collect();
+                let fits = |w: &&WorkerRow| {
+                    w.free_memory_bytes - promised.get(&w.id).copied().unwrap_or(0) >= need
+                };
+                let choice = workers
+                    .iter()
+                    .filter(|w| !hosting.contains(&w.id))
+                    .filter(fits)
+                    .min_by_key(|w| {
+                        (
+                            per_worker.get(&w.id).copied().unwrap_or(0),
+                            -w.free_memory_bytes,
+                        )
+                    });
+                match choice {
+                    Some(w) => {
+                        let id = db::endpoints::insert_replica(&mut conn, e.id, w.id).await?;
+                        *promised.entry(w.id).or_default() += need;
+                        *per_worker.entry(w.id).or_default() += 1;
+                        tracing::info!(endpoint = %format!("{}/{}", e.namespace, e.name), replica = %id, worker = %w.name, "replica placed");
+                    }
+                    None => {
+                        problem = Some(if workers.is_empty() {
+                            "no worker is registered".into()
+                        } else if workers.iter().all(|w| w.memory_bytes < need) {
+                            format!(
+                                "the model needs about {} MiB; no worker is that big",
+                                need / (1 << 20)
+                            )
+                        } else {
+                            format!("no worker has {} MiB free right now", need / (1 << 20))
+                        });
+                        break;
+                    }
+                }
+            }
+        } else if live.len() as i32 > target {
+            // Remove the newest replicas first, those not yet running before running ones.
+            let mut victims: Vec<&ReplicaRow> = live.clone();
+            victims.sort_by_key(|r| (r.status == "running", std::cmp::Reverse(r.created_at)));
+            for r in victims.into_iter().take(live.len() - target as usize) {
+                db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
+            }
+        } else if target == 0 && failed > 0 {
+            for r in &replicas {
+                db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
+            }
+        }
+        let replicas_now = db::endpoints::replicas_of(&mut *conn, e.id).await?;
+        let too_big = problem
+            .as_deref()
+            .is_some_and(|p| p.contains("no worker is that big"));
+        let (status, message) = if too_big {
+            ("failed".to_string(), problem.clone())
+        } else {
+            status_of(&e, target, &replicas_now, problem.as_deref())
+        };
+        db::endpoints::set_status(&mut conn, e.id, &status, message.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// Runs the scheduler loop: contends for leadership, ticks every second (or
+/// when nudged) while leading.
+pub fn spawn(state: AppState, db_url: String) {
+    actix_web::rt::spawn(async move {
+        loop {
+            match lead(&state, &db_url).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler: lost leadership or database; retrying")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+}
+
+async fn lead(state: &AppState, db_url: &str) -> anyhow::Result<()> {
+    use sqlx::ConnectOptions;
+    let opts: sqlx::postgres::PgConnectOptions = db_url.parse()?;
+    let mut conn = opts
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .connect()
+        .await?;
+    loop {
+        let (got,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tracing::info!("scheduler: leading");
+    loop {
+        if let Err(e) = tick(state).await {
+            tracing::warn!(error = format!("{e:#}"), "scheduler tick failed");
+        }
+        // Still holding the lock (and the connection is alive)?
+        conn.ping().await?;
+        let _ = tokio::time::timeout(Duration::from_secs(1), notify().notified()).await;
+    }
+}

@@ -1,0 +1,132 @@
+//! The ONNX Runtime backend (feature `engine-ort`) on graphs derived from safetensors:
+//! same references as the candle engine. Needs `ORT_DYLIB_PATH`
+//! (`scripts/worker/fetch-onnxruntime.sh`); skipped loudly without it.
+#![cfg(feature = "engine-ort")]
+
+mod common;
+
+use common::*;
+use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Task, TextInput};
+
+fn ort_ready(test: &str) -> bool {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) => {
+            hub_worker::engine::ort::init(Some(std::path::Path::new(&p)), 2)
+                .unwrap_or_else(|e| panic!("ORT_DYLIB_PATH is set but unusable: {e}"));
+            true
+        }
+        None => {
+            eprintln!("\n*** SKIPPED {test}: ORT_DYLIB_PATH is not set (scripts/worker/fetch-onnxruntime.sh) ***\n");
+            false
+        }
+    }
+}
+
+fn ort_cfg() -> EngineConfig {
+    EngineConfig {
+        engine: EnginePreference::Ort,
+        ..EngineConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn ort_minilm_matches_sentence_transformers() {
+    if !ort_ready("ort_minilm_matches_sentence_transformers") {
+        return;
+    }
+    let Some(dir) = minilm_dir("ort_minilm_matches_sentence_transformers") else {
+        return;
+    };
+    let model = load(&dir, None, ort_cfg()).await;
+    assert_eq!(model.info().engine, "ort");
+    let reference = fixture_json("minilm-reference.json");
+    let refs = reference["sentences"].as_array().unwrap();
+    let texts: Vec<String> = refs
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect();
+    let out = model
+        .embed(texts.clone(), EmbedOptions::default())
+        .await
+        .unwrap();
+    for (i, (got, r)) in out.vectors.iter().zip(refs).enumerate() {
+        let c = cosine(got, &f32s(&r["embedding"]));
+        assert!(c >= 0.9999, "sentence {i}: cosine {c}");
+    }
+    for (i, (t, r)) in texts.iter().zip(refs).enumerate() {
+        let one = model
+            .embed(vec![t.clone()], EmbedOptions::default())
+            .await
+            .unwrap();
+        let c = cosine(&one.vectors[0], &f32s(&r["embedding"]));
+        assert!(c >= 0.9999, "sentence {i} alone: cosine {c}");
+    }
+}
+
+#[tokio::test]
+async fn ort_classifiers_match_pytorch() {
+    if !ort_ready("ort_classifiers_match_pytorch") {
+        return;
+    }
+    let Some(minilm) = minilm_dir("ort_classifiers_match_pytorch") else {
+        return;
+    };
+    let dir = classifier_dir(&minilm);
+    let model = load(&dir, None, ort_cfg()).await;
+    assert_eq!(model.info().engine, "ort");
+    let reference = fixture_json("classifier-reference.json");
+    let rows = reference["inputs"].as_array().unwrap();
+    let inputs: Vec<TextInput> = rows
+        .iter()
+        .map(|r| match &r["input"] {
+            serde_json::Value::String(s) => TextInput::Single(s.clone()),
+            serde_json::Value::Array(p) => TextInput::Pair(
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            ),
+            other => panic!("{other}"),
+        })
+        .collect();
+    let (logits, _) = model.logits(inputs, true).await.unwrap();
+    for (i, (got, r)) in logits.iter().zip(rows).enumerate() {
+        for (g, w) in got.iter().zip(&f32s(&r["logits"])) {
+            assert!(
+                (g - w).abs() < 1e-4,
+                "input {i}: {got:?} vs {}",
+                r["logits"]
+            );
+        }
+    }
+
+    let tiny = fixture_json("tiny-reference.json");
+    for model_type in ["distilbert", "xlm-roberta"] {
+        let r = &tiny["models"][model_type];
+        let (dir, _) = tiny_dir(model_type, &minilm);
+        let sentences = r["sentences"].as_array().unwrap();
+        let texts: Vec<String> = sentences
+            .iter()
+            .map(|s| s["text"].as_str().unwrap().to_string())
+            .collect();
+        let cls = load(&dir, None, ort_cfg()).await;
+        let (logits, _) = cls
+            .logits(texts.iter().cloned().map(TextInput::Single).collect(), true)
+            .await
+            .unwrap();
+        for (i, (got, s)) in logits.iter().zip(sentences).enumerate() {
+            for (g, w) in got.iter().zip(&f32s(&s["logits"])) {
+                assert!(
+                    (g - w).abs() < 1e-4,
+                    "{model_type} {i}: {got:?} vs {}",
+                    s["logits"]
+                );
+            }
+        }
+        let emb = load(&dir, Some(Task::FeatureExtraction), ort_cfg()).await;
+        let out = emb.embed(texts, EmbedOptions::default()).await.unwrap();
+        for (i, (got, s)) in out.vectors.iter().zip(sentences).enumerate() {
+            for (g, w) in got.iter().zip(&f32s(&s["mean_pooled"])) {
+                assert!((g - w).abs() < 1e-4, "{model_type} {i} pooled: {g} vs {w}");
+            }
+        }
+    }
+}
