@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     #[cfg(feature = "engine-ort")]
     if engine != EnginePreference::Candle {
         let dylib = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
-        hub_worker::engine::ort::init(dylib.as_deref(), threads)?;
+        hub_worker::engine::ort::init(dylib.as_deref(), threads).map_err(anyhow::Error::msg)?;
     }
     let corpus: Vec<String> = std::fs::read_to_string(&corpus_path)?
         .lines()

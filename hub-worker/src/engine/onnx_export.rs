@@ -57,7 +57,6 @@ const INT64: i64 = 7;
 /// An `AttributeProto`.
 enum Attr {
     Int(&'static str, i64),
-    Ints(&'static str, Vec<i64>),
     Float(&'static str, f32),
 }
 
@@ -69,13 +68,6 @@ impl Attr {
                 bytes(&mut a, 1, name.as_bytes());
                 int(&mut a, 3, *v);
                 int(&mut a, 20, 2);
-            }
-            Attr::Ints(name, vs) => {
-                bytes(&mut a, 1, name.as_bytes());
-                for v in vs {
-                    int(&mut a, 8, *v);
-                }
-                int(&mut a, 20, 7);
             }
             Attr::Float(name, v) => {
                 bytes(&mut a, 1, name.as_bytes());
@@ -180,10 +172,6 @@ impl Graph {
         self.initializers
             .push(tensor_proto(&name, dims, INT64, &raw));
         name
-    }
-
-    fn scalar_f32(&mut self, v: f32) -> String {
-        self.init_f32("c", &[], &[v])
     }
 }
 

@@ -1,7 +1,7 @@
 //! The ONNX Runtime backend (`engine-ort` feature): `ort` with `load-dynamic` against the
-//! `libonnxruntime.so` of the PyPI `onnxruntime` wheel. It serves a repo's own `model.onnx`,
-//! or a graph derived from the safetensors weights by [`super::onnx_export`] ("the hub can
-//! derive them"), which is how the worker beats candle's CPU speed on encoders.
+//! `libonnxruntime.so` of the PyPI `onnxruntime` wheel. It serves a graph derived from the
+//! safetensors weights by [`super::onnx_export`] ("the hub can derive them"), or, for repos
+//! without safetensors, the repo's own `model.onnx`.
 
 use super::backend::{Backend, Batch, HiddenStates};
 use super::error::LoadError;
@@ -82,12 +82,14 @@ impl OrtBackend {
             .with_inter_threads(1)
             .map_err(onnx_err)?;
         let mut builder = builder;
+        // Prefer the graph derived from safetensors (fused, checked against references);
+        // the repo's own ONNX file serves repos without safetensors.
         let session = match (&spec.onnx, spec.safetensors.is_empty()) {
-            (Some(path), _) => builder.commit_from_file(path).map_err(onnx_err)?,
-            (None, false) => {
+            (_, false) => {
                 let graph = super::onnx_export::export(spec, task)?;
                 builder.commit_from_memory(&graph).map_err(onnx_err)?
             }
+            (Some(path), true) => builder.commit_from_file(path).map_err(onnx_err)?,
             (None, true) => {
                 return Err(LoadError::NoWeights {
                     onnx_hint: " or model.onnx",

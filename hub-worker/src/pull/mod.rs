@@ -240,10 +240,17 @@ impl Puller {
             }
         }
 
-        // Choose and check the files before downloading anything.
+        // Choose and check the files before downloading anything. ONNX graphs are fetched
+        // only for repos without safetensors: the ort engine derives its own (fused,
+        // verified) graph from safetensors.
+        let has_safetensors = info
+            .siblings
+            .iter()
+            .any(|s| !s.rfilename.contains('/') && s.rfilename.ends_with(".safetensors"));
+        let with_onnx = self.with_onnx && !has_safetensors;
         let mut wanted: Vec<(String, Expected, u64)> = Vec::new();
         for s in &info.siblings {
-            if !is_engine_file(&s.rfilename, self.with_onnx) {
+            if !is_engine_file(&s.rfilename, with_onnx) {
                 continue;
             }
             if !cache::is_safe_repo_path(&s.rfilename) {
