@@ -67,11 +67,10 @@ fn desired(e: &EndpointRow, replicas: &[ReplicaRow], now: chrono::DateTime<chron
         }
         _ => false,
     };
-    let floor = if e.min_replicas == 0 && idle && !woken {
-        0
-    } else {
-        e.min_replicas.max(1)
-    };
+    if e.min_replicas == 0 && idle && !woken {
+        return 0;
+    }
+    let floor = e.min_replicas.max(1);
     let running: Vec<&ReplicaRow> = replicas.iter().filter(|r| r.status == "running").collect();
     let mut target = e.target_replicas.max(floor);
     if !running.is_empty() {

@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use std::path::Path;
 
+/// (path, is LFS, sha256, size) of a file in a commit.
+type ListedFile = (String, Option<bool>, Option<String>, Option<i64>);
+
 const PATH_SET: percent_encoding::AsciiSet = percent_encoding::NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b'.')
@@ -129,7 +132,7 @@ async fn ids_match_the_git_cli() {
     let mut parent: Option<String> = None;
     for (i, (oid, tree, parents, message, author, time)) in commits.iter().enumerate() {
         // Working tree = every file of that commit, LFS files as their pointers.
-        let listing: Vec<(String, Option<bool>, Option<String>, Option<i64>)> = sqlx::query_as(
+        let listing: Vec<ListedFile> = sqlx::query_as(
             "WITH RECURSIVE t(path, mode, oid) AS (
                 SELECT e.name, e.mode, e.oid FROM git_tree_entries e WHERE e.tree_oid = $1
                 UNION ALL

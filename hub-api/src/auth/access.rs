@@ -55,6 +55,13 @@ pub async fn repo_access(
         Access::Read
     };
     let Some(p) = p else { return Ok(public) };
+    if let super::Credential::RepoPull { repo_id } = p.credential {
+        return Ok(if repo_id == repo.id {
+            Access::Read
+        } else {
+            public
+        });
+    }
     if !p.may_touch_repo(&repo.namespace, &repo.full_id(), &repo.repo_type) {
         return Ok(public);
     }

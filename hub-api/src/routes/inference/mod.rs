@@ -39,7 +39,8 @@ pub async fn member_namespace<'a>(
     } else {
         Scope::Read
     };
-    if !p.has_scope(scope) && !(scope == Scope::Read && p.has_scope(Scope::Inference)) {
+    let allowed = p.has_scope(scope) || (scope == Scope::Read && p.has_scope(Scope::Inference));
+    if !allowed {
         return Err(ApiError::Forbidden(format!(
             "this needs a token with the {} scope",
             scope.as_str()

@@ -1,0 +1,578 @@
+//! The endpoint control plane and gateway against a real PostgreSQL, with a
+//! stand-in worker speaking the worker protocol over real HTTP (the real
+//! engine is exercised end to end by tests/conformance/test_endpoints.py).
+
+use hub_testkit::{Server, TestState};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stand-in worker: answers `/models/{key}/v1/embeddings` with a fixed
+/// vector after checking the gateway secret.
+async fn fake_worker(
+    secret: Arc<std::sync::Mutex<String>>,
+    hits: Arc<AtomicUsize>,
+) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let secret = secret.clone();
+        let hits = hits.clone();
+        App::new().route(
+            "/models/{key}/{tail:.*}",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let secret = secret.clone();
+                let hits = hits.clone();
+                async move {
+                    let want = format!("Bearer {}", secret.lock().unwrap());
+                    if req.headers().get("authorization").map(|v| v.to_str().unwrap().to_string()) != Some(want) {
+                        return HttpResponse::Unauthorized().finish();
+                    }
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+                    let n = v["input"].as_array().map(|a| a.len()).unwrap_or(1);
+                    HttpResponse::Ok()
+                        .insert_header(("X-Input-Tokens", (n * 5).to_string()))
+                        .json(json!({"object": "list", "data": (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.6, 0.8]})).collect::<Vec<_>>(), "usage": {"prompt_tokens": n * 5, "total_tokens": n * 5}}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (url, handle)
+}
+
+struct Worker {
+    id: String,
+    http: reqwest::Client,
+    hub: String,
+    token: String,
+}
+
+impl Worker {
+    async fn register(hub: &str, token: &str, url: &str, memory: u64) -> (Self, String) {
+        let http = reqwest::Client::new();
+        let r: Value = http
+            .post(format!("{hub}/api/v1/workers/register"))
+            .bearer_auth(token)
+            .json(&json!({"name": "fake", "url": url, "capacity": {"memory_bytes": memory, "cores": 2}, "version": "test"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let w = Worker {
+            id: r["worker_id"].as_str().unwrap().to_string(),
+            http,
+            hub: hub.into(),
+            token: token.into(),
+        };
+        (w, r["gateway_secret"].as_str().unwrap().to_string())
+    }
+
+    async fn poll(&self, version: i64) -> Value {
+        self.http
+            .get(format!(
+                "{}/api/v1/workers/{}/assignments?version={version}&wait_s=5",
+                self.hub, self.id
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn heartbeat(&self, models: Value) -> reqwest::StatusCode {
+        self.http
+            .post(format!("{}/api/v1/workers/{}/heartbeat", self.hub, self.id))
+            .bearer_auth(&self.token)
+            .json(&json!({"free_memory_bytes": 8u64 << 30, "models": models}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+async fn scheduler_until<F: Fn(&Value) -> bool>(
+    state: &hub_api::state::AppState,
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    ok: F,
+) -> Value {
+    for _ in 0..100 {
+        hub_api::scheduler::tick(state).await.unwrap();
+        let v: Value = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ok(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v: Value = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    panic!("condition never held: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoint_lifecycle_gateway_usage_and_isolation() {
+    let t = TestState::new().await;
+    let (owner_id, owner) = t.user("acme-admin", false, &["read", "write"]).await;
+    t.org("acme", owner_id).await;
+    let (_, other) = t
+        .user("globex", false, &["read", "write", "inference"])
+        .await;
+    let (worker_user, _) = t.user("ops", true, &["worker"]).await;
+    let (_, worker_token) =
+        hub_api::admin::create_token(&t.state.db, worker_user, "w", &["worker".into()], None)
+            .await
+            .unwrap();
+    let (_, inference_only) =
+        hub_api::admin::create_token(&t.state.db, owner_id, "inf", &["inference".into()], None)
+            .await
+            .unwrap();
+    let server = Server::start(t.state.clone());
+    let hub = server.url.clone();
+    let http = reqwest::Client::new();
+
+    // A model repo with a config and a tiny weights file.
+    let r = http
+        .post(format!("{hub}/api/repos/create"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "embedder", "organization": "acme", "private": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let body = hub_testkit::ndjson(
+        "model",
+        None,
+        &[
+            hub_testkit::file_op(
+                "config.json",
+                br#"{"architectures":["BertModel"],"model_type":"bert"}"#,
+            ),
+            hub_testkit::file_op(
+                "README.md",
+                b"---\npipeline_tag: sentence-similarity\n---\n",
+            ),
+        ],
+    );
+    assert!(http
+        .post(format!("{hub}/api/models/acme/embedder/commit/main"))
+        .bearer_auth(&owner)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+
+    // Bad input is refused with clear errors.
+    for (bad, code) in [
+        (
+            json!({"name": "e", "repository": "acme/embedder", "task": "translation"}),
+            "validation_failed",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "min_replicas": 3, "max_replicas": 2}),
+            "validation_failed",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "access": "open"}),
+            "validation_failed",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/nope"}),
+            "repo_not_found",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "revision": "nope"}),
+            "revision_not_found",
+        ),
+        (
+            json!({"name": "bad name", "repository": "acme/embedder"}),
+            "validation_failed",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "bogus": 1}),
+            "invalid_request",
+        ),
+    ] {
+        let r = http
+            .post(format!("{hub}/api/v1/endpoints/acme"))
+            .bearer_auth(&owner)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert!(st.is_client_error(), "{bad}: {st}");
+        assert_eq!(v["code"], code, "{bad}: {v}");
+    }
+    // Another tenant cannot create endpoints in acme or read its repo.
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/acme"))
+        .bearer_auth(&other)
+        .json(&json!({"name": "x", "repository": "acme/embedder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/globex"))
+        .bearer_auth(&other)
+        .json(&json!({"name": "x", "repository": "acme/embedder"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "private repo of another tenant");
+
+    let r = http.post(format!("{hub}/api/v1/endpoints/acme")).bearer_auth(&owner)
+        .json(&json!({"name": "emb", "repository": "acme/embedder", "min_replicas": 1, "max_replicas": 2, "access": "protected"}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let ep: Value = r.json().await.unwrap();
+    assert_eq!(ep["task"], "sentence-similarity");
+    assert_eq!(ep["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(ep["url"], format!("{hub}/endpoints/acme/emb"));
+    let ep_url = format!("{hub}/api/v1/endpoints/acme/emb");
+
+    // No worker yet: pending with a reason.
+    let v = scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "pending"
+    })
+    .await;
+    assert_eq!(v["message"], "no worker is registered");
+
+    // A worker registers, gets the assignment with a pull token that reads exactly that repo.
+    let secret = Arc::new(std::sync::Mutex::new(String::new()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (wurl, _wh) = fake_worker(secret.clone(), hits.clone()).await;
+    let (w, s) = Worker::register(&hub, &worker_token, &wurl, 8 << 30).await;
+    *secret.lock().unwrap() = s;
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let a = w.poll(0).await;
+    let asg = a["assignments"][0].clone();
+    assert_eq!(asg["repo_id"], "acme/embedder");
+    assert_eq!(asg["revision"], ep["commit"]);
+    let pull = asg["pull_token"].as_str().unwrap();
+    let r = http
+        .get(format!(
+            "{hub}/acme/embedder/resolve/{}/config.json",
+            ep["commit"].as_str().unwrap()
+        ))
+        .bearer_auth(pull)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "pull token reads the repo: {:?}",
+        r.text().await
+    );
+    let r = http
+        .post(format!("{hub}/api/models/acme/embedder/commit/main"))
+        .bearer_auth(pull)
+        .body(hub_testkit::ndjson(
+            "x",
+            None,
+            &[hub_testkit::file_op("x", b"x")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "pull token cannot write");
+    // The long-poll returns at once when the version is stale, waits when current.
+    let version = a["version"].as_i64().unwrap();
+    let started = std::time::Instant::now();
+    let again = w.poll(version).await;
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(again["version"], version);
+
+    // Report loading then running.
+    let id = asg["assignment_id"].clone();
+    assert_eq!(
+        w.heartbeat(json!([{"assignment_id": id, "status": "loading"}]))
+            .await,
+        200
+    );
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "loading"
+    })
+    .await;
+    assert_eq!(
+        w.heartbeat(json!([{"assignment_id": id, "status": "running"}]))
+            .await,
+        200
+    );
+    let v = scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "running"
+    })
+    .await;
+    let statuses: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"loading") && statuses.contains(&"pending"),
+        "{statuses:?}"
+    );
+
+    // The gateway: owner's inference-only token works; anonymous 401; other tenant 404.
+    let call = |tok: Option<String>| {
+        let http = http.clone();
+        let hub = hub.clone();
+        async move {
+            let mut r = http
+                .post(format!("{hub}/endpoints/acme/emb/v1/embeddings"))
+                .json(&json!({"input": ["a", "b"], "model": "emb"}));
+            if let Some(t) = tok {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let r = call(Some(inference_only.clone())).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(call(None).await.status(), 401);
+    assert_eq!(call(Some(other.clone())).await.status(), 404);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // Other tenants cannot read or change it, nor read usage.
+    assert_eq!(
+        http.get(&ep_url)
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.delete(&ep_url)
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        http.get(format!("{hub}/api/v1/usage?namespace=acme"))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Usage is metered per endpoint and day.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let u: Value = http
+        .get(format!("{hub}/api/v1/usage?namespace=acme"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = &u["items"][0];
+    assert_eq!(item["endpoint"], "emb");
+    assert_eq!(item["requests"], 1);
+    assert_eq!(item["input_tokens"], 10);
+    assert!(item["latency_p50_ms"].as_f64().unwrap() > 0.0);
+    let r = http
+        .get(format!("{hub}/api/v1/usage?namespace=acme&from=nonsense"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Pause: the replica goes away, calls are refused; resume brings it back.
+    assert!(http
+        .post(format!("{ep_url}/pause"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "paused" && v["replicas"]["total"] == 0
+    })
+    .await;
+    assert_eq!(call(Some(owner.clone())).await.status(), 503);
+    assert!(http
+        .post(format!("{ep_url}/resume"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let a = w.poll(0).await;
+    let id = a["assignments"][0]["assignment_id"].clone();
+    w.heartbeat(json!([{"assignment_id": id, "status": "running"}]))
+        .await;
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "running"
+    })
+    .await;
+
+    // A failed replica puts the endpoint in failed with the worker's reason.
+    w.heartbeat(json!([{"assignment_id": id, "status": "failed", "message": "unsupported architecture GPT2LMHeadModel"}])).await;
+    let v = scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "failed"
+    })
+    .await;
+    assert_eq!(v["message"], "unsupported architecture GPT2LMHeadModel");
+
+    // The worker stops heartbeating: it is dropped and its replicas go with it.
+    sqlx::query("UPDATE workers SET last_heartbeat = now() - interval '1 minute'")
+        .execute(&t.state.db)
+        .await
+        .unwrap();
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    assert_eq!(
+        w.heartbeat(json!([])).await,
+        404,
+        "a lost worker must re-register"
+    );
+
+    // Deleting the endpoint.
+    assert!(http
+        .delete(&ep_url)
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    assert_eq!(
+        http.get(&ep_url)
+            .bearer_auth(&owner)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_to_zero_and_wake_on_request() {
+    let t = TestState::new().await;
+    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
+    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
+        .await
+        .unwrap();
+    let server = Server::start(t.state.clone());
+    let hub = server.url.clone();
+    let http = reqwest::Client::new();
+    http.post(format!("{hub}/api/repos/create"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let body = hub_testkit::ndjson(
+        "m",
+        None,
+        &[hub_testkit::file_op(
+            "config.json",
+            br#"{"architectures":["BertModel"]}"#,
+        )],
+    );
+    http.post(format!("{hub}/api/models/solo/m/commit/main"))
+        .bearer_auth(&owner)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let r = http.post(format!("{hub}/api/v1/endpoints/solo")).bearer_auth(&owner)
+        .json(&json!({"name": "cold", "repository": "solo/m", "min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 10, "access": "public"}))
+        .send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let ep_url = format!("{hub}/api/v1/endpoints/solo/cold");
+    let secret = Arc::new(std::sync::Mutex::new(String::new()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (wurl, _wh) = fake_worker(secret.clone(), hits.clone()).await;
+    let (w, s) = Worker::register(&hub, &wt, &wurl, 8 << 30).await;
+    *secret.lock().unwrap() = s;
+
+    // Idle past the timeout: scaled to zero, no replica.
+    sqlx::query("UPDATE endpoints SET created_at = now() - interval '1 hour'")
+        .execute(&t.state.db)
+        .await
+        .unwrap();
+    let v = scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "scaled_to_zero"
+    })
+    .await;
+    assert_eq!(v["replicas"]["total"], 0);
+
+    // A public call wakes it and is held until a replica is ready.
+    let state = t.state.clone();
+    let driver = tokio::spawn(async move {
+        let mut version = 0;
+        for _ in 0..100 {
+            hub_api::scheduler::tick(&state).await.unwrap();
+            let a = w.poll(version).await;
+            version = a["version"].as_i64().unwrap();
+            if let Some(asg) = a["assignments"].as_array().and_then(|l| l.first()) {
+                w.heartbeat(json!([{"assignment_id": asg["assignment_id"], "status": "running"}]))
+                    .await;
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = http
+        .post(format!("{hub}/endpoints/solo/cold/v1/embeddings"))
+        .json(&json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    driver.await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    server.stop().await;
+}
