@@ -113,6 +113,14 @@ pub struct Config {
     #[arg(long, env = "HUB_NO_WORKER", global = true)]
     pub no_worker: bool,
 
+    /// Compute threads of the in-process worker (default: the cores this process may use).
+    #[arg(long, env = "HUB_WORKER_THREADS", global = true)]
+    pub worker_threads: Option<usize>,
+
+    /// Model cache of the in-process worker (default: <data-dir>/worker-cache).
+    #[arg(long, env = "HUB_WORKER_CACHE_DIR", global = true)]
+    pub worker_cache_dir: Option<PathBuf>,
+
     /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
     #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
     pub pg_unsafe_fast: bool,
