@@ -6,7 +6,6 @@ use crate::config::{Cli, Command, Config};
 use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
-use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::time::{Duration, Instant};
 
@@ -70,6 +69,7 @@ pub async fn build_state(
         public_url,
         keys,
         limits: Limits::default(),
+        tenancy: crate::state::Tenancy::from_config(config),
     })
 }
 
@@ -121,6 +121,24 @@ fn log_request(method: &str, path: &str, status: u16, started: Instant) {
     }
 }
 
+/// The access log middleware: one line per request (method, path, status,
+/// duration; never the query string, headers or cookies).
+pub async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    log_request(&method, &path, status, started);
+    res.map(|r| r.map_into_boxed_body())
+}
+
 /// Runs the HTTP server until SIGINT/SIGTERM, then drains and stops the private cluster.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
@@ -144,21 +162,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .wrap_fn(|req, srv| {
-                    let started = Instant::now();
-                    let method = req.method().to_string();
-                    let path = req.path().to_string();
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await;
-                        let status = match &res {
-                            Ok(r) => r.status().as_u16(),
-                            Err(e) => e.as_response_error().status_code().as_u16(),
-                        };
-                        log_request(&method, &path, status, started);
-                        res
-                    }
-                })
+                .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
+                .wrap(actix_web::middleware::from_fn(access_log))
                 .configure(crate::routes::configure)
                 .default_service(web::to(crate::routes::not_found))
         })

@@ -172,6 +172,7 @@ impl TestState {
             public_url: "http://hub.test".into(),
             keys,
             limits: Limits::default(),
+            tenancy: hub_api::state::Tenancy::default(),
         };
         Self {
             state,
@@ -230,6 +231,10 @@ pub async fn app(
     actix_web::test::init_service(
         actix_web::App::new()
             .app_data(actix_web::web::Data::new(state.clone()))
+            .wrap(actix_web::middleware::from_fn(
+                hub_api::ratelimit::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(hub_api::server::access_log))
             .configure(hub_api::routes::configure)
             .default_service(actix_web::web::to(hub_api::routes::not_found)),
     )

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Measures the cost of authentication and authorization on `HEAD /resolve`:
+# an authenticated request for a private repo's file vs an anonymous request
+# for a public repo's file (same file, same size), with wrk, the hub pinned to
+# core 0 and wrk to core 1. Prints p50/p99 and requests/s for both.
+#
+#   scripts/bench-auth.sh [SECONDS] [CONNECTIONS]     (default 15 s, 16 connections)
+#
+# Needs: a built hub (target/release/hub-api if present, else target/debug),
+# wrk (apt-get install wrk), curl, PostgreSQL server binaries.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+HUB="${HUB_BIN:-$TARGET/release/hub-api}"
+[ -x "$HUB" ] || HUB="$TARGET/debug/hub-api"
+SECS="${1:-15}"
+CONNS="${2:-16}"
+command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
+
+DATA="$(mktemp -d /tmp/paddock-bench-XXXXXX)"
+chmod 755 "$DATA"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=1 HUB_PG_UNSAFE_FAST=1
+export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0 HUB_LOG=warn HUB_HTTP_WORKERS=1
+HUB_PID=""
+cleanup() {
+  if [ -n "$HUB_PID" ]; then kill "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; fi
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+"$HUB" migrate >/dev/null
+"$HUB" admin create-user bench >/dev/null
+TOKEN="$("$HUB" admin create-token bench --scopes read,write --name bench | tail -n 1)"
+taskset -c 0 "$HUB" serve >"$DATA/hub.log" 2>&1 &
+HUB_PID=$!
+URL="http://127.0.0.1:$PORT"
+for _ in $(seq 1 100); do curl -fsS "$URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+
+AUTH="Authorization: Bearer $TOKEN"
+BODY="$(printf '{"key":"header","value":{"summary":"bench","description":""}}\n{"key":"file","value":{"path":"config.json","content":"%s","encoding":"base64"}}\n' "$(printf '{"model_type":"bert"}' | base64 -w0)")"
+for repo in pub priv; do
+  private=false; [ "$repo" = priv ] && private=true
+  curl -fsS -X POST "$URL/api/repos/create" -H "$AUTH" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$repo\",\"private\":$private}" >/dev/null
+  curl -fsS -X POST "$URL/api/models/bench/$repo/commit/main" -H "$AUTH" \
+    -H 'Content-Type: application/x-ndjson' --data-binary "$BODY" >/dev/null
+done
+# Sanity: anonymous private is 404, authenticated private is 200.
+[ "$(curl -s -o /dev/null -w '%{http_code}' -I "$URL/bench/priv/resolve/main/config.json")" = 404 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' -I -H "$AUTH" "$URL/bench/priv/resolve/main/config.json")" = 200 ]
+
+LUA="$DATA/head.lua"
+echo 'wrk.method = "HEAD"' >"$LUA"
+run() { # name, path, extra header args...
+  local name="$1" path="$2"; shift 2
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "$@" "$URL$path" >"$DATA/$name.txt"
+  local p50 p99 rps
+  p50="$(awk '$1=="50%"{print $2}' "$DATA/$name.txt")"
+  p99="$(awk '$1=="99%"{print $2}' "$DATA/$name.txt")"
+  rps="$(awk '/Requests\/sec/{print $2}' "$DATA/$name.txt")"
+  non2xx="$(awk '/Non-2xx/{print $NF}' "$DATA/$name.txt")"
+  printf '%-34s p50 %-9s p99 %-9s req/s %-10s non-2xx %s\n' "$name" "$p50" "$p99" "$rps" "${non2xx:-0}"
+}
+echo "hub: $HUB; wrk: 1 thread, $CONNS connections, ${SECS}s each; hub on core 0, wrk on core 1"
+run "warmup" /bench/pub/resolve/main/config.json >/dev/null
+run "anonymous, public repo" /bench/pub/resolve/main/config.json
+run "token, private repo" /bench/priv/resolve/main/config.json -H "$AUTH"
+run "token, public repo" /bench/pub/resolve/main/config.json -H "$AUTH"
+run "anonymous, public repo (again)" /bench/pub/resolve/main/config.json
