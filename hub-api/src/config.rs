@@ -114,19 +114,39 @@ pub struct Config {
     pub no_worker: bool,
 
     /// Requests per second allowed per API token or session (0: unlimited).
-    #[arg(long, env = "HUB_RATE_LIMIT_TOKEN_RPS", default_value_t = 100, global = true)]
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_TOKEN_RPS",
+        default_value_t = 100,
+        global = true
+    )]
     pub rate_limit_token_rps: u32,
 
     /// Burst allowed per API token or session.
-    #[arg(long, env = "HUB_RATE_LIMIT_TOKEN_BURST", default_value_t = 400, global = true)]
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_TOKEN_BURST",
+        default_value_t = 400,
+        global = true
+    )]
     pub rate_limit_token_burst: u32,
 
     /// Requests per second allowed per anonymous client IP (0: unlimited).
-    #[arg(long, env = "HUB_RATE_LIMIT_ANON_RPS", default_value_t = 50, global = true)]
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_ANON_RPS",
+        default_value_t = 50,
+        global = true
+    )]
     pub rate_limit_anon_rps: u32,
 
     /// Burst allowed per anonymous client IP.
-    #[arg(long, env = "HUB_RATE_LIMIT_ANON_BURST", default_value_t = 200, global = true)]
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_ANON_BURST",
+        default_value_t = 200,
+        global = true
+    )]
     pub rate_limit_anon_burst: u32,
 
     /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).

@@ -40,16 +40,12 @@ pub const STATUSES: &[&str] = &["pending", "accepted", "rejected"];
 
 /// Parses a status from a URL or body.
 pub fn parse_status(s: &str) -> ApiResult<&'static str> {
-    STATUSES
-        .iter()
-        .find(|x| **x == s)
-        .copied()
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "status {:?} is not one of pending, accepted, rejected",
-                s.chars().take(40).collect::<String>()
-            ))
-        })
+    STATUSES.iter().find(|x| **x == s).copied().ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "status {:?} is not one of pending, accepted, rejected",
+            s.chars().take(40).collect::<String>()
+        ))
+    })
 }
 
 fn require_gated(ctx: &RepoCtx) -> ApiResult<&str> {
@@ -70,14 +66,18 @@ pub async fn request_access(
     fields: &serde_json::Value,
 ) -> ApiResult<crate::db::access_requests::AccessRequest> {
     let mode = require_gated(ctx)?;
-    let status = if mode == "auto" { "accepted" } else { "pending" };
+    let status = if mode == "auto" {
+        "accepted"
+    } else {
+        "pending"
+    };
     let mut tx = state.db.begin().await?;
     let existing = crate::db::access_requests::get(&mut *tx, ctx.repo.id, p.user_id).await?;
     if let Some(r) = existing {
         return Ok(r);
     }
-    let r = crate::db::access_requests::create(&mut tx, ctx.repo.id, p.user_id, status, fields)
-        .await?;
+    let r =
+        crate::db::access_requests::create(&mut tx, ctx.repo.id, p.user_id, status, fields).await?;
     crate::audit::record(
         &mut *tx,
         Some(p),
@@ -132,7 +132,11 @@ pub async fn decide(
         ctx.repo.namespace_id,
         &format!(
             "access_request.{}",
-            if existing.is_none() { "granted" } else { status }
+            if existing.is_none() {
+                "granted"
+            } else {
+                status
+            }
         ),
         &format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id()),
         serde_json::json!({"user": user.name, "status": status}),

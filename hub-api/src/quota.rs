@@ -101,10 +101,7 @@ pub async fn check_namespace_can_grow(
 }
 
 /// Room left for a namespace (None: unlimited), with the usage and limit.
-pub async fn headroom(
-    state: &AppState,
-    namespace_id: i64,
-) -> ApiResult<Option<(i64, i64)>> {
+pub async fn headroom(state: &AppState, namespace_id: i64) -> ApiResult<Option<(i64, i64)>> {
     let mut conn = state.db.acquire().await?;
     let Some(limit) = limit(state, &mut conn, namespace_id).await? else {
         return Ok(None);

@@ -219,9 +219,10 @@ pub async fn middleware(
     };
     let limiter = &state.tenancy.rate;
     limiter.refresh_overrides(&state.db).await;
-    let http_req = req.request().clone();
-    // Resolving here caches the caller (or the failure) for the handler's extractor.
-    let caller = principal::resolve(&http_req).await;
+    // Resolving here caches the caller (or the failure) for the handler's
+    // extractor. (No clone of the request may live past this: routing needs
+    // it unshared.)
+    let caller = principal::resolve(req.request()).await;
     let (caller_key, own_ns, default) = match &caller {
         Ok(Some(p)) => {
             let key = match &p.credential {
@@ -231,7 +232,10 @@ pub async fn middleware(
             (key, Some(p.name.clone()), limiter.defaults.token)
         }
         _ => (
-            format!("ip:{}", client_ip(&req, limiter.defaults.trust_forwarded_for)),
+            format!(
+                "ip:{}",
+                client_ip(&req, limiter.defaults.trust_forwarded_for)
+            ),
             None,
             limiter.defaults.anonymous,
         ),
@@ -271,44 +275,33 @@ mod tests {
     #[test]
     fn bucket_refills_and_denies() {
         let l = RateLimiter::new(RateDefaults {
-            token: Rate {
-                per_s: 1,
-                burst: 3,
-            },
-            anonymous: Rate {
-                per_s: 1,
-                burst: 1,
-            },
+            token: Rate { per_s: 1, burst: 3 },
+            anonymous: Rate { per_s: 1, burst: 1 },
             trust_forwarded_for: false,
         });
-        let r = Rate {
-            per_s: 1,
-            burst: 3,
-        };
+        let r = Rate { per_s: 1, burst: 3 };
         for _ in 0..3 {
             l.take("a", r).unwrap();
         }
         let d = l.take("a", r).unwrap_err();
         assert_eq!(d.retry_after_s, 1);
         l.take("b", r).unwrap();
-        assert!(l
-            .take(
-                "c",
-                Rate {
-                    per_s: 0,
-                    burst: 0
-                }
-            )
-            .is_ok());
+        assert!(l.take("c", Rate { per_s: 0, burst: 0 }).is_ok());
     }
 
     #[test]
     fn target_namespaces() {
-        assert_eq!(target_namespace("/api/models/acme/m/tree/main"), Some("acme"));
+        assert_eq!(
+            target_namespace("/api/models/acme/m/tree/main"),
+            Some("acme")
+        );
         assert_eq!(target_namespace("/acme/m/resolve/main/x"), Some("acme"));
         assert_eq!(target_namespace("/datasets/acme/d"), Some("acme"));
         assert_eq!(target_namespace("/acme/m.git/info/lfs"), Some("acme"));
         assert_eq!(target_namespace("/api/v1/orgs/acme/members"), Some("acme"));
-        assert_eq!(target_namespace("/api/v1/namespaces/acme/quota"), Some("acme"));
+        assert_eq!(
+            target_namespace("/api/v1/namespaces/acme/quota"),
+            Some("acme")
+        );
     }
 }

@@ -204,7 +204,12 @@ struct Row {
     raw_body: Option<Box<dyn Fn(usize) -> String>>,
 }
 
-fn row(method: Method, pattern: &'static str, class: Class, uri: impl Fn(usize) -> String + 'static) -> Row {
+fn row(
+    method: Method,
+    pattern: &'static str,
+    class: Class,
+    uri: impl Fn(usize) -> String + 'static,
+) -> Row {
     Row {
         method,
         pattern,
@@ -232,7 +237,10 @@ fn canonical(p: &str) -> String {
     let p = p
         .replace("/datasets/{ns}/{name}", "/{ns}/{name}")
         .replace("/datasets/{name}", "/{ns}/{name}")
-        .replace("{kind:models|datasets}/{name}", "{kind:models|datasets}/{ns}/{name}");
+        .replace(
+            "{kind:models|datasets}/{name}",
+            "{kind:models|datasets}/{ns}/{name}",
+        );
     if p.starts_with("/{name}") {
         p.replacen("/{name}", "/{ns}/{name}", 1)
     } else {
@@ -362,40 +370,95 @@ async fn cross_tenant_access_matrix() {
     let (wendy_id, wendy) = t.user("wendy", false, &["read", "write"]).await;
     let (reed_id, reed) = t.user("reed", false, &["read", "write"]).await;
     let (mallory_id, mallory) = t.user("mallory", false, &["read", "write", "admin"]).await;
-    let (_, expired) = token(&t, alice_id, &["read", "write", "admin"], None, Some(chrono::Utc::now() - chrono::Duration::hours(1))).await;
+    let (_, expired) = token(
+        &t,
+        alice_id,
+        &["read", "write", "admin"],
+        None,
+        Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await;
     let (revoked_id, revoked) = token(&t, alice_id, &["read", "write", "admin"], None, None).await;
-    let (_, restricted) = token(&t, alice_id, &["read", "write", "admin"], Some(&["model:acme/other"]), None).await;
+    let (_, restricted) = token(
+        &t,
+        alice_id,
+        &["read", "write", "admin"],
+        Some(&["model:acme/other"]),
+        None,
+    )
+    .await;
     let (victim_token, _) = token(&t, alice_id, &["read"], None, None).await;
-    hub_api::db::tokens::revoke(&t.state.db, alice_id, revoked_id).await.unwrap();
+    hub_api::db::tokens::revoke(&t.state.db, alice_id, revoked_id)
+        .await
+        .unwrap();
     let acme = t.org("acme", alice_id).await;
     let evil = t.org("evil", mallory_id).await;
     let _ = evil;
     use hub_api::db::namespaces::{set_member, Role};
-    set_member(&t.state.db, acme, adam_id, Role::Admin).await.unwrap();
-    set_member(&t.state.db, acme, wendy_id, Role::Write).await.unwrap();
-    set_member(&t.state.db, acme, reed_id, Role::Read).await.unwrap();
+    set_member(&t.state.db, acme, adam_id, Role::Admin)
+        .await
+        .unwrap();
+    set_member(&t.state.db, acme, wendy_id, Role::Write)
+        .await
+        .unwrap();
+    set_member(&t.state.db, acme, reed_id, Role::Read)
+        .await
+        .unwrap();
     for i in 0..ACTORS.len() {
         let (extra, _) = t.user(&format!("extra{i}"), false, &["read"]).await;
         let _ = extra;
         let (victim, _) = t.user(&format!("victim{i}"), false, &["read"]).await;
-        set_member(&t.state.db, acme, victim, Role::Read).await.unwrap();
+        set_member(&t.state.db, acme, victim, Role::Read)
+            .await
+            .unwrap();
     }
     let (dummy, _) = t.user("dummy", false, &["read"]).await;
-    set_member(&t.state.db, acme, dummy, Role::Read).await.unwrap();
+    set_member(&t.state.db, acme, dummy, Role::Read)
+        .await
+        .unwrap();
 
     let app = app(&t.state).await;
     // Tenant A's objects.
     create_repo(&app, &alice, &format!("acme/{MARK}"), true).await;
     create_repo(&app, &alice, "acme/other", true).await;
     create_repo(&app, &alice, "acme/gated", false).await;
-    commit_files(&app, &alice, &format!("acme/{MARK}"), &[("dir/f.txt", b"private bytes")]).await;
+    commit_files(
+        &app,
+        &alice,
+        &format!("acme/{MARK}"),
+        &[("dir/f.txt", b"private bytes")],
+    )
+    .await;
     commit_files(&app, &alice, "acme/gated", &[("g.txt", b"gated bytes")]).await;
-    let post = |uri: String, body: Value| TestRequest::post().uri(&uri).insert_header(bearer(&alice)).set_json(body);
+    let post = |uri: String, body: Value| {
+        TestRequest::post()
+            .uri(&uri)
+            .insert_header(bearer(&alice))
+            .set_json(body)
+    };
     let r = format!("/api/models/acme/{MARK}");
-    assert_eq!(call(&app, post(format!("{r}/branch/dev"), json!({}))).await.0, 200);
+    assert_eq!(
+        call(&app, post(format!("{r}/branch/dev"), json!({})))
+            .await
+            .0,
+        200
+    );
     for i in 0..ACTORS.len() {
-        assert_eq!(call(&app, post(format!("{r}/branch/d{i}"), json!({}))).await.0, 200);
-        assert_eq!(call(&app, post(format!("{r}/tag/main"), json!({"tag": format!("dt{i}")}))).await.0, 200);
+        assert_eq!(
+            call(&app, post(format!("{r}/branch/d{i}"), json!({})))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            call(
+                &app,
+                post(format!("{r}/tag/main"), json!({"tag": format!("dt{i}")}))
+            )
+            .await
+            .0,
+            200
+        );
         create_repo(&app, &alice, &format!("acme/{MARK}-del{i}"), true).await;
         create_repo(&app, &alice, &format!("acme/{MARK}-mv{i}"), true).await;
     }
@@ -407,23 +470,43 @@ async fn cross_tenant_access_matrix() {
     };
     let (st, _, b) = call(
         &app,
-        post(format!("/acme/{MARK}.git/info/lfs/objects/batch"), json!({"operation": "upload", "objects": [{"oid": sha, "size": content.len()}]})),
+        post(
+            format!("/acme/{MARK}.git/info/lfs/objects/batch"),
+            json!({"operation": "upload", "objects": [{"oid": sha, "size": content.len()}]}),
+        ),
     )
     .await;
     assert_eq!(st, 200);
-    let href = json_of(&b)["objects"][0]["actions"]["upload"]["href"].as_str().unwrap().to_string();
+    let href = json_of(&b)["objects"][0]["actions"]["upload"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let path = href.trim_start_matches("http://hub.test").to_string();
-    assert_eq!(call(&app, TestRequest::put().uri(&path).set_payload(content.clone())).await.0, 200);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::put().uri(&path).set_payload(content.clone())
+        )
+        .await
+        .0,
+        200
+    );
     let lfs_line = json!({"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": sha, "size": content.len()}});
     let (st, _, _) = call(
         &app,
-        TestRequest::post().uri(&format!("{r}/commit/main")).insert_header(bearer(&alice)).set_payload(hub_testkit::ndjson("lfs", None, &[lfs_line])),
+        TestRequest::post()
+            .uri(&format!("{r}/commit/main"))
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson("lfs", None, &[lfs_line])),
     )
     .await;
     assert_eq!(st, 200);
     let (st, _, b) = call(
         &app,
-        post(format!("/acme/{MARK}.git/info/lfs/objects/batch"), json!({"operation": "upload", "objects": [{"oid": "b".repeat(64), "size": 3}]})),
+        post(
+            format!("/acme/{MARK}.git/info/lfs/objects/batch"),
+            json!({"operation": "upload", "objects": [{"oid": "b".repeat(64), "size": 3}]}),
+        ),
     )
     .await;
     assert_eq!(st, 200);
@@ -437,11 +520,27 @@ async fn cross_tenant_access_matrix() {
         .to_string();
     // Gated (manual) with a pending request from reed.
     assert_eq!(
-        call(&app, TestRequest::put().uri("/api/models/acme/gated/settings").insert_header(bearer(&alice)).set_json(json!({"gated": "manual"}))).await.0,
+        call(
+            &app,
+            TestRequest::put()
+                .uri("/api/models/acme/gated/settings")
+                .insert_header(bearer(&alice))
+                .set_json(json!({"gated": "manual"}))
+        )
+        .await
+        .0,
         200
     );
     assert_eq!(
-        call(&app, TestRequest::post().uri("/api/v1/repos/models/acme/gated/access-requests").insert_header(bearer(&reed)).set_json(json!({}))).await.0,
+        call(
+            &app,
+            TestRequest::post()
+                .uri("/api/v1/repos/models/acme/gated/access-requests")
+                .insert_header(bearer(&reed))
+                .set_json(json!({}))
+        )
+        .await
+        .0,
         201
     );
 
@@ -466,12 +565,20 @@ async fn cross_tenant_access_matrix() {
         .into_iter()
         .map(|(m, p)| (m.to_string(), canonical(&p)))
         .collect();
-    let covered: BTreeSet<(String, String)> =
-        table.iter().map(|r| (r.method.to_string(), r.pattern.to_string())).collect();
+    let covered: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
     let missing: Vec<_> = routes.difference(&covered).collect();
-    assert!(missing.is_empty(), "routes without a row in the access matrix: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes without a row in the access matrix: {missing:?}"
+    );
     let unknown: Vec<_> = covered.difference(&routes).collect();
-    assert!(unknown.is_empty(), "rows for routes that do not exist: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "rows for routes that do not exist: {unknown:?}"
+    );
 
     let mut failures = vec![];
     for row in &table {
@@ -493,19 +600,41 @@ async fn cross_tenant_access_matrix() {
                 failures.push(format!(
                     "{} {uri} as {actor:?}: got {st}, expected {want}: {}",
                     row.method,
-                    String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
                 ));
             }
             let denied = !(200..300).contains(&st);
-            let outsider = matches!(actor, OtherAdmin | Anonymous | Expired | Revoked | Restricted);
+            let outsider = matches!(
+                actor,
+                OtherAdmin | Anonymous | Expired | Revoked | Restricted
+            );
             let text = String::from_utf8_lossy(&body);
             if (denied || outsider) && text.contains(MARK) {
-                failures.push(format!("{} {uri} as {actor:?} leaks {MARK:?}: {text}", row.method));
+                failures.push(format!(
+                    "{} {uri} as {actor:?} leaks {MARK:?}: {text}",
+                    row.method
+                ));
             }
-            if denied && st == 403 && outsider && row.pattern.contains("{ns}/{name}") && uri.contains(MARK) {
-                failures.push(format!("{} {uri} as {actor:?}: 403 reveals a private repo", row.method));
+            if denied
+                && st == 403
+                && outsider
+                && row.pattern.contains("{ns}/{name}")
+                && uri.contains(MARK)
+            {
+                failures.push(format!(
+                    "{} {uri} as {actor:?}: 403 reveals a private repo",
+                    row.method
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} cells differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cells differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

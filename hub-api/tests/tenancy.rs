@@ -72,10 +72,16 @@ async fn login_cookie_flags_session_and_logout() {
         assert_eq!(json_of(&b)["code"], "invalid_request");
 
         let (session, csrf, set) = login(&app, "alice", "correct horse").await;
-        let sc = set.iter().find(|c| c.starts_with("paddock_session=")).unwrap();
+        let sc = set
+            .iter()
+            .find(|c| c.starts_with("paddock_session="))
+            .unwrap();
         assert!(sc.contains("HttpOnly"), "{sc}");
         assert!(sc.contains("SameSite=Lax"), "{sc}");
-        assert!(!sc.contains("Secure"), "http public URL: no Secure flag: {sc}");
+        assert!(
+            !sc.contains("Secure"),
+            "http public URL: no Secure flag: {sc}"
+        );
         assert!(session.split('.').count() == 3, "a JWT");
 
         let (st, _, b) = call(
@@ -131,7 +137,10 @@ async fn csrf_cross_origin_posts_change_nothing() {
     let (session, csrf, _) = login(&app, "alice", "correct horse").await;
     let org = |name: &str| json!({"name": name});
     let attempts: Vec<(&str, Vec<(&str, String)>)> = vec![
-        ("no token, own origin", vec![("Origin", "http://hub.test".into())]),
+        (
+            "no token, own origin",
+            vec![("Origin", "http://hub.test".into())],
+        ),
         (
             "token, foreign origin",
             vec![
@@ -172,10 +181,11 @@ async fn csrf_cross_origin_posts_change_nothing() {
         assert_eq!(json_of(&b)["code"], "csrf_rejected", "{what}");
     }
     // Nothing was created.
-    let n: (i64,) = sqlx::query_as("SELECT count(*) FROM namespaces WHERE kind = 'org' AND name LIKE 'org%'")
-        .fetch_one(&t.state.db)
-        .await
-        .unwrap();
+    let n: (i64,) =
+        sqlx::query_as("SELECT count(*) FROM namespaces WHERE kind = 'org' AND name LIKE 'org%'")
+            .fetch_one(&t.state.db)
+            .await
+            .unwrap();
     assert_eq!(n.0, 0);
     // A form post from another site (what a browser would send) changes nothing either.
     let (st, _, _) = call(
@@ -287,15 +297,30 @@ async fn jwt_attacks_are_401() {
         let parts: Vec<&str> = ok.split('.').collect();
         let mut c = good.clone();
         c["sub"] = json!("1");
-        format!("{}.{}.{}", parts[0], b64(c.to_string().as_bytes()), parts[2])
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(c.to_string().as_bytes()),
+            parts[2]
+        )
     };
     let rsa_public_pem = b"-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo\n-----END PUBLIC KEY-----\n";
     let attacks: Vec<(&str, String)> = vec![
-        ("alg none", raw_jwt(&json!({"alg": "none", "kid": kid}), &good, None)),
-        ("alg none, no kid", raw_jwt(&json!({"alg": "none"}), &good, None)),
+        (
+            "alg none",
+            raw_jwt(&json!({"alg": "none", "kid": kid}), &good, None),
+        ),
+        (
+            "alg none, no kid",
+            raw_jwt(&json!({"alg": "none"}), &good, None),
+        ),
         (
             "RS256 header (HS/RS confusion)",
-            raw_jwt(&json!({"alg": "RS256", "kid": kid}), &good, Some(rsa_public_pem)),
+            raw_jwt(
+                &json!({"alg": "RS256", "kid": kid}),
+                &good,
+                Some(rsa_public_pem),
+            ),
         ),
         (
             "HS256 keyed with a public key",
@@ -306,22 +331,43 @@ async fn jwt_attacks_are_401() {
             "unknown kid",
             raw_jwt(&json!({"alg": "HS256", "kid": "nope"}), &good, Some(&key)),
         ),
-        ("no kid", raw_jwt(&json!({"alg": "HS256"}), &good, Some(&key))),
-        ("expired beyond leeway", with(&|c| c["exp"] = json!(now - 120))),
-        ("missing exp", with(&|c| {
-            c.as_object_mut().unwrap().remove("exp");
-        })),
-        ("exp as string", with(&|c| c["exp"] = json!((now + 600).to_string()))),
-        ("nbf as string", with(&|c| c["nbf"] = json!(now.to_string()))),
+        (
+            "no kid",
+            raw_jwt(&json!({"alg": "HS256"}), &good, Some(&key)),
+        ),
+        (
+            "expired beyond leeway",
+            with(&|c| c["exp"] = json!(now - 120)),
+        ),
+        (
+            "missing exp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        (
+            "exp as string",
+            with(&|c| c["exp"] = json!((now + 600).to_string())),
+        ),
+        (
+            "nbf as string",
+            with(&|c| c["nbf"] = json!(now.to_string())),
+        ),
         ("nbf in the future", with(&|c| c["nbf"] = json!(now + 3600))),
         ("wrong aud", with(&|c| c["aud"] = json!("paddock-lfs"))),
-        ("missing aud", with(&|c| {
-            c.as_object_mut().unwrap().remove("aud");
-        })),
+        (
+            "missing aud",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+        ),
         ("wrong iss", with(&|c| c["iss"] = json!("someone-else"))),
-        ("missing iss", with(&|c| {
-            c.as_object_mut().unwrap().remove("iss");
-        })),
+        (
+            "missing iss",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            }),
+        ),
         ("stale session version", with(&|c| c["sv"] = json!(7))),
         ("tampered payload", tampered),
         ("garbage", "a.b.c".into()),
@@ -354,7 +400,11 @@ async fn signing_key_rotation_without_restart() {
     user_with_password(&t, "alice", "correct horse", false).await;
     let app = app(&t.state).await;
     let (s1, _, _) = login(&app, "alice", "correct horse").await;
-    let me = |s: &str| TestRequest::get().uri("/api/v1/users/me").insert_header(bearer(s));
+    let me = |s: &str| {
+        TestRequest::get()
+            .uri("/api/v1/users/me")
+            .insert_header(bearer(s))
+    };
     // Rotate: key2 signs from now on, key1 tokens still verify.
     let (st, _, b) = call(
         &app,
@@ -404,7 +454,9 @@ async fn signing_key_rotation_without_restart() {
     .await;
     assert_eq!(st, 409, "{}", String::from_utf8_lossy(&b));
     // Another replica (a second key ring on the same database) sees the retirement.
-    let other = hub_api::auth::jwt::KeyRing::load(t.state.db.clone()).await.unwrap();
+    let other = hub_api::auth::jwt::KeyRing::load(t.state.db.clone())
+        .await
+        .unwrap();
     let r: Result<hub_api::auth::session::SessionClaims, _> =
         other.verify(&s1, hub_api::auth::session::AUDIENCE).await;
     assert!(r.is_err());
@@ -425,7 +477,11 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
             .set_json(body)
     };
     // A read token cannot mint tokens.
-    let (st, _, _) = call(&app, create(&read_only, json!({"name": "x", "scopes": ["read"]}))).await;
+    let (st, _, _) = call(
+        &app,
+        create(&read_only, json!({"name": "x", "scopes": ["read"]})),
+    )
+    .await;
     assert_eq!(st, 403);
     // Bad input: 4xx saying what, nothing created.
     for bad in [
@@ -460,20 +516,35 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
     assert_eq!(created["token"]["repos"], json!(["model:alice/m"]));
 
     // whoami: restricted token is fineGrained; read is read; write is write.
-    let who = |tok: &str| TestRequest::get().uri("/api/whoami-v2").insert_header(bearer(tok));
+    let who = |tok: &str| {
+        TestRequest::get()
+            .uri("/api/whoami-v2")
+            .insert_header(bearer(tok))
+    };
     let (_, _, b) = call(&app, who(&secret)).await;
     let w = json_of(&b);
     assert_eq!(w["auth"]["accessToken"]["role"], "fineGrained");
     assert_eq!(w["auth"]["accessToken"]["displayName"], "ci");
-    assert!(w["auth"]["accessToken"]["expiration"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(json_of(&call(&app, who(&read_only)).await.2)["auth"]["accessToken"]["role"], "read");
-    assert_eq!(json_of(&call(&app, who(&admin_scoped)).await.2)["auth"]["accessToken"]["role"], "write");
+    assert!(w["auth"]["accessToken"]["expiration"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    assert_eq!(
+        json_of(&call(&app, who(&read_only)).await.2)["auth"]["accessToken"]["role"],
+        "read"
+    );
+    assert_eq!(
+        json_of(&call(&app, who(&admin_scoped)).await.2)["auth"]["accessToken"]["role"],
+        "write"
+    );
 
     // last_used_at is recorded.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (st, _, b) = call(
         &app,
-        TestRequest::get().uri("/api/v1/tokens?limit=1").insert_header(bearer(&admin_scoped)),
+        TestRequest::get()
+            .uri("/api/v1/tokens?limit=1")
+            .insert_header(bearer(&admin_scoped)),
     )
     .await;
     assert_eq!(st, 200);
@@ -489,14 +560,22 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
     .await;
     let rest = json_of(&b);
     assert!(rest["next_cursor"].is_null());
-    let ci = rest["items"].as_array().unwrap().iter().find(|x| x["id"] == id).unwrap().clone();
+    let ci = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .unwrap()
+        .clone();
     assert!(ci["last_used_at"].is_string(), "{ci}");
     assert!(ci.get("secret").is_none());
     assert!(!String::from_utf8_lossy(&b).contains(&secret[8..]));
     for bad in ["?limit=0", "?limit=101", "?cursor=abc", "?limit=x"] {
         let (st, _, _) = call(
             &app,
-            TestRequest::get().uri(&format!("/api/v1/tokens{bad}")).insert_header(bearer(&admin_scoped)),
+            TestRequest::get()
+                .uri(&format!("/api/v1/tokens{bad}"))
+                .insert_header(bearer(&admin_scoped)),
         )
         .await;
         assert_eq!(st, 400, "{bad}");
@@ -507,14 +586,18 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
     let (_, bob) = t.user("bob", false, &["admin", "write"]).await;
     let (st, _, _) = call(
         &app,
-        TestRequest::delete().uri(&format!("/api/v1/tokens/{id}")).insert_header(bearer(&bob)),
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{id}"))
+            .insert_header(bearer(&bob)),
     )
     .await;
     assert_eq!(st, 404);
     assert_eq!(call(&app, who(&secret)).await.0, 200);
     let (st, _, _) = call(
         &app,
-        TestRequest::delete().uri(&format!("/api/v1/tokens/{id}")).insert_header(bearer(&admin_scoped)),
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{id}"))
+            .insert_header(bearer(&admin_scoped)),
     )
     .await;
     assert_eq!(st, 204);
@@ -522,7 +605,14 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
     assert_eq!(st, 401);
     assert_eq!(json_of(&b)["error"], "this token has been revoked");
     // Expired tokens fail too.
-    let (_, old) = token(&t, uid, &["read"], None, Some(chrono::Utc::now() - chrono::Duration::seconds(1))).await;
+    let (_, old) = token(
+        &t,
+        uid,
+        &["read"],
+        None,
+        Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await;
     assert_eq!(call(&app, who(&old)).await.0, 401);
 }
 
@@ -537,16 +627,29 @@ async fn members_roles_and_last_admin() {
     let app = app(&t.state).await;
     let (st, _, b) = call(
         &app,
-        TestRequest::post().uri("/api/v1/orgs").insert_header(bearer(&alice)).set_json(json!({"name": "acme", "fullname": "Acme"})),
+        TestRequest::post()
+            .uri("/api/v1/orgs")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "acme", "fullname": "Acme"})),
     )
     .await;
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json_of(&b)["role"], "admin");
     // Names: taken (any case), reserved, malformed.
-    for (name, code) in [("ACME", 409), ("alice", 409), ("api", 409), ("a--b", 400), ("../x", 400), ("", 400)] {
+    for (name, code) in [
+        ("ACME", 409),
+        ("alice", 409),
+        ("api", 409),
+        ("a--b", 400),
+        ("../x", 400),
+        ("", 400),
+    ] {
         let (st, _, _) = call(
             &app,
-            TestRequest::post().uri("/api/v1/orgs").insert_header(bearer(&bob)).set_json(json!({"name": name})),
+            TestRequest::post()
+                .uri("/api/v1/orgs")
+                .insert_header(bearer(&bob))
+                .set_json(json!({"name": name})),
         )
         .await;
         assert_eq!(st, code, "{name:?}");
@@ -564,11 +667,28 @@ async fn members_roles_and_last_admin() {
     // A write member cannot add members; an outsider sees nothing.
     assert_eq!(call(&app, add(&bob, "carol", "read")).await.0, 403);
     assert_eq!(call(&app, add(&carol, "carol", "admin")).await.0, 404);
-    let (st, _, _) = call(&app, TestRequest::get().uri("/api/v1/orgs/acme/members").insert_header(bearer(&carol))).await;
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/orgs/acme/members")
+            .insert_header(bearer(&carol)),
+    )
+    .await;
     assert_eq!(st, 404);
-    let (st, _, b) = call(&app, TestRequest::get().uri("/api/v1/orgs/acme/members").insert_header(bearer(&bob))).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/orgs/acme/members")
+            .insert_header(bearer(&bob)),
+    )
+    .await;
     assert_eq!(st, 200);
-    let names: Vec<String> = json_of(&b)["items"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = json_of(&b)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, ["alice", "bob"]);
 
     let role = |tok: &str, user: &str, role: &str| {
@@ -581,7 +701,13 @@ async fn members_roles_and_last_admin() {
     let (st, _, b) = call(&app, role(&alice, "alice", "write")).await;
     assert_eq!(st, 409);
     assert_eq!(json_of(&b)["code"], "last_admin");
-    let (st, _, b) = call(&app, TestRequest::delete().uri("/api/v1/orgs/acme/members/alice").insert_header(bearer(&alice))).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/v1/orgs/acme/members/alice")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
     assert_eq!(st, 409);
     assert_eq!(json_of(&b)["code"], "last_admin");
     // Promote bob, then alice may step down.
@@ -589,18 +715,61 @@ async fn members_roles_and_last_admin() {
     assert_eq!(call(&app, role(&alice, "alice", "read")).await.0, 200);
     assert_eq!(call(&app, role(&alice, "bob", "read")).await.0, 403);
     assert_eq!(call(&app, role(&bob, "bob", "read")).await.0, 409);
-    assert_eq!(call(&app, TestRequest::delete().uri("/api/v1/orgs/acme/members/alice").insert_header(bearer(&bob))).await.0, 204);
-    assert_eq!(call(&app, TestRequest::delete().uri("/api/v1/orgs/acme/members/nobody").insert_header(bearer(&bob))).await.0, 404);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::delete()
+                .uri("/api/v1/orgs/acme/members/alice")
+                .insert_header(bearer(&bob))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::delete()
+                .uri("/api/v1/orgs/acme/members/nobody")
+                .insert_header(bearer(&bob))
+        )
+        .await
+        .0,
+        404
+    );
 
     // Audit: every change, newest first, for org admins only, no secrets.
-    let (st, _, _) = call(&app, TestRequest::get().uri("/api/v1/orgs/acme/audit").insert_header(bearer(&alice))).await;
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/orgs/acme/audit")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
     assert_eq!(st, 404, "alice left the org");
-    let (st, _, b) = call(&app, TestRequest::get().uri("/api/v1/orgs/acme/audit").insert_header(bearer(&bob))).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/orgs/acme/audit")
+            .insert_header(bearer(&bob)),
+    )
+    .await;
     assert_eq!(st, 200);
-    let actions: Vec<String> = json_of(&b)["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    let actions: Vec<String> = json_of(&b)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(
         actions,
-        ["member.removed", "member.role_changed", "member.role_changed", "member.added", "org.created"]
+        [
+            "member.removed",
+            "member.role_changed",
+            "member.role_changed",
+            "member.added",
+            "org.created"
+        ]
     );
     let e = &json_of(&b)["items"][0];
     assert_eq!(e["actor"], "bob");
@@ -612,16 +781,54 @@ async fn members_roles_and_last_admin() {
 
     // Delete: admins only; refused while repos exist.
     create_repo(&app, &bob, "acme/m", false).await;
-    assert_eq!(call(&app, TestRequest::delete().uri("/api/v1/orgs/acme").insert_header(bearer(&carol))).await.0, 404);
-    assert_eq!(call(&app, TestRequest::delete().uri("/api/v1/orgs/acme").insert_header(bearer(&bob))).await.0, 409);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::delete()
+                .uri("/api/v1/orgs/acme")
+                .insert_header(bearer(&carol))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::delete()
+                .uri("/api/v1/orgs/acme")
+                .insert_header(bearer(&bob))
+        )
+        .await
+        .0,
+        409
+    );
     let (st, _, _) = call(
         &app,
-        TestRequest::delete().uri("/api/repos/delete").insert_header(bearer(&bob)).set_json(json!({"name": "m", "organization": "acme"})),
+        TestRequest::delete()
+            .uri("/api/repos/delete")
+            .insert_header(bearer(&bob))
+            .set_json(json!({"name": "m", "organization": "acme"})),
     )
     .await;
     assert_eq!(st, 200);
-    assert_eq!(call(&app, TestRequest::delete().uri("/api/v1/orgs/acme").insert_header(bearer(&bob))).await.0, 204);
-    assert_eq!(call(&app, TestRequest::get().uri("/api/v1/orgs/acme")).await.0, 404);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::delete()
+                .uri("/api/v1/orgs/acme")
+                .insert_header(bearer(&bob))
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/api/v1/orgs/acme"))
+            .await
+            .0,
+        404
+    );
 }
 
 // ---------------------------------------------------------------- quotas
@@ -651,24 +858,63 @@ async fn quota_refuses_push_before_storing_bytes() {
     create_repo(&app, &alice, "alice/m", false).await;
     // Site admins set quotas; users cannot.
     let put = |tok: &str, body: Value| {
-        TestRequest::put().uri("/api/v1/namespaces/alice/quota").insert_header(bearer(tok)).set_json(body)
+        TestRequest::put()
+            .uri("/api/v1/namespaces/alice/quota")
+            .insert_header(bearer(tok))
+            .set_json(body)
     };
-    assert_eq!(call(&app, put(&alice, json!({"storage_bytes": 1_000_000_000}))).await.0, 403);
-    assert_eq!(call(&app, put(&bob, json!({"storage_bytes": 1}))).await.0, 404);
-    assert_eq!(call(&app, put(&root, json!({"storage_bytes": -1}))).await.0, 400);
-    assert_eq!(call(&app, put(&root, json!({"storage_bytes": "many"}))).await.0, 400);
+    assert_eq!(
+        call(&app, put(&alice, json!({"storage_bytes": 1_000_000_000})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&app, put(&bob, json!({"storage_bytes": 1}))).await.0,
+        404
+    );
+    assert_eq!(
+        call(&app, put(&root, json!({"storage_bytes": -1}))).await.0,
+        400
+    );
+    assert_eq!(
+        call(&app, put(&root, json!({"storage_bytes": "many"})))
+            .await
+            .0,
+        400
+    );
     let (st, _, b) = call(&app, put(&root, json!({"storage_bytes": 5000}))).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json_of(&b)["storage_limit_bytes"], 5000);
     commit_files(&app, &alice, "alice/m", &[("a.txt", &[b'a'; 3000])]).await;
-    let (st, _, b) = call(&app, TestRequest::get().uri("/api/v1/namespaces/alice/quota").insert_header(bearer(&alice))).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/namespaces/alice/quota")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
     assert_eq!(st, 200);
     let used = json_of(&b)["storage_used_bytes"].as_i64().unwrap();
     assert!(used >= 3000, "{used}");
-    assert_eq!(call(&app, TestRequest::get().uri("/api/v1/namespaces/alice/quota").insert_header(bearer(&bob))).await.0, 404);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::get()
+                .uri("/api/v1/namespaces/alice/quota")
+                .insert_header(bearer(&bob))
+        )
+        .await
+        .0,
+        404
+    );
 
     let blobs = |db: sqlx::PgPool| async move {
-        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM blobs").fetch_one(&db).await.unwrap().0
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM blobs")
+            .fetch_one(&db)
+            .await
+            .unwrap()
+            .0
     };
     let dir = t.storage_dir.as_ref().unwrap().path().to_path_buf();
     let before_files = files_under(&dir).len();
@@ -687,7 +933,10 @@ async fn quota_refuses_push_before_storing_bytes() {
     assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
     let msg = json_of(&b)["error"].as_str().unwrap().to_string();
     assert_eq!(json_of(&b)["code"], "quota_exceeded");
-    assert!(msg.contains("5000") && msg.contains(&used.to_string()), "{msg}");
+    assert!(
+        msg.contains("5000") && msg.contains(&used.to_string()),
+        "{msg}"
+    );
     // Inline: refused as the line is read, before the bytes are stored.
     let ops = vec![hub_testkit::file_op("b.txt", &[b'b'; 2500])];
     let (st, _, b) = call(
@@ -700,16 +949,38 @@ async fn quota_refuses_push_before_storing_bytes() {
     .await;
     assert_eq!(st, 413, "{}", String::from_utf8_lossy(&b));
     assert!(json_of(&b)["error"].as_str().unwrap().contains("5000"));
-    assert_eq!(files_under(&dir).len(), before_files, "no staging or blob objects");
-    assert_eq!(blobs(t.state.db.clone()).await, before_blobs, "no blob rows");
-    let sessions: (i64,) = sqlx::query_as("SELECT count(*) FROM upload_sessions").fetch_one(&t.state.db).await.unwrap();
+    assert_eq!(
+        files_under(&dir).len(),
+        before_files,
+        "no staging or blob objects"
+    );
+    assert_eq!(
+        blobs(t.state.db.clone()).await,
+        before_blobs,
+        "no blob rows"
+    );
+    let sessions: (i64,) = sqlx::query_as("SELECT count(*) FROM upload_sessions")
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap();
     assert_eq!(sessions.0, 0);
     // Within the quota it works; the change is audited.
     commit_files(&app, &alice, "alice/m", &[("c.txt", &[b'c'; 100])]).await;
-    let log = hub_api::audit::list(&t.state.db, hub_api::db::namespaces::by_name(&t.state.db, "alice").await.unwrap().unwrap().id, None, 50)
-        .await
-        .unwrap();
-    assert!(log.iter().any(|e| e.action == "quota.changed" && e.actor_name.as_deref() == Some("root")));
+    let log = hub_api::audit::list(
+        &t.state.db,
+        hub_api::db::namespaces::by_name(&t.state.db, "alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        None,
+        50,
+    )
+    .await
+    .unwrap();
+    assert!(log
+        .iter()
+        .any(|e| e.action == "quota.changed" && e.actor_name.as_deref() == Some("root")));
 }
 
 // ---------------------------------------------------------------- rate limits
@@ -717,15 +988,21 @@ async fn quota_refuses_push_before_storing_bytes() {
 #[actix_web::test]
 async fn rate_limit_per_token_and_per_ip() {
     let mut t = TestState::new().await;
-    t.state.tenancy.rate = std::sync::Arc::new(hub_api::ratelimit::RateLimiter::new(hub_api::ratelimit::RateDefaults {
-        token: hub_api::ratelimit::Rate { per_s: 1, burst: 5 },
-        anonymous: hub_api::ratelimit::Rate { per_s: 1, burst: 3 },
-        trust_forwarded_for: false,
-    }));
+    t.state.tenancy.rate = std::sync::Arc::new(hub_api::ratelimit::RateLimiter::new(
+        hub_api::ratelimit::RateDefaults {
+            token: hub_api::ratelimit::Rate { per_s: 1, burst: 5 },
+            anonymous: hub_api::ratelimit::Rate { per_s: 1, burst: 3 },
+            trust_forwarded_for: false,
+        },
+    ));
     let (_, a) = t.user("alice", false, &["read"]).await;
     let (_, b) = t.user("bob", false, &["read"]).await;
     let app = app(&t.state).await;
-    let who = |tok: &str| TestRequest::get().uri("/api/whoami-v2").insert_header(bearer(tok));
+    let who = |tok: &str| {
+        TestRequest::get()
+            .uri("/api/whoami-v2")
+            .insert_header(bearer(tok))
+    };
     let mut codes = vec![];
     for _ in 0..8 {
         codes.push(call(&app, who(&a)).await.0);
@@ -735,14 +1012,34 @@ async fn rate_limit_per_token_and_per_ip() {
     let (st, h, body) = call(&app, who(&a)).await;
     assert_eq!(st, 429);
     assert_eq!(json_of(&body)["code"], "rate_limited");
-    let retry: u64 = h.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    let retry: u64 = h
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry));
-    assert!(h.get("ratelimit").unwrap().to_str().unwrap().contains("r=0"));
-    assert!(h.get("ratelimit-policy").unwrap().to_str().unwrap().contains("q=1"));
+    assert!(h
+        .get("ratelimit")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("r=0"));
+    assert!(h
+        .get("ratelimit-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("q=1"));
     // Another token is unaffected.
     assert_eq!(call(&app, who(&b)).await.0, 200);
     // Anonymous callers are keyed by IP.
-    let anon = |ip: &str| TestRequest::get().uri("/api/models").peer_addr(format!("{ip}:1000").parse().unwrap());
+    let anon = |ip: &str| {
+        TestRequest::get()
+            .uri("/api/models")
+            .peer_addr(format!("{ip}:1000").parse().unwrap())
+    };
     let codes: Vec<u16> = {
         let mut v = vec![];
         for _ in 0..4 {
@@ -777,11 +1074,29 @@ async fn rate_limit_per_namespace_override() {
     )
     .await;
     assert_eq!(st, 200);
-    let info = || TestRequest::get().uri("/api/models/alice/m").insert_header(bearer(&root));
-    let codes = [call(&app, info()).await.0, call(&app, info()).await.0, call(&app, info()).await.0];
+    let info = || {
+        TestRequest::get()
+            .uri("/api/models/alice/m")
+            .insert_header(bearer(&root))
+    };
+    let codes = [
+        call(&app, info()).await.0,
+        call(&app, info()).await.0,
+        call(&app, info()).await.0,
+    ];
     assert_eq!(codes, [200, 200, 429]);
     // Other namespaces keep the default.
-    assert_eq!(call(&app, TestRequest::get().uri("/api/v1/users/me").insert_header(bearer(&root))).await.0, 200);
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::get()
+                .uri("/api/v1/users/me")
+                .insert_header(bearer(&root))
+        )
+        .await
+        .0,
+        200
+    );
 }
 
 // ---------------------------------------------------------------- gated repos
@@ -796,16 +1111,32 @@ async fn gated_manual_and_auto() {
     create_repo(&app, &owner, "alice/g", false).await;
     commit_files(&app, &owner, "alice/g", &[("w.txt", b"weights")]).await;
     let gate = |mode: Value| {
-        TestRequest::put().uri("/api/models/alice/g/settings").insert_header(bearer(&owner)).set_json(json!({"gated": mode}))
+        TestRequest::put()
+            .uri("/api/models/alice/g/settings")
+            .insert_header(bearer(&owner))
+            .set_json(json!({"gated": mode}))
     };
     assert_eq!(call(&app, gate(json!("sometimes"))).await.0, 400);
     assert_eq!(call(&app, gate(json!("manual"))).await.0, 200);
-    let dl = |tok: &str| TestRequest::get().uri("/alice/g/resolve/main/w.txt").insert_header(bearer(tok));
+    let dl = |tok: &str| {
+        TestRequest::get()
+            .uri("/alice/g/resolve/main/w.txt")
+            .insert_header(bearer(tok))
+    };
     // Metadata stays visible; downloads are GatedRepo until accepted.
-    let (st, _, b) = call(&app, TestRequest::get().uri("/api/models/alice/g").insert_header(bearer(&user))).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/alice/g")
+            .insert_header(bearer(&user)),
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(json_of(&b)["gated"], "manual");
-    for req in [dl(&user), TestRequest::get().uri("/alice/g/resolve/main/w.txt")] {
+    for req in [
+        dl(&user),
+        TestRequest::get().uri("/alice/g/resolve/main/w.txt"),
+    ] {
         let (st, h, _) = call(&app, req).await;
         assert_eq!(st, 403);
         assert_eq!(h.get("x-error-code").unwrap(), "GatedRepo");
@@ -832,7 +1163,11 @@ async fn gated_manual_and_auto() {
     .await;
     assert_eq!(st, 400);
     // Only the repo's admins list and decide.
-    let list = |tok: &str| TestRequest::get().uri("/api/v1/repos/models/alice/g/access-requests?status=pending").insert_header(bearer(tok));
+    let list = |tok: &str| {
+        TestRequest::get()
+            .uri("/api/v1/repos/models/alice/g/access-requests?status=pending")
+            .insert_header(bearer(tok))
+    };
     assert_eq!(call(&app, list(&user)).await.0, 403);
     let (st, _, b) = call(&app, list(&owner)).await;
     assert_eq!(st, 200);
@@ -841,7 +1176,9 @@ async fn gated_manual_and_auto() {
     // The HF-compatible listing.
     let (st, _, b) = call(
         &app,
-        TestRequest::get().uri("/api/models/alice/g/user-access-request/pending").insert_header(bearer(&owner)),
+        TestRequest::get()
+            .uri("/api/models/alice/g/user-access-request/pending")
+            .insert_header(bearer(&owner)),
     )
     .await;
     assert_eq!(st, 200);
@@ -850,7 +1187,9 @@ async fn gated_manual_and_auto() {
     assert!(hf[0]["timestamp"].as_str().unwrap().ends_with('Z'));
     let decide = |who: &str, status: &str| {
         TestRequest::put()
-            .uri(&format!("/api/v1/repos/models/alice/g/access-requests/{who}"))
+            .uri(&format!(
+                "/api/v1/repos/models/alice/g/access-requests/{who}"
+            ))
             .insert_header(bearer(&owner))
             .set_json(json!({"status": status}))
     };
@@ -904,10 +1243,28 @@ async fn gated_manual_and_auto() {
     assert_eq!(call(&app, dl(&erin)).await.0, 200);
 
     // Gate decisions are in the audit log.
-    let ns = hub_api::db::namespaces::by_name(&t.state.db, "alice").await.unwrap().unwrap();
-    let actions: Vec<String> = hub_api::audit::list(&t.state.db, ns.id, None, 100).await.unwrap().into_iter().map(|e| e.action).collect();
-    for a in ["access_request.created", "access_request.accepted", "access_request.rejected", "access_request.granted", "access_request.auto_accepted", "repo.gating_changed"] {
-        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    let ns = hub_api::db::namespaces::by_name(&t.state.db, "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let actions: Vec<String> = hub_api::audit::list(&t.state.db, ns.id, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for a in [
+        "access_request.created",
+        "access_request.accepted",
+        "access_request.rejected",
+        "access_request.granted",
+        "access_request.auto_accepted",
+        "repo.gating_changed",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
     }
 }
 
@@ -934,8 +1291,12 @@ async fn openapi_documents_every_v1_route() {
         assert!(op["responses"]["429"].is_object());
     }
     // Every error code of the table is documented.
-    let doc_text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/API-v1.md")).unwrap();
+    let doc_text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/API-v1.md")).unwrap();
     for code in hub_api::error::ALL_CODES {
-        assert!(doc_text.contains(&format!("`{code}`")), "{code} missing from docs/API-v1.md");
+        assert!(
+            doc_text.contains(&format!("`{code}`")),
+            "{code} missing from docs/API-v1.md"
+        );
     }
 }

@@ -124,7 +124,11 @@ pub async fn namespace_access(
 
 /// Checks `have` covers `need` for a namespace-level object: outsiders get
 /// 404 (`what` not found), members without the right get 403.
-pub fn require_in_namespace(have: Access, need: Access, what: &'static str) -> Result<(), ApiError> {
+pub fn require_in_namespace(
+    have: Access,
+    need: Access,
+    what: &'static str,
+) -> Result<(), ApiError> {
     if have >= need {
         return Ok(());
     }

@@ -193,7 +193,9 @@ impl KeyRing {
             // most once a second.
             let due = {
                 let mut g = self.inner.write().expect("lock");
-                let due = g.miss_reload.is_none_or(|t| t.elapsed() > MISS_RELOAD_EVERY);
+                let due = g
+                    .miss_reload
+                    .is_none_or(|t| t.elapsed() > MISS_RELOAD_EVERY);
                 if due {
                     g.miss_reload = Some(Instant::now());
                 }

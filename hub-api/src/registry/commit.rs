@@ -506,7 +506,10 @@ pub async fn commit(
     let mut quota = None;
     if !stored.is_empty() {
         if let Some(limit) = crate::quota::limit(state, &mut tx, repo.namespace_id).await? {
-            quota = Some((limit, crate::quota::usage(&mut *tx, repo.namespace_id).await?));
+            quota = Some((
+                limit,
+                crate::quota::usage(&mut *tx, repo.namespace_id).await?,
+            ));
         }
     }
     for (sha, size, lfs) in &stored {

@@ -171,9 +171,15 @@ fn build(r: &mut impl RouteSink) {
     r.add(one("/api/repos/create"), vec![on(POST, repos::create)]);
     r.add(one("/api/repos/delete"), vec![on(DELETE, repos::delete)]);
     r.add(one("/api/repos/move"), vec![on(POST, repos::move_repo)]);
-    r.add(one("/api/validate-yaml"), vec![on(POST, upload::validate_yaml)]);
+    r.add(
+        one("/api/validate-yaml"),
+        vec![on(POST, upload::validate_yaml)],
+    );
     // Listings.
-    r.add(one("/api/{kind:models|datasets}"), vec![on(GET, info::list)]);
+    r.add(
+        one("/api/{kind:models|datasets}"),
+        vec![on(GET, info::list)],
+    );
     // Per-repo API.
     r.add(api(""), vec![on(GET, info::repo_info)]);
     r.add(api("/revision/{rev}"), vec![on(GET, info::repo_info)]);
@@ -185,7 +191,10 @@ fn build(r: &mut impl RouteSink) {
     r.add(api("/commits/{rev}"), vec![on(GET, refs::list_commits)]);
     r.add(
         api("/branch/{rev}"),
-        vec![on(POST, refs::create_branch), on(DELETE, refs::delete_branch)],
+        vec![
+            on(POST, refs::create_branch),
+            on(DELETE, refs::delete_branch),
+        ],
     );
     r.add(
         api("/tag/{rev}"),
@@ -194,8 +203,14 @@ fn build(r: &mut impl RouteSink) {
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
     // Gated repos: the access-request routes huggingface_hub calls.
-    r.add(api("/user-access-request/handle"), vec![on(POST, access::handle)]);
-    r.add(api("/user-access-request/grant"), vec![on(POST, access::grant)]);
+    r.add(
+        api("/user-access-request/handle"),
+        vec![on(POST, access::handle)],
+    );
+    r.add(
+        api("/user-access-request/grant"),
+        vec![on(POST, access::grant)],
+    );
     r.add(
         api("/user-access-request/{status:pending|accepted|rejected}"),
         vec![on(GET, access::list)],

@@ -286,7 +286,7 @@ mod tests {
         }
         b.extend(ty.to_le_bytes());
         b.extend(offset.to_le_bytes());
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(std::iter::repeat_n(0u8, data));

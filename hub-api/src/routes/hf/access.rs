@@ -35,7 +35,8 @@ pub async fn list(
         .map(|(_, v)| v.parse::<i64>())
         .transpose()
         .map_err(|_| ApiError::InvalidRequest("invalid cursor".into()))?;
-    let mut rows = db::access_requests::list(&state.db, ctx.repo.id, status, cursor, PAGE + 1).await?;
+    let mut rows =
+        db::access_requests::list(&state.db, ctx.repo.id, status, cursor, PAGE + 1).await?;
     let mut resp = HttpResponse::Ok();
     if rows.len() as i64 > PAGE {
         rows.truncate(PAGE as usize);
@@ -98,7 +99,9 @@ pub async fn handle(
     let user = match (&body.user, &body.request_id) {
         (Some(u), None) => user_named(&state, u).await?,
         (None, Some(id)) => {
-            let id: i64 = id.parse().map_err(|_| ApiError::NotFound("access request"))?;
+            let id: i64 = id
+                .parse()
+                .map_err(|_| ApiError::NotFound("access request"))?;
             let r = db::access_requests::by_id(&state.db, ctx.repo.id, id)
                 .await?
                 .ok_or(ApiError::NotFound("access request"))?;
@@ -117,7 +120,16 @@ pub async fn handle(
             return Err(ApiError::NotFound("access request with another status"));
         }
     }
-    gating::decide(&state, p, &ctx, &user, status, body.rejection_reason.as_deref(), false).await?;
+    gating::decide(
+        &state,
+        p,
+        &ctx,
+        &user,
+        status,
+        body.rejection_reason.as_deref(),
+        false,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

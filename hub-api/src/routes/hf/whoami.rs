@@ -40,14 +40,21 @@ pub async fn whoami(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
                     .collect();
                 let mut scoped = Vec::new();
                 for n in restrict_namespaces.iter().flatten() {
-                    scoped.push(json!({"entity": {"type": "org", "name": n}, "permissions": perms}));
+                    scoped
+                        .push(json!({"entity": {"type": "org", "name": n}, "permissions": perms}));
                 }
                 for r in restrict_repos.iter().flatten() {
                     let (kind, id) = r.split_once(':').unwrap_or(("model", r.as_str()));
-                    scoped.push(json!({"entity": {"type": kind, "name": id}, "permissions": perms}));
+                    scoped
+                        .push(json!({"entity": {"type": kind, "name": id}, "permissions": perms}));
                 }
-                let global: Vec<&str> = if scoped.is_empty() { perms.clone() } else { vec![] };
-                access_token["fineGrained"] = json!({"global": global, "scoped": scoped, "canReadGatedRepos": true});
+                let global: Vec<&str> = if scoped.is_empty() {
+                    perms.clone()
+                } else {
+                    vec![]
+                };
+                access_token["fineGrained"] =
+                    json!({"global": global, "scoped": scoped, "canReadGatedRepos": true});
             }
             "access_token"
         }

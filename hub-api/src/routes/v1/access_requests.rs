@@ -59,7 +59,11 @@ pub struct RequestAccessBody {
 
 /// A token restricted to other repos acts here as an anonymous caller would not: refuse.
 fn require_touch(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResult<()> {
-    if !p.may_touch_repo(&ctx.repo.namespace, &ctx.repo.full_id(), &ctx.repo.repo_type) {
+    if !p.may_touch_repo(
+        &ctx.repo.namespace,
+        &ctx.repo.full_id(),
+        &ctx.repo.repo_type,
+    ) {
         return Err(ApiError::Forbidden(
             "this token is restricted to other repositories".into(),
         ));
@@ -67,11 +71,17 @@ fn require_touch(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResu
     Ok(())
 }
 
-fn check_fields(f: &Option<serde_json::Map<String, serde_json::Value>>) -> ApiResult<serde_json::Value> {
-    let Some(f) = f else { return Ok(serde_json::json!({})) };
+fn check_fields(
+    f: &Option<serde_json::Map<String, serde_json::Value>>,
+) -> ApiResult<serde_json::Value> {
+    let Some(f) = f else {
+        return Ok(serde_json::json!({}));
+    };
     if f.len() > 20
         || f.iter().any(|(k, v)| {
-            k.len() > 100 || !(v.is_string() || v.is_boolean() || v.is_number()) || v.to_string().len() > 2000
+            k.len() > 100
+                || !(v.is_string() || v.is_boolean() || v.is_number())
+                || v.to_string().len() > 2000
         })
     {
         return Err(ApiError::Validation(
@@ -107,7 +117,11 @@ pub async fn request(
     params(("kind" = String, Path, description = "models or datasets"),
            ("ns" = String, Path), ("name" = String, Path)),
     responses((status = 200, description = "The request", body = AccessRequestDto)))]
-pub async fn mine(state: web::Data<AppState>, auth: Auth, repo: RepoRef) -> ApiResult<HttpResponse> {
+pub async fn mine(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+) -> ApiResult<HttpResponse> {
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
     let p = auth.require()?;
     require_touch(p, &ctx)?;
@@ -142,7 +156,9 @@ pub async fn list(
         .and_then(|q| q.into_inner().status)
         .unwrap_or_else(|| "pending".into());
     let status = gating::parse_status(&status)?;
-    let mut rows = db::access_requests::list(&state.db, ctx.repo.id, status, page.cursor, page.fetch()).await?;
+    let mut rows =
+        db::access_requests::list(&state.db, ctx.repo.id, status, page.cursor, page.fetch())
+            .await?;
     let next_cursor = page.finish(&mut rows, |r| r.id);
     Ok(HttpResponse::Ok().json(AccessRequestList {
         items: rows.into_iter().map(AccessRequestDto::from).collect(),
@@ -183,7 +199,16 @@ pub async fn decide(
     let user = db::namespaces::user_by_name(&state.db, name.as_str())
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    gating::decide(&state, p, &ctx, &user, status, body.rejection_reason.as_deref(), status == "accepted").await?;
+    gating::decide(
+        &state,
+        p,
+        &ctx,
+        &user,
+        status,
+        body.rejection_reason.as_deref(),
+        status == "accepted",
+    )
+    .await?;
     let r = db::access_requests::get(&state.db, ctx.repo.id, user.id)
         .await?
         .ok_or(ApiError::NotFound("access request"))?;

@@ -67,7 +67,15 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRespo
 pub async fn rotate(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
     let p = admin(&auth)?;
     let kid = state.keys.rotate().await.map_err(ApiError::internal)?;
-    crate::audit::record(&state.db, Some(p), p.user_id, "signing_key.rotated", &format!("key:{kid}"), json!({})).await?;
+    crate::audit::record(
+        &state.db,
+        Some(p),
+        p.user_id,
+        "signing_key.rotated",
+        &format!("key:{kid}"),
+        json!({}),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(list_dto(&state).await?))
 }
 
@@ -94,6 +102,14 @@ pub async fn retire(
         ));
     }
     state.keys.retire(&kid).await.map_err(ApiError::internal)?;
-    crate::audit::record(&state.db, Some(p), p.user_id, "signing_key.retired", &format!("key:{kid}"), json!({})).await?;
+    crate::audit::record(
+        &state.db,
+        Some(p),
+        p.user_id,
+        "signing_key.retired",
+        &format!("key:{kid}"),
+        json!({}),
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -55,11 +55,17 @@ impl Modify for Security {
 const COMMON: &[(&str, &str)] = &[
     ("400", "The request is malformed (see `code` and `error`)"),
     ("401", "Missing, invalid, expired or revoked credentials"),
-    ("403", "Authenticated but not allowed, or a CSRF check failed"),
+    (
+        "403",
+        "Authenticated but not allowed, or a CSRF check failed",
+    ),
     ("404", "No such object, or not visible to the caller"),
     ("409", "Conflicts with the current state"),
     ("413", "The body is too large"),
-    ("429", "Rate limited: see Retry-After, RateLimit and RateLimit-Policy"),
+    (
+        "429",
+        "Rate limited: see Retry-After, RateLimit and RateLimit-Policy",
+    ),
     ("503", "The database or object store is unavailable; retry"),
 ];
 

@@ -58,7 +58,11 @@ fn org_dto(o: &Namespace, role: Option<Role>) -> OrgDto {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrgBody {
-    #[schema(min_length = 1, max_length = 96, pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 96,
+        pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
+    )]
     pub name: String,
     #[schema(max_length = 200)]
     pub fullname: Option<String>,
@@ -111,7 +115,11 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/orgs/{org}", tag = "orgs",
     params(("org" = String, Path, description = "Organization name")),
     responses((status = 200, description = "The organization", body = OrgDto)))]
-pub async fn get(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let org = load_org(&state, &req).await?;
     let role = match auth.principal() {
         Some(p) if p.may_touch_namespace(&org.name) => {
@@ -127,7 +135,11 @@ pub async fn get(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> Ap
     params(("org" = String, Path, description = "Organization name")),
     responses((status = 204, description = "Deleted"),
               (status = 409, description = "It still holds repositories", body = ErrorDto)))]
-pub async fn delete(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn delete(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let org = load_org(&state, &req).await?;
     let have = namespace_access(&state.db, auth.principal(), &org).await?;
     require_in_namespace(have, Access::Admin, "organization")?;
@@ -167,7 +179,8 @@ pub async fn members(
     let org = load_org(&state, &req).await?;
     let have = namespace_access(&state.db, auth.principal(), &org).await?;
     require_in_namespace(have, Access::Read, "organization")?;
-    let mut rows = db::namespaces::list_members(&state.db, org.id, page.cursor, page.fetch()).await?;
+    let mut rows =
+        db::namespaces::list_members(&state.db, org.id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |m| m.user_id);
     let items = rows
         .into_iter()
@@ -239,7 +252,10 @@ pub async fn add_member(
     let role = parse_role(&body.role)?;
     let user = load_user(&state, &body.user).await?;
     let mut tx = state.db.begin().await?;
-    if db::namespaces::member_role(&mut *tx, org.id, user.id).await?.is_some() {
+    if db::namespaces::member_role(&mut *tx, org.id, user.id)
+        .await?
+        .is_some()
+    {
         return Err(ApiError::Conflict(format!(
             "{} is already a member of {}; change the role with PATCH",
             user.name, org.name
@@ -279,14 +295,21 @@ pub async fn set_role(
 ) -> ApiResult<HttpResponse> {
     let org = admin_ctx(&state, &auth, &req).await?;
     let role = parse_role(&body.role)?;
-    let user = load_user(&state, &crate::registry::repo_ref::param(&req, "user").unwrap_or_default()).await?;
+    let user = load_user(
+        &state,
+        &crate::registry::repo_ref::param(&req, "user").unwrap_or_default(),
+    )
+    .await?;
     let mut tx = state.db.begin().await?;
     let admins = db::namespaces::lock_and_count_admins(&mut tx, org.id).await?;
     let old = db::namespaces::member_role(&mut *tx, org.id, user.id)
         .await?
         .ok_or(ApiError::NotFound("member"))?;
     if old == Role::Admin && role != Role::Admin && admins <= 1 {
-        return Err(ApiError::LastAdmin(format!("{} is the last admin of {}", user.name, org.name)));
+        return Err(ApiError::LastAdmin(format!(
+            "{} is the last admin of {}",
+            user.name, org.name
+        )));
     }
     db::namespaces::set_member(&mut *tx, org.id, user.id, role).await?;
     if old != role {
@@ -322,9 +345,15 @@ pub async fn remove_member(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let org = load_org(&state, &req).await?;
-    let user = load_user(&state, &crate::registry::repo_ref::param(&req, "user").unwrap_or_default()).await?;
+    let user = load_user(
+        &state,
+        &crate::registry::repo_ref::param(&req, "user").unwrap_or_default(),
+    )
+    .await?;
     let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    let leaving = auth.principal().is_some_and(|p| p.user_id == user.id && p.has_scope(Scope::Write));
+    let leaving = auth
+        .principal()
+        .is_some_and(|p| p.user_id == user.id && p.has_scope(Scope::Write));
     if !leaving {
         require_in_namespace(have, Access::Admin, "organization")?;
     } else {
@@ -336,7 +365,10 @@ pub async fn remove_member(
         .await?
         .ok_or(ApiError::NotFound("member"))?;
     if old == Role::Admin && admins <= 1 {
-        return Err(ApiError::LastAdmin(format!("{} is the last admin of {}", user.name, org.name)));
+        return Err(ApiError::LastAdmin(format!(
+            "{} is the last admin of {}",
+            user.name, org.name
+        )));
     }
     db::namespaces::remove_member(&mut *tx, org.id, user.id).await?;
     crate::audit::record(

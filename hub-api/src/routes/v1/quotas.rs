@@ -60,7 +60,11 @@ async fn dto(state: &AppState, ns: &Namespace) -> ApiResult<QuotaDto> {
 #[utoipa::path(get, path = "/api/v1/namespaces/{ns}/quota", tag = "quotas",
     params(("ns" = String, Path, description = "User or organization name")),
     responses((status = 200, description = "Usage and limits", body = QuotaDto)))]
-pub async fn get(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn get(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let ns = load_ns(&state, &req).await?;
     let have = namespace_access(&state.db, auth.principal(), &ns).await?;
     require_in_namespace(have, Access::Read, "namespace")?;
@@ -103,8 +107,12 @@ pub async fn put(
         ));
     }
     if body.storage_bytes.is_some_and(|b| b < 0)
-        || body.rate_per_second.is_some_and(|r| !(0..=1_000_000).contains(&r))
-        || body.rate_burst.is_some_and(|b| !(1..=1_000_000).contains(&b))
+        || body
+            .rate_per_second
+            .is_some_and(|r| !(0..=1_000_000).contains(&r))
+        || body
+            .rate_burst
+            .is_some_and(|b| !(1..=1_000_000).contains(&b))
     {
         return Err(ApiError::Validation(
             "storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000"

@@ -114,7 +114,9 @@ pub async fn create(
         ));
     }
     if body.scopes.is_empty() || body.scopes.len() > 5 {
-        return Err(ApiError::Validation("scopes must list 1 to 5 scopes".into()));
+        return Err(ApiError::Validation(
+            "scopes must list 1 to 5 scopes".into(),
+        ));
     }
     let mut scopes: Vec<String> = Vec::new();
     for s in &body.scopes {
@@ -212,7 +214,8 @@ pub async fn create(
     responses((status = 200, description = "A page of tokens", body = TokenList)))]
 pub async fn list(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    let mut rows = db::tokens::list_for_user(&state.db, p.user_id, page.cursor, page.fetch()).await?;
+    let mut rows =
+        db::tokens::list_for_user(&state.db, p.user_id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |t| t.id);
     Ok(HttpResponse::Ok().json(TokenList {
         items: rows.iter().map(TokenDto::from).collect(),

@@ -67,8 +67,7 @@ fn require_site_admin(auth: &Auth) -> ApiResult<()> {
     let p = auth.require()?;
     if !is_site_admin(p) {
         return Err(ApiError::Forbidden(
-            "only site administrators can do this (with a session or an admin-scoped token)"
-                .into(),
+            "only site administrators can do this (with a session or an admin-scoped token)".into(),
         ));
     }
     Ok(())
@@ -89,7 +88,11 @@ pub async fn list(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResu
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
     /// Letters, digits, `-`, `_`, `.`; 1-96 characters.
-    #[schema(min_length = 1, max_length = 96, pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$")]
+    #[schema(
+        min_length = 1,
+        max_length = 96,
+        pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
+    )]
     pub name: String,
     #[schema(max_length = 254)]
     pub email: Option<String>,
