@@ -21,7 +21,7 @@ command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit
 DATA="$(mktemp -d /tmp/paddock-bench-XXXXXX)"
 chmod 755 "$DATA"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=1 HUB_PG_UNSAFE_FAST=1
+export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=true HUB_PG_UNSAFE_FAST=true
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0 HUB_LOG=warn HUB_HTTP_WORKERS=1
 HUB_PID=""
 cleanup() {
@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 "$HUB" migrate >/dev/null
 "$HUB" admin create-user bench >/dev/null
-TOKEN="$("$HUB" admin create-token bench --scopes read,write --name bench | tail -n 1)"
+TOKEN="$("$HUB" admin create-token bench --scopes read,write --name bench | grep -o "^pdk_[A-Za-z0-9]*")"
 taskset -c 0 "$HUB" serve >"$DATA/hub.log" 2>&1 &
 HUB_PID=$!
 URL="http://127.0.0.1:$PORT"

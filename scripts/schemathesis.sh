@@ -5,6 +5,9 @@
 # `schemathesis run --checks all` against /api/v1/openapi.json. Fails on any
 # 5xx, schema mismatch or undocumented status.
 #
+# `DELETE /api/v1/tokens/{id}` is left out: the fuzzer would revoke its own
+# token (id 1) and spend the rest of the run on 401s; tests/tenancy.rs covers it.
+#
 #   scripts/schemathesis.sh [MAX_EXAMPLES]     (default 30)
 #
 # Needs: a built target/debug/hub-api (CARGO_TARGET_DIR respected), python3,
@@ -28,7 +31,7 @@ fi
 DATA="$(mktemp -d /tmp/paddock-st-XXXXXX)"
 chmod 755 "$DATA"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=1 HUB_PG_UNSAFE_FAST=1
+export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=true HUB_PG_UNSAFE_FAST=true
 # The fuzzer is one client hammering one token: lift the rate limit for it.
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 HUB_PID=""
@@ -40,7 +43,7 @@ trap cleanup EXIT
 
 "$HUB" migrate >/dev/null
 "$HUB" admin create-user stadmin --admin >/dev/null
-TOKEN="$("$HUB" admin create-token stadmin --scopes read,write,admin --name schemathesis | tail -n 1)"
+TOKEN="$("$HUB" admin create-token stadmin --scopes read,write,admin --name schemathesis | grep -o "^pdk_[A-Za-z0-9]*")"
 "$HUB" admin create-org st-org --owner stadmin >/dev/null
 
 "$HUB" serve >"$DATA/hub.log" 2>&1 &
@@ -56,10 +59,22 @@ set +e
   --url "http://127.0.0.1:$PORT" \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
+  --exclude-operation-id revoke \
+  --exclude-operation-id put \
   --max-examples "$MAX_EXAMPLES" \
   --seed 1 \
   --no-color
 RC=$?
+# Quota changes last: a low rate limit set on the fuzzer's own namespace would
+# (correctly) throttle the rest of the run.
+"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
+  --url "http://127.0.0.1:$PORT" \
+  --header "Authorization: Bearer $TOKEN" \
+  --checks all \
+  --include-operation-id put \
+  --max-examples "$MAX_EXAMPLES" \
+  --seed 1 \
+  --no-color || RC=1
 set -e
 if grep -q '"http.status":5\|http.status=5' "$DATA/hub.log"; then
   echo "the hub answered 5xx:" >&2

@@ -414,10 +414,19 @@ async fn signing_key_rotation_without_restart() {
     )
     .await;
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    assert!(json_of(&b)["signing"].as_bool().unwrap());
+    assert!(!String::from_utf8_lossy(&b).contains("secret"));
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/admin/signing-keys")
+            .insert_header(bearer(&admin_tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
     let keys = json_of(&b)["items"].as_array().unwrap().clone();
     assert_eq!(keys.len(), 2);
     assert!(keys[0]["signing"].as_bool().unwrap());
-    assert!(!String::from_utf8_lossy(&b).contains("secret"));
     let key1 = keys[1]["kid"].as_str().unwrap().to_string();
     let (s2, _, _) = login(&app, "alice", "correct horse").await;
     assert_eq!(call(&app, me(&s1)).await.0, 200);

@@ -11,7 +11,7 @@ use crate::db::access_requests::AccessRequest;
 use crate::error::{ApiError, ApiResult};
 use crate::gating;
 use crate::registry::{self, RepoRef};
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -195,7 +195,8 @@ pub async fn decide(
     let status = gating::parse_status(&body.status)?;
     let name = crate::domain::NamespaceName::parse(
         &crate::registry::repo_ref::param(&req, "user").unwrap_or_default(),
-    )?;
+    )
+    .map_err(|_| ApiError::NotFound("user"))?;
     let user = db::namespaces::user_by_name(&state.db, name.as_str())
         .await?
         .ok_or(ApiError::NotFound("user"))?;

@@ -63,7 +63,7 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRespo
 
 /// Adds a new signing key; it signs from now on.
 #[utoipa::path(post, path = "/api/v1/admin/signing-keys", tag = "admin",
-    responses((status = 201, description = "The keys after rotation", body = SigningKeyList)))]
+    responses((status = 201, description = "The new key", body = SigningKeyDto)))]
 pub async fn rotate(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
     let p = admin(&auth)?;
     let kid = state.keys.rotate().await.map_err(ApiError::internal)?;
@@ -76,10 +76,17 @@ pub async fn rotate(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
         json!({}),
     )
     .await?;
-    Ok(HttpResponse::Created().json(list_dto(&state).await?))
+    let key = list_dto(&state)
+        .await?
+        .items
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .ok_or(ApiError::NotFound("signing key"))?;
+    Ok(HttpResponse::Created().json(key))
 }
 
-/// Retires a key: tokens it signed stop verifying. The last active key cannot be retired.
+/// Retires a key: tokens it signed stop verifying (idempotent). The last
+/// active key cannot be retired.
 #[utoipa::path(delete, path = "/api/v1/admin/signing-keys/{kid}", tag = "admin",
     params(("kid" = String, Path, description = "Key id")),
     responses((status = 204, description = "Retired"),
@@ -92,10 +99,14 @@ pub async fn retire(
     let p = admin(&auth)?;
     let kid = path.into_inner();
     let keys = state.keys.list().await.map_err(ApiError::internal)?;
-    let active: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
-    if !active.iter().any(|k| k.kid == kid) {
+    let Some(key) = keys.iter().find(|k| k.kid == kid) else {
         return Err(ApiError::NotFound("signing key"));
+    };
+    if key.retired_at.is_some() {
+        // Already retired: nothing to do.
+        return Ok(HttpResponse::NoContent().finish());
     }
+    let active: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
     if active.len() <= 1 {
         return Err(ApiError::Conflict(
             "this is the last active signing key; rotate first".into(),

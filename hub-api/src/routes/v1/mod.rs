@@ -29,7 +29,7 @@ pub const DEFAULT_LIMIT: i64 = 50;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// The `next_cursor` of the previous page (opaque).
-    #[param(max_length = 40)]
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
     /// Items per page, 1 to 100 (default 50).
     #[param(minimum = 1, maximum = 100)]
@@ -57,11 +57,11 @@ impl Page {
             )));
         }
         let cursor = match q.cursor.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(c) => Some(
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
+                Some(c)
+                    .filter(|c| c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|c| c.parse::<i64>().ok())
                     .ok_or_else(|| ApiError::InvalidRequest("invalid cursor".into()))?,
             ),
         };
@@ -106,10 +106,13 @@ pub fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A path segment that names a user or organization (parsed at the edge).
-pub fn namespace_param(req: &HttpRequest, name: &str) -> ApiResult<String> {
+/// A path segment that names a user or organization (parsed at the edge; a
+/// name that cannot exist is simply not found).
+pub fn namespace_param(req: &HttpRequest, name: &str, what: &'static str) -> ApiResult<String> {
     let raw = crate::registry::repo_ref::param(req, name).unwrap_or_default();
-    Ok(crate::domain::NamespaceName::parse(&raw)?.to_string())
+    crate::domain::NamespaceName::parse(&raw)
+        .map(|n| n.to_string())
+        .map_err(|_| ApiError::NotFound(what))
 }
 
 /// The pattern new user and organization names must match (documented in the
@@ -128,6 +131,25 @@ pub fn new_name(s: &str) -> ApiResult<crate::domain::NamespaceName> {
     }
     crate::domain::NamespaceName::parse(s)
         .map_err(|_| ApiError::Conflict(format!("the name {s:?} is reserved")))
+}
+
+/// Deserializes an optional integer that JSON may spell `896` or `896.0`
+/// (JSON Schema counts both as integers).
+pub fn opt_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let v: Option<serde_json::Number> = Option::deserialize(d)?;
+    match v {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(D::Error::custom(format!("{n} is not an integer in range"))),
+            }
+        }
+    }
 }
 
 /// Defines a page-of-items DTO.

@@ -8,7 +8,7 @@ use crate::auth::{Auth, Scope};
 use crate::db;
 use crate::db::namespaces::{Namespace, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,6 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrgDto {
-    pub id: i64,
     pub name: String,
     pub fullname: String,
     pub created_at: String,
@@ -38,7 +37,7 @@ list_dto!(MemberList, MemberDto);
 
 /// Finds an organization by the `{org}` path segment.
 pub async fn load_org(state: &AppState, req: &HttpRequest) -> ApiResult<Namespace> {
-    let name = namespace_param(req, "org")?;
+    let name = namespace_param(req, "org", "organization")?;
     db::namespaces::by_name(&state.db, &name)
         .await?
         .filter(|n| n.kind == "org")
@@ -47,7 +46,6 @@ pub async fn load_org(state: &AppState, req: &HttpRequest) -> ApiResult<Namespac
 
 fn org_dto(o: &Namespace, role: Option<Role>) -> OrgDto {
     OrgDto {
-        id: o.id,
         name: o.name.clone(),
         fullname: o.fullname.clone(),
         created_at: time(o.created_at),
@@ -64,7 +62,7 @@ pub struct CreateOrgBody {
         pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
     )]
     pub name: String,
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{0,200}$")]
     pub fullname: Option<String>,
 }
 
@@ -230,7 +228,7 @@ async fn admin_ctx(state: &AppState, auth: &Auth, req: &HttpRequest) -> ApiResul
 }
 
 async fn load_user(state: &AppState, name: &str) -> ApiResult<db::namespaces::User> {
-    let name = crate::domain::NamespaceName::parse(name)?;
+    let name = crate::domain::NamespaceName::parse(name).map_err(|_| ApiError::NotFound("user"))?;
     db::namespaces::user_by_name(&state.db, name.as_str())
         .await?
         .ok_or(ApiError::NotFound("user"))

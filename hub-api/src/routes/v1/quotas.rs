@@ -8,7 +8,7 @@ use crate::db;
 use crate::db::namespaces::Namespace;
 use crate::error::{ApiError, ApiResult};
 use crate::quota::Settings;
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -31,7 +31,7 @@ pub struct QuotaDto {
 }
 
 async fn load_ns(state: &AppState, req: &HttpRequest) -> ApiResult<Namespace> {
-    let name = namespace_param(req, "ns")?;
+    let name = namespace_param(req, "ns", "namespace")?;
     db::namespaces::by_name(&state.db, &name)
         .await?
         .ok_or(ApiError::NotFound("namespace"))
@@ -76,13 +76,16 @@ pub async fn get(
 pub struct QuotaBody {
     /// Storage quota in bytes (null: the default).
     #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "super::opt_whole")]
     pub storage_bytes: Option<i64>,
     /// Requests per second (0: unlimited; null: the default).
     #[schema(minimum = 0, maximum = 1000000)]
-    pub rate_per_second: Option<i32>,
+    #[serde(default, deserialize_with = "super::opt_whole")]
+    pub rate_per_second: Option<i64>,
     /// Burst (null: twice the rate).
     #[schema(minimum = 1, maximum = 1000000)]
-    pub rate_burst: Option<i32>,
+    #[serde(default, deserialize_with = "super::opt_whole")]
+    pub rate_burst: Option<i64>,
 }
 
 /// Sets a namespace's storage quota and rate limit (site admins).
@@ -122,8 +125,8 @@ pub async fn put(
     let old = crate::quota::settings(&state.db, ns.id).await?;
     let new = Settings {
         storage_bytes: body.storage_bytes,
-        rate_per_s: body.rate_per_second,
-        rate_burst: body.rate_burst,
+        rate_per_s: body.rate_per_second.map(|r| r as i32),
+        rate_burst: body.rate_burst.map(|b| b as i32),
     };
     let mut tx = state.db.begin().await?;
     crate::quota::set(&mut *tx, ns.id, &new).await?;

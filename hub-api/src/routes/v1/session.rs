@@ -6,7 +6,7 @@ use super::ErrorDto;
 use crate::auth::{session, Auth, Credential};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};

@@ -7,9 +7,8 @@ use super::{list_dto, time, Page};
 use crate::auth::{secrets, Auth, Credential, Scope};
 use crate::db;
 use crate::db::tokens::TokenRow;
-use crate::domain::{NamespaceName, RepoId, RepoType};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -60,25 +59,59 @@ list_dto!(TokenList, TokenDto);
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
-    #[schema(min_length = 1, max_length = 100)]
+    /// 1 to 100 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]{1,100}$"
+    )]
     pub name: String,
     /// read, write, inference, admin, worker (worker: site admins only).
-    #[schema(min_items = 1, max_items = 5)]
+    #[schema(min_items = 1, max_items = 5, value_type = Vec<ScopeName>)]
     pub scopes: Vec<String>,
     /// Restrict the token to these namespaces.
-    #[schema(max_items = 50)]
-    pub namespaces: Option<Vec<String>>,
+    #[schema(min_items = 1, max_items = 50)]
+    pub namespaces: Option<Vec<RestrictNamespace>>,
     /// Restrict the token to these repos: `ns/name` (a model) or `dataset:ns/name`.
-    #[schema(max_items = 50)]
-    pub repos: Option<Vec<String>>,
+    #[schema(min_items = 1, max_items = 50)]
+    pub repos: Option<Vec<RestrictRepo>>,
     /// Expire after this many days (1 to 3650).
     #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "super::opt_whole")]
     pub expires_in_days: Option<i64>,
+}
+
+/// A user or organization name in a token restriction.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$")]
+pub struct RestrictNamespace(pub String);
+
+/// A repo in a token restriction: `ns/name` (a model), `model:ns/name` or `dataset:ns/name`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(
+    pattern = "^((model|dataset):)?[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}/[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
+)]
+pub struct RestrictRepo(pub String);
+
+const NAME: &str = "[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}";
+
+/// A token scope (for the OpenAPI document).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ScopeName {
+    Read,
+    Write,
+    Inference,
+    Admin,
+    Worker,
 }
 
 const MAX_TOKENS: i64 = 200;
 
-fn check_list(v: &Option<Vec<String>>, what: &str) -> ApiResult<()> {
+fn check_list<T>(v: &Option<Vec<T>>, what: &str) -> ApiResult<()> {
     if let Some(l) = v {
         if l.is_empty() || l.len() > 50 {
             return Err(ApiError::Validation(format!(
@@ -107,7 +140,7 @@ pub async fn create(
             "creating tokens needs a dashboard session or an unrestricted token with the admin scope".into(),
         ));
     }
-    let name = body.name.trim();
+    let name = body.name.as_str();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::Validation(
             "name must have 1 to 100 printable characters".into(),
@@ -137,12 +170,26 @@ pub async fn create(
     }
     check_list(&body.namespaces, "namespaces")?;
     check_list(&body.repos, "repos")?;
+    // Restriction entries only need the shape of a name: they are matched
+    // (case-insensitively) against real namespaces and repos at use.
+    let ns_re = regex::Regex::new(&format!("^{NAME}$")).map_err(ApiError::internal)?;
+    let repo_re = regex::Regex::new(&format!("^((model|dataset):)?{NAME}/{NAME}$"))
+        .map_err(ApiError::internal)?;
     let namespaces = body
         .namespaces
         .as_ref()
         .map(|l| {
             l.iter()
-                .map(|n| NamespaceName::parse(n).map(|n| n.to_string()))
+                .map(|n| {
+                    if ns_re.is_match(&n.0) {
+                        Ok(n.0.clone())
+                    } else {
+                        Err(ApiError::Validation(format!(
+                            "{:?} is not a namespace name",
+                            n.0.chars().take(100).collect::<String>()
+                        )))
+                    }
+                })
                 .collect::<ApiResult<Vec<_>>>()
         })
         .transpose()?;
@@ -152,11 +199,16 @@ pub async fn create(
         .map(|l| {
             l.iter()
                 .map(|r| {
-                    let (kind, id) = match r.split_once(':') {
-                        Some((k, id)) => (RepoType::parse(k)?, id),
-                        None => (RepoType::Model, r.as_str()),
-                    };
-                    Ok(format!("{}:{}", kind.as_str(), RepoId::parse(id)?))
+                    if !repo_re.is_match(&r.0) {
+                        return Err(ApiError::Validation(format!(
+                            "{:?} is not a repo id like ns/name or dataset:ns/name",
+                            r.0.chars().take(200).collect::<String>()
+                        )));
+                    }
+                    Ok(match r.0.split_once(':') {
+                        Some(_) => r.0.clone(),
+                        None => format!("model:{}", r.0),
+                    })
                 })
                 .collect::<ApiResult<Vec<_>>>()
         })

@@ -6,7 +6,7 @@ use crate::auth::Auth;
 use crate::db;
 use crate::db::namespaces::{Namespace, Role, User};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::body::JsonBody;
+use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -94,7 +94,10 @@ pub struct CreateUserBody {
         pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
     )]
     pub name: String,
-    #[schema(max_length = 254)]
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s\\x00-\\x1f\\x7f]+@[^@\\s\\x00-\\x1f\\x7f]+$"
+    )]
     pub email: Option<String>,
     /// At least 8 characters; without one the user cannot sign in to the dashboard.
     #[schema(min_length = 8, max_length = 1024)]
@@ -115,7 +118,9 @@ pub async fn create(
     require_site_admin(&auth)?;
     let name = super::new_name(&body.name)?;
     if let Some(e) = &body.email {
-        if e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_control()) {
+        let re = regex::Regex::new(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
+            .map_err(ApiError::internal)?;
+        if e.chars().count() > 254 || !re.is_match(e) {
             return Err(ApiError::Validation(
                 "email must be an address like name@example.com".into(),
             ));
