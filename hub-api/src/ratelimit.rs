@@ -195,6 +195,11 @@ pub fn target_namespace(path: &str) -> Option<&str> {
 
 /// The client IP of a request (the peer, or the forwarded-for client behind a trusted proxy).
 pub fn client_ip(req: &ServiceRequest, trust_forwarded_for: bool) -> String {
+    request_ip(req.request(), trust_forwarded_for)
+}
+
+/// The client IP of a request (see [`client_ip`]).
+pub fn request_ip(req: &actix_web::HttpRequest, trust_forwarded_for: bool) -> String {
     if trust_forwarded_for {
         if let Some(ip) = req.connection_info().realip_remote_addr() {
             return ip.to_string();
@@ -204,6 +209,13 @@ pub fn client_ip(req: &ServiceRequest, trust_forwarded_for: bool) -> String {
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Password attempts per client IP: a burst of 10, then one a second (argon2
+/// is expensive on purpose; this keeps guessing and CPU burn bounded).
+pub const LOGIN_RATE: Rate = Rate {
+    per_s: 1,
+    burst: 10,
+};
 
 /// The actix middleware (`middleware::from_fn(ratelimit::middleware)`).
 pub async fn middleware(

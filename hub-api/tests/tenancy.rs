@@ -1309,3 +1309,27 @@ async fn openapi_documents_every_v1_route() {
         );
     }
 }
+
+#[actix_web::test]
+async fn password_guessing_is_throttled_per_ip() {
+    let t = TestState::new().await;
+    user_with_password(&t, "alice", "correct horse", false).await;
+    let app = app(&t.state).await;
+    let attempt = |ip: &str, pw: &str| {
+        TestRequest::post()
+            .uri("/api/v1/auth/login")
+            .peer_addr(format!("{ip}:4000").parse().unwrap())
+            .set_json(json!({"username": "alice", "password": pw}))
+    };
+    let mut codes = vec![];
+    for i in 0..12 {
+        codes.push(call(&app, attempt("10.9.9.9", &format!("guess {i}"))).await.0);
+    }
+    assert_eq!(&codes[..10], &[401; 10]);
+    assert_eq!(&codes[10..], &[429, 429]);
+    // Even the right password waits; another client does not.
+    let (st, h, _) = call(&app, attempt("10.9.9.9", "correct horse")).await;
+    assert_eq!(st, 429);
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(call(&app, attempt("10.9.9.10", "correct horse")).await.0, 200);
+}

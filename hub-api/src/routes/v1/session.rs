@@ -71,6 +71,14 @@ pub async fn login(
     if req.headers().contains_key("origin") || req.headers().contains_key("referer") {
         session::check_origin(&state, &req)?;
     }
+    let limiter = &state.tenancy.rate;
+    let ip = crate::ratelimit::request_ip(&req, limiter.defaults.trust_forwarded_for);
+    if let Err(d) = limiter.take(&format!("login:{ip}"), crate::ratelimit::LOGIN_RATE) {
+        return Err(ApiError::RateLimited {
+            retry_after_s: d.retry_after_s,
+            limit: d.limit,
+        });
+    }
     if body.username.is_empty() || body.username.len() > 96 || body.password.len() > 1024 {
         return Err(ApiError::Unauthorized(BAD_LOGIN.into()));
     }
