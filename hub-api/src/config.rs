@@ -158,6 +158,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10080))]
     pub session_ttl_minutes: u32,
 
+    /// Seconds a resolved API token is cached (0: no cache). A revocation made
+    /// on another replica takes effect within this long.
+    #[arg(long, env = "HUB_AUTH_CACHE_TTL_SECS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub auth_cache_ttl_secs: u32,
+
     /// Storage quota of namespaces without their own, in bytes (unset: unlimited).
     #[arg(long, env = "HUB_DEFAULT_STORAGE_QUOTA", global = true)]
     pub default_storage_quota: Option<u64>,

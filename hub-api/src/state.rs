@@ -26,6 +26,8 @@ pub struct Tenancy {
     pub session_ttl_s: i64,
     /// Storage quota of namespaces without their own, in bytes (None: unlimited).
     pub default_storage_quota: Option<i64>,
+    /// Resolved API tokens, for a few seconds (see `auth::cache`).
+    pub token_cache: Arc<crate::auth::cache::TokenCache>,
 }
 
 impl Tenancy {
@@ -45,6 +47,9 @@ impl Tenancy {
             })),
             session_ttl_s: c.session_ttl_minutes as i64 * 60,
             default_storage_quota: c.default_storage_quota.map(|q| q as i64),
+            token_cache: Arc::new(crate::auth::cache::TokenCache::new(
+                std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
+            )),
         }
     }
 }

@@ -1337,3 +1337,27 @@ async fn password_guessing_is_throttled_per_ip() {
         200
     );
 }
+
+#[actix_web::test]
+async fn token_cache_ttl_bounds_revocation_elsewhere() {
+    let mut t = TestState::new().await;
+    t.state.tenancy.token_cache = std::sync::Arc::new(hub_api::auth::cache::TokenCache::new(
+        std::time::Duration::from_secs(1),
+    ));
+    let (uid, tok) = t.user("alice", false, &["read"]).await;
+    let app = app(&t.state).await;
+    let who = || {
+        TestRequest::get()
+            .uri("/api/whoami-v2")
+            .insert_header(bearer(&tok))
+    };
+    assert_eq!(call(&app, who()).await.0, 200);
+    // Revoked by another replica (straight in the database): cached here for at most the TTL.
+    sqlx::query("UPDATE tokens SET revoked_at = now() WHERE user_id = $1")
+        .bind(uid)
+        .execute(&t.state.db)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(call(&app, who()).await.0, 401);
+}

@@ -6,6 +6,7 @@
 //! what a caller may do with a repo.
 
 pub mod access;
+pub mod cache;
 pub mod jwt;
 pub mod principal;
 pub mod secrets;

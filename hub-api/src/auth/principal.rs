@@ -206,6 +206,9 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
         return Err(invalid());
     }
     let hash = super::secrets::hash(secret);
+    if let Some(p) = state.tenancy.token_cache.get(&hash) {
+        return Ok(p);
+    }
     let tok = db::tokens::by_hash(&state.db, &hash)
         .await?
         .ok_or_else(invalid)?;
@@ -228,7 +231,7 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
             let _ = db::tokens::touch(&db, id).await;
         });
     }
-    Ok(Principal {
+    let p = Principal {
         user_id: user.id,
         name: user.name,
         fullname: user.fullname,
@@ -241,7 +244,9 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
             restrict_repos: tok.restrict_repos,
             expires_at: tok.expires_at,
         },
-    })
+    };
+    state.tenancy.token_cache.put(hash, &p);
+    Ok(p)
 }
 
 /// The outcome of authenticating a request, kept in its extensions so the

@@ -309,5 +309,7 @@ pub async fn revoke(
     )
     .await?;
     tx.commit().await?;
+    // After the commit, so no concurrent request can cache it again.
+    state.tenancy.token_cache.forget_token(id);
     Ok(HttpResponse::NoContent().finish())
 }
