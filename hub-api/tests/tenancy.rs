@@ -623,6 +623,41 @@ async fn tokens_create_list_revoke_and_whoami_roles() {
     )
     .await;
     assert_eq!(call(&app, who(&old)).await.0, 401);
+    // The caller's audit log has both events, newest first, and no secret.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/users/me/audit")
+            .insert_header(bearer(&admin_scoped)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let log = json_of(&b);
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["token.revoked", "token.created"]);
+    assert_eq!(log["items"][0]["target"], format!("token:{id}"));
+    assert_eq!(
+        log["items"][1]["details"]["scopes"],
+        json!(["read", "write"])
+    );
+    let text = String::from_utf8_lossy(&b);
+    for s in [&secret, &admin_scoped, &read_only] {
+        assert!(!text.contains(&s[4..]), "a secret in the audit log");
+    }
+    // Another user cannot read it.
+    let (_, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/users/me/audit")
+            .insert_header(bearer(&bob)),
+    )
+    .await;
+    assert_eq!(json_of(&b)["items"], json!([]));
 }
 
 // ---------------------------------------------------------------- orgs and members
