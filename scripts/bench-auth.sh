@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Measures the cost of authentication and authorization on `HEAD /resolve`:
 # an authenticated request for a private repo's file vs an anonymous request
-# for a public repo's file (same file, same size), with wrk, the hub pinned to
-# core 0 and wrk to core 1. Prints p50/p99 and requests/s for both.
+# for a public repo's file (same file, same size), with hey, the hub pinned to
+# core 0 and hey to core 1. Prints p50/p99 and requests/s for each.
 #
 #   scripts/bench-auth.sh [SECONDS] [CONNECTIONS]     (default 15 s, 16 connections)
+#   HUB_AUTH_CACHE_TTL_SECS=0 scripts/bench-auth.sh    (without the token cache)
 #
 # Needs: a built hub (target/release/hub-api if present, else target/debug),
-# wrk (apt-get install wrk), curl, PostgreSQL server binaries.
+# hey (apt-get install hey; wrk cannot do HEAD with a Content-Length), curl,
+# PostgreSQL server binaries.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +18,7 @@ HUB="${HUB_BIN:-$TARGET/release/hub-api}"
 [ -x "$HUB" ] || HUB="$TARGET/debug/hub-api"
 SECS="${1:-15}"
 CONNS="${2:-16}"
-command -v wrk >/dev/null || { echo "install wrk: apt-get install wrk" >&2; exit 1; }
+command -v hey >/dev/null || { echo "install hey: apt-get install hey" >&2; exit 1; }
 
 DATA="$(mktemp -d /tmp/paddock-bench-XXXXXX)"
 chmod 755 "$DATA"
@@ -51,19 +53,17 @@ done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -I "$URL/bench/priv/resolve/main/config.json")" = 404 ]
 [ "$(curl -s -o /dev/null -w '%{http_code}' -I -H "$AUTH" "$URL/bench/priv/resolve/main/config.json")" = 200 ]
 
-LUA="$DATA/head.lua"
-echo 'wrk.method = "HEAD"' >"$LUA"
-run() { # name, path, extra header args...
+run() { # name, path, extra hey args...
   local name="$1" path="$2"; shift 2
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "$@" "$URL$path" >"$DATA/$name.txt"
-  local p50 p99 rps
-  p50="$(awk '$1=="50%"{print $2}' "$DATA/$name.txt")"
-  p99="$(awk '$1=="99%"{print $2}' "$DATA/$name.txt")"
-  rps="$(awk '/Requests\/sec/{print $2}' "$DATA/$name.txt")"
-  non2xx="$(awk '/Non-2xx/{print $NF}' "$DATA/$name.txt")"
-  printf '%-34s p50 %-9s p99 %-9s req/s %-10s non-2xx %s\n' "$name" "$p50" "$p99" "$rps" "${non2xx:-0}"
+  taskset -c 1 hey -z "${SECS}s" -c "$CONNS" -m HEAD "$@" "$URL$path" >"$DATA/bench.txt"
+  local p50 p99 rps codes
+  p50="$(awk '$1=="50%%"||$1=="50%"{print $3*1000}' "$DATA/bench.txt")"
+  p99="$(awk '$1=="99%%"||$1=="99%"{print $3*1000}' "$DATA/bench.txt")"
+  rps="$(awk '/Requests\/sec/{print $2}' "$DATA/bench.txt")"
+  codes="$(awk '/Status code distribution/{f=1;next} f&&/\[/{printf "%s%s", $1, $2} /^$/{f=0}' "$DATA/bench.txt")"
+  printf '%-32s p50 %6.2f ms  p99 %6.2f ms  req/s %9s  status %s\n' "$name" "$p50" "$p99" "$rps" "$codes"
 }
-echo "hub: $HUB; wrk: 1 thread, $CONNS connections, ${SECS}s each; hub on core 0, wrk on core 1"
+echo "hub: $HUB; token cache TTL: ${HUB_AUTH_CACHE_TTL_SECS:-5}s; hey: $CONNS connections, ${SECS}s each; hub (1 HTTP worker) on core 0, hey on core 1"
 run "warmup" /bench/pub/resolve/main/config.json >/dev/null
 run "anonymous, public repo" /bench/pub/resolve/main/config.json
 run "token, private repo" /bench/priv/resolve/main/config.json -H "$AUTH"

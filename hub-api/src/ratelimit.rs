@@ -4,8 +4,8 @@
 //! times the rate). Defaults come from the configuration; site admins set
 //! per-namespace values (`PUT /api/v1/namespaces/{ns}/quota`).
 //!
-//! Which rate applies: the rate of the namespace the request targets (the
-//! first name segment of the path, e.g. `acme` in `/api/models/acme/m` or
+//! Which rate applies: the rate of the namespace the request targets (see
+//! [`target_namespace`]: `acme` in `/api/models/acme/m` or
 //! `/acme/m/resolve/...`) when that namespace has its own rate; else the
 //! caller's own namespace (a token's user) when it has one; else the default
 //! for tokens or for anonymous callers. A bucket is keyed by caller and the
@@ -173,24 +173,22 @@ impl RateLimiter {
     }
 }
 
-/// Path prefixes that are not namespace names.
-const NOT_NAMESPACES: &[&str] = &[
-    "api",
-    "v1",
-    "models",
-    "datasets",
-    "orgs",
-    "namespaces",
-    "repos",
-    "users",
-];
-
-/// The namespace a request path targets, if it names one.
+/// The namespace a request path targets, if it names one: repo routes
+/// (`/api/{models|datasets}/{ns}/{name}/...`, `/{ns}/{name}/resolve/...`,
+/// `/{ns}/{name}.git/...`, `/datasets/{ns}/{name}/...`) and the management
+/// API's `/api/v1/{orgs|namespaces}/{ns}/...` and `/api/v1/repos/{kind}/{ns}/...`.
 pub fn target_namespace(path: &str) -> Option<&str> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .find(|s| !NOT_NAMESPACES.contains(s))
-        .map(|s| s.strip_suffix(".git").unwrap_or(s))
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["api", "v1", "orgs" | "namespaces", ns, ..] => Some(ns),
+        ["api", "v1", "repos", _, ns, _, ..] => Some(ns),
+        ["api", "v1", ..] => None,
+        ["api", "models" | "datasets", ns, _, ..] => Some(ns),
+        ["api", ..] | ["lfs", ..] => None,
+        ["datasets", ns, _, ..] => Some(ns),
+        [ns, _, ..] => Some(ns),
+        _ => None,
+    }
 }
 
 /// The client IP of a request (the peer, or the forwarded-for client behind a trusted proxy).
