@@ -107,9 +107,9 @@ pub async fn decide(
     create: bool,
 ) -> ApiResult<()> {
     require_gated(ctx)?;
-    if reason.is_some_and(|r| r.len() > 1000) {
+    if reason.is_some_and(|r| r.chars().count() > 1000 || r.contains('\0')) {
         return Err(ApiError::InvalidRequest(
-            "the rejection reason is over 1000 characters".into(),
+            "the rejection reason must be at most 1000 characters, without NUL".into(),
         ));
     }
     let mut tx = state.db.begin().await?;

@@ -48,8 +48,14 @@ async fn login_cookie_flags_session_and_logout() {
     user_with_password(&t, "alice", "correct horse", false).await;
     {
         let app = app(&t.state).await;
-        // Wrong password and unknown user look the same.
-        for (u, p) in [("alice", "wrong password"), ("nobody", "correct horse")] {
+        // Wrong password, unknown user and impossible names look the same
+        // (a NUL byte in the name never reaches SQL: no 500).
+        for (u, p) in [
+            ("alice", "wrong password"),
+            ("nobody", "correct horse"),
+            ("\u{0}9\u{9c}q", "correct horse"),
+            ("../alice", "correct horse"),
+        ] {
             let (st, _, b) = call(
                 &app,
                 TestRequest::post()
@@ -1196,16 +1202,22 @@ async fn gated_manual_and_auto() {
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json_of(&b)["status"], "pending");
     assert_eq!(call(&app, dl(&user)).await.0, 403);
-    // Bad fields are refused.
-    let (st, _, _) = call(
-        &app,
-        TestRequest::post()
-            .uri("/api/v1/repos/models/alice/g/access-requests")
-            .insert_header(bearer(&other))
-            .set_json(json!({"fields": {"x": {"nested": true}}})),
-    )
-    .await;
-    assert_eq!(st, 400);
+    // Bad fields are refused (nested values, NUL bytes).
+    for bad in [
+        json!({"x": {"nested": true}}),
+        json!({"x": "a\u{0}b"}),
+        json!({"a\u{0}": "x"}),
+    ] {
+        let (st, _, _) = call(
+            &app,
+            TestRequest::post()
+                .uri("/api/v1/repos/models/alice/g/access-requests")
+                .insert_header(bearer(&other))
+                .set_json(json!({ "fields": bad })),
+        )
+        .await;
+        assert_eq!(st, 400);
+    }
     // Only the repo's admins list and decide.
     let list = |tok: &str| {
         TestRequest::get()

@@ -80,12 +80,14 @@ fn check_fields(
     if f.len() > 20
         || f.iter().any(|(k, v)| {
             k.len() > 100
+                || k.contains('\0')
                 || !(v.is_string() || v.is_boolean() || v.is_number())
                 || v.to_string().len() > 2000
+                || v.as_str().is_some_and(|s| s.contains('\0'))
         })
     {
         return Err(ApiError::Validation(
-            "fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters".into(),
+            "fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL".into(),
         ));
     }
     Ok(serde_json::Value::Object(f.clone()))
@@ -172,7 +174,7 @@ pub struct DecisionBody {
     /// accepted, rejected or pending.
     #[schema(pattern = "^(accepted|rejected|pending)$")]
     pub status: String,
-    #[schema(max_length = 1000)]
+    #[schema(max_length = 1000, pattern = "^[^\\x00]*$")]
     pub rejection_reason: Option<String>,
 }
 

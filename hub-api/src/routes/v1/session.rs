@@ -82,7 +82,11 @@ pub async fn login(
     if body.username.is_empty() || body.username.len() > 96 || body.password.len() > 1024 {
         return Err(ApiError::Unauthorized(BAD_LOGIN.into()));
     }
-    let user = db::namespaces::user_by_name(&state.db, &body.username).await?;
+    // A name that cannot exist is never looked up (and NUL bytes never reach SQL).
+    let user = match crate::domain::NamespaceName::parse(&body.username) {
+        Ok(name) => db::namespaces::user_by_name(&state.db, name.as_str()).await?,
+        Err(_) => None,
+    };
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     if !verify_password(hash, body.password).await? {
         tracing::info!("sign-in refused");
