@@ -217,7 +217,7 @@ pub const LOGIN_RATE: Rate = Rate {
 
 /// The actix middleware (`middleware::from_fn(ratelimit::middleware)`).
 pub async fn middleware(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let path = req.path();
@@ -227,6 +227,7 @@ pub async fn middleware(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     };
+    crate::auth::session::capture_form_csrf(&mut req).await;
     let limiter = &state.tenancy.rate;
     limiter.refresh_overrides(&state.db).await;
     // Resolving here caches the caller (or the failure) for the handler's

@@ -1408,3 +1408,48 @@ async fn token_cache_ttl_bounds_revocation_elsewhere() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(call(&app, who()).await.0, 401);
 }
+
+#[actix_web::test]
+async fn csrf_form_field_for_html_forms() {
+    let t = TestState::new().await;
+    user_with_password(&t, "alice", "correct horse", false).await;
+    let app = app(&t.state).await;
+    let (session, csrf, _) = login(&app, "alice", "correct horse").await;
+    let form = |uri: &str, body: String| {
+        TestRequest::post()
+            .uri(uri)
+            .insert_header(cookie(&session))
+            .insert_header(("Origin", "http://hub.test"))
+            .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+            .set_payload(body)
+    };
+    // A wrong field is refused.
+    let (st, _, b) = call(&app, form("/api/v1/auth/logout", "csrf_token=nope".into())).await;
+    assert_eq!(st, 403);
+    assert_eq!(json_of(&b)["code"], "csrf_rejected");
+    // The right field passes the check, and the handler still reads the body.
+    let (st, _, b) = call(
+        &app,
+        form("/api/v1/orgs", format!("name=x&csrf_token={csrf}")),
+    )
+    .await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+    assert!(json_of(&b)["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON body: expected ident at line 1 column 2"));
+    let (st, _, _) = call(
+        &app,
+        form("/api/v1/auth/logout", format!("csrf_token={csrf}")),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/users/me")
+            .insert_header(cookie(&session)),
+    )
+    .await;
+    assert_eq!(st, 401, "logged out");
+}

@@ -19,8 +19,9 @@ use crate::db::namespaces::User;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
-use actix_web::HttpRequest;
+use actix_web::{HttpMessage, HttpRequest};
 use serde::{Deserialize, Serialize};
 
 /// The session cookie (HttpOnly).
@@ -155,12 +156,15 @@ pub async fn principal_from_cookie(
     let (claims, user) = verify(state, c.value()).await?;
     if !is_safe(req.method()) {
         check_origin(state, req)?;
+        let form = req.extensions().get::<FormCsrf>().map(|f| f.0.clone());
         let sent = req
             .headers()
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !check_csrf_token(&claims.csrf, sent) {
+            .map(str::to_string)
+            .or(form)
+            .unwrap_or_default();
+        if !check_csrf_token(&claims.csrf, &sent) {
             return Err(ApiError::CsrfRejected);
         }
     }
@@ -203,4 +207,57 @@ pub fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError>
         Some(o) if o == own => Ok(()),
         _ => Err(ApiError::CsrfRejected),
     }
+}
+
+/// The `csrf_token` field of a form-encoded body (HTML form posts).
+#[derive(Debug, Clone)]
+struct FormCsrf(String);
+
+/// Largest form body searched for a `csrf_token` field.
+const FORM_CSRF_MAX: usize = 64 * 1024;
+
+/// For a cookie-authenticated, form-encoded, state-changing request without
+/// the CSRF header: reads the (small) body, remembers its `csrf_token` field
+/// for the CSRF check, and puts the body back for the handler. Run by the
+/// request middleware before authentication.
+pub async fn capture_form_csrf(req: &mut ServiceRequest) {
+    use futures::StreamExt;
+    let form = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form
+        || is_safe(req.method())
+        || req.headers().contains_key(CSRF_HEADER)
+        || req
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION)
+        || req.cookie(COOKIE).is_none()
+    {
+        return;
+    }
+    let mut payload = req.take_payload();
+    let mut buf = actix_web::web::BytesMut::new();
+    // A chunk that did not fit (or an error): handed on untouched.
+    let mut pending = None;
+    while let Some(chunk) = payload.next().await {
+        match chunk {
+            Ok(c) if buf.len() + c.len() <= FORM_CSRF_MAX => buf.extend_from_slice(&c),
+            other => {
+                pending = Some(other);
+                break;
+            }
+        }
+    }
+    let bytes = buf.freeze();
+    if pending.is_none() {
+        if let Some((_, v)) = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf_token") {
+            req.extensions_mut().insert(FormCsrf(v.into_owned()));
+        }
+    }
+    // The handler reads the same body: what was read, then the rest.
+    let head = futures::stream::iter(std::iter::once(Ok(bytes)).chain(pending));
+    let body: actix_http::BoxedPayloadStream = Box::pin(head.chain(payload));
+    req.set_payload(actix_web::dev::Payload::from(body));
 }
