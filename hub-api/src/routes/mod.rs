@@ -82,6 +82,20 @@ where
     (m.clone(), web::method(m).to(h))
 }
 
+/// A route for every method (proxies). The table records it as method `ANY`.
+#[allow(dead_code)]
+fn on_any<F, Args>(h: F) -> (Method, Route)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    (
+        Method::from_bytes(b"ANY").expect("a valid extension method"),
+        web::route().to(h),
+    )
+}
+
 fn one(p: &str) -> Vec<String> {
     vec![p.to_string()]
 }
