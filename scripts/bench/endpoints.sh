@@ -84,4 +84,4 @@ echo "bench: hub $URL, engine $([ -n "$ORT_DYLIB_PATH" ] && echo ort || echo can
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
-  --rounds "$ROUNDS" --out "$OUT/endpoints.json"
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints.json"

@@ -257,6 +257,12 @@ def check_agreement(hub, path, st, corpus):
     return float(min((a * b).sum(axis=1)))
 
 
+def proc_cpu_seconds(pid):
+    """utime + stime of a process (all threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hub", required=True)
@@ -268,6 +274,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--latency-requests", type=int, default=500)
+    ap.add_argument("--hub-pid", type=int, required=True,
+                    help="the hub's process id (its CPU time includes the in-process worker)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     hub = Hub(a.hub, a.token)
@@ -304,12 +312,18 @@ def main():
     for fn in engines.values():  # warm-up
         fn(4)
     times = {(e, n): [] for e in engines for n in SIZES}
+    cpu = {(e, n): [] for e in engines for n in SIZES}
     names = list(engines)
     for r in range(a.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in SIZES:
             for e in order:
+                # CPU seconds of the serving side: the hub process (gateway +
+                # in-process worker) for HTTP, this process for PyTorch.
+                clock = (lambda: proc_cpu_seconds(a.hub_pid)) if e.startswith("http") else time.process_time
+                c0 = clock()
                 times[(e, n)].append(engines[e](n))
+                cpu[(e, n)].append(clock() - c0)
         print(f"bench: round {r + 1}/{a.rounds} done, load {open('/proc/loadavg').read().split()[0]}",
               file=sys.stderr)
     report["load_after"] = open("/proc/loadavg").read().split()[:3]
@@ -318,7 +332,8 @@ def main():
         for e in names:
             xs = times[(e, n)]
             rows.append({"engine": e, "n": n, "best": len(corpus) / min(xs),
-                         "median": len(corpus) / statistics.median(xs)})
+                         "median": len(corpus) / statistics.median(xs),
+                         "cpu_s": statistics.median(cpu[(e, n)])})
     report["throughput"] = rows
     json.dump(report, open(a.out, "w"), indent=1)
 
@@ -336,6 +351,13 @@ def main():
         r2 = get("http-batched", n, "best") / get("st-requests", n, "best")
         print(f"| {n} | " + " | ".join(cells) + f" | {r1:.2f}x | {r2:.2f}x |")
     print("\nsentences/s, best of rounds (median in parentheses).\n")
+    print("CPU seconds per 256-sentence pass (median; serving side only: the hub process for HTTP, "
+          "the PyTorch process for sentence-transformers):\n")
+    print("| batch / concurrency | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for n in SIZES:
+        print(f"| {n} | " + " | ".join(f"{get(e, n, 'cpu_s'):.2f}" for e in names) + " |")
+    print()
     cs = report["cold_start"]
     print(f"* Cold start, POST to first embedding, empty worker cache: **{cs['first_embedding_ms']} ms** "
           f"(phases after creation, ms: {', '.join(f'{s} {ms}' for s, ms in cs['phases_ms'])})")
