@@ -6,7 +6,6 @@ pub mod health;
 pub mod hf;
 pub mod inference;
 
-use crate::error::ApiError;
 use actix_web::{web, HttpResponse};
 
 /// Repo id forms of API paths: `ns/name` and single-segment `name`.
@@ -126,9 +125,54 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(resolve::resolve))
                 .route(web::head().to(resolve::resolve)),
         );
+
+    // ---- Dashboard (web/): server-rendered pages and embedded assets. ----
+    // Registered last so every API, git, download and gateway route above
+    // keeps priority; the fixed pages come before the repo patterns, whose
+    // first segment can never be one of these reserved names.
+    {
+        use crate::dashboard::*;
+        let page = |p: &str| web::resource(p.to_string());
+        cfg.service(page("/static/{hash}/{file}").route(web::get().to(assets::asset)))
+            .service(page("/favicon.ico").route(web::get().to(assets::favicon)))
+            .service(page("/").route(web::get().to(home::models)))
+            .service(page("/models").route(web::get().to(home::models)))
+            .service(page("/datasets").route(web::get().to(home::datasets)))
+            .service(page("/login").route(web::get().to(account::login)))
+            .service(page("/settings").route(web::get().to(account::account)))
+            .service(page("/settings/tokens").route(web::get().to(account::tokens)))
+            .service(page("/new").route(web::get().to(upload::new_repo)))
+            .service(page("/organizations/{org}").route(web::get().to(orgs::org)))
+            .service(page("/organizations/{org}/audit").route(web::get().to(orgs::audit)))
+            .service(page("/inference").route(web::get().to(endpoints::list)))
+            .service(page("/inference/new").route(web::get().to(endpoints::deploy)))
+            .service(page("/inference/{ns}").route(web::get().to(endpoints::list)))
+            .service(page("/inference/{ns}/{name}").route(web::get().to(endpoints::endpoint)))
+            .service(web::resource(web_paths("")).route(web::get().to(repo::card)))
+            .service(web::resource(web_paths("/tree")).route(web::get().to(blob::pick_revision)))
+            .service(web::resource(web_paths("/tree/{rev}")).route(web::get().to(blob::tree)))
+            .service(
+                web::resource(web_paths("/tree/{rev}/{path:.*}")).route(web::get().to(blob::tree)),
+            )
+            .service(
+                web::resource(web_paths("/blob/{rev}/{path:.*}")).route(web::get().to(blob::blob)),
+            )
+            .service(
+                web::resource(web_paths("/commits/{rev}")).route(web::get().to(history::commits)),
+            )
+            .service(
+                web::resource(web_paths("/commit/{oid}")).route(web::get().to(history::commit)),
+            )
+            .service(web::resource(web_paths("/refs")).route(web::get().to(repo::refs)))
+            .service(web::resource(web_paths("/upload")).route(web::get().to(upload::upload)))
+            .service(
+                web::resource(web_paths("/settings")).route(web::get().to(settings::settings)),
+            );
+    }
 }
 
-/// JSON 404 for every unknown route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("route"))
+/// The answer to every unknown route: JSON 404 for API clients, the
+/// dashboard's 404 page for browsers (`Accept: text/html`).
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    crate::dashboard::errors::not_found(req).await
 }

@@ -1,0 +1,283 @@
+// Paddock dashboard end to end in Debian's headless Chromium (playwright-core
+// with executablePath; never a downloaded browser). Run by run.sh, which
+// starts the hub and sets HUB_URL, HUB_TOKEN, HUB_USER, HUB_PASSWORD,
+// SCREENSHOTS and WORK.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import http from 'node:http';
+import crypto from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const HUB = process.env.HUB_URL;
+const TOKEN = process.env.HUB_TOKEN;
+const USER = process.env.HUB_USER || 'alice';
+const PASSWORD = process.env.HUB_PASSWORD;
+const SHOTS = process.env.SCREENSHOTS || 'screenshots';
+const WORK = process.env.WORK || fs.mkdtempSync('/tmp/paddock-e2e-');
+const REPO = `${USER}/e2e-model`;
+const BIG = 60 * 1024 * 1024 + 12345; // over the 50 MiB multipart threshold: 4 parts of 16 MiB
+
+let browser, context, page, sessions = false;
+
+async function hubApi(method, p, body, token = TOKEN) {
+  const r = await fetch(HUB + p, {
+    method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = null; try { data = JSON.parse(text); } catch { data = text; }
+  return { status: r.status, data };
+}
+
+async function shot(name, p = page) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** A tiny valid safetensors file. */
+function safetensors() {
+  const header = JSON.stringify({
+    __metadata__: { format: 'pt' },
+    'embeddings.weight': { dtype: 'F32', shape: [4, 8], data_offsets: [0, 128] },
+    'pooler.bias': { dtype: 'F32', shape: [8], data_offsets: [128, 160] },
+  });
+  const padded = header + ' '.repeat((8 - (header.length % 8)) % 8);
+  const len = Buffer.alloc(8); len.writeBigUInt64LE(BigInt(padded.length));
+  return Buffer.concat([len, Buffer.from(padded), Buffer.alloc(160)]);
+}
+
+before(async () => {
+  assert.ok(HUB && TOKEN, 'run through tests/browser/run.sh');
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.on('dialog', (d) => d.accept());
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+  // Sessions come with the tenancy work; until then the token rides on every request.
+  const s = await fetch(`${HUB}/api/v1/auth/session`);
+  sessions = s.status !== 404;
+  if (!sessions) await context.setExtraHTTPHeaders({ Authorization: `Bearer ${TOKEN}` });
+});
+
+after(async () => { await browser?.close(); });
+
+test('sign in', async (t) => {
+  if (!sessions) {
+    t.skip('no session routes on this hub yet (tenancy not merged): the token is sent as a bearer header instead');
+    await page.goto(`${HUB}/login`);
+    await shot('login');
+    return;
+  }
+  await page.goto(`${HUB}/login?next=/settings`);
+  await shot('login');
+  await page.fill('#username', USER);
+  await page.fill('#password', 'wrong-password');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#err-password:not([hidden])');
+  await page.fill('#password', PASSWORD);
+  await page.click('button[type=submit]');
+  await page.waitForURL(`${HUB}/settings`);
+  assert.match(await page.textContent('.nav .me'), new RegExp(USER));
+});
+
+test('home page and a friendly 404', async () => {
+  const r = await page.goto(`${HUB}/`);
+  assert.equal(r.status(), 200);
+  assert.match(r.headers()['content-security-policy'], /default-src 'self'/);
+  await shot('home');
+  const nf = await page.goto(`${HUB}/${USER}/does-not-exist`);
+  assert.equal(nf.status(), 404);
+  assert.equal(await page.textContent('h1'), 'Repository not found');
+  await shot('not-found');
+});
+
+test('create a repo', async () => {
+  await page.goto(`${HUB}/new`);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#err-name:not([hidden])'); // error next to the field
+  await page.fill('#name', 'bad name!');
+  await page.click('button[type=submit]');
+  assert.match(await page.textContent('#err-name'), /letters, digits/);
+  await shot('new-repo-error');
+  await page.fill('#name', 'e2e-model');
+  await page.click('button[type=submit]');
+  await page.waitForURL(`${HUB}/${REPO}/upload`);
+});
+
+test('upload a folder with a large file: progress reaches 100%', { timeout: 600_000 }, async () => {
+  const dir = path.join(WORK, 'model-folder');
+  fs.mkdirSync(path.join(dir, 'onnx'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'README.md'),
+    '---\nlicense: mit\npipeline_tag: feature-extraction\nlibrary_name: transformers\ntags:\n- e2e\n---\n# E2E model\n\nUploaded from **a browser**.\n\n<script>alert(1)</script>\n');
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architectures: ['BertModel'], model_type: 'bert' }));
+  fs.writeFileSync(path.join(dir, 'model.safetensors'), safetensors());
+  fs.writeFileSync(path.join(dir, 'onnx', 'notes.txt'), 'hello from a folder\n');
+  // The large file: written in 1 MiB blocks, with its sha256 for the check below.
+  const fd = fs.openSync(path.join(dir, 'big.bin'), 'w');
+  const h = crypto.createHash('sha256');
+  let left = BIG, i = 0;
+  while (left > 0) {
+    const n = Math.min(left, 1 << 20);
+    const block = crypto.createHash('sha512').update(String(i++)).digest();
+    const buf = Buffer.alloc(n, block);
+    fs.writeSync(fd, buf); h.update(buf); left -= n;
+  }
+  fs.closeSync(fd);
+  const bigSha = h.digest('hex');
+
+  await page.goto(`${HUB}/${REPO}/upload`);
+  await page.setInputFiles('#pick-folder', dir);
+  await page.waitForSelector('#upload-list tbody tr:nth-child(5)');
+  await page.fill('#summary', 'Upload a model folder from the browser');
+  await shot('upload-ready');
+  const seen = new Set();
+  const poll = setInterval(async () => {
+    try { seen.add(Number(await page.getAttribute('#overall-bar', 'value'))); } catch { /* navigating */ }
+  }, 100);
+  await page.click('#upload-submit');
+  await page.waitForSelector('#upload-status[data-done="true"]', { timeout: 540_000 });
+  clearInterval(poll);
+  const final = Number(await page.getAttribute('#overall-bar', 'value'));
+  assert.equal(final, 100);
+  assert.equal(await page.textContent('#overall-text'), '100%');
+  const between = [...seen].filter((v) => v > 0 && v < 100);
+  assert.ok(between.length >= 2, `progress moved through intermediate values: ${[...seen].sort((a, b) => a - b)}`);
+  const statuses = await page.$$eval('#upload-list .file-status', (els) => els.map((e) => e.textContent));
+  assert.deepEqual(statuses, statuses.map(() => 'committed'));
+  await shot('upload-done');
+
+  // The hub has the large file, verified, as LFS, with the right digest.
+  const tree = await hubApi('GET', `/api/models/${REPO}/tree/main?recursive=true`);
+  const big = tree.data.find((e) => e.path === 'big.bin');
+  assert.equal(big.size, BIG);
+  assert.equal(big.lfs.oid, bigSha);
+  assert.ok(tree.data.find((e) => e.path === 'onnx/notes.txt'), 'folder structure kept');
+});
+
+test('see the model card and the file list', async () => {
+  await page.goto(`${HUB}/${REPO}`);
+  assert.equal(await page.textContent('.markdown h1'), 'E2E model');
+  assert.match(await page.textContent('.markdown'), /<script>alert\(1\)<\/script>/); // shown as text
+  assert.equal(await page.$('.markdown script'), null);
+  assert.match(await page.textContent('.badges'), /License: mit/);
+  await shot('repo-card');
+  await page.click('.tabs >> text=Files');
+  await page.waitForSelector('table.files');
+  const rows = await page.$$eval('table.files tbody tr', (trs) => trs.map((tr) => tr.textContent.replace(/\s+/g, ' ')));
+  assert.ok(rows.some((r) => /big\.bin LFS 63\.0 MB/.test(r)), rows.join('\n'));
+  assert.ok(rows.some((r) => /model\.safetensors .*safetensors/.test(r)));
+  await shot('repo-files');
+  await page.click('text=model.safetensors');
+  await page.waitForSelector('.tensor-table');
+  assert.match(await page.textContent('.tensors .total'), /\(40\) in 2 tensors/);
+  await shot('blob-safetensors');
+  await page.goto(`${HUB}/${REPO}/blob/main/config.json`);
+  await page.waitForSelector('ol.code li#L1');
+  await shot('blob-text');
+});
+
+test('browse history', async () => {
+  await page.goto(`${HUB}/${REPO}`);
+  await page.click('.tabs >> text=History');
+  await page.waitForSelector('.commit-list');
+  const titles = await page.$$eval('.commit-title', (els) => els.map((e) => e.textContent.trim()));
+  assert.equal(titles[0], 'Upload a model folder from the browser');
+  await shot('history');
+  await page.click('.commit-title >> nth=0 >> a');
+  await page.waitForSelector('.changes');
+  const changed = await page.$$eval('.changes li', (els) => els.map((e) => e.textContent.replace(/\s+/g, ' ').trim()));
+  for (const f of ['big.bin', 'config.json', 'model.safetensors', 'onnx/notes.txt', 'README.md']) {
+    assert.ok(changed.some((c) => c.endsWith(f) && c.startsWith('added')), `${f} in ${changed}`);
+  }
+  await shot('commit');
+});
+
+test('repo settings and narrow screen', async () => {
+  await page.goto(`${HUB}/${REPO}/settings`);
+  await page.fill('#confirm', 'wrong');
+  await page.click('form[data-form="delete-repo"] button[type=submit]');
+  await page.waitForSelector('#err-confirm:not([hidden])');
+  await shot('repo-settings');
+  const narrow = await context.newPage();
+  await narrow.setViewportSize({ width: 390, height: 844 });
+  await narrow.goto(`${HUB}/${REPO}`);
+  const overflow = await narrow.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no horizontal scrolling on a phone (overflow ${overflow}px)`);
+  await shot('repo-card-narrow', narrow);
+  await narrow.close();
+});
+
+test('create and revoke a token', async (t) => {
+  const probe = await hubApi('GET', '/api/v1/tokens');
+  if (probe.status === 404) {
+    await page.goto(`${HUB}/settings/tokens`);
+    await shot('tokens');
+    t.skip('the tokens API (/api/v1/tokens) comes with the tenancy work, not merged yet');
+    return;
+  }
+  await page.goto(`${HUB}/settings/tokens`);
+  await page.fill('#token-name', 'from-the-browser');
+  await page.check('input[name=scopes][value=write]');
+  await page.click('form[data-form="create-token"] button[type=submit]');
+  await page.waitForSelector('#new-secret:not([hidden])');
+  const secret = (await page.textContent('#secret-value')).trim();
+  assert.match(secret, /^pdk_/);
+  assert.equal((await hubApi('GET', '/api/whoami-v2', undefined, secret)).status, 200);
+  await shot('tokens-created');
+  await page.reload();
+  assert.equal(await page.$(`text=${secret}`), null, 'the secret is shown once');
+  const row = page.locator('tr', { hasText: 'from-the-browser' });
+  await row.locator('[data-revoke]').click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await hubApi('GET', '/api/whoami-v2', undefined, secret)).status, 401);
+  await shot('tokens');
+});
+
+test('deploy an endpoint and get a result in the playground', async (t) => {
+  await page.goto(`${HUB}/inference/new?repo=${encodeURIComponent(REPO)}`);
+  await shot('deploy');
+  if (!process.env.HUB_HAS_WORKER) {
+    t.skip('pending: `hub-api serve` has no in-process inference worker yet (the main engineer wires it); '
+      + 'set HUB_HAS_WORKER=1 once it does');
+    return;
+  }
+  await page.fill('#ep-name', 'e2e-ep');
+  await page.click('form[data-form="deploy"] button[type=submit]');
+  await page.waitForURL(`${HUB}/inference/${USER}/e2e-ep`);
+  await page.waitForSelector('#ep-status.status-running', { timeout: 300_000 });
+  await page.click('#playground button[type=submit]');
+  await page.waitForSelector('#play-result[data-done="true"]', { timeout: 120_000 });
+  assert.match(await page.textContent('#play-result'), /Embedding with \d+ dimensions/);
+  await shot('endpoint');
+  await page.goto(`${HUB}/inference`);
+  await shot('endpoints');
+});
+
+test('a cross-origin form post changes nothing (CSRF)', async (t) => {
+  if (!sessions) {
+    t.skip('needs cookie sessions (tenancy): with a bearer header there is no ambient credential to abuse');
+    return;
+  }
+  // An attacker's page on another origin auto-submits a text/plain form that
+  // is valid JSON to the API, carrying the victim's session cookie.
+  const evil = http.createServer((req, res) => {
+    res.setHeader('Content-Type', 'text/html');
+    res.end(`<form id=f method=POST enctype="text/plain" action="${HUB}/api/repos/create">
+      <input name='{"name":"csrf-victim","x":"' value='"}'></form><script>document.getElementById('f').submit()</script>`);
+  });
+  await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+  const evilUrl = `http://localhost:${evil.address().port}/`;
+  const resp = page.waitForResponse((r) => r.url().includes('/api/repos/create'));
+  await page.goto(evilUrl);
+  const r = await resp;
+  assert.equal(r.status(), 403);
+  evil.close();
+  const check = await hubApi('GET', `/api/models/${USER}/csrf-victim`);
+  assert.equal(check.status, 404, 'the cross-site post created nothing');
+});
