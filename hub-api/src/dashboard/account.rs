@@ -135,8 +135,14 @@ pub async fn tokens(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
                 scopes: t.scopes.join(", "),
                 restricted: restricted.join(", "),
                 created: text::datetime(t.created_at),
-                last_used: t.last_used_at.map(text::ago).unwrap_or_else(|| "never".into()),
-                expires: t.expires_at.map(text::datetime).unwrap_or_else(|| "never".into()),
+                last_used: t
+                    .last_used_at
+                    .map(text::ago)
+                    .unwrap_or_else(|| "never".into()),
+                expires: t
+                    .expires_at
+                    .map(text::datetime)
+                    .unwrap_or_else(|| "never".into()),
                 expired: t.expires_at.is_some_and(|e| e <= now),
                 name: t.name,
             }

@@ -117,7 +117,11 @@ pub async fn tree(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
                     format!("{}/blob/{}/{enc}", h.url, h.rev_seg)
                 },
                 download: format!("{}/resolve/{}/{enc}?download=true", h.url, h.commit),
-                size: e.blob.as_ref().map(|b| text::size(b.size)).unwrap_or_default(),
+                size: e
+                    .blob
+                    .as_ref()
+                    .map(|b| text::size(b.size))
+                    .unwrap_or_default(),
                 lfs: e.blob.as_ref().is_some_and(|b| b.is_lfs),
                 safetensors: name.ends_with(".safetensors"),
                 last_title: lc.map(|l| l.2.clone()).unwrap_or_default(),
@@ -169,7 +173,7 @@ pub async fn tensor_table(state: &AppState, sha: &str, size: u64) -> Result<Tens
     let sha = Sha256::parse(sha).map_err(|e| e.to_string())?;
     let first8 = state
         .storage
-        .read_range(&sha, 0..8.min(size))
+        .read_range(&sha, 0..8u64.min(size))
         .await
         .map_err(|e| e.to_string())?;
     let n = st::header_len(&first8, size)?;
@@ -190,8 +194,8 @@ pub async fn tensor_table(state: &AppState, sha: &str, size: u64) -> Result<Tens
 
 /// Builds the table from header JSON.
 pub fn parse_table(header: &[u8]) -> Result<TensorTable, String> {
-    let v: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| format!("the header is not a JSON object: {e}"))?;
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
+        .map_err(|e| format!("the header is not a JSON object: {e}"))?;
     let mut tensors = Vec::new();
     let mut metadata = Vec::new();
     let mut total: u128 = 0;
@@ -205,7 +209,11 @@ pub fn parse_table(header: &[u8]) -> Result<TensorTable, String> {
             }
             continue;
         }
-        let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+        let dtype = t
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .unwrap_or("?")
+            .to_string();
         let dims: Vec<u64> = t
             .get("shape")
             .and_then(|s| s.as_array())
@@ -218,7 +226,10 @@ pub fn parse_table(header: &[u8]) -> Result<TensorTable, String> {
             name: name.clone(),
             shape: format!(
                 "[{}]",
-                dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             params: text::count(n.min(i64::MAX as u128) as i64),
             dtype,
@@ -271,9 +282,11 @@ pub struct BlobPage {
 
 fn is_image(path: &str) -> bool {
     let p = path.to_ascii_lowercase();
-    [".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".ico"]
-        .iter()
-        .any(|e| p.ends_with(e))
+    [
+        ".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif", ".ico",
+    ]
+    .iter()
+    .any(|e| p.ends_with(e))
 }
 
 /// `GET /{ns}/{name}/blob/{rev}/{path}`.
@@ -290,13 +303,19 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
     let h = repo_view::head(&state, &p, "files", &rev, c).await?;
     let Some(b) = entry.blob.clone() else {
         return Ok(HttpResponse::Found()
-            .insert_header(("Location", format!("{}/tree/{}/{}", h.url, h.rev_seg, text::path(&path))))
+            .insert_header((
+                "Location",
+                format!("{}/tree/{}/{}", h.url, h.rev_seg, text::path(&path)),
+            ))
             .finish());
     };
     // File contents are downloads: gated repos need granted access.
-    let view = if let Err(ApiError::GatedRepo(_)) =
-        crate::gating::check_download(&state, &p.auth, &p.ctx).await
-    {
+    let gated = match crate::gating::check_download(&state, &p.auth, &p.ctx).await {
+        Ok(()) => false,
+        Err(ApiError::GatedRepo(_)) => true,
+        Err(e) => return Err(e.into()),
+    };
+    let view = if gated {
         View::Gated
     } else if path.ends_with(".safetensors") {
         match tensor_table(&state, &b.sha256, b.size as u64).await {
@@ -309,7 +328,10 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         View::Image
     } else if b.size > MAX_TEXT {
         View::Binary {
-            reason: format!("This file is too large to display ({}).", text::size(b.size)),
+            reason: format!(
+                "This file is too large to display ({}).",
+                text::size(b.size)
+            ),
         }
     } else {
         let bytes = files::read_small(&state, &b.sha256, b.size)

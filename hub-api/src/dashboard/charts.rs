@@ -156,7 +156,11 @@ mod tests {
         let b = bars(
             "Requests per day",
             &labels,
-            &Series { name: "requests", class: "s1", values: vec![1.0, 5.0, 0.0] },
+            &Series {
+                name: "requests",
+                class: "s1",
+                values: vec![1.0, 5.0, 0.0],
+            },
             "",
         );
         assert!(b.starts_with("<svg") && b.ends_with("</svg>"));
@@ -164,7 +168,11 @@ mod tests {
         let l = lines(
             "Latency",
             &labels,
-            &[Series { name: "p50", class: "s1", values: vec![1.0, 2.0, 3.0] }],
+            &[Series {
+                name: "p50",
+                class: "s1",
+                values: vec![1.0, 2.0, 3.0],
+            }],
             " ms",
         );
         assert!(l.contains("<polyline"));

@@ -60,7 +60,8 @@ async fn member_namespaces(
         let ns = db::namespaces::by_name(&state.db, name)
             .await?
             .ok_or(ApiError::NotFound("namespace"))?;
-        if namespace_role(&state.db, p, ns.id).await?.is_none() || !p.may_touch_namespace(&ns.name) {
+        if namespace_role(&state.db, p, ns.id).await?.is_none() || !p.may_touch_namespace(&ns.name)
+        {
             return Err(ApiError::NotFound("namespace").into());
         }
         out.push(ns);
@@ -197,7 +198,9 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     };
     let ns_name = req.match_info().get("ns").unwrap_or_default().to_string();
     let name = req.match_info().get("name").unwrap_or_default().to_string();
-    let ns = member_namespaces(&state, p, Some(&ns_name)).await?.remove(0);
+    let ns = member_namespaces(&state, p, Some(&ns_name))
+        .await?
+        .remove(0);
     let role = namespace_role(&state.db, p, ns.id).await?;
     let e = db::endpoints::get(&state.db, &ns.name, &name)
         .await?
@@ -233,22 +236,42 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     let requests_chart = charts::bars(
         "Requests per day",
         &labels,
-        &Series { name: "requests", class: "s1", values: pick(&|u| u.requests as f64) },
+        &Series {
+            name: "requests",
+            class: "s1",
+            values: pick(&|u| u.requests as f64),
+        },
         "",
     );
     let tokens_chart = charts::bars(
         "Input tokens per day",
         &labels,
-        &Series { name: "tokens", class: "s2", values: pick(&|u| u.input_tokens as f64) },
+        &Series {
+            name: "tokens",
+            class: "s2",
+            values: pick(&|u| u.input_tokens as f64),
+        },
         "",
     );
     let latency_chart = charts::lines(
         "Latency percentiles per day",
         &labels,
         &[
-            Series { name: "p50", class: "s1", values: pick(&|u| u.latency_p50_ms) },
-            Series { name: "p95", class: "s2", values: pick(&|u| u.latency_p95_ms) },
-            Series { name: "p99", class: "s3", values: pick(&|u| u.latency_p99_ms) },
+            Series {
+                name: "p50",
+                class: "s1",
+                values: pick(&|u| u.latency_p50_ms),
+            },
+            Series {
+                name: "p95",
+                class: "s2",
+                values: pick(&|u| u.latency_p95_ms),
+            },
+            Series {
+                name: "p99",
+                class: "s3",
+                values: pick(&|u| u.latency_p99_ms),
+            },
         ],
         " ms",
     );
@@ -300,7 +323,9 @@ fn endpoint_snippets(url: &str, task: &str, model: &str) -> Vec<super::snippets:
         _ => "print(client.feature_extraction(\"Paddock serves models.\").shape)".to_string(),
     };
     let curl_body = match task {
-        "sentence-similarity" => r#"{"inputs": {"source_sentence": "A cat sits.", "sentences": ["A dog runs.", "A cat rests."]}}"#,
+        "sentence-similarity" => {
+            r#"{"inputs": {"source_sentence": "A cat sits.", "sentences": ["A dog runs.", "A cat rests."]}}"#
+        }
         _ => r#"{"inputs": "Paddock serves models."}"#,
     };
     let mut out = vec![Snippet {

@@ -107,7 +107,9 @@ pub struct CommitPage {
 /// `GET /{ns}/{name}/commit/{oid}` (a full id or an unambiguous prefix).
 pub async fn commit(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
     let p = repo_view::load(&state, &req, Access::Read).await?;
-    let want = repo_ref::param(&req, "oid").unwrap_or_default().to_ascii_lowercase();
+    let want = repo_ref::param(&req, "oid")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let not_found = || ApiError::RevisionNotFound(want.clone());
     if want.len() < 4 || want.len() > 40 || !want.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found().into());

@@ -211,7 +211,13 @@ async fn browse(
             let c = serde_json::to_vec(&db::repos::cursor_after(last, sort))
                 .map_err(crate::error::ApiError::internal)?;
             let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c);
-            Some(page_link(path, &q, sort_name(sort), Some(&token), page_no + 1))
+            Some(page_link(
+                path,
+                &q,
+                sort_name(sort),
+                Some(&token),
+                page_no + 1,
+            ))
         }
         _ => None,
     };

@@ -122,7 +122,10 @@ mod tests {
             assert!(!out.contains("data:"), "{md} -> {out}");
         }
         let out = render("[ok](https://example.com/a?b=1&c=\"2\")", &B);
-        assert!(out.contains("href=\"https://example.com/a?b=1&amp;c=%222%22\""), "{out}");
+        assert!(
+            out.contains("href=\"https://example.com/a?b=1&amp;c=%222%22\""),
+            "{out}"
+        );
     }
 
     #[test]

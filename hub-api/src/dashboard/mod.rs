@@ -34,7 +34,8 @@ pub use errors::{PageError, PageResult};
 pub const SESSION_COOKIE: &str = "paddock_session";
 
 /// The Content-Security-Policy of every dashboard page.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Who is looking at a page.
@@ -107,7 +108,8 @@ pub async fn viewer(req: &HttpRequest) -> PageResult<(Auth, bool)> {
     match Auth::extract(req).await {
         Ok(a) => Ok((a, false)),
         Err(crate::error::ApiError::Unauthorized(_))
-            if !req.headers().contains_key("authorization") && req.cookie(SESSION_COOKIE).is_some() =>
+            if !req.headers().contains_key("authorization")
+                && req.cookie(SESSION_COOKIE).is_some() =>
         {
             Ok((Auth(None), true))
         }
@@ -149,7 +151,10 @@ pub fn to_login(req: &HttpRequest) -> HttpResponse {
         .map(|p| p.as_str())
         .unwrap_or("/");
     HttpResponse::SeeOther()
-        .insert_header(("Location", format!("/login?next={}", text::query_escape(here))))
+        .insert_header((
+            "Location",
+            format!("/login?next={}", text::query_escape(here)),
+        ))
         .finish()
 }
 

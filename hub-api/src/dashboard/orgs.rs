@@ -143,7 +143,10 @@ pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> PageResult<H
     let more = rows.len() > 100;
     rows.truncate(100);
     let older = match (more, rows.last()) {
-        (true, Some(last)) => Some(format!("/organizations/{}/audit?before={}", org.name, last.id)),
+        (true, Some(last)) => Some(format!(
+            "/organizations/{}/audit?before={}",
+            org.name, last.id
+        )),
         _ => None,
     };
     page(&AuditPage {

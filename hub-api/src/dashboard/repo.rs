@@ -60,7 +60,11 @@ pub async fn card(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
             )
         })
         .unwrap_or_default();
-    let total: i64 = all.iter().filter_map(|e| e.blob.as_ref()).map(|b| b.size).sum();
+    let total: i64 = all
+        .iter()
+        .filter_map(|e| e.blob.as_ref())
+        .map(|b| b.size)
+        .sum();
     let sample = ["config.json", "README.md"]
         .into_iter()
         .find(|f| all.iter().any(|e| e.path == *f))

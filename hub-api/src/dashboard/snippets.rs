@@ -25,7 +25,11 @@ pub fn for_repo(
     sample_file: &str,
 ) -> Vec<Snippet> {
     let tok = token_line(needs_token);
-    let repo_type = if is_model { "" } else { ", repo_type=\"dataset\"" };
+    let repo_type = if is_model {
+        ""
+    } else {
+        ", repo_type=\"dataset\""
+    };
     let prefix = if is_model { "" } else { "datasets/" };
     let mut out = vec![Snippet {
         id: "hub",

@@ -37,7 +37,9 @@ pub async fn facets(
             b.push(" AND NOT r.private");
         }
     }
-    b.push(" GROUP BY GROUPING SETS ((r.pipeline_tag), (r.library_name), (r.license)) ORDER BY n DESC");
+    b.push(
+        " GROUP BY GROUPING SETS ((r.pipeline_tag), (r.library_name), (r.license)) ORDER BY n DESC",
+    );
     let rows = b.build().fetch_all(db).await?;
     let mut f = Facets::default();
     for r in rows {

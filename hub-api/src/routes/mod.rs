@@ -129,45 +129,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // ---- Dashboard (web/): server-rendered pages and embedded assets. ----
     // Registered last so every API, git, download and gateway route above
     // keeps priority; the fixed pages come before the repo patterns, whose
-    // first segment can never be one of these reserved names.
+    // first segment can never be one of these reserved names. Other methods
+    // on page URLs answer like unknown routes.
     {
         use crate::dashboard::*;
-        let page = |p: &str| web::resource(p.to_string());
-        cfg.service(page("/static/{hash}/{file}").route(web::get().to(assets::asset)))
-            .service(page("/favicon.ico").route(web::get().to(assets::favicon)))
-            .service(page("/").route(web::get().to(home::models)))
-            .service(page("/models").route(web::get().to(home::models)))
-            .service(page("/datasets").route(web::get().to(home::datasets)))
-            .service(page("/login").route(web::get().to(account::login)))
-            .service(page("/settings").route(web::get().to(account::account)))
-            .service(page("/settings/tokens").route(web::get().to(account::tokens)))
-            .service(page("/new").route(web::get().to(upload::new_repo)))
-            .service(page("/organizations/{org}").route(web::get().to(orgs::org)))
-            .service(page("/organizations/{org}/audit").route(web::get().to(orgs::audit)))
-            .service(page("/inference").route(web::get().to(endpoints::list)))
-            .service(page("/inference/new").route(web::get().to(endpoints::deploy)))
-            .service(page("/inference/{ns}").route(web::get().to(endpoints::list)))
-            .service(page("/inference/{ns}/{name}").route(web::get().to(endpoints::endpoint)))
-            .service(web::resource(web_paths("")).route(web::get().to(repo::card)))
-            .service(web::resource(web_paths("/tree")).route(web::get().to(blob::pick_revision)))
-            .service(web::resource(web_paths("/tree/{rev}")).route(web::get().to(blob::tree)))
-            .service(
-                web::resource(web_paths("/tree/{rev}/{path:.*}")).route(web::get().to(blob::tree)),
-            )
-            .service(
-                web::resource(web_paths("/blob/{rev}/{path:.*}")).route(web::get().to(blob::blob)),
-            )
-            .service(
-                web::resource(web_paths("/commits/{rev}")).route(web::get().to(history::commits)),
-            )
-            .service(
-                web::resource(web_paths("/commit/{oid}")).route(web::get().to(history::commit)),
-            )
-            .service(web::resource(web_paths("/refs")).route(web::get().to(repo::refs)))
-            .service(web::resource(web_paths("/upload")).route(web::get().to(upload::upload)))
-            .service(
-                web::resource(web_paths("/settings")).route(web::get().to(settings::settings)),
-            );
+        fn page<F, Args>(paths: Vec<String>, handler: F) -> actix_web::Resource
+        where
+            F: actix_web::Handler<Args>,
+            Args: actix_web::FromRequest + 'static,
+            F::Output: actix_web::Responder + 'static,
+        {
+            web::resource(paths)
+                .route(web::get().to(handler))
+                .default_service(web::to(not_found))
+        }
+        let one = |p: &str| vec![p.to_string()];
+        cfg.service(page(one("/static/{hash}/{file}"), assets::asset))
+            .service(page(one("/favicon.ico"), assets::favicon))
+            .service(page(one("/"), home::models))
+            .service(page(one("/models"), home::models))
+            .service(page(one("/datasets"), home::datasets))
+            .service(page(one("/login"), account::login))
+            .service(page(one("/settings"), account::account))
+            .service(page(one("/settings/tokens"), account::tokens))
+            .service(page(one("/new"), upload::new_repo))
+            .service(page(one("/organizations/{org}"), orgs::org))
+            .service(page(one("/organizations/{org}/audit"), orgs::audit))
+            .service(page(one("/inference"), endpoints::list))
+            .service(page(one("/inference/new"), endpoints::deploy))
+            .service(page(one("/inference/{ns}"), endpoints::list))
+            .service(page(one("/inference/{ns}/{name}"), endpoints::endpoint))
+            .service(page(web_paths(""), repo::card))
+            .service(page(web_paths("/tree"), blob::pick_revision))
+            .service(page(web_paths("/tree/{rev}"), blob::tree))
+            .service(page(web_paths("/tree/{rev}/{path:.*}"), blob::tree))
+            .service(page(web_paths("/blob/{rev}/{path:.*}"), blob::blob))
+            .service(page(web_paths("/commits/{rev}"), history::commits))
+            .service(page(web_paths("/commit/{oid}"), history::commit))
+            .service(page(web_paths("/refs"), repo::refs))
+            .service(page(web_paths("/upload"), upload::upload))
+            .service(page(web_paths("/settings"), settings::settings));
     }
 }
 
