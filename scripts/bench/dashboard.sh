@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export HUB_PG_UNSAFE_FAST=1 HUB_LOG=warn
+export HUB_PG_UNSAFE_FAST=true HUB_LOG=warn
 "$HUB_BIN" --data-dir "$WORK/hub" --bind 127.0.0.1:0 --no-worker --http-workers 2 serve >"$WORK/hub.log" 2>&1 &
 HUB_PID=$!
 for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done

@@ -170,7 +170,7 @@ test('see the model card and the file list', async () => {
   await page.click('.tabs >> text=Files');
   await page.waitForSelector('table.files');
   const rows = await page.$$eval('table.files tbody tr', (trs) => trs.map((tr) => tr.textContent.replace(/\s+/g, ' ')));
-  assert.ok(rows.some((r) => /big\.bin LFS 63\.0 MB/.test(r)), rows.join('\n'));
+  assert.ok(rows.some((r) => /big\.bin LFS 62\.9 MB/.test(r)), rows.join('\n'));
   assert.ok(rows.some((r) => /model\.safetensors .*safetensors/.test(r)));
   await shot('repo-files');
   await page.click('text=model.safetensors');
@@ -180,6 +180,9 @@ test('see the model card and the file list', async () => {
   await page.goto(`${HUB}/${REPO}/blob/main/config.json`);
   await page.waitForSelector('ol.code li#L1');
   await shot('blob-text');
+  await page.goto(`${HUB}/models?task=feature-extraction`);
+  assert.ok(await page.$(`a.repo-name[href="/${REPO}"]`), 'the repo is listed under its task');
+  await shot('home-with-repos');
 });
 
 test('browse history', async () => {

@@ -31,12 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export HUB_PG_UNSAFE_FAST=1 HUB_LOG=warn
+export HUB_PG_UNSAFE_FAST=true HUB_LOG=warn
+: >"$tmp/hub.log"
 "$hub" --data-dir "$tmp/data" --bind 127.0.0.1:0 serve >"$tmp/hub.log" 2>&1 &
 hub_pid=$!
 url=""
 for _ in $(seq 1 120); do
-  url=$(sed -n 's/^paddock: listening on \([^ ]*\).*/\1/p' "$tmp/hub.log" | head -1)
+  url=$(sed -n 's/^paddock: listening on \([^ ]*\).*/\1/p' "$tmp/hub.log" | head -1 || true)
   [ -n "$url" ] && break
   if ! kill -0 "$hub_pid" 2>/dev/null; then cat "$tmp/hub.log"; echo "the hub did not start" >&2; exit 1; fi
   sleep 0.5

@@ -365,6 +365,18 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
     })
 }
 
+/// `GET /{ns}/{name}/tree?rev=...` (the revision picker without script).
+pub async fn pick_revision(req: HttpRequest) -> HttpResponse {
+    let rev = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "rev")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| crate::registry::DEFAULT_BRANCH.into());
+    let base = req.path().trim_end_matches("/tree");
+    HttpResponse::Found()
+        .insert_header(("Location", format!("{base}/tree/{}", text::segment(&rev))))
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -380,16 +392,4 @@ mod tests {
         assert_eq!(t.total_exact, "7");
         assert_eq!(t.metadata, vec![("format".to_string(), "pt".to_string())]);
     }
-}
-
-/// `GET /{ns}/{name}/tree?rev=...` (the revision picker without script).
-pub async fn pick_revision(req: HttpRequest) -> HttpResponse {
-    let rev = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "rev")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| crate::registry::DEFAULT_BRANCH.into());
-    let base = req.path().trim_end_matches("/tree");
-    HttpResponse::Found()
-        .insert_header(("Location", format!("{base}/tree/{}", text::segment(&rev))))
-        .finish()
 }

@@ -22,9 +22,7 @@ pub fn safe_url(url: &str) -> bool {
         .chars()
         .filter(|c| !c.is_control() && !c.is_whitespace())
         .collect();
-    let end = cleaned
-        .find(|c| matches!(c, ':' | '/' | '?' | '#'))
-        .unwrap_or(cleaned.len());
+    let end = cleaned.find([':', '/', '?', '#']).unwrap_or(cleaned.len());
     if cleaned[end..].starts_with(':') {
         let scheme = cleaned[..end].to_ascii_lowercase();
         return matches!(scheme.as_str(), "http" | "https" | "mailto");
