@@ -242,24 +242,51 @@ test('create and revoke a token', async (t) => {
   await shot('tokens');
 });
 
-test('deploy an endpoint and get a result in the playground', async (t) => {
-  await page.goto(`${HUB}/inference/new?repo=${encodeURIComponent(REPO)}`);
-  await shot('deploy');
+test('deploy an endpoint: the form, then its page with live status and charts', async () => {
+  await page.goto(`${HUB}/${REPO}`);
+  await page.click('text=Deploy');
+  await page.waitForURL(/\/inference\/new\?repo=/);
+  assert.equal(await page.inputValue('#ep-task'), 'feature-extraction', 'task preselected from the card');
+  await page.fill('#ep-name', 'bad name');
+  await page.click('form[data-form="deploy"] button[type=submit]');
+  await page.waitForSelector('#err-name:not([hidden])'); // the API's refusal, next to the field
+  await shot('deploy-error');
+  await page.fill('#ep-name', 'e2e-ep');
+  await page.fill('#ep-min', '0');
+  await page.click('form[data-form="deploy"] button[type=submit]');
+  await page.waitForURL(`${HUB}/inference/${USER}/e2e-ep`);
+  assert.equal(await page.$$eval('svg.chart', (s) => s.length), 3);
+  assert.match(await page.textContent('#sn-hfclient'), new RegExp(`InferenceClient\\("${HUB}/endpoints/${USER}/e2e-ep"`));
+  await shot('endpoint');
+  // The list updates its status without a reload: the poller rewrites the cell.
+  await page.goto(`${HUB}/inference`);
+  const cell = page.locator(`[data-endpoint="${USER}/e2e-ep"] [data-field="replicas"]`);
+  await cell.filter({ hasText: /running/ }).waitFor({ timeout: 10_000 });
+  await shot('endpoints');
+});
+
+test('get a result in the playground', async (t) => {
   if (!process.env.HUB_HAS_WORKER) {
     t.skip('pending: `hub-api serve` has no in-process inference worker yet (the main engineer wires it); '
       + 'set HUB_HAS_WORKER=1 once it does');
     return;
   }
-  await page.fill('#ep-name', 'e2e-ep');
-  await page.click('form[data-form="deploy"] button[type=submit]');
-  await page.waitForURL(`${HUB}/inference/${USER}/e2e-ep`);
-  await page.waitForSelector('#ep-status.status-running', { timeout: 300_000 });
+  await page.goto(`${HUB}/inference/${USER}/e2e-ep`);
   await page.click('#playground button[type=submit]');
-  await page.waitForSelector('#play-result[data-done="true"]', { timeout: 120_000 });
+  await page.waitForSelector('#play-result[data-done="true"]', { timeout: 300_000 });
   assert.match(await page.textContent('#play-result'), /Embedding with \d+ dimensions/);
-  await shot('endpoint');
-  await page.goto(`${HUB}/inference`);
-  await shot('endpoints');
+  await shot('endpoint-playground');
+});
+
+test('organization page: members, roles, storage', async () => {
+  const r = await page.goto(`${HUB}/organizations/acme`);
+  assert.equal(r.status(), 200);
+  assert.ok(await page.$(`select[data-member-role="${USER}"]`), 'admins can change roles');
+  assert.ok(await page.$('#quota-bar'));
+  await shot('organization');
+  await page.goto(`${HUB}/organizations/acme/audit`);
+  assert.match(await page.textContent('table.audit'), /org\.created/);
+  await shot('organization-audit');
 });
 
 test('a cross-origin form post changes nothing (CSRF)', async (t) => {

@@ -46,6 +46,7 @@ done
 
 password="browser-pass-123"
 echo "$password" | "$hub" --data-dir "$tmp/data" admin create-user alice --password-stdin >/dev/null
+"$hub" --data-dir "$tmp/data" admin create-org acme --owner alice >/dev/null
 token=$("$hub" --data-dir "$tmp/data" admin create-token alice --scopes read,write,inference,admin --name browser-tests | tail -1)
 
 mkdir -p "$root/target/screenshots"
