@@ -279,6 +279,26 @@ async fn browse_repo_card_and_files() {
     let r = get!(app, "/alice/tiny/blob/main/docs");
     assert_eq!(r.status, StatusCode::FOUND);
 
+    // Datasets live under /datasets/, canonical repos at /{name}.
+    create!(app, &alice, json!({"name": "corpus", "type": "dataset"}));
+    let r = get!(app, "/datasets/alice/corpus");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Dataset card"));
+    assert!(
+        r.body.contains("load_dataset(&#34;alice/corpus&#34;)") || r.body.contains("load_dataset")
+    );
+    let r = get!(app, "/datasets/alice/corpus/tree/main");
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get!(app, "/alice/corpus");
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a dataset is not a model");
+    let (_, root) = t.user("root", true, &["read", "write"]).await;
+    create!(app, &root, json!({"name": "gpt9", "canonical": true}));
+    let r = get!(app, "/gpt9");
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("href=\"/gpt9/tree/main\""));
+    let r = get!(app, "/gpt9/commits/main");
+    assert_eq!(r.status, StatusCode::OK);
+
     // The rev picker without script.
     let r = get!(app, "/alice/tiny/tree?rev=main");
     assert_eq!(r.status, StatusCode::FOUND);

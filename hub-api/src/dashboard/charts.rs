@@ -144,6 +144,68 @@ pub fn lines(title: &str, labels: &[String], series: &[Series], unit: &str) -> S
     out
 }
 
+/// The three usage charts of an endpoint over `days` days from `from`:
+/// requests per day, input tokens per day, latency p50/p95/p99 per day
+/// (rows of one endpoint; days without rows are zero).
+pub fn usage_charts(
+    usage: &[crate::db::endpoints::UsageRow],
+    from: chrono::NaiveDate,
+    days: i64,
+) -> [String; 3] {
+    let days: Vec<chrono::NaiveDate> = (0..days)
+        .map(|i| from + chrono::Duration::days(i))
+        .collect();
+    let labels: Vec<String> = days.iter().map(|d| d.format("%m-%d").to_string()).collect();
+    let pick = |f: fn(&crate::db::endpoints::UsageRow) -> f64| -> Vec<f64> {
+        days.iter()
+            .map(|d| usage.iter().find(|u| u.day == *d).map(f).unwrap_or(0.0))
+            .collect()
+    };
+    let requests = bars(
+        "Requests per day",
+        &labels,
+        &Series {
+            name: "requests",
+            class: "s1",
+            values: pick(|u| u.requests as f64),
+        },
+        "",
+    );
+    let tokens = bars(
+        "Input tokens per day",
+        &labels,
+        &Series {
+            name: "tokens",
+            class: "s2",
+            values: pick(|u| u.input_tokens as f64),
+        },
+        "",
+    );
+    let latency = lines(
+        "Latency percentiles per day",
+        &labels,
+        &[
+            Series {
+                name: "p50",
+                class: "s1",
+                values: pick(|u| u.latency_p50_ms),
+            },
+            Series {
+                name: "p95",
+                class: "s2",
+                values: pick(|u| u.latency_p95_ms),
+            },
+            Series {
+                name: "p99",
+                class: "s3",
+                values: pick(|u| u.latency_p99_ms),
+            },
+        ],
+        " ms",
+    );
+    [requests, tokens, latency]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 //! calling the gateway, client snippets and usage charts (inline SVG from
 //! the same data as `GET /api/v1/usage`). Members of the namespace only.
 
-use super::charts::{self, Series};
+use super::charts;
 use super::upload::writable_namespaces;
 use super::{page, text, to_login, viewer, Layout, PageResult};
 use crate::auth::access::namespace_role;
@@ -217,67 +217,13 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
         now + chrono::Duration::seconds(1),
     )
     .await?;
-    let days: Vec<chrono::NaiveDate> = (0..CHART_DAYS)
-        .map(|i| from_day + chrono::Duration::days(i))
-        .collect();
-    let labels: Vec<String> = days.iter().map(|d| d.format("%m-%d").to_string()).collect();
-    let pick = |f: &dyn Fn(&db::endpoints::UsageRow) -> f64| -> Vec<f64> {
-        days.iter()
-            .map(|d| {
-                usage
-                    .iter()
-                    .find(|u| u.endpoint == e.name && u.day == *d)
-                    .map(f)
-                    .unwrap_or(0.0)
-            })
-            .collect()
-    };
-    let has_usage = usage.iter().any(|u| u.endpoint == e.name);
-    let requests_chart = charts::bars(
-        "Requests per day",
-        &labels,
-        &Series {
-            name: "requests",
-            class: "s1",
-            values: pick(&|u| u.requests as f64),
-        },
-        "",
-    );
-    let tokens_chart = charts::bars(
-        "Input tokens per day",
-        &labels,
-        &Series {
-            name: "tokens",
-            class: "s2",
-            values: pick(&|u| u.input_tokens as f64),
-        },
-        "",
-    );
-    let latency_chart = charts::lines(
-        "Latency percentiles per day",
-        &labels,
-        &[
-            Series {
-                name: "p50",
-                class: "s1",
-                values: pick(&|u| u.latency_p50_ms),
-            },
-            Series {
-                name: "p95",
-                class: "s2",
-                values: pick(&|u| u.latency_p95_ms),
-            },
-            Series {
-                name: "p99",
-                class: "s3",
-                values: pick(&|u| u.latency_p99_ms),
-            },
-        ],
-        " ms",
-    );
+    let usage: Vec<_> = usage.into_iter().filter(|u| u.endpoint == e.name).collect();
+    let has_usage = !usage.is_empty();
+    let [requests_chart, tokens_chart, latency_chart] =
+        charts::usage_charts(&usage, from_day, CHART_DAYS);
     let it = item(&state.public_url, &e);
     page(&EndpointPage {
-        snippets: endpoint_snippets(&it.url, &e.task, &e.repository),
+        snippets: super::snippets::for_endpoint(&it.url, &e.task, &e.repository),
         revision: e.revision.clone(),
         commit: text::short(&e.commit_oid),
         scaling: format!(
@@ -312,44 +258,4 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
         has_usage,
         can_write: role >= Some(crate::db::namespaces::Role::Write),
     })
-}
-
-/// Client snippets for an endpoint URL.
-fn endpoint_snippets(url: &str, task: &str, model: &str) -> Vec<super::snippets::Snippet> {
-    use super::snippets::Snippet;
-    let hf_call = match task {
-        "text-classification" => "print(client.text_classification(\"I love this!\"))".to_string(),
-        "sentence-similarity" => "print(client.sentence_similarity(\"A cat sits.\", other_sentences=[\"A dog runs.\", \"A cat rests.\"]))".to_string(),
-        _ => "print(client.feature_extraction(\"Paddock serves models.\").shape)".to_string(),
-    };
-    let curl_body = match task {
-        "sentence-similarity" => {
-            r#"{"inputs": {"source_sentence": "A cat sits.", "sentences": ["A dog runs.", "A cat rests."]}}"#
-        }
-        _ => r#"{"inputs": "Paddock serves models."}"#,
-    };
-    let mut out = vec![Snippet {
-        id: "hfclient",
-        title: "huggingface_hub",
-        code: format!(
-            "# pip install huggingface_hub\nfrom huggingface_hub import InferenceClient\n\nclient = InferenceClient(\"{url}\", token=\"pdk_...\")\n{hf_call}"
-        ),
-    }];
-    if task != "text-classification" {
-        out.push(Snippet {
-            id: "openai",
-            title: "openai",
-            code: format!(
-                "# pip install openai\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"{url}/v1\", api_key=\"pdk_...\")\nr = client.embeddings.create(model=\"{model}\", input=[\"Paddock serves models.\"])\nprint(len(r.data[0].embedding))"
-            ),
-        });
-    }
-    out.push(Snippet {
-        id: "curl",
-        title: "curl",
-        code: format!(
-            "curl {url} \\\n  -H \"Authorization: Bearer $HF_TOKEN\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{curl_body}'"
-        ),
-    });
-    out
 }

@@ -120,3 +120,26 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         ApiError::NotFound("route").error_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    /// A 500 is a friendly page that never shows its cause.
+    #[test]
+    fn internal_error_page_hides_the_cause() {
+        let resp = render(
+            &ApiError::internal(anyhow::anyhow!("connection string postgres://secret")),
+            Layout::bare(),
+        );
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match resp.into_body().try_into_bytes() {
+            Ok(b) => String::from_utf8(b.to_vec()).unwrap(),
+            Err(_) => panic!("a complete body"),
+        };
+        assert!(body.contains("Something went wrong"));
+        assert!(!body.contains("secret"));
+        assert!(body.contains("<!doctype html>"));
+    }
+}

@@ -22,6 +22,7 @@ pub mod repo;
 pub mod repo_view;
 pub mod settings;
 pub mod snippets;
+pub mod tensors;
 pub mod text;
 pub mod upload;
 

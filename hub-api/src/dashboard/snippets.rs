@@ -1,4 +1,5 @@
-//! "Use this model" snippets with the hub's real public URL filled in.
+//! Copyable client snippets with the hub's real public URL filled in: "use
+//! this model" on repo pages, and client code on endpoint pages.
 
 /// One snippet tab.
 pub struct Snippet {
@@ -74,6 +75,45 @@ pub fn for_repo(
         code: format!(
             "curl -L{auth} -o {file_name} \\\n  {public_url}/{prefix}{id}/resolve/main/{sample_file}",
             file_name = sample_file.rsplit('/').next().unwrap_or(sample_file),
+        ),
+    });
+    out
+}
+
+/// Client snippets for an endpoint URL.
+pub fn for_endpoint(url: &str, task: &str, model: &str) -> Vec<Snippet> {
+    let hf_call = match task {
+        "text-classification" => "print(client.text_classification(\"I love this!\"))".to_string(),
+        "sentence-similarity" => "print(client.sentence_similarity(\"A cat sits.\", other_sentences=[\"A dog runs.\", \"A cat rests.\"]))".to_string(),
+        _ => "print(client.feature_extraction(\"Paddock serves models.\").shape)".to_string(),
+    };
+    let curl_body = match task {
+        "sentence-similarity" => {
+            r#"{"inputs": {"source_sentence": "A cat sits.", "sentences": ["A dog runs.", "A cat rests."]}}"#
+        }
+        _ => r#"{"inputs": "Paddock serves models."}"#,
+    };
+    let mut out = vec![Snippet {
+        id: "hfclient",
+        title: "huggingface_hub",
+        code: format!(
+            "# pip install huggingface_hub\nfrom huggingface_hub import InferenceClient\n\nclient = InferenceClient(\"{url}\", token=\"pdk_...\")\n{hf_call}"
+        ),
+    }];
+    if task != "text-classification" {
+        out.push(Snippet {
+            id: "openai",
+            title: "openai",
+            code: format!(
+                "# pip install openai\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"{url}/v1\", api_key=\"pdk_...\")\nr = client.embeddings.create(model=\"{model}\", input=[\"Paddock serves models.\"])\nprint(len(r.data[0].embedding))"
+            ),
+        });
+    }
+    out.push(Snippet {
+        id: "curl",
+        title: "curl",
+        code: format!(
+            "curl {url} \\\n  -H \"Authorization: Bearer $HF_TOKEN\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{curl_body}'"
         ),
     });
     out
