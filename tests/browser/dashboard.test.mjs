@@ -160,6 +160,44 @@ test('upload a folder with a large file: progress reaches 100%', { timeout: 600_
   assert.ok(tree.data.find((e) => e.path === 'onnx/notes.txt'), 'folder structure kept');
 });
 
+test('a failed part is retried; nothing is committed until every file verifies', { timeout: 600_000 }, async () => {
+  const file = path.join(WORK, 'retry.bin');
+  const size = 52 * 1024 * 1024; // multipart: 16 + 16 + 16 + 4 MiB
+  fs.writeFileSync(file, Buffer.alloc(size, 7));
+  const before = await hubApi('GET', `/api/models/${REPO}/commits/main`);
+  await page.goto(`${HUB}/${REPO}/upload`);
+  await page.setInputFiles('#pick-files', file);
+  await page.fill('#summary', 'Add retry.bin');
+  // Part 2 fails once (then the network is fine again); completing always fails.
+  let partFailures = 0;
+  await page.route(/\/lfs\/upload\/[^/]+\/part\/2\?/, async (route) => {
+    partFailures++;
+    await page.unroute(/\/lfs\/upload\/[^/]+\/part\/2\?/);
+    await route.fulfill({ status: 500, body: 'injected failure' });
+  });
+  await page.route(/\/lfs\/upload\/[^/]+\/complete\?/, (route) => route.fulfill({ status: 500, body: 'injected failure' }));
+  const statuses = new Set();
+  const poll = setInterval(async () => {
+    try { statuses.add(await page.textContent('#upload-list .file-status')); } catch { /* ignore */ }
+  }, 50);
+  await page.click('#upload-submit');
+  await page.waitForSelector('.form-error:not([hidden])', { timeout: 300_000 });
+  clearInterval(poll);
+  assert.equal(partFailures, 1);
+  assert.ok([...statuses].some((s) => /retrying part 2/.test(s)), [...statuses].join(' | '));
+  assert.match(await page.textContent('.form-error'), /nothing was committed: completing the upload failed after 4 tries/);
+  await shot('upload-failed');
+  const after = await hubApi('GET', `/api/models/${REPO}/commits/main`);
+  assert.equal(after.data.length, before.data.length, 'no commit was made');
+  // With the network back, the same form finishes the job.
+  await page.unroute(/\/lfs\/upload\/[^/]+\/complete\?/);
+  await page.click('#upload-submit');
+  await page.waitForSelector('#upload-status[data-done="true"]', { timeout: 300_000 });
+  assert.equal(await page.textContent('#overall-text'), '100%');
+  const tree = await hubApi('GET', `/api/models/${REPO}/tree/main`);
+  assert.equal(tree.data.find((e) => e.path === 'retry.bin').size, size);
+});
+
 test('see the model card and the file list', async () => {
   await page.goto(`${HUB}/${REPO}`);
   assert.equal(await page.textContent('.markdown h1'), 'E2E model');
@@ -190,9 +228,10 @@ test('browse history', async () => {
   await page.click('.tabs >> text=History');
   await page.waitForSelector('.commit-list');
   const titles = await page.$$eval('.commit-title', (els) => els.map((e) => e.textContent.trim()));
-  assert.equal(titles[0], 'Upload a model folder from the browser');
+  assert.equal(titles[0], 'Add retry.bin');
+  assert.equal(titles[1], 'Upload a model folder from the browser');
   await shot('history');
-  await page.click('.commit-title >> nth=0 >> a');
+  await page.click('.commit-title >> nth=1 >> a');
   await page.waitForSelector('.changes');
   const changed = await page.$$eval('.changes li', (els) => els.map((e) => e.textContent.replace(/\s+/g, ' ').trim()));
   for (const f of ['big.bin', 'config.json', 'model.safetensors', 'onnx/notes.txt', 'README.md']) {
