@@ -47,6 +47,9 @@ cargo test --workspace --quiet
 step "client conformance (huggingface_hub, hf CLI, transformers)"
 tests/conformance/run.sh "$VENV/bin/python" "$ROOT/target/debug/hub-api"
 
+step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
+tests/browser/run.sh
+
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml
 
