@@ -585,3 +585,64 @@ async fn endpoint_pages_and_usage_charts() {
     let r = get!(app, "/inference", Some(&bob));
     assert!(!r.body.contains("enc-ep"));
 }
+
+#[actix_web::test]
+async fn gated_repo_files_and_access_requests() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read"]).await;
+    let app = app(&t.state).await;
+    create!(app, &alice, json!({"name": "gated"}));
+    commit!(
+        app,
+        &alice,
+        "alice/gated",
+        "files",
+        &[
+            file_op("README.md", b"# Gated card\n"),
+            file_op("weights.txt", b"GATED-CONTENT\n")
+        ]
+    );
+    api!(
+        app,
+        TestRequest::put()
+            .uri("/api/models/alice/gated/settings")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"gated": "manual"}))
+    );
+    let repo = hub_api::db::repos::find(&t.state.db, "model", "alice", "gated")
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO access_requests (repo_id, user_id, status) VALUES ($1, $2, 'pending')",
+    )
+    .bind(repo.id)
+    .bind(bob_id)
+    .execute(&t.state.db)
+    .await
+    .unwrap();
+
+    // The card and the listing stay visible; file contents need access.
+    let r = get!(app, "/alice/gated", Some(&bob));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Gated card"));
+    assert!(r.body.contains("badge gated"));
+    let r = get!(app, "/alice/gated/blob/main/weights.txt", Some(&bob));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("This repository is gated"));
+    assert!(!r.body.contains("GATED-CONTENT"));
+    let r = get!(app, "/alice/gated/blob/main/weights.txt", Some(&alice));
+    assert!(r.body.contains("GATED-CONTENT"));
+
+    // The owner's settings list the pending request with its decisions.
+    let r = get!(app, "/alice/gated/settings", Some(&alice));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("<option value=\"manual\" selected>"));
+    assert!(r
+        .body
+        .contains("data-requests-api=\"/api/v1/repos/models/alice/gated/access-requests\""));
+    assert!(r
+        .body
+        .contains("data-decide=\"accepted\" data-user=\"bob\""));
+}
