@@ -255,6 +255,28 @@ test('repo settings and narrow screen', async () => {
   await narrow.close();
 });
 
+test('keyboard and labels: skip link, visible focus, arrow-key tabs, every control labelled', async () => {
+  await page.goto(`${HUB}/${REPO}`);
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.className), 'skip');
+  assert.notEqual(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), 'none');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => location.hash), '#main');
+  await page.focus('#tab-hub');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.getAttribute('#tab-transformers', 'aria-selected'), 'true');
+  assert.ok(await page.isVisible('#sn-transformers'));
+  assert.ok(!(await page.isVisible('#sn-hub')));
+  for (const p of ['/', `/${REPO}/upload`, `/${REPO}/settings`, '/new', '/settings/tokens',
+    `/inference/new?repo=${REPO}`, `/${REPO}/tree/main`, '/organizations/acme']) {
+    await page.goto(HUB + p);
+    const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+      .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+      .map((el) => el.id || el.name));
+    assert.deepEqual(unlabelled, [], `unlabelled controls on ${p}`);
+  }
+});
+
 test('create and revoke a token', async (t) => {
   const probe = await hubApi('GET', '/api/v1/tokens');
   if (probe.status === 404) {
