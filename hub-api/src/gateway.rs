@@ -179,9 +179,9 @@ pub async fn proxy(
         )));
     }
     if e.paused {
-        return Err(ApiError::Unavailable(format!(
-            "endpoint {ns}/{name} is paused; resume it first"
-        )));
+        return Err(ApiError::Unavailable(
+            "this endpoint is paused; resume it first".to_string(),
+        ));
     }
     let deadline = Instant::now() + WAKE_WAIT;
     let mut tried: Vec<Uuid> = Vec::new();
@@ -195,7 +195,7 @@ pub async fn proxy(
                     .ok_or(ApiError::NotFound("endpoint"))?;
                 if current.status == "failed" {
                     return Err(ApiError::Unavailable(format!(
-                        "endpoint {ns}/{name} failed: {}",
+                        "this endpoint failed: {}",
                         current.message.unwrap_or_default()
                     )));
                 }
@@ -205,9 +205,9 @@ pub async fn proxy(
                 woke = true;
             }
             if Instant::now() >= deadline {
-                return Err(ApiError::Unavailable(format!(
-                    "endpoint {ns}/{name} has no ready replica yet; retry shortly"
-                )));
+                return Err(ApiError::Unavailable(
+                    "this endpoint has no ready replica yet; retry shortly".to_string(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             tried.clear();

@@ -44,3 +44,114 @@ pub async fn check_download(state: &AppState, auth: &Auth, ctx: &RepoCtx) -> Api
         _ => Err(ApiError::GatedRepo(name)),
     }
 }
+
+/// A request's status.
+pub const STATUSES: &[&str] = &["pending", "accepted", "rejected"];
+
+/// Parses a status from a URL or body.
+pub fn parse_status(s: &str) -> ApiResult<&'static str> {
+    STATUSES.iter().find(|x| **x == s).copied().ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "status {:?} is not one of pending, accepted, rejected",
+            s.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+fn require_gated(ctx: &RepoCtx) -> ApiResult<&str> {
+    ctx.repo.gated.as_deref().ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "{} is not gated; access requests apply only to gated repositories",
+            ctx.repo.full_id()
+        ))
+    })
+}
+
+/// A user asks for access: `auto` gating accepts at once, `manual` waits for
+/// an admin. Asking again returns the existing request unchanged.
+pub async fn request_access(
+    state: &AppState,
+    p: &crate::auth::Principal,
+    ctx: &RepoCtx,
+    fields: &serde_json::Value,
+) -> ApiResult<crate::db::access_requests::AccessRequest> {
+    let mode = require_gated(ctx)?;
+    let status = if mode == "auto" {
+        "accepted"
+    } else {
+        "pending"
+    };
+    let mut tx = state.db.begin().await?;
+    let existing = crate::db::access_requests::get(&mut *tx, ctx.repo.id, p.user_id).await?;
+    if let Some(r) = existing {
+        return Ok(r);
+    }
+    let r =
+        crate::db::access_requests::create(&mut tx, ctx.repo.id, p.user_id, status, fields).await?;
+    crate::audit::record(
+        &mut *tx,
+        Some(p),
+        ctx.repo.namespace_id,
+        if status == "accepted" {
+            "access_request.auto_accepted"
+        } else {
+            "access_request.created"
+        },
+        &format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id()),
+        serde_json::json!({"user": p.name}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// An admin decides on a user's request (or grants access without one when
+/// `create` is set). Recorded in the audit log.
+pub async fn decide(
+    state: &AppState,
+    admin: &crate::auth::Principal,
+    ctx: &RepoCtx,
+    user: &crate::db::namespaces::User,
+    status: &'static str,
+    reason: Option<&str>,
+    create: bool,
+) -> ApiResult<()> {
+    require_gated(ctx)?;
+    if reason.is_some_and(|r| r.chars().count() > 1000 || r.contains('\0')) {
+        return Err(ApiError::InvalidRequest(
+            "the rejection reason must be at most 1000 characters, without NUL".into(),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let existing = crate::db::access_requests::get(&mut *tx, ctx.repo.id, user.id).await?;
+    if existing.is_none() && !create {
+        return Err(ApiError::NotFound("access request"));
+    }
+    crate::db::access_requests::set_status(
+        &mut *tx,
+        ctx.repo.id,
+        user.id,
+        status,
+        if status == "rejected" { reason } else { None },
+        admin.user_id,
+    )
+    .await?;
+    crate::audit::record(
+        &mut *tx,
+        Some(admin),
+        ctx.repo.namespace_id,
+        &format!(
+            "access_request.{}",
+            if existing.is_none() {
+                "granted"
+            } else {
+                status
+            }
+        ),
+        &format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id()),
+        serde_json::json!({"user": user.name, "status": status}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -17,6 +17,7 @@ pub mod gating;
 pub mod git;
 pub mod pgcluster;
 pub mod quota;
+pub mod ratelimit;
 pub mod registry;
 pub mod routes;
 pub mod scheduler;

@@ -6,7 +6,6 @@ use crate::config::{Cli, Command, Config};
 use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
-use actix_web::dev::Service;
 use actix_web::{web, App, HttpServer};
 use std::time::{Duration, Instant};
 
@@ -71,6 +70,7 @@ pub async fn build_state(
         keys,
         limits: Limits::default(),
         live: Default::default(),
+        tenancy: crate::state::Tenancy::from_config(config),
     })
 }
 
@@ -122,6 +122,59 @@ fn log_request(method: &str, path: &str, status: u16, started: Instant) {
     }
 }
 
+/// The access log middleware: one line per request (method, path, status,
+/// duration; never the query string, headers or cookies).
+pub async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    log_request(&method, &path, status, started);
+    res.map(|r| r.map_into_boxed_body())
+}
+
+/// The in-process worker: a `hub-worker` talking to this hub over loopback
+/// with a hub-signed control-plane token (no database credentials, exactly
+/// like a remote worker).
+async fn embedded_worker(
+    config: &Config,
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let token = crate::auth::service_tokens::worker_token(state, 365 * 24 * 3600)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let mut cfg = hub_worker::WorkerConfig::new(&format!("http://{host}:{}", addr.port()), &token);
+    cfg.cache_dir = config
+        .worker_cache_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("worker-cache"));
+    cfg.threads = config.worker_threads;
+    cfg.name = Some("embedded".into());
+    cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
+    Ok(async move {
+        let stopped = async move {
+            let _ = stop.await;
+        };
+        if let Err(e) = hub_worker::run(cfg, stopped).await {
+            tracing::error!(error = format!("{e:#}"), "in-process worker stopped");
+        }
+    })
+}
+
 /// Runs the HTTP server until SIGINT/SIGTERM, then drains and stops the private cluster.
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
@@ -146,21 +199,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .wrap_fn(|req, srv| {
-                    let started = Instant::now();
-                    let method = req.method().to_string();
-                    let path = req.path().to_string();
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await;
-                        let status = match &res {
-                            Ok(r) => r.status().as_u16(),
-                            Err(e) => e.as_response_error().status_code().as_u16(),
-                        };
-                        log_request(&method, &path, status, started);
-                        res
-                    }
-                })
+                .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
+                .wrap(actix_web::middleware::from_fn(access_log))
                 .configure(crate::routes::configure)
                 .default_service(web::to(crate::routes::not_found))
         })
@@ -169,6 +209,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .shutdown_timeout(15)
         .listen(listener)?
         .run();
+        let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = if config.no_worker {
+            None
+        } else {
+            let run = embedded_worker(&config, &state, addr, worker_stopped).await?;
+            Some(actix_web::rt::spawn(run))
+        };
         println!(
             "paddock: listening on {public_url} (storage {})",
             state.storage.describe()
@@ -176,6 +223,10 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(url = %public_url, "hub-api listening");
         let result = server.await;
         tracing::info!("hub-api stopped; shutting down");
+        let _ = stop_worker.send(());
+        if let Some(w) = worker {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+        }
         state.db.close().await;
         if let Some(c) = cluster.as_mut() {
             c.stop();

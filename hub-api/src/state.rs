@@ -1,8 +1,10 @@
 //! Shared application state handed to every handler.
 
 use crate::auth::jwt::KeyRing;
+use crate::ratelimit::{Rate, RateDefaults, RateLimiter};
 use crate::storage::Storage;
 use sqlx::PgPool;
+use std::sync::Arc;
 
 /// Everything a request handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -15,6 +17,52 @@ pub struct AppState {
     pub limits: Limits,
     /// Per-process routing state of the endpoint gateway.
     pub live: std::sync::Arc<crate::gateway::Live>,
+    pub tenancy: Tenancy,
+}
+
+/// Tenancy settings and the per-process rate-limit buckets.
+#[derive(Clone)]
+pub struct Tenancy {
+    pub rate: Arc<RateLimiter>,
+    /// Lifetime of a dashboard session, in seconds.
+    pub session_ttl_s: i64,
+    /// Storage quota of namespaces without their own, in bytes (None: unlimited).
+    pub default_storage_quota: Option<i64>,
+    /// Resolved API tokens, for a few seconds (see `auth::cache`).
+    pub token_cache: Arc<crate::auth::cache::TokenCache>,
+}
+
+impl Tenancy {
+    /// From the command line / environment.
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            rate: Arc::new(RateLimiter::new(RateDefaults {
+                token: Rate {
+                    per_s: c.rate_limit_token_rps,
+                    burst: c.rate_limit_token_burst,
+                },
+                anonymous: Rate {
+                    per_s: c.rate_limit_anon_rps,
+                    burst: c.rate_limit_anon_burst,
+                },
+                trust_forwarded_for: c.trust_forwarded_for,
+            })),
+            session_ttl_s: c.session_ttl_minutes as i64 * 60,
+            default_storage_quota: c.default_storage_quota.map(|q| q as i64),
+            token_cache: Arc::new(crate::auth::cache::TokenCache::new(
+                std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
+            )),
+        }
+    }
+}
+
+impl Default for Tenancy {
+    /// The defaults of the command line.
+    fn default() -> Self {
+        use clap::Parser;
+        let cli = crate::config::Cli::parse_from(["hub-api"]);
+        Self::from_config(&cli.config)
+    }
 }
 
 /// Request limits (documented in docs/API.md).

@@ -10,6 +10,17 @@ use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashSet};
 
 const WRITERS: usize = 16;
+
+/// These tests measure the commit protocol, not the rate limiter.
+fn unlimited(t: &mut TestState) {
+    use hub_api::ratelimit::{Rate, RateDefaults, RateLimiter};
+    let off = Rate { per_s: 0, burst: 0 };
+    t.state.tenancy.rate = std::sync::Arc::new(RateLimiter::new(RateDefaults {
+        token: off,
+        anonymous: off,
+        trust_forwarded_for: false,
+    }));
+}
 const PER_WRITER: usize = 50;
 
 async fn head<S>(app: &S, tok: &str) -> String
@@ -115,7 +126,8 @@ where
 
 #[actix_web::test]
 async fn concurrent_commits_with_parent_commit() {
-    let t = TestState::new().await;
+    let mut t = TestState::new().await;
+    unlimited(&mut t);
     let (_, tok) = t.user("c", false, &["write"]).await;
     let app = app(&t.state).await;
     let resp = call_service(
@@ -201,7 +213,8 @@ async fn concurrent_commits_with_parent_commit() {
 
 #[actix_web::test]
 async fn concurrent_commits_without_parent_are_serialised() {
-    let t = TestState::new().await;
+    let mut t = TestState::new().await;
+    unlimited(&mut t);
     let (_, tok) = t.user("c", false, &["write"]).await;
     let app = app(&t.state).await;
     let resp = call_service(

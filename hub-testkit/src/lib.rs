@@ -173,6 +173,7 @@ impl TestState {
             keys,
             limits: Limits::default(),
             live: Default::default(),
+            tenancy: hub_api::state::Tenancy::default(),
         };
         Self {
             state,
@@ -231,6 +232,10 @@ pub async fn app(
     actix_web::test::init_service(
         actix_web::App::new()
             .app_data(actix_web::web::Data::new(state.clone()))
+            .wrap(actix_web::middleware::from_fn(
+                hub_api::ratelimit::middleware,
+            ))
+            .wrap(actix_web::middleware::from_fn(hub_api::server::access_log))
             .configure(hub_api::routes::configure)
             .default_service(actix_web::web::to(hub_api::routes::not_found)),
     )

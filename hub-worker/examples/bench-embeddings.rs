@@ -12,6 +12,11 @@
 //! * `requests`: consecutive requests of B sentences in corpus order (what HTTP clients do).
 //!
 //! Prints one JSON object per line.
+//!
+//! With `--stdin`, loads one model per batch size and then runs one pass per input line
+//! `MODE BATCH` (e.g. `corpus 32`), answering `{"seconds": s}` per line: the bench script
+//! drives several engines this way in interleaved rounds, so a busy machine slows all of
+//! them alike.
 
 use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Model};
 use std::time::Instant;
@@ -48,6 +53,9 @@ fn main() -> anyhow::Result<()> {
     #[cfg(feature = "engine-ort")]
     if engine != EnginePreference::Candle {
         let dylib = std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from);
+        if std::env::var("HUB_WORKER_ORT_SPINNING").as_deref() == Ok("1") {
+            hub_worker::engine::ort::set_intra_op_spinning(true);
+        }
         hub_worker::engine::ort::init(dylib.as_deref(), threads).map_err(anyhow::Error::msg)?;
     }
     let corpus: Vec<String> = std::fs::read_to_string(&corpus_path)?
@@ -59,6 +67,9 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
+    if args.iter().any(|a| a == "--stdin") {
+        return serve_stdin(&runtime, &model_dir, engine, &batches, &corpus);
+    }
     for &b in &batches {
         let cfg = EngineConfig {
             max_batch_size: b,
@@ -109,6 +120,72 @@ fn main() -> anyhow::Result<()> {
                 })
             );
         }
+    }
+    Ok(())
+}
+
+fn load(dir: &str, engine: EnginePreference, batch: usize) -> anyhow::Result<Model> {
+    let cfg = EngineConfig {
+        max_batch_size: batch,
+        tokenizer_threads: 1,
+        engine,
+        ..EngineConfig::default()
+    };
+    Ok(Model::load(std::path::Path::new(dir), None, &cfg)?)
+}
+
+async fn pass(model: &Model, mode: &str, batch: usize, corpus: &[String]) -> anyhow::Result<()> {
+    if mode == "corpus" {
+        model
+            .embed(corpus.to_vec(), EmbedOptions::default())
+            .await?;
+    } else {
+        for chunk in corpus.chunks(batch) {
+            model.embed(chunk.to_vec(), EmbedOptions::default()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn serve_stdin(
+    runtime: &tokio::runtime::Runtime,
+    dir: &str,
+    engine: EnginePreference,
+    batches: &[usize],
+    corpus: &[String],
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut models = std::collections::HashMap::new();
+    for &b in batches {
+        let m = load(dir, engine, b)?;
+        // Warm-up pass.
+        runtime.block_on(pass(&m, "corpus", b, corpus))?;
+        models.insert(b, m);
+    }
+    let engine_name = models
+        .values()
+        .next()
+        .map(|m| m.info().engine)
+        .unwrap_or("?");
+    println!("{}", serde_json::json!({"ready": engine_name}));
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut parts = line.split_whitespace();
+        let (Some(mode), Some(b)) = (parts.next(), parts.next()) else {
+            break;
+        };
+        let b: usize = b.parse()?;
+        let model = models
+            .get(&b)
+            .ok_or_else(|| anyhow::anyhow!("batch {b} not loaded"))?;
+        let t = Instant::now();
+        runtime.block_on(pass(model, mode, b, corpus))?;
+        println!(
+            "{}",
+            serde_json::json!({"seconds": t.elapsed().as_secs_f64()})
+        );
+        std::io::stdout().flush()?;
     }
     Ok(())
 }

@@ -8,7 +8,6 @@
 //! ```
 
 #[path = "../tests/common/fake_hub.rs"]
-#[allow(dead_code)]
 mod fake_hub;
 
 use fake_hub::*;

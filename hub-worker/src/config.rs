@@ -70,6 +70,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_dylib: Option<PathBuf>,
 
+    /// Let ONNX Runtime's idle intra-op threads spin (faster on a dedicated, quiet machine;
+    /// off by default so idle threads leave the cores to tokenizers and HTTP).
+    #[arg(long, env = "HUB_WORKER_ORT_SPINNING", default_value_t = false)]
+    pub ort_spinning: bool,
+
     /// Long-poll wait asked of the hub, in seconds.
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
@@ -92,6 +97,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("max_concurrent", &self.max_concurrent)
             .field("engine", &self.engine)
             .field("ort_dylib", &self.ort_dylib)
+            .field("ort_spinning", &self.ort_spinning)
             .field("poll_wait_s", &self.poll_wait_s)
             .finish()
     }
@@ -116,6 +122,7 @@ impl WorkerConfig {
             max_concurrent: 512,
             engine: "auto".to_string(),
             ort_dylib: None,
+            ort_spinning: false,
             poll_wait_s: 25,
         }
     }

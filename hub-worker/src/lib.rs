@@ -60,6 +60,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     let threads = engine::threads::init_compute_threads(config.compute_threads());
     #[cfg(feature = "engine-ort")]
     if config.engine != "candle" {
+        engine::ort::set_intra_op_spinning(config.ort_spinning);
         match engine::ort::init(config.ort_dylib.as_deref(), threads) {
             Ok(()) => tracing::info!("ONNX Runtime initialised"),
             Err(e) if config.engine == "ort" => anyhow::bail!("--engine ort: {e}"),

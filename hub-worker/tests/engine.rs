@@ -279,6 +279,20 @@ async fn admission_refuses_instead_of_queueing() {
         matches!(err, EngineError::TooManyInputs { count: 5, max: 4 }),
         "{err}"
     );
+    // Similarity counts the source sentence against the same limit.
+    let err = model
+        .similarity("a".into(), vec!["b".into(); 4])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::TooManyInputs { count: 4, max: 3 }),
+        "{err}"
+    );
+    let (scores, _) = model
+        .similarity("a".into(), vec!["b".into(); 3])
+        .await
+        .unwrap();
+    assert_eq!(scores.len(), 3);
     let err = model
         .embed(vec![], EmbedOptions::default())
         .await

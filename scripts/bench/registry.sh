@@ -2,10 +2,10 @@
 # Registry benchmarks, side by side in one run on loopback (issue: registry core §7):
 #   1. download of a 1 GiB file through /resolve vs nginx serving the same file
 #   2. LFS upload of the same file (including verification) vs sha256sum of it
-#   3. HEAD /resolve requests per second at 64 connections, p50/p99 (wrk)
+#   3. HEAD /resolve requests per second at 64 connections, p50/p99 (oha)
 #   4. peak RSS of hub-api during the upload and the downloads
 # Usage: scripts/bench/registry.sh [SIZE_MIB]   (default 1024)
-# Installs nginx and wrk with apt when missing. Prints a Markdown report.
+# Installs nginx with apt and oha with cargo when missing. Prints a Markdown report.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -14,8 +14,8 @@ RUNS=${RUNS:-3}
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need nginx nginx
-need wrk wrk
 need curl curl
+command -v oha >/dev/null || cargo install oha --locked --quiet
 
 cargo build --release --quiet --bin hub-api
 HUB="$ROOT/target/release/hub-api"
@@ -100,20 +100,17 @@ RSS_DOWNLOAD=$(peak_rss)
 GOT=$(curl -sf "$URL/bench/up1/resolve/main/weights.bin" | sha256sum | cut -d' ' -f1)
 [[ "$GOT" == "$SHA" ]] || { echo "download does not match the upload"; exit 1; }
 
-# --- 3. HEAD /resolve at 64 connections ------------------------------------
-cat > "$WORK/head.lua" <<'LUA'
-wrk.method = "HEAD"
-LUA
-WRK_PUBLIC=$(wrk -t2 -c64 -d10s --latency -s "$WORK/head.lua" "$URL/bench/up1/resolve/main/weights.bin")
+# --- 3. HEAD /resolve at 64 connections (oha; wrk cannot do HEAD) -----------
+oha -z 10s -c 64 -m HEAD --no-tui --output-format json "$URL/bench/up1/resolve/main/weights.bin" > "$WORK/head.json"
 
 # --- report ---------------------------------------------------------------
 SHA_T=$(min "${SHA_TIMES[@]}"); UP_T=$(min "${UP_TIMES[@]}")
 NG_T=$(min "${NGINX_TIMES[@]}"); HUB_T=$(min "${HUB_TIMES[@]}")
 mbps() { echo "scale=1; $BYTES / 1048576 / $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
-rps=$(echo "$WRK_PUBLIC" | awk '/Requests\/sec/ {print $2}')
-p50=$(echo "$WRK_PUBLIC" | awk '$1=="50%" {print $2}')
-p99=$(echo "$WRK_PUBLIC" | awk '$1=="99%" {print $2}')
+read -r rps p50 p99 ok <<<"$(python3 -c '
+import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; p=d["latencyPercentiles"]
+print(round(s["requestsPerSec"]), "%.2fms" % (p["p50"]*1000), "%.2fms" % (p["p99"]*1000), "%.4f" % s["successRate"])' "$WORK/head.json")"
 cat <<REPORT
 ## Registry ($SIZE_MIB MiB file, best of $RUNS, $(nproc) cores, $(date -u +%Y-%m-%d))
 
@@ -122,7 +119,7 @@ cat <<REPORT
 | download via /resolve vs nginx (sendfile) | $(mbps "$HUB_T") MiB/s | $(mbps "$NG_T") MiB/s | $(ratio "$NG_T" "$HUB_T")x | >= 0.9x |
 | LFS upload incl. verification vs sha256sum | $(mbps "$UP_T") MiB/s | $(mbps "$SHA_T") MiB/s | $(ratio "$SHA_T" "$UP_T")x | >= 0.8x |
 
-HEAD /resolve, 64 connections, 10 s (wrk -t2 -c64): **$rps req/s**, p50 $p50, p99 $p99.
+HEAD /resolve, 64 connections, 10 s (oha -c 64 -m HEAD): **$rps req/s**, p50 $p50, p99 $p99, success rate $ok.
 
 Peak RSS of hub-api (VmHWM): idle $((RSS_IDLE / 1024)) MiB, after the uploads $((RSS_UPLOAD / 1024)) MiB, after the downloads $((RSS_DOWNLOAD / 1024)) MiB (goal: flat, under 200 MiB).
 REPORT

@@ -2,23 +2,27 @@
 # Embedding throughput of the hub-worker engine in-process vs sentence-transformers on
 # PyTorch CPU, one run, side by side, on a generated 256-sentence corpus, batch 1/4/32.
 #
-#   scripts/worker/bench-embeddings.sh [--create-venv] [--repeats N] [--threads N]
+#   scripts/worker/bench-embeddings.sh [--create-venv] [--rounds N] [--threads N]
 #
 # Engines: candle always; ONNX Runtime (graph derived from the safetensors) when
 # scripts/worker/fetch-onnxruntime.sh can provide libonnxruntime.so. Peer:
 # sentence-transformers in $ST_VENV (default /tmp/st-venv; --create-venv makes it, ~6 GB).
+# Engines run in interleaved rounds (scripts/worker/bench_driver.py): best and median of the
+# rounds per engine, batch size and mode. Modes: `corpus` = the 256 sentences in one call
+# with at most B per forward pass (like SentenceTransformer.encode(corpus, batch_size=B));
+# `requests` = consecutive calls of B sentences (what HTTP clients send).
 # Results: a table on stdout and target/bench/worker-embeddings.json.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-REPEATS=3
+ROUNDS=5
 THREADS="$(nproc)"
 CREATE_VENV=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --create-venv) CREATE_VENV=1 ;;
-        --repeats) REPEATS="$2"; shift ;;
+        --rounds) ROUNDS="$2"; shift ;;
         --threads) THREADS="$2"; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
@@ -67,60 +71,21 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --quiet --release -p hub-worker --example bench-embeddings "${FEATURES[@]}"
 BIN="$CARGO_TARGET_DIR/release/examples/bench-embeddings"
 
-: > "$OUT/worker-embeddings.jsonl"
-for engine in "${ENGINES[@]}"; do
-    echo "bench: hub-worker engine=$engine" >&2
-    "$BIN" --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --batches 1,4,32 \
-        --repeats "$REPEATS" --engine "$engine" --threads "$THREADS" >> "$OUT/worker-embeddings.jsonl"
-done
-
 if [ ! -x "$ST_VENV/bin/python" ] && [ "$CREATE_VENV" = 1 ]; then
     echo "bench: creating $ST_VENV with sentence-transformers + torch (large download)" >&2
     python3 -m venv "$ST_VENV"
     "$ST_VENV/bin/pip" install --quiet sentence-transformers torch
 fi
+PY=python3
 if [ -x "$ST_VENV/bin/python" ]; then
-    echo "bench: sentence-transformers in $ST_VENV" >&2
-    "$ST_VENV/bin/python" - "$PADDOCK_MINILM_DIR" "$OUT/corpus.txt" "$REPEATS" "$THREADS" >> "$OUT/worker-embeddings.jsonl" <<'PY'
-import json, sys, time
-import torch
-from sentence_transformers import SentenceTransformer
-model_dir, corpus_path, repeats, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(threads)
-corpus = [l for l in open(corpus_path).read().splitlines() if l.strip()]
-model = SentenceTransformer(model_dir, device="cpu")
-for b in (1, 4, 32):
-    for mode in ("corpus", "requests"):
-        times = []
-        for rep in range(repeats + 1):
-            t = time.perf_counter()
-            with torch.inference_mode():
-                if mode == "corpus":
-                    model.encode(corpus, batch_size=b, normalize_embeddings=True)
-                else:
-                    for i in range(0, len(corpus), b):
-                        model.encode(corpus[i:i + b], batch_size=b, normalize_embeddings=True)
-            if rep > 0:
-                times.append(time.perf_counter() - t)
-        times.sort()
-        print(json.dumps({"engine": "sentence-transformers", "mode": mode, "batch": b,
-                          "sentences": len(corpus), "best_s": times[0],
-                          "median_s": times[len(times) // 2],
-                          "sent_per_s": len(corpus) / times[0], "threads": threads,
-                          "torch": torch.__version__}))
-PY
+    PY="$ST_VENV/bin/python"
 else
     echo "bench: no sentence-transformers venv at $ST_VENV (pass --create-venv); peer skipped" >&2
 fi
-
-python3 - "$OUT/worker-embeddings.jsonl" "$OUT/worker-embeddings.json" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-json.dump(rows, open(sys.argv[2], "w"), indent=1)
-peer = {(r["mode"], r["batch"]): r["sent_per_s"] for r in rows if r["engine"] == "sentence-transformers"}
-print(f"{'engine':<22} {'mode':<9} {'batch':>5} {'sent/s':>9} {'vs ST':>7}")
-for r in rows:
-    p = peer.get((r["mode"], r["batch"]))
-    ratio = f"{r['sent_per_s'] / p:.2f}x" if p else "-"
-    print(f"{r['engine']:<22} {r['mode']:<9} {r['batch']:>5} {r['sent_per_s']:>9.1f} {ratio:>7}")
-PY
+ENGINE_LIST="$(IFS=,; echo "${ENGINES[*]}")"
+echo "bench: $ROUNDS interleaved rounds of: $ENGINE_LIST + sentence-transformers, threads=$THREADS" >&2
+echo "bench: machine load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+"$PY" scripts/worker/bench_driver.py --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" \
+    --bin "$BIN" --engines "$ENGINE_LIST" --rounds "$ROUNDS" --threads "$THREADS" \
+    --out "$OUT/worker-embeddings.json"
+echo "bench: machine load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

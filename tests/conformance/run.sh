@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the client conformance suite against a real hub: the hub-api binary
-# with its embedded defaults (private PostgreSQL cluster, local object store)
-# in a fresh data directory. Usage: tests/conformance/run.sh PYTHON HUB_API_BIN
+# with its embedded defaults (private PostgreSQL cluster, local object store,
+# the in-process worker) in a fresh data directory.
+# Usage: tests/conformance/run.sh PYTHON HUB_API_BIN [pytest args]
+# Endpoint tests need PADDOCK_MINILM_DIR (scripts/worker/fetch-fixtures.sh).
 set -euo pipefail
 PY=${1:?python}
 HUB=${2:?hub-api binary}
@@ -14,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$HUB" --data-dir "$DATA/hub" --bind 127.0.0.1:0 --no-worker >"$LOG" 2>&1 &
+"$HUB" --data-dir "$DATA/hub" --bind 127.0.0.1:0 >"$LOG" 2>&1 &
 HUB_PID=$!
 for _ in $(seq 1 120); do
   if grep -q "paddock: listening on" "$LOG"; then break; fi
@@ -33,6 +35,12 @@ export PADDOCK_TOKEN_ALICE=$(admin admin create-token alice --scopes read,write 
 export PADDOCK_TOKEN_ALICE_RO=$(admin admin create-token alice --scopes read --name readonly)
 export PADDOCK_TOKEN_BOB=$(admin admin create-token bob --scopes read,write --name conformance)
 export PADDOCK_TOKEN_ROOT=$(admin admin create-token root --scopes read,write,admin --name conformance)
+export PADDOCK_TOKEN_WORKER=$(admin admin create-token root --scopes worker --name workers)
+export PADDOCK_WORKER_BIN="${PADDOCK_WORKER_BIN:-$(dirname "$HUB")/hub-worker}"
+if [[ -n "${PADDOCK_MINILM_DIR:-}" && -z "${PADDOCK_CLASSIFIER_DIR:-}" && -x "$(dirname "$HUB")/examples/make-classifier" ]]; then
+  export PADDOCK_CLASSIFIER_DIR="$DATA/classifier"
+  "$(dirname "$HUB")/examples/make-classifier" "$PADDOCK_MINILM_DIR" "$PADDOCK_CLASSIFIER_DIR" >/dev/null
+fi
 export HF_ENDPOINT="$URL"
 export HF_HUB_DISABLE_TELEMETRY=1
 export DISABLE_SAFETENSORS_CONVERSION=1

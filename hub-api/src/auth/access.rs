@@ -104,3 +104,52 @@ pub async fn can_write_namespace(
         Some(Role::Admin) | Some(Role::Write)
     ))
 }
+
+/// What a caller may do in a namespace (a user's own or an organization):
+/// `None` for outsiders (they get 404), `Read` for members, `Write` for
+/// members with the write role, `Admin` for org admins, the user themself and
+/// site admins. Token scopes and restrictions cap it as for repos.
+pub async fn namespace_access(
+    db: impl PgExecutor<'_>,
+    p: Option<&Principal>,
+    ns: &db::namespaces::Namespace,
+) -> sqlx::Result<Access> {
+    let Some(p) = p else {
+        return Ok(Access::None);
+    };
+    if !p.may_touch_namespace(&ns.name) {
+        return Ok(Access::None);
+    }
+    let role = match namespace_role(db, p, ns.id).await? {
+        Some(Role::Admin) => Access::Admin,
+        Some(Role::Write) => Access::Write,
+        Some(Role::Read) => Access::Read,
+        None => Access::None,
+    };
+    Ok(role.min(scope_cap(p)))
+}
+
+/// Checks `have` covers `need` for a namespace-level object: outsiders get
+/// 404 (`what` not found), members without the right get 403.
+pub fn require_in_namespace(
+    have: Access,
+    need: Access,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    if have >= need {
+        return Ok(());
+    }
+    if have == Access::None {
+        return Err(ApiError::NotFound(what));
+    }
+    Err(ApiError::Forbidden(match need {
+        Access::Admin => format!("only admins of the organization can do this ({what})"),
+        _ => format!("you need the write role for this ({what})"),
+    }))
+}
+
+/// Whether the caller acts as a site administrator: a site admin's session,
+/// or a site admin's token with the `admin` scope.
+pub fn is_site_admin(p: &Principal) -> bool {
+    p.is_admin && p.has_scope(Scope::Admin)
+}

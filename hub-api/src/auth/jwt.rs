@@ -37,6 +37,9 @@ struct Inner {
     keys: Vec<Key>,
     by_kid: HashMap<String, Key>,
     loaded: Instant,
+    /// The last reload caused by an unknown `kid` (at most one per second, so
+    /// forged key ids cannot turn every request into a database query).
+    miss_reload: Option<Instant>,
 }
 
 /// The set of active signing keys.
@@ -46,7 +49,17 @@ pub struct KeyRing {
     inner: Arc<RwLock<Inner>>,
 }
 
-const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Other replicas see a rotation or retirement within this long.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(10);
+const MISS_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// A signing key as the admin API shows it (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 impl KeyRing {
     /// Loads keys, creating the first one if there is none.
@@ -57,6 +70,7 @@ impl KeyRing {
                 keys: vec![],
                 by_kid: HashMap::new(),
                 loaded: Instant::now(),
+                miss_reload: None,
             })),
         };
         ring.reload().await?;
@@ -98,13 +112,36 @@ impl KeyRing {
         Ok(kid)
     }
 
-    /// Retires a key: tokens it signed stop verifying.
-    pub async fn retire(&self, kid: &str) -> Result<(), JwtError> {
-        sqlx::query("UPDATE signing_keys SET retired_at = now() WHERE kid = $1")
-            .bind(kid)
-            .execute(&self.db)
-            .await?;
-        self.reload().await
+    /// Retires a key: tokens it signed stop verifying. False when there is no
+    /// such active key.
+    pub async fn retire(&self, kid: &str) -> Result<bool, JwtError> {
+        let r = sqlx::query(
+            "UPDATE signing_keys SET retired_at = now() WHERE kid = $1 AND retired_at IS NULL",
+        )
+        .bind(kid)
+        .execute(&self.db)
+        .await?;
+        self.reload().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Every key, newest first (active and retired).
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, JwtError> {
+        Ok(sqlx::query_as(
+            "SELECT kid, created_at, retired_at FROM signing_keys ORDER BY created_at DESC, kid DESC",
+        )
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// The key id new tokens are signed with.
+    pub fn signing_kid(&self) -> Option<String> {
+        self.inner
+            .read()
+            .expect("lock")
+            .keys
+            .last()
+            .map(|k| k.kid.clone())
     }
 
     async fn maybe_reload(&self) {
@@ -147,11 +184,27 @@ impl KeyRing {
         let kid = header
             .kid
             .ok_or_else(|| JwtError::Invalid("missing kid".into()))?;
+        if kid.is_empty() || kid.len() > 64 {
+            return Err(JwtError::UnknownKey);
+        }
         let mut key = self.inner.read().expect("lock").by_kid.get(&kid).cloned();
         if key.is_none() {
-            // A replica may have rotated since the last reload.
-            self.reload().await?;
-            key = self.inner.read().expect("lock").by_kid.get(&kid).cloned();
+            // A replica may have rotated since the last reload; reload, but at
+            // most once a second.
+            let due = {
+                let mut g = self.inner.write().expect("lock");
+                let due = g
+                    .miss_reload
+                    .is_none_or(|t| t.elapsed() > MISS_RELOAD_EVERY);
+                if due {
+                    g.miss_reload = Some(Instant::now());
+                }
+                due
+            };
+            if due {
+                self.reload().await?;
+                key = self.inner.read().expect("lock").by_kid.get(&kid).cloned();
+            }
         }
         let key = key.ok_or(JwtError::UnknownKey)?;
         let mut v = Validation::new(Algorithm::HS256);

@@ -6,19 +6,21 @@
 //! what a caller may do with a repo.
 
 pub mod access;
+pub mod cache;
 pub mod jwt;
 pub mod principal;
 pub mod secrets;
 pub mod service_tokens;
+pub mod session;
 
 pub use access::Access;
 pub use principal::{Auth, Credential, Principal, Scope};
 
-/// The dashboard session behind a request's cookie, if any.
-/// Sessions arrive with the tenancy work; until then only bearer tokens authenticate.
+/// The dashboard session behind a request's cookie, if any (CSRF-checked for
+/// unsafe methods; see [`session`]).
 pub async fn session_principal(
-    _state: &crate::state::AppState,
-    _req: &actix_web::HttpRequest,
+    state: &crate::state::AppState,
+    req: &actix_web::HttpRequest,
 ) -> Result<Option<Principal>, crate::error::ApiError> {
-    Ok(None)
+    session::principal_from_cookie(state, req).await
 }

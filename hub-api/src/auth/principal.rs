@@ -52,9 +52,16 @@ pub enum Credential {
         scopes: Vec<Scope>,
         restrict_namespaces: Option<Vec<String>>,
         restrict_repos: Option<Vec<String>>,
+        expires_at: Option<chrono::DateTime<Utc>>,
     },
-    /// A dashboard session (all of the user's rights).
-    Session { csrf: String },
+    /// A dashboard session (all of the user's rights), from the session cookie
+    /// or a session JWT sent as a bearer token.
+    Session {
+        /// The CSRF token bound to the session.
+        csrf: String,
+        /// Expiry, seconds since the epoch.
+        expires_at: i64,
+    },
     /// A hub-signed pull token: read access to one repo, nothing else.
     RepoPull { repo_id: i64 },
     /// A hub-signed control-plane token of a worker the hub runs itself.
@@ -109,6 +116,15 @@ impl Principal {
         ns_ok || repo_ok
     }
 
+    /// Whether the credential is a token restricted to some namespaces or repos.
+    pub fn is_restricted(&self) -> bool {
+        matches!(
+            &self.credential,
+            Credential::Token { restrict_namespaces, restrict_repos, .. }
+                if restrict_namespaces.is_some() || restrict_repos.is_some()
+        )
+    }
+
     /// Whether a token restriction lets this credential act in a namespace at all.
     pub fn may_touch_namespace(&self, namespace: &str) -> bool {
         match &self.credential {
@@ -129,8 +145,20 @@ impl Principal {
         }
     }
 
-    /// The token's role as `whoami-v2` reports it.
+    /// The token's role as `whoami-v2` reports it (the Hub's values: `read`,
+    /// `write`, `fineGrained`). Restricted tokens and tokens without read or
+    /// write scope are `fineGrained`; sessions are `write`.
     pub fn role_name(&self) -> &'static str {
+        if let Credential::Token {
+            restrict_namespaces,
+            restrict_repos,
+            ..
+        } = &self.credential
+        {
+            if restrict_namespaces.is_some() || restrict_repos.is_some() {
+                return "fineGrained";
+            }
+        }
         if self.has_scope(Scope::Admin) || self.has_scope(Scope::Write) {
             "write"
         } else if self.has_scope(Scope::Read) {
@@ -186,6 +214,9 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
         return Err(invalid());
     }
     let hash = super::secrets::hash(secret);
+    if let Some(p) = state.tenancy.token_cache.get(&hash) {
+        return Ok(p);
+    }
     let tok = db::tokens::by_hash(&state.db, &hash)
         .await?
         .ok_or_else(invalid)?;
@@ -208,7 +239,7 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
             let _ = db::tokens::touch(&db, id).await;
         });
     }
-    Ok(Principal {
+    let p = Principal {
         user_id: user.id,
         name: user.name,
         fullname: user.fullname,
@@ -219,27 +250,60 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
             scopes: tok.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
             restrict_namespaces: tok.restrict_namespaces,
             restrict_repos: tok.restrict_repos,
+            expires_at: tok.expires_at,
         },
-    })
+    };
+    state.tenancy.token_cache.put(hash, &p);
+    Ok(p)
 }
 
-async fn resolve(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
-    if let Some(p) = req.extensions().get::<Auth>() {
-        return Ok(p.0.clone());
+/// The outcome of authenticating a request, kept in its extensions so the
+/// rate limiter and the extractor authenticate only once.
+#[derive(Debug, Clone)]
+enum Resolved {
+    Caller(Option<Principal>),
+    Unauthorized(String),
+    CsrfRejected,
+}
+
+/// Who is calling: a bearer API token or session JWT, else the session cookie,
+/// else nobody. Bad credentials are a 401 (never treated as anonymous).
+pub async fn resolve(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
+    let cached = req.extensions().get::<Resolved>().cloned();
+    match cached {
+        Some(Resolved::Caller(p)) => return Ok(p),
+        Some(Resolved::Unauthorized(m)) => return Err(ApiError::Unauthorized(m)),
+        Some(Resolved::CsrfRejected) => return Err(ApiError::CsrfRejected),
+        None => {}
     }
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("app state missing")))?
         .clone();
-    let principal = match bearer(req)? {
-        Some(secret) if secret.starts_with("eyJ") => {
-            Some(crate::auth::service_tokens::principal(&state, &secret).await?)
+    let outcome = match bearer(req) {
+        Err(e) => Err(e),
+        Ok(Some(secret)) if secret.starts_with(super::secrets::TOKEN_PREFIX) => {
+            principal_from_token(&state, &secret).await.map(Some)
         }
-        Some(secret) => Some(principal_from_token(&state, &secret).await?),
-        None => crate::auth::session_principal(&state, req).await?,
+        // A session JWT, else a service token (worker pull or control plane).
+        Ok(Some(jwt)) => match super::session::principal_from_jwt(&state, &jwt).await {
+            Ok(p) => Ok(Some(p)),
+            Err(_) => crate::auth::service_tokens::principal(&state, &jwt)
+                .await
+                .map(Some),
+        },
+        Ok(None) => crate::auth::session_principal(&state, req).await,
     };
-    req.extensions_mut().insert(Auth(principal.clone()));
-    Ok(principal)
+    let keep = match &outcome {
+        Ok(p) => Some(Resolved::Caller(p.clone())),
+        Err(ApiError::Unauthorized(m)) => Some(Resolved::Unauthorized(m.clone())),
+        Err(ApiError::CsrfRejected) => Some(Resolved::CsrfRejected),
+        Err(_) => None,
+    };
+    if let Some(k) = keep {
+        req.extensions_mut().insert(k);
+    }
+    outcome
 }
 
 impl FromRequest for Auth {

@@ -31,8 +31,8 @@ use crate::state::AppState;
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 pub use errors::{PageError, PageResult};
 
-/// The name of the session cookie (set by the tenancy sign-in routes).
-pub const SESSION_COOKIE: &str = "paddock_session";
+/// The session cookie (set by `POST /api/v1/auth/login`).
+pub const SESSION_COOKIE: &str = crate::auth::session::COOKIE;
 
 /// The Content-Security-Policy of every dashboard page.
 pub const CSP: &str =

@@ -68,9 +68,9 @@ pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
             role,
         })
         .collect();
+    let used = crate::quota::usage(&state.db, org.id).await?;
     let mut conn = state.db.acquire().await?;
-    let used = crate::quota::usage(&mut conn, org.id).await?;
-    let limit = crate::quota::limit(&mut conn, org.id).await?;
+    let limit = crate::quota::limit(&state, &mut conn, org.id).await?;
     drop(conn);
     let p = auth.principal();
     let repos = db::repos::list(

@@ -300,6 +300,7 @@ pub struct ReplicaRow {
     pub id: Uuid,
     pub endpoint_id: i64,
     pub worker_id: Uuid,
+    pub worker_name: String,
     pub status: String,
     pub message: Option<String>,
     pub in_flight: i32,
@@ -309,14 +310,14 @@ pub struct ReplicaRow {
 }
 
 const R_COLS: &str =
-    "id, endpoint_id, worker_id, status, message, in_flight, queue_depth, created_at, updated_at";
+    "r.id, r.endpoint_id, r.worker_id, w.name AS worker_name, r.status, r.message, r.in_flight, r.queue_depth, r.created_at, r.updated_at";
 
 pub async fn replicas_of(
     db: impl PgExecutor<'_>,
     endpoint_id: i64,
 ) -> sqlx::Result<Vec<ReplicaRow>> {
     sqlx::query_as(&format!(
-        "SELECT {R_COLS} FROM replicas WHERE endpoint_id = $1 ORDER BY created_at"
+        "SELECT {R_COLS} FROM replicas r JOIN workers w ON w.id = r.worker_id WHERE r.endpoint_id = $1 ORDER BY r.created_at"
     ))
     .bind(endpoint_id)
     .fetch_all(db)
@@ -325,7 +326,7 @@ pub async fn replicas_of(
 
 pub async fn all_replicas(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ReplicaRow>> {
     sqlx::query_as(&format!(
-        "SELECT {R_COLS} FROM replicas ORDER BY created_at"
+        "SELECT {R_COLS} FROM replicas r JOIN workers w ON w.id = r.worker_id ORDER BY r.created_at"
     ))
     .fetch_all(db)
     .await

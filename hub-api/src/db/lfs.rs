@@ -35,6 +35,16 @@ pub async fn link(db: impl PgExecutor<'_>, repo_id: i64, sha256: &str) -> sqlx::
     Ok(())
 }
 
+/// Records that a repo's commits stored a blob inline (counted by quotas).
+pub async fn link_inline(db: impl PgExecutor<'_>, repo_id: i64, sha256: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO repo_blobs (repo_id, sha256) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(repo_id)
+        .bind(sha256)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// The objects of `shas` linked to the repo, with their sizes.
 pub async fn linked(
     db: impl PgExecutor<'_>,

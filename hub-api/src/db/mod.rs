@@ -1,6 +1,7 @@
 //! Database access: plain async functions grouped by aggregate, each taking an
 //! executor so they work inside transactions. No repository traits, no mocks.
 
+pub mod access_requests;
 pub mod browse;
 pub mod endpoints;
 pub mod git;

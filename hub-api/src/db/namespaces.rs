@@ -202,3 +202,89 @@ pub async fn user_orgs(
         })
         .collect())
 }
+
+/// A member of an organization.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Member {
+    pub user_id: i64,
+    pub name: String,
+    pub fullname: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A page of an organization's members, by user id.
+pub async fn list_members(
+    db: impl PgExecutor<'_>,
+    org_id: i64,
+    after_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<Member>> {
+    sqlx::query_as(
+        "SELECT n.id AS user_id, n.name, n.fullname, m.role, m.created_at FROM org_members m
+         JOIN namespaces n ON n.id = m.user_id
+         WHERE m.org_id = $1 AND ($2::bigint IS NULL OR n.id > $2) ORDER BY n.id LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Locks an organization's membership for a change (serialises the
+/// last-admin check) and counts its admins.
+pub async fn lock_and_count_admins(db: &mut sqlx::PgConnection, org_id: i64) -> sqlx::Result<i64> {
+    sqlx::query("SELECT id FROM namespaces WHERE id = $1 FOR UPDATE")
+        .bind(org_id)
+        .execute(&mut *db)
+        .await?;
+    let r = sqlx::query("SELECT count(*) FROM org_members WHERE org_id = $1 AND role = 'admin'")
+        .bind(org_id)
+        .fetch_one(&mut *db)
+        .await?;
+    Ok(r.get(0))
+}
+
+/// A page of users, by id.
+pub async fn list_users(
+    db: impl PgExecutor<'_>,
+    after_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<User>> {
+    sqlx::query_as(&format!(
+        "SELECT {USER_COLS} FROM namespaces n JOIN users u ON u.namespace_id = n.id
+         WHERE ($1::bigint IS NULL OR n.id > $1) ORDER BY n.id LIMIT $2"
+    ))
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Number of repos in a namespace.
+pub async fn repo_count(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Result<i64> {
+    let r = sqlx::query("SELECT count(*) FROM repos WHERE namespace_id = $1")
+        .bind(namespace_id)
+        .fetch_one(db)
+        .await?;
+    Ok(r.get(0))
+}
+
+/// Deletes a namespace (and, by cascade, what it holds).
+pub async fn delete_namespace(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM namespaces WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user (logout).
+pub async fn bump_session_version(db: impl PgExecutor<'_>, user_id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE users SET session_version = session_version + 1 WHERE namespace_id = $1")
+        .bind(user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -509,10 +509,29 @@ pub async fn commit(
 
     db::git::insert_trees(&mut tx, &trees).await?;
     db::git::insert_blobs(&mut tx, &new_blobs).await?;
+    // The storage quota, checked again inside the transaction (inline files
+    // were checked as they were read; this catches concurrent pushes).
+    let mut quota = None;
+    if !stored.is_empty() {
+        if let Some(limit) = crate::quota::limit(state, &mut tx, repo.namespace_id).await? {
+            quota = Some((
+                limit,
+                crate::quota::usage(&mut *tx, repo.namespace_id).await?,
+            ));
+        }
+    }
     for (sha, size, lfs) in &stored {
         db::lfs::insert_blob(&mut *tx, sha, *size).await?;
         if *lfs {
             db::lfs::link(&mut *tx, repo.id, sha).await?;
+        } else {
+            db::lfs::link_inline(&mut *tx, repo.id, sha).await?;
+        }
+    }
+    if let Some((limit, before)) = quota {
+        let after = crate::quota::usage(&mut *tx, repo.namespace_id).await?;
+        if after > limit && after > before {
+            return Err(crate::quota::exceeded(before, limit, after - before));
         }
     }
     db::git::insert_commit(

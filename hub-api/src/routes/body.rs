@@ -85,3 +85,39 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         })
     }
 }
+
+/// A JSON object body that must be present (the management API: an empty
+/// body is a 400, not `{}`).
+#[derive(Debug)]
+pub struct RequiredJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for RequiredJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let limit = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.limits.json_body)
+                .unwrap_or(2 * 1024 * 1024);
+            let bytes = read_limited(&req, &mut payload, limit).await?;
+            if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                return Err(ApiError::InvalidRequest("a JSON body is required".into()));
+            }
+            // An object, not serde's array form of a struct.
+            let v: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+            if !v.is_object() {
+                return Err(ApiError::InvalidRequest(
+                    "the body must be a JSON object".into(),
+                ));
+            }
+            serde_json::from_value(v)
+                .map(RequiredJson)
+                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+        })
+    }
+}

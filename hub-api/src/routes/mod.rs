@@ -5,8 +5,10 @@ pub mod body;
 pub mod health;
 pub mod hf;
 pub mod inference;
+pub mod v1;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, Route};
 
 /// Repo id forms of API paths: `ns/name` and single-segment `name`.
 fn api(suffix: &str) -> Vec<String> {
@@ -26,150 +28,321 @@ fn web_paths(suffix: &str) -> Vec<String> {
     ]
 }
 
+/// Where the route table goes: actix, or a [`Table`] that records it (so a
+/// test can walk every route the hub serves).
+pub trait RouteSink {
+    /// One resource: its path patterns and its (method, handler) routes.
+    fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>);
+}
+
+struct Actix<'a>(&'a mut web::ServiceConfig);
+
+impl RouteSink for Actix<'_> {
+    fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        let mut res = web::resource(paths);
+        for (_, r) in routes {
+            res = res.route(r);
+        }
+        self.0.service(res);
+    }
+}
+
+/// Every (method, path pattern) the hub serves, in routing order.
+#[derive(Debug, Default)]
+pub struct Table(pub Vec<(Method, String)>);
+
+impl RouteSink for Table {
+    fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        for p in paths {
+            for (m, _) in &routes {
+                self.0.push((m.clone(), p.clone()));
+            }
+        }
+    }
+}
+
+/// The route table, recorded.
+pub fn table() -> Table {
+    let mut t = Table::default();
+    build(&mut t);
+    t
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use hf::*;
-    cfg
-        // Health.
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        // Identity.
-        .route("/api/whoami-v2", web::get().to(whoami::whoami))
-        // Repo lifecycle.
-        .route("/api/repos/create", web::post().to(repos::create))
-        .route("/api/repos/delete", web::delete().to(repos::delete))
-        .route("/api/repos/move", web::post().to(repos::move_repo))
-        .route("/api/validate-yaml", web::post().to(upload::validate_yaml))
-        // Listings.
-        .route("/api/{kind:models|datasets}", web::get().to(info::list))
-        // Per-repo API.
-        .service(web::resource(api("")).route(web::get().to(info::repo_info)))
-        .service(web::resource(api("/revision/{rev}")).route(web::get().to(info::repo_info)))
-        .service(web::resource(api("/settings")).route(web::put().to(repos::settings)))
-        .service(web::resource(api("/tree/{rev}")).route(web::get().to(tree::tree)))
-        .service(web::resource(api("/tree/{rev}/{path:.*}")).route(web::get().to(tree::tree)))
-        .service(web::resource(api("/paths-info/{rev}")).route(web::post().to(tree::paths_info)))
-        .service(web::resource(api("/refs")).route(web::get().to(refs::list_refs)))
-        .service(web::resource(api("/commits/{rev}")).route(web::get().to(refs::list_commits)))
-        .service(
-            web::resource(api("/branch/{rev}"))
-                .route(web::post().to(refs::create_branch))
-                .route(web::delete().to(refs::delete_branch)),
-        )
-        .service(
-            web::resource(api("/tag/{rev}"))
-                .route(web::post().to(refs::create_tag))
-                .route(web::delete().to(refs::delete_tag)),
-        )
-        .service(web::resource(api("/preupload/{rev}")).route(web::post().to(upload::preupload)))
-        .service(web::resource(api("/commit/{rev}")).route(web::post().to(commit::commit)))
-        // LFS: batch API and the signed transfer links it hands out.
-        .service(
-            web::resource(web_paths(".git/info/lfs/objects/batch"))
-                .route(web::post().to(lfs::batch)),
-        )
-        .service(
-            web::resource(web_paths(".git/info/lfs/objects/verify"))
-                .route(web::post().to(lfs::verify)),
-        )
-        .route("/lfs/upload/{session}", web::put().to(lfs::put_object))
-        .route(
-            "/lfs/upload/{session}/part/{part}",
-            web::put().to(lfs::put_part),
-        )
-        .route(
-            "/lfs/upload/{session}/complete",
-            web::post().to(lfs::complete),
-        )
-        .route("/lfs/objects/{sha}", web::get().to(lfs::download))
-        // Inference endpoints: management, worker control plane, usage, gateway.
-        .service(
-            web::resource("/api/v1/endpoints/{ns}")
-                .route(web::get().to(inference::endpoints::list))
-                .route(web::post().to(inference::endpoints::create)),
-        )
-        .service(
-            web::resource("/api/v1/endpoints/{ns}/{name}")
-                .route(web::get().to(inference::endpoints::get))
-                .route(web::patch().to(inference::endpoints::patch))
-                .route(web::delete().to(inference::endpoints::delete)),
-        )
-        .route(
-            "/api/v1/endpoints/{ns}/{name}/pause",
-            web::post().to(inference::endpoints::pause),
-        )
-        .route(
-            "/api/v1/endpoints/{ns}/{name}/resume",
-            web::post().to(inference::endpoints::resume),
-        )
-        .route("/api/v1/usage", web::get().to(inference::usage::usage))
-        .route(
-            "/api/v1/workers/register",
-            web::post().to(inference::workers::register),
-        )
-        .route(
-            "/api/v1/workers/{id}/heartbeat",
-            web::post().to(inference::workers::heartbeat),
-        )
-        .route(
-            "/api/v1/workers/{id}/assignments",
-            web::get().to(inference::workers::assignments),
-        )
-        .service(
-            web::resource(["/endpoints/{ns}/{name}", "/endpoints/{ns}/{name}/{tail:.*}"])
-                .route(web::route().to(crate::gateway::proxy)),
-        )
-        // Downloads.
-        .service(
-            web::resource(web_paths("/resolve/{rev}/{path:.*}"))
-                .route(web::get().to(resolve::resolve))
-                .route(web::head().to(resolve::resolve)),
-        );
+    build(&mut Actix(cfg));
+    dashboard(cfg);
+}
 
-    // ---- Dashboard (web/): server-rendered pages and embedded assets. ----
-    // Registered last so every API, git, download and gateway route above
-    // keeps priority; the fixed pages come before the repo patterns, whose
-    // first segment can never be one of these reserved names. Other methods
-    // on page URLs answer like unknown routes.
+/// The dashboard (web/): server-rendered pages and embedded assets.
+/// Registered after every API, git, download and gateway route, so those keep
+/// priority; the fixed pages come before the repo patterns, whose first
+/// segment can never be one of these reserved names. Other methods on page
+/// URLs answer like unknown routes. (Not in [`table`]: these are pages, not
+/// API.)
+fn dashboard(cfg: &mut web::ServiceConfig) {
+    use crate::dashboard::*;
+    fn page<F, Args>(paths: Vec<String>, handler: F) -> actix_web::Resource
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
     {
-        use crate::dashboard::*;
-        fn page<F, Args>(paths: Vec<String>, handler: F) -> actix_web::Resource
-        where
-            F: actix_web::Handler<Args>,
-            Args: actix_web::FromRequest + 'static,
-            F::Output: actix_web::Responder + 'static,
-        {
-            web::resource(paths)
-                .route(web::get().to(handler))
-                .default_service(web::to(not_found))
-        }
-        let one = |p: &str| vec![p.to_string()];
-        cfg.service(page(one("/static/{hash}/{file}"), assets::asset))
-            .service(page(one("/favicon.ico"), assets::favicon))
-            .service(page(one("/"), home::models))
-            .service(page(one("/models"), home::models))
-            .service(page(one("/datasets"), home::datasets))
-            .service(page(one("/login"), account::login))
-            .service(page(one("/settings"), account::account))
-            .service(page(one("/settings/tokens"), account::tokens))
-            .service(page(one("/new"), upload::new_repo))
-            .service(page(one("/organizations/{org}"), orgs::org))
-            .service(page(one("/organizations/{org}/audit"), orgs::audit))
-            .service(page(one("/inference"), endpoints::list))
-            .service(page(one("/inference/new"), endpoints::deploy))
-            .service(page(one("/inference/{ns}"), endpoints::list))
-            .service(page(one("/inference/{ns}/{name}"), endpoints::endpoint))
-            .service(page(web_paths(""), repo::card))
-            .service(page(web_paths("/tree"), blob::pick_revision))
-            .service(page(web_paths("/tree/{rev}"), blob::tree))
-            .service(page(web_paths("/tree/{rev}/{path:.*}"), blob::tree))
-            .service(page(web_paths("/blob/{rev}/{path:.*}"), blob::blob))
-            .service(page(web_paths("/commits/{rev}"), history::commits))
-            .service(page(web_paths("/commit/{oid}"), history::commit))
-            .service(page(web_paths("/refs"), repo::refs))
-            .service(page(web_paths("/upload"), upload::upload))
-            .service(page(web_paths("/settings"), settings::settings));
+        web::resource(paths)
+            .route(web::get().to(handler))
+            .default_service(web::to(not_found))
     }
+    cfg.service(page(one("/static/{hash}/{file}"), assets::asset))
+        .service(page(one("/favicon.ico"), assets::favicon))
+        .service(page(one("/"), home::models))
+        .service(page(one("/models"), home::models))
+        .service(page(one("/datasets"), home::datasets))
+        .service(page(one("/login"), account::login))
+        .service(page(one("/settings"), account::account))
+        .service(page(one("/settings/tokens"), account::tokens))
+        .service(page(one("/new"), upload::new_repo))
+        .service(page(one("/organizations/{org}"), orgs::org))
+        .service(page(one("/organizations/{org}/audit"), orgs::audit))
+        .service(page(one("/inference"), endpoints::list))
+        .service(page(one("/inference/new"), endpoints::deploy))
+        .service(page(one("/inference/{ns}"), endpoints::list))
+        .service(page(one("/inference/{ns}/{name}"), endpoints::endpoint))
+        .service(page(web_paths(""), repo::card))
+        .service(page(web_paths("/tree"), blob::pick_revision))
+        .service(page(web_paths("/tree/{rev}"), blob::tree))
+        .service(page(web_paths("/tree/{rev}/{path:.*}"), blob::tree))
+        .service(page(web_paths("/blob/{rev}/{path:.*}"), blob::blob))
+        .service(page(web_paths("/commits/{rev}"), history::commits))
+        .service(page(web_paths("/commit/{oid}"), history::commit))
+        .service(page(web_paths("/refs"), repo::refs))
+        .service(page(web_paths("/upload"), upload::upload))
+        .service(page(web_paths("/settings"), settings::settings));
+}
+
+fn on<F, Args>(m: Method, h: F) -> (Method, Route)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    (m.clone(), web::method(m).to(h))
+}
+
+/// A route for every method (proxies). The table records it as method `ANY`.
+#[allow(dead_code)]
+fn on_any<F, Args>(h: F) -> (Method, Route)
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    (
+        Method::from_bytes(b"ANY").expect("a valid extension method"),
+        web::route().to(h),
+    )
+}
+
+fn one(p: &str) -> Vec<String> {
+    vec![p.to_string()]
+}
+
+/// The management API's repo paths (two-segment repo ids).
+fn v1_repo(suffix: &str) -> Vec<String> {
+    one(&format!(
+        "/api/v1/repos/{{kind:models|datasets}}/{{ns}}/{{name}}{suffix}"
+    ))
+}
+
+fn build(r: &mut impl RouteSink) {
+    use hf::*;
+    use v1::*;
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    const PUT: Method = Method::PUT;
+    const PATCH: Method = Method::PATCH;
+    const DELETE: Method = Method::DELETE;
+    const HEAD: Method = Method::HEAD;
+
+    // Health.
+    r.add(one("/healthz"), vec![on(GET, health::healthz)]);
+    r.add(one("/readyz"), vec![on(GET, health::readyz)]);
+
+    // Management API (/api/v1).
+    r.add(one("/api/v1/openapi.json"), vec![on(GET, openapi::serve)]);
+    r.add(one("/api/v1/auth/login"), vec![on(POST, session::login)]);
+    r.add(one("/api/v1/auth/logout"), vec![on(POST, session::logout)]);
+    r.add(one("/api/v1/auth/session"), vec![on(GET, session::current)]);
+    r.add(one("/api/v1/users/me"), vec![on(GET, users::me)]);
+    r.add(one("/api/v1/users/me/audit"), vec![on(GET, audit::me)]);
+    r.add(
+        one("/api/v1/users"),
+        vec![on(GET, users::list), on(POST, users::create)],
+    );
+    r.add(one("/api/v1/orgs"), vec![on(POST, orgs::create)]);
+    r.add(
+        one("/api/v1/orgs/{org}"),
+        vec![on(GET, orgs::get), on(DELETE, orgs::delete)],
+    );
+    r.add(
+        one("/api/v1/orgs/{org}/members"),
+        vec![on(GET, orgs::members), on(POST, orgs::add_member)],
+    );
+    r.add(
+        one("/api/v1/orgs/{org}/members/{user}"),
+        vec![on(PATCH, orgs::set_role), on(DELETE, orgs::remove_member)],
+    );
+    r.add(one("/api/v1/orgs/{org}/audit"), vec![on(GET, audit::org)]);
+    r.add(
+        one("/api/v1/tokens"),
+        vec![on(GET, tokens::list), on(POST, tokens::create)],
+    );
+    r.add(one("/api/v1/tokens/{id}"), vec![on(DELETE, tokens::revoke)]);
+    r.add(
+        one("/api/v1/namespaces/{ns}/quota"),
+        vec![on(GET, quotas::get), on(PUT, quotas::put)],
+    );
+    r.add(
+        v1_repo("/access-requests"),
+        vec![
+            on(GET, access_requests::list),
+            on(POST, access_requests::request),
+        ],
+    );
+    r.add(
+        v1_repo("/access-requests/me"),
+        vec![on(GET, access_requests::mine)],
+    );
+    r.add(
+        v1_repo("/access-requests/{user}"),
+        vec![on(PUT, access_requests::decide)],
+    );
+    r.add(
+        one("/api/v1/admin/signing-keys"),
+        vec![on(GET, keys::list), on(POST, keys::rotate)],
+    );
+    r.add(
+        one("/api/v1/admin/signing-keys/{kid}"),
+        vec![on(DELETE, keys::retire)],
+    );
+
+    // Identity.
+    r.add(one("/api/whoami-v2"), vec![on(GET, whoami::whoami)]);
+    // Repo lifecycle.
+    r.add(one("/api/repos/create"), vec![on(POST, repos::create)]);
+    r.add(one("/api/repos/delete"), vec![on(DELETE, repos::delete)]);
+    r.add(one("/api/repos/move"), vec![on(POST, repos::move_repo)]);
+    r.add(
+        one("/api/validate-yaml"),
+        vec![on(POST, upload::validate_yaml)],
+    );
+    // Listings.
+    r.add(
+        one("/api/{kind:models|datasets}"),
+        vec![on(GET, info::list)],
+    );
+    // Per-repo API.
+    r.add(api(""), vec![on(GET, info::repo_info)]);
+    r.add(api("/revision/{rev}"), vec![on(GET, info::repo_info)]);
+    r.add(api("/settings"), vec![on(PUT, repos::settings)]);
+    r.add(api("/tree/{rev}"), vec![on(GET, tree::tree)]);
+    r.add(api("/tree/{rev}/{path:.*}"), vec![on(GET, tree::tree)]);
+    r.add(api("/paths-info/{rev}"), vec![on(POST, tree::paths_info)]);
+    r.add(api("/refs"), vec![on(GET, refs::list_refs)]);
+    r.add(api("/commits/{rev}"), vec![on(GET, refs::list_commits)]);
+    r.add(
+        api("/branch/{rev}"),
+        vec![
+            on(POST, refs::create_branch),
+            on(DELETE, refs::delete_branch),
+        ],
+    );
+    r.add(
+        api("/tag/{rev}"),
+        vec![on(POST, refs::create_tag), on(DELETE, refs::delete_tag)],
+    );
+    r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
+    r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
+    // Gated repos: the access-request routes huggingface_hub calls.
+    r.add(
+        api("/user-access-request/handle"),
+        vec![on(POST, access::handle)],
+    );
+    r.add(
+        api("/user-access-request/grant"),
+        vec![on(POST, access::grant)],
+    );
+    r.add(
+        api("/user-access-request/{status:pending|accepted|rejected}"),
+        vec![on(GET, access::list)],
+    );
+    // LFS: batch API and the signed transfer links it hands out.
+    r.add(
+        web_paths(".git/info/lfs/objects/batch"),
+        vec![on(POST, lfs::batch)],
+    );
+    r.add(
+        web_paths(".git/info/lfs/objects/verify"),
+        vec![on(POST, lfs::verify)],
+    );
+    r.add(one("/lfs/upload/{session}"), vec![on(PUT, lfs::put_object)]);
+    r.add(
+        one("/lfs/upload/{session}/part/{part}"),
+        vec![on(PUT, lfs::put_part)],
+    );
+    r.add(
+        one("/lfs/upload/{session}/complete"),
+        vec![on(POST, lfs::complete)],
+    );
+    r.add(one("/lfs/objects/{sha}"), vec![on(GET, lfs::download)]);
+    // Inference endpoints: management, worker control plane, usage, gateway.
+    r.add(
+        one("/api/v1/endpoints/{ns}"),
+        vec![
+            on(GET, inference::endpoints::list),
+            on(POST, inference::endpoints::create),
+        ],
+    );
+    r.add(
+        one("/api/v1/endpoints/{ns}/{name}"),
+        vec![
+            on(GET, inference::endpoints::get),
+            on(PATCH, inference::endpoints::patch),
+            on(DELETE, inference::endpoints::delete),
+        ],
+    );
+    r.add(
+        one("/api/v1/endpoints/{ns}/{name}/pause"),
+        vec![on(POST, inference::endpoints::pause)],
+    );
+    r.add(
+        one("/api/v1/endpoints/{ns}/{name}/resume"),
+        vec![on(POST, inference::endpoints::resume)],
+    );
+    r.add(one("/api/v1/usage"), vec![on(GET, inference::usage::usage)]);
+    r.add(
+        one("/api/v1/workers/register"),
+        vec![on(POST, inference::workers::register)],
+    );
+    r.add(
+        one("/api/v1/workers/{id}/heartbeat"),
+        vec![on(POST, inference::workers::heartbeat)],
+    );
+    r.add(
+        one("/api/v1/workers/{id}/assignments"),
+        vec![on(GET, inference::workers::assignments)],
+    );
+    r.add(
+        vec![
+            "/endpoints/{ns}/{name}".to_string(),
+            "/endpoints/{ns}/{name}/{tail:.*}".to_string(),
+        ],
+        vec![on_any(crate::gateway::proxy)],
+    );
+    // Downloads.
+    r.add(
+        web_paths("/resolve/{rev}/{path:.*}"),
+        vec![on(GET, resolve::resolve), on(HEAD, resolve::resolve)],
+    );
 }
 
 /// The answer to every unknown route: JSON 404 for API clients, the

@@ -431,16 +431,20 @@ impl Model {
         if sentences.is_empty() {
             return Err(EngineError::EmptyInput);
         }
-        if sentences.len() > self.max_inputs() {
+        // The source sentence takes a permit too.
+        let max = self
+            .max_inputs()
+            .min(self.inner.max_concurrent.saturating_sub(1))
+            .max(1);
+        if sentences.len() > max {
             return Err(EngineError::TooManyInputs {
                 count: sentences.len(),
-                max: self.max_inputs(),
+                max,
             });
         }
         let mut all = Vec::with_capacity(sentences.len() + 1);
         all.push(source);
         all.extend(sentences);
-        // Admission counts the source sentence too; allow it past the per-request cap.
         let _permit = self
             .inner
             .admission

@@ -20,6 +20,16 @@ struct Runtime {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// Whether ONNX Runtime's intra-op threads spin while idle. ONNX Runtime spins by default;
+/// the worker does not: on a small box the cores are shared with tokenizer and HTTP threads
+/// (and other processes), and idle spinning measurably cut throughput there.
+static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets intra-op spinning for sessions created from now on.
+pub fn set_intra_op_spinning(on: bool) {
+    SPINNING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Loads `libonnxruntime.so` (from `dylib`, else `ORT_DYLIB_PATH`) and creates the
 /// process-wide environment. Idempotent; the first call's thread count wins.
 pub fn init(dylib: Option<&Path>, threads: usize) -> Result<(), String> {
@@ -80,6 +90,8 @@ impl OrtBackend {
             .with_intra_threads(rt.threads)
             .map_err(onnx_err)?
             .with_inter_threads(1)
+            .map_err(onnx_err)?
+            .with_intra_op_spinning(SPINNING.load(std::sync::atomic::Ordering::Relaxed))
             .map_err(onnx_err)?;
         let mut builder = builder;
         // Prefer the graph derived from safetensors (fused, checked against references);

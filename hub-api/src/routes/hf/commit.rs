@@ -17,12 +17,35 @@ use base64::Engine;
 use futures::StreamExt;
 use serde_json::json;
 
+/// What inline files of one commit may still add to the namespace's storage.
+struct InlineQuota {
+    /// (used, limit) when the namespace has a quota.
+    quota: Option<(i64, i64)>,
+    /// Inline bytes of this commit so far.
+    added: i64,
+}
+
+impl InlineQuota {
+    /// Refuses a file before its bytes are stored if it would pass the quota.
+    fn admit(&mut self, size: usize) -> ApiResult<()> {
+        let size = size as i64;
+        if let Some((used, limit)) = self.quota {
+            if used + self.added + size > limit {
+                return Err(crate::quota::exceeded(used, limit, self.added + size));
+            }
+        }
+        self.added += size;
+        Ok(())
+    }
+}
+
 async fn apply_line(
     state: &AppState,
     line_no: usize,
     line: &[u8],
     header: &mut Option<ndjson::Header>,
     ops: &mut Vec<Op>,
+    quota: &mut InlineQuota,
 ) -> ApiResult<()> {
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(());
@@ -59,6 +82,7 @@ async fn apply_line(
                         f.path
                     ))
                 })?;
+            quota.admit(bytes.len())?;
             let content = commit::store_inline(state, &path, bytes.into()).await?;
             ops.push(Op::Add { path, content });
         }
@@ -124,6 +148,10 @@ pub async fn commit(
         return Err(ApiError::RevisionNotFound(short.to_string()));
     }
 
+    let mut quota = InlineQuota {
+        quota: crate::quota::headroom(&state, ctx.repo.namespace_id).await?,
+        added: 0,
+    };
     let mut header = None;
     let mut ops = Vec::new();
     let mut buf = web::BytesMut::new();
@@ -152,7 +180,7 @@ pub async fn commit(
             line_no += 1;
             let line = line.strip_suffix(b"\n").unwrap_or(&line);
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            apply_line(&state, line_no, line, &mut header, &mut ops).await?;
+            apply_line(&state, line_no, line, &mut header, &mut ops, &mut quota).await?;
         }
         if buf.len() > state.limits.commit_line {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -165,7 +193,7 @@ pub async fn commit(
     if !buf.is_empty() {
         line_no += 1;
         let rest = buf.split();
-        apply_line(&state, line_no, &rest, &mut header, &mut ops).await?;
+        apply_line(&state, line_no, &rest, &mut header, &mut ops, &mut quota).await?;
     }
     let header =
         header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))?;

@@ -216,7 +216,11 @@ pub async fn list(
         sort,
         limit: limit + 1,
         cursor,
-        viewer: auth.principal().map(|p| (p.user_id, p.is_admin)),
+        // Restricted tokens list like anonymous callers (private repos never show).
+        viewer: auth
+            .principal()
+            .filter(|p| !p.is_restricted() && p.has_scope(crate::auth::Scope::Read))
+            .map(|p| (p.user_id, p.is_admin)),
     };
     let mut rows = db::repos::list(&state.db, &q).await?;
     let more = rows.len() as i64 > limit;

@@ -164,7 +164,8 @@ pub async fn batch(
         .sum();
     if new_bytes > 0 {
         let mut conn = state.db.acquire().await?;
-        crate::quota::check_namespace_can_grow(&mut conn, ctx.repo.namespace_id, new_bytes).await?;
+        crate::quota::check_namespace_can_grow(&state, &mut conn, ctx.repo.namespace_id, new_bytes)
+            .await?;
     }
     let creator = auth.principal().map(|p| p.user_id);
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! The Hugging Face-compatible API: what `huggingface_hub`, the `hf` CLI,
 //! `transformers` and the `hf-hub` crate call (see the protocol reference).
 
+pub mod access;
 pub mod commit;
 pub mod info;
 pub mod lfs;

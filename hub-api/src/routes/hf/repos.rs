@@ -108,7 +108,7 @@ pub async fn create(
             .insert_header(("X-Error-Message", "You already created this repository"))
             .json(json!({"error": "You already created this repository", "code": "conflict", "url": url})));
     };
-    crate::quota::check_namespace_can_grow(&mut tx, ns.id, 0).await?;
+    crate::quota::check_namespace_can_grow(&state, &mut tx, ns.id, 0).await?;
     registry::commit::initial_commit(&state, &mut tx, repo_id, p, kind == RepoType::Model).await?;
     crate::audit::record(
         &mut *tx,

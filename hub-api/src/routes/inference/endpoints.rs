@@ -16,7 +16,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -58,6 +58,10 @@ async fn render(state: &AppState, e: &db::endpoints::EndpointRow) -> ApiResult<s
     Ok(to_json(&state.public_url, e, &replicas, &events))
 }
 
+/// Creates an endpoint (the revision is resolved to a commit now).
+#[utoipa::path(post, path = "/api/v1/endpoints/{ns}", tag = "endpoints", request_body = CreateBody,
+    params(("ns" = String, Path, description = "Namespace (user or organization)")),
+    responses((status = 201, description = "The endpoint", body = serde_json::Value)))]
 pub async fn create(
     state: web::Data<AppState>,
     auth: Auth,
@@ -134,6 +138,10 @@ pub async fn create(
     Ok(HttpResponse::Created().json(render(&state, &e).await?))
 }
 
+/// Lists a namespace's endpoints.
+#[utoipa::path(get, path = "/api/v1/endpoints/{ns}", tag = "endpoints",
+    params(("ns" = String, Path, description = "Namespace"), super::usage::Page),
+    responses((status = 200, description = "`{items, next_cursor}`", body = serde_json::Value)))]
 pub async fn list(
     state: web::Data<AppState>,
     auth: Auth,
@@ -171,6 +179,10 @@ async fn load(
         .ok_or(ApiError::NotFound("endpoint"))
 }
 
+/// One endpoint: status, replicas, recent events.
+#[utoipa::path(get, path = "/api/v1/endpoints/{ns}/{name}", tag = "endpoints",
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Endpoint name")),
+    responses((status = 200, description = "The endpoint", body = serde_json::Value)))]
 pub async fn get(
     state: web::Data<AppState>,
     auth: Auth,
@@ -181,7 +193,7 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(render(&state, &e).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     #[serde(default)]
@@ -196,6 +208,10 @@ pub struct PatchBody {
     revision: Option<String>,
 }
 
+/// Changes scaling, access or revision.
+#[utoipa::path(patch, path = "/api/v1/endpoints/{ns}/{name}", tag = "endpoints", request_body = PatchBody,
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Endpoint name")),
+    responses((status = 200, description = "The endpoint", body = serde_json::Value)))]
 pub async fn patch(
     state: web::Data<AppState>,
     auth: Auth,
@@ -267,6 +283,10 @@ pub async fn patch(
     Ok(HttpResponse::Ok().json(render(&state, &e).await?))
 }
 
+/// Deletes an endpoint.
+#[utoipa::path(delete, path = "/api/v1/endpoints/{ns}/{name}", tag = "endpoints",
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Endpoint name")),
+    responses((status = 200, description = "Deleted", body = serde_json::Value)))]
 pub async fn delete(
     state: web::Data<AppState>,
     auth: Auth,
@@ -329,6 +349,10 @@ async fn set_paused(
     Ok(HttpResponse::Ok().json(render(state, &e).await?))
 }
 
+/// Pauses an endpoint (no replicas; calls answer 503).
+#[utoipa::path(post, path = "/api/v1/endpoints/{ns}/{name}/pause", tag = "endpoints",
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Endpoint name")),
+    responses((status = 200, description = "The endpoint", body = serde_json::Value)))]
 pub async fn pause(
     state: web::Data<AppState>,
     auth: Auth,
@@ -338,6 +362,10 @@ pub async fn pause(
     set_paused(&state, &auth, &ns, &name, true).await
 }
 
+/// Resumes a paused endpoint.
+#[utoipa::path(post, path = "/api/v1/endpoints/{ns}/{name}/resume", tag = "endpoints",
+    params(("ns" = String, Path, description = "Namespace"), ("name" = String, Path, description = "Endpoint name")),
+    responses((status = 200, description = "The endpoint", body = serde_json::Value)))]
 pub async fn resume(
     state: web::Data<AppState>,
     auth: Auth,

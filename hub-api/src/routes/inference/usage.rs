@@ -13,13 +13,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// Cursor pagination parameters of list routes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
     pub cursor: Option<String>,
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     namespace: String,
     from: Option<String>,
@@ -39,6 +41,9 @@ fn parse_time(s: &str, field: &str) -> ApiResult<DateTime<Utc>> {
     )))
 }
 
+/// Metered endpoint requests of a namespace, per endpoint and day.
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageQuery),
+    responses((status = 200, description = "`{namespace, from, to, items}`", body = serde_json::Value)))]
 pub async fn usage(
     state: web::Data<AppState>,
     auth: Auth,

@@ -27,13 +27,13 @@ fn require_worker(auth: &Auth) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     memory_bytes: u64,
     cores: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
     name: String,
     url: String,
@@ -42,6 +42,9 @@ pub struct RegisterBody {
     version: String,
 }
 
+/// Registers a worker (token scope `worker`).
+#[utoipa::path(post, path = "/api/v1/workers/register", tag = "workers", request_body = RegisterBody,
+    responses((status = 200, description = "`{worker_id, heartbeat_interval_s, gateway_secret}`", body = serde_json::Value)))]
 pub async fn register(
     state: web::Data<AppState>,
     auth: Auth,
@@ -81,7 +84,7 @@ pub async fn register(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ModelStatus {
     assignment_id: Uuid,
     status: String,
@@ -93,13 +96,17 @@ pub struct ModelStatus {
     queue_depth: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
     free_memory_bytes: u64,
     #[serde(default)]
     models: Vec<ModelStatus>,
 }
 
+/// A worker's heartbeat with the status of each of its replicas.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/heartbeat", tag = "workers", request_body = HeartbeatBody,
+    params(("id" = uuid::Uuid, Path, description = "Worker id")),
+    responses((status = 200, description = "`{ok: true}`", body = serde_json::Value)))]
 pub async fn heartbeat(
     state: web::Data<AppState>,
     auth: Auth,
@@ -150,7 +157,8 @@ pub async fn heartbeat(
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PollQuery {
     #[serde(default)]
     version: i64,
@@ -158,6 +166,10 @@ pub struct PollQuery {
     wait_s: Option<u64>,
 }
 
+/// Long-polls a worker's desired set of replicas.
+#[utoipa::path(get, path = "/api/v1/workers/{id}/assignments", tag = "workers",
+    params(("id" = uuid::Uuid, Path, description = "Worker id"), PollQuery),
+    responses((status = 200, description = "`{version, assignments}`", body = serde_json::Value)))]
 pub async fn assignments(
     state: web::Data<AppState>,
     auth: Auth,

