@@ -44,8 +44,14 @@ cargo build --workspace --all-targets --quiet
 step "rust tests"
 cargo test --workspace --quiet
 
-step "client conformance (huggingface_hub, hf CLI, transformers)"
+step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$ROOT/target/debug/hub-api"
+
+step "gated and private repos with huggingface_hub"
+HF_VENV="$VENV" scripts/hf-gated-check.sh
+
+step "management API fuzzing (schemathesis)"
+scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
 
 step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
 tests/browser/run.sh

@@ -57,9 +57,11 @@ fn desired(e: &EndpointRow, replicas: &[ReplicaRow], now: chrono::DateTime<chron
     if e.paused {
         return 0;
     }
-    let woken = e
-        .wake_requested_at
-        .is_some_and(|t| (now - t).num_seconds() < WAKE_HOLD_S);
+    // A wake holds the endpoint up until a request has been served after it
+    // (or the hold expires); a satisfied wake must not block scaling to zero.
+    let woken = e.wake_requested_at.is_some_and(|t| {
+        (now - t).num_seconds() < WAKE_HOLD_S && e.last_request_at.is_none_or(|l| l < t)
+    });
     let idle = match e.scale_to_zero_after_s {
         Some(s) if e.min_replicas == 0 => {
             let last = e.last_request_at.unwrap_or(e.created_at);
@@ -263,5 +265,61 @@ async fn lead(state: &AppState, db_url: &str) -> anyhow::Result<()> {
         // Still holding the lock (and the connection is alive)?
         conn.ping().await?;
         let _ = tokio::time::timeout(Duration::from_secs(1), notify().notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn endpoint(min: i32, stz: Option<i32>) -> EndpointRow {
+        let t = Utc::now() - Duration::seconds(300);
+        EndpointRow {
+            id: 1,
+            namespace_id: 1,
+            namespace: "ns".into(),
+            name: "e".into(),
+            repo_id: Some(1),
+            repo_type: "model".into(),
+            repository: "ns/m".into(),
+            revision: "main".into(),
+            commit_oid: "0".repeat(40),
+            task: "feature-extraction".into(),
+            min_replicas: min,
+            max_replicas: 2,
+            scale_to_zero_after_s: stz,
+            access: "protected".into(),
+            paused: false,
+            target_replicas: 1,
+            status: "running".into(),
+            message: None,
+            created_at: t,
+            updated_at: t,
+            last_request_at: None,
+            wake_requested_at: None,
+        }
+    }
+
+    #[test]
+    fn scale_to_zero_after_idle_even_after_a_recent_wake() {
+        let now = Utc::now();
+        let mut e = endpoint(0, Some(10));
+        // Woken 20 s ago, the held request served 19 s ago, idle since.
+        e.wake_requested_at = Some(now - Duration::seconds(20));
+        e.last_request_at = Some(now - Duration::seconds(19));
+        assert_eq!(desired(&e, &[], now), 0);
+        // Still inside the idle window: stays up.
+        e.last_request_at = Some(now - Duration::seconds(5));
+        assert_eq!(desired(&e, &[], now), 1);
+        // A wake not yet answered holds it up even when idle.
+        e.last_request_at = Some(now - Duration::seconds(30));
+        e.wake_requested_at = Some(now - Duration::seconds(2));
+        assert_eq!(desired(&e, &[], now), 1);
+        // min_replicas 1 never scales to zero; paused always does.
+        let mut e = endpoint(1, Some(10));
+        assert_eq!(desired(&e, &[], now), 1);
+        e.paused = true;
+        assert_eq!(desired(&e, &[], now), 0);
     }
 }

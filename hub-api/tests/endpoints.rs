@@ -206,7 +206,11 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
         ),
         (
             json!({"name": "e", "repository": "acme/embedder", "access": "open"}),
-            "validation_failed",
+            "invalid_request",
+        ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "min_replicas": 1.5}),
+            "invalid_request",
         ),
         (
             json!({"name": "e", "repository": "acme/nope"}),

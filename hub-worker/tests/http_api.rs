@@ -544,12 +544,13 @@ async fn concurrent_clients_get_answers_or_429() {
     let server = http::Server::start("127.0.0.1:0", f.state.clone(), 2).unwrap();
     let url = format!("http://{}/models/emb/v1/embeddings", server.addr);
     let client = reqwest::Client::new();
+    // 8 inputs per request against 8 permits: one request at a time is admitted.
     let long = "the quick brown fox jumps over the lazy dog ".repeat(6);
     let mut tasks = Vec::new();
     for _ in 0..40 {
         let client = client.clone();
         let url = url.clone();
-        let body = json!({"input": vec![long.clone(); 4]});
+        let body = json!({"input": vec![long.clone(); 8]});
         tasks.push(tokio::spawn(async move {
             let resp = client
                 .post(&url)

@@ -3,6 +3,7 @@
 # PyTorch CPU, one run, side by side, on a generated 256-sentence corpus, batch 1/4/32.
 #
 #   scripts/worker/bench-embeddings.sh [--create-venv] [--rounds N] [--threads N]
+#                                      [--batches 1,4,32] [--modes corpus,requests]
 #
 # Engines: candle always; ONNX Runtime (graph derived from the safetensors) when
 # scripts/worker/fetch-onnxruntime.sh can provide libonnxruntime.so. Peer:
@@ -19,11 +20,15 @@ cd "$ROOT"
 ROUNDS=5
 THREADS="$(nproc)"
 CREATE_VENV=0
+BATCHES=1,4,32
+MODES=corpus,requests
 while [ $# -gt 0 ]; do
     case "$1" in
         --create-venv) CREATE_VENV=1 ;;
         --rounds) ROUNDS="$2"; shift ;;
         --threads) THREADS="$2"; shift ;;
+        --batches) BATCHES="$2"; shift ;;
+        --modes) MODES="$2"; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -87,5 +92,5 @@ echo "bench: $ROUNDS interleaved rounds of: $ENGINE_LIST + sentence-transformers
 echo "bench: machine load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 "$PY" scripts/worker/bench_driver.py --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" \
     --bin "$BIN" --engines "$ENGINE_LIST" --rounds "$ROUNDS" --threads "$THREADS" \
-    --out "$OUT/worker-embeddings.json"
+    --batches "$BATCHES" --modes "$MODES" --out "$OUT/worker-embeddings.json"
 echo "bench: machine load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

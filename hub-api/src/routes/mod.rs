@@ -70,6 +70,15 @@ pub fn table() -> Table {
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Query-string and path extractor failures answer with the same JSON
+    // error body (`invalid_request`) as every other bad input, not
+    // actix's plain-text default.
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        crate::error::ApiError::InvalidRequest(format!("invalid query: {e}")).into()
+    }));
+    cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
+        crate::error::ApiError::InvalidRequest(format!("invalid path: {e}")).into()
+    }));
     build(&mut Actix(cfg));
     dashboard(cfg);
 }

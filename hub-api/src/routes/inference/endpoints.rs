@@ -19,37 +19,67 @@ use serde_json::json;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// Endpoint name, unique in the namespace (the rules of repo names).
+    #[schema(
+        min_length = 1,
+        max_length = 96,
+        pattern = "^[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
+    )]
     name: String,
+    /// Model repo id, `namespace/name`.
+    #[schema(
+        pattern = "^([A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}/)?[A-Za-z0-9_]([A-Za-z0-9_]|[-.][A-Za-z0-9_]){0,47}$"
+    )]
     repository: String,
+    /// Branch, tag or commit (default `main`); resolved to a commit now.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f]+$")]
     #[serde(default)]
     revision: Option<String>,
+    /// Default: the repo's `pipeline_tag`, else derived from its config.
+    #[schema(pattern = "^(feature-extraction|sentence-similarity|text-classification)$")]
     #[serde(default)]
     task: Option<String>,
-    #[serde(default = "one")]
-    min_replicas: i32,
-    #[serde(default = "one")]
-    max_replicas: i32,
+    /// Replicas kept running (0 allows scale to zero). Default 1.
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 8)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    min_replicas: Option<i64>,
+    /// Most replicas under load, at least `max(1, min_replicas)`. Default 1.
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    max_replicas: Option<i64>,
+    /// Idle seconds before scaling to zero when `min_replicas` is 0 (default 900).
+    #[schema(value_type = Option<i32>, minimum = 10, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    scale_to_zero_after_s: Option<i64>,
+    /// Who may call it (default `protected`).
     #[serde(default)]
-    scale_to_zero_after_s: Option<i32>,
-    #[serde(default = "protected")]
-    access: String,
+    access: Option<EndpointAccess>,
 }
 
-fn one() -> i32 {
-    1
-}
-fn protected() -> String {
-    "protected".into()
+/// `public`: anyone may call the endpoint; `protected`: tokens of the
+/// owning namespace with `inference` or `write` scope.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointAccess {
+    Public,
+    Protected,
 }
 
-fn check_access(a: &str) -> ApiResult<()> {
-    if a == "public" || a == "protected" {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(format!(
-            "access must be \"public\" or \"protected\", not {a:?}"
-        )))
+impl EndpointAccess {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndpointAccess::Public => "public",
+            EndpointAccess::Protected => "protected",
+        }
     }
+}
+
+/// An optional whole number that must fit an `i32` column.
+fn int32(v: Option<i64>, field: &str) -> ApiResult<Option<i32>> {
+    v.map(|v| {
+        i32::try_from(v).map_err(|_| ApiError::Validation(format!("{field} {v} is out of range")))
+    })
+    .transpose()
 }
 
 async fn render(state: &AppState, e: &db::endpoints::EndpointRow) -> ApiResult<serde_json::Value> {
@@ -71,11 +101,13 @@ pub async fn create(
     let (ns, p) = member_namespace(&state, &auth, &path.into_inner(), Role::Write).await?;
     let name = RepoName::parse(&body.name)
         .map_err(|e| ApiError::Validation(format!("endpoint name: {e}")))?;
-    check_access(&body.access)?;
+    let access = body.access.unwrap_or(EndpointAccess::Protected).as_str();
+    let min_replicas = int32(body.min_replicas, "min_replicas")?.unwrap_or(1);
+    let max_replicas = int32(body.max_replicas, "max_replicas")?.unwrap_or(1);
     let scale_to_zero = check_scaling(
-        body.min_replicas,
-        body.max_replicas,
-        body.scale_to_zero_after_s,
+        min_replicas,
+        max_replicas,
+        int32(body.scale_to_zero_after_s, "scale_to_zero_after_s")?,
     )?;
     let repo_id = RepoId::parse(&body.repository)?;
     let ctx = registry::load_repo(&state, &auth, RepoType::Model, &repo_id, Access::Read).await?;
@@ -110,10 +142,10 @@ pub async fn create(
             revision: &revision,
             commit_oid: &resolved.commit.oid,
             task: &task,
-            min_replicas: body.min_replicas,
-            max_replicas: body.max_replicas,
+            min_replicas,
+            max_replicas,
             scale_to_zero_after_s: scale_to_zero,
-            access: &body.access,
+            access,
             created_by: p.user_id,
         },
     )
@@ -140,23 +172,18 @@ pub async fn create(
 
 /// Lists a namespace's endpoints.
 #[utoipa::path(get, path = "/api/v1/endpoints/{ns}", tag = "endpoints",
-    params(("ns" = String, Path, description = "Namespace"), super::usage::Page),
+    params(("ns" = String, Path, description = "Namespace"), crate::routes::v1::PageQuery),
     responses((status = 200, description = "`{items, next_cursor}`", body = serde_json::Value)))]
 pub async fn list(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<String>,
-    q: web::Query<super::usage::Page>,
+    req: actix_web::HttpRequest,
 ) -> ApiResult<HttpResponse> {
+    let page = crate::routes::v1::Page::parse(req.query_string())?;
     let (ns, _) = member_namespace(&state, &auth, &path.into_inner(), Role::Read).await?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
-    let after = match &q.cursor {
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::InvalidRequest("cursor is not valid".into()))?,
-        ),
-        None => None,
-    };
+    let limit = page.limit;
+    let after = page.cursor;
     let rows = db::endpoints::list(&state.db, ns.id, after, limit + 1).await?;
     let next = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].id.to_string());
     let mut items = Vec::new();
@@ -196,14 +223,19 @@ pub async fn get(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 8)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    min_replicas: Option<i64>,
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 8)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    max_replicas: Option<i64>,
+    #[schema(value_type = Option<i32>, minimum = 10, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "crate::routes::v1::opt_whole")]
+    scale_to_zero_after_s: Option<i64>,
     #[serde(default)]
-    min_replicas: Option<i32>,
-    #[serde(default)]
-    max_replicas: Option<i32>,
-    #[serde(default)]
-    scale_to_zero_after_s: Option<i32>,
-    #[serde(default)]
-    access: Option<String>,
+    access: Option<EndpointAccess>,
+    /// A new branch, tag or commit: replicas are replaced.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f]+$")]
     #[serde(default)]
     revision: Option<String>,
 }
@@ -220,15 +252,17 @@ pub async fn patch(
 ) -> ApiResult<HttpResponse> {
     let (ns, name) = path.into_inner();
     let e = load(&state, &auth, &ns, &name, Role::Write).await?;
-    let min = body.min_replicas.unwrap_or(e.min_replicas);
-    let max = body.max_replicas.unwrap_or(e.max_replicas);
+    let min = int32(body.min_replicas, "min_replicas")?.unwrap_or(e.min_replicas);
+    let max = int32(body.max_replicas, "max_replicas")?.unwrap_or(e.max_replicas);
     let stz = check_scaling(
         min,
         max,
-        body.scale_to_zero_after_s.or(e.scale_to_zero_after_s),
+        int32(body.scale_to_zero_after_s, "scale_to_zero_after_s")?.or(e.scale_to_zero_after_s),
     )?;
-    let access = body.access.clone().unwrap_or(e.access.clone());
-    check_access(&access)?;
+    let access = body
+        .access
+        .map(|a| a.as_str().to_string())
+        .unwrap_or(e.access.clone());
     let (revision, commit) = match &body.revision {
         Some(rev) => {
             let repo_id = e.repo_id.ok_or_else(|| {

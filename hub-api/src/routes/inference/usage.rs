@@ -12,19 +12,16 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
-/// Cursor pagination parameters of list routes.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Page {
-    pub cursor: Option<String>,
-    pub limit: Option<i64>,
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
+    /// The user or organization whose usage to read (members only).
     namespace: String,
+    /// Start (inclusive): a date or an RFC 3339 time. Default: 30 days before `to`.
+    #[param(format = Date)]
     from: Option<String>,
+    /// End (exclusive): a date or an RFC 3339 time. Default: now.
+    #[param(format = Date)]
     to: Option<String>,
 }
 
@@ -50,23 +47,22 @@ pub async fn usage(
     q: web::Query<UsageQuery>,
 ) -> ApiResult<HttpResponse> {
     let (ns, _) = member_namespace(&state, &auth, &q.namespace, Role::Read).await?;
-    let to = match &q.to {
-        Some(t) => parse_time(t, "to")?,
+    // An empty parameter counts as absent.
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let to = match given(&q.to) {
+        Some(t) => parse_time(&t, "to")?,
         None => Utc::now() + chrono::Duration::seconds(1),
     };
-    let from = match &q.from {
-        Some(f) => parse_time(f, "from")?,
+    let from = match given(&q.from) {
+        Some(f) => parse_time(&f, "from")?,
         None => to - chrono::Duration::days(30),
     };
-    if from >= to {
-        return Err(ApiError::InvalidRequest("from must be before to".into()));
-    }
-    if to - from > chrono::Duration::days(366) {
-        return Err(ApiError::InvalidRequest(
-            "the range is limited to 366 days".into(),
-        ));
-    }
-    let rows = db::endpoints::usage(&state.db, ns.id, from, to).await?;
+    // An empty or reversed range holds no requests.
+    let rows = if from < to {
+        db::endpoints::usage(&state.db, ns.id, from, to).await?
+    } else {
+        Vec::new()
+    };
     Ok(HttpResponse::Ok().json(json!({
         "namespace": ns.name,
         "from": crate::registry::hf_date(from),

@@ -29,7 +29,11 @@ fn require_worker(auth: &Auth) -> ApiResult<()> {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "crate::routes::v1::whole")]
     memory_bytes: u64,
+    #[schema(minimum = 0, maximum = 4096)]
+    #[serde(deserialize_with = "crate::routes::v1::whole")]
     cores: u32,
 }
 
@@ -90,14 +94,18 @@ pub struct ModelStatus {
     status: String,
     #[serde(default)]
     message: Option<String>,
-    #[serde(default)]
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::routes::v1::whole")]
     in_flight: u32,
-    #[serde(default)]
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::routes::v1::whole")]
     queue_depth: u32,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "crate::routes::v1::whole")]
     free_memory_bytes: u64,
     #[serde(default)]
     models: Vec<ModelStatus>,
@@ -160,8 +168,11 @@ pub async fn heartbeat(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PollQuery {
+    /// The `version` of the last answer; the poll returns when it changes.
     #[serde(default)]
     version: i64,
+    /// Longest wait in seconds (default 25, at most 60).
+    #[param(minimum = 0, maximum = 60)]
     #[serde(default)]
     wait_s: Option<u64>,
 }
