@@ -1,4 +1,5 @@
-// Endpoint pages: live status (polls the management API without reloading),
+// Endpoint pages: live status, replicas and status history (polls the
+// management API without reloading),
 // pause/resume/delete, and the playground, which calls the endpoint through
 // the gateway with the HF task API ({"inputs": ...}).
 (function () {
@@ -12,21 +13,28 @@
     el.className = el.className.replace(/status-\S+/, 'status-' + status);
   }
 
-  // The list: one request per namespace shown.
+  // The list: each namespace shown, page by page (the API serves at most
+  // 100 per page).
   var list = document.querySelector('[data-endpoint-list]');
   if (list) {
     var nss = (list.getAttribute('data-namespaces') || '').split(',').filter(Boolean);
+    var update = function (e) {
+      var row = list.querySelector('[data-endpoint="' + e.namespace + '/' + e.name + '"]');
+      if (!row) return;
+      setStatus(row.querySelector('[data-field="status"]'), e.status);
+      var rep = row.querySelector('[data-field="replicas"]');
+      if (rep) rep.textContent = e.replicas.running + ' of ' + e.replicas.target + ' running';
+    };
     var tick = async function () {
       for (var i = 0; i < nss.length; i++) {
-        var res = await P.api('GET', '/api/v1/endpoints/' + encodeURIComponent(nss[i]) + '?limit=200');
-        if (!res.ok) continue;
-        res.data.items.forEach(function (e) {
-          var row = list.querySelector('[data-endpoint="' + e.namespace + '/' + e.name + '"]');
-          if (!row) return;
-          setStatus(row.querySelector('[data-field="status"]'), e.status);
-          var rep = row.querySelector('[data-field="replicas"]');
-          if (rep) rep.textContent = e.replicas.running + ' of ' + e.replicas.target + ' running';
-        });
+        var cursor = null;
+        do {
+          var res = await P.api('GET', '/api/v1/endpoints/' + encodeURIComponent(nss[i]) + '?limit=100'
+            + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+          if (!res.ok) break;
+          res.data.items.forEach(update);
+          cursor = res.data.next_cursor;
+        } while (cursor);
       }
     };
     tick();
@@ -40,11 +48,82 @@
   var task = page.getAttribute('data-task');
   var apiUrl = '/api/v1/endpoints/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name);
 
+  // "just now", "3 minutes ago": the wording of the server's text::ago.
+  function ago(iso) {
+    var s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+    if (s < 45) return 'just now';
+    // [below, unit seconds, rounding offset, name]
+    var steps = [[3600, 60, 30, 'minute'], [86400, 3600, 1800, 'hour'], [2592000, 86400, 43200, 'day'],
+      [31536000, 2592000, 0, 'month'], [Infinity, 31536000, 0, 'year']];
+    var st = steps.find(function (x) { return s < x[0]; });
+    var n = Math.floor((s + st[2]) / st[1]), unit = st[3];
+    n = Math.max(n, 1);
+    return n + ' ' + unit + (n === 1 ? '' : 's') + ' ago';
+  }
+
+  function pill(status) {
+    var s = document.createElement('span');
+    s.className = 'status status-' + status;
+    s.textContent = status;
+    return s;
+  }
+
+  // Redraws a list when what it shows has changed.
+  var drawn = {};
+  function redraw(id, items, build) {
+    var box = document.getElementById(id);
+    var key = JSON.stringify(items);
+    if (!box || drawn[id] === key) return;
+    drawn[id] = key;
+    box.textContent = '';
+    build(box);
+  }
+
+  function showReplicas(items) {
+    redraw('ep-replicas', items, function (box) {
+      if (!items.length) {
+        var p = document.createElement('p'); p.className = 'muted'; p.textContent = 'None running.';
+        box.appendChild(p);
+        return;
+      }
+      var ul = document.createElement('ul'); ul.className = 'plain';
+      items.forEach(function (r) {
+        var li = document.createElement('li');
+        li.appendChild(pill(r.status));
+        li.appendChild(document.createTextNode(' ' + (r.message || '')));
+        ul.appendChild(li);
+      });
+      box.appendChild(ul);
+    });
+  }
+
+  function showEvents(events) {
+    redraw('ep-events', events.map(function (ev) { return [ev.at, ev.status, ev.message, ago(ev.at)]; }), function (ol) {
+      events.forEach(function (ev) {
+        var li = document.createElement('li');
+        li.appendChild(pill(ev.status));
+        var t = document.createElement('time');
+        t.setAttribute('datetime', ev.at);
+        t.textContent = ago(ev.at);
+        li.appendChild(document.createTextNode(' '));
+        li.appendChild(t);
+        if (ev.message) {
+          li.appendChild(document.createElement('br'));
+          var m = document.createElement('span'); m.className = 'muted'; m.textContent = ev.message;
+          li.appendChild(m);
+        }
+        ol.appendChild(li);
+      });
+    });
+  }
+
   async function poll() {
     var res = await P.api('GET', apiUrl);
     if (!res.ok) return;
     setStatus(document.getElementById('ep-status'), res.data.status);
     document.getElementById('ep-message').textContent = res.data.message || '';
+    showReplicas(res.data.replicas.items);
+    showEvents(res.data.events);
   }
   setInterval(poll, POLL_MS);
 

@@ -206,7 +206,9 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
     let replicas = db::endpoints::replicas_of(&state.db, e.id).await?;
-    let events = db::endpoints::events(&state.db, e.id, 50).await?;
+    // The 20 newest, as in the API's JSON, from which `endpoints.js` redraws
+    // the history while the page is open.
+    let events = db::endpoints::events(&state.db, e.id, 20).await?;
     let now = chrono::Utc::now();
     let from = now - chrono::Duration::days(CHART_DAYS - 1);
     let from_day = from.date_naive();
