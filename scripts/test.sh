@@ -54,7 +54,7 @@ step "management API fuzzing (schemathesis)"
 scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
 
 step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
-tests/browser/run.sh
+tests/browser/run.sh "$ROOT/target/debug/hub-api"
 
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml
