@@ -11,7 +11,7 @@ use super::{page, text, to_login, viewer, Layout, PageResult};
 use crate::auth::access::namespace_role;
 use crate::db;
 use crate::db::endpoints::EndpointRow;
-use crate::db::namespaces::Namespace;
+use crate::db::namespaces::{Namespace, Role};
 use crate::endpoints::SUPPORTED_TASKS;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -50,20 +50,18 @@ pub struct ListPage {
     pub only: String,
 }
 
+/// The namespaces whose endpoints the viewer sees: `only` (checked exactly as
+/// `GET /api/v1/endpoints/{ns}` checks it), else their own and their orgs'.
 async fn member_namespaces(
     state: &AppState,
+    auth: &crate::auth::Auth,
     p: &crate::auth::Principal,
     only: Option<&str>,
 ) -> PageResult<Vec<Namespace>> {
     let mut out = Vec::new();
     if let Some(name) = only {
-        let ns = db::namespaces::by_name(&state.db, name)
-            .await?
-            .ok_or(ApiError::NotFound("namespace"))?;
-        if namespace_role(&state.db, p, ns.id).await?.is_none() || !p.may_touch_namespace(&ns.name)
-        {
-            return Err(ApiError::NotFound("namespace").into());
-        }
+        let (ns, _) =
+            crate::routes::inference::member_namespace(state, auth, name, Role::Read).await?;
         out.push(ns);
         return Ok(out);
     }
@@ -85,7 +83,7 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         return Ok(to_login(&req));
     };
     let only = req.match_info().get("ns").map(str::to_string);
-    let nss = member_namespaces(&state, p, only.as_deref()).await?;
+    let nss = member_namespaces(&state, &auth, p, only.as_deref()).await?;
     let mut items = Vec::new();
     for ns in &nss {
         for e in db::endpoints::list(&state.db, ns.id, None, 200).await? {
@@ -198,7 +196,7 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     };
     let ns_name = req.match_info().get("ns").unwrap_or_default().to_string();
     let name = req.match_info().get("name").unwrap_or_default().to_string();
-    let ns = member_namespaces(&state, p, Some(&ns_name))
+    let ns = member_namespaces(&state, &auth, p, Some(&ns_name))
         .await?
         .remove(0);
     let role = namespace_role(&state.db, p, ns.id).await?;
@@ -258,6 +256,6 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
         tokens_chart,
         latency_chart,
         has_usage,
-        can_write: role >= Some(crate::db::namespaces::Role::Write),
+        can_write: role >= Some(Role::Write),
     })
 }

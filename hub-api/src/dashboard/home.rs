@@ -207,7 +207,7 @@ async fn browse(
 ) -> PageResult<HttpResponse> {
     let (auth, _) = viewer(req).await?;
     let p = auth.principal();
-    let viewer = p.map(|p| (p.user_id, p.is_admin));
+    let viewer = crate::auth::access::list_viewer(p);
     let sort = SortKey::parse(&q.sort)
         .or(match q.sort.as_str() {
             "created" => Some(SortKey::CreatedAt),

@@ -4,7 +4,7 @@
 //! through `/api/v1/orgs/{org}/members`.
 
 use super::{page, text, to_login, viewer, Layout, PageResult};
-use crate::auth::access::namespace_role;
+use crate::auth::access::{namespace_access, namespace_role, require_in_namespace, Access};
 use crate::db;
 use crate::db::namespaces::{Namespace, Role};
 use crate::error::ApiError;
@@ -34,10 +34,14 @@ pub struct OrgPage {
     pub repos: Vec<super::home::RepoCard>,
 }
 
+/// The signed-in viewer's organization, their role in it, and what their
+/// credential may do there (`namespace_access`, as `/api/v1/orgs/{org}/...`
+/// decides: a token restricted elsewhere, or a non-member, gets the same 404
+/// as a missing organization). Anonymous visitors are sent to sign in.
 async fn load(
     state: &AppState,
     req: &HttpRequest,
-) -> PageResult<Result<(crate::auth::Auth, Namespace, Role), HttpResponse>> {
+) -> PageResult<Result<(crate::auth::Auth, Namespace, Role, Access), HttpResponse>> {
     let (auth, _) = viewer(req).await?;
     let Some(p) = auth.principal() else {
         return Ok(Err(to_login(req)));
@@ -47,15 +51,17 @@ async fn load(
         .await?
         .filter(|n| n.kind == "org")
         .ok_or(ApiError::NotFound("organization"))?;
+    let have = namespace_access(&state.db, Some(p), &org).await?;
+    require_in_namespace(have, Access::Read, "organization")?;
     let role = namespace_role(&state.db, p, org.id)
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    Ok(Ok((auth, org, role)))
+    Ok(Ok((auth, org, role, have)))
 }
 
 /// `GET /organizations/{org}`.
 pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
-    let (auth, org, role) = match load(&state, &req).await? {
+    let (auth, org, role, have) = match load(&state, &req).await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
     };
@@ -87,7 +93,7 @@ pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
             sort: db::repos::SortKey::LastModified,
             limit: 20,
             cursor: None,
-            viewer: p.map(|p| (p.user_id, p.is_admin)),
+            viewer: crate::auth::access::list_viewer(p),
         },
     )
     .await?;
@@ -96,7 +102,7 @@ pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
         fullname: org.fullname.clone(),
         org: org.name,
         role: role.as_str(),
-        is_admin: role == Role::Admin,
+        is_admin: have >= Access::Admin,
         members,
         used: text::size(used),
         quota: limit.map(text::size).unwrap_or_else(|| "unlimited".into()),
@@ -129,11 +135,11 @@ pub struct AuditPage {
 
 /// `GET /organizations/{org}/audit?before=ID` (org admins).
 pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
-    let (auth, org, role) = match load(&state, &req).await? {
+    let (auth, org, _, have) = match load(&state, &req).await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
     };
-    if role != Role::Admin {
+    if have < Access::Admin {
         return Err(ApiError::Forbidden("the audit log is for organization admins".into()).into());
     }
     let before = url::form_urlencoded::parse(req.query_string().as_bytes())

@@ -33,6 +33,12 @@ fn web_paths(suffix: &str) -> Vec<String> {
 pub trait RouteSink {
     /// One resource: its path patterns and its (method, handler) routes.
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>);
+    /// A dashboard page: like [`RouteSink::add`], but other methods on its
+    /// URL answer like an unknown route (404), not 405, since page patterns
+    /// such as `/{ns}/{name}` cover URLs API clients may mistype.
+    fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.add(paths, routes);
+    }
 }
 
 struct Actix<'a>(&'a mut web::ServiceConfig);
@@ -40,6 +46,14 @@ struct Actix<'a>(&'a mut web::ServiceConfig);
 impl RouteSink for Actix<'_> {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let mut res = web::resource(paths);
+        for (_, r) in routes {
+            res = res.route(r);
+        }
+        self.0.service(res);
+    }
+
+    fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        let mut res = web::resource(paths).default_service(web::to(not_found));
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -80,52 +94,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         crate::error::ApiError::InvalidRequest(format!("invalid path: {e}")).into()
     }));
     build(&mut Actix(cfg));
-    dashboard(cfg);
-}
-
-/// The dashboard (web/): server-rendered pages and embedded assets.
-/// Registered after every API, git, download and gateway route, so those keep
-/// priority; the fixed pages come before the repo patterns, whose first
-/// segment can never be one of these reserved names. Other methods on page
-/// URLs answer like unknown routes. (Not in [`table`]: these are pages, not
-/// API.)
-fn dashboard(cfg: &mut web::ServiceConfig) {
-    use crate::dashboard::*;
-    fn page<F, Args>(paths: Vec<String>, handler: F) -> actix_web::Resource
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        web::resource(paths)
-            .route(web::get().to(handler))
-            .default_service(web::to(not_found))
-    }
-    cfg.service(page(one("/static/{hash}/{file}"), assets::asset))
-        .service(page(one("/favicon.ico"), assets::favicon))
-        .service(page(one("/"), home::models))
-        .service(page(one("/models"), home::models))
-        .service(page(one("/datasets"), home::datasets))
-        .service(page(one("/login"), account::login))
-        .service(page(one("/settings"), account::account))
-        .service(page(one("/settings/tokens"), account::tokens))
-        .service(page(one("/new"), upload::new_repo))
-        .service(page(one("/organizations/{org}"), orgs::org))
-        .service(page(one("/organizations/{org}/audit"), orgs::audit))
-        .service(page(one("/inference"), endpoints::list))
-        .service(page(one("/inference/new"), endpoints::deploy))
-        .service(page(one("/inference/{ns}"), endpoints::list))
-        .service(page(one("/inference/{ns}/{name}"), endpoints::endpoint))
-        .service(page(web_paths(""), repo::card))
-        .service(page(web_paths("/tree"), blob::pick_revision))
-        .service(page(web_paths("/tree/{rev}"), blob::tree))
-        .service(page(web_paths("/tree/{rev}/{path:.*}"), blob::tree))
-        .service(page(web_paths("/blob/{rev}/{path:.*}"), blob::blob))
-        .service(page(web_paths("/commits/{rev}"), history::commits))
-        .service(page(web_paths("/commit/{oid}"), history::commit))
-        .service(page(web_paths("/refs"), repo::refs))
-        .service(page(web_paths("/upload"), upload::upload))
-        .service(page(web_paths("/settings"), settings::settings));
 }
 
 fn on<F, Args>(m: Method, h: F) -> (Method, Route)
@@ -352,6 +320,45 @@ fn build(r: &mut impl RouteSink) {
         web_paths("/resolve/{rev}/{path:.*}"),
         vec![on(GET, resolve::resolve), on(HEAD, resolve::resolve)],
     );
+
+    dashboard(r);
+}
+
+/// The dashboard (web/, `crate::dashboard`): server-rendered pages and
+/// embedded assets, GET only. Registered after every API, git, download and
+/// gateway route, so those keep priority; the fixed pages come before the
+/// repo patterns, whose first segment can never be one of these reserved
+/// names (`domain::names`). Pages are in the table like every route, so the
+/// access matrix checks that a page shows nothing its viewer could not read.
+fn dashboard(r: &mut impl RouteSink) {
+    use crate::dashboard::*;
+    const GET: Method = Method::GET;
+    let mut page = |paths: Vec<String>, route| r.page(paths, vec![route]);
+    page(one("/static/{hash}/{file}"), on(GET, assets::asset));
+    page(one("/favicon.ico"), on(GET, assets::favicon));
+    page(one("/"), on(GET, home::models));
+    page(one("/models"), on(GET, home::models));
+    page(one("/datasets"), on(GET, home::datasets));
+    page(one("/login"), on(GET, account::login));
+    page(one("/settings"), on(GET, account::account));
+    page(one("/settings/tokens"), on(GET, account::tokens));
+    page(one("/new"), on(GET, upload::new_repo));
+    page(one("/organizations/{org}"), on(GET, orgs::org));
+    page(one("/organizations/{org}/audit"), on(GET, orgs::audit));
+    page(one("/inference"), on(GET, endpoints::list));
+    page(one("/inference/new"), on(GET, endpoints::deploy));
+    page(one("/inference/{ns}"), on(GET, endpoints::list));
+    page(one("/inference/{ns}/{name}"), on(GET, endpoints::endpoint));
+    page(web_paths(""), on(GET, repo::card));
+    page(web_paths("/tree"), on(GET, blob::pick_revision));
+    page(web_paths("/tree/{rev}"), on(GET, blob::tree));
+    page(web_paths("/tree/{rev}/{path:.*}"), on(GET, blob::tree));
+    page(web_paths("/blob/{rev}/{path:.*}"), on(GET, blob::blob));
+    page(web_paths("/commits/{rev}"), on(GET, history::commits));
+    page(web_paths("/commit/{oid}"), on(GET, history::commit));
+    page(web_paths("/refs"), on(GET, repo::refs));
+    page(web_paths("/upload"), on(GET, upload::upload));
+    page(web_paths("/settings"), on(GET, settings::settings));
 }
 
 /// The answer to every unknown route: JSON 404 for API clients, the
