@@ -405,6 +405,15 @@ async fn errors_assets_and_account_pages() {
         .unwrap()
         .contains("json"));
 
+    // A bad query string on a page is the friendly error page, not JSON.
+    let r = get!(app, "/models?page=first");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(is_html(&r));
+    assert!(r.body.contains("invalid query"), "{}", r.body);
+    // Other methods on a page URL answer like an unknown route.
+    let resp = call_service(&app, TestRequest::post().uri("/alice/m").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
     // Static assets: hashed URL, long cache; a stale hash gets a short one.
     let r = get!(app, "/");
     let css = r

@@ -284,20 +284,20 @@ async fn browse(
     })
 }
 
+/// The query string, parsed here rather than by an extractor so that a bad
+/// one (`?page=x`) is the friendly error page, not the API's JSON error.
+fn query(req: &HttpRequest) -> PageResult<BrowseQuery> {
+    web::Query::<BrowseQuery>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| crate::error::ApiError::InvalidRequest(format!("invalid query: {e}")).into())
+}
+
 /// `GET /` and `GET /models`.
-pub async fn models(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    q: web::Query<BrowseQuery>,
-) -> PageResult<HttpResponse> {
-    browse(&state, &req, RepoType::Model, q.into_inner()).await
+pub async fn models(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
+    browse(&state, &req, RepoType::Model, query(&req)?).await
 }
 
 /// `GET /datasets`.
-pub async fn datasets(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    q: web::Query<BrowseQuery>,
-) -> PageResult<HttpResponse> {
-    browse(&state, &req, RepoType::Dataset, q.into_inner()).await
+pub async fn datasets(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
+    browse(&state, &req, RepoType::Dataset, query(&req)?).await
 }
