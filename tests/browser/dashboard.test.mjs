@@ -31,6 +31,23 @@ async function hubApi(method, p, body, token = TOKEN) {
   return { status: r.status, data };
 }
 
+/** Waits until the upload form finishes; fails at once with the form's error if it shows one. */
+async function uploadDone(timeout) {
+  await page.waitForSelector('#upload-status[data-done="true"], .form-error:not([hidden])', { timeout });
+  const err = await page.$('.form-error:not([hidden])');
+  if (err) throw new Error(`the upload failed: ${await err.textContent()}`);
+}
+
+/** Records every text the upload list's file statuses show (however briefly). */
+async function recordStatuses() {
+  await page.evaluate(() => {
+    window.__statuses = [];
+    const list = document.getElementById('upload-list');
+    new MutationObserver(() => list.querySelectorAll('.file-status').forEach((s) => window.__statuses.push(s.textContent)))
+      .observe(list, { subtree: true, childList: true, characterData: true });
+  });
+}
+
 async function shot(name, p = page) {
   fs.mkdirSync(SHOTS, { recursive: true });
   await p.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
@@ -131,7 +148,7 @@ test('upload a folder with a large file: progress reaches 100%', { timeout: 600_
     try { seen.add(Number(await page.getAttribute('#overall-bar', 'value'))); } catch { /* navigating */ }
   }, 100);
   await page.click('#upload-submit');
-  await page.waitForSelector('#upload-status[data-done="true"]', { timeout: 540_000 });
+  await uploadDone(540_000);
   clearInterval(poll);
   const final = Number(await page.getAttribute('#overall-bar', 'value'));
   assert.equal(final, 100);
@@ -159,30 +176,35 @@ test('a failed part is retried; nothing is committed until every file verifies',
   await page.setInputFiles('#pick-files', file);
   await page.fill('#summary', 'Add retry.bin');
   // Part 2 fails once (then the network is fine again); completing always fails.
+  const part2 = /\/lfs\/upload\/[^/]+\/part\/2\?/;
+  const complete = /\/lfs\/upload\/[^/]+\/complete\?/;
   let partFailures = 0;
-  await page.route(/\/lfs\/upload\/[^/]+\/part\/2\?/, async (route) => {
+  await page.route(part2, async (route) => {
     partFailures++;
-    await page.unroute(/\/lfs\/upload\/[^/]+\/part\/2\?/);
+    await page.unroute(part2);
     await route.fulfill({ status: 500, body: 'injected failure' });
   });
-  await page.route(/\/lfs\/upload\/[^/]+\/complete\?/, (route) => route.fulfill({ status: 500, body: 'injected failure' }));
-  const statuses = new Set();
-  const poll = setInterval(async () => {
-    try { statuses.add(await page.textContent('#upload-list .file-status')); } catch { /* ignore */ }
-  }, 50);
-  await page.click('#upload-submit');
-  await page.waitForSelector('.form-error:not([hidden])', { timeout: 300_000 });
-  clearInterval(poll);
+  await page.route(complete, (route) => route.fulfill({ status: 500, body: 'injected failure' }));
+  try {
+    await recordStatuses();
+    await page.click('#upload-submit');
+    await page.waitForSelector('.form-error:not([hidden])', { timeout: 300_000 });
+  } finally {
+    // Later tests upload through the same page: never leave a failure behind.
+    await page.unroute(part2);
+    await page.unroute(complete);
+  }
+  const statuses = await page.evaluate(() => window.__statuses);
   assert.equal(partFailures, 1);
-  assert.ok([...statuses].some((s) => /retrying part 2/.test(s)), [...statuses].join(' | '));
+  assert.ok(statuses.some((s) => /retrying part 2 \(1\)/.test(s)), statuses.join(' | '));
+  assert.match(await page.textContent('#upload-list .file-status'), /retried part 2/, 'the retry stays visible');
   assert.match(await page.textContent('.form-error'), /nothing was committed: completing the upload failed after 4 tries/);
   await shot('upload-failed');
   const after = await hubApi('GET', `/api/models/${REPO}/commits/main`);
   assert.equal(after.data.length, before.data.length, 'no commit was made');
   // With the network back, the same form finishes the job.
-  await page.unroute(/\/lfs\/upload\/[^/]+\/complete\?/);
   await page.click('#upload-submit');
-  await page.waitForSelector('#upload-status[data-done="true"]', { timeout: 300_000 });
+  await uploadDone(300_000);
   assert.equal(await page.textContent('#overall-text'), '100%');
   const tree = await hubApi('GET', `/api/models/${REPO}/tree/main`);
   assert.equal(tree.data.find((e) => e.path === 'retry.bin').size, size);
@@ -325,7 +347,7 @@ test('get a result in the playground (a real model uploaded from the browser)', 
   await page.setInputFiles('#pick-folder', dir);
   await page.waitForSelector('#upload-list tbody tr');
   await page.click('#upload-submit');
-  await page.waitForSelector('#upload-status[data-done="true"]', { timeout: 300_000 });
+  await uploadDone(300_000);
   await page.goto(`${HUB}/inference/new?repo=${USER}/minilm`);
   await page.fill('#ep-name', 'minilm-ep');
   await page.selectOption('#ep-task', 'feature-extraction');

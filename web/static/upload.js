@@ -205,6 +205,10 @@
       var next = 0;
       var finished = 0;
       var total = partNos.length;
+      // Parts that needed another try stay named in the status, so a retry
+      // is not hidden by the progress of the parts in flight beside it.
+      var retried = [];
+      var note = function () { return retried.length ? ' · retried part ' + retried.join(', ') : ''; };
       async function worker() {
         while (next < partNos.length) {
           var n = partNos[next++];
@@ -214,9 +218,12 @@
             return put(header[String(n)], blob, function (b) {
               sentPer[n] = b;
               it.sent = Object.keys(sentPer).reduce(function (s, k) { return s + sentPer[k]; }, 0);
-              setRow(it, 'uploading part ' + (finished + 1) + ' of ' + total);
+              setRow(it, 'uploading part ' + (finished + 1) + ' of ' + total + note());
             });
-          }, function (attempt) { setRow(it, 'retrying part ' + n + ' (' + attempt + ')'); });
+          }, function (attempt) {
+            if (retried.indexOf(n) < 0) retried.push(n);
+            setRow(it, 'retrying part ' + n + ' (' + attempt + ')');
+          });
           sentPer[n] = blob.size;
           finished++;
           etags.push({ partNumber: n, etag: (x.getResponseHeader('ETag') || '').replace(/"/g, '') });
@@ -226,7 +233,7 @@
       for (var w = 0; w < Math.min(PARALLEL_PARTS, partNos.length); w++) workers.push(worker());
       await Promise.all(workers);
       etags.sort(function (a, b) { return a.partNumber - b.partNumber; });
-      setRow(it, 'joining parts');
+      setRow(it, 'joining parts' + note());
       var done = await withRetry('completing the upload', async function () {
         var r = await fetch(up.href, { method: 'POST', credentials: 'omit',
           headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ oid: it.oid, parts: etags }) });
