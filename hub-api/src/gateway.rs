@@ -4,6 +4,14 @@
 //! holds the request (bounded) until a replica is ready, proxies to the ready
 //! replica with the fewest requests in flight (retrying another replica if a
 //! worker is gone), and records usage per request.
+//!
+//! The hot path makes no database round trip when it can help it: an
+//! endpoint's row and its ready replicas are cached per process for
+//! [`ROUTE_TTL`] (dropped at once when this process changes the endpoint;
+//! other hub replicas see a change within the TTL, and a replica that went
+//! away is caught by the connect-failure retry), and usage records are
+//! buffered and written in batches every [`USAGE_FLUSH`] (reading usage on a
+//! process flushes its buffer first).
 
 use crate::auth::{Auth, Credential, Scope};
 use crate::db;
@@ -11,8 +19,9 @@ use crate::db::endpoints::{EndpointRow, UsageRecord};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -20,6 +29,19 @@ use uuid::Uuid;
 pub const WAKE_WAIT: Duration = Duration::from_secs(60);
 /// Largest request body the gateway forwards.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
+/// How long an endpoint's row and ready replicas are reused without asking the database.
+pub const ROUTE_TTL: Duration = Duration::from_secs(1);
+/// How long usage records wait in memory before they are written (in one batch).
+pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
+
+/// A ready replica: id, worker URL, gateway secret, requests in flight it reported.
+type Candidate = (Uuid, String, String, i32);
+
+struct Route {
+    at: Instant,
+    endpoint: EndpointRow,
+    candidates: Vec<Candidate>,
+}
 
 /// Per-process routing state: requests in flight per replica, replicas that
 /// just failed, and the HTTP client used to reach workers.
@@ -27,6 +49,11 @@ pub struct Live {
     in_flight: Mutex<HashMap<Uuid, u32>>,
     /// Replicas whose worker refused a connection, with when.
     suspect: Mutex<HashMap<Uuid, Instant>>,
+    /// Endpoint rows and ready replicas by lower-cased `(namespace, name)`.
+    routes: Mutex<HashMap<(String, String), Route>>,
+    /// Usage records not yet written, and whether a flush is scheduled.
+    usage: Mutex<Vec<UsageRecord>>,
+    flush_scheduled: AtomicBool,
     pub client: reqwest::Client,
 }
 
@@ -35,6 +62,9 @@ impl Default for Live {
         Self {
             in_flight: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
+            routes: Mutex::new(HashMap::new()),
+            usage: Mutex::new(Vec::new()),
+            flush_scheduled: AtomicBool::new(false),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(Duration::from_secs(120))
@@ -60,11 +90,81 @@ impl Drop for InFlight<'_> {
 }
 
 impl Live {
-    fn pick(
+    /// Forgets cached routes (after this process changed an endpoint).
+    pub fn forget_routes(&self) {
+        self.routes.lock().expect("lock").clear();
+    }
+
+    /// The endpoint and its ready replicas, from the cache when fresh.
+    async fn route(
         &self,
-        candidates: &[(Uuid, String, String, i32)],
-        skip: &[Uuid],
-    ) -> Option<(Uuid, String, String)> {
+        db: &sqlx::PgPool,
+        ns: &str,
+        name: &str,
+    ) -> ApiResult<(EndpointRow, Vec<Candidate>)> {
+        let key = (ns.to_lowercase(), name.to_lowercase());
+        if let Some(r) = self.routes.lock().expect("lock").get(&key) {
+            if r.at.elapsed() < ROUTE_TTL {
+                return Ok((r.endpoint.clone(), r.candidates.clone()));
+            }
+        }
+        let e = db::endpoints::get(db, ns, name)
+            .await?
+            .ok_or(ApiError::NotFound("endpoint"))?;
+        let candidates = db::endpoints::routable(db, e.id).await?;
+        if !candidates.is_empty() {
+            let mut routes = self.routes.lock().expect("lock");
+            if routes.len() > 10_000 {
+                routes.retain(|_, r| r.at.elapsed() < ROUTE_TTL);
+            }
+            routes.insert(
+                key,
+                Route {
+                    at: Instant::now(),
+                    endpoint: e.clone(),
+                    candidates: candidates.clone(),
+                },
+            );
+        }
+        Ok((e, candidates))
+    }
+
+    /// Buffers a usage record; a flush is scheduled [`USAGE_FLUSH`] later.
+    fn record_usage(self: &Arc<Self>, db: &sqlx::PgPool, rec: UsageRecord) {
+        self.usage.lock().expect("lock").push(rec);
+        if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            let live = self.clone();
+            let db = db.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(USAGE_FLUSH).await;
+                live.flush_usage(&db).await;
+            });
+        }
+    }
+
+    /// Writes buffered usage records in one statement and marks their
+    /// endpoints as recently used (the scale-to-zero clock).
+    pub async fn flush_usage(&self, db: &sqlx::PgPool) {
+        self.flush_scheduled.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *self.usage.lock().expect("lock"));
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(err) = db::endpoints::insert_usage(db, &batch).await {
+            tracing::warn!(error = %err, records = batch.len(), "recording usage failed");
+        }
+        let ids: Vec<i64> = batch
+            .iter()
+            .map(|r| r.endpoint_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if let Err(err) = db::endpoints::touch_requests(db, &ids).await {
+            tracing::warn!(error = %err, "marking endpoints used failed");
+        }
+    }
+
+    fn pick(&self, candidates: &[Candidate], skip: &[Uuid]) -> Option<(Uuid, String, String)> {
         let suspect = self.suspect.lock().expect("lock");
         let m = self.in_flight.lock().expect("lock");
         candidates
@@ -140,14 +240,7 @@ fn record(
         latency_ms: started.elapsed().as_secs_f32() * 1000.0,
         status: status as i32,
     };
-    let db = state.db.clone();
-    let id = e.id;
-    tokio::spawn(async move {
-        if let Err(err) = db::endpoints::insert_usage(&db, &[rec]).await {
-            tracing::warn!(error = %err, "recording usage failed");
-        }
-        let _ = db::endpoints::touch_request(&db, id).await;
-    });
+    state.live.record_usage(&state.db, rec);
 }
 
 /// `ANY /endpoints/{namespace}/{name}[/{tail}]`.
@@ -169,9 +262,7 @@ pub async fn proxy(
     if tail.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::InvalidPath(format!("{tail:?}")));
     }
-    let e = db::endpoints::get(&state.db, &ns, &name)
-        .await?
-        .ok_or(ApiError::NotFound("endpoint"))?;
+    let (e, mut candidates) = state.live.route(&state.db, &ns, &name).await?;
     let token_id = authorize(&state, &auth, &e).await?;
     if body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -186,8 +277,12 @@ pub async fn proxy(
     let deadline = Instant::now() + WAKE_WAIT;
     let mut tried: Vec<Uuid> = Vec::new();
     let mut woke = false;
+    let mut first = true;
     loop {
-        let candidates = db::endpoints::routable(&state.db, e.id).await?;
+        if !first {
+            candidates = db::endpoints::routable(&state.db, e.id).await?;
+        }
+        first = false;
         let Some((replica, url, secret)) = state.live.pick(&candidates, &tried) else {
             if e.status == "failed" && candidates.is_empty() {
                 let current = db::endpoints::by_id(&state.db, e.id)
@@ -263,6 +358,7 @@ pub async fn proxy(
             Err(err) => {
                 tracing::warn!(endpoint = %format!("{ns}/{name}"), replica = %replica, error = %err, "worker unreachable");
                 state.live.mark_suspect(replica);
+                state.live.forget_routes();
                 tried.push(replica);
                 if err.is_timeout() || Instant::now() >= deadline {
                     record(&state, &e, token_id, 0, started, 504);

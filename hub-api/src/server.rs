@@ -165,6 +165,12 @@ async fn embedded_worker(
     cfg.threads = config.worker_threads;
     cfg.name = Some("embedded".into());
     cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
+    if let Some(n) = std::env::var("HUB_WORKER_FORWARD_BATCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.forward_batch_size = n;
+    }
     Ok(async move {
         let stopped = async move {
             let _ = stop.await;
@@ -223,6 +229,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(url = %public_url, "hub-api listening");
         let result = server.await;
         tracing::info!("hub-api stopped; shutting down");
+        state.live.flush_usage(&state.db).await;
         let _ = stop_worker.send(());
         if let Some(w) = worker {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;

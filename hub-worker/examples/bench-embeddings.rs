@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
     for &b in &batches {
         let cfg = EngineConfig {
             max_batch_size: b,
+            forward_batch_size: b,
             tokenizer_threads: 1,
             engine,
             ..EngineConfig::default()
@@ -127,6 +128,7 @@ fn main() -> anyhow::Result<()> {
 fn load(dir: &str, engine: EnginePreference, batch: usize) -> anyhow::Result<Model> {
     let cfg = EngineConfig {
         max_batch_size: batch,
+        forward_batch_size: batch,
         tokenizer_threads: 1,
         engine,
         ..EngineConfig::default()

@@ -54,9 +54,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_MAX_BATCH_TOKENS", default_value_t = 16384)]
     pub max_batch_tokens: usize,
 
-    /// Inputs per forward pass.
+    /// Inputs taken from a model's queue at once; they are sorted by length and run in
+    /// forward passes of `--forward-batch-size`.
     #[arg(long, env = "HUB_WORKER_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
+
+    /// Inputs per forward pass (0: the engine's preference, 8 for ort and candle on CPU).
+    #[arg(long, env = "HUB_WORKER_FORWARD_BATCH_SIZE", default_value_t = 0)]
+    pub forward_batch_size: usize,
 
     /// Inputs admitted per model at once (queued or running); beyond it requests get 429.
     #[arg(long, env = "HUB_WORKER_MAX_CONCURRENT", default_value_t = 512)]
@@ -94,6 +99,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("tokenizer_threads", &self.tokenizer_threads)
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("max_batch_size", &self.max_batch_size)
+            .field("forward_batch_size", &self.forward_batch_size)
             .field("max_concurrent", &self.max_concurrent)
             .field("engine", &self.engine)
             .field("ort_dylib", &self.ort_dylib)
@@ -119,6 +125,7 @@ impl WorkerConfig {
             tokenizer_threads: None,
             max_batch_tokens: 16384,
             max_batch_size: 32,
+            forward_batch_size: 0,
             max_concurrent: 512,
             engine: "auto".to_string(),
             ort_dylib: None,
@@ -169,6 +176,7 @@ impl WorkerConfig {
         let mut e = EngineConfig {
             max_batch_tokens: self.max_batch_tokens,
             max_batch_size: self.max_batch_size,
+            forward_batch_size: self.forward_batch_size,
             max_concurrent: self.max_concurrent,
             engine: match self.engine.as_str() {
                 "candle" => EnginePreference::Candle,

@@ -34,6 +34,8 @@ head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
 BYTES=$(stat -c %s "$FILE")
 
 # --- the hub -------------------------------------------------------------
+# The benchmark is one client: lift the per-IP/token rate limits (else HEAD measures 429s).
+export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 "$HUB" --data-dir "$WORK/hub" --bind 127.0.0.1:0 --no-worker --http-workers 2 >"$WORK/hub.log" 2>&1 &
 HUB_PID=$!
 for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
@@ -110,6 +112,8 @@ mbps() { echo "scale=1; $BYTES / 1048576 / $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 read -r rps p50 p99 ok <<<"$(python3 -c '
 import json,sys; d=json.load(open(sys.argv[1])); s=d["summary"]; p=d["latencyPercentiles"]
+codes=d["statusCodeDistribution"]
+assert set(codes) == {"200"}, f"HEAD answered other than 200: {codes}"
 print(round(s["requestsPerSec"]), "%.2fms" % (p["p50"]*1000), "%.2fms" % (p["p99"]*1000), "%.4f" % s["successRate"])' "$WORK/head.json")"
 cat <<REPORT
 ## Registry ($SIZE_MIB MiB file, best of $RUNS, $(nproc) cores, $(date -u +%Y-%m-%d))

@@ -35,9 +35,21 @@ def repo(alice):
     return r
 
 
+def wait_registered(tmp_path, names, timeout=60):
+    """Waits until each worker's log says it registered with the hub."""
+    deadline = time.time() + timeout
+    pending = set(names)
+    while pending and time.time() < deadline:
+        pending = {n for n in pending if b"registered with the hub" not in (tmp_path / f"{n}.log").read_bytes()}
+        time.sleep(0.1)
+    assert not pending, f"workers did not register: {pending}"
+
+
 def test_kill_worker_while_serving(alice, repo, tmp_path):
     procs = {n: start_worker(tmp_path, n) for n in ("failover-a", "failover-b")}
     try:
+        # Both must be known to the scheduler before the endpoint is placed.
+        wait_registered(tmp_path, procs)
         r = api_v1("POST", "/endpoints/alice", alice, json={"name": "ha", "repository": repo, "access": "public"})
         assert r.status_code == 201, r.text
         ep = wait_status("alice", "ha", alice, {"running"}, timeout=180)
@@ -96,6 +108,7 @@ def test_kill_worker_while_serving(alice, repo, tmp_path):
 def test_overload_answers_429(alice, repo, tmp_path):
     proc = start_worker(tmp_path, "tiny-admission", HUB_WORKER_MAX_CONCURRENT="2")
     try:
+        wait_registered(tmp_path, ["tiny-admission"])
         r = api_v1("POST", "/endpoints/alice", alice, json={"name": "busy", "repository": repo, "access": "public"})
         assert r.status_code == 201, r.text
         ep = wait_status("alice", "busy", alice, {"running"}, timeout=180)

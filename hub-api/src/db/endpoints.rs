@@ -188,12 +188,12 @@ pub async fn events(db: impl PgExecutor<'_>, id: i64, limit: i64) -> sqlx::Resul
         .await
 }
 
-pub async fn touch_request(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
+pub async fn touch_requests(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE endpoints SET last_request_at = now() WHERE id = $1
+        "UPDATE endpoints SET last_request_at = now() WHERE id = ANY($1)
          AND (last_request_at IS NULL OR last_request_at < now() - interval '1 second')",
     )
-    .bind(id)
+    .bind(ids)
     .execute(db)
     .await?;
     Ok(())

@@ -82,6 +82,13 @@ pub trait Backend: Send {
     fn is_padded(&self) -> bool {
         true
     }
+    /// Inputs per forward pass this engine is fastest at on this machine. A batch taken
+    /// from the queue is sorted by length and run in passes of at most this many inputs:
+    /// on CPU, large padded passes cost more per input than several small ones (measured
+    /// in `docs/BENCHMARKS.md`; TEI caps CPU batches at 4 for the same reason).
+    fn preferred_forward_batch(&self) -> usize {
+        8
+    }
 }
 
 #[cfg(test)]

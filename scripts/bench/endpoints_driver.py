@@ -1,0 +1,373 @@
+"""Endpoint benchmark driver (run by scripts/bench/endpoints.sh; needs a hub
+started by it). Measures, in one run:
+
+1. cold start: POST /api/v1/endpoints -> first 200 from the endpoint, worker
+   cache empty (and the phases from the endpoint's event history);
+2. wake from zero: a request to a scaled-to-zero endpoint (cache warm);
+3. the gateway's added latency: the same request through the hub's gateway
+   and straight to the worker, alternated, p50/p90/p99;
+4. throughput in sentences/s over the 256-sentence corpus, interleaved rounds
+   (engine order rotating, so background load hits everyone alike):
+   * http-concurrent C: C clients each sending one sentence per request
+     (the worker batches across requests), through the gateway;
+   * http-batched B: one client, requests of B sentences in corpus order;
+   * sentence-transformers in-process on PyTorch CPU: `encode(corpus,
+     batch_size=B)` (it length-sorts: its best case) and B-sentence calls in
+     corpus order (like http-batched).
+
+Prints a Markdown report and writes JSON to --out.
+"""
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+SIZES = (1, 4, 32)
+
+
+class Hub:
+    def __init__(self, url, token):
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method, path, body=None, base=None, token=None):
+        u = urllib.parse.urlsplit((base or self.url) + path)
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        hdr = {"Authorization": f"Bearer {token or self.token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdr["Content-Type"] = "application/json"
+        c.request(method, u.path + (f"?{u.query}" if u.query else ""), data, hdr)
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        try:
+            return r.status, json.loads(raw)
+        except ValueError:
+            return r.status, raw.decode(errors="replace")
+
+
+class Client:
+    """One keep-alive connection posting embeddings requests."""
+
+    def __init__(self, base, path, token):
+        u = urllib.parse.urlsplit(base)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        self.path = path
+        self.hdr = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def embed(self, inputs):
+        self.conn.request("POST", self.path, json.dumps({"input": inputs}).encode(), self.hdr)
+        r = self.conn.getresponse()
+        raw = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {raw[:300]!r}")
+        return json.loads(raw)
+
+    def close(self):
+        self.conn.close()
+
+
+def parse_time(s):
+    from datetime import datetime
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def wait_status(hub, ns, name, want, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st, ep = hub.call("GET", f"/api/v1/endpoints/{ns}/{name}")
+        if st == 200 and ep["status"] in want:
+            return ep
+        time.sleep(0.1)
+    raise RuntimeError(f"endpoint {name} did not reach {want}: {ep}")
+
+
+def cold_start(hub, ns, repo, name):
+    path = f"/endpoints/{ns}/{name}/v1/embeddings"
+    t0 = time.time()
+    st, ep = hub.call("POST", f"/api/v1/endpoints/{ns}",
+                      {"name": name, "repository": repo, "min_replicas": 1, "max_replicas": 1,
+                       "access": "protected"})
+    if st != 201:
+        raise RuntimeError(f"create endpoint: {st} {ep}")
+    client = Client(hub.url, path, hub.token)
+    while True:
+        # The gateway holds a request to a starting endpoint until a replica is
+        # ready; retry only if that hold ends without one.
+        try:
+            client.embed(["The first sentence."])
+            break
+        except RuntimeError as e:
+            if time.time() - t0 > 120:
+                raise
+            print(f"bench: cold start retry after {e}", file=sys.stderr)
+            client.close()
+            client = Client(hub.url, path, hub.token)
+            time.sleep(0.05)
+    first = time.time() - t0
+    client.close()
+    _, ep = hub.call("GET", f"/api/v1/endpoints/{ns}/{name}")
+    created = parse_time(ep["created_at"])
+    phases = [(ev["status"], round((parse_time(ev["at"]) - created) * 1000))
+              for ev in reversed(ep["events"])]
+    return {"first_embedding_ms": round(first * 1000), "phases_ms": phases}
+
+
+def wake_from_zero(hub, ns, name):
+    st, ep = hub.call("PATCH", f"/api/v1/endpoints/{ns}/{name}",
+                      {"min_replicas": 0, "scale_to_zero_after_s": 10})
+    if st != 200:
+        raise RuntimeError(f"patch: {st} {ep}")
+    wait_status(hub, ns, name, ("scaled_to_zero",), 60)
+    client = Client(hub.url, f"/endpoints/{ns}/{name}/v1/embeddings", hub.token)
+    t0 = time.time()
+    client.embed(["Wake up."])
+    ms = round((time.time() - t0) * 1000)
+    client.close()
+    hub.call("PATCH", f"/api/v1/endpoints/{ns}/{name}", {"min_replicas": 1})
+    wait_status(hub, ns, name, ("running",), 60)
+    return ms
+
+
+def worker_target(psql, replica):
+    out = subprocess.run(psql + ["-tAF", " ", "-c",
+                                 "SELECT w.url, w.gateway_secret FROM replicas r JOIN workers w "
+                                 f"ON w.id = r.worker_id WHERE r.id = '{replica}'"],
+                         check=True, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+def gateway_latency(hub, ns, name, psql, n):
+    _, ep = hub.call("GET", f"/api/v1/endpoints/{ns}/{name}")
+    replica = ep["replicas"]["items"][0]["id"]
+    wurl, secret = worker_target(psql, replica)
+    via = Client(hub.url, f"/endpoints/{ns}/{name}/v1/embeddings", hub.token)
+    direct = Client(wurl, f"/models/{replica}/v1/embeddings", secret)
+    body = ["How fast is the gateway?"]
+    for _ in range(50):
+        via.embed(body)
+        direct.embed(body)
+    g, d = [], []
+    for i in range(n):
+        pair = [(via, g), (direct, d)] if i % 2 == 0 else [(direct, d), (via, g)]
+        for c, acc in pair:
+            t = time.perf_counter()
+            c.embed(body)
+            acc.append((time.perf_counter() - t) * 1000)
+    via.close()
+    direct.close()
+    res = {}
+    for key, xs in (("gateway", g), ("direct", d)):
+        res[key] = {q: round(percentile(xs, p), 3) for q, p in (("p50", .5), ("p90", .9), ("p99", .99))}
+    res["added_p50_ms"] = round(res["gateway"]["p50"] - res["direct"]["p50"], 3)
+    res["added_p99_ms"] = round(res["gateway"]["p99"] - res["direct"]["p99"], 3)
+    res["requests_each"] = n
+    return res
+
+
+def http_concurrent(hub, path, corpus, conc):
+    clients = [Client(hub.url, path, hub.token) for _ in range(conc)]
+    nxt = iter(range(len(corpus)))
+    lock = threading.Lock()
+    errors = []
+
+    def run(c):
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                return
+            try:
+                c.embed([corpus[i]])
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+                return
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    dt = time.perf_counter() - t
+    for c in clients:
+        c.close()
+    if errors:
+        raise errors[0]
+    return dt
+
+
+def http_batched(hub, path, corpus, batch):
+    c = Client(hub.url, path, hub.token)
+    t = time.perf_counter()
+    for i in range(0, len(corpus), batch):
+        c.embed(corpus[i:i + batch])
+    dt = time.perf_counter() - t
+    c.close()
+    return dt
+
+
+class SentenceTransformers:
+    def __init__(self, model_dir, threads):
+        import torch
+        from sentence_transformers import SentenceTransformer
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = SentenceTransformer(model_dir, device="cpu")
+
+    def corpus(self, corpus, batch):
+        t = time.perf_counter()
+        with self.torch.inference_mode():
+            self.model.encode(corpus, batch_size=batch, normalize_embeddings=True)
+        return time.perf_counter() - t
+
+    def requests(self, corpus, batch):
+        t = time.perf_counter()
+        with self.torch.inference_mode():
+            for i in range(0, len(corpus), batch):
+                self.model.encode(corpus[i:i + batch], batch_size=batch, normalize_embeddings=True)
+        return time.perf_counter() - t
+
+    def embed(self, sentences):
+        return self.model.encode(sentences, normalize_embeddings=True)
+
+
+def check_agreement(hub, path, st, corpus):
+    """The endpoint's embeddings match sentence-transformers' (sanity, not speed)."""
+    import numpy as np
+    c = Client(hub.url, path, hub.token)
+    got = c.embed(corpus[:16])
+    c.close()
+    a = np.array([d["embedding"] for d in got["data"]])
+    b = st.embed(corpus[:16])
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    return float(min((a * b).sum(axis=1)))
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process (all threads), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hub", required=True)
+    ap.add_argument("--token", required=True)
+    ap.add_argument("--namespace", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--psql", required=True, help="psql command line for the hub's database")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--latency-requests", type=int, default=500)
+    ap.add_argument("--hub-pid", type=int, required=True,
+                    help="the hub's process id (its CPU time includes the in-process worker)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    hub = Hub(a.hub, a.token)
+    ns = a.namespace
+    corpus = [line for line in open(a.corpus).read().splitlines() if line.strip()]
+    psql = a.psql.split()
+
+    os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+    from huggingface_hub import HfApi
+    api = HfApi(endpoint=a.hub, token=a.token)
+    repo = f"{ns}/all-minilm-l6-v2"
+    t = time.time()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=a.model, commit_message="bench: upload")
+    print(f"bench: pushed {a.model} with huggingface_hub in {time.time() - t:.1f}s", file=sys.stderr)
+
+    report = {"load_before": open("/proc/loadavg").read().split()[:3]}
+    report["cold_start"] = cold_start(hub, ns, repo, "minilm")
+    print(f"bench: cold start {report['cold_start']}", file=sys.stderr)
+    report["wake_from_zero_ms"] = wake_from_zero(hub, ns, "minilm")
+    print(f"bench: wake from zero {report['wake_from_zero_ms']} ms", file=sys.stderr)
+    report["gateway"] = gateway_latency(hub, ns, "minilm", psql, a.latency_requests)
+    print(f"bench: gateway {report['gateway']}", file=sys.stderr)
+
+    path = f"/endpoints/{ns}/minilm/v1/embeddings"
+    st = SentenceTransformers(a.model, a.threads)
+    report["min_cosine_vs_st"] = check_agreement(hub, path, st, corpus)
+    engines = {
+        "http-concurrent": lambda n: http_concurrent(hub, path, corpus, n),
+        "http-batched": lambda n: http_batched(hub, path, corpus, n),
+        "st-corpus": lambda n: st.corpus(corpus, n),
+        "st-requests": lambda n: st.requests(corpus, n),
+    }
+    for fn in engines.values():  # warm-up
+        fn(4)
+    times = {(e, n): [] for e in engines for n in SIZES}
+    cpu = {(e, n): [] for e in engines for n in SIZES}
+    names = list(engines)
+    for r in range(a.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in SIZES:
+            for e in order:
+                # CPU seconds of the serving side: the hub process (gateway +
+                # in-process worker) for HTTP, this process for PyTorch.
+                clock = (lambda: proc_cpu_seconds(a.hub_pid)) if e.startswith("http") else time.process_time
+                c0 = clock()
+                times[(e, n)].append(engines[e](n))
+                cpu[(e, n)].append(clock() - c0)
+        print(f"bench: round {r + 1}/{a.rounds} done, load {open('/proc/loadavg').read().split()[0]}",
+              file=sys.stderr)
+    report["load_after"] = open("/proc/loadavg").read().split()[:3]
+    rows = []
+    for n in SIZES:
+        for e in names:
+            xs = times[(e, n)]
+            rows.append({"engine": e, "n": n, "best": len(corpus) / min(xs),
+                         "median": len(corpus) / statistics.median(xs),
+                         "cpu_s": statistics.median(cpu[(e, n)])})
+    report["throughput"] = rows
+    json.dump(report, open(a.out, "w"), indent=1)
+
+    def get(e, n, k):
+        return next(r[k] for r in rows if r["engine"] == e and r["n"] == n)
+
+    print(f"Load average before {' '.join(report['load_before'])}, after {' '.join(report['load_after'])}; "
+          f"{a.rounds} interleaved rounds; {len(corpus)} sentences; {a.threads} threads.\n")
+    print("| batch / concurrency | http-concurrent | http-batched | st-corpus | st-requests "
+          "| concurrent / st-corpus | batched / st-requests |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in SIZES:
+        cells = [f"{get(e, n, 'best'):.1f} ({get(e, n, 'median'):.1f})" for e in names]
+        r1 = get("http-concurrent", n, "best") / get("st-corpus", n, "best")
+        r2 = get("http-batched", n, "best") / get("st-requests", n, "best")
+        print(f"| {n} | " + " | ".join(cells) + f" | {r1:.2f}x | {r2:.2f}x |")
+    print("\nsentences/s, best of rounds (median in parentheses).\n")
+    print("CPU seconds per 256-sentence pass (median; serving side only: the hub process for HTTP, "
+          "the PyTorch process for sentence-transformers):\n")
+    print("| batch / concurrency | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for n in SIZES:
+        print(f"| {n} | " + " | ".join(f"{get(e, n, 'cpu_s'):.2f}" for e in names) + " |")
+    print()
+    cs = report["cold_start"]
+    print(f"* Cold start, POST to first embedding, empty worker cache: **{cs['first_embedding_ms']} ms** "
+          f"(phases after creation, ms: {', '.join(f'{s} {ms}' for s, ms in cs['phases_ms'])})")
+    print(f"* Wake from scaled-to-zero (cache warm), request to answer: {report['wake_from_zero_ms']} ms")
+    g = report["gateway"]
+    print(f"* Gateway added latency, {g['requests_each']} alternated single-sentence requests: "
+          f"p50 **{g['added_p50_ms']} ms** (gateway {g['gateway']['p50']} / direct {g['direct']['p50']}), "
+          f"p99 {g['added_p99_ms']} ms (gateway {g['gateway']['p99']} / direct {g['direct']['p99']})")
+    print(f"* Embeddings agree with sentence-transformers: min cosine {report['min_cosine_vs_st']:.6f} over 16 sentences")
+
+
+if __name__ == "__main__":
+    main()
