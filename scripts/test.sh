@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
 
@@ -45,13 +46,16 @@ step "rust tests"
 cargo test --workspace --quiet
 
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
-tests/conformance/run.sh "$VENV/bin/python" "$ROOT/target/debug/hub-api"
+tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
 step "gated and private repos with huggingface_hub"
 HF_VENV="$VENV" scripts/hf-gated-check.sh
 
 step "management API fuzzing (schemathesis)"
 scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
+
+step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
+tests/browser/run.sh "$BIN/hub-api"
 
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml

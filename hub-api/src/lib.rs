@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod card;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod endpoints;

@@ -4,7 +4,9 @@
 //! branch, tag, commit, file, LFS object and upload link; a gated public repo
 //! with access requests; members, tokens, the audit log and the quota. The
 //! expected answer of each cell is computed from the route's class and the
-//! actor; a denied cell must also not leak tenant A's private names.
+//! actor; a denied cell must also not leak tenant A's private names. The
+//! dashboard's pages are routes too: a page must show nothing its viewer
+//! could not read through the API.
 
 mod common;
 
@@ -96,6 +98,18 @@ enum Class {
     /// Calls a protected (paused) endpoint through the gateway: members with
     /// inference/write scope get the endpoint's answer; outsiders 404.
     Gateway(u16),
+    /// A dashboard page for anyone signed in; anonymous visitors are sent to
+    /// the sign-in page (303).
+    SignedInPage(u16),
+    /// The sign-in page: signed-in visitors are sent on (303).
+    SignInPage,
+    /// A dashboard page of tenant A's namespace (its organization, its
+    /// endpoints, deploying its private repo): members; anonymous 303;
+    /// everyone else the same 404 as a missing one.
+    MemberPage(u16),
+    /// A dashboard page for org admins (the audit log): other members 403;
+    /// anonymous 303; outsiders 404.
+    OrgAdminPage(u16),
 }
 
 fn expected(class: Class, a: Actor) -> u16 {
@@ -216,6 +230,32 @@ fn expected(class: Class, a: Actor) -> u16 {
             _ if member => ok,
             _ => 404,
         },
+        Class::SignedInPage(ok) => {
+            if a == Anonymous {
+                303
+            } else {
+                ok
+            }
+        }
+        Class::SignInPage => {
+            if a == Anonymous {
+                200
+            } else {
+                303
+            }
+        }
+        Class::MemberPage(ok) => match a {
+            Anonymous => 303,
+            Restricted => 404,
+            _ if member => ok,
+            _ => 404,
+        },
+        Class::OrgAdminPage(ok) => match a {
+            Anonymous => 303,
+            _ if admin => ok,
+            Writer | Reader => 403,
+            _ => 404,
+        },
         Class::OwnersToken(ok) => match a {
             Anonymous => 401,
             Owner => ok,
@@ -279,7 +319,13 @@ fn canonical(p: &str) -> String {
     }
 }
 
-fn rows(lfs_sha: &str, lfs_size: usize, owners_token: i64, upload_session: &str) -> Vec<Row> {
+fn rows(
+    lfs_sha: &str,
+    lfs_size: usize,
+    owners_token: i64,
+    upload_session: &str,
+    commit: &str,
+) -> Vec<Row> {
     use Class::*;
     let get = Method::GET;
     let post = Method::POST;
@@ -291,6 +337,8 @@ fn rows(lfs_sha: &str, lfs_size: usize, owners_token: i64, upload_session: &str)
     let session = upload_session.to_string();
     let session2 = session.clone();
     let session3 = session.clone();
+    let commit = commit.to_string();
+    const P: &str = "/acme/topsecret";
     vec![
         row(get.clone(), "/healthz", Public(200), |_| "/healthz".into()),
         row(get.clone(), "/readyz", Public(200), |_| "/readyz".into()),
@@ -407,12 +455,49 @@ fn rows(lfs_sha: &str, lfs_size: usize, owners_token: i64, upload_session: &str)
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/dir/f.txt")),
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/w.bin")),
         row(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/dev/dir/f.txt")),
+        // Dashboard pages.
+        row(get.clone(), "/static/{hash}/{file}", Public(200), |_| hub_api::dashboard::assets::urls().app_js.clone()),
+        row(get.clone(), "/favicon.ico", Public(200), |_| "/favicon.ico".into()),
+        row(get.clone(), "/", Open(200), |_| "/".into()),
+        row(get.clone(), "/models", Open(200), |_| "/models?q=top&sort=likes".into()),
+        row(get.clone(), "/datasets", Open(200), |_| "/datasets".into()),
+        row(get.clone(), "/login", SignInPage, |_| "/login".into()),
+        row(get.clone(), "/settings", SignedInPage(200), |_| "/settings".into()),
+        row(get.clone(), "/settings/tokens", SignedInPage(200), |_| "/settings/tokens".into()),
+        row(get.clone(), "/new", SignedInPage(200), |_| "/new".into()),
+        row(get.clone(), "/organizations/{org}", MemberPage(200), |_| "/organizations/acme".into()),
+        row(get.clone(), "/organizations/{org}/audit", OrgAdminPage(200), |_| "/organizations/acme/audit".into()),
+        row(get.clone(), "/inference", SignedInPage(200), |_| "/inference".into()),
+        row(get.clone(), "/inference/new", MemberPage(200), |_| format!("/inference/new?repo=acme/{MARK}")),
+        row(get.clone(), "/inference/{ns}", MemberPage(200), |_| "/inference/acme".into()),
+        row(get.clone(), "/inference/{ns}/{name}", MemberPage(200), |_| format!("/inference/acme/{MARK}-ep")),
+        row(get.clone(), "/{ns}/{name}", RepoRead(200), |_| P.into()),
+        // Only a redirect to `tree/{rev}`: nothing is looked up.
+        row(get.clone(), "/{ns}/{name}/tree", Public(302), |_| format!("{P}/tree?rev=dev")),
+        row(get.clone(), "/{ns}/{name}/tree/{rev}", RepoRead(200), |_| format!("{P}/tree/main")),
+        row(get.clone(), "/{ns}/{name}/tree/{rev}/{path:.*}", RepoRead(200), |_| format!("{P}/tree/dev/dir")),
+        row(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", RepoRead(200), |_| format!("{P}/blob/main/dir/f.txt")),
+        row(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", RepoRead(200), |_| format!("{P}/blob/main/w.bin")),
+        row(get.clone(), "/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{P}/commits/main")),
+        row(get.clone(), "/{ns}/{name}/commit/{oid}", RepoRead(200), move |_| format!("{P}/commit/{commit}")),
+        row(get.clone(), "/{ns}/{name}/refs", RepoRead(200), |_| format!("{P}/refs")),
+        row(get.clone(), "/{ns}/{name}/upload", RepoWrite(200), |_| format!("{P}/upload")),
+        row(get.clone(), "/{ns}/{name}/settings", RepoAdmin(200), |_| format!("{P}/settings")),
     ]
 }
 
 #[actix_web::test]
 async fn cross_tenant_access_matrix() {
-    let t = TestState::new().await;
+    let mut t = TestState::new().await;
+    // This test is about who may do what, not how often (tests/tenancy.rs
+    // covers rate limits): anonymous, expired and revoked callers share one
+    // anonymous bucket, and ~100 rows each would drain its burst.
+    t.state.tenancy.rate = std::sync::Arc::new(hub_api::ratelimit::RateLimiter::new(
+        hub_api::ratelimit::RateDefaults {
+            anonymous: hub_api::ratelimit::Rate { per_s: 0, burst: 0 },
+            ..t.state.tenancy.rate.defaults
+        },
+    ));
     let (alice_id, alice) = t.user("alice", false, &["read", "write", "admin"]).await;
     let (adam_id, _) = t.user("adam", false, &["read"]).await;
     let (_, adam) = token(&t, adam_id, &["read", "write", "admin"], None, None).await;
@@ -472,7 +557,7 @@ async fn cross_tenant_access_matrix() {
     create_repo(&app, &alice, "acme/other", true).await;
     create_repo(&app, &alice, "acme/gated", false).await;
 
-    commit_files(
+    let private_commit = commit_files(
         &app,
         &alice,
         &format!("acme/{MARK}"),
@@ -632,7 +717,13 @@ async fn cross_tenant_access_matrix() {
         }
     };
 
-    let table = rows(&sha, content.len(), victim_token, &open_session);
+    let table = rows(
+        &sha,
+        content.len(),
+        victim_token,
+        &open_session,
+        &private_commit,
+    );
     // Every route has a row (and every row names a real route).
     let routes: BTreeSet<(String, String)> = hub_api::routes::table()
         .0

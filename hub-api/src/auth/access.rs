@@ -129,6 +129,16 @@ pub async fn namespace_access(
     Ok(role.min(scope_cap(p)))
 }
 
+/// Whom a repo listing is for (`db::repos::ListQuery::viewer`): the caller's
+/// (user id, site admin), or `None` to list as an anonymous caller.
+/// Restricted tokens and tokens without read scope list like anonymous
+/// callers, so private repos never show to them. The API's listings and the
+/// dashboard's pages both use this.
+pub fn list_viewer(p: Option<&Principal>) -> Option<(i64, bool)> {
+    p.filter(|p| !p.is_restricted() && p.has_scope(Scope::Read))
+        .map(|p| (p.user_id, p.is_admin))
+}
+
 /// Checks `have` covers `need` for a namespace-level object: outsiders get
 /// 404 (`what` not found), members without the right get 403.
 pub fn require_in_namespace(

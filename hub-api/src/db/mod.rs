@@ -2,6 +2,7 @@
 //! executor so they work inside transactions. No repository traits, no mocks.
 
 pub mod access_requests;
+pub mod browse;
 pub mod endpoints;
 pub mod git;
 pub mod lfs;

@@ -16,6 +16,8 @@ pub const RESERVED_NAMES: &[&str] = &[
     "kernels",
     "buckets",
     "endpoints",
+    // The dashboard's endpoint pages live under /inference.
+    "inference",
     "settings",
     "login",
     "logout",

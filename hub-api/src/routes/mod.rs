@@ -7,7 +7,6 @@ pub mod hf;
 pub mod inference;
 pub mod v1;
 
-use crate::error::ApiError;
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, Route};
 
@@ -34,6 +33,12 @@ fn web_paths(suffix: &str) -> Vec<String> {
 pub trait RouteSink {
     /// One resource: its path patterns and its (method, handler) routes.
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>);
+    /// A dashboard page: like [`RouteSink::add`], but other methods on its
+    /// URL answer like an unknown route (404), not 405, since page patterns
+    /// such as `/{ns}/{name}` cover URLs API clients may mistype.
+    fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.add(paths, routes);
+    }
 }
 
 struct Actix<'a>(&'a mut web::ServiceConfig);
@@ -41,6 +46,14 @@ struct Actix<'a>(&'a mut web::ServiceConfig);
 impl RouteSink for Actix<'_> {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let mut res = web::resource(paths);
+        for (_, r) in routes {
+            res = res.route(r);
+        }
+        self.0.service(res);
+    }
+
+    fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        let mut res = web::resource(paths).default_service(web::to(not_found));
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -307,9 +320,49 @@ fn build(r: &mut impl RouteSink) {
         web_paths("/resolve/{rev}/{path:.*}"),
         vec![on(GET, resolve::resolve), on(HEAD, resolve::resolve)],
     );
+
+    dashboard(r);
 }
 
-/// JSON 404 for every unknown route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("route"))
+/// The dashboard (web/, `crate::dashboard`): server-rendered pages and
+/// embedded assets, GET only. Registered after every API, git, download and
+/// gateway route, so those keep priority; the fixed pages come before the
+/// repo patterns, whose first segment can never be one of these reserved
+/// names (`domain::names`). Pages are in the table like every route, so the
+/// access matrix checks that a page shows nothing its viewer could not read.
+fn dashboard(r: &mut impl RouteSink) {
+    use crate::dashboard::*;
+    const GET: Method = Method::GET;
+    let mut page = |paths: Vec<String>, route| r.page(paths, vec![route]);
+    page(one("/static/{hash}/{file}"), on(GET, assets::asset));
+    page(one("/favicon.ico"), on(GET, assets::favicon));
+    page(one("/"), on(GET, home::models));
+    page(one("/models"), on(GET, home::models));
+    page(one("/datasets"), on(GET, home::datasets));
+    page(one("/login"), on(GET, account::login));
+    page(one("/settings"), on(GET, account::account));
+    page(one("/settings/tokens"), on(GET, account::tokens));
+    page(one("/new"), on(GET, upload::new_repo));
+    page(one("/organizations/{org}"), on(GET, orgs::org));
+    page(one("/organizations/{org}/audit"), on(GET, orgs::audit));
+    page(one("/inference"), on(GET, endpoints::list));
+    page(one("/inference/new"), on(GET, endpoints::deploy));
+    page(one("/inference/{ns}"), on(GET, endpoints::list));
+    page(one("/inference/{ns}/{name}"), on(GET, endpoints::endpoint));
+    page(web_paths(""), on(GET, repo::card));
+    page(web_paths("/tree"), on(GET, blob::pick_revision));
+    page(web_paths("/tree/{rev}"), on(GET, blob::tree));
+    page(web_paths("/tree/{rev}/{path:.*}"), on(GET, blob::tree));
+    page(web_paths("/blob/{rev}/{path:.*}"), on(GET, blob::blob));
+    page(web_paths("/commits/{rev}"), on(GET, history::commits));
+    page(web_paths("/commit/{oid}"), on(GET, history::commit));
+    page(web_paths("/refs"), on(GET, repo::refs));
+    page(web_paths("/upload"), on(GET, upload::upload));
+    page(web_paths("/settings"), on(GET, settings::settings));
+}
+
+/// The answer to every unknown route: JSON 404 for API clients, the
+/// dashboard's 404 page for browsers (`Accept: text/html`).
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    crate::dashboard::errors::not_found(req).await
 }

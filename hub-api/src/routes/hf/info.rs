@@ -217,10 +217,7 @@ pub async fn list(
         limit: limit + 1,
         cursor,
         // Restricted tokens list like anonymous callers (private repos never show).
-        viewer: auth
-            .principal()
-            .filter(|p| !p.is_restricted() && p.has_scope(crate::auth::Scope::Read))
-            .map(|p| (p.user_id, p.is_admin)),
+        viewer: crate::auth::access::list_viewer(auth.principal()),
     };
     let mut rows = db::repos::list(&state.db, &q).await?;
     let more = rows.len() as i64 > limit;
