@@ -24,19 +24,7 @@ pub async fn facets(
         "SELECT r.pipeline_tag, r.library_name, r.license, count(*) AS n FROM repos r WHERE r.repo_type = ",
     );
     b.push_bind(repo_type);
-    match viewer {
-        Some((_, true)) => {}
-        Some((uid, false)) => {
-            b.push(" AND (NOT r.private OR r.namespace_id = ");
-            b.push_bind(uid);
-            b.push(" OR EXISTS (SELECT 1 FROM org_members m WHERE m.org_id = r.namespace_id AND m.user_id = ");
-            b.push_bind(uid);
-            b.push("))");
-        }
-        None => {
-            b.push(" AND NOT r.private");
-        }
-    }
+    super::repos::push_visible_to(&mut b, viewer);
     b.push(
         " GROUP BY GROUPING SETS ((r.pipeline_tag), (r.library_name), (r.license)) ORDER BY n DESC",
     );

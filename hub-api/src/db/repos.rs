@@ -195,12 +195,11 @@ pub struct ListQuery {
     pub viewer: Option<(i64, bool)>,
 }
 
-pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<RepoRow>> {
-    let mut b = QueryBuilder::new(format!(
-        "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.repo_type = "
-    ));
-    b.push_bind(&q.repo_type);
-    match q.viewer {
+/// Appends ` AND <repo r is visible to viewer>`: site admins see everything,
+/// users public repos plus their own and their organizations', anonymous
+/// callers public repos. The one visibility rule of every repo listing.
+pub fn push_visible_to(b: &mut QueryBuilder<'_, sqlx::Postgres>, viewer: Option<(i64, bool)>) {
+    match viewer {
         Some((_, true)) => {}
         Some((uid, false)) => {
             b.push(" AND (NOT r.private OR r.namespace_id = ");
@@ -213,6 +212,14 @@ pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<Re
             b.push(" AND NOT r.private");
         }
     }
+}
+
+pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<RepoRow>> {
+    let mut b = QueryBuilder::new(format!(
+        "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.repo_type = "
+    ));
+    b.push_bind(&q.repo_type);
+    push_visible_to(&mut b, q.viewer);
     for s in &q.search {
         // Search matches the full id "ns/name" (case-insensitive substring).
         b.push(" AND strpos(lower(n.name || '/' || r.name), lower(");

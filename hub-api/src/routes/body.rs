@@ -57,6 +57,15 @@ pub fn reject_encoded(req: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads a JSON body within the configured limit (`limits.json_body`).
+async fn read_json_bytes(req: &HttpRequest, payload: &mut Payload) -> Result<web::Bytes, ApiError> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.limits.json_body)
+        .unwrap_or(2 * 1024 * 1024);
+    read_limited(req, payload, limit).await
+}
+
 /// A JSON body (any content type), parsed with serde's recursion limit.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
@@ -69,11 +78,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let limit = req
-                .app_data::<web::Data<AppState>>()
-                .map(|s| s.limits.json_body)
-                .unwrap_or(2 * 1024 * 1024);
-            let bytes = read_limited(&req, &mut payload, limit).await?;
+            let bytes = read_json_bytes(&req, &mut payload).await?;
             let text = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 &b"{}"[..]
             } else {
@@ -99,11 +104,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for RequiredJson<T> {
         let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
-            let limit = req
-                .app_data::<web::Data<AppState>>()
-                .map(|s| s.limits.json_body)
-                .unwrap_or(2 * 1024 * 1024);
-            let bytes = read_limited(&req, &mut payload, limit).await?;
+            let bytes = read_json_bytes(&req, &mut payload).await?;
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
                 return Err(ApiError::InvalidRequest("a JSON body is required".into()));
             }
