@@ -6,7 +6,7 @@
 # 5xx, schema mismatch or undocumented status.
 #
 # `DELETE /api/v1/tokens/{id}` is left out: the fuzzer would revoke its own
-# token (id 1) and spend the rest of the run on 401s; tests/tenancy.rs covers it.
+# token (id 1) and spend the rest of the run on 401s; hub-api/tests/it/tenancy.rs covers it.
 #
 #   scripts/schemathesis.sh [MAX_EXAMPLES]     (default 30)
 #

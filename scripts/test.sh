@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# One build per run: incremental caches would only add gigabytes to target/ (a CI run
+# once ran out of disk). Set CARGO_INCREMENTAL=1 to keep them for local iteration.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
 
 apt_install() {
@@ -41,6 +44,8 @@ fi
 
 step "build"
 cargo build --workspace --all-targets --quiet
+
+echo "target/: $(du -sh "${CARGO_TARGET_DIR:-$ROOT/target}" | cut -f1); disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 
 step "rust tests"
 cargo test --workspace --quiet

@@ -63,6 +63,65 @@ async fn ort_minilm_matches_sentence_transformers() {
     }
 }
 
+/// Several engine replicas take passes from one queue: under concurrent load every answer
+/// still belongs to its own input (a mix-up between replicas or passes would fail here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ort_replicas_answer_each_input_under_load() {
+    if !ort_ready("ort_replicas_answer_each_input_under_load") {
+        return;
+    }
+    let Some(dir) = minilm_dir("ort_replicas_answer_each_input_under_load") else {
+        return;
+    };
+    // Automatic: one single-threaded session per compute thread (2 here).
+    let auto = load(&dir, None, ort_cfg()).await;
+    assert_eq!(auto.info().replicas, 2);
+    drop(auto);
+    let model = load(
+        &dir,
+        None,
+        EngineConfig {
+            replicas: 3,
+            ..ort_cfg()
+        },
+    )
+    .await;
+    assert_eq!(model.info().replicas, 3);
+    let reference = fixture_json("minilm-reference.json");
+    let refs: Vec<(String, Vec<f32>)> = reference["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["text"].as_str().unwrap().to_string(),
+                f32s(&s["embedding"]),
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let model = model.clone();
+        // Requests of 1 to 3 inputs, of mixed lengths, all at once.
+        let picks: Vec<usize> = (0..1 + i % 3)
+            .map(|k| (i * 7 + k * 5) % refs.len())
+            .collect();
+        let texts: Vec<String> = picks.iter().map(|&p| refs[p].0.clone()).collect();
+        tasks.push(tokio::spawn(async move {
+            let out = model.embed(texts, EmbedOptions::default()).await.unwrap();
+            (picks, out.vectors)
+        }));
+    }
+    for t in tasks {
+        let (picks, vectors) = t.await.unwrap();
+        assert_eq!(picks.len(), vectors.len());
+        for (p, v) in picks.iter().zip(&vectors) {
+            let c = cosine(v, &refs[*p].1);
+            assert!(c >= 0.9999, "reference sentence {p}: cosine {c}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn ort_classifiers_match_pytorch() {
     if !ort_ready("ort_classifiers_match_pytorch") {

@@ -3,9 +3,7 @@
 //! BertForSequenceClassification, tiny DistilBERT / XLM-RoBERTa vs transformers; plus
 //! admission (overload) and load-time refusals.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::FutureExt;
 use hub_worker::engine::{
     ClassifyOptions, EmbedOptions, EngineConfig, EngineError, LoadError, Model, PoolingMode,

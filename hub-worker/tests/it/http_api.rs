@@ -1,12 +1,10 @@
 //! The worker's HTTP API in process (actix test service) with loaded models and no hub:
 //! OpenAI embeddings, the HF task API shapes, the gateway secret, input errors, 429.
 
-mod common;
-
+use crate::common::*;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
 use base64::Engine as _;
-use common::*;
 use futures::FutureExt;
 use hub_worker::engine::{EmbedOptions, EngineConfig, Model, Task};
 use hub_worker::http::{self, GatewayAuth, HttpState};

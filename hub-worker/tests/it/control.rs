@@ -2,10 +2,8 @@
 //! statuses, long-polled assignments reconciled (load, fail with a reason, unload,
 //! reload from cache), the gateway secret on the served routes, and re-registration.
 
-mod common;
-
-use common::fake_hub::*;
-use common::*;
+use crate::common::fake_hub::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -63,6 +61,9 @@ async fn worker_follows_its_assignments() {
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
     cfg.cache_dir = cache.path().to_path_buf();
+    // candle: starting ONNX Runtime here would switch the `auto` engine of the other
+    // tests in this binary (tests/ort.rs covers it in a process of its own).
+    cfg.engine = "candle".into();
     cfg.name = Some("test-worker".into());
     cfg.poll_wait_s = 2;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -198,6 +199,7 @@ async fn a_rejected_worker_token_stops_the_worker_with_a_reason() {
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, "not-a-worker-token");
     cfg.cache_dir = cache.path().to_path_buf();
+    cfg.engine = "candle".into();
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         hub_worker::run(cfg, std::future::pending()),

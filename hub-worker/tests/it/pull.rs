@@ -2,10 +2,8 @@
 //! the real `hf-hub` client: only engine files are fetched, everything is verified, the
 //! cache is shared, corruption (on the wire or on disk) is caught and re-fetched.
 
-mod common;
-
-use common::fake_hub::*;
-use common::*;
+use crate::common::fake_hub::*;
+use crate::common::*;
 use hub_worker::engine::{ClassifyOptions, EmbedOptions, EngineConfig, Model, TextInput};
 use hub_worker::pull::cache::BlobCache;
 use hub_worker::pull::{PullError, PullRequest, Puller};

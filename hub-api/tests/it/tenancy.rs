@@ -2,10 +2,8 @@
 //! process against a real PostgreSQL: sessions and CSRF, JWT attacks and key
 //! rotation, tokens, members, quotas, rate limits, gated repos and the audit log.
 
-mod common;
-
+use crate::common::*;
 use actix_web::test::TestRequest;
-use common::*;
 use hub_testkit::{app, TestState};
 use serde_json::{json, Value};
 

@@ -8,11 +8,9 @@
 //! dashboard's pages are routes too: a page must show nothing its viewer
 //! could not read through the API.
 
-mod common;
-
+use crate::common::*;
 use actix_web::http::Method;
 use actix_web::test::TestRequest;
-use common::*;
 use hub_testkit::{app, TestState};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

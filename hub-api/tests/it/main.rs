@@ -1,0 +1,15 @@
+//! hub-api's integration tests, as one test binary: every module links the whole app and
+//! its dependencies, so one binary instead of seven saves gigabytes of `target/` and most
+//! of the link time. `secrets_in_logs` stays a binary of its own because it installs a
+//! process-wide trace-level log subscriber.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod access_matrix;
+mod concurrency;
+mod dashboard;
+mod endpoints;
+mod git_ids;
+mod registry;
+mod tenancy;

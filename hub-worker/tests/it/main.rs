@@ -1,0 +1,12 @@
+//! hub-worker's integration tests (candle engine, pulling, control plane, HTTP API), as
+//! one test binary to save link time and `target/` space. `ort.rs` stays a binary of its
+//! own: it initialises ONNX Runtime for its process, which would switch the `auto` engine
+//! of these tests from candle to ONNX Runtime.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod control;
+mod engine;
+mod http_api;
+mod pull;
