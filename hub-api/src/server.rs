@@ -165,11 +165,12 @@ async fn embedded_worker(
     cfg.threads = config.worker_threads;
     cfg.name = Some("embedded".into());
     cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
-    if let Some(n) = std::env::var("HUB_WORKER_FORWARD_BATCH_SIZE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    let env_usize = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    if let Some(n) = env_usize("HUB_WORKER_FORWARD_BATCH_SIZE") {
         cfg.forward_batch_size = n;
+    }
+    if let Some(n) = env_usize("HUB_WORKER_REPLICAS") {
+        cfg.replicas = n;
     }
     Ok(async move {
         let stopped = async move {

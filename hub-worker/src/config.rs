@@ -59,9 +59,14 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_MAX_BATCH_SIZE", default_value_t = 32)]
     pub max_batch_size: usize,
 
-    /// Inputs per forward pass (0: the engine's preference, 8 for ort and candle on CPU).
+    /// Inputs per forward pass (0: the engine's preference, 4 for ort and 8 for candle).
     #[arg(long, env = "HUB_WORKER_FORWARD_BATCH_SIZE", default_value_t = 0)]
     pub forward_batch_size: usize,
+
+    /// Engine instances per model, sharing the compute threads (0: automatic, one
+    /// single-threaded ONNX Runtime session per thread for models under 1 GiB; candle: 1).
+    #[arg(long, env = "HUB_WORKER_REPLICAS", default_value_t = 0)]
+    pub replicas: usize,
 
     /// Inputs admitted per model at once (queued or running); beyond it requests get 429.
     #[arg(long, env = "HUB_WORKER_MAX_CONCURRENT", default_value_t = 512)]
@@ -100,6 +105,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("max_batch_size", &self.max_batch_size)
             .field("forward_batch_size", &self.forward_batch_size)
+            .field("replicas", &self.replicas)
             .field("max_concurrent", &self.max_concurrent)
             .field("engine", &self.engine)
             .field("ort_dylib", &self.ort_dylib)
@@ -126,6 +132,7 @@ impl WorkerConfig {
             max_batch_tokens: 16384,
             max_batch_size: 32,
             forward_batch_size: 0,
+            replicas: 0,
             max_concurrent: 512,
             engine: "auto".to_string(),
             ort_dylib: None,
@@ -177,6 +184,7 @@ impl WorkerConfig {
             max_batch_tokens: self.max_batch_tokens,
             max_batch_size: self.max_batch_size,
             forward_batch_size: self.forward_batch_size,
+            replicas: self.replicas,
             max_concurrent: self.max_concurrent,
             engine: match self.engine.as_str() {
                 "candle" => EnginePreference::Candle,

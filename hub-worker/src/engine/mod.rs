@@ -61,10 +61,15 @@ pub struct EngineConfig {
     /// Token budget per forward pass (padding counted on CPU).
     pub max_batch_tokens: usize,
     /// Inputs taken from the queue at once; they are sorted by length and run in
-    /// forward passes of `forward_batch_size`.
+    /// forward passes of at most `forward_batch_size`, spread over the replicas.
     pub max_batch_size: usize,
     /// Inputs per forward pass; 0 takes the engine's preference.
     pub forward_batch_size: usize,
+    /// Engine instances of the model, each with its own backend thread taking passes from
+    /// the model's queue; the compute threads are divided among them. 0: automatic (ONNX
+    /// Runtime: one single-threaded replica per compute thread while the weights are small
+    /// enough to hold that many copies; candle: 1).
+    pub replicas: usize,
     /// Inputs admitted at once (queued or running); more is answered `Overloaded`.
     pub max_concurrent: usize,
     /// Tokenizer threads for this model.
@@ -80,6 +85,7 @@ impl Default for EngineConfig {
             max_batch_tokens: 16384,
             max_batch_size: 32,
             forward_batch_size: 0,
+            replicas: 0,
             max_concurrent: 512,
             tokenizer_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
@@ -97,6 +103,8 @@ pub struct ModelInfo {
     pub model_type: String,
     /// `candle` or `ort`.
     pub engine: &'static str,
+    /// Engine instances serving it (each with its own backend thread).
+    pub replicas: usize,
     /// Length of an embedding (hidden size × pooling modes); hidden size for classifiers.
     pub dim: usize,
     pub labels: Vec<String>,
@@ -224,7 +232,18 @@ impl Model {
         }
         let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
             .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
-        let mut backend = load_backend(&spec, task, cfg.engine)?;
+        let replicas = plan_replicas(cfg, &spec, needed, available);
+        let mut backends = vec![load_backend(&spec, task, cfg.engine, replicas)?];
+        // Only engines with their own threads (ONNX Runtime) get more than one instance;
+        // candle's kernels already use every compute thread.
+        let replicas = if backends[0].name() == "ort" {
+            replicas
+        } else {
+            1
+        };
+        while backends.len() < replicas {
+            backends.push(load_backend(&spec, task, cfg.engine, replicas)?);
+        }
         let mode = if task.is_embedding() {
             Mode::Embed {
                 pooling: spec.pooling(),
@@ -235,11 +254,13 @@ impl Model {
         // Warm-up: one tiny forward pass so the first request does not pay for it and a
         // broken model fails here, at load time.
         let warm = Batch::pad(&[(&[1, 2], &[0, 0])], spec.encoder.pad_token_id);
-        let warm_result = threads::compute_pool().install(|| match &mode {
-            Mode::Embed { .. } => backend.embed(&warm).map(|_| ()),
-            Mode::Predict => backend.predict(&warm).map(|_| ()),
-        });
-        warm_result.map_err(LoadError::Weights)?;
+        for backend in &mut backends {
+            let warm_result = threads::compute_pool().install(|| match &mode {
+                Mode::Embed { .. } => backend.embed(&warm).map(|_| ()),
+                Mode::Predict => backend.predict(&warm).map(|_| ()),
+            });
+            warm_result.map_err(LoadError::Weights)?;
+        }
 
         let name = dir
             .file_name()
@@ -255,29 +276,35 @@ impl Model {
         let limits = BatchLimits {
             max_batch_tokens: cfg.max_batch_tokens.max(spec.max_input_tokens),
             max_batch_size: cfg.max_batch_size.max(1),
-            padded: backend.is_padded(),
+            padded: backends[0].is_padded(),
+            max_pass: match cfg.forward_batch_size {
+                0 => backends[0].preferred_forward_batch().max(1),
+                n => n,
+            },
+            replicas: backends.len(),
         };
         let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;
-        let engine = backend.name();
-        let backend_queue = queue.clone();
+        let engine = backends[0].name();
         let pad_id = spec.encoder.pad_token_id;
         let dim = match &mode {
             Mode::Embed { pooling } => spec.encoder.hidden_size * pooling.len(),
             Mode::Predict => spec.encoder.hidden_size,
         };
-        let thread_mode = mode.clone();
-        let forward_batch = cfg.forward_batch_size;
-        std::thread::Builder::new()
-            .name(format!("backend-{name}"))
-            .spawn(move || {
-                backend_thread(backend, &backend_queue, &thread_mode, pad_id, forward_batch)
-            })
-            .map_err(LoadError::Spawn)?;
+        let replicas = backends.len();
+        for (i, backend) in backends.into_iter().enumerate() {
+            let thread_mode = mode.clone();
+            let backend_queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("backend-{name}-{i}"))
+                .spawn(move || backend_thread(backend, &backend_queue, &thread_mode, pad_id))
+                .map_err(LoadError::Spawn)?;
+        }
         let max_concurrent = cfg.max_concurrent.max(1);
         let info = ModelInfo {
             task,
             model_type: spec.model_type.clone(),
             engine,
+            replicas,
             dim,
             labels: spec.labels.clone(),
             max_input_tokens: spec.max_input_tokens,
@@ -290,6 +317,8 @@ impl Model {
             model.task = %task,
             model.engine = engine,
             model.type = %info.model_type,
+            model.replicas = replicas,
+            model.forward_batch = limits.max_pass,
             "model loaded"
         );
         Ok(Model {
@@ -552,23 +581,60 @@ fn estimate_memory(spec: &ModelSpec) -> u64 {
     spec.weight_bytes + spec.weight_bytes / 2 + 64 * 1024 * 1024
 }
 
+/// How many engine instances to load: `cfg.replicas`, or automatically one per compute
+/// thread for ONNX Runtime (measured: two single-threaded sessions on two cores run
+/// 1.1-1.2x the sentences per second of one two-threaded session, see
+/// `docs/BENCHMARKS.md`), as long as the weights are under 1 GiB and that many copies fit
+/// in memory. Engines that cannot use replicas are reduced to one by the caller.
+fn plan_replicas(
+    cfg: &EngineConfig,
+    spec: &ModelSpec,
+    needed: u64,
+    available: Option<u64>,
+) -> usize {
+    if cfg.replicas > 0 {
+        return cfg.replicas;
+    }
+    #[cfg(feature = "engine-ort")]
+    let threads = ort::threads();
+    #[cfg(not(feature = "engine-ort"))]
+    let threads = 1;
+    if spec.weight_bytes > 1 << 30 {
+        return 1;
+    }
+    let mut replicas = threads.max(1);
+    if let Some(available) = available {
+        while replicas > 1 && needed.saturating_mul(replicas as u64) > available {
+            replicas -= 1;
+        }
+    }
+    replicas
+}
+
 fn load_backend(
     spec: &ModelSpec,
     task: Task,
     pref: EnginePreference,
+    replicas: usize,
 ) -> Result<Box<dyn Backend>, LoadError> {
     #[cfg(feature = "engine-ort")]
+    let intra = (ort::threads() / replicas.max(1)).max(1);
+    #[cfg(not(feature = "engine-ort"))]
+    let _ = replicas;
+    #[cfg(feature = "engine-ort")]
     match pref {
-        EnginePreference::Ort => return Ok(Box::new(ort::OrtBackend::load(spec, task)?)),
+        EnginePreference::Ort => return Ok(Box::new(ort::OrtBackend::load(spec, task, intra)?)),
         // ONNX Runtime when it is there: the repo's graph, or one derived from safetensors;
         // candle if that fails (an op this runtime lacks, say).
-        EnginePreference::Auto if ort::is_available() => match ort::OrtBackend::load(spec, task) {
-            Ok(b) => return Ok(Box::new(b)),
-            Err(e) if !spec.safetensors.is_empty() => {
-                tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
+        EnginePreference::Auto if ort::is_available() => {
+            match ort::OrtBackend::load(spec, task, intra) {
+                Ok(b) => return Ok(Box::new(b)),
+                Err(e) if !spec.safetensors.is_empty() => {
+                    tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
         _ => {}
     }
     #[cfg(not(feature = "engine-ort"))]
@@ -585,34 +651,10 @@ fn load_backend(
     Ok(Box::new(candle::CandleBackend::load(spec, task)?))
 }
 
-fn backend_thread(
-    mut backend: Box<dyn Backend>,
-    queue: &Queue,
-    mode: &Mode,
-    pad_id: u32,
-    forward_batch: usize,
-) {
-    let forward = match forward_batch {
-        0 => backend.preferred_forward_batch().max(1),
-        n => n,
-    };
-    while let Some(entries) = queue.next_batch() {
-        for pass in forward_passes(entries, forward) {
-            run_pass(backend.as_mut(), pass, mode, pad_id);
-        }
+fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad_id: u32) {
+    while let Some(pass) = queue.next_batch() {
+        run_pass(backend.as_mut(), pass, mode, pad_id);
     }
-}
-
-/// Sorts a batch by length (less padding) and cuts it into passes of at most `forward`
-/// inputs, shortest first; each entry keeps its own reply channel, so order is free.
-fn forward_passes(mut entries: Vec<Entry>, forward: usize) -> Vec<Vec<Entry>> {
-    entries.sort_by_key(Entry::len);
-    let mut passes = Vec::with_capacity(entries.len().div_ceil(forward.max(1)));
-    let mut rest = entries.into_iter().peekable();
-    while rest.peek().is_some() {
-        passes.push(rest.by_ref().take(forward.max(1)).collect());
-    }
-    passes
 }
 
 fn run_pass(backend: &mut dyn Backend, entries: Vec<Entry>, mode: &Mode, pad_id: u32) {
@@ -668,24 +710,6 @@ fn run_pass(backend: &mut dyn Backend, entries: Vec<Entry>, mode: &Mode, pad_id:
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forward_passes_are_length_sorted_and_bounded() {
-        let entry = |n: usize| Entry {
-            ids: vec![1; n],
-            type_ids: vec![0; n],
-            reply: oneshot::channel().0,
-        };
-        let batch: Vec<Entry> = [9, 3, 7, 1, 5, 2, 8].into_iter().map(entry).collect();
-        let passes = forward_passes(batch, 3);
-        let lens: Vec<Vec<usize>> = passes
-            .iter()
-            .map(|p| p.iter().map(Entry::len).collect())
-            .collect();
-        assert_eq!(lens, vec![vec![1, 2, 3], vec![5, 7, 8], vec![9]]);
-        assert_eq!(forward_passes(vec![entry(4)], 8).len(), 1);
-        assert!(forward_passes(Vec::new(), 8).is_empty());
-    }
 
     #[test]
     fn score_functions() {

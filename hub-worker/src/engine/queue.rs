@@ -1,6 +1,8 @@
-//! The batching queue: one thread owns the pending entries of a model and hands the
-//! backend thread batches cut to a token budget (padding counted on CPU engines).
-//! Entries whose client went away are dropped here, before they cost a forward pass.
+//! The batching queue: one thread owns the pending entries of a model. It takes a window
+//! of entries in arrival order (cut to a token budget, padding counted on CPU engines),
+//! sorts it by length, cuts it into forward passes, and hands the passes, costliest first,
+//! to the model's backend replicas as each one asks for work. Entries whose client went
+//! away are dropped here, before they cost a forward pass.
 
 use super::error::EngineError;
 use std::collections::VecDeque;
@@ -40,6 +42,35 @@ pub struct BatchLimits {
     pub max_batch_size: usize,
     /// Whether padding costs compute (true for CPU engines).
     pub padded: bool,
+    /// Most inputs in one forward pass.
+    pub max_pass: usize,
+    /// Backend replicas taking passes from this queue.
+    pub replicas: usize,
+}
+
+/// Cuts a window into forward passes: sorted by length (least padding), each pass at most
+/// `max_pass` inputs. With several replicas, passes are small enough that every replica
+/// gets at least two (`window / (2 × replicas)` inputs each), so the cores share a short
+/// window evenly instead of one replica running it all; then handed out costliest first
+/// (longest-processing-time order), so the last pass to finish is a cheap one.
+pub fn cut_passes(mut window: Vec<Entry>, limits: BatchLimits) -> VecDeque<Vec<Entry>> {
+    window.sort_by_key(Entry::len);
+    let n = window.len();
+    let max_pass = limits.max_pass.max(1);
+    let size = match limits.replicas {
+        0 | 1 => max_pass,
+        r => (n / (2 * r)).clamp(1, max_pass),
+    };
+    let mut passes: Vec<Vec<Entry>> = Vec::with_capacity(n.div_ceil(size));
+    let mut rest = window.into_iter().peekable();
+    while rest.peek().is_some() {
+        passes.push(rest.by_ref().take(size).collect());
+    }
+    if limits.replicas > 1 {
+        let cost = |p: &Vec<Entry>| p.last().map_or(0, Entry::len) * p.len();
+        passes.sort_by_key(|p| std::cmp::Reverse(cost(p)));
+    }
+    passes.into()
 }
 
 /// Takes the next batch from the front of `queue` within `limits`, skipping entries whose
@@ -92,7 +123,8 @@ pub struct QueueStats {
     pub batches: AtomicU64,
 }
 
-/// Handle to a model's queue thread. Cloning shares the thread.
+/// Handle to a model's queue thread. Cloning shares the thread; each backend replica
+/// calls [`Queue::next_batch`] from its own thread.
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::Sender<Cmd>,
@@ -118,7 +150,7 @@ impl Queue {
             .map_err(|_| EngineError::Unavailable)
     }
 
-    /// Blocks until a batch is ready; `None` once the queue shuts down.
+    /// Blocks until a forward pass is ready (length-sorted); `None` once the queue shuts down.
     pub fn next_batch(&self) -> Option<Vec<Entry>> {
         let (tx, rx) = mpsc::channel();
         self.tx.send(Cmd::NextBatch(tx)).ok()?;
@@ -137,37 +169,56 @@ impl Queue {
 }
 
 fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats) {
-    let mut queue: VecDeque<Entry> = VecDeque::new();
-    let mut waiting: Option<mpsc::Sender<Option<Vec<Entry>>>> = None;
+    let mut pending: VecDeque<Entry> = VecDeque::new();
+    // Passes cut from the current window, not yet handed out.
+    let mut ready: VecDeque<Vec<Entry>> = VecDeque::new();
+    // Replicas waiting for work, in the order they asked.
+    let mut waiters: VecDeque<mpsc::Sender<Option<Vec<Entry>>>> = VecDeque::new();
     loop {
         let cmd = rx.recv().unwrap_or(Cmd::Shutdown);
         match cmd {
-            Cmd::Append(entries) => queue.extend(entries),
-            Cmd::NextBatch(w) => waiting = Some(w),
+            Cmd::Append(entries) => pending.extend(entries),
+            Cmd::NextBatch(w) => waiters.push_back(w),
             Cmd::Shutdown => {
-                if let Some(w) = waiting.take() {
+                for w in waiters.drain(..) {
                     let _ = w.send(None);
                 }
                 stats.depth.store(0, Ordering::Relaxed);
                 return;
             }
         }
-        if waiting.is_some() {
-            let (batch, dropped) = take_batch(&mut queue, limits);
-            stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-            if !batch.is_empty() {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                if let Some(w) = waiting.take() {
-                    if let Err(mpsc::SendError(Some(batch))) = w.send(Some(batch)) {
-                        // The backend is gone: put the work back and wait for shutdown.
-                        for e in batch.into_iter().rev() {
-                            queue.push_front(e);
-                        }
-                    }
+        while !waiters.is_empty() {
+            if ready.is_empty() {
+                let (window, dropped) = take_batch(&mut pending, limits);
+                stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+                if window.is_empty() {
+                    break;
                 }
+                ready = cut_passes(window, limits);
+            }
+            let Some(mut pass) = ready.pop_front() else {
+                break;
+            };
+            let before = pass.len();
+            pass.retain(|e| !e.reply.is_closed());
+            stats
+                .dropped
+                .fetch_add((before - pass.len()) as u64, Ordering::Relaxed);
+            if pass.is_empty() {
+                continue;
+            }
+            let Some(w) = waiters.pop_front() else {
+                ready.push_front(pass);
+                break;
+            };
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            if let Err(mpsc::SendError(Some(pass))) = w.send(Some(pass)) {
+                // That replica is gone: the pass goes to the next one (or waits).
+                ready.push_front(pass);
             }
         }
-        stats.depth.store(queue.len(), Ordering::Relaxed);
+        let queued = pending.len() + ready.iter().map(Vec::len).sum::<usize>();
+        stats.depth.store(queued, Ordering::Relaxed);
     }
 }
 
@@ -202,6 +253,8 @@ mod tests {
         max_batch_tokens: 100,
         max_batch_size: 8,
         padded: true,
+        max_pass: 8,
+        replicas: 1,
     };
 
     #[test]
@@ -258,6 +311,7 @@ mod tests {
         queue.append(vec![e1, e3, e2]).unwrap();
         let batch = queue.next_batch().unwrap();
         assert_eq!(batch.len(), 2);
+        assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 1);
         for e in batch {
             e.reply.send(Ok(vec![1.0])).unwrap();
         }
@@ -273,5 +327,81 @@ mod tests {
         let (e, rx) = entry(1);
         let _ = queue.append(vec![e]);
         assert!(rx.blocking_recv().is_err());
+    }
+
+    fn lens(passes: &VecDeque<Vec<Entry>>) -> Vec<Vec<usize>> {
+        passes
+            .iter()
+            .map(|p| p.iter().map(Entry::len).collect())
+            .collect()
+    }
+
+    #[test]
+    fn one_replica_gets_sorted_passes_of_max_pass() {
+        let (q, _rx) = queue_of(&[9, 3, 7, 1, 5, 2, 8]);
+        let limits = BatchLimits {
+            max_pass: 3,
+            ..PADDED
+        };
+        let passes = cut_passes(q.into(), limits);
+        assert_eq!(lens(&passes), vec![vec![1, 2, 3], vec![5, 7, 8], vec![9]]);
+        assert!(cut_passes(Vec::new(), limits).is_empty());
+    }
+
+    #[test]
+    fn replicas_share_a_window_costliest_pass_first() {
+        let two = BatchLimits {
+            max_pass: 4,
+            replicas: 2,
+            ..PADDED
+        };
+        // Four inputs, two replicas: one input per pass, longest first.
+        let (q, _rx) = queue_of(&[5, 30, 10, 20]);
+        assert_eq!(
+            lens(&cut_passes(q.into(), two)),
+            vec![vec![30], vec![20], vec![10], vec![5]]
+        );
+        // Sixteen inputs: passes of four (16 / (2 × 2)), sorted, costliest first.
+        let sizes: Vec<usize> = (1..=16).rev().collect();
+        let (q, _rx) = queue_of(&sizes);
+        let passes = cut_passes(q.into(), two);
+        assert_eq!(
+            lens(&passes),
+            vec![
+                vec![13, 14, 15, 16],
+                vec![9, 10, 11, 12],
+                vec![5, 6, 7, 8],
+                vec![1, 2, 3, 4]
+            ]
+        );
+        // A big window never exceeds max_pass.
+        let (q, _rx) = queue_of(&[7; 64]);
+        assert!(cut_passes(q.into(), two).iter().all(|p| p.len() == 4));
+    }
+
+    #[test]
+    fn waiting_replicas_each_get_a_pass() {
+        let limits = BatchLimits {
+            max_pass: 4,
+            replicas: 2,
+            ..PADDED
+        };
+        let queue = Queue::start(limits, "r").unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let q = queue.clone();
+            waiters.push(std::thread::spawn(move || q.next_batch()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (entries, _rx): (Vec<_>, Vec<_>) = [4, 8].into_iter().map(entry).unzip();
+        queue.append(entries).unwrap();
+        let mut got: Vec<Vec<usize>> = waiters
+            .into_iter()
+            .map(|w| w.join().unwrap().unwrap().iter().map(Entry::len).collect())
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![vec![4], vec![8]]);
+        assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 2);
+        queue.shutdown();
     }
 }

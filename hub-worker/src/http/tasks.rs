@@ -288,6 +288,7 @@ pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
         "task": info.task,
         "model_type": info.model_type,
         "engine": info.engine,
+        "replicas": info.replicas,
         "dim": info.dim,
         "labels": info.labels,
         "max_input_tokens": info.max_input_tokens,
