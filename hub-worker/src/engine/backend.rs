@@ -89,6 +89,12 @@ pub trait Backend: Send {
     fn preferred_forward_batch(&self) -> usize {
         8
     }
+    /// Whether this instance also holds a session on every compute thread for lone passes.
+    fn can_run_wide(&self) -> bool {
+        false
+    }
+    /// Runs the next passes on every compute thread (`true`) or on this replica's share.
+    fn set_wide(&mut self, _wide: bool) {}
 }
 
 #[cfg(test)]

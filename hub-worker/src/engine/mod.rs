@@ -233,7 +233,14 @@ impl Model {
         let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
             .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
         let replicas = plan_replicas(cfg, &spec, needed, available);
-        let mut backends = vec![load_backend(&spec, task, cfg.engine, replicas)?];
+        // Replica 0 also holds a session on every thread, for lone passes.
+        let mut backends = vec![load_backend(
+            &spec,
+            task,
+            cfg.engine,
+            replicas,
+            replicas > 1,
+        )?];
         // Only engines with their own threads (ONNX Runtime) get more than one instance;
         // candle's kernels already use every compute thread.
         let replicas = if backends[0].name() == "ort" {
@@ -242,7 +249,7 @@ impl Model {
             1
         };
         while backends.len() < replicas {
-            backends.push(load_backend(&spec, task, cfg.engine, replicas)?);
+            backends.push(load_backend(&spec, task, cfg.engine, replicas, false)?);
         }
         let mode = if task.is_embedding() {
             Mode::Embed {
@@ -282,6 +289,7 @@ impl Model {
                 n => n,
             },
             replicas: backends.len(),
+            wide: backends[0].can_run_wide(),
         };
         let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;
         let engine = backends[0].name();
@@ -296,7 +304,7 @@ impl Model {
             let backend_queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("backend-{name}-{i}"))
-                .spawn(move || backend_thread(backend, &backend_queue, &thread_mode, pad_id))
+                .spawn(move || backend_thread(backend, i, &backend_queue, &thread_mode, pad_id))
                 .map_err(LoadError::Spawn)?;
         }
         let max_concurrent = cfg.max_concurrent.max(1);
@@ -584,8 +592,9 @@ fn estimate_memory(spec: &ModelSpec) -> u64 {
 /// How many engine instances to load: `cfg.replicas`, or automatically one per compute
 /// thread for ONNX Runtime (measured: two single-threaded sessions on two cores run
 /// 1.1-1.2x the sentences per second of one two-threaded session, see
-/// `docs/BENCHMARKS.md`), as long as the weights are under 1 GiB and that many copies fit
-/// in memory. Engines that cannot use replicas are reduced to one by the caller.
+/// `docs/BENCHMARKS.md`), as long as the weights are under 1 GiB and the copies (one per
+/// replica, plus replica 0's session on every thread) fit in half the available memory.
+/// Engines that cannot use replicas are reduced to one by the caller.
 fn plan_replicas(
     cfg: &EngineConfig,
     spec: &ModelSpec,
@@ -604,7 +613,7 @@ fn plan_replicas(
     }
     let mut replicas = threads.max(1);
     if let Some(available) = available {
-        while replicas > 1 && needed.saturating_mul(replicas as u64) > available {
+        while replicas > 1 && needed.saturating_mul(replicas as u64 + 1) > available / 2 {
             replicas -= 1;
         }
     }
@@ -616,18 +625,21 @@ fn load_backend(
     task: Task,
     pref: EnginePreference,
     replicas: usize,
+    wide: bool,
 ) -> Result<Box<dyn Backend>, LoadError> {
     #[cfg(feature = "engine-ort")]
     let intra = (ort::threads() / replicas.max(1)).max(1);
     #[cfg(not(feature = "engine-ort"))]
-    let _ = replicas;
+    let _ = (replicas, wide);
     #[cfg(feature = "engine-ort")]
     match pref {
-        EnginePreference::Ort => return Ok(Box::new(ort::OrtBackend::load(spec, task, intra)?)),
+        EnginePreference::Ort => {
+            return Ok(Box::new(ort::OrtBackend::load(spec, task, intra, wide)?))
+        }
         // ONNX Runtime when it is there: the repo's graph, or one derived from safetensors;
         // candle if that fails (an op this runtime lacks, say).
         EnginePreference::Auto if ort::is_available() => {
-            match ort::OrtBackend::load(spec, task, intra) {
+            match ort::OrtBackend::load(spec, task, intra, wide) {
                 Ok(b) => return Ok(Box::new(b)),
                 Err(e) if !spec.safetensors.is_empty() => {
                     tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
@@ -651,9 +663,16 @@ fn load_backend(
     Ok(Box::new(candle::CandleBackend::load(spec, task)?))
 }
 
-fn backend_thread(mut backend: Box<dyn Backend>, queue: &Queue, mode: &Mode, pad_id: u32) {
-    while let Some(pass) = queue.next_batch() {
-        run_pass(backend.as_mut(), pass, mode, pad_id);
+fn backend_thread(
+    mut backend: Box<dyn Backend>,
+    replica: usize,
+    queue: &Queue,
+    mode: &Mode,
+    pad_id: u32,
+) {
+    while let Some(pass) = queue.next_batch(replica) {
+        backend.set_wide(pass.wide);
+        run_pass(backend.as_mut(), pass.entries, mode, pad_id);
     }
 }
 

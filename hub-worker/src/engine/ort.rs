@@ -73,9 +73,37 @@ fn onnx_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Onnx(e.to_string())
 }
 
+/// Where a session's graph comes from.
+enum Graph {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Graph {
+    fn session(&self, rt: &Runtime, threads: usize) -> Result<Session, LoadError> {
+        let mut builder = Session::builder(&rt.env)
+            .map_err(onnx_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(onnx_err)?
+            .with_intra_threads(threads)
+            .map_err(onnx_err)?
+            .with_inter_threads(1)
+            .map_err(onnx_err)?
+            .with_intra_op_spinning(SPINNING.load(std::sync::atomic::Ordering::Relaxed))
+            .map_err(onnx_err)?;
+        match self {
+            Graph::Bytes(b) => builder.commit_from_memory(b).map_err(onnx_err),
+            Graph::File(p) => builder.commit_from_file(p).map_err(onnx_err),
+        }
+    }
+}
+
 /// A model running in ONNX Runtime.
 pub struct OrtBackend {
     session: Session,
+    /// The same graph on every compute thread, for lone passes (see `queue::Pass::wide`).
+    wide: Option<Session>,
+    use_wide: bool,
     /// Names of the graph inputs we feed, in the session's order.
     inputs: Vec<String>,
     hidden_output: Option<String>,
@@ -84,39 +112,32 @@ pub struct OrtBackend {
 
 impl OrtBackend {
     /// Loads the repo's ONNX file, or derives a graph from its safetensors, as a session
-    /// with `intra_threads` compute threads.
+    /// with `intra_threads` compute threads; with `wide`, a second session of the same graph
+    /// on every compute thread.
     pub fn load(
         spec: &ModelSpec,
         task: Task,
         intra_threads: usize,
+        wide: bool,
     ) -> Result<OrtBackend, LoadError> {
         let rt = RUNTIME
             .get()
             .ok_or_else(|| LoadError::Onnx("ONNX Runtime is not initialised".to_string()))?;
-        let builder = Session::builder(&rt.env)
-            .map_err(onnx_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(onnx_err)?
-            .with_intra_threads(intra_threads.clamp(1, rt.threads))
-            .map_err(onnx_err)?
-            .with_inter_threads(1)
-            .map_err(onnx_err)?
-            .with_intra_op_spinning(SPINNING.load(std::sync::atomic::Ordering::Relaxed))
-            .map_err(onnx_err)?;
-        let mut builder = builder;
         // Prefer the graph derived from safetensors (fused, checked against references);
         // the repo's own ONNX file serves repos without safetensors.
-        let session = match (&spec.onnx, spec.safetensors.is_empty()) {
-            (_, false) => {
-                let graph = super::onnx_export::export(spec, task)?;
-                builder.commit_from_memory(&graph).map_err(onnx_err)?
-            }
-            (Some(path), true) => builder.commit_from_file(path).map_err(onnx_err)?,
+        let graph = match (&spec.onnx, spec.safetensors.is_empty()) {
+            (_, false) => Graph::Bytes(super::onnx_export::export(spec, task)?),
+            (Some(path), true) => Graph::File(path.clone()),
             (None, true) => {
                 return Err(LoadError::NoWeights {
                     onnx_hint: " or model.onnx",
                 })
             }
+        };
+        let session = graph.session(rt, intra_threads.clamp(1, rt.threads))?;
+        let wide = match wide && rt.threads > intra_threads {
+            true => Some(graph.session(rt, rt.threads)?),
+            false => None,
         };
         let inputs: Vec<String> = session
             .inputs()
@@ -164,6 +185,8 @@ impl OrtBackend {
         }
         Ok(OrtBackend {
             session,
+            wide,
+            use_wide: false,
             inputs,
             hidden_output,
             logits_output,
@@ -183,7 +206,11 @@ impl OrtBackend {
             let t = Tensor::from_array((shape, data)).map_err(|e| e.to_string())?;
             values.push((name.clone(), t));
         }
-        let outputs = self.session.run(values).map_err(|e| e.to_string())?;
+        let session = match (&mut self.wide, self.use_wide) {
+            (Some(wide), true) => wide,
+            _ => &mut self.session,
+        };
+        let outputs = session.run(values).map_err(|e| e.to_string())?;
         let (shape, data) = outputs[output]
             .try_extract_tensor::<f32>()
             .map_err(|e| e.to_string())?;
@@ -194,6 +221,14 @@ impl OrtBackend {
 impl Backend for OrtBackend {
     fn name(&self) -> &'static str {
         "ort"
+    }
+
+    fn can_run_wide(&self) -> bool {
+        self.wide.is_some()
+    }
+
+    fn set_wide(&mut self, wide: bool) {
+        self.use_wide = wide && self.wide.is_some();
     }
 
     fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {

@@ -46,6 +46,18 @@ pub struct BatchLimits {
     pub max_pass: usize,
     /// Backend replicas taking passes from this queue.
     pub replicas: usize,
+    /// Whether replica 0 can run a pass "wide", on every compute thread: it then gets a
+    /// lone pass when all replicas are idle, and the others wait until it is done.
+    pub wide: bool,
+}
+
+/// A forward pass handed to a replica.
+#[derive(Debug)]
+pub struct Pass {
+    /// Length-sorted inputs.
+    pub entries: Vec<Entry>,
+    /// Run it on every compute thread (only ever given to replica 0, alone).
+    pub wide: bool,
 }
 
 /// Cuts a window into forward passes: sorted by length (least padding), each pass at most
@@ -108,7 +120,7 @@ pub fn take_batch(queue: &mut VecDeque<Entry>, limits: BatchLimits) -> (Vec<Entr
 
 enum Cmd {
     Append(Vec<Entry>),
-    NextBatch(mpsc::Sender<Option<Vec<Entry>>>),
+    NextBatch(usize, mpsc::Sender<Option<Pass>>),
     Shutdown,
 }
 
@@ -150,10 +162,11 @@ impl Queue {
             .map_err(|_| EngineError::Unavailable)
     }
 
-    /// Blocks until a forward pass is ready (length-sorted); `None` once the queue shuts down.
-    pub fn next_batch(&self) -> Option<Vec<Entry>> {
+    /// Blocks until a forward pass is ready for replica `replica`; `None` once the queue
+    /// shuts down.
+    pub fn next_batch(&self, replica: usize) -> Option<Pass> {
         let (tx, rx) = mpsc::channel();
-        self.tx.send(Cmd::NextBatch(tx)).ok()?;
+        self.tx.send(Cmd::NextBatch(replica, tx)).ok()?;
         rx.recv().ok().flatten()
     }
 
@@ -173,21 +186,28 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
     // Passes cut from the current window, not yet handed out.
     let mut ready: VecDeque<Vec<Entry>> = VecDeque::new();
     // Replicas waiting for work, in the order they asked.
-    let mut waiters: VecDeque<mpsc::Sender<Option<Vec<Entry>>>> = VecDeque::new();
+    let mut waiters: VecDeque<(usize, mpsc::Sender<Option<Pass>>)> = VecDeque::new();
+    // Replica 0 is running a wide pass: nobody else gets work until it asks again.
+    let mut wide_running = false;
     loop {
         let cmd = rx.recv().unwrap_or(Cmd::Shutdown);
         match cmd {
             Cmd::Append(entries) => pending.extend(entries),
-            Cmd::NextBatch(w) => waiters.push_back(w),
+            Cmd::NextBatch(replica, w) => {
+                if replica == 0 {
+                    wide_running = false;
+                }
+                waiters.push_back((replica, w));
+            }
             Cmd::Shutdown => {
-                for w in waiters.drain(..) {
+                for (_, w) in waiters.drain(..) {
                     let _ = w.send(None);
                 }
                 stats.depth.store(0, Ordering::Relaxed);
                 return;
             }
         }
-        while !waiters.is_empty() {
+        while !waiters.is_empty() && !wide_running {
             if ready.is_empty() {
                 let (window, dropped) = take_batch(&mut pending, limits);
                 stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
@@ -196,25 +216,40 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
                 }
                 ready = cut_passes(window, limits);
             }
-            let Some(mut pass) = ready.pop_front() else {
+            let Some(mut entries) = ready.pop_front() else {
                 break;
             };
-            let before = pass.len();
-            pass.retain(|e| !e.reply.is_closed());
+            let before = entries.len();
+            entries.retain(|e| !e.reply.is_closed());
             stats
                 .dropped
-                .fetch_add((before - pass.len()) as u64, Ordering::Relaxed);
-            if pass.is_empty() {
+                .fetch_add((before - entries.len()) as u64, Ordering::Relaxed);
+            if entries.is_empty() {
                 continue;
             }
-            let Some(w) = waiters.pop_front() else {
-                ready.push_front(pass);
+            // A lone pass while every replica idles: one replica on all threads beats one
+            // single-threaded replica with the other cores idle.
+            let wide = limits.wide
+                && limits.replicas > 1
+                && ready.is_empty()
+                && pending.is_empty()
+                && waiters.len() == limits.replicas;
+            let slot = if wide {
+                waiters.iter().position(|(r, _)| *r == 0)
+            } else {
+                Some(0)
+            };
+            let Some((_, w)) = slot.and_then(|i| waiters.remove(i)) else {
+                ready.push_front(entries);
                 break;
             };
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            if let Err(mpsc::SendError(Some(pass))) = w.send(Some(pass)) {
+            match w.send(Some(Pass { entries, wide })) {
+                Ok(()) => wide_running = wide,
                 // That replica is gone: the pass goes to the next one (or waits).
-                ready.push_front(pass);
+                Err(mpsc::SendError(pass)) => {
+                    ready.push_front(pass.map(|p| p.entries).unwrap_or_default());
+                }
             }
         }
         let queued = pending.len() + ready.iter().map(Vec::len).sum::<usize>();
@@ -255,6 +290,7 @@ mod tests {
         padded: true,
         max_pass: 8,
         replicas: 1,
+        wide: false,
     };
 
     #[test]
@@ -309,7 +345,9 @@ mod tests {
         let (e2, rx2) = entry(3);
         let (e3, _) = entry(3); // receiver dropped at once: never reaches the backend
         queue.append(vec![e1, e3, e2]).unwrap();
-        let batch = queue.next_batch().unwrap();
+        let batch = queue.next_batch(0).unwrap();
+        assert!(!batch.wide);
+        let batch = batch.entries;
         assert_eq!(batch.len(), 2);
         assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 1);
         for e in batch {
@@ -320,7 +358,7 @@ mod tests {
         assert_eq!(queue.stats().dropped.load(Ordering::Relaxed), 1);
         // A waiting backend is released on shutdown.
         let q2 = queue.clone();
-        let waiter = std::thread::spawn(move || q2.next_batch());
+        let waiter = std::thread::spawn(move || q2.next_batch(0));
         std::thread::sleep(std::time::Duration::from_millis(50));
         queue.shutdown();
         assert!(waiter.join().unwrap().is_none());
@@ -384,24 +422,63 @@ mod tests {
         let limits = BatchLimits {
             max_pass: 4,
             replicas: 2,
+            wide: true,
             ..PADDED
         };
         let queue = Queue::start(limits, "r").unwrap();
-        let mut waiters = Vec::new();
-        for _ in 0..2 {
+        let ask = |r: usize| {
             let q = queue.clone();
-            waiters.push(std::thread::spawn(move || q.next_batch()));
+            std::thread::spawn(move || q.next_batch(r))
+        };
+        let settle = || std::thread::sleep(std::time::Duration::from_millis(50));
+        let (mut keep, mut entries) = (Vec::new(), Vec::new());
+        for len in [4, 8] {
+            let (e, rx) = entry(len);
+            entries.push(e);
+            keep.push(rx);
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let (entries, _rx): (Vec<_>, Vec<_>) = [4, 8].into_iter().map(entry).unzip();
+        let waiters = [ask(0), ask(1)];
+        settle();
         queue.append(entries).unwrap();
-        let mut got: Vec<Vec<usize>> = waiters
+        let mut got: Vec<(Vec<usize>, bool)> = waiters
             .into_iter()
-            .map(|w| w.join().unwrap().unwrap().iter().map(Entry::len).collect())
+            .map(|w| {
+                let p = w.join().unwrap().unwrap();
+                (p.entries.iter().map(Entry::len).collect(), p.wide)
+            })
             .collect();
         got.sort();
-        assert_eq!(got, vec![vec![4], vec![8]]);
-        assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 2);
+        // Two passes, two idle replicas: one each, narrow.
+        assert_eq!(got, vec![(vec![4], false), (vec![8], false)]);
+
+        // One input while both replicas idle: replica 0 runs it wide, and replica 1 gets
+        // nothing (even when more arrives) until replica 0 is back.
+        let r1 = ask(1);
+        let r0 = ask(0);
+        settle();
+        let (e, _rx1) = entry(5);
+        queue.append(vec![e]).unwrap();
+        let p = r0.join().unwrap().unwrap();
+        assert!(p.wide);
+        assert_eq!(p.entries.len(), 1);
+        let (e, _rx2) = entry(6);
+        queue.append(vec![e]).unwrap();
+        settle();
+        assert!(!r1.is_finished(), "replica 1 ran beside a wide pass");
+        // Replica 0 asks again: both idle, one input, so replica 0 runs it wide again.
+        let p = ask(0).join().unwrap().unwrap();
+        assert!(p.wide);
+        assert_eq!(p.entries.len(), 1);
+        // With two inputs waiting, replica 1 gets one of them (narrow).
+        let (e, _rx3) = entry(7);
+        let (f, _rx4) = entry(9);
+        let r0 = ask(0);
+        settle();
+        queue.append(vec![e, f]).unwrap();
+        let (a, b) = (r0.join().unwrap().unwrap(), r1.join().unwrap().unwrap());
+        assert!(!a.wide && !b.wide);
+        assert_eq!(a.entries.len() + b.entries.len(), 2);
+        assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 6);
         queue.shutdown();
     }
 }
