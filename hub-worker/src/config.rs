@@ -64,7 +64,7 @@ pub struct WorkerConfig {
     pub forward_batch_size: usize,
 
     /// Engine instances per model, sharing the compute threads (0: automatic, one
-    /// single-threaded ONNX Runtime session per thread for models under 1 GiB; candle: 1).
+    /// single-threaded ONNX Runtime session per thread for models under 512 MiB; candle: 1).
     #[arg(long, env = "HUB_WORKER_REPLICAS", default_value_t = 0)]
     pub replicas: usize,
 

@@ -592,8 +592,9 @@ fn estimate_memory(spec: &ModelSpec) -> u64 {
 /// How many engine instances to load: `cfg.replicas`, or automatically one per compute
 /// thread for ONNX Runtime (measured: two single-threaded sessions on two cores run
 /// 1.1-1.2x the sentences per second of one two-threaded session, see
-/// `docs/BENCHMARKS.md`), as long as the weights are under 1 GiB and the copies (one per
-/// replica, plus replica 0's session on every thread) fit in half the available memory.
+/// `docs/BENCHMARKS.md`), as long as the weights are under 512 MiB and the copies (one per
+/// replica, plus replica 0's session on every thread; each session holds about 1.1x the
+/// weights) fit in half the available memory.
 /// Engines that cannot use replicas are reduced to one by the caller.
 fn plan_replicas(
     cfg: &EngineConfig,
@@ -608,7 +609,7 @@ fn plan_replicas(
     let threads = ort::threads();
     #[cfg(not(feature = "engine-ort"))]
     let threads = 1;
-    if spec.weight_bytes > 1 << 30 {
+    if spec.weight_bytes > 512 << 20 {
         return 1;
     }
     let mut replicas = threads.max(1);
