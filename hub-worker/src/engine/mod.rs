@@ -233,24 +233,7 @@ impl Model {
         let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
             .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
         let replicas = plan_replicas(cfg, &spec, needed, available);
-        // Replica 0 also holds a session on every thread, for lone passes.
-        let mut backends = vec![load_backend(
-            &spec,
-            task,
-            cfg.engine,
-            replicas,
-            replicas > 1,
-        )?];
-        // Only engines with their own threads (ONNX Runtime) get more than one instance;
-        // candle's kernels already use every compute thread.
-        let replicas = if backends[0].name() == "ort" {
-            replicas
-        } else {
-            1
-        };
-        while backends.len() < replicas {
-            backends.push(load_backend(&spec, task, cfg.engine, replicas, false)?);
-        }
+        let mut backends = load_backends(&spec, task, cfg.engine, replicas)?;
         let mode = if task.is_embedding() {
             Mode::Embed {
                 pooling: spec.pooling(),
@@ -621,27 +604,31 @@ fn plan_replicas(
     replicas
 }
 
-fn load_backend(
+/// Loads the engine instances of a model: `replicas` ONNX Runtime backends of one graph,
+/// or one candle backend, whose kernels already use every
+/// compute thread.
+fn load_backends(
     spec: &ModelSpec,
     task: Task,
     pref: EnginePreference,
     replicas: usize,
-    wide: bool,
-) -> Result<Box<dyn Backend>, LoadError> {
+) -> Result<Vec<Box<dyn Backend>>, LoadError> {
     #[cfg(feature = "engine-ort")]
-    let intra = (ort::threads() / replicas.max(1)).max(1);
+    let boxed = |v: Vec<ort::OrtBackend>| -> Vec<Box<dyn Backend>> {
+        v.into_iter()
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .collect()
+    };
     #[cfg(not(feature = "engine-ort"))]
-    let _ = (replicas, wide);
+    let _ = replicas;
     #[cfg(feature = "engine-ort")]
     match pref {
-        EnginePreference::Ort => {
-            return Ok(Box::new(ort::OrtBackend::load(spec, task, intra, wide)?))
-        }
+        EnginePreference::Ort => return Ok(boxed(ort::OrtBackend::load(spec, task, replicas)?)),
         // ONNX Runtime when it is there: the repo's graph, or one derived from safetensors;
         // candle if that fails (an op this runtime lacks, say).
         EnginePreference::Auto if ort::is_available() => {
-            match ort::OrtBackend::load(spec, task, intra, wide) {
-                Ok(b) => return Ok(Box::new(b)),
+            match ort::OrtBackend::load(spec, task, replicas) {
+                Ok(b) => return Ok(boxed(b)),
                 Err(e) if !spec.safetensors.is_empty() => {
                     tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
                 }
@@ -661,7 +648,7 @@ fn load_backend(
             onnx_hint: " (this repo has only ONNX weights and ONNX Runtime is not available)",
         });
     }
-    Ok(Box::new(candle::CandleBackend::load(spec, task)?))
+    Ok(vec![Box::new(candle::CandleBackend::load(spec, task)?)])
 }
 
 fn backend_thread(
