@@ -245,11 +245,19 @@ impl Model {
         // broken model fails here, at load time.
         let warm = Batch::pad(&[(&[1, 2], &[0, 0])], spec.encoder.pad_token_id);
         for backend in &mut backends {
-            let warm_result = threads::compute_pool().install(|| match &mode {
-                Mode::Embed { .. } => backend.embed(&warm).map(|_| ()),
-                Mode::Predict => backend.predict(&warm).map(|_| ()),
-            });
-            warm_result.map_err(LoadError::Weights)?;
+            // Every session of the replica: its own, and the all-threads one if it has it.
+            for wide in [false, true] {
+                if wide && !backend.can_run_wide() {
+                    continue;
+                }
+                backend.set_wide(wide);
+                let warm_result = threads::compute_pool().install(|| match &mode {
+                    Mode::Embed { .. } => backend.embed(&warm).map(|_| ()),
+                    Mode::Predict => backend.predict(&warm).map(|_| ()),
+                });
+                warm_result.map_err(LoadError::Weights)?;
+            }
+            backend.set_wide(false);
         }
 
         let name = dir
@@ -577,8 +585,7 @@ fn estimate_memory(spec: &ModelSpec) -> u64 {
 /// 1.1-1.2x the sentences per second of one two-threaded session, see
 /// `docs/BENCHMARKS.md`), as long as the weights are under 512 MiB and the copies (one per
 /// replica, plus replica 0's session on every thread; each session holds about 1.1x the
-/// weights) fit in half the available memory.
-/// Engines that cannot use replicas are reduced to one by the caller.
+/// weights) fit in half the available memory. candle always gets one ([`load_backends`]).
 fn plan_replicas(
     cfg: &EngineConfig,
     spec: &ModelSpec,
