@@ -135,17 +135,7 @@ async fn ort_classifiers_match_pytorch() {
     assert_eq!(model.info().engine, "ort");
     let reference = fixture_json("classifier-reference.json");
     let rows = reference["inputs"].as_array().unwrap();
-    let inputs: Vec<TextInput> = rows
-        .iter()
-        .map(|r| match &r["input"] {
-            serde_json::Value::String(s) => TextInput::Single(s.clone()),
-            serde_json::Value::Array(p) => TextInput::Pair(
-                p[0].as_str().unwrap().to_string(),
-                p[1].as_str().unwrap().to_string(),
-            ),
-            other => panic!("{other}"),
-        })
-        .collect();
+    let inputs = classifier_inputs(rows);
     let (logits, _) = model.logits(inputs, true).await.unwrap();
     for (i, (got, r)) in logits.iter().zip(rows).enumerate() {
         for (g, w) in got.iter().zip(&f32s(&r["logits"])) {

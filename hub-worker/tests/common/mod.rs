@@ -3,7 +3,7 @@
 
 pub mod fake_hub;
 
-use hub_worker::engine::{EngineConfig, Model, Task};
+use hub_worker::engine::{EngineConfig, Model, Task, TextInput};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -149,5 +149,19 @@ pub fn f32s(v: &Value) -> Vec<f32> {
         .unwrap()
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The inputs of `classifier-reference.json` (a string, or a `[text, pair]` array each).
+pub fn classifier_inputs(rows: &[Value]) -> Vec<TextInput> {
+    rows.iter()
+        .map(|r| match &r["input"] {
+            Value::String(s) => TextInput::Single(s.clone()),
+            Value::Array(p) => TextInput::Pair(
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            ),
+            other => panic!("bad input {other}"),
+        })
         .collect()
 }

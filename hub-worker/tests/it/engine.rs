@@ -144,17 +144,7 @@ async fn minilm_classifier_matches_pytorch() {
     assert_eq!(model.info().labels, vec!["negative", "neutral", "positive"]);
     let reference = fixture_json("classifier-reference.json");
     let rows = reference["inputs"].as_array().unwrap();
-    let inputs: Vec<TextInput> = rows
-        .iter()
-        .map(|r| match &r["input"] {
-            serde_json::Value::String(s) => TextInput::Single(s.clone()),
-            serde_json::Value::Array(p) => TextInput::Pair(
-                p[0].as_str().unwrap().to_string(),
-                p[1].as_str().unwrap().to_string(),
-            ),
-            other => panic!("bad input {other}"),
-        })
-        .collect();
+    let inputs = classifier_inputs(rows);
     let (logits, tokens) = model.logits(inputs.clone(), true).await.unwrap();
     let want_tokens: usize = rows
         .iter()
