@@ -179,3 +179,94 @@ async fn ort_classifiers_match_pytorch() {
         }
     }
 }
+
+/// Inputs packed back to back into one row (block-diagonal attention, positions restarting
+/// per input) give the same hidden states as padded rows, for every architecture the
+/// derived graph covers (BERT, RoBERTa-style position offsets, DistilBERT without token
+/// types); and the engine, which packs short windows on its own, still matches
+/// sentence-transformers when every request is a pair of unequal sentences.
+#[tokio::test]
+async fn ort_packed_passes_match_padded_ones() {
+    use hub_worker::engine::backend::{Backend, Batch};
+    use hub_worker::engine::ort::{packing_pays, OrtBackend};
+    if !ort_ready("ort_packed_passes_match_padded_ones") {
+        return;
+    }
+    let Some(minilm) = minilm_dir("ort_packed_passes_match_padded_ones") else {
+        return;
+    };
+    let dirs = [
+        minilm.clone(),
+        tiny_dir("xlm-roberta", &minilm).0,
+        tiny_dir("distilbert", &minilm).0,
+    ];
+    for dir in dirs {
+        let spec = hub_worker::engine::spec::inspect(&dir).unwrap();
+        let mut backend = OrtBackend::load(&spec, Task::FeatureExtraction, 1)
+            .unwrap()
+            .remove(0);
+        assert!(backend.can_pack(), "{}", dir.display());
+        let (cls, sep) = (spec.encoder.pad_token_id + 1, spec.encoder.pad_token_id + 2);
+        let rows: Vec<Vec<u32>> = [3usize, 17, 9]
+            .iter()
+            .map(|n| {
+                let mut r = vec![cls];
+                r.extend((0..*n as u32).map(|i| 10 + (i * 7) % 90));
+                r.push(sep);
+                r
+            })
+            .collect();
+        let types: Vec<Vec<u32>> = rows.iter().map(|r| vec![0; r.len()]).collect();
+        let pairs: Vec<(&[u32], &[u32])> = rows
+            .iter()
+            .zip(&types)
+            .map(|(r, t)| (r.as_slice(), t.as_slice()))
+            .collect();
+        let batch = Batch::pad(&pairs, spec.encoder.pad_token_id);
+        let padded = backend.embed_as(&batch, false).unwrap();
+        let packed = backend.embed_as(&batch, true).unwrap();
+        assert_eq!(padded.dim, packed.dim);
+        for (i, len) in batch.lengths.iter().enumerate() {
+            let (a, b) = (padded.row(i, batch.max_len), packed.row(i, batch.max_len));
+            let worst = a[..len * padded.dim]
+                .iter()
+                .zip(&b[..len * padded.dim])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{} row {i}: max |Δ| {worst}", dir.display());
+        }
+        // The cost model packs unequal inputs and pads equal ones.
+        assert!(packing_pays(&[5, 40], spec.encoder.hidden_size.max(384)));
+        assert!(!packing_pays(&[40, 40, 41, 40], 384));
+        assert!(backend.packs());
+    }
+
+    // Through the engine: requests of two sentences, shortest with longest, each a short
+    // window the queue hands out as one packed pass (one replica) .
+    let model = load(
+        &minilm,
+        None,
+        EngineConfig {
+            replicas: 1,
+            ..ort_cfg()
+        },
+    )
+    .await;
+    let reference = fixture_json("minilm-reference.json");
+    let mut refs: Vec<&serde_json::Value> =
+        reference["sentences"].as_array().unwrap().iter().collect();
+    refs.sort_by_key(|r| r["text"].as_str().unwrap().len());
+    let n = refs.len();
+    for i in 0..n / 2 {
+        let pair = [refs[i], refs[n - 1 - i]];
+        let texts = pair
+            .iter()
+            .map(|r| r["text"].as_str().unwrap().to_string())
+            .collect();
+        let out = model.embed(texts, EmbedOptions::default()).await.unwrap();
+        for (got, r) in out.vectors.iter().zip(pair) {
+            let c = cosine(got, &f32s(&r["embedding"]));
+            assert!(c >= 0.9999, "{:?} in a packed pair: cosine {c}", r["text"]);
+        }
+    }
+}

@@ -89,6 +89,12 @@ pub trait Backend: Send {
     fn preferred_forward_batch(&self) -> usize {
         8
     }
+    /// Whether the engine can run an embedding pass as one unpadded row holding every
+    /// input back to back (and does so when that is cheaper). The queue then hands a
+    /// short window out as one token-balanced pass per replica instead of sorted passes.
+    fn packs(&self) -> bool {
+        false
+    }
     /// Whether this instance also holds a session on every compute thread for lone passes.
     fn can_run_wide(&self) -> bool {
         false

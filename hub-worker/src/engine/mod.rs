@@ -281,6 +281,7 @@ impl Model {
             },
             replicas: backends.len(),
             wide: backends[0].can_run_wide(),
+            packs: backends[0].packs() && task.is_embedding(),
         };
         let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;
         let engine = backends[0].name();

@@ -6,9 +6,15 @@
 //! kernels run well. No protobuf dependency: the few ONNX messages are encoded by hand
 //! (field numbers from onnx.proto, IR version 8, opsets ai.onnx 17 + com.microsoft 1).
 //!
-//! Inputs `input_ids`, `attention_mask` (and `token_type_ids` when the model has token
-//! types), int64 `[batch, sequence]`; outputs `last_hidden_state` `[batch, sequence,
-//! hidden]` and, for text classification, `logits` `[batch, labels]`.
+//! Inputs: `input_ids`, `position_ids` (and `token_type_ids` when the model has token
+//! types), int64 `[batch, sequence]`, and `attention_mask_3d`, int32 `[batch, sequence,
+//! sequence]` (1 where query token i may attend to key token j). Positions and the 3-D
+//! mask come from the caller so that one row can carry several inputs back to back
+//! ("packed", no padding): each input's positions restart at the model's first position
+//! and its tokens attend only to each other. A padded batch is the special case of one
+//! input per row. Outputs: `last_hidden_state` `[batch, sequence, hidden]` and, for text
+//! classification, `logits` `[batch, labels]` (from each row's first token, so
+//! classification batches are never packed).
 
 use super::candle::encoder::{BERT_NAMES, DISTILBERT_NAMES};
 use super::candle::open_weights;
@@ -251,25 +257,9 @@ pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
         &[cfg.max_position_embeddings as i64, hi],
         &pos_table,
     );
-    let pos = if cfg.arch == Arch::Roberta {
-        // padding_idx + cumsum(ids != pad) * (ids != pad)
-        let pad = g.init_i64("pad", &[], &[cfg.pad_token_id as i64]);
-        let eq = g.std("Equal", &["input_ids", &pad], &[]);
-        let ne = g.std("Not", &[&eq], &[]);
-        let ne = g.std("Cast", &[&ne], &[Attr::Int("to", INT64)]);
-        let axis = g.init_i64("axis", &[], &[1]);
-        let cs = g.std("CumSum", &[&ne, &axis], &[]);
-        let m = g.std("Mul", &[&cs, &ne], &[]);
-        let ids = g.std("Add", &[&m, &pad], &[]);
-        g.std("Gather", &[&pos_table, &ids], &[])
-    } else {
-        let shape = g.std("Shape", &["input_ids"], &[]);
-        let one = g.init_i64("one", &[], &[1]);
-        let seq = g.std("Gather", &[&shape, &one], &[Attr::Int("axis", 0)]);
-        let zero = g.init_i64("zero", &[], &[0]);
-        let range = g.std("Range", &[&zero, &seq, &one], &[]);
-        g.std("Gather", &[&pos_table, &range], &[])
-    };
+    // Position ids come from the caller (see `position_ids` in the module docs; RoBERTa
+    // style models start after the padding index, `EncoderConfig::position_offset`).
+    let pos = g.std("Gather", &[&pos_table, "position_ids"], &[]);
     x = g.std("Add", &[&x, &pos], &[]);
     if has_types {
         let tt = vec1(
@@ -293,7 +283,7 @@ pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
         &[&x, &gamma, &beta],
         &[Attr::Int("axis", -1), Attr::Float("epsilon", emb_eps)],
     );
-    let mask = g.std("Cast", &["attention_mask"], &[Attr::Int("to", INT32)]);
+    let mask = "attention_mask_3d";
 
     // Layers.
     let (stack, names) = match cfg.arch {
@@ -317,7 +307,7 @@ pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
         let bqkv = g.init_f32("bqkv", &[3 * hi], &bqkv);
         let ctx = g.ms(
             "Attention",
-            &[&x, &wqkv, &bqkv, &mask],
+            &[&x, &wqkv, &bqkv, mask],
             &[Attr::Int("num_heads", heads as i64)],
         );
         let (wo, bo) = dense(&l, names.attn_out, h, h)?;
@@ -416,13 +406,22 @@ pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
     for t in &g.initializers {
         bytes(&mut graph, 5, t);
     }
-    let mut inputs = vec!["input_ids", "attention_mask"];
+    let mut inputs = vec!["input_ids", "position_ids"];
     if has_types {
         inputs.push("token_type_ids");
     }
     for name in inputs {
         bytes(&mut graph, 11, &value_info(name, INT64, &dyn2));
     }
+    bytes(
+        &mut graph,
+        11,
+        &value_info(
+            "attention_mask_3d",
+            INT32,
+            &[Err("batch"), Err("sequence"), Err("sequence")],
+        ),
+    );
     bytes(
         &mut graph,
         12,
