@@ -70,25 +70,30 @@ pub struct Pass {
 /// (longest-processing-time order), so the last pass to finish is a cheap one.
 ///
 /// With a packing backend, a short window (at most two inputs per replica) is instead
-/// split into one pass per replica with equal token counts: the backend runs each as one
-/// unpadded row, which beats single-input passes (measured on MiniLM, two single-threaded
-/// sessions, requests of 4 in corpus order: 188 sentences/s packed in pairs against 171-177
-/// for one input per pass; `hub-worker/README.md`, Engine).
-pub fn cut_passes(mut window: Vec<Entry>, limits: BatchLimits) -> VecDeque<Vec<Entry>> {
+/// split into one pass per idle replica (`idle`, at least one; a busy replica takes what
+/// arrives next) with equal token counts: the backend runs each as one unpadded row, which
+/// beats single-input passes (measured on MiniLM, two single-threaded sessions, requests
+/// of 4 in corpus order: 188 sentences/s packed in pairs against 171-177 for one input per
+/// pass; `hub-worker/README.md`, Engine).
+pub fn cut_passes(
+    mut window: Vec<Entry>,
+    limits: BatchLimits,
+    idle: usize,
+) -> VecDeque<Vec<Entry>> {
     window.sort_by_key(Entry::len);
     let n = window.len();
     let max_pass = limits.max_pass.max(1);
     let replicas = limits.replicas.max(1);
-    if limits.packs && n > 1 && n <= 2 * replicas && 2 <= max_pass {
-        let mut bins: Vec<(usize, Vec<Entry>)> =
-            (0..replicas.min(n)).map(|_| (0, Vec::new())).collect();
+    if limits.packs && n > 1 && n <= 2 * replicas {
+        let count = idle.clamp(1, n).max(n.div_ceil(max_pass));
+        let mut bins: Vec<(usize, Vec<Entry>)> = (0..count).map(|_| (0, Vec::new())).collect();
         // Longest first into the bin with the fewest tokens.
         for e in window.into_iter().rev() {
             let bin = bins
                 .iter_mut()
                 .filter(|b| b.1.len() < max_pass)
                 .min_by_key(|b| b.0)
-                .expect("replicas.min(n) bins of max_pass >= 2 hold n <= 2 x replicas");
+                .expect("ceil(n / max_pass) bins of max_pass inputs hold n");
             bin.0 += e.len();
             bin.1.push(e);
         }
@@ -246,7 +251,7 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
                 if window.is_empty() {
                     break;
                 }
-                ready = cut_passes(window, limits);
+                ready = cut_passes(window, limits, waiters.len());
             }
             let Some(mut entries) = ready.pop_front() else {
                 break;
@@ -414,9 +419,9 @@ mod tests {
             max_pass: 3,
             ..PADDED
         };
-        let passes = cut_passes(q.into(), limits);
+        let passes = cut_passes(q.into(), limits, 1);
         assert_eq!(lens(&passes), vec![vec![1, 2, 3], vec![5, 7, 8], vec![9]]);
-        assert!(cut_passes(Vec::new(), limits).is_empty());
+        assert!(cut_passes(Vec::new(), limits, 1).is_empty());
     }
 
     #[test]
@@ -429,13 +434,13 @@ mod tests {
         // Four inputs, two replicas: one input per pass, longest first.
         let (q, _rx) = queue_of(&[5, 30, 10, 20]);
         assert_eq!(
-            lens(&cut_passes(q.into(), two)),
+            lens(&cut_passes(q.into(), two, 2)),
             vec![vec![30], vec![20], vec![10], vec![5]]
         );
         // Sixteen inputs: passes of four (16 / (2 × 2)), sorted, costliest first.
         let sizes: Vec<usize> = (1..=16).rev().collect();
         let (q, _rx) = queue_of(&sizes);
-        let passes = cut_passes(q.into(), two);
+        let passes = cut_passes(q.into(), two, 2);
         assert_eq!(
             lens(&passes),
             vec![
@@ -447,7 +452,7 @@ mod tests {
         );
         // A big window never exceeds max_pass.
         let (q, _rx) = queue_of(&[7; 64]);
-        assert!(cut_passes(q.into(), two).iter().all(|p| p.len() == 4));
+        assert!(cut_passes(q.into(), two, 2).iter().all(|p| p.len() == 4));
     }
 
     #[test]
@@ -462,27 +467,40 @@ mod tests {
         // length-sorted, the costlier first.
         let (q, _rx) = queue_of(&[10, 50, 20, 40]);
         assert_eq!(
-            lens(&cut_passes(q.into(), two)),
+            lens(&cut_passes(q.into(), two, 2)),
             vec![vec![10, 50], vec![20, 40]]
         );
         // Three inputs: the longest alone, the other two together.
         let (q, _rx) = queue_of(&[30, 5, 20]);
         assert_eq!(
-            lens(&cut_passes(q.into(), two)),
+            lens(&cut_passes(q.into(), two, 2)),
             vec![vec![30], vec![5, 20]]
         );
         // One input is one pass; more than two per replica falls back to sorted passes.
         let (q, _rx) = queue_of(&[7]);
-        assert_eq!(lens(&cut_passes(q.into(), two)), vec![vec![7]]);
+        assert_eq!(lens(&cut_passes(q.into(), two, 2)), vec![vec![7]]);
         let (q, _rx) = queue_of(&[6, 1, 5, 2, 4, 3]);
         assert_eq!(
-            lens(&cut_passes(q.into(), two)),
+            lens(&cut_passes(q.into(), two, 2)),
             vec![vec![6], vec![5], vec![4], vec![3], vec![2], vec![1]]
         );
         // One replica: a pair becomes one pass.
         let one = BatchLimits { replicas: 1, ..two };
         let (q, _rx) = queue_of(&[9, 3]);
-        assert_eq!(lens(&cut_passes(q.into(), one)), vec![vec![3, 9]]);
+        assert_eq!(lens(&cut_passes(q.into(), one, 1)), vec![vec![3, 9]]);
+        // Two replicas, one of them busy: the idle one takes the whole short window (as
+        // few passes of max_pass as it needs).
+        let (q, _rx) = queue_of(&[10, 50, 20, 40]);
+        assert_eq!(
+            lens(&cut_passes(q.into(), two, 1)),
+            vec![vec![10, 20, 40, 50]]
+        );
+        let pairs = BatchLimits { max_pass: 2, ..two };
+        let (q, _rx) = queue_of(&[10, 50, 20]);
+        assert_eq!(
+            lens(&cut_passes(q.into(), pairs, 1)),
+            vec![vec![50], vec![10, 20]]
+        );
     }
 
     #[test]
