@@ -11,6 +11,9 @@ started by it). Measures, in one run:
    * http-concurrent C: C clients each sending one sentence per request
      (the worker batches across requests), through the gateway;
    * http-batched B: one client, requests of B sentences in corpus order;
+   * http-sorted B: one client, requests of B sentences from the corpus
+     sorted the way `encode` sorts it (longest text first), i.e. the very
+     batches st-corpus runs;
    * sentence-transformers in-process on PyTorch CPU: `encode(corpus,
      batch_size=B)` (it length-sorts: its best case) and B-sentence calls in
      corpus order (like http-batched).
@@ -220,6 +223,11 @@ def http_batched(hub, path, corpus, batch):
     return dt
 
 
+def st_order(corpus):
+    """The corpus in the order SentenceTransformer.encode batches it (longest text first)."""
+    return sorted(corpus, key=lambda s: -len(s))
+
+
 class SentenceTransformers:
     def __init__(self, model_dir, threads):
         import torch
@@ -306,6 +314,7 @@ def main():
     engines = {
         "http-concurrent": lambda n: http_concurrent(hub, path, corpus, n),
         "http-batched": lambda n: http_batched(hub, path, corpus, n),
+        "http-sorted": lambda n: http_batched(hub, path, st_order(corpus), n),
         "st-corpus": lambda n: st.corpus(corpus, n),
         "st-requests": lambda n: st.requests(corpus, n),
     }
@@ -342,14 +351,15 @@ def main():
 
     print(f"Load average before {' '.join(report['load_before'])}, after {' '.join(report['load_after'])}; "
           f"{a.rounds} interleaved rounds; {len(corpus)} sentences; {a.threads} threads.\n")
-    print("| batch / concurrency | http-concurrent | http-batched | st-corpus | st-requests "
-          "| concurrent / st-corpus | batched / st-requests |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| batch / concurrency | " + " | ".join(names)
+          + " | concurrent / st-corpus | sorted / st-corpus | batched / st-requests |")
+    print("|---:|" + "---:|" * (len(names) + 3))
     for n in SIZES:
         cells = [f"{get(e, n, 'best'):.1f} ({get(e, n, 'median'):.1f})" for e in names]
         r1 = get("http-concurrent", n, "best") / get("st-corpus", n, "best")
-        r2 = get("http-batched", n, "best") / get("st-requests", n, "best")
-        print(f"| {n} | " + " | ".join(cells) + f" | {r1:.2f}x | {r2:.2f}x |")
+        r2 = get("http-sorted", n, "best") / get("st-corpus", n, "best")
+        r3 = get("http-batched", n, "best") / get("st-requests", n, "best")
+        print(f"| {n} | " + " | ".join(cells) + f" | {r1:.2f}x | {r2:.2f}x | {r3:.2f}x |")
     print("\nsentences/s, best of rounds (median in parentheses).\n")
     print("CPU seconds per 256-sentence pass (median; serving side only: the hub process for HTTP, "
           "the PyTorch process for sentence-transformers):\n")
