@@ -52,8 +52,9 @@ export ORT_DYLIB_PATH
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --quiet --release -p hub-api
+cargo build --quiet --release -p hub-api --bin hub-api --example bench-client
 HUB="$CARGO_TARGET_DIR/release/hub-api"
+CLIENT="$CARGO_TARGET_DIR/release/examples/bench-client"
 
 WORK="$(mktemp -d /tmp/paddock-bench-ep-XXXXXX)"
 chmod 755 "$WORK"
@@ -84,4 +85,4 @@ echo "bench: hub $URL, engine $([ -n "$ORT_DYLIB_PATH" ] && echo ort || echo can
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
-  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints.json"
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints.json" --client-bin "$CLIENT"

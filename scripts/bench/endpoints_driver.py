@@ -14,6 +14,10 @@ started by it). Measures, in one run:
    * http-sorted B: one client, requests of B sentences from the corpus
      sorted the way `encode` sorts it (longest text first), i.e. the very
      batches st-corpus runs;
+   * rs-concurrent / rs-batched / rs-sorted: the same three through
+     `hub-api/examples/bench-client.rs` (one tokio thread) instead of Python's
+     http.client, so the client takes less of the cores the hub shares with
+     it (--client-bin; skipped without it);
    * sentence-transformers in-process on PyTorch CPU: `encode(corpus,
      batch_size=B)` (it length-sorts: its best case) and B-sentence calls in
      corpus order (like http-batched).
@@ -223,6 +227,14 @@ def http_batched(hub, path, corpus, batch):
     return dt
 
 
+def rust_client(binary, hub, path, corpus_file, mode, n):
+    """Runs bench-client; returns its wall time for the corpus (process start excluded)."""
+    out = subprocess.run([binary, "--url", hub.url + path, "--token", hub.token,
+                          "--corpus", corpus_file, "--mode", mode, "--n", str(n)],
+                         check=True, capture_output=True, text=True)
+    return float(out.stdout.strip())
+
+
 def st_order(corpus):
     """The corpus in the order SentenceTransformer.encode batches it (longest text first)."""
     return sorted(corpus, key=lambda s: -len(s))
@@ -285,6 +297,7 @@ def main():
     ap.add_argument("--hub-pid", type=int, required=True,
                     help="the hub's process id (its CPU time includes the in-process worker)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--client-bin", help="hub-api's bench-client example (rs-* modes)")
     a = ap.parse_args()
     hub = Hub(a.hub, a.token)
     ns = a.namespace
@@ -315,6 +328,8 @@ def main():
         "http-concurrent": lambda n: http_concurrent(hub, path, corpus, n),
         "http-batched": lambda n: http_batched(hub, path, corpus, n),
         "http-sorted": lambda n: http_batched(hub, path, st_order(corpus), n),
+        **({f"rs-{m}": (lambda m: lambda n: rust_client(a.client_bin, hub, path, a.corpus, m, n))(m)
+            for m in ("concurrent", "batched", "sorted")} if a.client_bin else {}),
         "st-corpus": lambda n: st.corpus(corpus, n),
         "st-requests": lambda n: st.requests(corpus, n),
     }
@@ -329,7 +344,7 @@ def main():
             for e in order:
                 # CPU seconds of the serving side: the hub process (gateway +
                 # in-process worker) for HTTP, this process for PyTorch.
-                clock = (lambda: proc_cpu_seconds(a.hub_pid)) if e.startswith("http") else time.process_time
+                clock = (lambda: proc_cpu_seconds(a.hub_pid)) if not e.startswith("st-") else time.process_time
                 c0 = clock()
                 times[(e, n)].append(engines[e](n))
                 cpu[(e, n)].append(clock() - c0)
@@ -351,16 +366,21 @@ def main():
 
     print(f"Load average before {' '.join(report['load_before'])}, after {' '.join(report['load_after'])}; "
           f"{a.rounds} interleaved rounds; {len(corpus)} sentences; {a.threads} threads.\n")
-    print("| batch / concurrency | " + " | ".join(names)
-          + " | concurrent / st-corpus | sorted / st-corpus | batched / st-requests |")
-    print("|---:|" + "---:|" * (len(names) + 3))
+    print("| batch / concurrency | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
     for n in SIZES:
         cells = [f"{get(e, n, 'best'):.1f} ({get(e, n, 'median'):.1f})" for e in names]
-        r1 = get("http-concurrent", n, "best") / get("st-corpus", n, "best")
-        r2 = get("http-sorted", n, "best") / get("st-corpus", n, "best")
-        r3 = get("http-batched", n, "best") / get("st-requests", n, "best")
-        print(f"| {n} | " + " | ".join(cells) + f" | {r1:.2f}x | {r2:.2f}x | {r3:.2f}x |")
+        print(f"| {n} | " + " | ".join(cells) + " |")
     print("\nsentences/s, best of rounds (median in parentheses).\n")
+    ratios = [("concurrent", "st-corpus"), ("sorted", "st-corpus"), ("batched", "st-requests")]
+    clients = [c for c in ("http", "rs") if f"{c}-batched" in names]
+    print("Ratios, best over best:\n")
+    print("| batch / concurrency | " + " | ".join(f"{c}-{x} / {y}" for c in clients for x, y in ratios) + " |")
+    print("|---:|" + "---:|" * (len(clients) * len(ratios)))
+    for n in SIZES:
+        cells = [f"{get(f'{c}-{x}', n, 'best') / get(y, n, 'best'):.2f}x" for c in clients for x, y in ratios]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print()
     print("CPU seconds per 256-sentence pass (median; serving side only: the hub process for HTTP, "
           "the PyTorch process for sentence-transformers):\n")
     print("| batch / concurrency | " + " | ".join(names) + " |")
