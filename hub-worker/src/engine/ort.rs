@@ -215,7 +215,8 @@ impl OrtBackend {
                     | "attention_mask_3d"
             ) {
                 return Err(LoadError::Onnx(format!(
-                    "graph input {name:?} is not one of input_ids, attention_mask, token_type_ids"
+                    "graph input {name:?} is not one of input_ids, attention_mask, token_type_ids, \
+                     position_ids, attention_mask_3d"
                 )));
             }
         }
