@@ -376,23 +376,21 @@ impl OrtBackend {
             .hidden_output
             .clone()
             .ok_or("the graph has no hidden-state output")?;
-        let offset = match (packed, self.layout) {
+        let feed = match (packed, self.layout) {
+            (false, _) => self.padded_feed(batch),
             (
                 true,
                 Layout::Packable {
                     position_offset, ..
                 },
-            ) => Some(position_offset),
+            ) => self.packed_feed(batch, position_offset),
             (true, Layout::Padded) => return Err("this graph cannot run packed inputs".into()),
-            (false, _) => None,
         };
-        let Some(offset) = offset else {
-            let (shape, data) = self.run(self.padded_feed(batch), &out)?;
-            let dim = *shape.last().ok_or("scalar output")?;
-            return Ok(HiddenStates { data, dim });
-        };
-        let (shape, data) = self.run(self.packed_feed(batch, offset), &out)?;
+        let (shape, data) = self.run(feed, &out)?;
         let dim = *shape.last().ok_or("scalar output")?;
+        if !packed {
+            return Ok(HiddenStates { data, dim });
+        }
         let mut padded = vec![0.0; batch.size() * batch.max_len * dim];
         let mut start = 0;
         for (r, len) in batch.lengths.iter().enumerate() {
