@@ -1,7 +1,7 @@
 //! Worker configuration: one clap struct; every field has a flag, an environment
 //! variable and a doc comment (`hub-worker --help` is the reference).
 
-use crate::engine::{EngineConfig, EnginePreference};
+use crate::engine::{EngineConfig, EnginePreference, Precision};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -72,9 +72,21 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_MAX_CONCURRENT", default_value_t = 512)]
     pub max_concurrent: usize,
 
-    /// Engine: auto (ONNX Runtime when built with engine-ort and the repo has ONNX), candle or ort.
-    #[arg(long, env = "HUB_WORKER_ENGINE", default_value = "auto", value_parser = ["auto", "candle", "ort"])]
+    /// Engine: auto (the fastest available: OpenVINO, then ONNX Runtime, then candle),
+    /// candle, ort or openvino.
+    #[arg(long, env = "HUB_WORKER_ENGINE", default_value = "auto", value_parser = ["auto", "candle", "ort", "openvino"])]
     pub engine: String,
+
+    /// libopenvino_c.so, or the directory holding it, for the openvino engine (builds
+    /// with the engine-openvino feature; scripts/worker/fetch-openvino.sh fetches one).
+    #[arg(long, env = "PADDOCK_OPENVINO_LIB")]
+    pub openvino_lib: Option<PathBuf>,
+
+    /// Arithmetic of the openvino engine: f32 (default; matches PyTorch fp32), or bf16
+    /// (bfloat16 on CPUs with AMX / AVX512-BF16, several times faster there, embeddings
+    /// at cosine ~0.9999 to fp32). ONNX Runtime and candle always compute in f32.
+    #[arg(long, env = "HUB_WORKER_PRECISION", default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub precision: String,
 
     /// libonnxruntime.so for the ort engine (builds with the engine-ort feature).
     #[arg(long, env = "ORT_DYLIB_PATH")]
@@ -110,6 +122,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("engine", &self.engine)
             .field("ort_dylib", &self.ort_dylib)
             .field("ort_spinning", &self.ort_spinning)
+            .field("openvino_lib", &self.openvino_lib)
+            .field("precision", &self.precision)
             .field("poll_wait_s", &self.poll_wait_s)
             .finish()
     }
@@ -137,6 +151,8 @@ impl WorkerConfig {
             engine: "auto".to_string(),
             ort_dylib: None,
             ort_spinning: false,
+            openvino_lib: None,
+            precision: "f32".to_string(),
             poll_wait_s: 25,
         }
     }
@@ -161,6 +177,29 @@ impl WorkerConfig {
         if let Some(p) = &self.public_url {
             url::Url::parse(p)
                 .map_err(|e| anyhow::anyhow!("--public-url {p:?} is not a URL ({e})"))?;
+        }
+        if !matches!(self.engine.as_str(), "auto" | "candle" | "ort" | "openvino") {
+            anyhow::bail!(
+                "--engine / HUB_WORKER_ENGINE must be auto, candle, ort or openvino, got {:?}",
+                self.engine
+            );
+        }
+        if !matches!(self.precision.as_str(), "f32" | "bf16") {
+            anyhow::bail!(
+                "--precision / HUB_WORKER_PRECISION must be f32 or bf16, got {:?}",
+                self.precision
+            );
+        }
+        if self.engine == "openvino" && !cfg!(feature = "engine-openvino") {
+            anyhow::bail!(
+                "--engine openvino: this worker was built without the engine-openvino feature"
+            );
+        }
+        if self.precision == "bf16" && !matches!(self.engine.as_str(), "auto" | "openvino") {
+            anyhow::bail!(
+                "--precision bf16 applies to the openvino engine only; --engine {} computes in f32",
+                self.engine
+            );
         }
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
@@ -189,7 +228,12 @@ impl WorkerConfig {
             engine: match self.engine.as_str() {
                 "candle" => EnginePreference::Candle,
                 "ort" => EnginePreference::Ort,
+                "openvino" => EnginePreference::OpenVino,
                 _ => EnginePreference::Auto,
+            },
+            precision: match self.precision.as_str() {
+                "bf16" => Precision::Bf16,
+                _ => Precision::F32,
             },
             ..EngineConfig::default()
         };

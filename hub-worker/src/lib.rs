@@ -58,8 +58,16 @@ fn public_url_for(addr: std::net::SocketAddr) -> String {
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let threads = engine::threads::init_compute_threads(config.compute_threads());
+    #[cfg(feature = "engine-openvino")]
+    if matches!(config.engine.as_str(), "auto" | "openvino") {
+        match engine::openvino::init(config.openvino_lib.as_deref(), threads) {
+            Ok(()) => tracing::info!("OpenVINO initialised"),
+            Err(e) if config.engine == "openvino" => anyhow::bail!("--engine openvino: {e}"),
+            Err(e) => tracing::info!(reason = %e, "OpenVINO not available"),
+        }
+    }
     #[cfg(feature = "engine-ort")]
-    if config.engine != "candle" {
+    if matches!(config.engine.as_str(), "auto" | "ort") {
         engine::ort::set_intra_op_spinning(config.ort_spinning);
         match engine::ort::init(config.ort_dylib.as_deref(), threads) {
             Ok(()) => tracing::info!("ONNX Runtime initialised"),

@@ -17,7 +17,11 @@
 pub mod backend;
 pub mod candle;
 pub mod error;
+#[cfg(any(feature = "engine-ort", feature = "engine-openvino"))]
+pub mod feed;
 pub mod onnx_export;
+#[cfg(feature = "engine-openvino")]
+pub mod openvino;
 #[cfg(feature = "engine-ort")]
 pub mod ort;
 pub mod pooling;
@@ -47,12 +51,34 @@ pub const MAX_INPUTS_PER_REQUEST: usize = 256;
 /// Which engine to use when several could serve a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EnginePreference {
-    /// ONNX Runtime when built with `engine-ort` and initialised (the repo's `model.onnx` or a
-    /// graph derived from its safetensors), else candle.
+    /// The fastest engine this worker has: OpenVINO (`engine-openvino`, initialised), then
+    /// ONNX Runtime (`engine-ort`, initialised), on the repo's `model.onnx` or a graph
+    /// derived from its safetensors; candle when neither is there or both fail.
     #[default]
     Auto,
     Candle,
     Ort,
+    OpenVino,
+}
+
+/// Arithmetic an engine may use for a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Full fp32 (every engine; results as PyTorch's fp32 to ~1e-6).
+    #[default]
+    F32,
+    /// bfloat16 with fp32 accumulation where the CPU has it (AMX / AVX512-BF16; fp32
+    /// elsewhere). OpenVINO only; the other engines refuse it.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 /// Knobs of one loaded model.
@@ -75,6 +101,8 @@ pub struct EngineConfig {
     /// Tokenizer threads for this model.
     pub tokenizer_threads: usize,
     pub engine: EnginePreference,
+    /// Arithmetic (`Bf16` needs the OpenVINO engine).
+    pub precision: Precision,
     /// Memory the model may use; `None` reads `MemAvailable` from the host.
     pub memory_available_bytes: Option<u64>,
 }
@@ -91,6 +119,7 @@ impl Default for EngineConfig {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
             engine: EnginePreference::Auto,
+            precision: Precision::F32,
             memory_available_bytes: None,
         }
     }
@@ -233,7 +262,7 @@ impl Model {
         let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
             .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
         let replicas = plan_replicas(cfg, &spec, needed, available);
-        let mut backends = load_backends(&spec, task, cfg.engine, replicas)?;
+        let mut backends = load_backends(&spec, task, cfg, replicas)?;
         let mode = if task.is_embedding() {
             Mode::Embed {
                 pooling: spec.pooling(),
@@ -596,10 +625,7 @@ fn plan_replicas(
     if cfg.replicas > 0 {
         return cfg.replicas;
     }
-    #[cfg(feature = "engine-ort")]
-    let threads = ort::threads();
-    #[cfg(not(feature = "engine-ort"))]
-    let threads = 1;
+    let threads = graph_engine_threads();
     if spec.weight_bytes > 512 << 20 {
         return 1;
     }
@@ -612,48 +638,103 @@ fn plan_replicas(
     replicas
 }
 
-/// Loads the engine instances of a model: `replicas` ONNX Runtime backends of one graph,
-/// or one candle backend, whose kernels already use every
-/// compute thread.
+/// Compute threads of the ONNX-graph engines (the most any initialised one was given; 1
+/// without them).
+fn graph_engine_threads() -> usize {
+    #[allow(unused_mut)]
+    let mut threads = 1;
+    #[cfg(feature = "engine-ort")]
+    if ort::is_available() {
+        threads = threads.max(ort::threads());
+    }
+    #[cfg(feature = "engine-openvino")]
+    if openvino::is_available() {
+        threads = threads.max(openvino::threads());
+    }
+    threads
+}
+
+#[allow(dead_code)]
+fn boxed<B: Backend + 'static>(v: Vec<B>) -> Vec<Box<dyn Backend>> {
+    v.into_iter()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .collect()
+}
+
+/// Loads the engine instances of a model: `replicas` OpenVINO or ONNX Runtime backends of
+/// one graph, or one candle backend, whose kernels already use every compute thread.
+/// `Auto` tries the engines fastest first (see [`EnginePreference::Auto`]); a graph engine
+/// that cannot serve a model with safetensors (an op it lacks, say) falls through to the
+/// next, with a warning.
 fn load_backends(
     spec: &ModelSpec,
     task: Task,
-    pref: EnginePreference,
+    cfg: &EngineConfig,
     replicas: usize,
 ) -> Result<Vec<Box<dyn Backend>>, LoadError> {
-    #[cfg(feature = "engine-ort")]
-    let boxed = |v: Vec<ort::OrtBackend>| -> Vec<Box<dyn Backend>> {
-        v.into_iter()
-            .map(|b| Box::new(b) as Box<dyn Backend>)
-            .collect()
-    };
-    #[cfg(not(feature = "engine-ort"))]
+    let (pref, precision) = (cfg.engine, cfg.precision);
     let _ = replicas;
-    #[cfg(feature = "engine-ort")]
+    let fall_through = |engine: &str, e: LoadError| -> Result<(), LoadError> {
+        match spec.safetensors.is_empty() {
+            false => {
+                tracing::warn!(error = %e, "{engine} cannot serve this model; trying the next engine");
+                Ok(())
+            }
+            true => Err(e),
+        }
+    };
+    let missing = |feature: &str| {
+        LoadError::Onnx(format!(
+            "this worker was built without the {feature} feature"
+        ))
+    };
     match pref {
-        EnginePreference::Ort => return Ok(boxed(ort::OrtBackend::load(spec, task, replicas)?)),
-        // ONNX Runtime when it is there: the repo's graph, or one derived from safetensors;
-        // candle if that fails (an op this runtime lacks, say).
-        EnginePreference::Auto if ort::is_available() => {
-            match ort::OrtBackend::load(spec, task, replicas) {
-                Ok(b) => return Ok(boxed(b)),
-                Err(e) if !spec.safetensors.is_empty() => {
-                    tracing::warn!(error = %e, "ONNX Runtime cannot serve this model; using candle");
+        #[cfg(feature = "engine-openvino")]
+        EnginePreference::OpenVino => {
+            return Ok(boxed(openvino::OvBackend::load(
+                spec, task, replicas, precision,
+            )?))
+        }
+        #[cfg(not(feature = "engine-openvino"))]
+        EnginePreference::OpenVino => return Err(missing("engine-openvino")),
+        #[cfg(feature = "engine-ort")]
+        EnginePreference::Ort if precision == Precision::F32 => {
+            return Ok(boxed(ort::OrtBackend::load(spec, task, replicas)?))
+        }
+        #[cfg(not(feature = "engine-ort"))]
+        EnginePreference::Ort if precision == Precision::F32 => return Err(missing("engine-ort")),
+        EnginePreference::Ort => {}
+        EnginePreference::Candle => {}
+        EnginePreference::Auto => {
+            #[cfg(feature = "engine-openvino")]
+            if openvino::is_available() {
+                match openvino::OvBackend::load(spec, task, replicas, precision) {
+                    Ok(b) => return Ok(boxed(b)),
+                    Err(e) => fall_through("OpenVINO", e)?,
                 }
-                Err(e) => return Err(e),
+            }
+            #[cfg(feature = "engine-ort")]
+            if ort::is_available() && precision == Precision::F32 {
+                match ort::OrtBackend::load(spec, task, replicas) {
+                    Ok(b) => return Ok(boxed(b)),
+                    Err(e) => fall_through("ONNX Runtime", e)?,
+                }
             }
         }
-        _ => {}
     }
-    #[cfg(not(feature = "engine-ort"))]
-    if pref == EnginePreference::Ort {
-        return Err(LoadError::Onnx(
-            "this worker was built without the engine-ort feature".to_string(),
-        ));
+    let _ = (&fall_through, &missing);
+    if precision != Precision::F32 {
+        return Err(LoadError::Onnx(format!(
+            "precision {precision} needs the OpenVINO engine, which {}",
+            match cfg!(feature = "engine-openvino") {
+                true => "could not serve this model or is not initialised",
+                false => "this worker was built without",
+            }
+        )));
     }
     if spec.safetensors.is_empty() {
         return Err(LoadError::NoWeights {
-            onnx_hint: " (this repo has only ONNX weights and ONNX Runtime is not available)",
+            onnx_hint: " (this repo has only ONNX weights and no ONNX engine is available)",
         });
     }
     Ok(vec![Box::new(candle::CandleBackend::load(spec, task)?)])

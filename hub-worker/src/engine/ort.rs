@@ -5,6 +5,8 @@
 
 use super::backend::{Backend, Batch, HiddenStates};
 use super::error::LoadError;
+pub use super::feed::packing_pays;
+use super::feed::{pick_outputs, Data, Feed, GraphEngine, Layout};
 use super::spec::ModelSpec;
 use super::task::Task;
 use ort::session::builder::GraphOptimizationLevel;
@@ -98,32 +100,6 @@ impl Graph {
     }
 }
 
-/// How the graph wants its inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    /// A repo's own ONNX file: padded rows with a 2-D `attention_mask`.
-    Padded,
-    /// The derived graph: `position_ids` and `attention_mask_3d` from the caller, so one
-    /// row can carry several inputs back to back (see [`super::onnx_export`]).
-    Packable {
-        /// First position id (RoBERTa-style models start after the padding index).
-        position_offset: usize,
-        /// Hidden size, for the packing cost model.
-        hidden: usize,
-    },
-}
-
-/// One session's input tensors for a batch, `rows × seq` row-major.
-struct Feed {
-    rows: usize,
-    seq: usize,
-    ids: Vec<i64>,
-    types: Vec<i64>,
-    positions: Vec<i64>,
-    /// `rows × seq × seq` (packable graphs) or `rows × seq` (2-D mask).
-    mask: Vec<i32>,
-}
-
 /// A model running in ONNX Runtime.
 pub struct OrtBackend {
     session: Session,
@@ -135,24 +111,6 @@ pub struct OrtBackend {
     layout: Layout,
     hidden_output: Option<String>,
     logits_output: Option<String>,
-}
-
-/// Whether running `lengths` as one packed row costs less than padding them to the
-/// longest. Cost per token of a layer ≈ its dense layers (fixed) plus attention over the
-/// row (∝ row length); padding wastes dense work on pad tokens, packing wastes attention
-/// work across inputs (the 3-D mask only hides it). `hidden / 3.6` tokens of attention
-/// cost as much as the dense layers of one token: measured with ONNX Runtime's profiler
-/// for MiniLM (attention 27% of a 40-token pass, single thread).
-pub fn packing_pays(lengths: &[usize], hidden: usize) -> bool {
-    if lengths.len() < 2 {
-        return false;
-    }
-    let att = (hidden as f64 / 3.6).max(1.0);
-    let longest = lengths.iter().copied().max().unwrap_or(0) as f64;
-    let total = lengths.iter().sum::<usize>() as f64;
-    let padded = lengths.len() as f64 * longest * (1.0 + longest / att);
-    let packed = total * (1.0 + total / att);
-    packed < padded
 }
 
 impl OrtBackend {
@@ -205,63 +163,13 @@ impl OrtBackend {
             .iter()
             .map(|i| i.name().to_string())
             .collect();
-        for name in &inputs {
-            if !matches!(
-                name.as_str(),
-                "input_ids"
-                    | "attention_mask"
-                    | "token_type_ids"
-                    | "position_ids"
-                    | "attention_mask_3d"
-            ) {
-                return Err(LoadError::Onnx(format!(
-                    "graph input {name:?} is not one of input_ids, attention_mask, token_type_ids, \
-                     position_ids, attention_mask_3d"
-                )));
-            }
-        }
-        let has = |n: &str| inputs.iter().any(|i| i == n);
-        let layout = match (has("position_ids"), has("attention_mask_3d")) {
-            (true, true) => Layout::Packable {
-                position_offset: spec.encoder.position_offset(),
-                hidden: spec.encoder.hidden_size,
-            },
-            (false, false) => Layout::Padded,
-            _ => {
-                return Err(LoadError::Onnx(
-                    "graph inputs position_ids and attention_mask_3d come together".to_string(),
-                ))
-            }
-        };
+        let layout = Layout::of_inputs(&inputs, spec)?;
         let outputs: Vec<String> = session
             .outputs()
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        let hidden_output = outputs
-            .iter()
-            .find(|o| *o == "last_hidden_state" || *o == "token_embeddings")
-            .cloned();
-        let logits_output = outputs.iter().find(|o| *o == "logits").cloned();
-        match task {
-            Task::TextClassification if logits_output.is_none() => {
-                return Err(LoadError::UnsupportedTask {
-                    task: task.to_string(),
-                    reason: format!(
-                        "the ONNX graph has no \"logits\" output (outputs: {outputs:?})"
-                    ),
-                })
-            }
-            t if t.is_embedding() && hidden_output.is_none() => {
-                return Err(LoadError::UnsupportedTask {
-                    task: task.to_string(),
-                    reason: format!(
-                        "the ONNX graph has no \"last_hidden_state\" output (outputs: {outputs:?})"
-                    ),
-                })
-            }
-            _ => {}
-        }
+        let (hidden_output, logits_output) = pick_outputs(&outputs, task)?;
         Ok(OrtBackend {
             session,
             wide,
@@ -272,87 +180,31 @@ impl OrtBackend {
             logits_output,
         })
     }
+}
 
-    /// Input tensors for `batch` as padded rows, one input per row.
-    fn padded_feed(&self, batch: &Batch) -> Feed {
-        let (rows, seq) = (batch.size(), batch.max_len);
-        let mut feed = Feed {
-            rows,
-            seq,
-            ids: batch.input_ids.iter().map(|x| i64::from(*x)).collect(),
-            types: batch.type_ids.iter().map(|x| i64::from(*x)).collect(),
-            positions: Vec::new(),
-            mask: Vec::new(),
-        };
-        match self.layout {
-            Layout::Padded => {
-                feed.mask = batch.attention_mask().iter().map(|x| *x as i32).collect();
-            }
-            Layout::Packable {
-                position_offset, ..
-            } => {
-                feed.positions = (0..rows)
-                    .flat_map(|_| (0..seq).map(|p| (p + position_offset) as i64))
-                    .collect();
-                feed.mask = vec![0; rows * seq * seq];
-                for (r, len) in batch.lengths.iter().enumerate() {
-                    for q in 0..seq {
-                        let at = (r * seq + q) * seq;
-                        feed.mask[at..at + len].fill(1);
-                    }
-                }
-            }
-        }
-        feed
+impl GraphEngine for OrtBackend {
+    fn layout(&self) -> Layout {
+        self.layout
     }
 
-    /// Input tensors for `batch` as one row holding every input back to back (packable
-    /// graphs only): positions restart per input, the mask is block-diagonal.
-    fn packed_feed(&self, batch: &Batch, position_offset: usize) -> Feed {
-        let seq: usize = batch.lengths.iter().sum();
-        let mut feed = Feed {
-            rows: 1,
-            seq,
-            ids: Vec::with_capacity(seq),
-            types: Vec::with_capacity(seq),
-            positions: Vec::with_capacity(seq),
-            mask: vec![0; seq * seq],
-        };
-        let mut start = 0;
-        for (r, len) in batch.lengths.iter().enumerate() {
-            let row = r * batch.max_len..r * batch.max_len + len;
-            feed.ids
-                .extend(batch.input_ids[row.clone()].iter().map(|x| i64::from(*x)));
-            feed.types
-                .extend(batch.type_ids[row].iter().map(|x| i64::from(*x)));
-            feed.positions
-                .extend((0..*len).map(|p| (p + position_offset) as i64));
-            for q in start..start + len {
-                feed.mask[q * seq + start..q * seq + start + len].fill(1);
-            }
-            start += len;
-        }
-        feed
+    fn hidden_output(&self) -> Option<&str> {
+        self.hidden_output.as_deref()
     }
 
-    fn run(&mut self, mut feed: Feed, output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let (rows, seq) = (feed.rows, feed.seq);
+    fn logits_output(&self) -> Option<&str> {
+        self.logits_output.as_deref()
+    }
+
+    fn run_graph(
+        &mut self,
+        mut feed: Feed,
+        output: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
         let mut values = Vec::with_capacity(self.inputs.len());
         for name in &self.inputs {
-            let value = match name.as_str() {
-                "attention_mask_3d" => {
-                    Tensor::from_array(([rows, seq, seq], std::mem::take(&mut feed.mask)))
-                        .map(Tensor::into_dyn)
-                }
-                other => {
-                    let data = match other {
-                        "input_ids" => std::mem::take(&mut feed.ids),
-                        "token_type_ids" => std::mem::take(&mut feed.types),
-                        "position_ids" => std::mem::take(&mut feed.positions),
-                        _ => feed.mask.iter().map(|x| i64::from(*x)).collect(),
-                    };
-                    Tensor::from_array(([rows, seq], data)).map(Tensor::into_dyn)
-                }
+            let value = match feed.take(name) {
+                (shape, Data::I32(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
+                (shape, Data::I64(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
             }
             .map_err(|e| e.to_string())?;
             values.push((name.clone(), value));
@@ -366,44 +218,6 @@ impl OrtBackend {
             .try_extract_tensor::<f32>()
             .map_err(|e| e.to_string())?;
         Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
-    }
-
-    /// Last hidden states of `batch` in its padded layout, computed either as padded rows
-    /// or as one packed row (`packed`, packable graphs only; positions past each input's
-    /// length are zero then).
-    pub fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, String> {
-        let out = self
-            .hidden_output
-            .clone()
-            .ok_or("the graph has no hidden-state output")?;
-        let feed = match (packed, self.layout) {
-            (false, _) => self.padded_feed(batch),
-            (
-                true,
-                Layout::Packable {
-                    position_offset, ..
-                },
-            ) => self.packed_feed(batch, position_offset),
-            (true, Layout::Padded) => return Err("this graph cannot run packed inputs".into()),
-        };
-        let (shape, data) = self.run(feed, &out)?;
-        let dim = *shape.last().ok_or("scalar output")?;
-        if !packed {
-            return Ok(HiddenStates { data, dim });
-        }
-        let mut padded = vec![0.0; batch.size() * batch.max_len * dim];
-        let mut start = 0;
-        for (r, len) in batch.lengths.iter().enumerate() {
-            let to = r * batch.max_len * dim;
-            padded[to..to + len * dim].copy_from_slice(&data[start * dim..(start + len) * dim]);
-            start += len;
-        }
-        Ok(HiddenStates { data: padded, dim })
-    }
-
-    /// Whether this graph can run several inputs as one packed row.
-    pub fn can_pack(&self) -> bool {
-        matches!(self.layout, Layout::Packable { .. })
     }
 }
 
@@ -420,18 +234,12 @@ impl Backend for OrtBackend {
         self.use_wide = wide && self.wide.is_some();
     }
 
-    /// Packs the pass into one row when that costs less than padding it
-    /// ([`packing_pays`]).
     fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
-        let packed = match self.layout {
-            Layout::Packable { hidden, .. } => packing_pays(&batch.lengths, hidden),
-            Layout::Padded => false,
-        };
-        self.embed_as(batch, packed)
+        self.embed_auto(batch)
     }
 
     fn packs(&self) -> bool {
-        self.can_pack()
+        GraphEngine::can_pack(self)
     }
 
     /// Passes of 4: with one single-threaded session per core, sorted passes of 4 ran
@@ -441,12 +249,6 @@ impl Backend for OrtBackend {
     }
 
     fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
-        let out = self
-            .logits_output
-            .clone()
-            .ok_or("the graph has no logits output")?;
-        let (shape, data) = self.run(self.padded_feed(batch), &out)?;
-        let n = *shape.last().ok_or("scalar output")?;
-        Ok(data.chunks(n.max(1)).map(<[f32]>::to_vec).collect())
+        self.logits(batch)
     }
 }

@@ -1,44 +1,127 @@
-//! The ONNX Runtime backend (feature `engine-ort`) on graphs derived from safetensors:
-//! same references as the candle engine. Needs `ORT_DYLIB_PATH`
-//! (`scripts/worker/fetch-onnxruntime.sh`); skipped loudly without it.
-#![cfg(feature = "engine-ort")]
+//! The ONNX-graph engines, ONNX Runtime (feature `engine-ort`) and OpenVINO (feature
+//! `engine-openvino`), on graphs derived from safetensors: same references as the candle
+//! engine, every test run once per engine. Each needs its library (`ORT_DYLIB_PATH` from
+//! `scripts/worker/fetch-onnxruntime.sh`, `PADDOCK_OPENVINO_LIB` from
+//! `scripts/worker/fetch-openvino.sh`); a test is skipped loudly without it.
+#![cfg(any(feature = "engine-ort", feature = "engine-openvino"))]
 
 mod common;
 
 use common::*;
+use hub_worker::engine::backend::Batch;
+use hub_worker::engine::feed::{packing_pays, GraphEngine};
+use hub_worker::engine::spec::ModelSpec;
 use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Task, TextInput};
 
-fn ort_ready(test: &str) -> bool {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) => {
-            hub_worker::engine::ort::init(Some(std::path::Path::new(&p)), 2)
-                .unwrap_or_else(|e| panic!("ORT_DYLIB_PATH is set but unusable: {e}"));
-            true
+/// One engine under test.
+#[derive(Clone, Copy)]
+struct Engine {
+    /// `ModelInfo::engine` of its models.
+    name: &'static str,
+    pref: EnginePreference,
+    /// The library's environment variable.
+    env: &'static str,
+    init: fn(&std::path::Path) -> Result<(), String>,
+    /// One backend of `spec` for feature extraction, driven directly.
+    backend: fn(&ModelSpec) -> Box<dyn GraphEngine>,
+}
+
+#[cfg(feature = "engine-ort")]
+const ORT: Engine = Engine {
+    name: "ort",
+    pref: EnginePreference::Ort,
+    env: "ORT_DYLIB_PATH",
+    init: |p| hub_worker::engine::ort::init(Some(p), 2),
+    backend: |spec| {
+        let b = hub_worker::engine::ort::OrtBackend::load(spec, Task::FeatureExtraction, 1);
+        Box::new(b.unwrap().remove(0))
+    },
+};
+
+#[cfg(feature = "engine-openvino")]
+const OPENVINO: Engine = Engine {
+    name: "openvino",
+    pref: EnginePreference::OpenVino,
+    env: "PADDOCK_OPENVINO_LIB",
+    init: |p| hub_worker::engine::openvino::init(Some(p), 2),
+    backend: |spec| {
+        use hub_worker::engine::{openvino::OvBackend, Precision};
+        let b = OvBackend::load(spec, Task::FeatureExtraction, 1, Precision::F32);
+        Box::new(b.unwrap().remove(0))
+    },
+};
+
+impl Engine {
+    /// Initialises the engine from its variable; false (and a loud note) when unset.
+    fn ready(&self, test: &str) -> bool {
+        match std::env::var_os(self.env) {
+            Some(p) => {
+                (self.init)(std::path::Path::new(&p))
+                    .unwrap_or_else(|e| panic!("{} is set but unusable: {e}", self.env));
+                true
+            }
+            None => {
+                eprintln!(
+                    "\n*** SKIPPED {test} ({}): {} is not set ***\n",
+                    self.name, self.env
+                );
+                false
+            }
         }
-        None => {
-            eprintln!("\n*** SKIPPED {test}: ORT_DYLIB_PATH is not set (scripts/worker/fetch-onnxruntime.sh) ***\n");
-            false
+    }
+
+    fn cfg(&self) -> EngineConfig {
+        EngineConfig {
+            engine: self.pref,
+            ..EngineConfig::default()
         }
     }
 }
 
-fn ort_cfg() -> EngineConfig {
-    EngineConfig {
-        engine: EnginePreference::Ort,
-        ..EngineConfig::default()
-    }
+/// `#[tokio::test]`s named `<engine>_<test>` calling `test(ENGINE)` for each engine built in.
+macro_rules! per_engine {
+    ($(#[$attr:meta])* $test:ident) => {
+        mod $test {
+            #[cfg(feature = "engine-ort")]
+            $(#[$attr])*
+            async fn ort() {
+                super::$test(super::ORT).await
+            }
+            #[cfg(feature = "engine-openvino")]
+            $(#[$attr])*
+            async fn openvino() {
+                super::$test(super::OPENVINO).await
+            }
+        }
+    };
 }
 
-#[tokio::test]
-async fn ort_minilm_matches_sentence_transformers() {
-    if !ort_ready("ort_minilm_matches_sentence_transformers") {
+per_engine!(
+    #[tokio::test]
+    minilm_matches_sentence_transformers
+);
+per_engine!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    replicas_answer_each_input_under_load
+);
+per_engine!(
+    #[tokio::test]
+    classifiers_match_pytorch
+);
+per_engine!(
+    #[tokio::test]
+    packed_passes_match_padded_ones
+);
+
+async fn minilm_matches_sentence_transformers(engine: Engine) {
+    if !engine.ready("minilm_matches_sentence_transformers") {
         return;
     }
-    let Some(dir) = minilm_dir("ort_minilm_matches_sentence_transformers") else {
+    let Some(dir) = minilm_dir("minilm_matches_sentence_transformers") else {
         return;
     };
-    let model = load(&dir, None, ort_cfg()).await;
-    assert_eq!(model.info().engine, "ort");
+    let model = load(&dir, None, engine.cfg()).await;
+    assert_eq!(model.info().engine, engine.name);
     let reference = fixture_json("minilm-reference.json");
     let refs = reference["sentences"].as_array().unwrap();
     let texts: Vec<String> = refs
@@ -65,16 +148,15 @@ async fn ort_minilm_matches_sentence_transformers() {
 
 /// Several engine replicas take passes from one queue: under concurrent load every answer
 /// still belongs to its own input (a mix-up between replicas or passes would fail here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ort_replicas_answer_each_input_under_load() {
-    if !ort_ready("ort_replicas_answer_each_input_under_load") {
+async fn replicas_answer_each_input_under_load(engine: Engine) {
+    if !engine.ready("replicas_answer_each_input_under_load") {
         return;
     }
-    let Some(dir) = minilm_dir("ort_replicas_answer_each_input_under_load") else {
+    let Some(dir) = minilm_dir("replicas_answer_each_input_under_load") else {
         return;
     };
     // Automatic: one single-threaded session per compute thread (2 here).
-    let auto = load(&dir, None, ort_cfg()).await;
+    let auto = load(&dir, None, engine.cfg()).await;
     assert_eq!(auto.info().replicas, 2);
     drop(auto);
     let model = load(
@@ -82,7 +164,7 @@ async fn ort_replicas_answer_each_input_under_load() {
         None,
         EngineConfig {
             replicas: 3,
-            ..ort_cfg()
+            ..engine.cfg()
         },
     )
     .await;
@@ -122,17 +204,16 @@ async fn ort_replicas_answer_each_input_under_load() {
     }
 }
 
-#[tokio::test]
-async fn ort_classifiers_match_pytorch() {
-    if !ort_ready("ort_classifiers_match_pytorch") {
+async fn classifiers_match_pytorch(engine: Engine) {
+    if !engine.ready("classifiers_match_pytorch") {
         return;
     }
-    let Some(minilm) = minilm_dir("ort_classifiers_match_pytorch") else {
+    let Some(minilm) = minilm_dir("classifiers_match_pytorch") else {
         return;
     };
     let dir = classifier_dir(&minilm);
-    let model = load(&dir, None, ort_cfg()).await;
-    assert_eq!(model.info().engine, "ort");
+    let model = load(&dir, None, engine.cfg()).await;
+    assert_eq!(model.info().engine, engine.name);
     let reference = fixture_json("classifier-reference.json");
     let rows = reference["inputs"].as_array().unwrap();
     let inputs = classifier_inputs(rows);
@@ -156,7 +237,7 @@ async fn ort_classifiers_match_pytorch() {
             .iter()
             .map(|s| s["text"].as_str().unwrap().to_string())
             .collect();
-        let cls = load(&dir, None, ort_cfg()).await;
+        let cls = load(&dir, None, engine.cfg()).await;
         let (logits, _) = cls
             .logits(texts.iter().cloned().map(TextInput::Single).collect(), true)
             .await
@@ -170,7 +251,7 @@ async fn ort_classifiers_match_pytorch() {
                 );
             }
         }
-        let emb = load(&dir, Some(Task::FeatureExtraction), ort_cfg()).await;
+        let emb = load(&dir, Some(Task::FeatureExtraction), engine.cfg()).await;
         let out = emb.embed(texts, EmbedOptions::default()).await.unwrap();
         for (i, (got, s)) in out.vectors.iter().zip(sentences).enumerate() {
             for (g, w) in got.iter().zip(&f32s(&s["mean_pooled"])) {
@@ -185,14 +266,11 @@ async fn ort_classifiers_match_pytorch() {
 /// derived graph covers (BERT, RoBERTa-style position offsets, DistilBERT without token
 /// types); and the engine, which packs short windows on its own, still matches
 /// sentence-transformers when every request is a pair of unequal sentences.
-#[tokio::test]
-async fn ort_packed_passes_match_padded_ones() {
-    use hub_worker::engine::backend::{Backend, Batch};
-    use hub_worker::engine::ort::{packing_pays, OrtBackend};
-    if !ort_ready("ort_packed_passes_match_padded_ones") {
+async fn packed_passes_match_padded_ones(engine: Engine) {
+    if !engine.ready("packed_passes_match_padded_ones") {
         return;
     }
-    let Some(minilm) = minilm_dir("ort_packed_passes_match_padded_ones") else {
+    let Some(minilm) = minilm_dir("packed_passes_match_padded_ones") else {
         return;
     };
     let dirs = [
@@ -202,9 +280,7 @@ async fn ort_packed_passes_match_padded_ones() {
     ];
     for dir in dirs {
         let spec = hub_worker::engine::spec::inspect(&dir).unwrap();
-        let mut backend = OrtBackend::load(&spec, Task::FeatureExtraction, 1)
-            .unwrap()
-            .remove(0);
+        let mut backend = (engine.backend)(&spec);
         assert!(backend.can_pack(), "{}", dir.display());
         let (cls, sep) = (spec.encoder.pad_token_id + 1, spec.encoder.pad_token_id + 2);
         let rows: Vec<Vec<u32>> = [3usize, 17, 9]
@@ -238,7 +314,6 @@ async fn ort_packed_passes_match_padded_ones() {
         // The cost model packs unequal inputs and pads equal ones.
         assert!(packing_pays(&[5, 40], spec.encoder.hidden_size.max(384)));
         assert!(!packing_pays(&[40, 40, 41, 40], 384));
-        assert!(backend.packs());
     }
 
     // Through the engine: requests of two sentences, shortest with longest, each a short
@@ -248,7 +323,7 @@ async fn ort_packed_passes_match_padded_ones() {
         None,
         EngineConfig {
             replicas: 1,
-            ..ort_cfg()
+            ..engine.cfg()
         },
     )
     .await;
@@ -268,5 +343,58 @@ async fn ort_packed_passes_match_padded_ones() {
             let c = cosine(got, &f32s(&r["embedding"]));
             assert!(c >= 0.9999, "{:?} in a packed pair: cosine {c}", r["text"]);
         }
+    }
+}
+
+/// OpenVINO with `--precision bf16` (bfloat16 on AMX / AVX512-BF16 CPUs, fp32 elsewhere)
+/// still matches sentence-transformers' fp32 embeddings at cosine >= 0.9999, alone and in
+/// batches; the other engines refuse bf16 instead of silently computing in f32.
+#[cfg(feature = "engine-openvino")]
+#[tokio::test]
+async fn openvino_bf16_embeddings_match_sentence_transformers() {
+    use hub_worker::engine::{Model, Precision};
+    if !OPENVINO.ready("openvino_bf16_embeddings_match_sentence_transformers") {
+        return;
+    }
+    let Some(dir) = minilm_dir("openvino_bf16_embeddings_match_sentence_transformers") else {
+        return;
+    };
+    let bf16 = EngineConfig {
+        precision: Precision::Bf16,
+        ..OPENVINO.cfg()
+    };
+    let model = load(&dir, None, bf16.clone()).await;
+    assert_eq!(model.info().engine, "openvino");
+    let reference = fixture_json("minilm-reference.json");
+    let refs = reference["sentences"].as_array().unwrap();
+    let texts: Vec<String> = refs
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect();
+    let out = model
+        .embed(texts.clone(), EmbedOptions::default())
+        .await
+        .unwrap();
+    for (i, (got, r)) in out.vectors.iter().zip(refs).enumerate() {
+        let c = cosine(got, &f32s(&r["embedding"]));
+        assert!(c >= 0.9999, "bf16 sentence {i}: cosine {c}");
+    }
+    for (t, r) in texts.iter().zip(refs).take(4) {
+        let one = model
+            .embed(vec![t.clone()], EmbedOptions::default())
+            .await
+            .unwrap();
+        let c = cosine(&one.vectors[0], &f32s(&r["embedding"]));
+        assert!(c >= 0.9999, "bf16 {t:?} alone: cosine {c}");
+    }
+    for engine in [EnginePreference::Candle, EnginePreference::Ort] {
+        let cfg = EngineConfig {
+            engine,
+            ..bf16.clone()
+        };
+        let err = Model::load(&dir, None, &cfg)
+            .err()
+            .expect("bf16 is refused");
+        assert!(err.to_string().contains("bf16"), "{engine:?}: {err}");
     }
 }

@@ -1,0 +1,288 @@
+//! Input tensors for the ONNX-graph engines (ONNX Runtime and OpenVINO run the same
+//! graphs): which inputs a graph takes, padded and packed feeds, the packing cost model,
+//! and the graph-input checks both engines share.
+
+use super::backend::{Batch, HiddenStates};
+use super::error::LoadError;
+use super::spec::ModelSpec;
+use super::task::Task;
+
+/// How a graph wants its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A repo's own ONNX file: padded rows with a 2-D `attention_mask`.
+    Padded,
+    /// The derived graph: `position_ids` and `attention_mask_3d` from the caller, so one
+    /// row can carry several inputs back to back (see [`super::onnx_export`]).
+    Packable {
+        /// First position id (RoBERTa-style models start after the padding index).
+        position_offset: usize,
+        /// Hidden size, for the packing cost model.
+        hidden: usize,
+    },
+}
+
+impl Layout {
+    /// The layout of a graph with inputs `inputs`; an input no engine can feed is an error
+    /// naming every accepted one.
+    pub fn of_inputs(inputs: &[String], spec: &ModelSpec) -> Result<Layout, LoadError> {
+        for name in inputs {
+            if !matches!(
+                name.as_str(),
+                "input_ids"
+                    | "attention_mask"
+                    | "token_type_ids"
+                    | "position_ids"
+                    | "attention_mask_3d"
+            ) {
+                return Err(LoadError::Onnx(format!(
+                    "graph input {name:?} is not one of input_ids, attention_mask, token_type_ids, \
+                     position_ids, attention_mask_3d"
+                )));
+            }
+        }
+        let has = |n: &str| inputs.iter().any(|i| i == n);
+        match (has("position_ids"), has("attention_mask_3d")) {
+            (true, true) => Ok(Layout::Packable {
+                position_offset: spec.encoder.position_offset(),
+                hidden: spec.encoder.hidden_size,
+            }),
+            (false, false) => Ok(Layout::Padded),
+            _ => Err(LoadError::Onnx(
+                "graph inputs position_ids and attention_mask_3d come together".to_string(),
+            )),
+        }
+    }
+
+    /// Whether an embedding pass of `lengths` runs cheaper as one packed row.
+    pub fn packs(&self, lengths: &[usize]) -> bool {
+        match self {
+            Layout::Packable { hidden, .. } => packing_pays(lengths, *hidden),
+            Layout::Padded => false,
+        }
+    }
+}
+
+/// The graph outputs an engine reads: `(hidden states, logits)`, checked against the task.
+pub fn pick_outputs(
+    outputs: &[String],
+    task: Task,
+) -> Result<(Option<String>, Option<String>), LoadError> {
+    let hidden = outputs
+        .iter()
+        .find(|o| *o == "last_hidden_state" || *o == "token_embeddings")
+        .cloned();
+    let logits = outputs.iter().find(|o| *o == "logits").cloned();
+    match task {
+        Task::TextClassification if logits.is_none() => Err(LoadError::UnsupportedTask {
+            task: task.to_string(),
+            reason: format!("the ONNX graph has no \"logits\" output (outputs: {outputs:?})"),
+        }),
+        t if t.is_embedding() && hidden.is_none() => Err(LoadError::UnsupportedTask {
+            task: task.to_string(),
+            reason: format!(
+                "the ONNX graph has no \"last_hidden_state\" output (outputs: {outputs:?})"
+            ),
+        }),
+        _ => Ok((hidden, logits)),
+    }
+}
+
+/// Whether running `lengths` as one packed row costs less than padding them to the
+/// longest. Cost per token of a layer ≈ its dense layers (fixed) plus attention over the
+/// row (∝ row length); padding wastes dense work on pad tokens, packing wastes attention
+/// work across inputs (the 3-D mask only hides it). `hidden / 3.6` tokens of attention
+/// cost as much as the dense layers of one token: measured with ONNX Runtime's profiler
+/// for MiniLM (attention 27% of a 40-token pass, single thread).
+pub fn packing_pays(lengths: &[usize], hidden: usize) -> bool {
+    if lengths.len() < 2 {
+        return false;
+    }
+    let att = (hidden as f64 / 3.6).max(1.0);
+    let longest = lengths.iter().copied().max().unwrap_or(0) as f64;
+    let total = lengths.iter().sum::<usize>() as f64;
+    let padded = lengths.len() as f64 * longest * (1.0 + longest / att);
+    let packed = total * (1.0 + total / att);
+    packed < padded
+}
+
+/// One pass's input tensors, `rows × seq` row-major.
+pub struct Feed {
+    pub rows: usize,
+    pub seq: usize,
+    pub ids: Vec<i64>,
+    pub types: Vec<i64>,
+    pub positions: Vec<i64>,
+    /// `rows × seq × seq` (packable graphs) or `rows × seq` (2-D mask).
+    pub mask: Vec<i32>,
+}
+
+impl Feed {
+    /// `batch` as padded rows, one input per row.
+    pub fn padded(batch: &Batch, layout: Layout) -> Feed {
+        let (rows, seq) = (batch.size(), batch.max_len);
+        let mut feed = Feed {
+            rows,
+            seq,
+            ids: batch.input_ids.iter().map(|x| i64::from(*x)).collect(),
+            types: batch.type_ids.iter().map(|x| i64::from(*x)).collect(),
+            positions: Vec::new(),
+            mask: Vec::new(),
+        };
+        match layout {
+            Layout::Padded => {
+                feed.mask = batch.attention_mask().iter().map(|x| *x as i32).collect();
+            }
+            Layout::Packable {
+                position_offset, ..
+            } => {
+                feed.positions = (0..rows)
+                    .flat_map(|_| (0..seq).map(|p| (p + position_offset) as i64))
+                    .collect();
+                feed.mask = vec![0; rows * seq * seq];
+                for (r, len) in batch.lengths.iter().enumerate() {
+                    for q in 0..seq {
+                        let at = (r * seq + q) * seq;
+                        feed.mask[at..at + len].fill(1);
+                    }
+                }
+            }
+        }
+        feed
+    }
+
+    /// `batch` as one row holding every input back to back (packable graphs only):
+    /// positions restart per input, the mask is block-diagonal.
+    pub fn packed(batch: &Batch, position_offset: usize) -> Feed {
+        let seq: usize = batch.lengths.iter().sum();
+        let mut feed = Feed {
+            rows: 1,
+            seq,
+            ids: Vec::with_capacity(seq),
+            types: Vec::with_capacity(seq),
+            positions: Vec::with_capacity(seq),
+            mask: vec![0; seq * seq],
+        };
+        let mut start = 0;
+        for (r, len) in batch.lengths.iter().enumerate() {
+            let row = r * batch.max_len..r * batch.max_len + len;
+            feed.ids
+                .extend(batch.input_ids[row.clone()].iter().map(|x| i64::from(*x)));
+            feed.types
+                .extend(batch.type_ids[row].iter().map(|x| i64::from(*x)));
+            feed.positions
+                .extend((0..*len).map(|p| (p + position_offset) as i64));
+            for q in start..start + len {
+                feed.mask[q * seq + start..q * seq + start + len].fill(1);
+            }
+            start += len;
+        }
+        feed
+    }
+
+    /// The feed for an embedding pass of `batch`, packed or padded.
+    pub fn for_embedding(batch: &Batch, layout: Layout, packed: bool) -> Result<Feed, String> {
+        match (packed, layout) {
+            (false, _) => Ok(Feed::padded(batch, layout)),
+            (
+                true,
+                Layout::Packable {
+                    position_offset, ..
+                },
+            ) => Ok(Feed::packed(batch, position_offset)),
+            (true, Layout::Padded) => Err("this graph cannot run packed inputs".into()),
+        }
+    }
+
+    /// Takes the tensor for graph input `name`: its shape and data (int32 for the 3-D
+    /// mask, int64 otherwise). Each input can be taken once.
+    pub fn take(&mut self, name: &str) -> (Vec<usize>, Data) {
+        let (rows, seq) = (self.rows, self.seq);
+        match name {
+            "attention_mask_3d" => (
+                vec![rows, seq, seq],
+                Data::I32(std::mem::take(&mut self.mask)),
+            ),
+            "input_ids" => (vec![rows, seq], Data::I64(std::mem::take(&mut self.ids))),
+            "token_type_ids" => (vec![rows, seq], Data::I64(std::mem::take(&mut self.types))),
+            "position_ids" => (
+                vec![rows, seq],
+                Data::I64(std::mem::take(&mut self.positions)),
+            ),
+            _ => (
+                vec![rows, seq],
+                Data::I64(self.mask.iter().map(|x| i64::from(*x)).collect()),
+            ),
+        }
+    }
+}
+
+/// One input tensor's elements.
+pub enum Data {
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+}
+
+/// What ONNX Runtime and OpenVINO backends have in common: a graph with a [`Layout`] and
+/// named outputs, run on a [`Feed`]. Embedding and classification passes are built on it.
+pub trait GraphEngine {
+    fn layout(&self) -> Layout;
+    fn hidden_output(&self) -> Option<&str>;
+    fn logits_output(&self) -> Option<&str>;
+    /// Runs the graph on `feed`; returns `output`'s shape and elements.
+    fn run_graph(&mut self, feed: Feed, output: &str) -> Result<(Vec<usize>, Vec<f32>), String>;
+
+    /// Last hidden states of `batch` in its padded layout, computed as padded rows or as
+    /// one packed row (`packed`, packable graphs only; positions past each input's length
+    /// are zero then).
+    fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, String> {
+        let out = self
+            .hidden_output()
+            .ok_or("the graph has no hidden-state output")?
+            .to_string();
+        let feed = Feed::for_embedding(batch, self.layout(), packed)?;
+        let (shape, data) = self.run_graph(feed, &out)?;
+        let dim = *shape.last().ok_or("scalar output")?;
+        Ok(hidden_states(batch, packed, data, dim))
+    }
+
+    /// An embedding pass, packed into one row when that costs less than padding it
+    /// ([`packing_pays`]).
+    fn embed_auto(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
+        let packed = self.layout().packs(&batch.lengths);
+        self.embed_as(batch, packed)
+    }
+
+    /// Classification logits, one row per input (always padded: the head reads each
+    /// row's first token).
+    fn logits(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+        let out = self
+            .logits_output()
+            .ok_or("the graph has no logits output")?
+            .to_string();
+        let (shape, data) = self.run_graph(Feed::padded(batch, self.layout()), &out)?;
+        let n = *shape.last().ok_or("scalar output")?;
+        Ok(data.chunks(n.max(1)).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Whether this graph can run several inputs as one packed row.
+    fn can_pack(&self) -> bool {
+        matches!(self.layout(), Layout::Packable { .. })
+    }
+}
+
+/// Hidden states of a pass in `batch`'s padded layout: as they come for padded rows;
+/// unpacked (zeros past each input's length) for a packed row.
+pub fn hidden_states(batch: &Batch, packed: bool, data: Vec<f32>, dim: usize) -> HiddenStates {
+    if !packed {
+        return HiddenStates { data, dim };
+    }
+    let mut padded = vec![0.0; batch.size() * batch.max_len * dim];
+    let mut start = 0;
+    for (r, len) in batch.lengths.iter().enumerate() {
+        let to = r * batch.max_len * dim;
+        padded[to..to + len * dim].copy_from_slice(&data[start * dim..(start + len) * dim]);
+        start += len;
+    }
+    HiddenStates { data: padded, dim }
+}

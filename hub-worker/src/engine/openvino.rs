@@ -1,0 +1,315 @@
+//! The OpenVINO backend (`engine-openvino` feature): the `openvino` crate with runtime
+//! linking against `libopenvino_c.so` from the PyPI `openvino` wheel. It runs the very ONNX
+//! graph [`super::ort`] runs (derived from the safetensors by [`super::onnx_export`], or
+//! the repo's own `model.onnx`): OpenVINO's ONNX frontend reads the fused
+//! `com.microsoft` ops, and its CPU plugin (oneDNN JIT kernels) ran MiniLM 1.4x faster
+//! than ONNX Runtime per core on the benchmark machine at identical fp32 results
+//! (`docs/BENCHMARKS.md`).
+//!
+//! Precision: fp32 by default. [`Precision::Bf16`] (opt-in, `--precision bf16`) lets the CPU plugin
+//! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
+//! again on such a CPU, at cosine ≥ 0.99995 to fp32 for MiniLM.
+
+use super::backend::{Backend, Batch, HiddenStates};
+use super::error::LoadError;
+use super::feed::{pick_outputs, Data, Feed, GraphEngine, Layout};
+use super::spec::ModelSpec;
+use super::task::Task;
+use super::Precision;
+use openvino::{
+    CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor,
+};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn precision_hint(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        Precision::Bf16 => "bf16",
+    }
+}
+
+struct Runtime {
+    threads: usize,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Environment variable naming `libopenvino_c.so` or the directory holding it.
+pub const LIB_ENV: &str = "PADDOCK_OPENVINO_LIB";
+
+/// `libopenvino_c.so*` in `path` when it is a directory, else `path`.
+fn library_file(path: &Path) -> Result<PathBuf, String> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if !path.is_dir() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| format!("cannot list {}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libopenvino_c.so"))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| format!("no libopenvino_c.so in {}", path.display()))
+}
+
+/// Loads `libopenvino_c.so` (from `lib`, else `$PADDOCK_OPENVINO_LIB`; a file or the
+/// directory holding it) and checks that the CPU device is there. Idempotent; the first
+/// call's thread count wins.
+pub fn init(lib: Option<&Path>, threads: usize) -> Result<(), String> {
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
+    let path: PathBuf = lib
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(LIB_ENV).map(PathBuf::from))
+        .ok_or_else(|| {
+            format!(
+                "no libopenvino_c.so: pass --openvino-lib or set {LIB_ENV} \
+                 (scripts/worker/fetch-openvino.sh fetches one)"
+            )
+        })?;
+    let file = library_file(&path)?;
+    openvino_sys::library::load_from(&file)
+        .map_err(|e| format!("cannot load {}: {e}", file.display()))?;
+    let core = Core::new().map_err(|e| format!("cannot create an OpenVINO core: {e}"))?;
+    let devices = core
+        .available_devices()
+        .map_err(|e| format!("cannot list OpenVINO devices: {e}"))?;
+    if !devices.iter().any(|d| d.as_ref() == "CPU") {
+        return Err(format!(
+            "OpenVINO at {} has no CPU device (plugins beside the library?)",
+            file.display()
+        ));
+    }
+    let _ = RUNTIME.set(Runtime {
+        threads: threads.max(1),
+    });
+    Ok(())
+}
+
+/// Compute threads given to [`init`] (1 before it).
+pub fn threads() -> usize {
+    RUNTIME.get().map_or(1, |rt| rt.threads)
+}
+
+/// Whether [`init`] succeeded.
+pub fn is_available() -> bool {
+    RUNTIME.get().is_some()
+}
+
+fn ov_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Onnx(format!("OpenVINO: {e}"))
+}
+
+/// Where the graph comes from.
+enum Graph {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// A compiled model and the request that runs it (the request borrows nothing, but the
+/// compiled model must outlive it).
+struct Session {
+    request: InferRequest,
+    _compiled: CompiledModel,
+}
+
+impl Session {
+    fn compile(
+        core: &mut Core,
+        model: &openvino::Model,
+        threads: usize,
+        precision: Precision,
+    ) -> Result<Session, LoadError> {
+        // One stream on `threads` threads, not pinned: several replicas share the cores
+        // with tokenizer and HTTP threads, and pinning put two replicas on one core.
+        let threads = threads.to_string();
+        core.set_properties(
+            &DeviceType::CPU,
+            [
+                (RwPropertyKey::HintPerformanceMode, "LATENCY"),
+                (RwPropertyKey::NumStreams, "1"),
+                (RwPropertyKey::InferenceNumThreads, threads.as_str()),
+                (RwPropertyKey::HintEnableCpuPinning, "NO"),
+                (
+                    RwPropertyKey::HintInferencePrecision,
+                    precision_hint(precision),
+                ),
+            ],
+        )
+        .map_err(ov_err)?;
+        let mut compiled = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
+        let request = compiled.create_infer_request().map_err(ov_err)?;
+        Ok(Session {
+            request,
+            _compiled: compiled,
+        })
+    }
+}
+
+/// A model running in OpenVINO.
+pub struct OvBackend {
+    session: Session,
+    /// The same graph on every compute thread, for lone passes (see `queue::Pass::wide`).
+    wide: Option<Session>,
+    use_wide: bool,
+    /// Names of the graph inputs we feed.
+    inputs: Vec<String>,
+    layout: Layout,
+    hidden_output: Option<String>,
+    logits_output: Option<String>,
+}
+
+impl OvBackend {
+    /// Reads the graph once (derived from safetensors when the repo has them, else its
+    /// `model.onnx`) and compiles `replicas` single-stream copies, the compute threads
+    /// divided among them; with more than one, replica 0 also gets a copy on every thread
+    /// for lone passes. `precision` is the arithmetic the CPU plugin may use.
+    pub fn load(
+        spec: &ModelSpec,
+        task: Task,
+        replicas: usize,
+        precision: Precision,
+    ) -> Result<Vec<OvBackend>, LoadError> {
+        let rt = RUNTIME
+            .get()
+            .ok_or_else(|| LoadError::Onnx("OpenVINO is not initialised".to_string()))?;
+        let graph = match (&spec.onnx, spec.safetensors.is_empty()) {
+            (_, false) => Graph::Bytes(super::onnx_export::export(spec, task)?),
+            (Some(path), true) => Graph::File(path.clone()),
+            (None, true) => {
+                return Err(LoadError::NoWeights {
+                    onnx_hint: " or model.onnx",
+                })
+            }
+        };
+        let mut core = Core::new().map_err(ov_err)?;
+        let model = match &graph {
+            Graph::Bytes(b) => core.read_model_from_buffer(b, None),
+            Graph::File(p) => core.read_model_from_file(&p.to_string_lossy(), ""),
+        }
+        .map_err(ov_err)?;
+        drop(graph);
+        let mut inputs = Vec::new();
+        for i in 0..model.get_inputs_len().map_err(ov_err)? {
+            let node = model.get_input_by_index(i).map_err(ov_err)?;
+            inputs.push(node.get_name().map_err(ov_err)?);
+        }
+        let mut outputs = Vec::new();
+        for i in 0..model.get_outputs_len().map_err(ov_err)? {
+            let node = model.get_output_by_index(i).map_err(ov_err)?;
+            outputs.push(node.get_name().map_err(ov_err)?);
+        }
+        let layout = Layout::of_inputs(&inputs, spec)?;
+        let (hidden_output, logits_output) = pick_outputs(&outputs, task)?;
+        let replicas = replicas.max(1);
+        let intra = (rt.threads / replicas).max(1);
+        let mut out = Vec::with_capacity(replicas);
+        for i in 0..replicas {
+            let session = Session::compile(&mut core, &model, intra, precision)?;
+            let wide = match i == 0 && replicas > 1 && rt.threads > intra {
+                true => Some(Session::compile(&mut core, &model, rt.threads, precision)?),
+                false => None,
+            };
+            out.push(OvBackend {
+                session,
+                wide,
+                use_wide: false,
+                inputs: inputs.clone(),
+                layout,
+                hidden_output: hidden_output.clone(),
+                logits_output: logits_output.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl GraphEngine for OvBackend {
+    fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    fn hidden_output(&self) -> Option<&str> {
+        self.hidden_output.as_deref()
+    }
+
+    fn logits_output(&self) -> Option<&str> {
+        self.logits_output.as_deref()
+    }
+
+    fn run_graph(
+        &mut self,
+        mut feed: Feed,
+        output: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let request = match (&mut self.wide, self.use_wide) {
+            (Some(wide), true) => &mut wide.request,
+            _ => &mut self.session.request,
+        };
+        let e = |e: openvino::InferenceError| format!("OpenVINO: {e}");
+        for name in &self.inputs {
+            let (shape, data) = feed.take(name);
+            let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
+            let shape = Shape::new(&dims).map_err(e)?;
+            let tensor = match data {
+                Data::I64(d) => {
+                    let mut t = Tensor::new(ElementType::I64, &shape).map_err(e)?;
+                    t.get_data_mut::<i64>().map_err(e)?.copy_from_slice(&d);
+                    t
+                }
+                Data::I32(d) => {
+                    let mut t = Tensor::new(ElementType::I32, &shape).map_err(e)?;
+                    t.get_data_mut::<i32>().map_err(e)?.copy_from_slice(&d);
+                    t
+                }
+            };
+            request.set_tensor(name, &tensor).map_err(e)?;
+        }
+        request.infer().map_err(e)?;
+        let out = request.get_tensor(output).map_err(e)?;
+        let shape = out.get_shape().map_err(e)?;
+        let dims = shape.get_dimensions().iter().map(|d| *d as usize).collect();
+        let data = out.get_data::<f32>().map_err(e)?.to_vec();
+        Ok((dims, data))
+    }
+}
+
+impl Backend for OvBackend {
+    fn name(&self) -> &'static str {
+        "openvino"
+    }
+
+    fn can_run_wide(&self) -> bool {
+        self.wide.is_some()
+    }
+
+    fn set_wide(&mut self, wide: bool) {
+        self.use_wide = wide && self.wide.is_some();
+    }
+
+    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
+        self.embed_auto(batch)
+    }
+
+    fn packs(&self) -> bool {
+        GraphEngine::can_pack(self)
+    }
+
+    fn preferred_forward_batch(&self) -> usize {
+        4
+    }
+
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+        self.logits(batch)
+    }
+}
