@@ -3,10 +3,16 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --bin hub-api --bin hub-worker
+# OpenVINO's runtime libraries (CPU plugin, ONNX frontend, TBB) from the PyPI wheel, for
+# the workers' fastest engine; only unzipped, nothing is pip-installed.
+RUN apt-get update && apt-get install -y --no-install-recommends python3-pip \
+    && scripts/worker/fetch-openvino.sh /src/engines
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/hub-api /src/target/release/hub-worker /usr/local/bin/
+COPY --from=build /src/engines/openvino-2026.4.1/openvino/libs /opt/openvino/
+ENV PADDOCK_OPENVINO_LIB=/opt/openvino
 RUN useradd --system --home /var/lib/paddock --create-home paddock
 USER paddock
 WORKDIR /var/lib/paddock

