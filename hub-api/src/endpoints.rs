@@ -89,6 +89,7 @@ pub fn to_json(
         "revision": e.revision,
         "commit": e.commit_oid,
         "task": e.task,
+        "precision": e.precision,
         "min_replicas": e.min_replicas,
         "max_replicas": e.max_replicas,
         "scale_to_zero_after_s": e.scale_to_zero_after_s,

@@ -286,6 +286,7 @@ mod tests {
             revision: "main".into(),
             commit_oid: "0".repeat(40),
             task: "feature-extraction".into(),
+            precision: "f32".into(),
             min_replicas: min,
             max_replicas: 2,
             scale_to_zero_after_s: stz,

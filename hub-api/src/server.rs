@@ -166,14 +166,9 @@ async fn embedded_worker(
     cfg.name = Some("embedded".into());
     cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
     cfg.openvino_lib = std::env::var_os(hub_worker::engine::openvino::LIB_ENV).map(Into::into);
-    // The in-process worker takes the standalone worker's engine variables.
-    for (var, field) in [
-        ("HUB_WORKER_ENGINE", &mut cfg.engine),
-        ("HUB_WORKER_PRECISION", &mut cfg.precision),
-    ] {
-        if let Ok(v) = std::env::var(var) {
-            *field = v;
-        }
+    // The in-process worker takes the standalone worker's engine choice.
+    if let Ok(v) = std::env::var("HUB_WORKER_ENGINE") {
+        cfg.engine = v;
     }
     let env_usize = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
     if let Some(n) = env_usize("HUB_WORKER_FORWARD_BATCH_SIZE") {

@@ -1,7 +1,7 @@
 //! Worker configuration: one clap struct; every field has a flag, an environment
 //! variable and a doc comment (`hub-worker --help` is the reference).
 
-use crate::engine::{EngineConfig, EnginePreference, Precision};
+use crate::engine::{EngineConfig, EnginePreference};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -82,12 +82,6 @@ pub struct WorkerConfig {
     #[arg(long, env = "PADDOCK_OPENVINO_LIB")]
     pub openvino_lib: Option<PathBuf>,
 
-    /// Arithmetic of the openvino engine: f32 (default; matches PyTorch fp32), or bf16
-    /// (bfloat16 on CPUs with AMX / AVX512-BF16, several times faster there, embeddings
-    /// at cosine ~0.9999 to fp32). ONNX Runtime and candle always compute in f32.
-    #[arg(long, env = "HUB_WORKER_PRECISION", default_value = "f32", value_parser = ["f32", "bf16"])]
-    pub precision: String,
-
     /// libonnxruntime.so for the ort engine (builds with the engine-ort feature).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_dylib: Option<PathBuf>,
@@ -123,7 +117,6 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ort_dylib", &self.ort_dylib)
             .field("ort_spinning", &self.ort_spinning)
             .field("openvino_lib", &self.openvino_lib)
-            .field("precision", &self.precision)
             .field("poll_wait_s", &self.poll_wait_s)
             .finish()
     }
@@ -152,7 +145,6 @@ impl WorkerConfig {
             ort_dylib: None,
             ort_spinning: false,
             openvino_lib: None,
-            precision: "f32".to_string(),
             poll_wait_s: 25,
         }
     }
@@ -184,21 +176,9 @@ impl WorkerConfig {
                 self.engine
             );
         }
-        if !matches!(self.precision.as_str(), "f32" | "bf16") {
-            anyhow::bail!(
-                "--precision / HUB_WORKER_PRECISION must be f32 or bf16, got {:?}",
-                self.precision
-            );
-        }
         if self.engine == "openvino" && !cfg!(feature = "engine-openvino") {
             anyhow::bail!(
                 "--engine openvino: this worker was built without the engine-openvino feature"
-            );
-        }
-        if self.precision == "bf16" && !matches!(self.engine.as_str(), "auto" | "openvino") {
-            anyhow::bail!(
-                "--precision bf16 applies to the openvino engine only; --engine {} computes in f32",
-                self.engine
             );
         }
         if self.threads == Some(0) {
@@ -230,10 +210,6 @@ impl WorkerConfig {
                 "ort" => EnginePreference::Ort,
                 "openvino" => EnginePreference::OpenVino,
                 _ => EnginePreference::Auto,
-            },
-            precision: match self.precision.as_str() {
-                "bf16" => Precision::Bf16,
-                _ => Precision::F32,
             },
             ..EngineConfig::default()
         };

@@ -319,8 +319,11 @@ test('deploy an endpoint: the form, then its page with live status and charts', 
   await shot('deploy-error');
   await page.fill('#ep-name', 'e2e-ep');
   await page.fill('#ep-min', '0');
+  assert.equal(await page.inputValue('#ep-precision'), 'f32', 'full precision unless asked');
+  await page.selectOption('#ep-precision', 'bf16');
   await page.click('form[data-form="deploy"] button[type=submit]');
   await page.waitForURL(`${HUB}/inference/${USER}/e2e-ep`);
+  assert.match(await page.textContent('header.repo-head'), /\bbf16\b/, 'the page shows the precision asked for');
   assert.equal(await page.$$eval('svg.chart', (s) => s.length), 3);
   assert.match(await page.textContent('#sn-hfclient'), new RegExp(`InferenceClient\\("${HUB}/endpoints/${USER}/e2e-ep"`));
   // This repo is not a servable model: the in-process worker refuses it, and

@@ -108,6 +108,34 @@ def test_protected_endpoint_isolation_and_usage(alice, bob, embed_endpoint):
     assert mine and mine[0]["requests"] >= 2 and mine[0]["input_tokens"] > 0
 
 
+def test_bf16_endpoint_matches_sentence_transformers(alice, minilm_repo, embed_endpoint):
+    """An endpoint created with "precision": "bf16" is served in bfloat16 by the
+    OpenVINO engine and still matches sentence-transformers' fp32 embeddings at
+    cosine >= 0.9999; a hub whose worker has no OpenVINO fails it with that reason."""
+    from openai import OpenAI
+
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "minilm-bf16", "repository": minilm_repo, "precision": "bf16", "min_replicas": 1, "max_replicas": 1,
+    })
+    assert r.status_code == 201, r.text
+    assert r.json()["precision"] == "bf16"
+    try:
+        ep = wait_status("alice", "minilm-bf16", alice, {"running", "failed"}, timeout=180)
+        if not os.environ.get("PADDOCK_OPENVINO_LIB"):
+            assert ep["status"] == "failed" and "OpenVINO" in (ep["message"] or ""), ep
+            return
+        assert ep["status"] == "running", ep
+        client = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/minilm-bf16/v1", api_key=alice)
+        ref = reference()
+        resp = client.embeddings.create(model="minilm-bf16", input=[s["text"] for s in ref])
+        for s, d in zip(ref, resp.data):
+            assert cosine(s["embedding"], d.embedding) >= 0.9999, s["text"]
+        one = client.embeddings.create(model="minilm-bf16", input=ref[0]["text"])
+        assert cosine(ref[0]["embedding"], one.data[0].embedding) >= 0.9999
+    finally:
+        assert api_v1("DELETE", "/endpoints/alice/minilm-bf16", alice).status_code == 200
+
+
 @pytest.mark.skipif(not CLASSIFIER, reason="PADDOCK_CLASSIFIER_DIR is not set")
 def test_text_classification(alice):
     api = HfApi(endpoint=ENDPOINT, token=alice)

@@ -291,6 +291,7 @@
     if (!form.repository.value.trim()) return showError(form, 'repository', 'Which model should it serve?');
     var body = {
       name: name, repository: form.repository.value.trim(), revision: form.revision.value, task: form.task.value,
+      precision: form.precision.value,
       min_replicas: parseInt(form.min_replicas.value, 10), max_replicas: parseInt(form.max_replicas.value, 10),
       access: form.querySelector('[name=access]:checked').value
     };
@@ -299,7 +300,7 @@
     var res = await api('POST', '/api/v1/endpoints/' + encodeURIComponent(ns), body);
     if (!res.ok) {
       return showError(form, fieldFor(res, { conflict: 'name', repo_not_found: 'repository', invalid_repo_name: 'repository',
-        'endpoint name': 'name', task: 'task', replicas: 'scaling', scale_to_zero: 'scaling' }), errorMessage(res));
+        'endpoint name': 'name', task: 'task', precision: 'precision', replicas: 'scaling', scale_to_zero: 'scaling' }), errorMessage(res));
     }
     location.href = '/inference/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name);
   };

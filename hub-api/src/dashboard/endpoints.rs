@@ -24,6 +24,7 @@ pub struct Item {
     pub name: String,
     pub repository: String,
     pub task: String,
+    pub precision: String,
     pub status: String,
     pub replicas: String,
     pub url: String,
@@ -36,6 +37,7 @@ fn item(public_url: &str, e: &EndpointRow) -> Item {
         name: e.name.clone(),
         repository: e.repository.clone(),
         task: e.task.clone(),
+        precision: e.precision.clone(),
         status: e.status.clone(),
         replicas: format!("{} target", e.target_replicas),
     }

@@ -16,6 +16,7 @@ pub struct EndpointRow {
     pub revision: String,
     pub commit_oid: String,
     pub task: String,
+    pub precision: String,
     pub min_replicas: i32,
     pub max_replicas: i32,
     pub scale_to_zero_after_s: Option<i32>,
@@ -30,7 +31,7 @@ pub struct EndpointRow {
     pub wake_requested_at: Option<DateTime<Utc>>,
 }
 
-const EP_COLS: &str = "e.id, e.namespace_id, n.name AS namespace, e.name, e.repo_id, e.repo_type, e.repository, e.revision, e.commit_oid, e.task, e.min_replicas, e.max_replicas, e.scale_to_zero_after_s, e.access, e.paused, e.target_replicas, e.status, e.message, e.created_at, e.updated_at, e.last_request_at, e.wake_requested_at";
+const EP_COLS: &str = "e.id, e.namespace_id, n.name AS namespace, e.name, e.repo_id, e.repo_type, e.repository, e.revision, e.commit_oid, e.task, e.precision, e.min_replicas, e.max_replicas, e.scale_to_zero_after_s, e.access, e.paused, e.target_replicas, e.status, e.message, e.created_at, e.updated_at, e.last_request_at, e.wake_requested_at";
 
 /// Fields of a new endpoint.
 pub struct NewEndpoint<'a> {
@@ -42,6 +43,7 @@ pub struct NewEndpoint<'a> {
     pub revision: &'a str,
     pub commit_oid: &'a str,
     pub task: &'a str,
+    pub precision: &'a str,
     pub min_replicas: i32,
     pub max_replicas: i32,
     pub scale_to_zero_after_s: Option<i32>,
@@ -52,8 +54,8 @@ pub struct NewEndpoint<'a> {
 pub async fn insert(db: &mut PgConnection, e: &NewEndpoint<'_>) -> sqlx::Result<Option<i64>> {
     let r: Option<(i64,)> = sqlx::query_as(
         "INSERT INTO endpoints (namespace_id, name, repo_id, repo_type, repository, revision, commit_oid, task,
-            min_replicas, max_replicas, scale_to_zero_after_s, access, created_by, target_replicas)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, GREATEST($9, 1))
+            min_replicas, max_replicas, scale_to_zero_after_s, access, created_by, target_replicas, precision)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, GREATEST($9, 1), $14)
          ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(e.namespace_id)
@@ -69,6 +71,7 @@ pub async fn insert(db: &mut PgConnection, e: &NewEndpoint<'_>) -> sqlx::Result<
     .bind(e.scale_to_zero_after_s)
     .bind(e.access)
     .bind(e.created_by)
+    .bind(e.precision)
     .fetch_optional(&mut *db)
     .await?;
     if let Some((id,)) = r {

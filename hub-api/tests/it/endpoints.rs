@@ -228,6 +228,10 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
             json!({"name": "e", "repository": "acme/embedder", "bogus": 1}),
             "invalid_request",
         ),
+        (
+            json!({"name": "e", "repository": "acme/embedder", "precision": "fp8"}),
+            "invalid_request",
+        ),
     ] {
         let r = http
             .post(format!("{hub}/api/v1/endpoints/acme"))
@@ -265,6 +269,7 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
     assert_eq!(r.status(), 201);
     let ep: Value = r.json().await.unwrap();
     assert_eq!(ep["task"], "sentence-similarity");
+    assert_eq!(ep["precision"], "f32");
     assert_eq!(ep["commit"].as_str().unwrap().len(), 40);
     assert_eq!(ep["url"], format!("{hub}/endpoints/acme/emb"));
     let ep_url = format!("{hub}/api/v1/endpoints/acme/emb");
@@ -287,6 +292,7 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
     let asg = a["assignments"][0].clone();
     assert_eq!(asg["repo_id"], "acme/embedder");
     assert_eq!(asg["revision"], ep["commit"]);
+    assert_eq!(asg["precision"], "f32");
     let pull = asg["pull_token"].as_str().unwrap();
     let r = http
         .get(format!(
@@ -452,6 +458,39 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
     hub_api::scheduler::tick(&t.state).await.unwrap();
     let a = w.poll(0).await;
     let id = a["assignments"][0]["assignment_id"].clone();
+    w.heartbeat(json!([{"assignment_id": id, "status": "running"}]))
+        .await;
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "running"
+    })
+    .await;
+
+    // A new precision replaces the replicas; the worker is asked for bf16.
+    let r = http
+        .patch(&ep_url)
+        .bearer_auth(&owner)
+        .json(&json!({"precision": "bf16"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["precision"], "bf16");
+    assert_eq!(v["events"][0]["message"], "precision changed to bf16");
+    let r = http
+        .patch(&ep_url)
+        .bearer_auth(&owner)
+        .json(&json!({"precision": "int4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "unknown precision");
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let a = w.poll(0).await;
+    let asg = &a["assignments"][0];
+    assert_ne!(asg["assignment_id"], id, "a new replica");
+    assert_eq!(asg["precision"], "bf16");
+    let id = asg["assignment_id"].clone();
     w.heartbeat(json!([{"assignment_id": id, "status": "running"}]))
         .await;
     scheduler_until(&t.state, &http, &ep_url, &owner, |v| {

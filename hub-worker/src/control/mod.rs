@@ -5,7 +5,7 @@
 
 pub mod wire;
 
-use crate::engine::{EngineConfig, Model, Task};
+use crate::engine::{EngineConfig, Model, Precision, Task};
 use crate::http::GatewayAuth;
 use crate::pull::{PullRequest, Puller};
 use crate::registry::{ModelRegistry, Slot, SlotStatus};
@@ -382,6 +382,14 @@ async fn load_assignment(
             a.model_key
         ));
     }
+    let mut cfg = ctx.engine.clone();
+    cfg.precision = match a.precision.as_deref() {
+        None | Some("f32") => Precision::F32,
+        Some("bf16") => Precision::Bf16,
+        Some(other) => return Err(format!("precision {other:?} is not supported (f32, bf16)")),
+    };
+    // Refused before any weights are pulled.
+    crate::engine::check_precision(&cfg).map_err(|e| e.to_string())?;
     let _slot = ctx
         .load_slots
         .clone()
@@ -418,13 +426,13 @@ async fn load_assignment(
         return Err("assignment withdrawn".to_string());
     }
     ctx.changed.notify_one();
-    let mut cfg = ctx.engine.clone();
     if let Some(t) = a.max_batch_tokens {
         cfg.max_batch_tokens = t.clamp(1, 1 << 24) as usize;
     }
     if let Some(c) = a.max_concurrent {
         cfg.max_concurrent = c.max(1) as usize;
     }
+
     let dir = pulled.dir.clone();
     tokio::task::spawn_blocking(move || Model::load(&dir, Some(task), &cfg))
         .await

@@ -83,6 +83,9 @@ pub struct Assignment {
     pub max_batch_tokens: Option<u64>,
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// `f32` (also when absent) or `bf16` (needs the OpenVINO engine).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 fn model_repo_type() -> String {
@@ -94,14 +97,15 @@ impl Assignment {
     /// token is left out: it rotates without changing the model.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{:?}|{:?}",
+            "{}|{}|{}|{}|{}|{:?}|{:?}|{:?}",
             self.model_key,
             self.repo_type,
             self.repo_id,
             self.revision,
             self.task,
             self.max_batch_tokens,
-            self.max_concurrent
+            self.max_concurrent,
+            self.precision
         )
     }
 }
@@ -118,6 +122,7 @@ impl std::fmt::Debug for Assignment {
             .field("pull_token", &"<redacted>")
             .field("max_batch_tokens", &self.max_batch_tokens)
             .field("max_concurrent", &self.max_concurrent)
+            .field("precision", &self.precision)
             .finish()
     }
 }

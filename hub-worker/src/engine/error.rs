@@ -47,8 +47,11 @@ pub enum LoadError {
     },
     #[error("weights cannot be loaded: {0}")]
     Weights(String),
-    #[error("ONNX Runtime cannot load the model: {0}")]
+    #[error("the ONNX graph engine cannot load the model: {0}")]
     Onnx(String),
+    /// The precision asked for cannot be served here.
+    #[error("{0}")]
+    Precision(String),
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

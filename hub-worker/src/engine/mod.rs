@@ -654,6 +654,30 @@ fn graph_engine_threads() -> usize {
     threads
 }
 
+/// Whether this worker can serve `cfg.precision` with `cfg.engine` (checked before any
+/// weights are pulled): bf16 needs OpenVINO, built in and loaded.
+pub fn check_precision(cfg: &EngineConfig) -> Result<(), LoadError> {
+    if cfg.precision == Precision::F32 {
+        return Ok(());
+    }
+    let why = match cfg.engine {
+        EnginePreference::Candle | EnginePreference::Ort => {
+            "this worker's engine setting (--engine) excludes"
+        }
+        _ if !cfg!(feature = "engine-openvino") => "this worker was built without",
+        #[cfg(feature = "engine-openvino")]
+        _ if openvino::is_available() => return Ok(()),
+        _ => {
+            "this worker has not loaded (its libopenvino_c.so: --openvino-lib or \
+             PADDOCK_OPENVINO_LIB, scripts/worker/fetch-openvino.sh)"
+        }
+    };
+    Err(LoadError::Precision(format!(
+        "precision {} needs the OpenVINO engine, which {why}",
+        cfg.precision
+    )))
+}
+
 #[allow(dead_code)]
 fn boxed<B: Backend + 'static>(v: Vec<B>) -> Vec<Box<dyn Backend>> {
     v.into_iter()
@@ -710,6 +734,8 @@ fn load_backends(
             if openvino::is_available() {
                 match openvino::OvBackend::load(spec, task, replicas, precision) {
                     Ok(b) => return Ok(boxed(b)),
+                    // Only OpenVINO computes in bf16: its reason is the endpoint's.
+                    Err(e) if precision != Precision::F32 => return Err(e),
                     Err(e) => fall_through("OpenVINO", e)?,
                 }
             }
@@ -723,15 +749,7 @@ fn load_backends(
         }
     }
     let _ = (&fall_through, &missing);
-    if precision != Precision::F32 {
-        return Err(LoadError::Onnx(format!(
-            "precision {precision} needs the OpenVINO engine, which {}",
-            match cfg!(feature = "engine-openvino") {
-                true => "could not serve this model or is not initialised",
-                false => "this worker was built without",
-            }
-        )));
-    }
+    check_precision(cfg)?;
     if spec.safetensors.is_empty() {
         return Err(LoadError::NoWeights {
             onnx_hint: " (this repo has only ONNX weights and no ONNX engine is available)",

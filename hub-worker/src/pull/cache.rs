@@ -276,9 +276,11 @@ impl BlobCache {
         Ok(digests.sha256)
     }
 
-    /// Builds `models/<repo>--<commit>/` as relative symlinks into `blobs/sha256`, replacing
-    /// any previous copy atomically. `files` are `(repo path, sha256)`; every path is
-    /// validated and every blob must exist.
+    /// Builds `models/<repo>--<commit>/` as relative symlinks into `blobs/sha256`.
+    /// `files` are `(repo path, sha256)`; every path is validated and every blob must
+    /// exist. A copy that already links every file to its blob is kept as it is (another
+    /// replica of the same commit may be loading from it right now); a different one is
+    /// replaced atomically.
     pub fn materialize(
         &self,
         repo_id: &str,
@@ -306,14 +308,7 @@ impl BlobCache {
                 if !meta.file_type().is_file() {
                     return Err(CacheError::NotRegularFile(blob));
                 }
-                // The link sits in models/<name>/<dirs of path>/: climb back to the root.
-                let depth = path.matches('/').count() + 2;
-                let mut target = PathBuf::new();
-                for _ in 0..depth {
-                    target.push("..");
-                }
-                target.push("blobs/sha256");
-                target.push(sha256);
+                let target = link_target(path, sha256);
                 let link = tmp.join(path);
                 if let Some(parent) = link.parent() {
                     fs::create_dir_all(parent)
@@ -328,15 +323,47 @@ impl BlobCache {
             return Err(e);
         }
         let dest = models.join(&name);
+        if links_all(&dest, files) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Ok(dest);
+        }
         if fs::symlink_metadata(&dest).is_ok() {
             let trash = models.join(format!(".old-{:016x}", rand::random::<u64>()));
             fs::rename(&dest, &trash).map_err(io(format!("move aside {}", dest.display())))?;
             let _ = fs::remove_dir_all(&trash);
         }
-        fs::rename(&tmp, &dest).map_err(io(format!("rename into {}", dest.display())))?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_dir_all(&tmp);
+            // A concurrent pull of the same commit got there first: use its copy.
+            if links_all(&dest, files) {
+                return Ok(dest);
+            }
+            return Err(io(format!("rename into {}", dest.display()))(e));
+        }
         sync_dir(&models)?;
         Ok(dest)
     }
+}
+
+/// The relative symlink target of repo file `path` in a snapshot: the link sits in
+/// `models/<name>/<dirs of path>/`, so it climbs back to the cache root.
+fn link_target(path: &str, sha256: &str) -> PathBuf {
+    let mut target = PathBuf::new();
+    for _ in 0..path.matches('/').count() + 2 {
+        target.push("..");
+    }
+    target.push("blobs/sha256");
+    target.push(sha256);
+    target
+}
+
+/// Whether snapshot `dir` links every one of `files` to its blob, and each blob is there.
+fn links_all(dir: &Path, files: &[(String, String)]) -> bool {
+    files.iter().all(|(path, sha256)| {
+        let link = dir.join(path);
+        fs::read_link(&link).is_ok_and(|t| t == link_target(path, sha256))
+            && fs::metadata(&link).is_ok_and(|m| m.is_file())
+    })
 }
 
 fn remove_blob(path: &Path) -> Result<(), CacheError> {
@@ -515,9 +542,33 @@ mod tests {
                 real.display()
             );
         }
-        // Again: replaced atomically, still fine.
+        // Again: the complete copy is kept as it is (same directory, not replaced), so a
+        // replica loading from it never sees a file vanish, even with pulls racing.
+        use std::os::unix::fs::MetadataExt;
+        let ino = fs::metadata(&dir).unwrap().ino();
         let dir2 = cache.materialize("ns/m", &commit, &files).unwrap();
         assert_eq!(dir, dir2);
+        assert_eq!(fs::metadata(&dir2).unwrap().ino(), ino, "replaced");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(fs::read(dir.join("1_Pooling/config.json")).unwrap(), b"{}");
+                }
+            });
+            let pulls: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| cache.materialize("ns/m", &commit, &files).unwrap()))
+                .collect();
+            for p in pulls {
+                assert_eq!(p.join().unwrap(), dir);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+        });
+        // An incomplete copy is replaced.
+        fs::remove_file(dir.join("config.json")).unwrap();
+        let dir3 = cache.materialize("ns/m", &commit, &files).unwrap();
+        assert_eq!(fs::read(dir3.join("config.json")).unwrap(), b"{}");
         for bad in ["../escape", "/abs", "a/../../b", ".git/x"] {
             let e = cache
                 .materialize("ns/m", &commit, &[(bad.to_string(), sha.clone())])

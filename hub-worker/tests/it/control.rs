@@ -16,6 +16,11 @@ fn assignment(id: &str, key: &str, repo: &str, task: &str) -> Value {
     })
 }
 
+fn with_precision(mut a: Value, precision: &str) -> Value {
+    a["precision"] = json!(precision);
+    a
+}
+
 /// Waits until the latest heartbeat satisfies `pred`.
 async fn wait_heartbeat(hub: &FakeHub, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,13 +61,21 @@ async fn worker_follows_its_assignments() {
         assignment("a2", "k2", "acme/tiny", "translation"),
         assignment("a3", "k3", "acme/missing", "feature-extraction"),
         json!({"assignment_id": "a4", "model_key": "k4"}),
+        with_precision(
+            assignment("a6", "k6", "acme/tiny", "feature-extraction"),
+            "fp8",
+        ),
+        with_precision(
+            assignment("a7", "k7", "acme/tiny", "feature-extraction"),
+            "bf16",
+        ),
     ]);
 
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
     cfg.cache_dir = cache.path().to_path_buf();
     // candle: starting ONNX Runtime here would switch the `auto` engine of the other
-    // tests in this binary (tests/ort.rs covers it in a process of its own).
+    // tests in this binary (tests/graph_engines.rs covers it in a process of its own).
     cfg.engine = "candle".into();
     cfg.name = Some("test-worker".into());
     cfg.poll_wait_s = 2;
@@ -71,11 +84,11 @@ async fn worker_follows_its_assignments() {
         let _ = stopped.await;
     }));
 
-    let hb = wait_heartbeat(&hub, "a1 running, a2, a3 and a4 failed", |hb| {
+    let hb = wait_heartbeat(&hub, "a1 running, a2, a3, a4, a6 and a7 failed", |hb| {
         status_is(hb, "a1", "running")
-            && status_is(hb, "a2", "failed")
-            && status_is(hb, "a3", "failed")
-            && status_is(hb, "a4", "failed")
+            && ["a2", "a3", "a4", "a6", "a7"]
+                .iter()
+                .all(|id| status_is(hb, id, "failed"))
     })
     .await;
     assert!(hb["free_memory_bytes"].as_u64().unwrap() > 0);
@@ -90,6 +103,18 @@ async fn worker_follows_its_assignments() {
     assert_eq!(model_status(&hb, "a1").unwrap()["in_flight"], 0);
     // A malformed assignment fails alone, with the parse error.
     assert!(msg("a4").contains("invalid assignment"), "{}", msg("a4"));
+    // Precision: an unknown one is refused; bf16 needs OpenVINO, which this worker
+    // (candle only) lacks: it says so instead of silently serving f32.
+    assert!(
+        msg("a6").contains("\"fp8\" is not supported"),
+        "{}",
+        msg("a6")
+    );
+    assert!(
+        msg("a7").contains("bf16") && msg("a7").contains("OpenVINO"),
+        "{}",
+        msg("a7")
+    );
     let reg = hub.state.control.lock().unwrap().registrations[0].clone();
     assert_eq!(reg["name"], "test-worker");
     assert!(reg["capacity"]["memory_bytes"].as_u64().unwrap() > 0);

@@ -215,6 +215,7 @@ pub async fn assignments(
             "repo_id": e.repository,
             "revision": e.commit_oid,
             "task": e.task,
+            "precision": e.precision,
             "pull_token": pull_token,
         }));
     }
