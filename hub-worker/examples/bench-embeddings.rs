@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p hub-worker --example bench-embeddings -- \
-//!     --model DIR --corpus corpus.txt [--batches 1,4,32] [--repeats 3] [--engine candle|ort]
+//!     --model DIR --corpus corpus.txt [--batches 1,4,32] [--repeats 3] [--engine candle|ort|openvino|openvino-bf16]
 //! ```
 //!
 //! Two modes per batch size B, best of `--repeats` after one warm-up:
@@ -18,7 +18,7 @@
 //! drives several engines this way in interleaved rounds, so a busy machine slows all of
 //! them alike.
 
-use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Model};
+use hub_worker::engine::{EmbedOptions, EngineConfig, EnginePreference, Model, Precision};
 use std::time::Instant;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
@@ -39,11 +39,14 @@ fn main() -> anyhow::Result<()> {
     let repeats: usize = arg(&args, "--repeats")
         .unwrap_or_else(|| "3".into())
         .parse()?;
-    let engine = match arg(&args, "--engine").as_deref() {
-        Some("ort") => EnginePreference::Ort,
-        Some("candle") => EnginePreference::Candle,
-        _ => EnginePreference::Auto,
+    let (engine, precision) = match arg(&args, "--engine").as_deref() {
+        Some("ort") => (EnginePreference::Ort, Precision::F32),
+        Some("candle") => (EnginePreference::Candle, Precision::F32),
+        Some("openvino") => (EnginePreference::OpenVino, Precision::F32),
+        Some("openvino-bf16") => (EnginePreference::OpenVino, Precision::Bf16),
+        _ => (EnginePreference::Auto, Precision::F32),
     };
+    let choice = Choice { engine, precision };
     let threads = arg(&args, "--threads")
         .map(|t| t.parse::<usize>())
         .transpose()?
@@ -58,6 +61,15 @@ fn main() -> anyhow::Result<()> {
         }
         hub_worker::engine::ort::init(dylib.as_deref(), threads).map_err(anyhow::Error::msg)?;
     }
+    #[cfg(feature = "engine-openvino")]
+    if matches!(engine, EnginePreference::OpenVino | EnginePreference::Auto) {
+        let lib =
+            std::env::var_os(hub_worker::engine::openvino::LIB_ENV).map(std::path::PathBuf::from);
+        if lib.is_some() || engine == EnginePreference::OpenVino {
+            hub_worker::engine::openvino::init(lib.as_deref(), threads)
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
     let corpus: Vec<String> = std::fs::read_to_string(&corpus_path)?
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -68,18 +80,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     if args.iter().any(|a| a == "--stdin") {
-        return serve_stdin(&runtime, &model_dir, engine, &batches, &corpus);
+        return serve_stdin(&runtime, &model_dir, choice, &batches, &corpus);
     }
     for &b in &batches {
-        let cfg = EngineConfig {
-            max_batch_size: b,
-            forward_batch_size: b,
-            tokenizer_threads: 1,
-            engine,
-            ..EngineConfig::default()
-        };
         let t0 = Instant::now();
-        let model = Model::load(std::path::Path::new(&model_dir), None, &cfg)?;
+        let model = load(&model_dir, choice, b)?;
         let load_s = t0.elapsed().as_secs_f64();
         for mode in ["corpus", "requests"] {
             let mut best = f64::INFINITY;
@@ -109,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "engine": model.info().engine,
+                    "engine": choice.label(&model),
                     "mode": mode,
                     "batch": b,
                     "sentences": corpus.len(),
@@ -125,12 +130,30 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(dir: &str, engine: EnginePreference, batch: usize) -> anyhow::Result<Model> {
+/// The engine asked for, and its precision.
+#[derive(Clone, Copy)]
+struct Choice {
+    engine: EnginePreference,
+    precision: Precision,
+}
+
+impl Choice {
+    /// The loaded engine's name, with the precision when not f32.
+    fn label(&self, model: &Model) -> String {
+        match self.precision {
+            Precision::F32 => model.info().engine.to_string(),
+            p => format!("{}-{p}", model.info().engine),
+        }
+    }
+}
+
+fn load(dir: &str, choice: Choice, batch: usize) -> anyhow::Result<Model> {
     let cfg = EngineConfig {
         max_batch_size: batch,
         forward_batch_size: batch,
         tokenizer_threads: 1,
-        engine,
+        engine: choice.engine,
+        precision: choice.precision,
         ..EngineConfig::default()
     };
     Ok(Model::load(std::path::Path::new(dir), None, &cfg)?)
@@ -152,14 +175,14 @@ async fn pass(model: &Model, mode: &str, batch: usize, corpus: &[String]) -> any
 fn serve_stdin(
     runtime: &tokio::runtime::Runtime,
     dir: &str,
-    engine: EnginePreference,
+    choice: Choice,
     batches: &[usize],
     corpus: &[String],
 ) -> anyhow::Result<()> {
     use std::io::{BufRead, Write};
     let mut models = std::collections::HashMap::new();
     for &b in batches {
-        let m = load(dir, engine, b)?;
+        let m = load(dir, choice, b)?;
         // Warm-up pass.
         runtime.block_on(pass(&m, "corpus", b, corpus))?;
         models.insert(b, m);
@@ -167,8 +190,8 @@ fn serve_stdin(
     let engine_name = models
         .values()
         .next()
-        .map(|m| m.info().engine)
-        .unwrap_or("?");
+        .map(|m| choice.label(m))
+        .unwrap_or_else(|| "?".to_string());
     println!("{}", serde_json::json!({"ready": engine_name}));
     std::io::stdout().flush()?;
     for line in std::io::stdin().lock().lines() {

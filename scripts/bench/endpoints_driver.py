@@ -20,7 +20,10 @@ started by it). Measures, in one run:
      it (--client-bin; skipped without it);
    * sentence-transformers in-process on PyTorch CPU: `encode(corpus,
      batch_size=B)` (it length-sorts: its best case) and B-sentence calls in
-     corpus order (like http-batched).
+     corpus order (like http-batched);
+   * with --precision bf16 (the endpoint computes in bfloat16) also
+     st-corpus-bf16: `encode` under `torch.autocast("cpu", torch.bfloat16)`,
+     PyTorch at the same precision.
 
 Prints a Markdown report and writes JSON to --out.
 """
@@ -102,12 +105,12 @@ def wait_status(hub, ns, name, want, timeout):
     raise RuntimeError(f"endpoint {name} did not reach {want}: {ep}")
 
 
-def cold_start(hub, ns, repo, name):
+def cold_start(hub, ns, repo, name, precision):
     path = f"/endpoints/{ns}/{name}/v1/embeddings"
     t0 = time.time()
     st, ep = hub.call("POST", f"/api/v1/endpoints/{ns}",
                       {"name": name, "repository": repo, "min_replicas": 1, "max_replicas": 1,
-                       "access": "protected"})
+                       "access": "protected", "precision": precision})
     if st != 201:
         raise RuntimeError(f"create endpoint: {st} {ep}")
     client = Client(hub.url, path, hub.token)
@@ -257,6 +260,12 @@ class SentenceTransformers:
             self.model.encode(corpus, batch_size=batch, normalize_embeddings=True)
         return time.perf_counter() - t
 
+    def corpus_bf16(self, corpus, batch):
+        t = time.perf_counter()
+        with self.torch.inference_mode(), self.torch.autocast("cpu", dtype=self.torch.bfloat16):
+            self.model.encode(corpus, batch_size=batch, normalize_embeddings=True)
+        return time.perf_counter() - t
+
     def requests(self, corpus, batch):
         t = time.perf_counter()
         with self.torch.inference_mode():
@@ -301,6 +310,8 @@ def main():
                     help="the hub's process id (its CPU time includes the in-process worker)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--client-bin", help="hub-api's bench-client example (rs-* modes)")
+    ap.add_argument("--precision", default="f32", choices=("f32", "bf16"),
+                    help="the endpoint's precision (bf16 adds PyTorch under bf16 autocast)")
     a = ap.parse_args()
     hub = Hub(a.hub, a.token)
     ns = a.namespace
@@ -317,7 +328,8 @@ def main():
     print(f"bench: pushed {a.model} with huggingface_hub in {time.time() - t:.1f}s", file=sys.stderr)
 
     report = {"load_before": open("/proc/loadavg").read().split()[:3]}
-    report["cold_start"] = cold_start(hub, ns, repo, "minilm")
+    report["precision"] = a.precision
+    report["cold_start"] = cold_start(hub, ns, repo, "minilm", a.precision)
     print(f"bench: cold start {report['cold_start']}", file=sys.stderr)
     report["wake_from_zero_ms"] = wake_from_zero(hub, ns, "minilm")
     print(f"bench: wake from zero {report['wake_from_zero_ms']} ms", file=sys.stderr)
@@ -335,6 +347,7 @@ def main():
             for m in ("concurrent", "batched", "sorted")} if a.client_bin else {}),
         "st-corpus": lambda n: st.corpus(corpus, n),
         "st-requests": lambda n: st.requests(corpus, n),
+        **({"st-corpus-bf16": lambda n: st.corpus_bf16(corpus, n)} if a.precision == "bf16" else {}),
     }
     for fn in engines.values():  # warm-up
         fn(4)
@@ -376,6 +389,8 @@ def main():
         print(f"| {n} | " + " | ".join(cells) + " |")
     print("\nsentences/s, best of rounds (median in parentheses).\n")
     ratios = [("concurrent", "st-corpus"), ("sorted", "st-corpus"), ("batched", "st-requests")]
+    if "st-corpus-bf16" in names:
+        ratios += [("concurrent", "st-corpus-bf16"), ("sorted", "st-corpus-bf16")]
     clients = [c for c in ("http", "rs") if f"{c}-batched" in names]
     print("Ratios, best over best:\n")
     print("| batch / concurrency | " + " | ".join(f"{c}-{x} / {y}" for c in clients for x, y in ratios) + " |")
@@ -400,7 +415,7 @@ def main():
           f"p50 **{g['added_p50_ms']} ms** (gateway {g['gateway']['p50']} / direct {g['direct']['p50']}), "
           f"p99 {g['added_p99_ms']} ms (gateway {g['gateway']['p99']} / direct {g['direct']['p99']})")
     print(f"* Engine serving the endpoint: {g.get('engine')} "
-          f"(precision {os.environ.get('HUB_WORKER_PRECISION', 'f32')})")
+          f"(endpoint precision {a.precision})")
     print(f"* Embeddings agree with sentence-transformers: min cosine {report['min_cosine_vs_st']:.6f} over 16 sentences")
 
 

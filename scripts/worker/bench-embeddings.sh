@@ -4,9 +4,11 @@
 #
 #   scripts/worker/bench-embeddings.sh [--create-venv] [--rounds N] [--threads N]
 #                                      [--batches 1,4,32] [--modes corpus,requests]
+#                                      [--engines candle,ort,openvino,openvino-bf16]
 #
-# Engines: candle always; ONNX Runtime (graph derived from the safetensors) when
-# scripts/worker/fetch-onnxruntime.sh can provide libonnxruntime.so. Peer:
+# Engines (default: every one available): candle always; ONNX Runtime and OpenVINO (f32, and
+# bf16 as `openvino-bf16`) on the graph derived from the safetensors when
+# scripts/worker/fetch-onnxruntime.sh / fetch-openvino.sh can provide their libraries. Peer:
 # sentence-transformers in $ST_VENV (default /tmp/st-venv; --create-venv makes it, ~6 GB).
 # Engines run in interleaved rounds (scripts/worker/bench_driver.py): best and median of the
 # rounds per engine, batch size and mode. Modes: `corpus` = the 256 sentences in one call
@@ -22,6 +24,7 @@ THREADS="$(nproc)"
 CREATE_VENV=0
 BATCHES=1,4,32
 MODES=corpus,requests
+ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --create-venv) CREATE_VENV=1 ;;
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
         --threads) THREADS="$2"; shift ;;
         --batches) BATCHES="$2"; shift ;;
         --modes) MODES="$2"; shift ;;
+        --engines) ONLY="$2"; shift ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -46,16 +50,26 @@ if [ -z "$ORT_DYLIB_PATH" ]; then
     fi
 fi
 export ORT_DYLIB_PATH
+PADDOCK_OPENVINO_LIB="${PADDOCK_OPENVINO_LIB:-}"
+if [ -z "$PADDOCK_OPENVINO_LIB" ]; then
+    if line="$(scripts/worker/fetch-openvino.sh 2>/dev/null | tail -n1)"; then
+        eval "$line"
+    fi
+fi
+export PADDOCK_OPENVINO_LIB
 
 # The corpus: 256 sentences of 5-60 words from a fixed vocabulary and seed.
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
-FEATURES=()
+FEATURES=(--features engine-ort,engine-openvino)
 ENGINES=(candle)
 if [ -n "$ORT_DYLIB_PATH" ] && [ -f "$ORT_DYLIB_PATH" ]; then
-    FEATURES=(--features engine-ort)
     ENGINES+=(ort)
 fi
+if [ -n "$PADDOCK_OPENVINO_LIB" ] && [ -d "$PADDOCK_OPENVINO_LIB" ]; then
+    ENGINES+=(openvino openvino-bf16)
+fi
+if [ -n "$ONLY" ]; then IFS=, read -r -a ENGINES <<<"$ONLY"; fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --quiet --release -p hub-worker --example bench-embeddings "${FEATURES[@]}"
 BIN="$CARGO_TARGET_DIR/release/examples/bench-embeddings"

@@ -6,7 +6,7 @@
 //! than ONNX Runtime per core on the benchmark machine at identical fp32 results
 //! (`docs/BENCHMARKS.md`).
 //!
-//! Precision: fp32 by default. [`Precision::Bf16`] (opt-in, `--precision bf16`) lets the CPU plugin
+//! Precision: fp32 by default. [`Precision::Bf16`] (an endpoint's `"precision": "bf16"`) lets the CPU plugin
 //! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
 //! again on such a CPU, at cosine ≥ 0.99995 to fp32 for MiniLM.
 
