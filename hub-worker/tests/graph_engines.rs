@@ -122,6 +122,12 @@ async fn minilm_matches_sentence_transformers(engine: Engine) {
     };
     let model = load(&dir, None, engine.cfg()).await;
     assert_eq!(model.info().engine, engine.name);
+    assert_matches_reference(&model, usize::MAX).await;
+}
+
+/// `model`'s embeddings of the reference sentences, all at once and (the first `alone`)
+/// one per call, are within cosine 0.9999 of sentence-transformers'.
+async fn assert_matches_reference(model: &hub_worker::engine::Model, alone: usize) {
     let reference = fixture_json("minilm-reference.json");
     let refs = reference["sentences"].as_array().unwrap();
     let texts: Vec<String> = refs
@@ -136,7 +142,7 @@ async fn minilm_matches_sentence_transformers(engine: Engine) {
         let c = cosine(got, &f32s(&r["embedding"]));
         assert!(c >= 0.9999, "sentence {i}: cosine {c}");
     }
-    for (i, (t, r)) in texts.iter().zip(refs).enumerate() {
+    for (i, (t, r)) in texts.iter().zip(refs).enumerate().take(alone) {
         let one = model
             .embed(vec![t.clone()], EmbedOptions::default())
             .await
@@ -365,28 +371,7 @@ async fn openvino_bf16_embeddings_match_sentence_transformers() {
     };
     let model = load(&dir, None, bf16.clone()).await;
     assert_eq!(model.info().engine, "openvino");
-    let reference = fixture_json("minilm-reference.json");
-    let refs = reference["sentences"].as_array().unwrap();
-    let texts: Vec<String> = refs
-        .iter()
-        .map(|s| s["text"].as_str().unwrap().to_string())
-        .collect();
-    let out = model
-        .embed(texts.clone(), EmbedOptions::default())
-        .await
-        .unwrap();
-    for (i, (got, r)) in out.vectors.iter().zip(refs).enumerate() {
-        let c = cosine(got, &f32s(&r["embedding"]));
-        assert!(c >= 0.9999, "bf16 sentence {i}: cosine {c}");
-    }
-    for (t, r) in texts.iter().zip(refs).take(4) {
-        let one = model
-            .embed(vec![t.clone()], EmbedOptions::default())
-            .await
-            .unwrap();
-        let c = cosine(&one.vectors[0], &f32s(&r["embedding"]));
-        assert!(c >= 0.9999, "bf16 {t:?} alone: cosine {c}");
-    }
+    assert_matches_reference(&model, 4).await;
     for engine in [EnginePreference::Candle, EnginePreference::Ort] {
         let cfg = EngineConfig {
             engine,

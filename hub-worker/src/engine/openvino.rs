@@ -10,9 +10,8 @@
 //! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
 //! again on such a CPU, at cosine ≥ 0.99995 to fp32 for MiniLM.
 
-use super::backend::{Backend, Batch, HiddenStates};
 use super::error::LoadError;
-use super::feed::{pick_outputs, Data, Feed, GraphEngine, Layout};
+use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
 use super::spec::ModelSpec;
 use super::task::Task;
 use super::Precision;
@@ -110,26 +109,20 @@ fn ov_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Onnx(format!("OpenVINO: {e}"))
 }
 
-/// Where the graph comes from.
-enum Graph {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
-
-/// A compiled model and the request that runs it (the request borrows nothing, but the
-/// compiled model must outlive it).
-struct Session {
+/// A compiled model and the request that runs it (the compiled model must outlive the
+/// request).
+pub struct OvSession {
     request: InferRequest,
     _compiled: CompiledModel,
 }
 
-impl Session {
+impl OvSession {
     fn compile(
         core: &mut Core,
         model: &openvino::Model,
         threads: usize,
         precision: Precision,
-    ) -> Result<Session, LoadError> {
+    ) -> Result<OvSession, LoadError> {
         // One stream on `threads` threads, not pinned: several replicas share the cores
         // with tokenizer and HTTP threads, and pinning put two replicas on one core.
         let threads = threads.to_string();
@@ -149,115 +142,24 @@ impl Session {
         .map_err(ov_err)?;
         let mut compiled = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
         let request = compiled.create_infer_request().map_err(ov_err)?;
-        Ok(Session {
+        Ok(OvSession {
             request,
             _compiled: compiled,
         })
     }
 }
 
-/// A model running in OpenVINO.
-pub struct OvBackend {
-    session: Session,
-    /// The same graph on every compute thread, for lone passes (see `queue::Pass::wide`).
-    wide: Option<Session>,
-    use_wide: bool,
-    /// Names of the graph inputs we feed.
-    inputs: Vec<String>,
-    layout: Layout,
-    hidden_output: Option<String>,
-    logits_output: Option<String>,
-}
+impl GraphSession for OvSession {
+    const ENGINE: &'static str = "openvino";
 
-impl OvBackend {
-    /// Reads the graph once (derived from safetensors when the repo has them, else its
-    /// `model.onnx`) and compiles `replicas` single-stream copies, the compute threads
-    /// divided among them; with more than one, replica 0 also gets a copy on every thread
-    /// for lone passes. `precision` is the arithmetic the CPU plugin may use.
-    pub fn load(
-        spec: &ModelSpec,
-        task: Task,
-        replicas: usize,
-        precision: Precision,
-    ) -> Result<Vec<OvBackend>, LoadError> {
-        let rt = RUNTIME
-            .get()
-            .ok_or_else(|| LoadError::Onnx("OpenVINO is not initialised".to_string()))?;
-        let graph = match (&spec.onnx, spec.safetensors.is_empty()) {
-            (_, false) => Graph::Bytes(super::onnx_export::export(spec, task)?),
-            (Some(path), true) => Graph::File(path.clone()),
-            (None, true) => {
-                return Err(LoadError::NoWeights {
-                    onnx_hint: " or model.onnx",
-                })
-            }
-        };
-        let mut core = Core::new().map_err(ov_err)?;
-        let model = match &graph {
-            Graph::Bytes(b) => core.read_model_from_buffer(b, None),
-            Graph::File(p) => core.read_model_from_file(&p.to_string_lossy(), ""),
-        }
-        .map_err(ov_err)?;
-        drop(graph);
-        let mut inputs = Vec::new();
-        for i in 0..model.get_inputs_len().map_err(ov_err)? {
-            let node = model.get_input_by_index(i).map_err(ov_err)?;
-            inputs.push(node.get_name().map_err(ov_err)?);
-        }
-        let mut outputs = Vec::new();
-        for i in 0..model.get_outputs_len().map_err(ov_err)? {
-            let node = model.get_output_by_index(i).map_err(ov_err)?;
-            outputs.push(node.get_name().map_err(ov_err)?);
-        }
-        let layout = Layout::of_inputs(&inputs, spec)?;
-        let (hidden_output, logits_output) = pick_outputs(&outputs, task)?;
-        let replicas = replicas.max(1);
-        let intra = (rt.threads / replicas).max(1);
-        let mut out = Vec::with_capacity(replicas);
-        for i in 0..replicas {
-            let session = Session::compile(&mut core, &model, intra, precision)?;
-            let wide = match i == 0 && replicas > 1 && rt.threads > intra {
-                true => Some(Session::compile(&mut core, &model, rt.threads, precision)?),
-                false => None,
-            };
-            out.push(OvBackend {
-                session,
-                wide,
-                use_wide: false,
-                inputs: inputs.clone(),
-                layout,
-                hidden_output: hidden_output.clone(),
-                logits_output: logits_output.clone(),
-            });
-        }
-        Ok(out)
-    }
-}
-
-impl GraphEngine for OvBackend {
-    fn layout(&self) -> Layout {
-        self.layout
-    }
-
-    fn hidden_output(&self) -> Option<&str> {
-        self.hidden_output.as_deref()
-    }
-
-    fn logits_output(&self) -> Option<&str> {
-        self.logits_output.as_deref()
-    }
-
-    fn run_graph(
+    fn run(
         &mut self,
         mut feed: Feed,
+        inputs: &[String],
         output: &str,
     ) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let request = match (&mut self.wide, self.use_wide) {
-            (Some(wide), true) => &mut wide.request,
-            _ => &mut self.session.request,
-        };
         let e = |e: openvino::InferenceError| format!("OpenVINO: {e}");
-        for name in &self.inputs {
+        for name in inputs {
             let (shape, data) = feed.take(name);
             let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
             let shape = Shape::new(&dims).map_err(e)?;
@@ -273,10 +175,10 @@ impl GraphEngine for OvBackend {
                     t
                 }
             };
-            request.set_tensor(name, &tensor).map_err(e)?;
+            self.request.set_tensor(name, &tensor).map_err(e)?;
         }
-        request.infer().map_err(e)?;
-        let out = request.get_tensor(output).map_err(e)?;
+        self.request.infer().map_err(e)?;
+        let out = self.request.get_tensor(output).map_err(e)?;
         let shape = out.get_shape().map_err(e)?;
         let dims = shape.get_dimensions().iter().map(|d| *d as usize).collect();
         let data = out.get_data::<f32>().map_err(e)?.to_vec();
@@ -284,32 +186,41 @@ impl GraphEngine for OvBackend {
     }
 }
 
-impl Backend for OvBackend {
-    fn name(&self) -> &'static str {
-        "openvino"
-    }
+/// A model replica running in OpenVINO.
+pub type OvBackend = GraphBackend<OvSession>;
 
-    fn can_run_wide(&self) -> bool {
-        self.wide.is_some()
-    }
-
-    fn set_wide(&mut self, wide: bool) {
-        self.use_wide = wide && self.wide.is_some();
-    }
-
-    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
-        self.embed_auto(batch)
-    }
-
-    fn packs(&self) -> bool {
-        GraphEngine::can_pack(self)
-    }
-
-    fn preferred_forward_batch(&self) -> usize {
-        4
-    }
-
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
-        self.logits(batch)
+impl GraphBackend<OvSession> {
+    /// Reads the graph once (derived from safetensors when the repo has them, else its
+    /// `model.onnx`) and compiles `replicas` single-stream copies of it. `precision` is
+    /// the arithmetic the CPU plugin may use.
+    pub fn load(
+        spec: &ModelSpec,
+        task: Task,
+        replicas: usize,
+        precision: Precision,
+    ) -> Result<Vec<OvBackend>, LoadError> {
+        let rt = RUNTIME
+            .get()
+            .ok_or_else(|| LoadError::Onnx("OpenVINO is not initialised".to_string()))?;
+        let mut core = Core::new().map_err(ov_err)?;
+        let model = match Graph::of(spec, task)? {
+            Graph::Bytes(b) => core.read_model_from_buffer(&b, None),
+            Graph::File(p) => core.read_model_from_file(&p.to_string_lossy(), ""),
+        }
+        .map_err(ov_err)?;
+        let mut inputs = Vec::new();
+        for i in 0..model.get_inputs_len().map_err(ov_err)? {
+            let node = model.get_input_by_index(i).map_err(ov_err)?;
+            inputs.push(node.get_name().map_err(ov_err)?);
+        }
+        let mut outputs = Vec::new();
+        for i in 0..model.get_outputs_len().map_err(ov_err)? {
+            let node = model.get_output_by_index(i).map_err(ov_err)?;
+            outputs.push(node.get_name().map_err(ov_err)?);
+        }
+        let io = GraphIo::new(inputs, &outputs, spec, task)?;
+        GraphBackend::replicas(io, rt.threads, replicas, |threads| {
+            OvSession::compile(&mut core, &model, threads, precision)
+        })
     }
 }

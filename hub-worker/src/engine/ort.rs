@@ -3,10 +3,9 @@
 //! safetensors weights by [`super::onnx_export`] ("the hub can derive them"), or, for repos
 //! without safetensors, the repo's own `model.onnx`.
 
-use super::backend::{Backend, Batch, HiddenStates};
 use super::error::LoadError;
 pub use super::feed::packing_pays;
-use super::feed::{pick_outputs, Data, Feed, GraphEngine, Layout};
+use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
 use super::spec::ModelSpec;
 use super::task::Task;
 use ort::session::builder::GraphOptimizationLevel;
@@ -75,50 +74,59 @@ fn onnx_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Onnx(e.to_string())
 }
 
-/// Where a session's graph comes from.
-enum Graph {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
-
-impl Graph {
-    fn session(&self, rt: &Runtime, threads: usize) -> Result<Session, LoadError> {
-        let mut builder = Session::builder(&rt.env)
-            .map_err(onnx_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(onnx_err)?
-            .with_intra_threads(threads)
-            .map_err(onnx_err)?
-            .with_inter_threads(1)
-            .map_err(onnx_err)?
-            .with_intra_op_spinning(SPINNING.load(std::sync::atomic::Ordering::Relaxed))
-            .map_err(onnx_err)?;
-        match self {
-            Graph::Bytes(b) => builder.commit_from_memory(b).map_err(onnx_err),
-            Graph::File(p) => builder.commit_from_file(p).map_err(onnx_err),
-        }
+fn session(graph: &Graph, rt: &Runtime, threads: usize) -> Result<Session, LoadError> {
+    let mut builder = Session::builder(&rt.env)
+        .map_err(onnx_err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(onnx_err)?
+        .with_intra_threads(threads)
+        .map_err(onnx_err)?
+        .with_inter_threads(1)
+        .map_err(onnx_err)?
+        .with_intra_op_spinning(SPINNING.load(std::sync::atomic::Ordering::Relaxed))
+        .map_err(onnx_err)?;
+    match graph {
+        Graph::Bytes(b) => builder.commit_from_memory(b).map_err(onnx_err),
+        Graph::File(p) => builder.commit_from_file(p).map_err(onnx_err),
     }
 }
 
-/// A model running in ONNX Runtime.
-pub struct OrtBackend {
-    session: Session,
-    /// The same graph on every compute thread, for lone passes (see `queue::Pass::wide`).
-    wide: Option<Session>,
-    use_wide: bool,
-    /// Names of the graph inputs we feed, in the session's order.
-    inputs: Vec<String>,
-    layout: Layout,
-    hidden_output: Option<String>,
-    logits_output: Option<String>,
+/// An ONNX Runtime session of the graph.
+pub struct OrtSession(Session);
+
+impl GraphSession for OrtSession {
+    const ENGINE: &'static str = "ort";
+
+    fn run(
+        &mut self,
+        mut feed: Feed,
+        inputs: &[String],
+        output: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+        let mut values = Vec::with_capacity(inputs.len());
+        for name in inputs {
+            let value = match feed.take(name) {
+                (shape, Data::I32(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
+                (shape, Data::I64(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
+            }
+            .map_err(|e| e.to_string())?;
+            values.push((name.clone(), value));
+        }
+        let outputs = self.0.run(values).map_err(|e| e.to_string())?;
+        let (shape, data) = outputs[output]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
+    }
 }
 
-impl OrtBackend {
+/// A model replica running in ONNX Runtime.
+pub type OrtBackend = GraphBackend<OrtSession>;
+
+impl GraphBackend<OrtSession> {
     /// Loads the repo's ONNX file, or derives a graph from its safetensors, once, and makes
     /// `replicas` backends of it (each session holds its own weights: sharing ONNX Runtime's
-    /// prepacked weights measured no smaller RSS for MiniLM). The compute threads are
-    /// divided among the replicas; with more than one, replica 0 also gets a session on
-    /// every thread for lone passes (see `queue::Pass::wide`).
+    /// prepacked weights measured no smaller RSS for MiniLM).
     pub fn load(
         spec: &ModelSpec,
         task: Task,
@@ -127,128 +135,28 @@ impl OrtBackend {
         let rt = RUNTIME
             .get()
             .ok_or_else(|| LoadError::Onnx("ONNX Runtime is not initialised".to_string()))?;
-        // Prefer the graph derived from safetensors (fused, checked against references);
-        // the repo's own ONNX file serves repos without safetensors.
-        let graph = match (&spec.onnx, spec.safetensors.is_empty()) {
-            (_, false) => Graph::Bytes(super::onnx_export::export(spec, task)?),
-            (Some(path), true) => Graph::File(path.clone()),
-            (None, true) => {
-                return Err(LoadError::NoWeights {
-                    onnx_hint: " or model.onnx",
-                })
-            }
-        };
-        let replicas = replicas.max(1);
-        let intra = (rt.threads / replicas).max(1);
-        let mut out = Vec::with_capacity(replicas);
-        for i in 0..replicas {
-            let session = graph.session(rt, intra)?;
-            let wide = match i == 0 && replicas > 1 && rt.threads > intra {
-                true => Some(graph.session(rt, rt.threads)?),
-                false => None,
-            };
-            out.push(OrtBackend::with_sessions(session, wide, spec, task)?);
-        }
-        Ok(out)
-    }
-
-    fn with_sessions(
-        session: Session,
-        wide: Option<Session>,
-        spec: &ModelSpec,
-        task: Task,
-    ) -> Result<OrtBackend, LoadError> {
-        let inputs: Vec<String> = session
+        let graph = Graph::of(spec, task)?;
+        // The first replica's session tells the graph's names.
+        let intra = GraphBackend::<OrtSession>::share(rt.threads, replicas);
+        let first = session(&graph, rt, intra)?;
+        let inputs = first
             .inputs()
             .iter()
             .map(|i| i.name().to_string())
             .collect();
-        let layout = Layout::of_inputs(&inputs, spec)?;
-        let outputs: Vec<String> = session
+        let outputs: Vec<String> = first
             .outputs()
             .iter()
             .map(|o| o.name().to_string())
             .collect();
-        let (hidden_output, logits_output) = pick_outputs(&outputs, task)?;
-        Ok(OrtBackend {
-            session,
-            wide,
-            use_wide: false,
-            inputs,
-            layout,
-            hidden_output,
-            logits_output,
-        })
-    }
-}
-
-impl GraphEngine for OrtBackend {
-    fn layout(&self) -> Layout {
-        self.layout
-    }
-
-    fn hidden_output(&self) -> Option<&str> {
-        self.hidden_output.as_deref()
-    }
-
-    fn logits_output(&self) -> Option<&str> {
-        self.logits_output.as_deref()
-    }
-
-    fn run_graph(
-        &mut self,
-        mut feed: Feed,
-        output: &str,
-    ) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let mut values = Vec::with_capacity(self.inputs.len());
-        for name in &self.inputs {
-            let value = match feed.take(name) {
-                (shape, Data::I32(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
-                (shape, Data::I64(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
+        let io = GraphIo::new(inputs, &outputs, spec, task)?;
+        let mut first = Some(first);
+        GraphBackend::replicas(io, rt.threads, replicas, |threads| match first.take() {
+            Some(s) if threads == intra => Ok(OrtSession(s)),
+            kept => {
+                first = kept;
+                session(&graph, rt, threads).map(OrtSession)
             }
-            .map_err(|e| e.to_string())?;
-            values.push((name.clone(), value));
-        }
-        let session = match (&mut self.wide, self.use_wide) {
-            (Some(wide), true) => wide,
-            _ => &mut self.session,
-        };
-        let outputs = session.run(values).map_err(|e| e.to_string())?;
-        let (shape, data) = outputs[output]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
-        Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
-    }
-}
-
-impl Backend for OrtBackend {
-    fn name(&self) -> &'static str {
-        "ort"
-    }
-
-    fn can_run_wide(&self) -> bool {
-        self.wide.is_some()
-    }
-
-    fn set_wide(&mut self, wide: bool) {
-        self.use_wide = wide && self.wide.is_some();
-    }
-
-    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
-        self.embed_auto(batch)
-    }
-
-    fn packs(&self) -> bool {
-        GraphEngine::can_pack(self)
-    }
-
-    /// Passes of 4: with one single-threaded session per core, sorted passes of 4 ran
-    /// 234 sentences/s on the benchmark corpus against 218 for passes of 8.
-    fn preferred_forward_batch(&self) -> usize {
-        4
-    }
-
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
-        self.logits(batch)
+        })
     }
 }
