@@ -426,3 +426,98 @@ fn hidden_states(batch: &Batch, packed: bool, data: Vec<f32>, dim: usize) -> Hid
     }
     HiddenStates { data: padded, dim }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Batch {
+        Batch::pad(&[(&[5, 6, 7], &[0, 0, 1]), (&[8], &[0])], 0)
+    }
+
+    #[test]
+    fn padded_feed_for_a_repo_graph_has_a_2d_mask() {
+        let mut f = Feed::padded(&batch(), Layout::Padded);
+        assert_eq!((f.rows, f.seq), (2, 3));
+        assert_eq!(f.take("input_ids").1.i64(), vec![5, 6, 7, 8, 0, 0]);
+        assert_eq!(f.take("token_type_ids").1.i64(), vec![0, 0, 1, 0, 0, 0]);
+        let (shape, mask) = f.take("attention_mask");
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(mask.i64(), vec![1, 1, 1, 1, 0, 0]);
+    }
+
+    #[test]
+    fn padded_feed_for_the_derived_graph_has_positions_and_a_3d_mask() {
+        let layout = Layout::Packable {
+            position_offset: 2,
+            hidden: 384,
+        };
+        let mut f = Feed::padded(&batch(), layout);
+        assert_eq!(f.take("position_ids").1.i64(), vec![2, 3, 4, 2, 3, 4]);
+        let (shape, mask) = f.take("attention_mask_3d");
+        assert_eq!(shape, vec![2, 3, 3]);
+        // Every query of row 0 sees its 3 tokens; of row 1, only its first.
+        assert_eq!(
+            mask.i32(),
+            vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+        );
+    }
+
+    #[test]
+    fn packed_feed_is_one_row_with_block_diagonal_attention() {
+        assert!(
+            Feed::for_embedding(&batch(), Layout::Padded, true).is_err(),
+            "a repo's own graph cannot pack"
+        );
+        let layout = Layout::Packable {
+            position_offset: 0,
+            hidden: 384,
+        };
+        let mut f = Feed::for_embedding(&batch(), layout, true).unwrap();
+        assert_eq!((f.rows, f.seq), (1, 4));
+        assert_eq!(f.take("input_ids").1.i64(), vec![5, 6, 7, 8]);
+        assert_eq!(f.take("position_ids").1.i64(), vec![0, 1, 2, 0]);
+        let (shape, mask) = f.take("attention_mask_3d");
+        assert_eq!(shape, vec![1, 4, 4]);
+        #[rustfmt::skip]
+        assert_eq!(mask.i32(), vec![
+            1, 1, 1, 0,
+            1, 1, 1, 0,
+            1, 1, 1, 0,
+            0, 0, 0, 1,
+        ]);
+        // Back to the padded layout: row 1's padding positions are zero.
+        let hidden = hidden_states(&batch(), true, (1..=8).map(|x| x as f32).collect(), 2);
+        assert_eq!(
+            hidden.data,
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn packing_pays_for_unequal_inputs_only() {
+        assert!(!packing_pays(&[30], 384), "one input");
+        assert!(packing_pays(&[5, 40], 384));
+        assert!(!packing_pays(&[40, 40, 41, 40], 384));
+    }
+
+    trait Elements {
+        fn i64(self) -> Vec<i64>;
+        fn i32(self) -> Vec<i32>;
+    }
+
+    impl Elements for Data {
+        fn i64(self) -> Vec<i64> {
+            match self {
+                Data::I64(v) => v,
+                Data::I32(_) => panic!("int32 where int64 was expected"),
+            }
+        }
+        fn i32(self) -> Vec<i32> {
+            match self {
+                Data::I32(v) => v,
+                Data::I64(_) => panic!("int64 where int32 was expected"),
+            }
+        }
+    }
+}
