@@ -99,6 +99,11 @@ pub trait Backend: Send {
     fn can_run_wide(&self) -> bool {
         false
     }
+    /// Most inputs a window may hold to run as one pass on every thread when all
+    /// replicas idle, rather than split across them (1: single inputs only).
+    fn wide_window(&self) -> usize {
+        1
+    }
     /// Runs the next passes on every compute thread (`true`) or on this replica's share.
     fn set_wide(&mut self, _wide: bool) {}
 }

@@ -276,6 +276,8 @@ impl GraphIo {
 pub trait GraphSession: Send {
     /// Engine name for logs and `/info`.
     const ENGINE: &'static str;
+    /// [`Backend::wide_window`] of this engine.
+    const WIDE_WINDOW: usize;
     /// Runs the graph on `feed` (tensors taken by the names in `inputs`); returns
     /// `output`'s shape and elements.
     fn run(
@@ -378,6 +380,10 @@ impl<S: GraphSession> Backend for GraphBackend<S> {
 
     fn set_wide(&mut self, wide: bool) {
         self.use_wide = wide && self.wide.is_some();
+    }
+
+    fn wide_window(&self) -> usize {
+        S::WIDE_WINDOW
     }
 
     /// Packs the pass into one row when that costs less than padding it

@@ -310,6 +310,7 @@ impl Model {
             },
             replicas: backends.len(),
             wide: backends[0].can_run_wide(),
+            wide_window: backends[0].wide_window().max(1),
             packs: backends[0].packs() && task.is_embedding(),
         };
         let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;

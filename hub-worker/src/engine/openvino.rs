@@ -151,6 +151,10 @@ impl OvSession {
 
 impl GraphSession for OvSession {
     const ENGINE: &'static str = "openvino";
+    /// Requests of 2 with both replicas idle: 243 sentences/s as one pass on both threads
+    /// against 176-192 split; requests of 4: level in fp32 (227-231 vs 230-233), 582
+    /// against 486 in bf16 (`scripts/worker/bench-embeddings.sh --modes requests`).
+    const WIDE_WINDOW: usize = 4;
 
     fn run(
         &mut self,

@@ -49,6 +49,9 @@ pub struct BatchLimits {
     /// Whether replica 0 can run a pass "wide", on every compute thread: it then gets a
     /// lone pass when all replicas are idle, and the others wait until it is done.
     pub wide: bool,
+    /// Most inputs a window may hold to run as one wide pass when every replica idles
+    /// (`Backend::wide_window`; 1: single inputs only).
+    pub wide_window: usize,
     /// Whether the backend runs a pass as one unpadded row when that is cheaper
     /// (`Backend::packs`): a short window is then cut by tokens, not by length.
     pub packs: bool,
@@ -84,6 +87,11 @@ pub fn cut_passes(
     let n = window.len();
     let max_pass = limits.max_pass.max(1);
     let replicas = limits.replicas.max(1);
+    // A short window while every replica idles: one pass, which the dispatcher hands to
+    // replica 0 to run wide.
+    if limits.wide && replicas > 1 && idle >= replicas && n <= limits.wide_window.min(max_pass) {
+        return VecDeque::from([window]);
+    }
     if limits.packs && n > 1 && n <= 2 * replicas {
         let count = idle.clamp(1, n).max(n.div_ceil(max_pass));
         let mut bins: Vec<(usize, Vec<Entry>)> = (0..count).map(|_| (0, Vec::new())).collect();
@@ -328,6 +336,7 @@ mod tests {
         max_pass: 8,
         replicas: 1,
         wide: false,
+        wide_window: 1,
         packs: false,
     };
 
@@ -566,5 +575,64 @@ mod tests {
         assert_eq!(a.entries.len() + b.entries.len(), 2);
         assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 6);
         queue.shutdown();
+    }
+
+    #[test]
+    fn a_short_window_runs_wide_when_every_replica_idles() {
+        let limits = BatchLimits {
+            max_pass: 4,
+            replicas: 2,
+            wide: true,
+            wide_window: 4,
+            packs: true,
+            ..PADDED
+        };
+        let window = |lens: &[usize]| -> Vec<Entry> { lens.iter().map(|&l| entry(l).0).collect() };
+        // Every replica idle: up to `wide_window` inputs are one (sorted) pass.
+        assert_eq!(
+            lens(&cut_passes(window(&[9, 3, 5]), limits, 2)),
+            vec![vec![3, 5, 9]]
+        );
+        // One replica busy, or more than `wide_window` inputs: split as before.
+        assert_eq!(lens(&cut_passes(window(&[9, 3, 5]), limits, 1)).len(), 1);
+        assert_eq!(
+            lens(&cut_passes(window(&[9, 3, 5]), limits, 1))[0].len(),
+            3,
+            "one idle replica: one token-balanced pass"
+        );
+        let narrow = BatchLimits {
+            wide_window: 2,
+            ..limits
+        };
+        assert_eq!(lens(&cut_passes(window(&[9, 3, 5]), narrow, 2)).len(), 2);
+        assert_eq!(
+            lens(&cut_passes(window(&[9, 3]), narrow, 2)),
+            vec![vec![3, 9]]
+        );
+        // Through the queue: both replicas asking, a window of 3 goes to replica 0, wide.
+        let queue = Queue::start(limits, "w").unwrap();
+        let ask = |r: usize| {
+            let q = queue.clone();
+            std::thread::spawn(move || q.next_batch(r))
+        };
+        let (r0, r1) = (ask(0), ask(1));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (mut entries, mut keep) = (Vec::new(), Vec::new());
+        for len in [4, 8, 6] {
+            let (e, rx) = entry(len);
+            entries.push(e);
+            keep.push(rx);
+        }
+        queue.append(entries).unwrap();
+        let p = r0.join().unwrap().unwrap();
+        assert!(p.wide);
+        assert_eq!(
+            p.entries.iter().map(Entry::len).collect::<Vec<_>>(),
+            vec![4, 6, 8]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!r1.is_finished(), "replica 1 ran beside a wide pass");
+        queue.shutdown();
+        let _ = r1.join();
     }
 }
