@@ -175,6 +175,18 @@ pub struct Config {
     #[arg(long, env = "HUB_DEFAULT_STORAGE_QUOTA", global = true)]
     pub default_storage_quota: Option<u64>,
 
+    /// Free disk space kept in reserve, in MiB, on the disks of the local object
+    /// store and of the private PostgreSQL cluster: writes that would eat into it
+    /// are refused with 507 `insufficient_storage`, so the database always has
+    /// room for its WAL and its shutdown checkpoint (0: no reserve).
+    #[arg(
+        long,
+        env = "HUB_DISK_RESERVE_MB",
+        default_value_t = crate::diskspace::DEFAULT_RESERVE_MB,
+        global = true
+    )]
+    pub disk_reserve_mb: u64,
+
     /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
     #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
     pub pg_unsafe_fast: bool,
@@ -198,6 +210,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_anon_rps", &self.rate_limit_anon_rps)
             .field("session_ttl_minutes", &self.session_ttl_minutes)
             .field("default_storage_quota", &self.default_storage_quota)
+            .field("disk_reserve_mb", &self.disk_reserve_mb)
             .finish()
     }
 }

@@ -86,7 +86,9 @@ pub enum ApiError {
     #[error("the object store is unavailable, retry later")]
     StorageUnavailable(#[source] object_store::Error),
     #[error("the database is unavailable, retry later")]
-    DatabaseUnavailable(#[source] sqlx::Error),
+    DatabaseUnavailable(#[source] anyhow::Error),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -135,6 +137,7 @@ impl ApiError {
             Overloaded(_) => "overloaded",
             StorageUnavailable(_) => "storage_unavailable",
             DatabaseUnavailable(_) => "database_unavailable",
+            InsufficientStorage(_) => "insufficient_storage",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal_error",
         }
@@ -169,6 +172,7 @@ impl ApiError {
             StorageUnavailable(_) | DatabaseUnavailable(_) | Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -185,20 +189,61 @@ impl ApiError {
         }
     }
 
-    /// Wraps an internal failure (logged once, answered generically).
+    /// Wraps an internal failure (logged once, answered generically). A
+    /// failure caused by the database being unreachable (anywhere in its
+    /// chain) is a 503 `database_unavailable` instead: the client can retry.
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(e.into())
+        let e = e.into();
+        let unavailable = e
+            .chain()
+            .filter_map(|c| c.downcast_ref::<sqlx::Error>())
+            .any(db_unavailable);
+        if unavailable {
+            ApiError::DatabaseUnavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
     }
+
+    /// Whether this error says the database is down (what the readiness probe
+    /// and the circuit breaker of `health` react to).
+    pub fn is_database_unavailable(&self) -> bool {
+        matches!(self, ApiError::DatabaseUnavailable(_))
+    }
+}
+
+/// Whether a database error means "the database cannot serve right now" (503,
+/// retry) rather than a bug (500): the connection was refused, lost or timed
+/// out (also mid-transaction), the pool is exhausted or closed, or the server
+/// reports a SQLSTATE of class 08 (connection exception), 53 (insufficient
+/// resources: disk full, out of memory, too many connections), 57P01-57P03
+/// (shutdown, crash, starting up) or 58 (system/I/O error).
+pub fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| sqlstate_unavailable(&c)),
+        _ => false,
+    }
+}
+
+/// The SQLSTATE half of [`db_unavailable`].
+pub fn sqlstate_unavailable(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("58")
+        || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => ApiError::DatabaseUnavailable(e),
-            other => ApiError::Internal(other.into()),
+        if db_unavailable(&e) {
+            ApiError::DatabaseUnavailable(e.into())
+        } else {
+            ApiError::Internal(e.into())
         }
     }
 }
@@ -240,7 +285,7 @@ impl ResponseError for ApiError {
                 self.to_string()
             }
             ApiError::DatabaseUnavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
+                tracing::warn!(error = format!("{e:#}"), "database unavailable");
                 self.to_string()
             }
             _ => self.to_string(),
@@ -275,6 +320,9 @@ impl ResponseError for ApiError {
             | ApiError::DatabaseUnavailable(_)
             | ApiError::Unavailable(_) => {
                 resp.insert_header(("Retry-After", "1"));
+            }
+            ApiError::InsufficientStorage(_) => {
+                resp.insert_header(("Retry-After", "30"));
             }
             _ => {}
         }
@@ -318,6 +366,7 @@ pub const ALL_CODES: &[&str] = &[
     "overloaded",
     "storage_unavailable",
     "database_unavailable",
+    "insufficient_storage",
     "unavailable",
     "internal_error",
 ];

@@ -14,8 +14,80 @@ pub struct PgCluster {
     pub port: u16,
     bin_dir: PathBuf,
     run_as: Option<(u32, u32)>,
-    /// Whether this process started the server (and so stops it).
+    /// Whether this process owns the server (started it, or adopted it from a
+    /// process that is gone) and so stops it, and restarts it if it dies.
     owned: bool,
+    /// The owner's lock (`<data-dir>.lock`, an exclusive `flock`): held by the
+    /// one process that owns the server. The kernel releases it when that
+    /// process dies, even by `kill -9`, so a running server whose lock is free
+    /// is an orphan that the next process adopts.
+    lock: Option<std::fs::File>,
+    /// `postgres` options of `pg_ctl start`.
+    opts: String,
+}
+
+/// Free space below which the private cluster is not started (it could not
+/// write its WAL or its checkpoint); the message says what to do.
+pub const MIN_START_FREE: u64 = 32 << 20;
+
+/// Whether `pid` is a zombie: killed, not yet reaped by its parent (which
+/// may never happen when PID 1 does not reap). PostgreSQL's own stale-lock
+/// check (`kill(pid, 0)`) takes a zombie for a live postmaster.
+fn pid_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+        })
+        .is_some_and(|c| c == 'Z' || c == 'X')
+}
+
+/// Processes attached to the System V shared memory segment `shmid` (from
+/// `/proc/sysvipc/shm`); 0 when there is no such segment.
+fn shm_attached(shmid: u64) -> u64 {
+    let Ok(table) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return 0;
+    };
+    table
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1)?.parse::<u64>().ok()? == shmid).then(|| f.get(6)?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the postmaster of a pid file is alive.
+fn pid_alive(pid: u32) -> bool {
+    // A zombie (killed, not yet reaped) counts as dead; so does a pid reused by
+    // another program.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = stat.rsplit_once(')').map(|(_, r)| r.trim_start());
+            let state = after.and_then(|r| r.chars().next());
+            let comm = stat
+                .split_once('(')
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .map(|(c, _)| c);
+            !matches!(state, Some('Z') | Some('X') | None)
+                && comm.is_none_or(|c| c.starts_with("postgres") || c.starts_with("postmaster"))
+        }
+        Err(_) => false,
+    }
+}
+
+/// The pid written on the first line of a postmaster (or socket) lock file.
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .trim_start_matches('-')
+        .parse()
+        .ok()
 }
 
 /// Finds the directory holding `initdb`/`pg_ctl`: `PATH` first, then the
@@ -127,6 +199,14 @@ impl PgCluster {
             socket_dir = std::env::temp_dir().join(format!("paddock-pg-{h}"));
         }
         std::fs::create_dir_all(&socket_dir)?;
+        let mut opts = format!(
+            "-k {} -c listen_addresses='' -p {} -c max_connections=300 -c shared_buffers=128MB",
+            socket_dir.display(),
+            5432
+        );
+        if fast_unsafe {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
         let mut cluster = Self {
             data_dir: data_dir.clone(),
             socket_dir,
@@ -134,6 +214,8 @@ impl PgCluster {
             bin_dir,
             run_as,
             owned: false,
+            lock: None,
+            opts,
         };
         cluster.chown_tree(&cluster.socket_dir.clone())?;
         if !data_dir.join("PG_VERSION").exists() {
@@ -156,38 +238,169 @@ impl PgCluster {
         } else {
             cluster.open_parents(&data_dir);
         }
-        if cluster.is_running() {
-            return Ok(cluster);
+        // Whoever holds the lock owns the server. Without it, another live
+        // process (a running `serve`, an admin command) owns it: attach, and
+        // leave it alone on exit. With it and a server already running, the
+        // server is an orphan (its owner was killed): adopt it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if cluster.try_own()? {
+                if cluster.is_running() {
+                    tracing::info!(
+                        data_dir = %cluster.data_dir.display(),
+                        "adopting the private PostgreSQL cluster left running by a process that is gone"
+                    );
+                } else {
+                    cluster.start_server()?;
+                }
+                return Ok(cluster);
+            }
+            if cluster.is_running() {
+                return Ok(cluster);
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "the private PostgreSQL cluster in {} is owned by another process that \
+                     has not started it within 60 s",
+                    cluster.data_dir.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
         }
-        let mut opts = format!(
-            "-k {} -c listen_addresses='' -p {} -c max_connections=300 -c shared_buffers=128MB",
-            cluster.socket_dir.display(),
-            cluster.port
-        );
-        if fast_unsafe {
-            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+    }
+
+    /// Takes the owner's lock if it is free; true when this process owns the server.
+    fn try_own(&mut self) -> anyhow::Result<bool> {
+        if self.lock.is_some() {
+            return Ok(true);
         }
-        let log = data_dir.join("server.log");
-        let out = cluster
+        let path = self.data_dir.with_extension("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => {
+                self.lock = Some(f);
+                self.owned = true;
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("locking {}", path.display())))
+            }
+        }
+    }
+
+    /// Whether this process owns the server.
+    pub fn is_owner(&self) -> bool {
+        self.owned
+    }
+
+    /// Removes the lock files of a postmaster killed by `kill -9` and left a
+    /// zombie (PostgreSQL would take it for a live server and refuse to
+    /// start). Only when no process is attached to its shared memory any
+    /// more: a backend that outlived its postmaster still counts, and then
+    /// the start waits (PostgreSQL itself handles a pid that is simply gone).
+    fn clear_zombie_pid_files(&self) {
+        let pidfile = self.data_dir.join("postmaster.pid");
+        let Some(pid) = pid_in(&pidfile) else {
+            return;
+        };
+        if !pid_zombie(pid) {
+            return;
+        }
+        // Line 7: "<shmem key> <shmem id>".
+        let shmid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.lines().nth(6).map(str::to_owned))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()));
+        if shmid.is_some_and(|id| shm_attached(id) > 0) {
+            return;
+        }
+        let socket_lock = self.socket_dir.join(format!(".s.PGSQL.{}.lock", self.port));
+        for f in [pidfile, socket_lock] {
+            if pid_in(&f) == Some(pid) {
+                tracing::info!(file = %f.display(), pid, "removing the lock file of a dead postmaster");
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+    }
+
+    /// Starts the server (this process owns it). Refuses with one clear line
+    /// when the disk is full.
+    fn start_server(&mut self) -> anyhow::Result<()> {
+        let free = crate::diskspace::free_bytes(&self.data_dir).ok();
+        if let Some(free) = free.filter(|f| *f < MIN_START_FREE) {
+            bail!(
+                "PostgreSQL could not start: the disk holding {} has {} free (it needs at least \
+                 {}); free space and start again",
+                self.data_dir.display(),
+                crate::diskspace::human(free),
+                crate::diskspace::human(MIN_START_FREE)
+            );
+        }
+        self.clear_zombie_pid_files();
+        let log = self.data_dir.join("server.log");
+        let log_len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let out = self
             .command("pg_ctl")
             .arg("-D")
-            .arg(&data_dir)
+            .arg(&self.data_dir)
             .arg("-l")
             .arg(&log)
-            .args(["-w", "-t", "60", "-o", &opts, "start"])
+            .args(["-w", "-t", "60", "-o", &self.opts, "start"])
             .output()
             .context("running pg_ctl start")?;
         if !out.status.success() {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(10).collect();
+            // Only what this attempt logged.
+            let text = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(&b[(log_len as usize).min(b.len())..]).into_owned())
+                .unwrap_or_default();
+            if text.contains("No space left on device") {
+                let free = crate::diskspace::free_bytes(&self.data_dir).unwrap_or(0);
+                bail!(
+                    "PostgreSQL could not start: the disk holding {} has {} free (No space left \
+                     on device); free space and start again",
+                    self.data_dir.display(),
+                    crate::diskspace::human(free)
+                );
+            }
+            let tail: Vec<&str> = text.lines().rev().take(10).collect();
             bail!(
                 "PostgreSQL did not start: {} {}",
                 String::from_utf8_lossy(&out.stderr).trim(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        cluster.owned = true;
-        Ok(cluster)
+        self.owned = true;
+        Ok(())
+    }
+
+    /// Keeps the server running, for `serve` (call it every second or so):
+    /// takes ownership when the owner is gone, and restarts an owned server
+    /// whose postmaster died. Returns true when it (re)started the server.
+    pub fn supervise(&mut self) -> anyhow::Result<bool> {
+        if !self.try_own()? {
+            return Ok(false);
+        }
+        if self.postmaster_alive() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            data_dir = %self.data_dir.display(),
+            "the private PostgreSQL server is not running; restarting it"
+        );
+        self.start_server()?;
+        tracing::info!("the private PostgreSQL server is running again");
+        Ok(true)
+    }
+
+    /// Whether the postmaster named in `postmaster.pid` is alive (no process spawned).
+    pub fn postmaster_alive(&self) -> bool {
+        pid_in(&self.data_dir.join("postmaster.pid")).is_some_and(pid_alive)
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -231,6 +444,9 @@ impl PgCluster {
     }
 
     pub fn is_running(&self) -> bool {
+        if !self.postmaster_alive() {
+            return false;
+        }
         self.command("pg_ctl")
             .arg("-D")
             .arg(&self.data_dir)
@@ -263,12 +479,14 @@ impl PgCluster {
             .args(["-m", "fast", "-w", "stop"])
             .output();
         self.owned = false;
+        self.lock = None;
     }
 
     /// Leaves the server running when this value is dropped (another process
     /// takes over its shutdown).
     pub fn detach(&mut self) {
         self.owned = false;
+        self.lock = None;
     }
 
     /// A shell command that stops the server at once (SIGQUIT to the postmaster),
@@ -289,6 +507,7 @@ impl PgCluster {
             .args(["-m", "immediate", "-w", "stop"])
             .output();
         self.owned = false;
+        self.lock = None;
     }
 }
 

@@ -3,10 +3,14 @@
 
 use crate::auth::jwt::KeyRing;
 use crate::config::{Cli, Command, Config};
+use crate::diskspace::Reserve;
+use crate::health::Health;
 use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
 use actix_web::{web, App, HttpServer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Sets up logging once (text or JSON lines).
@@ -62,6 +66,17 @@ pub async fn build_state(
         .clone()
         .unwrap_or_else(|| config.data_dir.join("objects").display().to_string());
     let storage = Storage::from_url(&storage_url)?;
+    // The reserve covers the local object store and the private cluster (an
+    // external database keeps its own disk).
+    let mut dirs = Vec::new();
+    if let Some(root) = storage.local_root() {
+        dirs.push(root.to_path_buf());
+    }
+    if config.database_url.is_none() {
+        dirs.push(config.data_dir.join("pg"));
+    }
+    let reserve = Reserve::new(dirs, config.disk_reserve_mb.saturating_mul(1 << 20));
+    let storage = storage.with_reserve(reserve.clone());
     let keys = KeyRing::load(db.clone()).await?;
     Ok(AppState {
         db,
@@ -71,7 +86,76 @@ pub async fn build_state(
         limits: Limits::default(),
         live: Default::default(),
         tenancy: crate::state::Tenancy::from_config(config),
+        health: Arc::new(Health::new(reserve)),
     })
+}
+
+/// Lifetime of the in-process worker's control-plane token; it is re-minted
+/// (with the current signing key) whenever the hub rejects it.
+pub const EMBEDDED_WORKER_TOKEN_TTL_S: i64 = 24 * 3600;
+
+/// How the in-process worker gets a fresh control-plane token when the hub
+/// rejects its current one (the key that signed it was retired, or it expired).
+pub fn worker_token_refresh(state: &AppState) -> hub_worker::control::TokenRefresh {
+    let state = state.clone();
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            crate::auth::service_tokens::worker_token(&state, EMBEDDED_WORKER_TOKEN_TTL_S)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Keeps the private cluster running while `serve` runs (a thread: `pg_ctl`
+/// blocks): adopts it when its owner is gone, restarts it when its postmaster
+/// died. Stops when `stop` is set.
+fn supervise_cluster(cluster: Arc<Mutex<PgCluster>>) -> Supervisor {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut failing = false;
+        while !flag.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(500));
+            if flag.load(Ordering::Acquire) {
+                break;
+            }
+            let mut c = cluster.lock().expect("cluster lock");
+            match c.supervise() {
+                Ok(_) => failing = false,
+                // Logged once per failure streak; retried every half second.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "restarting the private PostgreSQL server failed; retrying"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    Supervisor {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// The cluster supervisor's thread; stopped (and joined) when dropped, before
+/// the cluster itself is stopped.
+struct Supervisor {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -149,7 +233,7 @@ async fn embedded_worker(
     addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let token = crate::auth::service_tokens::worker_token(state, 365 * 24 * 3600)
+    let token = crate::auth::service_tokens::worker_token(state, EMBEDDED_WORKER_TOKEN_TTL_S)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let host = if addr.ip().is_unspecified() {
@@ -164,6 +248,7 @@ async fn embedded_worker(
         .unwrap_or_else(|| config.data_dir.join("worker-cache"));
     cfg.threads = config.worker_threads;
     cfg.name = Some("embedded".into());
+    cfg.token_refresh = Some(worker_token_refresh(state));
     cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
     cfg.openvino_lib = std::env::var_os(hub_worker::engine::openvino::LIB_ENV).map(Into::into);
     // The in-process worker takes the standalone worker's engine choice.
@@ -191,7 +276,8 @@ async fn embedded_worker(
 pub fn serve(config: Config) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
-        let (db_url, mut cluster) = database(&config).await?;
+        let (db_url, cluster) = database(&config).await?;
+        let cluster = cluster.map(|c| Arc::new(Mutex::new(c)));
         let listener = std::net::TcpListener::bind(config.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (set HUB_BIND)", config.bind))?;
         let addr = listener.local_addr()?;
@@ -200,6 +286,15 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             None => format!("http://{addr}"),
         };
         let state = build_state(&config, &db_url, public_url.clone()).await?;
+        // Declared after `cluster`: dropped (stopped) first on every exit path.
+        let supervisor = cluster.clone().map(supervise_cluster);
+        crate::health::spawn_probe(state.clone());
+        if let Some(short) = state.health.reserve.shortage(0) {
+            eprintln!(
+                "paddock: warning: {short}: writes are refused (507) until space is freed \
+                 (HUB_DISK_RESERVE_MB)"
+            );
+        }
         crate::sweeper::spawn(state.clone());
         crate::scheduler::spawn(state.clone(), db_url.clone());
         let data = web::Data::new(state.clone());
@@ -212,6 +307,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             App::new()
                 .app_data(data.clone())
                 .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
+                .wrap(actix_web::middleware::from_fn(crate::health::gate))
                 .wrap(actix_web::middleware::from_fn(access_log))
                 .configure(crate::routes::configure)
                 .default_service(web::to(crate::routes::not_found))
@@ -241,8 +337,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
         state.db.close().await;
-        if let Some(c) = cluster.as_mut() {
-            c.stop();
+        drop(supervisor);
+        if let Some(c) = cluster {
+            c.lock().expect("cluster lock").stop();
         }
         result.map_err(Into::into)
     })

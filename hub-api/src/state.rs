@@ -18,6 +18,8 @@ pub struct AppState {
     /// Per-process routing state of the endpoint gateway.
     pub live: std::sync::Arc<crate::gateway::Live>,
     pub tenancy: Tenancy,
+    /// Database circuit breaker and the disk reserve (see `health`).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Tenancy settings and the per-process rate-limit buckets.

@@ -75,7 +75,7 @@ impl From<StorageError> for crate::error::ApiError {
             }
             StorageError::Store(e) => ApiError::StorageUnavailable(e),
             StorageError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                ApiError::Unavailable("storage is full; retry later".into())
+                ApiError::InsufficientStorage(format!("storage is full ({e}); retry later"))
             }
             StorageError::Io(e) => ApiError::internal(e),
             StorageError::SizeMismatch { .. }
@@ -102,6 +102,8 @@ pub struct Storage {
     /// Set for the local-directory backend: files are written and read directly.
     local_root: Option<PathBuf>,
     describe: String,
+    /// Free space kept on the local store's disk (see `diskspace`).
+    reserve: Option<crate::diskspace::Reserve>,
 }
 
 impl Storage {
@@ -112,6 +114,7 @@ impl Storage {
                 store: Arc::new(object_store::memory::InMemory::new()),
                 local_root: None,
                 describe: "memory://".into(),
+                reserve: None,
             });
         }
         if let Some(rest) = url.strip_prefix("s3://") {
@@ -138,6 +141,7 @@ impl Storage {
                 store,
                 local_root: None,
                 describe: format!("s3://{bucket}/{prefix}"),
+                reserve: None,
             });
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
@@ -159,7 +163,20 @@ impl Storage {
             )?),
             describe: format!("file://{}", root.display()),
             local_root: Some(root),
+            reserve: None,
         })
+    }
+
+    /// Keeps `reserve` free: local writes that would eat into it fail with
+    /// `StorageFull` (507 `insufficient_storage`).
+    pub fn with_reserve(mut self, reserve: crate::diskspace::Reserve) -> Self {
+        self.reserve = Some(reserve);
+        self
+    }
+
+    /// The local store's root directory (None for S3 and memory).
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
     }
 
     pub fn describe(&self) -> &str {
@@ -262,6 +279,10 @@ impl Storage {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let local = self.local_path(key);
         let git = want_git_oid.then_some(()).and(expected_size);
+        let mut guard = crate::diskspace::Guard::start(
+            local.as_ref().and(self.reserve.as_ref()),
+            expected_size,
+        )?;
         let worker = tokio::task::spawn_blocking(move || -> Result<_, std::io::Error> {
             let mut sha = sha2::Sha256::new();
             let mut blob = git.map(crate::git::BlobHasher::new);
@@ -284,6 +305,7 @@ impl Storage {
                     b.update(&chunk);
                 }
                 if let Some(f) = file.as_mut() {
+                    guard.wrote(chunk.len() as u64)?;
                     f.write_all(&chunk)?;
                 }
                 size += chunk.len() as u64;
@@ -414,6 +436,8 @@ impl Storage {
         let mut body = body;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let local = self.local_path(&key);
+        let mut guard =
+            crate::diskspace::Guard::start(local.as_ref().and(self.reserve.as_ref()), None)?;
         let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
             use md5::Digest as _;
             let mut md5 = md5::Md5::new();
@@ -431,6 +455,7 @@ impl Storage {
             while let Some(c) = rx.blocking_recv() {
                 md5.update(&c);
                 if let Some(f) = file.as_mut() {
+                    guard.wrote(c.len() as u64)?;
                     f.write_all(&c)?;
                 }
                 size += c.len() as u64;

@@ -174,6 +174,7 @@ impl TestState {
             limits: Limits::default(),
             live: Default::default(),
             tenancy: hub_api::state::Tenancy::default(),
+            health: Default::default(),
         };
         Self {
             state,
@@ -235,6 +236,7 @@ pub async fn app(
             .wrap(actix_web::middleware::from_fn(
                 hub_api::ratelimit::middleware,
             ))
+            .wrap(actix_web::middleware::from_fn(hub_api::health::gate))
             .wrap(actix_web::middleware::from_fn(hub_api::server::access_log))
             .configure(hub_api::routes::configure)
             .default_service(actix_web::web::to(hub_api::routes::not_found)),
@@ -290,6 +292,7 @@ impl Server {
                 let server = actix_web::HttpServer::new(move || {
                     actix_web::App::new()
                         .app_data(data.clone())
+                        .wrap(actix_web::middleware::from_fn(hub_api::health::gate))
                         .configure(hub_api::routes::configure)
                         .default_service(actix_web::web::to(hub_api::routes::not_found))
                 })

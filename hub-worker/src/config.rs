@@ -94,6 +94,11 @@ pub struct WorkerConfig {
     /// Long-poll wait asked of the hub, in seconds.
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
+
+    /// Mints a fresh control-plane token when the hub rejects the current one
+    /// (set by a hub running this worker in-process; not a flag).
+    #[arg(skip)]
+    pub token_refresh: Option<crate::control::TokenRefresh>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -118,6 +123,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ort_spinning", &self.ort_spinning)
             .field("openvino_lib", &self.openvino_lib)
             .field("poll_wait_s", &self.poll_wait_s)
+            .field("token_refresh", &self.token_refresh.is_some())
             .finish()
     }
 }
@@ -146,6 +152,7 @@ impl WorkerConfig {
             ort_spinning: false,
             openvino_lib: None,
             poll_wait_s: 25,
+            token_refresh: None,
         }
     }
 

@@ -101,6 +101,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     let ctx = Arc::new(control::ControlContext {
         hub_url: config.hub_url.trim_end_matches('/').to_string(),
         token: config.token.clone(),
+        token_refresh: config.token_refresh.clone(),
         name: config.name.clone().unwrap_or_else(default_name),
         public_url,
         capacity: control::wire::Capacity {

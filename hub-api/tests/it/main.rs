@@ -10,6 +10,7 @@ mod access_matrix;
 mod concurrency;
 mod dashboard;
 mod endpoints;
+mod faults;
 mod git_ids;
 mod registry;
 mod tenancy;

@@ -36,10 +36,23 @@ pub enum ControlError {
     Decode(String),
 }
 
+/// Mints a fresh control-plane token. A hub that runs a worker in-process
+/// gives one, so the worker survives the retirement of the key that signed its
+/// token (and the token's expiry): on 401/403 the worker asks for a new token
+/// once and retries; only a rejection of the fresh token is final.
+pub type TokenRefresh = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Everything the control loop needs.
 pub struct ControlContext {
     pub hub_url: String,
     pub token: String,
+    /// Where a fresh token comes from when the hub rejects `token` (None: a
+    /// rejection is final).
+    pub token_refresh: Option<TokenRefresh>,
     pub name: String,
     pub public_url: String,
     pub capacity: Capacity,
@@ -59,11 +72,12 @@ pub struct ControlContext {
 struct Client {
     http: reqwest::Client,
     hub: String,
-    token: String,
+    token: std::sync::RwLock<String>,
+    refresh: Option<TokenRefresh>,
 }
 
 impl Client {
-    fn new(hub: &str, token: &str) -> Result<Client, ControlError> {
+    fn new(hub: &str, token: &str, refresh: Option<TokenRefresh>) -> Result<Client, ControlError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("paddock-hub-worker/", env!("CARGO_PKG_VERSION")))
@@ -72,17 +86,51 @@ impl Client {
         Ok(Client {
             http,
             hub: hub.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            token: std::sync::RwLock::new(token.to_string()),
+            refresh,
         })
     }
 
+    /// Sends a call; when the hub rejects the token and a refresh is
+    /// available, takes a fresh token and sends the call once more.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<T, ControlError> {
+        let again = req.try_clone();
+        match self.send(req, timeout).await {
+            Err(ControlError::Rejected(status)) => {
+                let (Some(refresh), Some(again)) = (&self.refresh, again) else {
+                    return Err(ControlError::Rejected(status));
+                };
+                match refresh().await {
+                    Ok(fresh) => {
+                        tracing::info!(
+                            status,
+                            "the hub rejected the worker token; retrying with a fresh one"
+                        );
+                        *self.token.write().expect("token lock") = fresh;
+                        self.send(again, timeout).await
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not get a fresh worker token");
+                        Err(ControlError::Rejected(status))
+                    }
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ControlError> {
+        let token = self.token.read().expect("token lock").clone();
         let resp = req
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .timeout(timeout)
             .send()
             .await
@@ -153,7 +201,7 @@ async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
 /// Runs the control loop until `cancel`. Returns an error only when retrying cannot
 /// help (the hub rejects the worker token).
 pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<(), ControlError> {
-    let client = Client::new(&ctx.hub_url, &ctx.token)?;
+    let client = Client::new(&ctx.hub_url, &ctx.token, ctx.token_refresh.clone())?;
     let request = RegisterRequest {
         name: ctx.name.clone(),
         url: ctx.public_url.clone(),
