@@ -54,6 +54,9 @@ cargo test --workspace --quiet
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
+step "fault injection (kill -9 of the hub under writers, of PostgreSQL under load)"
+"$VENV/bin/python" tests/faults/run.py "$BIN/hub-api"
+
 step "gated and private repos with huggingface_hub"
 HF_VENV="$VENV" scripts/hf-gated-check.sh
 

@@ -172,7 +172,9 @@ pub fn spawn_probe(state: AppState) {
         let mut conn = None;
         loop {
             let r = state.health.probe(&state.db, &mut conn).await;
-            state.health.set_db_down(r.is_err(), r.as_ref().err().map(String::as_str));
+            state
+                .health
+                .set_db_down(r.is_err(), r.as_ref().err().map(String::as_str));
             let every = if r.is_err() {
                 PROBE_EVERY_DOWN
             } else {

@@ -357,7 +357,9 @@ impl PgCluster {
         if !out.status.success() {
             // Only what this attempt logged.
             let text = std::fs::read(&log)
-                .map(|b| String::from_utf8_lossy(&b[(log_len as usize).min(b.len())..]).into_owned())
+                .map(|b| {
+                    String::from_utf8_lossy(&b[(log_len as usize).min(b.len())..]).into_owned()
+                })
                 .unwrap_or_default();
             if text.contains("No space left on device") {
                 let free = crate::diskspace::free_bytes(&self.data_dir).unwrap_or(0);

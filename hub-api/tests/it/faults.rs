@@ -24,8 +24,13 @@ async fn database_errors_map_to_503_or_500_by_class() {
     let raise = |code: &str| {
         format!("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = '{code}'; END $$")
     };
-    for code in ["53100", "53200", "53300", "57P01", "57P02", "57P03", "08006", "58030"] {
-        let e = sqlx::query(&raise(code)).execute(&t.state.db).await.unwrap_err();
+    for code in [
+        "53100", "53200", "53300", "57P01", "57P02", "57P03", "08006", "58030",
+    ] {
+        let e = sqlx::query(&raise(code))
+            .execute(&t.state.db)
+            .await
+            .unwrap_err();
         let api = ApiError::from(e);
         assert_eq!(api.status().as_u16(), 503, "SQLSTATE {code}");
         assert_eq!(api.code(), "database_unavailable", "SQLSTATE {code}");
@@ -33,11 +38,17 @@ async fn database_errors_map_to_503_or_500_by_class() {
         assert_eq!(resp.headers().get("Retry-After").unwrap(), "1");
     }
     for code in ["23505", "42601", "XX000"] {
-        let e = sqlx::query(&raise(code)).execute(&t.state.db).await.unwrap_err();
+        let e = sqlx::query(&raise(code))
+            .execute(&t.state.db)
+            .await
+            .unwrap_err();
         assert_eq!(ApiError::from(e).status().as_u16(), 500, "SQLSTATE {code}");
     }
     // The same through `ApiError::internal` (errors wrapped in another error).
-    let e = sqlx::query(&raise("57P01")).execute(&t.state.db).await.unwrap_err();
+    let e = sqlx::query(&raise("57P01"))
+        .execute(&t.state.db)
+        .await
+        .unwrap_err();
     let wrapped = anyhow::Error::new(e).context("rotating keys");
     assert_eq!(ApiError::internal(wrapped).code(), "database_unavailable");
 }
@@ -62,10 +73,12 @@ async fn database_out_of_disk_is_503_and_not_ready() {
     .execute(&t.state.db)
     .await
     .unwrap();
-    sqlx::query("CREATE TRIGGER disk_full BEFORE INSERT ON refs FOR EACH ROW EXECUTE FUNCTION disk_full()")
-        .execute(&t.state.db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER disk_full BEFORE INSERT ON refs FOR EACH ROW EXECUTE FUNCTION disk_full()",
+    )
+    .execute(&t.state.db)
+    .await
+    .unwrap();
     let (st, h, b) = call(
         &app,
         TestRequest::post()
@@ -180,7 +193,8 @@ async fn database_down_fails_fast_and_recovers() {
     let root = own_cluster_dir();
     let data = root.path().join("pg");
     let d = data.clone();
-    let mut cluster = tokio::task::spawn_blocking(move || PgCluster::start(&d, true).unwrap())
+    // Durable settings: a crash must not lose acknowledged commits.
+    let mut cluster = tokio::task::spawn_blocking(move || PgCluster::start(&d, false).unwrap())
         .await
         .unwrap();
     let url = cluster.url("postgres");
@@ -191,7 +205,9 @@ async fn database_down_fails_fast_and_recovers() {
         db: pool.clone(),
         storage: hub_api::storage::Storage::local(storage_dir.path()).unwrap(),
         public_url: "http://hub.test".into(),
-        keys: hub_api::auth::jwt::KeyRing::load(pool.clone()).await.unwrap(),
+        keys: hub_api::auth::jwt::KeyRing::load(pool.clone())
+            .await
+            .unwrap(),
         limits: Default::default(),
         live: Default::default(),
         tenancy: Default::default(),
@@ -203,9 +219,10 @@ async fn database_down_fails_fast_and_recovers() {
         .unwrap()
         .unwrap();
     drop(conn);
-    let (_, alice) = hub_api::admin::create_token(&pool, uid, "t", &["read".into(), "write".into()], None)
-        .await
-        .unwrap();
+    let (_, alice) =
+        hub_api::admin::create_token(&pool, uid, "t", &["read".into(), "write".into()], None)
+            .await
+            .unwrap();
     hub_api::health::spawn_probe(state.clone());
     let app = hub_testkit::app(&state).await;
     create_repo(&app, &alice, "alice/m", false).await;
@@ -214,7 +231,10 @@ async fn database_down_fails_fast_and_recovers() {
     let d = data.clone();
     tokio::task::spawn_blocking(move || {
         let pid = postmaster_pid(&d).unwrap();
-        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
         // Its backends notice and exit; wait until the socket stops answering.
     })
     .await
@@ -250,12 +270,19 @@ async fn database_down_fails_fast_and_recovers() {
         }
     }
     assert!(codes.get(&503).copied().unwrap_or(0) > 0, "{codes:?}");
-    assert!(worst < Duration::from_millis(500), "a request during the outage took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a request during the outage took {worst:?}"
+    );
     let started = Instant::now();
     let (st, _, b) = call(&app, TestRequest::get().uri("/readyz")).await;
     assert_eq!(st, 503, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json_of(&b)["database"], "unreachable");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let (st, _, _) = call(&app, TestRequest::get().uri("/healthz")).await;
     assert_eq!(st, 200);
 
@@ -273,12 +300,18 @@ async fn database_down_fails_fast_and_recovers() {
         if st == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "not ready again: {}", String::from_utf8_lossy(&b));
+        assert!(
+            Instant::now() < deadline,
+            "not ready again: {}",
+            String::from_utf8_lossy(&b)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     commit_files(&app, &alice, "alice/m", &[("after.txt", b"after")]).await;
     pool.close().await;
-    tokio::task::spawn_blocking(move || c2.0.stop_immediate()).await.unwrap();
+    tokio::task::spawn_blocking(move || c2.0.stop_immediate())
+        .await
+        .unwrap();
 }
 
 /// The owner of the private cluster: a process that finds the cluster
@@ -294,7 +327,10 @@ fn an_orphaned_cluster_is_adopted_and_stopped() {
     let second = PgCluster::start(&data, true).unwrap();
     assert!(!second.is_owner());
     drop(second);
-    assert!(first.postmaster_alive(), "a non-owner must not stop the server");
+    assert!(
+        first.postmaster_alive(),
+        "a non-owner must not stop the server"
+    );
     // The owner dies without stopping the server (kill -9 of the hub).
     first.detach();
     drop(first);
@@ -304,7 +340,10 @@ fn an_orphaned_cluster_is_adopted_and_stopped() {
     drop(adopted);
     let deadline = Instant::now() + Duration::from_secs(10);
     while postmaster_pid(&data).is_some() {
-        assert!(Instant::now() < deadline, "the adopter stops the server on exit");
+        assert!(
+            Instant::now() < deadline,
+            "the adopter stops the server on exit"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -353,8 +392,15 @@ async fn the_embedded_worker_survives_key_retirement() {
     let mut beats_after = 0;
     let mut seen = retired_at;
     while beats_after < 2 {
-        assert!(!worker.is_finished(), "the worker stopped: {:?}", worker.await);
-        assert!(Instant::now() < deadline, "no heartbeat after the key was retired");
+        assert!(
+            !worker.is_finished(),
+            "the worker stopped: {:?}",
+            worker.await
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat after the key was retired"
+        );
         if let Some(b) = last_beat().await.filter(|b| *b > seen) {
             seen = b;
             beats_after += 1;
