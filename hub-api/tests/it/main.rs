@@ -10,6 +10,8 @@ mod access_matrix;
 mod concurrency;
 mod dashboard;
 mod endpoints;
+mod gated_bytes;
 mod git_ids;
 mod registry;
+mod strict_inputs;
 mod tenancy;
