@@ -64,6 +64,10 @@ pub enum ApiError {
     #[error("{0} not found")]
     NotFound(&'static str),
 
+    // ---- 405 ----
+    #[error("method {method} is not allowed here; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: String },
+
     // ---- 409 / 412 / 413 / 416 / 429 ----
     #[error("{0}")]
     Conflict(String),
@@ -127,6 +131,7 @@ impl ApiError {
             RevisionNotFound(_) => "revision_not_found",
             EntryNotFound { .. } => "entry_not_found",
             NotFound(_) => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
             Conflict(_) => "conflict",
             LastAdmin(_) => "last_admin",
             ParentCommitMismatch => "parent_commit_mismatch",
@@ -164,6 +169,7 @@ impl ApiError {
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
                 StatusCode::NOT_FOUND
             }
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Conflict(_) | LastAdmin(_) => StatusCode::CONFLICT,
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -307,6 +313,11 @@ impl ResponseError for ApiError {
             ApiError::RangeNotSatisfiable { size } => {
                 resp.insert_header(("Content-Range", format!("bytes */{size}")));
             }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                if let Ok(v) = HeaderValue::from_str(allow) {
+                    resp.insert_header((actix_web::http::header::ALLOW, v));
+                }
+            }
             ApiError::RateLimited {
                 retry_after_s,
                 limit,
@@ -356,6 +367,7 @@ pub const ALL_CODES: &[&str] = &[
     "revision_not_found",
     "entry_not_found",
     "not_found",
+    "method_not_allowed",
     "conflict",
     "last_admin",
     "parent_commit_mismatch",
@@ -404,6 +416,10 @@ mod tests {
             ApiError::InvalidSignature,
             ApiError::CsrfRejected,
             ApiError::RangeNotSatisfiable { size: 1 },
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                allow: "GET".into(),
+            },
             ApiError::RateLimited {
                 retry_after_s: 1,
                 limit: 1,

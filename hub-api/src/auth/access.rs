@@ -163,3 +163,43 @@ pub fn require_in_namespace(
 pub fn is_site_admin(p: &Principal) -> bool {
     p.is_admin && p.has_scope(Scope::Admin)
 }
+
+/// What a caller does with their own API tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAction {
+    /// See the list (names, prefixes, scopes, restrictions; never secrets).
+    List,
+    /// Mint a new token.
+    Create,
+    /// Revoke one.
+    Revoke,
+}
+
+/// The one rule for managing API tokens: a dashboard session, or an
+/// unrestricted API token with the scope the action needs (list: read, write
+/// or admin; revoke: write or admin; create: admin). A token restricted to
+/// some namespaces or repos, a pull token and a worker token never see or
+/// touch their owner's other credentials: 403 `forbidden`.
+pub fn may_manage_tokens(p: &Principal, action: TokenAction) -> Result<(), ApiError> {
+    use super::Credential;
+    let scoped = |scopes: &[Scope]| scopes.iter().any(|s| p.has_scope(*s));
+    let may = match &p.credential {
+        Credential::Session { .. } => true,
+        Credential::Token { .. } if p.is_restricted() => false,
+        Credential::Token { .. } => match action {
+            TokenAction::List => scoped(&[Scope::Read, Scope::Write, Scope::Admin]),
+            TokenAction::Revoke => scoped(&[Scope::Write, Scope::Admin]),
+            TokenAction::Create => scoped(&[Scope::Admin]),
+        },
+        Credential::RepoPull { .. } | Credential::Worker => false,
+    };
+    if may {
+        return Ok(());
+    }
+    let what = match action {
+        TokenAction::List => "listing tokens needs a dashboard session or an unrestricted token with the read, write or admin scope",
+        TokenAction::Create => "creating tokens needs a dashboard session or an unrestricted token with the admin scope",
+        TokenAction::Revoke => "revoking tokens needs a dashboard session or an unrestricted token with the write or admin scope",
+    };
+    Err(ApiError::Forbidden(what.into()))
+}

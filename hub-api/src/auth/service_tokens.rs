@@ -1,5 +1,6 @@
 //! Short-lived hub-signed credentials for services: a worker's pull token
-//! (read access to exactly one repo, for its weights) and the in-process
+//! (read access to exactly one repo, for its weights, minted only from the
+//! read-and-gate decision `gating::endpoint_download`) and the in-process
 //! worker's control-plane token. Both are JWTs from the [`KeyRing`].
 //!
 //! [`KeyRing`]: super::jwt::KeyRing
@@ -24,7 +25,14 @@ struct Claims {
 }
 
 /// A token that reads one repo (for a worker pulling an endpoint's weights).
-pub async fn pull_token(state: &AppState, repo_id: i64, ttl_s: i64) -> Result<String, ApiError> {
+/// It needs the read-and-gate decision for the endpoint
+/// (`gating::endpoint_download`): a pull token passes the repo's gate.
+pub async fn pull_token(
+    state: &AppState,
+    weights: &crate::gating::Download,
+    ttl_s: i64,
+) -> Result<String, ApiError> {
+    let repo_id = weights.repo().id;
     let c = Claims {
         iss: ISSUER.into(),
         aud: PULL_AUDIENCE.into(),

@@ -117,6 +117,8 @@ pub async fn tokens(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
     let Some(p) = auth.principal() else {
         return Ok(to_login(&req));
     };
+    // The same rule as `GET /api/v1/tokens`: a restricted token sees no tokens.
+    crate::auth::access::may_manage_tokens(p, crate::auth::access::TokenAction::List)?;
     let now = chrono::Utc::now();
     let tokens = db::tokens::list_for_user(&state.db, p.user_id, None, 500)
         .await?

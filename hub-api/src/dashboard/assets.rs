@@ -2,6 +2,7 @@
 //! `/static/{hash}/{name}` with a year-long immutable cache: the hash is the
 //! content's sha256 prefix, so a new build changes every URL it must.
 
+use crate::error::ApiError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::Digest;
 use std::sync::OnceLock;
@@ -98,14 +99,15 @@ fn serve(a: &Asset, immutable: bool) -> HttpResponse {
 }
 
 /// `GET /static/{hash}/{name}`. A stale hash still gets the current file, but
-/// without the long cache (a page from an older build stays usable).
-pub async fn asset(req: HttpRequest) -> HttpResponse {
+/// without the long cache (a page from an older build stays usable). An
+/// unknown file is the standard JSON 404 (`not_found`), like every error.
+pub async fn asset(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let (Some(h), Some(name)) = (req.match_info().get("hash"), req.match_info().get("file")) else {
-        return HttpResponse::NotFound().finish();
+        return Err(ApiError::NotFound("static asset"));
     };
     match ASSETS.iter().find(|a| a.name == name) {
-        Some(a) => serve(a, hash(a.bytes) == h),
-        None => HttpResponse::NotFound().finish(),
+        Some(a) => Ok(serve(a, hash(a.bytes) == h)),
+        None => Err(ApiError::NotFound("static asset")),
     }
 }
 

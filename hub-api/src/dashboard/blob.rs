@@ -200,43 +200,17 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
             ))
             .finish());
     };
-    // File contents are downloads: gated repos need granted access.
-    let gated = match crate::gating::check_download(&state, &p.auth, &p.ctx).await {
-        Ok(()) => false,
-        Err(ApiError::GatedRepo(_)) => true,
+    // File contents are downloads: the same read-and-gate decision as
+    // `/resolve` (a gated repo shows the file's facts, not its contents).
+    let dl = match crate::gating::authorize(&state, &p.auth, p.ctx.clone()).await {
+        Ok(dl) => Some(dl),
+        Err(ApiError::GatedRepo(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let view = if gated {
-        View::Gated
-    } else if path.ends_with(".safetensors") {
-        match tensor_table(&state, &b.sha256, b.size as u64).await {
-            Ok(t) => View::Tensors(t),
-            Err(reason) => View::Binary {
-                reason: format!("Not a readable safetensors file: {reason}"),
-            },
-        }
-    } else if is_image(&path) {
-        View::Image
-    } else if b.size > MAX_TEXT {
-        View::Binary {
-            reason: format!(
-                "This file is too large to display ({}).",
-                text::size(b.size)
-            ),
-        }
+    let view = if let Some(dl) = &dl {
+        file_view(&state, dl, &path, &b).await?
     } else {
-        let bytes = files::read_small(&state, &b.sha256, b.size)
-            .await?
-            .unwrap_or_default();
-        let head = &bytes[..bytes.len().min(8000)];
-        match std::str::from_utf8(&bytes) {
-            Ok(s) if !head.contains(&0) => View::Text {
-                lines: s.lines().map(str::to_string).collect(),
-            },
-            _ => View::Binary {
-                reason: "This is a binary file.".into(),
-            },
-        }
+        View::Gated
     };
     let enc = text::path(&path);
     page(&BlobPage {
@@ -253,6 +227,46 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         sha256: b.sha256,
         git_oid: entry.oid,
         view,
+    })
+}
+
+/// What the file view shows of a file the viewer may read.
+async fn file_view(
+    state: &AppState,
+    dl: &crate::gating::Download,
+    path: &str,
+    b: &db::git::BlobInfo,
+) -> Result<View, ApiError> {
+    Ok(if path.ends_with(".safetensors") {
+        match tensor_table(dl, state, &b.sha256, b.size as u64).await {
+            Ok(t) => View::Tensors(t),
+            Err(reason) => View::Binary {
+                reason: format!("Not a readable safetensors file: {reason}"),
+            },
+        }
+    } else if is_image(path) {
+        View::Image
+    } else if b.size > MAX_TEXT {
+        View::Binary {
+            reason: format!(
+                "This file is too large to display ({}).",
+                text::size(b.size)
+            ),
+        }
+    } else {
+        let bytes = dl
+            .read_small(state, &b.sha256, b.size)
+            .await?
+            .unwrap_or_default();
+        let head = &bytes[..bytes.len().min(8000)];
+        match std::str::from_utf8(&bytes) {
+            Ok(s) if !head.contains(&0) => View::Text {
+                lines: s.lines().map(str::to_string).collect(),
+            },
+            _ => View::Binary {
+                reason: "This is a binary file.".into(),
+            },
+        }
     })
 }
 

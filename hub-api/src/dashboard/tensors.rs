@@ -1,5 +1,5 @@
 //! The tensor table of a safetensors file, read from its header alone: the
-//! 8-byte length and the JSON header through `Storage::read_range`, never the
+//! 8-byte length and the JSON header through `gating::Download::read_range`, never the
 //! tensor data, so a 10 GB weights file costs a few kilobytes to show.
 
 use super::text;
@@ -31,12 +31,17 @@ pub struct TensorTable {
     pub metadata: Vec<(String, String)>,
 }
 
-/// Reads a stored safetensors file's header (never its data) into a table.
-pub async fn tensor_table(state: &AppState, sha: &str, size: u64) -> Result<TensorTable, String> {
+/// Reads a stored safetensors file's header (never its data) into a table,
+/// through the viewer's read-and-gate decision (`dl`).
+pub async fn tensor_table(
+    dl: &crate::gating::Download,
+    state: &AppState,
+    sha: &str,
+    size: u64,
+) -> Result<TensorTable, String> {
     let sha = Sha256::parse(sha).map_err(|e| e.to_string())?;
-    let first8 = state
-        .storage
-        .read_range(&sha, 0..8u64.min(size))
+    let first8 = dl
+        .read_range(state, &sha, 0..8u64.min(size))
         .await
         .map_err(|e| e.to_string())?;
     let n = st::header_len(&first8, size)?;
@@ -47,9 +52,8 @@ pub async fn tensor_table(state: &AppState, sha: &str, size: u64) -> Result<Tens
             text::size(MAX_HEADER_SHOWN as i64)
         ));
     }
-    let header = state
-        .storage
-        .read_range(&sha, 8..8 + n)
+    let header = dl
+        .read_range(state, &sha, 8..8 + n)
         .await
         .map_err(|e| e.to_string())?;
     parse_table(&header)

@@ -1,7 +1,8 @@
 //! Extracting a repo and the revision/path parameters from HF-style URLs,
 //! where revisions arrive `%2F`-encoded and paths may contain `%2F`, `+` and
 //! Unicode. actix matches on a path that keeps `%25`, `%2F` and `%2B`
-//! encoded; the values are decoded here, exactly once.
+//! encoded; the values are decoded here, exactly once. Also the one parser of
+//! boolean query parameters ([`query_bool`]).
 
 use crate::domain::{RepoId, RepoType};
 use crate::error::ApiError;
@@ -24,6 +25,22 @@ pub fn param(req: &HttpRequest, name: &str) -> Option<String> {
     })
 }
 
+/// A boolean query parameter, strictly: `true`/`false` (what `httpx`-based
+/// `huggingface_hub` sends), `True`/`False` (Python's `str(bool)`, what
+/// `requests`-based versions send) or `1`/`0`. Anything else is a 400
+/// `invalid_request` naming the parameter; `None` when it is absent.
+pub fn query_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some("true" | "True" | "1") => Ok(Some(true)),
+        Some("false" | "False" | "0") => Ok(Some(false)),
+        Some(other) => Err(ApiError::InvalidRequest(format!(
+            "query parameter {name} must be true or false, not {:?}",
+            other.chars().take(40).collect::<String>()
+        ))),
+    }
+}
+
 impl RepoRef {
     pub fn from_request_parts(req: &HttpRequest) -> Result<Self, ApiError> {
         let kind = match req.match_info().get("kind") {
@@ -43,5 +60,26 @@ impl FromRequest for RepoRef {
     type Future = Ready<Result<Self, ApiError>>;
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Self::from_request_parts(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_bool;
+
+    #[test]
+    fn booleans_are_strict() {
+        for (v, want) in [("true", true), ("True", true), ("1", true)] {
+            assert_eq!(query_bool("x", Some(v)).unwrap(), Some(want));
+        }
+        for v in ["false", "False", "0"] {
+            assert_eq!(query_bool("x", Some(v)).unwrap(), Some(false));
+        }
+        assert_eq!(query_bool("x", None).unwrap(), None);
+        for v in ["maybe", "", "yes", "TRUE", "2", "true "] {
+            let e = query_bool("recursive", Some(v)).unwrap_err();
+            assert_eq!(e.code(), "invalid_request");
+            assert!(e.to_string().contains("recursive"), "{e}");
+        }
     }
 }

@@ -39,13 +39,43 @@ pub trait RouteSink {
     fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         self.add(paths, routes);
     }
+    /// A resource whose routes hand out file bytes or links to them: like
+    /// [`RouteSink::add`], and recorded as such in the [`Table`]. Their
+    /// handlers decide through `gating::load_repo_for_download`, and the
+    /// access matrix checks them against gated repos.
+    fn bytes(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.add(paths, routes);
+    }
+    /// A dashboard page that shows file contents: [`RouteSink::page`] and
+    /// [`RouteSink::bytes`] at once.
+    fn bytes_page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.page(paths, routes);
+    }
 }
 
 struct Actix<'a>(&'a mut web::ServiceConfig);
 
+/// The answer to a method a resource does not serve: the JSON error body
+/// (`method_not_allowed`) with `Allow`, not actix's empty 405.
+fn method_not_allowed(methods: &[Method]) -> Route {
+    let allow = methods
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    web::route().to(move |req: actix_web::HttpRequest| {
+        let e = crate::error::ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allow: allow.clone(),
+        };
+        async move { actix_web::ResponseError::error_response(&e) }
+    })
+}
+
 impl RouteSink for Actix<'_> {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
-        let mut res = web::resource(paths);
+        let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
+        let mut res = web::resource(paths).default_service(method_not_allowed(&methods));
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -61,9 +91,10 @@ impl RouteSink for Actix<'_> {
     }
 }
 
-/// Every (method, path pattern) the hub serves, in routing order.
+/// Every (method, path pattern) the hub serves, in routing order; then those
+/// that hand out file bytes or links to them ([`RouteSink::bytes`]).
 #[derive(Debug, Default)]
-pub struct Table(pub Vec<(Method, String)>);
+pub struct Table(pub Vec<(Method, String)>, pub Vec<(Method, String)>);
 
 impl RouteSink for Table {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
@@ -72,6 +103,17 @@ impl RouteSink for Table {
                 self.0.push((m.clone(), p.clone()));
             }
         }
+    }
+    fn bytes(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        for p in &paths {
+            for (m, _) in &routes {
+                self.1.push((m.clone(), p.clone()));
+            }
+        }
+        self.add(paths, routes);
+    }
+    fn bytes_page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.bytes(paths, routes);
     }
 }
 
@@ -253,7 +295,7 @@ fn build(r: &mut impl RouteSink) {
         vec![on(GET, access::list)],
     );
     // LFS: batch API and the signed transfer links it hands out.
-    r.add(
+    r.bytes(
         web_paths(".git/info/lfs/objects/batch"),
         vec![on(POST, lfs::batch)],
     );
@@ -270,7 +312,7 @@ fn build(r: &mut impl RouteSink) {
         one("/lfs/upload/{session}/complete"),
         vec![on(POST, lfs::complete)],
     );
-    r.add(one("/lfs/objects/{sha}"), vec![on(GET, lfs::download)]);
+    r.bytes(one("/lfs/objects/{sha}"), vec![on(GET, lfs::download)]);
     // Inference endpoints: management, worker control plane, usage, gateway.
     r.add(
         one("/api/v1/endpoints/{ns}"),
@@ -316,7 +358,7 @@ fn build(r: &mut impl RouteSink) {
         vec![on_any(crate::gateway::proxy)],
     );
     // Downloads.
-    r.add(
+    r.bytes(
         web_paths("/resolve/{rev}/{path:.*}"),
         vec![on(GET, resolve::resolve), on(HEAD, resolve::resolve)],
     );
@@ -353,7 +395,11 @@ fn dashboard(r: &mut impl RouteSink) {
     page(web_paths("/tree"), on(GET, blob::pick_revision));
     page(web_paths("/tree/{rev}"), on(GET, blob::tree));
     page(web_paths("/tree/{rev}/{path:.*}"), on(GET, blob::tree));
-    page(web_paths("/blob/{rev}/{path:.*}"), on(GET, blob::blob));
+    r.bytes_page(
+        web_paths("/blob/{rev}/{path:.*}"),
+        vec![on(GET, blob::blob)],
+    );
+    let mut page = |paths: Vec<String>, route| r.page(paths, vec![route]);
     page(web_paths("/commits/{rev}"), on(GET, history::commits));
     page(web_paths("/commit/{oid}"), on(GET, history::commit));
     page(web_paths("/refs"), on(GET, repo::refs));

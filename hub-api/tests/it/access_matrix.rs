@@ -81,6 +81,10 @@ enum Class {
     NewOrg(u16),
     /// Mints or revokes tokens: unrestricted admin-scoped tokens.
     TokenAdmin(u16),
+    /// Lists the caller's tokens: anyone signed in, except restricted tokens (403).
+    TokenList(u16),
+    /// The tokens page: like `TokenList`, anonymous visitors go to sign in.
+    TokensPage(u16),
     /// Revokes the owner's token: only the owner; others see 404.
     OwnersToken(u16),
     /// Always the given status (login with a wrong password).
@@ -205,6 +209,16 @@ fn expected(class: Class, a: Actor) -> u16 {
             Anonymous => 401,
             Owner | OrgAdmin | OtherAdmin => ok,
             _ => 403,
+        },
+        Class::TokenList(ok) => match a {
+            Anonymous => 401,
+            Restricted => 403,
+            _ => ok,
+        },
+        Class::TokensPage(ok) => match a {
+            Anonymous => 303,
+            Restricted => 403,
+            _ => ok,
         },
         Class::NsMember(ok) => match a {
             Anonymous => 401,
@@ -346,7 +360,7 @@ fn rows(
         row(post.clone(), "/api/v1/auth/logout", Logout, |_| "/api/v1/auth/logout".into()),
         row(get.clone(), "/api/v1/auth/session", Authenticated(401), |_| "/api/v1/auth/session".into()),
         row(get.clone(), "/api/v1/users/me", Authenticated(200), |_| "/api/v1/users/me".into()),
-        row(get.clone(), "/api/v1/users/me/audit", Authenticated(200), |_| "/api/v1/users/me/audit".into()),
+        row(get.clone(), "/api/v1/users/me/audit", TokenList(200), |_| "/api/v1/users/me/audit".into()),
         row(get.clone(), "/api/v1/users", SiteAdmin, |_| "/api/v1/users".into()),
         row(post.clone(), "/api/v1/users", SiteAdmin, |_| "/api/v1/users".into())
             .json(|i| json!({"name": format!("newuser{i}")})),
@@ -361,7 +375,7 @@ fn rows(
             .json(|i| json!({"role": if i % 2 == 0 { "write" } else { "read" }})),
         row(del.clone(), "/api/v1/orgs/{org}/members/{user}", OrgAdmin(204), |i| format!("/api/v1/orgs/acme/members/victim{i}")),
         row(get.clone(), "/api/v1/orgs/{org}/audit", OrgAdmin(200), |_| "/api/v1/orgs/acme/audit".into()),
-        row(get.clone(), "/api/v1/tokens", Authenticated(200), |_| "/api/v1/tokens".into()),
+        row(get.clone(), "/api/v1/tokens", TokenList(200), |_| "/api/v1/tokens".into()),
         row(post.clone(), "/api/v1/tokens", TokenAdmin(201), |_| "/api/v1/tokens".into())
             .json(|_| json!({"name": "m", "scopes": ["read"]})),
         row(del.clone(), "/api/v1/tokens/{id}", OwnersToken(204), move |_| format!("/api/v1/tokens/{owners_token}")),
@@ -461,7 +475,7 @@ fn rows(
         row(get.clone(), "/datasets", Open(200), |_| "/datasets".into()),
         row(get.clone(), "/login", SignInPage, |_| "/login".into()),
         row(get.clone(), "/settings", SignedInPage(200), |_| "/settings".into()),
-        row(get.clone(), "/settings/tokens", SignedInPage(200), |_| "/settings/tokens".into()),
+        row(get.clone(), "/settings/tokens", TokensPage(200), |_| "/settings/tokens".into()),
         row(get.clone(), "/new", SignedInPage(200), |_| "/new".into()),
         row(get.clone(), "/organizations/{org}", MemberPage(200), |_| "/organizations/acme".into()),
         row(get.clone(), "/organizations/{org}/audit", OrgAdminPage(200), |_| "/organizations/acme/audit".into()),
@@ -789,6 +803,498 @@ async fn cross_tenant_access_matrix() {
             {
                 failures.push(format!(
                     "{} {uri} as {actor:?}: 403 reveals a private repo",
+                    row.method
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// ---- Gated repos: every route that hands out bytes or links asks one question ----
+
+/// Callers of the gated matrix: who may read a public, manually gated repo's
+/// file contents, and who only its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gatee {
+    Anonymous,
+    /// A user who never asked for access.
+    Stranger,
+    /// Asked; not decided yet.
+    Pending,
+    Rejected,
+    Accepted,
+    /// The accepted user's token restricted to another repo: acts as anonymous.
+    AcceptedRestricted,
+    /// The accepted user's token without the read scope: acts as anonymous.
+    AcceptedNoRead,
+    /// A member of the repo's organization with the read role.
+    MemberRead,
+    /// A member with the write role.
+    Writer,
+    /// A worker pull token for the gated repo.
+    Pull,
+    /// A worker pull token for another repo.
+    PullOther,
+}
+
+const GATEES: [Gatee; 11] = [
+    Gatee::Anonymous,
+    Gatee::Stranger,
+    Gatee::Pending,
+    Gatee::Rejected,
+    Gatee::Accepted,
+    Gatee::AcceptedRestricted,
+    Gatee::AcceptedNoRead,
+    Gatee::MemberRead,
+    Gatee::Writer,
+    Gatee::Pull,
+    Gatee::PullOther,
+];
+
+impl Gatee {
+    /// Whether the read-and-gate decision lets this caller read file contents.
+    fn may_download(self) -> bool {
+        matches!(
+            self,
+            Gatee::Accepted | Gatee::MemberRead | Gatee::Writer | Gatee::Pull
+        )
+    }
+    /// The user whose own namespace the caller may create endpoints in.
+    fn own_namespace(self) -> Option<&'static str> {
+        match self {
+            Gatee::Stranger => Some("stan"),
+            Gatee::Pending => Some("pete"),
+            Gatee::Rejected => Some("rita"),
+            Gatee::Accepted | Gatee::AcceptedRestricted | Gatee::AcceptedNoRead => Some("ada"),
+            Gatee::MemberRead => Some("reed"),
+            Gatee::Writer => Some("wendy"),
+            _ => None,
+        }
+    }
+}
+
+/// What the file contents of the gated repo contain; no answer to a caller
+/// the gate refuses may contain it.
+const GATED_MARK: &str = "gatedcontent-7f3a";
+
+/// Gated matrix classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GClass {
+    /// Metadata (info, listings, pages): `ok` for everyone, contents for nobody refused.
+    Meta(u16),
+    /// Hands out file contents or links (a byte route): callers who pass get
+    /// `ok` and the contents (or a link); the rest 403 `GatedRepo`.
+    Bytes(u16),
+    /// The dashboard's file view: 200 for everyone; contents only for callers who pass.
+    BytesPage,
+    /// The signed LFS link from a batch answer, opened without credentials:
+    /// callers who got a link read the object; the rest have none (403).
+    SignedLink,
+    /// Creating an endpoint on the gated model in the caller's own namespace:
+    /// 201 for callers who pass, 403 `GatedRepo` for signed-in users who do not.
+    Endpoint,
+    /// Called, but the status is another test's business (admin and writer
+    /// views); the answer must still not carry contents to a refused caller.
+    Unchecked,
+    /// Not called: a write, covered by `cross_tenant_access_matrix`.
+    Write,
+}
+
+struct GRow {
+    method: Method,
+    pattern: &'static str,
+    class: GClass,
+    uri: Box<dyn Fn(Gatee) -> String>,
+    body: Option<Value>,
+}
+
+fn grow(
+    method: Method,
+    pattern: &'static str,
+    class: GClass,
+    uri: impl Fn(Gatee) -> String + 'static,
+) -> GRow {
+    GRow {
+        method,
+        pattern,
+        class,
+        uri: Box::new(uri),
+        body: None,
+    }
+}
+
+fn gated_rows(
+    sha: &str,
+    size: usize,
+    commit: &str,
+    links: std::collections::HashMap<String, String>,
+) -> Vec<GRow> {
+    use GClass::*;
+    let get = Method::GET;
+    let post = Method::POST;
+    const R: &str = "/api/models/acme/gated";
+    const P: &str = "/acme/gated";
+    let sha_s = sha.to_string();
+    let batch = |op: &str| json!({"operation": op, "objects": [{"oid": sha, "size": size}]});
+    let ep = |g: Gatee| format!("/api/v1/endpoints/{}", g.own_namespace().unwrap_or("acme"));
+    let mut rows = vec![
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}", Meta(200), |_| R.into()),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/revision/{rev}", Meta(200), |_| format!("{R}/revision/main?blobs=true")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tree/{rev}", Meta(200), |_| format!("{R}/tree/main?recursive=true&expand=true")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tree/{rev}/{path:.*}", Meta(200), |_| format!("{R}/tree/main/d")),
+        GRow { body: Some(json!({"paths": ["d/g.txt", "w.bin"], "expand": true})), ..grow(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", Meta(200), |_| format!("{R}/paths-info/main")) },
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", Meta(200), |_| format!("{R}/refs")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{R}/commits/main")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/{status:pending|accepted|rejected}", Unchecked, |_| format!("{R}/user-access-request/accepted")),
+        grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests".into()),
+        grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests/me", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests/me".into()),
+        GRow { body: Some(batch("download")), ..grow(post.clone(), "/{ns}/{name}.git/info/lfs/objects/batch", Bytes(200), |_| format!("{P}.git/info/lfs/objects/batch")) },
+        GRow { body: Some(batch("upload")), ..grow(post.clone(), "/{ns}/{name}.git/info/lfs/objects/batch", Write, |_| format!("{P}.git/info/lfs/objects/batch")) },
+        grow(get.clone(), "/lfs/objects/{sha}", SignedLink, move |g| {
+            links.get(&format!("{g:?}")).cloned().unwrap_or_else(|| format!("/lfs/objects/{sha_s}"))
+        }),
+        grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/d/g.txt")),
+        grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/w.bin")),
+        grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/README.md")),
+        grow(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/w.bin")),
+        GRow { body: Some(json!({"name": "gep", "repository": "acme/gated", "task": "feature-extraction"})), ..grow(post.clone(), "/api/v1/endpoints/{ns}", Endpoint, ep) },
+        // Dashboard pages.
+        grow(get.clone(), "/{ns}/{name}", Meta(200), |_| P.into()),
+        grow(get.clone(), "/{ns}/{name}/tree", Meta(302), |_| format!("{P}/tree?rev=main")),
+        grow(get.clone(), "/{ns}/{name}/tree/{rev}", Meta(200), |_| format!("{P}/tree/main")),
+        grow(get.clone(), "/{ns}/{name}/tree/{rev}/{path:.*}", Meta(200), |_| format!("{P}/tree/main/d")),
+        grow(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", BytesPage, |_| format!("{P}/blob/main/d/g.txt")),
+        grow(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", BytesPage, |_| format!("{P}/blob/main/w.bin")),
+        grow(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", BytesPage, |_| format!("{P}/blob/main/m.safetensors")),
+        grow(get.clone(), "/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{P}/commits/main")),
+        grow(get.clone(), "/{ns}/{name}/refs", Meta(200), |_| format!("{P}/refs")),
+        grow(get.clone(), "/{ns}/{name}/upload", Unchecked, |_| format!("{P}/upload")),
+        grow(get.clone(), "/{ns}/{name}/settings", Unchecked, |_| format!("{P}/settings")),
+        grow(get.clone(), "/inference/new", Unchecked, |_| "/inference/new?repo=acme/gated".into()),
+    ];
+    // The commit page lists the paths a commit changed, never contents.
+    let commit = commit.to_string();
+    rows.push(grow(
+        get.clone(),
+        "/{ns}/{name}/commit/{oid}",
+        Meta(200),
+        move |_| format!("{P}/commit/{commit}"),
+    ));
+    rows
+}
+
+/// Uploads `content` as an LFS object of `repo` and commits it at `path`.
+async fn commit_lfs(app: &impl App, tok: &str, repo: &str, path: &str, content: &[u8]) -> String {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(content));
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(&format!("/{repo}.git/info/lfs/objects/batch"))
+            .insert_header(bearer(tok))
+            .set_json(
+                json!({"operation": "upload", "objects": [{"oid": sha, "size": content.len()}]}),
+            ),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    if let Some(href) = json_of(&b)["objects"][0]["actions"]["upload"]["href"].as_str() {
+        let path = href.trim_start_matches("http://hub.test").to_string();
+        let (st, _, _) = call(
+            app,
+            TestRequest::put().uri(&path).set_payload(content.to_vec()),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+    let line = json!({"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": sha, "size": content.len()}});
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(&format!("/api/models/{repo}/commit/main"))
+            .insert_header(bearer(tok))
+            .set_payload(hub_testkit::ndjson("lfs", None, &[line])),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    sha
+}
+
+/// A tiny valid safetensors file whose metadata holds `note`.
+pub fn safetensors_with_note(note: &str) -> Vec<u8> {
+    let header = json!({"__metadata__": {"note": note}, "t": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).to_string();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&[0, 0, 128, 63]);
+    out
+}
+
+/// A worker pull token for `repo` (of the org `ns`), minted the way the
+/// control plane does: from the decision for an endpoint of that org.
+pub async fn pull_token_for(
+    t: &TestState,
+    app: &impl App,
+    owner: &str,
+    ns: &str,
+    repo: &str,
+    ep: &str,
+) -> String {
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(&format!("/api/v1/endpoints/{ns}"))
+            .insert_header(bearer(owner))
+            .set_json(json!({"name": ep, "repository": repo, "task": "feature-extraction"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    let e = hub_api::db::endpoints::get(&t.state.db, ns, ep)
+        .await
+        .unwrap()
+        .unwrap();
+    let dl = hub_api::gating::endpoint_download(&t.state, &e)
+        .await
+        .unwrap();
+    hub_api::auth::service_tokens::pull_token(&t.state, &dl, 600)
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn gated_byte_routes_matrix() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write", "admin"]).await;
+    let rw = &["read", "write"];
+    let (_, stan) = t.user("stan", false, rw).await;
+    let (_, pete) = t.user("pete", false, rw).await;
+    let (_, rita) = t.user("rita", false, rw).await;
+    let (ada_id, ada) = t.user("ada", false, rw).await;
+    let (reed_id, reed) = t.user("reed", false, rw).await;
+    let (wendy_id, wendy) = t.user("wendy", false, rw).await;
+    let (_, ada_restricted) = token(
+        &t,
+        ada_id,
+        &["read", "write"],
+        Some(&["model:acme/other"]),
+        None,
+    )
+    .await;
+    let (_, ada_noread) = token(&t, ada_id, &["inference"], None, None).await;
+    let acme = t.org("acme", alice_id).await;
+    use hub_api::db::namespaces::{set_member, Role};
+    set_member(&t.state.db, acme, reed_id, Role::Read)
+        .await
+        .unwrap();
+    set_member(&t.state.db, acme, wendy_id, Role::Write)
+        .await
+        .unwrap();
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "acme/gated", false).await;
+    create_repo(&app, &alice, "acme/other", false).await;
+    commit_files(&app, &alice, "acme/other", &[("x.txt", b"other")]).await;
+    let gated_commit = commit_files(
+        &app,
+        &alice,
+        "acme/gated",
+        &[
+            (
+                "README.md",
+                b"---\nlicense: mit\n---\n# A gated model\nAsk for access.\n".as_slice(),
+            ),
+            ("d/g.txt", format!("{GATED_MARK} small file").as_bytes()),
+            ("m.safetensors", &safetensors_with_note(GATED_MARK)),
+        ],
+    )
+    .await;
+    let lfs_content: Vec<u8> = format!("{GATED_MARK} ")
+        .bytes()
+        .cycle()
+        .take(30_000)
+        .collect();
+    let sha = commit_lfs(&app, &alice, "acme/gated", "w.bin", &lfs_content).await;
+    let pull = pull_token_for(&t, &app, &alice, "acme", "acme/gated", "own").await;
+    let pull_other = pull_token_for(&t, &app, &alice, "acme", "acme/other", "own-other").await;
+    let put = |uri: &str, tok: &str, body: Value| {
+        TestRequest::put()
+            .uri(uri)
+            .insert_header(bearer(tok))
+            .set_json(body)
+    };
+    assert_eq!(
+        call(
+            &app,
+            put(
+                "/api/models/acme/gated/settings",
+                &alice,
+                json!({"gated": "manual"})
+            )
+        )
+        .await
+        .0,
+        200
+    );
+    for tok in [&pete, &rita, &ada] {
+        let (st, _, _) = call(
+            &app,
+            TestRequest::post()
+                .uri("/api/v1/repos/models/acme/gated/access-requests")
+                .insert_header(bearer(tok))
+                .set_json(json!({})),
+        )
+        .await;
+        assert_eq!(st, 201);
+    }
+    for (user, status) in [("rita", "rejected"), ("ada", "accepted")] {
+        let uri = format!("/api/v1/repos/models/acme/gated/access-requests/{user}");
+        assert_eq!(
+            call(&app, put(&uri, &alice, json!({"status": status})))
+                .await
+                .0,
+            200
+        );
+    }
+    let creds = |g: Gatee| -> Option<String> {
+        Some(match g {
+            Gatee::Anonymous => return None,
+            Gatee::Stranger => stan.clone(),
+            Gatee::Pending => pete.clone(),
+            Gatee::Rejected => rita.clone(),
+            Gatee::Accepted => ada.clone(),
+            Gatee::AcceptedRestricted => ada_restricted.clone(),
+            Gatee::AcceptedNoRead => ada_noread.clone(),
+            Gatee::MemberRead => reed.clone(),
+            Gatee::Writer => wendy.clone(),
+            Gatee::Pull => pull.clone(),
+            Gatee::PullOther => pull_other.clone(),
+        })
+    };
+    // Each caller's own LFS download link, when the batch API gives one.
+    let mut links = std::collections::HashMap::new();
+    for g in GATEES {
+        let mut req = TestRequest::post()
+            .uri("/acme/gated.git/info/lfs/objects/batch")
+            .set_json(json!({"operation": "download", "objects": [{"oid": sha, "size": lfs_content.len()}]}));
+        if let Some(tok) = creds(g) {
+            req = req.insert_header(bearer(&tok));
+        }
+        let (_, _, b) = call(&app, req).await;
+        if let Some(href) = serde_json::from_slice::<Value>(&b).ok().and_then(|v| {
+            v["objects"][0]["actions"]["download"]["href"]
+                .as_str()
+                .map(str::to_string)
+        }) {
+            links.insert(
+                format!("{g:?}"),
+                href.trim_start_matches("http://hub.test").to_string(),
+            );
+        }
+    }
+    let rows = gated_rows(&sha, lfs_content.len(), &gated_commit, links);
+
+    // The route table marks the byte routes; the rows that expect the gate
+    // are exactly those (so a new byte route needs the mark and a row here,
+    // and a marked route is checked against every gated caller).
+    let table = hub_api::routes::table();
+    let marked: BTreeSet<(String, String)> = table
+        .1
+        .iter()
+        .map(|(m, p)| (m.to_string(), canonical(p)))
+        .collect();
+    let gated_rows_set: BTreeSet<(String, String)> = rows
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.class,
+                GClass::Bytes(_) | GClass::BytesPage | GClass::SignedLink
+            )
+        })
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    assert_eq!(
+        marked, gated_rows_set,
+        "byte-marked routes (left) and byte rows of the gated matrix (right) differ"
+    );
+    // Every read route of a repo has a row here too.
+    let covered: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r.method.to_string(), r.pattern.to_string()))
+        .collect();
+    let reads: BTreeSet<(String, String)> = table
+        .0
+        .iter()
+        .map(|(m, p)| (m.to_string(), canonical(p)))
+        .filter(|(m, p)| {
+            (m == "GET" || m == "HEAD")
+                && p.contains("{ns}/{name}")
+                && !p.starts_with("/api/v1/endpoints")
+                && !p.starts_with("/endpoints/")
+                && !p.starts_with("/inference/")
+        })
+        .collect();
+    let missing: Vec<_> = reads.difference(&covered).collect();
+    assert!(
+        missing.is_empty(),
+        "repo read routes without a row in the gated matrix: {missing:?}"
+    );
+
+    let mut failures = vec![];
+    for row in &rows {
+        if row.class == GClass::Write {
+            continue;
+        }
+        for g in GATEES {
+            let uri = (row.uri)(g);
+            let mut req = TestRequest::default().method(row.method.clone()).uri(&uri);
+            if row.class != GClass::SignedLink {
+                if let Some(tok) = creds(g) {
+                    req = req.insert_header(bearer(&tok));
+                }
+            }
+            if let Some(b) = &row.body {
+                req = req.set_json(b.clone());
+            }
+            let (st, h, body) = call(&app, req).await;
+            let text = String::from_utf8_lossy(&body).to_string();
+            let ok = g.may_download();
+            let gated_403 = st == 403 && h.get("x-error-code").is_some_and(|v| v == "GatedRepo");
+            let shows = text.contains(GATED_MARK) || text.contains("/lfs/objects/");
+            let fail = match row.class {
+                GClass::Meta(want) => st != want,
+                GClass::Bytes(want) if ok => st != want || (row.method == Method::GET && !shows),
+                GClass::Bytes(_) => !gated_403,
+                GClass::BytesPage => st != 200 || shows != ok,
+                GClass::SignedLink if ok => st != 200 || !text.contains(GATED_MARK),
+                GClass::SignedLink => st != 403,
+                GClass::Endpoint => match (ok, g.own_namespace()) {
+                    (true, Some(_)) => st != 201,
+                    (false, Some(_))
+                        if matches!(g, Gatee::Stranger | Gatee::Pending | Gatee::Rejected) =>
+                    {
+                        !gated_403
+                    }
+                    _ => !(400..500).contains(&st),
+                },
+                GClass::Unchecked | GClass::Write => false,
+            };
+            if fail {
+                failures.push(format!(
+                    "{} {uri} as {g:?}: got {st} ({}): {}",
+                    row.method,
+                    h.get("x-error-code")
+                        .map(|v| v.to_str().unwrap_or(""))
+                        .unwrap_or("-"),
+                    text.chars().take(160).collect::<String>()
+                ));
+            }
+            if !ok && shows {
+                failures.push(format!(
+                    "{} {uri} as {g:?} leaks the gated file's contents or a link",
                     row.method
                 ));
             }

@@ -11,6 +11,8 @@ mod concurrency;
 mod dashboard;
 mod endpoints;
 mod faults;
+mod gated_bytes;
 mod git_ids;
 mod registry;
+mod strict_inputs;
 mod tenancy;

@@ -21,10 +21,9 @@ fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
         .collect()
 }
 
-fn flag(pairs: &[(String, String)], key: &str) -> bool {
-    pairs
-        .iter()
-        .any(|(k, v)| k == key && matches!(v.as_str(), "true" | "1" | "True"))
+/// A boolean flag (absent: false); a value other than a boolean is a 400.
+fn flag(pairs: &[(String, String)], key: &str) -> ApiResult<bool> {
+    Ok(crate::registry::repo_ref::query_bool(key, first(pairs, key).as_deref())?.unwrap_or(false))
 }
 
 fn all(pairs: &[(String, String)], key: &str) -> Vec<String> {
@@ -112,7 +111,7 @@ pub async fn repo_info(
     let rev = param(&req, "rev").unwrap_or_else(|| registry::DEFAULT_BRANCH.to_string());
     let resolved = registry::resolve_str(&state, ctx.repo.id, &rev).await?;
     let pairs = query_pairs(&req);
-    let blobs = flag(&pairs, "blobs");
+    let blobs = flag(&pairs, "blobs")?;
     let mut m = base_json(&ctx.repo, Some(&resolved.commit));
     m.insert("sha".into(), json!(resolved.commit.oid));
     let entries = files::all_files(&state, &resolved.commit.tree_oid).await?;
@@ -162,7 +161,7 @@ pub async fn list(
             "sort {sort_s:?} is not one of lastModified, createdAt, downloads, likes"
         ))
     })?;
-    let full = flag(&pairs, "full");
+    let full = flag(&pairs, "full")?;
     let limit = match first(&pairs, "limit") {
         Some(l) => l
             .parse::<i64>()
@@ -212,7 +211,7 @@ pub async fn list(
         pipeline_tag: first(&pairs, "pipeline_tag"),
         library: first(&pairs, "library"),
         license: None,
-        gated: first(&pairs, "gated").map(|g| g == "true"),
+        gated: crate::registry::repo_ref::query_bool("gated", first(&pairs, "gated").as_deref())?,
         sort,
         limit: limit + 1,
         cursor,

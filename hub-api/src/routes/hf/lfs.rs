@@ -112,7 +112,14 @@ pub async fn batch(
             )))
         }
     };
-    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, need).await?;
+    // Download links hand out bytes: they need the read-and-gate decision.
+    let (ctx, download) = if need == Access::Read {
+        let dl = crate::gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
+        (dl.ctx().clone(), Some(dl))
+    } else {
+        let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, need).await?;
+        (ctx, None)
+    };
     if body.objects.len() > 1000 {
         return Err(ApiError::PayloadTooLarge(
             "at most 1000 objects per batch".into(),
@@ -140,13 +147,13 @@ pub async fn batch(
             .into_iter()
             .collect();
 
-    if need == Access::Read {
+    if let Some(dl) = &download {
         let mut out = Vec::new();
         for (sha, size) in &parsed {
             match linked.get(sha.as_str()) {
                 Some(s) if *s == *size => {
-                    let href = link(&state, &format!("/lfs/objects/{sha}"), &format!("{}:{sha}", ctx.repo.id), "get", None).await?;
-                    out.push(json!({"oid": sha, "size": size, "actions": {"download": {"href": href, "expires_in": LINK_TTL_S}}}));
+                    let href = dl.lfs_link(&state, sha).await?;
+                    out.push(json!({"oid": sha, "size": size, "actions": {"download": {"href": href, "expires_in": crate::gating::LINK_TTL_S}}}));
                 }
                 _ => out.push(json!({"oid": sha, "size": size, "error": {"code": 404, "message": "Object does not exist"}})),
             }
@@ -422,7 +429,9 @@ pub async fn verify(
     }
 }
 
-/// `GET /lfs/objects/{sha}` with a download link token (git-lfs download action).
+/// `GET /lfs/objects/{sha}` with a download link token (git-lfs download
+/// action). The link records its reader; opening it makes the read-and-gate
+/// decision again (`gating::open_lfs_link`).
 pub async fn download(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -433,21 +442,30 @@ pub async fn download(
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .ok_or(ApiError::InvalidSignature)?;
-    let c: LinkClaims = state
-        .keys
-        .verify(&token, AUDIENCE)
-        .await
-        .map_err(|_| ApiError::InvalidSignature)?;
-    let (repo_id, want) = c.sub.split_once(':').ok_or(ApiError::InvalidSignature)?;
-    if c.act != "get" || want != sha.as_str() {
-        return Err(ApiError::InvalidSignature);
-    }
-    let repo_id: i64 = repo_id.parse().map_err(|_| ApiError::InvalidSignature)?;
-    let linked = db::lfs::linked(&state.db, repo_id, &[sha.to_string()]).await?;
+    let dl = crate::gating::open_lfs_link(&state, &token, &sha).await?;
+    let linked = db::lfs::linked(&state.db, dl.repo().id, &[sha.to_string()]).await?;
     let (_, size) = linked.first().ok_or(ApiError::NotFound("object"))?;
-    let stream = state.storage.read_blob(&sha, None).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .no_chunking(*size as u64)
-        .streaming(stream))
+    let size = *size as u64;
+    let etag = format!("\"{sha}\"");
+    let mut resp = HttpResponse::Ok();
+    resp.insert_header((actix_web::http::header::ETAG, etag.as_str()))
+        .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
+        .content_type("application/octet-stream");
+    let range = crate::routes::hf::resolve::effective_range(&req, &etag);
+    let (start, len) = match crate::routes::hf::resolve::parse_range(range, size) {
+        crate::routes::hf::resolve::RangeReq::Full => (0, size),
+        crate::routes::hf::resolve::RangeReq::Part { start, end } => {
+            resp.status(actix_web::http::StatusCode::PARTIAL_CONTENT);
+            resp.insert_header((
+                actix_web::http::header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{size}"),
+            ));
+            (start, end - start + 1)
+        }
+        crate::routes::hf::resolve::RangeReq::Unsatisfiable => {
+            return Err(ApiError::RangeNotSatisfiable { size })
+        }
+    };
+    let stream = dl.stream(&state, &sha, Some(start..start + len)).await?;
+    Ok(resp.no_chunking(len).streaming(stream))
 }

@@ -1,9 +1,10 @@
 //! `HEAD`/`GET /{repo}/resolve/{rev}/{path}`: file downloads as every HF client
 //! expects them: `X-Repo-Commit`, a strong `ETag` (sha256 for LFS files),
 //! `X-Linked-Size`, `Accept-Ranges`, single `Range` requests answered 206 with
-//! the end clamped to the size, never compressed, streamed from storage.
+//! the end clamped to the size (200 with the whole file when an `If-Range`
+//! does not match), never compressed, streamed from storage. Files are read
+//! through the read-and-gate decision (`gating::load_repo_for_download`).
 
-use crate::auth::access::Access;
 use crate::auth::Auth;
 use crate::db;
 use crate::domain::{RepoPath, Sha256};
@@ -77,6 +78,27 @@ pub fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
     }
 }
 
+/// The `Range` header to honour, after `If-Range` (RFC 9110 §13.1.5): with
+/// an `If-Range` that does not match, the range is ignored and the whole file
+/// is sent with 200. An entity-tag matches only by strong comparison with the
+/// current `ETag` (a weak `W/` tag never does); an HTTP-date never matches,
+/// since these responses carry no `Last-Modified` to compare it with.
+pub fn effective_range<'a>(req: &'a HttpRequest, etag: &str) -> Option<&'a str> {
+    let range = req.headers().get(header::RANGE)?.to_str().ok()?;
+    match req.headers().get(header::IF_RANGE) {
+        None => Some(range),
+        Some(v) => if_range_matches(v.to_str().unwrap_or(""), etag).then_some(range),
+    }
+}
+
+/// Whether an `If-Range` value matches the current strong `etag` (quoted).
+pub fn if_range_matches(if_range: &str, etag: &str) -> bool {
+    let v = if_range.trim();
+    // An entity-tag is quoted (strong) or `W/`-prefixed (weak, never matches);
+    // anything else is an HTTP-date.
+    v.starts_with('"') && v == etag
+}
+
 fn content_disposition(path: &str) -> String {
     let name = path.rsplit('/').next().unwrap_or(path);
     let ascii: String = name
@@ -99,8 +121,8 @@ pub async fn resolve(
     repo: RepoRef,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
-    crate::gating::check_download(&state, &auth, &ctx).await?;
+    let dl = crate::gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
+    let ctx = dl.ctx();
     let rev = param(&req, "rev").unwrap_or_default();
     let resolved = registry::resolve_str(&state, ctx.repo.id, &rev).await?;
     let commit = resolved.commit.oid.clone();
@@ -152,10 +174,7 @@ pub async fn resolve(
             .status(actix_web::http::StatusCode::NOT_MODIFIED)
             .finish());
     }
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
+    let range = effective_range(&req, &etag);
     let (start, len) = match parse_range(range, size) {
         RangeReq::Full => (0, size),
         RangeReq::Part { start, end } => {
@@ -182,10 +201,7 @@ pub async fn resolve(
             let _ = db::repos::add_download(&db, id).await;
         });
     }
-    let stream = state
-        .storage
-        .read_blob(&sha, Some(start..start + len))
-        .await?;
+    let stream = dl.stream(&state, &sha, Some(start..start + len)).await?;
     Ok(resp.no_chunking(len).streaming(stream))
 }
 
@@ -227,5 +243,17 @@ mod tests {
             RangeReq::Full
         );
         assert_eq!(parse_range(Some("items=0-1"), 10), RangeReq::Full);
+    }
+
+    #[test]
+    fn if_range() {
+        let etag = "\"abc\"";
+        assert!(if_range_matches("\"abc\"", etag));
+        assert!(if_range_matches(" \"abc\" ", etag));
+        assert!(!if_range_matches("\"abd\"", etag));
+        assert!(!if_range_matches("W/\"abc\"", etag));
+        assert!(!if_range_matches("Wed, 21 Oct 2015 07:28:00 GMT", etag));
+        assert!(!if_range_matches("", etag));
+        assert!(!if_range_matches("\"abc\", \"def\"", etag));
     }
 }

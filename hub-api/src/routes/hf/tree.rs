@@ -9,7 +9,7 @@ use crate::db::git::Entry;
 use crate::domain::RepoPath;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::files::{self, entry_json, entry_not_found};
-use crate::registry::repo_ref::param;
+use crate::registry::repo_ref::{param, query_bool};
 use crate::registry::{self, hf_date, RepoRef};
 use crate::routes::body::read_limited;
 use crate::state::AppState;
@@ -18,10 +18,6 @@ use serde_json::{json, Value};
 
 const PAGE: usize = 1000;
 const PAGE_EXPANDED: usize = 100;
-
-fn truthy(v: Option<&str>) -> bool {
-    matches!(v, Some("true") | Some("1") | Some("True"))
-}
 
 /// Adds `lastCommit` to entries (for `expand=true`).
 async fn expand(
@@ -62,8 +58,8 @@ pub async fn tree(
         .into_owned()
         .collect();
     let get = |k: &str| q.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str());
-    let recursive = truthy(get("recursive"));
-    let with_expand = truthy(get("expand"));
+    let recursive = query_bool("recursive", get("recursive"))?.unwrap_or(false);
+    let with_expand = query_bool("expand", get("expand"))?.unwrap_or(false);
     let path = param(&req, "path").unwrap_or_default();
     let path = path.trim_matches('/');
     let (tree_oid, prefix) = if path.is_empty() {
@@ -81,11 +77,20 @@ pub async fn tree(
         db::git::list_tree(&state.db, &tree_oid, &prefix).await?
     };
     let page = if with_expand { PAGE_EXPANDED } else { PAGE };
-    let limit = get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0)
-        .unwrap_or(page)
-        .min(page);
+    let limit = match get("limit") {
+        None => page,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| *l > 0)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!(
+                    "query parameter limit must be a positive whole number, not {:?}",
+                    l.chars().take(40).collect::<String>()
+                ))
+            })?
+            .min(page),
+    };
     let offset = match get("cursor") {
         Some(c) => c
             .parse::<usize>()
@@ -147,7 +152,14 @@ pub async fn paths_info(
                 .filter(|(k, _)| k == "paths")
                 .map(|(_, v)| v.clone())
                 .collect(),
-            pairs.iter().any(|(k, v)| k == "expand" && truthy(Some(v))),
+            query_bool(
+                "expand",
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == "expand")
+                    .map(|(_, v)| v.as_str()),
+            )?
+            .unwrap_or(false),
         )
     };
     if paths.len() > 10_000 {

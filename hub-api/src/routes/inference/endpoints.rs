@@ -2,7 +2,6 @@
 //! change, delete, pause and resume inference endpoints.
 
 use super::member_namespace;
-use crate::auth::access::Access;
 use crate::auth::Auth;
 use crate::db;
 use crate::db::namespaces::Role;
@@ -133,8 +132,11 @@ pub async fn create(
         int32(body.scale_to_zero_after_s, "scale_to_zero_after_s")?,
     )?;
     let repo_id = RepoId::parse(&body.repository)?;
-    let ctx = registry::load_repo(&state, &auth, RepoType::Model, &repo_id, Access::Read).await?;
-    crate::gating::check_download(&state, &auth, &ctx).await?;
+    // An endpoint reads the model's files: the same decision as a download
+    // (403 GatedRepo when the caller has not been granted a gated model).
+    let weights =
+        crate::gating::load_repo_for_download(&state, &auth, RepoType::Model, &repo_id).await?;
+    let ctx = weights.ctx();
     let revision = body
         .revision
         .clone()

@@ -205,9 +205,25 @@ pub async fn assignments(
         let Some(e) = db::endpoints::by_id(&state.db, endpoint_id).await? else {
             continue;
         };
-        let Some(repo_id) = e.repo_id else { continue };
+        if e.repo_id.is_none() {
+            continue;
+        }
+        // The read-and-gate decision for the endpoint's weights, made again on
+        // every poll: a creator whose access was withdrawn stops the endpoint.
+        let weights = match crate::gating::endpoint_download(&state, &e).await {
+            Ok(w) => w,
+            Err(refused @ (ApiError::GatedRepo(_) | ApiError::RepoNotFound)) => {
+                let msg = format!("the endpoint's creator may not download the model: {refused}");
+                tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
+                db::endpoints::update_replica(&state.db, replica, id, "failed", Some(&msg), 0, 0)
+                    .await?;
+                crate::scheduler::nudge();
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let pull_token =
-            crate::auth::service_tokens::pull_token(&state, repo_id, PULL_TOKEN_TTL_S).await?;
+            crate::auth::service_tokens::pull_token(&state, &weights, PULL_TOKEN_TTL_S).await?;
         items.push(json!({
             "assignment_id": replica,
             "model_key": replica.to_string(),

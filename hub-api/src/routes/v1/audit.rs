@@ -67,5 +67,8 @@ pub async fn org(
     responses((status = 200, description = "A page of entries, newest first", body = AuditList)))]
 pub async fn me(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
+    // The log lists the account's token events (names, scopes, restrictions):
+    // the same rule as listing tokens, so a restricted token sees none of it.
+    crate::auth::access::may_manage_tokens(p, crate::auth::access::TokenAction::List)?;
     Ok(HttpResponse::Ok().json(page_of(&state, p.user_id, page).await?))
 }

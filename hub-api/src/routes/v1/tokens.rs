@@ -1,10 +1,13 @@
 //! The caller's own API tokens: create (the secret is returned once), list
-//! (prefix, scopes, times; never the secret or its hash), revoke. Creating a
-//! token needs a dashboard session or a token with the `admin` scope, so a
-//! leaked read or write token cannot mint itself successors.
+//! (prefix, scopes, times; never the secret or its hash), revoke. Who may do
+//! which is one rule (`auth::access::may_manage_tokens`): a dashboard session
+//! or an unrestricted token with the right scope (creating needs `admin`, so
+//! a leaked read or write token cannot mint itself successors); a token
+//! restricted to some repos or namespaces can do none of it.
 
 use super::{list_dto, time, Page};
-use crate::auth::{secrets, Auth, Credential, Scope};
+use crate::auth::access::{may_manage_tokens, TokenAction};
+use crate::auth::{secrets, Auth, Scope};
 use crate::db;
 use crate::db::tokens::TokenRow;
 use crate::error::{ApiError, ApiResult};
@@ -131,16 +134,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateTokenBody>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    let may = match &p.credential {
-        Credential::Session { .. } => true,
-        Credential::Token { .. } => p.has_scope(Scope::Admin) && !p.is_restricted(),
-        Credential::RepoPull { .. } | Credential::Worker => false,
-    };
-    if !may {
-        return Err(ApiError::Forbidden(
-            "creating tokens needs a dashboard session or an unrestricted token with the admin scope".into(),
-        ));
-    }
+    may_manage_tokens(p, TokenAction::Create)?;
     let name = body.name.as_str();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::Validation(
@@ -267,6 +261,7 @@ pub async fn create(
     responses((status = 200, description = "A page of tokens", body = TokenList)))]
 pub async fn list(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
+    may_manage_tokens(p, TokenAction::List)?;
     let mut rows =
         db::tokens::list_for_user(&state.db, p.user_id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |t| t.id);
@@ -286,12 +281,7 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    if (!p.has_scope(Scope::Write) && !p.has_scope(Scope::Admin)) || p.is_restricted() {
-        return Err(ApiError::Forbidden(
-            "revoking tokens needs a session or an unrestricted token with the write or admin scope"
-                .into(),
-        ));
-    }
+    may_manage_tokens(p, TokenAction::Revoke)?;
     let id: i64 = path
         .into_inner()
         .parse()
