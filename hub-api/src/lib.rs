@@ -15,6 +15,7 @@ pub mod error;
 pub mod gateway;
 pub mod gating;
 pub mod git;
+pub mod heavy;
 pub mod pgcluster;
 pub mod quota;
 pub mod ratelimit;

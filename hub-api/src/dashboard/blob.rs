@@ -209,7 +209,8 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
     let view = if gated {
         View::Gated
     } else if path.ends_with(".safetensors") {
-        match tensor_table(&state, &b.sha256, b.size as u64).await {
+        let tenant = crate::heavy::Tenant::of(&p.auth, &req);
+        match tensor_table(&state, tenant, &b.sha256, b.size as u64).await {
             Ok(t) => View::Tensors(t),
             Err(reason) => View::Binary {
                 reason: format!("Not a readable safetensors file: {reason}"),
