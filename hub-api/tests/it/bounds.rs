@@ -193,7 +193,7 @@ async fn big_gitattributes_commits() {
     for i in 0..30 {
         text.push_str(&format!("*{i}*.raw filter=lfs\n"));
     }
-    text.push_str("dir7/file 7.dat -filter\n");
+    text.push_str("dir7/file[[:space:]]7.dat -filter\n");
     let ops = vec![
         file_op(".gitattributes", text.as_bytes()),
         file_op("dir5/file 5.dat", b"small text"),
@@ -260,7 +260,6 @@ async fn big_gitattributes_commits() {
 /// Stores a blob made of `head` then `tail` zero bytes (streamed, never held
 /// whole in memory) and links it to a repo as an uploaded LFS object.
 async fn plant(t: &TestState, repo: &str, head: Vec<u8>, tail: u64) -> (String, u64) {
-    let size = head.len() as u64 + tail;
     let chunk = Bytes::from(vec![0u8; 1 << 20]);
     let mut parts: Vec<Bytes> = vec![Bytes::from(head)];
     let mut left = tail;
@@ -269,6 +268,12 @@ async fn plant(t: &TestState, repo: &str, head: Vec<u8>, tail: u64) -> (String, 
         parts.push(chunk.slice(..n));
         left -= n as u64;
     }
+    plant_parts(t, repo, parts).await
+}
+
+/// Stores a blob of `parts` (shared chunks, so little memory) and links it to a repo.
+async fn plant_parts(t: &TestState, repo: &str, parts: Vec<Bytes>) -> (String, u64) {
+    let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
     let stream = futures::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
     let w = t
         .state
@@ -293,6 +298,24 @@ async fn plant(t: &TestState, repo: &str, head: Vec<u8>, tail: u64) -> (String, 
         .await
         .unwrap();
     (sha, size)
+}
+
+/// A header of `n` bytes: `prefix`, then `fill` repeated, then `suffix`, as
+/// shared 1 MiB chunks (with the 8-byte length in front).
+fn header_parts(n: u64, prefix: &[u8], fill: u8, suffix: &[u8]) -> Vec<Bytes> {
+    let mut parts = vec![
+        Bytes::copy_from_slice(&n.to_le_bytes()),
+        Bytes::copy_from_slice(prefix),
+    ];
+    let chunk = Bytes::from(vec![fill; 1 << 20]);
+    let mut left = n - prefix.len() as u64 - suffix.len() as u64;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        parts.push(chunk.slice(..k));
+        left -= k as u64;
+    }
+    parts.push(Bytes::copy_from_slice(suffix));
+    parts
 }
 
 fn lfs_op(path: &str, sha: &str, size: u64) -> Value {
@@ -338,14 +361,8 @@ async fn weight_headers_are_bounded_in_size_and_memory() {
     create(&http, &hub, &tok, "w").await;
 
     // 1. A safetensors file declaring a 99 MB header (of valid JSON).
-    let n: u64 = 99_000_000;
-    let mut head = n.to_le_bytes().to_vec();
-    head.extend_from_slice(b"{\"__metadata__\":{\"k\":\"");
-    let close = b"\"}}";
-    let fill = n - (head.len() as u64 - 8) - close.len() as u64;
-    head.extend(std::iter::repeat_n(b'x', fill as usize));
-    head.extend_from_slice(close);
-    let (sha, size) = plant(&t, "wh/w", head, 0).await;
+    let parts = header_parts(99_000_000, b"{\"__metadata__\":{\"k\":\"", b'x', b"\"}}");
+    let (sha, size) = plant_parts(&t, "wh/w", parts).await;
     let (rss0, hwm0) = rss_mib();
     let stop = Arc::new(AtomicBool::new(false));
     let watch = watch_healthz(hub.clone(), stop.clone());
@@ -363,20 +380,32 @@ async fn weight_headers_are_bounded_in_size_and_memory() {
         b["error"].as_str().unwrap().contains("over the limit"),
         "{b}"
     );
+    let (rss0b, hwm0b) = rss_mib();
 
-    // 2. A 20 MB header within the limit: 150,000 metadata entries and one
-    //    tensor. Accepted; parsed as a stream into typed entries.
-    let mut json_h = String::from("{\"__metadata__\":{");
-    for i in 0..150_000 {
-        json_h.push_str(&format!("\"key{i:06}\":\"{}\",", "v".repeat(120)));
+    // 2. A 24 MB header within the limit: 200,000 metadata entries of the
+    //    same (shared) 120-byte chunk, and one tensor. Accepted; parsed as a
+    //    stream into typed entries, so memory does not follow the header.
+    let tensor = b"},\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}";
+    let entry = Bytes::from(format!("\"{}\":\"v\",", "k".repeat(110)));
+    let mut body = vec![Bytes::from_static(b"{\"__metadata__\":{\"first\":\"v\",")];
+    let mut n: u64 = body[0].len() as u64;
+    let mut i = 0u64;
+    while n + entry.len() as u64 + 40 < 24_000_000 {
+        // Distinct keys: a 10-digit counter ends each key.
+        let e = format!("\"{}{i:010}\":\"v\",", "k".repeat(100));
+        n += e.len() as u64;
+        body.push(Bytes::from(e));
+        i += 1;
     }
-    json_h.pop();
-    json_h.push_str("},\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}");
-    let mut head = (json_h.len() as u64).to_le_bytes().to_vec();
-    head.extend_from_slice(json_h.as_bytes());
-    drop(json_h);
-    let header_mb = head.len() / 1_000_000;
-    let (sha2, size2) = plant(&t, "wh/w", head, 16).await;
+    drop(entry);
+    body.push(Bytes::from_static(b"\"last\":\"v\""));
+    body.push(Bytes::from_static(tensor));
+    let n: u64 = body.iter().map(|b| b.len() as u64).sum();
+    let mut parts = vec![Bytes::copy_from_slice(&n.to_le_bytes())];
+    parts.extend(body);
+    parts.push(Bytes::from(vec![0u8; 16]));
+    let header_mb = n / 1_000_000;
+    let (sha2, size2) = plant_parts(&t, "wh/w", parts).await;
     let (rss1, hwm1) = rss_mib();
     let (st, b) = commit(
         &http,
@@ -415,8 +444,8 @@ async fn weight_headers_are_bounded_in_size_and_memory() {
     stop.store(true, Ordering::Relaxed);
     let worst = watch.await.unwrap();
     println!(
-        "99 MB declared header: RSS {rss0} MiB; {header_mb} MB header: RSS {rss1} -> {rss2} MiB (peak {hwm1} -> {hwm2}); \
-         270 MB GGUF: RSS {rss3} -> {rss4} MiB (peak {hwm3} -> {hwm4}) in {gguf_took:?}; first peak {hwm0}; worst /healthz {worst:?}"
+        "99 MB declared header: RSS {rss0} -> {rss0b} MiB (peak {hwm0} -> {hwm0b}); {header_mb} MB header: RSS {rss1} -> {rss2} MiB (peak {hwm1} -> {hwm2}); \
+         270 MB GGUF: RSS {rss3} -> {rss4} MiB (peak {hwm3} -> {hwm4}) in {gguf_took:?}; worst /healthz {worst:?}"
     );
     // The old code held the whole header as a serde_json::Value (about ten
     // times its size) and read a 256 MiB GGUF prefix into memory.
