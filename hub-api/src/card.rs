@@ -38,8 +38,16 @@ pub fn split_front_matter(readme: &str) -> (Option<&str>, &str) {
     (None, text)
 }
 
+/// Largest YAML front matter parsed (bytes).
+pub const MAX_FRONT_MATTER: usize = 1024 * 1024;
+/// Most YAML nodes (scalars, sequences, mappings) the front matter may yield,
+/// counting each alias expansion: a "billion laughs" document stops here.
+pub const MAX_YAML_NODES: usize = 200_000;
+
 /// Parses the front matter of a README into JSON (`{}` when there is none).
-/// Errors name the problem, as `validate-yaml` reports it.
+/// Errors name the problem, as `validate-yaml` reports it. The size and the
+/// node count are bounded, so the CPU and memory are too; callers run it as
+/// heavy work (`heavy::Heavy::run`).
 pub fn parse_card(readme: &str) -> Result<Value, String> {
     let (yaml, _) = split_front_matter(readme);
     let Some(yaml) = yaml else {
@@ -48,12 +56,108 @@ pub fn parse_card(readme: &str) -> Result<Value, String> {
     if yaml.trim().is_empty() {
         return Ok(json!({}));
     }
-    let v: Value = serde_norway::from_str(yaml)
-        .map_err(|e| format!("invalid YAML in the model card metadata: {e}"))?;
+    if yaml.len() > MAX_FRONT_MATTER {
+        return Err(format!(
+            "the model card metadata is {} bytes, over the limit of {MAX_FRONT_MATTER}",
+            yaml.len()
+        ));
+    }
+    let nodes = std::cell::Cell::new(0usize);
+    let de = serde_norway::Deserializer::from_str(yaml);
+    let v: Value = serde::de::DeserializeSeed::deserialize(Bounded(&nodes), de).map_err(|e| {
+        if nodes.get() > MAX_YAML_NODES {
+            format!(
+                "the model card metadata expands to more than {MAX_YAML_NODES} YAML nodes (aliases count each time they are used)"
+            )
+        } else {
+            format!("invalid YAML in the model card metadata: {e}")
+        }
+    })?;
     match v {
         Value::Object(_) => Ok(v),
         Value::Null => Ok(json!({})),
         _ => Err("the model card metadata must be a YAML mapping (key: value)".into()),
+    }
+}
+
+/// Deserializes a `serde_json::Value` while counting nodes against [`MAX_YAML_NODES`].
+#[derive(Clone, Copy)]
+struct Bounded<'a>(&'a std::cell::Cell<usize>);
+
+impl Bounded<'_> {
+    fn count<E: serde::de::Error>(&self) -> Result<(), E> {
+        let n = self.0.get() + 1;
+        self.0.set(n);
+        if n > MAX_YAML_NODES {
+            return Err(E::custom("too many YAML nodes"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded<'_> {
+    type Value = Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("YAML data")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.count()?;
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.count()?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let mut out = Vec::new();
+        while let Some(v) = s.next_element_seed(self)? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Value, A::Error> {
+        self.count()?;
+        let mut out = Map::new();
+        while let Some(k) = m.next_key::<String>()? {
+            self.count()?;
+            let v = m.next_value_seed(self)?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -235,6 +339,32 @@ mod tests {
         assert_eq!(parse_card("# no card").unwrap(), json!({}));
         assert!(parse_card("---\n: : bad\n  - x\n---\n").is_err());
         assert!(parse_card("---\n- a list\n---\n").is_err());
+    }
+
+    /// A "billion laughs" document (each level repeats the previous nine
+    /// times) is refused at the node bound, quickly and in little memory.
+    #[test]
+    fn alias_bomb_is_bounded() {
+        let mut y = String::from("---\na: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut prev = 'a';
+        for c in 'b'..='i' {
+            y.push_str(&format!("{c}: &{c} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            prev = c;
+        }
+        y.push_str("---\n");
+        let t = std::time::Instant::now();
+        let e = parse_card(&y).unwrap_err();
+        assert!(e.contains("YAML nodes") || e.contains("repetition"), "{e}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            t.elapsed()
+        );
+        let big = format!("---\nx: \"{}\"\n---\n", "a".repeat(MAX_FRONT_MATTER));
+        assert!(parse_card(&big).unwrap_err().contains("over the limit"));
+        // Aliases within the bound still work.
+        let ok = parse_card("---\nbase: &b {k: v}\nother: *b\n---\n").unwrap();
+        assert_eq!(ok["other"]["k"], "v");
     }
 
     #[test]

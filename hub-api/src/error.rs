@@ -85,6 +85,10 @@ pub enum ApiError {
     RateLimited { retry_after_s: u64, limit: u64 },
     #[error("{0}")]
     Overloaded(String),
+    #[error(
+        "too many heavy requests of yours at once (at most {running}); retry in {retry_after_s} s"
+    )]
+    TenantBusy { retry_after_s: u64, running: usize },
 
     // ---- 5xx ----
     #[error("the object store is unavailable, retry later")]
@@ -140,6 +144,7 @@ impl ApiError {
             RangeNotSatisfiable { .. } => "range_not_satisfiable",
             RateLimited { .. } => "rate_limited",
             Overloaded(_) => "overloaded",
+            TenantBusy { .. } => "tenant_busy",
             StorageUnavailable(_) => "storage_unavailable",
             DatabaseUnavailable(_) => "database_unavailable",
             InsufficientStorage(_) => "insufficient_storage",
@@ -174,7 +179,7 @@ impl ApiError {
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            RateLimited { .. } | Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | Overloaded(_) | TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
             StorageUnavailable(_) | DatabaseUnavailable(_) | Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -326,6 +331,9 @@ impl ResponseError for ApiError {
                 resp.insert_header(("RateLimit", format!("\"default\";r=0;t={retry_after_s}")));
                 resp.insert_header(("RateLimit-Policy", format!("\"default\";q={limit};w=1")));
             }
+            ApiError::TenantBusy { retry_after_s, .. } => {
+                resp.insert_header(("Retry-After", retry_after_s.to_string()));
+            }
             ApiError::Overloaded(_)
             | ApiError::StorageUnavailable(_)
             | ApiError::DatabaseUnavailable(_)
@@ -376,6 +384,7 @@ pub const ALL_CODES: &[&str] = &[
     "range_not_satisfiable",
     "rate_limited",
     "overloaded",
+    "tenant_busy",
     "storage_unavailable",
     "database_unavailable",
     "insufficient_storage",

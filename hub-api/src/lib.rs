@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod gating;
 pub mod git;
 pub mod health;
+pub mod heavy;
 pub mod pgcluster;
 pub mod quota;
 pub mod ratelimit;

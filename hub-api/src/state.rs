@@ -32,6 +32,8 @@ pub struct Tenancy {
     pub default_storage_quota: Option<i64>,
     /// Resolved API tokens, for a few seconds (see `auth::cache`).
     pub token_cache: Arc<crate::auth::cache::TokenCache>,
+    /// Slots of CPU- or memory-heavy work per tenant (see `heavy`).
+    pub heavy: Arc<crate::heavy::Heavy>,
 }
 
 impl Tenancy {
@@ -54,6 +56,7 @@ impl Tenancy {
             token_cache: Arc::new(crate::auth::cache::TokenCache::new(
                 std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
             )),
+            heavy: Arc::new(crate::heavy::Heavy::default()),
         }
     }
 }

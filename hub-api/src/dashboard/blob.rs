@@ -208,7 +208,7 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         Err(e) => return Err(e.into()),
     };
     let view = if let Some(dl) = &dl {
-        file_view(&state, dl, &path, &b).await?
+        file_view(&state, dl, crate::heavy::Tenant::of(&p.auth, &req), &path, &b).await?
     } else {
         View::Gated
     };
@@ -234,11 +234,12 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
 async fn file_view(
     state: &AppState,
     dl: &crate::gating::Download,
+    tenant: crate::heavy::Tenant,
     path: &str,
     b: &db::git::BlobInfo,
 ) -> Result<View, ApiError> {
     Ok(if path.ends_with(".safetensors") {
-        match tensor_table(dl, state, &b.sha256, b.size as u64).await {
+        match tensor_table(dl, state, tenant, &b.sha256, b.size as u64).await {
             Ok(t) => View::Tensors(t),
             Err(reason) => View::Binary {
                 reason: format!("Not a readable safetensors file: {reason}"),

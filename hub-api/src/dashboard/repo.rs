@@ -47,19 +47,29 @@ pub async fn card(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         None => None,
     };
     let has_readme = readme.is_some();
-    let card_html = readme
-        .map(|b| {
-            let md = String::from_utf8_lossy(&b);
-            let (_, body) = crate::card::split_front_matter(&md);
-            markdown::render(
-                body,
-                &markdown::Base {
-                    repo_url: &h.url,
-                    rev: &h.rev_seg,
-                },
-            )
-        })
-        .unwrap_or_default();
+    // Rendering a README of up to 4 MiB is heavy work: off the async workers.
+    let card_html = match readme {
+        Some(b) => {
+            let (url, rev) = (h.url.clone(), h.rev_seg.clone());
+            let tenant = crate::heavy::Tenant::of(&p.auth, &req);
+            state
+                .tenancy
+                .heavy
+                .run(tenant, move || {
+                    let md = String::from_utf8_lossy(&b);
+                    let (_, body) = crate::card::split_front_matter(&md);
+                    markdown::render(
+                        body,
+                        &markdown::Base {
+                            repo_url: &url,
+                            rev: &rev,
+                        },
+                    )
+                })
+                .await?
+        }
+        None => String::new(),
+    };
     let total: i64 = all
         .iter()
         .filter_map(|e| e.blob.as_ref())

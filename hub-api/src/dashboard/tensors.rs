@@ -4,6 +4,7 @@
 
 use super::text;
 use crate::domain::Sha256;
+use crate::heavy::Tenant;
 use crate::state::AppState;
 use crate::validate::safetensors as st;
 
@@ -32,10 +33,12 @@ pub struct TensorTable {
 }
 
 /// Reads a stored safetensors file's header (never its data) into a table,
-/// through the viewer's read-and-gate decision (`dl`).
+/// streamed into a typed parse on a blocking thread (heavy work of `tenant`);
+/// only for a viewer who passed the read-and-gate decision (`_dl`).
 pub async fn tensor_table(
-    dl: &crate::gating::Download,
+    _dl: &crate::gating::Download,
     state: &AppState,
+    tenant: Tenant,
     sha: &str,
     size: u64,
 ) -> Result<TensorTable, String> {
@@ -52,45 +55,97 @@ pub async fn tensor_table(
             text::size(MAX_HEADER_SHOWN as i64)
         ));
     }
-    let header = dl
-        .read_range(state, &sha, 8..8 + n)
+    state
+        .tenancy
+        .heavy
+        .run_reading(tenant, &state.storage, &sha, 8..8 + n, |r| {
+            parse_table_from(std::io::BufReader::new(r))
+        })
         .await
-        .map_err(|e| e.to_string())?;
-    parse_table(&header)
+        .map_err(|e| e.to_string())?
+}
+
+/// A tensor entry as the page reads it (lenient: missing fields show as `?`).
+#[derive(serde::Deserialize)]
+struct Entry {
+    #[serde(default)]
+    dtype: Option<String>,
+    #[serde(default)]
+    shape: Vec<u64>,
+}
+
+/// A `__metadata__` value: shown when it is a string.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum MetaValue {
+    S(String),
+    Other(serde::de::IgnoredAny),
+}
+
+struct Header {
+    tensors: Vec<(String, Entry)>,
+    metadata: Vec<(String, String)>,
+}
+
+impl<'de> serde::Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Header;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Header, A::Error> {
+                let mut h = Header {
+                    tensors: Vec::new(),
+                    metadata: Vec::new(),
+                };
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "__metadata__" {
+                        let meta: Vec<(String, MetaValue)> = m
+                            .next_value::<std::collections::BTreeMap<String, MetaValue>>()?
+                            .into_iter()
+                            .collect();
+                        for (key, v) in meta {
+                            let v = match v {
+                                MetaValue::S(s) => s,
+                                MetaValue::Other(_) => String::new(),
+                            };
+                            h.metadata.push((key, v));
+                        }
+                    } else {
+                        let e = m.next_value::<Entry>()?;
+                        h.tensors.push((k, e));
+                    }
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Builds the table from header JSON.
 pub fn parse_table(header: &[u8]) -> Result<TensorTable, String> {
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
-        .map_err(|e| format!("the header is not a JSON object: {e}"))?;
+    parse_table_from(header)
+}
+
+/// Builds the table from header JSON read from `r`.
+fn parse_table_from(r: impl std::io::Read) -> Result<TensorTable, String> {
+    let h: Header =
+        serde_json::from_reader(r).map_err(|e| format!("the header is not a JSON object: {e}"))?;
     let mut tensors = Vec::new();
-    let mut metadata = Vec::new();
+    let metadata = h.metadata;
     let mut total: u128 = 0;
     let mut by_dtype: std::collections::BTreeMap<String, u128> = Default::default();
-    for (name, t) in &v {
-        if name == "__metadata__" {
-            if let Some(m) = t.as_object() {
-                for (k, val) in m {
-                    metadata.push((k.clone(), val.as_str().unwrap_or_default().to_string()));
-                }
-            }
-            continue;
-        }
-        let dtype = t
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .unwrap_or("?")
-            .to_string();
-        let dims: Vec<u64> = t
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
-            .unwrap_or_default();
+    for (name, t) in h.tensors {
+        let dtype = t.dtype.unwrap_or_else(|| "?".to_string());
+        let dims = t.shape;
         let n: u128 = dims.iter().map(|d| *d as u128).product();
         total += n;
         *by_dtype.entry(dtype.clone()).or_default() += n;
         tensors.push(Tensor {
-            name: name.clone(),
+            name,
             shape: format!(
                 "[{}]",
                 dims.iter()

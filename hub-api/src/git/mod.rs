@@ -2,7 +2,9 @@
 //! Git LFS pointers, and `.gitattributes` LFS rules.
 
 pub mod attributes;
+pub mod ignore;
 pub mod object;
+pub mod patterns;
 pub mod tree;
 
 pub use object::{blob_oid, lfs_pointer, BlobHasher, CommitObject, Mode, Signature, TreeEntry};

@@ -13,11 +13,12 @@ use crate::domain::{RepoPath, Sha256};
 use crate::error::{ApiError, ApiResult};
 use crate::git::attributes::{self, LfsRules};
 use crate::git::{self, build_trees, CommitObject, FlatFile, Mode, Signature};
+use crate::heavy::Tenant;
 use crate::registry::files::MAX_INTERPRETED;
 use crate::state::AppState;
 use crate::validate;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Paths whose content the hub interprets at commit time.
 const INTERPRETED: &[&str] = &["README.md", "config.json", ".gitattributes"];
@@ -69,13 +70,16 @@ pub fn looks_binary(sample: &[u8]) -> bool {
     sample.iter().take(512).any(|b| *b == 0)
 }
 
-/// The hub's rule for storing a file with LFS (shared by preupload and commit).
-pub fn wants_lfs(rules: &LfsRules, path: &str, size: u64, binary: bool, threshold: u64) -> bool {
-    size > threshold || binary || rules.is_lfs(path)
+/// The hub's rule for storing a file with LFS (shared by preupload and
+/// commit); `rule` says whether an LFS rule of `.gitattributes` covers the path.
+pub fn wants_lfs(rule: bool, size: u64, binary: bool, threshold: u64) -> bool {
+    size > threshold || binary || rule
 }
 
 /// Validates weight files added by a commit and records their parameter counts.
-async fn validate_weights(state: &AppState, ops: &[Op]) -> ApiResult<()> {
+/// Headers are streamed from storage into the validators, which run as heavy
+/// work of `tenant` (bounded reads, memory and concurrency).
+async fn validate_weights(state: &AppState, tenant: Tenant, ops: &[Op]) -> ApiResult<()> {
     for op in ops {
         let Op::Add { path, content } = op else {
             continue;
@@ -93,6 +97,7 @@ async fn validate_weights(state: &AppState, ops: &[Op]) -> ApiResult<()> {
         let p = path.as_str();
         let lower = p.to_ascii_lowercase();
         let digest = Sha256::parse(&sha)?;
+        let heavy = &state.tenancy.heavy;
         if lower.ends_with(".safetensors") {
             let bad = |reason: String| ApiError::InvalidSafetensors {
                 path: p.to_string(),
@@ -103,8 +108,12 @@ async fn validate_weights(state: &AppState, ops: &[Op]) -> ApiResult<()> {
             }
             let first8 = state.storage.read_range(&digest, 0..8.min(size)).await?;
             let n = validate::safetensors::header_len(&first8, size).map_err(bad)?;
-            let header = state.storage.read_range(&digest, 8..8 + n).await?;
-            let summary = validate::safetensors::check_header(&header, size).map_err(bad)?;
+            let summary = heavy
+                .run_reading(tenant, &state.storage, &digest, 8..8 + n, move |r| {
+                    validate::safetensors::check_reader(r, n, size)
+                })
+                .await?
+                .map_err(bad)?;
             let params = serde_json::to_value(&summary.parameters).map_err(ApiError::internal)?;
             db::git::insert_safetensors_meta(&state.db, &sha, &params, summary.total as i64)
                 .await?;
@@ -112,14 +121,16 @@ async fn validate_weights(state: &AppState, ops: &[Op]) -> ApiResult<()> {
             if !state.storage.blob_exists(&digest).await? {
                 continue;
             }
-            let prefix = state
-                .storage
-                .read_range(&digest, 0..size.min(validate::gguf::MAX_HEADER_BYTES))
-                .await?;
-            validate::gguf::check(&prefix, size).map_err(|reason| ApiError::InvalidGguf {
-                path: p.to_string(),
-                reason,
-            })?;
+            let end = size.min(validate::gguf::MAX_HEADER_BYTES);
+            heavy
+                .run_reading(tenant, &state.storage, &digest, 0..end, move |r| {
+                    validate::gguf::check_stream(r, size)
+                })
+                .await?
+                .map_err(|reason| ApiError::InvalidGguf {
+                    path: p.to_string(),
+                    reason,
+                })?;
         }
     }
     Ok(())
@@ -216,8 +227,9 @@ pub async fn commit(
             }
         }
     }
+    let tenant = Tenant::User(author.user_id);
     check_lfs(state, repo.id, &mut input.ops).await?;
-    validate_weights(state, &input.ops).await?;
+    validate_weights(state, tenant, &input.ops).await?;
 
     let mut tx = state.db.begin().await?;
     if let Some(key) = &input.idempotency_key {
@@ -296,7 +308,25 @@ pub async fn commit(
         }
     }
     let attributes_text = attributes_text.unwrap_or_default();
-    let rules = LfsRules::parse(&attributes_text);
+    // Which added paths an LFS rule covers: tenant patterns, matched as heavy work.
+    let added: Vec<String> = input
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Add { path, .. } => Some(path.as_str().to_string()),
+            _ => None,
+        })
+        .collect();
+    let text = attributes_text.clone();
+    let rule_lfs: HashSet<String> = state
+        .tenancy
+        .heavy
+        .run(tenant, move || {
+            let rules = LfsRules::parse(&text)?;
+            rules.check_budget(added.len())?;
+            Ok::<_, ApiError>(added.into_iter().filter(|p| rules.is_lfs(p)).collect())
+        })
+        .await??;
 
     // Apply the operations in order.
     let mut new_blobs: Vec<db::git::NewBlob> = Vec::new();
@@ -320,7 +350,12 @@ pub async fn commit(
                     } => (
                         sha256.clone(),
                         *size,
-                        wants_lfs(&rules, p, *size, *binary, state.limits.lfs_threshold),
+                        wants_lfs(
+                            rule_lfs.contains(p),
+                            *size,
+                            *binary,
+                            state.limits.lfs_threshold,
+                        ),
                         git_oid.clone(),
                         bytes.clone(),
                     ),
@@ -405,8 +440,11 @@ pub async fn commit(
     }
 
     // Keep .gitattributes covering every LFS path.
-    let new_attributes =
-        attributes::with_lfs_paths(&attributes_text, lfs_paths.iter().map(String::as_str));
+    let new_attributes = attributes::with_lfs_paths(
+        &attributes_text,
+        lfs_paths.iter().map(String::as_str),
+        |p| rule_lfs.contains(p),
+    );
     if new_attributes != attributes_text && !(attributes_text.is_empty() && lfs_paths.is_empty()) {
         let bytes = Bytes::from(new_attributes.clone());
         let w = state.storage.write_bytes(bytes.clone()).await?;
@@ -462,7 +500,13 @@ pub async fn commit(
         files.contains_key("README.md"),
     ) {
         (Some(Some(b)), _) => {
-            card::parse_card(&String::from_utf8_lossy(b)).map_err(ApiError::InvalidCommit)?
+            let text = String::from_utf8_lossy(b).into_owned();
+            state
+                .tenancy
+                .heavy
+                .run(tenant, move || card::parse_card(&text))
+                .await?
+                .map_err(ApiError::InvalidCommit)?
         }
         (Some(None), _) | (None, false) => serde_json::json!({}),
         (None, true) => parent_commit.card_data.0.clone(),

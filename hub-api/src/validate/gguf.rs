@@ -2,11 +2,14 @@
 //! dimension and offset (the shapes of the llama.cpp loader CVEs), so a
 //! hostile file is refused at commit time instead of reaching a worker.
 
-/// How much of a file the header may occupy (metadata + tensor infos).
-pub const MAX_HEADER_BYTES: u64 = 256 * 1024 * 1024;
-const MAX_TENSORS: u64 = 1 << 20;
-const MAX_KV: u64 = 1 << 20;
-const MAX_STRING: u64 = 64 * 1024 * 1024;
+use std::io::Read;
+
+/// How much of a file the header may occupy (metadata + tensor infos). The
+/// header is read as a stream, so only the bytes it really takes are read.
+pub const MAX_HEADER_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_TENSORS: u64 = 100_000;
+const MAX_KV: u64 = 65_536;
+const MAX_STRING: u64 = 16 * 1024 * 1024;
 const MAX_ARRAY: u64 = 1 << 26;
 const MAX_DIMS: u32 = 4;
 
@@ -20,35 +23,67 @@ pub struct Summary {
     pub data_offset: u64,
 }
 
+/// A bounded reader of the header: `pos` bytes read so far, never past `max`.
 struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+    r: &'a mut dyn Read,
+    pos: u64,
+    max: u64,
 }
 
 impl Reader<'_> {
-    fn take(&mut self, n: u64) -> Result<&[u8], String> {
-        let n = usize::try_from(n).map_err(|_| "length overflows".to_string())?;
+    fn claim(&mut self, n: u64) -> Result<(), String> {
         let end = self.pos.checked_add(n).ok_or("length overflows")?;
-        if end > self.b.len() {
-            return Err("header is truncated (or larger than the header limit)".into());
+        if end > self.max {
+            return Err(format!(
+                "header is truncated or larger than the limit of {MAX_HEADER_BYTES} bytes"
+            ));
         }
-        let s = &self.b[self.pos..end];
         self.pos = end;
-        Ok(s)
+        Ok(())
+    }
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        self.claim(buf.len() as u64)?;
+        self.r
+            .read_exact(buf)
+            .map_err(|_| "header is truncated".to_string())
+    }
+    /// Reads and drops `n` bytes.
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        self.claim(n)?;
+        let got = std::io::copy(&mut (&mut *self.r).take(n), &mut std::io::sink())
+            .map_err(|_| "header is truncated".to_string())?;
+        if got != n {
+            return Err("header is truncated".into());
+        }
+        Ok(())
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+        let mut b = [0u8; 4];
+        self.fill(&mut b)?;
+        Ok(u32::from_le_bytes(b))
     }
     fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        let mut b = [0u8; 8];
+        self.fill(&mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
     fn string(&mut self) -> Result<String, String> {
+        self.string_max(MAX_STRING)
+    }
+    /// A string of at most `max` bytes (checked before it is read).
+    fn string_max(&mut self, max: u64) -> Result<String, String> {
         let n = self.u64()?;
-        if n > MAX_STRING {
-            return Err(format!("string length {n} is over the limit"));
+        if n > max {
+            return Err(format!("string length {n} is over the limit of {max}"));
         }
-        let s = self.take(n)?;
-        String::from_utf8(s.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+        if self.pos.saturating_add(n) > self.max {
+            return Err(format!(
+                "header is truncated or larger than the limit of {MAX_HEADER_BYTES} bytes"
+            ));
+        }
+        let mut v = vec![0u8; n as usize];
+        self.fill(&mut v)?;
+        String::from_utf8(v).map_err(|_| "string is not UTF-8".to_string())
     }
 }
 
@@ -67,7 +102,7 @@ fn scalar_size(t: u32) -> Result<Option<u64>, String> {
 fn skip_value(r: &mut Reader<'_>, t: u32, depth: u32) -> Result<Option<String>, String> {
     match scalar_size(t)? {
         Some(n) => {
-            r.take(n)?;
+            r.skip(n)?;
             Ok(None)
         }
         None if t == 8 => r.string().map(Some),
@@ -82,7 +117,7 @@ fn skip_value(r: &mut Reader<'_>, t: u32, depth: u32) -> Result<Option<String>, 
             }
             match scalar_size(et)? {
                 Some(sz) => {
-                    r.take(n.checked_mul(sz).ok_or("array size overflows")?)?;
+                    r.skip(n.checked_mul(sz).ok_or("array size overflows")?)?;
                 }
                 None => {
                     for _ in 0..n {
@@ -136,8 +171,21 @@ fn ggml_type(t: u32) -> Option<(u64, u64)> {
 
 /// Validates the header of a GGUF file of `file_size` bytes, given its first bytes.
 pub fn check(prefix: &[u8], file_size: u64) -> Result<Summary, String> {
-    let mut r = Reader { b: prefix, pos: 0 };
-    if r.take(4)? != b"GGUF" {
+    let mut r = prefix;
+    check_stream(&mut r, file_size)
+}
+
+/// Validates the header of a GGUF file of `file_size` bytes read from `r`;
+/// reads the header only (never the tensor data).
+pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String> {
+    let mut r = Reader {
+        r,
+        pos: 0,
+        max: file_size.min(MAX_HEADER_BYTES),
+    };
+    let mut magic = [0u8; 4];
+    r.fill(&mut magic)?;
+    if &magic != b"GGUF" {
         return Err("missing GGUF magic".into());
     }
     let version = r.u32()?;
@@ -156,7 +204,7 @@ pub fn check(prefix: &[u8], file_size: u64) -> Result<Summary, String> {
     let mut alignment: u64 = 32;
     let mut architecture = None;
     for _ in 0..n_kv {
-        let key = r.string()?;
+        let key = r.string_max(65535)?;
         if key.is_empty() || key.len() > 65535 {
             return Err("metadata key length is invalid".into());
         }
@@ -183,7 +231,7 @@ pub fn check(prefix: &[u8], file_size: u64) -> Result<Summary, String> {
     let mut names = std::collections::HashSet::new();
     let mut tensors = Vec::new();
     for _ in 0..n_tensors {
-        let name = r.string()?;
+        let name = r.string_max(1024)?;
         if name.len() > 1024 {
             return Err("tensor name is too long".into());
         }
@@ -228,8 +276,9 @@ pub fn check(prefix: &[u8], file_size: u64) -> Result<Summary, String> {
                 "tensor {name:?}: offset {offset} is not aligned to {alignment}"
             ));
         }
-        tensors.push((offset, size, name));
+        tensors.push((offset, size));
     }
+    drop(names);
     let header_end = r.pos as u64;
     let data_offset = header_end.div_ceil(alignment) * alignment;
     if data_offset > file_size {
@@ -238,13 +287,17 @@ pub fn check(prefix: &[u8], file_size: u64) -> Result<Summary, String> {
     let data_len = file_size - data_offset;
     tensors.sort();
     let mut cursor = 0u64;
-    for (off, size, name) in &tensors {
+    for (off, size) in &tensors {
         if *off < cursor {
-            return Err(format!("tensor {name:?} overlaps the previous tensor"));
+            return Err(format!(
+                "the tensor at data offset {off} overlaps the previous tensor"
+            ));
         }
         let end = off.checked_add(*size).ok_or("offset overflows")?;
         if end > data_len {
-            return Err(format!("tensor {name:?} ends past the end of the file"));
+            return Err(format!(
+                "the tensor at data offset {off} ({size} bytes) ends past the end of the file"
+            ));
         }
         cursor = end;
     }
@@ -326,5 +379,69 @@ mod tests {
         long.extend((1u64 << 63).to_le_bytes());
         assert!(check(&long, 100).unwrap_err().contains("string length"));
         assert!(check(b"GGML", 4).is_err());
+    }
+
+    /// Counts the bytes a validator reads.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// A 270 MB file with a tiny header: the validator reads the header only.
+    #[test]
+    fn reads_only_the_header() {
+        let head = build(2, &[4, 2], 0, 0, 0);
+        let data = 270_000_000u64;
+        // One tensor of 32 bytes declared; make the data section exactly that
+        // plus a big tail the tensor table does not cover (allowed for GGUF).
+        let size = head.len() as u64 + data;
+        let mut r = Counting {
+            inner: std::io::Cursor::new(head.clone()).chain(std::io::repeat(0).take(data)),
+            read: 0,
+        };
+        let s = check_stream(&mut r, size).unwrap();
+        assert_eq!(s.tensors, 1);
+        assert!(r.read <= head.len() as u64, "read {} bytes", r.read);
+    }
+
+    /// A declared header bigger than the limit is refused without reading it.
+    #[test]
+    fn header_limit() {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend(MAX_STRING.to_le_bytes()); // a key of 16 MiB: over the key bound
+        let size = 1u64 << 40;
+        let mut r = Counting {
+            inner: std::io::Cursor::new(b).chain(std::io::repeat(b'a').take(size)),
+            read: 0,
+        };
+        assert!(check_stream(&mut r, size).is_err());
+        assert!(r.read <= 64, "read {} bytes", r.read);
+        // Array bodies are skipped without being buffered, and bounded.
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        s(&mut b, "k");
+        b.extend(9u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(MAX_ARRAY.to_le_bytes());
+        let mut r = Counting {
+            inner: std::io::Cursor::new(b).chain(std::io::repeat(0).take(size)),
+            read: 0,
+        };
+        let e = check_stream(&mut r, size).unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+        assert!(r.read <= MAX_HEADER_BYTES, "read {} bytes", r.read);
     }
 }

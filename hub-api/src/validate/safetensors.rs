@@ -2,14 +2,24 @@
 //! a JSON object without duplicate names, every tensor's dtype and shape match
 //! its byte range, and the ranges tile the data section exactly (no overlap,
 //! no gap, no trailing bytes).
+//!
+//! The header is read as a stream and deserialized into typed entries, never
+//! into a `serde_json::Value` tree (which costs ten times the header in
+//! memory): what is kept is each tensor's name (for duplicates) and range.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::Value;
-use std::collections::BTreeMap;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::io::Read;
 
-/// Largest accepted header (the limit of the reference `safetensors` crate).
-pub const MAX_HEADER: u64 = 100_000_000;
+/// Largest accepted header: the cap of the `huggingface_hub` client
+/// (`SAFETENSORS_MAX_HEADER_LENGTH`); the format itself allows 100 MB.
+pub const MAX_HEADER: u64 = 25_000_000;
+/// Most tensors in one file (real checkpoints hold thousands per shard).
+pub const MAX_TENSORS: usize = 100_000;
+/// Most dimensions of one tensor.
+pub const MAX_DIMS: usize = 64;
 
 /// What a valid file contains: parameter counts per dtype.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,106 +64,113 @@ pub fn header_len(first8: &[u8], file_size: u64) -> Result<u64, String> {
     Ok(n)
 }
 
-/// A JSON object read as a list, so duplicate keys can be refused.
-struct Entries(Vec<(String, Value)>);
+/// One tensor entry as the format defines it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TensorInfo {
+    dtype: String,
+    shape: Shape,
+    data_offsets: [u64; 2],
+}
 
-impl<'de> serde::Deserialize<'de> for Entries {
+/// A shape, read without keeping more than [`MAX_DIMS`] dimensions.
+struct Shape(Vec<u64>);
+
+impl<'de> Deserialize<'de> for Shape {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Entries;
+            type Value = Shape;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a list of dimensions")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = m.next_entry::<String, Value>()? {
-                    out.push((k, v));
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Shape, A::Error> {
+                let mut dims = Vec::new();
+                while let Some(d) = s.next_element::<u64>()? {
+                    if dims.len() == MAX_DIMS {
+                        return Err(de::Error::custom(format!(
+                            "a shape has more than {MAX_DIMS} dimensions"
+                        )));
+                    }
+                    dims.push(d);
                 }
-                Ok(Entries(out))
+                Ok(Shape(dims))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// `__metadata__`: strings to strings, checked and dropped.
+struct Metadata;
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("__metadata__ mapping strings to strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Metadata, A::Error> {
+                while m.next_key::<IgnoredAny>()?.is_some() {
+                    m.next_value::<StrOnly>()?;
+                }
+                Ok(Metadata)
             }
         }
         d.deserialize_map(V)
     }
 }
 
-/// Validates a header (the `n` bytes after the length) of a file of `file_size` bytes.
-pub fn check_header(header: &[u8], file_size: u64) -> Result<Summary, String> {
-    let text = std::str::from_utf8(header).map_err(|_| "header is not UTF-8".to_string())?;
-    if !text.starts_with('{') {
-        return Err("header does not start with '{'".into());
-    }
-    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Entries>();
-    let entries = match stream.next() {
-        Some(Ok(e)) => e,
-        Some(Err(e)) => return Err(format!("header is not a JSON object: {e}")),
-        None => return Err("header is empty".into()),
-    };
-    // Only padding spaces may follow the object.
-    let rest = &text[stream.byte_offset()..];
-    if !rest.bytes().all(|b| b == b' ') {
-        return Err("header has trailing bytes after the JSON object".into());
-    }
-    let data_len = file_size - 8 - header.len() as u64;
-    let mut seen = std::collections::HashSet::new();
-    let mut ranges: Vec<(u64, u64, String)> = Vec::new();
-    let mut parameters: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total: u64 = 0;
-    for (name, v) in &entries.0 {
-        if !seen.insert(name.as_str()) {
-            return Err(format!("duplicate entry {name:?}"));
-        }
-        if name == "__metadata__" {
-            let ok = v
-                .as_object()
-                .is_some_and(|m| m.values().all(|x| x.is_string()));
-            if !ok {
-                return Err("__metadata__ must map strings to strings".into());
+struct StrOnly;
+
+impl<'de> Deserialize<'de> for StrOnly {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrOnly;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (__metadata__ must map strings to strings)")
             }
-            continue;
-        }
-        let obj = v
-            .as_object()
-            .ok_or_else(|| format!("tensor {name:?} is not an object"))?;
-        for k in obj.keys() {
-            if !matches!(k.as_str(), "dtype" | "shape" | "data_offsets") {
-                return Err(format!("tensor {name:?} has an unknown field {k:?}"));
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<StrOnly, E> {
+                Ok(StrOnly)
             }
         }
-        let dtype = obj
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| format!("tensor {name:?} has no dtype"))?;
+        d.deserialize_str(V)
+    }
+}
+
+/// The state of one check while the header streams through.
+struct Check {
+    data_len: u64,
+    seen: HashSet<String>,
+    ranges: Vec<(u64, u64)>,
+    parameters: BTreeMap<String, u64>,
+    total: u64,
+    /// The first semantic error, with its own message.
+    error: Option<String>,
+}
+
+impl Check {
+    fn tensor(&mut self, name: &str, t: TensorInfo) -> Result<(), String> {
+        let dtype = t.dtype.as_str();
         let bits = dtype_bits(dtype)
             .ok_or_else(|| format!("tensor {name:?} has unknown dtype {dtype:?}"))?;
-        let shape = obj
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| format!("tensor {name:?} has no shape"))?;
         let mut count: u64 = 1;
-        for d in shape {
-            let d = d
-                .as_u64()
-                .ok_or_else(|| format!("tensor {name:?} has a non-integer dimension"))?;
+        for d in &t.shape.0 {
             count = count
-                .checked_mul(d)
+                .checked_mul(*d)
                 .ok_or_else(|| format!("tensor {name:?}: shape overflows"))?;
         }
-        let offsets = obj
-            .get("data_offsets")
-            .and_then(|o| o.as_array())
-            .filter(|o| o.len() == 2)
-            .ok_or_else(|| format!("tensor {name:?} needs data_offsets [begin, end]"))?;
-        let (begin, end) = match (offsets[0].as_u64(), offsets[1].as_u64()) {
-            (Some(b), Some(e)) => (b, e),
-            _ => return Err(format!("tensor {name:?} has non-integer offsets")),
-        };
+        let [begin, end] = t.data_offsets;
         if end < begin {
             return Err(format!("tensor {name:?}: offsets are reversed"));
         }
-        if end > data_len {
+        if end > self.data_len {
             return Err(format!(
-                "tensor {name:?}: offsets end at {end}, past the data section of {data_len} bytes"
+                "tensor {name:?}: offsets end at {end}, past the data section of {} bytes",
+                self.data_len
             ));
         }
         let bits_total = count
@@ -166,38 +183,164 @@ pub fn check_header(header: &[u8], file_size: u64) -> Result<Summary, String> {
         }
         if bits_total / 8 != end - begin {
             return Err(format!(
-                "tensor {name:?}: dtype {dtype} and shape {shape:?} need {} bytes but the offsets span {}",
+                "tensor {name:?}: dtype {dtype} and shape {:?} need {} bytes but the offsets span {}",
+                t.shape.0,
                 bits_total / 8,
                 end - begin
             ));
         }
-        ranges.push((begin, end, name.clone()));
-        *parameters.entry(dtype.to_string()).or_default() += count;
-        total = total.saturating_add(count);
+        self.ranges.push((begin, end));
+        match self.parameters.get_mut(dtype) {
+            Some(n) => *n += count,
+            None => {
+                self.parameters.insert(t.dtype, count);
+            }
+        }
+        self.total = self.total.saturating_add(count);
+        Ok(())
     }
-    ranges.sort();
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Check {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Check {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        while let Some(name) = m.next_key::<String>()? {
+            if self.seen.contains(&name) {
+                self.error = Some(format!("duplicate entry {name:?}"));
+                return Err(de::Error::custom("duplicate entry"));
+            }
+            if name == "__metadata__" {
+                m.next_value::<Metadata>()?;
+            } else {
+                if self.ranges.len() >= MAX_TENSORS {
+                    self.error = Some(format!("more than {MAX_TENSORS} tensors"));
+                    return Err(de::Error::custom("too many tensors"));
+                }
+                let t = m.next_value::<TensorInfo>().map_err(|e| {
+                    self.error = Some(format!("tensor {name:?}: {e}"));
+                    e
+                })?;
+                if let Err(msg) = self.tensor(&name, t) {
+                    self.error = Some(msg);
+                    return Err(de::Error::custom("invalid tensor"));
+                }
+            }
+            self.seen.insert(name);
+        }
+        Ok(())
+    }
+}
+
+/// Validates a header of `n` bytes (the bytes after the length) read from
+/// `r`, of a file of `file_size` bytes. Reads exactly the header.
+pub fn check_reader(r: &mut dyn Read, n: u64, file_size: u64) -> Result<Summary, String> {
+    let mut limited = std::io::BufReader::with_capacity(64 * 1024, r.take(n));
+    let mut first = [0u8; 1];
+    limited
+        .read_exact(&mut first)
+        .map_err(|_| "header is truncated".to_string())?;
+    if first[0] != b'{' {
+        return Err("header does not start with '{'".into());
+    }
+    let mut check = Check {
+        data_len: file_size - 8 - n,
+        seen: HashSet::new(),
+        ranges: Vec::new(),
+        parameters: BTreeMap::new(),
+        total: 0,
+        error: None,
+    };
+    {
+        let mut de =
+            serde_json::Deserializer::from_reader(std::io::Cursor::new(first).chain(&mut limited));
+        if let Err(e) = (&mut check).deserialize(&mut de) {
+            return Err(check
+                .error
+                .take()
+                .unwrap_or_else(|| format!("header is not a JSON object: {e}")));
+        }
+    }
+    // Only padding spaces may follow the object (and the header must be whole).
+    let mut rest = [0u8; 8192];
+    let mut read = 0u64;
+    loop {
+        let k = limited
+            .read(&mut rest)
+            .map_err(|e| format!("header could not be read: {e}"))?;
+        if k == 0 {
+            break;
+        }
+        read += k as u64;
+        if !rest[..k].iter().all(|b| *b == b' ') {
+            return Err("header has trailing bytes after the JSON object".into());
+        }
+    }
+    let _ = read;
+    drop(check.seen);
+    let mut ranges = check.ranges;
+    ranges.sort_unstable();
     let mut cursor = 0u64;
-    for (b, e, name) in &ranges {
+    for (b, e) in &ranges {
         if *b < cursor {
-            return Err(format!("tensor {name:?} overlaps the previous tensor"));
+            return Err(format!(
+                "the tensor at data offsets [{b}, {e}] overlaps the previous tensor"
+            ));
         }
         if *b > cursor {
             return Err(format!(
-                "gap before tensor {name:?} (bytes {cursor}..{b} are unused)"
+                "gap before the tensor at data offsets [{b}, {e}] (bytes {cursor}..{b} are unused)"
             ));
         }
         cursor = *e;
     }
-    if cursor != data_len {
+    if cursor != check.data_len {
         return Err(format!(
-            "the data section is {data_len} bytes but the tensors cover {cursor}"
+            "the data section is {} bytes but the tensors cover {cursor}",
+            check.data_len
         ));
     }
     Ok(Summary {
-        parameters,
-        total,
+        parameters: check.parameters,
+        total: check.total,
         tensors: ranges.len(),
     })
+}
+
+/// Validates a header (the `n` bytes after the length) of a file of `file_size` bytes.
+pub fn check_header(header: &[u8], file_size: u64) -> Result<Summary, String> {
+    let mut r = header;
+    check_reader(&mut r, header.len() as u64, file_size)
+}
+
+/// Validates a file read from `r` (the length, then the header; the data is
+/// not read), of `file_size` bytes.
+pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String> {
+    let mut first8 = [0u8; 8];
+    let got = read_up_to(r, &mut first8).map_err(|e| format!("could not read the file: {e}"))?;
+    let n = header_len(&first8[..got], file_size)?;
+    check_reader(r, n, file_size)
+}
+
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let k = r.read(&mut buf[got..])?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    Ok(got)
 }
 
 /// Validates a complete file held in memory.
@@ -319,6 +462,57 @@ mod tests {
             let err = check_file(&bytes).unwrap_err();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
+    }
+
+    /// The attack of issue 13: a 99 MB declared header is refused from its
+    /// 8-byte length, before anything else is read.
+    #[test]
+    fn big_declared_header_is_refused_up_front() {
+        let e = header_len(&99_000_000u64.to_le_bytes(), 200_000_000).unwrap_err();
+        assert!(e.contains("over the limit"), "{e}");
+        assert!(header_len(&MAX_HEADER.to_le_bytes(), MAX_HEADER + 8).is_ok());
+    }
+
+    /// Streaming: the data section is never read, only the header.
+    #[test]
+    fn stream_reads_the_header_only() {
+        let h = r#"{"a":{"dtype":"U8","shape":[100000000],"data_offsets":[0,100000000]}}"#;
+        let mut head = (h.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(h.as_bytes());
+        let size = head.len() as u64 + 100_000_000;
+        struct Counting<R>(R, u64);
+        impl<R: Read> Read for Counting<R> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.read(b)?;
+                self.1 += n as u64;
+                Ok(n)
+            }
+        }
+        let mut r = Counting(
+            std::io::Cursor::new(head.clone()).chain(std::io::repeat(0).take(100_000_000)),
+            0,
+        );
+        let s = check_stream(&mut r, size).unwrap();
+        assert_eq!(s.total, 100_000_000);
+        assert_eq!(r.1, head.len() as u64);
+    }
+
+    #[test]
+    fn tensor_and_dims_bounds() {
+        let dims = vec!["1"; MAX_DIMS + 1].join(",");
+        let h = format!(r#"{{"a":{{"dtype":"U8","shape":[{dims}],"data_offsets":[0,1]}}}}"#);
+        let e = check_file(&file(&h, 1)).unwrap_err();
+        assert!(e.contains("dimensions"), "{e}");
+        let mut h = String::from("{");
+        for i in 0..=MAX_TENSORS {
+            h.push_str(&format!(
+                r#""t{i}":{{"dtype":"U8","shape":[0],"data_offsets":[0,0]}},"#
+            ));
+        }
+        h.pop();
+        h.push('}');
+        let e = check_file(&file(&h, 0)).unwrap_err();
+        assert!(e.contains("tensors"), "{e}");
     }
 
     /// Differential check against the reference implementation on mutated files.

@@ -7,6 +7,7 @@
 mod common;
 
 mod access_matrix;
+mod bounds;
 mod concurrency;
 mod dashboard;
 mod endpoints;

@@ -6,7 +6,9 @@ use crate::auth::Auth;
 use crate::card;
 use crate::domain::RepoPath;
 use crate::error::{ApiError, ApiResult};
-use crate::git::attributes::{pattern_matches, LfsRules};
+use crate::git::attributes::LfsRules;
+use crate::git::ignore::IgnoreRules;
+use crate::heavy::Tenant;
 use crate::registry::commit::{looks_binary, wants_lfs};
 use crate::registry::files;
 use crate::registry::repo_ref::param;
@@ -17,6 +19,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,8 +31,20 @@ pub struct YamlBody {
 }
 
 /// `POST /api/validate-yaml`: always JSON (the client parses before checking the status).
-pub async fn validate_yaml(JsonBody(body): JsonBody<YamlBody>) -> ApiResult<HttpResponse> {
-    match card::parse_card(&body.content) {
+pub async fn validate_yaml(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+    JsonBody(body): JsonBody<YamlBody>,
+) -> ApiResult<HttpResponse> {
+    let parsed = state
+        .tenancy
+        .heavy
+        .run(Tenant::of(&auth, &req), move || {
+            card::parse_card(&body.content)
+        })
+        .await?;
+    match parsed {
         Ok(_) => Ok(HttpResponse::Ok().json(json!({"errors": [], "warnings": []}))),
         Err(msg) => Ok(HttpResponse::BadRequest().json(json!({
             "error": msg, "errors": [{"message": msg}], "warnings": []
@@ -55,40 +70,6 @@ pub struct PreuploadBody {
     git_attributes: Option<String>,
 }
 
-/// Whether a `.gitignore` text ignores a path (basic patterns, `!` negation, `dir/`).
-fn ignored(gitignore: &str, path: &str) -> bool {
-    let mut result = false;
-    for line in gitignore.lines() {
-        let line = line.trim_end();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (neg, pat) = match line.strip_prefix('!') {
-            Some(p) => (true, p),
-            None => (false, line),
-        };
-        let matched = if let Some(dir) = pat.strip_suffix('/') {
-            path.split('/')
-                .collect::<Vec<_>>()
-                .split_last()
-                .is_some_and(|(_, parents)| {
-                    parents.iter().enumerate().any(|(i, _)| {
-                        pattern_matches(
-                            dir,
-                            &path.split('/').take(i + 1).collect::<Vec<_>>().join("/"),
-                        )
-                    })
-                })
-        } else {
-            pattern_matches(pat, path)
-        };
-        if matched {
-            result = !neg;
-        }
-    }
-    result
-}
-
 pub async fn preupload(
     state: web::Data<AppState>,
     auth: Auth,
@@ -112,10 +93,22 @@ pub async fn preupload(
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default(),
     };
-    let rules = LfsRules::parse(&attributes);
-    let mut out = Vec::with_capacity(body.files.len());
+    let mut paths = Vec::with_capacity(body.files.len());
     for f in &body.files {
-        let path = RepoPath::parse(&f.path)?;
+        paths.push(RepoPath::parse(&f.path)?);
+    }
+    // Compiling and matching tenant patterns is CPU work: off the async workers.
+    let git_ignore = body.git_ignore.clone();
+    let names: Vec<String> = paths.iter().map(|p| p.as_str().to_string()).collect();
+    let verdicts = state
+        .tenancy
+        .heavy
+        .run(Tenant::of(&auth, &req), move || {
+            match_paths(&attributes, git_ignore.as_deref(), &names)
+        })
+        .await??;
+    let mut out = Vec::with_capacity(body.files.len());
+    for ((f, path), (rule_lfs, should_ignore)) in body.files.iter().zip(&paths).zip(verdicts) {
         let sample = match &f.sample {
             Some(s) => base64::engine::general_purpose::STANDARD
                 .decode(s)
@@ -126,18 +119,13 @@ pub async fn preupload(
         };
         let lfs = f.size > 0
             && wants_lfs(
-                &rules,
-                path.as_str(),
+                rule_lfs,
                 f.size,
                 looks_binary(&sample),
                 state.limits.lfs_threshold,
             );
         let remote = files::entry_at(&state, tree, path.as_str()).await?;
         let oid = remote.and_then(|e| e.blob.map(|b| if b.is_lfs { b.sha256 } else { e.oid }));
-        let should_ignore = body
-            .git_ignore
-            .as_deref()
-            .is_some_and(|g| ignored(g, path.as_str()));
         out.push(json!({
             "path": f.path,
             "uploadMode": if lfs { "lfs" } else { "regular" },
@@ -148,17 +136,47 @@ pub async fn preupload(
     Ok(HttpResponse::Ok().json(json!({"files": out})))
 }
 
+/// For each path: (an LFS rule of `.gitattributes` covers it, `gitIgnore` ignores it).
+fn match_paths(
+    attributes: &str,
+    git_ignore: Option<&str>,
+    paths: &[String],
+) -> ApiResult<Vec<(bool, bool)>> {
+    let rules = LfsRules::parse(attributes)?;
+    rules.check_budget(paths.len())?;
+    let ignore = git_ignore.map(IgnoreRules::parse).transpose()?;
+    if let Some(g) = &ignore {
+        g.check_budget(paths.iter().map(String::as_str))?;
+    }
+    let mut folders = HashMap::new();
+    Ok(paths
+        .iter()
+        .map(|p| {
+            let ignored = ignore
+                .as_ref()
+                .is_some_and(|g| g.is_ignored(p, &mut folders));
+            (rules.is_lfs(p), ignored)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ignored;
+    use super::match_paths;
 
     #[test]
-    fn gitignore() {
-        let g = "*.log\nbuild/\n!keep.log\n";
-        assert!(ignored(g, "a.log"));
-        assert!(ignored(g, "x/a.log"));
-        assert!(!ignored(g, "keep.log"));
-        assert!(ignored(g, "build/out.bin"));
-        assert!(!ignored(g, "src/main.rs"));
+    fn verdicts() {
+        let paths = [
+            "a.log".to_string(),
+            "w.bin".to_string(),
+            "build/x".to_string(),
+        ];
+        let v = match_paths("*.bin filter=lfs\n", Some("*.log\nbuild/\n"), &paths).unwrap();
+        assert_eq!(v, vec![(false, true), (true, false), (false, true)]);
+        let evil: String = (0..3000)
+            .map(|i| format!("{}{i}\n", "*a".repeat(20)))
+            .collect();
+        let e = match_paths("", Some(&evil), &paths).unwrap_err();
+        assert_eq!(e.code(), "payload_too_large");
     }
 }
