@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod endpoints;
 pub mod error;
+pub mod fuzzing;
 pub mod gateway;
 pub mod gating;
 pub mod git;

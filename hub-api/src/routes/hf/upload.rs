@@ -56,7 +56,7 @@ pub struct PreuploadBody {
 }
 
 /// Whether a `.gitignore` text ignores a path (basic patterns, `!` negation, `dir/`).
-fn ignored(gitignore: &str, path: &str) -> bool {
+pub(crate) fn ignored(gitignore: &str, path: &str) -> bool {
     let mut result = false;
     for line in gitignore.lines() {
         let line = line.trim_end();
