@@ -50,6 +50,8 @@ put("safetensors", "empty.safetensors", save({}))
 put("safetensors", "padded.safetensors", st_raw(
     '{"x":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}    ', b"\0" * 4))
 put("safetensors", "f4-half-bytes.safetensors", st_raw(
+    '{"x":{"dtype":"F4","shape":[2,2],"data_offsets":[0,2]}}', b"\0" * 2))
+put("safetensors", "f4-odd-count.safetensors", st_raw(
     '{"x":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}', b"\0" * 2))
 put("safetensors", "overlap.safetensors", st_raw(
     '{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},'

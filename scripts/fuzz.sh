@@ -57,10 +57,12 @@ for t in "${TARGETS[@]}"; do
   before=$(find "corpus/$t" -type f | wc -l)
   echo "=== $t: ${SECS}s from $before seed inputs"
   # -rss_limit_mb / -malloc_limit_mb: an input that makes a parser allocate
-  # more than 512 MiB is a finding; -timeout: so is one taking over 5 s.
+  # more than 512 MiB is a finding; -timeout: so is one taking over 30 s of
+  # wall-clock time (generous: niced on a loaded machine, a 26 ms input once
+  # took 6 s; re-run a timeout-* artifact alone and check its CPU time).
   set +e
   nice -n "$NICE" "$BIN/$t" "work/$t" "corpus/$t" \
-    -max_total_time="$SECS" -timeout=5 -rss_limit_mb=1024 -malloc_limit_mb=512 \
+    -max_total_time="$SECS" -timeout=30 -rss_limit_mb=1024 -malloc_limit_mb=512 \
     -max_len="$maxlen" -print_final_stats=1 -use_value_profile=1 \
     -artifact_prefix="artifacts/$t/" -close_fd_mask=1 \
     > "work/$t.log" 2>&1
@@ -76,7 +78,7 @@ for t in "${TARGETS[@]}"; do
   find "corpus/$t" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'found-*' \) -exec cp {} "work/$t.min/" \;
   find "corpus/$t" -maxdepth 1 -type f ! -name 'seed-*' ! -name 'found-*' -exec mv {} "work/$t.old/" \;
   if nice -n "$NICE" "$BIN/$t" -merge=1 "work/$t.min" "work/$t.old" "work/$t" \
-      -timeout=5 -rss_limit_mb=1024 -max_len="$maxlen" > "work/$t.merge.log" 2>&1; then
+      -timeout=30 -rss_limit_mb=1024 -max_len="$maxlen" > "work/$t.merge.log" 2>&1; then
     rm -rf "corpus/$t" && cp -r "work/$t.min" "corpus/$t"
   else
     echo "!!! merge of $t failed (see fuzz/work/$t.merge.log); corpus left as it was"

@@ -91,6 +91,7 @@ fn reference_writer_seeds_validate() {
         "seed-duplicate.safetensors",
         "seed-shape-overflow.safetensors",
         "seed-header-len-max.safetensors",
+        "seed-f4-odd-count.safetensors",
     ] {
         let b = std::fs::read(corpus_dir("safetensors").join(name)).expect(name);
         assert!(safetensors::check_file(&b).is_err(), "{name} was accepted");

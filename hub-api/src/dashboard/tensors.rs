@@ -82,9 +82,11 @@ pub fn parse_table(header: &[u8]) -> Result<TensorTable, String> {
             .and_then(|s| s.as_array())
             .map(|a| a.iter().filter_map(|d| d.as_u64()).collect())
             .unwrap_or_default();
-        let n: u128 = dims.iter().map(|d| *d as u128).product();
-        total += n;
-        *by_dtype.entry(dtype.clone()).or_default() += n;
+        // Saturating: a hostile shape's product overflows even u128.
+        let n: u128 = dims.iter().fold(1, |n, d| n.saturating_mul(*d as u128));
+        total = total.saturating_add(n);
+        let by = by_dtype.entry(dtype.clone()).or_default();
+        *by = by.saturating_add(n);
         tensors.push(Tensor {
             name: name.clone(),
             shape: format!(
