@@ -111,3 +111,22 @@ fn reference_writer_seeds_validate() {
         assert!(gguf::check(&b, b.len() as u64).is_err(), "{name} was accepted");
     }
 }
+
+/// What the fuzzer found, stated directly (the inputs are also in the corpora
+/// as `found-*`): each of these panicked before its fix.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    // `.gitattributes` / gitIgnore: a bracket expression "[[:]" sliced
+    // `rest[2..1]` looking for the class name's end, and panicked.
+    let rules = hub_api::git::attributes::LfsRules::parse("[[:] filter=lfs\n");
+    assert!(rules.is_lfs("[:"));
+    assert!(!rules.is_lfs("x"));
+    // Dashboard tensor table: dimensions whose product passes u128 overflowed
+    // (a panic with overflow checks, a wrong count without); now saturating.
+    let max = u64::MAX;
+    let header =
+        format!(r#"{{"a":{{"dtype":"F64","shape":[{max},{max},{max}],"data_offsets":[0,8]}}}}"#);
+    let t = hub_api::dashboard::tensors::parse_table(header.as_bytes()).expect("a table");
+    assert_eq!(t.count, 1);
+    assert_eq!(t.total_exact, hub_api::dashboard::text::count(i64::MAX));
+}

@@ -229,7 +229,8 @@ fn class(p: &[char]) -> Option<(String, usize)> {
         first = false;
         if p[i] == '[' && p.get(i + 1) == Some(&':') {
             let rest: String = p[i..].iter().collect();
-            let end = rest.find(":]")?;
+            // The class name starts after "[:" (in "[:]" the ":]" is not its end).
+            let end = rest[2..].find(":]")? + 2;
             let name = &rest[2..end];
             let cls = match name {
                 "space" => "\\s",
