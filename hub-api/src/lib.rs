@@ -13,6 +13,7 @@ pub mod diskspace;
 pub mod domain;
 pub mod endpoints;
 pub mod error;
+pub mod fuzzing;
 pub mod gateway;
 pub mod gating;
 pub mod git;

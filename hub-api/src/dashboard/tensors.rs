@@ -141,9 +141,11 @@ fn parse_table_from(r: impl std::io::Read) -> Result<TensorTable, String> {
     for (name, t) in h.tensors {
         let dtype = t.dtype.unwrap_or_else(|| "?".to_string());
         let dims = t.shape;
-        let n: u128 = dims.iter().map(|d| *d as u128).product();
-        total += n;
-        *by_dtype.entry(dtype.clone()).or_default() += n;
+        // Saturating: a hostile shape's product overflows even u128.
+        let n: u128 = dims.iter().fold(1, |n, d| n.saturating_mul(*d as u128));
+        total = total.saturating_add(n);
+        let by = by_dtype.entry(dtype.clone()).or_default();
+        *by = by.saturating_add(n);
         tensors.push(Tensor {
             name,
             shape: format!(

@@ -97,6 +97,23 @@ pub struct BatchBody {
     hash_algo: Option<String>,
 }
 
+/// Checks each object of a batch body (digest and size), in order, before
+/// anything is looked up or stored.
+pub(crate) fn check_objects(body: &BatchBody, max_size: u64) -> ApiResult<Vec<(Sha256, i64)>> {
+    let mut parsed = Vec::with_capacity(body.objects.len());
+    for o in &body.objects {
+        let sha = Sha256::parse(&o.oid)?;
+        if o.size < 0 || o.size as u64 > max_size {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "object {} of {} bytes is outside 0..={} bytes",
+                o.oid, o.size, max_size
+            )));
+        }
+        parsed.push((sha, o.size));
+    }
+    Ok(parsed)
+}
+
 pub async fn batch(
     state: web::Data<AppState>,
     auth: Auth,
@@ -129,17 +146,7 @@ pub async fn batch(
         .transfers
         .as_ref()
         .is_none_or(|t| t.iter().any(|x| x == "multipart"));
-    let mut parsed = Vec::new();
-    for o in &body.objects {
-        let sha = Sha256::parse(&o.oid)?;
-        if o.size < 0 || o.size as u64 > state.limits.lfs_object {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "object {} of {} bytes is outside 0..={} bytes",
-                o.oid, o.size, state.limits.lfs_object
-            )));
-        }
-        parsed.push((sha, o.size));
-    }
+    let parsed = check_objects(&body, state.limits.lfs_object)?;
     let shas: Vec<String> = parsed.iter().map(|(s, _)| s.to_string()).collect();
     let linked: std::collections::HashMap<String, i64> =
         db::lfs::linked(&state.db, ctx.repo.id, &shas)
