@@ -57,6 +57,9 @@ tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 step "gated and private repos with huggingface_hub"
 HF_VENV="$VENV" scripts/hf-gated-check.sh
 
+step "hostile tenant attacks"
+tests/adversarial/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
 step "management API fuzzing (schemathesis)"
 scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
 
