@@ -60,6 +60,9 @@ step "fault injection (kill -9 of the hub under writers, of PostgreSQL under loa
 step "gated and private repos with huggingface_hub"
 HF_VENV="$VENV" scripts/hf-gated-check.sh
 
+step "hostile tenant attacks"
+tests/adversarial/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
 step "management API fuzzing (schemathesis)"
 scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
 
