@@ -34,9 +34,9 @@ pub struct TensorTable {
 
 /// Reads a stored safetensors file's header (never its data) into a table,
 /// streamed into a typed parse on a blocking thread (heavy work of `tenant`);
-/// only for a viewer who passed the read-and-gate decision (`_dl`).
+/// only for a viewer who passed the read-and-gate decision (`dl`).
 pub async fn tensor_table(
-    _dl: &crate::gating::Download,
+    dl: &crate::gating::Download,
     state: &AppState,
     tenant: Tenant,
     sha: &str,
