@@ -37,7 +37,11 @@ export HF_ENDPOINT="$URL" PADDOCK_HUB_PID="$HUB_PID" PADDOCK_HUB_BIN="$HUB" PADD
 export ADV_TMP="$DATA/tmp"
 export ADV_SUMMARY_FILE="${ADV_SUMMARY_FILE:-$DATA/summary.json}"
 status=0
-"$PY" -m pytest -q -s -p no:cacheprovider "$HERE" "${@:3}" || status=$?
+# Extra arguments go to pytest; naming test files replaces the default (all of them).
+ARGS=("${@:3}")
+TARGET=("$HERE")
+for a in "${ARGS[@]}"; do if [[ "$a" == *.py* ]]; then TARGET=(); fi; done
+"$PY" -m pytest -q -s -p no:cacheprovider --rootdir "$HERE" "${TARGET[@]}" "${ARGS[@]}" || status=$?
 if ! kill -0 "$HUB_PID" 2>/dev/null; then
   echo "adversarial: the hub died during the attacks; its log:"; tail -50 "$LOG"; exit 1
 fi

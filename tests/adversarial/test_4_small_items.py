@@ -44,7 +44,7 @@ def test_if_range_with_a_stale_validator_sends_the_whole_file(tenant):
 
 def test_recursive_must_be_a_boolean(tenant):
     ns, tok = tenant
-    repo = hub.create_repo(tok, ns, "tree")
+    repo = hub.create_repo(tok, ns, "listing")
     assert hub.commit(tok, repo, [hub.file_op("d/f.txt", b"x")]).status == 200
     for ok in ("true", "false", "1", "0", "True"):
         r = hub.get(f"/api/models/{repo}/tree/main?recursive={ok}", token=tok)
@@ -59,7 +59,8 @@ def test_recursive_must_be_a_boolean(tenant):
 
 
 def test_missing_static_asset_is_a_json_404():
-    for path in ("/static/000000000000/app.css", "/static/000000000000/nope.js", "/static/x/../../etc/passwd"):
+    for path in ("/static/000000000000/nope.js", "/static/x/missing.css", "/static/0/app.css.map",
+                 "/static/x/%2e%2e%2fapp.css"):
         r = hub.get(path)
         print(f"{path}: {r.status} {r.body[:80]!r}")
         assert r.status == 404, r

@@ -69,15 +69,17 @@ def test_four_gib_content_length_claims(tenant):
     ns, tok = tenant
     repo = hub.create_repo(tok, ns, "claim")
     claim = 4 * 1024**3
+    wrong = []
     for path, ctype in (("/api/repos/create", "application/json"),
                         (f"/api/models/{repo}/preupload/main", "application/json"),
                         (f"/api/models/{repo}/commit/main", "application/x-ndjson"),
                         (f"/{repo}.git/info/lfs/objects/batch", "application/vnd.git-lfs+json")):
         r = hub.request("POST", path, token=tok, body=iter([b"{"]), content_length=claim,
-                        headers={"Content-Type": ctype}, timeout=20)
+                        headers={"Content-Type": ctype}, timeout=10)
         print(f"{claim}-byte claim to {path}: {r.status} {r.code} in {r.elapsed:.2f} s")
-        assert r.status == 413 and r.is_4xx_with_code(), f"{path}: {r}"
-        assert r.elapsed < 5, f"{path}: the refusal of an impossible length took {r.elapsed:.1f} s"
+        if not (r.status == 413 and r.is_4xx_with_code() and r.elapsed < 5):
+            wrong.append((path, r))
+    assert not wrong, f"a {claim}-byte Content-Length was not refused at once (413 with a code): {wrong}"
 
 
 def slow_body(path: str, tok: str, body: bytes, rate_per_s: int, seconds: float) -> hub.Resp:
