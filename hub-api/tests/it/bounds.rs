@@ -341,7 +341,7 @@ fn gguf_head(n_tensors: u64, tensor_bytes: u64) -> Vec<u8> {
         b.extend(0u32.to_le_bytes()); // F32
         b.extend(0u64.to_le_bytes());
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b
