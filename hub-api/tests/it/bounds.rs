@@ -507,7 +507,9 @@ async fn per_tenant_bound_on_heavy_work() {
     assert!(r.headers().get("retry-after").is_some());
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["code"], "tenant_busy");
-    // validate-yaml (card parsing) is heavy work too.
+    // validate-yaml (card parsing, open to anyone) is heavy work of the address.
+    let local = Tenant::Anonymous(Some("127.0.0.1".parse().unwrap()));
+    let held_addr = t.state.tenancy.heavy.slot(local).await.unwrap();
     let r = http
         .post(format!("{hub}/api/validate-yaml"))
         .bearer_auth(&busy)
@@ -516,6 +518,7 @@ async fn per_tenant_bound_on_heavy_work() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 429);
+    drop(held_addr);
 
     let r = http
         .post(format!("{hub}/api/models/calm/m/preupload/main"))
