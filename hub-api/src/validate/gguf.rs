@@ -279,7 +279,7 @@ pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String>
         tensors.push((offset, size));
     }
     drop(names);
-    let header_end = r.pos as u64;
+    let header_end = r.pos;
     let data_offset = header_end.div_ceil(alignment) * alignment;
     if data_offset > file_size {
         return Err("the data section starts past the end of the file".into());

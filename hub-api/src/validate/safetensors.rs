@@ -272,7 +272,6 @@ pub fn check_reader(r: &mut dyn Read, n: u64, file_size: u64) -> Result<Summary,
     }
     // Only padding spaces may follow the object (and the header must be whole).
     let mut rest = [0u8; 8192];
-    let mut read = 0u64;
     loop {
         let k = limited
             .read(&mut rest)
@@ -280,12 +279,10 @@ pub fn check_reader(r: &mut dyn Read, n: u64, file_size: u64) -> Result<Summary,
         if k == 0 {
             break;
         }
-        read += k as u64;
         if !rest[..k].iter().all(|b| *b == b' ') {
             return Err("header has trailing bytes after the JSON object".into());
         }
     }
-    let _ = read;
     drop(check.seen);
     let mut ranges = check.ranges;
     ranges.sort_unstable();

@@ -341,7 +341,7 @@ fn gguf_head(n_tensors: u64, tensor_bytes: u64) -> Vec<u8> {
         b.extend(0u32.to_le_bytes()); // F32
         b.extend(0u64.to_le_bytes());
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b
@@ -507,7 +507,9 @@ async fn per_tenant_bound_on_heavy_work() {
     assert!(r.headers().get("retry-after").is_some());
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["code"], "tenant_busy");
-    // validate-yaml (card parsing) is heavy work too.
+    // validate-yaml (card parsing, open to anyone) is heavy work of the address.
+    let local = Tenant::Anonymous(Some("127.0.0.1".parse().unwrap()));
+    let held_addr = t.state.tenancy.heavy.slot(local).await.unwrap();
     let r = http
         .post(format!("{hub}/api/validate-yaml"))
         .bearer_auth(&busy)
@@ -516,6 +518,7 @@ async fn per_tenant_bound_on_heavy_work() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 429);
+    drop(held_addr);
 
     let r = http
         .post(format!("{hub}/api/models/calm/m/preupload/main"))
