@@ -7,6 +7,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   default 60 s, every target
 #   FUZZ_JOBS=1 (one process: the machine is shared), FUZZ_NICE=19
 #   FUZZ_BUILD_ONLY=1 scripts/fuzz.sh                   build the harness only
+#   FUZZ_SKIP_BUILD=1 scripts/fuzz.sh ...               reuse the last build
 #
 # Each target starts from fuzz/corpus/<target>/, runs for the set time in a
 # scratch corpus, and the new inputs that add coverage are merged back into
@@ -38,12 +39,14 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
  -Cllvm-args=-sanitizer-coverage-trace-compares \
  -Cforce-frame-pointers=yes"
 export CARGO_TARGET_DIR="$FUZZ/target"
-nice -n "$NICE" cargo build --release --locked --target "$HOST" --bins
+if [[ -z "${FUZZ_SKIP_BUILD:-}" ]]; then
+  nice -n "$NICE" cargo build --release --locked --target "$HOST" --bins
+fi
 BIN="$CARGO_TARGET_DIR/$HOST/release"
 [[ -n "${FUZZ_BUILD_ONLY:-}" ]] && exit 0
 
 mkdir -p work artifacts
-printf 'target\tseconds\texecs\texecs_per_s\tcov_start\tcov_end\tft_end\tcorpus_before\tcorpus_after\tcrashes\n' > work/stats.tsv
+printf 'target\tseconds\texecs\texecs_per_s\tcov_start\tcov_end\tft_end\tcorpus_before\tcorpus_after\tcrashes\tslow_units\n' > work/stats.tsv
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   rm -rf "work/$t" && mkdir -p "work/$t"
@@ -91,9 +94,10 @@ for t in "${TARGETS[@]}"; do
   cov0=$(grep -E "INITED" "work/$t.log" | sed -n 's/.*cov: \([0-9]*\).*/\1/p' | head -n1)
   cov1=$(grep -E "^#[0-9]+" "work/$t.log" | sed -n 's/.*cov: \([0-9]*\).*/\1/p' | tail -n1)
   ft1=$(grep -E "^#[0-9]+" "work/$t.log" | sed -n 's/.*ft: \([0-9]*\).*/\1/p' | tail -n1)
-  crashes=$(find "artifacts/$t" -type f | wc -l)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$SECS" "${execs:-?}" "${eps:-?}" \
-    "${cov0:-?}" "${cov1:-?}" "${ft1:-?}" "$before" "$after" "$crashes" >> work/stats.tsv
+  crashes=$(find "artifacts/$t" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  slow=$(find "artifacts/$t" -type f -name 'slow-unit-*' | wc -l)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$SECS" "${execs:-?}" "${eps:-?}" \
+    "${cov0:-?}" "${cov1:-?}" "${ft1:-?}" "$before" "$after" "$crashes" "$slow" >> work/stats.tsv
   if [[ $rc -ne 0 ]]; then
     echo "!!! $t stopped with status $rc: see fuzz/work/$t.log and fuzz/artifacts/$t/"
     grep -E "ERROR|panicked|SUMMARY" "work/$t.log" | head -n 5 || true

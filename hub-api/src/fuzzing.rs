@@ -19,8 +19,11 @@ use crate::state::Limits;
 use crate::validate::{gguf, safetensors};
 use base64::Engine;
 
+/// A fuzz entry point.
+pub type Entry = fn(&[u8]);
+
 /// Every target, by the name of its corpus folder and harness binary.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("safetensors", safetensors_file),
     ("gguf", gguf_header),
     ("ndjson", ndjson_commit),
@@ -53,9 +56,14 @@ fn rules_and_paths(data: &[u8]) -> (std::borrow::Cow<'_, str>, Vec<String>) {
         }
         None => (
             text(data),
-            ["model.safetensors", "a/b/c.bin", "README.md", "x y/[z].gguf"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "model.safetensors",
+                "a/b/c.bin",
+                "README.md",
+                "x y/[z].gguf",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
     }
 }
@@ -68,7 +76,11 @@ pub fn safetensors_file(data: &[u8]) {
     if let Ok(n) = safetensors::header_len(data, size) {
         let header = &data[8..8 + n as usize];
         let split = safetensors::check_header(header, size);
-        assert_eq!(whole.is_ok(), split.is_ok(), "check_file and check_header disagree");
+        assert_eq!(
+            whole.is_ok(),
+            split.is_ok(),
+            "check_file and check_header disagree"
+        );
         if n <= tensors::MAX_HEADER_SHOWN {
             let _ = tensors::parse_table(header);
         }
@@ -115,7 +127,9 @@ pub fn ndjson_commit(data: &[u8]) {
             Line::LfsFile(f) => {
                 RepoPath::parse(&f.path).is_ok()
                     && domain::Sha256::parse(&f.oid).is_ok()
-                    && f.old_path.as_deref().is_none_or(|p| RepoPath::parse(p).is_ok())
+                    && f.old_path
+                        .as_deref()
+                        .is_none_or(|p| RepoPath::parse(p).is_ok())
             }
             Line::DeletedFile(p) => RepoPath::parse(&p.path).is_ok(),
             Line::DeletedFolder(p) => RepoPath::parse_folder(&p.path).is_ok(),

@@ -57,10 +57,9 @@ fn every_corpus_input_runs_to_completion() {
 
 #[test]
 fn every_target_has_a_corpus_and_a_harness_binary() {
-    let manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"),
-    )
-    .expect("fuzz/Cargo.toml");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"))
+            .expect("fuzz/Cargo.toml");
     for (target, _) in hub_api::fuzzing::TARGETS {
         assert!(corpus_dir(target).is_dir(), "no corpus for {target}");
         assert!(
@@ -96,7 +95,11 @@ fn reference_writer_seeds_validate() {
         let b = std::fs::read(corpus_dir("safetensors").join(name)).expect(name);
         assert!(safetensors::check_file(&b).is_err(), "{name} was accepted");
     }
-    for name in ["seed-small.gguf", "seed-aligned64.gguf", "seed-quantized-q4k.gguf"] {
+    for name in [
+        "seed-small.gguf",
+        "seed-aligned64.gguf",
+        "seed-quantized-q4k.gguf",
+    ] {
         let b = std::fs::read(corpus_dir("gguf").join(name)).expect(name);
         gguf::check(&b, b.len() as u64).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -108,7 +111,10 @@ fn reference_writer_seeds_validate() {
         "seed-nested-array.gguf",
     ] {
         let b = std::fs::read(corpus_dir("gguf").join(name)).expect(name);
-        assert!(gguf::check(&b, b.len() as u64).is_err(), "{name} was accepted");
+        assert!(
+            gguf::check(&b, b.len() as u64).is_err(),
+            "{name} was accepted"
+        );
     }
 }
 
