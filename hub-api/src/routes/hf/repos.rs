@@ -100,6 +100,11 @@ pub async fn create(
     let Some(repo_id) =
         db::repos::insert(&mut *tx, ns.id, name.as_str(), kind.as_str(), private).await?
     else {
+        // Give the connection back before taking another: requests that
+        // waited on the winner's row lock each hold one, and asking the pool
+        // for a second while holding the first starves it (40 concurrent
+        // creations of one name once ended in pool timeouts).
+        tx.rollback().await?;
         let existing = db::repos::find(&state.db, kind.as_str(), &ns.name, name.as_str()).await?;
         let url = existing
             .map(|r| repo_url(&state, kind, &r.full_id()))
