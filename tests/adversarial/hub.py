@@ -422,10 +422,6 @@ class Monitor:
         hwm = status_kib("VmHWM")
         return max([hwm] + self.rss_kib) if self.hwm_reset else max(self.rss_kib, default=hwm)
 
-    def peak_growth_mib(self) -> float:
-        """Peak resident memory during the attack above what it was at its start."""
-        return (self.peak_kib() - self.start_rss_kib) / 1024
-
 
 def status_kib(field_name: str) -> int:
     try:

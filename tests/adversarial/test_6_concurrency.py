@@ -6,7 +6,6 @@ and another tenant's simple requests stay fast."""
 import concurrent.futures as cf
 import os
 import threading
-import time
 
 import hub
 from test_3_bounded_work import long_paths, pathological_gitignore
