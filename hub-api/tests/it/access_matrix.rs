@@ -1268,7 +1268,8 @@ async fn gated_byte_routes_matrix() {
                 GClass::Meta(want) => st != want,
                 // (README.md carries no mark: the card page shows it to everyone.)
                 GClass::Bytes(want) if ok => {
-                    st != want || (row.method == Method::GET && !uri.ends_with("README.md") && !shows)
+                    st != want
+                        || (row.method == Method::GET && !uri.ends_with("README.md") && !shows)
                 }
                 GClass::Bytes(_) => !gated_403,
                 GClass::BytesPage => st != 200 || shows != ok,

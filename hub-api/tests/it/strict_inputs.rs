@@ -247,10 +247,19 @@ async fn boolean_query_parameters_are_strict() {
     let (_, _, b) = call(&app, get("/api/models/alice/m/tree/main")).await;
     let flat = json_of(&b).as_array().unwrap().len();
     for (uri, files) in [
-        ("/api/models/alice/m/tree/main?recursive=true&expand=false", flat + 1),
-        ("/api/models/alice/m/tree/main?recursive=True&expand=False", flat + 1),
+        (
+            "/api/models/alice/m/tree/main?recursive=true&expand=false",
+            flat + 1,
+        ),
+        (
+            "/api/models/alice/m/tree/main?recursive=True&expand=False",
+            flat + 1,
+        ),
         ("/api/models/alice/m/tree/main?recursive=1", flat + 1),
-        ("/api/models/alice/m/tree/main?recursive=false&expand=0", flat),
+        (
+            "/api/models/alice/m/tree/main?recursive=false&expand=0",
+            flat,
+        ),
     ] {
         let (st, _, b) = call(&app, get(uri)).await;
         assert_eq!(st, 200, "{uri}");
