@@ -10,6 +10,7 @@ mod access_matrix;
 mod concurrency;
 mod dashboard;
 mod endpoints;
+mod garbage;
 mod git_ids;
 mod registry;
 mod tenancy;
