@@ -36,6 +36,8 @@ pub enum ApiError {
     LfsObjectMissing(String),
     #[error("invalid range: {0}")]
     InvalidRange(String),
+    #[error("part {0} of the upload is missing from storage or has the wrong size; upload it again, then complete")]
+    UploadPartMissing(u32),
     #[error("{0}")]
     Validation(String),
 
@@ -73,6 +75,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}: an organization must keep at least one admin")]
     LastAdmin(String),
+    #[error("this upload is already complete; nothing more can be sent to it")]
+    UploadCompleted,
+    #[error("this upload has expired; ask the LFS batch API for a new one")]
+    UploadExpired,
     #[error("A commit has happened since. Please refresh and try again.")]
     ParentCommitMismatch,
     #[error("{0}")]
@@ -125,6 +131,7 @@ impl ApiError {
             DigestMismatch(_) => "digest_mismatch",
             LfsObjectMissing(_) => "lfs_object_missing",
             InvalidRange(_) => "invalid_range",
+            UploadPartMissing(_) => "upload_part_missing",
             Validation(_) => "validation_failed",
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
@@ -138,6 +145,8 @@ impl ApiError {
             MethodNotAllowed { .. } => "method_not_allowed",
             Conflict(_) => "conflict",
             LastAdmin(_) => "last_admin",
+            UploadCompleted => "upload_completed",
+            UploadExpired => "upload_expired",
             ParentCommitMismatch => "parent_commit_mismatch",
             PayloadTooLarge(_) => "payload_too_large",
             QuotaExceeded(_) => "quota_exceeded",
@@ -168,6 +177,7 @@ impl ApiError {
             | DigestMismatch(_)
             | LfsObjectMissing(_)
             | InvalidRange(_)
+            | UploadPartMissing(_)
             | Validation(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
@@ -175,7 +185,8 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Conflict(_) | LastAdmin(_) => StatusCode::CONFLICT,
+            Conflict(_) | LastAdmin(_) | UploadCompleted => StatusCode::CONFLICT,
+            UploadExpired => StatusCode::GONE,
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -365,6 +376,7 @@ pub const ALL_CODES: &[&str] = &[
     "digest_mismatch",
     "lfs_object_missing",
     "invalid_range",
+    "upload_part_missing",
     "validation_failed",
     "unauthorized",
     "forbidden",
@@ -378,6 +390,8 @@ pub const ALL_CODES: &[&str] = &[
     "method_not_allowed",
     "conflict",
     "last_admin",
+    "upload_completed",
+    "upload_expired",
     "parent_commit_mismatch",
     "payload_too_large",
     "quota_exceeded",
@@ -434,6 +448,9 @@ mod tests {
                 limit: 1,
             },
             ApiError::QuotaExceeded(String::new()),
+            ApiError::UploadCompleted,
+            ApiError::UploadExpired,
+            ApiError::UploadPartMissing(1),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         for s in samples {

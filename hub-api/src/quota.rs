@@ -1,26 +1,77 @@
-//! Storage quotas per namespace: usage is the total size of the distinct
-//! blobs referenced by the namespace's repos (LFS objects, and files stored
-//! inline by commits). A push that would exceed the quota is refused before
-//! any byte is stored: in the LFS batch (declared sizes) and, for inline
-//! files, as each line of the commit is read.
+//! Storage quotas per namespace. Usage is what the namespace makes the hub
+//! store, counted once per distinct sha256:
+//!
+//! - blobs referenced by the namespace's repos (LFS objects linked to a repo,
+//!   committed or not, and files stored inline by commits);
+//! - objects its requests stored that nothing references yet
+//!   (`pending_objects`: a commit in flight, or a refused or crashed one until
+//!   it is released or collected);
+//! - the declared size of each open LFS upload session of its repos (reserved
+//!   at the LFS batch; this covers the staging object and multipart parts
+//!   already uploaded), until the session completes and links its object, or
+//!   expires and is swept.
+//!
+//! Growth past the quota is refused before bytes are stored: in the LFS batch
+//! (declared sizes, under a per-namespace lock so concurrent batches cannot
+//! both take the last room) and, for inline files, as each line of a commit
+//! is read; the commit transaction checks again under the same lock.
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use sqlx::{PgConnection, PgExecutor, Row};
 
+/// Advisory lock class of per-namespace quota locks.
+const QUOTA_LOCK_CLASS: i32 = 0x71_75_6f_74; // "quot"
+
 /// Bytes used by a namespace.
 pub async fn usage(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Result<i64> {
+    usage_with(db, namespace_id, &[]).await
+}
+
+/// Bytes a namespace would use with `extra` objects (sha256, size) added.
+pub async fn usage_with(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    extra: &[(String, i64)],
+) -> sqlx::Result<i64> {
+    let shas: Vec<&str> = extra.iter().map(|(s, _)| s.as_str()).collect();
+    let sizes: Vec<i64> = extra.iter().map(|(_, z)| *z).collect();
     let r = sqlx::query(
-        "SELECT COALESCE(SUM(b.size), 0)::bigint FROM (
-            SELECT l.sha256 FROM repo_lfs_objects l JOIN repos r ON r.id = l.repo_id WHERE r.namespace_id = $1
-            UNION
-            SELECT s.sha256 FROM repo_blobs s JOIN repos r ON r.id = s.repo_id WHERE r.namespace_id = $1
-         ) d JOIN blobs b ON b.sha256 = d.sha256",
+        "SELECT COALESCE(SUM(size), 0)::bigint FROM (
+           SELECT DISTINCT ON (sha256) sha256, size FROM (
+             SELECT b.sha256, b.size FROM repo_lfs_objects l
+               JOIN repos r ON r.id = l.repo_id JOIN blobs b ON b.sha256 = l.sha256
+              WHERE r.namespace_id = $1
+             UNION ALL
+             SELECT b.sha256, b.size FROM repo_blobs s
+               JOIN repos r ON r.id = s.repo_id JOIN blobs b ON b.sha256 = s.sha256
+              WHERE r.namespace_id = $1
+             UNION ALL
+             SELECT p.sha256, p.size FROM pending_objects p WHERE p.namespace_id = $1
+             UNION ALL
+             SELECT u.sha256, u.size FROM upload_sessions u JOIN repos r ON r.id = u.repo_id
+              WHERE r.namespace_id = $1 AND u.completed_at IS NULL
+             UNION ALL
+             SELECT x.sha256, x.size FROM unnest($2::text[], $3::bigint[]) AS x(sha256, size)
+           ) every ORDER BY sha256, size DESC
+         ) distinct_blobs",
     )
     .bind(namespace_id)
+    .bind(&shas)
+    .bind(&sizes)
     .fetch_one(db)
     .await?;
     Ok(r.get(0))
+}
+
+/// Serialises quota decisions of one namespace until the transaction ends.
+pub async fn lock_namespace(tx: &mut PgConnection, namespace_id: i64) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(QUOTA_LOCK_CLASS)
+        .bind(namespace_id as i32)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// A namespace's own settings (None where it uses the default).
@@ -96,6 +147,27 @@ pub async fn check_namespace_can_grow(
     let used = usage(&mut *db, namespace_id).await?;
     if used.saturating_add(extra) > limit {
         return Err(exceeded(used, limit, extra));
+    }
+    Ok(())
+}
+
+/// Refuses adding `objects` (sha256, declared size) past the namespace's
+/// quota; objects the namespace already counts add nothing. Call inside a
+/// transaction holding [`lock_namespace`], and record the objects (upload
+/// sessions) in the same transaction.
+pub async fn check_objects_fit(
+    state: &AppState,
+    tx: &mut PgConnection,
+    namespace_id: i64,
+    objects: &[(String, i64)],
+) -> ApiResult<()> {
+    let Some(limit) = limit(state, tx, namespace_id).await? else {
+        return Ok(());
+    };
+    let used = usage(&mut *tx, namespace_id).await?;
+    let after = usage_with(&mut *tx, namespace_id, objects).await?;
+    if after > limit && after > used {
+        return Err(exceeded(used, limit, after - used));
     }
     Ok(())
 }

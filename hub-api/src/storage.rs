@@ -64,6 +64,10 @@ pub enum StorageError {
     TooLong(u64),
     #[error("request body: {0}")]
     Body(String),
+    #[error(
+        "part {part} of the upload is missing from storage or has the wrong size; upload it again"
+    )]
+    PartMissing { part: u32 },
 }
 
 impl From<StorageError> for crate::error::ApiError {
@@ -82,6 +86,7 @@ impl From<StorageError> for crate::error::ApiError {
             | StorageError::DigestMismatch { .. }
             | StorageError::TooLong(_) => ApiError::DigestMismatch(e.to_string()),
             StorageError::Body(m) => ApiError::InvalidRequest(format!("request body: {m}")),
+            StorageError::PartMissing { part } => ApiError::UploadPartMissing(part),
         }
     }
 }
@@ -93,6 +98,16 @@ pub struct Written {
     pub size: u64,
     /// The git blob id, when asked for (needs the size up front).
     pub git_oid: Option<String>,
+}
+
+/// Bytes verified in a staging object, not yet at their final key. Either
+/// [`Storage::promote`] or [`Storage::discard`] it; a staged object that is
+/// dropped is removed by the sweeper (`staging/` older than its grace).
+#[derive(Debug)]
+#[must_use = "promote or discard a staged object"]
+pub struct Staged {
+    key: StorageKey,
+    pub written: Written,
 }
 
 /// The hub's object storage.
@@ -208,16 +223,16 @@ impl Storage {
         }
     }
 
-    /// Streams `body` into a staging key while hashing it, verifies it against
-    /// `expected_sha`/`expected_size` when given, and makes it final under its
-    /// digest. A body that does not verify leaves nothing behind.
-    pub async fn write_blob<S, E>(
+    /// Streams `body` into a staging key while hashing it and verifies it
+    /// against `expected_sha`/`expected_size` when given. Nothing is visible at
+    /// a final key yet; a body that does not verify leaves nothing behind.
+    pub async fn stage<S, E>(
         &self,
         body: S,
         expected_size: Option<u64>,
         expected_sha: Option<&Sha256>,
         want_git_oid: bool,
-    ) -> Result<Written, StorageError>
+    ) -> Result<Staged, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -251,16 +266,59 @@ impl Storage {
                 });
             }
         }
-        self.promote(&staging, &written.sha256).await?;
-        Ok(written)
+        Ok(Staged {
+            key: staging,
+            written,
+        })
     }
 
-    /// Writes in-memory bytes (small files of a commit) as a verified blob.
+    /// Makes staged bytes final at their content address. Callers that track
+    /// unreferenced objects record the object first (`sweeper::store`).
+    pub async fn promote(&self, staged: Staged) -> Result<Written, StorageError> {
+        match self.promote_key(&staged.key, &staged.written.sha256).await {
+            Ok(()) => Ok(staged.written),
+            Err(e) => {
+                self.delete(&staged.key).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops staged bytes.
+    pub async fn discard(&self, staged: Staged) {
+        self.delete(&staged.key).await;
+    }
+
+    /// Stages and promotes in one step, for objects nothing needs to track
+    /// (tests, tools). Request paths go through `sweeper::store`.
+    pub async fn write_blob<S, E>(
+        &self,
+        body: S,
+        expected_size: Option<u64>,
+        expected_sha: Option<&Sha256>,
+        want_git_oid: bool,
+    ) -> Result<Written, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let staged = self
+            .stage(body, expected_size, expected_sha, want_git_oid)
+            .await?;
+        self.promote(staged).await
+    }
+
+    /// Writes in-memory bytes as a verified blob (with its git blob id).
     pub async fn write_bytes(&self, bytes: Bytes) -> Result<Written, StorageError> {
+        let staged = self.stage_bytes(bytes).await?;
+        self.promote(staged).await
+    }
+
+    /// Stages in-memory bytes (small files of a commit), with their git blob id.
+    pub async fn stage_bytes(&self, bytes: Bytes) -> Result<Staged, StorageError> {
         let size = bytes.len() as u64;
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
-        self.write_blob(Box::pin(stream), Some(size), None, true)
-            .await
+        self.stage(Box::pin(stream), Some(size), None, true).await
     }
 
     async fn write_staging<S, E>(
@@ -374,7 +432,7 @@ impl Storage {
     }
 
     /// Makes a verified staging object final at its content address.
-    async fn promote(&self, staging: &StorageKey, sha: &Sha256) -> Result<(), StorageError> {
+    async fn promote_key(&self, staging: &StorageKey, sha: &Sha256) -> Result<(), StorageError> {
         let final_key = StorageKey::Blob(sha.clone());
         if let (Some(from), Some(to)) = (self.local_path(staging), self.local_path(&final_key)) {
             tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -420,14 +478,18 @@ impl Storage {
     }
 
     /// Stores one multipart part under its session (not content-addressed: parts
-    /// are only verified as a whole at completion). Returns (size, md5 hex etag).
+    /// are only verified as a whole at completion). The body must be exactly
+    /// `size` bytes: a longer body is cut off as soon as it passes `size`, and
+    /// a wrong-sized body leaves nothing behind. A part replaces the earlier
+    /// upload of the same number atomically (local: written beside it, then
+    /// renamed). Returns the md5 hex ETag.
     pub async fn write_part<S, E>(
         &self,
         session: Uuid,
         part: u32,
         body: S,
-        max_size: u64,
-    ) -> Result<(u64, String), StorageError>
+        size: u64,
+    ) -> Result<String, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -438,10 +500,16 @@ impl Storage {
         let local = self.local_path(&key);
         let mut guard =
             crate::diskspace::Guard::start(local.as_ref().and(self.reserve.as_ref()), None)?;
+        // Local parts are written to a temporary name first so a re-upload
+        // never leaves a half-written part under the real name.
+        let temp = local
+            .as_ref()
+            .map(|p| p.with_extension(format!("{}.tmp", Uuid::new_v4().simple())));
+        let temp_w = temp.clone();
         let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
             use md5::Digest as _;
             let mut md5 = md5::Md5::new();
-            let mut file = match &local {
+            let mut file = match &temp_w {
                 Some(p) => {
                     std::fs::create_dir_all(p.parent().expect("part keys have a parent"))?;
                     Some(std::io::BufWriter::with_capacity(
@@ -478,8 +546,8 @@ impl Storage {
             match next {
                 Ok(chunk) => {
                     received += chunk.len() as u64;
-                    if received > max_size {
-                        failure = Some(StorageError::TooLong(max_size));
+                    if received > size {
+                        failure = Some(StorageError::TooLong(size));
                         break;
                     }
                     if let Some(w) = remote.as_mut() {
@@ -502,31 +570,92 @@ impl Storage {
         drop(tx);
         let res = worker
             .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))
+            .and_then(|r| r.map_err(StorageError::from));
+        let failure = match (failure, &res) {
+            (Some(f), _) => Some(f),
+            (None, Err(_)) => None,
+            (None, Ok((_, got))) if *got != size => Some(StorageError::SizeMismatch {
+                expected: size,
+                actual: *got,
+            }),
+            (None, Ok(_)) => None,
+        };
         if let Some(f) = failure {
-            if let Some(w) = remote {
-                let _ = w.abort().await;
+            match remote {
+                Some(w) => {
+                    let _ = w.abort().await;
+                }
+                None => {
+                    if let Some(t) = &temp {
+                        let _ = tokio::fs::remove_file(t).await;
+                    }
+                }
             }
-            self.delete(&key).await;
             return Err(f);
         }
-        let (etag, size) = res?;
-        if let Some(w) = remote {
-            w.finish().await?;
+        let (etag, _) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(t) = &temp {
+                    let _ = tokio::fs::remove_file(t).await;
+                }
+                return Err(e);
+            }
+        };
+        match remote {
+            Some(w) => {
+                w.finish().await?;
+            }
+            None => {
+                let (from, to) = (temp.expect("local"), local.expect("local"));
+                tokio::task::spawn_blocking(move || std::fs::rename(from, to))
+                    .await
+                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+            }
         }
-        Ok((size, etag))
+        Ok(etag)
     }
 
-    /// Concatenates parts 1..=count of a session into a verified blob, then deletes the parts.
-    pub async fn assemble_parts(
+    /// Size of a stored object (None: missing).
+    async fn object_size(&self, key: &StorageKey) -> Result<Option<u64>, StorageError> {
+        if let Some(p) = self.local_path(key) {
+            return match tokio::fs::metadata(&p).await {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e.into()),
+            };
+        }
+        match self.store.head(&key.path()).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Joins parts `1..=sizes.len()` of a session (with the sizes they were
+    /// recorded with) into a staged, verified object. The parts stay where they
+    /// are: a completion that does not verify leaves the upload as it was, so
+    /// a re-uploaded part and a second completion can succeed. A part missing
+    /// from storage (or of the wrong size) is named in the error.
+    pub async fn stage_parts(
         &self,
         session: Uuid,
-        count: u32,
+        sizes: &[u64],
         expected_size: u64,
         expected_sha: &Sha256,
-    ) -> Result<Written, StorageError> {
+    ) -> Result<Staged, StorageError> {
+        for (i, want) in sizes.iter().enumerate() {
+            let part = i as u32 + 1;
+            let have = self
+                .object_size(&StorageKey::UploadPart { session, part })
+                .await?;
+            if have != Some(*want) {
+                return Err(StorageError::PartMissing { part });
+            }
+        }
         let this = self.clone();
-        let stream = futures::stream::iter(1..=count)
+        let stream = futures::stream::iter(1..=sizes.len() as u32)
             .then(move |part| {
                 let this = this.clone();
                 async move {
@@ -535,21 +664,36 @@ impl Storage {
                 }
             })
             .try_flatten();
-        let result = self
-            .write_blob(
-                Box::pin(stream),
-                Some(expected_size),
-                Some(expected_sha),
-                false,
-            )
-            .await;
-        self.delete_parts(session, count).await;
-        result
+        self.stage(
+            Box::pin(stream),
+            Some(expected_size),
+            Some(expected_sha),
+            false,
+        )
+        .await
     }
 
-    pub async fn delete_parts(&self, session: Uuid, count: u32) {
-        for part in 1..=count {
-            self.delete(&StorageKey::UploadPart { session, part }).await;
+    /// Deletes one part of a session.
+    pub async fn delete_part(&self, session: Uuid, part: u32) {
+        self.delete(&StorageKey::UploadPart { session, part }).await;
+    }
+
+    /// Deletes every object stored under a session's parts prefix (parts and
+    /// any temporary part files).
+    pub async fn delete_parts(&self, session: Uuid) {
+        let prefix = ObjPath::from(format!("uploads/{session}"));
+        let found: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+            Ok(v) => v,
+            Err(object_store::Error::NotFound { .. }) => vec![],
+            Err(e) => {
+                tracing::warn!(upload.session = %session, error = %e, "listing parts failed");
+                vec![]
+            }
+        };
+        for m in found {
+            if let Err(e) = self.delete_path(&m.location).await {
+                tracing::warn!(key = %m.location, error = %e, "storage delete failed");
+            }
         }
         if let Some(root) = &self.local_root {
             let _ = tokio::fs::remove_dir(root.join(format!("uploads/{session}"))).await;
@@ -625,6 +769,43 @@ impl Storage {
             .filter(|m| m.last_modified < older_than)
             .map(|m| m.location)
             .collect())
+    }
+
+    /// Every verified object at its final key, with its last modification
+    /// time (for the collector's scan of objects no database row knows).
+    pub fn list_blobs(
+        &self,
+    ) -> BoxStream<'static, Result<(Sha256, chrono::DateTime<chrono::Utc>), StorageError>> {
+        let prefix = ObjPath::from("blobs/sha256");
+        self.store
+            .list(Some(&prefix))
+            .filter_map(|item| async move {
+                match item {
+                    Ok(m) => {
+                        let name = m.location.filename()?;
+                        let sha = Sha256::parse(name).ok()?;
+                        // Only names at their own content address count.
+                        (StorageKey::Blob(sha.clone()).path() == m.location)
+                            .then_some(Ok((sha, m.last_modified)))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => Some(Err(e.into())),
+                }
+            })
+            .boxed()
+    }
+
+    /// Deletes a verified object (the collector, under the blob's lock).
+    pub async fn delete_blob(&self, sha: &Sha256) -> Result<(), StorageError> {
+        if let Some(p) = self.local_path(&StorageKey::Blob(sha.clone())) {
+            return match tokio::fs::remove_file(p).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        self.delete_path(&StorageKey::Blob(sha.clone()).path())
+            .await
     }
 
     pub async fn delete_path(&self, path: &ObjPath) -> Result<(), StorageError> {
@@ -745,21 +926,63 @@ mod tests {
             .unwrap();
         assert!(stale.is_empty(), "staging left behind: {stale:?}");
 
-        // Multipart assembly.
+        // Multipart assembly: a wrong-sized part leaves nothing; a completion
+        // that does not verify keeps the parts, so fixing one part works.
         let session = Uuid::new_v4();
+        let err = storage
+            .write_part(session, 1, body(&[b"hell"]), 6)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::SizeMismatch { .. }), "{err}");
+        let err = storage
+            .write_part(session, 1, body(&[b"hello !!"]), 6)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::TooLong(6)), "{err}");
+        let err = storage
+            .stage_parts(session, &[6, 5], 11, &w.sha256)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::PartMissing { part: 1 }),
+            "{err}"
+        );
         storage
-            .write_part(session, 1, body(&[b"hello "]), 100)
+            .write_part(session, 1, body(&[b"hello "]), 6)
             .await
             .unwrap();
         storage
-            .write_part(session, 2, body(&[b"world"]), 100)
+            .write_part(session, 2, body(&[b"World"]), 5)
             .await
             .unwrap();
-        let w2 = storage
-            .assemble_parts(session, 2, 11, &w.sha256)
+        let err = storage
+            .stage_parts(session, &[6, 5], 11, &w.sha256)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::DigestMismatch { .. }), "{err}");
+        storage
+            .write_part(session, 2, body(&[b"world"]), 5)
             .await
             .unwrap();
+        let staged = storage
+            .stage_parts(session, &[6, 5], 11, &w.sha256)
+            .await
+            .unwrap();
+        let w2 = storage.promote(staged).await.unwrap();
         assert_eq!(w2.sha256, w.sha256);
+        storage.delete_parts(session).await;
+        let left = storage
+            .list_stale("uploads", chrono::Utc::now() + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "parts left behind: {left:?}");
+
+        // The collector's view of final objects.
+        let listed: Vec<Sha256> = storage.list_blobs().map(|r| r.unwrap().0).collect().await;
+        assert_eq!(listed, vec![w.sha256.clone()]);
+        storage.delete_blob(&w.sha256).await.unwrap();
+        assert!(!storage.blob_exists(&w.sha256).await.unwrap());
+        storage.delete_blob(&w.sha256).await.unwrap();
     }
 
     #[tokio::test]

@@ -1,47 +1,320 @@
-//! Background clean-up: staging objects and upload parts left by interrupted
-//! uploads, and expired upload sessions. Only objects older than a grace
-//! period are touched, so an upload in progress is never swept.
+//! What the hub may delete, and when: staging objects and part files left by
+//! interrupted writes, expired upload sessions, and verified objects at final
+//! keys that nothing references (bytes of refused or crashed commits, LFS
+//! objects of deleted repos that no commit kept).
+//!
+//! **The pending-object protocol.** Every request path that makes bytes final
+//! goes through [`store`]: the bytes are staged and verified, then a
+//! `pending_objects` row (digest, size, namespace, time) is committed under
+//! the blob's shared advisory lock, and only then is the object moved to its
+//! content address. The transaction that references the object (a commit, an
+//! LFS link) takes the same shared lock and deletes the row ([`claim`]); a
+//! request that fails gives its rows back at once ([`release`]); rows of a
+//! crashed request are collected once older than the grace period. Quotas
+//! count pending rows, so refused commits cannot store bytes for free.
+//!
+//! **The collector** deletes an object only under the blob's exclusive lock,
+//! after checking that no git blob, LFS link, inline-file link, pending row or
+//! open upload session needs it. A writer either recorded its pending row
+//! before the collector took the lock (the collector sees it and keeps the
+//! object) or records it after the collector let go (and then writes the
+//! object again itself), so a blob that becomes referenced is never deleted.
+//! A commit slower than the grace period finds its row collected: [`claim`]
+//! then checks the bytes are still there and otherwise answers 503, never a
+//! commit that points at missing bytes.
 
+use crate::db;
+use crate::domain::Sha256;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::storage::{Staged, Storage, Written};
+use bytes::Bytes;
+use futures::StreamExt;
+use sqlx::PgConnection;
 use std::time::Duration;
 
-/// How old an unfinished write must be before it is removed.
-pub const GRACE: chrono::Duration = chrono::Duration::hours(6);
+/// How often the sweeper runs.
+pub const INTERVAL: Duration = Duration::from_secs(600);
 
-/// One sweep; returns how many objects and sessions were removed.
-pub async fn sweep_once(
-    state: &AppState,
-    grace: chrono::Duration,
-) -> anyhow::Result<(usize, usize)> {
-    let cutoff = chrono::Utc::now() - grace;
-    let mut objects = 0;
-    for prefix in ["staging", "uploads"] {
-        for path in state.storage.list_stale(prefix, cutoff).await? {
-            state.storage.delete_path(&path).await?;
-            objects += 1;
-        }
-    }
-    let mut sessions = 0;
-    for s in crate::db::lfs::expired_sessions(&state.db).await? {
-        if let Some(n) = s.part_count {
-            state.storage.delete_parts(s.id, n as u32).await;
-        }
-        crate::db::lfs::delete_session(&state.db, s.id).await?;
-        sessions += 1;
-    }
-    Ok((objects, sessions))
+/// When each kind of leftover may be removed, and whether to scan the whole
+/// store for objects no row knows about.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Age of staging objects and parts of sessions that are no longer open.
+    pub staging_grace: chrono::Duration,
+    /// Age of a pending row (a request that neither claimed nor released it:
+    /// crashed, or slower than this).
+    pub pending_grace: chrono::Duration,
+    /// Age of an object at a final key that no row knows, found by the scan.
+    pub scan_grace: chrono::Duration,
+    /// Whether to list every final object this pass (costs one listing of
+    /// the store; the pending rows cover everything written since).
+    pub scan: bool,
 }
 
-/// Runs the sweeper every ten minutes.
+impl Policy {
+    /// What the running hub uses; the full scan runs every [`SCAN_EVERY`] passes.
+    pub fn production(scan: bool) -> Self {
+        Self {
+            staging_grace: chrono::Duration::hours(6),
+            pending_grace: chrono::Duration::hours(1),
+            scan_grace: chrono::Duration::hours(6),
+            scan,
+        }
+    }
+
+    /// Everything eligible right now (tests, and an operator's one-off run).
+    pub fn immediate() -> Self {
+        Self {
+            staging_grace: chrono::Duration::zero(),
+            pending_grace: chrono::Duration::zero(),
+            scan_grace: chrono::Duration::zero(),
+            scan: true,
+        }
+    }
+}
+
+/// The full scan runs every this many passes (6 h at the default interval),
+/// the first time at start-up.
+pub const SCAN_EVERY: u64 = 36;
+
+/// Bytes made final by a request and not referenced yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: i64,
+    pub sha256: Sha256,
+}
+
+/// Records staged bytes as pending for `namespace_id`, then makes them final.
+/// On failure nothing is left but what the collector removes.
+pub async fn store(
+    state: &AppState,
+    namespace_id: i64,
+    staged: Staged,
+) -> ApiResult<(Written, Pending)> {
+    let sha = staged.written.sha256.clone();
+    let size = staged.written.size as i64;
+    let recorded = async {
+        let mut tx = state.db.begin().await?;
+        db::lfs::lock_blob_shared(&mut tx, sha.as_str()).await?;
+        let id = db::lfs::insert_pending(&mut *tx, sha.as_str(), size, namespace_id).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(id)
+    }
+    .await;
+    let id = match recorded {
+        Ok(id) => id,
+        Err(e) => {
+            state.storage.discard(staged).await;
+            return Err(e.into());
+        }
+    };
+    let pending = Pending { id, sha256: sha };
+    match state.storage.promote(staged).await {
+        Ok(w) => Ok((w, pending)),
+        Err(e) => {
+            release(state, std::slice::from_ref(&pending)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// [`store`] for in-memory bytes (inline files), with their git blob id.
+pub async fn store_bytes(
+    state: &AppState,
+    namespace_id: i64,
+    bytes: Bytes,
+) -> ApiResult<(Written, Pending)> {
+    let staged = state.storage.stage_bytes(bytes).await?;
+    store(state, namespace_id, staged).await
+}
+
+/// Inside the transaction that references the object: takes the blob's shared
+/// lock (held to the end of the transaction) and deletes the pending row. If
+/// the row was collected meanwhile the bytes must still be there (they cannot
+/// go while the lock is held); if they are not, the request fails with 503.
+pub async fn claim(tx: &mut PgConnection, storage: &Storage, p: &Pending) -> ApiResult<()> {
+    db::lfs::lock_blob_shared(&mut *tx, p.sha256.as_str()).await?;
+    if db::lfs::delete_pending(&mut *tx, p.id).await? {
+        return Ok(());
+    }
+    if storage.blob_exists(&p.sha256).await? {
+        return Ok(());
+    }
+    Err(ApiError::Unavailable(format!(
+        "the bytes of {} were collected before this request finished; send it again",
+        p.sha256
+    )))
+}
+
+/// Gives back the pending rows of a request that failed, deleting each object
+/// nothing else needs. Best effort: what fails here the collector does later.
+pub async fn release(state: &AppState, pending: &[Pending]) {
+    for p in pending {
+        if let Err(e) = collect_one(state, &p.sha256, Removal::Own(p.id)).await {
+            tracing::warn!(sha256 = %p.sha256, error = %e, "releasing a pending object failed; the collector will retry");
+        }
+    }
+}
+
+/// Which pending rows a collection removes before deciding.
+enum Removal {
+    /// The row of the request giving its bytes back.
+    Own(i64),
+    /// Rows created before this time (their requests crashed or stalled).
+    Before(chrono::DateTime<chrono::Utc>),
+    /// None (objects no row knows about).
+    Nothing,
+}
+
+/// Under the blob's exclusive lock: removes the given pending rows, then the
+/// object (and its `blobs` row) if nothing needs it. Whether it was deleted.
+async fn collect_one(state: &AppState, sha: &Sha256, removal: Removal) -> anyhow::Result<bool> {
+    let mut tx = state.db.begin().await?;
+    db::lfs::lock_blob(&mut tx, sha.as_str()).await?;
+    match removal {
+        Removal::Own(id) => {
+            db::lfs::delete_pending(&mut *tx, id).await?;
+        }
+        Removal::Before(cutoff) => {
+            db::lfs::delete_stale_pending(&mut *tx, sha.as_str(), cutoff).await?;
+        }
+        Removal::Nothing => {}
+    }
+    if db::lfs::blob_needed(&mut *tx, sha.as_str()).await? {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    // Bytes first: if the transaction then fails, the rows stay and the next
+    // pass finishes (deleting a missing object is not an error).
+    state.storage.delete_blob(sha).await?;
+    db::lfs::delete_blob_row(&mut *tx, sha.as_str()).await?;
+    tx.commit().await?;
+    tracing::info!(sha256 = %sha, "collected an unreferenced object");
+    Ok(true)
+}
+
+/// What one pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// Staging objects and part files.
+    pub leftovers: usize,
+    /// Expired upload sessions.
+    pub sessions: usize,
+    /// Unreferenced objects at final keys.
+    pub blobs: usize,
+}
+
+/// One pass of the sweeper.
+pub async fn sweep_once(state: &AppState, policy: &Policy) -> anyhow::Result<Swept> {
+    let now = chrono::Utc::now();
+    let mut out = Swept::default();
+
+    for path in state
+        .storage
+        .list_stale("staging", now - policy.staging_grace)
+        .await?
+    {
+        state.storage.delete_path(&path).await?;
+        out.leftovers += 1;
+    }
+    // Parts stay while their session is open, however old (a multipart upload
+    // may take as long as its session lives).
+    for path in state
+        .storage
+        .list_stale("uploads", now - policy.staging_grace)
+        .await?
+    {
+        let session = path
+            .parts()
+            .nth(1)
+            .and_then(|p| uuid::Uuid::parse_str(p.as_ref()).ok());
+        if let Some(id) = session {
+            if db::lfs::session_open(&state.db, id).await? {
+                continue;
+            }
+        }
+        state.storage.delete_path(&path).await?;
+        out.leftovers += 1;
+    }
+
+    for s in db::lfs::expired_sessions(&state.db).await? {
+        state.storage.delete_parts(s.id).await;
+        db::lfs::delete_session(&state.db, s.id).await?;
+        out.sessions += 1;
+    }
+
+    let cutoff = now - policy.pending_grace;
+    loop {
+        let stale = db::lfs::stale_pending(&state.db, cutoff, 500).await?;
+        if stale.is_empty() {
+            break;
+        }
+        for sha in &stale {
+            let sha = Sha256::parse(sha).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if collect_one(state, &sha, Removal::Before(cutoff)).await? {
+                out.blobs += 1;
+            }
+        }
+        if stale.len() < 500 {
+            break;
+        }
+    }
+
+    if policy.scan {
+        out.blobs += scan(state, now - policy.scan_grace).await?;
+    }
+    Ok(out)
+}
+
+/// Lists every final object and collects those older than `cutoff` that
+/// nothing needs (objects written before pending rows existed, LFS objects of
+/// deleted repos).
+async fn scan(state: &AppState, cutoff: chrono::DateTime<chrono::Utc>) -> anyhow::Result<usize> {
+    let mut pages = state.storage.list_blobs().chunks(500);
+    let mut removed = 0;
+    while let Some(page) = pages.next().await {
+        let mut old = Vec::new();
+        for item in page {
+            let (sha, modified) = item?;
+            if modified < cutoff {
+                old.push(sha.to_string());
+            }
+        }
+        if old.is_empty() {
+            continue;
+        }
+        let needed: std::collections::HashSet<String> = db::lfs::needed_of(&state.db, &old)
+            .await?
+            .into_iter()
+            .collect();
+        for sha in old.iter().filter(|s| !needed.contains(*s)) {
+            let sha = Sha256::parse(sha).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if collect_one(state, &sha, Removal::Nothing).await? {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Runs the sweeper every [`INTERVAL`]; the full scan every [`SCAN_EVERY`]
+/// passes, starting with the first.
 pub fn spawn(state: AppState) {
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        let mut tick = tokio::time::interval(INTERVAL);
+        let mut pass: u64 = 0;
         loop {
             tick.tick().await;
-            match sweep_once(&state, GRACE).await {
-                Ok((o, s)) if o + s > 0 => {
-                    tracing::info!(objects = o, sessions = s, "sweeper removed leftovers")
-                }
+            let policy = Policy::production(pass.is_multiple_of(SCAN_EVERY));
+            pass += 1;
+            match sweep_once(&state, &policy).await {
+                Ok(s) if s != Swept::default() => tracing::info!(
+                    leftovers = s.leftovers,
+                    sessions = s.sessions,
+                    blobs = s.blobs,
+                    "sweeper removed leftovers"
+                ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweeper failed"),
             }

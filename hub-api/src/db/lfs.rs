@@ -1,9 +1,153 @@
-//! Verified blobs, which repo has proven it holds which LFS object, and LFS
-//! upload sessions with their parts.
+//! Verified blobs, which repo has proven it holds which LFS object, LFS
+//! upload sessions with their parts, and objects stored but not yet
+//! referenced (`pending_objects`) with the per-blob locks that keep the
+//! collector and the writers apart.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
+
+/// Advisory lock class of per-blob locks (two-key form; the key is the first
+/// 32 bits of the sha256, so unrelated blobs rarely share a lock).
+const BLOB_LOCK_CLASS: i32 = 0x626c_6f62; // "blob"
+
+fn blob_lock_key(sha256: &str) -> i32 {
+    u32::from_str_radix(sha256.get(..8).unwrap_or("0"), 16).unwrap_or(0) as i32
+}
+
+/// Takes the blob's lock in shared mode until the transaction ends: writers
+/// (recording a pending object, referencing one) hold it so the collector
+/// cannot decide about the blob meanwhile.
+pub async fn lock_blob_shared(tx: &mut PgConnection, sha256: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+        .bind(BLOB_LOCK_CLASS)
+        .bind(blob_lock_key(sha256))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Takes the blob's lock exclusively until the transaction ends (the collector).
+pub async fn lock_blob(tx: &mut PgConnection, sha256: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(BLOB_LOCK_CLASS)
+        .bind(blob_lock_key(sha256))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Records bytes about to reach their final key for a namespace; returns the row id.
+pub async fn insert_pending(
+    db: impl PgExecutor<'_>,
+    sha256: &str,
+    size: i64,
+    namespace_id: i64,
+) -> sqlx::Result<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO pending_objects (sha256, size, namespace_id) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(sha256)
+    .bind(size)
+    .bind(namespace_id)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+/// Deletes one pending row; whether it was there.
+pub async fn delete_pending(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM pending_objects WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Deletes a blob's pending rows created before `cutoff`; how many.
+pub async fn delete_stale_pending(
+    db: impl PgExecutor<'_>,
+    sha256: &str,
+    cutoff: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    let r = sqlx::query("DELETE FROM pending_objects WHERE sha256 = $1 AND created_at < $2")
+        .bind(sha256)
+        .bind(cutoff)
+        .execute(db)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Digests with pending rows created before `cutoff` (oldest first).
+pub async fn stale_pending(
+    db: impl PgExecutor<'_>,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT sha256 FROM pending_objects WHERE created_at < $1
+         GROUP BY sha256 ORDER BY min(created_at) LIMIT $2",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Whether anything still needs a blob's bytes: a git blob (any commit), an
+/// LFS link, an inline-file link, a pending row, or an open upload session
+/// for the same content.
+pub async fn blob_needed(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<bool> {
+    let (needed,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM git_blobs WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM repo_lfs_objects WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM repo_blobs WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM pending_objects WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM upload_sessions
+                        WHERE sha256 = $1 AND completed_at IS NULL AND expires_at > now())",
+    )
+    .bind(sha256)
+    .fetch_one(db)
+    .await?;
+    Ok(needed)
+}
+
+/// Of `shas`, those something still needs (see [`blob_needed`]); one query
+/// for a page of the collector's scan.
+pub async fn needed_of(db: impl PgExecutor<'_>, shas: &[String]) -> sqlx::Result<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT s FROM unnest($1::text[]) AS s
+         WHERE EXISTS (SELECT 1 FROM git_blobs WHERE sha256 = s)
+            OR EXISTS (SELECT 1 FROM repo_lfs_objects WHERE sha256 = s)
+            OR EXISTS (SELECT 1 FROM repo_blobs WHERE sha256 = s)
+            OR EXISTS (SELECT 1 FROM pending_objects WHERE sha256 = s)
+            OR EXISTS (SELECT 1 FROM upload_sessions
+                       WHERE sha256 = s AND completed_at IS NULL AND expires_at > now())",
+    )
+    .bind(shas)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Forgets a blob nothing needs (its bytes are being deleted).
+pub async fn delete_blob_row(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+        .bind(sha256)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The namespace a repo belongs to.
+pub async fn repo_namespace(db: impl PgExecutor<'_>, repo_id: i64) -> sqlx::Result<Option<i64>> {
+    let r: Option<(i64,)> = sqlx::query_as("SELECT namespace_id FROM repos WHERE id = $1")
+        .bind(repo_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(r.map(|r| r.0))
+}
 
 /// Records verified content (idempotent).
 pub async fn insert_blob(db: impl PgExecutor<'_>, sha256: &str, size: i64) -> sqlx::Result<()> {
@@ -112,15 +256,18 @@ pub async fn complete_session(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result
     Ok(())
 }
 
+/// Records an uploaded part, only while the session is still open; whether
+/// it was recorded (false: the session completed meanwhile).
 pub async fn record_part(
     db: impl PgExecutor<'_>,
     session: Uuid,
     part: i32,
     size: i64,
     etag: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO upload_parts (session_id, part_number, size, etag) VALUES ($1, $2, $3, $4)
+) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO upload_parts (session_id, part_number, size, etag)
+         SELECT $1, $2, $3, $4 FROM upload_sessions WHERE id = $1 AND completed_at IS NULL
          ON CONFLICT (session_id, part_number) DO UPDATE SET size = EXCLUDED.size, etag = EXCLUDED.etag",
     )
     .bind(session)
@@ -129,7 +276,29 @@ pub async fn record_part(
     .bind(etag)
     .execute(db)
     .await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// Forgets a part whose bytes are gone (so the client uploads it again).
+pub async fn delete_part(db: impl PgExecutor<'_>, session: Uuid, part: i32) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM upload_parts WHERE session_id = $1 AND part_number = $2")
+        .bind(session)
+        .bind(part)
+        .execute(db)
+        .await?;
     Ok(())
+}
+
+/// Whether a session exists and is still open (not completed, not expired).
+pub async fn session_open(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    let (open,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM upload_sessions
+                        WHERE id = $1 AND completed_at IS NULL AND expires_at > now())",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok(open)
 }
 
 pub async fn parts(

@@ -1,9 +1,12 @@
-//! Making commits. Bytes are stored and verified first (content-addressed, so
-//! a crash leaves only unreferenced blobs for the sweeper); then one Postgres
-//! transaction locks the branch, applies the operations to the head's tree,
-//! writes trees, blobs and the commit, and moves the ref by compare-and-swap.
-//! A stale `parentCommit` is a 412; writers without one are serialised by the
-//! ref lock, so no acknowledged commit is ever lost.
+//! Making commits. Bytes are stored and verified first (content-addressed,
+//! recorded as pending objects of the namespace: see `sweeper.rs`); then one
+//! Postgres transaction locks the branch, applies the operations to the
+//! head's tree, writes trees, blobs and the commit, claims the pending
+//! objects and moves the ref by compare-and-swap. A refused commit (412 on a
+//! stale `parentCommit`, 400, quota) releases its pending objects, deleting
+//! bytes nothing else references; a crashed one leaves them to the collector.
+//! Writers without a parent are serialised by the ref lock, so no
+//! acknowledged commit is ever lost.
 
 use crate::auth::Principal;
 use crate::card::{self, RepoMeta};
@@ -16,6 +19,7 @@ use crate::git::{self, build_trees, CommitObject, FlatFile, Mode, Signature};
 use crate::heavy::Tenant;
 use crate::registry::files::MAX_INTERPRETED;
 use crate::state::AppState;
+use crate::sweeper::{self, Pending};
 use crate::validate;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -26,8 +30,10 @@ const INTERPRETED: &[&str] = &["README.md", "config.json", ".gitattributes"];
 /// The bytes of an added file, already stored and verified.
 #[derive(Debug, Clone)]
 pub enum AddContent {
-    /// Sent inline in the commit (stored by this request).
+    /// Sent inline in the commit (stored by this request, pending until the
+    /// commit claims it).
     Inline {
+        pending: Pending,
         sha256: String,
         size: u64,
         git_oid: String,
@@ -206,14 +212,55 @@ pub struct Committed {
     pub oid: String,
 }
 
-/// Makes a commit on `branch_ref` (a full `refs/heads/...` name).
+/// The pending objects of a commit's inline files.
+pub fn pending_of(ops: &[Op]) -> Vec<Pending> {
+    ops.iter()
+        .filter_map(|o| match o {
+            Op::Add {
+                content: AddContent::Inline { pending, .. },
+                ..
+            } => Some(pending.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Makes a commit on `branch_ref` (a full `refs/heads/...` name). Whatever
+/// the outcome, the pending objects of `input` are settled: claimed by the
+/// commit, or released (deleted unless something else needs them).
 pub async fn commit(
     state: &AppState,
     repo: &RepoRow,
     branch_ref: &str,
     author: &Principal,
-    mut input: CommitInput,
+    input: CommitInput,
 ) -> ApiResult<Committed> {
+    let mut pending = pending_of(&input.ops);
+    let result = commit_claiming(state, repo, branch_ref, author, input, &mut pending).await;
+    match result {
+        Ok((done, true)) => Ok(done),
+        Ok((done, false)) => {
+            sweeper::release(state, &pending).await;
+            Ok(done)
+        }
+        Err(e) => {
+            sweeper::release(state, &pending).await;
+            Err(e)
+        }
+    }
+}
+
+/// The commit; bytes it stores itself are added to `pending`, and every
+/// object of `pending` is claimed by the transaction. Answers whether they
+/// were (not when an idempotent retry finds its earlier commit).
+async fn commit_claiming(
+    state: &AppState,
+    repo: &RepoRow,
+    branch_ref: &str,
+    author: &Principal,
+    mut input: CommitInput,
+    pending: &mut Vec<Pending>,
+) -> ApiResult<(Committed, bool)> {
     if input.summary.trim().is_empty() {
         return Err(ApiError::InvalidCommit(
             "the commit summary must not be empty".into(),
@@ -241,7 +288,7 @@ pub async fn commit(
         .fetch_optional(&mut *tx)
         .await?;
         if let Some((oid,)) = done {
-            return Ok(Committed { oid });
+            return Ok((Committed { oid }, false));
         }
     }
     let head = db::refs::get_for_update(&mut tx, repo.id, branch_ref)
@@ -347,6 +394,7 @@ pub async fn commit(
                         git_oid,
                         binary,
                         bytes,
+                        ..
                     } => (
                         sha256.clone(),
                         *size,
@@ -447,7 +495,8 @@ pub async fn commit(
     );
     if new_attributes != attributes_text && !(attributes_text.is_empty() && lfs_paths.is_empty()) {
         let bytes = Bytes::from(new_attributes.clone());
-        let w = state.storage.write_bytes(bytes.clone()).await?;
+        let (w, p) = sweeper::store_bytes(state, repo.namespace_id, bytes.clone()).await?;
+        pending.push(p);
         let oid = w.git_oid.clone().expect("asked for git oid");
         new_blobs.push(db::git::NewBlob {
             oid: oid.clone(),
@@ -553,11 +602,20 @@ pub async fn commit(
 
     db::git::insert_trees(&mut tx, &trees).await?;
     db::git::insert_blobs(&mut tx, &new_blobs).await?;
-    // The storage quota, checked again inside the transaction (inline files
-    // were checked as they were read; this catches concurrent pushes).
+    // The bytes this request stored stop being pending (blob locks first,
+    // in one order, then the namespace's quota lock).
+    pending.sort_by(|a, b| a.sha256.as_str().cmp(b.sha256.as_str()));
+    for p in pending.iter() {
+        sweeper::claim(&mut tx, &state.storage, p).await?;
+    }
+    // The storage quota, checked again inside the transaction under the
+    // namespace's lock (inline files were checked as they were read; this
+    // catches concurrent pushes). `before` no longer counts this commit's own
+    // pending objects, so its growth is measured against committed usage.
     let mut quota = None;
     if !stored.is_empty() {
         if let Some(limit) = crate::quota::limit(state, &mut tx, repo.namespace_id).await? {
+            crate::quota::lock_namespace(&mut tx, repo.namespace_id).await?;
             quota = Some((
                 limit,
                 crate::quota::usage(&mut *tx, repo.namespace_id).await?,
@@ -622,7 +680,7 @@ pub async fn commit(
     }
     tx.commit().await?;
     tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), "commit");
-    Ok(Committed { oid })
+    Ok((Committed { oid }, true))
 }
 
 /// Creates the first commit of a new repo (its `.gitattributes`) and `main`.
@@ -633,11 +691,29 @@ pub async fn initial_commit(
     author: &Principal,
     is_model: bool,
 ) -> ApiResult<String> {
+    let namespace_id = db::lfs::repo_namespace(&mut *tx, repo_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the new repo has no row")))?;
     let text = attributes::DEFAULT_GITATTRIBUTES;
-    let w = state
-        .storage
-        .write_bytes(Bytes::from_static(text.as_bytes()))
-        .await?;
+    let (w, pending) =
+        sweeper::store_bytes(state, namespace_id, Bytes::from_static(text.as_bytes())).await?;
+    let made = initial_commit_claiming(state, tx, repo_id, author, is_model, &w, &pending).await;
+    if made.is_err() {
+        sweeper::release(state, std::slice::from_ref(&pending)).await;
+    }
+    made
+}
+
+async fn initial_commit_claiming(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    repo_id: i64,
+    author: &Principal,
+    is_model: bool,
+    w: &crate::storage::Written,
+    pending: &Pending,
+) -> ApiResult<String> {
+    sweeper::claim(&mut *tx, &state.storage, pending).await?;
     let oid = w.git_oid.clone().expect("asked for git oid");
     let mut flat = BTreeMap::new();
     flat.insert(
@@ -711,16 +787,19 @@ pub async fn initial_commit(
     Ok(commit_oid)
 }
 
-/// Stores one inline file of a commit and describes it.
+/// Stores one inline file of a commit (pending for `namespace_id` until the
+/// commit claims or releases it) and describes it.
 pub async fn store_inline(
     state: &AppState,
+    namespace_id: i64,
     path: &RepoPath,
     bytes: Bytes,
 ) -> ApiResult<AddContent> {
     let binary = looks_binary(&bytes);
     let keep = INTERPRETED.contains(&path.as_str()) && bytes.len() as u64 <= MAX_INTERPRETED;
-    let w = state.storage.write_bytes(bytes.clone()).await?;
+    let (w, pending) = sweeper::store_bytes(state, namespace_id, bytes.clone()).await?;
     Ok(AddContent::Inline {
+        pending,
         sha256: w.sha256.to_string(),
         size: w.size,
         git_oid: w.git_oid.expect("asked for git oid"),

@@ -12,6 +12,7 @@ mod concurrency;
 mod dashboard;
 mod endpoints;
 mod faults;
+mod garbage;
 mod gated_bytes;
 mod git_ids;
 mod registry;

@@ -1,6 +1,8 @@
 //! `POST /api/{type}s/{repo}/commit/{rev}`: the NDJSON commit, read line by
 //! line with bounded memory (one line at a time; inline files are stored as
-//! soon as their line is read).
+//! soon as their line is read, as pending objects of the namespace). If the
+//! payload is refused, the files stored so far are released at once; the
+//! commit engine settles them otherwise.
 
 use crate::auth::access::Access;
 use crate::auth::Auth;
@@ -41,6 +43,7 @@ impl InlineQuota {
 
 async fn apply_line(
     state: &AppState,
+    namespace_id: i64,
     line_no: usize,
     line: &[u8],
     header: &mut Option<ndjson::Header>,
@@ -83,7 +86,7 @@ async fn apply_line(
                     ))
                 })?;
             quota.admit(bytes.len())?;
-            let content = commit::store_inline(state, &path, bytes.into()).await?;
+            let content = commit::store_inline(state, namespace_id, &path, bytes.into()).await?;
             ops.push(Op::Add { path, content });
         }
         Line::LfsFile(f) => {
@@ -104,6 +107,81 @@ async fn apply_line(
         Line::DeletedFolder(p) => ops.push(Op::DeleteFolder(RepoPath::parse_folder(&p.path)?)),
     }
     Ok(())
+}
+
+/// Reads the NDJSON payload into `ops` (inline files stored as their lines
+/// arrive); answers the header.
+async fn read_payload(
+    state: &AppState,
+    namespace_id: i64,
+    payload: &mut web::Payload,
+    ops: &mut Vec<Op>,
+) -> ApiResult<ndjson::Header> {
+    let mut quota = InlineQuota {
+        quota: crate::quota::headroom(state, namespace_id).await?,
+        added: 0,
+    };
+    let mut header = None;
+    let mut buf = web::BytesMut::new();
+    let mut total: u64 = 0;
+    let mut line_no = 0usize;
+    // Bytes of `buf` already known to hold no newline.
+    let mut scanned = 0usize;
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+        total += chunk.len() as u64;
+        if total > state.limits.commit_body {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the commit body is over the limit of {} bytes",
+                state.limits.commit_body
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+        loop {
+            let Some(rel) = buf[scanned..].iter().position(|b| *b == b'\n') else {
+                scanned = buf.len();
+                break;
+            };
+            let line = buf.split_to(scanned + rel + 1);
+            scanned = 0;
+            line_no += 1;
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            apply_line(
+                state,
+                namespace_id,
+                line_no,
+                line,
+                &mut header,
+                ops,
+                &mut quota,
+            )
+            .await?;
+        }
+        if buf.len() > state.limits.commit_line {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "line {} is over the limit of {} bytes",
+                line_no + 1,
+                state.limits.commit_line
+            )));
+        }
+    }
+    if !buf.is_empty() {
+        line_no += 1;
+        let rest = buf.split();
+        apply_line(
+            state,
+            namespace_id,
+            line_no,
+            &rest,
+            &mut header,
+            ops,
+            &mut quota,
+        )
+        .await?;
+    }
+    header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))
 }
 
 pub async fn commit(
@@ -148,55 +226,15 @@ pub async fn commit(
         return Err(ApiError::RevisionNotFound(short.to_string()));
     }
 
-    let mut quota = InlineQuota {
-        quota: crate::quota::headroom(&state, ctx.repo.namespace_id).await?,
-        added: 0,
-    };
-    let mut header = None;
     let mut ops = Vec::new();
-    let mut buf = web::BytesMut::new();
-    let mut total: u64 = 0;
-    let mut line_no = 0usize;
-    // Bytes of `buf` already known to hold no newline.
-    let mut scanned = 0usize;
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
-        total += chunk.len() as u64;
-        if total > state.limits.commit_body {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "the commit body is over the limit of {} bytes",
-                state.limits.commit_body
-            )));
+    let read = read_payload(&state, ctx.repo.namespace_id, &mut payload, &mut ops).await;
+    let header = match read {
+        Ok(h) => h,
+        Err(e) => {
+            crate::sweeper::release(&state, &commit::pending_of(&ops)).await;
+            return Err(e);
         }
-        buf.extend_from_slice(&chunk);
-        loop {
-            let Some(rel) = buf[scanned..].iter().position(|b| *b == b'\n') else {
-                scanned = buf.len();
-                break;
-            };
-            let line = buf.split_to(scanned + rel + 1);
-            scanned = 0;
-            line_no += 1;
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            apply_line(&state, line_no, line, &mut header, &mut ops, &mut quota).await?;
-        }
-        if buf.len() > state.limits.commit_line {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "line {} is over the limit of {} bytes",
-                line_no + 1,
-                state.limits.commit_line
-            )));
-        }
-    }
-    if !buf.is_empty() {
-        line_no += 1;
-        let rest = buf.split();
-        apply_line(&state, line_no, &rest, &mut header, &mut ops, &mut quota).await?;
-    }
-    let header =
-        header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))?;
+    };
     let idempotency_key = req
         .headers()
         .get("Idempotency-Key")

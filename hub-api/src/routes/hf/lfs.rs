@@ -3,7 +3,13 @@
 //! short-lived hub-signed JWT for exactly one session (and part).
 //!
 //! Bytes are streamed to staging while hashed; an object becomes referable
-//! (linked to the repo) only after its size and sha256 verify.
+//! (linked to the repo) only after its size and sha256 verify. The batch
+//! reserves each new object's declared size in the namespace's quota (an open
+//! session counts until it completes or is swept). A session accepts bytes
+//! only while open: after completion part PUTs and completions are 409
+//! `upload_completed`, after expiry 410 `upload_expired`, both before any
+//! byte is read. A completion that does not verify keeps the parts, so the
+//! client can upload the bad part again and complete again.
 
 use crate::auth::access::Access;
 use crate::auth::jwt::{expires_in, ISSUER};
@@ -15,6 +21,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry::{self, RepoRef};
 use crate::routes::body::{reject_encoded, JsonBody};
 use crate::state::AppState;
+use crate::storage::{Staged, StorageError};
+use crate::sweeper;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -170,27 +178,26 @@ pub async fn batch(
             .json(json!({"transfer": "basic", "objects": out})));
     }
 
-    // Refuse before any byte is stored if the new objects would pass the quota.
-    let new_bytes: i64 = parsed
+    // Refuse before any byte is stored if the new objects would pass the
+    // quota; the sessions made here reserve their declared sizes, in the same
+    // transaction and under the namespace's quota lock.
+    let new_objects: Vec<(String, i64)> = parsed
         .iter()
         .filter(|(s, _)| !linked.contains_key(s.as_str()))
-        .map(|(_, z)| *z)
-        .sum();
-    if new_bytes > 0 {
-        let mut conn = state.db.acquire().await?;
-        crate::quota::check_namespace_can_grow(&state, &mut conn, ctx.repo.namespace_id, new_bytes)
+        .map(|(s, z)| (s.to_string(), *z))
+        .collect();
+    let mut tx = state.db.begin().await?;
+    if !new_objects.is_empty() {
+        crate::quota::lock_namespace(&mut tx, ctx.repo.namespace_id).await?;
+        crate::quota::check_objects_fit(&state, &mut tx, ctx.repo.namespace_id, &new_objects)
             .await?;
     }
     let creator = auth.principal().map(|p| p.user_id);
-    let mut out = Vec::new();
-    let mut any_multipart = false;
+    // Sessions first (short transaction), links after.
+    let mut sessions = Vec::new();
     for (sha, size) in &parsed {
-        if let Some(have) = linked.get(sha.as_str()) {
-            if have == size {
-                out.push(json!({"oid": sha, "size": size}));
-                continue;
-            }
-            out.push(json!({"oid": sha, "size": size, "error": {"code": 422, "message": format!("object exists with size {have}")}}));
+        if linked.contains_key(sha.as_str()) {
+            sessions.push(None);
             continue;
         }
         let id = Uuid::new_v4();
@@ -198,7 +205,7 @@ pub async fn batch(
         let chunk = state.limits.multipart_chunk as i64;
         let parts = multipart.then(|| ((*size + chunk - 1) / chunk) as i32);
         db::lfs::create_session(
-            &state.db,
+            &mut *tx,
             &UploadSession {
                 id,
                 repo_id: ctx.repo.id,
@@ -212,6 +219,21 @@ pub async fn batch(
             },
         )
         .await?;
+        sessions.push(Some((id, chunk, parts)));
+    }
+    tx.commit().await?;
+    let mut out = Vec::new();
+    let mut any_multipart = false;
+    for ((sha, size), session) in parsed.iter().zip(sessions) {
+        let Some((id, chunk, parts)) = session else {
+            let have = linked[sha.as_str()];
+            if have == *size {
+                out.push(json!({"oid": sha, "size": size}));
+            } else {
+                out.push(json!({"oid": sha, "size": size, "error": {"code": 422, "message": format!("object exists with size {have}")}}));
+            }
+            continue;
+        };
         let sid = id.to_string();
         let verify = json!({"href": format!("{}/{}{}.git/info/lfs/objects/verify", state.public_url, repo.kind.url_prefix(), ctx.repo.full_id()), "header": {}});
         if let Some(n) = parts {
@@ -258,25 +280,52 @@ pub async fn batch(
     ))
 }
 
+/// The session of a link, while it may still take bytes: 410 once expired,
+/// 409 once completed (checked before any byte of the body is read).
 async fn open_session(state: &AppState, sid: &str) -> ApiResult<UploadSession> {
     let id = Uuid::parse_str(sid).map_err(|_| ApiError::InvalidSignature)?;
     let s = db::lfs::session(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("upload session"))?;
+    if s.completed_at.is_some() {
+        return Err(ApiError::UploadCompleted);
+    }
     if s.expires_at < chrono::Utc::now() {
-        return Err(ApiError::InvalidSignature);
+        return Err(ApiError::UploadExpired);
     }
     Ok(s)
 }
 
-/// Marks the object verified: recorded, linked to the repo, session done.
-async fn finish(state: &AppState, s: &UploadSession) -> ApiResult<()> {
-    let mut tx = state.db.begin().await?;
-    db::lfs::insert_blob(&mut *tx, &s.sha256, s.size).await?;
-    db::lfs::link(&mut *tx, s.repo_id, &s.sha256).await?;
-    db::lfs::complete_session(&mut *tx, s.id).await?;
-    tx.commit().await?;
-    Ok(())
+/// Makes verified staged bytes final (pending for the session's namespace)
+/// and links them: recorded, linked to the repo, session done, pending row
+/// claimed, in one transaction. On failure the bytes are released.
+async fn finish(state: &AppState, s: &UploadSession, staged: Staged) -> ApiResult<()> {
+    let namespace_id = match db::lfs::repo_namespace(&state.db, s.repo_id).await {
+        Ok(Some(ns)) => ns,
+        Ok(None) => {
+            state.storage.discard(staged).await;
+            return Err(ApiError::NotFound("upload session"));
+        }
+        Err(e) => {
+            state.storage.discard(staged).await;
+            return Err(e.into());
+        }
+    };
+    let (_, pending) = sweeper::store(state, namespace_id, staged).await?;
+    let linked = async {
+        let mut tx = state.db.begin().await?;
+        sweeper::claim(&mut tx, &state.storage, &pending).await?;
+        db::lfs::insert_blob(&mut *tx, &s.sha256, s.size).await?;
+        db::lfs::link(&mut *tx, s.repo_id, &s.sha256).await?;
+        db::lfs::complete_session(&mut *tx, s.id).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if linked.is_err() {
+        sweeper::release(state, std::slice::from_ref(&pending)).await;
+    }
+    linked
 }
 
 /// `PUT /lfs/upload/{session}`: the whole object in one body.
@@ -290,19 +339,42 @@ pub async fn put_object(
     check_link(&state, &req, &sid, "put", None).await?;
     reject_encoded(&req)?;
     let s = open_session(&state, &sid).await?;
-    if s.completed_at.is_none() {
-        let sha = Sha256::parse(&s.sha256)?;
-        state
-            .storage
-            .write_blob(payload, Some(s.size as u64), Some(&sha), false)
-            .await?;
-        finish(&state, &s).await?;
-        tracing::info!(upload.session = %s.id, bytes = s.size, "lfs object stored");
+    if s.part_count.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "this upload is multipart: send its parts to the part links".into(),
+        ));
     }
+    check_content_length(&req, s.size as u64, "the object")?;
+    let sha = Sha256::parse(&s.sha256)?;
+    let staged = state
+        .storage
+        .stage(payload, Some(s.size as u64), Some(&sha), false)
+        .await?;
+    finish(&state, &s, staged).await?;
+    tracing::info!(upload.session = %s.id, bytes = s.size, "lfs object stored");
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
-/// `PUT /lfs/upload/{session}/part/{n}`: one part; answers its ETag.
+/// Refuses a body whose declared `Content-Length` is not `expected` bytes
+/// (before reading it; bodies without one are counted as they stream).
+fn check_content_length(req: &HttpRequest, expected: u64, what: &str) -> ApiResult<()> {
+    let Some(v) = req.headers().get(actix_web::http::header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let declared: Option<u64> = v.to_str().ok().and_then(|v| v.trim().parse().ok());
+    match declared {
+        Some(n) if n == expected => Ok(()),
+        Some(n) => Err(ApiError::DigestMismatch(format!(
+            "{what} must be exactly {expected} bytes; Content-Length says {n}"
+        ))),
+        None => Err(ApiError::InvalidRequest(
+            "Content-Length is not a number".into(),
+        )),
+    }
+}
+
+/// `PUT /lfs/upload/{session}/part/{n}`: one part; answers its ETag. The part
+/// must be exactly its size (the chunk size, or the rest for the last part).
 pub async fn put_part(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -331,16 +403,26 @@ pub async fn put_part(
     } else {
         chunk
     };
-    let (size, etag) = state
+    check_content_length(&req, expected, &format!("part {part}"))?;
+    let etag = state
         .storage
         .write_part(s.id, part, payload, expected)
-        .await?;
-    if size != expected {
-        return Err(ApiError::DigestMismatch(format!(
-            "part {part} has {size} bytes; expected {expected}"
-        )));
+        .await
+        .map_err(|e| match e {
+            StorageError::SizeMismatch { actual, .. } => ApiError::DigestMismatch(format!(
+                "part {part} has {actual} bytes; it must be exactly {expected}"
+            )),
+            StorageError::TooLong(_) => {
+                ApiError::DigestMismatch(format!("part {part} is longer than its {expected} bytes"))
+            }
+            e => e.into(),
+        })?;
+    // The session may have completed while the part streamed: then the part
+    // is not recorded and its bytes go.
+    if !db::lfs::record_part(&state.db, s.id, part as i32, expected as i64, &etag).await? {
+        state.storage.delete_part(s.id, part).await;
+        return Err(ApiError::UploadCompleted);
     }
-    db::lfs::record_part(&state.db, s.id, part as i32, size as i64, &etag).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", format!("\"{etag}\"")))
         .finish())
@@ -359,7 +441,9 @@ pub struct CompleteBody {
     parts: Vec<PartRef>,
 }
 
-/// `POST /lfs/upload/{session}/complete`: joins the parts and verifies the whole.
+/// `POST /lfs/upload/{session}/complete`: joins the parts and verifies the
+/// whole. The parts are deleted only once the object is final and linked; a
+/// completion that fails leaves them (and the session) as they were.
 pub async fn complete(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -369,9 +453,6 @@ pub async fn complete(
     let sid = path.into_inner();
     check_link(&state, &req, &sid, "complete", None).await?;
     let s = open_session(&state, &sid).await?;
-    if s.completed_at.is_some() {
-        return Ok(HttpResponse::Ok().json(json!({})));
-    }
     if !body.oid.eq_ignore_ascii_case(&s.sha256) {
         return Err(ApiError::DigestMismatch(format!(
             "completion for {} but the session uploads {}",
@@ -399,11 +480,35 @@ pub async fn complete(
         }
     }
     let sha = Sha256::parse(&s.sha256)?;
-    state
+    let sizes: Vec<u64> = stored.iter().map(|(_, z, _)| *z as u64).collect();
+    let staged = match state
         .storage
-        .assemble_parts(s.id, count, s.size as u64, &sha)
-        .await?;
-    finish(&state, &s).await?;
+        .stage_parts(s.id, &sizes, s.size as u64, &sha)
+        .await
+    {
+        Ok(staged) => staged,
+        Err(StorageError::PartMissing { part }) => {
+            // A concurrent completion may have finished and removed the parts.
+            if db::lfs::session(&state.db, s.id)
+                .await?
+                .is_some_and(|s| s.completed_at.is_some())
+            {
+                return Err(ApiError::UploadCompleted);
+            }
+            // Forget the part so the client's next completion says it is
+            // missing until it is uploaded again.
+            db::lfs::delete_part(&state.db, s.id, part as i32).await?;
+            return Err(ApiError::UploadPartMissing(part));
+        }
+        Err(StorageError::DigestMismatch { expected, actual }) => {
+            return Err(ApiError::DigestMismatch(format!(
+                "the parts joined hash to {actual}, not {expected}; upload the wrong part again, then complete again"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    finish(&state, &s, staged).await?;
+    state.storage.delete_parts(s.id).await;
     tracing::info!(upload.session = %s.id, bytes = s.size, parts = count, "lfs multipart object stored");
     Ok(HttpResponse::Ok().json(json!({})))
 }
