@@ -77,7 +77,8 @@ pub struct Limits {
     pub json_body: usize,
     /// The NDJSON commit body.
     pub commit_body: u64,
-    /// One NDJSON line (an inline file is base64 in one line).
+    /// One NDJSON line (an inline file is base64 in one line; files over
+    /// `lfs_threshold` go through LFS, so 10 MB files fit with room to spare).
     pub commit_line: usize,
     /// Operations in one commit.
     pub commit_ops: usize,
@@ -96,7 +97,7 @@ impl Default for Limits {
         Self {
             json_body: 2 * 1024 * 1024,
             commit_body: 2 * 1024 * 1024 * 1024,
-            commit_line: 128 * 1024 * 1024,
+            commit_line: 16 * 1024 * 1024,
             commit_ops: 25_000,
             lfs_object: 500 * 1024 * 1024 * 1024,
             lfs_threshold: 10_000_000,

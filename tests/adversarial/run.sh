@@ -17,11 +17,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Collectors of unreferenced or abandoned objects run often and with a short
-# grace here, so a test can see whether the bytes of refused writes go away.
-# (Settings a hub does not have are ignored.)
-export HUB_SWEEP_INTERVAL_SECS="${HUB_SWEEP_INTERVAL_SECS:-2}"
-export HUB_SWEEP_GRACE_SECS="${HUB_SWEEP_GRACE_SECS:-1}"
 "$HUB" --data-dir "$DATA/hub" --bind 127.0.0.1:0 --no-worker >"$LOG" 2>&1 &
 HUB_PID=$!
 for _ in $(seq 1 120); do

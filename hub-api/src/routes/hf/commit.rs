@@ -194,6 +194,18 @@ pub async fn commit(
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
     let author = auth.require()?.clone();
     reject_encoded(&req)?;
+    // A declared length over the limit is refused before any byte is read.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.limits.commit_body) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the commit body is over the limit of {} bytes",
+            state.limits.commit_body
+        )));
+    }
     if req.query_string().contains("create_pr=1") || req.query_string().contains("create_pr=true") {
         return Err(ApiError::InvalidRequest(
             "pull requests are not supported; commit to a branch".into(),
