@@ -208,7 +208,14 @@ pub async fn blob(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         Err(e) => return Err(e.into()),
     };
     let view = if let Some(dl) = &dl {
-        file_view(&state, dl, crate::heavy::Tenant::of(&p.auth, &req), &path, &b).await?
+        file_view(
+            &state,
+            dl,
+            crate::heavy::Tenant::of(&p.auth, &req),
+            &path,
+            &b,
+        )
+        .await?
     } else {
         View::Gated
     };
