@@ -81,7 +81,8 @@ for t in "${TARGETS[@]}"; do
   find "corpus/$t" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'found-*' \) -exec cp {} "work/$t.min/" \;
   find "corpus/$t" -maxdepth 1 -type f ! -name 'seed-*' ! -name 'found-*' -exec mv {} "work/$t.old/" \;
   if nice -n "$NICE" "$BIN/$t" -merge=1 "work/$t.min" "work/$t.old" "work/$t" \
-      -timeout=30 -rss_limit_mb=1024 -max_len="$maxlen" > "work/$t.merge.log" 2>&1; then
+      -timeout=30 -rss_limit_mb=1024 -max_len="$maxlen" -artifact_prefix="artifacts/$t/" \
+      > "work/$t.merge.log" 2>&1; then
     rm -rf "corpus/$t" && cp -r "work/$t.min" "corpus/$t"
   else
     echo "!!! merge of $t failed (see fuzz/work/$t.merge.log); corpus left as it was"
