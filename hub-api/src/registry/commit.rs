@@ -683,25 +683,51 @@ async fn commit_claiming(
     Ok((Committed { oid }, true))
 }
 
-/// Creates the first commit of a new repo (its `.gitattributes`) and `main`.
+/// The bytes of a new repo's first commit (the default `.gitattributes`),
+/// stored before the repo's transaction begins, so that transaction needs no
+/// second pool connection while it holds the new name's row: requests creating
+/// the same name wait on that row, each holding a connection, and a winner
+/// asking the pool for another starved it (503s for 40 concurrent creations).
+pub struct InitialFiles {
+    written: crate::storage::Written,
+    pending: Pending,
+}
+
+impl InitialFiles {
+    /// Stores the bytes (pending until [`initial_commit`] claims them).
+    pub async fn store(state: &AppState, namespace_id: i64) -> ApiResult<Self> {
+        let text = attributes::DEFAULT_GITATTRIBUTES;
+        let (written, pending) =
+            sweeper::store_bytes(state, namespace_id, Bytes::from_static(text.as_bytes())).await?;
+        Ok(Self { written, pending })
+    }
+
+    /// Gives the bytes back: the repo was not created.
+    pub async fn release(self, state: &AppState) {
+        sweeper::release(state, std::slice::from_ref(&self.pending)).await;
+    }
+}
+
+/// Writes a new repo's first commit in `tx` from its stored [`InitialFiles`]
+/// (released by the caller if the transaction does not commit).
 pub async fn initial_commit(
     state: &AppState,
     tx: &mut sqlx::PgConnection,
     repo_id: i64,
     author: &Principal,
     is_model: bool,
+    files: &InitialFiles,
 ) -> ApiResult<String> {
-    let namespace_id = db::lfs::repo_namespace(&mut *tx, repo_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the new repo has no row")))?;
-    let text = attributes::DEFAULT_GITATTRIBUTES;
-    let (w, pending) =
-        sweeper::store_bytes(state, namespace_id, Bytes::from_static(text.as_bytes())).await?;
-    let made = initial_commit_claiming(state, tx, repo_id, author, is_model, &w, &pending).await;
-    if made.is_err() {
-        sweeper::release(state, std::slice::from_ref(&pending)).await;
-    }
-    made
+    initial_commit_claiming(
+        state,
+        tx,
+        repo_id,
+        author,
+        is_model,
+        &files.written,
+        &files.pending,
+    )
+    .await
 }
 
 async fn initial_commit_claiming(

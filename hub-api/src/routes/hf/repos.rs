@@ -96,25 +96,67 @@ pub async fn create(
     } else {
         format!("{}/{}", ns.name, name)
     };
-    let mut tx = state.db.begin().await?;
-    let Some(repo_id) =
-        db::repos::insert(&mut *tx, ns.id, name.as_str(), kind.as_str(), private).await?
-    else {
-        // Give the connection back before taking another: requests that
-        // waited on the winner's row lock each hold one, and asking the pool
-        // for a second while holding the first starves it (40 concurrent
-        // creations of one name once ended in pool timeouts).
-        tx.rollback().await?;
-        let existing = db::repos::find(&state.db, kind.as_str(), &ns.name, name.as_str()).await?;
-        let url = existing
-            .map(|r| repo_url(&state, kind, &r.full_id()))
-            .unwrap_or_else(|| repo_url(&state, kind, &full_id));
-        return Ok(HttpResponse::Conflict()
-            .insert_header(("X-Error-Message", "You already created this repository"))
-            .json(json!({"error": "You already created this repository", "code": "conflict", "url": url})));
+    let initial = registry::commit::InitialFiles::store(&state, ns.id).await?;
+    let created = insert_with_initial_commit(
+        &state,
+        p,
+        &ns,
+        name.as_str(),
+        kind,
+        private,
+        &full_id,
+        &initial,
+    )
+    .await;
+    let repo_id = match created {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            initial.release(&state).await;
+            let existing =
+                db::repos::find(&state.db, kind.as_str(), &ns.name, name.as_str()).await?;
+            let url = existing
+                .map(|r| repo_url(&state, kind, &r.full_id()))
+                .unwrap_or_else(|| repo_url(&state, kind, &full_id));
+            return Ok(HttpResponse::Conflict()
+                .insert_header(("X-Error-Message", "You already created this repository"))
+                .json(json!({"error": "You already created this repository", "code": "conflict", "url": url})));
+        }
+        Err(e) => {
+            initial.release(&state).await;
+            return Err(e);
+        }
     };
-    crate::quota::check_namespace_can_grow(&state, &mut tx, ns.id, 0).await?;
-    registry::commit::initial_commit(&state, &mut tx, repo_id, p, kind == RepoType::Model).await?;
+    tracing::info!(repo.id = repo_id, repo = %full_id, "repo created");
+    Ok(HttpResponse::Ok().json(json!({
+        "url": repo_url(&state, kind, &full_id),
+        "name": full_id,
+        "id": repo_id.to_string(),
+    })))
+}
+
+/// The repo row, its first commit and the audit record, in one transaction on
+/// one connection; `None` when the name is taken (the transaction is rolled
+/// back before the caller looks up the winner with another connection).
+#[allow(clippy::too_many_arguments)]
+async fn insert_with_initial_commit(
+    state: &AppState,
+    p: &crate::auth::Principal,
+    ns: &db::namespaces::Namespace,
+    name: &str,
+    kind: RepoType,
+    private: bool,
+    full_id: &str,
+    initial: &registry::commit::InitialFiles,
+) -> ApiResult<Option<i64>> {
+    let mut tx = state.db.begin().await?;
+    let Some(repo_id) = db::repos::insert(&mut *tx, ns.id, name, kind.as_str(), private).await?
+    else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    crate::quota::check_namespace_can_grow(state, &mut tx, ns.id, 0).await?;
+    registry::commit::initial_commit(state, &mut tx, repo_id, p, kind == RepoType::Model, initial)
+        .await?;
     crate::audit::record(
         &mut *tx,
         Some(p),
@@ -125,12 +167,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(repo.id = repo_id, repo = %full_id, "repo created");
-    Ok(HttpResponse::Ok().json(json!({
-        "url": repo_url(&state, kind, &full_id),
-        "name": full_id,
-        "id": repo_id.to_string(),
-    })))
+    Ok(Some(repo_id))
 }
 
 #[derive(Debug, Deserialize)]
