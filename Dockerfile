@@ -1,4 +1,5 @@
-# Paddock images: one build, two binaries (hub-api, hub-worker).
+# Paddock images: one build, two binaries: hub-api (package paddock: the hub with its
+# in-process worker) and hub-worker.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

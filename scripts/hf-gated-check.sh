@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 HUB="$TARGET/debug/hub-api"
 VENV="${HF_VENV:-$TARGET/hf-venv}"
-[ -x "$HUB" ] || { echo "build the hub first: cargo build -p hub-api" >&2; exit 1; }
+[ -x "$HUB" ] || { echo "build the hub first: cargo build -p paddock" >&2; exit 1; }
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import huggingface_hub' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "huggingface_hub==2.4.0"

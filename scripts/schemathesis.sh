@@ -21,7 +21,7 @@ MAX_EXAMPLES="${1:-30}"
 VENV="${SCHEMATHESIS_VENV:-$TARGET/schemathesis-venv}"
 ST_VERSION="4.32.5"
 
-[ -x "$HUB" ] || { echo "build the hub first: cargo build -p hub-api" >&2; exit 1; }
+[ -x "$HUB" ] || { echo "build the hub first: cargo build -p paddock" >&2; exit 1; }
 
 if [ ! -x "$VENV/bin/schemathesis" ]; then
   python3 -m venv "$VENV"

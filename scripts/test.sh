@@ -40,6 +40,13 @@ echo "PADDOCK_MINILM_DIR=$PADDOCK_MINILM_DIR ORT_DYLIB_PATH=$ORT_DYLIB_PATH PADD
 if [[ -z "${SKIP_LINT:-}" ]]; then
   step "lint (rustfmt; clippy runs inside the build)"
   cargo fmt --all --check
+  # The hub library, its test kit and the client tests link no inference engine.
+  for p in hub-api hub-testkit hub-clients; do
+    deps=$(cargo tree -p "$p" -e normal,dev)
+    if grep -E ' (hub-worker|candle[-a-z]*|tokenizers|ort|ort-sys|openvino[-a-z]*) v' <<<"$deps"; then
+      echo "lint: $p depends on an inference engine (above); only package paddock may" >&2; exit 1
+    fi
+  done
   # `cargo clippy` would compile every dependency a second time (check-mode
   # metadata, then the real build). Instead, clippy's driver compiles the
   # workspace crates for real, so the build below is also the lint: any

@@ -6,12 +6,8 @@ use crate::db::endpoints::{EndpointRow, EventRow, ReplicaRow};
 use crate::error::ApiError;
 use serde_json::{json, Value};
 
-/// Tasks the workers serve today.
-pub const SUPPORTED_TASKS: &[&str] = &[
-    "feature-extraction",
-    "sentence-similarity",
-    "text-classification",
-];
+/// Tasks the workers serve today (the names of [`hub_types::Task`]).
+pub const SUPPORTED_TASKS: &[&str] = &hub_types::Task::NAMES;
 /// Most replicas one endpoint may ask for.
 pub const MAX_REPLICAS: i32 = 8;
 /// Idle time before an endpoint with `min_replicas = 0` scales to zero, when unset.

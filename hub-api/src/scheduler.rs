@@ -31,7 +31,8 @@ pub fn nudge() {
     notify().notify_one();
 }
 
-/// Memory a model needs on a worker, estimated from its weight files.
+/// Memory a model needs on a worker, estimated from its top-level weight files
+/// with the estimate the worker itself applies ([`hub_types::memory::model_bytes`]).
 async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
     let Some(repo_id) = e.repo_id else {
         return Ok(0);
@@ -40,16 +41,17 @@ async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
         return Ok(0);
     };
     let files = db::git::list_recursive(&state.db, &c.tree_oid, "").await?;
-    let weights: i64 = files
+    let weights: u64 = files
         .iter()
         .filter(|f| {
             let p = f.path.to_ascii_lowercase();
             !p.contains('/')
                 && (p.ends_with(".safetensors") || p.ends_with(".onnx") || p.ends_with(".gguf"))
         })
-        .filter_map(|f| f.blob.as_ref().map(|b| b.size))
-        .sum();
-    Ok(weights + weights / 2 + 256 * 1024 * 1024)
+        .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
+        .fold(0, u64::saturating_add);
+    let need = hub_types::memory::model_bytes(weights);
+    Ok(i64::try_from(need).unwrap_or(i64::MAX))
 }
 
 /// The replica count an endpoint wants now.

@@ -9,6 +9,9 @@ use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
 use actix_web::{web, App, HttpServer};
+use hub_types::control::TokenRefresh;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,17 +99,42 @@ pub const EMBEDDED_WORKER_TOKEN_TTL_S: i64 = 24 * 3600;
 
 /// How the in-process worker gets a fresh control-plane token when the hub
 /// rejects its current one (the key that signed it was retired, or it expired).
-pub fn worker_token_refresh(state: &AppState) -> hub_worker::control::TokenRefresh {
+pub fn worker_token_refresh(state: &AppState) -> TokenRefresh {
     let state = state.clone();
     Arc::new(move || {
         let state = state.clone();
         Box::pin(async move {
             crate::auth::service_tokens::worker_token(&state, EMBEDDED_WORKER_TOKEN_TTL_S)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string().into())
         })
     })
 }
+
+/// What the hub hands its in-process worker: everything a remote worker would be
+/// configured with, nothing more (no database, no state).
+pub struct WorkerHandoff {
+    /// This hub's base URL over loopback.
+    pub hub_url: String,
+    /// A hub-signed control-plane token (scope `worker`), valid
+    /// [`EMBEDDED_WORKER_TOKEN_TTL_S`].
+    pub token: String,
+    /// Mints a fresh token when the hub rejects the current one.
+    pub token_refresh: TokenRefresh,
+    /// `--worker-cache-dir`, else `<data-dir>/worker-cache`.
+    pub cache_dir: std::path::PathBuf,
+    /// `--worker-threads` (None: the cores this process may use).
+    pub threads: Option<usize>,
+    /// Resolves when the hub shuts down; the worker stops then.
+    pub stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Starts an in-process worker from a [`WorkerHandoff`] and returns it as a future the
+/// hub runs next to its HTTP server (an error is logged; the hub keeps serving). The
+/// hub library links no inference engine: the `hub-api` binary (package `paddock`)
+/// passes one that runs `hub_worker::run`.
+pub type EmbeddedWorker =
+    Box<dyn FnOnce(WorkerHandoff) -> Pin<Box<dyn Future<Output = anyhow::Result<()>>>>>;
 
 /// Keeps the private cluster running while `serve` runs (a thread: `pg_ctl`
 /// blocks): adopts it when its owner is gone, restarts it when its postmaster
@@ -158,15 +186,15 @@ impl Drop for Supervisor {
     }
 }
 
-/// Runs a parsed command line.
-pub fn run_cli(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line; `serve` runs `worker` in process.
+pub fn run_cli(cli: Cli, worker: Option<EmbeddedWorker>) -> anyhow::Result<()> {
     cli.config.validate()?;
     init_logging(&cli.config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(cli.config),
+        Command::Serve => serve(cli.config, worker),
         Command::Migrate => rt.block_on(async {
             let (url, _cluster) = database(&cli.config).await?;
             let pool = crate::db::connect(&url, 2).await?;
@@ -224,15 +252,15 @@ pub async fn access_log(
     res.map(|r| r.map_into_boxed_body())
 }
 
-/// The in-process worker: a `hub-worker` talking to this hub over loopback
-/// with a hub-signed control-plane token (no database credentials, exactly
-/// like a remote worker).
+/// Starts the in-process worker: mints its token and hands it what a remote
+/// worker would be configured with.
 async fn embedded_worker(
+    start: EmbeddedWorker,
     config: &Config,
     state: &AppState,
     addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Receiver<()>,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+) -> anyhow::Result<impl Future<Output = ()>> {
     let token = crate::auth::service_tokens::worker_token(state, EMBEDDED_WORKER_TOKEN_TTL_S)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -241,39 +269,29 @@ async fn embedded_worker(
     } else {
         addr.ip().to_string()
     };
-    let mut cfg = hub_worker::WorkerConfig::new(&format!("http://{host}:{}", addr.port()), &token);
-    cfg.cache_dir = config
-        .worker_cache_dir
-        .clone()
-        .unwrap_or_else(|| config.data_dir.join("worker-cache"));
-    cfg.threads = config.worker_threads;
-    cfg.name = Some("embedded".into());
-    cfg.token_refresh = Some(worker_token_refresh(state));
-    cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
-    cfg.openvino_lib = std::env::var_os(hub_worker::engine::openvino::LIB_ENV).map(Into::into);
-    // The in-process worker takes the standalone worker's engine choice.
-    if let Ok(v) = std::env::var("HUB_WORKER_ENGINE") {
-        cfg.engine = v;
-    }
-    let env_usize = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
-    if let Some(n) = env_usize("HUB_WORKER_FORWARD_BATCH_SIZE") {
-        cfg.forward_batch_size = n;
-    }
-    if let Some(n) = env_usize("HUB_WORKER_REPLICAS") {
-        cfg.replicas = n;
-    }
-    Ok(async move {
-        let stopped = async move {
+    let run = start(WorkerHandoff {
+        hub_url: format!("http://{host}:{}", addr.port()),
+        token,
+        token_refresh: worker_token_refresh(state),
+        cache_dir: config
+            .worker_cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("worker-cache")),
+        threads: config.worker_threads,
+        stop: Box::pin(async move {
             let _ = stop.await;
-        };
-        if let Err(e) = hub_worker::run(cfg, stopped).await {
+        }),
+    });
+    Ok(async move {
+        if let Err(e) = run.await {
             tracing::error!(error = format!("{e:#}"), "in-process worker stopped");
         }
     })
 }
 
 /// Runs the HTTP server until SIGINT/SIGTERM, then drains and stops the private cluster.
-pub fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs `worker` next to it unless `--no-worker`.
+pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<()> {
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let (db_url, cluster) = database(&config).await?;
@@ -318,11 +336,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         .listen(listener)?
         .run();
         let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = if config.no_worker {
-            None
-        } else {
-            let run = embedded_worker(&config, &state, addr, worker_stopped).await?;
-            Some(actix_web::rt::spawn(run))
+        let worker = match worker {
+            Some(start) if !config.no_worker => {
+                let run = embedded_worker(start, &config, &state, addr, worker_stopped).await?;
+                Some(actix_web::rt::spawn(run))
+            }
+            _ => None,
         };
         println!(
             "paddock: listening on {public_url} (storage {})",

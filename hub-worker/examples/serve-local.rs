@@ -27,7 +27,7 @@ fn main() -> anyhow::Result<()> {
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("expected KEY=DIR[:TASK], got {spec}"))?;
                 let (dir, task) = match rest.rsplit_once(':') {
-                    Some((d, t)) if Task::parse(t).is_some() => (d.to_string(), Task::parse(t)),
+                    Some((d, t)) if Task::parse(t).is_ok() => (d.to_string(), Task::parse(t).ok()),
                     _ => (rest.to_string(), None),
                 };
                 models.push((key.to_string(), dir, task));

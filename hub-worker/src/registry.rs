@@ -2,31 +2,12 @@
 //! `Model` the HTTP routes serve under `/models/{model_key}`.
 
 use crate::engine::{Model, ModelStats};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-/// Lifecycle of one assignment on this worker (the heartbeat's `status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SlotStatus {
-    Pulling,
-    Loading,
-    Running,
-    Failed,
-}
-
-impl SlotStatus {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SlotStatus::Pulling => "pulling",
-            SlotStatus::Loading => "loading",
-            SlotStatus::Running => "running",
-            SlotStatus::Failed => "failed",
-        }
-    }
-}
+/// Lifecycle of one assignment on this worker (the heartbeat's `status`): the replica
+/// status the hub stores, declared once in `hub-types`.
+pub use hub_types::ReplicaStatus as SlotStatus;
 
 /// One assignment's state.
 #[derive(Clone)]

@@ -61,7 +61,8 @@ export PADDOCK_OPENVINO_LIB
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --quiet --release -p hub-api --bin hub-api --example bench-client
+cargo build --quiet --release -p paddock --bin hub-api
+cargo build --quiet --release -p hub-api --example bench-client
 HUB="$CARGO_TARGET_DIR/release/hub-api"
 CLIENT="$CARGO_TARGET_DIR/release/examples/bench-client"
 

@@ -30,7 +30,7 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 if [ -z "$hub" ]; then
-  (cd "$root" && cargo build -p hub-api --quiet)
+  (cd "$root" && cargo build -p paddock --quiet)
   hub="${CARGO_TARGET_DIR:-$root/target}/debug/hub-api"
 fi
 hub=$(cd "$(dirname "$hub")" && pwd)/$(basename "$hub")

@@ -5,7 +5,7 @@
 
 pub mod wire;
 
-use crate::engine::{EngineConfig, Model, Precision, Task};
+use crate::engine::{EngineConfig, Model, Precision};
 use crate::http::GatewayAuth;
 use crate::pull::{PullRequest, Puller};
 use crate::registry::{ModelRegistry, Slot, SlotStatus};
@@ -36,15 +36,7 @@ pub enum ControlError {
     Decode(String),
 }
 
-/// Mints a fresh control-plane token. A hub that runs a worker in-process
-/// gives one, so the worker survives the retirement of the key that signed its
-/// token (and the token's expiry): on 401/403 the worker asks for a new token
-/// once and retries; only a rejection of the fresh token is final.
-pub type TokenRefresh = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
-        + Send
-        + Sync,
->;
+pub use hub_types::control::TokenRefresh;
 
 /// Everything the control loop needs.
 pub struct ControlContext {
@@ -163,7 +155,7 @@ impl Client {
 
     async fn heartbeat(&self, worker_id: &str, body: &Heartbeat) -> Result<(), ControlError> {
         let url = format!("{}/api/v1/workers/{worker_id}/heartbeat", self.hub);
-        let _: serde_json::Value = self
+        let _: HeartbeatResponse = self
             .call(self.http.post(url).json(body), Duration::from_secs(15))
             .await?;
         Ok(())
@@ -172,14 +164,14 @@ impl Client {
     async fn assignments(
         &self,
         worker_id: &str,
-        version: u64,
+        version: i64,
         wait_s: u64,
-    ) -> Result<AssignmentsResponse, ControlError> {
+    ) -> Result<RawAssignments, ControlError> {
         let url = format!("{}/api/v1/workers/{worker_id}/assignments", self.hub);
-        let req = self.http.get(url).query(&[
-            ("version", version.to_string()),
-            ("wait_s", wait_s.to_string()),
-        ]);
+        let req = self.http.get(url).query(&AssignmentsQuery {
+            version,
+            wait_s: Some(wait_s),
+        });
         self.call(req, Duration::from_secs(wait_s + 15)).await
     }
 }
@@ -296,7 +288,7 @@ async fn assignments_loop(
     worker_id: &str,
     cancel: &CancellationToken,
 ) -> Result<(), ControlError> {
-    let mut version = 0u64;
+    let mut version = 0i64;
     let mut failures = 0u32;
     loop {
         let started = std::time::Instant::now();
@@ -418,12 +410,7 @@ async fn load_assignment(
             a.repo_type
         ));
     }
-    let task = Task::parse(&a.task).ok_or_else(|| {
-        format!(
-            "task {:?} is not supported (feature-extraction, sentence-similarity, text-classification)",
-            a.task
-        )
-    })?;
+    let task = a.task;
     if a.model_key.is_empty() || a.model_key.contains('/') {
         return Err(format!(
             "model_key {:?} is not a single path segment",
@@ -431,10 +418,9 @@ async fn load_assignment(
         ));
     }
     let mut cfg = ctx.engine.clone();
-    cfg.precision = match a.precision.as_deref() {
-        None | Some("f32") => Precision::F32,
-        Some("bf16") => Precision::Bf16,
-        Some(other) => return Err(format!("precision {other:?} is not supported (f32, bf16)")),
+    cfg.precision = match a.precision.unwrap_or_default() {
+        hub_types::Precision::F32 => Precision::F32,
+        hub_types::Precision::Bf16 => Precision::Bf16,
     };
     // Refused before any weights are pulled.
     crate::engine::check_precision(&cfg).map_err(|e| e.to_string())?;

@@ -605,10 +605,9 @@ pub fn scores(logits: &[f32], f: ScoreFn) -> Vec<f32> {
     }
 }
 
-/// Rough resident size of a loaded model: weights (converted to f32; a fused QKV copy)
-/// plus activations and tokenizer.
+/// Rough resident size of a loaded model: the estimate the hub's scheduler places by.
 fn estimate_memory(spec: &ModelSpec) -> u64 {
-    spec.weight_bytes + spec.weight_bytes / 2 + 64 * 1024 * 1024
+    hub_types::memory::model_bytes(spec.weight_bytes)
 }
 
 /// How many engine instances to load: `cfg.replicas`, or automatically one per compute

@@ -101,7 +101,7 @@ pub async fn infer(
     };
     let requested = match req.match_info().get("task") {
         None => None,
-        Some(t) => Some(Task::parse(t).ok_or_else(|| {
+        Some(t) => Some(Task::parse(t).map_err(|_| {
             ApiError::InvalidInput(format!(
                 "unknown pipeline {t:?}: feature-extraction, sentence-similarity or text-classification"
             ))

@@ -58,25 +58,8 @@ pub struct CreateBody {
     precision: Option<EndpointPrecision>,
 }
 
-/// `f32`: full precision, embeddings as PyTorch's fp32. `bf16`: bfloat16 with fp32
-/// accumulation on CPUs with AMX / AVX512-BF16 (several times faster there; embeddings
-/// within cosine 0.9999 of fp32); needs workers with the OpenVINO engine, else the
-/// endpoint fails with that reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointPrecision {
-    F32,
-    Bf16,
-}
-
-impl EndpointPrecision {
-    fn as_str(self) -> &'static str {
-        match self {
-            EndpointPrecision::F32 => "f32",
-            EndpointPrecision::Bf16 => "bf16",
-        }
-    }
-}
+/// The endpoint's arithmetic: the precision the workers parse, declared once.
+pub use hub_types::Precision as EndpointPrecision;
 
 /// `public`: anyone may call the endpoint; `protected`: tokens of the
 /// owning namespace with `inference` or `write` scope.

@@ -1,5 +1,6 @@
 //! The worker control plane: register, heartbeat (status of each replica),
-//! and long-poll for assignments. Callers need the `worker` scope.
+//! and long-poll for assignments. Callers need the `worker` scope. The
+//! bodies and answers are the shared contract of `hub_types::control`.
 
 use crate::auth::{Auth, Scope};
 use crate::db;
@@ -7,8 +8,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::body::JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use hub_types::control::{
+    Assignment, AssignmentsQuery, AssignmentsResponse, Heartbeat, HeartbeatResponse,
+    RegisterRequest, RegisterResponse,
+};
+use hub_types::{Precision, ReplicaStatus, Task};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -27,32 +31,13 @@ fn require_worker(auth: &Auth) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct Capacity {
-    #[schema(minimum = 0)]
-    #[serde(deserialize_with = "crate::routes::v1::whole")]
-    memory_bytes: u64,
-    #[schema(minimum = 0, maximum = 4096)]
-    #[serde(deserialize_with = "crate::routes::v1::whole")]
-    cores: u32,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct RegisterBody {
-    name: String,
-    url: String,
-    capacity: Capacity,
-    #[serde(default)]
-    version: String,
-}
-
 /// Registers a worker (token scope `worker`).
-#[utoipa::path(post, path = "/api/v1/workers/register", tag = "workers", request_body = RegisterBody,
+#[utoipa::path(post, path = "/api/v1/workers/register", tag = "workers", request_body = RegisterRequest,
     responses((status = 200, description = "`{worker_id, heartbeat_interval_s, gateway_secret}`", body = serde_json::Value)))]
 pub async fn register(
     state: web::Data<AppState>,
     auth: Auth,
-    JsonBody(body): JsonBody<RegisterBody>,
+    JsonBody(body): JsonBody<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let url = url::Url::parse(&body.url).map_err(|e| ApiError::Validation(format!("url: {e}")))?;
@@ -81,48 +66,38 @@ pub async fn register(
     db::endpoints::insert_worker(&state.db, &w, &body.version).await?;
     tracing::info!(worker.id = %w.id, worker.name = %w.name, worker.url = %w.url, "worker registered");
     crate::scheduler::nudge();
-    Ok(HttpResponse::Ok().json(json!({
-        "worker_id": w.id,
-        "heartbeat_interval_s": HEARTBEAT_S,
-        "gateway_secret": w.gateway_secret,
-    })))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct ModelStatus {
-    assignment_id: Uuid,
-    status: String,
-    #[serde(default)]
-    message: Option<String>,
-    #[schema(minimum = 0)]
-    #[serde(default, deserialize_with = "crate::routes::v1::whole")]
-    in_flight: u32,
-    #[schema(minimum = 0)]
-    #[serde(default, deserialize_with = "crate::routes::v1::whole")]
-    queue_depth: u32,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct HeartbeatBody {
-    #[schema(minimum = 0)]
-    #[serde(deserialize_with = "crate::routes::v1::whole")]
-    free_memory_bytes: u64,
-    #[serde(default)]
-    models: Vec<ModelStatus>,
+    Ok(HttpResponse::Ok().json(RegisterResponse {
+        worker_id: w.id.to_string(),
+        heartbeat_interval_s: HEARTBEAT_S,
+        gateway_secret: w.gateway_secret,
+    }))
 }
 
 /// A worker's heartbeat with the status of each of its replicas.
-#[utoipa::path(post, path = "/api/v1/workers/{id}/heartbeat", tag = "workers", request_body = HeartbeatBody,
+#[utoipa::path(post, path = "/api/v1/workers/{id}/heartbeat", tag = "workers", request_body = Heartbeat,
     params(("id" = uuid::Uuid, Path, description = "Worker id")),
     responses((status = 200, description = "`{ok: true}`", body = serde_json::Value)))]
 pub async fn heartbeat(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<Uuid>,
-    JsonBody(body): JsonBody<HeartbeatBody>,
+    JsonBody(body): JsonBody<Heartbeat>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let id = path.into_inner();
+    // Replica ids are UUIDs here; one that is not makes the body malformed.
+    let replicas = body
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Uuid::parse_str(&m.assignment_id).map_err(|e| {
+                ApiError::InvalidRequest(format!(
+                    "invalid JSON body: models[{i}].assignment_id: {e}"
+                ))
+            })
+        })
+        .collect::<ApiResult<Vec<Uuid>>>()?;
     if !db::endpoints::heartbeat(
         &state.db,
         id,
@@ -133,25 +108,18 @@ pub async fn heartbeat(
         return Err(ApiError::NotFound("worker"));
     }
     let mut changed = false;
-    for m in &body.models {
-        if !matches!(
-            m.status.as_str(),
-            "pulling" | "loading" | "running" | "failed"
-        ) {
-            return Err(ApiError::Validation(format!(
-                "status {:?} is not pulling, loading, running or failed",
-                m.status
-            )));
-        }
+    for (m, replica) in body.models.iter().zip(replicas) {
+        let status =
+            ReplicaStatus::parse(&m.status).map_err(|e| ApiError::Validation(e.to_string()))?;
         let msg = m
             .message
             .as_deref()
             .map(|s| s.chars().take(1000).collect::<String>());
         db::endpoints::update_replica(
             &state.db,
-            m.assignment_id,
+            replica,
             id,
-            &m.status,
+            status.as_str(),
             msg.as_deref(),
             m.in_flight.min(1 << 20) as i32,
             m.queue_depth.min(1 << 20) as i32,
@@ -162,30 +130,18 @@ pub async fn heartbeat(
     if changed {
         crate::scheduler::nudge();
     }
-    Ok(HttpResponse::Ok().json(json!({"ok": true})))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PollQuery {
-    /// The `version` of the last answer; the poll returns when it changes.
-    #[serde(default)]
-    version: i64,
-    /// Longest wait in seconds (default 25, at most 60).
-    #[param(minimum = 0, maximum = 60)]
-    #[serde(default)]
-    wait_s: Option<u64>,
+    Ok(HttpResponse::Ok().json(HeartbeatResponse { ok: true }))
 }
 
 /// Long-polls a worker's desired set of replicas.
 #[utoipa::path(get, path = "/api/v1/workers/{id}/assignments", tag = "workers",
-    params(("id" = uuid::Uuid, Path, description = "Worker id"), PollQuery),
+    params(("id" = uuid::Uuid, Path, description = "Worker id"), AssignmentsQuery),
     responses((status = 200, description = "`{version, assignments}`", body = serde_json::Value)))]
 pub async fn assignments(
     state: web::Data<AppState>,
     auth: Auth,
     path: web::Path<Uuid>,
-    q: web::Query<PollQuery>,
+    q: web::Query<AssignmentsQuery>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let id = path.into_inner();
@@ -215,25 +171,66 @@ pub async fn assignments(
             Err(refused @ (ApiError::GatedRepo(_) | ApiError::RepoNotFound)) => {
                 let msg = format!("the endpoint's creator may not download the model: {refused}");
                 tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
-                db::endpoints::update_replica(&state.db, replica, id, "failed", Some(&msg), 0, 0)
-                    .await?;
+                db::endpoints::update_replica(
+                    &state.db,
+                    replica,
+                    id,
+                    ReplicaStatus::Failed.as_str(),
+                    Some(&msg),
+                    0,
+                    0,
+                )
+                .await?;
                 crate::scheduler::nudge();
                 continue;
             }
             Err(other) => return Err(other),
         };
+        // Endpoint creation only stores names these parse; a row that does not
+        // (edited by hand) fails its replica instead of the whole poll.
+        let parsed = Task::parse(&e.task)
+            .map_err(|err| err.to_string())
+            .and_then(|t| {
+                Ok((
+                    t,
+                    Precision::parse(&e.precision).map_err(|err| err.to_string())?,
+                ))
+            });
+        let (task, precision) = match parsed {
+            Ok(p) => p,
+            Err(msg) => {
+                tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
+                db::endpoints::update_replica(
+                    &state.db,
+                    replica,
+                    id,
+                    ReplicaStatus::Failed.as_str(),
+                    Some(&msg),
+                    0,
+                    0,
+                )
+                .await?;
+                crate::scheduler::nudge();
+                continue;
+            }
+        };
         let pull_token =
             crate::auth::service_tokens::pull_token(&state, &weights, PULL_TOKEN_TTL_S).await?;
-        items.push(json!({
-            "assignment_id": replica,
-            "model_key": replica.to_string(),
-            "repo_type": e.repo_type,
-            "repo_id": e.repository,
-            "revision": e.commit_oid,
-            "task": e.task,
-            "precision": e.precision,
-            "pull_token": pull_token,
-        }));
+        items.push(Assignment {
+            assignment_id: replica.to_string(),
+            model_key: replica.to_string(),
+            repo_type: e.repo_type,
+            repo_id: e.repository,
+            revision: e.commit_oid,
+            task,
+            pull_token,
+            max_batch_tokens: None,
+            max_concurrent: None,
+            precision: Some(precision),
+        });
     }
-    Ok(HttpResponse::Ok().json(json!({"version": worker.assign_version, "assignments": items})))
+    Ok(HttpResponse::Ok().json(AssignmentsResponse {
+        version: worker.assign_version,
+        assignments: items,
+    }))
 }

@@ -152,28 +152,6 @@ pub fn opt_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, 
     }
 }
 
-/// Deserializes a whole number into `T`, accepting `16` and `16.0` alike
-/// (JSON Schema counts both as integers); out-of-range values are errors.
-pub fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: TryFrom<i128>,
-{
-    use serde::de::Error;
-    let n = serde_json::Number::deserialize(d)?;
-    let wide = n
-        .as_i64()
-        .map(i128::from)
-        .or_else(|| n.as_u64().map(i128::from))
-        .or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i128)
-        });
-    wide.and_then(|w| T::try_from(w).ok())
-        .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
-}
-
 /// Defines a page-of-items DTO.
 macro_rules! list_dto {
     ($name:ident, $item:ty) => {

@@ -1,0 +1,58 @@
+//! The memory a loaded model needs, estimated from the size of its weight files. One
+//! estimate for both uses: the hub's scheduler places a replica on a worker only if the
+//! worker reports this much free, and the worker refuses to load (and plans its engine
+//! replicas) against the same figure, so a replica the scheduler places is one the worker
+//! accepts (as long as its free memory has not moved in between).
+
+/// Fixed bytes per loaded model on top of its weights: the tokenizer, the engine's
+/// arena, and activations of a full forward pass (for a base-size encoder at the default
+/// batch budget one intermediate tensor alone is about 256 MiB).
+///
+/// 256 MiB, not the 64 MiB that a MiniLM-size model needs: a load that does not fit is a
+/// clean failure with a message, whereas a worker that overcommits is OOM-killed with
+/// every model it serves, and the single-node hub runs its worker in its own process, so
+/// there the hub would go down too. The larger margin costs little: it only lowers the
+/// replica count on workers with less than about 2 GiB available.
+pub const MODEL_OVERHEAD_BYTES: u64 = 256 << 20;
+
+/// Bytes a model with `weight_bytes` of weights needs once loaded: the weights, half as
+/// much again, and [`MODEL_OVERHEAD_BYTES`] (saturating).
+///
+/// The half: engines hold a converted or fused copy next to the mapped file (candle
+/// converts to f32 and fuses QKV; an ONNX Runtime session holds about 1.1x the weights).
+pub fn model_bytes(weight_bytes: u64) -> u64 {
+    weight_bytes
+        .saturating_add(weight_bytes / 2)
+        .saturating_add(MODEL_OVERHEAD_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn weights_and_a_half_plus_the_fixed_overhead() {
+        assert_eq!(model_bytes(0), 256 * MIB);
+        // all-MiniLM-L6-v2: 90.9 MB of safetensors.
+        assert_eq!(model_bytes(90_868_376), 90_868_376 + 45_434_188 + 256 * MIB);
+        assert_eq!(model_bytes(1 << 30), (1 << 30) + (512 * MIB) + 256 * MIB);
+    }
+
+    #[test]
+    fn never_overflows() {
+        assert_eq!(model_bytes(u64::MAX), u64::MAX);
+        assert_eq!(model_bytes(u64::MAX - 1), u64::MAX);
+    }
+
+    #[test]
+    fn grows_with_the_weights() {
+        let mut last = 0;
+        for w in [0, 1, 2, 3, 1 << 20, 1 << 30, 1 << 40] {
+            let m = model_bytes(w);
+            assert!(m >= last && m >= w + MODEL_OVERHEAD_BYTES);
+            last = m;
+        }
+    }
+}

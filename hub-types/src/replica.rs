@@ -1,0 +1,90 @@
+//! The state of one replica (a model on a worker), as the worker reports it and the hub
+//! stores it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum ReplicaStatus {
+    /// Fetching weights from the hub.
+    Pulling,
+    /// Weights fetched; the engine is loading them.
+    Loading,
+    /// Serving requests.
+    Running,
+    /// Gave up (with a message saying why).
+    Failed,
+}
+
+/// A status name that is not one of [`ReplicaStatus`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status {0:?} is not pulling, loading, running or failed")]
+pub struct UnknownReplicaStatus(pub String);
+
+impl ReplicaStatus {
+    /// Every status.
+    pub const ALL: [ReplicaStatus; 4] = [
+        ReplicaStatus::Pulling,
+        ReplicaStatus::Loading,
+        ReplicaStatus::Running,
+        ReplicaStatus::Failed,
+    ];
+
+    /// The wire (and database) name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReplicaStatus::Pulling => "pulling",
+            ReplicaStatus::Loading => "loading",
+            ReplicaStatus::Running => "running",
+            ReplicaStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Result<ReplicaStatus, UnknownReplicaStatus> {
+        ReplicaStatus::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownReplicaStatus(s.chars().take(100).collect()))
+    }
+}
+
+impl FromStr for ReplicaStatus {
+    type Err = UnknownReplicaStatus;
+    fn from_str(s: &str) -> Result<ReplicaStatus, UnknownReplicaStatus> {
+        ReplicaStatus::parse(s)
+    }
+}
+
+impl TryFrom<String> for ReplicaStatus {
+    type Error = UnknownReplicaStatus;
+    fn try_from(s: String) -> Result<ReplicaStatus, UnknownReplicaStatus> {
+        ReplicaStatus::parse(&s)
+    }
+}
+
+impl fmt::Display for ReplicaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for r in ReplicaStatus::ALL {
+            assert_eq!(ReplicaStatus::parse(r.as_str()), Ok(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert_eq!(
+            ReplicaStatus::parse("done").unwrap_err().to_string(),
+            "status \"done\" is not pulling, loading, running or failed"
+        );
+    }
+}
