@@ -8,7 +8,7 @@ use crate::health::Health;
 use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
-use actix_web::{web, App, HttpServer};
+use actix_web::HttpServer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,6 +87,8 @@ pub async fn build_state(
         live: Default::default(),
         tenancy: crate::state::Tenancy::from_config(config),
         health: Arc::new(Health::new(reserve)),
+        scheduler: Default::default(),
+        facets: Default::default(),
     })
 }
 
@@ -297,21 +299,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
         crate::sweeper::spawn(state.clone());
         crate::scheduler::spawn(state.clone(), db_url.clone());
-        let data = web::Data::new(state.clone());
         let workers = config.http_workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
-                .wrap(actix_web::middleware::from_fn(crate::health::gate))
-                .wrap(actix_web::middleware::from_fn(access_log))
-                .configure(crate::routes::configure)
-                .default_service(web::to(crate::routes::not_found))
-        })
+        let app_state = state.clone();
+        let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
         .workers(workers)
         .client_request_timeout(Duration::from_secs(10))
         .shutdown_timeout(15)

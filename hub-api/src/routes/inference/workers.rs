@@ -80,7 +80,7 @@ pub async fn register(
     };
     db::endpoints::insert_worker(&state.db, &w, &body.version).await?;
     tracing::info!(worker.id = %w.id, worker.name = %w.name, worker.url = %w.url, "worker registered");
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     Ok(HttpResponse::Ok().json(json!({
         "worker_id": w.id,
         "heartbeat_interval_s": HEARTBEAT_S,
@@ -160,7 +160,7 @@ pub async fn heartbeat(
         changed = true;
     }
     if changed {
-        crate::scheduler::nudge();
+        state.scheduler.nudge();
     }
     Ok(HttpResponse::Ok().json(json!({"ok": true})))
 }
@@ -217,7 +217,7 @@ pub async fn assignments(
                 tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
                 db::endpoints::update_replica(&state.db, replica, id, "failed", Some(&msg), 0, 0)
                     .await?;
-                crate::scheduler::nudge();
+                state.scheduler.nudge();
                 continue;
             }
             Err(other) => return Err(other),
