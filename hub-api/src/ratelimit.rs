@@ -332,9 +332,15 @@ mod tests {
             },
         };
         let (key, ns, rate) = bucket_owner(Some(&p), &defaults, || unreachable!());
-        assert_eq!((key.as_str(), ns.as_deref(), rate), ("s:3", Some("alice"), defaults.token));
+        assert_eq!(
+            (key.as_str(), ns.as_deref(), rate),
+            ("s:3", Some("alice"), defaults.token)
+        );
         let (key, ns, rate) = bucket_owner(None, &defaults, || "10.0.0.1".into());
-        assert_eq!((key.as_str(), ns, rate), ("ip:10.0.0.1", None, defaults.anonymous));
+        assert_eq!(
+            (key.as_str(), ns, rate),
+            ("ip:10.0.0.1", None, defaults.anonymous)
+        );
     }
 
     #[test]

@@ -51,8 +51,14 @@ mod nudge_tests {
     async fn nudges_are_per_app() {
         let (a, b) = (Nudge::default(), Nudge::default());
         a.nudge();
-        assert!(!b.wait(Duration::from_millis(50)).await, "b woke on a's nudge");
-        assert!(a.wait(Duration::from_millis(50)).await, "a missed its nudge");
+        assert!(
+            !b.wait(Duration::from_millis(50)).await,
+            "b woke on a's nudge"
+        );
+        assert!(
+            a.wait(Duration::from_millis(50)).await,
+            "a missed its nudge"
+        );
         // A clone is the same doorbell (handlers hold clones of the state).
         let a2 = a.clone();
         a2.nudge();

@@ -306,11 +306,11 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
-        .workers(workers)
-        .client_request_timeout(Duration::from_secs(10))
-        .shutdown_timeout(15)
-        .listen(listener)?
-        .run();
+            .workers(workers)
+            .client_request_timeout(Duration::from_secs(10))
+            .shutdown_timeout(15)
+            .listen(listener)?
+            .run();
         let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = if config.no_worker {
             None

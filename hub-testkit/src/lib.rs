@@ -163,26 +163,21 @@ impl TestState {
 
     async fn with_storage(storage: Storage, dir: Option<tempfile::TempDir>) -> Self {
         let db = test_db().await;
-        let keys = hub_api::auth::jwt::KeyRing::load(db.pool.clone())
-            .await
-            .expect("keys");
-        let state = AppState {
-            db: db.pool.clone(),
-            storage,
-            public_url: "http://hub.test".into(),
-            keys,
-            limits: Limits::default(),
-            live: Default::default(),
-            tenancy: hub_api::state::Tenancy::default(),
-            health: Default::default(),
-            scheduler: Default::default(),
-            facets: Default::default(),
-        };
+        let state = fresh_state(db.pool.clone(), storage).await;
         Self {
             state,
             db,
             storage_dir: dir,
         }
+    }
+
+    /// Another app over the same database and object store, with per-app
+    /// state of its own (rate-limit buckets, token cache, gateway routes,
+    /// scheduler doorbell, browse facets): a second hub-api replica.
+    pub async fn replica(&self) -> AppState {
+        let mut state = fresh_state(self.state.db.clone(), self.state.storage.clone()).await;
+        state.public_url = self.state.public_url.clone();
+        state
     }
 
     /// Creates a user and a token with `scopes`; returns (user id, secret).
@@ -214,6 +209,25 @@ impl TestState {
         .await
         .expect("member");
         id
+    }
+}
+
+/// New state (default settings, empty per-app state) over a database and storage.
+async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
+    let keys = hub_api::auth::jwt::KeyRing::load(db.clone())
+        .await
+        .expect("keys");
+    AppState {
+        db,
+        storage,
+        public_url: "http://hub.test".into(),
+        keys,
+        limits: Limits::default(),
+        live: Default::default(),
+        tenancy: hub_api::state::Tenancy::default(),
+        health: Default::default(),
+        scheduler: Default::default(),
+        facets: Default::default(),
     }
 }
 
@@ -282,11 +296,12 @@ impl Server {
         std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
-                let server = actix_web::HttpServer::new(move || hub_api::app::build_app(st.clone()))
-                .workers(2)
-                .listen(listener)
-                .expect("listen")
-                .run();
+                let server =
+                    actix_web::HttpServer::new(move || hub_api::app::build_app(st.clone()))
+                        .workers(2)
+                        .listen(listener)
+                        .expect("listen")
+                        .run();
                 tx.send(server.handle()).expect("handle");
                 let _ = server.await;
             });

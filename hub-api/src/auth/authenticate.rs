@@ -235,7 +235,10 @@ mod tests {
                 .to_http_request()
         };
         assert_eq!(bearer(&req("Bearer abc")).unwrap().as_deref(), Some("abc"));
-        assert_eq!(bearer(&req("bearer  abc ")).unwrap().as_deref(), Some("abc"));
+        assert_eq!(
+            bearer(&req("bearer  abc ")).unwrap().as_deref(),
+            Some("abc")
+        );
         assert!(bearer(&req("Basic abc")).is_err());
         assert!(bearer(&req("Bearer ")).is_err());
         assert!(bearer(&TestRequest::get().to_http_request())

@@ -30,8 +30,7 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let decided = authenticate::recorded(req.request());
-    if let (Some(state), Some(decided)) =
-        (req.app_data::<web::Data<AppState>>().cloned(), decided)
+    if let (Some(state), Some(decided)) = (req.app_data::<web::Data<AppState>>().cloned(), decided)
     {
         // An undecided request is checked by the extractor's second attempt,
         // which needs the form field too.
