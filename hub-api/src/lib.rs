@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the data flow.
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod card;

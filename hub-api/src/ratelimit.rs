@@ -1,7 +1,8 @@
 //! Request rate limits: a token bucket per caller (API token, session user, or
-//! anonymous client IP), kept in memory **per process** (each hub-api replica
-//! enforces its own buckets, so N replicas behind a load balancer allow up to N
-//! times the rate). Defaults come from the configuration; site admins set
+//! anonymous client IP), kept in memory **per app** (in `AppState`: each
+//! hub-api replica enforces its own buckets, so N replicas behind a load
+//! balancer allow up to N times the rate). The caller is the one the
+//! authentication middleware resolved; this middleware only rate-limits. Defaults come from the configuration; site admins set
 //! per-namespace values (`PUT /api/v1/namespaces/{ns}/quota`).
 //!
 //! Which rate applies: the rate of the namespace the request targets (see
@@ -14,7 +15,8 @@
 //! Signed LFS transfer links (`/lfs/...`) are not limited here: they are
 //! handed out by a (limited) batch request and each is good for one object.
 
-use crate::auth::principal::{self, Credential};
+use crate::auth::authenticate::{self, Authenticated};
+use crate::auth::{Credential, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::body::MessageBody;
@@ -216,9 +218,34 @@ pub const LOGIN_RATE: Rate = Rate {
     burst: 10,
 };
 
-/// The actix middleware (`middleware::from_fn(ratelimit::middleware)`).
+/// Who a request's bucket belongs to: the key, the caller's own namespace and
+/// the default rate. The caller is the one the authentication middleware
+/// recorded (a token, session, pull or worker credential); anyone else
+/// (anonymous, bad credentials, a rejected cross-site request) is counted by
+/// client IP at the anonymous rate.
+fn bucket_owner(
+    caller: Option<&Principal>,
+    defaults: &RateDefaults,
+    ip: impl FnOnce() -> String,
+) -> (String, Option<String>, Rate) {
+    match caller {
+        Some(p) => {
+            let key = match &p.credential {
+                Credential::Token { id, .. } => format!("t:{id}"),
+                Credential::Session { .. } => format!("s:{}", p.user_id),
+                Credential::RepoPull { repo_id } => format!("pull:{repo_id}"),
+                Credential::Worker => "worker".to_string(),
+            };
+            (key, Some(p.name.clone()), defaults.token)
+        }
+        None => (format!("ip:{}", ip()), None, defaults.anonymous),
+    }
+}
+
+/// The actix middleware (`middleware::from_fn(ratelimit::middleware)`). Runs
+/// after authentication and the CSRF check, and only rate-limits.
 pub async fn middleware(
-    mut req: ServiceRequest,
+    req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let path = req.path();
@@ -228,32 +255,14 @@ pub async fn middleware(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     };
-    crate::auth::session::capture_form_csrf(&mut req).await;
     let limiter = &state.tenancy.rate;
     limiter.refresh_overrides(&state.db).await;
-    // Resolving here caches the caller (or the failure) for the handler's
-    // extractor. (No clone of the request may live past this: routing needs
-    // it unshared.)
-    let caller = principal::resolve(req.request()).await;
-    let (caller_key, own_ns, default) = match &caller {
-        Ok(Some(p)) => {
-            let key = match &p.credential {
-                Credential::Token { id, .. } => format!("t:{id}"),
-                Credential::Session { .. } => format!("s:{}", p.user_id),
-                Credential::RepoPull { repo_id } => format!("pull:{repo_id}"),
-                Credential::Worker => "worker".to_string(),
-            };
-            (key, Some(p.name.clone()), limiter.defaults.token)
-        }
-        _ => (
-            format!(
-                "ip:{}",
-                client_ip(&req, limiter.defaults.trust_forwarded_for)
-            ),
-            None,
-            limiter.defaults.anonymous,
-        ),
-    };
+    let decided = authenticate::recorded(req.request());
+    let (caller_key, own_ns, default) = bucket_owner(
+        decided.as_ref().and_then(Authenticated::principal),
+        &limiter.defaults,
+        || client_ip(&req, limiter.defaults.trust_forwarded_for),
+    );
     let target = target_namespace(req.path()).and_then(|ns| {
         limiter
             .override_for(ns)
@@ -301,6 +310,37 @@ mod tests {
         assert_eq!(d.retry_after_s, 1);
         l.take("b", r).unwrap();
         assert!(l.take("c", Rate { per_s: 0, burst: 0 }).is_ok());
+    }
+
+    /// The bucket belongs to the caller the authentication middleware
+    /// resolved; without one, to the client IP.
+    #[test]
+    fn buckets_belong_to_the_resolved_caller() {
+        let defaults = RateDefaults {
+            token: Rate { per_s: 5, burst: 9 },
+            anonymous: Rate { per_s: 1, burst: 2 },
+            trust_forwarded_for: false,
+        };
+        let p = Principal {
+            user_id: 3,
+            name: "alice".into(),
+            fullname: String::new(),
+            is_admin: false,
+            credential: Credential::Session {
+                csrf: "x".into(),
+                expires_at: 0,
+            },
+        };
+        let (key, ns, rate) = bucket_owner(Some(&p), &defaults, || unreachable!());
+        assert_eq!(
+            (key.as_str(), ns.as_deref(), rate),
+            ("s:3", Some("alice"), defaults.token)
+        );
+        let (key, ns, rate) = bucket_owner(None, &defaults, || "10.0.0.1".into());
+        assert_eq!(
+            (key.as_str(), ns, rate),
+            ("ip:10.0.0.1", None, defaults.anonymous)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::db::endpoints::{EndpointRow, ReplicaRow, WorkerRow};
 use crate::state::AppState;
 use sqlx::Connection;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -21,14 +21,49 @@ pub const SCALE_UP_AT: f64 = 4.0;
 const WAKE_HOLD_S: i64 = 120;
 const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
 
-fn notify() -> &'static tokio::sync::Notify {
-    static N: OnceLock<tokio::sync::Notify> = OnceLock::new();
-    N.get_or_init(tokio::sync::Notify::new)
+/// The scheduler's doorbell, one per app (in [`AppState`]): handlers that
+/// change what endpoints want ring it so the scheduler of this app runs now
+/// rather than at its next tick. Two apps in one process (tests, or a hub
+/// embedded twice) never wake each other.
+#[derive(Clone, Default)]
+pub struct Nudge(Arc<tokio::sync::Notify>);
+
+impl Nudge {
+    /// Asks this app's scheduler to run now rather than at its next tick.
+    pub fn nudge(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for a nudge, at most `max`; true when nudged.
+    pub async fn wait(&self, max: Duration) -> bool {
+        tokio::time::timeout(max, self.0.notified()).await.is_ok()
+    }
 }
 
-/// Asks the scheduler (in this process) to run now rather than at its next tick.
-pub fn nudge() {
-    notify().notify_one();
+#[cfg(test)]
+mod nudge_tests {
+    use super::Nudge;
+    use std::time::Duration;
+
+    /// Each app has its own doorbell: ringing one wakes its scheduler only
+    /// (the process-wide `Notify` it replaces woke every app's scheduler).
+    #[tokio::test]
+    async fn nudges_are_per_app() {
+        let (a, b) = (Nudge::default(), Nudge::default());
+        a.nudge();
+        assert!(
+            !b.wait(Duration::from_millis(50)).await,
+            "b woke on a's nudge"
+        );
+        assert!(
+            a.wait(Duration::from_millis(50)).await,
+            "a missed its nudge"
+        );
+        // A clone is the same doorbell (handlers hold clones of the state).
+        let a2 = a.clone();
+        a2.nudge();
+        assert!(a.wait(Duration::from_millis(50)).await);
+    }
 }
 
 /// Memory a model needs on a worker, estimated from its top-level weight files
@@ -266,7 +301,7 @@ async fn lead(state: &AppState, db_url: &str) -> anyhow::Result<()> {
         }
         // Still holding the lock (and the connection is alive)?
         conn.ping().await?;
-        let _ = tokio::time::timeout(Duration::from_secs(1), notify().notified()).await;
+        state.scheduler.wait(Duration::from_secs(1)).await;
     }
 }
 

@@ -8,7 +8,7 @@ use crate::health::Health;
 use crate::pgcluster::PgCluster;
 use crate::state::{AppState, Limits};
 use crate::storage::Storage;
-use actix_web::{web, App, HttpServer};
+use actix_web::HttpServer;
 use hub_types::control::TokenRefresh;
 use std::future::Future;
 use std::pin::Pin;
@@ -90,6 +90,8 @@ pub async fn build_state(
         live: Default::default(),
         tenancy: crate::state::Tenancy::from_config(config),
         health: Arc::new(Health::new(reserve)),
+        scheduler: Default::default(),
+        facets: Default::default(),
     })
 }
 
@@ -315,26 +317,18 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
         }
         crate::sweeper::spawn(state.clone());
         crate::scheduler::spawn(state.clone(), db_url.clone());
-        let data = web::Data::new(state.clone());
         let workers = config.http_workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .wrap(actix_web::middleware::from_fn(crate::ratelimit::middleware))
-                .wrap(actix_web::middleware::from_fn(crate::health::gate))
-                .wrap(actix_web::middleware::from_fn(access_log))
-                .configure(crate::routes::configure)
-                .default_service(web::to(crate::routes::not_found))
-        })
-        .workers(workers)
-        .client_request_timeout(Duration::from_secs(10))
-        .shutdown_timeout(15)
-        .listen(listener)?
-        .run();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
+            .workers(workers)
+            .client_request_timeout(Duration::from_secs(10))
+            .shutdown_timeout(15)
+            .listen(listener)?
+            .run();
         let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = match worker {
             Some(start) if !config.no_worker => {

@@ -1,4 +1,9 @@
-//! Shared application state handed to every handler.
+//! Shared application state handed to every handler: the database, storage,
+//! keys and settings, and every piece of per-app mutable state (rate-limit
+//! buckets, the token cache, heavy-work slots, the gateway's routes, the
+//! database circuit breaker, the scheduler's doorbell, the browse facets).
+//! Nothing mutable lives in a process-wide static, so two apps in one process
+//! (tests, replicas) share nothing but what they are given.
 
 use crate::auth::jwt::KeyRing;
 use crate::ratelimit::{Rate, RateDefaults, RateLimiter};
@@ -20,6 +25,10 @@ pub struct AppState {
     pub tenancy: Tenancy,
     /// Database circuit breaker and the disk reserve (see `health`).
     pub health: Arc<crate::health::Health>,
+    /// Wakes this app's scheduler before its next tick (see `scheduler`).
+    pub scheduler: crate::scheduler::Nudge,
+    /// The browse pages' filter choices, for a few seconds (see `dashboard::home`).
+    pub facets: Arc<crate::dashboard::home::FacetsCache>,
 }
 
 /// Tenancy settings and the per-process rate-limit buckets.

@@ -163,24 +163,21 @@ impl TestState {
 
     async fn with_storage(storage: Storage, dir: Option<tempfile::TempDir>) -> Self {
         let db = test_db().await;
-        let keys = hub_api::auth::jwt::KeyRing::load(db.pool.clone())
-            .await
-            .expect("keys");
-        let state = AppState {
-            db: db.pool.clone(),
-            storage,
-            public_url: "http://hub.test".into(),
-            keys,
-            limits: Limits::default(),
-            live: Default::default(),
-            tenancy: hub_api::state::Tenancy::default(),
-            health: Default::default(),
-        };
+        let state = fresh_state(db.pool.clone(), storage).await;
         Self {
             state,
             db,
             storage_dir: dir,
         }
+    }
+
+    /// Another app over the same database and object store, with per-app
+    /// state of its own (rate-limit buckets, token cache, gateway routes,
+    /// scheduler doorbell, browse facets): a second hub-api replica.
+    pub async fn replica(&self) -> AppState {
+        let mut state = fresh_state(self.state.db.clone(), self.state.storage.clone()).await;
+        state.public_url = self.state.public_url.clone();
+        state
     }
 
     /// Creates a user and a token with `scopes`; returns (user id, secret).
@@ -215,6 +212,25 @@ impl TestState {
     }
 }
 
+/// New state (default settings, empty per-app state) over a database and storage.
+async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
+    let keys = hub_api::auth::jwt::KeyRing::load(db.clone())
+        .await
+        .expect("keys");
+    AppState {
+        db,
+        storage,
+        public_url: "http://hub.test".into(),
+        keys,
+        limits: Limits::default(),
+        live: Default::default(),
+        tenancy: hub_api::state::Tenancy::default(),
+        health: Default::default(),
+        scheduler: Default::default(),
+        facets: Default::default(),
+    }
+}
+
 /// Where the workspace's build output is (for tests that run the binaries).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -222,7 +238,8 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// The real app, in process, over a test state.
+/// The real app (`hub_api::app::build_app`: production's middleware stack,
+/// rate limits included), in process, over a test state.
 pub async fn app(
     state: &AppState,
 ) -> impl actix_web::dev::Service<
@@ -230,18 +247,7 @@ pub async fn app(
     Response = actix_web::dev::ServiceResponse,
     Error = actix_web::Error,
 > {
-    actix_web::test::init_service(
-        actix_web::App::new()
-            .app_data(actix_web::web::Data::new(state.clone()))
-            .wrap(actix_web::middleware::from_fn(
-                hub_api::ratelimit::middleware,
-            ))
-            .wrap(actix_web::middleware::from_fn(hub_api::health::gate))
-            .wrap(actix_web::middleware::from_fn(hub_api::server::access_log))
-            .configure(hub_api::routes::configure)
-            .default_service(actix_web::web::to(hub_api::routes::not_found)),
-    )
-    .await
+    actix_web::test::init_service(hub_api::app::build_app(state.clone())).await
 }
 
 /// Builds an NDJSON commit body.
@@ -271,7 +277,9 @@ pub fn file_op(path: &str, content: &[u8]) -> serde_json::Value {
 
 /// A real HTTP server of the hub on 127.0.0.1 (random port), running on its
 /// own thread; `state.public_url` is set to its address. For clients that
-/// need a socket (the `hf-hub` crate, load generators).
+/// need a socket (the `hf-hub` crate, load generators). It serves the
+/// production app (`hub_api::app::build_app`), rate limits included: a test
+/// that needs other limits sets them in the state, as a deployment would.
 pub struct Server {
     pub url: String,
     pub state: AppState,
@@ -288,18 +296,12 @@ impl Server {
         std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
-                let data = actix_web::web::Data::new(st);
-                let server = actix_web::HttpServer::new(move || {
-                    actix_web::App::new()
-                        .app_data(data.clone())
-                        .wrap(actix_web::middleware::from_fn(hub_api::health::gate))
-                        .configure(hub_api::routes::configure)
-                        .default_service(actix_web::web::to(hub_api::routes::not_found))
-                })
-                .workers(2)
-                .listen(listener)
-                .expect("listen")
-                .run();
+                let server =
+                    actix_web::HttpServer::new(move || hub_api::app::build_app(st.clone()))
+                        .workers(2)
+                        .listen(listener)
+                        .expect("listen")
+                        .run();
                 tx.send(server.handle()).expect("handle");
                 let _ = server.await;
             });

@@ -2,11 +2,15 @@
 //!
 //! `Authorization: Bearer <token>` everywhere: long-lived API tokens (`pdk_…`,
 //! stored hashed) or hub-signed JWTs (sessions, worker pull tokens). The
-//! [`Auth`] extractor resolves the caller once per request; [`access`] decides
-//! what a caller may do with a repo.
+//! [`authenticate`] middleware resolves the caller once per request, the
+//! [`csrf`] middleware checks cookie sessions' unsafe requests, the [`Auth`]
+//! extractor hands the result to handlers; [`access`] decides what a caller
+//! may do with a repo.
 
 pub mod access;
+pub mod authenticate;
 pub mod cache;
+pub mod csrf;
 pub mod jwt;
 pub mod principal;
 pub mod secrets;
@@ -15,12 +19,3 @@ pub mod session;
 
 pub use access::Access;
 pub use principal::{Auth, Credential, Principal, Scope};
-
-/// The dashboard session behind a request's cookie, if any (CSRF-checked for
-/// unsafe methods; see [`session`]).
-pub async fn session_principal(
-    state: &crate::state::AppState,
-    req: &actix_web::HttpRequest,
-) -> Result<Option<Principal>, crate::error::ApiError> {
-    session::principal_from_cookie(state, req).await
-}

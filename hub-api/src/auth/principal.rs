@@ -4,7 +4,7 @@
 use crate::db;
 use crate::error::ApiError;
 use crate::state::AppState;
-use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{dev::Payload, FromRequest, HttpRequest};
 use chrono::Utc;
 use std::future::Future;
 use std::pin::Pin;
@@ -169,8 +169,9 @@ impl Principal {
     }
 }
 
-/// The caller of a request, if authenticated. Extracting it never fails for
-/// anonymous requests; bad credentials are a 401.
+/// The caller of a request, if authenticated, as the authentication
+/// middleware resolved it (see `auth::authenticate`). Extracting it never
+/// fails for anonymous requests; bad credentials are a 401.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Option<Principal>);
 
@@ -190,22 +191,6 @@ impl Auth {
 
 /// Message the HF client recognises for a bad token.
 pub const INVALID_CREDENTIALS: &str = "Invalid credentials in Authorization header";
-
-fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let h = h
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized(INVALID_CREDENTIALS.into()))?;
-    let (scheme, token) = h
-        .split_once(' ')
-        .ok_or_else(|| ApiError::Unauthorized(INVALID_CREDENTIALS.into()))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.into()));
-    }
-    Ok(Some(token.trim().to_string()))
-}
 
 /// Resolves an API token secret to a principal (or 401).
 pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
@@ -257,61 +242,12 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
     Ok(p)
 }
 
-/// The outcome of authenticating a request, kept in its extensions so the
-/// rate limiter and the extractor authenticate only once.
-#[derive(Debug, Clone)]
-enum Resolved {
-    Caller(Option<Principal>),
-    Unauthorized(String),
-    CsrfRejected,
-}
-
-/// Who is calling: a bearer API token or session JWT, else the session cookie,
-/// else nobody. Bad credentials are a 401 (never treated as anonymous).
-pub async fn resolve(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
-    let cached = req.extensions().get::<Resolved>().cloned();
-    match cached {
-        Some(Resolved::Caller(p)) => return Ok(p),
-        Some(Resolved::Unauthorized(m)) => return Err(ApiError::Unauthorized(m)),
-        Some(Resolved::CsrfRejected) => return Err(ApiError::CsrfRejected),
-        None => {}
-    }
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("app state missing")))?
-        .clone();
-    let outcome = match bearer(req) {
-        Err(e) => Err(e),
-        Ok(Some(secret)) if secret.starts_with(super::secrets::TOKEN_PREFIX) => {
-            principal_from_token(&state, &secret).await.map(Some)
-        }
-        // A session JWT, else a service token (worker pull or control plane).
-        Ok(Some(jwt)) => match super::session::principal_from_jwt(&state, &jwt).await {
-            Ok(p) => Ok(Some(p)),
-            Err(_) => crate::auth::service_tokens::principal(&state, &jwt)
-                .await
-                .map(Some),
-        },
-        Ok(None) => crate::auth::session_principal(&state, req).await,
-    };
-    let keep = match &outcome {
-        Ok(p) => Some(Resolved::Caller(p.clone())),
-        Err(ApiError::Unauthorized(m)) => Some(Resolved::Unauthorized(m.clone())),
-        Err(ApiError::CsrfRejected) => Some(Resolved::CsrfRejected),
-        Err(_) => None,
-    };
-    if let Some(k) = keep {
-        req.extensions_mut().insert(k);
-    }
-    outcome
-}
-
 impl FromRequest for Auth {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { resolve(&req).await.map(Auth) })
+        Box::pin(async move { super::authenticate::caller(&req).await.map(Auth) })
     }
 }

@@ -4,24 +4,17 @@
 //! bearer token. Logout bumps `users.session_version`, which every session
 //! JWT carries, so all of the user's sessions end server-side at once.
 //!
-//! CSRF: a cookie-authenticated request with an unsafe method must carry the
-//! session's CSRF token in `X-CSRF-Token` (double submit: the token is also in
-//! the readable `paddock_csrf` cookie and in `GET /api/v1/auth/session`), and
-//! its `Origin` (or, without one, its `Referer`) must be the hub's own origin.
-//! Bearer-authenticated requests are not subject to CSRF (browsers never add
-//! an `Authorization` header on their own).
+//! A cookie session is ambient (the browser sends it on its own), so its
+//! state-changing requests are checked by the CSRF middleware (`auth::csrf`).
 
 use super::jwt::{expires_in, ISSUER};
 use super::principal::{Credential, Principal};
-use super::secrets::constant_time_eq;
 use crate::db;
 use crate::db::namespaces::User;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
-use actix_web::dev::ServiceRequest;
-use actix_web::http::Method;
-use actix_web::{HttpMessage, HttpRequest};
+use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
 
 /// The session cookie (HttpOnly).
@@ -141,8 +134,8 @@ pub async fn principal_from_jwt(state: &AppState, jwt: &str) -> Result<Principal
     Ok(principal(user, claims))
 }
 
-/// The session of the request's cookie, if any, with the CSRF check for
-/// unsafe methods.
+/// The session of the request's cookie, if any. Its unsafe requests still
+/// have to pass the CSRF middleware (`auth::csrf`).
 pub async fn principal_from_cookie(
     state: &AppState,
     req: &HttpRequest,
@@ -154,110 +147,7 @@ pub async fn principal_from_cookie(
         return Ok(None);
     }
     let (claims, user) = verify(state, c.value()).await?;
-    if !is_safe(req.method()) {
-        check_origin(state, req)?;
-        let form = req.extensions().get::<FormCsrf>().map(|f| f.0.clone());
-        let sent = req
-            .headers()
-            .get(CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or(form)
-            .unwrap_or_default();
-        if !check_csrf_token(&claims.csrf, &sent) {
-            return Err(ApiError::CsrfRejected);
-        }
-    }
     Ok(Some(principal(user, claims)))
 }
 
-fn is_safe(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// Whether a submitted CSRF token (header or form field `csrf_token`) matches the session's.
-pub fn check_csrf_token(expected: &str, sent: &str) -> bool {
-    !expected.is_empty() && constant_time_eq(expected.as_bytes(), sent.as_bytes())
-}
-
-/// The origin (`scheme://host[:port]`) of a URL.
-fn origin_of(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    match u.origin() {
-        o @ url::Origin::Tuple(..) => Some(o.ascii_serialization()),
-        url::Origin::Opaque(_) => None,
-    }
-}
-
-/// Requires `Origin` (or, without one, `Referer`) to be the hub's own origin.
-pub fn check_origin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    let own = origin_of(&state.public_url).ok_or(ApiError::CsrfRejected)?;
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let seen = match header("origin") {
-        Some(o) if o != "null" => origin_of(&o),
-        Some(_) => None,
-        None => header("referer").and_then(|r| origin_of(&r)),
-    };
-    match seen {
-        Some(o) if o == own => Ok(()),
-        _ => Err(ApiError::CsrfRejected),
-    }
-}
-
-/// The `csrf_token` field of a form-encoded body (HTML form posts).
-#[derive(Debug, Clone)]
-struct FormCsrf(String);
-
-/// Largest form body searched for a `csrf_token` field.
-const FORM_CSRF_MAX: usize = 64 * 1024;
-
-/// For a cookie-authenticated, form-encoded, state-changing request without
-/// the CSRF header: reads the (small) body, remembers its `csrf_token` field
-/// for the CSRF check, and puts the body back for the handler. Run by the
-/// request middleware before authentication.
-pub async fn capture_form_csrf(req: &mut ServiceRequest) {
-    use futures::StreamExt;
-    let form = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form
-        || is_safe(req.method())
-        || req.headers().contains_key(CSRF_HEADER)
-        || req
-            .headers()
-            .contains_key(actix_web::http::header::AUTHORIZATION)
-        || req.cookie(COOKIE).is_none()
-    {
-        return;
-    }
-    let mut payload = req.take_payload();
-    let mut buf = actix_web::web::BytesMut::new();
-    // A chunk that did not fit (or an error): handed on untouched.
-    let mut pending = None;
-    while let Some(chunk) = payload.next().await {
-        match chunk {
-            Ok(c) if buf.len() + c.len() <= FORM_CSRF_MAX => buf.extend_from_slice(&c),
-            other => {
-                pending = Some(other);
-                break;
-            }
-        }
-    }
-    let bytes = buf.freeze();
-    if pending.is_none() {
-        if let Some((_, v)) = url::form_urlencoded::parse(&bytes).find(|(k, _)| k == "csrf_token") {
-            req.extensions_mut().insert(FormCsrf(v.into_owned()));
-        }
-    }
-    // The handler reads the same body: what was read, then the rest.
-    let head = futures::stream::iter(std::iter::once(Ok(bytes)).chain(pending));
-    let body: actix_http::BoxedPayloadStream = Box::pin(head.chain(payload));
-    req.set_payload(actix_web::dev::Payload::from(body));
-}
+pub use super::csrf::check_origin;

@@ -11,40 +11,45 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use base64::Engine;
 use serde::Deserialize;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long the filter choices are reused.
 pub const FACETS_TTL: Duration = Duration::from_secs(30);
 
 /// The filter choices (tasks, libraries, licenses with counts) of public
-/// repos, computed at most every [`FACETS_TTL`] per process: they are the
-/// same for every viewer (private repos are not counted, so the counts show
-/// nothing private) and grouping every repo on each page view is the most
-/// expensive part of the page at 10,000 repos.
+/// repos, computed at most every [`FACETS_TTL`] per app (the cache lives in
+/// [`AppState::facets`]): they are the same for every viewer (private repos
+/// are not counted, so the counts show nothing private) and grouping every
+/// repo on each page view is the most expensive part of the page at 10,000
+/// repos.
+#[derive(Default)]
+pub struct FacetsCache(Mutex<Vec<(RepoType, Instant, db::browse::Facets)>>);
+
+impl FacetsCache {
+    /// The cached choices of a repo kind, if fresh.
+    fn fresh(&self, kind: RepoType) -> Option<db::browse::Facets> {
+        self.0
+            .lock()
+            .expect("facets cache")
+            .iter()
+            .find(|(k, at, _)| *k == kind && at.elapsed() < FACETS_TTL)
+            .map(|(_, _, f)| f.clone())
+    }
+
+    fn put(&self, kind: RepoType, f: db::browse::Facets) {
+        let mut c = self.0.lock().expect("facets cache");
+        c.retain(|(k, _, _)| *k != kind);
+        c.push((kind, Instant::now(), f));
+    }
+}
+
 async fn facets(state: &AppState, kind: RepoType) -> PageResult<db::browse::Facets> {
-    type Entry = (String, RepoType, Instant, db::browse::Facets);
-    static CACHE: OnceLock<Mutex<Vec<Entry>>> = OnceLock::new();
-    // Keyed by database too: tests run several hubs in one process.
-    let dbname = state
-        .db
-        .connect_options()
-        .get_database()
-        .unwrap_or_default()
-        .to_string();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some((_, _, _, f)) = cache
-        .lock()
-        .expect("facets cache")
-        .iter()
-        .find(|(d, k, at, _)| *d == dbname && *k == kind && at.elapsed() < FACETS_TTL)
-    {
-        return Ok(f.clone());
+    if let Some(f) = state.facets.fresh(kind) {
+        return Ok(f);
     }
     let f = db::browse::facets(&state.db, kind.as_str(), None).await?;
-    let mut c = cache.lock().expect("facets cache");
-    c.retain(|(d, k, _, _)| !(*d == dbname && *k == kind));
-    c.push((dbname, kind, Instant::now(), f.clone()));
+    state.facets.put(kind, f.clone());
     Ok(f)
 }
 

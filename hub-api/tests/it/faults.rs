@@ -213,6 +213,8 @@ async fn database_down_fails_fast_and_recovers() {
         live: Default::default(),
         tenancy: Default::default(),
         health: Default::default(),
+        scheduler: Default::default(),
+        facets: Default::default(),
     };
     let mut conn = pool.acquire().await.unwrap();
     let uid = hub_api::db::namespaces::create_user(&mut conn, "alice", None, None, false)

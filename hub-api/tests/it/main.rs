@@ -7,6 +7,7 @@
 mod common;
 
 mod access_matrix;
+mod app_stack;
 mod bounds;
 mod concurrency;
 mod dashboard;

@@ -174,7 +174,7 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     state.live.forget_routes();
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
@@ -332,7 +332,7 @@ pub async fn patch(
     .await?;
     tx.commit().await?;
     state.live.forget_routes();
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
@@ -366,7 +366,7 @@ pub async fn delete(
     .await?;
     tx.commit().await?;
     state.live.forget_routes();
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     Ok(HttpResponse::Ok().json(json!({})))
 }
 
@@ -400,7 +400,7 @@ async fn set_paused(
     .await?;
     tx.commit().await?;
     state.live.forget_routes();
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;

@@ -65,7 +65,7 @@ pub async fn register(
     };
     db::endpoints::insert_worker(&state.db, &w, &body.version).await?;
     tracing::info!(worker.id = %w.id, worker.name = %w.name, worker.url = %w.url, "worker registered");
-    crate::scheduler::nudge();
+    state.scheduler.nudge();
     Ok(HttpResponse::Ok().json(RegisterResponse {
         worker_id: w.id.to_string(),
         heartbeat_interval_s: HEARTBEAT_S,
@@ -128,7 +128,7 @@ pub async fn heartbeat(
         changed = true;
     }
     if changed {
-        crate::scheduler::nudge();
+        state.scheduler.nudge();
     }
     Ok(HttpResponse::Ok().json(HeartbeatResponse { ok: true }))
 }
@@ -181,7 +181,7 @@ pub async fn assignments(
                     0,
                 )
                 .await?;
-                crate::scheduler::nudge();
+                state.scheduler.nudge();
                 continue;
             }
             Err(other) => return Err(other),
@@ -210,7 +210,7 @@ pub async fn assignments(
                     0,
                 )
                 .await?;
-                crate::scheduler::nudge();
+                state.scheduler.nudge();
                 continue;
             }
         };
