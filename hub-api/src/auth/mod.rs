@@ -2,8 +2,8 @@
 //!
 //! `Authorization: Bearer <token>` everywhere: long-lived API tokens (`pdk_…`,
 //! stored hashed) or hub-signed JWTs (sessions, worker pull tokens). The
-//! [`Auth`] extractor resolves the caller once per request; [`access`] decides
-//! what a caller may do with a repo.
+//! [`Auth`] extractor resolves the caller once per request; [`access::decide`] decides
+//! what a caller may do (repos, namespaces, endpoints, tokens, the site).
 
 pub mod access;
 pub mod cache;
