@@ -13,7 +13,8 @@
 //! buffered and written in batches every [`USAGE_FLUSH`] (reading usage on a
 //! process flushes its buffer first).
 
-use crate::auth::{Auth, Credential, Scope};
+use crate::auth::access::{self, Action, Standing};
+use crate::auth::{Auth, Credential};
 use crate::db;
 use crate::db::endpoints::{EndpointRow, UsageRecord};
 use crate::error::{ApiError, ApiResult};
@@ -194,33 +195,25 @@ impl Live {
     }
 }
 
-/// Whether the caller may call this endpoint; 401 for anonymous callers of a
-/// protected endpoint, 404 for outsiders (as for private repos).
+/// Whether the caller may call this endpoint (`access::decide`): 401 for
+/// anonymous callers of a protected endpoint, 404 for outsiders (as for
+/// private repos). Answers the caller's token id, for usage records.
 async fn authorize(state: &AppState, auth: &Auth, e: &EndpointRow) -> ApiResult<Option<i64>> {
-    let token_id = match auth.principal().map(|p| &p.credential) {
+    let p = auth.principal();
+    let action = Action::CallEndpoint {
+        protected: e.access != "public",
+    };
+    let standing = if action == (Action::CallEndpoint { protected: false }) {
+        // Anyone may call a public endpoint: no need to look the caller up.
+        Standing::namespace(&e.namespace, None, "endpoint")
+    } else {
+        Standing::load_in(&state.db, p, e.namespace_id, &e.namespace, "endpoint").await?
+    };
+    access::decide(p, &standing, action)?;
+    Ok(match p.map(|p| &p.credential) {
         Some(Credential::Token { id, .. }) => Some(*id),
         _ => None,
-    };
-    if e.access == "public" {
-        return Ok(token_id);
-    }
-    let Some(p) = auth.principal() else {
-        return Err(ApiError::Unauthorized(
-            "this endpoint is protected: send a token with the inference scope".into(),
-        ));
-    };
-    let member = crate::auth::access::namespace_role(&state.db, p, e.namespace_id)
-        .await?
-        .is_some();
-    if !member || !p.may_touch_namespace(&e.namespace) {
-        return Err(ApiError::NotFound("endpoint"));
-    }
-    if !(p.has_scope(Scope::Inference) || p.has_scope(Scope::Write)) {
-        return Err(ApiError::Forbidden(
-            "calling an endpoint needs a token with the inference or write scope".into(),
-        ));
-    }
-    Ok(token_id)
+    })
 }
 
 fn record(

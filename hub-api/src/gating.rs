@@ -20,7 +20,7 @@
 //! (README.md included), the LFS batch `download` operation and its links,
 //! the dashboard's file view and raw links, and endpoints (pull tokens).
 
-use crate::auth::access::{self, Access};
+use crate::auth::access::{self, Access, Action, Standing};
 use crate::auth::jwt::{expires_in, ISSUER};
 use crate::auth::{Auth, Credential, Principal, Scope};
 use crate::db::repos::RepoRow;
@@ -223,25 +223,12 @@ async fn user_passes_gate(state: &AppState, repo: &RepoRow, uid: i64) -> ApiResu
 /// What a user's account may do with a repo (their role in its namespace, or
 /// public read), without any token's limits.
 async fn user_access(state: &AppState, repo: &RepoRow, uid: i64) -> ApiResult<Access> {
-    let public = if repo.private {
-        Access::None
-    } else {
-        Access::Read
-    };
     let Some(user) = crate::db::namespaces::user_by_id(&state.db, uid).await? else {
         return Ok(Access::None);
     };
-    if user.is_admin || uid == repo.namespace_id {
-        return Ok(Access::Admin);
-    }
-    use crate::db::namespaces::Role;
-    let role = match crate::db::namespaces::member_role(&state.db, repo.namespace_id, uid).await? {
-        Some(Role::Admin) => Access::Admin,
-        Some(Role::Write) => Access::Write,
-        Some(Role::Read) => Access::Read,
-        None => Access::None,
-    };
-    Ok(public.max(role))
+    let account = access::account(&user);
+    let standing = Standing::load_repo(&state.db, Some(&account), repo).await?;
+    Ok(access::decide(Some(&account), &standing, Action::ReadRepo).unwrap_or(Access::None))
 }
 
 /// The decision for a reader recorded earlier (a download link), made again

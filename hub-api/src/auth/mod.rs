@@ -4,8 +4,8 @@
 //! stored hashed) or hub-signed JWTs (sessions, worker pull tokens). The
 //! [`authenticate`] middleware resolves the caller once per request, the
 //! [`csrf`] middleware checks cookie sessions' unsafe requests, the [`Auth`]
-//! extractor hands the result to handlers; [`access`] decides what a caller
-//! may do with a repo.
+//! extractor hands the result to handlers; [`access::decide`] decides what a
+//! caller may do (repos, namespaces, endpoints, tokens, the site).
 
 pub mod access;
 pub mod authenticate;

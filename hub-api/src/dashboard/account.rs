@@ -118,7 +118,12 @@ pub async fn tokens(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
         return Ok(to_login(&req));
     };
     // The same rule as `GET /api/v1/tokens`: a restricted token sees no tokens.
-    crate::auth::access::may_manage_tokens(p, crate::auth::access::TokenAction::List)?;
+    crate::auth::access::decide(
+        Some(p),
+        &crate::auth::access::Standing::none(),
+        crate::auth::access::Action::ManageTokens(crate::auth::access::TokenAction::List),
+    )
+    .map_err(crate::error::ApiError::from)?;
     let now = chrono::Utc::now();
     let tokens = db::tokens::list_for_user(&state.db, p.user_id, None, 500)
         .await?

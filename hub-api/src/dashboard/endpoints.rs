@@ -8,7 +8,7 @@
 use super::charts;
 use super::upload::writable_namespaces;
 use super::{page, text, to_login, viewer, Layout, PageResult};
-use crate::auth::access::namespace_role;
+use crate::auth::access::{Action, Standing};
 use crate::db;
 use crate::db::endpoints::EndpointRow;
 use crate::db::namespaces::{Namespace, Role};
@@ -53,7 +53,9 @@ pub struct ListPage {
 }
 
 /// The namespaces whose endpoints the viewer sees: `only` (checked exactly as
-/// `GET /api/v1/endpoints/{ns}` checks it), else their own and their orgs'.
+/// `GET /api/v1/endpoints/{ns}` checks it), else their own and their orgs'
+/// where `Action::ReadEndpoints` allows it (a token restricted to other
+/// namespaces, or without the read or inference scope, sees none there).
 async fn member_namespaces(
     state: &AppState,
     auth: &crate::auth::Auth,
@@ -62,16 +64,24 @@ async fn member_namespaces(
 ) -> PageResult<Vec<Namespace>> {
     let mut out = Vec::new();
     if let Some(name) = only {
-        let (ns, _) =
-            crate::routes::inference::member_namespace(state, auth, name, Role::Read).await?;
+        let (ns, _) = crate::routes::inference::member_namespace(
+            state,
+            auth,
+            name,
+            Action::ReadEndpoints,
+        )
+        .await?;
         out.push(ns);
         return Ok(out);
     }
+    let mut mine = Vec::new();
     if let Some(me) = db::namespaces::by_id(&state.db, p.user_id).await? {
-        out.push(me);
+        mine.push((me, Role::Admin));
     }
-    for (ns, _) in db::namespaces::user_orgs(&state.db, p.user_id).await? {
-        if p.may_touch_namespace(&ns.name) {
+    mine.extend(db::namespaces::user_orgs(&state.db, p.user_id).await?);
+    for (ns, role) in mine {
+        let standing = Standing::namespace(&ns.name, Some(role), "namespace");
+        if standing.allows(Some(p), Action::ReadEndpoints) {
             out.push(ns);
         }
     }
@@ -201,7 +211,7 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     let ns = member_namespaces(&state, &auth, p, Some(&ns_name))
         .await?
         .remove(0);
-    let role = namespace_role(&state.db, p, ns.id).await?;
+    let standing = Standing::load_namespace(&state.db, Some(p), &ns, "namespace").await?;
     let e = db::endpoints::get(&state.db, &ns.name, &name)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
@@ -258,6 +268,6 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
         tokens_chart,
         latency_chart,
         has_usage,
-        can_write: role >= Some(Role::Write),
+        can_write: standing.allows(Some(p), Action::ManageEndpoints),
     })
 }

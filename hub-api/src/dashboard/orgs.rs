@@ -4,7 +4,7 @@
 //! through `/api/v1/orgs/{org}/members`.
 
 use super::{page, text, to_login, viewer, Layout, PageResult};
-use crate::auth::access::{namespace_access, namespace_role, require_in_namespace, Access};
+use crate::auth::access::{self, Action, Standing};
 use crate::db;
 use crate::db::namespaces::{Namespace, Role};
 use crate::error::ApiError;
@@ -34,14 +34,15 @@ pub struct OrgPage {
     pub repos: Vec<super::home::RepoCard>,
 }
 
-/// The signed-in viewer's organization, their role in it, and what their
-/// credential may do there (`namespace_access`, as `/api/v1/orgs/{org}/...`
-/// decides: a token restricted elsewhere, or a non-member, gets the same 404
-/// as a missing organization). Anonymous visitors are sent to sign in.
+/// The signed-in viewer's organization, their role in it, and whether they
+/// administer it (`Action::ReadNamespace` / `AdminNamespace`, as
+/// `/api/v1/orgs/{org}/...` decides: a token restricted elsewhere, or a
+/// non-member, gets the same 404 as a missing organization). Anonymous
+/// visitors are sent to sign in.
 async fn load(
     state: &AppState,
     req: &HttpRequest,
-) -> PageResult<Result<(crate::auth::Auth, Namespace, Role, Access), HttpResponse>> {
+) -> PageResult<Result<(crate::auth::Auth, Namespace, Role, bool), HttpResponse>> {
     let (auth, _) = viewer(req).await?;
     let Some(p) = auth.principal() else {
         return Ok(Err(to_login(req)));
@@ -51,17 +52,16 @@ async fn load(
         .await?
         .filter(|n| n.kind == "org")
         .ok_or(ApiError::NotFound("organization"))?;
-    let have = namespace_access(&state.db, Some(p), &org).await?;
-    require_in_namespace(have, Access::Read, "organization")?;
-    let role = namespace_role(&state.db, p, org.id)
-        .await?
-        .ok_or(ApiError::NotFound("organization"))?;
-    Ok(Ok((auth, org, role, have)))
+    let standing = Standing::load_namespace(&state.db, Some(p), &org, "organization").await?;
+    access::decide(Some(p), &standing, Action::ReadNamespace).map_err(ApiError::from)?;
+    let role = standing.role().ok_or(ApiError::NotFound("organization"))?;
+    let admin = standing.allows(Some(p), Action::AdminNamespace);
+    Ok(Ok((auth, org, role, admin)))
 }
 
 /// `GET /organizations/{org}`.
 pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
-    let (auth, org, role, have) = match load(&state, &req).await? {
+    let (auth, org, role, admin) = match load(&state, &req).await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
     };
@@ -102,7 +102,7 @@ pub async fn org(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
         fullname: org.fullname.clone(),
         org: org.name,
         role: role.as_str(),
-        is_admin: have >= Access::Admin,
+        is_admin: admin,
         members,
         used: text::size(used),
         quota: limit.map(text::size).unwrap_or_else(|| "unlimited".into()),
@@ -135,11 +135,11 @@ pub struct AuditPage {
 
 /// `GET /organizations/{org}/audit?before=ID` (org admins).
 pub async fn audit(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
-    let (auth, org, _, have) = match load(&state, &req).await? {
+    let (auth, org, _, admin) = match load(&state, &req).await? {
         Ok(x) => x,
         Err(redirect) => return Ok(redirect),
     };
-    if have < Access::Admin {
+    if !admin {
         return Err(ApiError::Forbidden("the audit log is for organization admins".into()).into());
     }
     let before = url::form_urlencoded::parse(req.query_string().as_bytes())

@@ -5,7 +5,7 @@
 
 use super::repo_view::{self, RepoHead};
 use super::{page, to_login, viewer, Layout, PageResult};
-use crate::auth::access::{namespace_role, Access};
+use crate::auth::access::{Access, Action, Standing};
 use crate::db;
 use crate::db::namespaces::Role;
 use crate::state::AppState;
@@ -27,14 +27,20 @@ pub struct NewRepoPage {
     pub dataset: bool,
 }
 
-/// The viewer's own namespace and the organizations where they may write.
+/// The viewer's own namespace and the organizations where they may create
+/// repos (`Action::CreateRepo`, as `POST /api/repos/create` decides it).
 pub async fn writable_namespaces(
     state: &AppState,
     p: &crate::auth::Principal,
 ) -> PageResult<Vec<(String, bool)>> {
-    let mut out = vec![(p.name.clone(), false)];
+    let mut out = Vec::new();
+    let own = Standing::namespace(&p.name, Some(Role::Admin), "namespace");
+    if own.allows(Some(p), Action::CreateRepo) {
+        out.push((p.name.clone(), false));
+    }
     for (ns, role) in db::namespaces::user_orgs(&state.db, p.user_id).await? {
-        if role >= Role::Write && p.may_touch_namespace(&ns.name) {
+        let standing = Standing::namespace(&ns.name, Some(role), "namespace");
+        if standing.allows(Some(p), Action::CreateRepo) {
             out.push((ns.name, true));
         }
     }
@@ -97,13 +103,4 @@ pub async fn upload(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
         l: p.layout,
         h,
     })
-}
-
-/// Whether `p` may administer a namespace (org admin or the user themself).
-pub async fn is_namespace_admin(
-    state: &AppState,
-    p: &crate::auth::Principal,
-    namespace_id: i64,
-) -> PageResult<bool> {
-    Ok(namespace_role(&state.db, p, namespace_id).await? == Some(Role::Admin))
 }

@@ -7,7 +7,7 @@ pub mod files;
 pub mod ndjson;
 pub mod repo_ref;
 
-use crate::auth::access::{self, Access};
+use crate::auth::access::{self, Access, Action, Standing};
 use crate::auth::Auth;
 use crate::db;
 use crate::db::git::CommitRow;
@@ -45,8 +45,13 @@ pub async fn load_repo(
     )
     .await?
     .ok_or(ApiError::RepoNotFound)?;
-    let have = access::repo_access(&state.db, auth.principal(), &repo).await?;
-    access::require(have, need)?;
+    let action = match need {
+        Access::Admin => Action::AdminRepo,
+        Access::Write => Action::WriteRepo,
+        Access::Read | Access::None => Action::ReadRepo,
+    };
+    let standing = Standing::load_repo(&state.db, auth.principal(), &repo).await?;
+    let have = access::decide(auth.principal(), &standing, action)?;
     Ok(RepoCtx { repo, access: have })
 }
 

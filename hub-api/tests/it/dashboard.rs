@@ -595,6 +595,70 @@ async fn endpoint_pages_and_usage_charts() {
     assert!(!r.body.contains("enc-ep"));
 }
 
+/// The endpoint pages decide with the API's rule (`Action::ReadEndpoints`,
+/// `ManageEndpoints`): a token restricted to one repo, which the API answers
+/// 404 for the namespace's endpoints, sees none of them on `/inference`
+/// (the list used to add the user's own namespace unchecked), and a read-only
+/// token, which the API refuses to let pause an endpoint, gets no Pause
+/// button (the page used to compare the role alone).
+#[actix_web::test]
+async fn endpoint_pages_follow_the_token_like_the_api() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create!(app, &alice, json!({"name": "enc"}));
+    commit!(
+        app,
+        &alice,
+        "alice/enc",
+        "config",
+        &[file_op(
+            "config.json",
+            b"{\"architectures\":[\"BertModel\"]}"
+        )]
+    );
+    api!(
+        app,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/alice")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "enc-ep", "repository": "alice/enc", "task": "feature-extraction", "min_replicas": 0}))
+    );
+    let r = get!(app, "/inference/alice/enc-ep", Some(&alice));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("data-ep-action=\"pause\""), "writers may pause");
+
+    let restricted = crate::common::token(&t, alice_id, &["read", "write"], Some(&["model:alice/enc"]), None)
+        .await
+        .1;
+    let api = call_service(
+        &app,
+        TestRequest::get()
+            .uri("/api/v1/endpoints/alice")
+            .insert_header(bearer(&restricted))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    let r = get!(app, "/inference", Some(&restricted));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("enc-ep"), "{}", r.body);
+
+    let read_only = crate::common::token(&t, alice_id, &["read"], None, None).await.1;
+    let api = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/alice/enc-ep/pause")
+            .insert_header(bearer(&read_only))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(api.status(), StatusCode::FORBIDDEN);
+    let r = get!(app, "/inference/alice/enc-ep", Some(&read_only));
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.body.contains("data-ep-action=\"pause\""), "no Pause for a read-only token");
+}
+
 #[actix_web::test]
 async fn gated_repo_files_and_access_requests() {
     let t = TestState::new().await;

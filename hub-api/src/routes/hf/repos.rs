@@ -84,12 +84,8 @@ pub async fn create(
                 "namespace {namespace:?} does not exist or you cannot create repositories in it"
             ))
         })?;
-    if !access::can_write_namespace(&state.db, p, ns.id, &ns.name).await? {
-        return Err(ApiError::Forbidden(format!(
-            "you cannot create repositories in {:?}",
-            ns.name
-        )));
-    }
+    let standing = access::Standing::load_namespace(&state.db, Some(p), &ns, "namespace").await?;
+    access::decide(Some(p), &standing, access::Action::CreateRepo)?;
     let private = parse_visibility(body.private, body.visibility.as_deref())?.unwrap_or(false);
     let full_id = if body.canonical {
         name.to_string()
@@ -259,12 +255,9 @@ pub async fn move_repo(
                 "namespace {to_ns_name} does not exist or you cannot write to it"
             ))
         })?;
-    if !access::can_write_namespace(&state.db, p, to_ns.id, &to_ns.name).await? {
-        return Err(ApiError::Forbidden(format!(
-            "you cannot create repositories in {:?}",
-            to_ns.name
-        )));
-    }
+    let standing =
+        access::Standing::load_namespace(&state.db, Some(p), &to_ns, "namespace").await?;
+    access::decide(Some(p), &standing, access::Action::CreateRepo)?;
     let mut tx = state.db.begin().await?;
     let r = sqlx::query(
         "UPDATE repos SET namespace_id = $2, name = $3, last_modified = now() WHERE id = $1",

@@ -4,7 +4,7 @@
 use super::member_namespace;
 use crate::auth::Auth;
 use crate::db;
-use crate::db::namespaces::Role;
+use crate::auth::access::Action;
 use crate::domain::{RepoId, RepoName, RepoType};
 use crate::endpoints::{check_scaling, choose_task, to_json};
 use crate::error::{ApiError, ApiResult};
@@ -103,7 +103,7 @@ pub async fn create(
     path: web::Path<String>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<HttpResponse> {
-    let (ns, p) = member_namespace(&state, &auth, &path.into_inner(), Role::Write).await?;
+    let (ns, p) = member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
     let name = RepoName::parse(&body.name)
         .map_err(|e| ApiError::Validation(format!("endpoint name: {e}")))?;
     let access = body.access.unwrap_or(EndpointAccess::Protected).as_str();
@@ -192,7 +192,7 @@ pub async fn list(
     req: actix_web::HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = crate::routes::v1::Page::parse(req.query_string())?;
-    let (ns, _) = member_namespace(&state, &auth, &path.into_inner(), Role::Read).await?;
+    let (ns, _) = member_namespace(&state, &auth, &path.into_inner(), Action::ReadEndpoints).await?;
     let limit = page.limit;
     let after = page.cursor;
     let rows = db::endpoints::list(&state.db, ns.id, after, limit + 1).await?;
@@ -209,9 +209,9 @@ async fn load(
     auth: &Auth,
     ns: &str,
     name: &str,
-    need: Role,
+    action: Action,
 ) -> ApiResult<db::endpoints::EndpointRow> {
-    let (nsrow, _) = member_namespace(state, auth, ns, need).await?;
+    let (nsrow, _) = member_namespace(state, auth, ns, action).await?;
     db::endpoints::get(&state.db, &nsrow.name, name)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))
@@ -227,7 +227,7 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (ns, name) = path.into_inner();
-    let e = load(&state, &auth, &ns, &name, Role::Read).await?;
+    let e = load(&state, &auth, &ns, &name, Action::ReadEndpoints).await?;
     Ok(HttpResponse::Ok().json(render(&state, &e).await?))
 }
 
@@ -265,7 +265,7 @@ pub async fn patch(
     JsonBody(body): JsonBody<PatchBody>,
 ) -> ApiResult<HttpResponse> {
     let (ns, name) = path.into_inner();
-    let e = load(&state, &auth, &ns, &name, Role::Write).await?;
+    let e = load(&state, &auth, &ns, &name, Action::ManageEndpoints).await?;
     let min = int32(body.min_replicas, "min_replicas")?.unwrap_or(e.min_replicas);
     let max = int32(body.max_replicas, "max_replicas")?.unwrap_or(e.max_replicas);
     let stz = check_scaling(
@@ -349,7 +349,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let (ns, name) = path.into_inner();
-    let e = load(&state, &auth, &ns, &name, Role::Write).await?;
+    let e = load(&state, &auth, &ns, &name, Action::ManageEndpoints).await?;
     let mut tx = state.db.begin().await?;
     for r in db::endpoints::replicas_of(&mut *tx, e.id).await? {
         db::endpoints::bump_assign_version(&mut *tx, r.worker_id).await?;
@@ -377,7 +377,7 @@ async fn set_paused(
     name: &str,
     paused: bool,
 ) -> ApiResult<HttpResponse> {
-    let e = load(state, auth, ns, name, Role::Write).await?;
+    let e = load(state, auth, ns, name, Action::ManageEndpoints).await?;
     let mut tx = state.db.begin().await?;
     sqlx::query("UPDATE endpoints SET paused = $2, updated_at = now(), wake_requested_at = CASE WHEN $2 THEN NULL ELSE now() END WHERE id = $1")
         .bind(e.id)

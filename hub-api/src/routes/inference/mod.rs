@@ -4,47 +4,32 @@ pub mod endpoints;
 pub mod usage;
 pub mod workers;
 
-use crate::auth::access::namespace_role;
-use crate::auth::{Auth, Principal, Scope};
+use crate::auth::access::{self, Action, Standing};
+use crate::auth::{Auth, Principal};
 use crate::db;
-use crate::db::namespaces::{Namespace, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::db::namespaces::Namespace;
+use crate::error::ApiResult;
 use crate::state::AppState;
 
-/// Finds a namespace the caller belongs to (outsiders get 404) and checks the
-/// role and scope an action needs.
+/// Finds a namespace and decides `action` (reading or managing its endpoints,
+/// reading its usage) there: anonymous callers get 401, outsiders (and
+/// callers of a missing namespace) 404, members without the role or scope 403.
 pub async fn member_namespace<'a>(
     state: &AppState,
     auth: &'a Auth,
     name: &str,
-    need: Role,
+    action: Action,
 ) -> ApiResult<(Namespace, &'a Principal)> {
-    let p = auth.require()?;
-    let ns = db::namespaces::by_name(&state.db, name)
-        .await?
-        .ok_or(ApiError::NotFound("namespace"))?;
-    let role = namespace_role(&state.db, p, ns.id).await?;
-    let Some(role) = role.filter(|_| p.may_touch_namespace(&ns.name)) else {
-        return Err(ApiError::NotFound("namespace"));
+    let p = auth.principal();
+    let ns = db::namespaces::by_name(&state.db, name).await?;
+    let standing = match &ns {
+        Some(ns) => Standing::load_namespace(&state.db, p, ns, "namespace").await?,
+        None => Standing::missing("namespace"),
     };
-    if role < need {
-        return Err(ApiError::Forbidden(format!(
-            "this needs the {} role in {}",
-            need.as_str(),
-            ns.name
-        )));
+    access::decide(p, &standing, action)?;
+    match (ns, p) {
+        (Some(ns), Some(p)) => Ok((ns, p)),
+        // `decide` refuses a missing namespace and anonymous callers.
+        _ => Err(crate::error::ApiError::NotFound("namespace")),
     }
-    let scope = if need >= Role::Write {
-        Scope::Write
-    } else {
-        Scope::Read
-    };
-    let allowed = p.has_scope(scope) || (scope == Scope::Read && p.has_scope(Scope::Inference));
-    if !allowed {
-        return Err(ApiError::Forbidden(format!(
-            "this needs a token with the {} scope",
-            scope.as_str()
-        )));
-    }
-    Ok((ns, p))
 }

@@ -4,7 +4,7 @@
 use super::member_namespace;
 use crate::auth::Auth;
 use crate::db;
-use crate::db::namespaces::Role;
+use crate::auth::access::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -46,7 +46,7 @@ pub async fn usage(
     auth: Auth,
     q: web::Query<UsageQuery>,
 ) -> ApiResult<HttpResponse> {
-    let (ns, _) = member_namespace(&state, &auth, &q.namespace, Role::Read).await?;
+    let (ns, _) = member_namespace(&state, &auth, &q.namespace, Action::ReadUsage).await?;
     // This process's own buffered records first (read your writes).
     state.live.flush_usage(&state.db).await;
     // An empty parameter counts as absent.

@@ -4,7 +4,7 @@
 //! are in `routes::hf::access`.
 
 use super::{list_dto, time, ErrorDto, Page};
-use crate::auth::access::Access;
+use crate::auth::access::{self, Access};
 use crate::auth::Auth;
 use crate::db;
 use crate::db::access_requests::AccessRequest;
@@ -59,15 +59,8 @@ pub struct RequestAccessBody {
 
 /// A token restricted to other repos acts here as an anonymous caller would not: refuse.
 fn require_touch(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResult<()> {
-    if !p.may_touch_repo(
-        &ctx.repo.namespace,
-        &ctx.repo.full_id(),
-        &ctx.repo.repo_type,
-    ) {
-        return Err(ApiError::Forbidden(
-            "this token is restricted to other repositories".into(),
-        ));
-    }
+    let standing = access::Standing::repo(&ctx.repo, None);
+    access::decide(Some(p), &standing, access::Action::RequestRepoAccess)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! caller's own (token events, organizations they deleted).
 
 use super::{list_dto, time, Page};
-use crate::auth::access::{namespace_access, require_in_namespace, Access};
+use crate::auth::access::{self, Action, Standing, TokenAction};
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -57,8 +57,9 @@ pub async fn org(
     page: Page,
 ) -> ApiResult<HttpResponse> {
     let org = super::orgs::load_org(&state, &req).await?;
-    let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    require_in_namespace(have, Access::Admin, "organization")?;
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &org, "organization").await?;
+    access::decide(auth.principal(), &standing, Action::AdminNamespace)?;
     Ok(HttpResponse::Ok().json(page_of(&state, org.id, page).await?))
 }
 
@@ -69,6 +70,10 @@ pub async fn me(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult
     let p = auth.require()?;
     // The log lists the account's token events (names, scopes, restrictions):
     // the same rule as listing tokens, so a restricted token sees none of it.
-    crate::auth::access::may_manage_tokens(p, crate::auth::access::TokenAction::List)?;
+    access::decide(
+        Some(p),
+        &Standing::none(),
+        Action::ManageTokens(TokenAction::List),
+    )?;
     Ok(HttpResponse::Ok().json(page_of(&state, p.user_id, page).await?))
 }

@@ -3,8 +3,8 @@
 //! for org admins, and an organization always keeps at least one admin.
 
 use super::{list_dto, namespace_param, time, ErrorDto, Page};
-use crate::auth::access::{namespace_access, require_in_namespace, Access};
-use crate::auth::{Auth, Scope};
+use crate::auth::access::{self, Action, Standing};
+use crate::auth::Auth;
 use crate::db;
 use crate::db::namespaces::{Namespace, Role};
 use crate::error::{ApiError, ApiResult};
@@ -76,11 +76,8 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateOrgBody>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    if !p.has_scope(Scope::Write) || !p.may_touch_namespace(&body.name) {
-        return Err(ApiError::Forbidden(
-            "creating an organization needs a session or a token with the write scope".into(),
-        ));
-    }
+    let standing = Standing::namespace(&body.name, None, "organization");
+    access::decide(Some(p), &standing, Action::CreateOrg)?;
     let name = super::new_name(&body.name)?;
     let fullname = body.fullname.unwrap_or_else(|| name.to_string());
     if fullname.chars().count() > 200 || fullname.chars().any(char::is_control) {
@@ -139,8 +136,9 @@ pub async fn delete(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let org = load_org(&state, &req).await?;
-    let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    require_in_namespace(have, Access::Admin, "organization")?;
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &org, "organization").await?;
+    access::decide(auth.principal(), &standing, Action::AdminNamespace)?;
     let p = auth.require()?;
     let mut tx = state.db.begin().await?;
     if db::namespaces::repo_count(&mut *tx, org.id).await? > 0 {
@@ -175,8 +173,9 @@ pub async fn members(
     page: Page,
 ) -> ApiResult<HttpResponse> {
     let org = load_org(&state, &req).await?;
-    let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    require_in_namespace(have, Access::Read, "organization")?;
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &org, "organization").await?;
+    access::decide(auth.principal(), &standing, Action::ReadNamespace)?;
     let mut rows =
         db::namespaces::list_members(&state.db, org.id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |m| m.user_id);
@@ -222,8 +221,9 @@ fn parse_role(s: &str) -> ApiResult<Role> {
 
 async fn admin_ctx(state: &AppState, auth: &Auth, req: &HttpRequest) -> ApiResult<Namespace> {
     let org = load_org(state, req).await?;
-    let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    require_in_namespace(have, Access::Admin, "organization")?;
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &org, "organization").await?;
+    access::decide(auth.principal(), &standing, Action::AdminNamespace)?;
     Ok(org)
 }
 
@@ -348,15 +348,14 @@ pub async fn remove_member(
         &crate::registry::repo_ref::param(&req, "user").unwrap_or_default(),
     )
     .await?;
-    let have = namespace_access(&state.db, auth.principal(), &org).await?;
-    let leaving = auth
-        .principal()
-        .is_some_and(|p| p.user_id == user.id && p.has_scope(Scope::Write));
-    if !leaving {
-        require_in_namespace(have, Access::Admin, "organization")?;
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &org, "organization").await?;
+    let action = if auth.principal().is_some_and(|p| p.user_id == user.id) {
+        Action::LeaveNamespace
     } else {
-        require_in_namespace(have, Access::Read, "organization")?;
-    }
+        Action::AdminNamespace
+    };
+    access::decide(auth.principal(), &standing, action)?;
     let mut tx = state.db.begin().await?;
     let admins = db::namespaces::lock_and_count_admins(&mut tx, org.id).await?;
     let old = db::namespaces::member_role(&mut *tx, org.id, user.id)

@@ -2,7 +2,7 @@
 //! site admins set them.
 
 use super::{namespace_param, ErrorDto};
-use crate::auth::access::{is_site_admin, namespace_access, require_in_namespace, Access};
+use crate::auth::access::{self, is_site_admin, Action, Standing};
 use crate::auth::Auth;
 use crate::db;
 use crate::db::namespaces::Namespace;
@@ -66,8 +66,8 @@ pub async fn get(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let ns = load_ns(&state, &req).await?;
-    let have = namespace_access(&state.db, auth.principal(), &ns).await?;
-    require_in_namespace(have, Access::Read, "namespace")?;
+    let standing = Standing::load_namespace(&state.db, auth.principal(), &ns, "namespace").await?;
+    access::decide(auth.principal(), &standing, Action::ReadNamespace)?;
     Ok(HttpResponse::Ok().json(dto(&state, &ns).await?))
 }
 
@@ -103,8 +103,8 @@ pub async fn put(
     let ns = load_ns(&state, &req).await?;
     let p = auth.require()?;
     if !is_site_admin(p) {
-        let have = namespace_access(&state.db, Some(p), &ns).await?;
-        require_in_namespace(have, Access::Read, "namespace")?;
+        let standing = Standing::load_namespace(&state.db, Some(p), &ns, "namespace").await?;
+        access::decide(Some(p), &standing, Action::ReadNamespace)?;
         return Err(ApiError::Forbidden(
             "only site administrators set quotas and rate limits".into(),
         ));

@@ -1,12 +1,12 @@
 //! The caller's own API tokens: create (the secret is returned once), list
 //! (prefix, scopes, times; never the secret or its hash), revoke. Who may do
-//! which is one rule (`auth::access::may_manage_tokens`): a dashboard session
+//! which is one rule (`auth::access::decide` with `Action::ManageTokens`): a dashboard session
 //! or an unrestricted token with the right scope (creating needs `admin`, so
 //! a leaked read or write token cannot mint itself successors); a token
 //! restricted to some repos or namespaces can do none of it.
 
 use super::{list_dto, time, Page};
-use crate::auth::access::{may_manage_tokens, TokenAction};
+use crate::auth::access::{self, Action, Standing, TokenAction};
 use crate::auth::{secrets, Auth, Scope};
 use crate::db;
 use crate::db::tokens::TokenRow;
@@ -134,7 +134,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateTokenBody>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    may_manage_tokens(p, TokenAction::Create)?;
+    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::Create))?;
     let name = body.name.as_str();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::Validation(
@@ -154,7 +154,7 @@ pub async fn create(
                 s.chars().take(40).collect::<String>()
             ))
         })?;
-        if scope == Scope::Worker && !p.is_admin {
+        if scope == Scope::Worker && !access::is_site_admin(p) {
             return Err(ApiError::Forbidden(
                 "only site administrators can create worker tokens".into(),
             ));
@@ -261,7 +261,7 @@ pub async fn create(
     responses((status = 200, description = "A page of tokens", body = TokenList)))]
 pub async fn list(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    may_manage_tokens(p, TokenAction::List)?;
+    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::List))?;
     let mut rows =
         db::tokens::list_for_user(&state.db, p.user_id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |t| t.id);
@@ -281,7 +281,7 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    may_manage_tokens(p, TokenAction::Revoke)?;
+    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::Revoke))?;
     let id: i64 = path
         .into_inner()
         .parse()
