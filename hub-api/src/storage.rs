@@ -96,7 +96,7 @@ impl From<StorageError> for crate::error::ApiError {
             StorageError::SizeMismatch { .. }
             | StorageError::DigestMismatch { .. }
             | StorageError::TooLong(_) => ApiError::DigestMismatch(e.to_string()),
-            StorageError::Body(m) => ApiError::InvalidRequest(format!("request body: {m}")),
+            StorageError::Body(m) => crate::routes::body::BodyError::Stream(m).into(),
             StorageError::PartMissing { part } => ApiError::UploadPartMissing(part),
         }
     }
