@@ -12,33 +12,19 @@
 # PostgreSQL server binaries.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-HUB="${HUB_BIN:-$TARGET/release/hub-api}"
-[ -x "$HUB" ] || HUB="$TARGET/debug/hub-api"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/hub.sh"
+[ -x "$PADDOCK_TARGET/release/hub-api" ] && hub_need_bin release || hub_need_bin debug
 SECS="${1:-15}"
 CONNS="${2:-16}"
 command -v hey >/dev/null || { echo "install hey: apt-get install hey" >&2; exit 1; }
 
-DATA="$(mktemp -d /tmp/paddock-bench-XXXXXX)"
-chmod 755 "$DATA"
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-export HUB_DATA_DIR="$DATA" HUB_BIND="127.0.0.1:$PORT" HUB_NO_WORKER=true HUB_PG_UNSAFE_FAST=true
-export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0 HUB_LOG=warn HUB_HTTP_WORKERS=1
-HUB_PID=""
-cleanup() {
-  if [ -n "$HUB_PID" ]; then kill "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-"$HUB" migrate >/dev/null
-"$HUB" admin create-user bench >/dev/null
-TOKEN="$("$HUB" admin create-token bench --scopes read,write --name bench | grep -o "^pdk_[A-Za-z0-9]*")"
-taskset -c 0 "$HUB" serve >"$DATA/hub.log" 2>&1 &
-HUB_PID=$!
-URL="http://127.0.0.1:$PORT"
-for _ in $(seq 1 100); do curl -fsS "$URL/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0 HUB_LOG=warn HUB_HTTP_WORKERS=1 HUB_PG_UNSAFE_FAST=true
+HUB_PREFIX=(taskset -c 0)
+hub_start --no-worker
+URL="$HUB_URL"
+DATA="$HUB_WORK"
+hub_admin create-user bench >/dev/null
+TOKEN="$(hub_admin create-token bench --scopes read,write --name bench)"
 
 AUTH="Authorization: Bearer $TOKEN"
 BODY="$(printf '{"key":"header","value":{"summary":"bench","description":""}}\n{"key":"file","value":{"path":"config.json","content":"%s","encoding":"base64"}}\n' "$(printf '{"model_type":"bert"}' | base64 -w0)")"
@@ -63,7 +49,7 @@ run() { # name, path, extra hey args...
   codes="$(awk '/Status code distribution/{f=1;next} f&&/\[/{printf "%s%s", $1, $2} /^$/{f=0}' "$DATA/bench.txt")"
   printf '%-32s p50 %6.2f ms  p99 %6.2f ms  req/s %9s  status %s\n' "$name" "$p50" "$p99" "$rps" "$codes"
 }
-echo "hub: $HUB; token cache TTL: ${HUB_AUTH_CACHE_TTL_SECS:-5}s; hey: $CONNS connections, ${SECS}s each; hub (1 HTTP worker) on core 0, hey on core 1"
+echo "hub: $HUB_BIN; token cache TTL: ${HUB_AUTH_CACHE_TTL_SECS:-5}s; hey: $CONNS connections, ${SECS}s each; hub (1 HTTP worker) on core 0, hey on core 1"
 run "warmup" /bench/pub/resolve/main/config.json >/dev/null
 run "anonymous, public repo" /bench/pub/resolve/main/config.json
 run "token, private repo" /bench/priv/resolve/main/config.json -H "$AUTH"

@@ -13,6 +13,21 @@ pub const MAX_REPLICAS: i32 = 8;
 /// Idle time before an endpoint with `min_replicas = 0` scales to zero, when unset.
 pub const DEFAULT_SCALE_TO_ZERO_S: i32 = 900;
 
+/// An endpoint spec the workers cannot serve (400 `validation_failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointSpecError {
+    #[error("the repo declares no task (pipeline_tag) and none could be derived from its config; pass \"task\"")]
+    NoTask,
+    #[error("task {0:?} is not supported; supported tasks: {tasks}", tasks = SUPPORTED_TASKS.join(", "))]
+    Task(String),
+    #[error("min_replicas must be between 0 and {max}", max = MAX_REPLICAS)]
+    MinReplicas,
+    #[error("max_replicas must be between max(1, min_replicas) and {max}", max = MAX_REPLICAS)]
+    MaxReplicas,
+    #[error("scale_to_zero_after_s must be at least 10")]
+    ScaleToZero,
+}
+
 /// Picks the task: the one asked for, else the repo's pipeline tag, else one
 /// derived from its config. Refuses tasks the workers cannot serve.
 pub fn choose_task(
@@ -24,21 +39,19 @@ pub fn choose_task(
         Some(t) => t.to_string(),
         None => match pipeline_tag {
             Some(p) if SUPPORTED_TASKS.contains(&p) => p.to_string(),
-            _ if architectures.iter().any(|a| a.ends_with("ForSequenceClassification")) => "text-classification".into(),
+            _ if architectures
+                .iter()
+                .any(|a| a.ends_with("ForSequenceClassification")) =>
+            {
+                "text-classification".into()
+            }
             _ if architectures.iter().any(|a| a.ends_with("Model")) => "feature-extraction".into(),
             Some(p) => p.to_string(),
-            None => {
-                return Err(ApiError::Validation(
-                    "the repo declares no task (pipeline_tag) and none could be derived from its config; pass \"task\"".into(),
-                ))
-            }
+            None => return Err(EndpointSpecError::NoTask.into()),
         },
     };
     if !SUPPORTED_TASKS.contains(&task.as_str()) {
-        return Err(ApiError::Validation(format!(
-            "task {task:?} is not supported; supported tasks: {}",
-            SUPPORTED_TASKS.join(", ")
-        )));
+        return Err(EndpointSpecError::Task(task).into());
     }
     Ok(task)
 }
@@ -50,19 +63,13 @@ pub fn check_scaling(
     scale_to_zero_after_s: Option<i32>,
 ) -> Result<Option<i32>, ApiError> {
     if !(0..=MAX_REPLICAS).contains(&min) {
-        return Err(ApiError::Validation(format!(
-            "min_replicas must be between 0 and {MAX_REPLICAS}"
-        )));
+        return Err(EndpointSpecError::MinReplicas.into());
     }
     if !(1..=MAX_REPLICAS).contains(&max) || max < min {
-        return Err(ApiError::Validation(format!(
-            "max_replicas must be between max(1, min_replicas) and {MAX_REPLICAS}"
-        )));
+        return Err(EndpointSpecError::MaxReplicas.into());
     }
     match scale_to_zero_after_s {
-        Some(s) if s < 10 => Err(ApiError::Validation(
-            "scale_to_zero_after_s must be at least 10".into(),
-        )),
+        Some(s) if s < 10 => Err(EndpointSpecError::ScaleToZero.into()),
         Some(s) => Ok(Some(s)),
         None if min == 0 => Ok(Some(DEFAULT_SCALE_TO_ZERO_S)),
         None => Ok(None),

@@ -3,11 +3,35 @@
 //!
 //! Handlers return `Result<_, ApiError>`; nothing else decides a status code.
 //! Internal failures log their full chain once and return a generic message.
+//!
+//! Bad input is typed where it is found: each domain has a `thiserror` enum
+//! whose `Display` is the message ([`BodyError`], [`QueryError`],
+//! [`LfsRequestError`], [`AccessRequestError`], [`RepoSettingsError`],
+//! [`ParseError`] answer 400 `invalid_request`; [`TokenSpecError`],
+//! [`EndpointSpecError`], [`FieldError`] answer 400 `validation_failed`), and
+//! converts into `ApiError` with `?`. One message is one variant. The
+//! free-text `InvalidRequest(String)` / `Validation(String)` remain only for
+//! call sites not yet typed.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+
+pub use crate::domain::ParseError;
+pub use crate::endpoints::EndpointSpecError;
+pub use crate::gating::AccessRequestError;
+pub use crate::routes::body::BodyError;
+pub use crate::routes::hf::lfs::LfsRequestError;
+pub use crate::routes::hf::repos::RepoSettingsError;
+pub use crate::routes::query::QueryError;
+pub use crate::routes::v1::tokens::TokenSpecError;
+pub use crate::routes::v1::FieldError;
+
+/// A client-sent value cut to `max` characters, for an error message.
+pub fn clip(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
 
 /// Every error the API can answer with. Variants carry what the message needs;
 /// [`ApiError::code`] and [`ApiError::status`] are the single table.
@@ -22,8 +46,21 @@ pub enum ApiError {
     InvalidPath(String),
     #[error("invalid revision: {0}")]
     InvalidRevision(String),
+    /// Free text: only for call sites not yet typed (prefer a typed enum).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("invalid request: {0}")]
+    Body(#[from] BodyError),
+    #[error("invalid request: {0}")]
+    Query(#[from] QueryError),
+    #[error("invalid request: {0}")]
+    LfsRequest(#[from] LfsRequestError),
+    #[error("invalid request: {0}")]
+    AccessRequest(#[from] AccessRequestError),
+    #[error("invalid request: {0}")]
+    RepoSettings(#[from] RepoSettingsError),
+    #[error("invalid request: {0}")]
+    Parse(#[from] ParseError),
     #[error("invalid commit payload: {0}")]
     InvalidCommit(String),
     #[error("invalid safetensors file {path}: {reason}")]
@@ -38,8 +75,15 @@ pub enum ApiError {
     InvalidRange(String),
     #[error("part {0} of the upload is missing from storage or has the wrong size; upload it again, then complete")]
     UploadPartMissing(u32),
+    /// Free text: only for call sites not yet typed (prefer a typed enum).
     #[error("{0}")]
     Validation(String),
+    #[error(transparent)]
+    TokenSpec(#[from] TokenSpecError),
+    #[error(transparent)]
+    EndpointSpec(#[from] EndpointSpecError),
+    #[error(transparent)]
+    Field(#[from] FieldError),
 
     // ---- 401 / 403 ----
     #[error("{0}")]
@@ -124,7 +168,8 @@ impl ApiError {
             InvalidNamespaceName(_) => "invalid_namespace_name",
             InvalidPath(_) => "invalid_path",
             InvalidRevision(_) => "invalid_revision",
-            InvalidRequest(_) => "invalid_request",
+            InvalidRequest(_) | Body(_) | Query(_) | LfsRequest(_) | AccessRequest(_)
+            | RepoSettings(_) | Parse(_) => "invalid_request",
             InvalidCommit(_) => "invalid_commit",
             InvalidSafetensors { .. } => "invalid_safetensors",
             InvalidGguf { .. } => "invalid_gguf",
@@ -132,7 +177,7 @@ impl ApiError {
             LfsObjectMissing(_) => "lfs_object_missing",
             InvalidRange(_) => "invalid_range",
             UploadPartMissing(_) => "upload_part_missing",
-            Validation(_) => "validation_failed",
+            Validation(_) | TokenSpec(_) | EndpointSpec(_) | Field(_) => "validation_failed",
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             GatedRepo(_) => "gated_repo",
@@ -171,6 +216,12 @@ impl ApiError {
             | InvalidPath(_)
             | InvalidRevision(_)
             | InvalidRequest(_)
+            | Body(_)
+            | Query(_)
+            | LfsRequest(_)
+            | AccessRequest(_)
+            | RepoSettings(_)
+            | Parse(_)
             | InvalidCommit(_)
             | InvalidSafetensors { .. }
             | InvalidGguf { .. }
@@ -178,7 +229,10 @@ impl ApiError {
             | LfsObjectMissing(_)
             | InvalidRange(_)
             | UploadPartMissing(_)
-            | Validation(_) => StatusCode::BAD_REQUEST,
+            | Validation(_)
+            | TokenSpec(_)
+            | EndpointSpec(_)
+            | Field(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
@@ -428,6 +482,199 @@ mod tests {
             .collect();
         let table: std::collections::BTreeSet<&str> = ALL_CODES.iter().copied().collect();
         assert_eq!(documented, table);
+    }
+
+    /// The typed input errors answer exactly what the free-text variants
+    /// they replaced answered: status, code and message.
+    #[test]
+    fn typed_input_errors_keep_their_answers() {
+        use crate::routes::query::QueryError as Q;
+        let bad = |e: ApiError| (e.status().as_u16(), e.code(), e.to_string());
+        let invalid = |m: &str| (400, "invalid_request", format!("invalid request: {m}"));
+        let validation = |m: &str| (400, "validation_failed", m.to_string());
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let cases: Vec<(ApiError, (u16, &str, String))> = vec![
+            (BodyError::Read("eof".into()).into(), invalid("reading the body: eof")),
+            (BodyError::Stream("reset".into()).into(), invalid("request body: reset")),
+            (
+                BodyError::Encoded("gzip".into()).into(),
+                invalid("Content-Encoding \"gzip\" is not accepted; send the body uncompressed"),
+            ),
+            (
+                BodyError::Json(json).into(),
+                invalid("invalid JSON body: EOF while parsing an object at line 1 column 1"),
+            ),
+            (BodyError::Missing.into(), invalid("a JSON body is required")),
+            (BodyError::NotObject.into(), invalid("the body must be a JSON object")),
+            (Q::malformed("x").into(), invalid("invalid query: x")),
+            (Q::PathParams("x".into()).into(), invalid("invalid path: x")),
+            (
+                Q::bool("full", &"y".repeat(50)).into(),
+                invalid(&format!(
+                    "query parameter full must be true or false, not {:?}",
+                    "y".repeat(40)
+                )),
+            ),
+            (
+                Q::LimitOutOfRange { limit: 0, max: 100 }.into(),
+                invalid("limit 0 is outside 1..=100"),
+            ),
+            (
+                Q::LimitNotPositive("-1".into()).into(),
+                invalid("limit \"-1\" is not a positive integer"),
+            ),
+            (
+                Q::LimitNotWhole("x".into()).into(),
+                invalid("query parameter limit must be a positive whole number, not \"x\""),
+            ),
+            (Q::Cursor.into(), invalid("invalid cursor")),
+            (Q::CursorNotValid.into(), invalid("cursor is not valid")),
+            (
+                Q::Sort("x".into()).into(),
+                invalid("sort \"x\" is not one of lastModified, createdAt, downloads, likes"),
+            ),
+            (
+                Q::PullRequests.into(),
+                invalid("pull requests are not supported; commit to a branch"),
+            ),
+            (
+                LfsRequestError::Operation("x".into()).into(),
+                invalid("operation \"x\" is not upload or download"),
+            ),
+            (
+                LfsRequestError::IsMultipart.into(),
+                invalid("this upload is multipart: send its parts to the part links"),
+            ),
+            (LfsRequestError::NotMultipart.into(), invalid("this upload is not multipart")),
+            (
+                LfsRequestError::PartOutOfRange { part: 3, count: 2 }.into(),
+                invalid("part 3 is outside 1..=2"),
+            ),
+            (
+                LfsRequestError::PartCount {
+                    needed: 2,
+                    uploaded: 1,
+                    listed: 0,
+                }
+                .into(),
+                invalid("2 parts are needed; 1 were uploaded and 0 listed"),
+            ),
+            (
+                LfsRequestError::PartEtag(2).into(),
+                invalid("part 2 has a different ETag than uploaded"),
+            ),
+            (LfsRequestError::ContentLength.into(), invalid("Content-Length is not a number")),
+            (
+                LfsRequestError::SampleNotBase64("a.bin".into()).into(),
+                invalid("sample of a.bin is not base64"),
+            ),
+            (
+                AccessRequestError::Status("x".into()).into(),
+                invalid("status \"x\" is not one of pending, accepted, rejected"),
+            ),
+            (
+                AccessRequestError::NotGated("ns/r".into()).into(),
+                invalid("ns/r is not gated; access requests apply only to gated repositories"),
+            ),
+            (
+                AccessRequestError::Reason.into(),
+                invalid("the rejection reason must be at most 1000 characters, without NUL"),
+            ),
+            (
+                AccessRequestError::UserOrRequestId.into(),
+                invalid("send exactly one of user and requestId"),
+            ),
+            (
+                AccessRequestError::AlreadyGranted {
+                    user: "bob".into(),
+                    repo: "ns/r".into(),
+                }
+                .into(),
+                invalid("bob already has access to ns/r"),
+            ),
+            (
+                RepoSettingsError::Visibility("x".into()).into(),
+                invalid("visibility \"x\" is not one of public, private"),
+            ),
+            (
+                RepoSettingsError::Gated("1".into()).into(),
+                invalid("gated must be \"auto\", \"manual\" or false, not 1"),
+            ),
+            (
+                ParseError::NotSha256("x".into()).into(),
+                invalid("\"x\" is not a sha256 digest (64 hex characters)"),
+            ),
+            (
+                ParseError::RepoType("x".into()).into(),
+                invalid("repo type \"x\" is not supported (use \"model\" or \"dataset\")"),
+            ),
+            (
+                TokenSpecError::Name.into(),
+                validation("name must have 1 to 100 printable characters"),
+            ),
+            (TokenSpecError::ScopeCount.into(), validation("scopes must list 1 to 5 scopes")),
+            (
+                TokenSpecError::Scope("x".into()).into(),
+                validation("scope \"x\" is not one of read, write, inference, admin, worker"),
+            ),
+            (
+                TokenSpecError::List("repos").into(),
+                validation("repos must list 1 to 50 entries (omit it for no restriction)"),
+            ),
+            (
+                TokenSpecError::Namespace("x".into()).into(),
+                validation("\"x\" is not a namespace name"),
+            ),
+            (
+                TokenSpecError::Repo("x".into()).into(),
+                validation("\"x\" is not a repo id like ns/name or dataset:ns/name"),
+            ),
+            (TokenSpecError::Expiry.into(), validation("expires_in_days must be 1 to 3650")),
+            (
+                EndpointSpecError::NoTask.into(),
+                validation("the repo declares no task (pipeline_tag) and none could be derived from its config; pass \"task\""),
+            ),
+            (
+                EndpointSpecError::Task("x".into()).into(),
+                validation("task \"x\" is not supported; supported tasks: feature-extraction, sentence-similarity, text-classification"),
+            ),
+            (
+                EndpointSpecError::MinReplicas.into(),
+                validation("min_replicas must be between 0 and 8"),
+            ),
+            (
+                EndpointSpecError::MaxReplicas.into(),
+                validation("max_replicas must be between max(1, min_replicas) and 8"),
+            ),
+            (
+                EndpointSpecError::ScaleToZero.into(),
+                validation("scale_to_zero_after_s must be at least 10"),
+            ),
+            (
+                FieldError::Email.into(),
+                validation("email must be an address like name@example.com"),
+            ),
+            (FieldError::Password.into(), validation("password must have 8 to 1024 characters")),
+            (
+                FieldError::Fullname.into(),
+                validation("fullname must be at most 200 printable characters"),
+            ),
+            (
+                FieldError::Role("x".into()).into(),
+                validation("role \"x\" is not one of admin, write, read"),
+            ),
+            (
+                FieldError::QuotaLimits.into(),
+                validation("storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000"),
+            ),
+            (
+                FieldError::AccessRequestFields.into(),
+                validation("fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL"),
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(bad(err), want);
+        }
     }
 
     /// Each variant's code is in ALL_CODES.

@@ -301,26 +301,38 @@ pub async fn endpoint_download(
     }
 }
 
+/// An access request the hub cannot take (400 `invalid_request`).
+#[derive(Debug, thiserror::Error)]
+pub enum AccessRequestError {
+    #[error("status {0:?} is not one of pending, accepted, rejected")]
+    Status(String),
+    #[error("{0} is not gated; access requests apply only to gated repositories")]
+    NotGated(String),
+    #[error("the rejection reason must be at most 1000 characters, without NUL")]
+    Reason,
+    #[error("send exactly one of user and requestId")]
+    UserOrRequestId,
+    #[error("{user} already has access to {repo}")]
+    AlreadyGranted { user: String, repo: String },
+}
+
 /// A request's status.
 pub const STATUSES: &[&str] = &["pending", "accepted", "rejected"];
 
 /// Parses a status from a URL or body.
 pub fn parse_status(s: &str) -> ApiResult<&'static str> {
-    STATUSES.iter().find(|x| **x == s).copied().ok_or_else(|| {
-        ApiError::InvalidRequest(format!(
-            "status {:?} is not one of pending, accepted, rejected",
-            s.chars().take(40).collect::<String>()
-        ))
-    })
+    STATUSES
+        .iter()
+        .find(|x| **x == s)
+        .copied()
+        .ok_or_else(|| AccessRequestError::Status(crate::error::clip(s, 40)).into())
 }
 
 fn require_gated(ctx: &RepoCtx) -> ApiResult<&str> {
-    ctx.repo.gated.as_deref().ok_or_else(|| {
-        ApiError::InvalidRequest(format!(
-            "{} is not gated; access requests apply only to gated repositories",
-            ctx.repo.full_id()
-        ))
-    })
+    ctx.repo
+        .gated
+        .as_deref()
+        .ok_or_else(|| AccessRequestError::NotGated(ctx.repo.full_id()).into())
 }
 
 /// A user asks for access: `auto` gating accepts at once, `manual` waits for
@@ -374,9 +386,7 @@ pub async fn decide(
 ) -> ApiResult<()> {
     require_gated(ctx)?;
     if reason.is_some_and(|r| r.chars().count() > 1000 || r.contains('\0')) {
-        return Err(ApiError::InvalidRequest(
-            "the rejection reason must be at most 1000 characters, without NUL".into(),
-        ));
+        return Err(AccessRequestError::Reason.into());
     }
     let mut tx = state.db.begin().await?;
     let existing = crate::db::access_requests::get(&mut *tx, ctx.repo.id, user.id).await?;

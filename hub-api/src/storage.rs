@@ -3,10 +3,14 @@
 //! are verified (size and digest), and only then become visible at their final,
 //! content-addressed key. Reads stream; nothing here holds a whole file in memory.
 //!
-//! The local backend writes and reads files directly (fsync before the rename
-//! that makes a blob final, large read chunks); other backends go through
-//! `object_store` (S3/MinIO, memory for tests).
+//! Every public operation is written once, over [`Backend`], the one place where
+//! the two kinds of store differ: the local backend writes and reads files
+//! directly (fsync before the rename that makes a blob final, large read
+//! chunks, the disk reserve); other backends go through `object_store`
+//! (S3/MinIO, memory for tests). Every write, whole objects and multipart parts
+//! alike, is the one streaming loop of [`Storage::write_stream`].
 
+use crate::diskspace::{Guard, Reserve};
 use crate::domain::Sha256;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -70,6 +74,13 @@ pub enum StorageError {
     PartMissing { part: u32 },
 }
 
+impl StorageError {
+    /// A blocking task that panicked or was cancelled.
+    fn join(e: tokio::task::JoinError) -> Self {
+        StorageError::Io(std::io::Error::other(e))
+    }
+}
+
 impl From<StorageError> for crate::error::ApiError {
     fn from(e: StorageError) -> Self {
         use crate::error::ApiError;
@@ -85,7 +96,7 @@ impl From<StorageError> for crate::error::ApiError {
             StorageError::SizeMismatch { .. }
             | StorageError::DigestMismatch { .. }
             | StorageError::TooLong(_) => ApiError::DigestMismatch(e.to_string()),
-            StorageError::Body(m) => ApiError::InvalidRequest(format!("request body: {m}")),
+            StorageError::Body(m) => crate::routes::body::BodyError::Stream(m).into(),
             StorageError::PartMissing { part } => ApiError::UploadPartMissing(part),
         }
     }
@@ -113,24 +124,18 @@ pub struct Staged {
 /// The hub's object storage.
 #[derive(Clone)]
 pub struct Storage {
-    store: Arc<dyn ObjectStore>,
-    /// Set for the local-directory backend: files are written and read directly.
-    local_root: Option<PathBuf>,
+    backend: Backend,
     describe: String,
-    /// Free space kept on the local store's disk (see `diskspace`).
-    reserve: Option<crate::diskspace::Reserve>,
 }
 
 impl Storage {
     /// Opens storage from a URL: a directory path or `file://`, `s3://bucket/prefix`, `memory://`.
     pub fn from_url(url: &str) -> anyhow::Result<Self> {
         if url == "memory://" || url == "memory:" {
-            return Ok(Self {
-                store: Arc::new(object_store::memory::InMemory::new()),
-                local_root: None,
-                describe: "memory://".into(),
-                reserve: None,
-            });
+            return Ok(Self::object_store(
+                Arc::new(object_store::memory::InMemory::new()),
+                "memory://",
+            ));
         }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -152,12 +157,10 @@ impl Storage {
                     prefix.trim_matches('/').to_string(),
                 ))
             };
-            return Ok(Self {
+            return Ok(Self::object_store(
                 store,
-                local_root: None,
-                describe: format!("s3://{bucket}/{prefix}"),
-                reserve: None,
-            });
+                &format!("s3://{bucket}/{prefix}"),
+            ));
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if url.contains("://") && !url.starts_with("file://") {
@@ -173,41 +176,57 @@ impl Storage {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
         Ok(Self {
-            store: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(
-                &root,
-            )?),
+            backend: Backend::Local {
+                store: Arc::new(object_store::local::LocalFileSystem::new_with_prefix(
+                    &root,
+                )?),
+                root: root.clone(),
+                reserve: None,
+            },
             describe: format!("file://{}", root.display()),
-            local_root: Some(root),
-            reserve: None,
         })
     }
 
+    /// Storage over any `object_store` (S3, memory, or a local filesystem
+    /// reached through `object_store` rather than directly).
+    pub fn object_store(store: Arc<dyn ObjectStore>, describe: &str) -> Self {
+        Self {
+            backend: Backend::Store(store),
+            describe: describe.to_string(),
+        }
+    }
+
     /// Keeps `reserve` free: local writes that would eat into it fail with
-    /// `StorageFull` (507 `insufficient_storage`).
-    pub fn with_reserve(mut self, reserve: crate::diskspace::Reserve) -> Self {
-        self.reserve = Some(reserve);
+    /// `StorageFull` (507 `insufficient_storage`). Other backends have no disk
+    /// of ours to keep.
+    pub fn with_reserve(mut self, reserve: Reserve) -> Self {
+        if let Backend::Local { reserve: r, .. } = &mut self.backend {
+            *r = Some(reserve);
+        }
         self
     }
 
     /// The local store's root directory (None for S3 and memory).
     pub fn local_root(&self) -> Option<&Path> {
-        self.local_root.as_deref()
+        match &self.backend {
+            Backend::Local { root, .. } => Some(root),
+            Backend::Store(_) => None,
+        }
     }
 
     pub fn describe(&self) -> &str {
         &self.describe
     }
 
-    fn local_path(&self, key: &StorageKey) -> Option<PathBuf> {
-        self.local_root
-            .as_ref()
-            .map(|r| r.join(key.path().as_ref()))
+    /// Listing, `head` and raw puts: the same `object_store` calls on every backend.
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        self.backend.store()
     }
 
     /// Checks the store answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StorageError> {
         let probe = ObjPath::from("blobs");
-        match self.store.list_with_delimiter(Some(&probe)).await {
+        match self.store().list_with_delimiter(Some(&probe)).await {
             Ok(_) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -216,7 +235,11 @@ impl Storage {
 
     /// Whether verified content with this digest is stored.
     pub async fn blob_exists(&self, sha: &Sha256) -> Result<bool, StorageError> {
-        match self.store.head(&StorageKey::Blob(sha.clone()).path()).await {
+        match self
+            .store()
+            .head(&StorageKey::Blob(sha.clone()).path())
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -237,45 +260,35 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let staging = StorageKey::Staging(Uuid::new_v4());
-        let result = self
-            .write_staging(&staging, body, expected_size, want_git_oid)
-            .await;
-        let written = match result {
-            Ok(w) => w,
-            Err(e) => {
-                self.delete(&staging).await;
-                return Err(e);
-            }
-        };
-        if let Some(exp) = expected_size {
-            if exp != written.size {
-                self.delete(&staging).await;
-                return Err(StorageError::SizeMismatch {
-                    expected: exp,
-                    actual: written.size,
-                });
-            }
-        }
+        let key = StorageKey::Staging(Uuid::new_v4());
+        let digests = ContentDigests::new(want_git_oid.then_some(()).and(expected_size));
+        let ((sha256, git_oid), size) = self
+            .write_stream(&key, body, expected_size, digests)
+            .await?;
         if let Some(exp) = expected_sha {
-            if exp != &written.sha256 {
-                self.delete(&staging).await;
+            if exp != &sha256 {
+                self.delete(&key).await;
                 return Err(StorageError::DigestMismatch {
                     expected: exp.to_string(),
-                    actual: written.sha256.to_string(),
+                    actual: sha256.to_string(),
                 });
             }
         }
         Ok(Staged {
-            key: staging,
-            written,
+            key,
+            written: Written {
+                sha256,
+                size,
+                git_oid,
+            },
         })
     }
 
     /// Makes staged bytes final at their content address. Callers that track
     /// unreferenced objects record the object first (`sweeper::store`).
     pub async fn promote(&self, staged: Staged) -> Result<Written, StorageError> {
-        match self.promote_key(&staged.key, &staged.written.sha256).await {
+        let final_key = StorageKey::Blob(staged.written.sha256.clone());
+        match self.backend.promote(&staged.key, &final_key).await {
             Ok(()) => Ok(staged.written),
             Err(e) => {
                 self.delete(&staged.key).await;
@@ -321,168 +334,11 @@ impl Storage {
         self.stage(Box::pin(stream), Some(size), None, true).await
     }
 
-    async fn write_staging<S, E>(
-        &self,
-        key: &StorageKey,
-        mut body: S,
-        expected_size: Option<u64>,
-        want_git_oid: bool,
-    ) -> Result<Written, StorageError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        // One blocking thread hashes (and, for local storage, writes and fsyncs);
-        // the async side only moves chunks.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-        let local = self.local_path(key);
-        let git = want_git_oid.then_some(()).and(expected_size);
-        let mut guard = crate::diskspace::Guard::start(
-            local.as_ref().and(self.reserve.as_ref()),
-            expected_size,
-        )?;
-        let worker = tokio::task::spawn_blocking(move || -> Result<_, std::io::Error> {
-            let mut sha = sha2::Sha256::new();
-            let mut blob = git.map(crate::git::BlobHasher::new);
-            let mut file = match &local {
-                Some(p) => {
-                    if let Some(dir) = p.parent() {
-                        std::fs::create_dir_all(dir)?;
-                    }
-                    Some(std::io::BufWriter::with_capacity(
-                        1 << 20,
-                        std::fs::File::create(p)?,
-                    ))
-                }
-                None => None,
-            };
-            let mut size = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                sha.update(&chunk);
-                if let Some(b) = blob.as_mut() {
-                    b.update(&chunk);
-                }
-                if let Some(f) = file.as_mut() {
-                    guard.wrote(chunk.len() as u64)?;
-                    f.write_all(&chunk)?;
-                }
-                size += chunk.len() as u64;
-            }
-            if let Some(f) = file {
-                let f = f.into_inner().map_err(|e| e.into_error())?;
-                f.sync_all()?;
-            }
-            Ok((sha.finalize(), blob.map(|b| b.finish()), size))
-        });
-
-        let mut remote = if self.local_root.is_none() {
-            Some(WriteMultipart::new(
-                self.store.put_multipart(&key.path()).await?,
-            ))
-        } else {
-            None
-        };
-        let mut received = 0u64;
-        let mut failure: Option<StorageError> = None;
-        while let Some(next) = body.next().await {
-            let chunk = match next {
-                Ok(c) => c,
-                Err(e) => {
-                    failure = Some(StorageError::Body(e.to_string()));
-                    break;
-                }
-            };
-            received += chunk.len() as u64;
-            if let Some(max) = expected_size {
-                if received > max {
-                    failure = Some(StorageError::TooLong(max));
-                    break;
-                }
-            }
-            if let Some(w) = remote.as_mut() {
-                if let Err(e) = w.wait_for_capacity(8).await {
-                    failure = Some(e.into());
-                    break;
-                }
-                w.write(&chunk);
-            }
-            if tx.send(chunk).await.is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        let hashed = worker
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
-        if let Some(f) = failure {
-            if let Some(w) = remote {
-                let _ = w.abort().await;
-            }
-            return Err(f);
-        }
-        let (digest, git_oid, size) = hashed?;
-        if let Some(w) = remote {
-            w.finish().await?;
-        }
-        Ok(Written {
-            sha256: Sha256::from_digest(&digest),
-            size,
-            git_oid,
-        })
-    }
-
-    /// Makes a verified staging object final at its content address.
-    async fn promote_key(&self, staging: &StorageKey, sha: &Sha256) -> Result<(), StorageError> {
-        let final_key = StorageKey::Blob(sha.clone());
-        if let (Some(from), Some(to)) = (self.local_path(staging), self.local_path(&final_key)) {
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let dir = to.parent().expect("blob keys have a parent");
-                std::fs::create_dir_all(dir)?;
-                // Identical content may already be there: rename replaces it atomically.
-                std::fs::rename(&from, &to)?;
-                std::fs::File::open(dir)?.sync_all()?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
-            return Ok(());
-        }
-        match self
-            .store
-            .copy_if_not_exists(&staging.path(), &final_key.path())
-            .await
-        {
-            Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(object_store::Error::NotImplemented)
-            | Err(object_store::Error::NotSupported { .. }) => {
-                // Content-addressed: overwriting with identical bytes is harmless.
-                self.store.copy(&staging.path(), &final_key.path()).await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.delete(staging).await;
-        Ok(())
-    }
-
-    /// Best-effort delete (staging and part cleanup).
-    pub async fn delete(&self, key: &StorageKey) {
-        if let Some(p) = self.local_path(key) {
-            let _ = tokio::fs::remove_file(p).await;
-            return;
-        }
-        if let Err(e) = self.store.delete(&key.path()).await {
-            if !matches!(e, object_store::Error::NotFound { .. }) {
-                tracing::warn!(key = %key.path(), error = %e, "storage delete failed");
-            }
-        }
-    }
-
     /// Stores one multipart part under its session (not content-addressed: parts
     /// are only verified as a whole at completion). The body must be exactly
     /// `size` bytes: a longer body is cut off as soon as it passes `size`, and
     /// a wrong-sized body leaves nothing behind. A part replaces the earlier
-    /// upload of the same number atomically (local: written beside it, then
-    /// renamed). Returns the md5 hex ETag.
+    /// upload of the same number atomically. Returns the md5 hex ETag.
     pub async fn write_part<S, E>(
         &self,
         session: Uuid,
@@ -495,141 +351,93 @@ impl Storage {
         E: std::fmt::Display,
     {
         let key = StorageKey::UploadPart { session, part };
-        let mut body = body;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-        let local = self.local_path(&key);
-        let mut guard =
-            crate::diskspace::Guard::start(local.as_ref().and(self.reserve.as_ref()), None)?;
-        // Local parts are written to a temporary name first so a re-upload
-        // never leaves a half-written part under the real name.
-        let temp = local
-            .as_ref()
-            .map(|p| p.with_extension(format!("{}.tmp", Uuid::new_v4().simple())));
-        let temp_w = temp.clone();
-        let worker = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-            use md5::Digest as _;
-            let mut md5 = md5::Md5::new();
-            let mut file = match &temp_w {
-                Some(p) => {
-                    std::fs::create_dir_all(p.parent().expect("part keys have a parent"))?;
-                    Some(std::io::BufWriter::with_capacity(
-                        1 << 20,
-                        std::fs::File::create(p)?,
-                    ))
-                }
-                None => None,
-            };
-            let mut size = 0;
-            while let Some(c) = rx.blocking_recv() {
-                md5.update(&c);
-                if let Some(f) = file.as_mut() {
-                    guard.wrote(c.len() as u64)?;
-                    f.write_all(&c)?;
-                }
-                size += c.len() as u64;
-            }
-            if let Some(f) = file {
-                f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            }
-            Ok((hex::encode(md5.finalize()), size))
-        });
-        let mut remote = if self.local_root.is_none() {
-            Some(WriteMultipart::new(
-                self.store.put_multipart(&key.path()).await?,
-            ))
-        } else {
-            None
-        };
-        let mut failure = None;
+        let (etag, _) = self
+            .write_stream(&key, body, Some(size), PartEtag::default())
+            .await?;
+        Ok(etag)
+    }
+
+    /// The one streaming write: `body` goes to `key` while a blocking thread
+    /// computes `digests` over it (and, for local storage, writes and fsyncs
+    /// the file, checking the disk reserve as it grows). With `size`, a body
+    /// is cut off as soon as it passes `size` ([`StorageError::TooLong`]) and a
+    /// shorter one is refused ([`StorageError::SizeMismatch`]); the reserve is
+    /// checked for `size` up front. Nothing appears at `key` unless the whole
+    /// write is accepted, and an earlier object at `key` is replaced
+    /// atomically (local: a temporary name renamed; object stores: a
+    /// multipart upload completed or aborted).
+    async fn write_stream<S, E, D>(
+        &self,
+        key: &StorageKey,
+        mut body: S,
+        size: Option<u64>,
+        digests: D,
+    ) -> Result<(D::Output, u64), StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+        D: Digests,
+    {
+        let mut sink = self.backend.open(key, size).await?;
+        // One blocking thread hashes (and writes local files); the async side
+        // only moves chunks.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+        let file = sink.take_file();
+        let worker = tokio::task::spawn_blocking(move || digest_and_write(rx, digests, file));
         let mut received = 0u64;
+        let mut failure: Option<StorageError> = None;
         while let Some(next) = body.next().await {
-            match next {
-                Ok(chunk) => {
-                    received += chunk.len() as u64;
-                    if received > size {
-                        failure = Some(StorageError::TooLong(size));
-                        break;
-                    }
-                    if let Some(w) = remote.as_mut() {
-                        if let Err(e) = w.wait_for_capacity(8).await {
-                            failure = Some(e.into());
-                            break;
-                        }
-                        w.write(&chunk);
-                    }
-                    if tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
+            let chunk = match next {
+                Ok(c) => c,
                 Err(e) => {
                     failure = Some(StorageError::Body(e.to_string()));
                     break;
                 }
+            };
+            received += chunk.len() as u64;
+            if let Some(max) = size {
+                if received > max {
+                    failure = Some(StorageError::TooLong(max));
+                    break;
+                }
+            }
+            if let Err(e) = sink.upload(&chunk).await {
+                failure = Some(e);
+                break;
+            }
+            if tx.send(chunk).await.is_err() {
+                break; // the thread failed: its error follows
             }
         }
         drop(tx);
-        let res = worker
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))
-            .and_then(|r| r.map_err(StorageError::from));
-        let failure = match (failure, &res) {
-            (Some(f), _) => Some(f),
-            (None, Err(_)) => None,
-            (None, Ok((_, got))) if *got != size => Some(StorageError::SizeMismatch {
-                expected: size,
-                actual: *got,
-            }),
-            (None, Ok(_)) => None,
-        };
-        if let Some(f) = failure {
-            match remote {
-                Some(w) => {
-                    let _ = w.abort().await;
-                }
-                None => {
-                    if let Some(t) = &temp {
-                        let _ = tokio::fs::remove_file(t).await;
-                    }
-                }
+        let hashed = worker.await.map_err(StorageError::join).and_then(|r| r);
+        let outcome = match (failure, hashed) {
+            (Some(f), _) => Err(f),
+            (None, Err(e)) => Err(e),
+            (None, Ok((_, got))) if size.is_some_and(|want| want != got) => {
+                Err(StorageError::SizeMismatch {
+                    expected: size.unwrap_or_default(),
+                    actual: got,
+                })
             }
-            return Err(f);
-        }
-        let (etag, _) = match res {
-            Ok(r) => r,
+            (None, Ok(done)) => Ok(done),
+        };
+        match outcome {
+            Ok(done) => {
+                sink.commit().await?;
+                Ok(done)
+            }
             Err(e) => {
-                if let Some(t) = &temp {
-                    let _ = tokio::fs::remove_file(t).await;
-                }
-                return Err(e);
-            }
-        };
-        match remote {
-            Some(w) => {
-                w.finish().await?;
-            }
-            None => {
-                let (from, to) = (temp.expect("local"), local.expect("local"));
-                tokio::task::spawn_blocking(move || std::fs::rename(from, to))
-                    .await
-                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+                sink.abort().await;
+                Err(e)
             }
         }
-        Ok(etag)
     }
 
-    /// Size of a stored object (None: missing).
-    async fn object_size(&self, key: &StorageKey) -> Result<Option<u64>, StorageError> {
-        if let Some(p) = self.local_path(key) {
-            return match tokio::fs::metadata(&p).await {
-                Ok(m) => Ok(Some(m.len())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e.into()),
-            };
-        }
-        match self.store.head(&key.path()).await {
-            Ok(m) => Ok(Some(m.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+    /// Best-effort delete (staging and part cleanup).
+    pub async fn delete(&self, key: &StorageKey) {
+        if let Err(e) = self.backend.remove(key).await {
+            tracing::warn!(key = %key.path(), error = %e, "storage delete failed");
         }
     }
 
@@ -648,18 +456,20 @@ impl Storage {
         for (i, want) in sizes.iter().enumerate() {
             let part = i as u32 + 1;
             let have = self
-                .object_size(&StorageKey::UploadPart { session, part })
+                .backend
+                .size(&StorageKey::UploadPart { session, part })
                 .await?;
             if have != Some(*want) {
                 return Err(StorageError::PartMissing { part });
             }
         }
-        let this = self.clone();
+        let backend = self.backend.clone();
         let stream = futures::stream::iter(1..=sizes.len() as u32)
             .then(move |part| {
-                let this = this.clone();
+                let backend = backend.clone();
                 async move {
-                    this.read_key(&StorageKey::UploadPart { session, part }, None)
+                    backend
+                        .read(&StorageKey::UploadPart { session, part }, None)
                         .await
                 }
             })
@@ -681,8 +491,13 @@ impl Storage {
     /// Deletes every object stored under a session's parts prefix (parts and
     /// any temporary part files).
     pub async fn delete_parts(&self, session: Uuid) {
-        let prefix = ObjPath::from(format!("uploads/{session}"));
-        let found: Vec<_> = match self.store.list(Some(&prefix)).try_collect().await {
+        let prefix = format!("uploads/{session}");
+        let found: Vec<_> = match self
+            .store()
+            .list(Some(&ObjPath::from(prefix.as_str())))
+            .try_collect()
+            .await
+        {
             Ok(v) => v,
             Err(object_store::Error::NotFound { .. }) => vec![],
             Err(e) => {
@@ -695,9 +510,7 @@ impl Storage {
                 tracing::warn!(key = %m.location, error = %e, "storage delete failed");
             }
         }
-        if let Some(root) = &self.local_root {
-            let _ = tokio::fs::remove_dir(root.join(format!("uploads/{session}"))).await;
-        }
+        self.backend.remove_empty_dir(&prefix).await;
     }
 
     /// Streams a stored blob, or a byte range of it.
@@ -706,23 +519,9 @@ impl Storage {
         sha: &Sha256,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        self.read_key(&StorageKey::Blob(sha.clone()), range).await
-    }
-
-    async fn read_key(
-        &self,
-        key: &StorageKey,
-        range: Option<Range<u64>>,
-    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        if let Some(path) = self.local_path(key) {
-            return local_stream(path, range).await;
-        }
-        let opts = GetOptions {
-            range: range.map(GetRange::Bounded),
-            ..Default::default()
-        };
-        let res = self.store.get_opts(&key.path(), opts).await?;
-        Ok(res.into_stream().map_err(StorageError::from).boxed())
+        self.backend
+            .read(&StorageKey::Blob(sha.clone()), range)
+            .await
     }
 
     /// Reads a small blob (or a prefix of it) fully into memory, at most `max` bytes.
@@ -742,7 +541,7 @@ impl Storage {
 
     /// Stream a payload to a key (used by tests to plant objects).
     pub async fn put_raw(&self, key: &StorageKey, bytes: Bytes) -> Result<(), StorageError> {
-        self.store
+        self.store()
             .put(&key.path(), PutPayload::from_bytes(bytes))
             .await?;
         Ok(())
@@ -755,15 +554,15 @@ impl Storage {
         older_than: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<ObjPath>, StorageError> {
         let p = ObjPath::from(prefix);
-        let items: Vec<_> = self
-            .store
-            .list(Some(&p))
-            .try_collect()
-            .await
-            .or_else(|e| match e {
-                object_store::Error::NotFound { .. } => Ok(vec![]),
-                e => Err(e),
-            })?;
+        let items: Vec<_> =
+            self.store()
+                .list(Some(&p))
+                .try_collect()
+                .await
+                .or_else(|e| match e {
+                    object_store::Error::NotFound { .. } => Ok(vec![]),
+                    e => Err(e),
+                })?;
         Ok(items
             .into_iter()
             .filter(|m| m.last_modified < older_than)
@@ -777,7 +576,7 @@ impl Storage {
         &self,
     ) -> BoxStream<'static, Result<(Sha256, chrono::DateTime<chrono::Utc>), StorageError>> {
         let prefix = ObjPath::from("blobs/sha256");
-        self.store
+        self.store()
             .list(Some(&prefix))
             .filter_map(|item| async move {
                 match item {
@@ -797,23 +596,314 @@ impl Storage {
 
     /// Deletes a verified object (the collector, under the blob's lock).
     pub async fn delete_blob(&self, sha: &Sha256) -> Result<(), StorageError> {
-        if let Some(p) = self.local_path(&StorageKey::Blob(sha.clone())) {
-            return match tokio::fs::remove_file(p).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.into()),
-            };
-        }
-        self.delete_path(&StorageKey::Blob(sha.clone()).path())
-            .await
+        self.backend.remove(&StorageKey::Blob(sha.clone())).await
     }
 
     pub async fn delete_path(&self, path: &ObjPath) -> Result<(), StorageError> {
-        match self.store.delete(path).await {
+        match self.store().delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Where the bytes live: the one seam between the local-directory backend and
+/// every other object store. Everything that differs between them is a method
+/// here; everything else goes through [`Backend::store`].
+#[derive(Clone)]
+enum Backend {
+    /// A directory: files written, renamed and read directly, within the
+    /// disk reserve. `store` is the same directory through `object_store`,
+    /// for listing.
+    Local {
+        root: PathBuf,
+        store: Arc<dyn ObjectStore>,
+        reserve: Option<Reserve>,
+    },
+    /// Any other `object_store` (S3/MinIO, memory): multipart uploads,
+    /// server-side copies.
+    Store(Arc<dyn ObjectStore>),
+}
+
+impl Backend {
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        match self {
+            Backend::Local { store, .. } | Backend::Store(store) => store,
+        }
+    }
+
+    /// Opens a write to `key` of `declared` bytes when known (checked against
+    /// the disk reserve before anything is written).
+    async fn open(&self, key: &StorageKey, declared: Option<u64>) -> Result<Sink, StorageError> {
+        match self {
+            Backend::Local { root, reserve, .. } => {
+                let guard = Guard::start(reserve.as_ref(), declared)?;
+                let dest = root.join(key.path().as_ref());
+                // Written under a temporary name beside `dest` and renamed, so
+                // `dest` never holds half-written bytes.
+                let temp = dest.with_extension(format!("{}.tmp", Uuid::new_v4().simple()));
+                Ok(Sink::File {
+                    temp,
+                    dest,
+                    guard: Some(guard),
+                })
+            }
+            Backend::Store(store) => Ok(Sink::Upload(WriteMultipart::new(
+                store.put_multipart(&key.path()).await?,
+            ))),
+        }
+    }
+
+    /// Makes the verified object at `from` final at `to` (content-addressed:
+    /// identical bytes may already be there).
+    async fn promote(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
+        match self {
+            Backend::Local { root, .. } => {
+                let (from, to) = (
+                    root.join(from.path().as_ref()),
+                    root.join(to.path().as_ref()),
+                );
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    let dir = to.parent().expect("blob keys have a parent");
+                    std::fs::create_dir_all(dir)?;
+                    // Identical content may already be there: rename replaces it atomically.
+                    std::fs::rename(&from, &to)?;
+                    std::fs::File::open(dir)?.sync_all()?;
+                    Ok(())
+                })
+                .await
+                .map_err(StorageError::join)??;
+            }
+            Backend::Store(store) => {
+                match store.copy_if_not_exists(&from.path(), &to.path()).await {
+                    Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                    Err(object_store::Error::NotImplemented)
+                    | Err(object_store::Error::NotSupported { .. }) => {
+                        // Content-addressed: overwriting with identical bytes is harmless.
+                        store.copy(&from.path(), &to.path()).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if let Err(e) = self.remove(from).await {
+                    tracing::warn!(key = %from.path(), error = %e, "storage delete failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the object at `key`; a missing object is not an error.
+    async fn remove(&self, key: &StorageKey) -> Result<(), StorageError> {
+        let result = match self {
+            Backend::Local { root, .. } => tokio::fs::remove_file(root.join(key.path().as_ref()))
+                .await
+                .map_err(StorageError::from),
+            Backend::Store(store) => store.delete(&key.path()).await.map_err(StorageError::from),
+        };
+        match result {
+            Err(StorageError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(StorageError::Store(object_store::Error::NotFound { .. })) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Size of a stored object (None: missing).
+    async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StorageError> {
+        match self {
+            Backend::Local { root, .. } => {
+                match tokio::fs::metadata(root.join(key.path().as_ref())).await {
+                    Ok(m) => Ok(Some(m.len())),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Backend::Store(store) => match store.head(&key.path()).await {
+                Ok(m) => Ok(Some(m.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Streams an object, or a byte range of it.
+    async fn read(
+        &self,
+        key: &StorageKey,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        match self {
+            Backend::Local { root, .. } => {
+                local_stream(root.join(key.path().as_ref()), range).await
+            }
+            Backend::Store(store) => {
+                let opts = GetOptions {
+                    range: range.map(GetRange::Bounded),
+                    ..Default::default()
+                };
+                let res = store.get_opts(&key.path(), opts).await?;
+                Ok(res.into_stream().map_err(StorageError::from).boxed())
+            }
+        }
+    }
+
+    /// Removes the directory of an emptied prefix (object stores have none).
+    async fn remove_empty_dir(&self, prefix: &str) {
+        if let Backend::Local { root, .. } = self {
+            let _ = tokio::fs::remove_dir(root.join(prefix)).await;
+        }
+    }
+}
+
+/// An open write. Local files are written by the hashing thread (which takes
+/// the temp path and the reserve guard); object-store writes are uploaded
+/// from the async side.
+enum Sink {
+    File {
+        temp: PathBuf,
+        dest: PathBuf,
+        guard: Option<Guard>,
+    },
+    Upload(WriteMultipart),
+}
+
+impl Sink {
+    /// What the hashing thread writes to: the temp file and the reserve guard.
+    fn take_file(&mut self) -> Option<(PathBuf, Guard)> {
+        match self {
+            Sink::File { temp, guard, .. } => guard.take().map(|g| (temp.clone(), g)),
+            Sink::Upload(_) => None,
+        }
+    }
+
+    /// Sends a chunk to the object store (local files: the thread writes it).
+    async fn upload(&mut self, chunk: &Bytes) -> Result<(), StorageError> {
+        if let Sink::Upload(w) = self {
+            w.wait_for_capacity(8).await?;
+            w.write(chunk);
+        }
+        Ok(())
+    }
+
+    /// Makes the written bytes visible at the key.
+    async fn commit(self) -> Result<(), StorageError> {
+        match self {
+            Sink::File { temp, dest, .. } => {
+                let renamed = tokio::task::spawn_blocking({
+                    let temp = temp.clone();
+                    move || std::fs::rename(temp, dest)
+                })
+                .await
+                .map_err(StorageError::join)
+                .and_then(|r| r.map_err(StorageError::from));
+                if renamed.is_err() {
+                    let _ = tokio::fs::remove_file(&temp).await;
+                }
+                renamed
+            }
+            Sink::Upload(w) => {
+                w.finish().await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Leaves nothing behind.
+    async fn abort(self) {
+        match self {
+            Sink::File { temp, .. } => {
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
+            Sink::Upload(w) => {
+                let _ = w.abort().await;
+            }
+        }
+    }
+}
+
+/// What a write computes over its bytes, on the blocking thread.
+trait Digests: Send + 'static {
+    type Output: Send + 'static;
+    fn update(&mut self, chunk: &[u8]);
+    fn finish(self) -> Self::Output;
+}
+
+/// The content address (sha256) and, when the size is known up front, the
+/// git blob id.
+struct ContentDigests {
+    sha: sha2::Sha256,
+    git: Option<crate::git::BlobHasher>,
+}
+
+impl ContentDigests {
+    fn new(git_oid_of_size: Option<u64>) -> Self {
+        Self {
+            sha: sha2::Sha256::new(),
+            git: git_oid_of_size.map(crate::git::BlobHasher::new),
+        }
+    }
+}
+
+impl Digests for ContentDigests {
+    type Output = (Sha256, Option<String>);
+    fn update(&mut self, chunk: &[u8]) {
+        self.sha.update(chunk);
+        if let Some(g) = self.git.as_mut() {
+            g.update(chunk);
+        }
+    }
+    fn finish(self) -> Self::Output {
+        (
+            Sha256::from_digest(&self.sha.finalize()),
+            self.git.map(|g| g.finish()),
+        )
+    }
+}
+
+/// A multipart part's ETag: the md5 hex of its bytes.
+#[derive(Default)]
+struct PartEtag(md5::Md5);
+
+impl Digests for PartEtag {
+    type Output = String;
+    fn update(&mut self, chunk: &[u8]) {
+        md5::Digest::update(&mut self.0, chunk);
+    }
+    fn finish(self) -> String {
+        hex::encode(md5::Digest::finalize(self.0))
+    }
+}
+
+/// The blocking half of [`Storage::write_stream`]: digests every chunk and,
+/// for local storage, writes it to `file` (checking the reserve as it grows),
+/// then fsyncs. Returns the digests and the byte count.
+fn digest_and_write<D: Digests>(
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    mut digests: D,
+    file: Option<(PathBuf, Guard)>,
+) -> Result<(D::Output, u64), StorageError> {
+    let mut out = match file {
+        Some((path, guard)) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::File::create(&path)?;
+            Some((std::io::BufWriter::with_capacity(1 << 20, f), guard))
+        }
+        None => None,
+    };
+    let mut size = 0u64;
+    while let Some(chunk) = rx.blocking_recv() {
+        digests.update(&chunk);
+        if let Some((f, guard)) = out.as_mut() {
+            guard.wrote(chunk.len() as u64)?;
+            f.write_all(&chunk)?;
+        }
+        size += chunk.len() as u64;
+    }
+    if let Some((f, _)) = out {
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    Ok((digests.finish(), size))
 }
 
 /// Reads a local file in large chunks on a blocking thread, feeding a bounded channel.
@@ -832,7 +922,7 @@ async fn local_stream(
         Ok((f, end.saturating_sub(start)))
     })
     .await
-    .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+    .map_err(StorageError::join)?;
     let (file, mut remaining) = match opened {
         Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -875,6 +965,7 @@ fn tokio_stream_from<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::local::LocalFileSystem;
 
     fn body(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures::stream::iter(
@@ -883,6 +974,45 @@ mod tests {
                 .map(|p| Ok(Bytes::from_static(p)))
                 .collect::<Vec<_>>(),
         )
+    }
+
+    /// `parts`, then a failure of the request body.
+    fn broken(
+        parts: &[&'static [u8]],
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        let mut items: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        items.push(Err(std::io::Error::other("connection reset")));
+        futures::stream::iter(items)
+    }
+
+    fn sha_of(b: &[u8]) -> Sha256 {
+        Sha256::from_digest(&sha2::Sha256::digest(b))
+    }
+
+    /// Every kind of backend: the local directory, and the object-store path
+    /// over an in-memory store and over a real directory (`LocalFileSystem`).
+    /// The temp dirs live as long as the storage.
+    fn backends() -> Vec<(&'static str, Storage, Option<tempfile::TempDir>)> {
+        let local = tempfile::tempdir().unwrap();
+        let fs = tempfile::tempdir().unwrap();
+        let over_fs = Storage::object_store(
+            Arc::new(LocalFileSystem::new_with_prefix(fs.path()).unwrap()),
+            "object_store LocalFileSystem",
+        );
+        vec![
+            ("local", Storage::local(local.path()).unwrap(), Some(local)),
+            ("memory", Storage::from_url("memory://").unwrap(), None),
+            ("object_store over a directory", over_fs, Some(fs)),
+        ]
+    }
+
+    async fn nothing_in_flight(storage: &Storage, what: &str) {
+        let later = chrono::Utc::now() + chrono::Duration::hours(1);
+        let staging = storage.list_stale("staging", later).await.unwrap();
+        assert!(
+            staging.is_empty(),
+            "{what}: staging left behind: {staging:?}"
+        );
     }
 
     async fn roundtrip(storage: Storage) {
@@ -901,6 +1031,7 @@ mod tests {
         assert!(storage.blob_exists(&w.sha256).await.unwrap());
         let got = storage.read_range(&w.sha256, 6..11).await.unwrap();
         assert_eq!(&got[..], b"world");
+        nothing_in_flight(&storage, "after a write").await;
 
         // A lying body leaves nothing behind.
         let bad = Sha256::parse(&"0".repeat(64)).unwrap();
@@ -920,11 +1051,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::SizeMismatch { .. }));
-        let stale = storage
-            .list_stale("staging", chrono::Utc::now() + chrono::Duration::hours(1))
-            .await
-            .unwrap();
-        assert!(stale.is_empty(), "staging left behind: {stale:?}");
+        nothing_in_flight(&storage, "after refused writes").await;
 
         // Multipart assembly: a wrong-sized part leaves nothing; a completion
         // that does not verify keeps the parts, so fixing one part works.
@@ -986,13 +1113,163 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn local_roundtrip() {
-        let dir = tempfile::tempdir().unwrap();
-        roundtrip(Storage::local(dir.path()).unwrap()).await;
+    async fn roundtrip_on_every_backend() {
+        for (name, storage, _dir) in backends() {
+            eprintln!("backend: {name}");
+            roundtrip(storage).await;
+        }
     }
 
+    /// A part re-uploaded with a bad body (too long, too short, cut off)
+    /// leaves the earlier upload of that part as it was; a good one replaces it.
     #[tokio::test]
-    async fn memory_roundtrip() {
-        roundtrip(Storage::from_url("memory://").unwrap()).await;
+    async fn parts_are_replaced_only_by_a_whole_part() {
+        for (name, storage, _dir) in backends() {
+            let session = Uuid::new_v4();
+            storage
+                .write_part(session, 1, body(&[b"hel", b"lo "]), 6)
+                .await
+                .unwrap();
+            for bad in [
+                storage.write_part(session, 1, body(&[b"HELLO !"]), 6).await,
+                storage.write_part(session, 1, body(&[b"HEL"]), 6).await,
+                storage.write_part(session, 1, broken(&[b"HEL"]), 6).await,
+            ] {
+                assert!(bad.is_err(), "{name}: a bad part was accepted");
+            }
+            let staged = storage
+                .stage_parts(session, &[6], 6, &sha_of(b"hello "))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the earlier part is gone: {e}"));
+            storage.discard(staged).await;
+            let etag = storage
+                .write_part(session, 1, body(&[b"HELLO "]), 6)
+                .await
+                .unwrap();
+            assert_eq!(etag, hex::encode(md5::Md5::digest(b"HELLO ")), "{name}");
+            let staged = storage
+                .stage_parts(session, &[6], 6, &sha_of(b"HELLO "))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: the new part is not there: {e}"));
+            storage.discard(staged).await;
+            storage.delete_parts(session).await;
+            nothing_in_flight(&storage, name).await;
+        }
+    }
+
+    /// A request body that fails mid-stream is a 400 `invalid_request` and
+    /// leaves nothing behind, for whole objects and parts alike.
+    #[tokio::test]
+    async fn a_broken_body_leaves_nothing() {
+        for (name, storage, _dir) in backends() {
+            let err = storage
+                .write_blob(broken(&[b"abc"]), None, None, false)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StorageError::Body(_)), "{name}: {err}");
+            let api = crate::error::ApiError::from(err);
+            assert_eq!(api.code(), "invalid_request", "{name}");
+            assert_eq!(
+                api.to_string(),
+                "invalid request: request body: connection reset",
+                "{name}"
+            );
+            let session = Uuid::new_v4();
+            let err = storage
+                .write_part(session, 1, broken(&[b"abc"]), 6)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StorageError::Body(_)), "{name}: {err}");
+            nothing_in_flight(&storage, name).await;
+            let parts = storage
+                .list_stale("uploads", chrono::Utc::now() + chrono::Duration::hours(1))
+                .await
+                .unwrap();
+            assert!(parts.is_empty(), "{name}: part left behind: {parts:?}");
+            let blobs: Vec<_> = storage.list_blobs().collect().await;
+            assert!(blobs.is_empty(), "{name}");
+        }
+    }
+
+    /// Identical content written twice is one object; a missing one is a 404.
+    #[tokio::test]
+    async fn content_addressing_and_missing_objects() {
+        for (name, storage, _dir) in backends() {
+            let a = storage
+                .write_bytes(Bytes::from_static(b"same"))
+                .await
+                .unwrap();
+            let b = storage
+                .write_bytes(Bytes::from_static(b"same"))
+                .await
+                .unwrap();
+            assert_eq!(a.sha256, b.sha256, "{name}");
+            let listed: Vec<_> = storage.list_blobs().collect().await;
+            assert_eq!(listed.len(), 1, "{name}");
+            nothing_in_flight(&storage, name).await;
+
+            let missing = sha_of(b"never written");
+            let err = match storage.read_blob(&missing, None).await {
+                Ok(mut s) => s.next().await.expect("an error").unwrap_err(),
+                Err(e) => e,
+            };
+            assert_eq!(
+                crate::error::ApiError::from(err).code(),
+                "not_found",
+                "{name}"
+            );
+            storage.delete_blob(&missing).await.unwrap();
+        }
+    }
+
+    /// The disk reserve is checked for the declared size before a byte is
+    /// written, for whole objects and parts alike (local storage only: an
+    /// object store has no disk of ours).
+    #[tokio::test]
+    async fn the_reserve_refuses_declared_sizes_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = crate::diskspace::free_bytes(dir.path()).unwrap();
+        // 1 GiB of headroom above the reserve; the declared size is 2 GiB.
+        let reserve = Reserve::new(vec![dir.path().to_path_buf()], free.saturating_sub(1 << 30));
+        let big = 2u64 << 30;
+        let full = |e: &StorageError| matches!(e, StorageError::Io(io) if io.kind() == std::io::ErrorKind::StorageFull);
+
+        let local = Storage::local(dir.path())
+            .unwrap()
+            .with_reserve(reserve.clone());
+        let err = local
+            .stage(body(&[b"x"]), Some(big), None, false)
+            .await
+            .unwrap_err();
+        assert!(full(&err), "{err}");
+        assert_eq!(
+            crate::error::ApiError::from(err).code(),
+            "insufficient_storage"
+        );
+        let err = local
+            .write_part(Uuid::new_v4(), 1, body(&[b"x"]), big)
+            .await
+            .unwrap_err();
+        assert!(full(&err), "{err}");
+        // Small writes still fit.
+        local
+            .write_bytes(Bytes::from_static(b"small"))
+            .await
+            .unwrap();
+        local
+            .write_part(Uuid::new_v4(), 1, body(&[b"x"]), 1)
+            .await
+            .unwrap();
+        nothing_in_flight(&local, "local").await;
+
+        // An object store has no disk of ours: the reserve does not apply.
+        let memory = Storage::from_url("memory://")
+            .unwrap()
+            .with_reserve(reserve);
+        let err = memory
+            .stage(body(&[b"x"]), Some(big), None, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::SizeMismatch { .. }), "{err}");
     }
 }

@@ -20,26 +20,16 @@ need wrk wrk
 need curl curl
 need psql postgresql-client
 
-if [[ -z "${HUB_BIN:-}" ]]; then
-  cargo build --release --quiet --bin hub-api
-  HUB_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/hub-api"
-fi
-WORK=$(mktemp -d /tmp/paddock-dash-XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  [[ -n "${HUB_PID:-}" ]] && kill -TERM "$HUB_PID" 2>/dev/null && wait "$HUB_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib/hub.sh
+[[ -n "${HUB_BIN:-}" ]] || hub_build release
 
 export HUB_PG_UNSAFE_FAST=true HUB_LOG=warn
-"$HUB_BIN" --data-dir "$WORK/hub" --bind 127.0.0.1:0 --no-worker --http-workers 2 serve >"$WORK/hub.log" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
-URL=$(grep -o "listening on http://[0-9.:]*" "$WORK/hub.log" | head -1 | sed 's/listening on //')
-"$HUB_BIN" --data-dir "$WORK/hub" admin create-user bench >/dev/null
-"$HUB_BIN" --data-dir "$WORK/hub" admin create-user other >/dev/null
-TOKEN=$("$HUB_BIN" --data-dir "$WORK/hub" admin create-token bench --scopes read,write | tail -1)
+hub_start --no-worker --http-workers 2
+WORK="$HUB_WORK"
+URL="$HUB_URL"
+hub_admin create-user bench >/dev/null
+hub_admin create-user other >/dev/null
+TOKEN=$(hub_admin create-token bench --scopes read,write)
 AUTH="Authorization: Bearer $TOKEN"
 
 # The repo whose page is measured: a realistic card, config, weights header, a few files.

@@ -47,44 +47,21 @@ PY="$ST_VENV/bin/python"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 
-eval "$(scripts/worker/fetch-fixtures.sh | tail -n1)"
-ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-}"
-if [ -z "$ORT_DYLIB_PATH" ]; then
-  if line="$(scripts/worker/fetch-onnxruntime.sh 2>/dev/null | tail -n1)"; then eval "$line"; fi
-fi
-export ORT_DYLIB_PATH
-PADDOCK_OPENVINO_LIB="${PADDOCK_OPENVINO_LIB:-}"
-if [ -z "$PADDOCK_OPENVINO_LIB" ]; then
-  if line="$(scripts/worker/fetch-openvino.sh 2>/dev/null | tail -n1)"; then eval "$line"; fi
-fi
-export PADDOCK_OPENVINO_LIB
+. scripts/lib/engines.sh
+engine_env
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-cargo build --quiet --release -p paddock --bin hub-api
-cargo build --quiet --release -p hub-api --example bench-client
-HUB="$CARGO_TARGET_DIR/release/hub-api"
-CLIENT="$CARGO_TARGET_DIR/release/examples/bench-client"
-
-WORK="$(mktemp -d /tmp/paddock-bench-ep-XXXXXX)"
-chmod 755 "$WORK"
-HUB_PID=""
-cleanup() {
-  if [ -n "$HUB_PID" ]; then kill -TERM "$HUB_PID" 2>/dev/null || true; wait "$HUB_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. scripts/lib/hub.sh
+hub_build release --example bench-client
+CLIENT="$PADDOCK_TARGET/release/examples/bench-client"
 
 # The benchmark is one client hammering one token: lift the rate limits.
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
-"$HUB" --data-dir "$WORK/hub" --bind 127.0.0.1:0 >"$WORK/hub.log" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
-URL="$(grep -o "listening on http://[0-9.:]*" "$WORK/hub.log" | head -1 | sed 's/listening on //')"
-[ -n "$URL" ] || { cat "$WORK/hub.log"; exit 1; }
-admin() { "$HUB" --data-dir "$WORK/hub" "$@" | tail -1; }
-admin admin create-user bench >/dev/null
-TOKEN="$(admin admin create-token bench --scopes read,write --name bench)"
+hub_start
+WORK="$HUB_WORK"
+URL="$HUB_URL"
+hub_admin create-user bench >/dev/null
+TOKEN="$(hub_admin create-token bench --scopes read,write --name bench)"
 
 # The worker's address and gateway secret, for the direct-call comparison, are
 # read from the hub's private cluster (unix socket beside its data directory).

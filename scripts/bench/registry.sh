@@ -17,31 +17,22 @@ need nginx nginx
 need curl curl
 command -v oha >/dev/null || cargo install oha --locked --quiet
 
-cargo build --release --quiet --bin hub-api
-HUB="$ROOT/target/release/hub-api"
-WORK=$(mktemp -d /tmp/paddock-bench-XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  [[ -n "${HUB_PID:-}" ]] && kill -TERM "$HUB_PID" 2>/dev/null && wait "$HUB_PID" 2>/dev/null || true
-  [[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null || true
-  [[ -n "${SAMPLER_PID:-}" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-FILE="$WORK/weights.bin"
-head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
-BYTES=$(stat -c %s "$FILE")
+. scripts/lib/hub.sh
+hub_build release
+hub_on_exit '[[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null'
 
 # --- the hub -------------------------------------------------------------
 # The benchmark is one client: lift the per-IP/token rate limits (else HEAD measures 429s).
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
-"$HUB" --data-dir "$WORK/hub" --bind 127.0.0.1:0 --no-worker --http-workers 2 >"$WORK/hub.log" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 1 120); do grep -q "listening on" "$WORK/hub.log" && break; sleep 0.5; done
-URL=$(grep -o "listening on http://[0-9.:]*" "$WORK/hub.log" | head -1 | sed 's/listening on //')
-"$HUB" --data-dir "$WORK/hub" admin create-user bench >/dev/null
-TOKEN=$("$HUB" --data-dir "$WORK/hub" admin create-token bench --scopes read,write | tail -1)
+hub_start --no-worker --http-workers 2
+WORK="$HUB_WORK"
+URL="$HUB_URL"
+hub_admin create-user bench >/dev/null
+TOKEN=$(hub_admin create-token bench --scopes read,write)
+
+FILE="$WORK/weights.bin"
+head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
+BYTES=$(stat -c %s "$FILE")
 AUTH="Authorization: Bearer $TOKEN"
 curl -sf -H "$AUTH" -H 'Content-Type: application/json' -d '{"name":"bench"}' "$URL/api/repos/create" >/dev/null
 

@@ -41,22 +41,8 @@ ST_VENV="${ST_VENV:-/tmp/st-venv}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 
-eval "$(scripts/worker/fetch-fixtures.sh | tail -n1)"
-export PADDOCK_MINILM_DIR
-ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-}"
-if [ -z "$ORT_DYLIB_PATH" ]; then
-    if line="$(scripts/worker/fetch-onnxruntime.sh 2>/dev/null | tail -n1)"; then
-        eval "$line"
-    fi
-fi
-export ORT_DYLIB_PATH
-PADDOCK_OPENVINO_LIB="${PADDOCK_OPENVINO_LIB:-}"
-if [ -z "$PADDOCK_OPENVINO_LIB" ]; then
-    if line="$(scripts/worker/fetch-openvino.sh 2>/dev/null | tail -n1)"; then
-        eval "$line"
-    fi
-fi
-export PADDOCK_OPENVINO_LIB
+. scripts/lib/engines.sh
+engine_env
 
 # The corpus: 256 sentences of 5-60 words from a fixed vocabulary and seed.
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"

@@ -16,16 +16,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --quiet --release -p hub-worker --example serve-local --example make-classifier
 CLS="$ROOT/target/fixtures/minilm-classifier-rs"
 "$CARGO_TARGET_DIR/release/examples/make-classifier" "$PADDOCK_MINILM_DIR" "$CLS" >/dev/null
+. scripts/lib/hub.sh
 LOG="$(mktemp)"
 "$CARGO_TARGET_DIR/release/examples/serve-local" --bind 127.0.0.1:0 --secret s3cret \
     "minilm=$PADDOCK_MINILM_DIR" "cls=$CLS" > "$LOG" 2>&1 &
 PID=$!
-trap 'kill $PID 2>/dev/null || true; rm -f "$LOG"' EXIT
-for _ in $(seq 1 300); do
-    URL="$(grep -o 'listening on http://[0-9.:]*' "$LOG" | cut -d' ' -f3 || true)"
-    [ -n "$URL" ] && break
-    kill -0 $PID 2>/dev/null || { cat "$LOG"; exit 1; }
-    sleep 0.1
-done
-[ -n "$URL" ] || { echo "serve-local did not start"; cat "$LOG"; exit 1; }
+hub_on_exit 'kill $PID 2>/dev/null; rm -f "$LOG"'
+URL="$(server_url "$LOG" "$PID" 30)"
 "$VENV/bin/python" scripts/worker/check-clients.py "$URL" minilm cls s3cret

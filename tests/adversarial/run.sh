@@ -9,23 +9,10 @@ set -euo pipefail
 PY=${1:?python}
 HUB=${2:?hub-api binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-DATA=$(mktemp -d /tmp/paddock-adversarial-XXXXXX)
-LOG="$DATA/hub.log"
-cleanup() {
-  if [[ -n "${HUB_PID:-}" ]] && kill -0 "$HUB_PID" 2>/dev/null; then kill -TERM "$HUB_PID"; wait "$HUB_PID" || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-"$HUB" --data-dir "$DATA/hub" --bind 127.0.0.1:0 --no-worker >"$LOG" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 1 120); do
-  if grep -q "paddock: listening on" "$LOG"; then break; fi
-  if ! kill -0 "$HUB_PID" 2>/dev/null; then cat "$LOG"; echo "hub exited early"; exit 1; fi
-  sleep 0.5
-done
-URL=$(grep -o "listening on http://[0-9.:]*" "$LOG" | head -1 | sed 's/listening on //')
-[[ -n "$URL" ]] || { cat "$LOG"; echo "hub did not start"; exit 1; }
+. "$HERE/../../scripts/lib/hub.sh"
+HUB_BIN="$HUB"
+hub_start --no-worker
+DATA="$HUB_WORK" LOG="$HUB_LOG_FILE" URL="$HUB_URL"
 echo "adversarial: hub at $URL (pid $HUB_PID)"
 
 export HF_ENDPOINT="$URL" PADDOCK_HUB_PID="$HUB_PID" PADDOCK_HUB_BIN="$HUB" PADDOCK_HUB_DATA="$DATA/hub"

@@ -29,11 +29,13 @@ if [ "$node_major" -lt 20 ]; then
   echo "tests/browser: playwright-core needs Node.js 20 or later, found $(node --version) (Debian 12 ships 18; use Debian 13 or NodeSource's nodejs 20)" >&2
   exit 1
 fi
+. "$root/scripts/lib/hub.sh"
 if [ -z "$hub" ]; then
-  (cd "$root" && cargo build -p paddock --quiet)
-  hub="${CARGO_TARGET_DIR:-$root/target}/debug/hub-api"
+  hub_build debug
+  hub="$HUB_BIN"
 fi
 hub=$(cd "$(dirname "$hub")" && pwd)/$(basename "$hub")
+HUB_BIN="$hub"
 cd "$here"
 want=$(node -p "require('./package-lock.json').packages['node_modules/playwright-core'].version")
 have=$(node -p "require('./node_modules/playwright-core/package.json').version" 2>/dev/null || true)
@@ -45,37 +47,19 @@ if [ -z "${PADDOCK_MINILM_DIR:-}" ]; then
   export PADDOCK_MINILM_DIR
 fi
 
-tmp=$(mktemp -d /tmp/paddock-browser-XXXXXX)
-chmod 755 "$tmp"
-hub_pid=""
-cleanup() {
-  if [ -n "$hub_pid" ]; then kill "$hub_pid" 2>/dev/null || true; wait "$hub_pid" 2>/dev/null || true; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
 export HUB_PG_UNSAFE_FAST=true HUB_LOG=warn
-: >"$tmp/hub.log"
-"$hub" --data-dir "$tmp/data" --bind 127.0.0.1:0 serve >"$tmp/hub.log" 2>&1 &
-hub_pid=$!
-url=""
-for _ in $(seq 1 120); do
-  url=$(sed -n 's/^paddock: listening on \([^ ]*\).*/\1/p' "$tmp/hub.log" | head -1 || true)
-  [ -n "$url" ] && break
-  if ! kill -0 "$hub_pid" 2>/dev/null; then cat "$tmp/hub.log"; echo "the hub did not start" >&2; exit 1; fi
-  sleep 0.5
-done
-[ -n "$url" ] || { cat "$tmp/hub.log"; echo "the hub did not print its URL" >&2; exit 1; }
+hub_start
+tmp="$HUB_WORK" url="$HUB_URL"
 
 password="browser-pass-123"
-echo "$password" | "$hub" --data-dir "$tmp/data" admin create-user alice --password-stdin >/dev/null
-"$hub" --data-dir "$tmp/data" admin create-org acme --owner alice >/dev/null
-token=$("$hub" --data-dir "$tmp/data" admin create-token alice --scopes read,write,inference,admin --name browser-tests | tail -1)
+echo "$password" | hub_admin create-user alice --password-stdin >/dev/null
+hub_admin create-org acme --owner alice >/dev/null
+token=$(hub_admin create-token alice --scopes read,write,inference,admin --name browser-tests)
 
 rm -rf "$root/target/screenshots"; mkdir -p "$root/target/screenshots"
 export HUB_URL="$url" HUB_TOKEN="$token" HUB_USER=alice HUB_PASSWORD="$password" \
   SCREENSHOTS="$root/target/screenshots" WORK="$tmp"
 status=0
 node --test --test-concurrency=1 dashboard.test.mjs || status=$?
-if [ "$status" != 0 ]; then echo "--- hub log (tail) ---"; tail -40 "$tmp/hub.log"; fi
+if [ "$status" != 0 ]; then echo "--- hub log (tail) ---"; tail -40 "$HUB_LOG_FILE"; fi
 exit "$status"

@@ -8,34 +8,20 @@ set -euo pipefail
 PY=${1:?python}
 HUB=${2:?hub-api binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
-DATA=$(mktemp -d /tmp/paddock-conformance-XXXXXX)
-LOG="$DATA/hub.log"
-cleanup() {
-  if [[ -n "${HUB_PID:-}" ]] && kill -0 "$HUB_PID" 2>/dev/null; then kill -TERM "$HUB_PID"; wait "$HUB_PID" || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-
-"$HUB" --data-dir "$DATA/hub" --bind 127.0.0.1:0 >"$LOG" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 1 120); do
-  if grep -q "paddock: listening on" "$LOG"; then break; fi
-  if ! kill -0 "$HUB_PID" 2>/dev/null; then cat "$LOG"; echo "hub exited early"; exit 1; fi
-  sleep 0.5
-done
-URL=$(grep -o "listening on http://[0-9.:]*" "$LOG" | head -1 | sed 's/listening on //')
-[[ -n "$URL" ]] || { cat "$LOG"; echo "hub did not start"; exit 1; }
+. "$HERE/../../scripts/lib/hub.sh"
+HUB_BIN="$HUB"
+hub_start
+DATA="$HUB_WORK" URL="$HUB_URL"
 echo "conformance: hub at $URL"
 
-admin() { "$HUB" --data-dir "$DATA/hub" "$@" | tail -1; }
-admin admin create-user alice >/dev/null
-admin admin create-user bob >/dev/null
-admin admin create-user root --admin >/dev/null
-export PADDOCK_TOKEN_ALICE=$(admin admin create-token alice --scopes read,write --name conformance)
-export PADDOCK_TOKEN_ALICE_RO=$(admin admin create-token alice --scopes read --name readonly)
-export PADDOCK_TOKEN_BOB=$(admin admin create-token bob --scopes read,write --name conformance)
-export PADDOCK_TOKEN_ROOT=$(admin admin create-token root --scopes read,write,admin --name conformance)
-export PADDOCK_TOKEN_WORKER=$(admin admin create-token root --scopes worker --name workers)
+hub_admin create-user alice >/dev/null
+hub_admin create-user bob >/dev/null
+hub_admin create-user root --admin >/dev/null
+export PADDOCK_TOKEN_ALICE=$(hub_admin create-token alice --scopes read,write --name conformance)
+export PADDOCK_TOKEN_ALICE_RO=$(hub_admin create-token alice --scopes read --name readonly)
+export PADDOCK_TOKEN_BOB=$(hub_admin create-token bob --scopes read,write --name conformance)
+export PADDOCK_TOKEN_ROOT=$(hub_admin create-token root --scopes read,write,admin --name conformance)
+export PADDOCK_TOKEN_WORKER=$(hub_admin create-token root --scopes worker --name workers)
 export PADDOCK_WORKER_BIN="${PADDOCK_WORKER_BIN:-$(dirname "$HUB")/hub-worker}"
 if [[ -n "${PADDOCK_MINILM_DIR:-}" && -z "${PADDOCK_CLASSIFIER_DIR:-}" && -x "$(dirname "$HUB")/examples/make-classifier" ]]; then
   export PADDOCK_CLASSIFIER_DIR="$DATA/classifier"
@@ -54,9 +40,7 @@ HF_HUB_DISABLE_XET=1 "$PY" -m pytest -q -p no:cacheprovider "$HERE" --ignore="$H
 "$PY" -m pytest -q -p no:cacheprovider "$HERE/test_xet_default.py"
 
 # Graceful stop: SIGTERM drains and stops the private cluster cleanly.
-kill -TERM "$HUB_PID"
-wait "$HUB_PID"
+hub_stop
 status=$?
-unset HUB_PID
 if [[ -f "$DATA/hub/pg/postmaster.pid" ]]; then echo "private PostgreSQL still running after SIGTERM"; exit 1; fi
 echo "conformance: hub stopped cleanly (exit $status)"

@@ -26,6 +26,9 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import hub as lib_hub  # noqa: E402  (scripts/lib/hub.py: the one way to start a hub)
+
 HUB = sys.argv[1] if len(sys.argv) > 1 else "target/debug/hub-api"
 SEED = int(os.environ.get("FAULTS_SEED", "13"))
 WRITERS = int(os.environ.get("FAULTS_WRITERS", "8"))
@@ -52,43 +55,12 @@ acked = []  # (commit id, path, sha256, size)
 attempted = {}  # path -> sha256 of the bytes sent (acked or not)
 
 
-class Hub:
-    def __init__(self, data):
-        self.data = data
-        self.proc = None
-        self.url = None
-        self.log = None
-        self.starts = 0
-
-    def start(self):
-        self.starts += 1
-        log_path = os.path.join(self.data, f"hub-{self.starts}.log")
-        self.log = open(log_path, "wb")
-        env = dict(os.environ, HUB_RATE_LIMIT_TOKEN_RPS="0", HUB_RATE_LIMIT_ANON_RPS="0", HUB_LOG="info,sqlx=warn")
-        env.pop("HUB_PG_UNSAFE_FAST", None)  # durability is the point: fsync on
-        self.proc = subprocess.Popen(
-            [HUB, "--data-dir", os.path.join(self.data, "hub"), "--bind", "127.0.0.1:0", "--no-worker"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            text = open(log_path, "rb").read().decode("utf-8", "replace")
-            m = re.search(r"listening on (http://[0-9.:]+)", text)
-            if m:
-                self.url = m.group(1)
-                return
-            if self.proc.poll() is not None:
-                sys.exit(f"hub exited early:\n{text[-3000:]}")
-            time.sleep(0.1)
-        sys.exit("hub did not start within 90 s")
-
-    def admin(self, *args):
-        out = subprocess.run([HUB, "--data-dir", os.path.join(self.data, "hub"), *args],
-                             check=True, capture_output=True, text=True)
-        return out.stdout.strip().splitlines()[-1]
+class Hub(lib_hub.Hub):
+    """The hub of scripts/lib/hub.py, plus its private cluster's postmaster."""
 
     def postmaster_pid(self):
         try:
-            with open(os.path.join(self.data, "hub", "pg", "postmaster.pid")) as f:
+            with open(os.path.join(self.data_dir, "pg", "postmaster.pid")) as f:
                 return int(f.readline().strip())
         except (OSError, ValueError):
             return None
@@ -232,8 +204,13 @@ def run_load(hub, token, seconds_before, fault, seconds_after_ready=3):
 def main():
     started = time.time()
     data = tempfile.mkdtemp(prefix="paddock-faults-")
-    hub = Hub(data)
-    hub.start()
+    hub = Hub(HUB, data)
+    env = dict(os.environ, HUB_RATE_LIMIT_TOKEN_RPS="0", HUB_RATE_LIMIT_ANON_RPS="0", HUB_LOG="info,sqlx=warn")
+    env.pop("HUB_PG_UNSAFE_FAST", None)  # durability is the point: fsync on
+    try:
+        hub.start("--no-worker", env=env)
+    except lib_hub.HubError as e:
+        sys.exit(str(e))
     print(f"faults: hub at {hub.url} (data {data}, seed {SEED})", flush=True)
     hub.admin("admin", "create-user", "alice")
     token = hub.admin("admin", "create-token", "alice", "--scopes", "read,write")
@@ -247,7 +224,10 @@ def main():
             hub.proc.send_signal(signal.SIGKILL)
             hub.proc.wait()
             t = time.time()
-            hub.start()
+            try:
+                hub.start()  # same data dir, flags and environment
+            except lib_hub.HubError as e:
+                sys.exit(str(e))
             return {"fault": "kill -9 hub-api", "restart_s": round(time.time() - t, 2)}
         info = run_load(hub, token, 3, kill_hub)
         stats["faults"].append(info)
@@ -297,8 +277,7 @@ def main():
             partial.append((path, res[0] if res else None))
 
     # SIGTERM stops the hub and the cluster it adopted after the kill -9.
-    hub.proc.send_signal(signal.SIGTERM)
-    code = hub.proc.wait(timeout=60)
+    code = hub.stop()
     cluster_left = hub.postmaster_pid() is not None and os.path.exists(f"/proc/{hub.postmaster_pid()}")
 
     s5 = stats["status"]

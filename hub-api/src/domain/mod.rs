@@ -10,6 +10,16 @@ pub use revision::{is_commit_oid, RefName, Revision};
 
 use crate::error::ApiError;
 
+/// A value that is not what it should be (400 `invalid_request`). The names
+/// have their own codes (`invalid_repo_name`, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0:?} is not a sha256 digest (64 hex characters)")]
+    NotSha256(String),
+    #[error("repo type {0:?} is not supported (use \"model\" or \"dataset\")")]
+    RepoType(String),
+}
+
 /// A lowercase hex sha256 digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
@@ -21,10 +31,7 @@ impl Sha256 {
         if lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Self(lower))
         } else {
-            Err(ApiError::InvalidRequest(format!(
-                "{:?} is not a sha256 digest (64 hex characters)",
-                s.chars().take(80).collect::<String>()
-            )))
+            Err(ParseError::NotSha256(crate::error::clip(s, 80)).into())
         }
     }
     /// From a digest computed here.

@@ -128,9 +128,7 @@ impl RepoType {
         match s {
             "model" | "models" => Ok(RepoType::Model),
             "dataset" | "datasets" => Ok(RepoType::Dataset),
-            other => Err(ApiError::InvalidRequest(format!(
-                "repo type {other:?} is not supported (use \"model\" or \"dataset\")"
-            ))),
+            other => Err(super::ParseError::RepoType(other.to_string()).into()),
         }
     }
     pub fn as_str(self) -> &'static str {

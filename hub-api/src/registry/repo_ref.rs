@@ -34,10 +34,7 @@ pub fn query_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiEr
         None => Ok(None),
         Some("true" | "True" | "1") => Ok(Some(true)),
         Some("false" | "False" | "0") => Ok(Some(false)),
-        Some(other) => Err(ApiError::InvalidRequest(format!(
-            "query parameter {name} must be true or false, not {:?}",
-            other.chars().take(40).collect::<String>()
-        ))),
+        Some(other) => Err(crate::routes::query::QueryError::bool(name, other).into()),
     }
 }
 

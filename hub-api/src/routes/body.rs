@@ -10,6 +10,31 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::pin::Pin;
 
+/// A request body that cannot be read or parsed (400 `invalid_request`).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the body: {0}")]
+    Read(String),
+    /// A streamed body (an upload) that failed mid-way.
+    #[error("request body: {0}")]
+    Stream(String),
+    #[error("Content-Encoding {0:?} is not accepted; send the body uncompressed")]
+    Encoded(String),
+    #[error("invalid JSON body: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a JSON body is required")]
+    Missing,
+    #[error("the body must be a JSON object")]
+    NotObject,
+}
+
+impl BodyError {
+    /// A chunk of the body that could not be read.
+    pub fn read(e: impl std::fmt::Display) -> Self {
+        BodyError::Read(e.to_string())
+    }
+}
+
 /// Reads a whole small body, refusing more than `limit` bytes (413) and any
 /// `Content-Encoding` (bodies are never decompressed).
 pub async fn read_limited(
@@ -32,8 +57,7 @@ pub async fn read_limited(
     }
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(BodyError::read)?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(format!(
                 "body is over the limit of {limit} bytes"
@@ -49,9 +73,7 @@ pub fn reject_encoded(req: &HttpRequest) -> Result<(), ApiError> {
     if let Some(enc) = req.headers().get(actix_web::http::header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("?");
         if !enc.eq_ignore_ascii_case("identity") {
-            return Err(ApiError::InvalidRequest(format!(
-                "Content-Encoding {enc:?} is not accepted; send the body uncompressed"
-            )));
+            return Err(BodyError::Encoded(enc.to_string()).into());
         }
     }
     Ok(())
@@ -86,7 +108,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             };
             serde_json::from_slice(text)
                 .map(JsonBody)
-                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+                .map_err(|e| BodyError::Json(e).into())
         })
     }
 }
@@ -106,19 +128,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for RequiredJson<T> {
         Box::pin(async move {
             let bytes = read_json_bytes(&req, &mut payload).await?;
             if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                return Err(ApiError::InvalidRequest("a JSON body is required".into()));
+                return Err(BodyError::Missing.into());
             }
             // An object, not serde's array form of a struct.
-            let v: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(BodyError::Json)?;
             if !v.is_object() {
-                return Err(ApiError::InvalidRequest(
-                    "the body must be a JSON object".into(),
-                ));
+                return Err(BodyError::NotObject.into());
             }
             serde_json::from_value(v)
                 .map(RequiredJson)
-                .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+                .map_err(|e| BodyError::Json(e).into())
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod body;
 pub mod health;
 pub mod hf;
 pub mod inference;
+pub mod query;
 pub mod v1;
 
 use actix_web::http::Method;
@@ -130,10 +131,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // error body (`invalid_request`) as every other bad input, not
     // actix's plain-text default.
     cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
-        crate::error::ApiError::InvalidRequest(format!("invalid query: {e}")).into()
+        crate::error::ApiError::from(query::QueryError::malformed(e)).into()
     }));
     cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
-        crate::error::ApiError::InvalidRequest(format!("invalid path: {e}")).into()
+        crate::error::ApiError::from(query::QueryError::PathParams(e.to_string())).into()
     }));
     build(&mut Actix(cfg));
 }

@@ -8,7 +8,7 @@
 use crate::auth::access::Access;
 use crate::auth::Auth;
 use crate::db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{AccessRequestError, ApiError, ApiResult, QueryError};
 use crate::gating;
 use crate::registry::repo_ref::param;
 use crate::registry::{self, hf_date, RepoRef};
@@ -34,7 +34,7 @@ pub async fn list(
         .find(|(k, _)| k == "cursor")
         .map(|(_, v)| v.parse::<i64>())
         .transpose()
-        .map_err(|_| ApiError::InvalidRequest("invalid cursor".into()))?;
+        .map_err(|_| QueryError::Cursor)?;
     let mut rows =
         db::access_requests::list(&state.db, ctx.repo.id, status, cursor, PAGE + 1).await?;
     let mut resp = HttpResponse::Ok();
@@ -109,11 +109,7 @@ pub async fn handle(
                 .await?
                 .ok_or(ApiError::NotFound("user"))?
         }
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "send exactly one of user and requestId".into(),
-            ))
-        }
+        _ => return Err(AccessRequestError::UserOrRequestId.into()),
     };
     if let Some(r) = db::access_requests::get(&state.db, ctx.repo.id, user.id).await? {
         if r.status == status {
@@ -150,11 +146,11 @@ pub async fn grant(
     let user = user_named(&state, &body.user).await?;
     if let Some(r) = db::access_requests::get(&state.db, ctx.repo.id, user.id).await? {
         if r.status == "accepted" {
-            return Err(ApiError::InvalidRequest(format!(
-                "{} already has access to {}",
-                user.name,
-                ctx.repo.full_id()
-            )));
+            return Err(AccessRequestError::AlreadyGranted {
+                user: user.name,
+                repo: ctx.repo.full_id(),
+            }
+            .into());
         }
     }
     gating::decide(&state, p, &ctx, &user, "accepted", None, true).await?;

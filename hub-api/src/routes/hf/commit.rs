@@ -128,8 +128,7 @@ async fn read_payload(
     // Bytes of `buf` already known to hold no newline.
     let mut scanned = 0usize;
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(crate::routes::body::BodyError::read)?;
         total += chunk.len() as u64;
         if total > state.limits.commit_body {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -207,9 +206,7 @@ pub async fn commit(
         )));
     }
     if req.query_string().contains("create_pr=1") || req.query_string().contains("create_pr=true") {
-        return Err(ApiError::InvalidRequest(
-            "pull requests are not supported; commit to a branch".into(),
-        ));
+        return Err(crate::routes::query::QueryError::PullRequests.into());
     }
     let rev = param(&req, "rev").unwrap_or_else(|| registry::DEFAULT_BRANCH.to_string());
     let rev = crate::domain::Revision::parse(&rev)?;

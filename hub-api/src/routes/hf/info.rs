@@ -5,7 +5,7 @@ use crate::auth::Auth;
 use crate::db;
 use crate::db::repos::{ListQuery, RepoRow, SortKey};
 use crate::domain::RepoType;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, QueryError};
 use crate::registry::files::{self, sibling_json};
 use crate::registry::repo_ref::param;
 use crate::registry::{self, hf_date, RepoRef};
@@ -156,20 +156,14 @@ pub async fn list(
     let kind = RepoType::parse(req.match_info().get("kind").unwrap_or("models"))?;
     let pairs = query_pairs(&req);
     let sort_s = first(&pairs, "sort").unwrap_or_else(|| "lastModified".into());
-    let sort = SortKey::parse(&sort_s).ok_or_else(|| {
-        ApiError::InvalidRequest(format!(
-            "sort {sort_s:?} is not one of lastModified, createdAt, downloads, likes"
-        ))
-    })?;
+    let sort = SortKey::parse(&sort_s).ok_or_else(|| QueryError::Sort(sort_s.clone()))?;
     let full = flag(&pairs, "full")?;
     let limit = match first(&pairs, "limit") {
         Some(l) => l
             .parse::<i64>()
             .ok()
             .filter(|l| *l > 0)
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!("limit {l:?} is not a positive integer"))
-            })?
+            .ok_or_else(|| QueryError::LimitNotPositive(l.clone()))?
             .min(1000),
         None => 100,
     };
@@ -180,7 +174,7 @@ pub async fn list(
                 .decode(c.as_bytes())
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| ApiError::InvalidRequest("cursor is not valid".into()))?,
+                .ok_or(QueryError::CursorNotValid)?,
         ),
         None => None,
     };

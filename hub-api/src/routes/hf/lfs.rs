@@ -33,6 +33,33 @@ const LFS_JSON: &str = "application/vnd.git-lfs+json";
 const LINK_TTL_S: i64 = 24 * 3600;
 const AUDIENCE: &str = "paddock-lfs";
 
+/// An LFS batch, upload or preupload request the hub cannot take (400
+/// `invalid_request`).
+#[derive(Debug, thiserror::Error)]
+pub enum LfsRequestError {
+    #[error("operation {0:?} is not upload or download")]
+    Operation(String),
+    #[error("this upload is multipart: send its parts to the part links")]
+    IsMultipart,
+    #[error("this upload is not multipart")]
+    NotMultipart,
+    #[error("part {part} is outside 1..={count}")]
+    PartOutOfRange { part: u32, count: u32 },
+    #[error("{needed} parts are needed; {uploaded} were uploaded and {listed} listed")]
+    PartCount {
+        needed: u32,
+        uploaded: usize,
+        listed: usize,
+    },
+    #[error("part {0} has a different ETag than uploaded")]
+    PartEtag(u32),
+    #[error("Content-Length is not a number")]
+    ContentLength,
+    /// Preupload: a file's sample that is not base64.
+    #[error("sample of {0} is not base64")]
+    SampleNotBase64(String),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct LinkClaims {
     iss: String,
@@ -131,11 +158,7 @@ pub async fn batch(
     let need = match body.operation.as_str() {
         "upload" => Access::Write,
         "download" => Access::Read,
-        other => {
-            return Err(ApiError::InvalidRequest(format!(
-                "operation {other:?} is not upload or download"
-            )))
-        }
+        other => return Err(LfsRequestError::Operation(other.to_string()).into()),
     };
     // Download links hand out bytes: they need the read-and-gate decision.
     let (ctx, download) = if need == Access::Read {
@@ -340,9 +363,7 @@ pub async fn put_object(
     reject_encoded(&req)?;
     let s = open_session(&state, &sid).await?;
     if s.part_count.is_some() {
-        return Err(ApiError::InvalidRequest(
-            "this upload is multipart: send its parts to the part links".into(),
-        ));
+        return Err(LfsRequestError::IsMultipart.into());
     }
     check_content_length(&req, s.size as u64, "the object")?;
     let sha = Sha256::parse(&s.sha256)?;
@@ -367,9 +388,7 @@ fn check_content_length(req: &HttpRequest, expected: u64, what: &str) -> ApiResu
         Some(n) => Err(ApiError::DigestMismatch(format!(
             "{what} must be exactly {expected} bytes; Content-Length says {n}"
         ))),
-        None => Err(ApiError::InvalidRequest(
-            "Content-Length is not a number".into(),
-        )),
+        None => Err(LfsRequestError::ContentLength.into()),
     }
 }
 
@@ -387,16 +406,10 @@ pub async fn put_part(
     let s = open_session(&state, &sid).await?;
     let (chunk, count) = match (s.chunk_size, s.part_count) {
         (Some(c), Some(n)) => (c as u64, n as u32),
-        _ => {
-            return Err(ApiError::InvalidRequest(
-                "this upload is not multipart".into(),
-            ))
-        }
+        _ => return Err(LfsRequestError::NotMultipart.into()),
     };
     if part == 0 || part > count {
-        return Err(ApiError::InvalidRequest(format!(
-            "part {part} is outside 1..={count}"
-        )));
+        return Err(LfsRequestError::PartOutOfRange { part, count }.into());
     }
     let expected = if part == count {
         s.size as u64 - chunk * (count as u64 - 1)
@@ -462,21 +475,19 @@ pub async fn complete(
     let count = s.part_count.unwrap_or(0) as u32;
     let stored = db::lfs::parts(&state.db, s.id).await?;
     if stored.len() as u32 != count || body.parts.len() as u32 != count {
-        return Err(ApiError::InvalidRequest(format!(
-            "{count} parts are needed; {} were uploaded and {} listed",
-            stored.len(),
-            body.parts.len()
-        )));
+        return Err(LfsRequestError::PartCount {
+            needed: count,
+            uploaded: stored.len(),
+            listed: body.parts.len(),
+        }
+        .into());
     }
     for p in &body.parts {
         let ok = stored.iter().any(|(n, _, e)| {
             *n as u32 == p.part_number && e.eq_ignore_ascii_case(p.etag.trim_matches('"'))
         });
         if !ok {
-            return Err(ApiError::InvalidRequest(format!(
-                "part {} has a different ETag than uploaded",
-                p.part_number
-            )));
+            return Err(LfsRequestError::PartEtag(p.part_number).into());
         }
     }
     let sha = Sha256::parse(&s.sha256)?;

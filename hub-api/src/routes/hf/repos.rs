@@ -28,13 +28,21 @@ pub struct CreateBody {
     canonical: bool,
 }
 
+/// A repo setting with a value the hub does not know (400 `invalid_request`).
+#[derive(Debug, thiserror::Error)]
+pub enum RepoSettingsError {
+    #[error("visibility {0:?} is not one of public, private")]
+    Visibility(String),
+    /// `other` is the JSON value sent.
+    #[error("gated must be \"auto\", \"manual\" or false, not {0}")]
+    Gated(String),
+}
+
 fn parse_visibility(private: Option<bool>, visibility: Option<&str>) -> ApiResult<Option<bool>> {
     match visibility {
         Some("public") => Ok(Some(false)),
         Some("private") | Some("protected") => Ok(Some(true)),
-        Some(other) => Err(ApiError::InvalidRequest(format!(
-            "visibility {other:?} is not one of public, private"
-        ))),
+        Some(other) => Err(RepoSettingsError::Visibility(other.to_string()).into()),
         None => Ok(private),
     }
 }
@@ -326,11 +334,7 @@ pub async fn settings(
         Some(serde_json::Value::String(s)) if s == "auto" || s == "manual" => {
             Some(Some(s.as_str()))
         }
-        Some(other) => {
-            return Err(ApiError::InvalidRequest(format!(
-                "gated must be \"auto\", \"manual\" or false, not {other}"
-            )))
-        }
+        Some(other) => return Err(RepoSettingsError::Gated(other.to_string()).into()),
     };
     let mut tx = state.db.begin().await?;
     let target = format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id());

@@ -7,7 +7,7 @@ use crate::auth::Auth;
 use crate::db;
 use crate::db::git::Entry;
 use crate::domain::RepoPath;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{clip, ApiError, ApiResult, BodyError, QueryError};
 use crate::registry::files::{self, entry_json, entry_not_found};
 use crate::registry::repo_ref::{param, query_bool};
 use crate::registry::{self, hf_date, RepoRef};
@@ -83,18 +83,11 @@ pub async fn tree(
             .parse::<usize>()
             .ok()
             .filter(|l| *l > 0)
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(format!(
-                    "query parameter limit must be a positive whole number, not {:?}",
-                    l.chars().take(40).collect::<String>()
-                ))
-            })?
+            .ok_or_else(|| QueryError::LimitNotWhole(clip(&l, 40)))?
             .min(page),
     };
     let offset = match get("cursor") {
-        Some(c) => c
-            .parse::<usize>()
-            .map_err(|_| ApiError::InvalidRequest("cursor is not valid".into()))?,
+        Some(c) => c.parse::<usize>().map_err(|_| QueryError::CursorNotValid)?,
         None => 0,
     };
     let items: Vec<Entry> = all.iter().skip(offset).take(limit).cloned().collect();
@@ -140,8 +133,7 @@ pub async fn paths_info(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.contains("json"));
     let (paths, with_expand) = if is_json {
-        let b: PathsJson = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?;
+        let b: PathsJson = serde_json::from_slice(&body).map_err(BodyError::Json)?;
         (b.paths, b.expand.unwrap_or(false))
     } else {
         let pairs: Vec<(String, String)> =

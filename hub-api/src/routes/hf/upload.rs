@@ -5,7 +5,7 @@ use crate::auth::access::Access;
 use crate::auth::Auth;
 use crate::card;
 use crate::domain::RepoPath;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, LfsRequestError};
 use crate::git::attributes::LfsRules;
 use crate::git::ignore::IgnoreRules;
 use crate::heavy::Tenant;
@@ -112,9 +112,7 @@ pub async fn preupload(
         let sample = match &f.sample {
             Some(s) => base64::engine::general_purpose::STANDARD
                 .decode(s)
-                .map_err(|_| {
-                    ApiError::InvalidRequest(format!("sample of {} is not base64", f.path))
-                })?,
+                .map_err(|_| LfsRequestError::SampleNotBase64(f.path.clone()))?,
             None => vec![],
         };
         let lfs = f.size > 0

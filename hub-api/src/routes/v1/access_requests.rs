@@ -79,9 +79,7 @@ fn check_fields(
                 || v.as_str().is_some_and(|s| s.contains('\0'))
         })
     {
-        return Err(ApiError::Validation(
-            "fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL".into(),
-        ));
+        return Err(super::FieldError::AccessRequestFields.into());
     }
     Ok(serde_json::Value::Object(f.clone()))
 }

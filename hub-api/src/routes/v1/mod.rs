@@ -13,7 +13,7 @@ pub mod session;
 pub mod tokens;
 pub mod users;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, QueryError};
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 use std::future::{ready, Ready};
@@ -36,6 +36,25 @@ pub struct PageQuery {
     pub limit: Option<i64>,
 }
 
+/// A field of a management API body outside what it allows (400
+/// `validation_failed`). Token specs have their own enum
+/// ([`tokens::TokenSpecError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("email must be an address like name@example.com")]
+    Email,
+    #[error("password must have 8 to 1024 characters")]
+    Password,
+    #[error("fullname must be at most 200 printable characters")]
+    Fullname,
+    #[error("role {0:?} is not one of admin, write, read")]
+    Role(String),
+    #[error("storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000")]
+    QuotaLimits,
+    #[error("fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL")]
+    AccessRequestFields,
+}
+
 /// A parsed page request.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -48,13 +67,15 @@ impl Page {
     /// Parses `cursor` and `limit` from a query string.
     pub fn parse(query: &str) -> ApiResult<Page> {
         let q = web::Query::<PageQuery>::from_query(query)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid query: {e}")))?
+            .map_err(QueryError::malformed)?
             .into_inner();
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::InvalidRequest(format!(
-                "limit {limit} is outside 1..={MAX_LIMIT}"
-            )));
+            return Err(QueryError::LimitOutOfRange {
+                limit,
+                max: MAX_LIMIT,
+            }
+            .into());
         }
         let cursor = match q.cursor.as_deref() {
             None => None,
@@ -62,7 +83,7 @@ impl Page {
                 Some(c)
                     .filter(|c| c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|c| c.parse::<i64>().ok())
-                    .ok_or_else(|| ApiError::InvalidRequest("invalid cursor".into()))?,
+                    .ok_or(QueryError::Cursor)?,
             ),
         };
         Ok(Page { cursor, limit })

@@ -81,9 +81,7 @@ pub async fn create(
     let name = super::new_name(&body.name)?;
     let fullname = body.fullname.unwrap_or_else(|| name.to_string());
     if fullname.chars().count() > 200 || fullname.chars().any(char::is_control) {
-        return Err(ApiError::Validation(
-            "fullname must be at most 200 printable characters".into(),
-        ));
+        return Err(super::FieldError::Fullname.into());
     }
     let mut tx = state.db.begin().await?;
     let id = db::namespaces::insert_namespace(&mut *tx, name.as_str(), "org", &fullname)
@@ -211,12 +209,7 @@ pub struct RoleBody {
 }
 
 fn parse_role(s: &str) -> ApiResult<Role> {
-    Role::parse(s).ok_or_else(|| {
-        ApiError::Validation(format!(
-            "role {:?} is not one of admin, write, read",
-            s.chars().take(40).collect::<String>()
-        ))
-    })
+    Role::parse(s).ok_or_else(|| super::FieldError::Role(crate::error::clip(s, 40)).into())
 }
 
 async fn admin_ctx(state: &AppState, auth: &Auth, req: &HttpRequest) -> ApiResult<Namespace> {

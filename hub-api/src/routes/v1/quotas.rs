@@ -117,10 +117,7 @@ pub async fn put(
             .rate_burst
             .is_some_and(|b| !(1..=1_000_000).contains(&b))
     {
-        return Err(ApiError::Validation(
-            "storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000"
-                .into(),
-        ));
+        return Err(super::FieldError::QuotaLimits.into());
     }
     let old = crate::quota::settings(&state.db, ns.id).await?;
     let new = Settings {

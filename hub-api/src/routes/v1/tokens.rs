@@ -10,7 +10,7 @@ use crate::auth::access::{self, Action, Standing, TokenAction};
 use crate::auth::{secrets, Auth, Scope};
 use crate::db;
 use crate::db::tokens::TokenRow;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{clip, ApiError, ApiResult};
 use crate::routes::body::RequiredJson as JsonBody;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -114,12 +114,30 @@ pub enum ScopeName {
 
 const MAX_TOKENS: i64 = 200;
 
-fn check_list<T>(v: &Option<Vec<T>>, what: &str) -> ApiResult<()> {
+/// A token spec the hub cannot issue (400 `validation_failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenSpecError {
+    #[error("name must have 1 to 100 printable characters")]
+    Name,
+    #[error("scopes must list 1 to 5 scopes")]
+    ScopeCount,
+    #[error("scope {0:?} is not one of read, write, inference, admin, worker")]
+    Scope(String),
+    /// `namespaces` or `repos`.
+    #[error("{0} must list 1 to 50 entries (omit it for no restriction)")]
+    List(&'static str),
+    #[error("{0:?} is not a namespace name")]
+    Namespace(String),
+    #[error("{0:?} is not a repo id like ns/name or dataset:ns/name")]
+    Repo(String),
+    #[error("expires_in_days must be 1 to 3650")]
+    Expiry,
+}
+
+fn check_list<T>(v: &Option<Vec<T>>, what: &'static str) -> ApiResult<()> {
     if let Some(l) = v {
         if l.is_empty() || l.len() > 50 {
-            return Err(ApiError::Validation(format!(
-                "{what} must list 1 to 50 entries (omit it for no restriction)"
-            )));
+            return Err(TokenSpecError::List(what).into());
         }
     }
     Ok(())
@@ -137,23 +155,14 @@ pub async fn create(
     access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::Create))?;
     let name = body.name.as_str();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::Validation(
-            "name must have 1 to 100 printable characters".into(),
-        ));
+        return Err(TokenSpecError::Name.into());
     }
     if body.scopes.is_empty() || body.scopes.len() > 5 {
-        return Err(ApiError::Validation(
-            "scopes must list 1 to 5 scopes".into(),
-        ));
+        return Err(TokenSpecError::ScopeCount.into());
     }
     let mut scopes: Vec<String> = Vec::new();
     for s in &body.scopes {
-        let scope = Scope::parse(s).ok_or_else(|| {
-            ApiError::Validation(format!(
-                "scope {:?} is not one of read, write, inference, admin, worker",
-                s.chars().take(40).collect::<String>()
-            ))
-        })?;
+        let scope = Scope::parse(s).ok_or_else(|| TokenSpecError::Scope(clip(s, 40)))?;
         if scope == Scope::Worker && !access::is_site_admin(p) {
             return Err(ApiError::Forbidden(
                 "only site administrators can create worker tokens".into(),
@@ -179,10 +188,7 @@ pub async fn create(
                     if ns_re.is_match(&n.0) {
                         Ok(n.0.clone())
                     } else {
-                        Err(ApiError::Validation(format!(
-                            "{:?} is not a namespace name",
-                            n.0.chars().take(100).collect::<String>()
-                        )))
+                        Err(TokenSpecError::Namespace(clip(&n.0, 100)).into())
                     }
                 })
                 .collect::<ApiResult<Vec<_>>>()
@@ -195,10 +201,7 @@ pub async fn create(
             l.iter()
                 .map(|r| {
                     if !repo_re.is_match(&r.0) {
-                        return Err(ApiError::Validation(format!(
-                            "{:?} is not a repo id like ns/name or dataset:ns/name",
-                            r.0.chars().take(200).collect::<String>()
-                        )));
+                        return Err(TokenSpecError::Repo(clip(&r.0, 200)).into());
                     }
                     Ok(match r.0.split_once(':') {
                         Some(_) => r.0.clone(),
@@ -209,11 +212,7 @@ pub async fn create(
         })
         .transpose()?;
     let expires_at = match body.expires_in_days {
-        Some(d) if !(1..=3650).contains(&d) => {
-            return Err(ApiError::Validation(
-                "expires_in_days must be 1 to 3650".into(),
-            ))
-        }
+        Some(d) if !(1..=3650).contains(&d) => return Err(TokenSpecError::Expiry.into()),
         Some(d) => Some(chrono::Utc::now() + chrono::Duration::days(d)),
         None => None,
     };

@@ -121,16 +121,12 @@ pub async fn create(
         let re = regex::Regex::new(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$")
             .map_err(ApiError::internal)?;
         if e.chars().count() > 254 || !re.is_match(e) {
-            return Err(ApiError::Validation(
-                "email must be an address like name@example.com".into(),
-            ));
+            return Err(super::FieldError::Email.into());
         }
     }
     let hash = match body.password {
         Some(pw) if pw.chars().count() < 8 || pw.len() > 1024 => {
-            return Err(ApiError::Validation(
-                "password must have 8 to 1024 characters".into(),
-            ))
+            return Err(super::FieldError::Password.into())
         }
         Some(pw) => Some(
             crate::admin::hash_password(pw)
