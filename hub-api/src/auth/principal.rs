@@ -1,5 +1,6 @@
-//! Who is calling: the [`Auth`] extractor turns the request's credentials into
-//! a [`Principal`] (or none, for anonymous requests).
+//! Who is calling: a [`Principal`] (or none, for anonymous requests), what an
+//! API token resolves to, and the [`Auth`] extractor that hands handlers the
+//! caller the authentication middleware (`auth::authenticate`) resolved.
 
 use crate::db;
 use crate::error::ApiError;
