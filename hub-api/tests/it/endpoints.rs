@@ -619,3 +619,92 @@ async fn scale_to_zero_and_wake_on_request() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     server.stop().await;
 }
+
+/// The control-plane contract at the hub's edge: replica names in a heartbeat
+/// are parsed as before (a malformed id is a malformed body, an unknown status
+/// a validation error), and a stored task no worker serves fails its replica at
+/// the hub instead of reaching the worker.
+#[actix_web::test]
+async fn the_hub_parses_the_control_plane_names() {
+    let t = TestState::new().await;
+    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
+    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
+        .await
+        .unwrap();
+    let server = Server::start(t.state.clone());
+    let hub = server.url.clone();
+    let http = reqwest::Client::new();
+    http.post(format!("{hub}/api/repos/create"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let body = hub_testkit::ndjson(
+        "m",
+        None,
+        &[hub_testkit::file_op(
+            "config.json",
+            br#"{"architectures":["BertModel"]}"#,
+        )],
+    );
+    http.post(format!("{hub}/api/models/solo/m/commit/main"))
+        .bearer_auth(&owner)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/solo"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "e", "repository": "solo/m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (w, _) = Worker::register(&hub, &wt, "http://127.0.0.1:1", 8 << 30).await;
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let a = w.poll(0).await;
+    let id = a["assignments"][0]["assignment_id"].clone();
+    assert_eq!(a["assignments"][0]["task"], "feature-extraction");
+
+    let heartbeat = |models: Value| {
+        let req = http
+            .post(format!("{hub}/api/v1/workers/{}/heartbeat", w.id))
+            .bearer_auth(&wt)
+            .json(&json!({"free_memory_bytes": 1, "models": models}));
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, b) = heartbeat(json!([{"assignment_id": id, "status": "done"}])).await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (400, Some("validation_failed")),
+        "{b}"
+    );
+    let (st, b) = heartbeat(json!([{"assignment_id": "a1", "status": "running"}])).await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
+
+    sqlx::query("UPDATE endpoints SET task = 'translation'")
+        .execute(&t.state.db)
+        .await
+        .unwrap();
+    let a = w.poll(0).await;
+    assert_eq!(a["assignments"], json!([]), "{a}");
+    let (status, message): (String, Option<String>) =
+        sqlx::query_as("SELECT status, message FROM replicas")
+            .fetch_one(&t.state.db)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(message
+        .unwrap_or_default()
+        .contains("\"translation\" is not supported"));
+    server.stop().await;
+}

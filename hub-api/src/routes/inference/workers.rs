@@ -171,46 +171,23 @@ pub async fn assignments(
             Err(refused @ (ApiError::GatedRepo(_) | ApiError::RepoNotFound)) => {
                 let msg = format!("the endpoint's creator may not download the model: {refused}");
                 tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
-                db::endpoints::update_replica(
-                    &state.db,
-                    replica,
-                    id,
-                    ReplicaStatus::Failed.as_str(),
-                    Some(&msg),
-                    0,
-                    0,
-                )
-                .await?;
-                state.scheduler.nudge();
+                fail_replica(&state, replica, id, &msg).await?;
                 continue;
             }
             Err(other) => return Err(other),
         };
         // Endpoint creation only stores names these parse; a row that does not
         // (edited by hand) fails its replica instead of the whole poll.
-        let parsed = Task::parse(&e.task)
-            .map_err(|err| err.to_string())
-            .and_then(|t| {
-                Ok((
-                    t,
-                    Precision::parse(&e.precision).map_err(|err| err.to_string())?,
-                ))
-            });
+        let parsed = match (Task::parse(&e.task), Precision::parse(&e.precision)) {
+            (Ok(task), Ok(precision)) => Ok((task, precision)),
+            (Err(err), _) => Err(err.to_string()),
+            (_, Err(err)) => Err(err.to_string()),
+        };
         let (task, precision) = match parsed {
-            Ok(p) => p,
+            Ok(names) => names,
             Err(msg) => {
                 tracing::warn!(endpoint.id = e.id, replica.id = %replica, "{msg}");
-                db::endpoints::update_replica(
-                    &state.db,
-                    replica,
-                    id,
-                    ReplicaStatus::Failed.as_str(),
-                    Some(&msg),
-                    0,
-                    0,
-                )
-                .await?;
-                state.scheduler.nudge();
+                fail_replica(&state, replica, id, &msg).await?;
                 continue;
             }
         };
@@ -233,4 +210,13 @@ pub async fn assignments(
         version: worker.assign_version,
         assignments: items,
     }))
+}
+
+/// Marks a replica `failed` with `msg` (the worker is not sent it) and wakes the
+/// scheduler.
+async fn fail_replica(state: &AppState, replica: Uuid, worker: Uuid, msg: &str) -> ApiResult<()> {
+    let failed = ReplicaStatus::Failed.as_str();
+    db::endpoints::update_replica(&state.db, replica, worker, failed, Some(msg), 0, 0).await?;
+    state.scheduler.nudge();
+    Ok(())
 }
