@@ -219,10 +219,11 @@ async fn load_role(
     namespace_id: i64,
 ) -> sqlx::Result<Option<Role>> {
     match p {
-        Some(p) if !matches!(
-            p.credential,
-            super::Credential::RepoPull { .. } | super::Credential::Worker
-        ) =>
+        Some(p)
+            if !matches!(
+                p.credential,
+                super::Credential::RepoPull { .. } | super::Credential::Worker
+            ) =>
         {
             namespace_role(db, p, namespace_id).await
         }

@@ -64,13 +64,9 @@ async fn member_namespaces(
 ) -> PageResult<Vec<Namespace>> {
     let mut out = Vec::new();
     if let Some(name) = only {
-        let (ns, _) = crate::routes::inference::member_namespace(
-            state,
-            auth,
-            name,
-            Action::ReadEndpoints,
-        )
-        .await?;
+        let (ns, _) =
+            crate::routes::inference::member_namespace(state, auth, name, Action::ReadEndpoints)
+                .await?;
         out.push(ns);
         return Ok(out);
     }

@@ -626,11 +626,20 @@ async fn endpoint_pages_follow_the_token_like_the_api() {
     );
     let r = get!(app, "/inference/alice/enc-ep", Some(&alice));
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.body.contains("data-ep-action=\"pause\""), "writers may pause");
+    assert!(
+        r.body.contains("data-ep-action=\"pause\""),
+        "writers may pause"
+    );
 
-    let restricted = crate::common::token(&t, alice_id, &["read", "write"], Some(&["model:alice/enc"]), None)
-        .await
-        .1;
+    let restricted = crate::common::token(
+        &t,
+        alice_id,
+        &["read", "write"],
+        Some(&["model:alice/enc"]),
+        None,
+    )
+    .await
+    .1;
     let api = call_service(
         &app,
         TestRequest::get()
@@ -644,7 +653,9 @@ async fn endpoint_pages_follow_the_token_like_the_api() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(!r.body.contains("enc-ep"), "{}", r.body);
 
-    let read_only = crate::common::token(&t, alice_id, &["read"], None, None).await.1;
+    let read_only = crate::common::token(&t, alice_id, &["read"], None, None)
+        .await
+        .1;
     let api = call_service(
         &app,
         TestRequest::post()
@@ -656,7 +667,10 @@ async fn endpoint_pages_follow_the_token_like_the_api() {
     assert_eq!(api.status(), StatusCode::FORBIDDEN);
     let r = get!(app, "/inference/alice/enc-ep", Some(&read_only));
     assert_eq!(r.status, StatusCode::OK);
-    assert!(!r.body.contains("data-ep-action=\"pause\""), "no Pause for a read-only token");
+    assert!(
+        !r.body.contains("data-ep-action=\"pause\""),
+        "no Pause for a read-only token"
+    );
 }
 
 #[actix_web::test]

@@ -205,9 +205,20 @@ fn every_action_has_a_row() {
     for a in all {
         // The match makes adding an `Action` variant a compile error here.
         match a {
-            ReadRepo | WriteRepo | AdminRepo | RequestRepoAccess | CreateRepo | CreateOrg
-            | ReadNamespace | AdminNamespace | LeaveNamespace | ReadEndpoints
-            | ManageEndpoints | ReadUsage | CallEndpoint { .. } | ManageTokens(_)
+            ReadRepo
+            | WriteRepo
+            | AdminRepo
+            | RequestRepoAccess
+            | CreateRepo
+            | CreateOrg
+            | ReadNamespace
+            | AdminNamespace
+            | LeaveNamespace
+            | ReadEndpoints
+            | ManageEndpoints
+            | ReadUsage
+            | CallEndpoint { .. }
+            | ManageTokens(_)
             | AdministerSite => {}
         }
         assert!(TABLE.iter().any(|(x, _, _)| *x == a), "no row for {a:?}");

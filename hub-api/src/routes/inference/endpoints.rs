@@ -2,9 +2,9 @@
 //! change, delete, pause and resume inference endpoints.
 
 use super::member_namespace;
+use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
-use crate::auth::access::Action;
 use crate::domain::{RepoId, RepoName, RepoType};
 use crate::endpoints::{check_scaling, choose_task, to_json};
 use crate::error::{ApiError, ApiResult};
@@ -103,7 +103,8 @@ pub async fn create(
     path: web::Path<String>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> ApiResult<HttpResponse> {
-    let (ns, p) = member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
+    let (ns, p) =
+        member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
     let name = RepoName::parse(&body.name)
         .map_err(|e| ApiError::Validation(format!("endpoint name: {e}")))?;
     let access = body.access.unwrap_or(EndpointAccess::Protected).as_str();
@@ -192,7 +193,8 @@ pub async fn list(
     req: actix_web::HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let page = crate::routes::v1::Page::parse(req.query_string())?;
-    let (ns, _) = member_namespace(&state, &auth, &path.into_inner(), Action::ReadEndpoints).await?;
+    let (ns, _) =
+        member_namespace(&state, &auth, &path.into_inner(), Action::ReadEndpoints).await?;
     let limit = page.limit;
     let after = page.cursor;
     let rows = db::endpoints::list(&state.db, ns.id, after, limit + 1).await?;

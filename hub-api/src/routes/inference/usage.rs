@@ -2,9 +2,9 @@
 //! aggregated per endpoint and day, for members of the namespace.
 
 use super::member_namespace;
+use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
-use crate::auth::access::Action;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};

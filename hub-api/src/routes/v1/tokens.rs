@@ -152,7 +152,11 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateTokenBody>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::Create))?;
+    access::decide(
+        Some(p),
+        &Standing::none(),
+        Action::ManageTokens(TokenAction::Create),
+    )?;
     let name = body.name.as_str();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(TokenSpecError::Name.into());
@@ -260,7 +264,11 @@ pub async fn create(
     responses((status = 200, description = "A page of tokens", body = TokenList)))]
 pub async fn list(state: web::Data<AppState>, auth: Auth, page: Page) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::List))?;
+    access::decide(
+        Some(p),
+        &Standing::none(),
+        Action::ManageTokens(TokenAction::List),
+    )?;
     let mut rows =
         db::tokens::list_for_user(&state.db, p.user_id, page.cursor, page.fetch()).await?;
     let next_cursor = page.finish(&mut rows, |t| t.id);
@@ -280,7 +288,11 @@ pub async fn revoke(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    access::decide(Some(p), &Standing::none(), Action::ManageTokens(TokenAction::Revoke))?;
+    access::decide(
+        Some(p),
+        &Standing::none(),
+        Action::ManageTokens(TokenAction::Revoke),
+    )?;
     let id: i64 = path
         .into_inner()
         .parse()
