@@ -6,6 +6,7 @@
 #   4. peak RSS of hub-api during the upload and the downloads
 # Usage: scripts/bench/registry.sh [SIZE_MIB]   (default 1024)
 # Installs nginx with apt and oha with cargo when missing. Prints a Markdown report.
+#   HUB_BIN=path/to/hub-api to skip the release build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -18,7 +19,7 @@ need curl curl
 command -v oha >/dev/null || cargo install oha --locked --quiet
 
 . scripts/lib/hub.sh
-hub_build release
+[[ -n "${HUB_BIN:-}" ]] || hub_build release
 hub_on_exit '[[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null'
 
 # --- the hub -------------------------------------------------------------

@@ -83,7 +83,7 @@ pub async fn tree(
             .parse::<usize>()
             .ok()
             .filter(|l| *l > 0)
-            .ok_or_else(|| QueryError::LimitNotWhole(clip(&l, 40)))?
+            .ok_or_else(|| QueryError::LimitNotWhole(clip(l, 40)))?
             .min(page),
     };
     let offset = match get("cursor") {
