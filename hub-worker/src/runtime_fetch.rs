@@ -591,13 +591,15 @@ pub async fn provide(
     stop: impl Fn() -> bool + Send + 'static,
 ) -> Result<PathBuf, FetchError> {
     let joined = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
         let installed = ensure(&pin, &settings, &stop)?;
         if let Some(d) = &installed.downloaded {
             tracing::info!(
                 runtime = %format!("{}-{}", pin.name, pin.version),
                 url = %d.url,
                 bytes = d.bytes,
-                duration_ms = d.duration.as_millis() as u64,
+                download_ms = d.duration.as_millis() as u64,
+                duration_ms = started.elapsed().as_millis() as u64,
                 dir = %installed.dir.display(),
                 "fetched the engine runtime (sha256 verified)"
             );
