@@ -91,6 +91,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_ORT_SPINNING", default_value_t = false)]
     pub ort_spinning: bool,
 
+    /// Fetch the OpenVINO runtime from its pinned PyPI wheel into `<cache-dir>/runtimes/` on
+    /// first use, when --engine is auto or openvino and no --openvino-lib is set (linux
+    /// x86_64; sha256 checked; falls back to the next engine when it fails). 0/false: off.
+    #[arg(long, env = "HUB_WORKER_FETCH_RUNTIME", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub fetch_runtime: bool,
+
+    /// Base URL serving the pinned runtime wheel under its PyPI file name, used instead of
+    /// PyPI (air-gapped sites).
+    #[arg(long, env = "PADDOCK_RUNTIME_MIRROR")]
+    pub runtime_mirror: Option<String>,
+
     /// Long-poll wait asked of the hub, in seconds.
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
@@ -122,6 +133,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ort_dylib", &self.ort_dylib)
             .field("ort_spinning", &self.ort_spinning)
             .field("openvino_lib", &self.openvino_lib)
+            .field("fetch_runtime", &self.fetch_runtime)
+            .field("runtime_mirror", &self.runtime_mirror)
             .field("poll_wait_s", &self.poll_wait_s)
             .field("token_refresh", &self.token_refresh.is_some())
             .finish()
@@ -130,7 +143,9 @@ impl std::fmt::Debug for WorkerConfig {
 
 impl WorkerConfig {
     /// A configuration with every default (as `--help` lists them), for running a worker
-    /// in-process: `WorkerConfig::new(hub_url, token)` then adjust fields.
+    /// in-process: `WorkerConfig::new(hub_url, token)` then adjust fields. The runtime
+    /// fetch settings follow their environment variables (`HUB_WORKER_FETCH_RUNTIME`,
+    /// `PADDOCK_RUNTIME_MIRROR`), so an in-process worker honours them as `hub-worker` does.
     pub fn new(hub_url: &str, token: &str) -> WorkerConfig {
         WorkerConfig {
             hub_url: hub_url.to_string(),
@@ -151,6 +166,10 @@ impl WorkerConfig {
             ort_dylib: None,
             ort_spinning: false,
             openvino_lib: None,
+            fetch_runtime: crate::runtime_fetch::enabled_in_env(),
+            runtime_mirror: std::env::var(crate::runtime_fetch::MIRROR_ENV)
+                .ok()
+                .filter(|v| !v.is_empty()),
             poll_wait_s: 25,
             token_refresh: None,
         }
@@ -188,6 +207,14 @@ impl WorkerConfig {
                 "--engine openvino: this worker was built without the engine-openvino feature"
             );
         }
+        if let Some(m) = &self.runtime_mirror {
+            let ok = url::Url::parse(m).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok {
+                anyhow::bail!(
+                    "--runtime-mirror / PADDOCK_RUNTIME_MIRROR {m:?} is not an http(s) base URL"
+                );
+            }
+        }
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
@@ -202,6 +229,16 @@ impl WorkerConfig {
     /// Compute threads to use.
     pub fn compute_threads(&self) -> usize {
         self.threads.unwrap_or_else(crate::host::cores)
+    }
+
+    /// Where the worker fetches its engine runtime (`None`: the fetch is off).
+    pub fn runtime_fetch(&self) -> Option<crate::runtime_fetch::FetchSettings> {
+        self.fetch_runtime
+            .then(|| crate::runtime_fetch::FetchSettings {
+                cache_dir: self.cache_dir.clone(),
+                mirror: self.runtime_mirror.clone(),
+                budget: crate::runtime_fetch::BUDGET,
+            })
     }
 
     /// Engine defaults derived from the flags.

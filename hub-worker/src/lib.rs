@@ -15,6 +15,7 @@ pub mod host;
 pub mod http;
 pub mod pull;
 pub mod registry;
+pub mod runtime_fetch;
 
 pub use config::WorkerConfig;
 
@@ -58,14 +59,27 @@ fn public_url_for(addr: std::net::SocketAddr) -> String {
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let threads = engine::threads::init_compute_threads(config.compute_threads());
+    // OpenVINO from --openvino-lib, else fetched into the cache dir on first use
+    // (`runtime_fetch`); model loads wait on `engines_ready`.
     #[cfg(feature = "engine-openvino")]
-    if matches!(config.engine.as_str(), "auto" | "openvino") {
-        match engine::openvino::init(config.openvino_lib.as_deref(), threads) {
-            Ok(()) => tracing::info!("OpenVINO initialised"),
-            Err(e) if config.engine == "openvino" => anyhow::bail!("--engine openvino: {e}"),
-            Err(e) => tracing::info!(reason = %e, "OpenVINO not available"),
-        }
-    }
+    let engines_ready = if matches!(config.engine.as_str(), "auto" | "openvino") {
+        let lib = config
+            .openvino_lib
+            .clone()
+            .or_else(|| std::env::var_os(engine::openvino::LIB_ENV).map(Into::into));
+        runtime_fetch::start_openvino(
+            runtime_fetch::Pin::openvino(),
+            lib.as_deref(),
+            config.engine == "openvino",
+            config.runtime_fetch(),
+            threads,
+        )
+        .await?
+    } else {
+        runtime_fetch::Gate::open(runtime_fetch::RuntimeState::NotFetched)
+    };
+    #[cfg(not(feature = "engine-openvino"))]
+    let engines_ready = runtime_fetch::Gate::open(runtime_fetch::RuntimeState::NotFetched);
     #[cfg(feature = "engine-ort")]
     if matches!(config.engine.as_str(), "auto" | "ort") {
         engine::ort::set_intra_op_spinning(config.ort_spinning);
@@ -114,6 +128,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         engine: engine_cfg,
         wait_s: config.poll_wait_s,
         load_slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        engines_ready,
         changed: Arc::new(tokio::sync::Notify::new()),
     });
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Fetches libopenvino_c.so (with the OpenVINO runtime, its CPU plugin, ONNX frontend and
-# TBB beside it) for hub-worker's `engine-openvino` feature from the PyPI wheel of
-# openvino 2026.4.1 (no pip install: the wheel is only unzipped).
+# TBB beside it) for hub-worker's `engine-openvino` feature from the pinned PyPI wheel of
+# openvino (no pip install: the wheel is only unzipped). The version, wheel, sha256 and
+# the files kept are pinned in hub-worker/runtime-pins.env, the file the worker reads when
+# it fetches the same runtime on first use (hub-worker/src/runtime_fetch.rs). The wheel
+# stays in CACHE_DIR/wheels (the runtime-fetch end-to-end test serves it as a mirror).
 #
 #   scripts/worker/fetch-openvino.sh [CACHE_DIR]      (default: target/fixtures)
 #
@@ -11,31 +14,38 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${1:-${PADDOCK_FIXTURES_DIR:-$ROOT/target/fixtures}}"
 PYTHON="${PYTHON:-python3}"
-VERSION="2026.4.1"
+# shellcheck source=../../hub-worker/runtime-pins.env
+source "$ROOT/hub-worker/runtime-pins.env"
+VERSION="$OPENVINO_VERSION"
 DEST="$CACHE/openvino-$VERSION"
 LIBS="$DEST/openvino/libs"
+WHEELS="$CACHE/wheels"
+WHEEL="$WHEELS/$OPENVINO_WHEEL"
 
 have_lib() { compgen -G "$LIBS/libopenvino_c.so*" >/dev/null && [ -f "$LIBS/libopenvino_intel_cpu_plugin.so" ]; }
+have_wheel() { [ -f "$WHEEL" ] && [ "$(sha256sum "$WHEEL" | cut -d' ' -f1)" = "$OPENVINO_WHEEL_SHA256" ]; }
 
-if ! have_lib; then
-    echo "fetch-openvino: downloading openvino==$VERSION from PyPI" >&2
-    WHEELS="$CACHE/wheels"
+if ! have_wheel; then
+    echo "fetch-openvino: downloading $OPENVINO_WHEEL from PyPI" >&2
     mkdir -p "$WHEELS"
     if command -v pip >/dev/null 2>&1; then PIP=(pip); else PIP=("$PYTHON" -m pip); fi
-    "${PIP[@]}" download --quiet --no-deps --only-binary=:all: "openvino==$VERSION" -d "$WHEELS"
-    WHEEL="$(ls "$WHEELS"/openvino-"$VERSION"-*.whl | head -n1)"
+    # The pinned wheel whatever this Python is (its native libraries are all we use).
+    "${PIP[@]}" download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+        --platform manylinux_2_28_x86_64 "openvino==$VERSION" -d "$WHEELS"
+    have_wheel || { echo "fetch-openvino: $WHEEL is missing or its sha256 is not $OPENVINO_WHEEL_SHA256" >&2; exit 1; }
+    rm -rf "$DEST"
+fi
+if ! have_lib; then
     rm -rf "$DEST.tmp"
     mkdir -p "$DEST.tmp"
-    # Only what the worker uses: the runtime, its C API, the CPU plugin, the ONNX frontend
-    # and TBB (the Python half, the GPU/NPU plugins and other frontends stay out: 60 of
-    # the wheel's 180 MB).
-    "$PYTHON" - "$WHEEL" "$DEST.tmp" <<'PY'
-import re, sys, zipfile
-keep = re.compile(r"openvino/libs/(libopenvino(_c|_intel_cpu_plugin|_onnx_frontend)?\.so[.0-9]*|libtbb.*|libhwloc.*)$")
-with zipfile.ZipFile(sys.argv[1]) as z:
+    "$PYTHON" - "$WHEEL" "$DEST.tmp" "$OPENVINO_KEEP_DIR" "$OPENVINO_KEEP" <<'PY'
+import sys, zipfile
+wheel, out, keep_dir, prefixes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
+with zipfile.ZipFile(wheel) as z:
     for name in z.namelist():
-        if keep.match(name):
-            z.extract(name, sys.argv[2])
+        rest = name[len(keep_dir):] if name.startswith(keep_dir) else ""
+        if rest and "/" not in rest and any(rest.startswith(p) for p in prefixes):
+            z.extract(name, out)
 PY
     rm -rf "$DEST"
     mv "$DEST.tmp" "$DEST"

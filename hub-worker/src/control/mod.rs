@@ -57,6 +57,9 @@ pub struct ControlContext {
     pub wait_s: u64,
     /// Pulls/loads running at once.
     pub load_slots: Arc<Semaphore>,
+    /// Opens when the engine runtime fetched at start-up is ready or has failed
+    /// (`runtime_fetch`); loads wait for it so they pick the engine the worker keeps.
+    pub engines_ready: crate::runtime_fetch::Gate,
     /// Wakes the heartbeat loop early (a model changed state).
     pub changed: Arc<Notify>,
 }
@@ -417,6 +420,7 @@ async fn load_assignment(
             a.model_key
         ));
     }
+    ctx.engines_ready.wait().await;
     let mut cfg = ctx.engine.clone();
     cfg.precision = match a.precision.unwrap_or_default() {
         hub_types::Precision::F32 => Precision::F32,
