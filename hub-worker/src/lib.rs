@@ -58,23 +58,13 @@ fn public_url_for(addr: std::net::SocketAddr) -> String {
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     config.validate()?;
     let threads = engine::threads::init_compute_threads(config.compute_threads());
-    #[cfg(feature = "engine-openvino")]
-    if matches!(config.engine.as_str(), "auto" | "openvino") {
-        match engine::openvino::init(config.openvino_lib.as_deref(), threads) {
-            Ok(()) => tracing::info!("OpenVINO initialised"),
-            Err(e) if config.engine == "openvino" => anyhow::bail!("--engine openvino: {e}"),
-            Err(e) => tracing::info!(reason = %e, "OpenVINO not available"),
-        }
-    }
-    #[cfg(feature = "engine-ort")]
-    if matches!(config.engine.as_str(), "auto" | "ort") {
-        engine::ort::set_intra_op_spinning(config.ort_spinning);
-        match engine::ort::init(config.ort_dylib.as_deref(), threads) {
-            Ok(()) => tracing::info!("ONNX Runtime initialised"),
-            Err(e) if config.engine == "ort" => anyhow::bail!("--engine ort: {e}"),
-            Err(e) => tracing::info!(reason = %e, "ONNX Runtime not available; using candle"),
-        }
-    }
+    let libraries = engine::select::EngineLibraries {
+        ort_dylib: config.ort_dylib.as_deref(),
+        openvino_lib: config.openvino_lib.as_deref(),
+        ort_spinning: config.ort_spinning,
+    };
+    engine::select::init_engines(config.engine, &libraries, threads)
+        .map_err(|e| anyhow::anyhow!("--engine {}: {e}", config.engine))?;
     let cache = pull::cache::BlobCache::open(&config.cache_dir).map_err(|e| {
         anyhow::anyhow!("cannot use --cache-dir {}: {e}", config.cache_dir.display())
     })?;
