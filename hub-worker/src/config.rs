@@ -255,7 +255,10 @@ mod tests {
                 v,
             ])
         };
-        assert_eq!(parse("openvino").unwrap().engine, EnginePreference::OpenVino);
+        assert_eq!(
+            parse("openvino").unwrap().engine,
+            EnginePreference::OpenVino
+        );
         assert_eq!(parse("ort").unwrap().engine, EnginePreference::Ort);
         let err = parse("tensorrt").unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);

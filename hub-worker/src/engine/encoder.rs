@@ -320,7 +320,6 @@ pub fn scores(logits: &[f32], f: ScoreFn) -> Vec<f32> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,8 +111,7 @@ fn load_encoder(
         Mode::Predict => spec.encoder.hidden_size,
     };
     let replicas = backends.len();
-    run::spawn_backend_threads(backends, &queue, &mode, pad_id, &name)
-        .map_err(LoadError::Spawn)?;
+    run::spawn_backend_threads(backends, &queue, &mode, pad_id, &name).map_err(LoadError::Spawn)?;
     let info = ModelInfo {
         task,
         model_type: spec.model_type.clone(),

@@ -56,7 +56,7 @@ pub mod threads;
 pub mod tokenize;
 
 pub use encoder::{
-    scores, Classifications, EncoderModel, Embeddings, LabelScore, MAX_INPUTS_PER_REQUEST,
+    scores, Classifications, Embeddings, EncoderModel, LabelScore, MAX_INPUTS_PER_REQUEST,
 };
 pub use error::{EngineError, InitError, LoadError, RunError, UnknownEngine};
 pub use load::ModelFamily;

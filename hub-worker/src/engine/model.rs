@@ -4,7 +4,7 @@
 //! one family, encoders ([`EncoderModel`]); generation adds a decoder variant here and
 //! in [`super::load::ModelFamily`], leaving the encoder path as it is.
 
-use super::encoder::{Classifications, EncoderModel, Embeddings};
+use super::encoder::{Classifications, Embeddings, EncoderModel};
 use super::error::EngineError;
 use super::options::{ClassifyOptions, EmbedOptions};
 use super::pooling::PoolingMode;

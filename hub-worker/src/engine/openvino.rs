@@ -12,9 +12,9 @@
 
 use super::error::{InitError, LoadError, RunError};
 use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
+use super::options::Precision;
 use super::spec::ModelSpec;
 use super::task::Task;
-use super::options::Precision;
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor,
 };

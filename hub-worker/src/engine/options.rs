@@ -185,6 +185,9 @@ mod tests {
             err.to_string(),
             "unknown engine \"open-vino\": expected one of auto, candle, ort, openvino"
         );
-        assert!("Candle".parse::<EnginePreference>().is_err(), "exact spelling");
+        assert!(
+            "Candle".parse::<EnginePreference>().is_err(),
+            "exact spelling"
+        );
     }
 }

@@ -141,11 +141,9 @@ impl GraphBackend<OrtSession> {
         task: Task,
         replicas: usize,
     ) -> Result<Vec<OrtBackend>, LoadError> {
-        let rt = RUNTIME
-            .get()
-            .ok_or(LoadError::NotInitialised {
-                engine: "ONNX Runtime",
-            })?;
+        let rt = RUNTIME.get().ok_or(LoadError::NotInitialised {
+            engine: "ONNX Runtime",
+        })?;
         let graph = Graph::of(spec, task)?;
         // The first replica's session tells the graph's names.
         let intra = GraphBackend::<OrtSession>::share(rt.threads, replicas);

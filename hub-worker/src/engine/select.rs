@@ -318,7 +318,10 @@ mod tests {
             "precision bf16 needs the OpenVINO engine, which this worker's engine setting \
              (--engine) excludes"
         );
-        assert!(check_precision(&EngineConfig::default()).is_ok(), "f32 always");
+        assert!(
+            check_precision(&EngineConfig::default()).is_ok(),
+            "f32 always"
+        );
         if !GraphEngine::OpenVino.is_available() {
             let err = check_precision(&cfg(EnginePreference::Auto)).unwrap_err();
             assert!(matches!(err, LoadError::Precision { .. }), "{err}");
