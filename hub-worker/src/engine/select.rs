@@ -236,6 +236,7 @@ fn graph_engine_threads() -> usize {
         .fold(1, usize::max)
 }
 
+#[cfg(any(feature = "engine-ort", feature = "engine-openvino"))]
 fn boxed<B: Backend + 'static>(v: Vec<B>) -> Vec<Box<dyn Backend>> {
     v.into_iter()
         .map(|b| Box::new(b) as Box<dyn Backend>)
