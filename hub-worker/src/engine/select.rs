@@ -121,6 +121,12 @@ impl GraphEngine {
     }
 }
 
+/// Whether this build serves a repo's own `model.onnx` (ONNX Runtime builds; the pull
+/// fetches such files only then).
+pub fn serves_repo_onnx() -> bool {
+    cfg!(feature = "engine-ort")
+}
+
 /// The engine named by an explicit `--engine`, when it is a graph engine.
 fn graph_engine(pref: EnginePreference) -> Option<GraphEngine> {
     GRAPH_ENGINES.into_iter().find(|g| g.preference() == pref)
