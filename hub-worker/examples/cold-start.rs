@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         let cache = tempfile::tempdir()?;
         let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
         cfg.cache_dir = cache.path().to_path_buf();
-        cfg.engine = engine.clone();
+        cfg.engine = engine.parse()?;
         cfg.poll_wait_s = 25;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(hub_worker::run(cfg, async {

@@ -74,8 +74,8 @@ pub struct WorkerConfig {
 
     /// Engine: auto (the fastest available: OpenVINO, then ONNX Runtime, then candle),
     /// candle, ort or openvino.
-    #[arg(long, env = "HUB_WORKER_ENGINE", default_value = "auto", value_parser = ["auto", "candle", "ort", "openvino"])]
-    pub engine: String,
+    #[arg(long, env = "HUB_WORKER_ENGINE", value_enum, default_value_t = EnginePreference::Auto)]
+    pub engine: EnginePreference,
 
     /// libopenvino_c.so, or the directory holding it, for the openvino engine (builds
     /// with the engine-openvino feature; scripts/worker/fetch-openvino.sh fetches one).
@@ -162,7 +162,7 @@ impl WorkerConfig {
             forward_batch_size: 0,
             replicas: 0,
             max_concurrent: 512,
-            engine: "auto".to_string(),
+            engine: EnginePreference::Auto,
             ort_dylib: None,
             ort_spinning: false,
             openvino_lib: None,
@@ -196,15 +196,10 @@ impl WorkerConfig {
             url::Url::parse(p)
                 .map_err(|e| anyhow::anyhow!("--public-url {p:?} is not a URL ({e})"))?;
         }
-        if !matches!(self.engine.as_str(), "auto" | "candle" | "ort" | "openvino") {
+        if let Some(feature) = crate::engine::select::missing_feature(self.engine) {
             anyhow::bail!(
-                "--engine / HUB_WORKER_ENGINE must be auto, candle, ort or openvino, got {:?}",
+                "--engine {}: this worker was built without the {feature} feature",
                 self.engine
-            );
-        }
-        if self.engine == "openvino" && !cfg!(feature = "engine-openvino") {
-            anyhow::bail!(
-                "--engine openvino: this worker was built without the engine-openvino feature"
             );
         }
         if let Some(m) = &self.runtime_mirror {
@@ -249,12 +244,7 @@ impl WorkerConfig {
             forward_batch_size: self.forward_batch_size,
             replicas: self.replicas,
             max_concurrent: self.max_concurrent,
-            engine: match self.engine.as_str() {
-                "candle" => EnginePreference::Candle,
-                "ort" => EnginePreference::Ort,
-                "openvino" => EnginePreference::OpenVino,
-                _ => EnginePreference::Auto,
-            },
+            engine: self.engine,
             ..EngineConfig::default()
         };
         if let Some(t) = self.tokenizer_threads {
@@ -286,5 +276,58 @@ mod tests {
         assert!(WorkerConfig::new("nope", "t").validate().is_err());
         assert!(WorkerConfig::new("http://h", " ").validate().is_err());
         assert!(WorkerConfig::new("http://h", "t").validate().is_ok());
+    }
+
+    #[test]
+    fn engine_is_a_value_enum_read_from_flag_or_env() {
+        use clap::CommandFactory;
+        let parse = |v: &str| {
+            WorkerConfig::try_parse_from([
+                "hub-worker",
+                "--hub-url",
+                "http://h",
+                "--token",
+                "t",
+                "--engine",
+                v,
+            ])
+        };
+        assert_eq!(
+            parse("openvino").unwrap().engine,
+            EnginePreference::OpenVino
+        );
+        assert_eq!(parse("ort").unwrap().engine, EnginePreference::Ort);
+        let err = parse("tensorrt").unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("[possible values: auto, candle, ort, openvino]"),
+            "{msg}"
+        );
+        let cmd = WorkerConfig::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "engine");
+        assert_eq!(
+            arg.and_then(|a| a.get_env()),
+            Some(std::ffi::OsStr::new("HUB_WORKER_ENGINE"))
+        );
+        // What an embedding host (hub-api's in-process worker) calls on the variable.
+        assert_eq!("candle".parse(), Ok(EnginePreference::Candle));
+    }
+
+    #[test]
+    fn an_engine_this_build_lacks_is_refused_at_start() {
+        for engine in [EnginePreference::Ort, EnginePreference::OpenVino] {
+            let mut c = WorkerConfig::new("http://h", "t");
+            c.engine = engine;
+            let feature = crate::engine::select::missing_feature(engine);
+            match (c.validate(), feature) {
+                (Ok(()), None) => {}
+                (Err(e), Some(f)) => assert_eq!(
+                    e.to_string(),
+                    format!("--engine {engine}: this worker was built without the {f} feature")
+                ),
+                (r, f) => panic!("{engine}: {r:?} with missing feature {f:?}"),
+            }
+        }
     }
 }

@@ -60,35 +60,17 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     config.validate()?;
     let threads = engine::threads::init_compute_threads(config.compute_threads());
     // OpenVINO from --openvino-lib, else fetched into the cache dir on first use
-    // (`runtime_fetch`); model loads wait on `engines_ready`.
-    #[cfg(feature = "engine-openvino")]
-    let engines_ready = if matches!(config.engine.as_str(), "auto" | "openvino") {
-        let lib = config
-            .openvino_lib
-            .clone()
-            .or_else(|| std::env::var_os(engine::openvino::LIB_ENV).map(Into::into));
-        runtime_fetch::start_openvino(
-            runtime_fetch::Pin::openvino(),
-            lib.as_deref(),
-            config.engine == "openvino",
-            config.runtime_fetch(),
-            threads,
-        )
-        .await?
-    } else {
-        runtime_fetch::Gate::open(runtime_fetch::RuntimeState::NotFetched)
+    // (`runtime_fetch`); model loads wait on `engines_ready`. The other graph
+    // engines start here (`engine::select::init_engines`).
+    let engines_ready = runtime_fetch::start(&config, threads).await?;
+    let libraries = engine::select::EngineLibraries {
+        ort_dylib: config.ort_dylib.as_deref(),
+        openvino_lib: config.openvino_lib.as_deref(),
+        ort_spinning: config.ort_spinning,
+        openvino_started_elsewhere: true,
     };
-    #[cfg(not(feature = "engine-openvino"))]
-    let engines_ready = runtime_fetch::Gate::open(runtime_fetch::RuntimeState::NotFetched);
-    #[cfg(feature = "engine-ort")]
-    if matches!(config.engine.as_str(), "auto" | "ort") {
-        engine::ort::set_intra_op_spinning(config.ort_spinning);
-        match engine::ort::init(config.ort_dylib.as_deref(), threads) {
-            Ok(()) => tracing::info!("ONNX Runtime initialised"),
-            Err(e) if config.engine == "ort" => anyhow::bail!("--engine ort: {e}"),
-            Err(e) => tracing::info!(reason = %e, "ONNX Runtime not available; using candle"),
-        }
-    }
+    engine::select::init_engines(config.engine, &libraries, threads)
+        .map_err(|e| anyhow::anyhow!("--engine {}: {e}", config.engine))?;
     let cache = pull::cache::BlobCache::open(&config.cache_dir).map_err(|e| {
         anyhow::anyhow!("cannot use --cache-dir {}: {e}", config.cache_dir.display())
     })?;

@@ -638,7 +638,7 @@ pub async fn start_openvino(
                 tracing::info!("OpenVINO initialised");
                 Ok(Gate::open(RuntimeState::NotFetched))
             }
-            Err(e) => not_fetched(e),
+            Err(e) => not_fetched(e.to_string()),
         };
     }
     let Some(settings) = fetch else {
@@ -651,7 +651,7 @@ pub async fn start_openvino(
     if !SUPPORTED_PLATFORM {
         return not_fetched(FetchError::UnsupportedPlatform.to_string());
     }
-    let load = move |dir: &Path| openvino::init(Some(dir), threads);
+    let load = move |dir: &Path| openvino::init(Some(dir), threads).map_err(|e| e.to_string());
     if explicit {
         let dir = provide(pin, settings, load, || false)
             .await
@@ -679,6 +679,36 @@ pub async fn start_openvino(
         let _ = tx.send(Some(state));
     });
     Ok(gate)
+}
+
+/// Starts OpenVINO the way `config` asks (`--engine auto|openvino`): its configured
+/// library (`--openvino-lib`, else `PADDOCK_OPENVINO_LIB`), else the pinned runtime
+/// fetched on first use ([`start_openvino`]). The returned [`Gate`] opens when model loads
+/// may start. Builds without `engine-openvino`, and other engine choices, start nothing.
+pub async fn start(config: &crate::WorkerConfig, threads: usize) -> anyhow::Result<Gate> {
+    #[cfg(feature = "engine-openvino")]
+    {
+        use crate::engine::EnginePreference;
+        if matches!(
+            config.engine,
+            EnginePreference::Auto | EnginePreference::OpenVino
+        ) {
+            let lib = config
+                .openvino_lib
+                .clone()
+                .or_else(|| std::env::var_os(crate::engine::openvino::LIB_ENV).map(Into::into));
+            return start_openvino(
+                Pin::openvino(),
+                lib.as_deref(),
+                config.engine == EnginePreference::OpenVino,
+                config.runtime_fetch(),
+                threads,
+            )
+            .await;
+        }
+    }
+    let _ = (config, threads);
+    Ok(Gate::open(RuntimeState::NotFetched))
 }
 
 #[cfg(test)]

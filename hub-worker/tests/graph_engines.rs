@@ -21,7 +21,7 @@ struct Engine {
     pref: EnginePreference,
     /// The library's environment variable.
     env: &'static str,
-    init: fn(&std::path::Path) -> Result<(), String>,
+    init: fn(&std::path::Path) -> Result<(), hub_worker::engine::InitError>,
     /// One backend of `spec` for feature extraction, driven directly.
     backend: fn(&ModelSpec) -> Box<dyn GraphEngine>,
 }

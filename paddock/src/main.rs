@@ -37,7 +37,13 @@ fn in_process_worker() -> EmbeddedWorker {
         cfg.ort_dylib = std::env::var_os("ORT_DYLIB_PATH").map(Into::into);
         cfg.openvino_lib = std::env::var_os(hub_worker::engine::openvino::LIB_ENV).map(Into::into);
         if let Ok(v) = std::env::var("HUB_WORKER_ENGINE") {
-            cfg.engine = v;
+            match v.parse::<hub_worker::engine::EnginePreference>() {
+                Ok(engine) => cfg.engine = engine,
+                Err(e) => {
+                    let e = anyhow::anyhow!("HUB_WORKER_ENGINE: {e}");
+                    return Box::pin(async move { Err(e) });
+                }
+            }
         }
         let env_usize = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
         if let Some(n) = env_usize("HUB_WORKER_FORWARD_BATCH_SIZE") {

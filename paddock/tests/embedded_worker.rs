@@ -19,7 +19,7 @@ async fn the_embedded_worker_survives_key_retirement() {
     let mut cfg = hub_worker::WorkerConfig::new(&server.url, &token);
     cfg.cache_dir = cache.path().to_path_buf();
     cfg.name = Some("embedded".into());
-    cfg.engine = "candle".into();
+    cfg.engine = hub_worker::engine::EnginePreference::Candle;
     cfg.threads = Some(1);
     cfg.poll_wait_s = 2;
     cfg.token_refresh = Some(hub_api::server::worker_token_refresh(&state));

@@ -5,7 +5,7 @@
 
 pub mod wire;
 
-use crate::engine::{EngineConfig, Model, Precision};
+use crate::engine::{EngineConfig, Model};
 use crate::http::GatewayAuth;
 use crate::pull::{PullRequest, Puller};
 use crate::registry::{ModelRegistry, Slot, SlotStatus};
@@ -422,10 +422,7 @@ async fn load_assignment(
     }
     ctx.engines_ready.wait().await;
     let mut cfg = ctx.engine.clone();
-    cfg.precision = match a.precision.unwrap_or_default() {
-        hub_types::Precision::F32 => Precision::F32,
-        hub_types::Precision::Bf16 => Precision::Bf16,
-    };
+    cfg.precision = a.precision.unwrap_or_default();
     // Refused before any weights are pulled.
     crate::engine::check_precision(&cfg).map_err(|e| e.to_string())?;
     let _slot = ctx

@@ -1,5 +1,8 @@
-//! The `Backend` trait every engine implements (candle, ort), and the padded batch it
-//! receives. A backend runs on its own thread and owns its weights; it never sees HTTP.
+//! The `Backend` trait every engine implements (candle, ort, openvino), and the padded
+//! batch it receives. A backend runs on its own thread and owns its weights; it never sees
+//! HTTP. Its passes fail with a typed [`RunError`].
+
+use super::error::RunError;
 
 /// A padded batch of tokenized inputs, row-major `(size, max_len)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,12 +74,12 @@ impl HiddenStates {
 
 /// An inference engine for one loaded model. Runs on the model's backend thread only.
 pub trait Backend: Send {
-    /// Engine name for logs and `/info` (`candle`, `ort`).
+    /// Engine name for logs and `/info` (`candle`, `ort`, `openvino`).
     fn name(&self) -> &'static str;
     /// Encoder output: the last hidden state of every token.
-    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String>;
+    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, RunError>;
     /// Classification logits, one row per sequence.
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String>;
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, RunError>;
     /// Whether padding costs compute (CPU engines): the queue then budgets
     /// `max_len × size` tokens per batch instead of the sum of lengths.
     fn is_padded(&self) -> bool {

@@ -1,8 +1,75 @@
-//! Engine errors: why a model cannot be served (`LoadError`, shown on a failed endpoint)
-//! and why one request failed (`EngineError`, mapped to HTTP in `http::error`).
+//! Engine errors, one enum per question:
+//!
+//! * [`InitError`]: why an engine runtime library (ONNX Runtime, OpenVINO) cannot start
+//!   (fatal for `--engine ort|openvino`, logged for `auto`).
+//! * [`LoadError`]: why a model cannot be served; its message is the failed endpoint's
+//!   reason sent to the hub.
+//! * [`RunError`]: why a forward pass failed (the [`Backend`](super::backend::Backend)
+//!   trait's error), reaching the caller as [`EngineError::Backend`] or, during the
+//!   load-time warm-up, as [`LoadError::WarmUp`].
+//! * [`EngineError`]: why one inference request failed, mapped to an HTTP status and
+//!   `error_type` in `http::error`.
 
+use super::options::Precision;
 use std::path::PathBuf;
 use thiserror::Error;
+
+/// Why an engine runtime library could not be initialised at worker start.
+#[derive(Debug, Error)]
+pub enum InitError {
+    #[error("no {library}: pass --{flag} or set {env} ({script} fetches one)")]
+    NoLibrary {
+        library: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        script: &'static str,
+    },
+    #[error("{} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("cannot list {}: {source}", .path.display())]
+    ListDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no {library} in {}", .dir.display())]
+    NotInDir { library: &'static str, dir: PathBuf },
+    #[error("cannot load {}: {message}", .path.display())]
+    Library { path: PathBuf, message: String },
+    /// The library loaded but would not start (its own message).
+    #[error("cannot create {what}: {message}")]
+    Runtime { what: &'static str, message: String },
+    #[error("cannot list OpenVINO devices: {0}")]
+    Devices(String),
+    #[error("OpenVINO at {} has no CPU device (plugins beside the library?)", .0.display())]
+    NoCpuDevice(PathBuf),
+}
+
+/// Why a forward pass failed: the [`Backend`](super::backend::Backend) trait's error.
+/// The engine variants carry the engine library's own words.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum RunError {
+    #[error("{0}")]
+    Candle(String),
+    #[error("{0}")]
+    Ort(String),
+    #[error("OpenVINO: {0}")]
+    OpenVino(String),
+    /// A classification pass on a model loaded for embeddings.
+    #[error("model was loaded without a classification head")]
+    NoClassifier,
+    /// The graph lacks the output this pass reads (`hidden-state` or `logits`).
+    #[error("the graph has no {0} output")]
+    MissingOutput(&'static str),
+    #[error("scalar output")]
+    ScalarOutput,
+    /// A packed pass on a repo's own graph (only the derived graph packs).
+    #[error("this graph cannot run packed inputs")]
+    CannotPack,
+    #[error("the engine panicked on this batch")]
+    Panicked,
+    #[error("engine returned {rows} rows for {inputs} inputs")]
+    RowCount { rows: usize, inputs: usize },
+}
 
 /// Why a model directory cannot be served. The message is what the endpoint shows as
 /// `failed`, so each variant names the reason and, where it helps, what to do.
@@ -47,11 +114,23 @@ pub enum LoadError {
     },
     #[error("weights cannot be loaded: {0}")]
     Weights(String),
+    /// The load-time forward pass failed: the model is broken for this engine.
+    #[error("weights cannot be loaded: {0}")]
+    WarmUp(#[source] RunError),
     #[error("the ONNX graph engine cannot load the model: {0}")]
     Onnx(String),
-    /// The precision asked for cannot be served here.
-    #[error("{0}")]
-    Precision(String),
+    /// `--engine` names an engine this build lacks.
+    #[error("the ONNX graph engine cannot load the model: this worker was built without the {feature} feature")]
+    NotBuilt { feature: &'static str },
+    /// The engine is built in but its library was not initialised at start.
+    #[error("the ONNX graph engine cannot load the model: {engine} is not initialised")]
+    NotInitialised { engine: &'static str },
+    /// The precision asked for cannot be served here; `why` completes "which ...".
+    #[error("precision {precision} needs the OpenVINO engine, which {why}")]
+    Precision {
+        precision: Precision,
+        why: &'static str,
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -88,7 +167,78 @@ pub enum EngineError {
     #[error("tokenization failed: {0}")]
     Tokenization(String),
     #[error("inference failed: {0}")]
-    Backend(String),
+    Backend(#[from] RunError),
     #[error("the model is shutting down")]
     Unavailable,
+}
+
+/// A `--engine` / `HUB_WORKER_ENGINE` value that names no engine.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("unknown engine {given:?}: expected one of {expected}")]
+pub struct UnknownEngine {
+    pub given: String,
+    /// The valid spellings, comma-separated.
+    pub expected: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The failed-endpoint reasons the hub shows, and the start-up errors, read as they
+    /// did when they were strings.
+    #[test]
+    fn reasons_read_as_before() {
+        let cases: [(Box<dyn std::error::Error>, &str); 6] = [
+            (
+                Box::new(LoadError::WarmUp(RunError::Candle("shape mismatch".into()))),
+                "weights cannot be loaded: shape mismatch",
+            ),
+            (
+                Box::new(LoadError::NotBuilt {
+                    feature: "engine-ort",
+                }),
+                "the ONNX graph engine cannot load the model: this worker was built without \
+                 the engine-ort feature",
+            ),
+            (
+                Box::new(LoadError::NotInitialised {
+                    engine: "ONNX Runtime",
+                }),
+                "the ONNX graph engine cannot load the model: ONNX Runtime is not initialised",
+            ),
+            (
+                Box::new(LoadError::Precision {
+                    precision: Precision::Bf16,
+                    why: "this worker was built without",
+                }),
+                "precision bf16 needs the OpenVINO engine, which this worker was built without",
+            ),
+            (
+                Box::new(InitError::NoLibrary {
+                    library: "libonnxruntime.so",
+                    flag: "ort-dylib",
+                    env: "ORT_DYLIB_PATH",
+                    script: "scripts/worker/fetch-onnxruntime.sh",
+                }),
+                "no libonnxruntime.so: pass --ort-dylib or set ORT_DYLIB_PATH \
+                 (scripts/worker/fetch-onnxruntime.sh fetches one)",
+            ),
+            (
+                Box::new(InitError::Runtime {
+                    what: "an OpenVINO core",
+                    message: "boom".into(),
+                }),
+                "cannot create an OpenVINO core: boom",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.to_string(), want);
+        }
+        let warm = LoadError::WarmUp(RunError::Panicked);
+        assert!(
+            std::error::Error::source(&warm).is_some(),
+            "the pass's error is the source"
+        );
+    }
 }

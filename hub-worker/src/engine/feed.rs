@@ -3,7 +3,7 @@
 //! and the graph-input checks both engines share.
 
 use super::backend::{Backend, Batch, HiddenStates};
-use super::error::LoadError;
+use super::error::{LoadError, RunError};
 use super::spec::ModelSpec;
 use super::task::Task;
 use std::path::PathBuf;
@@ -182,7 +182,7 @@ impl Feed {
     }
 
     /// The feed for an embedding pass of `batch`, packed or padded.
-    pub fn for_embedding(batch: &Batch, layout: Layout, packed: bool) -> Result<Feed, String> {
+    pub fn for_embedding(batch: &Batch, layout: Layout, packed: bool) -> Result<Feed, RunError> {
         match (packed, layout) {
             (false, _) => Ok(Feed::padded(batch, layout)),
             (
@@ -191,7 +191,7 @@ impl Feed {
                     position_offset, ..
                 },
             ) => Ok(Feed::packed(batch, position_offset)),
-            (true, Layout::Padded) => Err("this graph cannot run packed inputs".into()),
+            (true, Layout::Padded) => Err(RunError::CannotPack),
         }
     }
 
@@ -285,7 +285,7 @@ pub trait GraphSession: Send {
         feed: Feed,
         inputs: &[String],
         output: &str,
-    ) -> Result<(Vec<usize>, Vec<f32>), String>;
+    ) -> Result<(Vec<usize>, Vec<f32>), RunError>;
 }
 
 /// A model replica on an ONNX-graph engine: its session on its share of the compute
@@ -332,7 +332,7 @@ impl<S: GraphSession> GraphBackend<S> {
         (threads / replicas.max(1)).max(1)
     }
 
-    fn run(&mut self, feed: Feed, output: &str) -> Result<(Vec<usize>, Vec<f32>), String> {
+    fn run(&mut self, feed: Feed, output: &str) -> Result<(Vec<usize>, Vec<f32>), RunError> {
         let session = match (&mut self.wide, self.use_wide) {
             (Some(wide), true) => wide,
             _ => &mut self.session,
@@ -346,21 +346,21 @@ pub trait GraphEngine {
     /// Last hidden states of `batch` in its padded layout, computed as padded rows or as
     /// one packed row (`packed`, packable graphs only; positions past each input's length
     /// are zero then).
-    fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, String>;
+    fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, RunError>;
     /// Whether this graph can run several inputs as one packed row.
     fn can_pack(&self) -> bool;
 }
 
 impl<S: GraphSession> GraphEngine for GraphBackend<S> {
-    fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, String> {
+    fn embed_as(&mut self, batch: &Batch, packed: bool) -> Result<HiddenStates, RunError> {
         let out = self
             .io
             .hidden_output
             .clone()
-            .ok_or("the graph has no hidden-state output")?;
+            .ok_or(RunError::MissingOutput("hidden-state"))?;
         let feed = Feed::for_embedding(batch, self.io.layout, packed)?;
         let (shape, data) = self.run(feed, &out)?;
-        let dim = *shape.last().ok_or("scalar output")?;
+        let dim = *shape.last().ok_or(RunError::ScalarOutput)?;
         Ok(hidden_states(batch, packed, data, dim))
     }
 
@@ -388,7 +388,7 @@ impl<S: GraphSession> Backend for GraphBackend<S> {
 
     /// Packs the pass into one row when that costs less than padding it
     /// ([`packing_pays`]).
-    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
+    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, RunError> {
         let packed = self.io.layout.packs(&batch.lengths);
         self.embed_as(batch, packed)
     }
@@ -405,14 +405,14 @@ impl<S: GraphSession> Backend for GraphBackend<S> {
 
     /// Classification logits, one row per input (always padded: the head reads each
     /// row's first token).
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, RunError> {
         let out = self
             .io
             .logits_output
             .clone()
-            .ok_or("the graph has no logits output")?;
+            .ok_or(RunError::MissingOutput("logits"))?;
         let (shape, data) = self.run(Feed::padded(batch, self.io.layout), &out)?;
-        let n = *shape.last().ok_or("scalar output")?;
+        let n = *shape.last().ok_or(RunError::ScalarOutput)?;
         Ok(data.chunks(n.max(1)).map(<[f32]>::to_vec).collect())
     }
 }

@@ -10,11 +10,11 @@
 //! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
 //! again on such a CPU, at cosine ≥ 0.99995 to fp32 for MiniLM.
 
-use super::error::LoadError;
+use super::error::{InitError, LoadError, RunError};
 use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
+use super::options::Precision;
 use super::spec::ModelSpec;
 use super::task::Task;
-use super::Precision;
 use openvino::{
     CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor,
 };
@@ -38,15 +38,18 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 pub const LIB_ENV: &str = "PADDOCK_OPENVINO_LIB";
 
 /// `libopenvino_c.so*` in `path` when it is a directory, else `path`.
-fn library_file(path: &Path) -> Result<PathBuf, String> {
+fn library_file(path: &Path) -> Result<PathBuf, InitError> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
     if !path.is_dir() {
-        return Err(format!("{} does not exist", path.display()));
+        return Err(InitError::Missing(path.to_path_buf()));
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|e| format!("cannot list {}: {e}", path.display()))?
+        .map_err(|source| InitError::ListDir {
+            path: path.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -55,39 +58,42 @@ fn library_file(path: &Path) -> Result<PathBuf, String> {
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .ok_or_else(|| format!("no libopenvino_c.so in {}", path.display()))
+    found.pop().ok_or_else(|| InitError::NotInDir {
+        library: "libopenvino_c.so",
+        dir: path.to_path_buf(),
+    })
 }
 
 /// Loads `libopenvino_c.so` (from `lib`, else `$PADDOCK_OPENVINO_LIB`; a file or the
 /// directory holding it) and checks that the CPU device is there. Idempotent; the first
 /// call's thread count wins.
-pub fn init(lib: Option<&Path>, threads: usize) -> Result<(), String> {
+pub fn init(lib: Option<&Path>, threads: usize) -> Result<(), InitError> {
     if RUNTIME.get().is_some() {
         return Ok(());
     }
     let path: PathBuf = lib
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(LIB_ENV).map(PathBuf::from))
-        .ok_or_else(|| {
-            format!(
-                "no libopenvino_c.so: pass --openvino-lib or set {LIB_ENV} \
-                 (scripts/worker/fetch-openvino.sh fetches one)"
-            )
+        .ok_or(InitError::NoLibrary {
+            library: "libopenvino_c.so",
+            flag: "openvino-lib",
+            env: LIB_ENV,
+            script: "scripts/worker/fetch-openvino.sh",
         })?;
     let file = library_file(&path)?;
-    openvino_sys::library::load_from(&file)
-        .map_err(|e| format!("cannot load {}: {e}", file.display()))?;
-    let core = Core::new().map_err(|e| format!("cannot create an OpenVINO core: {e}"))?;
+    openvino_sys::library::load_from(&file).map_err(|e| InitError::Library {
+        path: file.clone(),
+        message: e.to_string(),
+    })?;
+    let core = Core::new().map_err(|e| InitError::Runtime {
+        what: "an OpenVINO core",
+        message: e.to_string(),
+    })?;
     let devices = core
         .available_devices()
-        .map_err(|e| format!("cannot list OpenVINO devices: {e}"))?;
+        .map_err(|e| InitError::Devices(e.to_string()))?;
     if !devices.iter().any(|d| d.as_ref() == "CPU") {
-        return Err(format!(
-            "OpenVINO at {} has no CPU device (plugins beside the library?)",
-            file.display()
-        ));
+        return Err(InitError::NoCpuDevice(file));
     }
     let _ = RUNTIME.set(Runtime {
         threads: threads.max(1),
@@ -161,8 +167,8 @@ impl GraphSession for OvSession {
         mut feed: Feed,
         inputs: &[String],
         output: &str,
-    ) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let e = |e: openvino::InferenceError| format!("OpenVINO: {e}");
+    ) -> Result<(Vec<usize>, Vec<f32>), RunError> {
+        let e = |e: openvino::InferenceError| RunError::OpenVino(e.to_string());
         for name in inputs {
             let (shape, data) = feed.take(name);
             let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
@@ -205,7 +211,7 @@ impl GraphBackend<OvSession> {
     ) -> Result<Vec<OvBackend>, LoadError> {
         let rt = RUNTIME
             .get()
-            .ok_or_else(|| LoadError::Onnx("OpenVINO is not initialised".to_string()))?;
+            .ok_or(LoadError::NotInitialised { engine: "OpenVINO" })?;
         let mut core = Core::new().map_err(ov_err)?;
         let model = match Graph::of(spec, task)? {
             Graph::Bytes(b) => core.read_model_from_buffer(&b, None),

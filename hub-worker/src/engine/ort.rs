@@ -3,7 +3,7 @@
 //! safetensors weights by [`super::onnx_export`] ("the hub can derive them"), or, for repos
 //! without safetensors, the repo's own `model.onnx`.
 
-use super::error::LoadError;
+use super::error::{InitError, LoadError, RunError};
 pub use super::feed::packing_pays;
 use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
 use super::spec::ModelSpec;
@@ -33,26 +33,33 @@ pub fn set_intra_op_spinning(on: bool) {
 
 /// Loads `libonnxruntime.so` (from `dylib`, else `ORT_DYLIB_PATH`) and creates the
 /// process-wide environment. Idempotent; the first call's thread count wins.
-pub fn init(dylib: Option<&Path>, threads: usize) -> Result<(), String> {
+pub fn init(dylib: Option<&Path>, threads: usize) -> Result<(), InitError> {
     if RUNTIME.get().is_some() {
         return Ok(());
     }
     let path: PathBuf = dylib
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .ok_or_else(|| {
-            "no libonnxruntime.so: pass --ort-dylib or set ORT_DYLIB_PATH \
-             (scripts/worker/fetch-onnxruntime.sh fetches one)"
-                .to_string()
+        .ok_or(InitError::NoLibrary {
+            library: "libonnxruntime.so",
+            flag: "ort-dylib",
+            env: "ORT_DYLIB_PATH",
+            script: "scripts/worker/fetch-onnxruntime.sh",
         })?;
     if !path.is_file() {
-        return Err(format!("{} does not exist", path.display()));
+        return Err(InitError::Missing(path));
     }
     let env = ort::init_from(&path)
-        .map_err(|e| format!("cannot load {}: {e}", path.display()))?
+        .map_err(|e| InitError::Library {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
         .with_name("paddock-hub-worker")
         .build()
-        .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+        .map_err(|e| InitError::Runtime {
+            what: "the ONNX Runtime environment",
+            message: e.to_string(),
+        })?;
     let _ = RUNTIME.set(Runtime {
         env,
         threads: threads.max(1),
@@ -105,20 +112,19 @@ impl GraphSession for OrtSession {
         mut feed: Feed,
         inputs: &[String],
         output: &str,
-    ) -> Result<(Vec<usize>, Vec<f32>), String> {
+    ) -> Result<(Vec<usize>, Vec<f32>), RunError> {
+        let e = |e: ort::Error| RunError::Ort(e.to_string());
         let mut values = Vec::with_capacity(inputs.len());
         for name in inputs {
             let value = match feed.take(name) {
                 (shape, Data::I32(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
                 (shape, Data::I64(d)) => Tensor::from_array((shape, d)).map(Tensor::into_dyn),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(e)?;
             values.push((name.clone(), value));
         }
-        let outputs = self.0.run(values).map_err(|e| e.to_string())?;
-        let (shape, data) = outputs[output]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| e.to_string())?;
+        let outputs = self.0.run(values).map_err(e)?;
+        let (shape, data) = outputs[output].try_extract_tensor::<f32>().map_err(e)?;
         Ok((shape.iter().map(|d| *d as usize).collect(), data.to_vec()))
     }
 }
@@ -135,9 +141,9 @@ impl GraphBackend<OrtSession> {
         task: Task,
         replicas: usize,
     ) -> Result<Vec<OrtBackend>, LoadError> {
-        let rt = RUNTIME
-            .get()
-            .ok_or_else(|| LoadError::Onnx("ONNX Runtime is not initialised".to_string()))?;
+        let rt = RUNTIME.get().ok_or(LoadError::NotInitialised {
+            engine: "ONNX Runtime",
+        })?;
         let graph = Graph::of(spec, task)?;
         // The first replica's session tells the graph's names.
         let intra = GraphBackend::<OrtSession>::share(rt.threads, replicas);

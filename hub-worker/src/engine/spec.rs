@@ -413,7 +413,7 @@ pub fn inspect(dir: &Path) -> Result<ModelSpec, LoadError> {
             return Err(LoadError::PickleOnly { file });
         }
         return Err(LoadError::NoWeights {
-            onnx_hint: if cfg!(feature = "engine-ort") {
+            onnx_hint: if super::select::serves_repo_onnx() {
                 " or model.onnx"
             } else {
                 ""

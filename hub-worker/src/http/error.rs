@@ -86,3 +86,72 @@ impl ResponseError for ApiError {
         resp.json(serde_json::json!({"error": self.to_string(), "error_type": error_type}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::RunError;
+
+    async fn body(e: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let resp = e.error_response();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let status = resp.status();
+        let bytes = actix_web::body::to_bytes(resp.into_body()).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Engine errors keep their status, `error_type` and message on the wire; a failed
+    /// pass says why in the engine's words.
+    #[actix_web::test]
+    async fn engine_errors_map_to_status_type_and_reason() {
+        let (status, retry, json) = body(
+            EngineError::Overloaded {
+                in_flight: 8,
+                limit: 8,
+            }
+            .into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(json["error_type"], "overloaded");
+
+        for (err, message) in [
+            (RunError::Panicked, "the engine panicked on this batch"),
+            (
+                RunError::OpenVino("infer failed".into()),
+                "OpenVINO: infer failed",
+            ),
+            (RunError::Ort("bad shape".into()), "bad shape"),
+            (
+                RunError::RowCount { rows: 1, inputs: 2 },
+                "engine returned 1 rows for 2 inputs",
+            ),
+        ] {
+            let (status, retry, json) = body(EngineError::Backend(err).into()).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(retry, None);
+            assert_eq!(json["error_type"], "inference_failed");
+            assert_eq!(json["error"], format!("inference failed: {message}"));
+        }
+
+        let (status, retry, json) = body(EngineError::Unavailable.into()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(json["error_type"], "model_unavailable");
+        let (status, _, json) = body(
+            EngineError::InputTooLong {
+                index: 0,
+                tokens: 300,
+                max: 256,
+            }
+            .into(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json["error_type"], "input_too_long");
+    }
+}

@@ -167,7 +167,7 @@ impl Puller {
         Puller {
             cache,
             hub_url: hub_url.trim_end_matches('/').to_string(),
-            with_onnx: cfg!(feature = "engine-ort"),
+            with_onnx: crate::engine::select::serves_repo_onnx(),
             attempts: 3,
         }
     }

@@ -76,7 +76,7 @@ async fn worker_follows_its_assignments() {
     cfg.cache_dir = cache.path().to_path_buf();
     // candle: starting ONNX Runtime here would switch the `auto` engine of the other
     // tests in this binary (tests/graph_engines.rs covers it in a process of its own).
-    cfg.engine = "candle".into();
+    cfg.engine = hub_worker::engine::EnginePreference::Candle;
     cfg.name = Some("test-worker".into());
     cfg.poll_wait_s = 2;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -224,7 +224,7 @@ async fn a_rejected_worker_token_stops_the_worker_with_a_reason() {
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, "not-a-worker-token");
     cfg.cache_dir = cache.path().to_path_buf();
-    cfg.engine = "candle".into();
+    cfg.engine = hub_worker::engine::EnginePreference::Candle;
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         hub_worker::run(cfg, std::future::pending()),

@@ -5,7 +5,7 @@
 pub mod encoder;
 
 use crate::engine::backend::{Backend, Batch, HiddenStates};
-use crate::engine::error::LoadError;
+use crate::engine::error::{LoadError, RunError};
 use crate::engine::spec::{Arch, ModelSpec};
 use crate::engine::task::Task;
 use candle_core::{DType, Device, Module, Tensor};
@@ -147,25 +147,26 @@ impl Backend for CandleBackend {
         "candle"
     }
 
-    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, String> {
-        let hidden = self.encoder.forward(batch).map_err(|e| e.to_string())?;
-        let dim = hidden.dim(2).map_err(|e| e.to_string())?;
-        let data = hidden
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| e.to_string())?;
-        Ok(HiddenStates { data, dim })
+    fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, RunError> {
+        let run = || -> candle_core::Result<HiddenStates> {
+            let hidden = self.encoder.forward(batch)?;
+            let dim = hidden.dim(2)?;
+            let data = hidden.flatten_all()?.to_vec1::<f32>()?;
+            Ok(HiddenStates { data, dim })
+        };
+        run().map_err(run_err)
     }
 
-    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, String> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| "model was loaded without a classification head".to_string())?;
+    fn predict(&mut self, batch: &Batch) -> Result<Vec<Vec<f32>>, RunError> {
+        let head = self.head.as_ref().ok_or(RunError::NoClassifier)?;
         let run = || -> candle_core::Result<Vec<Vec<f32>>> {
             let hidden = self.encoder.forward(batch)?;
             head.forward(&first_token(&hidden)?)?.to_vec2::<f32>()
         };
-        run().map_err(|e| e.to_string())
+        run().map_err(run_err)
     }
+}
+
+fn run_err(e: candle_core::Error) -> RunError {
+    RunError::Candle(e.to_string())
 }

@@ -1,0 +1,335 @@
+//! The encoder family: a loaded encoder model and its inference API (embed, compare,
+//! classify). Per model: tokenizer threads, a batching queue and one backend thread per
+//! replica ([`super::run`]), behind a semaphore that refuses work with
+//! [`EngineError::Overloaded`] instead of queueing without bound. Loading is in
+//! [`super::load`].
+
+use super::error::EngineError;
+use super::model::{ModelInfo, ModelStats};
+use super::options::{ClassifyOptions, EmbedOptions};
+use super::pooling;
+use super::queue::{Entry, EntryResult, Queue};
+use super::spec::ScoreFn;
+use super::task::Task;
+use super::tokenize::{Encoded, TextInput, TokenizerPool};
+use std::sync::Arc;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Most inputs one request may carry.
+pub const MAX_INPUTS_PER_REQUEST: usize = 256;
+
+/// Embeddings of a request, in input order, with the tokens they cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: usize,
+}
+
+/// One label and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}
+
+/// Classification results: per input, labels sorted by descending score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classifications {
+    pub labels: Vec<Vec<LabelScore>>,
+    pub prompt_tokens: usize,
+}
+
+/// A loaded encoder. Cheap to clone; the threads stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct EncoderModel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    info: ModelInfo,
+    tokenizers: TokenizerPool,
+    queue: Queue,
+    admission: Arc<Semaphore>,
+    max_concurrent: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.shutdown();
+    }
+}
+
+impl EncoderModel {
+    /// A model serving `info` from its started tokenizer pool and queue (whose backend
+    /// threads run), admitting at most `max_concurrent` inputs at once.
+    pub(super) fn new(
+        info: ModelInfo,
+        tokenizers: TokenizerPool,
+        queue: Queue,
+        max_concurrent: usize,
+    ) -> EncoderModel {
+        let max_concurrent = max_concurrent.max(1);
+        EncoderModel {
+            inner: Arc::new(Inner {
+                info,
+                tokenizers,
+                queue,
+                admission: Arc::new(Semaphore::new(max_concurrent)),
+                max_concurrent,
+            }),
+        }
+    }
+
+    /// What this model serves.
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    /// Current load.
+    pub fn stats(&self) -> ModelStats {
+        let available = self.inner.admission.available_permits();
+        ModelStats {
+            in_flight: self.inner.max_concurrent.saturating_sub(available) as u32,
+            queue_depth: self
+                .inner
+                .queue
+                .stats()
+                .depth
+                .load(std::sync::atomic::Ordering::Relaxed) as u32,
+        }
+    }
+
+    /// Most inputs one request may carry on this model.
+    pub fn max_inputs(&self) -> usize {
+        MAX_INPUTS_PER_REQUEST.min(self.inner.max_concurrent)
+    }
+
+    fn admit(&self, count: usize) -> Result<OwnedSemaphorePermit, EngineError> {
+        if count == 0 {
+            return Err(EngineError::EmptyInput);
+        }
+        if count > self.max_inputs() {
+            return Err(EngineError::TooManyInputs {
+                count,
+                max: self.max_inputs(),
+            });
+        }
+        self.permits(count)
+    }
+
+    /// `count` admission permits now, or `Overloaded`.
+    fn permits(&self, count: usize) -> Result<OwnedSemaphorePermit, EngineError> {
+        self.inner
+            .admission
+            .clone()
+            .try_acquire_many_owned(count as u32)
+            .map_err(|_| EngineError::Overloaded {
+                in_flight: self.stats().in_flight as usize,
+                limit: self.inner.max_concurrent,
+            })
+    }
+
+    fn require_embedding(&self, requested: &'static str) -> Result<(), EngineError> {
+        if self.inner.info.task.is_embedding() {
+            Ok(())
+        } else {
+            Err(EngineError::WrongTask {
+                served: self.inner.info.task.as_str(),
+                requested,
+            })
+        }
+    }
+
+    /// Tokenizes, queues and waits for the backend. Inputs are queued shortest first so a
+    /// large request batches like sentence-transformers' length-sorted `encode`.
+    async fn run(&self, encoded: Vec<Encoded>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let n = encoded.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| encoded[i].ids.len());
+        let mut slots: Vec<Option<Encoded>> = encoded.into_iter().map(Some).collect();
+        let mut receivers: Vec<Option<oneshot::Receiver<EntryResult>>> =
+            (0..n).map(|_| None).collect();
+        let mut entries = Vec::with_capacity(n);
+        for i in order {
+            let enc = slots[i].take().expect("each index once");
+            let (reply, rx) = oneshot::channel();
+            receivers[i] = Some(rx);
+            entries.push(Entry {
+                ids: enc.ids,
+                type_ids: enc.type_ids,
+                reply,
+            });
+        }
+        self.inner.queue.append(entries)?;
+        let mut out = Vec::with_capacity(n);
+        for rx in receivers.into_iter().flatten() {
+            out.push(rx.await.map_err(|_| EngineError::Unavailable)??);
+        }
+        Ok(out)
+    }
+
+    /// Embeds `inputs` (one vector each, input order).
+    pub async fn embed(
+        &self,
+        inputs: Vec<String>,
+        opts: EmbedOptions,
+    ) -> Result<Embeddings, EngineError> {
+        self.require_embedding("feature-extraction")?;
+        let _permit = self.admit(inputs.len())?;
+        let dim = self.inner.info.dim;
+        if let Some(d) = opts.dimensions {
+            if d == 0 || d > dim {
+                return Err(EngineError::InvalidParameter {
+                    name: "dimensions",
+                    reason: format!("must be between 1 and {dim}"),
+                });
+            }
+        }
+        let encoded = self
+            .inner
+            .tokenizers
+            .encode(
+                inputs.into_iter().map(TextInput::Single).collect(),
+                opts.truncate,
+            )
+            .await?;
+        let prompt_tokens = encoded.iter().map(|e| e.ids.len()).sum();
+        let mut vectors = self.run(encoded).await?;
+        let normalize = opts.normalize.unwrap_or(self.inner.info.normalize);
+        for v in &mut vectors {
+            if let Some(d) = opts.dimensions {
+                v.truncate(d);
+            }
+            if normalize {
+                pooling::l2_normalize(v);
+            }
+        }
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
+    }
+
+    /// Cosine similarity of `source` to each of `sentences`, and the tokens it cost.
+    pub async fn similarity(
+        &self,
+        source: String,
+        sentences: Vec<String>,
+    ) -> Result<(Vec<f32>, usize), EngineError> {
+        self.require_embedding("sentence-similarity")?;
+        if sentences.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        // The source sentence takes a permit too.
+        let max = self
+            .max_inputs()
+            .min(self.inner.max_concurrent.saturating_sub(1))
+            .max(1);
+        if sentences.len() > max {
+            return Err(EngineError::TooManyInputs {
+                count: sentences.len(),
+                max,
+            });
+        }
+        let mut all = Vec::with_capacity(sentences.len() + 1);
+        all.push(source);
+        all.extend(sentences);
+        let _permit = self.permits(all.len())?;
+        let encoded = self
+            .inner
+            .tokenizers
+            .encode(all.into_iter().map(TextInput::Single).collect(), true)
+            .await?;
+        let tokens = encoded.iter().map(|e| e.ids.len()).sum();
+        let vectors = self.run(encoded).await?;
+        let scores = vectors[1..]
+            .iter()
+            .map(|v| pooling::cosine(&vectors[0], v))
+            .collect();
+        Ok((scores, tokens))
+    }
+
+    /// Raw classification logits, one row per input, and the tokens they cost.
+    pub async fn logits(
+        &self,
+        inputs: Vec<TextInput>,
+        truncate: bool,
+    ) -> Result<(Vec<Vec<f32>>, usize), EngineError> {
+        if self.inner.info.task != Task::TextClassification {
+            return Err(EngineError::WrongTask {
+                served: self.inner.info.task.as_str(),
+                requested: "text-classification",
+            });
+        }
+        let _permit = self.admit(inputs.len())?;
+        let encoded = self.inner.tokenizers.encode(inputs, truncate).await?;
+        let tokens = encoded.iter().map(|e| e.ids.len()).sum();
+        Ok((self.run(encoded).await?, tokens))
+    }
+
+    /// Classifies `inputs`: per input, labels with scores, best first.
+    pub async fn classify(
+        &self,
+        inputs: Vec<TextInput>,
+        opts: ClassifyOptions,
+    ) -> Result<Classifications, EngineError> {
+        let (logits, prompt_tokens) = self.logits(inputs, opts.truncate).await?;
+        let score_fn = opts.score_fn.unwrap_or(self.inner.info.score_fn);
+        let labels = logits
+            .iter()
+            .map(|row| {
+                let mut scored: Vec<LabelScore> = scores(row, score_fn)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, score)| LabelScore {
+                        label: self
+                            .inner
+                            .info
+                            .labels
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("LABEL_{i}")),
+                        score,
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+                if let Some(k) = opts.top_k {
+                    scored.truncate(k);
+                }
+                scored
+            })
+            .collect();
+        Ok(Classifications {
+            labels,
+            prompt_tokens,
+        })
+    }
+}
+
+/// Applies the score function to one row of logits.
+pub fn scores(logits: &[f32], f: ScoreFn) -> Vec<f32> {
+    match f {
+        ScoreFn::None => logits.to_vec(),
+        ScoreFn::Sigmoid => logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
+        ScoreFn::Softmax => {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            exps.into_iter().map(|e| e / sum).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_functions() {
+        let s = scores(&[1.0, 1.0], ScoreFn::Softmax);
+        assert_eq!(s, vec![0.5, 0.5]);
+        let s = scores(&[0.0], ScoreFn::Sigmoid);
+        assert_eq!(s, vec![0.5]);
+        assert_eq!(scores(&[2.0, -1.0], ScoreFn::None), vec![2.0, -1.0]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Loading a model snapshot: read the directory into its family's spec
+//! ([`ModelFamily::inspect`]), then load that family ([`Model::load`]). For encoders:
+//! check the memory, pick and load the engine instances ([`super::select`]), warm them up
+//! and start the tokenizer, queue and backend threads ([`super::run`]).
+//!
+//! Generation (decoder LLMs on llama.cpp or candle) plugs in here: a `Decoder(..)` variant
+//! of [`ModelFamily`] recognised by `inspect` (a GGUF file, or a `config.json` whose
+//! architecture is a causal LM) and a match arm in [`Model::load`] that builds a
+//! `Model::Decoder`; the encoder path below stays untouched.
+
+use super::encoder::EncoderModel;
+use super::error::LoadError;
+use super::model::{Model, ModelInfo};
+use super::options::EngineConfig;
+use super::queue::{BatchLimits, Queue};
+use super::run::{self, Mode};
+use super::select;
+use super::spec::{self, ModelSpec};
+use super::task::Task;
+use super::tokenize::TokenizerPool;
+use std::path::Path;
+
+/// What a model snapshot holds, by family: what [`Model::load`] dispatches on.
+#[derive(Debug, Clone)]
+pub enum ModelFamily {
+    /// A BERT-style encoder: embeddings, similarity, classification.
+    Encoder(ModelSpec),
+}
+
+impl ModelFamily {
+    /// Reads `dir` (config, weights, tokenizer) into its family's spec, or says why no
+    /// family here can serve it.
+    pub fn inspect(dir: &Path) -> Result<ModelFamily, LoadError> {
+        spec::inspect(dir).map(ModelFamily::Encoder)
+    }
+}
+
+impl Model {
+    /// Loads `dir` for `task` (default: inferred from the repo files). Blocking: reads and
+    /// maps weights and runs a warm-up forward pass; call it from `spawn_blocking`.
+    pub fn load(dir: &Path, task: Option<Task>, cfg: &EngineConfig) -> Result<Model, LoadError> {
+        match ModelFamily::inspect(dir)? {
+            ModelFamily::Encoder(spec) => load_encoder(dir, spec, task, cfg).map(Model::Encoder),
+        }
+    }
+}
+
+/// Loads an encoder: its engine instances (warmed up), tokenizer threads, batching queue
+/// and backend threads.
+fn load_encoder(
+    dir: &Path,
+    spec: ModelSpec,
+    task: Option<Task>,
+    cfg: &EngineConfig,
+) -> Result<EncoderModel, LoadError> {
+    let task = task.unwrap_or(spec.default_task);
+    let available = cfg
+        .memory_available_bytes
+        .or_else(crate::host::mem_available_bytes);
+    let needed = select::estimate_memory(&spec);
+    if let Some(available) = available {
+        if needed > available {
+            return Err(LoadError::TooBig {
+                needed_bytes: needed,
+                available_bytes: available,
+            });
+        }
+    }
+    let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
+        .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
+    let replicas = select::plan_replicas(cfg, &spec, needed, available);
+    let mut backends = select::load_backends(&spec, task, cfg, replicas)?;
+    let mode = if task.is_embedding() {
+        Mode::Embed {
+            pooling: spec.pooling(),
+        }
+    } else {
+        Mode::Predict
+    };
+    let pad_id = spec.encoder.pad_token_id;
+    run::warm_up(&mut backends, &mode, pad_id).map_err(LoadError::WarmUp)?;
+
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
+        .unwrap_or_default();
+    let tokenizers = TokenizerPool::start(
+        tokenizer,
+        cfg.tokenizer_threads,
+        spec.max_input_tokens,
+        &name,
+    )
+    .map_err(LoadError::Spawn)?;
+    let limits = BatchLimits {
+        max_batch_tokens: cfg.max_batch_tokens.max(spec.max_input_tokens),
+        max_batch_size: cfg.max_batch_size.max(1),
+        padded: backends[0].is_padded(),
+        max_pass: match cfg.forward_batch_size {
+            0 => backends[0].preferred_forward_batch().max(1),
+            n => n,
+        },
+        replicas: backends.len(),
+        wide: backends[0].can_run_wide(),
+        wide_window: backends[0].wide_window().max(1),
+        packs: backends[0].packs() && task.is_embedding(),
+    };
+    let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;
+    let engine = backends[0].name();
+    let dim = match &mode {
+        Mode::Embed { pooling } => spec.encoder.hidden_size * pooling.len(),
+        Mode::Predict => spec.encoder.hidden_size,
+    };
+    let replicas = backends.len();
+    run::spawn_backend_threads(backends, &queue, &mode, pad_id, &name).map_err(LoadError::Spawn)?;
+    let info = ModelInfo {
+        task,
+        model_type: spec.model_type.clone(),
+        engine,
+        replicas,
+        dim,
+        labels: spec.labels.clone(),
+        max_input_tokens: spec.max_input_tokens,
+        normalize: spec.normalize,
+        pooling: spec.pooling(),
+        score_fn: spec.score_fn,
+    };
+    tracing::info!(
+        model.dir = %dir.display(),
+        model.task = %task,
+        model.engine = engine,
+        model.type = %info.model_type,
+        model.replicas = replicas,
+        model.forward_batch = limits.max_pass,
+        "model loaded"
+    );
+    Ok(EncoderModel::new(
+        info,
+        tokenizers,
+        queue,
+        cfg.max_concurrent,
+    ))
+}

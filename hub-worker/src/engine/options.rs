@@ -1,0 +1,177 @@
+//! The knobs of the engine: which engine to prefer ([`EnginePreference`], also the worker's
+//! `--engine`), the arithmetic ([`Precision`]), the per-model limits ([`EngineConfig`]) and
+//! the options of one request ([`EmbedOptions`], [`ClassifyOptions`]).
+
+use super::error::UnknownEngine;
+use super::spec::ScoreFn;
+use clap::ValueEnum;
+
+/// Which engine to use when several could serve a model: the worker's `--engine` /
+/// `HUB_WORKER_ENGINE` (`auto`, `candle`, `ort`, `openvino`). Parse a string with
+/// [`str::parse`] (or clap's [`ValueEnum::from_str`]); an unknown value is an
+/// [`UnknownEngine`] naming the valid ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum EnginePreference {
+    /// The fastest engine this worker has: OpenVINO (`engine-openvino`, initialised), then
+    /// ONNX Runtime (`engine-ort`, initialised), on the repo's `model.onnx` or a graph
+    /// derived from its safetensors; candle when neither is there or both fail.
+    #[default]
+    Auto,
+    /// candle (pure Rust; every build has it).
+    Candle,
+    /// ONNX Runtime (`engine-ort` builds, `--ort-dylib`).
+    Ort,
+    /// OpenVINO (`engine-openvino` builds, `--openvino-lib`).
+    #[value(name = "openvino")]
+    OpenVino,
+}
+
+impl EnginePreference {
+    /// The spelling `--engine` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnginePreference::Auto => "auto",
+            EnginePreference::Candle => "candle",
+            EnginePreference::Ort => "ort",
+            EnginePreference::OpenVino => "openvino",
+        }
+    }
+}
+
+impl std::fmt::Display for EnginePreference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EnginePreference {
+    type Err = UnknownEngine;
+
+    /// The spellings `--engine` takes, exactly (as clap parses them).
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
+        <EnginePreference as ValueEnum>::from_str(s, false).map_err(|_| UnknownEngine {
+            given: s.to_string(),
+            expected: EnginePreference::value_variants()
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+/// Arithmetic an engine may use for a model: the endpoint's precision, as the hub sends
+/// it in the assignment (one type for hub and worker).
+pub use hub_types::Precision;
+
+/// Knobs of one loaded model.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Token budget per forward pass (padding counted on CPU).
+    pub max_batch_tokens: usize,
+    /// Inputs taken from the queue at once; they are sorted by length and run in
+    /// forward passes of at most `forward_batch_size`, spread over the replicas.
+    pub max_batch_size: usize,
+    /// Inputs per forward pass; 0 takes the engine's preference.
+    pub forward_batch_size: usize,
+    /// Engine instances of the model, each with its own backend thread taking passes from
+    /// the model's queue; the compute threads are divided among them. 0: automatic (ONNX
+    /// Runtime: one single-threaded replica per compute thread while the weights are small
+    /// enough to hold that many copies; candle: 1).
+    pub replicas: usize,
+    /// Inputs admitted at once (queued or running); more is answered `Overloaded`.
+    pub max_concurrent: usize,
+    /// Tokenizer threads for this model.
+    pub tokenizer_threads: usize,
+    pub engine: EnginePreference,
+    /// Arithmetic (`Bf16` needs the OpenVINO engine).
+    pub precision: Precision,
+    /// Memory the model may use; `None` reads `MemAvailable` from the host.
+    pub memory_available_bytes: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch_tokens: 16384,
+            max_batch_size: 32,
+            forward_batch_size: 0,
+            replicas: 0,
+            max_concurrent: 512,
+            tokenizer_threads: std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
+            engine: EnginePreference::Auto,
+            precision: Precision::F32,
+            memory_available_bytes: None,
+        }
+    }
+}
+
+/// Options of an embedding request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbedOptions {
+    /// L2-normalise; `None` follows the model (sentence-transformers `Normalize`).
+    pub normalize: Option<bool>,
+    /// Cut inputs over the model's limit (default) instead of failing.
+    pub truncate: bool,
+    /// Keep only the first N dimensions (Matryoshka), re-normalised when normalising.
+    pub dimensions: Option<usize>,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions {
+            normalize: None,
+            truncate: true,
+            dimensions: None,
+        }
+    }
+}
+
+/// Options of a classification request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassifyOptions {
+    /// `softmax`, `sigmoid` or `none`; `None` follows the config's `problem_type`.
+    pub score_fn: Option<ScoreFn>,
+    /// Keep the best N labels; `None` keeps all.
+    pub top_k: Option<usize>,
+    pub truncate: bool,
+}
+
+impl Default for ClassifyOptions {
+    fn default() -> Self {
+        ClassifyOptions {
+            score_fn: None,
+            top_k: None,
+            truncate: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_preference_parses_the_cli_spellings_only() {
+        for (s, want) in [
+            ("auto", EnginePreference::Auto),
+            ("candle", EnginePreference::Candle),
+            ("ort", EnginePreference::Ort),
+            ("openvino", EnginePreference::OpenVino),
+        ] {
+            assert_eq!(s.parse::<EnginePreference>(), Ok(want));
+            assert_eq!(want.to_string(), s, "Display round-trips");
+        }
+        let err = "open-vino".parse::<EnginePreference>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown engine \"open-vino\": expected one of auto, candle, ort, openvino"
+        );
+        assert!(
+            "Candle".parse::<EnginePreference>().is_err(),
+            "exact spelling"
+        );
+    }
+}
