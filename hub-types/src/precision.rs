@@ -1,8 +1,6 @@
 //! The arithmetic of an endpoint's replicas.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// `f32`: full precision, embeddings as PyTorch's fp32. `bf16`: bfloat16 with fp32
 /// accumulation on CPUs with AMX / AVX512-BF16 (several times faster there; embeddings
@@ -44,25 +42,7 @@ impl Precision {
     }
 }
 
-impl FromStr for Precision {
-    type Err = UnknownPrecision;
-    fn from_str(s: &str) -> Result<Precision, UnknownPrecision> {
-        Precision::parse(s)
-    }
-}
-
-impl TryFrom<String> for Precision {
-    type Error = UnknownPrecision;
-    fn try_from(s: String) -> Result<Precision, UnknownPrecision> {
-        Precision::parse(&s)
-    }
-}
-
-impl fmt::Display for Precision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::wire_name!(Precision, UnknownPrecision);
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,6 @@
 //! stores it.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// Where a replica is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -52,25 +50,7 @@ impl ReplicaStatus {
     }
 }
 
-impl FromStr for ReplicaStatus {
-    type Err = UnknownReplicaStatus;
-    fn from_str(s: &str) -> Result<ReplicaStatus, UnknownReplicaStatus> {
-        ReplicaStatus::parse(s)
-    }
-}
-
-impl TryFrom<String> for ReplicaStatus {
-    type Error = UnknownReplicaStatus;
-    fn try_from(s: String) -> Result<ReplicaStatus, UnknownReplicaStatus> {
-        ReplicaStatus::parse(&s)
-    }
-}
-
-impl fmt::Display for ReplicaStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::wire_name!(ReplicaStatus, UnknownReplicaStatus);
 
 #[cfg(test)]
 mod tests {

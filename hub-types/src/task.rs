@@ -1,8 +1,6 @@
 //! The inference tasks: what an endpoint asks for and what a worker serves.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
 /// A task a loaded model serves, by its hub (and HF pipeline) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,25 +60,7 @@ impl Task {
     }
 }
 
-impl FromStr for Task {
-    type Err = UnknownTask;
-    fn from_str(s: &str) -> Result<Task, UnknownTask> {
-        Task::parse(s)
-    }
-}
-
-impl TryFrom<String> for Task {
-    type Error = UnknownTask;
-    fn try_from(s: String) -> Result<Task, UnknownTask> {
-        Task::parse(&s)
-    }
-}
-
-impl fmt::Display for Task {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+crate::wire_name!(Task, UnknownTask);
 
 #[cfg(test)]
 mod tests {
