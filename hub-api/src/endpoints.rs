@@ -26,6 +26,12 @@ pub enum EndpointSpecError {
     MaxReplicas,
     #[error("scale_to_zero_after_s must be at least 10")]
     ScaleToZero,
+    #[error("{field} {value} is out of range")]
+    OutOfRange { field: &'static str, value: i64 },
+    #[error("endpoint name: {0}")]
+    Name(String),
+    #[error("the endpoint's repository was deleted")]
+    RepoDeleted,
 }
 
 /// Picks the task: the one asked for, else the repo's pipeline tag, else one

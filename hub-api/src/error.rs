@@ -8,10 +8,10 @@
 //! whose `Display` is the message ([`BodyError`], [`QueryError`],
 //! [`LfsRequestError`], [`AccessRequestError`], [`RepoSettingsError`],
 //! [`ParseError`] answer 400 `invalid_request`; [`TokenSpecError`],
-//! [`EndpointSpecError`], [`FieldError`] answer 400 `validation_failed`), and
-//! converts into `ApiError` with `?`. One message is one variant. The
-//! free-text `InvalidRequest(String)` / `Validation(String)` remain only for
-//! call sites not yet typed.
+//! [`EndpointSpecError`], [`FieldError`], [`WorkerReportError`] answer 400
+//! `validation_failed`), and converts into `ApiError` with `?`. One message is
+//! one variant. The free-text `InvalidRequest(String)` remains for one call
+//! site (the gateway's forwarded method, which actix has already parsed).
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -24,6 +24,7 @@ pub use crate::gating::AccessRequestError;
 pub use crate::routes::body::BodyError;
 pub use crate::routes::hf::lfs::LfsRequestError;
 pub use crate::routes::hf::repos::RepoSettingsError;
+pub use crate::routes::inference::workers::WorkerReportError;
 pub use crate::routes::query::QueryError;
 pub use crate::routes::v1::tokens::TokenSpecError;
 pub use crate::routes::v1::FieldError;
@@ -75,15 +76,14 @@ pub enum ApiError {
     InvalidRange(String),
     #[error("part {0} of the upload is missing from storage or has the wrong size; upload it again, then complete")]
     UploadPartMissing(u32),
-    /// Free text: only for call sites not yet typed (prefer a typed enum).
-    #[error("{0}")]
-    Validation(String),
     #[error(transparent)]
     TokenSpec(#[from] TokenSpecError),
     #[error(transparent)]
     EndpointSpec(#[from] EndpointSpecError),
     #[error(transparent)]
     Field(#[from] FieldError),
+    #[error(transparent)]
+    WorkerReport(#[from] WorkerReportError),
 
     // ---- 401 / 403 ----
     #[error("{0}")]
@@ -177,7 +177,7 @@ impl ApiError {
             LfsObjectMissing(_) => "lfs_object_missing",
             InvalidRange(_) => "invalid_range",
             UploadPartMissing(_) => "upload_part_missing",
-            Validation(_) | TokenSpec(_) | EndpointSpec(_) | Field(_) => "validation_failed",
+            TokenSpec(_) | EndpointSpec(_) | Field(_) | WorkerReport(_) => "validation_failed",
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             GatedRepo(_) => "gated_repo",
@@ -229,10 +229,10 @@ impl ApiError {
             | LfsObjectMissing(_)
             | InvalidRange(_)
             | UploadPartMissing(_)
-            | Validation(_)
             | TokenSpec(_)
             | EndpointSpec(_)
-            | Field(_) => StatusCode::BAD_REQUEST,
+            | Field(_)
+            | WorkerReport(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
@@ -666,6 +666,39 @@ mod tests {
             (
                 FieldError::QuotaLimits.into(),
                 validation("storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000"),
+            ),
+            (
+                EndpointSpecError::OutOfRange { field: "max_replicas", value: 1 << 40 }.into(),
+                validation("max_replicas 1099511627776 is out of range"),
+            ),
+            (
+                EndpointSpecError::Name("x".into()).into(),
+                validation("endpoint name: x"),
+            ),
+            (
+                EndpointSpecError::RepoDeleted.into(),
+                validation("the endpoint's repository was deleted"),
+            ),
+            (WorkerReportError::Url("x".into()).into(), validation("url: x")),
+            (
+                WorkerReportError::UrlScheme.into(),
+                validation("url must be an http(s) URL with a host"),
+            ),
+            (
+                WorkerReportError::NameOrCores.into(),
+                validation("name (1-200 chars) and capacity.cores > 0 are required"),
+            ),
+            (
+                WorkerReportError::Status(hub_types::UnknownReplicaStatus("done".into())).into(),
+                validation("status \"done\" is not pulling, loading, running or failed"),
+            ),
+            (
+                BodyError::JsonField("models[0].assignment_id: x".into()).into(),
+                invalid("invalid JSON body: models[0].assignment_id: x"),
+            ),
+            (
+                Q::Time("from").into(),
+                invalid("from must be a date (YYYY-MM-DD) or an RFC 3339 time"),
             ),
             (
                 FieldError::AccessRequestFields.into(),

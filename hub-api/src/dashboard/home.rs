@@ -294,7 +294,7 @@ async fn browse(
 fn query(req: &HttpRequest) -> PageResult<BrowseQuery> {
     web::Query::<BrowseQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| crate::error::ApiError::InvalidRequest(format!("invalid query: {e}")).into())
+        .map_err(|e| crate::error::ApiError::from(crate::error::QueryError::malformed(e)).into())
 }
 
 /// `GET /` and `GET /models`.

@@ -22,6 +22,9 @@ pub enum BodyError {
     Encoded(String),
     #[error("invalid JSON body: {0}")]
     Json(#[from] serde_json::Error),
+    /// A field that parsed as JSON but not as its type (`models[0].assignment_id: ...`).
+    #[error("invalid JSON body: {0}")]
+    JsonField(String),
     #[error("a JSON body is required")]
     Missing,
     #[error("the body must be a JSON object")]

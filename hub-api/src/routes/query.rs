@@ -30,6 +30,8 @@ pub enum QueryError {
     Sort(String),
     #[error("pull requests are not supported; commit to a branch")]
     PullRequests,
+    #[error("{0} must be a date (YYYY-MM-DD) or an RFC 3339 time")]
+    Time(&'static str),
 }
 
 impl QueryError {

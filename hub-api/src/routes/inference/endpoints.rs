@@ -6,7 +6,7 @@ use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
 use crate::domain::{RepoId, RepoName, RepoType};
-use crate::endpoints::{check_scaling, choose_task, to_json};
+use crate::endpoints::{check_scaling, choose_task, to_json, EndpointSpecError};
 use crate::error::{ApiError, ApiResult};
 use crate::registry;
 use crate::routes::body::JsonBody;
@@ -80,9 +80,9 @@ impl EndpointAccess {
 }
 
 /// An optional whole number that must fit an `i32` column.
-fn int32(v: Option<i64>, field: &str) -> ApiResult<Option<i32>> {
-    v.map(|v| {
-        i32::try_from(v).map_err(|_| ApiError::Validation(format!("{field} {v} is out of range")))
+fn int32(v: Option<i64>, field: &'static str) -> ApiResult<Option<i32>> {
+    v.map(|value| {
+        i32::try_from(value).map_err(|_| EndpointSpecError::OutOfRange { field, value }.into())
     })
     .transpose()
 }
@@ -105,8 +105,7 @@ pub async fn create(
 ) -> ApiResult<HttpResponse> {
     let (ns, p) =
         member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
-    let name = RepoName::parse(&body.name)
-        .map_err(|e| ApiError::Validation(format!("endpoint name: {e}")))?;
+    let name = RepoName::parse(&body.name).map_err(|e| EndpointSpecError::Name(e.to_string()))?;
     let access = body.access.unwrap_or(EndpointAccess::Protected).as_str();
     let min_replicas = int32(body.min_replicas, "min_replicas")?.unwrap_or(1);
     let max_replicas = int32(body.max_replicas, "max_replicas")?.unwrap_or(1);
@@ -281,9 +280,7 @@ pub async fn patch(
         .unwrap_or(e.access.clone());
     let (revision, commit) = match &body.revision {
         Some(rev) => {
-            let repo_id = e.repo_id.ok_or_else(|| {
-                ApiError::Validation("the endpoint's repository was deleted".into())
-            })?;
+            let repo_id = e.repo_id.ok_or(EndpointSpecError::RepoDeleted)?;
             let resolved = registry::resolve_str(&state, repo_id, rev).await?;
             (rev.clone(), resolved.commit.oid)
         }

@@ -5,7 +5,7 @@ use super::member_namespace;
 use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiResult, QueryError};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -26,16 +26,14 @@ pub struct UsageQuery {
 }
 
 /// Accepts a date (`2026-11-28`) or an RFC 3339 time.
-fn parse_time(s: &str, field: &str) -> ApiResult<DateTime<Utc>> {
+fn parse_time(s: &str, field: &'static str) -> ApiResult<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
     }
-    Err(ApiError::InvalidRequest(format!(
-        "{field} must be a date (YYYY-MM-DD) or an RFC 3339 time"
-    )))
+    Err(QueryError::Time(field).into())
 }
 
 /// Metered endpoint requests of a namespace, per endpoint and day.

@@ -5,7 +5,7 @@
 use crate::auth::{Auth, Scope};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::body::JsonBody;
+use crate::routes::body::{BodyError, JsonBody};
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use hub_types::control::{
@@ -15,6 +15,19 @@ use hub_types::control::{
 use hub_types::{Precision, ReplicaStatus, Task};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// A worker's registration or heartbeat that the hub refuses (400 `validation_failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerReportError {
+    #[error("url: {0}")]
+    Url(String),
+    #[error("url must be an http(s) URL with a host")]
+    UrlScheme,
+    #[error("name (1-200 chars) and capacity.cores > 0 are required")]
+    NameOrCores,
+    #[error(transparent)]
+    Status(hub_types::UnknownReplicaStatus),
+}
 
 /// How often workers heartbeat; a worker silent for 3 intervals is lost.
 pub const HEARTBEAT_S: u64 = 2;
@@ -40,16 +53,12 @@ pub async fn register(
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
-    let url = url::Url::parse(&body.url).map_err(|e| ApiError::Validation(format!("url: {e}")))?;
+    let url = url::Url::parse(&body.url).map_err(|e| WorkerReportError::Url(e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ApiError::Validation(
-            "url must be an http(s) URL with a host".into(),
-        ));
+        return Err(WorkerReportError::UrlScheme.into());
     }
     if body.name.is_empty() || body.name.len() > 200 || body.capacity.cores == 0 {
-        return Err(ApiError::Validation(
-            "name (1-200 chars) and capacity.cores > 0 are required".into(),
-        ));
+        return Err(WorkerReportError::NameOrCores.into());
     }
     let secret: [u8; 32] = rand::random();
     let w = db::endpoints::WorkerRow {
@@ -91,11 +100,8 @@ pub async fn heartbeat(
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            Uuid::parse_str(&m.assignment_id).map_err(|e| {
-                ApiError::InvalidRequest(format!(
-                    "invalid JSON body: models[{i}].assignment_id: {e}"
-                ))
-            })
+            Uuid::parse_str(&m.assignment_id)
+                .map_err(|e| BodyError::JsonField(format!("models[{i}].assignment_id: {e}")).into())
         })
         .collect::<ApiResult<Vec<Uuid>>>()?;
     if !db::endpoints::heartbeat(
@@ -109,8 +115,7 @@ pub async fn heartbeat(
     }
     let mut changed = false;
     for (m, replica) in body.models.iter().zip(replicas) {
-        let status =
-            ReplicaStatus::parse(&m.status).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let status = ReplicaStatus::parse(&m.status).map_err(WorkerReportError::Status)?;
         let msg = m
             .message
             .as_deref()
