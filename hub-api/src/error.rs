@@ -636,7 +636,7 @@ mod tests {
             ),
             (
                 EndpointSpecError::Task("x".into()).into(),
-                validation("task \"x\" is not supported; supported tasks: feature-extraction, sentence-similarity, text-classification"),
+                validation("task \"x\" is not supported; supported tasks: feature-extraction, sentence-similarity, text-classification, text-generation"),
             ),
             (
                 EndpointSpecError::MinReplicas.into(),

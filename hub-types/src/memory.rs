@@ -26,9 +26,56 @@ pub fn model_bytes(weight_bytes: u64) -> u64 {
         .saturating_add(MODEL_OVERHEAD_BYTES)
 }
 
+/// Sequence slots a decoder serves at once unless the worker is told otherwise
+/// (`--gen-slots`).
+pub const DEFAULT_GEN_SLOTS: u64 = 4;
+/// Tokens each slot may hold (prompt + completion) unless the worker is told otherwise
+/// (`--gen-context`); capped at the model's training context.
+pub const DEFAULT_GEN_CONTEXT: u64 = 4096;
+
+/// The attention shape that sizes a decoder's KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderShape {
+    pub layers: u64,
+    /// Key/value heads (fewer than query heads under grouped-query attention).
+    pub kv_heads: u64,
+    pub head_dim: u64,
+}
+
+/// Bytes of an f16 KV cache holding `tokens` tokens (over all slots): a key and a value
+/// vector per layer, head and token.
+pub fn kv_cache_bytes(shape: DecoderShape, tokens: u64) -> u64 {
+    4u64.saturating_mul(shape.layers)
+        .saturating_mul(shape.kv_heads)
+        .saturating_mul(shape.head_dim)
+        .saturating_mul(tokens)
+}
+
+/// Bytes a decoder needs once loaded: its weights (GGUF is mapped and used in place; no
+/// converted copy), its KV cache, and [`MODEL_OVERHEAD_BYTES`] for compute buffers,
+/// vocabulary and sampling state.
+pub fn decoder_bytes(weight_bytes: u64, kv_bytes: u64) -> u64 {
+    weight_bytes
+        .saturating_add(kv_bytes)
+        .saturating_add(MODEL_OVERHEAD_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoders_need_weights_kv_cache_and_the_overhead() {
+        // Gemma-3-270M: 18 layers, 1 KV head of 256 dims; 4 slots x 4096 tokens.
+        let shape = DecoderShape {
+            layers: 18,
+            kv_heads: 1,
+            head_dim: 256,
+        };
+        let kv = kv_cache_bytes(shape, DEFAULT_GEN_SLOTS * DEFAULT_GEN_CONTEXT);
+        assert_eq!(kv, 18 * 256 * 4 * 16_384);
+        assert_eq!(decoder_bytes(253_113_024, kv), 253_113_024 + kv + 256 * MIB);
+    }
 
     const MIB: u64 = 1 << 20;
 

@@ -13,28 +13,32 @@ pub enum Task {
     SentenceSimilarity,
     /// Sequence classification with labels from `config.json` `id2label`.
     TextClassification,
+    /// A decoder LLM: OpenAI chat/completions, HF `text-generation` and chat completion.
+    TextGeneration,
 }
 
 /// A task name no worker serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "task {0:?} is not supported (feature-extraction, sentence-similarity, text-classification)"
+    "task {0:?} is not supported (feature-extraction, sentence-similarity, text-classification, text-generation)"
 )]
 pub struct UnknownTask(pub String);
 
 impl Task {
     /// Every task, in the order the hub lists them.
-    pub const ALL: [Task; 3] = [
+    pub const ALL: [Task; 4] = [
         Task::FeatureExtraction,
         Task::SentenceSimilarity,
         Task::TextClassification,
+        Task::TextGeneration,
     ];
 
     /// The names of [`Task::ALL`].
-    pub const NAMES: [&'static str; 3] = [
+    pub const NAMES: [&'static str; 4] = [
         Task::FeatureExtraction.as_str(),
         Task::SentenceSimilarity.as_str(),
         Task::TextClassification.as_str(),
+        Task::TextGeneration.as_str(),
     ];
 
     /// The hub's name for the task.
@@ -43,6 +47,7 @@ impl Task {
             Task::FeatureExtraction => "feature-extraction",
             Task::SentenceSimilarity => "sentence-similarity",
             Task::TextClassification => "text-classification",
+            Task::TextGeneration => "text-generation",
         }
     }
 
@@ -57,6 +62,11 @@ impl Task {
     /// Embedding tasks share a loaded model: pooled vectors out of the encoder.
     pub fn is_embedding(self) -> bool {
         matches!(self, Task::FeatureExtraction | Task::SentenceSimilarity)
+    }
+
+    /// Served by a decoder (generation family), not an encoder.
+    pub fn is_generation(self) -> bool {
+        matches!(self, Task::TextGeneration)
     }
 }
 

@@ -170,6 +170,24 @@ pub enum EngineError {
     Backend(#[from] RunError),
     #[error("the model is shutting down")]
     Unavailable,
+    /// A generation request that cannot fit the sequence context: refused before it
+    /// runs, never truncated.
+    #[error("this model's context is {context} tokens; the prompt has {prompt_tokens} tokens{}; shorten the prompt or lower max_tokens",
+        .max_tokens.map(|m| format!(" and {m} more were requested")).unwrap_or_default())]
+    ContextLengthExceeded {
+        prompt_tokens: usize,
+        max_tokens: Option<usize>,
+        context: usize,
+    },
+    /// A chat request to a model without a chat template.
+    #[error("this model has no chat template (no chat_template.jinja, no chat_template in tokenizer_config.json, none in the GGUF): use /v1/completions, or add chat_template.jinja to the repo")]
+    NoChatTemplate,
+    /// The chat template failed to render (its own `raise_exception`, or an error).
+    #[error("the chat template failed: {0}")]
+    Template(String),
+    /// `response_format` / a grammar the engine cannot compile.
+    #[error("invalid response_format: {0}")]
+    Grammar(String),
 }
 
 /// A `--engine` / `HUB_WORKER_ENGINE` value that names no engine.

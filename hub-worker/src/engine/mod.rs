@@ -28,9 +28,9 @@
 //!   [`ort`] and [`openvino`] over [`feed`] and [`onnx_export`].
 //! * [`error`]: [`InitError`], [`LoadError`], [`RunError`], [`EngineError`].
 //!
-//! Generation (decoder LLMs) is a second family next to encoders: a `Decoder` variant of
-//! [`ModelFamily`] and of [`Model`], its own module beside [`encoder`] (its scheduler and
-//! engines), and engine choice for it in [`select`]. The encoder modules do not change.
+//! * [`generate`]: the generation family (decoder LLMs): the [`generate::Generator`]
+//!   interface each generation engine implements, its request and event types, and
+//!   [`generate::DecoderModel`], the handle [`Model::Decoder`] holds.
 
 pub mod backend;
 pub mod candle;
@@ -38,6 +38,7 @@ pub mod encoder;
 pub mod error;
 #[cfg(any(feature = "engine-ort", feature = "engine-openvino"))]
 pub mod feed;
+pub mod generate;
 pub mod load;
 pub mod model;
 pub mod onnx_export;

@@ -6,6 +6,7 @@
 
 use super::encoder::{Classifications, Embeddings, EncoderModel};
 use super::error::EngineError;
+use super::generate::DecoderModel;
 use super::options::{ClassifyOptions, EmbedOptions};
 use super::pooling::PoolingMode;
 use super::spec::ScoreFn;
@@ -45,6 +46,8 @@ pub struct ModelStats {
 pub enum Model {
     /// An encoder: embeddings, similarity, classification.
     Encoder(EncoderModel),
+    /// A decoder LLM: text generation ([`super::generate`]).
+    Decoder(DecoderModel),
 }
 
 impl Model {
@@ -52,6 +55,26 @@ impl Model {
     pub fn info(&self) -> &ModelInfo {
         match self {
             Model::Encoder(m) => m.info(),
+            Model::Decoder(m) => m.info(),
+        }
+    }
+
+    /// The decoder, when this model generates text.
+    pub fn decoder(&self) -> Option<&DecoderModel> {
+        match self {
+            Model::Decoder(m) => Some(m),
+            Model::Encoder(_) => None,
+        }
+    }
+
+    /// The encoder, or [`EngineError::WrongTask`] naming what this model serves.
+    fn encoder(&self, requested: &'static str) -> Result<&EncoderModel, EngineError> {
+        match self {
+            Model::Encoder(m) => Ok(m),
+            Model::Decoder(m) => Err(EngineError::WrongTask {
+                served: m.info().task.as_str(),
+                requested,
+            }),
         }
     }
 
@@ -59,6 +82,13 @@ impl Model {
     pub fn stats(&self) -> ModelStats {
         match self {
             Model::Encoder(m) => m.stats(),
+            Model::Decoder(m) => {
+                let s = m.stats();
+                ModelStats {
+                    in_flight: s.active_slots + s.queued,
+                    queue_depth: s.queued,
+                }
+            }
         }
     }
 
@@ -66,6 +96,7 @@ impl Model {
     pub fn max_inputs(&self) -> usize {
         match self {
             Model::Encoder(m) => m.max_inputs(),
+            Model::Decoder(_) => 1,
         }
     }
 
@@ -75,9 +106,7 @@ impl Model {
         inputs: Vec<String>,
         opts: EmbedOptions,
     ) -> Result<Embeddings, EngineError> {
-        match self {
-            Model::Encoder(m) => m.embed(inputs, opts).await,
-        }
+        self.encoder("feature-extraction")?.embed(inputs, opts).await
     }
 
     /// Cosine similarity of `source` to each of `sentences`, and the tokens it cost.
@@ -86,9 +115,7 @@ impl Model {
         source: String,
         sentences: Vec<String>,
     ) -> Result<(Vec<f32>, usize), EngineError> {
-        match self {
-            Model::Encoder(m) => m.similarity(source, sentences).await,
-        }
+        self.encoder("sentence-similarity")?.similarity(source, sentences).await
     }
 
     /// Raw classification logits, one row per input, and the tokens they cost.
@@ -97,9 +124,7 @@ impl Model {
         inputs: Vec<TextInput>,
         truncate: bool,
     ) -> Result<(Vec<Vec<f32>>, usize), EngineError> {
-        match self {
-            Model::Encoder(m) => m.logits(inputs, truncate).await,
-        }
+        self.encoder("text-classification")?.logits(inputs, truncate).await
     }
 
     /// Classifies `inputs`: per input, labels with scores, best first.
@@ -108,8 +133,6 @@ impl Model {
         inputs: Vec<TextInput>,
         opts: ClassifyOptions,
     ) -> Result<Classifications, EngineError> {
-        match self {
-            Model::Encoder(m) => m.classify(inputs, opts).await,
-        }
+        self.encoder("text-classification")?.classify(inputs, opts).await
     }
 }

@@ -58,6 +58,12 @@ impl ApiError {
                 E::Tokenization(_) => (StatusCode::UNPROCESSABLE_ENTITY, "tokenization_failed"),
                 E::Backend(_) => (StatusCode::INTERNAL_SERVER_ERROR, "inference_failed"),
                 E::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "model_unavailable"),
+                E::ContextLengthExceeded { .. } => {
+                    (StatusCode::BAD_REQUEST, "context_length_exceeded")
+                }
+                E::NoChatTemplate => (StatusCode::BAD_REQUEST, "no_chat_template"),
+                E::Template(_) => (StatusCode::BAD_REQUEST, "chat_template_error"),
+                E::Grammar(_) => (StatusCode::BAD_REQUEST, "invalid_response_format"),
             },
         }
     }
