@@ -24,6 +24,9 @@ step "system packages"
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 command -v git >/dev/null || apt_install git
 python3 -c 'import venv' 2>/dev/null || apt_install python3-venv
+# llama-cpp-sys-2 (the worker's GGUF engine) builds llama.cpp with cmake and runs bindgen.
+command -v cmake >/dev/null || apt_install cmake
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || apt_install libclang-dev
 
 step "python virtualenv"
 VENV="$ROOT/.venv/test"
