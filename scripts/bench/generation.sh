@@ -4,7 +4,9 @@
 #   paddock            the release hub-api with its in-process worker, endpoint created through
 #                      /api/v1, measured through the gateway /endpoints/{ns}/{name}/v1/completions;
 #   llama-server       llama.cpp's own server, -np = Paddock's slots, same per-slot context;
-#   llama-cpp-python   `python -m llama_cpp.server` (one request at a time by design).
+#   llama-cpp-python   `python -m llama_cpp.server` (one request at a time by design; started
+#                      with --interrupt_requests False, else a new request cuts the running
+#                      stream short).
 # All three stream OpenAI /v1/completions (SSE). Prompts of 512 tokens (distinct from their first
 # words, so no server reuses a cached prefix), 128 generated with end-of-sequence ignored
 # (`ignore_eos` for Paddock and llama-server; an EOS logit bias for llama-cpp-python, which has
@@ -139,7 +141,8 @@ kill "$LS_PID"; wait "$LS_PID" 2>/dev/null || true
 PORT="$(free_port)"
 LCP_LOG="$OUT/llama-cpp-python.log"
 "$PY" -m llama_cpp.server --model "$PADDOCK_GEMMA_GGUF" --host 127.0.0.1 --port "$PORT" \
-  --n_ctx "$CONTEXT" --n_threads "$THREADS" --n_threads_batch "$THREADS" >"$LCP_LOG" 2>&1 &
+  --n_ctx "$CONTEXT" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
+  --interrupt_requests False >"$LCP_LOG" 2>&1 &
 LCP_PID=$!
 trap 'kill "$LCP_PID" 2>/dev/null || true' EXIT
 wait_http "http://127.0.0.1:$PORT/v1/models" "$LCP_PID" "$LCP_LOG"
