@@ -18,6 +18,9 @@
 #                               [--threads N]
 #
 # --peers-only skips Paddock (no cargo build), for when its engine is not there yet.
+# Every server inherits the environment: on a machine shared with other CPU-heavy work, set
+# OMP_WAIT_POLICY=PASSIVE (all three use llama.cpp's OpenMP threads, which otherwise spin and
+# stall when a core is taken away: measured here, ITL p50 128 -> 48 ms under a load of 5).
 # llama-server and its shared libraries are built by scripts/fixtures/build-llama-server.sh
 # (llama.cpp vendored by the llama-cpp-python sdist; GGML_NATIVE=OFF like Paddock's own
 # llama-cpp-sys-2 build). llama-cpp-python is installed from the same sdist into a venv
@@ -62,7 +65,7 @@ echo "## Text generation benchmark ($(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-
 echo
 echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores visible"
 echo "- SIMD flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(sse4_2|avx|avx2|fma|f16c|bmi2|avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*)$' | tr '\n' ' ')"
-echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg); OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset: libgomp spins)} for every server"
 
 # --- model, servers, venv -----------------------------------------------------------------
 PYTHON_SYS="${PYTHON:-python3}"
@@ -84,7 +87,7 @@ GENLOAD=("$PY" "$ROOT/scripts/bench/genload.py")
 PROMPTS="$OUT/generation-prompts.json"
 "${GENLOAD[@]}" prompts --model "$PADDOCK_GEMMA_GGUF" --n 64 --tokens "$PROMPT_TOKENS" --out "$PROMPTS"
 
-echo "- model: gemma-3-270m-q4_k_m.gguf ($(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MB), prompts $PROMPT_TOKENS tokens, max_tokens $MAX_TOKENS, temperature 0"
+echo "- model: gemma-3-270m-q4_k_m.gguf ($(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB), prompts $PROMPT_TOKENS tokens, max_tokens $MAX_TOKENS, temperature 0"
 echo "- slots $SLOTS, context $CONTEXT tokens per slot, $THREADS threads; requests per concurrency ($CONCS): $REQUESTS"
 echo "- llama.cpp for the peers: $(sed -n 's/^LLAMA_CPP_COMMIT="\(.*\)"/\1/p' scripts/fixtures/build-llama-server.sh | cut -c1-10) (llama-cpp-python $(sed -n 's/^LCP_VERSION="\(.*\)"/\1/p' scripts/fixtures/build-llama-server.sh) sdist), GGML_NATIVE=OFF; Paddock: llama-cpp-sys-2 $(awk '/^name = "llama-cpp-sys-2"$/ {getline; gsub(/version = |"/, ""); print}' Cargo.lock)"
 
@@ -106,6 +109,12 @@ wait_http() {  # wait_http URL PID LOG
     sleep 0.2
   done
   tail -30 "$3" >&2; echo "bench: $1 not up" >&2; return 1
+}
+# kv_mib LOG: the KV cache llama.cpp says it allocated (sum of its "llama_kv_cache: size =" lines:
+# Gemma 3 has a full-attention and a sliding-window cache), or "not logged".
+kv_mib() {
+  awk '/llama_kv_cache: size =/ {for (i = 1; i <= NF; i++) if ($i == "MiB") {s += $(i - 1); n++; break}}
+       END {if (n) printf "%.0f MiB", s; else printf "not logged"}' "$1"
 }
 MEM_LINES=()
 # run_legs LABEL URL PATH PID [genload args...]: concurrency 1/4/8 against one server.
@@ -133,8 +142,8 @@ trap 'kill "$LS_PID" 2>/dev/null || true' EXIT
 wait_http "http://127.0.0.1:$PORT/health" "$LS_PID" "$LS_LOG"
 idle="$(rss_mib "$LS_PID")"
 run_legs llama-server "http://127.0.0.1:$PORT" /v1/completions "$LS_PID" --extra '{"ignore_eos": true}'
-kv="$(grep -m1 -o 'llama_kv_cache: size = [0-9.]* MiB' "$LS_LOG" | grep -o '[0-9.]* MiB' || true)"
-MEM_LINES+=("| llama-server | $idle | $PEAK_RSS | ${kv:-?} (its log) |")
+kv="$(kv_mib "$LS_LOG")"
+MEM_LINES+=("| llama-server | $idle | $PEAK_RSS | $kv |")
 kill "$LS_PID"; wait "$LS_PID" 2>/dev/null || true
 
 # --- llama-cpp-python ---------------------------------------------------------------------
@@ -150,8 +159,8 @@ idle="$(rss_mib "$LCP_PID")"
 # Gemma's end-of-sequence ids: <eos> 1 and <end_of_turn> 106.
 run_legs llama-cpp-python "http://127.0.0.1:$PORT" /v1/completions "$LCP_PID" \
   --extra '{"logit_bias": {"1": -100, "106": -100}}'
-kv="$(grep -m1 -o 'llama_kv_cache: size = [0-9.]* MiB' "$LCP_LOG" | grep -o '[0-9.]* MiB' || true)"
-MEM_LINES+=("| llama-cpp-python | $idle | $PEAK_RSS | ${kv:-?} (its log) |")
+kv="$(kv_mib "$LCP_LOG")"
+MEM_LINES+=("| llama-cpp-python | $idle | $PEAK_RSS | $kv |")
 kill "$LCP_PID"; wait "$LCP_PID" 2>/dev/null || true
 trap - EXIT
 
@@ -210,7 +219,7 @@ else
   "${GENLOAD[@]}" table --results "$RESULTS" --base llama-server
 fi
 echo
-echo "### Memory (RSS, MiB; weights file $(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MB, mmapped)"
+echo "### Memory (RSS, MiB; weights file $(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB, mmapped)"
 echo
 echo "| server | idle after load | peak during the run | KV cache |"
 echo "|---|---:|---:|---|"
