@@ -135,11 +135,14 @@ run_legs() {
 # --- llama-server -------------------------------------------------------------------------
 PORT="$(free_port)"
 LS_LOG="$OUT/llama-server.log"
+ls_since="$(date +%s.%N)"
 "$LLAMA_SERVER" -m "$PADDOCK_GEMMA_GGUF" --host 127.0.0.1 --port "$PORT" -np "$SLOTS" \
   -c "$((SLOTS * CONTEXT))" -t "$THREADS" -tb "$THREADS" >"$LS_LOG" 2>&1 &
 LS_PID=$!
 trap 'kill "$LS_PID" 2>/dev/null || true' EXIT
 wait_http "http://127.0.0.1:$PORT/health" "$LS_PID" "$LS_LOG"
+# The peer's cold start: process start (GGUF already in the page cache) -> first streamed token.
+LS_COLD="$("${GENLOAD[@]}" first --url "http://127.0.0.1:$PORT" --since "$ls_since" --timeout 120)"
 idle="$(rss_mib "$LS_PID")"
 run_legs llama-server "http://127.0.0.1:$PORT" /v1/completions "$LS_PID" --extra '{"ignore_eos": true}'
 kv="$(kv_mib "$LS_LOG")"
@@ -213,10 +216,13 @@ if [ "$PEERS_ONLY" = 0 ]; then
   "${GENLOAD[@]}" table --results "$RESULTS" --base paddock
   echo
   echo "Cold start, POST /api/v1/endpoints -> first streamed token (empty worker cache): ${COLD} s"
+  echo "(llama-server, process start -> first streamed token, GGUF in the page cache: ${LS_COLD} s)"
 else
   echo "### Throughput and latency (peers only; the Paddock leg was skipped)"
   echo
   "${GENLOAD[@]}" table --results "$RESULTS" --base llama-server
+  echo
+  echo "llama-server, process start -> first streamed token (GGUF in the page cache): ${LS_COLD} s"
 fi
 echo
 echo "### Memory (RSS, MiB; weights file $(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB, mmapped)"
