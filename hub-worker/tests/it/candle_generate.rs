@@ -7,8 +7,8 @@
 
 use hub_worker::engine::generate::candle;
 use hub_worker::engine::generate::{
-    Constraint, DecoderModel, Finish, FinishReason, GenEvent, GenStream, GenToken,
-    GenerateRequest, Prompt, SamplingParams,
+    Constraint, DecoderModel, Finish, FinishReason, GenEvent, GenStream, GenToken, GenerateRequest,
+    Prompt, SamplingParams,
 };
 use hub_worker::engine::{EngineConfig, EngineError, LoadError, Task};
 use std::path::PathBuf;
@@ -87,7 +87,11 @@ async fn matches_pytorch(family: &str) {
         let want_prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
         assert!(want.len() >= 32);
-        assert_eq!(model.tokenize(prompt, true).unwrap(), want_prompt, "{family}: {prompt:?}");
+        assert_eq!(
+            model.tokenize(prompt, true).unwrap(),
+            want_prompt,
+            "{family}: {prompt:?}"
+        );
         let mut req = greedy(prompt);
         req.max_tokens = Some(want.len());
         // transformers ran without an end-of-sequence stop.
@@ -99,8 +103,14 @@ async fn matches_pytorch(family: &str) {
         assert_eq!(finish.reason, FinishReason::Length);
         assert_eq!(finish.usage.completion_tokens, want.len());
         assert_eq!(finish.usage.prompt_tokens, want_prompt.len());
-        // The streamed text is the detokenized ids (byte-level BPE: exact).
-        assert_eq!(text(&tokens, &finish), model.detokenize(&want).unwrap());
+        // The streamed text is the detokenized ids, up to how many U+FFFD replace the
+        // random model's invalid UTF-8 (StopScan replaces an invalid run as it streams,
+        // the tokenizer's decoder over the whole text).
+        let valid = |s: String| s.replace('\u{FFFD}', "");
+        assert_eq!(
+            valid(text(&tokens, &finish)),
+            valid(model.detokenize(&want).unwrap())
+        );
     }
 }
 
@@ -169,7 +179,11 @@ async fn candle_stop_string_ends_the_sequence() {
     let (tokens, finish) = collect(model.submit(req).unwrap()).await;
     assert_eq!(finish.reason, FinishReason::Stop);
     assert_eq!(finish.stop_string.as_deref(), Some(stop.as_str()));
-    assert_eq!(text(&tokens, &finish), full[..cut], "text before the stop string");
+    assert_eq!(
+        text(&tokens, &finish),
+        full[..cut],
+        "text before the stop string"
+    );
     // The tokens are the greedy prefix up to the one completing the stop string.
     assert!(tokens.len() < want.len());
     assert_eq!(ids(&tokens), want[..tokens.len()]);
@@ -193,7 +207,11 @@ async fn candle_max_tokens_finishes_with_length() {
     req.ignore_eos = true;
     let (tokens, finish) = collect(model.submit(req).unwrap()).await;
     assert_eq!(finish.reason, FinishReason::Length);
-    assert_eq!(tokens.len() + 3, 256, "prompt (3 tokens) + completion fill the context");
+    assert_eq!(
+        tokens.len() + 3,
+        256,
+        "prompt (3 tokens) + completion fill the context"
+    );
     let stats = model.stats();
     assert_eq!(stats.prompt_tokens_total, 6);
     assert_eq!(stats.generated_tokens_total, 5 + 253);
@@ -202,7 +220,10 @@ async fn candle_max_tokens_finishes_with_length() {
 async fn wait_for(model: &DecoderModel, what: &str, cond: impl Fn(&DecoderModel) -> bool) {
     let start = Instant::now();
     while !cond(model) {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -227,7 +248,10 @@ async fn candle_dropping_the_stream_cancels() {
     .await;
     // Cancelled, so it did not run to the context's end (3 prompt tokens + 253).
     let generated = model.stats().generated_tokens_total;
-    assert!(generated < 253, "stopped early: {generated} tokens generated");
+    assert!(
+        generated < 253,
+        "stopped early: {generated} tokens generated"
+    );
     // The slot serves the next request.
     let mut req = greedy("Hello world");
     req.max_tokens = Some(3);
@@ -363,9 +387,15 @@ async fn candle_logprobs_and_seeded_sampling() {
 #[tokio::test]
 async fn candle_refuses_pickle_only_and_non_decoders() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("llama").join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture("llama").join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("pytorch_model.bin"), b"not unpickled").unwrap();
-    let err = candle::load(dir.path(), &EngineConfig::default()).err().unwrap();
+    let err = candle::load(dir.path(), &EngineConfig::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, LoadError::PickleOnly { .. }), "{err}");
 
     let bert = serde_json::json!({"model_type": "bert", "architectures": ["BertModel"]});
@@ -429,7 +459,8 @@ async fn candle_end_of_sequence_token_stops() {
     // The mistral fixture's greedy continuation of "Hello world" samples </s> second.
     let model = load("mistral").await;
     let reference = expected("mistral");
-    let want: Vec<u32> = serde_json::from_value(reference["cases"][0]["greedy_ids"].clone()).unwrap();
+    let want: Vec<u32> =
+        serde_json::from_value(reference["cases"][0]["greedy_ids"].clone()).unwrap();
     assert_eq!(want[1], 2, "</s> is the second greedy token");
     let (tokens, finish) = collect(model.submit(greedy("Hello world")).unwrap()).await;
     assert_eq!(ids(&tokens), want[..1]);

@@ -17,9 +17,8 @@
 
 use super::stop::{Scan, StopScan};
 use super::{
-    Constraint, DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent,
-    GenStream, GenToken, GenerateRequest, Generator, Prompt, SamplingParams, TokenLogprob,
-    Usage,
+    Constraint, DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent, GenStream,
+    GenToken, GenerateRequest, Generator, Prompt, SamplingParams, TokenLogprob, Usage,
 };
 use crate::engine::error::{EngineError, LoadError, RunError};
 use crate::engine::model::ModelInfo;
@@ -40,7 +39,14 @@ use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The `model_type`s this engine serves.
-const FAMILIES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text"];
+const FAMILIES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma3",
+    "gemma3_text",
+];
 
 /// Most alternatives `logprobs` may ask for (OpenAI's `top_logprobs` limit).
 const MAX_TOP_LOGPROBS: usize = 20;
@@ -56,9 +62,10 @@ pub fn is_causal_lm(config: &Value) -> bool {
     }
     match config.get("architectures").and_then(Value::as_array) {
         None => true,
-        Some(archs) => archs.iter().filter_map(Value::as_str).any(|a| {
-            a.ends_with("ForCausalLM") || a.ends_with("ForConditionalGeneration")
-        }),
+        Some(archs) => archs
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|a| a.ends_with("ForCausalLM") || a.ends_with("ForConditionalGeneration")),
     }
 }
 
@@ -142,7 +149,12 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
 
     let vocab = shape.vocab_size;
     let token_bytes = token_bytes_table(&tokenizer, &tokenizer_json, vocab);
-    let eos_ids = eos_ids(&config, generation_config.as_ref(), &tokenizer_config, &tokenizer);
+    let eos_ids = eos_ids(
+        &config,
+        generation_config.as_ref(),
+        &tokenizer_config,
+        &tokenizer,
+    );
     let bos_token = special_token(&tokenizer_config, "bos_token");
     let eos_token = special_token(&tokenizer_config, "eos_token");
     let chat_template = chat_template(dir, &tokenizer_config)?;
@@ -671,7 +683,8 @@ fn token_bytes_table(tok: &tokenizers::Tokenizer, json: &Value, vocab: usize) ->
                 return Vec::new();
             };
             if byte_level {
-                let bytes: Option<Vec<u8>> = piece.chars().map(|c| unbyte.get(&c).copied()).collect();
+                let bytes: Option<Vec<u8>> =
+                    piece.chars().map(|c| unbyte.get(&c).copied()).collect();
                 return bytes.unwrap_or_else(|| piece.into_bytes());
             }
             if byte_fallback {
@@ -730,11 +743,12 @@ fn eos_ids(
     if out.is_empty() {
         out = ids(config.get("eos_token_id"));
         if out.is_empty() {
-            out = ids(config.get("text_config").and_then(|t| t.get("eos_token_id")));
+            out = ids(config
+                .get("text_config")
+                .and_then(|t| t.get("eos_token_id")));
         }
     }
-    if let Some(id) =
-        special_token(tokenizer_config, "eos_token").and_then(|t| tok.token_to_id(&t))
+    if let Some(id) = special_token(tokenizer_config, "eos_token").and_then(|t| tok.token_to_id(&t))
     {
         out.push(id);
     }
@@ -1057,7 +1071,11 @@ impl Worker {
                 .sum::<f64>()
                 .ln();
         let entry = |id: u32| {
-            let bytes = self.token_bytes.get(id as usize).cloned().unwrap_or_default();
+            let bytes = self
+                .token_bytes
+                .get(id as usize)
+                .cloned()
+                .unwrap_or_default();
             TokenLogprob {
                 id,
                 text: String::from_utf8_lossy(&bytes).into_owned(),
@@ -1120,9 +1138,8 @@ impl Sampler {
 
     fn pick(&mut self, raw: &[f32]) -> candle_core::Result<u32> {
         let p = &self.params;
-        let penalised = p.repetition_penalty != 1.0
-            || p.presence_penalty != 0.0
-            || p.frequency_penalty != 0.0;
+        let penalised =
+            p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
         let mut logits = raw.to_vec();
         if penalised {
             if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
