@@ -427,11 +427,8 @@ fn parse<T: serde::de::DeserializeOwned>(config: Value, family: &str) -> Result<
 
 /// A loaded candle model of one family, with its KV cache.
 enum Net {
-    Llama {
-        model: llama::Llama,
-        cache: llama::Cache,
-        fresh: llama::Cache,
-    },
+    /// candle's llama keeps its cache outside the model; `fresh` is an empty one.
+    Llama(Box<(llama::Llama, llama::Cache, llama::Cache)>),
     Mistral(mistral::Model),
     Qwen2(qwen2::ModelForCausalLM),
     Qwen3(qwen3::ModelForCausalLM),
@@ -473,11 +470,7 @@ impl Net {
                 };
                 let model = llama::Llama::load(vb, &cfg).map_err(weights)?;
                 let fresh = llama::Cache::new(true, DType::F32, &cfg, device).map_err(weights)?;
-                Ok(Net::Llama {
-                    model,
-                    cache: fresh.clone(),
-                    fresh,
-                })
+                Ok(Net::Llama(Box::new((model, fresh.clone(), fresh))))
             }
             "mistral" => {
                 let c = normalize_rope(config, model_type)?;
@@ -569,7 +562,10 @@ impl Net {
     fn forward(&mut self, ids: &[u32], offset: usize) -> candle_core::Result<Vec<f32>> {
         let input = Tensor::new(ids, &Device::Cpu)?.unsqueeze(0)?;
         let logits = match self {
-            Net::Llama { model, cache, .. } => model.forward(&input, offset, cache)?,
+            Net::Llama(l) => {
+                let (model, cache, _) = &mut **l;
+                model.forward(&input, offset, cache)?
+            }
             Net::Mistral(m) => m.forward(&input, offset)?,
             Net::Qwen2(m) => m.forward(&input, offset)?,
             Net::Qwen3(m) => m.forward(&input, offset)?,
@@ -581,7 +577,7 @@ impl Net {
     /// Empties the KV cache for the next sequence.
     fn reset(&mut self) {
         match self {
-            Net::Llama { cache, fresh, .. } => *cache = fresh.clone(),
+            Net::Llama(l) => l.1 = l.2.clone(),
             Net::Mistral(m) => m.clear_kv_cache(),
             Net::Qwen2(m) => m.clear_kv_cache(),
             Net::Qwen3(m) => m.clear_kv_cache(),
