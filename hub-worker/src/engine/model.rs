@@ -106,7 +106,9 @@ impl Model {
         inputs: Vec<String>,
         opts: EmbedOptions,
     ) -> Result<Embeddings, EngineError> {
-        self.encoder("feature-extraction")?.embed(inputs, opts).await
+        self.encoder("feature-extraction")?
+            .embed(inputs, opts)
+            .await
     }
 
     /// Cosine similarity of `source` to each of `sentences`, and the tokens it cost.
@@ -115,7 +117,9 @@ impl Model {
         source: String,
         sentences: Vec<String>,
     ) -> Result<(Vec<f32>, usize), EngineError> {
-        self.encoder("sentence-similarity")?.similarity(source, sentences).await
+        self.encoder("sentence-similarity")?
+            .similarity(source, sentences)
+            .await
     }
 
     /// Raw classification logits, one row per input, and the tokens they cost.
@@ -124,7 +128,9 @@ impl Model {
         inputs: Vec<TextInput>,
         truncate: bool,
     ) -> Result<(Vec<Vec<f32>>, usize), EngineError> {
-        self.encoder("text-classification")?.logits(inputs, truncate).await
+        self.encoder("text-classification")?
+            .logits(inputs, truncate)
+            .await
     }
 
     /// Classifies `inputs`: per input, labels with scores, best first.
@@ -133,6 +139,8 @@ impl Model {
         inputs: Vec<TextInput>,
         opts: ClassifyOptions,
     ) -> Result<Classifications, EngineError> {
-        self.encoder("text-classification")?.classify(inputs, opts).await
+        self.encoder("text-classification")?
+            .classify(inputs, opts)
+            .await
     }
 }

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod candle_generate;
 mod control;
 mod engine;
 mod http_api;

@@ -22,6 +22,7 @@
 //! * `usage` in [`Finish`] counts the prompt's tokens as the engine tokenized them and
 //!   every sampled token (the stop string's tokens included, as OpenAI counts).
 
+pub mod candle;
 pub mod stop;
 
 use super::error::EngineError;

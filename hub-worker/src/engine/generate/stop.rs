@@ -47,8 +47,8 @@ impl StopScan {
             }
         };
         let rest = self.partial.split_off(valid);
-        let text = String::from_utf8(std::mem::replace(&mut self.partial, rest))
-            .expect("validated above");
+        let text =
+            String::from_utf8(std::mem::replace(&mut self.partial, rest)).expect("validated above");
         self.held.push_str(&text);
         self.scan()
     }
