@@ -34,22 +34,36 @@ impl StopScan {
     /// Feeds one token's bytes.
     pub fn push(&mut self, bytes: &[u8]) -> Scan {
         self.partial.extend_from_slice(bytes);
-        let valid = match std::str::from_utf8(&self.partial) {
-            Ok(s) => s.len(),
-            // An error with no length is a truncated character at the end: keep it.
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            // Invalid bytes: replace them and release everything.
-            Err(_) => {
-                let s = String::from_utf8_lossy(&self.partial).into_owned();
-                self.partial.clear();
-                self.held.push_str(&s);
-                return self.scan();
+        let mut at = 0;
+        loop {
+            match std::str::from_utf8(&self.partial[at..]) {
+                Ok(s) => {
+                    self.held.push_str(s);
+                    at = self.partial.len();
+                    break;
+                }
+                Err(e) => {
+                    let valid = at + e.valid_up_to();
+                    self.held.push_str(
+                        std::str::from_utf8(&self.partial[at..valid]).expect("validated prefix"),
+                    );
+                    match e.error_len() {
+                        // A truncated character at the end: keep it for the next token.
+                        None => {
+                            at = valid;
+                            break;
+                        }
+                        // Invalid bytes: one replacement character each run, as a
+                        // lossy decode does, then go on after them.
+                        Some(n) => {
+                            self.held.push('\u{fffd}');
+                            at = valid + n;
+                        }
+                    }
+                }
             }
-        };
-        let rest = self.partial.split_off(valid);
-        let text =
-            String::from_utf8(std::mem::replace(&mut self.partial, rest)).expect("validated above");
-        self.held.push_str(&text);
+        }
+        self.partial.drain(..at);
         self.scan()
     }
 
@@ -128,6 +142,15 @@ mod tests {
         let emoji = "🦀".as_bytes();
         assert_eq!(s.push(&emoji[..3]), Scan::Text(String::new()));
         assert_eq!(s.finish(), "\u{fffd}");
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_and_a_split_character_after_them_survives() {
+        let mut s = StopScan::new(&[]);
+        let e = "é".as_bytes();
+        assert_eq!(s.push(&[0xff, b'a', e[0]]), Scan::Text("\u{fffd}a".into()));
+        assert_eq!(s.push(&e[1..]), Scan::Text("é".into()));
+        assert_eq!(s.finish(), "");
     }
 
     #[test]
