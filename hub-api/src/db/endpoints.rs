@@ -450,7 +450,9 @@ pub struct UsageRow {
     pub day: chrono::NaiveDate,
     pub requests: i64,
     pub errors: i64,
+    /// Prompt tokens.
     pub input_tokens: i64,
+    /// Completion tokens.
     pub output_tokens: i64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,

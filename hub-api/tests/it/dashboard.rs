@@ -799,26 +799,18 @@ async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
         .await
         .unwrap()
         .unwrap();
-    let recs: Vec<_> = (0..3)
-        .map(|i| hub_api::db::endpoints::UsageRecord {
-            namespace_id: e.namespace_id,
-            endpoint_id: e.id,
-            endpoint_name: "chat-ep".into(),
-            token_id: None,
-            input_tokens: 10,
-            latency_ms: 50.0 + i as f32,
-            status: 200,
-        })
-        .collect();
-    hub_api::db::endpoints::insert_usage(&t.state.db, &recs)
-        .await
-        .unwrap();
-    // Completion tokens as the gateway meters them for generation.
-    sqlx::query("UPDATE usage_records SET output_tokens = 25 WHERE endpoint_id = $1")
-        .bind(e.id)
-        .execute(&t.state.db)
-        .await
-        .unwrap();
+    // Three metered chat requests, with completion tokens as the gateway
+    // meters them for generation (plain SQL, so the test does not depend on
+    // the shape of `UsageRecord`).
+    sqlx::query(
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, input_tokens, output_tokens, latency_ms, status)
+         SELECT $1, $2, 'chat-ep', 10, 25, 50 + i, 200 FROM generate_series(1, 3) AS i",
+    )
+    .bind(e.namespace_id)
+    .bind(e.id)
+    .execute(&t.state.db)
+    .await
+    .unwrap();
     let r = get!(app, "/inference/alice/chat-ep", Some(&alice));
     assert!(r.body.contains("<dd id=\"total-prompt-tokens\">30</dd>"));
     assert!(r.body.contains("<dd id=\"total-completion-tokens\">75</dd>"));
