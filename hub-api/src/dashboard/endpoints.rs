@@ -235,7 +235,7 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     .await?;
     let usage: Vec<_> = usage.into_iter().filter(|u| u.endpoint == e.name).collect();
     let has_usage = !usage.is_empty();
-    let charts = charts::usage_charts(&usage, from_day, CHART_DAYS);
+    let drawn = charts::usage_charts(&usage, from_day, CHART_DAYS);
     let it = item(&state.public_url, &e);
     page(&EndpointPage {
         snippets: super::snippets::for_endpoint(&it.url, &e.task, &e.repository),
@@ -271,12 +271,12 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
             .task
             .parse::<hub_types::Task>()
             .is_ok_and(hub_types::Task::is_generation),
-        requests_chart: charts.requests,
-        tokens_chart: charts.tokens,
-        latency_chart: charts.latency,
-        prompt_tokens: charts.prompt_tokens,
-        completion_tokens: charts.completion_tokens,
-        total_tokens: charts.prompt_tokens + charts.completion_tokens,
+        requests_chart: drawn.requests,
+        tokens_chart: drawn.tokens,
+        latency_chart: drawn.latency,
+        prompt_tokens: drawn.prompt_tokens,
+        completion_tokens: drawn.completion_tokens,
+        total_tokens: drawn.prompt_tokens + drawn.completion_tokens,
         has_usage,
         can_write: standing.allows(Some(p), Action::ManageEndpoints),
     })

@@ -756,7 +756,7 @@ async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
             ),
             file_op(
                 "config.json",
-                b"{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\"}"
+                br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":64,"max_position_embeddings":128}"#
             )
         ]
     );
