@@ -366,7 +366,9 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         // Exact counts in the tooltip, each series named, and the day's total.
         assert!(
-            svg.contains("<title>11-01: 1200 prompt tokens, 800 completion tokens, 2000 total</title>"),
+            svg.contains(
+                "<title>11-01: 1200 prompt tokens, 800 completion tokens, 2000 total</title>"
+            ),
             "{svg}"
         );
         assert!(svg.contains("<title>11-02: 0 prompt tokens, 0 completion tokens, 0 total</title>"));

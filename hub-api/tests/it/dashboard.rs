@@ -813,7 +813,9 @@ async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
     .unwrap();
     let r = get!(app, "/inference/alice/chat-ep", Some(&alice));
     assert!(r.body.contains("<dd id=\"total-prompt-tokens\">30</dd>"));
-    assert!(r.body.contains("<dd id=\"total-completion-tokens\">75</dd>"));
+    assert!(r
+        .body
+        .contains("<dd id=\"total-completion-tokens\">75</dd>"));
     assert!(r.body.contains("<dd id=\"total-tokens\">105</dd>"));
     assert!(
         r.body
