@@ -115,7 +115,7 @@
 
   function fmtMs(ms) { return Math.round(ms) + ' ms'; }
 
-  function showUsage(u, ttft, tokPerS) {
+  function showUsage(u, ttft, tokPerS, missing) {
     usageBox.textContent = '';
     var parts = [];
     if (u) {
@@ -128,7 +128,7 @@
     } else {
       usageBox.removeAttribute('data-prompt-tokens');
       usageBox.removeAttribute('data-completion-tokens');
-      parts.push('usage not reported');
+      parts.push(missing || 'usage not reported');
     }
     if (ttft != null) {
       usageBox.setAttribute('data-ttft-ms', String(Math.round(ttft)));
@@ -248,7 +248,7 @@
           forget();
         }
         status.textContent = 'Stopped.';
-        showUsage(null, firstAt === null ? null : firstAt - t0, null);
+        showUsage(null, firstAt === null ? null : firstAt - t0, null, 'stopped before the usage was reported');
       } else {
         if (bubble) bubble.setAttribute('data-state', 'error');
         forget();
