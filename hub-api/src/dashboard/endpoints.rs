@@ -2,8 +2,10 @@
 //! `endpoints.js` polls `GET /api/v1/endpoints/{ns}`), the deploy form
 //! (`/inference/new?repo=`, posting to `POST /api/v1/endpoints/{ns}`), and an
 //! endpoint's page (`/inference/{ns}/{name}`): status history, a playground
-//! calling the gateway, client snippets and usage charts (inline SVG from
-//! the same data as `GET /api/v1/usage`). Members of the namespace only.
+//! calling the gateway (a streaming chat for `text-generation`, `chat.js`),
+//! client snippets and usage charts (inline SVG from the same data as
+//! `GET /api/v1/usage`, prompt and completion tokens apart). Members of the
+//! namespace only.
 
 use super::charts;
 use super::upload::writable_namespaces;
@@ -189,7 +191,13 @@ pub struct EndpointPage {
     pub requests_chart: String,
     pub tokens_chart: String,
     pub latency_chart: String,
+    /// Prompt tokens, completion tokens and their sum over the charted days.
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
     pub has_usage: bool,
+    /// A generation endpoint: the playground is a chat.
+    pub is_generation: bool,
     pub can_write: bool,
 }
 
@@ -227,8 +235,7 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
     .await?;
     let usage: Vec<_> = usage.into_iter().filter(|u| u.endpoint == e.name).collect();
     let has_usage = !usage.is_empty();
-    let [requests_chart, tokens_chart, latency_chart] =
-        charts::usage_charts(&usage, from_day, CHART_DAYS);
+    let drawn = charts::usage_charts(&usage, from_day, CHART_DAYS);
     let it = item(&state.public_url, &e);
     page(&EndpointPage {
         snippets: super::snippets::for_endpoint(&it.url, &e.task, &e.repository),
@@ -260,9 +267,16 @@ pub async fn endpoint(state: web::Data<AppState>, req: HttpRequest) -> PageResul
             .collect(),
         l: Layout::new(&state, &req, Some(p)),
         e: it,
-        requests_chart,
-        tokens_chart,
-        latency_chart,
+        is_generation: e
+            .task
+            .parse::<hub_types::Task>()
+            .is_ok_and(hub_types::Task::is_generation),
+        requests_chart: drawn.requests,
+        tokens_chart: drawn.tokens,
+        latency_chart: drawn.latency,
+        prompt_tokens: drawn.prompt_tokens,
+        completion_tokens: drawn.completion_tokens,
+        total_tokens: drawn.prompt_tokens + drawn.completion_tokens,
         has_usage,
         can_write: standing.allows(Some(p), Action::ManageEndpoints),
     })

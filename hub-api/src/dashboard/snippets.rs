@@ -82,6 +82,9 @@ pub fn for_repo(
 
 /// Client snippets for an endpoint URL.
 pub fn for_endpoint(url: &str, task: &str, model: &str) -> Vec<Snippet> {
+    if task == hub_types::Task::TextGeneration.as_str() {
+        return for_generation(url, model);
+    }
     let hf_call = match task {
         "text-classification" => "print(client.text_classification(\"I love this!\"))".to_string(),
         "sentence-similarity" => "print(client.sentence_similarity(\"A cat sits.\", other_sentences=[\"A dog runs.\", \"A cat rests.\"]))".to_string(),
@@ -117,4 +120,32 @@ pub fn for_endpoint(url: &str, task: &str, model: &str) -> Vec<Snippet> {
         ),
     });
     out
+}
+
+/// Client snippets for a text-generation endpoint: streamed chat with the
+/// `openai` package and `InferenceClient`, and curl on the SSE route.
+fn for_generation(url: &str, model: &str) -> Vec<Snippet> {
+    vec![
+        Snippet {
+            id: "openai",
+            title: "openai",
+            code: format!(
+                "# pip install openai\nfrom openai import OpenAI\n\nclient = OpenAI(base_url=\"{url}/v1\", api_key=\"pdk_...\")\nstream = client.chat.completions.create(\n    model=\"{model}\",\n    messages=[{{\"role\": \"user\", \"content\": \"Write a haiku about a paddock.\"}}],\n    max_tokens=128,\n    stream=True,\n    stream_options={{\"include_usage\": True}},\n)\nfor chunk in stream:\n    if chunk.choices and chunk.choices[0].delta.content:\n        print(chunk.choices[0].delta.content, end=\"\", flush=True)\n    if chunk.usage:\n        print(\"\\n\", chunk.usage)"
+            ),
+        },
+        Snippet {
+            id: "hfclient",
+            title: "huggingface_hub",
+            code: format!(
+                "# pip install huggingface_hub\nfrom huggingface_hub import InferenceClient\n\nclient = InferenceClient(base_url=\"{url}\", api_key=\"pdk_...\")\nfor chunk in client.chat_completion(\n    messages=[{{\"role\": \"user\", \"content\": \"Write a haiku about a paddock.\"}}],\n    max_tokens=128,\n    stream=True,\n):\n    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)"
+            ),
+        },
+        Snippet {
+            id: "curl",
+            title: "curl",
+            code: format!(
+                "curl -N {url}/v1/chat/completions \\\n  -H \"Authorization: Bearer $HF_TOKEN\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{{\"model\": \"{model}\", \"stream\": true, \"max_tokens\": 128, \"messages\": [{{\"role\": \"user\", \"content\": \"Write a haiku about a paddock.\"}}]}}'"
+            ),
+        },
+    ]
 }

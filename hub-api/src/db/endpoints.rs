@@ -450,7 +450,10 @@ pub struct UsageRow {
     pub day: chrono::NaiveDate,
     pub requests: i64,
     pub errors: i64,
+    /// Prompt tokens.
     pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_p99_ms: f64,
@@ -465,6 +468,7 @@ pub async fn usage(
     sqlx::query_as(
         "SELECT endpoint_name AS endpoint, (at AT TIME ZONE 'UTC')::date AS day, count(*) AS requests,
             count(*) FILTER (WHERE status >= 400) AS errors, COALESCE(sum(input_tokens), 0)::bigint AS input_tokens,
+            COALESCE(sum(output_tokens), 0)::bigint AS output_tokens,
             percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
             percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
             percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms

@@ -733,3 +733,103 @@ async fn gated_repo_files_and_access_requests() {
         .body
         .contains("data-decide=\"accepted\" data-user=\"bob\""));
 }
+
+/// A text-generation endpoint's page: the chat playground (labelled
+/// controls, the gateway's chat route, `chat.js`) instead of the task form,
+/// chat snippets, and a tokens chart with prompt and completion tokens as two
+/// series with their totals (`usage_records.output_tokens`).
+#[actix_web::test]
+async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create!(app, &alice, json!({"name": "llm"}));
+    commit!(
+        app,
+        &alice,
+        "alice/llm",
+        "config",
+        &[
+            file_op(
+                "README.md",
+                b"---\npipeline_tag: text-generation\n---\n# A decoder\n"
+            ),
+            file_op(
+                "config.json",
+                br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":64,"max_position_embeddings":128}"#
+            )
+        ]
+    );
+    let r = get!(app, "/inference/new?repo=alice/llm", Some(&alice));
+    assert!(
+        r.body.contains("value=\"text-generation\" selected"),
+        "the deploy form offers text-generation, chosen from the card"
+    );
+    api!(
+        app,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/alice")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "chat-ep", "repository": "alice/llm", "task": "text-generation", "min_replicas": 0}))
+    );
+    let r = get!(app, "/inference/alice/chat-ep", Some(&alice));
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("id=\"chat\"") && !r.body.contains("id=\"playground\""));
+    assert!(r
+        .body
+        .contains("data-chat-url=\"/endpoints/alice/chat-ep/v1\""));
+    for id in [
+        "chat-system",
+        "chat-temperature",
+        "chat-max-tokens",
+        "chat-input",
+    ] {
+        assert!(
+            r.body.contains(&format!("<label for=\"{id}\">")),
+            "#{id} labelled"
+        );
+    }
+    assert!(r.body.contains("/chat.js\" defer"), "chat.js loaded");
+    assert!(r.body.contains("client.chat.completions.create("));
+    assert!(r.body.contains("/v1/chat/completions"));
+    // No usage yet: totals are zero.
+    assert!(r.body.contains("<dd id=\"total-completion-tokens\">0</dd>"));
+
+    let e = hub_api::db::endpoints::get(&t.state.db, "alice", "chat-ep")
+        .await
+        .unwrap()
+        .unwrap();
+    // Three metered chat requests, with completion tokens as the gateway
+    // meters them for generation (plain SQL, so the test does not depend on
+    // the shape of `UsageRecord`).
+    sqlx::query(
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, input_tokens, output_tokens, latency_ms, status)
+         SELECT $1, $2, 'chat-ep', 10, 25, 50 + i, 200 FROM generate_series(1, 3) AS i",
+    )
+    .bind(e.namespace_id)
+    .bind(e.id)
+    .execute(&t.state.db)
+    .await
+    .unwrap();
+    let r = get!(app, "/inference/alice/chat-ep", Some(&alice));
+    assert!(r.body.contains("<dd id=\"total-prompt-tokens\">30</dd>"));
+    assert!(r
+        .body
+        .contains("<dd id=\"total-completion-tokens\">75</dd>"));
+    assert!(r.body.contains("<dd id=\"total-tokens\">105</dd>"));
+    assert!(
+        r.body
+            .contains(": 30 prompt tokens, 75 completion tokens, 105 total</title>"),
+        "today's bar names both series"
+    );
+    assert!(r.body.contains(">completion tokens</text>"));
+    // The usage API reads the same column.
+    let u = api!(
+        app,
+        TestRequest::get()
+            .uri("/api/v1/usage?namespace=alice")
+            .insert_header(bearer(&alice))
+    );
+    assert_eq!(u["items"][0]["output_tokens"], 75);
+    assert_eq!(u["items"][0]["input_tokens"], 30);
+}
