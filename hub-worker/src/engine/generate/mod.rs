@@ -23,6 +23,8 @@
 //!   every sampled token (the stop string's tokens included, as OpenAI counts).
 
 pub mod stop;
+pub mod template;
+pub mod tools;
 
 use super::error::EngineError;
 use super::model::ModelInfo;
