@@ -745,9 +745,12 @@ mod tests {
         let mut p = StreamParser::new(ToolFormat::Hermes);
         assert_eq!(p.push("Hello <tool"), [StreamItem::Content("Hello ".into())]);
         assert_eq!(p.push("_call>{\"name\": \"f\", "), []);
-        let items = p.push("\"arguments\": {}}</tool_call> after");
-        assert!(matches!(&items[..], [StreamItem::ToolCall(c)] if c.name == "f" && c.arguments == "{}"));
-        assert_eq!(p.finish(), [StreamItem::Content(" after".into())]);
+        let items = p.push("\"arguments\": {}}</tool_call> after <");
+        assert!(
+            matches!(&items[..], [StreamItem::ToolCall(c), StreamItem::Content(after)]
+                if c.name == "f" && c.arguments == "{}" && after == " after ")
+        );
+        assert_eq!(p.finish(), [StreamItem::Content("<".into())]);
         // A `<` that turns out not to be a marker is released as soon as it is known.
         let mut p = StreamParser::new(ToolFormat::Hermes);
         assert_eq!(p.push("a <"), [StreamItem::Content("a ".into())]);
