@@ -123,7 +123,10 @@ impl ChatTemplate {
                     "chat_template_kwargs must be a JSON object".into(),
                 ));
             }
-            for key in extra.try_iter().map_err(|e| EngineError::Template(e.to_string()))? {
+            for key in extra
+                .try_iter()
+                .map_err(|e| EngineError::Template(e.to_string()))?
+            {
                 let name = key.as_str().unwrap_or_default().to_owned();
                 if matches!(
                     name.as_str(),
@@ -194,7 +197,9 @@ fn bad_input(what: &str, e: serde_json::Error) -> EngineError {
 /// reasoning fields.
 fn normalize_messages(messages: &Value) -> Result<Value, EngineError> {
     if messages.kind() != ValueKind::Seq {
-        return Err(EngineError::Template("messages must be a JSON array".into()));
+        return Err(EngineError::Template(
+            "messages must be a JSON array".into(),
+        ));
     }
     let mut out = Vec::new();
     for message in messages
@@ -207,7 +212,8 @@ fn normalize_messages(messages: &Value) -> Result<Value, EngineError> {
             )));
         }
         let mut pairs: Vec<(Value, Value)> = Vec::new();
-        for key in message.try_iter().unwrap_or_else(|_| Value::from(()).try_iter().unwrap()) {
+        let keys: Vec<Value> = message.try_iter().map(|i| i.collect()).unwrap_or_default();
+        for key in keys {
             let value = message.get_item(&key).unwrap_or_default();
             if !value.is_none() {
                 pairs.push((key, value));
@@ -225,7 +231,10 @@ fn normalize_messages(messages: &Value) -> Result<Value, EngineError> {
         let pairs = match reasoning {
             Some(r) => {
                 let mut aliased: Vec<(Value, Value)> = vec![(Value::from("thinking"), r.clone())];
-                for (k, v) in pairs.into_iter().chain([(Value::from("reasoning_content"), r)]) {
+                for (k, v) in pairs
+                    .into_iter()
+                    .chain([(Value::from("reasoning_content"), r)])
+                {
                     match aliased.iter_mut().find(|(ak, _)| *ak == k) {
                         Some(slot) => slot.1 = v,
                         None => aliased.push((k, v)),
@@ -393,7 +402,11 @@ impl<'de> Visitor<'de> for OrderedVisitor {
 // Python-style printing
 
 /// Jinja2 prints with Python's `str()`.
-fn python_formatter(out: &mut minijinja::Output, _: &mut State, value: &Value) -> Result<(), Error> {
+fn python_formatter(
+    out: &mut minijinja::Output,
+    _: &mut State,
+    value: &Value,
+) -> Result<(), Error> {
     let text = match value.kind() {
         ValueKind::Undefined => return Ok(()),
         ValueKind::String => {
@@ -551,7 +564,10 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
         Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_owned()),
         Some(v) => {
             let n = v.as_i64().ok_or_else(|| {
-                Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or a string")
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an int or a string",
+                )
             })?;
             Some(" ".repeat(n.max(0) as usize))
         }
@@ -653,7 +669,10 @@ pub(crate) fn write_json(
                     _ => {
                         return Err(Error::new(
                             ErrorKind::InvalidOperation,
-                            format!("tojson: keys must be str, int, float, bool or None, not {}", key.kind()),
+                            format!(
+                                "tojson: keys must be str, int, float, bool or None, not {}",
+                                key.kind()
+                            ),
                         ))
                     }
                 };
@@ -704,11 +723,27 @@ fn json_str(s: &str, ensure_ascii: bool, out: &mut String) {
 // strftime_now
 
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const WEEKDAYS: [&str; 7] = [
-    "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
 ];
 
 /// `datetime.now().strftime(format)`, in UTC (the worker's clock; transformers uses the
@@ -887,7 +922,12 @@ mod golden {
             }
         }
         assert!(checked >= 50, "only {checked} renders checked");
-        assert!(failures.is_empty(), "{} of {checked} renders differ:\n{}", failures.len(), failures.join("\n\n"));
+        assert!(
+            failures.is_empty(),
+            "{} of {checked} renders differ:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
     }
 }
 
@@ -921,7 +961,12 @@ mod tests {
         )
         .unwrap();
         let out = t
-            .render(r#"[{"b": {"y": [], "x": {}}, "a": "é😀"}]"#, None, false, None)
+            .render(
+                r#"[{"b": {"y": [], "x": {}}, "a": "é😀"}]"#,
+                None,
+                false,
+                None,
+            )
             .unwrap();
         assert_eq!(
             out,
@@ -978,7 +1023,10 @@ mod tests {
             r#"[{"role": "user", "content": "  a b "}, {"role": "assistant", "content": "c"}]"#,
         )
         .unwrap();
-        assert_eq!(out, "<s>[C|False|c][A B|True|a,b]role=user;content=a b;1</s>");
+        assert_eq!(
+            out,
+            "<s>[C|False|c][A B|True|a,b]role=user;content=a b;1</s>"
+        );
     }
 
     #[test]
@@ -997,8 +1045,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render("[]", None, true, Some(r#"{"enable_thinking": false, "bos_token": "B"}"#))
-                .unwrap(),
+            t.render(
+                "[]",
+                None,
+                true,
+                Some(r#"{"enable_thinking": false, "bos_token": "B"}"#)
+            )
+            .unwrap(),
             "False B True "
         );
         assert_eq!(
@@ -1011,7 +1064,9 @@ mod tests {
             .unwrap(),
             r#" <s> False {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}"#
         );
-        assert!(t.render("[]", None, true, Some(r#"{"messages": []}"#)).is_err());
+        assert!(t
+            .render("[]", None, true, Some(r#"{"messages": []}"#))
+            .is_err());
         assert!(t.render("[", None, true, None).is_err());
     }
 

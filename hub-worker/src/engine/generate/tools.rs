@@ -204,10 +204,7 @@ impl StreamParser {
                     self.seen_text = true;
                 }
                 let markers = self.format.start_markers();
-                let found = markers
-                    .iter()
-                    .filter_map(|m| self.buf.find(m))
-                    .min();
+                let found = markers.iter().filter_map(|m| self.buf.find(m)).min();
                 if let Some(at) = found {
                     let before = self.buf[..at].to_owned();
                     self.content(&before, out);
@@ -430,7 +427,11 @@ fn parse_mistral(after_marker: &str) -> Option<Vec<ToolCall>> {
         let args_at = rest.find("[ARGS]")?;
         let head = &rest[..args_at];
         let name = head.split("[CALL_ID]").next().unwrap_or(head).trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c)) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_-.".contains(c))
+        {
             return None;
         }
         let after = &rest[args_at + "[ARGS]".len()..];
@@ -708,7 +709,10 @@ mod tests {
 
     #[test]
     fn detects_formats_from_templates() {
-        assert_eq!(ToolFormat::detect("{{ '<tool_call>' }}"), ToolFormat::Hermes);
+        assert_eq!(
+            ToolFormat::detect("{{ '<tool_call>' }}"),
+            ToolFormat::Hermes
+        );
         assert_eq!(ToolFormat::detect("[AVAILABLE_TOOLS]"), ToolFormat::Mistral);
         assert_eq!(
             ToolFormat::detect("<|start_header_id|>{% if tools %}"),
@@ -743,7 +747,10 @@ mod tests {
     #[test]
     fn hermes_stream_releases_content_before_the_marker() {
         let mut p = StreamParser::new(ToolFormat::Hermes);
-        assert_eq!(p.push("Hello <tool"), [StreamItem::Content("Hello ".into())]);
+        assert_eq!(
+            p.push("Hello <tool"),
+            [StreamItem::Content("Hello ".into())]
+        );
         assert_eq!(p.push("_call>{\"name\": \"f\", "), []);
         let items = p.push("\"arguments\": {}}</tool_call> after <");
         assert!(
@@ -787,7 +794,10 @@ mod tests {
             "{\"name\": \"get_weather\", \"parameters\": {\"location\": \"Oslo\", \"days\": 2}}",
         );
         assert_eq!(p.content, "");
-        assert_eq!(calls(&p), [("get_weather", r#"{"location":"Oslo","days":2}"#)]);
+        assert_eq!(
+            calls(&p),
+            [("get_weather", r#"{"location":"Oslo","days":2}"#)]
+        );
         let p = parse(
             ToolFormat::Llama3Json,
             "<|python_tag|>{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"parameters\": {\"x\": null}}",
@@ -841,7 +851,10 @@ mod tests {
             5,
         ));
         assert_eq!(content, "ok ");
-        assert_eq!(c, [("f".to_string(), r#"{"a":[1,{"b":true}]}"#.to_string())]);
+        assert_eq!(
+            c,
+            [("f".to_string(), r#"{"a":[1,{"b":true}]}"#.to_string())]
+        );
     }
 
     #[test]
@@ -896,13 +909,20 @@ mod tests {
         assert_eq!(branches.len(), 2);
         assert_eq!(branches[0]["properties"]["name"]["const"], "a");
         assert_eq!(branches[0]["properties"]["arguments"]["required"][0], "x");
-        assert_eq!(branches[1]["properties"]["arguments"], serde_json::json!({"type": "object"}));
+        assert_eq!(
+            branches[1]["properties"]["arguments"],
+            serde_json::json!({"type": "object"})
+        );
         let one = forced_call_schema(&tools, Some("b"));
         assert_eq!(one["properties"]["name"]["const"], "b");
         assert_eq!(one["required"], serde_json::json!(["name", "arguments"]));
 
-        let call = parse_forced(" {\"name\": \"a\", \"arguments\": {\"x\": 3, \"w\": [\"é\"]}}\n").unwrap();
-        assert_eq!((call.name.as_str(), call.arguments.as_str()), ("a", r#"{"x":3,"w":["é"]}"#));
+        let call = parse_forced(" {\"name\": \"a\", \"arguments\": {\"x\": 3, \"w\": [\"é\"]}}\n")
+            .unwrap();
+        assert_eq!(
+            (call.name.as_str(), call.arguments.as_str()),
+            ("a", r#"{"x":3,"w":["é"]}"#)
+        );
         let call = parse_forced("{\"arguments\": {}, \"name\": \"b\"}").unwrap();
         assert_eq!((call.name.as_str(), call.arguments.as_str()), ("b", "{}"));
         assert!(parse_forced("{\"name\": \"a\", \"arguments\": [").is_none());
