@@ -940,6 +940,29 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ChatTemplate>();
+    }
+
+    #[test]
+    fn shipped_gemma3_template() {
+        let source = include_str!("../../../../fixtures/generation/gemma3-chat_template.jinja");
+        let t = ChatTemplate::new(source, Some("<bos>"), Some("<eos>")).unwrap();
+        assert_eq!(t.tool_format(), ToolFormat::Gemma);
+        assert_eq!(
+            t.render(
+                r#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]"#,
+                None,
+                true,
+                None
+            )
+            .unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+        );
+    }
+
+    #[test]
     fn tojson_prints_like_json_dumps() {
         let t = ChatTemplate::new("{{ messages[0] | tojson }}", None, None).unwrap();
         let out = t
