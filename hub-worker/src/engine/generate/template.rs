@@ -72,6 +72,16 @@ impl ChatTemplate {
         env.set_unknown_method_callback(python_methods);
         env.set_formatter(python_formatter);
         env.add_filter("tojson", tojson);
+        env.add_filter("truncate", truncate);
+        env.add_filter("wordcount", wordcount);
+        env.add_filter("center", center);
+        // Jinja2: anything with a length and indexing (strings and dicts too).
+        env.add_test("sequence", |v: &Value| {
+            matches!(
+                v.kind(),
+                ValueKind::Seq | ValueKind::String | ValueKind::Map | ValueKind::Bytes
+            )
+        });
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |format: &str| strftime_now(format));
         env.add_template_owned(TEMPLATE_NAME, strip_generation_tags(source))
@@ -165,12 +175,151 @@ fn python_methods(
     method: &str,
     args: &[Value],
 ) -> Result<Value, Error> {
-    if method == "title" && args.is_empty() {
-        if let Some(s) = value.as_str() {
-            return Ok(Value::from(py_title(s)));
+    if let Some(s) = value.as_str() {
+        match (method, args) {
+            ("title", []) => return Ok(Value::from(py_title(s))),
+            ("rsplit", _) if args.len() <= 2 => {
+                let sep = args.first().filter(|v| !v.is_none());
+                let sep = match sep {
+                    Some(v) => Some(v.as_str().ok_or_else(|| {
+                        Error::new(ErrorKind::InvalidOperation, "rsplit: sep must be a string")
+                    })?),
+                    None => None,
+                };
+                let maxsplit = match args.get(1) {
+                    Some(v) => v.as_i64().ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::InvalidOperation,
+                            "rsplit: maxsplit must be an int",
+                        )
+                    })?,
+                    None => -1,
+                };
+                return Ok(Value::from(py_rsplit(s, sep, maxsplit)?));
+            }
+            ("center", [width]) => {
+                let width = width.as_usize().unwrap_or(0);
+                return Ok(Value::from(py_center(s, width)));
+            }
+            _ => {}
         }
     }
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// `str.rsplit(sep, maxsplit)`.
+fn py_rsplit(s: &str, sep: Option<&str>, maxsplit: i64) -> Result<Vec<String>, Error> {
+    let limit = usize::try_from(maxsplit).ok();
+    let mut parts: Vec<String> = match sep {
+        Some("") => return Err(Error::new(ErrorKind::InvalidOperation, "empty separator")),
+        Some(sep) => match limit {
+            Some(n) => s.rsplitn(n + 1, sep).map(str::to_owned).collect(),
+            None => s.rsplit(sep).map(str::to_owned).collect(),
+        },
+        None => {
+            // Runs of whitespace separate; leading/trailing whitespace yields no empty
+            // parts; once `maxsplit` splits are made, the rest (left-trimmed of nothing but
+            // its trailing run) is kept whole.
+            let mut parts = Vec::new();
+            let mut rest = s.trim_end();
+            while !rest.is_empty() {
+                if limit.is_some_and(|n| parts.len() == n) {
+                    parts.push(rest.to_owned());
+                    break;
+                }
+                match rest.rfind(char::is_whitespace) {
+                    Some(at) => {
+                        let ws_len = rest[at..].chars().next().map_or(1, char::len_utf8);
+                        parts.push(rest[at + ws_len..].to_owned());
+                        rest = rest[..at].trim_end();
+                    }
+                    None => {
+                        parts.push(rest.to_owned());
+                        break;
+                    }
+                }
+            }
+            parts
+        }
+    };
+    parts.reverse();
+    Ok(parts)
+}
+
+/// `str.center(width)`.
+fn py_center(s: &str, width: usize) -> String {
+    let len = s.chars().count();
+    if len >= width {
+        return s.to_owned();
+    }
+    let pad = width - len;
+    let left = pad / 2 + (pad & width & 1);
+    format!("{}{s}{}", " ".repeat(left), " ".repeat(pad - left))
+}
+
+/// Jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=5)`: the first three
+/// positional or keyword, `leeway` keyword only (minijinja-contrib's takes keywords only).
+fn truncate(
+    value: &Value,
+    length: Option<usize>,
+    killwords: Option<bool>,
+    end: Option<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let length = match length {
+        Some(l) => l,
+        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
+    };
+    let killwords = match killwords {
+        Some(k) => k,
+        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
+    };
+    let end = match end {
+        Some(e) => e,
+        None => kwargs
+            .get::<Option<String>>("end")?
+            .unwrap_or_else(|| "...".into()),
+    };
+    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(5);
+    kwargs.assert_all_used()?;
+    let s = py_str(value);
+    let end_len = end.chars().count();
+    if length < end_len {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("truncate: length {length} is shorter than the end marker"),
+        ));
+    }
+    if s.chars().count() <= length + leeway {
+        return Ok(Value::from(s));
+    }
+    let head: String = s.chars().take(length - end_len).collect();
+    let head = if killwords {
+        head.as_str()
+    } else {
+        head.rsplit_once(' ').map_or(head.as_str(), |(a, _)| a)
+    };
+    Ok(Value::from(format!("{head}{end}")))
+}
+
+/// Jinja2's `wordcount`: runs of word characters (`\w+`).
+fn wordcount(value: &Value) -> usize {
+    let s = py_str(value);
+    let mut count = 0;
+    let mut in_word = false;
+    for c in s.chars() {
+        let word = c.is_alphanumeric() || c == '_';
+        if word && !in_word {
+            count += 1;
+        }
+        in_word = word;
+    }
+    count
+}
+
+/// Jinja2's `center(width=80)`.
+fn center(value: &Value, width: Option<usize>) -> String {
+    py_center(&py_str(value), width.unwrap_or(80))
 }
 
 /// `str.title()`: a cased character after an uncased one starts a word (`"what's"` →
@@ -1091,6 +1240,19 @@ mod tests {
             .render("[]", None, true, Some(r#"{"messages": []}"#))
             .is_err());
         assert!(t.render("[", None, true, None).is_err());
+    }
+
+    #[test]
+    fn python_string_helpers() {
+        let rs = |s: &str, sep: Option<&str>, n: i64| py_rsplit(s, sep, n).unwrap();
+        assert_eq!(rs(" a b  c ", None, 1), [" a b", "c"]);
+        assert_eq!(rs("x  y ", None, 0), ["x  y"]);
+        assert_eq!(rs("a,b,c", Some(","), 1), ["a,b", "c"]);
+        assert_eq!(rs("é ü", None, -1), ["é", "ü"]);
+        assert!(py_rsplit("a", Some(""), -1).is_err());
+        assert_eq!(py_center("ab", 7), "   ab  ");
+        assert_eq!(py_center("abc", 8), "  abc   ");
+        assert_eq!(py_title("it's <b>x2y"), "It'S <B>X2Y");
     }
 
     #[test]
