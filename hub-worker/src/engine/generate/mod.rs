@@ -24,6 +24,8 @@
 
 pub mod candle;
 pub mod stop;
+pub mod template;
+pub mod tools;
 
 use super::error::EngineError;
 use super::model::ModelInfo;
