@@ -9,4 +9,5 @@ mod common;
 mod control;
 mod engine;
 mod http_api;
+mod http_generate;
 mod pull;
