@@ -721,8 +721,8 @@ fn openai_parameters_map_to_the_request() {
         .unwrap_err();
     assert!(err.to_string().contains("top_logprobs"), "{err}");
     let many = vec!["a"; 17];
-    let err = super::genparams::openai(json!({"stop": many}).as_object().unwrap(), true)
-        .unwrap_err();
+    let err =
+        super::genparams::openai(json!({"stop": many}).as_object().unwrap(), true).unwrap_err();
     assert!(err.to_string().contains("at most 16"), "{err}");
 }
 
@@ -732,15 +732,23 @@ fn tgi_parameters_map_like_tgi() {
     let p = tgi(None).unwrap();
     assert!(p.sampling.is_greedy());
     assert_eq!(p.max_new_tokens, None);
-    let p = tgi(Some(&json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
-                              "repetition_penalty": 1.2, "top_n_tokens": 3}))).unwrap();
+    let p = tgi(Some(
+        &json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
+                              "repetition_penalty": 1.2, "top_n_tokens": 3}),
+    ))
+    .unwrap();
     assert_eq!(p.sampling.temperature, 0.7);
     assert_eq!(p.sampling.top_k, 10);
     assert_eq!(p.sampling.repetition_penalty, 1.2);
     assert_eq!(p.top_n_tokens, 3);
     assert_eq!(p.max_new_tokens, Some(4));
-    for bad in [json!({"temperature": 0}), json!({"top_p": 1.0}), json!({"typical_p": 0.5}),
-                json!({"grammar": {"type": "regex", "value": "a+"}}), json!({"frob": 1})] {
+    for bad in [
+        json!({"temperature": 0}),
+        json!({"top_p": 1.0}),
+        json!({"typical_p": 0.5}),
+        json!({"grammar": {"type": "regex", "value": "a+"}}),
+        json!({"frob": 1}),
+    ] {
         assert!(tgi(Some(&bad)).is_err(), "{bad}");
     }
 }
@@ -752,10 +760,16 @@ async fn tool_choice_is_validated() {
     let tools = json!([{"type": "function", "function": {"name": "f"}}]);
     for (body, want) in [
         (json!({"tool_choice": "required"}), "needs tools"),
-        (json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "g"}}}), "not in tools"),
+        (
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "not in tools",
+        ),
         (json!({"tools": [{"type": "retrieval"}]}), "tools[0].type"),
-        (json!({"tools": tools, "tool_choice": "required",
-                "response_format": {"type": "json_object"}}), "cannot be combined"),
+        (
+            json!({"tools": tools, "tool_choice": "required",
+                "response_format": {"type": "json_object"}}),
+            "cannot be combined",
+        ),
     ] {
         let mut body = body;
         body["messages"] = json!([{"role": "user", "content": "hi"}]);
