@@ -23,8 +23,8 @@
 //!   every sampled token (the stop string's tokens included, as OpenAI counts).
 
 pub mod stop;
-pub mod template; // STAND-IN until the templates branch lands
-pub mod tools; // STAND-IN until the templates branch lands
+pub mod template;
+pub mod tools;
 
 use super::error::EngineError;
 use super::model::ModelInfo;
