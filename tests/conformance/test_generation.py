@@ -23,7 +23,7 @@ from huggingface_hub import HfApi, InferenceClient
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GGUF = os.environ.get("PADDOCK_GEMMA_GGUF")
 REFERENCE = ROOT / "fixtures/generation/gemma3-270m-greedy.json"
-TEMPLATE = ROOT / "fixtures/generation/gemma3-chat-template.jinja"
+TEMPLATE = ROOT / "fixtures/generation/gemma3-chat_template.jinja"
 PROMPT = "The capital of France is"
 
 pytestmark = pytest.mark.skipif(not GGUF, reason="PADDOCK_GEMMA_GGUF is not set")

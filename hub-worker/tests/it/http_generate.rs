@@ -40,7 +40,7 @@ fn gemma_dir(gguf: &Path) -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::symlink(gguf, dir.join("gemma-3-270m-q4_k_m.gguf")).unwrap();
         std::fs::copy(
-            repo_root().join("fixtures/generation/gemma3-chat-template.jinja"),
+            repo_root().join("fixtures/generation/gemma3-chat_template.jinja"),
             dir.join("chat_template.jinja"),
         )
         .unwrap();
