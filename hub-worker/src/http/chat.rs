@@ -235,20 +235,9 @@ fn call_json(c: &ToolCall) -> Value {
     json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
 }
 
-/// A forced call's output: `{"name", "arguments"}`.
+/// A forced call's output: `{"name", "arguments"}` (arguments in the model's key order).
 fn forced_call(text: &str) -> Option<ToolCall> {
-    let v: Value = serde_json::from_str(text.trim()).ok()?;
-    let name = v.get("name")?.as_str()?.to_string();
-    let arguments = match v.get("arguments") {
-        Some(Value::String(s)) => s.clone(),
-        Some(a) => a.to_string(),
-        None => "{}".to_string(),
-    };
-    Some(ToolCall {
-        id: choices::new_id("call"),
-        name,
-        arguments,
-    })
+    tools::parse_forced(text)
 }
 
 /// A whole choice's `(content, tool_calls, finish_reason)`.
