@@ -20,7 +20,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("missing or invalid gateway credentials")]
     Unauthorized,
-    #[error("no such route: inference routes are /models/{{key}}, /models/{{key}}/v1/embeddings and /models/{{key}}/v1/models")]
+    #[error("no such route: inference routes are /models/{{key}}, /models/{{key}}/v1/embeddings, /models/{{key}}/v1/chat/completions, /models/{{key}}/v1/completions and /models/{{key}}/v1/models")]
     UnknownRoute,
     #[error("no model {0:?} on this worker")]
     ModelNotFound(String),
@@ -30,6 +30,9 @@ pub enum ApiError {
         status: &'static str,
         message: Option<String>,
     },
+    /// A request parameter this server does not implement (named, never ignored).
+    #[error("unsupported parameter {name}: {reason}")]
+    UnsupportedParameter { name: String, reason: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -43,6 +46,9 @@ impl ApiError {
             ApiError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::UnsupportedParameter { .. } => {
+                (StatusCode::BAD_REQUEST, "unsupported_parameter")
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::UnknownRoute => (StatusCode::NOT_FOUND, "not_found"),

@@ -4,17 +4,32 @@
 //! |---|---|---|---|
 //! | GET | `/health` | none | `health` |
 //! | POST | `/models/{key}/v1/embeddings` | gateway | `openai::embeddings` |
+//! | POST | `/models/{key}/v1/chat/completions` | gateway | `chat::chat_completions` |
+//! | POST | `/models/{key}/v1/completions` | gateway | `completions::completions` |
 //! | GET | `/models/{key}/v1/models` | gateway | `openai::models` |
-//! | POST | `/models/{key}` and `/models/{key}/` | gateway | `tasks::infer` (HF task API) |
+//! | POST | `/models/{key}` and `/models/{key}/` | gateway | `tasks::infer` (HF task API; `tgi::generate` on decoders) |
 //! | POST | `/models/{key}/pipeline/{task}` | gateway | `tasks::infer` |
 //! | GET | `/models/{key}/info` | gateway | `tasks::info` |
 //!
 //! "gateway" means `Authorization: Bearer <gateway_secret>` (from worker registration).
-//! Every inference response carries `X-Input-Tokens` for metering.
+//! Every inference response carries `X-Input-Tokens` for metering; non-streamed
+//! generation also `X-Output-Tokens`, streamed generation ends with the
+//! `: paddock-usage {...}` SSE comment ([`sse::usage_comment`]) the gateway strips.
 
+mod chat;
+mod choices;
+mod completions;
 pub mod error;
+mod genparams;
+mod logprobs;
 mod openai;
+mod openai_error;
+pub mod sse;
 mod tasks;
+mod tgi;
+
+#[cfg(test)]
+mod gen_tests;
 
 use crate::engine::Model;
 use crate::registry::{ModelRegistry, SlotStatus};
@@ -31,6 +46,9 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Header with the number of input tokens a response cost.
 pub const INPUT_TOKENS_HEADER: &str = "X-Input-Tokens";
+
+/// Header with the number of generated tokens a (non-streamed) response cost.
+pub const OUTPUT_TOKENS_HEADER: &str = "X-Output-Tokens";
 
 /// Who may call `/models/...`.
 #[derive(Debug, Default)]
@@ -143,29 +161,59 @@ fn resolve_served(req: &HttpRequest) -> Result<Served, ApiError> {
 /// The request body, read with a size limit, as JSON.
 pub struct JsonBody(pub serde_json::Value);
 
+/// Reads the whole body, up to [`MAX_BODY_BYTES`].
+async fn read_body(mut payload: Payload) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if body.is_empty() {
+        return Err(ApiError::InvalidJson("the body is empty".to_string()));
+    }
+    Ok(body)
+}
+
 impl FromRequest for JsonBody {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<JsonBody, ApiError>>>>;
 
     fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::InvalidInput(e.to_string()))?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(ApiError::PayloadTooLarge {
-                        limit: MAX_BODY_BYTES,
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            if body.is_empty() {
-                return Err(ApiError::InvalidJson("the body is empty".to_string()));
-            }
+            let body = read_body(payload).await?;
             serde_json::from_slice(&body)
                 .map(JsonBody)
                 .map_err(|e| ApiError::InvalidJson(e.to_string()))
+        })
+    }
+}
+
+/// The request body as JSON and as its text (for fields that must reach a chat
+/// template in their original key order). Its rejections are OpenAI-shaped.
+pub struct RawJsonBody {
+    pub text: String,
+    pub value: serde_json::Value,
+}
+
+impl FromRequest for RawJsonBody {
+    type Error = openai_error::OpenAiError;
+    type Future = Pin<Box<dyn Future<Output = Result<RawJsonBody, Self::Error>>>>;
+
+    fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let payload = payload.take();
+        Box::pin(async move {
+            let body = read_body(payload).await?;
+            let text = String::from_utf8(body.to_vec())
+                .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            let value =
+                serde_json::from_str(&text).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            Ok(RawJsonBody { text, value })
         })
     }
 }
@@ -195,6 +243,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState) {
         .route(
             "/models/{key}/v1/embeddings",
             web::post().to(openai::embeddings),
+        )
+        .route(
+            "/models/{key}/v1/chat/completions",
+            web::post().to(chat::chat_completions),
+        )
+        .route(
+            "/models/{key}/v1/completions",
+            web::post().to(completions::completions),
         )
         .route("/models/{key}/v1/models", web::get().to(openai::models))
         .route("/models/{key}/info", web::get().to(tasks::info))

@@ -120,15 +120,19 @@ pub async fn embeddings(served: Served, body: JsonBody) -> Result<HttpResponse, 
     ))
 }
 
-/// `GET /models/{key}/v1/models`.
+/// `GET /models/{key}/v1/models`. A decoder also shows its context (`max_model_len`
+/// as vLLM names it, and `context_length`).
 pub async fn models(served: Served) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(json!({
-        "object": "list",
-        "data": [{
-            "id": served.served_name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "paddock",
-        }],
-    })))
+    let mut model = json!({
+        "id": served.served_name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "paddock",
+    });
+    if let Some(d) = served.model.decoder() {
+        let ctx = d.decoder_info().context_length;
+        model["max_model_len"] = json!(ctx);
+        model["context_length"] = json!(ctx);
+    }
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": [model]})))
 }

@@ -77,6 +77,16 @@ pub async fn infer(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
+    if served.model.decoder().is_some() {
+        if let Some(t) = req.match_info().get("task") {
+            if t != "text-generation" {
+                return Err(ApiError::InvalidInput(format!(
+                    "unknown pipeline {t:?} for this model: it serves text-generation"
+                )));
+            }
+        }
+        return super::tgi::generate(&served, &body).await;
+    }
     if !body.is_object() {
         return Err(ApiError::InvalidInput(format!(
             "the body must be a JSON object with \"inputs\", not {}",
@@ -282,7 +292,7 @@ async fn classify(served: &Served, body: &Value, inputs: &Value) -> Result<HttpR
 pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
     let info = served.model.info();
     let stats = served.model.stats();
-    Ok(HttpResponse::Ok().json(json!({
+    let mut out = json!({
         "model_key": served.key,
         "model_id": served.served_name,
         "task": info.task,
@@ -296,5 +306,29 @@ pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
         "normalize": info.normalize,
         "in_flight": stats.in_flight,
         "queue_depth": stats.queue_depth,
-    })))
+    });
+    if let Some(d) = served.model.decoder() {
+        let di = d.decoder_info();
+        let ds = d.stats();
+        out["decoder"] = json!({
+            "architecture": di.architecture,
+            "engine": di.engine,
+            "context_length": di.context_length,
+            "train_context_length": di.train_context_length,
+            "slots": di.slots,
+            "vocab_size": di.vocab_size,
+            "has_chat_template": di.chat_template.is_some(),
+            "bos_token": di.bos_token,
+            "eos_token": di.eos_token,
+        });
+        out["stats"] = json!({
+            "active_slots": ds.active_slots,
+            "queued": ds.queued,
+            "cancelled_total": ds.cancelled_total,
+            "prompt_tokens_total": ds.prompt_tokens_total,
+            "cached_prompt_tokens_total": ds.cached_prompt_tokens_total,
+            "generated_tokens_total": ds.generated_tokens_total,
+        });
+    }
+    Ok(HttpResponse::Ok().json(out))
 }

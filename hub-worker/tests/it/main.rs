@@ -10,4 +10,5 @@ mod candle_generate;
 mod control;
 mod engine;
 mod http_api;
+mod http_generate;
 mod pull;

