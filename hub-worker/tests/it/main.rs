@@ -8,5 +8,6 @@ mod common;
 
 mod control;
 mod engine;
+mod generate;
 mod http_api;
 mod pull;

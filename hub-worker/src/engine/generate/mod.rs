@@ -22,6 +22,8 @@
 //! * `usage` in [`Finish`] counts the prompt's tokens as the engine tokenized them and
 //!   every sampled token (the stop string's tokens included, as OpenAI counts).
 
+#[cfg(feature = "engine-llama")]
+pub mod llama;
 pub mod stop;
 
 use super::error::EngineError;
