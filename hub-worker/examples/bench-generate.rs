@@ -13,7 +13,9 @@
 //!   (`ignore_eos`, distinct short prompts); aggregate output tokens per second over the
 //!   wall time (prefill included), and per stream from its first token to its last.
 
-use hub_worker::engine::generate::{DecoderModel, GenEvent, GenerateRequest, Prompt, SamplingParams};
+use hub_worker::engine::generate::{
+    DecoderModel, GenEvent, GenerateRequest, Prompt, SamplingParams,
+};
 use hub_worker::engine::{EngineConfig, Model};
 use std::time::Instant;
 

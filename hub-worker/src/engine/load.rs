@@ -9,8 +9,8 @@
 //! `Model::Decoder`; the encoder path below stays untouched.
 
 use super::encoder::EncoderModel;
-use super::generate::DecoderModel;
 use super::error::LoadError;
+use super::generate::DecoderModel;
 use super::model::{Model, ModelInfo};
 use super::options::EngineConfig;
 use super::queue::{BatchLimits, Queue};
@@ -44,7 +44,14 @@ pub enum DecoderSpec {
 
 /// `config.json` `model_type`s of the causal LMs the generation engines serve, for
 /// configs whose `architectures` do not say `...ForCausalLM`.
-const CAUSAL_LM_TYPES: [&str; 6] = ["llama", "qwen2", "qwen3", "gemma3", "gemma3_text", "mistral"];
+const CAUSAL_LM_TYPES: [&str; 6] = [
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gemma3",
+    "gemma3_text",
+    "mistral",
+];
 
 impl ModelFamily {
     /// Reads `dir` (config, weights, tokenizer) into its family's spec, or says why no
@@ -143,7 +150,11 @@ impl Model {
 }
 
 /// Loads a decoder on the generation engine its format needs.
-fn load_decoder(dir: &Path, spec: DecoderSpec, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
+fn load_decoder(
+    dir: &Path,
+    spec: DecoderSpec,
+    cfg: &EngineConfig,
+) -> Result<DecoderModel, LoadError> {
     #[cfg(not(feature = "engine-llama"))]
     let _ = (dir, cfg);
     match spec {

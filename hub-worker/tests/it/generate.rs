@@ -3,8 +3,8 @@
 //! constraints, stop strings, limits and log-probabilities.
 
 use hub_worker::engine::generate::{
-    Constraint, DecoderModel, Finish, FinishReason, GenEvent, GenStream, GenToken,
-    GenerateRequest, Prompt, SamplingParams,
+    Constraint, DecoderModel, Finish, FinishReason, GenEvent, GenStream, GenToken, GenerateRequest,
+    Prompt, SamplingParams,
 };
 use hub_worker::engine::load::{DecoderSpec, ModelFamily};
 use hub_worker::engine::{EngineConfig, EngineError, LoadError, Model};
@@ -215,7 +215,10 @@ async fn a_shared_prefix_is_computed_once() {
     assert!(prefix_tokens > 60, "{prefix_tokens}");
     let a = run(
         &model,
-        greedy(&format!("{system}Question: What is the capital of Italy?"), 8),
+        greedy(
+            &format!("{system}Question: What is the capital of Italy?"),
+            8,
+        ),
     )
     .await;
     assert_eq!(a.finish.usage.cached_tokens, 0);
@@ -236,7 +239,10 @@ async fn a_shared_prefix_is_computed_once() {
         greedy(&format!("{system}Question: Who wrote Hamlet?"), 8),
     )
     .await;
-    assert_eq!(c.finish.usage.cached_tokens, c.finish.usage.prompt_tokens - 1);
+    assert_eq!(
+        c.finish.usage.cached_tokens,
+        c.finish.usage.prompt_tokens - 1
+    );
     assert_eq!(c.text, b.text, "a cached prefix decodes the same");
     let stats = model.stats();
     assert_eq!(
@@ -257,7 +263,10 @@ async fn dropping_a_stream_frees_its_slot() {
     assert!(matches!(s.next().await, Some(GenEvent::Token(_))));
     assert_eq!(model.stats().active_slots, 1);
     drop(s);
-    wait_for(&model, "the slot to be freed", |m| m.stats().active_slots == 0).await;
+    wait_for(&model, "the slot to be freed", |m| {
+        m.stats().active_slots == 0
+    })
+    .await;
     let stats = model.stats();
     assert_eq!(stats.cancelled_total, 1);
     assert!(stats.generated_tokens_total < 900, "{stats:?}");
@@ -294,7 +303,10 @@ async fn a_full_queue_is_overloaded_and_a_long_prompt_is_refused() {
     let short = model.tokenize(PROMPTS[0], true).unwrap().len();
     assert!(matches!(
         model.submit(greedy(PROMPTS[0], 64 - short + 1)),
-        Err(EngineError::ContextLengthExceeded { max_tokens: Some(_), .. })
+        Err(EngineError::ContextLengthExceeded {
+            max_tokens: Some(_),
+            ..
+        })
     ));
     // Exactly the context: accepted, and ends at the limit.
     let out = run(&model, greedy(PROMPTS[0], 64 - short)).await;
@@ -305,14 +317,22 @@ async fn a_full_queue_is_overloaded_and_a_long_prompt_is_refused() {
     open.ignore_eos = true;
     let out = run(&model, open).await;
     assert_eq!(out.finish.reason, FinishReason::Length);
-    assert_eq!(out.finish.usage.prompt_tokens + out.finish.usage.completion_tokens, 64);
+    assert_eq!(
+        out.finish.usage.prompt_tokens + out.finish.usage.completion_tokens,
+        64
+    );
 
     // One running, two waiting, the next one is refused at once.
     let mut busy = greedy(PROMPTS[1], 40);
     busy.ignore_eos = true;
     let running = model.submit(busy.clone()).unwrap();
-    wait_for(&model, "the first request to run", |m| m.stats().active_slots == 1).await;
-    let waiting: Vec<GenStream> = (0..2).map(|_| model.submit(busy.clone()).unwrap()).collect();
+    wait_for(&model, "the first request to run", |m| {
+        m.stats().active_slots == 1
+    })
+    .await;
+    let waiting: Vec<GenStream> = (0..2)
+        .map(|_| model.submit(busy.clone()).unwrap())
+        .collect();
     assert_eq!(model.stats().queued, 2);
     match model.submit(busy.clone()) {
         Err(EngineError::Overloaded { in_flight, limit }) => {
@@ -353,7 +373,12 @@ async fn constraints_stops_limits_and_logprobs() {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", out.text));
     let obj = v.as_object().expect("an object");
     assert_eq!(obj.len(), 3, "{v}");
-    assert!(obj["city"].as_str().is_some_and(|s| s.chars().count() <= 24), "{v}");
+    assert!(
+        obj["city"]
+            .as_str()
+            .is_some_and(|s| s.chars().count() <= 24),
+        "{v}"
+    );
     assert!(obj["population"].as_u64().is_some(), "{v}");
     assert!(obj["capital"].is_boolean(), "{v}");
 
@@ -374,7 +399,8 @@ async fn constraints_stops_limits_and_logprobs() {
     bad.constraint = Constraint::Grammar("root ::= (".into());
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
     let mut bad = greedy("x", 4);
-    bad.constraint = Constraint::JsonSchema(serde_json::json!({"type": "object", "$ref": "#/nowhere"}));
+    bad.constraint =
+        Constraint::JsonSchema(serde_json::json!({"type": "object", "$ref": "#/nowhere"}));
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
 
     // max_tokens: finish length, every token counted.
@@ -408,7 +434,10 @@ async fn constraints_stops_limits_and_logprobs() {
         assert_eq!(lp.id, t.id);
         assert_eq!(t.top_logprobs.len(), 3);
         assert_eq!(t.top_logprobs[0].id, t.id, "greedy takes the top token");
-        assert!(t.top_logprobs.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        assert!(t
+            .top_logprobs
+            .windows(2)
+            .all(|w| w[0].logprob >= w[1].logprob));
         assert!(t.top_logprobs.iter().all(|a| a.logprob <= 0.0));
     }
     assert_eq!(out.text, full.text[..out.text.len()]);

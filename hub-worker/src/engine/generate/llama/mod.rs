@@ -234,8 +234,10 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
     }
 
     let backend = backend()?;
-    let model = LlamaModel::load_from_file(backend, file, &LlamaModelParams::default())
-        .map_err(|e| LoadError::Weights(format!("llama.cpp cannot load {}: {e}", file.display())))?;
+    let model =
+        LlamaModel::load_from_file(backend, file, &LlamaModelParams::default()).map_err(|e| {
+            LoadError::Weights(format!("llama.cpp cannot load {}: {e}", file.display()))
+        })?;
     let model = Arc::new(model);
 
     let (template, bos, eos) = repo_template(dir);
@@ -341,10 +343,12 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
 impl LlamaGenerator {
     fn tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, EngineError> {
         match prompt {
-            Prompt::Text { text, add_special } => Ok(self
-                .model
-                .vocab()
-                .tokenize(text.as_bytes(), *add_special, true)),
+            Prompt::Text { text, add_special } => {
+                Ok(self
+                    .model
+                    .vocab()
+                    .tokenize(text.as_bytes(), *add_special, true))
+            }
             Prompt::Tokens(ids) => {
                 let n = self.info.vocab_size;
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= n) {
@@ -444,11 +448,7 @@ impl Generator for LlamaGenerator {
             tx,
         };
         {
-            let mut q = self
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.len() >= self.queue_limit {
                 let active = self.shared.active.load(Ordering::Relaxed) as usize;
                 return Err(EngineError::Overloaded {

@@ -38,8 +38,8 @@ impl Sampling {
             Constraint::None => None,
             Constraint::JsonObject => Some(grammar(model, JSON_GBNF)?),
             Constraint::JsonSchema(schema) => {
-                let gbnf = llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-                    .map_err(|e| {
+                let gbnf =
+                    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
                         EngineError::Grammar(format!(
                             "the JSON schema cannot be turned into a grammar ({e}); \
                              check that it is a valid JSON Schema"
@@ -110,7 +110,9 @@ impl Sampling {
 
 fn grammar(model: &LlamaModel, gbnf: &str) -> Result<LlamaSampler, EngineError> {
     LlamaSampler::grammar(model, gbnf, "root").map_err(|e| {
-        EngineError::Grammar(format!("the grammar does not parse (root rule `root`): {e}"))
+        EngineError::Grammar(format!(
+            "the grammar does not parse (root rule `root`): {e}"
+        ))
     })
 }
 
@@ -163,7 +165,12 @@ pub(super) fn argmax(xs: &[f32]) -> usize {
 /// Log-probabilities under the model's distribution (log-softmax of the raw logits, as
 /// OpenAI reports them): `chosen`'s, and the `k` most likely tokens, best first, into
 /// `top` (cleared first).
-pub(super) fn logprobs(logits: &[f32], chosen: usize, k: usize, top: &mut Vec<(usize, f32)>) -> f32 {
+pub(super) fn logprobs(
+    logits: &[f32],
+    chosen: usize,
+    k: usize,
+    top: &mut Vec<(usize, f32)>,
+) -> f32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
     let lse = max + sum.ln();

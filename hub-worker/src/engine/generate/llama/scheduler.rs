@@ -235,14 +235,18 @@ impl<'m> Scheduler<'m> {
                 .clear_kv_cache_seq(Some(slot.seq as u32), Some(keep as u32), None)
                 .unwrap_or(false);
             if !removed {
-                let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
                 keep = 0;
             }
             slot.cached.truncate(keep);
         }
         if keep > 0 && self.ctx.kv_cache_seq_pos_min(slot.seq) > 0 {
             // The cache no longer holds the start of this sequence (sliding window).
-            let _ = self.ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
             slot.cached.clear();
             keep = 0;
         }
@@ -382,9 +386,12 @@ impl<'m> Scheduler<'m> {
                 .is_some_and(|a| a.next.is_some() || a.feeding > 0);
             if in_batch {
                 if let Some(a) = self.slots[i].active.as_ref() {
-                    let _ = a.req.tx.send(GenEvent::Failed(EngineError::Backend(
-                        RunError::Llama(message.to_string()),
-                    )));
+                    let _ = a
+                        .req
+                        .tx
+                        .send(GenEvent::Failed(EngineError::Backend(RunError::Llama(
+                            message.to_string(),
+                        ))));
                 }
                 let seq = self.slots[i].seq;
                 let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
@@ -402,8 +409,8 @@ impl<'m> Scheduler<'m> {
         let logits = self.ctx.get_logits_ith(a.logits_at);
         let token = a.req.sampling.sample(logits, &mut self.candidates);
         let want_logprobs = a.req.logprobs;
-        let chosen_lp = want_logprobs
-            .map(|k| sampler::logprobs(logits, token.0 as usize, k, &mut self.top));
+        let chosen_lp =
+            want_logprobs.map(|k| sampler::logprobs(logits, token.0 as usize, k, &mut self.top));
         a.generated += 1;
         self.shared.generated.fetch_add(1, Ordering::Relaxed);
 
@@ -478,7 +485,12 @@ impl<'m> Scheduler<'m> {
     }
 }
 
-fn token_logprob(vocab: &LlamaVocab<'_>, id: i32, logprob: f32, bytes: Option<&[u8]>) -> TokenLogprob {
+fn token_logprob(
+    vocab: &LlamaVocab<'_>,
+    id: i32,
+    logprob: f32,
+    bytes: Option<&[u8]>,
+) -> TokenLogprob {
     let bytes = match bytes {
         Some(b) => b.to_vec(),
         None => vocab.token_to_piece(LlamaToken(id), true, None),
