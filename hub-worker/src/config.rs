@@ -102,6 +102,28 @@ pub struct WorkerConfig {
     #[arg(long, env = "PADDOCK_RUNTIME_MIRROR")]
     pub runtime_mirror: Option<String>,
 
+    /// Sequences a decoder (LLM) generates at once, each with its own KV cache slot.
+    #[arg(long, env = "HUB_WORKER_GEN_SLOTS", default_value_t = hub_types::memory::DEFAULT_GEN_SLOTS as usize)]
+    pub gen_slots: usize,
+
+    /// Tokens one generated sequence may hold (prompt + completion); capped at the
+    /// model's training context. The KV cache holds slots × this many tokens.
+    #[arg(long, env = "HUB_WORKER_GEN_CONTEXT", default_value_t = hub_types::memory::DEFAULT_GEN_CONTEXT as usize)]
+    pub gen_context: usize,
+
+    /// Most prompt tokens a decoder computes in one step next to the running streams (a
+    /// long prompt takes several steps instead of stalling the others).
+    #[arg(long, env = "HUB_WORKER_GEN_PREFILL_CHUNK", default_value_t = crate::engine::options::DEFAULT_GEN_PREFILL_CHUNK)]
+    pub gen_prefill_chunk: usize,
+
+    /// Generation requests waiting for a free slot per model; beyond it requests get 429.
+    #[arg(long, env = "HUB_WORKER_GEN_QUEUE", default_value_t = crate::engine::options::DEFAULT_GEN_QUEUE)]
+    pub gen_queue: usize,
+
+    /// llama.cpp compute threads per decoder (default: the physical cores this process may use).
+    #[arg(long, env = "HUB_WORKER_GEN_THREADS")]
+    pub gen_threads: Option<usize>,
+
     /// Long-poll wait asked of the hub, in seconds.
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
@@ -135,6 +157,11 @@ impl std::fmt::Debug for WorkerConfig {
             .field("openvino_lib", &self.openvino_lib)
             .field("fetch_runtime", &self.fetch_runtime)
             .field("runtime_mirror", &self.runtime_mirror)
+            .field("gen_slots", &self.gen_slots)
+            .field("gen_context", &self.gen_context)
+            .field("gen_prefill_chunk", &self.gen_prefill_chunk)
+            .field("gen_queue", &self.gen_queue)
+            .field("gen_threads", &self.gen_threads)
             .field("poll_wait_s", &self.poll_wait_s)
             .field("token_refresh", &self.token_refresh.is_some())
             .finish()
@@ -170,6 +197,11 @@ impl WorkerConfig {
             runtime_mirror: std::env::var(crate::runtime_fetch::MIRROR_ENV)
                 .ok()
                 .filter(|v| !v.is_empty()),
+            gen_slots: hub_types::memory::DEFAULT_GEN_SLOTS as usize,
+            gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
+            gen_prefill_chunk: crate::engine::options::DEFAULT_GEN_PREFILL_CHUNK,
+            gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
+            gen_threads: None,
             poll_wait_s: 25,
             token_refresh: None,
         }
@@ -213,6 +245,17 @@ impl WorkerConfig {
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
+        if self.gen_slots == 0
+            || self.gen_context < 16
+            || self.gen_prefill_chunk == 0
+            || self.gen_queue == 0
+            || self.gen_threads == Some(0)
+        {
+            anyhow::bail!(
+                "--gen-slots, --gen-prefill-chunk, --gen-queue and --gen-threads must be at \
+                 least 1, --gen-context at least 16"
+            );
+        }
         if self.max_batch_size == 0 || self.max_concurrent == 0 || self.max_batch_tokens == 0 {
             anyhow::bail!(
                 "--max-batch-size, --max-concurrent and --max-batch-tokens must be at least 1"
@@ -245,6 +288,11 @@ impl WorkerConfig {
             replicas: self.replicas,
             max_concurrent: self.max_concurrent,
             engine: self.engine,
+            gen_slots: self.gen_slots,
+            gen_context: self.gen_context,
+            gen_prefill_chunk: self.gen_prefill_chunk,
+            gen_queue: self.gen_queue,
+            gen_threads: self.gen_threads.unwrap_or(0),
             ..EngineConfig::default()
         };
         if let Some(t) = self.tokenizer_threads {

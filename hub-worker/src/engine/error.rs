@@ -54,6 +54,8 @@ pub enum RunError {
     Ort(String),
     #[error("OpenVINO: {0}")]
     OpenVino(String),
+    #[error("llama.cpp: {0}")]
+    Llama(String),
     /// A classification pass on a model loaded for embeddings.
     #[error("model was loaded without a classification head")]
     NoClassifier,
@@ -138,6 +140,12 @@ pub enum LoadError {
     },
     #[error("could not start engine threads: {0}")]
     Spawn(std::io::Error),
+    /// More than one GGUF model file in a repo: which one to serve is not guessed.
+    #[error("several GGUF files in the repo ({}): a repo served as an endpoint must hold exactly one (multimodal projectors mmproj*.gguf aside)", .files.join(", "))]
+    SeveralGguf { files: Vec<String> },
+    /// A decoder LLM that the generation engines cannot load (their own words).
+    #[error("the decoder cannot be loaded: {0}")]
+    Decoder(String),
 }
 
 /// Why one inference request failed.

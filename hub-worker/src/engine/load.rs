@@ -10,6 +10,7 @@
 
 use super::encoder::EncoderModel;
 use super::error::LoadError;
+use super::generate::DecoderModel;
 use super::model::{Model, ModelInfo};
 use super::options::EngineConfig;
 use super::queue::{BatchLimits, Queue};
@@ -18,21 +19,114 @@ use super::select;
 use super::spec::{self, ModelSpec};
 use super::task::Task;
 use super::tokenize::TokenizerPool;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a model snapshot holds, by family: what [`Model::load`] dispatches on.
 #[derive(Debug, Clone)]
 pub enum ModelFamily {
     /// A BERT-style encoder: embeddings, similarity, classification.
     Encoder(ModelSpec),
+    /// A decoder LLM: text generation.
+    Decoder(DecoderSpec),
 }
+
+/// The weights of a decoder, by format: which generation engine loads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecoderSpec {
+    /// One GGUF file (llama.cpp).
+    Gguf { file: PathBuf },
+    /// A transformers causal LM (`config.json` + safetensors; candle).
+    Safetensors {
+        /// `config.json` `model_type`.
+        model_type: String,
+    },
+}
+
+/// `config.json` `model_type`s of the causal LMs the generation engines serve, for
+/// configs whose `architectures` do not say `...ForCausalLM`.
+const CAUSAL_LM_TYPES: [&str; 6] = [
+    "llama",
+    "qwen2",
+    "qwen3",
+    "gemma3",
+    "gemma3_text",
+    "mistral",
+];
 
 impl ModelFamily {
     /// Reads `dir` (config, weights, tokenizer) into its family's spec, or says why no
-    /// family here can serve it.
+    /// family here can serve it. A GGUF file makes a decoder (whatever else is there);
+    /// so does a `config.json` naming a causal LM; anything else is read as an encoder.
     pub fn inspect(dir: &Path) -> Result<ModelFamily, LoadError> {
+        if let Some(spec) = inspect_decoder(dir)? {
+            return Ok(ModelFamily::Decoder(spec));
+        }
         spec::inspect(dir).map(ModelFamily::Encoder)
     }
+}
+
+/// The decoder in `dir`, if it holds one: the single `*.gguf` file (multimodal
+/// projectors, `mmproj*.gguf`, do not count), or a `config.json` whose `architectures`
+/// end in `ForCausalLM` (or whose `model_type` is a known causal LM).
+fn inspect_decoder(dir: &Path) -> Result<Option<DecoderSpec>, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut ggufs: Vec<PathBuf> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.to_ascii_lowercase().ends_with(".gguf")
+            && !name.to_ascii_lowercase().starts_with("mmproj")
+            && entry.path().is_file()
+        {
+            ggufs.push(entry.path());
+        }
+    }
+    ggufs.sort();
+    match ggufs.len() {
+        0 => {}
+        1 => {
+            return Ok(Some(DecoderSpec::Gguf {
+                file: ggufs.remove(0),
+            }))
+        }
+        _ => {
+            return Err(LoadError::SeveralGguf {
+                files: ggufs
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .collect(),
+            })
+        }
+    }
+    let config = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&config) else {
+        return Ok(None);
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+        // The encoder path reports a broken config.json.
+        return Ok(None);
+    };
+    let causal_arch = value
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .any(|s| s.ends_with("ForCausalLM"))
+        });
+    let model_type = value
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if causal_arch || CAUSAL_LM_TYPES.contains(&model_type.as_str()) {
+        return Ok(Some(DecoderSpec::Safetensors { model_type }));
+    }
+    Ok(None)
 }
 
 impl Model {
@@ -41,7 +135,41 @@ impl Model {
     pub fn load(dir: &Path, task: Option<Task>, cfg: &EngineConfig) -> Result<Model, LoadError> {
         match ModelFamily::inspect(dir)? {
             ModelFamily::Encoder(spec) => load_encoder(dir, spec, task, cfg).map(Model::Encoder),
+            ModelFamily::Decoder(spec) => {
+                if let Some(task) = task.filter(|t| !t.is_generation()) {
+                    return Err(LoadError::UnsupportedTask {
+                        task: task.to_string(),
+                        reason: "this repo holds a decoder LLM, which serves text-generation"
+                            .to_string(),
+                    });
+                }
+                load_decoder(dir, spec, cfg).map(Model::Decoder)
+            }
         }
+    }
+}
+
+/// Loads a decoder on the generation engine its format needs.
+fn load_decoder(
+    dir: &Path,
+    spec: DecoderSpec,
+    cfg: &EngineConfig,
+) -> Result<DecoderModel, LoadError> {
+    #[cfg(not(feature = "engine-llama"))]
+    let _ = (dir, cfg);
+    match spec {
+        #[cfg(feature = "engine-llama")]
+        DecoderSpec::Gguf { file } => super::generate::llama::load(dir, &file, cfg),
+        #[cfg(not(feature = "engine-llama"))]
+        DecoderSpec::Gguf { .. } => Err(LoadError::Decoder(
+            "GGUF models need the llama.cpp engine: this worker was built without the \
+             engine-llama feature"
+                .to_string(),
+        )),
+        DecoderSpec::Safetensors { model_type } => Err(LoadError::Decoder(format!(
+            "safetensors decoders (model_type {model_type:?}) are not served by this worker \
+             yet: upload a GGUF file"
+        ))),
     }
 }
 

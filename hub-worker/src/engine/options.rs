@@ -64,6 +64,11 @@ impl std::str::FromStr for EnginePreference {
 /// it in the assignment (one type for hub and worker).
 pub use hub_types::Precision;
 
+/// Prompt tokens computed per step next to the running streams, unless told otherwise.
+pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 256;
+/// Generation requests waiting for a slot, unless told otherwise.
+pub const DEFAULT_GEN_QUEUE: usize = 32;
+
 /// Knobs of one loaded model.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -88,6 +93,19 @@ pub struct EngineConfig {
     pub precision: Precision,
     /// Memory the model may use; `None` reads `MemAvailable` from the host.
     pub memory_available_bytes: Option<u64>,
+    /// Decoders: sequences decoded together (`--gen-slots`).
+    pub gen_slots: usize,
+    /// Decoders: tokens one sequence may hold, prompt + completion (`--gen-context`);
+    /// capped at the model's training context.
+    pub gen_context: usize,
+    /// Decoders: most prompt tokens computed in one step next to the running streams
+    /// (`--gen-prefill-chunk`); a long prompt is computed over several steps.
+    pub gen_prefill_chunk: usize,
+    /// Decoders: requests waiting for a slot; more is answered `Overloaded` (`--gen-queue`).
+    pub gen_queue: usize,
+    /// Decoders: llama.cpp compute threads; 0: the physical cores this process may use
+    /// (`--gen-threads`).
+    pub gen_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +122,11 @@ impl Default for EngineConfig {
             engine: EnginePreference::Auto,
             precision: Precision::F32,
             memory_available_bytes: None,
+            gen_slots: hub_types::memory::DEFAULT_GEN_SLOTS as usize,
+            gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
+            gen_prefill_chunk: DEFAULT_GEN_PREFILL_CHUNK,
+            gen_queue: DEFAULT_GEN_QUEUE,
+            gen_threads: 0,
         }
     }
 }

@@ -23,6 +23,8 @@
 //!   every sampled token (the stop string's tokens included, as OpenAI counts).
 
 pub mod candle;
+#[cfg(feature = "engine-llama")]
+pub mod llama;
 pub mod stop;
 pub mod template;
 pub mod tools;

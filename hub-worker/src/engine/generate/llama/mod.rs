@@ -1,0 +1,488 @@
+//! GGUF decoders on llama.cpp (`llama-cpp-2`): [`load`] maps the model, creates one
+//! context with a slot (sequence) per concurrent stream in a unified KV cache, and starts
+//! the model's scheduler thread ([`scheduler`]); [`LlamaGenerator`] is the
+//! [`Generator`] the HTTP routes talk to.
+//!
+//! Numbers chosen at load: per-slot context = min(`--gen-context`, the training
+//! context); the context holds slots × that; a step's batch holds one token per slot plus
+//! `--gen-prefill-chunk` prompt tokens; compute threads = the physical cores (or
+//! `--gen-threads`).
+
+mod sampler;
+mod scheduler;
+
+use super::{
+    DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent, GenStream,
+    GenerateRequest, Generator, Prompt, Usage,
+};
+use crate::engine::error::{EngineError, LoadError};
+use crate::engine::model::ModelInfo;
+use crate::engine::options::EngineConfig;
+use crate::engine::spec::ScoreFn;
+use crate::engine::task::Task;
+use hub_types::memory::{decoder_bytes, kv_cache_bytes, DecoderShape};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::gguf::GgufContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use scheduler::{Limits, Pending, Scheduler, Shared};
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+/// The process's llama.cpp backend (initialised once; llama.cpp's logs go to tracing).
+fn backend() -> Result<&'static LlamaBackend, LoadError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| LoadError::Decoder(format!("llama.cpp backend: {e}")))
+}
+
+/// What the GGUF header says about the model (read before the weights are mapped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufMeta {
+    pub architecture: String,
+    pub shape: DecoderShape,
+    /// `<arch>.context_length`: the training context.
+    pub context_length: Option<u64>,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
+}
+
+/// GGUF value types llama.cpp can read as an integer here.
+const GGUF_TYPE_UINT32: u32 = 4;
+const GGUF_TYPE_INT32: u32 = 5;
+const GGUF_TYPE_UINT64: u32 = 10;
+const GGUF_TYPE_STRING: u32 = 8;
+
+fn gguf_uint(g: &GgufContext, key: &str) -> Option<u64> {
+    let at = g.find_key(key);
+    if at < 0 {
+        return None;
+    }
+    // Reading a value as the wrong type aborts inside llama.cpp: check the type first.
+    match g.kv_type(at) as u32 {
+        GGUF_TYPE_UINT32 => Some(u64::from(g.val_u32(at))),
+        GGUF_TYPE_INT32 => u64::try_from(g.val_i32(at)).ok(),
+        GGUF_TYPE_UINT64 => Some(g.val_u64(at)),
+        _ => None,
+    }
+}
+
+fn gguf_str(g: &GgufContext, key: &str) -> Option<String> {
+    let at = g.find_key(key);
+    if at < 0 || g.kv_type(at) as u32 != GGUF_TYPE_STRING {
+        return None;
+    }
+    g.val_str(at).map(str::to_string)
+}
+
+/// Reads the metadata of the GGUF file at `path`.
+pub fn read_meta(path: &Path) -> Result<GgufMeta, LoadError> {
+    let g = GgufContext::from_file(path).ok_or_else(|| {
+        LoadError::Weights(format!("{} is not a readable GGUF file", path.display()))
+    })?;
+    let architecture = gguf_str(&g, "general.architecture").ok_or_else(|| {
+        LoadError::Weights("the GGUF file has no general.architecture".to_string())
+    })?;
+    let key = |k: &str| format!("{architecture}.{k}");
+    let layers = gguf_uint(&g, &key("block_count")).ok_or_else(|| {
+        LoadError::Weights(format!("the GGUF file has no {}", key("block_count")))
+    })?;
+    let heads = gguf_uint(&g, &key("attention.head_count"));
+    let kv_heads = gguf_uint(&g, &key("attention.head_count_kv"))
+        .or(heads)
+        .unwrap_or(1);
+    let head_dim = gguf_uint(&g, &key("attention.key_length"))
+        .or_else(|| {
+            let embd = gguf_uint(&g, &key("embedding_length"))?;
+            Some(embd / heads.filter(|&h| h > 0)?)
+        })
+        .unwrap_or(128);
+    Ok(GgufMeta {
+        shape: DecoderShape {
+            layers,
+            kv_heads,
+            head_dim,
+        },
+        context_length: gguf_uint(&g, &key("context_length")),
+        chat_template: gguf_str(&g, "tokenizer.chat_template"),
+        architecture,
+    })
+}
+
+/// The chat template and special-token strings from the repo's files, in the order
+/// [`DecoderInfo::chat_template`] documents: `chat_template.jinja`, then
+/// `tokenizer_config.json` `chat_template` (a string, or a list of `{name, template}` of
+/// which `default` is taken). `(template, bos, eos)`.
+pub fn repo_template(dir: &Path) -> (Option<String>, Option<String>, Option<String>) {
+    let jinja = std::fs::read_to_string(dir.join("chat_template.jinja"))
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let config: Option<serde_json::Value> =
+        std::fs::read_to_string(dir.join("tokenizer_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+    let from_config = config.as_ref().and_then(|c| match c.get("chat_template")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(list) => {
+            let named = |name: &str| {
+                list.iter().find_map(|t| {
+                    (t.get("name")?.as_str()? == name)
+                        .then(|| t.get("template")?.as_str().map(str::to_string))
+                        .flatten()
+                })
+            };
+            named("default")
+        }
+        _ => None,
+    });
+    let special = |name: &str| {
+        let v = config.as_ref()?.get(name)?;
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+            _ => None,
+        }
+    };
+    (
+        jinja.or(from_config),
+        special("bos_token"),
+        special("eos_token"),
+    )
+}
+
+/// The physical cores this process may use (hyper-threads share a core's units; llama.cpp
+/// runs fastest with one thread per core).
+fn physical_cores() -> usize {
+    let logical = crate::host::cores();
+    let mut cores = std::collections::HashSet::new();
+    let Ok(entries) = std::fs::read_dir("/sys/devices/system/cpu") else {
+        return logical;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("cpu") || !name[3..].chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let topo = e.path().join("topology");
+        let read = |f: &str| std::fs::read_to_string(topo.join(f)).ok();
+        if let (Some(pkg), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((pkg.trim().to_string(), core.trim().to_string()));
+        }
+    }
+    match cores.len() {
+        0 => logical,
+        n => n.min(logical).max(1),
+    }
+}
+
+/// A loaded GGUF decoder: the [`Generator`] over its scheduler thread.
+pub struct LlamaGenerator {
+    info: DecoderInfo,
+    model: Arc<LlamaModel>,
+    shared: Arc<Shared>,
+    queue_limit: usize,
+    penalty_last_n: i32,
+}
+
+impl Drop for LlamaGenerator {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        let _guard = self.shared.queue.lock();
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Loads the GGUF decoder `file` of the repo `dir` and starts its scheduler.
+pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
+    let meta = read_meta(file)?;
+    let weight_bytes = std::fs::metadata(file)
+        .map_err(|source| LoadError::Io {
+            path: file.to_path_buf(),
+            source,
+        })?
+        .len();
+    let train = meta.context_length.unwrap_or(cfg.gen_context as u64) as usize;
+    let context = cfg.gen_context.min(train).max(16);
+    let slots = cfg.gen_slots.max(1);
+    let chunk = cfg.gen_prefill_chunk.max(1);
+    let threads = match cfg.gen_threads {
+        0 => physical_cores(),
+        n => n,
+    };
+    let kv_bytes = kv_cache_bytes(meta.shape, (slots * context) as u64);
+    let needed = decoder_bytes(weight_bytes, kv_bytes);
+    if let Some(available) = cfg
+        .memory_available_bytes
+        .or_else(crate::host::mem_available_bytes)
+    {
+        if needed > available {
+            return Err(LoadError::TooBig {
+                needed_bytes: needed,
+                available_bytes: available,
+            });
+        }
+    }
+
+    let backend = backend()?;
+    let model =
+        LlamaModel::load_from_file(backend, file, &LlamaModelParams::default()).map_err(|e| {
+            LoadError::Weights(format!("llama.cpp cannot load {}: {e}", file.display()))
+        })?;
+    let model = Arc::new(model);
+
+    let (template, bos, eos) = repo_template(dir);
+    let vocab = model.vocab();
+    let piece = |t: LlamaToken| {
+        (t.0 >= 0 && t.0 < model.n_vocab())
+            .then(|| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let info = DecoderInfo {
+        architecture: meta.architecture.clone(),
+        engine: "llama.cpp",
+        context_length: context,
+        train_context_length: train,
+        slots,
+        vocab_size: model.n_vocab().max(0) as usize,
+        chat_template: template.or(meta.chat_template.clone()),
+        bos_token: bos.or_else(|| piece(vocab.bos())),
+        eos_token: eos.or_else(|| piece(vocab.eos())),
+    };
+
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new((slots * context) as u32))
+        .with_n_batch((chunk + slots) as u32)
+        .with_n_ubatch((chunk + slots) as u32)
+        .with_n_seq_max(slots as u32)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32)
+        .with_kv_unified(true)
+        // Sliding-window layers keep every token, so a cached prefix stays reusable.
+        .with_swa_full(true);
+    let limits = Limits {
+        slots,
+        context,
+        prefill_chunk: chunk,
+    };
+    let shared = Arc::new(Shared::default());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
+        .unwrap_or_default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    {
+        let model = model.clone();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("gen-{name}"))
+            .spawn(move || {
+                let ctx = match model.new_context(backend, params) {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                Scheduler::new(&model, ctx, limits, shared).run();
+            })
+            .map_err(LoadError::Spawn)?;
+    }
+    ready_rx
+        .recv()
+        .map_err(|_| LoadError::Decoder("the scheduler thread died at start".to_string()))?
+        .map_err(|e| LoadError::Decoder(format!("llama.cpp cannot create a context: {e}")))?;
+
+    tracing::info!(
+        model.dir = %dir.display(),
+        model.engine = "llama.cpp",
+        model.architecture = %meta.architecture,
+        gen.slots = slots,
+        gen.context = context,
+        gen.train_context = train,
+        gen.prefill_chunk = chunk,
+        gen.queue = cfg.gen_queue,
+        gen.threads = threads,
+        gen.kv_cache_bytes = kv_bytes,
+        gen.memory_bytes = needed,
+        gen.chat_template = info.chat_template.is_some(),
+        "decoder loaded"
+    );
+    let model_info = ModelInfo {
+        task: Task::TextGeneration,
+        model_type: meta.architecture.clone(),
+        engine: "llama.cpp",
+        replicas: 1,
+        dim: model.n_embd().max(0) as usize,
+        labels: Vec::new(),
+        max_input_tokens: context,
+        normalize: false,
+        pooling: Vec::new(),
+        score_fn: ScoreFn::None,
+    };
+    let generator = LlamaGenerator {
+        info,
+        model,
+        shared,
+        queue_limit: cfg.gen_queue.max(1),
+        penalty_last_n: context as i32,
+    };
+    Ok(DecoderModel::new(model_info, Arc::new(generator)))
+}
+
+impl LlamaGenerator {
+    fn tokens(&self, prompt: &Prompt) -> Result<Vec<LlamaToken>, EngineError> {
+        match prompt {
+            Prompt::Text { text, add_special } => {
+                Ok(self
+                    .model
+                    .vocab()
+                    .tokenize(text.as_bytes(), *add_special, true))
+            }
+            Prompt::Tokens(ids) => {
+                let n = self.info.vocab_size;
+                if let Some(bad) = ids.iter().find(|&&id| id as usize >= n) {
+                    return Err(EngineError::InvalidParameter {
+                        name: "prompt",
+                        reason: format!("token id {bad} is outside the vocabulary (0..{n})"),
+                    });
+                }
+                Ok(ids.iter().map(|&id| LlamaToken(id as i32)).collect())
+            }
+        }
+    }
+}
+
+impl Generator for LlamaGenerator {
+    fn info(&self) -> &DecoderInfo {
+        &self.info
+    }
+
+    fn stats(&self) -> DecoderStats {
+        self.shared.stats()
+    }
+
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
+        Ok(self
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), add_special, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+
+    fn detokenize(&self, ids: &[u32]) -> Result<String, EngineError> {
+        let vocab = self.model.vocab();
+        let n = self.info.vocab_size;
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            if id as usize >= n {
+                return Err(EngineError::InvalidParameter {
+                    name: "ids",
+                    reason: format!("token id {id} is outside the vocabulary (0..{n})"),
+                });
+            }
+            vocab.token_to_piece_into(LlamaToken(id as i32), &mut bytes, true, None);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn submit(&self, req: GenerateRequest) -> Result<GenStream, EngineError> {
+        let tokens = self.tokens(&req.prompt)?;
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        let context = self.info.context_length;
+        if tokens.len() + req.max_tokens.unwrap_or(1) > context {
+            return Err(EngineError::ContextLengthExceeded {
+                prompt_tokens: tokens.len(),
+                max_tokens: req.max_tokens,
+                context,
+            });
+        }
+        if let Some(k) = req.logprobs.filter(|&k| k > 20) {
+            return Err(EngineError::InvalidParameter {
+                name: "top_logprobs",
+                reason: format!("{k} alternatives asked, at most 20"),
+            });
+        }
+        let sampling = sampler::Sampling::build(
+            &self.model,
+            &req.sampling,
+            &req.constraint,
+            self.penalty_last_n,
+        )?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let prompt_tokens = tokens.len();
+        if req.max_tokens == Some(0) {
+            let _ = tx.send(GenEvent::Done(Finish {
+                reason: FinishReason::Length,
+                usage: Usage {
+                    prompt_tokens,
+                    completion_tokens: 0,
+                    cached_tokens: 0,
+                },
+                stop_string: None,
+                tail: String::new(),
+            }));
+            return Ok(GenStream { prompt_tokens, rx });
+        }
+        let pending = Pending {
+            tokens,
+            max_tokens: req.max_tokens,
+            stop: req.stop,
+            sampling,
+            logprobs: req.logprobs,
+            ignore_eos: req.ignore_eos,
+            tx,
+        };
+        {
+            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= self.queue_limit {
+                let active = self.shared.active.load(Ordering::Relaxed) as usize;
+                return Err(EngineError::Overloaded {
+                    in_flight: active + q.len(),
+                    limit: self.info.slots + self.queue_limit,
+                });
+            }
+            q.push_back(pending);
+            self.shared.queued.fetch_add(1, Ordering::AcqRel);
+        }
+        self.shared.wake.notify_one();
+        Ok(GenStream { prompt_tokens, rx })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_resolve_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(repo_template(dir.path()), (None, None, None));
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+                "bos_token": {"content": "<s>"}, "eos_token": "</s>"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            repo_template(dir.path()),
+            (Some("D".into()), Some("<s>".into()), Some("</s>".into()))
+        );
+        std::fs::write(dir.path().join("chat_template.jinja"), "J").unwrap();
+        assert_eq!(repo_template(dir.path()).0.as_deref(), Some("J"));
+    }
+}

@@ -1,0 +1,504 @@
+//! The continuous-batching scheduler of one loaded GGUF model: one OS thread owning the
+//! `LlamaContext`, N sequence slots in one unified KV cache, and a bounded queue of
+//! requests waiting for a slot.
+//!
+//! Every step builds one batch: the next token of each generating slot, then prompt
+//! tokens of slots still prefilling (admission order) up to the prefill chunk, so a long
+//! prompt is computed over several steps and never stalls the running streams. After the
+//! decode, each slot whose logits are ready samples its next token and sends it.
+//!
+//! A free slot keeps its tokens in the KV cache; a new request takes the free slot whose
+//! cached tokens share the longest prefix with its prompt, and only the rest of the
+//! prompt is computed (at least its last token, for the logits).
+
+use super::super::stop::{Scan, StopScan};
+use super::super::{DecoderStats, Finish, FinishReason, GenEvent, GenToken, TokenLogprob, Usage};
+use super::sampler::{self, Sampling};
+use crate::engine::error::{EngineError, RunError};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::vocab::LlamaVocab;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A request accepted by `submit`, waiting for a slot.
+pub(super) struct Pending {
+    pub tokens: Vec<LlamaToken>,
+    pub max_tokens: Option<usize>,
+    pub stop: Vec<String>,
+    pub sampling: Sampling,
+    pub logprobs: Option<usize>,
+    pub ignore_eos: bool,
+    pub tx: UnboundedSender<GenEvent>,
+}
+
+/// What the submitting side and the scheduler thread share.
+#[derive(Default)]
+pub(super) struct Shared {
+    pub queue: Mutex<VecDeque<Pending>>,
+    pub wake: Condvar,
+    pub shutdown: AtomicBool,
+    pub active: AtomicU32,
+    pub queued: AtomicU32,
+    pub cancelled: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub cached_tokens: AtomicU64,
+    pub generated: AtomicU64,
+}
+
+impl Shared {
+    pub fn stats(&self) -> DecoderStats {
+        DecoderStats {
+            active_slots: self.active.load(Ordering::Relaxed),
+            queued: self.queued.load(Ordering::Relaxed),
+            cancelled_total: self.cancelled.load(Ordering::Relaxed),
+            prompt_tokens_total: self.prompt_tokens.load(Ordering::Relaxed),
+            cached_prompt_tokens_total: self.cached_tokens.load(Ordering::Relaxed),
+            generated_tokens_total: self.generated.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The fixed shape of a scheduler.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub slots: usize,
+    /// Tokens per slot (prompt + completion).
+    pub context: usize,
+    /// Prompt tokens per step.
+    pub prefill_chunk: usize,
+}
+
+/// A running request.
+struct Active {
+    req: Pending,
+    /// Prompt tokens reused from the slot's cache.
+    reused: usize,
+    /// Admission order: prompts are prefilled first come, first served.
+    order: u64,
+    /// The sampled token to decode in the next step.
+    next: Option<LlamaToken>,
+    /// Batch index of this slot's logits after the current decode (-1: none).
+    logits_at: i32,
+    /// Prompt tokens put into the current batch.
+    feeding: usize,
+    generated: usize,
+    scan: StopScan,
+}
+
+struct Slot {
+    seq: i32,
+    /// Tokens whose keys and values are in the cache for this sequence (positions
+    /// 0..len).
+    cached: Vec<LlamaToken>,
+    active: Option<Active>,
+}
+
+pub(super) struct Scheduler<'m> {
+    ctx: LlamaContext<'m>,
+    vocab: LlamaVocab<'m>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    limits: Limits,
+    shared: std::sync::Arc<Shared>,
+    admitted: u64,
+    /// Reused buffers: candidates, a token's bytes, top log-probabilities, prefill order.
+    candidates: Vec<LlamaTokenData>,
+    piece: Vec<u8>,
+    top: Vec<(usize, f32)>,
+    order: Vec<usize>,
+}
+
+impl<'m> Scheduler<'m> {
+    pub fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        limits: Limits,
+        shared: std::sync::Arc<Shared>,
+    ) -> Scheduler<'m> {
+        let slots = (0..limits.slots)
+            .map(|i| Slot {
+                seq: i as i32,
+                cached: Vec::with_capacity(limits.context),
+                active: None,
+            })
+            .collect();
+        Scheduler {
+            ctx,
+            vocab: model.vocab(),
+            batch: LlamaBatch::new(limits.prefill_chunk + limits.slots, 1),
+            slots,
+            limits,
+            shared,
+            admitted: 0,
+            candidates: Vec::new(),
+            piece: Vec::with_capacity(64),
+            top: Vec::with_capacity(21),
+            order: Vec::with_capacity(limits.slots),
+        }
+    }
+
+    /// The thread's loop: until the model is dropped.
+    pub fn run(mut self) {
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            self.admit();
+            self.reap_cancelled();
+            if self.slots.iter().all(|s| s.active.is_none()) {
+                let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.is_empty() && !self.shared.shutdown.load(Ordering::Acquire) {
+                    drop(self.shared.wake.wait(q));
+                }
+                continue;
+            }
+            self.step();
+        }
+        // Shut down: whoever still listens learns the model is gone.
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                let _ = a.req.tx.send(GenEvent::Failed(EngineError::Unavailable));
+            }
+        }
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        for p in q.drain(..) {
+            let _ = p.tx.send(GenEvent::Failed(EngineError::Unavailable));
+        }
+        self.shared.active.store(0, Ordering::Relaxed);
+        self.shared.queued.store(0, Ordering::Relaxed);
+    }
+
+    /// Moves queued requests into free slots.
+    fn admit(&mut self) {
+        if self.shared.queued.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        loop {
+            if self.slots.iter().all(|s| s.active.is_some()) {
+                return;
+            }
+            let next = {
+                let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let p = q.pop_front();
+                if p.is_some() {
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                }
+                p
+            };
+            let Some(req) = next else { return };
+            if req.tx.is_closed() {
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.assign(req);
+        }
+    }
+
+    /// Puts `req` into the free slot sharing the longest cached prefix with its prompt.
+    fn assign(&mut self, req: Pending) {
+        let prompt = &req.tokens;
+        let (best, _) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .map(|(i, s)| {
+                let common = s
+                    .cached
+                    .iter()
+                    .zip(prompt.iter())
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                // Longest prefix first; then the slot with the least cached (keep others).
+                (i, (common, usize::MAX - s.cached.len()))
+            })
+            .max_by_key(|&(_, key)| key)
+            .expect("a free slot");
+        let slot = &mut self.slots[best];
+        let common = slot
+            .cached
+            .iter()
+            .zip(prompt.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Never the whole prompt: its last token must be decoded for the logits.
+        let mut keep = common.min(prompt.len() - 1);
+        if keep < slot.cached.len() {
+            let removed = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), Some(keep as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                keep = 0;
+            }
+            slot.cached.truncate(keep);
+        }
+        if keep > 0 && self.ctx.kv_cache_seq_pos_min(slot.seq) > 0 {
+            // The cache no longer holds the start of this sequence (sliding window).
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+            keep = 0;
+        }
+        self.shared
+            .prompt_tokens
+            .fetch_add(prompt.len() as u64, Ordering::Relaxed);
+        self.shared
+            .cached_tokens
+            .fetch_add(keep as u64, Ordering::Relaxed);
+        self.shared.active.fetch_add(1, Ordering::Relaxed);
+        self.admitted += 1;
+        let scan = StopScan::new(&req.stop);
+        slot.active = Some(Active {
+            req,
+            reused: keep,
+            order: self.admitted,
+            next: None,
+            logits_at: -1,
+            feeding: 0,
+            generated: 0,
+            scan,
+        });
+    }
+
+    /// Frees the slots whose client went away.
+    fn reap_cancelled(&mut self) {
+        for i in 0..self.slots.len() {
+            let gone = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.req.tx.is_closed());
+            if gone {
+                self.free(i);
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn free(&mut self, i: usize) {
+        if self.slots[i].active.take().is_some() {
+            self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One batch: decode tokens of the generating slots, then prompt chunks; decode;
+    /// sample where logits are ready.
+    fn step(&mut self) {
+        self.batch.clear();
+        for slot in &mut self.slots {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            a.logits_at = -1;
+            a.feeding = 0;
+            if let Some(t) = a.next {
+                a.logits_at = self.batch.n_tokens();
+                self.batch
+                    .add(t, slot.cached.len() as i32, &[slot.seq], true)
+                    .expect("the batch holds a token per slot");
+            }
+        }
+        // Prompt tokens, first admitted first, up to the chunk.
+        self.order.clear();
+        self.order.extend(
+            self.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    s.active
+                        .as_ref()
+                        .is_some_and(|a| a.next.is_none() && s.cached.len() < a.req.tokens.len())
+                })
+                .map(|(i, _)| i),
+        );
+        let slots = &self.slots;
+        self.order
+            .sort_by_key(|&i| slots[i].active.as_ref().map_or(0, |a| a.order));
+        let mut budget = self.limits.prefill_chunk;
+        for k in 0..self.order.len() {
+            if budget == 0 {
+                break;
+            }
+            let slot = &mut self.slots[self.order[k]];
+            let a = slot.active.as_mut().expect("prefilling slot");
+            let from = slot.cached.len();
+            let n = a.req.tokens.len();
+            let take = budget.min(n - from);
+            for (pos, &t) in (from..from + take).zip(&a.req.tokens[from..from + take]) {
+                self.batch
+                    .add(t, pos as i32, &[slot.seq], pos == n - 1)
+                    .expect("the batch holds the prefill chunk");
+            }
+            if from + take == n {
+                a.logits_at = self.batch.n_tokens() - 1;
+            }
+            a.feeding = take;
+            budget -= take;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            self.fail_batch(&e.to_string());
+            return;
+        }
+        // The batch is in the cache now.
+        for slot in &mut self.slots {
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            if let Some(t) = a.next.take() {
+                slot.cached.push(t);
+            } else if a.feeding > 0 {
+                let from = slot.cached.len();
+                slot.cached
+                    .extend_from_slice(&a.req.tokens[from..from + a.feeding]);
+            }
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.logits_at >= 0)
+            {
+                self.sample(i);
+            }
+        }
+    }
+
+    /// A failed decode: the requests in the batch fail, and their slots start clean.
+    fn fail_batch(&mut self, message: &str) {
+        tracing::error!(error = message, "llama.cpp decode failed");
+        for i in 0..self.slots.len() {
+            let in_batch = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.next.is_some() || a.feeding > 0);
+            if in_batch {
+                if let Some(a) = self.slots[i].active.as_ref() {
+                    let _ = a
+                        .req
+                        .tx
+                        .send(GenEvent::Failed(EngineError::Backend(RunError::Llama(
+                            message.to_string(),
+                        ))));
+                }
+                let seq = self.slots[i].seq;
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                self.slots[i].cached.clear();
+                self.free(i);
+            }
+        }
+    }
+
+    /// Samples slot `i`'s next token from the logits of this step and sends it; ends the
+    /// sequence when it is done.
+    fn sample(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let a = slot.active.as_mut().expect("sampled slot is active");
+        let logits = self.ctx.get_logits_ith(a.logits_at);
+        let token = a.req.sampling.sample(logits, &mut self.candidates);
+        let want_logprobs = a.req.logprobs;
+        let chosen_lp =
+            want_logprobs.map(|k| sampler::logprobs(logits, token.0 as usize, k, &mut self.top));
+        a.generated += 1;
+        self.shared.generated.fetch_add(1, Ordering::Relaxed);
+
+        if !a.req.ignore_eos && self.vocab.is_eog(token) {
+            self.finish(i, FinishReason::Stop, None);
+            return;
+        }
+        self.piece.clear();
+        self.vocab
+            .token_to_piece_into(token, &mut self.piece, true, None);
+        let (text, stopped) = match a.scan.push(&self.piece) {
+            Scan::Text(t) => (t, None),
+            Scan::Stopped { before, stop } => (before, Some(stop)),
+        };
+        let (logprob, top_logprobs) = match chosen_lp {
+            Some(lp) => {
+                let own = token_logprob(&self.vocab, token.0, lp, Some(&self.piece));
+                let top = self
+                    .top
+                    .iter()
+                    .map(|&(id, lp)| token_logprob(&self.vocab, id as i32, lp, None))
+                    .collect();
+                (Some(own), top)
+            }
+            None => (None, Vec::new()),
+        };
+        let event = GenEvent::Token(GenToken {
+            id: token.0 as u32,
+            text,
+            logprob,
+            top_logprobs,
+        });
+        if a.req.tx.send(event).is_err() {
+            self.free(i);
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(stop) = stopped {
+            self.finish(i, FinishReason::Stop, Some(stop));
+        } else if a.req.max_tokens.is_some_and(|m| a.generated >= m)
+            || a.req.tokens.len() + a.generated >= self.limits.context
+        {
+            self.finish(i, FinishReason::Length, None);
+        } else {
+            a.next = Some(token);
+        }
+    }
+
+    fn finish(&mut self, i: usize, reason: FinishReason, stop_string: Option<String>) {
+        let Some(mut a) = self.slots[i].active.take() else {
+            return;
+        };
+        self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        let tail = if stop_string.is_some() {
+            String::new()
+        } else {
+            a.scan.finish()
+        };
+        let done = Finish {
+            reason,
+            usage: Usage {
+                prompt_tokens: a.req.tokens.len(),
+                completion_tokens: a.generated,
+                cached_tokens: a.reused,
+            },
+            stop_string,
+            tail,
+        };
+        if a.req.tx.send(GenEvent::Done(done)).is_err() {
+            self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn token_logprob(
+    vocab: &LlamaVocab<'_>,
+    id: i32,
+    logprob: f32,
+    bytes: Option<&[u8]>,
+) -> TokenLogprob {
+    let bytes = match bytes {
+        Some(b) => b.to_vec(),
+        None => vocab.token_to_piece(LlamaToken(id), true, None),
+    };
+    TokenLogprob {
+        id: id as u32,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
+        logprob,
+    }
+}

@@ -1,0 +1,440 @@
+//! The llama.cpp generation engine on the real Gemma-3-270M GGUF (`PADDOCK_GEMMA_GGUF`):
+//! greedy determinism alone and batched, prefix reuse, cancellation, admission limits,
+//! constraints, stop strings, limits and log-probabilities.
+
+use hub_worker::engine::generate::{
+    Constraint, DecoderModel, Finish, FinishReason, GenEvent, GenStream, GenToken, GenerateRequest,
+    Prompt, SamplingParams,
+};
+use hub_worker::engine::load::{DecoderSpec, ModelFamily};
+use hub_worker::engine::{EngineConfig, EngineError, LoadError, Model};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A directory holding the Gemma GGUF fixture (a symlink), or `None` with a loud message
+/// when `PADDOCK_GEMMA_GGUF` is not set: the test is skipped.
+fn gemma_dir(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("PADDOCK_GEMMA_GGUF") {
+        Some(f) if Path::new(&f).is_file() => {
+            let dir = tempfile::tempdir().unwrap().keep();
+            std::os::unix::fs::symlink(&f, dir.join("gemma-3-270m-q4_k_m.gguf")).unwrap();
+            Some(dir)
+        }
+        Some(f) => panic!(
+            "PADDOCK_GEMMA_GGUF={} is not a file",
+            Path::new(&f).display()
+        ),
+        None => {
+            eprintln!(
+                "\n*** SKIPPED {test}: PADDOCK_GEMMA_GGUF is not set. Point it at \
+                 gemma-3-270m-q4_k_m.gguf ***\n"
+            );
+            None
+        }
+    }
+}
+
+async fn load(dir: &Path, cfg: EngineConfig) -> DecoderModel {
+    let dir = dir.to_path_buf();
+    let model = tokio::task::spawn_blocking(move || Model::load(&dir, None, &cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    model.decoder().expect("a decoder").clone()
+}
+
+fn cfg(slots: usize) -> EngineConfig {
+    EngineConfig {
+        gen_slots: slots,
+        gen_context: 1024,
+        ..EngineConfig::default()
+    }
+}
+
+fn greedy(text: &str, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_tokens: Some(max_tokens),
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        ..GenerateRequest::new(Prompt::Text {
+            text: text.to_string(),
+            add_special: true,
+        })
+    }
+}
+
+struct Out {
+    text: String,
+    tokens: Vec<GenToken>,
+    finish: Finish,
+}
+
+async fn collect(mut s: GenStream) -> Out {
+    let mut text = String::new();
+    let mut tokens = Vec::new();
+    loop {
+        match s.next().await.expect("the stream ends with Done") {
+            GenEvent::Token(t) => {
+                text.push_str(&t.text);
+                tokens.push(t);
+            }
+            GenEvent::Done(finish) => {
+                text.push_str(&finish.tail);
+                assert!(s.next().await.is_none(), "nothing after Done");
+                return Out {
+                    text,
+                    tokens,
+                    finish,
+                };
+            }
+            GenEvent::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+}
+
+async fn run(model: &DecoderModel, req: GenerateRequest) -> Out {
+    collect(model.submit(req).unwrap()).await
+}
+
+const PROMPTS: [&str; 8] = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "The largest planet in our solar system is",
+    "Water boils at a temperature of",
+    "My favourite recipe for pancakes starts with",
+    "In 1969, the first humans",
+];
+
+async fn wait_for(model: &DecoderModel, what: &str, ok: impl Fn(&DecoderModel) -> bool) {
+    let start = Instant::now();
+    while !ok(model) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}: {:?}",
+            model.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_gguf_repo_is_a_decoder_and_several_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model-q4.gguf"), b"x").unwrap();
+    std::fs::write(dir.path().join("mmproj-f16.gguf"), b"x").unwrap();
+    match ModelFamily::inspect(dir.path()).unwrap() {
+        ModelFamily::Decoder(DecoderSpec::Gguf { file }) => {
+            assert_eq!(file, dir.path().join("model-q4.gguf"))
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(dir.path().join("model-q8.gguf"), b"x").unwrap();
+    let err = ModelFamily::inspect(dir.path()).unwrap_err();
+    assert!(matches!(err, LoadError::SeveralGguf { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("model-q4.gguf, model-q8.gguf") && !msg.contains("mmproj-f16"),
+        "{msg}"
+    );
+
+    let st = tempfile::tempdir().unwrap();
+    std::fs::write(
+        st.path().join("config.json"),
+        r#"{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}"#,
+    )
+    .unwrap();
+    match ModelFamily::inspect(st.path()).unwrap() {
+        ModelFamily::Decoder(DecoderSpec::Safetensors { model_type }) => {
+            assert_eq!(model_type, "qwen3")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn greedy_is_deterministic_alone_and_among_eight_streams() {
+    let Some(dir) = gemma_dir("greedy_is_deterministic_alone_and_among_eight_streams") else {
+        return;
+    };
+    let model = load(&dir, cfg(8)).await;
+    let info = model.decoder_info();
+    assert_eq!(info.engine, "llama.cpp");
+    assert_eq!(info.architecture, "gemma3");
+    assert_eq!(info.slots, 8);
+    assert_eq!(info.context_length, 1024);
+    assert_eq!(model.info().max_input_tokens, 1024);
+    assert!(info.train_context_length >= 1024);
+
+    let first = run(&model, greedy(PROMPTS[0], 32)).await;
+    assert_eq!(first.finish.reason, FinishReason::Length);
+    assert_eq!(first.finish.usage.completion_tokens, 32);
+    assert_eq!(first.tokens.len(), 32);
+    assert!(!first.text.trim().is_empty(), "{:?}", first.text);
+    let again = run(&model, greedy(PROMPTS[0], 32)).await;
+    assert_eq!(again.text, first.text, "deterministic");
+
+    let mut alone = Vec::new();
+    for p in PROMPTS {
+        alone.push(run(&model, greedy(p, 32)).await.text);
+    }
+    // Eight at once: one batch decodes all of them.
+    let streams: Vec<GenStream> = PROMPTS
+        .iter()
+        .map(|p| model.submit(greedy(p, 32)).unwrap())
+        .collect();
+    let together = futures::future::join_all(streams.into_iter().map(collect)).await;
+    for (i, out) in together.iter().enumerate() {
+        assert_eq!(out.finish.usage.completion_tokens, 32);
+        assert_eq!(out.text, alone[i], "prompt {i} batched vs alone");
+    }
+    let stats = model.stats();
+    assert_eq!(stats.active_slots, 0);
+    assert_eq!(stats.queued, 0);
+    assert_eq!(stats.generated_tokens_total, 32 * 18);
+}
+
+#[tokio::test]
+async fn a_shared_prefix_is_computed_once() {
+    let Some(dir) = gemma_dir("a_shared_prefix_is_computed_once") else {
+        return;
+    };
+    let model = load(&dir, cfg(2)).await;
+    let system = "You are a helpful assistant who answers questions about geography, \
+                  history and science briefly and precisely. Always answer in one short \
+                  sentence, and never make anything up. If you do not know, say so. "
+        .repeat(2);
+    let prefix_tokens = model.tokenize(&system, true).unwrap().len();
+    assert!(prefix_tokens > 60, "{prefix_tokens}");
+    let a = run(
+        &model,
+        greedy(
+            &format!("{system}Question: What is the capital of Italy?"),
+            8,
+        ),
+    )
+    .await;
+    assert_eq!(a.finish.usage.cached_tokens, 0);
+    let b = run(
+        &model,
+        greedy(&format!("{system}Question: Who wrote Hamlet?"), 8),
+    )
+    .await;
+    let cached = b.finish.usage.cached_tokens;
+    assert!(
+        cached >= prefix_tokens - 1 && cached < b.finish.usage.prompt_tokens,
+        "cached {cached} of {} (prefix {prefix_tokens})",
+        b.finish.usage.prompt_tokens
+    );
+    // The same prompt again: all but its last token come from the cache.
+    let c = run(
+        &model,
+        greedy(&format!("{system}Question: Who wrote Hamlet?"), 8),
+    )
+    .await;
+    assert_eq!(
+        c.finish.usage.cached_tokens,
+        c.finish.usage.prompt_tokens - 1
+    );
+    assert_eq!(c.text, b.text, "a cached prefix decodes the same");
+    let stats = model.stats();
+    assert_eq!(
+        stats.cached_prompt_tokens_total,
+        (cached + c.finish.usage.cached_tokens) as u64
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_stream_frees_its_slot() {
+    let Some(dir) = gemma_dir("dropping_a_stream_frees_its_slot") else {
+        return;
+    };
+    let model = load(&dir, cfg(2)).await;
+    let mut req = greedy(PROMPTS[1], 900);
+    req.ignore_eos = true;
+    let mut s = model.submit(req).unwrap();
+    assert!(matches!(s.next().await, Some(GenEvent::Token(_))));
+    assert_eq!(model.stats().active_slots, 1);
+    drop(s);
+    wait_for(&model, "the slot to be freed", |m| {
+        m.stats().active_slots == 0
+    })
+    .await;
+    let stats = model.stats();
+    assert_eq!(stats.cancelled_total, 1);
+    assert!(stats.generated_tokens_total < 900, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_full_queue_is_overloaded_and_a_long_prompt_is_refused() {
+    let Some(dir) = gemma_dir("a_full_queue_is_overloaded_and_a_long_prompt_is_refused") else {
+        return;
+    };
+    let model = load(
+        &dir,
+        EngineConfig {
+            gen_slots: 1,
+            gen_queue: 2,
+            gen_context: 64,
+            ..EngineConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(model.decoder_info().context_length, 64);
+
+    // Over the context: refused at submit, never truncated.
+    let long = "one two three four five six seven eight nine ten ".repeat(10);
+    match model.submit(greedy(&long, 1)) {
+        Err(EngineError::ContextLengthExceeded {
+            prompt_tokens,
+            context: 64,
+            ..
+        }) => assert!(prompt_tokens > 64),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a prompt over the context was accepted"),
+    }
+    let short = model.tokenize(PROMPTS[0], true).unwrap().len();
+    assert!(matches!(
+        model.submit(greedy(PROMPTS[0], 64 - short + 1)),
+        Err(EngineError::ContextLengthExceeded {
+            max_tokens: Some(_),
+            ..
+        })
+    ));
+    // Exactly the context: accepted, and ends at the limit.
+    let out = run(&model, greedy(PROMPTS[0], 64 - short)).await;
+    assert_eq!(out.finish.usage.completion_tokens, 64 - short);
+    // No max_tokens: until the context is full.
+    let mut open = greedy(PROMPTS[0], 1);
+    open.max_tokens = None;
+    open.ignore_eos = true;
+    let out = run(&model, open).await;
+    assert_eq!(out.finish.reason, FinishReason::Length);
+    assert_eq!(
+        out.finish.usage.prompt_tokens + out.finish.usage.completion_tokens,
+        64
+    );
+
+    // One running, two waiting, the next one is refused at once.
+    let mut busy = greedy(PROMPTS[1], 40);
+    busy.ignore_eos = true;
+    let running = model.submit(busy.clone()).unwrap();
+    wait_for(&model, "the first request to run", |m| {
+        m.stats().active_slots == 1
+    })
+    .await;
+    let waiting: Vec<GenStream> = (0..2)
+        .map(|_| model.submit(busy.clone()).unwrap())
+        .collect();
+    assert_eq!(model.stats().queued, 2);
+    match model.submit(busy.clone()) {
+        Err(EngineError::Overloaded { in_flight, limit }) => {
+            assert_eq!((in_flight, limit), (3, 3))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a full queue accepted a request"),
+    }
+    drop(running);
+    for s in waiting {
+        assert_eq!(collect(s).await.finish.usage.completion_tokens, 40);
+    }
+}
+
+#[tokio::test]
+async fn constraints_stops_limits_and_logprobs() {
+    let Some(dir) = gemma_dir("constraints_stops_limits_and_logprobs") else {
+        return;
+    };
+    let model = load(&dir, cfg(4)).await;
+
+    // A JSON schema: the sampled text is JSON that validates.
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 24},
+            "population": {"type": "integer", "minimum": 0, "maximum": 100000000},
+            "capital": {"type": "boolean"}
+        },
+        "required": ["city", "population", "capital"],
+        "additionalProperties": false
+    });
+    let mut req = greedy("A JSON record about Paris, the capital of France:\n", 120);
+    req.constraint = Constraint::JsonSchema(schema);
+    let out = run(&model, req).await;
+    assert_eq!(out.finish.reason, FinishReason::Stop, "{:?}", out.text);
+    let v: serde_json::Value = serde_json::from_str(&out.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", out.text));
+    let obj = v.as_object().expect("an object");
+    assert_eq!(obj.len(), 3, "{v}");
+    assert!(
+        obj["city"]
+            .as_str()
+            .is_some_and(|s| s.chars().count() <= 24),
+        "{v}"
+    );
+    assert!(obj["population"].as_u64().is_some(), "{v}");
+    assert!(obj["capital"].is_boolean(), "{v}");
+
+    // Any JSON object, sampled.
+    let mut req = greedy("Some JSON: ", 60);
+    req.sampling.temperature = 0.7;
+    req.sampling.seed = Some(7);
+    req.constraint = Constraint::JsonObject;
+    let out = run(&model, req).await;
+    assert!(out.text.trim_start().starts_with('{'), "{:?}", out.text);
+    if out.finish.reason == FinishReason::Stop {
+        let v: serde_json::Value = serde_json::from_str(&out.text).unwrap();
+        assert!(v.is_object());
+    }
+
+    // A broken grammar or schema: refused at submit.
+    let mut bad = greedy("x", 4);
+    bad.constraint = Constraint::Grammar("root ::= (".into());
+    assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
+    let mut bad = greedy("x", 4);
+    bad.constraint =
+        Constraint::JsonSchema(serde_json::json!({"type": "object", "$ref": "#/nowhere"}));
+    assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
+
+    // max_tokens: finish length, every token counted.
+    let full = run(&model, greedy(PROMPTS[0], 32)).await;
+    let short = run(&model, greedy(PROMPTS[0], 5)).await;
+    assert_eq!(short.finish.reason, FinishReason::Length);
+    assert_eq!(short.finish.usage.completion_tokens, 5);
+    assert!(full.text.starts_with(&short.text));
+
+    // A stop string from the middle of the greedy text: the text up to it, reason stop.
+    let words: Vec<&str> = full.text.split_whitespace().collect();
+    let stop = words[words.len() / 2].to_string();
+    let at = full.text.find(&stop).unwrap();
+    let mut req = greedy(PROMPTS[0], 32);
+    req.stop = vec!["NEVER-THERE".into(), stop.clone()];
+    let out = run(&model, req).await;
+    assert_eq!(out.finish.reason, FinishReason::Stop);
+    assert_eq!(out.finish.stop_string.as_deref(), Some(stop.as_str()));
+    assert_eq!(out.text, full.text[..at], "text before the stop string");
+    assert!(out.finish.usage.completion_tokens < 32);
+    assert_eq!(out.finish.usage.completion_tokens, out.tokens.len());
+
+    // Log-probabilities: the model's distribution; greedy picks the most likely token.
+    let mut req = greedy(PROMPTS[0], 8);
+    req.logprobs = Some(3);
+    let out = run(&model, req).await;
+    assert_eq!(out.tokens.len(), 8);
+    for t in &out.tokens {
+        let lp = t.logprob.as_ref().expect("logprob");
+        assert!(lp.logprob <= 0.0 && lp.logprob.is_finite(), "{lp:?}");
+        assert_eq!(lp.id, t.id);
+        assert_eq!(t.top_logprobs.len(), 3);
+        assert_eq!(t.top_logprobs[0].id, t.id, "greedy takes the top token");
+        assert!(t
+            .top_logprobs
+            .windows(2)
+            .all(|w| w[0].logprob >= w[1].logprob));
+        assert!(t.top_logprobs.iter().all(|a| a.logprob <= 0.0));
+    }
+    assert_eq!(out.text, full.text[..out.text.len()]);
+}
