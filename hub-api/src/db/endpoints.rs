@@ -415,7 +415,10 @@ pub struct UsageRecord {
     pub endpoint_id: i64,
     pub endpoint_name: String,
     pub token_id: Option<i64>,
+    /// Prompt tokens (what the worker counted as input).
     pub input_tokens: i32,
+    /// Completion tokens (generation; 0 for encoders).
+    pub output_tokens: i32,
     pub latency_ms: f32,
     pub status: i32,
 }
@@ -426,11 +429,12 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     let names: Vec<&str> = batch.iter().map(|u| u.endpoint_name.as_str()).collect();
     let tok: Vec<Option<i64>> = batch.iter().map(|u| u.token_id).collect();
     let it: Vec<i32> = batch.iter().map(|u| u.input_tokens).collect();
+    let ot: Vec<i32> = batch.iter().map(|u| u.output_tokens).collect();
     let lat: Vec<f32> = batch.iter().map(|u| u.latency_ms).collect();
     let st: Vec<i32> = batch.iter().map(|u| u.status).collect();
     sqlx::query(
-        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[])",
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status, output_tokens)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[], $8::int[])",
     )
     .bind(&ns)
     .bind(&ep)
@@ -439,6 +443,7 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     .bind(&it)
     .bind(&lat)
     .bind(&st)
+    .bind(&ot)
     .execute(db)
     .await?;
     Ok(())
@@ -450,7 +455,10 @@ pub struct UsageRow {
     pub day: chrono::NaiveDate,
     pub requests: i64,
     pub errors: i64,
+    /// Prompt tokens.
     pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_p99_ms: f64,
@@ -465,6 +473,7 @@ pub async fn usage(
     sqlx::query_as(
         "SELECT endpoint_name AS endpoint, (at AT TIME ZONE 'UTC')::date AS day, count(*) AS requests,
             count(*) FILTER (WHERE status >= 400) AS errors, COALESCE(sum(input_tokens), 0)::bigint AS input_tokens,
+            COALESCE(sum(output_tokens), 0)::bigint AS output_tokens,
             percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
             percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
             percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms
@@ -476,4 +485,22 @@ pub async fn usage(
     .bind(to)
     .fetch_all(db)
     .await
+}
+
+/// Prompt plus completion tokens a namespace's endpoints served since `since` (the
+/// daily token quota's count; `usage_ns_at` serves it).
+pub async fn tokens_since(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    since: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(sum(input_tokens::bigint + output_tokens::bigint), 0)::bigint
+         FROM usage_records WHERE namespace_id = $1 AND at >= $2",
+    )
+    .bind(namespace_id)
+    .bind(since)
+    .fetch_one(db)
+    .await?;
+    Ok(n)
 }

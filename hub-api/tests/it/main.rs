@@ -14,6 +14,7 @@ mod dashboard;
 mod endpoints;
 mod faults;
 mod garbage;
+mod generation;
 mod gated_bytes;
 mod git_ids;
 mod registry;
