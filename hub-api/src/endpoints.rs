@@ -375,9 +375,12 @@ mod tests {
         })
     }
 
+    fn ok(a: Option<&str>, t: Option<&str>, archs: &[&str], g: Option<&str>) -> String {
+        choose(a, t, archs, g).unwrap()
+    }
+
     #[test]
     fn tasks() {
-        let ok = |a, t, archs: &[&str], g| choose(a, t, archs, g).unwrap();
         assert_eq!(ok(None, Some("sentence-similarity"), &[], None), "sentence-similarity");
         assert_eq!(
             ok(None, None, &["BertForSequenceClassification"], None),
@@ -393,7 +396,6 @@ mod tests {
     #[test]
     fn decoders_are_detected() {
         let tg = "text-generation";
-        let ok = |a, t, archs: &[&str], g| choose(a, t, archs, g).unwrap();
         assert_eq!(ok(None, Some(tg), &[], None), tg);
         assert_eq!(ok(None, None, &["Qwen3ForCausalLM"], None), tg);
         assert_eq!(ok(None, None, &[], Some("gemma3")), tg);
