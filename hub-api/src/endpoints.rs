@@ -207,9 +207,10 @@ pub async fn gguf_facts(
             path: sha256.to_string(),
             reason,
         })?;
-    let dims = summary.architecture.as_deref().and_then(|arch| {
-        hub_types::decoder::from_gguf(arch, |k| summary.integers.get(k).copied())
-    });
+    let dims = summary
+        .architecture
+        .as_deref()
+        .and_then(|arch| hub_types::decoder::from_gguf(arch, |k| summary.integers.get(k).copied()));
     let facts = GgufFacts {
         architecture: summary.architecture.clone(),
         dims,
@@ -381,7 +382,10 @@ mod tests {
 
     #[test]
     fn tasks() {
-        assert_eq!(ok(None, Some("sentence-similarity"), &[], None), "sentence-similarity");
+        assert_eq!(
+            ok(None, Some("sentence-similarity"), &[], None),
+            "sentence-similarity"
+        );
         assert_eq!(
             ok(None, None, &["BertForSequenceClassification"], None),
             "text-classification"
@@ -389,8 +393,13 @@ mod tests {
         assert_eq!(ok(None, None, &["BertModel"], None), "feature-extraction");
         assert!(choose(Some("translation"), None, &[], None).is_err());
         assert!(choose(None, None, &[], None).is_err());
-        assert!(choose(None, Some("text2text-generation"), &["T5ForConditionalGeneration"], None)
-            .is_err());
+        assert!(choose(
+            None,
+            Some("text2text-generation"),
+            &["T5ForConditionalGeneration"],
+            None
+        )
+        .is_err());
     }
 
     #[test]
@@ -400,26 +409,51 @@ mod tests {
         assert_eq!(ok(None, None, &["Qwen3ForCausalLM"], None), tg);
         assert_eq!(ok(None, None, &[], Some("gemma3")), tg);
         // An encoder GGUF is not a decoder.
-        assert_eq!(ok(None, Some("feature-extraction"), &[], Some("bert")), "feature-extraction");
+        assert_eq!(
+            ok(None, Some("feature-extraction"), &[], Some("bert")),
+            "feature-extraction"
+        );
         // The declared task wins where the families agree.
         assert_eq!(ok(Some(tg), None, &[], Some("llama")), tg);
         // A decoder's embeddings (pipeline tag) are an encoder task.
         assert_eq!(
-            ok(None, Some("feature-extraction"), &["Qwen3ForCausalLM"], None),
+            ok(
+                None,
+                Some("feature-extraction"),
+                &["Qwen3ForCausalLM"],
+                None
+            ),
             "feature-extraction"
         );
     }
 
     #[test]
     fn the_wrong_family_is_a_clear_400() {
-        let e = choose(Some("feature-extraction"), None, &["LlamaForCausalLM"], None).unwrap_err();
-        assert!(e.contains("needs an encoder") && e.contains("LlamaForCausalLM"), "{e}");
+        let e = choose(
+            Some("feature-extraction"),
+            None,
+            &["LlamaForCausalLM"],
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("needs an encoder") && e.contains("LlamaForCausalLM"),
+            "{e}"
+        );
         let e = choose(Some("feature-extraction"), None, &[], Some("gemma3")).unwrap_err();
         assert!(e.contains("GGUF file of architecture gemma3"), "{e}");
         let e = choose(Some("text-generation"), None, &["BertModel"], None).unwrap_err();
-        assert!(e.contains("needs a decoder") && e.contains("BertModel"), "{e}");
-        let e = choose(Some("text-generation"), Some("sentence-similarity"), &[], None)
-            .unwrap_err();
+        assert!(
+            e.contains("needs a decoder") && e.contains("BertModel"),
+            "{e}"
+        );
+        let e = choose(
+            Some("text-generation"),
+            Some("sentence-similarity"),
+            &[],
+            None,
+        )
+        .unwrap_err();
         assert!(e.contains("pipeline_tag sentence-similarity"), "{e}");
     }
 

@@ -403,9 +403,7 @@ pub async fn proxy(
                     .get("content-type")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-                if req.method() == actix_web::http::Method::HEAD
-                    || matches!(status, 204 | 304)
-                {
+                if req.method() == actix_web::http::Method::HEAD || matches!(status, 204 | 304) {
                     drop(resp);
                     m.record();
                     return Ok(out.finish());

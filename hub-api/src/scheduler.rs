@@ -6,9 +6,9 @@
 
 use crate::db;
 use crate::db::endpoints::{EndpointRow, ReplicaRow, WorkerRow};
+use crate::endpoints::GgufFacts;
 use crate::state::AppState;
 use sqlx::Connection;
-use crate::endpoints::GgufFacts;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,7 +45,9 @@ impl Nudge {
 
     /// Waits for a nudge, at most `max`; true when nudged.
     pub async fn wait(&self, max: Duration) -> bool {
-        tokio::time::timeout(max, self.bell.notified()).await.is_ok()
+        tokio::time::timeout(max, self.bell.notified())
+            .await
+            .is_ok()
     }
 
     /// What a GGUF blob's header said, if it was read.

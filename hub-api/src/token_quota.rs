@@ -109,10 +109,7 @@ impl TokenQuotas {
     /// The cached entry of a namespace when it may still answer.
     fn cached(&self, namespace_id: i64, now: DateTime<Utc>) -> Option<Entry> {
         let entries = self.entries.lock().expect("lock");
-        entries
-            .get(&namespace_id)
-            .filter(|e| e.fresh(now))
-            .cloned()
+        entries.get(&namespace_id).filter(|e| e.fresh(now)).cloned()
     }
 
     fn store(&self, namespace_id: i64, e: Entry) {
@@ -126,7 +123,12 @@ impl TokenQuotas {
 
     /// Admits a call to an endpoint of the namespace, or refuses it with 429
     /// `token_quota_exceeded` when today's tokens reached its quota.
-    pub async fn check(&self, db: &sqlx::PgPool, namespace_id: i64, namespace: &str) -> ApiResult<()> {
+    pub async fn check(
+        &self,
+        db: &sqlx::PgPool,
+        namespace_id: i64,
+        namespace: &str,
+    ) -> ApiResult<()> {
         let now = self.clock.now();
         if let Some(e) = self.cached(namespace_id, now) {
             return e.verdict(namespace, now);
@@ -219,8 +221,18 @@ mod tests {
             "{msg}"
         );
         // Under the quota, or unlimited: admitted.
-        assert!(Entry { used: 99, ..e.clone() }.verdict("acme", now).is_ok());
-        assert!(Entry { limit: None, ..e.clone() }.verdict("acme", now).is_ok());
+        assert!(Entry {
+            used: 99,
+            ..e.clone()
+        }
+        .verdict("acme", now)
+        .is_ok());
+        assert!(Entry {
+            limit: None,
+            ..e.clone()
+        }
+        .verdict("acme", now)
+        .is_ok());
         // A fraction of a second before midnight still asks the client to wait a second.
         let late = Utc.with_ymd_and_hms(2026, 12, 2, 23, 59, 59).unwrap()
             + chrono::TimeDelta::milliseconds(500);
@@ -260,7 +272,10 @@ mod tests {
             next_reset(tomorrow),
             Utc.with_ymd_and_hms(2026, 12, 4, 0, 0, 0).unwrap()
         );
-        assert_eq!(day_start(tomorrow).to_rfc3339(), "2026-12-03T00:00:00+00:00");
+        assert_eq!(
+            day_start(tomorrow).to_rfc3339(),
+            "2026-12-03T00:00:00+00:00"
+        );
         // Same day, a second later: stale too.
         let e = Entry {
             read_at: at(12, 0, 0),

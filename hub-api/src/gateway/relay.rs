@@ -37,12 +37,7 @@ pub(super) struct Relay {
 }
 
 impl Relay {
-    pub(super) fn new(
-        upstream: Upstream,
-        sse: bool,
-        meter: Metered,
-        in_flight: InFlight,
-    ) -> Self {
+    pub(super) fn new(upstream: Upstream, sse: bool, meter: Metered, in_flight: InFlight) -> Self {
         Self {
             upstream,
             filter: sse.then(UsageFilter::default),

@@ -181,8 +181,7 @@ mod tests {
     use super::*;
 
     const STREAM: &str = "data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"a\":2}\n\n: paddock-usage {\"prompt_tokens\":5,\"completion_tokens\":2}\n\ndata: [DONE]\n\n";
-    const CLEAN: &str =
-        "data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"a\":2}\n\ndata: [DONE]\n\n";
+    const CLEAN: &str = "data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"a\":2}\n\ndata: [DONE]\n\n";
 
     fn run(chunks: &[&[u8]]) -> (String, UsageFilter) {
         let mut f = UsageFilter::default();
@@ -233,13 +232,17 @@ mod tests {
     #[test]
     fn without_the_usage_event_data_events_are_counted() {
         let (out, f) = run(&[b"data: a\n\ndata:b\n\nevent: x\ndata: c\n\ndata: [DONE]\n\n"]);
-        assert_eq!(out, "data: a\n\ndata:b\n\nevent: x\ndata: c\n\ndata: [DONE]\n\n");
+        assert_eq!(
+            out,
+            "data: a\n\ndata:b\n\nevent: x\ndata: c\n\ndata: [DONE]\n\n"
+        );
         assert_eq!(f.usage(), None);
         assert_eq!(f.data_events(), 3);
         // A stream cut inside a line forwards what it had; a cut usage line is dropped.
         let (out, _) = run(&[b"data: a\n\n: pad"]);
         assert_eq!(out, "data: a\n\n: pad");
-        let (out, f) = run(&[b"data: a\n\n: paddock-usage {\"prompt_tokens\":1,\"completion_tokens\":1}"]);
+        let (out, f) =
+            run(&[b"data: a\n\n: paddock-usage {\"prompt_tokens\":1,\"completion_tokens\":1}"]);
         assert_eq!(out, "data: a\n\n");
         assert_eq!(f.usage().unwrap().prompt_tokens, 1);
         // CRLF line endings.

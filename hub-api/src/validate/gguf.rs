@@ -408,7 +408,9 @@ mod tests {
             ("small", 7),
         ];
         assert_eq!(
-            got.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(),
+            got.iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect::<Vec<_>>(),
             want
         );
     }

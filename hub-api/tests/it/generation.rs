@@ -132,7 +132,9 @@ async fn serve(
         head.lines()
             .find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
             .unwrap_or_default()
     };
@@ -146,8 +148,10 @@ async fn serve(
     }
     let body: Value = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(json!({}));
     if header("authorization") != format!("Bearer {}", secret.lock().unwrap()) {
-        sock.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .await?;
+        sock.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await?;
         return Ok(());
     }
     let mut record = Seen {
@@ -191,7 +195,8 @@ async fn serve(
         return Ok(());
     }
     for c in body["chunks"].as_array().cloned().unwrap_or_default() {
-        sock.write_all(chunk(c.as_str().unwrap()).as_bytes()).await?;
+        sock.write_all(chunk(c.as_str().unwrap()).as_bytes())
+            .await?;
         sock.flush().await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -398,10 +403,19 @@ async fn tasks_are_detected_and_decoders_sized() {
     .await;
 
     // Detected: pipeline tag, config.json architectures, the GGUF header.
-    for (name, repo) in [("a", "acme/tagged"), ("b", "acme/causal"), ("c", "acme/gguf")] {
-        let (st, v) =
-            create_endpoint(&http, &hub, &owner, "acme", json!({"name": name, "repository": repo}))
-                .await;
+    for (name, repo) in [
+        ("a", "acme/tagged"),
+        ("b", "acme/causal"),
+        ("c", "acme/gguf"),
+    ] {
+        let (st, v) = create_endpoint(
+            &http,
+            &hub,
+            &owner,
+            "acme",
+            json!({"name": name, "repository": repo}),
+        )
+        .await;
         assert_eq!(st, 201, "{repo}: {v}");
         assert_eq!(v["task"], "text-generation", "{repo}");
     }
@@ -414,7 +428,11 @@ async fn tasks_are_detected_and_decoders_sized() {
         json!({"name": "d", "repository": "acme/bert-gguf"}),
     )
     .await;
-    assert_eq!((st, v["task"].as_str()), (201, Some("feature-extraction")), "{v}");
+    assert_eq!(
+        (st, v["task"].as_str()),
+        (201, Some("feature-extraction")),
+        "{v}"
+    );
     // The wrong family is a clear 400, either way.
     for (body, words) in [
         (
@@ -435,7 +453,11 @@ async fn tasks_are_detected_and_decoders_sized() {
         ),
     ] {
         let (st, v) = create_endpoint(&http, &hub, &owner, "acme", body.clone()).await;
-        assert_eq!((st, v["code"].as_str()), (400, Some("validation_failed")), "{body}: {v}");
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{body}: {v}"
+        );
         let msg = v["error"].as_str().unwrap();
         for w in words {
             assert!(msg.contains(w), "{body}: {msg} should name {w}");
@@ -665,7 +687,10 @@ async fn a_client_that_leaves_drops_the_workers_stream() {
         if let Some(seen) = s.worker.seen().into_iter().find(|x| x.body["hold"] == true) {
             break seen.closed_after;
         }
-        assert!(left.elapsed() < Duration::from_secs(12), "the worker never finished");
+        assert!(
+            left.elapsed() < Duration::from_secs(12),
+            "the worker never finished"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let closed = closed.expect("the gateway never closed the worker's stream");
@@ -675,7 +700,10 @@ async fn a_client_that_leaves_drops_the_workers_stream() {
     // data event forwarded.
     let items = usage(&s.http, &s.hub, &s.owner, "acme").await;
     assert_eq!(
-        (items[0]["input_tokens"].as_i64(), items[0]["output_tokens"].as_i64()),
+        (
+            items[0]["input_tokens"].as_i64(),
+            items[0]["output_tokens"].as_i64()
+        ),
         (Some(7), Some(1)),
         "{items:?}"
     );
@@ -706,7 +734,10 @@ async fn a_spent_daily_token_quota_answers_429() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
-    assert!(v["error"].as_str().unwrap().contains("daily_token_quota"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("daily_token_quota"),
+        "{v}"
+    );
     let r = s
         .http
         .put(&quota_url)
@@ -734,11 +765,19 @@ async fn a_spent_daily_token_quota_answers_429() {
         }
     };
     for i in 0..3 {
-        assert_eq!(call(s.owner.clone(), "acme/chat").await.status(), 200, "call {i}");
+        assert_eq!(
+            call(s.owner.clone(), "acme/chat").await.status(),
+            200,
+            "call {i}"
+        );
     }
     let r = call(s.owner.clone(), "acme/chat").await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let now = chrono::Utc::now();
     let to_midnight = (hub_api::token_quota::next_reset(now) - now).num_seconds() as u64;
     assert!(
@@ -752,7 +791,11 @@ async fn a_spent_daily_token_quota_answers_429() {
         msg.contains("25") && msg.contains("acme") && msg.contains("resets at"),
         "{msg}"
     );
-    assert_eq!(s.worker.seen().len(), 3, "the refused call never reached the worker");
+    assert_eq!(
+        s.worker.seen().len(),
+        3,
+        "the refused call never reached the worker"
+    );
     // Another namespace is unaffected.
     assert_eq!(call(s.other.clone(), "globex/gen").await.status(), 200);
     // Members read the quota and today's count.
@@ -768,7 +811,13 @@ async fn a_spent_daily_token_quota_answers_429() {
         .unwrap();
     assert_eq!(v["daily_token_quota"], 25);
     assert_eq!(v["tokens_used_today"], 30);
-    assert!(v["tokens_reset_at"].as_str().unwrap().ends_with("T00:00:00.000Z"), "{v}");
+    assert!(
+        v["tokens_reset_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00.000Z"),
+        "{v}"
+    );
     // Raising the quota lets calls through again at once (this process forgets its count).
     let r = s
         .http
@@ -803,5 +852,8 @@ fn the_real_gemma_gguf_is_sized() {
     assert_eq!(dims.train_context, Some(32768));
     let need = hub_types::decoder::default_decoder_bytes(size, dims);
     assert_eq!(need, size + 18 * 256 * 4 * 4 * 4096 + (256 << 20));
-    println!("gemma-3-270m: {size} bytes of weights, need {} MiB", need >> 20);
+    println!(
+        "gemma-3-270m: {size} bytes of weights, need {} MiB",
+        need >> 20
+    );
 }

@@ -38,7 +38,9 @@ pub struct CreateBody {
     /// architectures ending in `ForCausalLM`, or a GGUF file), else the repo's
     /// `pipeline_tag`, else derived from its config. A task of the other family
     /// than the repo's model is refused (400).
-    #[schema(pattern = "^(feature-extraction|sentence-similarity|text-classification|text-generation)$")]
+    #[schema(
+        pattern = "^(feature-extraction|sentence-similarity|text-classification|text-generation)$"
+    )]
     #[serde(default)]
     task: Option<String>,
     /// Replicas kept running (0 allows scale to zero). Default 1.

@@ -51,12 +51,8 @@ async fn dto(state: &AppState, ns: &Namespace) -> ApiResult<QuotaDto> {
     // This process's own buffered usage first (read your writes).
     state.live.flush_usage(&state.db).await;
     let now = chrono::Utc::now();
-    let tokens_used_today = db::endpoints::tokens_since(
-        &state.db,
-        ns.id,
-        crate::token_quota::day_start(now),
-    )
-    .await?;
+    let tokens_used_today =
+        db::endpoints::tokens_since(&state.db, ns.id, crate::token_quota::day_start(now)).await?;
     Ok(QuotaDto {
         namespace: ns.name.clone(),
         storage_used_bytes: used,
