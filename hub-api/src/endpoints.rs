@@ -119,7 +119,7 @@ fn kind(s: &RepoSignals<'_>) -> Option<Kind> {
 /// repo, else the repo's pipeline tag, else one derived from its config.
 /// Refuses tasks the workers cannot serve, and a task of the other family than
 /// the repo's model (an encoder task on a decoder, or the reverse).
-pub fn choose_task(asked: Option<&str>, repo: &RepoSignals<'_>) -> Result<String, ApiError> {
+pub fn choose_task_for(asked: Option<&str>, repo: &RepoSignals<'_>) -> Result<String, ApiError> {
     let kind = kind(repo);
     let task = match asked {
         Some(t) => t.to_string(),
@@ -160,6 +160,23 @@ pub fn choose_task(asked: Option<&str>, repo: &RepoSignals<'_>) -> Result<String
         .into()),
         _ => Ok(task),
     }
+}
+
+/// [`choose_task_for`] from the pipeline tag and `config.json` architectures alone
+/// (no GGUF header read): what the dashboard pre-fills.
+pub fn choose_task(
+    asked: Option<&str>,
+    pipeline_tag: Option<&str>,
+    architectures: &[String],
+) -> Result<String, ApiError> {
+    choose_task_for(
+        asked,
+        &RepoSignals {
+            pipeline_tag,
+            architectures,
+            gguf_architecture: None,
+        },
+    )
 }
 
 /// What a GGUF header says, as the hub keeps it (content-addressed: never stale).
@@ -362,7 +379,7 @@ mod tests {
         gguf: Option<&str>,
     ) -> Result<String, String> {
         let archs: Vec<String> = archs.iter().map(|a| a.to_string()).collect();
-        choose_task(
+        choose_task_for(
             asked,
             &RepoSignals {
                 pipeline_tag: tag,

@@ -6,7 +6,7 @@ use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
 use crate::domain::{RepoId, RepoName, RepoType};
-use crate::endpoints::{check_scaling, choose_task, to_json, EndpointSpecError, RepoSignals};
+use crate::endpoints::{check_scaling, choose_task_for, to_json, EndpointSpecError, RepoSignals};
 use crate::error::{ApiError, ApiResult};
 use crate::registry;
 use crate::routes::body::JsonBody;
@@ -148,7 +148,7 @@ pub async fn create(
         ),
         None => None,
     };
-    let task = choose_task(
+    let task = choose_task_for(
         body.task.as_deref(),
         &RepoSignals {
             pipeline_tag: resolved.commit.pipeline_tag.as_deref(),
