@@ -246,7 +246,9 @@ mod tests {
 
     #[test]
     fn a_new_day_forgets_yesterdays_total() {
-        let clock = Arc::new(Fixed(Mutex::new(at(23, 59, 59))));
+        let clock = Arc::new(Fixed(Mutex::new(
+            at(23, 59, 59) + chrono::TimeDelta::milliseconds(700),
+        )));
         let q = TokenQuotas::with_clock(clock.clone());
         let now = clock.now();
         q.store(

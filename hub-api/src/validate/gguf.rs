@@ -401,6 +401,9 @@ mod tests {
         s(&mut b, "small");
         b.extend(3u32.to_le_bytes());
         b.extend(7i16.to_le_bytes());
+        while !b.len().is_multiple_of(32) {
+            b.push(0);
+        }
         let got = check(&b, b.len() as u64).unwrap().integers;
         let want: Vec<(&str, u64)> = vec![
             ("llama.block_count", 22),
