@@ -139,6 +139,15 @@ pub enum ApiError {
         "too many heavy requests of yours at once (at most {running}); retry in {retry_after_s} s"
     )]
     TenantBusy { retry_after_s: u64, running: usize },
+    #[error("the daily token quota of {namespace} ({limit} prompt + completion tokens per UTC day) is spent ({used} used today); it resets at {resets_at}")]
+    TokenQuotaExceeded {
+        namespace: String,
+        limit: i64,
+        used: i64,
+        /// RFC 3339, the next UTC midnight.
+        resets_at: String,
+        retry_after_s: u64,
+    },
 
     // ---- 5xx ----
     #[error("the object store is unavailable, retry later")]
@@ -199,6 +208,7 @@ impl ApiError {
             RateLimited { .. } => "rate_limited",
             Overloaded(_) => "overloaded",
             TenantBusy { .. } => "tenant_busy",
+            TokenQuotaExceeded { .. } => "token_quota_exceeded",
             StorageUnavailable(_) => "storage_unavailable",
             DatabaseUnavailable(_) => "database_unavailable",
             InsufficientStorage(_) => "insufficient_storage",
@@ -244,7 +254,9 @@ impl ApiError {
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            RateLimited { .. } | Overloaded(_) | TenantBusy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited { .. } | Overloaded(_) | TenantBusy { .. } | TokenQuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             StorageUnavailable(_) | DatabaseUnavailable(_) | Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -396,7 +408,8 @@ impl ResponseError for ApiError {
                 resp.insert_header(("RateLimit", format!("\"default\";r=0;t={retry_after_s}")));
                 resp.insert_header(("RateLimit-Policy", format!("\"default\";q={limit};w=1")));
             }
-            ApiError::TenantBusy { retry_after_s, .. } => {
+            ApiError::TenantBusy { retry_after_s, .. }
+            | ApiError::TokenQuotaExceeded { retry_after_s, .. } => {
                 resp.insert_header(("Retry-After", retry_after_s.to_string()));
             }
             ApiError::Overloaded(_)
@@ -453,6 +466,7 @@ pub const ALL_CODES: &[&str] = &[
     "rate_limited",
     "overloaded",
     "tenant_busy",
+    "token_quota_exceeded",
     "storage_unavailable",
     "database_unavailable",
     "insufficient_storage",
@@ -728,6 +742,13 @@ mod tests {
                 limit: 1,
             },
             ApiError::QuotaExceeded(String::new()),
+            ApiError::TokenQuotaExceeded {
+                namespace: "acme".into(),
+                limit: 1,
+                used: 2,
+                resets_at: "2026-12-03T00:00:00Z".into(),
+                retry_after_s: 3,
+            },
             ApiError::UploadCompleted,
             ApiError::UploadExpired,
             ApiError::UploadPartMissing(1),

@@ -3,7 +3,14 @@
 //! with the `inference` or `write` scope), wakes a scaled-to-zero endpoint and
 //! holds the request (bounded) until a replica is ready, proxies to the ready
 //! replica with the fewest requests in flight (retrying another replica if a
-//! worker is gone), and records usage per request.
+//! worker is gone), streams the worker's response to the client as it comes,
+//! and records usage per request: prompt and completion tokens by the metering
+//! contract of [`hub_types::metering`] (headers of a non-streamed response; the
+//! usage event of a streamed one, stripped by [`sse::UsageFilter`]; a stream
+//! that ends without it, because the client left or the worker died, is
+//! recorded with one completion token per `data:` event forwarded, an
+//! approximation). Before forwarding, the endpoint's namespace's daily token
+//! quota is checked ([`crate::token_quota`]).
 //!
 //! The hot path makes no database round trip when it can help it: an
 //! endpoint's row and its ready replicas are cached per process for
@@ -19,7 +26,10 @@ use crate::db;
 use crate::db::endpoints::{EndpointRow, UsageRecord};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::token_quota::TokenQuotas;
 use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use hub_types::metering::{INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +38,13 @@ use uuid::Uuid;
 
 /// How long a request to a cold endpoint is held waiting for a replica.
 pub const WAKE_WAIT: Duration = Duration::from_secs(60);
+mod relay;
+pub mod sse;
+
+/// Longest silence of a worker (before its headers, or between two chunks of its body)
+/// before the gateway gives up on it. There is no limit on a whole response: a
+/// generation stream lasts as long as it produces.
+pub const WORKER_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest request body the gateway forwards.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 /// How long an endpoint's row and ready replicas are reused without asking the database.
@@ -56,6 +73,8 @@ pub struct Live {
     usage: Mutex<Vec<UsageRecord>>,
     flush_scheduled: AtomicBool,
     pub client: reqwest::Client,
+    /// Daily token quotas and today's totals per namespace.
+    pub quotas: TokenQuotas,
 }
 
 impl Default for Live {
@@ -68,20 +87,22 @@ impl Default for Live {
             flush_scheduled: AtomicBool::new(false),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(120))
+                .read_timeout(WORKER_READ_TIMEOUT)
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            quotas: TokenQuotas::default(),
         }
     }
 }
 
-struct InFlight<'a> {
-    live: &'a Live,
+/// A request in flight on a replica, until dropped (with the response body it relays).
+struct InFlight {
+    live: Arc<Live>,
     id: Uuid,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let mut m = self.live.in_flight.lock().expect("lock");
         if let Some(n) = m.get_mut(&self.id) {
@@ -182,9 +203,12 @@ impl Live {
             .map(|(id, url, secret, _)| (*id, url.clone(), secret.clone()))
     }
 
-    fn enter(&self, id: Uuid) -> InFlight<'_> {
+    fn enter(self: &Arc<Self>, id: Uuid) -> InFlight {
         *self.in_flight.lock().expect("lock").entry(id).or_insert(0) += 1;
-        InFlight { live: self, id }
+        InFlight {
+            live: self.clone(),
+            id,
+        }
     }
 
     fn mark_suspect(&self, id: Uuid) {
@@ -216,24 +240,46 @@ async fn authorize(state: &AppState, auth: &Auth, e: &EndpointRow) -> ApiResult<
     })
 }
 
-fn record(
-    state: &AppState,
-    e: &EndpointRow,
+/// One request to meter, once it ends.
+struct Metered {
+    state: web::Data<AppState>,
+    endpoint: EndpointRow,
     token_id: Option<i64>,
-    tokens: i32,
     started: Instant,
     status: u16,
-) {
-    let rec = UsageRecord {
-        namespace_id: e.namespace_id,
-        endpoint_id: e.id,
-        endpoint_name: e.name.clone(),
-        token_id,
-        input_tokens: tokens,
-        latency_ms: started.elapsed().as_secs_f32() * 1000.0,
-        status: status as i32,
-    };
-    state.live.record_usage(&state.db, rec);
+    input_tokens: i64,
+    output_tokens: i64,
+}
+
+impl Metered {
+    /// Buffers the usage record and counts the tokens against today's quota.
+    fn record(self) {
+        let clamp = |n: i64| n.clamp(0, i32::MAX as i64) as i32;
+        let rec = UsageRecord {
+            namespace_id: self.endpoint.namespace_id,
+            endpoint_id: self.endpoint.id,
+            endpoint_name: self.endpoint.name.clone(),
+            token_id: self.token_id,
+            input_tokens: clamp(self.input_tokens),
+            output_tokens: clamp(self.output_tokens),
+            latency_ms: self.started.elapsed().as_secs_f32() * 1000.0,
+            status: self.status as i32,
+        };
+        self.state.live.quotas.add(
+            self.endpoint.namespace_id,
+            rec.input_tokens as i64 + rec.output_tokens as i64,
+        );
+        self.state.live.record_usage(&self.state.db, rec);
+    }
+}
+
+/// A token count in a worker's response header (0 when absent or malformed).
+fn count_header(h: &reqwest::header::HeaderMap, name: &str) -> i64 {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .unwrap_or(0)
 }
 
 /// `ANY /endpoints/{namespace}/{name}[/{tail}]`.
@@ -267,6 +313,20 @@ pub async fn proxy(
             "this endpoint is paused; resume it first".to_string(),
         ));
     }
+    state
+        .live
+        .quotas
+        .check(&state.db, e.namespace_id, &e.namespace)
+        .await?;
+    let meter = |status: u16| Metered {
+        state: state.clone(),
+        endpoint: e.clone(),
+        token_id,
+        started,
+        status,
+        input_tokens: 0,
+        output_tokens: 0,
+    };
     let deadline = Instant::now() + WAKE_WAIT;
     let mut tried: Vec<Uuid> = Vec::new();
     let mut woke = false;
@@ -306,7 +366,7 @@ pub async fn proxy(
         } else {
             format!("{url}/models/{replica}/{tail}")
         };
-        let _guard = state.live.enter(replica);
+        let guard = state.live.enter(replica);
         let mut fwd = state
             .live
             .client
@@ -325,28 +385,35 @@ pub async fn proxy(
         match fwd.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let tokens = resp
-                    .headers()
-                    .get("x-input-tokens")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
+                let mut m = meter(status);
+                m.input_tokens = count_header(resp.headers(), INPUT_TOKENS_HEADER);
+                m.output_tokens = count_header(resp.headers(), OUTPUT_TOKENS_HEADER);
                 let mut out = HttpResponse::build(
                     actix_web::http::StatusCode::from_u16(status)
                         .unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY),
                 );
-                for h in ["content-type", "retry-after"] {
+                for h in ["content-type", "retry-after", "cache-control"] {
                     if let Some(v) = resp.headers().get(h) {
                         out.insert_header((h, v.as_bytes()));
                     }
                 }
                 out.insert_header(("X-Paddock-Replica", replica.to_string()));
-                let bytes = resp.bytes().await.map_err(|err| {
-                    record(&state, &e, token_id, tokens, started, 502);
-                    ApiError::Unavailable(format!("the worker broke off the response: {err}"))
-                })?;
-                record(&state, &e, token_id, tokens, started, status);
-                return Ok(out.body(bytes));
+                let sse = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+                if req.method() == actix_web::http::Method::HEAD || matches!(status, 204 | 304) {
+                    drop(resp);
+                    m.record();
+                    return Ok(out.finish());
+                }
+                let length = resp.content_length();
+                let body = relay::Relay::new(resp.bytes_stream().boxed(), sse, m, guard);
+                return Ok(match length {
+                    Some(n) if !sse => out.body(actix_web::body::SizedStream::new(n, body)),
+                    _ => out.streaming(body),
+                });
             }
             Err(err) => {
                 tracing::warn!(endpoint = %format!("{ns}/{name}"), replica = %replica, error = %err, "worker unreachable");
@@ -354,7 +421,7 @@ pub async fn proxy(
                 state.live.forget_routes();
                 tried.push(replica);
                 if err.is_timeout() || Instant::now() >= deadline {
-                    record(&state, &e, token_id, 0, started, 504);
+                    meter(504).record();
                     return Err(ApiError::Unavailable(
                         "the worker did not answer in time".into(),
                     ));

@@ -30,4 +30,5 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod sweeper;
+pub mod token_quota;
 pub mod validate;

@@ -80,20 +80,24 @@ pub struct Settings {
     pub storage_bytes: Option<i64>,
     pub rate_per_s: Option<i32>,
     pub rate_burst: Option<i32>,
+    /// Prompt + completion tokens per UTC day through the namespace's endpoints
+    /// (None: unlimited); enforced by `token_quota`.
+    pub daily_tokens: Option<i64>,
 }
 
 /// The namespace's own settings.
 pub async fn settings(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Result<Settings> {
-    let r: Option<(Option<i64>, Option<i32>, Option<i32>)> = sqlx::query_as(
-        "SELECT storage_bytes, rate_per_s, rate_burst FROM namespace_quotas WHERE namespace_id = $1",
+    let r: Option<(Option<i64>, Option<i32>, Option<i32>, Option<i64>)> = sqlx::query_as(
+        "SELECT storage_bytes, rate_per_s, rate_burst, daily_tokens FROM namespace_quotas WHERE namespace_id = $1",
     )
     .bind(namespace_id)
     .fetch_optional(db)
     .await?;
-    Ok(r.map(|(s, r, b)| Settings {
+    Ok(r.map(|(s, r, b, t)| Settings {
         storage_bytes: s,
         rate_per_s: r,
         rate_burst: b,
+        daily_tokens: t,
     })
     .unwrap_or_default())
 }
@@ -101,15 +105,17 @@ pub async fn settings(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Resul
 /// Replaces a namespace's settings.
 pub async fn set(db: impl PgExecutor<'_>, namespace_id: i64, s: &Settings) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO namespace_quotas (namespace_id, storage_bytes, rate_per_s, rate_burst, updated_at)
-         VALUES ($1, $2, $3, $4, now())
+        "INSERT INTO namespace_quotas (namespace_id, storage_bytes, rate_per_s, rate_burst, daily_tokens, updated_at)
+         VALUES ($1, $2, $3, $4, $5, now())
          ON CONFLICT (namespace_id) DO UPDATE SET storage_bytes = EXCLUDED.storage_bytes,
-           rate_per_s = EXCLUDED.rate_per_s, rate_burst = EXCLUDED.rate_burst, updated_at = now()",
+           rate_per_s = EXCLUDED.rate_per_s, rate_burst = EXCLUDED.rate_burst,
+           daily_tokens = EXCLUDED.daily_tokens, updated_at = now()",
     )
     .bind(namespace_id)
     .bind(s.storage_bytes)
     .bind(s.rate_per_s)
     .bind(s.rate_burst)
+    .bind(s.daily_tokens)
     .execute(db)
     .await?;
     Ok(())

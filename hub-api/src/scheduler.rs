@@ -6,10 +6,11 @@
 
 use crate::db;
 use crate::db::endpoints::{EndpointRow, ReplicaRow, WorkerRow};
+use crate::endpoints::GgufFacts;
 use crate::state::AppState;
 use sqlx::Connection;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -21,22 +22,46 @@ pub const SCALE_UP_AT: f64 = 4.0;
 const WAKE_HOLD_S: i64 = 120;
 const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
 
-/// The scheduler's doorbell, one per app (in [`AppState`]): handlers that
-/// change what endpoints want ring it so the scheduler of this app runs now
-/// rather than at its next tick. Two apps in one process (tests, or a hub
-/// embedded twice) never wake each other.
+/// The scheduler's per-app state (in [`AppState`]): its doorbell, which
+/// handlers that change what endpoints want ring so the scheduler of this app
+/// runs now rather than at its next tick (two apps in one process, tests or a
+/// hub embedded twice, never wake each other), and the GGUF headers read to
+/// detect decoders and size their KV cache, by blob sha256 (content-addressed,
+/// so never stale; at most [`GGUF_CACHE`] kept).
 #[derive(Clone, Default)]
-pub struct Nudge(Arc<tokio::sync::Notify>);
+pub struct Nudge {
+    bell: Arc<tokio::sync::Notify>,
+    gguf: Arc<Mutex<HashMap<String, GgufFacts>>>,
+}
+
+/// GGUF headers the scheduler keeps what it read of.
+pub const GGUF_CACHE: usize = 1024;
 
 impl Nudge {
     /// Asks this app's scheduler to run now rather than at its next tick.
     pub fn nudge(&self) {
-        self.0.notify_one();
+        self.bell.notify_one();
     }
 
     /// Waits for a nudge, at most `max`; true when nudged.
     pub async fn wait(&self, max: Duration) -> bool {
-        tokio::time::timeout(max, self.0.notified()).await.is_ok()
+        tokio::time::timeout(max, self.bell.notified())
+            .await
+            .is_ok()
+    }
+
+    /// What a GGUF blob's header said, if it was read.
+    pub fn gguf_cached(&self, sha256: &str) -> Option<GgufFacts> {
+        self.gguf.lock().expect("lock").get(sha256).cloned()
+    }
+
+    /// Keeps what a GGUF blob's header said.
+    pub fn gguf_store(&self, sha256: &str, facts: GgufFacts) {
+        let mut m = self.gguf.lock().expect("lock");
+        if m.len() >= GGUF_CACHE {
+            m.clear();
+        }
+        m.insert(sha256.to_string(), facts);
     }
 }
 
@@ -66,9 +91,13 @@ mod nudge_tests {
     }
 }
 
-/// Memory a model needs on a worker, estimated from its top-level weight files
-/// with the estimate the worker itself applies ([`hub_types::memory::model_bytes`]).
-async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
+/// Memory a model needs on a worker, estimated with the figure the worker itself
+/// applies: for an encoder, from its top-level weight files
+/// ([`hub_types::memory::model_bytes`]); for a decoder, its weights (the GGUF
+/// file, else the safetensors) plus the KV cache of the default slots
+/// ([`hub_types::decoder::default_decoder_bytes`], shape from the GGUF header or
+/// `config.json`).
+pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
     let Some(repo_id) = e.repo_id else {
         return Ok(0);
     };
@@ -76,6 +105,17 @@ async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
         return Ok(0);
     };
     let files = db::git::list_recursive(&state.db, &c.tree_oid, "").await?;
+    if e.task == hub_types::Task::TextGeneration.as_str() {
+        // Background work: charged to no caller.
+        let tenant = crate::heavy::Tenant::Anonymous(None);
+        match crate::endpoints::decoder_weights(state, tenant, &files).await {
+            Ok(d) => return Ok(i64::try_from(d.need_bytes()).unwrap_or(i64::MAX)),
+            Err(err) => {
+                tracing::warn!(endpoint = %format!("{}/{}", e.namespace, e.name), error = %err,
+                    "reading the decoder's shape failed; sizing by its weight files alone");
+            }
+        }
+    }
     let weights: u64 = files
         .iter()
         .filter(|f| {

@@ -326,6 +326,12 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
         let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
             .workers(workers)
             .client_request_timeout(Duration::from_secs(10))
+            // A client that closes its connection is gone (HTTP/1.1 clients do not
+            // half-close): the response being streamed to it is dropped at once, which
+            // drops the gateway's stream from the worker and so cancels a generation
+            // even while no byte flows (with half-closed connections allowed, actix
+            // would notice only at its next write).
+            .h1_allow_half_closed(false)
             .shutdown_timeout(15)
             .listen(listener)?
             .run();

@@ -299,6 +299,9 @@ impl Server {
                 let server =
                     actix_web::HttpServer::new(move || hub_api::app::build_app(st.clone()))
                         .workers(2)
+                        // As `hub_api::server` runs it: a closed client connection drops
+                        // its streamed response at once.
+                        .h1_allow_half_closed(false)
                         .listen(listener)
                         .expect("listen")
                         .run();

@@ -1,7 +1,8 @@
 //! What hub-api and hub-worker share, declared once: the control-plane wire contract
 //! ([`control`]), the domain names both sides parse ([`Task`], [`Precision`],
 //! [`ReplicaStatus`], each with its own error), and the memory a model needs
-//! ([`memory`]). Deliberately small: serde, serde_json and thiserror only, so that
+//! ([`memory`], [`decoder`] for decoders), and the token-metering contract
+//! ([`metering`]). Deliberately small: serde, serde_json and thiserror only, so that
 //! depending on it never pulls an inference engine or a web framework into the hub.
 
 /// The string conversions of a wire name (`FromStr`, serde's `TryFrom<String>`,
@@ -32,7 +33,9 @@ macro_rules! wire_name {
 pub(crate) use wire_name;
 
 pub mod control;
+pub mod decoder;
 pub mod memory;
+pub mod metering;
 pub mod number;
 mod precision;
 mod replica;

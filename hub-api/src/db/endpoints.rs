@@ -415,7 +415,10 @@ pub struct UsageRecord {
     pub endpoint_id: i64,
     pub endpoint_name: String,
     pub token_id: Option<i64>,
+    /// Prompt tokens (what the worker counted as input).
     pub input_tokens: i32,
+    /// Completion tokens (generation; 0 for encoders).
+    pub output_tokens: i32,
     pub latency_ms: f32,
     pub status: i32,
 }
@@ -426,11 +429,12 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     let names: Vec<&str> = batch.iter().map(|u| u.endpoint_name.as_str()).collect();
     let tok: Vec<Option<i64>> = batch.iter().map(|u| u.token_id).collect();
     let it: Vec<i32> = batch.iter().map(|u| u.input_tokens).collect();
+    let ot: Vec<i32> = batch.iter().map(|u| u.output_tokens).collect();
     let lat: Vec<f32> = batch.iter().map(|u| u.latency_ms).collect();
     let st: Vec<i32> = batch.iter().map(|u| u.status).collect();
     sqlx::query(
-        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[])",
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status, output_tokens)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[], $8::int[])",
     )
     .bind(&ns)
     .bind(&ep)
@@ -439,6 +443,7 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     .bind(&it)
     .bind(&lat)
     .bind(&st)
+    .bind(&ot)
     .execute(db)
     .await?;
     Ok(())
@@ -480,4 +485,22 @@ pub async fn usage(
     .bind(to)
     .fetch_all(db)
     .await
+}
+
+/// Prompt plus completion tokens a namespace's endpoints served since `since` (the
+/// daily token quota's count; `usage_ns_at` serves it).
+pub async fn tokens_since(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    since: DateTime<Utc>,
+) -> sqlx::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(sum(input_tokens::bigint + output_tokens::bigint), 0)::bigint
+         FROM usage_records WHERE namespace_id = $1 AND at >= $2",
+    )
+    .bind(namespace_id)
+    .bind(since)
+    .fetch_one(db)
+    .await?;
+    Ok(n)
 }

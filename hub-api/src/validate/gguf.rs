@@ -21,6 +21,9 @@ pub struct Summary {
     pub architecture: Option<String>,
     /// Bytes of the file the header and alignment padding take.
     pub data_offset: u64,
+    /// Metadata of unsigned (or non-negative signed) integer scalar type, by key
+    /// (`gemma3.block_count`, ...): what sizes a decoder's KV cache.
+    pub integers: std::collections::BTreeMap<String, u64>,
 }
 
 /// A bounded reader of the header: `pos` bytes read so far, never past `max`.
@@ -130,6 +133,24 @@ fn skip_value(r: &mut Reader<'_>, t: u32, depth: u32) -> Result<Option<String>, 
     }
 }
 
+/// Reads a value of an integer scalar type: `Some(Some(v))`, or `Some(None)` for a
+/// negative one; `None` (nothing read) for other types.
+fn integer_value(r: &mut Reader<'_>, t: u32) -> Result<Option<Option<u64>>, String> {
+    let n: u64 = match t {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        4 | 5 => 4,
+        10 | 11 => 8,
+        _ => return Ok(None),
+    };
+    let mut b = [0u8; 8];
+    r.fill(&mut b[..n as usize])?;
+    let raw = u64::from_le_bytes(b);
+    let signed = matches!(t, 1 | 3 | 5 | 11);
+    let negative = signed && (raw >> (n * 8 - 1)) & 1 == 1;
+    Ok(Some((!negative).then_some(raw)))
+}
+
 /// (block size in elements, bytes per block) of ggml tensor types.
 fn ggml_type(t: u32) -> Option<(u64, u64)> {
     Some(match t {
@@ -203,6 +224,7 @@ pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String>
     let mut keys = std::collections::HashSet::new();
     let mut alignment: u64 = 32;
     let mut architecture = None;
+    let mut integers = std::collections::BTreeMap::new();
     for _ in 0..n_kv {
         let key = r.string_max(65535)?;
         if key.is_empty() || key.len() > 65535 {
@@ -221,6 +243,12 @@ pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String>
                 return Err(format!("alignment {a} is not a power of two up to 65536"));
             }
             alignment = a;
+            continue;
+        }
+        if let Some(v) = integer_value(&mut r, t)? {
+            if let Some(v) = v {
+                integers.insert(key, v);
+            }
             continue;
         }
         let v = skip_value(&mut r, t, 0)?;
@@ -306,6 +334,7 @@ pub fn check_stream(r: &mut dyn Read, file_size: u64) -> Result<Summary, String>
         tensors: n_tensors,
         architecture,
         data_offset,
+        integers,
     })
 }
 
@@ -351,6 +380,42 @@ mod tests {
         let f = build(2, &[4, 2], 0, 0, 32);
         let s = check(&f, f.len() as u64).unwrap();
         assert_eq!(s.architecture.as_deref(), Some("llama"));
+        assert!(s.integers.is_empty());
+    }
+
+    #[test]
+    fn integer_metadata() {
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        s(&mut b, "llama.block_count");
+        b.extend(4u32.to_le_bytes());
+        b.extend(22u32.to_le_bytes());
+        s(&mut b, "llama.context_length");
+        b.extend(10u32.to_le_bytes());
+        b.extend(4096u64.to_le_bytes());
+        s(&mut b, "neg");
+        b.extend(5u32.to_le_bytes());
+        b.extend((-3i32).to_le_bytes());
+        s(&mut b, "small");
+        b.extend(3u32.to_le_bytes());
+        b.extend(7i16.to_le_bytes());
+        while !b.len().is_multiple_of(32) {
+            b.push(0);
+        }
+        let got = check(&b, b.len() as u64).unwrap().integers;
+        let want: Vec<(&str, u64)> = vec![
+            ("llama.block_count", 22),
+            ("llama.context_length", 4096),
+            ("small", 7),
+        ];
+        assert_eq!(
+            got.iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect::<Vec<_>>(),
+            want
+        );
     }
 
     #[test]

@@ -559,6 +559,7 @@ async fn endpoint_pages_and_usage_charts() {
             endpoint_name: "enc-ep".into(),
             token_id: None,
             input_tokens: 7,
+            output_tokens: 0,
             latency_ms: 5.0 + i as f32,
             status: 200,
         })

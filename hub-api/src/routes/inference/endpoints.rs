@@ -6,7 +6,7 @@ use crate::auth::access::Action;
 use crate::auth::Auth;
 use crate::db;
 use crate::domain::{RepoId, RepoName, RepoType};
-use crate::endpoints::{check_scaling, choose_task, to_json, EndpointSpecError};
+use crate::endpoints::{check_scaling, choose_task_for, to_json, EndpointSpecError, RepoSignals};
 use crate::error::{ApiError, ApiResult};
 use crate::registry;
 use crate::routes::body::JsonBody;
@@ -34,8 +34,13 @@ pub struct CreateBody {
     #[schema(min_length = 1, max_length = 255, pattern = "^[^\\x00-\\x1f\\x7f]+$")]
     #[serde(default)]
     revision: Option<String>,
-    /// Default: the repo's `pipeline_tag`, else derived from its config.
-    #[schema(pattern = "^(feature-extraction|sentence-similarity|text-classification)$")]
+    /// Default: `text-generation` for a decoder (pipeline tag, `config.json`
+    /// architectures ending in `ForCausalLM`, or a GGUF file), else the repo's
+    /// `pipeline_tag`, else derived from its config. A task of the other family
+    /// than the repo's model is refused (400).
+    #[schema(
+        pattern = "^(feature-extraction|sentence-similarity|text-classification|text-generation)$"
+    )]
     #[serde(default)]
     task: Option<String>,
     /// Replicas kept running (0 allows scale to zero). Default 1.
@@ -133,11 +138,36 @@ pub async fn create(
                 .collect()
         })
         .unwrap_or_default();
-    let task = choose_task(
+    // A GGUF file's header names its architecture (and the decoder's shape).
+    let files = db::git::list_recursive(&state.db, &resolved.commit.tree_oid, "").await?;
+    let tenant = crate::heavy::Tenant::User(p.user_id);
+    let gguf = match crate::endpoints::decoder_gguf(&files) {
+        Some((_, blob)) => Some(
+            crate::endpoints::gguf_facts(&state, tenant, &blob.sha256, blob.size.max(0) as u64)
+                .await?,
+        ),
+        None => None,
+    };
+    let task = choose_task_for(
         body.task.as_deref(),
-        resolved.commit.pipeline_tag.as_deref(),
-        &archs,
+        &RepoSignals {
+            pipeline_tag: resolved.commit.pipeline_tag.as_deref(),
+            architectures: &archs,
+            gguf_architecture: gguf.as_ref().and_then(|g| g.architecture.as_deref()),
+        },
     )?;
+    if task == hub_types::Task::TextGeneration.as_str() {
+        // The scheduler sizes a decoder's KV cache: refuse one it cannot size.
+        let d = crate::endpoints::decoder_weights(&state, tenant, &files).await?;
+        if d.dims.is_none() {
+            return Err(EndpointSpecError::NoDecoderShape(
+                "the repo has no GGUF file with <arch>.block_count and attention head counts, \
+                 nor a config.json with num_hidden_layers, num_attention_heads and hidden_size"
+                    .into(),
+            )
+            .into());
+        }
+    }
     let mut tx = state.db.begin().await?;
     let id = db::endpoints::insert(
         &mut tx,

@@ -51,6 +51,8 @@ pub enum FieldError {
     Role(String),
     #[error("storage_bytes must be >= 0, rate_per_second 0 to 1000000, rate_burst 1 to 1000000")]
     QuotaLimits,
+    #[error("daily_token_quota must be a whole number >= 0 (null: unlimited)")]
+    DailyTokenQuota,
     #[error("fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL")]
     AccessRequestFields,
 }

@@ -1,5 +1,5 @@
-//! Storage quota and rate limit per namespace: members read usage and limits;
-//! site admins set them.
+//! Storage quota, rate limit and daily token quota per namespace: members read
+//! usage and limits; site admins set them.
 
 use super::{namespace_param, ErrorDto};
 use crate::auth::access::{self, is_site_admin, Action, Standing};
@@ -28,6 +28,13 @@ pub struct QuotaDto {
     pub rate_limit_per_second: i64,
     pub rate_limit_burst: i64,
     pub rate_limit_is_default: bool,
+    /// Prompt + completion tokens the namespace's endpoints may serve per UTC day
+    /// (null: unlimited). Past it, endpoint calls answer 429 `token_quota_exceeded`.
+    pub daily_token_quota: Option<i64>,
+    /// Prompt + completion tokens served since UTC midnight.
+    pub tokens_used_today: i64,
+    /// When today's count resets (the next UTC midnight).
+    pub tokens_reset_at: String,
 }
 
 async fn load_ns(state: &AppState, req: &HttpRequest) -> ApiResult<Namespace> {
@@ -41,6 +48,11 @@ async fn dto(state: &AppState, ns: &Namespace) -> ApiResult<QuotaDto> {
     let s = crate::quota::settings(&state.db, ns.id).await?;
     let used = crate::quota::usage(&state.db, ns.id).await?;
     let d = state.tenancy.rate.defaults.token;
+    // This process's own buffered usage first (read your writes).
+    state.live.flush_usage(&state.db).await;
+    let now = chrono::Utc::now();
+    let tokens_used_today =
+        db::endpoints::tokens_since(&state.db, ns.id, crate::token_quota::day_start(now)).await?;
     Ok(QuotaDto {
         namespace: ns.name.clone(),
         storage_used_bytes: used,
@@ -53,6 +65,9 @@ async fn dto(state: &AppState, ns: &Namespace) -> ApiResult<QuotaDto> {
             _ => d.burst as i64,
         },
         rate_limit_is_default: s.rate_per_s.is_none(),
+        daily_token_quota: s.daily_tokens,
+        tokens_used_today,
+        tokens_reset_at: crate::registry::hf_date(crate::token_quota::next_reset(now)),
     })
 }
 
@@ -86,9 +101,15 @@ pub struct QuotaBody {
     #[schema(minimum = 1, maximum = 1000000)]
     #[serde(default, deserialize_with = "super::opt_whole")]
     pub rate_burst: Option<i64>,
+    /// Prompt + completion tokens per UTC day through the namespace's endpoints
+    /// (null: unlimited).
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "super::opt_whole")]
+    pub daily_token_quota: Option<i64>,
 }
 
-/// Sets a namespace's storage quota and rate limit (site admins).
+/// Sets a namespace's storage quota, rate limit and daily token quota (site admins).
+/// Every field is replaced: one left out goes back to its default.
 #[utoipa::path(put, path = "/api/v1/namespaces/{ns}/quota", tag = "quotas",
     params(("ns" = String, Path, description = "User or organization name")),
     request_body = QuotaBody,
@@ -119,11 +140,15 @@ pub async fn put(
     {
         return Err(super::FieldError::QuotaLimits.into());
     }
+    if body.daily_token_quota.is_some_and(|t| t < 0) {
+        return Err(super::FieldError::DailyTokenQuota.into());
+    }
     let old = crate::quota::settings(&state.db, ns.id).await?;
     let new = Settings {
         storage_bytes: body.storage_bytes,
         rate_per_s: body.rate_per_second.map(|r| r as i32),
         rate_burst: body.rate_burst.map(|b| b as i32),
+        daily_tokens: body.daily_token_quota,
     };
     let mut tx = state.db.begin().await?;
     crate::quota::set(&mut *tx, ns.id, &new).await?;
@@ -137,10 +162,12 @@ pub async fn put(
             "storage_bytes": {"from": old.storage_bytes, "to": new.storage_bytes},
             "rate_per_second": {"from": old.rate_per_s, "to": new.rate_per_s},
             "rate_burst": {"from": old.rate_burst, "to": new.rate_burst},
+            "daily_token_quota": {"from": old.daily_tokens, "to": new.daily_tokens},
         }),
     )
     .await?;
     tx.commit().await?;
     state.tenancy.rate.invalidate();
+    state.live.quotas.forget(ns.id);
     Ok(HttpResponse::Ok().json(dto(&state, &ns).await?))
 }
