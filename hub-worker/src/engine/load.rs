@@ -155,8 +155,6 @@ fn load_decoder(
     spec: DecoderSpec,
     cfg: &EngineConfig,
 ) -> Result<DecoderModel, LoadError> {
-    #[cfg(not(feature = "engine-llama"))]
-    let _ = (dir, cfg);
     match spec {
         #[cfg(feature = "engine-llama")]
         DecoderSpec::Gguf { file } => super::generate::llama::load(dir, &file, cfg),
@@ -166,10 +164,7 @@ fn load_decoder(
              engine-llama feature"
                 .to_string(),
         )),
-        DecoderSpec::Safetensors { model_type } => Err(LoadError::Decoder(format!(
-            "safetensors decoders (model_type {model_type:?}) are not served by this worker \
-             yet: upload a GGUF file"
-        ))),
+        DecoderSpec::Safetensors { .. } => super::generate::candle::load(dir, cfg),
     }
 }
 
