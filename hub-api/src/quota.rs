@@ -85,9 +85,12 @@ pub struct Settings {
     pub daily_tokens: Option<i64>,
 }
 
+/// `storage_bytes, rate_per_s, rate_burst, daily_tokens` of `namespace_quotas`.
+type SettingsRow = (Option<i64>, Option<i32>, Option<i32>, Option<i64>);
+
 /// The namespace's own settings.
 pub async fn settings(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Result<Settings> {
-    let r: Option<(Option<i64>, Option<i32>, Option<i32>, Option<i64>)> = sqlx::query_as(
+    let r: Option<SettingsRow> = sqlx::query_as(
         "SELECT storage_bytes, rate_per_s, rate_burst, daily_tokens FROM namespace_quotas WHERE namespace_id = $1",
     )
     .bind(namespace_id)
