@@ -660,7 +660,7 @@ async fn models_lists_context_length() {
     assert_eq!(v["data"][0]["context_length"], 64);
 }
 
-#[test]
+#[::core::prelude::v1::test]
 fn raw_fields_keep_the_text_of_each_field() {
     let body =
         r#" { "tools" : [{"b": 1, "a": "x,}"}], "n":2 ,"s":"q\"}" , "o": {"z":[1,{"y":2}]}} "#;
@@ -671,7 +671,7 @@ fn raw_fields_keep_the_text_of_each_field() {
     assert_eq!(raw["o"], r#"{"z":[1,{"y":2}]}"#);
 }
 
-#[test]
+#[::core::prelude::v1::test]
 fn response_formats_map_to_constraints() {
     use super::genparams::response_format;
     use crate::engine::generate::Constraint;
@@ -700,7 +700,7 @@ fn response_formats_map_to_constraints() {
     assert!(response_format(Some(&json!({"type": "json_schema"}))).is_err());
 }
 
-#[test]
+#[::core::prelude::v1::test]
 fn openai_parameters_map_to_the_request() {
     let body = json!({"max_tokens": 5, "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9,
                       "top_k": -1, "min_p": 0.05, "seed": -1, "stop": "END",
@@ -726,7 +726,7 @@ fn openai_parameters_map_to_the_request() {
     assert!(err.to_string().contains("at most 16"), "{err}");
 }
 
-#[test]
+#[::core::prelude::v1::test]
 fn tgi_parameters_map_like_tgi() {
     use super::genparams::tgi;
     let p = tgi(None).unwrap();

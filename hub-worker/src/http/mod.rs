@@ -279,6 +279,10 @@ impl Server {
             actix_web::App::new().configure(move |c| configure(c, state))
         })
         .workers(workers.max(1))
+        // Notice at once when the gateway closes a connection (a client left), so a
+        // streamed generation is dropped and its slot freed instead of running on until
+        // the next write.
+        .h1_allow_half_closed(false)
         .disable_signals()
         .shutdown_timeout(5)
         .bind(addr)?;
