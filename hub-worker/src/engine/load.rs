@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 /// What a model snapshot holds, by family: what [`Model::load`] dispatches on.
 #[derive(Debug, Clone)]
+// Built once per model load and matched at once: boxing the spec would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ModelFamily {
     /// A BERT-style encoder: embeddings, similarity, classification.
     Encoder(ModelSpec),

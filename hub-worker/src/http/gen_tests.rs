@@ -342,9 +342,9 @@ async fn chat_renders_template_and_streams_role_first() {
     let (data, _) = events(&body);
     assert_eq!(data[0]["object"], "chat.completion.chunk");
     assert!(data[0]["id"].as_str().unwrap().starts_with("chatcmpl-"));
-    for i in 0..2 {
-        assert_eq!(data[i]["choices"][0]["index"], i);
-        assert_eq!(data[i]["choices"][0]["delta"]["role"], "assistant");
+    for (i, d) in data.iter().enumerate().take(2) {
+        assert_eq!(d["choices"][0]["index"], i);
+        assert_eq!(d["choices"][0]["delta"]["role"], "assistant");
     }
     for i in 0..2 {
         let content: String = data

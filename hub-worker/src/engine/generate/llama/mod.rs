@@ -68,7 +68,7 @@ fn gguf_uint(g: &GgufContext, key: &str) -> Option<u64> {
         return None;
     }
     // Reading a value as the wrong type aborts inside llama.cpp: check the type first.
-    match g.kv_type(at) as u32 {
+    match g.kv_type(at) {
         GGUF_TYPE_UINT32 => Some(u64::from(g.val_u32(at))),
         GGUF_TYPE_INT32 => u64::try_from(g.val_i32(at)).ok(),
         GGUF_TYPE_UINT64 => Some(g.val_u64(at)),
@@ -78,7 +78,7 @@ fn gguf_uint(g: &GgufContext, key: &str) -> Option<u64> {
 
 fn gguf_str(g: &GgufContext, key: &str) -> Option<String> {
     let at = g.find_key(key);
-    if at < 0 || g.kv_type(at) as u32 != GGUF_TYPE_STRING {
+    if at < 0 || g.kv_type(at) != GGUF_TYPE_STRING {
         return None;
     }
     g.val_str(at).map(str::to_string)
