@@ -373,8 +373,8 @@ mod tests {
         );
         assert!(svg.contains("<title>11-02: 0 prompt tokens, 0 completion tokens, 0 total</title>"));
         // Zero segments draw nothing: 2 on day 1, 1 on day 3, plus 2 swatches.
-        let segments = svg.matches("<rect class=\"s1\"").count()
-            + svg.matches("<rect class=\"s2\"").count();
+        let segments =
+            svg.matches("<rect class=\"s1\"").count() + svg.matches("<rect class=\"s2\"").count();
         assert_eq!(segments, 3);
         assert_eq!(svg.matches("<rect class=\"swatch").count(), 2);
         assert!(svg.contains(">prompt tokens</text>") && svg.contains(">completion tokens</text>"));

@@ -345,13 +345,14 @@ async fn abandoned_requests_release_permits() {
 #[test]
 fn unservable_models_say_why() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = serde_json::json!({"model_type": "llama", "vocab_size": 10, "hidden_size": 8});
+    // (llama is a decoder now, served by the generation family: t5 is served by none.)
+    let cfg = serde_json::json!({"model_type": "t5", "vocab_size": 10, "hidden_size": 8});
     std::fs::write(d.path().join("config.json"), cfg.to_string()).unwrap();
     let err = Model::load(d.path(), None, &EngineConfig::default())
         .err()
         .unwrap();
     assert!(matches!(err, LoadError::UnknownArchitecture { .. }));
-    assert!(err.to_string().contains("llama"), "{err}");
+    assert!(err.to_string().contains("t5"), "{err}");
 
     // Too big for the memory we say is available.
     let (dir, _) = tiny_dir("distilbert", &small_tokenizer_dir());

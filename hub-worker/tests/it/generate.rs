@@ -98,6 +98,12 @@ async fn run(model: &DecoderModel, req: GenerateRequest) -> Out {
     collect(model.submit(req).unwrap()).await
 }
 
+/// Log-probability gap between the two best tokens under which a greedy choice may
+/// differ between a sequence decoded alone and in a batch of eight (other matmul and
+/// attention paths; flips measured here at gaps 0.07, 0.13 and 0.23 on this 270M Q4
+/// model). A flip at a wider gap fails the test.
+const NEAR_TIE: f32 = 0.3;
+
 const PROMPTS: [&str; 8] = [
     "The capital of France is",
     "Once upon a time, in a small village,",
@@ -179,9 +185,14 @@ async fn greedy_is_deterministic_alone_and_among_eight_streams() {
 
     let mut alone = Vec::new();
     for p in PROMPTS {
-        alone.push(run(&model, greedy(p, 32)).await.text);
+        let mut req = greedy(p, 32);
+        req.logprobs = Some(2);
+        alone.push(run(&model, req).await);
     }
-    // Eight at once: one batch decodes all of them.
+    // Eight at once: one batch decodes all of them. llama.cpp's kernels are not
+    // batch-invariant (a batch of several sequences takes other matmul paths), so a
+    // greedy choice may flip where the two best tokens are nearly tied; anywhere else the
+    // batched sequence must pick exactly the token it picks alone.
     let streams: Vec<GenStream> = PROMPTS
         .iter()
         .map(|p| model.submit(greedy(p, 32)).unwrap())
@@ -189,7 +200,20 @@ async fn greedy_is_deterministic_alone_and_among_eight_streams() {
     let together = futures::future::join_all(streams.into_iter().map(collect)).await;
     for (i, out) in together.iter().enumerate() {
         assert_eq!(out.finish.usage.completion_tokens, 32);
-        assert_eq!(out.text, alone[i], "prompt {i} batched vs alone");
+        let ids: Vec<u32> = out.tokens.iter().map(|t| t.id).collect();
+        let alone_ids: Vec<u32> = alone[i].tokens.iter().map(|t| t.id).collect();
+        if let Some(at) = (0..ids.len().min(alone_ids.len())).find(|&k| ids[k] != alone_ids[k]) {
+            let top = &alone[i].tokens[at].top_logprobs;
+            let margin = top[0].logprob - top[1].logprob;
+            assert!(
+                margin < NEAR_TIE,
+                "prompt {i}: batched diverges from alone at token {at} where the margin is \
+                 {margin:.3} (not a near-tie): {:?} vs {:?}",
+                out.text,
+                alone[i].text
+            );
+            eprintln!("prompt {i}: batched flips a near-tie ({margin:.3}) at token {at}");
+        }
     }
     let stats = model.stats();
     assert_eq!(stats.active_slots, 0);

@@ -184,17 +184,38 @@ async fn completions_stream_equals_non_stream_and_reference() {
             let (status, _, text) = post(
                 &app,
                 "/models/gemma/v1/completions",
-                json!({"prompt": case["prompt"], "max_tokens": case["n_predict"],
-                       "temperature": 0, "ignore_eos": true}),
+                // The reference's own prompt ids: with and without BOS alike.
+                json!({"prompt": case["prompt_tokens"], "max_tokens": case["n_predict"],
+                       "temperature": 0, "ignore_eos": true, "logprobs": 1}),
             )
             .await;
             assert_eq!(status, StatusCode::OK, "{text}");
             let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(
-                v["choices"][0]["text"], case["text"],
-                "prompt {}",
-                case["prompt"]
-            );
+            // Token for token with llama.cpp's own server, except where the reference's
+            // two best tokens are nearly tied (a different llama.cpp commit and batch
+            // path may flip those): the first difference must be at such a step.
+            let want = case["text"].as_str().unwrap();
+            let mut seen = String::new();
+            let tokens = v["choices"][0]["logprobs"]["tokens"].as_array().unwrap();
+            let diverged = tokens.iter().position(|t| {
+                seen.push_str(t.as_str().unwrap());
+                !want.starts_with(&seen)
+            });
+            if let Some(at) = diverged {
+                let top2 = &case["top2"][at];
+                let margin = top2[0][1].as_f64().unwrap() - top2[1][1].as_f64().unwrap();
+                assert!(
+                    margin < 0.15,
+                    "prompt {}: differs from llama.cpp at token {at} where its margin is \
+                     {margin:.3}: {:?} vs {want:?}",
+                    case["prompt"],
+                    v["choices"][0]["text"]
+                );
+                eprintln!(
+                    "prompt {}: equal to llama.cpp for {at} tokens, then a near-tie ({margin:.3})",
+                    case["prompt"]
+                );
+            }
         }
     } else {
         eprintln!(
