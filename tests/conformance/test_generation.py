@@ -90,25 +90,57 @@ def test_models_lists_context(oai):
     assert m.max_model_len > 0 and m.context_length == m.max_model_len
 
 
+NEAR_TIE = 0.15
+
+
+def assert_matches_reference(ids, case):
+    """Token for token with llama.cpp's own server, except that the first difference may
+    fall where the reference's two best tokens are within NEAR_TIE (a different llama.cpp
+    commit and batch path may flip such a choice); anywhere else is a failure."""
+    want = case["tokens"][: len(ids)]
+    assert ids, case["name"]
+    at = next((i for i, (a, b) in enumerate(zip(ids, want)) if a != b), None)
+    if at is not None:
+        (_, best), (_, second) = case["top2"][at]
+        assert best - second < NEAR_TIE, (
+            f"{case['name']}: differs from llama.cpp at token {at}, where its margin is "
+            f"{best - second:.3f}: {ids} vs {want}")
+
+
 def test_greedy_equals_reference_streamed_and_not(alice, gemma, oai):
     ref = reference()
     for case in ref["cases"]:
-        # Token ids through the TGI route's details (stops at EOS, the reference may not).
-        r = httpx.post(gemma, headers={"authorization": f"Bearer {alice}"}, timeout=120, json={
-            "inputs": case["prompt"], "parameters": {"max_new_tokens": case["n_predict"], "details": True}})
-        assert r.status_code == 200, r.text
-        ids = [t["id"] for t in r.json()[0]["details"]["tokens"]]
-        assert ids and ids == case["tokens"][: len(ids)], case["prompt"]
-        kw = dict(model="gemma", prompt=case["prompt"], max_tokens=case["n_predict"], temperature=0,
+        if case.get("add_special", True):
+            # Token ids through the TGI route's details (stops at EOS, the reference may not).
+            r = httpx.post(gemma, headers={"authorization": f"Bearer {alice}"}, timeout=120, json={
+                "inputs": case["prompt"], "parameters": {"max_new_tokens": case["n_predict"], "details": True}})
+            assert r.status_code == 200, r.text
+            assert_matches_reference([t["id"] for t in r.json()[0]["details"]["tokens"]], case)
+        # OpenAI completions from the reference's own prompt ids (with or without BOS).
+        kw = dict(model="gemma", prompt=case["prompt_tokens"], max_tokens=case["n_predict"], temperature=0,
                   extra_body={"ignore_eos": True})
         full = oai.completions.create(**kw)
-        assert full.choices[0].text == case["text"], case["prompt"]
         assert full.usage.completion_tokens == case["n_predict"]
+        assert full.usage.prompt_tokens == len(case["prompt_tokens"])
+        if full.choices[0].text != case["text"]:
+            # Where the text differs, the ids must differ only from a near-tie on.
+            r = httpx.post(gemma + "/v1/completions", headers={"authorization": f"Bearer {alice}"},
+                           timeout=120, json={**{k: v for k, v in kw.items() if k != "extra_body"},
+                                              "ignore_eos": True, "logprobs": 1})
+            assert r.status_code == 200, r.text
+            toks = r.json()["choices"][0]["logprobs"]["tokens"]
+            seen, at = "", None
+            for i, t in enumerate(toks):
+                seen += t
+                if not case["text"].startswith(seen):
+                    at = i
+                    break
+            assert at is not None, case["name"]
+            (_, best), (_, second) = case["top2"][at]
+            assert best - second < NEAR_TIE, f"{case['name']}: text differs at token {at} (margin {best - second:.3f})"
         # The prompt as llama.cpp tokenized it (BOS included) is what we bill.
-        if "prompt_tokens" in case:
-            assert full.usage.prompt_tokens == len(case["prompt_tokens"])
         chunks = list(oai.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
-        assert "".join(c.choices[0].text for c in chunks if c.choices) == case["text"]
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == full.choices[0].text
         assert chunks[-1].choices == []
         assert chunks[-1].usage.prompt_tokens == full.usage.prompt_tokens
         assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens

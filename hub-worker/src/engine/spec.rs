@@ -146,10 +146,16 @@ pub fn is_engine_file(path: &str, with_onnx: bool) -> bool {
         | "special_tokens_map.json"
         | "modules.json"
         | "sentence_bert_config.json"
-        | "model.safetensors.index.json" => return true,
+        | "model.safetensors.index.json"
+        | "generation_config.json"
+        | "chat_template.jinja" => return true,
         _ => {}
     }
     if top_level && name.ends_with(".safetensors") {
+        return true;
+    }
+    // A decoder in GGUF (the generation family; multimodal projectors are not served).
+    if top_level && name.ends_with(".gguf") && !name.starts_with("mmproj") {
         return true;
     }
     // sentence-transformers module configs (`1_Pooling/config.json`).

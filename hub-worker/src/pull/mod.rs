@@ -40,7 +40,7 @@ pub enum PullError {
         needed_bytes: u64,
         available_bytes: u64,
     },
-    #[error("no weight files (*.safetensors) in the repo; {0}")]
+    #[error("no weight files (*.safetensors, *.gguf) in the repo; {0}")]
     NothingToServe(String),
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -161,6 +161,11 @@ fn api_error(e: ApiError, repo: &str, what: &str) -> PullError {
     }
 }
 
+/// Files whose bytes count as model weights (for the size check and "nothing to serve").
+fn is_weight_file(path: &str) -> bool {
+    path.ends_with(".safetensors") || path.ends_with(".onnx") || path.ends_with(".gguf")
+}
+
 impl Puller {
     /// A puller for the hub at `hub_url` (no trailing slash needed).
     pub fn new(cache: BlobCache, hub_url: &str) -> Puller {
@@ -273,13 +278,10 @@ impl Puller {
         }
         let weight_bytes: u64 = wanted
             .iter()
-            .filter(|(p, _, _)| p.ends_with(".safetensors") || p.ends_with(".onnx"))
+            .filter(|(p, _, _)| is_weight_file(p))
             .map(|(_, _, s)| *s)
             .sum();
-        if !wanted
-            .iter()
-            .any(|(p, _, _)| p.ends_with(".safetensors") || p.ends_with(".onnx"))
-        {
+        if !wanted.iter().any(|(p, _, _)| is_weight_file(p)) {
             let listed: Vec<&str> = info
                 .siblings
                 .iter()
