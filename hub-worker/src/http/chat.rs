@@ -13,10 +13,9 @@ use super::error::ApiError;
 use super::genparams::{self, OpenAiParams, CHAT_FIELDS, COMMON_FIELDS};
 use super::logprobs;
 use super::openai::type_name;
-use super::openai_error::{error_object, OpenAiError};
+use super::openai_error::OpenAiError;
 use super::sse::{self, Encoder};
 use super::{RawJsonBody, Served};
-use crate::engine::generate::template::ChatTemplate;
 use crate::engine::generate::tools::{self, StreamItem, StreamParser, ToolCall, ToolFormat};
 use crate::engine::generate::{Constraint, GenEvent, Prompt, Usage};
 use crate::engine::EngineError;
@@ -311,16 +310,12 @@ pub async fn chat_completions(
         let only = (!only.is_empty()).then_some(only.as_str());
         params.constraint = Constraint::JsonSchema(tools::forced_call_schema(&tools_json, only));
     }
-    let info = decoder.decoder_info();
-    let source = info
-        .chat_template
-        .clone()
-        .ok_or(EngineError::NoChatTemplate)?;
-    let (bos, eos) = (info.bos_token.clone(), info.eos_token.clone());
+    let model = decoder.clone();
     let tools_raw = tools_setup.raw.clone();
-    // Templates are tenant code: render off the async workers.
+    // Templates are tenant code: compile (once per model) and render off the async
+    // workers, bounded by the template's fuel.
     let (prompt, format) = web::block(move || -> Result<(String, ToolFormat), EngineError> {
-        let t = ChatTemplate::new(&source, bos.as_deref(), eos.as_deref())?;
+        let t = model.chat_template()?;
         let p = t.render(&msgs, tools_raw.as_deref(), true, extra.as_deref())?;
         Ok((p, t.tool_format()))
     })
@@ -590,33 +585,19 @@ impl Encoder for ChatEncoder {
                 true
             }
             GenEvent::Failed(e) => {
-                let e = ApiError::from(e);
-                let code = e.code().1;
-                out.push(sse::data(
-                    &json!({"error": error_object(&e), "error_type": code}),
-                ));
-                let u = self.usage();
-                out.push(sse::usage_comment(u.prompt_tokens, u.completion_tokens));
-                out.push(Bytes::from_static(sse::DONE));
+                sse::openai_failed(e, &self.usage(), out);
                 false
             }
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Bytes>) {
-        let u = self.usage();
-        if self.include_usage {
-            out.push(sse::data(&json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": null,
-                "choices": [],
-                "usage": choices::usage_json(&u),
-            })));
-        }
-        out.push(sse::usage_comment(u.prompt_tokens, u.completion_tokens));
-        out.push(Bytes::from_static(sse::DONE));
+        let head = sse::OpenAiHead {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+        };
+        sse::openai_finish(head, self.include_usage, &self.usage(), out);
     }
 }

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::genparams::{self, OpenAiParams, COMMON_FIELDS, COMPLETION_FIELDS};
 use super::logprobs;
 use super::openai::type_name;
-use super::openai_error::{error_object, OpenAiError};
+use super::openai_error::OpenAiError;
 use super::sse::{self, Encoder};
 use super::{RawJsonBody, Served};
 use crate::engine::generate::{GenEvent, Prompt, Usage};
@@ -224,33 +224,19 @@ impl Encoder for CompletionEncoder {
                 true
             }
             GenEvent::Failed(e) => {
-                let e = ApiError::from(e);
-                let code = e.code().1;
-                out.push(sse::data(
-                    &json!({"error": error_object(&e), "error_type": code}),
-                ));
-                let u = self.usage();
-                out.push(sse::usage_comment(u.prompt_tokens, u.completion_tokens));
-                out.push(Bytes::from_static(sse::DONE));
+                sse::openai_failed(e, &self.usage(), out);
                 false
             }
         }
     }
 
     fn finish(&mut self, out: &mut Vec<Bytes>) {
-        let u = self.usage();
-        if self.include_usage {
-            out.push(sse::data(&json!({
-                "id": self.id,
-                "object": "text_completion",
-                "created": self.created,
-                "model": self.model,
-                "system_fingerprint": null,
-                "choices": [],
-                "usage": choices::usage_json(&u),
-            })));
-        }
-        out.push(sse::usage_comment(u.prompt_tokens, u.completion_tokens));
-        out.push(Bytes::from_static(sse::DONE));
+        let head = sse::OpenAiHead {
+            id: &self.id,
+            object: "text_completion",
+            created: self.created,
+            model: &self.model,
+        };
+        sse::openai_finish(head, self.include_usage, &self.usage(), out);
     }
 }

@@ -44,11 +44,9 @@ use std::sync::{Arc, RwLock};
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-/// Header with the number of input tokens a response cost.
-pub const INPUT_TOKENS_HEADER: &str = "X-Input-Tokens";
-
-/// Header with the number of generated tokens a (non-streamed) response cost.
-pub const OUTPUT_TOKENS_HEADER: &str = "X-Output-Tokens";
+/// The metering headers, declared once with the gateway that reads them
+/// (`hub_types::metering`): prompt tokens, and generated tokens of a non-streamed answer.
+pub use hub_types::metering::{INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER};
 
 /// Who may call `/models/...`.
 #[derive(Debug, Default)]

@@ -8,18 +8,17 @@
 //! actix drops the body, which drops the `GenStream`s, which cancels the sequences in
 //! the engine within a step.
 
+use super::error::ApiError;
+use super::openai_error::error_object;
 use super::INPUT_TOKENS_HEADER;
-use crate::engine::generate::{GenEvent, GenStream};
+use crate::engine::generate::{GenEvent, GenStream, Usage};
+use crate::engine::EngineError;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use futures::stream::{self, BoxStream, SelectAll, Stream, StreamExt};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-
-/// The comment line that carries a streamed request's usage to the hub gateway, which
-/// meters it and strips it before the client sees the stream.
-pub const USAGE_COMMENT: &str = ": paddock-usage ";
 
 /// The last frame of an OpenAI (and TGI-compatible) stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -29,11 +28,52 @@ pub fn data(v: &serde_json::Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
 
-/// The metering comment: `: paddock-usage {"prompt_tokens":N,"completion_tokens":M}`.
+/// The metering comment (`hub_types::metering`, what the gateway strips and meters).
 pub fn usage_comment(prompt_tokens: usize, completion_tokens: usize) -> Bytes {
-    Bytes::from(format!(
-        "{USAGE_COMMENT}{{\"prompt_tokens\":{prompt_tokens},\"completion_tokens\":{completion_tokens}}}\n\n"
+    Bytes::from(hub_types::metering::usage_comment(
+        hub_types::metering::StreamUsage {
+            prompt_tokens: prompt_tokens as u64,
+            completion_tokens: completion_tokens as u64,
+        },
     ))
+}
+
+/// The end of an OpenAI stream whose engine failed: the error event (OpenAI's error
+/// shape), the usage comment for the gateway, `[DONE]`.
+pub fn openai_failed(e: EngineError, u: &Usage, out: &mut Vec<Bytes>) {
+    let e = ApiError::from(e);
+    let code = e.code().1;
+    out.push(data(
+        &serde_json::json!({"error": error_object(&e), "error_type": code}),
+    ));
+    out.push(usage_comment(u.prompt_tokens, u.completion_tokens));
+    out.push(Bytes::from_static(DONE));
+}
+
+/// The end of an OpenAI stream: the usage chunk of `object` (when the client asked for
+/// `include_usage`), the usage comment for the gateway, `[DONE]`.
+pub fn openai_finish(head: OpenAiHead<'_>, include_usage: bool, u: &Usage, out: &mut Vec<Bytes>) {
+    if include_usage {
+        out.push(data(&serde_json::json!({
+            "id": head.id,
+            "object": head.object,
+            "created": head.created,
+            "model": head.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": super::choices::usage_json(u),
+        })));
+    }
+    out.push(usage_comment(u.prompt_tokens, u.completion_tokens));
+    out.push(Bytes::from_static(DONE));
+}
+
+/// What every chunk of one OpenAI stream repeats.
+pub struct OpenAiHead<'a> {
+    pub id: &'a str,
+    pub object: &'static str,
+    pub created: u64,
+    pub model: &'a str,
 }
 
 /// Turns engine events into frames, one protocol per implementation.

@@ -31,7 +31,8 @@ pub mod tools;
 
 use super::error::EngineError;
 use super::model::ModelInfo;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use template::ChatTemplate;
 
 /// What a loaded decoder is, for `/v1/models`, chat templates and limits.
 #[derive(Debug, Clone)]
@@ -278,6 +279,8 @@ pub trait Generator: Send + Sync {
 pub struct DecoderModel {
     info: Arc<ModelInfo>,
     engine: Arc<dyn Generator>,
+    /// The chat template, compiled on first use (once per loaded model).
+    template: Arc<OnceLock<Result<Arc<ChatTemplate>, EngineError>>>,
 }
 
 impl DecoderModel {
@@ -286,7 +289,25 @@ impl DecoderModel {
         DecoderModel {
             info: Arc::new(info),
             engine,
+            template: Arc::default(),
         }
+    }
+
+    /// The model's chat template, compiled once ([`EngineError::NoChatTemplate`] when it
+    /// has none, [`EngineError::Template`] when it does not compile). Blocking on first
+    /// use: call it off the async workers.
+    pub fn chat_template(&self) -> Result<Arc<ChatTemplate>, EngineError> {
+        self.template
+            .get_or_init(|| {
+                let info = self.engine.info();
+                let source = info
+                    .chat_template
+                    .as_deref()
+                    .ok_or(EngineError::NoChatTemplate)?;
+                ChatTemplate::new(source, info.bos_token.as_deref(), info.eos_token.as_deref())
+                    .map(Arc::new)
+            })
+            .clone()
     }
 
     pub fn info(&self) -> &ModelInfo {

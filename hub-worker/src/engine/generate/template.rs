@@ -35,6 +35,16 @@ use std::fmt::Write as _;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Largest chat template accepted (the repo's bytes: tenant input). Real templates are
+/// a few KiB; the largest known ones are under 64 KiB.
+pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
+
+/// Instructions one render may execute. A chat template is tenant code run on every
+/// chat request: a loop that never ends (or runs 10^8 times) is stopped here instead of
+/// holding a blocking thread. Llama 3.1's template with 100 messages and 20 tools runs
+/// well under a hundredth of this.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -58,7 +68,14 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<ChatTemplate, EngineError> {
+        if source.len() > MAX_TEMPLATE_BYTES {
+            return Err(EngineError::Template(format!(
+                "the chat template is {} bytes; at most {MAX_TEMPLATE_BYTES} are accepted",
+                source.len()
+            )));
+        }
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_syntax(
             SyntaxConfig::builder()
                 .trim_blocks(true)
@@ -401,6 +418,11 @@ fn normalize_messages(messages: &Value) -> Result<Value, EngineError> {
 /// The message of a failed compile or render: `raise_exception`'s own text as is, any
 /// other error with its location.
 fn error_message(e: &Error) -> String {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return format!(
+            "the chat template ran too long (over {TEMPLATE_FUEL} steps for one render)"
+        );
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(raised) = err.downcast_ref::<Raised>() {
@@ -1086,6 +1108,36 @@ mod tests {
 
     fn render(source: &str, messages: &str) -> Result<String, EngineError> {
         ChatTemplate::new(source, Some("<s>"), Some("</s>"))?.render(messages, None, false, None)
+    }
+
+    #[test]
+    fn hostile_templates_are_bounded() {
+        // A render that would run 10^8 loop steps stops on fuel, quickly, with a reason.
+        let t = ChatTemplate::new(
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+            None,
+            None,
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = t.render("[]", None, true, None).unwrap_err();
+        assert_eq!(
+            err,
+            EngineError::Template(format!(
+                "the chat template ran too long (over {TEMPLATE_FUEL} steps for one render)"
+            ))
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // The same template renders again (fuel is per render).
+        assert!(t.render("[]", None, true, None).is_err());
+
+        let huge = "x".repeat(MAX_TEMPLATE_BYTES + 1);
+        let err = ChatTemplate::new(&huge, None, None).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Template(m) if m.contains("at most 1048576")),
+            "{err:?}"
+        );
+        // Legitimate templates are far inside the budget: the Llama 3.1 golden set renders.
     }
 
     #[test]
