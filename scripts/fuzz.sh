@@ -22,7 +22,8 @@ SECS=${1:-60}
 shift || true
 TARGETS=("$@")
 if [[ ${#TARGETS[@]} -eq 0 ]]; then
-  TARGETS=(safetensors gguf ndjson lfs_batch gitattributes gitignore card markdown repo_path names)
+  TARGETS=(safetensors gguf ndjson lfs_batch gitattributes gitignore card markdown repo_path names
+    chat_template tool_calls forced_schema)
 fi
 NICE=${FUZZ_NICE:-19}
 HOST=$(rustc -vV | sed -n 's/^host: //p')

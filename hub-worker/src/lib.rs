@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod fixtures;
+pub mod fuzzing;
 pub mod host;
 pub mod http;
 pub mod pull;

@@ -283,7 +283,7 @@ pub async fn chat_completions(
     genparams::check_fields(obj, &[COMMON_FIELDS, CHAT_FIELDS], true)?;
     let decoder = choices::decoder(&served.model, "text-generation")?.clone();
     let raw = genparams::raw_fields(&body.text);
-    let params = genparams::openai(obj, true)?;
+    let params = genparams::openai(obj, &raw, true)?;
     let msgs = messages(obj.get("messages"), raw.get("messages").copied())?;
     let tools_setup = tool_setup(obj, raw.get("tools").copied())?;
     let extra = match obj.get("chat_template_kwargs").filter(|v| !v.is_null()) {
@@ -306,9 +306,12 @@ pub async fn chat_completions(
             )
             .into());
         }
-        let tools_json = obj.get("tools").cloned().unwrap_or(Value::Null);
+        // The tools as sent: each tool's parameters keep the client's property order.
+        let tools_raw = raw.get("tools").copied().unwrap_or("[]");
         let only = (!only.is_empty()).then_some(only.as_str());
-        params.constraint = Constraint::JsonSchema(tools::forced_call_schema(&tools_json, only));
+        let schema = tools::forced_call_schema(tools_raw, only)
+            .ok_or_else(|| invalid("tool_choice", "no tool in tools can be called"))?;
+        params.constraint = Constraint::JsonSchema(schema);
     }
     let model = decoder.clone();
     let tools_raw = tools_setup.raw.clone();

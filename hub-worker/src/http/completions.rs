@@ -78,7 +78,7 @@ pub async fn completions(
     let obj = genparams::object(&body.value)?;
     genparams::check_fields(obj, &[COMMON_FIELDS, COMPLETION_FIELDS], true)?;
     let decoder = choices::decoder(&served.model, "text-generation")?.clone();
-    let params = genparams::openai(obj, false)?;
+    let params = genparams::openai(obj, &genparams::raw_fields(&body.text), false)?;
     let req = params.request(prompt(obj.get("prompt"))?);
     let streams = choices::submit(&decoder, &req, params.n)?;
     let prompt_tokens = streams.first().map(|s| s.prompt_tokens).unwrap_or(0);

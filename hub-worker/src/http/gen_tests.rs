@@ -675,29 +675,48 @@ fn raw_fields_keep_the_text_of_each_field() {
 fn response_formats_map_to_constraints() {
     use super::genparams::response_format;
     use crate::engine::generate::Constraint;
-    assert_eq!(response_format(None).unwrap(), Constraint::None);
+    let rf = |raw: &str| {
+        let v: Value = serde_json::from_str(raw).unwrap();
+        response_format(Some(&v), Some(raw))
+    };
+    assert_eq!(response_format(None, None).unwrap(), Constraint::None);
+    assert_eq!(rf(r#"{"type": "text"}"#).unwrap(), Constraint::None);
     assert_eq!(
-        response_format(Some(&json!({"type": "text"}))).unwrap(),
-        Constraint::None
-    );
-    assert_eq!(
-        response_format(Some(&json!({"type": "json_object"}))).unwrap(),
+        rf(r#"{"type": "json_object"}"#).unwrap(),
         Constraint::JsonObject
     );
-    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    // The schema is passed on as the client wrote it: properties in declared order.
+    let schema = r#"{"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}"#;
     assert_eq!(
-        response_format(Some(
-            &json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+        rf(&format!(
+            r#"{{"type": "json_schema", "json_schema": {{"name": "x", "schema": {schema}}}}}"#
         ))
         .unwrap(),
-        Constraint::JsonSchema(schema.clone())
+        Constraint::JsonSchema(schema.to_string())
     );
     // huggingface_hub's chat_completion sends TGI's shape.
     assert_eq!(
-        response_format(Some(&json!({"type": "json_object", "value": schema}))).unwrap(),
-        Constraint::JsonSchema(schema)
+        rf(&format!(r#"{{"type": "json_object", "value": {schema}}}"#)).unwrap(),
+        Constraint::JsonSchema(schema.to_string())
     );
-    assert!(response_format(Some(&json!({"type": "json_schema"}))).is_err());
+    assert!(rf(r#"{"type": "json_schema"}"#).is_err());
+    assert!(rf(r#"{"type": "json_schema", "json_schema": {"schema": 3}}"#).is_err());
+    // Without the raw text (TGI's parsed parameters) the parsed schema is used.
+    let v = json!({"type": "json", "value": {"type": "object"}});
+    assert_eq!(
+        response_format(Some(&v), None).unwrap(),
+        Constraint::JsonSchema(r#"{"type":"object"}"#.to_string())
+    );
+}
+
+#[::core::prelude::v1::test]
+fn raw_at_follows_object_keys() {
+    use super::genparams::raw_at;
+    let raw = r#"{"a": {"b": {"z": 1, "y": [2]}}, "a2": 3, "a": {"b": {"last": true}}}"#;
+    assert_eq!(raw_at(raw, &["a", "b"]), Some(r#"{"last": true}"#));
+    assert_eq!(raw_at(raw, &["a2"]), Some("3"));
+    assert_eq!(raw_at(raw, &["a2", "x"]), None);
+    assert_eq!(raw_at(raw, &["nope"]), None);
 }
 
 #[::core::prelude::v1::test]
@@ -705,7 +724,7 @@ fn openai_parameters_map_to_the_request() {
     let body = json!({"max_tokens": 5, "max_completion_tokens": 9, "temperature": 0.5, "top_p": 0.9,
                       "top_k": -1, "min_p": 0.05, "seed": -1, "stop": "END",
                       "presence_penalty": 1.5, "frequency_penalty": -1.0, "n": 3});
-    let p = super::genparams::openai(body.as_object().unwrap(), true).unwrap();
+    let p = super::genparams::openai(body.as_object().unwrap(), &Default::default(), true).unwrap();
     assert_eq!(p.max_tokens, Some(9));
     assert_eq!(p.n, 3);
     assert_eq!(p.stop, vec!["END".to_string()]);
@@ -717,12 +736,20 @@ fn openai_parameters_map_to_the_request() {
     assert_eq!(p.sampling.presence_penalty, 1.5);
     assert_eq!(p.sampling.frequency_penalty, -1.0);
     assert_eq!(p.logprobs, None);
-    let err = super::genparams::openai(json!({"top_logprobs": 2}).as_object().unwrap(), true)
-        .unwrap_err();
+    let err = super::genparams::openai(
+        json!({"top_logprobs": 2}).as_object().unwrap(),
+        &Default::default(),
+        true,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("top_logprobs"), "{err}");
     let many = vec!["a"; 17];
-    let err =
-        super::genparams::openai(json!({"stop": many}).as_object().unwrap(), true).unwrap_err();
+    let err = super::genparams::openai(
+        json!({"stop": many}).as_object().unwrap(),
+        &Default::default(),
+        true,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("at most 16"), "{err}");
 }
 

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::openai::type_name;
 use crate::engine::generate::{Constraint, GenerateRequest, Prompt, SamplingParams};
 use crate::engine::EngineError;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -213,7 +214,11 @@ fn stop(obj: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, Api
 
 /// `response_format` (OpenAI's `text` / `json_object` / `json_schema`, and TGI's
 /// `{"type": "json_object"|"json", "value": schema}` that `huggingface_hub` sends).
-pub fn response_format(v: Option<&Value>) -> Result<Constraint, ApiError> {
+///
+/// `raw` is the request's text of the same value: the schema is taken from it as sent, so
+/// its properties keep the client's order (a grammar generates them in schema order).
+/// Without it (TGI's `parameters` arrive parsed) the schema is re-serialized, keys sorted.
+pub fn response_format(v: Option<&Value>, raw: Option<&str>) -> Result<Constraint, ApiError> {
     const NAME: &str = "response_format";
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(Constraint::None);
@@ -224,9 +229,12 @@ pub fn response_format(v: Option<&Value>) -> Result<Constraint, ApiError> {
             "must be an object with \"type\": text, json_object or json_schema",
         )
     })?;
-    let schema = |s: &Value| -> Result<Constraint, ApiError> {
+    let schema = |s: &Value, path: &[&str]| -> Result<Constraint, ApiError> {
         if s.is_object() || s.is_boolean() {
-            Ok(Constraint::JsonSchema(s.clone()))
+            let text = raw.and_then(|r| raw_at(r, path));
+            Ok(Constraint::JsonSchema(
+                text.map_or_else(|| s.to_string(), str::to_owned),
+            ))
         } else {
             Err(invalid(
                 NAME,
@@ -237,12 +245,12 @@ pub fn response_format(v: Option<&Value>) -> Result<Constraint, ApiError> {
     match ty {
         "text" => Ok(Constraint::None),
         "json_object" | "json" => match v.get("value").filter(|s| !s.is_null()) {
-            Some(s) => schema(s),
+            Some(s) => schema(s, &["value"]),
             None if ty == "json_object" => Ok(Constraint::JsonObject),
             None => Err(invalid(NAME, "type \"json\" needs a \"value\" schema")),
         },
         "json_schema" => match v.get("json_schema").and_then(|j| j.get("schema")) {
-            Some(s) => schema(s),
+            Some(s) => schema(s, &["json_schema", "schema"]),
             None => Err(invalid(
                 NAME,
                 "type \"json_schema\" needs \"json_schema\": {\"name\", \"schema\"}",
@@ -286,8 +294,13 @@ impl OpenAiParams {
 }
 
 /// Reads the OpenAI parameters of a chat (`chat = true`) or completions request; the
-/// caller has already checked the field names.
-pub fn openai(obj: &Map<String, Value>, chat: bool) -> Result<OpenAiParams, ApiError> {
+/// caller has already checked the field names. `raw`: the text of each field
+/// ([`raw_fields`] of the body).
+pub fn openai(
+    obj: &Map<String, Value>,
+    raw: &HashMap<String, &str>,
+    chat: bool,
+) -> Result<OpenAiParams, ApiError> {
     let stream = boolean(obj, "stream")?.unwrap_or(false);
     let include_usage = match get(obj, "stream_options") {
         None => false,
@@ -391,7 +404,10 @@ pub fn openai(obj: &Map<String, Value>, chat: bool) -> Result<OpenAiParams, ApiE
         max_tokens,
         stop: stop(obj, "stop")?,
         sampling,
-        constraint: response_format(obj.get("response_format"))?,
+        constraint: response_format(
+            obj.get("response_format"),
+            raw.get("response_format").copied(),
+        )?,
         logprobs,
         ignore_eos: boolean(obj, "ignore_eos")?.unwrap_or(false),
     })
@@ -506,7 +522,7 @@ pub fn tgi(params: Option<&Value>) -> Result<TgiParams, ApiError> {
     let constraint = match get(obj, "grammar") {
         None => Constraint::None,
         Some(g) => match g.get("type").and_then(Value::as_str) {
-            Some("json" | "json_object") => response_format(Some(g)).map_err(|_| {
+            Some("json" | "json_object") => response_format(Some(g), None).map_err(|_| {
                 invalid(
                     "grammar",
                     "type \"json\" needs a \"value\" JSON schema object",
@@ -535,87 +551,18 @@ pub fn tgi(params: Option<&Value>) -> Result<TgiParams, ApiError> {
 }
 
 /// The raw text of each top-level field of a JSON object (`body` must be valid JSON, as
-/// the parsed body proves). Chat templates get `messages` and `tools` as sent: the parsed
-/// `Value` sorts object keys, which would reorder a tool's parameters in the prompt.
+/// the parsed body proves; a repeated key keeps its last value, as the parsed `Value`
+/// does). Chat templates get `messages` and `tools` as sent, and grammars get schemas as
+/// sent: the parsed `Value` sorts object keys, which would reorder a tool's parameters in
+/// the prompt and a schema's properties in the output.
 pub fn raw_fields(body: &str) -> HashMap<String, &str> {
-    let b = body.as_bytes();
-    let mut out = HashMap::new();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return out;
-    }
-    i += 1;
-    loop {
-        i = skip_ws(b, i);
-        if b.get(i) != Some(&b'"') {
-            return out;
-        }
-        let key_end = skip_string(b, i);
-        let key: Option<String> = serde_json::from_str(&body[i..key_end]).ok();
-        i = skip_ws(b, key_end);
-        if b.get(i) != Some(&b':') {
-            return out;
-        }
-        let start = skip_ws(b, i + 1);
-        let end = skip_value(b, start);
-        if let Some(key) = key {
-            out.insert(key, &body[start..end]);
-        }
-        i = skip_ws(b, end);
-        match b.get(i) {
-            Some(b',') => i += 1,
-            _ => return out,
-        }
-    }
+    serde_json::from_str::<HashMap<String, &RawValue>>(body)
+        .map(|m| m.into_iter().map(|(k, v)| (k, v.get())).collect())
+        .unwrap_or_default()
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
-        i += 1;
-    }
-    i
-}
-
-/// `b[i]` is `"`: the index after the closing quote.
-fn skip_string(b: &[u8], mut i: usize) -> usize {
-    i += 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
-    }
-    b.len()
-}
-
-/// The index after the value starting at `i`.
-fn skip_value(b: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i = skip_string(b, i);
-                if depth == 0 {
-                    return i;
-                }
-                continue;
-            }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
-                if depth == 0 {
-                    return i;
-                }
-                depth -= 1;
-                if depth == 0 {
-                    return i + 1;
-                }
-            }
-            b',' if depth == 0 => return i,
-            b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => return i,
-            _ => {}
-        }
-        i += 1;
-    }
-    b.len()
+/// The raw text of the value at `path` (object keys) inside the JSON text `raw`.
+pub fn raw_at<'a>(raw: &'a str, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(raw, |text, key| raw_fields(text).get(*key).copied())
 }

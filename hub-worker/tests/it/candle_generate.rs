@@ -331,7 +331,7 @@ async fn candle_refuses_constraints() {
     let model = load("llama").await;
     for constraint in [
         Constraint::JsonObject,
-        Constraint::JsonSchema(serde_json::json!({"type": "object"})),
+        Constraint::JsonSchema(r#"{"type": "object"}"#.into()),
         Constraint::Grammar("root ::= \"a\"".into()),
     ] {
         let mut req = greedy("Hello world");

@@ -374,8 +374,9 @@ async fn constraints_stops_limits_and_logprobs() {
     };
     let model = load(&dir, cfg(4)).await;
 
-    // A JSON schema: the sampled text is JSON that validates.
-    let schema = serde_json::json!({
+    // A JSON schema: the sampled text is JSON that validates, its keys in the order the
+    // schema declares them (city, population, capital: not alphabetical).
+    let schema = r#"{
         "type": "object",
         "properties": {
             "city": {"type": "string", "maxLength": 24},
@@ -384,7 +385,8 @@ async fn constraints_stops_limits_and_logprobs() {
         },
         "required": ["city", "population", "capital"],
         "additionalProperties": false
-    });
+    }"#
+    .to_string();
     let mut req = greedy("A JSON record about Paris, the capital of France:\n", 120);
     req.constraint = Constraint::JsonSchema(schema);
     let out = run(&model, req).await;
@@ -393,6 +395,12 @@ async fn constraints_stops_limits_and_logprobs() {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", out.text));
     let obj = v.as_object().expect("an object");
     assert_eq!(obj.len(), 3, "{v}");
+    let at = |k: &str| out.text.find(&format!("\"{k}\"")).expect("key");
+    assert!(
+        at("city") < at("population") && at("population") < at("capital"),
+        "keys out of the schema's order: {}",
+        out.text
+    );
     assert!(
         obj["city"]
             .as_str()
@@ -419,8 +427,7 @@ async fn constraints_stops_limits_and_logprobs() {
     bad.constraint = Constraint::Grammar("root ::= (".into());
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
     let mut bad = greedy("x", 4);
-    bad.constraint =
-        Constraint::JsonSchema(serde_json::json!({"type": "object", "$ref": "#/nowhere"}));
+    bad.constraint = Constraint::JsonSchema(r##"{"type": "object", "$ref": "#/nowhere"}"##.into());
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
 
     // max_tokens: finish length, every token counted.

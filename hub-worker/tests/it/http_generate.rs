@@ -398,3 +398,85 @@ async fn a_client_that_hangs_up_frees_its_slot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Posts `body` exactly as written (key order included; `set_json` would sort it).
+async fn post_text(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+    uri: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let req = test::TestRequest::post()
+        .uri(uri)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_string())
+        .to_request();
+    let resp = test::call_service(app, req).await;
+    let status = resp.status();
+    let bytes = test::read_body(resp).await;
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The positions of `keys` (as JSON object keys) in `text`, asserting each is there.
+fn key_positions(text: &str, keys: &[&str]) -> Vec<usize> {
+    keys.iter()
+        .map(|k| {
+            text.find(&format!("\"{k}\""))
+                .unwrap_or_else(|| panic!("no key {k:?} in {text}"))
+        })
+        .collect()
+}
+
+/// A grammar generates an object's properties in the order its schema declares them, so
+/// the schema must reach llama.cpp as the client wrote it: properties declared name, age,
+/// city (not alphabetical) come out name, age, city, for `response_format` json_schema
+/// and for the arguments of a forced tool call.
+#[actix_web::test]
+async fn structured_output_keeps_the_declared_property_order() {
+    let Some(gguf) = gemma_gguf("structured_output_keeps_the_declared_property_order") else {
+        return;
+    };
+    let app = app!(state(&gguf).await);
+    let schema = r#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "city": {"type": "string", "maxLength": 12}},
+        "required": ["name", "age", "city"], "additionalProperties": false}"#;
+    let body = format!(
+        r#"{{"messages": [{{"role": "user", "content": "Invent a person as JSON."}}],
+            "max_tokens": 80, "temperature": 0,
+            "response_format": {{"type": "json_schema", "json_schema": {{"name": "p", "schema": {schema}}}}}}}"#
+    );
+    let (status, text) = post_text(&app, "/models/gemma/v1/chat/completions", &body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    let obj: Value = serde_json::from_str(content).unwrap();
+    assert!(obj["name"].is_string() && obj["age"].is_i64() && obj["city"].is_string());
+    let at = key_positions(content, &["name", "age", "city"]);
+    assert!(
+        at[0] < at[1] && at[1] < at[2],
+        "keys out of declared order: {content}"
+    );
+
+    let body = format!(
+        r#"{{"messages": [{{"role": "user", "content": "Register Ann, 31, from Oslo."}}],
+            "tools": [{{"type": "function", "function": {{"name": "register", "parameters": {schema}}}}}],
+            "tool_choice": "required", "max_tokens": 80, "temperature": 0}}"#
+    );
+    let (status, text) = post_text(&app, "/models/gemma/v1/chat/completions", &body).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "register");
+    let args = call["arguments"].as_str().unwrap();
+    let at = key_positions(args, &["name", "age", "city"]);
+    assert!(
+        at[0] < at[1] && at[1] < at[2],
+        "arguments out of declared order: {args}"
+    );
+}

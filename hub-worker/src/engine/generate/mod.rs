@@ -135,8 +135,11 @@ pub enum Constraint {
     /// Any JSON object (`response_format: {"type": "json_object"}`).
     JsonObject,
     /// JSON valid against this JSON Schema (`response_format: json_schema`, tools with
-    /// `tool_choice: required` or a named function).
-    JsonSchema(serde_json::Value),
+    /// `tool_choice: required` or a named function), as JSON text in the client's key
+    /// order: the grammar generates an object's properties in the order the schema
+    /// declares them, so the schema is never round-tripped through a key-sorting
+    /// `serde_json::Value`.
+    JsonSchema(String),
     /// A GBNF grammar with root rule `root`.
     Grammar(String),
 }

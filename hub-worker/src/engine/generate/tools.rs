@@ -27,6 +27,8 @@ use super::template::{parse_json, parse_json_prefix, write_json, JsonStyle};
 use minijinja::value::ValueKind;
 use minijinja::Value;
 use rand::distr::{Alphanumeric, SampleString};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
 
 /// How a model writes tool calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,14 +628,36 @@ impl<'a> PyParser<'a> {
 
 /// The JSON Schema a forced call must match: `{"name": <const>, "arguments": <that tool's
 /// parameters>}`, one branch per tool under `anyOf` (just the branch when `only` names one
-/// tool, or when there is one tool). `tools_json` is the request's `tools` array
-/// (OpenAI shape `{"type": "function", "function": {"name", "parameters"}}`; a bare
-/// `{"name", "parameters"}` is accepted too). A tool without `parameters` takes any object.
-pub fn forced_call_schema(tools_json: &serde_json::Value, only: Option<&str>) -> serde_json::Value {
+/// tool, or when there is one tool). `tools` is the request's `tools` array as the client
+/// sent it (OpenAI shape `{"type": "function", "function": {"name", "parameters"}}`; a
+/// bare `{"name", "parameters"}` is accepted too). A tool without `parameters` takes any
+/// object.
+///
+/// The schema is built as text around each tool's `parameters` text, untouched: the
+/// grammar generates properties in schema order, so the arguments come out in the order
+/// the client declared them (and `name` before `arguments`). `None`: `tools` is not an
+/// array, or no tool matches.
+pub fn forced_call_schema(tools: &str, only: Option<&str>) -> Option<String> {
+    fn object(raw: &RawValue) -> Option<HashMap<String, &RawValue>> {
+        serde_json::from_str(raw.get()).ok()
+    }
+    let list: Vec<&RawValue> = serde_json::from_str(tools).ok()?;
     let mut branches = Vec::new();
-    for tool in tools_json.as_array().into_iter().flatten() {
-        let function = tool.get("function").unwrap_or(tool);
-        let Some(name) = function.get("name").and_then(|n| n.as_str()) else {
+    for tool in list {
+        let Some(tool) = object(tool) else {
+            continue;
+        };
+        let function = match tool.get("function") {
+            Some(f) => match object(f) {
+                Some(f) => f,
+                None => continue,
+            },
+            None => tool,
+        };
+        let Some(name) = function
+            .get("name")
+            .and_then(|n| serde_json::from_str::<String>(n.get()).ok())
+        else {
             continue;
         };
         if only.is_some_and(|o| o != name) {
@@ -641,22 +665,18 @@ pub fn forced_call_schema(tools_json: &serde_json::Value, only: Option<&str>) ->
         }
         let parameters = function
             .get("parameters")
-            .filter(|p| p.is_object())
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({"type": "object"}));
-        branches.push(serde_json::json!({
-            "type": "object",
-            "properties": {
-                "name": {"const": name},
-                "arguments": parameters,
-            },
-            "required": ["name", "arguments"],
-            "additionalProperties": false,
-        }));
+            .map(|p| p.get())
+            .filter(|p| p.starts_with('{'))
+            .unwrap_or(r#"{"type": "object"}"#);
+        let name = serde_json::to_string(&name).ok()?;
+        branches.push(format!(
+            r#"{{"type": "object", "properties": {{"name": {{"const": {name}}}, "arguments": {parameters}}}, "required": ["name", "arguments"], "additionalProperties": false}}"#
+        ));
     }
     match branches.len() {
-        1 => branches.pop().unwrap_or_default(),
-        _ => serde_json::json!({ "anyOf": branches }),
+        0 => None,
+        1 => branches.pop(),
+        _ => Some(format!(r#"{{"anyOf": [{}]}}"#, branches.join(", "))),
     }
 }
 
@@ -900,11 +920,12 @@ mod tests {
 
     #[test]
     fn forced_schema_and_parse() {
-        let tools = serde_json::json!([
+        let tools = r#"[
             {"type": "function", "function": {"name": "a", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}},
             {"type": "function", "function": {"name": "b"}}
-        ]);
-        let all = forced_call_schema(&tools, None);
+        ]"#;
+        let all: serde_json::Value =
+            serde_json::from_str(&forced_call_schema(tools, None).unwrap()).unwrap();
         let branches = all["anyOf"].as_array().unwrap();
         assert_eq!(branches.len(), 2);
         assert_eq!(branches[0]["properties"]["name"]["const"], "a");
@@ -913,9 +934,12 @@ mod tests {
             branches[1]["properties"]["arguments"],
             serde_json::json!({"type": "object"})
         );
-        let one = forced_call_schema(&tools, Some("b"));
+        let one: serde_json::Value =
+            serde_json::from_str(&forced_call_schema(tools, Some("b")).unwrap()).unwrap();
         assert_eq!(one["properties"]["name"]["const"], "b");
         assert_eq!(one["required"], serde_json::json!(["name", "arguments"]));
+        assert_eq!(forced_call_schema(tools, Some("c")), None);
+        assert_eq!(forced_call_schema("{}", None), None);
 
         let call = parse_forced(" {\"name\": \"a\", \"arguments\": {\"x\": 3, \"w\": [\"é\"]}}\n")
             .unwrap();
@@ -927,5 +951,30 @@ mod tests {
         assert_eq!((call.name.as_str(), call.arguments.as_str()), ("b", "{}"));
         assert!(parse_forced("{\"name\": \"a\", \"arguments\": [").is_none());
         assert!(parse_forced("{\"arguments\": {}}").is_none());
+    }
+
+    /// The schema embeds each tool's parameters as the client wrote them: declared
+    /// property order (not alphabetical), `name` before `arguments`, and a name that
+    /// needs escaping escaped.
+    #[test]
+    fn forced_schema_keeps_declared_order() {
+        let tools = r#"[{"type": "function", "function": {"name": "add\"person",
+            "parameters": {"type": "object", "properties": {"name": {"type": "string"},
+            "age": {"type": "integer"}, "city": {"type": "string"}},
+            "required": ["name", "age", "city"]}}}]"#;
+        let schema = forced_call_schema(tools, None).unwrap();
+        let at = |needle: &str| {
+            schema
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {schema}"))
+        };
+        assert!(at(r#""name": {"const""#) < at(r#""arguments""#), "{schema}");
+        assert!(at(r#""name": {"type""#) < at(r#""age""#), "{schema}");
+        assert!(at(r#""age""#) < at(r#""city""#), "{schema}");
+        let v: serde_json::Value = serde_json::from_str(&schema).unwrap();
+        assert_eq!(v["properties"]["name"]["const"], "add\"person");
+        // A bare {name, parameters} tool is read too.
+        let bare = forced_call_schema(r#"[{"name": "f", "parameters": {"type": "object"}}]"#, None);
+        assert!(bare.unwrap().contains(r#""const": "f""#));
     }
 }

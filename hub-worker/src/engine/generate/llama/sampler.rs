@@ -38,13 +38,12 @@ impl Sampling {
             Constraint::None => None,
             Constraint::JsonObject => Some(grammar(model, JSON_GBNF)?),
             Constraint::JsonSchema(schema) => {
-                let gbnf =
-                    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
-                        EngineError::Grammar(format!(
-                            "the JSON schema cannot be turned into a grammar ({e}); \
+                let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+                    EngineError::Grammar(format!(
+                        "the JSON schema cannot be turned into a grammar ({e}); \
                              check that it is a valid JSON Schema"
-                        ))
-                    })?;
+                    ))
+                })?;
                 Some(grammar(model, &gbnf)?)
             }
             Constraint::Grammar(gbnf) => Some(grammar(model, gbnf)?),
