@@ -805,3 +805,69 @@ async fn tool_choice_is_validated() {
         assert!(text.contains(want), "{text}");
     }
 }
+
+/// The request's key order reaches the template and the engine untouched: tools render
+/// with their keys as declared (transformers' `tojson` keeps insertion order), and the
+/// forced call's schema (and a `response_format` schema) lists properties as declared.
+#[actix_web::test]
+async fn declared_key_order_reaches_the_template_and_the_grammar() {
+    let template = "{% for m in messages %}{{ m.content }}{% endfor %}|{{ tools | tojson }}|";
+    let s = setup(r#"{"name": "f", "arguments": {}}"#, 0, Some(template));
+    let app = app!(s.state);
+    let tools = r#"[{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "city": {"type": "string"}}}}}]"#;
+    let post_text = |body: String| {
+        test::TestRequest::post()
+            .uri("/models/gen/v1/chat/completions")
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body)
+            .to_request()
+    };
+    let body = format!(
+        r#"{{"messages": [{{"role": "user", "content": "hi"}}], "tools": {tools}, "tool_choice": "auto"}}"#
+    );
+    let resp = test::call_service(&app, post_text(body)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let in_order = |text: &str, keys: &[&str]| {
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                text.find(&format!("\"{k}\""))
+                    .unwrap_or_else(|| panic!("{k} in {text}"))
+            })
+            .collect();
+        at.windows(2).all(|w| w[0] < w[1])
+    };
+    let prompt = match &s.fake.requests.lock().unwrap()[0].prompt {
+        Prompt::Text { text, .. } => text.clone(),
+        p => panic!("{p:?}"),
+    };
+    assert!(in_order(&prompt, &["type", "function"]), "{prompt}");
+    assert!(in_order(&prompt, &["name", "age", "city"]), "{prompt}");
+
+    let body = format!(
+        r#"{{"messages": [{{"role": "user", "content": "hi"}}], "tools": {tools}, "tool_choice": "required"}}"#
+    );
+    let resp = test::call_service(&app, post_text(body)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let schema = match &s.fake.requests.lock().unwrap()[1].constraint {
+        crate::engine::generate::Constraint::JsonSchema(schema) => schema.clone(),
+        c => panic!("{c:?}"),
+    };
+    // `name` before `arguments`, then the tool's properties as declared.
+    assert!(
+        in_order(&schema, &["name", "arguments", "age", "city"]),
+        "{schema}"
+    );
+
+    let body = r#"{"messages": [{"role": "user", "content": "hi"}], "response_format":
+        {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object",
+        "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}}}}}}"#;
+    let resp = test::call_service(&app, post_text(body.to_string())).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let schema = match &s.fake.requests.lock().unwrap()[2].constraint {
+        crate::engine::generate::Constraint::JsonSchema(schema) => schema.clone(),
+        c => panic!("{c:?}"),
+    };
+    assert!(in_order(&schema, &["zeta", "alpha"]), "{schema}");
+}
