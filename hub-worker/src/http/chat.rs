@@ -318,7 +318,7 @@ pub async fn chat_completions(
     // Templates are tenant code: compile (once per model) and render off the async
     // workers, bounded by the template's fuel.
     let (prompt, format) = web::block(move || -> Result<(String, ToolFormat), EngineError> {
-        let t = model.chat_template()?;
+        let t = model.chat_template(tools_raw.is_some())?;
         let p = t.render(&msgs, tools_raw.as_deref(), true, extra.as_deref())?;
         Ok((p, t.tool_format()))
     })

@@ -145,6 +145,16 @@ struct Setup {
 }
 
 fn setup(output: &str, delay_ms: u64, template: Option<&str>) -> Setup {
+    setup_templates(output, delay_ms, template, None)
+}
+
+/// [`setup`] with a `tool_use` template too.
+fn setup_templates(
+    output: &str,
+    delay_ms: u64,
+    template: Option<&str>,
+    tool_use: Option<&str>,
+) -> Setup {
     let fake = Arc::new(Fake {
         info: DecoderInfo {
             architecture: "fake".into(),
@@ -154,6 +164,7 @@ fn setup(output: &str, delay_ms: u64, template: Option<&str>) -> Setup {
             slots: 2,
             vocab_size: 1000,
             chat_template: template.map(str::to_string),
+            tool_use_template: tool_use.map(str::to_string),
             bos_token: Some("<bos>".into()),
             eos_token: Some("<eos>".into()),
         },
@@ -870,4 +881,57 @@ async fn declared_key_order_reaches_the_template_and_the_grammar() {
         c => panic!("{c:?}"),
     };
     assert!(in_order(&schema, &["zeta", "alpha"]), "{schema}");
+}
+
+/// A repo with named templates: requests with tools render `tool_use`, requests without
+/// render `default`, and without a `default` a plain request has no template (400).
+#[actix_web::test]
+async fn the_tool_use_template_renders_requests_with_tools() {
+    let s = setup_templates(
+        "ok",
+        0,
+        Some("DEFAULT"),
+        Some("TOOL_USE {{ tools | length }}"),
+    );
+    let app = app!(s.state);
+    let messages = json!([{"role": "user", "content": "hi"}]);
+    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+    for body in [
+        json!({"messages": messages}),
+        json!({"messages": messages, "tools": tools}),
+        json!({"messages": messages, "tools": tools, "tool_choice": "none"}),
+    ] {
+        let (status, _, text) = post(&app, "/models/gen/v1/chat/completions", body).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    let prompts: Vec<String> = s
+        .fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| match &r.prompt {
+            Prompt::Text { text, .. } => text.clone(),
+            p => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(prompts, ["DEFAULT", "TOOL_USE 1", "DEFAULT"]);
+
+    let s = setup_templates("ok", 0, None, Some("TOOL_USE"));
+    let app = app!(s.state);
+    let (status, _, text) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": messages}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("no_chat_template"), "{text}");
+    let (status, _, text) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": messages, "tools": tools}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
 }

@@ -16,6 +16,7 @@
 //! only on GGUF models by llama.cpp; here they are refused at submit.
 
 use super::stop::{Scan, StopScan};
+use super::template::{repo_templates, special_token};
 use super::{
     Constraint, DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent, GenStream,
     GenToken, GenerateRequest, Generator, Prompt, SamplingParams, TokenLogprob, Usage,
@@ -155,9 +156,8 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
         &tokenizer_config,
         &tokenizer,
     );
-    let bos_token = special_token(&tokenizer_config, "bos_token");
-    let eos_token = special_token(&tokenizer_config, "eos_token");
-    let chat_template = chat_template(dir, &tokenizer_config)?;
+    let templates = repo_templates(dir, &tokenizer_config)?;
+    let (bos_token, eos_token) = (templates.bos_token, templates.eos_token);
 
     // Warm-up: one pass over one token finds broken weights at load, not per request.
     let probe = bos_token
@@ -175,7 +175,8 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
         train_context_length: train_context,
         slots: 1,
         vocab_size: vocab,
-        chat_template,
+        chat_template: templates.default,
+        tool_use_template: templates.tool_use,
         bos_token,
         eos_token,
     };
@@ -744,48 +745,13 @@ fn eos_ids(
                 .and_then(|t| t.get("eos_token_id")));
         }
     }
-    if let Some(id) = special_token(tokenizer_config, "eos_token").and_then(|t| tok.token_to_id(&t))
-    {
+    let eos = special_token(tokenizer_config, "eos_token");
+    if let Some(id) = eos.and_then(|t| tok.token_to_id(&t)) {
         out.push(id);
     }
     out.sort_unstable();
     out.dedup();
     out
-}
-
-/// A special token's text from tokenizer_config.json (a string or `{"content": ..}`).
-fn special_token(tokenizer_config: &Value, key: &str) -> Option<String> {
-    match tokenizer_config.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-        _ => None,
-    }
-}
-
-/// The chat template: `chat_template.jinja`, else tokenizer_config.json's
-/// `chat_template` (a string, or a list of named templates: `default`, else the first).
-fn chat_template(dir: &Path, tokenizer_config: &Value) -> Result<Option<String>, LoadError> {
-    let path = dir.join("chat_template.jinja");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => return Ok(Some(s)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(LoadError::Io { path, source }),
-    }
-    Ok(match tokenizer_config.get("chat_template") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Array(list)) => {
-            let named = |n: &str| {
-                list.iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
-            };
-            named("default")
-                .or_else(|| list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        }
-        _ => None,
-    })
 }
 
 /// Counters the scheduler and the submitters share.

@@ -49,10 +49,15 @@ pub struct DecoderInfo {
     /// Sequences decoded together.
     pub slots: usize,
     pub vocab_size: usize,
-    /// The chat template source (Jinja), resolved at load from `chat_template.jinja`,
-    /// then `tokenizer_config.json` `chat_template`, then the GGUF metadata
-    /// `tokenizer.chat_template`. `None`: chat requests answer 400 `no_chat_template`.
+    /// The chat template source (Jinja), resolved at load by
+    /// [`template::repo_templates`] (`chat_template.jinja`, then `tokenizer_config.json`
+    /// `chat_template`: a string, or the `default` of a list of named templates), then
+    /// the GGUF metadata `tokenizer.chat_template`. `None`: chat requests answer 400
+    /// `no_chat_template`.
     pub chat_template: Option<String>,
+    /// The `tool_use` template of a list of named templates: used instead of
+    /// `chat_template` for requests with tools, as transformers does.
+    pub tool_use_template: Option<String>,
     /// Special-token strings templates use.
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
@@ -282,8 +287,10 @@ pub trait Generator: Send + Sync {
 pub struct DecoderModel {
     info: Arc<ModelInfo>,
     engine: Arc<dyn Generator>,
-    /// The chat template, compiled on first use (once per loaded model).
+    /// The chat template and the `tool_use` one, each compiled on first use (once per
+    /// loaded model).
     template: Arc<OnceLock<Result<Arc<ChatTemplate>, EngineError>>>,
+    tool_use_template: Arc<OnceLock<Result<Arc<ChatTemplate>, EngineError>>>,
 }
 
 impl DecoderModel {
@@ -293,24 +300,27 @@ impl DecoderModel {
             info: Arc::new(info),
             engine,
             template: Arc::default(),
+            tool_use_template: Arc::default(),
         }
     }
 
-    /// The model's chat template, compiled once ([`EngineError::NoChatTemplate`] when it
-    /// has none, [`EngineError::Template`] when it does not compile). Blocking on first
-    /// use: call it off the async workers.
-    pub fn chat_template(&self) -> Result<Arc<ChatTemplate>, EngineError> {
-        self.template
-            .get_or_init(|| {
-                let info = self.engine.info();
-                let source = info
-                    .chat_template
-                    .as_deref()
-                    .ok_or(EngineError::NoChatTemplate)?;
-                ChatTemplate::new(source, info.bos_token.as_deref(), info.eos_token.as_deref())
-                    .map(Arc::new)
-            })
-            .clone()
+    /// The model's chat template for a request with (`with_tools`) or without tools,
+    /// compiled once: the `tool_use` template when the repo names one and the request has
+    /// tools, else the default ([`EngineError::NoChatTemplate`] when there is none,
+    /// [`EngineError::Template`] when it does not compile). Blocking on first use: call
+    /// it off the async workers.
+    pub fn chat_template(&self, with_tools: bool) -> Result<Arc<ChatTemplate>, EngineError> {
+        let info = self.engine.info();
+        let (cell, source) = match (&info.tool_use_template, with_tools) {
+            (Some(tool_use), true) => (&self.tool_use_template, Some(tool_use)),
+            _ => (&self.template, info.chat_template.as_ref()),
+        };
+        cell.get_or_init(|| {
+            let source = source.ok_or(EngineError::NoChatTemplate)?;
+            ChatTemplate::new(source, info.bos_token.as_deref(), info.eos_token.as_deref())
+                .map(Arc::new)
+        })
+        .clone()
     }
 
     pub fn info(&self) -> &ModelInfo {

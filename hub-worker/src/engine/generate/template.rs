@@ -185,6 +185,73 @@ impl ChatTemplate {
     }
 }
 
+/// The chat templates a repo declares, and the special-token strings they use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoTemplates {
+    /// The template for a conversation.
+    pub default: Option<String>,
+    /// The template for a conversation with tools, when the repo names one `tool_use`.
+    pub tool_use: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+}
+
+/// Reads a repo's chat templates the way `transformers` resolves them, for every engine:
+///
+/// * `chat_template.jinja` (not empty) is the template;
+/// * else `tokenizer_config.json`'s `chat_template`: a string is the template; a list of
+///   `{name, template}` is a set of named templates, of which `default` is the template
+///   and `tool_use` the one for requests with tools. A list without `default` has no
+///   template for a request without tools (transformers raises "multiple chat templates
+///   with no default"; here such a request answers `no_chat_template`): no entry is
+///   picked by position.
+/// * `bos_token` / `eos_token`: a string or `{"content": ..}` in `tokenizer_config`.
+///
+/// `tokenizer_config` is the parsed `tokenizer_config.json` (`Null` when absent). A
+/// `chat_template.jinja` that exists but cannot be read fails the load.
+pub fn repo_templates(
+    dir: &std::path::Path,
+    tokenizer_config: &serde_json::Value,
+) -> Result<RepoTemplates, crate::engine::error::LoadError> {
+    use serde_json::Value as Json;
+    let path = dir.join("chat_template.jinja");
+    let jinja = match std::fs::read_to_string(&path) {
+        Ok(s) => Some(s).filter(|t| !t.trim().is_empty()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(crate::engine::error::LoadError::Io { path, source }),
+    };
+    let (default, tool_use) = match tokenizer_config.get("chat_template") {
+        Some(Json::String(s)) => (Some(s.clone()), None),
+        Some(Json::Array(list)) => {
+            let named = |name: &str| {
+                list.iter().find_map(|t| {
+                    (t.get("name")?.as_str()? == name)
+                        .then(|| t.get("template")?.as_str().map(str::to_string))
+                        .flatten()
+                })
+            };
+            (named("default"), named("tool_use"))
+        }
+        _ => (None, None),
+    };
+    Ok(RepoTemplates {
+        // A chat_template.jinja replaces the config's templates, the named ones too.
+        tool_use: if jinja.is_some() { None } else { tool_use },
+        default: jinja.or(default),
+        bos_token: special_token(tokenizer_config, "bos_token"),
+        eos_token: special_token(tokenizer_config, "eos_token"),
+    })
+}
+
+/// A special token's text in tokenizer_config.json: a string or `{"content": ..}`.
+pub fn special_token(tokenizer_config: &serde_json::Value, key: &str) -> Option<String> {
+    match tokenizer_config.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
 /// Python methods on template values: pycompat's, with `str.title()` as Python has it.
 fn python_methods(
     state: &mut State,
@@ -1334,5 +1401,56 @@ mod tests {
         );
         assert_eq!(strftime(0, "%Y-%m-%d %a"), "1970-01-01 Thu");
         assert_eq!(strftime(951_782_400, "%Y-%m-%d"), "2000-02-29");
+    }
+
+    #[test]
+    fn repo_templates_resolve_like_transformers() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = serde_json::Value::Null;
+        assert_eq!(
+            repo_templates(dir.path(), &none).unwrap(),
+            RepoTemplates::default()
+        );
+        let named = serde_json::json!({
+            "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
+            "bos_token": {"content": "<s>"}, "eos_token": "</s>"});
+        assert_eq!(
+            repo_templates(dir.path(), &named).unwrap(),
+            RepoTemplates {
+                default: Some("D".into()),
+                tool_use: Some("T".into()),
+                bos_token: Some("<s>".into()),
+                eos_token: Some("</s>".into()),
+            }
+        );
+        // No "default": no template for plain requests (never the first by position).
+        let no_default = serde_json::json!({"chat_template": [
+            {"name": "rag", "template": "R"}, {"name": "tool_use", "template": "T"}]});
+        let t = repo_templates(dir.path(), &no_default).unwrap();
+        assert_eq!((t.default, t.tool_use.as_deref()), (None, Some("T")));
+        let plain = serde_json::json!({"chat_template": "P"});
+        assert_eq!(
+            repo_templates(dir.path(), &plain)
+                .unwrap()
+                .default
+                .as_deref(),
+            Some("P")
+        );
+        // chat_template.jinja wins over the config's templates; an empty one is absent.
+        std::fs::write(dir.path().join("chat_template.jinja"), "  \n").unwrap();
+        assert_eq!(
+            repo_templates(dir.path(), &named)
+                .unwrap()
+                .default
+                .as_deref(),
+            Some("D")
+        );
+        std::fs::write(dir.path().join("chat_template.jinja"), "J").unwrap();
+        let t = repo_templates(dir.path(), &named).unwrap();
+        assert_eq!((t.default.as_deref(), t.tool_use), (Some("J"), None));
+        // A chat_template.jinja that cannot be read fails the load.
+        std::fs::remove_file(dir.path().join("chat_template.jinja")).unwrap();
+        std::fs::create_dir(dir.path().join("chat_template.jinja")).unwrap();
+        assert!(repo_templates(dir.path(), &named).is_err());
     }
 }

@@ -11,6 +11,7 @@
 mod sampler;
 mod scheduler;
 
+use super::template::repo_templates;
 use super::{
     DecoderInfo, DecoderModel, DecoderStats, Finish, FinishReason, GenEvent, GenStream,
     GenerateRequest, Generator, Prompt, Usage,
@@ -118,47 +119,6 @@ pub fn read_meta(path: &Path) -> Result<GgufMeta, LoadError> {
     })
 }
 
-/// The chat template and special-token strings from the repo's files, in the order
-/// [`DecoderInfo::chat_template`] documents: `chat_template.jinja`, then
-/// `tokenizer_config.json` `chat_template` (a string, or a list of `{name, template}` of
-/// which `default` is taken). `(template, bos, eos)`.
-pub fn repo_template(dir: &Path) -> (Option<String>, Option<String>, Option<String>) {
-    let jinja = std::fs::read_to_string(dir.join("chat_template.jinja"))
-        .ok()
-        .filter(|t| !t.trim().is_empty());
-    let config: Option<serde_json::Value> =
-        std::fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-    let from_config = config.as_ref().and_then(|c| match c.get("chat_template")? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(list) => {
-            let named = |name: &str| {
-                list.iter().find_map(|t| {
-                    (t.get("name")?.as_str()? == name)
-                        .then(|| t.get("template")?.as_str().map(str::to_string))
-                        .flatten()
-                })
-            };
-            named("default")
-        }
-        _ => None,
-    });
-    let special = |name: &str| {
-        let v = config.as_ref()?.get(name)?;
-        match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
-            _ => None,
-        }
-    };
-    (
-        jinja.or(from_config),
-        special("bos_token"),
-        special("eos_token"),
-    )
-}
-
 /// The physical cores this process may use (hyper-threads share a core's units; llama.cpp
 /// runs fastest with one thread per core).
 fn physical_cores() -> usize {
@@ -240,7 +200,11 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         })?;
     let model = Arc::new(model);
 
-    let (template, bos, eos) = repo_template(dir);
+    let tokenizer_config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let templates = repo_templates(dir, &tokenizer_config)?;
     let vocab = model.vocab();
     let piece = |t: LlamaToken| {
         (t.0 >= 0 && t.0 < model.n_vocab())
@@ -254,9 +218,10 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         train_context_length: train,
         slots,
         vocab_size: model.n_vocab().max(0) as usize,
-        chat_template: template.or(meta.chat_template.clone()),
-        bos_token: bos.or_else(|| piece(vocab.bos())),
-        eos_token: eos.or_else(|| piece(vocab.eos())),
+        chat_template: templates.default.or(meta.chat_template.clone()),
+        tool_use_template: templates.tool_use,
+        bos_token: templates.bos_token.or_else(|| piece(vocab.bos())),
+        eos_token: templates.eos_token.or_else(|| piece(vocab.eos())),
     };
 
     let params = LlamaContextParams::default()
@@ -461,28 +426,5 @@ impl Generator for LlamaGenerator {
         }
         self.shared.wake.notify_one();
         Ok(GenStream { prompt_tokens, rx })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn templates_resolve_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(repo_template(dir.path()), (None, None, None));
-        std::fs::write(
-            dir.path().join("tokenizer_config.json"),
-            r#"{"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}],
-                "bos_token": {"content": "<s>"}, "eos_token": "</s>"}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            repo_template(dir.path()),
-            (Some("D".into()), Some("<s>".into()), Some("</s>".into()))
-        );
-        std::fs::write(dir.path().join("chat_template.jinja"), "J").unwrap();
-        assert_eq!(repo_template(dir.path()).0.as_deref(), Some("J"));
     }
 }
