@@ -242,8 +242,9 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// A decoder's weights and KV-cache shape, as the scheduler sizes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecoderWeights {
-    /// Bytes of the weights one replica maps: the GGUF file, else the top-level
-    /// safetensors files.
+    /// Bytes of the weights one replica holds: the GGUF file (mapped in place), else the
+    /// top-level safetensors files as candle loads them, in f32
+    /// ([`hub_types::memory::safetensors_decoder_weight_bytes`]: twice a bf16/f16 file).
     pub weight_bytes: u64,
     pub dims: Option<DecoderDims>,
 }
@@ -274,7 +275,7 @@ pub async fn decoder_weights(
             dims: facts.dims,
         });
     }
-    let weight_bytes = files
+    let file_bytes = files
         .iter()
         .filter(|f| {
             let p = f.path.to_ascii_lowercase();
@@ -282,22 +283,23 @@ pub async fn decoder_weights(
         })
         .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
         .fold(0, u64::saturating_add);
-    let config = files
+    let config_blob = files
         .iter()
         .find(|f| f.path == "config.json")
         .and_then(|f| f.blob.as_ref());
-    let dims = match config {
+    let config = match config_blob {
         Some(b) if (b.size as u64) <= MAX_CONFIG_BYTES => {
             let bytes = state
                 .storage
                 .read_prefix(&Sha256::parse(&b.sha256)?, MAX_CONFIG_BYTES)
                 .await?;
-            serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|c| hub_types::decoder::from_config(&c))
+            serde_json::from_slice::<Value>(&bytes).ok()
         }
         _ => None,
     };
+    let dims = config.as_ref().and_then(hub_types::decoder::from_config);
+    let dtype = config.as_ref().and_then(hub_types::decoder::config_dtype);
+    let weight_bytes = hub_types::memory::safetensors_decoder_weight_bytes(file_bytes, dtype);
     Ok(DecoderWeights { weight_bytes, dims })
 }
 

@@ -336,7 +336,7 @@ async fn tasks_are_detected_and_decoders_sized() {
     let hub = server.url.clone();
     let http = reqwest::Client::new();
 
-    let llama_config = br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":64,"max_position_embeddings":2048}"#;
+    let llama_config = br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":64,"max_position_embeddings":2048,"torch_dtype":"bfloat16"}"#;
     commit(
         &http,
         &hub,
@@ -476,15 +476,19 @@ async fn tasks_are_detected_and_decoders_sized() {
     let need = hub_api::scheduler::memory_need(&t.state, &e).await.unwrap();
     let kv = 4 * 18 * 256 * (4 * 4096);
     assert_eq!(need, size + kv + (256 << 20));
-    // The safetensors decoder: its weights and the config's shape, each slot's context
-    // capped at the training context (2048).
+    // The safetensors decoder: its weights as candle holds them (the config says
+    // bfloat16, loaded as f32: twice the files) and the config's shape, each slot's
+    // context capped at the training context (2048).
     let e = hub_api::db::endpoints::get(&t.state.db, "acme", "a")
         .await
         .unwrap()
         .unwrap();
     let need = hub_api::scheduler::memory_need(&t.state, &e).await.unwrap();
     let st_size = safetensors_file().len() as i64;
-    assert_eq!(need, st_size + 4 * 2 * 2 * 16 * (4 * 2048) + (256 << 20));
+    assert_eq!(
+        need,
+        2 * st_size + 4 * 2 * 2 * 16 * (4 * 2048) + (256 << 20)
+    );
     // The scheduler places by it: a worker smaller than that is "not that big".
     let (wuser, _) = t.user("ops", true, &["worker"]).await;
     let (_, wt) = hub_api::admin::create_token(&t.state.db, wuser, "w", &["worker".into()], None)

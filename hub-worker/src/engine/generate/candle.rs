@@ -115,7 +115,8 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
         .iter()
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let weight_bytes = file_bytes.saturating_mul(f32_factor(&text_config, &config));
+    let dtype = hub_types::decoder::config_dtype(&config);
+    let weight_bytes = memory::safetensors_decoder_weight_bytes(file_bytes, dtype);
     let kv = memory::kv_cache_bytes(
         DecoderShape {
             layers: shape.layers as u64,
@@ -296,23 +297,6 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         (false, _) => Ok(safetensors),
         (true, Some(file)) => Err(LoadError::PickleOnly { file }),
         (true, None) => Err(LoadError::NoWeights { onnx_hint: "" }),
-    }
-}
-
-/// How many times larger the f32 copy is than the files (from `torch_dtype`/`dtype`).
-fn f32_factor(text_config: &Value, config: &Value) -> u64 {
-    let dtype = ["torch_dtype", "dtype"]
-        .iter()
-        .find_map(|k| {
-            text_config
-                .get(*k)
-                .or_else(|| config.get(*k))
-                .and_then(Value::as_str)
-        })
-        .unwrap_or("float32");
-    match dtype {
-        "bfloat16" | "float16" => 2,
-        _ => 1,
     }
 }
 
