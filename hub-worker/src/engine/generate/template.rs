@@ -45,6 +45,30 @@ pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
 /// well under a hundredth of this.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
+/// Widest padding a template may ask for (`center`, `tojson(indent=..)`): fuel counts
+/// instructions, not bytes, so one `"a".center(4000000000)` would allocate gigabytes in
+/// a single step. Python has no such limit; no real template comes near it.
+pub const MAX_TEMPLATE_PAD: usize = 1 << 16;
+
+/// Deepest nesting `tojson` and Python-style printing walk: a template can nest a list
+/// a hundred thousand deep in a loop, and the walk is recursive (the JSON a request
+/// carries is far shallower: serde_json stops at 128).
+pub const MAX_TEMPLATE_DEPTH: usize = 512;
+
+fn too_wide(what: &str, width: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{what}: {width} is wider than the {MAX_TEMPLATE_PAD} allowed"),
+    )
+}
+
+fn too_deep(what: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{what}: the value is nested deeper than {MAX_TEMPLATE_DEPTH} levels"),
+    )
+}
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -283,7 +307,7 @@ fn python_methods(
             }
             ("center", [width]) => {
                 let width = width.as_usize().unwrap_or(0);
-                return Ok(Value::from(py_center(s, width)));
+                return Ok(Value::from(py_center(s, width)?));
             }
             _ => {}
         }
@@ -331,14 +355,17 @@ fn py_rsplit(s: &str, sep: Option<&str>, maxsplit: i64) -> Result<Vec<String>, E
 }
 
 /// `str.center(width)`.
-fn py_center(s: &str, width: usize) -> String {
+fn py_center(s: &str, width: usize) -> Result<String, Error> {
     let len = s.chars().count();
     if len >= width {
-        return s.to_owned();
+        return Ok(s.to_owned());
+    }
+    if width > MAX_TEMPLATE_PAD {
+        return Err(too_wide("center", width));
     }
     let pad = width - len;
     let left = pad / 2 + (pad & width & 1);
-    format!("{}{s}{}", " ".repeat(left), " ".repeat(pad - left))
+    Ok(format!("{}{s}{}", " ".repeat(left), " ".repeat(pad - left)))
 }
 
 /// Jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=5)`: the first three
@@ -374,7 +401,7 @@ fn truncate(
             format!("truncate: length {length} is shorter than the end marker"),
         ));
     }
-    if s.chars().count() <= length + leeway {
+    if s.chars().count() <= length.saturating_add(leeway) {
         return Ok(Value::from(s));
     }
     let head: String = s.chars().take(length - end_len).collect();
@@ -402,7 +429,7 @@ fn wordcount(value: &Value) -> usize {
 }
 
 /// Jinja2's `center(width=80)`.
-fn center(value: &Value, width: Option<usize>) -> String {
+fn center(value: &Value, width: Option<usize>) -> Result<String, Error> {
     py_center(&py_str(value), width.unwrap_or(80))
 }
 
@@ -662,12 +689,18 @@ fn py_str(value: &Value) -> String {
     let mut s = String::new();
     match value.kind() {
         ValueKind::String => s.push_str(value.as_str().unwrap_or_default()),
-        _ => py_repr(value, &mut s),
+        _ => py_repr(value, 0, &mut s),
     }
     s
 }
 
-fn py_repr(value: &Value, out: &mut String) {
+/// Python's `repr`; containers nested deeper than [`MAX_TEMPLATE_DEPTH`] print as `...`
+/// (as Python prints a container that holds itself).
+fn py_repr(value: &Value, depth: usize, out: &mut String) {
+    if depth > MAX_TEMPLATE_DEPTH && matches!(value.kind(), ValueKind::Seq | ValueKind::Map) {
+        out.push_str("...");
+        return;
+    }
     match value.kind() {
         ValueKind::Undefined => {}
         ValueKind::None => out.push_str("None"),
@@ -680,7 +713,7 @@ fn py_repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                py_repr(&item, out);
+                py_repr(&item, depth + 1, out);
             }
             out.push(']');
         }
@@ -690,9 +723,9 @@ fn py_repr(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                py_repr(&key, out);
+                py_repr(&key, depth + 1, out);
                 out.push_str(": ");
-                py_repr(&value.get_item(&key).unwrap_or_default(), out);
+                py_repr(&value.get_item(&key).unwrap_or_default(), depth + 1, out);
             }
             out.push('}');
         }
@@ -799,7 +832,13 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
     let indent = match indent {
         None => None,
         Some(v) if v.is_none() => None,
-        Some(v) if v.kind() == ValueKind::String => Some(v.as_str().unwrap_or_default().to_owned()),
+        Some(v) if v.kind() == ValueKind::String => {
+            let s = v.as_str().unwrap_or_default();
+            if s.len() > MAX_TEMPLATE_PAD {
+                return Err(too_wide("tojson: indent", s.len()));
+            }
+            Some(s.to_owned())
+        }
         Some(v) => {
             let n = v.as_i64().ok_or_else(|| {
                 Error::new(
@@ -807,7 +846,11 @@ fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value,
                     "tojson: indent must be an int or a string",
                 )
             })?;
-            Some(" ".repeat(n.max(0) as usize))
+            let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+            if n > MAX_TEMPLATE_PAD {
+                return Err(too_wide("tojson: indent", n));
+            }
+            Some(" ".repeat(n))
         }
     };
     let separators: Option<Value> = kwargs.get("separators")?;
@@ -854,6 +897,9 @@ pub(crate) fn write_json(
     depth: usize,
     out: &mut String,
 ) -> Result<(), Error> {
+    if depth > MAX_TEMPLATE_DEPTH {
+        return Err(too_deep("tojson"));
+    }
     let newline = |out: &mut String, depth: usize| {
         if let Some(indent) = &style.indent {
             out.push('\n');
@@ -1205,6 +1251,37 @@ mod tests {
             "{err:?}"
         );
         // Legitimate templates are far inside the budget: the Llama 3.1 golden set renders.
+
+        // Fuel counts steps, not bytes: one step asking for gigabytes of padding, or a
+        // walk down a list nested 20000 deep (a stack overflow), is refused instead.
+        let fails = |source: &str, needle: &str| {
+            let t = ChatTemplate::new(source, None, None).unwrap();
+            let err = t.render(r#"[{"role": "user", "content": "hi"}]"#, None, true, None);
+            assert!(
+                matches!(&err, Err(EngineError::Template(m)) if m.contains(needle)),
+                "{source}: {err:?}"
+            );
+        };
+        fails(r#"{{ "a" | center(4000000000) }}"#, "wider than");
+        fails(r#"{{ "a".center(4000000000) }}"#, "wider than");
+        fails("{{ messages | tojson(indent=2000000000) }}", "wider than");
+        let deep = "{% set ns = namespace(x=[]) %}{% for i in range(20000) %}\
+                    {% set ns.x = [ns.x] %}{% endfor %}";
+        fails(
+            &format!("{deep}{{{{ ns.x | tojson }}}}"),
+            "nested deeper than 512",
+        );
+        let t = ChatTemplate::new(&format!("{deep}{{{{ ns.x }}}}"), None, None).unwrap();
+        let printed = t.render("[]", None, true, None).unwrap();
+        assert!(printed.starts_with("[[[[") && printed.contains("..."));
+        // Jinja2's truncate with a length near usize::MAX: no overflow.
+        let t = ChatTemplate::new(
+            r#"{{ "a b c" | truncate(18446744073709551615) }}"#,
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(t.render("[]", None, true, None).unwrap(), "a b c");
     }
 
     #[test]
@@ -1369,8 +1446,9 @@ mod tests {
         assert_eq!(rs("a,b,c", Some(","), 1), ["a,b", "c"]);
         assert_eq!(rs("é ü", None, -1), ["é", "ü"]);
         assert!(py_rsplit("a", Some(""), -1).is_err());
-        assert_eq!(py_center("ab", 7), "   ab  ");
-        assert_eq!(py_center("abc", 8), "  abc   ");
+        assert_eq!(py_center("ab", 7).unwrap(), "   ab  ");
+        assert_eq!(py_center("abc", 8).unwrap(), "  abc   ");
+        assert!(py_center("ab", MAX_TEMPLATE_PAD + 1).is_err());
         assert_eq!(py_title("it's <b>x2y"), "It'S <B>X2Y");
     }
 
