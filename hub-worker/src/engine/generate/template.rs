@@ -548,7 +548,8 @@ fn strip_generation_tags(source: &str) -> String {
     while let Some(at) = rest.find("{%") {
         out.push_str(&rest[..at]);
         let tag = &rest[at..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` comes after the opening `{%` (in `{%}` they overlap).
+        let Some(end) = tag[2..].find("%}").map(|e| e + 2) else {
             out.push_str(tag);
             return out;
         };
@@ -1395,6 +1396,11 @@ mod tests {
             out,
             "<s>[C|False|c][A B|True|a,b]role=user;content=a b;1</s>"
         );
+        // Fuzz finding: `{%}` (the tag's `%}` overlapping its `{%`) panicked while the
+        // generation tags were rewritten; it is a syntax error like any other.
+        let err = render("{%}{{ m %}}{% generation %}", "[]").unwrap_err();
+        assert!(matches!(err, EngineError::Template(_)), "{err:?}");
+        assert_eq!(strip_generation_tags("{%}x"), "{%}x");
     }
 
     #[test]
