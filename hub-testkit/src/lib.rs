@@ -302,6 +302,7 @@ impl Server {
                         // As `hub_api::server` runs it: a closed client connection drops
                         // its streamed response at once.
                         .h1_allow_half_closed(false)
+                        .tcp_nodelay(true)
                         .listen(listener)
                         .expect("listen")
                         .run();
