@@ -12,19 +12,27 @@
 //! approximation). Before forwarding, the endpoint's namespace's daily token
 //! quota is checked ([`crate::token_quota`]).
 //!
-//! The hot path makes no database round trip when it can help it: an
-//! endpoint's row and its ready replicas are cached per process for
-//! [`ROUTE_TTL`] (dropped at once when this process changes the endpoint;
-//! other hub replicas see a change within the TTL, and a replica that went
-//! away is caught by the connect-failure retry), and usage records are
-//! buffered and written in batches every [`USAGE_FLUSH`] (reading usage on a
-//! process flushes its buffer first).
+//! The hot path makes no database round trip for a warm endpoint and a known
+//! caller: the token (`auth::cache::TokenCache`), the caller's role in the
+//! endpoint's namespace (`auth::cache::RoleCache`), the endpoint's row and
+//! its ready replicas (here, [`ROUTE_REFRESH`] / [`ROUTE_TTL`]) and the
+//! namespace's token quota ([`crate::token_quota`]) come from per-process
+//! caches that are reloaded in the background before they expire
+//! ([`crate::refresh_cache`]), and usage records are buffered and written in
+//! batches every [`USAGE_FLUSH`] on the runtime the app was built on. What
+//! this process changes (a revoked token, a membership, an endpoint paused,
+//! scaled, deleted or re-accessed) is dropped from its caches at once; a
+//! change made through another replica is seen within the TTLs (documented
+//! in `docs/ARCHITECTURE.md`), and a replica that went away is caught by the
+//! connect-failure retry. Reading usage on a process flushes its buffer
+//! first; a clean shutdown flushes it after the HTTP server drained.
 
 use crate::auth::access::{self, Action, Standing};
 use crate::auth::{Auth, Credential};
 use crate::db;
 use crate::db::endpoints::{EndpointRow, UsageRecord};
 use crate::error::{ApiError, ApiResult};
+use crate::refresh_cache::{Lookup, RefreshCache};
 use crate::state::AppState;
 use crate::token_quota::TokenQuotas;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -47,19 +55,28 @@ pub mod sse;
 pub const WORKER_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest request body the gateway forwards.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
-/// How long an endpoint's row and ready replicas are reused without asking the database.
-pub const ROUTE_TTL: Duration = Duration::from_secs(1);
-/// How long usage records wait in memory before they are written (in one batch).
+/// After how long a cached route (endpoint row and ready replicas) is reloaded in
+/// the background (the request that notices does not wait).
+pub const ROUTE_REFRESH: Duration = Duration::from_millis(500);
+/// How long a cached route answers at most: the bound for a change made through
+/// another hub replica (pause, scale, delete, access) to be seen here.
+pub const ROUTE_TTL: Duration = Duration::from_secs(2);
+/// How long usage records wait in memory before they are written (in one batch):
+/// what a `kill -9` of the hub can lose.
 pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
+/// Unwritten usage records kept while the database refuses them (then the oldest go).
+const MAX_PENDING_USAGE: usize = 100_000;
 
 /// A ready replica: id, worker URL, gateway secret, requests in flight it reported.
 type Candidate = (Uuid, String, String, i32);
 
-struct Route {
-    at: Instant,
-    endpoint: EndpointRow,
+/// An endpoint as the gateway routes it: its row and its ready replicas.
+pub struct Routed {
+    pub endpoint: EndpointRow,
     candidates: Vec<Candidate>,
 }
+
+type RouteKey = (String, String);
 
 /// Per-process routing state: requests in flight per replica, replicas that
 /// just failed, and the HTTP client used to reach workers.
@@ -67,11 +84,18 @@ pub struct Live {
     in_flight: Mutex<HashMap<Uuid, u32>>,
     /// Replicas whose worker refused a connection, with when.
     suspect: Mutex<HashMap<Uuid, Instant>>,
-    /// Endpoint rows and ready replicas by lower-cased `(namespace, name)`.
-    routes: Mutex<HashMap<(String, String), Route>>,
+    /// Endpoints with ready replicas by lower-cased `(namespace, name)`.
+    routes: Arc<RefreshCache<RouteKey, Arc<Routed>>>,
     /// Usage records not yet written, and whether a flush is scheduled.
     usage: Mutex<Vec<UsageRecord>>,
     flush_scheduled: AtomicBool,
+    /// Held while a batch is written: the final flush at shutdown waits for one
+    /// under way, so it cannot close the pool under it.
+    flushing: tokio::sync::Mutex<()>,
+    /// Where flushes run: the runtime this `Live` was made on (in a server, the
+    /// main one, which outlives the HTTP workers and runs the final flush), so a
+    /// flush is never cancelled half-way with its HTTP worker.
+    runtime: Option<tokio::runtime::Handle>,
     pub client: reqwest::Client,
     /// Daily token quotas and today's totals per namespace.
     pub quotas: TokenQuotas,
@@ -82,13 +106,16 @@ impl Default for Live {
         Self {
             in_flight: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
-            routes: Mutex::new(HashMap::new()),
+            routes: Arc::new(RefreshCache::new(ROUTE_REFRESH, ROUTE_TTL, 10_000)),
             usage: Mutex::new(Vec::new()),
             flush_scheduled: AtomicBool::new(false),
+            flushing: tokio::sync::Mutex::new(()),
+            runtime: tokio::runtime::Handle::try_current().ok(),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
                 .read_timeout(WORKER_READ_TIMEOUT)
                 .pool_idle_timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
                 .build()
                 .expect("http client"),
             quotas: TokenQuotas::default(),
@@ -111,69 +138,137 @@ impl Drop for InFlight {
     }
 }
 
+/// Reads an endpoint and its ready replicas (`None`: no such endpoint).
+async fn load_route(db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Option<Arc<Routed>>> {
+    let Some(endpoint) = db::endpoints::get(db, ns, name).await? else {
+        return Ok(None);
+    };
+    let candidates = db::endpoints::routable(db, endpoint.id).await?;
+    Ok(Some(Arc::new(Routed {
+        endpoint,
+        candidates,
+    })))
+}
+
 impl Live {
-    /// Forgets cached routes (after this process changed an endpoint).
+    /// Forgets cached routes (after this process changed an endpoint). A
+    /// reload under way cannot put an older answer back.
     pub fn forget_routes(&self) {
-        self.routes.lock().expect("lock").clear();
+        self.routes.clear();
     }
 
-    /// The endpoint and its ready replicas, from the cache when fresh.
-    async fn route(
-        &self,
-        db: &sqlx::PgPool,
-        ns: &str,
-        name: &str,
-    ) -> ApiResult<(EndpointRow, Vec<Candidate>)> {
-        let key = (ns.to_lowercase(), name.to_lowercase());
-        if let Some(r) = self.routes.lock().expect("lock").get(&key) {
-            if r.at.elapsed() < ROUTE_TTL {
-                return Ok((r.endpoint.clone(), r.candidates.clone()));
+    /// Forgets one endpoint's cached route (its replica failed).
+    pub fn forget_endpoint(&self, endpoint_id: i64) {
+        self.routes.forget(|_, r| r.endpoint.id == endpoint_id);
+    }
+
+    /// Routes cached (for tests).
+    #[doc(hidden)]
+    pub fn routes_cached(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Spawns `f` where flushes and reloads run (see [`Live::runtime`]).
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(f);
+            }
+            None => {
+                tokio::spawn(f);
             }
         }
-        let e = db::endpoints::get(db, ns, name)
+    }
+
+    /// The endpoint and its ready replicas, from the cache when it can answer
+    /// (reloaded in the background past [`ROUTE_REFRESH`]). Only endpoints with
+    /// a ready replica are cached: a cold one is asked about every time, as
+    /// waking it needs the database anyway.
+    async fn route(&self, db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Arc<Routed>> {
+        let key = (ns.to_lowercase(), name.to_lowercase());
+        let epoch = match self.routes.get(&key) {
+            Lookup::Fresh(r) => return Ok(r),
+            Lookup::Stale { value, epoch } => {
+                let (routes, db) = (self.routes.clone(), db.clone());
+                let (ns, name) = (ns.to_string(), name.to_string());
+                self.spawn(async move {
+                    match load_route(&db, &ns, &name).await {
+                        Ok(r) => {
+                            let r = r.filter(|r| !r.candidates.is_empty());
+                            routes.put(key, r, epoch)
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reloading a route failed");
+                            routes.reload_failed(&key);
+                        }
+                    }
+                });
+                return Ok(value);
+            }
+            Lookup::Miss { epoch } => epoch,
+        };
+        let r = load_route(db, ns, name)
             .await?
             .ok_or(ApiError::NotFound("endpoint"))?;
-        let candidates = db::endpoints::routable(db, e.id).await?;
-        if !candidates.is_empty() {
-            let mut routes = self.routes.lock().expect("lock");
-            if routes.len() > 10_000 {
-                routes.retain(|_, r| r.at.elapsed() < ROUTE_TTL);
-            }
-            routes.insert(
-                key,
-                Route {
-                    at: Instant::now(),
-                    endpoint: e.clone(),
-                    candidates: candidates.clone(),
-                },
-            );
+        if !r.candidates.is_empty() {
+            self.routes.put(key, Some(r.clone()), epoch);
         }
-        Ok((e, candidates))
+        Ok(r)
     }
 
     /// Buffers a usage record; a flush is scheduled [`USAGE_FLUSH`] later.
     fn record_usage(self: &Arc<Self>, db: &sqlx::PgPool, rec: UsageRecord) {
         self.usage.lock().expect("lock").push(rec);
+        self.schedule_flush(db, USAGE_FLUSH);
+    }
+
+    fn schedule_flush(self: &Arc<Self>, db: &sqlx::PgPool, after: Duration) {
         if !self.flush_scheduled.swap(true, Ordering::AcqRel) {
             let live = self.clone();
             let db = db.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(USAGE_FLUSH).await;
+            self.spawn(async move {
+                tokio::time::sleep(after).await;
                 live.flush_usage(&db).await;
             });
         }
     }
 
+    /// Usage records buffered and not yet written (for tests).
+    #[doc(hidden)]
+    pub fn usage_pending(&self) -> usize {
+        self.usage.lock().expect("lock").len()
+    }
+
     /// Writes buffered usage records in one statement and marks their
-    /// endpoints as recently used (the scale-to-zero clock).
-    pub async fn flush_usage(&self, db: &sqlx::PgPool) {
+    /// endpoints as recently used (the scale-to-zero clock). Waits for a
+    /// flush under way first, so once this returns every record buffered
+    /// before the call is written (or, when the database refused them, kept
+    /// for the next flush, retried a second later).
+    pub async fn flush_usage(self: &Arc<Self>, db: &sqlx::PgPool) {
+        let _one_at_a_time = self.flushing.lock().await;
         self.flush_scheduled.store(false, Ordering::Release);
         let batch = std::mem::take(&mut *self.usage.lock().expect("lock"));
         if batch.is_empty() {
             return;
         }
         if let Err(err) = db::endpoints::insert_usage(db, &batch).await {
-            tracing::warn!(error = %err, records = batch.len(), "recording usage failed");
+            tracing::warn!(error = %err, records = batch.len(), "recording usage failed; kept for a retry");
+            let mut pending = self.usage.lock().expect("lock");
+            let later = std::mem::replace(&mut *pending, batch);
+            pending.extend(later);
+            let over = pending.len().saturating_sub(MAX_PENDING_USAGE);
+            if over > 0 {
+                pending.drain(..over);
+                tracing::error!(
+                    records = over,
+                    "usage records dropped: the database refused them too long"
+                );
+            }
+            drop(pending);
+            if !db.is_closed() {
+                self.schedule_flush(db, Duration::from_secs(1));
+            }
+            return;
         }
         let ids: Vec<i64> = batch
             .iter()
@@ -221,7 +316,8 @@ impl Live {
 
 /// Whether the caller may call this endpoint (`access::decide`): 401 for
 /// anonymous callers of a protected endpoint, 404 for outsiders (as for
-/// private repos). Answers the caller's token id, for usage records.
+/// private repos). Answers the caller's token id, for usage records. The
+/// caller's role comes from the role cache (no round trip for a known caller).
 async fn authorize(state: &AppState, auth: &Auth, e: &EndpointRow) -> ApiResult<Option<i64>> {
     let p = auth.principal();
     let action = Action::CallEndpoint {
@@ -231,7 +327,7 @@ async fn authorize(state: &AppState, auth: &Auth, e: &EndpointRow) -> ApiResult<
         // Anyone may call a public endpoint: no need to look the caller up.
         Standing::namespace(&e.namespace, None, "endpoint")
     } else {
-        Standing::load_in(&state.db, p, e.namespace_id, &e.namespace, "endpoint").await?
+        Standing::cached_in(state, p, e.namespace_id, &e.namespace, "endpoint").await?
     };
     access::decide(p, &standing, action)?;
     Ok(match p.map(|p| &p.credential) {
@@ -243,7 +339,7 @@ async fn authorize(state: &AppState, auth: &Auth, e: &EndpointRow) -> ApiResult<
 /// One request to meter, once it ends.
 struct Metered {
     state: web::Data<AppState>,
-    endpoint: EndpointRow,
+    route: Arc<Routed>,
     token_id: Option<i64>,
     started: Instant,
     status: u16,
@@ -255,10 +351,11 @@ impl Metered {
     /// Buffers the usage record and counts the tokens against today's quota.
     fn record(self) {
         let clamp = |n: i64| n.clamp(0, i32::MAX as i64) as i32;
+        let e = &self.route.endpoint;
         let rec = UsageRecord {
-            namespace_id: self.endpoint.namespace_id,
-            endpoint_id: self.endpoint.id,
-            endpoint_name: self.endpoint.name.clone(),
+            namespace_id: e.namespace_id,
+            endpoint_id: e.id,
+            endpoint_name: e.name.clone(),
             token_id: self.token_id,
             input_tokens: clamp(self.input_tokens),
             output_tokens: clamp(self.output_tokens),
@@ -266,7 +363,7 @@ impl Metered {
             status: self.status as i32,
         };
         self.state.live.quotas.add(
-            self.endpoint.namespace_id,
+            e.namespace_id,
             rec.input_tokens as i64 + rec.output_tokens as i64,
         );
         self.state.live.record_usage(&self.state.db, rec);
@@ -301,8 +398,9 @@ pub async fn proxy(
     if tail.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::InvalidPath(format!("{tail:?}")));
     }
-    let (e, mut candidates) = state.live.route(&state.db, &ns, &name).await?;
-    let token_id = authorize(&state, &auth, &e).await?;
+    let route = state.live.route(&state.db, &ns, &name).await?;
+    let e = &route.endpoint;
+    let token_id = authorize(&state, &auth, e).await?;
     if body.len() > MAX_BODY {
         return Err(ApiError::PayloadTooLarge(format!(
             "request bodies are limited to {MAX_BODY} bytes"
@@ -320,7 +418,7 @@ pub async fn proxy(
         .await?;
     let meter = |status: u16| Metered {
         state: state.clone(),
-        endpoint: e.clone(),
+        route: route.clone(),
         token_id,
         started,
         status,
@@ -330,13 +428,11 @@ pub async fn proxy(
     let deadline = Instant::now() + WAKE_WAIT;
     let mut tried: Vec<Uuid> = Vec::new();
     let mut woke = false;
-    let mut first = true;
+    // The cached replicas first; after a failure, what the database says now.
+    let mut reread: Option<Vec<Candidate>> = None;
     loop {
-        if !first {
-            candidates = db::endpoints::routable(&state.db, e.id).await?;
-        }
-        first = false;
-        let Some((replica, url, secret)) = state.live.pick(&candidates, &tried) else {
+        let candidates = reread.as_deref().unwrap_or(&route.candidates);
+        let Some((replica, url, secret)) = state.live.pick(candidates, &tried) else {
             if e.status == "failed" && candidates.is_empty() {
                 let current = db::endpoints::by_id(&state.db, e.id)
                     .await?
@@ -359,6 +455,7 @@ pub async fn proxy(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             tried.clear();
+            reread = Some(db::endpoints::routable(&state.db, e.id).await?);
             continue;
         };
         let target = if tail.is_empty() {
@@ -418,7 +515,7 @@ pub async fn proxy(
             Err(err) => {
                 tracing::warn!(endpoint = %format!("{ns}/{name}"), replica = %replica, error = %err, "worker unreachable");
                 state.live.mark_suspect(replica);
-                state.live.forget_routes();
+                state.live.forget_endpoint(e.id);
                 tried.push(replica);
                 if err.is_timeout() || Instant::now() >= deadline {
                     meter(504).record();
@@ -426,6 +523,7 @@ pub async fn proxy(
                         "the worker did not answer in time".into(),
                     ));
                 }
+                reread = Some(db::endpoints::routable(&state.db, e.id).await?);
             }
         }
     }

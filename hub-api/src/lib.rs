@@ -23,6 +23,7 @@ pub mod heavy;
 pub mod pgcluster;
 pub mod quota;
 pub mod ratelimit;
+pub mod refresh_cache;
 pub mod registry;
 pub mod routes;
 pub mod scheduler;

@@ -25,7 +25,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// A sustained rate and a burst.
@@ -141,16 +141,25 @@ impl RateLimiter {
             .copied()
     }
 
-    async fn refresh_overrides(&self, db: &sqlx::PgPool) {
-        let stale = self
-            .overrides
-            .read()
-            .expect("rate lock")
-            .0
-            .is_none_or(|t| t.elapsed() > OVERRIDES_TTL);
-        if !stale || self.refreshing.swap(true, Ordering::AcqRel) {
+    /// Reads the overrides again once they are [`OVERRIDES_TTL`] old: in the
+    /// background (the request goes on with the ones it has), except the very
+    /// first time, which the request waits for.
+    async fn refresh_overrides(self: &Arc<Self>, db: &sqlx::PgPool) {
+        let loaded = self.overrides.read().expect("rate lock").0;
+        if loaded.is_some_and(|t| t.elapsed() <= OVERRIDES_TTL)
+            || self.refreshing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
+        if loaded.is_none() {
+            self.load_overrides(db).await;
+        } else {
+            let (me, db) = (self.clone(), db.clone());
+            tokio::spawn(async move { me.load_overrides(&db).await });
+        }
+    }
+
+    async fn load_overrides(&self, db: &sqlx::PgPool) {
         let rows: Result<Vec<(String, i32, Option<i32>)>, _> = sqlx::query_as(
             "SELECT lower(n.name), q.rate_per_s, q.rate_burst FROM namespace_quotas q
              JOIN namespaces n ON n.id = q.namespace_id WHERE q.rate_per_s IS NOT NULL",

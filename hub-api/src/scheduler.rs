@@ -211,6 +211,10 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     for w in &lost {
         tracing::warn!(worker.id = %w, "worker missed its heartbeats; its replicas move elsewhere");
     }
+    if !lost.is_empty() {
+        // This process's gateway stops routing to them at once (others within its TTL).
+        state.live.forget_routes();
+    }
     let workers: Vec<WorkerRow> = db::endpoints::workers(&state.db).await?;
     let all = db::endpoints::all_replicas(&state.db).await?;
     let mut by_endpoint: HashMap<i64, Vec<ReplicaRow>> = HashMap::new();
@@ -282,10 +286,12 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
             for r in victims.into_iter().take(live.len() - target as usize) {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
             }
+            state.live.forget_endpoint(e.id);
         } else if target == 0 && failed > 0 {
             for r in &replicas {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
             }
+            state.live.forget_endpoint(e.id);
         }
         let replicas_now = db::endpoints::replicas_of(&mut *conn, e.id).await?;
         let too_big = problem

@@ -332,6 +332,11 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
             // even while no byte flows (with half-closed connections allowed, actix
             // would notice only at its next write).
             .h1_allow_half_closed(false)
+            // actix keeps the OS default (Nagle on). A proxied or streamed response
+            // writes its head before its body arrives; with Nagle the body then waits
+            // for the client's delayed ACK (up to 40 ms per response, and per event of
+            // an SSE stream).
+            .tcp_nodelay(true)
             .shutdown_timeout(15)
             .listen(listener)?
             .run();

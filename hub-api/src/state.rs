@@ -41,6 +41,8 @@ pub struct Tenancy {
     pub default_storage_quota: Option<i64>,
     /// Resolved API tokens, for a few seconds (see `auth::cache`).
     pub token_cache: Arc<crate::auth::cache::TokenCache>,
+    /// Callers' roles in namespaces, as long as tokens (see `auth::cache`).
+    pub roles: Arc<crate::auth::cache::RoleCache>,
     /// Slots of CPU- or memory-heavy work per tenant (see `heavy`).
     pub heavy: Arc<crate::heavy::Heavy>,
 }
@@ -63,6 +65,9 @@ impl Tenancy {
             session_ttl_s: c.session_ttl_minutes as i64 * 60,
             default_storage_quota: c.default_storage_quota.map(|q| q as i64),
             token_cache: Arc::new(crate::auth::cache::TokenCache::new(
+                std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
+            )),
+            roles: Arc::new(crate::auth::cache::RoleCache::new(
                 std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
             )),
             heavy: Arc::new(crate::heavy::Heavy::default()),

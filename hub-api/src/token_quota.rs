@@ -4,12 +4,15 @@
 //! UTC midnight).
 //!
 //! The hot path makes no database round trip per call: each process keeps, per
-//! namespace, the quota and today's total as last read, and reads them again at most
-//! every [`REFRESH`] (and at once when the UTC day changes); tokens this process meters
-//! in between are added to its cached total. The bound, documented: a quota can be
-//! overshot by the requests in flight when it runs out (a request is admitted on the
-//! tokens spent before it, and its own are counted when it ends) plus, per hub replica,
-//! about one [`REFRESH`] of the traffic other replicas serve (and the up to
+//! namespace, the quota and today's total as last read, and reads them again in the
+//! background once they are [`REFRESH`] old (the request that notices is admitted on
+//! what is cached and does not wait; only an entry older than [`EXPIRE`], when
+//! reloading failed or nobody called for that long, is read on the request path);
+//! when the UTC day changes the cached total starts again from 0. Tokens this process
+//! meters in between are added to its cached total. The bound, documented: a quota
+//! can be overshot by the requests in flight when it runs out (a request is admitted
+//! on the tokens spent before it, and its own are counted when it ends) plus, per hub
+//! replica, about one [`REFRESH`] of the traffic other replicas serve (and the up to
 //! `gateway::USAGE_FLUSH` of records not yet written when a replica reads the total).
 
 use crate::db;
@@ -18,8 +21,18 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// How long a namespace's quota and total are reused without asking the database.
+/// The entries and the epoch of the last [`TokenQuotas::forget`] (a read that began
+/// before it cannot put its answer back).
+#[derive(Default)]
+struct Table {
+    epoch: u64,
+    map: HashMap<i64, Entry>,
+}
+
+/// After how long a namespace's quota and total are read again (in the background).
 pub const REFRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+/// How long they answer at most without a successful read.
+pub const EXPIRE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// The time of day, injectable so the day change can be tested.
 pub trait Clock: Send + Sync {
@@ -57,13 +70,21 @@ struct Entry {
     day: NaiveDate,
     limit: Option<i64>,
     used: i64,
+    /// A background read is under way.
+    refreshing: bool,
 }
 
 impl Entry {
-    /// Whether the entry may still answer at `now`: read less than [`REFRESH`] ago, on
-    /// the same UTC day.
+    /// Whether the entry is fresh at `now`: read less than [`REFRESH`] ago, on the same
+    /// UTC day.
     fn fresh(&self, now: DateTime<Utc>) -> bool {
         now.date_naive() == self.day && now >= self.read_at && now - self.read_at < REFRESH
+    }
+
+    /// Whether the entry may still answer at `now` (and be read again in the
+    /// background): read less than [`EXPIRE`] ago.
+    fn usable(&self, now: DateTime<Utc>) -> bool {
+        now >= self.read_at && now - self.read_at < EXPIRE
     }
 
     /// Admits a request at `now` or refuses it.
@@ -89,7 +110,7 @@ impl Entry {
 /// [`crate::gateway::Live`]).
 pub struct TokenQuotas {
     clock: Arc<dyn Clock>,
-    entries: Mutex<HashMap<i64, Entry>>,
+    table: Arc<Mutex<Table>>,
 }
 
 impl Default for TokenQuotas {
@@ -98,27 +119,70 @@ impl Default for TokenQuotas {
     }
 }
 
+/// What the cache can say about a namespace now.
+enum Cached {
+    Fresh(Entry),
+    /// Usable; the caller reads it again in the background (begun at this epoch).
+    Stale(Entry, u64),
+    Miss(u64),
+}
+
+/// Reads a namespace's quota and, when it has one, today's total.
+async fn read(db: &sqlx::PgPool, namespace_id: i64, now: DateTime<Utc>) -> ApiResult<Entry> {
+    let limit = crate::quota::settings(db, namespace_id).await?.daily_tokens;
+    let used = match limit {
+        Some(_) => db::endpoints::tokens_since(db, namespace_id, day_start(now)).await?,
+        None => 0,
+    };
+    Ok(Entry {
+        read_at: now,
+        day: now.date_naive(),
+        limit,
+        used,
+        refreshing: false,
+    })
+}
+
 impl TokenQuotas {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            entries: Mutex::new(HashMap::new()),
+            table: Arc::new(Mutex::new(Table::default())),
         }
     }
 
-    /// The cached entry of a namespace when it may still answer.
-    fn cached(&self, namespace_id: i64, now: DateTime<Utc>) -> Option<Entry> {
-        let entries = self.entries.lock().expect("lock");
-        entries.get(&namespace_id).filter(|e| e.fresh(now)).cloned()
+    /// What the cache holds for a namespace at `now`. A usable entry from an earlier
+    /// UTC day answers with today's total at 0 (yesterday's tokens do not count).
+    fn cached(&self, namespace_id: i64, now: DateTime<Utc>) -> Cached {
+        let mut table = self.table.lock().expect("lock");
+        let epoch = table.epoch;
+        let Some(e) = table.map.get_mut(&namespace_id) else {
+            return Cached::Miss(epoch);
+        };
+        if !e.usable(now) {
+            return Cached::Miss(epoch);
+        }
+        if e.day != now.date_naive() {
+            e.day = now.date_naive();
+            e.used = 0;
+        }
+        if e.fresh(now) || e.refreshing {
+            return Cached::Fresh(e.clone());
+        }
+        e.refreshing = true;
+        Cached::Stale(e.clone(), epoch)
     }
 
-    fn store(&self, namespace_id: i64, e: Entry) {
-        let mut entries = self.entries.lock().expect("lock");
-        if entries.len() > 10_000 {
-            let now = self.clock.now();
-            entries.retain(|_, e| e.fresh(now));
+    fn store(table: &Mutex<Table>, namespace_id: i64, e: Entry, epoch: u64) {
+        let mut table = table.lock().expect("lock");
+        if table.epoch != epoch {
+            return;
         }
-        entries.insert(namespace_id, e);
+        if table.map.len() > 10_000 {
+            let now = e.read_at;
+            table.map.retain(|_, e| e.usable(now));
+        }
+        table.map.insert(namespace_id, e);
     }
 
     /// Admits a call to an endpoint of the namespace, or refuses it with 429
@@ -130,29 +194,36 @@ impl TokenQuotas {
         namespace: &str,
     ) -> ApiResult<()> {
         let now = self.clock.now();
-        if let Some(e) = self.cached(namespace_id, now) {
-            return e.verdict(namespace, now);
-        }
-        let limit = crate::quota::settings(db, namespace_id).await?.daily_tokens;
-        let used = match limit {
-            Some(_) => db::endpoints::tokens_since(db, namespace_id, day_start(now)).await?,
-            None => 0,
+        let epoch = match self.cached(namespace_id, now) {
+            Cached::Fresh(e) => return e.verdict(namespace, now),
+            Cached::Stale(e, epoch) => {
+                let (table, db) = (self.table.clone(), db.clone());
+                tokio::spawn(async move {
+                    match read(&db, namespace_id, now).await {
+                        Ok(e) => Self::store(&table, namespace_id, e, epoch),
+                        Err(err) => {
+                            tracing::debug!(error = %err, "reading a token quota failed");
+                            if let Some(e) = table.lock().expect("lock").map.get_mut(&namespace_id)
+                            {
+                                e.refreshing = false;
+                            }
+                        }
+                    }
+                });
+                return e.verdict(namespace, now);
+            }
+            Cached::Miss(epoch) => epoch,
         };
-        let e = Entry {
-            read_at: now,
-            day: now.date_naive(),
-            limit,
-            used,
-        };
+        let e = read(db, namespace_id, now).await?;
         let verdict = e.verdict(namespace, now);
-        self.store(namespace_id, e);
+        Self::store(&self.table, namespace_id, e, epoch);
         verdict
     }
 
     /// Counts tokens this process just metered (until the next read of the total).
     pub fn add(&self, namespace_id: i64, tokens: i64) {
         let today = self.clock.now().date_naive();
-        if let Some(e) = self.entries.lock().expect("lock").get_mut(&namespace_id) {
+        if let Some(e) = self.table.lock().expect("lock").map.get_mut(&namespace_id) {
             if e.day == today {
                 e.used = e.used.saturating_add(tokens);
             }
@@ -161,14 +232,16 @@ impl TokenQuotas {
 
     /// Forgets a namespace's entry (after this process changed its quota).
     pub fn forget(&self, namespace_id: i64) {
-        self.entries.lock().expect("lock").remove(&namespace_id);
+        let mut table = self.table.lock().expect("lock");
+        table.epoch += 1;
+        table.map.remove(&namespace_id);
     }
 
     /// Today's tokens and the quota as this process knows them, for tests.
     #[doc(hidden)]
     pub fn peek(&self, namespace_id: i64) -> Option<(Option<i64>, i64)> {
-        let entries = self.entries.lock().expect("lock");
-        entries.get(&namespace_id).map(|e| (e.limit, e.used))
+        let table = self.table.lock().expect("lock");
+        table.map.get(&namespace_id).map(|e| (e.limit, e.used))
     }
 }
 
@@ -197,6 +270,7 @@ mod tests {
             day: now.date_naive(),
             limit: Some(100),
             used: 100,
+            refreshing: false,
         };
         match e.verdict("acme", now) {
             Err(ApiError::TokenQuotaExceeded {
@@ -251,25 +325,41 @@ mod tests {
         )));
         let q = TokenQuotas::with_clock(clock.clone());
         let now = clock.now();
-        q.store(
+        TokenQuotas::store(
+            &q.table,
             7,
             Entry {
                 read_at: now,
                 day: now.date_naive(),
                 limit: Some(10),
                 used: 50,
+                refreshing: false,
             },
+            0,
         );
-        assert!(q.cached(7, now).is_some(), "fresh within the second");
+        assert!(
+            matches!(q.cached(7, now), Cached::Fresh(e) if e.used == 50),
+            "fresh within the second"
+        );
         q.add(7, 5);
         assert_eq!(q.peek(7), Some((Some(10), 55)));
-        // Half a second later it is tomorrow: the entry no longer answers (the total
-        // is read again), and tokens metered now are not added to yesterday's count.
+        // Half a second later it is tomorrow: the entry answers with today's total
+        // at 0 (yesterday's 55 no longer count; the quota is kept) and is read again
+        // in the background; tokens metered now count toward today.
         let tomorrow = now + chrono::TimeDelta::milliseconds(500);
         *clock.0.lock().unwrap() = tomorrow;
-        assert!(q.cached(7, tomorrow).is_none());
+        match q.cached(7, tomorrow) {
+            Cached::Fresh(e) => {
+                assert_eq!(
+                    (e.limit, e.used, e.day),
+                    (Some(10), 0, tomorrow.date_naive())
+                )
+            }
+            _ => panic!("a usable entry answers across midnight"),
+        }
+        assert!(q.check_cached_is_ok(7, tomorrow));
         q.add(7, 5);
-        assert_eq!(q.peek(7), Some((Some(10), 55)));
+        assert_eq!(q.peek(7), Some((Some(10), 5)));
         assert_eq!(
             next_reset(tomorrow),
             Utc.with_ymd_and_hms(2026, 12, 4, 0, 0, 0).unwrap()
@@ -278,16 +368,64 @@ mod tests {
             day_start(tomorrow).to_rfc3339(),
             "2026-12-03T00:00:00+00:00"
         );
-        // Same day, a second later: stale too.
+        // Same day, a second later: stale (read again in the background, once),
+        // still usable until EXPIRE; then a miss (read on the request path).
         let e = Entry {
             read_at: at(12, 0, 0),
             day: at(12, 0, 0).date_naive(),
             limit: Some(1),
             used: 0,
+            refreshing: false,
         };
         assert!(e.fresh(at(12, 0, 0) + chrono::TimeDelta::milliseconds(999)));
         assert!(!e.fresh(at(12, 0, 1)));
+        assert!(e.usable(at(12, 0, 4)));
+        assert!(!e.usable(at(12, 0, 5)));
         // A clock that went backwards does not keep an entry forever.
         assert!(!e.fresh(at(11, 59, 59)));
+        assert!(!e.usable(at(11, 59, 59)));
+        clock.0.lock().unwrap().clone_from(&at(12, 0, 1));
+        let epoch = q.table.lock().unwrap().epoch;
+        TokenQuotas::store(&q.table, 8, e, epoch);
+        assert!(matches!(q.cached(8, at(12, 0, 1)), Cached::Stale(..)));
+        assert!(
+            matches!(q.cached(8, at(12, 0, 1)), Cached::Fresh(..)),
+            "one background read at a time"
+        );
+        assert!(matches!(q.cached(8, at(12, 0, 6)), Cached::Miss(_)));
+        // A forget beats a read under way.
+        let epoch = q.table.lock().unwrap().epoch;
+        q.forget(8);
+        TokenQuotas::store(
+            &q.table,
+            8,
+            Entry {
+                read_at: at(12, 0, 6),
+                ..q_entry()
+            },
+            epoch,
+        );
+        assert!(q.peek(8).is_none());
+    }
+
+    fn q_entry() -> Entry {
+        Entry {
+            read_at: at(12, 0, 0),
+            day: at(12, 0, 0).date_naive(),
+            limit: Some(1),
+            used: 0,
+            refreshing: false,
+        }
+    }
+
+    impl TokenQuotas {
+        /// What `check` would answer from the cache alone.
+        fn check_cached_is_ok(&self, ns: i64, now: DateTime<Utc>) -> bool {
+            let table = self.table.lock().unwrap();
+            table
+                .map
+                .get(&ns)
+                .is_some_and(|e| e.verdict("acme", now).is_ok())
+        }
     }
 }

@@ -302,6 +302,7 @@ impl Server {
                         // As `hub_api::server` runs it: a closed client connection drops
                         // its streamed response at once.
                         .h1_allow_half_closed(false)
+                        .tcp_nodelay(true)
                         .listen(listener)
                         .expect("listen")
                         .run();
@@ -316,4 +317,132 @@ impl Server {
     pub async fn stop(self) {
         self.handle.stop(true).await;
     }
+}
+
+/// A stand-in inference worker on 127.0.0.1 (random port, its own thread), for
+/// gateway tests that need no engine: `POST /models/{key}/...` answers a small
+/// embeddings body with `X-Input-Tokens: 5` when the gateway secret is right
+/// (401 otherwise), and counts the calls it answered.
+pub struct StandInWorker {
+    pub url: String,
+    pub secret: String,
+    pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl StandInWorker {
+    pub fn start() -> Self {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let secret = format!("standin-{}", uuid::Uuid::new_v4().simple());
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (want, counter) = (format!("Bearer {secret}"), hits.clone());
+        std::thread::spawn(move || {
+            let sys = actix_web::rt::System::new();
+            sys.block_on(async move {
+                let server = HttpServer::new(move || {
+                    let (want, counter) = (want.clone(), counter.clone());
+                    App::new().route(
+                        "/models/{key}/{tail:.*}",
+                        web::post().to(move |req: HttpRequest| {
+                            let (want, counter) = (want.clone(), counter.clone());
+                            async move {
+                                let auth = req.headers().get("authorization");
+                                if auth.and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+                                    return HttpResponse::Unauthorized().finish();
+                                }
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                HttpResponse::Ok()
+                                    .insert_header(("X-Input-Tokens", "5"))
+                                    .json(serde_json::json!({"object": "list", "data": [
+                                        {"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}
+                                    ], "usage": {"prompt_tokens": 5, "total_tokens": 5}}))
+                            }
+                        }),
+                    )
+                })
+                .workers(1)
+                .listen(listener)
+                .expect("listen")
+                .run();
+                tx.send(server.handle()).expect("handle");
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().expect("stand-in worker started");
+        Self {
+            url,
+            secret,
+            hits,
+            handle,
+        }
+    }
+
+    /// Calls answered so far.
+    pub fn calls(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Makes `namespace_id`'s endpoint `name` (`access`: "public" or "protected")
+/// routable by the gateway without a scheduler: a worker row for `worker` whose
+/// heartbeat is an hour ahead (never lost), the endpoint, and one running
+/// replica on it. Returns (endpoint id, replica id).
+pub async fn ready_endpoint(
+    db: &PgPool,
+    namespace_id: i64,
+    name: &str,
+    access: &str,
+    worker: &StandInWorker,
+) -> (i64, uuid::Uuid) {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO endpoints (namespace_id, name, repo_type, repository, revision, commit_oid, task,
+            min_replicas, max_replicas, access, status)
+         VALUES ($1, $2, 'model', 'standin/model', 'main', repeat('0', 40), 'feature-extraction', 1, 4, $3, 'running')
+         RETURNING id",
+    )
+    .bind(namespace_id)
+    .bind(name)
+    .bind(access)
+    .fetch_one(db)
+    .await
+    .expect("endpoint");
+    let replica = add_replica(db, id, worker).await;
+    (id, replica)
+}
+
+/// Adds a running replica of an endpoint on `worker` (registering the worker
+/// once, by URL). Returns the replica id.
+pub async fn add_replica(db: &PgPool, endpoint_id: i64, worker: &StandInWorker) -> uuid::Uuid {
+    let worker_id: (uuid::Uuid,) = sqlx::query_as(
+        "WITH found AS (SELECT id FROM workers WHERE url = $1),
+              made AS (INSERT INTO workers (id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, last_heartbeat)
+                       SELECT $2, 'standin', $1, $3, 8589934592, 8589934592, 2, now() + interval '1 hour'
+                       WHERE NOT EXISTS (SELECT 1 FROM found) RETURNING id)
+         SELECT id FROM found UNION ALL SELECT id FROM made",
+    )
+    .bind(&worker.url)
+    .bind(uuid::Uuid::new_v4())
+    .bind(&worker.secret)
+    .fetch_one(db)
+    .await
+    .expect("worker");
+    let replica = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO replicas (id, endpoint_id, worker_id, status) VALUES ($1, $2, $3, 'running')",
+    )
+    .bind(replica)
+    .bind(endpoint_id)
+    .bind(worker_id.0)
+    .execute(db)
+    .await
+    .expect("replica");
+    replica
 }

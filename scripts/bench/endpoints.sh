@@ -8,7 +8,11 @@
 #   * wake from scaled-to-zero;
 #   * the gateway's added latency vs calling the worker directly.
 #
-#   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16]
+#   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16] [--gateway-only]
+#
+# --gateway-only: create the endpoint and measure only the gateway's added latency
+# (at concurrency 1 and 16), with any Python that has huggingface_hub
+# ($PADDOCK_PYTHON, else .venv/test from scripts/test.sh); no torch needed.
 #
 # sentence-transformers comes from $ST_VENV (default /tmp/st-venv; --create-venv
 # makes it: torch is a ~6 GB install, which is why this is not part of the tests).
@@ -24,17 +28,21 @@ cd "$ROOT"
 ROUNDS=3
 PRECISION=f32
 CREATE_VENV=0
+GATEWAY_ONLY=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --create-venv) CREATE_VENV=1 ;;
     --rounds) ROUNDS="$2"; shift ;;
     --precision) PRECISION="$2"; shift ;;
+    --gateway-only) GATEWAY_ONLY=(--gateway-only) ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 ST_VENV="${ST_VENV:-/tmp/st-venv}"
-if [ ! -x "$ST_VENV/bin/python" ]; then
+if [ ${#GATEWAY_ONLY[@]} -gt 0 ] && [ ! -x "$ST_VENV/bin/python" ]; then
+  ST_VENV="$(dirname "$(dirname "${PADDOCK_PYTHON:-$ROOT/.venv/test/bin/python}")")"
+elif [ ! -x "$ST_VENV/bin/python" ]; then
   if [ "$CREATE_VENV" = 1 ]; then
     python3 -m venv "$ST_VENV"
     "$ST_VENV/bin/pip" install --quiet sentence-transformers torch numpy
@@ -72,4 +80,4 @@ echo "bench: hub $URL, engine ${HUB_WORKER_ENGINE:-auto} (openvino lib: ${PADDOC
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
-  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints-$PRECISION.json" --client-bin "$CLIENT" --precision "$PRECISION"
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints-$PRECISION.json" --client-bin "$CLIENT" --precision "$PRECISION" "${GATEWAY_ONLY[@]}"

@@ -160,35 +160,60 @@ def worker_target(psql, replica):
     return out[0], out[1]
 
 
-def gateway_latency(hub, ns, name, psql, n):
+def gateway_latency(hub, ns, name, psql, n, conc=1):
+    """Added latency at concurrency `conc`: `conc` threads, each with its own
+    keep-alive connection to the gateway and to the worker, alternating the two
+    (n requests each way in all)."""
     _, ep = hub.call("GET", f"/api/v1/endpoints/{ns}/{name}")
     replica = ep["replicas"]["items"][0]["id"]
     wurl, secret = worker_target(psql, replica)
-    via = Client(hub.url, f"/endpoints/{ns}/{name}/v1/embeddings", hub.token)
-    direct = Client(wurl, f"/models/{replica}/v1/embeddings", secret)
     body = ["How fast is the gateway?"]
-    for _ in range(50):
-        via.embed(body)
-        direct.embed(body)
     g, d = [], []
-    for i in range(n):
-        pair = [(via, g), (direct, d)] if i % 2 == 0 else [(direct, d), (via, g)]
-        for c, acc in pair:
-            t = time.perf_counter()
-            c.embed(body)
-            acc.append((time.perf_counter() - t) * 1000)
-    via.close()
-    direct.close()
-    res = {}
+    lock = threading.Lock()
+    start = threading.Barrier(conc)
+
+    def run(k):
+        via = Client(hub.url, f"/endpoints/{ns}/{name}/v1/embeddings", hub.token)
+        direct = Client(wurl, f"/models/{replica}/v1/embeddings", secret)
+        for _ in range(max(1, 50 // conc)):
+            via.embed(body)
+            direct.embed(body)
+        mine_g, mine_d = [], []
+        start.wait()
+        for i in range(n // conc):
+            pair = [(via, mine_g), (direct, mine_d)] if (i + k) % 2 == 0 else [(direct, mine_d), (via, mine_g)]
+            for c, acc in pair:
+                t = time.perf_counter()
+                c.embed(body)
+                acc.append((time.perf_counter() - t) * 1000)
+        via.close()
+        direct.close()
+        with lock:
+            g.extend(mine_g)
+            d.extend(mine_d)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    res = {"concurrency": conc}
     for key, xs in (("gateway", g), ("direct", d)):
         res[key] = {q: round(percentile(xs, p), 3) for q, p in (("p50", .5), ("p90", .9), ("p99", .99))}
     res["added_p50_ms"] = round(res["gateway"]["p50"] - res["direct"]["p50"], 3)
     res["added_p99_ms"] = round(res["gateway"]["p99"] - res["direct"]["p99"], 3)
-    res["requests_each"] = n
+    res["requests_each"] = len(g)
     # Which engine served (the worker's model info, behind the same secret).
     _, info = hub.call("GET", f"/models/{replica}/info", base=wurl, token=secret)
     res["engine"] = f"{info.get('engine')} x{info.get('replicas')}" if isinstance(info, dict) else "?"
     return res
+
+
+def print_gateway(g):
+    print(f"* Gateway added latency at concurrency {g['concurrency']}, {g['requests_each']} alternated "
+          f"single-sentence requests each way: "
+          f"p50 **{g['added_p50_ms']} ms** (gateway {g['gateway']['p50']} / direct {g['direct']['p50']}), "
+          f"p99 **{g['added_p99_ms']} ms** (gateway {g['gateway']['p99']} / direct {g['direct']['p99']})")
 
 
 def http_concurrent(hub, path, corpus, conc):
@@ -289,6 +314,13 @@ def check_agreement(hub, path, st, corpus):
     return float(min((a * b).sum(axis=1)))
 
 
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def proc_cpu_seconds(pid):
     """utime + stime of a process (all threads), from /proc."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -306,6 +338,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--latency-requests", type=int, default=500)
+    ap.add_argument("--latency-concurrency", default="1,16",
+                    help="concurrency levels of the gateway-latency leg, comma-separated")
+    ap.add_argument("--gateway-only", action="store_true",
+                    help="only create the endpoint and measure the gateway's added latency "
+                         "(no wake, no throughput, no sentence-transformers)")
     ap.add_argument("--hub-pid", type=int, required=True,
                     help="the hub's process id (its CPU time includes the in-process worker)")
     ap.add_argument("--out", required=True)
@@ -331,10 +368,23 @@ def main():
     report["precision"] = a.precision
     report["cold_start"] = cold_start(hub, ns, repo, "minilm", a.precision)
     print(f"bench: cold start {report['cold_start']}", file=sys.stderr)
-    report["wake_from_zero_ms"] = wake_from_zero(hub, ns, "minilm")
-    print(f"bench: wake from zero {report['wake_from_zero_ms']} ms", file=sys.stderr)
-    report["gateway"] = gateway_latency(hub, ns, "minilm", psql, a.latency_requests)
-    print(f"bench: gateway {report['gateway']}", file=sys.stderr)
+    if not a.gateway_only:
+        report["wake_from_zero_ms"] = wake_from_zero(hub, ns, "minilm")
+        print(f"bench: wake from zero {report['wake_from_zero_ms']} ms", file=sys.stderr)
+    levels = [int(c) for c in a.latency_concurrency.split(",") if c.strip()]
+    report["gateway_by_concurrency"] = [
+        gateway_latency(hub, ns, "minilm", psql, a.latency_requests * max(1, c // 4), c) for c in levels]
+    report["gateway"] = report["gateway_by_concurrency"][0]
+    for g in report["gateway_by_concurrency"]:
+        print(f"bench: gateway {g}", file=sys.stderr)
+    if a.gateway_only:
+        json.dump(report, open(a.out, "w"), indent=1)
+        print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; load before {' '.join(report['load_before'])}, "
+              f"after {' '.join(open('/proc/loadavg').read().split()[:3])}\n")
+        for g in report["gateway_by_concurrency"]:
+            print_gateway(g)
+        print(f"* Engine serving the endpoint: {report['gateway'].get('engine')} (endpoint precision {a.precision})")
+        return
 
     path = f"/endpoints/{ns}/minilm/v1/embeddings"
     st = SentenceTransformers(a.model, a.threads)
@@ -411,9 +461,8 @@ def main():
           f"(phases after creation, ms: {', '.join(f'{s} {ms}' for s, ms in cs['phases_ms'])})")
     print(f"* Wake from scaled-to-zero (cache warm), request to answer: {report['wake_from_zero_ms']} ms")
     g = report["gateway"]
-    print(f"* Gateway added latency, {g['requests_each']} alternated single-sentence requests: "
-          f"p50 **{g['added_p50_ms']} ms** (gateway {g['gateway']['p50']} / direct {g['direct']['p50']}), "
-          f"p99 {g['added_p99_ms']} ms (gateway {g['gateway']['p99']} / direct {g['direct']['p99']})")
+    for x in report["gateway_by_concurrency"]:
+        print_gateway(x)
     print(f"* Engine serving the endpoint: {g.get('engine')} "
           f"(endpoint precision {a.precision})")
     print(f"* Embeddings agree with sentence-transformers: min cosine {report['min_cosine_vs_st']:.6f} over 16 sentences")

@@ -186,6 +186,40 @@ impl<'a> Standing<'a> {
         Ok(Self::namespace(name, role, noun))
     }
 
+    /// The caller's standing in the namespace `id` named `name`, with the role
+    /// from the per-process role cache (`auth::cache::RoleCache`): no database
+    /// round trip for a caller seen in the last TTL. For hot paths (the
+    /// gateway); a membership change made on another replica is seen within
+    /// the TTL.
+    pub async fn cached_in(
+        state: &crate::state::AppState,
+        p: Option<&Principal>,
+        id: i64,
+        name: &'a str,
+        noun: &'static str,
+    ) -> sqlx::Result<Self> {
+        let role = match p {
+            Some(p)
+                if !matches!(
+                    p.credential,
+                    super::Credential::RepoPull { .. } | super::Credential::Worker
+                ) =>
+            {
+                if p.is_admin || p.user_id == id {
+                    Some(Role::Admin)
+                } else {
+                    state
+                        .tenancy
+                        .roles
+                        .member_role(&state.db, p.user_id, id)
+                        .await?
+                }
+            }
+            _ => None,
+        };
+        Ok(Self::namespace(name, role, noun))
+    }
+
     /// Loads the caller's standing toward a repo.
     pub async fn load_repo(
         db: impl PgExecutor<'_>,

@@ -4,6 +4,7 @@
 
 use crate::db;
 use crate::error::ApiError;
+use crate::refresh_cache::Lookup;
 use crate::state::AppState;
 use actix_web::{dev::Payload, FromRequest, HttpRequest};
 use chrono::Utc;
@@ -193,39 +194,64 @@ impl Auth {
 /// Message the HF client recognises for a bad token.
 pub const INVALID_CREDENTIALS: &str = "Invalid credentials in Authorization header";
 
-/// Resolves an API token secret to a principal (or 401).
+/// Resolves an API token secret to a principal (or 401). A known token is
+/// answered from the token cache (`auth::cache`) without a database round
+/// trip; a cached entry due for a reload is reloaded in the background.
 pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::Unauthorized(INVALID_CREDENTIALS.into());
     if !secret.starts_with(super::secrets::TOKEN_PREFIX) || secret.len() > 200 {
         return Err(invalid());
     }
     let hash = super::secrets::hash(secret);
-    if let Some(p) = state.tenancy.token_cache.get(&hash) {
-        return Ok(p);
-    }
-    let tok = db::tokens::by_hash(&state.db, &hash)
-        .await?
-        .ok_or_else(invalid)?;
+    let cache = &state.tenancy.token_cache;
+    let epoch = match cache.lookup(&hash) {
+        Lookup::Fresh(p) => return Ok(p),
+        Lookup::Stale { value, epoch } => {
+            let (cache, db) = (cache.clone(), state.db.clone());
+            tokio::spawn(async move {
+                match load_token(&db, &hash).await {
+                    Ok(p) => cache.put(hash, Some(p), epoch),
+                    Err(ApiError::Unauthorized(_)) => cache.put(hash, None, epoch),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reloading a token failed");
+                        cache.reload_failed(&hash);
+                    }
+                }
+            });
+            return Ok(value);
+        }
+        Lookup::Miss { epoch } => epoch,
+    };
+    let p = load_token(&state.db, &hash).await?;
+    cache.put(hash, Some(p.clone()), epoch);
+    Ok(p)
+}
+
+/// Reads a token and its user by the secret's hash: the principal, or 401
+/// (unknown, revoked, expired), or the database's error.
+async fn load_token(db: &sqlx::PgPool, hash: &[u8]) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::Unauthorized(INVALID_CREDENTIALS.into());
+    let tok = db::tokens::by_hash(db, hash).await?.ok_or_else(invalid)?;
     if tok.revoked_at.is_some() {
         return Err(ApiError::Unauthorized("this token has been revoked".into()));
     }
     if tok.expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(ApiError::Unauthorized("this token has expired".into()));
     }
-    let user = db::namespaces::user_by_id(&state.db, tok.user_id)
+    let user = db::namespaces::user_by_id(db, tok.user_id)
         .await?
         .ok_or_else(invalid)?;
     if tok
         .last_used_at
         .is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(1))
     {
-        let db = state.db.clone();
+        let db = db.clone();
         let id = tok.id;
         tokio::spawn(async move {
             let _ = db::tokens::touch(&db, id).await;
         });
     }
-    let p = Principal {
+    Ok(Principal {
         user_id: user.id,
         name: user.name,
         fullname: user.fullname,
@@ -238,9 +264,7 @@ pub async fn principal_from_token(state: &AppState, secret: &str) -> Result<Prin
             restrict_repos: tok.restrict_repos,
             expires_at: tok.expires_at,
         },
-    };
-    state.tenancy.token_cache.put(hash, &p);
-    Ok(p)
+    })
 }
 
 impl FromRequest for Auth {

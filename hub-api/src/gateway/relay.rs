@@ -67,7 +67,7 @@ impl Relay {
             m.status = 502;
         }
         if end == End::ClientGone {
-            tracing::debug!(endpoint = %m.endpoint.name, "client went away; the worker's stream is dropped");
+            tracing::debug!(endpoint = %m.route.endpoint.name, "client went away; the worker's stream is dropped");
         }
         m.record();
     }

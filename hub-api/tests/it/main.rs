@@ -15,6 +15,7 @@ mod endpoints;
 mod faults;
 mod garbage;
 mod gated_bytes;
+mod gateway_caches;
 mod generation;
 mod git_ids;
 mod registry;

@@ -157,6 +157,8 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
+    // Gateway calls by members read roles from a cache: drop this org's at once.
+    state.tenancy.roles.forget_namespace(org.id);
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -263,6 +265,8 @@ pub async fn add_member(
     )
     .await?;
     tx.commit().await?;
+    // Gateway calls by members read roles from a cache: drop this org's at once.
+    state.tenancy.roles.forget_namespace(org.id);
     Ok(HttpResponse::Created().json(MemberDto {
         user: user.name,
         fullname: user.fullname,
@@ -315,6 +319,8 @@ pub async fn set_role(
         .await?;
     }
     tx.commit().await?;
+    // Gateway calls by members read roles from a cache: drop this org's at once.
+    state.tenancy.roles.forget_namespace(org.id);
     Ok(HttpResponse::Ok().json(MemberDto {
         user: user.name,
         fullname: user.fullname,
@@ -371,5 +377,7 @@ pub async fn remove_member(
     )
     .await?;
     tx.commit().await?;
+    // Gateway calls by members read roles from a cache: drop this org's at once.
+    state.tenancy.roles.forget_namespace(org.id);
     Ok(HttpResponse::NoContent().finish())
 }

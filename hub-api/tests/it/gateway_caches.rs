@@ -1,0 +1,291 @@
+//! The gateway's hot path and its caches (issue 19): a warm call makes no
+//! database round trip, and every cache is invalidated within its documented
+//! bound: at once on the replica that made the change, within the TTL on
+//! another replica over the same database (a second app with its own caches).
+
+use actix_web::test::{call_service, TestRequest};
+use hub_api::db::namespaces::Role;
+use hub_testkit::{StandInWorker, TestState};
+use std::time::{Duration, Instant};
+
+const PATH: &str = "/endpoints/acme/emb/v1/embeddings";
+
+/// An org `acme` (owner `owner`), a member `bob` (role read) whose token
+/// `call` has the inference scope, and a protected endpoint `acme/emb`
+/// served by a stand-in worker.
+struct Setup {
+    t: TestState,
+    worker: StandInWorker,
+    owner: String,
+    bob_id: i64,
+    org_id: i64,
+    bob_call: String,
+    bob_call_id: i64,
+    bob_write: String,
+    endpoint_id: i64,
+}
+
+async fn setup() -> Setup {
+    let t = TestState::new().await;
+    let (owner_id, owner) = t.user("owner", false, &["read", "write"]).await;
+    let org_id = t.org("acme", owner_id).await;
+    let (bob_id, bob_write) = t.user("bob", false, &["read", "write"]).await;
+    hub_api::db::namespaces::set_member(&t.state.db, org_id, bob_id, Role::Read)
+        .await
+        .unwrap();
+    let (bob_call_id, bob_call) =
+        hub_api::admin::create_token(&t.state.db, bob_id, "call", &["inference".into()], None)
+            .await
+            .unwrap();
+    let worker = StandInWorker::start();
+    let (endpoint_id, _) =
+        hub_testkit::ready_endpoint(&t.state.db, org_id, "emb", "protected", &worker).await;
+    Setup {
+        t,
+        worker,
+        owner,
+        bob_id,
+        org_id,
+        bob_call,
+        bob_call_id,
+        bob_write,
+        endpoint_id,
+    }
+}
+
+fn call(token: &str) -> actix_http::Request {
+    TestRequest::post()
+        .uri(PATH)
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload(r#"{"input": ["hi"]}"#)
+        .to_request()
+}
+
+/// The replica that served a call.
+fn replica_of(r: &actix_web::dev::ServiceResponse) -> String {
+    r.headers()
+        .get("X-Paddock-Replica")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Calls until `want` answers, at most `bound` (+ slack for a slow machine);
+/// returns how long it took.
+async fn until_status<S>(app: &S, token: &str, want: u16, bound: Duration) -> Duration
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+    >,
+{
+    let start = Instant::now();
+    let slack = Duration::from_millis(700);
+    loop {
+        let st = call_service(app, call(token)).await.status().as_u16();
+        if st == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < bound + slack,
+            "still {st} after {:?}, the bound is {bound:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A warm endpoint and a known token need no database: after one call warms
+/// the caches, the pool is closed (every query now fails), and calls still
+/// succeed and reach the worker. A query on the hot path would turn them into
+/// 5xx.
+#[actix_web::test]
+async fn a_warm_call_makes_no_database_round_trip() {
+    let s = setup().await;
+    let app = hub_testkit::app(&s.t.state).await;
+    let r = call_service(&app, call(&s.bob_call)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.worker.calls(), 1);
+    // Let the first usage flush pass, so the closed pool only meets the hot path.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    s.t.state.db.close().await;
+    assert!(s.t.state.db.is_closed());
+    for i in 0..25 {
+        let r = call_service(&app, call(&s.bob_call)).await;
+        assert_eq!(r.status(), 200, "warm call {i} with the database closed");
+        // Past the refresh point of the route cache: a stale entry still answers
+        // while its background reload fails.
+        if i == 10 {
+            tokio::time::sleep(hub_api::gateway::ROUTE_REFRESH).await;
+        }
+    }
+    assert_eq!(s.worker.calls(), 26);
+    // The usage of those calls is still buffered (the database refused it), not lost.
+    assert!(s.t.state.live.usage_pending() >= 25);
+    s.worker.stop().await;
+}
+
+/// Revoking a token: refused at once by the replica that revoked it, and by
+/// another replica within the token cache's TTL.
+#[actix_web::test]
+async fn a_revoked_token_is_refused_within_the_bound() {
+    let s = setup().await;
+    let replica = s.t.replica().await;
+    let a = hub_testkit::app(&s.t.state).await;
+    let b = hub_testkit::app(&replica).await;
+    for app in [&a, &b] {
+        assert_eq!(call_service(app, call(&s.bob_call)).await.status(), 200);
+    }
+    let r = call_service(
+        &a,
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{}", s.bob_call_id))
+            .insert_header(("Authorization", format!("Bearer {}", s.bob_write)))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    // This replica: the very next call.
+    assert_eq!(call_service(&a, call(&s.bob_call)).await.status(), 401);
+    // The other: within the TTL (default 5 s), calling all along.
+    let ttl = Duration::from_secs(5);
+    let took = until_status(&b, &s.bob_call, 401, ttl).await;
+    eprintln!("revocation seen by the other replica after {took:?}");
+    assert_eq!(call_service(&b, call(&s.bob_call)).await.status(), 401);
+    s.worker.stop().await;
+}
+
+/// Removing a member: their calls are refused (404, as for outsiders) at once
+/// here, within the TTL on another replica.
+#[actix_web::test]
+async fn a_removed_member_is_refused_within_the_bound() {
+    let s = setup().await;
+    let replica = s.t.replica().await;
+    let a = hub_testkit::app(&s.t.state).await;
+    let b = hub_testkit::app(&replica).await;
+    for app in [&a, &b] {
+        assert_eq!(call_service(app, call(&s.bob_call)).await.status(), 200);
+    }
+    let r = call_service(
+        &a,
+        TestRequest::delete()
+            .uri("/api/v1/orgs/acme/members/bob")
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 204, "{:?}", actix_web::test::read_body(r).await);
+    assert_eq!(call_service(&a, call(&s.bob_call)).await.status(), 404);
+    let took = until_status(&b, &s.bob_call, 404, Duration::from_secs(5)).await;
+    eprintln!("membership change seen by the other replica after {took:?}");
+    // Back in (straight in the database, as another replica would): admitted again.
+    hub_api::db::namespaces::set_member(&s.t.state.db, s.org_id, s.bob_id, Role::Read)
+        .await
+        .unwrap();
+    until_status(&b, &s.bob_call, 200, Duration::from_secs(5)).await;
+    s.worker.stop().await;
+}
+
+/// Pausing, scaling down and deleting an endpoint: not routed to, at once on
+/// the replica that did it (or whose scheduler did), within `ROUTE_TTL` on
+/// another.
+#[actix_web::test]
+async fn paused_scaled_and_deleted_endpoints_are_not_routed_to() {
+    let s = setup().await;
+    let replica = s.t.replica().await;
+    let a = hub_testkit::app(&s.t.state).await;
+    let b = hub_testkit::app(&replica).await;
+    let bound = hub_api::gateway::ROUTE_TTL;
+    for app in [&a, &b] {
+        assert_eq!(call_service(app, call(&s.bob_call)).await.status(), 200);
+    }
+
+    // Pause (through replica A's API): A answers 503 at once, B within the bound.
+    let owner_req = |method: actix_web::http::Method, uri: &str| {
+        TestRequest::default()
+            .method(method)
+            .uri(uri)
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request()
+    };
+    let r = call_service(
+        &a,
+        owner_req(
+            actix_web::http::Method::POST,
+            "/api/v1/endpoints/acme/emb/pause",
+        ),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let before = s.worker.calls();
+    assert_eq!(call_service(&a, call(&s.bob_call)).await.status(), 503);
+    let took = until_status(&b, &s.bob_call, 503, bound).await;
+    eprintln!("pause seen by the other replica after {took:?}");
+    // No call reached the worker once the pause was seen (B's at most during the bound).
+    let during = s.worker.calls() - before;
+    assert_eq!(call_service(&a, call(&s.bob_call)).await.status(), 503);
+    assert_eq!(call_service(&b, call(&s.bob_call)).await.status(), 503);
+    assert_eq!(s.worker.calls() - before, during);
+
+    // Resume; a second replica on a second worker; then the first is scaled
+    // away (its row deleted, as the leading scheduler of another replica does):
+    // after the bound every call goes to the second.
+    let r = call_service(
+        &a,
+        owner_req(
+            actix_web::http::Method::POST,
+            "/api/v1/endpoints/acme/emb/resume",
+        ),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    sqlx::query("UPDATE replicas SET status = 'running' WHERE endpoint_id = $1")
+        .bind(s.endpoint_id)
+        .execute(&s.t.state.db)
+        .await
+        .unwrap();
+    let second = StandInWorker::start();
+    let r2 = hub_testkit::add_replica(&s.t.state.db, s.endpoint_id, &second).await;
+    until_status(&a, &s.bob_call, 200, bound).await;
+    until_status(&b, &s.bob_call, 200, bound).await;
+    sqlx::query("DELETE FROM replicas WHERE endpoint_id = $1 AND id <> $2")
+        .bind(s.endpoint_id)
+        .bind(r2)
+        .execute(&s.t.state.db)
+        .await
+        .unwrap();
+    // Once the bound has passed, neither replica routes to the removed one.
+    tokio::time::sleep(bound + Duration::from_millis(100)).await;
+    let first_calls = s.worker.calls();
+    for app in [&a, &b] {
+        for _ in 0..5 {
+            let r = call_service(app, call(&s.bob_call)).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(replica_of(&r), r2.to_string());
+        }
+    }
+    assert_eq!(
+        s.worker.calls(),
+        first_calls,
+        "the removed replica got no call"
+    );
+
+    // Delete (through A): 404 at once on A, within the bound on B.
+    let r = call_service(
+        &a,
+        owner_req(
+            actix_web::http::Method::DELETE,
+            "/api/v1/endpoints/acme/emb",
+        ),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(call_service(&a, call(&s.bob_call)).await.status(), 404);
+    let took = until_status(&b, &s.bob_call, 404, bound).await;
+    eprintln!("deletion seen by the other replica after {took:?}");
+    s.worker.stop().await;
+    second.stop().await;
+}
