@@ -278,8 +278,9 @@ async fn heartbeat_loop(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.changed.notified() => {
-                // Coalesce bursts of state changes into one heartbeat.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Coalesce bursts of state changes into one heartbeat (short: a
+                // model turning ready waits on this to be routed to).
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
