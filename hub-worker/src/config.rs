@@ -178,8 +178,9 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// A configuration with every default (as `--help` lists them), for running a worker
     /// in-process: `WorkerConfig::new(hub_url, token)` then adjust fields. The runtime
-    /// fetch settings follow their environment variables (`HUB_WORKER_FETCH_RUNTIME`,
-    /// `PADDOCK_RUNTIME_MIRROR`), so an in-process worker honours them as `hub-worker` does.
+    /// fetch and fast start settings follow their environment variables
+    /// (`HUB_WORKER_FETCH_RUNTIME`, `PADDOCK_RUNTIME_MIRROR`, `HUB_WORKER_FAST_START`), so an
+    /// in-process worker honours them as `hub-worker` does.
     pub fn new(hub_url: &str, token: &str) -> WorkerConfig {
         WorkerConfig {
             hub_url: hub_url.to_string(),
@@ -200,7 +201,12 @@ impl WorkerConfig {
             ort_dylib: None,
             ort_spinning: false,
             openvino_lib: None,
-            fast_start: true,
+            fast_start: std::env::var("HUB_WORKER_FAST_START").map_or(true, |v| {
+                !matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off" | "n" | "f"
+                )
+            }),
             fetch_runtime: crate::runtime_fetch::enabled_in_env(),
             runtime_mirror: std::env::var(crate::runtime_fetch::MIRROR_ENV)
                 .ok()
