@@ -364,7 +364,7 @@ def main():
     report["cold_start"] = cold_start(hub, ns, repo, "minilm", a.precision)
     print(f"bench: cold start {report['cold_start']}", file=sys.stderr)
     wakes = [wake_from_zero(hub, ns, "minilm") for _ in range(max(1, a.wake_rounds))]
-    report["wake_from_zero_ms"] = statistics.median(wakes)
+    report["wake_from_zero_ms"] = round(statistics.median(wakes))
     report["wake_from_zero_all_ms"] = wakes
     print(f"bench: wake from zero {wakes} ms", file=sys.stderr)
     if a.only == "cold-wake":
