@@ -31,8 +31,18 @@ const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
 #[derive(Clone, Default)]
 pub struct Nudge {
     bell: Arc<tokio::sync::Notify>,
+    /// Rung when any worker's `assign_version` moved (a Postgres NOTIFY on
+    /// [`ASSIGNMENTS_CHANNEL`], so on every hub replica): wakes the long-polls.
+    assignments: Arc<tokio::sync::Notify>,
     gguf: Arc<Mutex<HashMap<String, GgufFacts>>>,
 }
+
+/// NOTIFY channel of wake requests (`db::endpoints::request_wake`): the
+/// scheduler runs at once instead of at its next tick.
+pub const WAKE_CHANNEL: &str = "paddock_wake";
+/// NOTIFY channel of assignment changes (`db::endpoints::bump_assign_version`,
+/// payload the worker id): the worker's long-poll answers at once.
+pub const ASSIGNMENTS_CHANNEL: &str = "paddock_assignments";
 
 /// GGUF headers the scheduler keeps what it read of.
 pub const GGUF_CACHE: usize = 1024;
@@ -48,6 +58,19 @@ impl Nudge {
         tokio::time::timeout(max, self.bell.notified())
             .await
             .is_ok()
+    }
+
+    /// Wakes every waiting assignments long-poll of this app (each re-reads
+    /// its worker's version).
+    pub fn assignments_changed(&self) {
+        self.assignments.notify_waiters();
+    }
+
+    /// A future that resolves at the next [`Nudge::assignments_changed`];
+    /// create it (and `enable` it) before reading the version, so a change
+    /// between the read and the wait is not missed.
+    pub fn assignments_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.assignments.notified()
     }
 
     /// What a GGUF blob's header said, if it was read.
@@ -307,9 +330,55 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Listens on [`WAKE_CHANNEL`] and [`ASSIGNMENTS_CHANNEL`] on a connection of
+/// its own, ringing this app's scheduler and long-polls; reconnects after a
+/// second when the connection drops (the 1 s tick and the long-polls' own
+/// re-reads cover that gap).
+fn spawn_listener(state: AppState, db_url: String) {
+    actix_web::rt::spawn(async move {
+        loop {
+            if let Err(e) = listen(&state, &db_url).await {
+                tracing::warn!(error = %e, "scheduler: notification listener failed; reconnecting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+async fn listen(state: &AppState, db_url: &str) -> sqlx::Result<()> {
+    // A private connection (not the app pool's), held in `ManuallyDrop`:
+    // `PgListener`'s Drop spawns a task, which panics when this task is dropped
+    // with the runtime at hub shutdown (sqlx #1389). Then the connection is
+    // left to the process exit; after an error, inside the runtime, it is
+    // dropped as usual.
+    let mut listener =
+        std::mem::ManuallyDrop::new(sqlx::postgres::PgListener::connect(db_url).await?);
+    let result = relay(&mut listener, state).await;
+    drop(std::mem::ManuallyDrop::into_inner(listener));
+    result
+}
+
+async fn relay(listener: &mut sqlx::postgres::PgListener, state: &AppState) -> sqlx::Result<()> {
+    listener
+        .listen_all([WAKE_CHANNEL, ASSIGNMENTS_CHANNEL])
+        .await?;
+    // Anything sent before LISTEN was missed: look once.
+    state.scheduler.nudge();
+    state.scheduler.assignments_changed();
+    loop {
+        let n = listener.recv().await?;
+        if n.channel() == WAKE_CHANNEL {
+            state.scheduler.nudge();
+        } else {
+            state.scheduler.assignments_changed();
+        }
+    }
+}
+
 /// Runs the scheduler loop: contends for leadership, ticks every second (or
-/// when nudged) while leading.
+/// when nudged, by a handler or a NOTIFY) while leading.
 pub fn spawn(state: AppState, db_url: String) {
+    spawn_listener(state.clone(), db_url.clone());
     actix_web::rt::spawn(async move {
         loop {
             match lead(&state, &db_url).await {

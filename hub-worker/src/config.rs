@@ -91,6 +91,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_ORT_SPINNING", default_value_t = false)]
     pub ort_spinning: bool,
 
+    /// Encoders: answer the first requests on candle (ready at once) while the faster graph
+    /// engine (OpenVINO, ONNX Runtime) compiles, then switch to it without dropping a
+    /// request. Only under --engine auto and f32. 0/false: wait for the graph engine.
+    #[arg(long, env = "HUB_WORKER_FAST_START", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub fast_start: bool,
+
     /// Fetch the OpenVINO runtime from its pinned PyPI wheel into `<cache-dir>/runtimes/` on
     /// first use, when --engine is auto or openvino and no --openvino-lib is set (linux
     /// x86_64; sha256 checked; falls back to the next engine when it fails). 0/false: off.
@@ -155,6 +161,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ort_dylib", &self.ort_dylib)
             .field("ort_spinning", &self.ort_spinning)
             .field("openvino_lib", &self.openvino_lib)
+            .field("fast_start", &self.fast_start)
             .field("fetch_runtime", &self.fetch_runtime)
             .field("runtime_mirror", &self.runtime_mirror)
             .field("gen_slots", &self.gen_slots)
@@ -171,8 +178,9 @@ impl std::fmt::Debug for WorkerConfig {
 impl WorkerConfig {
     /// A configuration with every default (as `--help` lists them), for running a worker
     /// in-process: `WorkerConfig::new(hub_url, token)` then adjust fields. The runtime
-    /// fetch settings follow their environment variables (`HUB_WORKER_FETCH_RUNTIME`,
-    /// `PADDOCK_RUNTIME_MIRROR`), so an in-process worker honours them as `hub-worker` does.
+    /// fetch and fast start settings follow their environment variables
+    /// (`HUB_WORKER_FETCH_RUNTIME`, `PADDOCK_RUNTIME_MIRROR`, `HUB_WORKER_FAST_START`), so an
+    /// in-process worker honours them as `hub-worker` does.
     pub fn new(hub_url: &str, token: &str) -> WorkerConfig {
         WorkerConfig {
             hub_url: hub_url.to_string(),
@@ -193,6 +201,12 @@ impl WorkerConfig {
             ort_dylib: None,
             ort_spinning: false,
             openvino_lib: None,
+            fast_start: std::env::var("HUB_WORKER_FAST_START").map_or(true, |v| {
+                !matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "0" | "false" | "no" | "off" | "n" | "f"
+                )
+            }),
             fetch_runtime: crate::runtime_fetch::enabled_in_env(),
             runtime_mirror: std::env::var(crate::runtime_fetch::MIRROR_ENV)
                 .ok()
@@ -293,6 +307,8 @@ impl WorkerConfig {
             gen_prefill_chunk: self.gen_prefill_chunk,
             gen_queue: self.gen_queue,
             gen_threads: self.gen_threads.unwrap_or(0),
+            compiled_cache: Some(self.cache_dir.join("compiled")),
+            fast_start: self.fast_start,
             ..EngineConfig::default()
         };
         if let Some(t) = self.tokenizer_threads {

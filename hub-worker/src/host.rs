@@ -28,6 +28,35 @@ pub fn cores() -> usize {
         .unwrap_or(1)
 }
 
+/// The CPU's model name and feature flags, from `/proc/cpuinfo` (empty elsewhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuIdentity {
+    pub model: String,
+    /// Sorted.
+    pub flags: Vec<String>,
+}
+
+/// This machine's [`CpuIdentity`] (first processor entry).
+pub fn cpu_identity() -> CpuIdentity {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let mut flags: Vec<String> = field("flags")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    flags.sort();
+    CpuIdentity {
+        model: field("model name").unwrap_or_default(),
+        flags,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -727,6 +727,8 @@ mod tests {
             "openvino/libs/libopenvino_c.so.2641",
             "openvino/libs/libopenvino_intel_cpu_plugin.so",
             "openvino/libs/libopenvino_onnx_frontend.so.2641",
+            // Imports compiled models from the worker's cache (engine::openvino).
+            "openvino/libs/libopenvino_ir_frontend.so.2641",
             "openvino/libs/libtbb.so.12",
             "openvino/libs/libtbbmalloc.so.2",
             "openvino/libs/libhwloc.so.15",

@@ -8,11 +8,16 @@
 #   * wake from scaled-to-zero;
 #   * the gateway's added latency vs calling the worker directly.
 #
-#   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16] [--gateway-only]
+#   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16]
+#                              [--only cold-wake|gateway] [--gateway-only] [--wake-rounds N]
 #
-# --gateway-only: create the endpoint and measure only the gateway's added latency
-# (at concurrency 1 and 16), with any Python that has huggingface_hub
-# ($PADDOCK_PYTHON, else .venv/test from scripts/test.sh); no torch needed.
+# --only cold-wake runs only the cold start and wake legs; --only gateway (or --gateway-only)
+# creates the endpoint and measures only the gateway's added latency, at concurrency 1 and 16.
+# Neither needs sentence-transformers: any Python with huggingface_hub, $PADDOCK_PYTHON or
+# .venv/test from scripts/test.sh, will do. --wake-rounds wakes the endpoint N times and
+# reports the median. It prints the CPU model and its vector flags first: run it under
+# ONEDNN_MAX_CPU_ISA=AVX2 to hold OpenVINO's oneDNN to the AVX2 class on a newer CPU (candle's
+# gemm kernels use AVX2/FMA on any x86-64 anyway).
 #
 # sentence-transformers comes from $ST_VENV (default /tmp/st-venv; --create-venv
 # makes it: torch is a ~6 GB install, which is why this is not part of the tests).
@@ -28,20 +33,24 @@ cd "$ROOT"
 ROUNDS=3
 PRECISION=f32
 CREATE_VENV=0
-GATEWAY_ONLY=()
+ONLY=all
+WAKE_ROUNDS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --create-venv) CREATE_VENV=1 ;;
+    --only) ONLY="$2"; shift ;;
+    --wake-rounds) WAKE_ROUNDS="$2"; shift ;;
     --rounds) ROUNDS="$2"; shift ;;
     --precision) PRECISION="$2"; shift ;;
-    --gateway-only) GATEWAY_ONLY=(--gateway-only) ;;
+    --gateway-only) ONLY=gateway ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 ST_VENV="${ST_VENV:-/tmp/st-venv}"
-if [ ${#GATEWAY_ONLY[@]} -gt 0 ] && [ ! -x "$ST_VENV/bin/python" ]; then
-  ST_VENV="$(dirname "$(dirname "${PADDOCK_PYTHON:-$ROOT/.venv/test/bin/python}")")"
+if [ "$ONLY" != all ]; then
+  PY="${PADDOCK_PYTHON:-$ROOT/.venv/test/bin/python}"
+  [ -x "$PY" ] || PY=python3
 elif [ ! -x "$ST_VENV/bin/python" ]; then
   if [ "$CREATE_VENV" = 1 ]; then
     python3 -m venv "$ST_VENV"
@@ -51,7 +60,7 @@ elif [ ! -x "$ST_VENV/bin/python" ]; then
     exit 2
   fi
 fi
-PY="$ST_VENV/bin/python"
+PY="${PY:-$ST_VENV/bin/python}"
 OUT="$ROOT/target/bench"
 mkdir -p "$OUT"
 
@@ -59,9 +68,21 @@ mkdir -p "$OUT"
 engine_env
 python3 scripts/worker/make-corpus.py "$OUT/corpus.txt"
 
+# The CPU class the numbers belong to (docs/BENCHMARKS.md keeps one table per class).
+CPU_MODEL="$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+CPU_FLAGS="$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2- | tr ' ' '\n' \
+  | grep -E '^(sse4_2|avx|avx2|fma|f16c|avx_vnni|avx512[a-z_0-9]*|amx[a-z_0-9]*)$' | sort | tr '\n' ' ')"
+echo "CPU: $CPU_MODEL, $(nproc) cores; flags: $CPU_FLAGS; ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset}"
+echo
+
 . scripts/lib/hub.sh
-hub_build release --example bench-client
-CLIENT="$PADDOCK_TARGET/release/examples/bench-client"
+if [ "$ONLY" = cold-wake ]; then
+  hub_build release
+  CLIENT=""
+else
+  hub_build release --example bench-client
+  CLIENT="$PADDOCK_TARGET/release/examples/bench-client"
+fi
 
 # The benchmark is one client hammering one token: lift the rate limits.
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
@@ -80,4 +101,5 @@ echo "bench: hub $URL, engine ${HUB_WORKER_ENGINE:-auto} (openvino lib: ${PADDOC
 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$WORK/hf-home" \
   "$PY" scripts/bench/endpoints_driver.py --hub "$URL" --token "$TOKEN" --namespace bench \
   --model "$PADDOCK_MINILM_DIR" --corpus "$OUT/corpus.txt" --psql "$PSQL" \
-  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints-$PRECISION.json" --client-bin "$CLIENT" --precision "$PRECISION" "${GATEWAY_ONLY[@]}"
+  --rounds "$ROUNDS" --hub-pid "$HUB_PID" --out "$OUT/endpoints-$PRECISION.json" \
+  ${CLIENT:+--client-bin "$CLIENT"} --precision "$PRECISION" --only "$ONLY" --wake-rounds "$WAKE_ROUNDS"

@@ -22,7 +22,9 @@ LIBS="$DEST/openvino/libs"
 WHEELS="$CACHE/wheels"
 WHEEL="$WHEELS/$OPENVINO_WHEEL"
 
-have_lib() { compgen -G "$LIBS/libopenvino_c.so*" >/dev/null && [ -f "$LIBS/libopenvino_intel_cpu_plugin.so" ]; }
+# The IR frontend imports compiled models from the worker's cache; an older extraction
+# without it is redone.
+have_lib() { compgen -G "$LIBS/libopenvino_c.so*" >/dev/null && [ -f "$LIBS/libopenvino_intel_cpu_plugin.so" ] && compgen -G "$LIBS/libopenvino_ir_frontend.so*" >/dev/null; }
 have_wheel() { [ -f "$WHEEL" ] && [ "$(sha256sum "$WHEEL" | cut -d' ' -f1)" = "$OPENVINO_WHEEL_SHA256" ]; }
 
 if ! have_wheel; then

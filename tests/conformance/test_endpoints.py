@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import time
 
@@ -134,6 +135,55 @@ def test_bf16_endpoint_matches_sentence_transformers(alice, minilm_repo, embed_e
         assert cosine(ref[0]["embedding"], one.data[0].embedding) >= 0.9999
     finally:
         assert api_v1("DELETE", "/endpoints/alice/minilm-bf16", alice).status_code == 200
+
+
+def _switches_from_candle():
+    """The worker's "switched from candle" log lines so far, with their cache.hit."""
+    log = pathlib.Path(os.environ["PADDOCK_HUB_DATA"]).parent / "hub.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return [line for line in text.splitlines() if "switched from candle" in line]
+
+
+def test_wake_from_zero_end_to_end(alice, minilm_repo):
+    """An endpoint scaled to zero is woken by a request, which is held and then
+    answered (matching sentence-transformers); with OpenVINO, the reload
+    imports the compiled model from the worker cache instead of compiling."""
+    from openai import OpenAI
+
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "minilm-wake", "repository": minilm_repo, "min_replicas": 1, "max_replicas": 1,
+    })
+    assert r.status_code == 201, r.text
+    try:
+        wait_status("alice", "minilm-wake", alice, {"running"})
+        r = api_v1("PATCH", "/endpoints/alice/minilm-wake", alice,
+                   json={"min_replicas": 0, "scale_to_zero_after_s": 10})
+        assert r.status_code == 200, r.text
+        ep = wait_status("alice", "minilm-wake", alice, {"scaled_to_zero"}, timeout=90)
+        assert ep["replicas"]["total"] == 0, ep
+        before = len(_switches_from_candle())
+
+        client = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/minilm-wake/v1", api_key=alice, timeout=120)
+        ref = reference()
+        t0 = time.time()
+        resp = client.embeddings.create(model="minilm-wake", input=ref[0]["text"])
+        print(f"wake from zero: {round((time.time() - t0) * 1000)} ms")
+        assert cosine(ref[0]["embedding"], resp.data[0].embedding) >= 0.9999
+        assert wait_status("alice", "minilm-wake", alice, {"running"})["replicas"]["total"] == 1
+
+        if os.environ.get("PADDOCK_OPENVINO_LIB") and os.environ.get("HUB_WORKER_FAST_START", "1") not in ("0", "false"):
+            deadline, new = time.time() + 120, []
+            while time.time() < deadline and not new:
+                new = _switches_from_candle()[before:]
+                time.sleep(0.2)
+            assert new, "the woken replica never moved to its graph engine"
+            assert "cache.hit=Some(true)" in new[0], new[0]
+            resp = client.embeddings.create(model="minilm-wake", input=[s["text"] for s in ref])
+            for s, d in zip(ref, resp.data):
+                assert cosine(s["embedding"], d.embedding) >= 0.9999, s["text"]
+    finally:
+        assert api_v1("DELETE", "/endpoints/alice/minilm-wake", alice).status_code == 200
 
 
 @pytest.mark.skipif(not CLASSIFIER, reason="PADDOCK_CLASSIFIER_DIR is not set")

@@ -202,11 +202,15 @@ pub async fn touch_requests(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Resul
     Ok(())
 }
 
+/// Records a wake request and NOTIFYs the scheduler (`scheduler::WAKE_CHANNEL`),
+/// which places a replica at once rather than at its next tick.
 pub async fn request_wake(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE endpoints SET wake_requested_at = now(), last_request_at = now() WHERE id = $1",
+        "WITH w AS (UPDATE endpoints SET wake_requested_at = now(), last_request_at = now() \
+         WHERE id = $1 RETURNING id) SELECT pg_notify($2, id::text) FROM w",
     )
     .bind(id)
+    .bind(crate::scheduler::WAKE_CHANNEL)
     .execute(db)
     .await?;
     Ok(())
@@ -288,11 +292,17 @@ pub async fn remove_lost_workers(db: impl PgExecutor<'_>, secs: f64) -> sqlx::Re
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// Moves a worker's `assign_version` and NOTIFYs its long-poll
+/// (`scheduler::ASSIGNMENTS_CHANNEL`; delivered when the transaction commits).
 pub async fn bump_assign_version(db: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE workers SET assign_version = assign_version + 1 WHERE id = $1")
-        .bind(worker)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "WITH b AS (UPDATE workers SET assign_version = assign_version + 1 WHERE id = $1 \
+         RETURNING id) SELECT pg_notify($2, id::text) FROM b",
+    )
+    .bind(worker)
+    .bind(crate::scheduler::ASSIGNMENTS_CHANNEL)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

@@ -278,8 +278,9 @@ async fn heartbeat_loop(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.changed.notified() => {
-                // Coalesce bursts of state changes into one heartbeat.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Coalesce bursts of state changes into one heartbeat (short: a
+                // model turning ready waits on this to be routed to).
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -385,10 +386,20 @@ fn start(ctx: &Arc<ControlContext>, a: Assignment) {
         model: None,
     });
     ctx.changed.notify_one();
+    tracing::info!(assignment.id = %a.assignment_id, repo.id = %a.repo_id, "assignment noticed");
     let ctx = ctx.clone();
     tokio::spawn(async move {
         let id = a.assignment_id.clone();
+        let started = std::time::Instant::now();
         let result = load_assignment(&ctx, &a, &fingerprint).await;
+        if result.is_ok() {
+            tracing::info!(
+                assignment.id = %id,
+                repo.id = %a.repo_id,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "assignment ready"
+            );
+        }
         let (status, message, model) = match result {
             Ok(model) => (SlotStatus::Running, None, Some(model)),
             Err(msg) => {
@@ -439,6 +450,7 @@ async fn load_assignment(
     {
         return Err("assignment withdrawn".to_string());
     }
+    let pull_started = std::time::Instant::now();
     let pulled = ctx
         .puller
         .pull(
@@ -451,6 +463,12 @@ async fn load_assignment(
         )
         .await
         .map_err(|e| e.to_string())?;
+    tracing::info!(
+        assignment.id = %a.assignment_id,
+        repo.id = %a.repo_id,
+        duration_ms = pull_started.elapsed().as_millis() as u64,
+        "pulled"
+    );
     if !ctx.registry.set_status(
         &a.assignment_id,
         fingerprint,

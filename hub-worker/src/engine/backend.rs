@@ -76,6 +76,11 @@ impl HiddenStates {
 pub trait Backend: Send {
     /// Engine name for logs and `/info` (`candle`, `ort`, `openvino`).
     fn name(&self) -> &'static str;
+    /// Whether the engine imported its compiled model from the worker's compiled-model
+    /// cache (`None`: it keeps no such cache).
+    fn compiled_from_cache(&self) -> Option<bool> {
+        None
+    }
     /// Encoder output: the last hidden state of every token.
     fn embed(&mut self, batch: &Batch) -> Result<HiddenStates, RunError>;
     /// Classification logits, one row per sequence.

@@ -12,7 +12,7 @@ use super::queue::{Entry, EntryResult, Queue};
 use super::spec::ScoreFn;
 use super::task::Task;
 use super::tokenize::{Encoded, TextInput, TokenizerPool};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most inputs one request may carry.
@@ -46,16 +46,29 @@ pub struct EncoderModel {
 }
 
 struct Inner {
-    info: ModelInfo,
+    /// What it serves; the engine and replica count change once, on a switch.
+    info: RwLock<ModelInfo>,
     tokenizers: TokenizerPool,
-    queue: Queue,
+    /// The queue whose backend threads serve new requests (replaced on a switch).
+    queue: RwLock<Queue>,
     admission: Arc<Semaphore>,
     max_concurrent: usize,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.queue.shutdown();
+        self.queue.read().expect("queue lock").shutdown();
+    }
+}
+
+/// A handle on a model that does not keep it loaded: a background engine switch holds
+/// one, so a model unloaded while its next engine compiles is simply dropped.
+#[derive(Clone)]
+pub(super) struct WeakEncoder(Weak<Inner>);
+
+impl WeakEncoder {
+    pub(super) fn upgrade(&self) -> Option<EncoderModel> {
+        self.0.upgrade().map(|inner| EncoderModel { inner })
     }
 }
 
@@ -71,18 +84,34 @@ impl EncoderModel {
         let max_concurrent = max_concurrent.max(1);
         EncoderModel {
             inner: Arc::new(Inner {
-                info,
+                info: RwLock::new(info),
                 tokenizers,
-                queue,
+                queue: RwLock::new(queue),
                 admission: Arc::new(Semaphore::new(max_concurrent)),
                 max_concurrent,
             }),
         }
     }
 
-    /// What this model serves.
-    pub fn info(&self) -> &ModelInfo {
-        &self.inner.info
+    /// What this model serves (now: the engine changes once after a fast start).
+    pub fn info(&self) -> ModelInfo {
+        self.inner.info.read().expect("info lock").clone()
+    }
+
+    pub(super) fn downgrade(&self) -> WeakEncoder {
+        WeakEncoder(Arc::downgrade(&self.inner))
+    }
+
+    /// Moves new requests to `queue` (whose backend threads already run `engine` with
+    /// `replicas` instances). Requests already queued on the old queue are still handed
+    /// to its backend, which stops once it has answered them: no request is dropped or
+    /// answered twice.
+    pub(super) fn switch(&self, queue: Queue, engine: &'static str, replicas: usize) {
+        let old = std::mem::replace(&mut *self.inner.queue.write().expect("queue lock"), queue);
+        old.drain();
+        let mut info = self.inner.info.write().expect("info lock");
+        info.engine = engine;
+        info.replicas = replicas;
     }
 
     /// Current load.
@@ -93,6 +122,8 @@ impl EncoderModel {
             queue_depth: self
                 .inner
                 .queue
+                .read()
+                .expect("queue lock")
                 .stats()
                 .depth
                 .load(std::sync::atomic::Ordering::Relaxed) as u32,
@@ -130,11 +161,18 @@ impl EncoderModel {
     }
 
     fn require_embedding(&self, requested: &'static str) -> Result<(), EngineError> {
-        if self.inner.info.task.is_embedding() {
+        if self
+            .inner
+            .info
+            .read()
+            .expect("info lock")
+            .task
+            .is_embedding()
+        {
             Ok(())
         } else {
             Err(EngineError::WrongTask {
-                served: self.inner.info.task.as_str(),
+                served: self.info().task.as_str(),
                 requested,
             })
         }
@@ -160,7 +198,13 @@ impl EncoderModel {
                 reply,
             });
         }
-        self.inner.queue.append(entries)?;
+        // Under the read lock: a switch (write lock) then drains the old queue only after
+        // this append reached it.
+        self.inner
+            .queue
+            .read()
+            .expect("queue lock")
+            .append(entries)?;
         let mut out = Vec::with_capacity(n);
         for rx in receivers.into_iter().flatten() {
             out.push(rx.await.map_err(|_| EngineError::Unavailable)??);
@@ -176,7 +220,7 @@ impl EncoderModel {
     ) -> Result<Embeddings, EngineError> {
         self.require_embedding("feature-extraction")?;
         let _permit = self.admit(inputs.len())?;
-        let dim = self.inner.info.dim;
+        let dim = self.info().dim;
         if let Some(d) = opts.dimensions {
             if d == 0 || d > dim {
                 return Err(EngineError::InvalidParameter {
@@ -195,7 +239,7 @@ impl EncoderModel {
             .await?;
         let prompt_tokens = encoded.iter().map(|e| e.ids.len()).sum();
         let mut vectors = self.run(encoded).await?;
-        let normalize = opts.normalize.unwrap_or(self.inner.info.normalize);
+        let normalize = opts.normalize.unwrap_or(self.info().normalize);
         for v in &mut vectors {
             if let Some(d) = opts.dimensions {
                 v.truncate(d);
@@ -255,9 +299,9 @@ impl EncoderModel {
         inputs: Vec<TextInput>,
         truncate: bool,
     ) -> Result<(Vec<Vec<f32>>, usize), EngineError> {
-        if self.inner.info.task != Task::TextClassification {
+        if self.info().task != Task::TextClassification {
             return Err(EngineError::WrongTask {
-                served: self.inner.info.task.as_str(),
+                served: self.info().task.as_str(),
                 requested: "text-classification",
             });
         }
@@ -274,7 +318,8 @@ impl EncoderModel {
         opts: ClassifyOptions,
     ) -> Result<Classifications, EngineError> {
         let (logits, prompt_tokens) = self.logits(inputs, opts.truncate).await?;
-        let score_fn = opts.score_fn.unwrap_or(self.inner.info.score_fn);
+        let info = self.info();
+        let score_fn = opts.score_fn.unwrap_or(info.score_fn);
         let labels = logits
             .iter()
             .map(|row| {
@@ -282,9 +327,7 @@ impl EncoderModel {
                     .into_iter()
                     .enumerate()
                     .map(|(i, score)| LabelScore {
-                        label: self
-                            .inner
-                            .info
+                        label: info
                             .labels
                             .get(i)
                             .cloned()

@@ -278,6 +278,11 @@ pub trait GraphSession: Send {
     const ENGINE: &'static str;
     /// [`Backend::wide_window`] of this engine.
     const WIDE_WINDOW: usize;
+    /// Whether this session was imported from a compiled-model cache (`None`: the
+    /// engine keeps none).
+    fn loaded_from_cache(&self) -> Option<bool> {
+        None
+    }
     /// Runs the graph on `feed` (tensors taken by the names in `inputs`); returns
     /// `output`'s shape and elements.
     fn run(
@@ -372,6 +377,10 @@ impl<S: GraphSession> GraphEngine for GraphBackend<S> {
 impl<S: GraphSession> Backend for GraphBackend<S> {
     fn name(&self) -> &'static str {
         S::ENGINE
+    }
+
+    fn compiled_from_cache(&self) -> Option<bool> {
+        self.session.loaded_from_cache()
     }
 
     fn can_run_wide(&self) -> bool {

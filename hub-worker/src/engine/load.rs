@@ -8,7 +8,8 @@
 //! architecture is a causal LM) and a match arm in [`Model::load`] that builds a
 //! `Model::Decoder`; the encoder path below stays untouched.
 
-use super::encoder::EncoderModel;
+use super::backend::Backend;
+use super::encoder::{EncoderModel, WeakEncoder};
 use super::error::LoadError;
 use super::generate::DecoderModel;
 use super::model::{Model, ModelInfo};
@@ -20,6 +21,7 @@ use super::spec::{self, ModelSpec};
 use super::task::Task;
 use super::tokenize::TokenizerPool;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// What a model snapshot holds, by family: what [`Model::load`] dispatches on.
 #[derive(Debug, Clone)]
@@ -171,13 +173,17 @@ fn load_decoder(
 }
 
 /// Loads an encoder: its engine instances (warmed up), tokenizer threads, batching queue
-/// and backend threads.
+/// and backend threads. The tokenizer loads on its own thread while the engine loads.
+/// With a fast start ([`select::starts_fast`]) the model serves on candle at once and a
+/// background thread moves it to the graph engine once that has compiled
+/// ([`spawn_switch`]). Each phase's duration is logged (`model loaded`).
 fn load_encoder(
     dir: &Path,
     spec: ModelSpec,
     task: Option<Task>,
     cfg: &EngineConfig,
 ) -> Result<EncoderModel, LoadError> {
+    let started = Instant::now();
     let task = task.unwrap_or(spec.default_task);
     let available = cfg
         .memory_available_bytes
@@ -191,10 +197,30 @@ fn load_encoder(
             });
         }
     }
-    let tokenizer = tokenizers::Tokenizer::from_file(&spec.tokenizer)
-        .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
+    let tokenizer_file = spec.tokenizer.clone();
+    let tokenizer_load = std::thread::Builder::new()
+        .name("tokenizer-load".into())
+        .spawn(move || {
+            let t = Instant::now();
+            let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_file)
+                .map_err(|e| LoadError::BadTokenizer(e.to_string()));
+            (tokenizer, t.elapsed())
+        })
+        .map_err(LoadError::Spawn)?;
     let replicas = select::plan_replicas(cfg, &spec, needed, available);
-    let mut backends = select::load_backends(&spec, task, cfg, replicas)?;
+    let fast = select::starts_fast(&spec, cfg);
+    let t = Instant::now();
+    let loaded = if fast {
+        select::load_candle(&spec, task, cfg)
+    } else {
+        select::load_backends(&spec, task, cfg, replicas)
+    };
+    let engine_time = t.elapsed();
+    let (tokenizer, tokenizer_time) = tokenizer_load
+        .join()
+        .map_err(|_| LoadError::BadTokenizer("the tokenizer loader panicked".into()))?;
+    let mut backends = loaded?;
+    let tokenizer = tokenizer?;
     let mode = if task.is_embedding() {
         Mode::Embed {
             pooling: spec.pooling(),
@@ -203,7 +229,9 @@ fn load_encoder(
         Mode::Predict
     };
     let pad_id = spec.encoder.pad_token_id;
+    let t = Instant::now();
     run::warm_up(&mut backends, &mode, pad_id).map_err(LoadError::WarmUp)?;
+    let warm_up_time = t.elapsed();
 
     let name = dir
         .file_name()
@@ -216,32 +244,21 @@ fn load_encoder(
         &name,
     )
     .map_err(LoadError::Spawn)?;
-    let limits = BatchLimits {
-        max_batch_tokens: cfg.max_batch_tokens.max(spec.max_input_tokens),
-        max_batch_size: cfg.max_batch_size.max(1),
-        padded: backends[0].is_padded(),
-        max_pass: match cfg.forward_batch_size {
-            0 => backends[0].preferred_forward_batch().max(1),
-            n => n,
-        },
-        replicas: backends.len(),
-        wide: backends[0].can_run_wide(),
-        wide_window: backends[0].wide_window().max(1),
-        packs: backends[0].packs() && task.is_embedding(),
-    };
+    let limits = batch_limits(&backends, cfg, &spec, task);
     let queue = Queue::start(limits, &name).map_err(LoadError::Spawn)?;
     let engine = backends[0].name();
+    let from_cache = backends[0].compiled_from_cache();
     let dim = match &mode {
         Mode::Embed { pooling } => spec.encoder.hidden_size * pooling.len(),
         Mode::Predict => spec.encoder.hidden_size,
     };
-    let replicas = backends.len();
+    let n_backends = backends.len();
     run::spawn_backend_threads(backends, &queue, &mode, pad_id, &name).map_err(LoadError::Spawn)?;
     let info = ModelInfo {
         task,
         model_type: spec.model_type.clone(),
         engine,
-        replicas,
+        replicas: n_backends,
         dim,
         labels: spec.labels.clone(),
         max_input_tokens: spec.max_input_tokens,
@@ -254,14 +271,125 @@ fn load_encoder(
         model.task = %task,
         model.engine = engine,
         model.type = %info.model_type,
-        model.replicas = replicas,
+        model.replicas = n_backends,
         model.forward_batch = limits.max_pass,
+        cache.hit = ?from_cache,
+        tokenizer_ms = tokenizer_time.as_millis() as u64,
+        engine_ms = engine_time.as_millis() as u64,
+        warm_up_ms = warm_up_time.as_millis() as u64,
+        duration_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    Ok(EncoderModel::new(
-        info,
-        tokenizers,
-        queue,
-        cfg.max_concurrent,
-    ))
+    let model = EncoderModel::new(info, tokenizers, queue, cfg.max_concurrent);
+    if fast {
+        spawn_switch(
+            model.downgrade(),
+            Switch {
+                spec,
+                task,
+                cfg: cfg.clone(),
+                replicas,
+                mode,
+                pad_id,
+                name,
+            },
+        );
+    }
+    Ok(model)
+}
+
+/// The queue's limits for `backends` (the first one speaks for all).
+fn batch_limits(
+    backends: &[Box<dyn Backend>],
+    cfg: &EngineConfig,
+    spec: &ModelSpec,
+    task: Task,
+) -> BatchLimits {
+    BatchLimits {
+        max_batch_tokens: cfg.max_batch_tokens.max(spec.max_input_tokens),
+        max_batch_size: cfg.max_batch_size.max(1),
+        padded: backends[0].is_padded(),
+        max_pass: match cfg.forward_batch_size {
+            0 => backends[0].preferred_forward_batch().max(1),
+            n => n,
+        },
+        replicas: backends.len(),
+        wide: backends[0].can_run_wide(),
+        wide_window: backends[0].wide_window().max(1),
+        packs: backends[0].packs() && task.is_embedding(),
+    }
+}
+
+/// What a fast-started model needs to move to its graph engine.
+struct Switch {
+    spec: ModelSpec,
+    task: Task,
+    cfg: EngineConfig,
+    replicas: usize,
+    mode: Mode,
+    pad_id: u32,
+    name: String,
+}
+
+/// Loads and warms the graph engine on a thread of its own (`switch-<name>`), then moves
+/// the model to it ([`EncoderModel::switch`]): new requests go to the new engine's queue,
+/// the ones queued on candle's are still answered there. A model unloaded meanwhile is
+/// left alone; an engine that fails leaves the model on candle, with a warning.
+fn spawn_switch(model: WeakEncoder, sw: Switch) {
+    let name = format!("switch-{}", sw.name);
+    let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        let started = Instant::now();
+        let mut backends =
+            match select::load_graph_backends(&sw.spec, sw.task, &sw.cfg, sw.replicas) {
+                Ok(Some(b)) => b,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no graph engine for this model; it stays on candle");
+                    return;
+                }
+            };
+        let compile_time = started.elapsed();
+        if model.upgrade().is_none() {
+            return;
+        }
+        let t = Instant::now();
+        if let Err(e) = run::warm_up(&mut backends, &sw.mode, sw.pad_id) {
+            tracing::warn!(error = %e, "graph engine failed its warm-up; the model stays on candle");
+            return;
+        }
+        let warm_up_time = t.elapsed();
+        let limits = batch_limits(&backends, &sw.cfg, &sw.spec, sw.task);
+        let engine = backends[0].name();
+        let from_cache = backends[0].compiled_from_cache();
+        let n = backends.len();
+        let queue = match Queue::start(limits, &sw.name) {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the graph engine's queue");
+                return;
+            }
+        };
+        if let Err(e) = run::spawn_backend_threads(backends, &queue, &sw.mode, sw.pad_id, &sw.name)
+        {
+            tracing::warn!(error = %e, "cannot start the graph engine's threads");
+            queue.shutdown();
+            return;
+        }
+        match model.upgrade() {
+            Some(m) => m.switch(queue, engine, n),
+            None => return queue.shutdown(),
+        }
+        tracing::info!(
+            model.engine = engine,
+            model.replicas = n,
+            cache.hit = ?from_cache,
+            compile_ms = compile_time.as_millis() as u64,
+            warm_up_ms = warm_up_time.as_millis() as u64,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "switched from candle"
+        );
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the engine switch; the model stays on candle");
+    }
 }

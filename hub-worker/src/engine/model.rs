@@ -52,10 +52,10 @@ pub enum Model {
 
 impl Model {
     /// What this model serves.
-    pub fn info(&self) -> &ModelInfo {
+    pub fn info(&self) -> ModelInfo {
         match self {
             Model::Encoder(m) => m.info(),
-            Model::Decoder(m) => m.info(),
+            Model::Decoder(m) => m.info().clone(),
         }
     }
 

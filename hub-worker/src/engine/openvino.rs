@@ -6,6 +6,13 @@
 //! than ONNX Runtime per core on the benchmark machine at identical fp32 results
 //! (`docs/BENCHMARKS.md`).
 //!
+//! Compiled models are cached under the worker cache ([`cache_dir`]), in a directory
+//! named for the CPU class they were compiled for (its ISA flags, `ONEDNN_MAX_CPU_ISA`
+//! and the OpenVINO build), one blob per graph sha256 (weights included) and compile
+//! properties. A wake or a second replica of the same graph imports the blob instead of
+//! compiling (1.9 s of a 3 s cold start on a 2-core AVX2 machine); a changed model or CPU
+//! class compiles afresh.
+//!
 //! Precision: fp32 by default. [`Precision::Bf16`] (an endpoint's `"precision": "bf16"`) lets the CPU plugin
 //! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
 //! again on such a CPU, at cosine ≥ 0.99995 to fp32 for MiniLM.
@@ -20,6 +27,7 @@ use openvino::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Instant;
 
 fn precision_hint(p: Precision) -> &'static str {
     match p {
@@ -120,14 +128,22 @@ fn ov_err(e: impl std::fmt::Display) -> LoadError {
 pub struct OvSession {
     request: InferRequest,
     _compiled: CompiledModel,
+    /// The bytes an imported model was read from: OpenVINO may use them in place (the
+    /// weights), so they live as long as the model (fields drop in declaration order).
+    _imported: Option<Vec<u8>>,
+    /// Whether this compiled model was imported from the cache.
+    from_cache: bool,
 }
 
 impl OvSession {
+    /// Compiles `model` for `threads` threads, or imports the blob at `blob` when it is
+    /// there (and stores the compiled model there when it is not).
     fn compile(
         core: &mut Core,
         model: &openvino::Model,
         threads: usize,
         precision: Precision,
+        blob: Option<&Path>,
     ) -> Result<OvSession, LoadError> {
         // One stream on `threads` threads, not pinned: several replicas share the cores
         // with tokenizer and HTTP threads, and pinning put two replicas on one core.
@@ -146,12 +162,121 @@ impl OvSession {
             ],
         )
         .map_err(ov_err)?;
-        let mut compiled = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
+        let started = Instant::now();
+        let (mut compiled, imported) = match blob.and_then(|p| blob::import(core, p)) {
+            Some((c, bytes)) => (c, Some(bytes)),
+            None => {
+                let c = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
+                if let Some(p) = blob {
+                    blob::export(&c, p);
+                }
+                (c, None)
+            }
+        };
+        let from_cache = imported.is_some();
         let request = compiled.create_infer_request().map_err(ov_err)?;
+        tracing::info!(
+            engine = "openvino",
+            threads = %threads,
+            cache.hit = from_cache,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "compiled"
+        );
         Ok(OvSession {
             request,
             _compiled: compiled,
+            _imported: imported,
+            from_cache,
         })
+    }
+}
+
+/// Compiled models on disk: OpenVINO's export and import, which the `openvino` crate
+/// does not wrap. Its own `CACHE_DIR` cannot serve here: it keys an in-memory model by a
+/// hash of its serialised form, node names included, and the ONNX frontend names the
+/// nodes it creates from a process-wide counter, so a second read of the same graph never
+/// hit. The workspace denies unsafe code; this module is allowed it for those two FFI
+/// calls and the handle conversions they need.
+#[allow(unsafe_code)]
+mod blob {
+    use openvino::{CompiledModel, Core};
+    use openvino_sys::{ov_compiled_model_t, ov_core_t, ov_status_e};
+    use std::path::Path;
+
+    // `Core` and `CompiledModel` (openvino =0.11.1, pinned) are structs holding only the
+    // raw handle; a lone field sits at offset 0.
+    const _: () = assert!(size_of::<Core>() == size_of::<*mut ov_core_t>());
+    const _: () = assert!(size_of::<CompiledModel>() == size_of::<*mut ov_compiled_model_t>());
+
+    fn core_handle(core: &Core) -> *const ov_core_t {
+        // SAFETY: see the layout note above; the handle stays owned by `core`.
+        unsafe { *(core as *const Core).cast::<*const ov_core_t>() }
+    }
+
+    fn compiled_handle(c: &CompiledModel) -> *const ov_compiled_model_t {
+        // SAFETY: as for `core_handle`.
+        unsafe { *(c as *const CompiledModel).cast::<*const ov_compiled_model_t>() }
+    }
+
+    /// The compiled model stored at `path`, imported with `core`'s CPU properties, and
+    /// the bytes it was read from, which must outlive it (OpenVINO may keep pointers into
+    /// them); `None` when there is none or it does not import (then it is removed, to be
+    /// rewritten).
+    pub(super) fn import(core: &Core, path: &Path) -> Option<(CompiledModel, Vec<u8>)> {
+        let bytes = std::fs::read(path).ok()?;
+        let device = c"CPU";
+        let mut handle: *mut ov_compiled_model_t = std::ptr::null_mut();
+        // SAFETY: valid core handle and C string for the call's duration; the buffer is
+        // returned with the model and kept as long as it.
+        let status = unsafe {
+            openvino_sys::ov_core_import_model(
+                core_handle(core),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                device.as_ptr(),
+                &mut handle,
+            )
+        };
+        if status != ov_status_e::OK || handle.is_null() {
+            tracing::warn!(path = %path.display(), status = ?status, error = last_error(), "compiled model does not import; compiling again");
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        // SAFETY: a fresh handle we own; `CompiledModel` frees it on drop.
+        let compiled =
+            unsafe { std::mem::transmute::<*mut ov_compiled_model_t, CompiledModel>(handle) };
+        Some((compiled, bytes))
+    }
+
+    /// OpenVINO's message for the last failed call on this thread.
+    fn last_error() -> String {
+        // SAFETY: a NUL-terminated string owned by OpenVINO (or null), read at once.
+        unsafe {
+            let p = openvino_sys::ov_get_last_err_msg();
+            if p.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        }
+    }
+
+    /// Stores `compiled` at `path`: written beside it, then renamed, so a reader never
+    /// sees a partial blob. A failure only costs the next load a compile.
+    pub(super) fn export(compiled: &CompiledModel, path: &Path) {
+        let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+        let Ok(c_tmp) = std::ffi::CString::new(tmp.to_string_lossy().as_bytes()) else {
+            return;
+        };
+        // SAFETY: valid handle and C string for the call's duration.
+        let status = unsafe {
+            openvino_sys::ov_compiled_model_export_model(compiled_handle(compiled), c_tmp.as_ptr())
+        };
+        let stored = status == ov_status_e::OK && std::fs::rename(&tmp, path).is_ok();
+        if !stored {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), status = ?status, error = last_error(), "could not store the compiled model");
+        }
     }
 }
 
@@ -161,6 +286,10 @@ impl GraphSession for OvSession {
     /// against 176-192 split; requests of 4: level in fp32 (227-231 vs 230-233), 582
     /// against 486 in bf16 (`scripts/worker/bench-embeddings.sh --modes requests`).
     const WIDE_WINDOW: usize = 4;
+
+    fn loaded_from_cache(&self) -> Option<bool> {
+        Some(self.from_cache)
+    }
 
     fn run(
         &mut self,
@@ -209,15 +338,46 @@ impl GraphBackend<OvSession> {
         replicas: usize,
         precision: Precision,
     ) -> Result<Vec<OvBackend>, LoadError> {
+        Self::load_cached(spec, task, replicas, precision, None)
+    }
+
+    /// [`Self::load`], importing compiled models from `cache` (a [`cache_dir`]) when they
+    /// are there and storing them there when not.
+    pub fn load_cached(
+        spec: &ModelSpec,
+        task: Task,
+        replicas: usize,
+        precision: Precision,
+        cache: Option<&Path>,
+    ) -> Result<Vec<OvBackend>, LoadError> {
+        if let Some(dir) = cache {
+            std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let rt = RUNTIME
             .get()
             .ok_or(LoadError::NotInitialised { engine: "OpenVINO" })?;
         let mut core = Core::new().map_err(ov_err)?;
-        let model = match Graph::of(spec, task)? {
+        let started = Instant::now();
+        let graph = Graph::of(spec, task)?;
+        let exported_ms = started.elapsed().as_millis() as u64;
+        let graph_hash = match cache {
+            Some(_) => Some(graph_sha256(&graph)?),
+            None => None,
+        };
+        let model = match graph {
             Graph::Bytes(b) => core.read_model_from_buffer(&b, None),
             Graph::File(p) => core.read_model_from_file(&p.to_string_lossy(), ""),
         }
         .map_err(ov_err)?;
+        tracing::info!(
+            engine = "openvino",
+            graph_ms = exported_ms,
+            read_ms = started.elapsed().as_millis() as u64 - exported_ms,
+            "graph read"
+        );
         let mut inputs = Vec::new();
         for i in 0..model.get_inputs_len().map_err(ov_err)? {
             let node = model.get_input_by_index(i).map_err(ov_err)?;
@@ -230,7 +390,144 @@ impl GraphBackend<OvSession> {
         }
         let io = GraphIo::new(inputs, &outputs, spec, task)?;
         GraphBackend::replicas(io, rt.threads, replicas, |threads| {
-            OvSession::compile(&mut core, &model, threads, precision)
+            let blob = cache
+                .zip(graph_hash.as_deref())
+                .map(|(dir, hash)| blob_path(dir, hash, threads, precision));
+            OvSession::compile(&mut core, &model, threads, precision, blob.as_deref())
         })
+    }
+}
+
+/// sha256 (hex) of the graph's bytes: the cache key of its compiled models.
+fn graph_sha256(graph: &Graph) -> Result<String, LoadError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match graph {
+        Graph::Bytes(b) => h.update(b),
+        Graph::File(p) => {
+            let mut f = std::fs::File::open(p).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+            std::io::copy(&mut f, &mut h).map_err(|source| LoadError::Io {
+                path: p.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where the model compiled from the graph `graph_sha256` for `threads` threads in
+/// `precision` is stored under a [`cache_dir`]. The other compile properties are fixed
+/// in [`OvSession::compile`]; `v1` changes when they do.
+fn blob_path(dir: &Path, graph_sha256: &str, threads: usize, precision: Precision) -> PathBuf {
+    dir.join(format!(
+        "{graph_sha256}-t{threads}-{}-v1.blob",
+        precision_hint(precision)
+    ))
+}
+
+/// The directory under `root` (the worker's compiled-model cache) for blobs compiled on
+/// this CPU class: `openvino-<isa>-<hash>`, where `<isa>` is the widest vector ISA oneDNN
+/// will use (capped by `max_isa`, the value of `ONEDNN_MAX_CPU_ISA`) and `<hash>` covers
+/// the CPU model, its flags, that cap and the OpenVINO build. A blob compiled for AVX-512
+/// is never imported where oneDNN is held to AVX2, nor on another CPU or runtime version.
+pub fn cache_dir(root: &Path, max_isa: Option<&str>) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let cpu = crate::host::cpu_identity();
+    let max_isa = max_isa.map(|v| v.trim().to_ascii_lowercase());
+    let class = isa_class(&cpu.flags, max_isa.as_deref());
+    let mut h = Sha256::new();
+    h.update(cpu.model.as_bytes());
+    h.update([0]);
+    h.update(cpu.flags.join(" ").as_bytes());
+    h.update([0]);
+    h.update(max_isa.unwrap_or_default().as_bytes());
+    h.update([0]);
+    h.update(runtime_version().as_bytes());
+    let hex: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    root.join(format!("openvino-{class}-{hex}"))
+}
+
+/// `cache_dir` with the cap this process runs under (`ONEDNN_MAX_CPU_ISA`).
+pub fn cache_dir_here(root: &Path) -> PathBuf {
+    cache_dir(root, std::env::var("ONEDNN_MAX_CPU_ISA").ok().as_deref())
+}
+
+/// The widest vector ISA class of `flags`, capped by a `ONEDNN_MAX_CPU_ISA` value.
+fn isa_class(flags: &[String], max_isa: Option<&str>) -> &'static str {
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let native = if has("amx_tile") {
+        "amx"
+    } else if has("avx512f") {
+        "avx512"
+    } else if has("avx2") {
+        "avx2"
+    } else {
+        "sse41"
+    };
+    let rank = |c: &str| match c {
+        "amx" => 3,
+        "avx512" => 2,
+        "avx2" => 1,
+        _ => 0,
+    };
+    let cap = match max_isa {
+        Some(v) if v.contains("amx") => "amx",
+        Some(v) if v.contains("avx512") => "avx512",
+        Some(v) if v.contains("avx2") => "avx2",
+        Some(v) if v.contains("avx") || v.contains("sse") => "sse41",
+        _ => native,
+    };
+    if rank(cap) < rank(native) {
+        cap
+    } else {
+        native
+    }
+}
+
+/// The OpenVINO build string ("" before [`init`]).
+fn runtime_version() -> String {
+    if !is_available() {
+        return String::new();
+    }
+    Core::new()
+        .ok()
+        .and_then(|core| {
+            core.versions("CPU").ok().map(|v| {
+                v.iter()
+                    .map(|(_, ver)| ver.build_number.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isa_class_is_capped_by_onednn_max_cpu_isa() {
+        let flags: Vec<String> = ["sse4_1", "avx2", "avx512f", "amx_tile"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(isa_class(&flags, None), "amx");
+        assert_eq!(isa_class(&flags, Some("avx2")), "avx2");
+        assert_eq!(isa_class(&flags, Some("avx512_core_bf16")), "avx512");
+        let avx2 = vec!["avx2".to_string()];
+        assert_eq!(
+            isa_class(&avx2, Some("avx512_core")),
+            "avx2",
+            "a cap above is no cap"
+        );
+        let root = Path::new("/c");
+        assert_ne!(cache_dir(root, None), cache_dir(root, Some("AVX2")));
+        assert_eq!(cache_dir(root, Some("AVX2")), cache_dir(root, Some("avx2")));
     }
 }

@@ -106,6 +106,13 @@ pub struct EngineConfig {
     /// Decoders: llama.cpp compute threads; 0: the physical cores this process may use
     /// (`--gen-threads`).
     pub gen_threads: usize,
+    /// Root of the compiled-model cache (the worker's `<cache-dir>/compiled`): OpenVINO
+    /// stores the blobs it compiles there, per CPU class, and imports them on the next load
+    /// of the same graph. `None`: every load compiles.
+    pub compiled_cache: Option<std::path::PathBuf>,
+    /// Encoders under `auto` in f32: serve on candle (ready in milliseconds) while the
+    /// graph engine compiles, then move to it without dropping a request (`--fast-start`).
+    pub fast_start: bool,
 }
 
 impl Default for EngineConfig {
@@ -127,6 +134,8 @@ impl Default for EngineConfig {
             gen_prefill_chunk: DEFAULT_GEN_PREFILL_CHUNK,
             gen_queue: DEFAULT_GEN_QUEUE,
             gen_threads: 0,
+            compiled_cache: None,
+            fast_start: false,
         }
     }
 }

@@ -166,6 +166,8 @@ pub fn take_batch(queue: &mut VecDeque<Entry>, limits: BatchLimits) -> (Vec<Entr
 enum Cmd {
     Append(Vec<Entry>),
     NextBatch(usize, mpsc::Sender<Option<Pass>>),
+    /// Take no more entries; stop once every queued one has been handed out.
+    Drain,
     Shutdown,
 }
 
@@ -215,6 +217,13 @@ impl Queue {
         rx.recv().ok().flatten()
     }
 
+    /// Stops the thread once every entry appended before this call has been handed to a
+    /// backend (an engine switch retires the old queue this way: nothing queued on it is
+    /// lost). Appends after it fail with `Unavailable`.
+    pub fn drain(&self) {
+        let _ = self.tx.send(Cmd::Drain);
+    }
+
     /// Stops the thread; waiting entries fail with `Unavailable`.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Cmd::Shutdown);
@@ -234,10 +243,12 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
     let mut waiters: VecDeque<(usize, mpsc::Sender<Option<Pass>>)> = VecDeque::new();
     // Replica 0 is running a wide pass: nobody else gets work until it asks again.
     let mut wide_running = false;
+    let mut draining = false;
     loop {
         let cmd = rx.recv().unwrap_or(Cmd::Shutdown);
         match cmd {
             Cmd::Append(entries) => pending.extend(entries),
+            Cmd::Drain => draining = true,
             Cmd::NextBatch(replica, w) => {
                 if replica == 0 {
                     wide_running = false;
@@ -299,6 +310,12 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
         }
         let queued = pending.len() + ready.iter().map(Vec::len).sum::<usize>();
         stats.depth.store(queued, Ordering::Relaxed);
+        if draining && queued == 0 {
+            for (_, w) in waiters.drain(..) {
+                let _ = w.send(None);
+            }
+            return;
+        }
     }
 }
 
@@ -383,6 +400,25 @@ mod tests {
         assert_eq!(b.len(), 2);
         assert!(b.iter().all(|e| !e.reply.is_closed()));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn drain_hands_out_what_was_queued_then_stops() {
+        let queue = Queue::start(PADDED, "d").unwrap();
+        let (e1, rx1) = entry(3);
+        let (e2, rx2) = entry(4);
+        queue.append(vec![e1, e2]).unwrap();
+        queue.drain();
+        let pass = queue
+            .next_batch(0)
+            .expect("queued entries are still handed out");
+        assert_eq!(pass.entries.len(), 2);
+        for e in pass.entries {
+            e.reply.send(Ok(vec![2.0])).unwrap();
+        }
+        assert_eq!(rx1.blocking_recv().unwrap(), Ok(vec![2.0]));
+        assert_eq!(rx2.blocking_recv().unwrap(), Ok(vec![2.0]));
+        assert!(queue.next_batch(0).is_none(), "then the queue stops");
     }
 
     #[test]

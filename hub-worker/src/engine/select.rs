@@ -104,13 +104,21 @@ impl GraphEngine {
         task: Task,
         replicas: usize,
         precision: Precision,
+        compiled_cache: Option<&Path>,
     ) -> Result<Vec<Box<dyn Backend>>, LoadError> {
-        let _ = (spec, task, replicas, precision);
+        let _ = (spec, task, replicas, precision, compiled_cache);
         match self {
             #[cfg(feature = "engine-openvino")]
-            GraphEngine::OpenVino => Ok(boxed(super::openvino::OvBackend::load(
-                spec, task, replicas, precision,
-            )?)),
+            GraphEngine::OpenVino => {
+                let cache = compiled_cache.map(super::openvino::cache_dir_here);
+                Ok(boxed(super::openvino::OvBackend::load_cached(
+                    spec,
+                    task,
+                    replicas,
+                    precision,
+                    cache.as_deref(),
+                )?))
+            }
             #[cfg(feature = "engine-ort")]
             GraphEngine::Ort => Ok(boxed(super::ort::OrtBackend::load(spec, task, replicas)?)),
             #[allow(unreachable_patterns)]
@@ -266,30 +274,83 @@ pub(super) fn load_backends(
     replicas: usize,
 ) -> Result<Vec<Box<dyn Backend>>, LoadError> {
     let precision = cfg.precision;
+    let cache = cfg.compiled_cache.as_deref();
     match (cfg.engine, graph_engine(cfg.engine)) {
         (_, Some(engine)) if engine.computes(precision) => {
-            return engine.load(spec, task, replicas, precision)
+            return engine.load(spec, task, replicas, precision, cache)
         }
         (EnginePreference::Auto, _) => {
-            for engine in GRAPH_ENGINES {
-                if !engine.is_available() || !engine.computes(precision) {
-                    continue;
-                }
-                match engine.load(spec, task, replicas, precision) {
-                    Ok(b) => return Ok(b),
-                    // Only OpenVINO computes in bf16: its reason is the endpoint's.
-                    Err(e) if precision != Precision::F32 => return Err(e),
-                    Err(e) if !spec.safetensors.is_empty() => tracing::warn!(
-                        error = %e,
-                        "{} cannot serve this model; trying the next engine",
-                        engine.label()
-                    ),
-                    Err(e) => return Err(e),
-                }
+            if let Some(b) = load_auto_graph(spec, task, cfg, replicas)? {
+                return Ok(b);
             }
         }
         _ => {}
     }
+    load_candle(spec, task, cfg)
+}
+
+/// The fastest graph engine that loads the model under `auto`, fastest first; `None`
+/// when none is available or none can serve a model candle can.
+fn load_auto_graph(
+    spec: &ModelSpec,
+    task: Task,
+    cfg: &EngineConfig,
+    replicas: usize,
+) -> Result<Option<Vec<Box<dyn Backend>>>, LoadError> {
+    let precision = cfg.precision;
+    for engine in GRAPH_ENGINES {
+        if !engine.is_available() || !engine.computes(precision) {
+            continue;
+        }
+        match engine.load(
+            spec,
+            task,
+            replicas,
+            precision,
+            cfg.compiled_cache.as_deref(),
+        ) {
+            Ok(b) => return Ok(Some(b)),
+            // Only OpenVINO computes in bf16: its reason is the endpoint's.
+            Err(e) if precision != Precision::F32 => return Err(e),
+            Err(e) if !spec.safetensors.is_empty() => tracing::warn!(
+                error = %e,
+                "{} cannot serve this model; trying the next engine",
+                engine.label()
+            ),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a model starts on candle and moves to a graph engine once that has compiled
+/// (`cfg.fast_start`): under `auto`, in f32, for a repo with safetensors (candle's
+/// weights), when a graph engine is there to move to.
+pub(super) fn starts_fast(spec: &ModelSpec, cfg: &EngineConfig) -> bool {
+    cfg.fast_start
+        && cfg.engine == EnginePreference::Auto
+        && cfg.precision == Precision::F32
+        && !spec.safetensors.is_empty()
+        && GRAPH_ENGINES.into_iter().any(GraphEngine::is_available)
+}
+
+/// The graph-engine instances a fast-started model moves to (see [`starts_fast`]);
+/// `None` when no graph engine can serve it (it stays on candle).
+pub(super) fn load_graph_backends(
+    spec: &ModelSpec,
+    task: Task,
+    cfg: &EngineConfig,
+    replicas: usize,
+) -> Result<Option<Vec<Box<dyn Backend>>>, LoadError> {
+    load_auto_graph(spec, task, cfg, replicas)
+}
+
+/// One candle instance (its kernels use every compute thread).
+pub(super) fn load_candle(
+    spec: &ModelSpec,
+    task: Task,
+    cfg: &EngineConfig,
+) -> Result<Vec<Box<dyn Backend>>, LoadError> {
     check_precision(cfg)?;
     if spec.safetensors.is_empty() {
         return Err(LoadError::NoWeights {

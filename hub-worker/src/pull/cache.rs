@@ -126,6 +126,13 @@ impl FileDigests {
 
 /// Hashes a regular file (sha256 and git blob sha1 in one pass). Refuses symlinks.
 pub fn hash_file(path: &Path) -> Result<FileDigests, CacheError> {
+    hash_file_as(path, true)
+}
+
+/// [`hash_file`], computing the git blob sha1 only when `with_sha1` (re-verifying a
+/// weight file addressed by sha256 needs only that: half the hashing on every load).
+/// Without it `git_sha1` is empty.
+fn hash_file_as(path: &Path, with_sha1: bool) -> Result<FileDigests, CacheError> {
     let meta = fs::symlink_metadata(path).map_err(io(format!("stat {}", path.display())))?;
     if !meta.file_type().is_file() {
         return Err(CacheError::NotRegularFile(path.to_path_buf()));
@@ -145,7 +152,9 @@ pub fn hash_file(path: &Path) -> Result<FileDigests, CacheError> {
             break;
         }
         sha256.update(&buf[..n]);
-        sha1.update(&buf[..n]);
+        if with_sha1 {
+            sha1.update(&buf[..n]);
+        }
         read += n as u64;
     }
     if read != size {
@@ -156,7 +165,11 @@ pub fn hash_file(path: &Path) -> Result<FileDigests, CacheError> {
     }
     Ok(FileDigests {
         sha256: hex::encode(sha256.finalize()),
-        git_sha1: hex::encode(sha1.finalize()),
+        git_sha1: if with_sha1 {
+            hex::encode(sha1.finalize())
+        } else {
+            String::new()
+        },
         size,
     })
 }
@@ -221,7 +234,8 @@ impl BlobCache {
         if fs::symlink_metadata(&path).is_err() {
             return Ok(None);
         }
-        let ok = match hash_file(&path) {
+        let with_sha1 = matches!(expected, Expected::GitSha1(_));
+        let ok = match hash_file_as(&path, with_sha1) {
             Ok(d) => d.sha256 == sha256 && d.matches(expected),
             Err(_) => false,
         };

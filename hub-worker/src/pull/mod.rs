@@ -312,7 +312,15 @@ impl Puller {
         let mut downloaded = Vec::new();
         let mut total_bytes = 0;
         for (path, expected, size) in wanted {
-            let sha = match self.cache.verified_blob(&expected)? {
+            // Re-hashing a cached blob is heavy: off the async executor.
+            let (cache, want) = (self.cache.clone(), expected.clone());
+            let cached = tokio::task::spawn_blocking(move || cache.verified_blob(&want))
+                .await
+                .map_err(|e| CacheError::Io {
+                    context: format!("verify the cached {path}"),
+                    source: std::io::Error::other(e),
+                })??;
+            let sha = match cached {
                 Some(sha) => sha,
                 None => {
                     downloaded.push(path.clone());

@@ -152,14 +152,21 @@ pub async fn assignments(
     let id = path.into_inner();
     let wait = Duration::from_secs(q.wait_s.unwrap_or(25).min(60));
     let deadline = Instant::now() + wait;
+    // Answers as soon as the version moves: a NOTIFY rings the long-polls
+    // (`scheduler::ASSIGNMENTS_CHANNEL`); the re-read every second covers a
+    // dropped listener connection.
     let worker = loop {
+        let notified = state.scheduler.assignments_notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let w = db::endpoints::worker(&state.db, id)
             .await?
             .ok_or(ApiError::NotFound("worker"))?;
-        if w.assign_version != q.version || Instant::now() >= deadline {
+        let now = Instant::now();
+        if w.assign_version != q.version || now >= deadline {
             break w;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), notified).await;
     };
     let mut items = Vec::new();
     for (replica, endpoint_id) in db::endpoints::assignments(&state.db, id).await? {
