@@ -14,10 +14,12 @@
 # (scripts/bench/genload.py). Also: Paddock's cold start (POST /api/v1/endpoints -> first
 # streamed token, empty worker cache) and each server's RSS (idle after load, and peak).
 #
-#   scripts/bench/generation.sh [--peers-only] [--requests "8 16 24"] [--slots N] [--context N]
-#                               [--threads N]
+#   scripts/bench/generation.sh [--peers-only | --paddock-only] [--requests "8 16 24"] [--slots N]
+#                               [--context N] [--threads N] [--prefill-chunk N]
 #
-# --peers-only skips Paddock (no cargo build), for when its engine is not there yet.
+# --peers-only skips Paddock (no cargo build), for when its engine is not there yet;
+# --paddock-only skips the peers (to try Paddock's knobs, e.g. --prefill-chunk, against the
+# peers' numbers of an earlier full run: ratios need both in one run).
 # Every server inherits the environment: on a machine shared with other CPU-heavy work, set
 # OMP_WAIT_POLICY=PASSIVE (all three use llama.cpp's OpenMP threads, which otherwise spin and
 # stall when a core is taken away: measured here, ITL p50 128 -> 48 ms under a load of 5).
@@ -33,6 +35,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 PEERS_ONLY=0
+PADDOCK_ONLY=0
+PREFILL_CHUNK=""       # default: the worker's own (--gen-prefill-chunk)
 REQUESTS="8 16 24"     # requests at concurrency 1, 4, 8
 CONCS="1 4 8"
 SLOTS=4                # hub_types::memory::DEFAULT_GEN_SLOTS
@@ -43,6 +47,8 @@ MAX_TOKENS=128
 while [ $# -gt 0 ]; do
   case "$1" in
     --peers-only) PEERS_ONLY=1 ;;
+    --paddock-only) PADDOCK_ONLY=1 ;;
+    --prefill-chunk) PREFILL_CHUNK="$2"; shift ;;
     --requests) REQUESTS="$2"; shift ;;
     --slots) SLOTS="$2"; shift ;;
     --context) CONTEXT="$2"; shift ;;
@@ -132,6 +138,8 @@ run_legs() {
   PEAK_RSS="$(cat "$peak_file")"; rm -f "$peak_file"
 }
 
+LS_COLD="(skipped)"
+if [ "$PADDOCK_ONLY" = 0 ]; then
 # --- llama-server -------------------------------------------------------------------------
 PORT="$(free_port)"
 LS_LOG="$OUT/llama-server.log"
@@ -166,6 +174,7 @@ kv="$(kv_mib "$LCP_LOG")"
 MEM_LINES+=("| llama-cpp-python | $idle | $PEAK_RSS | $kv |")
 kill "$LCP_PID"; wait "$LCP_PID" 2>/dev/null || true
 trap - EXIT
+fi
 
 # --- Paddock ------------------------------------------------------------------------------
 COLD=""
@@ -175,6 +184,8 @@ if [ "$PEERS_ONLY" = 0 ]; then
   hub_build release
   export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
   export HUB_WORKER_GEN_SLOTS="$SLOTS" HUB_WORKER_GEN_CONTEXT="$CONTEXT" HUB_WORKER_GEN_THREADS="$THREADS"
+  [ -z "$PREFILL_CHUNK" ] || export HUB_WORKER_GEN_PREFILL_CHUNK="$PREFILL_CHUNK"
+  echo "- paddock: prefill chunk ${PREFILL_CHUNK:-(worker default)}"
   hub_start
   hub_admin create-user bench >/dev/null
   TOKEN="$(hub_admin create-token bench --scopes read,write --name bench)"
