@@ -65,7 +65,10 @@ impl std::str::FromStr for EnginePreference {
 pub use hub_types::Precision;
 
 /// Prompt tokens computed per step next to the running streams, unless told otherwise.
-pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 256;
+/// 512, llama.cpp's own default ubatch: with 256, a lone 512-token prompt on Gemma-3-270M
+/// took 2.43 s to its first token against llama-server's 1.64 s, with 512 1.86 s
+/// (`scripts/bench/generation.sh`, docs/BENCHMARKS.md, 2 Dec).
+pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 512;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
 
