@@ -353,6 +353,7 @@ impl Metered {
         let clamp = |n: i64| n.clamp(0, i32::MAX as i64) as i32;
         let e = &self.route.endpoint;
         let rec = UsageRecord {
+            request_id: Uuid::new_v4(),
             namespace_id: e.namespace_id,
             endpoint_id: e.id,
             endpoint_name: e.name.clone(),

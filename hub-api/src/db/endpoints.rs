@@ -421,6 +421,8 @@ pub async fn assignments(db: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<
 /// One metered request.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
+    /// The request's id, given by the gateway: a record written twice counts once.
+    pub request_id: uuid::Uuid,
     pub namespace_id: i64,
     pub endpoint_id: i64,
     pub endpoint_name: String,
@@ -442,9 +444,12 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     let ot: Vec<i32> = batch.iter().map(|u| u.output_tokens).collect();
     let lat: Vec<f32> = batch.iter().map(|u| u.latency_ms).collect();
     let st: Vec<i32> = batch.iter().map(|u| u.status).collect();
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|u| u.request_id).collect();
+    // Idempotent: a batch retried after an INSERT whose outcome was not known adds nothing.
     sqlx::query(
-        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status, output_tokens)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[], $8::int[])",
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status, output_tokens, request_id)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[], $8::int[], $9::uuid[])
+         ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING",
     )
     .bind(&ns)
     .bind(&ep)
@@ -454,6 +459,7 @@ pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sql
     .bind(&lat)
     .bind(&st)
     .bind(&ot)
+    .bind(&ids)
     .execute(db)
     .await?;
     Ok(())

@@ -554,6 +554,7 @@ async fn endpoint_pages_and_usage_charts() {
         .unwrap();
     let recs: Vec<_> = (0..20)
         .map(|i| hub_api::db::endpoints::UsageRecord {
+            request_id: uuid::Uuid::new_v4(),
             namespace_id: e.namespace_id,
             endpoint_id: e.id,
             endpoint_name: "enc-ep".into(),
