@@ -2,71 +2,22 @@
 //! seeds and the inputs the coverage-guided fuzzer kept) through the same
 //! entry points the harness drives (`hub_api::fuzzing`), so every
 //! `cargo test` re-checks that no known input panics, and that the files
-//! written by the reference writers still validate.
+//! written by the reference writers still validate. The replay itself is
+//! `fuzz/replay.rs`, shared with the worker's `tests/fuzz_replay.rs`.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
-}
-
-fn files(target: &str) -> Vec<PathBuf> {
-    let dir = corpus_dir(target);
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    out.sort();
-    out
-}
+use replay::corpus_dir;
 
 #[test]
 fn every_corpus_input_runs_to_completion() {
-    // The panic message names the input; keep the default hook quiet meanwhile.
-    let mut failures = Vec::new();
-    let mut total = 0;
-    for (target, run) in hub_api::fuzzing::TARGETS {
-        let inputs = files(target);
-        assert!(!inputs.is_empty(), "corpus of {target} is empty");
-        for path in inputs {
-            let data = std::fs::read(&path).expect("read corpus file");
-            let started = Instant::now();
-            let outcome = std::panic::catch_unwind(|| run(&data));
-            let took = started.elapsed();
-            total += 1;
-            if let Err(e) = outcome {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                failures.push(format!("{target} {}: panicked: {msg}", path.display()));
-            } else if took > Duration::from_secs(10) {
-                // Debug build, shared machine: 10 s is far beyond any input's budget.
-                failures.push(format!("{target} {}: took {took:?}", path.display()));
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(total > 100, "only {total} corpus inputs");
+    replay::replay_all(hub_api::fuzzing::TARGETS);
 }
 
 #[test]
 fn every_target_has_a_corpus_and_a_harness_binary() {
-    let manifest =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"))
-            .expect("fuzz/Cargo.toml");
-    for (target, _) in hub_api::fuzzing::TARGETS {
-        assert!(corpus_dir(target).is_dir(), "no corpus for {target}");
-        assert!(
-            manifest.contains(&format!("name = \"{target}\"")),
-            "fuzz/Cargo.toml has no [[bin]] for {target}"
-        );
-    }
+    replay::check_harness(hub_api::fuzzing::TARGETS);
 }
 
 /// The seeds written by the reference writers (PyPI `safetensors` and `gguf`)

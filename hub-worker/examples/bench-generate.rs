@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release -p hub-worker --example bench-generate -- \
 //!     --gguf /work/cache/gemma/gemma-3-270m-q4_k_m.gguf [--slots 8] [--tokens 128] \
-//!     [--streams 1,4,8] [--prefill 512] [--chunk 256] [--threads N]
+//!     [--streams 1,4,8 | --closed 1:8,4:16,8:24] [--prefill 512] [--chunk 512]
+//!     [--context 2048] [--threads N]
 //! ```
 //!
 //! Prints one JSON object per line:
@@ -12,6 +13,11 @@
 //! * `decode` per stream count S: S concurrent requests of `--tokens` output tokens each
 //!   (`ignore_eos`, distinct short prompts); aggregate output tokens per second over the
 //!   wall time (prefill included), and per stream from its first token to its last.
+//! * `closed` with `--closed C:N,...` (instead of the two above): the load of
+//!   `scripts/bench/generation.sh` without HTTP: C clients each sending its next request as
+//!   soon as the last one ends, N requests in all, each a distinct prompt of `--prefill`
+//!   tokens and `--tokens` output tokens; output tokens per second, TTFT and inter-token
+//!   latency p50/p99 (ms). For trying scheduler settings quickly.
 
 use hub_worker::engine::generate::{
     DecoderModel, GenEvent, GenerateRequest, Prompt, SamplingParams,
@@ -38,6 +44,105 @@ fn request(text: String, max_tokens: usize) -> GenerateRequest {
             add_special: true,
         })
     }
+}
+
+/// The p-quantile (0..1) of `v` (sorted here), nearest rank.
+fn quantile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// Runs one request; (TTFT seconds, gaps between tokens in seconds, tokens).
+async fn timed(model: &DecoderModel, req: GenerateRequest) -> (f64, Vec<f64>, usize) {
+    let start = Instant::now();
+    let mut s = model.submit(req).expect("submit");
+    let mut last: Option<Instant> = None;
+    let mut ttft = 0.0;
+    let mut gaps = Vec::new();
+    loop {
+        match s.next().await.expect("done") {
+            GenEvent::Token(_) => {
+                let now = Instant::now();
+                match last {
+                    None => ttft = (now - start).as_secs_f64(),
+                    Some(l) => gaps.push((now - l).as_secs_f64()),
+                }
+                last = Some(now);
+            }
+            GenEvent::Done(f) => return (ttft, gaps, f.usage.completion_tokens),
+            GenEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// A prompt of about `tokens` tokens that shares no prefix with another request's.
+fn distinct_prompt(model: &DecoderModel, i: usize, tokens: usize) -> anyhow::Result<String> {
+    const WORDS: [&str; 16] = [
+        "river", "stone", "lamp", "orbit", "maple", "copper", "violet", "harbor", "signal",
+        "meadow", "falcon", "ember", "glacier", "lantern", "quartz", "willow",
+    ];
+    let mut text = format!("Request {i}.");
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    while model.tokenize(&text, true)?.len() < tokens {
+        for _ in 0..16 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            text.push(' ');
+            text.push_str(WORDS[(x % 16) as usize]);
+        }
+    }
+    Ok(text)
+}
+
+/// `clients` closed-loop clients sending `requests` requests in all.
+async fn closed(
+    model: &DecoderModel,
+    clients: usize,
+    requests: usize,
+    prefill: usize,
+    tokens: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let prompts = (0..requests)
+        .map(|i| distinct_prompt(model, i + clients * 1000, prefill))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let prompts = std::sync::Arc::new(prompts);
+    let start = Instant::now();
+    let runs = (0..clients).map(|_| {
+        let (model, next, prompts) = (model.clone(), next.clone(), prompts.clone());
+        async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(p) = prompts.get(i) else { break };
+                out.push(timed(&model, request(p.clone(), tokens)).await);
+            }
+            out
+        }
+    });
+    let results: Vec<_> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let wall = start.elapsed().as_secs_f64();
+    let total: usize = results.iter().map(|r| r.2).sum();
+    let mut ttft: Vec<f64> = results.iter().map(|r| r.0 * 1e3).collect();
+    let mut itl: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.1.iter().map(|g| g * 1e3))
+        .collect();
+    Ok(
+        serde_json::json!({"mode": "closed", "concurrency": clients, "requests": requests,
+        "output_tokens_per_second": total as f64 / wall, "wall_seconds": wall,
+        "ttft_ms_p50": quantile(&mut ttft, 0.5), "ttft_ms_p99": quantile(&mut ttft, 0.99),
+        "itl_ms_p50": quantile(&mut itl, 0.5), "itl_ms_p99": quantile(&mut itl, 0.99)}),
+    )
 }
 
 /// Runs one request; (seconds to the first token, seconds from first to last, tokens).
@@ -72,7 +177,8 @@ async fn main() -> anyhow::Result<()> {
     let slots: usize = arg(&args, "--slots").map_or(Ok(8), |s| s.parse())?;
     let tokens: usize = arg(&args, "--tokens").map_or(Ok(128), |s| s.parse())?;
     let prefill: usize = arg(&args, "--prefill").map_or(Ok(512), |s| s.parse())?;
-    let chunk: usize = arg(&args, "--chunk").map_or(Ok(256), |s| s.parse())?;
+    let chunk: usize = arg(&args, "--chunk").map_or(Ok(512), |s| s.parse())?;
+    let context: usize = arg(&args, "--context").map_or(Ok(2048), |s| s.parse())?;
     let threads: usize = arg(&args, "--threads").map_or(Ok(0), |s| s.parse())?;
     let streams: Vec<usize> = arg(&args, "--streams")
         .unwrap_or_else(|| "1,4,8".into())
@@ -84,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     std::os::unix::fs::symlink(&gguf, dir.path().join("model.gguf"))?;
     let cfg = EngineConfig {
         gen_slots: slots,
-        gen_context: 2048,
+        gen_context: context,
         gen_prefill_chunk: chunk,
         gen_threads: threads,
         ..EngineConfig::default()
@@ -95,6 +201,24 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up.
     one(&model, request("Hello".into(), 8)).await;
+
+    if let Some(spec) = arg(&args, "--closed") {
+        for part in spec.split(',') {
+            let (c, n) = part
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--closed C:N,..."))?;
+            let v = closed(
+                &model,
+                c.trim().parse()?,
+                n.trim().parse()?,
+                prefill,
+                tokens,
+            )
+            .await?;
+            println!("{v}");
+        }
+        return Ok(());
+    }
 
     // Prefill: a long prompt nobody computed before.
     let words = "alpha beta gamma delta epsilon zeta eta theta iota kappa ";

@@ -767,12 +767,13 @@ fn openai_parameters_map_to_the_request() {
 #[::core::prelude::v1::test]
 fn tgi_parameters_map_like_tgi() {
     use super::genparams::tgi;
-    let p = tgi(None).unwrap();
+    let p = tgi(None, None).unwrap();
     assert!(p.sampling.is_greedy());
     assert_eq!(p.max_new_tokens, None);
     let p = tgi(Some(
         &json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
                               "repetition_penalty": 1.2, "top_n_tokens": 3}),
+        None,
     ))
     .unwrap();
     assert_eq!(p.sampling.temperature, 0.7);
@@ -787,8 +788,30 @@ fn tgi_parameters_map_like_tgi() {
         json!({"grammar": {"type": "regex", "value": "a+"}}),
         json!({"frob": 1}),
     ] {
-        assert!(tgi(Some(&bad)).is_err(), "{bad}");
+        assert!(tgi(Some(&bad), None).is_err(), "{bad}");
     }
+}
+
+#[::core::prelude::v1::test]
+fn tgi_grammar_keeps_the_declared_property_order() {
+    use super::genparams::{raw_at, tgi};
+    use crate::engine::generate::Constraint;
+    let body = r#"{"inputs": "x", "parameters": {"grammar": {"type": "json", "value":
+        {"type": "object", "properties": {"zeta": {"type": "string"}, "alpha": {"type": "integer"}},
+         "required": ["zeta", "alpha"]}}}}"#;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let p = tgi(v.get("parameters"), raw_at(body, &["parameters"])).unwrap();
+    let Constraint::JsonSchema(schema) = &p.constraint else {
+        panic!("{:?}", p.constraint)
+    };
+    let (z, a) = (schema.find("zeta").unwrap(), schema.find("alpha").unwrap());
+    assert!(z < a, "declared order kept: {schema}");
+    // Without the text, the parsed value's sorted keys are all there is.
+    let p = tgi(v.get("parameters"), None).unwrap();
+    let Constraint::JsonSchema(schema) = &p.constraint else {
+        panic!()
+    };
+    assert!(schema.find("alpha").unwrap() < schema.find("zeta").unwrap());
 }
 
 #[actix_web::test]

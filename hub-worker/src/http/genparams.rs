@@ -217,7 +217,7 @@ fn stop(obj: &Map<String, Value>, name: &'static str) -> Result<Vec<String>, Api
 ///
 /// `raw` is the request's text of the same value: the schema is taken from it as sent, so
 /// its properties keep the client's order (a grammar generates them in schema order).
-/// Without it (TGI's `parameters` arrive parsed) the schema is re-serialized, keys sorted.
+/// Without it the schema is re-serialized, keys sorted.
 pub fn response_format(v: Option<&Value>, raw: Option<&str>) -> Result<Constraint, ApiError> {
     const NAME: &str = "response_format";
     let Some(v) = v.filter(|v| !v.is_null()) else {
@@ -450,7 +450,9 @@ pub struct TgiParams {
 }
 
 /// Reads TGI's `parameters` (absent: all defaults).
-pub fn tgi(params: Option<&Value>) -> Result<TgiParams, ApiError> {
+/// `raw` is the request's text of `params` (see [`response_format`]): a grammar's schema
+/// keeps its declared property order.
+pub fn tgi(params: Option<&Value>, raw: Option<&str>) -> Result<TgiParams, ApiError> {
     let empty = Map::new();
     let obj = match params.filter(|p| !p.is_null()) {
         None => &empty,
@@ -522,12 +524,16 @@ pub fn tgi(params: Option<&Value>) -> Result<TgiParams, ApiError> {
     let constraint = match get(obj, "grammar") {
         None => Constraint::None,
         Some(g) => match g.get("type").and_then(Value::as_str) {
-            Some("json" | "json_object") => response_format(Some(g), None).map_err(|_| {
-                invalid(
-                    "grammar",
-                    "type \"json\" needs a \"value\" JSON schema object",
-                )
-            })?,
+            Some("json" | "json_object") => {
+                response_format(Some(g), raw.and_then(|r| raw_at(r, &["grammar"]))).map_err(
+                    |_| {
+                        invalid(
+                            "grammar",
+                            "type \"json\" needs a \"value\" JSON schema object",
+                        )
+                    },
+                )?
+            }
             Some("regex") => {
                 return Err(unsupported("grammar", "regex grammars are not implemented"))
             }

@@ -156,8 +156,9 @@ fn resolve_served(req: &HttpRequest) -> Result<Served, ApiError> {
     }
 }
 
-/// The request body, read with a size limit, as JSON.
-pub struct JsonBody(pub serde_json::Value);
+/// The request body, read with a size limit, as JSON, and its text (for the fields that
+/// must keep their declared key order, which the parsed value sorts).
+pub struct JsonBody(pub serde_json::Value, pub String);
 
 /// Reads the whole body, up to [`MAX_BODY_BYTES`].
 async fn read_body(mut payload: Payload) -> Result<web::BytesMut, ApiError> {
@@ -185,9 +186,11 @@ impl FromRequest for JsonBody {
         let payload = payload.take();
         Box::pin(async move {
             let body = read_body(payload).await?;
-            serde_json::from_slice(&body)
-                .map(JsonBody)
-                .map_err(|e| ApiError::InvalidJson(e.to_string()))
+            let value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            // Valid JSON is valid UTF-8.
+            let text = String::from_utf8(body.to_vec()).unwrap_or_default();
+            Ok(JsonBody(value, text))
         })
     }
 }

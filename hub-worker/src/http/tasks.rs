@@ -76,7 +76,7 @@ pub async fn infer(
     served: Served,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.0;
+    let JsonBody(body, text) = body;
     if served.model.decoder().is_some() {
         if let Some(t) = req.match_info().get("task") {
             if t != "text-generation" {
@@ -85,7 +85,7 @@ pub async fn infer(
                 )));
             }
         }
-        return super::tgi::generate(&served, &body).await;
+        return super::tgi::generate(&served, &body, &text).await;
     }
     if !body.is_object() {
         return Err(ApiError::InvalidInput(format!(

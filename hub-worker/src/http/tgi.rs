@@ -63,7 +63,8 @@ fn top_json(decoder: &DecoderModel, t: &GenToken) -> Value {
 }
 
 /// `POST /models/{key}` on a decoder.
-pub async fn generate(served: &Served, body: &Value) -> Result<HttpResponse, ApiError> {
+/// `raw` is the body's text, for the fields that keep their declared key order.
+pub async fn generate(served: &Served, body: &Value, raw: &str) -> Result<HttpResponse, ApiError> {
     let obj = genparams::object(body)?;
     genparams::check_fields(obj, &[&["inputs", "parameters", "stream"]], false)?;
     let decoder = choices::decoder(&served.model, "text-generation")?.clone();
@@ -91,7 +92,10 @@ pub async fn generate(served: &Served, body: &Value) -> Result<HttpResponse, Api
             )))
         }
     };
-    let params = genparams::tgi(obj.get("parameters"))?;
+    let params = genparams::tgi(
+        obj.get("parameters"),
+        genparams::raw_at(raw, &["parameters"]),
+    )?;
     let req = GenerateRequest {
         prompt: Prompt::Text {
             text: inputs.clone(),

@@ -1,5 +1,5 @@
 //! GGUF decoders on llama.cpp (`llama-cpp-2`): [`load`] maps the model, creates one
-//! context with a slot (sequence) per concurrent stream in a unified KV cache, and starts
+//! context with a slot (sequence) per concurrent stream, each its own KV stream, and starts
 //! the model's scheduler thread ([`scheduler`]); [`LlamaGenerator`] is the
 //! [`Generator`] the HTTP routes talk to.
 //!
@@ -224,14 +224,17 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         eos_token: templates.eos_token.or_else(|| piece(vocab.eos())),
     };
 
+    // One KV stream per slot (not one unified cache): a decode token attends over its own
+    // sequence's cells only. A batch may carry every waiting prompt at once (`n_batch`),
+    // which llama.cpp runs as ubatches of the prefill chunk.
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new((slots * context) as u32))
-        .with_n_batch((chunk + slots) as u32)
+        .with_n_batch((chunk * slots + slots) as u32)
         .with_n_ubatch((chunk + slots) as u32)
         .with_n_seq_max(slots as u32)
         .with_n_threads(threads as i32)
         .with_n_threads_batch(threads as i32)
-        .with_kv_unified(true)
+        .with_kv_unified(false)
         // Sliding-window layers keep every token, so a cached prefix stays reusable.
         .with_swa_full(true);
     let limits = Limits {
