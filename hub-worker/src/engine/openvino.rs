@@ -235,26 +235,28 @@ impl OvSession {
         Ok(OvSession { request, compiled })
     }
 
-    /// The names of the compiled model's inputs (in order) and outputs.
+    /// The names of the compiled model's inputs (in order) and outputs. An output may
+    /// carry several names (the graph's, and one OpenVINO gave the node computing it),
+    /// and a port reports only one of them: the names [`GraphIo`] looks for are asked
+    /// for by name, then every port's reported name follows (for error messages).
     fn io_names(&self) -> Result<(Vec<String>, Vec<String>), LoadError> {
+        const WANTED_OUTPUTS: [&str; 3] = ["last_hidden_state", "token_embeddings", "logits"];
         let m = self.compiled.model();
+        let name = |n: openvino::Node| n.get_name().map_err(ov_err);
         let mut inputs = Vec::new();
         for i in 0..m.get_input_size().map_err(ov_err)? {
-            inputs.push(
-                m.get_input_by_index(i)
-                    .map_err(ov_err)?
-                    .get_name()
-                    .map_err(ov_err)?,
-            );
+            inputs.push(name(m.get_input_by_index(i).map_err(ov_err)?)?);
         }
-        let mut outputs = Vec::new();
+        let mut outputs: Vec<String> = WANTED_OUTPUTS
+            .iter()
+            .filter(|n| m.get_output_by_name(n).is_ok())
+            .map(|n| n.to_string())
+            .collect();
         for i in 0..m.get_output_size().map_err(ov_err)? {
-            outputs.push(
-                m.get_output_by_index(i)
-                    .map_err(ov_err)?
-                    .get_name()
-                    .map_err(ov_err)?,
-            );
+            let n = name(m.get_output_by_index(i).map_err(ov_err)?)?;
+            if !outputs.contains(&n) {
+                outputs.push(n);
+            }
         }
         Ok((inputs, outputs))
     }
