@@ -295,7 +295,7 @@ mod blob {
     /// A compiled model and, when it was imported, the bytes it was imported from, which
     /// OpenVINO may read in place (the weights) for as long as the model lives: they are
     /// owned together, and the model is freed first (fields drop in declaration order).
-    /// Only [`Compiled::model_mut`] lends the model out, never by value.
+    /// The model is only lent out, never handed over by value.
     pub(super) struct Compiled {
         model: CompiledModel,
         imported: Option<Bytes>,
@@ -351,7 +351,7 @@ mod blob {
             let Some(ptr) = NonNull::new(ptr) else {
                 std::alloc::handle_alloc_error(layout)
             };
-            let mut bytes = Bytes { ptr, len };
+            let bytes = Bytes { ptr, len };
             // SAFETY: `len` initialised bytes owned by `bytes`, borrowed mutably once.
             let buf = unsafe { std::slice::from_raw_parts_mut(bytes.ptr.as_ptr(), len) };
             f.read_exact(buf)?;
@@ -360,7 +360,6 @@ mod blob {
             if f.read(&mut [0u8; 1])? != 0 {
                 return Err(std::io::Error::other("blob grew while read"));
             }
-            bytes.len = len;
             Ok(bytes)
         }
     }
