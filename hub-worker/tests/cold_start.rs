@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use hub_worker::engine::backend::Backend;
 use hub_worker::engine::openvino::{self, OvBackend};
-use hub_worker::engine::spec;
+use hub_worker::engine::{onnx_export, spec};
 use hub_worker::engine::{EmbedOptions, EngineConfig, Precision, Task};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,10 +35,11 @@ fn ready(test: &str) -> Option<PathBuf> {
     Some(dir)
 }
 
-/// Compiles MiniLM (one replica) with `cache`; whether it came from the cache, and the
-/// mean-pooled embedding of a fixed input.
-fn compile(dir: &Path, cache: &Path) -> (Option<bool>, Vec<f32>) {
+/// Compiles MiniLM (one replica) with `cache`; whether it came from the cache, the
+/// mean-pooled embedding of a fixed input, and how many graphs the load derived.
+fn compile(dir: &Path, cache: &Path) -> (Option<bool>, Vec<f32>, u64) {
     let spec = spec::inspect(dir).unwrap();
+    let exports = onnx_export::exports_on_this_thread();
     let mut b = OvBackend::load_cached(
         &spec,
         Task::FeatureExtraction,
@@ -48,6 +49,7 @@ fn compile(dir: &Path, cache: &Path) -> (Option<bool>, Vec<f32>) {
     )
     .unwrap()
     .remove(0);
+    let derived = onnx_export::exports_on_this_thread() - exports;
     let batch = hub_worker::engine::backend::Batch::pad(&[(&[101, 7592, 2088, 102], &[0; 4])], 0);
     let hidden = b.embed(&batch).unwrap();
     let row = hidden.row(0, batch.max_len);
@@ -60,7 +62,7 @@ fn compile(dir: &Path, cache: &Path) -> (Option<bool>, Vec<f32>) {
             *m += x / batch.max_len as f32;
         }
     }
-    (b.compiled_from_cache(), mean)
+    (b.compiled_from_cache(), mean, derived)
 }
 
 /// Files in `dir` (the blobs OpenVINO wrote).
@@ -79,8 +81,9 @@ fn compiled_models_are_cached_per_graph_and_cpu_class() {
     let root = tempfile::tempdir().unwrap();
     let here = openvino::cache_dir(root.path(), None);
 
-    let (first, a) = compile(&dir, &here);
+    let (first, a, derived) = compile(&dir, &here);
     assert_eq!(first, Some(false), "an empty cache compiles");
+    assert_eq!(derived, 1, "a compile derives the graph");
     let stored = blobs(&here);
     assert!(
         stored >= 1,
@@ -88,12 +91,13 @@ fn compiled_models_are_cached_per_graph_and_cpu_class() {
         here.display()
     );
 
-    let (second, b) = compile(&dir, &here);
+    let (second, b, derived) = compile(&dir, &here);
     assert_eq!(
         second,
         Some(true),
         "the second load imports the stored blob"
     );
+    assert_eq!(derived, 0, "an import does not derive the graph");
     assert!(cosine(&a, &b) >= 0.99999, "cosine {}", cosine(&a, &b));
     assert_eq!(blobs(&here), stored, "nothing new compiled");
 
@@ -110,7 +114,7 @@ fn compiled_models_are_cached_per_graph_and_cpu_class() {
             std::os::unix::fs::symlink(entry.path(), &to).unwrap();
         }
     }
-    let (other_graph, _) = compile(changed.path(), &here);
+    let (other_graph, _, _) = compile(changed.path(), &here);
     assert_eq!(
         other_graph,
         Some(false),
@@ -127,7 +131,7 @@ fn compiled_models_are_cached_per_graph_and_cpu_class() {
     };
     let other_class = openvino::cache_dir(root.path(), Some(cap));
     assert_ne!(other_class, here);
-    let (other_cpu, _) = compile(&dir, &other_class);
+    let (other_cpu, _, _) = compile(&dir, &other_class);
     assert_eq!(other_cpu, Some(false), "another CPU class compiles afresh");
 }
 

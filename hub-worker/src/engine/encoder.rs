@@ -55,9 +55,24 @@ struct Inner {
     max_concurrent: usize,
 }
 
+/// Longest an unload waits for its backend threads to free their engines.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Drop for Inner {
+    /// Stops the backend threads and waits (at most [`STOP_WAIT`]: one pass in flight)
+    /// until they have freed their engines, so an unload's memory is free again when it
+    /// returns (the next load's memory check counts on it), and no engine (OpenVINO,
+    /// ONNX Runtime: C++ libraries with process-wide state that `exit` tears down) is
+    /// still being freed on a detached thread when the process exits.
     fn drop(&mut self) {
-        self.queue.read().expect("queue lock").shutdown();
+        let queue = self.queue.read().unwrap_or_else(|e| e.into_inner());
+        queue.shutdown();
+        if !queue.wait_for_servers(STOP_WAIT) {
+            tracing::warn!(
+                wait_ms = STOP_WAIT.as_millis() as u64,
+                "backend threads still running after unload"
+            );
+        }
     }
 }
 

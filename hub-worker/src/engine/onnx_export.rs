@@ -227,8 +227,105 @@ fn linear(g: &mut Graph, x: &str, (w, b): (Vec<f32>, Vec<f32>), inp: usize, out:
     g.std("Add", &[&m, &b], &[])
 }
 
+/// Changes whenever [`export`] would build another graph from the same inputs (ops,
+/// names, layout): it is part of [`source_key`], so compiled models cached under the
+/// old key are not reused.
+pub const EXPORTER_VERSION: u32 = 1;
+
+thread_local! {
+    static EXPORTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Graphs derived by [`export`] on this thread so far (tests check that a load served
+/// from the compiled-model cache derives none).
+pub fn exports_on_this_thread() -> u64 {
+    EXPORTS.with(|c| c.get())
+}
+
+/// A sha256 (hex) naming the graph [`super::feed::Graph::of`] gives for `spec` and
+/// `task`, computed without deriving it: the compiled-model cache's key, so a wake skips
+/// the derivation (seconds in a debug build) and OpenVINO's read of the graph.
+///
+/// For safetensors it covers everything [`export`] reads: [`EXPORTER_VERSION`], the
+/// worker version (written into the graph), the task, the model type, the normalised
+/// config ([`super::spec::EncoderConfig`]), the label count and each weights file's name
+/// and sha256. For a repo's `model.onnx`, that file's sha256. A file linked from the
+/// pull cache's `blobs/sha256/<hex>` is named by the digest it was verified against at
+/// pull (those blobs are never modified); any other file is hashed, streamed.
+pub fn source_key(spec: &ModelSpec, task: Task) -> Result<String, LoadError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let field = |h: &mut Sha256, v: &[u8]| {
+        h.update((v.len() as u64).to_le_bytes());
+        h.update(v);
+    };
+    if spec.safetensors.is_empty() {
+        let Some(onnx) = &spec.onnx else {
+            return Err(LoadError::NoWeights {
+                onnx_hint: " or model.onnx",
+            });
+        };
+        field(&mut h, b"onnx");
+        field(&mut h, file_sha256(onnx)?.as_bytes());
+    } else {
+        field(&mut h, b"safetensors");
+        field(&mut h, &EXPORTER_VERSION.to_le_bytes());
+        field(&mut h, env!("CARGO_PKG_VERSION").as_bytes());
+        field(&mut h, task.as_str().as_bytes());
+        field(&mut h, spec.model_type.as_bytes());
+        field(&mut h, format!("{:?}", spec.encoder).as_bytes());
+        field(&mut h, &(spec.labels.len() as u64).to_le_bytes());
+        for file in &spec.safetensors {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            field(&mut h, name.as_bytes());
+            field(&mut h, file_sha256(file)?.as_bytes());
+        }
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 (hex) of `path`'s contents: the name of the pull-cache blob it links to,
+/// else hashed.
+fn file_sha256(path: &std::path::Path) -> Result<String, LoadError> {
+    use sha2::{Digest, Sha256};
+    if let Some(digest) = pull_cache_digest(path) {
+        return Ok(digest);
+    }
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io)?;
+    Ok(hex(&h.finalize()))
+}
+
+/// `<hex>` when `path` is a symlink into a pull cache's `blobs/sha256/<hex>`.
+fn pull_cache_digest(path: &std::path::Path) -> Option<String> {
+    std::fs::symlink_metadata(path)
+        .ok()?
+        .file_type()
+        .is_symlink()
+        .then_some(())?;
+    let target = std::fs::canonicalize(path).ok()?;
+    let name = target.file_name()?.to_str()?;
+    let dir = target.parent()?;
+    let in_blobs = dir.file_name()? == "sha256" && dir.parent()?.file_name()? == "blobs";
+    let is_digest = name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (in_blobs && is_digest).then(|| name.to_string())
+}
+
 /// Serialised ONNX `ModelProto` for `spec`'s encoder (and head, for classification).
 pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
+    EXPORTS.with(|c| c.set(c.get() + 1));
     let cfg = &spec.encoder;
     let (root, base) = open_weights(spec)?;
     let (h, inter, heads) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads);
@@ -455,6 +552,39 @@ pub fn export(spec: &ModelSpec, task: Task) -> Result<Vec<u8>, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_in_the_pull_cache_are_named_by_their_blob_digest() {
+        let root = tempfile::tempdir().unwrap();
+        let blobs = root.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        // The pull cache verified this blob against its name; the name is trusted.
+        let digest = "ab".repeat(32);
+        std::fs::write(blobs.join(&digest), b"weights").unwrap();
+        let snapshot = root.path().join("models/m--c");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        let link = snapshot.join("model.safetensors");
+        std::os::unix::fs::symlink("../../blobs/sha256/".to_string() + &digest, &link).unwrap();
+        assert_eq!(file_sha256(&link).unwrap(), digest);
+
+        // Anything else is hashed: a plain file, and a link to a file named otherwise.
+        let plain = root.path().join("plain.safetensors");
+        std::fs::write(&plain, b"weights").unwrap();
+        let hashed = "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c";
+        assert_eq!(file_sha256(&plain).unwrap(), hashed);
+        let other = root.path().join("other");
+        std::os::unix::fs::symlink(&plain, &other).unwrap();
+        assert_eq!(file_sha256(&other).unwrap(), hashed);
+        let wrong_dir = root.path().join("blobs").join(&digest);
+        std::fs::write(&wrong_dir, b"weights").unwrap();
+        let link2 = root.path().join("link2");
+        std::os::unix::fs::symlink(&wrong_dir, &link2).unwrap();
+        assert_eq!(
+            file_sha256(&link2).unwrap(),
+            hashed,
+            "not under blobs/sha256"
+        );
+    }
 
     #[test]
     fn wire_format() {

@@ -8,10 +8,11 @@
 //!
 //! Compiled models are cached under the worker cache ([`cache_dir`]), in a directory
 //! named for the CPU class they were compiled for (its ISA flags, `ONEDNN_MAX_CPU_ISA`
-//! and the OpenVINO build), one blob per graph sha256 (weights included) and compile
-//! properties. A wake or a second replica of the same graph imports the blob instead of
-//! compiling (1.9 s of a 3 s cold start on a 2-core AVX2 machine); a changed model or CPU
-//! class compiles afresh.
+//! and the OpenVINO build), one blob per graph and compile properties. The graph is named
+//! by what it is made from (weights digests, config, exporter version:
+//! [`onnx_export::source_key`]), so a wake or a second replica imports the blob without
+//! deriving the graph or compiling (compiling was 1.9 s of a 3 s cold start on a 2-core
+//! AVX2 machine); a changed model or CPU class compiles afresh.
 //!
 //! Precision: fp32 by default. [`Precision::Bf16`] (an endpoint's `"precision": "bf16"`) lets the CPU plugin
 //! compute in bfloat16 on CPUs with AMX/AVX512-BF16 (fp32 elsewhere): about 2.7x faster
@@ -19,14 +20,13 @@
 
 use super::error::{InitError, LoadError, RunError};
 use super::feed::{Data, Feed, Graph, GraphBackend, GraphIo, GraphSession};
+use super::onnx_export;
 use super::options::Precision;
 use super::spec::ModelSpec;
 use super::task::Task;
-use openvino::{
-    CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor,
-};
+use openvino::{Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 fn precision_hint(p: Precision) -> &'static str {
@@ -79,6 +79,13 @@ pub fn init(lib: Option<&Path>, threads: usize) -> Result<(), InitError> {
     if RUNTIME.get().is_some() {
         return Ok(());
     }
+    // Two first calls at once (two models, two tests) would both load the library and
+    // create cores before either is recorded: one at a time.
+    static INIT: Mutex<()> = Mutex::new(());
+    let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    if RUNTIME.get().is_some() {
+        return Ok(());
+    }
     let path: PathBuf = lib
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(LIB_ENV).map(PathBuf::from))
@@ -123,30 +130,30 @@ fn ov_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::Onnx(format!("OpenVINO: {e}"))
 }
 
-/// A compiled model and the request that runs it (the compiled model must outlive the
-/// request).
+/// OpenVINO's model building in this process: reading a graph, compiling, importing
+/// and exporting, one at a time. These run once per load, never per request; what they
+/// share process-wide (the ONNX frontend's node counter and registries, frontends and
+/// plugins loaded on first use) is not documented as safe to use from two threads at
+/// once, and two loads did overlap here (a fast-start switch while another model
+/// loads). Inference is not serialised.
+static BUILD: Mutex<()> = Mutex::new(());
+
+fn build_lock() -> MutexGuard<'static, ()> {
+    BUILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A compiled model and the request that runs it. Fields drop in declaration order: the
+/// request before the model it was created from.
 pub struct OvSession {
     request: InferRequest,
-    _compiled: CompiledModel,
-    /// The bytes an imported model was read from: OpenVINO may use them in place (the
-    /// weights), so they live as long as the model (fields drop in declaration order).
-    _imported: Option<Vec<u8>>,
-    /// Whether this compiled model was imported from the cache.
-    from_cache: bool,
+    compiled: blob::Compiled,
 }
 
 impl OvSession {
-    /// Compiles `model` for `threads` threads, or imports the blob at `blob` when it is
-    /// there (and stores the compiled model there when it is not).
-    fn compile(
-        core: &mut Core,
-        model: &openvino::Model,
-        threads: usize,
-        precision: Precision,
-        blob: Option<&Path>,
-    ) -> Result<OvSession, LoadError> {
-        // One stream on `threads` threads, not pinned: several replicas share the cores
-        // with tokenizer and HTTP threads, and pinning put two replicas on one core.
+    /// The properties every compile and import uses: one stream on `threads` threads, not
+    /// pinned (several replicas share the cores with tokenizer and HTTP threads, and
+    /// pinning put two replicas on one core), computing in `precision`.
+    fn configure(core: &mut Core, threads: usize, precision: Precision) -> Result<(), LoadError> {
         let threads = threads.to_string();
         core.set_properties(
             &DeviceType::CPU,
@@ -161,33 +168,97 @@ impl OvSession {
                 ),
             ],
         )
-        .map_err(ov_err)?;
+        .map_err(ov_err)
+    }
+
+    /// The model stored at `blob` for `threads` threads, or `None` when there is none
+    /// (or it does not import).
+    fn import(
+        core: &mut Core,
+        threads: usize,
+        precision: Precision,
+        blob: &Path,
+    ) -> Result<Option<OvSession>, LoadError> {
+        if !blob.is_file() {
+            return Ok(None);
+        }
+        Self::configure(core, threads, precision)?;
         let started = Instant::now();
-        let (mut compiled, imported) = match blob.and_then(|p| blob::import(core, p)) {
-            Some((c, bytes)) => (c, Some(bytes)),
-            None => {
-                let c = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
-                if let Some(p) = blob {
-                    blob::export(&c, p);
-                }
-                (c, None)
-            }
+        let imported = {
+            let _one = build_lock();
+            blob::import(core, blob)
         };
-        let from_cache = imported.is_some();
-        let request = compiled.create_infer_request().map_err(ov_err)?;
+        match imported {
+            Some(compiled) => Self::start(compiled, threads, started).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Compiles `model` for `threads` threads, and stores it at `blob` when given.
+    fn compile(
+        core: &mut Core,
+        model: &openvino::Model,
+        threads: usize,
+        precision: Precision,
+        blob: Option<&Path>,
+    ) -> Result<OvSession, LoadError> {
+        Self::configure(core, threads, precision)?;
+        let started = Instant::now();
+        let compiled = {
+            let _one = build_lock();
+            let c = core.compile_model(model, DeviceType::CPU).map_err(ov_err)?;
+            let c = blob::Compiled::fresh(c);
+            if let Some(p) = blob {
+                blob::export(&c, p);
+            }
+            c
+        };
+        Self::start(compiled, threads, started)
+    }
+
+    fn start(
+        mut compiled: blob::Compiled,
+        threads: usize,
+        started: Instant,
+    ) -> Result<OvSession, LoadError> {
+        let request = compiled
+            .model_mut()
+            .create_infer_request()
+            .map_err(ov_err)?;
         tracing::info!(
             engine = "openvino",
-            threads = %threads,
-            cache.hit = from_cache,
+            threads,
+            cache.hit = compiled.is_imported(),
             duration_ms = started.elapsed().as_millis() as u64,
             "compiled"
         );
-        Ok(OvSession {
-            request,
-            _compiled: compiled,
-            _imported: imported,
-            from_cache,
-        })
+        Ok(OvSession { request, compiled })
+    }
+
+    /// The names of the compiled model's inputs (in order) and outputs. An output may
+    /// carry several names (the graph's, and one OpenVINO gave the node computing it),
+    /// and a port reports only one of them: the names [`GraphIo`] looks for are asked
+    /// for by name, then every port's reported name follows (for error messages).
+    fn io_names(&self) -> Result<(Vec<String>, Vec<String>), LoadError> {
+        const WANTED_OUTPUTS: [&str; 3] = ["last_hidden_state", "token_embeddings", "logits"];
+        let m = self.compiled.model();
+        let name = |n: openvino::Node| n.get_name().map_err(ov_err);
+        let mut inputs = Vec::new();
+        for i in 0..m.get_input_size().map_err(ov_err)? {
+            inputs.push(name(m.get_input_by_index(i).map_err(ov_err)?)?);
+        }
+        let mut outputs: Vec<String> = WANTED_OUTPUTS
+            .iter()
+            .filter(|n| m.get_output_by_name(n).is_ok())
+            .map(|n| n.to_string())
+            .collect();
+        for i in 0..m.get_output_size().map_err(ov_err)? {
+            let n = name(m.get_output_by_index(i).map_err(ov_err)?)?;
+            if !outputs.contains(&n) {
+                outputs.push(n);
+            }
+        }
+        Ok((inputs, outputs))
     }
 }
 
@@ -196,12 +267,15 @@ impl OvSession {
 /// hash of its serialised form, node names included, and the ONNX frontend names the
 /// nodes it creates from a process-wide counter, so a second read of the same graph never
 /// hit. The workspace denies unsafe code; this module is allowed it for those two FFI
-/// calls and the handle conversions they need.
+/// calls, the handle conversions they need and the buffer an import reads.
 #[allow(unsafe_code)]
 mod blob {
     use openvino::{CompiledModel, Core};
     use openvino_sys::{ov_compiled_model_t, ov_core_t, ov_status_e};
+    use std::alloc::Layout;
+    use std::io::Read;
     use std::path::Path;
+    use std::ptr::NonNull;
 
     // `Core` and `CompiledModel` (openvino =0.11.1, pinned) are structs holding only the
     // raw handle; a lone field sits at offset 0.
@@ -218,21 +292,109 @@ mod blob {
         unsafe { *(c as *const CompiledModel).cast::<*const ov_compiled_model_t>() }
     }
 
-    /// The compiled model stored at `path`, imported with `core`'s CPU properties, and
-    /// the bytes it was read from, which must outlive it (OpenVINO may keep pointers into
-    /// them); `None` when there is none or it does not import (then it is removed, to be
-    /// rewritten).
-    pub(super) fn import(core: &Core, path: &Path) -> Option<(CompiledModel, Vec<u8>)> {
-        let bytes = std::fs::read(path).ok()?;
+    /// A compiled model and, when it was imported, the bytes it was imported from, which
+    /// OpenVINO may read in place (the weights) for as long as the model lives: they are
+    /// owned together, and the model is freed first (fields drop in declaration order).
+    /// The model is only lent out, never handed over by value.
+    pub(super) struct Compiled {
+        model: CompiledModel,
+        imported: Option<Bytes>,
+    }
+
+    impl Compiled {
+        /// A model compiled in this process.
+        pub(super) fn fresh(model: CompiledModel) -> Compiled {
+            Compiled {
+                model,
+                imported: None,
+            }
+        }
+
+        pub(super) fn model(&self) -> &CompiledModel {
+            &self.model
+        }
+
+        pub(super) fn model_mut(&mut self) -> &mut CompiledModel {
+            &mut self.model
+        }
+
+        pub(super) fn is_imported(&self) -> bool {
+            self.imported.is_some()
+        }
+    }
+
+    /// A file's bytes in a buffer aligned to 64 (a cache line, the widest vector load),
+    /// so weights that OpenVINO uses in place from an imported blob sit as aligned as the
+    /// blob laid them out. Never moved or resized while a model reads it.
+    pub(super) struct Bytes {
+        ptr: NonNull<u8>,
+        len: usize,
+    }
+
+    // SAFETY: an owned heap buffer, like a `Box<[u8]>`.
+    unsafe impl Send for Bytes {}
+
+    const ALIGN: usize = 64;
+
+    impl Bytes {
+        /// The whole of `path`, streamed into the buffer.
+        fn read(path: &Path) -> std::io::Result<Bytes> {
+            let mut f = std::fs::File::open(path)?;
+            let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
+            if len == 0 {
+                return Err(std::io::Error::other("empty blob"));
+            }
+            let layout = Layout::from_size_align(len, ALIGN).map_err(std::io::Error::other)?;
+            // SAFETY: `layout` has a non-zero size; zeroed, so the slice below is
+            // initialised memory.
+            let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+            let Some(ptr) = NonNull::new(ptr) else {
+                std::alloc::handle_alloc_error(layout)
+            };
+            let bytes = Bytes { ptr, len };
+            // SAFETY: `len` initialised bytes owned by `bytes`, borrowed mutably once.
+            let buf = unsafe { std::slice::from_raw_parts_mut(bytes.ptr.as_ptr(), len) };
+            f.read_exact(buf)?;
+            // A blob is renamed into place whole, never rewritten; a longer file would be
+            // another one, so refuse it rather than import a prefix.
+            if f.read(&mut [0u8; 1])? != 0 {
+                return Err(std::io::Error::other("blob grew while read"));
+            }
+            Ok(bytes)
+        }
+    }
+
+    impl Drop for Bytes {
+        fn drop(&mut self) {
+            // SAFETY: allocated in `read` with this very layout.
+            unsafe {
+                std::alloc::dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.len, ALIGN),
+                )
+            }
+        }
+    }
+
+    /// The compiled model stored at `path`, imported with `core`'s CPU properties; `None`
+    /// when it cannot be read or does not import (then it is removed, to be rewritten).
+    pub(super) fn import(core: &Core, path: &Path) -> Option<Compiled> {
+        let bytes = match Bytes::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "compiled model unreadable; compiling again");
+                return None;
+            }
+        };
         let device = c"CPU";
         let mut handle: *mut ov_compiled_model_t = std::ptr::null_mut();
-        // SAFETY: valid core handle and C string for the call's duration; the buffer is
-        // returned with the model and kept as long as it.
+        // SAFETY: valid core handle, buffer and C string for the call's duration; the
+        // buffer is kept with the model, as long as it (see `Compiled`).
         let status = unsafe {
             openvino_sys::ov_core_import_model(
                 core_handle(core),
-                bytes.as_ptr().cast(),
-                bytes.len(),
+                bytes.ptr.as_ptr().cast_const().cast(),
+                bytes.len,
                 device.as_ptr(),
                 &mut handle,
             )
@@ -243,34 +405,42 @@ mod blob {
             return None;
         }
         // SAFETY: a fresh handle we own; `CompiledModel` frees it on drop.
-        let compiled =
+        let model =
             unsafe { std::mem::transmute::<*mut ov_compiled_model_t, CompiledModel>(handle) };
-        Some((compiled, bytes))
+        Some(Compiled {
+            model,
+            imported: Some(bytes),
+        })
     }
 
-    /// OpenVINO's message for the last failed call on this thread.
+    /// OpenVINO's message for the last failed call.
     fn last_error() -> String {
-        // SAFETY: a NUL-terminated string owned by OpenVINO (or null), read at once.
+        // SAFETY: a NUL-terminated copy owned by us (or null), read at once and freed.
         unsafe {
             let p = openvino_sys::ov_get_last_err_msg();
             if p.is_null() {
                 String::new()
             } else {
-                std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                let s = std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+                openvino_sys::ov_free(p);
+                s
             }
         }
     }
 
     /// Stores `compiled` at `path`: written beside it, then renamed, so a reader never
     /// sees a partial blob. A failure only costs the next load a compile.
-    pub(super) fn export(compiled: &CompiledModel, path: &Path) {
+    pub(super) fn export(compiled: &Compiled, path: &Path) {
         let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
         let Ok(c_tmp) = std::ffi::CString::new(tmp.to_string_lossy().as_bytes()) else {
             return;
         };
         // SAFETY: valid handle and C string for the call's duration.
         let status = unsafe {
-            openvino_sys::ov_compiled_model_export_model(compiled_handle(compiled), c_tmp.as_ptr())
+            openvino_sys::ov_compiled_model_export_model(
+                compiled_handle(&compiled.model),
+                c_tmp.as_ptr(),
+            )
         };
         let stored = status == ov_status_e::OK && std::fs::rename(&tmp, path).is_ok();
         if !stored {
@@ -288,7 +458,7 @@ impl GraphSession for OvSession {
     const WIDE_WINDOW: usize = 4;
 
     fn loaded_from_cache(&self) -> Option<bool> {
-        Some(self.from_cache)
+        Some(self.compiled.is_imported())
     }
 
     fn run(
@@ -342,7 +512,10 @@ impl GraphBackend<OvSession> {
     }
 
     /// [`Self::load`], importing compiled models from `cache` (a [`cache_dir`]) when they
-    /// are there and storing them there when not.
+    /// are there and storing them there when not. The blobs are keyed by what the graph
+    /// is made from ([`onnx_export::source_key`]), so a load whose blobs are all there
+    /// neither derives the graph nor has OpenVINO read it; the inputs and outputs are
+    /// then the compiled model's.
     pub fn load_cached(
         spec: &ModelSpec,
         task: Task,
@@ -350,80 +523,114 @@ impl GraphBackend<OvSession> {
         precision: Precision,
         cache: Option<&Path>,
     ) -> Result<Vec<OvBackend>, LoadError> {
-        if let Some(dir) = cache {
-            std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
         let rt = RUNTIME
             .get()
             .ok_or(LoadError::NotInitialised { engine: "OpenVINO" })?;
-        let mut core = Core::new().map_err(ov_err)?;
-        let started = Instant::now();
-        let graph = Graph::of(spec, task)?;
-        let exported_ms = started.elapsed().as_millis() as u64;
-        let graph_hash = match cache {
-            Some(_) => Some(graph_sha256(&graph)?),
+        let key = match cache {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| LoadError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                let started = Instant::now();
+                let key = onnx_export::source_key(spec, task)?;
+                tracing::info!(
+                    engine = "openvino",
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "compiled-model key"
+                );
+                Some((dir, key))
+            }
             None => None,
         };
-        let model = match graph {
-            Graph::Bytes(b) => core.read_model_from_buffer(&b, None),
-            Graph::File(p) => core.read_model_from_file(&p.to_string_lossy(), ""),
-        }
-        .map_err(ov_err)?;
-        tracing::info!(
-            engine = "openvino",
-            graph_ms = exported_ms,
-            read_ms = started.elapsed().as_millis() as u64 - exported_ms,
-            "graph read"
-        );
-        let mut inputs = Vec::new();
-        for i in 0..model.get_inputs_len().map_err(ov_err)? {
-            let node = model.get_input_by_index(i).map_err(ov_err)?;
-            inputs.push(node.get_name().map_err(ov_err)?);
-        }
-        let mut outputs = Vec::new();
-        for i in 0..model.get_outputs_len().map_err(ov_err)? {
-            let node = model.get_output_by_index(i).map_err(ov_err)?;
-            outputs.push(node.get_name().map_err(ov_err)?);
-        }
+        let mut sessions = Sessions {
+            core: Core::new().map_err(ov_err)?,
+            graph: None,
+            spec,
+            task,
+            precision,
+            key,
+        };
+        // The first replica's own session is made first: its inputs and outputs are
+        // every session's.
+        let first = sessions.make(GraphBackend::<OvSession>::share(rt.threads, replicas))?;
+        let (inputs, outputs) = first.io_names()?;
         let io = GraphIo::new(inputs, &outputs, spec, task)?;
-        GraphBackend::replicas(io, rt.threads, replicas, |threads| {
-            let blob = cache
-                .zip(graph_hash.as_deref())
-                .map(|(dir, hash)| blob_path(dir, hash, threads, precision));
-            OvSession::compile(&mut core, &model, threads, precision, blob.as_deref())
+        let mut first = Some(first);
+        GraphBackend::replicas(io, rt.threads, replicas, |threads| match first.take() {
+            Some(s) => Ok(s),
+            None => sessions.make(threads),
         })
     }
 }
 
-/// sha256 (hex) of the graph's bytes: the cache key of its compiled models.
-fn graph_sha256(graph: &Graph) -> Result<String, LoadError> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    match graph {
-        Graph::Bytes(b) => h.update(b),
-        Graph::File(p) => {
-            let mut f = std::fs::File::open(p).map_err(|source| LoadError::Io {
-                path: p.clone(),
-                source,
-            })?;
-            std::io::copy(&mut f, &mut h).map_err(|source| LoadError::Io {
-                path: p.clone(),
-                source,
-            })?;
-        }
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+/// Makes the sessions of one load: imported from the cache when the blob for their
+/// thread count is there, else compiled from the graph, which is derived and read at most
+/// once, and only then.
+struct Sessions<'a> {
+    core: Core,
+    graph: Option<openvino::Model>,
+    spec: &'a ModelSpec,
+    task: Task,
+    precision: Precision,
+    /// The cache directory and the graph's key in it.
+    key: Option<(&'a Path, String)>,
 }
 
-/// Where the model compiled from the graph `graph_sha256` for `threads` threads in
-/// `precision` is stored under a [`cache_dir`]. The other compile properties are fixed
-/// in [`OvSession::compile`]; `v1` changes when they do.
-fn blob_path(dir: &Path, graph_sha256: &str, threads: usize, precision: Precision) -> PathBuf {
+impl Sessions<'_> {
+    fn make(&mut self, threads: usize) -> Result<OvSession, LoadError> {
+        let blob = self
+            .key
+            .as_ref()
+            .map(|(dir, key)| blob_path(dir, key, threads, self.precision));
+        if let Some(p) = &blob {
+            if let Some(s) = OvSession::import(&mut self.core, threads, self.precision, p)? {
+                return Ok(s);
+            }
+        }
+        if self.graph.is_none() {
+            self.graph = Some(self.read_graph()?);
+        }
+        let graph = self.graph.as_ref().expect("read above");
+        OvSession::compile(
+            &mut self.core,
+            graph,
+            threads,
+            self.precision,
+            blob.as_deref(),
+        )
+    }
+
+    /// Derives the graph (or takes the repo's `model.onnx`) and has OpenVINO read it.
+    fn read_graph(&mut self) -> Result<openvino::Model, LoadError> {
+        let started = Instant::now();
+        let graph = Graph::of(self.spec, self.task)?;
+        let graph_ms = started.elapsed().as_millis() as u64;
+        let model = {
+            let _one = build_lock();
+            match graph {
+                Graph::Bytes(b) => self.core.read_model_from_buffer(&b, None),
+                Graph::File(p) => self.core.read_model_from_file(&p.to_string_lossy(), ""),
+            }
+            .map_err(ov_err)?
+        };
+        tracing::info!(
+            engine = "openvino",
+            graph_ms,
+            read_ms = started.elapsed().as_millis() as u64 - graph_ms,
+            "graph read"
+        );
+        Ok(model)
+    }
+}
+
+/// Where the model compiled from the graph named `key` ([`onnx_export::source_key`]) for
+/// `threads` threads in `precision` is stored under a [`cache_dir`]. The other compile
+/// properties are fixed in [`OvSession::configure`]; `v2` changes when they do (`v1`
+/// blobs were keyed by the derived graph's own sha256).
+fn blob_path(dir: &Path, key: &str, threads: usize, precision: Precision) -> PathBuf {
     dir.join(format!(
-        "{graph_sha256}-t{threads}-{}-v1.blob",
+        "{key}-t{threads}-{}-v2.blob",
         precision_hint(precision)
     ))
 }

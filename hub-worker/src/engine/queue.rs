@@ -7,7 +7,8 @@
 use super::error::EngineError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What the backend thread sends back for one entry: a pooled embedding or logits.
@@ -188,6 +189,26 @@ pub struct QueueStats {
 pub struct Queue {
     tx: mpsc::Sender<Cmd>,
     stats: Arc<QueueStats>,
+    servers: Arc<Servers>,
+}
+
+/// How many backend threads still serve a queue (each holds a [`Server`]).
+#[derive(Default)]
+struct Servers {
+    running: Mutex<usize>,
+    stopped: Condvar,
+}
+
+/// Held by a backend thread for as long as it holds its engine: dropped after the engine,
+/// so [`Queue::wait_for_servers`] returns once every engine is freed.
+pub struct Server(Arc<Servers>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *running -= 1;
+        self.0.stopped.notify_all();
+    }
 }
 
 impl Queue {
@@ -199,7 +220,38 @@ impl Queue {
         std::thread::Builder::new()
             .name(format!("queue-{name}"))
             .spawn(move || queue_thread(rx, limits, &thread_stats))?;
-        Ok(Queue { tx, stats })
+        Ok(Queue {
+            tx,
+            stats,
+            servers: Arc::default(),
+        })
+    }
+
+    /// Registers a backend thread serving this queue; it drops the guard once it has
+    /// freed its engine.
+    pub fn server(&self) -> Server {
+        *self
+            .servers
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) += 1;
+        Server(self.servers.clone())
+    }
+
+    /// Waits until every backend thread registered with [`Queue::server`] has stopped
+    /// (after [`Queue::shutdown`]), at most `timeout`; whether they all did.
+    pub fn wait_for_servers(&self, timeout: Duration) -> bool {
+        let running = self
+            .servers
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (running, _) = self
+            .servers
+            .stopped
+            .wait_timeout_while(running, timeout, |n| *n > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *running == 0
     }
 
     /// Appends entries (in order). Fails only when the queue has shut down.
@@ -322,6 +374,31 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waiting_for_servers_returns_once_each_has_stopped() {
+        let q = Queue::start(PADDED, "servers").unwrap();
+        assert!(q.wait_for_servers(Duration::from_millis(1)), "none yet");
+        let held = q.server();
+        let leaving = q.server();
+        let t = std::time::Instant::now();
+        let th = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            drop(leaving);
+        });
+        assert!(
+            !q.wait_for_servers(Duration::from_millis(50)),
+            "two still run"
+        );
+        drop(held);
+        assert!(q.wait_for_servers(Duration::from_secs(10)));
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "waited for the last"
+        );
+        th.join().unwrap();
+        q.shutdown();
+    }
 
     fn entry(len: usize) -> (Entry, oneshot::Receiver<EntryResult>) {
         let (tx, rx) = oneshot::channel();

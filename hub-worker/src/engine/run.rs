@@ -56,9 +56,14 @@ pub(super) fn spawn_backend_threads(
     for (i, backend) in backends.into_iter().enumerate() {
         let thread_mode = mode.clone();
         let backend_queue = queue.clone();
+        // Dropped after `backend`: the model's drop waits for it (see `Queue::server`).
+        let server = queue.server();
         std::thread::Builder::new()
             .name(format!("backend-{name}-{i}"))
-            .spawn(move || backend_thread(backend, i, &backend_queue, &thread_mode, pad_id))?;
+            .spawn(move || {
+                backend_thread(backend, i, &backend_queue, &thread_mode, pad_id);
+                drop(server);
+            })?;
     }
     Ok(())
 }
