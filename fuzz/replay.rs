@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// A fuzz target: its name and the entry point the harness drives.
+pub type Target<'a> = (&'a str, fn(&[u8]));
+
 /// The repository's `fuzz/` directory (both crates sit one level below the root).
 pub fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -28,7 +31,7 @@ fn files(target: &str) -> Vec<PathBuf> {
 
 /// Runs every corpus input of every target; fails naming each input that panicked or
 /// took over 10 s (a debug build on a shared machine: far beyond any input's budget).
-pub fn replay_all(targets: &[(&str, fn(&[u8]))]) {
+pub fn replay_all(targets: &[Target<'_>]) {
     let mut failures = Vec::new();
     let mut total = 0;
     for (target, run) in targets {
@@ -58,7 +61,7 @@ pub fn replay_all(targets: &[(&str, fn(&[u8]))]) {
 
 /// Every target has a corpus, a `[[bin]]` in `fuzz/Cargo.toml` and is run by default by
 /// `scripts/fuzz.sh`.
-pub fn check_harness(targets: &[(&str, fn(&[u8]))]) {
+pub fn check_harness(targets: &[Target<'_>]) {
     let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
     let script =
         std::fs::read_to_string(fuzz_dir().join("../scripts/fuzz.sh")).expect("scripts/fuzz.sh");

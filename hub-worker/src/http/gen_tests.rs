@@ -770,11 +770,13 @@ fn tgi_parameters_map_like_tgi() {
     let p = tgi(None, None).unwrap();
     assert!(p.sampling.is_greedy());
     assert_eq!(p.max_new_tokens, None);
-    let p = tgi(Some(
-        &json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
+    let p = tgi(
+        Some(
+            &json!({"temperature": 0.7, "top_k": 10, "max_new_tokens": 4,
                               "repetition_penalty": 1.2, "top_n_tokens": 3}),
+        ),
         None,
-    ))
+    )
     .unwrap();
     assert_eq!(p.sampling.temperature, 0.7);
     assert_eq!(p.sampling.top_k, 10);
