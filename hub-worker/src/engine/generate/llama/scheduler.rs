@@ -27,6 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// How long an idle scheduler waits, once woken by a request, for the requests that arrive
+/// with it (a burst is prefilled in one step and then decodes in lockstep).
+const ADMISSION_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// A request accepted by `submit`, waiting for a slot.
 pub(super) struct Pending {
     pub tokens: Vec<LlamaToken>,
@@ -157,6 +161,10 @@ impl<'m> Scheduler<'m> {
                 let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if q.is_empty() && !self.shared.shutdown.load(Ordering::Acquire) {
                     drop(self.shared.wake.wait(q));
+                    // Woken from idle: the rest of a burst (clients answered in the same
+                    // step send their next requests milliseconds apart) joins this first
+                    // prefill instead of being computed chunk by chunk next to it.
+                    std::thread::sleep(ADMISSION_WINDOW);
                 }
                 continue;
             }
