@@ -91,7 +91,12 @@ export LLAMA_CPP_LIB_PATH="$LLAMA_CPP_LIB_DIR" MTMD_CPP_LIB="$LLAMA_CPP_LIB_DIR"
 GENLOAD=("$PY" "$ROOT/scripts/bench/genload.py")
 
 PROMPTS="$OUT/generation-prompts.json"
-"${GENLOAD[@]}" prompts --model "$PADDOCK_GEMMA_GGUF" --n 64 --tokens "$PROMPT_TOKENS" --out "$PROMPTS"
+# Every request of every level gets a prompt of its own (plus one for the warm-up), so no
+# server answers from a prefix an earlier level left in its cache (llama-server keeps
+# finished prompts in host memory and restores them: `--cache-ram`).
+N_PROMPTS=1
+for r in "${REQ_ARR[@]}"; do N_PROMPTS=$((N_PROMPTS + r)); done
+"${GENLOAD[@]}" prompts --model "$PADDOCK_GEMMA_GGUF" --n "$N_PROMPTS" --tokens "$PROMPT_TOKENS" --out "$PROMPTS"
 
 echo "- model: gemma-3-270m-q4_k_m.gguf ($(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB), prompts $PROMPT_TOKENS tokens, max_tokens $MAX_TOKENS, temperature 0"
 echo "- slots $SLOTS, context $CONTEXT tokens per slot, $THREADS threads; requests per concurrency ($CONCS): $REQUESTS"
@@ -129,10 +134,12 @@ run_legs() {
   shift 4
   peak_file="$(mktemp)"; echo 0 >"$peak_file"
   rss_sampler "$pid" "$peak_file" & local sampler=$!
+  local offset=0
   for i in "${!CONC_ARR[@]}"; do
     "${GENLOAD[@]}" run --label "$label" --url "$url" --path "$path" --prompts "$PROMPTS" \
       --concurrency "${CONC_ARR[$i]}" --requests "${REQ_ARR[$i]}" --max-tokens "$MAX_TOKENS" \
-      --include-usage --append "$RESULTS" "$@" >/dev/null
+      --offset "$offset" --include-usage --append "$RESULTS" "$@" >/dev/null
+    offset=$((offset + REQ_ARR[i]))
   done
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   PEAK_RSS="$(cat "$peak_file")"; rm -f "$peak_file"

@@ -143,6 +143,11 @@ def headers_of(a):
 async def run_leg(a):
     import httpx
     prompts = [p["prompt"] for p in json.load(open(a.prompts))]
+    # Each level sends its own prompts (from --offset; the warm-up takes the last ones), so
+    # no server can answer from a prefix cached by an earlier level or the warm-up.
+    if a.offset + a.requests > len(prompts) - a.warmup:
+        sys.exit(f"genload: {a.requests} requests from offset {a.offset} need more than "
+                 f"{len(prompts)} prompts (minus {a.warmup} for the warm-up)")
     url = a.url.rstrip("/") + a.path
     headers = headers_of(a)
     limits = httpx.Limits(max_connections=a.concurrency + 2, max_keepalive_connections=a.concurrency + 2)
@@ -155,7 +160,7 @@ async def run_leg(a):
         async def worker():
             while queue:
                 i = queue.pop(0)
-                await one_request(client, url, headers, make_body(a, prompts[i % len(prompts)]), recs[i])
+                await one_request(client, url, headers, make_body(a, prompts[a.offset + i]), recs[i])
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(a.concurrency)))
@@ -293,6 +298,8 @@ def main():
             p.add_argument("--prompts", required=True)
             p.add_argument("--concurrency", type=int, default=1)
             p.add_argument("--requests", type=int, default=8)
+            p.add_argument("--offset", type=int, default=0,
+                           help="the first prompt this run sends (levels use disjoint prompts)")
             p.add_argument("--warmup", type=int, default=1)
             p.add_argument("--append", help="also append the JSON line to this file")
         else:
