@@ -3,8 +3,8 @@
 //! ```text
 //! cargo run --release -p hub-worker --example bench-generate -- \
 //!     --gguf /work/cache/gemma/gemma-3-270m-q4_k_m.gguf [--slots 8] [--tokens 128] \
-//!     [--streams 1,4,8 | --closed 1:8,4:16,8:24] [--prefill 512] [--chunk 512]
-//!     [--context 2048] [--threads N]
+//!     [--streams 1,4,8 | --closed 1:8,4:16,8:24] [--prefill 512] [--chunk 512] [--mixed-chunk 128]
+//!     [--context 2048] [--threads N] [--jitter MS]
 //! ```
 //!
 //! Prints one JSON object per line:
@@ -17,7 +17,9 @@
 //!   `scripts/bench/generation.sh` without HTTP: C clients each sending its next request as
 //!   soon as the last one ends, N requests in all, each a distinct prompt of `--prefill`
 //!   tokens and `--tokens` output tokens; output tokens per second, TTFT and inter-token
-//!   latency p50/p99 (ms). For trying scheduler settings quickly.
+//!   latency p50/p99 (ms). For trying scheduler settings quickly. `--jitter MS`: each
+//!   client waits a pseudo-random 0..MS ms before each request, as clients over HTTP
+//!   arrive spread out rather than in the same microsecond.
 
 use hub_worker::engine::generate::{
     DecoderModel, GenEvent, GenerateRequest, Prompt, SamplingParams,
@@ -106,6 +108,7 @@ async fn closed(
     requests: usize,
     prefill: usize,
     tokens: usize,
+    jitter_ms: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let prompts = (0..requests)
         .map(|i| distinct_prompt(model, i + clients * 1000, prefill))
@@ -113,13 +116,21 @@ async fn closed(
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let prompts = std::sync::Arc::new(prompts);
     let start = Instant::now();
-    let runs = (0..clients).map(|_| {
+    let runs = (0..clients).map(|c| {
         let (model, next, prompts) = (model.clone(), next.clone(), prompts.clone());
         async move {
             let mut out = Vec::new();
+            let mut x = (c as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(p) = prompts.get(i) else { break };
+                if jitter_ms > 0 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let wait = std::time::Duration::from_micros(x % (jitter_ms * 1000));
+                    tokio::time::sleep(wait).await;
+                }
                 out.push(timed(&model, request(p.clone(), tokens)).await);
             }
             out
@@ -139,6 +150,7 @@ async fn closed(
         .collect();
     Ok(
         serde_json::json!({"mode": "closed", "concurrency": clients, "requests": requests,
+        "jitter_ms": jitter_ms,
         "output_tokens_per_second": total as f64 / wall, "wall_seconds": wall,
         "ttft_ms_p50": quantile(&mut ttft, 0.5), "ttft_ms_p99": quantile(&mut ttft, 0.99),
         "itl_ms_p50": quantile(&mut itl, 0.5), "itl_ms_p99": quantile(&mut itl, 0.99)}),
@@ -147,25 +159,8 @@ async fn closed(
 
 /// Runs one request; (seconds to the first token, seconds from first to last, tokens).
 async fn one(model: &DecoderModel, req: GenerateRequest) -> (f64, f64, usize) {
-    let start = Instant::now();
-    let mut s = model.submit(req).expect("submit");
-    let mut first = None;
-    loop {
-        match s.next().await.expect("done") {
-            GenEvent::Token(_) => {
-                first.get_or_insert_with(Instant::now);
-            }
-            GenEvent::Done(f) => {
-                let first = first.unwrap_or_else(Instant::now);
-                return (
-                    (first - start).as_secs_f64(),
-                    first.elapsed().as_secs_f64(),
-                    f.usage.completion_tokens,
-                );
-            }
-            GenEvent::Failed(e) => panic!("{e}"),
-        }
-    }
+    let (ttft, gaps, n) = timed(model, req).await;
+    (ttft, gaps.iter().sum(), n)
 }
 
 #[tokio::main]
@@ -178,8 +173,10 @@ async fn main() -> anyhow::Result<()> {
     let tokens: usize = arg(&args, "--tokens").map_or(Ok(128), |s| s.parse())?;
     let prefill: usize = arg(&args, "--prefill").map_or(Ok(512), |s| s.parse())?;
     let chunk: usize = arg(&args, "--chunk").map_or(Ok(512), |s| s.parse())?;
+    let mixed: usize = arg(&args, "--mixed-chunk").map_or(Ok(128), |s| s.parse())?;
     let context: usize = arg(&args, "--context").map_or(Ok(2048), |s| s.parse())?;
     let threads: usize = arg(&args, "--threads").map_or(Ok(0), |s| s.parse())?;
+    let jitter: u64 = arg(&args, "--jitter").map_or(Ok(0), |s| s.parse())?;
     let streams: Vec<usize> = arg(&args, "--streams")
         .unwrap_or_else(|| "1,4,8".into())
         .split(',')
@@ -192,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         gen_slots: slots,
         gen_context: context,
         gen_prefill_chunk: chunk,
+        gen_mixed_chunk: mixed,
         gen_threads: threads,
         ..EngineConfig::default()
     };
@@ -213,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 n.trim().parse()?,
                 prefill,
                 tokens,
+                jitter,
             )
             .await?;
             println!("{v}");

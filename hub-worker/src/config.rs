@@ -117,10 +117,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_GEN_CONTEXT", default_value_t = hub_types::memory::DEFAULT_GEN_CONTEXT as usize)]
     pub gen_context: usize,
 
-    /// Most prompt tokens a decoder computes in one step next to the running streams (a
-    /// long prompt takes several steps instead of stalling the others).
+    /// Prompt tokens a decoder computes per prompt in a step where no stream generates (a
+    /// burst of prompts is computed together; a longer prompt takes several steps).
     #[arg(long, env = "HUB_WORKER_GEN_PREFILL_CHUNK", default_value_t = crate::engine::options::DEFAULT_GEN_PREFILL_CHUNK)]
     pub gen_prefill_chunk: usize,
+
+    /// Most prompt tokens a decoder computes in a step next to generating streams (they
+    /// wait for that step's compute; at most --gen-prefill-chunk).
+    #[arg(long, env = "HUB_WORKER_GEN_MIXED_CHUNK", default_value_t = crate::engine::options::DEFAULT_GEN_MIXED_CHUNK)]
+    pub gen_mixed_chunk: usize,
 
     /// Generation requests waiting for a free slot per model; beyond it requests get 429.
     #[arg(long, env = "HUB_WORKER_GEN_QUEUE", default_value_t = crate::engine::options::DEFAULT_GEN_QUEUE)]
@@ -167,6 +172,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("gen_slots", &self.gen_slots)
             .field("gen_context", &self.gen_context)
             .field("gen_prefill_chunk", &self.gen_prefill_chunk)
+            .field("gen_mixed_chunk", &self.gen_mixed_chunk)
             .field("gen_queue", &self.gen_queue)
             .field("gen_threads", &self.gen_threads)
             .field("poll_wait_s", &self.poll_wait_s)
@@ -214,6 +220,7 @@ impl WorkerConfig {
             gen_slots: hub_types::memory::DEFAULT_GEN_SLOTS as usize,
             gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
             gen_prefill_chunk: crate::engine::options::DEFAULT_GEN_PREFILL_CHUNK,
+            gen_mixed_chunk: crate::engine::options::DEFAULT_GEN_MIXED_CHUNK,
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
             poll_wait_s: 25,
@@ -262,12 +269,13 @@ impl WorkerConfig {
         if self.gen_slots == 0
             || self.gen_context < 16
             || self.gen_prefill_chunk == 0
+            || self.gen_mixed_chunk == 0
             || self.gen_queue == 0
             || self.gen_threads == Some(0)
         {
             anyhow::bail!(
-                "--gen-slots, --gen-prefill-chunk, --gen-queue and --gen-threads must be at \
-                 least 1, --gen-context at least 16"
+                "--gen-slots, --gen-prefill-chunk, --gen-mixed-chunk, --gen-queue and \
+                 --gen-threads must be at least 1, --gen-context at least 16"
             );
         }
         if self.max_batch_size == 0 || self.max_concurrent == 0 || self.max_batch_tokens == 0 {
@@ -305,6 +313,7 @@ impl WorkerConfig {
             gen_slots: self.gen_slots,
             gen_context: self.gen_context,
             gen_prefill_chunk: self.gen_prefill_chunk,
+            gen_mixed_chunk: self.gen_mixed_chunk,
             gen_queue: self.gen_queue,
             gen_threads: self.gen_threads.unwrap_or(0),
             compiled_cache: Some(self.cache_dir.join("compiled")),

@@ -64,11 +64,17 @@ impl std::str::FromStr for EnginePreference {
 /// it in the assignment (one type for hub and worker).
 pub use hub_types::Precision;
 
-/// Prompt tokens computed per step next to the running streams, unless told otherwise.
-/// 512, llama.cpp's own default ubatch: with 256, a lone 512-token prompt on Gemma-3-270M
-/// took 2.43 s to its first token against llama-server's 1.64 s, with 512 1.86 s
-/// (`scripts/bench/generation.sh`, docs/BENCHMARKS.md, 2 Dec).
+/// Prompt tokens computed per prompt in a step where no stream is generating (and
+/// llama.cpp's ubatch), unless told otherwise. 512, llama.cpp's own default ubatch: with
+/// 256, a lone 512-token prompt on Gemma-3-270M took 2.43 s to its first token against
+/// llama-server's 1.64 s, with 512 1.86 s (`scripts/bench/generation.sh`,
+/// docs/BENCHMARKS.md, 2 Dec).
 pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 512;
+/// Prompt tokens computed per step next to generating streams, unless told otherwise.
+/// Such a step stalls those streams for the chunk's compute: with 512 a stream waited
+/// ~2 s for its next token when a prompt arrived beside it (Gemma-3-270M, 2 cores), with
+/// 128 ~0.6 s at the same output rate (`generation.sh`, docs/BENCHMARKS.md, 3 Dec).
+pub const DEFAULT_GEN_MIXED_CHUNK: usize = 128;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
 
@@ -101,9 +107,13 @@ pub struct EngineConfig {
     /// Decoders: tokens one sequence may hold, prompt + completion (`--gen-context`);
     /// capped at the model's training context.
     pub gen_context: usize,
-    /// Decoders: most prompt tokens computed in one step next to the running streams
-    /// (`--gen-prefill-chunk`); a long prompt is computed over several steps.
+    /// Decoders: prompt tokens computed per prompt in a step where no stream generates
+    /// (`--gen-prefill-chunk`; a burst of prompts is computed together, and a longer
+    /// prompt over several steps).
     pub gen_prefill_chunk: usize,
+    /// Decoders: most prompt tokens computed in a step next to generating streams
+    /// (`--gen-mixed-chunk`; at most `gen_prefill_chunk`).
+    pub gen_mixed_chunk: usize,
     /// Decoders: requests waiting for a slot; more is answered `Overloaded` (`--gen-queue`).
     pub gen_queue: usize,
     /// Decoders: llama.cpp compute threads; 0: the physical cores this process may use
@@ -135,6 +145,7 @@ impl Default for EngineConfig {
             gen_slots: hub_types::memory::DEFAULT_GEN_SLOTS as usize,
             gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
             gen_prefill_chunk: DEFAULT_GEN_PREFILL_CHUNK,
+            gen_mixed_chunk: DEFAULT_GEN_MIXED_CHUNK,
             gen_queue: DEFAULT_GEN_QUEUE,
             gen_threads: 0,
             compiled_cache: None,

@@ -25,11 +25,24 @@ use llama_cpp_2::vocab::LlamaVocab;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// How long an idle scheduler waits, once woken by a request, for the requests that arrive
-/// with it (a burst is prefilled in one step and then decodes in lockstep).
-const ADMISSION_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+/// When every slot is free and a request comes, the scheduler waits for the rest of its
+/// burst so the burst is prefilled together and then decodes in lockstep; a request that
+/// misses it is prefilled next to the others' decoding, which stalls them and leaves the
+/// streams out of step. Over HTTP the requests of a burst reach the scheduler spread over
+/// tens of milliseconds (4 requests sent together by one client arrived over 12 ms, the
+/// gateway and the worker's handler taking 14-25 ms each), so the wait runs until no
+/// request came for a quiet gap, within a cap.
+const QUIET_GAP: Duration = Duration::from_millis(8);
+const BURST_CAP: Duration = Duration::from_millis(40);
+/// After a wave of streams ended together their clients' next requests are expected: the
+/// wait ends when as many have come, or after a longer quiet gap and cap.
+const WAVE_QUIET_GAP: Duration = Duration::from_millis(25);
+const WAVE_CAP: Duration = Duration::from_millis(60);
+/// A wave is "recent" for this long after its streams ended.
+const WAVE_MEMORY: Duration = Duration::from_secs(1);
 
 /// A request accepted by `submit`, waiting for a slot.
 pub(super) struct Pending {
@@ -75,9 +88,11 @@ pub(super) struct Limits {
     pub slots: usize,
     /// Tokens per slot (prompt + completion).
     pub context: usize,
-    /// Prompt tokens per step next to decoding streams, and per prompt in a step without
-    /// them (when every waiting prompt is computed at once).
+    /// Prompt tokens per prompt in a step without decoding streams (when every waiting
+    /// prompt is computed at once).
     pub prefill_chunk: usize,
+    /// Prompt tokens per step next to decoding streams.
+    pub mixed_chunk: usize,
 }
 
 /// A running request.
@@ -113,6 +128,10 @@ pub(super) struct Scheduler<'m> {
     limits: Limits,
     shared: std::sync::Arc<Shared>,
     admitted: u64,
+    /// Streams that ended in the current step, and the last step where any ended: when
+    /// and how big the last wave was.
+    ended_in_step: usize,
+    last_wave: Option<(Instant, usize)>,
     /// Reused buffers: candidates, a token's bytes, top log-probabilities, prefill order.
     candidates: Vec<LlamaTokenData>,
     piece: Vec<u8>,
@@ -142,6 +161,8 @@ impl<'m> Scheduler<'m> {
             limits,
             shared,
             admitted: 0,
+            ended_in_step: 0,
+            last_wave: None,
             candidates: Vec::new(),
             piece: Vec::with_capacity(64),
             top: Vec::with_capacity(21),
@@ -158,14 +179,7 @@ impl<'m> Scheduler<'m> {
             self.admit();
             self.reap_cancelled();
             if self.slots.iter().all(|s| s.active.is_none()) {
-                let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if q.is_empty() && !self.shared.shutdown.load(Ordering::Acquire) {
-                    drop(self.shared.wake.wait(q));
-                    // Woken from idle: the rest of a burst (clients answered in the same
-                    // step send their next requests milliseconds apart) joins this first
-                    // prefill instead of being computed chunk by chunk next to it.
-                    std::thread::sleep(ADMISSION_WINDOW);
-                }
+                self.idle();
                 continue;
             }
             self.step();
@@ -182,6 +196,51 @@ impl<'m> Scheduler<'m> {
         }
         self.shared.active.store(0, Ordering::Relaxed);
         self.shared.queued.store(0, Ordering::Relaxed);
+    }
+
+    /// Every slot is free: sleeps until a request comes, then waits a moment for the rest
+    /// of its burst, so the burst is prefilled together and decodes in lockstep instead of
+    /// being computed chunk by chunk next to the first one's decoding.
+    fn idle(&mut self) {
+        let shared = &*self.shared;
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if !q.is_empty() || shared.shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+        let woke = Instant::now();
+        let (expect, gap, cap) = burst_plan(self.last_wave, woke, self.limits.slots);
+        let mut seen = q.len();
+        let mut last_arrival = woke;
+        while !shared.shutdown.load(Ordering::Acquire) {
+            let Some(wait) = burst_wait(
+                Instant::now(),
+                woke,
+                last_arrival,
+                q.len(),
+                expect,
+                gap,
+                cap,
+            ) else {
+                break;
+            };
+            q = shared
+                .wake
+                .wait_timeout(q, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if q.len() > seen {
+                seen = q.len();
+                last_arrival = Instant::now();
+            }
+        }
+        tracing::debug!(
+            expect,
+            arrived = q.len(),
+            waited_us = woke.elapsed().as_micros() as u64,
+            "generation: admitting a burst"
+        );
+        self.last_wave = None;
     }
 
     /// Moves queued requests into free slots.
@@ -225,8 +284,10 @@ impl<'m> Scheduler<'m> {
                     .zip(prompt.iter())
                     .take_while(|(a, b)| a == b)
                     .count();
-                // Longest prefix first; then the slot with the least cached (keep others).
-                (i, (common, usize::MAX - s.cached.len()))
+                // Longest prefix first; then the slot with the least cached (keep others);
+                // then the lowest slot, so a batch's sequences are consecutive streams (a
+                // ubatch's attention spans the streams from its lowest to highest id).
+                (i, (common, usize::MAX - s.cached.len(), usize::MAX - i))
             })
             .max_by_key(|&(_, key)| key)
             .expect("a free slot");
@@ -266,6 +327,19 @@ impl<'m> Scheduler<'m> {
         self.shared
             .cached_tokens
             .fetch_add(keep as u64, Ordering::Relaxed);
+        let decoding = self
+            .slots
+            .iter()
+            .filter(|s| s.active.as_ref().is_some_and(|a| a.next.is_some()))
+            .count();
+        if decoding > 0 {
+            tracing::debug!(
+                slot = best,
+                decoding,
+                "generation: admitted next to decoding streams"
+            );
+        }
+        let slot = &mut self.slots[best];
         self.shared.active.fetch_add(1, Ordering::Relaxed);
         self.admitted += 1;
         let scan = StopScan::new(&req.stop);
@@ -343,7 +417,7 @@ impl<'m> Scheduler<'m> {
         // 31 -> 35 tok/s.
         let decoding = self.batch.n_tokens() > 0;
         let mut budget = if decoding {
-            self.limits.prefill_chunk
+            self.limits.mixed_chunk
         } else {
             self.limits.prefill_chunk * self.limits.slots
         };
@@ -370,6 +444,7 @@ impl<'m> Scheduler<'m> {
         if self.batch.n_tokens() == 0 {
             return;
         }
+        self.ended_in_step = 0;
         if let Err(e) = self.ctx.decode(&mut self.batch) {
             self.fail_batch(&e.to_string());
             return;
@@ -395,6 +470,9 @@ impl<'m> Scheduler<'m> {
             {
                 self.sample(i);
             }
+        }
+        if self.ended_in_step > 0 {
+            self.last_wave = Some((Instant::now(), self.ended_in_step));
         }
     }
 
@@ -486,6 +564,7 @@ impl<'m> Scheduler<'m> {
             return;
         };
         self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        self.ended_in_step += 1;
         let tail = if stop_string.is_some() {
             String::new()
         } else {
@@ -507,6 +586,41 @@ impl<'m> Scheduler<'m> {
     }
 }
 
+/// How the idle scheduler waits for a burst, woken at `now` by its first request: how
+/// many requests to expect, the quiet gap that ends the wait, and its cap. A wave of N > 1
+/// streams that ended together within `WAVE_MEMORY` brings back N requests; otherwise
+/// up to every slot may be coming.
+fn burst_plan(
+    last_wave: Option<(Instant, usize)>,
+    now: Instant,
+    slots: usize,
+) -> (usize, Duration, Duration) {
+    match last_wave {
+        Some((at, n)) if n > 1 && now.saturating_duration_since(at) < WAVE_MEMORY => {
+            (n.min(slots), WAVE_QUIET_GAP, WAVE_CAP)
+        }
+        _ => (slots, QUIET_GAP, BURST_CAP),
+    }
+}
+
+/// How much longer to wait for the rest of a burst (`None`: start now): until `expect`
+/// requests are queued, `gap` passed since the last arrival, or `cap` since waking.
+fn burst_wait(
+    now: Instant,
+    woke: Instant,
+    last_arrival: Instant,
+    queued: usize,
+    expect: usize,
+    gap: Duration,
+    cap: Duration,
+) -> Option<Duration> {
+    if queued >= expect {
+        return None;
+    }
+    let until = (last_arrival + gap).min(woke + cap);
+    until.checked_duration_since(now).filter(|d| !d.is_zero())
+}
+
 fn token_logprob(
     vocab: &LlamaVocab<'_>,
     id: i32,
@@ -522,5 +636,67 @@ fn token_logprob(
         text: String::from_utf8_lossy(&bytes).into_owned(),
         bytes,
         logprob,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_burst_is_awaited_until_a_quiet_gap_and_never_past_the_cap() {
+        let t0 = Instant::now();
+        let (expect, gap, cap) = burst_plan(None, t0, 4);
+        assert_eq!((expect, gap, cap), (4, QUIET_GAP, BURST_CAP));
+        // One request so far: wait a whole gap.
+        assert_eq!(burst_wait(t0, t0, t0, 1, expect, gap, cap), Some(QUIET_GAP));
+        // A second one came 5 ms later: the gap restarts from it.
+        let t5 = t0 + 5 * MS;
+        assert_eq!(burst_wait(t5, t0, t5, 2, expect, gap, cap), Some(QUIET_GAP));
+        // Nothing more within the gap: start.
+        assert_eq!(
+            burst_wait(t5 + QUIET_GAP, t0, t5, 2, expect, gap, cap),
+            None
+        );
+        // Requests trickling in every 5 ms keep it waiting, but only up to the cap.
+        let late = t0 + BURST_CAP - 2 * MS;
+        assert_eq!(
+            burst_wait(late, t0, late, 3, expect, gap, cap),
+            Some(2 * MS)
+        );
+        assert_eq!(
+            burst_wait(t0 + BURST_CAP, t0, t0 + BURST_CAP, 3, expect, gap, cap),
+            None
+        );
+        // Every slot has a request: start at once.
+        assert_eq!(burst_wait(t0, t0, t0, 4, expect, gap, cap), None);
+    }
+
+    #[test]
+    fn after_a_wave_its_size_is_awaited() {
+        let ended = Instant::now();
+        let woke = ended + 3 * MS;
+        let (expect, gap, cap) = burst_plan(Some((ended, 3)), woke, 4);
+        assert_eq!((expect, gap, cap), (3, WAVE_QUIET_GAP, WAVE_CAP));
+        // 12 ms between arrivals is within the wave's gap (over HTTP they come spread out).
+        let t = woke + 12 * MS;
+        assert_eq!(
+            burst_wait(t, woke, t, 2, expect, gap, cap),
+            Some(WAVE_QUIET_GAP)
+        );
+        // The third of three: start without waiting for a fourth.
+        assert_eq!(burst_wait(t, woke, t, 3, expect, gap, cap), None);
+        // Capped by the slots.
+        assert_eq!(burst_plan(Some((ended, 9)), woke, 4).0, 4);
+    }
+
+    #[test]
+    fn a_lone_stream_or_an_old_wave_says_nothing_about_the_next_burst() {
+        let ended = Instant::now();
+        let plan = (4, QUIET_GAP, BURST_CAP);
+        assert_eq!(burst_plan(Some((ended, 1)), ended + MS, 4), plan);
+        assert_eq!(burst_plan(Some((ended, 3)), ended + WAVE_MEMORY, 4), plan);
     }
 }
