@@ -8,11 +8,15 @@
 #                      with --interrupt_requests False, else a new request cuts the running
 #                      stream short).
 # All three stream OpenAI /v1/completions (SSE). Prompts of 512 tokens (distinct from their first
-# words, so no server reuses a cached prefix), 128 generated with end-of-sequence ignored
+# words, and one per request of every level, so no server reuses a cached prefix: llama-server
+# keeps finished prompts in host memory), 128 generated with end-of-sequence ignored
 # (`ignore_eos` for Paddock and llama-server; an EOS logit bias for llama-cpp-python, which has
 # no ignore_eos), concurrency 1, 4 and 8. Metrics as vLLM's `bench serve` defines them
 # (scripts/bench/genload.py). Also: Paddock's cold start (POST /api/v1/endpoints -> first
 # streamed token, empty worker cache) and each server's RSS (idle after load, and peak).
+# All servers stay up for the whole run and every concurrency level runs its legs back to
+# back (llama-server and Paddock adjacent, alternating which goes first), so the machine's
+# speed drifting during the run does not turn into a ratio.
 #
 #   scripts/bench/generation.sh [--peers-only | --paddock-only] [--requests "8 16 24"] [--slots N]
 #                               [--context N] [--threads N] [--prefill-chunk N]
@@ -128,22 +132,23 @@ kv_mib() {
        END {if (n) printf "%.0f MiB", s; else printf "not logged"}' "$1"
 }
 MEM_LINES=()
-# run_legs LABEL URL PATH PID [genload args...]: concurrency 1/4/8 against one server.
-run_legs() {
-  local label="$1" url="$2" path="$3" pid="$4" i peak_file
-  shift 4
-  peak_file="$(mktemp)"; echo 0 >"$peak_file"
-  rss_sampler "$pid" "$peak_file" & local sampler=$!
-  local offset=0
-  for i in "${!CONC_ARR[@]}"; do
-    "${GENLOAD[@]}" run --label "$label" --url "$url" --path "$path" --prompts "$PROMPTS" \
-      --concurrency "${CONC_ARR[$i]}" --requests "${REQ_ARR[$i]}" --max-tokens "$MAX_TOKENS" \
-      --offset "$offset" --include-usage --append "$RESULTS" "$@" >/dev/null
-    offset=$((offset + REQ_ARR[i]))
-  done
-  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
-  PEAK_RSS="$(cat "$peak_file")"; rm -f "$peak_file"
+# The servers under test are all started first and stay up; then each concurrency level runs
+# its legs back to back: llama-server and Paddock adjacent (their order alternating from level
+# to level), then llama-cpp-python. On these machines the speed drifts by 10-15% between legs
+# run minutes apart, so running one server's three levels and then the next's (as this script
+# did until 3 Dec) turned drift into a ratio.
+LABELS=(); URLS=(); PIDS=(); EXTRAS=(); TOKENS=(); IDLE=(); KVLOGS=()
+add_server() {  # add_server LABEL URL PID EXTRA_JSON TOKEN KV_LOG
+  LABELS+=("$1"); URLS+=("$2"); PIDS+=("$3"); EXTRAS+=("$4"); TOKENS+=("$5"); KVLOGS+=("$6")
+  IDLE+=("$(rss_mib "$3")")
 }
+TO_KILL=()
+cleanup() {
+  local p
+  for p in "${TO_KILL[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "${HUB_PID:-}" ] || hub_stop || true
+}
+trap cleanup EXIT
 
 LS_COLD="(skipped)"
 if [ "$PADDOCK_ONLY" = 0 ]; then
@@ -154,15 +159,11 @@ ls_since="$(date +%s.%N)"
 "$LLAMA_SERVER" -m "$PADDOCK_GEMMA_GGUF" --host 127.0.0.1 --port "$PORT" -np "$SLOTS" \
   -c "$((SLOTS * CONTEXT))" -t "$THREADS" -tb "$THREADS" >"$LS_LOG" 2>&1 &
 LS_PID=$!
-trap 'kill "$LS_PID" 2>/dev/null || true' EXIT
+TO_KILL+=("$LS_PID")
 wait_http "http://127.0.0.1:$PORT/health" "$LS_PID" "$LS_LOG"
 # The peer's cold start: process start (GGUF already in the page cache) -> first streamed token.
 LS_COLD="$("${GENLOAD[@]}" first --url "http://127.0.0.1:$PORT" --since "$ls_since" --timeout 120)"
-idle="$(rss_mib "$LS_PID")"
-run_legs llama-server "http://127.0.0.1:$PORT" /v1/completions "$LS_PID" --extra '{"ignore_eos": true}'
-kv="$(kv_mib "$LS_LOG")"
-MEM_LINES+=("| llama-server | $idle | $PEAK_RSS | $kv |")
-kill "$LS_PID"; wait "$LS_PID" 2>/dev/null || true
+add_server llama-server "http://127.0.0.1:$PORT" "$LS_PID" '{"ignore_eos": true}' "" "$LS_LOG"
 
 # --- llama-cpp-python ---------------------------------------------------------------------
 PORT="$(free_port)"
@@ -171,16 +172,11 @@ LCP_LOG="$OUT/llama-cpp-python.log"
   --n_ctx "$CONTEXT" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
   --interrupt_requests False >"$LCP_LOG" 2>&1 &
 LCP_PID=$!
-trap 'kill "$LCP_PID" 2>/dev/null || true' EXIT
+TO_KILL+=("$LCP_PID")
 wait_http "http://127.0.0.1:$PORT/v1/models" "$LCP_PID" "$LCP_LOG"
-idle="$(rss_mib "$LCP_PID")"
 # Gemma's end-of-sequence ids: <eos> 1 and <end_of_turn> 106.
-run_legs llama-cpp-python "http://127.0.0.1:$PORT" /v1/completions "$LCP_PID" \
-  --extra '{"logit_bias": {"1": -100, "106": -100}}'
-kv="$(kv_mib "$LCP_LOG")"
-MEM_LINES+=("| llama-cpp-python | $idle | $PEAK_RSS | $kv |")
-kill "$LCP_PID"; wait "$LCP_PID" 2>/dev/null || true
-trap - EXIT
+add_server llama-cpp-python "http://127.0.0.1:$PORT" "$LCP_PID" \
+  '{"logit_bias": {"1": -100, "106": -100}}' "" "$LCP_LOG"
 fi
 
 # --- Paddock ------------------------------------------------------------------------------
@@ -194,6 +190,7 @@ if [ "$PEERS_ONLY" = 0 ]; then
   [ -z "$PREFILL_CHUNK" ] || export HUB_WORKER_GEN_PREFILL_CHUNK="$PREFILL_CHUNK"
   echo "- paddock: prefill chunk ${PREFILL_CHUNK:-(worker default)}"
   hub_start
+  base_rss="$(rss_mib "$HUB_PID")"
   hub_admin create-user bench >/dev/null
   TOKEN="$(hub_admin create-token bench --scopes read,write --name bench)"
   HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_XET=1 HF_HOME="$HUB_WORK/hf-home" \
@@ -208,7 +205,6 @@ api.upload_file(path_or_fileobj=gguf, path_in_repo="gemma-3-270m-q4_k_m.gguf",
                 repo_id="bench/gemma-3-270m-gguf", commit_message="bench: upload")
 print(f"bench: pushed the GGUF with huggingface_hub in {time.time() - t:.1f}s", file=sys.stderr)
 EOF
-  base_rss="$(rss_mib "$HUB_PID")"
   since="$(date +%s.%N)"
   code="$(curl -sS -o "$OUT/endpoint.json" -w '%{http_code}' -X POST "$HUB_URL/api/v1/endpoints/bench" \
     -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
@@ -217,13 +213,50 @@ EOF
   [ "$code" = 201 ] || { cat "$OUT/endpoint.json" >&2; echo "bench: create endpoint: HTTP $code" >&2; exit 1; }
   COLD="$("${GENLOAD[@]}" first --url "$HUB_URL" --path /endpoints/bench/gemma/v1/completions \
     --token "$TOKEN" --since "$since" --timeout 300)"
-  idle="$(rss_mib "$HUB_PID")"
-  run_legs paddock "$HUB_URL" /endpoints/bench/gemma/v1/completions "$HUB_PID" \
-    --token "$TOKEN" --extra '{"ignore_eos": true}'
-  MEM_LINES+=("| paddock (hub + in-process worker; hub alone before the endpoint: $base_rss MiB) | $idle | $PEAK_RSS | see endpoint memory estimate |")
-  curl -fsS "$HUB_URL/api/v1/endpoints/bench/gemma" -H "Authorization: Bearer $TOKEN" >"$OUT/endpoint.json" || true
-  hub_stop || true
+  add_server "paddock (hub + in-process worker; hub alone before the endpoint: $base_rss MiB)" \
+    "$HUB_URL/endpoints/bench/gemma" "$HUB_PID" '{"ignore_eos": true}' "$TOKEN" ""
 fi
+
+# --- the legs -----------------------------------------------------------------------------
+PEAKS=(); SAMPLERS=()
+for k in "${!LABELS[@]}"; do
+  PEAKS+=("$(mktemp)"); echo 0 >"${PEAKS[$k]}"
+  rss_sampler "${PIDS[$k]}" "${PEAKS[$k]}" &
+  SAMPLERS+=($!)
+done
+# run_leg K LEVEL OFFSET: one concurrency level against server K.
+run_leg() {
+  local k="$1" i="$2" label="${LABELS[$1]%% (*}" args=(--extra "${EXTRAS[$1]}")
+  [ -z "${TOKENS[$k]}" ] || args+=(--token "${TOKENS[$k]}")
+  "${GENLOAD[@]}" run --label "$label" --url "${URLS[$k]}" --path /v1/completions \
+    --prompts "$PROMPTS" --concurrency "${CONC_ARR[$i]}" --requests "${REQ_ARR[$i]}" \
+    --max-tokens "$MAX_TOKENS" --offset "$3" --include-usage --append "$RESULTS" "${args[@]}" >/dev/null
+}
+offset=0
+for i in "${!CONC_ARR[@]}"; do
+  pair=(); rest=()
+  for k in "${!LABELS[@]}"; do
+    case "${LABELS[$k]}" in
+      llama-server|paddock*) pair+=("$k") ;;
+      *) rest+=("$k") ;;
+    esac
+  done
+  if [ $((i % 2)) = 1 ] && [ "${#pair[@]}" = 2 ]; then pair=("${pair[1]}" "${pair[0]}"); fi
+  for k in "${pair[@]}" "${rest[@]}"; do run_leg "$k" "$i" "$offset"; done
+  offset=$((offset + REQ_ARR[i]))
+done
+for k in "${!LABELS[@]}"; do
+  kill "${SAMPLERS[$k]}" 2>/dev/null || true; wait "${SAMPLERS[$k]}" 2>/dev/null || true
+  kv="see endpoint memory estimate"
+  [ -z "${KVLOGS[$k]}" ] || kv="$(kv_mib "${KVLOGS[$k]}")"
+  MEM_LINES+=("| ${LABELS[$k]} | ${IDLE[$k]} | $(cat "${PEAKS[$k]}") | $kv |")
+  rm -f "${PEAKS[$k]}"
+done
+if [ "$PEERS_ONLY" = 0 ]; then
+  curl -fsS "$HUB_URL/api/v1/endpoints/bench/gemma" -H "Authorization: Bearer $TOKEN" >"$OUT/endpoint.json" || true
+fi
+cleanup
+trap - EXIT
 
 # --- report -------------------------------------------------------------------------------
 echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
