@@ -429,7 +429,11 @@ mod tests {
         assert_eq!(cfg.sliding_window, 4);
         let expected = read("expected.json");
         let file = dir.join("model.safetensors");
-        (cfg, move || map_weights(&[file.clone()]).unwrap(), expected)
+        (
+            cfg,
+            move || map_weights(std::slice::from_ref(&file)).unwrap(),
+            expected,
+        )
     }
 
     /// Greedy ids: `prompt` in one pass at 0, then one token per step.
