@@ -1,5 +1,6 @@
 //! Generation on candle against PyTorch: tiny random decoders of each family (llama,
-//! mistral, qwen2, qwen3, gemma3; made by scripts/fixtures/make-tiny-decoders.py and
+//! mistral, qwen2, qwen3, gemma3, and gemma3_swa, a gemma3 with a 4-token sliding window;
+//! made by scripts/fixtures/make-tiny-decoders.py and
 //! checked in under tests/fixtures/decoders) must continue three prompts with exactly
 //! the greedy ids transformers' `generate` chose. Then the engine's rules on the llama
 //! fixture: stop strings, max_tokens, cancellation, admission, context and constraint
@@ -137,6 +138,26 @@ async fn candle_qwen3_matches_pytorch_greedy() {
 #[tokio::test]
 async fn candle_gemma3_matches_pytorch_greedy() {
     matches_pytorch("gemma3").await;
+}
+
+/// gemma3 with a sliding window of 4 tokens: the prefill of every prompt longer than that
+/// (and every decode step) must keep exactly 4 positions, the query included, as
+/// transformers does (candle-transformers' gemma3 kept 5 in the prefill).
+#[tokio::test]
+async fn candle_gemma3_sliding_window_matches_pytorch_greedy() {
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma3_swa").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let window = config["sliding_window"].as_u64().unwrap() as usize;
+    let longer = expected("gemma3_swa")["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["prompt_ids"].as_array().unwrap().len() > window)
+        .count();
+    assert!(longer >= 2, "the prompts must outrun the window");
+    matches_pytorch("gemma3_swa").await;
 }
 
 #[tokio::test]

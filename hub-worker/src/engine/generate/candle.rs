@@ -4,9 +4,10 @@
 //! `tokenizer.json`, optional `generation_config.json`, `tokenizer_config.json`,
 //! `chat_template.jinja`) into a [`DecoderModel`] served by candle-transformers' model of
 //! its family: `llama` (also `mistral` with tied embeddings), `mistral`, `qwen2`,
-//! `qwen3`, `gemma3`/`gemma3_text`. Weights are memory-mapped and converted to f32 (the
-//! fastest arithmetic of candle's CPU kernels); pickle-only repos are refused, repo code
-//! never runs.
+//! `qwen3`, `gemma3`/`gemma3_text` (gemma3 on our own model, [`gemma3`], for its sliding
+//! window; mistral and qwen2 windows shorter than the context are refused). Weights are
+//! memory-mapped and converted to f32 (the fastest arithmetic of candle's CPU kernels);
+//! pickle-only repos are refused, repo code never runs.
 //!
 //! candle's models keep their KV cache inside the model and run one sequence, so the
 //! engine has one slot: a scheduler thread takes requests from a queue in order and
@@ -30,7 +31,7 @@ use crate::engine::task::Task;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{gemma3, llama, mistral, qwen2, qwen3};
+use candle_transformers::models::{llama, mistral, qwen2, qwen3};
 use hub_types::memory::{self, DecoderShape};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -38,6 +39,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use tokio::sync::mpsc::UnboundedSender;
+
+mod gemma3;
 
 /// The `model_type`s this engine serves.
 const FAMILIES: &[&str] = &[
@@ -417,7 +420,8 @@ enum Net {
     Mistral(mistral::Model),
     Qwen2(qwen2::ModelForCausalLM),
     Qwen3(qwen3::ModelForCausalLM),
-    Gemma3(gemma3::Model),
+    /// Our own model (see `gemma3`): candle's keeps one position too many in the window.
+    Gemma3(Box<gemma3::Model>),
 }
 
 impl Net {
@@ -428,6 +432,10 @@ impl Net {
         device: &Device,
     ) -> Result<Net, LoadError> {
         let weights = |e: candle_core::Error| LoadError::Weights(e.to_string());
+        let config = &match model_type {
+            "mistral" | "qwen2" => without_window(model_type, config)?,
+            _ => config.clone(),
+        };
         let tied = config
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
@@ -510,7 +518,7 @@ impl Net {
             }
             "gemma3" | "gemma3_text" => {
                 let c = gemma3_config(&normalize_rope(config, "gemma3")?)?;
-                let gc: gemma3::Config = parse(c, "gemma3")?;
+                let gc: candle_transformers::models::gemma3::Config = parse(c, "gemma3")?;
                 if gc.query_pre_attn_scalar != gc.head_dim {
                     return Err(LoadError::BadConfig(format!(
                         "query_pre_attn_scalar {} differs from head_dim {}: candle's gemma3 \
@@ -533,9 +541,9 @@ impl Net {
                         "no model.embed_tokens.weight in the gemma3 safetensors".into(),
                     ));
                 };
-                Ok(Net::Gemma3(
-                    gemma3::Model::new(false, &gc, vb).map_err(weights)?,
-                ))
+                Ok(Net::Gemma3(Box::new(
+                    gemma3::Model::new(&gc, vb).map_err(weights)?,
+                )))
             }
             other => Err(LoadError::UnknownArchitecture {
                 model_type: other.to_string(),
@@ -569,6 +577,58 @@ impl Net {
             Net::Gemma3(m) => m.clear_kv_cache(),
         }
     }
+}
+
+/// `config` (its `max_position_embeddings` already the served context) with the sliding
+/// window taken out, or a refusal when the window is shorter than the context. candle's
+/// mistral and qwen2 keep one position too many in the prefill's window (`i - j <= W`,
+/// transformers `i - j < W`) and do not window the decode steps at all, and qwen2 windows
+/// every layer even when `use_sliding_window` is false. A window at least as long as the
+/// context never hides a position, so the model is then run with none. The window is the
+/// one transformers applies: mistral's `sliding_window` (4096 when absent, none when null);
+/// qwen2's only with `use_sliding_window` and on the layers `layer_types` (else
+/// `max_window_layers`) marks sliding.
+fn without_window(family: &str, config: &Value) -> Result<Value, LoadError> {
+    let num = |k: &str| config.get(k).and_then(Value::as_u64);
+    let context = num("max_position_embeddings").unwrap_or(0);
+    let window = match config.get("sliding_window") {
+        None => Some(4096),
+        Some(w) => w.as_u64(),
+    };
+    let window = if family == "qwen2" {
+        let enabled = config
+            .get("use_sliding_window")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let layers = num("num_hidden_layers").unwrap_or(0);
+        let any_sliding = match config.get("layer_types").and_then(Value::as_array) {
+            Some(types) => types
+                .iter()
+                .any(|t| t.as_str() == Some("sliding_attention")),
+            None => layers > num("max_window_layers").unwrap_or(28),
+        };
+        window.filter(|_| enabled && any_sliding)
+    } else {
+        window
+    };
+    if let Some(w) = window.filter(|&w| w < context) {
+        return Err(LoadError::BadConfig(format!(
+            "{family} with a sliding window of {w} tokens, shorter than the served context \
+             of {context}: candle's {family} model does not apply that window as \
+             transformers does; serve a GGUF of this model (llama.cpp) instead"
+        )));
+    }
+    let mut c = config.clone();
+    if let Some(obj) = c.as_object_mut() {
+        if family == "qwen2" {
+            // candle's qwen2 always windows, by this many positions: the whole context.
+            obj.insert("sliding_window".into(), json!(context));
+            obj.insert("use_sliding_window".into(), json!(false));
+        } else {
+            obj.insert("sliding_window".into(), Value::Null);
+        }
+    }
+    Ok(c)
 }
 
 /// A gemma3 text config as candle reads it: the layer pattern from `layer_types`
@@ -1172,6 +1232,60 @@ mod tests {
             "layer_types": ["full_attention", "sliding_attention", "sliding_attention"],
         }));
         assert!(matches!(irregular, Err(LoadError::BadConfig(_))));
+    }
+
+    #[test]
+    fn sliding_windows_shorter_than_the_context_are_refused() {
+        let ok = |family, c: Value| without_window(family, &c).unwrap();
+        let refused = |family, c: Value| {
+            let e = without_window(family, &c).unwrap_err();
+            assert!(
+                matches!(&e, LoadError::BadConfig(m) if m.contains("sliding window")),
+                "{e}"
+            );
+        };
+        // Mistral-7B-v0.1: a 4096 window over a 4096 context never hides a position.
+        let c = ok(
+            "mistral",
+            json!({"max_position_embeddings": 4096, "sliding_window": 4096}),
+        );
+        assert!(c["sliding_window"].is_null());
+        ok(
+            "mistral",
+            json!({"max_position_embeddings": 8192, "sliding_window": null}),
+        );
+        // Absent means transformers' default, 4096.
+        refused("mistral", json!({"max_position_embeddings": 8192}));
+        refused(
+            "mistral",
+            json!({"max_position_embeddings": 256, "sliding_window": 4}),
+        );
+        // qwen2 windows only with use_sliding_window, and only past max_window_layers.
+        let c = ok(
+            "qwen2",
+            json!({"max_position_embeddings": 4096, "sliding_window": 1024,
+                   "use_sliding_window": false, "num_hidden_layers": 24}),
+        );
+        assert_eq!(c["sliding_window"], 4096);
+        assert_eq!(c["use_sliding_window"], false);
+        ok(
+            "qwen2",
+            json!({"max_position_embeddings": 4096, "sliding_window": 1024,
+                   "use_sliding_window": true, "num_hidden_layers": 24,
+                   "max_window_layers": 28}),
+        );
+        refused(
+            "qwen2",
+            json!({"max_position_embeddings": 4096, "sliding_window": 1024,
+                   "use_sliding_window": true, "num_hidden_layers": 24,
+                   "max_window_layers": 21}),
+        );
+        refused(
+            "qwen2",
+            json!({"max_position_embeddings": 4096, "sliding_window": 1024,
+                   "use_sliding_window": true, "num_hidden_layers": 2,
+                   "layer_types": ["full_attention", "sliding_attention"]}),
+        );
     }
 
     #[test]
