@@ -160,6 +160,9 @@ async fn serve(
         closed_after: None,
     };
     if body["stream"] != true {
+        // Recorded before the answer goes out: the test reads the record as soon as it has
+        // the answer, and this task may not run again before that.
+        seen.lock().unwrap().push(record);
         let answer = json!({"choices": [{"text": " the capital"}]}).to_string();
         sock.write_all(
             format!(
@@ -169,7 +172,6 @@ async fn serve(
             .as_bytes(),
         )
         .await?;
-        seen.lock().unwrap().push(record);
         return Ok(());
     }
     sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-input-tokens: 7\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
@@ -200,8 +202,9 @@ async fn serve(
         sock.flush().await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sock.write_all(b"0\r\n\r\n").await?;
+    // Recorded before the stream's end goes out (see above).
     seen.lock().unwrap().push(record);
+    sock.write_all(b"0\r\n\r\n").await?;
     Ok(())
 }
 
