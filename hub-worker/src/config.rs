@@ -340,8 +340,17 @@ mod tests {
         let parsed =
             WorkerConfig::try_parse_from(["hub-worker", "--hub-url", "http://h", "--token", "t"])
                 .unwrap();
-        // Environment variables could override defaults; compare only when none are set.
-        if std::env::vars().all(|(k, _)| !k.starts_with("HUB_WORKER_") && k != "ORT_DYLIB_PATH") {
+        // Environment variables could override defaults; compare only when none of the
+        // variables clap reads is set (read from the command, so a new `env = ...` counts).
+        use clap::CommandFactory;
+        let cmd = WorkerConfig::command();
+        let set: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .filter(|e| std::env::var_os(e).is_some())
+            .collect();
+        if set.is_empty() {
             let mut expect = WorkerConfig::new("http://h", "t");
             expect.token = parsed.token.clone();
             assert_eq!(format!("{parsed:?}"), format!("{expect:?}"));
