@@ -14,24 +14,50 @@ use std::time::{Duration, Instant};
 const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
 
 struct Hub {
-    child: Child,
+    child: KillOnDrop,
     url: String,
 }
 
+/// The hub's process, killed when dropped: a failing assertion must not leave it running.
+struct KillOnDrop(Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Already gone after a wait: kill fails and wait returns the saved status.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn start_hub(db_url: &str, data: &std::path::Path) -> Hub {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hub-api"))
-        .arg("--no-worker")
-        .env("DATABASE_URL", db_url)
-        .env("HUB_BIND", "127.0.0.1:0")
-        .env("HUB_DATA_DIR", data)
-        .env("HUB_HTTP_WORKERS", "2")
-        .env("HUB_LOG", "warn")
-        // One client calling as fast as it can: no rate limit.
-        .env("HUB_RATE_LIMIT_TOKEN_RPS", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start hub-api");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_hub-api"))
+            .arg("--no-worker")
+            .env("DATABASE_URL", db_url)
+            .env("HUB_BIND", "127.0.0.1:0")
+            .env("HUB_DATA_DIR", data)
+            .env("HUB_HTTP_WORKERS", "2")
+            .env("HUB_LOG", "warn")
+            // One client calling as fast as it can: no rate limit.
+            .env("HUB_RATE_LIMIT_TOKEN_RPS", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hub-api"),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
         let line = lines
