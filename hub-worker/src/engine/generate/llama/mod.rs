@@ -237,7 +237,6 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         .with_kv_unified(false)
         // Sliding-window layers keep every token, so a cached prefix stays reusable.
         .with_swa_full(true);
-
     let limits = Limits {
         slots,
         context,
@@ -281,7 +280,7 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         gen.context = context,
         gen.train_context = train,
         gen.prefill_chunk = chunk,
-        gen.mixed_chunk = cfg.gen_mixed_chunk.clamp(1, chunk),
+        gen.mixed_chunk = limits.mixed_chunk,
         gen.queue = cfg.gen_queue,
         gen.threads = threads,
         gen.kv_cache_bytes = kv_bytes,
