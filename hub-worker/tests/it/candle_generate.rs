@@ -1,5 +1,6 @@
 //! Generation on candle against PyTorch: tiny random decoders of each family (llama,
-//! mistral, qwen2, qwen3, gemma3, and gemma3_swa, a gemma3 with a 4-token sliding window;
+//! mistral, qwen2, qwen3, gemma3, gemma3_swa, a gemma3 with a 4-token sliding window, and
+//! gemma3_qscale, whose query_pre_attn_scalar differs from its head_dim;
 //! made by scripts/fixtures/make-tiny-decoders.py and
 //! checked in under tests/fixtures/decoders) must continue three prompts with exactly
 //! the greedy ids transformers' `generate` chose. Then the engine's rules on the llama
@@ -158,6 +159,19 @@ async fn candle_gemma3_sliding_window_matches_pytorch_greedy() {
         .count();
     assert!(longer >= 2, "the prompts must outrun the window");
     matches_pytorch("gemma3_swa").await;
+}
+
+/// gemma3 whose attention is scaled by 1/sqrt(query_pre_attn_scalar) = 1/8, where its
+/// head_dim (16) would give 1/4 (Gemma 3 27B: 168 vs 128). Scaled by head_dim,
+/// transformers itself continues the three prompts with 40, 39 and 8 different ids.
+#[tokio::test]
+async fn candle_gemma3_query_pre_attn_scalar_matches_pytorch_greedy() {
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma3_qscale").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(config["query_pre_attn_scalar"], config["head_dim"]);
+    matches_pytorch("gemma3_qscale").await;
 }
 
 #[tokio::test]

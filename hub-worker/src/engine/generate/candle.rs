@@ -519,13 +519,6 @@ impl Net {
             "gemma3" | "gemma3_text" => {
                 let c = gemma3_config(&normalize_rope(config, "gemma3")?)?;
                 let gc: candle_transformers::models::gemma3::Config = parse(c, "gemma3")?;
-                if gc.query_pre_attn_scalar != gc.head_dim {
-                    return Err(LoadError::BadConfig(format!(
-                        "query_pre_attn_scalar {} differs from head_dim {}: candle's gemma3 \
-                         scales attention by head_dim; serve a GGUF of this model instead",
-                        gc.query_pre_attn_scalar, gc.head_dim
-                    )));
-                }
                 // Multimodal checkpoints keep the text model under a prefix.
                 let vb = if vb.contains_tensor("model.embed_tokens.weight") {
                     vb
