@@ -75,6 +75,18 @@ pub enum ShardError {
     VerificationMismatch { file: String, term: usize },
     #[error("file {file}: its terms hash to {computed}")]
     FileHashMismatch { file: String, computed: String },
+    #[error("file {file}: its bytes have SHA-256 {computed}, the shard claims {claimed}")]
+    Sha256Mismatch {
+        file: String,
+        claimed: String,
+        computed: String,
+    },
+    #[error("file {file}: stored xorb {xorb} cannot be read back: {reason}")]
+    UnreadableXorb {
+        file: String,
+        xorb: String,
+        reason: String,
+    },
     #[error("xorb {xorb} is listed with chunks that differ from the stored xorb")]
     XorbMismatch { xorb: String },
 }
@@ -362,6 +374,64 @@ pub fn validate(
         xorbs,
         dedup_eligible: eligible,
     })
+}
+
+/// Reads bytes `[start, end)` of a stored xorb object; the error is a human-readable reason.
+pub type XorbRangeReader<'a> = dyn FnMut(&XetHash, u64, u64) -> Result<Vec<u8>, String> + 'a;
+
+/// Recomputes a registered file's SHA-256 from its stored chunks and compares it with the
+/// `FileMetadataExt` value (§6.6 lets a server trust it; Paddock should not, because the commit
+/// links an LFS pointer's oid to the Xet file through it, §9.4). `read(xorb, start, end)` returns
+/// bytes `[start, end)` of the stored xorb object; one term is held in memory at a time. A file
+/// without a SHA-256 passes. Cost: reading and decompressing the file once (run it off the async
+/// executor).
+pub fn verify_file_sha256(
+    file: &FileSummary,
+    xorbs: &HashMap<XetHash, XorbIndex>,
+    read: &mut XorbRangeReader<'_>,
+) -> Result<(), ShardError> {
+    use sha2::Digest;
+    let Some(claimed) = &file.sha256 else {
+        return Ok(());
+    };
+    let name = || hash::hash_string(&file.hash);
+    let mut hasher = sha2::Sha256::new();
+    for t in &file.terms {
+        let unreadable = |reason: String| ShardError::UnreadableXorb {
+            file: name(),
+            xorb: hash::hash_string(&t.xorb),
+            reason,
+        };
+        let x = xorbs.get(&t.xorb).ok_or_else(|| ShardError::UnknownXorb {
+            xorb: hash::hash_string(&t.xorb),
+        })?;
+        let (s, e) = x
+            .byte_range(t.chunk_start as usize, t.chunk_end as usize)
+            .ok_or_else(|| unreadable("term outside the xorb".into()))?;
+        let bytes = read(&t.xorb, s, e).map_err(unreadable)?;
+        let chunks =
+            crate::xorb::decode_chunks(&bytes).map_err(|err| unreadable(err.to_string()))?;
+        let expected = &x.chunks[t.chunk_start as usize..t.chunk_end as usize];
+        if chunks.len() != expected.len() {
+            return Err(unreadable("chunk count differs from the index".into()));
+        }
+        for c in &chunks {
+            hasher.update(c);
+        }
+    }
+    let computed = hex_lower(&hasher.finalize());
+    if &computed != claimed {
+        return Err(ShardError::Sha256Mismatch {
+            file: name(),
+            claimed: claimed.clone(),
+            computed,
+        });
+    }
+    Ok(())
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A file to write into an upload-form shard.

@@ -239,6 +239,24 @@ pub fn validate(
     })
 }
 
+/// Decodes a chunk stream — a byte range `[byte_start(a), byte_end(b))` of a stored xorb, i.e.
+/// what a data URL serves — into the uncompressed chunks, with the same checks as [`validate`].
+/// This is the server-side reassembly for LFS-era clients and for [`crate::shard::verify_file_sha256`].
+pub fn decode_chunks(stream: &[u8]) -> Result<Vec<Vec<u8>>, XorbError> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < stream.len() {
+        let rest = &stream[pos..];
+        if rest.len() < CHUNK_HEADER_LEN {
+            return Err(XorbError::TruncatedHeader { offset: pos });
+        }
+        let (data, consumed) = decode_chunk(rest, pos)?;
+        out.push(data);
+        pos += consumed;
+    }
+    Ok(out)
+}
+
 /// Parses and decompresses the chunk at the start of `rest` (at `offset` in the body); returns
 /// the uncompressed bytes and the number of body bytes the chunk occupies.
 fn decode_chunk(rest: &[u8], offset: usize) -> Result<(Vec<u8>, usize), XorbError> {
