@@ -511,8 +511,14 @@ fn write_header(out: &mut Vec<u8>, footer_size: u64) {
 // Writing into a Vec cannot fail, hence the ignored io::Results below.
 fn write_file_section(out: &mut Vec<u8>, files: &[NewFile]) {
     for f in files {
-        let _ = FileDataSequenceHeader::new(f.hash, f.terms.len() as u32, true, f.sha256.is_some())
-            .serialize(out);
+        let with_verification = !f.verification.is_empty();
+        let _ = FileDataSequenceHeader::new(
+            f.hash,
+            f.terms.len() as u32,
+            with_verification,
+            f.sha256.is_some(),
+        )
+        .serialize(out);
         for t in &f.terms {
             let _ =
                 FileDataSequenceEntry::new(t.xorb, t.unpacked_bytes, t.chunk_start, t.chunk_end)
