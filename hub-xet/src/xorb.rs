@@ -35,6 +35,9 @@ pub const FOOTER_IDENT: &[u8; 7] = b"XETBLOB";
 /// Largest `compressed_length` a header may declare (the client validator's bound).
 pub const MAX_COMPRESSED_CHUNK: usize = 2 * MAX_CHUNK_SIZE;
 
+/// Bytes per chunk in [`XorbIndex::chunks_to_bytes`].
+pub const PACKED_CHUNK_LEN: usize = 44;
+
 /// Limits applied to an upload body. The defaults are the client's own maxima (§5.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XorbLimits {
@@ -162,6 +165,47 @@ impl XorbIndex {
             u64::from(self.chunks[first].byte_start),
             u64::from(self.chunks[end_chunk - 1].byte_end),
         ))
+    }
+
+    /// Packed form for a database column: per chunk 44 bytes (raw hash, uncompressed length,
+    /// byte start, byte end; u32 little-endian), in xorb order. The xorb hash and the chunk
+    /// stream length are separate columns.
+    pub fn chunks_to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.chunks.len() * PACKED_CHUNK_LEN);
+        for c in &self.chunks {
+            out.extend_from_slice(&hash::hash_raw(&c.hash));
+            out.extend_from_slice(&c.uncompressed_len.to_le_bytes());
+            out.extend_from_slice(&c.byte_start.to_le_bytes());
+            out.extend_from_slice(&c.byte_end.to_le_bytes());
+        }
+        out
+    }
+
+    /// Inverse of [`XorbIndex::chunks_to_bytes`]; `None` when the column is not a whole number of
+    /// entries (a corrupt row).
+    pub fn from_packed(hash: XetHash, chunk_stream_len: u64, packed: &[u8]) -> Option<Self> {
+        if !packed.len().is_multiple_of(PACKED_CHUNK_LEN) {
+            return None;
+        }
+        let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let chunks = packed
+            .chunks_exact(PACKED_CHUNK_LEN)
+            .map(|b| {
+                let mut raw = [0u8; 32];
+                raw.copy_from_slice(&b[..32]);
+                XorbChunk {
+                    hash: hash::hash_from_raw(raw),
+                    uncompressed_len: u32_at(b, 32),
+                    byte_start: u32_at(b, 36),
+                    byte_end: u32_at(b, 40),
+                }
+            })
+            .collect();
+        Some(Self {
+            hash,
+            chunks,
+            chunk_stream_len,
+        })
     }
 
     /// Length of the stored object ([`stored_footer`] appended to the chunk stream).

@@ -311,3 +311,19 @@ fn xorb_footer_forms() {
     let footer = xorb::stored_footer(&idx);
     assert_eq!(err(&footer, &h), XorbError::NoChunks);
 }
+
+#[test]
+fn xorb_index_packs_for_the_database() {
+    let (body, h) = d3_body();
+    let idx = xorb::validate(&body, &h, &XorbLimits::default()).unwrap();
+    let packed = idx.chunks_to_bytes();
+    assert_eq!(packed.len(), 4 * xorb::PACKED_CHUNK_LEN);
+    assert_eq!(
+        xorb::XorbIndex::from_packed(idx.hash, idx.chunk_stream_len, &packed),
+        Some(idx.clone())
+    );
+    assert_eq!(
+        xorb::XorbIndex::from_packed(idx.hash, idx.chunk_stream_len, &packed[..43]),
+        None
+    );
+}
