@@ -86,9 +86,12 @@ async fn pulls_only_engine_files_verifies_and_caches() {
         .unwrap();
     assert_eq!(out.labels[0].len(), 2);
 
-    // Second pull of the same revision: all from cache, nothing downloaded.
+    // Second pull of the same revision: all from cache, nothing downloaded, and
+    // nothing re-hashed (the blobs are as they were verified: their markers say so).
+    assert!(pulled.rehashed.is_empty(), "{:?}", pulled.rehashed);
     let again = puller.pull(&request("acme/tiny"), None).await.unwrap();
     assert!(again.downloaded.is_empty(), "{:?}", again.downloaded);
+    assert!(again.rehashed.is_empty(), "{:?}", again.rehashed);
     assert_eq!(hub.state.downloads_of("model.safetensors"), 1);
 
     // Another repo with the same weights shares the blobs.
@@ -135,6 +138,8 @@ async fn corruption_is_detected_and_refetched() {
         bytes[n - 1] ^= 0x55;
         std::fs::write(&blob, bytes).unwrap();
     }
+    // (Same size, new mtime: the verified marker no longer vouches for it, so it is
+    // re-hashed and found corrupt.)
     let again = puller.pull(&request("acme/tiny"), None).await.unwrap();
     assert_eq!(again.downloaded, vec!["model.safetensors"]);
     assert_eq!(hub.state.downloads_of("model.safetensors"), 3);
