@@ -292,5 +292,26 @@ async fn minilm_pulled_through_the_hub_matches_reference() {
         .await
         .unwrap();
     assert!(cosine(&out.vectors[0], &f32s(&first["embedding"])) >= 0.9999);
+
+    // A later load of the same revision (a wake): nothing downloaded, nothing re-hashed;
+    // without the markers every file is hashed again.
+    drop(model);
+    let req = request("sentence-transformers/all-MiniLM-L6-v2");
+    let (mut vouched, mut rehashing) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let again = puller.pull(&req, None).await.unwrap();
+        vouched.push(t.elapsed());
+        assert!(again.downloaded.is_empty(), "{:?}", again.downloaded);
+        assert!(again.rehashed.is_empty(), "{:?}", again.rehashed);
+        for e in std::fs::read_dir(puller.cache().root().join("blobs/verified")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let hashed = puller.pull(&req, None).await.unwrap();
+        rehashing.push(t.elapsed());
+        assert_eq!(hashed.rehashed.len(), 8, "{:?}", hashed.rehashed);
+    }
+    eprintln!("MiniLM pull from the cache: {vouched:?} with markers, {rehashing:?} re-hashing");
     hub.stop().await;
 }
