@@ -2,7 +2,8 @@
 //! more conversations than slots, a returning conversation's earlier tokens are restored
 //! from host memory and decode exactly as a fresh computation; the byte budget evicts the
 //! least recently used sequence; a budget of 0 turns it off; a sequence past the model's
-//! sliding window (512) is restored only for a prompt that keeps all of it.
+//! sliding window (512) is restored only for a prompt that keeps all of it (but its last
+//! 16 tokens, which are not saved).
 
 use super::generate::{cfg, gemma_dir, greedy, load, run, Out};
 use hub_worker::engine::generate::{DecoderModel, GenerateRequest, Prompt, SamplingParams};
@@ -179,31 +180,36 @@ async fn a_zero_budget_turns_the_prompt_cache_off() {
 }
 
 /// llama.cpp saves a sliding-window layer's cells only as far as the sequence's last
-/// position sees them: past the window (512 tokens here) the state serves only a prompt
-/// that keeps the whole sequence, and a prompt that keeps less is computed afresh.
+/// position sees them: past the window (512 tokens here) the state is saved without its
+/// last `WINDOW_SLACK` (16) tokens and serves only a prompt that keeps all of that; a
+/// prompt that keeps less is computed afresh.
 #[tokio::test]
 async fn a_sequence_past_the_sliding_window_is_restored_only_whole() {
     let Some(dir) = gemma_dir("a_sequence_past_the_sliding_window_is_restored_only_whole") else {
         return;
     };
+    const ANSWER: usize = 32;
+    const SLACK: usize = 16;
     let long = notes("Geology", 40);
     let model = load(&dir, with_cache(256)).await;
     let prompt = model.tokenize(&long, true).unwrap();
     assert!(
-        prompt.len() > 600 && prompt.len() + 2 * MAX_TOKENS + 8 < 1024,
+        prompt.len() > 600 && prompt.len() + ANSWER + 2 * MAX_TOKENS + 8 < 1024,
         "{}",
         prompt.len()
     );
-    let first = run(&model, greedy_tokens(prompt.clone(), MAX_TOKENS)).await;
-    assert_eq!(first.tokens.len(), MAX_TOKENS);
+    let first = run(&model, greedy_tokens(prompt.clone(), ANSWER)).await;
+    assert_eq!(first.tokens.len(), ANSWER);
     let [_, b, c] = prompts();
     for p in [b, c] {
         run(&model, greedy(&p, MAX_TOKENS)).await;
     }
     assert_eq!(model.stats().prompt_cache_entries, 2);
+    // The slot held the prompt and all but the last generated token; the cache keeps that
+    // without its last 16.
+    let saved = prompt.len() + ANSWER - 1 - SLACK;
 
-    // The conversation goes on after its answer: the saved sequence (the prompt and all
-    // but the last generated token) is kept whole.
+    // The conversation goes on after its answer.
     let extra = model
         .tokenize(" Next, the Geology summary:", false)
         .unwrap();
@@ -212,16 +218,15 @@ async fn a_sequence_past_the_sliding_window_is_restored_only_whole() {
     whole.extend(&extra);
     let got = run(&model, greedy_tokens(whole.clone(), MAX_TOKENS)).await;
     assert_eq!(
-        got.finish.usage.cached_tokens,
-        prompt.len() + MAX_TOKENS - 1,
+        got.finish.usage.cached_tokens, saved,
         "{:?}",
         got.finish.usage
     );
     assert_eq!(model.stats().prompt_cache_hits_total, 1);
 
-    // Only the prompt again, with other words after it: the restored slot holds it, but
+    // The prompt cut 40 tokens short, other words after it: the restored slot holds it, but
     // cut there its sliding-window layers would miss cells, so it is computed afresh.
-    let mut partial = prompt.clone();
+    let mut partial = prompt[..prompt.len() - 40].to_vec();
     partial.extend(&extra);
     let cut = run(&model, greedy_tokens(partial.clone(), MAX_TOKENS)).await;
     assert!(
@@ -230,16 +235,18 @@ async fn a_sequence_past_the_sliding_window_is_restored_only_whole() {
         cut.finish.usage
     );
 
-    // References, cache off. The same conversation never evicted (its slot keeps it): the
-    // restored sequence decodes exactly as the one that never left.
+    // Reference, cache off: the same conversation never evicted, its slot cut to the same
+    // `saved` tokens by a request that diverges there; then the returning request keeps
+    // them. The restored sequence decodes exactly as the one that never left.
     let kept = load(&dir, with_cache(0)).await;
-    let again = run(&kept, greedy_tokens(prompt.clone(), MAX_TOKENS)).await;
+    let again = run(&kept, greedy_tokens(prompt.clone(), ANSWER)).await;
     assert_eq!(ids(&again), ids(&first));
+    let mut diverging = whole[..saved].to_vec();
+    diverging.extend(model.tokenize(" Unrelated words instead", false).unwrap());
+    let d = run(&kept, greedy_tokens(diverging, 1)).await;
+    assert_eq!(d.finish.usage.cached_tokens, saved);
     let want_kept = run(&kept, greedy_tokens(whole.clone(), MAX_TOKENS)).await;
-    assert_eq!(
-        want_kept.finish.usage.cached_tokens,
-        got.finish.usage.cached_tokens
-    );
+    assert_eq!(want_kept.finish.usage.cached_tokens, saved);
     assert_eq!(ids(&got), ids(&want_kept), "restored vs never evicted");
     drop(kept);
     // Computed from scratch: the generated tokens' keys and values come from one-token

@@ -17,6 +17,11 @@ pub(super) const SAVE_MIN_TOKENS: usize = 64;
 /// tokens of Gemma-3-270M), a small gain is cheaper computed.
 pub(super) const RESTORE_MIN_GAIN: usize = 32;
 
+/// A sequence past the model's sliding window is saved without its last this many tokens
+/// (see [`Entry::whole_from`]): such a state serves only a prompt that keeps all of it, and
+/// the next turn of a chat re-renders the previous answer, whose end may tokenize otherwise.
+pub(super) const WINDOW_SLACK: usize = 16;
+
 /// One saved sequence.
 pub(super) struct Entry<S> {
     /// The tokens whose keys and values the state holds (positions 0..len).

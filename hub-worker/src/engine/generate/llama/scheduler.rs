@@ -16,7 +16,9 @@
 
 use super::super::stop::{Scan, StopScan};
 use super::super::{DecoderStats, Finish, FinishReason, GenEvent, GenToken, TokenLogprob, Usage};
-use super::prompt_cache::{self, Entry, PromptCache, RESTORE_MIN_GAIN, SAVE_MIN_TOKENS};
+use super::prompt_cache::{
+    self, Entry, PromptCache, RESTORE_MIN_GAIN, SAVE_MIN_TOKENS, WINDOW_SLACK,
+};
 use super::sampler::{self, Sampling};
 use crate::engine::error::{EngineError, RunError};
 use llama_cpp_2::context::LlamaContext;
@@ -420,10 +422,28 @@ impl<'m> Scheduler<'m> {
     /// `swa_full`), which [`Entry::whole_from`] records.
     fn save(&mut self, i: usize) {
         let slot = &self.slots[i];
-        let len = slot.cached.len();
+        let mut len = slot.cached.len();
         if len < SAVE_MIN_TOKENS || !self.cache.wants(&slot.cached) {
             return;
         }
+        let windowed = slot.whole_from > 0 || self.trims_above.is_some_and(|w| len > w);
+        if windowed && len >= SAVE_MIN_TOKENS + WINDOW_SLACK {
+            // A state past the window serves only a prompt keeping all of it, and a chat
+            // client's next turn re-renders the answer, whose last tokens may differ (trimmed
+            // whitespace, the end-of-turn token): saved without them, it serves that turn.
+            // The slot is being overwritten past this point anyway.
+            let cut = len - WINDOW_SLACK;
+            let seq = slot.seq;
+            if self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(cut as u32), None)
+                .unwrap_or(false)
+            {
+                self.slots[i].cached.truncate(cut);
+                len = cut;
+            }
+        }
+        let slot = &self.slots[i];
         let size = self
             .ctx
             .state_seq_get_size_ext(slot.seq, LlamaStateSeqFlags::empty());
@@ -440,7 +460,6 @@ impl<'m> Scheduler<'m> {
                 return;
             }
         };
-        let windowed = slot.whole_from > 0 || self.trims_above.is_some_and(|w| len > w);
         let whole_from = if windowed { len - 1 } else { 0 };
         let bytes = state.byte_len();
         self.cache
