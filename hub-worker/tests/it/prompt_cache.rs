@@ -3,7 +3,7 @@
 //! from host memory and decode exactly as a fresh computation; the byte budget evicts the
 //! least recently used sequence; a budget of 0 turns it off; a sequence past the model's
 //! sliding window (512) is restored only for a prompt that keeps all of it (but its last
-//! 16 tokens, which are not saved).
+//! 16 tokens, which are not saved); as many conversations as slots never leave their slots.
 
 use super::generate::{cfg, gemma_dir, greedy, load, run, Out};
 use hub_worker::engine::generate::{DecoderModel, GenerateRequest, Prompt, SamplingParams};
@@ -48,9 +48,10 @@ fn greedy_tokens(tokens: Vec<u32>, max_tokens: usize) -> GenerateRequest {
     }
 }
 
-/// Runs the three conversations one after another on a 2-slot model: each takes the slot
-/// holding the previous one (they share its BOS token), so the earlier ones leave the slots.
-async fn three_conversations(model: &DecoderModel, prompts: &[String; 3]) {
+/// Runs the conversations one after another on a 2-slot model. They share only the BOS
+/// token, so the first two take a slot each and every later one overwrites the slot used
+/// longest ago: with four, A and then B leave the slots.
+async fn conversations(model: &DecoderModel, prompts: &[String]) {
     for p in prompts {
         let out = run(model, greedy(p, MAX_TOKENS)).await;
         assert!(
@@ -61,11 +62,12 @@ async fn three_conversations(model: &DecoderModel, prompts: &[String; 3]) {
     }
 }
 
-fn prompts() -> [String; 3] {
+fn prompts() -> [String; 4] {
     [
         notes("Astronomy", 18),
         notes("Botany", 18),
         notes("Chemistry", 18),
+        notes("Dentistry", 18),
     ]
 }
 
@@ -75,7 +77,7 @@ async fn a_returning_conversation_is_restored_and_decodes_as_a_fresh_one() {
     else {
         return;
     };
-    let [a, b, c] = prompts();
+    let [a, b, c, d] = prompts();
     let back = format!("{a} Summarise the Astronomy notes in one sentence:");
 
     // The reference: the returning request computed from scratch, cache off.
@@ -87,9 +89,9 @@ async fn a_returning_conversation_is_restored_and_decodes_as_a_fresh_one() {
     let model = load(&dir, with_cache(256)).await;
     let a_tokens = model.tokenize(&a, true).unwrap().len();
     assert!(a_tokens >= 200, "{a_tokens}");
-    three_conversations(&model, &[a.clone(), b, c]).await;
+    conversations(&model, &[a.clone(), b, c, d]).await;
     let stats = model.stats();
-    // A and B were saved when the next conversation took their slot; C is still in one.
+    // A and B were saved when C and D took their slots.
     assert_eq!(stats.prompt_cache_entries, 2, "{stats:?}");
     assert!(stats.prompt_cache_bytes > 0);
     assert_eq!(stats.prompt_cache_hits_total, 0);
@@ -111,8 +113,8 @@ async fn a_returning_conversation_is_restored_and_decodes_as_a_fresh_one() {
     assert_eq!(got.text, want.text);
     let stats = model.stats();
     assert_eq!(stats.prompt_cache_hits_total, 1, "{stats:?}");
-    // A left the cache for its slot; B is still there.
-    assert_eq!(stats.prompt_cache_entries, 1, "{stats:?}");
+    // A left the cache for C's slot (used longer ago than D's), and C took its place.
+    assert_eq!(stats.prompt_cache_entries, 2, "{stats:?}");
     assert!(stats.cached_prompt_tokens_total >= cached as u64);
 }
 
@@ -125,8 +127,8 @@ async fn the_byte_budget_evicts_the_least_recently_used_sequence() {
     // one such sequence, not two.
     const BUDGET: u64 = 8 << 20;
     let model = load(&dir, with_cache(8)).await;
-    let [a, b, c] = prompts();
-    three_conversations(&model, &[a.clone(), b.clone(), c]).await;
+    let [a, b, c, d] = prompts();
+    conversations(&model, &[a.clone(), b.clone(), c, d]).await;
     let stats = model.stats();
     assert_eq!(stats.prompt_cache_entries, 1, "{stats:?}");
     assert!(
@@ -153,14 +155,36 @@ async fn the_byte_budget_evicts_the_least_recently_used_sequence() {
     assert_eq!(model.stats().prompt_cache_hits_total, 1);
 }
 
+/// Two conversations on two slots, cache off: the second takes the empty slot rather than
+/// the first one's (with which it shares the BOS token), so the first comes back to all of
+/// its tokens.
+#[tokio::test]
+async fn as_many_conversations_as_slots_keep_their_slots() {
+    let Some(dir) = gemma_dir("as_many_conversations_as_slots_keep_their_slots") else {
+        return;
+    };
+    let model = load(&dir, with_cache(0)).await;
+    let [a, b, _, _] = prompts();
+    conversations(&model, &[a.clone(), b.clone()]).await;
+    for (p, name) in [(&a, "A"), (&b, "B"), (&a, "A again")] {
+        let tokens = model.tokenize(p, true).unwrap().len();
+        let back = run(&model, greedy(&format!("{p} And then"), MAX_TOKENS)).await;
+        assert!(
+            back.finish.usage.cached_tokens >= tokens - 2,
+            "{name}: {:?}",
+            back.finish.usage
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_zero_budget_turns_the_prompt_cache_off() {
     let Some(dir) = gemma_dir("a_zero_budget_turns_the_prompt_cache_off") else {
         return;
     };
     let model = load(&dir, with_cache(0)).await;
-    let [a, b, c] = prompts();
-    three_conversations(&model, &[a.clone(), b, c]).await;
+    let [a, b, c, d] = prompts();
+    conversations(&model, &[a.clone(), b, c, d]).await;
     let back = run(&model, greedy(&format!("{a} And then"), MAX_TOKENS)).await;
     assert!(
         back.finish.usage.cached_tokens <= 1,
@@ -200,11 +224,10 @@ async fn a_sequence_past_the_sliding_window_is_restored_only_whole() {
     );
     let first = run(&model, greedy_tokens(prompt.clone(), ANSWER)).await;
     assert_eq!(first.tokens.len(), ANSWER);
-    let [_, b, c] = prompts();
-    for p in [b, c] {
-        run(&model, greedy(&p, MAX_TOKENS)).await;
-    }
-    assert_eq!(model.stats().prompt_cache_entries, 2);
+    // B takes the other slot, C overwrites the Geology one.
+    let [_, b, c, _] = prompts();
+    conversations(&model, &[b, c]).await;
+    assert_eq!(model.stats().prompt_cache_entries, 1);
     // The slot held the prompt and all but the last generated token; the cache keeps that
     // without its last 16.
     let saved = prompt.len() + ANSWER - 1 - SLACK;

@@ -28,6 +28,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -53,6 +54,17 @@ const WAVE_MEMORY: Duration = Duration::from_secs(1);
 /// sending one request after another), a request is admitted at once: no burst is coming,
 /// and the quiet gap would only add to its time to first token.
 const SEQUENTIAL_WAKES: u32 = 2;
+
+/// A free slot is chosen for the prefix it shares with a prompt only when that prefix is at
+/// least this long; below it, the free slot holding the least is taken, so a new
+/// conversation does not overwrite another one for the sake of a BOS token.
+const MIN_SLOT_REUSE: usize = 16;
+
+/// How willingly a free slot is overwritten (greater first): an empty slot, then the one
+/// given a request longest ago.
+fn overwrite_rank(s: &Slot) -> (bool, Reverse<u64>) {
+    (s.cached.is_empty(), Reverse(s.used))
+}
 
 /// A request accepted by `submit`, waiting for a slot.
 pub(super) struct Pending {
@@ -141,6 +153,9 @@ struct Slot {
     /// fresh computation would: 0, except after restoring a state saved past a sliding
     /// window (see [`Entry::whole_from`]).
     whole_from: usize,
+    /// When the slot was last given a request (the scheduler's admission count): the free
+    /// slot used longest ago is the one overwritten first.
+    used: u64,
     active: Option<Active>,
 }
 
@@ -184,6 +199,7 @@ impl<'m> Scheduler<'m> {
                 seq: i as i32,
                 cached: Vec::with_capacity(limits.context),
                 whole_from: 0,
+                used: 0,
                 active: None,
             })
             .collect();
@@ -321,23 +337,28 @@ impl<'m> Scheduler<'m> {
             .filter(|(_, s)| s.active.is_none())
             .map(|(i, s)| {
                 let keep = prompt_cache::usable(&s.cached, s.whole_from, prompt);
-                // Longest prefix first; then the slot with the least cached (keep others);
-                // then the lowest slot, so a batch's sequences are consecutive streams (a
-                // ubatch's attention spans the streams from its lowest to highest id).
-                (i, (keep, usize::MAX - s.cached.len(), usize::MAX - i))
+                // Longest prefix first, when it saves more than a few tokens (a prefix of a
+                // BOS and a template's first tokens is cheaper recomputed than another
+                // conversation is lost); then the slot that overwrites least (empty, else
+                // the one used longest ago); then the lowest slot, so a batch's sequences
+                // are consecutive streams (a ubatch's attention spans the streams from its
+                // lowest to highest id).
+                let worth = if keep >= MIN_SLOT_REUSE { keep } else { 0 };
+                (i, (worth, overwrite_rank(s), Reverse(i)), keep)
             })
-            .max_by_key(|&(_, key)| key)
-            .map(|(i, (keep, _, _))| (i, keep))
+            .max_by_key(|&(_, key, _)| key)
+            .map(|(i, _, keep)| (i, keep))
             .expect("a free slot");
         if let Some((e, n)) = self.cache.best(prompt) {
             if n >= slot_keep + RESTORE_MIN_GAIN {
-                // Into the free slot holding the least (lowest first), after saving it.
+                // Into the free slot that overwrites least (empty, else used longest ago),
+                // after saving it.
                 let (target, _) = self
                     .slots
                     .iter()
                     .enumerate()
                     .filter(|(_, s)| s.active.is_none())
-                    .min_by_key(|(i, s)| (s.cached.len(), *i))
+                    .max_by_key(|&(i, s)| (overwrite_rank(s), Reverse(i)))
                     .expect("a free slot");
                 let entry = self.cache.take(e);
                 self.save(target);
@@ -399,6 +420,7 @@ impl<'m> Scheduler<'m> {
         let slot = &mut self.slots[best];
         self.shared.active.fetch_add(1, Ordering::Relaxed);
         self.admitted += 1;
+        slot.used = self.admitted;
         let scan = StopScan::new(&req.stop);
         slot.active = Some(Active {
             req,
