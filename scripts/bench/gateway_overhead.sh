@@ -30,8 +30,11 @@ while [ $# -gt 0 ]; do
   shift
 done
 . scripts/lib/hub.sh
+# Hub and load generator in one cargo call, with --python too: `--bin hub-api` alone
+# resolves features without hub-api's dev-dependencies, so it would be another build
+# (minutes) of another binary than the one the Rust client measures.
 if [ -z "${HUB_BIN:-}" ]; then
-  if [ "$CLIENT" = rust ]; then hub_build "$PROFILE" --example gateway-overhead; else hub_build "$PROFILE"; fi
+  hub_build "$PROFILE" --example gateway-overhead
 elif [ "$CLIENT" = rust ]; then
   build=(cargo build --quiet --example gateway-overhead)
   [ "$PROFILE" = release ] && build+=(--release)
