@@ -1,7 +1,8 @@
 //! The endpoint gateway: `/endpoints/{namespace}/{name}/...`. It
 //! authenticates (protected endpoints need a token of the owning namespace
 //! with the `inference` or `write` scope), wakes a scaled-to-zero endpoint and
-//! holds the request (bounded) until a replica is ready, proxies to the ready
+//! holds the request (bounded) until a replica is ready (answered at the
+//! replica's ready signal, `signals::READY_CHANNEL`), proxies to the ready
 //! replica with the fewest requests in flight (retrying another replica if a
 //! worker is gone), streams the worker's response to the client as it comes,
 //! and records usage per request: prompt and completion tokens by the metering
@@ -21,9 +22,10 @@
 //! ([`crate::refresh_cache`]), and usage records are buffered and written in
 //! batches every [`USAGE_FLUSH`] on the runtime the app was built on. What
 //! this process changes (a revoked token, a membership, an endpoint paused,
-//! scaled, deleted or re-accessed) is dropped from its caches at once; a
-//! change made through another replica is seen within the TTLs (documented
-//! in `docs/ARCHITECTURE.md`), and a replica that went away is caught by the
+//! scaled, deleted or re-accessed) is dropped from its caches at once and
+//! published to the other replicas (`signals`), which drop it when the
+//! NOTIFY arrives; the TTLs (documented in `docs/ARCHITECTURE.md`) bound a
+//! lost notification, and a replica that went away is caught by the
 //! connect-failure retry. Reading usage on a process flushes its buffer
 //! first; a clean shutdown flushes it after the HTTP server drained.
 
@@ -46,6 +48,10 @@ use uuid::Uuid;
 
 /// How long a request to a cold endpoint is held waiting for a replica.
 pub const WAKE_WAIT: Duration = Duration::from_secs(60);
+/// How often a held request re-reads the ready replicas when no ready signal
+/// comes (one lost with the listener's connection): it is answered at the
+/// signal ([`Live::replica_ready`]), this only bounds a lost one.
+pub const WAKE_POLL: Duration = Duration::from_secs(1);
 mod relay;
 pub mod sse;
 
@@ -99,6 +105,13 @@ pub struct Live {
     pub client: reqwest::Client,
     /// Daily token quotas and today's totals per namespace.
     pub quotas: TokenQuotas,
+    /// Requests held for a cold endpoint, by endpoint id: rung when a replica
+    /// of it becomes ready (one channel per endpoint with waiters, shared by
+    /// them; the signal comes from this process's one listener).
+    ready: Mutex<HashMap<i64, tokio::sync::watch::Sender<()>>>,
+    /// [`WAKE_POLL`], in milliseconds (a test lengthens it to show the signal
+    /// is what answers).
+    wake_poll_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Live {
@@ -119,6 +132,28 @@ impl Default for Live {
                 .build()
                 .expect("http client"),
             quotas: TokenQuotas::default(),
+            ready: Mutex::new(HashMap::new()),
+            wake_poll_ms: (WAKE_POLL.as_millis() as u64).into(),
+        }
+    }
+}
+
+/// One held request's subscription to its endpoint's ready signal; the
+/// endpoint's channel goes when its last waiter does.
+struct ReadyWait {
+    live: Arc<Live>,
+    endpoint_id: i64,
+    rx: tokio::sync::watch::Receiver<()>,
+}
+
+impl Drop for ReadyWait {
+    fn drop(&mut self) {
+        let mut m = self.live.ready.lock().expect("lock");
+        // Ours is the last receiver (it is dropped after this).
+        if m.get(&self.endpoint_id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            m.remove(&self.endpoint_id);
         }
     }
 }
@@ -160,6 +195,46 @@ impl Live {
     /// Forgets one endpoint's cached route (its replica failed).
     pub fn forget_endpoint(&self, endpoint_id: i64) {
         self.routes.forget(|_, r| r.endpoint.id == endpoint_id);
+    }
+
+    /// A replica of `endpoint_id` became ready (a NOTIFY on
+    /// `signals::READY_CHANNEL`): requests held for it re-read its replicas
+    /// now, and a cached route of it is dropped so new calls see the replica.
+    pub fn replica_ready(&self, endpoint_id: i64) {
+        self.forget_endpoint(endpoint_id);
+        if let Some(tx) = self.ready.lock().expect("lock").get(&endpoint_id) {
+            tx.send_replace(());
+        }
+    }
+
+    /// Subscribes a held request to `endpoint_id`'s ready signal. A signal
+    /// sent after this returns is not missed, so read the replicas after it.
+    fn wait_ready(self: &Arc<Self>, endpoint_id: i64) -> ReadyWait {
+        let rx = self
+            .ready
+            .lock()
+            .expect("lock")
+            .entry(endpoint_id)
+            .or_insert_with(|| tokio::sync::watch::channel(()).0)
+            .subscribe();
+        ReadyWait {
+            live: self.clone(),
+            endpoint_id,
+            rx,
+        }
+    }
+
+    /// Sets the fallback re-read interval of held requests (for tests).
+    #[doc(hidden)]
+    pub fn set_wake_poll(&self, every: Duration) {
+        self.wake_poll_ms
+            .store(every.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Endpoints with requests waiting for a ready signal (for tests).
+    #[doc(hidden)]
+    pub fn ready_waiters(&self) -> usize {
+        self.ready.lock().expect("lock").len()
     }
 
     /// Routes cached (for tests).
@@ -429,6 +504,7 @@ pub async fn proxy(
     let deadline = Instant::now() + WAKE_WAIT;
     let mut tried: Vec<Uuid> = Vec::new();
     let mut woke = false;
+    let mut ready: Option<ReadyWait> = None;
     // The cached replicas first; after a failure, what the database says now.
     let mut reread: Option<Vec<Candidate>> = None;
     loop {
@@ -454,7 +530,21 @@ pub async fn proxy(
                     "this endpoint has no ready replica yet; retry shortly".to_string(),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            match ready.as_mut() {
+                // Subscribed first, then read again at once: a replica that became
+                // ready since the route was read is not waited for.
+                None => ready = Some(state.live.wait_ready(e.id)),
+                Some(w) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let poll = state.live.wake_poll_ms.load(Ordering::Relaxed);
+                    let wait = Duration::from_millis(poll).min(left);
+                    if let Ok(Err(_)) = tokio::time::timeout(wait, w.rx.changed()).await {
+                        // Cannot happen while subscribed (the sender stays with its
+                        // receivers); never spin on it.
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
             tried.clear();
             reread = Some(db::endpoints::routable(&state.db, e.id).await?);
             continue;

@@ -28,6 +28,7 @@ pub mod registry;
 pub mod routes;
 pub mod scheduler;
 pub mod server;
+pub mod signals;
 pub mod state;
 pub mod storage;
 pub mod sweeper;

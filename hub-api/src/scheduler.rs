@@ -35,6 +35,8 @@ pub struct Nudge {
     /// [`ASSIGNMENTS_CHANNEL`], so on every hub replica): wakes the long-polls.
     assignments: Arc<tokio::sync::Notify>,
     gguf: Arc<Mutex<HashMap<String, GgufFacts>>>,
+    /// Times the notification listener (re)connected and LISTENed.
+    listens: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// NOTIFY channel of wake requests (`db::endpoints::request_wake`): the
@@ -71,6 +73,12 @@ impl Nudge {
     /// between the read and the wait is not missed.
     pub fn assignments_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.assignments.notified()
+    }
+
+    /// How many times this app's notification listener (re)connected and
+    /// LISTENed: a test waits for 1 before relying on notifications.
+    pub fn listens(&self) -> u64 {
+        self.listens.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// What a GGUF blob's header said, if it was read.
@@ -235,8 +243,8 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         tracing::warn!(worker.id = %w, "worker missed its heartbeats; its replicas move elsewhere");
     }
     if !lost.is_empty() {
-        // This process's gateway stops routing to them at once (others within its TTL).
-        state.live.forget_routes();
+        // Every process's gateway stops routing to them at once.
+        crate::signals::invalidate(state, crate::signals::Invalidation::Routes).await;
     }
     let workers: Vec<WorkerRow> = db::endpoints::workers(&state.db).await?;
     let all = db::endpoints::all_replicas(&state.db).await?;
@@ -309,12 +317,12 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
             for r in victims.into_iter().take(live.len() - target as usize) {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
             }
-            state.live.forget_endpoint(e.id);
+            crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
         } else if target == 0 && failed > 0 {
             for r in &replicas {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
             }
-            state.live.forget_endpoint(e.id);
+            crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
         }
         let replicas_now = db::endpoints::replicas_of(&mut *conn, e.id).await?;
         let too_big = problem
@@ -331,10 +339,15 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
 }
 
 /// Listens on [`WAKE_CHANNEL`] and [`ASSIGNMENTS_CHANNEL`] on a connection of
-/// its own, ringing this app's scheduler and long-polls; reconnects after a
-/// second when the connection drops (the 1 s tick and the long-polls' own
-/// re-reads cover that gap).
-fn spawn_listener(state: AppState, db_url: String) {
+/// its own, ringing this app's scheduler and long-polls, and on
+/// `signals::INVALIDATE_CHANNEL` and `signals::READY_CHANNEL`, dropping
+/// cached entries and answering held gateway requests (`signals::received`);
+/// reconnects after a second when the connection drops (the 1 s tick, the
+/// long-polls' and held requests' own re-reads and the caches' TTLs cover
+/// that gap, and the caches are cleared on every (re)connect, as
+/// invalidations may have been missed). One per app (`serve` starts it with
+/// the scheduler; a test starts it for each app it gives notifications to).
+pub fn spawn_listener(state: AppState, db_url: String) {
     actix_web::rt::spawn(async move {
         loop {
             if let Err(e) = listen(&state, &db_url).await {
@@ -360,17 +373,33 @@ async fn listen(state: &AppState, db_url: &str) -> sqlx::Result<()> {
 
 async fn relay(listener: &mut sqlx::postgres::PgListener, state: &AppState) -> sqlx::Result<()> {
     listener
-        .listen_all([WAKE_CHANNEL, ASSIGNMENTS_CHANNEL])
+        .listen_all([
+            WAKE_CHANNEL,
+            ASSIGNMENTS_CHANNEL,
+            crate::signals::INVALIDATE_CHANNEL,
+            crate::signals::READY_CHANNEL,
+        ])
         .await?;
-    // Anything sent before LISTEN was missed: look once.
+    // Anything sent before LISTEN was missed: look once, and drop what may be stale.
     state.scheduler.nudge();
     state.scheduler.assignments_changed();
+    crate::signals::clear_all(state);
+    state
+        .scheduler
+        .listens
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     loop {
-        let n = listener.recv().await?;
+        // `try_recv`, not `recv`: `recv` reconnects by itself, and the caches must
+        // be cleared after a reconnect (notifications were missed meanwhile).
+        let Some(n) = listener.try_recv().await? else {
+            return Err(sqlx::Error::Protocol("notification connection lost".into()));
+        };
         if n.channel() == WAKE_CHANNEL {
             state.scheduler.nudge();
-        } else {
+        } else if n.channel() == ASSIGNMENTS_CHANNEL {
             state.scheduler.assignments_changed();
+        } else {
+            crate::signals::received(state, n.channel(), n.payload());
         }
     }
 }

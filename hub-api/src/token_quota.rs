@@ -237,6 +237,13 @@ impl TokenQuotas {
         table.map.remove(&namespace_id);
     }
 
+    /// Forgets every entry (invalidations may have been missed).
+    pub fn clear(&self) {
+        let mut table = self.table.lock().expect("lock");
+        table.epoch += 1;
+        table.map.clear();
+    }
+
     /// Today's tokens and the quota as this process knows them, for tests.
     #[doc(hidden)]
     pub fn peek(&self, namespace_id: i64) -> Option<(Option<i64>, i64)> {

@@ -4,7 +4,7 @@
 //! cargo run --release -p hub-worker --example bench-generate -- \
 //!     --gguf /work/cache/gemma/gemma-3-270m-q4_k_m.gguf [--slots 8] [--tokens 128] \
 //!     [--streams 1,4,8 | --closed 1:8,4:16,8:24] [--prefill 512] [--chunk 512] [--mixed-chunk 128]
-//!     [--context 2048] [--threads N] [--jitter MS]
+//!     [--context 2048] [--threads N] [--jitter MS] [--chat C:T] [--prompt-cache-mib 256]
 //! ```
 //!
 //! Prints one JSON object per line:
@@ -20,6 +20,13 @@
 //!   latency p50/p99 (ms). For trying scheduler settings quickly. `--jitter MS`: each
 //!   client waits a pseudo-random 0..MS ms before each request, as clients over HTTP
 //!   arrive spread out rather than in the same microsecond.
+//! * `chat` with `--chat C:T` (instead of the others): one client holding C conversations,
+//!   T turns each, sent one after another round-robin; the first turn is a distinct
+//!   prompt of `--prefill` tokens, each next turn that prompt, the answer (`--tokens`) and
+//!   a short question. With more conversations than `--slots`, a conversation comes back
+//!   after its slot was taken: the prompt cache (`--prompt-cache-mib`, 0: off) restores it.
+//!   TTFT p50/p99 of the returning turns, their cached share of prompt tokens, and the
+//!   cache's counters.
 
 use hub_worker::engine::generate::{
     DecoderModel, GenEvent, GenerateRequest, Prompt, SamplingParams,
@@ -157,6 +164,64 @@ async fn closed(
     )
 }
 
+/// One client's chat turns over `conversations` conversations, round-robin.
+async fn chat(
+    model: &DecoderModel,
+    conversations: usize,
+    turns: usize,
+    prefill: usize,
+    tokens: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let mut texts = (0..conversations)
+        .map(|i| distinct_prompt(model, i + 5000, prefill))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (mut ttft, mut first_ttft) = (Vec::new(), Vec::new());
+    let (mut prompt_tokens, mut cached_tokens) = (0usize, 0usize);
+    let start = Instant::now();
+    for turn in 0..turns {
+        for text in texts.iter_mut() {
+            let begun = Instant::now();
+            let mut s = model.submit(request(text.clone(), tokens)).expect("submit");
+            let mut first = None;
+            let mut answer = String::new();
+            let usage = loop {
+                match s.next().await.expect("done") {
+                    GenEvent::Token(t) => {
+                        first.get_or_insert_with(|| begun.elapsed().as_secs_f64() * 1e3);
+                        answer.push_str(&t.text);
+                    }
+                    GenEvent::Done(f) => {
+                        answer.push_str(&f.tail);
+                        break f.usage;
+                    }
+                    GenEvent::Failed(e) => panic!("{e}"),
+                }
+            };
+            let t = first.unwrap_or(f64::NAN);
+            if turn == 0 {
+                first_ttft.push(t);
+            } else {
+                ttft.push(t);
+                prompt_tokens += usage.prompt_tokens;
+                cached_tokens += usage.cached_tokens;
+            }
+            text.push_str(&answer);
+            text.push_str(&format!(" Question {turn}: and what happened next?"));
+        }
+    }
+    let stats = model.stats();
+    Ok(
+        serde_json::json!({"mode": "chat", "conversations": conversations, "turns": turns,
+        "wall_seconds": start.elapsed().as_secs_f64(),
+        "first_turn_ttft_ms_p50": quantile(&mut first_ttft, 0.5),
+        "ttft_ms_p50": quantile(&mut ttft, 0.5), "ttft_ms_p99": quantile(&mut ttft, 0.99),
+        "cached_share": cached_tokens as f64 / prompt_tokens.max(1) as f64,
+        "prompt_cache_entries": stats.prompt_cache_entries,
+        "prompt_cache_bytes": stats.prompt_cache_bytes,
+        "prompt_cache_hits_total": stats.prompt_cache_hits_total}),
+    )
+}
+
 /// Runs one request; (seconds to the first token, seconds from first to last, tokens).
 async fn one(model: &DecoderModel, req: GenerateRequest) -> (f64, f64, usize) {
     let (ttft, gaps, n) = timed(model, req).await;
@@ -177,6 +242,10 @@ async fn main() -> anyhow::Result<()> {
     let context: usize = arg(&args, "--context").map_or(Ok(2048), |s| s.parse())?;
     let threads: usize = arg(&args, "--threads").map_or(Ok(0), |s| s.parse())?;
     let jitter: u64 = arg(&args, "--jitter").map_or(Ok(0), |s| s.parse())?;
+    let cache_mib: usize = arg(&args, "--prompt-cache-mib").map_or(
+        Ok(hub_worker::engine::options::DEFAULT_GEN_PROMPT_CACHE_MIB),
+        |s| s.parse(),
+    )?;
     let streams: Vec<usize> = arg(&args, "--streams")
         .unwrap_or_else(|| "1,4,8".into())
         .split(',')
@@ -191,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
         gen_prefill_chunk: chunk,
         gen_mixed_chunk: mixed,
         gen_threads: threads,
+        gen_prompt_cache_mib: cache_mib,
         ..EngineConfig::default()
     };
     let path = dir.path().to_path_buf();
@@ -200,6 +270,21 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up.
     one(&model, request("Hello".into(), 8)).await;
 
+    if let Some(spec) = arg(&args, "--chat") {
+        let (c, t) = spec
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("--chat C:T"))?;
+        let v = chat(
+            &model,
+            c.trim().parse()?,
+            t.trim().parse()?,
+            prefill,
+            tokens,
+        )
+        .await?;
+        println!("{v}");
+        return Ok(());
+    }
     if let Some(spec) = arg(&args, "--closed") {
         for part in spec.split(',') {
             let (c, n) = part

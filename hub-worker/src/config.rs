@@ -132,6 +132,12 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_GEN_MIXED_CHUNK", default_value_t = crate::engine::options::DEFAULT_GEN_MIXED_CHUNK)]
     pub gen_mixed_chunk: usize,
 
+    /// MiB of host memory per decoder for the prompt cache: a finished sequence whose slot
+    /// is taken by another prompt is saved there (least recently used out first) and
+    /// restored when its conversation comes back. 0: off.
+    #[arg(long, env = "HUB_WORKER_GEN_PROMPT_CACHE_MIB", default_value_t = crate::engine::options::DEFAULT_GEN_PROMPT_CACHE_MIB)]
+    pub gen_prompt_cache_mib: usize,
+
     /// Generation requests waiting for a free slot per model; beyond it requests get 429.
     #[arg(long, env = "HUB_WORKER_GEN_QUEUE", default_value_t = crate::engine::options::DEFAULT_GEN_QUEUE)]
     pub gen_queue: usize,
@@ -179,6 +185,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("gen_context", &self.gen_context)
             .field("gen_prefill_chunk", &self.gen_prefill_chunk)
             .field("gen_mixed_chunk", &self.gen_mixed_chunk)
+            .field("gen_prompt_cache_mib", &self.gen_prompt_cache_mib)
             .field("gen_queue", &self.gen_queue)
             .field("gen_threads", &self.gen_threads)
             .field("poll_wait_s", &self.poll_wait_s)
@@ -228,6 +235,7 @@ impl WorkerConfig {
             gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
             gen_prefill_chunk: crate::engine::options::DEFAULT_GEN_PREFILL_CHUNK,
             gen_mixed_chunk: crate::engine::options::DEFAULT_GEN_MIXED_CHUNK,
+            gen_prompt_cache_mib: crate::engine::options::DEFAULT_GEN_PROMPT_CACHE_MIB,
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
             poll_wait_s: 25,
@@ -322,6 +330,7 @@ impl WorkerConfig {
             gen_context: self.gen_context,
             gen_prefill_chunk: self.gen_prefill_chunk,
             gen_mixed_chunk: self.gen_mixed_chunk,
+            gen_prompt_cache_mib: self.gen_prompt_cache_mib,
             gen_queue: self.gen_queue,
             gen_threads: self.gen_threads.unwrap_or(0),
             compiled_cache: Some(self.cache_dir.join("compiled")),

@@ -11,8 +11,10 @@
 //! - revoking a token, or changing a membership or role, through this
 //!   process takes effect at once here (the entry is dropped, and a reload
 //!   under way cannot put it back);
-//! - done through another replica (or straight in the database), it takes
-//!   effect here within the TTL (about a fifth of it under traffic).
+//! - done through another replica, it takes effect here when that replica's
+//!   invalidation NOTIFY arrives (`signals`); straight in the database, or
+//!   with the notification lost, within the TTL (about a fifth of it under
+//!   traffic).
 //!
 //! A token's expiry is checked on every hit.
 
@@ -79,6 +81,11 @@ impl TokenCache {
         self.inner.forget(|_, p| p.user_id == user_id);
     }
 
+    /// Drops every token (invalidations may have been missed).
+    pub fn clear(&self) {
+        self.inner.clear();
+    }
+
     /// Tokens held (for tests).
     pub fn len(&self) -> usize {
         self.inner.len()
@@ -142,6 +149,11 @@ impl RoleCache {
     /// Drops every role of a user (after they were removed or changed here).
     pub fn forget_user(&self, user_id: i64) {
         self.inner.forget(|(u, _), _| *u == user_id);
+    }
+
+    /// Drops every role (invalidations may have been missed).
+    pub fn clear(&self) {
+        self.inner.clear();
     }
 }
 

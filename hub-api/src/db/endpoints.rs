@@ -384,6 +384,9 @@ pub async fn delete_replica(db: &mut PgConnection, id: Uuid, worker: Uuid) -> sq
     Ok(())
 }
 
+/// Records a worker's report on one of its replicas. A replica that becomes
+/// `running` NOTIFYs `signals::READY_CHANNEL` (payload its endpoint id), which
+/// answers gateway requests held for the endpoint on every hub replica.
 pub async fn update_replica(
     db: impl PgExecutor<'_>,
     id: Uuid,
@@ -393,9 +396,14 @@ pub async fn update_replica(
     in_flight: i32,
     queue_depth: i32,
 ) -> sqlx::Result<()> {
+    // Both parts see the row as it was before the statement: `old` is the
+    // status the report replaces.
     sqlx::query(
-        "UPDATE replicas SET status = $3, message = $4, in_flight = $5, queue_depth = $6, updated_at = now()
-         WHERE id = $1 AND worker_id = $2",
+        "WITH old AS (SELECT status FROM replicas WHERE id = $1 AND worker_id = $2),
+         u AS (UPDATE replicas SET status = $3, message = $4, in_flight = $5, queue_depth = $6, updated_at = now()
+               WHERE id = $1 AND worker_id = $2 RETURNING endpoint_id, status)
+         SELECT pg_notify($7, u.endpoint_id::text) FROM u, old
+          WHERE u.status = 'running' AND old.status <> 'running'",
     )
     .bind(id)
     .bind(worker)
@@ -403,6 +411,7 @@ pub async fn update_replica(
     .bind(message)
     .bind(in_flight)
     .bind(queue_depth)
+    .bind(crate::signals::READY_CHANNEL)
     .execute(db)
     .await?;
     Ok(())

@@ -289,3 +289,179 @@ async fn paused_scaled_and_deleted_endpoints_are_not_routed_to() {
     s.worker.stop().await;
     second.stop().await;
 }
+
+/// Starts an app's notification listener (as `serve` does) and waits until it
+/// listens, so what is published from now on reaches it.
+async fn listening(state: &hub_api::state::AppState, url: &str) {
+    hub_api::scheduler::spawn_listener(state.clone(), url.to_string());
+    let start = Instant::now();
+    while state.scheduler.listens() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no listener");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// With invalidations published (`signals`), another replica refuses a
+/// revoked token within a notification's delivery, far under the token
+/// cache's TTL (5 s) and its refresh point (1 s): without the NOTIFY, B's
+/// entry, loaded just before the revocation, would answer 200 for a second.
+#[actix_web::test]
+async fn a_revoked_token_is_refused_by_another_replica_at_once() {
+    let s = setup().await;
+    let replica = s.t.replica().await;
+    listening(&s.t.state, &s.t.db.url).await;
+    listening(&replica, &s.t.db.url).await;
+    let a = hub_testkit::app(&s.t.state).await;
+    let b = hub_testkit::app(&replica).await;
+    for app in [&a, &b] {
+        assert_eq!(call_service(app, call(&s.bob_call)).await.status(), 200);
+    }
+    let r = call_service(
+        &a,
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{}", s.bob_call_id))
+            .insert_header(("Authorization", format!("Bearer {}", s.bob_write)))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let bound = Duration::from_millis(500);
+    let took = until_status(&b, &s.bob_call, 401, bound).await;
+    eprintln!("revocation seen by the other replica after {took:?}");
+    assert!(took < bound, "took {took:?}, the bound is {bound:?}");
+    s.worker.stop().await;
+}
+
+/// Pausing through one replica: another stops routing to the endpoint within
+/// a notification's delivery, under `ROUTE_REFRESH` (0.5 s) and far under
+/// `ROUTE_TTL` (2 s); so does a member's removal for their calls.
+#[actix_web::test]
+async fn another_replica_stops_routing_a_paused_endpoint_at_once() {
+    let s = setup().await;
+    let replica = s.t.replica().await;
+    listening(&s.t.state, &s.t.db.url).await;
+    listening(&replica, &s.t.db.url).await;
+    let a = hub_testkit::app(&s.t.state).await;
+    let b = hub_testkit::app(&replica).await;
+    for app in [&a, &b] {
+        assert_eq!(call_service(app, call(&s.bob_call)).await.status(), 200);
+    }
+    let r = call_service(
+        &a,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/acme/emb/pause")
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request(),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let bound = Duration::from_millis(300);
+    let took = until_status(&b, &s.bob_call, 503, bound).await;
+    eprintln!("pause seen by the other replica after {took:?}");
+    assert!(took < bound, "took {took:?}, the bound is {bound:?}");
+
+    // Resumed and warm again on B; then bob is removed through A.
+    let r = call_service(
+        &a,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/acme/emb/resume")
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request(),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    sqlx::query("UPDATE replicas SET status = 'running' WHERE endpoint_id = $1")
+        .bind(s.endpoint_id)
+        .execute(&s.t.state.db)
+        .await
+        .unwrap();
+    until_status(&b, &s.bob_call, 200, Duration::from_secs(3)).await;
+    let r = call_service(
+        &a,
+        TestRequest::delete()
+            .uri("/api/v1/orgs/acme/members/bob")
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let bound = Duration::from_millis(500);
+    let took = until_status(&b, &s.bob_call, 404, bound).await;
+    eprintln!("membership change seen by the other replica after {took:?}");
+    assert!(took < bound, "took {took:?}, the bound is {bound:?}");
+    s.worker.stop().await;
+}
+
+/// A request held for a cold endpoint is answered at its replica's ready
+/// signal (a NOTIFY when the worker reports it running), not at a re-read:
+/// with the fallback re-read set to 30 s, each of 5 held requests is still
+/// answered within a second of the replica turning ready, the median well
+/// under the old 200 ms re-read.
+#[actix_web::test]
+async fn a_held_request_is_answered_when_the_replica_is_ready() {
+    let s = setup().await;
+    listening(&s.t.state, &s.t.db.url).await;
+    s.t.state.live.set_wake_poll(Duration::from_secs(30));
+    let app = hub_testkit::app(&s.t.state).await;
+    let (replica, worker): (uuid::Uuid, uuid::Uuid) =
+        sqlx::query_as("SELECT id, worker_id FROM replicas WHERE endpoint_id = $1")
+            .bind(s.endpoint_id)
+            .fetch_one(&s.t.state.db)
+            .await
+            .unwrap();
+    let mut took = Vec::new();
+    for round in 0..5 {
+        // Cold: the replica is loading, and this process has no route cached.
+        sqlx::query("UPDATE replicas SET status = 'loading' WHERE id = $1")
+            .bind(replica)
+            .execute(&s.t.state.db)
+            .await
+            .unwrap();
+        s.t.state.live.forget_routes();
+        let held = async {
+            let r = call_service(&app, call(&s.bob_call)).await;
+            (r.status().as_u16(), Instant::now())
+        };
+        let ready = async {
+            // Once the request waits for the signal (past its immediate re-read)…
+            let start = Instant::now();
+            while s.t.state.live.ready_waiters() == 0 {
+                assert!(start.elapsed() < Duration::from_secs(10), "never held");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // …the worker reports the replica running (what the heartbeat route does).
+            let at = Instant::now();
+            hub_api::db::endpoints::update_replica(
+                &s.t.state.db,
+                replica,
+                worker,
+                "running",
+                None,
+                0,
+                0,
+            )
+            .await
+            .unwrap();
+            at
+        };
+        let ((status, answered), ready_at) = futures::join!(held, ready);
+        assert_eq!(status, 200, "round {round}");
+        let t = answered.saturating_duration_since(ready_at);
+        eprintln!("round {round}: answered {t:?} after the replica was ready");
+        assert!(t < Duration::from_secs(1), "round {round}: {t:?}");
+        took.push(t);
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_millis(150),
+        "median {median:?} of {took:?}"
+    );
+    assert_eq!(
+        s.t.state.live.ready_waiters(),
+        0,
+        "a waiter was left behind"
+    );
+    s.worker.stop().await;
+}

@@ -467,6 +467,8 @@ async fn load_assignment(
         assignment.id = %a.assignment_id,
         repo.id = %a.repo_id,
         duration_ms = pull_started.elapsed().as_millis() as u64,
+        downloaded = pulled.downloaded.len(),
+        rehashed = pulled.rehashed.len(),
         "pulled"
     );
     if !ctx.registry.set_status(

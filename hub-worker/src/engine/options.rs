@@ -75,6 +75,10 @@ pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 512;
 /// ~2 s for its next token when a prompt arrived beside it (Gemma-3-270M, 2 cores), with
 /// 128 ~0.6 s at the same output rate (`generation.sh`, docs/BENCHMARKS.md, 3 Dec).
 pub const DEFAULT_GEN_MIXED_CHUNK: usize = 128;
+/// Host memory per decoder for the prompt cache (finished sequences' KV state), in MiB,
+/// unless told otherwise: llama-server's `--cache-ram` holds 8 GiB by default; 256 MiB
+/// holds about 45 conversations of 300 tokens of Gemma-3-270M.
+pub const DEFAULT_GEN_PROMPT_CACHE_MIB: usize = 256;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
 
@@ -122,6 +126,9 @@ pub struct EngineConfig {
     /// Decoders: most prompt tokens computed in a step next to generating streams
     /// (`--gen-mixed-chunk`; at most `gen_prefill_chunk`).
     pub gen_mixed_chunk: usize,
+    /// Decoders: MiB of host memory for saved sequences, restored when a conversation
+    /// comes back after its slot was taken (`--gen-prompt-cache-mib`; 0: off).
+    pub gen_prompt_cache_mib: usize,
     /// Decoders: requests waiting for a slot; more is answered `Overloaded` (`--gen-queue`).
     pub gen_queue: usize,
     /// Decoders: llama.cpp compute threads; 0: the physical cores this process may use
@@ -155,6 +162,7 @@ impl Default for EngineConfig {
             gen_context: hub_types::memory::DEFAULT_GEN_CONTEXT as usize,
             gen_prefill_chunk: DEFAULT_GEN_PREFILL_CHUNK,
             gen_mixed_chunk: DEFAULT_GEN_MIXED_CHUNK,
+            gen_prompt_cache_mib: DEFAULT_GEN_PROMPT_CACHE_MIB,
             gen_queue: DEFAULT_GEN_QUEUE,
             gen_threads: 0,
             compiled_cache: None,

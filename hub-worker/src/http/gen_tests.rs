@@ -651,6 +651,13 @@ async fn dropping_a_stream_cancels_the_generation() {
     let v: Value = test::read_body_json(info).await;
     assert_eq!(v["stats"]["cancelled_total"], 1);
     assert_eq!(v["stats"]["active_slots"], 0);
+    for k in [
+        "prompt_cache_entries",
+        "prompt_cache_bytes",
+        "prompt_cache_hits_total",
+    ] {
+        assert_eq!(v["stats"][k], 0, "{k}");
+    }
     assert_eq!(v["decoder"]["context_length"], 64);
 }
 

@@ -335,6 +335,9 @@ pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
             "prompt_tokens_total": ds.prompt_tokens_total,
             "cached_prompt_tokens_total": ds.cached_prompt_tokens_total,
             "generated_tokens_total": ds.generated_tokens_total,
+            "prompt_cache_entries": ds.prompt_cache_entries,
+            "prompt_cache_bytes": ds.prompt_cache_bytes,
+            "prompt_cache_hits_total": ds.prompt_cache_hits_total,
         });
     }
     Ok(HttpResponse::Ok().json(out))

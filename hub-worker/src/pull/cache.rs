@@ -3,14 +3,31 @@
 //! ```text
 //! {root}/blobs/sha256/<hex>        verified file contents, read-only, never modified
 //! {root}/blobs/git-sha1/<hex>      index: git blob id of a small file -> its sha256
+//! {root}/blobs/verified/<hex>.json  marker: the blob's stat when it last hashed right
 //! {root}/tmp/                      downloads in progress (never loaded from)
 //! {root}/models/<repo>--<commit>/  a model directory: relative symlinks into blobs/
 //! ```
 //!
 //! A blob enters `blobs/sha256` only by `insert_file`: hashed, compared with the digest the
-//! hub reported, fsynced and renamed. Every use re-hashes it (`verified_blob`), so a file
-//! corrupted on disk after the fact is detected, removed and fetched again, never loaded.
+//! hub reported, fsynced and renamed. A use re-hashes it (`verified_blob`) unless its
+//! verified marker still describes it, so a file changed on disk after the fact is
+//! detected, removed and fetched again, never loaded.
+//!
+//! **Verified markers** (unix). After a blob hashes right, `blobs/verified/<hex>.json` is
+//! written (beside, then renamed) with the blob's path, digests and stat: size, device,
+//! inode, mtime and ctime in nanoseconds. A later use whose stat is identical skips the
+//! hash (re-hashing MiniLM took 247-558 ms per load on a debug build); any difference, a
+//! marker of another file, or an unreadable one means a re-hash, and a mismatch still
+//! removes the blob (and its marker) so it is fetched again. What a marker cannot see is a
+//! change that leaves the stat as it was: bit rot under the file system, or a write in the
+//! same clock tick as the recorded mtime (file systems stamp times from a coarse clock).
+//! The second is ruled out as git rules out its "racy" index entries: a marker is written
+//! only for a file whose mtime is at least [`RACY`] older than the hash that verified it,
+//! so a later write carries a later mtime. `insert_file` back-dates the mtime of the file
+//! it just hashed (its own download, in its private `tmp/` directory) by twice that, so a
+//! freshly pulled blob is trusted on its next use too.
 
+use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use std::fs;
 use std::io::{Read, Write};
@@ -174,6 +191,68 @@ fn hash_file_as(path: &Path, with_sha1: bool) -> Result<FileDigests, CacheError>
     })
 }
 
+/// How much older than the hash that verified it a file's mtime must be for the
+/// verification to be remembered (see the module docs).
+pub const RACY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A blob's stat as a verified marker records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    dev: u64,
+    ino: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    #[cfg(unix)]
+    fn of(meta: &fs::Metadata) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        Some(Stamp {
+            size: meta.size(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// No inode or ctime to key on: every use re-hashes.
+    #[cfg(not(unix))]
+    fn of(_meta: &fs::Metadata) -> Option<Stamp> {
+        None
+    }
+}
+
+/// What `blobs/verified/<hex>.json` holds: this file, with this stat, hashed to these
+/// digests (`git_sha1` when it was computed), at `verified_at_ns` (wall clock, taken
+/// before the hash began).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    path: PathBuf,
+    sha256: String,
+    git_sha1: Option<String>,
+    stamp: Stamp,
+    verified_at_ns: i128,
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// A cached blob that satisfies what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedBlob {
+    pub sha256: String,
+    /// Whether it was hashed for this use (false: its verified marker vouched for it).
+    pub rehashed: bool,
+}
+
 /// The cache rooted at one directory.
 #[derive(Debug, Clone)]
 pub struct BlobCache {
@@ -183,7 +262,13 @@ pub struct BlobCache {
 impl BlobCache {
     /// Opens (creating) a cache at `root`.
     pub fn open(root: &Path) -> Result<BlobCache, CacheError> {
-        for sub in ["blobs/sha256", "blobs/git-sha1", "tmp", "models"] {
+        for sub in [
+            "blobs/sha256",
+            "blobs/git-sha1",
+            "blobs/verified",
+            "tmp",
+            "models",
+        ] {
             fs::create_dir_all(root.join(sub))
                 .map_err(io(format!("create {}", root.join(sub).display())))?;
         }
@@ -215,10 +300,23 @@ impl BlobCache {
         self.root.join("blobs/git-sha1").join(git_sha1)
     }
 
-    /// The sha256 of a cached blob that satisfies `expected`, after re-hashing it. A blob that
-    /// fails verification is removed (with its index entry) and `None` is returned, so the
-    /// caller fetches it again.
+    /// Where the verified marker of the blob with this sha256 lives.
+    pub fn marker_path(&self, sha256: &str) -> PathBuf {
+        self.root
+            .join("blobs/verified")
+            .join(format!("{sha256}.json"))
+    }
+
+    /// The sha256 of a cached blob that satisfies `expected` ([`BlobCache::cached_blob`]).
     pub fn verified_blob(&self, expected: &Expected) -> Result<Option<String>, CacheError> {
+        Ok(self.cached_blob(expected)?.map(|c| c.sha256))
+    }
+
+    /// A cached blob that satisfies `expected`: vouched for by its verified marker when
+    /// the blob's stat is the one the marker recorded, else re-hashed (and the marker
+    /// written anew). A blob that fails verification is removed (with its marker and index
+    /// entry) and `None` is returned, so the caller fetches it again.
+    pub fn cached_blob(&self, expected: &Expected) -> Result<Option<CachedBlob>, CacheError> {
         let sha256 = match expected {
             Expected::Sha256(h) => h.clone(),
             Expected::GitSha1(h) => match fs::read_to_string(self.sha1_index(h)) {
@@ -231,23 +329,107 @@ impl BlobCache {
             },
         };
         let path = self.blob_path(&sha256);
-        if fs::symlink_metadata(&path).is_err() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
             return Ok(None);
+        };
+        let stamp = meta
+            .file_type()
+            .is_file()
+            .then(|| Stamp::of(&meta))
+            .flatten();
+        if let Some(stamp) = &stamp {
+            if self.marker_vouches(&path, &sha256, expected, stamp) {
+                return Ok(Some(CachedBlob {
+                    sha256,
+                    rehashed: false,
+                }));
+            }
         }
         let with_sha1 = matches!(expected, Expected::GitSha1(_));
+        let began = now_ns();
+        let started = std::time::Instant::now();
         let ok = match hash_file_as(&path, with_sha1) {
-            Ok(d) => d.sha256 == sha256 && d.matches(expected),
-            Err(_) => false,
+            Ok(d) if d.sha256 == sha256 && d.matches(expected) => Some(d),
+            _ => None,
         };
-        if ok {
-            return Ok(Some(sha256));
+        if let Some(d) = ok {
+            tracing::debug!(blob = %path.display(), bytes = d.size, duration_ms = started.elapsed().as_millis() as u64, "cached blob re-hashed");
+            // Remembered only if the file did not change while it was hashed.
+            let after = fs::symlink_metadata(&path).ok().and_then(|m| Stamp::of(&m));
+            if let Some(stamp) = stamp.filter(|s| after.as_ref() == Some(s)) {
+                self.write_marker(&path, &d, with_sha1, stamp, began);
+            }
+            return Ok(Some(CachedBlob {
+                sha256,
+                rehashed: true,
+            }));
         }
         tracing::warn!(blob = %path.display(), "cached blob failed verification; removing it");
         remove_blob(&path)?;
+        remove_blob(&self.marker_path(&sha256))?;
         if let Expected::GitSha1(h) = expected {
             let _ = fs::remove_file(self.sha1_index(h));
         }
         Ok(None)
+    }
+
+    /// Whether the marker of `sha256` describes the blob at `path` as it is now
+    /// (`stamp`), verified against digests that satisfy `expected`.
+    fn marker_vouches(
+        &self,
+        path: &Path,
+        sha256: &str,
+        expected: &Expected,
+        stamp: &Stamp,
+    ) -> bool {
+        let Ok(text) = fs::read(self.marker_path(sha256)) else {
+            return false;
+        };
+        let Ok(m) = serde_json::from_slice::<Marker>(&text) else {
+            return false;
+        };
+        let digest_ok = match expected {
+            Expected::Sha256(h) => h == sha256,
+            Expected::GitSha1(h) => m.git_sha1.as_deref() == Some(h.as_str()),
+        };
+        m.path == path
+            && m.sha256 == sha256
+            && m.stamp == *stamp
+            && m.stamp.mtime_ns + (RACY.as_nanos() as i128) <= m.verified_at_ns
+            && digest_ok
+    }
+
+    /// Writes the verified marker of a blob that just hashed to `d` (beside, then
+    /// renamed). Nothing is written for a file modified less than [`RACY`] before the
+    /// hash began; a failure only costs a re-hash next time.
+    fn write_marker(
+        &self,
+        path: &Path,
+        d: &FileDigests,
+        with_sha1: bool,
+        stamp: Stamp,
+        began: i128,
+    ) {
+        if stamp.mtime_ns + (RACY.as_nanos() as i128) > began {
+            return;
+        }
+        let marker = Marker {
+            path: path.to_path_buf(),
+            sha256: d.sha256.clone(),
+            git_sha1: with_sha1.then(|| d.git_sha1.clone()),
+            stamp,
+            verified_at_ns: began,
+        };
+        let dest = self.marker_path(&d.sha256);
+        let tmp = dest.with_extension(format!("tmp{:08x}", rand::random::<u32>()));
+        let written = serde_json::to_vec(&marker)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &dest));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            tracing::debug!(marker = %dest.display(), error = %e, "writing a verified marker failed");
+        }
     }
 
     /// Moves a downloaded file into the cache after checking it against `expected`.
@@ -258,6 +440,8 @@ impl BlobCache {
         expected: &Expected,
         name: &str,
     ) -> Result<String, CacheError> {
+        let began_at = std::time::SystemTime::now();
+        let began = now_ns();
         let digests = hash_file(downloaded)?;
         if !digests.matches(expected) {
             let _ = fs::remove_file(downloaded);
@@ -271,6 +455,10 @@ impl BlobCache {
             .read(true)
             .open(downloaded)
             .map_err(io(format!("open {}", downloaded.display())))?;
+        // Back-dated (see the module docs): this is our own download, just hashed, so a
+        // write after this carries a later mtime even on a coarse clock, and the marker
+        // written below vouches for the blob on its next use.
+        let backdated = f.set_modified(began_at - 2 * RACY).is_ok();
         f.sync_all()
             .map_err(io(format!("fsync {}", downloaded.display())))?;
         drop(f);
@@ -278,6 +466,11 @@ impl BlobCache {
         let dest = self.blob_path(&digests.sha256);
         fs::rename(downloaded, &dest).map_err(io(format!("rename into {}", dest.display())))?;
         sync_dir(&self.root.join("blobs/sha256"))?;
+        if backdated {
+            if let Some(stamp) = fs::symlink_metadata(&dest).ok().and_then(|m| Stamp::of(&m)) {
+                self.write_marker(&dest, &digests, true, stamp, began);
+            }
+        }
         if let Expected::GitSha1(h) = expected {
             let idx = self.sha1_index(h);
             let tmp = idx.with_extension(format!("tmp{:08x}", rand::random::<u32>()));
@@ -598,5 +791,107 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    /// Inserts `content` through a download in `tmp/`, as a pull does.
+    fn insert(cache: &BlobCache, content: &[u8]) -> (Expected, String) {
+        let want = Expected::parse_sha256(&sha256_hex(content)).unwrap();
+        let tmp = cache.temp_dir().unwrap().join("x");
+        fs::write(&tmp, content).unwrap();
+        let sha = cache.insert_file(&tmp, &want, "model.safetensors").unwrap();
+        (want, sha)
+    }
+
+    fn rehashed(cache: &BlobCache, want: &Expected) -> Option<bool> {
+        cache.cached_blob(want).unwrap().map(|c| c.rehashed)
+    }
+
+    #[cfg(unix)]
+    fn writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// An unchanged blob is vouched for by its marker (no hash, however often it is
+    /// used); a blob modified in place, same size, new mtime, is hashed, found corrupt,
+    /// and removed with its marker.
+    #[cfg(unix)]
+    #[test]
+    fn a_verified_marker_spares_the_hash_until_the_file_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let (want, sha) = insert(&cache, b"weights of a model");
+        // Inserting verified it, and its marker says so.
+        assert!(cache.marker_path(&sha).exists());
+        for _ in 0..3 {
+            assert_eq!(rehashed(&cache, &want), Some(false));
+        }
+        // Without the marker: hashed once, remembered again.
+        fs::remove_file(cache.marker_path(&sha)).unwrap();
+        assert_eq!(rehashed(&cache, &want), Some(true));
+        assert!(cache.marker_path(&sha).exists());
+        assert_eq!(rehashed(&cache, &want), Some(false));
+
+        // Modified in place: same size, one byte changed, written through the same inode.
+        let blob = cache.blob_path(&sha);
+        writable(&blob);
+        let ino = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(p).unwrap().ino()
+        };
+        let before = ino(&blob);
+        {
+            use std::io::{Seek, SeekFrom};
+            let mut f = fs::OpenOptions::new().write(true).open(&blob).unwrap();
+            f.seek(SeekFrom::Start(0)).unwrap();
+            f.write_all(b"W").unwrap();
+        }
+        assert_eq!(ino(&blob), before);
+        assert_eq!(fs::metadata(&blob).unwrap().len(), 18);
+        assert_eq!(cache.cached_blob(&want).unwrap(), None);
+        assert!(!blob.exists());
+        assert!(!cache.marker_path(&sha).exists());
+    }
+
+    /// A marker vouches only for the file it was written for: another blob's marker
+    /// (copied in place of this one's) or an unreadable one means a hash.
+    #[cfg(unix)]
+    #[test]
+    fn a_marker_of_another_file_is_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let (_, a) = insert(&cache, b"aaaa");
+        let (want_b, b) = insert(&cache, b"bbbb");
+        fs::copy(cache.marker_path(&a), cache.marker_path(&b)).unwrap();
+        assert_eq!(rehashed(&cache, &want_b), Some(true));
+        // The hash rewrote B's own marker.
+        assert_eq!(rehashed(&cache, &want_b), Some(false));
+        fs::write(cache.marker_path(&b), b"{not json").unwrap();
+        assert_eq!(rehashed(&cache, &want_b), Some(true));
+
+        // B replaced by another file with A's marker stamped on: still hashed, and
+        // corrupt (A's bytes under B's name) it goes.
+        let blob_b = cache.blob_path(&b);
+        writable(&blob_b);
+        fs::remove_file(&blob_b).unwrap();
+        fs::copy(cache.blob_path(&a), &blob_b).unwrap();
+        fs::copy(cache.marker_path(&a), cache.marker_path(&b)).unwrap();
+        assert_eq!(cache.cached_blob(&want_b).unwrap(), None);
+    }
+
+    /// A file written within `RACY` of its hash is verified but not remembered: a write
+    /// in the same tick of a coarse file-system clock would leave its stat as it was.
+    #[cfg(unix)]
+    #[test]
+    fn a_freshly_written_file_is_hashed_every_time() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let content = b"dropped straight into the store";
+        let want = Expected::parse_sha256(&sha256_hex(content)).unwrap();
+        let sha = want.hex().to_string();
+        fs::write(cache.blob_path(&sha), content).unwrap();
+        assert_eq!(rehashed(&cache, &want), Some(true));
+        assert!(!cache.marker_path(&sha).exists());
+        assert_eq!(rehashed(&cache, &want), Some(true));
     }
 }

@@ -85,6 +85,9 @@ pub struct Pulled {
     pub dir: PathBuf,
     /// Files fetched from the hub (the rest came from the cache).
     pub downloaded: Vec<String>,
+    /// Files that came from the cache and were re-hashed to verify them (the others
+    /// were vouched for by their verified markers; see [`cache`]).
+    pub rehashed: Vec<String>,
     /// Bytes of all materialised files.
     pub total_bytes: u64,
 }
@@ -310,18 +313,24 @@ impl Puller {
 
         let mut files = Vec::with_capacity(wanted.len());
         let mut downloaded = Vec::new();
+        let mut rehashed = Vec::new();
         let mut total_bytes = 0;
         for (path, expected, size) in wanted {
             // Re-hashing a cached blob is heavy: off the async executor.
             let (cache, want) = (self.cache.clone(), expected.clone());
-            let cached = tokio::task::spawn_blocking(move || cache.verified_blob(&want))
+            let cached = tokio::task::spawn_blocking(move || cache.cached_blob(&want))
                 .await
                 .map_err(|e| CacheError::Io {
                     context: format!("verify the cached {path}"),
                     source: std::io::Error::other(e),
                 })??;
             let sha = match cached {
-                Some(sha) => sha,
+                Some(c) => {
+                    if c.rehashed {
+                        rehashed.push(path.clone());
+                    }
+                    c.sha256
+                }
                 None => {
                     downloaded.push(path.clone());
                     self.fetch(&repo, &req.repo_id, &path, &expected).await?
@@ -336,12 +345,14 @@ impl Puller {
             revision = %rev,
             files = files.len(),
             downloaded = downloaded.len(),
+            rehashed = rehashed.len(),
             bytes = total_bytes,
             "model pulled"
         );
         Ok(Pulled {
             dir,
             downloaded,
+            rehashed,
             total_bytes,
         })
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A directory holding the Gemma GGUF fixture (a symlink), or `None` with a loud message
 /// when `PADDOCK_GEMMA_GGUF` is not set: the test is skipped.
-fn gemma_dir(test: &str) -> Option<PathBuf> {
+pub(crate) fn gemma_dir(test: &str) -> Option<PathBuf> {
     match std::env::var_os("PADDOCK_GEMMA_GGUF") {
         Some(f) if Path::new(&f).is_file() => {
             let dir = tempfile::tempdir().unwrap().keep();
@@ -34,7 +34,7 @@ fn gemma_dir(test: &str) -> Option<PathBuf> {
     }
 }
 
-async fn load(dir: &Path, cfg: EngineConfig) -> DecoderModel {
+pub(crate) async fn load(dir: &Path, cfg: EngineConfig) -> DecoderModel {
     let dir = dir.to_path_buf();
     let model = tokio::task::spawn_blocking(move || Model::load(&dir, None, &cfg))
         .await
@@ -43,7 +43,7 @@ async fn load(dir: &Path, cfg: EngineConfig) -> DecoderModel {
     model.decoder().expect("a decoder").clone()
 }
 
-fn cfg(slots: usize) -> EngineConfig {
+pub(crate) fn cfg(slots: usize) -> EngineConfig {
     EngineConfig {
         gen_slots: slots,
         gen_context: 1024,
@@ -51,7 +51,7 @@ fn cfg(slots: usize) -> EngineConfig {
     }
 }
 
-fn greedy(text: &str, max_tokens: usize) -> GenerateRequest {
+pub(crate) fn greedy(text: &str, max_tokens: usize) -> GenerateRequest {
     GenerateRequest {
         max_tokens: Some(max_tokens),
         sampling: SamplingParams {
@@ -65,10 +65,10 @@ fn greedy(text: &str, max_tokens: usize) -> GenerateRequest {
     }
 }
 
-struct Out {
-    text: String,
-    tokens: Vec<GenToken>,
-    finish: Finish,
+pub(crate) struct Out {
+    pub text: String,
+    pub tokens: Vec<GenToken>,
+    pub finish: Finish,
 }
 
 async fn collect(mut s: GenStream) -> Out {
@@ -94,7 +94,7 @@ async fn collect(mut s: GenStream) -> Out {
     }
 }
 
-async fn run(model: &DecoderModel, req: GenerateRequest) -> Out {
+pub(crate) async fn run(model: &DecoderModel, req: GenerateRequest) -> Out {
     collect(model.submit(req).unwrap()).await
 }
 

@@ -12,4 +12,5 @@ mod engine;
 mod generate;
 mod http_api;
 mod http_generate;
+mod prompt_cache;
 mod pull;

@@ -86,9 +86,12 @@ async fn pulls_only_engine_files_verifies_and_caches() {
         .unwrap();
     assert_eq!(out.labels[0].len(), 2);
 
-    // Second pull of the same revision: all from cache, nothing downloaded.
+    // Second pull of the same revision: all from cache, nothing downloaded, and
+    // nothing re-hashed (the blobs are as they were verified: their markers say so).
+    assert!(pulled.rehashed.is_empty(), "{:?}", pulled.rehashed);
     let again = puller.pull(&request("acme/tiny"), None).await.unwrap();
     assert!(again.downloaded.is_empty(), "{:?}", again.downloaded);
+    assert!(again.rehashed.is_empty(), "{:?}", again.rehashed);
     assert_eq!(hub.state.downloads_of("model.safetensors"), 1);
 
     // Another repo with the same weights shares the blobs.
@@ -135,6 +138,8 @@ async fn corruption_is_detected_and_refetched() {
         bytes[n - 1] ^= 0x55;
         std::fs::write(&blob, bytes).unwrap();
     }
+    // (Same size, new mtime: the verified marker no longer vouches for it, so it is
+    // re-hashed and found corrupt.)
     let again = puller.pull(&request("acme/tiny"), None).await.unwrap();
     assert_eq!(again.downloaded, vec!["model.safetensors"]);
     assert_eq!(hub.state.downloads_of("model.safetensors"), 3);
@@ -287,5 +292,26 @@ async fn minilm_pulled_through_the_hub_matches_reference() {
         .await
         .unwrap();
     assert!(cosine(&out.vectors[0], &f32s(&first["embedding"])) >= 0.9999);
+
+    // A later load of the same revision (a wake): nothing downloaded, nothing re-hashed;
+    // without the markers every file is hashed again.
+    drop(model);
+    let req = request("sentence-transformers/all-MiniLM-L6-v2");
+    let (mut vouched, mut rehashing) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let again = puller.pull(&req, None).await.unwrap();
+        vouched.push(t.elapsed());
+        assert!(again.downloaded.is_empty(), "{:?}", again.downloaded);
+        assert!(again.rehashed.is_empty(), "{:?}", again.rehashed);
+        for e in std::fs::read_dir(puller.cache().root().join("blobs/verified")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let t = std::time::Instant::now();
+        let hashed = puller.pull(&req, None).await.unwrap();
+        rehashing.push(t.elapsed());
+        assert_eq!(hashed.rehashed.len(), 8, "{:?}", hashed.rehashed);
+    }
+    eprintln!("MiniLM pull from the cache: {vouched:?} with markers, {rehashing:?} re-hashing");
     hub.stop().await;
 }

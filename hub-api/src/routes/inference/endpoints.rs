@@ -203,7 +203,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    state.live.forget_routes();
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Routes).await;
     state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, id)
         .await?
@@ -360,7 +360,7 @@ pub async fn patch(
     )
     .await?;
     tx.commit().await?;
-    state.live.forget_routes();
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Endpoint(e.id)).await;
     state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?
@@ -394,7 +394,7 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    state.live.forget_routes();
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Endpoint(e.id)).await;
     state.scheduler.nudge();
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -428,7 +428,7 @@ async fn set_paused(
     )
     .await?;
     tx.commit().await?;
-    state.live.forget_routes();
+    crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
     state.scheduler.nudge();
     let e = db::endpoints::by_id(&state.db, e.id)
         .await?

@@ -157,8 +157,9 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    // Gateway calls by members read roles from a cache: drop this org's at once.
-    state.tenancy.roles.forget_namespace(org.id);
+    // Gateway calls by members read roles from a cache: drop this org's at once
+    // (on every replica).
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Roles(org.id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -265,8 +266,9 @@ pub async fn add_member(
     )
     .await?;
     tx.commit().await?;
-    // Gateway calls by members read roles from a cache: drop this org's at once.
-    state.tenancy.roles.forget_namespace(org.id);
+    // Gateway calls by members read roles from a cache: drop this org's at once
+    // (on every replica).
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Roles(org.id)).await;
     Ok(HttpResponse::Created().json(MemberDto {
         user: user.name,
         fullname: user.fullname,
@@ -319,8 +321,9 @@ pub async fn set_role(
         .await?;
     }
     tx.commit().await?;
-    // Gateway calls by members read roles from a cache: drop this org's at once.
-    state.tenancy.roles.forget_namespace(org.id);
+    // Gateway calls by members read roles from a cache: drop this org's at once
+    // (on every replica).
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Roles(org.id)).await;
     Ok(HttpResponse::Ok().json(MemberDto {
         user: user.name,
         fullname: user.fullname,
@@ -377,7 +380,8 @@ pub async fn remove_member(
     )
     .await?;
     tx.commit().await?;
-    // Gateway calls by members read roles from a cache: drop this org's at once.
-    state.tenancy.roles.forget_namespace(org.id);
+    // Gateway calls by members read roles from a cache: drop this org's at once
+    // (on every replica).
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Roles(org.id)).await;
     Ok(HttpResponse::NoContent().finish())
 }

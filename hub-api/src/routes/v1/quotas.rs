@@ -167,7 +167,6 @@ pub async fn put(
     )
     .await?;
     tx.commit().await?;
-    state.tenancy.rate.invalidate();
-    state.live.quotas.forget(ns.id);
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Quota(ns.id)).await;
     Ok(HttpResponse::Ok().json(dto(&state, &ns).await?))
 }

@@ -311,7 +311,8 @@ pub async fn revoke(
     )
     .await?;
     tx.commit().await?;
-    // After the commit, so no concurrent request can cache it again.
-    state.tenancy.token_cache.forget_token(id);
+    // After the commit, so no concurrent request (here or on another replica)
+    // can cache it again.
+    crate::signals::invalidate(&state, crate::signals::Invalidation::Token(id)).await;
     Ok(HttpResponse::NoContent().finish())
 }

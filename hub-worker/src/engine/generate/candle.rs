@@ -834,6 +834,7 @@ impl Generator for CandleGenerator {
             prompt_tokens_total: s.prompt_tokens.load(Ordering::Relaxed),
             cached_prompt_tokens_total: 0,
             generated_tokens_total: s.generated_tokens.load(Ordering::Relaxed),
+            ..DecoderStats::default()
         }
     }
 

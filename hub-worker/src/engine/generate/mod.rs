@@ -76,6 +76,11 @@ pub struct DecoderStats {
     /// Prompt tokens served from a slot's cached prefix instead of computed.
     pub cached_prompt_tokens_total: u64,
     pub generated_tokens_total: u64,
+    /// Sequences held by the host-memory prompt cache, and their bytes.
+    pub prompt_cache_entries: u64,
+    pub prompt_cache_bytes: u64,
+    /// Sequences restored from the prompt cache (since load).
+    pub prompt_cache_hits_total: u64,
 }
 
 /// The prompt of a request.

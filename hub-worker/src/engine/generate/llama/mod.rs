@@ -6,8 +6,10 @@
 //! Numbers chosen at load: per-slot context = min(`--gen-context`, the training
 //! context); the context holds slots × that; a step's batch holds one token per slot plus
 //! `--gen-prefill-chunk` prompt tokens; compute threads = the physical cores (or
-//! `--gen-threads`).
+//! `--gen-threads`); the prompt cache holds up to `--gen-prompt-cache-mib` of saved
+//! sequences in host memory.
 
+mod prompt_cache;
 mod sampler;
 mod scheduler;
 
@@ -242,6 +244,12 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         context,
         prefill_chunk: chunk,
         mixed_chunk: cfg.gen_mixed_chunk.clamp(1, chunk),
+        prompt_cache_bytes: cfg.gen_prompt_cache_mib.saturating_mul(1 << 20),
+        sliding_window: model
+            .meta_val_str(&format!("{}.attention.sliding_window", meta.architecture))
+            .ok()
+            .and_then(|w| w.trim().parse().ok())
+            .filter(|&w: &usize| w > 0),
     };
     let shared = Arc::new(Shared::default());
     let name = dir
@@ -281,6 +289,8 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         gen.train_context = train,
         gen.prefill_chunk = chunk,
         gen.mixed_chunk = limits.mixed_chunk,
+        gen.prompt_cache_bytes = limits.prompt_cache_bytes,
+        gen.sliding_window = limits.sliding_window,
         gen.queue = cfg.gen_queue,
         gen.threads = threads,
         gen.kv_cache_bytes = kv_bytes,

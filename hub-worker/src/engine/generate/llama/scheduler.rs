@@ -10,10 +10,15 @@
 //!
 //! A free slot keeps its tokens in the KV cache; a new request takes the free slot whose
 //! cached tokens share the longest prefix with its prompt, and only the rest of the
-//! prompt is computed (at least its last token, for the logits).
+//! prompt is computed (at least its last token, for the logits). A slot's sequence that is
+//! about to be overwritten is saved to the host-memory prompt cache ([`super::prompt_cache`]),
+//! and a prompt that an entry serves better than any free slot has it restored.
 
 use super::super::stop::{Scan, StopScan};
 use super::super::{DecoderStats, Finish, FinishReason, GenEvent, GenToken, TokenLogprob, Usage};
+use super::prompt_cache::{
+    self, Entry, PromptCache, RESTORE_MIN_GAIN, SAVE_MIN_TOKENS, WINDOW_SLACK,
+};
 use super::sampler::{self, Sampling};
 use crate::engine::error::{EngineError, RunError};
 use llama_cpp_2::context::LlamaContext;
@@ -22,6 +27,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -43,6 +49,10 @@ const WAVE_QUIET_GAP: Duration = Duration::from_millis(25);
 const WAVE_CAP: Duration = Duration::from_millis(60);
 /// A wave is "recent" for this long after its streams ended.
 const WAVE_MEMORY: Duration = Duration::from_secs(1);
+/// After this many idle periods in a row that each served a single request (one client
+/// sending one request after another), a request is admitted at once: no burst is coming,
+/// and the quiet gap would only add to its time to first token.
+const SEQUENTIAL_WAKES: u32 = 2;
 
 /// A request accepted by `submit`, waiting for a slot.
 pub(super) struct Pending {
@@ -67,6 +77,9 @@ pub(super) struct Shared {
     pub prompt_tokens: AtomicU64,
     pub cached_tokens: AtomicU64,
     pub generated: AtomicU64,
+    pub cache_entries: AtomicU64,
+    pub cache_bytes: AtomicU64,
+    pub cache_hits: AtomicU64,
 }
 
 impl Shared {
@@ -78,6 +91,9 @@ impl Shared {
             prompt_tokens_total: self.prompt_tokens.load(Ordering::Relaxed),
             cached_prompt_tokens_total: self.cached_tokens.load(Ordering::Relaxed),
             generated_tokens_total: self.generated.load(Ordering::Relaxed),
+            prompt_cache_entries: self.cache_entries.load(Ordering::Relaxed),
+            prompt_cache_bytes: self.cache_bytes.load(Ordering::Relaxed),
+            prompt_cache_hits_total: self.cache_hits.load(Ordering::Relaxed),
         }
     }
 }
@@ -93,6 +109,10 @@ pub(super) struct Limits {
     pub prefill_chunk: usize,
     /// Prompt tokens per step next to decoding streams.
     pub mixed_chunk: usize,
+    /// Bytes of saved sequence state the prompt cache may hold (0: no cache).
+    pub prompt_cache_bytes: usize,
+    /// The model's sliding window (`<arch>.attention.sliding_window`), if it declares one.
+    pub sliding_window: Option<usize>,
 }
 
 /// A running request.
@@ -117,6 +137,10 @@ struct Slot {
     /// Tokens whose keys and values are in the cache for this sequence (positions
     /// 0..len).
     cached: Vec<LlamaToken>,
+    /// The shortest prefix of `cached` this sequence may be cut to and still decode as a
+    /// fresh computation would: 0, except after restoring a state saved past a sliding
+    /// window (see [`Entry::whole_from`]).
+    whole_from: usize,
     active: Option<Active>,
 }
 
@@ -132,6 +156,15 @@ pub(super) struct Scheduler<'m> {
     /// and how big the last wave was.
     ended_in_step: usize,
     last_wave: Option<(Instant, usize)>,
+    /// Idle periods in a row that served one request each, and `admitted` when the last
+    /// one began.
+    lone_streak: u32,
+    admitted_at_wake: u64,
+    /// Finished sequences kept in host memory.
+    cache: PromptCache<SeqState>,
+    /// Saved states of sequences longer than this lose their early sliding-window cells
+    /// (`None`: no window known; set to 0 once a restore shows an unknown window).
+    trims_above: Option<usize>,
     /// Reused buffers: candidates, a token's bytes, top log-probabilities, prefill order.
     candidates: Vec<LlamaTokenData>,
     piece: Vec<u8>,
@@ -150,6 +183,7 @@ impl<'m> Scheduler<'m> {
             .map(|i| Slot {
                 seq: i as i32,
                 cached: Vec::with_capacity(limits.context),
+                whole_from: 0,
                 active: None,
             })
             .collect();
@@ -163,6 +197,10 @@ impl<'m> Scheduler<'m> {
             admitted: 0,
             ended_in_step: 0,
             last_wave: None,
+            lone_streak: 0,
+            admitted_at_wake: 0,
+            cache: PromptCache::new(limits.prompt_cache_bytes),
+            trims_above: limits.sliding_window,
             candidates: Vec::new(),
             piece: Vec::with_capacity(64),
             top: Vec::with_capacity(21),
@@ -209,7 +247,10 @@ impl<'m> Scheduler<'m> {
         }
         q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
         let woke = Instant::now();
-        let (expect, gap, cap) = burst_plan(self.last_wave, woke, self.limits.slots);
+        self.lone_streak = next_streak(self.lone_streak, self.admitted - self.admitted_at_wake);
+        self.admitted_at_wake = self.admitted;
+        let (expect, gap, cap) =
+            burst_plan(self.last_wave, woke, self.limits.slots, self.lone_streak);
         let mut seen = q.len();
         let mut last_arrival = woke;
         while !shared.shutdown.load(Ordering::Acquire) {
@@ -269,37 +310,50 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Puts `req` into the free slot sharing the longest cached prefix with its prompt.
+    /// Puts `req` into the free slot sharing the longest cached prefix with its prompt, or
+    /// restores the prompt cache's entry that serves it better into a free slot.
     fn assign(&mut self, req: Pending) {
         let prompt = &req.tokens;
-        let (best, _) = self
+        let (mut best, slot_keep) = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
             .map(|(i, s)| {
-                let common = s
-                    .cached
-                    .iter()
-                    .zip(prompt.iter())
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let keep = prompt_cache::usable(&s.cached, s.whole_from, prompt);
                 // Longest prefix first; then the slot with the least cached (keep others);
                 // then the lowest slot, so a batch's sequences are consecutive streams (a
                 // ubatch's attention spans the streams from its lowest to highest id).
-                (i, (common, usize::MAX - s.cached.len(), usize::MAX - i))
+                (i, (keep, usize::MAX - s.cached.len(), usize::MAX - i))
             })
             .max_by_key(|&(_, key)| key)
+            .map(|(i, (keep, _, _))| (i, keep))
             .expect("a free slot");
+        if let Some((e, n)) = self.cache.best(prompt) {
+            if n >= slot_keep + RESTORE_MIN_GAIN {
+                // Into the free slot holding the least (lowest first), after saving it.
+                let (target, _) = self
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.active.is_none())
+                    .min_by_key(|(i, s)| (s.cached.len(), *i))
+                    .expect("a free slot");
+                let entry = self.cache.take(e);
+                self.save(target);
+                if self.restore(target, entry) {
+                    best = target;
+                }
+            }
+        }
+        let prompt = &req.tokens;
+        let slot = &self.slots[best];
+        let mut keep = prompt_cache::usable(&slot.cached, slot.whole_from, prompt);
+        if slot.cached.len() >= keep + SAVE_MIN_TOKENS {
+            // What this prompt overwrites may come back (a conversation's next turn).
+            self.save(best);
+        }
         let slot = &mut self.slots[best];
-        let common = slot
-            .cached
-            .iter()
-            .zip(prompt.iter())
-            .take_while(|(a, b)| a == b)
-            .count();
-        // Never the whole prompt: its last token must be decoded for the logits.
-        let mut keep = common.min(prompt.len() - 1);
         if keep < slot.cached.len() {
             let removed = self
                 .ctx
@@ -313,13 +367,16 @@ impl<'m> Scheduler<'m> {
             }
             slot.cached.truncate(keep);
         }
-        if keep > 0 && self.ctx.kv_cache_seq_pos_min(slot.seq) > 0 {
+        if keep > 0 && slot.whole_from == 0 && self.ctx.kv_cache_seq_pos_min(slot.seq) > 0 {
             // The cache no longer holds the start of this sequence (sliding window).
             let _ = self
                 .ctx
                 .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
             slot.cached.clear();
             keep = 0;
+        }
+        if keep == 0 {
+            slot.whole_from = 0;
         }
         self.shared
             .prompt_tokens
@@ -353,6 +410,124 @@ impl<'m> Scheduler<'m> {
             generated: 0,
             scan,
         });
+    }
+
+    /// Saves slot `i`'s sequence to the prompt cache, when it is long enough and the cache
+    /// does not hold it yet.
+    ///
+    /// The KV cache has a stream per slot (not unified): llama.cpp writes the cells of the
+    /// sequence's own stream and reads them into the stream of the sequence restored to,
+    /// so a state saved from one slot restores into any other. A sliding-window layer's
+    /// cells are saved only as far as its last position can see them (whatever
+    /// `swa_full`), which [`Entry::whole_from`] records.
+    fn save(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        let mut len = slot.cached.len();
+        if len < SAVE_MIN_TOKENS || !self.cache.wants(&slot.cached) {
+            return;
+        }
+        let windowed = slot.whole_from > 0 || self.trims_above.is_some_and(|w| len > w);
+        if windowed && len >= SAVE_MIN_TOKENS + WINDOW_SLACK {
+            // A state past the window serves only a prompt keeping all of it, and a chat
+            // client's next turn re-renders the answer, whose last tokens may differ (trimmed
+            // whitespace, the end-of-turn token): saved without them, it serves that turn.
+            // The slot is being overwritten past this point anyway.
+            let cut = len - WINDOW_SLACK;
+            let seq = slot.seq;
+            if self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(cut as u32), None)
+                .unwrap_or(false)
+            {
+                self.slots[i].cached.truncate(cut);
+                len = cut;
+            }
+        }
+        let slot = &self.slots[i];
+        let size = self
+            .ctx
+            .state_seq_get_size_ext(slot.seq, LlamaStateSeqFlags::empty());
+        if size > self.limits.prompt_cache_bytes {
+            return;
+        }
+        let state = match self
+            .ctx
+            .state_seq_get(slot.seq, LlamaStateSeqFlags::empty())
+        {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(slot = i, error = %e, "generation: cannot save a sequence");
+                return;
+            }
+        };
+        let whole_from = if windowed { len - 1 } else { 0 };
+        let bytes = state.byte_len();
+        self.cache
+            .insert(slot.cached.clone(), state, bytes, whole_from);
+        tracing::debug!(
+            slot = i,
+            tokens = len,
+            bytes,
+            entries = self.cache.len(),
+            cache_bytes = self.cache.bytes(),
+            "generation: sequence saved to the prompt cache"
+        );
+        self.publish_cache();
+    }
+
+    /// Restores `entry` into slot `i` (whose own sequence is dropped). On failure the slot
+    /// is left empty and the prompt is computed from scratch.
+    fn restore(&mut self, i: usize, entry: Entry<SeqState>) -> bool {
+        let seq = self.slots[i].seq;
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.slots[i].cached.clear();
+        self.slots[i].whole_from = 0;
+        let restored = self.ctx.state_seq_set(&entry.state, seq);
+        let (min, max) = (
+            self.ctx.kv_cache_seq_pos_min(seq),
+            self.ctx.kv_cache_seq_pos_max(seq),
+        );
+        let len = entry.tokens.len();
+        if restored.is_err() || max + 1 != len as i32 || min < 0 {
+            tracing::warn!(
+                slot = i,
+                tokens = len,
+                pos_min = min,
+                pos_max = max,
+                error = ?restored.err(),
+                "generation: cannot restore a saved sequence"
+            );
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            self.publish_cache();
+            return false;
+        }
+        // What the cells say wins over what was expected: a state that lost early cells
+        // serves only a prompt keeping it (almost) whole.
+        let whole_from = if min > 0 { len - 1 } else { 0 };
+        if whole_from > entry.whole_from {
+            tracing::warn!(
+                tokens = len,
+                pos_min = min,
+                "generation: a saved sequence lost cells to a sliding window the model \
+                 does not declare; saved states are restored whole only from now on"
+            );
+            self.trims_above = Some(0);
+        }
+        let slot = &mut self.slots[i];
+        slot.cached = entry.tokens;
+        slot.whole_from = whole_from;
+        self.cache.hit();
+        self.publish_cache();
+        true
+    }
+
+    fn publish_cache(&self) {
+        let s = &self.shared;
+        s.cache_entries
+            .store(self.cache.len() as u64, Ordering::Relaxed);
+        s.cache_bytes
+            .store(self.cache.bytes() as u64, Ordering::Relaxed);
+        s.cache_hits.store(self.cache.hits(), Ordering::Relaxed);
     }
 
     /// Frees the slots whose client went away.
@@ -496,6 +671,7 @@ impl<'m> Scheduler<'m> {
                 let seq = self.slots[i].seq;
                 let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
                 self.slots[i].cached.clear();
+                self.slots[i].whole_from = 0;
                 self.free(i);
             }
         }
@@ -588,18 +764,33 @@ impl<'m> Scheduler<'m> {
 
 /// How the idle scheduler waits for a burst, woken at `now` by its first request: how
 /// many requests to expect, the quiet gap that ends the wait, and its cap. A wave of N > 1
-/// streams that ended together within `WAVE_MEMORY` brings back N requests; otherwise
-/// up to every slot may be coming.
+/// streams that ended together within `WAVE_MEMORY` brings back N requests; after
+/// `SEQUENTIAL_WAKES` idle periods of one request each (`lone_streak`) the request is alone
+/// and starts at once; otherwise up to every slot may be coming.
 fn burst_plan(
     last_wave: Option<(Instant, usize)>,
     now: Instant,
     slots: usize,
+    lone_streak: u32,
 ) -> (usize, Duration, Duration) {
     match last_wave {
         Some((at, n)) if n > 1 && now.saturating_duration_since(at) < WAVE_MEMORY => {
             (n.min(slots), WAVE_QUIET_GAP, WAVE_CAP)
         }
+        _ if lone_streak >= SEQUENTIAL_WAKES => (1, Duration::ZERO, Duration::ZERO),
         _ => (slots, QUIET_GAP, BURST_CAP),
+    }
+}
+
+/// The run of idle periods serving one request each, given the previous run and the
+/// requests admitted since the last wake (the idle period that just ended, including any
+/// that joined while it was busy). A burst that came unawaited after a run (its first
+/// request started at once, the rest joined it) ends the run, so the next one is awaited.
+fn next_streak(streak: u32, admitted_since_wake: u64) -> u32 {
+    if admitted_since_wake == 1 {
+        streak.saturating_add(1)
+    } else {
+        0
     }
 }
 
@@ -648,7 +839,7 @@ mod tests {
     #[test]
     fn a_burst_is_awaited_until_a_quiet_gap_and_never_past_the_cap() {
         let t0 = Instant::now();
-        let (expect, gap, cap) = burst_plan(None, t0, 4);
+        let (expect, gap, cap) = burst_plan(None, t0, 4, 0);
         assert_eq!((expect, gap, cap), (4, QUIET_GAP, BURST_CAP));
         // One request so far: wait a whole gap.
         assert_eq!(burst_wait(t0, t0, t0, 1, expect, gap, cap), Some(QUIET_GAP));
@@ -678,7 +869,7 @@ mod tests {
     fn after_a_wave_its_size_is_awaited() {
         let ended = Instant::now();
         let woke = ended + 3 * MS;
-        let (expect, gap, cap) = burst_plan(Some((ended, 3)), woke, 4);
+        let (expect, gap, cap) = burst_plan(Some((ended, 3)), woke, 4, 0);
         assert_eq!((expect, gap, cap), (3, WAVE_QUIET_GAP, WAVE_CAP));
         // 12 ms between arrivals is within the wave's gap (over HTTP they come spread out).
         let t = woke + 12 * MS;
@@ -689,14 +880,44 @@ mod tests {
         // The third of three: start without waiting for a fourth.
         assert_eq!(burst_wait(t, woke, t, 3, expect, gap, cap), None);
         // Capped by the slots.
-        assert_eq!(burst_plan(Some((ended, 9)), woke, 4).0, 4);
+        assert_eq!(burst_plan(Some((ended, 9)), woke, 4, 0).0, 4);
     }
 
     #[test]
     fn a_lone_stream_or_an_old_wave_says_nothing_about_the_next_burst() {
         let ended = Instant::now();
         let plan = (4, QUIET_GAP, BURST_CAP);
-        assert_eq!(burst_plan(Some((ended, 1)), ended + MS, 4), plan);
-        assert_eq!(burst_plan(Some((ended, 3)), ended + WAVE_MEMORY, 4), plan);
+        assert_eq!(burst_plan(Some((ended, 1)), ended + MS, 4, 0), plan);
+        assert_eq!(
+            burst_plan(Some((ended, 3)), ended + WAVE_MEMORY, 4, 0),
+            plan
+        );
+    }
+
+    #[test]
+    fn sequential_traffic_starts_at_once_and_a_burst_is_awaited_again() {
+        let t0 = Instant::now();
+        let burst = (4, QUIET_GAP, BURST_CAP);
+        // One client, one request after another: the first wakes still wait.
+        let mut streak = next_streak(0, 0);
+        assert_eq!(burst_plan(None, t0, 4, streak), burst);
+        streak = next_streak(streak, 1);
+        assert_eq!(burst_plan(None, t0, 4, streak), burst);
+        streak = next_streak(streak, 1);
+        assert_eq!(streak, SEQUENTIAL_WAKES);
+        let (expect, gap, cap) = burst_plan(None, t0, 4, streak);
+        assert_eq!((expect, gap, cap), (1, Duration::ZERO, Duration::ZERO));
+        // The lone request starts without waiting.
+        assert_eq!(burst_wait(t0, t0, t0, 1, expect, gap, cap), None);
+        streak = next_streak(streak, 1);
+        assert_eq!(burst_plan(None, t0, 4, streak).0, 1);
+        // A burst came (its first request started at once, three joined it): the next
+        // wake waits for the rest of a burst again.
+        streak = next_streak(streak, 4);
+        assert_eq!(streak, 0);
+        assert_eq!(burst_plan(None, t0, 4, streak), burst);
+        // A wave that just ended still brings back its size, whatever the streak.
+        let plan = burst_plan(Some((t0, 3)), t0 + MS, 4, 5);
+        assert_eq!(plan, (3, WAVE_QUIET_GAP, WAVE_CAP));
     }
 }

@@ -1,0 +1,127 @@
+//! Signals between hub replicas over PostgreSQL `NOTIFY`, beyond the
+//! scheduler's own (`scheduler::WAKE_CHANNEL`, `scheduler::ASSIGNMENTS_CHANNEL`):
+//!
+//! - **Cache invalidations** ([`INVALIDATE_CHANNEL`], a small JSON payload
+//!   `{"kind": ..., "id": ...}`, see [`Invalidation`]). What a process changes
+//!   it drops from its own caches at once and publishes; every process's
+//!   listener (`scheduler::spawn_listener`) applies it too, so another replica
+//!   stops answering from a stale token, role, route or quota within a
+//!   notification's delivery time rather than the caches' TTLs. The TTLs stay
+//!   the bound when a notification is lost: the listener reconnects and, since
+//!   it may have missed some, clears every cache when it (re)connects.
+//!   Applying an invalidation twice (the publisher receives its own) is
+//!   harmless.
+//! - **Replica ready** ([`READY_CHANNEL`], payload the endpoint id), sent by
+//!   the database itself when a worker reports a replica `running`
+//!   (`db::endpoints::update_replica`): a gateway request held for a cold
+//!   endpoint is answered at once instead of at its next re-read (the
+//!   waiters of one process share its one listener, see `gateway::Live`).
+
+use crate::state::AppState;
+use serde::{Deserialize, Serialize};
+
+/// NOTIFY channel of cache invalidations (payload: an [`Invalidation`] as JSON).
+pub const INVALIDATE_CHANNEL: &str = "paddock_invalidate";
+/// NOTIFY channel of replicas that became ready (payload: the endpoint id).
+pub const READY_CHANNEL: &str = "paddock_ready";
+
+/// What changed, so every process drops what it cached of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Invalidation {
+    /// A token was revoked (token id).
+    Token(i64),
+    /// A namespace's members or roles changed, or the org was deleted (namespace id).
+    Roles(i64),
+    /// An endpoint was changed, paused, resumed, deleted or scaled down (endpoint id).
+    Endpoint(i64),
+    /// Routes in general (an endpoint created, workers lost).
+    Routes,
+    /// A namespace's quotas or rate limits changed (namespace id).
+    Quota(i64),
+}
+
+/// Drops what this process cached of `what`.
+pub fn apply(state: &AppState, what: Invalidation) {
+    match what {
+        Invalidation::Token(id) => state.tenancy.token_cache.forget_token(id),
+        Invalidation::Roles(ns) => state.tenancy.roles.forget_namespace(ns),
+        Invalidation::Endpoint(id) => state.live.forget_endpoint(id),
+        Invalidation::Routes => state.live.forget_routes(),
+        Invalidation::Quota(ns) => {
+            state.live.quotas.forget(ns);
+            state.tenancy.rate.invalidate();
+        }
+    }
+}
+
+/// Drops every cache an invalidation reaches (the listener (re)connected and
+/// may have missed some).
+pub fn clear_all(state: &AppState) {
+    state.tenancy.token_cache.clear();
+    state.tenancy.roles.clear();
+    state.live.forget_routes();
+    state.live.quotas.clear();
+    state.tenancy.rate.invalidate();
+}
+
+/// Applies `what` here at once and publishes it to every replica. Call it
+/// after the change is committed (a replica that reloads on the notification
+/// must read the new state). A failed publish is logged, not returned: the
+/// change is made, and other replicas see it within the TTLs.
+pub async fn invalidate(state: &AppState, what: Invalidation) {
+    apply(state, what);
+    let payload = serde_json::to_string(&what).expect("an invalidation serializes");
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INVALIDATE_CHANNEL)
+        .bind(&payload)
+        .execute(&state.db)
+        .await
+    {
+        tracing::warn!(error = %e, invalidation = %payload, "publishing a cache invalidation failed; other replicas see the change within the TTLs");
+    }
+}
+
+/// Handles a notification on [`INVALIDATE_CHANNEL`] or [`READY_CHANNEL`]
+/// (from the listener); false for another channel.
+pub fn received(state: &AppState, channel: &str, payload: &str) -> bool {
+    match channel {
+        INVALIDATE_CHANNEL => {
+            match serde_json::from_str::<Invalidation>(payload) {
+                Ok(what) => apply(state, what),
+                Err(e) => {
+                    // From a newer replica, perhaps: drop everything rather than miss it.
+                    tracing::warn!(error = %e, payload, "unknown cache invalidation; clearing the caches");
+                    clear_all(state);
+                }
+            }
+            true
+        }
+        READY_CHANNEL => {
+            if let Ok(id) = payload.parse::<i64>() {
+                state.live.replica_ready(id);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invalidation;
+
+    #[test]
+    fn payloads_are_small_json() {
+        for (what, json) in [
+            (Invalidation::Token(7), r#"{"kind":"token","id":7}"#),
+            (Invalidation::Roles(3), r#"{"kind":"roles","id":3}"#),
+            (Invalidation::Endpoint(9), r#"{"kind":"endpoint","id":9}"#),
+            (Invalidation::Routes, r#"{"kind":"routes"}"#),
+            (Invalidation::Quota(1), r#"{"kind":"quota","id":1}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&what).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Invalidation>(json).unwrap(), what);
+        }
+    }
+}
