@@ -72,6 +72,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_MAX_CONCURRENT", default_value_t = 512)]
     pub max_concurrent: usize,
 
+    /// Longest an encoder's short batch waits for concurrent clients' inputs, in
+    /// microseconds (0: never; a lone sequential client never waits).
+    #[arg(long, env = "HUB_WORKER_FILL_WAIT_US", default_value_t = crate::engine::DEFAULT_FILL_WAIT_US)]
+    pub fill_wait_us: u64,
+
     /// Engine: auto (the fastest available: OpenVINO, then ONNX Runtime, then candle),
     /// candle, ort or openvino.
     #[arg(long, env = "HUB_WORKER_ENGINE", value_enum, default_value_t = EnginePreference::Auto)]
@@ -168,6 +173,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("forward_batch_size", &self.forward_batch_size)
             .field("replicas", &self.replicas)
             .field("max_concurrent", &self.max_concurrent)
+            .field("fill_wait_us", &self.fill_wait_us)
             .field("engine", &self.engine)
             .field("ort_dylib", &self.ort_dylib)
             .field("ort_spinning", &self.ort_spinning)
@@ -210,6 +216,7 @@ impl WorkerConfig {
             forward_batch_size: 0,
             replicas: 0,
             max_concurrent: 512,
+            fill_wait_us: crate::engine::DEFAULT_FILL_WAIT_US,
             engine: EnginePreference::Auto,
             ort_dylib: None,
             ort_spinning: false,
@@ -317,6 +324,7 @@ impl WorkerConfig {
             forward_batch_size: self.forward_batch_size,
             replicas: self.replicas,
             max_concurrent: self.max_concurrent,
+            fill_wait_us: self.fill_wait_us,
             engine: self.engine,
             gen_slots: self.gen_slots,
             gen_context: self.gen_context,

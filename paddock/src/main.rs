@@ -52,6 +52,9 @@ fn in_process_worker() -> EmbeddedWorker {
         if let Some(n) = env_usize("HUB_WORKER_REPLICAS") {
             cfg.replicas = n;
         }
+        if let Some(n) = env_usize("HUB_WORKER_FILL_WAIT_US") {
+            cfg.fill_wait_us = n as u64;
+        }
         Box::pin(hub_worker::run(cfg, h.stop))
     })
 }

@@ -8,7 +8,7 @@ use super::error::EngineError;
 use super::model::{ModelInfo, ModelStats};
 use super::options::{ClassifyOptions, EmbedOptions};
 use super::pooling;
-use super::queue::{Entry, EntryResult, Queue};
+use super::queue::{Admitted, Arriving, Entry, EntryResult, Queue};
 use super::spec::ScoreFn;
 use super::task::Task;
 use super::tokenize::{Encoded, TextInput, TokenizerPool};
@@ -17,6 +17,26 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Most inputs one request may carry.
 pub const MAX_INPUTS_PER_REQUEST: usize = 256;
+
+/// A request admitted: its input permits, and its place in the queue's count of
+/// requests in flight (the fill wait's signal, `queue::fill_wait`).
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: Admitted,
+    /// Until its inputs are handed to the queue.
+    arriving: Option<Arriving>,
+}
+
+/// Batching counters of an encoder's current queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchStats {
+    /// Forward passes handed to the backend.
+    pub passes: u64,
+    /// Inputs in those passes.
+    pub inputs: u64,
+    /// Windows that waited for the inputs of concurrent clients.
+    pub fill_waits: u64,
+}
 
 /// Embeddings of a request, in input order, with the tokens they cost.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,12 +165,25 @@ impl EncoderModel {
         }
     }
 
+    /// Batching counters of the queue serving new requests (they restart on an engine
+    /// switch).
+    pub fn batch_stats(&self) -> BatchStats {
+        let queue = self.inner.queue.read().expect("queue lock");
+        let s = queue.stats();
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        BatchStats {
+            passes: load(&s.batches),
+            inputs: load(&s.inputs),
+            fill_waits: load(&s.fill_waits),
+        }
+    }
+
     /// Most inputs one request may carry on this model.
     pub fn max_inputs(&self) -> usize {
         MAX_INPUTS_PER_REQUEST.min(self.inner.max_concurrent)
     }
 
-    fn admit(&self, count: usize) -> Result<OwnedSemaphorePermit, EngineError> {
+    fn admit(&self, count: usize) -> Result<Admission, EngineError> {
         if count == 0 {
             return Err(EngineError::EmptyInput);
         }
@@ -163,16 +196,30 @@ impl EncoderModel {
         self.permits(count)
     }
 
-    /// `count` admission permits now, or `Overloaded`.
-    fn permits(&self, count: usize) -> Result<OwnedSemaphorePermit, EngineError> {
-        self.inner
+    /// `count` admission permits now, or `Overloaded`; the request counts as in flight
+    /// from here on.
+    fn permits(&self, count: usize) -> Result<Admission, EngineError> {
+        let permit = self
+            .inner
             .admission
             .clone()
             .try_acquire_many_owned(count as u32)
             .map_err(|_| EngineError::Overloaded {
                 in_flight: self.stats().in_flight as usize,
                 limit: self.inner.max_concurrent,
-            })
+            })?;
+        let (in_flight, arriving) = self
+            .inner
+            .queue
+            .read()
+            .expect("queue lock")
+            .demand()
+            .admit();
+        Ok(Admission {
+            _permit: permit,
+            _in_flight: in_flight,
+            arriving: Some(arriving),
+        })
     }
 
     fn require_embedding(&self, requested: &'static str) -> Result<(), EngineError> {
@@ -195,7 +242,11 @@ impl EncoderModel {
 
     /// Tokenizes, queues and waits for the backend. Inputs are queued shortest first so a
     /// large request batches like sentence-transformers' length-sorted `encode`.
-    async fn run(&self, encoded: Vec<Encoded>) -> Result<Vec<Vec<f32>>, EngineError> {
+    async fn run(
+        &self,
+        admission: &mut Admission,
+        encoded: Vec<Encoded>,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = encoded.len();
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| encoded[i].ids.len());
@@ -215,11 +266,13 @@ impl EncoderModel {
         }
         // Under the read lock: a switch (write lock) then drains the old queue only after
         // this append reached it.
-        self.inner
-            .queue
-            .read()
-            .expect("queue lock")
-            .append(entries)?;
+        {
+            let queue = self.inner.queue.read().expect("queue lock");
+            match admission.arriving.take() {
+                Some(arriving) => queue.append_admitted(entries, arriving)?,
+                None => queue.append(entries)?,
+            }
+        }
         let mut out = Vec::with_capacity(n);
         for rx in receivers.into_iter().flatten() {
             out.push(rx.await.map_err(|_| EngineError::Unavailable)??);
@@ -234,7 +287,7 @@ impl EncoderModel {
         opts: EmbedOptions,
     ) -> Result<Embeddings, EngineError> {
         self.require_embedding("feature-extraction")?;
-        let _permit = self.admit(inputs.len())?;
+        let mut admission = self.admit(inputs.len())?;
         let dim = self.info().dim;
         if let Some(d) = opts.dimensions {
             if d == 0 || d > dim {
@@ -253,7 +306,7 @@ impl EncoderModel {
             )
             .await?;
         let prompt_tokens = encoded.iter().map(|e| e.ids.len()).sum();
-        let mut vectors = self.run(encoded).await?;
+        let mut vectors = self.run(&mut admission, encoded).await?;
         let normalize = opts.normalize.unwrap_or(self.info().normalize);
         for v in &mut vectors {
             if let Some(d) = opts.dimensions {
@@ -293,14 +346,14 @@ impl EncoderModel {
         let mut all = Vec::with_capacity(sentences.len() + 1);
         all.push(source);
         all.extend(sentences);
-        let _permit = self.permits(all.len())?;
+        let mut admission = self.permits(all.len())?;
         let encoded = self
             .inner
             .tokenizers
             .encode(all.into_iter().map(TextInput::Single).collect(), true)
             .await?;
         let tokens = encoded.iter().map(|e| e.ids.len()).sum();
-        let vectors = self.run(encoded).await?;
+        let vectors = self.run(&mut admission, encoded).await?;
         let scores = vectors[1..]
             .iter()
             .map(|v| pooling::cosine(&vectors[0], v))
@@ -320,10 +373,10 @@ impl EncoderModel {
                 requested: "text-classification",
             });
         }
-        let _permit = self.admit(inputs.len())?;
+        let mut admission = self.admit(inputs.len())?;
         let encoded = self.inner.tokenizers.encode(inputs, truncate).await?;
         let tokens = encoded.iter().map(|e| e.ids.len()).sum();
-        Ok((self.run(encoded).await?, tokens))
+        Ok((self.run(&mut admission, encoded).await?, tokens))
     }
 
     /// Classifies `inputs`: per input, labels with scores, best first.

@@ -317,6 +317,7 @@ fn batch_limits(
         wide: backends[0].can_run_wide(),
         wide_window: backends[0].wide_window().max(1),
         packs: backends[0].packs() && task.is_embedding(),
+        fill_wait: std::time::Duration::from_micros(cfg.fill_wait_us),
     }
 }
 

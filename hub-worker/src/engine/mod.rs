@@ -57,12 +57,15 @@ pub mod threads;
 pub mod tokenize;
 
 pub use encoder::{
-    scores, Classifications, Embeddings, EncoderModel, LabelScore, MAX_INPUTS_PER_REQUEST,
+    scores, BatchStats, Classifications, Embeddings, EncoderModel, LabelScore,
+    MAX_INPUTS_PER_REQUEST,
 };
 pub use error::{EngineError, InitError, LoadError, RunError, UnknownEngine};
 pub use load::ModelFamily;
 pub use model::{Model, ModelInfo, ModelStats};
-pub use options::{ClassifyOptions, EmbedOptions, EngineConfig, EnginePreference, Precision};
+pub use options::{
+    ClassifyOptions, EmbedOptions, EngineConfig, EnginePreference, Precision, DEFAULT_FILL_WAIT_US,
+};
 pub use pooling::PoolingMode;
 pub use select::check_precision;
 pub use spec::{ModelSpec, ScoreFn};

@@ -92,6 +92,14 @@ impl Model {
         }
     }
 
+    /// Batching counters, when this model is an encoder.
+    pub fn batch_stats(&self) -> Option<super::BatchStats> {
+        match self {
+            Model::Encoder(m) => Some(m.batch_stats()),
+            Model::Decoder(_) => None,
+        }
+    }
+
     /// Most inputs one request may carry on this model.
     pub fn max_inputs(&self) -> usize {
         match self {

@@ -82,6 +82,10 @@ pub const DEFAULT_GEN_PROMPT_CACHE_MIB: usize = 256;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
 
+/// Longest fill wait unless told otherwise: below one MiniLM pass on 2 cores (about 4 ms
+/// for one input), so a window that waits in vain costs less than the pass it delays.
+pub const DEFAULT_FILL_WAIT_US: u64 = 2000;
+
 /// Knobs of one loaded model.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -99,6 +103,10 @@ pub struct EngineConfig {
     pub replicas: usize,
     /// Inputs admitted at once (queued or running); more is answered `Overloaded`.
     pub max_concurrent: usize,
+    /// Longest a short window waits, in microseconds, for the inputs of concurrent
+    /// clients before its forward pass starts (`queue::fill_wait`; 0: never). A lone
+    /// sequential client never waits.
+    pub fill_wait_us: u64,
     /// Tokenizer threads for this model.
     pub tokenizer_threads: usize,
     pub engine: EnginePreference,
@@ -143,6 +151,7 @@ impl Default for EngineConfig {
             forward_batch_size: 0,
             replicas: 0,
             max_concurrent: 512,
+            fill_wait_us: DEFAULT_FILL_WAIT_US,
             tokenizer_threads: std::thread::available_parallelism()
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),

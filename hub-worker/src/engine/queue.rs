@@ -2,13 +2,14 @@
 //! of entries in arrival order (cut to a token budget, padding counted on CPU engines),
 //! sorts it by length, cuts it into forward passes, and hands the passes, costliest first,
 //! to the model's backend replicas as each one asks for work. Entries whose client went
-//! away are dropped here, before they cost a forward pass.
+//! away are dropped here, before they cost a forward pass. When concurrent clients are
+//! about to add to a short window, it waits for them a little ([`fill_wait`]).
 
 use super::error::EngineError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What the backend thread sends back for one entry: a pooled embedding or logits.
@@ -56,6 +57,115 @@ pub struct BatchLimits {
     /// Whether the backend runs a pass as one unpadded row when that is cheaper
     /// (`Backend::packs`): a short window is then cut by tokens, not by length.
     pub packs: bool,
+    /// Longest a short window waits for the inputs of concurrent clients ([`fill_wait`];
+    /// zero: never).
+    pub fill_wait: Duration,
+}
+
+/// What the queue knows, when a replica is idle and inputs wait, about the inputs that
+/// may still join them ([`fill_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// Inputs queued (the window about to start).
+    pub pending: usize,
+    /// Requests admitted whose inputs are not queued yet (being tokenized).
+    pub arriving: usize,
+    /// Requests admitted and not yet answered: queued, running, arriving.
+    pub in_flight: usize,
+    /// Most requests in flight at once lately ([`Demand`]'s window): how many clients
+    /// there are. A client that is not in flight now is, in a closed loop, on its way
+    /// back (reading its answer, in the gateway, in the HTTP layer).
+    pub concurrency: usize,
+    /// How long this window has waited already.
+    pub waited: Duration,
+}
+
+/// How much longer a window of `fill.pending` inputs should wait for more before its
+/// forward pass starts; `None`: start now.
+///
+/// It waits only when more inputs are coming: a request admitted but still being
+/// tokenized, or fewer requests in flight than the recent concurrency (clients that come
+/// back in a closed loop), and only while the window is smaller than both that
+/// concurrency and a full pass, for at most `bound` in all. A lone sequential client
+/// never waits: its one request is all the concurrency there is. At concurrency 4 through
+/// a slow client the requests reach the worker spread over a few milliseconds, so without
+/// the wait each pass held one or two inputs (issue 19).
+pub fn fill_wait(fill: Fill, max_pass: usize, bound: Duration) -> Option<Duration> {
+    let tokenizing = fill.arriving > 0;
+    let returning = fill.in_flight < fill.concurrency && fill.pending < fill.concurrency;
+    let room = fill.pending < max_pass.max(1);
+    if fill.pending == 0 || !(tokenizing || returning) || !room || fill.waited >= bound {
+        return None;
+    }
+    Some(bound - fill.waited)
+}
+
+/// How long [`Demand`] remembers a peak of concurrent requests.
+const CONCURRENCY_WINDOW: Duration = Duration::from_millis(250);
+
+/// Requests a model has admitted, counted at the handler's entry (admission, before
+/// tokenizing): the queue's signal of inputs it cannot see yet. Shared by the encoder
+/// (which counts) and the queue thread (which reads).
+#[derive(Debug, Default)]
+pub struct Demand {
+    in_flight: AtomicUsize,
+    arriving: AtomicUsize,
+    /// Most requests in flight at once since the queue thread last rolled its window.
+    peak: AtomicUsize,
+}
+
+impl Demand {
+    /// Counts a request in: in flight until the first guard drops (after its answer),
+    /// arriving until the second does (when its inputs reach the queue thread, see
+    /// [`Queue::append_admitted`]).
+    pub fn admit(self: &Arc<Self>) -> (Admitted, Arriving) {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        self.arriving.fetch_add(1, Ordering::Relaxed);
+        (Admitted(self.clone()), Arriving(self.clone()))
+    }
+
+    /// Requests admitted and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight ([`Demand::admit`]); dropping it counts the request out.
+#[derive(Debug)]
+pub struct Admitted(Arc<Demand>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request whose inputs are not queued yet ([`Demand::admit`]).
+#[derive(Debug)]
+pub struct Arriving(Arc<Demand>);
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.arriving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The queue thread's view of recent concurrency: the peak of the window before and of
+/// the current one, so a peak is remembered between one and two windows.
+struct Concurrency {
+    previous: usize,
+    since: Instant,
+}
+
+impl Concurrency {
+    fn read(&mut self, demand: &Demand, now: Instant) -> usize {
+        if now.duration_since(self.since) >= CONCURRENCY_WINDOW {
+            self.previous = demand.peak.swap(demand.in_flight(), Ordering::Relaxed);
+            self.since = now;
+        }
+        self.previous.max(demand.peak.load(Ordering::Relaxed))
+    }
 }
 
 /// A forward pass handed to a replica.
@@ -165,10 +275,13 @@ pub fn take_batch(queue: &mut VecDeque<Entry>, limits: BatchLimits) -> (Vec<Entr
 }
 
 enum Cmd {
-    Append(Vec<Entry>),
+    /// Entries of one request; its `Arriving` guard drops once they are pending.
+    Append(Vec<Entry>, Option<Arriving>),
     NextBatch(usize, mpsc::Sender<Option<Pass>>),
     /// Take no more entries; stop once every queued one has been handed out.
     Drain,
+    /// A fill wait ran out (made by the queue thread itself).
+    Tick,
     Shutdown,
 }
 
@@ -181,6 +294,10 @@ pub struct QueueStats {
     pub dropped: AtomicU64,
     /// Batches handed to the backend.
     pub batches: AtomicU64,
+    /// Inputs handed to the backend (over `batches`: the mean pass size).
+    pub inputs: AtomicU64,
+    /// Windows that waited for more inputs ([`fill_wait`]).
+    pub fill_waits: AtomicU64,
 }
 
 /// Handle to a model's queue thread. Cloning shares the thread; each backend replica
@@ -189,6 +306,7 @@ pub struct QueueStats {
 pub struct Queue {
     tx: mpsc::Sender<Cmd>,
     stats: Arc<QueueStats>,
+    demand: Arc<Demand>,
     servers: Arc<Servers>,
 }
 
@@ -216,13 +334,15 @@ impl Queue {
     pub fn start(limits: BatchLimits, name: &str) -> std::io::Result<Queue> {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(QueueStats::default());
-        let thread_stats = stats.clone();
+        let demand = Arc::new(Demand::default());
+        let (thread_stats, thread_demand) = (stats.clone(), demand.clone());
         std::thread::Builder::new()
             .name(format!("queue-{name}"))
-            .spawn(move || queue_thread(rx, limits, &thread_stats))?;
+            .spawn(move || queue_thread(rx, limits, &thread_stats, &thread_demand))?;
         Ok(Queue {
             tx,
             stats,
+            demand,
             servers: Arc::default(),
         })
     }
@@ -257,8 +377,26 @@ impl Queue {
     /// Appends entries (in order). Fails only when the queue has shut down.
     pub fn append(&self, entries: Vec<Entry>) -> Result<(), EngineError> {
         self.tx
-            .send(Cmd::Append(entries))
+            .send(Cmd::Append(entries, None))
             .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Appends the entries of a request admitted with [`Demand::admit`]: the queue thread
+    /// stops counting it as arriving once they are pending (not before, or a window could
+    /// wait for the very request it already holds).
+    pub fn append_admitted(
+        &self,
+        entries: Vec<Entry>,
+        arriving: Arriving,
+    ) -> Result<(), EngineError> {
+        self.tx
+            .send(Cmd::Append(entries, Some(arriving)))
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// The request counts this queue's fill wait reads ([`Demand::admit`] at admission).
+    pub fn demand(&self) -> &Arc<Demand> {
+        &self.demand
     }
 
     /// Blocks until a forward pass is ready for replica `replica`; `None` once the queue
@@ -287,7 +425,7 @@ impl Queue {
     }
 }
 
-fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats) {
+fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats, demand: &Demand) {
     let mut pending: VecDeque<Entry> = VecDeque::new();
     // Passes cut from the current window, not yet handed out.
     let mut ready: VecDeque<Vec<Entry>> = VecDeque::new();
@@ -296,10 +434,30 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
     // Replica 0 is running a wide pass: nobody else gets work until it asks again.
     let mut wide_running = false;
     let mut draining = false;
+    let mut concurrency = Concurrency {
+        previous: 0,
+        since: Instant::now(),
+    };
+    // A short window is waiting for more inputs (since then, until the deadline).
+    let mut filling: Option<(Instant, Instant)> = None;
     loop {
-        let cmd = rx.recv().unwrap_or(Cmd::Shutdown);
+        let cmd = match filling {
+            None => rx.recv().unwrap_or(Cmd::Shutdown),
+            Some((_, deadline)) => {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(cmd) => Some(cmd),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Some(Cmd::Shutdown),
+                }
+                .unwrap_or(Cmd::Tick)
+            }
+        };
         match cmd {
-            Cmd::Append(entries) => pending.extend(entries),
+            Cmd::Tick => {}
+            Cmd::Append(entries, arriving) => {
+                pending.extend(entries);
+                drop(arriving);
+            }
             Cmd::Drain => draining = true,
             Cmd::NextBatch(replica, w) => {
                 if replica == 0 {
@@ -317,6 +475,24 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
         }
         while !waiters.is_empty() && !wide_running {
             if ready.is_empty() {
+                if !draining && !limits.fill_wait.is_zero() {
+                    let now = Instant::now();
+                    let fill = Fill {
+                        pending: pending.len(),
+                        arriving: demand.arriving.load(Ordering::Relaxed),
+                        in_flight: demand.in_flight(),
+                        concurrency: concurrency.read(demand, now),
+                        waited: filling.map_or(Duration::ZERO, |(since, _)| now - since),
+                    };
+                    if let Some(more) = fill_wait(fill, limits.max_pass, limits.fill_wait) {
+                        if filling.is_none() {
+                            stats.fill_waits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        filling = Some((now - fill.waited, now + more));
+                        break;
+                    }
+                }
+                filling = None;
                 let (window, dropped) = take_batch(&mut pending, limits);
                 stats.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                 if window.is_empty() {
@@ -352,6 +528,9 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
                 break;
             };
             stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .inputs
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
             match w.send(Some(Pass { entries, wide })) {
                 Ok(()) => wide_running = wide,
                 // That replica is gone: the pass goes to the next one (or waits).
@@ -359,6 +538,10 @@ fn queue_thread(rx: mpsc::Receiver<Cmd>, limits: BatchLimits, stats: &QueueStats
                     ready.push_front(pass.map(|p| p.entries).unwrap_or_default());
                 }
             }
+        }
+        if waiters.is_empty() || wide_running || pending.is_empty() {
+            // Nothing to start: no wait to time.
+            filling = None;
         }
         let queued = pending.len() + ready.iter().map(Vec::len).sum::<usize>();
         stats.depth.store(queued, Ordering::Relaxed);
@@ -432,6 +615,7 @@ mod tests {
         wide: false,
         wide_window: 1,
         packs: false,
+        fill_wait: Duration::ZERO,
     };
 
     #[test]
@@ -747,5 +931,140 @@ mod tests {
         assert!(!r1.is_finished(), "replica 1 ran beside a wide pass");
         queue.shutdown();
         let _ = r1.join();
+    }
+
+    fn fill(pending: usize, arriving: usize, in_flight: usize, concurrency: usize) -> Fill {
+        Fill {
+            pending,
+            arriving,
+            in_flight,
+            concurrency,
+            waited: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_sequential_client_never_waits() {
+        let bound = Duration::from_millis(2);
+        // One request in flight, queued: nothing else is coming.
+        assert_eq!(fill_wait(fill(1, 0, 1, 1), 8, bound), None);
+        // A request of 4 inputs from a lone client: its window is all there is.
+        assert_eq!(fill_wait(fill(4, 0, 1, 1), 8, bound), None);
+        // Nothing queued: nothing to start, nothing to wait for.
+        assert_eq!(fill_wait(fill(0, 1, 2, 4), 8, bound), None);
+    }
+
+    #[test]
+    fn a_short_window_waits_for_concurrent_clients_within_the_bound() {
+        let bound = Duration::from_millis(2);
+        // Four requests in flight, one queued, three tokenizing: wait.
+        assert_eq!(fill_wait(fill(1, 3, 4, 4), 8, bound), Some(bound));
+        // One queued, four clients lately, the others on their way back: wait.
+        assert_eq!(fill_wait(fill(1, 0, 1, 4), 8, bound), Some(bound));
+        // ... for what is left of the bound, and not once it is spent.
+        let waited = Fill {
+            waited: Duration::from_micros(1500),
+            ..fill(2, 0, 2, 4)
+        };
+        assert_eq!(
+            fill_wait(waited, 8, bound),
+            Some(Duration::from_micros(500))
+        );
+        let spent = Fill {
+            waited: bound,
+            ..fill(2, 0, 2, 4)
+        };
+        assert_eq!(fill_wait(spent, 8, bound), None);
+        // Every client's request is in (queued or running), none tokenizing: go.
+        assert_eq!(fill_wait(fill(2, 0, 4, 4), 8, bound), None);
+        // As many inputs as clients, or a full pass: go.
+        assert_eq!(fill_wait(fill(4, 0, 2, 4), 8, bound), None);
+        assert_eq!(fill_wait(fill(2, 0, 1, 4), 2, bound), None);
+        // A request still tokenizing is waited for even past the concurrency estimate.
+        assert_eq!(fill_wait(fill(1, 1, 2, 1), 8, bound), Some(bound));
+    }
+
+    #[test]
+    fn concurrency_is_the_peak_of_the_last_window_or_two() {
+        let demand = Arc::new(Demand::default());
+        let t0 = Instant::now();
+        let mut c = Concurrency {
+            previous: 0,
+            since: t0,
+        };
+        let guards: Vec<_> = (0..4).map(|_| demand.admit()).collect();
+        drop(guards);
+        assert_eq!(demand.in_flight(), 0);
+        assert_eq!(demand.arriving.load(Ordering::Relaxed), 0);
+        assert_eq!(c.read(&demand, t0), 4, "the peak, though all have left");
+        // One window on, it is still remembered; two windows of a lone client, it is not.
+        let (_one, _a) = demand.admit();
+        assert_eq!(c.read(&demand, t0 + CONCURRENCY_WINDOW), 4);
+        assert_eq!(c.read(&demand, t0 + 2 * CONCURRENCY_WINDOW), 1);
+    }
+
+    #[test]
+    fn the_queue_waits_for_a_concurrent_request_but_not_for_a_lone_one() {
+        let limits = BatchLimits {
+            fill_wait: Duration::from_millis(400),
+            ..PADDED
+        };
+        let queue = Queue::start(limits, "fill").unwrap();
+        let ask = || {
+            let q = queue.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let pass = q.next_batch(0).unwrap();
+                (pass.entries.len(), t.elapsed())
+            })
+        };
+        // A lone client: admitted, queued, handed out at once.
+        let (admitted, arriving) = queue.demand().admit();
+        let (e, _rx) = entry(5);
+        queue.append_admitted(vec![e], arriving).unwrap();
+        let (n, took) = ask().join().unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            took < Duration::from_millis(200),
+            "a lone request waited {took:?}"
+        );
+        drop(admitted);
+        assert_eq!(queue.stats().fill_waits.load(Ordering::Relaxed), 0);
+
+        // Two clients: the second is still tokenizing when the first is queued.
+        let waiter = ask();
+        std::thread::sleep(Duration::from_millis(20));
+        let (_a1, arriving1) = queue.demand().admit();
+        let (_a2, arriving2) = queue.demand().admit();
+        let (e1, _rx1) = entry(5);
+        queue.append_admitted(vec![e1], arriving1).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let (e2, _rx2) = entry(6);
+        queue.append_admitted(vec![e2], arriving2).unwrap();
+        let (n, took) = waiter.join().unwrap();
+        assert_eq!(n, 2, "the two requests share one pass");
+        assert!(
+            took < Duration::from_millis(400),
+            "started when both were in"
+        );
+        assert_eq!(queue.stats().fill_waits.load(Ordering::Relaxed), 1);
+
+        // The bound holds when the expected request never comes.
+        let (_a3, arriving3) = queue.demand().admit();
+        let (_a4, _never) = queue.demand().admit();
+        let (e3, _rx3) = entry(5);
+        let t = Instant::now();
+        let waiter = ask();
+        queue.append_admitted(vec![e3], arriving3).unwrap();
+        let (n, _) = waiter.join().unwrap();
+        assert_eq!(n, 1);
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(380) && took < Duration::from_secs(5),
+            "waited {took:?} for a 400 ms bound"
+        );
+        assert_eq!(queue.stats().inputs.load(Ordering::Relaxed), 4);
+        assert_eq!(queue.stats().batches.load(Ordering::Relaxed), 3);
+        queue.shutdown();
     }
 }

@@ -307,6 +307,13 @@ pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
         "in_flight": stats.in_flight,
         "queue_depth": stats.queue_depth,
     });
+    if let Some(b) = served.model.batch_stats() {
+        out["batching"] = json!({
+            "passes_total": b.passes,
+            "inputs_total": b.inputs,
+            "fill_waits_total": b.fill_waits,
+        });
+    }
     if let Some(d) = served.model.decoder() {
         let di = d.decoder_info();
         let ds = d.stats();

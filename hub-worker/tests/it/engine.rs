@@ -6,8 +6,8 @@
 use crate::common::*;
 use futures::FutureExt;
 use hub_worker::engine::{
-    ClassifyOptions, EmbedOptions, EngineConfig, EngineError, LoadError, Model, PoolingMode,
-    ScoreFn, Task, TextInput,
+    BatchStats, ClassifyOptions, EmbedOptions, EngineConfig, EngineError, EnginePreference,
+    LoadError, Model, PoolingMode, ScoreFn, Task, TextInput,
 };
 
 fn inputs_of(reference: &serde_json::Value) -> Vec<String> {
@@ -340,6 +340,111 @@ async fn abandoned_requests_release_permits() {
         .await
         .unwrap();
     assert_eq!(out.vectors.len(), 8);
+}
+
+/// Four concurrent single-input requests, admitted together, share one forward pass: the
+/// queue waits for the ones still tokenizing instead of running the first alone (issue 19);
+/// a lone sequential client never waits. Observed through the model's batching counters
+/// (the worker's `/info` shows them). On the tiny model with candle, and on MiniLM with
+/// the engine `auto` picks when `PADDOCK_MINILM_DIR` is set.
+#[tokio::test]
+async fn concurrent_single_inputs_share_a_forward_pass() {
+    let (tiny, _) = tiny_dir("distilbert", &small_tokenizer_dir());
+    let mut models = vec![(tiny, EnginePreference::Candle)];
+    if let Some(minilm) = minilm_dir("concurrent_single_inputs_share_a_forward_pass (MiniLM)") {
+        models.push((minilm, EnginePreference::Auto));
+    }
+    for (dir, engine) in models {
+        let cfg = EngineConfig {
+            engine,
+            replicas: 1,
+            forward_batch_size: 8,
+            // Generous, so a loaded machine cannot make it flaky: the wave below is all
+            // admitted before its first input is queued, so the wait ends on the last one.
+            fill_wait_us: 2_000_000,
+            ..EngineConfig::default()
+        };
+        let model = load(&dir, Some(Task::FeatureExtraction), cfg).await;
+        let label = format!("{} on {}", dir.display(), model.info().engine);
+        let stats = || model.batch_stats().expect("an encoder");
+        assert_eq!(stats(), BatchStats::default(), "{label}");
+
+        // A lone client, one request at a time: a pass each, no wait.
+        for i in 0..3 {
+            let t = std::time::Instant::now();
+            let out = model
+                .embed(
+                    vec![format!("sentence number {i}")],
+                    EmbedOptions::default(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(out.vectors.len(), 1);
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(1),
+                "{label}: a sequential request took {:?} (it waited for a batch)",
+                t.elapsed()
+            );
+        }
+        assert_eq!(
+            stats(),
+            BatchStats {
+                passes: 3,
+                inputs: 3,
+                fill_waits: 0
+            },
+            "{label}"
+        );
+
+        // Four clients at once, one sentence each.
+        let texts = [
+            "The cat sits on the mat.",
+            "A quick brown fox.",
+            "Gateways should be fast.",
+            "Batching helps throughput on CPUs.",
+        ];
+        let alone: Vec<Vec<f32>> = {
+            let mut v = Vec::new();
+            for t in texts {
+                v.push(
+                    model
+                        .embed(vec![t.to_string()], EmbedOptions::default())
+                        .await
+                        .unwrap()
+                        .vectors
+                        .remove(0),
+                );
+            }
+            v
+        };
+        let before = stats();
+        let outs = futures::future::join_all(
+            texts
+                .iter()
+                .map(|t| model.embed(vec![t.to_string()], EmbedOptions::default())),
+        )
+        .await;
+        let after = stats();
+        assert_eq!(
+            (
+                after.passes - before.passes,
+                after.inputs - before.inputs,
+                after.fill_waits - before.fill_waits
+            ),
+            (1, 4, 1),
+            "{label}: four concurrent requests should make one pass of four"
+        );
+        // Batched (padded) or alone, each gets its own embedding.
+        for (i, out) in outs.into_iter().enumerate() {
+            let got = out.unwrap().vectors.remove(0);
+            let c = cosine(&got, &alone[i]);
+            assert!(
+                c >= 0.9999,
+                "{label}: input {i} batched vs alone: cosine {c}"
+            );
+        }
+        assert_eq!(model.stats().in_flight, 0, "{label}");
+    }
 }
 
 #[test]

@@ -280,6 +280,12 @@ async fn hf_task_api_shapes() {
     assert_eq!(body["task"], "text-classification");
     assert_eq!(body["labels"], json!(["no", "yes"]));
     assert_eq!(body["engine"], "candle");
+    // Batching counters: every input answered above went through a forward pass.
+    let batching = &body["batching"];
+    let passes = batching["passes_total"].as_u64().unwrap();
+    let inputs = batching["inputs_total"].as_u64().unwrap();
+    assert!(passes >= 1 && inputs >= passes, "{batching}");
+    assert!(batching["fill_waits_total"].is_u64(), "{batching}");
 }
 
 #[actix_web::test]

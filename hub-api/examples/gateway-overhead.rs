@@ -1,0 +1,340 @@
+//! The gateway's own cost, without a model and without Python (issue 19), for
+//! `scripts/bench/gateway_overhead.sh`: a stand-in worker that answers a fixed embeddings
+//! body, registered straight in the hub's database, called directly and through the
+//! gateway, alternated, by C closed-loop clients at each concurrency level.
+//!
+//! ```text
+//! gateway-overhead --hub URL --token TOKEN --psql "PSQL ARGS" [--requests N] [--concurrency 1,16]
+//! ```
+//!
+//! It replaces `gateway_overhead.py` as the default because, on 2 cores, 16 Python client
+//! threads and a Python stand-in took the CPU the hub needed: the added p99 at 16 (18.7 ms)
+//! measured Python. Here the clients share one single-threaded tokio runtime, and the
+//! stand-in one actix worker thread, so the whole harness costs about one core at most.
+//! The measurement is the Python script's, kept so the two can be compared
+//! (`gateway_overhead.sh --python`): each client holds one keep-alive connection to the hub
+//! and one to the stand-in, warms both with 20 calls, then makes `N / C` pairs of calls,
+//! gateway first on even `i + k` and direct first on odd; the added latency is the
+//! difference of the percentiles (gateway p50 − direct p50, gateway p99 − direct p99),
+//! with the same nearest-rank rule (`round(q × (n − 1))`, ties to even).
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Session advisory lock the hub's scheduler leader holds; holding it keeps the
+/// scheduler on standby, so it does not touch the hand-made replica.
+const LEADER_LOCK: i64 = 0x5041_4444_4f43_4b01;
+
+const BODY: &str = r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.6,0.8]}],"usage":{"prompt_tokens":5,"total_tokens":5}}"#;
+const REQUEST: &str = r#"{"input":["How fast is the gateway?"]}"#;
+
+struct Args {
+    hub: String,
+    token: String,
+    psql: Vec<String>,
+    requests: usize,
+    concurrency: Vec<usize>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let (mut hub, mut token, mut psql) = (None, None, None);
+    let (mut requests, mut concurrency) = (2000, vec![1, 16]);
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--hub" => hub = Some(value),
+            "--token" => token = Some(value),
+            "--psql" => psql = Some(value.split_whitespace().map(str::to_string).collect()),
+            "--requests" => requests = value.parse()?,
+            "--concurrency" => {
+                concurrency = value
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?;
+            }
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    let missing = |f: &str| anyhow::anyhow!("missing {f}");
+    anyhow::ensure!(
+        concurrency.iter().all(|&c| c > 0 && c <= requests),
+        "--concurrency levels must be between 1 and --requests"
+    );
+    Ok(Args {
+        hub: hub.ok_or_else(|| missing("--hub"))?,
+        token: token.ok_or_else(|| missing("--token"))?,
+        psql: psql
+            .filter(|p: &Vec<String>| !p.is_empty())
+            .ok_or_else(|| missing("--psql"))?,
+        requests,
+        concurrency,
+    })
+}
+
+/// The stand-in worker: any POST with the gateway secret gets the fixed body and the
+/// token count header the gateway meters; anything else a 401.
+async fn standin(req: HttpRequest, _body: web::Bytes, secret: web::Data<String>) -> HttpResponse {
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(secret.as_str());
+    if !authorized {
+        return HttpResponse::Unauthorized().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("X-Input-Tokens", "5"))
+        .body(BODY)
+}
+
+/// Starts the stand-in on one actix worker thread; its port.
+fn start_standin(secret: String) -> anyhow::Result<u16> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("standin".into())
+        .spawn(move || {
+            let sys = actix_web::rt::System::new();
+            let started = tx.clone();
+            let run = sys.block_on(async move {
+                let secret = web::Data::new(secret);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(secret.clone())
+                        .default_service(web::post().to(standin))
+                })
+                .workers(1)
+                .disable_signals()
+                .bind(("127.0.0.1", 0))?;
+                let port = server.addrs()[0].port();
+                let running = server.run();
+                let _ = started.send(Ok(port));
+                running.await
+            });
+            if let Err(e) = run {
+                let _ = tx.send(Err(e));
+            }
+        })?;
+    Ok(rx.recv()??)
+}
+
+fn psql(args: &Args, sql: &str) -> Command {
+    let mut cmd = Command::new(&args.psql[0]);
+    cmd.args(&args.psql[1..])
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-c", sql]);
+    cmd
+}
+
+/// Kills the child on drop (the psql session holding the leader lock).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Nearest-rank percentile as the Python script computes it.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let i = (q * (sorted.len() - 1) as f64).round_ties_even() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    auth: String,
+}
+
+impl Target {
+    fn new(url: String, token: &str) -> anyhow::Result<Target> {
+        // One keep-alive connection per client and target, like the Python clients.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Target {
+            client,
+            url,
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    /// One call; milliseconds from sending to the whole body read.
+    async fn call(&self) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("authorization", &self.auth)
+            .header("content-type", "application/json")
+            .body(REQUEST)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(
+            status == reqwest::StatusCode::OK,
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        Ok(ms)
+    }
+}
+
+/// Gateway and direct latencies (ms) of `n / conc` alternated pairs from each of `conc`
+/// closed-loop clients.
+async fn measure(
+    gateway_url: &str,
+    direct_url: &str,
+    token: &str,
+    secret: &str,
+    n: usize,
+    conc: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(conc));
+    let mut tasks = Vec::with_capacity(conc);
+    for k in 0..conc {
+        let via = Target::new(gateway_url.to_string(), token)?;
+        let direct = Target::new(direct_url.to_string(), secret)?;
+        let barrier = barrier.clone();
+        tasks.push(tokio::task::spawn_local(async move {
+            for _ in 0..20 {
+                via.call().await?;
+                direct.call().await?;
+            }
+            let (mut g, mut d) = (Vec::with_capacity(n / conc), Vec::with_capacity(n / conc));
+            barrier.wait().await;
+            for i in 0..n / conc {
+                if (i + k) % 2 == 0 {
+                    g.push(via.call().await?);
+                    d.push(direct.call().await?);
+                } else {
+                    d.push(direct.call().await?);
+                    g.push(via.call().await?);
+                }
+            }
+            anyhow::Ok((g, d))
+        }));
+    }
+    let (mut g, mut d) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for t in tasks {
+        let (mg, md) = t.await??;
+        g.extend(mg);
+        d.extend(md);
+    }
+    Ok((g, d))
+}
+
+fn summary(xs: &mut [f64]) -> serde_json::Value {
+    xs.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "p50": round3(percentile(xs, 0.5)),
+        "p90": round3(percentile(xs, 0.9)),
+        "p99": round3(percentile(xs, 0.99)),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let secret = uuid::Uuid::new_v4().simple().to_string();
+    let worker_port = start_standin(secret.clone())?;
+    let _leader = KillOnDrop(
+        Command::new(&args.psql[0])
+            .args(&args.psql[1..])
+            .args([
+                "-q",
+                "-c",
+                &format!("SELECT pg_advisory_lock({LEADER_LOCK}); SELECT pg_sleep(100000)"),
+            ])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (wid, replica) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let sql = format!(
+        "INSERT INTO workers (id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, last_heartbeat)
+           VALUES ('{wid}', 'standin', 'http://127.0.0.1:{worker_port}', '{secret}', 8589934592, 8589934592, 2, now() + interval '1 day');
+         WITH e AS (INSERT INTO endpoints (namespace_id, name, repo_type, repository, revision, commit_oid, task,
+                      min_replicas, max_replicas, access, status)
+                    SELECT id, 'standin', 'model', 'bench/standin', 'main', repeat('0', 40), 'feature-extraction', 1, 1, 'protected', 'running'
+                    FROM namespaces WHERE name = 'bench' RETURNING id)
+         INSERT INTO replicas (id, endpoint_id, worker_id, status) SELECT '{replica}', id, '{wid}', 'running' FROM e;"
+    );
+    let status = psql(&args, &sql).stdout(Stdio::null()).status()?;
+    anyhow::ensure!(
+        status.success(),
+        "registering the stand-in failed: {status}"
+    );
+
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("?", |(_, m)| m.trim());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "CPU: {cpu}; {cores} cores; load {}; client: Rust (one tokio thread), stand-in: Rust (one actix thread)",
+        load.join(" ")
+    );
+
+    let gateway_url = format!(
+        "{}/endpoints/bench/standin/v1/embeddings",
+        args.hub.trim_end_matches('/')
+    );
+    let direct_url = format!("http://127.0.0.1:{worker_port}/models/{replica}/v1/embeddings");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    for &conc in &args.concurrency {
+        let (mut g, mut d) = local.block_on(
+            &rt,
+            measure(
+                &gateway_url,
+                &direct_url,
+                &args.token,
+                &secret,
+                args.requests,
+                conc,
+            ),
+        )?;
+        let (gs, ds) = (summary(&mut g), summary(&mut d));
+        let added = |q: &str| round3(gs[q].as_f64().unwrap_or(0.0) - ds[q].as_f64().unwrap_or(0.0));
+        let (p50, p90, p99) = (added("p50"), added("p90"), added("p99"));
+        println!(
+            "* concurrency {conc}, {} requests each way: added p50 **{p50} ms**, p90 {p90} ms, p99 **{p99} ms** (gateway {gs} / direct {ds})",
+            g.len()
+        );
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "concurrency": conc,
+                "requests_each": g.len(),
+                "gateway": gs,
+                "direct": ds,
+                "added_p50_ms": p50,
+                "added_p90_ms": p90,
+                "added_p99_ms": p99,
+                "client": "rust",
+            })
+        );
+    }
+    Ok(())
+}
