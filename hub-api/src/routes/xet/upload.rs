@@ -124,7 +124,7 @@ async fn verify_sha256(
                 while let Some(c) = stream.next().await {
                     out.extend_from_slice(&c.map_err(|e| e.to_string())?);
                 }
-                Ok(out)
+                Ok::<_, String>(out)
             })
         };
         for f in &files {
