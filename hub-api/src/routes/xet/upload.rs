@@ -25,14 +25,14 @@ pub async fn xorb(
     cas: CasToken,
     path: web::Path<(String, String)>,
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     cas.need_write()?;
     let (prefix, hash_str) = path.into_inner();
     check_prefix(&prefix, false)?;
     let claimed = hash::parse_hash(&hash_str)?;
     let max = state.limits.xet_xorb_body;
-    let body = read_limited(&req, &mut payload, max).await?;
+    let body = read_limited(&req, &mut payload.into_inner(), max).await?;
     let limits = XorbLimits {
         max_body_bytes: max,
         ..Default::default()
@@ -60,11 +60,11 @@ pub async fn shard(
     state: web::Data<AppState>,
     cas: CasToken,
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     cas.need_write()?;
     let max = state.limits.xet_shard_body;
-    let body = read_limited(&req, &mut payload, max).await?;
+    let body = read_limited(&req, &mut payload.into_inner(), max).await?;
     let parsed = tokio::task::spawn_blocking(move || shard::parse(&body, max))
         .await
         .map_err(join)??;
