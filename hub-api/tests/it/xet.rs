@@ -547,7 +547,7 @@ async fn xet_xorb_upload_validates_stores_once_and_rejects_corruption() {
     // Over the body limit: 413 before validation.
     let mut small = t.state.clone();
     small.limits.xet_xorb_body = 1000;
-    let app2 = app(&small).await;
+    let app2 = hub_testkit::app(&small).await;
     let (st, b) = post_xorb(&app2, &cas, &u.xorbs[1].0, &u.xorbs[1].1).await;
     assert_eq!(
         (st, json_of(&b)["code"].as_str()),
@@ -733,7 +733,7 @@ async fn xet_shard_registers_a_file_that_reconstructs_through_data_links() {
     // An expired link: 403 (the client then asks for a new reconstruction).
     let mut short = t.state.clone();
     short.limits.xet_data_link_ttl_s = 2;
-    let app_short = app(&short).await;
+    let app_short = hub_testkit::app(&short).await;
     let (_, b) = reconstruction(&app_short, &read, 2, &file, None).await;
     let r = json_of(&b);
     let d = &r["xorbs"][&x1.0][0];
