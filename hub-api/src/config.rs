@@ -165,6 +165,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=10080))]
     pub session_ttl_minutes: u32,
 
+    /// Lifetime of the Xet CAS access tokens the `xet-read-token` and
+    /// `xet-write-token` routes hand out, in seconds (clients refresh 30-60 s
+    /// before expiry, so keep it well above a minute).
+    #[arg(long, env = "HUB_XET_TOKEN_TTL_SECS", default_value_t = 3600, global = true,
+          value_parser = clap::value_parser!(u32).range(300..=86400))]
+    pub xet_token_ttl_secs: u32,
+
     /// Seconds a resolved API token is cached (0: no cache). A revocation made
     /// on another replica takes effect within this long.
     #[arg(long, env = "HUB_AUTH_CACHE_TTL_SECS", default_value_t = 5, global = true,
@@ -209,6 +216,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_token_rps", &self.rate_limit_token_rps)
             .field("rate_limit_anon_rps", &self.rate_limit_anon_rps)
             .field("session_ttl_minutes", &self.session_ttl_minutes)
+            .field("xet_token_ttl_secs", &self.xet_token_ttl_secs)
             .field("default_storage_quota", &self.default_storage_quota)
             .field("disk_reserve_mb", &self.disk_reserve_mb)
             .finish()

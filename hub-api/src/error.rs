@@ -28,6 +28,7 @@ pub use crate::routes::inference::workers::WorkerReportError;
 pub use crate::routes::query::QueryError;
 pub use crate::routes::v1::tokens::TokenSpecError;
 pub use crate::routes::v1::FieldError;
+pub use crate::routes::xet::XetError;
 
 /// A client-sent value cut to `max` characters, for an error message.
 pub fn clip(s: &str, max: usize) -> String {
@@ -58,6 +59,9 @@ pub enum ApiError {
     LfsRequest(#[from] LfsRequestError),
     #[error("invalid request: {0}")]
     AccessRequest(#[from] AccessRequestError),
+    /// A Xet hash, xorb, shard or Range the CAS cannot take.
+    #[error("{0}")]
+    Xet(#[from] XetError),
     #[error("invalid request: {0}")]
     RepoSettings(#[from] RepoSettingsError),
     #[error("invalid request: {0}")]
@@ -180,6 +184,7 @@ impl ApiError {
             InvalidRequest(_) | Body(_) | Query(_) | LfsRequest(_) | AccessRequest(_)
             | RepoSettings(_) | Parse(_) => "invalid_request",
             InvalidCommit(_) => "invalid_commit",
+            Xet(_) => "invalid_xet_data",
             InvalidSafetensors { .. } => "invalid_safetensors",
             InvalidGguf { .. } => "invalid_gguf",
             DigestMismatch(_) => "digest_mismatch",
@@ -233,6 +238,7 @@ impl ApiError {
             | RepoSettings(_)
             | Parse(_)
             | InvalidCommit(_)
+            | Xet(_)
             | InvalidSafetensors { .. }
             | InvalidGguf { .. }
             | DigestMismatch(_)
@@ -438,6 +444,7 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_revision",
     "invalid_request",
     "invalid_commit",
+    "invalid_xet_data",
     "invalid_safetensors",
     "invalid_gguf",
     "digest_mismatch",

@@ -86,7 +86,10 @@ pub async fn build_state(
         storage,
         public_url,
         keys,
-        limits: Limits::default(),
+        limits: Limits {
+            xet_token_ttl_s: i64::from(config.xet_token_ttl_secs),
+            ..Limits::default()
+        },
         live: Default::default(),
         tenancy: crate::state::Tenancy::from_config(config),
         health: Arc::new(Health::new(reserve)),

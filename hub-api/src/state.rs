@@ -104,6 +104,14 @@ pub struct Limits {
     pub multipart_chunk: u64,
     /// Objects above this size are offered multipart uploads.
     pub multipart_threshold: u64,
+    /// Lifetime of a Xet CAS access token (`xet-*-token`), in seconds.
+    pub xet_token_ttl_s: i64,
+    /// Lifetime of a Xet xorb data link, in seconds.
+    pub xet_data_link_ttl_s: i64,
+    /// Largest xorb upload body (the client's own limit, §5.5).
+    pub xet_xorb_body: usize,
+    /// Largest shard upload body.
+    pub xet_shard_body: usize,
 }
 
 impl Default for Limits {
@@ -117,6 +125,10 @@ impl Default for Limits {
             lfs_threshold: 10_000_000,
             multipart_chunk: 16 * 1024 * 1024,
             multipart_threshold: 50 * 1024 * 1024,
+            xet_token_ttl_s: 3600,
+            xet_data_link_ttl_s: 3600,
+            xet_xorb_body: hub_xet::xorb::XorbLimits::default().max_body_bytes,
+            xet_shard_body: hub_xet::shard::DEFAULT_MAX_SHARD_BYTES,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum StorageKey {
     Staging(Uuid),
     /// One part of a multipart LFS upload.
     UploadPart { session: Uuid, part: u32 },
+    /// A validated Xet xorb (§5.6 stored form), by its hash string:
+    /// `xorbs/default/<hash>`. The caller parses the hash (`hub_xet::hash`).
+    Xorb(String),
 }
 
 impl StorageKey {
@@ -49,6 +52,7 @@ impl StorageKey {
             StorageKey::UploadPart { session, part } => {
                 ObjPath::from(format!("uploads/{session}/{part:05}"))
             }
+            StorageKey::Xorb(h) => ObjPath::from(format!("xorbs/default/{h}")),
         }
     }
 }
@@ -537,6 +541,42 @@ impl Storage {
             buf.extend_from_slice(&c?);
         }
         Ok(buf.freeze())
+    }
+
+    /// Stores a validated xorb write-if-absent (content-addressed: identical
+    /// bytes may already be there, and a concurrent identical upload is
+    /// harmless). Staged and promoted, so the final key never holds half an
+    /// object. True when this call wrote it.
+    pub async fn put_xorb(&self, hash: &str, bytes: Bytes) -> Result<bool, StorageError> {
+        let key = StorageKey::Xorb(hash.to_string());
+        if self.backend.size(&key).await?.is_some() {
+            return Ok(false);
+        }
+        let staging = StorageKey::Staging(Uuid::new_v4());
+        self.store()
+            .put(&staging.path(), PutPayload::from_bytes(bytes))
+            .await?;
+        if let Err(e) = self.backend.promote(&staging, &key).await {
+            self.delete(&staging).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Size of a stored xorb, None when it is not stored.
+    pub async fn xorb_size(&self, hash: &str) -> Result<Option<u64>, StorageError> {
+        self.backend.size(&StorageKey::Xorb(hash.to_string())).await
+    }
+
+    /// Streams a byte range of a stored xorb (a data URL's answer).
+    pub async fn read_xorb(
+        &self,
+        hash: &str,
+        range: Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        self.backend
+            .read(&StorageKey::Xorb(hash.to_string()), Some(range))
+            .await
     }
 
     /// Stream a payload to a key (used by tests to plant objects).

@@ -10,6 +10,7 @@ pub mod namespaces;
 pub mod refs;
 pub mod repos;
 pub mod tokens;
+pub mod xet;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

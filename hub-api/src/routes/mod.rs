@@ -7,6 +7,7 @@ pub mod hf;
 pub mod inference;
 pub mod query;
 pub mod v1;
+pub mod xet;
 
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, Route};
@@ -294,6 +295,15 @@ fn build(r: &mut impl RouteSink) {
     );
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
+    // Xet: CAS access tokens (the read token leads to file bytes).
+    r.add(
+        api("/xet-write-token/{rev}"),
+        vec![on(GET, xet::token::write_token)],
+    );
+    r.bytes(
+        api("/xet-read-token/{rev}"),
+        vec![on(GET, xet::token::read_token)],
+    );
     // Gated repos: the access-request routes huggingface_hub calls.
     r.add(
         api("/user-access-request/handle"),
@@ -369,7 +379,39 @@ fn build(r: &mut impl RouteSink) {
         vec![on(GET, resolve::resolve), on(HEAD, resolve::resolve)],
     );
 
+    cas(r);
     dashboard(r);
+}
+
+/// The Xet CAS (`routes::xet`, xet-protocol.md §7) under `/cas`, the path
+/// part of the `casUrl` the token routes hand out. Its resources answer
+/// other methods with 404 (like pages), not 405: hf_xet falls back from an
+/// optional route only on 404, and every unlisted path (`/v1/xorb-grants`,
+/// `/v2/shards`, ...) is the app's 404.
+fn cas(r: &mut impl RouteSink) {
+    use xet::{download, upload};
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    r.page(
+        one("/cas/v1/xorbs/{prefix}/{hash}"),
+        vec![on(POST, upload::xorb), on(GET, download::data)],
+    );
+    r.page(
+        vec!["/cas/v1/shards".into(), "/cas/shards".into()],
+        vec![on(POST, upload::shard)],
+    );
+    r.page(
+        one("/cas/v1/reconstructions/{file}"),
+        vec![on(GET, download::reconstruction_v1)],
+    );
+    r.page(
+        one("/cas/v2/reconstructions/{file}"),
+        vec![on(GET, download::reconstruction_v2)],
+    );
+    r.page(
+        one("/cas/v1/chunks/{prefix}/{hash}"),
+        vec![on(GET, download::chunk)],
+    );
 }
 
 /// The dashboard (web/, `crate::dashboard`): server-rendered pages and

@@ -439,6 +439,8 @@ fn rows(
         row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |i| format!("{R}/tag/dt{i}")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/preupload/{rev}", RepoWrite(200), |_| format!("{R}/preupload/main"))
             .json(|_| json!({"files": [{"path": "x.bin", "size": 10, "sample": ""}]})),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-write-token/{rev}", RepoWrite(200), |_| format!("{R}/xet-write-token/main")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-read-token/{rev}", RepoRead(200), |_| format!("{R}/xet-read-token/main")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commit/{rev}", RepoWrite(200), |_| format!("{R}/commit/main"))
             .raw(|i| hub_testkit::ndjson("m", None, &[hub_testkit::file_op(&format!("c{i}.txt"), b"x")])),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/handle", GatedAdmin(200),
@@ -464,6 +466,15 @@ fn rows(
             let s = lfs_sha.to_string();
             move |_| format!("/lfs/objects/{s}")
         }),
+        // The Xet CAS takes only its own access tokens: hub credentials are
+        // no credentials there (401), and a data link needs its signature.
+        row(post.clone(), "/cas/v1/xorbs/{prefix}/{hash}", Public(401), |_| format!("/cas/v1/xorbs/default/{}", "ab".repeat(32))),
+        row(get.clone(), "/cas/v1/xorbs/{prefix}/{hash}", Public(403), |_| format!("/cas/v1/xorbs/default/{}", "ab".repeat(32))),
+        row(post.clone(), "/cas/v1/shards", Public(401), |_| "/cas/v1/shards".into()),
+        row(post.clone(), "/cas/shards", Public(401), |_| "/cas/shards".into()),
+        row(get.clone(), "/cas/v1/reconstructions/{file}", Public(401), |_| format!("/cas/v1/reconstructions/{}", "ab".repeat(32))),
+        row(get.clone(), "/cas/v2/reconstructions/{file}", Public(401), |_| format!("/cas/v2/reconstructions/{}", "ab".repeat(32))),
+        row(get.clone(), "/cas/v1/chunks/{prefix}/{hash}", Public(401), |_| format!("/cas/v1/chunks/default/{}", "ab".repeat(32))),
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/dir/f.txt")),
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/w.bin")),
         row(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/dev/dir/f.txt")),
@@ -959,6 +970,8 @@ fn gated_rows(
         grow(get.clone(), "/lfs/objects/{sha}", SignedLink, move |g| {
             links.get(&format!("{g:?}")).cloned().unwrap_or_else(|| format!("/lfs/objects/{sha_s}"))
         }),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-write-token/{rev}", Write, |_| format!("{R}/xet-write-token/main")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-read-token/{rev}", Bytes(200), |_| format!("{R}/xet-read-token/main")),
         grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/d/g.txt")),
         grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/w.bin")),
         grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/README.md")),
@@ -1263,7 +1276,10 @@ async fn gated_byte_routes_matrix() {
             let text = String::from_utf8_lossy(&body).to_string();
             let ok = g.may_download();
             let gated_403 = st == 403 && h.get("x-error-code").is_some_and(|v| v == "GatedRepo");
-            let shows = text.contains(GATED_MARK) || text.contains("/lfs/objects/");
+            // A Xet read token is a key to the bytes, like a link.
+            let shows = text.contains(GATED_MARK)
+                || text.contains("/lfs/objects/")
+                || text.contains("\"accessToken\"");
             let fail = match row.class {
                 GClass::Meta(want) => st != want,
                 // (README.md carries no mark: the card page shows it to everyone.)

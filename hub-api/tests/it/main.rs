@@ -21,3 +21,4 @@ mod git_ids;
 mod registry;
 mod strict_inputs;
 mod tenancy;
+mod xet;

@@ -1,0 +1,207 @@
+//! CAS reads: reconstructions (§7.6-7.8), the signed xorb data links they
+//! hand out (§7.9), and the global-dedup query (§7.5).
+//!
+//! A token reconstructs only files its repo registered; a dedup query only
+//! sees its namespace's index. Data links carry their own claims (xorb,
+//! byte ranges, expiry; signed with the hub's JWT keys): the client sends
+//! them no token, and answers a 403 by asking for a fresh reconstruction.
+
+use super::{check_prefix, CasToken, XetError, CAS_PREFIX};
+use crate::auth::jwt::{expires_in, ISSUER};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use hub_xet::hash::{self, XetHash};
+use hub_xet::reconstruct::{self, ByteRange, Plan, ReconstructError};
+use hub_xet::shard::{self, DedupXorb};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+const DATA_AUDIENCE: &str = "paddock-xet-data";
+/// How long a dedup answer's HMAC key is valid (§6.7).
+const DEDUP_KEY_TTL_S: u64 = 7 * 24 * 3600;
+
+/// The claims of a data link: which byte ranges (inclusive) of which xorb.
+#[derive(Debug, Serialize, Deserialize)]
+struct DataClaims {
+    iss: String,
+    aud: String,
+    exp: i64,
+    /// Xorb hash string.
+    sub: String,
+    /// Authorized ranges, `[start, end]` inclusive.
+    r: Vec<(u64, u64)>,
+}
+
+async fn data_link(state: &AppState, xorb: &XetHash, ranges: &[ByteRange]) -> ApiResult<String> {
+    let name = hash::hash_string(xorb);
+    let claims = DataClaims {
+        iss: ISSUER.into(),
+        aud: DATA_AUDIENCE.into(),
+        exp: expires_in(state.limits.xet_data_link_ttl_s),
+        sub: name.clone(),
+        r: ranges.iter().map(|b| (b.start, b.end)).collect(),
+    };
+    let sig = state.keys.sign(&claims).await.map_err(ApiError::internal)?;
+    Ok(format!(
+        "{}{CAS_PREFIX}/v1/xorbs/default/{name}?sig={sig}",
+        state.public_url.trim_end_matches('/')
+    ))
+}
+
+/// Loads the file and plans the answer for the request's `Range`.
+async fn plan(state: &AppState, cas: &CasToken, file: &str, req: &HttpRequest) -> ApiResult<Plan> {
+    let file = hash::parse_hash(file)?;
+    let (size, terms) = db::xet::repo_file(&state.db, cas.0.repo, &file)
+        .await?
+        .ok_or(ApiError::NotFound("xet file"))?;
+    let range = match req.headers().get(header::RANGE) {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| XetError::Range(ReconstructError::InvalidRange("not ASCII".into())))?;
+            Some(reconstruct::parse_range_header(v).map_err(XetError::Range)?)
+        }
+    };
+    let mut xorbs: Vec<XetHash> = terms.iter().map(|t| t.xorb).collect();
+    xorbs.sort_unstable_by_key(hash::hash_raw);
+    xorbs.dedup();
+    let indexes = db::xet::xorb_indexes(&state.db, &xorbs).await?;
+    reconstruct::plan(&terms, &indexes, range).map_err(|e| match e {
+        ReconstructError::NotSatisfiable { .. } => ApiError::RangeNotSatisfiable { size },
+        e @ ReconstructError::InvalidRange(_) => XetError::Range(e).into(),
+        e => ApiError::internal(e),
+    })
+}
+
+/// `GET /v1/reconstructions/{file}`: one data link per fetch entry.
+pub async fn reconstruction_v1(
+    state: web::Data<AppState>,
+    cas: CasToken,
+    file: web::Path<String>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let plan = plan(&state, &cas, &file, &req).await?;
+    let mut links = HashMap::new();
+    for (x, ranges) in &plan.fetch {
+        for r in ranges {
+            links.insert((*x, r.bytes.start), data_link(&state, x, &[r.bytes]).await?);
+        }
+    }
+    let body = plan.to_v1(&|x, b| links[&(*x, b[0].start)].clone());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /v2/reconstructions/{file}`: one data link per xorb, valid for each
+/// of its ranges.
+pub async fn reconstruction_v2(
+    state: web::Data<AppState>,
+    cas: CasToken,
+    file: web::Path<String>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let plan = plan(&state, &cas, &file, &req).await?;
+    let mut links = HashMap::new();
+    for (x, ranges) in &plan.fetch {
+        let bytes: Vec<ByteRange> = ranges.iter().map(|r| r.bytes).collect();
+        links.insert(*x, data_link(&state, x, &bytes).await?);
+    }
+    let body = plan.to_v2(&|x, _| links[x].clone());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn link_refused(why: &str) -> ApiError {
+    ApiError::Forbidden(format!("xorb data link refused: {why}"))
+}
+
+/// `GET /v1/xorbs/default/{hash}?sig=…`: exactly the requested byte range of
+/// the stored xorb (206), when the link is unexpired and lists a range that
+/// holds it. Without `Range`, a link for one range serves that range.
+/// Streamed from the object store.
+pub async fn data(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let (prefix, name) = path.into_inner();
+    check_prefix(&prefix, false)?;
+    let xorb = hash::hash_string(&hash::parse_hash(&name)?);
+    let sig = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| link_refused("no signature"))?;
+    let c: DataClaims = state
+        .keys
+        .verify(&sig, DATA_AUDIENCE)
+        .await
+        .map_err(|_| link_refused("invalid or expired signature"))?;
+    // Strict expiry (the JWT check allows clock skew): the client asks for a
+    // fresh reconstruction on 403.
+    if c.exp <= chrono::Utc::now().timestamp() {
+        return Err(link_refused("expired"));
+    }
+    if c.sub != xorb {
+        return Err(link_refused("signed for another xorb"));
+    }
+    let (start, end) = match req.headers().get(header::RANGE) {
+        Some(v) => {
+            let v = v.to_str().map_err(|_| link_refused("malformed Range"))?;
+            match reconstruct::parse_range_header(v) {
+                Ok(reconstruct::RangeRequest::FromTo(a, b)) => (a, b),
+                _ => return Err(link_refused("Range must be one bytes=start-end")),
+            }
+        }
+        None if c.r.len() == 1 => c.r[0],
+        None => return Err(link_refused("send one of the link's ranges in Range")),
+    };
+    if !c.r.iter().any(|&(s, e)| s <= start && end <= e) {
+        return Err(link_refused("range not covered by the link"));
+    }
+    let stream = state.storage.read_xorb(&xorb, start..end + 1).await?;
+    Ok(HttpResponse::PartialContent()
+        .content_type("application/octet-stream")
+        .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/*")))
+        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
+        .no_chunking(end + 1 - start)
+        .streaming(stream))
+}
+
+/// `GET /v1/chunks/{default|default-merkledb}/{chunk}`: the dedup shard of
+/// this namespace's newest upload holding the chunk, its chunk hashes keyed
+/// with a fresh HMAC key (§6.7), or 404.
+pub async fn chunk(
+    state: web::Data<AppState>,
+    cas: CasToken,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (prefix, chunk) = path.into_inner();
+    check_prefix(&prefix, true).map_err(|_| ApiError::NotFound("dedup prefix"))?;
+    let chunk = hash::parse_hash(&chunk)?;
+    let set = db::xet::dedup_set(&state.db, cas.0.ns, &chunk)
+        .await?
+        .ok_or(ApiError::NotFound("chunk"))?;
+    let hashes: Vec<XetHash> = set.iter().map(|(x, _)| *x).collect();
+    let indexes = db::xet::xorb_indexes(&state.db, &hashes).await?;
+    let key = hash::hash_from_raw(rand::random());
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let body = tokio::task::spawn_blocking(move || {
+        let xorbs: Vec<DedupXorb<'_>> = set
+            .iter()
+            .filter_map(|(x, starts)| {
+                indexes.get(x).map(|index| DedupXorb {
+                    index,
+                    file_start_chunks: starts,
+                })
+            })
+            .collect();
+        shard::build_dedup_shard(&xorbs, &key, now, now + DEDUP_KEY_TTL_S)
+    })
+    .await
+    .map_err(|e| ApiError::internal(anyhow::anyhow!("dedup shard task failed: {e}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(body))
+}

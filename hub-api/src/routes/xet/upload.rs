@@ -1,0 +1,167 @@
+//! CAS uploads (§7.1, §7.3): `POST /v1/xorbs/default/{hash}` and
+//! `POST /v1/shards` (alias `/shards`). Bodies are read with a cap, validated
+//! by `hub_xet` on the blocking pool, and only then stored and indexed: a
+//! malformed body leaves no object and no row.
+
+use super::{check_prefix, CasToken};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::body::read_limited;
+use crate::state::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use hub_xet::hash::{self, XetHash};
+use hub_xet::shard::{self, ShardSummary};
+use hub_xet::xorb::{self, XorbIndex, XorbLimits};
+use serde_json::json;
+use std::collections::HashMap;
+
+fn join(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(anyhow::anyhow!("validation task failed: {e}"))
+}
+
+/// Uploads one xorb: `{"was_inserted": bool}` (false: it was already stored).
+pub async fn xorb(
+    state: web::Data<AppState>,
+    cas: CasToken,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    cas.need_write()?;
+    let (prefix, hash_str) = path.into_inner();
+    check_prefix(&prefix, false)?;
+    let claimed = hash::parse_hash(&hash_str)?;
+    let max = state.limits.xet_xorb_body;
+    let body = read_limited(&req, &mut payload.into_inner(), max).await?;
+    let limits = XorbLimits {
+        max_body_bytes: max,
+        ..Default::default()
+    };
+    let (index, stored) = tokio::task::spawn_blocking(move || {
+        let index = xorb::validate(&body, &claimed, &limits)?;
+        let stored = xorb::stored_object(&body, &index);
+        Ok::<_, xorb::XorbError>((index, stored))
+    })
+    .await
+    .map_err(join)??;
+    let name = hash::hash_string(&index.hash);
+    // Object first, then the row: a row always names a stored object.
+    state.storage.put_xorb(&name, stored.into()).await?;
+    let inserted = db::xet::insert_xorb(&state.db, &index, cas.0.ns).await?;
+    tracing::info!(xorb = %name, repo.id = cas.0.repo, inserted, "xet xorb uploaded");
+    Ok(HttpResponse::Ok().json(json!({"was_inserted": inserted})))
+}
+
+/// Uploads a shard: validates it against the stored xorbs, checks each
+/// file's SHA-256 against its stored bytes, and registers its files for the
+/// token's repo and its dedup chunks for the token's namespace, in one
+/// transaction. `{"result": 1}`.
+pub async fn shard(
+    state: web::Data<AppState>,
+    cas: CasToken,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    cas.need_write()?;
+    let max = state.limits.xet_shard_body;
+    let body = read_limited(&req, &mut payload.into_inner(), max).await?;
+    let parsed = tokio::task::spawn_blocking(move || shard::parse(&body, max))
+        .await
+        .map_err(join)??;
+    let indexes = db::xet::xorb_indexes(&state.db, &parsed.referenced_xorbs()).await?;
+    let (summary, indexes) = {
+        let parsed = parsed.clone();
+        tokio::task::spawn_blocking(move || {
+            shard::validate(&parsed, &indexes).map(|s| (s, indexes))
+        })
+        .await
+        .map_err(join)??
+    };
+    verify_sha256(&state, &summary, &indexes).await?;
+    let set = dedup_set(&summary, &parsed);
+    let mut tx = state.db.begin().await?;
+    db::xet::register_shard(
+        &mut tx,
+        cas.0.ns,
+        cas.0.repo,
+        &summary.files,
+        &set,
+        &summary.dedup_eligible,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        repo.id = cas.0.repo,
+        files = summary.files.len(),
+        dedup_chunks = summary.dedup_eligible.len(),
+        "xet shard registered"
+    );
+    Ok(HttpResponse::Ok().json(json!({"result": 1})))
+}
+
+/// Recomputes each file's SHA-256 from the stored xorbs (the value later ties
+/// a commit's LFS pointer to the file, §9.4, so it is not taken on trust).
+/// One term is in memory at a time; reads run on the blocking pool.
+async fn verify_sha256(
+    state: &AppState,
+    summary: &ShardSummary,
+    indexes: &HashMap<XetHash, XorbIndex>,
+) -> ApiResult<()> {
+    let storage = state.storage.clone();
+    let files = summary.files.clone();
+    let indexes = indexes.clone();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut read = |x: &XetHash, s: u64, e: u64| -> Result<Vec<u8>, String> {
+            let name = hash::hash_string(x);
+            rt.block_on(async {
+                use futures::StreamExt;
+                let mut stream = storage
+                    .read_xorb(&name, s..e)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity((e - s) as usize);
+                while let Some(c) = stream.next().await {
+                    out.extend_from_slice(&c.map_err(|e| e.to_string())?);
+                }
+                Ok::<_, String>(out)
+            })
+        };
+        for f in &files {
+            shard::verify_file_sha256(f, &indexes, &mut read)?;
+        }
+        Ok::<_, shard::ShardError>(())
+    })
+    .await
+    .map_err(join)??;
+    Ok(())
+}
+
+/// The dedup set a query hitting this shard's chunks hands out (§6.7): the
+/// listed xorbs, then the other xorbs the files use, each with the chunk
+/// indices that start a file.
+fn dedup_set(summary: &ShardSummary, parsed: &shard::ParsedShard) -> Vec<(XetHash, Vec<u32>)> {
+    let mut order: Vec<XetHash> = parsed.xorbs.iter().map(|x| x.hash).collect();
+    for f in &summary.files {
+        for t in &f.terms {
+            if !order.contains(&t.xorb) {
+                order.push(t.xorb);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .map(|x| {
+            let mut starts: Vec<u32> = summary
+                .files
+                .iter()
+                .filter_map(|f| f.terms.first())
+                .filter(|t| t.xorb == x)
+                .map(|t| t.chunk_start)
+                .collect();
+            starts.sort_unstable();
+            starts.dedup();
+            (x, starts)
+        })
+        .collect()
+}

@@ -1,0 +1,835 @@
+//! Xet storage (issue 12, step 2): the token routes and the CAS under `/cas`,
+//! through the real app, a real PostgreSQL and a real local object store.
+//! Bodies are produced with `hub_xet` (the stock client's formats).
+
+use crate::common::*;
+use actix_web::test::TestRequest;
+use hub_testkit::{app, TestState};
+use hub_xet::hash::{self, XetHash};
+use hub_xet::shard::{self, FileTerm, NewFile};
+use hub_xet::xorb::{self, Compression, XorbIndex};
+use serde_json::{json, Value};
+
+/// SplitMix64 bytes (incompressible, deterministic).
+fn data(seed: u64, n: usize) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A file split over two xorbs (LZ4 and uncompressed), as hf_xet would
+/// upload it: the xorb bodies, their indexes, and the upload-form shard.
+struct Upload {
+    data: Vec<u8>,
+    xorbs: Vec<(String, Vec<u8>, XorbIndex)>,
+    file: NewFile,
+    shard: Vec<u8>,
+}
+
+fn xorb_of(chunks: &[&[u8]], scheme: Compression) -> (String, Vec<u8>, XorbIndex) {
+    let body = xorb::serialize_chunks(chunks, scheme);
+    let leaves: Vec<_> = chunks
+        .iter()
+        .map(|c| (hash::chunk_hash(c), c.len() as u64))
+        .collect();
+    let claimed = hash::xorb_hash(&leaves);
+    let idx = xorb::validate(&body, &claimed, &Default::default()).unwrap();
+    (hash::hash_string(&claimed), body, idx)
+}
+
+fn upload(seed: u64, n: usize) -> Upload {
+    let data = data(seed, n);
+    let chunks = hub_xet::chunker::chunks(&data);
+    assert!(chunks.len() >= 4, "the test file needs several chunks");
+    let half = chunks.len() / 2;
+    let x1 = xorb_of(&chunks[..half], Compression::Lz4);
+    let x2 = xorb_of(&chunks[half..], Compression::None);
+    let mut leaves = vec![];
+    let mut terms = vec![];
+    let mut verification = vec![];
+    for x in [&x1.2, &x2.2] {
+        leaves.extend(x.hashes_and_sizes());
+        verification.push(hash::verification_hash(
+            &x.chunks.iter().map(|c| c.hash).collect::<Vec<_>>(),
+        ));
+        terms.push(FileTerm {
+            xorb: x.hash,
+            chunk_start: 0,
+            chunk_end: x.chunks.len() as u32,
+            unpacked_bytes: x.uncompressed_bytes() as u32,
+        });
+    }
+    let file = NewFile {
+        hash: hash::file_hash(&leaves),
+        terms,
+        verification,
+        sha256: Some(hash::sha256_of(&data)),
+    };
+    let shard = shard::write_upload_shard(std::slice::from_ref(&file), &[&x1.2, &x2.2]);
+    Upload {
+        data,
+        xorbs: vec![x1, x2],
+        file,
+        shard,
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// `GET xet-{kind}-token/{rev}` with an optional hub token.
+async fn token_call(
+    app: &impl App,
+    hub: Option<&str>,
+    repo: &str,
+    kind: &str,
+    rev: &str,
+) -> (u16, actix_web::http::header::HeaderMap, Vec<u8>) {
+    let mut req = TestRequest::get().uri(&format!("/api/models/{repo}/xet-{kind}-token/{rev}"));
+    if let Some(t) = hub {
+        req = req.insert_header(bearer(t));
+    }
+    call(app, req).await
+}
+
+/// A CAS access token (asserting the route answers 200).
+async fn cas_token(app: &impl App, hub: Option<&str>, repo: &str, kind: &str) -> String {
+    let (st, _, b) = token_call(app, hub, repo, kind, "main").await;
+    assert_eq!(
+        st,
+        200,
+        "{kind} token for {repo}: {}",
+        String::from_utf8_lossy(&b)
+    );
+    json_of(&b)["accessToken"].as_str().unwrap().to_string()
+}
+
+async fn post_xorb(app: &impl App, cas: &str, hash: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(&format!("/cas/v1/xorbs/default/{hash}"))
+            .insert_header(bearer(cas))
+            .set_payload(body.to_vec()),
+    )
+    .await;
+    (st, b)
+}
+
+async fn post_shard(app: &impl App, cas: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(path)
+            .insert_header(bearer(cas))
+            .set_payload(body.to_vec()),
+    )
+    .await;
+    (st, b)
+}
+
+/// Uploads every xorb and the shard of `u` with a write token.
+async fn upload_all(app: &impl App, cas: &str, u: &Upload) {
+    for (h, body, _) in &u.xorbs {
+        let (st, b) = post_xorb(app, cas, h, body).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (st, b) = post_shard(app, cas, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b), json!({"result": 1}));
+}
+
+/// Path and query of a data link (the app is in process).
+fn local(url: &str) -> String {
+    url.strip_prefix("http://hub.test")
+        .expect("a hub URL")
+        .to_string()
+}
+
+async fn fetch(app: &impl App, url: &str, start: u64, end: u64) -> (u16, Vec<u8>) {
+    let (st, _, b) = call(
+        app,
+        TestRequest::get()
+            .uri(&local(url))
+            .insert_header(("Range", format!("bytes={start}-{end}"))),
+    )
+    .await;
+    (st, b)
+}
+
+/// Reassembles a file (or the requested range) from a v2 reconstruction,
+/// the way hf_xet does: per term, fetch its descriptor's bytes through the
+/// data link, decode the chunks, then skip `offset_into_first_range`.
+async fn reassemble_v2(app: &impl App, r: &Value, want: usize) -> Vec<u8> {
+    let mut out = vec![];
+    for t in r["terms"].as_array().unwrap() {
+        let (ts, te) = (
+            t["range"]["start"].as_u64().unwrap(),
+            t["range"]["end"].as_u64().unwrap(),
+        );
+        let entries = r["xorbs"][t["hash"].as_str().unwrap()].as_array().unwrap();
+        let (url, d) = entries
+            .iter()
+            .flat_map(|e| {
+                e["ranges"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |d| (e["url"].as_str().unwrap(), d))
+            })
+            .find(|(_, d)| {
+                d["chunks"]["start"].as_u64().unwrap() <= ts
+                    && te <= d["chunks"]["end"].as_u64().unwrap()
+            })
+            .expect("a fetch entry covering the term");
+        let (bs, be) = (
+            d["bytes"]["start"].as_u64().unwrap(),
+            d["bytes"]["end"].as_u64().unwrap(),
+        );
+        let (st, bytes) = fetch(app, url, bs, be).await;
+        assert_eq!(st, 206);
+        assert_eq!(
+            bytes.len() as u64,
+            be - bs + 1,
+            "exactly the requested bytes"
+        );
+        let chunks = xorb::decode_chunks(&bytes).unwrap();
+        let cs = d["chunks"]["start"].as_u64().unwrap();
+        let mut term = vec![];
+        for c in &chunks[(ts - cs) as usize..(te - cs) as usize] {
+            term.extend_from_slice(c);
+        }
+        assert_eq!(term.len() as u64, t["unpacked_length"].as_u64().unwrap());
+        out.extend(term);
+    }
+    let skip = r["offset_into_first_range"].as_u64().unwrap() as usize;
+    out.drain(..skip);
+    out.truncate(want);
+    out
+}
+
+/// The same from a v1 reconstruction (one link per fetch entry).
+async fn reassemble_v1(app: &impl App, r: &Value, want: usize) -> Vec<u8> {
+    let mut out = vec![];
+    for t in r["terms"].as_array().unwrap() {
+        let (ts, te) = (
+            t["range"]["start"].as_u64().unwrap(),
+            t["range"]["end"].as_u64().unwrap(),
+        );
+        let e = r["fetch_info"][t["hash"].as_str().unwrap()]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["range"]["start"].as_u64().unwrap() <= ts
+                    && te <= e["range"]["end"].as_u64().unwrap()
+            })
+            .expect("a fetch entry covering the term");
+        let (bs, be) = (
+            e["url_range"]["start"].as_u64().unwrap(),
+            e["url_range"]["end"].as_u64().unwrap(),
+        );
+        let (st, bytes) = fetch(app, e["url"].as_str().unwrap(), bs, be).await;
+        assert_eq!(st, 206);
+        let chunks = xorb::decode_chunks(&bytes).unwrap();
+        let cs = e["range"]["start"].as_u64().unwrap();
+        for c in &chunks[(ts - cs) as usize..(te - cs) as usize] {
+            out.extend_from_slice(c);
+        }
+    }
+    let skip = r["offset_into_first_range"].as_u64().unwrap() as usize;
+    out.drain(..skip);
+    out.truncate(want);
+    out
+}
+
+async fn reconstruction(
+    app: &impl App,
+    cas: &str,
+    v: u8,
+    file: &str,
+    range: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let mut req = TestRequest::get()
+        .uri(&format!("/cas/v{v}/reconstructions/{file}"))
+        .insert_header(bearer(cas));
+    if let Some(r) = range {
+        req = req.insert_header(("Range", r.to_string()));
+    }
+    let (st, _, b) = call(app, req).await;
+    (st, b)
+}
+
+async fn count(t: &TestState, table: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap()
+}
+
+/// Files under the object store's `xorbs/` (and staging) directories.
+fn stored_objects(t: &TestState, dir: &str) -> usize {
+    fn walk(p: &std::path::Path) -> usize {
+        match std::fs::read_dir(p) {
+            Err(_) => 0,
+            Ok(rd) => rd
+                .map(|e| {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum(),
+        }
+    }
+    walk(&t.storage_dir.as_ref().unwrap().path().join(dir))
+}
+
+fn put_json(uri: &str, tok: &str, body: Value) -> TestRequest {
+    TestRequest::put()
+        .uri(uri)
+        .insert_header(bearer(tok))
+        .set_json(body)
+}
+
+#[actix_web::test]
+async fn xet_token_routes_answer_json_and_headers_with_repo_rights() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/pub", false).await;
+    commit_files(&app, &alice, "alice/pub", &[("a.txt", b"a")]).await;
+    create_repo(&app, &alice, "alice/priv", true).await;
+    commit_files(&app, &alice, "alice/priv", &[("a.txt", b"a")]).await;
+
+    // JSON body and the three headers, the same values.
+    for kind in ["write", "read"] {
+        let before = chrono::Utc::now().timestamp();
+        let (st, h, b) = token_call(&app, Some(&alice), "alice/pub", kind, "main").await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        let j = json_of(&b);
+        assert_eq!(j["casUrl"], "http://hub.test/cas");
+        let exp = j["exp"].as_i64().unwrap();
+        assert!((before + 3590..=before + 3610).contains(&exp), "exp {exp}");
+        let tok = j["accessToken"].as_str().unwrap();
+        assert!(!tok.is_empty());
+        assert_eq!(h.get("X-Xet-Cas-Url").unwrap(), "http://hub.test/cas");
+        assert_eq!(h.get("X-Xet-Access-Token").unwrap(), tok);
+        assert_eq!(
+            h.get("X-Xet-Token-Expiration").unwrap().to_str().unwrap(),
+            exp.to_string()
+        );
+    }
+    // PR uploads: revision `None` with ?create_pr=1 (§2.1), only with it.
+    let (st, _, _) = token_call(&app, Some(&alice), "alice/pub", "write", "None?create_pr=1").await;
+    assert_eq!(st, 200);
+    let (st, _, _) = token_call(&app, Some(&alice), "alice/pub", "write", "None").await;
+    assert_eq!(st, 404);
+    // Bad credentials: 401; read access only: 403 on write. Anonymous
+    // writers get what every write route of the hub answers them (the
+    // existing access check, here compared with preupload's answer).
+    let (anon_pre, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/pub/preupload/main")
+            .set_json(json!({"files": []})),
+    )
+    .await;
+    assert!(anon_pre == 401 || anon_pre == 403, "{anon_pre}");
+    assert_eq!(
+        token_call(&app, None, "alice/pub", "write", "main").await.0,
+        anon_pre
+    );
+    assert_eq!(
+        token_call(&app, Some("hf_bogus"), "alice/pub", "read", "main")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        token_call(&app, Some(&bob), "alice/pub", "write", "main")
+            .await
+            .0,
+        403
+    );
+    // Public repo: anyone reads, anonymous too.
+    assert_eq!(
+        token_call(&app, None, "alice/pub", "read", "main").await.0,
+        200
+    );
+    assert_eq!(
+        token_call(&app, Some(&bob), "alice/pub", "read", "main")
+            .await
+            .0,
+        200
+    );
+    // Private repo: outsiders see nothing (404), like the rest of the API.
+    assert_eq!(
+        token_call(&app, Some(&bob), "alice/priv", "read", "main")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        token_call(&app, Some(&bob), "alice/priv", "write", "main")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        token_call(&app, None, "alice/priv", "read", "main").await.0,
+        404
+    );
+    assert_eq!(
+        token_call(&app, Some(&alice), "alice/priv", "read", "main")
+            .await
+            .0,
+        200
+    );
+    // Unknown repo and revision: 404.
+    assert_eq!(
+        token_call(&app, Some(&alice), "alice/nope", "read", "main")
+            .await
+            .0,
+        404
+    );
+    let (st, _, b) = token_call(&app, Some(&alice), "alice/pub", "read", "nobranch").await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (404, Some("revision_not_found"))
+    );
+    // Gated repo: a read token is a download, so the gate applies (403
+    // gated_repo); the owner passes.
+    let (st, _, _) = call(
+        &app,
+        put_json(
+            "/api/models/alice/pub/settings",
+            &alice,
+            json!({"gated": "manual"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, b) = token_call(&app, Some(&bob), "alice/pub", "read", "main").await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (403, Some("gated_repo"))
+    );
+    assert_eq!(
+        token_call(&app, Some(&alice), "alice/pub", "read", "main")
+            .await
+            .0,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn xet_cas_refuses_missing_bad_and_read_only_tokens() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    commit_files(&app, &alice, "alice/m", &[("a.txt", b"a")]).await;
+    let u = upload(1, 300_000);
+    let (h, body, _) = &u.xorbs[0];
+    // No token, a hub token (not a CAS token), garbage: 401.
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/cas/v1/xorbs/default/{h}"))
+            .set_payload(body.clone()),
+    )
+    .await;
+    assert_eq!(st, 401);
+    assert_eq!(post_xorb(&app, &alice, h, body).await.0, 401);
+    assert_eq!(post_xorb(&app, "x.y.z", h, body).await.0, 401);
+    // A read token can only read.
+    let read = cas_token(&app, Some(&alice), "alice/m", "read").await;
+    let (st, b) = post_xorb(&app, &read, h, body).await;
+    assert_eq!((st, json_of(&b)["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(
+        post_shard(&app, &read, "/cas/v1/shards", &u.shard).await.0,
+        403
+    );
+    assert_eq!(count(&t, "xet_xorbs").await, 0);
+    assert_eq!(stored_objects(&t, "xorbs"), 0);
+    // Optional and unknown routes are 404 (hf_xet falls back only on 404),
+    // for every method, also on served paths.
+    let write = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    for (m, p) in [
+        ("POST", format!("/cas/v1/xorb-grants/default/{h}")),
+        ("POST", "/cas/v2/shards".to_string()),
+        ("GET", "/cas/v1/nothing".to_string()),
+        ("PUT", format!("/cas/v1/xorbs/default/{h}")),
+        ("GET", "/cas/v1/shards".to_string()),
+    ] {
+        let req = TestRequest::default()
+            .method(actix_web::http::Method::from_bytes(m.as_bytes()).unwrap())
+            .uri(&p)
+            .insert_header(bearer(&write));
+        assert_eq!(call(&app, req).await.0, 404, "{m} {p}");
+    }
+}
+
+#[actix_web::test]
+async fn xet_xorb_upload_validates_stores_once_and_rejects_corruption() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    commit_files(&app, &alice, "alice/m", &[("a.txt", b"a")]).await;
+    let cas = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    let u = upload(2, 300_000);
+    let (h, body, idx) = &u.xorbs[0];
+
+    // Corrupt: one flipped payload byte, a wrong claimed hash, a truncated
+    // body, a bad hash string. 400 with a message, nothing stored.
+    let mut flipped = body.clone();
+    flipped[100] ^= 1;
+    let other = &u.xorbs[1].0;
+    for (claim, b, why) in [
+        (h.as_str(), &flipped[..], "flipped byte"),
+        (other.as_str(), &body[..], "wrong hash"),
+        (h.as_str(), &body[..body.len() - 3], "truncated"),
+        ("abc", &body[..], "bad hash string"),
+    ] {
+        let (st, resp) = post_xorb(&app, &cas, claim, b).await;
+        let j = json_of(&resp);
+        assert_eq!(
+            (st, j["code"].as_str()),
+            (400, Some("invalid_xet_data")),
+            "{why}: {j}"
+        );
+        assert!(!j["error"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(count(&t, "xet_xorbs").await, 0);
+    assert_eq!(stored_objects(&t, "xorbs"), 0);
+    assert_eq!(stored_objects(&t, "staging"), 0);
+    // Other prefixes are refused.
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/cas/v1/xorbs/other/{h}"))
+            .insert_header(bearer(&cas))
+            .set_payload(body.clone()),
+    )
+    .await;
+    assert_eq!(st, 400);
+
+    // Valid: stored (the §5.6 stored form) and indexed once.
+    let (st, b) = post_xorb(&app, &cas, h, body).await;
+    assert_eq!((st, json_of(&b)), (200, json!({"was_inserted": true})));
+    let (st, b) = post_xorb(&app, &cas, h, body).await;
+    assert_eq!((st, json_of(&b)), (200, json!({"was_inserted": false})));
+    assert_eq!(count(&t, "xet_xorbs").await, 1);
+    let stored = std::fs::read(
+        t.storage_dir
+            .as_ref()
+            .unwrap()
+            .path()
+            .join(format!("xorbs/default/{h}")),
+    )
+    .unwrap();
+    assert_eq!(stored, xorb::stored_object(body, idx));
+    let (n, len): (i32, i64) = sqlx::query_as("SELECT num_chunks, stored_bytes FROM xet_xorbs")
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        (n as usize, len as u64),
+        (idx.chunks.len(), idx.stored_len())
+    );
+    assert_eq!(stored_objects(&t, "staging"), 0);
+
+    // Over the body limit: 413 before validation.
+    let mut small = t.state.clone();
+    small.limits.xet_xorb_body = 1000;
+    let app2 = hub_testkit::app(&small).await;
+    let (st, b) = post_xorb(&app2, &cas, &u.xorbs[1].0, &u.xorbs[1].1).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+}
+
+#[actix_web::test]
+async fn xet_shard_registers_a_file_that_reconstructs_through_data_links() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    commit_files(&app, &alice, "alice/m", &[("a.txt", b"a")]).await;
+    create_repo(&app, &alice, "alice/other", false).await;
+    commit_files(&app, &alice, "alice/other", &[("a.txt", b"a")]).await;
+    let cas = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    let u = upload(3, 700_000);
+    let file = hash::hash_string(&u.file.hash);
+
+    // A shard whose xorbs are not uploaded yet: 400, nothing registered.
+    let (st, b) = post_shard(&app, &cas, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (400, Some("invalid_xet_data"))
+    );
+    assert!(json_of(&b)["error"]
+        .as_str()
+        .unwrap()
+        .contains("not stored"));
+    // Garbage and a tampered shard: 400.
+    assert_eq!(
+        post_shard(&app, &cas, "/cas/v1/shards", b"not a shard")
+            .await
+            .0,
+        400
+    );
+    for (h, body, _) in &u.xorbs {
+        assert_eq!(post_xorb(&app, &cas, h, body).await.0, 200);
+    }
+    let mut tampered = u.shard.clone();
+    let at = tampered.len() - 40;
+    tampered[at] ^= 0xff;
+    assert_eq!(
+        post_shard(&app, &cas, "/cas/v1/shards", &tampered).await.0,
+        400
+    );
+    // A shard whose SHA-256 does not match the stored bytes: 400.
+    let mut lying = u.file.clone();
+    lying.sha256 = Some(hash::sha256_of(b"something else"));
+    let lie = shard::write_upload_shard(&[lying], &[&u.xorbs[0].2, &u.xorbs[1].2]);
+    let (st, b) = post_shard(&app, &cas, "/cas/v1/shards", &lie).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+    for table in [
+        "xet_files",
+        "xet_repo_files",
+        "xet_file_xorbs",
+        "xet_uploads",
+        "xet_dedup_chunks",
+    ] {
+        assert_eq!(count(&t, table).await, 0, "{table} after refused shards");
+    }
+
+    // The real shard, on the old unversioned alias: registered for this repo.
+    let (st, b) = post_shard(&app, &cas, "/cas/shards", &u.shard).await;
+    assert_eq!((st, json_of(&b)), (200, json!({"result": 1})));
+    let (sha,): (String,) = sqlx::query_as("SELECT sha256 FROM xet_repo_files")
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(sha, sha256_hex(&u.data));
+
+    // Whole file, v2 and v1, with a read token: reassembled from the links.
+    let read = cas_token(&app, Some(&alice), "alice/m", "read").await;
+    let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let r = json_of(&b);
+    assert_eq!(r["terms"].as_array().unwrap().len(), 2);
+    assert_eq!(reassemble_v2(&app, &r, u.data.len()).await, u.data);
+    let (st, b) = reconstruction(&app, &read, 1, &file, None).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        reassemble_v1(&app, &json_of(&b), u.data.len()).await,
+        u.data
+    );
+
+    // Ranges: inside chunks, across the two xorbs, clamped past the end.
+    let size = u.data.len() as u64;
+    for (a, z) in [
+        (1000u64, 5000u64),
+        (200_000, 600_000),
+        (size - 10, size + 1000),
+        (0, 0),
+    ] {
+        let (st, b) = reconstruction(
+            &app,
+            &read,
+            2,
+            &file,
+            Some(format!("bytes={a}-{z}").as_str()),
+        )
+        .await;
+        assert_eq!(st, 200, "{a}-{z}");
+        let want = (z.min(size - 1) - a + 1) as usize;
+        let got = reassemble_v2(&app, &json_of(&b), want).await;
+        assert_eq!(got, u.data[a as usize..a as usize + want], "{a}-{z}");
+    }
+    // 416 exactly when the start is at or past the end.
+    for r in [
+        format!("bytes={size}-{}", size + 10),
+        format!("bytes={}-", size + 5),
+    ] {
+        let (st, _) = reconstruction(&app, &read, 2, &file, Some(r.as_str())).await;
+        assert_eq!(st, 416, "{r}");
+        assert_eq!(
+            reconstruction(&app, &read, 1, &file, Some(r.as_str()))
+                .await
+                .0,
+            416
+        );
+    }
+    assert_eq!(
+        reconstruction(&app, &read, 2, &file, Some("bytes=5-2"))
+            .await
+            .0,
+        400
+    );
+    // Unknown file, bad id: 404, 400.
+    let unknown = hash::hash_string(&hash::chunk_hash(b"nothing"));
+    assert_eq!(reconstruction(&app, &read, 2, &unknown, None).await.0, 404);
+    assert_eq!(reconstruction(&app, &read, 2, "zz", None).await.0, 400);
+    // Another repo's token (same owner) does not see this repo's file: a
+    // write token registers files for its own repo only.
+    let other = cas_token(&app, Some(&alice), "alice/other", "read").await;
+    assert_eq!(reconstruction(&app, &other, 2, &file, None).await.0, 404);
+    let other_w = cas_token(&app, Some(&alice), "alice/other", "write").await;
+    assert_eq!(reconstruction(&app, &other_w, 2, &file, None).await.0, 404);
+
+    // Data links: exactly the listed range, nothing else; no token needed.
+    let (_, b) = reconstruction(&app, &read, 1, &file, None).await;
+    let r = json_of(&b);
+    let x1 = &u.xorbs[0];
+    let e = &r["fetch_info"][&x1.0][0];
+    let url = e["url"].as_str().unwrap();
+    let (bs, be) = (
+        e["url_range"]["start"].as_u64().unwrap(),
+        e["url_range"]["end"].as_u64().unwrap(),
+    );
+    let stored = xorb::stored_object(&x1.1, &x1.2);
+    let (st, bytes) = fetch(&app, url, bs + 8, bs + 20).await;
+    assert_eq!(
+        (st, &bytes[..]),
+        (206, &stored[bs as usize + 8..=bs as usize + 20])
+    );
+    assert_eq!(
+        fetch(&app, url, bs, be + 1).await.0,
+        403,
+        "past the signed range"
+    );
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get().uri(&local(url).replace(&x1.0, &u.xorbs[1].0)),
+    )
+    .await;
+    assert_eq!(st, 403, "another xorb");
+    let mut forged = local(url);
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(
+        call(
+            &app,
+            TestRequest::get()
+                .uri(&forged)
+                .insert_header(("Range", format!("bytes={bs}-{be}")))
+        )
+        .await
+        .0,
+        403
+    );
+    let bare = format!("/cas/v1/xorbs/default/{}", x1.0);
+    assert_eq!(call(&app, TestRequest::get().uri(&bare)).await.0, 403);
+
+    // An expired link: 403 (the client then asks for a new reconstruction).
+    let mut short = t.state.clone();
+    short.limits.xet_data_link_ttl_s = 2;
+    let app_short = hub_testkit::app(&short).await;
+    let (_, b) = reconstruction(&app_short, &read, 2, &file, None).await;
+    let r = json_of(&b);
+    let d = &r["xorbs"][&x1.0][0];
+    let url = d["url"].as_str().unwrap().to_string();
+    let (bs, be) = (
+        d["ranges"][0]["bytes"]["start"].as_u64().unwrap(),
+        d["ranges"][0]["bytes"]["end"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        fetch(&app_short, &url, bs, be).await.0,
+        206,
+        "valid before expiry"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let (st, b) = fetch(&app_short, &url, bs, be).await;
+    assert_eq!(st, 403, "{}", String::from_utf8_lossy(&b));
+}
+
+#[actix_web::test]
+async fn xet_dedup_query_hits_within_the_namespace_only() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    for (tok, repo) in [(&alice, "alice/m"), (&alice, "alice/n"), (&bob, "bob/m")] {
+        create_repo(&app, tok, repo, false).await;
+        commit_files(&app, tok, repo, &[("a.txt", b"a")]).await;
+    }
+    let cas = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    let u = upload(4, 400_000);
+    // First chunk of a file: always dedup-eligible.
+    let first = u.xorbs[0].2.chunks[0].hash;
+    let first_s = hash::hash_string(&first);
+    let query = |tok: String, prefix: &'static str, chunk: String| {
+        TestRequest::get()
+            .uri(&format!("/cas/v1/chunks/{prefix}/{chunk}"))
+            .insert_header(bearer(&tok))
+    };
+    // Before the upload: a miss.
+    assert_eq!(
+        call(&app, query(cas.clone(), "default", first_s.clone()))
+            .await
+            .0,
+        404
+    );
+    upload_all(&app, &cas, &u).await;
+
+    // A hit, with either prefix, for a read or a write token of any repo of
+    // the namespace: a full shard listing the upload's xorbs, chunk hashes
+    // keyed (not the raw ones), sizes intact.
+    let alice_n = cas_token(&app, Some(&alice), "alice/n", "read").await;
+    for (tok, prefix) in [
+        (cas.clone(), "default"),
+        (cas.clone(), "default-merkledb"),
+        (alice_n, "default"),
+    ] {
+        let (st, h, b) = call(&app, query(tok, prefix, first_s.clone())).await;
+        assert_eq!(st, 200, "{prefix}");
+        assert_eq!(h.get("content-type").unwrap(), "application/octet-stream");
+        let parsed = shard::parse(&b, shard::DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert!(parsed.files.is_empty());
+        let listed: Vec<XetHash> = parsed.xorbs.iter().map(|x| x.hash).collect();
+        assert_eq!(listed, vec![u.xorbs[0].2.hash, u.xorbs[1].2.hash]);
+        let x = &parsed.xorbs[0];
+        assert_eq!(x.chunks.len(), u.xorbs[0].2.chunks.len());
+        assert_ne!(x.chunks[0].hash, first, "chunk hashes are HMAC-keyed");
+        assert_eq!(x.chunks[0].len, u.xorbs[0].2.chunks[0].uncompressed_len);
+    }
+    // A chunk nobody uploaded, a bad prefix: 404.
+    let miss = hash::hash_string(&hash::chunk_hash(b"never uploaded"));
+    assert_eq!(call(&app, query(cas.clone(), "default", miss)).await.0, 404);
+    assert_eq!(
+        call(&app, query(cas.clone(), "other", first_s.clone()))
+            .await
+            .0,
+        404
+    );
+    // Another tenant never sees this namespace's chunks, not even as a 200.
+    let bob_w = cas_token(&app, Some(&bob), "bob/m", "write").await;
+    assert_eq!(
+        call(&app, query(bob_w.clone(), "default", first_s.clone()))
+            .await
+            .0,
+        404
+    );
+    // Nor can bob reconstruct alice's file with his own repo's token.
+    let file = hash::hash_string(&u.file.hash);
+    assert_eq!(reconstruction(&app, &bob_w, 2, &file, None).await.0, 404);
+}
