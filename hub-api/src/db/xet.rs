@@ -53,9 +53,10 @@ pub fn unpack_terms(b: &[u8]) -> Result<Vec<FileTerm>, CorruptRow> {
         .collect())
 }
 
-/// Records a validated, stored xorb. False when it was already indexed.
+/// Records a validated, stored xorb and that `namespace_id` uploaded it (so may
+/// reference it in a shard). False when it was already indexed.
 pub async fn insert_xorb(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     index: &XorbIndex,
     namespace_id: i64,
 ) -> sqlx::Result<bool> {
@@ -69,9 +70,40 @@ pub async fn insert_xorb(
     .bind(index.stored_len() as i64)
     .bind(index.chunks_to_bytes())
     .bind(namespace_id)
-    .execute(db)
+    .execute(&mut *db)
+    .await?;
+    // Every namespace that uploads the bytes may reference them, the first or not.
+    sqlx::query(
+        "INSERT INTO xet_xorb_owners (xorb_hash, namespace_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(raw(&index.hash))
+    .bind(namespace_id)
+    .execute(&mut *db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// The indexes of those of `hashes` that are stored and that `namespace_id`
+/// uploaded itself: the xorbs a shard of that namespace may reference (the others
+/// are absent, so the shard is refused as naming an unknown xorb, which says
+/// nothing about whether another tenant stores it).
+pub async fn owned_xorb_indexes(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    hashes: &[XetHash],
+) -> Result<HashMap<XetHash, XorbIndex>, crate::error::ApiError> {
+    let keys: Vec<Vec<u8>> = hashes.iter().map(raw).collect();
+    let rows: Vec<(Vec<u8>, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT x.hash, x.chunk_stream_bytes, x.chunk_index
+         FROM xet_xorbs x JOIN xet_xorb_owners o ON o.xorb_hash = x.hash
+         WHERE x.hash = ANY($1) AND o.namespace_id = $2",
+    )
+    .bind(&keys)
+    .bind(namespace_id)
+    .fetch_all(db)
+    .await?;
+    decode_indexes(rows)
 }
 
 /// The indexes of those of `hashes` that are stored (missing ones are absent).
@@ -86,6 +118,12 @@ pub async fn xorb_indexes(
     .bind(&keys)
     .fetch_all(db)
     .await?;
+    decode_indexes(rows)
+}
+
+fn decode_indexes(
+    rows: Vec<(Vec<u8>, i64, Vec<u8>)>,
+) -> Result<HashMap<XetHash, XorbIndex>, crate::error::ApiError> {
     let mut out = HashMap::with_capacity(rows.len());
     for (h, len, packed) in rows {
         let h = from_raw(&h).ok_or_else(|| corrupt("xorb hash"))?;

@@ -763,7 +763,7 @@ async fn xet_shard_registers_a_file_that_reconstructs_through_data_links() {
 }
 
 #[actix_web::test]
-async fn xet_dedup_query_hits_within_the_namespace_only() {
+async fn xet_dedup_query_and_xorb_references_stay_within_the_namespace() {
     let t = TestState::new().await;
     let (_, alice) = t.user("alice", false, &["read", "write"]).await;
     let (_, bob) = t.user("bob", false, &["read", "write"]).await;
@@ -832,4 +832,21 @@ async fn xet_dedup_query_hits_within_the_namespace_only() {
     // Nor can bob reconstruct alice's file with his own repo's token.
     let file = hash::hash_string(&u.file.hash);
     assert_eq!(reconstruction(&app, &bob_w, 2, &file, None).await.0, 404);
+    // Nor register a file over alice's xorbs by their hashes alone: his
+    // namespace never uploaded them, so the shard is refused as naming unknown
+    // xorbs, and nothing is registered for his repo.
+    let repo_files = count(&t, "xet_repo_files").await;
+    let (st, b) = post_shard(&app, &bob_w, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(count(&t, "xet_repo_files").await, repo_files);
+    assert_eq!(reconstruction(&app, &bob_w, 2, &file, None).await.0, 404);
+    // With the bytes (he uploads the same xorbs: `was_inserted` false), he may.
+    for (h, body, _) in &u.xorbs {
+        let (st, b) = post_xorb(&app, &bob_w, h, body).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(json_of(&b), json!({"was_inserted": false}));
+    }
+    let (st, b) = post_shard(&app, &bob_w, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(reconstruction(&app, &bob_w, 2, &file, None).await.0, 200);
 }

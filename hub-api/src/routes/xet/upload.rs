@@ -47,7 +47,8 @@ pub async fn xorb(
     let name = hash::hash_string(&index.hash);
     // Object first, then the row: a row always names a stored object.
     state.storage.put_xorb(&name, stored.into()).await?;
-    let inserted = db::xet::insert_xorb(&state.db, &index, cas.0.ns).await?;
+    let mut conn = state.db.acquire().await?;
+    let inserted = db::xet::insert_xorb(&mut conn, &index, cas.0.ns).await?;
     tracing::info!(xorb = %name, repo.id = cas.0.repo, inserted, "xet xorb uploaded");
     Ok(HttpResponse::Ok().json(json!({"was_inserted": inserted})))
 }
@@ -68,7 +69,9 @@ pub async fn shard(
     let parsed = tokio::task::spawn_blocking(move || shard::parse(&body, max))
         .await
         .map_err(join)??;
-    let indexes = db::xet::xorb_indexes(&state.db, &parsed.referenced_xorbs()).await?;
+    // Only xorbs this namespace uploaded: a hash learnt elsewhere is no right to bytes.
+    let indexes =
+        db::xet::owned_xorb_indexes(&state.db, cas.0.ns, &parsed.referenced_xorbs()).await?;
     let (summary, indexes) = {
         let parsed = parsed.clone();
         tokio::task::spawn_blocking(move || {
