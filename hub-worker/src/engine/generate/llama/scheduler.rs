@@ -56,8 +56,11 @@ const WAVE_MEMORY: Duration = Duration::from_secs(1);
 const SEQUENTIAL_WAKES: u32 = 2;
 
 /// A free slot is chosen for the prefix it shares with a prompt only when that prefix is at
-/// least this long; below it, the free slot holding the least is taken, so a new
-/// conversation does not overwrite another one for the sake of a BOS token.
+/// least this long (or all of a shorter prompt but its last token, a repeated request);
+/// below it, the empty or least recently used free slot is taken, so a new conversation
+/// does not overwrite another one for the sake of a BOS token. (A repeated short prompt
+/// also keeps its slot for another reason: llama.cpp's greedy choice at a near tie can
+/// differ between KV streams, so a request sent twice could otherwise change its answer.)
 const MIN_SLOT_REUSE: usize = 16;
 
 /// How willingly a free slot is overwritten (greater first): an empty slot, then the one
@@ -343,7 +346,12 @@ impl<'m> Scheduler<'m> {
                 // the one used longest ago); then the lowest slot, so a batch's sequences
                 // are consecutive streams (a ubatch's attention spans the streams from its
                 // lowest to highest id).
-                let worth = if keep >= MIN_SLOT_REUSE { keep } else { 0 };
+                let worth =
+                    if keep >= 2 && keep >= MIN_SLOT_REUSE.min(prompt.len().saturating_sub(1)) {
+                        keep
+                    } else {
+                        0
+                    };
                 (i, (worth, overwrite_rank(s), Reverse(i)), keep)
             })
             .max_by_key(|&(_, key, _)| key)
