@@ -426,13 +426,15 @@ async fn concurrent_single_inputs_share_a_forward_pass() {
         .await;
         let after = stats();
         assert_eq!(
-            (
-                after.passes - before.passes,
-                after.inputs - before.inputs,
-                after.fill_waits - before.fill_waits
-            ),
-            (1, 4, 1),
+            (after.passes - before.passes, after.inputs - before.inputs),
+            (1, 4),
             "{label}: four concurrent requests should make one pass of four"
+        );
+        // The queue waited once for the stragglers, or not at all when all four were
+        // already queued by the time the model asked for work (seen on a fast CI box).
+        assert!(
+            after.fill_waits - before.fill_waits <= 1,
+            "{label}: one wave, at most one fill wait: {before:?} -> {after:?}"
         );
         // Batched (padded) or alone, each gets its own embedding.
         for (i, out) in outs.into_iter().enumerate() {
