@@ -9,10 +9,11 @@
 #   * the gateway's added latency vs calling the worker directly.
 #
 #   scripts/bench/endpoints.sh [--create-venv] [--rounds N] [--precision f32|bf16]
-#                              [--only cold-wake|gateway] [--gateway-only] [--wake-rounds N]
+#                              [--only cold-wake|gateway|throughput] [--gateway-only] [--wake-rounds N]
 #
 # --only cold-wake runs only the cold start and wake legs; --only gateway (or --gateway-only)
-# creates the endpoint and measures only the gateway's added latency, at concurrency 1 and 16.
+# creates the endpoint and measures only the gateway's added latency, at concurrency 1 and 16;
+# --only throughput runs only the sentences/s legs (no wake, no gateway-latency leg).
 # Neither needs sentence-transformers: any Python with huggingface_hub, $PADDOCK_PYTHON or
 # .venv/test from scripts/test.sh, will do. --wake-rounds wakes the endpoint N times and
 # reports the median. It prints the CPU model and its vector flags first: run it under
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 ST_VENV="${ST_VENV:-/tmp/st-venv}"
-if [ "$ONLY" != all ]; then
+if [ "$ONLY" = cold-wake ] || [ "$ONLY" = gateway ]; then
   PY="${PADDOCK_PYTHON:-$ROOT/.venv/test/bin/python}"
   [ -x "$PY" ] || PY=python3
 elif [ ! -x "$ST_VENV/bin/python" ]; then

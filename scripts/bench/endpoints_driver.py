@@ -373,9 +373,10 @@ def main():
                     help="the hub's process id (its CPU time includes the in-process worker)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--client-bin", help="hub-api's bench-client example (rs-* modes)")
-    ap.add_argument("--only", default="all", choices=("all", "cold-wake", "gateway"),
+    ap.add_argument("--only", default="all", choices=("all", "cold-wake", "gateway", "throughput"),
                     help="cold-wake: only the cold start and wake legs; gateway: only the gateway's "
-                         "added latency (neither needs sentence-transformers)")
+                         "added latency (neither needs sentence-transformers); throughput: only the "
+                         "sentences/s table (and the cold start that creates the endpoint)")
     ap.add_argument("--wake-rounds", type=int, default=1, help="wakes from zero to measure")
     ap.add_argument("--precision", default="f32", choices=("f32", "bf16"),
                     help="the endpoint's precision (bf16 adds PyTorch under bf16 autocast)")
@@ -398,7 +399,7 @@ def main():
     report["precision"] = a.precision
     report["cold_start"] = cold_start(hub, ns, repo, "minilm", a.precision)
     print(f"bench: cold start {report['cold_start']}", file=sys.stderr)
-    if a.only != "gateway":
+    if a.only not in ("gateway", "throughput"):
         wakes = [wake_from_zero(hub, ns, "minilm") for _ in range(max(1, a.wake_rounds))]
         report["wake_from_zero_ms"] = round(statistics.median(wakes))
         report["wake_from_zero_all_ms"] = wakes
@@ -408,9 +409,11 @@ def main():
             print_cold_wake(report)
             return
     levels = [int(c) for c in a.latency_concurrency.split(",") if c.strip()]
+    if a.only == "throughput":
+        levels = []
     report["gateway_by_concurrency"] = [
         gateway_latency(hub, ns, "minilm", psql, a.latency_requests * max(1, c // 4), c) for c in levels]
-    report["gateway"] = report["gateway_by_concurrency"][0]
+    report["gateway"] = (report["gateway_by_concurrency"] or [{}])[0]
     for g in report["gateway_by_concurrency"]:
         print(f"bench: gateway {g}", file=sys.stderr)
     if a.only == "gateway":
@@ -492,6 +495,10 @@ def main():
     for n in SIZES:
         print(f"| {n} | " + " | ".join(f"{get(e, n, 'cpu_s'):.2f}" for e in names) + " |")
     print()
+    if a.only == "throughput":
+        print(f"* Cold start (POST to first embedding): {report['cold_start']}")
+        print(f"* Embeddings agree with sentence-transformers: min cosine {report['min_cosine_vs_st']:.6f} over 16 sentences")
+        return
     print_cold_wake(report)
     g = report["gateway"]
     for x in report["gateway_by_concurrency"]:
