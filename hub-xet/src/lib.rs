@@ -31,6 +31,10 @@
 //!   416 when start ≥ size, merged per-xorb fetch ranges) rendered as the v1 and v2 JSON bodies
 //!   (§7.6-7.7) with URLs from a caller's closure; [`reconstruct::parse_range_header`].
 //!
+//! - [`recipe`] — a registered file as byte ranges of stored xorbs, for serving its bytes
+//!   server-side (`/resolve`, the worker) without the index; [`recipe::ChunkDecoder`] decodes a
+//!   chunk stream as it arrives.
+//!
 //! Every parser returns a typed error for malformed input and never panics (`tests/fuzz.rs`);
 //! each error variant says which HTTP status the route should map it to.
 //!
@@ -45,6 +49,7 @@
 
 pub mod chunker;
 pub mod hash;
+pub mod recipe;
 pub mod reconstruct;
 pub mod shard;
 pub mod xorb;
