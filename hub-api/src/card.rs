@@ -207,6 +207,33 @@ fn pipeline_from_architectures(archs: &[String]) -> Option<&'static str> {
     a.ends_with("Model").then_some("feature-extraction")
 }
 
+/// The file extensions whose presence anywhere in a repo [`derive`] looks at.
+pub const DERIVE_EXTS: [&str; 3] = [".safetensors", ".gguf", ".onnx"];
+
+/// What [`derive`] needs of a commit's file list: the root folder's file
+/// names and which of [`DERIVE_EXTS`] some path ends with. A commit keeps
+/// these incrementally (`registry::path_stats`) instead of listing the repo.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathFacts {
+    pub root_files: Vec<String>,
+    /// Per entry of [`DERIVE_EXTS`].
+    pub has_ext: [bool; 3],
+}
+
+impl PathFacts {
+    /// The facts of a full file list.
+    pub fn of_paths(paths: &[&str]) -> Self {
+        PathFacts {
+            root_files: paths
+                .iter()
+                .filter(|p| !p.contains('/'))
+                .map(|p| p.to_string())
+                .collect(),
+            has_ext: DERIVE_EXTS.map(|ext| paths.iter().any(|p| p.ends_with(ext))),
+        }
+    }
+}
+
 /// Derives a commit's metadata from its card, config and file list.
 pub fn derive(
     is_model: bool,
@@ -215,9 +242,31 @@ pub fn derive(
     paths: &[&str],
     safetensors: Option<Value>,
 ) -> RepoMeta {
+    derive_from_facts(
+        is_model,
+        card_data,
+        config_info,
+        &PathFacts::of_paths(paths),
+        safetensors,
+    )
+}
+
+/// [`derive`] from the [`PathFacts`] of the file list.
+pub fn derive_from_facts(
+    is_model: bool,
+    card_data: Value,
+    config_info: Value,
+    facts: &PathFacts,
+    safetensors: Option<Value>,
+) -> RepoMeta {
     let card = card_data.as_object().cloned().unwrap_or_default();
-    let has = |p: &str| paths.contains(&p);
-    let has_ext = |ext: &str| paths.iter().any(|p| p.ends_with(ext));
+    let has = |p: &str| facts.root_files.iter().any(|f| f == p);
+    let has_ext = |ext: &str| {
+        DERIVE_EXTS
+            .iter()
+            .position(|e| *e == ext)
+            .is_some_and(|i| facts.has_ext[i])
+    };
 
     let library_name = card
         .get("library_name")

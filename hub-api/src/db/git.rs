@@ -83,20 +83,63 @@ pub struct NewBlob {
 }
 
 pub async fn insert_blobs(db: &mut PgConnection, blobs: &[NewBlob]) -> sqlx::Result<()> {
-    for b in blobs {
+    for chunk in blobs.chunks(2000) {
+        let oids: Vec<&str> = chunk.iter().map(|b| b.oid.as_str()).collect();
+        let lfs: Vec<bool> = chunk.iter().map(|b| b.is_lfs).collect();
+        let shas: Vec<&str> = chunk.iter().map(|b| b.sha256.as_str()).collect();
+        let sizes: Vec<i64> = chunk.iter().map(|b| b.size).collect();
+        let pointers: Vec<Option<i32>> = chunk.iter().map(|b| b.pointer_size).collect();
         sqlx::query(
-            "INSERT INTO git_blobs (oid, is_lfs, sha256, size, pointer_size) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO git_blobs (oid, is_lfs, sha256, size, pointer_size)
+             SELECT * FROM UNNEST($1::text[], $2::bool[], $3::text[], $4::int8[], $5::int4[])
              ON CONFLICT DO NOTHING",
         )
-        .bind(&b.oid)
-        .bind(b.is_lfs)
-        .bind(&b.sha256)
-        .bind(b.size)
-        .bind(b.pointer_size)
+        .bind(&oids)
+        .bind(&lfs)
+        .bind(&shas)
+        .bind(&sizes)
+        .bind(&pointers)
         .execute(&mut *db)
         .await?;
     }
     Ok(())
+}
+
+/// The direct entries of several trees, as `(tree id, entry)` (one query per
+/// level of a commit's work tree; the LFS Xet hash is not read).
+pub async fn entries_of_trees(
+    db: impl PgExecutor<'_>,
+    tree_oids: &[String],
+) -> sqlx::Result<Vec<(String, Entry)>> {
+    let rows = sqlx::query(
+        "SELECT e.tree_oid, e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size,
+                NULL::bytea AS xet_file
+         FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
+         WHERE e.tree_oid = ANY($1)",
+    )
+    .bind(tree_oids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("tree_oid"), entry_from_row("", r)))
+        .collect())
+}
+
+/// What a commit keeps about its paths for deriving metadata (see
+/// `registry::path_stats`); None for commits older than the column.
+pub async fn path_stats(
+    db: impl PgExecutor<'_>,
+    repo_id: i64,
+    oid: &str,
+) -> sqlx::Result<Option<serde_json::Value>> {
+    let row: Option<(Option<Json<serde_json::Value>>,)> =
+        sqlx::query_as("SELECT path_stats FROM commits WHERE repo_id = $1 AND oid = $2")
+            .bind(repo_id)
+            .bind(oid)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.and_then(|r| r.0).map(|j| j.0))
 }
 
 fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
@@ -308,13 +351,15 @@ pub struct NewCommit<'a> {
     pub depth: i64,
     pub meta: &'a crate::card::RepoMeta,
     pub author_id: Option<i64>,
+    /// See `registry::path_stats`.
+    pub path_stats: Option<&'a serde_json::Value>,
 }
 
 pub async fn insert_commit(db: &mut PgConnection, c: &NewCommit<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO commits (repo_id, oid, tree_oid, parent_oids, author_name, author_email, author_time, author_tz,
-            title, message, depth, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors, author_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+            title, message, depth, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors, author_id, path_stats)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
          ON CONFLICT DO NOTHING",
     )
     .bind(c.repo_id)
@@ -336,6 +381,7 @@ pub async fn insert_commit(db: &mut PgConnection, c: &NewCommit<'_>) -> sqlx::Re
     .bind(&c.meta.license)
     .bind(c.meta.safetensors.as_ref().map(Json))
     .bind(c.author_id)
+    .bind(c.path_stats.map(Json))
     .execute(&mut *db)
     .await?;
     Ok(())

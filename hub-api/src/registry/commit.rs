@@ -53,6 +53,15 @@ pub enum Op {
     DeleteFolder(RepoPath),
 }
 
+impl Op {
+    /// The path the operation names.
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Add { path, .. } | Op::Delete(path) | Op::DeleteFolder(path) => path.as_str(),
+        }
+    }
+}
+
 /// A commit to make on a branch.
 #[derive(Debug, Clone)]
 pub struct CommitInput {
@@ -63,13 +72,8 @@ pub struct CommitInput {
     pub idempotency_key: Option<String>,
 }
 
-/// A file of the working listing: the tree entry and where its bytes are.
-#[derive(Debug, Clone)]
-struct WorkFile {
-    flat: FlatFile,
-    sha256: String,
-    size: i64,
-}
+use super::path_stats::PathStats;
+use super::worktree::{WorkFile, WorkTree};
 
 /// Whether a sample of a file looks binary (a NUL in its first 512 bytes).
 pub fn looks_binary(sample: &[u8]) -> bool {
@@ -312,27 +316,9 @@ async fn commit_claiming(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("branch head commit is missing")))?;
 
-    // The working listing: the head's files.
-    let mut files: BTreeMap<String, WorkFile> = BTreeMap::new();
-    for e in db::git::list_recursive(&mut *tx, &parent_commit.tree_oid, "").await? {
-        if let (Some(b), Some(mode)) = (e.blob.as_ref(), Mode::parse(&e.mode)) {
-            files.insert(
-                e.path.clone(),
-                WorkFile {
-                    flat: FlatFile {
-                        mode,
-                        oid: e.oid.clone(),
-                    },
-                    sha256: b.sha256.clone(),
-                    size: b.size,
-                },
-            );
-        }
-    }
-    let before: HashMap<String, String> = files
-        .iter()
-        .map(|(p, f)| (p.clone(), f.flat.oid.clone()))
-        .collect();
+    // The head's tree, read along the changed paths only.
+    let op_paths: Vec<&str> = input.ops.iter().map(Op::path).collect();
+    let mut files = WorkTree::load(&mut tx, &parent_commit.tree_oid, &op_paths).await?;
 
     // LFS rules: from the .gitattributes this commit adds, else the head's.
     let mut attributes_text: Option<String> = None;
@@ -348,7 +334,7 @@ async fn commit_claiming(
         }
     }
     if attributes_text.is_none() {
-        if let Some(f) = files.get(".gitattributes") {
+        if let Some(f) = files.root_file(".gitattributes") {
             attributes_text = read_stored(state, f)
                 .await?
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
@@ -384,7 +370,7 @@ async fn commit_claiming(
         match op {
             Op::Add { path, content } => {
                 let p = path.as_str();
-                if let Some(why) = crate::git::tree::clash(&files, p) {
+                if let Some(why) = files.clash(&mut tx, p).await? {
                     return Err(ApiError::InvalidCommit(format!("cannot add {p:?}: {why}")));
                 }
                 let (sha256, size, is_lfs, content_oid, bytes) = match content {
@@ -434,20 +420,23 @@ async fn commit_claiming(
                     pointer_size,
                 });
                 stored.push((sha256.clone(), size as i64, is_lfs));
-                files.insert(
-                    p.to_string(),
-                    WorkFile {
-                        flat: FlatFile {
-                            mode: Mode::File,
-                            oid,
+                files
+                    .insert(
+                        &mut tx,
+                        p,
+                        WorkFile {
+                            flat: FlatFile {
+                                mode: Mode::File,
+                                oid,
+                            },
+                            sha256,
+                            size: size as i64,
                         },
-                        sha256,
-                        size: size as i64,
-                    },
-                );
+                    )
+                    .await?;
             }
             Op::Delete(path) => {
-                if files.remove(path.as_str()).is_none() {
+                if !files.remove(&mut tx, path.as_str()).await? {
                     return Err(ApiError::EntryNotFound {
                         path: format!("A file with this name doesn't exist: {path}"),
                         commit: Some(head.commit_oid.clone()),
@@ -455,36 +444,21 @@ async fn commit_claiming(
                 }
             }
             Op::DeleteFolder(path) => {
-                let prefix = format!("{}/", path.as_str());
-                let doomed: Vec<String> = files
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if doomed.is_empty() {
+                if !files.remove_folder(&mut tx, path.as_str()).await? {
                     return Err(ApiError::EntryNotFound {
                         path: format!("A folder with this name doesn't exist: {path}"),
                         commit: Some(head.commit_oid.clone()),
                     });
-                }
-                for k in doomed {
-                    files.remove(&k);
                 }
             }
         }
     }
 
     // Case-fold and Unicode-form twins would alias on client file systems.
-    let mut folded: HashMap<String, &str> = HashMap::new();
-    for p in files.keys() {
-        let key = RepoPath::parse(p)
-            .map(|rp| rp.fold_key())
-            .unwrap_or_else(|_| p.to_lowercase());
-        if let Some(other) = folded.insert(key, p.as_str()) {
-            return Err(ApiError::InvalidPath(format!(
-                "{p:?} and {other:?} differ only by case or Unicode form; they would collide on many file systems"
-            )));
-        }
+    if let Some((p, other)) = files.find_twin(&mut tx).await? {
+        return Err(ApiError::InvalidPath(format!(
+            "{p:?} and {other:?} differ only by case or Unicode form; they would collide on many file systems"
+        )));
     }
 
     // Keep .gitattributes covering every LFS path.
@@ -506,47 +480,32 @@ async fn commit_claiming(
             pointer_size: None,
         });
         stored.push((w.sha256.to_string(), w.size as i64, false));
-        files.insert(
-            ".gitattributes".into(),
-            WorkFile {
-                flat: FlatFile {
-                    mode: Mode::File,
-                    oid,
+        files
+            .insert(
+                &mut tx,
+                ".gitattributes",
+                WorkFile {
+                    flat: FlatFile {
+                        mode: Mode::File,
+                        oid,
+                    },
+                    sha256: w.sha256.to_string(),
+                    size: w.size as i64,
                 },
-                sha256: w.sha256.to_string(),
-                size: w.size as i64,
-            },
-        );
+            )
+            .await?;
         interpreted.insert(".gitattributes", Some(bytes));
     }
 
-    // Trees.
-    let flat: BTreeMap<String, FlatFile> = files
-        .iter()
-        .map(|(k, v)| (k.clone(), v.flat.clone()))
-        .collect();
-    let (root, trees) = build_trees(&flat);
-
-    // Changes.
-    let mut changes: Vec<(String, &'static str)> = Vec::new();
-    for (p, f) in &files {
-        match before.get(p) {
-            None => changes.push((p.clone(), "added")),
-            Some(old) if *old != f.flat.oid => changes.push((p.clone(), "modified")),
-            _ => {}
-        }
-    }
-    for p in before.keys() {
-        if !files.contains_key(p) {
-            changes.push((p.clone(), "deleted"));
-        }
-    }
+    // Trees (only those that changed) and changes.
+    let (root, trees) = files.build();
+    let changes = files.changes();
 
     // Metadata.
     let is_model = repo.repo_type == "model";
     let card_data = match (
         interpreted.get("README.md"),
-        files.contains_key("README.md"),
+        files.root_file("README.md").is_some(),
     ) {
         (Some(Some(b)), _) => {
             let text = String::from_utf8_lossy(b).into_owned();
@@ -562,31 +521,22 @@ async fn commit_claiming(
     };
     let config_info = match (
         interpreted.get("config.json"),
-        files.contains_key("config.json"),
+        files.root_file("config.json").is_some(),
     ) {
         (Some(Some(b)), _) => card::parse_config(b),
         (Some(None), _) | (None, false) => serde_json::json!({}),
         (None, true) => parent_commit.config_info.0.clone(),
     };
-    let st_shas: Vec<String> = files
-        .iter()
-        .filter(|(p, _)| p.to_ascii_lowercase().ends_with(".safetensors"))
-        .map(|(_, f)| f.sha256.clone())
-        .collect();
-    let safetensors = if st_shas.is_empty() {
-        None
-    } else {
-        let rows = db::git::safetensors_params(&mut *tx, &st_shas).await?;
-        let by_sha: HashMap<String, serde_json::Value> =
-            rows.into_iter().map(|(s, p, _)| (s, p.0)).collect();
-        let per_file: Vec<serde_json::Value> = st_shas
-            .iter()
-            .filter_map(|s| by_sha.get(s).cloned())
-            .collect();
-        card::sum_safetensors(&per_file)
-    };
-    let paths: Vec<&str> = files.keys().map(String::as_str).collect();
-    let meta: RepoMeta = card::derive(is_model, card_data, config_info, &paths, safetensors);
+    let stats = PathStats::after_commit(&mut tx, repo.id, &parent_commit, &files).await?;
+    let facts = stats.facts(files.root_file_names());
+    let meta: RepoMeta = card::derive_from_facts(
+        is_model,
+        card_data,
+        config_info,
+        &facts,
+        stats.safetensors(),
+    );
+    let path_stats = stats.to_json();
 
     // The commit object.
     let now = chrono::Utc::now().timestamp();
@@ -646,6 +596,7 @@ async fn commit_claiming(
             depth: parent_commit.depth + 1,
             meta: &meta,
             author_id: Some(author.user_id),
+            path_stats: Some(&path_stats),
         },
     )
     .await?;
@@ -790,6 +741,7 @@ async fn initial_commit_claiming(
             depth: 1,
             meta: &meta,
             author_id: Some(author.user_id),
+            path_stats: Some(&PathStats::empty().to_json()),
         },
     )
     .await?;

@@ -5,7 +5,9 @@
 pub mod commit;
 pub mod files;
 pub mod ndjson;
+pub mod path_stats;
 pub mod repo_ref;
+pub mod worktree;
 
 use crate::auth::access::{self, Access, Action, Standing};
 use crate::auth::Auth;

@@ -21,4 +21,5 @@ mod git_ids;
 mod registry;
 mod strict_inputs;
 mod tenancy;
+mod worktree;
 mod xet;
