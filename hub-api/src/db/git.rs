@@ -106,7 +106,10 @@ pub async fn insert_blobs(db: &mut PgConnection, blobs: &[NewBlob]) -> sqlx::Res
 }
 
 /// The direct entries of several trees, as `(tree id, entry)` (one query per
-/// level of a commit's work tree; the LFS Xet hash is not read).
+/// level of a commit's work tree; the LFS Xet hash is not read). The blob of
+/// each entry is looked up by index (a `LATERAL ... LIMIT 1` the planner
+/// cannot turn into a hash join over every blob of the hub, which it picks
+/// for a plain join once a folder has a few hundred entries).
 pub async fn entries_of_trees(
     db: impl PgExecutor<'_>,
     tree_oids: &[String],
@@ -114,7 +117,9 @@ pub async fn entries_of_trees(
     let rows = sqlx::query(
         "SELECT e.tree_oid, e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size,
                 NULL::bytea AS xet_file
-         FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
+         FROM git_tree_entries e LEFT JOIN LATERAL (
+           SELECT g.is_lfs, g.sha256, g.size, g.pointer_size FROM git_blobs g WHERE g.oid = e.oid LIMIT 1
+         ) b ON e.mode <> '40000'
          WHERE e.tree_oid = ANY($1)",
     )
     .bind(tree_oids)

@@ -189,6 +189,50 @@ pub async fn link_inline(db: impl PgExecutor<'_>, repo_id: i64, sha256: &str) ->
     Ok(())
 }
 
+/// A commit's stored contents in one statement per table: `blobs` rows for
+/// all, and links to the repo as LFS objects or inline blobs. Rows go in
+/// sorted by sha256, so concurrent commits take the same keys in one order.
+pub async fn record_stored(
+    db: &mut sqlx::PgConnection,
+    repo_id: i64,
+    stored: &[(String, i64, bool)],
+) -> sqlx::Result<()> {
+    let mut rows: Vec<&(String, i64, bool)> = stored.iter().collect();
+    rows.sort();
+    rows.dedup();
+    for chunk in rows.chunks(5000) {
+        let shas: Vec<&str> = chunk.iter().map(|r| r.0.as_str()).collect();
+        let sizes: Vec<i64> = chunk.iter().map(|r| r.1).collect();
+        let lfs: Vec<bool> = chunk.iter().map(|r| r.2).collect();
+        sqlx::query(
+            "INSERT INTO blobs (sha256, size) SELECT * FROM UNNEST($1::text[], $2::int8[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&shas)
+        .bind(&sizes)
+        .execute(&mut *db)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repo_lfs_objects (repo_id, sha256)
+             SELECT $1, s FROM UNNEST($2::text[], $3::bool[]) AS x(s, l) WHERE l ON CONFLICT DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&shas)
+        .bind(&lfs)
+        .execute(&mut *db)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repo_blobs (repo_id, sha256)
+             SELECT $1, s FROM UNNEST($2::text[], $3::bool[]) AS x(s, l) WHERE NOT l ON CONFLICT DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&shas)
+        .bind(&lfs)
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The objects of `shas` linked to the repo, with their sizes.
 pub async fn linked(
     db: impl PgExecutor<'_>,

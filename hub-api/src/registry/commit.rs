@@ -282,6 +282,7 @@ async fn commit_claiming(
     check_lfs(state, repo.id, &mut input.ops).await?;
     validate_weights(state, tenant, &input.ops).await?;
 
+    let started = std::time::Instant::now();
     let mut tx = state.db.begin().await?;
     if let Some(key) = &input.idempotency_key {
         let done: Option<(String,)> = sqlx::query_as(
@@ -572,14 +573,7 @@ async fn commit_claiming(
             ));
         }
     }
-    for (sha, size, lfs) in &stored {
-        db::lfs::insert_blob(&mut *tx, sha, *size).await?;
-        if *lfs {
-            db::lfs::link(&mut *tx, repo.id, sha).await?;
-        } else {
-            db::lfs::link_inline(&mut *tx, repo.id, sha).await?;
-        }
-    }
+    db::lfs::record_stored(&mut tx, repo.id, &stored).await?;
     if let Some((limit, before)) = quota {
         let after = crate::quota::usage(&mut *tx, repo.namespace_id).await?;
         if after > limit && after > before {
@@ -630,7 +624,7 @@ async fn commit_claiming(
         .await?;
     }
     tx.commit().await?;
-    tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), "commit");
+    tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), trees = trees.len(), tx_ms = started.elapsed().as_millis() as u64, "commit");
     Ok((Committed { oid }, true))
 }
 

@@ -173,13 +173,20 @@ pub fn fold_segment(s: &str) -> String {
     s.nfc().collect::<String>().to_lowercase()
 }
 
-/// Whether `name` folds to `folded` (cheap for ASCII names, which fold to ASCII).
-fn folds_to(name: &str, folded: &str) -> bool {
+/// [`fold_segment`], with a shortcut for ASCII names.
+fn fold_name(name: &str) -> String {
     if name.is_ascii() {
-        folded.is_ascii() && name.eq_ignore_ascii_case(folded)
+        name.to_ascii_lowercase()
     } else {
-        fold_segment(name) == folded
+        fold_segment(name)
     }
+}
+
+/// A folder's file and folder names by fold key.
+#[derive(Default)]
+struct FoldIndex {
+    files: HashMap<String, Vec<String>>,
+    dirs: HashMap<String, Vec<String>>,
 }
 
 /// A commit's view of its parent's tree. See the module docs.
@@ -428,6 +435,8 @@ impl WorkTree {
             .map(|(p, _)| p.clone())
             .collect();
         let mut best: Option<(String, String)> = None;
+        // Per folder (by path), its names by fold key: built once, on first use.
+        let mut index: HashMap<Vec<String>, FoldIndex> = HashMap::new();
         for p in added {
             let folded: Vec<String> = segments(&p).into_iter().map(fold_segment).collect();
             let (last, parents) = folded.split_last().expect("split yields one segment");
@@ -435,28 +444,22 @@ impl WorkTree {
             for f in parents {
                 let mut next = Vec::new();
                 for c in &cands {
-                    let c_ref: Vec<&str> = c.iter().map(String::as_str).collect();
-                    self.ensure_loaded(db, &c_ref).await?;
-                    if let Some(d) = self.root.dir(&c_ref) {
-                        for name in d.dirs.keys().filter(|n| folds_to(n, f)) {
-                            let mut n = c.clone();
-                            n.push(name.clone());
-                            next.push(n);
-                        }
+                    let idx = self.fold_index(db, &mut index, c).await?;
+                    for name in idx.dirs.get(f).into_iter().flatten() {
+                        let mut n = c.clone();
+                        n.push(name.clone());
+                        next.push(n);
                     }
                 }
                 cands = next;
             }
             let mut group: Vec<String> = Vec::new();
             for c in &cands {
-                let c_ref: Vec<&str> = c.iter().map(String::as_str).collect();
-                self.ensure_loaded(db, &c_ref).await?;
-                if let Some(d) = self.root.dir(&c_ref) {
-                    for name in d.files.keys().filter(|n| folds_to(n, last)) {
-                        let mut q = c.clone();
-                        q.push(name.clone());
-                        group.push(q.join("/"));
-                    }
+                let idx = self.fold_index(db, &mut index, c).await?;
+                for name in idx.files.get(last).into_iter().flatten() {
+                    let mut q = c.clone();
+                    q.push(name.clone());
+                    group.push(q.join("/"));
                 }
             }
             if group.len() >= 2 {
@@ -468,6 +471,36 @@ impl WorkTree {
             }
         }
         Ok(best)
+    }
+
+    /// The [`FoldIndex`] of the folder at `dir` (loading it if needed).
+    async fn fold_index<'i>(
+        &mut self,
+        db: &mut PgConnection,
+        index: &'i mut HashMap<Vec<String>, FoldIndex>,
+        dir: &[String],
+    ) -> sqlx::Result<&'i FoldIndex> {
+        if !index.contains_key(dir) {
+            let segs: Vec<&str> = dir.iter().map(String::as_str).collect();
+            self.ensure_loaded(db, &segs).await?;
+            let mut idx = FoldIndex::default();
+            if let Some(d) = self.root.dir(&segs) {
+                for name in d.files.keys() {
+                    idx.files
+                        .entry(fold_name(name))
+                        .or_default()
+                        .push(name.clone());
+                }
+                for name in d.dirs.keys() {
+                    idx.dirs
+                        .entry(fold_name(name))
+                        .or_default()
+                        .push(name.clone());
+                }
+            }
+            index.insert(dir.to_vec(), idx);
+        }
+        Ok(&index[dir])
     }
 
     /// The trees that changed (root last) and the root tree's id.
