@@ -179,7 +179,7 @@ if [[ -z "${SKIP_XET:-}" ]]; then
   pct() { echo "scale=1; 100 * $1 / $2" | bc -l; }
   XET_REPORT=$(cat <<XREPORT
 
-### Xet (issue 12): stock client, huggingface_hub $("$PY" -c 'import huggingface_hub; print(huggingface_hub.__version__)') + hf_xet $("$PY" -c 'import hf_xet; print(hf_xet.__version__)')
+### Xet (issue 12): stock client, huggingface_hub $("$PY" -c 'import huggingface_hub; print(huggingface_hub.__version__)') + hf_xet $("$PY" -c 'from importlib.metadata import version; print(version("hf_xet"))')
 
 | measurement | Xet | peer | ratio (Xet/peer) | goal |
 |---|---|---|---|---|

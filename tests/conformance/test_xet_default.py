@@ -99,9 +99,9 @@ def raw_get(url, token, range_header=None):
         req.add_header("Range", range_header)
     try:
         with urllib.request.urlopen(req, timeout=300) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 def child(code, env_extra, timeout=900):
@@ -126,9 +126,9 @@ def assert_xet_metadata(repo, filename, token, sha256, size):
 def test_xet_is_really_enabled():
     assert os.environ.get("HF_HUB_DISABLE_XET") is None
     assert is_xet_available()
-    import hf_xet
+    from importlib.metadata import version
 
-    assert hf_xet.__version__ == "1.8.0"
+    assert version("hf_xet") == "1.8.0"
 
 
 def test_small_uploads_and_downloads(alice, tmp_path):
@@ -205,16 +205,18 @@ def _mixed_folder(src):
     (src / "README.md").write_text("---\nlicense: mit\n---\n# Mixed\n")
     (src / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
     (src / "tokenizer_config.json").write_text('{"model_max_length": 32}')
-    write_random(src / "weights" / "model-00001-of-00002.safetensors", 24 * MB, seed=21)
-    write_random(src / "weights" / "model-00002-of-00002.safetensors", 9 * MB + 17, seed=22)
+    # A real checkpoint: the hub validates safetensors headers at commit, reading
+    # the bytes it reassembles from xorbs.
+    _checkpoint(src / "weights" / "model.safetensors", n=24)
+    write_random(src / "weights" / "optimizer.bin", 9 * MB + 17, seed=22)
     write_random(src / "data" / "tiny.bin", 3000, seed=23)  # binary sample: Xet, one chunk
     # Compressible binary (LZ4 chunks in the xorb).
     (src / "data" / "pattern.bin").write_bytes(bytes(range(256)) * 20_000 + b"\x00" * 1_000_000)
     return {
         "inline": ["README.md", "config.json", "tokenizer_config.json"],
         "xet": [
-            "weights/model-00001-of-00002.safetensors",
-            "weights/model-00002-of-00002.safetensors",
+            "weights/model.safetensors",
+            "weights/optimizer.bin",
             "data/tiny.bin",
             "data/pattern.bin",
         ],
@@ -230,7 +232,7 @@ def test_upload_folder_of_mixed_files_and_snapshot_download(alice, repo_name, tm
     commit = api.upload_folder(repo_id=repo_name, folder_path=src, commit_message="mixed").oid
     assert_went_through_xet(log, repo_name)
     stored, _ = new_xorb_bytes(before)
-    assert stored > 33 * MB, stored
+    assert stored > 20 * MB, stored
 
     # Tree listing and paths-info carry xetHash for Xet files only (§2.6).
     tree = {f.path: f for f in api.list_repo_tree(repo_name, recursive=True, expand=True) if isinstance(f, RepoFile)}
@@ -280,17 +282,17 @@ def test_lfs_era_clients_read_xet_files_with_ranges(alice, repo_name, tmp_path):
     hub-worker do: GET /resolve, whole or with Range. The hub reassembles the
     bytes from xorbs; they must be exact."""
     api = HfApi(endpoint=ENDPOINT, token=alice)
-    src = tmp_path / "w.safetensors"
+    src = tmp_path / "w.bin"
     size = 7 * MB + 12345
     write_random(src, size, seed=31)
     sha = sha256_file(src)
     api.create_repo(repo_name)
     before, log = xorb_store(), HubLog()
-    api.upload_file(path_or_fileobj=str(src), path_in_repo="w.safetensors", repo_id=repo_name)
+    api.upload_file(path_or_fileobj=str(src), path_in_repo="w.bin", repo_id=repo_name)
     assert_went_through_xet(log, repo_name)
     assert new_xorb_bytes(before)[0] >= size
-    assert_xet_metadata(repo_name, "w.safetensors", alice, sha, size)
-    url = hf_hub_url(repo_name, "w.safetensors")
+    assert_xet_metadata(repo_name, "w.bin", alice, sha, size)
+    url = hf_hub_url(repo_name, "w.bin")
 
     # Whole file.
     status, headers, body = raw_get(url, alice)
@@ -323,18 +325,18 @@ def test_lfs_era_clients_read_xet_files_with_ranges(alice, repo_name, tmp_path):
     with open(part, "ab") as f:
         http_get(url, f, resume_size=half, headers={"authorization": f"Bearer {alice}"}, expected_size=size)
     assert sha256_file(part) == sha
-    assert ("GET", f"/{repo_name}/resolve/main/w.safetensors", 206) in log.requests()
+    assert ("GET", f"/{repo_name}/resolve/main/w.bin", 206) in log.requests()
 
     # hf_hub_download with Xet disabled (the LFS-era client) in a child process.
     log = HubLog()
     got = child(
         "from huggingface_hub import hf_hub_download;"
-        f"print(hf_hub_download({repo_name!r}, 'w.safetensors', cache_dir={str(tmp_path / 'c')!r}, token={alice!r}))",
+        f"print(hf_hub_download({repo_name!r}, 'w.bin', cache_dir={str(tmp_path / 'c')!r}, token={alice!r}))",
         {"HF_HUB_DISABLE_XET": "1"},
     ).stdout.strip().splitlines()[-1]
     assert sha256_file(got) == sha
     reqs = log.requests()
-    assert any(m == "GET" and "/resolve/" in p and p.endswith("/w.safetensors") and s == 200 for m, p, s in reqs), reqs
+    assert any(m == "GET" and "/resolve/" in p and p.endswith("/w.bin") and s == 200 for m, p, s in reqs), reqs
     assert not any(p.startswith("/cas/") for _, p, _ in reqs), reqs
 
 
