@@ -14,7 +14,7 @@
 # Installs nginx with apt and oha with cargo when missing. Prints a Markdown report.
 #   HUB_BIN=path/to/hub-api to skip the release build.
 #   PY=python with tests/conformance/requirements.txt (default .venv/test/bin/python,
-#   which scripts/test.sh makes). SKIP_XET=1 skips part 5.
+#   which scripts/test.sh makes). SKIP_XET=1 skips part 5; ONLY_XET=1 runs only part 5.
 #   CKPT_TENSORS=N: the checkpoint of part 5 has N tensors of 1 MiB (default SIZE_MIB/4).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,9 +23,11 @@ SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need nginx nginx
 need curl curl
-command -v oha >/dev/null || cargo install oha --locked --quiet
+if [[ -z "${ONLY_XET:-}" ]]; then
+  need nginx nginx
+  command -v oha >/dev/null || cargo install oha --locked --quiet
+fi
 
 . scripts/lib/hub.sh
 [[ -n "${HUB_BIN:-}" ]] || hub_build release
@@ -56,6 +58,7 @@ min() { printf '%s\n' "$@" | sort -g | head -1; }
 mbps() { echo "scale=1; $BYTES / 1048576 / $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
+if [[ -z "${ONLY_XET:-}" ]]; then
 # --- 2. upload vs sha256sum -------------------------------------------------
 SHA_TIMES=()
 for _ in $(seq "$RUNS"); do
@@ -107,6 +110,8 @@ GOT=$(curl -sf "$URL/bench/up1/resolve/main/weights.bin" | sha256sum | cut -d' '
 
 # --- 3. HEAD /resolve at 64 connections (oha; wrk cannot do HEAD) -----------
 oha -z 10s -c 64 -m HEAD --no-tui --output-format json "$URL/bench/up1/resolve/main/weights.bin" > "$WORK/head.json"
+
+fi # ONLY_XET
 
 # --- 5. Xet vs LFS, both with the stock client ----------------------------------
 xet_legs() {
@@ -196,6 +201,11 @@ XREPORT
 fi
 
 # --- report ---------------------------------------------------------------
+if [[ -n "${ONLY_XET:-}" ]]; then
+  echo "## Registry, Xet only ($SIZE_MIB MiB file, best of $RUNS, $(nproc) cores, $(date -u +%Y-%m-%d))"
+  echo "$XET_REPORT"
+  exit 0
+fi
 SHA_T=$(min "${SHA_TIMES[@]}"); UP_T=$(min "${UP_TIMES[@]}")
 NG_T=$(min "${NGINX_TIMES[@]}"); HUB_T=$(min "${HUB_TIMES[@]}")
 read -r rps p50 p99 ok <<<"$(python3 -c '
