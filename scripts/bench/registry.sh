@@ -43,8 +43,8 @@ hub_admin create-user bench >/dev/null
 TOKEN=$(hub_admin create-token bench --scopes read,write)
 
 FILE="$WORK/weights.bin"
-head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
-BYTES=$(stat -c %s "$FILE")
+BYTES=$((SIZE_MIB * 1024 * 1024))
+[[ -n "${ONLY_XET:-}" ]] || head -c "$BYTES" /dev/urandom > "$FILE"
 AUTH="Authorization: Bearer $TOKEN"
 curl -sf -H "$AUTH" -H 'Content-Type: application/json' -d '{"name":"bench"}' "$URL/api/repos/create" >/dev/null
 
@@ -125,33 +125,40 @@ xet_legs() {
   drive() { "$PY" "$driver" "$@"; }
   field() { "$PY" -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
   fresh() { mktemp -d "$WORK/hf-home-XXXXXX"; }   # a fresh HF_HOME: no local Xet caches
-  store_bytes() { find "$objects" -type f -not -path '*/staging/*' -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+  store_bytes() { find "$objects" -type f -not -path '*/staging/*' -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}'; }
+  local free
+  free=$(df -B1 --output=avail "$WORK" | tail -1)
+  (( free > (2 * RUNS + 2) * BYTES + 1073741824 )) || { echo "part 5 needs about (2 RUNS + 2) x SIZE + 1 GiB free in $WORK (has $free B)" >&2; return 1; }
   XET_UP=(); LFS_UP=(); XET_DOWN=(); LFS_DOWN=(); XET_CURL=(); BLOB_CURL=()
   for i in $(seq "$RUNS"); do
-    # New random files each run: identical content would be deduplicated.
+    # New random files each run: identical content would be deduplicated. One
+    # file on disk at a time (plus the hub's copy): the hub keeps 2 files a run.
     head -c "$BYTES" /dev/urandom > "$WORK/xet-$i.bin"
-    head -c "$BYTES" /dev/urandom > "$WORK/lfs-$i.bin"
     XET_UP+=("$(HF_HOME=$(fresh) drive upload "bench/xet$i" "$WORK/xet-$i.bin" | field seconds)")
-    LFS_UP+=("$(HF_HOME=$(fresh) HF_HUB_DISABLE_XET=1 drive upload "bench/lfs$i" "$WORK/lfs-$i.bin" | field seconds)")
-    # What was timed went where it should: the hub advertises Xet for one only.
+    # What was timed went where it should: the hub advertises Xet for it.
     curl -sfI -H "$AUTH" "$URL/bench/xet$i/resolve/main/xet-$i.bin" | grep -qi '^x-xet-hash:' ||
       { echo "xet$i: no X-Xet-Hash on /resolve: the upload did not go through Xet" >&2; return 1; }
-    if curl -sfI -H "$AUTH" "$URL/bench/lfs$i/resolve/main/lfs-$i.bin" | grep -qi '^x-xet-hash:'; then
-      echo "lfs$i: X-Xet-Hash on a plain blob" >&2; return 1
-    fi
     h=$(fresh)
     XET_DOWN+=("$(HF_HOME=$h drive download "bench/xet$i" "xet-$i.bin" "$h/c" | field seconds)")
     if [[ $i == 1 ]]; then cmp "$WORK/xet-$i.bin" "$h"/c/models--bench--xet1/snapshots/*/xet-1.bin; fi
-    rm -rf "$h"; h=$(fresh)
-    LFS_DOWN+=("$(HF_HOME=$h drive download "bench/lfs$i" "lfs-$i.bin" "$h/c" | field seconds)")
     rm -rf "$h"
     t0=$(now); curl -sf -H "$AUTH" -o /dev/null "$URL/bench/xet$i/resolve/main/xet-$i.bin"; t1=$(now); XET_CURL+=("$(elapsed "$t0" "$t1")")
-    t0=$(now); curl -sf -H "$AUTH" -o /dev/null "$URL/bench/lfs$i/resolve/main/lfs-$i.bin"; t1=$(now); BLOB_CURL+=("$(elapsed "$t0" "$t1")")
     if [[ $i == 1 ]]; then
       [[ "$(curl -sf -H "$AUTH" "$URL/bench/xet1/resolve/main/xet-1.bin" | sha256sum | cut -d' ' -f1)" == "$(sha256sum < "$WORK/xet-1.bin" | cut -d' ' -f1)" ]] ||
         { echo "/resolve of the Xet-stored file does not match the upload" >&2; return 1; }
     fi
-    rm -f "$WORK/xet-$i.bin" "$WORK/lfs-$i.bin"
+    rm -f "$WORK/xet-$i.bin"
+
+    head -c "$BYTES" /dev/urandom > "$WORK/lfs-$i.bin"
+    LFS_UP+=("$(HF_HOME=$(fresh) HF_HUB_DISABLE_XET=1 drive upload "bench/lfs$i" "$WORK/lfs-$i.bin" | field seconds)")
+    if curl -sfI -H "$AUTH" "$URL/bench/lfs$i/resolve/main/lfs-$i.bin" | grep -qi '^x-xet-hash:'; then
+      echo "lfs$i: X-Xet-Hash on a plain blob" >&2; return 1
+    fi
+    h=$(fresh)
+    LFS_DOWN+=("$(HF_HOME=$h drive download "bench/lfs$i" "lfs-$i.bin" "$h/c" | field seconds)")
+    rm -rf "$h"
+    t0=$(now); curl -sf -H "$AUTH" -o /dev/null "$URL/bench/lfs$i/resolve/main/lfs-$i.bin"; t1=$(now); BLOB_CURL+=("$(elapsed "$t0" "$t1")")
+    rm -f "$WORK/lfs-$i.bin"
   done
   RSS_XET=$(peak_rss)
 
