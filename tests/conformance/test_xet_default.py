@@ -107,7 +107,9 @@ def raw_get(url, token, range_header=None):
 def child(code, env_extra, timeout=900):
     """Runs Python in a child process (HF_HOME and HF_HUB_DISABLE_XET are read at import)."""
     env = dict(os.environ, **env_extra)
-    return subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"child failed ({out.returncode}):\n{out.stderr[-4000:]}"
+    return out
 
 
 def assert_xet_metadata(repo, filename, token, sha256, size):
