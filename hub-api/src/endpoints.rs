@@ -247,15 +247,25 @@ pub struct DecoderWeights {
     /// ([`hub_types::memory::safetensors_decoder_weight_bytes`]: twice a bf16/f16 file).
     pub weight_bytes: u64,
     pub dims: Option<DecoderDims>,
+    /// A GGUF file (llama.cpp, which also keeps a prompt cache), else safetensors.
+    pub gguf: bool,
 }
 
 impl DecoderWeights {
-    /// Bytes a replica needs ([`hub_types::decoder::default_decoder_bytes`]); without a
-    /// shape, the weights and the fixed overhead only.
+    /// Bytes a replica needs ([`hub_types::decoder::default_decoder_bytes`], plus the
+    /// prompt cache for GGUF: `default_gguf_decoder_bytes`); without a shape, the weights,
+    /// the fixed overhead and the prompt cache only.
     pub fn need_bytes(&self) -> u64 {
+        use hub_types::decoder::{default_decoder_bytes, default_gguf_decoder_bytes};
+        let cache = if self.gguf {
+            hub_types::memory::DEFAULT_GEN_PROMPT_CACHE_BYTES
+        } else {
+            0
+        };
         match self.dims {
-            Some(d) => hub_types::decoder::default_decoder_bytes(self.weight_bytes, d),
-            None => hub_types::memory::decoder_bytes(self.weight_bytes, 0),
+            Some(d) if self.gguf => default_gguf_decoder_bytes(self.weight_bytes, d),
+            Some(d) => default_decoder_bytes(self.weight_bytes, d),
+            None => hub_types::memory::decoder_bytes(self.weight_bytes, 0).saturating_add(cache),
         }
     }
 }
@@ -273,6 +283,7 @@ pub async fn decoder_weights(
         return Ok(DecoderWeights {
             weight_bytes: size,
             dims: facts.dims,
+            gguf: true,
         });
     }
     let file_bytes = files
@@ -300,7 +311,11 @@ pub async fn decoder_weights(
     let dims = config.as_ref().and_then(hub_types::decoder::from_config);
     let dtype = config.as_ref().and_then(hub_types::decoder::config_dtype);
     let weight_bytes = hub_types::memory::safetensors_decoder_weight_bytes(file_bytes, dtype);
-    Ok(DecoderWeights { weight_bytes, dims })
+    Ok(DecoderWeights {
+        weight_bytes,
+        dims,
+        gguf: false,
+    })
 }
 
 /// Checks replica settings; returns the effective scale-to-zero timeout.

@@ -4,7 +4,8 @@
 //! checks against.
 
 use crate::memory::{
-    decoder_bytes, kv_cache_bytes, DecoderShape, DEFAULT_GEN_CONTEXT, DEFAULT_GEN_SLOTS,
+    decoder_bytes, kv_cache_bytes, DecoderShape, DEFAULT_GEN_CONTEXT,
+    DEFAULT_GEN_PROMPT_CACHE_BYTES, DEFAULT_GEN_SLOTS,
 };
 use serde_json::Value;
 
@@ -88,6 +89,13 @@ pub fn default_decoder_bytes(weight_bytes: u64, dims: DecoderDims) -> u64 {
     decoder_bytes(weight_bytes, kv_cache_bytes(dims.shape, tokens))
 }
 
+/// [`default_decoder_bytes`] for a GGUF decoder (served by llama.cpp), which also keeps a
+/// prompt cache of [`DEFAULT_GEN_PROMPT_CACHE_BYTES`] by default. Safetensors decoders
+/// (candle) have none.
+pub fn default_gguf_decoder_bytes(weight_bytes: u64, dims: DecoderDims) -> u64 {
+    default_decoder_bytes(weight_bytes, dims).saturating_add(DEFAULT_GEN_PROMPT_CACHE_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +125,11 @@ mod tests {
         assert_eq!(
             default_decoder_bytes(100, d),
             100 + 18 * 256 * 4 * 4 * 4096 + crate::memory::MODEL_OVERHEAD_BYTES
+        );
+        // Served by llama.cpp, it also keeps a prompt cache.
+        assert_eq!(
+            default_gguf_decoder_bytes(100, d),
+            default_decoder_bytes(100, d) + (256 << 20)
         );
         // Without key_length: embedding_length / head_count; without head_count_kv: heads.
         let meta = |k: &str| match k {

@@ -32,6 +32,12 @@ pub const DEFAULT_GEN_SLOTS: u64 = 4;
 /// Tokens each slot may hold (prompt + completion) unless the worker is told otherwise
 /// (`--gen-context`); capped at the model's training context.
 pub const DEFAULT_GEN_CONTEXT: u64 = 4096;
+/// Host memory a GGUF decoder's prompt cache (finished sequences' KV state) may fill
+/// unless the worker is told otherwise (`--gen-prompt-cache-mib`): llama-server's
+/// `--cache-ram` holds 8 GiB by default; 256 MiB holds about 45 conversations of 300
+/// tokens of Gemma-3-270M. Part of a GGUF decoder's memory need: the cache fills up under
+/// chat traffic, so a placement that left it out would overcommit the worker.
+pub const DEFAULT_GEN_PROMPT_CACHE_BYTES: u64 = 256 << 20;
 
 /// The attention shape that sizes a decoder's KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

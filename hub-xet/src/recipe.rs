@@ -266,7 +266,10 @@ impl<'a> Reader<'a> {
 #[derive(Debug, Default)]
 pub struct ChunkDecoder {
     buf: Vec<u8>,
-    /// Offset of `buf[0]` in the stream (for error messages).
+    /// Bytes of `buf` already decoded (dropped when the next bytes arrive, so a feed of
+    /// many chunks is not moved once per chunk).
+    start: usize,
+    /// Offset of `buf[start]` in the stream (for error messages).
     offset: usize,
 }
 
@@ -277,15 +280,17 @@ impl ChunkDecoder {
 
     /// Appends stream bytes.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole chunk, decoded; `Ok(None)` when more bytes are needed.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, XorbError> {
-        match xorb::decode_next_chunk(&self.buf, self.offset)? {
+        match xorb::decode_next_chunk(&self.buf[self.start..], self.offset)? {
             None => Ok(None),
             Some((data, consumed)) => {
-                self.buf.drain(..consumed);
+                self.start += consumed;
                 self.offset += consumed;
                 Ok(Some(data))
             }
@@ -294,7 +299,7 @@ impl ChunkDecoder {
 
     /// Bytes received but not yet decoded (non-zero at the end of a stream: it was truncated).
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 

@@ -470,7 +470,8 @@ async fn tasks_are_detected_and_decoders_sized() {
     }
 
     // The memory estimate: the GGUF file the worker maps (not the projector) plus the
-    // KV cache of 4 slots x 4096 tokens of its shape, plus the fixed overhead.
+    // KV cache of 4 slots x 4096 tokens of its shape, the fixed overhead, and the
+    // prompt cache's default budget (llama.cpp only).
     let size = gemma_gguf().len() as i64;
     let e = hub_api::db::endpoints::get(&t.state.db, "acme", "c")
         .await
@@ -478,7 +479,8 @@ async fn tasks_are_detected_and_decoders_sized() {
         .unwrap();
     let need = hub_api::scheduler::memory_need(&t.state, &e).await.unwrap();
     let kv = 4 * 18 * 256 * (4 * 4096);
-    assert_eq!(need, size + kv + (256 << 20));
+    let cache = 256 << 20;
+    assert_eq!(need, size + kv + (256 << 20) + cache);
     // The safetensors decoder: its weights as candle holds them (the config says
     // bfloat16, loaded as f32: twice the files) and the config's shape, each slot's
     // context capped at the training context (2048).
@@ -497,7 +499,7 @@ async fn tasks_are_detected_and_decoders_sized() {
     let (_, wt) = hub_api::admin::create_token(&t.state.db, wuser, "w", &["worker".into()], None)
         .await
         .unwrap();
-    let small = (size + kv + (256 << 20)) as u64 - 1;
+    let small = (size + kv + (256 << 20) + cache) as u64 - 1;
     let r = http
         .post(format!("{hub}/api/v1/workers/register"))
         .bearer_auth(&wt)
@@ -520,7 +522,7 @@ async fn tasks_are_detected_and_decoders_sized() {
         .json()
         .await
         .unwrap();
-    let mib = (size + kv + (256 << 20)) / (1 << 20);
+    let mib = (size + kv + (256 << 20) + cache) / (1 << 20);
     assert_eq!(
         v["message"],
         format!("the model needs about {mib} MiB; no worker is that big"),
@@ -859,8 +861,11 @@ fn the_real_gemma_gguf_is_sized() {
         (18, 1, 256)
     );
     assert_eq!(dims.train_context, Some(32768));
-    let need = hub_types::decoder::default_decoder_bytes(size, dims);
-    assert_eq!(need, size + 18 * 256 * 4 * 4 * 4096 + (256 << 20));
+    let need = hub_types::decoder::default_gguf_decoder_bytes(size, dims);
+    assert_eq!(
+        need,
+        size + 18 * 256 * 4 * 4 * 4096 + (256 << 20) + (256 << 20)
+    );
     println!(
         "gemma-3-270m: {size} bytes of weights, need {} MiB",
         need >> 20

@@ -1058,3 +1058,46 @@ async fn xet_commit_links_a_registered_file_and_resolve_serves_its_bytes() {
         404
     );
 }
+
+/// An expired CAS token (or one signed for another audience) is a 401 with a
+/// code on every CAS route, and an upload with it stores nothing; the same
+/// claims unexpired are accepted (so the refusal is the expiry's).
+#[actix_web::test]
+async fn xet_cas_refuses_an_expired_token_and_stores_nothing() {
+    use hub_api::routes::xet::{sign_cas_token, Scope};
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    let (repo, ns): (i64, i64) =
+        sqlx::query_as("SELECT id, namespace_id FROM repos WHERE name = 'm'")
+            .fetch_one(&t.state.db)
+            .await
+            .unwrap();
+    let (expired, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, -3600)
+        .await
+        .unwrap();
+    let u = upload(21, 300_000);
+    let (h, body, _) = &u.xorbs[0];
+    let (st, b) = post_xorb(&app, &expired, h, body).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert!(json_of(&b)["error"].as_str().unwrap().contains("expired"));
+    let (st, _) = post_shard(&app, &expired, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(st, 401);
+    let file = hash::hash_string(&u.file.hash);
+    assert_eq!(reconstruction(&app, &expired, 2, &file, None).await.0, 401);
+    assert_eq!(count(&t, "xet_xorbs").await, 0);
+    assert_eq!(stored_objects(&t, "xorbs"), 0);
+    assert_eq!(stored_objects(&t, "staging"), 0);
+    // The same claims, not expired: accepted.
+    let (fresh, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, 60)
+        .await
+        .unwrap();
+    assert_eq!(post_xorb(&app, &fresh, h, body).await.0, 200);
+    assert_eq!(count(&t, "xet_xorbs").await, 1);
+}

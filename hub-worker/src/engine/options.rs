@@ -76,9 +76,10 @@ pub const DEFAULT_GEN_PREFILL_CHUNK: usize = 512;
 /// 128 ~0.6 s at the same output rate (`generation.sh`, docs/BENCHMARKS.md, 3 Dec).
 pub const DEFAULT_GEN_MIXED_CHUNK: usize = 128;
 /// Host memory per decoder for the prompt cache (finished sequences' KV state), in MiB,
-/// unless told otherwise: llama-server's `--cache-ram` holds 8 GiB by default; 256 MiB
-/// holds about 45 conversations of 300 tokens of Gemma-3-270M.
-pub const DEFAULT_GEN_PROMPT_CACHE_MIB: usize = 256;
+/// unless told otherwise ([`hub_types::memory::DEFAULT_GEN_PROMPT_CACHE_BYTES`], which
+/// the hub's placement counts too).
+pub const DEFAULT_GEN_PROMPT_CACHE_MIB: usize =
+    (hub_types::memory::DEFAULT_GEN_PROMPT_CACHE_BYTES >> 20) as usize;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
 

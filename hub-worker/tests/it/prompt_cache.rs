@@ -311,3 +311,49 @@ fn same_or_near_tie(a: &Out, b: &Out) {
         b.text
     );
 }
+
+/// The prompt cache's budget is part of the memory a GGUF decoder needs (the hub's
+/// placement counts it too, `hub_types::decoder::default_gguf_decoder_bytes`): with room
+/// for the weights, the slots' KV cache and the overhead but not the cache, the load is
+/// refused; without a cache it fits.
+#[tokio::test]
+async fn the_prompt_cache_budget_counts_in_the_memory_check() {
+    use hub_types::memory::{decoder_bytes, kv_cache_bytes, DecoderShape};
+    let Some(dir) = gemma_dir("the_prompt_cache_budget_counts_in_the_memory_check") else {
+        return;
+    };
+    let weights = std::fs::metadata(dir.join("gemma-3-270m-q4_k_m.gguf"))
+        .unwrap()
+        .len();
+    let shape = DecoderShape {
+        layers: 18,
+        kv_heads: 1,
+        head_dim: 256,
+    };
+    // cfg(2): 2 slots of 1024 tokens.
+    let without_cache = decoder_bytes(weights, kv_cache_bytes(shape, 2 * 1024));
+    let available = without_cache + (64 << 20);
+    let try_load = |mib: usize| {
+        let dir = dir.clone();
+        let cfg = EngineConfig {
+            memory_available_bytes: Some(available),
+            ..with_cache(mib)
+        };
+        tokio::task::spawn_blocking(move || hub_worker::engine::Model::load(&dir, None, &cfg))
+    };
+    match try_load(256).await.unwrap() {
+        Err(hub_worker::engine::LoadError::TooBig {
+            needed_bytes,
+            available_bytes,
+        }) => {
+            assert_eq!(needed_bytes, without_cache + (256 << 20));
+            assert_eq!(available_bytes, available);
+        }
+        Err(e) => panic!("expected TooBig, got {e}"),
+        Ok(_) => panic!("a 256 MiB prompt cache does not fit in {available} bytes"),
+    }
+    assert!(
+        try_load(0).await.unwrap().is_ok(),
+        "without the cache it fits"
+    );
+}

@@ -182,7 +182,10 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         n => n,
     };
     let kv_bytes = kv_cache_bytes(meta.shape, (slots * context) as u64);
-    let needed = decoder_bytes(weight_bytes, kv_bytes);
+    // The prompt cache fills up to its budget under chat traffic: part of the need, as
+    // the hub's placement counts it (`hub_types::decoder::default_gguf_decoder_bytes`).
+    let cache_bytes = (cfg.gen_prompt_cache_mib as u64).saturating_mul(1 << 20);
+    let needed = decoder_bytes(weight_bytes, kv_bytes).saturating_add(cache_bytes);
     if let Some(available) = cfg
         .memory_available_bytes
         .or_else(crate::host::mem_available_bytes)
