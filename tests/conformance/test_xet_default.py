@@ -379,16 +379,17 @@ def test_transformers_without_hf_xet_loads_files_stored_through_xet(alice, repo_
 # --- dedup --------------------------------------------------------------------
 
 
-def _checkpoint(path, changed=(), seed=0, n=48):
+def _checkpoint(path, changed=(), seed=0, n=48, base=0):
     """A safetensors checkpoint of n float32 tensors of 1 MiB each, written
     with safetensors' numpy API. Tensors listed in `changed` get fresh values
-    (a fine-tune); the header (names, shapes, offsets) stays the same."""
+    (a fine-tune); the header (names, shapes, offsets) stays the same. `base`
+    picks the base model (checkpoints of different bases share no tensor)."""
     import numpy as np
     from safetensors.numpy import save_file
 
     tensors = {}
     for i in range(n):
-        rng = np.random.default_rng(1000 * seed + i if i in changed else i)
+        rng = np.random.default_rng([base, i, seed if i in changed else 0])
         tensors[f"layers.{i:02d}.weight"] = rng.standard_normal((512, 512), dtype=np.float32)
     save_file(tensors, str(path), metadata={"format": "np"})
     return path.stat().st_size
@@ -410,11 +411,12 @@ def test_dedup_of_a_fine_tuned_checkpoint_within_a_tenant_only(alice, bob, tmp_p
     import uuid
 
     tag = uuid.uuid4().hex[:8]
+    model = int(tag, 16)  # a base model no other test (or earlier run) uploaded
     base, tuned, other = tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", tmp_path / "other.safetensors"
-    size = _checkpoint(base)
+    size = _checkpoint(base, base=model)
     # 5 of 48 tensors (10.4 %) changed: alice's fine-tune, and bob's own one.
-    assert _checkpoint(tuned, changed=(5, 15, 25, 35, 45), seed=1) == size
-    assert _checkpoint(other, changed=(2, 12, 22, 32, 42), seed=2) == size
+    assert _checkpoint(tuned, changed=(5, 15, 25, 35, 45), seed=1, base=model) == size
+    assert _checkpoint(other, changed=(2, 12, 22, 32, 42), seed=2, base=model) == size
 
     # float32 weights compress a little (BG4 + LZ4): compare with what the
     # first upload stored as well as with the file size.
