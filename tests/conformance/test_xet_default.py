@@ -19,6 +19,7 @@ not stored again).
 """
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -354,6 +355,13 @@ def test_transformers_without_hf_xet_loads_files_stored_through_xet(alice, repo_
     src = tmp_path / "src"
     src.mkdir()
     _tiny_bert(src)
+    # Bytes of its own: content the hub already stores whole (test_transformers
+    # uploads the same tiny BERT in the LFS run) stays a plain blob, without xetHash.
+    tag = repo_name.rsplit("-", 1)[-1]
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps(dict(cfg, paddock_test=tag)))
+    with open(src / "vocab.txt", "a") as f:
+        f.write(f"[unused-{tag}]\n")  # appended: the ids of the other tokens stay
     before, log = xorb_store(), HubLog()
     api.upload_folder(repo_id=repo_name, folder_path=src)
     assert_went_through_xet(log, repo_name)
