@@ -170,6 +170,15 @@ def test_file_uploaded_through_lfs_downloads_over_plain_http(alice, tmp_path):
     path = hf_hub_download("alice/xet-large", "big.bin", cache_dir=str(tmp_path / "c"), token=alice)
     assert open(path, "rb").read() == big.read_bytes()
 
+    # The same bytes again, now through Xet, to another repo: the commit
+    # passes and both ways of downloading give the file back.
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    again = api.create_repo("alice/xet-large-again", exist_ok=True).repo_id
+    api.upload_file(path_or_fileobj=str(big), path_in_repo="big.bin", repo_id=again)
+    path = hf_hub_download(again, "big.bin", cache_dir=str(tmp_path / "c2"), token=alice)
+    assert open(path, "rb").read() == big.read_bytes()
+    assert raw_get(hf_hub_url(again, "big.bin"), alice)[2] == big.read_bytes()
+
 
 def test_cli_upload_and_download_of_200mb_through_xet(alice, repo_name, tmp_path):
     """`hf upload` / `hf download` of a 200 MB file with the CLI's defaults."""
