@@ -592,8 +592,10 @@ impl Storage {
     }
 
     /// Streams bytes `range` of a Xet-stored blob: each xorb range its
-    /// recipe names is read as a stream and decoded one chunk at a time, so
-    /// at most a chunk (128 KiB) and one read buffer are in memory.
+    /// recipe names is read as a stream and decoded one chunk at a time
+    /// straight into the output buffer, which goes out every
+    /// [`REASSEMBLY_OUT`] bytes; in memory: the read buffer, one chunk and
+    /// one output buffer.
     fn reassemble(
         &self,
         recipe: hub_xet::recipe::Recipe,
@@ -603,57 +605,8 @@ impl Storage {
         let storage = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(4);
         tokio::spawn(async move {
-            let corrupt = |m: String| {
-                StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, m))
-            };
-            for read in reads {
-                let name = hub_xet::hash::hash_string(&read.xorb);
-                let mut input = match storage.read_xorb(&name, read.stored.clone()).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                let mut dec = hub_xet::recipe::ChunkDecoder::new();
-                let (mut skip, mut take) = (read.skip, read.take);
-                while take > 0 {
-                    let chunk = match dec.next_chunk() {
-                        Ok(Some(c)) => c,
-                        Ok(None) => match input.next().await {
-                            Some(Ok(b)) => {
-                                dec.push(&b);
-                                continue;
-                            }
-                            Some(Err(e)) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
-                            None => {
-                                let m = format!("xorb {name} ended {take} bytes early");
-                                let _ = tx.send(Err(corrupt(m))).await;
-                                return;
-                            }
-                        },
-                        Err(e) => {
-                            let _ = tx.send(Err(corrupt(format!("xorb {name}: {e}")))).await;
-                            return;
-                        }
-                    };
-                    let len = chunk.len() as u64;
-                    if skip >= len {
-                        skip -= len;
-                        continue;
-                    }
-                    let n = (len - skip).min(take);
-                    let mut out = Bytes::from(chunk);
-                    out = out.slice(skip as usize..(skip + n) as usize);
-                    skip = 0;
-                    take -= n;
-                    if tx.send(Ok(out)).await.is_err() {
-                        return; // the reader went away
-                    }
-                }
+            if let Err(e) = reassemble_into(&storage, reads, &tx).await {
+                let _ = tx.send(Err(e)).await;
             }
         });
         tokio_stream_from(rx)
@@ -1128,6 +1081,68 @@ async fn local_stream(
         }
     });
     Ok(tokio_stream_from(rx))
+}
+
+/// Output granularity of a Xet reassembly (the local backend reads 512 KiB at a time too).
+const REASSEMBLY_OUT: usize = 512 * 1024;
+
+/// The body of [`Storage::reassemble`]: sends the bytes of `reads` in order; an error ends
+/// it (the caller sends it on). Returns early when the reader went away.
+async fn reassemble_into(
+    storage: &Storage,
+    reads: Vec<hub_xet::recipe::XorbRead>,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, StorageError>>,
+) -> Result<(), StorageError> {
+    let corrupt =
+        |m: String| StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+    let mut out: Vec<u8> = Vec::with_capacity(REASSEMBLY_OUT + 128 * 1024);
+    for read in reads {
+        let name = hub_xet::hash::hash_string(&read.xorb);
+        let mut input = storage.read_xorb(&name, read.stored.clone()).await?;
+        let mut dec = hub_xet::recipe::ChunkDecoder::new();
+        let (mut skip, mut take) = (read.skip as usize, read.take);
+        while take > 0 {
+            let before = out.len();
+            let len = match dec.next_chunk_into(&mut out) {
+                Ok(Some(n)) => n,
+                Ok(None) => match input.next().await {
+                    Some(b) => {
+                        dec.push(&b?);
+                        continue;
+                    }
+                    None => return Err(corrupt(format!("xorb {name} ended {take} bytes early"))),
+                },
+                Err(e) => return Err(corrupt(format!("xorb {name}: {e}"))),
+            };
+            if skip >= len {
+                out.truncate(before);
+                skip -= len;
+                continue;
+            }
+            if skip > 0 {
+                out.drain(before..before + skip);
+            }
+            let kept = (len - skip) as u64;
+            skip = 0;
+            if kept > take {
+                out.truncate(before + take as usize);
+                take = 0;
+            } else {
+                take -= kept;
+            }
+            if out.len() >= REASSEMBLY_OUT {
+                let full =
+                    std::mem::replace(&mut out, Vec::with_capacity(REASSEMBLY_OUT + 128 * 1024));
+                if tx.send(Ok(Bytes::from(full))).await.is_err() {
+                    return Ok(()); // the reader went away
+                }
+            }
+        }
+    }
+    if !out.is_empty() {
+        let _ = tx.send(Ok(Bytes::from(out))).await;
+    }
+    Ok(())
 }
 
 fn tokio_stream_from<T: Send + 'static>(

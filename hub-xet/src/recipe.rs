@@ -287,12 +287,19 @@ impl ChunkDecoder {
 
     /// The next whole chunk, decoded; `Ok(None)` when more bytes are needed.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, XorbError> {
-        match xorb::decode_next_chunk(&self.buf[self.start..], self.offset)? {
+        let mut out = Vec::new();
+        Ok(self.next_chunk_into(&mut out)?.map(|_| out))
+    }
+
+    /// [`ChunkDecoder::next_chunk`] appending the decoded bytes to `out`; answers their length.
+    pub fn next_chunk_into(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, XorbError> {
+        let before = out.len();
+        match xorb::decode_next_chunk_into(&self.buf[self.start..], self.offset, out)? {
             None => Ok(None),
-            Some((data, consumed)) => {
+            Some(consumed) => {
                 self.start += consumed;
                 self.offset += consumed;
-                Ok(Some(data))
+                Ok(Some(out.len() - before))
             }
         }
     }

@@ -306,6 +306,17 @@ pub fn decode_chunks(stream: &[u8]) -> Result<Vec<Vec<u8>>, XorbError> {
 /// number of stream bytes it took. The incremental form of [`decode_chunks`]
 /// (`crate::recipe::ChunkDecoder`).
 pub fn decode_next_chunk(buf: &[u8], offset: usize) -> Result<Option<(Vec<u8>, usize)>, XorbError> {
+    let mut out = Vec::new();
+    Ok(decode_next_chunk_into(buf, offset, &mut out)?.map(|n| (out, n)))
+}
+
+/// [`decode_next_chunk`] appending the decoded bytes to `out` (nothing appended on an error
+/// or when more bytes are needed); answers the stream bytes the chunk took.
+pub fn decode_next_chunk_into(
+    buf: &[u8],
+    offset: usize,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>, XorbError> {
     if buf.len() < CHUNK_HEADER_LEN {
         return Ok(None);
     }
@@ -313,12 +324,19 @@ pub fn decode_next_chunk(buf: &[u8], offset: usize) -> Result<Option<(Vec<u8>, u
     if compressed_len <= MAX_COMPRESSED_CHUNK && buf.len() < CHUNK_HEADER_LEN + compressed_len {
         return Ok(None);
     }
-    decode_chunk(buf, offset).map(Some)
+    decode_chunk_into(buf, offset, out).map(Some)
 }
 
 /// Parses and decompresses the chunk at the start of `rest` (at `offset` in the body); returns
 /// the uncompressed bytes and the number of body bytes the chunk occupies.
 fn decode_chunk(rest: &[u8], offset: usize) -> Result<(Vec<u8>, usize), XorbError> {
+    let mut out = Vec::new();
+    let n = decode_chunk_into(rest, offset, &mut out)?;
+    Ok((out, n))
+}
+
+/// [`decode_chunk`] appending to `out`; on an error `out` is left as it was.
+fn decode_chunk_into(rest: &[u8], offset: usize, out: &mut Vec<u8>) -> Result<usize, XorbError> {
     let h = &rest[..CHUNK_HEADER_LEN];
     let version = h[0];
     let compressed_len = u32::from_le_bytes([h[1], h[2], h[3], 0]) as usize;
@@ -353,33 +371,56 @@ fn decode_chunk(rest: &[u8], offset: usize) -> Result<(Vec<u8>, usize), XorbErro
         });
     }
     let payload = &rest[CHUNK_HEADER_LEN..needed];
-    let data = match scheme {
-        0 => payload.to_vec(),
-        1 => lz4_frame_decode(payload, uncompressed_len, offset)?,
-        _ => bg4_regroup(&lz4_frame_decode(payload, uncompressed_len, offset)?),
+    let start = out.len();
+    let decoded = match scheme {
+        0 => {
+            out.extend_from_slice(payload);
+            Ok(())
+        }
+        1 => lz4_frame_decode_into(payload, uncompressed_len, offset, out),
+        _ => lz4_frame_decode(payload, uncompressed_len, offset)
+            .map(|d| out.extend_from_slice(&bg4_regroup(&d))),
     };
-    if data.len() != uncompressed_len {
+    if let Err(e) = decoded {
+        out.truncate(start);
+        return Err(e);
+    }
+    let actual = out.len() - start;
+    if actual != uncompressed_len {
+        out.truncate(start);
         return Err(XorbError::LengthMismatch {
             offset,
             declared: uncompressed_len,
-            actual: data.len(),
+            actual,
         });
     }
-    Ok((data, needed))
+    Ok(needed)
 }
 
 /// LZ4 frame decoding that never produces more than `declared + 1` bytes (so a bomb is caught
 /// as a length mismatch after at most 128 KiB of output).
 fn lz4_frame_decode(payload: &[u8], declared: usize, offset: usize) -> Result<Vec<u8>, XorbError> {
     let mut out = Vec::with_capacity(declared);
+    lz4_frame_decode_into(payload, declared, offset, &mut out)?;
+    Ok(out)
+}
+
+/// [`lz4_frame_decode`] appending to `out`.
+fn lz4_frame_decode_into(
+    payload: &[u8],
+    declared: usize,
+    offset: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), XorbError> {
+    out.reserve(declared);
     lz4_flex::frame::FrameDecoder::new(payload)
         .take(declared as u64 + 1)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|e| XorbError::Decompress {
             offset,
             reason: e.to_string(),
         })?;
-    Ok(out)
+    Ok(())
 }
 
 /// An old client's footer: `XETBLOB…` then `info_length` (u32 LE) as the last 4 bytes, with

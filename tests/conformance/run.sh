@@ -32,11 +32,12 @@ export HF_HUB_DISABLE_TELEMETRY=1
 export DISABLE_SAFETENSORS_CONVERSION=1
 export HF_HUB_DISABLE_PROGRESS_BARS=1
 export HF_HOME="$DATA/hf-home"
-export PADDOCK_HUB_BIN="$HUB" PADDOCK_HUB_DATA="$DATA/hub"
+export PADDOCK_HUB_BIN="$HUB" PADDOCK_HUB_DATA="$DATA/hub" PADDOCK_HUB_LOG="$HUB_LOG_FILE"
 
 # The legacy LFS path (what self-hosted hubs document for huggingface_hub >= 1.20).
 HF_HUB_DISABLE_XET=1 "$PY" -m pytest -q -p no:cacheprovider "$HERE" --ignore="$HERE/test_xet_default.py" "${@:3}"
-# The client's default (hf_xet installed, Xet not disabled): small uploads and all downloads.
+# The client's default (hf_xet installed, Xet not disabled): large files go
+# through the hub's Xet CAS, and LFS-era clients read them over /resolve.
 "$PY" -m pytest -q -p no:cacheprovider "$HERE/test_xet_default.py"
 
 # Graceful stop: SIGTERM drains and stops the private cluster cleanly.
