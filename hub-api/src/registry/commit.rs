@@ -8,6 +8,8 @@
 //! Writers without a parent are serialised by the ref lock, so no
 //! acknowledged commit is ever lost.
 
+use super::path_stats::PathStats;
+use super::worktree::{WorkFile, WorkTree};
 use crate::auth::Principal;
 use crate::card::{self, RepoMeta};
 use crate::db;
@@ -71,9 +73,6 @@ pub struct CommitInput {
     pub ops: Vec<Op>,
     pub idempotency_key: Option<String>,
 }
-
-use super::path_stats::PathStats;
-use super::worktree::{WorkFile, WorkTree};
 
 /// Whether a sample of a file looks binary (a NUL in its first 512 bytes).
 pub fn looks_binary(sample: &[u8]) -> bool {
