@@ -39,6 +39,10 @@ pub enum StorageKey {
     /// A validated Xet xorb (§5.6 stored form), by its hash string:
     /// `xorbs/default/<hash>`. The caller parses the hash (`hub_xet::hash`).
     Xorb(String),
+    /// How to reassemble a Xet-stored blob from xorbs (`hub_xet::recipe`),
+    /// by the blob's sha256: `xet/recipes/ab/cd/<hex>`. Such a blob has no
+    /// `Blob` object; reads fall back to the recipe.
+    XetRecipe(Sha256),
 }
 
 impl StorageKey {
@@ -53,6 +57,10 @@ impl StorageKey {
                 ObjPath::from(format!("uploads/{session}/{part:05}"))
             }
             StorageKey::Xorb(h) => ObjPath::from(format!("xorbs/default/{h}")),
+            StorageKey::XetRecipe(h) => {
+                let s = h.as_str();
+                ObjPath::from(format!("xet/recipes/{}/{}/{}", &s[0..2], &s[2..4], s))
+            }
         }
     }
 }
@@ -237,17 +245,20 @@ impl Storage {
         }
     }
 
-    /// Whether verified content with this digest is stored.
+    /// Whether verified content with this digest is stored (whole, or as a
+    /// Xet file's recipe).
     pub async fn blob_exists(&self, sha: &Sha256) -> Result<bool, StorageError> {
-        match self
-            .store()
-            .head(&StorageKey::Blob(sha.clone()).path())
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+        for key in [
+            StorageKey::Blob(sha.clone()),
+            StorageKey::XetRecipe(sha.clone()),
+        ] {
+            match self.store().head(&key.path()).await {
+                Ok(_) => return Ok(true),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(false)
     }
 
     /// Streams `body` into a staging key while hashing it and verifies it
@@ -517,15 +528,135 @@ impl Storage {
         self.backend.remove_empty_dir(&prefix).await;
     }
 
-    /// Streams a stored blob, or a byte range of it.
+    /// Streams a stored blob, or a byte range of it. A Xet-stored blob (no
+    /// object of its own) is reassembled from its xorbs as it streams.
     pub async fn read_blob(
         &self,
         sha: &Sha256,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
-        self.backend
-            .read(&StorageKey::Blob(sha.clone()), range)
+        match self
+            .backend
+            .read(&StorageKey::Blob(sha.clone()), range.clone())
             .await
+        {
+            Err(StorageError::Store(object_store::Error::NotFound { path, source })) => {
+                match self.xet_recipe(sha).await? {
+                    Some(recipe) => Ok(self.reassemble(recipe, range)),
+                    None => Err(StorageError::Store(object_store::Error::NotFound {
+                        path,
+                        source,
+                    })),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Stores the recipe of a Xet-stored blob, write-if-absent (a blob's
+    /// bytes never change; any valid recipe of them serves).
+    pub async fn put_xet_recipe(&self, sha: &Sha256, bytes: Bytes) -> Result<(), StorageError> {
+        let key = StorageKey::XetRecipe(sha.clone());
+        if self.backend.size(&key).await?.is_some() {
+            return Ok(());
+        }
+        let staging = StorageKey::Staging(Uuid::new_v4());
+        self.store()
+            .put(&staging.path(), PutPayload::from_bytes(bytes))
+            .await?;
+        if let Err(e) = self.backend.promote(&staging, &key).await {
+            self.delete(&staging).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The recipe of a Xet-stored blob, None when it has none.
+    pub async fn xet_recipe(
+        &self,
+        sha: &Sha256,
+    ) -> Result<Option<hub_xet::recipe::Recipe>, StorageError> {
+        let key = StorageKey::XetRecipe(sha.clone());
+        let mut stream = match self.backend.read(&key, None).await {
+            Ok(s) => s,
+            Err(StorageError::Store(object_store::Error::NotFound { .. })) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut buf = bytes::BytesMut::new();
+        while let Some(c) = stream.next().await {
+            buf.extend_from_slice(&c?);
+        }
+        hub_xet::recipe::Recipe::decode(&buf)
+            .map(Some)
+            .map_err(|e| StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+    }
+
+    /// Streams bytes `range` of a Xet-stored blob: each xorb range its
+    /// recipe names is read as a stream and decoded one chunk at a time, so
+    /// at most a chunk (128 KiB) and one read buffer are in memory.
+    fn reassemble(
+        &self,
+        recipe: hub_xet::recipe::Recipe,
+        range: Option<Range<u64>>,
+    ) -> BoxStream<'static, Result<Bytes, StorageError>> {
+        let reads = recipe.reads(range.unwrap_or(0..recipe.size));
+        let storage = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(4);
+        tokio::spawn(async move {
+            let corrupt = |m: String| {
+                StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, m))
+            };
+            for read in reads {
+                let name = hub_xet::hash::hash_string(&read.xorb);
+                let mut input = match storage.read_xorb(&name, read.stored.clone()).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let mut dec = hub_xet::recipe::ChunkDecoder::new();
+                let (mut skip, mut take) = (read.skip, read.take);
+                while take > 0 {
+                    let chunk = match dec.next_chunk() {
+                        Ok(Some(c)) => c,
+                        Ok(None) => match input.next().await {
+                            Some(Ok(b)) => {
+                                dec.push(&b);
+                                continue;
+                            }
+                            Some(Err(e)) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                            None => {
+                                let m = format!("xorb {name} ended {take} bytes early");
+                                let _ = tx.send(Err(corrupt(m))).await;
+                                return;
+                            }
+                        },
+                        Err(e) => {
+                            let _ = tx.send(Err(corrupt(format!("xorb {name}: {e}")))).await;
+                            return;
+                        }
+                    };
+                    let len = chunk.len() as u64;
+                    if skip >= len {
+                        skip -= len;
+                        continue;
+                    }
+                    let n = (len - skip).min(take);
+                    let mut out = Bytes::from(chunk);
+                    out = out.slice(skip as usize..(skip + n) as usize);
+                    skip = 0;
+                    take -= n;
+                    if tx.send(Ok(out)).await.is_err() {
+                        return; // the reader went away
+                    }
+                }
+            }
+        });
+        tokio_stream_from(rx)
     }
 
     /// Reads a small blob (or a prefix of it) fully into memory, at most `max` bytes.
@@ -636,7 +767,10 @@ impl Storage {
 
     /// Deletes a verified object (the collector, under the blob's lock).
     pub async fn delete_blob(&self, sha: &Sha256) -> Result<(), StorageError> {
-        self.backend.remove(&StorageKey::Blob(sha.clone())).await
+        self.backend.remove(&StorageKey::Blob(sha.clone())).await?;
+        self.backend
+            .remove(&StorageKey::XetRecipe(sha.clone()))
+            .await
     }
 
     pub async fn delete_path(&self, path: &ObjPath) -> Result<(), StorageError> {

@@ -87,7 +87,10 @@ impl Recipe {
                     unpacked_len: c.uncompressed_len,
                 })
                 .collect();
-            total += chunks.iter().map(|c| u64::from(c.unpacked_len)).sum::<u64>();
+            total += chunks
+                .iter()
+                .map(|c| u64::from(c.unpacked_len))
+                .sum::<u64>();
             terms.push(RecipeTerm {
                 xorb: t.xorb,
                 stored_start: u64::from(x.chunks[start].byte_start),
@@ -432,10 +435,7 @@ mod tests {
         ));
         let mut magic = bytes;
         magic[0] = b'X';
-        assert_eq!(
-            Recipe::decode(&magic),
-            Err(RecipeError::Corrupt("magic"))
-        );
+        assert_eq!(Recipe::decode(&magic), Err(RecipeError::Corrupt("magic")));
     }
 
     #[test]

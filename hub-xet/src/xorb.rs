@@ -305,10 +305,7 @@ pub fn decode_chunks(stream: &[u8]) -> Result<Vec<Vec<u8>>, XorbError> {
 /// `Ok(None)` while its header or payload is still incomplete, else the decoded bytes and the
 /// number of stream bytes it took. The incremental form of [`decode_chunks`]
 /// (`crate::recipe::ChunkDecoder`).
-pub fn decode_next_chunk(
-    buf: &[u8],
-    offset: usize,
-) -> Result<Option<(Vec<u8>, usize)>, XorbError> {
+pub fn decode_next_chunk(buf: &[u8], offset: usize) -> Result<Option<(Vec<u8>, usize)>, XorbError> {
     if buf.len() < CHUNK_HEADER_LEN {
         return Ok(None);
     }

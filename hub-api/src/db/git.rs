@@ -28,6 +28,9 @@ pub struct BlobInfo {
     pub sha256: String,
     pub size: i64,
     pub pointer_size: Option<i32>,
+    /// The Xet file hash string of an LFS file stored through Xet
+    /// (`X-Xet-Hash`, the tree's `xetHash`).
+    pub xet_hash: Option<String>,
 }
 
 /// Stores trees (idempotent: trees are content-addressed).
@@ -104,6 +107,10 @@ fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
         sha256: r.get("sha256"),
         size: r.get("size"),
         pointer_size: r.get("pointer_size"),
+        xet_hash: r
+            .get::<Option<Vec<u8>>, _>("xet_file")
+            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            .map(|raw| hub_xet::hash::hash_string(&hub_xet::hash::hash_from_raw(raw))),
     });
     Entry {
         path: if prefix.is_empty() {
@@ -130,8 +137,9 @@ pub async fn list_recursive(
             SELECT t.path || '/' || e.name, e.mode, e.oid
             FROM t JOIN git_tree_entries e ON e.tree_oid = t.oid WHERE t.mode = '40000'
          )
-         SELECT t.path, t.mode, t.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size
+         SELECT t.path, t.mode, t.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
          FROM t LEFT JOIN git_blobs b ON b.oid = t.oid AND t.mode <> '40000'
+         LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
          ORDER BY t.path COLLATE \"C\"",
     )
     .bind(tree_oid)
@@ -147,8 +155,9 @@ pub async fn list_tree(
     prefix: &str,
 ) -> sqlx::Result<Vec<Entry>> {
     let rows = sqlx::query(
-        "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size
+        "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
          FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
+         LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
          WHERE e.tree_oid = $1 ORDER BY e.name COLLATE \"C\"",
     )
     .bind(tree_oid)
@@ -167,8 +176,9 @@ pub async fn lookup_path(
     let segs: Vec<&str> = path.split('/').collect();
     for (i, seg) in segs.iter().enumerate() {
         let row = sqlx::query(
-            "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size
+            "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
              FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
+             LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
              WHERE e.tree_oid = $1 AND e.name = $2",
         )
         .bind(&tree)

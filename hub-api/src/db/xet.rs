@@ -180,6 +180,23 @@ pub async fn register_shard(
         .bind(f.sha256.as_deref())
         .execute(&mut *tx)
         .await?;
+        // The file as a blob of the repo (§9.4): an `lfsFile` with this oid
+        // commits like an uploaded LFS object. Under the blob's shared lock, as
+        // every reference is made (the collector takes it exclusively). A blob
+        // already stored whole stays so; its recipe is then unused.
+        if let Some(sha) = &f.sha256 {
+            crate::db::lfs::lock_blob_shared(&mut *tx, sha).await?;
+            sqlx::query(
+                "INSERT INTO blobs (sha256, size, xet_file) VALUES ($1, $2, $3)
+                 ON CONFLICT (sha256) DO NOTHING",
+            )
+            .bind(sha)
+            .bind(f.size as i64)
+            .bind(&fh)
+            .execute(&mut *tx)
+            .await?;
+            crate::db::lfs::link(&mut *tx, repo_id, sha).await?;
+        }
     }
     if dedup_chunks.is_empty() || xorbs.is_empty() {
         return Ok(());
@@ -214,8 +231,9 @@ pub async fn register_shard(
     Ok(())
 }
 
-/// A file `repo_id` registered: its size and terms. None when this repo has
-/// not registered it (another repo's file is not this token's to read).
+/// A file `repo_id` may read: one it registered, or a Xet-stored blob linked
+/// to it (committed or uploaded there); its size and terms. None otherwise
+/// (another repo's file is not this token's to read).
 pub async fn repo_file(
     db: impl PgExecutor<'_>,
     repo_id: i64,
@@ -223,8 +241,12 @@ pub async fn repo_file(
 ) -> Result<Option<(u64, Vec<FileTerm>)>, crate::error::ApiError> {
     let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
         "SELECT f.size, f.terms FROM xet_files f
-         JOIN xet_repo_files r ON r.file_hash = f.file_hash
-         WHERE r.repo_id = $1 AND f.file_hash = $2",
+         WHERE f.file_hash = $2
+           AND (EXISTS (SELECT 1 FROM xet_repo_files r
+                        WHERE r.repo_id = $1 AND r.file_hash = f.file_hash)
+                OR EXISTS (SELECT 1 FROM blobs b
+                           JOIN repo_lfs_objects l ON l.sha256 = b.sha256
+                           WHERE l.repo_id = $1 AND b.xet_file = f.file_hash))",
     )
     .bind(repo_id)
     .bind(raw(file))

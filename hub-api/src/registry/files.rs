@@ -48,13 +48,21 @@ pub async fn read_path(state: &AppState, tree_oid: &str, path: &str) -> ApiResul
 pub fn entry_json(e: &Entry) -> Value {
     match &e.blob {
         None => json!({"type": "directory", "oid": e.oid, "path": e.path, "size": 0}),
-        Some(b) if b.is_lfs => json!({
-            "type": "file",
-            "oid": e.oid,
-            "size": b.size,
-            "path": e.path,
-            "lfs": {"oid": b.sha256, "size": b.size, "pointerSize": b.pointer_size.unwrap_or(0)},
-        }),
+        Some(b) if b.is_lfs => {
+            let mut v = json!({
+                "type": "file",
+                "oid": e.oid,
+                "size": b.size,
+                "path": e.path,
+                "lfs": {"oid": b.sha256, "size": b.size, "pointerSize": b.pointer_size.unwrap_or(0)},
+            });
+            // Stored through Xet: `snapshot_download` downloads it over Xet
+            // without a HEAD per file (xet-protocol §2.6).
+            if let Some(x) = &b.xet_hash {
+                v["xetHash"] = json!(x);
+            }
+            v
+        }
         Some(b) => json!({"type": "file", "oid": e.oid, "size": b.size, "path": e.path}),
     }
 }

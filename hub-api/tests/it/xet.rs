@@ -850,3 +850,211 @@ async fn xet_dedup_query_and_xorb_references_stay_within_the_namespace() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(reconstruction(&app, &bob_w, 2, &file, None).await.0, 200);
 }
+
+/// A commit's `lfsFile` line.
+fn lfs_op(path: &str, sha256: &str, size: Option<usize>) -> Value {
+    let mut v = json!({"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": sha256}});
+    if let Some(s) = size {
+        v["value"]["size"] = json!(s);
+    }
+    v
+}
+
+async fn commit_ops(app: &impl App, tok: &str, repo: &str, ops: &[Value]) -> (u16, Vec<u8>) {
+    let (st, _, b) = call(
+        app,
+        TestRequest::post()
+            .uri(&format!("/api/models/{repo}/commit/main"))
+            .insert_header(bearer(tok))
+            .insert_header(("Content-Type", "application/x-ndjson"))
+            .set_payload(hub_testkit::ndjson("xet", None, ops)),
+    )
+    .await;
+    (st, b)
+}
+
+/// §9: a file registered by a shard commits as an `lfsFile` (oid = its
+/// SHA-256) with no LFS upload; `/resolve` then switches `hf_xet` to the CAS
+/// (`X-Xet-Hash`, an absolute `rel="xet-auth"` link to the read token of the
+/// commit) and serves everyone else the bytes, reassembled from the xorbs,
+/// whole and by Range; tree and paths-info carry `xetHash`. Unknown oids and
+/// wrong sizes are refused, and a repo that never registered or committed the
+/// file cannot claim it.
+#[actix_web::test]
+async fn xet_commit_links_a_registered_file_and_resolve_serves_its_bytes() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    commit_files(&app, &alice, "alice/m", &[("a.txt", b"a")]).await;
+    create_repo(&app, &alice, "alice/other", false).await;
+    let cas = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    let u = upload(11, 900_000);
+    let sha = sha256_hex(&u.data);
+    let file = hash::hash_string(&u.file.hash);
+
+    // Before the shard: the oid is unknown to the repo.
+    let (st, b) = commit_ops(
+        &app,
+        &alice,
+        "alice/m",
+        &[lfs_op("w.bin", &sha, Some(u.data.len()))],
+    )
+    .await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)["code"], "lfs_object_missing");
+    upload_all(&app, &cas, &u).await;
+    // No plain object: the bytes live in the xorbs only.
+    let whole = format!("blobs/sha256/{}/{}/{sha}", &sha[..2], &sha[2..4]);
+    let root = t.storage_dir.as_ref().unwrap().path();
+    assert!(!root.join(&whole).exists(), "not stored whole");
+    assert!(root.join("blobs").exists());
+    assert_eq!(stored_objects(&t, "xet/recipes"), 1);
+
+    // Another repo of the same owner cannot claim it by oid.
+    let (st, b) = commit_ops(&app, &alice, "alice/other", &[lfs_op("w.bin", &sha, None)]).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (400, Some("lfs_object_missing"))
+    );
+    // A wrong size is refused.
+    let (st, b) = commit_ops(&app, &alice, "alice/m", &[lfs_op("w.bin", &sha, Some(5))]).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (400, Some("digest_mismatch")),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    // The commit as huggingface_hub sends it.
+    let (st, b) = commit_ops(
+        &app,
+        &alice,
+        "alice/m",
+        &[lfs_op("weights/w.bin", &sha, Some(u.data.len()))],
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let commit = json_of(&b)["commitOid"].as_str().unwrap().to_string();
+
+    // HEAD: the headers that switch hf_xet to the CAS.
+    let (st, h, _) = call(
+        &app,
+        TestRequest::default()
+            .method(actix_web::http::Method::HEAD)
+            .uri("/alice/m/resolve/main/weights/w.bin"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let hv = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(hv("x-xet-hash").as_deref(), Some(file.as_str()));
+    assert_eq!(
+        hv("link").as_deref(),
+        Some(
+            format!(
+                "<http://hub.test/api/models/alice/m/xet-read-token/{commit}>; rel=\"xet-auth\""
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(hv("x-linked-etag"), Some(format!("\"{sha}\"")));
+    assert_eq!(hv("x-linked-size"), Some(u.data.len().to_string()));
+    assert_eq!(hv("x-repo-commit").as_deref(), Some(commit.as_str()));
+    // The link works, for this commit, with the caller's rights.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get().uri(&format!("/api/models/alice/m/xet-read-token/{commit}")),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let read = json_of(&b)["accessToken"].as_str().unwrap().to_string();
+    let (st, _) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(st, 200);
+
+    // GET: every other client gets the reassembled bytes, whole and by Range.
+    let (st, h, b) = call(
+        &app,
+        TestRequest::get().uri("/alice/m/resolve/main/weights/w.bin"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        h.get("content-length").unwrap().to_str().unwrap(),
+        u.data.len().to_string()
+    );
+    assert!(b == u.data, "whole file differs");
+    let n = u.data.len();
+    let split = u.xorbs[0].2.uncompressed_bytes() as usize;
+    for (a, z) in [
+        (0, 0),
+        (1, 99),
+        (4000, 70_000),
+        (split - 10, split + 10),
+        (split, split),
+        (n - 1, n - 1),
+        (123_456, n - 1),
+    ] {
+        let (st, h, b) = call(
+            &app,
+            TestRequest::get()
+                .uri("/alice/m/resolve/main/weights/w.bin")
+                .insert_header(("Range", format!("bytes={a}-{z}"))),
+        )
+        .await;
+        assert_eq!(st, 206, "bytes={a}-{z}");
+        assert_eq!(
+            h.get("content-range").unwrap().to_str().unwrap(),
+            format!("bytes {a}-{z}/{n}")
+        );
+        assert!(b[..] == u.data[a..=z], "bytes={a}-{z} differ");
+    }
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/alice/m/resolve/main/weights/w.bin")
+            .insert_header(("Range", format!("bytes={n}-"))),
+    )
+    .await;
+    assert_eq!(st, 416);
+
+    // A plain file of the same commit has no Xet headers.
+    let (_, h, _) = call(&app, TestRequest::get().uri("/alice/m/resolve/main/a.txt")).await;
+    assert!(h.get("x-xet-hash").is_none() && h.get("link").is_none());
+
+    // Listings carry xetHash for the Xet file only.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get().uri("/api/models/alice/m/tree/main?recursive=true"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let tree = json_of(&b);
+    let entry = |path: &str| {
+        tree.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == path)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(entry("weights/w.bin")["xetHash"], file.as_str());
+    assert_eq!(entry("weights/w.bin")["lfs"]["oid"], sha.as_str());
+    assert!(entry("a.txt").get("xetHash").is_none());
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/m/paths-info/main")
+            .insert_header(bearer(&alice))
+            .set_form([("paths", "weights/w.bin")]),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)[0]["xetHash"], file.as_str());
+
+    // A repo the file was never registered or committed in cannot read it
+    // through the CAS.
+    let other_cas = cas_token(&app, Some(&alice), "alice/other", "read").await;
+    assert_eq!(
+        reconstruction(&app, &other_cas, 2, &file, None).await.0,
+        404
+    );
+}

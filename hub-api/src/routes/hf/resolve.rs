@@ -142,6 +142,21 @@ pub async fn resolve(
     };
 
     let mut resp = HttpResponse::Ok();
+    if let Some(xet) = &blob.xet_hash {
+        // Stored through Xet: `hf_xet` downloads it from the CAS with a read
+        // token of this commit (xet-protocol §2.5; the link must be absolute);
+        // every other client reads the bytes below, reassembled by the hub.
+        resp.insert_header(("X-Xet-Hash", xet.as_str()))
+            .insert_header((
+                header::LINK,
+                format!(
+                    "<{}/api/{}/{}/xet-read-token/{commit}>; rel=\"xet-auth\"",
+                    state.public_url,
+                    repo.kind.plural(),
+                    repo.id
+                ),
+            ));
+    }
     resp.insert_header(("X-Repo-Commit", commit.as_str()))
         .insert_header((header::ETAG, etag.as_str()))
         .insert_header(("X-Linked-Size", size.to_string()))

@@ -83,6 +83,7 @@ pub async fn shard(
         .map_err(join)??
     };
     verify_sha256(&state, &summary, &indexes).await?;
+    write_recipes(&state, &summary, &indexes).await?;
     let set = dedup_set(&summary, &parsed);
     let mut tx = state.db.begin().await?;
     crate::sweeper::guard_shard(&mut tx, cas.0.ns, &parsed.referenced_xorbs()).await?;
@@ -140,6 +141,28 @@ async fn verify_sha256(
     })
     .await
     .map_err(join)??;
+    Ok(())
+}
+
+/// Writes the recipe of each file with a verified SHA-256 (how the storage
+/// layer serves it as a blob, `hub_xet::recipe`), before the transaction
+/// that makes it a blob: a blob row always has its recipe. A recipe left by
+/// a transaction that then fails is harmless (write-if-absent, by content).
+async fn write_recipes(
+    state: &AppState,
+    summary: &ShardSummary,
+    indexes: &HashMap<XetHash, XorbIndex>,
+) -> ApiResult<()> {
+    for f in &summary.files {
+        let Some(sha) = &f.sha256 else { continue };
+        let sha = crate::domain::Sha256::parse(sha)?;
+        let recipe = hub_xet::recipe::Recipe::build(f, indexes)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("a validated file: {e}")))?;
+        state
+            .storage
+            .put_xet_recipe(&sha, recipe.encode().into())
+            .await?;
+    }
     Ok(())
 }
 
