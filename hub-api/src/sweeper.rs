@@ -379,21 +379,37 @@ async fn store_xorb_inner(
 /// Inside a shard registration's transaction, before it writes: takes the
 /// Xet index lock shared and re-checks that every xorb the shard names is
 /// still stored and uploaded by the namespace (the first check ran before
-/// the transaction, and the collector may have deleted one since).
+/// the transaction, and the collector may have deleted one since); then, for
+/// each file that becomes a blob, takes the blob's shared lock and checks its
+/// bytes (object or recipe) are still there: the recipe was written before
+/// the transaction, write-if-absent, so an older unreferenced copy the
+/// collector deleted since would leave a blob row without bytes. That answers
+/// 503 (send it again), as [`claim`] does.
 pub async fn guard_shard(
     tx: &mut PgConnection,
+    storage: &Storage,
     namespace_id: i64,
     xorbs: &[XetHash],
+    files: &[hub_xet::shard::FileSummary],
 ) -> ApiResult<()> {
     db::xet_gc::lock_index_shared(&mut *tx).await?;
     let gone = db::xet_gc::unowned_of(&mut *tx, namespace_id, xorbs).await?;
-    match gone.first() {
-        None => Ok(()),
-        Some(x) => Err(hub_xet::shard::ShardError::UnknownXorb {
+    if let Some(x) = gone.first() {
+        return Err(hub_xet::shard::ShardError::UnknownXorb {
             xorb: hash::hash_string(x),
         }
-        .into()),
+        .into());
     }
+    for sha in files.iter().filter_map(|f| f.sha256.as_deref()) {
+        let sha = Sha256::parse(sha)?;
+        db::lfs::lock_blob_shared(&mut *tx, sha.as_str()).await?;
+        if !storage.blob_exists(&sha).await? {
+            return Err(ApiError::Unavailable(format!(
+                "the bytes of {sha} were collected before this shard was registered; send it again"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Steps 1-4 of the module doc's Xet collection.

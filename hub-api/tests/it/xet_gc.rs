@@ -325,35 +325,59 @@ async fn xet_sweeper_keeps_referenced_xorbs_and_collects_the_rest() {
     let t = TestState::new().await;
     let (_, alice) = t.user("alice", false, &["read", "write"]).await;
     let app = app(&t.state).await;
-    create_repo(&app, &alice, "alice/a", false).await;
-    create_repo(&app, &alice, "alice/b", false).await;
+    for r in ["a", "b", "c"] {
+        create_repo(&app, &alice, &format!("alice/{r}"), false).await;
+    }
     let cas_a = cas_token(&app, &alice, "alice/a", "write").await;
     let cas_b = cas_token(&app, &alice, "alice/b", "write").await;
-    let (x1, x2, x3, x4) = (
-        xorb(11, 200_000),
-        xorb(12, 200_000),
-        xorb(13, 200_000),
-        xorb(14, 200_000),
-    );
-    // F1 in repo a over x1 x2; F2 in repo b over x1 (deduplicated) and x3;
+    let cas_c = cas_token(&app, &alice, "alice/c", "write").await;
+    let [x1, x2, x3, x4, x5] = [11, 12, 13, 14, 15].map(|s| xorb(s, 200_000));
+    // F1 registered in repo a over x1 x2; F2 registered in repo b over x1
+    // (deduplicated) and x3; F5 in repo c over x1 and x5, committed there;
     // x4 uploaded and never referenced.
     let (f1_bytes, f1, s1) = file_of(&[&x1, &x2], &[&x1, &x2]);
     let (f2_bytes, f2, s2) = file_of(&[&x1, &x3], &[&x3]);
+    let (f5_bytes, f5, s5) = file_of(&[&x1, &x5], &[&x5]);
     upload(&app, &cas_a, &[&x1, &x2], &s1).await;
     upload(&app, &cas_b, &[&x3], &s2).await;
+    upload(&app, &cas_c, &[&x5], &s5).await;
+    let sha5 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&f5_bytes))
+    };
+    let op = json!({"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": sha5}});
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/c/commit/main")
+            .insert_header(bearer(&alice))
+            .insert_header(("Content-Type", "application/x-ndjson"))
+            .set_payload(hub_testkit::ndjson("xet", None, &[op])),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(post_xorb(&app, &cas_a, &x4).await.0, 200);
+    let resolve = |range: Option<&str>| {
+        let mut r = TestRequest::get()
+            .uri("/alice/c/resolve/main/w.bin")
+            .insert_header(bearer(&alice));
+        if let Some(range) = range {
+            r = r.insert_header(("Range", range.to_string()));
+        }
+        r
+    };
 
     // Within the grace period nothing goes, not even x4.
     let s = sweep(&t, &Policy::production(true)).await;
-    assert_eq!((s.xorbs, s.xet_files), (0, 0), "{s:?}");
-    for x in [&x1, &x2, &x3, &x4] {
+    assert_eq!((s.xorbs, s.xet_files, s.blobs), (0, 0, 0), "{s:?}");
+    for x in [&x1, &x2, &x3, &x4, &x5] {
         assert!(stored(&t, x).await);
     }
     // After it, only the unreferenced x4.
     let s = sweep(&t, &Policy::immediate()).await;
-    assert_eq!(s.xorbs, 1, "{s:?}");
+    assert_eq!((s.xorbs, s.xet_files, s.blobs), (1, 0, 0), "{s:?}");
     assert!(!stored(&t, &x4).await);
-    for x in [&x1, &x2, &x3] {
+    for x in [&x1, &x2, &x3, &x5] {
         assert!(stored(&t, x).await, "{} is referenced", x.name);
     }
     assert_eq!(download(&app, &cas_a, &f1).await.unwrap(), f1_bytes);
@@ -378,38 +402,40 @@ async fn xet_sweeper_keeps_referenced_xorbs_and_collects_the_rest() {
     let (st, v) = post_shard(&app, &cas_a, &s4).await;
     assert_eq!(st, 200, "{v}");
 
-    // Repo a goes: F1 and x2 (only F1 used it) and x4's file go; x1 stays,
-    // F2 in repo b still uses it, and F2 still downloads byte for byte.
+    // Repo a goes: F1, x4's file, their blobs and x2, x4 (only they used
+    // them) go; x1 stays (F2 and the committed F5 use it), and F2 and F5
+    // still download byte for byte, through the CAS and through /resolve.
     delete_repo(&app, &alice, "alice", "a").await;
     let s = sweep(&t, &Policy::immediate()).await;
     assert_eq!((s.xorbs, s.xet_files), (2, 2), "{s:?}");
-    assert!(!stored(&t, &x2).await);
-    assert!(!stored(&t, &x4).await);
-    assert!(stored(&t, &x1).await && stored(&t, &x3).await);
+    assert!(!stored(&t, &x2).await && !stored(&t, &x4).await);
+    for x in [&x1, &x3, &x5] {
+        assert!(stored(&t, x).await, "{} is referenced", x.name);
+    }
     assert_eq!(download(&app, &cas_b, &f2).await.unwrap(), f2_bytes);
+    assert_eq!(download(&app, &cas_c, &f5).await.unwrap(), f5_bytes);
+    let (st, _, body) = call(&app, resolve(None)).await;
+    assert_eq!(st, 200);
+    assert_eq!(body, f5_bytes);
+    let (st, _, body) = call(&app, resolve(Some("bytes=199000-201999"))).await;
+    assert_eq!(st, 206);
+    assert_eq!(body, &f5_bytes[199_000..202_000]);
     // A second pass finds nothing more.
     let s = sweep(&t, &Policy::immediate()).await;
     assert_eq!((s.xorbs, s.xet_files, s.blobs), (0, 0, 0), "{s:?}");
-    // Repo b goes too: everything is collected, rows and objects.
+    // Repo b goes: x3 goes; x1 stays for the committed F5.
     delete_repo(&app, &alice, "alice", "b").await;
-    sweep(&t, &Policy::immediate()).await;
-    for x in [&x1, &x3] {
-        assert!(!stored(&t, x).await);
-    }
-    for table in [
-        "xet_xorbs",
-        "xet_xorb_owners",
-        "xet_files",
-        "xet_file_xorbs",
-        "xet_uploads",
-    ] {
-        assert_eq!(
-            count(&t, &format!("SELECT count(*) FROM {table}")).await,
-            0,
-            "{table}"
-        );
-    }
-    assert_eq!(used(&app, &alice, "alice").await, 0);
+    let s = sweep(&t, &Policy::immediate()).await;
+    assert_eq!(s.xorbs, 1, "{s:?}");
+    assert!(!stored(&t, &x3).await);
+    assert!(stored(&t, &x1).await && stored(&t, &x5).await);
+    let (st, _, body) = call(&app, resolve(None)).await;
+    assert_eq!((st, body == f5_bytes), (200, true));
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM xet_xorbs").await,
+        2,
+        "only the committed file's xorbs are left"
+    );
 }
 
 #[actix_web::test]

@@ -86,7 +86,8 @@ pub async fn shard(
     write_recipes(&state, &summary, &indexes).await?;
     let set = dedup_set(&summary, &parsed);
     let mut tx = state.db.begin().await?;
-    crate::sweeper::guard_shard(&mut tx, cas.0.ns, &parsed.referenced_xorbs()).await?;
+    let xorbs = parsed.referenced_xorbs();
+    crate::sweeper::guard_shard(&mut tx, &state.storage, cas.0.ns, &xorbs, &summary.files).await?;
     db::xet::register_shard(
         &mut tx,
         cas.0.ns,
