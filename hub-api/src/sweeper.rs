@@ -24,8 +24,10 @@
 //! commit that points at missing bytes.
 //!
 //! **Xet storage** (issue 12) is collected in the same pass, top down, so one
-//! pass after a repo is deleted (its `xet_repo_files`, LFS links and dedup
-//! sets cascade) frees everything only that repo used:
+//! pass after a repo is deleted (its `xet_repo_files` and LFS links cascade;
+//! its dedup sets stay until step 3) frees everything only that repo used
+//! that no commit kept (a committed file's blob stays, like any committed
+//! LFS object: `git_blobs` rows are never pruned):
 //! 1. a Xet-stored blob (`blobs.xet_file`) nothing references, by the rules
 //!    above and under the same blob lock: its recipe object and its row go
 //!    (`Storage::delete_blob` deletes both);
@@ -57,9 +59,13 @@
 //! A client refused that way had deduplicated against a xorb from its local
 //! shard cache (hf_xet keeps the shards it uploaded and its dedup answers)
 //! that the hub collected because no file used it: uploading again after
-//! deleting the client's Xet shard cache (`~/.cache/huggingface/xet/*/shard-cache`)
-//! uploads the bytes afresh. Dedup answers cannot cause it: their xorbs are
-//! kept until the answer's key expires.
+//! deleting the client's shard cache (under `~/.cache/huggingface/xet`:
+//! `$HF_HOME/xet` or `HF_XET_CACHE`) uploads the bytes afresh. Dedup answers
+//! cannot cause it: their xorbs are kept until the answer's key expires. The
+//! blob a registration makes of a file follows the pending-object rule above:
+//! its recipe is written before the transaction (write-if-absent), and
+//! [`guard_shard`] re-checks under the blob's shared lock that it survived
+//! the collector (else 503, send it again).
 
 use crate::db;
 use crate::domain::Sha256;
