@@ -156,6 +156,25 @@ pub struct Config {
     )]
     pub rate_limit_anon_burst: u32,
 
+    /// Xet CAS requests per second allowed per namespace (a CAS token's
+    /// tenant) and per signed data link (0: unlimited).
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_CAS_RPS",
+        default_value_t = crate::ratelimit::CAS_RATE.per_s,
+        global = true
+    )]
+    pub rate_limit_cas_rps: u32,
+
+    /// Burst of Xet CAS requests allowed per namespace and per data link.
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_CAS_BURST",
+        default_value_t = crate::ratelimit::CAS_RATE.burst,
+        global = true
+    )]
+    pub rate_limit_cas_burst: u32,
+
     /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).
     #[arg(long, env = "HUB_TRUST_FORWARDED_FOR", global = true)]
     pub trust_forwarded_for: bool,

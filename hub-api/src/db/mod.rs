@@ -11,6 +11,7 @@ pub mod refs;
 pub mod repos;
 pub mod tokens;
 pub mod xet;
+pub mod xet_gc;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

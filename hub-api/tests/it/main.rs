@@ -22,3 +22,4 @@ mod registry;
 mod strict_inputs;
 mod tenancy;
 mod xet;
+mod xet_gc;
