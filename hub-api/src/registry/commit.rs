@@ -71,6 +71,20 @@ struct WorkFile {
     size: i64,
 }
 
+/// Removes every file under folder `path`; false when there was none.
+fn delete_folder(files: &mut BTreeMap<String, WorkFile>, path: &RepoPath) -> bool {
+    let prefix = format!("{}/", path.as_str());
+    let doomed: Vec<String> = files
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &doomed {
+        files.remove(k);
+    }
+    !doomed.is_empty()
+}
+
 /// Whether a sample of a file looks binary (a NUL in its first 512 bytes).
 pub fn looks_binary(sample: &[u8]) -> bool {
     sample.iter().take(512).any(|b| *b == 0)
@@ -78,8 +92,10 @@ pub fn looks_binary(sample: &[u8]) -> bool {
 
 /// The hub's rule for storing a file with LFS (shared by preupload and
 /// commit); `rule` says whether an LFS rule of `.gitattributes` covers the path.
+/// An empty file is always regular, as on the Hub (the client never uploads
+/// one through LFS).
 pub fn wants_lfs(rule: bool, size: u64, binary: bool, threshold: u64) -> bool {
-    size > threshold || binary || rule
+    size > 0 && (size > threshold || binary || rule)
 }
 
 /// Validates weight files added by a commit and records their parameter counts.
@@ -446,8 +462,11 @@ async fn commit_claiming(
                     },
                 );
             }
+            // Like the Hub, `deletedFile` on a folder deletes the folder: the
+            // client sends it for `CommitOperationDelete("dir")` (no trailing
+            // slash, so its `is_folder="auto"` guessed a file).
             Op::Delete(path) => {
-                if files.remove(path.as_str()).is_none() {
+                if files.remove(path.as_str()).is_none() && !delete_folder(&mut files, path) {
                     return Err(ApiError::EntryNotFound {
                         path: format!("A file with this name doesn't exist: {path}"),
                         commit: Some(head.commit_oid.clone()),
@@ -455,20 +474,11 @@ async fn commit_claiming(
                 }
             }
             Op::DeleteFolder(path) => {
-                let prefix = format!("{}/", path.as_str());
-                let doomed: Vec<String> = files
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if doomed.is_empty() {
+                if !delete_folder(&mut files, path) {
                     return Err(ApiError::EntryNotFound {
                         path: format!("A folder with this name doesn't exist: {path}"),
                         commit: Some(head.commit_oid.clone()),
                     });
-                }
-                for k in doomed {
-                    files.remove(&k);
                 }
             }
         }

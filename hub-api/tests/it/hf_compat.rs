@@ -54,3 +54,121 @@ async fn short_commit_ids_resolve() {
     assert_eq!(st, 404);
     assert_eq!(h.get("x-error-code").unwrap(), "RevisionNotFound");
 }
+
+/// `delete_file("dir")` sends `deletedFile` for a folder: the Hub deletes the
+/// folder. A path that is neither a file nor a folder stays EntryNotFound.
+#[actix_web::test]
+async fn deleted_file_on_a_folder_deletes_it() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/m", false).await;
+    commit_files(
+        &app,
+        &tok,
+        "alice/m",
+        &[
+            ("dir/a.txt", b"a"),
+            ("dir/sub/b.txt", b"b"),
+            ("keep.txt", b"k"),
+        ],
+    )
+    .await;
+    let delete = |path: &str| {
+        TestRequest::post()
+            .uri("/api/models/alice/m/commit/main")
+            .insert_header(bearer(&tok))
+            .set_payload(format!(
+                "{}\n{}\n",
+                json!({"key": "header", "value": {"summary": "rm"}}),
+                json!({"key": "deletedFile", "value": {"path": path}})
+            ))
+    };
+    let (st, _, b) = call(&app, delete("dir")).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (_, _, b) = call(
+        &app,
+        TestRequest::get().uri("/api/models/alice/m/tree/main?recursive=true"),
+    )
+    .await;
+    let paths: Vec<String> = json_of(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!paths.iter().any(|p| p.starts_with("dir")), "{paths:?}");
+    assert!(paths.contains(&"keep.txt".to_string()));
+
+    let (st, h, _) = call(&app, delete("nothing-here")).await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "EntryNotFound");
+}
+
+/// An empty file is regular even where `.gitattributes` says LFS (no pointer
+/// to a zero-byte blob); preupload applies the repo's own `.gitignore` when
+/// the commit does not bring one.
+#[actix_web::test]
+async fn empty_files_are_regular_and_the_repo_gitignore_applies() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/m", false).await;
+    commit_files(
+        &app,
+        &tok,
+        "alice/m",
+        &[(".gitignore", b"*.log\n"), ("empty.pkl", b"")],
+    )
+    .await;
+
+    let (_, _, b) = call(
+        &app,
+        TestRequest::get().uri("/api/models/alice/m/tree/main"),
+    )
+    .await;
+    let tree = json_of(&b);
+    let empty = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["path"] == "empty.pkl")
+        .unwrap();
+    assert_eq!(empty["size"], 0);
+    assert!(empty.get("lfs").is_none(), "{empty}");
+    assert_eq!(empty["oid"], hub_api::git::blob_oid(b""));
+
+    let preupload = |body: serde_json::Value| {
+        TestRequest::post()
+            .uri("/api/models/alice/m/preupload/main")
+            .insert_header(bearer(&tok))
+            .set_json(body)
+    };
+    let files = json!([
+        {"path": "run.log", "sample": "", "size": 3},
+        {"path": "keep.txt", "sample": "", "size": 3},
+        {"path": "weights.pkl", "sample": "", "size": 0}
+    ]);
+    let (st, _, b) = call(&app, preupload(json!({ "files": files }))).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let got = json_of(&b);
+    let verdict = |i: usize| {
+        (
+            got["files"][i]["shouldIgnore"].as_bool().unwrap(),
+            got["files"][i]["uploadMode"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(verdict(0), (true, "regular".into()));
+    assert_eq!(verdict(1), (false, "regular".into()));
+    assert_eq!(verdict(2), (false, "regular".into()));
+
+    // A `.gitignore` sent with the commit replaces the repo's.
+    let (_, _, b) = call(
+        &app,
+        preupload(json!({ "files": files, "gitIgnore": "*.txt\n" })),
+    )
+    .await;
+    let got = json_of(&b);
+    assert_eq!(got["files"][0]["shouldIgnore"], false);
+    assert_eq!(got["files"][1]["shouldIgnore"], true);
+}
