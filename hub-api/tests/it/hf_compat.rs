@@ -105,6 +105,83 @@ async fn deleted_file_on_a_folder_deletes_it() {
     assert_eq!(h.get("x-error-code").unwrap(), "EntryNotFound");
 }
 
+/// Branches and tags: the Hub's error texts (clients match on them), a branch
+/// may share a tag's name, and tagging a missing revision is RevisionNotFound
+/// even when the tag name is bad.
+#[actix_web::test]
+async fn branch_and_tag_rules_and_texts() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/m", false).await;
+    let post = |uri: &str, body: serde_json::Value| {
+        TestRequest::post()
+            .uri(uri)
+            .insert_header(bearer(&tok))
+            .set_json(body)
+    };
+    let msg = |h: &actix_web::http::header::HeaderMap| {
+        h.get("x-error-message")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let (st, _, _) = call(
+        &app,
+        post("/api/models/alice/m/tag/main", json!({"tag": "v"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, h, _) = call(
+        &app,
+        post("/api/models/alice/m/tag/main", json!({"tag": "v"})),
+    )
+    .await;
+    assert_eq!(st, 409);
+    assert_eq!(msg(&h), "Reference refs/tags/v already exists");
+    let (st, _, b) = call(&app, post("/api/models/alice/m/branch/v", json!({}))).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+
+    let (st, h, _) = call(&app, post("/api/models/alice/m/branch/main", json!({}))).await;
+    assert_eq!(st, 409);
+    assert_eq!(msg(&h), "Reference refs/heads/main already exists");
+
+    let (st, h, _) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/models/alice/m/branch/main")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert_eq!(msg(&h), "Cannot delete refs/heads/main");
+    let (st, h, _) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/models/alice/m/branch/nope")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(msg(&h), "Invalid rev id: nope");
+
+    let (st, h, _) = call(
+        &app,
+        post("/api/models/alice/m/tag/foobar", json!({"tag": "bad tag"})),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "RevisionNotFound");
+    let (st, _, _) = call(
+        &app,
+        post("/api/models/alice/m/tag/main", json!({"tag": "bad tag"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+}
+
 /// An empty file is regular even where `.gitattributes` says LFS (no pointer
 /// to a zero-byte blob); preupload applies the repo's own `.gitignore` when
 /// the commit does not bring one.
@@ -171,4 +248,47 @@ async fn empty_files_are_regular_and_the_repo_gitignore_applies() {
     let got = json_of(&b);
     assert_eq!(got["files"][0]["shouldIgnore"], false);
     assert_eq!(got["files"][1]["shouldIgnore"], true);
+}
+
+/// The Hub's texts for a move onto an existing repo and a stale parentCommit.
+#[actix_web::test]
+async fn move_conflict_and_stale_parent_texts() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/a", false).await;
+    create_repo(&app, &tok, "alice/b", false).await;
+    let (st, h, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/move")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"fromRepo": "alice/a", "toRepo": "alice/b", "type": "model"})),
+    )
+    .await;
+    assert_eq!(st, 409);
+    assert_eq!(
+        h.get("x-error-message").unwrap(),
+        "A model repository called alice/b already exists"
+    );
+
+    let first = commit_files(&app, &tok, "alice/a", &[("x.txt", b"1")]).await;
+    commit_files(&app, &tok, "alice/a", &[("x.txt", b"2")]).await;
+    let (st, h, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/a/commit/main")
+            .insert_header(bearer(&tok))
+            .set_payload(hub_testkit::ndjson(
+                "stale",
+                Some(&first),
+                &[hub_testkit::file_op("y.txt", b"y")],
+            )),
+    )
+    .await;
+    assert_eq!(st, 412);
+    assert_eq!(
+        h.get("x-error-message").unwrap(),
+        "The branch was updated since you opened this page. Please refresh and try again."
+    );
 }
