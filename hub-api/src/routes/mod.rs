@@ -304,7 +304,8 @@ fn build(r: &mut impl RouteSink) {
         api("/xet-read-token/{rev}"),
         vec![on(GET, xet::token::read_token)],
     );
-    // Gated repos: the access-request routes huggingface_hub calls.
+    // Gated repos: may the caller download? And the access-request routes.
+    r.add(api("/auth-check"), vec![on(GET, access::auth_check)]);
     r.add(
         api("/user-access-request/handle"),
         vec![on(POST, access::handle)],

@@ -430,6 +430,7 @@ fn rows(
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", RepoRead(200), |_| format!("{R}/paths-info/main"))
             .json(|_| json!({"paths": ["dir/f.txt"]})),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", RepoRead(200), |_| format!("{R}/refs")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", RepoRead(200), |_| format!("{R}/auth-check")),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{R}/commits/main")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/b{i}"))
             .json(|_| json!({})),
@@ -962,6 +963,8 @@ fn gated_rows(
         GRow { body: Some(json!({"paths": ["d/g.txt", "w.bin"], "expand": true})), ..grow(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", Meta(200), |_| format!("{R}/paths-info/main")) },
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", Meta(200), |_| format!("{R}/refs")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{R}/commits/main")),
+        // The gate's verdict without contents (hf_compat::auth_check_is_the_download_decision).
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", Unchecked, |_| format!("{R}/auth-check")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/{status:pending|accepted|rejected}", Unchecked, |_| format!("{R}/user-access-request/accepted")),
         grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests".into()),
         grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests/me", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests/me".into()),

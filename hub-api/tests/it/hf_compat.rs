@@ -250,6 +250,84 @@ async fn empty_files_are_regular_and_the_repo_gitignore_applies() {
     assert_eq!(got["files"][1]["shouldIgnore"], true);
 }
 
+/// Every response carries `X-Request-Id` (the client prints it in errors):
+/// the caller's own id when it sent a sane one, else a fresh one.
+#[actix_web::test]
+async fn responses_carry_a_request_id() {
+    let t = TestState::new().await;
+    let app = app(&t.state).await;
+    let (st, h, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/nobody/nothing")
+            .insert_header(("X-Amzn-Trace-Id", "0b5f3c2e-5d1c-4f7e-9d7a-3a1c2b4d5e6f")),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        h.get("x-request-id").unwrap(),
+        "0b5f3c2e-5d1c-4f7e-9d7a-3a1c2b4d5e6f"
+    );
+    let (_, h1, _) = call(&app, TestRequest::get().uri("/healthz")).await;
+    let (_, h2, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/healthz")
+            .insert_header(("X-Request-Id", "bad id\twith spaces")),
+    )
+    .await;
+    let (a, b) = (
+        h1.get("x-request-id").unwrap(),
+        h2.get("x-request-id").unwrap(),
+    );
+    assert_eq!(a.len(), 36);
+    assert_ne!(a, b);
+    assert_ne!(b, "bad id\twith spaces");
+}
+
+/// `auth_check` is the download decision: 200 for a reader, 404 RepoNotFound
+/// for a missing repo, 403 GatedRepo (with the Hub's text) for a stranger on
+/// a gated repo.
+#[actix_web::test]
+async fn auth_check_is_the_download_decision() {
+    let t = TestState::new().await;
+    let (_, owner) = t.user("alice", false, &["read", "write"]).await;
+    let (_, other) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &owner, "alice/g", false).await;
+    let check = |tok: &str, repo: &str| {
+        TestRequest::get()
+            .uri(&format!("/api/models/{repo}/auth-check"))
+            .insert_header(bearer(tok))
+    };
+    assert_eq!(call(&app, check(&other, "alice/g")).await.0, 200);
+    let (st, h, _) = call(&app, check(&other, "alice/missing")).await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "RepoNotFound");
+
+    let (st, _, _) = call(
+        &app,
+        TestRequest::put()
+            .uri("/api/models/alice/g/settings")
+            .insert_header(bearer(&owner))
+            .set_json(json!({"gated": "auto"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(call(&app, check(&owner, "alice/g")).await.0, 200);
+    let (st, h, _) = call(&app, check(&other, "alice/g")).await;
+    assert_eq!(st, 403);
+    assert_eq!(h.get("x-error-code").unwrap(), "GatedRepo");
+    assert!(h
+        .get("x-error-message")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(
+            "Access to model alice/g is restricted and you are not in the authorized list"
+        ));
+}
+
 /// The Hub's texts for a move onto an existing repo and a stale parentCommit.
 #[actix_web::test]
 async fn move_conflict_and_stale_parent_texts() {
