@@ -370,3 +370,35 @@ async fn move_conflict_and_stale_parent_texts() {
         "The branch was updated since you opened this page. Please refresh and try again."
     );
 }
+
+/// `validate-yaml` checks metadata, not only YAML syntax: a `model-index`
+/// or `license` of the wrong shape is a 400 with `errors`, a card without
+/// metadata a 200 with a warning (front matter may follow blank lines).
+#[actix_web::test]
+async fn validate_yaml_checks_metadata() {
+    let t = TestState::new().await;
+    let app = app(&t.state).await;
+    let validate = |content: &str| {
+        TestRequest::post()
+            .uri("/api/validate-yaml")
+            .set_json(json!({"content": content, "repoType": "model"}))
+    };
+    let (st, _, b) = call(&app, validate("\n---\nmodel-index: foo\n---\n\nbody\n")).await;
+    assert_eq!(st, 400);
+    assert!(json_of(&b)["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("model-index"));
+    let (st, _, b) = call(&app, validate("---\nlicense: {a: 1}\n---\n")).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+
+    let (st, _, b) = call(&app, validate("A card without metadata")).await;
+    assert_eq!(st, 200);
+    assert_eq!(json_of(&b)["errors"], json!([]));
+    assert_eq!(json_of(&b)["warnings"].as_array().unwrap().len(), 1);
+
+    let good = "---\nlicense: mit\ntags: [a, b]\nmodel-index:\n- name: m\n  results: []\n---\n";
+    let (st, _, b) = call(&app, validate(good)).await;
+    assert_eq!(st, 200);
+    assert_eq!(json_of(&b), json!({"errors": [], "warnings": []}));
+}

@@ -44,12 +44,18 @@ pub async fn validate_yaml(
         .heavy
         .run(tenant, move || card::parse_card(&body.content))
         .await?;
-    match parsed {
-        Ok(_) => Ok(HttpResponse::Ok().json(json!({"errors": [], "warnings": []}))),
-        Err(msg) => Ok(HttpResponse::BadRequest().json(json!({
-            "error": msg, "errors": [{"message": msg}], "warnings": []
-        }))),
+    let (errors, warnings) = match parsed {
+        Ok(card) => card::check_metadata(&card),
+        Err(msg) => (vec![msg], vec![]),
+    };
+    let list = |v: &[String]| v.iter().map(|m| json!({"message": m})).collect::<Vec<_>>();
+    let body = json!({"errors": list(&errors), "warnings": list(&warnings)});
+    if errors.is_empty() {
+        return Ok(HttpResponse::Ok().json(body));
     }
+    let mut body = body;
+    body["error"] = json!(errors.join("; "));
+    Ok(HttpResponse::BadRequest().json(body))
 }
 
 #[derive(Debug, Deserialize)]
