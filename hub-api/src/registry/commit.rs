@@ -693,6 +693,84 @@ async fn commit_claiming(
     Ok((Committed { oid }, true))
 }
 
+/// `super_squash_history`: the branch moves to one new root commit with the
+/// head's tree, metadata and `message`; the old commits stay reachable from
+/// other refs that point at them. No bytes change, so no quota or storage work.
+pub async fn super_squash(
+    state: &AppState,
+    repo: &RepoRow,
+    branch_ref: &str,
+    author: &Principal,
+    message: &str,
+) -> ApiResult<Committed> {
+    let message = message.trim();
+    if message.is_empty() {
+        return Err(ApiError::InvalidCommit(
+            "the commit message must not be empty".into(),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let head = db::refs::get_for_update(&mut tx, repo.id, branch_ref)
+        .await?
+        .ok_or_else(|| {
+            ApiError::RevisionNotFound(branch_ref.trim_start_matches("refs/heads/").to_string())
+        })?;
+    let c = db::git::commit(&mut *tx, repo.id, &head.commit_oid)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("branch head commit is missing")))?;
+    let (summary, description) = message.split_once('\n').unwrap_or((message, ""));
+    let summary = summary.trim();
+    let sig = signature(author, chrono::Utc::now().timestamp());
+    let object = CommitObject {
+        tree: c.tree_oid.clone(),
+        parents: vec![],
+        author: sig.clone(),
+        committer: sig,
+        message: git::object::commit_message(summary, description.trim()),
+    };
+    let oid = object.oid();
+    let meta = RepoMeta {
+        card_data: c.card_data.0.clone(),
+        config_info: c.config_info.0.clone(),
+        tags: c.tags.clone(),
+        pipeline_tag: c.pipeline_tag.clone(),
+        library_name: c.library_name.clone(),
+        license: c.license.clone(),
+        safetensors: c.safetensors.as_ref().map(|j| j.0.clone()),
+    };
+    if db::git::commit(&mut *tx, repo.id, &oid).await?.is_none() {
+        db::git::insert_commit(
+            &mut tx,
+            &db::git::NewCommit {
+                repo_id: repo.id,
+                object: &object,
+                oid: &oid,
+                title: summary,
+                depth: 1,
+                meta: &meta,
+                author_id: Some(author.user_id),
+            },
+        )
+        .await?;
+    }
+    if !db::refs::compare_and_swap(
+        &mut tx,
+        repo.id,
+        branch_ref,
+        &head.commit_oid,
+        &oid,
+        Some(author.user_id),
+    )
+    .await?
+    {
+        return Err(ApiError::ParentCommitMismatch);
+    }
+    db::repos::touch(&mut *tx, repo.id).await?;
+    tx.commit().await?;
+    tracing::info!(repo.id = repo.id, commit = %oid, "super-squash");
+    Ok(Committed { oid })
+}
+
 /// The bytes of a new repo's first commit (the default `.gitattributes`),
 /// stored before the repo's transaction begins, so that transaction needs no
 /// second pool connection while it holds the new name's row: requests creating

@@ -293,6 +293,10 @@ fn build(r: &mut impl RouteSink) {
         api("/tag/{rev}"),
         vec![on(POST, refs::create_tag), on(DELETE, refs::delete_tag)],
     );
+    r.add(
+        api("/super-squash/{rev}"),
+        vec![on(POST, refs::super_squash)],
+    );
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
     // Xet: CAS access tokens (the read token leads to file bytes).

@@ -438,6 +438,8 @@ fn rows(
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |_| format!("{R}/tag/main"))
             .json(|i| json!({"tag": format!("t{i}")})),
         row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |i| format!("{R}/tag/dt{i}")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/super-squash/{rev}", RepoWrite(200), |_| format!("{R}/super-squash/dev"))
+            .json(|i| json!({"message": format!("squash {i}")})),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/preupload/{rev}", RepoWrite(200), |_| format!("{R}/preupload/main"))
             .json(|_| json!({"files": [{"path": "x.bin", "size": 10, "sample": ""}]})),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-write-token/{rev}", RepoWrite(200), |_| format!("{R}/xet-write-token/main")),

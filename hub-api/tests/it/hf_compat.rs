@@ -402,3 +402,61 @@ async fn validate_yaml_checks_metadata() {
     assert_eq!(st, 200);
     assert_eq!(json_of(&b), json!({"errors": [], "warnings": []}));
 }
+
+/// `super_squash_history`: the branch becomes one root commit with the same
+/// files; another branch keeps the old history.
+#[actix_web::test]
+async fn super_squash_makes_one_root_commit() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/m", false).await;
+    commit_files(&app, &tok, "alice/m", &[("a.txt", b"1")]).await;
+    let head = commit_files(&app, &tok, "alice/m", &[("a.txt", b"2")]).await;
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/m/branch/keep")
+            .insert_header(bearer(&tok))
+            .set_json(json!({})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/m/super-squash/main")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"message": "Super-squash branch 'main'"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let squashed = json_of(&b)["commitOid"].as_str().unwrap().to_string();
+    assert_ne!(squashed, head);
+
+    let history = |rev: &'static str| {
+        TestRequest::get()
+            .uri(&format!("/api/models/alice/m/commits/{rev}"))
+            .insert_header(bearer(&tok))
+    };
+    let (_, _, b) = call(&app, history("main")).await;
+    let main = json_of(&b);
+    assert_eq!(main.as_array().unwrap().len(), 1);
+    assert_eq!(main[0]["id"], squashed.as_str());
+    assert_eq!(main[0]["title"], "Super-squash branch 'main'");
+    let (_, _, b) = call(&app, history("keep")).await;
+    assert_eq!(json_of(&b).as_array().unwrap().len(), 3);
+    let (st, _, b) = call(&app, TestRequest::get().uri("/alice/m/resolve/main/a.txt")).await;
+    assert_eq!((st, &b[..]), (200, &b"2"[..]));
+
+    let (st, h, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/m/super-squash/nope")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"message": "x"})),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "RevisionNotFound");
+}

@@ -252,3 +252,26 @@ pub async fn delete_tag(
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(json!({})))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct SquashBody {
+    message: String,
+}
+
+/// `POST .../super-squash/{branch}` (`super_squash_history`): the branch
+/// becomes one root commit with its current files.
+pub async fn super_squash(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    req: HttpRequest,
+    JsonBody(body): JsonBody<SquashBody>,
+) -> ApiResult<HttpResponse> {
+    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
+    let p = auth.require()?;
+    let name = RefName::parse(&param(&req, "rev").unwrap_or_default())?;
+    let done =
+        registry::commit::super_squash(&state, &ctx.repo, &name.branch_ref(), p, &body.message)
+            .await?;
+    Ok(HttpResponse::Ok().json(json!({"commitOid": done.oid})))
+}
