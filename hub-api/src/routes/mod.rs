@@ -260,6 +260,7 @@ fn build(r: &mut impl RouteSink) {
 
     // Identity.
     r.add(one("/api/whoami-v2"), vec![on(GET, whoami::whoami)]);
+    r.add(one("/api/users/{user}/likes"), vec![on(GET, likes::list)]);
     // Repo lifecycle.
     r.add(one("/api/repos/create"), vec![on(POST, repos::create)]);
     r.add(one("/api/repos/delete"), vec![on(DELETE, repos::delete)]);
@@ -277,6 +278,10 @@ fn build(r: &mut impl RouteSink) {
     r.add(api(""), vec![on(GET, info::repo_info)]);
     r.add(api("/revision/{rev}"), vec![on(GET, info::repo_info)]);
     r.add(api("/settings"), vec![on(PUT, repos::settings)]);
+    r.add(
+        api("/like"),
+        vec![on(POST, likes::like), on(DELETE, likes::like)],
+    );
     r.add(api("/tree/{rev}"), vec![on(GET, tree::tree)]);
     r.add(api("/tree/{rev}/{path:.*}"), vec![on(GET, tree::tree)]);
     r.add(api("/paths-info/{rev}"), vec![on(POST, tree::paths_info)]);

@@ -412,6 +412,7 @@ fn rows(
         row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw")),
         row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}/{tail:.*}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw/v1/embeddings")),
         row(get.clone(), "/api/whoami-v2", Authenticated(200), |_| "/api/whoami-v2".into()),
+        row(get.clone(), "/api/users/{user}/likes", Open(200), |_| "/api/users/alice/likes".into()),
         row(post.clone(), "/api/repos/create", CreateInOrg(200), |_| "/api/repos/create".into())
             .json(|i| json!({"name": format!("new{i}"), "organization": "acme", "private": true})),
         row(del.clone(), "/api/repos/delete", RepoAdminAuthFirst(200), |_| "/api/repos/delete".into())
@@ -431,6 +432,8 @@ fn rows(
             .json(|_| json!({"paths": ["dir/f.txt"]})),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", RepoRead(200), |_| format!("{R}/refs")),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", RepoRead(200), |_| format!("{R}/auth-check")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
+        row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{R}/commits/main")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/b{i}"))
             .json(|_| json!({})),

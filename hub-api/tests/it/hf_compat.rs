@@ -460,3 +460,60 @@ async fn super_squash_makes_one_root_commit() {
     assert_eq!(st, 404);
     assert_eq!(h.get("x-error-code").unwrap(), "RevisionNotFound");
 }
+
+/// Likes: `like` / `unlike` are idempotent and move the repo's `likes`
+/// count; `list_liked_repos` lists public repos only; a missing repo is
+/// RepoNotFound, a missing user 404.
+#[actix_web::test]
+async fn likes_count_and_list() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/pub", false).await;
+    create_repo(&app, &alice, "alice/priv", true).await;
+    let like = |tok: &str, repo: &str, on: bool| {
+        let r = if on {
+            TestRequest::post()
+        } else {
+            TestRequest::delete()
+        };
+        r.uri(&format!("/api/models/{repo}/like"))
+            .insert_header(bearer(tok))
+    };
+    for _ in 0..2 {
+        assert_eq!(call(&app, like(&bob, "alice/pub", true)).await.0, 200);
+    }
+    assert_eq!(call(&app, like(&alice, "alice/pub", true)).await.0, 200);
+    assert_eq!(call(&app, like(&alice, "alice/priv", true)).await.0, 200);
+    let (st, h, _) = call(&app, like(&bob, "alice/priv", true)).await;
+    assert_eq!(
+        (st, h.get("x-error-code").unwrap().to_str().unwrap()),
+        (404, "RepoNotFound")
+    );
+    let (st, _, _) = call(&app, like(&bob, "alice/missing", false)).await;
+    assert_eq!(st, 404);
+
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/alice/pub")).await;
+    assert_eq!(json_of(&b)["likes"], 2);
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/users/alice/likes")).await;
+    let listed = json_of(&b);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(
+        listed[0]["repo"],
+        json!({"name": "alice/pub", "type": "model"})
+    );
+
+    assert_eq!(call(&app, like(&bob, "alice/pub", false)).await.0, 200);
+    assert_eq!(call(&app, like(&bob, "alice/pub", false)).await.0, 200);
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/alice/pub")).await;
+    assert_eq!(json_of(&b)["likes"], 1);
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/users/bob/likes")).await;
+    assert_eq!(json_of(&b), json!([]));
+    assert_eq!(
+        call(&app, TestRequest::get().uri("/api/users/nobody/likes"))
+            .await
+            .0,
+        404
+    );
+}
