@@ -39,12 +39,18 @@ pub enum AdminCommand {
         password_stdin: bool,
         #[arg(long)]
         email: Option<String>,
+        /// Full name shown by whoami and the dashboard (default: the name).
+        #[arg(long)]
+        fullname: Option<String>,
     },
     /// Create an organization owned by an existing user.
     CreateOrg {
         name: String,
         #[arg(long)]
         owner: String,
+        /// Full name shown by whoami and the dashboard (default: the name).
+        #[arg(long)]
+        fullname: Option<String>,
     },
     /// Add a user to an organization (or change their role).
     AddMember {

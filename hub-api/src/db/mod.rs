@@ -6,6 +6,7 @@ pub mod browse;
 pub mod endpoints;
 pub mod git;
 pub mod lfs;
+pub mod likes;
 pub mod namespaces;
 pub mod refs;
 pub mod repos;

@@ -18,6 +18,7 @@ mod gated_bytes;
 mod gateway_caches;
 mod generation;
 mod git_ids;
+mod hf_compat;
 mod registry;
 mod strict_inputs;
 mod tenancy;
