@@ -23,6 +23,20 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
     .await?
 }
 
+/// A full name is free text, bounded.
+fn check_fullname(full: Option<&str>) -> anyhow::Result<()> {
+    match full {
+        Some(f)
+            if f.trim().is_empty()
+                || f.chars().count() > 100
+                || f.chars().any(char::is_control) =>
+        {
+            bail!("the full name must be 1 to 100 characters, without control characters")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Creates a token and returns its secret (shown once).
 pub async fn create_token(
     pool: &PgPool,
@@ -62,8 +76,10 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
             admin,
             password_stdin,
             email,
+            fullname,
         } => {
             NamespaceName::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_fullname(fullname.as_deref())?;
             let hash = if password_stdin {
                 let mut pw = String::new();
                 std::io::stdin().read_to_string(&mut pw)?;
@@ -85,17 +101,30 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
             )
             .await?
             .with_context(|| format!("the name {name:?} is taken"))?;
+            if let Some(full) = &fullname {
+                db::namespaces::set_fullname(&mut *conn, id, full).await?;
+            }
             println!("created user {name} (id {id})");
         }
-        AdminCommand::CreateOrg { name, owner } => {
+        AdminCommand::CreateOrg {
+            name,
+            owner,
+            fullname,
+        } => {
             NamespaceName::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_fullname(fullname.as_deref())?;
             let user = db::namespaces::user_by_name(pool, &owner)
                 .await?
                 .with_context(|| format!("no user named {owner:?}"))?;
             let mut tx = pool.begin().await?;
-            let id = db::namespaces::insert_namespace(&mut *tx, &name, "org", &name)
-                .await?
-                .with_context(|| format!("the name {name:?} is taken"))?;
+            let id = db::namespaces::insert_namespace(
+                &mut *tx,
+                &name,
+                "org",
+                fullname.as_deref().unwrap_or(&name),
+            )
+            .await?
+            .with_context(|| format!("the name {name:?} is taken"))?;
             db::namespaces::set_member(&mut *tx, id, user.id, Role::Admin).await?;
             crate::audit::record(
                 &mut *tx,

@@ -18,9 +18,12 @@ pub struct RepoMeta {
 }
 
 /// Splits a README into its YAML front matter (if any) and the body.
+/// Blank lines before the opening `---` are allowed, as in the client's
+/// `REGEX_YAML_BLOCK`.
 pub fn split_front_matter(readme: &str) -> (Option<&str>, &str) {
     let text = readme.strip_prefix('\u{feff}').unwrap_or(readme);
     let Some(rest) = text
+        .trim_start_matches([' ', '\t', '\r', '\n'])
         .strip_prefix("---\n")
         .or_else(|| text.strip_prefix("---\r\n"))
     else {
@@ -36,6 +39,56 @@ pub fn split_front_matter(readme: &str) -> (Option<&str>, &str) {
         offset += line.len();
     }
     (None, text)
+}
+
+/// What `validate-yaml` says of parsed metadata beyond YAML syntax, as the
+/// Hub does: (errors, warnings). Errors are types the Hub and its clients
+/// cannot read (`license`, `tags`, `model-index`); the warning is for a card
+/// without metadata.
+pub fn check_metadata(card: &Value) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let Some(map) = card.as_object().filter(|m| !m.is_empty()) else {
+        warnings.push("empty or missing yaml metadata in repo card".to_string());
+        return (errors, warnings);
+    };
+    let strings = |v: &Value| match v {
+        Value::String(_) => true,
+        Value::Array(a) => a.iter().all(Value::is_string),
+        _ => false,
+    };
+    for key in ["license", "tags"] {
+        if let Some(v) = map.get(key).filter(|v| !v.is_null() && !strings(v)) {
+            errors.push(format!(
+                "\"{key}\" must be a string or a list of strings, not {}",
+                type_name(v)
+            ));
+        }
+    }
+    if let Some(mi) = map.get("model-index") {
+        let entry_ok = |e: &Value| {
+            e.get("name").is_some_and(Value::is_string)
+                && e.get("results").is_some_and(Value::is_array)
+        };
+        match mi.as_array() {
+            Some(entries) if entries.iter().all(entry_ok) => {}
+            _ => {
+                errors.push("\"model-index\" must be a list of {name, results} entries".to_string())
+            }
+        }
+    }
+    (errors, warnings)
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
 }
 
 /// Largest YAML front matter parsed (bytes).

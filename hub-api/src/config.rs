@@ -39,12 +39,18 @@ pub enum AdminCommand {
         password_stdin: bool,
         #[arg(long)]
         email: Option<String>,
+        /// Full name shown by whoami and the dashboard (default: the name).
+        #[arg(long)]
+        fullname: Option<String>,
     },
     /// Create an organization owned by an existing user.
     CreateOrg {
         name: String,
         #[arg(long)]
         owner: String,
+        /// Full name shown by whoami and the dashboard (default: the name).
+        #[arg(long)]
+        fullname: Option<String>,
     },
     /// Add a user to an organization (or change their role).
     AddMember {
@@ -155,6 +161,25 @@ pub struct Config {
         global = true
     )]
     pub rate_limit_anon_burst: u32,
+
+    /// Xet CAS requests per second allowed per namespace (a CAS token's
+    /// tenant) and per signed data link (0: unlimited).
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_CAS_RPS",
+        default_value_t = crate::ratelimit::CAS_RATE.per_s,
+        global = true
+    )]
+    pub rate_limit_cas_rps: u32,
+
+    /// Burst of Xet CAS requests allowed per namespace and per data link.
+    #[arg(
+        long,
+        env = "HUB_RATE_LIMIT_CAS_BURST",
+        default_value_t = crate::ratelimit::CAS_RATE.burst,
+        global = true
+    )]
+    pub rate_limit_cas_burst: u32,
 
     /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).
     #[arg(long, env = "HUB_TRUST_FORWARDED_FOR", global = true)]

@@ -94,7 +94,8 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("access to {0} is restricted: you must be granted access to download its files")]
+    /// The Hub's text; `{0}` is "model ns/name" or "dataset ns/name".
+    #[error("Access to {0} is restricted and you are not in the authorized list. Ask for access on its page.")]
     GatedRepo(String),
     #[error("the upload link is invalid or has expired")]
     InvalidSignature,
@@ -104,7 +105,8 @@ pub enum ApiError {
     // ---- 404 ----
     #[error("repository not found")]
     RepoNotFound,
-    #[error("revision not found: {0}")]
+    /// The Hub's own text, which clients and users match on.
+    #[error("Invalid rev id: {0}")]
     RevisionNotFound(String),
     #[error("entry not found: {path}")]
     EntryNotFound {
@@ -127,7 +129,7 @@ pub enum ApiError {
     UploadCompleted,
     #[error("this upload has expired; ask the LFS batch API for a new one")]
     UploadExpired,
-    #[error("A commit has happened since. Please refresh and try again.")]
+    #[error("The branch was updated since you opened this page. Please refresh and try again.")]
     ParentCommitMismatch,
     #[error("{0}")]
     PayloadTooLarge(String),

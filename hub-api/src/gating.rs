@@ -194,7 +194,11 @@ pub async fn authorize(state: &AppState, auth: &Auth, ctx: RepoCtx) -> ApiResult
     }
     match user {
         Some(uid) if user_passes_gate(state, &ctx.repo, uid).await? => Ok(Download { ctx, reader }),
-        _ => Err(ApiError::GatedRepo(ctx.repo.full_id())),
+        _ => Err(ApiError::GatedRepo(format!(
+            "{} {}",
+            ctx.repo.kind().as_str(),
+            ctx.repo.full_id()
+        ))),
     }
 }
 
@@ -249,7 +253,11 @@ async fn authorize_reader(state: &AppState, repo: RepoRow, reader: Reader) -> Ap
         Reader::User(uid) if user_passes_gate(state, &ctx.repo, uid).await? => {
             Ok(Download { ctx, reader })
         }
-        _ => Err(ApiError::GatedRepo(ctx.repo.full_id())),
+        _ => Err(ApiError::GatedRepo(format!(
+            "{} {}",
+            ctx.repo.kind().as_str(),
+            ctx.repo.full_id()
+        ))),
     }
 }
 

@@ -11,10 +11,24 @@
 //!   already uploaded), until the session completes and links its object, or
 //!   expires and is swept.
 //!
+//! Xet-stored blobs (`blobs.xet_file`) are not counted by their size but by
+//! the bytes the namespace added, counted once per distinct xorb at its stored
+//! size: the xorbs it uploaded (`xet_xorb_owners`, until the sweeper collects
+//! them or releases an ownership nothing of the namespace uses), the xorbs of
+//! Xet-stored blobs linked to its repos (a blob it linked without uploading
+//! costs what an LFS link of it would), and the room reserved by xorb uploads
+//! in flight (`xet_xorb_reservations`). A fine-tune uploaded through Xet whose
+//! chunks dedup against the namespace's earlier upload costs only its new
+//! xorbs. Another tenant that stores the same bytes pays for its own copy:
+//! ownership is per namespace, and charging one tenant less because another
+//! holds a chunk would tell it so.
+//!
 //! Growth past the quota is refused before bytes are stored: in the LFS batch
 //! (declared sizes, under a per-namespace lock so concurrent batches cannot
-//! both take the last room) and, for inline files, as each line of a commit
-//! is read; the commit transaction checks again under the same lock.
+//! both take the last room), in the CAS xorb upload ([`reserve_xorb`]: the
+//! validated xorb's stored size, under the same lock, reserved before the
+//! object is written) and, for inline files, as each line of a commit is read;
+//! the commit transaction checks again under the same lock.
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -34,18 +48,31 @@ pub async fn usage_with(
     namespace_id: i64,
     extra: &[(String, i64)],
 ) -> sqlx::Result<i64> {
+    usage_inner(db, namespace_id, extra, &[]).await
+}
+
+/// The usage with `extra` blobs (sha256, size) and `xorbs` (raw hash, stored
+/// bytes) added.
+async fn usage_inner(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    extra: &[(String, i64)],
+    xorbs: &[(Vec<u8>, i64)],
+) -> sqlx::Result<i64> {
     let shas: Vec<&str> = extra.iter().map(|(s, _)| s.as_str()).collect();
     let sizes: Vec<i64> = extra.iter().map(|(_, z)| *z).collect();
+    let xorb_hashes: Vec<Vec<u8>> = xorbs.iter().map(|(h, _)| h.clone()).collect();
+    let xorb_sizes: Vec<i64> = xorbs.iter().map(|(_, z)| *z).collect();
     let r = sqlx::query(
-        "SELECT COALESCE(SUM(size), 0)::bigint FROM (
+        "SELECT ((SELECT COALESCE(SUM(size), 0) FROM (
            SELECT DISTINCT ON (sha256) sha256, size FROM (
              SELECT b.sha256, b.size FROM repo_lfs_objects l
                JOIN repos r ON r.id = l.repo_id JOIN blobs b ON b.sha256 = l.sha256
-              WHERE r.namespace_id = $1
+              WHERE r.namespace_id = $1 AND b.xet_file IS NULL
              UNION ALL
              SELECT b.sha256, b.size FROM repo_blobs s
                JOIN repos r ON r.id = s.repo_id JOIN blobs b ON b.sha256 = s.sha256
-              WHERE r.namespace_id = $1
+              WHERE r.namespace_id = $1 AND b.xet_file IS NULL
              UNION ALL
              SELECT p.sha256, p.size FROM pending_objects p WHERE p.namespace_id = $1
              UNION ALL
@@ -54,14 +81,86 @@ pub async fn usage_with(
              UNION ALL
              SELECT x.sha256, x.size FROM unnest($2::text[], $3::bigint[]) AS x(sha256, size)
            ) every ORDER BY sha256, size DESC
-         ) distinct_blobs",
+         ) distinct_blobs)
+         + (SELECT COALESCE(SUM(size), 0) FROM (
+           SELECT DISTINCT ON (hash) hash, size FROM (
+             SELECT x.hash, x.stored_bytes AS size FROM xet_xorb_owners o
+               JOIN xet_xorbs x ON x.hash = o.xorb_hash
+              WHERE o.namespace_id = $1
+             UNION ALL
+             SELECT x.hash, x.stored_bytes FROM repo_lfs_objects l
+               JOIN repos r ON r.id = l.repo_id JOIN blobs b ON b.sha256 = l.sha256
+               JOIN xet_file_xorbs f ON f.file_hash = b.xet_file
+               JOIN xet_xorbs x ON x.hash = f.xorb_hash
+              WHERE r.namespace_id = $1
+             UNION ALL
+             SELECT v.xorb_hash, v.stored_bytes FROM xet_xorb_reservations v
+              WHERE v.namespace_id = $1
+             UNION ALL
+             SELECT y.hash, y.size FROM unnest($4::bytea[], $5::bigint[]) AS y(hash, size)
+           ) every ORDER BY hash, size DESC
+         ) distinct_xorbs))::bigint",
     )
     .bind(namespace_id)
     .bind(&shas)
     .bind(&sizes)
+    .bind(&xorb_hashes)
+    .bind(&xorb_sizes)
     .fetch_one(db)
     .await?;
     Ok(r.get(0))
+}
+
+/// Room for a xorb about to be stored for `namespace_id` (its stored size),
+/// checked and reserved under [`lock_namespace`] before the object is
+/// written, so concurrent uploads cannot both take the last room. A xorb the
+/// namespace already counts adds nothing. `Ok(None)` when the namespace has
+/// no quota (nothing to reserve); else the reservation to give back with
+/// [`release_xorb`] once the xorb is indexed (or the upload failed).
+pub async fn reserve_xorb(
+    state: &AppState,
+    namespace_id: i64,
+    xorb: &hub_xet::hash::XetHash,
+    stored_bytes: i64,
+) -> ApiResult<Option<i64>> {
+    let xorb = hub_xet::hash::hash_raw(xorb);
+    let mut tx = state.db.begin().await?;
+    let Some(limit) = limit(state, &mut tx, namespace_id).await? else {
+        return Ok(None);
+    };
+    lock_namespace(&mut tx, namespace_id).await?;
+    let used = usage(&mut *tx, namespace_id).await?;
+    let after = usage_inner(
+        &mut *tx,
+        namespace_id,
+        &[],
+        &[(xorb.to_vec(), stored_bytes)],
+    )
+    .await?;
+    if after > limit && after > used {
+        return Err(exceeded(used, limit, after - used));
+    }
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO xet_xorb_reservations (namespace_id, xorb_hash, stored_bytes)
+         VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(namespace_id)
+    .bind(xorb.as_slice())
+    .bind(stored_bytes)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(id))
+}
+
+/// Gives back a xorb reservation (in the transaction that indexes the xorb,
+/// or after a failed upload).
+pub async fn release_xorb(db: impl PgExecutor<'_>, reservation: i64) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM xet_xorb_reservations WHERE id = $1")
+        .bind(reservation)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Serialises quota decisions of one namespace until the transaction ends.

@@ -14,6 +14,20 @@
 //!
 //! Signed LFS transfer links (`/lfs/...`) are not limited here: they are
 //! handed out by a (limited) batch request and each is good for one object.
+//!
+//! The Xet CAS (`/cas/...`) has its own rate ([`RateLimiter::cas`], default
+//! [`CAS_RATE`]): one hf_xet transfer runs up to 64 requests at once (xorb
+//! uploads, reconstructions, data-link GETs), far past the anonymous per-IP
+//! burst the hub's own credentials would otherwise leave it (the CAS takes
+//! none: it has its own tokens). A call with a valid CAS access token counts
+//! against a bucket of the token's namespace (`ns` claim; every repo and
+//! client of the tenant shares it); a data link with a valid signature counts
+//! against a bucket of its claims (xorb and expiry: replaying one link is
+//! limited like one caller, and links are handed out only by limited
+//! reconstruction calls). Per-namespace overrides do not apply to the CAS;
+//! what a tenant stores is bounded by its storage quota. Anything else under
+//! `/cas/` (no token, a bad one, a forged link) counts against the client IP
+//! at the anonymous rate, like any unauthenticated call.
 
 use crate::auth::authenticate::{self, Authenticated};
 use crate::auth::{Credential, Principal};
@@ -63,9 +77,19 @@ const OVERRIDES_TTL: Duration = Duration::from_secs(10);
 /// Above this many buckets, full (idle) ones are dropped.
 const MAX_BUCKETS: usize = 50_000;
 
+/// The default rate of a namespace's Xet CAS calls: a 1 GiB transfer is about
+/// 16 xorbs (64 MiB each) and as many data-link GETs, so this is room for
+/// dozens of concurrent transfers and folders of many files.
+pub const CAS_RATE: Rate = Rate {
+    per_s: 500,
+    burst: 2000,
+};
+
 /// The buckets and the per-namespace overrides of this process.
 pub struct RateLimiter {
     pub defaults: RateDefaults,
+    /// The rate of a Xet CAS bucket (see the module doc).
+    pub cas: Rate,
     buckets: Mutex<HashMap<String, Bucket>>,
     overrides: RwLock<(Option<Instant>, HashMap<String, Rate>)>,
     refreshing: AtomicBool,
@@ -82,10 +106,17 @@ impl RateLimiter {
     pub fn new(defaults: RateDefaults) -> Self {
         Self {
             defaults,
+            cas: CAS_RATE,
             buckets: Mutex::new(HashMap::new()),
             overrides: RwLock::new((None, HashMap::new())),
             refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// The same limiter with another Xet CAS rate.
+    pub fn with_cas(mut self, cas: Rate) -> Self {
+        self.cas = cas;
+        self
     }
 
     /// Takes one request from the bucket `key` (created full at `rate`).
@@ -251,6 +282,32 @@ fn bucket_owner(
     }
 }
 
+/// The bucket of a `/cas/` request with a valid CAS token or data-link
+/// signature (see the module doc), None for anything else. A verified token
+/// is kept in the request for the handler's `CasToken` extractor.
+async fn cas_bucket(state: &AppState, req: &ServiceRequest) -> Option<String> {
+    use actix_web::HttpMessage;
+    let sig = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "sig")
+        .map(|(_, v)| v.into_owned());
+    if let Some(sig) = sig {
+        return crate::routes::xet::download::link_bucket(state, &sig).await;
+    }
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string())?;
+    let claims = crate::routes::xet::verify_cas_token(state, &token).await?;
+    let key = format!("xet-ns:{}", claims.ns);
+    req.extensions_mut()
+        .insert(crate::routes::xet::CasToken(claims));
+    Some(key)
+}
+
 /// The actix middleware (`middleware::from_fn(ratelimit::middleware)`). Runs
 /// after authentication and the CSRF check, and only rate-limits.
 pub async fn middleware(
@@ -265,6 +322,20 @@ pub async fn middleware(
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     };
     let limiter = &state.tenancy.rate;
+    if path.starts_with("/cas/") {
+        if let Some(key) = cas_bucket(&state, &req).await {
+            if let Err(d) = limiter.take(&key, limiter.cas) {
+                tracing::info!(rate.scope = "cas", rate.limit = d.limit, "rate limited");
+                let err = ApiError::RateLimited {
+                    retry_after_s: d.retry_after_s,
+                    limit: d.limit,
+                };
+                let resp = actix_web::ResponseError::error_response(&err);
+                return Ok(req.into_response(resp));
+            }
+            return next.call(req).await.map(|r| r.map_into_boxed_body());
+        }
+    }
     limiter.refresh_overrides(&state.db).await;
     let decided = authenticate::recorded(req.request());
     let (caller_key, own_ns, default) = bucket_owner(

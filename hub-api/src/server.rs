@@ -248,13 +248,40 @@ pub async fn access_log(
     let started = Instant::now();
     let method = req.method().to_string();
     let path = req.path().to_string();
+    let request_id = request_id(req.headers());
     let res = next.call(req).await;
     let status = match &res {
         Ok(r) => r.status().as_u16(),
         Err(e) => e.as_response_error().status_code().as_u16(),
     };
     log_request(&method, &path, status, started);
-    res.map(|r| r.map_into_boxed_body())
+    res.map(|mut r| {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+            r.headers_mut().insert(
+                actix_web::http::header::HeaderName::from_static("x-request-id"),
+                v,
+            );
+        }
+        r.map_into_boxed_body()
+    })
+}
+
+/// The id every response carries as `X-Request-Id` (the HF clients print it in
+/// their errors): the caller's own `X-Request-Id` or `X-Amzn-Trace-Id` (the
+/// Python client sends a fresh one per request) when it is a short token,
+/// else a new one.
+fn request_id(headers: &actix_web::http::header::HeaderMap) -> String {
+    ["x-request-id", "x-amzn-trace-id"]
+        .iter()
+        .filter_map(|h| headers.get(*h)?.to_str().ok())
+        .find(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.=;:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Starts the in-process worker: mints its token and hands it what a remote

@@ -51,17 +51,23 @@ impl Tenancy {
     /// From the command line / environment.
     pub fn from_config(c: &crate::config::Config) -> Self {
         Self {
-            rate: Arc::new(RateLimiter::new(RateDefaults {
-                token: Rate {
-                    per_s: c.rate_limit_token_rps,
-                    burst: c.rate_limit_token_burst,
-                },
-                anonymous: Rate {
-                    per_s: c.rate_limit_anon_rps,
-                    burst: c.rate_limit_anon_burst,
-                },
-                trust_forwarded_for: c.trust_forwarded_for,
-            })),
+            rate: Arc::new(
+                RateLimiter::new(RateDefaults {
+                    token: Rate {
+                        per_s: c.rate_limit_token_rps,
+                        burst: c.rate_limit_token_burst,
+                    },
+                    anonymous: Rate {
+                        per_s: c.rate_limit_anon_rps,
+                        burst: c.rate_limit_anon_burst,
+                    },
+                    trust_forwarded_for: c.trust_forwarded_for,
+                })
+                .with_cas(Rate {
+                    per_s: c.rate_limit_cas_rps,
+                    burst: c.rate_limit_cas_burst,
+                }),
+            ),
             session_ttl_s: c.session_ttl_minutes as i64 * 60,
             default_storage_quota: c.default_storage_quota.map(|q| q as i64),
             token_cache: Arc::new(crate::auth::cache::TokenCache::new(

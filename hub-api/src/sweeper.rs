@@ -22,14 +22,61 @@
 //! A commit slower than the grace period finds its row collected: [`claim`]
 //! then checks the bytes are still there and otherwise answers 503, never a
 //! commit that points at missing bytes.
+//!
+//! **Xet storage** (issue 12) is collected in the same pass, top down, so one
+//! pass after a repo is deleted (its `xet_repo_files` and LFS links cascade;
+//! its dedup sets stay until step 3) frees everything only that repo used
+//! that no commit kept (a committed file's blob stays, like any committed
+//! LFS object: `git_blobs` rows are never pruned):
+//! 1. a Xet-stored blob (`blobs.xet_file`) nothing references, by the rules
+//!    above and under the same blob lock: its recipe object and its row go
+//!    (`Storage::delete_blob` deletes both);
+//! 2. registered files (`xet_files`) that no blob stores and no repo
+//!    registered (their `xet_file_xorbs` rows cascade);
+//! 3. dedup sets whose xorbs no file uses, unless a dedup answer handed them
+//!    out within the key expiry ([`Policy::dedup_hold`]), and ownerships
+//!    (`xet_xorb_owners`) that nothing of the namespace uses any more after
+//!    the grace period (the namespace stops paying for a xorb another
+//!    tenant's file keeps);
+//! 4. xorbs (object, `xet_xorbs` row, ownerships) that no file uses, older
+//!    than [`Policy::xet_grace`] counted from their latest upload by any
+//!    namespace (a client uploads every xorb before the shard that
+//!    references them), not in a set handed out within the key expiry, and
+//!    with no quota reservation in flight.
+//!
+//! Races are closed by one lock, the Xet index lock
+//! (`db::xet_gc::lock_index`): whatever makes a xorb referable (a xorb upload
+//! indexing it, a shard registering files over it, a dedup answer handing it
+//! out) holds it shared in its transaction and re-checks there ([`guard_shard`]:
+//! every xorb the shard names must still be stored and the namespace's); each
+//! deletion of steps 2-4 holds it exclusively and re-checks its condition, a
+//! xorb's object going before its row. So a registration either commits first
+//! (and the collector's re-check sees the file) or waits and then finds the
+//! xorb gone and is refused with 400 `invalid_xet_data` ("xorb ... is not
+//! stored"): a registered file never points at a deleted xorb. A xorb upload
+//! writes the object, indexes it under the shared lock (refreshing its
+//! upload time), and writes the object again if a deletion slipped in between.
+//! A client refused that way had deduplicated against a xorb from its local
+//! shard cache (hf_xet keeps the shards it uploaded and its dedup answers)
+//! that the hub collected because no file used it: uploading again after
+//! deleting the client's shard cache (under `~/.cache/huggingface/xet`:
+//! `$HF_HOME/xet` or `HF_XET_CACHE`) uploads the bytes afresh. Dedup answers
+//! cannot cause it: their xorbs are kept until the answer's key expires. The
+//! blob a registration makes of a file follows the pending-object rule above:
+//! its recipe is written before the transaction (write-if-absent), and
+//! [`guard_shard`] re-checks under the blob's shared lock that it survived
+//! the collector (else 503, send it again).
 
 use crate::db;
 use crate::domain::Sha256;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::storage::StorageKey;
 use crate::storage::{Staged, Storage, Written};
 use bytes::Bytes;
 use futures::StreamExt;
+use hub_xet::hash::{self, XetHash};
+use hub_xet::xorb::XorbIndex;
 use sqlx::PgConnection;
 use std::time::Duration;
 
@@ -50,6 +97,14 @@ pub struct Policy {
     /// Whether to list every final object this pass (costs one listing of
     /// the store; the pending rows cover everything written since).
     pub scan: bool,
+    /// Age, since its latest upload, of a xorb no file uses before it is
+    /// collected (the client uploads all xorbs, then the shards), and of an
+    /// ownership nothing of its namespace uses before it is released.
+    pub xet_grace: chrono::Duration,
+    /// How long after a dedup answer handed a set out its xorbs are kept: the
+    /// answer's key expiry (the client may reference them until then), plus
+    /// a day for clocks.
+    pub dedup_hold: chrono::Duration,
 }
 
 impl Policy {
@@ -60,6 +115,10 @@ impl Policy {
             pending_grace: chrono::Duration::hours(1),
             scan_grace: chrono::Duration::hours(6),
             scan,
+            xet_grace: chrono::Duration::hours(24),
+            dedup_hold: chrono::Duration::seconds(
+                crate::routes::xet::download::DEDUP_KEY_TTL_S as i64,
+            ) + chrono::Duration::days(1),
         }
     }
 
@@ -70,6 +129,8 @@ impl Policy {
             pending_grace: chrono::Duration::zero(),
             scan_grace: chrono::Duration::zero(),
             scan: true,
+            xet_grace: chrono::Duration::zero(),
+            dedup_hold: chrono::Duration::zero(),
         }
     }
 }
@@ -201,8 +262,14 @@ pub struct Swept {
     pub leftovers: usize,
     /// Expired upload sessions.
     pub sessions: usize,
-    /// Unreferenced objects at final keys.
+    /// Unreferenced objects at final keys (Xet-stored blobs' recipes too).
     pub blobs: usize,
+    /// Registered Xet files no blob stores and no repo registered.
+    pub xet_files: usize,
+    /// Xet dedup sets no file needs, and ownerships no namespace file uses.
+    pub xet_sets: usize,
+    /// Xorbs no file uses (objects and rows).
+    pub xorbs: usize,
 }
 
 /// One pass of the sweeper.
@@ -264,7 +331,203 @@ pub async fn sweep_once(state: &AppState, policy: &Policy) -> anyhow::Result<Swe
     if policy.scan {
         out.blobs += scan(state, now - policy.scan_grace).await?;
     }
+    sweep_xet(state, policy, now, &mut out).await?;
     Ok(out)
+}
+
+/// Inside a xorb upload: makes the validated, stored-form xorb final and
+/// indexes it for `namespace_id` (giving back its quota `reservation`, also
+/// when it fails), under the Xet index lock (see the module doc). Whether it
+/// was new to the index.
+pub async fn store_xorb(
+    state: &AppState,
+    name: &str,
+    index: &XorbIndex,
+    namespace_id: i64,
+    bytes: Bytes,
+    reservation: Option<i64>,
+) -> ApiResult<bool> {
+    let stored = store_xorb_inner(state, name, index, namespace_id, bytes, reservation).await;
+    if let (Err(_), Some(id)) = (&stored, reservation) {
+        if let Err(e) = crate::quota::release_xorb(&state.db, id).await {
+            tracing::warn!(error = %e, "giving back a xorb reservation failed; the sweeper will");
+        }
+    }
+    stored
+}
+
+async fn store_xorb_inner(
+    state: &AppState,
+    name: &str,
+    index: &XorbIndex,
+    namespace_id: i64,
+    bytes: Bytes,
+    reservation: Option<i64>,
+) -> ApiResult<bool> {
+    // Object first, then the row: a row always names a stored object.
+    state.storage.put_xorb(name, bytes.clone()).await?;
+    let mut tx = state.db.begin().await?;
+    db::xet_gc::lock_index_shared(&mut tx).await?;
+    let inserted = db::xet::insert_xorb(&mut tx, index, namespace_id).await?;
+    db::xet_gc::touch_owner(&mut *tx, &index.hash, namespace_id).await?;
+    if let Some(id) = reservation {
+        crate::quota::release_xorb(&mut *tx, id).await?;
+    }
+    tx.commit().await?;
+    // A collection of an older copy between our write and our row deleted
+    // the object; the row is fresh now (kept for the grace period): write again.
+    if state.storage.xorb_size(name).await?.is_none() {
+        state.storage.put_xorb(name, bytes).await?;
+    }
+    Ok(inserted)
+}
+
+/// Inside a shard registration's transaction, before it writes: takes the
+/// Xet index lock shared and re-checks that every xorb the shard names is
+/// still stored and uploaded by the namespace (the first check ran before
+/// the transaction, and the collector may have deleted one since); then, for
+/// each file that becomes a blob, takes the blob's shared lock and checks its
+/// bytes (object or recipe) are still there: the recipe was written before
+/// the transaction, write-if-absent, so an older unreferenced copy the
+/// collector deleted since would leave a blob row without bytes. That answers
+/// 503 (send it again), as [`claim`] does.
+pub async fn guard_shard(
+    tx: &mut PgConnection,
+    storage: &Storage,
+    namespace_id: i64,
+    xorbs: &[XetHash],
+    files: &[hub_xet::shard::FileSummary],
+) -> ApiResult<()> {
+    db::xet_gc::lock_index_shared(&mut *tx).await?;
+    let gone = db::xet_gc::unowned_of(&mut *tx, namespace_id, xorbs).await?;
+    if let Some(x) = gone.first() {
+        return Err(hub_xet::shard::ShardError::UnknownXorb {
+            xorb: hash::hash_string(x),
+        }
+        .into());
+    }
+    for sha in files.iter().filter_map(|f| f.sha256.as_deref()) {
+        let sha = Sha256::parse(sha)?;
+        db::lfs::lock_blob_shared(&mut *tx, sha.as_str()).await?;
+        if !storage.blob_exists(&sha).await? {
+            return Err(ApiError::Unavailable(format!(
+                "the bytes of {sha} were collected before this shard was registered; send it again"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Steps 1-4 of the module doc's Xet collection.
+async fn sweep_xet(
+    state: &AppState,
+    policy: &Policy,
+    now: chrono::DateTime<chrono::Utc>,
+    out: &mut Swept,
+) -> anyhow::Result<()> {
+    let grace = now - policy.xet_grace;
+    let served = now - policy.dedup_hold;
+    db::xet_gc::delete_stale_reservations(&state.db, now - policy.pending_grace).await?;
+    loop {
+        let shas = db::xet_gc::unneeded_xet_blobs(&state.db, 500).await?;
+        let mut removed = 0;
+        for sha in &shas {
+            let sha = Sha256::parse(sha).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if collect_one(state, &sha, Removal::Nothing).await? {
+                removed += 1;
+            }
+        }
+        out.blobs += removed;
+        // A page where nothing could go (all raced back into use) ends the pass.
+        if shas.len() < 500 || removed == 0 {
+            break;
+        }
+    }
+    {
+        let mut tx = state.db.begin().await?;
+        db::xet_gc::lock_index(&mut tx).await?;
+        out.xet_files += db::xet_gc::delete_orphan_files(&mut *tx).await? as usize;
+        out.xet_sets +=
+            db::xet_gc::delete_stale_dedup_sets(&mut *tx, grace, served).await? as usize;
+        out.xet_sets +=
+            db::xet_gc::release_idle_ownerships(&mut *tx, grace, served).await? as usize;
+        tx.commit().await?;
+    }
+    loop {
+        let page = db::xet_gc::collectable_xorbs(&state.db, grace, served, 500).await?;
+        let mut removed = 0;
+        for x in &page {
+            let mut tx = state.db.begin().await?;
+            db::xet_gc::lock_index(&mut tx).await?;
+            if !db::xet_gc::xorb_collectable(&mut *tx, x, grace, served).await? {
+                tx.commit().await?;
+                continue;
+            }
+            let name = hash::hash_string(x);
+            // Bytes first: if the transaction then fails, the row stays and
+            // the next pass finishes (a missing object is not an error).
+            state
+                .storage
+                .delete_path(&StorageKey::Xorb(name.clone()).path())
+                .await?;
+            db::xet_gc::delete_xorb_if_collectable(&mut *tx, x, grace, served).await?;
+            tx.commit().await?;
+            tracing::info!(xorb = %name, "collected an unreferenced xorb");
+            removed += 1;
+        }
+        out.xorbs += removed;
+        if page.len() < 500 || removed == 0 {
+            break;
+        }
+    }
+    if policy.scan {
+        out.xorbs += scan_xorbs(state, now - policy.scan_grace).await?;
+        out.blobs += scan_recipes(state, now - policy.scan_grace).await?;
+    }
+    Ok(())
+}
+
+/// Xorb objects older than `cutoff` that no row indexes (an upload that
+/// crashed between its write and its row).
+async fn scan_xorbs(
+    state: &AppState,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for path in state.storage.list_stale("xorbs/default", cutoff).await? {
+        let Some(x) = path.filename().and_then(|n| hash::parse_hash(n).ok()) else {
+            continue;
+        };
+        if StorageKey::Xorb(hash::hash_string(&x)).path() != path {
+            continue;
+        }
+        let mut tx = state.db.begin().await?;
+        db::xet_gc::lock_index(&mut tx).await?;
+        if !db::xet_gc::xorb_indexed(&mut *tx, &x).await? {
+            state.storage.delete_path(&path).await?;
+            removed += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(removed)
+}
+
+/// Recipe objects older than `cutoff` of blobs nothing needs (a shard
+/// registration that crashed between writing the recipe and its rows).
+async fn scan_recipes(
+    state: &AppState,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<usize> {
+    let mut removed = 0;
+    for path in state.storage.list_stale("xet/recipes", cutoff).await? {
+        let Some(sha) = path.filename().and_then(|n| Sha256::parse(n).ok()) else {
+            continue;
+        };
+        if collect_one(state, &sha, Removal::Nothing).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Lists every final object and collects those older than `cutoff` that
@@ -313,6 +576,9 @@ pub fn spawn(state: AppState) {
                     leftovers = s.leftovers,
                     sessions = s.sessions,
                     blobs = s.blobs,
+                    xet_files = s.xet_files,
+                    xet_sets = s.xet_sets,
+                    xorbs = s.xorbs,
                     "sweeper removed leftovers"
                 ),
                 Ok(_) => {}

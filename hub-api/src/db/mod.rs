@@ -6,11 +6,13 @@ pub mod browse;
 pub mod endpoints;
 pub mod git;
 pub mod lfs;
+pub mod likes;
 pub mod namespaces;
 pub mod refs;
 pub mod repos;
 pub mod tokens;
 pub mod xet;
+pub mod xet_gc;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

@@ -129,6 +129,16 @@ pub async fn create_user(
     Ok(Some(id))
 }
 
+/// Sets the full name of a user or organization.
+pub async fn set_fullname(db: impl PgExecutor<'_>, id: i64, fullname: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE namespaces SET fullname = $2 WHERE id = $1")
+        .bind(id)
+        .bind(fullname)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_member(
     db: impl PgExecutor<'_>,
     org_id: i64,

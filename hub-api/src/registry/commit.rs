@@ -81,8 +81,10 @@ pub fn looks_binary(sample: &[u8]) -> bool {
 
 /// The hub's rule for storing a file with LFS (shared by preupload and
 /// commit); `rule` says whether an LFS rule of `.gitattributes` covers the path.
+/// An empty file is always regular, as on the Hub (the client never uploads
+/// one through LFS).
 pub fn wants_lfs(rule: bool, size: u64, binary: bool, threshold: u64) -> bool {
-    size > threshold || binary || rule
+    size > 0 && (size > threshold || binary || rule)
 }
 
 /// Validates weight files added by a commit and records their parameter counts.
@@ -435,8 +437,13 @@ async fn commit_claiming(
                     )
                     .await?;
             }
+            // Like the Hub, `deletedFile` on a folder deletes the folder: the
+            // client sends it for `CommitOperationDelete("dir")` (no trailing
+            // slash, so its `is_folder="auto"` guessed a file).
             Op::Delete(path) => {
-                if !files.remove(&mut tx, path.as_str()).await? {
+                if !files.remove(&mut tx, path.as_str()).await?
+                    && !files.remove_folder(&mut tx, path.as_str()).await?
+                {
                     return Err(ApiError::EntryNotFound {
                         path: format!("A file with this name doesn't exist: {path}"),
                         commit: Some(head.commit_oid.clone()),
@@ -625,6 +632,87 @@ async fn commit_claiming(
     tx.commit().await?;
     tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), trees = trees.len(), tx_ms = started.elapsed().as_millis() as u64, "commit");
     Ok((Committed { oid }, true))
+}
+
+/// `super_squash_history`: the branch moves to one new root commit with the
+/// head's tree, metadata and `message`; the old commits stay reachable from
+/// other refs that point at them. No bytes change, so no quota or storage work.
+pub async fn super_squash(
+    state: &AppState,
+    repo: &RepoRow,
+    branch_ref: &str,
+    author: &Principal,
+    message: &str,
+) -> ApiResult<Committed> {
+    let message = message.trim();
+    if message.is_empty() {
+        return Err(ApiError::InvalidCommit(
+            "the commit message must not be empty".into(),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let head = db::refs::get_for_update(&mut tx, repo.id, branch_ref)
+        .await?
+        .ok_or_else(|| {
+            ApiError::RevisionNotFound(branch_ref.trim_start_matches("refs/heads/").to_string())
+        })?;
+    let c = db::git::commit(&mut *tx, repo.id, &head.commit_oid)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("branch head commit is missing")))?;
+    let (summary, description) = message.split_once('\n').unwrap_or((message, ""));
+    let summary = summary.trim();
+    let sig = signature(author, chrono::Utc::now().timestamp());
+    let object = CommitObject {
+        tree: c.tree_oid.clone(),
+        parents: vec![],
+        author: sig.clone(),
+        committer: sig,
+        message: git::object::commit_message(summary, description.trim()),
+    };
+    let oid = object.oid();
+    let meta = RepoMeta {
+        card_data: c.card_data.0.clone(),
+        config_info: c.config_info.0.clone(),
+        tags: c.tags.clone(),
+        pipeline_tag: c.pipeline_tag.clone(),
+        library_name: c.library_name.clone(),
+        license: c.license.clone(),
+        safetensors: c.safetensors.as_ref().map(|j| j.0.clone()),
+    };
+    // Same tree, same path counts.
+    let path_stats = db::git::path_stats(&mut *tx, repo.id, &head.commit_oid).await?;
+    if db::git::commit(&mut *tx, repo.id, &oid).await?.is_none() {
+        db::git::insert_commit(
+            &mut tx,
+            &db::git::NewCommit {
+                repo_id: repo.id,
+                object: &object,
+                oid: &oid,
+                title: summary,
+                depth: 1,
+                meta: &meta,
+                author_id: Some(author.user_id),
+                path_stats: path_stats.as_ref(),
+            },
+        )
+        .await?;
+    }
+    if !db::refs::compare_and_swap(
+        &mut tx,
+        repo.id,
+        branch_ref,
+        &head.commit_oid,
+        &oid,
+        Some(author.user_id),
+    )
+    .await?
+    {
+        return Err(ApiError::ParentCommitMismatch);
+    }
+    db::repos::touch(&mut *tx, repo.id).await?;
+    tx.commit().await?;
+    tracing::info!(repo.id = repo.id, commit = %oid, "super-squash");
+    Ok(Committed { oid })
 }
 
 /// The bytes of a new repo's first commit (the default `.gitattributes`),

@@ -64,7 +64,8 @@ pub struct Resolved {
     pub ref_name: Option<String>,
 }
 
-/// Resolves a branch, tag, full ref or 40-hex commit id of a repo.
+/// Resolves a branch, tag, full ref, 40-hex commit id or unambiguous short
+/// commit id of a repo.
 pub async fn resolve_revision(
     state: &AppState,
     repo_id: i64,
@@ -90,6 +91,19 @@ pub async fn resolve_revision(
                 commit: c,
                 ref_name: Some(name),
             });
+        }
+    }
+    // A short commit id (the client's own rule: 5 to 40 hex digits), when
+    // no branch or tag has that name and exactly one commit starts with it.
+    if (5..40).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let prefix = s.to_ascii_lowercase();
+        if let [oid] = &db::git::commits_by_prefix(&state.db, repo_id, &prefix).await?[..] {
+            if let Some(c) = db::git::commit(&state.db, repo_id, oid).await? {
+                return Ok(Resolved {
+                    commit: c,
+                    ref_name: None,
+                });
+            }
         }
     }
     Err(ApiError::RevisionNotFound(s.to_string()))

@@ -260,6 +260,7 @@ fn build(r: &mut impl RouteSink) {
 
     // Identity.
     r.add(one("/api/whoami-v2"), vec![on(GET, whoami::whoami)]);
+    r.add(one("/api/users/{user}/likes"), vec![on(GET, likes::list)]);
     // Repo lifecycle.
     r.add(one("/api/repos/create"), vec![on(POST, repos::create)]);
     r.add(one("/api/repos/delete"), vec![on(DELETE, repos::delete)]);
@@ -277,6 +278,10 @@ fn build(r: &mut impl RouteSink) {
     r.add(api(""), vec![on(GET, info::repo_info)]);
     r.add(api("/revision/{rev}"), vec![on(GET, info::repo_info)]);
     r.add(api("/settings"), vec![on(PUT, repos::settings)]);
+    r.add(
+        api("/like"),
+        vec![on(POST, likes::like), on(DELETE, likes::like)],
+    );
     r.add(api("/tree/{rev}"), vec![on(GET, tree::tree)]);
     r.add(api("/tree/{rev}/{path:.*}"), vec![on(GET, tree::tree)]);
     r.add(api("/paths-info/{rev}"), vec![on(POST, tree::paths_info)]);
@@ -293,6 +298,10 @@ fn build(r: &mut impl RouteSink) {
         api("/tag/{rev}"),
         vec![on(POST, refs::create_tag), on(DELETE, refs::delete_tag)],
     );
+    r.add(
+        api("/super-squash/{rev}"),
+        vec![on(POST, refs::super_squash)],
+    );
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
     // Xet: CAS access tokens (the read token leads to file bytes).
@@ -304,7 +313,8 @@ fn build(r: &mut impl RouteSink) {
         api("/xet-read-token/{rev}"),
         vec![on(GET, xet::token::read_token)],
     );
-    // Gated repos: the access-request routes huggingface_hub calls.
+    // Gated repos: may the caller download? And the access-request routes.
+    r.add(api("/auth-check"), vec![on(GET, access::auth_check)]);
     r.add(
         api("/user-access-request/handle"),
         vec![on(POST, access::handle)],

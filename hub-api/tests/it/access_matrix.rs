@@ -412,6 +412,7 @@ fn rows(
         row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw")),
         row(Method::from_bytes(b"ANY").unwrap(), "/endpoints/{ns}/{name}/{tail:.*}", Gateway(503), |_| format!("/endpoints/acme/{MARK}-gw/v1/embeddings")),
         row(get.clone(), "/api/whoami-v2", Authenticated(200), |_| "/api/whoami-v2".into()),
+        row(get.clone(), "/api/users/{user}/likes", Open(200), |_| "/api/users/alice/likes".into()),
         row(post.clone(), "/api/repos/create", CreateInOrg(200), |_| "/api/repos/create".into())
             .json(|i| json!({"name": format!("new{i}"), "organization": "acme", "private": true})),
         row(del.clone(), "/api/repos/delete", RepoAdminAuthFirst(200), |_| "/api/repos/delete".into())
@@ -430,6 +431,9 @@ fn rows(
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", RepoRead(200), |_| format!("{R}/paths-info/main"))
             .json(|_| json!({"paths": ["dir/f.txt"]})),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", RepoRead(200), |_| format!("{R}/refs")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", RepoRead(200), |_| format!("{R}/auth-check")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
+        row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{R}/commits/main")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/b{i}"))
             .json(|_| json!({})),
@@ -437,6 +441,8 @@ fn rows(
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |_| format!("{R}/tag/main"))
             .json(|i| json!({"tag": format!("t{i}")})),
         row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/tag/{rev}", RepoWrite(200), |i| format!("{R}/tag/dt{i}")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/super-squash/{rev}", RepoWrite(200), |_| format!("{R}/super-squash/dev"))
+            .json(|i| json!({"message": format!("squash {i}")})),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/preupload/{rev}", RepoWrite(200), |_| format!("{R}/preupload/main"))
             .json(|_| json!({"files": [{"path": "x.bin", "size": 10, "sample": ""}]})),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-write-token/{rev}", RepoWrite(200), |_| format!("{R}/xet-write-token/main")),
@@ -962,6 +968,8 @@ fn gated_rows(
         GRow { body: Some(json!({"paths": ["d/g.txt", "w.bin"], "expand": true})), ..grow(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", Meta(200), |_| format!("{R}/paths-info/main")) },
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", Meta(200), |_| format!("{R}/refs")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{R}/commits/main")),
+        // The gate's verdict without contents (hf_compat::auth_check_is_the_download_decision).
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", Unchecked, |_| format!("{R}/auth-check")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/{status:pending|accepted|rejected}", Unchecked, |_| format!("{R}/user-access-request/accepted")),
         grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests".into()),
         grow(get.clone(), "/api/v1/repos/{kind:models|datasets}/{ns}/{name}/access-requests/me", Unchecked, |_| "/api/v1/repos/models/acme/gated/access-requests/me".into()),

@@ -89,23 +89,15 @@ fn reference(model: &Model, ops: &[TestOp]) -> (Outcome, Model) {
                 }
                 files.insert(p.clone(), c.clone());
             }
+            // `deletedFile` on a folder deletes the folder (as on the Hub).
             TestOp::Delete(p) => {
-                if files.remove(p).is_none() {
+                if files.remove(p).is_none() && !delete_folder(&mut files, p) {
                     return (Outcome::NoFile(p.clone()), files);
                 }
             }
             TestOp::DeleteFolder(p) => {
-                let prefix = format!("{p}/");
-                let doomed: Vec<String> = files
-                    .range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                if doomed.is_empty() {
+                if !delete_folder(&mut files, p) {
                     return (Outcome::NoFolder(p.clone()), files);
-                }
-                for k in doomed {
-                    files.remove(&k);
                 }
             }
         }
@@ -139,6 +131,20 @@ fn reference(model: &Model, ops: &[TestOp]) -> (Outcome, Model) {
     (Outcome::Done { root, changes }, files)
 }
 
+/// Removes every file under folder `path`; false when there was none.
+fn delete_folder(files: &mut Model, path: &str) -> bool {
+    let prefix = format!("{path}/");
+    let doomed: Vec<String> = files
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &doomed {
+        files.remove(k);
+    }
+    !doomed.is_empty()
+}
+
 /// The same commit through the partial work tree.
 async fn partial(
     conn: &mut PgConnection,
@@ -156,7 +162,7 @@ async fn partial(
                 w.insert(conn, p, work_file(c)).await?;
             }
             TestOp::Delete(p) => {
-                if !w.remove(conn, p).await? {
+                if !w.remove(conn, p).await? && !w.remove_folder(conn, p).await? {
                     return Ok((Outcome::NoFile(p.clone()), w));
                 }
             }
@@ -605,8 +611,12 @@ async fn commits_through_the_api_keep_errors_and_metadata() {
         err(&b).contains("A file with this name doesn't exist: a/nope.txt"),
         "{b}"
     );
-    let (st, b) = send_commit(&app, &tok, &[deleted_file("a/deep")]).await;
-    assert_eq!(st, 404, "a folder is not a file: {b}");
+    let (st, b) = send_commit(&app, &tok, &[deleted_file("a/deep/nope")]).await;
+    assert_eq!(st, 404);
+    assert!(
+        err(&b).contains("A file with this name doesn't exist: a/deep/nope"),
+        "{b}"
+    );
     let (st, b) = send_commit(&app, &tok, &[deleted_folder("a/b.txt")]).await;
     assert_eq!(st, 404);
     assert!(

@@ -156,3 +156,16 @@ pub async fn grant(
     gating::decide(&state, p, &ctx, &user, "accepted", None, true).await?;
     Ok(HttpResponse::Ok().json(json!({"status": "accepted", "user": user.name})))
 }
+
+/// `GET /api/{type}s/{repo}/auth-check` (`HfApi.auth_check`): 200 when the
+/// caller may download the repo's files; otherwise the error a download
+/// would get (404 `RepoNotFound`, 403 `GatedRepo`). The same read-and-gate
+/// decision as every byte route.
+pub async fn auth_check(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+) -> ApiResult<HttpResponse> {
+    gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
+    Ok(HttpResponse::Ok().json(json!({})))
+}

@@ -128,16 +128,9 @@ pub async fn create_branch(
         .starting_point
         .unwrap_or_else(|| registry::DEFAULT_BRANCH.to_string());
     let resolved = registry::resolve_str(&state, ctx.repo.id, &start).await?;
+    // A tag of the same name may exist, as on the Hub: a branch shadows it
+    // (revisions resolve `refs/heads/` first).
     let mut tx = state.db.begin().await?;
-    if db::refs::get(&mut *tx, ctx.repo.id, &name.tag_ref())
-        .await?
-        .is_some()
-    {
-        return Err(ApiError::Conflict(format!(
-            "a tag named {} exists",
-            name.as_str()
-        )));
-    }
     let actor = auth.principal().map(|p| p.user_id);
     if !db::refs::create(
         &mut tx,
@@ -150,8 +143,8 @@ pub async fn create_branch(
     .await?
     {
         return Err(ApiError::Conflict(format!(
-            "Reference already exists: branch {}",
-            name.as_str()
+            "Reference {} already exists",
+            name.branch_ref()
         )));
     }
     tx.commit().await?;
@@ -167,9 +160,10 @@ pub async fn delete_branch(
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
     let name = RefName::parse(&param(&req, "rev").unwrap_or_default())?;
     if name.as_str() == registry::DEFAULT_BRANCH {
-        return Err(ApiError::Forbidden(
-            "the default branch cannot be deleted".into(),
-        ));
+        return Err(ApiError::Forbidden(format!(
+            "Cannot delete {}",
+            name.branch_ref()
+        )));
     }
     let mut tx = state.db.begin().await?;
     if !db::refs::delete(
@@ -202,9 +196,10 @@ pub async fn create_tag(
     JsonBody(body): JsonBody<TagBody>,
 ) -> ApiResult<HttpResponse> {
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
-    let name = RefName::parse(&body.tag)?;
+    // The revision first: a missing one is 404 even when the tag name is bad.
     let rev = param(&req, "rev").unwrap_or_default();
     let resolved = registry::resolve_str(&state, ctx.repo.id, &rev).await?;
+    let name = RefName::parse(&body.tag)?;
     let mut tx = state.db.begin().await?;
     if db::refs::get(&mut *tx, ctx.repo.id, &name.branch_ref())
         .await?
@@ -227,8 +222,8 @@ pub async fn create_tag(
     .await?
     {
         return Err(ApiError::Conflict(format!(
-            "Reference already exists: tag {}",
-            name.as_str()
+            "Reference {} already exists",
+            name.tag_ref()
         )));
     }
     tx.commit().await?;
@@ -256,4 +251,27 @@ pub async fn delete_tag(
     }
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SquashBody {
+    message: String,
+}
+
+/// `POST .../super-squash/{branch}` (`super_squash_history`): the branch
+/// becomes one root commit with its current files.
+pub async fn super_squash(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    req: HttpRequest,
+    JsonBody(body): JsonBody<SquashBody>,
+) -> ApiResult<HttpResponse> {
+    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
+    let p = auth.require()?;
+    let name = RefName::parse(&param(&req, "rev").unwrap_or_default())?;
+    let done =
+        registry::commit::super_squash(&state, &ctx.repo, &name.branch_ref(), p, &body.message)
+            .await?;
+    Ok(HttpResponse::Ok().json(json!({"commitOid": done.oid})))
 }

@@ -278,7 +278,8 @@ pub async fn move_repo(
     match r {
         Err(e) if db::namespaces::is_unique_violation(&e) => {
             return Err(ApiError::Conflict(format!(
-                "{} already exists",
+                "A {} repository called {} already exists",
+                kind.as_str(),
                 body.to_repo
             )))
         }

@@ -44,12 +44,18 @@ pub async fn validate_yaml(
         .heavy
         .run(tenant, move || card::parse_card(&body.content))
         .await?;
-    match parsed {
-        Ok(_) => Ok(HttpResponse::Ok().json(json!({"errors": [], "warnings": []}))),
-        Err(msg) => Ok(HttpResponse::BadRequest().json(json!({
-            "error": msg, "errors": [{"message": msg}], "warnings": []
-        }))),
+    let (errors, warnings) = match parsed {
+        Ok(card) => card::check_metadata(&card),
+        Err(msg) => (vec![msg], vec![]),
+    };
+    let list = |v: &[String]| v.iter().map(|m| json!({"message": m})).collect::<Vec<_>>();
+    let body = json!({"errors": list(&errors), "warnings": list(&warnings)});
+    if errors.is_empty() {
+        return Ok(HttpResponse::Ok().json(body));
     }
+    let mut body = body;
+    body["error"] = json!(errors.join("; "));
+    Ok(HttpResponse::BadRequest().json(body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,12 +99,18 @@ pub async fn preupload(
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default(),
     };
+    // The repo's own `.gitignore` applies unless the commit brings a new one.
+    let git_ignore = match &body.git_ignore {
+        Some(t) => Some(t.clone()),
+        None => files::read_path(&state, tree, ".gitignore")
+            .await?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
+    };
     let mut paths = Vec::with_capacity(body.files.len());
     for f in &body.files {
         paths.push(RepoPath::parse(&f.path)?);
     }
     // Compiling and matching tenant patterns is CPU work: off the async workers.
-    let git_ignore = body.git_ignore.clone();
     let names: Vec<String> = paths.iter().map(|p| p.as_str().to_string()).collect();
     let verdicts = state
         .tenancy
@@ -115,13 +127,12 @@ pub async fn preupload(
                 .map_err(|_| LfsRequestError::SampleNotBase64(f.path.clone()))?,
             None => vec![],
         };
-        let lfs = f.size > 0
-            && wants_lfs(
-                rule_lfs,
-                f.size,
-                looks_binary(&sample),
-                state.limits.lfs_threshold,
-            );
+        let lfs = wants_lfs(
+            rule_lfs,
+            f.size,
+            looks_binary(&sample),
+            state.limits.lfs_threshold,
+        );
         let remote = files::entry_at(&state, tree, path.as_str()).await?;
         let oid = remote.and_then(|e| e.blob.map(|b| if b.is_lfs { b.sha256 } else { e.oid }));
         out.push(json!({

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 const DATA_AUDIENCE: &str = "paddock-xet-data";
 /// How long a dedup answer's HMAC key is valid (§6.7).
-const DEDUP_KEY_TTL_S: u64 = 7 * 24 * 3600;
+pub const DEDUP_KEY_TTL_S: u64 = 7 * 24 * 3600;
 
 /// The claims of a data link: which byte ranges (inclusive) of which xorb.
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,6 +117,14 @@ fn link_refused(why: &str) -> ApiError {
     ApiError::Forbidden(format!("xorb data link refused: {why}"))
 }
 
+/// The rate-limit bucket of a data link (`crate::ratelimit`): its verified
+/// claims (xorb and expiry), so replaying one link is limited like one
+/// caller. None when `sig` is not a valid link signature.
+pub async fn link_bucket(state: &AppState, sig: &str) -> Option<String> {
+    let c: DataClaims = state.keys.verify(sig, DATA_AUDIENCE).await.ok()?;
+    Some(format!("xet-link:{}:{}", c.sub, c.exp))
+}
+
 /// `GET /v1/xorbs/default/{hash}?sig=…`: exactly the requested byte range of
 /// the stored xorb (206), when the link is unexpired and lists a range that
 /// holds it. Without `Range`, a link for one range serves that range.
@@ -180,11 +188,17 @@ pub async fn chunk(
     let (prefix, chunk) = path.into_inner();
     check_prefix(&prefix, true).map_err(|_| ApiError::NotFound("dedup prefix"))?;
     let chunk = hash::parse_hash(&chunk)?;
-    let set = db::xet::dedup_set(&state.db, cas.0.ns, &chunk)
+    // Under the index lock, recorded as handed out: the collector keeps these
+    // xorbs until the answer's key expires (crate::sweeper).
+    let mut tx = state.db.begin().await?;
+    db::xet_gc::lock_index_shared(&mut tx).await?;
+    let set = db::xet::dedup_set(&mut *tx, cas.0.ns, &chunk)
         .await?
         .ok_or(ApiError::NotFound("chunk"))?;
+    db::xet_gc::mark_served(&mut *tx, cas.0.ns, &chunk).await?;
     let hashes: Vec<XetHash> = set.iter().map(|(x, _)| *x).collect();
-    let indexes = db::xet::xorb_indexes(&state.db, &hashes).await?;
+    let indexes = db::xet::xorb_indexes(&mut *tx, &hashes).await?;
+    tx.commit().await?;
     let key = hash::hash_from_raw(rand::random());
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let body = tokio::task::spawn_blocking(move || {

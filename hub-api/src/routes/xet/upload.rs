@@ -45,10 +45,12 @@ pub async fn xorb(
     .await
     .map_err(join)??;
     let name = hash::hash_string(&index.hash);
-    // Object first, then the row: a row always names a stored object.
-    state.storage.put_xorb(&name, stored.into()).await?;
-    let mut conn = state.db.acquire().await?;
-    let inserted = db::xet::insert_xorb(&mut conn, &index, cas.0.ns).await?;
+    // Quota room first (crate::quota), then the object and its row (crate::sweeper).
+    let reservation =
+        crate::quota::reserve_xorb(&state, cas.0.ns, &index.hash, stored.len() as i64).await?;
+    let inserted =
+        crate::sweeper::store_xorb(&state, &name, &index, cas.0.ns, stored.into(), reservation)
+            .await?;
     tracing::info!(xorb = %name, repo.id = cas.0.repo, inserted, "xet xorb uploaded");
     Ok(HttpResponse::Ok().json(json!({"was_inserted": inserted})))
 }
@@ -84,6 +86,8 @@ pub async fn shard(
     write_recipes(&state, &summary, &indexes).await?;
     let set = dedup_set(&summary, &parsed);
     let mut tx = state.db.begin().await?;
+    let xorbs = parsed.referenced_xorbs();
+    crate::sweeper::guard_shard(&mut tx, &state.storage, cas.0.ns, &xorbs, &summary.files).await?;
     db::xet::register_shard(
         &mut tx,
         cas.0.ns,

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Runs huggingface_hub's own test suite (the hub-facing files of the pinned
+# 2.4.0 sdist) against a fresh hub, twice: with hf_xet (the client's default)
+# and with HF_HUB_DISABLE_XET=1 (the legacy LFS path), as upstream CI runs
+# them: `xet` tests only in the first pass, `no_xet` ones only in the second.
+# Usage: scripts/hf-suite/run.sh PYTHON HUB_API_BIN [pytest args]
+#   PYTHON: a Python with tests/conformance/requirements.txt installed; the
+#   few extra test dependencies (requirements.txt here) are added to it.
+#   Extra pytest args go to both passes (e.g. -k, -x, a file::test id).
+#   HF_SUITE_FILES="test_hf_api.py ..." overrides the list of files.
+# The sdist is cached in target/hf-suite/; the tests run from a fresh copy
+# with patches/*.patch applied and conftest.py added (the sdist has none).
+# Tests listed in out-of-scope.txt are deselected; nothing else is skipped.
+set -euo pipefail
+PY=$(command -v "${1:?python}" || echo "$1")
+[[ "$PY" = /* ]] || PY="$PWD/$PY"
+HUB=${2:?hub-api binary}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+VERSION=2.4.0
+CACHE="${CARGO_TARGET_DIR:-$ROOT/target}/hf-suite"
+SDIST="$CACHE/sdist/huggingface_hub-$VERSION.tar.gz"
+
+mkdir -p "$CACHE/sdist"
+if [[ ! -f "$SDIST" ]]; then
+  "$PY" -m pip download -q --disable-pip-version-check --no-binary :all: --no-deps \
+    "huggingface_hub==$VERSION" -d "$CACHE/sdist"
+fi
+"$PY" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+
+. "$ROOT/scripts/lib/hub.sh"
+HUB_BIN="$HUB"
+hub_start
+DATA="$HUB_WORK" URL="$HUB_URL"
+echo "hf-suite: hub at $URL"
+
+# The suite's tests live in the temp dir, removed with the hub's.
+SUITE="$DATA/huggingface_hub-$VERSION"
+tar xzf "$SDIST" -C "$DATA" "huggingface_hub-$VERSION/tests" "huggingface_hub-$VERSION/pyproject.toml"
+for p in "$HERE"/patches/*.patch; do patch -s -d "$SUITE" -p1 <"$p"; done
+touch "$SUITE/tests/__init__.py"
+cp "$HERE/conftest.py" "$SUITE/tests/conftest.py"
+
+# The accounts of testing_constants.py: USER (the CI user), OTHER_USER (owns
+# repos USER does not), ENTERPRISE_USER and the org it administers.
+# USER is a member of `valid_org_hub` (whoami lists it with its full name).
+hub_admin create-user __DUMMY_HUB_USER__ --fullname "Dummy User" >/dev/null
+hub_admin create-org valid_org_hub --owner __DUMMY_HUB_USER__ --fullname "Dummy Hub Org" >/dev/null
+hub_admin create-user DVUser >/dev/null
+hub_admin create-user EnterpriseAdmin >/dev/null
+hub_admin create-org EnterpriseOrgPrivate --owner EnterpriseAdmin >/dev/null
+export HF_SUITE_TOKEN=$(hub_admin create-token __DUMMY_HUB_USER__ --scopes read,write --name hf-suite)
+export HF_SUITE_OTHER_TOKEN=$(hub_admin create-token DVUser --scopes read,write --name hf-suite)
+export HF_SUITE_ENTERPRISE_TOKEN=$(hub_admin create-token EnterpriseAdmin --scopes read,write --name hf-suite)
+
+export HF_ENDPOINT="$URL"
+export HF_HUB_DISABLE_TELEMETRY=1
+export HF_HUB_DISABLE_PROGRESS_BARS=1
+export HF_HOME="$DATA/hf-home"
+
+FILES=(${HF_SUITE_FILES:-test_hf_api.py test_file_download.py test_snapshot_download.py
+  test_commit_api.py test_hf_file_system.py test_repocard.py test_lfs.py test_xet_download.py
+  test_xet_upload.py test_xet_utils.py test_xet_progress_reporting.py test_cache_layout.py
+  test_cache_no_symlinks.py test_commit_scheduler.py test_hub_mixin.py test_auth.py})
+DESELECT=()
+while read -r id; do DESELECT+=(--deselect "tests/$id"); done \
+  < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$HERE/out-of-scope.txt" | awk 'NF {print $1}')
+ARGS=(-q -p no:cacheprovider -o "addopts=-Werror::FutureWarning --strict-markers" -rfE
+  "${DESELECT[@]}" "${FILES[@]/#/tests/}" "${@:3}")
+
+status=0
+echo "hf-suite: pass 1/2, hf_xet installed (the client's default)"
+(cd "$SUITE" && "$PY" -m pytest "${ARGS[@]}" -m "not no_xet" \
+  --junitxml="$CACHE/junit-xet.xml") || status=$?
+echo "hf-suite: pass 2/2, HF_HUB_DISABLE_XET=1 (legacy LFS path)"
+(cd "$SUITE" && HF_HUB_DISABLE_XET=1 "$PY" -m pytest "${ARGS[@]}" -m "not xet" \
+  --junitxml="$CACHE/junit-noxet.xml") || status=$?
+hub_stop || true
+exit "$status"
