@@ -593,9 +593,7 @@ impl Storage {
 
     /// Streams bytes `range` of a Xet-stored blob: each xorb range its
     /// recipe names is read as a stream and decoded one chunk at a time
-    /// straight into the output buffer, which goes out every
-    /// [`REASSEMBLY_OUT`] bytes; in memory: the read buffer, one chunk and
-    /// one output buffer.
+    /// ([`reassemble_into`]); in memory: a read buffer and a chunk.
     fn reassemble(
         &self,
         recipe: hub_xet::recipe::Recipe,
@@ -1083,64 +1081,62 @@ async fn local_stream(
     Ok(tokio_stream_from(rx))
 }
 
-/// Output granularity of a Xet reassembly (the local backend reads 512 KiB at a time too).
-const REASSEMBLY_OUT: usize = 512 * 1024;
-
 /// The body of [`Storage::reassemble`]: sends the bytes of `reads` in order; an error ends
 /// it (the caller sends it on). Returns early when the reader went away.
+///
+/// Uncompressed chunks (most of a weights file) go out as slices of the bytes read, uncopied;
+/// only a chunk split across two reads is copied, and compressed chunks are decoded.
 async fn reassemble_into(
     storage: &Storage,
     reads: Vec<hub_xet::recipe::XorbRead>,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, StorageError>>,
 ) -> Result<(), StorageError> {
+    use hub_xet::xorb::NextChunk;
     let corrupt =
         |m: String| StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
-    let mut out: Vec<u8> = Vec::with_capacity(REASSEMBLY_OUT + 128 * 1024);
     for read in reads {
         let name = hub_xet::hash::hash_string(&read.xorb);
         let mut input = storage.read_xorb(&name, read.stored.clone()).await?;
-        let mut dec = hub_xet::recipe::ChunkDecoder::new();
-        let (mut skip, mut take) = (read.skip as usize, read.take);
+        let (mut skip, mut take) = (read.skip, read.take);
+        // Bytes read and not yet decoded, and their offset in the stream read.
+        let mut cur = Bytes::new();
+        let mut offset = 0usize;
         while take > 0 {
-            let before = out.len();
-            let len = match dec.next_chunk_into(&mut out) {
-                Ok(Some(n)) => n,
-                Ok(None) => match input.next().await {
+            let (data, consumed) = match hub_xet::xorb::next_chunk(&cur, offset) {
+                Ok(NextChunk::Stored { payload, consumed }) => (cur.slice(payload), consumed),
+                Ok(NextChunk::Decoded { data, consumed }) => (Bytes::from(data), consumed),
+                Ok(NextChunk::Incomplete) => match input.next().await {
                     Some(b) => {
-                        dec.push(&b?);
+                        let b = b?;
+                        cur = if cur.is_empty() {
+                            b
+                        } else {
+                            let mut joined = bytes::BytesMut::with_capacity(cur.len() + b.len());
+                            joined.extend_from_slice(&cur);
+                            joined.extend_from_slice(&b);
+                            joined.freeze()
+                        };
                         continue;
                     }
                     None => return Err(corrupt(format!("xorb {name} ended {take} bytes early"))),
                 },
                 Err(e) => return Err(corrupt(format!("xorb {name}: {e}"))),
             };
+            cur = cur.slice(consumed..);
+            offset += consumed;
+            let len = data.len() as u64;
             if skip >= len {
-                out.truncate(before);
                 skip -= len;
                 continue;
             }
-            if skip > 0 {
-                out.drain(before..before + skip);
-            }
-            let kept = (len - skip) as u64;
+            let n = (len - skip).min(take);
+            let out = data.slice(skip as usize..(skip + n) as usize);
             skip = 0;
-            if kept > take {
-                out.truncate(before + take as usize);
-                take = 0;
-            } else {
-                take -= kept;
-            }
-            if out.len() >= REASSEMBLY_OUT {
-                let full =
-                    std::mem::replace(&mut out, Vec::with_capacity(REASSEMBLY_OUT + 128 * 1024));
-                if tx.send(Ok(Bytes::from(full))).await.is_err() {
-                    return Ok(()); // the reader went away
-                }
+            take -= n;
+            if tx.send(Ok(out)).await.is_err() {
+                return Ok(()); // the reader went away
             }
         }
-    }
-    if !out.is_empty() {
-        let _ = tx.send(Ok(Bytes::from(out))).await;
     }
     Ok(())
 }

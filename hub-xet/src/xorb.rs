@@ -335,6 +335,51 @@ fn decode_chunk(rest: &[u8], offset: usize) -> Result<(Vec<u8>, usize), XorbErro
     Ok((out, n))
 }
 
+/// The chunk at the start of a buffer, as [`next_chunk`] finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NextChunk {
+    /// Its header or payload is not all there yet.
+    Incomplete,
+    /// Stored uncompressed: its bytes are `payload` of the buffer as they are (checked for
+    /// length), so a caller holding the buffer as shared bytes can hand them on uncopied.
+    Stored {
+        payload: std::ops::Range<usize>,
+        consumed: usize,
+    },
+    /// Compressed: decoded.
+    Decoded { data: Vec<u8>, consumed: usize },
+}
+
+/// The chunk at the start of `buf` (at `offset` in its stream), with the checks of
+/// [`decode_chunks`]; an uncompressed chunk is not copied ([`NextChunk::Stored`]).
+pub fn next_chunk(buf: &[u8], offset: usize) -> Result<NextChunk, XorbError> {
+    if buf.len() < CHUNK_HEADER_LEN {
+        return Ok(NextChunk::Incomplete);
+    }
+    let compressed_len = u32::from_le_bytes([buf[1], buf[2], buf[3], 0]) as usize;
+    if compressed_len <= MAX_COMPRESSED_CHUNK && buf.len() < CHUNK_HEADER_LEN + compressed_len {
+        return Ok(NextChunk::Incomplete);
+    }
+    let uncompressed_len = u32::from_le_bytes([buf[5], buf[6], buf[7], 0]) as usize;
+    if buf[4] == 0 && buf[0] == 0 && compressed_len == uncompressed_len {
+        if uncompressed_len == 0 || uncompressed_len > MAX_CHUNK_SIZE {
+            return Err(XorbError::BadUncompressedLength {
+                offset,
+                len: uncompressed_len,
+                max: MAX_CHUNK_SIZE,
+            });
+        }
+        let consumed = CHUNK_HEADER_LEN + compressed_len;
+        return Ok(NextChunk::Stored {
+            payload: CHUNK_HEADER_LEN..consumed,
+            consumed,
+        });
+    }
+    let mut data = Vec::new();
+    let consumed = decode_chunk_into(buf, offset, &mut data)?;
+    Ok(NextChunk::Decoded { data, consumed })
+}
+
 /// [`decode_chunk`] appending to `out`; on an error `out` is left as it was.
 fn decode_chunk_into(rest: &[u8], offset: usize, out: &mut Vec<u8>) -> Result<usize, XorbError> {
     let h = &rest[..CHUNK_HEADER_LEN];
