@@ -1098,28 +1098,42 @@ async fn reassemble_into(
         let name = hub_xet::hash::hash_string(&read.xorb);
         let mut input = storage.read_xorb(&name, read.stored.clone()).await?;
         let (mut skip, mut take) = (read.skip, read.take);
-        // Bytes read and not yet decoded, and their offset in the stream read.
+        // Bytes read and not yet decoded, and their offset in the stream read; bytes read
+        // past a chunk that straddled two reads wait in `queued`.
         let mut cur = Bytes::new();
+        let mut queued: Option<Bytes> = None;
         let mut offset = 0usize;
         while take > 0 {
             let (data, consumed) = match hub_xet::xorb::next_chunk(&cur, offset) {
                 Ok(NextChunk::Stored { payload, consumed }) => (cur.slice(payload), consumed),
                 Ok(NextChunk::Decoded { data, consumed }) => (Bytes::from(data), consumed),
-                Ok(NextChunk::Incomplete) => match input.next().await {
-                    Some(b) => {
-                        let b = b?;
-                        cur = if cur.is_empty() {
-                            b
-                        } else {
-                            let mut joined = bytes::BytesMut::with_capacity(cur.len() + b.len());
-                            joined.extend_from_slice(&cur);
-                            joined.extend_from_slice(&b);
-                            joined.freeze()
-                        };
+                Ok(NextChunk::Incomplete) => {
+                    let b = match queued.take() {
+                        Some(b) => b,
+                        None => match input.next().await {
+                            Some(b) => b?,
+                            None => {
+                                return Err(corrupt(format!(
+                                    "xorb {name} ended {take} bytes early"
+                                )))
+                            }
+                        },
+                    };
+                    if cur.is_empty() {
+                        cur = b;
                         continue;
                     }
-                    None => return Err(corrupt(format!("xorb {name} ended {take} bytes early"))),
-                },
+                    // Complete the straddling chunk with just the bytes it lacks.
+                    let n = straddle_need(&cur, &b).min(b.len());
+                    let mut joined = bytes::BytesMut::with_capacity(cur.len() + n);
+                    joined.extend_from_slice(&cur);
+                    joined.extend_from_slice(&b[..n]);
+                    cur = joined.freeze();
+                    if n < b.len() {
+                        queued = Some(b.slice(n..));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(corrupt(format!("xorb {name}: {e}"))),
             };
             cur = cur.slice(consumed..);
@@ -1139,6 +1153,26 @@ async fn reassemble_into(
         }
     }
     Ok(())
+}
+
+/// Bytes of `next` that the chunk begun in `cur` still lacks (its header first if `cur`
+/// does not hold all of it; a bogus length is left to the decoder to refuse).
+fn straddle_need(cur: &[u8], next: &[u8]) -> usize {
+    const HEADER: usize = hub_xet::xorb::CHUNK_HEADER_LEN;
+    if cur.len() < HEADER {
+        let mut h = [0u8; HEADER];
+        let have = cur.len();
+        h[..have].copy_from_slice(cur);
+        let more = (HEADER - have).min(next.len());
+        h[have..have + more].copy_from_slice(&next[..more]);
+        if have + more < HEADER {
+            return more;
+        }
+        let len = u32::from_le_bytes([h[1], h[2], h[3], 0]) as usize;
+        return (HEADER + len.min(hub_xet::xorb::MAX_COMPRESSED_CHUNK)) - have;
+    }
+    let len = u32::from_le_bytes([cur[1], cur[2], cur[3], 0]) as usize;
+    (HEADER + len.min(hub_xet::xorb::MAX_COMPRESSED_CHUNK)).saturating_sub(cur.len())
 }
 
 fn tokio_stream_from<T: Send + 'static>(
