@@ -556,9 +556,17 @@ impl Storage {
     /// Stores the recipe of a Xet-stored blob, write-if-absent (a blob's
     /// bytes never change; any valid recipe of them serves).
     pub async fn put_xet_recipe(&self, sha: &Sha256, bytes: Bytes) -> Result<(), StorageError> {
-        let key = StorageKey::XetRecipe(sha.clone());
+        self.put_if_absent(StorageKey::XetRecipe(sha.clone()), bytes)
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes `bytes` at `key` unless an object is there already (content
+    /// addressed: what is there holds the same content). Staged and promoted,
+    /// so the key never holds half an object. True when this call wrote it.
+    async fn put_if_absent(&self, key: StorageKey, bytes: Bytes) -> Result<bool, StorageError> {
         if self.backend.size(&key).await?.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let staging = StorageKey::Staging(Uuid::new_v4());
         self.store()
@@ -568,7 +576,7 @@ impl Storage {
             self.delete(&staging).await;
             return Err(e);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The recipe of a Xet-stored blob, None when it has none.
@@ -630,19 +638,8 @@ impl Storage {
     /// harmless). Staged and promoted, so the final key never holds half an
     /// object. True when this call wrote it.
     pub async fn put_xorb(&self, hash: &str, bytes: Bytes) -> Result<bool, StorageError> {
-        let key = StorageKey::Xorb(hash.to_string());
-        if self.backend.size(&key).await?.is_some() {
-            return Ok(false);
-        }
-        let staging = StorageKey::Staging(Uuid::new_v4());
-        self.store()
-            .put(&staging.path(), PutPayload::from_bytes(bytes))
-            .await?;
-        if let Err(e) = self.backend.promote(&staging, &key).await {
-            self.delete(&staging).await;
-            return Err(e);
-        }
-        Ok(true)
+        self.put_if_absent(StorageKey::Xorb(hash.to_string()), bytes)
+            .await
     }
 
     /// Size of a stored xorb, None when it is not stored.
