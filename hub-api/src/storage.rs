@@ -585,16 +585,12 @@ impl Storage {
         sha: &Sha256,
     ) -> Result<Option<hub_xet::recipe::Recipe>, StorageError> {
         let key = StorageKey::XetRecipe(sha.clone());
-        let mut stream = match self.backend.read(&key, None).await {
+        let stream = match self.backend.read(&key, None).await {
             Ok(s) => s,
             Err(StorageError::Store(object_store::Error::NotFound { .. })) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut buf = bytes::BytesMut::new();
-        while let Some(c) = stream.next().await {
-            buf.extend_from_slice(&c?);
-        }
-        hub_xet::recipe::Recipe::decode(&buf)
+        hub_xet::recipe::Recipe::decode(&collect(stream).await?)
             .map(Some)
             .map_err(|e| StorageError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
     }
@@ -625,12 +621,7 @@ impl Storage {
 
     /// Reads `range` of a blob into memory (callers bound the range).
     pub async fn read_range(&self, sha: &Sha256, range: Range<u64>) -> Result<Bytes, StorageError> {
-        let mut stream = self.read_blob(sha, Some(range)).await?;
-        let mut buf = bytes::BytesMut::new();
-        while let Some(c) = stream.next().await {
-            buf.extend_from_slice(&c?);
-        }
-        Ok(buf.freeze())
+        collect(self.read_blob(sha, Some(range)).await?).await
     }
 
     /// Stores a validated xorb write-if-absent (content-addressed: identical
@@ -1170,6 +1161,17 @@ fn straddle_need(cur: &[u8], next: &[u8]) -> usize {
     }
     let len = u32::from_le_bytes([cur[1], cur[2], cur[3], 0]) as usize;
     (HEADER + len.min(hub_xet::xorb::MAX_COMPRESSED_CHUNK)).saturating_sub(cur.len())
+}
+
+/// Reads a (bounded) stream into memory.
+async fn collect(
+    mut stream: BoxStream<'static, Result<Bytes, StorageError>>,
+) -> Result<Bytes, StorageError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(c) = stream.next().await {
+        buf.extend_from_slice(&c?);
+    }
+    Ok(buf.freeze())
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -32,8 +32,8 @@
 //!   (§7.6-7.7) with URLs from a caller's closure; [`reconstruct::parse_range_header`].
 //!
 //! - [`recipe`] — a registered file as byte ranges of stored xorbs, for serving its bytes
-//!   server-side (`/resolve`, the worker) without the index; [`recipe::ChunkDecoder`] decodes a
-//!   chunk stream as it arrives.
+//!   server-side (`/resolve`, the worker) without the index; [`xorb::next_chunk`] decodes a chunk
+//!   stream one chunk at a time, handing uncompressed chunks on uncopied.
 //!
 //! Every parser returns a typed error for malformed input and never panics (`tests/fuzz.rs`);
 //! each error variant says which HTTP status the route should map it to.

@@ -4,13 +4,13 @@
 //! with each chunk's stored and unpacked length. It is written next to the xorbs when a shard
 //! registers the file (§9.4) and read by the storage layer in place of a plain blob.
 //!
-//! [`Recipe::reads`] turns a byte range of the file into reads of stored xorb ranges, and
-//! [`ChunkDecoder`] decodes the chunk stream such a read returns as its bytes arrive, one chunk
-//! (at most 128 KiB) in memory at a time.
+//! [`Recipe::reads`] turns a byte range of the file into reads of stored xorb ranges;
+//! [`crate::xorb::next_chunk`] decodes the chunk stream such a read returns, one chunk (at
+//! most 128 KiB) at a time.
 
 use crate::hash::{self, XetHash};
 use crate::shard::FileSummary;
-use crate::xorb::{self, XorbError, XorbIndex};
+use crate::xorb::XorbIndex;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -261,60 +261,30 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a stored chunk stream incrementally: feed it bytes as they arrive, take out whole
-/// decoded chunks. Holds at most one compressed chunk plus the bytes of the last feed.
-#[derive(Debug, Default)]
-pub struct ChunkDecoder {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already decoded (dropped when the next bytes arrive, so a feed of
-    /// many chunks is not moved once per chunk).
-    start: usize,
-    /// Offset of `buf[start]` in the stream (for error messages).
-    offset: usize,
-}
-
-impl ChunkDecoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends stream bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.drain(..self.start);
-        self.start = 0;
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next whole chunk, decoded; `Ok(None)` when more bytes are needed.
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, XorbError> {
-        let mut out = Vec::new();
-        Ok(self.next_chunk_into(&mut out)?.map(|_| out))
-    }
-
-    /// [`ChunkDecoder::next_chunk`] appending the decoded bytes to `out`; answers their length.
-    pub fn next_chunk_into(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, XorbError> {
-        let before = out.len();
-        match xorb::decode_next_chunk_into(&self.buf[self.start..], self.offset, out)? {
-            None => Ok(None),
-            Some(consumed) => {
-                self.start += consumed;
-                self.offset += consumed;
-                Ok(Some(out.len() - before))
-            }
-        }
-    }
-
-    /// Bytes received but not yet decoded (non-zero at the end of a stream: it was truncated).
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::shard::FileTerm;
-    use crate::xorb::{serialize_chunks, Compression, XorbLimits};
+    use crate::xorb::{self, next_chunk, serialize_chunks, Compression, NextChunk, XorbLimits};
+
+    /// Decodes whole chunks from the start of `bytes` as the storage layer does; the
+    /// decoded bytes and how many stream bytes were left undecoded (a truncated stream).
+    fn decode(bytes: &[u8]) -> (Vec<u8>, usize) {
+        let (mut out, mut pos) = (Vec::new(), 0);
+        loop {
+            match next_chunk(&bytes[pos..], pos).unwrap() {
+                NextChunk::Stored { payload, consumed } => {
+                    out.extend_from_slice(&bytes[pos..][payload]);
+                    pos += consumed;
+                }
+                NextChunk::Decoded { data, consumed } => {
+                    out.extend_from_slice(&data);
+                    pos += consumed;
+                }
+                NextChunk::Incomplete => return (out, bytes.len() - pos),
+            }
+        }
+    }
 
     /// Two xorbs of chunks with distinct bytes, a file of three terms over them.
     fn fixture() -> (Vec<u8>, Recipe, HashMap<XetHash, Vec<u8>>) {
@@ -391,16 +361,8 @@ mod tests {
         for read in recipe.reads(r) {
             let obj = &stored[&read.xorb];
             let bytes = &obj[read.stored.start as usize..read.stored.end as usize];
-            let mut dec = ChunkDecoder::new();
-            let mut got = Vec::new();
-            // Feed in awkward pieces to exercise the incremental path.
-            for piece in bytes.chunks(333) {
-                dec.push(piece);
-                while let Some(c) = dec.next_chunk().unwrap() {
-                    got.extend_from_slice(&c);
-                }
-            }
-            assert_eq!(dec.pending(), 0);
+            let (got, pending) = decode(bytes);
+            assert_eq!(pending, 0);
             let s = read.skip as usize;
             out.extend_from_slice(&got[s..s + read.take as usize]);
         }
@@ -475,16 +437,13 @@ mod tests {
         let (_, recipe, stored) = fixture();
         let read = &recipe.reads(0..recipe.size)[0];
         let bytes = &stored[&read.xorb][read.stored.start as usize..read.stored.end as usize];
-        let mut dec = ChunkDecoder::new();
-        dec.push(&bytes[..bytes.len() - 3]);
-        let mut n = 0;
-        while dec.next_chunk().unwrap().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, recipe.terms[0].chunks.len() - 1);
-        assert!(dec.pending() > 0);
-        let mut garbage = ChunkDecoder::new();
-        garbage.push(&[9u8; 64]);
-        assert!(garbage.next_chunk().is_err());
+        let (got, pending) = decode(&bytes[..bytes.len() - 3]);
+        let whole: u32 = recipe.terms[0].chunks[..recipe.terms[0].chunks.len() - 1]
+            .iter()
+            .map(|c| c.unpacked_len)
+            .sum();
+        assert_eq!(got.len(), whole as usize, "all chunks but the cut one");
+        assert!(pending > 0);
+        assert!(next_chunk(&[9u8; 64], 0).is_err());
     }
 }

@@ -301,32 +301,6 @@ pub fn decode_chunks(stream: &[u8]) -> Result<Vec<Vec<u8>>, XorbError> {
     Ok(out)
 }
 
-/// Decodes the chunk at the start of `buf` (at `offset` in its stream) when all of it is there:
-/// `Ok(None)` while its header or payload is still incomplete, else the decoded bytes and the
-/// number of stream bytes it took. The incremental form of [`decode_chunks`]
-/// (`crate::recipe::ChunkDecoder`).
-pub fn decode_next_chunk(buf: &[u8], offset: usize) -> Result<Option<(Vec<u8>, usize)>, XorbError> {
-    let mut out = Vec::new();
-    Ok(decode_next_chunk_into(buf, offset, &mut out)?.map(|n| (out, n)))
-}
-
-/// [`decode_next_chunk`] appending the decoded bytes to `out` (nothing appended on an error
-/// or when more bytes are needed); answers the stream bytes the chunk took.
-pub fn decode_next_chunk_into(
-    buf: &[u8],
-    offset: usize,
-    out: &mut Vec<u8>,
-) -> Result<Option<usize>, XorbError> {
-    if buf.len() < CHUNK_HEADER_LEN {
-        return Ok(None);
-    }
-    let compressed_len = u32::from_le_bytes([buf[1], buf[2], buf[3], 0]) as usize;
-    if compressed_len <= MAX_COMPRESSED_CHUNK && buf.len() < CHUNK_HEADER_LEN + compressed_len {
-        return Ok(None);
-    }
-    decode_chunk_into(buf, offset, out).map(Some)
-}
-
 /// Parses and decompresses the chunk at the start of `rest` (at `offset` in the body); returns
 /// the uncompressed bytes and the number of body bytes the chunk occupies.
 fn decode_chunk(rest: &[u8], offset: usize) -> Result<(Vec<u8>, usize), XorbError> {
