@@ -183,7 +183,12 @@ pub struct Config {
 
     /// Memory for Xet upload bodies being checked, all tenants together, in MiB
     /// (a xorb or shard is whole in memory until its hash is verified).
-    #[arg(long, env = "HUB_XET_UPLOAD_MEMORY_MIB", default_value_t = 1024, global = true)]
+    #[arg(
+        long,
+        env = "HUB_XET_UPLOAD_MEMORY_MIB",
+        default_value_t = 1024,
+        global = true
+    )]
     pub xet_upload_memory_mib: u64,
 
     /// Of which one namespace may hold at once, in MiB.

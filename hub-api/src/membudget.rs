@@ -198,16 +198,27 @@ mod tests {
         assert_eq!(b.reserved(1), 0);
         let again = b.reserve(1, 6 * MIB).await.unwrap();
         drop((other, again));
-        assert!(b.namespaces.lock().unwrap().is_empty(), "idle namespaces are forgotten");
+        assert!(
+            b.namespaces.lock().unwrap().is_empty(),
+            "idle namespaces are forgotten"
+        );
     }
 
     #[tokio::test]
     async fn the_global_budget_bounds_all_tenants_together() {
         let b = budget(10 * MIB, 8 * MIB, 50);
         let _a = b.reserve(1, 6 * MIB).await.unwrap();
-        let err = b.reserve(2, 6 * MIB).await.err().expect("over the global budget");
+        let err = b
+            .reserve(2, 6 * MIB)
+            .await
+            .err()
+            .expect("over the global budget");
         assert!(matches!(err, ApiError::Overloaded(_)), "{err:?}");
-        assert_eq!(b.reserved(2), 0, "a refused reservation gives its share back");
+        assert_eq!(
+            b.reserved(2),
+            0,
+            "a refused reservation gives its share back"
+        );
     }
 
     #[tokio::test]
