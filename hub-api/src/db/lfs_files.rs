@@ -43,7 +43,9 @@ pub async fn unlink(tx: &mut PgConnection, repo_id: i64, sha256: &str) -> sqlx::
     for q in [
         "DELETE FROM repo_lfs_objects WHERE repo_id = $1 AND sha256 = $2",
         "DELETE FROM repo_blobs WHERE repo_id = $1 AND sha256 = $2",
-        "DELETE FROM xet_repo_files WHERE repo_id = $1 AND sha256 = $2",
+        // Also a registration of the blob's Xet file that named no sha256.
+        "DELETE FROM xet_repo_files WHERE repo_id = $1
+         AND (sha256 = $2 OR file_hash = (SELECT xet_file FROM blobs WHERE sha256 = $2))",
     ] {
         sqlx::query(q)
             .bind(repo_id)
