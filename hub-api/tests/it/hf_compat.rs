@@ -939,6 +939,16 @@ async fn lfs_files_list_and_permanent_delete() {
     )
     .await;
     assert_eq!((st, &b[..]), (200, &b"text"[..]));
+    // Nor does the dashboard's file view (bob's copy keeps the bytes stored).
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/acme/m/blob/{first}/shared.bin"))
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&b).contains("permanently deleted"));
     // The LFS batch API no longer hands it out either.
     let (_, _, b) = call(
         &app,
