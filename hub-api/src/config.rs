@@ -51,6 +51,10 @@ pub enum AdminCommand {
         /// Full name shown by whoami and the dashboard (default: the name).
         #[arg(long)]
         fullname: Option<String>,
+        /// New repos in the organization are private unless created public
+        /// (`visibility: "public"` or `private: false`).
+        #[arg(long)]
+        private_repos: bool,
     },
     /// Add a user to an organization (or change their role).
     AddMember {
