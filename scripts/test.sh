@@ -76,6 +76,9 @@ cargo test --workspace --quiet
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
+step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
+scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
 step "fault injection (kill -9 of the hub under writers, of PostgreSQL under load)"
 "$VENV/bin/python" tests/faults/run.py "$BIN/hub-api"
 
