@@ -219,11 +219,13 @@ def test_delete_and_move_repo(api, repo_name):
     api.create_repo(repo_name)
     api.move_repo(repo_name, repo_name + "-moved")
     assert api.model_info(repo_name + "-moved").id == repo_name + "-moved"
-    with pytest.raises(RepositoryNotFoundError):
-        api.model_info(repo_name)
+    # As on the Hub, the old name redirects to the new one (the client follows it).
+    assert api.model_info(repo_name).id == repo_name + "-moved"
     api.delete_repo(repo_name + "-moved")
     with pytest.raises(RepositoryNotFoundError):
         api.model_info(repo_name + "-moved")
+    with pytest.raises(RepositoryNotFoundError):
+        api.model_info(repo_name)
     api.delete_repo(repo_name + "-moved", missing_ok=True)
 
 
