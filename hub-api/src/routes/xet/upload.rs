@@ -145,7 +145,7 @@ async fn verify_sha256(
     let files = summary.files.clone();
     let indexes = indexes.clone();
     let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let verified = tokio::task::spawn_blocking(move || {
         let mut read = |x: &XetHash, s: u64, e: u64| -> Result<Vec<u8>, String> {
             let name = hash::hash_string(x);
             rt.block_on(async {
@@ -167,8 +167,18 @@ async fn verify_sha256(
         Ok::<_, shard::ShardError>(())
     })
     .await
-    .map_err(join)??;
-    Ok(())
+    .map_err(join)?;
+    match verified {
+        // Collected since the shard was checked against the index (unused
+        // past the grace): the client's answer is the one for a xorb never
+        // uploaded, 400, not a server fault.
+        Err(shard::ShardError::UnreadableXorb { xorb, .. })
+            if state.storage.xorb_size(&xorb).await?.is_none() =>
+        {
+            Err(shard::ShardError::UnknownXorb { xorb }.into())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Writes the recipe of each file with a verified SHA-256 (how the storage
