@@ -349,6 +349,106 @@ impl Storage {
         self.stage(Box::pin(stream), Some(size), None, true).await
     }
 
+    /// The digests of in-memory bytes (sha256 and git blob id), computed on
+    /// a blocking thread: what [`Storage::stage_bytes`] would record.
+    pub async fn digest_bytes(items: Vec<Bytes>) -> Result<Vec<Written>, StorageError> {
+        tokio::task::spawn_blocking(move || {
+            items
+                .iter()
+                .map(|b| {
+                    let mut d = ContentDigests::new(Some(b.len() as u64));
+                    d.update(b);
+                    let (sha256, git_oid) = d.finish();
+                    Written {
+                        sha256,
+                        size: b.len() as u64,
+                        git_oid,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(StorageError::join)
+    }
+
+    /// Makes many small in-memory objects final at their content addresses
+    /// (`objects` are `(digest, bytes)` with digests from
+    /// [`Storage::digest_bytes`]; callers that track unreferenced objects
+    /// record them first, `sweeper::store_many`). Up to [`PUT_CONCURRENCY`]
+    /// writes run at once: locally each object is written to a staging file,
+    /// fsynced and renamed to its key, and then each folder that got a new
+    /// name is fsynced once (concurrent fsyncs share the file system's journal
+    /// commits, so a thousand small files cost a few commits, not a thousand).
+    /// An object already at its key is kept. No key ever holds part of an
+    /// object; on failure every write has finished (none still running) and
+    /// no staging file is left, so the caller can release what it recorded.
+    pub async fn put_blobs(&self, objects: Vec<(Sha256, Bytes)>) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Local { root, reserve, .. } => {
+                if let Some(r) = reserve {
+                    r.check(objects.iter().map(|(_, b)| b.len() as u64).sum())?;
+                }
+                std::fs::create_dir_all(root.join("staging"))?;
+                let dirs = futures::stream::iter(objects)
+                    .map(|(sha, bytes)| {
+                        let root = root.clone();
+                        async move {
+                            tokio::task::spawn_blocking(move || {
+                                write_small_blob(&root, &sha, &bytes)
+                            })
+                            .await
+                            .map_err(StorageError::join)
+                            .and_then(|r| r.map_err(StorageError::from))
+                        }
+                    })
+                    .buffer_unordered(PUT_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await;
+                let mut renamed = std::collections::BTreeSet::new();
+                let mut failure = None;
+                for d in dirs {
+                    match d {
+                        Ok(Some(dir)) => {
+                            renamed.insert(dir);
+                        }
+                        Ok(None) => {}
+                        Err(e) => failure = failure.or(Some(e)),
+                    }
+                }
+                let synced = futures::stream::iter(renamed)
+                    .map(|dir| async move {
+                        tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+                            .await
+                            .map_err(StorageError::join)
+                            .and_then(|r| r.map_err(StorageError::from))
+                    })
+                    .buffer_unordered(PUT_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await;
+                match failure.or_else(|| synced.into_iter().find_map(Result::err)) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            }
+            Backend::Store(store) => {
+                // A put is atomic: the key holds the whole object or nothing.
+                let done = futures::stream::iter(objects)
+                    .map(|(sha, bytes)| async move {
+                        store
+                            .put(&StorageKey::Blob(sha).path(), PutPayload::from_bytes(bytes))
+                            .await
+                    })
+                    .buffer_unordered(PUT_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await;
+                match done.into_iter().find_map(Result::err) {
+                    Some(e) => Err(e.into()),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Stores one multipart part under its session (not content-addressed: parts
     /// are only verified as a whole at completion). The body must be exactly
     /// `size` bytes: a longer body is cut off as soon as it passes `size`, and
@@ -1017,6 +1117,36 @@ fn digest_and_write<D: Digests>(
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     Ok((digests.finish(), size))
+}
+
+/// How many objects [`Storage::put_blobs`] writes at once.
+const PUT_CONCURRENCY: usize = 64;
+
+/// One object of [`Storage::put_blobs`] on local storage: answers the folder
+/// that got a new name (to fsync), None when the object was there already.
+fn write_small_blob(root: &Path, sha: &Sha256, bytes: &[u8]) -> std::io::Result<Option<PathBuf>> {
+    let dest = root.join(StorageKey::Blob(sha.clone()).path().as_ref());
+    if std::fs::metadata(&dest).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        return Ok(None);
+    }
+    let temp = root.join(StorageKey::Staging(Uuid::new_v4()).path().as_ref());
+    let dir = dest
+        .parent()
+        .expect("blob keys have a parent")
+        .to_path_buf();
+    let written = (|| {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::create_dir_all(&dir)?;
+        // Identical content may already be there: rename replaces it atomically.
+        std::fs::rename(&temp, &dest)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(Some(dir))
 }
 
 /// Reads a local file in large chunks on a blocking thread, feeding a bounded channel.

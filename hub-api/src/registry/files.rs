@@ -27,6 +27,13 @@ pub async fn entry_at(state: &AppState, tree_oid: &str, path: &str) -> ApiResult
     Ok(db::git::lookup_path(&mut conn, tree_oid, path).await?)
 }
 
+/// The entries at `paths` in a tree, in order (paths naming nothing are
+/// left out): one query per path depth, whatever the number of paths.
+pub async fn entries_at(state: &AppState, tree_oid: &str, paths: &[&str]) -> ApiResult<Vec<Entry>> {
+    let mut conn = state.db.acquire().await?;
+    Ok(db::git::lookup_paths(&mut conn, tree_oid, paths).await?)
+}
+
 /// Reads a small stored file completely (refuses anything over [`MAX_INTERPRETED`]).
 pub async fn read_small(state: &AppState, sha256: &str, size: i64) -> ApiResult<Option<Bytes>> {
     if size as u64 > MAX_INTERPRETED {
