@@ -191,9 +191,10 @@ pub async fn store_bytes(
 }
 
 /// [`store`] for many in-memory files at once (the inline files of a commit,
-/// a batch at a time): digests computed, one transaction records a pending
-/// row per distinct digest (under the blobs' shared locks), then the objects
-/// are written at their keys concurrently ([`Storage::put_blobs`]). Answers
+/// a batch at a time): digests computed, then one transaction records a
+/// pending row per distinct digest (under the blobs' shared locks) while the
+/// objects are staged ([`Storage::stage_blobs`]), and only then are they made
+/// final ([`Storage::promote_blobs`]). Answers
 /// one `(Written, Pending)` per item, in order; items with the same bytes
 /// share a row. On failure every row of the batch is released.
 pub async fn store_many(
@@ -213,31 +214,50 @@ pub async fn store_many(
     }
     let shas: Vec<&str> = distinct.keys().copied().collect();
     let sizes: Vec<i64> = distinct.values().map(|v| v.1).collect();
-    let ids: std::collections::HashMap<String, i64> = async {
-        let mut tx = state.db.begin().await?;
-        db::lfs::lock_blobs_shared(&mut tx, &shas).await?;
-        let rows = db::lfs::insert_pending_many(&mut *tx, &shas, &sizes, namespace_id).await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(rows.into_iter().collect())
-    }
-    .await?;
-    let pending: Vec<Pending> = written
-        .iter()
-        .map(|w| Pending {
-            id: ids[w.sha256.as_str()],
-            sha256: w.sha256.clone(),
-        })
-        .collect();
     let objects: Vec<(Sha256, Bytes)> = distinct
         .values()
         .map(|(i, _)| (written[*i].sha256.clone(), items[*i].clone()))
         .collect();
     drop(items);
-    if let Err(e) = state.storage.put_blobs(objects).await {
+    // The rows and the staged bytes at once: nothing is at a final key until
+    // both are done.
+    let record = async {
+        let mut tx = state.db.begin().await?;
+        db::lfs::lock_blobs_shared(&mut tx, &shas).await?;
+        let rows = db::lfs::insert_pending_many(&mut *tx, &shas, &sizes, namespace_id).await?;
+        tx.commit().await?;
+        Ok::<std::collections::HashMap<String, i64>, sqlx::Error>(rows.into_iter().collect())
+    };
+    let (ids, staged) = tokio::join!(record, state.storage.stage_blobs(objects));
+    let (ids, staged) = match (ids, staged) {
+        (Ok(ids), Ok(staged)) => (ids, staged),
+        (Ok(ids), Err(e)) => {
+            release(state, &pending_rows(&written, &ids)).await;
+            return Err(e.into());
+        }
+        (Err(e), Ok(staged)) => {
+            state.storage.discard_blobs(staged).await;
+            return Err(e.into());
+        }
+        (Err(e), Err(_)) => return Err(e.into()),
+    };
+    let pending = pending_rows(&written, &ids);
+    if let Err(e) = state.storage.promote_blobs(staged).await {
         release(state, &pending).await;
         return Err(e.into());
     }
     Ok(written.into_iter().zip(pending).collect())
+}
+
+/// The pending row of each written item (items with the same digest share one).
+fn pending_rows(written: &[Written], ids: &std::collections::HashMap<String, i64>) -> Vec<Pending> {
+    written
+        .iter()
+        .map(|w| Pending {
+            id: ids[w.sha256.as_str()],
+            sha256: w.sha256.clone(),
+        })
+        .collect()
 }
 
 /// Inside the transaction that references the object: takes the blob's shared
