@@ -1162,8 +1162,11 @@ fn digest_and_write<D: Digests>(
 }
 
 /// How many small objects [`Storage::stage_blobs`] and
-/// [`Storage::promote_blobs`] write at once.
-const PUT_CONCURRENCY: usize = 64;
+/// [`Storage::promote_blobs`] write at once (blocking threads, mostly waiting
+/// in fsync: the more at once, the fewer journal commits per batch; 256
+/// staged 1,000 files in 50-70 ms against 55-300 ms for 64 on the 2-core
+/// development VM, and leaves half of tokio's default pool of 512 free).
+const PUT_CONCURRENCY: usize = 256;
 
 /// Small objects written by [`Storage::stage_blobs`]: promote or discard them
 /// (a dropped one leaves staging files to the sweeper).

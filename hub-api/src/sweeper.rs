@@ -228,7 +228,9 @@ pub async fn store_many(
         tx.commit().await?;
         Ok::<std::collections::HashMap<String, i64>, sqlx::Error>(rows.into_iter().collect())
     };
+    let started = std::time::Instant::now();
     let (ids, staged) = tokio::join!(record, state.storage.stage_blobs(objects));
+    let staged_ms = started.elapsed().as_millis() as u64;
     let (ids, staged) = match (ids, staged) {
         (Ok(ids), Ok(staged)) => (ids, staged),
         (Ok(ids), Err(e)) => {
@@ -246,6 +248,13 @@ pub async fn store_many(
         release(state, &pending).await;
         return Err(e.into());
     }
+    tracing::debug!(
+        files = written.len(),
+        objects = ids.len(),
+        staged_ms,
+        promoted_ms = started.elapsed().as_millis() as u64 - staged_ms,
+        "stored inline files"
+    );
     Ok(written.into_iter().zip(pending).collect())
 }
 

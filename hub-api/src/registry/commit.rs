@@ -504,6 +504,7 @@ async fn commit_claiming(
         interpreted.insert(".gitattributes", Some(bytes));
     }
 
+    let applied_ms = started.elapsed().as_millis() as u64;
     // Trees (only those that changed) and changes.
     let (root, trees) = files.build();
     let changes = files.changes();
@@ -557,6 +558,7 @@ async fn commit_claiming(
     };
     let oid = object.oid();
 
+    let built_ms = started.elapsed().as_millis() as u64;
     db::git::insert_trees(&mut tx, &trees).await?;
     db::git::insert_blobs(&mut tx, &new_blobs).await?;
     // The bytes this request stored stop being pending (blob locks first,
@@ -626,7 +628,15 @@ async fn commit_claiming(
         .execute(&mut *tx)
         .await?;
     }
+    let written_ms = started.elapsed().as_millis() as u64;
     tx.commit().await?;
+    tracing::debug!(
+        repo.id = repo.id,
+        applied_ms,
+        built_ms,
+        written_ms,
+        "commit transaction: operations applied, trees and metadata built, rows written (ms from its start)"
+    );
     tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), trees = trees.len(), tx_ms = started.elapsed().as_millis() as u64, "commit");
     Ok((Committed { oid }, true))
 }

@@ -298,7 +298,13 @@ pub async fn commit(
     }
 
     let mut reader = Reader::default();
+    let started = std::time::Instant::now();
     let read = read_payload(&state, ctx.repo.namespace_id, &mut payload, &mut reader).await;
+    tracing::debug!(
+        ops = reader.ops.len(),
+        read_ms = started.elapsed().as_millis() as u64,
+        "commit payload read and its inline files stored"
+    );
     let header = match read {
         Ok(h) => h,
         Err(e) => {
