@@ -26,7 +26,9 @@ command -v git >/dev/null || apt_install git
 python3 -c 'import venv' 2>/dev/null || apt_install python3-venv
 # llama-cpp-sys-2 (the worker's GGUF engine) builds llama.cpp with cmake and runs bindgen.
 command -v cmake >/dev/null || apt_install cmake
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || apt_install libclang-dev
+# bindgen needs libclang itself: libclang-cpp*.so (preinstalled with other
+# LLVM users) does not do, so look for the library libclang-dev links.
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || apt_install libclang-dev
 
 step "python virtualenv"
 VENV="$ROOT/.venv/test"
@@ -73,6 +75,9 @@ cargo test --workspace --quiet
 
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
+step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
+scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
 step "fault injection (kill -9 of the hub under writers, of PostgreSQL under load)"
 "$VENV/bin/python" tests/faults/run.py "$BIN/hub-api"

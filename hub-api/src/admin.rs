@@ -110,6 +110,7 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
             name,
             owner,
             fullname,
+            private_repos,
         } => {
             NamespaceName::parse(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
             check_fullname(fullname.as_deref())?;
@@ -126,13 +127,16 @@ pub async fn run(pool: &PgPool, cmd: AdminCommand) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("the name {name:?} is taken"))?;
             db::namespaces::set_member(&mut *tx, id, user.id, Role::Admin).await?;
+            if private_repos {
+                db::namespaces::set_private_by_default(&mut *tx, id, true).await?;
+            }
             crate::audit::record(
                 &mut *tx,
                 None,
                 id,
                 "org.created",
                 &name,
-                serde_json::json!({"owner": owner}),
+                serde_json::json!({"owner": owner, "private_repos": private_repos}),
             )
             .await?;
             tx.commit().await?;

@@ -22,6 +22,8 @@ use actix_web::{web, App};
 /// 4. `auth::csrf`: a cookie session's unsafe request without the session's
 ///    CSRF token or from another origin is recorded as rejected.
 /// 5. `ratelimit`: the caller's token bucket (429 `rate_limited`).
+/// 6. `registry::redirects`: a 404 `RepoNotFound` under a moved repo's old
+///    name becomes a redirect to its new one.
 ///
 /// Then the route table (`routes::configure`) and `routes::not_found`.
 pub fn build_app(
@@ -38,6 +40,7 @@ pub fn build_app(
     // `wrap` puts each middleware outside the ones before it: listed inner first.
     App::new()
         .app_data(web::Data::new(state))
+        .wrap(from_fn(crate::registry::redirects::middleware))
         .wrap(from_fn(crate::ratelimit::middleware))
         .wrap(from_fn(crate::auth::csrf::middleware))
         .wrap(from_fn(crate::auth::authenticate::middleware))

@@ -51,6 +51,10 @@ pub enum AdminCommand {
         /// Full name shown by whoami and the dashboard (default: the name).
         #[arg(long)]
         fullname: Option<String>,
+        /// New repos in the organization are private unless created public
+        /// (`visibility: "public"` or `private: false`).
+        #[arg(long)]
+        private_repos: bool,
     },
     /// Add a user to an organization (or change their role).
     AddMember {
@@ -180,6 +184,25 @@ pub struct Config {
         global = true
     )]
     pub rate_limit_cas_burst: u32,
+
+    /// Memory for Xet upload bodies being checked, all tenants together, in MiB
+    /// (a xorb or shard is whole in memory until its hash is verified).
+    #[arg(
+        long,
+        env = "HUB_XET_UPLOAD_MEMORY_MIB",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub xet_upload_memory_mib: u64,
+
+    /// Of which one namespace may hold at once, in MiB.
+    #[arg(
+        long,
+        env = "HUB_XET_UPLOAD_MEMORY_PER_NAMESPACE_MIB",
+        default_value_t = 512,
+        global = true
+    )]
+    pub xet_upload_memory_per_namespace_mib: u64,
 
     /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).
     #[arg(long, env = "HUB_TRUST_FORWARDED_FOR", global = true)]

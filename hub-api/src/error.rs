@@ -46,6 +46,11 @@ pub enum ApiError {
     InvalidNamespaceName(String),
     #[error("invalid path: {0}")]
     InvalidPath(String),
+    /// A path a client would read as leaving the repo's folder (a `..`
+    /// segment, absolute, or `\\`/drive letter on Windows): 422, the Hub's
+    /// status for it (huggingface_hub's `test_create_file_with_relative_path`).
+    #[error("invalid path: {0}")]
+    PathEscapes(String),
     #[error("invalid revision: {0}")]
     InvalidRevision(String),
     /// Free text: only for call sites not yet typed (prefer a typed enum).
@@ -68,8 +73,6 @@ pub enum ApiError {
     Parse(#[from] ParseError),
     #[error("invalid commit payload: {0}")]
     InvalidCommit(String),
-    #[error("invalid safetensors file {path}: {reason}")]
-    InvalidSafetensors { path: String, reason: String },
     #[error("invalid GGUF file {path}: {reason}")]
     InvalidGguf { path: String, reason: String },
     #[error("uploaded bytes do not match: {0}")]
@@ -181,13 +184,12 @@ impl ApiError {
         match self {
             InvalidRepoName(_) => "invalid_repo_name",
             InvalidNamespaceName(_) => "invalid_namespace_name",
-            InvalidPath(_) => "invalid_path",
+            InvalidPath(_) | PathEscapes(_) => "invalid_path",
             InvalidRevision(_) => "invalid_revision",
             InvalidRequest(_) | Body(_) | Query(_) | LfsRequest(_) | AccessRequest(_)
             | RepoSettings(_) | Parse(_) => "invalid_request",
             InvalidCommit(_) => "invalid_commit",
             Xet(_) => "invalid_xet_data",
-            InvalidSafetensors { .. } => "invalid_safetensors",
             InvalidGguf { .. } => "invalid_gguf",
             DigestMismatch(_) => "digest_mismatch",
             LfsObjectMissing(_) => "lfs_object_missing",
@@ -241,7 +243,6 @@ impl ApiError {
             | Parse(_)
             | InvalidCommit(_)
             | Xet(_)
-            | InvalidSafetensors { .. }
             | InvalidGguf { .. }
             | DigestMismatch(_)
             | LfsObjectMissing(_)
@@ -269,6 +270,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            PathEscapes(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -447,7 +449,6 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_request",
     "invalid_commit",
     "invalid_xet_data",
-    "invalid_safetensors",
     "invalid_gguf",
     "digest_mismatch",
     "lfs_object_missing",

@@ -20,6 +20,7 @@ pub mod gating;
 pub mod git;
 pub mod health;
 pub mod heavy;
+pub mod membudget;
 pub mod pgcluster;
 pub mod quota;
 pub mod ratelimit;

@@ -45,6 +45,8 @@ pub struct Tenancy {
     pub roles: Arc<crate::auth::cache::RoleCache>,
     /// Slots of CPU- or memory-heavy work per tenant (see `heavy`).
     pub heavy: Arc<crate::heavy::Heavy>,
+    /// Memory of Xet upload bodies per namespace (see `membudget`).
+    pub upload_memory: Arc<crate::membudget::MemoryBudget>,
 }
 
 impl Tenancy {
@@ -77,6 +79,13 @@ impl Tenancy {
                 std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
             )),
             heavy: Arc::new(crate::heavy::Heavy::default()),
+            upload_memory: Arc::new(crate::membudget::MemoryBudget::new(
+                crate::membudget::BudgetLimits {
+                    global: c.xet_upload_memory_mib.max(1) * 1024 * 1024,
+                    per_namespace: c.xet_upload_memory_per_namespace_mib.max(1) * 1024 * 1024,
+                    ..Default::default()
+                },
+            )),
         }
     }
 }

@@ -4,6 +4,8 @@
 # and with HF_HUB_DISABLE_XET=1 (the legacy LFS path), as upstream CI runs
 # them: `xet` tests only in the first pass, `no_xet` ones only in the second.
 # Usage: scripts/hf-suite/run.sh PYTHON HUB_API_BIN [pytest args]
+#   The passes run concurrently (HF_SUITE_SERIAL=1: one after the other);
+#   a failing pass prints its whole log, a passing one its summary line.
 #   PYTHON: a Python with tests/conformance/requirements.txt installed; the
 #   few extra test dependencies (requirements.txt here) are added to it.
 #   Extra pytest args go to both passes (e.g. -k, -x, a file::test id).
@@ -48,7 +50,7 @@ hub_admin create-user __DUMMY_HUB_USER__ --fullname "Dummy User" >/dev/null
 hub_admin create-org valid_org_hub --owner __DUMMY_HUB_USER__ --fullname "Dummy Hub Org" >/dev/null
 hub_admin create-user DVUser >/dev/null
 hub_admin create-user EnterpriseAdmin >/dev/null
-hub_admin create-org EnterpriseOrgPrivate --owner EnterpriseAdmin >/dev/null
+hub_admin create-org EnterpriseOrgPrivate --owner EnterpriseAdmin --private-repos >/dev/null
 export HF_SUITE_TOKEN=$(hub_admin create-token __DUMMY_HUB_USER__ --scopes read,write --name hf-suite)
 export HF_SUITE_OTHER_TOKEN=$(hub_admin create-token DVUser --scopes read,write --name hf-suite)
 export HF_SUITE_ENTERPRISE_TOKEN=$(hub_admin create-token EnterpriseAdmin --scopes read,write --name hf-suite)
@@ -68,12 +70,35 @@ while read -r id; do DESELECT+=(--deselect "tests/$id"); done \
 ARGS=(-q -p no:cacheprovider -o "addopts=-Werror::FutureWarning --strict-markers" -rfE
   "${DESELECT[@]}" "${FILES[@]/#/tests/}" "${@:3}")
 
-status=0
-echo "hf-suite: pass 1/2, hf_xet installed (the client's default)"
-(cd "$SUITE" && "$PY" -m pytest "${ARGS[@]}" -m "not no_xet" \
-  --junitxml="$CACHE/junit-xet.xml") || status=$?
-echo "hf-suite: pass 2/2, HF_HUB_DISABLE_XET=1 (legacy LFS path)"
-(cd "$SUITE" && HF_HUB_DISABLE_XET=1 "$PY" -m pytest "${ARGS[@]}" -m "not xet" \
-  --junitxml="$CACHE/junit-noxet.xml") || status=$?
+# The two passes run at once against the one hub (their repos have unique
+# names, as upstream CI runs its jobs against one staging hub): the run takes
+# as long as the slower pass. HF_SUITE_SERIAL=1 runs them one after the other.
+pass() { # NAME: the pass's pytest; its output goes to $CACHE/NAME.log
+  local name=$1 status=0
+  case $name in
+    xet) (cd "$SUITE" && "$PY" -m pytest "${ARGS[@]}" -m "not no_xet" \
+           --basetemp="$DATA/pytest-xet" --junitxml="$CACHE/junit-xet.xml") >"$CACHE/$name.log" 2>&1 || status=$? ;;
+    noxet) (cd "$SUITE" && HF_HUB_DISABLE_XET=1 "$PY" -m pytest "${ARGS[@]}" -m "not xet" \
+           --basetemp="$DATA/pytest-noxet" --junitxml="$CACHE/junit-noxet.xml") >"$CACHE/$name.log" 2>&1 || status=$? ;;
+  esac
+  return "$status"
+}
+show() { # NAME TITLE STATUS
+  echo "hf-suite: $2: $(tail -n1 "$CACHE/$1.log")"
+  [[ $3 -eq 0 ]] || cat "$CACHE/$1.log"
+}
+started=$SECONDS
+if [[ -n "${HF_SUITE_SERIAL:-}" ]]; then
+  s1=0; pass xet || s1=$?
+  s2=0; pass noxet || s2=$?
+else
+  pass xet & p1=$!
+  pass noxet & p2=$!
+  s1=0; wait "$p1" || s1=$?
+  s2=0; wait "$p2" || s2=$?
+fi
+show xet "pass 1/2, hf_xet installed (the client's default)" "$s1"
+show noxet "pass 2/2, HF_HUB_DISABLE_XET=1 (legacy LFS path)" "$s2"
+echo "hf-suite: $((SECONDS - started))s for both passes (logs and JUnit XML in $CACHE)"
 hub_stop || true
-exit "$status"
+[[ $s1 -eq 0 && $s2 -eq 0 ]]

@@ -245,6 +245,17 @@ async fn file_view(
     path: &str,
     b: &db::git::BlobInfo,
 ) -> Result<View, ApiError> {
+    // A permanently deleted LFS object (`routes::hf::lfs_files`) is not the
+    // repo's any more, in any revision, even if another repo keeps the bytes.
+    if b.is_lfs
+        && db::lfs::linked(&state.db, dl.repo().id, std::slice::from_ref(&b.sha256))
+            .await?
+            .is_empty()
+    {
+        return Ok(View::Binary {
+            reason: "This file's LFS object was permanently deleted from the repository.".into(),
+        });
+    }
     Ok(if path.ends_with(".safetensors") {
         match tensor_table(dl, state, tenant, &b.sha256, b.size as u64).await {
             Ok(t) => View::Tensors(t),

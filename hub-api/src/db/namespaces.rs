@@ -130,6 +130,28 @@ pub async fn create_user(
 }
 
 /// Sets the full name of a user or organization.
+/// Whether new repos of the namespace are private unless created public.
+pub async fn private_by_default(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
+    let (v,): (bool,) = sqlx::query_as("SELECT private_by_default FROM namespaces WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await?;
+    Ok(v)
+}
+
+pub async fn set_private_by_default(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    private: bool,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE namespaces SET private_by_default = $2 WHERE id = $1")
+        .bind(id)
+        .bind(private)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_fullname(db: impl PgExecutor<'_>, id: i64, fullname: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE namespaces SET fullname = $2 WHERE id = $1")
         .bind(id)

@@ -34,6 +34,9 @@ pub struct RepoPath(String);
 impl RepoPath {
     /// Parses a file path. Trailing `/` is refused (use [`RepoPath::parse_folder`]).
     pub fn parse(s: &str) -> Result<Self, ApiError> {
+        if let Some(reason) = escape(s) {
+            return Err(ApiError::PathEscapes(format!("{}: {reason}", quote(s))));
+        }
         check_path(s).map_err(|reason| ApiError::InvalidPath(format!("{}: {reason}", quote(s))))?;
         Ok(Self(s.to_string()))
     }
@@ -68,6 +71,27 @@ fn quote(s: &str) -> String {
     } else {
         format!("{short:?}")
     }
+}
+
+/// Why a client could read `s` as a path out of the repo's folder, on POSIX
+/// or on Windows (where `\\` separates and `C:` is a drive): these are
+/// [`ApiError::PathEscapes`] (422); the other rules are 400.
+fn escape(s: &str) -> Option<&'static str> {
+    if s.starts_with('/') {
+        return Some("must be relative (no leading '/')");
+    }
+    if s.contains('\\') {
+        return Some(
+            "backslashes are not allowed (a Windows client reads them as folder separators)",
+        );
+    }
+    if s.len() >= 2 && s.as_bytes()[1] == b':' && s.as_bytes()[0].is_ascii_alphabetic() {
+        return Some("drive-letter paths are not allowed");
+    }
+    if s.split('/').any(|seg| seg == "..") {
+        return Some("segment \"..\" is not allowed");
+    }
+    None
 }
 
 fn check_path(s: &str) -> Result<(), String> {

@@ -110,21 +110,37 @@ async fn validate_weights(state: &AppState, tenant: Tenant, ops: &[Op]) -> ApiRe
         let digest = Sha256::parse(&sha)?;
         let heavy = &state.tenancy.heavy;
         if lower.ends_with(".safetensors") {
-            let bad = |reason: String| ApiError::InvalidSafetensors {
-                path: p.to_string(),
-                reason,
+            // Any bytes are accepted, as on the Hub (a registry stores what it
+            // is given; huggingface_hub's Xet tests upload random bytes as
+            // `.safetensors`). Only a valid header gets a `safetensors_meta`
+            // row; an invalid file simply has no parameter counts, and a
+            // worker refuses to load it (candle's header check, LoadError).
+            let invalid = |reason: String| {
+                tracing::info!(path = p, %reason, "not a valid safetensors file: stored without parameter counts");
             };
             if !state.storage.blob_exists(&digest).await? {
                 continue; // reported as missing later
             }
             let first8 = state.storage.read_range(&digest, 0..8.min(size)).await?;
-            let n = validate::safetensors::header_len(&first8, size).map_err(bad)?;
-            let summary = heavy
+            let n = match validate::safetensors::header_len(&first8, size) {
+                Ok(n) => n,
+                Err(reason) => {
+                    invalid(reason);
+                    continue;
+                }
+            };
+            let checked = heavy
                 .run_reading(tenant, &state.storage, &digest, 8..8 + n, move |r| {
                     validate::safetensors::check_reader(r, n, size)
                 })
-                .await?
-                .map_err(bad)?;
+                .await?;
+            let summary = match checked {
+                Ok(s) => s,
+                Err(reason) => {
+                    invalid(reason);
+                    continue;
+                }
+            };
             let params = serde_json::to_value(&summary.parameters).map_err(ApiError::internal)?;
             db::git::insert_safetensors_meta(&state.db, &sha, &params, summary.total as i64)
                 .await?;

@@ -6,6 +6,7 @@ pub mod commit;
 pub mod files;
 pub mod ndjson;
 pub mod path_stats;
+pub mod redirects;
 pub mod repo_ref;
 pub mod worktree;
 

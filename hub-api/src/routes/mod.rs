@@ -14,10 +14,21 @@ use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, Route};
 
 /// Repo id forms of API paths: `ns/name` and single-segment `name`.
 fn api(suffix: &str) -> Vec<String> {
-    vec![
-        format!("/api/{{kind:models|datasets}}/{{ns}}/{{name}}{suffix}"),
-        format!("/api/{{kind:models|datasets}}/{{name}}{suffix}"),
-    ]
+    let mut v = api_ns(suffix);
+    v.extend(api_single(suffix));
+    v
+}
+
+/// The two-segment (`ns/name`) form of an API path.
+fn api_ns(suffix: &str) -> Vec<String> {
+    vec![format!(
+        "/api/{{kind:models|datasets}}/{{ns}}/{{name}}{suffix}"
+    )]
+}
+
+/// The single-segment (`gpt2`) form of an API path.
+fn api_single(suffix: &str) -> Vec<String> {
+    vec![format!("/api/{{kind:models|datasets}}/{{name}}{suffix}")]
 }
 
 /// Repo id forms of download and git paths (datasets first: `datasets` is reserved).
@@ -53,6 +64,13 @@ pub trait RouteSink {
     fn bytes_page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         self.page(paths, routes);
     }
+    /// A resource that matches only the methods it serves: a request with
+    /// another method goes on to the resources after it (instead of a 405).
+    /// For patterns that share their shape with a later one, such as
+    /// `/api/models/{name}/like` and `/api/models/{ns}/{name}`.
+    fn by_method(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        self.add(paths, routes);
+    }
 }
 
 struct Actix<'a>(&'a mut web::ServiceConfig);
@@ -86,6 +104,16 @@ impl RouteSink for Actix<'_> {
 
     fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let mut res = web::resource(paths).default_service(web::to(not_found));
+        for (_, r) in routes {
+            res = res.route(r);
+        }
+        self.0.service(res);
+    }
+
+    fn by_method(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
+        let guard = actix_web::guard::fn_guard(move |ctx| methods.contains(&ctx.head().method));
+        let mut res = web::resource(paths).guard(guard);
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -274,18 +302,36 @@ fn build(r: &mut impl RouteSink) {
         one("/api/{kind:models|datasets}"),
         vec![on(GET, info::list)],
     );
-    // Per-repo API.
+    // Per-repo API. A single-segment repo's one-word action
+    // (`/api/models/gpt2/like`) has the shape of a two-segment repo's info
+    // (`/api/models/{ns}/{name}`), so it comes first, matched by its methods
+    // only; the GET ones (`refs`, `auth-check`) answer as the info of a repo
+    // `gpt2/refs` when the caller can read one (`info::or_single`).
+    r.by_method(api_single("/settings"), vec![on(PUT, repos::settings)]);
+    r.by_method(
+        api_single("/like"),
+        vec![on(POST, likes::like), on(DELETE, likes::like)],
+    );
+    r.by_method(api_single("/refs"), vec![on(GET, info::refs_or_info)]);
+    r.by_method(
+        api_single("/auth-check"),
+        vec![on(GET, info::auth_check_or_info)],
+    );
+    r.by_method(
+        api_single("/lfs-files"),
+        vec![on(GET, info::lfs_files_or_info)],
+    );
     r.add(api(""), vec![on(GET, info::repo_info)]);
     r.add(api("/revision/{rev}"), vec![on(GET, info::repo_info)]);
-    r.add(api("/settings"), vec![on(PUT, repos::settings)]);
+    r.add(api_ns("/settings"), vec![on(PUT, repos::settings)]);
     r.add(
-        api("/like"),
+        api_ns("/like"),
         vec![on(POST, likes::like), on(DELETE, likes::like)],
     );
     r.add(api("/tree/{rev}"), vec![on(GET, tree::tree)]);
     r.add(api("/tree/{rev}/{path:.*}"), vec![on(GET, tree::tree)]);
     r.add(api("/paths-info/{rev}"), vec![on(POST, tree::paths_info)]);
-    r.add(api("/refs"), vec![on(GET, refs::list_refs)]);
+    r.add(api_ns("/refs"), vec![on(GET, refs::list_refs)]);
     r.add(api("/commits/{rev}"), vec![on(GET, refs::list_commits)]);
     r.add(
         api("/branch/{rev}"),
@@ -302,6 +348,11 @@ fn build(r: &mut impl RouteSink) {
         api("/super-squash/{rev}"),
         vec![on(POST, refs::super_squash)],
     );
+    r.add(api_ns("/lfs-files"), vec![on(GET, lfs_files::list)]);
+    r.add(
+        api("/lfs-files/batch"),
+        vec![on(POST, lfs_files::delete_batch)],
+    );
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
     // Xet: CAS access tokens (the read token leads to file bytes).
@@ -314,7 +365,7 @@ fn build(r: &mut impl RouteSink) {
         vec![on(GET, xet::token::read_token)],
     );
     // Gated repos: may the caller download? And the access-request routes.
-    r.add(api("/auth-check"), vec![on(GET, access::auth_check)]);
+    r.add(api_ns("/auth-check"), vec![on(GET, access::auth_check)]);
     r.add(
         api("/user-access-request/handle"),
         vec![on(POST, access::handle)],

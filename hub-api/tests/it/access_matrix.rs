@@ -435,6 +435,10 @@ fn rows(
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
         row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/like", RepoRead(200), |_| format!("{R}/like")),
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{R}/commits/main")),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/lfs-files", RepoWrite(200), |_| format!("{R}/lfs-files")),
+        // Deleting needs admin first; an object the repo does not hold is then 400 (nothing deleted here).
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/lfs-files/batch", RepoAdmin(400), |_| format!("{R}/lfs-files/batch"))
+            .json(|i| json!({"deletions": {"sha": [format!("{i:064}")], "rewriteHistory": true}})),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/b{i}"))
             .json(|_| json!({})),
         row(del.clone(), "/api/{kind:models|datasets}/{ns}/{name}/branch/{rev}", RepoWrite(200), |i| format!("{R}/branch/d{i}")),
@@ -968,6 +972,8 @@ fn gated_rows(
         GRow { body: Some(json!({"paths": ["d/g.txt", "w.bin"], "expand": true})), ..grow(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", Meta(200), |_| format!("{R}/paths-info/main")) },
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", Meta(200), |_| format!("{R}/refs")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{R}/commits/main")),
+        // Writers and admins only (the cross-tenant matrix checks who).
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/lfs-files", Unchecked, |_| format!("{R}/lfs-files")),
         // The gate's verdict without contents (hf_compat::auth_check_is_the_download_decision).
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/auth-check", Unchecked, |_| format!("{R}/auth-check")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/{status:pending|accepted|rejected}", Unchecked, |_| format!("{R}/user-access-request/accepted")),

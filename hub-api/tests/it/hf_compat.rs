@@ -517,3 +517,475 @@ async fn likes_count_and_list() {
         404
     );
 }
+
+/// A single-segment repo id's one-word actions (`unlike("missing_repo_id")`,
+/// `list_repo_refs("gpt2")`) share their path shape with a two-segment repo's
+/// info: they reach the action (404 `RepoNotFound` for a missing repo, not
+/// 405), while the info of a readable repo `ns/refs` still answers as before.
+#[actix_web::test]
+async fn single_segment_actions_are_routed() {
+    let t = TestState::new().await;
+    let (_, root) = t.user("root", true, &["read", "write"]).await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+
+    // Missing single-segment repo: every action is RepoNotFound.
+    for req in [
+        TestRequest::post().uri("/api/models/missing_repo_id/like"),
+        TestRequest::delete().uri("/api/models/missing_repo_id/like"),
+        TestRequest::get().uri("/api/models/missing_repo_id/refs"),
+        TestRequest::get().uri("/api/models/missing_repo_id/auth-check"),
+        TestRequest::put()
+            .uri("/api/datasets/missing_repo_id/settings")
+            .set_json(json!({"private": true})),
+    ] {
+        let (st, h, b) = call(&app, req.insert_header(bearer(&tok))).await;
+        assert_eq!(st, 404, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(h.get("x-error-code").unwrap(), "RepoNotFound");
+    }
+
+    // An existing single-segment repo: the real actions.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&root))
+            .set_json(json!({"name": "gpt9", "canonical": true})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/gpt9/refs")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)["branches"][0]["name"], "main");
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/gpt9/like")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/gpt9")).await;
+    assert_eq!(json_of(&b)["likes"], 1);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/gpt9/auth-check")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::put()
+            .uri("/api/models/gpt9/settings")
+            .insert_header(bearer(&root))
+            .set_json(json!({"private": true})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/gpt9")
+            .insert_header(bearer(&root)),
+    )
+    .await;
+    assert_eq!(json_of(&b)["private"], true);
+
+    // A two-segment repo named like an action keeps its info route; an
+    // outsider who cannot see it gets the single-segment action (404 here).
+    create_repo(&app, &tok, "alice/refs", true).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/alice/refs")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)["id"], "alice/refs");
+    let (st, h, _) = call(&app, TestRequest::get().uri("/api/models/alice/refs")).await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "RepoNotFound");
+    // Its GET-only info path still answers other methods with 405.
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/alice/refs")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 405);
+}
+
+/// `move_repo(a, b)` then `hf_hub_download(a, ...)`: the old name redirects
+/// (307, method kept) to the same path under the new name, for callers who
+/// can read the repo; others still get 404. A repo created under the old
+/// name takes it back.
+#[actix_web::test]
+async fn a_moved_repo_s_old_name_redirects() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "alice/m", true).await;
+    commit_files(&app, &tok, "alice/m", &[("a.txt", b"one")]).await;
+    let mv = |from: &str, to: &str| {
+        TestRequest::post()
+            .uri("/api/repos/move")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"fromRepo": from, "toRepo": to, "type": "model"}))
+    };
+    let (st, _, b) = call(&app, mv("alice/m", "alice/m_renamed")).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+
+    for (req, want) in [
+        (
+            TestRequest::get().uri("/alice/m/resolve/main/a.txt?x=1"),
+            "/alice/m_renamed/resolve/main/a.txt?x=1",
+        ),
+        (
+            TestRequest::default()
+                .method(actix_web::http::Method::HEAD)
+                .uri("/alice/m/resolve/main/a.txt"),
+            "/alice/m_renamed/resolve/main/a.txt",
+        ),
+        (
+            TestRequest::get().uri("/api/models/alice/m/revision/main"),
+            "/api/models/alice/m_renamed/revision/main",
+        ),
+    ] {
+        let (st, h, _) = call(&app, req.insert_header(bearer(&tok))).await;
+        assert_eq!(st, 307);
+        assert_eq!(h.get("location").unwrap(), want);
+    }
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/alice/m_renamed/resolve/main/a.txt")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!((st, &b[..]), (200, &b"one"[..]));
+    // The repo is private: nobody else learns where it went.
+    for req in [
+        TestRequest::get().uri("/alice/m/resolve/main/a.txt"),
+        TestRequest::get()
+            .uri("/api/models/alice/m")
+            .insert_header(bearer(&bob)),
+    ] {
+        let (st, h, _) = call(&app, req).await;
+        assert_eq!(st, 404);
+        assert_eq!(h.get("x-error-code").unwrap(), "RepoNotFound");
+        assert!(h.get("location").is_none());
+    }
+    // Moved again: the first name leads to the newest one.
+    let (st, _, _) = call(&app, mv("alice/m_renamed", "alice/m3")).await;
+    assert_eq!(st, 200);
+    let (st, h, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/alice/m")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 307);
+    assert_eq!(h.get("location").unwrap(), "/api/models/alice/m3");
+    // Moved back to its first name: that name is the repo's again.
+    let (st, _, _) = call(&app, mv("alice/m3", "alice/m")).await;
+    assert_eq!(st, 200);
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/alice/m")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(json_of(&b)["id"], "alice/m");
+    // A new repo under an old name takes it.
+    create_repo(&app, &tok, "alice/m3", false).await;
+    let (st, _, b) = call(&app, TestRequest::get().uri("/api/models/alice/m3")).await;
+    assert_eq!(st, 200);
+    assert_eq!(json_of(&b)["id"], "alice/m3");
+    let (st, h, _) = call(
+        &app,
+        TestRequest::get()
+            .uri("/api/models/alice/m_renamed")
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 307);
+    assert_eq!(h.get("location").unwrap(), "/api/models/alice/m");
+}
+
+/// A private-by-default organization (`hub-api admin create-org
+/// --private-repos`): a repo created there without a visibility is private;
+/// an explicit public one stays public.
+#[actix_web::test]
+async fn private_by_default_organizations() {
+    let t = TestState::new().await;
+    let (uid, tok) = t.user("alice", false, &["read", "write"]).await;
+    hub_api::db::namespaces::create_user(
+        &mut t.state.db.acquire().await.unwrap(),
+        "owner",
+        None,
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    hub_api::admin::run(
+        &t.state.db,
+        hub_api::config::AdminCommand::CreateOrg {
+            name: "corp".into(),
+            owner: "owner".into(),
+            fullname: None,
+            private_repos: true,
+        },
+    )
+    .await
+    .unwrap();
+    let corp = hub_api::db::namespaces::by_name(&t.state.db, "corp")
+        .await
+        .unwrap()
+        .unwrap();
+    hub_api::db::namespaces::set_member(
+        &t.state.db,
+        corp.id,
+        uid,
+        hub_api::db::namespaces::Role::Write,
+    )
+    .await
+    .unwrap();
+    t.org("open", uid).await;
+    let app = app(&t.state).await;
+    let create = |body: serde_json::Value| {
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&tok))
+            .set_json(body)
+    };
+    for (body, private) in [
+        (json!({"name": "a", "organization": "corp"}), true),
+        (
+            json!({"name": "b", "organization": "corp", "visibility": "public"}),
+            false,
+        ),
+        (
+            json!({"name": "c", "organization": "corp", "private": false}),
+            false,
+        ),
+        (json!({"name": "d", "organization": "open"}), false),
+        (json!({"name": "e"}), false),
+    ] {
+        let (st, _, b) = call(&app, create(body.clone())).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        let id = json_of(&b)["name"].as_str().unwrap().to_string();
+        let (st, _, b) = call(
+            &app,
+            TestRequest::get()
+                .uri(&format!("/api/models/{id}"))
+                .insert_header(bearer(&tok)),
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert_eq!(json_of(&b)["private"], private, "{body}");
+    }
+}
+
+/// `list_lfs_files` / `permanently_delete_lfs_files`: the repo's LFS objects
+/// with a head that has them; deleting (admins only) drops the files from
+/// each branch head, takes the objects from the repo (older revisions then
+/// answer 404 EntryNotFound), and deletes the bytes unless another repo
+/// holds the same content.
+#[actix_web::test]
+async fn lfs_files_list_and_permanent_delete() {
+    use sha2::Digest;
+    let t = TestState::new().await;
+    let (alice_id, tok) = t.user("alice", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (carl_id, carl) = t.user("carl", false, &["read", "write"]).await;
+    let org = t.org("acme", alice_id).await;
+    for (user, role) in [
+        (bob_id, hub_api::db::namespaces::Role::Write),
+        (carl_id, hub_api::db::namespaces::Role::Read),
+    ] {
+        hub_api::db::namespaces::set_member(&t.state.db, org, user, role)
+            .await
+            .unwrap();
+    }
+    let app = app(&t.state).await;
+    let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    let (a, shared, c) = (&b"\0lfs a"[..], &b"\0lfs shared"[..], &b"\0lfs c"[..]);
+    create_repo(&app, &tok, "acme/m", false).await;
+    let first = commit_files(
+        &app,
+        &tok,
+        "acme/m",
+        &[("a.bin", a), ("shared.bin", shared), ("t.txt", b"text")],
+    )
+    .await;
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/acme/m/branch/dev")
+            .insert_header(bearer(&tok))
+            .set_json(json!({})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/acme/m/commit/dev")
+            .insert_header(bearer(&tok))
+            .set_payload(hub_testkit::ndjson(
+                "dev",
+                None,
+                &[hub_testkit::file_op("c.bin", c)],
+            )),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // Another tenant stores the same bytes in its own repo.
+    create_repo(&app, &bob, "bob/other", false).await;
+    commit_files(&app, &bob, "bob/other", &[("copy.bin", shared)]).await;
+
+    let list = |tok: String| {
+        TestRequest::get()
+            .uri("/api/models/acme/m/lfs-files")
+            .insert_header(bearer(&tok))
+    };
+    let (st, _, b) = call(&app, list(bob.clone())).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let items = json_of(&b);
+    let mut seen: Vec<(String, String, String)> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["oid"], i["fileOid"]);
+            assert!(i["pushedAt"].as_str().unwrap().ends_with('Z'));
+            (
+                i["fileOid"].as_str().unwrap().to_string(),
+                i["filename"].as_str().unwrap().to_string(),
+                i["ref"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (sha(a), "a.bin".to_string(), "refs/heads/main".to_string()),
+        (sha(shared), "shared.bin".into(), "refs/heads/main".into()),
+        (sha(c), "c.bin".into(), "refs/heads/dev".into()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    // Readers may not list; writers may not delete.
+    let (st, _, _) = call(&app, list(carl.clone())).await;
+    assert_eq!(st, 403);
+    let delete = |tok: &str, shas: Vec<String>| {
+        TestRequest::post()
+            .uri("/api/models/acme/m/lfs-files/batch")
+            .insert_header(bearer(tok))
+            .set_json(json!({"deletions": {"sha": shas, "rewriteHistory": true}}))
+    };
+    let (st, _, _) = call(&app, delete(&bob, vec![sha(a)])).await;
+    assert_eq!(st, 403);
+    // An object the repo does not hold: 400, nothing changes.
+    let (st, _, b) = call(&app, delete(&tok, vec![sha(a), sha(b"nope")])).await;
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
+
+    let (st, _, b) = call(&app, delete(&tok, vec![sha(a), sha(shared)])).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (_, _, b) = call(&app, list(tok.clone())).await;
+    let left: Vec<String> = json_of(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["filename"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, vec!["c.bin"]);
+    // main's head no longer has the files; dev's still has c.bin.
+    let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/acme/m/tree/main")).await;
+    let mut paths: Vec<String> = json_of(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, vec![".gitattributes", "t.txt"]);
+    // The old revision's pointer fails cleanly.
+    let (st, h, b) = call(
+        &app,
+        TestRequest::get().uri(&format!("/acme/m/resolve/{first}/a.bin")),
+    )
+    .await;
+    assert_eq!(st, 404);
+    assert_eq!(h.get("x-error-code").unwrap(), "EntryNotFound");
+    assert!(String::from_utf8_lossy(&b).contains("permanently deleted"));
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get().uri(&format!("/acme/m/resolve/{first}/t.txt")),
+    )
+    .await;
+    assert_eq!((st, &b[..]), (200, &b"text"[..]));
+    // Nor does the dashboard's file view (bob's copy keeps the bytes stored).
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/acme/m/blob/{first}/shared.bin"))
+            .insert_header(bearer(&tok)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&b).contains("permanently deleted"));
+    // The LFS batch API no longer hands it out either.
+    let (_, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/acme/m.git/info/lfs/objects/batch")
+            .insert_header(("Content-Type", "application/vnd.git-lfs+json"))
+            .set_payload(
+                json!({"operation": "download", "objects": [{"oid": sha(a), "size": a.len()}]})
+                    .to_string(),
+            ),
+    )
+    .await;
+    assert!(
+        json_of(&b)["objects"][0]["actions"].is_null(),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    // Bytes only this repo held are gone; shared bytes stay for bob.
+    let digest = |b: &[u8]| hub_api::domain::Sha256::parse(&sha(b)).unwrap();
+    assert!(!t.state.storage.blob_exists(&digest(a)).await.unwrap());
+    assert!(t.state.storage.blob_exists(&digest(shared)).await.unwrap());
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get().uri("/bob/other/resolve/main/copy.bin"),
+    )
+    .await;
+    assert_eq!((st, &b[..]), (200, shared));
+    // Committing the object again needs a new upload.
+    let line = json!({"key": "lfsFile", "value": {"path": "again.bin", "algo": "sha256", "oid": sha(a), "size": a.len()}});
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/acme/m/commit/main")
+            .insert_header(bearer(&tok))
+            .set_payload(hub_testkit::ndjson("again", None, &[line])),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_eq!(json_of(&b)["code"], "lfs_object_missing");
+}

@@ -1150,3 +1150,60 @@ async fn xet_resolve_decodes_compressed_chunks() {
         assert!(b[..] == u.data[a..=z], "bytes={a}-{z} differ");
     }
 }
+
+/// Xet bodies are whole in memory while they are checked, so each reserves
+/// its bytes in its namespace's share of the upload memory first: a tenant
+/// whose share is taken is told `tenant_busy` (429, `Retry-After`, nothing
+/// stored) while another tenant's uploads go on.
+#[actix_web::test]
+async fn xet_upload_memory_is_bounded_per_namespace() {
+    use hub_api::membudget::{BudgetLimits, MemoryBudget};
+    use std::sync::Arc;
+    let mut t = TestState::new().await;
+    t.state.tenancy.upload_memory = Arc::new(MemoryBudget::new(BudgetLimits {
+        global: 64 * 1024 * 1024,
+        per_namespace: 8 * 1024 * 1024,
+        wait: std::time::Duration::from_millis(200),
+    }));
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    create_repo(&app, &bob, "bob/m", false).await;
+    let cas_a = cas_token(&app, Some(&alice), "alice/m", "write").await;
+    let cas_b = cas_token(&app, Some(&bob), "bob/m", "write").await;
+    let u = upload(7, 200_000);
+    let (h, body, _) = &u.xorbs[0];
+
+    // Alice's share is taken (as by her own uploads in flight).
+    let held = t
+        .state
+        .tenancy
+        .upload_memory
+        .reserve(alice_id, 8 * 1024 * 1024)
+        .await
+        .unwrap();
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/cas/v1/xorbs/default/{h}"))
+            .insert_header(bearer(&cas_a))
+            .set_payload(body.clone()),
+    )
+    .await;
+    assert_eq!(st, 429, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)["code"], "tenant_busy");
+    assert_eq!(count(&t, "xet_xorbs").await, 0);
+    let (st, b) = post_shard(&app, &cas_a, "/cas/v1/shards", &u.shard).await;
+    assert_eq!(st, 429, "{}", String::from_utf8_lossy(&b));
+
+    // Bob is served meanwhile, and holds nothing once his upload is done.
+    upload_all(&app, &cas_b, &u).await;
+    assert_eq!(count(&t, "xet_xorbs").await as usize, u.xorbs.len());
+
+    drop(held);
+    assert_eq!(t.state.tenancy.upload_memory.reserved(alice_id), 0);
+    let (st, b) = post_xorb(&app, &cas_a, h, body).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(t.state.tenancy.upload_memory.reserved(alice_id), 0);
+}

@@ -476,6 +476,21 @@ fn unservable_models_say_why() {
     assert!(matches!(err, LoadError::TooBig { .. }), "{err}");
     assert!(err.to_string().contains("too big"), "{err}");
 
+    // Bytes that are not a safetensors file (the hub stores any bytes under
+    // that name, as the Hub does; it just derives no parameter counts).
+    let junk = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(dir.join(f), junk.path().join(f)).unwrap();
+    }
+    let random: Vec<u8> = (0..4096u64)
+        .map(|i| (hub_worker::fixtures::splitmix64(i) >> 24) as u8)
+        .collect();
+    std::fs::write(junk.path().join("model.safetensors"), random).unwrap();
+    let err = Model::load(junk.path(), None, &EngineConfig::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Weights(_)), "{err}");
+
     // Classification asked of weights without a head.
     let plain = tempfile::tempdir().unwrap();
     for f in ["config.json", "tokenizer.json"] {

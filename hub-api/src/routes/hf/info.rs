@@ -258,3 +258,66 @@ pub async fn list(
     }
     Ok(resp.json(out))
 }
+
+/// `GET /api/{type}s/{a}/refs`, `.../auth-check` and `.../lfs-files`
+/// (routes::build): the action on the single-segment repo `a`, or the info of
+/// a two-segment repo `a/refs` (...) when the caller can read one (the paths have the
+/// same shape; such a repo's info is what the path always meant, and a repo
+/// the caller cannot see changes nothing, so nothing leaks).
+async fn readable_twin(
+    state: &AppState,
+    auth: &Auth,
+    repo: &RepoRef,
+    word: &str,
+) -> Option<RepoRef> {
+    if repo.id.namespace.is_some() {
+        return None;
+    }
+    let id = crate::domain::RepoId::from_parts(Some(repo.id.name.as_str()), word).ok()?;
+    registry::load_repo(state, auth, repo.kind, &id, Access::Read)
+        .await
+        .ok()?;
+    Some(RepoRef {
+        kind: repo.kind,
+        id,
+    })
+}
+
+/// `GET /api/{type}s/{name}/refs` (see [`readable_twin`]).
+pub async fn refs_or_info(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    match readable_twin(&state, &auth, &repo, "refs").await {
+        Some(twin) => repo_info(state, auth, twin, req).await,
+        None => super::refs::list_refs(state, auth, repo, req).await,
+    }
+}
+
+/// `GET /api/{type}s/{name}/auth-check` (see [`readable_twin`]).
+pub async fn auth_check_or_info(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    match readable_twin(&state, &auth, &repo, "auth-check").await {
+        Some(twin) => repo_info(state, auth, twin, req).await,
+        None => super::access::auth_check(state, auth, repo).await,
+    }
+}
+
+/// `GET /api/{type}s/{name}/lfs-files` (see [`readable_twin`]).
+pub async fn lfs_files_or_info(
+    state: web::Data<AppState>,
+    auth: Auth,
+    repo: RepoRef,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    match readable_twin(&state, &auth, &repo, "lfs-files").await {
+        Some(twin) => repo_info(state, auth, twin, req).await,
+        None => super::lfs_files::list(state, auth, repo, req).await,
+    }
+}

@@ -5,6 +5,7 @@ pub mod access;
 pub mod commit;
 pub mod info;
 pub mod lfs;
+pub mod lfs_files;
 pub mod likes;
 pub mod refs;
 pub mod repos;

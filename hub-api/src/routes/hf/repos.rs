@@ -94,7 +94,11 @@ pub async fn create(
         })?;
     let standing = access::Standing::load_namespace(&state.db, Some(p), &ns, "namespace").await?;
     access::decide(Some(p), &standing, access::Action::CreateRepo)?;
-    let private = parse_visibility(body.private, body.visibility.as_deref())?.unwrap_or(false);
+    // Without a visibility, the namespace's default (private-by-default orgs).
+    let private = match parse_visibility(body.private, body.visibility.as_deref())? {
+        Some(p) => p,
+        None => db::namespaces::private_by_default(&state.db, ns.id).await?,
+    };
     let full_id = if body.canonical {
         name.to_string()
     } else {
@@ -158,6 +162,8 @@ async fn insert_with_initial_commit(
         tx.rollback().await?;
         return Ok(None);
     };
+    // The name was a moved repo's old one: it leads to the new repo now.
+    db::redirects::forget(&mut *tx, ns.id, kind.as_str(), name).await?;
     crate::quota::check_namespace_can_grow(state, &mut tx, ns.id, 0).await?;
     registry::commit::initial_commit(state, &mut tx, repo_id, p, kind == RepoType::Model, initial)
         .await?;
@@ -285,6 +291,19 @@ pub async fn move_repo(
         }
         Err(e) => return Err(e.into()),
         Ok(_) => {}
+    }
+    // The old name redirects to the repo (registry::redirects); the new one
+    // is a repo's again if it was an old name.
+    db::redirects::forget(&mut *tx, to_ns.id, kind.as_str(), to.name.as_str()).await?;
+    if to_ns.id != ctx.repo.namespace_id || !ctx.repo.name.eq_ignore_ascii_case(to.name.as_str()) {
+        db::redirects::record(
+            &mut *tx,
+            ctx.repo.namespace_id,
+            kind.as_str(),
+            &ctx.repo.name,
+            ctx.repo.id,
+        )
+        .await?;
     }
     let target = format!("{}:{}", kind.as_str(), body.to_repo);
     crate::audit::record(

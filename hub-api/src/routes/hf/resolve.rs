@@ -134,6 +134,22 @@ pub async fn resolve(
     let Some(blob) = entry.blob.clone() else {
         return Err(entry_not_found(path.as_str(), &commit));
     };
+    // An LFS object is the repo's while it holds the link (as for the LFS
+    // batch API): a permanently deleted one (`routes::hf::lfs_files`) is gone
+    // from every revision, whoever else still stores the bytes.
+    if blob.is_lfs
+        && db::lfs::linked(&state.db, ctx.repo.id, std::slice::from_ref(&blob.sha256))
+            .await?
+            .is_empty()
+    {
+        return Err(entry_not_found(
+            &format!(
+                "{} (its LFS object was permanently deleted from this repository)",
+                path.as_str()
+            ),
+            &commit,
+        ));
+    }
     let size = blob.size as u64;
     let etag = if blob.is_lfs {
         format!("\"{}\"", blob.sha256)

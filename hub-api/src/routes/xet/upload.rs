@@ -19,6 +19,28 @@ fn join(e: tokio::task::JoinError) -> ApiError {
     ApiError::internal(anyhow::anyhow!("validation task failed: {e}"))
 }
 
+/// Reserves `times` the body's size (its Content-Length, else the largest
+/// body allowed) in the namespace's upload memory before the body is read.
+async fn reserve_body(
+    state: &AppState,
+    cas: &CasToken,
+    req: &HttpRequest,
+    max: usize,
+    times: u64,
+) -> ApiResult<crate::membudget::Reservation> {
+    let len = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(max as u64, |n| n.min(max as u64));
+    state
+        .tenancy
+        .upload_memory
+        .reserve(cas.0.ns, len.saturating_mul(times))
+        .await
+}
+
 /// Uploads one xorb: `{"was_inserted": bool}` (false: it was already stored).
 pub async fn xorb(
     state: web::Data<AppState>,
@@ -32,6 +54,8 @@ pub async fn xorb(
     check_prefix(&prefix, false)?;
     let claimed = hash::parse_hash(&hash_str)?;
     let max = state.limits.xet_xorb_body;
+    // The body and its stored form are both in memory until it is stored.
+    let _memory = reserve_body(&state, &cas, &req, max, 2).await?;
     let body = read_limited(&req, &mut payload.into_inner(), max).await?;
     let limits = XorbLimits {
         max_body_bytes: max,
@@ -67,6 +91,8 @@ pub async fn shard(
 ) -> ApiResult<HttpResponse> {
     cas.need_write()?;
     let max = state.limits.xet_shard_body;
+    // The body, its parsed form and the copy validated on the blocking pool.
+    let _memory = reserve_body(&state, &cas, &req, max, 3).await?;
     let body = read_limited(&req, &mut payload.into_inner(), max).await?;
     let parsed = tokio::task::spawn_blocking(move || shard::parse(&body, max))
         .await
