@@ -17,7 +17,6 @@ use crate::registry::{self, hf_date, RepoRef};
 use crate::routes::body::read_limited;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 use serde_json::{json, Value};
 
 const PAGE: usize = 1000;
@@ -85,7 +84,7 @@ pub async fn tree(
             .ok_or_else(|| QueryError::LimitNotWhole(clip(l, 40)))?
             .min(page),
     };
-    let after = get("cursor").map(decode_cursor).transpose()?;
+    let after = get("cursor").map(files::decode_cursor).transpose()?;
     let mut conn = state.db.acquire().await?;
     let listed = db::git::list_page(
         &mut conn,
@@ -115,29 +114,11 @@ pub async fn tree(
         for (k, v) in q.iter().filter(|(k, _)| k != "cursor") {
             ser.append_pair(k, v);
         }
-        ser.append_pair("cursor", &encode_cursor(rel));
+        ser.append_pair("cursor", &files::encode_cursor(rel));
         let next = format!("{}{}?{}", state.public_url, req.uri().path(), ser.finish());
         resp.insert_header(("Link", format!("<{next}>; rel=\"next\"")));
     }
     Ok(resp.json(out))
-}
-
-/// The `cursor` of the page after the entry at `path` (relative to the
-/// listed folder): opaque to clients, who follow the `Link` header.
-fn encode_cursor(path: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path)
-}
-
-/// The path a `cursor` resumes after (400 `cursor is not valid` for
-/// anything [`encode_cursor`] did not make; a path that is no entry of the
-/// listing is refused by the listing).
-fn decode_cursor(c: &str) -> ApiResult<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| QueryError::CursorNotValid.into())
 }
 
 #[derive(serde::Deserialize)]
