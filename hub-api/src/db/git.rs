@@ -764,7 +764,16 @@ pub async fn last_commits(
          ),
          q(path) AS (SELECT * FROM UNNEST($3::text[]))
          SELECT DISTINCT ON (q.path) q.path, c.oid, c.title, c.author_time
-         FROM q JOIN commit_changes cc ON cc.repo_id = $1 AND (cc.path = q.path OR starts_with(cc.path, q.path || '/'))
+         FROM q JOIN LATERAL (
+           -- By index (commit_changes_repo_path): the path itself, and the
+           -- paths below it, which sort bytewise between 'path/' and 'path0'.
+           SELECT x.commit_oid FROM commit_changes x
+           WHERE x.repo_id = $1 AND x.path COLLATE \"C\" = q.path
+           UNION ALL
+           SELECT x.commit_oid FROM commit_changes x
+           WHERE x.repo_id = $1 AND x.path COLLATE \"C\" > q.path || '/'
+             AND x.path COLLATE \"C\" < q.path || '0'
+         ) cc ON true
          JOIN h ON h.oid = cc.commit_oid
          JOIN commits c ON c.repo_id = $1 AND c.oid = h.oid
          ORDER BY q.path, h.n",

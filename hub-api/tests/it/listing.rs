@@ -306,3 +306,63 @@ async fn paths_info_answers_a_thousand_paths_in_one_call() {
     assert!(files.contains(&"deep/1/2/3/4/5/6/7/8/leaf.txt".to_string()));
     assert_eq!(got[992]["type"], "file");
 }
+
+/// `expand=true` gives each entry the newest commit that changed it or
+/// anything below it, looked up by path (a folder's range is 'dir/' to
+/// 'dir0', so 'a-b.txt' and 'a.txt' are not in folder 'a').
+#[actix_web::test]
+async fn expanded_entries_carry_their_last_commit() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    let resp = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"name": "m"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut oids = vec![];
+    for ops in [
+        vec![
+            file_op("a/x.txt", b"1"),
+            file_op("a-b.txt", b"1"),
+            file_op("b/y.txt", b"1"),
+        ],
+        vec![file_op("b/y.txt", b"2")],
+        vec![file_op("a.txt", b"3"), file_op("a0", b"3")],
+    ] {
+        let resp = call_service(
+            &app,
+            TestRequest::post()
+                .uri("/api/models/alice/m/commit/main")
+                .insert_header(bearer(&tok))
+                .set_payload(ndjson("c", None, &ops))
+                .to_request(),
+        )
+        .await;
+        let v: Value = serde_json::from_slice(&read_body(resp).await).unwrap();
+        oids.push(v["commitOid"].as_str().unwrap().to_string());
+    }
+    let (st, _, v) = get(&app, &tok, "/api/models/alice/m/tree/main?expand=true").await;
+    assert_eq!(st, StatusCode::OK);
+    let last: BTreeMap<String, String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["lastCommit"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(last["a"], oids[0]);
+    assert_eq!(last["a-b.txt"], oids[0]);
+    assert_eq!(last["b"], oids[1]);
+    assert_eq!(last["a.txt"], oids[2]);
+    assert_eq!(last["a0"], oids[2]);
+}
