@@ -515,23 +515,6 @@ pub async fn list_recursive(
     Ok(rows.iter().map(|r| entry_from_row(prefix, r)).collect())
 }
 
-/// The direct entries of a tree.
-pub async fn list_tree(
-    db: impl PgExecutor<'_>,
-    tree_oid: &str,
-    prefix: &str,
-) -> sqlx::Result<Vec<Entry>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {ENTRY_COLS} FROM git_tree_entries e LEFT JOIN LATERAL ({BLOB_OF_E}) b ON e.mode <> '40000'
-         WHERE e.tree_oid = $1 ORDER BY e.name COLLATE \"C\"",
-        BLOB_OF_E = blob_of("e.oid")
-    ))
-    .bind(tree_oid)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().map(|r| entry_from_row(prefix, r)).collect())
-}
-
 /// Resolves a path below a root tree to its entry (walking one segment per query).
 pub async fn lookup_path(
     db: &mut PgConnection,
