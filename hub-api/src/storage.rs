@@ -349,6 +349,148 @@ impl Storage {
         self.stage(Box::pin(stream), Some(size), None, true).await
     }
 
+    /// The digests of in-memory bytes (sha256 and git blob id), computed on
+    /// a blocking thread: what [`Storage::stage_bytes`] would record.
+    pub async fn digest_bytes(items: Vec<Bytes>) -> Result<Vec<Written>, StorageError> {
+        tokio::task::spawn_blocking(move || {
+            items
+                .iter()
+                .map(|b| {
+                    let mut d = ContentDigests::new(Some(b.len() as u64));
+                    d.update(b);
+                    let (sha256, git_oid) = d.finish();
+                    Written {
+                        sha256,
+                        size: b.len() as u64,
+                        git_oid,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(StorageError::join)
+    }
+
+    /// Writes many small in-memory objects (`(digest, bytes)`, digests from
+    /// [`Storage::digest_bytes`]) where [`Storage::promote_blobs`] can make
+    /// them final. Nothing is visible at a final key yet, so this may run
+    /// while the caller records the objects (`sweeper::store_many`). Locally
+    /// each object is written to a staging file and fsynced, up to
+    /// [`PUT_CONCURRENCY`] at once (concurrent fsyncs share the file system's
+    /// journal commits, so a thousand small files cost a few commits, not a
+    /// thousand). Other stores keep the bytes for the puts. On failure every write has
+    /// finished and no staging file is left.
+    pub async fn stage_blobs(
+        &self,
+        objects: Vec<(Sha256, Bytes)>,
+    ) -> Result<StagedBlobs, StorageError> {
+        let Backend::Local { root, reserve, .. } = &self.backend else {
+            return Ok(StagedBlobs(
+                objects
+                    .into_iter()
+                    .map(|(sha, bytes)| StagedBlob::Bytes(sha, bytes))
+                    .collect(),
+            ));
+        };
+        if let Some(r) = reserve {
+            r.check(objects.iter().map(|(_, b)| b.len() as u64).sum())?;
+        }
+        std::fs::create_dir_all(root.join("staging"))?;
+        let staged = futures::stream::iter(objects)
+            .map(|(sha, bytes)| {
+                let root = root.clone();
+                blocking(move || stage_small_blob(&root, &sha, &bytes))
+            })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::with_capacity(staged.len());
+        let mut failure = None;
+        for s in staged {
+            match s {
+                Ok(s) => out.push(s),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let staged = StagedBlobs(out);
+        match failure {
+            Some(e) => {
+                self.discard_blobs(staged).await;
+                Err(e)
+            }
+            None => Ok(staged),
+        }
+    }
+
+    /// Makes staged objects final at their keys: locally renamed (up to
+    /// [`PUT_CONCURRENCY`] at once), then each folder that got a new name
+    /// fsynced once; other stores put each object (a put is atomic). No key
+    /// ever holds part of an object. On failure every write has finished and
+    /// no staging file is left, so the caller can release what it recorded.
+    pub async fn promote_blobs(&self, staged: StagedBlobs) -> Result<(), StorageError> {
+        let done = futures::stream::iter(staged.0)
+            .map(|s| async move {
+                match s {
+                    StagedBlob::File { temp, dest } => {
+                        blocking(move || {
+                            let dir = dest
+                                .parent()
+                                .expect("blob keys have a parent")
+                                .to_path_buf();
+                            // Identical content may already be there: rename
+                            // replaces it atomically.
+                            let renamed = std::fs::create_dir_all(&dir)
+                                .and_then(|()| std::fs::rename(&temp, &dest));
+                            if let Err(e) = renamed {
+                                let _ = std::fs::remove_file(&temp);
+                                return Err(e);
+                            }
+                            Ok(Some(dir))
+                        })
+                        .await
+                    }
+                    StagedBlob::Bytes(sha, bytes) => {
+                        self.store()
+                            .put(&StorageKey::Blob(sha).path(), PutPayload::from_bytes(bytes))
+                            .await?;
+                        Ok(None)
+                    }
+                }
+            })
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let mut renamed = std::collections::BTreeSet::new();
+        let mut failure = None;
+        for d in done {
+            match d {
+                Ok(Some(dir)) => {
+                    renamed.insert(dir);
+                }
+                Ok(None) => {}
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        let synced = futures::stream::iter(renamed)
+            .map(|dir| blocking(move || std::fs::File::open(dir)?.sync_all()))
+            .buffer_unordered(PUT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        match failure.or_else(|| synced.into_iter().find_map(Result::err)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops staged objects (their staging files).
+    pub async fn discard_blobs(&self, staged: StagedBlobs) {
+        for s in staged.0 {
+            if let StagedBlob::File { temp, .. } = s {
+                let _ = tokio::fs::remove_file(&temp).await;
+            }
+        }
+    }
+
     /// Stores one multipart part under its session (not content-addressed: parts
     /// are only verified as a whole at completion). The body must be exactly
     /// `size` bytes: a longer body is cut off as soon as it passes `size`, and
@@ -1017,6 +1159,53 @@ fn digest_and_write<D: Digests>(
         f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     Ok((digests.finish(), size))
+}
+
+/// How many small objects [`Storage::stage_blobs`] and
+/// [`Storage::promote_blobs`] write at once (blocking threads, mostly waiting
+/// in fsync: the more at once, the fewer journal commits per batch; 256
+/// staged 1,000 files in 50-70 ms against 55-300 ms for 64 on the 2-core
+/// development VM, and leaves half of tokio's default pool of 512 free).
+const PUT_CONCURRENCY: usize = 256;
+
+/// Small objects written by [`Storage::stage_blobs`]: promote or discard them
+/// (a dropped one leaves staging files to the sweeper).
+#[must_use = "promote or discard staged objects"]
+pub struct StagedBlobs(Vec<StagedBlob>);
+
+enum StagedBlob {
+    /// A local staging file, fsynced, for `dest`.
+    File { temp: PathBuf, dest: PathBuf },
+    /// Bytes to put (other stores).
+    Bytes(Sha256, Bytes),
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(StorageError::join)?
+        .map_err(StorageError::from)
+}
+
+/// One object of [`Storage::stage_blobs`] on local storage.
+fn stage_small_blob(root: &Path, sha: &Sha256, bytes: &[u8]) -> std::io::Result<StagedBlob> {
+    // Written even when the object is already at its key: whether it is
+    // still there only counts once the caller's pending row is committed
+    // (the collector may be deleting it now), and promoting replaces it.
+    let dest = root.join(StorageKey::Blob(sha.clone()).path().as_ref());
+    let temp = root.join(StorageKey::Staging(Uuid::new_v4()).path().as_ref());
+    let written = std::fs::File::create(&temp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(StagedBlob::File { temp, dest })
 }
 
 /// Reads a local file in large chunks on a blocking thread, feeding a bounded channel.

@@ -190,38 +190,186 @@ pub async fn store_bytes(
     store(state, namespace_id, staged).await
 }
 
+/// [`store`] for many in-memory files at once (the inline files of a commit,
+/// a batch at a time): digests computed, then one transaction records a
+/// pending row per distinct digest (under the blobs' shared locks) while the
+/// objects are staged ([`Storage::stage_blobs`]), and only then are they made
+/// final ([`Storage::promote_blobs`]). Answers
+/// one `(Written, Pending)` per item, in order; items with the same bytes
+/// share a row. On failure every row of the batch is released.
+pub async fn store_many(
+    state: &AppState,
+    namespace_id: i64,
+    items: Vec<Bytes>,
+) -> ApiResult<Vec<(Written, Pending)>> {
+    if items.is_empty() {
+        return Ok(vec![]);
+    }
+    let written = Storage::digest_bytes(items.clone()).await?;
+    let mut distinct: std::collections::BTreeMap<&str, (usize, i64)> = Default::default();
+    for (i, w) in written.iter().enumerate() {
+        distinct
+            .entry(w.sha256.as_str())
+            .or_insert((i, w.size as i64));
+    }
+    let shas: Vec<&str> = distinct.keys().copied().collect();
+    let sizes: Vec<i64> = distinct.values().map(|v| v.1).collect();
+    let objects: Vec<(Sha256, Bytes)> = distinct
+        .values()
+        .map(|(i, _)| (written[*i].sha256.clone(), items[*i].clone()))
+        .collect();
+    drop(items);
+    // The rows and the staged bytes at once: nothing is at a final key until
+    // both are done.
+    let record = async {
+        let mut tx = state.db.begin().await?;
+        db::lfs::lock_blobs_shared(&mut tx, &shas).await?;
+        let rows = db::lfs::insert_pending_many(&mut *tx, &shas, &sizes, namespace_id).await?;
+        tx.commit().await?;
+        Ok::<std::collections::HashMap<String, i64>, sqlx::Error>(rows.into_iter().collect())
+    };
+    let started = std::time::Instant::now();
+    let (ids, staged) = tokio::join!(record, state.storage.stage_blobs(objects));
+    let staged_ms = started.elapsed().as_millis() as u64;
+    let (ids, staged) = match (ids, staged) {
+        (Ok(ids), Ok(staged)) => (ids, staged),
+        (Ok(ids), Err(e)) => {
+            release(state, &pending_rows(&written, &ids)).await;
+            return Err(e.into());
+        }
+        (Err(e), Ok(staged)) => {
+            state.storage.discard_blobs(staged).await;
+            return Err(e.into());
+        }
+        (Err(e), Err(_)) => return Err(e.into()),
+    };
+    let pending = pending_rows(&written, &ids);
+    if let Err(e) = state.storage.promote_blobs(staged).await {
+        release(state, &pending).await;
+        return Err(e.into());
+    }
+    tracing::debug!(
+        files = written.len(),
+        objects = ids.len(),
+        staged_ms,
+        promoted_ms = started.elapsed().as_millis() as u64 - staged_ms,
+        "stored inline files"
+    );
+    Ok(written.into_iter().zip(pending).collect())
+}
+
+/// The pending row of each written item (items with the same digest share one).
+fn pending_rows(written: &[Written], ids: &std::collections::HashMap<String, i64>) -> Vec<Pending> {
+    written
+        .iter()
+        .map(|w| Pending {
+            id: ids[w.sha256.as_str()],
+            sha256: w.sha256.clone(),
+        })
+        .collect()
+}
+
 /// Inside the transaction that references the object: takes the blob's shared
 /// lock (held to the end of the transaction) and deletes the pending row. If
 /// the row was collected meanwhile the bytes must still be there (they cannot
 /// go while the lock is held); if they are not, the request fails with 503.
 pub async fn claim(tx: &mut PgConnection, storage: &Storage, p: &Pending) -> ApiResult<()> {
-    db::lfs::lock_blob_shared(&mut *tx, p.sha256.as_str()).await?;
-    if db::lfs::delete_pending(&mut *tx, p.id).await? {
-        return Ok(());
-    }
-    if storage.blob_exists(&p.sha256).await? {
-        return Ok(());
-    }
-    Err(ApiError::Unavailable(format!(
-        "the bytes of {} were collected before this request finished; send it again",
-        p.sha256
-    )))
+    claim_all(tx, storage, std::slice::from_ref(p)).await
 }
+
+/// [`claim`] for many objects in three statements: every blob's shared lock
+/// (in key order), then every pending row deleted at once; only the objects
+/// whose row was collected meanwhile are checked in storage.
+pub async fn claim_all(
+    tx: &mut PgConnection,
+    storage: &Storage,
+    pending: &[Pending],
+) -> ApiResult<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let shas: Vec<&str> = pending.iter().map(|p| p.sha256.as_str()).collect();
+    db::lfs::lock_blobs_shared(&mut *tx, &shas).await?;
+    let mut ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let deleted: std::collections::HashSet<i64> = db::lfs::delete_pending_many(&mut *tx, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut checked = std::collections::HashSet::new();
+    for p in pending {
+        if deleted.contains(&p.id) || !checked.insert(p.id) {
+            continue;
+        }
+        if !storage.blob_exists(&p.sha256).await? {
+            return Err(ApiError::Unavailable(format!(
+                "the bytes of {} were collected before this request finished; send it again",
+                p.sha256
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How many objects [`release`] gives back per transaction.
+const RELEASE_CHUNK: usize = 1000;
 
 /// Gives back the pending rows of a request that failed, deleting each object
 /// nothing else needs. Best effort: what fails here the collector does later.
+/// A transaction per [`RELEASE_CHUNK`] objects, as [`collect_one`] does for
+/// one: the blobs' exclusive locks (in key order), the rows removed, the
+/// objects nothing needs deleted (bytes first, concurrently) with their
+/// `blobs` rows.
 pub async fn release(state: &AppState, pending: &[Pending]) {
-    for p in pending {
-        if let Err(e) = collect_one(state, &p.sha256, Removal::Own(p.id)).await {
-            tracing::warn!(sha256 = %p.sha256, error = %e, "releasing a pending object failed; the collector will retry");
+    let mut seen = std::collections::HashSet::new();
+    let todo: Vec<&Pending> = pending.iter().filter(|p| seen.insert(p.id)).collect();
+    for chunk in todo.chunks(RELEASE_CHUNK) {
+        if let Err(e) = release_chunk(state, chunk).await {
+            tracing::warn!(objects = chunk.len(), error = %e, "releasing pending objects failed; the collector will retry");
         }
     }
 }
 
+async fn release_chunk(state: &AppState, chunk: &[&Pending]) -> anyhow::Result<()> {
+    let mut tx = state.db.begin().await?;
+    let mut shas: Vec<String> = chunk.iter().map(|p| p.sha256.to_string()).collect();
+    shas.sort();
+    shas.dedup();
+    db::lfs::lock_blobs(&mut tx, &shas).await?;
+    let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+    db::lfs::delete_pending_many(&mut *tx, &ids).await?;
+    let needed: std::collections::HashSet<String> = db::lfs::needed_of(&mut *tx, &shas)
+        .await?
+        .into_iter()
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let gone: Vec<Sha256> = chunk
+        .iter()
+        .filter(|p| !needed.contains(p.sha256.as_str()) && seen.insert(p.sha256.as_str()))
+        .map(|p| p.sha256.clone())
+        .collect();
+    // Bytes first: if the transaction then fails, the rows stay and the
+    // collector finishes (deleting a missing object is not an error).
+    let deleted = futures::stream::iter(&gone)
+        .map(|s| state.storage.delete_blob(s))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(e) = deleted.into_iter().find_map(Result::err) {
+        return Err(e.into());
+    }
+    let gone: Vec<String> = gone.iter().map(|s| s.to_string()).collect();
+    db::lfs::delete_blob_rows(&mut *tx, &gone).await?;
+    tx.commit().await?;
+    if !gone.is_empty() {
+        tracing::info!(objects = gone.len(), "released unreferenced objects");
+    }
+    Ok(())
+}
+
 /// Which pending rows a collection removes before deciding.
 enum Removal {
-    /// The row of the request giving its bytes back.
-    Own(i64),
     /// Rows created before this time (their requests crashed or stalled).
     Before(chrono::DateTime<chrono::Utc>),
     /// None (objects no row knows about).
@@ -234,9 +382,6 @@ async fn collect_one(state: &AppState, sha: &Sha256, removal: Removal) -> anyhow
     let mut tx = state.db.begin().await?;
     db::lfs::lock_blob(&mut tx, sha.as_str()).await?;
     match removal {
-        Removal::Own(id) => {
-            db::lfs::delete_pending(&mut *tx, id).await?;
-        }
         Removal::Before(cutoff) => {
             db::lfs::delete_stale_pending(&mut *tx, sha.as_str(), cutoff).await?;
         }
@@ -406,9 +551,11 @@ pub async fn guard_shard(
         }
         .into());
     }
-    for sha in files.iter().filter_map(|f| f.sha256.as_deref()) {
+    let shas: Vec<&str> = files.iter().filter_map(|f| f.sha256.as_deref()).collect();
+    // All at once, in key order (as every transaction locking several blobs).
+    db::lfs::lock_blobs_shared(&mut *tx, &shas).await?;
+    for sha in shas {
         let sha = Sha256::parse(sha)?;
-        db::lfs::lock_blob_shared(&mut *tx, sha.as_str()).await?;
         if !storage.blob_exists(&sha).await? {
             return Err(ApiError::Unavailable(format!(
                 "the bytes of {sha} were collected before this shard was registered; send it again"

@@ -63,7 +63,12 @@ pub struct TreePage {
     pub crumbs: Vec<Crumb>,
     pub rows: Vec<Row>,
     pub parent: Option<String>,
+    /// The next page of a folder with more than [`FOLDER_PAGE`] entries.
+    pub next: Option<String>,
 }
+
+/// Entries of a folder per page of the file browser.
+pub const FOLDER_PAGE: usize = 500;
 
 /// `GET /{ns}/{name}/tree/{rev}[/{path}]`.
 pub async fn tree(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
@@ -93,8 +98,40 @@ pub async fn tree(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         }
     };
     let h = repo_view::head(&state, &p, "files", &rev, c).await?;
-    let mut entries = db::git::list_tree(&state.db, &tree_oid, &path).await?;
-    // Folders first, as file browsers do.
+    // A page of the folder (by name, `?cursor=` for the next one): a folder
+    // of 100,000 files costs its page, not its size.
+    let after = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.0.into_iter().find(|(k, _)| k == "cursor").map(|(_, v)| v))
+        .map(|c| files::decode_cursor(&c))
+        .transpose()?;
+    let mut conn = state.db.acquire().await?;
+    let listed = db::git::list_page(
+        &mut conn,
+        &tree_oid,
+        &path,
+        false,
+        after.as_deref(),
+        FOLDER_PAGE,
+    )
+    .await?
+    .ok_or(crate::routes::query::QueryError::CursorNotValid)
+    .map_err(ApiError::from)?;
+    drop(conn);
+    let next = match (listed.more, listed.entries.last()) {
+        (true, Some(last)) => {
+            let name = last.path.rsplit('/').next().unwrap_or(&last.path);
+            let here = if path.is_empty() {
+                format!("{}/tree/{}", h.url, h.rev_seg)
+            } else {
+                format!("{}/tree/{}/{}", h.url, h.rev_seg, text::path(&path))
+            };
+            Some(format!("{here}?cursor={}", files::encode_cursor(name)))
+        }
+        _ => None,
+    };
+    let mut entries = listed.entries;
+    // Folders first (within the page), as file browsers do.
     entries.sort_by_key(|e| !e.is_dir());
     let paths: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
     let last = db::git::last_commits(&state.db, p.ctx.repo.id, &c.oid, &paths).await?;
@@ -141,6 +178,7 @@ pub async fn tree(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         path,
         rows,
         parent,
+        next,
     })
 }
 

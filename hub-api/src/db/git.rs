@@ -147,10 +147,9 @@ pub async fn path_stats(
     Ok(row.and_then(|r| r.0).map(|j| j.0))
 }
 
-fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
-    let path: String = r.get("path");
-    let mode: String = r.get("mode");
-    let blob = r.get::<Option<bool>, _>("is_lfs").map(|is_lfs| BlobInfo {
+/// The blob columns of a row (None when its `is_lfs` is null: no blob).
+fn blob_from_row(r: &sqlx::postgres::PgRow) -> Option<BlobInfo> {
+    r.get::<Option<bool>, _>("is_lfs").map(|is_lfs| BlobInfo {
         is_lfs,
         sha256: r.get("sha256"),
         size: r.get("size"),
@@ -159,7 +158,13 @@ fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
             .get::<Option<Vec<u8>>, _>("xet_file")
             .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
             .map(|raw| hub_xet::hash::hash_string(&hub_xet::hash::hash_from_raw(raw))),
-    });
+    })
+}
+
+fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
+    let path: String = r.get("path");
+    let mode: String = r.get("mode");
+    let blob = blob_from_row(r);
     Entry {
         path: if prefix.is_empty() {
             path
@@ -172,42 +177,338 @@ fn entry_from_row(prefix: &str, r: &sqlx::postgres::PgRow) -> Entry {
     }
 }
 
+/// The columns of an [`Entry`] row, from `e` (an entry) and `b` ([`blob_of`]).
+const ENTRY_COLS: &str = "e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, b.xet_file";
+
+/// The blob row (with the Xet file of an LFS blob) of the git object `oid`,
+/// for a `LEFT JOIN LATERAL`: looked up by index for each entry, so a listing
+/// costs its own entries. A plain join lets the planner hash every blob of
+/// the hub once a listing has a few hundred entries.
+fn blob_of(oid: &str) -> String {
+    format!(
+        "SELECT g.is_lfs, g.sha256, g.size, g.pointer_size,
+                (SELECT x.xet_file FROM blobs x WHERE x.sha256 = g.sha256 AND g.is_lfs) AS xet_file
+         FROM git_blobs g WHERE g.oid = {oid} LIMIT 1"
+    )
+}
+
+/// Blob details of git objects, by id (one query; objects without a blob row
+/// are left out).
+async fn blob_infos(
+    db: &mut PgConnection,
+    oids: &[&str],
+) -> sqlx::Result<std::collections::HashMap<String, BlobInfo>> {
+    if oids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = sqlx::query(
+        "SELECT g.oid, g.is_lfs, g.sha256, g.size, g.pointer_size,
+                (SELECT x.xet_file FROM blobs x WHERE x.sha256 = g.sha256 AND g.is_lfs) AS xet_file
+         FROM git_blobs g WHERE g.oid = ANY($1)",
+    )
+    .bind(oids)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((r.get("oid"), blob_from_row(r)?)))
+        .collect())
+}
+
+/// A tree entry without its blob details.
+#[derive(Debug, Clone)]
+struct Bare {
+    name: String,
+    mode: String,
+    oid: String,
+}
+
+/// Up to `limit` entries of a tree by name, after `after` (one index range
+/// read).
+async fn names_after(
+    db: &mut PgConnection,
+    tree_oid: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> sqlx::Result<Vec<Bare>> {
+    let rows: Vec<(String, String, String)> = match after {
+        None => {
+            sqlx::query_as(
+                "SELECT name, mode, oid FROM git_tree_entries WHERE tree_oid = $1
+                 ORDER BY name LIMIT $2",
+            )
+            .bind(tree_oid)
+            .bind(limit as i64)
+            .fetch_all(&mut *db)
+            .await?
+        }
+        Some(a) => {
+            sqlx::query_as(
+                "SELECT name, mode, oid FROM git_tree_entries WHERE tree_oid = $1 AND name > $2
+                 ORDER BY name LIMIT $3",
+            )
+            .bind(tree_oid)
+            .bind(a)
+            .bind(limit as i64)
+            .fetch_all(&mut *db)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(name, mode, oid)| Bare { name, mode, oid })
+        .collect())
+}
+
+/// A page of a listing ([`list_page`]).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<Entry>,
+    /// Whether entries follow the last one.
+    pub more: bool,
+}
+
+/// One folder being listed by [`list_page`].
+struct Frame {
+    oid: String,
+    /// Its path below the listed tree ("" for the tree itself).
+    dir: String,
+    /// The last name taken from it.
+    after: Option<String>,
+    /// Names read ahead, not taken yet.
+    buf: std::collections::VecDeque<Bare>,
+    /// Whether `buf` holds everything after `after`.
+    exhausted: bool,
+}
+
+impl Frame {
+    fn new(oid: String, dir: String, after: Option<String>) -> Self {
+        Self {
+            oid,
+            dir,
+            after,
+            buf: Default::default(),
+            exhausted: false,
+        }
+    }
+}
+
+fn join_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A page of the listing of the tree `tree_oid` (its entries shown below
+/// `prefix`): at most `limit` entries after the entry at `after` (a path
+/// relative to the tree: the last entry of the previous page).
+///
+/// The order is a folder's entries by name (in the database's collation:
+/// bytewise on the hub's own cluster), each folder followed by its contents
+/// when `recursive`: a depth-first walk. A page reads at most `limit + 1`
+/// names per folder it visits (index range reads), resumes by looking up the
+/// folders along `after`, and reads the page's blobs in one query, so its
+/// cost does not depend on the size of the tree or of the hub. None when
+/// `after` is no entry of this listing (a cursor of another listing).
+pub async fn list_page(
+    db: &mut PgConnection,
+    tree_oid: &str,
+    prefix: &str,
+    recursive: bool,
+    after: Option<&str>,
+    limit: usize,
+) -> sqlx::Result<Option<Page>> {
+    let mut stack: Vec<Frame> = Vec::new();
+    match after {
+        None => stack.push(Frame::new(tree_oid.to_string(), String::new(), None)),
+        Some(after) => {
+            let segs: Vec<&str> = after.split('/').collect();
+            if segs.iter().any(|s| s.is_empty()) || (!recursive && segs.len() > 1) {
+                return Ok(None);
+            }
+            let mut tree = tree_oid.to_string();
+            let mut dir = String::new();
+            for (i, seg) in segs.iter().enumerate() {
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT mode, oid FROM git_tree_entries WHERE tree_oid = $1 AND name = $2",
+                )
+                .bind(&tree)
+                .bind(seg)
+                .fetch_optional(&mut *db)
+                .await?;
+                let Some((mode, oid)) = row else {
+                    return Ok(None);
+                };
+                let last = i + 1 == segs.len();
+                stack.push(Frame::new(tree.clone(), dir.clone(), Some(seg.to_string())));
+                dir = join_path(&dir, seg);
+                if mode == "40000" {
+                    if last && recursive {
+                        stack.push(Frame::new(oid.clone(), dir.clone(), None));
+                    }
+                    tree = oid;
+                } else if !last {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    let want = limit + 1;
+    let mut out: Vec<(String, Bare)> = Vec::new();
+    while out.len() < want {
+        let Some(top) = stack.last_mut() else { break };
+        if top.buf.is_empty() {
+            if top.exhausted {
+                stack.pop();
+                continue;
+            }
+            let n = want - out.len();
+            let rows = names_after(&mut *db, &top.oid, top.after.as_deref(), n).await?;
+            top.exhausted = rows.len() < n;
+            if rows.is_empty() {
+                stack.pop();
+                continue;
+            }
+            top.buf = rows.into();
+        }
+        let Some(e) = top.buf.pop_front() else {
+            continue;
+        };
+        top.after = Some(e.name.clone());
+        let path = join_path(&top.dir, &e.name);
+        if recursive && e.mode == "40000" {
+            let child = Frame::new(e.oid.clone(), path.clone(), None);
+            out.push((path, e));
+            stack.push(child);
+        } else {
+            out.push((path, e));
+        }
+    }
+    let more = out.len() > limit;
+    out.truncate(limit);
+    let oids: Vec<&str> = out
+        .iter()
+        .filter(|(_, e)| e.mode != "40000")
+        .map(|(_, e)| e.oid.as_str())
+        .collect();
+    let blobs = blob_infos(&mut *db, &oids).await?;
+    let entries = out
+        .iter()
+        .map(|(path, e)| Entry {
+            path: join_path(prefix, path),
+            mode: e.mode.clone(),
+            oid: e.oid.clone(),
+            blob: if e.mode == "40000" {
+                None
+            } else {
+                // Entries sharing a blob each get its details.
+                blobs.get(&e.oid).cloned()
+            },
+        })
+        .collect();
+    Ok(Some(Page { entries, more }))
+}
+
+/// The entries at `paths` below a root tree (files or folders; paths that
+/// name nothing are left out), in the order of `paths`. One query per path
+/// depth for all paths, and one for their blobs.
+pub async fn lookup_paths(
+    db: &mut PgConnection,
+    root_tree: &str,
+    paths: &[&str],
+) -> sqlx::Result<Vec<Entry>> {
+    // (path index, segments, tree reached so far, entry found at the last segment)
+    let segs: Vec<Vec<&str>> = paths.iter().map(|p| p.split('/').collect()).collect();
+    let mut at: Vec<Option<String>> = vec![Some(root_tree.to_string()); paths.len()];
+    let mut found: Vec<Option<Bare>> = vec![None; paths.len()];
+    let depth = segs.iter().map(Vec::len).max().unwrap_or(0);
+    for level in 0..depth {
+        let mut pairs: std::collections::BTreeSet<(&str, &str)> = Default::default();
+        for (i, s) in segs.iter().enumerate() {
+            if let (Some(t), Some(seg)) = (&at[i], s.get(level)) {
+                pairs.insert((t.as_str(), seg));
+            }
+        }
+        if pairs.is_empty() {
+            break;
+        }
+        let (trees, names): (Vec<&str>, Vec<&str>) = pairs.into_iter().unzip();
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT q.t, q.n, e.mode, e.oid
+             FROM UNNEST($1::text[], $2::text[]) AS q(t, n),
+                  LATERAL (SELECT mode, oid FROM git_tree_entries
+                           WHERE tree_oid = q.t AND name = q.n) e",
+        )
+        .bind(&trees)
+        .bind(&names)
+        .fetch_all(&mut *db)
+        .await?;
+        let hits: std::collections::HashMap<(String, String), (String, String)> = rows
+            .into_iter()
+            .map(|(t, n, mode, oid)| ((t, n), (mode, oid)))
+            .collect();
+        for (i, s) in segs.iter().enumerate() {
+            let (Some(t), Some(seg)) = (at[i].take(), s.get(level)) else {
+                continue;
+            };
+            let Some((mode, oid)) = hits.get(&(t, seg.to_string())) else {
+                continue;
+            };
+            if level + 1 == s.len() {
+                found[i] = Some(Bare {
+                    name: seg.to_string(),
+                    mode: mode.clone(),
+                    oid: oid.clone(),
+                });
+            } else if mode == "40000" {
+                at[i] = Some(oid.clone());
+            }
+        }
+    }
+    let oids: Vec<&str> = found
+        .iter()
+        .flatten()
+        .filter(|e| e.mode != "40000")
+        .map(|e| e.oid.as_str())
+        .collect();
+    let blobs = blob_infos(&mut *db, &oids).await?;
+    Ok(paths
+        .iter()
+        .zip(found)
+        .filter_map(|(p, e)| {
+            let e = e?;
+            Some(Entry {
+                path: p.to_string(),
+                blob: (e.mode != "40000")
+                    .then(|| blobs.get(&e.oid).cloned())
+                    .flatten(),
+                mode: e.mode,
+                oid: e.oid,
+            })
+        })
+        .collect())
+}
+
 /// Every entry (files and folders) below a tree, recursively, in path order.
 pub async fn list_recursive(
     db: impl PgExecutor<'_>,
     tree_oid: &str,
     prefix: &str,
 ) -> sqlx::Result<Vec<Entry>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&format!(
         "WITH RECURSIVE t(path, mode, oid) AS (
             SELECT e.name, e.mode, e.oid FROM git_tree_entries e WHERE e.tree_oid = $1
             UNION ALL
             SELECT t.path || '/' || e.name, e.mode, e.oid
             FROM t JOIN git_tree_entries e ON e.tree_oid = t.oid WHERE t.mode = '40000'
          )
-         SELECT t.path, t.mode, t.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
-         FROM t LEFT JOIN git_blobs b ON b.oid = t.oid AND t.mode <> '40000'
-         LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
+         SELECT t.path, t.mode, t.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, b.xet_file
+         FROM t LEFT JOIN LATERAL ({BLOB_OF_E}) b ON t.mode <> '40000'
          ORDER BY t.path COLLATE \"C\"",
-    )
-    .bind(tree_oid)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.iter().map(|r| entry_from_row(prefix, r)).collect())
-}
-
-/// The direct entries of a tree.
-pub async fn list_tree(
-    db: impl PgExecutor<'_>,
-    tree_oid: &str,
-    prefix: &str,
-) -> sqlx::Result<Vec<Entry>> {
-    let rows = sqlx::query(
-        "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
-         FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
-         LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
-         WHERE e.tree_oid = $1 ORDER BY e.name COLLATE \"C\"",
-    )
+        BLOB_OF_E = blob_of("t.oid")
+    ))
     .bind(tree_oid)
     .fetch_all(db)
     .await?;
@@ -223,12 +524,11 @@ pub async fn lookup_path(
     let mut tree = root_tree.to_string();
     let segs: Vec<&str> = path.split('/').collect();
     for (i, seg) in segs.iter().enumerate() {
-        let row = sqlx::query(
-            "SELECT e.name AS path, e.mode, e.oid AS oid, b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, x.xet_file
-             FROM git_tree_entries e LEFT JOIN git_blobs b ON b.oid = e.oid AND e.mode <> '40000'
-             LEFT JOIN blobs x ON x.sha256 = b.sha256 AND b.is_lfs
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLS} FROM git_tree_entries e LEFT JOIN LATERAL ({BLOB_OF_E}) b ON e.mode <> '40000'
              WHERE e.tree_oid = $1 AND e.name = $2",
-        )
+            BLOB_OF_E = blob_of("e.oid")
+        ))
         .bind(&tree)
         .bind(seg)
         .fetch_optional(&mut *db)
@@ -447,7 +747,16 @@ pub async fn last_commits(
          ),
          q(path) AS (SELECT * FROM UNNEST($3::text[]))
          SELECT DISTINCT ON (q.path) q.path, c.oid, c.title, c.author_time
-         FROM q JOIN commit_changes cc ON cc.repo_id = $1 AND (cc.path = q.path OR starts_with(cc.path, q.path || '/'))
+         FROM q JOIN LATERAL (
+           -- By index (commit_changes_repo_path): the path itself, and the
+           -- paths below it, which sort bytewise between 'path/' and 'path0'.
+           SELECT x.commit_oid FROM commit_changes x
+           WHERE x.repo_id = $1 AND x.path COLLATE \"C\" = q.path
+           UNION ALL
+           SELECT x.commit_oid FROM commit_changes x
+           WHERE x.repo_id = $1 AND x.path COLLATE \"C\" > q.path || '/'
+             AND x.path COLLATE \"C\" < q.path || '0'
+         ) cc ON true
          JOIN h ON h.oid = cc.commit_oid
          JOIN commits c ON c.repo_id = $1 AND c.oid = h.oid
          ORDER BY q.path, h.n",

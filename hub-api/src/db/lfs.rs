@@ -27,6 +27,50 @@ pub async fn lock_blob_shared(tx: &mut PgConnection, sha256: &str) -> sqlx::Resu
     Ok(())
 }
 
+/// [`lock_blob_shared`] for many blobs in one statement, in key order (each
+/// lock once).
+pub async fn lock_blobs_shared<S: AsRef<str>>(
+    tx: &mut PgConnection,
+    shas: &[S],
+) -> sqlx::Result<()> {
+    let mut keys: Vec<i32> = shas.iter().map(|s| blob_lock_key(s.as_ref())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // The sorted subquery is read in order, so the locks are taken in order.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared($1, k)
+         FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS keys",
+    )
+    .bind(BLOB_LOCK_CLASS)
+    .bind(&keys)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// [`lock_blob`] for many blobs, in key order (as [`lock_blobs_shared`], so
+/// two transactions locking several blobs cannot deadlock).
+pub async fn lock_blobs<S: AsRef<str>>(tx: &mut PgConnection, shas: &[S]) -> sqlx::Result<()> {
+    let mut keys: Vec<i32> = shas.iter().map(|s| blob_lock_key(s.as_ref())).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, k)
+         FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS keys",
+    )
+    .bind(BLOB_LOCK_CLASS)
+    .bind(&keys)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Takes the blob's lock exclusively until the transaction ends (the collector).
 pub async fn lock_blob(tx: &mut PgConnection, sha256: &str) -> sqlx::Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
@@ -55,13 +99,34 @@ pub async fn insert_pending(
     Ok(id)
 }
 
-/// Deletes one pending row; whether it was there.
-pub async fn delete_pending(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
-    let r = sqlx::query("DELETE FROM pending_objects WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(r.rows_affected() > 0)
+/// [`insert_pending`] for many objects (distinct digests) in one statement;
+/// answers `(digest, row id)`.
+pub async fn insert_pending_many(
+    db: impl PgExecutor<'_>,
+    shas: &[&str],
+    sizes: &[i64],
+    namespace_id: i64,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "INSERT INTO pending_objects (sha256, size, namespace_id)
+         SELECT s, z, $3 FROM UNNEST($1::text[], $2::int8[]) AS x(s, z)
+         RETURNING sha256, id",
+    )
+    .bind(shas)
+    .bind(sizes)
+    .bind(namespace_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes pending rows; answers the ids that were there.
+pub async fn delete_pending_many(db: impl PgExecutor<'_>, ids: &[i64]) -> sqlx::Result<Vec<i64>> {
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("DELETE FROM pending_objects WHERE id = ANY($1) RETURNING id")
+            .bind(ids)
+            .fetch_all(db)
+            .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Deletes a blob's pending rows created before `cutoff`; how many.
@@ -135,6 +200,15 @@ pub async fn needed_of(db: impl PgExecutor<'_>, shas: &[String]) -> sqlx::Result
 pub async fn delete_blob_row(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
         .bind(sha256)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// [`delete_blob_row`] for many blobs.
+pub async fn delete_blob_rows(db: impl PgExecutor<'_>, shas: &[String]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM blobs WHERE sha256 = ANY($1)")
+        .bind(shas)
         .execute(db)
         .await?;
     Ok(())

@@ -520,6 +520,7 @@ async fn commit_claiming(
         interpreted.insert(".gitattributes", Some(bytes));
     }
 
+    let applied_ms = started.elapsed().as_millis() as u64;
     // Trees (only those that changed) and changes.
     let (root, trees) = files.build();
     let changes = files.changes();
@@ -573,14 +574,12 @@ async fn commit_claiming(
     };
     let oid = object.oid();
 
+    let built_ms = started.elapsed().as_millis() as u64;
     db::git::insert_trees(&mut tx, &trees).await?;
     db::git::insert_blobs(&mut tx, &new_blobs).await?;
     // The bytes this request stored stop being pending (blob locks first,
     // in one order, then the namespace's quota lock).
-    pending.sort_by(|a, b| a.sha256.as_str().cmp(b.sha256.as_str()));
-    for p in pending.iter() {
-        sweeper::claim(&mut tx, &state.storage, p).await?;
-    }
+    sweeper::claim_all(&mut tx, &state.storage, pending).await?;
     // The storage quota, checked again inside the transaction under the
     // namespace's lock (inline files were checked as they were read; this
     // catches concurrent pushes). `before` no longer counts this commit's own
@@ -645,7 +644,15 @@ async fn commit_claiming(
         .execute(&mut *tx)
         .await?;
     }
+    let written_ms = started.elapsed().as_millis() as u64;
     tx.commit().await?;
+    tracing::debug!(
+        repo.id = repo.id,
+        applied_ms,
+        built_ms,
+        written_ms,
+        "commit transaction: operations applied, trees and metadata built, rows written (ms from its start)"
+    );
     tracing::info!(repo.id = repo.id, commit = %oid, files = changes.len(), trees = trees.len(), tx_ms = started.elapsed().as_millis() as u64, "commit");
     Ok((Committed { oid }, true))
 }
@@ -862,23 +869,33 @@ async fn initial_commit_claiming(
     Ok(commit_oid)
 }
 
-/// Stores one inline file of a commit (pending for `namespace_id` until the
-/// commit claims or releases it) and describes it.
+/// Stores inline files of a commit (pending for `namespace_id` until the
+/// commit claims or releases them; see `sweeper::store_many`) and describes
+/// them, in order.
 pub async fn store_inline(
     state: &AppState,
     namespace_id: i64,
-    path: &RepoPath,
-    bytes: Bytes,
-) -> ApiResult<AddContent> {
-    let binary = looks_binary(&bytes);
-    let keep = INTERPRETED.contains(&path.as_str()) && bytes.len() as u64 <= MAX_INTERPRETED;
-    let (w, pending) = sweeper::store_bytes(state, namespace_id, bytes.clone()).await?;
-    Ok(AddContent::Inline {
-        pending,
-        sha256: w.sha256.to_string(),
-        size: w.size,
-        git_oid: w.git_oid.expect("asked for git oid"),
-        binary,
-        bytes: keep.then_some(bytes),
-    })
+    files: Vec<(RepoPath, Bytes)>,
+) -> ApiResult<Vec<Op>> {
+    let bytes: Vec<Bytes> = files.iter().map(|(_, b)| b.clone()).collect();
+    let stored = sweeper::store_many(state, namespace_id, bytes).await?;
+    Ok(files
+        .into_iter()
+        .zip(stored)
+        .map(|((path, bytes), (w, pending))| {
+            let keep =
+                INTERPRETED.contains(&path.as_str()) && bytes.len() as u64 <= MAX_INTERPRETED;
+            Op::Add {
+                path,
+                content: AddContent::Inline {
+                    pending,
+                    sha256: w.sha256.to_string(),
+                    size: w.size,
+                    git_oid: w.git_oid.expect("asked for git oid"),
+                    binary: looks_binary(&bytes),
+                    bytes: keep.then_some(bytes),
+                },
+            }
+        })
+        .collect())
 }

@@ -27,6 +27,33 @@ pub async fn entry_at(state: &AppState, tree_oid: &str, path: &str) -> ApiResult
     Ok(db::git::lookup_path(&mut conn, tree_oid, path).await?)
 }
 
+/// The entries at `paths` in a tree, in order (paths naming nothing are
+/// left out): one query per path depth, whatever the number of paths.
+pub async fn entries_at(state: &AppState, tree_oid: &str, paths: &[&str]) -> ApiResult<Vec<Entry>> {
+    let mut conn = state.db.acquire().await?;
+    Ok(db::git::lookup_paths(&mut conn, tree_oid, paths).await?)
+}
+
+/// The `cursor` of the page after the entry at `path` (relative to the
+/// listed folder): opaque to clients, who follow the next-page link.
+pub fn encode_cursor(path: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(path)
+}
+
+/// The path a `cursor` resumes after (400 `cursor is not valid` for
+/// anything [`encode_cursor`] did not make; a path that is no entry of the
+/// listing is refused by the listing).
+pub fn decode_cursor(c: &str) -> ApiResult<String> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| crate::routes::query::QueryError::CursorNotValid.into())
+}
+
 /// Reads a small stored file completely (refuses anything over [`MAX_INTERPRETED`]).
 pub async fn read_small(state: &AppState, sha256: &str, size: i64) -> ApiResult<Option<Bytes>> {
     if size as u64 > MAX_INTERPRETED {

@@ -835,3 +835,53 @@ async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
     assert_eq!(u["items"][0]["output_tokens"], 75);
     assert_eq!(u["items"][0]["input_tokens"], 30);
 }
+
+/// The file browser pages a big folder (issue 17): 500 entries a page and a
+/// "More files" link carrying the cursor, every entry on exactly one page; a
+/// cursor that is not one of ours is a 400.
+#[actix_web::test]
+async fn file_browser_pages_a_big_folder() {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create!(app, &alice, json!({"name": "big"}));
+    let mut ops: Vec<serde_json::Value> = (0..1_234)
+        .map(|i| file_op(&format!("flat/{i:05}.txt"), b"x"))
+        .collect();
+    ops.push(file_op("flat/sub/inner.txt", b"y"));
+    commit!(app, &alice, "alice/big", "many files", &ops);
+
+    let mut uri = "/alice/big/tree/main/flat".to_string();
+    let mut seen: Vec<String> = vec![];
+    let mut pages = 0;
+    loop {
+        let r = get!(app, &uri, Some(&alice));
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        pages += 1;
+        let body = r.body.replace("&#x2f;", "/").replace("&amp;", "&");
+        for part in body.split("href=\"/alice/big/").skip(1) {
+            let target = part.split('"').next().unwrap();
+            if let Some(name) = target
+                .strip_prefix("blob/main/flat/")
+                .or_else(|| target.strip_prefix("tree/main/flat/"))
+            {
+                seen.push(name.to_string());
+            }
+        }
+        match body.split("rel=\"next\" href=\"").nth(1) {
+            Some(rest) => uri = rest.split('"').next().unwrap().to_string(),
+            None => break,
+        }
+        assert!(pages < 10, "no end to the pages");
+    }
+    assert_eq!(pages, 3);
+    let mut want: Vec<String> = (0..1_234).map(|i| format!("{i:05}.txt")).collect();
+    want.push("sub".into());
+    let mut got = seen.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every entry on exactly one page");
+
+    let r = get!(app, "/alice/big/tree/main/flat?cursor=!!", Some(&alice));
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

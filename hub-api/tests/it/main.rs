@@ -19,6 +19,7 @@ mod gateway_caches;
 mod generation;
 mod git_ids;
 mod hf_compat;
+mod listing;
 mod registry;
 mod strict_inputs;
 mod tenancy;

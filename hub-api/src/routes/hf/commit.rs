@@ -1,6 +1,7 @@
 //! `POST /api/{type}s/{repo}/commit/{rev}`: the NDJSON commit, read line by
-//! line with bounded memory (one line at a time; inline files are stored as
-//! soon as their line is read, as pending objects of the namespace). If the
+//! line with bounded memory (a line, and inline files waiting to be stored in
+//! batches of at most 1,000 files or 16 MiB, as pending objects of the
+//! namespace). If the
 //! payload is refused, the files stored so far are released at once; the
 //! commit engine settles them otherwise.
 
@@ -41,13 +42,69 @@ impl InlineQuota {
     }
 }
 
+/// Inline files stored per batch (one transaction of pending rows, writes in
+/// parallel): at most this many files, or [`BATCH_BYTES`] of content.
+const BATCH_FILES: usize = 1000;
+const BATCH_BYTES: usize = 16 << 20;
+
+/// The operations read so far. Inline files wait in `batch` (at most
+/// [`BATCH_FILES`] files or [`BATCH_BYTES`]) and are stored together; their
+/// slots in `ops` are filled when the batch is stored, so the order of the
+/// payload is kept.
+#[derive(Default)]
+struct Reader {
+    ops: Vec<Option<Op>>,
+    /// (slot in `ops`, path, bytes) of inline files not stored yet.
+    batch: Vec<(usize, RepoPath, bytes::Bytes)>,
+    batch_bytes: usize,
+}
+
+impl Reader {
+    fn push(&mut self, op: Op) {
+        self.ops.push(Some(op));
+    }
+
+    /// Stores the waiting inline files.
+    async fn flush(&mut self, state: &AppState, namespace_id: i64) -> ApiResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let (slots, files): (Vec<usize>, Vec<_>) =
+            batch.into_iter().map(|(i, p, b)| (i, (p, b))).unzip();
+        let stored = commit::store_inline(state, namespace_id, files).await?;
+        for (i, op) in slots.into_iter().zip(stored) {
+            self.ops[i] = Some(op);
+        }
+        Ok(())
+    }
+
+    /// The stored operations (for releasing them on failure).
+    fn stored(&self) -> Vec<Op> {
+        self.ops.iter().flatten().cloned().collect()
+    }
+
+    /// Every operation, once the last batch is stored.
+    fn finish(self) -> ApiResult<Vec<Op>> {
+        self.ops
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("an inline file was not stored"))
+                })
+            })
+            .collect()
+    }
+}
+
 async fn apply_line(
     state: &AppState,
     namespace_id: i64,
     line_no: usize,
     line: &[u8],
     header: &mut Option<ndjson::Header>,
-    ops: &mut Vec<Op>,
+    ops: &mut Reader,
     quota: &mut InlineQuota,
 ) -> ApiResult<()> {
     if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -60,7 +117,7 @@ async fn apply_line(
             "line {line_no}: the header must come first"
         )));
     }
-    if ops.len() >= state.limits.commit_ops {
+    if ops.ops.len() >= state.limits.commit_ops {
         return Err(ApiError::PayloadTooLarge(format!(
             "a commit may have at most {} operations",
             state.limits.commit_ops
@@ -86,8 +143,12 @@ async fn apply_line(
                     ))
                 })?;
             quota.admit(bytes.len())?;
-            let content = commit::store_inline(state, namespace_id, &path, bytes.into()).await?;
-            ops.push(Op::Add { path, content });
+            ops.batch_bytes += bytes.len();
+            ops.batch.push((ops.ops.len(), path, bytes.into()));
+            ops.ops.push(None);
+            if ops.batch.len() >= BATCH_FILES || ops.batch_bytes >= BATCH_BYTES {
+                ops.flush(state, namespace_id).await?;
+            }
         }
         Line::LfsFile(f) => {
             let path = RepoPath::parse(&f.path)?;
@@ -109,13 +170,13 @@ async fn apply_line(
     Ok(())
 }
 
-/// Reads the NDJSON payload into `ops` (inline files stored as their lines
-/// arrive); answers the header.
+/// Reads the NDJSON payload into `ops` (inline files stored in batches as
+/// their lines arrive); answers the header.
 async fn read_payload(
     state: &AppState,
     namespace_id: i64,
     payload: &mut web::Payload,
-    ops: &mut Vec<Op>,
+    ops: &mut Reader,
 ) -> ApiResult<ndjson::Header> {
     let mut quota = InlineQuota {
         quota: crate::quota::headroom(state, namespace_id).await?,
@@ -180,6 +241,7 @@ async fn read_payload(
         )
         .await?;
     }
+    ops.flush(state, namespace_id).await?;
     header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))
 }
 
@@ -235,15 +297,22 @@ pub async fn commit(
         return Err(ApiError::RevisionNotFound(short.to_string()));
     }
 
-    let mut ops = Vec::new();
-    let read = read_payload(&state, ctx.repo.namespace_id, &mut payload, &mut ops).await;
+    let mut reader = Reader::default();
+    let started = std::time::Instant::now();
+    let read = read_payload(&state, ctx.repo.namespace_id, &mut payload, &mut reader).await;
+    tracing::debug!(
+        ops = reader.ops.len(),
+        read_ms = started.elapsed().as_millis() as u64,
+        "commit payload read and its inline files stored"
+    );
     let header = match read {
         Ok(h) => h,
         Err(e) => {
-            crate::sweeper::release(&state, &commit::pending_of(&ops)).await;
+            crate::sweeper::release(&state, &commit::pending_of(&reader.stored())).await;
             return Err(e);
         }
     };
+    let ops = reader.finish()?;
     let idempotency_key = req
         .headers()
         .get("Idempotency-Key")

@@ -1,6 +1,9 @@
 //! `list_repo_tree` (`GET .../tree/{rev}[/{path}]`) and `get_paths_info`
-//! (`POST .../paths-info/{rev}`). A commit's listing never changes, so offset
-//! pagination over it is stable.
+//! (`POST .../paths-info/{rev}`). Listings are paginated as on the Hub: a
+//! `Link: <...>; rel="next"` header whose URL carries an opaque `cursor` (the
+//! last path of the page), so each page costs its own entries (keyset reads,
+//! `db::git::list_page`) whatever the size of the repo. A commit's listing
+//! never changes, so a cursor stays valid for its commit.
 
 use crate::auth::access::Access;
 use crate::auth::Auth;
@@ -71,11 +74,6 @@ pub async fn tree(
             _ => return Err(entry_not_found(path, &commit.oid)),
         }
     };
-    let all = if recursive {
-        db::git::list_recursive(&state.db, &tree_oid, &prefix).await?
-    } else {
-        db::git::list_tree(&state.db, &tree_oid, &prefix).await?
-    };
     let page = if with_expand { PAGE_EXPANDED } else { PAGE };
     let limit = match get("limit") {
         None => page,
@@ -86,23 +84,37 @@ pub async fn tree(
             .ok_or_else(|| QueryError::LimitNotWhole(clip(l, 40)))?
             .min(page),
     };
-    let offset = match get("cursor") {
-        Some(c) => c.parse::<usize>().map_err(|_| QueryError::CursorNotValid)?,
-        None => 0,
-    };
-    let items: Vec<Entry> = all.iter().skip(offset).take(limit).cloned().collect();
+    let after = get("cursor").map(files::decode_cursor).transpose()?;
+    let mut conn = state.db.acquire().await?;
+    let listed = db::git::list_page(
+        &mut conn,
+        &tree_oid,
+        &prefix,
+        recursive,
+        after.as_deref(),
+        limit,
+    )
+    .await?
+    .ok_or(QueryError::CursorNotValid)?;
+    drop(conn);
+    let items = listed.entries;
     let mut out: Vec<Value> = items.iter().map(entry_json).collect();
     if with_expand {
         expand(&state, ctx.repo.id, &commit.oid, &mut out, &items).await?;
     }
     let mut resp = HttpResponse::Ok();
     resp.insert_header(("X-Repo-Commit", commit.oid.as_str()));
-    if offset + items.len() < all.len() {
+    if let (true, Some(last)) = (listed.more, items.last()) {
+        let rel = last
+            .path
+            .strip_prefix(&prefix)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(&last.path);
         let mut ser = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in q.iter().filter(|(k, _)| k != "cursor") {
             ser.append_pair(k, v);
         }
-        ser.append_pair("cursor", &(offset + items.len()).to_string());
+        ser.append_pair("cursor", &files::encode_cursor(rel));
         let next = format!("{}{}?{}", state.public_url, req.uri().path(), ser.finish());
         resp.insert_header(("Link", format!("<{next}>; rel=\"next\"")));
     }
@@ -159,17 +171,16 @@ pub async fn paths_info(
             "at most 10000 paths per request".into(),
         ));
     }
-    let mut items = Vec::new();
-    for p in paths {
+    let mut wanted = Vec::with_capacity(paths.len());
+    for p in &paths {
         let trimmed = p.trim_matches('/');
         if trimmed.is_empty() {
             continue;
         }
-        let p = RepoPath::parse(trimmed)?;
-        if let Some(e) = files::entry_at(&state, &resolved.commit.tree_oid, p.as_str()).await? {
-            items.push(e);
-        }
+        wanted.push(RepoPath::parse(trimmed)?);
     }
+    let wanted: Vec<&str> = wanted.iter().map(RepoPath::as_str).collect();
+    let items = files::entries_at(&state, &resolved.commit.tree_oid, &wanted).await?;
     let mut out: Vec<Value> = items.iter().map(entry_json).collect();
     if with_expand {
         expand(&state, ctx.repo.id, &resolved.commit.oid, &mut out, &items).await?;

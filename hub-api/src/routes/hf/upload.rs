@@ -119,6 +119,13 @@ pub async fn preupload(
             match_paths(&attributes, git_ignore.as_deref(), &names)
         })
         .await??;
+    // What is at each path now: one lookup for all of them.
+    let wanted: Vec<&str> = paths.iter().map(RepoPath::as_str).collect();
+    let remote: HashMap<String, crate::db::git::Entry> = files::entries_at(&state, tree, &wanted)
+        .await?
+        .into_iter()
+        .map(|e| (e.path.clone(), e))
+        .collect();
     let mut out = Vec::with_capacity(body.files.len());
     for ((f, path), (rule_lfs, should_ignore)) in body.files.iter().zip(&paths).zip(verdicts) {
         let sample = match &f.sample {
@@ -133,8 +140,15 @@ pub async fn preupload(
             looks_binary(&sample),
             state.limits.lfs_threshold,
         );
-        let remote = files::entry_at(&state, tree, path.as_str()).await?;
-        let oid = remote.and_then(|e| e.blob.map(|b| if b.is_lfs { b.sha256 } else { e.oid }));
+        let oid = remote.get(path.as_str()).and_then(|e| {
+            e.blob.as_ref().map(|b| {
+                if b.is_lfs {
+                    b.sha256.clone()
+                } else {
+                    e.oid.clone()
+                }
+            })
+        });
         out.push(json!({
             "path": f.path,
             "uploadMode": if lfs { "lfs" } else { "regular" },
