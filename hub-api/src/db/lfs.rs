@@ -33,37 +33,31 @@ pub async fn lock_blobs_shared<S: AsRef<str>>(
     tx: &mut PgConnection,
     shas: &[S],
 ) -> sqlx::Result<()> {
-    let mut keys: Vec<i32> = shas.iter().map(|s| blob_lock_key(s.as_ref())).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    if keys.is_empty() {
-        return Ok(());
-    }
-    // The sorted subquery is read in order, so the locks are taken in order.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock_shared($1, k)
-         FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS keys",
-    )
-    .bind(BLOB_LOCK_CLASS)
-    .bind(&keys)
-    .execute(tx)
-    .await?;
-    Ok(())
+    lock_many(tx, shas, "pg_advisory_xact_lock_shared").await
 }
 
 /// [`lock_blob`] for many blobs, in key order (as [`lock_blobs_shared`], so
 /// two transactions locking several blobs cannot deadlock).
 pub async fn lock_blobs<S: AsRef<str>>(tx: &mut PgConnection, shas: &[S]) -> sqlx::Result<()> {
+    lock_many(tx, shas, "pg_advisory_xact_lock").await
+}
+
+/// Takes `lock_fn` (shared or exclusive advisory transaction lock) of each
+/// blob once, in key order: the sorted subquery is read in order.
+async fn lock_many<S: AsRef<str>>(
+    tx: &mut PgConnection,
+    shas: &[S],
+    lock_fn: &'static str,
+) -> sqlx::Result<()> {
     let mut keys: Vec<i32> = shas.iter().map(|s| blob_lock_key(s.as_ref())).collect();
     keys.sort_unstable();
     keys.dedup();
     if keys.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock($1, k)
-         FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS keys",
-    )
+    sqlx::query(&format!(
+        "SELECT {lock_fn}($1, k) FROM (SELECT k FROM unnest($2::int4[]) AS k ORDER BY k) AS keys"
+    ))
     .bind(BLOB_LOCK_CLASS)
     .bind(&keys)
     .execute(tx)
