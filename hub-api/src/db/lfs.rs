@@ -154,18 +154,28 @@ pub async fn stale_pending(
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// SQL: whether a repo link (LFS or inline), a pending row or an open upload
+/// session holds the blob `$1`: every holder of its bytes but commits (shared
+/// by [`blob_needed`] and `db::lfs_files::held_elsewhere`).
+macro_rules! blob_holders_but_commits {
+    () => {
+        "(EXISTS (SELECT 1 FROM repo_lfs_objects WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM repo_blobs WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM pending_objects WHERE sha256 = $1)
+             OR EXISTS (SELECT 1 FROM upload_sessions
+                        WHERE sha256 = $1 AND completed_at IS NULL AND expires_at > now()))"
+    };
+}
+pub(crate) use blob_holders_but_commits;
+
 /// Whether anything still needs a blob's bytes: a git blob (any commit), an
 /// LFS link, an inline-file link, a pending row, or an open upload session
 /// for the same content.
 pub async fn blob_needed(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<bool> {
-    let (needed,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM git_blobs WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM repo_lfs_objects WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM repo_blobs WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM pending_objects WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM upload_sessions
-                        WHERE sha256 = $1 AND completed_at IS NULL AND expires_at > now())",
-    )
+    let (needed,): (bool,) = sqlx::query_as(concat!(
+        "SELECT EXISTS (SELECT 1 FROM git_blobs WHERE sha256 = $1) OR ",
+        blob_holders_but_commits!()
+    ))
     .bind(sha256)
     .fetch_one(db)
     .await?;

@@ -62,13 +62,10 @@ pub async fn unlink(tx: &mut PgConnection, repo_id: i64, sha256: &str) -> sqlx::
 /// session. Commits are not asked (unlike `db::lfs::blob_needed`): a commit
 /// of a repo without the link cannot serve the bytes anyway.
 pub async fn held_elsewhere(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<bool> {
-    let (needed,): (bool,) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM repo_lfs_objects WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM repo_blobs WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM pending_objects WHERE sha256 = $1)
-             OR EXISTS (SELECT 1 FROM upload_sessions
-                        WHERE sha256 = $1 AND completed_at IS NULL AND expires_at > now())",
-    )
+    let (needed,): (bool,) = sqlx::query_as(concat!(
+        "SELECT ",
+        crate::db::lfs::blob_holders_but_commits!()
+    ))
     .bind(sha256)
     .fetch_one(db)
     .await?;
