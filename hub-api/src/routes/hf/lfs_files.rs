@@ -135,23 +135,41 @@ async fn in_heads(
         if found.len() == wanted.len() {
             break;
         }
-        let Some(c) = db::git::commit(&state.db, repo_id, &r.commit_oid).await? else {
+        let Some((tree, hits)) =
+            lfs_files_at(state, repo_id, &r.commit_oid, |s| wanted.contains(s)).await?
+        else {
             continue;
         };
-        if !seen_trees.insert(c.tree_oid.clone()) {
+        if !seen_trees.insert(tree) {
             continue;
         }
-        for e in files::all_files(state, &c.tree_oid).await? {
-            if let Some(b) = &e.blob {
-                if b.is_lfs && wanted.contains(b.sha256.as_str()) {
-                    found
-                        .entry(b.sha256.clone())
-                        .or_insert_with(|| (e.path.clone(), r.name.clone()));
-                }
-            }
+        for (path, sha) in hits {
+            found.entry(sha).or_insert_with(|| (path, r.name.clone()));
         }
     }
     Ok(found)
+}
+
+/// The tree of commit `oid` and its LFS files (path, sha256) whose object
+/// `pick` selects; None when the commit is missing.
+async fn lfs_files_at(
+    state: &AppState,
+    repo_id: i64,
+    oid: &str,
+    pick: impl Fn(&str) -> bool,
+) -> ApiResult<Option<(String, Vec<(String, String)>)>> {
+    let Some(c) = db::git::commit(&state.db, repo_id, oid).await? else {
+        return Ok(None);
+    };
+    let hits = files::all_files(state, &c.tree_oid)
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let b = e.blob?;
+            (b.is_lfs && pick(&b.sha256)).then_some((e.path, b.sha256))
+        })
+        .collect();
+    Ok(Some((c.tree_oid, hits)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,18 +228,15 @@ pub async fn delete_batch(
             if !r.name.starts_with("refs/heads/") {
                 continue;
             }
-            let Some(c) = db::git::commit(&state.db, ctx.repo.id, &r.commit_oid).await? else {
+            let Some((_, hits)) =
+                lfs_files_at(&state, ctx.repo.id, &r.commit_oid, |s| shas.contains(s)).await?
+            else {
                 continue;
             };
-            let mut ops = Vec::new();
-            for e in files::all_files(&state, &c.tree_oid).await? {
-                if e.blob
-                    .as_ref()
-                    .is_some_and(|b| b.is_lfs && shas.contains(&b.sha256))
-                {
-                    ops.push(Op::Delete(RepoPath::parse(&e.path)?));
-                }
-            }
+            let ops = hits
+                .iter()
+                .map(|(path, _)| Ok(Op::Delete(RepoPath::parse(path)?)))
+                .collect::<ApiResult<Vec<_>>>()?;
             if ops.is_empty() {
                 continue;
             }
