@@ -375,10 +375,12 @@ impl Storage {
     /// [`Storage::digest_bytes`]) where [`Storage::promote_blobs`] can make
     /// them final. Nothing is visible at a final key yet, so this may run
     /// while the caller records the objects (`sweeper::store_many`). Locally
-    /// each object is written to a staging file and fsynced, up to
-    /// [`PUT_CONCURRENCY`] at once (concurrent fsyncs share the file system's
-    /// journal commits, so a thousand small files cost a few commits, not a
-    /// thousand). Other stores keep the bytes for the puts. On failure every write has
+    /// each object is written to a staging file. A batch of at least
+    /// [`SYNCFS_FROM`] objects is written by a few threads without an fsync
+    /// each, then made durable by one `syncfs` of the store's file system
+    /// (Linux); a smaller one fsyncs each file, up to [`PUT_CONCURRENCY`] at
+    /// once (concurrent fsyncs share the file system's journal commits).
+    /// Other stores keep the bytes for the puts. On failure every write has
     /// finished and no staging file is left.
     pub async fn stage_blobs(
         &self,
@@ -390,12 +392,16 @@ impl Storage {
                     .into_iter()
                     .map(|(sha, bytes)| StagedBlob::Bytes(sha, bytes))
                     .collect(),
+                false,
             ));
         };
         if let Some(r) = reserve {
             r.check(objects.iter().map(|(_, b)| b.len() as u64).sum())?;
         }
         std::fs::create_dir_all(root.join("staging"))?;
+        if bulk_sync(objects.len()) {
+            return stage_bulk(root, objects).await;
+        }
         let staged = futures::stream::iter(objects)
             .map(|(sha, bytes)| {
                 let root = root.clone();
@@ -412,7 +418,7 @@ impl Storage {
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
-        let staged = StagedBlobs(out);
+        let staged = StagedBlobs(out, false);
         match failure {
             Some(e) => {
                 self.discard_blobs(staged).await;
@@ -424,10 +430,17 @@ impl Storage {
 
     /// Makes staged objects final at their keys: locally renamed (up to
     /// [`PUT_CONCURRENCY`] at once), then each folder that got a new name
-    /// fsynced once; other stores put each object (a put is atomic). No key
-    /// ever holds part of an object. On failure every write has finished and
-    /// no staging file is left, so the caller can release what it recorded.
+    /// fsynced once, or for a batch staged with one `syncfs`, renamed by a
+    /// few threads and made durable by one more; other stores put each
+    /// object (a put is atomic). No key ever holds part of an object. On
+    /// failure every write has finished and no staging file is left, so the
+    /// caller can release what it recorded.
     pub async fn promote_blobs(&self, staged: StagedBlobs) -> Result<(), StorageError> {
+        if staged.1 {
+            if let Backend::Local { root, .. } = &self.backend {
+                return promote_bulk(root, staged.0).await;
+            }
+        }
         let done = futures::stream::iter(staged.0)
             .map(|s| async move {
                 match s {
@@ -484,11 +497,7 @@ impl Storage {
 
     /// Drops staged objects (their staging files).
     pub async fn discard_blobs(&self, staged: StagedBlobs) {
-        for s in staged.0 {
-            if let StagedBlob::File { temp, .. } = s {
-                let _ = tokio::fs::remove_file(&temp).await;
-            }
-        }
+        discard_staged(staged).await
     }
 
     /// Stores one multipart part under its session (not content-addressed: parts
@@ -1171,10 +1180,150 @@ const PUT_CONCURRENCY: usize = 256;
 /// Small objects written by [`Storage::stage_blobs`]: promote or discard them
 /// (a dropped one leaves staging files to the sweeper).
 #[must_use = "promote or discard staged objects"]
-pub struct StagedBlobs(Vec<StagedBlob>);
+pub struct StagedBlobs(Vec<StagedBlob>, bool);
+
+/// From how many objects [`Storage::stage_blobs`] makes a batch durable with
+/// one `syncfs` instead of an fsync per file (and [`Storage::promote_blobs`]
+/// one more instead of an fsync per folder). On the 2-core development VM a
+/// thousand small files took 55-70 ms to stage and 55-90 ms to promote with
+/// fsyncs, and a `syncfs` 6-14 ms. A `syncfs` also writes out whatever else
+/// is dirty on that file system (a large upload's staging file, say), which
+/// the small batches this threshold leaves alone would wait for in vain.
+const SYNCFS_FROM: usize = 64;
+
+/// Threads a `syncfs` batch is written and renamed by (creating files in one
+/// folder serialises on its lock, so more threads only contend).
+const BULK_THREADS: usize = 4;
+
+/// Whether a batch of `n` small objects is made durable by `syncfs`.
+fn bulk_sync(n: usize) -> bool {
+    cfg!(target_os = "linux") && n >= SYNCFS_FROM
+}
+
+/// Flushes everything written to the file system that holds `root`: data,
+/// new names and folders (Linux `syncfs`, which reports writeback errors
+/// since 5.8).
+fn sync_file_system(root: &Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(root)?;
+    #[cfg(target_os = "linux")]
+    rustix::fs::syncfs(&dir)?;
+    #[cfg(not(target_os = "linux"))]
+    dir.sync_all()?;
+    Ok(())
+}
+
+/// Removes staged objects' staging files.
+async fn discard_staged(staged: StagedBlobs) {
+    for s in staged.0 {
+        if let StagedBlob::File { temp, .. } = s {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+    }
+}
+
+/// The `syncfs` path of [`Storage::stage_blobs`]: [`BULK_THREADS`] threads
+/// each write a share of the objects to staging files, then one `syncfs`.
+async fn stage_bulk(
+    root: &Path,
+    objects: Vec<(Sha256, Bytes)>,
+) -> Result<StagedBlobs, StorageError> {
+    let per = objects.len().div_ceil(BULK_THREADS);
+    let mut shares = Vec::new();
+    let mut objects = objects.into_iter();
+    loop {
+        let share: Vec<_> = objects.by_ref().take(per).collect();
+        if share.is_empty() {
+            break;
+        }
+        let root = root.to_path_buf();
+        shares.push(blocking(move || {
+            let mut out = Vec::with_capacity(share.len());
+            for (sha, bytes) in &share {
+                match write_staging(&root, sha, bytes, false) {
+                    Ok(s) => out.push(s),
+                    Err(e) => return Ok((out, Some(e))),
+                }
+            }
+            Ok((out, None))
+        }));
+    }
+    let mut staged = Vec::new();
+    let mut failure = None;
+    for share in futures::future::join_all(shares).await {
+        match share {
+            Ok((out, err)) => {
+                staged.extend(out);
+                if let Some(e) = err {
+                    failure = failure.or(Some(StorageError::from(e)));
+                }
+            }
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if failure.is_none() {
+        let root = root.to_path_buf();
+        if let Err(e) = blocking(move || sync_file_system(&root)).await {
+            failure = Some(e);
+        }
+    }
+    let staged = StagedBlobs(staged, true);
+    match failure {
+        Some(e) => {
+            discard_staged(staged).await;
+            Err(e)
+        }
+        None => Ok(staged),
+    }
+}
+
+/// The `syncfs` path of [`Storage::promote_blobs`]: [`BULK_THREADS`] threads
+/// rename a share each, then one `syncfs` makes the names durable. A failed
+/// rename's staging file is removed; the others' are already gone.
+async fn promote_bulk(root: &Path, staged: Vec<StagedBlob>) -> Result<(), StorageError> {
+    let per = staged.len().div_ceil(BULK_THREADS).max(1);
+    let mut shares = Vec::new();
+    let mut staged = staged.into_iter();
+    loop {
+        let share: Vec<_> = staged.by_ref().take(per).collect();
+        if share.is_empty() {
+            break;
+        }
+        shares.push(blocking(move || {
+            let mut failure = None;
+            for s in share {
+                let StagedBlob::File { temp, dest } = s else {
+                    continue;
+                };
+                let dir = dest.parent().expect("blob keys have a parent");
+                // Identical content may already be there: rename replaces it
+                // atomically.
+                let renamed = std::fs::rename(&temp, &dest).or_else(|_| {
+                    std::fs::create_dir_all(dir).and_then(|()| std::fs::rename(&temp, &dest))
+                });
+                if let Err(e) = renamed {
+                    let _ = std::fs::remove_file(&temp);
+                    failure = failure.or(Some(e));
+                }
+            }
+            failure.map_or(Ok(()), Err)
+        }));
+    }
+    let mut failure = None;
+    for r in futures::future::join_all(shares).await {
+        if let Err(e) = r {
+            failure = failure.or(Some(e));
+        }
+    }
+    let root = root.to_path_buf();
+    let synced = blocking(move || sync_file_system(&root)).await;
+    match failure.or(synced.err()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
 
 enum StagedBlob {
-    /// A local staging file, fsynced, for `dest`.
+    /// A local staging file (durable: fsynced, or its batch `syncfs`ed) for `dest`.
     File { temp: PathBuf, dest: PathBuf },
     /// Bytes to put (other stores).
     Bytes(Sha256, Bytes),
@@ -1192,6 +1341,16 @@ async fn blocking<T: Send + 'static>(
 
 /// One object of [`Storage::stage_blobs`] on local storage.
 fn stage_small_blob(root: &Path, sha: &Sha256, bytes: &[u8]) -> std::io::Result<StagedBlob> {
+    write_staging(root, sha, bytes, true)
+}
+
+/// Writes `bytes` to a new staging file for the blob `sha`, fsynced if `sync`.
+fn write_staging(
+    root: &Path,
+    sha: &Sha256,
+    bytes: &[u8],
+    sync: bool,
+) -> std::io::Result<StagedBlob> {
     // Written even when the object is already at its key: whether it is
     // still there only counts once the caller's pending row is committed
     // (the collector may be deleting it now), and promoting replaces it.
@@ -1199,7 +1358,10 @@ fn stage_small_blob(root: &Path, sha: &Sha256, bytes: &[u8]) -> std::io::Result<
     let temp = root.join(StorageKey::Staging(Uuid::new_v4()).path().as_ref());
     let written = std::fs::File::create(&temp).and_then(|mut f| {
         f.write_all(bytes)?;
-        f.sync_all()
+        if sync {
+            f.sync_all()?;
+        }
+        Ok(())
     });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&temp);

@@ -229,7 +229,11 @@ pub async fn store_many(
         Ok::<std::collections::HashMap<String, i64>, sqlx::Error>(rows.into_iter().collect())
     };
     let started = std::time::Instant::now();
-    let (ids, staged) = tokio::join!(record, state.storage.stage_blobs(objects));
+    let ms = || started.elapsed().as_millis() as u64;
+    let ((ids, recorded_ms), (staged, written_ms)) =
+        tokio::join!(async { (record.await, ms()) }, async {
+            (state.storage.stage_blobs(objects).await, ms())
+        });
     let staged_ms = started.elapsed().as_millis() as u64;
     let (ids, staged) = match (ids, staged) {
         (Ok(ids), Ok(staged)) => (ids, staged),
@@ -251,7 +255,8 @@ pub async fn store_many(
     tracing::debug!(
         files = written.len(),
         objects = ids.len(),
-        staged_ms,
+        recorded_ms,
+        written_ms,
         promoted_ms = started.elapsed().as_millis() as u64 - staged_ms,
         "stored inline files"
     );
@@ -351,8 +356,8 @@ async fn release_chunk(state: &AppState, chunk: &[&Pending]) -> anyhow::Result<(
         .collect();
     // Bytes first: if the transaction then fails, the rows stay and the
     // collector finishes (deleting a missing object is not an error).
-    let deleted = futures::stream::iter(&gone)
-        .map(|s| state.storage.delete_blob(s))
+    let deleted = futures::stream::iter(gone.iter().cloned())
+        .map(|s| async move { state.storage.delete_blob(&s).await })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;

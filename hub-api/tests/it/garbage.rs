@@ -739,3 +739,88 @@ async fn wrong_sized_parts_are_refused_and_not_stored() {
     assert_eq!(st, 200);
     assert_eq!(files_under(&uploads).len(), 1);
 }
+
+/// A commit of thousands of inline files goes through the batched store
+/// (several batches, each written and made durable with one `syncfs`, stored
+/// while the next is read): every file is committed and readable, nothing is
+/// left pending or in staging; the same commit refused at its last line
+/// leaves no bytes at all, including those of the batches stored before it.
+#[actix_web::test]
+async fn bulk_commits_store_every_file_and_refused_ones_leave_nothing() {
+    let mut t = TestState::new().await;
+    unlimited(&mut t);
+    let (_, alice) = t.user("alice", false, &["write", "read"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/bulk", false).await;
+    const N: u32 = 2_500;
+    let files: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| (format!("d{}/f{i}.txt", i % 7), content(1_000 + i, 40)))
+        .collect();
+    let ops: Vec<_> = files.iter().map(|(p, c)| file_op(p, c)).collect();
+
+    // Refused at the end: three batches were stored by then.
+    let before = stored_blobs(&t);
+    let mut body = ndjson("bulk", None, &ops);
+    body.push_str("{\"key\": \"file\", \"value\": {\"path\": \"../escape\", \"content\": \"\", \"encoding\": \"base64\"}}\n");
+    let (st, v) = commit(&app, &alice, "alice/bulk", body).await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(stored_blobs(&t), before, "a refused bulk commit left bytes");
+    assert_eq!(count(&t, "SELECT count(*) FROM pending_objects").await, 0);
+    let staging = t.storage_dir.as_ref().unwrap().path().join("staging");
+    assert!(files_under(&staging).is_empty());
+
+    // Accepted: every file is there with its bytes.
+    let (st, v) = commit(&app, &alice, "alice/bulk", ndjson("bulk", None, &ops)).await;
+    assert_eq!(st, 200, "{v}");
+    let mut listed = BTreeSet::new();
+    let mut uri = "/api/models/alice/bulk/tree/main?recursive=true".to_string();
+    loop {
+        let (st, h, b) = call(
+            &app,
+            TestRequest::get().uri(&uri).insert_header(bearer(&alice)),
+        )
+        .await;
+        assert_eq!(st, 200);
+        for e in json_of(&b).as_array().unwrap() {
+            if e["type"] == "file" && e["path"] != ".gitattributes" {
+                listed.insert(e["path"].as_str().unwrap().to_string());
+            }
+        }
+        let Some(link) = h.get("link").and_then(|v| v.to_str().ok()) else {
+            break;
+        };
+        let next = link.trim_start_matches('<').split('>').next().unwrap();
+        uri = next
+            .split_once("://")
+            .unwrap()
+            .1
+            .split_once('/')
+            .unwrap()
+            .1
+            .to_string();
+        uri.insert(0, '/');
+    }
+    let want: BTreeSet<String> = files.iter().map(|(p, _)| p.clone()).collect();
+    assert!(
+        listed == want,
+        "{} files listed, {} committed",
+        listed.len(),
+        want.len()
+    );
+    for (p, c) in files.iter().step_by(97) {
+        let (st, _, b) = call(
+            &app,
+            TestRequest::get()
+                .uri(&format!("/alice/bulk/resolve/main/{p}"))
+                .insert_header(bearer(&alice)),
+        )
+        .await;
+        assert_eq!(st, 200, "{p}");
+        assert_eq!(&b[..], &c[..], "{p}");
+    }
+    let shas: BTreeSet<String> = files.iter().map(|(_, c)| sha_hex(c)).collect();
+    assert!(shas.is_subset(&stored_blobs(&t)));
+    assert_eq!(stored_blobs(&t), referenced_blobs(&t).await);
+    assert_eq!(count(&t, "SELECT count(*) FROM pending_objects").await, 0);
+    assert!(files_under(&staging).is_empty());
+}
