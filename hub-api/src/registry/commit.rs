@@ -352,8 +352,8 @@ async fn commit_claiming(
         }
     }
     if attributes_text.is_none() {
-        if let Some(f) = files.root_file(".gitattributes") {
-            attributes_text = read_stored(state, f)
+        if let Some(f) = files.root_file(&mut tx, ".gitattributes").await? {
+            attributes_text = read_stored(state, &f)
                 .await?
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
         }
@@ -520,6 +520,7 @@ async fn commit_claiming(
         interpreted.insert(".gitattributes", Some(bytes));
     }
 
+    files.resolve_touched(&mut tx).await?;
     let applied_ms = started.elapsed().as_millis() as u64;
     // Trees (only those that changed) and changes.
     let (root, trees) = files.build();
@@ -529,7 +530,7 @@ async fn commit_claiming(
     let is_model = repo.repo_type == "model";
     let card_data = match (
         interpreted.get("README.md"),
-        files.root_file("README.md").is_some(),
+        files.has_root_file("README.md"),
     ) {
         (Some(Some(b)), _) => {
             let text = String::from_utf8_lossy(b).into_owned();
@@ -545,7 +546,7 @@ async fn commit_claiming(
     };
     let config_info = match (
         interpreted.get("config.json"),
-        files.root_file("config.json").is_some(),
+        files.has_root_file("config.json"),
     ) {
         (Some(Some(b)), _) => card::parse_config(b),
         (Some(None), _) | (None, false) => serde_json::json!({}),

@@ -26,6 +26,20 @@ pub struct WorkFile {
 }
 
 impl WorkFile {
+    /// A file of a loaded folder, whose blob row is not read until the
+    /// commit touches it ([`WorkTree::resolve_touched`]).
+    fn unresolved(flat: FlatFile) -> Self {
+        WorkFile {
+            flat,
+            sha256: String::new(),
+            size: -1,
+        }
+    }
+
+    fn is_resolved(&self) -> bool {
+        self.size >= 0
+    }
+
     /// The file of a listing entry (None for folders and for entries without
     /// a blob row or with a mode the hub does not write, which the
     /// whole-listing algorithm dropped too).
@@ -59,16 +73,26 @@ struct Dir {
 }
 
 impl Dir {
-    fn from_entries(oid: &str, entries: &[db::git::Entry]) -> Self {
+    /// The folder of the stored tree `oid` with rows `entries` (files
+    /// unresolved; rows with a mode the hub does not write are dropped).
+    fn from_entries(oid: &str, entries: &[&db::git::TreeRow]) -> Self {
         let mut d = Dir {
             stored: Some(oid.to_string()),
             ..Dir::default()
         };
         for e in entries {
-            if e.is_dir() {
-                d.dirs.insert(e.path.clone(), Sub::Stored(e.oid.clone()));
-            } else if let Some(f) = WorkFile::of_entry(e) {
-                d.files.insert(e.path.clone(), f);
+            match Mode::parse(&e.mode) {
+                Some(Mode::Tree) => {
+                    d.dirs.insert(e.name.clone(), Sub::Stored(e.oid.clone()));
+                }
+                Some(mode) => {
+                    let flat = FlatFile {
+                        mode,
+                        oid: e.oid.clone(),
+                    };
+                    d.files.insert(e.name.clone(), WorkFile::unresolved(flat));
+                }
+                None => {}
             }
         }
         d
@@ -197,6 +221,30 @@ pub struct WorkTree {
     before: BTreeMap<String, Option<WorkFile>>,
 }
 
+/// Fills in the blob (sha256 and size) of unresolved files, in one query.
+/// Every file entry the hub writes has a blob row written with it; one
+/// without is an error.
+async fn resolve(db: &mut PgConnection, files: &mut [&mut WorkFile]) -> sqlx::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut oids: Vec<String> = files.iter().map(|f| f.flat.oid.clone()).collect();
+    oids.sort();
+    oids.dedup();
+    let found = db::git::blob_sizes(&mut *db, &oids).await?;
+    for f in files.iter_mut() {
+        let Some((sha256, size)) = found.get(&f.flat.oid) else {
+            return Err(sqlx::Error::Protocol(format!(
+                "tree entry {} has no blob row",
+                f.flat.oid
+            )));
+        };
+        f.sha256 = sha256.clone();
+        f.size = *size;
+    }
+    Ok(())
+}
+
 fn segments(path: &str) -> Vec<&str> {
     path.split('/').collect()
 }
@@ -206,7 +254,7 @@ impl WorkTree {
     /// the root tree `root_oid`: one query per level for all of them.
     pub async fn load(db: &mut PgConnection, root_oid: &str, paths: &[&str]) -> sqlx::Result<Self> {
         let rows = db::git::entries_of_trees(&mut *db, &[root_oid.to_string()]).await?;
-        let entries: Vec<db::git::Entry> = rows.into_iter().map(|(_, e)| e).collect();
+        let entries: Vec<&db::git::TreeRow> = rows.iter().collect();
         let mut work = WorkTree {
             root: Dir::from_entries(root_oid, &entries),
             before: BTreeMap::new(),
@@ -249,12 +297,16 @@ impl WorkTree {
         let mut oids: Vec<String> = todo.iter().map(|(_, o)| o.clone()).collect();
         oids.sort();
         oids.dedup();
-        let mut by_tree: HashMap<String, Vec<db::git::Entry>> = HashMap::new();
-        for (t, e) in db::git::entries_of_trees(&mut *db, &oids).await? {
-            by_tree.entry(t).or_default().push(e);
+        let rows = db::git::entries_of_trees(&mut *db, &oids).await?;
+        let mut by_tree: HashMap<&str, Vec<&db::git::TreeRow>> = HashMap::new();
+        for r in &rows {
+            by_tree.entry(r.tree_oid.as_str()).or_default().push(r);
         }
         for (segs, oid) in todo {
-            let dir = Dir::from_entries(&oid, by_tree.get(&oid).map_or(&[][..], Vec::as_slice));
+            let dir = Dir::from_entries(
+                &oid,
+                by_tree.get(oid.as_str()).map_or(&[][..], Vec::as_slice),
+            );
             let (last, parent) = segs.split_last().expect("a folder has a name");
             let parent = self.dir_mut(parent).expect("parent loaded above");
             parent
@@ -293,9 +345,42 @@ impl WorkTree {
         Ok(())
     }
 
-    /// A file of the root folder.
-    pub fn root_file(&self, name: &str) -> Option<&WorkFile> {
-        self.root.files.get(name)
+    /// Whether the root folder has a file `name`.
+    pub fn has_root_file(&self, name: &str) -> bool {
+        self.root.files.contains_key(name)
+    }
+
+    /// The root folder's file `name`, with its blob.
+    pub async fn root_file(
+        &mut self,
+        db: &mut PgConnection,
+        name: &str,
+    ) -> sqlx::Result<Option<WorkFile>> {
+        let Some(f) = self.root.files.get(name) else {
+            return Ok(None);
+        };
+        if f.is_resolved() {
+            return Ok(Some(f.clone()));
+        }
+        let mut one = [f.clone()];
+        resolve(db, &mut one.iter_mut().collect::<Vec<_>>()).await?;
+        let [f] = one;
+        self.root.files.insert(name.to_string(), f.clone());
+        Ok(Some(f))
+    }
+
+    /// Reads the blob rows of the files the commit replaced or removed
+    /// (loaded folders' files are read without them), so that
+    /// [`WorkTree::touched`] answers whole files. Call once the operations
+    /// are applied.
+    pub async fn resolve_touched(&mut self, db: &mut PgConnection) -> sqlx::Result<()> {
+        let mut todo: Vec<&mut WorkFile> = self
+            .before
+            .values_mut()
+            .flatten()
+            .filter(|f| !f.is_resolved())
+            .collect();
+        resolve(db, &mut todo).await
     }
 
     /// The names of the root folder's files.
@@ -510,8 +595,13 @@ impl WorkTree {
         (root, out)
     }
 
-    /// Every touched path with its file before and after the commit.
+    /// Every touched path with its file before and after the commit (after
+    /// [`WorkTree::resolve_touched`]).
     pub fn touched(&self) -> impl Iterator<Item = (&str, Option<&WorkFile>, Option<&WorkFile>)> {
+        debug_assert!(
+            self.before.values().flatten().all(WorkFile::is_resolved),
+            "resolve_touched first"
+        );
         self.before
             .iter()
             .map(|(p, b)| (p.as_str(), b.as_ref(), self.file(p)))

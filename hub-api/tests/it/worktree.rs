@@ -176,6 +176,7 @@ async fn partial(
     if let Some((p, other)) = w.find_twin(conn).await? {
         return Ok((Outcome::Twin(p, other), w));
     }
+    w.resolve_touched(conn).await?;
     let (root, trees) = w.build();
     let mut changes = w.changes();
     changes.sort();
