@@ -167,6 +167,9 @@ pub enum ApiError {
     InsufficientStorage(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A worker took the request and sent nothing for too long.
+    #[error("{0}")]
+    UpstreamTimeout(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -222,6 +225,7 @@ impl ApiError {
             DatabaseUnavailable(_) => "database_unavailable",
             InsufficientStorage(_) => "insufficient_storage",
             Unavailable(_) => "unavailable",
+            UpstreamTimeout(_) => "upstream_timeout",
             Internal(_) => "internal_error",
         }
     }
@@ -270,6 +274,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             PathEscapes(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -481,6 +486,7 @@ pub const ALL_CODES: &[&str] = &[
     "database_unavailable",
     "insufficient_storage",
     "unavailable",
+    "upstream_timeout",
     "internal_error",
 ];
 

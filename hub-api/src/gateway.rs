@@ -103,6 +103,8 @@ pub struct Live {
     /// flush is never cancelled half-way with its HTTP worker.
     runtime: Option<tokio::runtime::Handle>,
     pub client: reqwest::Client,
+    /// The client's read timeout ([`WORKER_READ_TIMEOUT`] but in tests).
+    read_timeout: Duration,
     /// Daily token quotas and today's totals per namespace.
     pub quotas: TokenQuotas,
     /// Requests held for a cold endpoint, by endpoint id: rung when a replica
@@ -116,6 +118,14 @@ pub struct Live {
 
 impl Default for Live {
     fn default() -> Self {
+        Self::with_read_timeout(WORKER_READ_TIMEOUT)
+    }
+}
+
+impl Live {
+    /// A gateway state whose calls to workers give up after `read_timeout`
+    /// of silence (tests shorten [`WORKER_READ_TIMEOUT`]).
+    pub fn with_read_timeout(read_timeout: Duration) -> Self {
         Self {
             in_flight: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
@@ -126,11 +136,12 @@ impl Default for Live {
             runtime: tokio::runtime::Handle::try_current().ok(),
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
-                .read_timeout(WORKER_READ_TIMEOUT)
+                .read_timeout(read_timeout)
                 .pool_idle_timeout(Duration::from_secs(30))
                 .tcp_nodelay(true)
                 .build()
                 .expect("http client"),
+            read_timeout,
             quotas: TokenQuotas::default(),
             ready: Mutex::new(HashMap::new()),
             wake_poll_ms: (WAKE_POLL.as_millis() as u64).into(),
@@ -186,6 +197,11 @@ async fn load_route(db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Option
 }
 
 impl Live {
+    /// How long a worker may stay silent before the gateway gives up on it.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
     /// Forgets cached routes (after this process changed an endpoint). A
     /// reload under way cannot put an older answer back.
     pub fn forget_routes(&self) {
@@ -608,10 +624,20 @@ pub async fn proxy(
                 state.live.mark_suspect(replica);
                 state.live.forget_endpoint(e.id);
                 tried.push(replica);
-                if err.is_timeout() || Instant::now() >= deadline {
+                // The worker took the request and then went silent: not
+                // sent again (it may still be running there).
+                if err.is_timeout() && !err.is_connect() {
                     meter(504).record();
+                    return Err(ApiError::UpstreamTimeout(format!(
+                        "the worker sent nothing for {} s",
+                        state.live.read_timeout().as_secs()
+                    )));
+                }
+                // Unreachable: the next replica is tried until the deadline.
+                if Instant::now() >= deadline {
+                    meter(503).record();
                     return Err(ApiError::Unavailable(
-                        "the worker did not answer in time".into(),
+                        "no replica of this endpoint could be reached; retry shortly".into(),
                     ));
                 }
                 reread = Some(db::endpoints::routable(&state.db, e.id).await?);

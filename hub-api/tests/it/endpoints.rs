@@ -708,3 +708,117 @@ async fn the_hub_parses_the_control_plane_names() {
         .contains("\"translation\" is not supported"));
     server.stop().await;
 }
+
+/// A worker that takes a request and then goes silent: the gateway answers
+/// 504 `upstream_timeout` once its read timeout passes (not a 503, which says
+/// nothing could be reached), meters the call as a 504, and does not send
+/// the request again (it may still be running on that worker).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_worker_is_a_gateway_timeout() {
+    let mut t = TestState::new().await;
+    t.state.live = Arc::new(hub_api::gateway::Live::with_read_timeout(
+        Duration::from_millis(600),
+    ));
+    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
+    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
+        .await
+        .unwrap();
+    let server = Server::start(t.state.clone());
+    let hub = server.url.clone();
+    let http = reqwest::Client::new();
+    http.post(format!("{hub}/api/repos/create"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let body = hub_testkit::ndjson(
+        "m",
+        None,
+        &[hub_testkit::file_op(
+            "config.json",
+            br#"{"architectures":["BertModel"]}"#,
+        )],
+    );
+    http.post(format!("{hub}/api/models/solo/m/commit/main"))
+        .bearer_auth(&owner)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/solo"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "slow", "repository": "solo/m", "min_replicas": 1, "max_replicas": 1, "access": "public"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // The silent worker: reads each request, answers nothing, counts them.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wurl = format!("http://{}", listener.local_addr().unwrap());
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counted = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let counted = counted.clone();
+            held.push(tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        seen.clear();
+                    }
+                }
+            }));
+        }
+    });
+    let (w, _) = Worker::register(&hub, &wt, &wurl, 8 << 30).await;
+    let ep_url = format!("{hub}/api/v1/endpoints/solo/slow");
+    let mut version = 0;
+    for _ in 0..100 {
+        hub_api::scheduler::tick(&t.state).await.unwrap();
+        let a = w.poll(version).await;
+        version = a["version"].as_i64().unwrap();
+        if let Some(asg) = a["assignments"].as_array().and_then(|l| l.first()) {
+            w.heartbeat(json!([{"assignment_id": asg["assignment_id"], "status": "running"}]))
+                .await;
+            break;
+        }
+    }
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "running"
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let r = http
+        .post(format!("{hub}/endpoints/solo/slow/v1/embeddings"))
+        .json(&json!({"input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 504);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "upstream_timeout", "{v}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "sent once, not again");
+    // Metered as what the client got.
+    t.state.live.flush_usage(&t.state.db).await;
+    let statuses: Vec<(i32,)> = sqlx::query_as("SELECT status FROM usage_records")
+        .fetch_all(&t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(statuses, vec![(504,)]);
+    server.stop().await;
+}
