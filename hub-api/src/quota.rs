@@ -111,6 +111,107 @@ async fn usage_inner(
     Ok(r.get(0))
 }
 
+/// How long a summed usage ([`usage_cached`]) is trusted before the
+/// namespace is summed again (bounding how long pending bytes of commits in
+/// flight, counted when summed and again when committed, keep it too high).
+const USAGE_MAX_AGE_S: i64 = 60;
+
+/// The namespace's usage for a check under [`lock_namespace`] (the caller
+/// holds it): the row of `namespace_usage` if it is under a minute old, else
+/// summed now ([`usage`]) and recorded. Never lower than [`usage`] (see the
+/// migration that made the table), so admitting growth against it never
+/// passes the quota. Answers the bytes and when they were summed.
+pub async fn usage_cached(
+    tx: &mut PgConnection,
+    namespace_id: i64,
+) -> sqlx::Result<(i64, chrono::DateTime<chrono::Utc>)> {
+    if let Some(r) = recorded_usage(&mut *tx, namespace_id).await? {
+        return Ok(r);
+    }
+    let bytes = usage(&mut *tx, namespace_id).await?;
+    let (at,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("SELECT now()").fetch_one(&mut *tx).await?;
+    record_usage(tx, namespace_id, bytes, at).await?;
+    Ok((bytes, at))
+}
+
+/// The namespace's recorded usage if it is under [`USAGE_MAX_AGE_S`] old.
+async fn recorded_usage(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+) -> sqlx::Result<Option<(i64, chrono::DateTime<chrono::Utc>)>> {
+    sqlx::query_as(
+        "SELECT bytes, computed_at FROM namespace_usage
+          WHERE namespace_id = $1 AND computed_at > now() - make_interval(secs => $2)",
+    )
+    .bind(namespace_id)
+    .bind(USAGE_MAX_AGE_S as f64)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether any of the blobs `shas` is stored through Xet (counted by its
+/// xorbs, so [`link_growth`] does not apply).
+pub async fn any_xet_blob(db: impl PgExecutor<'_>, shas: &[&str]) -> sqlx::Result<bool> {
+    let (any,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = ANY($1) AND xet_file IS NOT NULL)",
+    )
+    .bind(shas)
+    .fetch_one(db)
+    .await?;
+    Ok(any)
+}
+
+/// Records `bytes` as the namespace's usage summed at `at` (under
+/// [`lock_namespace`]).
+pub async fn record_usage(
+    tx: &mut PgConnection,
+    namespace_id: i64,
+    bytes: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO namespace_usage (namespace_id, bytes, computed_at) VALUES ($1, $2, $3)
+         ON CONFLICT (namespace_id) DO UPDATE SET bytes = EXCLUDED.bytes, computed_at = EXCLUDED.computed_at",
+    )
+    .bind(namespace_id)
+    .bind(bytes)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// What linking `blobs` (sha256, size; stored whole, not through Xet) to a
+/// repo of the namespace adds to its usage: the sizes of those no repo of the
+/// namespace links yet. Pending rows and upload sessions are not taken as
+/// counted (the cached usage may not hold them), so this is never too low.
+/// One indexed lookup per blob.
+pub async fn link_growth(
+    db: impl PgExecutor<'_>,
+    namespace_id: i64,
+    blobs: &[(String, i64)],
+) -> sqlx::Result<i64> {
+    let shas: Vec<&str> = blobs.iter().map(|(s, _)| s.as_str()).collect();
+    let sizes: Vec<i64> = blobs.iter().map(|(_, z)| *z).collect();
+    let (grown,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(SUM(x.size), 0)::bigint FROM (
+           SELECT DISTINCT ON (sha256) sha256, size FROM UNNEST($2::text[], $3::bigint[]) AS u(sha256, size)
+            ORDER BY sha256, size DESC
+         ) x
+         WHERE NOT EXISTS (SELECT 1 FROM repo_blobs s JOIN repos r ON r.id = s.repo_id
+                            WHERE s.sha256 = x.sha256 AND r.namespace_id = $1)
+           AND NOT EXISTS (SELECT 1 FROM repo_lfs_objects l JOIN repos r ON r.id = l.repo_id
+                            WHERE l.sha256 = x.sha256 AND r.namespace_id = $1)",
+    )
+    .bind(namespace_id)
+    .bind(&shas)
+    .bind(&sizes)
+    .fetch_one(db)
+    .await?;
+    Ok(grown)
+}
+
 /// Room for a xorb about to be stored for `namespace_id` (its stored size),
 /// checked and reserved under [`lock_namespace`] before the object is
 /// written, so concurrent uploads cannot both take the last room. A xorb the
@@ -286,6 +387,11 @@ pub async fn headroom(state: &AppState, namespace_id: i64) -> ApiResult<Option<(
     let Some(limit) = limit(state, &mut conn, namespace_id).await? else {
         return Ok(None);
     };
-    let used = usage(&mut *conn, namespace_id).await?;
+    // The recorded usage when fresh (never lower than the sum; the commit
+    // checks again under the lock).
+    let used = match recorded_usage(&mut *conn, namespace_id).await? {
+        Some((bytes, _)) => bytes,
+        None => usage(&mut *conn, namespace_id).await?,
+    };
     Ok(Some((used, limit)))
 }

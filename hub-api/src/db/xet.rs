@@ -150,6 +150,11 @@ pub async fn register_shard(
     xorbs: &[(XetHash, Vec<u32>)],
     dedup_chunks: &[XetHash],
 ) -> sqlx::Result<()> {
+    // Linking files to the repo changes the namespace's usage: under its
+    // quota lock, as every change a quota check could miss is made.
+    if files.iter().any(|f| f.sha256.is_some()) {
+        crate::quota::lock_namespace(&mut *tx, namespace_id).await?;
+    }
     for f in files {
         let fh = raw(&f.hash);
         sqlx::query(

@@ -217,6 +217,45 @@ async fn read_stored(state: &AppState, f: &WorkFile) -> ApiResult<Option<Bytes>>
     ))
 }
 
+/// A commit's storage-quota check, read before its links are made.
+enum QuotaCheck {
+    /// Blobs stored whole: the namespace's recorded usage (summed at `at`)
+    /// and the bytes of the blobs the commit links that no repo of the
+    /// namespace links yet.
+    Grown {
+        limit: i64,
+        before: i64,
+        at: chrono::DateTime<chrono::Utc>,
+        grown: i64,
+    },
+    /// Some blob is stored through Xet: the namespace summed before.
+    Summed { limit: i64, before: i64 },
+}
+
+/// The first half of a commit's quota check, under the namespace's lock and
+/// before `stored` (sha256, size, LFS) is linked.
+async fn quota_before(
+    tx: &mut sqlx::PgConnection,
+    namespace_id: i64,
+    limit: i64,
+    stored: &[(String, i64, bool)],
+) -> ApiResult<QuotaCheck> {
+    let shas: Vec<&str> = stored.iter().map(|s| s.0.as_str()).collect();
+    if crate::quota::any_xet_blob(&mut *tx, &shas).await? {
+        let before = crate::quota::usage(&mut *tx, namespace_id).await?;
+        return Ok(QuotaCheck::Summed { limit, before });
+    }
+    let (before, at) = crate::quota::usage_cached(&mut *tx, namespace_id).await?;
+    let blobs: Vec<(String, i64)> = stored.iter().map(|s| (s.0.clone(), s.1)).collect();
+    let grown = crate::quota::link_growth(&mut *tx, namespace_id, &blobs).await?;
+    Ok(QuotaCheck::Grown {
+        limit,
+        before,
+        at,
+        grown,
+    })
+}
+
 /// The identity commits are written with.
 fn signature(p: &Principal, now: i64) -> Signature {
     Signature {
@@ -589,18 +628,32 @@ async fn commit_claiming(
     if !stored.is_empty() {
         if let Some(limit) = crate::quota::limit(state, &mut tx, repo.namespace_id).await? {
             crate::quota::lock_namespace(&mut tx, repo.namespace_id).await?;
-            quota = Some((
-                limit,
-                crate::quota::usage(&mut *tx, repo.namespace_id).await?,
-            ));
+            quota = Some(quota_before(&mut tx, repo.namespace_id, limit, &stored).await?);
         }
     }
     db::lfs::record_stored(&mut tx, repo.id, &stored).await?;
-    if let Some((limit, before)) = quota {
-        let after = crate::quota::usage(&mut *tx, repo.namespace_id).await?;
-        if after > limit && after > before {
-            return Err(crate::quota::exceeded(before, limit, after - before));
+    match quota {
+        // Blobs stored whole: the recorded usage plus what this commit links
+        // anew, recorded again (the links just made dropped the row).
+        Some(QuotaCheck::Grown {
+            limit,
+            before,
+            at,
+            grown,
+        }) => {
+            if grown > 0 && before + grown > limit {
+                return Err(crate::quota::exceeded(before, limit, grown));
+            }
+            crate::quota::record_usage(&mut tx, repo.namespace_id, before + grown, at).await?;
         }
+        // Xet-stored blobs count by their xorbs: summed before and after.
+        Some(QuotaCheck::Summed { limit, before }) => {
+            let after = crate::quota::usage(&mut *tx, repo.namespace_id).await?;
+            if after > limit && after > before {
+                return Err(crate::quota::exceeded(before, limit, after - before));
+            }
+        }
+        None => {}
     }
     db::git::insert_commit(
         &mut tx,

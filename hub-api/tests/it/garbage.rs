@@ -824,3 +824,138 @@ async fn bulk_commits_store_every_file_and_refused_ones_leave_nothing() {
     assert_eq!(count(&t, "SELECT count(*) FROM pending_objects").await, 0);
     assert!(files_under(&staging).is_empty());
 }
+
+/// The usage a commit checks its quota against is recorded and moved by
+/// what each commit links anew, instead of summed three times per commit
+/// (which grew with the namespace). It must never be below the true sum
+/// (that would let a tenant past its quota): checked after every step here,
+/// including the changes that bypass commits (an LFS upload session, a repo
+/// deleted or moved), which drop the record so the next check sums again.
+#[actix_web::test]
+async fn recorded_usage_is_never_below_the_sum() {
+    let mut t = TestState::new().await;
+    unlimited(&mut t);
+    let (_, root) = t.user("root", true, &["admin", "write"]).await;
+    let (alice_id, alice) = t.user("alice", false, &["write", "read"]).await;
+    t.org("acme", alice_id).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    create_repo(&app, &alice, "alice/n", false).await;
+    set_quota(&app, &root, "alice", 10_000).await;
+    let ns = hub_api::db::namespaces::by_name(&t.state.db, "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let recorded = || async {
+        sqlx::query_as::<_, (i64,)>("SELECT bytes FROM namespace_usage WHERE namespace_id = $1")
+            .bind(ns)
+            .fetch_optional(&t.state.db)
+            .await
+            .unwrap()
+            .map(|r| r.0)
+    };
+    let sum = || async { hub_api::quota::usage(&t.state.db, ns).await.unwrap() };
+    let check = |step: &'static str| async move {
+        let (r, s) = (recorded().await, sum().await);
+        assert!(r.is_none_or(|r| r >= s), "{step}: recorded {r:?} < sum {s}");
+        (r, s)
+    };
+    let commit_ok = |repo: &'static str, files: Vec<(String, Vec<u8>)>| {
+        let app = &app;
+        let alice = alice.clone();
+        async move {
+            let ops: Vec<_> = files.iter().map(|(p, c)| file_op(p, c)).collect();
+            let (st, v) = commit(app, &alice, repo, ndjson("c", None, &ops)).await;
+            (st, v)
+        }
+    };
+
+    // What the repos' first commits (.gitattributes) take.
+    let base = sum().await;
+    // Commits record the sum, then move it by what they link anew: new
+    // content counts, content the namespace already links does not (in the
+    // same repo or another), overwrites and deletions keep the links.
+    let (st, _) = commit_ok(
+        "alice/m",
+        vec![
+            ("a".into(), content(1, 1000)),
+            ("b".into(), content(2, 500)),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (r, s) = check("first commit").await;
+    assert_eq!(r, Some(s));
+    assert_eq!(s, base + 1500);
+    let (st, _) = commit_ok(
+        "alice/m",
+        vec![
+            ("c".into(), content(3, 700)),
+            ("a2".into(), content(1, 1000)),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (r, s) = check("new and duplicate content").await;
+    assert_eq!((r, s), (Some(base + 2200), base + 2200));
+    let (st, _) = commit_ok("alice/n", vec![("same-as-b".into(), content(2, 500))]).await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        check("content another repo links").await,
+        (Some(2200), 2200)
+    );
+
+    // The recorded usage refuses like the sum.
+    let room = 10_000 - base - 2200;
+    let (st, v) = commit_ok(
+        "alice/m",
+        vec![("big".into(), content(4, room as usize + 1))],
+    )
+    .await;
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["code"], "quota_exceeded");
+    assert_eq!(check("refused").await, (Some(base + 2200), base + 2200));
+    let (st, _) = commit_ok("alice/m", vec![("fits".into(), content(5, room as usize))]).await;
+    assert_eq!(st, 200);
+    assert_eq!(check("filled").await, (Some(10_000), 10_000));
+    let (st, v) = commit_ok("alice/m", vec![("one-more".into(), content(6, 1))]).await;
+    assert_eq!(st, 413, "{v}");
+
+    // An LFS upload session drops the record; the next commit sums again.
+    set_quota(&app, &root, "alice", 1_000_000).await;
+    let big = content(7, 4096);
+    let (st, _) = batch_upload(&app, &alice, "alice/m", &sha_hex(&big), big.len()).await;
+    assert_eq!(st, 200);
+    assert_eq!(check("lfs session").await.0, None);
+    let (st, _) = commit_ok("alice/m", vec![("d".into(), content(8, 10))]).await;
+    assert_eq!(st, 200);
+    let (r, s) = check("after the session").await;
+    assert_eq!(r, Some(s));
+    assert_eq!(s, 10_000 + 4096 + 10);
+
+    // A deleted repo and a moved one drop it too.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/repos/delete")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "n", "organization": "alice"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(check("repo deleted").await.0, None);
+    let (st, _) = commit_ok("alice/m", vec![("e".into(), content(9, 10))]).await;
+    assert_eq!(st, 200);
+    assert!(check("after the delete").await.0.is_some());
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/move")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"fromRepo": "alice/m", "toRepo": "acme/m", "type": "model"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(check("repo moved away").await, (None, 0));
+}

@@ -273,6 +273,12 @@ pub async fn move_repo(
         access::Standing::load_namespace(&state.db, Some(p), &to_ns, "namespace").await?;
     access::decide(Some(p), &standing, access::Action::CreateRepo)?;
     let mut tx = state.db.begin().await?;
+    // The move changes both namespaces' usage: under their quota locks (in
+    // id order), so no quota check in either runs on a usage from before it.
+    let locks: std::collections::BTreeSet<i64> = [ctx.repo.namespace_id, to_ns.id].into();
+    for ns in locks {
+        crate::quota::lock_namespace(&mut tx, ns).await?;
+    }
     let r = sqlx::query(
         "UPDATE repos SET namespace_id = $2, name = $3, last_modified = now() WHERE id = $1",
     )
