@@ -10,6 +10,10 @@
 #      Xet-stored file (reassembled by the hub) vs of a plain blob, and the
 #      second upload of a checkpoint with 10 % of its tensors changed: bytes
 #      sent and bytes the store grew, Xet vs LFS.
+# Commits and listings at repo scale (issue 17) have their own scripts:
+#   scripts/bench/commits.sh (1-file commits at 1k/10k/100k files, a 10,000-file
+#   commit against git), listing.sh (tree pages, paths-info, resolve at 120k
+#   files) and large_folder.sh (upload_folder of 100,000 files).
 # Usage: scripts/bench/registry.sh [SIZE_MIB]   (default 1024)
 # Installs nginx with apt and oha with cargo when missing. Prints a Markdown report.
 #   HUB_BIN=path/to/hub-api to skip the release build.
