@@ -2,7 +2,9 @@
 # Commit cost against repo size (issue 17), in one run on loopback:
 #   1. latency of a 1-file commit with 1k, 10k and 100k files already in the
 #      repo (files in folders of 1,000: data/NNN/i.txt), p50 and p90 of RUNS
-#   2. one commit of 10,000 small inline files vs `git add -A` + `git commit`
+#   2. the same at the largest size once the namespace has a storage quota
+#      (a commit then checks the namespace's usage; QUOTA=0 skips it)
+#   3. one commit of 10,000 small inline files vs `git add -A` + `git commit`
 #      of the same files in a local repository
 # Usage: scripts/bench/commits.sh [SIZES...]   (default 1000 10000 100000)
 #   HUB_BIN=path/to/hub-api to use a built binary (else a release build).
@@ -17,8 +19,10 @@ export RUNS=${RUNS:-15}
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 hub_start --no-worker --http-workers 2
 hub_admin create-user bench >/dev/null
-export HUB_URL TOKEN
+hub_admin create-user root --admin >/dev/null
+export HUB_URL TOKEN ROOT_TOKEN
 TOKEN=$(hub_admin create-token bench --scopes read,write)
+ROOT_TOKEN=$(hub_admin create-token root --scopes read,write,admin)
 export BENCH_WORK="$HUB_WORK"
 python3 - "${SIZES[@]}" <<'PY'
 import base64, json, os, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -26,9 +30,9 @@ import base64, json, os, statistics, subprocess, sys, tempfile, time, urllib.req
 URL, TOKEN, RUNS = os.environ["HUB_URL"], os.environ["TOKEN"], int(os.environ["RUNS"])
 sizes = [int(s) for s in sys.argv[1:]]
 
-def call(path, body, ctype):
-    req = urllib.request.Request(URL + path, data=body, method="POST", headers={
-        "Authorization": "Bearer " + TOKEN, "Content-Type": ctype})
+def call(path, body, ctype, method="POST", token=TOKEN):
+    req = urllib.request.Request(URL + path, data=body, method=method, headers={
+        "Authorization": "Bearer " + token, "Content-Type": ctype})
     with urllib.request.urlopen(req, timeout=3600) as r:
         return json.load(r)
 
@@ -51,6 +55,15 @@ def commit(repo, files):
 def path(i):
     return f"data/{i // 1000:03d}/{i}.txt"
 
+def one_file_p50(n, tag):
+    """p50 and p90 (ms) of RUNS 1-file commits into the folders of a repo of n files."""
+    times = []
+    for k in range(RUNS):
+        i = (k * 7919) % n
+        times.append(commit("grow", [(f"data/{i // 1000:03d}/{tag}-{n}-{k}.txt", f"{tag} {n} {k}\n".encode())]))
+    times.sort()
+    return statistics.median(times) * 1000, times[int(len(times) * 0.9) - 1] * 1000
+
 # 1. 1-file commits against repo size.
 create("grow")
 have, rows = 0, []
@@ -64,16 +77,22 @@ for n in sizes:
     for k in range(3):
         commit("grow", [(f"warm/{n}-{k}.txt", b"w\n")])
         have += 1
-    times = []
-    for k in range(RUNS):
-        i = (k * 7919) % n
-        times.append(commit("grow", [(f"data/{i // 1000:03d}/new-{n}-{k}.txt", f"new {n} {k}\n".encode())]))
-        have += 1
-    times.sort()
-    rows.append((n, statistics.median(times) * 1000, times[int(len(times) * 0.9) - 1] * 1000))
+    rows.append((n, *one_file_p50(n, "new")))
+    have += RUNS
     print(f"# {n} files: p50 {rows[-1][1]:.1f} ms, p90 {rows[-1][2]:.1f} ms", file=sys.stderr, flush=True)
 
-# 2. A bulk commit of 10,000 files vs git (BULK=0 skips it).
+# 2. The largest size again, with a storage quota on the namespace.
+quota_row = None
+if os.environ.get("QUOTA", "1") != "0":
+    call("/api/v1/namespaces/bench/quota", json.dumps({"storage_bytes": 10**12}).encode(),
+         "application/json", method="PUT", token=os.environ["ROOT_TOKEN"])
+    commit("grow", [("warm/quota.txt", b"q\n")])
+    quota_row = one_file_p50(sizes[-1], "quota")
+    call("/api/v1/namespaces/bench/quota", json.dumps({"storage_bytes": None}).encode(),
+         "application/json", method="PUT", token=os.environ["ROOT_TOKEN"])
+    print(f"# {sizes[-1]} files with a quota: p50 {quota_row[0]:.1f} ms, p90 {quota_row[1]:.1f} ms", file=sys.stderr, flush=True)
+
+# 3. A bulk commit of 10,000 files vs git (BULK=0 skips it).
 def bulk(n):
     files = [(path(i), f"file {i}\n".encode()) for i in range(n)]
     create("bulk")
@@ -96,6 +115,8 @@ print("| files in the repo | 1-file commit p50 | p90 |")
 print("|---|---|---|")
 for n, p50, p90 in rows:
     print(f"| {n:,} | {p50:.1f} ms | {p90:.1f} ms |")
+if quota_row:
+    print(f"| {sizes[-1]:,}, namespace with a storage quota | {quota_row[0]:.1f} ms | {quota_row[1]:.1f} ms |")
 print(f"\n1-file commit p50, {rows[-1][0]:,} vs {rows[0][0]:,} files: **{rows[-1][1] / rows[0][1]:.2f}x** (goal <= 1.2x, p50 < 20 ms)\n")
 if os.environ.get("BULK", "1") != "0":
     N = 10_000
