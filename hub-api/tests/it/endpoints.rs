@@ -140,6 +140,55 @@ async fn scheduler_until<F: Fn(&Value) -> bool>(
     panic!("condition never held: {v}");
 }
 
+/// A hub serving user `solo` (read/write token `owner`, worker token
+/// `worker_token`) with a model repo `solo/m` holding a BERT `config.json`.
+struct Solo {
+    server: Server,
+    hub: String,
+    http: reqwest::Client,
+    owner: String,
+    worker_token: String,
+}
+
+impl Solo {
+    async fn start(t: &TestState) -> Self {
+        let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
+        let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
+            .await
+            .unwrap();
+        let server = Server::start(t.state.clone());
+        let hub = server.url.clone();
+        let http = reqwest::Client::new();
+        http.post(format!("{hub}/api/repos/create"))
+            .bearer_auth(&owner)
+            .json(&json!({"name": "m"}))
+            .send()
+            .await
+            .unwrap();
+        let body = hub_testkit::ndjson(
+            "m",
+            None,
+            &[hub_testkit::file_op(
+                "config.json",
+                br#"{"architectures":["BertModel"]}"#,
+            )],
+        );
+        http.post(format!("{hub}/api/models/solo/m/commit/main"))
+            .bearer_auth(&owner)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Solo {
+            server,
+            hub,
+            http,
+            owner,
+            worker_token: wt,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn endpoint_lifecycle_gateway_usage_and_isolation() {
     let t = TestState::new().await;
@@ -542,33 +591,13 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_to_zero_and_wake_on_request() {
     let t = TestState::new().await;
-    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
-    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
-        .await
-        .unwrap();
-    let server = Server::start(t.state.clone());
-    let hub = server.url.clone();
-    let http = reqwest::Client::new();
-    http.post(format!("{hub}/api/repos/create"))
-        .bearer_auth(&owner)
-        .json(&json!({"name": "m"}))
-        .send()
-        .await
-        .unwrap();
-    let body = hub_testkit::ndjson(
-        "m",
-        None,
-        &[hub_testkit::file_op(
-            "config.json",
-            br#"{"architectures":["BertModel"]}"#,
-        )],
-    );
-    http.post(format!("{hub}/api/models/solo/m/commit/main"))
-        .bearer_auth(&owner)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
     let r = http.post(format!("{hub}/api/v1/endpoints/solo")).bearer_auth(&owner)
         .json(&json!({"name": "cold", "repository": "solo/m", "min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 10, "access": "public"}))
         .send().await.unwrap();
@@ -627,33 +656,13 @@ async fn scale_to_zero_and_wake_on_request() {
 #[actix_web::test]
 async fn the_hub_parses_the_control_plane_names() {
     let t = TestState::new().await;
-    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
-    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
-        .await
-        .unwrap();
-    let server = Server::start(t.state.clone());
-    let hub = server.url.clone();
-    let http = reqwest::Client::new();
-    http.post(format!("{hub}/api/repos/create"))
-        .bearer_auth(&owner)
-        .json(&json!({"name": "m"}))
-        .send()
-        .await
-        .unwrap();
-    let body = hub_testkit::ndjson(
-        "m",
-        None,
-        &[hub_testkit::file_op(
-            "config.json",
-            br#"{"architectures":["BertModel"]}"#,
-        )],
-    );
-    http.post(format!("{hub}/api/models/solo/m/commit/main"))
-        .bearer_auth(&owner)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
     let r = http
         .post(format!("{hub}/api/v1/endpoints/solo"))
         .bearer_auth(&owner)
@@ -719,33 +728,13 @@ async fn a_silent_worker_is_a_gateway_timeout() {
     t.state.live = Arc::new(hub_api::gateway::Live::with_read_timeout(
         Duration::from_millis(600),
     ));
-    let (uid, owner) = t.user("solo", false, &["read", "write"]).await;
-    let (_, wt) = hub_api::admin::create_token(&t.state.db, uid, "w", &["worker".into()], None)
-        .await
-        .unwrap();
-    let server = Server::start(t.state.clone());
-    let hub = server.url.clone();
-    let http = reqwest::Client::new();
-    http.post(format!("{hub}/api/repos/create"))
-        .bearer_auth(&owner)
-        .json(&json!({"name": "m"}))
-        .send()
-        .await
-        .unwrap();
-    let body = hub_testkit::ndjson(
-        "m",
-        None,
-        &[hub_testkit::file_op(
-            "config.json",
-            br#"{"architectures":["BertModel"]}"#,
-        )],
-    );
-    http.post(format!("{hub}/api/models/solo/m/commit/main"))
-        .bearer_auth(&owner)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
     let r = http
         .post(format!("{hub}/api/v1/endpoints/solo"))
         .bearer_auth(&owner)
