@@ -959,3 +959,35 @@ async fn recorded_usage_is_never_below_the_sum() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(check("repo moved away").await, (None, 0));
 }
+
+/// A commit over the operation limit is refused when the first operation
+/// past it is read (not after the whole payload was applied), and the files
+/// stored before that line are given back.
+#[actix_web::test]
+async fn too_many_operations_are_refused_as_they_are_read() {
+    let mut t = TestState::new().await;
+    unlimited(&mut t);
+    t.state.limits.commit_ops = 100;
+    let (_, alice) = t.user("alice", false, &["write", "read"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    let before = stored_blobs(&t);
+    let ops: Vec<_> = (0..150u32)
+        .map(|i| file_op(&format!("f{i}.txt"), &content(5_000 + i, 30)))
+        .collect();
+    let (st, v) = commit(&app, &alice, "alice/m", ndjson("many", None, &ops)).await;
+    assert_eq!(st, 413, "{v}");
+    assert_eq!(v["code"], "payload_too_large");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100 operations"),
+        "{v}"
+    );
+    assert_eq!(stored_blobs(&t), before);
+    assert_eq!(count(&t, "SELECT count(*) FROM pending_objects").await, 0);
+    // At the limit it commits.
+    let (st, v) = commit(&app, &alice, "alice/m", ndjson("many", None, &ops[..100])).await;
+    assert_eq!(st, 200, "{v}");
+}
