@@ -214,6 +214,21 @@ pub fn push_visible_to(b: &mut QueryBuilder<'_, sqlx::Postgres>, viewer: Option<
     }
 }
 
+/// The `LIKE` pattern matching strings that contain `s` literally (`%`,
+/// `_` and the escape `\` in `s` match only themselves).
+pub fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<RepoRow>> {
     let mut b = QueryBuilder::new(format!(
         "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.repo_type = "
@@ -221,10 +236,11 @@ pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<Re
     b.push_bind(&q.repo_type);
     push_visible_to(&mut b, q.viewer);
     for s in &q.search {
-        // Search matches the full id "ns/name" (case-insensitive substring).
-        b.push(" AND strpos(lower(n.name || '/' || r.name), lower(");
-        b.push_bind(s.clone());
-        b.push(")) > 0");
+        // Search matches the full id "ns/name" (case-insensitive substring),
+        // kept lower-cased in `search_key` under a trigram index.
+        b.push(" AND r.search_key LIKE lower(");
+        b.push_bind(contains_pattern(s));
+        b.push(")");
     }
     if let Some(a) = &q.author {
         b.push(" AND lower(n.name) = lower(");

@@ -799,6 +799,91 @@ async fn privacy_branches_tags_and_history() {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// `search=` is a case-insensitive substring of "namespace/name", served by
+/// a trigram index on the repo's `search_key`: `%`, `_` and `\\` in the search
+/// are literal, a moved repo is found by its new id only, and the index is
+/// what the planner can use (checked with sequential scans off).
+#[actix_web::test]
+async fn search_is_a_literal_substring_served_by_the_trigram_index() {
+    let t = TestState::new().await;
+    let (_, tok) = t.user("Searcher", false, &["write", "read"]).await;
+    let app = app(&t.state).await;
+    for name in ["a_b", "axb", "Mixed.Case-1", "plain"] {
+        create_repo(&app, &tok, name, false).await;
+    }
+    let ids = |b: &[u8]| -> Vec<String> {
+        let mut v: Vec<String> = json_of(b)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    for (q, want) in [
+        ("a_b", vec!["Searcher/a_b"]),
+        ("SEARCHER/A_", vec!["Searcher/a_b"]),
+        ("a%25b", vec![]),
+        ("%25", vec![]),
+        ("%5C", vec![]),
+        ("mixed.case", vec!["Searcher/Mixed.Case-1"]),
+        ("r/p", vec!["Searcher/plain"]),
+        (
+            "",
+            vec![
+                "Searcher/Mixed.Case-1",
+                "Searcher/a_b",
+                "Searcher/axb",
+                "Searcher/plain",
+            ],
+        ),
+    ] {
+        let (st, _, b) = send!(
+            app,
+            TestRequest::get().uri(&format!("/api/models?search={q}"))
+        );
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(ids(&b), want, "search={q}");
+    }
+    // A move changes what finds the repo.
+    let (st, _, b) = send!(
+        app,
+        TestRequest::post()
+            .uri("/api/repos/move")
+            .insert_header(bearer(&tok))
+            .set_json(
+                json!({"fromRepo": "Searcher/plain", "toRepo": "Searcher/renamed", "type": "model"})
+            )
+    );
+    assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let (_, _, b) = send!(app, TestRequest::get().uri("/api/models?search=plain"));
+    assert!(ids(&b).is_empty());
+    let (_, _, b) = send!(app, TestRequest::get().uri("/api/models?search=renam"));
+    assert_eq!(ids(&b), vec!["Searcher/renamed"]);
+    // The planner can answer a substring search from the index.
+    let mut conn = t.state.db.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<(String,)> = sqlx::query_as(
+        "EXPLAIN SELECT id FROM repos r WHERE r.search_key LIKE lower('%cher/mix%')",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("repos_search_trgm")),
+        "{plan:#?}"
+    );
+    sqlx::query("RESET enable_seqscan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
 #[actix_web::test]
 async fn list_search_and_pagination() {
     let t = TestState::new().await;
