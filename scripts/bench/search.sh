@@ -26,13 +26,13 @@ export PSQL="$PSQL_BIN -h $HUB_WORK/hub/pg-run -U postgres -d paddock -qAt"
 
 echo "seeding $N repos" >&2
 started=$(date +%s)
-$PSQL <<SQL
+$PSQL -v ON_ERROR_STOP=1 <<SQL
 INSERT INTO namespaces (name, kind) SELECT 'org-' || lpad(g::text, 4, '0'), 'org' FROM generate_series(0, ($N - 1) / 1000) g;
 INSERT INTO repos (namespace_id, name, repo_type, private, downloads, likes, pipeline_tag, last_modified)
 SELECT n.id,
        (ARRAY['llama','qwen','mistral','gemma','phi','bert','roberta','whisper','clip','t5','gpt2','falcon'])[1 + g % 12]
          || '-' || (ARRAY['7b','13b','small','base','large','mini'])[1 + (g / 12) % 6] || '-' || g,
-       'model', g % 10 = 0, (g * 7919) % 100000, (g * 104729) % 5000,
+       'model', g % 10 = 0, (g::bigint * 7919) % 100000, (g::bigint * 104729) % 5000,
        (ARRAY['text-generation','feature-extraction','text-classification','automatic-speech-recognition'])[1 + g % 4],
        now() - make_interval(secs => g)
 FROM generate_series(0, $N - 1) g
@@ -81,7 +81,8 @@ cases = [
     ("a family and size (1/72)", "search=qwen-7b", "qwen-7b"),
     ("a family (1/12)", "search=gemma", "gemma"),
     ("no match", "search=nonexistent-model", "nonexistent-model"),
-    ("two letters", "search=zz", "zz"),
+    ("two letters, no match", "search=zz", "zz"),
+    ("two letters (1/4 of repos)", "search=b-", "b-"),
 ]
 print(f"## Repo search, {N:,} repos ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {RUNS} calls each)\n")
 print("| query | results | API p50 | API p99 | database: trigram index | database: substring scan (before) | scan / index |")

@@ -829,6 +829,8 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
         ("%5C", vec![]),
         ("mixed.case", vec!["Searcher/Mixed.Case-1"]),
         ("r/p", vec!["Searcher/plain"]),
+        ("XB", vec!["Searcher/axb"]),
+        ("_", vec!["Searcher/a_b"]),
         (
             "",
             vec![
