@@ -1221,20 +1221,26 @@ async fn discard_staged(staged: StagedBlobs) {
     }
 }
 
+/// `items` cut into at most [`BULK_THREADS`] runs of about equal length, one
+/// per thread of a `syncfs` batch.
+fn bulk_shares<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let per = items.len().div_ceil(BULK_THREADS).max(1);
+    let mut items = items.into_iter().peekable();
+    let mut out = Vec::new();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(per).collect());
+    }
+    out
+}
+
 /// The `syncfs` path of [`Storage::stage_blobs`]: [`BULK_THREADS`] threads
 /// each write a share of the objects to staging files, then one `syncfs`.
 async fn stage_bulk(
     root: &Path,
     objects: Vec<(Sha256, Bytes)>,
 ) -> Result<StagedBlobs, StorageError> {
-    let per = objects.len().div_ceil(BULK_THREADS);
     let mut shares = Vec::new();
-    let mut objects = objects.into_iter();
-    loop {
-        let share: Vec<_> = objects.by_ref().take(per).collect();
-        if share.is_empty() {
-            break;
-        }
+    for share in bulk_shares(objects) {
         let root = root.to_path_buf();
         shares.push(blocking(move || {
             let mut out = Vec::with_capacity(share.len());
@@ -1280,14 +1286,8 @@ async fn stage_bulk(
 /// rename a share each, then one `syncfs` makes the names durable. A failed
 /// rename's staging file is removed; the others' are already gone.
 async fn promote_bulk(root: &Path, staged: Vec<StagedBlob>) -> Result<(), StorageError> {
-    let per = staged.len().div_ceil(BULK_THREADS).max(1);
     let mut shares = Vec::new();
-    let mut staged = staged.into_iter();
-    loop {
-        let share: Vec<_> = staged.by_ref().take(per).collect();
-        if share.is_empty() {
-            break;
-        }
+    for share in bulk_shares(staged) {
         shares.push(blocking(move || {
             let mut failure = None;
             for s in share {
