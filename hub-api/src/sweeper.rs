@@ -356,8 +356,8 @@ async fn release_chunk(state: &AppState, chunk: &[&Pending]) -> anyhow::Result<(
         .collect();
     // Bytes first: if the transaction then fails, the rows stay and the
     // collector finishes (deleting a missing object is not an error).
-    let deleted = futures::stream::iter(gone.iter().cloned())
-        .map(|s| async move { state.storage.delete_blob(&s).await })
+    let deleted = futures::stream::iter(&gone)
+        .map(|s| state.storage.delete_blob(s))
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;

@@ -1,7 +1,7 @@
 //! `POST /api/{type}s/{repo}/commit/{rev}`: the NDJSON commit, read line by
 //! line with bounded memory (a line, and inline files waiting to be stored in
 //! batches of at most 1,000 files or 16 MiB, as pending objects of the
-//! namespace; one batch is stored while the next is read). If the
+//! namespace). If the
 //! payload is refused, the files stored so far are released at once; the
 //! commit engine settles them otherwise.
 
@@ -48,32 +48,24 @@ const BATCH_FILES: usize = 1000;
 const BATCH_BYTES: usize = 16 << 20;
 
 /// The operations read so far. Inline files wait in `batch` (at most
-/// [`BATCH_FILES`] files or [`BATCH_BYTES`]) and are stored together, one
-/// batch at a time in the background while the next is read (so at most two
-/// batches are in memory); their slots in `ops` are filled when the batch is
-/// stored, so the order of the payload is kept.
+/// [`BATCH_FILES`] files or [`BATCH_BYTES`]) and are stored together; their
+/// slots in `ops` are filled when the batch is stored, so the order of the
+/// payload is kept.
 #[derive(Default)]
 struct Reader {
     ops: Vec<Option<Op>>,
     /// (slot in `ops`, path, bytes) of inline files not stored yet.
     batch: Vec<(usize, RepoPath, bytes::Bytes)>,
     batch_bytes: usize,
-    /// The batch being stored: its slots and its task.
-    storing: Option<(Vec<usize>, StoreTask)>,
 }
-
-/// A batch of inline files being stored.
-type StoreTask = tokio::task::JoinHandle<ApiResult<Vec<Op>>>;
 
 impl Reader {
     fn push(&mut self, op: Op) {
         self.ops.push(Some(op));
     }
 
-    /// Starts storing the waiting inline files, once the batch before them
-    /// is stored.
+    /// Stores the waiting inline files.
     async fn flush(&mut self, state: &AppState, namespace_id: i64) -> ApiResult<()> {
-        self.settle().await?;
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -81,22 +73,7 @@ impl Reader {
         self.batch_bytes = 0;
         let (slots, files): (Vec<usize>, Vec<_>) =
             batch.into_iter().map(|(i, p, b)| (i, (p, b))).unzip();
-        let state = state.clone();
-        let task =
-            tokio::spawn(async move { commit::store_inline(&state, namespace_id, files).await });
-        self.storing = Some((slots, task));
-        Ok(())
-    }
-
-    /// Waits for the batch being stored and fills its slots. A batch that
-    /// failed has released what it stored itself.
-    async fn settle(&mut self) -> ApiResult<()> {
-        let Some((slots, task)) = self.storing.take() else {
-            return Ok(());
-        };
-        let stored = task
-            .await
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("storing inline files: {e}")))??;
+        let stored = commit::store_inline(state, namespace_id, files).await?;
         for (i, op) in slots.into_iter().zip(stored) {
             self.ops[i] = Some(op);
         }
@@ -265,7 +242,6 @@ async fn read_payload(
         .await?;
     }
     ops.flush(state, namespace_id).await?;
-    ops.settle().await?;
     header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))
 }
 
@@ -332,9 +308,6 @@ pub async fn commit(
     let header = match read {
         Ok(h) => h,
         Err(e) => {
-            // The batch still being stored is settled first, so its files
-            // are released too.
-            let _ = reader.settle().await;
             crate::sweeper::release(&state, &commit::pending_of(&reader.stored())).await;
             return Err(e);
         }
