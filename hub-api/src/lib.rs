@@ -29,6 +29,7 @@ pub mod registry;
 pub mod routes;
 pub mod scheduler;
 pub mod server;
+pub mod sha256_state;
 pub mod signals;
 pub mod state;
 pub mod storage;

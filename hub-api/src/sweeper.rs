@@ -456,7 +456,15 @@ pub async fn sweep_once(state: &AppState, policy: &Policy) -> anyhow::Result<Swe
     }
 
     for s in db::lfs::expired_sessions(&state.db).await? {
-        state.storage.delete_parts(s.id).await;
+        match &s.store_upload {
+            Some(upload) => {
+                if s.completed_at.is_none() {
+                    state.storage.abort_parts(s.id, upload).await;
+                    state.storage.discard_parts_object(s.id).await;
+                }
+            }
+            None => state.storage.delete_parts(s.id).await,
+        }
         db::lfs::delete_session(&state.db, s.id).await?;
         out.sessions += 1;
     }
