@@ -1810,11 +1810,18 @@ mod tests {
             Arc::new(LocalFileSystem::new_with_prefix(fs.path()).unwrap()),
             "object_store LocalFileSystem",
         );
-        vec![
+        let mut all = vec![
             ("local", Storage::local(local.path()).unwrap(), Some(local)),
             ("memory", Storage::from_url("memory://").unwrap(), None),
             ("object_store over a directory", over_fs, Some(fs)),
-        ]
+        ];
+        // A real S3 server (tests/s3/run.sh starts Garage and sets this to
+        // its bucket): each test gets a prefix of its own.
+        if let Ok(url) = std::env::var("PADDOCK_TEST_S3_URL") {
+            let url = format!("{}/unit-{}", url.trim_end_matches('/'), Uuid::new_v4());
+            all.push(("s3", Storage::from_url(&url).unwrap(), None));
+        }
+        all
     }
 
     async fn nothing_in_flight(storage: &Storage, what: &str) {
