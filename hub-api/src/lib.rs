@@ -26,6 +26,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod refresh_cache;
 pub mod registry;
+pub mod resolve_cache;
 pub mod routes;
 pub mod scheduler;
 pub mod server;

@@ -95,6 +95,7 @@ pub async fn build_state(
         health: Arc::new(Health::new(reserve)),
         scheduler: Default::default(),
         facets: Default::default(),
+        resolved: Default::default(),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct AppState {
     pub scheduler: crate::scheduler::Nudge,
     /// The browse pages' filter choices, for a few seconds (see `dashboard::home`).
     pub facets: Arc<crate::dashboard::home::FacetsCache>,
+    /// What `/resolve` looked up, by keys that make it immutable (see `resolve_cache`).
+    pub resolved: Arc<crate::resolve_cache::ResolveCache>,
 }
 
 /// Tenancy settings and the per-process rate-limit buckets.

@@ -233,6 +233,7 @@ async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
         health: Default::default(),
         scheduler: Default::default(),
         facets: Default::default(),
+        resolved: Default::default(),
     }
 }
 

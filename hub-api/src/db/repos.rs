@@ -25,6 +25,9 @@ pub struct RepoRow {
     pub license: Option<String>,
     pub safetensors: Option<Json<serde_json::Value>>,
     pub used_storage: i64,
+    /// Bumped by the database whenever the repo's refs move or one of its LFS
+    /// objects is permanently removed (what `/resolve` may cache by).
+    pub resolve_version: i64,
 }
 
 impl RepoRow {
@@ -45,7 +48,7 @@ impl RepoRow {
     }
 }
 
-pub const REPO_COLS: &str = "r.id, r.namespace_id, n.name AS namespace, n.kind AS namespace_kind, r.name, r.repo_type, r.private, r.gated, r.created_at, r.last_modified, r.downloads, r.likes, r.card_data, r.tags, r.pipeline_tag, r.library_name, r.license, r.safetensors, r.used_storage";
+pub const REPO_COLS: &str = "r.id, r.namespace_id, n.name AS namespace, n.kind AS namespace_kind, r.name, r.repo_type, r.private, r.gated, r.created_at, r.last_modified, r.downloads, r.likes, r.card_data, r.tags, r.pipeline_tag, r.library_name, r.license, r.safetensors, r.used_storage, r.resolve_version";
 
 pub async fn find(
     db: impl PgExecutor<'_>,

@@ -22,6 +22,7 @@ mod hf_compat;
 mod listing;
 mod native_multipart;
 mod registry;
+mod resolve_cache;
 mod strict_inputs;
 mod tenancy;
 mod worktree;
