@@ -469,6 +469,11 @@ pub async fn sweep_once(state: &AppState, policy: &Policy) -> anyhow::Result<Swe
         out.sessions += 1;
     }
 
+    // Shared rate-limit buckets idle for an hour are full again: forget them.
+    sqlx::query("DELETE FROM rate_buckets WHERE at < now() - interval '1 hour'")
+        .execute(&state.db)
+        .await?;
+
     let cutoff = now - policy.pending_grace;
     loop {
         let stale = db::lfs::stale_pending(&state.db, cutoff, 500).await?;
