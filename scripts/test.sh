@@ -100,4 +100,7 @@ tests/browser/run.sh "$BIN/hub-api"
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml
 
+step "Kubernetes manifests (deploy/kubernetes, kubernetes-validate schemas)"
+"$VENV/bin/python" scripts/check-kubernetes.py deploy/kubernetes
+
 step "all tests passed"
