@@ -731,6 +731,13 @@ async fn complete_native(
         .map(|p| p.store_etag.clone().unwrap_or_default())
         .collect();
     if let Err(e) = state.storage.complete_parts(s.id, upload, etags).await {
+        // A concurrent completion may have joined them and finished.
+        if db::lfs::session(&state.db, s.id)
+            .await?
+            .is_some_and(|s| s.completed_at.is_some())
+        {
+            return Err(ApiError::UploadCompleted);
+        }
         // An earlier completion may have joined them and failed after.
         if state.storage.parts_object_size(s.id).await? != Some(s.size as u64) {
             if let Some(p) = parts.iter().find(|p| !p.clean) {
