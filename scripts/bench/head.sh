@@ -21,6 +21,7 @@ need hey hey
 need curl curl
 
 . scripts/lib/hub.sh
+. scripts/lib/nginx.sh
 [[ -n "${HUB_BIN:-}" ]] || hub_build release
 hub_on_exit '[[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null'
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
@@ -49,21 +50,7 @@ done
 
 mkdir -p "$WORK/nginx/www"
 printf '{"architectures": ["BertModel"], "hidden_size": 384}' > "$WORK/nginx/www/config.json"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:18090; root $WORK/nginx/www; }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-NGINX_PID=$!
-for _ in $(seq 1 50); do curl -sf -o /dev/null -I http://127.0.0.1:18090/config.json && break; sleep 0.1; done
+nginx_static "$WORK/nginx/www" 18090
 
 # run NAME URL [header]: hey's req/s, p50 and p99 (ms), after a 2 s warm-up;
 # fails unless every answer is 200.

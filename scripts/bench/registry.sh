@@ -34,6 +34,7 @@ if [[ -z "${ONLY_XET:-}" ]]; then
 fi
 
 . scripts/lib/hub.sh
+. scripts/lib/nginx.sh
 [[ -n "${HUB_BIN:-}" ]] || hub_build release
 hub_on_exit '[[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null'
 
@@ -86,22 +87,7 @@ printf '{"key":"header","value":{"summary":"bench"}}\n{"key":"lfsFile","value":{
 # --- 1. download through /resolve vs nginx -------------------------------
 mkdir -p "$WORK/nginx/www"
 ln "$FILE" "$WORK/nginx/www/weights.bin" 2>/dev/null || cp "$FILE" "$WORK/nginx/www/weights.bin"
-cat > "$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx; uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:18089; root $WORK/nginx/www; }
-}
-CONF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-NGINX_PID=$!
-sleep 1
+nginx_static "$WORK/nginx/www" 18089
 NGINX_TIMES=(); HUB_TIMES=()
 for _ in $(seq "$RUNS"); do
   t0=$(now); curl -sf -o /dev/null http://127.0.0.1:18089/weights.bin; t1=$(now); NGINX_TIMES+=("$(elapsed "$t0" "$t1")")

@@ -5,8 +5,10 @@
 //! joined object once; a joined object that does not verify starts over.
 //! The same routes run against a real S3 server (Garage) in `tests/s3/`.
 
+use crate::common::*;
+use crate::send;
 use actix_web::http::StatusCode;
-use actix_web::test::{call_service, read_body, TestRequest};
+use actix_web::test::TestRequest;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -153,20 +155,6 @@ impl MultipartStore for Counting {
     }
 }
 
-fn bearer(t: &str) -> (&'static str, String) {
-    ("Authorization", format!("Bearer {t}"))
-}
-
-macro_rules! send {
-    ($app:expr, $req:expr) => {{
-        let resp = call_service(&$app, $req.to_request()).await;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_body(resp).await;
-        (status, headers, body)
-    }};
-}
-
 const CHUNK: usize = 4096;
 
 async fn setup() -> (TestState, Arc<Counting>, String) {
@@ -193,14 +181,7 @@ fn local(url: &Value) -> String {
 }
 
 /// The batch's upload action for `bytes` (a new session each call).
-async fn batch<S>(app: &S, tok: &str, repo: &str, bytes: &[u8]) -> Value
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
+async fn batch(app: &impl App, tok: &str, repo: &str, bytes: &[u8]) -> Value {
     let sha = hex::encode(sha2::Sha256::digest(bytes));
     let body = json!({"operation": "upload", "transfers": ["basic", "multipart"],
                       "objects": [{"oid": sha, "size": bytes.len()}]});
@@ -217,14 +198,7 @@ where
     resp["objects"][0]["actions"]["upload"].clone()
 }
 
-async fn put_part<S>(app: &S, upload: &Value, n: usize, bytes: &[u8]) -> (StatusCode, String)
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
+async fn put_part(app: &impl App, upload: &Value, n: usize, bytes: &[u8]) -> (StatusCode, String) {
     let url = local(&upload["header"][n.to_string()]);
     let (st, h, _) = send!(
         app,
@@ -237,14 +211,12 @@ where
     (st, etag)
 }
 
-async fn complete<S>(app: &S, upload: &Value, sha: &str, etags: &[String]) -> (StatusCode, Value)
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
+async fn complete(
+    app: &impl App,
+    upload: &Value,
+    sha: &str,
+    etags: &[String],
+) -> (StatusCode, Value) {
     let parts: Vec<Value> = etags
         .iter()
         .enumerate()
@@ -260,14 +232,7 @@ where
 }
 
 /// Commits the uploaded object and reads it back through `/resolve`.
-async fn commit_and_read<S>(app: &S, tok: &str, repo: &str, bytes: &[u8]) -> Vec<u8>
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
+async fn commit_and_read(app: &impl App, tok: &str, repo: &str, bytes: &[u8]) -> Vec<u8> {
     let sha = hex::encode(sha2::Sha256::digest(bytes));
     let line = json!({"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": sha, "size": bytes.len()}});
     let (st, _, b) = send!(
@@ -286,14 +251,7 @@ where
     b.to_vec()
 }
 
-async fn new_repo<S>(app: &S, tok: &str, name: &str)
-where
-    S: actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse,
-        Error = actix_web::Error,
-    >,
-{
+async fn new_repo(app: &impl App, tok: &str, name: &str) {
     let (st, _, _) = send!(
         app,
         TestRequest::post()

@@ -4,25 +4,13 @@
 //! or moved, a branch deleted, an LFS object permanently removed) is seen by
 //! the other replica's very next request, with no notification in between.
 
+use crate::common::*;
+use crate::send;
 use actix_web::http::StatusCode;
-use actix_web::test::{call_service, read_body, TestRequest};
+use actix_web::test::TestRequest;
 use hub_testkit::{app, file_op, ndjson, TestState};
 use serde_json::json;
 use sha2::Digest;
-
-fn bearer(t: &str) -> (&'static str, String) {
-    ("Authorization", format!("Bearer {t}"))
-}
-
-macro_rules! send {
-    ($app:expr, $req:expr) => {{
-        let resp = call_service(&$app, $req.to_request()).await;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = read_body(resp).await;
-        (status, headers, body)
-    }};
-}
 
 macro_rules! head {
     ($app:expr, $uri:expr) => {{
@@ -59,13 +47,13 @@ macro_rules! commit {
     }};
 }
 
-#[actix_web::test]
-async fn a_ref_moved_on_one_replica_is_seen_by_the_next_request_on_the_other() {
+/// A hub and a second replica over its database and store, a user `olga`
+/// (read, write) with an empty model `olga/m`.
+async fn two_replicas() -> (TestState, hub_api::state::AppState, String) {
     let t = TestState::new().await;
     let (_, tok) = t.user("olga", false, &["read", "write"]).await;
-    let a = app(&t.state).await;
     let b_state = t.replica().await;
-    let b = app(&b_state).await;
+    let a = app(&t.state).await;
     let (st, _, _) = send!(
         a,
         TestRequest::post()
@@ -74,6 +62,13 @@ async fn a_ref_moved_on_one_replica_is_seen_by_the_next_request_on_the_other() {
             .set_json(json!({"name": "m"}))
     );
     assert_eq!(st, StatusCode::OK);
+    (t, b_state, tok)
+}
+
+#[actix_web::test]
+async fn a_ref_moved_on_one_replica_is_seen_by_the_next_request_on_the_other() {
+    let (t, b_state, tok) = two_replicas().await;
+    let (a, b) = (app(&t.state).await, app(&b_state).await);
     let c1 = commit!(a, &tok, "main", &[file_op("f.txt", b"one")]);
 
     // Both replicas answer (and cache) main -> c1.
@@ -145,19 +140,8 @@ async fn a_ref_moved_on_one_replica_is_seen_by_the_next_request_on_the_other() {
 
 #[actix_web::test]
 async fn an_lfs_object_removed_from_the_repo_is_gone_from_every_replica() {
-    let t = TestState::new().await;
-    let (_, tok) = t.user("olga", false, &["read", "write"]).await;
-    let a = app(&t.state).await;
-    let b_state = t.replica().await;
-    let b = app(&b_state).await;
-    let (st, _, _) = send!(
-        a,
-        TestRequest::post()
-            .uri("/api/repos/create")
-            .insert_header(bearer(&tok))
-            .set_json(json!({"name": "m"}))
-    );
-    assert_eq!(st, StatusCode::OK);
+    let (t, b_state, tok) = two_replicas().await;
+    let (a, b) = (app(&t.state).await, app(&b_state).await);
     // An LFS object, uploaded with the basic transfer and committed.
     let content = vec![7u8; 4096];
     let sha = hex::encode(sha2::Sha256::digest(&content));
