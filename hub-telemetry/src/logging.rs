@@ -81,11 +81,7 @@ pub fn init(o: &Options<'_>) -> Result<Guard, String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(o.default_filter));
     let json = o.format == "json";
     let text_layer = (!json).then(|| tracing_subscriber::fmt::layer().with_target(false));
-    let json_layer = json.then(|| {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_target(false)
-    });
+    let json_layer = json.then(|| tracing_subscriber::fmt::layer().json().with_target(false));
     let mut guard = Guard {
         provider: None,
         runtime: None,

@@ -49,7 +49,10 @@ impl Meta {
     fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         assert!(valid_name(name), "metric name {name:?}");
         for l in labels {
-            assert!(valid_name(l) && !l.starts_with("__") && *l != "le", "label {l:?}");
+            assert!(
+                valid_name(l) && !l.starts_with("__") && *l != "le",
+                "label {l:?}"
+            );
         }
         Self { name, help, labels }
     }
@@ -177,7 +180,10 @@ pub struct Counter {
 
 impl Counter {
     pub fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        debug_assert!(name.ends_with("_total"), "counter {name} must end in _total");
+        debug_assert!(
+            name.ends_with("_total"),
+            "counter {name} must end in _total"
+        );
         let c = Self {
             meta: Meta::new(name, help, labels),
             series: Series::new(),
@@ -416,7 +422,11 @@ mod tests {
 
     #[test]
     fn text_exposition() {
-        let c = Counter::new("t_requests_total", "Requests.\nSecond line", &["route", "status"]);
+        let c = Counter::new(
+            "t_requests_total",
+            "Requests.\nSecond line",
+            &["route", "status"],
+        );
         c.inc(&["/a/{b}", "200"]);
         c.add(&["/a/{b}", "200"], 2);
         c.inc(&["say \"hi\"\\", "404"]);

@@ -20,6 +20,7 @@ mod generation;
 mod git_ids;
 mod hf_compat;
 mod listing;
+mod metrics;
 mod registry;
 mod strict_inputs;
 mod tenancy;
