@@ -273,7 +273,6 @@ pub async fn access_log(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        otel.name = tracing::field::Empty,
         otel.kind = "server",
         http.request.method = %method,
         http.route = tracing::field::Empty,
@@ -308,9 +307,9 @@ pub async fn access_log(
             "unmatched".to_string(),
         ),
     };
-    span.record("otel.name", format!("{method} {route}"));
+    hub_telemetry::logging::name_span(&span, format!("{method} {route}"));
     span.record("http.route", route.as_str());
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     span.in_scope(|| log_request(method.as_str(), &path, status, started));
     let sent = metrics.map(|m| {
         let status_label = status.to_string();

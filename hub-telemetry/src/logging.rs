@@ -9,7 +9,22 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Whether spans are exported (set once by [`init`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Names an exported request span once its route is known (`GET /healthz`):
+/// the OpenTelemetry layer reads `otel.name` only before the span is first
+/// entered, and a request's span is entered before routing. Nothing when
+/// spans are not exported.
+pub fn name_span(span: &tracing::Span, name: String) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if EXPORTING.load(Ordering::Relaxed) {
+        opentelemetry::trace::TraceContextExt::span(&span.context()).update_name(name);
+    }
+}
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -121,6 +136,7 @@ pub fn init(o: &Options<'_>) -> Result<Guard, String> {
             let tracer = provider.tracer(o.service);
             guard.provider = Some(provider);
             guard.runtime = Some(runtime);
+            EXPORTING.store(true, Ordering::Relaxed);
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };

@@ -136,7 +136,6 @@ pub async fn middleware(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        otel.name = tracing::field::Empty,
         otel.kind = "server",
         http.request.method = %method,
         http.route = tracing::field::Empty,
@@ -148,9 +147,9 @@ pub async fn middleware(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    span.record("otel.name", format!("{method} {route}"));
+    hub_telemetry::logging::name_span(&span, format!("{method} {route}"));
     span.record("http.route", route.as_str());
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     span.in_scope(|| {
         tracing::debug!(http.method = %method, http.status = status,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0, "request")
