@@ -76,6 +76,9 @@ cargo test --workspace --quiet
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
+step "registry on a real S3 server (Garage from crates.io; tests/s3/run.sh)"
+tests/s3/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
 step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
 scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
@@ -96,5 +99,8 @@ tests/browser/run.sh "$BIN/hub-api"
 
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml
+
+step "Kubernetes manifests (deploy/kubernetes, kubernetes-validate schemas)"
+"$VENV/bin/python" scripts/check-kubernetes.py deploy/kubernetes
 
 step "all tests passed"

@@ -217,6 +217,12 @@ pub struct Config {
     )]
     pub xet_upload_memory_per_namespace_mib: u64,
 
+    /// Keep rate-limit buckets in PostgreSQL, shared by every hub replica
+    /// (set it when several replicas serve behind a load balancer; a single
+    /// node keeps them in memory).
+    #[arg(long, env = "HUB_SHARED_RATE_LIMITS", global = true)]
+    pub shared_rate_limits: bool,
+
     /// Take the client IP from X-Forwarded-For / Forwarded (only behind a trusted proxy).
     #[arg(long, env = "HUB_TRUST_FORWARDED_FOR", global = true)]
     pub trust_forwarded_for: bool,

@@ -1,7 +1,9 @@
 //! Request rate limits: a token bucket per caller (API token, session user, or
-//! anonymous client IP), kept in memory **per app** (in `AppState`: each
-//! hub-api replica enforces its own buckets, so N replicas behind a load
-//! balancer allow up to N times the rate). The caller is the one the
+//! anonymous client IP), kept in memory **per app** by default (in
+//! `AppState`: a single node's fast path, no round trip), or with
+//! `--shared-rate-limits` in PostgreSQL, shared by every hub-api replica
+//! behind a load balancer (see [`RateLimiter::shared`]; without it N
+//! replicas allow up to N times the rate). The caller is the one the
 //! authentication middleware resolved; this middleware only rate-limits. Defaults come from the configuration; site admins set
 //! per-namespace values (`PUT /api/v1/namespaces/{ns}/quota`).
 //!
@@ -85,11 +87,26 @@ pub const CAS_RATE: Rate = Rate {
     burst: 2000,
 };
 
+/// Tokens a replica leases from a shared bucket at once: this many seconds
+/// of the rate (at least one, at most the burst).
+const LEASE_S: f64 = 0.1;
+/// Leased tokens not spent within this long are dropped.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// Tokens leased from a shared bucket, spent locally.
+struct Lease {
+    tokens: u32,
+    until: Instant,
+}
+
 /// The buckets and the per-namespace overrides of this process.
 pub struct RateLimiter {
     pub defaults: RateDefaults,
     /// The rate of a Xet CAS bucket (see the module doc).
     pub cas: Rate,
+    /// Buckets live in PostgreSQL, shared by every replica (see [`RateLimiter::shared`]).
+    shared: bool,
+    leases: Mutex<HashMap<String, Lease>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     overrides: RwLock<(Option<Instant>, HashMap<String, Rate>)>,
     refreshing: AtomicBool,
@@ -107,6 +124,8 @@ impl RateLimiter {
         Self {
             defaults,
             cas: CAS_RATE,
+            shared: false,
+            leases: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             overrides: RwLock::new((None, HashMap::new())),
             refreshing: AtomicBool::new(false),
@@ -119,7 +138,75 @@ impl RateLimiter {
         self
     }
 
-    /// Takes one request from the bucket `key` (created full at `rate`).
+    /// The same limiter with its buckets in PostgreSQL (`rate_buckets`),
+    /// shared by every hub replica: N replicas behind a load balancer allow
+    /// the configured rate, not N times it. Each replica leases up to
+    /// [`LEASE_S`] of the rate at a time and spends it locally, so a caller
+    /// costs one round trip per lease, and all replicas together admit at
+    /// most the rate plus the burst plus one lease per replica. If the
+    /// database cannot be reached, the in-process bucket decides.
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Takes one request from the bucket `key`: the shared one when this
+    /// limiter is [`RateLimiter::shared`], else this process's own.
+    pub async fn take_from(&self, db: &sqlx::PgPool, key: &str, rate: Rate) -> Result<(), Denied> {
+        if !self.shared || rate.unlimited() {
+            return self.take(key, rate);
+        }
+        let now = Instant::now();
+        {
+            let mut leases = self.leases.lock().expect("rate lock");
+            if let Some(l) = leases.get_mut(key) {
+                if l.tokens > 0 && l.until > now {
+                    l.tokens -= 1;
+                    return Ok(());
+                }
+            }
+        }
+        let burst = rate.burst.max(1);
+        let want = ((rate.per_s as f64 * LEASE_S).ceil() as u32).clamp(1, burst);
+        let taken: Result<(i32, f64), sqlx::Error> =
+            sqlx::query_as("SELECT granted, wait_s FROM rate_take($1, $2, $3, $4)")
+                .bind(key)
+                .bind(rate.per_s as f64)
+                .bind(burst as f64)
+                .bind(want as i32)
+                .fetch_one(db)
+                .await;
+        match taken {
+            Ok((granted, _)) if granted > 0 => {
+                let mut leases = self.leases.lock().expect("rate lock");
+                if leases.len() > MAX_BUCKETS {
+                    leases.retain(|_, l| l.until > now);
+                }
+                leases.insert(
+                    key.to_string(),
+                    Lease {
+                        tokens: granted as u32 - 1,
+                        until: now + LEASE_TTL,
+                    },
+                );
+                Ok(())
+            }
+            Ok((_, wait_s)) => Err(Denied {
+                retry_after_s: wait_s.ceil().max(1.0) as u64,
+                limit: rate.per_s as u64,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate limit unavailable; this replica's own bucket decides");
+                self.take(key, rate)
+            }
+        }
+    }
+
+    /// Takes one request from this process's bucket `key` (created full at `rate`).
     pub fn take(&self, key: &str, rate: Rate) -> Result<(), Denied> {
         if rate.unlimited() {
             return Ok(());
@@ -324,7 +411,7 @@ pub async fn middleware(
     let limiter = &state.tenancy.rate;
     if path.starts_with("/cas/") {
         if let Some(key) = cas_bucket(&state, &req).await {
-            if let Err(d) = limiter.take(&key, limiter.cas) {
+            if let Err(d) = limiter.take_from(&state.db, &key, limiter.cas).await {
                 tracing::info!(rate.scope = "cas", rate.limit = d.limit, "rate limited");
                 let err = ApiError::RateLimited {
                     retry_after_s: d.retry_after_s,
@@ -355,7 +442,10 @@ pub async fn middleware(
             None => ("-".to_string(), default),
         },
     };
-    if let Err(d) = limiter.take(&format!("{caller_key}|{scope}"), rate) {
+    if let Err(d) = limiter
+        .take_from(&state.db, &format!("{caller_key}|{scope}"), rate)
+        .await
+    {
         tracing::info!(
             rate.scope = %scope,
             rate.limit = d.limit,

@@ -98,6 +98,7 @@ pub async fn build_state(
         health: Arc::new(Health::new(reserve)),
         scheduler: Default::default(),
         facets: Default::default(),
+        resolved: Default::default(),
         metrics: Default::default(),
     })
 }

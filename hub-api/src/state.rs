@@ -30,6 +30,8 @@ pub struct AppState {
     pub scheduler: crate::scheduler::Nudge,
     /// The browse pages' filter choices, for a few seconds (see `dashboard::home`).
     pub facets: Arc<crate::dashboard::home::FacetsCache>,
+    /// What `/resolve` looked up, by keys that make it immutable (see `resolve_cache`).
+    pub resolved: Arc<crate::resolve_cache::ResolveCache>,
     /// What `GET /metrics` exposes (see `metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -55,9 +57,10 @@ pub struct Tenancy {
 impl Tenancy {
     /// From the command line / environment.
     pub fn from_config(c: &crate::config::Config) -> Self {
+        let shared = c.shared_rate_limits;
         Self {
-            rate: Arc::new(
-                RateLimiter::new(RateDefaults {
+            rate: Arc::new({
+                let limiter = RateLimiter::new(RateDefaults {
                     token: Rate {
                         per_s: c.rate_limit_token_rps,
                         burst: c.rate_limit_token_burst,
@@ -71,8 +74,13 @@ impl Tenancy {
                 .with_cas(Rate {
                     per_s: c.rate_limit_cas_rps,
                     burst: c.rate_limit_cas_burst,
-                }),
-            ),
+                });
+                if shared {
+                    limiter.shared()
+                } else {
+                    limiter
+                }
+            }),
             session_ttl_s: c.session_ttl_minutes as i64 * 60,
             default_storage_quota: c.default_storage_quota.map(|q| q as i64),
             token_cache: Arc::new(crate::auth::cache::TokenCache::new(

@@ -15,6 +15,7 @@ use crate::domain::Sha256;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjPath;
 use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
 use sha2::Digest;
@@ -138,12 +139,47 @@ pub struct Staged {
 pub struct Storage {
     backend: Backend,
     describe: String,
+    /// The store's own multipart upload, where it has one (S3, memory).
+    native: Option<Native>,
+}
+
+/// An object store's own multipart upload (S3's CreateMultipartUpload,
+/// UploadPart, CompleteMultipartUpload), for multipart LFS uploads: each part
+/// goes into the store once and the store joins them, so completing an upload
+/// moves none of its bytes through the hub.
+#[derive(Clone)]
+struct Native {
+    store: Arc<dyn MultipartStore>,
+    /// The `s3://bucket/prefix` prefix: `PrefixStore` passes no multipart
+    /// calls through, so these paths carry it themselves.
+    prefix: Option<ObjPath>,
+}
+
+impl Native {
+    fn path(&self, key: &StorageKey) -> ObjPath {
+        match &self.prefix {
+            None => key.path(),
+            Some(p) => p.parts().chain(key.path().parts()).collect(),
+        }
+    }
+}
+
+/// A part read whole for a native multipart upload, with its digests.
+pub struct NativePart {
+    chunks: Vec<Bytes>,
+    /// The md5 hex ETag the client echoes at completion.
+    pub etag: String,
+    /// The running SHA-256 after this part, when it was resumed from its
+    /// predecessor's state.
+    pub sha: Option<crate::sha256_state::Sha256State>,
 }
 
 impl Storage {
     /// Opens storage from a URL: a directory path or `file://`, `s3://bucket/prefix`, `memory://`.
     pub fn from_url(url: &str) -> anyhow::Result<Self> {
         if url == "memory://" || url == "memory:" {
+            // Not its multipart upload: object_store's in-memory one
+            // cannot take parts out of order.
             return Ok(Self::object_store(
                 Arc::new(object_store::memory::InMemory::new()),
                 "memory://",
@@ -160,19 +196,23 @@ impl Storage {
                     .with_allow_http(ep.starts_with("http://"));
                 b = b.with_virtual_hosted_style_request(false);
             }
-            let s3: Arc<dyn ObjectStore> = Arc::new(b.build()?);
-            let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
-                s3
+            let s3 = Arc::new(b.build()?);
+            let prefix = prefix.trim_matches('/');
+            let whole: Arc<dyn ObjectStore> = s3.clone();
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                whole
             } else {
                 Arc::new(object_store::prefix::PrefixStore::new(
-                    s3,
-                    prefix.trim_matches('/').to_string(),
+                    whole,
+                    prefix.to_string(),
                 ))
             };
-            return Ok(Self::object_store(
-                store,
-                &format!("s3://{bucket}/{prefix}"),
-            ));
+            let mut s = Self::object_store(store, &format!("s3://{bucket}/{prefix}"));
+            s.native = Some(Native {
+                store: s3,
+                prefix: (!prefix.is_empty()).then(|| ObjPath::from(prefix)),
+            });
+            return Ok(s);
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         if url.contains("://") && !url.starts_with("file://") {
@@ -196,6 +236,7 @@ impl Storage {
                 reserve: None,
             },
             describe: format!("file://{}", root.display()),
+            native: None,
         })
     }
 
@@ -205,7 +246,23 @@ impl Storage {
         Self {
             backend: Backend::Store(store),
             describe: describe.to_string(),
+            native: None,
         }
+    }
+
+    /// Storage over an object store whose own multipart upload is `native`
+    /// (the same store: S3, or a wrapper around one in tests).
+    pub fn object_store_with_native(
+        store: Arc<dyn ObjectStore>,
+        native: Arc<dyn MultipartStore>,
+        describe: &str,
+    ) -> Self {
+        let mut s = Self::object_store(store, describe);
+        s.native = Some(Native {
+            store: native,
+            prefix: None,
+        });
+        s
     }
 
     /// Keeps `reserve` free: local writes that would eat into it fail with
@@ -647,6 +704,191 @@ impl Storage {
             false,
         )
         .await
+    }
+
+    /// Whether multipart LFS uploads go into the store's own multipart
+    /// upload ([`Storage::begin_parts`]) rather than one object per part.
+    pub fn native_multipart(&self) -> bool {
+        self.native.is_some()
+    }
+
+    fn native(&self) -> Result<&Native, StorageError> {
+        self.native
+            .as_ref()
+            .ok_or(StorageError::Store(object_store::Error::NotImplemented))
+    }
+
+    /// Starts the store's multipart upload of a session's joined object (at
+    /// the staging key named by the session); returns the upload's id.
+    pub async fn begin_parts(&self, session: Uuid) -> Result<String, StorageError> {
+        let n = self.native()?;
+        Ok(n.store
+            .create_multipart(&n.path(&StorageKey::Staging(session)))
+            .await?)
+    }
+
+    /// Reads one part of a native multipart upload whole (it is sent with its
+    /// length: the caller reserves `size` bytes of upload memory first) and
+    /// computes its md5 ETag and, from `resume`, the running SHA-256, on a
+    /// blocking thread. The body must be exactly `size` bytes, as for
+    /// [`Storage::write_part`].
+    pub async fn read_native_part<S, E>(
+        mut body: S,
+        size: u64,
+        resume: Option<crate::sha256_state::Sha256State>,
+    ) -> Result<NativePart, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut chunks = Vec::new();
+        let mut received = 0u64;
+        while let Some(next) = body.next().await {
+            let chunk = next.map_err(|e| StorageError::Body(e.to_string()))?;
+            received += chunk.len() as u64;
+            if received > size {
+                return Err(StorageError::TooLong(size));
+            }
+            chunks.push(chunk);
+        }
+        if received != size {
+            return Err(StorageError::SizeMismatch {
+                expected: size,
+                actual: received,
+            });
+        }
+        blocking(move || {
+            let mut md5 = <md5::Md5 as md5::Digest>::new();
+            let mut sha = resume;
+            for c in &chunks {
+                md5::Digest::update(&mut md5, c);
+                if let Some(h) = sha.as_mut() {
+                    h.update(c);
+                }
+            }
+            Ok(NativePart {
+                etag: hex::encode(md5::Digest::finalize(md5)),
+                chunks,
+                sha,
+            })
+        })
+        .await
+    }
+
+    /// Sends a part read by [`Storage::read_native_part`] as part `part`
+    /// (from 1) of the session's upload; returns the store's ETag for it.
+    pub async fn send_native_part(
+        &self,
+        session: Uuid,
+        upload: &str,
+        part: u32,
+        read: &NativePart,
+    ) -> Result<String, StorageError> {
+        let n = self.native()?;
+        let payload: PutPayload = read.chunks.iter().cloned().collect();
+        let id = n
+            .store
+            .put_part(
+                &n.path(&StorageKey::Staging(session)),
+                &upload.to_string(),
+                part as usize - 1,
+                payload,
+            )
+            .await?;
+        Ok(id.content_id)
+    }
+
+    /// Has the store join a session's parts (their store ETags, in order)
+    /// into its staging object. Nothing is read or copied through the hub.
+    pub async fn complete_parts(
+        &self,
+        session: Uuid,
+        upload: &str,
+        store_etags: Vec<String>,
+    ) -> Result<(), StorageError> {
+        let n = self.native()?;
+        let parts = store_etags
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        n.store
+            .complete_multipart(
+                &n.path(&StorageKey::Staging(session)),
+                &upload.to_string(),
+                parts,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Abandons a session's native upload (its parts are dropped by the store).
+    pub async fn abort_parts(&self, session: Uuid, upload: &str) {
+        let Ok(n) = self.native() else { return };
+        if let Err(e) = n
+            .store
+            .abort_multipart(&n.path(&StorageKey::Staging(session)), &upload.to_string())
+            .await
+        {
+            tracing::warn!(upload.session = %session, error = %e, "aborting a multipart upload failed");
+        }
+    }
+
+    /// The joined object of a completed native upload, verified as `size`
+    /// bytes hashing to `sha`. With `digest_known` (every part was hashed in
+    /// order as it came, and nothing can have replaced one since), only its
+    /// size is checked: nothing is read. Otherwise it is read and hashed, and
+    /// removed if it does not verify.
+    pub async fn staged_parts(
+        &self,
+        session: Uuid,
+        size: u64,
+        sha: &Sha256,
+        digest_known: bool,
+    ) -> Result<Staged, StorageError> {
+        let key = StorageKey::Staging(session);
+        let have = self.backend.size(&key).await?;
+        if have != Some(size) {
+            if have.is_some() {
+                self.delete(&key).await;
+            }
+            return Err(StorageError::SizeMismatch {
+                expected: size,
+                actual: have.unwrap_or(0),
+            });
+        }
+        if !digest_known {
+            let mut stream = self.backend.read(&key, None).await?;
+            let mut h = sha2::Sha256::new();
+            while let Some(chunk) = stream.next().await {
+                h.update(&chunk?);
+            }
+            let actual = Sha256::from_digest(&h.finalize());
+            if &actual != sha {
+                self.delete(&key).await;
+                return Err(StorageError::DigestMismatch {
+                    expected: sha.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(Staged {
+            key,
+            written: Written {
+                sha256: sha.clone(),
+                size,
+                git_oid: None,
+            },
+        })
+    }
+
+    /// The size of a session's joined object (None: not joined).
+    pub async fn parts_object_size(&self, session: Uuid) -> Result<Option<u64>, StorageError> {
+        self.backend.size(&StorageKey::Staging(session)).await
+    }
+
+    /// Removes a session's joined object, if any (a reset or an expired session).
+    pub async fn discard_parts_object(&self, session: Uuid) {
+        self.delete(&StorageKey::Staging(session)).await;
     }
 
     /// Deletes one part of a session.
@@ -1568,11 +1810,18 @@ mod tests {
             Arc::new(LocalFileSystem::new_with_prefix(fs.path()).unwrap()),
             "object_store LocalFileSystem",
         );
-        vec![
+        let mut all = vec![
             ("local", Storage::local(local.path()).unwrap(), Some(local)),
             ("memory", Storage::from_url("memory://").unwrap(), None),
             ("object_store over a directory", over_fs, Some(fs)),
-        ]
+        ];
+        // A real S3 server (tests/s3/run.sh starts Garage and sets this to
+        // its bucket): each test gets a prefix of its own.
+        if let Ok(url) = std::env::var("PADDOCK_TEST_S3_URL") {
+            let url = format!("{}/unit-{}", url.trim_end_matches('/'), Uuid::new_v4());
+            all.push(("s3", Storage::from_url(&url).unwrap(), None));
+        }
+        all
     }
 
     async fn nothing_in_flight(storage: &Storage, what: &str) {

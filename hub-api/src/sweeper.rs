@@ -456,10 +456,23 @@ pub async fn sweep_once(state: &AppState, policy: &Policy) -> anyhow::Result<Swe
     }
 
     for s in db::lfs::expired_sessions(&state.db).await? {
-        state.storage.delete_parts(s.id).await;
+        match &s.store_upload {
+            Some(upload) => {
+                if s.completed_at.is_none() {
+                    state.storage.abort_parts(s.id, upload).await;
+                    state.storage.discard_parts_object(s.id).await;
+                }
+            }
+            None => state.storage.delete_parts(s.id).await,
+        }
         db::lfs::delete_session(&state.db, s.id).await?;
         out.sessions += 1;
     }
+
+    // Shared rate-limit buckets idle for an hour are full again: forget them.
+    sqlx::query("DELETE FROM rate_buckets WHERE at < now() - interval '1 hour'")
+        .execute(&state.db)
+        .await?;
 
     let cutoff = now - policy.pending_grace;
     loop {

@@ -161,6 +161,11 @@ impl TestState {
         Self::with_storage(Storage::from_url("memory://").expect("memory"), None).await
     }
 
+    /// Over a given storage.
+    pub async fn over(storage: Storage) -> Self {
+        Self::with_storage(storage, None).await
+    }
+
     async fn with_storage(storage: Storage, dir: Option<tempfile::TempDir>) -> Self {
         let db = test_db().await;
         let state = fresh_state(db.pool.clone(), storage).await;
@@ -228,6 +233,7 @@ async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
         health: Default::default(),
         scheduler: Default::default(),
         facets: Default::default(),
+        resolved: Default::default(),
         metrics: Default::default(),
     }
 }

@@ -71,7 +71,18 @@ COLS = "SELECT r.id FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHER
 def both(term, sort="downloads"):
     esc = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("'", "''")
     lit = term.replace("'", "''")
-    now = f"{COLS} AND r.search_key LIKE lower('%{esc}%') ORDER BY r.{sort} DESC, r.id DESC LIMIT 20"
+    # What db::repos::list adds for a two-character term (two_char_terms).
+    pre = ""
+    low = term.lower()
+    if len(low) == 2:
+        keys = "abcdefghijklmnopqrstuvwxyz0123456789._-/"
+        if all(c in keys for c in low):
+            pats = [x + low for x in keys] + [low + x for x in keys]
+            like = lambda p: "r.search_key LIKE '%" + p.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%'"
+            pre = " AND (" + " OR ".join(like(p) for p in pats) + ")"
+        else:
+            pre = " AND false"
+    now = f"{COLS}{pre} AND r.search_key LIKE lower('%{esc}%') ORDER BY r.{sort} DESC, r.id DESC LIMIT 20"
     old = f"{COLS} AND strpos(lower(n.name || '/' || r.name), lower('{lit}')) > 0 ORDER BY r.{sort} DESC, r.id DESC LIMIT 20"
     return db_ms(now), db_ms(old)
 

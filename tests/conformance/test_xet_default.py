@@ -60,7 +60,17 @@ class HubLog:
 
 
 def xorb_store():
-    """{xorb hash: stored bytes} of the hub's object store."""
+    """{xorb hash: stored bytes} of the hub's object store: its directory, or
+    the S3 bucket when tests/s3/run.sh runs this file on a hub over Garage."""
+    if "GARAGE_BUCKET" in os.environ:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=os.environ["AWS_REGION"])
+        prefix = os.environ["PADDOCK_S3_PREFIX"].strip("/") + "/xorbs/default/"
+        out = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=os.environ["GARAGE_BUCKET"], Prefix=prefix):
+            out.update({o["Key"].rsplit("/", 1)[1]: o["Size"] for o in page.get("Contents", [])})
+        return out
     if not XORBS.is_dir():
         return {}
     return {p.name: p.stat().st_size for p in XORBS.iterdir()}

@@ -4,7 +4,7 @@
 //! collector and the writers apart.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// Advisory lock class of per-blob locks (two-key form; the key is the first
@@ -338,15 +338,17 @@ pub struct UploadSession {
     pub created_by: Option<i64>,
     pub expires_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The object store's own multipart upload the parts go into (S3).
+    pub store_upload: Option<String>,
 }
 
 const SESSION_COLS: &str =
-    "id, repo_id, sha256, size, chunk_size, part_count, created_by, expires_at, completed_at";
+    "id, repo_id, sha256, size, chunk_size, part_count, created_by, expires_at, completed_at, store_upload";
 
 pub async fn create_session(db: impl PgExecutor<'_>, s: &UploadSession) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO upload_sessions (id, repo_id, sha256, size, chunk_size, part_count, created_by, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO upload_sessions (id, repo_id, sha256, size, chunk_size, part_count, created_by, expires_at, store_upload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(s.id)
     .bind(s.repo_id)
@@ -356,6 +358,7 @@ pub async fn create_session(db: impl PgExecutor<'_>, s: &UploadSession) -> sqlx:
     .bind(s.part_count)
     .bind(s.created_by)
     .bind(s.expires_at)
+    .bind(&s.store_upload)
     .execute(db)
     .await?;
     Ok(())
@@ -431,6 +434,198 @@ pub async fn parts(
         .bind(session)
         .fetch_all(db)
         .await
+}
+
+/// One attempt at a part of a native multipart upload (see
+/// [`start_part_attempt`]).
+#[derive(Debug, Clone)]
+pub struct PartAttempt {
+    /// Which attempt at this part this is (1, 2, ...).
+    pub number: i32,
+    /// No other attempt at this part was in flight when this one started.
+    pub alone: bool,
+    /// The SHA-256 state the part's predecessor left (part 1: the initial
+    /// state), when it is known.
+    pub resume: Option<Vec<u8>>,
+}
+
+/// Starts an attempt at a part of an open session: counts it, marks the
+/// recorded part (if any) as no longer certainly what the store holds, and
+/// reads the predecessor's SHA-256 state. None when the session completed.
+pub async fn start_part_attempt(
+    db: &PgPool,
+    session: Uuid,
+    part: i32,
+) -> sqlx::Result<Option<PartAttempt>> {
+    let mut tx = db.begin().await?;
+    let open: Option<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM upload_sessions WHERE id = $1 AND completed_at IS NULL FOR SHARE",
+    )
+    .bind(session)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if open.is_none() {
+        return Ok(None);
+    }
+    let (started, in_flight): (i32, i32) = sqlx::query_as(
+        "INSERT INTO upload_part_attempts (session_id, part_number, started, in_flight)
+         VALUES ($1, $2, 1, 1)
+         ON CONFLICT (session_id, part_number) DO UPDATE
+           SET started = upload_part_attempts.started + 1,
+               in_flight = upload_part_attempts.in_flight + 1
+         RETURNING started, in_flight",
+    )
+    .bind(session)
+    .bind(part)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE upload_parts SET clean = false WHERE session_id = $1 AND part_number = $2")
+        .bind(session)
+        .bind(part)
+        .execute(&mut *tx)
+        .await?;
+    let resume = if part == 1 {
+        Some(crate::sha256_state::encode(&crate::sha256_state::INITIAL))
+    } else {
+        sqlx::query_scalar::<_, Option<Vec<u8>>>(
+            "SELECT sha_after FROM upload_parts WHERE session_id = $1 AND part_number = $2",
+        )
+        .bind(session)
+        .bind(part - 1)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten()
+    };
+    tx.commit().await?;
+    Ok(Some(PartAttempt {
+        number: started,
+        alone: in_flight == 1,
+        resume,
+    }))
+}
+
+/// Ends an attempt that sent nothing to the store (its body was refused).
+pub async fn end_part_attempt(db: &PgPool, session: Uuid, part: i32) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE upload_part_attempts SET in_flight = in_flight - 1
+         WHERE session_id = $1 AND part_number = $2 AND in_flight > 0",
+    )
+    .bind(session)
+    .bind(part)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A part of a native multipart upload as the store received it.
+#[derive(Debug, Clone)]
+pub struct NativePartRecord<'a> {
+    pub size: i64,
+    pub etag: &'a str,
+    pub store_etag: &'a str,
+    pub sha_before: Option<Vec<u8>>,
+    pub sha_after: Option<Vec<u8>>,
+}
+
+/// Ends an attempt whose part the store accepted and records the part, only
+/// while the session is open (false: it completed meanwhile). The part is
+/// `clean` when this attempt ran alone: none in flight when it started and
+/// none started since.
+pub async fn record_native_part(
+    db: &PgPool,
+    session: Uuid,
+    part: i32,
+    attempt: &PartAttempt,
+    rec: &NativePartRecord<'_>,
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let started: Option<i32> = sqlx::query_scalar(
+        "UPDATE upload_part_attempts SET in_flight = in_flight - 1
+         WHERE session_id = $1 AND part_number = $2 AND in_flight > 0
+         RETURNING started",
+    )
+    .bind(session)
+    .bind(part)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let clean = attempt.alone && started == Some(attempt.number);
+    let r = sqlx::query(
+        "INSERT INTO upload_parts (session_id, part_number, size, etag, store_etag, sha_before, sha_after, clean)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM upload_sessions WHERE id = $1 AND completed_at IS NULL
+         ON CONFLICT (session_id, part_number) DO UPDATE
+           SET size = EXCLUDED.size, etag = EXCLUDED.etag, store_etag = EXCLUDED.store_etag,
+               sha_before = EXCLUDED.sha_before, sha_after = EXCLUDED.sha_after, clean = EXCLUDED.clean",
+    )
+    .bind(session)
+    .bind(part)
+    .bind(rec.size)
+    .bind(rec.etag)
+    .bind(rec.store_etag)
+    .bind(&rec.sha_before)
+    .bind(&rec.sha_after)
+    .bind(clean)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(r.rows_affected() > 0)
+}
+
+/// A recorded part of a native multipart upload.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NativePartRow {
+    pub part_number: i32,
+    pub store_etag: Option<String>,
+    pub sha_before: Option<Vec<u8>>,
+    pub sha_after: Option<Vec<u8>>,
+    pub clean: bool,
+}
+
+pub async fn native_parts(
+    db: impl PgExecutor<'_>,
+    session: Uuid,
+) -> sqlx::Result<Vec<NativePartRow>> {
+    sqlx::query_as(
+        "SELECT part_number, store_etag, sha_before, sha_after, clean FROM upload_parts
+         WHERE session_id = $1 ORDER BY part_number",
+    )
+    .bind(session)
+    .fetch_all(db)
+    .await
+}
+
+/// (attempts started, attempts in flight) over all of a session's parts.
+pub async fn part_attempts(db: impl PgExecutor<'_>, session: Uuid) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT COALESCE(sum(started), 0)::int8, COALESCE(sum(in_flight), 0)::int8
+         FROM upload_part_attempts WHERE session_id = $1",
+    )
+    .bind(session)
+    .fetch_one(db)
+    .await
+}
+
+/// Starts a session's parts over in a new store upload (its joined object
+/// did not verify, and the store's upload is spent).
+pub async fn reset_native_session(
+    db: &PgPool,
+    session: Uuid,
+    store_upload: &str,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM upload_parts WHERE session_id = $1")
+        .bind(session)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM upload_part_attempts WHERE session_id = $1")
+        .bind(session)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE upload_sessions SET store_upload = $2 WHERE id = $1")
+        .bind(session)
+        .bind(store_upload)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// Sessions past their expiry that never completed (for the sweeper).

@@ -25,6 +25,9 @@ pub struct RepoRow {
     pub license: Option<String>,
     pub safetensors: Option<Json<serde_json::Value>>,
     pub used_storage: i64,
+    /// Bumped by the database whenever the repo's refs move or one of its LFS
+    /// objects is permanently removed (what `/resolve` may cache by).
+    pub resolve_version: i64,
 }
 
 impl RepoRow {
@@ -45,7 +48,7 @@ impl RepoRow {
     }
 }
 
-pub const REPO_COLS: &str = "r.id, r.namespace_id, n.name AS namespace, n.kind AS namespace_kind, r.name, r.repo_type, r.private, r.gated, r.created_at, r.last_modified, r.downloads, r.likes, r.card_data, r.tags, r.pipeline_tag, r.library_name, r.license, r.safetensors, r.used_storage";
+pub const REPO_COLS: &str = "r.id, r.namespace_id, n.name AS namespace, n.kind AS namespace_kind, r.name, r.repo_type, r.private, r.gated, r.created_at, r.last_modified, r.downloads, r.likes, r.card_data, r.tags, r.pipeline_tag, r.library_name, r.license, r.safetensors, r.used_storage, r.resolve_version";
 
 pub async fn find(
     db: impl PgExecutor<'_>,
@@ -229,6 +232,52 @@ pub fn contains_pattern(s: &str) -> String {
     p
 }
 
+/// Every character a `search_key` can hold: names are `[A-Za-z0-9._-]`
+/// (`domain::names`), lower-cased, joined by `/`.
+const KEY_CHARS: &str = "abcdefghijklmnopqrstuvwxyz0123456789._-/";
+
+/// For a two-character term `t`, the three-character strings a key contains
+/// exactly when it contains `t`: `xt` and `tx` for every key character `x`
+/// (a key is at least 3 characters, `n/m`, so an occurrence of `t` has a
+/// neighbour). None when `t` is not two characters; an empty list when it
+/// holds a character no key has (nothing can match).
+pub fn two_char_terms(t: &str) -> Option<Vec<String>> {
+    let t = t.to_lowercase();
+    if t.chars().count() != 2 {
+        return None;
+    }
+    if !t.chars().all(|c| KEY_CHARS.contains(c)) {
+        return Some(vec![]);
+    }
+    Some(
+        KEY_CHARS
+            .chars()
+            .flat_map(|x| [format!("{x}{t}"), format!("{t}{x}")])
+            .collect(),
+    )
+}
+
+/// ` AND (key LIKE '%xt%' OR ...)` for a two-character term: an OR of
+/// trigram index lookups PostgreSQL combines with a BitmapOr.
+fn push_two_char_prefilter(b: &mut QueryBuilder<'_, sqlx::Postgres>, term: &str) {
+    let Some(terms) = two_char_terms(term) else {
+        return;
+    };
+    if terms.is_empty() {
+        b.push(" AND false");
+        return;
+    }
+    b.push(" AND (");
+    for (i, t) in terms.iter().enumerate() {
+        if i > 0 {
+            b.push(" OR ");
+        }
+        b.push("r.search_key LIKE ");
+        b.push_bind(contains_pattern(t));
+    }
+    b.push(")");
+}
+
 pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<RepoRow>> {
     let mut b = QueryBuilder::new(format!(
         "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.repo_type = "
@@ -238,10 +287,12 @@ pub async fn list(db: impl PgExecutor<'_>, q: &ListQuery) -> sqlx::Result<Vec<Re
     for s in &q.search {
         // Search matches the full id "ns/name" (case-insensitive substring),
         // kept lower-cased in `search_key` under a trigram index. A term of
-        // fewer than 3 characters has no trigram, so PostgreSQL reads the
+        // fewer than 3 characters has no trigram, so PostgreSQL would read the
         // whole GIN index for it (1.9 s for a two-letter term nothing matches
-        // at a million repos; filtering the rows in sort order instead took
-        // 3.3 s), fast only when many repos match.
+        // at a million repos). A two-character term is also written as the
+        // three-character strings that contain it (see [`two_char_terms`]),
+        // each an index lookup.
+        push_two_char_prefilter(&mut b, s);
         b.push(" AND r.search_key LIKE lower(");
         b.push_bind(contains_pattern(s));
         b.push(")");

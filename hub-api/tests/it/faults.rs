@@ -215,6 +215,7 @@ async fn database_down_fails_fast_and_recovers() {
         health: Default::default(),
         scheduler: Default::default(),
         facets: Default::default(),
+        resolved: Default::default(),
         metrics: Default::default(),
     };
     let mut conn = pool.acquire().await.unwrap();

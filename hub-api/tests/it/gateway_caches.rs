@@ -465,3 +465,62 @@ async fn a_held_request_is_answered_when_the_replica_is_ready() {
     );
     s.worker.stop().await;
 }
+
+/// Rate limits with `--shared-rate-limits`: two replicas over one database
+/// admit the configured rate together, where two in-process limiters admit
+/// twice the burst.
+#[actix_web::test]
+async fn shared_rate_limits_hold_across_replicas() {
+    use hub_api::ratelimit::{Rate, RateDefaults, RateLimiter};
+    let limiter = |shared: bool| {
+        let l = RateLimiter::new(RateDefaults {
+            token: Rate {
+                per_s: 2,
+                burst: 10,
+            },
+            anonymous: Rate {
+                per_s: 2,
+                burst: 10,
+            },
+            trust_forwarded_for: false,
+        });
+        std::sync::Arc::new(if shared { l.shared() } else { l })
+    };
+    let admitted = |shared: bool| async move {
+        let mut t = TestState::new().await;
+        t.state.tenancy.rate = limiter(shared);
+        let mut other = t.replica().await;
+        other.tenancy.rate = limiter(shared);
+        let (a, b) = (
+            hub_testkit::app(&t.state).await,
+            hub_testkit::app(&other).await,
+        );
+        let started = std::time::Instant::now();
+        let mut ok = 0;
+        for i in 0..40 {
+            let req = actix_web::test::TestRequest::get()
+                .uri("/api/models")
+                .to_request();
+            let resp = if i % 2 == 0 {
+                actix_web::test::call_service(&a, req).await
+            } else {
+                actix_web::test::call_service(&b, req).await
+            };
+            match resp.status().as_u16() {
+                200 => ok += 1,
+                429 => {}
+                s => panic!("unexpected status {s}"),
+            }
+        }
+        (ok, started.elapsed().as_secs_f64())
+    };
+    let (apart, _) = admitted(false).await;
+    assert_eq!(apart, 20, "each replica's own bucket admits its burst");
+    let (together, secs) = admitted(true).await;
+    // The burst, what the rate refilled meanwhile, and one lease per replica.
+    let bound = 10.0 + 2.0 * secs + 2.0;
+    assert!(
+        together >= 10 && (together as f64) <= bound,
+        "{together} admitted in {secs:.2} s (bound {bound:.1})"
+    );
+}

@@ -808,7 +808,7 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
     let t = TestState::new().await;
     let (_, tok) = t.user("Searcher", false, &["write", "read"]).await;
     let app = app(&t.state).await;
-    for name in ["a_b", "axb", "Mixed.Case-1", "plain"] {
+    for name in ["a_b", "axb", "Mixed.Case-1", "plain", "zq", "q-zq.9z"] {
         create_repo(&app, &tok, name, false).await;
     }
     let ids = |b: &[u8]| -> Vec<String> {
@@ -831,6 +831,19 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
         ("r/p", vec!["Searcher/plain"]),
         ("XB", vec!["Searcher/axb"]),
         ("_", vec!["Searcher/a_b"]),
+        // Two characters (the three-character expansion): at the end of the
+        // key, after '/', next to '-', '.' and '_', nowhere, and with a
+        // character no name can hold.
+        ("zq", vec!["Searcher/q-zq.9z", "Searcher/zq"]),
+        ("/z", vec!["Searcher/zq"]),
+        ("-z", vec!["Searcher/q-zq.9z"]),
+        ("9z", vec!["Searcher/q-zq.9z"]),
+        ("q.", vec!["Searcher/q-zq.9z"]),
+        ("_B", vec!["Searcher/a_b"]),
+        ("1", vec!["Searcher/Mixed.Case-1"]),
+        ("e-", vec!["Searcher/Mixed.Case-1"]),
+        ("jj", vec![]),
+        ("a%25", vec![]),
         (
             "",
             vec![
@@ -838,6 +851,8 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
                 "Searcher/a_b",
                 "Searcher/axb",
                 "Searcher/plain",
+                "Searcher/q-zq.9z",
+                "Searcher/zq",
             ],
         ),
     ] {

@@ -92,6 +92,7 @@ fn repo(private: bool) -> RepoRow {
         license: None,
         safetensors: None,
         used_storage: 0,
+        resolve_version: 0,
     }
 }
 

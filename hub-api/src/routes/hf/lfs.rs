@@ -209,42 +209,38 @@ pub async fn batch(
         .filter(|(s, _)| !linked.contains_key(s.as_str()))
         .map(|(s, z)| (s.to_string(), *z))
         .collect();
-    let mut tx = state.db.begin().await?;
-    if !new_objects.is_empty() {
-        crate::quota::lock_namespace(&mut tx, ctx.repo.namespace_id).await?;
-        crate::quota::check_objects_fit(&state, &mut tx, ctx.repo.namespace_id, &new_objects)
-            .await?;
-    }
-    let creator = auth.principal().map(|p| p.user_id);
-    // Sessions first (short transaction), links after.
-    let mut sessions = Vec::new();
+    // Multipart uploads into a store with its own multipart upload (S3) get
+    // that upload now, before the transaction: no store call under its lock.
+    let mut planned = Vec::new();
     for (sha, size) in &parsed {
         if linked.contains_key(sha.as_str()) {
-            sessions.push(None);
+            planned.push(None);
             continue;
         }
         let id = Uuid::new_v4();
         let multipart = multipart_ok && *size as u64 > state.limits.multipart_threshold;
-        let chunk = state.limits.multipart_chunk as i64;
-        let parts = multipart.then(|| ((*size + chunk - 1) / chunk) as i32);
-        db::lfs::create_session(
-            &mut *tx,
-            &UploadSession {
-                id,
-                repo_id: ctx.repo.id,
-                sha256: sha.to_string(),
-                size: *size,
-                chunk_size: multipart.then_some(chunk),
-                part_count: parts,
-                created_by: creator,
-                expires_at: chrono::Utc::now() + chrono::Duration::seconds(LINK_TTL_S),
-                completed_at: None,
-            },
-        )
-        .await?;
-        sessions.push(Some((id, chunk, parts)));
+        let chunk = chunk_size(&state, *size as u64) as i64;
+        let store_upload = if multipart && state.storage.native_multipart() {
+            match state.storage.begin_parts(id).await {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    abort_planned(&state, &planned).await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
+        planned.push(Some((id, multipart, chunk, store_upload)));
     }
-    tx.commit().await?;
+    let sessions = match create_sessions(&state, &auth, &ctx, &parsed, &new_objects, &planned).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            abort_planned(&state, &planned).await;
+            return Err(e);
+        }
+    };
     let mut out = Vec::new();
     let mut any_multipart = false;
     for ((sha, size), session) in parsed.iter().zip(sessions) {
@@ -301,6 +297,81 @@ pub async fn batch(
     Ok(HttpResponse::Ok().content_type(LFS_JSON).json(
         json!({"transfer": if any_multipart { "multipart" } else { "basic" }, "objects": out}),
     ))
+}
+
+/// A new upload session: (id, multipart, chunk size, the store's upload).
+type Planned = Option<(Uuid, bool, i64, Option<String>)>;
+
+/// The part size offered for an object of `size` bytes: the configured
+/// chunk, or more when a store's multipart upload could not hold the object
+/// in its 10,000 parts (whole MiB, so every part but the last is a whole
+/// number of SHA-256 blocks).
+fn chunk_size(state: &AppState, size: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let chunk = state.limits.multipart_chunk;
+    if !state.storage.native_multipart() {
+        return chunk;
+    }
+    let least = size.div_ceil(10_000);
+    if least <= chunk {
+        chunk
+    } else {
+        least.div_ceil(MIB) * MIB
+    }
+}
+
+/// Creates the batch's sessions in one short transaction, under the
+/// namespace's quota lock after checking the new objects fit.
+async fn create_sessions(
+    state: &AppState,
+    auth: &Auth,
+    ctx: &registry::RepoCtx,
+    parsed: &[(Sha256, i64)],
+    new_objects: &[(String, i64)],
+    planned: &[Planned],
+) -> ApiResult<Vec<Option<(Uuid, i64, Option<i32>)>>> {
+    let mut tx = state.db.begin().await?;
+    if !new_objects.is_empty() {
+        crate::quota::lock_namespace(&mut tx, ctx.repo.namespace_id).await?;
+        crate::quota::check_objects_fit(state, &mut tx, ctx.repo.namespace_id, new_objects).await?;
+    }
+    let creator = auth.principal().map(|p| p.user_id);
+    let mut sessions = Vec::new();
+    for ((sha, size), plan) in parsed.iter().zip(planned) {
+        let Some((id, multipart, chunk, store_upload)) = plan else {
+            sessions.push(None);
+            continue;
+        };
+        let parts = multipart.then(|| ((*size + chunk - 1) / chunk) as i32);
+        db::lfs::create_session(
+            &mut *tx,
+            &UploadSession {
+                id: *id,
+                repo_id: ctx.repo.id,
+                sha256: sha.to_string(),
+                size: *size,
+                chunk_size: multipart.then_some(*chunk),
+                part_count: parts,
+                created_by: creator,
+                expires_at: chrono::Utc::now() + chrono::Duration::seconds(LINK_TTL_S),
+                completed_at: None,
+                store_upload: store_upload.clone(),
+            },
+        )
+        .await?;
+        sessions.push(Some((*id, *chunk, parts)));
+    }
+    tx.commit().await?;
+    Ok(sessions)
+}
+
+/// Abandons the store uploads of sessions that were never created.
+async fn abort_planned(state: &AppState, planned: &[Planned]) {
+    for (id, _, _, upload) in planned.iter().flatten() {
+        if let Some(u) = upload {
+            state.storage.abort_parts(*id, u).await;
+        }
+    }
 }
 
 /// The session of a link, while it may still take bytes: 410 once expired,
@@ -418,19 +489,14 @@ pub async fn put_part(
         chunk
     };
     check_content_length(&req, expected, &format!("part {part}"))?;
+    if let Some(upload) = &s.store_upload {
+        return put_native_part(&state, &s, upload, part, chunk, expected, payload).await;
+    }
     let etag = state
         .storage
         .write_part(s.id, part, payload, expected)
         .await
-        .map_err(|e| match e {
-            StorageError::SizeMismatch { actual, .. } => ApiError::DigestMismatch(format!(
-                "part {part} has {actual} bytes; it must be exactly {expected}"
-            )),
-            StorageError::TooLong(_) => {
-                ApiError::DigestMismatch(format!("part {part} is longer than its {expected} bytes"))
-            }
-            e => e.into(),
-        })?;
+        .map_err(|e| part_body_error(part, expected, e))?;
     // The session may have completed while the part streamed: then the part
     // is not recorded and its bytes go.
     if !db::lfs::record_part(&state.db, s.id, part as i32, expected as i64, &etag).await? {
@@ -439,6 +505,112 @@ pub async fn put_part(
     }
     Ok(HttpResponse::Ok()
         .insert_header(("ETag", format!("\"{etag}\"")))
+        .finish())
+}
+
+/// Maps a refused part body to the client's error.
+fn part_body_error(part: u32, expected: u64, e: StorageError) -> ApiError {
+    match e {
+        StorageError::SizeMismatch { actual, .. } => ApiError::DigestMismatch(format!(
+            "part {part} has {actual} bytes; it must be exactly {expected}"
+        )),
+        StorageError::TooLong(_) => {
+            ApiError::DigestMismatch(format!("part {part} is longer than its {expected} bytes"))
+        }
+        e => e.into(),
+    }
+}
+
+/// Ends an attempt that sent nothing to the store when it is dropped (a
+/// refused body, or the client went away) unless disarmed first.
+struct AttemptGuard {
+    db: sqlx::PgPool,
+    session: Uuid,
+    part: i32,
+    armed: bool,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let (db, session, part) = (self.db.clone(), self.session, self.part);
+            tokio::spawn(async move {
+                if let Err(e) = db::lfs::end_part_attempt(&db, session, part).await {
+                    tracing::warn!(upload.session = %session, part, error = %e, "ending a part attempt failed");
+                }
+            });
+        }
+    }
+}
+
+/// A part of an upload into the store's own multipart upload (S3): read whole
+/// within the namespace's upload memory, hashed from the SHA-256 state its
+/// predecessor left, sent as the store's part, and recorded.
+async fn put_native_part(
+    state: &AppState,
+    s: &UploadSession,
+    upload: &str,
+    part: u32,
+    chunk: u64,
+    expected: u64,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let ns = db::lfs::repo_namespace(&state.db, s.repo_id)
+        .await?
+        .ok_or(ApiError::NotFound("upload session"))?;
+    let _memory = state.tenancy.upload_memory.reserve(ns, expected).await?;
+    let attempt = db::lfs::start_part_attempt(&state.db, s.id, part as i32)
+        .await?
+        .ok_or(ApiError::UploadCompleted)?;
+    let mut guard = AttemptGuard {
+        db: state.db.clone(),
+        session: s.id,
+        part: part as i32,
+        armed: true,
+    };
+    let hashed_from = attempt
+        .resume
+        .as_deref()
+        .and_then(crate::sha256_state::decode);
+    let resume = hashed_from
+        .map(|st| crate::sha256_state::Sha256State::resume(st, chunk * (part as u64 - 1)));
+    let read = crate::storage::Storage::read_native_part(payload, expected, resume).await;
+    let read = match read {
+        Ok(read) => read,
+        Err(e) => {
+            guard.armed = false;
+            db::lfs::end_part_attempt(&state.db, s.id, part as i32).await?;
+            return Err(part_body_error(part, expected, e));
+        }
+    };
+    // From here the store may hold this attempt's bytes: if the send fails or
+    // is cut off, the attempt stays in flight and the session's joined object
+    // is read back to verify it.
+    guard.armed = false;
+    let store_etag = state
+        .storage
+        .send_native_part(s.id, upload, part, &read)
+        .await?;
+    let last = part as i64 * chunk as i64 >= s.size;
+    let sha_after = read.sha.clone().and_then(|h| {
+        if last {
+            Some(h.finish().to_vec())
+        } else {
+            h.saved().map(|st| crate::sha256_state::encode(&st))
+        }
+    });
+    let rec = db::lfs::NativePartRecord {
+        size: expected as i64,
+        etag: &read.etag,
+        store_etag: &store_etag,
+        sha_before: sha_after.as_ref().and(attempt.resume.clone()),
+        sha_after,
+    };
+    if !db::lfs::record_native_part(&state.db, s.id, part as i32, &attempt, &rec).await? {
+        return Err(ApiError::UploadCompleted);
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("ETag", format!("\"{}\"", read.etag)))
         .finish())
 }
 
@@ -492,6 +664,9 @@ pub async fn complete(
         }
     }
     let sha = Sha256::parse(&s.sha256)?;
+    if let Some(upload) = &s.store_upload {
+        return complete_native(&state, &s, upload, &sha).await;
+    }
     let sizes: Vec<u64> = stored.iter().map(|(_, z, _)| *z as u64).collect();
     let staged = match state
         .storage
@@ -523,6 +698,75 @@ pub async fn complete(
     state.storage.delete_parts(s.id).await;
     state.metrics.lfs("multipart_upload", s.size as u64);
     tracing::info!(upload.session = %s.id, bytes = s.size, parts = count, "lfs multipart object stored");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+/// Whether a native upload's recorded parts prove the joined object's
+/// digest: each part hashed from the state its predecessor left, the last
+/// ending at `sha`, every part certainly what the store holds.
+fn digest_known(parts: &[db::lfs::NativePartRow], sha: &Sha256) -> bool {
+    let mut expect = Some(crate::sha256_state::encode(&crate::sha256_state::INITIAL));
+    for p in parts {
+        if !p.clean || p.sha_before.is_none() || p.sha_before != expect {
+            return false;
+        }
+        expect = p.sha_after.clone();
+    }
+    expect.is_some_and(|d| hex::encode(d) == sha.as_str())
+}
+
+/// Completes an upload into the store's own multipart upload: the store
+/// joins the parts; the digest is known from the parts' chained hashes, so
+/// nothing is read back unless a part's attempts overlapped or came out of
+/// order (then the joined object is read once and verified).
+async fn complete_native(
+    state: &AppState,
+    s: &UploadSession,
+    upload: &str,
+    sha: &Sha256,
+) -> ApiResult<HttpResponse> {
+    let parts = db::lfs::native_parts(&state.db, s.id).await?;
+    let (started, in_flight) = db::lfs::part_attempts(&state.db, s.id).await?;
+    let mut known = in_flight == 0 && digest_known(&parts, sha);
+    let etags: Vec<String> = parts
+        .iter()
+        .map(|p| p.store_etag.clone().unwrap_or_default())
+        .collect();
+    if let Err(e) = state.storage.complete_parts(s.id, upload, etags).await {
+        // An earlier completion may have joined them and failed after.
+        if state.storage.parts_object_size(s.id).await? != Some(s.size as u64) {
+            if let Some(p) = parts.iter().find(|p| !p.clean) {
+                // The store holds another attempt's bytes for this part.
+                db::lfs::delete_part(&state.db, s.id, p.part_number).await?;
+                return Err(ApiError::UploadPartMissing(p.part_number as u32));
+            }
+            return Err(e.into());
+        }
+        known = false;
+    }
+    // An attempt that started while the store joined the parts may have
+    // replaced one: then the joined object is verified by reading it.
+    if db::lfs::part_attempts(&state.db, s.id).await?.0 != started {
+        known = false;
+    }
+    let staged = match state
+        .storage
+        .staged_parts(s.id, s.size as u64, sha, known)
+        .await
+    {
+        Ok(staged) => staged,
+        Err(e @ (StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. })) => {
+            // The store's upload is spent: the parts start over in a new one.
+            let fresh = state.storage.begin_parts(s.id).await?;
+            db::lfs::reset_native_session(&state.db, s.id, &fresh).await?;
+            return Err(ApiError::DigestMismatch(format!(
+                "the parts joined do not verify ({e}); upload every part again, then complete again"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    finish(state, s, staged).await?;
+    tracing::info!(upload.session = %s.id, bytes = s.size, parts = parts.len(), read_back = !known, "lfs multipart object stored");
     Ok(HttpResponse::Ok().json(json!({})))
 }
 

@@ -124,24 +124,51 @@ pub async fn resolve(
     let dl = crate::gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
     let ctx = dl.ctx();
     let rev = param(&req, "rev").unwrap_or_default();
-    let resolved = registry::resolve_str(&state, ctx.repo.id, &rev).await?;
+    // What the revision, the path and the LFS check resolve to is cached by
+    // keys that make it immutable (`resolve_cache`): the repo's
+    // `resolve_version`, read with the repo row above, and the tree id.
+    let cache = &state.resolved;
+    let version = ctx.repo.resolve_version;
+    let rev_key = (ctx.repo.id, version, rev.clone());
+    let resolved = match cache.revisions.get(&rev_key) {
+        Some(r) => r,
+        None => {
+            let r = registry::resolve_str(&state, ctx.repo.id, &rev).await?;
+            cache.revisions.put(rev_key, r.clone());
+            r
+        }
+    };
     let commit = resolved.commit.oid.clone();
     let raw_path = param(&req, "path").unwrap_or_default();
     let path = RepoPath::parse(&raw_path).map_err(|_| entry_not_found(&raw_path, &commit))?;
-    let entry = files::entry_at(&state, &resolved.commit.tree_oid, path.as_str())
-        .await?
-        .ok_or_else(|| entry_not_found(path.as_str(), &commit))?;
+    let entry_key = (resolved.commit.tree_oid.clone(), path.as_str().to_string());
+    let entry = match cache.entries.get(&entry_key) {
+        Some(e) => e,
+        None => {
+            let e = files::entry_at(&state, &resolved.commit.tree_oid, path.as_str()).await?;
+            cache.entries.put(entry_key, e.clone());
+            e
+        }
+    }
+    .ok_or_else(|| entry_not_found(path.as_str(), &commit))?;
     let Some(blob) = entry.blob.clone() else {
         return Err(entry_not_found(path.as_str(), &commit));
     };
     // An LFS object is the repo's while it holds the link (as for the LFS
     // batch API): a permanently deleted one (`routes::hf::lfs_files`) is gone
     // from every revision, whoever else still stores the bytes.
-    if blob.is_lfs
-        && db::lfs::linked(&state.db, ctx.repo.id, std::slice::from_ref(&blob.sha256))
+    let still_linked = || async {
+        let key = (ctx.repo.id, version, blob.sha256.clone());
+        if let Some(linked) = cache.lfs_linked.get(&key) {
+            return Ok::<_, ApiError>(linked);
+        }
+        let linked = !db::lfs::linked(&state.db, ctx.repo.id, std::slice::from_ref(&blob.sha256))
             .await?
-            .is_empty()
-    {
+            .is_empty();
+        cache.lfs_linked.put(key, linked);
+        Ok(linked)
+    };
+    if blob.is_lfs && !still_linked().await? {
         return Err(entry_not_found(
             &format!(
                 "{} (its LFS object was permanently deleted from this repository)",
