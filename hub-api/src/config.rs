@@ -119,6 +119,19 @@ pub struct Config {
     #[arg(long, env = "HUB_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
 
+    /// Address of a second listener that serves only `GET /metrics` (Prometheus
+    /// text format) without credentials, for a scraper inside the cluster; never
+    /// expose it through the public load balancer. Unset: metrics are served
+    /// only on the API listener, to site administrators (an admin-scoped token).
+    #[arg(long, env = "HUB_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (such as
+    /// http://otel-collector:4318): each request's span, with its request id,
+    /// is exported to its /v1/traces (protobuf, in batches). Unset: no export.
+    #[arg(long, env = "HUB_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
     /// Do not run the in-process inference worker.
     #[arg(long, env = "HUB_NO_WORKER", global = true)]
     pub no_worker: bool,
@@ -267,6 +280,8 @@ impl std::fmt::Debug for Config {
             .field("http_workers", &self.http_workers)
             .field("db_pool", &self.db_pool)
             .field("no_worker", &self.no_worker)
+            .field("metrics_bind", &self.metrics_bind)
+            .field("otlp_endpoint", &self.otlp_endpoint)
             .field("rate_limit_token_rps", &self.rate_limit_token_rps)
             .field("rate_limit_anon_rps", &self.rate_limit_anon_rps)
             .field("session_ttl_minutes", &self.session_ttl_minutes)
@@ -298,6 +313,16 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("HUB_LOG_FORMAT must be text or json");
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            hub_telemetry::logging::validate_endpoint(e)
+                .map_err(|e| anyhow::anyhow!("HUB_OTLP_ENDPOINT: {e}"))?;
+        }
+        if self
+            .metrics_bind
+            .is_some_and(|m| m == self.bind && m.port() != 0)
+        {
+            anyhow::bail!("HUB_METRICS_BIND must be another address than HUB_BIND");
         }
         Ok(())
     }

@@ -173,6 +173,8 @@ impl Drop for ReadyWait {
 struct InFlight {
     live: Arc<Live>,
     id: Uuid,
+    /// Its unit of `paddock_endpoint_requests_in_flight`.
+    _counted: hub_telemetry::metrics::Tracked,
 }
 
 impl Drop for InFlight {
@@ -389,11 +391,12 @@ impl Live {
             .map(|(id, url, secret, _)| (*id, url.clone(), secret.clone()))
     }
 
-    fn enter(self: &Arc<Self>, id: Uuid) -> InFlight {
+    fn enter(self: &Arc<Self>, id: Uuid, counted: hub_telemetry::metrics::Tracked) -> InFlight {
         *self.in_flight.lock().expect("lock").entry(id).or_insert(0) += 1;
         InFlight {
             live: self.clone(),
             id,
+            _counted: counted,
         }
     }
 
@@ -439,10 +442,20 @@ struct Metered {
 }
 
 impl Metered {
-    /// Buffers the usage record and counts the tokens against today's quota.
+    /// Buffers the usage record, counts the tokens against today's quota, and
+    /// counts the call in the endpoint's metrics.
     fn record(self) {
         let clamp = |n: i64| n.clamp(0, i32::MAX as i64) as i32;
         let e = &self.route.endpoint;
+        let m = &self.state.metrics;
+        let label = endpoint_label(e);
+        m.endpoint_requests.inc(&[&label, &self.status.to_string()]);
+        m.endpoint_duration
+            .observe(&[&label], self.started.elapsed().as_secs_f64());
+        m.endpoint_tokens
+            .add(&[&label, "prompt"], self.input_tokens.max(0) as u64);
+        m.endpoint_tokens
+            .add(&[&label, "generated"], self.output_tokens.max(0) as u64);
         let rec = UsageRecord {
             request_id: Uuid::new_v4(),
             namespace_id: e.namespace_id,
@@ -460,6 +473,12 @@ impl Metered {
         );
         self.state.live.record_usage(&self.state.db, rec);
     }
+}
+
+/// An endpoint's label in the metrics: `namespace/name` as stored (one series
+/// per endpoint, whatever case a caller wrote).
+fn endpoint_label(e: &EndpointRow) -> String {
+    format!("{}/{}", e.namespace, e.name)
 }
 
 /// A token count in a worker's response header (0 when absent or malformed).
@@ -521,6 +540,8 @@ pub async fn proxy(
     let mut tried: Vec<Uuid> = Vec::new();
     let mut woke = false;
     let mut ready: Option<ReadyWait> = None;
+    // Counted in `paddock_endpoint_queued_requests` while held for a replica.
+    let mut queued: Option<hub_telemetry::metrics::Tracked> = None;
     // The cached replicas first; after a failure, what the database says now.
     let mut reread: Option<Vec<Candidate>> = None;
     loop {
@@ -549,7 +570,10 @@ pub async fn proxy(
             match ready.as_mut() {
                 // Subscribed first, then read again at once: a replica that became
                 // ready since the route was read is not waited for.
-                None => ready = Some(state.live.wait_ready(e.id)),
+                None => {
+                    ready = Some(state.live.wait_ready(e.id));
+                    queued = Some(state.metrics.endpoint_queued.track(&[&endpoint_label(e)]));
+                }
                 Some(w) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     let poll = state.live.wake_poll_ms.load(Ordering::Relaxed);
@@ -570,7 +594,12 @@ pub async fn proxy(
         } else {
             format!("{url}/models/{replica}/{tail}")
         };
-        let guard = state.live.enter(replica);
+        drop(queued.take());
+        let counted = state
+            .metrics
+            .endpoint_in_flight
+            .track(&[&endpoint_label(e)]);
+        let guard = state.live.enter(replica, counted);
         let mut fwd = state
             .live
             .client
@@ -585,6 +614,11 @@ pub async fn proxy(
             if let Some(v) = req.headers().get(h) {
                 fwd = fwd.header(h, v.as_bytes());
             }
+        }
+        // One request id in the hub's and the worker's logs.
+        if let Some(id) = actix_web::HttpMessage::extensions(&req).get::<crate::server::RequestId>()
+        {
+            fwd = fwd.header(hub_telemetry::request_id::HEADER, id.0.as_str());
         }
         match fwd.send().await {
             Ok(resp) => {

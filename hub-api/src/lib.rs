@@ -21,6 +21,7 @@ pub mod git;
 pub mod health;
 pub mod heavy;
 pub mod membudget;
+pub mod metrics;
 pub mod pgcluster;
 pub mod quota;
 pub mod ratelimit;

@@ -239,6 +239,8 @@ fn status_of(
 /// One pass of the scheduler over every endpoint.
 pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     let lost = db::endpoints::remove_lost_workers(&state.db, LOST_AFTER_S).await?;
+    let decided = |decision: &str, n: u64| state.metrics.scheduler_decisions.add(&[decision], n);
+    decided("worker_lost", lost.len() as u64);
     for w in &lost {
         tracing::warn!(worker.id = %w, "worker missed its heartbeats; its replicas move elsewhere");
     }
@@ -248,6 +250,7 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     }
     let workers: Vec<WorkerRow> = db::endpoints::workers(&state.db).await?;
     let all = db::endpoints::all_replicas(&state.db).await?;
+    publish_states(state, &workers, &all);
     let mut by_endpoint: HashMap<i64, Vec<ReplicaRow>> = HashMap::new();
     let mut per_worker: HashMap<Uuid, i64> = HashMap::new();
     for r in all {
@@ -293,9 +296,11 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
                         let id = db::endpoints::insert_replica(&mut conn, e.id, w.id).await?;
                         *promised.entry(w.id).or_default() += need;
                         *per_worker.entry(w.id).or_default() += 1;
+                        decided("place", 1);
                         tracing::info!(endpoint = %format!("{}/{}", e.namespace, e.name), replica = %id, worker = %w.name, "replica placed");
                     }
                     None => {
+                        decided("unplaceable", 1);
                         problem = Some(if workers.is_empty() {
                             "no worker is registered".into()
                         } else if workers.iter().all(|w| w.memory_bytes < need) {
@@ -316,12 +321,14 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
             victims.sort_by_key(|r| (r.status == "running", std::cmp::Reverse(r.created_at)));
             for r in victims.into_iter().take(live.len() - target as usize) {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
+                decided("scale_down", 1);
             }
             crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
         } else if target == 0 && failed > 0 {
             for r in &replicas {
                 db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
             }
+            decided("clear_failed", replicas.len() as u64);
             crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
         }
         let replicas_now = db::endpoints::replicas_of(&mut *conn, e.id).await?;
@@ -336,6 +343,37 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         db::endpoints::set_status(&mut conn, e.id, &status, message.as_deref()).await?;
     }
     Ok(())
+}
+
+/// Sets the leader's view of the fleet in the metrics: workers by state and
+/// endpoint replicas by state.
+fn publish_states(state: &AppState, workers: &[WorkerRow], replicas: &[ReplicaRow]) {
+    let now = chrono::Utc::now();
+    let mut by_worker: HashMap<&str, i64> = HashMap::from([("ready", 0), ("late", 0)]);
+    for w in workers {
+        let silent = (now - w.last_heartbeat).num_milliseconds() as f64 / 1000.0;
+        *by_worker
+            .entry(if silent < LOST_AFTER_S / 2.0 {
+                "ready"
+            } else {
+                "late"
+            })
+            .or_default() += 1;
+    }
+    let mut by_replica: HashMap<&str, i64> = ["pulling", "loading", "running", "failed"]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+    for r in replicas {
+        *by_replica.entry(r.status.as_str()).or_default() += 1;
+    }
+    let series = |m: HashMap<&str, i64>| {
+        m.into_iter()
+            .map(|(k, v)| (vec![k.to_string()], v))
+            .collect::<Vec<_>>()
+    };
+    state.metrics.workers.replace(series(by_worker));
+    state.metrics.replicas.replace(series(by_replica));
 }
 
 /// Listens on [`WAKE_CHANNEL`] and [`ASSIGNMENTS_CHANNEL`] on a connection of
@@ -416,6 +454,10 @@ pub fn spawn(state: AppState, db_url: String) {
                     tracing::warn!(error = %e, "scheduler: lost leadership or database; retrying")
                 }
             }
+            // Not leading: the fleet's state is the new leader's to publish.
+            state.metrics.scheduler_leader.set(&[], 0);
+            state.metrics.workers.replace([]);
+            state.metrics.replicas.replace([]);
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
@@ -439,8 +481,16 @@ async fn lead(state: &AppState, db_url: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     tracing::info!("scheduler: leading");
+    state.metrics.scheduler_leader.set(&[], 1);
     loop {
-        if let Err(e) = tick(state).await {
+        let started = std::time::Instant::now();
+        let result = tick(state).await;
+        let m = &state.metrics;
+        m.scheduler_tick_duration
+            .observe(&[], started.elapsed().as_secs_f64());
+        m.scheduler_ticks
+            .inc(&[if result.is_ok() { "ok" } else { "error" }]);
+        if let Err(e) = result {
             tracing::warn!(error = format!("{e:#}"), "scheduler tick failed");
         }
         // Still holding the lock (and the connection is alive)?

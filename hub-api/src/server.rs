@@ -16,18 +16,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Sets up logging once (text or JSON lines).
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HUB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+/// Sets up logging once (text or JSON lines; `HUB_LOG` filters), and the
+/// OTLP trace export when `otlp_endpoint` is set. Keep the guard until exit:
+/// dropping it sends the spans still buffered.
+pub fn init_logging(
+    format: &str,
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<hub_telemetry::logging::Guard> {
+    hub_telemetry::logging::init(&hub_telemetry::logging::Options {
+        service: "paddock-hub",
+        format,
+        filter_env: "HUB_LOG",
+        default_filter: "info,sqlx=warn",
+        otlp_endpoint,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The database the hub uses: `DATABASE_URL`, or the private cluster (started
@@ -96,6 +99,7 @@ pub async fn build_state(
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        metrics: Default::default(),
     })
 }
 
@@ -195,7 +199,7 @@ impl Drop for Supervisor {
 /// Runs a parsed command line; `serve` runs `worker` in process.
 pub fn run_cli(cli: Cli, worker: Option<EmbeddedWorker>) -> anyhow::Result<()> {
     cli.config.validate()?;
-    init_logging(&cli.config.log_format);
+    let _logging = init_logging(&cli.config.log_format, cli.config.otlp_endpoint.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -218,7 +222,8 @@ pub fn run_cli(cli: Cli, worker: Option<EmbeddedWorker>) -> anyhow::Result<()> {
 }
 
 /// Logs each request once: method, path (never the query string, which may
-/// carry signed-link tokens), status and duration.
+/// carry signed-link tokens), status and duration. Called inside the
+/// request's span, which carries its request id.
 fn log_request(method: &str, path: &str, status: u16, started: Instant) {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {
@@ -240,22 +245,87 @@ fn log_request(method: &str, path: &str, status: u16, started: Instant) {
     }
 }
 
-/// The access log middleware: one line per request (method, path, status,
-/// duration; never the query string, headers or cookies).
+/// The id of the request being handled (`X-Request-Id`), in its extensions:
+/// the gateway forwards it to the worker it calls.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The access log and metrics middleware, outermost. Per request: its id
+/// (`X-Request-Id` on the response, and a `request` span around everything
+/// done for it, so every log line of the request carries `request_id`, and an
+/// exported trace has one span per request named by its route); one log line
+/// (method, path, status, duration; never the query string, headers or
+/// cookies); and its metrics (`metrics`): count, latency to the response
+/// head, body bytes read and written, by route pattern.
 pub async fn access_log(
-    req: actix_web::dev::ServiceRequest,
+    mut req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
 ) -> Result<actix_web::dev::ServiceResponse, actix_web::Error> {
+    use actix_web::HttpMessage;
+    use tracing::Instrument;
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let path = req.path().to_string();
     let request_id = request_id(req.headers());
-    let res = next.call(req).await;
-    let status = match &res {
-        Ok(r) => r.status().as_u16(),
-        Err(e) => e.as_response_error().status_code().as_u16(),
+    let metrics = req
+        .app_data::<actix_web::web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let payload = req.take_payload();
+    if !matches!(payload, actix_web::dev::Payload::None) {
+        let counter = received.clone();
+        let counted = futures::StreamExt::inspect(payload, move |chunk| {
+            if let Ok(b) = chunk {
+                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+        });
+        req.set_payload(actix_web::dev::Payload::from(
+            Box::pin(counted) as actix_http::BoxedPayloadStream
+        ));
+    }
+    let in_flight = metrics.as_ref().map(|m| m.http_in_flight.track(&[]));
+    let res = next.call(req).instrument(span.clone()).await;
+    drop(in_flight);
+    let (status, route) = match &res {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.request()
+                .app_data::<crate::metrics::RouteLabel>()
+                .map_or("unmatched", |l| l.label(&path))
+                .to_string(),
+        ),
+        Err(e) => (
+            e.as_response_error().status_code().as_u16(),
+            "unmatched".to_string(),
+        ),
     };
-    log_request(&method, &path, status, started);
+    hub_telemetry::logging::name_span(&span, format!("{method} {route}"));
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", i64::from(status));
+    span.in_scope(|| log_request(method.as_str(), &path, status, started));
+    let sent = metrics.map(|m| {
+        let status_label = status.to_string();
+        m.http_requests
+            .inc(&[route.as_str(), method.as_str(), &status_label]);
+        m.http_duration.observe(
+            &[route.as_str(), method.as_str()],
+            started.elapsed().as_secs_f64(),
+        );
+        crate::metrics::BodyCount {
+            sent: m.http_sent.series(&[route.as_str()]),
+            received_total: m.http_received.series(&[route.as_str()]),
+            received,
+        }
+    });
     res.map(|mut r| {
         if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
             r.headers_mut().insert(
@@ -263,7 +333,12 @@ pub async fn access_log(
                 v,
             );
         }
-        r.map_into_boxed_body()
+        match sent {
+            Some(count) => r.map_into_boxed_body().map_body(|_, body| {
+                actix_web::body::BoxBody::new(crate::metrics::CountedBody { body, count })
+            }),
+            None => r.map_into_boxed_body(),
+        }
     })
 }
 
@@ -272,17 +347,11 @@ pub async fn access_log(
 /// Python client sends a fresh one per request) when it is a short token,
 /// else a new one.
 fn request_id(headers: &actix_web::http::header::HeaderMap) -> String {
-    ["x-request-id", "x-amzn-trace-id"]
-        .iter()
-        .filter_map(|h| headers.get(*h)?.to_str().ok())
-        .find(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.=;:".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    hub_telemetry::request_id::accept(
+        ["x-request-id", "x-amzn-trace-id"]
+            .iter()
+            .filter_map(|h| headers.get(*h)?.to_str().ok()),
+    )
 }
 
 /// Starts the in-process worker: mints its token and hands it what a remote
@@ -353,6 +422,29 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
+        let metrics_server = match config.metrics_bind {
+            Some(bind) => {
+                let metrics_state = state.clone();
+                let server =
+                    HttpServer::new(move || crate::metrics::metrics_app(metrics_state.clone()))
+                        .workers(1)
+                        .disable_signals()
+                        .shutdown_timeout(1)
+                        .bind(bind)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot listen on {bind}: {e} (set HUB_METRICS_BIND)")
+                        })?;
+                for a in server.addrs() {
+                    println!("paddock: metrics on http://{a}/metrics");
+                }
+                Some(server.run())
+            }
+            None => None,
+        };
+        let metrics_handle = metrics_server.as_ref().map(|s| s.handle());
+        if let Some(s) = metrics_server {
+            actix_web::rt::spawn(s);
+        }
         let app_state = state.clone();
         let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
             .workers(workers)
@@ -386,6 +478,9 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
         tracing::info!(url = %public_url, "hub-api listening");
         let result = server.await;
         tracing::info!("hub-api stopped; shutting down");
+        if let Some(h) = metrics_handle {
+            h.stop(false).await;
+        }
         state.live.flush_usage(&state.db).await;
         let _ = stop_worker.send(());
         if let Some(w) = worker {

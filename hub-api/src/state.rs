@@ -1,7 +1,8 @@
 //! Shared application state handed to every handler: the database, storage,
 //! keys and settings, and every piece of per-app mutable state (rate-limit
 //! buckets, the token cache, heavy-work slots, the gateway's routes, the
-//! database circuit breaker, the scheduler's doorbell, the browse facets).
+//! database circuit breaker, the scheduler's doorbell, the browse facets, the
+//! metrics).
 //! Nothing mutable lives in a process-wide static, so two apps in one process
 //! (tests, replicas) share nothing but what they are given.
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub facets: Arc<crate::dashboard::home::FacetsCache>,
     /// What `/resolve` looked up, by keys that make it immutable (see `resolve_cache`).
     pub resolved: Arc<crate::resolve_cache::ResolveCache>,
+    /// What `GET /metrics` exposes (see `metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Tenancy settings and the per-process rate-limit buckets.

@@ -234,6 +234,7 @@ async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        metrics: Default::default(),
     }
 }
 
@@ -328,11 +329,14 @@ impl Server {
 /// A stand-in inference worker on 127.0.0.1 (random port, its own thread), for
 /// gateway tests that need no engine: `POST /models/{key}/...` answers a small
 /// embeddings body with `X-Input-Tokens: 5` when the gateway secret is right
-/// (401 otherwise), and counts the calls it answered.
+/// (401 otherwise), and counts the calls it answered, keeping the
+/// `X-Request-Id` each came with.
 pub struct StandInWorker {
     pub url: String,
     pub secret: String,
     pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The `X-Request-Id` of each call answered, in order.
+    pub request_ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -344,23 +348,31 @@ impl StandInWorker {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let secret = format!("standin-{}", uuid::Uuid::new_v4().simple());
         let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let request_ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let (want, counter) = (format!("Bearer {secret}"), hits.clone());
+        let (want, counter, ids) = (
+            format!("Bearer {secret}"),
+            hits.clone(),
+            request_ids.clone(),
+        );
         std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
                 let server = HttpServer::new(move || {
-                    let (want, counter) = (want.clone(), counter.clone());
+                    let (want, counter, ids) = (want.clone(), counter.clone(), ids.clone());
                     App::new().route(
                         "/models/{key}/{tail:.*}",
                         web::post().to(move |req: HttpRequest| {
-                            let (want, counter) = (want.clone(), counter.clone());
+                            let (want, counter, ids) = (want.clone(), counter.clone(), ids.clone());
                             async move {
                                 let auth = req.headers().get("authorization");
                                 if auth.and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
                                     return HttpResponse::Unauthorized().finish();
                                 }
                                 counter.fetch_add(1, Ordering::SeqCst);
+                                let id = req.headers().get("x-request-id");
+                                let id = id.and_then(|v| v.to_str().ok()).unwrap_or_default();
+                                ids.lock().expect("ids").push(id.to_string());
                                 HttpResponse::Ok()
                                     .insert_header(("X-Input-Tokens", "5"))
                                     .json(serde_json::json!({"object": "list", "data": [
@@ -383,6 +395,7 @@ impl StandInWorker {
             url,
             secret,
             hits,
+            request_ids,
             handle,
         }
     }

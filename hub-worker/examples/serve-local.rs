@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             HttpState {
                 registry,
                 auth: Arc::new(auth),
+                metrics: Default::default(),
             },
             2,
         )?;

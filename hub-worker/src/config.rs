@@ -150,6 +150,17 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
 
+    /// Log format of the `hub-worker` binary: text or json (`RUST_LOG` filters).
+    #[arg(long, env = "HUB_WORKER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (such as
+    /// http://otel-collector:4318): the `hub-worker` binary exports each
+    /// request's span, with the gateway's request id, to its /v1/traces. Unset:
+    /// no export. (A hub's in-process worker shares the hub's `--otlp-endpoint`.)
+    #[arg(long, env = "HUB_WORKER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Mints a fresh control-plane token when the hub rejects the current one
     /// (set by a hub running this worker in-process; not a flag).
     #[arg(skip)]
@@ -238,6 +249,8 @@ impl WorkerConfig {
             gen_prompt_cache_mib: crate::engine::options::DEFAULT_GEN_PROMPT_CACHE_MIB,
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
+            log_format: "text".to_string(),
+            otlp_endpoint: None,
             poll_wait_s: 25,
             token_refresh: None,
         }

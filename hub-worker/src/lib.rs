@@ -82,6 +82,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         http::HttpState {
             registry: registry.clone(),
             auth: auth.clone(),
+            metrics: Default::default(),
         },
         config.http_threads,
     )

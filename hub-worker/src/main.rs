@@ -7,12 +7,14 @@ fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     // Before any thread exists: candle/rayon read their thread counts from the environment.
     hub_worker::engine::threads::set_env_threads(config.compute_threads());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hub_worker=info".into()),
-        )
-        .init();
+    let _logging = hub_telemetry::logging::init(&hub_telemetry::logging::Options {
+        service: "paddock-worker",
+        format: &config.log_format,
+        filter_env: "RUST_LOG",
+        default_filter: "info,hub_worker=info",
+        otlp_endpoint: config.otlp_endpoint.as_deref(),
+    })
+    .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -142,6 +142,19 @@ impl ModelRegistry {
         out
     }
 
+    /// Each slot's served name, status and load (for the metrics).
+    pub fn loads(&self) -> Vec<(String, SlotStatus, ModelStats)> {
+        self.slots
+            .read()
+            .expect("registry lock")
+            .values()
+            .map(|s| {
+                let stats = s.model.as_ref().map(Model::stats).unwrap_or_default();
+                (s.served_name.clone(), s.status, stats)
+            })
+            .collect()
+    }
+
     /// Number of running models.
     pub fn running(&self) -> usize {
         self.slots

@@ -297,6 +297,7 @@ pub async fn commit(
 ) -> ApiResult<Committed> {
     let mut pending = pending_of(&input.ops);
     let result = commit_claiming(state, repo, branch_ref, author, input, &mut pending).await;
+    state.metrics.commit(&result);
     match result {
         Ok((done, true)) => Ok(done),
         Ok((done, false)) => {

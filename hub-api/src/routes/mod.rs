@@ -9,6 +9,7 @@ pub mod query;
 pub mod v1;
 pub mod xet;
 
+use crate::metrics::RouteLabel;
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, Handler, HttpResponse, Responder, Route};
 
@@ -95,7 +96,9 @@ fn method_not_allowed(methods: &[Method]) -> Route {
 impl RouteSink for Actix<'_> {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
-        let mut res = web::resource(paths).default_service(method_not_allowed(&methods));
+        let mut res = web::resource(paths.clone())
+            .app_data(RouteLabel::new(&paths))
+            .default_service(method_not_allowed(&methods));
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -103,7 +106,9 @@ impl RouteSink for Actix<'_> {
     }
 
     fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
-        let mut res = web::resource(paths).default_service(web::to(not_found));
+        let mut res = web::resource(paths.clone())
+            .app_data(RouteLabel::new(&paths))
+            .default_service(web::to(not_found));
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -113,7 +118,9 @@ impl RouteSink for Actix<'_> {
     fn by_method(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
         let guard = actix_web::guard::fn_guard(move |ctx| methods.contains(&ctx.head().method));
-        let mut res = web::resource(paths).guard(guard);
+        let mut res = web::resource(paths.clone())
+            .app_data(RouteLabel::new(&paths))
+            .guard(guard);
         for (_, r) in routes {
             res = res.route(r);
         }
@@ -215,6 +222,8 @@ fn build(r: &mut impl RouteSink) {
     // Health.
     r.add(one("/healthz"), vec![on(GET, health::healthz)]);
     r.add(one("/readyz"), vec![on(GET, health::readyz)]);
+    // Prometheus metrics: site admins here; `--metrics-bind` serves them without credentials.
+    r.add(one("/metrics"), vec![on(GET, crate::metrics::serve)]);
 
     // The inference gateway, first: actix tries resources in order and matches every
     // pattern with parameters by a regex, so behind the ~100 API resources a call ran

@@ -354,6 +354,7 @@ fn rows(
     vec![
         row(get.clone(), "/healthz", Public(200), |_| "/healthz".into()),
         row(get.clone(), "/readyz", Public(200), |_| "/readyz".into()),
+        row(get.clone(), "/metrics", SiteAdmin, |_| "/metrics".into()),
         row(get.clone(), "/api/v1/openapi.json", Public(200), |_| "/api/v1/openapi.json".into()),
         row(post.clone(), "/api/v1/auth/login", Always(401), |_| "/api/v1/auth/login".into())
             .json(|_| json!({"username": "alice", "password": "not the password"})),

@@ -216,6 +216,7 @@ async fn database_down_fails_fast_and_recovers() {
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        metrics: Default::default(),
     };
     let mut conn = pool.acquire().await.unwrap();
     let uid = hub_api::db::namespaces::create_user(&mut conn, "alice", None, None, false)

@@ -20,6 +20,7 @@ mod generation;
 mod git_ids;
 mod hf_compat;
 mod listing;
+mod metrics;
 mod native_multipart;
 mod registry;
 mod resolve_cache;

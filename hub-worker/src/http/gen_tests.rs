@@ -197,6 +197,7 @@ fn setup_templates(
         state: HttpState {
             registry,
             auth: Arc::new(GatewayAuth::open()),
+            metrics: Default::default(),
         },
         fake,
     }

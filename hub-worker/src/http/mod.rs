@@ -3,6 +3,7 @@
 //! | method | path | auth | handler |
 //! |---|---|---|---|
 //! | GET | `/health` | none | `health` |
+//! | GET | `/metrics` | none | `metrics::serve` (Prometheus text format) |
 //! | POST | `/models/{key}/v1/embeddings` | gateway | `openai::embeddings` |
 //! | POST | `/models/{key}/v1/chat/completions` | gateway | `chat::chat_completions` |
 //! | POST | `/models/{key}/v1/completions` | gateway | `completions::completions` |
@@ -15,6 +16,9 @@
 //! Every inference response carries `X-Input-Tokens` for metering; non-streamed
 //! generation also `X-Output-Tokens`, streamed generation ends with the
 //! `: paddock-usage {...}` SSE comment ([`sse::usage_comment`]) the gateway strips.
+//!
+//! Every request passes [`metrics::middleware`] ([`app`]): its request id (the
+//! gateway's `X-Request-Id`, echoed), its span, and its metrics.
 
 mod chat;
 mod choices;
@@ -22,6 +26,7 @@ mod completions;
 pub mod error;
 mod genparams;
 mod logprobs;
+pub mod metrics;
 mod openai;
 mod openai_error;
 pub mod sse;
@@ -112,6 +117,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct HttpState {
     pub registry: Arc<ModelRegistry>,
     pub auth: Arc<GatewayAuth>,
+    /// What `GET /metrics` exposes.
+    pub metrics: Arc<metrics::WorkerMetrics>,
 }
 
 /// A loaded, running model resolved from `/models/{key}`, after the gateway check.
@@ -241,6 +248,7 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState) {
     cfg.app_data(web::Data::new(state))
         .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics::serve))
         .route(
             "/models/{key}/v1/embeddings",
             web::post().to(openai::embeddings),
@@ -264,6 +272,24 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: HttpState) {
         .default_service(web::to(not_found));
 }
 
+/// The worker's app: every route, behind the request middleware
+/// ([`metrics::middleware`]).
+pub fn app(
+    state: HttpState,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .wrap(actix_web::middleware::from_fn(metrics::middleware))
+        .configure(move |c| configure(c, state))
+}
+
 /// A running HTTP server.
 pub struct Server {
     /// Address it listens on.
@@ -275,18 +301,15 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and starts serving on `workers` threads.
     pub fn start(addr: &str, state: HttpState, workers: usize) -> std::io::Result<Server> {
-        let server = actix_web::HttpServer::new(move || {
-            let state = state.clone();
-            actix_web::App::new().configure(move |c| configure(c, state))
-        })
-        .workers(workers.max(1))
-        // Notice at once when the gateway closes a connection (a client left), so a
-        // streamed generation is dropped and its slot freed instead of running on until
-        // the next write.
-        .h1_allow_half_closed(false)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .bind(addr)?;
+        let server = actix_web::HttpServer::new(move || app(state.clone()))
+            .workers(workers.max(1))
+            // Notice at once when the gateway closes a connection (a client left), so a
+            // streamed generation is dropped and its slot freed instead of running on until
+            // the next write.
+            .h1_allow_half_closed(false)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .bind(addr)?;
         let bound = server.addrs();
         let addr = *bound.first().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "bound no address")

@@ -52,6 +52,7 @@ async fn fixture(max_concurrent: usize) -> Fixture {
         state: HttpState {
             registry,
             auth: Arc::new(GatewayAuth::with_secret(SECRET)),
+            metrics: Default::default(),
         },
         embedder,
     }
@@ -116,6 +117,7 @@ async fn gateway_secret_guards_models_not_health() {
     let pending = HttpState {
         registry: f.state.registry.clone(),
         auth: Arc::new(GatewayAuth::pending()),
+        metrics: Default::default(),
     };
     let app = app!(pending);
     let (status, _, _) = post(&app, "/models/emb/v1/embeddings", json!({"input": "a"})).await;
@@ -590,4 +592,68 @@ async fn concurrent_clients_get_answers_or_429() {
         "no request was refused: admission is not limiting"
     );
     server.stop().await;
+}
+
+/// `GET /metrics` (no credentials, like `/health`) in the Prometheus text
+/// format: requests by route pattern and status, prompt tokens per model, and
+/// the models' load states and queues; every response echoes the gateway's
+/// `X-Request-Id` (or carries a fresh one).
+#[actix_web::test]
+async fn metrics_count_requests_tokens_and_model_states() {
+    let f = fixture(64).await;
+    let app = test::init_service(http::app(f.state.clone())).await;
+    let req = test::TestRequest::post()
+        .uri("/models/emb/v1/embeddings")
+        .insert_header(("Authorization", format!("Bearer {SECRET}")))
+        .insert_header(("X-Request-Id", "gw-req-1"))
+        .set_json(json!({"input": ["hello world", "bye"], "model": "x"}))
+        .to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("x-request-id").unwrap(), "gw-req-1");
+    let prompt: u64 = resp
+        .headers()
+        .get("x-input-tokens")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(prompt > 0);
+    let _ = test::read_body(resp).await;
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/models/emb/v1/embeddings")
+            .set_json(json!({"input": "x", "model": "x"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers().get("x-request-id").unwrap().len(), 36);
+
+    let resp =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for line in [
+        "# TYPE paddock_worker_http_requests_total counter".to_string(),
+        "paddock_worker_http_requests_total{route=\"/models/{key}/v1/embeddings\",method=\"POST\",status=\"200\"} 1".to_string(),
+        "paddock_worker_http_requests_total{route=\"/models/{key}/v1/embeddings\",method=\"POST\",status=\"401\"} 1".to_string(),
+        format!("paddock_worker_tokens_total{{model=\"acme/tiny-embedder\",kind=\"prompt\"}} {prompt}"),
+        "paddock_worker_tokens_total{model=\"acme/tiny-embedder\",kind=\"generated\"} 0".to_string(),
+        "paddock_worker_http_request_duration_seconds_count{route=\"/models/{key}/v1/embeddings\",method=\"POST\"} 2".to_string(),
+        "paddock_worker_models{state=\"running\"} 2".to_string(),
+        "paddock_worker_models{state=\"loading\"} 1".to_string(),
+        "paddock_worker_models{state=\"failed\"} 1".to_string(),
+        "paddock_worker_models{state=\"pulling\"} 0".to_string(),
+        "paddock_worker_requests_in_flight{model=\"acme/tiny-embedder\"} 0".to_string(),
+        "paddock_worker_queue_depth{model=\"acme/tiny-classifier\"} 0".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
 }

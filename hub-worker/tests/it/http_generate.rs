@@ -67,6 +67,7 @@ async fn state(gguf: &Path) -> HttpState {
     HttpState {
         registry,
         auth: Arc::new(GatewayAuth::open()),
+        metrics: Default::default(),
     }
 }
 

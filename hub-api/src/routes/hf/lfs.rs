@@ -443,6 +443,7 @@ pub async fn put_object(
         .stage(payload, Some(s.size as u64), Some(&sha), false)
         .await?;
     finish(&state, &s, staged).await?;
+    state.metrics.lfs("upload", s.size as u64);
     tracing::info!(upload.session = %s.id, bytes = s.size, "lfs object stored");
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -695,6 +696,7 @@ pub async fn complete(
     };
     finish(&state, &s, staged).await?;
     state.storage.delete_parts(s.id).await;
+    state.metrics.lfs("multipart_upload", s.size as u64);
     tracing::info!(upload.session = %s.id, bytes = s.size, parts = count, "lfs multipart object stored");
     Ok(HttpResponse::Ok().json(json!({})))
 }
@@ -841,5 +843,6 @@ pub async fn download(
         }
     };
     let stream = dl.stream(&state, &sha, Some(start..start + len)).await?;
+    state.metrics.lfs("download", len);
     Ok(resp.no_chunking(len).streaming(stream))
 }

@@ -92,6 +92,7 @@ pub async fn reconstruction_v1(
         }
     }
     let body = plan.to_v1(&|x, b| links[&(*x, b[0].start)].clone());
+    state.metrics.xet("reconstruction");
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -110,6 +111,7 @@ pub async fn reconstruction_v2(
         links.insert(*x, data_link(&state, x, &bytes).await?);
     }
     let body = plan.to_v2(&|x, _| links[x].clone());
+    state.metrics.xet("reconstruction");
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -169,6 +171,8 @@ pub async fn data(
         return Err(link_refused("range not covered by the link"));
     }
     let stream = state.storage.read_xorb(&xorb, start..end + 1).await?;
+    state.metrics.xet("xorb_range");
+    state.metrics.xet_bytes.add(&["down"], end + 1 - start);
     Ok(HttpResponse::PartialContent()
         .content_type("application/octet-stream")
         .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/*")))
@@ -215,6 +219,7 @@ pub async fn chunk(
     })
     .await
     .map_err(|e| ApiError::internal(anyhow::anyhow!("dedup shard task failed: {e}")))?;
+    state.metrics.xet("dedup_query");
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .body(body))

@@ -72,9 +72,16 @@ pub async fn xorb(
     // Quota room first (crate::quota), then the object and its row (crate::sweeper).
     let reservation =
         crate::quota::reserve_xorb(&state, cas.0.ns, &index.hash, stored.len() as i64).await?;
+    let stored_bytes = stored.len() as u64;
     let inserted =
         crate::sweeper::store_xorb(&state, &name, &index, cas.0.ns, stored.into(), reservation)
             .await?;
+    state.metrics.xet(if inserted {
+        "xorb_upload"
+    } else {
+        "xorb_duplicate"
+    });
+    state.metrics.xet_bytes.add(&["up"], stored_bytes);
     tracing::info!(xorb = %name, repo.id = cas.0.repo, inserted, "xet xorb uploaded");
     Ok(HttpResponse::Ok().json(json!({"was_inserted": inserted})))
 }
@@ -124,6 +131,7 @@ pub async fn shard(
     )
     .await?;
     tx.commit().await?;
+    state.metrics.xet("shard_upload");
     tracing::info!(
         repo.id = cas.0.repo,
         files = summary.files.len(),
