@@ -271,14 +271,7 @@ pub async fn access_log(
         .app_data::<actix_web::web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
+    let span = hub_telemetry::request_id::request_span(method.as_str(), &request_id);
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let payload = req.take_payload();
     if !matches!(payload, actix_web::dev::Payload::None) {

@@ -857,12 +857,32 @@ impl Storage {
             });
         }
         if !digest_known {
+            // Hashed on a blocking thread, as every write is (`write_stream`).
             let mut stream = self.backend.read(&key, None).await?;
-            let mut h = sha2::Sha256::new();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+            let hasher = tokio::task::spawn_blocking(move || {
+                digest_and_write(rx, ContentDigests::new(None), None)
+            });
+            let mut failure = None;
             while let Some(chunk) = stream.next().await {
-                h.update(&chunk?);
+                match chunk {
+                    Ok(c) => {
+                        if tx.send(c).await.is_err() {
+                            break; // the thread failed: its error follows
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
             }
-            let actual = Sha256::from_digest(&h.finalize());
+            drop(tx);
+            let hashed = hasher.await.map_err(StorageError::join)?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            let ((actual, _), _) = hashed?;
             if &actual != sha {
                 self.delete(&key).await;
                 return Err(StorageError::DigestMismatch {

@@ -26,6 +26,20 @@ fn is_safe(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.=;:".contains(&b))
 }
 
+/// The span of one HTTP request (hub and worker alike): its request id, and
+/// the route and status, recorded once known. Exported spans carry them
+/// (`logging`).
+pub fn request_span(method: &str, request_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

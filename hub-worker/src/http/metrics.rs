@@ -133,14 +133,7 @@ pub async fn middleware(
     let state = req.app_data::<web::Data<HttpState>>().cloned();
     req.extensions_mut()
         .insert(RequestIdExt(request_id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    );
+    let span = hub_telemetry::request_id::request_span(method.as_str(), &request_id);
     let res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
     let route = res
