@@ -504,17 +504,22 @@ pub async fn start_part_attempt(
     }))
 }
 
-/// Ends an attempt that sent nothing to the store (its body was refused).
-pub async fn end_part_attempt(db: &PgPool, session: Uuid, part: i32) -> sqlx::Result<()> {
-    sqlx::query(
+/// Ends an attempt at a part (one that sent nothing to the store, or whose
+/// part is being recorded); how many attempts at the part have started.
+pub async fn end_part_attempt(
+    db: impl PgExecutor<'_>,
+    session: Uuid,
+    part: i32,
+) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar(
         "UPDATE upload_part_attempts SET in_flight = in_flight - 1
-         WHERE session_id = $1 AND part_number = $2 AND in_flight > 0",
+         WHERE session_id = $1 AND part_number = $2 AND in_flight > 0
+         RETURNING started",
     )
     .bind(session)
     .bind(part)
-    .execute(db)
-    .await?;
-    Ok(())
+    .fetch_optional(db)
+    .await
 }
 
 /// A part of a native multipart upload as the store received it.
@@ -539,15 +544,7 @@ pub async fn record_native_part(
     rec: &NativePartRecord<'_>,
 ) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    let started: Option<i32> = sqlx::query_scalar(
-        "UPDATE upload_part_attempts SET in_flight = in_flight - 1
-         WHERE session_id = $1 AND part_number = $2 AND in_flight > 0
-         RETURNING started",
-    )
-    .bind(session)
-    .bind(part)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let started = end_part_attempt(&mut *tx, session, part).await?;
     let clean = attempt.alone && started == Some(attempt.number);
     let r = sqlx::query(
         "INSERT INTO upload_parts (session_id, part_number, size, etag, store_etag, sha_before, sha_after, clean)
