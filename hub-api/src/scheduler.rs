@@ -276,8 +276,10 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         let mut conn = state.db.acquire().await?;
         if (live.len() as i32) < target && failed == 0 {
             let need = memory_need(state, &e).await?;
+            // Workers with a replica of this endpoint, those placed by this
+            // pass included: never two replicas of one endpoint on one worker.
+            let mut hosting: Vec<Uuid> = replicas.iter().map(|r| r.worker_id).collect();
             for _ in live.len() as i32..target {
-                let hosting: Vec<Uuid> = replicas.iter().map(|r| r.worker_id).collect();
                 let fits = |w: &&WorkerRow| {
                     w.free_memory_bytes - promised.get(&w.id).copied().unwrap_or(0) >= need
                 };
@@ -296,6 +298,7 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
                         let id = db::endpoints::insert_replica(&mut conn, e.id, w.id).await?;
                         *promised.entry(w.id).or_default() += need;
                         *per_worker.entry(w.id).or_default() += 1;
+                        hosting.push(w.id);
                         decided("place", 1);
                         tracing::info!(endpoint = %format!("{}/{}", e.namespace, e.name), replica = %id, worker = %w.name, "replica placed");
                     }

@@ -811,3 +811,56 @@ async fn a_silent_worker_is_a_gateway_timeout() {
     assert_eq!(statuses, vec![(504,)]);
     server.stop().await;
 }
+
+/// Replicas placed in one pass go to different workers: with worker `busy`
+/// holding two endpoints and `idle` none, an endpoint that wants two replicas
+/// gets one on each (before the fix, both went to `idle`, the least loaded
+/// at each step, found by the fleet test).
+#[actix_web::test]
+async fn replicas_placed_in_one_pass_go_to_different_workers() {
+    let t = TestState::new().await;
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
+    let create = |name: &str, replicas: i32| {
+        http.post(format!("{hub}/api/v1/endpoints/solo"))
+            .bearer_auth(&owner)
+            .json(&json!({"name": name, "repository": "solo/m", "min_replicas": replicas, "max_replicas": replicas}))
+            .send()
+    };
+    let (busy, _) = Worker::register(&hub, &wt, "http://127.0.0.1:9", 8 << 30).await;
+    for name in ["one", "two"] {
+        assert_eq!(create(name, 1).await.unwrap().status(), 201);
+    }
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let (idle, _) = Worker::register(&hub, &wt, "http://127.0.0.1:9", 8 << 30).await;
+    assert_eq!(create("pair", 2).await.unwrap().status(), 201);
+    hub_api::scheduler::tick(&t.state).await.unwrap();
+    let hosts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e.name, count(DISTINCT r.worker_id) FROM replicas r JOIN endpoints e ON e.id = r.endpoint_id
+         WHERE r.worker_id = $1::uuid GROUP BY e.name ORDER BY e.name",
+    )
+    .bind(&busy.id)
+    .fetch_all(&t.state.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        hosts.iter().map(|h| h.0.as_str()).collect::<Vec<_>>(),
+        ["one", "pair", "two"]
+    );
+    let pair: Vec<(String,)> = sqlx::query_as(
+        "SELECT r.worker_id::text FROM replicas r JOIN endpoints e ON e.id = r.endpoint_id
+         WHERE e.name = 'pair' ORDER BY 1",
+    )
+    .fetch_all(&t.state.db)
+    .await
+    .unwrap();
+    let mut want = vec![busy.id.clone(), idle.id.clone()];
+    want.sort();
+    assert_eq!(pair.into_iter().map(|p| p.0).collect::<Vec<_>>(), want);
+    server.stop().await;
+}
