@@ -23,6 +23,8 @@ apt_install() {
 step "system packages"
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 command -v git >/dev/null || apt_install git
+# The fleet test's load balancer.
+command -v nginx >/dev/null || apt_install nginx
 python3 -c 'import venv' 2>/dev/null || apt_install python3-venv
 # llama-cpp-sys-2 (the worker's GGUF engine) builds llama.cpp with cmake and runs bindgen.
 command -v cmake >/dev/null || apt_install cmake
@@ -78,6 +80,9 @@ tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
 step "registry on a real S3 server (Garage from crates.io; tests/s3/run.sh)"
 tests/s3/run.sh "$VENV/bin/python" "$BIN/hub-api"
+
+step "the fleet: 3 hub replicas behind nginx on one PostgreSQL and Garage, 2 workers, kill -9 of a replica (tests/fleet/run.sh)"
+tests/fleet/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
 step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
 scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"

@@ -464,10 +464,20 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
             }
             _ => None,
         };
-        println!(
-            "paddock: listening on {public_url} (storage {})",
-            state.storage.describe()
-        );
+        // Scripts read the address from this line; behind a load balancer the
+        // public URL is the balancer's, not this replica's.
+        let bound = format!("http://{addr}");
+        if bound == public_url {
+            println!(
+                "paddock: listening on {bound} (storage {})",
+                state.storage.describe()
+            );
+        } else {
+            println!(
+                "paddock: listening on {bound} (public URL {public_url}, storage {})",
+                state.storage.describe()
+            );
+        }
         tracing::info!(url = %public_url, "hub-api listening");
         let result = server.await;
         tracing::info!("hub-api stopped; shutting down");

@@ -35,7 +35,8 @@ from huggingface_hub.utils._runtime import is_xet_available
 
 HUB_DATA = Path(os.environ["PADDOCK_HUB_DATA"])
 XORBS = HUB_DATA / "objects" / "xorbs" / "default"
-HUB_LOG = Path(os.environ["PADDOCK_HUB_LOG"])
+# The hub's log, or (tests/fleet/run.sh) each replica's, separated by ":".
+HUB_LOGS = [Path(p) for p in os.environ["PADDOCK_HUB_LOG"].split(":")]
 HF = [sys.executable, "-m", "huggingface_hub.cli.hf"]
 MB = 1_000_000
 
@@ -47,16 +48,20 @@ _REQUEST = re.compile(r'http\.method="?([A-Z]+)"?\s+http\.path="?([^"\s]+)"?\s+h
 
 
 class HubLog:
-    """The access-log lines (method, path, status) the hub writes from now on."""
+    """The access-log lines (method, path, status) the hub (every replica of
+    a fleet) writes from now on."""
 
     def __init__(self):
-        self.start = HUB_LOG.stat().st_size
+        self.start = {p: p.stat().st_size for p in HUB_LOGS}
 
     def requests(self):
-        with open(HUB_LOG, "rb") as f:
-            f.seek(self.start)
-            text = _ANSI.sub("", f.read().decode("utf-8", "replace"))
-        return [(m[1], urllib.request.unquote(m[2]), int(m[3])) for m in _REQUEST.finditer(text)]
+        out = []
+        for p, start in self.start.items():
+            with open(p, "rb") as f:
+                f.seek(start)
+                text = _ANSI.sub("", f.read().decode("utf-8", "replace"))
+            out += [(m[1], urllib.request.unquote(m[2]), int(m[3])) for m in _REQUEST.finditer(text)]
+        return out
 
 
 def xorb_store():
