@@ -351,6 +351,18 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A database error shared by the requests one query answered (`repo_lookup`).
+impl From<std::sync::Arc<sqlx::Error>> for ApiError {
+    fn from(e: std::sync::Arc<sqlx::Error>) -> Self {
+        let err = anyhow::anyhow!("{e}");
+        if db_unavailable(&e) {
+            ApiError::DatabaseUnavailable(err)
+        } else {
+            ApiError::Internal(err)
+        }
+    }
+}
+
 impl From<object_store::Error> for ApiError {
     fn from(e: object_store::Error) -> Self {
         ApiError::StorageUnavailable(e)

@@ -27,6 +27,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod refresh_cache;
 pub mod registry;
+pub mod repo_lookup;
 pub mod resolve_cache;
 pub mod routes;
 pub mod scheduler;

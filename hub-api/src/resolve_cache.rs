@@ -81,6 +81,8 @@ pub struct ResolveCache {
     pub entries: TwoGen<(String, String), Option<Entry>>,
     /// (repo id, resolve_version, sha256) -> the repo still holds that LFS object.
     pub lfs_linked: TwoGen<(i64, i64, String), bool>,
+    /// Not a cache: the repo rows requests name, read together (`repo_lookup`).
+    pub repos: std::sync::Arc<crate::repo_lookup::RepoLookups>,
 }
 
 impl Default for ResolveCache {
@@ -89,6 +91,7 @@ impl Default for ResolveCache {
             revisions: TwoGen::new(CAP),
             entries: TwoGen::new(CAP),
             lfs_linked: TwoGen::new(CAP),
+            repos: Default::default(),
         }
     }
 }

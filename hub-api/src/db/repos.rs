@@ -67,6 +67,46 @@ pub async fn find(
     .await
 }
 
+/// [`find`] for several repos in one round trip: for each (repo type,
+/// namespace, name), its row if it exists, in the order given. Each key is
+/// looked up on its own (a lateral subquery with `find`'s condition), so the
+/// plan is `find`'s index lookup per key whatever the planner guesses of the
+/// array's length.
+pub async fn find_many(
+    db: impl PgExecutor<'_>,
+    keys: &[(String, String, String)],
+) -> sqlx::Result<Vec<Option<RepoRow>>> {
+    #[derive(sqlx::FromRow)]
+    struct Hit {
+        i: i64,
+        #[sqlx(flatten)]
+        row: RepoRow,
+    }
+    let (types, (namespaces, names)): (Vec<&str>, (Vec<&str>, Vec<&str>)) = keys
+        .iter()
+        .map(|(t, ns, n)| (t.as_str(), (ns.as_str(), n.as_str())))
+        .unzip();
+    let hits: Vec<Hit> = sqlx::query_as(&format!(
+        "SELECT q.i, x.* FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(kind, ns, name, i)
+         CROSS JOIN LATERAL (
+           SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id
+           WHERE lower(n.name) = lower(q.ns) AND r.repo_type = q.kind AND lower(r.name) = lower(q.name)
+           LIMIT 1) x"
+    ))
+    .bind(&types)
+    .bind(&namespaces)
+    .bind(&names)
+    .fetch_all(db)
+    .await?;
+    let mut out: Vec<Option<RepoRow>> = vec![None; keys.len()];
+    for h in hits {
+        if let Some(slot) = usize::try_from(h.i - 1).ok().and_then(|i| out.get_mut(i)) {
+            *slot = Some(h.row);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn by_id(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<Option<RepoRow>> {
     sqlx::query_as(&format!(
         "SELECT {REPO_COLS} FROM repos r JOIN namespaces n ON n.id = r.namespace_id WHERE r.id = $1"

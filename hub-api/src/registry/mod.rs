@@ -40,14 +40,18 @@ pub async fn load_repo(
     id: &RepoId,
     need: Access,
 ) -> ApiResult<RepoCtx> {
-    let repo = db::repos::find(
-        &state.db,
-        kind.as_str(),
-        id.namespace_key(),
-        id.name.as_str(),
-    )
-    .await?
-    .ok_or(ApiError::RepoNotFound)?;
+    // Read with other requests' lookups when they coincide (`repo_lookup`).
+    let repo = state
+        .resolved
+        .repos
+        .find(
+            &state.db,
+            kind.as_str(),
+            id.namespace_key(),
+            id.name.as_str(),
+        )
+        .await?
+        .ok_or(ApiError::RepoNotFound)?;
     let action = match need {
         Access::Admin => Action::AdminRepo,
         Access::Write => Action::WriteRepo,

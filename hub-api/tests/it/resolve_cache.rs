@@ -179,3 +179,69 @@ async fn an_lfs_object_removed_from_the_repo_is_gone_from_every_replica() {
     assert_eq!(head!(b, &uri).0, StatusCode::NOT_FOUND);
     assert_eq!(head!(a, &uri).0, StatusCode::NOT_FOUND);
 }
+
+/// Repo lookups made at once share queries (`hub_api::repo_lookup`): 200
+/// concurrent lookups of four repos, one missing and some in other letter
+/// cases, each get their own right answer from far fewer queries; and a
+/// lookup made after a change sees it (a repo made private is refused to an
+/// anonymous HEAD by the very next request, on a replica that had just
+/// served it).
+#[actix_web::test]
+async fn concurrent_repo_lookups_share_queries_and_stay_exact() {
+    let (t, b_state, tok) = two_replicas().await;
+    let a = app(&t.state).await;
+    for name in ["n1", "n2"] {
+        let (st, _, _) = send!(
+            a,
+            TestRequest::post()
+                .uri("/api/repos/create")
+                .insert_header(bearer(&tok))
+                .set_json(json!({"name": name}))
+        );
+        assert_eq!(st, StatusCode::OK);
+    }
+    let lookups = b_state.resolved.repos.clone();
+    let names = ["m", "N1", "n2", "missing"];
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (l, db) = (lookups.clone(), b_state.db.clone());
+            let name = names[i % names.len()];
+            let ns = if i % 3 == 0 { "OLGA" } else { "olga" };
+            tokio::spawn(async move { (name, l.find(&db, "model", ns, name).await) })
+        })
+        .collect();
+    for task in tasks {
+        let (name, got) = task.await.unwrap();
+        let got = got.unwrap();
+        if name == "missing" {
+            assert!(got.is_none());
+        } else {
+            let row = got.unwrap_or_else(|| panic!("{name} not found"));
+            assert_eq!(row.name, name.to_lowercase());
+            assert_eq!(row.namespace, "olga");
+        }
+    }
+    let (queries, repos) = lookups.stats();
+    assert!(queries < 100, "200 lookups took {queries} queries");
+    assert!(
+        repos <= queries * 4,
+        "a query read {repos} repos in {queries} queries"
+    );
+
+    // Fresh: made private through replica A, refused by B's next request.
+    let b = app(&b_state).await;
+    let c = commit!(a, &tok, "main", &[file_op("f.txt", b"one")]);
+    assert_eq!(head!(b, "/olga/m/resolve/main/f.txt").1, c);
+    let (st, _, _) = send!(
+        a,
+        TestRequest::put()
+            .uri("/api/models/olga/m/settings")
+            .insert_header(bearer(&tok))
+            .set_json(json!({"private": true}))
+    );
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        head!(b, "/olga/m/resolve/main/f.txt").0,
+        StatusCode::NOT_FOUND
+    );
+}
