@@ -154,41 +154,88 @@ mod nudge_tests {
 /// ([`hub_types::decoder::default_decoder_bytes`], shape from the GGUF header or
 /// `config.json`).
 pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
-    Ok(sized(state, e).await?.0)
-}
-
-/// [`memory_need`], from the scheduler's cache when it was worked out before.
-async fn need_of(state: &AppState, e: &EndpointRow) -> anyhow::Result<i64> {
     let Some(repo_id) = e.repo_id else {
         return Ok(0);
     };
-    let key = (repo_id, e.commit_oid.clone(), e.task.clone());
-    if let Some(n) = state.scheduler.need_cached(&key) {
-        return Ok(n);
+    let key = (repo_id, e.commit_oid.clone());
+    let mut listed = db::git::top_level_files(&state.db, std::slice::from_ref(&key)).await?;
+    match listed.remove(&key) {
+        Some(files) => Ok(sized(state, e, &files).await.0),
+        None => Ok(0),
     }
-    let (need, settled) = sized(state, e).await?;
-    if settled {
-        state.scheduler.need_store(key, need);
-    }
-    Ok(need)
 }
 
-/// [`memory_need`], and whether the figure is settled: not when the commit was
-/// not found, or a decoder's shape could not be read (a later try may do better).
-async fn sized(state: &AppState, e: &EndpointRow) -> anyhow::Result<(i64, bool)> {
-    let Some(repo_id) = e.repo_id else {
-        return Ok((0, false));
-    };
-    let Some(c) = db::git::commit(&state.db, repo_id, &e.commit_oid).await? else {
-        return Ok((0, false));
-    };
-    let files = db::git::list_recursive(&state.db, &c.tree_oid, "").await?;
+/// Memory needs of many endpoints (by index into `endpoints`): from the
+/// scheduler's cache, else worked out in one query for every (repo, commit)
+/// and, for decoders whose shape is not cached, [`NEED_CONCURRENCY`] reads at
+/// a time. Kept when settled.
+async fn needs_of(state: &AppState, endpoints: &[&EndpointRow]) -> anyhow::Result<Vec<i64>> {
+    use futures_util::StreamExt;
+    let mut out = vec![0i64; endpoints.len()];
+    // Not cached: (repo, commit) to list, and which endpoints each sizes.
+    let mut missing: HashMap<NeedKey, Vec<usize>> = HashMap::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let Some(repo_id) = e.repo_id else {
+            continue;
+        };
+        let key = (repo_id, e.commit_oid.clone(), e.task.clone());
+        match state.scheduler.need_cached(&key) {
+            Some(n) => out[i] = n,
+            None => missing.entry(key).or_default().push(i),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let mut commits: Vec<(i64, String)> = missing.keys().map(|k| (k.0, k.1.clone())).collect();
+    commits.sort();
+    commits.dedup();
+    let listed = db::git::top_level_files(&state.db, &commits).await?;
+    let groups: Vec<(NeedKey, Vec<usize>)> = missing.into_iter().collect();
+    let work: Vec<_> = groups
+        .iter()
+        .map(|(key, ix)| {
+            let files = listed.get(&(key.0, key.1.clone()));
+            sized_listed(state, endpoints[ix[0]], files)
+        })
+        .collect();
+    let sized: Vec<(i64, bool)> = futures_util::stream::iter(work)
+        .buffered(NEED_CONCURRENCY)
+        .collect()
+        .await;
+    for ((key, ix), (need, settled)) in groups.into_iter().zip(sized) {
+        for i in &ix {
+            out[*i] = need;
+        }
+        if settled {
+            state.scheduler.need_store(key, need);
+        }
+    }
+    Ok(out)
+}
+
+/// [`sized`] of a commit's listing; 0 (not settled) when the commit was not found.
+async fn sized_listed(
+    state: &AppState,
+    e: &EndpointRow,
+    files: Option<&Vec<db::git::Entry>>,
+) -> (i64, bool) {
+    match files {
+        Some(files) => sized(state, e, files).await,
+        None => (0, false),
+    }
+}
+
+/// [`memory_need`] from the commit's top-level files, and whether the figure
+/// is settled: not when a decoder's shape could not be read (it is then sized
+/// by its weight files alone; a later try may do better).
+async fn sized(state: &AppState, e: &EndpointRow, files: &[db::git::Entry]) -> (i64, bool) {
     let mut settled = true;
     if e.task == hub_types::Task::TextGeneration.as_str() {
         // Background work: charged to no caller.
         let tenant = crate::heavy::Tenant::Anonymous(None);
-        match crate::endpoints::decoder_weights(state, tenant, &files).await {
-            Ok(d) => return Ok((i64::try_from(d.need_bytes()).unwrap_or(i64::MAX), true)),
+        match crate::endpoints::decoder_weights(state, tenant, files).await {
+            Ok(d) => return (i64::try_from(d.need_bytes()).unwrap_or(i64::MAX), true),
             Err(err) => {
                 settled = false;
                 tracing::warn!(endpoint = %format!("{}/{}", e.namespace, e.name), error = %err,
@@ -206,7 +253,7 @@ async fn sized(state: &AppState, e: &EndpointRow) -> anyhow::Result<(i64, bool)>
         .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
         .fold(0, u64::saturating_add);
     let need = hub_types::memory::model_bytes(weights);
-    Ok((i64::try_from(need).unwrap_or(i64::MAX), settled))
+    (i64::try_from(need).unwrap_or(i64::MAX), settled)
 }
 
 /// The replica count an endpoint wants now.
@@ -418,7 +465,6 @@ const NEED_CONCURRENCY: usize = 8;
 /// writes what changed in a few batched statements. A tick where nothing
 /// changes writes nothing.
 pub async fn tick(state: &AppState) -> anyhow::Result<()> {
-    use futures_util::{StreamExt, TryStreamExt};
     let lost = db::endpoints::remove_lost_workers(&state.db, LOST_AFTER_S).await?;
     let decided = |decision: &str, n: u64| state.metrics.scheduler_decisions.add(&[decision], n);
     decided("worker_lost", lost.len() as u64);
@@ -475,33 +521,17 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         });
     }
 
-    // The memory needs of what is placed now or still loading: each (repo,
-    // commit, task) worked out once, and kept for the next ticks.
-    let mut by_key: HashMap<NeedKey, Vec<usize>> = HashMap::new();
-    for (i, p) in passes.iter().enumerate() {
-        if matches!(p.action, Action::Place(_)) || p.loading().next().is_some() {
-            if let Some(repo) = p.e.repo_id {
-                by_key
-                    .entry((repo, p.e.commit_oid.clone(), p.e.task.clone()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-    }
-    let groups: Vec<Vec<usize>> = by_key.into_values().collect();
-    let work: Vec<_> = groups
-        .iter()
-        .map(|ix| need_of(state, &passes[ix[0]].e))
+    // The memory needs of what is placed now or still loading.
+    let sizing: Vec<usize> = (0..passes.len())
+        .filter(|i| {
+            let p = &passes[*i];
+            matches!(p.action, Action::Place(_)) || p.loading().next().is_some()
+        })
         .collect();
-    let needs: Vec<i64> = futures_util::stream::iter(work)
-        .buffered(NEED_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let rows: Vec<&EndpointRow> = sizing.iter().map(|i| &passes[*i].e).collect();
     let mut need_by_pass = vec![0i64; passes.len()];
-    for (need, ix) in needs.into_iter().zip(&groups) {
-        for i in ix {
-            need_by_pass[*i] = need;
-        }
+    for (i, need) in sizing.iter().zip(needs_of(state, &rows).await?) {
+        need_by_pass[*i] = need;
     }
     for (p, need) in passes.iter_mut().zip(need_by_pass) {
         p.need = need;
