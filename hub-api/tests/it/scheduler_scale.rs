@@ -14,7 +14,7 @@ use hub_testkit::TestState;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use uuid::Uuid;
 
 const GIB: i64 = 1 << 30;
@@ -161,18 +161,17 @@ async fn seed(t: &TestState, f: Fleet) -> Seeded {
     let (mut c_repo, mut c_oid, mut c_tree) = (vec![], vec![], vec![]);
     // (repo id, commit, task) of each model.
     let mut models = vec![];
-    let mut config_blobs: HashMap<usize, (String, String, i64)> = HashMap::new();
+    let mut config_blobs: HashMap<usize, String> = HashMap::new();
     for (m, (repo,)) in repo_ids.iter().enumerate() {
         let kind = &KINDS[kinds[m]];
         let tree = hex(&mut rng, 40);
         let commit = hex(&mut rng, 40);
-        // config.json: real bytes in the object store for a decoder (memory_need reads its shape).
-        let (cfg_oid, cfg_sha, cfg_size) = match kind.decoder {
-            Some((layers, heads, kv, hidden)) => {
-                let k = kinds[m];
-                if let Some(c) = config_blobs.get(&k) {
-                    c.clone()
-                } else {
+        // config.json: real bytes in the object store for a decoder (memory_need
+        // reads its shape; one blob per decoder kind), a blob row for an encoder.
+        let cfg_oid = match kind.decoder {
+            Some((layers, heads, kv, hidden)) => match config_blobs.get(&kinds[m]) {
+                Some(oid) => oid.clone(),
+                None => {
                     let body = serde_json::json!({
                         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
                         "num_hidden_layers": layers, "num_attention_heads": heads,
@@ -180,31 +179,31 @@ async fn seed(t: &TestState, f: Fleet) -> Seeded {
                         "max_position_embeddings": 32768, "torch_dtype": "bfloat16",
                     })
                     .to_string();
+                    let size = body.len() as i64;
                     let w = t
                         .state
                         .storage
-                        .write_bytes(bytes::Bytes::from(body.clone()))
+                        .write_bytes(bytes::Bytes::from(body))
                         .await
                         .unwrap();
-                    let c = (hex(&mut rng, 40), w.sha256.to_string(), body.len() as i64);
-                    b_oid.push(c.0.clone());
+                    let oid = hex(&mut rng, 40);
+                    b_oid.push(oid.clone());
                     b_lfs.push(false);
-                    b_sha.push(c.1.clone());
-                    b_size.push(c.2);
-                    config_blobs.insert(k, c.clone());
-                    c
+                    b_sha.push(w.sha256.to_string());
+                    b_size.push(size);
+                    config_blobs.insert(kinds[m], oid.clone());
+                    oid
                 }
-            }
+            },
             None => {
-                let c = (hex(&mut rng, 40), hex(&mut rng, 64), 700);
-                b_oid.push(c.0.clone());
+                let oid = hex(&mut rng, 40);
+                b_oid.push(oid.clone());
                 b_lfs.push(false);
-                b_sha.push(c.1.clone());
-                b_size.push(c.2);
-                c
+                b_sha.push(hex(&mut rng, 64));
+                b_size.push(700);
+                oid
             }
         };
-        let _ = (cfg_sha, cfg_size);
         e_tree.push(tree.clone());
         e_name.push("config.json".to_string());
         e_oid.push(cfg_oid);
@@ -825,6 +824,5 @@ async fn fleet_bench() {
         eprintln!("{r}");
         out.push_str(&r);
     }
-    let _ = tokio::time::sleep(Duration::from_millis(1)).await;
     println!("{out}");
 }
