@@ -247,10 +247,7 @@ pub async fn comment(
     text: &str,
 ) -> ApiResult<EventRow> {
     check_comment(text, "comment")?;
-    let mut tx = state.db.begin().await?;
-    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
-        .await?
-        .ok_or_else(|| not_found(num))?;
+    let (mut tx, d) = locked(state, ctx, num).await?;
     let e = db::discussions::add_event(
         &mut tx,
         d.id,
@@ -261,6 +258,19 @@ pub async fn comment(
     .await?;
     tx.commit().await?;
     Ok(e)
+}
+
+/// A transaction holding discussion `num`'s row lock, and the row.
+async fn locked(
+    state: &AppState,
+    ctx: &RepoCtx,
+    num: i32,
+) -> ApiResult<(sqlx::Transaction<'static, sqlx::Postgres>, DiscussionRow)> {
+    let mut tx = state.db.begin().await?;
+    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
+        .await?
+        .ok_or_else(|| not_found(num))?;
+    Ok((tx, d))
 }
 
 /// The discussion's author or a writer: may rename, close, reopen, hide.
@@ -276,10 +286,7 @@ pub async fn rename(
     title: &str,
 ) -> ApiResult<EventRow> {
     let title = check_title(title)?;
-    let mut tx = state.db.begin().await?;
-    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
-        .await?
-        .ok_or_else(|| not_found(num))?;
+    let (mut tx, d) = locked(state, ctx, num).await?;
     if !may_moderate(ctx, &d, p) {
         return Err(ApiError::Forbidden(
             "only the author and the repository's writers can rename a discussion".into(),
@@ -316,10 +323,7 @@ pub async fn set_status(
     if let Some(t) = text {
         check_comment(t, "comment")?;
     }
-    let mut tx = state.db.begin().await?;
-    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
-        .await?
-        .ok_or_else(|| not_found(num))?;
+    let (mut tx, d) = locked(state, ctx, num).await?;
     if !may_moderate(ctx, &d, p) {
         return Err(ApiError::Forbidden(
             "only the author and the repository's writers can change a discussion's status".into(),
@@ -366,10 +370,7 @@ pub async fn edit_comment(
     text: &str,
 ) -> ApiResult<EventRow> {
     check_comment(text, "content")?;
-    let mut tx = state.db.begin().await?;
-    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
-        .await?
-        .ok_or_else(|| not_found(num))?;
+    let (mut tx, d) = locked(state, ctx, num).await?;
     let e = comment_event(&mut tx, &d, event_id).await?;
     if e.author_id != Some(p.user_id) {
         return Err(ApiError::Forbidden(
@@ -393,10 +394,7 @@ pub async fn hide_comment(
     num: i32,
     event_id: &str,
 ) -> ApiResult<EventRow> {
-    let mut tx = state.db.begin().await?;
-    let d = db::discussions::get_for_update(&mut tx, ctx.repo.id, num)
-        .await?
-        .ok_or_else(|| not_found(num))?;
+    let (mut tx, d) = locked(state, ctx, num).await?;
     let e = comment_event(&mut tx, &d, event_id).await?;
     if !(is_writer(ctx) || e.author_id == Some(p.user_id)) {
         return Err(ApiError::Forbidden(

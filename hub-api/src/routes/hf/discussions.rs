@@ -103,6 +103,17 @@ async fn read_ctx(state: &AppState, auth: &Auth, repo: &RepoRef) -> ApiResult<Re
     registry::load_repo(state, auth, repo.kind, &repo.id, Access::Read).await
 }
 
+/// The repo (read access) and the discussion number a thread route names.
+async fn thread(
+    state: &AppState,
+    auth: &Auth,
+    repo: &RepoRef,
+    req: &HttpRequest,
+) -> ApiResult<(RepoCtx, i32)> {
+    let ctx = read_ctx(state, auth, repo).await?;
+    Ok((ctx, num_param(req)?))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
@@ -231,8 +242,7 @@ pub async fn get(
     repo: RepoRef,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let d = disc::get(&state, &ctx, num).await?;
     let with_diff = url::form_urlencoded::parse(req.query_string().as_bytes())
         .any(|(k, v)| k == "diff" && (v == "1" || v == "true"));
@@ -296,8 +306,7 @@ pub async fn comment(
     req: HttpRequest,
     JsonBody(body): JsonBody<CommentBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let e = disc::comment(&state, &ctx, p, num, &body.comment).await?;
     Ok(HttpResponse::Ok().json(json!({"newMessage": event_json(&e)})))
@@ -317,8 +326,7 @@ pub async fn title(
     req: HttpRequest,
     JsonBody(body): JsonBody<TitleBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let e = disc::rename(&state, &ctx, p, num, &body.title).await?;
     Ok(HttpResponse::Ok().json(json!({"newTitle": event_json(&e)})))
@@ -340,8 +348,7 @@ pub async fn status(
     req: HttpRequest,
     JsonBody(body): JsonBody<StatusBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let e = disc::set_status(&state, &ctx, p, num, &body.status, body.comment.as_deref()).await?;
     Ok(HttpResponse::Ok().json(json!({"newStatus": event_json(&e)})))
@@ -363,8 +370,7 @@ pub async fn merge(
     req: HttpRequest,
     JsonBody(body): JsonBody<MergeBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let oid = disc::merge(&state, &ctx, p, num, body.comment.as_deref()).await?;
     Ok(HttpResponse::Ok().json(json!({"mergeCommitId": oid})))
@@ -384,8 +390,7 @@ pub async fn edit_comment(
     req: HttpRequest,
     JsonBody(body): JsonBody<EditBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let id = param(&req, "comment").unwrap_or_default();
     let e = disc::edit_comment(&state, &ctx, p, num, &id, &body.content).await?;
@@ -399,8 +404,7 @@ pub async fn hide_comment(
     repo: RepoRef,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let ctx = read_ctx(&state, &auth, &repo).await?;
-    let num = num_param(&req)?;
+    let (ctx, num) = thread(&state, &auth, &repo, &req).await?;
     let p = disc::participant(&auth, &ctx)?;
     let id = param(&req, "comment").unwrap_or_default();
     let e = disc::hide_comment(&state, &ctx, p, num, &id).await?;
