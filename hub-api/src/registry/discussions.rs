@@ -127,15 +127,10 @@ pub async fn create(
             }
             None => head.commit_oid,
         };
-        db::refs::create(
-            &mut tx,
-            repo_id,
-            &format!("refs/pr/{num}"),
-            &base,
-            None,
-            Some(author.user_id),
-        )
-        .await?;
+        let pr_ref = format!("refs/pr/{num}");
+        if !db::refs::create(&mut tx, repo_id, &pr_ref, &base, None, Some(author.user_id)).await? {
+            return Err(ApiError::Conflict(format!("{pr_ref} exists already")));
+        }
         pr = Some((target.to_string(), base, status.to_string()));
     }
     let status = pr.as_ref().map_or("open", |p| p.2.as_str());

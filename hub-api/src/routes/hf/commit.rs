@@ -402,8 +402,12 @@ pub async fn commit(
             return Err(e);
         }
     };
+    // The commit is made and answered either way: a failed event write is
+    // logged, not turned into an error the client would retry.
     if let Some(d) = &pull {
-        disc::record_commit(&state, d, &author, &done.oid, &header.summary).await?;
+        if let Err(e) = disc::record_commit(&state, d, &author, &done.oid, &header.summary).await {
+            tracing::warn!(repo.id = ctx.repo.id, discussion = d.num, error = %e, "recording a pull request's commit event failed");
+        }
     }
     let pr_url = pull.as_ref().map(|d| {
         format!(
