@@ -156,6 +156,11 @@ pub async fn set_status(
     .await?;
     if r.rows_affected() > 0 {
         event(&mut *db, id, status, message).await?;
+        crate::webhooks::enqueue(
+            db,
+            crate::webhooks::Event::EndpointStatus { endpoint_id: id },
+        )
+        .await?;
         return Ok(true);
     }
     Ok(false)

@@ -1,0 +1,275 @@
+//! Sends the deliveries `webhooks::enqueue` queued, from every hub replica.
+//!
+//! Each replica's task ([`spawn`]) claims due deliveries in one statement
+//! (`FOR UPDATE SKIP LOCKED`, so replicas never take the same one): the claim
+//! counts the attempt, stamps a claim id and pushes the due time to the end
+//! of a lease. The send has a timeout, follows no redirect, uses no proxy
+//! and connects only to allowed addresses (`target`). The outcome (status,
+//! latency, at most 1 KiB of the response, or the error) is logged as an
+//! attempt, and the delivery becomes `delivered` (2xx), `failed` (after
+//! `max_attempts`) or due again after an exponential backoff, but only
+//! under the same claim: a replica killed mid-send records nothing, and the
+//! delivery is sent again once the lease ends (a retry, with the same event
+//! id). A delivery is sent only under a claim, so never twice except on retry.
+
+use super::{body, signature, target, Settings, SIGNATURE_HEADER};
+use crate::state::AppState;
+use chrono::{DateTime, Utc};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The most of a response body kept in the attempt log.
+pub const SNIPPET_BYTES: usize = 1024;
+
+/// A delivery this replica claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub claim: Uuid,
+    pub attempts: i32,
+    pub webhook_id: Uuid,
+    pub url: String,
+    pub secret: Option<String>,
+    pub disabled: bool,
+    pub event_id: Uuid,
+    pub payload: sqlx::types::Json<serde_json::Value>,
+}
+
+/// What one attempt got.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// The HTTP client of deliveries: no redirects, no proxy, the SSRF resolver.
+pub fn client(settings: &Settings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .pool_max_idle_per_host(2)
+        .user_agent(concat!("Paddock-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(std::sync::Arc::new(target::GuardedResolver {
+            allow_private: settings.allow_private,
+        }))
+        .build()
+        .expect("a client from static settings")
+}
+
+/// Starts this replica's delivery task; it runs until the returned handle
+/// is aborted or the runtime stops.
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let settings = state.tenancy.webhooks.clone();
+        let client = client(&settings);
+        loop {
+            match run_once(&state, &client).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "webhooks: claiming deliveries failed"),
+            }
+            tokio::time::sleep(settings.poll).await;
+        }
+    })
+}
+
+/// Claims a batch of due deliveries and sends them (concurrently); answers
+/// how many were claimed.
+pub async fn run_once(state: &AppState, client: &reqwest::Client) -> sqlx::Result<usize> {
+    let claimed = claim(state).await?;
+    let n = claimed.len();
+    futures::future::join_all(claimed.into_iter().map(|c| async move {
+        let (started, latency, outcome) = send(state, client, &c).await;
+        if let Err(e) = finish(state, &c, started, latency, &outcome).await {
+            tracing::warn!(error = %e, delivery = %c.id, "webhooks: recording an attempt failed");
+        }
+    }))
+    .await;
+    Ok(n)
+}
+
+/// Claims up to `batch` due deliveries for one lease.
+pub async fn claim(state: &AppState) -> sqlx::Result<Vec<Claimed>> {
+    let s = &state.tenancy.webhooks;
+    sqlx::query_as(
+        "WITH due AS (
+             SELECT id FROM webhook_deliveries
+             WHERE state = 'pending' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         UPDATE webhook_deliveries d
+         SET attempts = d.attempts + 1, claim = $2,
+             next_attempt_at = now() + make_interval(secs => $3)
+         FROM due, webhooks w, webhook_events e
+         WHERE d.id = due.id AND w.id = d.webhook_id AND e.id = d.event_id
+         RETURNING d.id, d.claim, d.attempts, d.webhook_id, w.url, w.secret, w.disabled,
+                   d.event_id, e.payload",
+    )
+    .bind(s.batch)
+    .bind(Uuid::new_v4())
+    .bind(s.lease.as_secs_f64())
+    .fetch_all(&state.db)
+    .await
+}
+
+/// One attempt: (start, latency, outcome).
+pub async fn send(
+    state: &AppState,
+    client: &reqwest::Client,
+    c: &Claimed,
+) -> (DateTime<Utc>, Duration, Outcome) {
+    let started = Utc::now();
+    let t = Instant::now();
+    let outcome = attempt(state, client, c).await;
+    (started, t.elapsed(), outcome)
+}
+
+async fn attempt(state: &AppState, client: &reqwest::Client, c: &Claimed) -> Outcome {
+    let fail = |e: String| Outcome {
+        error: Some(e),
+        ..Outcome::default()
+    };
+    if c.disabled {
+        return fail("the webhook is disabled".into());
+    }
+    let settings = &state.tenancy.webhooks;
+    let url = match target::parse_url(&c.url) {
+        Ok(u) => u,
+        Err(e) => return fail(e.to_string()),
+    };
+    // IP-literal hosts skip the resolver: checked here.
+    if let Some(ip) = target::ip_host(&url) {
+        if let Err(why) = target::allowed(ip, settings.allow_private) {
+            return fail(format!(
+                "webhook target refused: {} is {why}; only public addresses are allowed",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+    }
+    let body = body(&c.payload.0, c.webhook_id, &state.public_url);
+    let mut req = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("X-Webhook-Event-Id", c.event_id.to_string())
+        .header("X-Webhook-Delivery-Id", c.id.to_string());
+    if let Some(secret) = c.secret.as_deref().filter(|s| !s.is_empty()) {
+        req = req
+            .header("X-Webhook-Secret", secret)
+            .header(SIGNATURE_HEADER, signature(secret, &body));
+    }
+    let resp = match req.body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(error_chain(&e)),
+    };
+    let status = resp.status().as_u16();
+    let (response, error) = snippet(resp).await;
+    let error = error.or_else(|| {
+        (300..400)
+            .contains(&status)
+            .then(|| "the receiver answered a redirect, which is not followed".to_string())
+    });
+    Outcome {
+        status: Some(status),
+        response: Some(response),
+        error,
+    }
+}
+
+/// At most [`SNIPPET_BYTES`] of a response body (the rest is not read).
+async fn snippet(mut resp: reqwest::Response) -> (String, Option<String>) {
+    let mut buf = Vec::new();
+    let mut error = None;
+    while buf.len() < SNIPPET_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(error_chain(&e));
+                break;
+            }
+        }
+    }
+    buf.truncate(SNIPPET_BYTES);
+    (String::from_utf8_lossy(&buf).into_owned(), error)
+}
+
+/// The error and its causes, for the attempt log (reqwest's own message
+/// hides the cause, such as the resolver's refusal).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let m = s.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = s.source();
+    }
+    crate::error::clip(&out, 1000)
+}
+
+/// Logs the attempt and moves the delivery on, if this replica's claim still
+/// holds it.
+pub async fn finish(
+    state: &AppState,
+    c: &Claimed,
+    started: DateTime<Utc>,
+    latency: Duration,
+    o: &Outcome,
+) -> sqlx::Result<()> {
+    let s = &state.tenancy.webhooks;
+    let (next_state, retry_in) = if o.ok() {
+        ("delivered", Duration::ZERO)
+    } else if c.attempts >= s.max_attempts || c.disabled {
+        ("failed", Duration::ZERO)
+    } else {
+        ("pending", s.backoff(c.attempts))
+    };
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, response, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(c.id)
+    .bind(c.attempts)
+    .bind(started)
+    .bind(o.status.map(i32::from))
+    .bind(latency.as_millis().min(i32::MAX as u128) as i32)
+    .bind(o.response.as_deref())
+    .bind(o.error.as_deref())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE webhook_deliveries
+         SET state = $3, claim = NULL, next_attempt_at = now() + make_interval(secs => $4),
+             finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
+         WHERE id = $1 AND claim = $2",
+    )
+    .bind(c.id)
+    .bind(c.claim)
+    .bind(next_state)
+    .bind(retry_in.as_secs_f64())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        delivery = %c.id,
+        webhook = %c.webhook_id,
+        attempt = c.attempts,
+        status = o.status,
+        duration_ms = latency.as_millis() as u64,
+        outcome = next_state,
+        "webhook delivery attempt"
+    );
+    Ok(())
+}
