@@ -66,39 +66,57 @@ pub fn client(settings: &Settings) -> reqwest::Client {
 }
 
 /// Starts this replica's delivery task; it runs until the returned handle
-/// is aborted or the runtime stops.
+/// is aborted or the runtime stops. Up to `batch` sends run at once, each on
+/// its own task, so a receiver that hangs holds one slot until its timeout,
+/// not the others.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let settings = state.tenancy.webhooks.clone();
         let client = client(&settings);
+        let slots =
+            std::sync::Arc::new(tokio::sync::Semaphore::new(settings.batch.max(1) as usize));
+        let mut sends = tokio::task::JoinSet::new();
         loop {
-            match run_once(&state, &client).await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "webhooks: claiming deliveries failed"),
+            while sends.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let claimed = if free == 0 {
+                Ok(Vec::new())
+            } else {
+                claim(&state, free as i64).await
+            };
+            let got = match claimed {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhooks: claiming deliveries failed");
+                    Vec::new()
+                }
+            };
+            let busy = !got.is_empty() && got.len() == free;
+            for c in got {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let (state, client) = (state.clone(), client.clone());
+                sends.spawn(async move {
+                    deliver(&state, &client, &c).await;
+                    drop(permit);
+                });
             }
-            tokio::time::sleep(settings.poll).await;
+            if !busy {
+                tokio::time::sleep(settings.poll).await;
+            }
         }
     })
 }
 
-/// Claims a batch of due deliveries and sends them (concurrently); answers
-/// how many were claimed.
-pub async fn run_once(state: &AppState, client: &reqwest::Client) -> sqlx::Result<usize> {
-    let claimed = claim(state).await?;
-    let n = claimed.len();
-    futures::future::join_all(claimed.into_iter().map(|c| async move {
-        let (started, latency, outcome) = send(state, client, &c).await;
-        if let Err(e) = finish(state, &c, started, latency, &outcome).await {
-            tracing::warn!(error = %e, delivery = %c.id, "webhooks: recording an attempt failed");
-        }
-    }))
-    .await;
-    Ok(n)
+/// Sends one claimed delivery and records the outcome.
+pub async fn deliver(state: &AppState, client: &reqwest::Client, c: &Claimed) {
+    let (started, latency, outcome) = send(state, client, c).await;
+    if let Err(e) = finish(state, c, started, latency, &outcome).await {
+        tracing::warn!(error = %e, delivery = %c.id, "webhooks: recording an attempt failed");
+    }
 }
 
-/// Claims up to `batch` due deliveries for one lease.
-pub async fn claim(state: &AppState) -> sqlx::Result<Vec<Claimed>> {
+/// Claims up to `limit` due deliveries for one lease.
+pub async fn claim(state: &AppState, limit: i64) -> sqlx::Result<Vec<Claimed>> {
     let s = &state.tenancy.webhooks;
     sqlx::query_as(
         "WITH due AS (
@@ -114,7 +132,7 @@ pub async fn claim(state: &AppState) -> sqlx::Result<Vec<Claimed>> {
          RETURNING d.id, d.claim, d.attempts, d.webhook_id, w.url, w.secret, w.disabled,
                    d.event_id, e.payload",
     )
-    .bind(s.batch)
+    .bind(limit)
     .bind(Uuid::new_v4())
     .bind(s.lease.as_secs_f64())
     .fetch_all(&state.db)

@@ -26,6 +26,7 @@ mod registry;
 mod resolve_cache;
 mod strict_inputs;
 mod tenancy;
+mod webhooks;
 mod worktree;
 mod xet;
 mod xet_gc;

@@ -10,7 +10,7 @@
 //! private repo reach only webhooks whose owner may read it (`webhooks`).
 
 use crate::auth::access::{self, Action, Standing};
-use crate::auth::{Auth, Principal};
+use crate::auth::{Auth, Credential, Principal, Scope};
 use crate::db;
 use crate::db::webhooks::{Watch, WebhookRow};
 use crate::domain::{RepoId, RepoType};
@@ -115,16 +115,16 @@ pub async fn load_managed(
     auth: &Auth,
     req: &HttpRequest,
 ) -> ApiResult<(WebhookRow, Principal)> {
-    let p = auth.require()?.clone();
+    let p = auth.principal();
     let id = param(req, "id")
         .and_then(|s| Uuid::parse_str(&s).ok())
         .ok_or(ApiError::NotFound("webhook"))?;
     let w = db::webhooks::get(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("webhook"))?;
-    let standing = Standing::load_in(&state.db, Some(&p), w.owner_id, &w.owner, "webhook").await?;
-    access::decide(Some(&p), &standing, Action::AdminNamespace)?;
-    Ok((w, p))
+    let standing = Standing::load_in(&state.db, p, w.owner_id, &w.owner, "webhook").await?;
+    access::decide(p, &standing, Action::AdminNamespace)?;
+    Ok((w, auth.require()?.clone()))
 }
 
 fn domains(list: &[String]) -> Result<Vec<String>, WebhookError> {
@@ -204,11 +204,16 @@ async fn watches(state: &AppState, p: &Principal, items: &[WatchedItem]) -> ApiR
 /// organizations they administer.
 pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    access::decide(
-        Some(p),
-        &Standing::namespace(&p.name, Some(crate::db::namespaces::Role::Admin), "webhook"),
-        Action::AdminNamespace,
-    )?;
+    // A credential of the whole account (a session, an unrestricted token).
+    let account = matches!(
+        p.credential,
+        Credential::Session { .. } | Credential::Token { .. }
+    );
+    if !account || p.is_restricted() || !p.has_scope(Scope::Read) {
+        return Err(ApiError::Forbidden(
+            "listing webhooks needs a session or an unrestricted token with the read scope".into(),
+        ));
+    }
     let rows = db::webhooks::list_for(&state.db, p.user_id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for w in &rows {
@@ -223,20 +228,22 @@ pub async fn create(
     auth: Auth,
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> ApiResult<HttpResponse> {
+    let owner = match (&body.owner, auth.principal()) {
+        (Some(name), _) => db::namespaces::by_name(&state.db, name)
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?,
+        (None, Some(p)) => db::namespaces::by_id(&state.db, p.user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?,
+        (None, None) => return Err(ApiError::Unauthorized(access::AUTH_REQUIRED.into())),
+    };
+    let standing =
+        Standing::load_namespace(&state.db, auth.principal(), &owner, "organization").await?;
+    access::decide(auth.principal(), &standing, Action::AdminNamespace)?;
     let p = auth.require()?;
     if body.job_source_id.is_some() || body.secrets.is_some() {
         return Err(WebhookError::Jobs.into());
     }
-    let owner = match &body.owner {
-        Some(name) => db::namespaces::by_name(&state.db, name)
-            .await?
-            .ok_or(ApiError::NotFound("organization"))?,
-        None => db::namespaces::by_id(&state.db, p.user_id)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?,
-    };
-    let standing = Standing::load_namespace(&state.db, Some(p), &owner, "organization").await?;
-    access::decide(Some(p), &standing, Action::AdminNamespace)?;
     let url = body.url.as_deref().ok_or(WebhookError::UrlRequired)?;
     let url = target::check_url(url, state.tenancy.webhooks.allow_private)
         .await
