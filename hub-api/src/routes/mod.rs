@@ -535,6 +535,8 @@ fn dashboard(r: &mut impl RouteSink) {
     page(one("/login"), on(GET, account::login));
     page(one("/settings"), on(GET, account::account));
     page(one("/settings/tokens"), on(GET, account::tokens));
+    page(one("/settings/webhooks"), on(GET, webhooks::list));
+    page(one("/settings/webhooks/{id}"), on(GET, webhooks::webhook));
     page(one("/new"), on(GET, upload::new_repo));
     page(one("/organizations/{org}"), on(GET, orgs::org));
     page(one("/organizations/{org}/audit"), on(GET, orgs::audit));

@@ -361,7 +361,8 @@ fn rows(
     let commit = commit.to_string();
     const P: &str = "/acme/topsecret";
     let hook = hooks.main.clone();
-    let (h1, h2, h3, h4, h5, h6, h7) = (
+    let (h1, h2, h3, h4, h5, h6, h7, h8) = (
+        hook.clone(),
         hook.clone(),
         hook.clone(),
         hook.clone(),
@@ -535,6 +536,8 @@ fn rows(
         row(get.clone(), "/login", SignInPage, |_| "/login".into()),
         row(get.clone(), "/settings", SignedInPage(200), |_| "/settings".into()),
         row(get.clone(), "/settings/tokens", TokensPage(200), |_| "/settings/tokens".into()),
+        row(get.clone(), "/settings/webhooks", TokensPage(200), |_| "/settings/webhooks".into()),
+        row(get.clone(), "/settings/webhooks/{id}", OrgAdminPage(200), move |_| format!("/settings/webhooks/{h8}")),
         row(get.clone(), "/new", SignedInPage(200), |_| "/new".into()),
         row(get.clone(), "/organizations/{org}", MemberPage(200), |_| "/organizations/acme".into()),
         row(get.clone(), "/organizations/{org}/audit", OrgAdminPage(200), |_| "/organizations/acme/audit".into()),

@@ -298,8 +298,39 @@ async fn commit_delivers_one_signed_event_and_redelivers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.hits().len(), 1, "sent once");
 
-    // Redelivery: a new delivery of the same event, byte for byte.
+    // The dashboard lists the webhook and its deliveries, with a Redeliver button.
     let delivery = items[0]["id"].as_str().unwrap();
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri("/settings/webhooks")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    let html = String::from_utf8_lossy(&b).to_string();
+    assert_eq!(st, 200, "{html}");
+    assert!(
+        html.contains(&format!("href=\"/settings/webhooks/{hook}\"")),
+        "{html}"
+    );
+    assert!(!html.contains("s3cret"));
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/settings/webhooks/{hook}"))
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    let html = String::from_utf8_lossy(&b).to_string();
+    assert_eq!(st, 200, "{html}");
+    assert!(html.contains(&event_id), "{html}");
+    assert!(
+        html.contains(&format!("data-redeliver=\"{delivery}\"")),
+        "{html}"
+    );
+    assert!(html.contains("status 200"), "{html}");
+
+    // Redelivery: a new delivery of the same event, byte for byte.
     let (st, _, b) = call(
         &app,
         TestRequest::post()

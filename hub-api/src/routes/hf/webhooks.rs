@@ -200,11 +200,9 @@ async fn watches(state: &AppState, p: &Principal, items: &[WatchedItem]) -> ApiR
     Ok(out)
 }
 
-/// `GET /api/settings/webhooks`: the caller's webhooks and those of the
-/// organizations they administer.
-pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
-    let p = auth.require()?;
-    // A credential of the whole account (a session, an unrestricted token).
+/// Whether `p` may list its webhooks: a credential of the whole account (a
+/// session, an unrestricted token with the read scope), else 403.
+pub fn may_list(p: &Principal) -> ApiResult<()> {
     let account = matches!(
         p.credential,
         Credential::Session { .. } | Credential::Token { .. }
@@ -214,6 +212,14 @@ pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRespo
             "listing webhooks needs a session or an unrestricted token with the read scope".into(),
         ));
     }
+    Ok(())
+}
+
+/// `GET /api/settings/webhooks`: the caller's webhooks and those of the
+/// organizations they administer.
+pub async fn list(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
+    let p = auth.require()?;
+    may_list(p)?;
     let rows = db::webhooks::list_for(&state.db, p.user_id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for w in &rows {
