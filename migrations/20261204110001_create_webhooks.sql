@@ -46,6 +46,9 @@ CREATE TABLE webhook_events (
 -- One delivery of one event to one webhook (a redelivery is a new row).
 CREATE TABLE webhook_deliveries (
     id              UUID PRIMARY KEY,
+    -- Creation order (several events of one transaction share now()): the
+    -- log's order and cursor.
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY,
     webhook_id      UUID NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
     event_id        UUID NOT NULL REFERENCES webhook_events(id) ON DELETE CASCADE,
     state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
@@ -60,7 +63,11 @@ CREATE TABLE webhook_deliveries (
     finished_at     TIMESTAMPTZ
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, created_at DESC);
+CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, seq DESC);
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+CREATE INDEX webhook_deliveries_redelivery ON webhook_deliveries (redelivery_of) WHERE redelivery_of IS NOT NULL;
+-- Pruning (`webhooks::delivery::prune`, after 30 days).
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE state <> 'pending';
 
 -- Every attempt: what the receiver answered, or why nothing was sent.
 CREATE TABLE webhook_attempts (

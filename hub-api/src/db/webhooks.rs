@@ -161,6 +161,7 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub id: Uuid,
+    pub seq: i64,
     pub event_id: Uuid,
     pub scope: String,
     pub action: String,
@@ -173,11 +174,10 @@ pub struct DeliveryRow {
     pub payload: sqlx::types::Json<serde_json::Value>,
 }
 
-const DELIVERY_COLS: &str = "d.id, d.event_id, e.scope, e.action, d.state, d.attempts,
+const DELIVERY_COLS: &str = "d.id, d.seq, d.event_id, e.scope, e.action, d.state, d.attempts,
     d.next_attempt_at, d.redelivery_of, d.created_at, d.finished_at, e.payload";
 
-/// A webhook's deliveries, newest first, before `before` (a delivery's
-/// creation order key: milliseconds since the epoch).
+/// A webhook's deliveries, newest first, before the one numbered `before`.
 pub async fn deliveries(
     db: impl PgExecutor<'_>,
     webhook_id: Uuid,
@@ -186,9 +186,8 @@ pub async fn deliveries(
 ) -> sqlx::Result<Vec<DeliveryRow>> {
     sqlx::query_as(&format!(
         "SELECT {DELIVERY_COLS} FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id
-         WHERE d.webhook_id = $1
-           AND ($2::bigint IS NULL OR d.created_at < to_timestamp($2::double precision / 1000000))
-         ORDER BY d.created_at DESC, d.id DESC LIMIT $3"
+         WHERE d.webhook_id = $1 AND ($2::bigint IS NULL OR d.seq < $2)
+         ORDER BY d.seq DESC LIMIT $3"
     ))
     .bind(webhook_id)
     .bind(before)

@@ -76,8 +76,15 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
         let slots =
             std::sync::Arc::new(tokio::sync::Semaphore::new(settings.batch.max(1) as usize));
         let mut sends = tokio::task::JoinSet::new();
+        let mut pruned = Instant::now();
         loop {
             while sends.try_join_next().is_some() {}
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = Instant::now();
+                if let Err(e) = prune(&state, RETENTION).await {
+                    tracing::warn!(error = %e, "webhooks: pruning old deliveries failed");
+                }
+            }
             let free = slots.available_permits();
             let claimed = if free == 0 {
                 Ok(Vec::new())
@@ -107,6 +114,33 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// How long finished deliveries (and their attempts) are kept.
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often each replica prunes (any replica may; the statements are idempotent).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes deliveries finished more than `keep` ago, then events no delivery
+/// refers to any more; answers how many deliveries went.
+pub async fn prune(state: &AppState, keep: Duration) -> sqlx::Result<u64> {
+    let gone = sqlx::query(
+        "DELETE FROM webhook_deliveries
+         WHERE state <> 'pending' AND finished_at < now() - make_interval(secs => $1)",
+    )
+    .bind(keep.as_secs_f64())
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM webhook_events e
+         WHERE e.created_at < now() - make_interval(secs => $1)
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)",
+    )
+    .bind(keep.as_secs_f64())
+    .execute(&state.db)
+    .await?;
+    Ok(gone)
+}
+
 /// Sends one claimed delivery and records the outcome.
 pub async fn deliver(state: &AppState, client: &reqwest::Client, c: &Claimed) {
     let (started, latency, outcome) = send(state, client, c).await;
@@ -122,7 +156,7 @@ pub async fn claim(state: &AppState, limit: i64) -> sqlx::Result<Vec<Claimed>> {
         "WITH due AS (
              SELECT id FROM webhook_deliveries
              WHERE state = 'pending' AND next_attempt_at <= now()
-             ORDER BY next_attempt_at LIMIT $1
+             ORDER BY next_attempt_at, seq LIMIT $1
              FOR UPDATE SKIP LOCKED)
          UPDATE webhook_deliveries d
          SET attempts = d.attempts + 1, claim = $2,

@@ -741,3 +741,187 @@ async fn other_tenants_cannot_see_change_or_redeliver() {
     assert_eq!(w["webhook"]["url"], rx.url());
     worker.abort();
 }
+
+#[actix_web::test]
+async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
+    let t = hub(true).await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    let rx = Receiver::start(&[]).await;
+    // One webhook per domain, all watching the user alice.
+    let mut hooks = HashMap::new();
+    for domain in ["repo", "discussion", "endpoint"] {
+        let (st, _, b) = call(
+            &app,
+            TestRequest::post()
+                .uri("/api/settings/webhooks")
+                .insert_header(bearer(&alice))
+                .set_json(json!({"url": rx.url(), "domains": [domain],
+                                 "watched": [{"type": "user", "name": "alice"}]})),
+        )
+        .await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        hooks.insert(
+            domain,
+            json_of(&b)["webhook"]["id"].as_str().unwrap().to_string(),
+        );
+    }
+    let worker = hub_api::webhooks::delivery::spawn(t.state.clone());
+    // Repo lifecycle: create, settings, move, delete.
+    create_repo(&app, &alice, "alice/m", false).await;
+    let (st, _, _) = call(
+        &app,
+        TestRequest::put()
+            .uri("/api/models/alice/m/settings")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"gated": "auto"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/move")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"fromRepo": "alice/m", "toRepo": "alice/n"})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // A discussion event, as the discussions module will send it.
+    let repo_id: (i64,) = sqlx::query_as("SELECT id FROM repos WHERE name = 'n'")
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap();
+    let mut tx = t.state.db.begin().await.unwrap();
+    hub_api::webhooks::enqueue(
+        &mut tx,
+        hub_api::webhooks::Event::Discussion {
+            repo_id: repo_id.0,
+            action: "create",
+            discussion: json!({"num": 1, "title": "Hi", "isPullRequest": false, "status": "open"}),
+            comment: Some(json!({"id": "c1", "content": "hello"})),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let (st, _, b) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/repos/delete")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "n", "organization": "alice"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    // An endpoint status change (the scheduler's `set_status`).
+    create_repo(&app, &alice, "alice/e", false).await;
+    commit_files(&app, &alice, "alice/e", &[("f.txt", b"x")]).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/v1/endpoints/alice")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "ep", "repository": "alice/e", "task": "feature-extraction"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    let (ep,): (i64,) =
+        sqlx::query_as("SELECT id FROM endpoints WHERE namespace_id = $1 AND name = 'ep'")
+            .bind(alice_id)
+            .fetch_one(&t.state.db)
+            .await
+            .unwrap();
+    let mut conn = t.state.db.acquire().await.unwrap();
+    hub_api::db::endpoints::set_status(&mut conn, ep, "failed", Some("no worker"))
+        .await
+        .unwrap();
+    drop(conn);
+
+    let scopes = |domain: &str| {
+        let hook = hooks[domain].clone();
+        let app = &app;
+        let alice = &alice;
+        async move {
+            let log = settled(app, alice, &hook).await;
+            let mut v: Vec<String> = log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {}",
+                        i["scope"].as_str().unwrap(),
+                        i["action"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            v.reverse();
+            v
+        }
+    };
+    let repo = scopes("repo").await;
+    assert_eq!(repo[0], "repo create", "{repo:?}");
+    for want in [
+        "repo.content update",
+        "repo.config update",
+        "repo move",
+        "repo delete",
+    ] {
+        assert!(repo.contains(&want.to_string()), "{want} in {repo:?}");
+    }
+    assert_eq!(
+        scopes("discussion").await,
+        vec!["discussion.comment create"]
+    );
+    let endpoint = scopes("endpoint").await;
+    assert!(
+        endpoint.iter().all(|s| s == "endpoint update"),
+        "{endpoint:?}"
+    );
+    // The payloads, as received.
+    let hits: Vec<Value> = rx.hits().iter().map(Hit::json).collect();
+    let find = |scope: &str, action: &str| {
+        hits.iter()
+            .find(|p| p["event"]["scope"] == scope && p["event"]["action"] == action)
+            .unwrap_or_else(|| panic!("no {scope} {action} in {hits:?}"))
+            .clone()
+    };
+    assert_eq!(
+        find("repo.config", "update")["updatedConfig"],
+        json!({"gated": "auto"})
+    );
+    let moved = find("repo", "move");
+    assert_eq!(moved["repo"]["name"], "alice/m");
+    assert_eq!(moved["movedTo"]["name"], "alice/n");
+    assert_eq!(find("repo", "delete")["repo"]["name"], "alice/n");
+    let d = find("discussion.comment", "create");
+    assert_eq!(d["discussion"]["title"], "Hi");
+    assert_eq!(d["comment"]["content"], "hello");
+    assert_eq!(d["repo"]["name"], "alice/n");
+    let failed = hits
+        .iter()
+        .find(|p| p["event"]["scope"] == "endpoint" && p["endpoint"]["status"] == "failed")
+        .unwrap_or_else(|| panic!("{hits:?}"));
+    assert_eq!(failed["endpoint"]["name"], "ep");
+    assert_eq!(failed["endpoint"]["message"], "no worker");
+    assert!(failed.get("repo").is_none());
+    worker.abort();
+
+    // Pruning keeps recent deliveries and drops finished old ones with their events.
+    assert_eq!(
+        hub_api::webhooks::delivery::prune(&t.state, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    let n = hub_api::webhooks::delivery::prune(&t.state, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, rx.hits().len());
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhook_events")
+        .fetch_one(&t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+}

@@ -109,7 +109,7 @@ pub async fn list(
 ) -> ApiResult<HttpResponse> {
     let (w, _) = load_managed(&state, &auth, &req).await?;
     let mut rows = db::webhooks::deliveries(&state.db, w.id, page.cursor, page.fetch()).await?;
-    let next_cursor = page.finish(&mut rows, |d| d.created_at.timestamp_micros());
+    let next_cursor = page.finish(&mut rows, |d| d.seq);
     let ids: Vec<Uuid> = rows.iter().map(|d| d.id).collect();
     let attempts = db::webhooks::attempts(&state.db, &ids).await?;
     let items = rows.into_iter().map(|d| dto(d, &attempts, false)).collect();
