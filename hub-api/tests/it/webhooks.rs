@@ -870,6 +870,38 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
     ] {
         assert!(repo.contains(&want.to_string()), "{want} in {repo:?}");
     }
+    // The log pages newest first with `cursor`.
+    let mut seen = vec![];
+    let mut uri = format!("/api/v1/webhooks/{}/deliveries?limit=2", hooks["repo"]);
+    loop {
+        let (st, _, b) = call(
+            &app,
+            TestRequest::get().uri(&uri).insert_header(bearer(&alice)),
+        )
+        .await;
+        assert_eq!(st, 200);
+        let page = json_of(&b);
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|i| {
+            format!(
+                "{} {}",
+                i["scope"].as_str().unwrap(),
+                i["action"].as_str().unwrap()
+            )
+        }));
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                uri = format!(
+                    "/api/v1/webhooks/{}/deliveries?limit=2&cursor={c}",
+                    hooks["repo"]
+                )
+            }
+            None => break,
+        }
+    }
+    seen.reverse();
+    assert_eq!(seen, repo);
     assert_eq!(
         scopes("discussion").await,
         vec!["discussion.comment create"]
