@@ -279,6 +279,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=50))]
     pub webhook_max_attempts: u32,
 
+    /// How long a replica's claim holds a webhook delivery, in seconds (default:
+    /// twice the timeout plus 30 s). Tests only: shorter than a send may take,
+    /// a delivery is sent again while its first attempt is still running.
+    #[arg(long, env = "HUB_WEBHOOK_LEASE_SECS", hide = true, global = true)]
+    pub webhook_lease_secs: Option<u32>,
+
     /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
     #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
     pub pg_unsafe_fast: bool,

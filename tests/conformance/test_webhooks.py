@@ -7,6 +7,10 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import re
+import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -139,3 +143,88 @@ def test_webhook_validation(api: HfApi, repo_name, bob):
         other.create_webhook(url="http://93.184.216.34/", watched=[{"type": "model", "name": repo_name}])
     assert e.value.response.status_code == 400
     assert "does not exist or you cannot read it" in e.value.response.text
+
+
+def _start_hub(hub_bin, data, log):
+    proc = subprocess.Popen(
+        [hub_bin, "--data-dir", str(data), "--bind", "127.0.0.1:0", "--no-worker",
+         "--webhook-allow-private", "--webhook-timeout-secs", "2", "--webhook-lease-secs", "4", "serve"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        text = open(log.name, "rb").read().decode(errors="replace")
+        m = re.search(r"listening on (http://[0-9.:]+)", text)
+        if m:
+            url = m.group(1)
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(url + "/readyz") as r:
+                        if r.status == 200:
+                            return proc, url
+                except Exception:
+                    pass
+                time.sleep(0.1)
+        assert proc.poll() is None, text[-2000:]
+        time.sleep(0.2)
+    raise AssertionError("hub did not start")
+
+
+@pytest.mark.skipif(not os.environ.get("PADDOCK_HUB_BIN"), reason="needs PADDOCK_HUB_BIN")
+def test_delivery_survives_kill_9_of_the_hub(tmp_path):
+    """A hub of its own, killed with SIGKILL while a delivery is in flight (the
+    receiver holds the request): the restarted hub sends the event again, with
+    the same event id, once the dead hub's lease ends."""
+    hub_bin = os.environ["PADDOCK_HUB_BIN"]
+    data = tmp_path / "hub"
+    holding = threading.Event()
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            hits.append(json.loads(body))
+            if len(hits) == 1:
+                holding.set()
+                time.sleep(30)  # held: the hub dies meanwhile
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    proc, endpoint = _start_hub(hub_bin, data, open(tmp_path / "hub-1.log", "wb"))
+    try:
+        admin = lambda *a: subprocess.run([hub_bin, "--data-dir", str(data), "admin", *a],
+                                          check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        admin("create-user", "carol")
+        tok = admin("create-token", "carol", "--scopes", "read,write")
+        api = HfApi(endpoint=endpoint, token=tok)
+        repo = api.create_repo("carol/hooked").repo_id
+        api.create_webhook(url=url, watched=[{"type": "model", "name": repo}], domains=["repo"])
+        info = api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo)
+        assert holding.wait(20), "the first delivery never arrived"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc, endpoint = _start_hub(hub_bin, data, open(tmp_path / "hub-2.log", "wb"))
+        deadline = time.time() + 30
+        while len(hits) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(hits) == 2, hits
+        assert hits[1]["event"]["id"] == hits[0]["event"]["id"]
+        assert hits[1]["repo"]["headSha"] == info.oid
+        time.sleep(1)
+        assert len(hits) == 2, "sent once more, not again after that"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        server.shutdown()

@@ -85,7 +85,10 @@ impl Settings {
             allow_private: c.webhook_allow_private,
             timeout,
             max_attempts: c.webhook_max_attempts as i32,
-            lease: timeout * 2 + Duration::from_secs(30),
+            lease: c
+                .webhook_lease_secs
+                .map(|s| Duration::from_secs(u64::from(s.max(1))))
+                .unwrap_or(timeout * 2 + Duration::from_secs(30)),
             ..Self::default()
         }
     }
