@@ -75,6 +75,20 @@ pub async fn watches(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Vec<Watc
     .await
 }
 
+/// How many webhooks `owner_id` owns, with the owner's namespace row locked
+/// until the transaction ends.
+pub async fn count_locked(db: &mut PgConnection, owner_id: i64) -> sqlx::Result<i64> {
+    sqlx::query("SELECT id FROM namespaces WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(owner_id)
+        .execute(&mut *db)
+        .await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM webhooks WHERE owner_id = $1")
+        .bind(owner_id)
+        .fetch_one(&mut *db)
+        .await?;
+    Ok(n)
+}
+
 pub struct NewWebhook<'a> {
     pub owner_id: i64,
     pub created_by: i64,

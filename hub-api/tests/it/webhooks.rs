@@ -585,6 +585,30 @@ async fn private_and_internal_targets_are_refused() {
     .await;
     assert_eq!(st, 400, "{}", String::from_utf8_lossy(&b));
 
+    // At most 100 webhooks per owner.
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    for i in 0..101 {
+        let (st, _, b) = call(
+            &app,
+            TestRequest::post()
+                .uri("/api/settings/webhooks")
+                .insert_header(bearer(&bob))
+                .set_json(json!({"url": format!("http://93.184.216.34/{i}"), "watched": [{"type": "user", "name": "bob"}]})),
+        )
+        .await;
+        if i < 100 {
+            assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        } else {
+            let v = json_of(&b);
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (400, Some("validation_failed")),
+                "{v}"
+            );
+            assert!(v["error"].as_str().unwrap().contains("100 webhooks"), "{v}");
+        }
+    }
+
     // At delivery time, on the address connected to: a name that resolves
     // to loopback is refused by a hub without the allow-private setting,
     // even when the webhook was saved while it was allowed.

@@ -28,6 +28,9 @@ use uuid::Uuid;
 pub const MAX_WATCHED: usize = 100;
 /// The longest secret.
 pub const MAX_SECRET: usize = 256;
+/// Webhooks one user or organization may own (each commit fans out to every
+/// matching one, inside its transaction).
+pub const MAX_PER_OWNER: i64 = 100;
 
 /// A webhook body outside what it allows (400 `validation_failed`; a refused
 /// target is 400 `webhook_target_refused`).
@@ -51,6 +54,8 @@ pub enum WebhookError {
     NoDomains,
     #[error("secret must be at most {MAX_SECRET} characters, without control characters")]
     Secret,
+    #[error("{0} already owns {MAX_PER_OWNER} webhooks, the most allowed; delete one first")]
+    TooMany(String),
 }
 
 impl WebhookError {
@@ -265,6 +270,10 @@ pub async fn create(
     };
     let watches = watches(&state, p, body.watched.as_deref().unwrap_or(&[])).await?;
     let mut tx = state.db.begin().await?;
+    // Counted under the owner's row lock, so concurrent creations cannot pass the cap.
+    if db::webhooks::count_locked(&mut tx, owner.id).await? >= MAX_PER_OWNER {
+        return Err(WebhookError::TooMany(owner.name.clone()).into());
+    }
     let id = db::webhooks::insert(
         &mut tx,
         &db::webhooks::NewWebhook {
