@@ -314,6 +314,15 @@ pub async fn finish(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    let outcome = match next_state {
+        "pending" => "retry",
+        other => other,
+    };
+    state.metrics.webhook_attempts.inc(&[outcome]);
+    state
+        .metrics
+        .webhook_attempt_duration
+        .observe(&[], latency.as_secs_f64());
     tracing::info!(
         delivery = %c.id,
         webhook = %c.webhook_id,

@@ -392,6 +392,14 @@ async fn failed_attempt_is_retried_with_the_same_event() {
     assert_eq!(attempts[0]["status_code"], 500);
     assert_eq!(attempts[0]["response"], "nope");
     assert_eq!(attempts[1]["status_code"], 200);
+    let metrics = t.state.metrics.render(&t.state);
+    for line in [
+        "paddock_webhook_attempts_total{outcome=\"retry\"} 1",
+        "paddock_webhook_attempts_total{outcome=\"delivered\"} 1",
+        "paddock_webhook_attempt_duration_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     worker.abort();
 }
 
