@@ -583,10 +583,6 @@ mod tests {
                 invalid("sort \"x\" is not one of lastModified, createdAt, downloads, likes"),
             ),
             (
-                Q::PullRequests.into(),
-                invalid("pull requests are not supported; commit to a branch"),
-            ),
-            (
                 LfsRequestError::Operation("x".into()).into(),
                 invalid("operation \"x\" is not upload or download"),
             ),

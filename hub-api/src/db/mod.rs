@@ -3,6 +3,7 @@
 
 pub mod access_requests;
 pub mod browse;
+pub mod discussions;
 pub mod endpoints;
 pub mod git;
 pub mod lfs;

@@ -46,6 +46,14 @@ pub enum AddContent {
     },
     /// Uploaded before through LFS; size omitted for copies.
     Lfs { sha256: String, size: Option<u64> },
+    /// A regular (not LFS) file already stored and committed to this repo:
+    /// a merged pull request's change. `bytes` for the files the hub interprets.
+    Stored {
+        sha256: String,
+        size: u64,
+        git_oid: String,
+        bytes: Option<Bytes>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +80,8 @@ pub struct CommitInput {
     pub parent: Option<String>,
     pub ops: Vec<Op>,
     pub idempotency_key: Option<String>,
+    /// A second parent: the commit is a merge of it (a pull request's head).
+    pub merge_parent: Option<String>,
 }
 
 /// Whether a sample of a file looks binary (a NUL in its first 512 bytes).
@@ -96,7 +106,9 @@ async fn validate_weights(state: &AppState, tenant: Tenant, ops: &[Op]) -> ApiRe
             continue;
         };
         let (sha, size) = match content {
-            AddContent::Inline { sha256, size, .. } => (sha256.clone(), *size),
+            AddContent::Inline { sha256, size, .. } | AddContent::Stored { sha256, size, .. } => {
+                (sha256.clone(), *size)
+            }
             AddContent::Lfs { sha256, size } => match size {
                 Some(s) => (sha256.clone(), *s),
                 None => match db::lfs::blob_size(&state.db, sha256).await? {
@@ -454,6 +466,12 @@ async fn commit_claiming(
                     AddContent::Lfs { sha256, size } => {
                         (sha256.clone(), size.unwrap_or(0), true, String::new(), None)
                     }
+                    AddContent::Stored {
+                        sha256,
+                        size,
+                        git_oid,
+                        bytes,
+                    } => (sha256.clone(), *size, false, git_oid.clone(), bytes.clone()),
                 };
                 let (oid, pointer_size) = if is_lfs {
                     let pointer = git::lfs_pointer(&sha256, size);
@@ -608,7 +626,9 @@ async fn commit_claiming(
     let sig = signature(author, now);
     let object = CommitObject {
         tree: root.clone(),
-        parents: vec![head.commit_oid.clone()],
+        parents: std::iter::once(head.commit_oid.clone())
+            .chain(input.merge_parent.clone())
+            .collect(),
         author: sig.clone(),
         committer: sig,
         message: git::object::commit_message(input.summary.trim(), &input.description),

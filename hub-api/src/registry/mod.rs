@@ -3,6 +3,7 @@
 //! committing, and reading trees.
 
 pub mod commit;
+pub mod discussions;
 pub mod files;
 pub mod ndjson;
 pub mod path_stats;

@@ -397,6 +397,40 @@ fn build(r: &mut impl RouteSink) {
     );
     r.add(api("/preupload/{rev}"), vec![on(POST, upload::preupload)]);
     r.add(api("/commit/{rev}"), vec![on(POST, commit::commit)]);
+    // Discussions and pull requests.
+    r.add(
+        api_ns("/discussions"),
+        vec![on(GET, discussions::list), on(POST, discussions::create)],
+    );
+    // (Its `?diff=1` shows file contents: a byte route, gated.)
+    r.bytes(
+        api_ns("/discussions/{num}"),
+        vec![on(GET, discussions::get)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/comment"),
+        vec![on(POST, discussions::comment)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/title"),
+        vec![on(POST, discussions::title)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/status"),
+        vec![on(POST, discussions::status)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/merge"),
+        vec![on(POST, discussions::merge)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/comment/{comment}/edit"),
+        vec![on(POST, discussions::edit_comment)],
+    );
+    r.add(
+        api_ns("/discussions/{num}/comment/{comment}/hide"),
+        vec![on(POST, discussions::hide_comment)],
+    );
     // Xet: CAS access tokens (the read token leads to file bytes).
     r.add(
         api("/xet-write-token/{rev}"),

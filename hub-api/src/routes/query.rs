@@ -28,8 +28,6 @@ pub enum QueryError {
     CursorNotValid,
     #[error("sort {0:?} is not one of lastModified, createdAt, downloads, likes")]
     Sort(String),
-    #[error("pull requests are not supported; commit to a branch")]
-    PullRequests,
     #[error("{0} must be a date (YYYY-MM-DD) or an RFC 3339 time")]
     Time(&'static str),
 }

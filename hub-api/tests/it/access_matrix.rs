@@ -87,6 +87,9 @@ enum Class {
     TokensPage(u16),
     /// Revokes the owner's token: only the owner; others see 404.
     OwnersToken(u16),
+    /// Edits the owner's comment in a discussion of the private repo: only
+    /// the owner; other members 403; outsiders 404.
+    CommentAuthor(u16),
     /// Always the given status (login with a wrong password).
     Always(u16),
     /// Logout: idempotent for valid or no credentials.
@@ -274,6 +277,11 @@ fn expected(class: Class, a: Actor) -> u16 {
             Restricted => 403,
             _ => 404,
         },
+        Class::CommentAuthor(ok) => match a {
+            Owner => ok,
+            OrgAdmin | Writer | Reader => 403,
+            _ => 404,
+        },
     }
 }
 
@@ -345,6 +353,7 @@ fn rows(
     owners_token: i64,
     upload_session: &str,
     commit: &str,
+    comment_id: &str,
     hooks: &Hooks,
 ) -> Vec<Row> {
     use Class::*;
@@ -359,6 +368,8 @@ fn rows(
     let session2 = session.clone();
     let session3 = session.clone();
     let commit = commit.to_string();
+    let cid = comment_id.to_string();
+    let cid2 = cid.clone();
     const P: &str = "/acme/topsecret";
     let hook = hooks.main.clone();
     let (h1, h2, h3, h4, h5, h6, h7, h8) = (
@@ -492,6 +503,24 @@ fn rows(
         row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/xet-read-token/{rev}", RepoRead(200), |_| format!("{R}/xet-read-token/main")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commit/{rev}", RepoWrite(200), |_| format!("{R}/commit/main"))
             .raw(|i| hub_testkit::ndjson("m", None, &[hub_testkit::file_op(&format!("c{i}.txt"), b"x")])),
+        // Discussions: members see and take part; writers (and authors) moderate and merge.
+        // Discussions 1..=9 and pull requests 10..=18 (one per actor) are the owner's.
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions", RepoRead(200), |_| format!("{R}/discussions")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions", RepoRead(200), |_| format!("{R}/discussions"))
+            .json(|i| json!({"title": format!("new {i}"), "description": "d"})),
+        row(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}", RepoRead(200), |_| format!("{R}/discussions/10?diff=1")),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/comment", RepoRead(200), |_| format!("{R}/discussions/1/comment"))
+            .json(|i| json!({"comment": format!("c{i}")})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/title", RepoWrite(200), |_| format!("{R}/discussions/1/title"))
+            .json(|i| json!({"title": format!("t{i}")})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/status", RepoWrite(200), |i| format!("{R}/discussions/{}/status", i + 1))
+            .json(|_| json!({"status": "closed"})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/merge", RepoWrite(200), |i| format!("{R}/discussions/{}/merge", i + 10)),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/comment/{comment}/edit", CommentAuthor(200),
+            move |_| format!("{R}/discussions/1/comment/{cid}/edit"))
+            .json(|i| json!({"content": format!("e{i}")})),
+        row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}/comment/{comment}/hide", RepoWrite(200),
+            move |_| format!("{R}/discussions/1/comment/{cid2}/hide")),
         row(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/user-access-request/handle", GatedAdmin(200),
             |_| "/api/models/acme/gated/user-access-request/handle".into())
             .json(|i| json!({"user": "reed", "status": if i == 0 { "accepted" } else { "rejected" }})),
@@ -711,6 +740,41 @@ async fn cross_tenant_access_matrix() {
         create_repo(&app, &alice, &format!("acme/{MARK}-del{i}"), true).await;
         create_repo(&app, &alice, &format!("acme/{MARK}-mv{i}"), true).await;
     }
+    // Discussions 1..=9, then pull requests 10..=18, one of each per actor.
+    for i in 0..ACTORS.len() {
+        let (st, _, b) = call(
+            &app,
+            post(
+                format!("{r}/discussions"),
+                json!({"title": format!("d{i}")}),
+            ),
+        )
+        .await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    for i in 0..ACTORS.len() {
+        let (st, _, b) = call(
+            &app,
+            TestRequest::post()
+                .uri(&format!("{r}/commit/main?create_pr=1"))
+                .insert_header(bearer(&alice))
+                .set_payload(hub_testkit::ndjson(
+                    &format!("pr {i}"),
+                    None,
+                    &[hub_testkit::file_op(&format!("pr{i}.txt"), b"proposed")],
+                )),
+        )
+        .await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (_, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("{r}/discussions/1"))
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    let comment_id = json_of(&b)["events"][0]["id"].as_str().unwrap().to_string();
     // An LFS object in the private repo, and an open upload session id.
     let content: Vec<u8> = (0..20_000u32).map(|i| (i % 7) as u8).collect();
     let sha = {
@@ -826,6 +890,7 @@ async fn cross_tenant_access_matrix() {
         victim_token,
         &open_session,
         &private_commit,
+        &comment_id,
         &hooks,
     );
     // Every route has a row (and every row names a real route).
@@ -1043,6 +1108,9 @@ fn gated_rows(
         GRow { body: Some(json!({"paths": ["d/g.txt", "w.bin"], "expand": true})), ..grow(post.clone(), "/api/{kind:models|datasets}/{ns}/{name}/paths-info/{rev}", Meta(200), |_| format!("{R}/paths-info/main")) },
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/refs", Meta(200), |_| format!("{R}/refs")),
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{R}/commits/main")),
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions", Meta(200), |_| format!("{R}/discussions")),
+        // A pull request's diff shows the gated file it adds: for callers who pass only.
+        grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/discussions/{num}", BytesPage, |_| format!("{R}/discussions/1?diff=1")),
         // Writers and admins only (the cross-tenant matrix checks who).
         grow(get.clone(), "/api/{kind:models|datasets}/{ns}/{name}/lfs-files", Unchecked, |_| format!("{R}/lfs-files")),
         // The gate's verdict without contents (hf_compat::auth_check_is_the_download_decision).
@@ -1216,6 +1284,23 @@ async fn gated_byte_routes_matrix() {
         .take(30_000)
         .collect();
     let sha = commit_lfs(&app, &alice, "acme/gated", "w.bin", &lfs_content).await;
+    // Pull request #1 adds a file with the mark (its diff shows it).
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/models/acme/gated/commit/main?create_pr=1")
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson(
+                "pr",
+                None,
+                &[hub_testkit::file_op(
+                    "d/pr.txt",
+                    format!("{GATED_MARK} proposed").as_bytes(),
+                )],
+            )),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     let pull = pull_token_for(&t, &app, &alice, "acme", "acme/gated", "own").await;
     let pull_other = pull_token_for(&t, &app, &alice, "acme", "acme/other", "own-other").await;
     let put = |uri: &str, tok: &str, body: Value| {

@@ -10,6 +10,7 @@ use crate::auth::Auth;
 use crate::domain::{RepoPath, Sha256};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::commit::{self, AddContent, CommitInput, Op};
+use crate::registry::discussions as disc;
 use crate::registry::ndjson::{self, Line};
 use crate::registry::repo_ref::param;
 use crate::registry::{self, RepoRef};
@@ -252,8 +253,9 @@ pub async fn commit(
     req: HttpRequest,
     mut payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
-    let author = auth.require()?.clone();
+    // Read first: a pull request's author may commit to it without write
+    // access (`registry::discussions`); every other commit needs write.
+    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
     reject_encoded(&req)?;
     // A declared length over the limit is refused before any byte is read.
     let declared = req
@@ -267,16 +269,49 @@ pub async fn commit(
             state.limits.commit_body
         )));
     }
-    if req.query_string().contains("create_pr=1") || req.query_string().contains("create_pr=true") {
-        return Err(crate::routes::query::QueryError::PullRequests.into());
-    }
+    let create_pr = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "create_pr")
+        .map(|(_, v)| v.into_owned());
+    let create_pr =
+        crate::registry::repo_ref::query_bool("create_pr", create_pr.as_deref())? == Some(true);
     let rev = param(&req, "rev").unwrap_or_else(|| registry::DEFAULT_BRANCH.to_string());
     let rev = crate::domain::Revision::parse(&rev)?;
+    // A pull request's ref: its author or a writer, while it is open.
+    let pr_num = rev
+        .as_str()
+        .strip_prefix("refs/pr/")
+        .map(|n| {
+            n.parse::<i32>().map_err(|_| {
+                ApiError::InvalidRevision(format!("{n:?}: refs/pr/ takes a pull request number"))
+            })
+        })
+        .transpose()?;
+    let mut pull = match pr_num {
+        Some(n) if !create_pr => {
+            let p = disc::participant(&auth, &ctx)?;
+            Some(disc::pr_for_commit(&state, &ctx, p, n).await?)
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidRevision(
+                "create_pr opens a pull request on a branch; commit to refs/pr/N without it".into(),
+            ))
+        }
+        None if create_pr => {
+            disc::participant(&auth, &ctx)?;
+            None
+        }
+        None => {
+            crate::auth::access::require(ctx.access, Access::Write)?;
+            None
+        }
+    };
+    let author = auth.require()?.clone();
     let branch_ref = match rev.as_str() {
+        _ if pull.is_some() => rev.as_str().to_string(),
         r if r.starts_with("refs/heads/") => r.to_string(),
         r if r.starts_with("refs/") || crate::domain::is_commit_oid(r) => {
             return Err(ApiError::InvalidRevision(format!(
-                "{r:?}: commits can only be made to a branch"
+                "{r:?}: commits can only be made to a branch or a pull request (refs/pr/N)"
             )))
         }
         r => format!("refs/heads/{r}"),
@@ -325,8 +360,56 @@ pub async fn commit(
         parent: header.parent_commit.clone(),
         ops,
         idempotency_key,
+        merge_parent: None,
     };
-    let done = commit::commit(&state, &ctx.repo, &branch_ref, &author, input).await?;
+    // `create_pr`: the pull request is opened on the branch (at the header's
+    // parentCommit, else the branch head) and the commit goes to its ref; a
+    // commit that fails takes the pull request back.
+    let mut target_ref = branch_ref.clone();
+    let mut input = input;
+    if create_pr {
+        let branch = branch_ref.trim_start_matches("refs/heads/");
+        let d = match disc::create(
+            &state,
+            &ctx,
+            &author,
+            &header.summary,
+            &header.description,
+            Some((branch, header.parent_commit.as_deref(), "open")),
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                crate::sweeper::release(&state, &commit::pending_of(&input.ops)).await;
+                return Err(e);
+            }
+        };
+        target_ref = format!("refs/pr/{}", d.num);
+        input.parent = None;
+        pull = Some(d);
+    }
+    let done = match commit::commit(&state, &ctx.repo, &target_ref, &author, input).await {
+        Ok(done) => done,
+        Err(e) => {
+            if let (true, Some(d)) = (create_pr, &pull) {
+                disc::undo_create(&state, ctx.repo.id, d.num).await?;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(d) = &pull {
+        disc::record_commit(&state, d, &author, &done.oid, &header.summary).await?;
+    }
+    let pr_url = pull.as_ref().map(|d| {
+        format!(
+            "{}/{}{}/discussions/{}",
+            state.public_url,
+            repo.kind.url_prefix(),
+            ctx.repo.full_id(),
+            d.num
+        )
+    });
     let url = format!(
         "{}/{}{}/commit/{}",
         state.public_url,
@@ -340,5 +423,6 @@ pub async fn commit(
         "commitOid": done.oid,
         "commitMessage": header.summary,
         "commitDescription": header.description,
+        "pullRequestUrl": pr_url,
     })))
 }

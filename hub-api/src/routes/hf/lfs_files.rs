@@ -246,6 +246,7 @@ pub async fn delete_batch(
                 parent: Some(r.commit_oid.clone()),
                 ops,
                 idempotency_key: None,
+                merge_parent: None,
             };
             let done = commit::commit(&state, &ctx.repo, &r.name, p, input).await?;
             commits.insert(r.name, done.oid);

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod commit;
+pub mod discussions;
 pub mod info;
 pub mod lfs;
 pub mod lfs_files;

@@ -83,7 +83,23 @@ pub async fn preupload(
     req: HttpRequest,
     JsonBody(body): JsonBody<PreuploadBody>,
 ) -> ApiResult<HttpResponse> {
-    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
+    let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
+    // Write access, or (a pull request: `create_pr`, or its ref) what a
+    // commit to it needs (`routes::hf::commit`).
+    let rev_param = param(&req, "rev").unwrap_or_default();
+    let for_pr = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, v)| k == "create_pr" && (v == "1" || v == "true"));
+    if let Some(n) = rev_param.strip_prefix("refs/pr/") {
+        let p = crate::registry::discussions::participant(&auth, &ctx)?;
+        let n = n.parse::<i32>().map_err(|_| {
+            ApiError::InvalidRevision(format!("{n:?}: refs/pr/ takes a pull request number"))
+        })?;
+        crate::registry::discussions::pr_for_commit(&state, &ctx, p, n).await?;
+    } else if for_pr {
+        crate::registry::discussions::participant(&auth, &ctx)?;
+    } else {
+        crate::auth::access::require(ctx.access, Access::Write)?;
+    }
     if body.files.len() > 10_000 {
         return Err(ApiError::PayloadTooLarge(
             "at most 10000 files per preupload call".into(),
