@@ -989,3 +989,95 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
         .unwrap();
     assert_eq!(events, 0);
 }
+
+#[actix_web::test]
+async fn discussion_routes_send_discussion_events() {
+    let t = hub(true).await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/m", false).await;
+    let rx = Receiver::start(&[]).await;
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/settings/webhooks")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"url": rx.url(), "domains": ["discussion"],
+                             "watched": [{"type": "model", "name": "alice/m"}]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let hook = json_of(&b)["webhook"]["id"].as_str().unwrap().to_string();
+    let worker = hub_api::webhooks::delivery::spawn(t.state.clone());
+    let post = |tok: &str, uri: &str, body: Value| {
+        TestRequest::post()
+            .uri(uri)
+            .insert_header(bearer(tok))
+            .set_json(body)
+    };
+    let (st, _, b) = call(
+        &app,
+        post(
+            &bob,
+            "/api/models/alice/m/discussions",
+            json!({"title": "Question", "description": "Why?"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let num = json_of(&b)["num"].as_i64().unwrap();
+    let d = format!("/api/models/alice/m/discussions/{num}");
+    for (uri, body) in [
+        (format!("{d}/comment"), json!({"comment": "Because."})),
+        (format!("{d}/title"), json!({"title": "Answered"})),
+        (format!("{d}/status"), json!({"status": "closed"})),
+    ] {
+        let (st, _, b) = call(&app, post(&alice, &uri, body)).await;
+        assert_eq!(st, 200, "{uri}: {}", String::from_utf8_lossy(&b));
+    }
+    let log = settled(&app, &alice, &hook).await;
+    let mut got: Vec<String> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["scope"].as_str().unwrap(),
+                i["action"].as_str().unwrap()
+            )
+        })
+        .collect();
+    got.reverse();
+    assert_eq!(
+        got,
+        [
+            "discussion create",
+            "discussion.comment create",
+            "discussion update",
+            "discussion update"
+        ]
+    );
+    let hits: Vec<Value> = rx.wait_for(4).await.iter().map(Hit::json).collect();
+    let comment = hits
+        .iter()
+        .find(|p| p["event"]["scope"] == "discussion.comment")
+        .unwrap();
+    assert_eq!(comment["comment"]["content"], "Because.");
+    assert_eq!(comment["comment"]["author"]["name"], "alice");
+    assert_eq!(comment["discussion"]["num"], num);
+    assert_eq!(comment["discussion"]["isPullRequest"], false);
+    assert_eq!(comment["repo"]["name"], "alice/m");
+    assert_eq!(
+        comment["discussion"]["url"]["web"],
+        format!("http://hub.test/alice/m/discussions/{num}")
+    );
+    let closed = hits
+        .iter()
+        .find(|p| p["discussion"]["status"] == "closed")
+        .unwrap();
+    assert_eq!(closed["discussion"]["title"], "Answered");
+    assert_eq!(closed["event"]["action"], "update");
+    worker.abort();
+}
