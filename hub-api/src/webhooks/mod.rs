@@ -125,7 +125,7 @@ pub enum Event {
     /// `repo.config` / `update`: settings changed (`{"private": true}`, `{"gated": "auto"}`).
     ConfigChanged { repo_id: i64, config: Value },
     /// `discussion` (or `discussion.comment` with a comment) / `create`,
-    /// `update`, `delete`: for the discussions module, which passes the Hub's
+    /// `update`: sent by `registry::discussions`, which passes the Hub's
     /// `discussion` object (`{id, num, title, url, status, isPullRequest,
     /// author, ...}`) and `comment` object.
     Discussion {
