@@ -167,6 +167,8 @@ def _start_hub(hub_bin, data, log):
                 time.sleep(0.1)
         assert proc.poll() is None, text[-2000:]
         time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
     raise AssertionError("hub did not start")
 
 

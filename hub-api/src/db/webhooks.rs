@@ -247,9 +247,10 @@ pub async fn attempts(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec
     .await
 }
 
-/// Queues the event of delivery `of` again for its webhook; the new delivery's id.
+/// Queues the event of delivery `of` again for its webhook (and wakes the
+/// delivery tasks at commit); the new delivery's id.
 pub async fn redeliver(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     webhook_id: Uuid,
     of: Uuid,
 ) -> sqlx::Result<Option<Uuid>> {
@@ -261,7 +262,14 @@ pub async fn redeliver(
     .bind(id)
     .bind(of)
     .bind(webhook_id)
-    .execute(db)
+    .execute(&mut *db)
     .await?;
-    Ok((r.rows_affected() > 0).then_some(id))
+    if r.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(crate::webhooks::delivery::WAKE_CHANNEL)
+        .execute(&mut *db)
+        .await?;
+    Ok(Some(id))
 }

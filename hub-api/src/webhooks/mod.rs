@@ -329,6 +329,12 @@ async fn insert(
     .bind(hooks)
     .execute(&mut *db)
     .await?;
+    // Wakes every replica's delivery task when the change commits (sent
+    // only then; a lost notification costs one poll interval).
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(delivery::WAKE_CHANNEL)
+        .execute(&mut *db)
+        .await?;
     Ok(())
 }
 

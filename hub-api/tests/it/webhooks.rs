@@ -242,7 +242,11 @@ fn hmac_hex(secret: &str, body: &[u8]) -> String {
 
 #[actix_web::test]
 async fn commit_delivers_one_signed_event_and_redelivers() {
-    let t = hub(true).await;
+    let mut t = hub(true).await;
+    // No polling within the test: deliveries leave on the commit's NOTIFY.
+    let mut s = fast(true);
+    s.poll = Duration::from_secs(600);
+    t.state.tenancy.webhooks = Arc::new(s);
     let (_, alice) = t.user("alice", false, &["read", "write"]).await;
     let app = app(&t.state).await;
     create_repo(&app, &alice, "alice/m", false).await;

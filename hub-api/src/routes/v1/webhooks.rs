@@ -150,7 +150,7 @@ pub async fn redeliver(
     let (w, p) = load_managed(&state, &auth, &req).await?;
     let of = delivery_param(&req)?;
     let mut tx = state.db.begin().await?;
-    let id = db::webhooks::redeliver(&mut *tx, w.id, of)
+    let id = db::webhooks::redeliver(&mut tx, w.id, of)
         .await?
         .ok_or(ApiError::NotFound("delivery"))?;
     crate::audit::record(
