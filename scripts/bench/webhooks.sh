@@ -22,11 +22,13 @@ import base64, http.server, json, os, statistics, threading, time, urllib.reques
 
 URL, TOKEN, RUNS = os.environ["HUB_URL"], os.environ["TOKEN"], int(os.environ["RUNS"])
 arrivals = {}
+received = [0]
 
 class Ok(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         arrivals.setdefault(json.loads(body)["repo"]["headSha"], time.perf_counter())
+        received[0] += 1
         self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
     def log_message(self, *a): pass
 
@@ -82,7 +84,15 @@ cases = [
     ("1 webhook, receiver never answers", lambda r: hook(hang_url, r)),
 ]
 lags = None
+def drained():
+    """Waits until the previous case's deliveries stopped arriving."""
+    last = -1
+    while received[0] != last:
+        last = received[0]
+        time.sleep(1.5)
+
 for i, (label, setup) in enumerate(cases):
+    drained()
     times, answered = run(f"r{i}", setup)
     rows.append((label, q(times, 50), q(times, 90)))
     if i == 1:
