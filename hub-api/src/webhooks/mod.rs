@@ -7,7 +7,8 @@
 //! exists exactly when its change committed, and the commit never waits for
 //! a receiver. It writes one `webhook_events` row and one `webhook_deliveries`
 //! row per webhook whose watch list, domains and owner's read access match;
-//! with no matching webhook it writes nothing (one indexed query).
+//! with no matching webhook it writes nothing (one indexed query). It also
+//! sends a NOTIFY, delivered at commit, that wakes every replica's sender.
 //! `delivery` sends them from every replica (claim with `FOR UPDATE SKIP
 //! LOCKED` and a lease, retries with exponential backoff, attempt log);
 //! `target` is the SSRF allow-list.
