@@ -35,6 +35,9 @@ pub struct Nudge {
     /// [`ASSIGNMENTS_CHANNEL`], so on every hub replica): wakes the long-polls.
     assignments: Arc<tokio::sync::Notify>,
     gguf: Arc<Mutex<HashMap<String, GgufFacts>>>,
+    /// Memory needs by (repo id, commit, task): a commit never changes, so an
+    /// entry never goes stale; at most [`NEED_CACHE`] kept.
+    needs: Arc<Mutex<HashMap<NeedKey, i64>>>,
     /// Times the notification listener (re)connected and LISTENed.
     listens: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -48,6 +51,11 @@ pub const ASSIGNMENTS_CHANNEL: &str = "paddock_assignments";
 
 /// GGUF headers the scheduler keeps what it read of.
 pub const GGUF_CACHE: usize = 1024;
+/// Memory needs the scheduler keeps (one per deployed commit and task).
+pub const NEED_CACHE: usize = 16_384;
+
+/// What a memory need depends on: the repo, the commit (immutable) and the task.
+type NeedKey = (i64, String, String);
 
 impl Nudge {
     /// Asks this app's scheduler to run now rather than at its next tick.
@@ -94,6 +102,23 @@ impl Nudge {
         }
         m.insert(sha256.to_string(), facts);
     }
+
+    fn need_cached(&self, key: &NeedKey) -> Option<i64> {
+        self.needs.lock().expect("lock").get(key).copied()
+    }
+
+    fn need_store(&self, key: NeedKey, need: i64) {
+        let mut m = self.needs.lock().expect("lock");
+        if m.len() >= NEED_CACHE {
+            m.clear();
+        }
+        m.insert(key, need);
+    }
+
+    /// Memory needs kept (for tests).
+    pub fn needs_cached(&self) -> usize {
+        self.needs.lock().expect("lock").len()
+    }
 }
 
 #[cfg(test)]
@@ -132,16 +157,87 @@ pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i6
     let Some(repo_id) = e.repo_id else {
         return Ok(0);
     };
-    let Some(c) = db::git::commit(&state.db, repo_id, &e.commit_oid).await? else {
-        return Ok(0);
-    };
-    let files = db::git::list_recursive(&state.db, &c.tree_oid, "").await?;
+    let key = (repo_id, e.commit_oid.clone());
+    let mut listed = db::git::top_level_files(&state.db, std::slice::from_ref(&key)).await?;
+    match listed.remove(&key) {
+        Some(files) => Ok(sized(state, e, &files).await.0),
+        None => Ok(0),
+    }
+}
+
+/// Memory needs of many endpoints (by index into `endpoints`): from the
+/// scheduler's cache, else worked out in one query for every (repo, commit)
+/// and, for decoders whose shape is not cached, [`NEED_CONCURRENCY`] reads at
+/// a time. Kept when settled.
+async fn needs_of(state: &AppState, endpoints: &[&EndpointRow]) -> anyhow::Result<Vec<i64>> {
+    use futures_util::StreamExt;
+    let mut out = vec![0i64; endpoints.len()];
+    // Not cached: (repo, commit) to list, and which endpoints each sizes.
+    let mut missing: HashMap<NeedKey, Vec<usize>> = HashMap::new();
+    for (i, e) in endpoints.iter().enumerate() {
+        let Some(repo_id) = e.repo_id else {
+            continue;
+        };
+        let key = (repo_id, e.commit_oid.clone(), e.task.clone());
+        match state.scheduler.need_cached(&key) {
+            Some(n) => out[i] = n,
+            None => missing.entry(key).or_default().push(i),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let mut commits: Vec<(i64, String)> = missing.keys().map(|k| (k.0, k.1.clone())).collect();
+    commits.sort();
+    commits.dedup();
+    let listed = db::git::top_level_files(&state.db, &commits).await?;
+    let groups: Vec<(NeedKey, Vec<usize>)> = missing.into_iter().collect();
+    let work: Vec<_> = groups
+        .iter()
+        .map(|(key, ix)| {
+            let files = listed.get(&(key.0, key.1.clone()));
+            sized_listed(state, endpoints[ix[0]], files)
+        })
+        .collect();
+    let sized: Vec<(i64, bool)> = futures_util::stream::iter(work)
+        .buffered(NEED_CONCURRENCY)
+        .collect()
+        .await;
+    for ((key, ix), (need, settled)) in groups.into_iter().zip(sized) {
+        for i in &ix {
+            out[*i] = need;
+        }
+        if settled {
+            state.scheduler.need_store(key, need);
+        }
+    }
+    Ok(out)
+}
+
+/// [`sized`] of a commit's listing; 0 (not settled) when the commit was not found.
+async fn sized_listed(
+    state: &AppState,
+    e: &EndpointRow,
+    files: Option<&Vec<db::git::Entry>>,
+) -> (i64, bool) {
+    match files {
+        Some(files) => sized(state, e, files).await,
+        None => (0, false),
+    }
+}
+
+/// [`memory_need`] from the commit's top-level files, and whether the figure
+/// is settled: not when a decoder's shape could not be read (it is then sized
+/// by its weight files alone; a later try may do better).
+async fn sized(state: &AppState, e: &EndpointRow, files: &[db::git::Entry]) -> (i64, bool) {
+    let mut settled = true;
     if e.task == hub_types::Task::TextGeneration.as_str() {
         // Background work: charged to no caller.
         let tenant = crate::heavy::Tenant::Anonymous(None);
-        match crate::endpoints::decoder_weights(state, tenant, &files).await {
-            Ok(d) => return Ok(i64::try_from(d.need_bytes()).unwrap_or(i64::MAX)),
+        match crate::endpoints::decoder_weights(state, tenant, files).await {
+            Ok(d) => return (i64::try_from(d.need_bytes()).unwrap_or(i64::MAX), true),
             Err(err) => {
+                settled = false;
                 tracing::warn!(endpoint = %format!("{}/{}", e.namespace, e.name), error = %err,
                     "reading the decoder's shape failed; sizing by its weight files alone");
             }
@@ -157,7 +253,7 @@ pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i6
         .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
         .fold(0, u64::saturating_add);
     let need = hub_types::memory::model_bytes(weights);
-    Ok(i64::try_from(need).unwrap_or(i64::MAX))
+    (i64::try_from(need).unwrap_or(i64::MAX), settled)
 }
 
 /// The replica count an endpoint wants now.
@@ -199,7 +295,7 @@ fn desired(e: &EndpointRow, replicas: &[ReplicaRow], now: chrono::DateTime<chron
 fn status_of(
     e: &EndpointRow,
     target: i32,
-    replicas: &[ReplicaRow],
+    replicas: &[&ReplicaRow],
     placement_problem: Option<&str>,
 ) -> (String, Option<String>) {
     if e.paused {
@@ -236,7 +332,138 @@ fn status_of(
     }
 }
 
-/// One pass of the scheduler over every endpoint.
+/// What one tick does to an endpoint's replicas.
+enum Action {
+    Keep,
+    /// Place this many more.
+    Place(i32),
+    /// Remove these (indexes into the endpoint's replicas): scaling down.
+    ScaleDown(Vec<usize>),
+    /// Remove every replica: the target is 0 and some failed.
+    ClearFailed,
+}
+
+/// One endpoint in a tick.
+struct Pass {
+    e: EndpointRow,
+    replicas: Vec<ReplicaRow>,
+    target: i32,
+    action: Action,
+    /// Memory a replica needs (worked out when placing, or when replicas are
+    /// still loading).
+    need: i64,
+    problem: Option<String>,
+    /// Replicas placed by this tick: (id, worker index).
+    placed: Vec<(Uuid, usize)>,
+}
+
+impl Pass {
+    /// Whether this replica is removed by the tick.
+    fn removes(&self, i: usize) -> bool {
+        match &self.action {
+            Action::ScaleDown(victims) => victims.contains(&i),
+            Action::ClearFailed => true,
+            _ => false,
+        }
+    }
+
+    /// Replicas the worker has been given but not loaded yet: its reported
+    /// free memory does not show them.
+    fn loading(&self) -> impl Iterator<Item = &ReplicaRow> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                matches!(r.status.as_str(), "assigned" | "pulling" | "loading") && !self.removes(*i)
+            })
+            .map(|(_, r)| r)
+    }
+}
+
+/// The workers as one tick's placement sees them.
+struct Fleet<'a> {
+    workers: &'a [WorkerRow],
+    index: HashMap<Uuid, usize>,
+    /// Replicas on each worker (any state).
+    count: Vec<i64>,
+    /// Free memory less what is promised and not loaded yet.
+    left: Vec<i64>,
+    /// The order of choice: fewest replicas, then most free memory reported,
+    /// then registration (the order of `workers`).
+    order: std::collections::BTreeSet<(i64, std::cmp::Reverse<i64>, usize)>,
+    /// No worker has more than this left (lowered after a search that failed;
+    /// `left` only goes down within a tick).
+    most_left: i64,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(workers: &'a [WorkerRow], replicas: &[ReplicaRow]) -> Self {
+        let index: HashMap<Uuid, usize> =
+            workers.iter().enumerate().map(|(i, w)| (w.id, i)).collect();
+        let mut count = vec![0i64; workers.len()];
+        for r in replicas {
+            if let Some(i) = index.get(&r.worker_id) {
+                count[*i] += 1;
+            }
+        }
+        let left: Vec<i64> = workers.iter().map(|w| w.free_memory_bytes).collect();
+        let order = workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (count[i], std::cmp::Reverse(w.free_memory_bytes), i))
+            .collect();
+        Fleet {
+            workers,
+            index,
+            count,
+            most_left: left.iter().copied().max().unwrap_or(i64::MIN),
+            left,
+            order,
+        }
+    }
+
+    /// Memory promised on a worker before this tick, not loaded yet.
+    fn promised(&mut self, worker: Uuid, need: i64) {
+        if let Some(i) = self.index.get(&worker) {
+            self.left[*i] = self.left[*i].saturating_sub(need);
+        }
+    }
+
+    /// The worker for a replica needing `need`, not one of `hosting`: of those
+    /// with that much left, the first in the order of choice.
+    fn choose(&mut self, need: i64, hosting: &[usize]) -> Option<usize> {
+        if need > self.most_left {
+            return None;
+        }
+        let mut most = i64::MIN;
+        for &(_, _, i) in &self.order {
+            if self.left[i] >= need && !hosting.contains(&i) {
+                return Some(i);
+            }
+            most = most.max(self.left[i]);
+        }
+        self.most_left = most;
+        None
+    }
+
+    fn place(&mut self, i: usize, need: i64) {
+        let free = self.workers[i].free_memory_bytes;
+        self.order
+            .remove(&(self.count[i], std::cmp::Reverse(free), i));
+        self.count[i] += 1;
+        self.left[i] = self.left[i].saturating_sub(need);
+        self.order
+            .insert((self.count[i], std::cmp::Reverse(free), i));
+    }
+}
+
+/// Memory needs worked out at once, at most this many at a time.
+const NEED_CONCURRENCY: usize = 8;
+
+/// One pass of the scheduler over every endpoint: reads the fleet (workers,
+/// replicas, endpoints: a handful of statements), decides in memory, and
+/// writes what changed in a few batched statements. A tick where nothing
+/// changes writes nothing.
 pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     let lost = db::endpoints::remove_lost_workers(&state.db, LOST_AFTER_S).await?;
     let decided = |decision: &str, n: u64| state.metrics.scheduler_decisions.add(&[decision], n);
@@ -251,100 +478,221 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     let workers: Vec<WorkerRow> = db::endpoints::workers(&state.db).await?;
     let all = db::endpoints::all_replicas(&state.db).await?;
     publish_states(state, &workers, &all);
+    let mut fleet = Fleet::new(&workers, &all);
     let mut by_endpoint: HashMap<i64, Vec<ReplicaRow>> = HashMap::new();
-    let mut per_worker: HashMap<Uuid, i64> = HashMap::new();
     for r in all {
-        *per_worker.entry(r.worker_id).or_default() += 1;
         by_endpoint.entry(r.endpoint_id).or_default().push(r);
     }
-    // Memory already promised on each worker by this pass.
-    let mut promised: HashMap<Uuid, i64> = HashMap::new();
     let now = chrono::Utc::now();
+
+    // What each endpoint wants.
+    let mut passes: Vec<Pass> = vec![];
     for e in db::endpoints::all(&state.db).await? {
         let replicas = by_endpoint.remove(&e.id).unwrap_or_default();
         let target = desired(&e, &replicas, now);
-        if target != e.target_replicas {
-            sqlx::query("UPDATE endpoints SET target_replicas = $2 WHERE id = $1")
-                .bind(e.id)
-                .bind(target)
-                .execute(&state.db)
-                .await?;
+        let live = replicas.iter().filter(|r| r.status != "failed").count();
+        let failed = replicas.len() - live;
+        let action = if (live as i32) < target && failed == 0 {
+            Action::Place(target - live as i32)
+        } else if live as i32 > target {
+            // Remove the newest replicas first, those not yet running before running ones.
+            let mut victims: Vec<usize> = (0..replicas.len())
+                .filter(|i| replicas[*i].status != "failed")
+                .collect();
+            victims.sort_by_key(|i| {
+                let r = &replicas[*i];
+                (r.status == "running", std::cmp::Reverse(r.created_at))
+            });
+            victims.truncate(live - target as usize);
+            Action::ScaleDown(victims)
+        } else if target == 0 && failed > 0 {
+            Action::ClearFailed
+        } else {
+            Action::Keep
+        };
+        passes.push(Pass {
+            e,
+            replicas,
+            target,
+            action,
+            need: 0,
+            problem: None,
+            placed: vec![],
+        });
+    }
+
+    // The memory needs of what is placed now or still loading.
+    let sizing: Vec<usize> = (0..passes.len())
+        .filter(|i| {
+            let p = &passes[*i];
+            matches!(p.action, Action::Place(_)) || p.loading().next().is_some()
+        })
+        .collect();
+    let rows: Vec<&EndpointRow> = sizing.iter().map(|i| &passes[*i].e).collect();
+    let mut need_by_pass = vec![0i64; passes.len()];
+    for (i, need) in sizing.iter().zip(needs_of(state, &rows).await?) {
+        need_by_pass[*i] = need;
+    }
+    for (p, need) in passes.iter_mut().zip(need_by_pass) {
+        p.need = need;
+        for r in p.loading() {
+            fleet.promised(r.worker_id, need);
         }
-        let live: Vec<&ReplicaRow> = replicas.iter().filter(|r| r.status != "failed").collect();
-        let failed = replicas.len() - live.len();
-        let mut problem: Option<String> = None;
-        let mut conn = state.db.acquire().await?;
-        if (live.len() as i32) < target && failed == 0 {
-            let need = memory_need(state, &e).await?;
-            // Workers with a replica of this endpoint, those placed by this
-            // pass included: never two replicas of one endpoint on one worker.
-            let mut hosting: Vec<Uuid> = replicas.iter().map(|r| r.worker_id).collect();
-            for _ in live.len() as i32..target {
-                let fits = |w: &&WorkerRow| {
-                    w.free_memory_bytes - promised.get(&w.id).copied().unwrap_or(0) >= need
-                };
-                let choice = workers
-                    .iter()
-                    .filter(|w| !hosting.contains(&w.id))
-                    .filter(fits)
-                    .min_by_key(|w| {
-                        (
-                            per_worker.get(&w.id).copied().unwrap_or(0),
-                            -w.free_memory_bytes,
-                        )
+    }
+
+    // Placement, in two rounds: the first replica of every endpoint that has
+    // none, then the others (more replicas of endpoints that have some, the
+    // second of a new `min_replicas: 2`); endpoint by endpoint within a round.
+    // When memory is short, serving one more endpoint beats a second replica.
+    let biggest = workers.iter().map(|w| w.memory_bytes).max();
+    // (endpoint's pass, replicas to place) of each round.
+    let mut firsts: Vec<(usize, i32)> = vec![];
+    let mut others: Vec<(usize, i32)> = vec![];
+    for (i, p) in passes.iter().enumerate() {
+        let Action::Place(n) = p.action else {
+            continue;
+        };
+        if p.replicas.is_empty() {
+            firsts.push((i, 1));
+            if n > 1 {
+                others.push((i, n - 1));
+            }
+        } else {
+            others.push((i, n));
+        }
+    }
+    for (i, n) in firsts.into_iter().chain(others) {
+        let p = &mut passes[i];
+        if p.problem.is_some() {
+            continue;
+        }
+        let mut hosting: Vec<usize> = p
+            .replicas
+            .iter()
+            .map(|r| r.worker_id)
+            .chain(p.placed.iter().map(|(_, w)| workers[*w].id))
+            .filter_map(|w| fleet.index.get(&w).copied())
+            .collect();
+        for _ in 0..n {
+            match fleet.choose(p.need, &hosting) {
+                Some(w) => {
+                    fleet.place(w, p.need);
+                    hosting.push(w);
+                    p.placed.push((Uuid::new_v4(), w));
+                }
+                None => {
+                    decided("unplaceable", 1);
+                    p.problem = Some(match biggest {
+                        None => "no worker is registered".into(),
+                        Some(b) if b < p.need => format!(
+                            "the model needs about {} MiB; no worker is that big",
+                            p.need / (1 << 20)
+                        ),
+                        Some(_) => {
+                            format!("no worker has {} MiB free right now", p.need / (1 << 20))
+                        }
                     });
-                match choice {
-                    Some(w) => {
-                        let id = db::endpoints::insert_replica(&mut conn, e.id, w.id).await?;
-                        *promised.entry(w.id).or_default() += need;
-                        *per_worker.entry(w.id).or_default() += 1;
-                        hosting.push(w.id);
-                        decided("place", 1);
-                        tracing::info!(endpoint = %format!("{}/{}", e.namespace, e.name), replica = %id, worker = %w.name, "replica placed");
-                    }
-                    None => {
-                        decided("unplaceable", 1);
-                        problem = Some(if workers.is_empty() {
-                            "no worker is registered".into()
-                        } else if workers.iter().all(|w| w.memory_bytes < need) {
-                            format!(
-                                "the model needs about {} MiB; no worker is that big",
-                                need / (1 << 20)
-                            )
-                        } else {
-                            format!("no worker has {} MiB free right now", need / (1 << 20))
-                        });
-                        break;
-                    }
+                    break;
                 }
             }
-        } else if live.len() as i32 > target {
-            // Remove the newest replicas first, those not yet running before running ones.
-            let mut victims: Vec<&ReplicaRow> = live.clone();
-            victims.sort_by_key(|r| (r.status == "running", std::cmp::Reverse(r.created_at)));
-            for r in victims.into_iter().take(live.len() - target as usize) {
-                db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
-                decided("scale_down", 1);
-            }
-            crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
-        } else if target == 0 && failed > 0 {
-            for r in &replicas {
-                db::endpoints::delete_replica(&mut conn, r.id, r.worker_id).await?;
-            }
-            decided("clear_failed", replicas.len() as u64);
-            crate::signals::invalidate(state, crate::signals::Invalidation::Endpoint(e.id)).await;
         }
-        let replicas_now = db::endpoints::replicas_of(&mut *conn, e.id).await?;
-        let too_big = problem
-            .as_deref()
-            .is_some_and(|p| p.contains("no worker is that big"));
-        let (status, message) = if too_big {
-            ("failed".to_string(), problem.clone())
-        } else {
-            status_of(&e, target, &replicas_now, problem.as_deref())
-        };
-        db::endpoints::set_status(&mut conn, e.id, &status, message.as_deref()).await?;
     }
+
+    // Writes: targets, then the replicas (one transaction, each worker's
+    // assignment version moved once), then the statuses that changed.
+    let targets: Vec<(i64, i32)> = passes
+        .iter()
+        .filter(|p| p.target != p.e.target_replicas)
+        .map(|p| (p.e.id, p.target))
+        .collect();
+    db::endpoints::set_targets(&state.db, &targets).await?;
+    let mut inserts: Vec<(Uuid, i64, Uuid)> = vec![];
+    let mut deletes: Vec<Uuid> = vec![];
+    let mut touched: Vec<Uuid> = vec![];
+    let mut invalidations = vec![];
+    let (mut scaled_down, mut cleared) = (0u64, 0u64);
+    for p in &passes {
+        for (id, w) in &p.placed {
+            inserts.push((*id, p.e.id, workers[*w].id));
+            touched.push(workers[*w].id);
+        }
+        let removed: Vec<&ReplicaRow> = match &p.action {
+            Action::ScaleDown(victims) => {
+                scaled_down += victims.len() as u64;
+                victims.iter().map(|i| &p.replicas[*i]).collect()
+            }
+            Action::ClearFailed => {
+                cleared += p.replicas.len() as u64;
+                p.replicas.iter().collect()
+            }
+            _ => continue,
+        };
+        for r in removed {
+            deletes.push(r.id);
+            touched.push(r.worker_id);
+        }
+        invalidations.push(crate::signals::Invalidation::Endpoint(p.e.id));
+    }
+    if !touched.is_empty() {
+        touched.sort();
+        touched.dedup();
+        let mut tx = state.db.begin().await?;
+        db::endpoints::delete_replicas(&mut tx, &deletes).await?;
+        db::endpoints::insert_replicas(&mut tx, &inserts).await?;
+        db::endpoints::bump_assign_versions(&mut *tx, &touched).await?;
+        tx.commit().await?;
+    }
+    decided("place", inserts.len() as u64);
+    decided("scale_down", scaled_down);
+    decided("clear_failed", cleared);
+    for p in &passes {
+        for (id, w) in &p.placed {
+            tracing::info!(endpoint = %format!("{}/{}", p.e.namespace, p.e.name), replica = %id, worker = %workers[*w].name, "replica placed");
+        }
+    }
+
+    // Each endpoint's status from its replicas as they are now.
+    let mut statuses: Vec<(i64, String, Option<String>)> = vec![];
+    for p in &passes {
+        let placed: Vec<ReplicaRow> = p
+            .placed
+            .iter()
+            .map(|(id, w)| ReplicaRow {
+                id: *id,
+                endpoint_id: p.e.id,
+                worker_id: workers[*w].id,
+                worker_name: workers[*w].name.clone(),
+                status: "assigned".into(),
+                message: None,
+                in_flight: 0,
+                queue_depth: 0,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        let now_replicas: Vec<&ReplicaRow> = p
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !p.removes(*i))
+            .map(|(_, r)| r)
+            .chain(&placed)
+            .collect();
+        let too_big = p
+            .problem
+            .as_deref()
+            .is_some_and(|m| m.contains("no worker is that big"));
+        let (status, message) = if too_big {
+            ("failed".to_string(), p.problem.clone())
+        } else {
+            status_of(&p.e, p.target, &now_replicas, p.problem.as_deref())
+        };
+        if status != p.e.status || message != p.e.message {
+            statuses.push((p.e.id, status, message));
+        }
+    }
+    db::endpoints::set_statuses(&state.db, &statuses).await?;
+    crate::signals::invalidate_many(state, &invalidations).await;
     Ok(())
 }
 
@@ -534,6 +882,62 @@ mod tests {
             last_request_at: None,
             wake_requested_at: None,
         }
+    }
+
+    fn worker(n: u64, free_gib: i64) -> WorkerRow {
+        WorkerRow {
+            id: Uuid::from_u64_pair(0, n),
+            name: format!("w{n}"),
+            url: String::new(),
+            gateway_secret: String::new(),
+            memory_bytes: 64 << 30,
+            free_memory_bytes: free_gib << 30,
+            cores: 1,
+            last_heartbeat: Utc::now(),
+            assign_version: 1,
+        }
+    }
+
+    fn replica_on(w: &WorkerRow) -> ReplicaRow {
+        ReplicaRow {
+            id: Uuid::new_v4(),
+            endpoint_id: 9,
+            worker_id: w.id,
+            worker_name: w.name.clone(),
+            status: "running".into(),
+            message: None,
+            in_flight: 0,
+            queue_depth: 0,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// The worker chosen: fewest replicas, then most free memory, then
+    /// registration order; never one already hosting the endpoint, never
+    /// more than a worker has left after what this tick (and replicas still
+    /// loading) promised.
+    #[test]
+    fn placement_picks_the_least_loaded_worker_with_room() {
+        const G: i64 = 1 << 30;
+        let ws = vec![worker(1, 8), worker(2, 16), worker(3, 16), worker(4, 16)];
+        let mut f = Fleet::new(&ws, &[replica_on(&ws[1])]);
+        // 0, 2 and 3 have no replica; 2 and 3 the most free; 2 registered first.
+        assert_eq!(f.choose(G, &[]), Some(2));
+        assert_eq!(f.choose(G, &[2]), Some(3));
+        // A replica of another endpoint still loading on 3: 12 GiB promised.
+        f.promised(ws[3].id, 12 * G);
+        f.place(2, 15 * G);
+        // 0 and 3 have none now, but 0 has 8 GiB and 3 has 4 left: 10 GiB goes to 1.
+        assert_eq!(f.choose(10 * G, &[]), Some(1));
+        f.place(1, 10 * G);
+        assert_eq!(f.choose(10 * G, &[]), None);
+        // Smaller needs still fit after a failed search.
+        assert_eq!(f.choose(8 * G, &[]), Some(0));
+        assert_eq!(f.choose(8 * G, &[0]), None);
+        assert_eq!(f.choose(4 * G, &[0]), Some(3));
+        // No worker: nothing fits.
+        assert_eq!(Fleet::new(&[], &[]).choose(0, &[]), None);
     }
 
     #[test]

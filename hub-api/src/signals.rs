@@ -82,6 +82,29 @@ pub async fn invalidate(state: &AppState, what: Invalidation) {
     }
 }
 
+/// [`invalidate`] for many changes at once: applied here, published in one
+/// statement (the scheduler scaling many endpoints down in one tick).
+pub async fn invalidate_many(state: &AppState, what: &[Invalidation]) {
+    if what.is_empty() {
+        return;
+    }
+    let payloads: Vec<String> = what
+        .iter()
+        .map(|w| {
+            apply(state, *w);
+            serde_json::to_string(w).expect("an invalidation serializes")
+        })
+        .collect();
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind(INVALIDATE_CHANNEL)
+        .bind(&payloads)
+        .execute(&state.db)
+        .await
+    {
+        tracing::warn!(error = %e, invalidations = payloads.len(), "publishing cache invalidations failed; other replicas see the changes within the TTLs");
+    }
+}
+
 /// Handles a notification on [`INVALIDATE_CHANNEL`] or [`READY_CHANNEL`]
 /// (from the listener); false for another channel.
 pub fn received(state: &AppState, channel: &str, payload: &str) -> bool {

@@ -373,6 +373,42 @@ test('browse history', async () => {
   await shot('commit');
 });
 
+test('discussions: open one, reply, and merge a pull request with its diff', async () => {
+  await page.goto(`${HUB}/${REPO}`);
+  await page.click('.tabs >> text=Community');
+  await page.waitForSelector('#community-title');
+  await page.fill('#d-title', 'Does it run on CPU?');
+  await page.fill('#d-description', 'Asking from **the browser**.');
+  await page.click('form[data-form="new-discussion"] button[type=submit]');
+  await page.waitForURL(/\/discussions\/\d+$/);
+  assert.equal((await page.textContent('#events .markdown strong')).trim(), 'the browser');
+  await page.fill('#c-comment', 'Yes: a reply from the browser.');
+  await page.click('form[data-form="comment"] button[type=submit]');
+  await page.waitForSelector('#events >> text=a reply from the browser');
+  await shot('discussion');
+
+  // A pull request (made through the API as a client would), merged from its page.
+  const line = (o) => JSON.stringify(o) + '\n';
+  const body = line({ key: 'header', value: { summary: 'Add notes from a pull request' } })
+    + line({ key: 'file', value: { path: 'notes/pr.txt', encoding: 'base64', content: Buffer.from('proposed in a pull request\n').toString('base64') } });
+  const r = await fetch(`${HUB}/api/models/${REPO}/commit/main?create_pr=1`, {
+    method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/x-ndjson' }, body,
+  });
+  const text = await r.text();
+  assert.equal(r.status, 200, text);
+  const pr = JSON.parse(text).pullRequestUrl.split('/').pop();
+  await page.goto(`${HUB}/${REPO}/discussions/${pr}`);
+  assert.match(await page.textContent('#diff'), /\+proposed in a pull request/);
+  await shot('pull-request');
+  await page.click('form[data-form="discussion-action"] button[value="merge"]');
+  await page.waitForFunction(() => document.getElementById('thread-status').textContent.trim() === 'merged');
+  const merged = await fetch(`${HUB}/${REPO}/resolve/main/notes/pr.txt`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert.equal(await merged.text(), 'proposed in a pull request\n');
+  await page.goto(`${HUB}/${REPO}/discussions`);
+  const listed = await page.$$eval('#discussion-list li', (els) => els.map((e) => e.textContent.replace(/\s+/g, ' ').trim()));
+  assert.ok(listed.some((t) => t.includes('Add notes from a pull request') && t.includes('merged')), listed.join(' | '));
+});
+
 test('repo settings and narrow screen', async () => {
   await page.goto(`${HUB}/${REPO}/settings`);
   await page.fill('#confirm', 'wrong');

@@ -102,7 +102,12 @@ def test_draft_pull_request_commits_and_lfs(api, repo, tmp_path):
     blob = bytes(range(256)) * 4096  # binary: stored through LFS
     api.upload_file(path_or_fileobj=blob, path_in_repo="w.bin", repo_id=repo, revision=pr.git_reference,
                     commit_message="weights")
-    assert api.get_discussion_details(repo, pr.num).status == "open"
+    # A draft is not merged until it is set open.
+    assert api.get_discussion_details(repo, pr.num).status == "draft"
+    with pytest.raises(HfHubHTTPError) as e:
+        api.merge_pull_request(repo, pr.num)
+    assert status_code(e) == 409 and "draft" in str(e.value)
+    api.change_discussion_status(repo, pr.num, "open")
     api.merge_pull_request(repo, pr.num)
     files = {f.path: f for f in api.list_repo_tree(repo)}
     assert files["w.bin"].lfs is not None and files["w.bin"].size == len(blob)

@@ -188,6 +188,29 @@
     location.href = '/';
   };
 
+  handlers['new-discussion'] = async function (form) {
+    var title = form.title.value.trim();
+    if (!title) return showError(form, 'title', 'Give the discussion a title.');
+    var res = await api('POST', form.getAttribute('data-api') + '/discussions', { title: title, description: form.description.value });
+    if (!res.ok) return showError(form, null, errorMessage(res));
+    location.href = form.getAttribute('data-url') + '/discussions/' + res.data.num;
+  };
+  handlers['comment'] = async function (form) {
+    var text = form.comment.value.trim();
+    if (!text) return showError(form, 'comment', 'Write a comment first.');
+    var res = await api('POST', form.getAttribute('data-api') + '/comment', { comment: text });
+    if (!res.ok) return showError(form, null, errorMessage(res));
+    location.reload();
+  };
+  handlers['discussion-action'] = async function (form, submitter) {
+    var action = submitter ? submitter.value : 'closed';
+    var res = action === 'merge'
+      ? await api('POST', form.getAttribute('data-api') + '/merge', {})
+      : await api('POST', form.getAttribute('data-api') + '/status', { status: action });
+    if (!res.ok) return showError(form, null, errorMessage(res));
+    location.reload();
+  };
+
   handlers['login'] = async function (form) {
     if (!form.username.value) return showError(form, 'username', 'Enter your user name.');
     if (!form.password.value) return showError(form, 'password', 'Enter your password.');
@@ -324,7 +347,7 @@
     clearErrors(form);
     var btn = form.querySelector('button[type=submit]');
     if (btn) btn.disabled = true;
-    Promise.resolve(h(form)).catch(function (e) { showError(form, null, String(e)); })
+    Promise.resolve(h(form, ev.submitter)).catch(function (e) { showError(form, null, String(e)); })
       .finally(function () { if (btn) btn.disabled = false; });
   });
 

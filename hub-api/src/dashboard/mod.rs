@@ -12,6 +12,7 @@ pub mod account;
 pub mod assets;
 pub mod blob;
 pub mod charts;
+pub mod discussions;
 pub mod endpoints;
 pub mod errors;
 pub mod history;

@@ -166,6 +166,52 @@ pub async fn set_status(
     Ok(false)
 }
 
+/// [`set_status`] for many endpoints in one statement: (id, status, message)
+/// each, recorded (with its event) if it is a change. Returns how many changed.
+pub async fn set_statuses(
+    db: impl PgExecutor<'_>,
+    changes: &[(i64, String, Option<String>)],
+) -> sqlx::Result<u64> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = changes.iter().map(|c| c.0).collect();
+    let statuses: Vec<&str> = changes.iter().map(|c| c.1.as_str()).collect();
+    let messages: Vec<Option<&str>> = changes.iter().map(|c| c.2.as_deref()).collect();
+    let r = sqlx::query(
+        "WITH u AS (
+            UPDATE endpoints e SET status = u.status, message = u.message, updated_at = now()
+            FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, status, message)
+            WHERE e.id = u.id AND (e.status <> u.status OR e.message IS DISTINCT FROM u.message)
+            RETURNING e.id, e.status, e.message)
+         INSERT INTO endpoint_events (endpoint_id, status, message) SELECT id, status, message FROM u",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&messages)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Sets the replica count the scheduler aims for, of many endpoints: (id, target) each.
+pub async fn set_targets(db: impl PgExecutor<'_>, targets: &[(i64, i32)]) -> sqlx::Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+    let values: Vec<i32> = targets.iter().map(|t| t.1).collect();
+    sqlx::query(
+        "UPDATE endpoints e SET target_replicas = u.t
+         FROM unnest($1::bigint[], $2::int[]) AS u(id, t) WHERE e.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn event(
     db: impl PgExecutor<'_>,
     id: i64,
@@ -378,6 +424,64 @@ pub async fn insert_replica(
         .await?;
     bump_assign_version(&mut *db, worker).await?;
     Ok(id)
+}
+
+/// Inserts many replicas, (id, endpoint, worker) each, in that order (each a
+/// later `created_at` than the one before), skipping those whose endpoint or
+/// worker is gone; moves each worker's `assign_version` once (with
+/// [`delete_replicas`], use [`bump_assign_versions`] once for both).
+pub async fn insert_replicas(
+    db: &mut PgConnection,
+    replicas: &[(Uuid, i64, Uuid)],
+) -> sqlx::Result<()> {
+    if replicas.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = replicas.iter().map(|r| r.0).collect();
+    let endpoints: Vec<i64> = replicas.iter().map(|r| r.1).collect();
+    let workers: Vec<Uuid> = replicas.iter().map(|r| r.2).collect();
+    sqlx::query(
+        "INSERT INTO replicas (id, endpoint_id, worker_id, created_at)
+         SELECT u.id, u.e, u.w, clock_timestamp()
+         FROM unnest($1::uuid[], $2::bigint[], $3::uuid[]) WITH ORDINALITY AS u(id, e, w, n)
+         WHERE EXISTS (SELECT 1 FROM endpoints x WHERE x.id = u.e)
+           AND EXISTS (SELECT 1 FROM workers x WHERE x.id = u.w)
+         ORDER BY u.n",
+    )
+    .bind(&ids)
+    .bind(&endpoints)
+    .bind(&workers)
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes many replicas (by id); see [`insert_replicas`].
+pub async fn delete_replicas(db: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM replicas WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}
+
+/// [`bump_assign_version`] of many workers in one statement.
+pub async fn bump_assign_versions(db: impl PgExecutor<'_>, workers: &[Uuid]) -> sqlx::Result<()> {
+    if workers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH b AS (UPDATE workers SET assign_version = assign_version + 1 WHERE id = ANY($1) \
+         RETURNING id) SELECT pg_notify($2, id::text) FROM b",
+    )
+    .bind(workers)
+    .bind(crate::scheduler::ASSIGNMENTS_CHANNEL)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn delete_replica(db: &mut PgConnection, id: Uuid, worker: Uuid) -> sqlx::Result<()> {

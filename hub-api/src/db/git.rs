@@ -527,6 +527,44 @@ pub async fn list_recursive(
     Ok(rows.iter().map(|r| entry_from_row(prefix, r)).collect())
 }
 
+/// The top-level entries of many commits' trees in one query, by (repo id,
+/// commit id): what sizes a model (its weight files, `config.json`). A commit
+/// that is not found is left out; one with an empty tree has no entries.
+pub async fn top_level_files(
+    db: impl PgExecutor<'_>,
+    commits: &[(i64, String)],
+) -> sqlx::Result<std::collections::HashMap<(i64, String), Vec<Entry>>> {
+    let mut out = std::collections::HashMap::new();
+    if commits.is_empty() {
+        return Ok(out);
+    }
+    let repos: Vec<i64> = commits.iter().map(|c| c.0).collect();
+    let oids: Vec<&str> = commits.iter().map(|c| c.1.as_str()).collect();
+    let rows = sqlx::query(&format!(
+        "SELECT c.repo_id, c.oid AS commit_oid, e.name AS path, e.mode, e.oid AS oid,
+                b.is_lfs, b.sha256 AS sha256, b.size, b.pointer_size, b.xet_file
+         FROM unnest($1::bigint[], $2::text[]) AS u(repo, oid)
+         JOIN commits c ON c.repo_id = u.repo AND c.oid = u.oid
+         LEFT JOIN git_tree_entries e ON e.tree_oid = c.tree_oid
+         LEFT JOIN LATERAL ({BLOB_OF_E}) b ON e.mode <> '40000'
+         ORDER BY c.repo_id, c.oid, e.name COLLATE \"C\"",
+        BLOB_OF_E = blob_of("e.oid")
+    ))
+    .bind(&repos)
+    .bind(&oids)
+    .fetch_all(db)
+    .await?;
+    for r in &rows {
+        let files: &mut Vec<Entry> = out
+            .entry((r.get("repo_id"), r.get("commit_oid")))
+            .or_default();
+        if r.get::<Option<String>, _>("path").is_some() {
+            files.push(entry_from_row("", r));
+        }
+    }
+    Ok(out)
+}
+
 /// Resolves a path below a root tree to its entry (walking one segment per query).
 pub async fn lookup_path(
     db: &mut PgConnection,

@@ -8,7 +8,10 @@
 //!   the repo): on a public repo, anyone signed in.
 //! - A pull request is the ref `refs/pr/<num>`, started at the head of its
 //!   target branch (`base_oid`). Its author and the repo's writers commit to
-//!   it; a draft becomes open with its first commit.
+//!   it. `create_pull_request` makes a draft (merged only once set open);
+//!   `create_commit(create_pr=True)` an open one. Files stored through LFS
+//!   or Xet need write access (an upload reserves the repo owner's quota), so
+//!   others propose inline files only.
 //! - Merging needs write access to the repo. It makes a merge commit on the
 //!   target branch (parents: the branch head, the pull request's head) whose
 //!   tree is the branch head's with the pull request's changes (against
@@ -215,7 +218,8 @@ pub async fn pr_for_commit(
     Ok(d)
 }
 
-/// Records a commit made to a pull request; a draft becomes open.
+/// Records a commit made to a pull request (a draft stays a draft until
+/// its status is set to open, as on the Hub).
 pub async fn record_commit(
     state: &AppState,
     d: &DiscussionRow,
@@ -232,17 +236,6 @@ pub async fn record_commit(
         &json!({"oid": oid, "subject": subject}),
     )
     .await?;
-    if d.status == "draft" {
-        db::discussions::set_status(&mut tx, d.id, "open", None).await?;
-        db::discussions::add_event(
-            &mut tx,
-            d.id,
-            "status-change",
-            author.user_id,
-            &json!({"status": "open"}),
-        )
-        .await?;
-    }
     tx.commit().await?;
     Ok(())
 }
@@ -625,7 +618,7 @@ pub async fn merge(
         "open" => {}
         "draft" => {
             return Err(ApiError::Conflict(format!(
-                "pull request #{num} is a draft with no commits yet; nothing to merge"
+                "pull request #{num} is a draft; set its status to open first"
             )))
         }
         s => return Err(ApiError::Conflict(format!("pull request #{num} is {s}"))),

@@ -590,8 +590,14 @@ fn dashboard(r: &mut impl RouteSink) {
     page(web_paths("/commits/{rev}"), on(GET, history::commits));
     page(web_paths("/commit/{oid}"), on(GET, history::commit));
     page(web_paths("/refs"), on(GET, repo::refs));
+    page(web_paths("/discussions"), on(GET, discussions::list));
     page(web_paths("/upload"), on(GET, upload::upload));
     page(web_paths("/settings"), on(GET, settings::settings));
+    // A pull request's page shows its diff: gated like a file view.
+    r.bytes_page(
+        web_paths("/discussions/{num}"),
+        vec![on(GET, discussions::thread)],
+    );
 }
 
 /// The answer to every unknown route: JSON 404 for API clients, the

@@ -584,6 +584,8 @@ fn rows(
         row(get.clone(), "/{ns}/{name}/commits/{rev}", RepoRead(200), |_| format!("{P}/commits/main")),
         row(get.clone(), "/{ns}/{name}/commit/{oid}", RepoRead(200), move |_| format!("{P}/commit/{commit}")),
         row(get.clone(), "/{ns}/{name}/refs", RepoRead(200), |_| format!("{P}/refs")),
+        row(get.clone(), "/{ns}/{name}/discussions", RepoRead(200), |_| format!("{P}/discussions")),
+        row(get.clone(), "/{ns}/{name}/discussions/{num}", RepoRead(200), |_| format!("{P}/discussions/10")),
         row(get.clone(), "/{ns}/{name}/upload", RepoWrite(200), |_| format!("{P}/upload")),
         row(get.clone(), "/{ns}/{name}/settings", RepoAdmin(200), |_| format!("{P}/settings")),
     ]
@@ -1140,6 +1142,9 @@ fn gated_rows(
         grow(get.clone(), "/{ns}/{name}/blob/{rev}/{path:.*}", BytesPage, |_| format!("{P}/blob/main/m.safetensors")),
         grow(get.clone(), "/{ns}/{name}/commits/{rev}", Meta(200), |_| format!("{P}/commits/main")),
         grow(get.clone(), "/{ns}/{name}/refs", Meta(200), |_| format!("{P}/refs")),
+        grow(get.clone(), "/{ns}/{name}/discussions", Meta(200), |_| format!("{P}/discussions")),
+        // A pull request's page shows its diff: for callers who pass only.
+        grow(get.clone(), "/{ns}/{name}/discussions/{num}", BytesPage, |_| format!("{P}/discussions/1")),
         grow(get.clone(), "/{ns}/{name}/upload", Unchecked, |_| format!("{P}/upload")),
         grow(get.clone(), "/{ns}/{name}/settings", Unchecked, |_| format!("{P}/settings")),
         grow(get.clone(), "/inference/new", Unchecked, |_| "/inference/new?repo=acme/gated".into()),

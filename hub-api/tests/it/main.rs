@@ -24,6 +24,7 @@ mod metrics;
 mod native_multipart;
 mod registry;
 mod resolve_cache;
+mod scheduler_scale;
 mod strict_inputs;
 mod tenancy;
 mod webhooks;

@@ -308,6 +308,10 @@ pub async fn commit(
     let author = auth.require()?.clone();
     let branch_ref = match rev.as_str() {
         _ if pull.is_some() => rev.as_str().to_string(),
+        // A pull request opens on a branch; anything else names no branch.
+        r if create_pr && (r.starts_with("refs/") || crate::domain::is_commit_oid(r)) => {
+            return Err(ApiError::RevisionNotFound(r.to_string()))
+        }
         r if r.starts_with("refs/heads/") => r.to_string(),
         r if r.starts_with("refs/") || crate::domain::is_commit_oid(r) => {
             return Err(ApiError::InvalidRevision(format!(

@@ -269,9 +269,13 @@ pub async fn super_squash(
 ) -> ApiResult<HttpResponse> {
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Write).await?;
     let p = auth.require()?;
-    let name = RefName::parse(&param(&req, "rev").unwrap_or_default())?;
-    let done =
-        registry::commit::super_squash(&state, &ctx.repo, &name.branch_ref(), p, &body.message)
-            .await?;
+    // A branch, or a pull request's ref (huggingface_hub squashes
+    // `refs/pr/N` by its full name).
+    let raw = param(&req, "rev").unwrap_or_default();
+    let target = match raw.strip_prefix("refs/pr/") {
+        Some(n) if n.parse::<u32>().is_ok() => raw.clone(),
+        _ => RefName::parse(&raw)?.branch_ref(),
+    };
+    let done = registry::commit::super_squash(&state, &ctx.repo, &target, p, &body.message).await?;
     Ok(HttpResponse::Ok().json(json!({"commitOid": done.oid})))
 }
