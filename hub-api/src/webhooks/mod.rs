@@ -264,6 +264,12 @@ async fn repo_event(
 }
 
 async fn endpoint_event(db: &mut PgConnection, endpoint_id: i64) -> sqlx::Result<()> {
+    endpoint_statuses(db, &[endpoint_id]).await
+}
+
+/// [`Event::EndpointStatus`] for several endpoints at once (the scheduler's
+/// batched status changes): one query finds the webhooks of all of them.
+pub async fn endpoint_statuses(db: &mut PgConnection, endpoint_ids: &[i64]) -> sqlx::Result<()> {
     #[derive(sqlx::FromRow)]
     struct EndpointMatch {
         namespace: String,
@@ -274,37 +280,40 @@ async fn endpoint_event(db: &mut PgConnection, endpoint_id: i64) -> sqlx::Result
         message: Option<String>,
         hooks: Vec<Uuid>,
     }
-    let Some(m): Option<EndpointMatch> = sqlx::query_as(
+    if endpoint_ids.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<EndpointMatch> = sqlx::query_as(
         "SELECT n.name AS namespace, e.name, e.repository, e.revision, e.status, e.message,
                 array_agg(DISTINCT w.id) AS hooks
          FROM endpoints e
          JOIN namespaces n ON n.id = e.namespace_id
          JOIN webhook_watches ww ON ww.namespace_id = e.namespace_id
          JOIN webhooks w ON w.id = ww.webhook_id
-         WHERE e.id = $1 AND NOT w.disabled AND 'endpoint' = ANY(w.domains)
+         WHERE e.id = ANY($1) AND NOT w.disabled AND 'endpoint' = ANY(w.domains)
            AND (w.owner_id = e.namespace_id
                 OR EXISTS (SELECT 1 FROM org_members m WHERE m.org_id = e.namespace_id AND m.user_id = w.owner_id))
          GROUP BY e.id, n.name",
     )
-    .bind(endpoint_id)
-    .fetch_optional(&mut *db)
-    .await?
-    else {
-        return Ok(());
-    };
-    let id = Uuid::new_v4();
-    let payload = json!({
-        "event": {"action": "update", "scope": "endpoint", "id": id},
-        "endpoint": {
-            "namespace": m.namespace,
-            "name": m.name,
-            "repository": m.repository,
-            "revision": m.revision,
-            "status": m.status,
-            "message": m.message,
-        },
-    });
-    insert(db, id, "endpoint", "update", &payload, &m.hooks).await
+    .bind(endpoint_ids)
+    .fetch_all(&mut *db)
+    .await?;
+    for m in found {
+        let id = Uuid::new_v4();
+        let payload = json!({
+            "event": {"action": "update", "scope": "endpoint", "id": id},
+            "endpoint": {
+                "namespace": m.namespace,
+                "name": m.name,
+                "repository": m.repository,
+                "revision": m.revision,
+                "status": m.status,
+                "message": m.message,
+            },
+        });
+        insert(db, id, "endpoint", "update", &payload, &m.hooks).await?;
+    }
+    Ok(())
 }
 
 async fn insert(

@@ -873,6 +873,14 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
         .await
         .unwrap();
     drop(conn);
+    // And the scheduler's batched path (one statement for many endpoints).
+    let changed = hub_api::db::endpoints::set_statuses(
+        &t.state.db,
+        &[(ep, "running".to_string(), None)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(changed, 1);
 
     let scopes = |domain: &str| {
         let hook = hooks[domain].clone();
@@ -972,6 +980,11 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
         .find(|p| p["event"]["scope"] == "endpoint" && p["endpoint"]["status"] == "failed")
         .unwrap_or_else(|| panic!("{hits:?}"));
     assert_eq!(failed["endpoint"]["name"], "ep");
+    assert!(
+        hits.iter()
+            .any(|p| p["endpoint"]["status"] == "running"),
+        "{hits:?}"
+    );
     assert_eq!(failed["endpoint"]["message"], "no worker");
     assert!(failed.get("repo").is_none());
     worker.abort();
