@@ -874,12 +874,10 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
         .unwrap();
     drop(conn);
     // And the scheduler's batched path (one statement for many endpoints).
-    let changed = hub_api::db::endpoints::set_statuses(
-        &t.state.db,
-        &[(ep, "running".to_string(), None)],
-    )
-    .await
-    .unwrap();
+    let changed =
+        hub_api::db::endpoints::set_statuses(&t.state.db, &[(ep, "running".to_string(), None)])
+            .await
+            .unwrap();
     assert_eq!(changed, 1);
 
     let scopes = |domain: &str| {
@@ -981,8 +979,7 @@ async fn repo_lifecycle_discussion_and_endpoint_events_follow_domains() {
         .unwrap_or_else(|| panic!("{hits:?}"));
     assert_eq!(failed["endpoint"]["name"], "ep");
     assert!(
-        hits.iter()
-            .any(|p| p["endpoint"]["status"] == "running"),
+        hits.iter().any(|p| p["endpoint"]["status"] == "running"),
         "{hits:?}"
     );
     assert_eq!(failed["endpoint"]["message"], "no worker");
