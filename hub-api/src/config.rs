@@ -261,6 +261,30 @@ pub struct Config {
     )]
     pub disk_reserve_mb: u64,
 
+    /// Let webhooks target loopback, private (RFC 1918), link-local, CGNAT and
+    /// IPv6 unique-local addresses. Off: only public addresses, so a tenant
+    /// cannot make the hub probe the internal network (checked when a webhook
+    /// is saved and on the address each delivery connects to).
+    #[arg(long, env = "HUB_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
+
+    /// Timeout of one webhook delivery attempt, in seconds.
+    #[arg(long, env = "HUB_WEBHOOK_TIMEOUT_SECS", default_value_t = 10, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub webhook_timeout_secs: u32,
+
+    /// Attempts of a webhook delivery before it is marked failed (exponential
+    /// backoff from 10 s between them, at most 1 h).
+    #[arg(long, env = "HUB_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub webhook_max_attempts: u32,
+
+    /// How long a replica's claim holds a webhook delivery, in seconds (default:
+    /// twice the timeout plus 30 s). Tests only: shorter than a send may take,
+    /// a delivery is sent again while its first attempt is still running.
+    #[arg(long, env = "HUB_WEBHOOK_LEASE_SECS", hide = true, global = true)]
+    pub webhook_lease_secs: Option<u32>,
+
     /// Run the private PostgreSQL cluster with fsync off (tests only: not crash-safe).
     #[arg(long, env = "HUB_PG_UNSAFE_FAST", hide = true, global = true)]
     pub pg_unsafe_fast: bool,
@@ -288,6 +312,7 @@ impl std::fmt::Debug for Config {
             .field("xet_token_ttl_secs", &self.xet_token_ttl_secs)
             .field("default_storage_quota", &self.default_storage_quota)
             .field("disk_reserve_mb", &self.disk_reserve_mb)
+            .field("webhook_allow_private", &self.webhook_allow_private)
             .finish()
     }
 }

@@ -24,6 +24,7 @@ pub use crate::gating::AccessRequestError;
 pub use crate::routes::body::BodyError;
 pub use crate::routes::hf::lfs::LfsRequestError;
 pub use crate::routes::hf::repos::RepoSettingsError;
+pub use crate::routes::hf::webhooks::WebhookError;
 pub use crate::routes::inference::workers::WorkerReportError;
 pub use crate::routes::query::QueryError;
 pub use crate::routes::v1::tokens::TokenSpecError;
@@ -91,6 +92,9 @@ pub enum ApiError {
     Field(#[from] FieldError),
     #[error(transparent)]
     WorkerReport(#[from] WorkerReportError),
+    /// A webhook body out of bounds, or a target outside the allow-list.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 
     // ---- 401 / 403 ----
     #[error("{0}")]
@@ -199,6 +203,7 @@ impl ApiError {
             InvalidRange(_) => "invalid_range",
             UploadPartMissing(_) => "upload_part_missing",
             TokenSpec(_) | EndpointSpec(_) | Field(_) | WorkerReport(_) => "validation_failed",
+            Webhook(e) => e.code(),
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             GatedRepo(_) => "gated_repo",
@@ -255,7 +260,8 @@ impl ApiError {
             | TokenSpec(_)
             | EndpointSpec(_)
             | Field(_)
-            | WorkerReport(_) => StatusCode::BAD_REQUEST,
+            | WorkerReport(_)
+            | Webhook(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {
@@ -472,6 +478,7 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_range",
     "upload_part_missing",
     "validation_failed",
+    "webhook_target_refused",
     "unauthorized",
     "forbidden",
     "gated_repo",

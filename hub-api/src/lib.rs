@@ -39,3 +39,4 @@ pub mod storage;
 pub mod sweeper;
 pub mod token_quota;
 pub mod validate;
+pub mod webhooks;

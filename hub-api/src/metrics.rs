@@ -55,6 +55,8 @@ pub struct Metrics {
     pub scheduler_ticks: Counter,
     pub scheduler_tick_duration: Histogram,
     pub scheduler_decisions: Counter,
+    pub webhook_attempts: Counter,
+    pub webhook_attempt_duration: Histogram,
     pub workers: Gauge,
     pub replicas: Gauge,
     pub database_available: Gauge,
@@ -159,6 +161,17 @@ impl Default for Metrics {
                 &[],
                 TICK_BUCKETS,
             ),
+            webhook_attempts: Counter::new(
+                "paddock_webhook_attempts_total",
+                "Webhook delivery attempts by outcome: delivered (2xx), retry (failed, tried again later), failed (failed, given up).",
+                &["outcome"],
+            ),
+            webhook_attempt_duration: Histogram::new(
+                "paddock_webhook_attempt_duration_seconds",
+                "Time of one webhook delivery attempt (connect to the end of the response snippet, or the error).",
+                &[],
+                LATENCY_BUCKETS,
+            ),
             scheduler_decisions: Counter::new(
                 "paddock_scheduler_decisions_total",
                 "Scheduler decisions: place (a replica on a worker), unplaceable (no worker fits), scale_down (a replica removed), clear_failed (failed replicas of an idle endpoint removed), worker_lost (a worker that missed its heartbeats removed).",
@@ -217,6 +230,7 @@ impl Default for Metrics {
         );
         zero(&m.xet_bytes, &["up", "down"]);
         zero(&m.scheduler_ticks, &["ok", "error"]);
+        zero(&m.webhook_attempts, &["delivered", "retry", "failed"]);
         zero(
             &m.scheduler_decisions,
             &[
@@ -232,7 +246,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    fn families(&self) -> [&dyn Family; 24] {
+    fn families(&self) -> [&dyn Family; 26] {
         [
             &self.http_requests,
             &self.http_duration,
@@ -253,6 +267,8 @@ impl Metrics {
             &self.scheduler_ticks,
             &self.scheduler_tick_duration,
             &self.scheduler_decisions,
+            &self.webhook_attempts,
+            &self.webhook_attempt_duration,
             &self.workers,
             &self.replicas,
             &self.database_available,

@@ -52,6 +52,8 @@ pub struct Tenancy {
     pub heavy: Arc<crate::heavy::Heavy>,
     /// Memory of Xet upload bodies per namespace (see `membudget`).
     pub upload_memory: Arc<crate::membudget::MemoryBudget>,
+    /// Webhook delivery settings, with the SSRF allow-list (see `webhooks`).
+    pub webhooks: Arc<crate::webhooks::Settings>,
 }
 
 impl Tenancy {
@@ -97,6 +99,7 @@ impl Tenancy {
                     ..Default::default()
                 },
             )),
+            webhooks: Arc::new(crate::webhooks::Settings::from_config(c)),
         }
     }
 }

@@ -465,6 +465,31 @@ test('create and revoke a token', async () => {
   await shot('tokens');
 });
 
+test('webhook deliveries: the log, and Redeliver', async () => {
+  // A webhook on the repo (to a closed loopback port, which run.sh's --webhook-allow-private
+  // permits: its attempts fail, as the log shows), and a branch created for it to report.
+  const made = await hubApi('POST', '/api/settings/webhooks',
+    { url: 'http://127.0.0.1:9/hook', watched: [{ type: 'model', name: REPO }], domains: ['repo'], secret: 'browser-secret' });
+  assert.equal(made.status, 200, JSON.stringify(made.data));
+  const id = made.data.webhook.id;
+  assert.equal((await hubApi('POST', `/api/models/${REPO}/branch/hooked`, {})).status, 200);
+  await page.goto(`${HUB}/settings/webhooks`);
+  assert.equal(await page.$('text=browser-secret'), null, 'the secret is never shown');
+  await page.click(`a[href="/settings/webhooks/${id}"]`);
+  await page.waitForURL(`${HUB}/settings/webhooks/${id}`);
+  const rows = page.locator('#delivery-table tbody tr');
+  assert.equal(await rows.count(), 1);
+  assert.match(await rows.first().textContent(), /repo\.content update/);
+  await rows.first().locator('[data-redeliver]').click();
+  await page.waitForSelector('#delivery-table tbody tr:nth-child(2)');
+  assert.match(await rows.first().textContent(), /\(redelivery\)/);
+  const log = await hubApi('GET', `/api/v1/webhooks/${id}/deliveries`);
+  assert.equal(log.data.items.length, 2);
+  assert.equal(log.data.items[0].redelivery_of, log.data.items[1].id);
+  await shot('webhook-deliveries');
+  assert.equal((await hubApi('DELETE', `/api/settings/webhooks/${id}`)).status, 200);
+});
+
 test('deploy an endpoint: the form, then its page with live status and charts', async () => {
   await page.goto(`${HUB}/${REPO}`);
   await page.click('text=Deploy');

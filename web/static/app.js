@@ -269,6 +269,17 @@
     }
   });
 
+  // Webhook deliveries: send one again (a new delivery of the same event).
+  document.addEventListener('click', async function (ev) {
+    var b = ev.target.closest('[data-redeliver]');
+    if (!b) return;
+    var table = b.closest('[data-deliveries-api]');
+    b.disabled = true;
+    var res = await api('POST', table.getAttribute('data-deliveries-api') + '/' + encodeURIComponent(b.getAttribute('data-redeliver')) + '/redeliver');
+    if (!res.ok) { b.disabled = false; alert(errorMessage(res)); return; }
+    setTimeout(function () { location.reload(); }, 0);
+  });
+
   // Access requests: approve / reject.
   document.addEventListener('click', async function (ev) {
     var b = ev.target.closest('[data-decide]');

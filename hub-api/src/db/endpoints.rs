@@ -156,15 +156,21 @@ pub async fn set_status(
     .await?;
     if r.rows_affected() > 0 {
         event(&mut *db, id, status, message).await?;
+        crate::webhooks::enqueue(
+            db,
+            crate::webhooks::Event::EndpointStatus { endpoint_id: id },
+        )
+        .await?;
         return Ok(true);
     }
     Ok(false)
 }
 
 /// [`set_status`] for many endpoints in one statement: (id, status, message)
-/// each, recorded (with its event) if it is a change. Returns how many changed.
+/// each, recorded (with its event) if it is a change; the webhook events of
+/// the changes are queued in the same transaction. Returns how many changed.
 pub async fn set_statuses(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     changes: &[(i64, String, Option<String>)],
 ) -> sqlx::Result<u64> {
     if changes.is_empty() {
@@ -179,14 +185,22 @@ pub async fn set_statuses(
             FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, status, message)
             WHERE e.id = u.id AND (e.status <> u.status OR e.message IS DISTINCT FROM u.message)
             RETURNING e.id, e.status, e.message)
-         INSERT INTO endpoint_events (endpoint_id, status, message) SELECT id, status, message FROM u",
+         INSERT INTO endpoint_events (endpoint_id, status, message) SELECT id, status, message FROM u
+         RETURNING endpoint_id",
     )
     .bind(&ids)
     .bind(&statuses)
-    .bind(&messages)
-    .execute(db)
-    .await?;
-    Ok(r.rows_affected())
+    .bind(&messages);
+    let mut tx = db.begin().await?;
+    let changed: Vec<i64> = r
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| sqlx::Row::get::<i64, _>(row, 0))
+        .collect();
+    crate::webhooks::endpoint_statuses(&mut tx, &changed).await?;
+    tx.commit().await?;
+    Ok(changed.len() as u64)
 }
 
 /// Sets the replica count the scheduler aims for, of many endpoints: (id, target) each.

@@ -14,6 +14,7 @@ pub mod redirects;
 pub mod refs;
 pub mod repos;
 pub mod tokens;
+pub mod webhooks;
 pub mod xet;
 pub mod xet_gc;
 

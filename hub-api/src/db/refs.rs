@@ -137,5 +137,17 @@ async fn log(
         .bind(actor)
         .execute(&mut *db)
         .await?;
-    Ok(())
+    // Every ref move is a `repo.content` webhook event, in the same transaction.
+    crate::webhooks::enqueue(
+        db,
+        crate::webhooks::Event::RefUpdated {
+            repo_id,
+            updated: crate::webhooks::UpdatedRef {
+                name: name.to_string(),
+                old: old.map(str::to_string),
+                new: new.map(str::to_string),
+            },
+        },
+    )
+    .await
 }

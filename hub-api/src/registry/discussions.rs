@@ -159,6 +159,7 @@ pub async fn create(
         &comment_data(text, author, None),
     )
     .await?;
+    webhook(state, &mut tx, ctx, num, "create", None).await?;
     tx.commit().await?;
     db::discussions::get(&state.db, repo_id, num)
         .await?
@@ -251,6 +252,7 @@ pub async fn comment(
         &comment_data(text.trim(), author, None),
     )
     .await?;
+    webhook(state, &mut tx, ctx, num, "create", Some(&e)).await?;
     tx.commit().await?;
     Ok(e)
 }
@@ -296,6 +298,7 @@ pub async fn rename(
         &json!({"from": d.title, "to": title}),
     )
     .await?;
+    webhook(state, &mut tx, ctx, num, "update", None).await?;
     tx.commit().await?;
     Ok(e)
 }
@@ -351,6 +354,7 @@ pub async fn set_status(
         &json!({"status": status}),
     )
     .await?;
+    webhook(state, &mut tx, ctx, num, "update", None).await?;
     tx.commit().await?;
     Ok(e)
 }
@@ -374,11 +378,13 @@ pub async fn edit_comment(
     }
     let data = comment_data(text.trim(), p, Some(&e.data.0));
     db::discussions::set_event_data(&mut tx, e.id, &data).await?;
-    tx.commit().await?;
-    Ok(EventRow {
+    let e = EventRow {
         data: sqlx::types::Json(data),
         ..e
-    })
+    };
+    webhook(state, &mut tx, ctx, num, "update", Some(&e)).await?;
+    tx.commit().await?;
+    Ok(e)
 }
 
 /// Hides a comment (its author or a writer); its text is no longer shown.
@@ -400,11 +406,13 @@ pub async fn hide_comment(
     data["hidden"] = json!(true);
     data["hiddenBy"] = json!(p.name);
     db::discussions::set_event_data(&mut tx, e.id, &data).await?;
-    tx.commit().await?;
-    Ok(EventRow {
+    let e = EventRow {
         data: sqlx::types::Json(data),
         ..e
-    })
+    };
+    webhook(state, &mut tx, ctx, num, "update", Some(&e)).await?;
+    tx.commit().await?;
+    Ok(e)
 }
 
 async fn comment_event(
@@ -426,6 +434,63 @@ async fn comment_event(
 }
 
 /// A comment's stored data: the text, with the earlier versions when edited.
+/// The webhook event of a change to discussion `num` (domain `discussion`),
+/// inside the change's transaction (`webhooks::enqueue`): the discussion as
+/// it is now, in the Hub's payload shape, and the comment added or changed.
+async fn webhook(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    ctx: &RepoCtx,
+    num: i32,
+    action: &'static str,
+    comment: Option<&EventRow>,
+) -> ApiResult<()> {
+    let d = db::discussions::get(&mut *tx, ctx.repo.id, num)
+        .await?
+        .ok_or_else(|| not_found(num))?;
+    let repo = ctx.repo.full_id();
+    let web = if ctx.repo.repo_type == "dataset" {
+        format!("{}/datasets/{repo}/discussions/{}", state.public_url, d.num)
+    } else {
+        format!("{}/{repo}/discussions/{}", state.public_url, d.num)
+    };
+    let api = format!(
+        "{}/api/{}s/{repo}/discussions/{}",
+        state.public_url, ctx.repo.repo_type, d.num
+    );
+    let discussion = json!({
+        "id": d.id.to_string(),
+        "num": d.num,
+        "title": d.title,
+        "status": d.status,
+        "isPullRequest": d.is_pull_request,
+        "author": {"id": d.author_id.map(|i| i.to_string()), "name": d.author},
+        "url": {"web": web, "api": api},
+        "changes": d.target_branch.as_ref().map(|b| json!({"base": format!("refs/heads/{b}")})),
+    });
+    let comment = comment.map(|e| {
+        let hidden = e.data.0["hidden"].as_bool() == Some(true);
+        json!({
+            "id": e.event_id,
+            "author": {"id": e.author_id.map(|i| i.to_string()), "name": e.author},
+            "content": if hidden { Value::Null } else { e.data.0["raw"].clone() },
+            "hidden": hidden,
+            "url": {"web": format!("{web}#{}", e.event_id)},
+        })
+    });
+    crate::webhooks::enqueue(
+        tx,
+        crate::webhooks::Event::Discussion {
+            repo_id: ctx.repo.id,
+            action,
+            discussion,
+            comment,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 fn comment_data(text: &str, author: &Principal, before: Option<&Value>) -> Value {
     let now = crate::registry::hf_date(chrono::Utc::now());
     let version = json!({"raw": text, "updatedAt": now, "author": author.name});
@@ -640,6 +705,7 @@ pub async fn merge(
         &json!({"status": "merged"}),
     )
     .await?;
+    webhook(state, &mut tx, ctx, num, "update", None).await?;
     tx.commit().await?;
     Ok(done.oid)
 }

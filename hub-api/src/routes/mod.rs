@@ -287,6 +287,18 @@ fn build(r: &mut impl RouteSink) {
         vec![on(PUT, access_requests::decide)],
     );
     r.add(
+        one("/api/v1/webhooks/{id}/deliveries"),
+        vec![on(GET, v1::webhooks::list)],
+    );
+    r.add(
+        one("/api/v1/webhooks/{id}/deliveries/{delivery}"),
+        vec![on(GET, v1::webhooks::get)],
+    );
+    r.add(
+        one("/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver"),
+        vec![on(POST, v1::webhooks::redeliver)],
+    );
+    r.add(
         one("/api/v1/admin/signing-keys"),
         vec![on(GET, keys::list), on(POST, keys::rotate)],
     );
@@ -302,6 +314,27 @@ fn build(r: &mut impl RouteSink) {
     r.add(one("/api/repos/create"), vec![on(POST, repos::create)]);
     r.add(one("/api/repos/delete"), vec![on(DELETE, repos::delete)]);
     r.add(one("/api/repos/move"), vec![on(POST, repos::move_repo)]);
+    // Webhooks (`huggingface_hub`'s webhook API).
+    r.add(
+        one("/api/settings/webhooks"),
+        vec![on(GET, hf::webhooks::list), on(POST, hf::webhooks::create)],
+    );
+    r.add(
+        one("/api/settings/webhooks/{id}"),
+        vec![
+            on(GET, hf::webhooks::get),
+            on(POST, hf::webhooks::update),
+            on(DELETE, hf::webhooks::delete),
+        ],
+    );
+    r.add(
+        one("/api/settings/webhooks/{id}/enable"),
+        vec![on(POST, hf::webhooks::enable)],
+    );
+    r.add(
+        one("/api/settings/webhooks/{id}/disable"),
+        vec![on(POST, hf::webhooks::disable)],
+    );
     r.add(
         one("/api/validate-yaml"),
         vec![on(POST, upload::validate_yaml)],
@@ -536,6 +569,8 @@ fn dashboard(r: &mut impl RouteSink) {
     page(one("/login"), on(GET, account::login));
     page(one("/settings"), on(GET, account::account));
     page(one("/settings/tokens"), on(GET, account::tokens));
+    page(one("/settings/webhooks"), on(GET, webhooks::list));
+    page(one("/settings/webhooks/{id}"), on(GET, webhooks::webhook));
     page(one("/new"), on(GET, upload::new_repo));
     page(one("/organizations/{org}"), on(GET, orgs::org));
     page(one("/organizations/{org}/audit"), on(GET, orgs::audit));

@@ -322,6 +322,14 @@ impl Row {
     }
 }
 
+/// Tenant A's webhooks: one to read and change, one per actor to delete,
+/// and a delivery of the first.
+struct Hooks {
+    main: String,
+    doomed: Vec<String>,
+    delivery: String,
+}
+
 /// Patterns that are the same route as a row's, for another repo-id form
 /// (single-segment canonical ids, dataset prefixes).
 fn canonical(p: &str) -> String {
@@ -346,6 +354,7 @@ fn rows(
     upload_session: &str,
     commit: &str,
     comment_id: &str,
+    hooks: &Hooks,
 ) -> Vec<Row> {
     use Class::*;
     let get = Method::GET;
@@ -362,7 +371,36 @@ fn rows(
     let cid = comment_id.to_string();
     let cid2 = cid.clone();
     const P: &str = "/acme/topsecret";
+    let hook = hooks.main.clone();
+    let (h1, h2, h3, h4, h5, h6, h7, h8) = (
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+        hook.clone(),
+    );
+    let doomed = hooks.doomed.clone();
+    let delivery = hooks.delivery.clone();
+    let delivery2 = hooks.delivery.clone();
     vec![
+        // Webhooks: tenant A's organization owns one (its admins manage it).
+        row(get.clone(), "/api/settings/webhooks", TokenList(200), |_| "/api/settings/webhooks".into()),
+        row(post.clone(), "/api/settings/webhooks", OrgAdmin(200), |_| "/api/settings/webhooks".into())
+            .json(|_| json!({"url": "http://93.184.216.34/hook", "owner": "acme", "watched": [{"type": "org", "name": "acme"}]})),
+        row(get.clone(), "/api/settings/webhooks/{id}", OrgAdmin(200), move |_| format!("/api/settings/webhooks/{h1}")),
+        row(post.clone(), "/api/settings/webhooks/{id}", OrgAdmin(200), move |_| format!("/api/settings/webhooks/{h2}"))
+            .json(|_| json!({"watched": [], "domains": ["repo"]})),
+        row(del.clone(), "/api/settings/webhooks/{id}", OrgAdmin(200), move |i| format!("/api/settings/webhooks/{}", doomed[i])),
+        row(post.clone(), "/api/settings/webhooks/{id}/disable", OrgAdmin(200), move |_| format!("/api/settings/webhooks/{h3}/disable")),
+        row(post.clone(), "/api/settings/webhooks/{id}/enable", OrgAdmin(200), move |_| format!("/api/settings/webhooks/{h4}/enable")),
+        row(get.clone(), "/api/v1/webhooks/{id}/deliveries", OrgAdmin(200), move |_| format!("/api/v1/webhooks/{h5}/deliveries")),
+        row(get.clone(), "/api/v1/webhooks/{id}/deliveries/{delivery}", OrgAdmin(200),
+            move |_| format!("/api/v1/webhooks/{h6}/deliveries/{delivery}")),
+        row(post.clone(), "/api/v1/webhooks/{id}/deliveries/{delivery}/redeliver", OrgAdmin(202),
+            move |_| format!("/api/v1/webhooks/{h7}/deliveries/{delivery2}/redeliver")),
         row(get.clone(), "/healthz", Public(200), |_| "/healthz".into()),
         row(get.clone(), "/readyz", Public(200), |_| "/readyz".into()),
         row(get.clone(), "/metrics", SiteAdmin, |_| "/metrics".into()),
@@ -527,6 +565,8 @@ fn rows(
         row(get.clone(), "/login", SignInPage, |_| "/login".into()),
         row(get.clone(), "/settings", SignedInPage(200), |_| "/settings".into()),
         row(get.clone(), "/settings/tokens", TokensPage(200), |_| "/settings/tokens".into()),
+        row(get.clone(), "/settings/webhooks", TokensPage(200), |_| "/settings/webhooks".into()),
+        row(get.clone(), "/settings/webhooks/{id}", OrgAdminPage(200), move |_| format!("/settings/webhooks/{h8}")),
         row(get.clone(), "/new", SignedInPage(200), |_| "/new".into()),
         row(get.clone(), "/organizations/{org}", MemberPage(200), |_| "/organizations/acme".into()),
         row(get.clone(), "/organizations/{org}/audit", OrgAdminPage(200), |_| "/organizations/acme/audit".into()),
@@ -622,6 +662,22 @@ async fn cross_tenant_access_matrix() {
     create_repo(&app, &alice, "acme/other", true).await;
     create_repo(&app, &alice, "acme/gated", false).await;
 
+    // Tenant A's webhooks (a public target: nothing is sent in this test).
+    let new_hook = |i: usize| {
+        TestRequest::post()
+            .uri("/api/settings/webhooks")
+            .insert_header(bearer(&alice))
+            .set_json(
+                json!({"url": format!("http://93.184.216.34/{i}"), "owner": "acme",
+                             "watched": [{"type": "org", "name": "acme"}], "secret": "k"}),
+            )
+    };
+    let mut hook_ids = vec![];
+    for i in 0..=ACTORS.len() {
+        let (st, _, b) = call(&app, new_hook(i)).await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        hook_ids.push(json_of(&b)["webhook"]["id"].as_str().unwrap().to_string());
+    }
     let private_commit = commit_files(
         &app,
         &alice,
@@ -817,6 +873,19 @@ async fn cross_tenant_access_matrix() {
         }
     };
 
+    let (st, _, b) = call(
+        &app,
+        TestRequest::get()
+            .uri(&format!("/api/v1/webhooks/{}/deliveries", hook_ids[0]))
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let hooks = Hooks {
+        main: hook_ids[0].clone(),
+        doomed: hook_ids[1..].to_vec(),
+        delivery: json_of(&b)["items"][0]["id"].as_str().unwrap().to_string(),
+    };
     let table = rows(
         &sha,
         content.len(),
@@ -824,6 +893,7 @@ async fn cross_tenant_access_matrix() {
         &open_session,
         &private_commit,
         &comment_id,
+        &hooks,
     );
     // Every route has a row (and every row names a real route).
     let routes: BTreeSet<(String, String)> = hub_api::routes::table()

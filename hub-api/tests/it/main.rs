@@ -27,6 +27,7 @@ mod resolve_cache;
 mod scheduler_scale;
 mod strict_inputs;
 mod tenancy;
+mod webhooks;
 mod worktree;
 mod xet;
 mod xet_gc;

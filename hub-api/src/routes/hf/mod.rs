@@ -13,4 +13,5 @@ pub mod repos;
 pub mod resolve;
 pub mod tree;
 pub mod upload;
+pub mod webhooks;
 pub mod whoami;

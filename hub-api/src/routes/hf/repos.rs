@@ -165,6 +165,7 @@ async fn insert_with_initial_commit(
     // The name was a moved repo's old one: it leads to the new repo now.
     db::redirects::forget(&mut *tx, ns.id, kind.as_str(), name).await?;
     crate::quota::check_namespace_can_grow(state, &mut tx, ns.id, 0).await?;
+    crate::webhooks::enqueue(&mut tx, crate::webhooks::Event::RepoCreated { repo_id }).await?;
     registry::commit::initial_commit(state, &mut tx, repo_id, p, kind == RepoType::Model, initial)
         .await?;
     crate::audit::record(
@@ -224,6 +225,14 @@ pub async fn delete(
     }
     let ctx = registry::load_repo(&state, &auth, kind, &id, Access::Admin).await?;
     let mut tx = state.db.begin().await?;
+    // Before the row goes: the event names the repo, and watchers are found through it.
+    crate::webhooks::enqueue(
+        &mut tx,
+        crate::webhooks::Event::RepoDeleted {
+            repo_id: ctx.repo.id,
+        },
+    )
+    .await?;
     db::repos::delete(&mut *tx, ctx.repo.id).await?;
     crate::audit::record(
         &mut *tx,
@@ -311,6 +320,14 @@ pub async fn move_repo(
         )
         .await?;
     }
+    crate::webhooks::enqueue(
+        &mut tx,
+        crate::webhooks::Event::RepoMoved {
+            repo_id: ctx.repo.id,
+            from: ctx.repo.full_id(),
+        },
+    )
+    .await?;
     let target = format!("{}:{}", kind.as_str(), body.to_repo);
     crate::audit::record(
         &mut *tx,
@@ -364,8 +381,10 @@ pub async fn settings(
     };
     let mut tx = state.db.begin().await?;
     let target = format!("{}:{}", ctx.repo.repo_type, ctx.repo.full_id());
+    let mut changed = serde_json::Map::new();
     if let Some(private) = private {
         if private != ctx.repo.private {
+            changed.insert("private".into(), json!(private));
             sqlx::query("UPDATE repos SET private = $2 WHERE id = $1")
                 .bind(ctx.repo.id)
                 .bind(private)
@@ -383,6 +402,7 @@ pub async fn settings(
         }
     }
     if let Some(gated) = gated {
+        changed.insert("gated".into(), gated.map_or(json!(false), |g| json!(g)));
         sqlx::query("UPDATE repos SET gated = $2 WHERE id = $1")
             .bind(ctx.repo.id)
             .bind(gated)
@@ -395,6 +415,16 @@ pub async fn settings(
             "repo.gating_changed",
             &target,
             json!({"gated": gated}),
+        )
+        .await?;
+    }
+    if !changed.is_empty() {
+        crate::webhooks::enqueue(
+            &mut tx,
+            crate::webhooks::Event::ConfigChanged {
+                repo_id: ctx.repo.id,
+                config: serde_json::Value::Object(changed),
+            },
         )
         .await?;
     }

@@ -12,6 +12,7 @@ pub mod quotas;
 pub mod session;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use crate::error::{ApiError, ApiResult, QueryError};
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};

@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         audit::org, audit::me,
         access_requests::request, access_requests::mine, access_requests::list, access_requests::decide,
         keys::list, keys::rotate, keys::retire,
+        webhooks::list, webhooks::get, webhooks::redeliver,
         crate::routes::inference::endpoints::create, crate::routes::inference::endpoints::list,
         crate::routes::inference::endpoints::get, crate::routes::inference::endpoints::patch,
         crate::routes::inference::endpoints::delete, crate::routes::inference::endpoints::pause,
