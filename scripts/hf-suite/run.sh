@@ -55,6 +55,9 @@ hub_admin create-org valid_org_hub --owner __DUMMY_HUB_USER__ --fullname "Dummy 
 hub_admin create-user DVUser >/dev/null
 hub_admin create-user EnterpriseAdmin >/dev/null
 hub_admin create-org EnterpriseOrgPrivate --owner EnterpriseAdmin --private-repos >/dev/null
+# The Hub accounts TestWebhookApi watches (a user and an organization).
+hub_admin create-user julien-c >/dev/null
+hub_admin create-org HuggingFaceH4 --owner julien-c >/dev/null
 export HF_SUITE_TOKEN=$(hub_admin create-token __DUMMY_HUB_USER__ --scopes read,write --name hf-suite)
 export HF_SUITE_OTHER_TOKEN=$(hub_admin create-token DVUser --scopes read,write --name hf-suite)
 export HF_SUITE_ENTERPRISE_TOKEN=$(hub_admin create-token EnterpriseAdmin --scopes read,write --name hf-suite)

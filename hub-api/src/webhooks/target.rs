@@ -190,7 +190,10 @@ pub fn ip_host(u: &url::Url) -> Option<IpAddr> {
 }
 
 /// The creation-time check: the URL's rules, then every address its host
-/// resolves to now (each must be allowed).
+/// resolves to now (each must be allowed). A host that does not resolve yet
+/// (no DNS record, or no resolver reachable from the hub) is accepted: what
+/// it resolves to when a delivery is made is checked then (the
+/// [`GuardedResolver`]), which is the check that counts.
 pub async fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, TargetError> {
     let u = parse_url(raw)?;
     let host = u.host_str().unwrap_or_default().to_string();
@@ -199,7 +202,11 @@ pub async fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, Targe
         return Ok(u);
     }
     let port = u.port_or_known_default().unwrap_or(80);
-    let addrs = resolve(&host, port).await?;
+    let addrs = match resolve(&host, port).await {
+        Ok(a) => a,
+        Err(TargetError::Unresolvable(_)) => return Ok(u),
+        Err(e) => return Err(e),
+    };
     for a in &addrs {
         allowed(a.ip(), allow_private).map_err(|why| refused(&host, why, allow_private))?;
     }

@@ -553,6 +553,17 @@ async fn private_and_internal_targets_are_refused() {
         assert_eq!(st, 400, "{url}: {v}");
         assert_eq!(v["code"], "webhook_target_refused", "{url}: {v}");
     }
+    // A name that does not resolve yet is taken (the delivery checks what it
+    // resolves to then); `.invalid` never resolves (RFC 2606).
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/settings/webhooks")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"url": "https://hooks.example.invalid/x", "watched": [{"type": "user", "name": "alice"}]})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     for (url, watched) in [
         (
             "ftp://example.com/",
