@@ -180,8 +180,7 @@ pub async fn thread(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
                 } else if plan.changes.is_empty() {
                     diff_note = "No changes yet.".into();
                 } else {
-                    let base_files = disc::base_files(&state, &p.ctx, &d).await?;
-                    diff = disc::diff(&state, &plan, &base_files)
+                    diff = disc::diff(&state, &plan)
                         .await?
                         .lines()
                         .map(|l| DiffLine {

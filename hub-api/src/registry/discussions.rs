@@ -536,11 +536,12 @@ fn changed(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> Vec<Stri
 }
 
 /// What merging a pull request would do now: its head, the target branch's
-/// head, the paths it changes, and those the branch changed differently since.
+/// head, the files at its base and at its head, the paths it changes, and
+/// those the branch changed differently since.
 pub struct MergePlan {
     pub pr_head: String,
     pub base_head: String,
-    pub base_files: BTreeMap<String, Entry>,
+    pub merge_base: BTreeMap<String, Entry>,
     pub pr_files: BTreeMap<String, Entry>,
     pub changes: Vec<String>,
     pub conflicts: Vec<String>,
@@ -565,13 +566,15 @@ pub async fn plan(state: &AppState, ctx: &RepoCtx, d: &DiscussionRow) -> ApiResu
         .commit_oid;
     let merge_base = files_of(state, repo_id, base).await?;
     let pr_files = files_of(state, repo_id, &pr_head).await?;
-    let base_files = if base_head == *base {
-        merge_base.clone()
+    // The branch head's files: read only when the branch moved since the base.
+    let moved = if base_head == *base {
+        None
     } else {
-        files_of(state, repo_id, &base_head).await?
+        Some(files_of(state, repo_id, &base_head).await?)
     };
+    let base_files = moved.as_ref().unwrap_or(&merge_base);
     let changes = changed(&merge_base, &pr_files);
-    let since = changed(&merge_base, &base_files);
+    let since = changed(&merge_base, base_files);
     let conflicts = changes
         .iter()
         .filter(|p| since.binary_search(p).is_ok())
@@ -581,7 +584,7 @@ pub async fn plan(state: &AppState, ctx: &RepoCtx, d: &DiscussionRow) -> ApiResu
     Ok(MergePlan {
         pr_head,
         base_head,
-        base_files,
+        merge_base,
         pr_files,
         changes,
         conflicts,
@@ -712,14 +715,10 @@ pub async fn merge(
 
 /// A unified diff of a pull request's text files against its base; binary,
 /// LFS and large files as one "Binary files differ" line, as git prints them.
-pub async fn diff(
-    state: &AppState,
-    plan: &MergePlan,
-    merge_base: &BTreeMap<String, Entry>,
-) -> ApiResult<String> {
+pub async fn diff(state: &AppState, plan: &MergePlan) -> ApiResult<String> {
     let mut out = String::new();
     for path in &plan.changes {
-        let (a, b) = (merge_base.get(path), plan.pr_files.get(path));
+        let (a, b) = (plan.merge_base.get(path), plan.pr_files.get(path));
         let (old_name, new_name) = (
             if a.is_some() {
                 format!("a/{path}")
@@ -765,16 +764,4 @@ async fn diff_text(state: &AppState, e: Option<&Entry>) -> ApiResult<Option<Stri
         return Ok(None);
     }
     Ok(String::from_utf8(bytes.to_vec()).ok())
-}
-
-/// The merge base's files, for [`diff`].
-pub async fn base_files(
-    state: &AppState,
-    ctx: &RepoCtx,
-    d: &DiscussionRow,
-) -> ApiResult<BTreeMap<String, Entry>> {
-    match &d.base_oid {
-        Some(b) => files_of(state, ctx.repo.id, b).await,
-        None => Ok(BTreeMap::new()),
-    }
 }

@@ -207,8 +207,7 @@ async fn details(
         let (conflicts, diff) = match plan {
             Ok(plan) => {
                 let diff = if with_diff {
-                    let base = disc::base_files(state, ctx, d).await?;
-                    Some(disc::diff(state, &plan, &base).await?)
+                    Some(disc::diff(state, &plan).await?)
                 } else {
                     None
                 };
