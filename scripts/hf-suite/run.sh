@@ -46,6 +46,11 @@ tar xzf "$SDIST" -C "$DATA" "huggingface_hub-$VERSION/tests" "huggingface_hub-$V
 for p in "$HERE"/patches/*.patch; do patch -s -d "$SUITE" -p1 <"$p"; done
 touch "$SUITE/tests/__init__.py"
 cp "$HERE/conftest.py" "$SUITE/tests/conftest.py"
+# Each pass runs in its own copy: some tests write into the working directory
+# (TestCreateSymlink makes and removes ./dir_for_create_symlink_test), and two
+# passes sharing one directory raced there.
+cp -r "$SUITE" "$SUITE-xet"
+cp -r "$SUITE" "$SUITE-noxet"
 
 # The accounts of testing_constants.py: USER (the CI user), OTHER_USER (owns
 # repos USER does not), ENTERPRISE_USER and the org it administers.
@@ -83,9 +88,9 @@ ARGS=(-q -p no:cacheprovider -o "addopts=-Werror::FutureWarning --strict-markers
 pass() { # NAME: the pass's pytest; its output goes to $CACHE/NAME.log
   local name=$1 status=0
   case $name in
-    xet) (cd "$SUITE" && "$PY" -m pytest "${ARGS[@]}" -m "not no_xet" \
+    xet) (cd "$SUITE-xet" && "$PY" -m pytest "${ARGS[@]}" -m "not no_xet" \
            --basetemp="$DATA/pytest-xet" --junitxml="$CACHE/junit-xet.xml") >"$CACHE/$name.log" 2>&1 || status=$? ;;
-    noxet) (cd "$SUITE" && HF_HUB_DISABLE_XET=1 "$PY" -m pytest "${ARGS[@]}" -m "not xet" \
+    noxet) (cd "$SUITE-noxet" && HF_HUB_DISABLE_XET=1 "$PY" -m pytest "${ARGS[@]}" -m "not xet" \
            --basetemp="$DATA/pytest-noxet" --junitxml="$CACHE/junit-noxet.xml") >"$CACHE/$name.log" 2>&1 || status=$? ;;
   esac
   return "$status"
