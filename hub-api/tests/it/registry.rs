@@ -800,15 +800,25 @@ async fn privacy_branches_tags_and_history() {
 }
 
 /// `search=` is a case-insensitive substring of "namespace/name", served by
-/// a trigram index on the repo's `search_key`: `%`, `_` and `\\` in the search
-/// are literal, a moved repo is found by its new id only, and the index is
-/// what the planner can use (checked with sequential scans off).
+/// a trigram index on the repo's `search_key`, or by its characters and
+/// character pairs where a term has no trigram (`a..`, `zq`): `%`, `_` and
+/// `\\` in the search are literal, a moved repo is found by its new id only,
+/// and the indexes are what the planner can use (checked with sequential
+/// scans off).
 #[actix_web::test]
 async fn search_is_a_literal_substring_served_by_the_trigram_index() {
     let t = TestState::new().await;
     let (_, tok) = t.user("Searcher", false, &["write", "read"]).await;
     let app = app(&t.state).await;
-    for name in ["a_b", "axb", "Mixed.Case-1", "plain", "zq", "q-zq.9z"] {
+    for name in [
+        "a_b",
+        "axb",
+        "Mixed.Case-1",
+        "plain",
+        "zq",
+        "q-zq.9z",
+        "x-.y",
+    ] {
         create_repo(&app, &tok, name, false).await;
     }
     let ids = |b: &[u8]| -> Vec<String> {
@@ -844,6 +854,17 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
         ("e-", vec!["Searcher/Mixed.Case-1"]),
         ("jj", vec![]),
         ("a%25", vec![]),
+        // Punctuation pg_trgm takes no trigram from (the pair index), and
+        // terms whose runs it pads into one (the trigram index).
+        ("-.", vec!["Searcher/x-.y"]),
+        ("X-.", vec!["Searcher/x-.y"]),
+        ("r/x-", vec!["Searcher/x-.y"]),
+        ("---", vec![]),
+        ("a..", vec![]),
+        (".-", vec![]),
+        ("e-1", vec!["Searcher/Mixed.Case-1"]),
+        ("q.9", vec!["Searcher/q-zq.9z"]),
+        ("-.Y", vec!["Searcher/x-.y"]),
         (
             "",
             vec![
@@ -852,6 +873,7 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
                 "Searcher/axb",
                 "Searcher/plain",
                 "Searcher/q-zq.9z",
+                "Searcher/x-.y",
                 "Searcher/zq",
             ],
         ),
@@ -893,6 +915,17 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
     let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
     assert!(
         plan.iter().any(|l| l.contains("repos_search_trgm")),
+        "{plan:#?}"
+    );
+    let plan: Vec<(String,)> = sqlx::query_as(
+        "EXPLAIN SELECT id FROM repos r WHERE search_grams(r.search_key) @> ARRAY['zq']",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("repos_search_grams")),
         "{plan:#?}"
     );
     sqlx::query("RESET enable_seqscan")
