@@ -373,7 +373,16 @@ impl MessageBody for CountedBody {
 /// (`/{ns}/{name}/resolve/...` and `/{name}/resolve/...`) tells which matched
 /// by testing its own few.
 pub struct RouteLabel {
-    patterns: Vec<(actix_web::dev::ResourceDef, String)>,
+    patterns: Vec<Pattern>,
+}
+
+struct Pattern {
+    def: actix_web::dev::ResourceDef,
+    label: String,
+    /// The text before the first parameter.
+    prefix: String,
+    /// The parameter names, sorted.
+    names: Vec<String>,
 }
 
 impl RouteLabel {
@@ -381,20 +390,55 @@ impl RouteLabel {
         Self {
             patterns: paths
                 .iter()
-                .map(|p| (actix_web::dev::ResourceDef::new(p.as_str()), simplify(p)))
+                .map(|p| {
+                    let label = simplify(p);
+                    let prefix = label[..label.find('{').unwrap_or(label.len())].to_string();
+                    let mut names: Vec<String> = label
+                        .split('{')
+                        .skip(1)
+                        .filter_map(|s| s.split_once('}').map(|(n, _)| n.to_string()))
+                        .collect();
+                    names.sort();
+                    Pattern {
+                        def: actix_web::dev::ResourceDef::new(p.as_str()),
+                        label,
+                        prefix,
+                        names,
+                    }
+                })
                 .collect(),
         }
     }
 
-    /// The label of `path`'s pattern.
-    pub fn label(&self, path: &str) -> &str {
-        match self.patterns.as_slice() {
-            [(_, only)] => only,
-            all => all
+    /// The label of the pattern that matched `path`, whose parameters were
+    /// `params` (the request's match info). The patterns with those
+    /// parameter names and a prefix of `path` are the candidates; only when
+    /// several remain is a pattern's regex run (the first that matches, as
+    /// actix chose), so a download's label costs no regex.
+    pub fn label(&self, path: &str, params: &[&str]) -> &str {
+        if let [only] = self.patterns.as_slice() {
+            return &only.label;
+        }
+        let mut params: Vec<&str> = params.to_vec();
+        params.sort_unstable();
+        let mut candidates = self
+            .patterns
+            .iter()
+            .filter(|p| {
+                p.names
+                    .iter()
+                    .map(String::as_str)
+                    .eq(params.iter().copied())
+            })
+            .filter(|p| path.starts_with(&p.prefix));
+        match (candidates.next(), candidates.next()) {
+            (Some(one), None) => &one.label,
+            _ => self
+                .patterns
                 .iter()
-                .find(|(def, _)| def.is_match(path))
-                .or(all.first())
-                .map_or("unmatched", |(_, l)| l.as_str()),
+                .find(|p| p.def.is_match(path))
+                .or(self.patterns.first())
+                .map_or("unmatched", |p| p.label.as_str()),
         }
     }
 }
@@ -497,12 +541,32 @@ mod tests {
             "/datasets/{ns}/{name}/resolve/{rev}/{path:.*}".to_string(),
             "/{ns}/{name}/resolve/{rev}/{path:.*}".to_string(),
         ]);
+        let p = ["ns", "name", "rev", "path"];
         assert_eq!(
-            l.label("/alice/m/resolve/main/a/b.bin"),
+            l.label("/alice/m/resolve/main/a/b.bin", &p),
             "/{ns}/{name}/resolve/{rev}/{path}"
         );
         assert_eq!(
-            l.label("/datasets/alice/d/resolve/main/x"),
+            l.label("/datasets/alice/d/resolve/main/x", &p),
+            "/datasets/{ns}/{name}/resolve/{rev}/{path}"
+        );
+        // Told apart by their parameters and prefix alone, then by regex.
+        let l = super::RouteLabel::new(&[
+            "/datasets/{ns}/{name}/resolve/{rev}/{path:.*}".to_string(),
+            "/datasets/{name}/resolve/{rev}/{path:.*}".to_string(),
+            "/{ns}/{name}/resolve/{rev}/{path:.*}".to_string(),
+            "/{name}/resolve/{rev}/{path:.*}".to_string(),
+        ]);
+        assert_eq!(
+            l.label("/m/resolve/main/x", &["name", "rev", "path"]),
+            "/{name}/resolve/{rev}/{path}"
+        );
+        assert_eq!(
+            l.label("/datasets/d/resolve/main/x", &["path", "rev", "name"]),
+            "/datasets/{name}/resolve/{rev}/{path}"
+        );
+        assert_eq!(
+            l.label("/datasets/a/d/resolve/main/x", &p),
             "/datasets/{ns}/{name}/resolve/{rev}/{path}"
         );
     }

@@ -293,7 +293,11 @@ pub async fn access_log(
             r.status().as_u16(),
             r.request()
                 .app_data::<crate::metrics::RouteLabel>()
-                .map_or("unmatched", |l| l.label(&path))
+                .map_or("unmatched", |l| {
+                    let params: Vec<&str> =
+                        r.request().match_info().iter().map(|(k, _)| k).collect();
+                    l.label(&path, &params)
+                })
                 .to_string(),
         ),
         Err(e) => (

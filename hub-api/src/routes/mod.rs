@@ -74,7 +74,56 @@ pub trait RouteSink {
     }
 }
 
-struct Actix<'a>(&'a mut web::ServiceConfig);
+/// Registers resources with actix. Those under `/api/` go into one
+/// `web::scope("/api")`, registered where the first of them was: actix tries
+/// resources in order and matches every pattern with parameters by a regex
+/// (`regex_lite`'s PikeVM, with captures), so a download such as `HEAD
+/// /{ns}/{name}/resolve/...` ran the ~70 `/api` regexes before its own (23% of
+/// the hub's CPU in a profile of `scripts/bench/head.sh`). The scope skips
+/// them with one prefix comparison. Nothing outside `/api` can serve a path
+/// under it (`api` is a reserved namespace), so routing is unchanged; a path
+/// under `/api` that no resource serves gets the app's default (404).
+struct Actix<'a> {
+    cfg: &'a mut web::ServiceConfig,
+    api: Option<actix_web::Scope>,
+    /// Resources registered after the first `/api` one, kept back until the
+    /// scope is registered (so the order actix tries them in is the table's).
+    after_api: Vec<actix_web::Resource>,
+}
+
+impl<'a> Actix<'a> {
+    fn new(cfg: &'a mut web::ServiceConfig) -> Self {
+        Actix {
+            cfg,
+            api: None,
+            after_api: Vec::new(),
+        }
+    }
+
+    fn register(&mut self, paths: &[String], res: impl FnOnce(Vec<String>) -> actix_web::Resource) {
+        if paths.iter().all(|p| p.starts_with("/api/")) {
+            let inner = paths
+                .iter()
+                .map(|p| p["/api".len()..].to_string())
+                .collect();
+            let scope = self.api.take().unwrap_or_else(|| web::scope("/api"));
+            self.api = Some(scope.service(res(inner)));
+        } else if self.api.is_some() {
+            self.after_api.push(res(paths.to_vec()));
+        } else {
+            self.cfg.service(res(paths.to_vec()));
+        }
+    }
+
+    fn finish(self) {
+        if let Some(scope) = self.api {
+            self.cfg.service(scope);
+        }
+        for r in self.after_api {
+            self.cfg.service(r);
+        }
+    }
+}
 
 /// The answer to a method a resource does not serve: the JSON error body
 /// (`method_not_allowed`) with `Allow`, not actix's empty 405.
@@ -96,35 +145,42 @@ fn method_not_allowed(methods: &[Method]) -> Route {
 impl RouteSink for Actix<'_> {
     fn add(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
-        let mut res = web::resource(paths.clone())
-            .app_data(RouteLabel::new(&paths))
-            .default_service(method_not_allowed(&methods));
-        for (_, r) in routes {
-            res = res.route(r);
-        }
-        self.0.service(res);
+        let label = RouteLabel::new(&paths);
+        self.register(&paths, move |p| {
+            let mut res = web::resource(p)
+                .app_data(label)
+                .default_service(method_not_allowed(&methods));
+            for (_, r) in routes {
+                res = res.route(r);
+            }
+            res
+        });
     }
 
     fn page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
-        let mut res = web::resource(paths.clone())
-            .app_data(RouteLabel::new(&paths))
-            .default_service(web::to(not_found));
-        for (_, r) in routes {
-            res = res.route(r);
-        }
-        self.0.service(res);
+        let label = RouteLabel::new(&paths);
+        self.register(&paths, move |p| {
+            let mut res = web::resource(p)
+                .app_data(label)
+                .default_service(web::to(not_found));
+            for (_, r) in routes {
+                res = res.route(r);
+            }
+            res
+        });
     }
 
     fn by_method(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         let methods: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
         let guard = actix_web::guard::fn_guard(move |ctx| methods.contains(&ctx.head().method));
-        let mut res = web::resource(paths.clone())
-            .app_data(RouteLabel::new(&paths))
-            .guard(guard);
-        for (_, r) in routes {
-            res = res.route(r);
-        }
-        self.0.service(res);
+        let label = RouteLabel::new(&paths);
+        self.register(&paths, move |p| {
+            let mut res = web::resource(p).app_data(label).guard(guard);
+            for (_, r) in routes {
+                res = res.route(r);
+            }
+            res
+        });
     }
 }
 
@@ -172,7 +228,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|e, _| {
         crate::error::ApiError::from(query::QueryError::PathParams(e.to_string())).into()
     }));
-    build(&mut Actix(cfg));
+    let mut sink = Actix::new(cfg);
+    build(&mut sink);
+    sink.finish();
 }
 
 fn on<F, Args>(m: Method, h: F) -> (Method, Route)
