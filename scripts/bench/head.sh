@@ -60,30 +60,37 @@ run() {
   [[ -n "$hdr" ]] && args+=(-H "$hdr")
   [[ "$(curl -s -o /dev/null -w '%{http_code}' -I ${hdr:+-H "$hdr"} "$url")" == 200 ]] || { echo "$name: not 200" >&2; exit 1; }
   hey "${args[@]}" -z 2s "$url" >/dev/null
+  local cpu0; cpu0=$(hub_cpu)
   hey "${args[@]}" -z "${DURATION}s" "$url" > "$WORK/$name.txt"
-  python3 - "$WORK/$name.txt" "$name" <<'PY'
+  python3 - "$WORK/$name.txt" "$name" "$cpu0" "$(hub_cpu)" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+total = int(re.search(r"\[200\]\s+(\d+) responses", t)[1])
+cpu_us = (int(sys.argv[4]) - int(sys.argv[3])) * 1e6 / 100 / total  # clock ticks of 10 ms
 codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", t))
 assert set(codes) == {"200"}, f"{sys.argv[2]}: answers other than 200: {codes}"
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t)[1])
 p = dict(re.findall(r"(\d+)%+ in ([\d.]+) secs", t))
-print(f"{rps:.0f} {float(p['50'])*1000:.2f} {float(p['99'])*1000:.2f}")
+print(f"{rps:.0f} {float(p['50'])*1000:.2f} {float(p['99'])*1000:.2f} {cpu_us:.1f}")
 PY
 }
-read -r NG_RPS NG_P50 NG_P99 <<<"$(run nginx http://127.0.0.1:18090/config.json)"
-read -r PUB_RPS PUB_P50 PUB_P99 <<<"$(run pub "$URL/bench/pub/resolve/main/config.json")"
-read -r LFS_RPS LFS_P50 LFS_P99 <<<"$(run lfs "$URL/bench/pub/resolve/main/w.bin")"
-read -r PRIV_RPS PRIV_P50 PRIV_P99 <<<"$(run priv "$URL/bench/priv/resolve/main/config.json" "$AUTH")"
+# The hub's CPU time so far (user + system, all threads, clock ticks): its
+# CPU per request is the column that contention from other processes on the
+# machine moves least.
+hub_cpu() { awk '{print $14 + $15}' "/proc/$HUB_PID/stat"; }
+read -r NG_RPS NG_P50 NG_P99 _ <<<"$(run nginx http://127.0.0.1:18090/config.json)"
+read -r PUB_RPS PUB_P50 PUB_P99 PUB_CPU <<<"$(run pub "$URL/bench/pub/resolve/main/config.json")"
+read -r LFS_RPS LFS_P50 LFS_P99 LFS_CPU <<<"$(run lfs "$URL/bench/pub/resolve/main/w.bin")"
+read -r PRIV_RPS PRIV_P50 PRIV_P99 PRIV_CPU <<<"$(run priv "$URL/bench/priv/resolve/main/config.json" "$AUTH")"
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 cat <<REPORT
 ## HEAD /resolve vs nginx ($(date -u +%Y-%m-%d), $CONNS connections, ${DURATION} s each, hey -m HEAD)
 CPU: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores; $(grep -o -w -E 'avx2|avx512f|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
 
-| case | req/s | p50 | p99 | ratio to nginx |
-|---|---|---|---|---|
-| nginx, static file | $NG_RPS | ${NG_P50} ms | ${NG_P99} ms | 1.00x |
-| /resolve/main, regular file, public | $PUB_RPS | ${PUB_P50} ms | ${PUB_P99} ms | $(ratio "$PUB_RPS" "$NG_RPS")x |
-| /resolve/main, LFS file, public | $LFS_RPS | ${LFS_P50} ms | ${LFS_P99} ms | $(ratio "$LFS_RPS" "$NG_RPS")x |
-| /resolve/main, private, token | $PRIV_RPS | ${PRIV_P50} ms | ${PRIV_P99} ms | $(ratio "$PRIV_RPS" "$NG_RPS")x |
+| case | req/s | p50 | p99 | ratio to nginx | hub CPU per request |
+|---|---|---|---|---|---|
+| nginx, static file | $NG_RPS | ${NG_P50} ms | ${NG_P99} ms | 1.00x | |
+| /resolve/main, regular file, public | $PUB_RPS | ${PUB_P50} ms | ${PUB_P99} ms | $(ratio "$PUB_RPS" "$NG_RPS")x | ${PUB_CPU} µs |
+| /resolve/main, LFS file, public | $LFS_RPS | ${LFS_P50} ms | ${LFS_P99} ms | $(ratio "$LFS_RPS" "$NG_RPS")x | ${LFS_CPU} µs |
+| /resolve/main, private, token | $PRIV_RPS | ${PRIV_P50} ms | ${PRIV_P99} ms | $(ratio "$PRIV_RPS" "$NG_RPS")x | ${PRIV_CPU} µs |
 REPORT
