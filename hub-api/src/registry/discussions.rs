@@ -91,7 +91,10 @@ fn not_found(_num: i32) -> ApiError {
 
 /// Opens a discussion or pull request (with its description as the first
 /// comment); a pull request's ref starts at `base` (default: the target
-/// branch's head).
+/// branch's head). `announce`: queue its webhook event now; a pull request
+/// opened for a commit (`create_pr`) is announced by [`record_commit`] once
+/// the commit is made, so a commit that fails (and takes the pull request
+/// back, [`undo_create`]) never announces one.
 pub async fn create(
     state: &AppState,
     ctx: &RepoCtx,
@@ -99,6 +102,7 @@ pub async fn create(
     title: &str,
     description: &str,
     pull: Option<(&str, Option<&str>, &str)>,
+    announce: bool,
 ) -> ApiResult<DiscussionRow> {
     let title = check_title(title)?;
     if description.len() > MAX_COMMENT {
@@ -159,7 +163,9 @@ pub async fn create(
         &comment_data(text, author, None),
     )
     .await?;
-    webhook(state, &mut tx, ctx, num, "create", None).await?;
+    if announce {
+        webhook(state, &mut tx, ctx, num, "create", None).await?;
+    }
     tx.commit().await?;
     db::discussions::get(&state.db, repo_id, num)
         .await?
@@ -217,12 +223,17 @@ pub async fn pr_for_commit(
 /// its status is set to open, as on the Hub).
 pub async fn record_commit(
     state: &AppState,
+    ctx: &RepoCtx,
     d: &DiscussionRow,
     author: &Principal,
     oid: &str,
     subject: &str,
+    created: bool,
 ) -> ApiResult<()> {
     let mut tx = state.db.begin().await?;
+    if created {
+        webhook(state, &mut tx, ctx, d.num, "create", None).await?;
+    }
     db::discussions::add_event(
         &mut tx,
         d.id,

@@ -1104,5 +1104,48 @@ async fn discussion_routes_send_discussion_events() {
         .unwrap();
     assert_eq!(closed["discussion"]["title"], "Answered");
     assert_eq!(closed["event"]["action"], "update");
+    // A `create_pr` commit that fails takes its pull request back and
+    // announces nothing; one that succeeds announces its pull request.
+    let commit = |ops: Vec<Value>| {
+        TestRequest::post()
+            .uri("/api/models/alice/m/commit/main?create_pr=1")
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson("proposal", None, &ops))
+    };
+    let missing = json!({"key": "deletedFile", "value": {"path": "nowhere.txt"}});
+    let (st, _, b) = call(&app, commit(vec![missing])).await;
+    assert!(
+        (400..500).contains(&st),
+        "{st}: {}",
+        String::from_utf8_lossy(&b)
+    );
+    let (st, _, b) = call(
+        &app,
+        commit(vec![hub_testkit::file_op("new.txt", b"proposed")]),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let pr = json_of(&b)["pullRequestUrl"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse::<i64>()
+        .unwrap();
+    let hits: Vec<Value> = rx.wait_for(5).await.iter().map(Hit::json).collect();
+    let created: Vec<(i64, bool)> = hits
+        .iter()
+        .filter(|p| p["event"]["scope"] == "discussion" && p["event"]["action"] == "create")
+        .map(|p| {
+            (
+                p["discussion"]["num"].as_i64().unwrap(),
+                p["discussion"]["isPullRequest"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(created, [(num, false), (pr, true)]);
+    let log = settled(&app, &alice, &hook).await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 5, "{log:#}");
     worker.abort();
 }

@@ -380,6 +380,7 @@ pub async fn commit(
             &header.summary,
             &header.description,
             Some((branch, header.parent_commit.as_deref(), "open")),
+            false,
         )
         .await
         {
@@ -405,7 +406,17 @@ pub async fn commit(
     // The commit is made and answered either way: a failed event write is
     // logged, not turned into an error the client would retry.
     if let Some(d) = &pull {
-        if let Err(e) = disc::record_commit(&state, d, &author, &done.oid, &header.summary).await {
+        if let Err(e) = disc::record_commit(
+            &state,
+            &ctx,
+            d,
+            &author,
+            &done.oid,
+            &header.summary,
+            create_pr,
+        )
+        .await
+        {
             tracing::warn!(repo.id = ctx.repo.id, discussion = d.num, error = %e, "recording a pull request's commit event failed");
         }
     }

@@ -286,6 +286,7 @@ pub async fn create(
         &body.title,
         body.description.as_deref().unwrap_or(""),
         pull,
+        true,
     )
     .await?;
     Ok(HttpResponse::Ok().json(details(&state, &ctx, &d, false).await?))
