@@ -239,6 +239,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(300..=86400))]
     pub xet_token_ttl_secs: u32,
 
+    /// MiB of inline files a contributor without write access may add, in
+    /// all, to one repository's pull requests (they count toward the repo
+    /// owner's storage quota; LFS and Xet uploads need write access).
+    #[arg(
+        long,
+        env = "HUB_CONTRIBUTION_LIMIT_MB",
+        default_value_t = 100,
+        global = true
+    )]
+    pub contribution_limit_mb: u32,
+
     /// Seconds a resolved API token is cached (0: no cache). A revocation made
     /// on another replica takes effect within this long.
     #[arg(long, env = "HUB_AUTH_CACHE_TTL_SECS", default_value_t = 5, global = true,
@@ -310,6 +321,7 @@ impl std::fmt::Debug for Config {
             .field("rate_limit_anon_rps", &self.rate_limit_anon_rps)
             .field("session_ttl_minutes", &self.session_ttl_minutes)
             .field("xet_token_ttl_secs", &self.xet_token_ttl_secs)
+            .field("contribution_limit_mb", &self.contribution_limit_mb)
             .field("default_storage_quota", &self.default_storage_quota)
             .field("disk_reserve_mb", &self.disk_reserve_mb)
             .field("webhook_allow_private", &self.webhook_allow_private)

@@ -91,6 +91,7 @@ pub async fn build_state(
         keys,
         limits: Limits {
             xet_token_ttl_s: i64::from(config.xet_token_ttl_secs),
+            contribution: i64::from(config.contribution_limit_mb) << 20,
             ..Limits::default()
         },
         live: Default::default(),

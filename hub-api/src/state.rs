@@ -141,6 +141,10 @@ pub struct Limits {
     pub xet_xorb_body: usize,
     /// Largest shard upload body.
     pub xet_shard_body: usize,
+    /// Inline bytes a contributor without write access may add, in all, to
+    /// one repo's pull requests (they are stored in the repo and count
+    /// toward its owner's quota).
+    pub contribution: i64,
 }
 
 impl Default for Limits {
@@ -158,6 +162,7 @@ impl Default for Limits {
             xet_data_link_ttl_s: 3600,
             xet_xorb_body: hub_xet::xorb::XorbLimits::default().max_body_bytes,
             xet_shard_body: hub_xet::shard::DEFAULT_MAX_SHARD_BYTES,
+            contribution: 100 << 20,
         }
     }
 }

@@ -249,3 +249,34 @@ fn new_event_id() -> String {
     let b: [u8; 12] = rand::random();
     hex::encode(b)
 }
+
+/// Inline bytes `user_id` has added to `repo_id`'s pull requests without
+/// write access (`pr_contributions`).
+pub async fn contributed(db: impl PgExecutor<'_>, repo_id: i64, user_id: i64) -> sqlx::Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar(
+        "SELECT bytes FROM pr_contributions WHERE repo_id = $1 AND user_id = $2",
+    )
+    .bind(repo_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(v.unwrap_or(0))
+}
+
+pub async fn add_contributed(
+    db: impl PgExecutor<'_>,
+    repo_id: i64,
+    user_id: i64,
+    bytes: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO pr_contributions (repo_id, user_id, bytes) VALUES ($1, $2, $3) \
+         ON CONFLICT (repo_id, user_id) DO UPDATE SET bytes = pr_contributions.bytes + EXCLUDED.bytes",
+    )
+    .bind(repo_id)
+    .bind(user_id)
+    .bind(bytes)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod app_stack;
 mod bounds;
 mod concurrency;
 mod dashboard;
+mod discussions;
 mod endpoints;
 mod faults;
 mod garbage;

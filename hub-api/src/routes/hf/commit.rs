@@ -25,17 +25,31 @@ use serde_json::json;
 struct InlineQuota {
     /// (used, limit) when the namespace has a quota.
     quota: Option<(i64, i64)>,
+    /// (added so far, limit) when the caller is a contributor without write
+    /// access committing to a pull request ([`Limits::contribution`]).
+    contribution: Option<(i64, i64)>,
     /// Inline bytes of this commit so far.
     added: i64,
 }
 
 impl InlineQuota {
-    /// Refuses a file before its bytes are stored if it would pass the quota.
+    /// Refuses a file before its bytes are stored if it would pass the quota
+    /// or the contributor's allowance.
     fn admit(&mut self, size: usize) -> ApiResult<()> {
         let size = size as i64;
         if let Some((used, limit)) = self.quota {
             if used + self.added + size > limit {
                 return Err(crate::quota::exceeded(used, limit, self.added + size));
+            }
+        }
+        if let Some((added, limit)) = self.contribution {
+            if added + self.added + size > limit {
+                return Err(ApiError::QuotaExceeded(format!(
+                    "a contributor without write access may add at most {limit} bytes to this \
+                     repository's pull requests (they count toward its owner's quota); you \
+                     have added {added}, and this commit needs {} more",
+                    self.added + size
+                )));
             }
         }
         self.added += size;
@@ -176,11 +190,13 @@ async fn apply_line(
 async fn read_payload(
     state: &AppState,
     namespace_id: i64,
+    contribution: Option<(i64, i64)>,
     payload: &mut web::Payload,
     ops: &mut Reader,
-) -> ApiResult<ndjson::Header> {
+) -> ApiResult<(ndjson::Header, i64)> {
     let mut quota = InlineQuota {
         quota: crate::quota::headroom(state, namespace_id).await?,
+        contribution,
         added: 0,
     };
     let mut header = None;
@@ -243,7 +259,9 @@ async fn read_payload(
         .await?;
     }
     ops.flush(state, namespace_id).await?;
-    header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))
+    let header =
+        header.ok_or_else(|| ApiError::InvalidCommit("the payload has no header line".into()))?;
+    Ok((header, quota.added))
 }
 
 pub async fn commit(
@@ -336,15 +354,32 @@ pub async fn commit(
         return Err(ApiError::RevisionNotFound(short.to_string()));
     }
 
+    // A contributor without write access (committing to a pull request):
+    // what their inline files may still add (`Limits::contribution`).
+    let contributor = (pull.is_some() || create_pr) && ctx.access < Access::Write;
+    let contribution = if contributor {
+        let added =
+            crate::db::discussions::contributed(&state.db, ctx.repo.id, author.user_id).await?;
+        Some((added, state.limits.contribution))
+    } else {
+        None
+    };
     let mut reader = Reader::default();
     let started = std::time::Instant::now();
-    let read = read_payload(&state, ctx.repo.namespace_id, &mut payload, &mut reader).await;
+    let read = read_payload(
+        &state,
+        ctx.repo.namespace_id,
+        contribution,
+        &mut payload,
+        &mut reader,
+    )
+    .await;
     tracing::debug!(
         ops = reader.ops.len(),
         read_ms = started.elapsed().as_millis() as u64,
         "commit payload read and its inline files stored"
     );
-    let header = match read {
+    let (header, inline_bytes) = match read {
         Ok(h) => h,
         Err(e) => {
             crate::sweeper::release(&state, &commit::pending_of(&reader.stored())).await;
@@ -403,6 +438,18 @@ pub async fn commit(
             return Err(e);
         }
     };
+    // A contributor's allowance is charged once the commit is made (two
+    // concurrent commits may both pass the check: the allowance can be
+    // exceeded by at most one commit each).
+    if contributor && inline_bytes > 0 {
+        crate::db::discussions::add_contributed(
+            &state.db,
+            ctx.repo.id,
+            author.user_id,
+            inline_bytes,
+        )
+        .await?;
+    }
     // The commit is made and answered either way: a failed event write is
     // logged, not turned into an error the client would retry.
     if let Some(d) = &pull {
