@@ -66,6 +66,20 @@ pub async fn create_repo(app: &impl App, tok: &str, id: &str, private: bool) {
     assert_eq!(st, 200, "create {id}: {}", String::from_utf8_lossy(&b));
 }
 
+/// The paths a tree listing (`GET {uri}`, answered 200) holds, sorted.
+pub async fn tree_paths(app: &impl App, uri: &str) -> Vec<String> {
+    let (st, _, b) = call(app, TestRequest::get().uri(uri)).await;
+    assert_eq!(st, 200, "{uri}: {}", String::from_utf8_lossy(&b));
+    let mut paths: Vec<String> = json_of(&b)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    paths
+}
+
 /// Commits inline files; returns the commit id.
 pub async fn commit_files(app: &impl App, tok: &str, id: &str, files: &[(&str, &[u8])]) -> String {
     let ops: Vec<Value> = files

@@ -2,7 +2,7 @@
 //! against the hub (scripts/hf-suite): each test pins one behaviour of the
 //! real Hub that the client's tests rely on.
 
-use crate::common::{bearer, call, commit_files, create_repo, json_of};
+use crate::common::{bearer, call, commit_files, create_repo, json_of, tree_paths};
 use actix_web::test::TestRequest;
 use hub_testkit::{app, TestState};
 use serde_json::json;
@@ -915,15 +915,10 @@ async fn lfs_files_list_and_permanent_delete() {
         .collect();
     assert_eq!(left, vec!["c.bin"]);
     // main's head no longer has the files; dev's still has c.bin.
-    let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/acme/m/tree/main")).await;
-    let mut paths: Vec<String> = json_of(&b)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["path"].as_str().unwrap().to_string())
-        .collect();
-    paths.sort();
-    assert_eq!(paths, vec![".gitattributes", "t.txt"]);
+    assert_eq!(
+        tree_paths(&app, "/api/models/acme/m/tree/main").await,
+        vec![".gitattributes", "t.txt"]
+    );
     // The old revision's pointer fails cleanly.
     let (st, h, b) = call(
         &app,

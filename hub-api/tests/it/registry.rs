@@ -906,28 +906,21 @@ async fn search_is_a_literal_substring_served_by_the_trigram_index() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let plan: Vec<(String,)> = sqlx::query_as(
-        "EXPLAIN SELECT id FROM repos r WHERE r.search_key LIKE lower('%cher/mix%')",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
-    assert!(
-        plan.iter().any(|l| l.contains("repos_search_trgm")),
-        "{plan:#?}"
-    );
-    let plan: Vec<(String,)> = sqlx::query_as(
-        "EXPLAIN SELECT id FROM repos r WHERE search_grams(r.search_key) @> ARRAY['zq']",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
-    assert!(
-        plan.iter().any(|l| l.contains("repos_search_grams")),
-        "{plan:#?}"
-    );
+    for (filter, index) in [
+        ("r.search_key LIKE lower('%cher/mix%')", "repos_search_trgm"),
+        (
+            "search_grams(r.search_key) @> ARRAY['zq']",
+            "repos_search_grams",
+        ),
+    ] {
+        let plan: Vec<(String,)> =
+            sqlx::query_as(&format!("EXPLAIN SELECT id FROM repos r WHERE {filter}"))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|r| r.0).collect();
+        assert!(plan.iter().any(|l| l.contains(index)), "{plan:#?}");
+    }
     sqlx::query("RESET enable_seqscan")
         .execute(&mut *conn)
         .await
