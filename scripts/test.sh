@@ -23,6 +23,8 @@ apt_install() {
 step "system packages"
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 command -v git >/dev/null || apt_install git
+# tests/conformance/test_git.py clones and pulls LFS files with Debian's git-lfs.
+command -v git-lfs >/dev/null || apt_install git-lfs
 # The fleet test's load balancer.
 command -v nginx >/dev/null || apt_install nginx
 python3 -c 'import venv' 2>/dev/null || apt_install python3-venv

@@ -22,6 +22,7 @@ pub use crate::domain::ParseError;
 pub use crate::endpoints::EndpointSpecError;
 pub use crate::gating::AccessRequestError;
 pub use crate::routes::body::BodyError;
+pub use crate::routes::git::GitError;
 pub use crate::routes::hf::lfs::LfsRequestError;
 pub use crate::routes::hf::repos::RepoSettingsError;
 pub use crate::routes::hf::webhooks::WebhookError;
@@ -95,6 +96,9 @@ pub enum ApiError {
     /// A webhook body out of bounds, or a target outside the allow-list.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    /// A git protocol request the hub cannot serve (`routes::git`).
+    #[error("invalid request: {0}")]
+    Git(#[from] GitError),
 
     // ---- 401 / 403 ----
     #[error("{0}")]
@@ -194,7 +198,7 @@ impl ApiError {
             InvalidPath(_) | PathEscapes(_) => "invalid_path",
             InvalidRevision(_) => "invalid_revision",
             InvalidRequest(_) | Body(_) | Query(_) | LfsRequest(_) | AccessRequest(_)
-            | RepoSettings(_) | Parse(_) => "invalid_request",
+            | RepoSettings(_) | Parse(_) | Git(_) => "invalid_request",
             InvalidCommit(_) => "invalid_commit",
             Xet(_) => "invalid_xet_data",
             InvalidGguf { .. } => "invalid_gguf",
@@ -261,7 +265,8 @@ impl ApiError {
             | EndpointSpec(_)
             | Field(_)
             | WorkerReport(_)
-            | Webhook(_) => StatusCode::BAD_REQUEST,
+            | Webhook(_)
+            | Git(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Forbidden(_) | GatedRepo(_) | InvalidSignature | CsrfRejected => StatusCode::FORBIDDEN,
             RepoNotFound | RevisionNotFound(_) | EntryNotFound { .. } | NotFound(_) => {

@@ -195,9 +195,10 @@ fn exempt(path: &str) -> bool {
 
 /// POSTs that write nothing lasting, or must keep working when the disk is
 /// low: sign-in, the worker control plane, inference, downloads through the
-/// LFS batch API, read-only queries.
+/// LFS batch API and git fetches, read-only queries.
 fn writes_nothing(path: &str) -> bool {
     path.starts_with("/api/v1/auth/")
+        || path.ends_with("/git-upload-pack")
         || path.starts_with("/api/v1/workers/")
         || path.starts_with("/endpoints/")
         || path.ends_with("/info/lfs/objects/batch")
@@ -271,6 +272,7 @@ mod tests {
         assert!(exempt("/static/abc/app.css"));
         assert!(!exempt("/api/models/a/b/commit/main"));
         assert!(writes_nothing("/a/b.git/info/lfs/objects/batch"));
+        assert!(writes_nothing("/a/b.git/git-upload-pack"));
         assert!(writes_nothing("/api/v1/workers/x/heartbeat"));
         assert!(!writes_nothing("/api/models/a/b/commit/main"));
         assert!(!writes_nothing("/api/models/a/b/branch/dev"));

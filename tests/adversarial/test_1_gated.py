@@ -113,3 +113,42 @@ def test_granted_callers_get_the_bytes(gated, who):
     assert r.status == 200 and r.body == gated["inline"], r
     r = hub.get(f"/{gated['repo']}/blob/main/w.txt", token=token, headers={"Accept": "text/html"})
     assert r.status == 200 and gated["marker"] in r.body, r
+
+
+def _git_clone(gated, token, dest):
+    """`git clone` of the gated repo with the token as the HTTP password (no prompt)."""
+    import os
+    import subprocess
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(hub.ENDPOINT)
+    netloc = f"git:{token}@{u.netloc}" if token else u.netloc
+    url = urlunsplit((u.scheme, netloc, "/" + gated["repo"], "", ""))
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false", GIT_LFS_SKIP_SMUDGE="1",
+               GIT_CONFIG_NOSYSTEM="1", HOME=hub.TMP)
+    return subprocess.run(["git", "clone", url, dest], capture_output=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("who", DENIED)
+def test_git_clone_refuses_the_ungranted(gated, who):
+    token = gated["tokens"][who]
+    dest = hub.tmp_path(f"git-{who}-{uuid.uuid4().hex[:6]}")
+    p = _git_clone(gated, token, dest)
+    assert p.returncode != 0, f"{who}: git clone of the gated repo succeeded"
+    import os
+    assert not os.path.exists(os.path.join(dest, "w.txt"))
+    # The pack route itself, asked directly for the head commit.
+    head = hub.head(gated["tokens"]["owner"], gated["repo"])
+    body = f"0032want {head}\n00000009done\n".encode()
+    r = hub.post(f"/{gated['repo']}/git-upload-pack", token=token, body=body)
+    assert r.status in (401, 403) and b"PACK" not in r.body, r
+
+
+@pytest.mark.parametrize("who", ALLOWED)
+def test_git_clone_serves_the_granted(gated, who):
+    dest = hub.tmp_path(f"git-{who}-{uuid.uuid4().hex[:6]}")
+    p = _git_clone(gated, gated["tokens"][who], dest)
+    assert p.returncode == 0, p.stderr
+    import os
+    with open(os.path.join(dest, "w.txt"), "rb") as f:
+        assert f.read() == gated["inline"]

@@ -132,10 +132,29 @@ fn bearer(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let (scheme, token) = h
         .split_once(' ')
         .ok_or_else(|| ApiError::Unauthorized(INVALID_CREDENTIALS.into()))?;
+    if scheme.eq_ignore_ascii_case("basic") {
+        return basic_password(token.trim()).map(Some);
+    }
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::Unauthorized(INVALID_CREDENTIALS.into()));
     }
     Ok(Some(token.trim().to_string()))
+}
+
+/// HTTP Basic credentials, as git and git-lfs send them: any user name, the
+/// token as the password (which is then authenticated like a bearer token).
+fn basic_password(encoded: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    let invalid = || ApiError::Unauthorized(INVALID_CREDENTIALS.into());
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(raw).map_err(|_| invalid())?;
+    let (_, password) = text.split_once(':').ok_or_else(invalid)?;
+    if password.is_empty() {
+        return Err(invalid());
+    }
+    Ok(password.to_string())
 }
 
 /// The caller of a request as the middleware recorded it (anonymous: `None`;
@@ -242,6 +261,16 @@ mod tests {
             Some("abc")
         );
         assert!(bearer(&req("Basic abc")).is_err());
+        // git's Basic credentials: any user, the token as password.
+        assert_eq!(
+            bearer(&req("Basic dXNlcjpwZGtfc2VjcmV0"))
+                .unwrap()
+                .as_deref(),
+            Some("pdk_secret")
+        );
+        // No password, or no colon.
+        assert!(bearer(&req("Basic dXNlcjo=")).is_err());
+        assert!(bearer(&req("Basic dXNlcg==")).is_err());
         assert!(bearer(&req("Bearer ")).is_err());
         assert!(bearer(&TestRequest::get().to_http_request())
             .unwrap()

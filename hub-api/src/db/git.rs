@@ -843,3 +843,40 @@ pub async fn insert_safetensors_meta(
         .await?;
     Ok(())
 }
+
+/// Every commit of a repo as (id, tree, parents): the graph a git fetch walks.
+pub async fn commit_graph(
+    db: impl PgExecutor<'_>,
+    repo_id: i64,
+) -> sqlx::Result<Vec<(String, String, Vec<String>)>> {
+    sqlx::query_as("SELECT oid, tree_oid, parent_oids FROM commits WHERE repo_id = $1")
+        .bind(repo_id)
+        .fetch_all(db)
+        .await
+}
+
+/// The commits `oids` of a repo (those that exist), in no particular order.
+pub async fn commits_by_oids(
+    db: impl PgExecutor<'_>,
+    repo_id: i64,
+    oids: &[String],
+) -> sqlx::Result<Vec<CommitRow>> {
+    sqlx::query_as(&format!(
+        "SELECT {COMMIT_COLS} FROM commits WHERE repo_id = $1 AND oid = ANY($2)"
+    ))
+    .bind(repo_id)
+    .bind(oids)
+    .fetch_all(db)
+    .await
+}
+
+/// Where the bytes of git blobs are: (oid, is_lfs, sha256, size) of those that have a row.
+pub async fn blob_rows(
+    db: impl PgExecutor<'_>,
+    oids: &[String],
+) -> sqlx::Result<Vec<(String, bool, String, i64)>> {
+    sqlx::query_as("SELECT oid, is_lfs, sha256, size FROM git_blobs WHERE oid = ANY($1)")
+        .bind(oids)
+        .fetch_all(db)
+        .await
+}

@@ -4,7 +4,9 @@
 pub mod attributes;
 pub mod ignore;
 pub mod object;
+pub mod pack;
 pub mod patterns;
+pub mod protocol;
 pub mod tree;
 
 pub use object::{blob_oid, lfs_pointer, BlobHasher, CommitObject, Mode, Signature, TreeEntry};

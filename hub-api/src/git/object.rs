@@ -79,8 +79,8 @@ pub fn sort_tree_entries(entries: &mut [TreeEntry]) {
     entries.sort_by_key(key);
 }
 
-/// The id of a tree whose entries are already in git order.
-pub fn tree_oid(entries: &[TreeEntry]) -> String {
+/// The raw body of a tree whose entries are already in git order.
+pub fn tree_body(entries: &[TreeEntry]) -> Vec<u8> {
     let mut body = Vec::with_capacity(entries.len() * 64);
     for e in entries {
         body.extend_from_slice(e.mode.as_str().as_bytes());
@@ -90,6 +90,20 @@ pub fn tree_oid(entries: &[TreeEntry]) -> String {
         // Object ids are validated 40-hex before they get here.
         body.extend_from_slice(&hex::decode(&e.oid).unwrap_or_else(|_| vec![0; 20]));
     }
+    body
+}
+
+/// The id of an object from its kind (`blob`, `tree`, `commit`) and body.
+pub fn object_oid(kind: &str, body: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(format!("{kind} {}\0", body.len()).as_bytes());
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// The id of a tree whose entries are already in git order.
+pub fn tree_oid(entries: &[TreeEntry]) -> String {
+    let body = tree_body(entries);
     let mut h = Sha1::new();
     h.update(format!("tree {}\0", body.len()).as_bytes());
     h.update(&body);

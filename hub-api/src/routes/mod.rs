@@ -2,6 +2,7 @@
 //! Handlers are thin; the logic lives in `registry`, `auth`, `db` and `storage`.
 
 pub mod body;
+pub mod git;
 pub mod health;
 pub mod hf;
 pub mod inference;
@@ -39,6 +40,16 @@ fn web_paths(suffix: &str) -> Vec<String> {
         format!("/datasets/{{name}}{suffix}"),
         format!("/{{ns}}/{{name}}{suffix}"),
         format!("/{{name}}{suffix}"),
+    ]
+}
+
+/// Repo id forms of git's smart HTTP paths: two-segment ids only (a
+/// single-segment `/{name}/info/refs` would take the dashboard's refs page of
+/// a repo named `info`), `name` with or without `.git`.
+fn git_paths(suffix: &str) -> Vec<String> {
+    vec![
+        format!("/datasets/{{ns}}/{{name}}{suffix}"),
+        format!("/{{ns}}/{{name}}{suffix}"),
     ]
 }
 
@@ -520,6 +531,12 @@ fn build(r: &mut impl RouteSink) {
     r.add(
         web_paths(".git/info/lfs/objects/verify"),
         vec![on(POST, lfs::verify)],
+    );
+    // Git over smart HTTP (`routes::git`): clone and fetch hand out file bytes.
+    r.bytes(git_paths("/info/refs"), vec![on(GET, git::info_refs)]);
+    r.bytes(
+        git_paths("/git-upload-pack"),
+        vec![on(POST, git::upload_pack)],
     );
     r.add(one("/lfs/upload/{session}"), vec![on(PUT, lfs::put_object)]);
     r.add(

@@ -108,6 +108,9 @@ enum Class {
     SignedInPage(u16),
     /// The sign-in page: signed-in visitors are sent on (303).
     SignInPage,
+    /// Git over smart HTTP: members `ok`; a caller without credentials is
+    /// asked for them (401, so git prompts); everyone else 404.
+    GitRead(u16),
     /// A dashboard page of tenant A's namespace (its organization, its
     /// endpoints, deploying its private repo): members; anonymous 303;
     /// everyone else the same 404 as a missing one.
@@ -141,6 +144,11 @@ fn expected(class: Class, a: Actor) -> u16 {
                 404
             }
         }
+        Class::GitRead(ok) => match a {
+            _ if member => ok,
+            Anonymous => 401,
+            _ => 404,
+        },
         Class::RepoWrite(ok) => match a {
             Owner | OrgAdmin | Writer => ok,
             Reader => 403,
@@ -368,6 +376,7 @@ fn rows(
     let session2 = session.clone();
     let session3 = session.clone();
     let commit = commit.to_string();
+    let git_want = commit.clone();
     let cid = comment_id.to_string();
     let cid2 = cid.clone();
     const P: &str = "/acme/topsecret";
@@ -535,6 +544,10 @@ fn rows(
             .json(|i| json!({"operation": "upload", "objects": [{"oid": format!("{i:064}"), "size": 5}]})),
         row(post.clone(), "/{ns}/{name}.git/info/lfs/objects/verify", RepoWrite(200), |_| format!("/acme/{MARK}.git/info/lfs/objects/verify"))
             .json(move |_| json!({"oid": sha2, "size": lfs_size})),
+        // Git over smart HTTP: the ref advertisement and a clone's pack.
+        row(get.clone(), "/{ns}/{name}/info/refs", GitRead(200), |_| format!("/acme/{MARK}.git/info/refs?service=git-upload-pack")),
+        row(post.clone(), "/{ns}/{name}/git-upload-pack", GitRead(200), |_| format!("/acme/{MARK}/git-upload-pack"))
+            .raw(move |_| format!("0032want {git_want}\n00000009done\n")),
         // Signed links: another tenant's session ids are useless without the link's token.
         row(put.clone(), "/lfs/upload/{session}", Public(403), move |_| format!("/lfs/upload/{session}")),
         row(put.clone(), "/lfs/upload/{session}/part/{part}", Public(403), move |_| format!("/lfs/upload/{session2}/part/1")),
@@ -1063,6 +1076,10 @@ enum GClass {
     Unchecked,
     /// Not called: a write, covered by `cross_tenant_access_matrix`.
     Write,
+    /// Git over smart HTTP (a byte route): callers who pass get `ok` (and a
+    /// pack); anonymous callers are asked for credentials (401); the rest
+    /// 403 `GatedRepo`.
+    GitPack(u16),
 }
 
 struct GRow {
@@ -1071,6 +1088,7 @@ struct GRow {
     class: GClass,
     uri: Box<dyn Fn(Gatee) -> String>,
     body: Option<Value>,
+    raw: Option<String>,
 }
 
 fn grow(
@@ -1085,6 +1103,7 @@ fn grow(
         class,
         uri: Box::new(uri),
         body: None,
+        raw: None,
     }
 }
 
@@ -1131,6 +1150,8 @@ fn gated_rows(
         grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/w.bin")),
         grow(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/README.md")),
         grow(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", Bytes(200), |_| format!("{P}/resolve/main/w.bin")),
+        grow(get.clone(), "/{ns}/{name}/info/refs", GitPack(200), |_| format!("{P}/info/refs?service=git-upload-pack")),
+        GRow { raw: Some(format!("0032want {commit}\n00000009done\n")), ..grow(post.clone(), "/{ns}/{name}/git-upload-pack", GitPack(200), |_| format!("{P}.git/git-upload-pack")) },
         GRow { body: Some(json!({"name": "gep", "repository": "acme/gated", "task": "feature-extraction"})), ..grow(post.clone(), "/api/v1/endpoints/{ns}", Endpoint, ep) },
         // Dashboard pages.
         grow(get.clone(), "/{ns}/{name}", Meta(200), |_| P.into()),
@@ -1399,7 +1420,7 @@ async fn gated_byte_routes_matrix() {
         .filter(|r| {
             matches!(
                 r.class,
-                GClass::Bytes(_) | GClass::BytesPage | GClass::SignedLink
+                GClass::Bytes(_) | GClass::BytesPage | GClass::SignedLink | GClass::GitPack(_)
             )
         })
         .map(|r| (r.method.to_string(), r.pattern.to_string()))
@@ -1447,6 +1468,9 @@ async fn gated_byte_routes_matrix() {
             if let Some(b) = &row.body {
                 req = req.set_json(b.clone());
             }
+            if let Some(b) = &row.raw {
+                req = req.set_payload(b.clone());
+            }
             let (st, h, body) = call(&app, req).await;
             let text = String::from_utf8_lossy(&body).to_string();
             let ok = g.may_download();
@@ -1475,6 +1499,14 @@ async fn gated_byte_routes_matrix() {
                     }
                     _ => !(400..500).contains(&st),
                 },
+                // The pack is deflated: its "PACK" header says it was sent.
+                GClass::GitPack(want) if ok => {
+                    st != want || (row.method == Method::POST && !text.contains("PACK"))
+                }
+                GClass::GitPack(_) if g == Gatee::Anonymous => {
+                    st != 401 || !h.contains_key("www-authenticate") || text.contains("PACK")
+                }
+                GClass::GitPack(_) => !gated_403 || text.contains("PACK"),
                 GClass::Unchecked | GClass::Write => false,
             };
             if fail {

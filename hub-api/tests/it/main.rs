@@ -18,6 +18,7 @@ mod garbage;
 mod gated_bytes;
 mod gateway_caches;
 mod generation;
+mod git_http;
 mod git_ids;
 mod hf_compat;
 mod listing;

@@ -1,0 +1,218 @@
+"""Git over smart HTTP with Debian's real `git` and `git-lfs`: a repo made
+with huggingface_hub is cloned (protocol v0 and v2) and compared byte for
+byte, LFS file included after `git lfs pull`; `git fsck --full` is clean and
+`git log` has the API's commit ids; a shallow clone fetches new commits and
+deepens; private, gated and other tenants' repos are refused."""
+
+import os
+import subprocess
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import requests
+from conftest import ENDPOINT, write_random
+from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+
+
+def url(repo_id, tok=None, dataset=False):
+    u = urlsplit(ENDPOINT)
+    netloc = f"git:{tok}@{u.netloc}" if tok else u.netloc
+    path = ("/datasets/" if dataset else "/") + repo_id
+    return urlunsplit((u.scheme, netloc, path, "", ""))
+
+
+def git(*args, cwd=None, check=True, env=None):
+    e = dict(os.environ)
+    # Never prompt: a refusal must fail the command.
+    e.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GCM_INTERACTIVE": "never",
+              "GIT_CONFIG_NOSYSTEM": "1", "HOME": e.get("HF_HOME", "/tmp")})
+    e.update(env or {})
+    p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=e, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lfs_installed():
+    git("lfs", "install", "--skip-repo")
+
+
+@pytest.fixture
+def model(api, repo_name, tmp_path):
+    """Three commits: text files in folders, an executable-free tree, and a
+    binary file the hub stores with LFS."""
+    api.create_repo(repo_name)
+    api.create_commit(repo_name, operations=[
+        CommitOperationAdd("README.md", b"---\nlicense: mit\n---\n# Model\n"),
+        CommitOperationAdd("config.json", b'{"architectures": ["BertModel"]}'),
+    ], commit_message="card and config")
+    weights = tmp_path / "model.bin"
+    write_random(weights, 3 << 20, seed=7)
+    api.create_commit(repo_name, operations=[
+        CommitOperationAdd("model.bin", str(weights)),
+        CommitOperationAdd("nested/deeper/notes.txt", b"one\ntwo\n"),
+        CommitOperationAdd("nested/empty.txt", b""),
+    ], commit_message="weights", commit_description="with a description\n\nof two paragraphs")
+    api.create_commit(repo_name, operations=[
+        CommitOperationAdd("nested/deeper/notes.txt", b"one\ntwo\nthree\n"),
+    ], commit_message="more notes")
+    return repo_name
+
+
+def files_of(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".cache")]
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+def api_log(api, repo_id, **kw):
+    return [c.commit_id for c in api.list_repo_commits(repo_id, **kw)]
+
+
+@pytest.mark.parametrize("version", ["0", "2"])
+def test_clone_is_byte_for_byte(api, alice, model, tmp_path, version):
+    dest = tmp_path / "clone"
+    git("-c", f"protocol.version={version}", "clone", url(model, alice), str(dest),
+        env={"GIT_LFS_SKIP_SMUDGE": "1", "GIT_TRACE_PACKET": "0"})
+    # Before `git lfs pull` the LFS file is its pointer, as stored in the tree.
+    pointer = (dest / "model.bin").read_bytes()
+    assert pointer.startswith(b"version https://git-lfs.github.com/spec/v1\noid sha256:"), pointer[:80]
+    git("lfs", "pull", cwd=dest)
+    snap = snapshot_download(model, token=alice, cache_dir=str(tmp_path / "hf"))
+    got, want = files_of(dest), files_of(snap)
+    assert sorted(got) == sorted(want)
+    for path in want:
+        assert got[path] == want[path], path
+    assert len(got["model.bin"]) == 3 << 20
+
+    git("fsck", "--full", "--strict", cwd=dest)
+    log = git("log", "--format=%H", cwd=dest).stdout.split()
+    assert log == api_log(api, model)
+    assert len(log) == 4  # initial commit + 3
+    # The commit message and author are the API's.
+    body = git("log", "-1", "--skip=1", "--format=%s%n%b", cwd=dest).stdout
+    assert body.startswith("weights\n\nwith a description\n\nof two paragraphs"), body
+    # HEAD is main, and the remote has no other branch.
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=dest).stdout.strip() == "main"
+    assert git("branch", "-r", cwd=dest).stdout.split() == ["origin/HEAD", "->", "origin/main"]
+
+
+@pytest.mark.parametrize("version", ["0", "2"])
+def test_shallow_clone_then_fetch_and_deepen(api, alice, model, tmp_path, version):
+    dest = tmp_path / "shallow"
+    v = ["-c", f"protocol.version={version}"]
+    git(*v, "clone", "--depth", "1", url(model, alice), str(dest), env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    assert git("rev-parse", "--is-shallow-repository", cwd=dest).stdout.strip() == "true"
+    log = git("log", "--format=%H", cwd=dest).stdout.split()
+    assert log == api_log(api, model)[:1]
+    git("fsck", "--full", cwd=dest)
+
+    # New commits made through the API arrive with a fetch.
+    api.create_commit(model, operations=[CommitOperationAdd("new.txt", b"fresh\n")],
+                      commit_message="after the clone")
+    api.create_commit(model, operations=[CommitOperationAdd("nested/newer.txt", b"fresher\n")],
+                      commit_message="and another")
+    git(*v, "fetch", "origin", cwd=dest)
+    git("merge", "--ff-only", "origin/main", cwd=dest, env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    assert (dest / "new.txt").read_bytes() == b"fresh\n"
+    assert (dest / "nested" / "newer.txt").read_bytes() == b"fresher\n"
+    log = git("log", "--format=%H", cwd=dest).stdout.split()
+    assert log == api_log(api, model)[:3]
+    git("fsck", "--full", cwd=dest)
+
+    # Deepening by one, then all of it.
+    git(*v, "fetch", "--deepen", "1", "origin", cwd=dest)
+    assert git("log", "--format=%H", cwd=dest).stdout.split() == api_log(api, model)[:4]
+    git(*v, "fetch", "--unshallow", "origin", cwd=dest)
+    assert git("rev-parse", "--is-shallow-repository", cwd=dest).stdout.strip() == "false"
+    assert git("log", "--format=%H", cwd=dest).stdout.split() == api_log(api, model)
+    git("fsck", "--full", "--strict", cwd=dest)
+
+
+def test_fetch_of_branches_tags_and_datasets(api, alice, model, tmp_path):
+    api.create_branch(model, branch="dev")
+    api.create_commit(model, operations=[CommitOperationAdd("dev.txt", b"dev\n")],
+                      commit_message="on dev", revision="dev")
+    api.create_tag(model, tag="v1")
+    dest = tmp_path / "c"
+    git("clone", "--no-checkout", url(model, alice) + ".git", str(dest))
+    refs = git("ls-remote", url(model, alice), cwd=dest).stdout
+    assert "refs/heads/dev" in refs and "refs/tags/v1" in refs
+    assert git("rev-parse", "origin/dev", cwd=dest).stdout.strip() == api_log(api, model, revision="dev")[0]
+    assert git("rev-parse", "v1", cwd=dest).stdout.strip() == api_log(api, model)[0]
+
+    ds = model.replace("/t-", "/d-")
+    api.create_repo(ds, repo_type="dataset")
+    api.create_commit(ds, repo_type="dataset", operations=[CommitOperationAdd("data/train.jsonl", b'{"a": 1}\n')],
+                      commit_message="rows")
+    dd = tmp_path / "ds"
+    git("clone", url(ds, alice, dataset=True), str(dd))
+    assert (dd / "data" / "train.jsonl").read_bytes() == b'{"a": 1}\n'
+    # The dataset's name is not a model.
+    assert git("ls-remote", url(ds, alice), check=False).returncode != 0
+
+
+def test_private_repo_needs_a_token(api, alice, bob, repo_name, tmp_path):
+    api.create_repo(repo_name, private=True)
+    api.create_commit(repo_name, operations=[CommitOperationAdd("secret.txt", b"s3cret\n")],
+                      commit_message="secret")
+    # Without credentials: 401 with a Basic challenge, so git asks (and,
+    # told not to prompt, fails).
+    r = requests.get(f"{ENDPOINT}/{repo_name}/info/refs", params={"service": "git-upload-pack"})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic"), r.headers
+    p = git("clone", url(repo_name), str(tmp_path / "anon"), check=False)
+    assert p.returncode != 0 and not (tmp_path / "anon" / "secret.txt").exists()
+    assert "could not read Username" in p.stderr or "Authentication failed" in p.stderr, p.stderr
+    # A wrong token is refused the same way.
+    p = git("clone", url(repo_name, "pdk_" + "0" * 40), str(tmp_path / "bad"), check=False)
+    assert p.returncode != 0 and "Authentication failed" in p.stderr, p.stderr
+    # Another tenant's token: the repo does not exist for them.
+    p = git("clone", url(repo_name, bob), str(tmp_path / "bob"), check=False)
+    assert p.returncode != 0 and "not found" in p.stderr, p.stderr
+    # The owner's token, as the password of any user name.
+    git("clone", url(repo_name, alice), str(tmp_path / "ok"))
+    assert (tmp_path / "ok" / "secret.txt").read_bytes() == b"s3cret\n"
+    # A pack request is decided the same way as the advertisement.
+    r = requests.post(f"{ENDPOINT}/{repo_name}/git-upload-pack", data=b"0000",
+                      headers={"Content-Type": "application/x-git-upload-pack-request"})
+    assert r.status_code == 401
+
+
+def test_gated_repo_serves_only_who_passed(api, alice, bob, repo_name, tmp_path):
+    api.create_repo(repo_name)
+    api.create_commit(repo_name, operations=[CommitOperationAdd("w.txt", b"weights\n")], commit_message="w")
+    api.update_repo_settings(repo_name, gated="manual")
+    p = git("clone", url(repo_name, bob), str(tmp_path / "bob"), check=False)
+    assert p.returncode != 0 and "403" in p.stderr, p.stderr
+    # Anonymous callers are asked for credentials.
+    p = git("clone", url(repo_name), str(tmp_path / "anon"), check=False)
+    assert p.returncode != 0 and "could not read Username" in p.stderr, p.stderr
+    git("clone", url(repo_name, alice), str(tmp_path / "alice"))
+    # Once bob's request is accepted, he clones.
+    r = requests.post(f"{ENDPOINT}/api/v1/repos/models/{repo_name}/access-requests",
+                      headers={"Authorization": f"Bearer {bob}"}, json={"fields": {}})
+    assert r.status_code == 201, r.text
+    api.accept_access_request(repo_name, "bob")
+    git("clone", url(repo_name, bob), str(tmp_path / "bob2"))
+    assert (tmp_path / "bob2" / "w.txt").read_bytes() == b"weights\n"
+
+
+def test_bad_requests_are_refused(api, alice, model):
+    auth = ("git", alice)
+    base = f"{ENDPOINT}/{model}"
+    r = requests.get(f"{base}/info/refs", auth=auth)
+    assert r.status_code == 400 and "smart HTTP" in r.json()["error"], r.text
+    r = requests.get(f"{base}/info/refs", params={"service": "git-frobnicate"}, auth=auth)
+    assert r.status_code == 400
+    r = requests.post(f"{base}/git-upload-pack", data=b"zzzz", auth=auth)
+    assert r.status_code == 400
+    # A want no commit of the repo has.
+    body = b"0032want " + b"1" * 40 + b"\n00000009done\n"
+    r = requests.post(f"{base}/git-upload-pack", data=body, auth=auth)
+    assert r.status_code == 400 and "not our ref" in r.text, r.text
