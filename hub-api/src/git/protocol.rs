@@ -326,8 +326,8 @@ mod tests {
         body.extend(pkt(&format!("have {b}\n")));
         body.extend(pkt("done\n"));
         let r = parse_v0(&read_all(&body).unwrap()).unwrap();
-        assert_eq!(r.wants, [a.clone()]);
-        assert_eq!(r.haves, [b.clone()]);
+        assert_eq!(r.wants, std::slice::from_ref(&a));
+        assert_eq!(r.haves, std::slice::from_ref(&b));
         assert_eq!(r.deepen, Some(1));
         assert!(r.done && r.has_cap("side-band-64k"));
 
