@@ -152,6 +152,18 @@ def test_fetch_of_branches_tags_and_datasets(api, alice, model, tmp_path):
     assert git("rev-parse", "origin/dev", cwd=dest).stdout.strip() == api_log(api, model, revision="dev")[0]
     assert git("rev-parse", "v1", cwd=dest).stdout.strip() == api_log(api, model)[0]
 
+    # Pushing is not served yet: refused, and the branch does not move.
+    head = api_log(api, model)[0]
+    (dest / "pushed.txt").write_text("no\n")
+    git("checkout", "-q", "main", cwd=dest)
+    git("add", "pushed.txt", cwd=dest)
+    git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "push me", cwd=dest)
+    p = git("push", "origin", "main", cwd=dest, check=False)
+    assert p.returncode != 0 and "400" in p.stderr, p.stderr
+    assert api_log(api, model)[0] == head
+    r = httpx.get(f"{ENDPOINT}/{model}/info/refs", params={"service": "git-receive-pack"}, auth=("git", alice))
+    assert r.status_code == 400 and "not served yet" in r.json()["error"], r.text
+
     ds = model.replace("/t-", "/d-")
     api.create_repo(ds, repo_type="dataset")
     api.create_commit(ds, repo_type="dataset", operations=[CommitOperationAdd("data/train.jsonl", b'{"a": 1}\n')],

@@ -28,11 +28,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 /// A regular blob up to this size is read whole (several at once); larger
 /// ones are streamed.
-const READ_WHOLE: i64 = 1 << 20;
-/// Small blobs read ahead of the one being written.
-const READ_AHEAD: usize = 16;
+const READ_WHOLE: i64 = 256 << 10;
+/// Small blobs read ahead of the one being written (at most 16 MiB held).
+const READ_AHEAD: usize = 64;
 /// Pack bytes gathered before they are framed and sent.
-const SEND_AT: usize = 64 * 1024;
+const SEND_AT: usize = 256 * 1024;
 
 /// A repo's commit graph: id -> (tree, parents).
 pub struct Graph(HashMap<String, (String, Vec<String>)>);

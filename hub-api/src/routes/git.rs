@@ -33,6 +33,8 @@ pub enum GitError {
     DumbProtocol,
     #[error("unknown git service {0:?}")]
     UnknownService(String),
+    #[error("pushing with git is not served yet: commit with huggingface_hub or the hf CLI")]
+    PushUnsupported,
     #[error("the request body is not valid gzip: {0}")]
     Gzip(String),
 }
@@ -119,6 +121,9 @@ pub async fn info_refs(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
 
 async fn info_refs_inner(state: &AppState, req: &HttpRequest) -> ApiResult<HttpResponse> {
     let svc = service(req).ok_or(GitError::DumbProtocol)?;
+    if svc == "git-receive-pack" {
+        return Err(GitError::PushUnsupported.into());
+    }
     if svc != "git-upload-pack" {
         return Err(GitError::UnknownService(svc).into());
     }
