@@ -490,6 +490,16 @@ fn count_header(h: &reqwest::header::HeaderMap, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// `{ns}/{name}[/{tail}]` from what the `/endpoints` scope leaves of the
+/// path (`/acme/e/v1/embeddings`); `None` when the namespace or the name is
+/// missing or empty (`/endpoints/acme`, `/endpoints//e`).
+fn split_target(rest: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = rest.strip_prefix('/')?.splitn(3, '/');
+    let ns = parts.next().filter(|s| !s.is_empty())?;
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    Some((ns, name, parts.next().unwrap_or("")))
+}
+
 /// `ANY /endpoints/{namespace}/{name}[/{tail}]`.
 pub async fn proxy(
     state: web::Data<AppState>,
@@ -498,14 +508,11 @@ pub async fn proxy(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let started = Instant::now();
-    let ns = req.match_info().get("ns").unwrap_or_default().to_string();
-    let name = req.match_info().get("name").unwrap_or_default().to_string();
-    let tail = req
-        .match_info()
-        .get("tail")
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .to_string();
+    let Some((ns, name, tail)) = split_target(req.match_info().unprocessed()) else {
+        return Ok(crate::routes::not_found(req).await);
+    };
+    let (ns, name) = (ns.to_string(), name.to_string());
+    let tail = tail.trim_start_matches('/').to_string();
     if tail.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::InvalidPath(format!("{tail:?}")));
     }
@@ -676,6 +683,25 @@ pub async fn proxy(
                 }
                 reread = Some(db::endpoints::routable(&state.db, e.id).await?);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn the_rest_of_the_path_splits_into_namespace_name_and_tail() {
+        assert_eq!(
+            split_target("/acme/e/v1/embeddings"),
+            Some(("acme", "e", "v1/embeddings"))
+        );
+        assert_eq!(split_target("/acme/e"), Some(("acme", "e", "")));
+        assert_eq!(split_target("/acme/e/"), Some(("acme", "e", "")));
+        assert_eq!(split_target("/acme/e//x"), Some(("acme", "e", "/x")));
+        for missing in ["", "/", "/acme", "/acme/", "//e", "//e/v1"] {
+            assert_eq!(split_target(missing), None, "{missing:?}");
         }
     }
 }

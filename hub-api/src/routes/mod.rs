@@ -71,6 +71,15 @@ pub trait RouteSink {
     fn bytes(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         self.add(paths, routes);
     }
+    /// Everything under the static `prefix`, to one handler that reads the
+    /// rest of the path itself; `paths` are the patterns it serves (for the
+    /// [`Table`]; the route label is the last, most general one). actix
+    /// matches a static prefix by comparing strings, where every pattern with
+    /// a parameter costs a regex run per request.
+    fn prefix(&mut self, prefix: &'static str, paths: Vec<String>, routes: Vec<(Method, Route)>) {
+        let _ = prefix;
+        self.add(paths, routes);
+    }
     /// A dashboard page that shows file contents: [`RouteSink::page`] and
     /// [`RouteSink::bytes`] at once.
     fn bytes_page(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
@@ -179,6 +188,24 @@ impl RouteSink for Actix<'_> {
             }
             res
         });
+    }
+
+    fn prefix(
+        &mut self,
+        prefix: &'static str,
+        paths: Vec<String>,
+        mut routes: Vec<(Method, Route)>,
+    ) {
+        // Registered at once, so only before the `/api` scope (which keeps
+        // later resources back to preserve the table's order).
+        assert!(
+            self.api.is_none() && routes.len() == 1,
+            "a prefix route comes before the /api routes and has one handler"
+        );
+        let (_, route) = routes.pop().expect("one route");
+        let label = RouteLabel::new(&paths[paths.len() - 1..]);
+        self.cfg
+            .service(web::scope(prefix).app_data(label).default_service(route));
     }
 
     fn by_method(&mut self, paths: Vec<String>, routes: Vec<(Method, Route)>) {
@@ -294,11 +321,14 @@ fn build(r: &mut impl RouteSink) {
     // Prometheus metrics: site admins here; `--metrics-bind` serves them without credentials.
     r.add(one("/metrics"), vec![on(GET, crate::metrics::serve)]);
 
-    // The inference gateway, first: actix tries resources in order and matches every
-    // pattern with parameters by a regex, so behind the ~100 API resources a call ran
-    // dozens of regexes before reaching its own (11% of the hub's CPU time in a profile of
-    // `scripts/bench/gateway_overhead.sh`). Only `/api/...` patterns were ahead of it.
-    r.add(
+    // The inference gateway, first and as a static prefix: actix tries resources in
+    // order and matches every pattern with parameters by a regex, so behind the ~100
+    // API resources a call ran dozens of regexes before reaching its own (11% of the
+    // hub's CPU time in a profile of `scripts/bench/gateway_overhead.sh`), and its own
+    // two patterns still cost two runs (5%). `endpoints` is a reserved name, so the
+    // prefix shadows no repo page; `gateway::proxy` splits the rest of the path.
+    r.prefix(
+        "/endpoints",
         vec![
             "/endpoints/{ns}/{name}".to_string(),
             "/endpoints/{ns}/{name}/{tail:.*}".to_string(),

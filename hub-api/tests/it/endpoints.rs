@@ -429,6 +429,25 @@ async fn endpoint_lifecycle_gateway_usage_and_isolation() {
     assert_eq!(call(None).await.status(), 401);
     assert_eq!(call(Some(other.clone())).await.status(), 404);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // The gateway is a static prefix that splits the path itself: a path
+    // without a name is the unknown-route 404, and reaches no worker.
+    for path in [
+        "/endpoints",
+        "/endpoints/acme",
+        "/endpoints//emb/v1/embeddings",
+    ] {
+        let r = http
+            .post(format!("{hub}{path}"))
+            .bearer_auth(&inference_only)
+            .json(&json!({"input": ["a"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["code"], "not_found", "{path}: {v}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
     // Other tenants cannot read or change it, nor read usage.
     assert_eq!(
         http.get(&ep_url)
