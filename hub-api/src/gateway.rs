@@ -511,12 +511,11 @@ pub async fn proxy(
     let Some((ns, name, tail)) = split_target(req.match_info().unprocessed()) else {
         return Ok(crate::routes::not_found(req).await);
     };
-    let (ns, name) = (ns.to_string(), name.to_string());
-    let tail = tail.trim_start_matches('/').to_string();
+    let tail = tail.trim_start_matches('/');
     if tail.split('/').any(|s| s == ".." || s == ".") {
         return Err(ApiError::InvalidPath(format!("{tail:?}")));
     }
-    let route = state.live.route(&state.db, &ns, &name).await?;
+    let route = state.live.route(&state.db, ns, name).await?;
     let e = &route.endpoint;
     let token_id = authorize(&state, &auth, e).await?;
     if body.len() > MAX_BODY {

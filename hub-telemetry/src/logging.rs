@@ -96,7 +96,7 @@ pub fn init(o: &Options<'_>) -> Result<Guard, String> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(o.default_filter));
     let json = o.format == "json";
     // Colours only for a terminal: a log file or a collector gets plain
-    // `key=value` text (and the hub formats ~10% less per line).
+    // `key=value` text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let text_layer = (!json).then(|| {
         tracing_subscriber::fmt::layer()

@@ -76,8 +76,7 @@ pub trait RouteSink {
     /// [`Table`]; the route label is the last, most general one). actix
     /// matches a static prefix by comparing strings, where every pattern with
     /// a parameter costs a regex run per request.
-    fn prefix(&mut self, prefix: &'static str, paths: Vec<String>, routes: Vec<(Method, Route)>) {
-        let _ = prefix;
+    fn prefix(&mut self, _prefix: &'static str, paths: Vec<String>, routes: Vec<(Method, Route)>) {
         self.add(paths, routes);
     }
     /// A dashboard page that shows file contents: [`RouteSink::page`] and
