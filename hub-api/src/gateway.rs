@@ -73,12 +73,76 @@ pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
 /// Unwritten usage records kept while the database refuses them (then the oldest go).
 const MAX_PENDING_USAGE: usize = 100_000;
 
-/// A ready replica: id, worker URL, gateway secret, requests in flight it reported.
-type Candidate = (Uuid, String, String, i32);
+/// A ready replica as the gateway calls it, made once per route load rather
+/// than per call: the worker's URL parsed (with the replica's path), the
+/// `Authorization` value for the worker, and the requests in flight it
+/// reported.
+#[derive(Clone)]
+struct Candidate {
+    id: Uuid,
+    /// `{worker url}/models/{replica id}/`.
+    base: reqwest::Url,
+    auth: reqwest::header::HeaderValue,
+    reported: i32,
+}
+
+impl Candidate {
+    /// Ready replicas as `db::endpoints::routable` reads them; a worker whose
+    /// registered URL does not parse is left out (and logged), not called.
+    fn from_rows(rows: Vec<(Uuid, String, String, i32)>) -> Vec<Candidate> {
+        rows.into_iter()
+            .filter_map(|(id, url, secret, reported)| {
+                let base = reqwest::Url::parse(&format!(
+                    "{}/models/{id}/",
+                    url.trim_end_matches('/')
+                ));
+                let auth = reqwest::header::HeaderValue::try_from(format!("Bearer {secret}"));
+                match (base, auth) {
+                    (Ok(base), Ok(mut auth)) if !base.cannot_be_a_base() => {
+                        auth.set_sensitive(true);
+                        Some(Candidate {
+                            id,
+                            base,
+                            auth,
+                            reported,
+                        })
+                    }
+                    _ => {
+                        tracing::warn!(replica = %id, url = %url, "a worker's URL or secret is unusable; replica skipped");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// The worker URL of `tail` (a path below the replica, `""` for the
+    /// replica itself): only the path is parsed, not the whole URL.
+    fn target(&self, tail: &str) -> reqwest::Url {
+        let mut u = self.base.clone();
+        if tail.is_empty() {
+            let path = self.base.path().trim_end_matches('/').to_string();
+            u.set_path(&path);
+        } else {
+            let path = format!("{}{tail}", self.base.path());
+            u.set_path(&path);
+        }
+        u
+    }
+}
+
+/// Ready replicas of an endpoint, now.
+async fn routable(db: &sqlx::PgPool, endpoint_id: i64) -> ApiResult<Vec<Candidate>> {
+    Ok(Candidate::from_rows(
+        db::endpoints::routable(db, endpoint_id).await?,
+    ))
+}
 
 /// An endpoint as the gateway routes it: its row and its ready replicas.
 pub struct Routed {
     pub endpoint: EndpointRow,
+    /// `namespace/name` as stored: its metrics label (see [`endpoint_label`]).
+    label: String,
     candidates: Vec<Candidate>,
 }
 
@@ -191,8 +255,9 @@ async fn load_route(db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Option
     let Some(endpoint) = db::endpoints::get(db, ns, name).await? else {
         return Ok(None);
     };
-    let candidates = db::endpoints::routable(db, endpoint.id).await?;
+    let candidates = routable(db, endpoint.id).await?;
     Ok(Some(Arc::new(Routed {
+        label: endpoint_label(&endpoint),
         endpoint,
         candidates,
     })))
@@ -332,6 +397,13 @@ impl Live {
         self.usage.lock().expect("lock").len()
     }
 
+    /// Holds every usage flush (scheduled or called) until the guard is
+    /// dropped, so a test can act while records are known to be buffered.
+    #[doc(hidden)]
+    pub async fn hold_usage_flushes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.flushing.lock().await
+    }
+
     /// Writes buffered usage records in one statement and marks their
     /// endpoints as recently used (the scale-to-zero clock). Waits for a
     /// flush under way first, so once this returns every record buffered
@@ -374,21 +446,18 @@ impl Live {
         }
     }
 
-    fn pick(&self, candidates: &[Candidate], skip: &[Uuid]) -> Option<(Uuid, String, String)> {
+    fn pick<'c>(&self, candidates: &'c [Candidate], skip: &[Uuid]) -> Option<&'c Candidate> {
         let suspect = self.suspect.lock().expect("lock");
         let m = self.in_flight.lock().expect("lock");
         candidates
             .iter()
-            .filter(|(id, ..)| !skip.contains(id))
-            .filter(|(id, ..)| {
+            .filter(|c| !skip.contains(&c.id))
+            .filter(|c| {
                 suspect
-                    .get(id)
+                    .get(&c.id)
                     .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
             })
-            .min_by_key(|(id, _, _, reported)| {
-                m.get(id).copied().unwrap_or(0) * 4 + (*reported).max(0) as u32
-            })
-            .map(|(id, url, secret, _)| (*id, url.clone(), secret.clone()))
+            .min_by_key(|c| m.get(&c.id).copied().unwrap_or(0) * 4 + c.reported.max(0) as u32)
     }
 
     fn enter(self: &Arc<Self>, id: Uuid, counted: hub_telemetry::metrics::Tracked) -> InFlight {
@@ -448,16 +517,16 @@ impl Metered {
         let clamp = |n: i64| n.clamp(0, i32::MAX as i64) as i32;
         let e = &self.route.endpoint;
         let m = &self.state.metrics;
-        let label = endpoint_label(e);
-        m.endpoint_requests.inc(&[&label, &self.status.to_string()]);
+        let label = self.route.label.as_str();
+        m.endpoint_requests.inc(&[label, &self.status.to_string()]);
         m.endpoint_duration
-            .observe(&[&label], self.started.elapsed().as_secs_f64());
+            .observe(&[label], self.started.elapsed().as_secs_f64());
         m.endpoint_tokens
-            .add(&[&label, "prompt"], self.input_tokens.max(0) as u64);
+            .add(&[label, "prompt"], self.input_tokens.max(0) as u64);
         m.endpoint_tokens
-            .add(&[&label, "generated"], self.output_tokens.max(0) as u64);
+            .add(&[label, "generated"], self.output_tokens.max(0) as u64);
         let rec = UsageRecord {
-            request_id: Uuid::new_v4(),
+            request_id: time_ordered_id(),
             namespace_id: e.namespace_id,
             endpoint_id: e.id,
             endpoint_name: e.name.clone(),
@@ -473,6 +542,19 @@ impl Metered {
         );
         self.state.live.record_usage(&self.state.db, rec);
     }
+}
+
+/// A version 7 UUID (milliseconds since the epoch, then random bits): usage
+/// ids in the order they are made, so the unique index on
+/// `usage_records.request_id` grows at its right edge instead of touching a
+/// random page per row once it outgrows memory.
+fn time_ordered_id() -> Uuid {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random = Uuid::new_v4();
+    let tail: &[u8; 10] = random.as_bytes()[6..].try_into().expect("10 bytes");
+    uuid::Builder::from_unix_timestamp_millis(ms, tail).into_uuid()
 }
 
 /// An endpoint's label in the metrics: `namespace/name` as stored (one series
@@ -552,7 +634,7 @@ pub async fn proxy(
     let mut reread: Option<Vec<Candidate>> = None;
     loop {
         let candidates = reread.as_deref().unwrap_or(&route.candidates);
-        let Some((replica, url, secret)) = state.live.pick(candidates, &tried) else {
+        let Some(picked) = state.live.pick(candidates, &tried) else {
             if e.status == "failed" && candidates.is_empty() {
                 let current = db::endpoints::by_id(&state.db, e.id)
                     .await?
@@ -592,19 +674,13 @@ pub async fn proxy(
                 }
             }
             tried.clear();
-            reread = Some(db::endpoints::routable(&state.db, e.id).await?);
+            reread = Some(routable(&state.db, e.id).await?);
             continue;
         };
-        let target = if tail.is_empty() {
-            format!("{url}/models/{replica}")
-        } else {
-            format!("{url}/models/{replica}/{tail}")
-        };
+        let replica = picked.id;
+        let target = picked.target(tail);
         drop(queued.take());
-        let counted = state
-            .metrics
-            .endpoint_in_flight
-            .track(&[&endpoint_label(e)]);
+        let counted = state.metrics.endpoint_in_flight.track(&[&route.label]);
         let guard = state.live.enter(replica, counted);
         let mut fwd = state
             .live
@@ -612,9 +688,9 @@ pub async fn proxy(
             .request(
                 reqwest::Method::from_bytes(req.method().as_str().as_bytes())
                     .map_err(|_| ApiError::InvalidRequest("unsupported method".into()))?,
-                &target,
+                target,
             )
-            .bearer_auth(&secret)
+            .header(reqwest::header::AUTHORIZATION, picked.auth.clone())
             .body(body.clone());
         for h in ["content-type", "accept"] {
             if let Some(v) = req.headers().get(h) {
@@ -680,7 +756,7 @@ pub async fn proxy(
                         "no replica of this endpoint could be reached; retry shortly".into(),
                     ));
                 }
-                reread = Some(db::endpoints::routable(&state.db, e.id).await?);
+                reread = Some(routable(&state.db, e.id).await?);
             }
         }
     }
@@ -688,7 +764,57 @@ pub async fn proxy(
 
 #[cfg(test)]
 mod tests {
-    use super::split_target;
+    use super::{split_target, time_ordered_id, Candidate};
+
+    #[test]
+    fn a_replica_target_is_its_worker_url_with_the_tail() {
+        let id = uuid::Uuid::nil();
+        for (url, tail, want) in [
+            (
+                "http://127.0.0.1:9000",
+                "",
+                format!("http://127.0.0.1:9000/models/{id}"),
+            ),
+            (
+                "http://127.0.0.1:9000/",
+                "v1/embeddings",
+                format!("http://127.0.0.1:9000/models/{id}/v1/embeddings"),
+            ),
+            (
+                "https://w.internal/prefix",
+                "v1/chat/completions",
+                format!("https://w.internal/prefix/models/{id}/v1/chat/completions"),
+            ),
+            (
+                "http://[::1]:8/",
+                "a b/%7e",
+                format!("http://[::1]:8/models/{id}/a%20b/%7e"),
+            ),
+        ] {
+            let c = Candidate::from_rows(vec![(id, url.into(), "s3cret".into(), 0)]);
+            assert_eq!(c.len(), 1, "{url}");
+            assert_eq!(c[0].target(tail).as_str(), want, "{url} + {tail:?}");
+            assert_eq!(c[0].auth.to_str().unwrap(), "Bearer s3cret");
+            assert!(c[0].auth.is_sensitive());
+        }
+        // A worker URL that does not parse (or a secret that is no header) is skipped.
+        let rows = vec![
+            (id, "not a url".into(), "s".into(), 0),
+            (id, "http://w:1".into(), "bad\nsecret".into(), 0),
+        ];
+        assert!(Candidate::from_rows(rows).is_empty());
+    }
+
+    #[test]
+    fn usage_ids_are_version_7_and_ordered_by_time() {
+        let a = time_ordered_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = time_ordered_id();
+        assert_eq!(a.get_version_num(), 7);
+        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
+        assert!(a < b, "{a} then {b}");
+        assert_ne!(time_ordered_id(), time_ordered_id());
+    }
 
     #[test]
     fn the_rest_of_the_path_splits_into_namespace_name_and_tail() {

@@ -524,3 +524,73 @@ async fn shared_rate_limits_hold_across_replicas() {
         "{together} admitted in {secs:.2} s (bound {bound:.1})"
     );
 }
+
+/// An endpoint deleted while its usage is still buffered: the batch is
+/// written all the same (the row keeps the endpoint's name), and other
+/// endpoints' usage with it. A foreign key on `usage_records.endpoint_id`
+/// made that batch fail, and every later batch with it (the failed one is
+/// kept for a retry), so one tenant deleting an endpoint it had just called
+/// stopped usage metering for every tenant. Deleting the namespace still
+/// takes its usage rows with it.
+#[actix_web::test]
+async fn usage_of_an_endpoint_deleted_before_the_flush_is_written() {
+    let s = setup().await;
+    let other = StandInWorker::start();
+    let (owner2_id, owner2) = s.t.user("other", false, &["read", "write"]).await;
+    let org2 = s.t.org("beta", owner2_id).await;
+    hub_testkit::ready_endpoint(&s.t.state.db, org2, "emb", "protected", &other).await;
+    let app = hub_testkit::app(&s.t.state).await;
+    let live = s.t.state.live.clone();
+
+    let held = live.hold_usage_flushes().await;
+    let r = call_service(&app, call(&s.bob_call)).await;
+    assert_eq!(r.status(), 200);
+    // Usage is recorded when the relayed body ends.
+    actix_web::test::read_body(r).await;
+    let r = call_service(
+        &app,
+        TestRequest::delete()
+            .uri("/api/v1/endpoints/acme/emb")
+            .insert_header(("Authorization", format!("Bearer {}", s.owner)))
+            .to_request(),
+    )
+    .await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/endpoints/beta/emb/v1/embeddings")
+            .insert_header(("Authorization", format!("Bearer {owner2}")))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"input": ["hi"]}"#)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    actix_web::test::read_body(r).await;
+    assert_eq!(live.usage_pending(), 2, "both calls buffered, none written");
+    drop(held);
+    live.flush_usage(&s.t.state.db).await;
+    assert_eq!(live.usage_pending(), 0, "the batch was written");
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT namespace_id, endpoint_name FROM usage_records ORDER BY id")
+            .fetch_all(&s.t.state.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![(s.org_id, "emb".into()), (org2, "emb".into())]);
+
+    hub_api::db::namespaces::delete_namespace(&s.t.state.db, s.org_id)
+        .await
+        .unwrap();
+    let left: Vec<(i64,)> = sqlx::query_as("SELECT namespace_id FROM usage_records")
+        .fetch_all(&s.t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![(org2,)],
+        "the deleted namespace's usage went with it"
+    );
+    s.worker.stop().await;
+    other.stop().await;
+}
