@@ -7,6 +7,10 @@
 
 use clap::Parser;
 
+/// The same allocator as the `hub-api` binary (`paddock/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = hub_api::config::Cli::parse();
     match hub_api::server::run_cli(cli, None) {

@@ -4,6 +4,12 @@
 //! this package is where the two meet.
 
 use clap::Parser;
+
+/// mimalloc rather than glibc's malloc: the hub's request path allocates many
+/// small objects, and glibc's allocator was about 14% of the gateway's CPU per
+/// proxied call (`docs/BENCHMARKS.md`, issue 19).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hub_api::server::{EmbeddedWorker, WorkerHandoff};
 
 fn main() -> std::process::ExitCode {
