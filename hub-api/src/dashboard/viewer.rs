@@ -141,7 +141,9 @@ pub async fn section(
         (Some(c), Some(sp)) if manifest.split(c, sp).is_some() => (c.to_string(), sp.to_string()),
         _ => (c0, s0),
     };
-    let sp = manifest.split(&config, &split).expect("chosen from the manifest");
+    let sp = manifest
+        .split(&config, &split)
+        .expect("chosen from the manifest");
     for c in &manifest.configs {
         for x in &c.splits {
             s.choices.push(SplitChoice {

@@ -51,7 +51,9 @@ impl Params {
         let mut m = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
             if m.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(QueryError::Malformed(format!("{} is given twice", clip(&k, 40))).into());
+                return Err(
+                    QueryError::Malformed(format!("{} is given twice", clip(&k, 40))).into(),
+                );
             }
         }
         Ok(Params(m))
@@ -68,9 +70,12 @@ impl Params {
     fn offset(&self) -> ApiResult<u64> {
         match self.get("offset") {
             None => Ok(0),
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| param_err("offset", format!("must be a whole number >= 0, not {:?}", clip(v, 40)))),
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                param_err(
+                    "offset",
+                    format!("must be a whole number >= 0, not {:?}", clip(v, 40)),
+                )
+            }),
         }
     }
     fn length(&self) -> ApiResult<usize> {
@@ -80,7 +85,15 @@ impl Params {
                 .parse::<usize>()
                 .ok()
                 .filter(|l| *l <= MAX_LENGTH)
-                .ok_or_else(|| param_err("length", format!("must be a whole number from 0 to {MAX_LENGTH}, not {:?}", clip(v, 40)))),
+                .ok_or_else(|| {
+                    param_err(
+                        "length",
+                        format!(
+                            "must be a whole number from 0 to {MAX_LENGTH}, not {:?}",
+                            clip(v, 40)
+                        ),
+                    )
+                }),
         }
     }
 }
@@ -151,7 +164,11 @@ fn row_item(idx: u64, row: Value, cut: Vec<String>) -> Value {
 }
 
 /// `GET /api/datasets-server/is-valid?dataset=`: which viewer features work.
-pub async fn is_valid(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn is_valid(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let (_, _, status) = open(&state, &auth, &p).await?;
     let ok = matches!(status, Status::Done(_));
@@ -161,7 +178,11 @@ pub async fn is_valid(state: web::Data<AppState>, auth: Auth, req: HttpRequest) 
 }
 
 /// `GET /api/datasets-server/splits?dataset=[&config=]`.
-pub async fn splits(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn splits(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
     let want = p.get("config");
@@ -205,7 +226,11 @@ fn config_info(dataset: &str, c: &crate::viewer::ConfigManifest) -> Value {
 }
 
 /// `GET /api/datasets-server/info?dataset=[&config=]`.
-pub async fn info(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn info(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
     let body = match p.get("config") {
@@ -229,7 +254,13 @@ pub async fn info(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> A
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn page_rows(state: &AppState, dl: &Download, s: &SplitManifest, offset: u64, length: usize) -> ApiResult<Vec<Value>> {
+async fn page_rows(
+    state: &AppState,
+    dl: &Download,
+    s: &SplitManifest,
+    offset: u64,
+    length: usize,
+) -> ApiResult<Vec<Value>> {
     let batches = read::page(dl, &state.storage, s, offset, length).await?;
     let mut rows = Vec::new();
     let mut idx = offset;
@@ -244,7 +275,11 @@ async fn page_rows(state: &AppState, dl: &Download, s: &SplitManifest, offset: u
 }
 
 /// `GET /api/datasets-server/first-rows?dataset&config&split`: the first 100 rows.
-pub async fn first_rows(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn first_rows(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
     let (config, s) = r.split(&p)?;
@@ -257,7 +292,11 @@ pub async fn first_rows(state: web::Data<AppState>, auth: Auth, req: HttpRequest
 }
 
 /// `GET /api/datasets-server/rows?dataset&config&split[&offset=0][&length=100]`.
-pub async fn rows(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn rows(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let (offset, length) = (p.offset()?, p.length()?);
     let r = ready(&state, &auth, &p).await?;
@@ -326,7 +365,10 @@ async fn matching(
     })
     .await?;
     if too_many {
-        return Err(param_err("orderby", format!("sorts at most {SORT_MAX} matching rows; narrow the where")));
+        return Err(param_err(
+            "orderby",
+            format!("sorts at most {SORT_MAX} matching rows; narrow the where"),
+        ));
     }
     if let Some((_, desc)) = order {
         sorted.sort_by(|a, b| {
@@ -346,18 +388,32 @@ async fn matching(
 
 /// `GET /api/datasets-server/search?dataset&config&split&query[&offset][&length]`:
 /// rows whose string cells contain `query` (case-insensitive).
-pub async fn search(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn search(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let (offset, length) = (p.offset()?, p.length()?);
     let query = p.required("query")?.to_lowercase();
     if query.chars().count() > MAX_QUERY {
-        return Err(param_err("query", format!("is longer than {MAX_QUERY} characters")));
+        return Err(param_err(
+            "query",
+            format!("is longer than {MAX_QUERY} characters"),
+        ));
     }
     let r = ready(&state, &auth, &p).await?;
     let (_, s) = r.split(&p)?;
     let (rows, total, partial) = matching(&state, &r.dl, s, offset, length, None, |b, i| {
         b.columns().iter().any(|c| match read::cell(c.as_ref(), i) {
-            Value::String(v) if matches!(c.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::LargeUtf8 | arrow_schema::DataType::Utf8View) => {
+            Value::String(v)
+                if matches!(
+                    c.data_type(),
+                    arrow_schema::DataType::Utf8
+                        | arrow_schema::DataType::LargeUtf8
+                        | arrow_schema::DataType::Utf8View
+                ) =>
+            {
                 v.to_lowercase().contains(&query)
             }
             _ => false,
@@ -371,11 +427,17 @@ pub async fn search(state: web::Data<AppState>, auth: Auth, req: HttpRequest) ->
 }
 
 /// `GET /api/datasets-server/filter?dataset&config&split&where[&orderby][&offset][&length]`.
-pub async fn filter(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn filter(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let (offset, length) = (p.offset()?, p.length()?);
     let expr: Option<Expr> = match p.get("where") {
-        Some(w) if !w.trim().is_empty() => Some(filter::parse(w).map_err(|e| param_err("where", e))?),
+        Some(w) if !w.trim().is_empty() => {
+            Some(filter::parse(w).map_err(|e| param_err("where", e))?)
+        }
         _ => None,
     };
     let orderby = match p.get("orderby") {
@@ -385,7 +447,12 @@ pub async fn filter(state: web::Data<AppState>, auth: Auth, req: HttpRequest) ->
                 [c] => (c, false),
                 [c, d] if d.eq_ignore_ascii_case("asc") => (c, false),
                 [c, d] if d.eq_ignore_ascii_case("desc") => (c, true),
-                _ => return Err(param_err("orderby", "must be a column name, then ASC or DESC")),
+                _ => {
+                    return Err(param_err(
+                        "orderby",
+                        "must be a column name, then ASC or DESC",
+                    ))
+                }
             };
             Some((col.trim_matches('"').to_string(), desc))
         }
@@ -416,16 +483,25 @@ pub async fn filter(state: web::Data<AppState>, auth: Auth, req: HttpRequest) ->
         )),
         None => None,
     };
-    let (rows, total, partial) = matching(&state, &r.dl, s, offset, length, order, |b, i| match &expr {
-        None => true,
-        Some(e) => e.eval(&|c: &str| {
-            b.schema()
-                .index_of(c)
-                .map(|k| read::cell(b.column(k).as_ref(), i))
-                .unwrap_or(Value::Null)
-        }),
-    })
-    .await?;
+    let (rows, total, partial) =
+        matching(
+            &state,
+            &r.dl,
+            s,
+            offset,
+            length,
+            order,
+            |b, i| match &expr {
+                None => true,
+                Some(e) => e.eval(&|c: &str| {
+                    b.schema()
+                        .index_of(c)
+                        .map(|k| read::cell(b.column(k).as_ref(), i))
+                        .unwrap_or(Value::Null)
+                }),
+            },
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(json!({
         "features": features(s), "rows": rows,
         "num_rows_total": total, "num_rows_per_page": MAX_LENGTH, "partial": partial,
@@ -437,7 +513,11 @@ fn enc(s: &str) -> String {
 }
 
 /// `GET /api/datasets-server/parquet?dataset=[&config=][&split=]`: the Parquet files.
-pub async fn parquet(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn parquet(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
     let (wc, ws) = (p.get("config"), p.get("split"));
@@ -463,11 +543,16 @@ pub async fn parquet(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -
     if files.is_empty() && (wc.is_some() || ws.is_some()) {
         return Err(ApiError::NotFound("split"));
     }
-    Ok(HttpResponse::Ok().json(json!({"parquet_files": files, "pending": [], "failed": [], "partial": false})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"parquet_files": files, "pending": [], "failed": [], "partial": false})))
 }
 
 /// `GET /api/datasets-server/size?dataset=`.
-pub async fn size(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn size(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
     let (mut configs, mut splits) = (Vec::new(), Vec::new());
@@ -482,8 +567,10 @@ pub async fn size(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> A
             cp += s.num_bytes_parquet;
             cr += s.num_rows;
         }
-        configs.push(json!({"dataset": r.dataset, "config": c.name, "num_bytes_original_files": co,
-            "num_bytes_parquet_files": cp, "num_rows": cr}));
+        configs.push(
+            json!({"dataset": r.dataset, "config": c.name, "num_bytes_original_files": co,
+            "num_bytes_parquet_files": cp, "num_rows": cr}),
+        );
         orig += co;
         pq += cp;
         rows += cr;
@@ -497,7 +584,11 @@ pub async fn size(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> A
 
 /// `GET /api/datasets/{ns}/{name}/parquet/{config}/{split}/{n}.parquet`: one
 /// Parquet file of a split (converted, or the repo's own).
-pub async fn parquet_file(state: web::Data<AppState>, auth: Auth, req: HttpRequest) -> ApiResult<HttpResponse> {
+pub async fn parquet_file(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     let m = req.match_info();
     let (ns, name) = (m.get("ns").unwrap_or(""), m.get("name").unwrap_or(""));
     let (config, split, file) = (
@@ -508,7 +599,10 @@ pub async fn parquet_file(state: web::Data<AppState>, auth: Auth, req: HttpReque
     let mut q = Params::of(&req)?;
     q.0.insert("dataset".into(), format!("{ns}/{name}"));
     let r = ready(&state, &auth, &q).await?;
-    let s = r.manifest.split(config, split).ok_or(ApiError::NotFound("split"))?;
+    let s = r
+        .manifest
+        .split(config, split)
+        .ok_or(ApiError::NotFound("split"))?;
     let n: usize = file
         .strip_suffix(".parquet")
         .and_then(|n| n.parse().ok())

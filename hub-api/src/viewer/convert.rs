@@ -105,7 +105,9 @@ fn head(input: &mut impl Read) -> std::io::Result<(Vec<u8>, usize)> {
     let cut = if head.len() < INFER_BYTES {
         head.len()
     } else {
-        head.iter().rposition(|b| *b == b'\n').map_or(head.len(), |i| i + 1)
+        head.iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(head.len(), |i| i + 1)
     };
     Ok((head, cut))
 }
@@ -196,9 +198,11 @@ fn json_lines(
     out: std::fs::File,
     unit: &str,
 ) -> Result<Converted, Failure> {
-    let (schema, _) =
-        arrow_json::reader::infer_json_schema(BufReader::new(Cursor::new(head)), Some(INFER_RECORDS))
-            .map_err(|e| Failure::Data(format!("{unit}s 1..: {e}")))?;
+    let (schema, _) = arrow_json::reader::infer_json_schema(
+        BufReader::new(Cursor::new(head)),
+        Some(INFER_RECORDS),
+    )
+    .map_err(|e| Failure::Data(format!("{unit}s 1..: {e}")))?;
     if schema.fields().is_empty() {
         return Err(Failure::Data("no JSON object with fields".into()));
     }
@@ -260,8 +264,7 @@ fn write(w: &mut ArrowWriter<std::fs::File>, b: &RecordBatch) -> Result<(), Fail
 /// Whether two files' schemas hold the same columns (names and types, in order).
 pub fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
-        && a
-            .fields()
+        && a.fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -273,7 +276,12 @@ mod tests {
 
     fn run(format: Format, text: &str) -> Result<Converted, Failure> {
         let out = tempfile::tempfile().unwrap();
-        convert(format, text.len() as u64, Cursor::new(text.as_bytes().to_vec()), out)
+        convert(
+            format,
+            text.len() as u64,
+            Cursor::new(text.as_bytes().to_vec()),
+            out,
+        )
     }
 
     #[test]
@@ -281,7 +289,11 @@ mod tests {
         let c = run(Format::Csv, "a,b\n1,x\n2,y\n").unwrap();
         assert_eq!(c.num_rows, 2);
         assert_eq!(c.schema.field(0).name(), "a");
-        let c = run(Format::Json, "{\"z\":1,\"a\":\"q\"}\n\n{\"z\":2,\"a\":\"r\"}\n").unwrap();
+        let c = run(
+            Format::Json,
+            "{\"z\":1,\"a\":\"q\"}\n\n{\"z\":2,\"a\":\"r\"}\n",
+        )
+        .unwrap();
         assert_eq!(c.num_rows, 2);
         assert_eq!(c.schema.field(0).name(), "z");
         let c = run(Format::Json, "[{\"a\":1},{\"a\":2},{\"a\":3}]").unwrap();

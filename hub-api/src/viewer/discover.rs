@@ -167,7 +167,10 @@ fn matching(files: &[DataFile], patterns: &[String]) -> Result<Vec<DataFile>, St
 
 /// The configs of a README's `configs:` block (card data as JSON), None when
 /// it has none.
-fn from_card(card: &serde_json::Value, files: &[DataFile]) -> Option<Result<Vec<ConfigPlan>, String>> {
+fn from_card(
+    card: &serde_json::Value,
+    files: &[DataFile],
+) -> Option<Result<Vec<ConfigPlan>, String>> {
     let configs = card.get("configs")?.as_array()?;
     let mut out: Vec<(bool, ConfigPlan)> = Vec::new();
     for c in configs {
@@ -209,9 +212,7 @@ fn from_card(card: &serde_json::Value, files: &[DataFile]) -> Option<Result<Vec<
                         .unwrap_or("train")
                         .to_string();
                     let Some(path) = e.get("path") else {
-                        return Some(Err(format!(
-                            "configs: {name}: split {split} has no path"
-                        )));
+                        return Some(Err(format!("configs: {name}: split {split} has no path")));
                     };
                     match patterns_of(path) {
                         Ok(p) => v.push((split, p)),
@@ -233,7 +234,10 @@ fn from_card(card: &serde_json::Value, files: &[DataFile]) -> Option<Result<Vec<
                         pats.join(", ")
                     )))
                 }
-                Ok(f) => splits.push(SplitPlan { name: split, files: f }),
+                Ok(f) => splits.push(SplitPlan {
+                    name: split,
+                    files: f,
+                }),
                 Err(e) => return Some(Err(format!("configs: {name}: {e}"))),
             }
         }
@@ -274,7 +278,10 @@ fn by_names(files: &[DataFile]) -> Vec<SplitPlan> {
 /// The configs of a commit: from the README's card data (`card`, JSON of
 /// its YAML front matter) when it has a `configs:` block, else `default`
 /// with splits by names. Err: the reason the viewer cannot show it.
-pub fn plan(card: Option<&serde_json::Value>, files: &[DataFile]) -> Result<Vec<ConfigPlan>, String> {
+pub fn plan(
+    card: Option<&serde_json::Value>,
+    files: &[DataFile],
+) -> Result<Vec<ConfigPlan>, String> {
     let mut files = files.to_vec();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let configs = match card.and_then(|c| from_card(c, &files)) {
@@ -341,9 +348,21 @@ mod tests {
         assert_eq!(
             names(&p),
             vec![
-                ("default".into(), "train".into(), vec!["data/train-00000-of-00001.parquet".into()]),
-                ("default".into(), "validation".into(), vec!["dev/part1.jsonl".into()]),
-                ("default".into(), "test".into(), vec!["data/test.csv".into()]),
+                (
+                    "default".into(),
+                    "train".into(),
+                    vec!["data/train-00000-of-00001.parquet".into()]
+                ),
+                (
+                    "default".into(),
+                    "validation".into(),
+                    vec!["dev/part1.jsonl".into()]
+                ),
+                (
+                    "default".into(),
+                    "test".into(),
+                    vec!["data/test.csv".into()]
+                ),
             ]
         );
         // No split named: everything is train.
@@ -364,18 +383,29 @@ mod tests {
                 {"split": "train", "path": "main/tr_*.csv"},
                 {"split": "test", "path": ["main/te.csv"]}]}
         ]});
-        let files = [f("small/a.csv"), f("main/tr_1.csv"), f("main/tr_2.csv"), f("main/te.csv")];
+        let files = [
+            f("small/a.csv"),
+            f("main/tr_1.csv"),
+            f("main/tr_2.csv"),
+            f("main/te.csv"),
+        ];
         let p = plan(Some(&card), &files).unwrap();
         assert_eq!(
             names(&p),
             vec![
-                ("main".into(), "train".into(), vec!["main/tr_1.csv".into(), "main/tr_2.csv".into()]),
+                (
+                    "main".into(),
+                    "train".into(),
+                    vec!["main/tr_1.csv".into(), "main/tr_2.csv".into()]
+                ),
                 ("main".into(), "test".into(), vec!["main/te.csv".into()]),
                 ("small".into(), "train".into(), vec!["small/a.csv".into()]),
             ]
         );
         let bad = json!({"configs": [{"config_name": "x", "data_files": "nothing/*.csv"}]});
-        assert!(plan(Some(&bad), &files).unwrap_err().contains("no data file matches"));
+        assert!(plan(Some(&bad), &files)
+            .unwrap_err()
+            .contains("no data file matches"));
         assert!(glob("**/*.csv").unwrap().is_match("a/b/c.csv"));
         assert!(glob("**/*.csv").unwrap().is_match("c.csv"));
         assert!(!glob("*.csv").unwrap().is_match("a/c.csv"));

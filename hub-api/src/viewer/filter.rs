@@ -121,7 +121,11 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             c if c.is_ascii_digit() || c == '-' || c == '.' => {
                 let start = i;
                 i += 1;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.' || ((b[i] == '-' || b[i] == '+') && matches!(b[i - 1], 'e' | 'E'))) {
+                while i < b.len()
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == '.'
+                        || ((b[i] == '-' || b[i] == '+') && matches!(b[i - 1], 'e' | 'E')))
+                {
                     i += 1;
                 }
                 let t: String = b[start..i].iter().collect();
@@ -222,14 +226,22 @@ impl Parser {
         }
         let op = match self.next() {
             Some(Tok::Op(op)) => op,
-            _ => return Err(format!("expected a comparison (=, !=, <, <=, >, >=) after {col}")),
+            _ => {
+                return Err(format!(
+                    "expected a comparison (=, !=, <, <=, >, >=) after {col}"
+                ))
+            }
         };
         let lit = match self.next() {
             Some(Tok::Str(s)) => Lit::Str(s),
             Some(Tok::Num(n)) => Lit::Num(n),
             Some(Tok::Ident(k)) if k.eq_ignore_ascii_case("true") => Lit::Bool(true),
             Some(Tok::Ident(k)) if k.eq_ignore_ascii_case("false") => Lit::Bool(false),
-            _ => return Err(format!("expected a literal ('text', number, true, false) after {col}")),
+            _ => {
+                return Err(format!(
+                    "expected a literal ('text', number, true, false) after {col}"
+                ))
+            }
         };
         Ok(Expr::Cmp(col, op, lit))
     }
@@ -244,7 +256,11 @@ pub fn parse(s: &str) -> Result<Expr, String> {
     if toks.is_empty() {
         return Err("empty".into());
     }
-    let mut p = Parser { toks, pos: 0, depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.expr()?;
     if p.pos != p.toks.len() {
         return Err(format!("unexpected {:?}", p.toks[p.pos]));
@@ -313,17 +329,32 @@ mod tests {
         assert!(eval("n >= 3 AND n < 4", row.clone()));
         assert!(eval("name = 'it''s' or n = 0", row.clone()));
         assert!(eval("\"my col\" > 1", row.clone()));
-        assert!(eval("ok = TRUE and x IS NULL and name IS NOT NULL", row.clone()));
+        assert!(eval(
+            "ok = TRUE and x IS NULL and name IS NOT NULL",
+            row.clone()
+        ));
         assert!(eval("NOT (n != 3)", row.clone()));
         assert!(!eval("n = '3'", row.clone()));
         assert!(eval("n <> 4 and n > -1e3", row));
-        for bad in ["", "n", "n =", "n = 3 3", "n = 'x", "(n = 1", "n ~ 1", "1 = n", "n = 3; DROP TABLE x"] {
+        for bad in [
+            "",
+            "n",
+            "n =",
+            "n = 3 3",
+            "n = 'x",
+            "(n = 1",
+            "n ~ 1",
+            "1 = n",
+            "n = 3; DROP TABLE x",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         let deep = format!("{}n = 1{}", "(".repeat(40), ")".repeat(40));
         assert!(parse(&deep).unwrap_err().contains("nested"));
         let mut cols = Vec::new();
-        parse("a = 1 or (b = 2 and c is null)").unwrap().columns(&mut cols);
+        parse("a = 1 or (b = 2 and c is null)")
+            .unwrap()
+            .columns(&mut cols);
         assert_eq!(cols, ["a", "b", "c"]);
     }
 }

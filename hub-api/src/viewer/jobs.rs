@@ -63,14 +63,19 @@ pub enum Status {
 }
 
 /// The state of a commit's job; queues one when there is none.
-pub async fn status(state: &AppState, repo_id: i64, commit: &str) -> crate::error::ApiResult<Status> {
-    let row: Option<(String, Option<sqlx::types::Json<Manifest>>, Option<String>)> = sqlx::query_as(
-        "SELECT state, result, error FROM viewer_jobs WHERE repo_id = $1 AND commit_oid = $2",
-    )
-    .bind(repo_id)
-    .bind(commit)
-    .fetch_optional(&state.db)
-    .await?;
+pub async fn status(
+    state: &AppState,
+    repo_id: i64,
+    commit: &str,
+) -> crate::error::ApiResult<Status> {
+    let row: Option<(String, Option<sqlx::types::Json<Manifest>>, Option<String>)> =
+        sqlx::query_as(
+            "SELECT state, result, error FROM viewer_jobs WHERE repo_id = $1 AND commit_oid = $2",
+        )
+        .bind(repo_id)
+        .bind(commit)
+        .fetch_optional(&state.db)
+        .await?;
     Ok(match row {
         None => {
             let mut conn = state.db.acquire().await?;
@@ -131,7 +136,12 @@ pub async fn run_once(state: &AppState) -> sqlx::Result<bool> {
     renew.abort();
     let q = match outcome {
         Ok(m) => {
-            tracing::info!(repo_id, commit, elapsed_ms = started.elapsed().as_millis() as u64, "viewer: converted");
+            tracing::info!(
+                repo_id,
+                commit,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "viewer: converted"
+            );
             sqlx::query(
                 "UPDATE viewer_jobs SET state = 'done', result = $3, error = NULL,
                         finished_at = now(), leased_until = NULL
@@ -320,9 +330,10 @@ async fn convert_file(
     let sha = Sha256::parse(&f.sha256).map_err(io)?;
     let format = Format::of(&f.path).expect("discover keeps data files only");
     if format == Format::Parquet {
-        let (schema, rows) = super::read::inspect(&state.storage, StorageKey::Blob(sha.clone()), f.size as u64)
-            .await
-            .map_err(|e| Failure::Data(format!("not a readable Parquet file: {e}")))?;
+        let (schema, rows) =
+            super::read::inspect(&state.storage, StorageKey::Blob(sha.clone()), f.size as u64)
+                .await
+                .map_err(|e| Failure::Data(format!("not a readable Parquet file: {e}")))?;
         return Ok((
             Shard {
                 source: f.path.clone(),

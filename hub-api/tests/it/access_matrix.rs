@@ -726,7 +726,14 @@ async fn cross_tenant_access_matrix() {
         TestRequest::post()
             .uri(&format!("/api/datasets/acme/{MARK}-ds/commit/main"))
             .insert_header(bearer(&alice))
-            .set_payload(hub_testkit::ndjson("data", None, &[hub_testkit::file_op("train.csv", b"id,text\n1,row one\n2,row two\n")])),
+            .set_payload(hub_testkit::ndjson(
+                "data",
+                None,
+                &[hub_testkit::file_op(
+                    "train.csv",
+                    b"id,text\n1,row one\n2,row two\n",
+                )],
+            )),
     )
     .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
@@ -1215,13 +1222,27 @@ fn gated_rows(
         ("info", D, false),
         ("first-rows", S, true),
         ("rows", S, true),
-        ("search", "dataset=acme/gated-ds&config=default&split=train&query=gatedcontent", true),
-        ("filter", "dataset=acme/gated-ds&config=default&split=train&where=id%3E%3D1", true),
+        (
+            "search",
+            "dataset=acme/gated-ds&config=default&split=train&query=gatedcontent",
+            true,
+        ),
+        (
+            "filter",
+            "dataset=acme/gated-ds&config=default&split=train&where=id%3E%3D1",
+            true,
+        ),
         ("parquet", D, false),
         ("size", D, false),
     ] {
-        let pattern: &'static str = Box::leak(format!("/api/datasets-server/{route}").into_boxed_str());
-        rows.push(grow(get.clone(), pattern, Viewer(200, rows_shown), move |_| format!("{pattern}?{q}")));
+        let pattern: &'static str =
+            Box::leak(format!("/api/datasets-server/{route}").into_boxed_str());
+        rows.push(grow(
+            get.clone(),
+            pattern,
+            Viewer(200, rows_shown),
+            move |_| format!("{pattern}?{q}"),
+        ));
     }
     rows.push(grow(
         get.clone(),
@@ -1403,7 +1424,11 @@ async fn gated_byte_routes_matrix() {
         TestRequest::post()
             .uri("/api/datasets/acme/gated-ds/commit/main")
             .insert_header(bearer(&alice))
-            .set_payload(hub_testkit::ndjson("data", None, &[hub_testkit::file_op("train.csv", csv.as_bytes())])),
+            .set_payload(hub_testkit::ndjson(
+                "data",
+                None,
+                &[hub_testkit::file_op("train.csv", csv.as_bytes())],
+            )),
     )
     .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
@@ -1417,7 +1442,11 @@ async fn gated_byte_routes_matrix() {
             .set_json(body)
     };
     for kind in ["models", "datasets"] {
-        let repo = if kind == "models" { "gated" } else { "gated-ds" };
+        let repo = if kind == "models" {
+            "gated"
+        } else {
+            "gated-ds"
+        };
         assert_eq!(
             call(
                 &app,
