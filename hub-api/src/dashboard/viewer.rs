@@ -30,6 +30,12 @@ pub struct Column {
     pub ty: String,
 }
 
+/// A row of the table: its index and its cells as text.
+pub struct RowView {
+    pub idx: u64,
+    pub cells: Vec<String>,
+}
+
 /// What the viewer section shows.
 pub struct Section {
     /// `pending`, `error`, `gated` or `ready`.
@@ -37,7 +43,7 @@ pub struct Section {
     pub reason: String,
     pub choices: Vec<SplitChoice>,
     pub columns: Vec<Column>,
-    pub rows: Vec<(u64, Vec<String>)>,
+    pub rows: Vec<RowView>,
     pub from: u64,
     pub to: u64,
     pub total: u64,
@@ -181,7 +187,7 @@ pub async fn section(
                 .iter()
                 .map(|f| cell_text(row.get(&f.name).unwrap_or(&Value::Null)))
                 .collect();
-            s.rows.push((idx, cells));
+            s.rows.push(RowView { idx, cells });
             idx += 1;
         }
     }
