@@ -411,7 +411,7 @@ test('a dataset page shows its rows: typed columns, splits, next page; convertin
   const reason = await page.textContent('#viewer .viewer-status');
   assert.match(reason, /cannot show/);
   assert.match(reason, /train\.csv/);
-  assert.match(reason, /line 3/);
+  assert.match(reason, /line\D{0,3}3/);
 });
 
 test('browse history', async () => {

@@ -23,6 +23,8 @@ use crate::viewer::jobs::{self, Status};
 use crate::viewer::read::{self, row_json};
 use crate::viewer::{Manifest, SplitManifest};
 use actix_web::{web, HttpRequest, HttpResponse};
+use arrow_array::Array;
+use arrow_schema::DataType;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -405,18 +407,12 @@ pub async fn search(
     let r = ready(&state, &auth, &p).await?;
     let (_, s) = r.split(&p)?;
     let (rows, total, partial) = matching(&state, &r.dl, s, offset, length, None, |b, i| {
-        b.columns().iter().any(|c| match read::cell(c.as_ref(), i) {
-            Value::String(v)
-                if matches!(
-                    c.data_type(),
-                    arrow_schema::DataType::Utf8
-                        | arrow_schema::DataType::LargeUtf8
-                        | arrow_schema::DataType::Utf8View
-                ) =>
-            {
-                v.to_lowercase().contains(&query)
-            }
-            _ => false,
+        b.columns().iter().any(|c| {
+            matches!(
+                c.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) && !c.is_null(i)
+                && matches!(read::cell(c.as_ref(), i), Value::String(v) if v.to_lowercase().contains(&query))
         })
     })
     .await?;

@@ -234,13 +234,13 @@ async fn check_dataset(app: &impl App, ds: &str, train: &[Value], test: &[Value]
     // Search: case-insensitive substring of string cells.
     let v = ok(
         app,
-        &format!("/api/datasets-server/search?{tr}&query=N-1"),
+        &format!("/api/datasets-server/search?{tr}&query=ME-1"),
         None,
     )
     .await;
     let want: Vec<Value> = train
         .iter()
-        .filter(|r| r["name"].as_str().unwrap().to_lowercase().contains("n-1"))
+        .filter(|r| r["name"].as_str().unwrap().to_lowercase().contains("me-1"))
         .cloned()
         .collect();
     assert_eq!(v["num_rows_total"], want.len());
@@ -491,7 +491,10 @@ async fn a_configs_block_and_a_malformed_file() {
     assert_eq!(st, 501, "{v}");
     assert_eq!(h.get("x-error-code").unwrap(), "DatasetGenerationError");
     let why = v["error"].as_str().unwrap();
-    assert!(why.contains("train.csv") && why.contains("line 4"), "{why}");
+    assert!(
+        why.contains("train.csv") && why.contains("line") && why.contains('4'),
+        "{why}"
+    );
     assert_eq!(v["code"], "dataset_cannot_show");
     // Fixing the file makes it viewable.
     commit_ds(&app, &alice, "alice/bad", &[("train.csv", b"a,b\n1,2\n")]).await;
