@@ -206,7 +206,7 @@ fn json_lines(
     if schema.fields().is_empty() {
         return Err(Failure::Data("no JSON object with fields".into()));
     }
-    let schema: SchemaRef = Arc::new(schema);
+    let schema: SchemaRef = Arc::new(in_source_order(schema, head));
     let mut dec = arrow_json::ReaderBuilder::new(schema.clone())
         .with_batch_size(BATCH)
         .build_decoder()?;
@@ -255,6 +255,58 @@ fn json_lines(
         schema,
         num_rows: rows,
     })
+}
+
+/// The keys of one JSON object, in the order they are written.
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    m.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// arrow-json's inference orders fields by name; the viewer keeps the
+/// source's order (each key where it first appears in the head's records).
+fn in_source_order(schema: Schema, head: &[u8]) -> Schema {
+    let mut order: Vec<String> = Vec::new();
+    for line in head.split(|b| *b == b'\n').take(INFER_RECORDS) {
+        if let Ok(Keys(keys)) = serde_json::from_slice::<Keys>(line) {
+            for k in keys {
+                if !order.contains(&k) {
+                    order.push(k);
+                }
+            }
+        }
+        if order.len() >= schema.fields().len() {
+            break;
+        }
+    }
+    let mut fields: Vec<arrow_schema::FieldRef> = order
+        .iter()
+        .filter_map(|k| schema.field_with_name(k).ok().map(|f| Arc::new(f.clone())))
+        .collect();
+    for f in schema.fields() {
+        if !order.iter().any(|k| k == f.name()) {
+            fields.push(f.clone());
+        }
+    }
+    Schema::new(fields)
 }
 
 fn write(w: &mut ArrowWriter<std::fs::File>, b: &RecordBatch) -> Result<(), Failure> {
