@@ -203,28 +203,74 @@ pub async fn splits(
     Ok(HttpResponse::Ok().json(json!({"splits": out, "pending": [], "failed": []})))
 }
 
-fn config_info(dataset: &str, c: &crate::viewer::ConfigManifest) -> Value {
-    let mut features = serde_json::Map::new();
-    if let Some(s) = c.splits.first() {
-        for f in &s.features {
-            features.insert(f.name.clone(), f.ty.clone());
+/// A JSON object whose keys keep their order (serde_json's `Map` sorts
+/// them): `/info`'s features in column order, as the HF viewer lists them.
+struct Ordered<T>(Vec<(String, T)>);
+
+impl<T: serde::Serialize> serde::Serialize for Ordered<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
         }
+        m.end()
     }
-    let mut splits = serde_json::Map::new();
-    for s in &c.splits {
-        splits.insert(
-            s.name.clone(),
-            json!({"name": s.name, "num_bytes": s.num_bytes_parquet, "num_examples": s.num_rows, "dataset_name": dataset}),
-        );
+}
+
+#[derive(serde::Serialize)]
+struct ConfigInfo<'a> {
+    dataset_name: &'a str,
+    config_name: &'a str,
+    features: Ordered<Value>,
+    splits: Ordered<Value>,
+    download_size: u64,
+    dataset_size: u64,
+}
+
+fn config_info<'a>(dataset: &'a str, c: &'a crate::viewer::ConfigManifest) -> ConfigInfo<'a> {
+    let features = c
+        .splits
+        .first()
+        .map(|s| {
+            s.features
+                .iter()
+                .map(|f| (f.name.clone(), f.ty.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let splits = c
+        .splits
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                json!({"name": s.name, "num_bytes": s.num_bytes_parquet, "num_examples": s.num_rows, "dataset_name": dataset}),
+            )
+        })
+        .collect();
+    ConfigInfo {
+        dataset_name: dataset,
+        config_name: &c.name,
+        features: Ordered(features),
+        splits: Ordered(splits),
+        download_size: c.splits.iter().map(|s| s.num_bytes_original).sum(),
+        dataset_size: c.splits.iter().map(|s| s.num_bytes_parquet).sum(),
     }
-    json!({
-        "dataset_name": dataset,
-        "config_name": c.name,
-        "features": features,
-        "splits": splits,
-        "download_size": c.splits.iter().map(|s| s.num_bytes_original).sum::<u64>(),
-        "dataset_size": c.splits.iter().map(|s| s.num_bytes_parquet).sum::<u64>(),
-    })
+}
+
+#[derive(serde::Serialize)]
+struct InfoOne<'a> {
+    dataset_info: ConfigInfo<'a>,
+    partial: bool,
+}
+
+#[derive(serde::Serialize)]
+struct InfoAll<'a> {
+    dataset_info: Ordered<ConfigInfo<'a>>,
+    pending: Vec<Value>,
+    failed: Vec<Value>,
+    partial: bool,
 }
 
 /// `GET /api/datasets-server/info?dataset=[&config=]`.
@@ -235,7 +281,7 @@ pub async fn info(
 ) -> ApiResult<HttpResponse> {
     let p = Params::of(&req)?;
     let r = ready(&state, &auth, &p).await?;
-    let body = match p.get("config") {
+    Ok(match p.get("config") {
         Some(want) => {
             let c = r
                 .manifest
@@ -243,17 +289,24 @@ pub async fn info(
                 .iter()
                 .find(|c| c.name == want)
                 .ok_or(ApiError::NotFound("config"))?;
-            json!({"dataset_info": config_info(&r.dataset, c), "partial": false})
+            HttpResponse::Ok().json(InfoOne {
+                dataset_info: config_info(&r.dataset, c),
+                partial: false,
+            })
         }
-        None => {
-            let mut m = serde_json::Map::new();
-            for c in &r.manifest.configs {
-                m.insert(c.name.clone(), config_info(&r.dataset, c));
-            }
-            json!({"dataset_info": m, "pending": [], "failed": [], "partial": false})
-        }
-    };
-    Ok(HttpResponse::Ok().json(body))
+        None => HttpResponse::Ok().json(InfoAll {
+            dataset_info: Ordered(
+                r.manifest
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.clone(), config_info(&r.dataset, c)))
+                    .collect(),
+            ),
+            pending: vec![],
+            failed: vec![],
+            partial: false,
+        }),
+    })
 }
 
 async fn page_rows(

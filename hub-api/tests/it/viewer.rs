@@ -693,29 +693,72 @@ async fn the_dataset_page_shows_the_rows() {
         let uri = uri.to_string();
         let app = &app;
         async move {
-            let (st, _, b) = call(app, TestRequest::get().uri(&uri).insert_header(("Accept", "text/html"))).await;
+            let (st, _, b) = call(
+                app,
+                TestRequest::get()
+                    .uri(&uri)
+                    .insert_header(("Accept", "text/html")),
+            )
+            .await;
             assert_eq!(st, 200, "{uri}");
             String::from_utf8(b).unwrap()
         }
     };
     create_ds(&app, &alice, "alice/page", false).await;
-    commit_ds(&app, &alice, "alice/page", &[("train.csv", &csv(&source(30, "row"))), ("test.csv", &csv(&source(2, "held")))]).await;
+    commit_ds(
+        &app,
+        &alice,
+        "alice/page",
+        &[
+            ("train.csv", &csv(&source(30, "row"))),
+            ("test.csv", &csv(&source(2, "held"))),
+        ],
+    )
+    .await;
     let html = page("/datasets/alice/page").await;
-    assert!(html.contains("data-state=\"pending\"") && html.contains("Converting"), "{html}");
+    assert!(
+        html.contains("data-state=\"pending\"") && html.contains("Converting"),
+        "{html}"
+    );
     convert(&t).await;
     let html = page("/datasets/alice/page").await;
     assert!(html.contains("data-state=\"ready\""), "{html}");
-    assert!(html.contains("<span class=\"col-name\">score</span> <span class=\"col-type\">float64</span>"), "{html}");
-    assert!(html.contains("<td>row-24</td>") && !html.contains("<td>row-25</td>"), "25 rows a page");
+    assert!(
+        html.contains(
+            "<span class=\"col-name\">score</span> <span class=\"col-type\">float64</span>"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>row-24</td>") && !html.contains("<td>row-25</td>"),
+        "25 rows a page"
+    );
     assert!(html.contains("Rows 1–25 of 30"), "{html}");
     assert!(html.contains("rel=\"next\" href=\"/datasets/alice/page?config=default&#38;split=train&#38;offset=25#viewer\""), "{html}");
     let html = page("/datasets/alice/page?config=default&split=train&offset=25").await;
-    assert!(html.contains("<td>row-29</td>") && html.contains("rel=\"prev\""), "{html}");
+    assert!(
+        html.contains("<td>row-29</td>") && html.contains("rel=\"prev\""),
+        "{html}"
+    );
     let html = page("/datasets/alice/page?config=default&split=test").await;
-    assert!(html.contains("<td>held-1</td>") && !html.contains("<td>row-0</td>"), "{html}");
+    assert!(
+        html.contains("<td>held-1</td>") && !html.contains("<td>row-0</td>"),
+        "{html}"
+    );
     create_ds(&app, &alice, "alice/badpage", false).await;
-    commit_ds(&app, &alice, "alice/badpage", &[("train.jsonl", b"{\"a\": 1}\n{\"a\": \n")]).await;
+    commit_ds(
+        &app,
+        &alice,
+        "alice/badpage",
+        &[("train.jsonl", b"{\"a\": 1}\n{\"a\": \n")],
+    )
+    .await;
     convert(&t).await;
     let html = page("/datasets/alice/badpage").await;
-    assert!(html.contains("data-state=\"error\"") && html.contains("cannot show") && html.contains("train.jsonl"), "{html}");
+    assert!(
+        html.contains("data-state=\"error\"")
+            && html.contains("cannot show")
+            && html.contains("train.jsonl"),
+        "{html}"
+    );
 }
