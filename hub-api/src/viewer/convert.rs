@@ -89,12 +89,59 @@ pub struct Converted {
     pub num_rows: u64,
 }
 
-fn writer(out: std::fs::File, schema: SchemaRef) -> Result<ArrowWriter<std::fs::File>, Failure> {
+/// The Parquet writer, on a thread of its own: decoding (this thread) and
+/// encoding (that one) overlap, with at most [`IN_FLIGHT`] batches between
+/// them (memory stays bounded).
+pub struct Writer {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    thread: Option<std::thread::JoinHandle<Result<(), parquet::errors::ParquetError>>>,
+}
+
+/// Decoded batches waiting for the writer thread, at most.
+pub const IN_FLIGHT: usize = 2;
+
+impl Writer {
+    pub fn write(&mut self, b: &RecordBatch) -> Result<(), Failure> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(b.clone()).is_ok());
+        if sent != Some(true) {
+            // The thread stopped: its error says why.
+            self.tx = None;
+            self.close()?;
+            return Err(Failure::Io("the Parquet writer stopped".into()));
+        }
+        Ok(())
+    }
+
+    pub fn close(&mut self) -> Result<(), Failure> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => Ok(r?),
+            Some(Err(_)) => Err(Failure::Io("the Parquet writer thread panicked".into())),
+            None => Err(Failure::Io("the Parquet writer stopped".into())),
+        }
+    }
+}
+
+fn writer(out: std::fs::File, schema: SchemaRef) -> Result<Writer, Failure> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_size(ROW_GROUP)
         .build();
-    Ok(ArrowWriter::try_new(out, schema, Some(props))?)
+    let mut w = ArrowWriter::try_new(out, schema, Some(props))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(IN_FLIGHT);
+    let thread = std::thread::Builder::new()
+        .name("viewer-parquet".into())
+        .spawn(move || {
+            for b in rx {
+                w.write(&b)?;
+            }
+            w.close().map(|_| ())
+        })
+        .map_err(|e| Failure::Io(e.to_string()))?;
+    Ok(Writer {
+        tx: Some(tx),
+        thread: Some(thread),
+    })
 }
 
 /// Reads up to [`INFER_BYTES`] of the head of `input`; answers the head and
@@ -215,7 +262,7 @@ fn json_lines(
     let mut line = Vec::new();
     let (mut n, mut first, mut rows) = (0u64, 1u64, 0u64);
     let flush = |dec: &mut arrow_json::reader::Decoder,
-                 w: &mut ArrowWriter<std::fs::File>,
+                 w: &mut Writer,
                  first: u64,
                  n: u64|
      -> Result<u64, Failure> {
@@ -309,8 +356,8 @@ fn in_source_order(schema: Schema, head: &[u8]) -> Schema {
     Schema::new(fields)
 }
 
-fn write(w: &mut ArrowWriter<std::fs::File>, b: &RecordBatch) -> Result<(), Failure> {
-    Ok(w.write(b)?)
+fn write(w: &mut Writer, b: &RecordBatch) -> Result<(), Failure> {
+    w.write(b)
 }
 
 /// Whether two files' schemas hold the same columns (names and types, in order).
