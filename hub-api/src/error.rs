@@ -167,6 +167,14 @@ pub enum ApiError {
     },
 
     // ---- 5xx ----
+    /// The dataset viewer has not converted the revision yet (the HF
+    /// viewer's `ResponseNotReady`, 500).
+    #[error("The response is not ready yet. Please retry later.")]
+    ResponseNotReady,
+    /// The dataset viewer cannot show the revision: the reason (which file,
+    /// which line, why).
+    #[error("The dataset viewer cannot show this dataset: {0}")]
+    DatasetCannotShow(String),
     #[error("the object store is unavailable, retry later")]
     StorageUnavailable(#[source] object_store::Error),
     #[error("the database is unavailable, retry later")]
@@ -236,6 +244,8 @@ impl ApiError {
             Unavailable(_) => "unavailable",
             UpstreamTimeout(_) => "upstream_timeout",
             Internal(_) => "internal_error",
+            ResponseNotReady => "response_not_ready",
+            DatasetCannotShow(_) => "dataset_cannot_show",
         }
     }
 
@@ -287,7 +297,8 @@ impl ApiError {
             InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             PathEscapes(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Internal(_) | ResponseNotReady => StatusCode::INTERNAL_SERVER_ERROR,
+            DatasetCannotShow(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -299,6 +310,8 @@ impl ApiError {
             RevisionNotFound(_) => Some("RevisionNotFound"),
             EntryNotFound { .. } => Some("EntryNotFound"),
             GatedRepo(_) => Some("GatedRepo"),
+            ResponseNotReady => Some("ResponseNotReady"),
+            DatasetCannotShow(_) => Some("DatasetGenerationError"),
             _ => None,
         }
     }
@@ -453,7 +466,8 @@ impl ResponseError for ApiError {
             ApiError::Overloaded(_)
             | ApiError::StorageUnavailable(_)
             | ApiError::DatabaseUnavailable(_)
-            | ApiError::Unavailable(_) => {
+            | ApiError::Unavailable(_)
+            | ApiError::ResponseNotReady => {
                 resp.insert_header(("Retry-After", "1"));
             }
             ApiError::InsufficientStorage(_) => {
@@ -512,6 +526,8 @@ pub const ALL_CODES: &[&str] = &[
     "unavailable",
     "upstream_timeout",
     "internal_error",
+    "response_not_ready",
+    "dataset_cannot_show",
 ];
 
 pub type ApiResult<T> = Result<T, ApiError>;

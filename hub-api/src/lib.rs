@@ -39,4 +39,5 @@ pub mod storage;
 pub mod sweeper;
 pub mod token_quota;
 pub mod validate;
+pub mod viewer;
 pub mod webhooks;

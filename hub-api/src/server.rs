@@ -415,6 +415,7 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
         }
         crate::sweeper::spawn(state.clone());
         crate::webhooks::delivery::spawn(state.clone());
+        crate::viewer::jobs::spawn(state.clone());
         crate::scheduler::spawn(state.clone(), db_url.clone());
         let workers = config.http_workers.unwrap_or_else(|| {
             std::thread::available_parallelism()

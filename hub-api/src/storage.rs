@@ -44,6 +44,10 @@ pub enum StorageKey {
     /// by the blob's sha256: `xet/recipes/ab/cd/<hex>`. Such a blob has no
     /// `Blob` object; reads fall back to the recipe.
     XetRecipe(Sha256),
+    /// Data the hub derives from a repo's files and can make again: the
+    /// dataset viewer's Parquet files (`viewer`), `viewer/<rest>`. The caller
+    /// makes `rest` from ids only (never from names a tenant chose).
+    Derived(String),
 }
 
 impl StorageKey {
@@ -62,6 +66,7 @@ impl StorageKey {
                 let s = h.as_str();
                 ObjPath::from(format!("xet/recipes/{}/{}/{}", &s[0..2], &s[2..4], s))
             }
+            StorageKey::Derived(rest) => ObjPath::from(format!("viewer/{rest}")),
         }
     }
 }
@@ -1123,6 +1128,92 @@ impl Storage {
         self.backend
             .remove(&StorageKey::XetRecipe(sha.clone()))
             .await
+    }
+
+    /// Reads `range` of a blob or a derived object into memory (the caller
+    /// bounds the range): what the dataset viewer's Parquet reader fetches.
+    pub async fn object_range(
+        &self,
+        key: &StorageKey,
+        range: Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        match key {
+            StorageKey::Blob(sha) => collect(self.read_blob(sha, Some(range)).await?).await,
+            other => collect(self.backend.read(other, Some(range)).await?).await,
+        }
+    }
+
+    /// Streams a derived object whole (the dataset viewer's Parquet downloads).
+    pub async fn derived_stream(
+        &self,
+        key: &StorageKey,
+    ) -> Result<BoxStream<'static, Result<Bytes, StorageError>>, StorageError> {
+        self.backend.read(key, None).await
+    }
+
+    /// A directory for scratch files that [`Storage::put_file`] can move in
+    /// without copying (the local store's own staging folder; the system's
+    /// temporary folder otherwise).
+    pub fn scratch_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Local { root, .. } => root.join("staging"),
+            Backend::Store(_) => std::env::temp_dir(),
+        }
+    }
+
+    /// Stores a finished local file at `key` (derived data, replaced whole),
+    /// streamed: the local store renames it into place (copying when the
+    /// rename crosses file systems), other stores upload it in parts.
+    /// The file is gone afterwards.
+    pub async fn put_file(&self, key: &StorageKey, file: &Path) -> Result<u64, StorageError> {
+        let size = tokio::fs::metadata(file).await?.len();
+        match &self.backend {
+            Backend::Local { root, .. } => {
+                let dest = root.join(key.path().as_ref());
+                let src = file.to_path_buf();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(dest.parent().expect("derived keys have a parent"))?;
+                    if std::fs::rename(&src, &dest).is_err() {
+                        let temp = dest.with_extension(format!("{}.tmp", Uuid::new_v4().simple()));
+                        std::fs::copy(&src, &temp)?;
+                        std::fs::rename(&temp, &dest)?;
+                        let _ = std::fs::remove_file(&src);
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(StorageError::join)??;
+            }
+            Backend::Store(store) => {
+                use tokio::io::AsyncReadExt;
+                let mut w = WriteMultipart::new(store.put_multipart(&key.path()).await?);
+                let mut f = tokio::fs::File::open(file).await?;
+                let mut buf = vec![0u8; 8 << 20];
+                loop {
+                    let n = f.read(&mut buf).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.wait_for_capacity(4).await?;
+                    w.write(&buf[..n]);
+                }
+                w.finish().await?;
+                let _ = tokio::fs::remove_file(file).await;
+            }
+        }
+        Ok(size)
+    }
+
+    /// Deletes every derived object under `viewer/<prefix>`.
+    pub async fn delete_derived(&self, prefix: &str) {
+        let p = ObjPath::from(format!("viewer/{prefix}"));
+        let found: Vec<_> = match self.store().list(Some(&p)).try_collect().await {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        for m in found {
+            let _ = self.delete_path(&m.location).await;
+        }
     }
 
     pub async fn delete_path(&self, path: &ObjPath) -> Result<(), StorageError> {

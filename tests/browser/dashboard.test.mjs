@@ -356,6 +356,64 @@ test('see the model card and the file list', async () => {
   await shot('home-with-repos');
 });
 
+test('a dataset page shows its rows: typed columns, splits, next page; converting first', async () => {
+  const name = `e2e-rows-${Date.now()}`;
+  const created = await hubApi('POST', '/api/repos/create', { name, type: 'dataset' });
+  assert.equal(created.status, 200, JSON.stringify(created.data));
+  const rows = Array.from({ length: 60 }, (_, i) => `${i},row number ${i},${(i * 0.5).toFixed(1)}`);
+  const files = { 'data/train.csv': `id,text,score\n${rows.join('\n')}\n`, 'data/test.csv': 'id,text,score\n0,held out,1.5\n' };
+  const lines = [JSON.stringify({ key: 'header', value: { summary: 'rows' } })];
+  for (const [p, c] of Object.entries(files)) {
+    lines.push(JSON.stringify({ key: 'file', value: { path: p, content: Buffer.from(c).toString('base64'), encoding: 'base64' } }));
+  }
+  const c = await fetch(`${HUB}/api/datasets/${USER}/${name}/commit/main`, {
+    method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/x-ndjson' },
+    body: lines.join('\n') + '\n',
+  });
+  assert.equal(c.status, 200, await c.text());
+  await page.goto(`${HUB}/datasets/${USER}/${name}`);
+  // Converting (or already done on a fast machine): the section is there either way.
+  const state = await page.getAttribute('#viewer', 'data-state');
+  assert.ok(['pending', 'ready'].includes(state), `viewer state ${state}`);
+  if (state === 'pending') assert.match(await page.textContent('#viewer'), /Converting/);
+  for (let i = 0; i < 120 && (await page.getAttribute('#viewer', 'data-state')) !== 'ready'; i++) {
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  assert.equal(await page.getAttribute('#viewer', 'data-state'), 'ready');
+  const heads = await page.$$eval('.viewer-table thead th', (ths) => ths.map((t) => t.textContent.replace(/\s+/g, ' ').trim()));
+  assert.deepEqual(heads, ['#', 'id int64', 'text string', 'score float64']);
+  let cells = await page.$$eval('.viewer-table tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  assert.equal(cells.length, 25);
+  assert.deepEqual(cells[3], ['3', '3', 'row number 3', '1.5']);
+  await shot('dataset-viewer');
+  await page.click('.viewer-pager a[rel=next]');
+  cells = await page.$$eval('.viewer-table tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  assert.deepEqual(cells[0], ['25', '25', 'row number 25', '12.5']);
+  assert.match(await page.textContent('.viewer-pager'), /Rows 26.50 of 60/);
+  await page.click('.viewer-splits a:has-text("test")');
+  cells = await page.$$eval('.viewer-table tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  assert.deepEqual(cells, [['0', '0', 'held out', '1.5']]);
+  // A malformed file: the page says why the viewer cannot show it.
+  const bad = `${name}-bad`;
+  assert.equal((await hubApi('POST', '/api/repos/create', { name: bad, type: 'dataset' })).status, 200);
+  const body = [JSON.stringify({ key: 'header', value: { summary: 'bad' } }),
+    JSON.stringify({ key: 'file', value: { path: 'train.csv', content: Buffer.from('a,b\n1,2\n3,4,5\n').toString('base64'), encoding: 'base64' } })].join('\n') + '\n';
+  const b = await fetch(`${HUB}/api/datasets/${USER}/${bad}/commit/main`, {
+    method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/x-ndjson' }, body,
+  });
+  assert.equal(b.status, 200, 'the commit of a malformed file succeeds');
+  for (let i = 0; i < 120; i++) {
+    await page.goto(`${HUB}/datasets/${USER}/${bad}`);
+    if ((await page.getAttribute('#viewer', 'data-state')) === 'error') break;
+    await page.waitForTimeout(500);
+  }
+  const reason = await page.textContent('#viewer .viewer-status');
+  assert.match(reason, /cannot show/);
+  assert.match(reason, /train\.csv/);
+  assert.match(reason, /line\D{0,3}3/);
+});
+
 test('browse history', async () => {
   await page.goto(`${HUB}/${REPO}`);
   await page.click('.tabs >> text=History');

@@ -67,6 +67,7 @@ fi
 export HUB_URL="$url" HUB_TOKEN="$token" HUB_USER=alice HUB_PASSWORD="$password" \
   SCREENSHOTS="$root/target/screenshots" WORK="$tmp"
 status=0
-node --test --test-concurrency=1 dashboard.test.mjs || status=$?
+# BROWSER_TESTS (a regex of test names) narrows the run, e.g. BROWSER_TESTS="dataset page".
+node --test --test-concurrency=1 ${BROWSER_TESTS:+--test-name-pattern="$BROWSER_TESTS"} dashboard.test.mjs || status=$?
 if [ "$status" != 0 ]; then echo "--- hub log (tail) ---"; tail -40 "$HUB_LOG_FILE"; fi
 exit "$status"

@@ -26,6 +26,7 @@ pub mod snippets;
 pub mod tensors;
 pub mod text;
 pub mod upload;
+pub mod viewer;
 pub mod webhooks;
 
 use crate::auth::{Auth, Credential, Principal};

@@ -29,6 +29,8 @@ pub struct CardPage {
     pub updated: String,
     pub snippets: Vec<Snippet>,
     pub can_deploy: bool,
+    /// The dataset viewer (datasets only).
+    pub viewer: Option<super::viewer::Section>,
 }
 
 /// `GET /{ns}/{name}`.
@@ -91,6 +93,11 @@ pub async fn card(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         &sample,
     );
     let can_deploy = h.is_model && p.auth.principal().is_some();
+    let viewer = if h.is_model {
+        None
+    } else {
+        Some(super::viewer::section(&state, &p.auth, &p.ctx, &c.oid, &h.url, &req).await?)
+    };
     page(&CardPage {
         license: c.license.clone().unwrap_or_default(),
         task: c.pipeline_tag.clone().unwrap_or_default(),
@@ -120,6 +127,7 @@ pub async fn card(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
         has_readme,
         snippets,
         can_deploy,
+        viewer,
     })
 }
 

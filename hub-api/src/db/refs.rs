@@ -137,6 +137,11 @@ async fn log(
         .bind(actor)
         .execute(&mut *db)
         .await?;
+    // A dataset's default branch moved: its viewer converts the new commit
+    // (queued in the same transaction, run off the request path).
+    if let (Some(new), true) = (new, name == "refs/heads/main") {
+        crate::viewer::jobs::enqueue(db, repo_id, new).await?;
+    }
     // Every ref move is a `repo.content` webhook event, in the same transaction.
     crate::webhooks::enqueue(
         db,

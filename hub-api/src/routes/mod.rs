@@ -8,6 +8,7 @@ pub mod hf;
 pub mod inference;
 pub mod query;
 pub mod v1;
+pub mod viewer;
 pub mod xet;
 
 use crate::metrics::RouteLabel;
@@ -613,6 +614,25 @@ fn build(r: &mut impl RouteSink) {
     r.add(
         one("/api/v1/workers/{id}/assignments"),
         vec![on(GET, inference::workers::assignments)],
+    );
+    // The dataset viewer (`routes::viewer`): rows are file contents, so
+    // every route is a byte route (gated like a download).
+    for (path, h) in [
+        ("is-valid", on(GET, viewer::is_valid)),
+        ("splits", on(GET, viewer::splits)),
+        ("info", on(GET, viewer::info)),
+        ("first-rows", on(GET, viewer::first_rows)),
+        ("rows", on(GET, viewer::rows)),
+        ("search", on(GET, viewer::search)),
+        ("filter", on(GET, viewer::filter)),
+        ("parquet", on(GET, viewer::parquet)),
+        ("size", on(GET, viewer::size)),
+    ] {
+        r.bytes(one(&format!("/api/datasets-server/{path}")), vec![h]);
+    }
+    r.bytes(
+        one("/api/datasets/{ns}/{name}/parquet/{config}/{split}/{file}"),
+        vec![on(GET, viewer::parquet_file)],
     );
     // Downloads.
     r.bytes(

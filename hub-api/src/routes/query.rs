@@ -30,6 +30,9 @@ pub enum QueryError {
     Sort(String),
     #[error("{0} must be a date (YYYY-MM-DD) or an RFC 3339 time")]
     Time(&'static str),
+    /// A dataset viewer parameter: which one, and why.
+    #[error("query parameter {name}: {reason}")]
+    Param { name: &'static str, reason: String },
 }
 
 impl QueryError {

@@ -569,6 +569,18 @@ fn rows(
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/dir/f.txt")),
         row(get.clone(), "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/main/w.bin")),
         row(Method::HEAD, "/{ns}/{name}/resolve/{rev}/{path:.*}", RepoRead(200), |_| format!("/acme/{MARK}/resolve/dev/dir/f.txt")),
+        // The dataset viewer over tenant A's private dataset (converted in setup).
+        row(get.clone(), "/api/datasets-server/is-valid", RepoRead(200), |_| format!("/api/datasets-server/is-valid?dataset=acme/{MARK}-ds")),
+        row(get.clone(), "/api/datasets-server/splits", RepoRead(200), |_| format!("/api/datasets-server/splits?dataset=acme/{MARK}-ds")),
+        row(get.clone(), "/api/datasets-server/info", RepoRead(200), |_| format!("/api/datasets-server/info?dataset=acme/{MARK}-ds")),
+        row(get.clone(), "/api/datasets-server/first-rows", RepoRead(200), |_| format!("/api/datasets-server/first-rows?dataset=acme/{MARK}-ds&config=default&split=train")),
+        row(get.clone(), "/api/datasets-server/rows", RepoRead(200), |_| format!("/api/datasets-server/rows?dataset=acme/{MARK}-ds&config=default&split=train&offset=0&length=5")),
+        row(get.clone(), "/api/datasets-server/search", RepoRead(200), |_| format!("/api/datasets-server/search?dataset=acme/{MARK}-ds&config=default&split=train&query=row")),
+        row(get.clone(), "/api/datasets-server/filter", RepoRead(200), |_| format!("/api/datasets-server/filter?dataset=acme/{MARK}-ds&config=default&split=train&where=id%3E0")),
+        row(get.clone(), "/api/datasets-server/parquet", RepoRead(200), |_| format!("/api/datasets-server/parquet?dataset=acme/{MARK}-ds")),
+        row(get.clone(), "/api/datasets-server/size", RepoRead(200), |_| format!("/api/datasets-server/size?dataset=acme/{MARK}-ds")),
+        // (`canonical` form of `/api/datasets/{ns}/{name}/parquet/...`.)
+        row(get.clone(), "/api/{ns}/{name}/parquet/{config}/{split}/{file}", RepoRead(200), |_| format!("/api/datasets/acme/{MARK}-ds/parquet/default/train/0000.parquet")),
         // Dashboard pages.
         row(get.clone(), "/static/{hash}/{file}", Public(200), |_| hub_api::dashboard::assets::urls().app_js.clone()),
         row(get.clone(), "/favicon.ico", Public(200), |_| "/favicon.ico".into()),
@@ -699,6 +711,33 @@ async fn cross_tenant_access_matrix() {
     )
     .await;
     commit_files(&app, &alice, "acme/gated", &[("g.txt", b"gated bytes")]).await;
+    // A private dataset, converted for the viewer.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": format!("{MARK}-ds"), "organization": "acme", "private": true, "type": "dataset"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri(&format!("/api/datasets/acme/{MARK}-ds/commit/main"))
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson(
+                "data",
+                None,
+                &[hub_testkit::file_op(
+                    "train.csv",
+                    b"id,text\n1,row one\n2,row two\n",
+                )],
+            )),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    hub_api::viewer::jobs::run_pending(&t.state).await.unwrap();
     let post = |uri: String, body: Value| {
         TestRequest::post()
             .uri(&uri)
@@ -1080,6 +1119,10 @@ enum GClass {
     /// pack); anonymous callers are asked for credentials (401); the rest
     /// 403 `GatedRepo`.
     GitPack(u16),
+    /// The dataset viewer over the gated dataset: a byte route whose callers
+    /// who pass get `ok` (with the rows when `.1`); the rest 403 `GatedRepo`.
+    /// (A worker pull token is for the gated model, not this dataset.)
+    Viewer(u16, bool),
 }
 
 struct GRow {
@@ -1170,6 +1213,44 @@ fn gated_rows(
         grow(get.clone(), "/{ns}/{name}/settings", Unchecked, |_| format!("{P}/settings")),
         grow(get.clone(), "/inference/new", Unchecked, |_| "/inference/new?repo=acme/gated".into()),
     ];
+    // The dataset viewer over the gated dataset `acme/gated-ds`.
+    const D: &str = "dataset=acme/gated-ds";
+    const S: &str = "dataset=acme/gated-ds&config=default&split=train";
+    for (route, q, rows_shown) in [
+        ("is-valid", D, false),
+        ("splits", D, false),
+        ("info", D, false),
+        ("first-rows", S, true),
+        ("rows", S, true),
+        (
+            "search",
+            "dataset=acme/gated-ds&config=default&split=train&query=gatedcontent",
+            true,
+        ),
+        (
+            "filter",
+            "dataset=acme/gated-ds&config=default&split=train&where=id%3E%3D1",
+            true,
+        ),
+        ("parquet", D, false),
+        ("size", D, false),
+    ] {
+        let pattern: &'static str =
+            Box::leak(format!("/api/datasets-server/{route}").into_boxed_str());
+        rows.push(grow(
+            get.clone(),
+            pattern,
+            Viewer(200, rows_shown),
+            move |_| format!("{pattern}?{q}"),
+        ));
+    }
+    rows.push(grow(
+        get.clone(),
+        // (`canonical` form of `/api/datasets/{ns}/{name}/parquet/...`.)
+        "/api/{ns}/{name}/parquet/{config}/{split}/{file}",
+        Viewer(200, false),
+        |_| "/api/datasets/acme/gated-ds/parquet/default/train/0000.parquet".into(),
+    ));
     // The commit page lists the paths a commit changed, never contents.
     let commit = commit.to_string();
     rows.push(grow(
@@ -1327,6 +1408,31 @@ async fn gated_byte_routes_matrix() {
     )
     .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    // A gated dataset, converted for the viewer.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&alice))
+            .set_json(json!({"name": "gated-ds", "organization": "acme", "type": "dataset"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let csv = format!("id,text\n1,{GATED_MARK} one\n2,{GATED_MARK} two\n");
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/datasets/acme/gated-ds/commit/main")
+            .insert_header(bearer(&alice))
+            .set_payload(hub_testkit::ndjson(
+                "data",
+                None,
+                &[hub_testkit::file_op("train.csv", csv.as_bytes())],
+            )),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    hub_api::viewer::jobs::run_pending(&t.state).await.unwrap();
     let pull = pull_token_for(&t, &app, &alice, "acme", "acme/gated", "own").await;
     let pull_other = pull_token_for(&t, &app, &alice, "acme", "acme/other", "own-other").await;
     let put = |uri: &str, tok: &str, body: Value| {
@@ -1335,38 +1441,45 @@ async fn gated_byte_routes_matrix() {
             .insert_header(bearer(tok))
             .set_json(body)
     };
-    assert_eq!(
-        call(
-            &app,
-            put(
-                "/api/models/acme/gated/settings",
-                &alice,
-                json!({"gated": "manual"})
-            )
-        )
-        .await
-        .0,
-        200
-    );
-    for tok in [&pete, &rita, &ada] {
-        let (st, _, _) = call(
-            &app,
-            TestRequest::post()
-                .uri("/api/v1/repos/models/acme/gated/access-requests")
-                .insert_header(bearer(tok))
-                .set_json(json!({})),
-        )
-        .await;
-        assert_eq!(st, 201);
-    }
-    for (user, status) in [("rita", "rejected"), ("ada", "accepted")] {
-        let uri = format!("/api/v1/repos/models/acme/gated/access-requests/{user}");
+    for kind in ["models", "datasets"] {
+        let repo = if kind == "models" {
+            "gated"
+        } else {
+            "gated-ds"
+        };
         assert_eq!(
-            call(&app, put(&uri, &alice, json!({"status": status})))
-                .await
-                .0,
+            call(
+                &app,
+                put(
+                    &format!("/api/{kind}/acme/{repo}/settings"),
+                    &alice,
+                    json!({"gated": "manual"})
+                )
+            )
+            .await
+            .0,
             200
         );
+        for tok in [&pete, &rita, &ada] {
+            let (st, _, _) = call(
+                &app,
+                TestRequest::post()
+                    .uri(&format!("/api/v1/repos/{kind}/acme/{repo}/access-requests"))
+                    .insert_header(bearer(tok))
+                    .set_json(json!({})),
+            )
+            .await;
+            assert_eq!(st, 201);
+        }
+        for (user, status) in [("rita", "rejected"), ("ada", "accepted")] {
+            let uri = format!("/api/v1/repos/{kind}/acme/{repo}/access-requests/{user}");
+            assert_eq!(
+                call(&app, put(&uri, &alice, json!({"status": status})))
+                    .await
+                    .0,
+                200
+            );
+        }
     }
     let creds = |g: Gatee| -> Option<String> {
         Some(match g {
@@ -1420,7 +1533,11 @@ async fn gated_byte_routes_matrix() {
         .filter(|r| {
             matches!(
                 r.class,
-                GClass::Bytes(_) | GClass::BytesPage | GClass::SignedLink | GClass::GitPack(_)
+                GClass::Bytes(_)
+                    | GClass::BytesPage
+                    | GClass::SignedLink
+                    | GClass::GitPack(_)
+                    | GClass::Viewer(..)
             )
         })
         .map(|r| (r.method.to_string(), r.pattern.to_string()))
@@ -1507,6 +1624,10 @@ async fn gated_byte_routes_matrix() {
                     st != 401 || !h.contains_key("www-authenticate") || text.contains("PACK")
                 }
                 GClass::GitPack(_) => !gated_403 || text.contains("PACK"),
+                GClass::Viewer(want, rows) if ok && g != Gatee::Pull => {
+                    st != want || (rows && !shows)
+                }
+                GClass::Viewer(..) => !gated_403,
                 GClass::Unchecked | GClass::Write => false,
             };
             if fail {
@@ -1519,6 +1640,7 @@ async fn gated_byte_routes_matrix() {
                     text.chars().take(160).collect::<String>()
                 ));
             }
+            let ok = ok && !(matches!(row.class, GClass::Viewer(..)) && g == Gatee::Pull);
             if !ok && shows {
                 failures.push(format!(
                     "{} {uri} as {g:?} leaks the gated file's contents or a link",

@@ -29,6 +29,7 @@ mod resolve_cache;
 mod scheduler_scale;
 mod strict_inputs;
 mod tenancy;
+mod viewer;
 mod webhooks;
 mod worktree;
 mod xet;
