@@ -19,6 +19,7 @@ mod gated_bytes;
 mod gateway_caches;
 mod generation;
 mod git_http;
+mod git_push;
 mod git_ids;
 mod hf_compat;
 mod listing;
