@@ -398,8 +398,11 @@ pub fn parse_push_commands(buf: &[u8]) -> Result<Option<(PushCommands, usize)>, 
         let l = text(cmd)?;
         if let Some(caps) = caps {
             let caps = text(caps)?;
-            cmds.caps
-                .extend(caps.split(' ').filter(|c| !c.is_empty()).map(str::to_string));
+            cmds.caps.extend(
+                caps.split(' ')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+            );
         }
         if l.starts_with("shallow ") {
             return Err("pushing from a shallow clone is not supported".into());
@@ -475,7 +478,9 @@ mod tests {
     #[test]
     fn parses_push_commands() {
         let a = "a".repeat(40);
-        let mut body = pkt(&format!("{ZERO_ID} {a} refs/heads/x\0report-status side-band-64k\n"));
+        let mut body = pkt(&format!(
+            "{ZERO_ID} {a} refs/heads/x\0report-status side-band-64k\n"
+        ));
         body.extend(pkt(&format!("{a} {ZERO_ID} refs/tags/t\n")));
         assert_eq!(parse_push_commands(&body).unwrap(), None);
         flush(&mut body);

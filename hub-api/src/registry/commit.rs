@@ -100,7 +100,11 @@ pub fn wants_lfs(rule: bool, size: u64, binary: bool, threshold: u64) -> bool {
 /// Validates weight files added by a commit and records their parameter counts.
 /// Headers are streamed from storage into the validators, which run as heavy
 /// work of `tenant` (bounded reads, memory and concurrency).
-pub(crate) async fn validate_weights(state: &AppState, tenant: Tenant, ops: &[Op]) -> ApiResult<()> {
+pub(crate) async fn validate_weights(
+    state: &AppState,
+    tenant: Tenant,
+    ops: &[Op],
+) -> ApiResult<()> {
     for op in ops {
         let Op::Add { path, content } = op else {
             continue;

@@ -93,6 +93,46 @@ pub fn parse_lfs_pointer(data: &[u8]) -> Option<(String, u64)> {
     ok.then_some((sha, size?))
 }
 
+/// Which of the trees `oids` are reachable from this repo's commits (trees
+/// are shared by content between repos: a push may only build on its own).
+async fn repo_trees(
+    db: impl sqlx::PgExecutor<'_>,
+    repo_id: i64,
+    oids: &[String],
+) -> sqlx::Result<HashSet<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "WITH RECURSIVE t(oid) AS (
+            SELECT tree_oid FROM commits WHERE repo_id = $1
+            UNION
+            SELECT e.oid FROM t JOIN git_tree_entries e ON e.tree_oid = t.oid WHERE e.mode = '40000'
+         )
+         SELECT oid FROM t WHERE oid = ANY($2)",
+    )
+    .bind(repo_id)
+    .bind(oids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Which of the blobs `oids` have bytes linked to this repo (inline or LFS).
+async fn repo_blobs(
+    db: impl sqlx::PgExecutor<'_>,
+    repo_id: i64,
+    oids: &[String],
+) -> sqlx::Result<HashSet<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT g.oid FROM git_blobs g WHERE g.oid = ANY($2) AND (
+            EXISTS (SELECT 1 FROM repo_blobs r WHERE r.repo_id = $1 AND r.sha256 = g.sha256)
+            OR EXISTS (SELECT 1 FROM repo_lfs_objects l WHERE l.repo_id = $1 AND l.sha256 = g.sha256))",
+    )
+    .bind(repo_id)
+    .bind(oids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// A stored object's git body, as a thin pack's base: a commit of this
 /// repo, a tree, or a blob whose bytes are linked to this repo.
 async fn base_object(
@@ -105,11 +145,10 @@ async fn base_object(
             super::git_serve::commit_bodies(state, repo_id, &[oid.to_string()]).await?;
         return Ok(bodies.pop().map(|b| (gix_object::Kind::Commit, b)));
     }
-    let tree: Option<(String,)> = sqlx::query_as("SELECT oid FROM git_trees WHERE oid = $1")
-        .bind(oid)
-        .fetch_optional(&state.db)
-        .await?;
-    if tree.is_some() {
+    if !repo_trees(&state.db, repo_id, &[oid.to_string()])
+        .await?
+        .is_empty()
+    {
         let rows = db::git::entries_of_trees(&state.db, &[oid.to_string()]).await?;
         let mut entries = Vec::with_capacity(rows.len());
         for r in rows {
@@ -132,7 +171,9 @@ async fn base_object(
     let Some((_, is_lfs, sha256, size)) = rows.into_iter().next() else {
         return Ok(None);
     };
-    if db::lfs::linked(&state.db, repo_id, std::slice::from_ref(&sha256))
+    // Only bytes this repo holds (inline or LFS): a delta against another
+    // tenant's blob must not reveal it.
+    if repo_blobs(&state.db, repo_id, &[oid.to_string()])
         .await?
         .is_empty()
     {
@@ -221,10 +262,14 @@ fn read_tree(oid: &str, data: &[u8]) -> Result<BuiltTree, String> {
             gix_object::tree::EntryKind::Blob => Mode::File,
             gix_object::tree::EntryKind::BlobExecutable => Mode::Executable,
             gix_object::tree::EntryKind::Link => {
-                return Err(format!("{name:?} is a symbolic link, which the hub does not store"))
+                return Err(format!(
+                    "{name:?} is a symbolic link, which the hub does not store"
+                ))
             }
             gix_object::tree::EntryKind::Commit => {
-                return Err(format!("{name:?} is a submodule, which the hub does not store"))
+                return Err(format!(
+                    "{name:?} is a submodule, which the hub does not store"
+                ))
             }
         };
         entries.push(TreeEntry {
@@ -321,7 +366,8 @@ pub fn ingest(
             .ok_or_else(|| format!("object {oid} is missing from its own pack"))?;
         match data.kind {
             gix_object::Kind::Commit => {
-                out.commits.insert(oid.clone(), read_commit(&oid, data.data)?);
+                out.commits
+                    .insert(oid.clone(), read_commit(&oid, data.data)?);
             }
             gix_object::Kind::Tree => {
                 out.trees.insert(oid.clone(), read_tree(&oid, data.data)?);
@@ -490,12 +536,9 @@ async fn check_objects(
     }
     let internal = |e: sqlx::Error| format!("internal error: {e}");
     if !missing_trees.is_empty() {
-        let found: Vec<(String,)> = sqlx::query_as("SELECT oid FROM git_trees WHERE oid = ANY($1)")
-            .bind(&missing_trees)
-            .fetch_all(&state.db)
+        let found = repo_trees(&state.db, repo_id, &missing_trees)
             .await
             .map_err(internal)?;
-        let found: HashSet<String> = found.into_iter().map(|r| r.0).collect();
         if let Some(t) = missing_trees.iter().find(|t| !found.contains(*t)) {
             return Err(format!("missing necessary objects: tree {t}"));
         }
@@ -513,12 +556,9 @@ async fn check_objects(
         }
     }
     if !stored.is_empty() {
-        let found: HashSet<String> = db::git::blob_rows(&state.db, &stored)
+        let found = repo_blobs(&state.db, repo_id, &stored)
             .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|r| r.0)
-            .collect();
+            .map_err(internal)?;
         if let Some(b) = stored.iter().find(|b| !found.contains(*b)) {
             return Err(format!("missing necessary objects: blob {b}"));
         }
@@ -655,7 +695,8 @@ pub async fn apply(
         Ok(refused) => {
             // Nothing was written: the others are not moved either.
             for p in &planned {
-                status[p.idx] = Some("not updated: another ref of this push moved meanwhile".into());
+                status[p.idx] =
+                    Some("not updated: another ref of this push moved meanwhile".into());
             }
             for (idx, reason) in refused {
                 status[idx] = Some(reason);
@@ -833,7 +874,12 @@ async fn write(
             None => serde_json::json!({}),
         };
         let stats = PathStats::recount(&mut tx, &c.object.tree).await?;
-        let facts = stats.facts(after.keys().filter(|p| !p.contains('/')).map(String::as_str));
+        let facts = stats.facts(
+            after
+                .keys()
+                .filter(|p| !p.contains('/'))
+                .map(String::as_str),
+        );
         let meta = card::derive_from_facts(
             is_model,
             card_data,
@@ -843,7 +889,14 @@ async fn write(
         );
         let path_stats = stats.to_json();
         let depth = parent.as_ref().map(|p| p.depth).unwrap_or(0) + 1;
-        let title = c.object.message.lines().next().unwrap_or("").trim().to_string();
+        let title = c
+            .object
+            .message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
         db::git::insert_commit(
             &mut tx,
             &db::git::NewCommit {
@@ -868,7 +921,15 @@ async fn write(
     for p in planned {
         let u = &p.update;
         let moved = if u.old == ZERO_ID {
-            db::refs::create(&mut tx, repo.id, &u.name, &u.new, None, Some(pusher.user_id)).await?
+            db::refs::create(
+                &mut tx,
+                repo.id,
+                &u.name,
+                &u.new,
+                None,
+                Some(pusher.user_id),
+            )
+            .await?
         } else {
             db::refs::compare_and_swap(
                 &mut tx,
@@ -890,7 +951,9 @@ async fn write(
                 None => {
                     let c = db::git::commit(&mut *tx, repo.id, &u.new)
                         .await?
-                        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("pushed head missing")))?;
+                        .ok_or_else(|| {
+                            ApiError::internal(anyhow::anyhow!("pushed head missing"))
+                        })?;
                     card::RepoMeta {
                         card_data: c.card_data.0.clone(),
                         config_info: c.config_info.0.clone(),
@@ -928,7 +991,9 @@ mod tests {
         assert_eq!(parse_lfs_pointer(p.as_bytes()), Some((sha, 12)));
         assert_eq!(parse_lfs_pointer(b"hello"), None);
         assert_eq!(
-            parse_lfs_pointer(b"version https://git-lfs.github.com/spec/v1\noid sha256:zz\nsize 1\n"),
+            parse_lfs_pointer(
+                b"version https://git-lfs.github.com/spec/v1\noid sha256:zz\nsize 1\n"
+            ),
             None
         );
     }

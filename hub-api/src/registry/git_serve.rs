@@ -343,7 +343,11 @@ fn frame(framing: Framing, bytes: &[u8]) -> Bytes {
 }
 
 /// The commit objects of the plan, in its order, each id checked.
-pub(crate) async fn commit_bodies(state: &AppState, repo_id: i64, oids: &[String]) -> ApiResult<Vec<Vec<u8>>> {
+pub(crate) async fn commit_bodies(
+    state: &AppState,
+    repo_id: i64,
+    oids: &[String],
+) -> ApiResult<Vec<Vec<u8>>> {
     let mut by_oid = HashMap::new();
     for chunk in oids.chunks(5000) {
         for c in db::git::commits_by_oids(&state.db, repo_id, chunk).await? {

@@ -93,7 +93,10 @@ async fn load_for_read(state: &AppState, req: &HttpRequest) -> ApiResult<Downloa
 /// The write decision for a push: the API's commit rule (write access to
 /// the repo). A caller without credentials is asked for them (401); a
 /// token that may read but not write gets 403.
-async fn load_for_write(state: &AppState, req: &HttpRequest) -> ApiResult<crate::registry::RepoCtx> {
+async fn load_for_write(
+    state: &AppState,
+    req: &HttpRequest,
+) -> ApiResult<crate::registry::RepoCtx> {
     let auth = Auth(crate::auth::authenticate::caller(req).await?);
     let repo = repo_ref(req)?;
     match crate::registry::load_repo(state, &auth, repo.kind, &repo.id, Access::Write).await {

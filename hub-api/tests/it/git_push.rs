@@ -138,7 +138,10 @@ async fn push_commits_branches_and_tags_and_refuses_what_it_must() {
     let c2 = dir.path().join("c2");
     git(&c2, &["fsck", "--full", "--strict"]).await;
     assert_eq!(git(&c2, &["rev-parse", "HEAD"]).await.trim(), pushed);
-    assert_eq!(std::fs::read(c2.join("d/e/new.bin")).unwrap(), [0u8, 1, 2, 3, 255]);
+    assert_eq!(
+        std::fs::read(c2.join("d/e/new.bin")).unwrap(),
+        [0u8, 1, 2, 3, 255]
+    );
 
     // A new branch and a tag.
     git(&c, &["checkout", "-q", "-b", "feature"]).await;
@@ -185,7 +188,11 @@ async fn push_commits_branches_and_tags_and_refuses_what_it_must() {
             .to_str()
             .unwrap()
             .starts_with("Basic"));
-        let (st, _, _) = call(&app, TestRequest::get().uri(uri).insert_header(bearer(&read_tok))).await;
+        let (st, _, _) = call(
+            &app,
+            TestRequest::get().uri(uri).insert_header(bearer(&read_tok)),
+        )
+        .await;
         assert_eq!(st, 403);
     }
     let zero = "0".repeat(40);
@@ -213,7 +220,9 @@ async fn push_commits_branches_and_tags_and_refuses_what_it_must() {
     assert_eq!(st, 403);
     let read_url = format!(
         "{}/acme/push",
-        server.url.replace("http://", &format!("http://git:{read_tok}@"))
+        server
+            .url
+            .replace("http://", &format!("http://git:{read_tok}@"))
     );
     let (ok, _, err) = git_try(&c, &["push", &read_url, "HEAD:refs/heads/ro"]).await;
     assert!(!ok && err.contains("403"), "{err}");
@@ -240,7 +249,10 @@ async fn push_commits_branches_and_tags_and_refuses_what_it_must() {
         .await;
         assert_eq!(st, 200);
         let text = String::from_utf8_lossy(&b);
-        assert!(text.contains("unpack ") && !text.contains("unpack ok"), "{text}");
+        assert!(
+            text.contains("unpack ") && !text.contains("unpack ok"),
+            "{text}"
+        );
         assert!(text.contains("ng refs/heads/main"), "{text}");
     }
     assert_eq!(head_of(&app, &tok, "acme/push", "main").await, pushed);
