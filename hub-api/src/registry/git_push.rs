@@ -115,9 +115,11 @@ async fn repo_trees(
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
-/// Which of the blobs `oids` have bytes linked to this repo (inline or LFS).
+/// Which of the blobs `oids` this repo holds: bytes linked to it (inline or
+/// LFS), or named by a tree reachable from its commits (a new repo's first
+/// `.gitattributes` is not linked).
 async fn repo_blobs(
-    db: impl sqlx::PgExecutor<'_>,
+    db: &sqlx::PgPool,
     repo_id: i64,
     oids: &[String],
 ) -> sqlx::Result<HashSet<String>> {
@@ -130,7 +132,26 @@ async fn repo_blobs(
     .bind(oids)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    let mut found: HashSet<String> = rows.into_iter().map(|r| r.0).collect();
+    let rest: Vec<&String> = oids.iter().filter(|o| !found.contains(*o)).collect();
+    if rest.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "WITH RECURSIVE t(oid) AS (
+            SELECT tree_oid FROM commits WHERE repo_id = $1
+            UNION
+            SELECT e.oid FROM t JOIN git_tree_entries e ON e.tree_oid = t.oid WHERE e.mode = '40000'
+         )
+         SELECT DISTINCT e.oid FROM git_tree_entries e JOIN t ON e.tree_oid = t.oid
+         WHERE e.oid = ANY($2) AND e.mode <> '40000'",
+    )
+    .bind(repo_id)
+    .bind(&rest)
+    .fetch_all(db)
+    .await?;
+    found.extend(rows.into_iter().map(|r| r.0));
+    Ok(found)
 }
 
 /// A stored object's git body, as a thin pack's base: a commit of this
