@@ -161,7 +161,7 @@ def test_fetch_of_branches_tags_and_datasets(api, alice, model, tmp_path):
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "push me", cwd=dest)
     p = git("push", "--force", "origin", "HEAD:refs/tags/v1", cwd=dest, check=False)
     assert p.returncode != 0, p.stderr
-    assert git("ls-remote", url(model, alice), "refs/tags/v1", cwd=dest).stdout.split()[0] == api_log(api, model)[1]
+    assert git("ls-remote", url(model, alice), "refs/tags/v1", cwd=dest).stdout.split()[0] == api_log(api, model)[0]
 
     ds = model.replace("/t-", "/d-")
     api.create_repo(ds, repo_type="dataset")
