@@ -2,7 +2,9 @@
 with huggingface_hub is cloned (protocol v0 and v2) and compared byte for
 byte, LFS file included after `git lfs pull`; `git fsck --full` is clean and
 `git log` has the API's commit ids; a shallow clone fetches new commits and
-deepens; private, gated and other tenants' repos are refused."""
+deepens; private, gated and other tenants' repos are refused. `git push`
+(with `git lfs push` of a new LFS file) is read back byte for byte with
+huggingface_hub; a pointer to an LFS object never uploaded is refused."""
 
 import os
 import subprocess
@@ -12,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import httpx2 as httpx
 from conftest import ENDPOINT, write_random
-from huggingface_hub import CommitOperationAdd, HfApi, snapshot_download
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download, snapshot_download
 
 
 def url(repo_id, tok=None, dataset=False):
@@ -152,17 +154,14 @@ def test_fetch_of_branches_tags_and_datasets(api, alice, model, tmp_path):
     assert git("rev-parse", "origin/dev", cwd=dest).stdout.strip() == api_log(api, model, revision="dev")[0]
     assert git("rev-parse", "v1", cwd=dest).stdout.strip() == api_log(api, model)[0]
 
-    # Pushing is not served yet: refused, and the branch does not move.
-    head = api_log(api, model)[0]
-    (dest / "pushed.txt").write_text("no\n")
+    # A push to a tag name that exists is refused (tags do not move).
     git("checkout", "-q", "main", cwd=dest)
+    (dest / "pushed.txt").write_text("tag\n")
     git("add", "pushed.txt", cwd=dest)
     git("-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "push me", cwd=dest)
-    p = git("push", "origin", "main", cwd=dest, check=False)
-    assert p.returncode != 0 and "400" in p.stderr, p.stderr
-    assert api_log(api, model)[0] == head
-    r = httpx.get(f"{ENDPOINT}/{model}/info/refs", params={"service": "git-receive-pack"}, auth=("git", alice))
-    assert r.status_code == 400 and "not served yet" in r.json()["error"], r.text
+    p = git("push", "--force", "origin", "HEAD:refs/tags/v1", cwd=dest, check=False)
+    assert p.returncode != 0, p.stderr
+    assert git("ls-remote", url(model, alice), "refs/tags/v1", cwd=dest).stdout.split()[0] == api_log(api, model)[0]
 
     ds = model.replace("/t-", "/d-")
     api.create_repo(ds, repo_type="dataset")
@@ -233,3 +232,87 @@ def test_bad_requests_are_refused(api, alice, model):
     body = b"0032want " + b"1" * 40 + b"\n00000009done\n"
     r = httpx.post(f"{base}/git-upload-pack", content=body, auth=auth)
     assert r.status_code == 400 and "not our ref" in r.text, r.text
+
+
+def git_user(dest):
+    git("config", "user.name", "Pat Pusher", cwd=dest)
+    git("config", "user.email", "pat@example.com", cwd=dest)
+
+
+def test_push_with_lfs_reads_back_byte_for_byte(api, alice, alice_ro, model, tmp_path):
+    dest = tmp_path / "c"
+    git("clone", url(model, alice), str(dest))
+    git_user(dest)
+    # A text change and a new LFS-tracked binary (the hub's .gitattributes
+    # already tracks *.bin with LFS; git-lfs uploads it through the batch API
+    # with the same Basic credentials before the ref update).
+    (dest / "nested" / "deeper" / "notes.txt").write_text("one\ntwo\nthree\nfour\n")
+    blob = tmp_path / "new.bin"
+    write_random(blob, 1 << 20, seed=11)
+    (dest / "extra").mkdir()
+    (dest / "extra" / "new.bin").write_bytes(blob.read_bytes())
+    git("add", "-A", cwd=dest)
+    assert "new.bin" in git("lfs", "status", cwd=dest).stdout
+    git("commit", "-qm", "pushed with git", cwd=dest)
+    git("push", "origin", "main", cwd=dest)
+    head = git("rev-parse", "HEAD", cwd=dest).stdout.strip()
+    assert api_log(api, model)[0] == head
+    assert git("log", "--format=%H", cwd=dest).stdout.split() == api_log(api, model)
+    files = api.list_repo_files(model)
+    assert "extra/new.bin" in files and "nested/deeper/notes.txt" in files
+    got = open(hf_hub_download(model, "nested/deeper/notes.txt", token=alice, cache_dir=str(tmp_path / "hf")), "rb").read()
+    assert got == b"one\ntwo\nthree\nfour\n"
+    got = open(hf_hub_download(model, "extra/new.bin", token=alice, cache_dir=str(tmp_path / "hf")), "rb").read()
+    assert got == blob.read_bytes()
+    info = api.get_paths_info(model, ["extra/new.bin"])[0]
+    assert info.lfs is not None and info.lfs.size == 1 << 20
+
+    # A fresh clone is the pushed tree, fsck-clean.
+    fresh = tmp_path / "fresh"
+    git("clone", url(model, alice), str(fresh))
+    git("fsck", "--full", "--strict", cwd=fresh)
+    assert (fresh / "extra" / "new.bin").read_bytes() == blob.read_bytes()
+    assert git("rev-parse", "HEAD", cwd=fresh).stdout.strip() == head
+
+    # A read-only token is refused (403), and main does not move.
+    (dest / "ro.txt").write_text("ro\n")
+    git("add", "ro.txt", cwd=dest)
+    git("commit", "-qm", "read only", cwd=dest)
+    p = git("push", url(model, alice_ro), "HEAD:main", cwd=dest, check=False)
+    assert p.returncode != 0 and "403" in p.stderr, p.stderr
+    # Anonymous: asked for credentials (401), which git may not prompt for.
+    p = git("push", url(model), "HEAD:main", cwd=dest, check=False)
+    assert p.returncode != 0 and "could not read Username" in p.stderr, p.stderr
+    assert api_log(api, model)[0] == head
+
+
+def test_push_of_a_pointer_never_uploaded_is_refused(api, alice, model, tmp_path):
+    dest = tmp_path / "c"
+    git("clone", url(model, alice), str(dest), env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    git_user(dest)
+    head = api_log(api, model)[0]
+    # A pointer written by hand (no git-lfs clean filter, no pre-push hook).
+    pointer = ("version https://git-lfs.github.com/spec/v1\n"
+               f"oid sha256:{'ab' * 32}\nsize 12345\n")
+    (dest / "ghost.txt").write_text(pointer)
+    git("-c", "filter.lfs.clean=cat", "add", "ghost.txt", cwd=dest)
+    git("commit", "-qm", "ghost pointer", "--no-verify", cwd=dest)
+    p = git("push", "--no-verify", "origin", "main", cwd=dest, check=False, env={"GIT_LFS_SKIP_PUSH": "1"})
+    assert p.returncode != 0, p.stderr
+    assert "was not uploaded" in p.stderr, p.stderr
+    assert api_log(api, model)[0] == head
+
+
+def test_bad_pushes_are_refused(api, alice, model):
+    auth = ("git", alice)
+    base = f"{ENDPOINT}/{model}"
+    head = api_log(api, model)[0]
+    r = httpx.get(f"{base}/info/refs", params={"service": "git-receive-pack"}, auth=auth)
+    assert r.status_code == 200 and b"report-status" in r.content, r.text
+    r = httpx.get(f"{base}/info/refs", params={"service": "git-receive-pack"})
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    line = f"{head} {'1' * 40} refs/heads/main\0report-status\n".encode()
+    body = b"%04x" % (len(line) + 4) + line + b"0000" + b"PACK\0\0\0\x02\0\0\0\x01corrupt"
+    r = httpx.post(f"{base}/git-receive-pack", content=body, auth=auth)
+    assert r.status_code == 200 and b"unpack ok" not in r.content and b"ng refs/heads/main" in r.content, r.content
+    assert api_log(api, model)[0] == head

@@ -619,6 +619,9 @@ pub struct CommitRow {
     pub library_name: Option<String>,
     pub license: Option<String>,
     pub safetensors: Option<Json<serde_json::Value>>,
+    /// The exact object body of a commit pushed with git (None for commits
+    /// the hub wrote, which are rebuilt from the columns).
+    pub raw: Option<Vec<u8>>,
 }
 
 impl CommitRow {
@@ -635,7 +638,7 @@ impl CommitRow {
     }
 }
 
-const COMMIT_COLS: &str = "oid AS oid, tree_oid AS tree_oid, parent_oids, author_name, author_email, author_time, author_tz, title, message, depth, created_at, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors";
+const COMMIT_COLS: &str = "oid AS oid, tree_oid AS tree_oid, parent_oids, author_name, author_email, author_time, author_tz, title, message, depth, created_at, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors, raw";
 
 pub async fn commit(
     db: impl PgExecutor<'_>,
@@ -708,13 +711,15 @@ pub struct NewCommit<'a> {
     pub author_id: Option<i64>,
     /// See `registry::path_stats`.
     pub path_stats: Option<&'a serde_json::Value>,
+    /// The pushed object body, when `object` does not rebuild it (see [`CommitRow::raw`]).
+    pub raw: Option<&'a [u8]>,
 }
 
 pub async fn insert_commit(db: &mut PgConnection, c: &NewCommit<'_>) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO commits (repo_id, oid, tree_oid, parent_oids, author_name, author_email, author_time, author_tz,
-            title, message, depth, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors, author_id, path_stats)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+            title, message, depth, card_data, config_info, tags, pipeline_tag, library_name, license, safetensors, author_id, path_stats, raw)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
          ON CONFLICT DO NOTHING",
     )
     .bind(c.repo_id)
@@ -737,6 +742,7 @@ pub async fn insert_commit(db: &mut PgConnection, c: &NewCommit<'_>) -> sqlx::Re
     .bind(c.meta.safetensors.as_ref().map(Json))
     .bind(c.author_id)
     .bind(c.path_stats.map(Json))
+    .bind(c.raw)
     .execute(&mut *db)
     .await?;
     Ok(())

@@ -306,6 +306,122 @@ pub fn v0_advertisement(out: &mut Vec<u8>, refs: &[(String, String)], head_targe
     flush(out);
 }
 
+/// Capabilities of `git-receive-pack`'s ref advertisement. Ref deletion is
+/// not advertised (git refuses `git push --delete` itself, with its reason).
+pub fn receive_capabilities() -> String {
+    [
+        "report-status",
+        "side-band-64k",
+        "quiet",
+        "atomic",
+        "ofs-delta",
+        "object-format=sha1",
+        AGENT,
+    ]
+    .join(" ")
+}
+
+/// `git-receive-pack`'s ref advertisement: every ref, capabilities on the
+/// first line (no HEAD: pushing names refs).
+pub fn receive_advertisement(out: &mut Vec<u8>, refs: &[(String, String)]) {
+    let caps = receive_capabilities();
+    if refs.is_empty() {
+        data(
+            out,
+            format!("{} capabilities^{{}}\0{caps}\n", "0".repeat(40)).as_bytes(),
+        );
+    }
+    for (i, (name, id)) in refs.iter().enumerate() {
+        if i == 0 {
+            data(out, format!("{id} {name}\0{caps}\n").as_bytes());
+        } else {
+            data(out, format!("{id} {name}\n").as_bytes());
+        }
+    }
+    flush(out);
+}
+
+/// The all-zero id: a ref that does not exist (before) or goes (after).
+pub const ZERO_ID: &str = "0000000000000000000000000000000000000000";
+
+/// One ref update of a push: `old new name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub name: String,
+}
+
+/// The command section of a push: ref updates and the client's capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushCommands {
+    pub updates: Vec<RefUpdate>,
+    pub caps: Vec<String>,
+}
+
+impl PushCommands {
+    pub fn has_cap(&self, name: &str) -> bool {
+        self.caps.iter().any(|c| c == name)
+    }
+}
+
+/// Reads the command section of a `git-receive-pack` request from the start
+/// of `buf`: `old new ref` lines (capabilities after a NUL on the first) up
+/// to a flush. None while the flush has not arrived; otherwise the commands
+/// and how many bytes they took (the pack follows).
+pub fn parse_push_commands(buf: &[u8]) -> Result<Option<(PushCommands, usize)>, String> {
+    let mut pos = 0;
+    let mut cmds = PushCommands::default();
+    loop {
+        if pos >= buf.len() {
+            return Ok(None);
+        }
+        let (line, used) = match decode::streaming(&buf[pos..])
+            .map_err(|e| format!("malformed packet line: {e}"))?
+        {
+            Stream::Complete {
+                line,
+                bytes_consumed,
+            } => (line, bytes_consumed),
+            Stream::Incomplete { .. } => return Ok(None),
+        };
+        pos += used;
+        let d = match line {
+            PacketLineRef::Flush => return Ok(Some((cmds, pos))),
+            PacketLineRef::Data(d) => d,
+            _ => return Err("unexpected packet in a push's commands".into()),
+        };
+        let (cmd, caps) = match d.iter().position(|b| *b == 0) {
+            Some(i) => (&d[..i], Some(&d[i + 1..])),
+            None => (d, None),
+        };
+        let l = text(cmd)?;
+        if let Some(caps) = caps {
+            let caps = text(caps)?;
+            cmds.caps.extend(
+                caps.split(' ')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if l.starts_with("shallow ") {
+            return Err("pushing from a shallow clone is not supported".into());
+        }
+        if l.starts_with("push-cert") {
+            return Err("signed pushes were not advertised".into());
+        }
+        let mut parts = l.splitn(3, ' ');
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("{l:?} is not a ref update"));
+        };
+        cmds.updates.push(RefUpdate {
+            old: oid(old, l)?,
+            new: oid(new, l)?,
+            name: name.to_string(),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +473,25 @@ mod tests {
         assert!(parse_v2(&read_all(&body).unwrap())
             .unwrap_err()
             .contains("deepen"));
+    }
+
+    #[test]
+    fn parses_push_commands() {
+        let a = "a".repeat(40);
+        let mut body = pkt(&format!(
+            "{ZERO_ID} {a} refs/heads/x\0report-status side-band-64k\n"
+        ));
+        body.extend(pkt(&format!("{a} {ZERO_ID} refs/tags/t\n")));
+        assert_eq!(parse_push_commands(&body).unwrap(), None);
+        flush(&mut body);
+        body.extend(b"PACK");
+        let (c, used) = parse_push_commands(&body).unwrap().unwrap();
+        assert_eq!(&body[used..], b"PACK");
+        assert_eq!(c.updates.len(), 2);
+        assert_eq!(c.updates[0].name, "refs/heads/x");
+        assert!(c.has_cap("report-status") && c.has_cap("side-band-64k"));
+        assert!(parse_push_commands(&pkt("shallow x\n")).is_err());
+        assert!(parse_push_commands(&pkt("a b c\n")).is_err());
     }
 
     #[test]

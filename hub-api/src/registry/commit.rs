@@ -100,7 +100,11 @@ pub fn wants_lfs(rule: bool, size: u64, binary: bool, threshold: u64) -> bool {
 /// Validates weight files added by a commit and records their parameter counts.
 /// Headers are streamed from storage into the validators, which run as heavy
 /// work of `tenant` (bounded reads, memory and concurrency).
-async fn validate_weights(state: &AppState, tenant: Tenant, ops: &[Op]) -> ApiResult<()> {
+pub(crate) async fn validate_weights(
+    state: &AppState,
+    tenant: Tenant,
+    ops: &[Op],
+) -> ApiResult<()> {
     for op in ops {
         let Op::Add { path, content } = op else {
             continue;
@@ -266,6 +270,51 @@ async fn quota_before(
         at,
         grown,
     })
+}
+
+/// Links `stored` (sha256, size, LFS) to the repo inside the commit's
+/// transaction, checking the namespace's storage quota under its lock: an
+/// error leaves the transaction to be rolled back. Shared by API commits and
+/// `git push` (`registry::git_push`).
+pub(crate) async fn link_with_quota(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    namespace_id: i64,
+    repo_id: i64,
+    stored: &[(String, i64, bool)],
+) -> ApiResult<()> {
+    let mut quota = None;
+    if !stored.is_empty() {
+        if let Some(limit) = crate::quota::limit(state, &mut *tx, namespace_id).await? {
+            crate::quota::lock_namespace(&mut *tx, namespace_id).await?;
+            quota = Some(quota_before(&mut *tx, namespace_id, limit, stored).await?);
+        }
+    }
+    db::lfs::record_stored(&mut *tx, repo_id, stored).await?;
+    match quota {
+        // Blobs stored whole: the recorded usage plus what this commit links
+        // anew, recorded again (the links just made dropped the row).
+        Some(QuotaCheck::Grown {
+            limit,
+            before,
+            at,
+            grown,
+        }) => {
+            if grown > 0 && before + grown > limit {
+                return Err(crate::quota::exceeded(before, limit, grown));
+            }
+            crate::quota::record_usage(&mut *tx, namespace_id, before + grown, at).await?;
+        }
+        // Xet-stored blobs count by their xorbs: summed before and after.
+        Some(QuotaCheck::Summed { limit, before }) => {
+            let after = crate::quota::usage(&mut *tx, namespace_id).await?;
+            if after > limit && after > before {
+                return Err(crate::quota::exceeded(before, limit, after - before));
+            }
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The identity commits are written with.
@@ -645,37 +694,7 @@ async fn commit_claiming(
     // namespace's lock (inline files were checked as they were read; this
     // catches concurrent pushes). `before` no longer counts this commit's own
     // pending objects, so its growth is measured against committed usage.
-    let mut quota = None;
-    if !stored.is_empty() {
-        if let Some(limit) = crate::quota::limit(state, &mut tx, repo.namespace_id).await? {
-            crate::quota::lock_namespace(&mut tx, repo.namespace_id).await?;
-            quota = Some(quota_before(&mut tx, repo.namespace_id, limit, &stored).await?);
-        }
-    }
-    db::lfs::record_stored(&mut tx, repo.id, &stored).await?;
-    match quota {
-        // Blobs stored whole: the recorded usage plus what this commit links
-        // anew, recorded again (the links just made dropped the row).
-        Some(QuotaCheck::Grown {
-            limit,
-            before,
-            at,
-            grown,
-        }) => {
-            if grown > 0 && before + grown > limit {
-                return Err(crate::quota::exceeded(before, limit, grown));
-            }
-            crate::quota::record_usage(&mut tx, repo.namespace_id, before + grown, at).await?;
-        }
-        // Xet-stored blobs count by their xorbs: summed before and after.
-        Some(QuotaCheck::Summed { limit, before }) => {
-            let after = crate::quota::usage(&mut *tx, repo.namespace_id).await?;
-            if after > limit && after > before {
-                return Err(crate::quota::exceeded(before, limit, after - before));
-            }
-        }
-        None => {}
-    }
+    link_with_quota(state, &mut tx, repo.namespace_id, repo.id, &stored).await?;
     db::git::insert_commit(
         &mut tx,
         &db::git::NewCommit {
@@ -687,6 +706,7 @@ async fn commit_claiming(
             meta: &meta,
             author_id: Some(author.user_id),
             path_stats: Some(&path_stats),
+            raw: None,
         },
     )
     .await?;
@@ -791,6 +811,7 @@ pub async fn super_squash(
                 meta: &meta,
                 author_id: Some(author.user_id),
                 path_stats: path_stats.as_ref(),
+                raw: None,
             },
         )
         .await?;
@@ -921,6 +942,7 @@ async fn initial_commit_claiming(
             meta: &meta,
             author_id: Some(author.user_id),
             path_stats: Some(&PathStats::empty().to_json()),
+            raw: None,
         },
     )
     .await?;

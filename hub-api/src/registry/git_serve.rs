@@ -343,7 +343,11 @@ fn frame(framing: Framing, bytes: &[u8]) -> Bytes {
 }
 
 /// The commit objects of the plan, in its order, each id checked.
-async fn commit_bodies(state: &AppState, repo_id: i64, oids: &[String]) -> ApiResult<Vec<Vec<u8>>> {
+pub(crate) async fn commit_bodies(
+    state: &AppState,
+    repo_id: i64,
+    oids: &[String],
+) -> ApiResult<Vec<Vec<u8>>> {
     let mut by_oid = HashMap::new();
     for chunk in oids.chunks(5000) {
         for c in db::git::commits_by_oids(&state.db, repo_id, chunk).await? {
@@ -355,6 +359,16 @@ async fn commit_bodies(state: &AppState, repo_id: i64, oids: &[String]) -> ApiRe
         let c = by_oid
             .remove(oid)
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("commit {oid} is missing")))?;
+        if let Some(raw) = c.raw {
+            // Pushed with git: served as pushed, still checked.
+            if crate::git::object::object_oid("commit", &raw) != *oid {
+                return Err(ApiError::internal(anyhow::anyhow!(
+                    "stored commit {oid} does not hash to its id"
+                )));
+            }
+            out.push(raw);
+            continue;
+        }
         let sig = Signature {
             name: c.author_name,
             email: c.author_email,

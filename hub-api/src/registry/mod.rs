@@ -5,6 +5,7 @@
 pub mod commit;
 pub mod discussions;
 pub mod files;
+pub mod git_push;
 pub mod git_serve;
 pub mod ndjson;
 pub mod path_stats;

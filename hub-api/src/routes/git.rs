@@ -9,6 +9,7 @@
 //! passed the gate. The protocol is in `git::protocol`, what to send in
 //! `registry::git_serve`.
 
+use crate::auth::access::Access;
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::gating::{self, Download};
@@ -33,8 +34,8 @@ pub enum GitError {
     DumbProtocol,
     #[error("unknown git service {0:?}")]
     UnknownService(String),
-    #[error("pushing with git is not served yet: commit with huggingface_hub or the hf CLI")]
-    PushUnsupported,
+    #[error("a pushed request body must not be compressed")]
+    CompressedPush,
     #[error("the request body is not valid gzip: {0}")]
     Gzip(String),
 }
@@ -89,6 +90,23 @@ async fn load_for_read(state: &AppState, req: &HttpRequest) -> ApiResult<Downloa
     }
 }
 
+/// The write decision for a push: the API's commit rule (write access to
+/// the repo). A caller without credentials is asked for them (401); a
+/// token that may read but not write gets 403.
+async fn load_for_write(
+    state: &AppState,
+    req: &HttpRequest,
+) -> ApiResult<crate::registry::RepoCtx> {
+    let auth = Auth(crate::auth::authenticate::caller(req).await?);
+    let repo = repo_ref(req)?;
+    match crate::registry::load_repo(state, &auth, repo.kind, &repo.id, Access::Write).await {
+        Err(_) if auth.principal().is_none() => Err(ApiError::Unauthorized(
+            "authentication required: use your access token as the password".into(),
+        )),
+        r => r,
+    }
+}
+
 fn service(req: &HttpRequest) -> Option<String> {
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "service")
@@ -122,7 +140,12 @@ pub async fn info_refs(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
 async fn info_refs_inner(state: &AppState, req: &HttpRequest) -> ApiResult<HttpResponse> {
     let svc = service(req).ok_or(GitError::DumbProtocol)?;
     if svc == "git-receive-pack" {
-        return Err(GitError::PushUnsupported.into());
+        let ctx = load_for_write(state, req).await?;
+        let refs = refs_of(state, ctx.repo.id).await?;
+        let mut out = Vec::new();
+        protocol::service_header(&mut out, &svc);
+        protocol::receive_advertisement(&mut out, &refs);
+        return Ok(git_response("git-receive-pack-advertisement").body(out));
     }
     if svc != "git-upload-pack" {
         return Err(GitError::UnknownService(svc).into());
@@ -351,4 +374,173 @@ async fn fetch_v0(state: &AppState, dl: Download, r: FetchRequest) -> ApiResult<
         Framing::Raw
     };
     send_pack(state, dl, plan, out, framing).await
+}
+
+/// The command section of a push is small: at most this many bytes.
+const MAX_COMMANDS: usize = 1 << 20;
+
+/// `POST {repo}/git-receive-pack`: ref updates and their pack (protocol
+/// v0, `report-status`). See `registry::git_push`.
+pub async fn receive_pack(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    respond(receive_pack_inner(&state, &req, payload).await)
+}
+
+async fn receive_pack_inner(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let ctx = load_for_write(state, req).await?;
+    let pusher = crate::auth::authenticate::caller(req)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("authentication required".into()))?;
+    if req.headers().contains_key(header::CONTENT_ENCODING) {
+        return Err(GitError::CompressedPush.into());
+    }
+    let limit = state.limits.commit_body;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "a pushed pack is at most {limit} bytes: track large files with git lfs"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit + MAX_COMMANDS as u64) {
+        return Err(too_large());
+    }
+    // The commands, then the pack streamed to a temporary file.
+    let mut head = Vec::new();
+    let mut parsed = None;
+    while parsed.is_none() {
+        let Some(chunk) = payload.next().await else {
+            break;
+        };
+        head.extend_from_slice(&chunk.map_err(crate::error::BodyError::read)?);
+        parsed = protocol::parse_push_commands(&head).map_err(GitError::Protocol)?;
+        if parsed.is_none() && head.len() > MAX_COMMANDS {
+            return Err(GitError::Protocol("the push's commands are too long".into()).into());
+        }
+    }
+    let Some((cmds, used)) = parsed else {
+        if head.is_empty() {
+            // git's probe of a large push (or nothing to do).
+            return Ok(git_response("git-receive-pack-result").finish());
+        }
+        return Err(GitError::Protocol("the push ends inside its commands".into()).into());
+    };
+    let dir = tempfile::tempdir().map_err(ApiError::internal)?;
+    let pack_path = dir.path().join("push.pack");
+    let mut file = tokio::fs::File::create(&pack_path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut size = (head.len() - used) as u64;
+    {
+        use tokio::io::AsyncWriteExt;
+        file.write_all(&head[used..])
+            .await
+            .map_err(ApiError::internal)?;
+        drop(head);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(crate::error::BodyError::read)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(too_large());
+            }
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        file.flush().await.map_err(ApiError::internal)?;
+    }
+    drop(file);
+    let band = cmds.has_cap("side-band-64k");
+    let mut report = Vec::new();
+    if cmds.updates.is_empty() {
+        protocol::flush(&mut report);
+        return Ok(git_response("git-receive-pack-result").body(report));
+    }
+    // Read the pack on a blocking thread (it may look up thin-pack bases).
+    let mut ingested = crate::registry::git_push::Ingested::default();
+    let unpack = if size == 0 {
+        Ok(())
+    } else {
+        let st = state.clone();
+        let repo = ctx.repo.clone();
+        let index_dir = dir.path().join("index");
+        let (r, ing) = tokio::task::spawn_blocking(move || {
+            let mut ing = crate::registry::git_push::Ingested::default();
+            let r = crate::registry::git_push::ingest(&st, &repo, &pack_path, &index_dir, &mut ing);
+            (r, ing)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        ingested = ing;
+        r
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut committed = false;
+    match unpack {
+        Err(reason) => {
+            tracing::info!(repo.id = ctx.repo.id, %reason, "git push refused: bad pack");
+            lines.push(format!("unpack {}", reason.replace('\n', " ")));
+            for u in &cmds.updates {
+                lines.push(format!("ng {} unpacker error", u.name));
+            }
+        }
+        Ok(()) => {
+            let result = crate::registry::git_push::apply(
+                state,
+                &ctx.repo,
+                &pusher,
+                &ingested,
+                &cmds.updates,
+                cmds.has_cap("atomic"),
+            )
+            .await;
+            let (status, done) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::sweeper::release(state, &ingested.pending).await;
+                    return Err(e);
+                }
+            };
+            committed = done;
+            lines.push("unpack ok".into());
+            for (u, s) in cmds.updates.iter().zip(&status) {
+                match s {
+                    None => lines.push(format!("ok {}", u.name)),
+                    Some(reason) => {
+                        lines.push(format!("ng {} {}", u.name, reason.replace('\n', " ")))
+                    }
+                }
+            }
+        }
+    }
+    let outcome: Result<((), bool), ApiError> = if committed {
+        Ok(((), true))
+    } else {
+        Err(ApiError::ParentCommitMismatch)
+    };
+    state.metrics.commit(&outcome);
+    if !committed {
+        crate::sweeper::release(state, &ingested.pending).await;
+    }
+    let mut status = Vec::new();
+    for l in &lines {
+        protocol::data(&mut status, format!("{l}\n").as_bytes());
+    }
+    protocol::flush(&mut status);
+    if band {
+        protocol::band(&mut report, gix_packetline::Channel::Data, &status);
+        protocol::flush(&mut report);
+    } else {
+        report = status;
+    }
+    drop(dir);
+    Ok(git_response("git-receive-pack-result").body(report))
 }

@@ -568,6 +568,10 @@ fn build(r: &mut impl RouteSink) {
         git_paths("/git-upload-pack"),
         vec![on(POST, git::upload_pack)],
     );
+    r.add(
+        git_paths("/git-receive-pack"),
+        vec![on(POST, git::receive_pack)],
+    );
     r.add(one("/lfs/upload/{session}"), vec![on(PUT, lfs::put_object)]);
     r.add(
         one("/lfs/upload/{session}/part/{part}"),

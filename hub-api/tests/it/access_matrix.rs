@@ -111,6 +111,9 @@ enum Class {
     /// Git over smart HTTP: members `ok`; a caller without credentials is
     /// asked for them (401, so git prompts); everyone else 404.
     GitRead(u16),
+    /// `git push`: writers `ok`; readers 403; a caller without credentials
+    /// is asked for them (401); everyone else 404.
+    GitWrite(u16),
     /// A dashboard page of tenant A's namespace (its organization, its
     /// endpoints, deploying its private repo): members; anonymous 303;
     /// everyone else the same 404 as a missing one.
@@ -146,6 +149,12 @@ fn expected(class: Class, a: Actor) -> u16 {
         }
         Class::GitRead(ok) => match a {
             _ if member => ok,
+            Anonymous => 401,
+            _ => 404,
+        },
+        Class::GitWrite(ok) => match a {
+            Owner | OrgAdmin | Writer => ok,
+            Reader => 403,
             Anonymous => 401,
             _ => 404,
         },
@@ -548,6 +557,10 @@ fn rows(
         row(get.clone(), "/{ns}/{name}/info/refs", GitRead(200), |_| format!("/acme/{MARK}.git/info/refs?service=git-upload-pack")),
         row(post.clone(), "/{ns}/{name}/git-upload-pack", GitRead(200), |_| format!("/acme/{MARK}/git-upload-pack"))
             .raw(move |_| format!("0032want {git_want}\n00000009done\n")),
+        // git push: the receive-pack advertisement and an empty push (git's probe).
+        row(get.clone(), "/{ns}/{name}/info/refs", GitWrite(200), |_| format!("/acme/{MARK}/info/refs?service=git-receive-pack")),
+        row(post.clone(), "/{ns}/{name}/git-receive-pack", GitWrite(200), |_| format!("/acme/{MARK}.git/git-receive-pack"))
+            .raw(|_| "0000".to_string()),
         // Signed links: another tenant's session ids are useless without the link's token.
         row(put.clone(), "/lfs/upload/{session}", Public(403), move |_| format!("/lfs/upload/{session}")),
         row(put.clone(), "/lfs/upload/{session}/part/{part}", Public(403), move |_| format!("/lfs/upload/{session2}/part/1")),

@@ -20,6 +20,7 @@ mod gateway_caches;
 mod generation;
 mod git_http;
 mod git_ids;
+mod git_push;
 mod hf_compat;
 mod listing;
 mod metrics;

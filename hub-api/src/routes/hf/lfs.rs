@@ -153,6 +153,7 @@ pub async fn batch(
     state: web::Data<AppState>,
     auth: Auth,
     repo: RepoRef,
+    req: HttpRequest,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> ApiResult<HttpResponse> {
     let need = match body.operation.as_str() {
@@ -254,7 +255,18 @@ pub async fn batch(
             continue;
         };
         let sid = id.to_string();
-        let verify = json!({"href": format!("{}/{}{}.git/info/lfs/objects/verify", state.public_url, repo.kind.url_prefix(), ctx.repo.full_id()), "header": {}});
+        // git-lfs sends only the action's headers to `verify`: the caller's
+        // own credentials go with it (as the Hub does), or `git lfs push`
+        // fails with an authorization error after uploading.
+        let mut verify_header = serde_json::Map::new();
+        if let Some(a) = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            verify_header.insert("Authorization".into(), json!(a));
+        }
+        let verify = json!({"href": format!("{}/{}{}.git/info/lfs/objects/verify", state.public_url, repo.kind.url_prefix(), ctx.repo.full_id()), "header": verify_header});
         if let Some(n) = parts {
             any_multipart = true;
             let mut header = serde_json::Map::new();
