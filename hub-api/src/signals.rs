@@ -25,6 +25,62 @@ pub const INVALIDATE_CHANNEL: &str = "paddock_invalidate";
 /// NOTIFY channel of replicas that became ready (payload: the endpoint id).
 pub const READY_CHANNEL: &str = "paddock_ready";
 
+/// A background task's wake-up on a NOTIFY channel: rung at every
+/// notification and whenever the listener (re)connects (a notification may
+/// have been missed meanwhile). Drop it to stop listening. The webhook sender
+/// and the dataset viewer's job runner each keep one.
+pub struct Bell {
+    bell: std::sync::Arc<tokio::sync::Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Bell {
+    /// Starts listening on `channel` (`what` names the task in log lines).
+    pub fn listen(db: sqlx::PgPool, channel: &'static str, what: &'static str) -> Bell {
+        let bell = std::sync::Arc::new(tokio::sync::Notify::new());
+        let ring = bell.clone();
+        let listener = tokio::spawn(async move {
+            loop {
+                // Held in `ManuallyDrop` as the scheduler's listener is: `PgListener`'s
+                // Drop spawns a task, which panics when dropped with the runtime (sqlx #1389).
+                match sqlx::postgres::PgListener::connect_with(&db).await {
+                    Ok(l) => {
+                        let mut l = std::mem::ManuallyDrop::new(l);
+                        if let Err(e) = l.listen(channel).await {
+                            tracing::warn!(error = %e, "{what}: LISTEN failed");
+                        } else {
+                            ring.notify_one();
+                            while let Ok(Some(_)) = l.try_recv().await {
+                                ring.notify_one();
+                            }
+                        }
+                        drop(std::mem::ManuallyDrop::into_inner(l));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "{what}: notification listener failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        Bell { bell, listener }
+    }
+
+    /// Waits for the next ring (one rung before this call counts).
+    pub async fn rung(&self) {
+        self.bell.notified().await
+    }
+
+    /// Rings it from this process.
+    pub fn ring(&self) {
+        self.bell.notify_one()
+    }
+}
+
+impl Drop for Bell {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
 /// What changed, so every process drops what it cached of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]

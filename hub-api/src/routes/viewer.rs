@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::viewer::filter::{self, Expr};
 use crate::viewer::jobs::{self, Status};
 use crate::viewer::read::{self, row_json};
-use crate::viewer::{Manifest, SplitManifest};
+use crate::viewer::{ConfigManifest, Manifest, SplitManifest};
 use actix_web::{web, HttpRequest, HttpResponse};
 use arrow_array::Array;
 use arrow_schema::DataType;
@@ -133,15 +133,19 @@ async fn ready(state: &AppState, auth: &Auth, p: &Params) -> ApiResult<Ready> {
 }
 
 impl Ready {
+    /// The config named `name` (404 `config` when there is none).
+    fn config(&self, name: &str) -> ApiResult<&ConfigManifest> {
+        self.manifest
+            .configs
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or(ApiError::NotFound("config"))
+    }
+
     fn split(&self, p: &Params) -> ApiResult<(&str, &SplitManifest)> {
         let config = p.required("config")?;
         let split = p.required("split")?;
-        let c = self
-            .manifest
-            .configs
-            .iter()
-            .find(|c| c.name == config)
-            .ok_or(ApiError::NotFound("config"))?;
+        let c = self.config(config)?;
         let s = c
             .splits
             .iter()
@@ -283,12 +287,7 @@ pub async fn info(
     let r = ready(&state, &auth, &p).await?;
     Ok(match p.get("config") {
         Some(want) => {
-            let c = r
-                .manifest
-                .configs
-                .iter()
-                .find(|c| c.name == want)
-                .ok_or(ApiError::NotFound("config"))?;
+            let c = r.config(want)?;
             HttpResponse::Ok().json(InfoOne {
                 dataset_info: config_info(&r.dataset, c),
                 partial: false,

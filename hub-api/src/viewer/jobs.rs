@@ -198,34 +198,8 @@ pub async fn run_pending(state: &AppState) -> sqlx::Result<usize> {
 /// Starts this replica's job runner: wakes on [`enqueue`]'s NOTIFY and at
 /// least every [`POLL`].
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    let bell = std::sync::Arc::new(tokio::sync::Notify::new());
-    let listener = {
-        let (db, bell) = (state.db.clone(), bell.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(l) = sqlx::postgres::PgListener::connect_with(&db).await {
-                    // Held as the webhooks' listener is (sqlx #1389).
-                    let mut l = std::mem::ManuallyDrop::new(l);
-                    if l.listen(WAKE_CHANNEL).await.is_ok() {
-                        bell.notify_one();
-                        while let Ok(Some(_)) = l.try_recv().await {
-                            bell.notify_one();
-                        }
-                    }
-                    drop(std::mem::ManuallyDrop::into_inner(l));
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let bell = crate::signals::Bell::listen(state.db.clone(), WAKE_CHANNEL, "viewer");
     tokio::spawn(async move {
-        struct Stop(tokio::task::JoinHandle<()>);
-        impl Drop for Stop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let _stop = Stop(listener);
         loop {
             match run_once(&state).await {
                 Ok(true) => continue,
@@ -234,7 +208,7 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = bell.notified() => {}
+                _ = bell.rung() => {}
             }
         }
     })

@@ -68,48 +68,18 @@ pub fn client(settings: &Settings) -> reqwest::Client {
 /// The NOTIFY channel `webhooks::enqueue` wakes the delivery tasks on.
 pub const WAKE_CHANNEL: &str = "paddock_webhooks";
 
-/// Listens on [`WAKE_CHANNEL`] on a connection of its own and rings `bell`;
-/// reconnects after a second when the connection drops (the poll covers the gap).
-async fn listen(db: sqlx::PgPool, bell: std::sync::Arc<tokio::sync::Notify>) {
-    loop {
-        // Held in `ManuallyDrop` as the scheduler's listener is: `PgListener`'s
-        // Drop spawns a task, which panics when dropped with the runtime (sqlx #1389).
-        match sqlx::postgres::PgListener::connect_with(&db).await {
-            Ok(l) => {
-                let mut l = std::mem::ManuallyDrop::new(l);
-                if let Err(e) = l.listen(WAKE_CHANNEL).await {
-                    tracing::warn!(error = %e, "webhooks: LISTEN failed");
-                } else {
-                    bell.notify_one();
-                    while let Ok(Some(_)) = l.try_recv().await {
-                        bell.notify_one();
-                    }
-                }
-                drop(std::mem::ManuallyDrop::into_inner(l));
-            }
-            Err(e) => tracing::warn!(error = %e, "webhooks: notification listener failed"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 /// Starts this replica's delivery task; it runs until the returned handle
 /// is aborted or the runtime stops. It wakes on `enqueue`'s NOTIFY, when a
 /// send ends, and at least every `poll`. Up to `batch` sends run at once,
 /// each on its own task, so a receiver that hangs holds one slot until its
 /// timeout, not the others.
 pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    let bell = std::sync::Arc::new(tokio::sync::Notify::new());
-    let listener = tokio::spawn(listen(state.db.clone(), bell.clone()));
+    let bell = std::sync::Arc::new(crate::signals::Bell::listen(
+        state.db.clone(),
+        WAKE_CHANNEL,
+        "webhooks",
+    ));
     tokio::spawn(async move {
-        // Stops the listener with this task.
-        struct Stop(tokio::task::JoinHandle<()>);
-        impl Drop for Stop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let _stop = Stop(listener);
         let settings = state.tenancy.webhooks.clone();
         let client = client(&settings);
         let slots =
@@ -145,13 +115,13 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
                     deliver(&state, &client, &c).await;
                     drop(permit);
                     // A slot is free, and a retry may be due soon.
-                    bell.notify_one();
+                    bell.ring();
                 });
             }
             if !busy {
                 tokio::select! {
                     _ = tokio::time::sleep(settings.poll) => {}
-                    _ = bell.notified() => {}
+                    _ = bell.rung() => {}
                 }
             }
         }

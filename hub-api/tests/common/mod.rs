@@ -80,8 +80,19 @@ pub async fn tree_paths(app: &impl App, uri: &str) -> Vec<String> {
     paths
 }
 
-/// Commits inline files; returns the commit id.
+/// Commits inline files to a model repo; returns the commit id.
 pub async fn commit_files(app: &impl App, tok: &str, id: &str, files: &[(&str, &[u8])]) -> String {
+    commit_files_to(app, tok, "models", id, files).await
+}
+
+/// Commits inline files to a repo of `kind` (`models`, `datasets`); returns the commit id.
+pub async fn commit_files_to(
+    app: &impl App,
+    tok: &str,
+    kind: &str,
+    id: &str,
+    files: &[(&str, &[u8])],
+) -> String {
     let ops: Vec<Value> = files
         .iter()
         .map(|(p, c)| hub_testkit::file_op(p, c))
@@ -89,7 +100,7 @@ pub async fn commit_files(app: &impl App, tok: &str, id: &str, files: &[(&str, &
     let (st, _, b) = call(
         app,
         TestRequest::post()
-            .uri(&format!("/api/models/{id}/commit/main"))
+            .uri(&format!("/api/{kind}/{id}/commit/main"))
             .insert_header(bearer(tok))
             .set_payload(hub_testkit::ndjson("files", None, &ops)),
     )

@@ -26,20 +26,7 @@ async fn create_ds(app: &impl App, tok: &str, id: &str, private: bool) {
 }
 
 async fn commit_ds(app: &impl App, tok: &str, id: &str, files: &[(&str, &[u8])]) -> String {
-    let ops: Vec<Value> = files
-        .iter()
-        .map(|(p, c)| hub_testkit::file_op(p, c))
-        .collect();
-    let (st, _, b) = call(
-        app,
-        TestRequest::post()
-            .uri(&format!("/api/datasets/{id}/commit/main"))
-            .insert_header(bearer(tok))
-            .set_payload(hub_testkit::ndjson("data", None, &ops)),
-    )
-    .await;
-    assert_eq!(st, 200, "commit to {id}: {}", String::from_utf8_lossy(&b));
-    json_of(&b)["commitOid"].as_str().unwrap().to_string()
+    commit_files_to(app, tok, "datasets", id, files).await
 }
 
 async fn get(
