@@ -353,7 +353,10 @@ pub fn ingest(
         thread_limit: Some(1),
         iteration_mode: gix_pack::data::input::Mode::Verify,
         index_version: gix_pack::index::Version::default(),
-        alloc_limit_bytes: Some(state.limits.commit_body as usize),
+        // Every object is decoded in memory: none may be larger than an API
+        // commit's inline file can be (larger files go through git-lfs, whose
+        // pointers are small), so a push holds at most that much per object.
+        alloc_limit_bytes: Some(state.limits.commit_line),
         ..Default::default()
     };
     let interrupt = std::sync::atomic::AtomicBool::new(false);
@@ -366,7 +369,17 @@ pub fn ingest(
         gix_hash::Kind::Sha1,
         options,
     )
-    .map_err(|e| format!("the pack is invalid: {e}"))?;
+    .map_err(|e| {
+        let e = e.to_string();
+        if e.contains("too large to fit in memory") {
+            format!(
+                "an object in the pack is larger than {} bytes: track large files with git-lfs",
+                state.limits.commit_line
+            )
+        } else {
+            format!("the pack is invalid: {e}")
+        }
+    })?;
     let Some(index_path) = outcome.index_path else {
         return Ok(()); // no objects
     };

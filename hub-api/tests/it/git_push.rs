@@ -321,3 +321,46 @@ async fn a_push_racing_an_api_commit_loses_nothing() {
     }
     server.stop().await;
 }
+
+/// A file pushed without git-lfs is decoded in memory on the hub, so no pushed
+/// object may be larger than an inline file of an API commit
+/// (`limits.commit_line`): such a push is refused with a hint to use git-lfs,
+/// and the ref stays where it was.
+#[actix_web::test]
+async fn a_pushed_object_over_the_inline_limit_is_refused() {
+    let mut t = TestState::new().await;
+    t.state.limits.commit_line = 256 * 1024;
+    let (uid, tok) = t.user("pusher", false, &["read", "write"]).await;
+    t.org("acme", uid).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &tok, "acme/big", false).await;
+    let first = commit_files(&app, &tok, "acme/big", &[("a.txt", b"one\n")]).await;
+    let server = Server::start(t.state.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "{}/acme/big",
+        server.url.replace("http://", &format!("http://git:{tok}@"))
+    );
+    git(dir.path(), &["clone", &url, "c"]).await;
+    let c = dir.path().join("c");
+    // Incompressible, so the pack holds it whole.
+    let big: Vec<u8> = (0..512 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(c.join("big.bin"), &big).unwrap();
+    git(&c, &["add", "-A"]).await;
+    git(&c, &["commit", "-q", "-m", "a big file without lfs"]).await;
+    let (ok, _, err) = git_try(&c, &["push", "origin", "main"]).await;
+    assert!(!ok, "the push was refused");
+    assert!(err.contains("git-lfs"), "{err}");
+    assert_eq!(head_of(&app, &tok, "acme/big", "main").await, first);
+
+    // The same file under the limit goes through.
+    std::fs::write(c.join("big.bin"), &big[..100 * 1024]).unwrap();
+    git(&c, &["add", "-A"]).await;
+    git(&c, &["commit", "-q", "--amend", "-m", "a smaller file"]).await;
+    git(&c, &["push", "-q", "origin", "main"]).await;
+    let pushed = git(&c, &["rev-parse", "HEAD"]).await.trim().to_string();
+    assert_eq!(head_of(&app, &tok, "acme/big", "main").await, pushed);
+    server.stop().await;
+}
