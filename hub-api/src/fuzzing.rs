@@ -34,6 +34,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("markdown", card_markdown),
     ("repo_path", repo_path),
     ("names", names_and_revisions),
+    ("viewer_filter", viewer_filter),
+    ("git_push_commands", git_push_commands),
 ];
 
 /// The tenant text of an input (lossy: the routes that take text refuse or
@@ -246,6 +248,16 @@ pub fn names_and_revisions(data: &[u8]) {
     }
     let _ = domain::is_commit_oid(&s);
     let _ = domain::Sha256::parse(&s);
+}
+
+/// The dataset viewer's `where` and `orderby` text (`/filter`).
+pub fn viewer_filter(data: &[u8]) {
+    let _ = crate::viewer::filter::parse(&text(data));
+}
+
+/// The command section of a `git-receive-pack` body (pkt-lines up to the flush).
+pub fn git_push_commands(data: &[u8]) {
+    let _ = crate::git::protocol::parse_push_commands(data);
 }
 
 #[cfg(test)]
