@@ -17,6 +17,7 @@ use crate::auth::Auth;
 use crate::domain::{RepoId, RepoType};
 use crate::error::{clip, ApiError, ApiResult, QueryError};
 use crate::gating::{self, Download};
+use crate::heavy::Tenant;
 use crate::state::AppState;
 use crate::viewer::filter::{self, Expr};
 use crate::viewer::jobs::{self, Status};
@@ -381,9 +382,36 @@ fn sort_key(a: &Value, b: &Value) -> std::cmp::Ordering {
 }
 
 /// Scans a split for the rows `keep` accepts: the page, the match count,
-/// whether the scan stopped early.
+/// whether the scan stopped early. A scan decodes up to `SCAN_MAX` rows, so
+/// it is heavy work of the caller (`heavy`): it holds one of their slots and
+/// runs on a blocking thread, never on the async workers that answer
+/// everyone's requests (its object-store reads still go through the runtime).
+#[allow(clippy::too_many_arguments)]
 async fn matching(
     state: &AppState,
+    tenant: Tenant,
+    dl: &Download,
+    s: &SplitManifest,
+    offset: u64,
+    length: usize,
+    order: Option<(usize, bool)>,
+    keep: impl Fn(&arrow_array::RecordBatch, usize) -> bool + Send + 'static,
+) -> ApiResult<(Vec<Value>, u64, bool)> {
+    let slot = state.tenancy.heavy.slot(tenant).await?;
+    let (dl, s, storage) = (dl.clone(), s.clone(), state.storage.clone());
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        rt.block_on(scan_matching(
+            &storage, &dl, &s, offset, length, order, keep,
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+async fn scan_matching(
+    storage: &crate::storage::Storage,
     dl: &Download,
     s: &SplitManifest,
     offset: u64,
@@ -395,7 +423,7 @@ async fn matching(
     let mut page = Vec::new();
     let mut sorted: Vec<(Value, u64, Value, Vec<String>)> = Vec::new();
     let mut too_many = false;
-    let partial = read::scan(dl, &state.storage, s, SCAN_MAX, |idx, b, r| {
+    let partial = read::scan(dl, storage, s, SCAN_MAX, |idx, b, r| {
         if !keep(b, r) {
             return;
         }
@@ -458,7 +486,8 @@ pub async fn search(
     }
     let r = ready(&state, &auth, &p).await?;
     let (_, s) = r.split(&p)?;
-    let (rows, total, partial) = matching(&state, &r.dl, s, offset, length, None, |b, i| {
+    let tenant = Tenant::of(&auth, &req);
+    let (rows, total, partial) = matching(&state, tenant, &r.dl, s, offset, length, None, move |b, i| {
         b.columns().iter().any(|c| {
             matches!(
                 c.data_type(),
@@ -531,15 +560,17 @@ pub async fn filter(
         )),
         None => None,
     };
+    let tenant = Tenant::of(&auth, &req);
     let (rows, total, partial) =
         matching(
             &state,
+            tenant,
             &r.dl,
             s,
             offset,
             length,
             order,
-            |b, i| match &expr {
+            move |b, i| match &expr {
                 None => true,
                 Some(e) => e.eval(&|c: &str| {
                     b.schema()

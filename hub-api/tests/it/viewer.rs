@@ -749,3 +749,53 @@ async fn the_dataset_page_shows_the_rows() {
         "{html}"
     );
 }
+
+/// `/search` and `/filter` decode up to a million rows per call: heavy work of the
+/// caller (`heavy`), so each holds one of the caller's slots while it scans (429
+/// `tenant_busy` when they are all taken, while another tenant is served) and runs
+/// off the async workers.
+#[actix_web::test]
+async fn search_and_filter_take_a_heavy_slot_of_the_caller() {
+    use hub_api::heavy::{Heavy, HeavyLimits, Tenant};
+    use std::time::Duration;
+    let mut t = TestState::new().await;
+    t.state.tenancy.heavy = Arc::new(Heavy::new(HeavyLimits {
+        global: 4,
+        per_tenant: 1,
+        tenant_wait: Duration::from_millis(100),
+        global_wait: Duration::from_secs(5),
+    }));
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read"]).await;
+    let app = app(&t.state).await;
+    let rows = source(40, "busy");
+    create_ds(&app, &alice, "alice/scan", false).await;
+    commit_ds(&app, &alice, "alice/scan", &[("train.csv", &csv(&rows))]).await;
+    convert(&t).await;
+    let base = "/api/datasets-server/{route}?dataset=alice/scan&config=default&split=train";
+    let scans = [
+        base.replace("{route}", "search") + "&query=busy",
+        base.replace("{route}", "filter") + "&where=id%20%3C%2010",
+    ];
+    let held = t
+        .state
+        .tenancy
+        .heavy
+        .slot(Tenant::User(alice_id))
+        .await
+        .unwrap();
+    for uri in &scans {
+        let (st, v, h) = get(&app, uri, Some(&alice)).await;
+        assert_eq!(st, 429, "{uri}: {v}");
+        assert_eq!(v["code"], "tenant_busy", "{uri}: {v}");
+        assert!(h.get("retry-after").is_some());
+        // Another tenant's scan is not held up by alice's.
+        let v = ok(&app, uri, Some(&bob)).await;
+        assert!(!rows_of(&v).is_empty(), "{uri}: {v}");
+    }
+    drop(held);
+    let v = ok(&app, &scans[0], Some(&alice)).await;
+    assert_eq!(v["num_rows_total"], 40);
+    let v = ok(&app, &scans[1], Some(&alice)).await;
+    assert_eq!(v["num_rows_total"], 10);
+}
