@@ -561,26 +561,25 @@ pub async fn filter(
         None => None,
     };
     let tenant = Tenant::of(&auth, &req);
-    let (rows, total, partial) =
-        matching(
-            &state,
-            tenant,
-            &r.dl,
-            s,
-            offset,
-            length,
-            order,
-            move |b, i| match &expr {
-                None => true,
-                Some(e) => e.eval(&|c: &str| {
-                    b.schema()
-                        .index_of(c)
-                        .map(|k| read::cell(b.column(k).as_ref(), i))
-                        .unwrap_or(Value::Null)
-                }),
-            },
-        )
-        .await?;
+    let (rows, total, partial) = matching(
+        &state,
+        tenant,
+        &r.dl,
+        s,
+        offset,
+        length,
+        order,
+        move |b, i| match &expr {
+            None => true,
+            Some(e) => e.eval(&|c: &str| {
+                b.schema()
+                    .index_of(c)
+                    .map(|k| read::cell(b.column(k).as_ref(), i))
+                    .unwrap_or(Value::Null)
+            }),
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "features": features(s), "rows": rows,
         "num_rows_total": total, "num_rows_per_page": MAX_LENGTH, "partial": partial,
