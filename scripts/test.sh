@@ -34,6 +34,13 @@ command -v cmake >/dev/null || apt_install cmake
 # LLVM users) does not do, so look for the library libclang-dev links.
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || apt_install libclang-dev
 
+# The S3 tests' server (Garage, from crates.io) is a second cargo build of
+# ~8-10 minutes on 2 cores: start it now at nice 19, so it runs on the CPU the
+# workspace build and the first test steps leave idle; tests/s3/run.sh waits
+# for it (scripts/lib/garage.sh).
+. scripts/lib/garage.sh
+garage_install_background "${CARGO_TARGET_DIR:-$ROOT/target}/garage-install.log"
+
 step "python virtualenv"
 VENV="$ROOT/.venv/test"
 if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi

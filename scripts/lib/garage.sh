@@ -21,16 +21,41 @@ GARAGE_TOOLS="${CARGO_TARGET_DIR:-$_GARAGE_ROOT/target}/tools"
 GARAGE_BIN="$GARAGE_TOOLS/bin/garage"
 
 garage_install() {
-  if [[ -x "$GARAGE_BIN" ]] && "$GARAGE_BIN" --version 2>/dev/null | grep -q ":$GARAGE_VERSION\b"; then
-    return 0
-  fi
-  # Its own target dir: the workspace's lint wrapper and flags must not apply.
-  env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u RUSTFLAGS \
-    cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
-    --no-default-features --features "$GARAGE_FEATURES" \
-    --root "$GARAGE_TOOLS" --target-dir "$GARAGE_TOOLS/build"
-  # The build tree is gigabytes; the binary is all later runs need.
-  rm -rf "$GARAGE_TOOLS/build"
+  mkdir -p "$GARAGE_TOOLS"
+  # One install at a time: scripts/test.sh starts one in the background at the
+  # beginning of a run (garage_install_background); a caller that comes while
+  # it builds waits here for it, then finds the binary. If that install failed,
+  # this one runs in the foreground and shows why.
+  (
+    flock -x 9
+    if [[ -x "$GARAGE_BIN" ]] && "$GARAGE_BIN" --version 2>/dev/null | grep -q ":$GARAGE_VERSION\b"; then
+      exit 0
+    fi
+    # Its own target dir: the workspace's lint wrapper and flags must not apply.
+    env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u RUSTFLAGS \
+      cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
+      --no-default-features --features "$GARAGE_FEATURES" \
+      --root "$GARAGE_TOOLS" --target-dir "$GARAGE_TOOLS/build"
+    # The build tree is gigabytes; the binary is all later runs need.
+    rm -rf "$GARAGE_TOOLS/build"
+  ) 9>"$GARAGE_TOOLS/install.lock"
+}
+
+# garage_install_background LOG: garage_install at nice 19 in the background
+# (its output in LOG), so that a test run builds Garage on the CPU its own
+# build and tests leave idle; a later garage_install waits for it.
+garage_install_background() {
+  local log=$1
+  mkdir -p "$GARAGE_TOOLS"
+  ( nice -n 19 bash -c ". '$_GARAGE_ROOT/scripts/lib/garage.sh'; garage_install" >"$log" 2>&1 ||
+      echo "garage: the background install failed (its log: $log); the S3 tests will retry it" >&2 ) &
+  # Until the subshell holds the lock, a garage_install would not wait for it.
+  local _
+  for _ in $(seq 1 50); do
+    flock -n "$GARAGE_TOOLS/install.lock" true 2>/dev/null || return 0
+    [[ -x "$GARAGE_BIN" ]] && return 0
+    sleep 0.1
+  done
 }
 
 _garage_free_port() {
