@@ -4,8 +4,13 @@
 //! gateway, alternated, by C closed-loop clients at each concurrency level.
 //!
 //! ```text
-//! gateway-overhead --hub URL --token TOKEN --psql "PSQL ARGS" [--requests N] [--concurrency 1,16]
+//! gateway-overhead --hub URL --token TOKEN --psql "PSQL ARGS" [--requests N] [--concurrency 1,16] [--nginx]
 //! ```
+//!
+//! `--nginx` adds the peer: nginx (Debian's, from `PATH`) as a plain reverse proxy in front of
+//! the same stand-in (two worker processes like the hub's two HTTP workers, keep-alive
+//! upstream connections, no access log, no auth, no metering), called in the same rotation, so
+//! the run prints what one proxy hop costs on this machine next to what the gateway adds.
 //!
 //! It replaces `gateway_overhead.py` as the default because, on 2 cores, 16 Python client
 //! threads and a Python stand-in took the CPU the hub needed: the added p99 at 16 (18.7 ms)
@@ -36,13 +41,19 @@ struct Args {
     psql: Vec<String>,
     requests: usize,
     concurrency: Vec<usize>,
+    nginx: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     let (mut hub, mut token, mut psql) = (None, None, None);
     let (mut requests, mut concurrency) = (2000, vec![1, 16]);
+    let mut nginx = false;
     while let Some(flag) = it.next() {
+        if flag == "--nginx" {
+            nginx = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
@@ -73,6 +84,7 @@ fn args() -> anyhow::Result<Args> {
             .ok_or_else(|| missing("--psql"))?,
         requests,
         concurrency,
+        nginx,
     })
 }
 
@@ -195,48 +207,95 @@ impl Target {
     }
 }
 
-/// Gateway and direct latencies (ms) of `n / conc` alternated pairs from each of `conc`
-/// closed-loop clients.
+/// Latencies (ms) per target of `n / conc` rounds from each of `conc` closed-loop clients;
+/// a round calls every target once, starting at target `(i + k) % targets` so each goes
+/// first equally often.
 async fn measure(
-    gateway_url: &str,
-    direct_url: &str,
-    token: &str,
-    secret: &str,
+    targets: &[(String, String)],
     n: usize,
     conc: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+) -> anyhow::Result<Vec<Vec<f64>>> {
     let barrier = Arc::new(tokio::sync::Barrier::new(conc));
     let mut tasks = Vec::with_capacity(conc);
     for k in 0..conc {
-        let via = Target::new(gateway_url.to_string(), token)?;
-        let direct = Target::new(direct_url.to_string(), secret)?;
+        let mine = targets
+            .iter()
+            .map(|(url, token)| Target::new(url.clone(), token))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let barrier = barrier.clone();
         tasks.push(tokio::task::spawn_local(async move {
             for _ in 0..20 {
-                via.call().await?;
-                direct.call().await?;
-            }
-            let (mut g, mut d) = (Vec::with_capacity(n / conc), Vec::with_capacity(n / conc));
-            barrier.wait().await;
-            for i in 0..n / conc {
-                if (i + k) % 2 == 0 {
-                    g.push(via.call().await?);
-                    d.push(direct.call().await?);
-                } else {
-                    d.push(direct.call().await?);
-                    g.push(via.call().await?);
+                for t in &mine {
+                    t.call().await?;
                 }
             }
-            anyhow::Ok((g, d))
+            let mut out = vec![Vec::with_capacity(n / conc); mine.len()];
+            barrier.wait().await;
+            for i in 0..n / conc {
+                for j in 0..mine.len() {
+                    let t = (i + k + j) % mine.len();
+                    out[t].push(mine[t].call().await?);
+                }
+            }
+            anyhow::Ok(out)
         }));
     }
-    let (mut g, mut d) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut all = vec![Vec::with_capacity(n); targets.len()];
     for t in tasks {
-        let (mg, md) = t.await??;
-        g.extend(mg);
-        d.extend(md);
+        for (into, from) in all.iter_mut().zip(t.await??) {
+            into.extend(from);
+        }
     }
-    Ok((g, d))
+    Ok(all)
+}
+
+/// nginx's master process, stopped on drop with SIGTERM, which also stops its workers (a
+/// SIGKILL would leave them running, holding the port and the script's output pipe).
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx as a plain reverse proxy to the stand-in on a free port; stopped on drop.
+fn start_nginx(worker_port: u16) -> anyhow::Result<(Nginx, u16, std::path::PathBuf)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let run = std::env::temp_dir().join(format!("gateway-overhead-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&run)?;
+    let dir = run.display();
+    let conf = format!(
+        "worker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
+           upstream standin {{ server 127.0.0.1:{worker_port}; keepalive 64; }}\n\
+           server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://standin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"
+    );
+    std::fs::write(run.join("nginx.conf"), conf)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(run.join("nginx.conf"))
+        .arg("-p")
+        .arg(&run)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting nginx (apt-get install nginx): {e}"))?;
+    let child = Nginx(child);
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok((child, port, run));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("nginx did not listen on {port}; see {dir}/error.log")
 }
 
 fn summary(xs: &mut [f64]) -> serde_json::Value {
@@ -299,42 +358,62 @@ fn main() -> anyhow::Result<()> {
         args.hub.trim_end_matches('/')
     );
     let direct_url = format!("http://127.0.0.1:{worker_port}/models/{replica}/v1/embeddings");
+    let nginx = if args.nginx {
+        Some(start_nginx(worker_port)?)
+    } else {
+        None
+    };
+    let mut targets = vec![
+        (gateway_url, args.token.clone()),
+        (direct_url, secret.clone()),
+    ];
+    if let Some((_, port, _)) = &nginx {
+        targets.push((
+            format!("http://127.0.0.1:{port}/models/{replica}/v1/embeddings"),
+            secret.clone(),
+        ));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
     for &conc in &args.concurrency {
-        let (mut g, mut d) = local.block_on(
-            &rt,
-            measure(
-                &gateway_url,
-                &direct_url,
-                &args.token,
-                &secret,
-                args.requests,
-                conc,
-            ),
-        )?;
-        let (gs, ds) = (summary(&mut g), summary(&mut d));
-        let added = |q: &str| round3(gs[q].as_f64().unwrap_or(0.0) - ds[q].as_f64().unwrap_or(0.0));
-        let (p50, p90, p99) = (added("p50"), added("p90"), added("p99"));
+        let mut runs = local.block_on(&rt, measure(&targets, args.requests, conc))?;
+        let sums: Vec<serde_json::Value> = runs.iter_mut().map(|r| summary(r)).collect();
+        let (gs, ds) = (&sums[0], &sums[1]);
+        let added = |over: &serde_json::Value, q: &str| {
+            round3(over[q].as_f64().unwrap_or(0.0) - ds[q].as_f64().unwrap_or(0.0))
+        };
+        let (p50, p90, p99) = (added(gs, "p50"), added(gs, "p90"), added(gs, "p99"));
         println!(
             "* concurrency {conc}, {} requests each way: added p50 **{p50} ms**, p90 {p90} ms, p99 **{p99} ms** (gateway {gs} / direct {ds})",
-            g.len()
+            runs[0].len()
         );
-        eprintln!(
-            "{}",
-            serde_json::json!({
-                "concurrency": conc,
-                "requests_each": g.len(),
-                "gateway": gs,
-                "direct": ds,
-                "added_p50_ms": p50,
-                "added_p90_ms": p90,
-                "added_p99_ms": p99,
-                "client": "rust",
-            })
-        );
+        let mut line = serde_json::json!({
+            "concurrency": conc,
+            "requests_each": runs[0].len(),
+            "gateway": gs,
+            "direct": ds,
+            "added_p50_ms": p50,
+            "added_p90_ms": p90,
+            "added_p99_ms": p99,
+            "client": "rust",
+        });
+        if let Some(ns) = sums.get(2) {
+            let (n50, n90, n99) = (added(ns, "p50"), added(ns, "p90"), added(ns, "p99"));
+            println!(
+                "  * nginx (plain proxy, same stand-in, same rotation): added p50 **{n50} ms**, p90 {n90} ms, p99 **{n99} ms** (nginx {ns})"
+            );
+            line["nginx"] = ns.clone();
+            line["nginx_added_p50_ms"] = n50.into();
+            line["nginx_added_p90_ms"] = n90.into();
+            line["nginx_added_p99_ms"] = n99.into();
+        }
+        eprintln!("{line}");
+    }
+    if let Some((child, _, run)) = nginx {
+        drop(child);
+        let _ = std::fs::remove_dir_all(run);
     }
     Ok(())
 }

@@ -3,8 +3,11 @@
 # in-process worker) in front of a stand-in worker that answers a fixed body,
 # direct vs through the gateway, alternated, at concurrency 1 and 16.
 #
-#   scripts/bench/gateway_overhead.sh [--debug] [--python] [--requests N] [--concurrency 1,16]
+#   scripts/bench/gateway_overhead.sh [--debug] [--python] [--nginx] [--requests N] [--concurrency 1,16]
 #
+# --nginx (Rust client only) adds the peer in the same rotation: nginx as a plain
+# reverse proxy to the same stand-in, so the report shows what one proxy hop
+# costs on this machine beside what the gateway adds (installs nginx when missing).
 # Builds what it needs: the release hub-api and the Rust load generator
 # (hub-api/examples/gateway-overhead.rs: one tokio thread of clients, a one-thread
 # actix stand-in); --debug builds and uses the debug profile instead (to check
@@ -23,6 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --debug) PROFILE=debug ;;
     --python) CLIENT=python ;;
+    --nginx) PASS+=("$1") ;;
     --requests|--concurrency) PASS+=("$1" "$2"); shift ;;
     */hub-api) HUB_BIN="$1" ;; # the former positional HUB_API_BIN
     *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -30,6 +34,10 @@ while [ $# -gt 0 ]; do
   shift
 done
 . scripts/lib/hub.sh
+if [[ " ${PASS[*]-} " == *" --nginx "* ]]; then
+  [ "$CLIENT" = rust ] || { echo "--nginx needs the Rust client" >&2; exit 2; }
+  command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+fi
 # Hub and load generator in one cargo call, with --python too: `--bin hub-api` alone
 # resolves features without hub-api's dev-dependencies, so it would be another build
 # (minutes) of another binary than the one the Rust client measures.
