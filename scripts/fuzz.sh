@@ -22,7 +22,7 @@ SECS=${1:-60}
 shift || true
 TARGETS=("$@")
 if [[ ${#TARGETS[@]} -eq 0 ]]; then
-  TARGETS=(safetensors gguf ndjson lfs_batch gitattributes gitignore card markdown repo_path names viewer_filter git_push_commands
+  TARGETS=(safetensors gguf ndjson lfs_batch gitattributes gitignore card markdown repo_path names viewer_filter git_push_commands viewer_convert
     chat_template tool_calls forced_schema)
 fi
 NICE=${FUZZ_NICE:-19}

@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("names", names_and_revisions),
     ("viewer_filter", viewer_filter),
     ("git_push_commands", git_push_commands),
+    ("viewer_convert", viewer_convert),
 ];
 
 /// The tenant text of an input (lossy: the routes that take text refuse or
@@ -258,6 +259,26 @@ pub fn viewer_filter(data: &[u8]) {
 /// The command section of a `git-receive-pack` body (pkt-lines up to the flush).
 pub fn git_push_commands(data: &[u8]) {
     let _ = crate::git::protocol::parse_push_commands(data);
+}
+
+/// A dataset's source file through the viewer's Parquet conversion (arrow's
+/// CSV and JSON readers on tenant bytes, schema inference, the JSON array
+/// path): the first byte picks CSV, TSV or JSON (its value mod 3), the rest is
+/// the file. The Parquet goes to `/dev/null`.
+pub fn viewer_convert(data: &[u8]) {
+    use crate::viewer::discover::Format;
+    let Some((pick, file)) = data.split_first() else {
+        return;
+    };
+    let format = match pick % 3 {
+        0 => Format::Csv,
+        1 => Format::Tsv,
+        _ => Format::Json,
+    };
+    let Ok(out) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    let _ = crate::viewer::convert::convert(format, file.len() as u64, file, out);
 }
 
 #[cfg(test)]
