@@ -27,7 +27,14 @@ garage_install() {
   # it builds waits here for it, then finds the binary. If that install failed,
   # this one runs in the foreground and shows why.
   (
-    flock -x 9
+    if ! flock -n 9; then
+      # The background build holds the lock: from now on the tests wait for
+      # it, so it gets its fair share of the CPU (root only; else it stays at
+      # nice 19 and is merely slower).
+      echo "garage: waiting for the background build (log: ${GARAGE_INSTALL_LOG:-target/garage-install.log})" >&2
+      _garage_unnice "$(cat "$GARAGE_TOOLS/install.pid" 2>/dev/null)"
+      flock -x 9
+    fi
     if [[ -x "$GARAGE_BIN" ]] && "$GARAGE_BIN" --version 2>/dev/null | grep -q ":$GARAGE_VERSION\b"; then
       exit 0
     fi
@@ -41,6 +48,26 @@ garage_install() {
   ) 9>"$GARAGE_TOOLS/install.lock"
 }
 
+# _garage_unnice PID: PID and its descendants back to nice 0 (cargo's later
+# children inherit it from cargo).
+_garage_unnice() {
+  local pid=$1 f stat pids=() queue
+  [[ -n "$pid" ]] || return 0
+  queue=("$pid")
+  while ((${#queue[@]})); do
+    local p=${queue[0]}
+    queue=("${queue[@]:1}")
+    pids+=("$p")
+    for f in /proc/[0-9]*/stat; do
+      { stat=$(<"$f"); } 2>/dev/null || continue
+      stat=${stat##*) }
+      read -r _ ppid _ <<<"$stat"
+      [[ "$ppid" == "$p" ]] && queue+=("$(basename "$(dirname "$f")")")
+    done
+  done
+  renice -n 0 -p "${pids[@]}" >/dev/null 2>&1 || true
+}
+
 # garage_install_background LOG: garage_install at nice 19 in the background
 # (its output in LOG), so that a test run builds Garage on the CPU its own
 # build and tests leave idle; a later garage_install waits for it.
@@ -49,6 +76,8 @@ garage_install_background() {
   mkdir -p "$GARAGE_TOOLS"
   ( nice -n 19 bash -c ". '$_GARAGE_ROOT/scripts/lib/garage.sh'; garage_install" >"$log" 2>&1 ||
       echo "garage: the background install failed (its log: $log); the S3 tests will retry it" >&2 ) &
+  echo $! >"$GARAGE_TOOLS/install.pid"
+  export GARAGE_INSTALL_LOG=$log
   # Until the subshell holds the lock, a garage_install would not wait for it.
   local _
   for _ in $(seq 1 50); do
