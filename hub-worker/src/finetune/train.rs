@@ -8,8 +8,8 @@
 
 use super::data::{self, DataError, Example};
 use super::model::{Classifier, ModelError};
+use super::optim::{AdamW, Params};
 use crate::engine::spec::ModelSpec;
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use hub_types::jobs::{Hyperparameters, StopReason};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -226,7 +226,7 @@ pub fn run(
     ctl.metric("untuned_test_accuracy", json!(untuned_acc));
 
     let (decay, no_decay) = model.param_groups();
-    let params = |wd: f64| ParamsAdamW {
+    let params = |wd: f64| Params {
         lr: hp.learning_rate,
         beta1: 0.9,
         beta2: 0.999,
