@@ -254,7 +254,7 @@ mod tests {
         assert!(parse("x.parquet", b"", "text", "label").is_err());
         let one = parse("x.csv", b"text,label\na,b\n", "text", "label").unwrap();
         assert_eq!(label_names(&one), Err(DataError::LabelCount(1)));
-        let labels = vec!["a".to_string(), "b".to_string()];
+        let labels = ["a".to_string(), "b".to_string()];
         assert_eq!(
             class_ids(&one, &labels[..1]),
             Err(DataError::UnknownTestLabel("b".into()))
