@@ -315,18 +315,20 @@ async fn end(
         },
     )
     .await?;
+    // Every uploaded file's pending object is given back: those the commit
+    // claimed are referenced now and stay; the rest (a failed job's, or an
+    // earlier claim's that the last one did not send again) are deleted
+    // unless something else needs the bytes.
     let dropped = db::jobs::drop_files(&state.db, j.id).await?;
-    if output_commit.is_none() {
-        let pending: Vec<Pending> = dropped
-            .into_iter()
-            .filter_map(|(id, sha)| {
-                Sha256::parse(&sha)
-                    .ok()
-                    .map(|sha256| Pending { id, sha256 })
-            })
-            .collect();
-        sweeper::release(state, &pending).await;
-    }
+    let pending: Vec<Pending> = dropped
+        .into_iter()
+        .filter_map(|(id, sha)| {
+            Sha256::parse(&sha)
+                .ok()
+                .map(|sha256| Pending { id, sha256 })
+        })
+        .collect();
+    sweeper::release(state, &pending).await;
     tracing::info!(job.id = %j.id, state = job_state, error = ?error, "fine-tuning job ended");
     Ok(done)
 }
