@@ -21,6 +21,7 @@ use serde::Serialize;
 pub use crate::domain::ParseError;
 pub use crate::endpoints::EndpointSpecError;
 pub use crate::gating::AccessRequestError;
+pub use crate::jobs::JobSpecError;
 pub use crate::routes::body::BodyError;
 pub use crate::routes::git::GitError;
 pub use crate::routes::hf::lfs::LfsRequestError;
@@ -93,6 +94,9 @@ pub enum ApiError {
     Field(#[from] FieldError),
     #[error(transparent)]
     WorkerReport(#[from] WorkerReportError),
+    /// A fine-tuning job request the hub cannot run (`jobs::JobSpecError`).
+    #[error("invalid job: {0}")]
+    JobSpec(#[from] JobSpecError),
     /// A webhook body out of bounds, or a target outside the allow-list.
     #[error(transparent)]
     Webhook(#[from] WebhookError),
@@ -166,6 +170,16 @@ pub enum ApiError {
         retry_after_s: u64,
     },
 
+    #[error("the daily fine-tuning quota of {namespace} ({limit} CPU-seconds per UTC day) is spent ({used} used today); it resets at {resets_at}")]
+    JobQuotaExceeded {
+        namespace: String,
+        limit: i64,
+        used: i64,
+        /// RFC 3339, the next UTC midnight.
+        resets_at: String,
+        retry_after_s: u64,
+    },
+
     // ---- 5xx ----
     /// The dataset viewer has not converted the revision yet (the HF
     /// viewer's `ResponseNotReady`, 500).
@@ -215,6 +229,7 @@ impl ApiError {
             InvalidRange(_) => "invalid_range",
             UploadPartMissing(_) => "upload_part_missing",
             TokenSpec(_) | EndpointSpec(_) | Field(_) | WorkerReport(_) => "validation_failed",
+            JobSpec(_) => "invalid_job",
             Webhook(e) => e.code(),
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
@@ -238,6 +253,7 @@ impl ApiError {
             Overloaded(_) => "overloaded",
             TenantBusy { .. } => "tenant_busy",
             TokenQuotaExceeded { .. } => "token_quota_exceeded",
+            JobQuotaExceeded { .. } => "job_quota_exceeded",
             StorageUnavailable(_) => "storage_unavailable",
             DatabaseUnavailable(_) => "database_unavailable",
             InsufficientStorage(_) => "insufficient_storage",
@@ -275,6 +291,7 @@ impl ApiError {
             | EndpointSpec(_)
             | Field(_)
             | WorkerReport(_)
+            | JobSpec(_)
             | Webhook(_)
             | Git(_) => StatusCode::BAD_REQUEST,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -288,9 +305,11 @@ impl ApiError {
             ParentCommitMismatch => StatusCode::PRECONDITION_FAILED,
             PayloadTooLarge(_) | QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            RateLimited { .. } | Overloaded(_) | TenantBusy { .. } | TokenQuotaExceeded { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            RateLimited { .. }
+            | Overloaded(_)
+            | TenantBusy { .. }
+            | TokenQuotaExceeded { .. }
+            | JobQuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             StorageUnavailable(_) | DatabaseUnavailable(_) | Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -460,7 +479,8 @@ impl ResponseError for ApiError {
                 resp.insert_header(("RateLimit-Policy", format!("\"default\";q={limit};w=1")));
             }
             ApiError::TenantBusy { retry_after_s, .. }
-            | ApiError::TokenQuotaExceeded { retry_after_s, .. } => {
+            | ApiError::TokenQuotaExceeded { retry_after_s, .. }
+            | ApiError::JobQuotaExceeded { retry_after_s, .. } => {
                 resp.insert_header(("Retry-After", retry_after_s.to_string()));
             }
             ApiError::Overloaded(_)
@@ -497,6 +517,7 @@ pub const ALL_CODES: &[&str] = &[
     "invalid_range",
     "upload_part_missing",
     "validation_failed",
+    "invalid_job",
     "webhook_target_refused",
     "unauthorized",
     "forbidden",
@@ -520,6 +541,7 @@ pub const ALL_CODES: &[&str] = &[
     "overloaded",
     "tenant_busy",
     "token_quota_exceeded",
+    "job_quota_exceeded",
     "storage_unavailable",
     "database_unavailable",
     "insufficient_storage",
@@ -801,6 +823,14 @@ mod tests {
                 resets_at: "2026-12-03T00:00:00Z".into(),
                 retry_after_s: 3,
             },
+            ApiError::JobQuotaExceeded {
+                namespace: "acme".into(),
+                limit: 1,
+                used: 2,
+                resets_at: "2026-12-03T00:00:00Z".into(),
+                retry_after_s: 3,
+            },
+            ApiError::JobSpec(JobSpecError::WallTime),
             ApiError::UploadCompleted,
             ApiError::UploadExpired,
             ApiError::UploadPartMissing(1),

@@ -309,6 +309,34 @@ pub async fn endpoint_download(
     }
 }
 
+/// The read-and-gate decision for a repo a fine-tuning job reads, made for
+/// its creator each time the job is claimed: a repo of the job's own
+/// namespace is read like an endpoint's weights; another namespace's repo
+/// only as the creator may (a gated one needs their accepted request).
+pub async fn job_download(
+    state: &AppState,
+    repo_id: i64,
+    job_namespace_id: i64,
+    created_by: Option<i64>,
+) -> ApiResult<Download> {
+    let repo = crate::db::repos::by_id(&state.db, repo_id)
+        .await?
+        .ok_or(ApiError::RepoNotFound)?;
+    if repo.namespace_id == job_namespace_id {
+        return Ok(Download {
+            ctx: RepoCtx {
+                repo,
+                access: Access::Read,
+            },
+            reader: Reader::Pull,
+        });
+    }
+    match created_by {
+        Some(uid) => authorize_reader(state, repo, Reader::User(uid)).await,
+        None => authorize_reader(state, repo, Reader::Anonymous).await,
+    }
+}
+
 /// An access request the hub cannot take (400 `invalid_request`).
 #[derive(Debug, thiserror::Error)]
 pub enum AccessRequestError {

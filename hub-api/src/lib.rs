@@ -20,6 +20,7 @@ pub mod gating;
 pub mod git;
 pub mod health;
 pub mod heavy;
+pub mod jobs;
 pub mod membudget;
 pub mod metrics;
 pub mod pgcluster;

@@ -283,24 +283,35 @@ pub struct Settings {
     /// Prompt + completion tokens per UTC day through the namespace's endpoints
     /// (None: unlimited); enforced by `token_quota`.
     pub daily_tokens: Option<i64>,
+    /// CPU-seconds of fine-tuning jobs per UTC day (None: unlimited); enforced by
+    /// `jobs::check_quota` (new jobs) and the job runner's progress answers.
+    pub daily_job_cpu_seconds: Option<i64>,
 }
 
-/// `storage_bytes, rate_per_s, rate_burst, daily_tokens` of `namespace_quotas`.
-type SettingsRow = (Option<i64>, Option<i32>, Option<i32>, Option<i64>);
+/// `storage_bytes, rate_per_s, rate_burst, daily_tokens, daily_job_cpu_seconds` of
+/// `namespace_quotas`.
+type SettingsRow = (
+    Option<i64>,
+    Option<i32>,
+    Option<i32>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// The namespace's own settings.
 pub async fn settings(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Result<Settings> {
     let r: Option<SettingsRow> = sqlx::query_as(
-        "SELECT storage_bytes, rate_per_s, rate_burst, daily_tokens FROM namespace_quotas WHERE namespace_id = $1",
+        "SELECT storage_bytes, rate_per_s, rate_burst, daily_tokens, daily_job_cpu_seconds FROM namespace_quotas WHERE namespace_id = $1",
     )
     .bind(namespace_id)
     .fetch_optional(db)
     .await?;
-    Ok(r.map(|(s, r, b, t)| Settings {
+    Ok(r.map(|(s, r, b, t, j)| Settings {
         storage_bytes: s,
         rate_per_s: r,
         rate_burst: b,
         daily_tokens: t,
+        daily_job_cpu_seconds: j,
     })
     .unwrap_or_default())
 }
@@ -308,17 +319,20 @@ pub async fn settings(db: impl PgExecutor<'_>, namespace_id: i64) -> sqlx::Resul
 /// Replaces a namespace's settings.
 pub async fn set(db: impl PgExecutor<'_>, namespace_id: i64, s: &Settings) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO namespace_quotas (namespace_id, storage_bytes, rate_per_s, rate_burst, daily_tokens, updated_at)
-         VALUES ($1, $2, $3, $4, $5, now())
+        "INSERT INTO namespace_quotas (namespace_id, storage_bytes, rate_per_s, rate_burst, daily_tokens,
+           daily_job_cpu_seconds, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now())
          ON CONFLICT (namespace_id) DO UPDATE SET storage_bytes = EXCLUDED.storage_bytes,
            rate_per_s = EXCLUDED.rate_per_s, rate_burst = EXCLUDED.rate_burst,
-           daily_tokens = EXCLUDED.daily_tokens, updated_at = now()",
+           daily_tokens = EXCLUDED.daily_tokens,
+           daily_job_cpu_seconds = EXCLUDED.daily_job_cpu_seconds, updated_at = now()",
     )
     .bind(namespace_id)
     .bind(s.storage_bytes)
     .bind(s.rate_per_s)
     .bind(s.rate_burst)
     .bind(s.daily_tokens)
+    .bind(s.daily_job_cpu_seconds)
     .execute(db)
     .await?;
     Ok(())

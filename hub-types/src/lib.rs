@@ -1,9 +1,10 @@
 //! What hub-api and hub-worker share, declared once: the control-plane wire contract
 //! ([`control`]), the domain names both sides parse ([`Task`], [`Precision`],
 //! [`ReplicaStatus`], each with its own error), and the memory a model needs
-//! ([`memory`], [`decoder`] for decoders), and the token-metering contract
-//! ([`metering`]). Deliberately small: serde, serde_json and thiserror only, so that
-//! depending on it never pulls an inference engine or a web framework into the hub.
+//! ([`memory`], [`decoder`] for decoders), the token-metering contract
+//! ([`metering`]), and the fine-tuning job contract ([`jobs`]). Deliberately small:
+//! serde, serde_json and thiserror only, so that depending on it never pulls an
+//! inference engine or a web framework into the hub.
 
 /// The string conversions of a wire name (`FromStr`, serde's `TryFrom<String>`,
 /// `Display`), all through the type's own `parse` and `as_str`.
@@ -34,6 +35,7 @@ pub(crate) use wire_name;
 
 pub mod control;
 pub mod decoder;
+pub mod jobs;
 pub mod memory;
 pub mod metering;
 pub mod number;

@@ -219,3 +219,86 @@ fn the_fingerprint_ignores_the_pull_token_only() {
     b.precision = None;
     assert_ne!(a.fingerprint(), b.fingerprint());
 }
+
+/// The fine-tuning job runner's messages (`/api/v1/job-runner/...`).
+#[test]
+fn job_runner() {
+    use hub_types::jobs::*;
+    let pull = |repo: &str| RepoPull {
+        repo_id: repo.into(),
+        revision: "a".repeat(40),
+        pull_token: "jwt".into(),
+    };
+    pinned(
+        ClaimResponse {
+            job: Some(JobSpec {
+                job_id: "3f2b8c1e-0000-4000-8000-000000000009".into(),
+                claim: "3f2b8c1e-0000-4000-8000-00000000000a".into(),
+                task: JobTask::TextClassification,
+                base: pull("acme/bert"),
+                dataset: pull("acme/reviews"),
+                train_files: vec!["train.csv".into()],
+                test_files: vec!["test.csv".into()],
+                hyperparameters: Hyperparameters::default(),
+                output_repo: "acme/tuned".into(),
+                max_wall_seconds: 600,
+                lease_seconds: 60,
+            }),
+        },
+        json!({"job": {
+            "job_id": "3f2b8c1e-0000-4000-8000-000000000009",
+            "claim": "3f2b8c1e-0000-4000-8000-00000000000a",
+            "task": "text-classification",
+            "base": {"repo_id": "acme/bert", "revision": "a".repeat(40), "pull_token": "jwt"},
+            "dataset": {"repo_id": "acme/reviews", "revision": "a".repeat(40), "pull_token": "jwt"},
+            "train_files": ["train.csv"],
+            "test_files": ["test.csv"],
+            "hyperparameters": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 16,
+                "max_seq_length": 128, "seed": 42, "weight_decay": 0.01, "warmup_ratio": 0.1,
+                "text_column": "text", "label_column": "label"},
+            "output_repo": "acme/tuned",
+            "max_wall_seconds": 600,
+            "lease_seconds": 60
+        }}),
+    );
+    pinned(ClaimResponse { job: None }, json!({"job": null}));
+    let mut metrics = serde_json::Map::new();
+    metrics.insert("loss".into(), json!(0.5));
+    pinned(
+        Progress {
+            step: 3,
+            total_steps: 15,
+            cpu_seconds: 4.5,
+            logs: vec!["epoch 1/1".into()],
+            metrics: metrics.clone(),
+        },
+        json!({"step": 3, "total_steps": 15, "cpu_seconds": 4.5, "logs": ["epoch 1/1"], "metrics": {"loss": 0.5}}),
+    );
+    pinned(
+        ProgressAnswer {
+            stop: Some(StopReason::WallTime),
+        },
+        json!({"stop": "wall_time"}),
+    );
+    pinned(ProgressAnswer { stop: None }, json!({"stop": null}));
+    pinned(
+        Finish {
+            outcome: Outcome::Stopped,
+            error: Some("cancelled".into()),
+            reason: Some(StopReason::Cancelled),
+            cpu_seconds: 9.0,
+            metrics,
+            logs: vec![],
+            files: vec![],
+        },
+        json!({"outcome": "stopped", "error": "cancelled", "reason": "cancelled", "cpu_seconds": 9.0,
+               "metrics": {"loss": 0.5}, "logs": [], "files": []}),
+    );
+    pinned(
+        FinishAnswer {
+            state: "succeeded".into(),
+            output_commit: Some("b".repeat(40)),
+        },
+        json!({"state": "succeeded", "output_commit": "b".repeat(40)}),
+    );
+}

@@ -150,6 +150,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
 
+    /// Run the fine-tuning jobs the hub queues (one at a time, on the compute
+    /// threads; `false` leaves them to other workers).
+    #[arg(long, env = "HUB_WORKER_JOBS", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub jobs: bool,
+
     /// Log format of the `hub-worker` binary: text or json (`RUST_LOG` filters).
     #[arg(long, env = "HUB_WORKER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -200,6 +205,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("gen_queue", &self.gen_queue)
             .field("gen_threads", &self.gen_threads)
             .field("poll_wait_s", &self.poll_wait_s)
+            .field("jobs", &self.jobs)
             .field("token_refresh", &self.token_refresh.is_some())
             .finish()
     }
@@ -252,6 +258,7 @@ impl WorkerConfig {
             log_format: "text".to_string(),
             otlp_endpoint: None,
             poll_wait_s: 25,
+            jobs: true,
             token_refresh: None,
         }
     }

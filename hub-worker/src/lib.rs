@@ -5,11 +5,13 @@
 //! * [`http`]: the worker's inference API (OpenAI `/v1/embeddings`, HF task API).
 //! * [`pull`]: fetching and verifying files into the content-addressed cache.
 //! * [`control`]: registration, heartbeats and assignments with hub-api.
+//! * [`finetune`]: fine-tuning jobs claimed from the hub, trained with candle.
 //! * [`run`]: all of it together, as `hub-worker` runs it (also in-process in hub-api).
 
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod finetune;
 pub mod fixtures;
 pub mod fuzzing;
 pub mod host;
@@ -116,6 +118,20 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         changed: Arc::new(tokio::sync::Notify::new()),
     });
     let cancel = tokio_util::sync::CancellationToken::new();
+    let jobs = if config.jobs {
+        let client =
+            control::Client::new(&ctx.hub_url, &config.token, config.token_refresh.clone())?;
+        let runner = Arc::new(finetune::runner::RunnerContext {
+            client: Arc::new(client),
+            puller: ctx.puller.clone(),
+            name: ctx.name.clone(),
+            work_dir: config.cache_dir.join("jobs"),
+            poll: std::time::Duration::from_secs(2),
+        });
+        Some(tokio::spawn(finetune::runner::run(runner, cancel.clone())))
+    } else {
+        None
+    };
     let mut control = tokio::spawn(control::run(ctx, cancel.clone()));
     let (result, finished) = tokio::select! {
         _ = shutdown => (Ok(()), false),
@@ -128,6 +144,9 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     cancel.cancel();
     if !finished {
         let _ = control.await;
+    }
+    if let Some(jobs) = jobs {
+        let _ = jobs.await;
     }
     server.stop().await;
     tracing::info!("worker stopped");

@@ -6,6 +6,7 @@ pub mod browse;
 pub mod discussions;
 pub mod endpoints;
 pub mod git;
+pub mod jobs;
 pub mod lfs;
 pub mod lfs_files;
 pub mod likes;

@@ -619,6 +619,37 @@ fn build(r: &mut impl RouteSink) {
         one("/api/v1/workers/{id}/assignments"),
         vec![on(GET, inference::workers::assignments)],
     );
+    // Fine-tuning jobs (`routes::v1::jobs`), and the workers that run them
+    // (`routes::inference::job_runner`, worker scope).
+    r.add(
+        one("/api/v1/jobs/{ns}"),
+        vec![on(GET, v1::jobs::list), on(POST, v1::jobs::create)],
+    );
+    r.add(one("/api/v1/jobs/{ns}/{id}"), vec![on(GET, v1::jobs::get)]);
+    r.add(
+        one("/api/v1/jobs/{ns}/{id}/logs"),
+        vec![on(GET, v1::jobs::logs)],
+    );
+    r.add(
+        one("/api/v1/jobs/{ns}/{id}/cancel"),
+        vec![on(POST, v1::jobs::cancel)],
+    );
+    r.add(
+        one("/api/v1/job-runner/claim"),
+        vec![on(POST, inference::job_runner::claim)],
+    );
+    r.add(
+        one("/api/v1/job-runner/{id}/progress"),
+        vec![on(POST, inference::job_runner::progress)],
+    );
+    r.add(
+        one("/api/v1/job-runner/{id}/files"),
+        vec![on(PUT, inference::job_runner::put_file)],
+    );
+    r.add(
+        one("/api/v1/job-runner/{id}/finish"),
+        vec![on(POST, inference::job_runner::finish)],
+    );
     // The dataset viewer (`routes::viewer`): rows are file contents, so
     // every route is a byte route (gated like a download).
     for (path, h) in [

@@ -349,6 +349,11 @@ struct Hooks {
 
 /// Patterns that are the same route as a row's, for another repo-id form
 /// (single-segment canonical ids, dataset prefixes).
+/// Tenant A's fine-tuning jobs: one per actor to cancel, then one to read.
+fn job_id(i: usize) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x5ca1_ab1e_0000 + i as u128)
+}
+
 fn canonical(p: &str) -> String {
     let p = p
         .replace("/datasets/{ns}/{name}", "/{ns}/{name}")
@@ -472,6 +477,20 @@ fn rows(
         row(post.clone(), "/api/v1/endpoints/{ns}/{name}/pause", NsWrite(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep/pause")),
         row(post.clone(), "/api/v1/endpoints/{ns}/{name}/resume", NsWrite(200), |_| format!("/api/v1/endpoints/acme/{MARK}-ep/resume")),
         row(get.clone(), "/api/v1/usage", NsMember(200), |_| "/api/v1/usage?namespace=acme".into()),
+        // Fine-tuning jobs (decided like endpoints) and the workers' side of them.
+        row(get.clone(), "/api/v1/jobs/{ns}", NsMember(200), |_| "/api/v1/jobs/acme".into()),
+        row(post.clone(), "/api/v1/jobs/{ns}", NsWrite(400), |_| "/api/v1/jobs/acme".into())
+            .json(|_| json!({"task": "translation", "base_model": "acme/x", "dataset": "acme/x", "output_repo": "acme/out"})),
+        row(get.clone(), "/api/v1/jobs/{ns}/{id}", NsMember(200), |_| format!("/api/v1/jobs/acme/{}", job_id(ACTORS.len()))),
+        row(get.clone(), "/api/v1/jobs/{ns}/{id}/logs", NsMember(200), |_| format!("/api/v1/jobs/acme/{}/logs", job_id(ACTORS.len()))),
+        row(post.clone(), "/api/v1/jobs/{ns}/{id}/cancel", NsWrite(200), |i| format!("/api/v1/jobs/acme/{}/cancel", job_id(i))),
+        row(post.clone(), "/api/v1/job-runner/claim", WorkerOnly, |_| "/api/v1/job-runner/claim".into())
+            .json(|_| json!({"runner": "w"})),
+        row(post.clone(), "/api/v1/job-runner/{id}/progress", WorkerOnly, |_| format!("/api/v1/job-runner/{}/progress", job_id(ACTORS.len())))
+            .json(|_| json!({"step": 0, "total_steps": 0, "cpu_seconds": 0})),
+        row(put.clone(), "/api/v1/job-runner/{id}/files", WorkerOnly, |_| format!("/api/v1/job-runner/{}/files?path=a.txt", job_id(ACTORS.len()))),
+        row(post.clone(), "/api/v1/job-runner/{id}/finish", WorkerOnly, |_| format!("/api/v1/job-runner/{}/finish", job_id(ACTORS.len())))
+            .json(|_| json!({"outcome": "failed", "cpu_seconds": 0})),
         row(post.clone(), "/api/v1/workers/register", WorkerOnly, |_| "/api/v1/workers/register".into())
             .json(|_| json!({"name": "w", "url": "http://127.0.0.1:1", "capacity": {"memory_bytes": 1, "cores": 1}})),
         row(post.clone(), "/api/v1/workers/{id}/heartbeat", WorkerOnly, |_| format!("/api/v1/workers/{}/heartbeat", uuid::Uuid::nil()))
@@ -781,6 +800,40 @@ async fn cross_tenant_access_matrix() {
         .0,
         200
     );
+    // Fine-tuning jobs of tenant A (queued; nothing runs them here).
+    let model = hub_api::db::repos::find(&t.state.db, "model", "acme", MARK)
+        .await
+        .unwrap()
+        .unwrap();
+    let ds = hub_api::db::repos::find(&t.state.db, "dataset", "acme", &format!("{MARK}-ds"))
+        .await
+        .unwrap()
+        .unwrap();
+    for i in 0..=ACTORS.len() {
+        hub_api::db::jobs::insert(
+            &t.state.db,
+            &hub_api::db::jobs::NewJob {
+                id: job_id(i),
+                namespace_id: acme,
+                created_by: alice_id,
+                task: "text-classification",
+                base_repo_id: model.id,
+                base_model: &model.full_id(),
+                base_revision: &private_commit,
+                dataset_repo_id: ds.id,
+                dataset: &ds.full_id(),
+                dataset_revision: &private_commit,
+                train_files: &["train.csv".to_string()],
+                test_files: &["test.csv".to_string()],
+                hyperparameters: &json!({}),
+                output_repo_id: model.id,
+                output_repo: &model.full_id(),
+                max_wall_seconds: 60,
+            },
+        )
+        .await
+        .unwrap();
+    }
     let r = format!("/api/models/acme/{MARK}");
     assert_eq!(
         call(&app, post(format!("{r}/branch/dev"), json!({})))

@@ -22,6 +22,7 @@ mod git_http;
 mod git_ids;
 mod git_push;
 mod hf_compat;
+mod jobs;
 mod listing;
 mod metrics;
 mod native_multipart;

@@ -64,15 +64,21 @@ pub struct ControlContext {
     pub changed: Arc<Notify>,
 }
 
-struct Client {
-    http: reqwest::Client,
-    hub: String,
+/// The hub's control-plane client: the worker token, refreshed once when the hub
+/// rejects it. Also used by the job runner (`finetune::runner`).
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) hub: String,
     token: std::sync::RwLock<String>,
     refresh: Option<TokenRefresh>,
 }
 
 impl Client {
-    fn new(hub: &str, token: &str, refresh: Option<TokenRefresh>) -> Result<Client, ControlError> {
+    pub(crate) fn new(
+        hub: &str,
+        token: &str,
+        refresh: Option<TokenRefresh>,
+    ) -> Result<Client, ControlError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("paddock-hub-worker/", env!("CARGO_PKG_VERSION")))
@@ -88,7 +94,7 @@ impl Client {
 
     /// Sends a call; when the hub rejects the token and a refresh is
     /// available, takes a fresh token and sends the call once more.
-    async fn call<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
         timeout: Duration,

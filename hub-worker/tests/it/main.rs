@@ -9,6 +9,7 @@ mod common;
 mod candle_generate;
 mod control;
 mod engine;
+mod finetune;
 mod generate;
 mod http_api;
 mod http_generate;

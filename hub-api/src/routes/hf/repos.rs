@@ -146,7 +146,7 @@ pub async fn create(
 /// one connection; `None` when the name is taken (the transaction is rolled
 /// back before the caller looks up the winner with another connection).
 #[allow(clippy::too_many_arguments)]
-async fn insert_with_initial_commit(
+pub(crate) async fn insert_with_initial_commit(
     state: &AppState,
     p: &crate::auth::Principal,
     ns: &db::namespaces::Namespace,

@@ -1,6 +1,7 @@
 //! Inference: the endpoint management API, the worker control plane and usage.
 
 pub mod endpoints;
+pub mod job_runner;
 pub mod usage;
 pub mod workers;
 

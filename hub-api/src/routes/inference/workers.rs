@@ -27,6 +27,10 @@ pub enum WorkerReportError {
     NameOrCores,
     #[error(transparent)]
     Status(hub_types::UnknownReplicaStatus),
+    #[error("send the job's claim id in the X-Job-Claim header")]
+    JobClaim,
+    #[error("a result file must declare its Content-Length (at most {0} bytes)")]
+    JobFileSize(u64),
 }
 
 /// How often workers heartbeat; a worker silent for 3 intervals is lost.
@@ -34,7 +38,7 @@ pub const HEARTBEAT_S: u64 = 2;
 /// How long pull tokens handed to workers live.
 const PULL_TOKEN_TTL_S: i64 = 3600;
 
-fn require_worker(auth: &Auth) -> ApiResult<()> {
+pub(crate) fn require_worker(auth: &Auth) -> ApiResult<()> {
     let p = auth.require()?;
     if !p.has_scope(Scope::Worker) {
         return Err(ApiError::Forbidden(

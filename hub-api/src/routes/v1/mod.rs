@@ -5,6 +5,7 @@
 
 pub mod access_requests;
 pub mod audit;
+pub mod jobs;
 pub mod keys;
 pub mod openapi;
 pub mod orgs;
@@ -54,6 +55,8 @@ pub enum FieldError {
     QuotaLimits,
     #[error("daily_token_quota must be a whole number >= 0 (null: unlimited)")]
     DailyTokenQuota,
+    #[error("daily_job_cpu_seconds must be a whole number >= 0 (null: unlimited)")]
+    DailyJobCpuSeconds,
     #[error("fields must be at most 20 names of up to 100 characters with string, number or boolean values of up to 2000 characters, without NUL")]
     AccessRequestFields,
 }

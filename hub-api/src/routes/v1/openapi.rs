@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Paddock management API", version = "1",
-         description = "Users, organizations, members, tokens, quotas, audit log, access requests, signing keys, inference endpoints, usage and the worker control plane. Errors are `{\"error\": \"...\", \"code\": \"...\"}` with the stable codes of docs/API-v1.md."),
+         description = "Users, organizations, members, tokens, quotas, audit log, access requests, signing keys, inference endpoints, usage, fine-tuning jobs and the worker control plane. Errors are `{\"error\": \"...\", \"code\": \"...\"}` with the stable codes of docs/API-v1.md."),
     paths(
         session::login, session::logout, session::current,
         users::me, users::list, users::create,
@@ -29,6 +29,9 @@ use utoipa::{Modify, OpenApi};
         crate::routes::inference::endpoints::resume, crate::routes::inference::usage::usage,
         crate::routes::inference::workers::register, crate::routes::inference::workers::heartbeat,
         crate::routes::inference::workers::assignments,
+        jobs::create, jobs::list, jobs::get, jobs::logs, jobs::cancel,
+        crate::routes::inference::job_runner::claim, crate::routes::inference::job_runner::progress,
+        crate::routes::inference::job_runner::put_file, crate::routes::inference::job_runner::finish,
     ),
     components(schemas(ErrorDto)),
     modifiers(&Security, &CommonErrors),

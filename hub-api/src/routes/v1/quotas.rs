@@ -35,6 +35,12 @@ pub struct QuotaDto {
     pub tokens_used_today: i64,
     /// When today's count resets (the next UTC midnight).
     pub tokens_reset_at: String,
+    /// CPU-seconds the namespace's fine-tuning jobs may use per UTC day (null:
+    /// unlimited). Past it, new jobs answer 429 `job_quota_exceeded` and running
+    /// ones are stopped.
+    pub daily_job_cpu_seconds: Option<i64>,
+    /// CPU-seconds its jobs used today (jobs that ended today, and running ones).
+    pub job_cpu_seconds_today: f64,
 }
 
 async fn load_ns(state: &AppState, req: &HttpRequest) -> ApiResult<Namespace> {
@@ -68,6 +74,8 @@ async fn dto(state: &AppState, ns: &Namespace) -> ApiResult<QuotaDto> {
         daily_token_quota: s.daily_tokens,
         tokens_used_today,
         tokens_reset_at: crate::registry::hf_date(crate::token_quota::next_reset(now)),
+        daily_job_cpu_seconds: s.daily_job_cpu_seconds,
+        job_cpu_seconds_today: crate::jobs::quota_today(state, ns.id).await?.0,
     })
 }
 
@@ -106,6 +114,10 @@ pub struct QuotaBody {
     #[schema(minimum = 0)]
     #[serde(default, deserialize_with = "super::opt_whole")]
     pub daily_token_quota: Option<i64>,
+    /// CPU-seconds of fine-tuning jobs per UTC day (null: unlimited).
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "super::opt_whole")]
+    pub daily_job_cpu_seconds: Option<i64>,
 }
 
 /// Sets a namespace's storage quota, rate limit and daily token quota (site admins).
@@ -143,12 +155,16 @@ pub async fn put(
     if body.daily_token_quota.is_some_and(|t| t < 0) {
         return Err(super::FieldError::DailyTokenQuota.into());
     }
+    if body.daily_job_cpu_seconds.is_some_and(|t| t < 0) {
+        return Err(super::FieldError::DailyJobCpuSeconds.into());
+    }
     let old = crate::quota::settings(&state.db, ns.id).await?;
     let new = Settings {
         storage_bytes: body.storage_bytes,
         rate_per_s: body.rate_per_second.map(|r| r as i32),
         rate_burst: body.rate_burst.map(|b| b as i32),
         daily_tokens: body.daily_token_quota,
+        daily_job_cpu_seconds: body.daily_job_cpu_seconds,
     };
     let mut tx = state.db.begin().await?;
     crate::quota::set(&mut *tx, ns.id, &new).await?;
@@ -163,6 +179,7 @@ pub async fn put(
             "rate_per_second": {"from": old.rate_per_s, "to": new.rate_per_s},
             "rate_burst": {"from": old.rate_burst, "to": new.rate_burst},
             "daily_token_quota": {"from": old.daily_tokens, "to": new.daily_tokens},
+            "daily_job_cpu_seconds": {"from": old.daily_job_cpu_seconds, "to": new.daily_job_cpu_seconds},
         }),
     )
     .await?;

@@ -1,0 +1,176 @@
+//! Fine-tuning jobs, the hub's half (issue 16): what a job request may ask for
+//! ([`JobSpecError`], 400 `invalid_job`), the dataset splits a job trains and
+//! evaluates on (the dataset viewer's discovery: `train` and `test`), the daily
+//! CPU-seconds quota (429 `job_quota_exceeded`), and the job's JSON. The queue is
+//! `db::jobs`; the routes are `routes::v1::jobs` (members) and
+//! `routes::inference::job_runner` (workers). The training itself runs on a worker
+//! (`hub_worker::finetune`): this crate links no engine.
+
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::viewer::discover::{self, DataFile, Format};
+use chrono::Utc;
+use serde_json::{json, Value};
+
+/// A job request the hub refuses (400 `invalid_job`).
+#[derive(Debug, thiserror::Error)]
+pub enum JobSpecError {
+    #[error(transparent)]
+    Task(#[from] hub_types::jobs::UnknownJobTask),
+    #[error("{0}")]
+    Hyperparameter(#[from] hub_types::jobs::BadHyperparameter),
+    #[error("max_wall_seconds must be an integer from {MIN_WALL_S} to {MAX_WALL_S}")]
+    WallTime,
+    #[error("base_model {0} has no config.json and *.safetensors weights at that revision")]
+    BaseWeights(String),
+    #[error(
+        "fine-tuning supports BERT models (config.json model_type bert); {repo} is {model_type:?}"
+    )]
+    BaseArchitecture { repo: String, model_type: String },
+    #[error("the dataset {repo} cannot be read: {reason}")]
+    Dataset { repo: String, reason: String },
+    #[error("the dataset {repo} has no {split} split (files named like {split}.csv or data/{split}.jsonl, or a configs: block in its README)")]
+    MissingSplit { repo: String, split: &'static str },
+    #[error("the {split} split of {repo} has {path}: fine-tuning reads CSV and JSON Lines files")]
+    SplitFormat {
+        repo: String,
+        split: &'static str,
+        path: String,
+    },
+    #[error("output_repo must be a model repo in the namespace {0} (where the job runs)")]
+    OutputNamespace(String),
+    #[error("output_repo must not be base_model: the result is a new model")]
+    OutputIsBase,
+}
+
+/// Bounds of `max_wall_seconds` (default [`DEFAULT_WALL_S`]).
+pub const MIN_WALL_S: i64 = 5;
+pub const MAX_WALL_S: i64 = 86_400;
+pub const DEFAULT_WALL_S: i64 = 3600;
+
+/// The train and test files of a dataset commit: the first config's (the
+/// viewer's discovery), `train` and `test` splits. CSV and JSON Lines only.
+pub async fn splits(
+    state: &AppState,
+    repo: &str,
+    tree_oid: &str,
+) -> ApiResult<(Vec<String>, Vec<String>)> {
+    let entries = db::git::list_recursive(&state.db, tree_oid, "").await?;
+    let mut files = Vec::new();
+    let mut readme = None;
+    for e in entries {
+        let Some(b) = e.blob else { continue };
+        if e.path.eq_ignore_ascii_case("README.md") {
+            readme = Some((b.sha256.clone(), b.size));
+        }
+        files.push(DataFile {
+            path: e.path,
+            sha256: b.sha256,
+            size: b.size,
+        });
+    }
+    let card = match readme {
+        Some((sha, size)) => crate::registry::files::read_small(state, &sha, size)
+            .await?
+            .and_then(|b| crate::card::parse_card(&String::from_utf8_lossy(&b)).ok()),
+        None => None,
+    };
+    let plan = discover::plan(card.as_ref(), &files).map_err(|reason| JobSpecError::Dataset {
+        repo: repo.to_string(),
+        reason,
+    })?;
+    let config = plan.first();
+    let pick = |split: &'static str| -> Result<Vec<String>, JobSpecError> {
+        let s = config
+            .and_then(|c| c.splits.iter().find(|s| s.name == split))
+            .ok_or(JobSpecError::MissingSplit {
+                repo: repo.to_string(),
+                split,
+            })?;
+        s.files
+            .iter()
+            .map(|f| match Format::of(&f.path) {
+                Some(Format::Csv | Format::Json) => Ok(f.path.clone()),
+                _ => Err(JobSpecError::SplitFormat {
+                    repo: repo.to_string(),
+                    split,
+                    path: crate::error::clip(&f.path, 200),
+                }),
+            })
+            .collect()
+    };
+    Ok((pick("train")?, pick("test")?))
+}
+
+/// CPU-seconds the namespace's jobs used today (UTC) and its daily limit.
+pub async fn quota_today(state: &AppState, namespace_id: i64) -> ApiResult<(f64, Option<i64>)> {
+    let s = crate::quota::settings(&state.db, namespace_id).await?;
+    let since = crate::token_quota::day_start(Utc::now());
+    let used = db::jobs::cpu_seconds_since(&state.db, namespace_id, since).await?;
+    Ok((used, s.daily_job_cpu_seconds))
+}
+
+/// Refuses a new job when the namespace's daily CPU-seconds are spent.
+pub async fn check_quota(state: &AppState, namespace: &str, namespace_id: i64) -> ApiResult<()> {
+    let (used, limit) = quota_today(state, namespace_id).await?;
+    if let Some(limit) = limit {
+        if used >= limit as f64 {
+            let now = Utc::now();
+            let reset = crate::token_quota::next_reset(now);
+            return Err(ApiError::JobQuotaExceeded {
+                namespace: namespace.to_string(),
+                limit,
+                used: used.ceil() as i64,
+                resets_at: crate::registry::hf_date(reset),
+                retry_after_s: (reset - now).num_seconds().max(1) as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A job as the API shows it.
+pub fn to_json(j: &db::jobs::JobRow) -> Value {
+    let date = |d: Option<chrono::DateTime<Utc>>| d.map(crate::registry::hf_date);
+    let mut v = json!({
+        "id": j.id.to_string(),
+        "namespace": j.namespace,
+        "task": j.task,
+        "state": j.state,
+        "cancel_requested": j.cancel_requested,
+        "base_model": {"repository": j.base_model, "revision": j.base_revision},
+        "dataset": {
+            "repository": j.dataset,
+            "revision": j.dataset_revision,
+            "train_files": j.train_files,
+            "test_files": j.test_files,
+        },
+        "output_repo": j.output_repo,
+        "hyperparameters": j.hyperparameters,
+        "max_wall_seconds": j.max_wall_seconds,
+        "progress": {
+            "step": j.step,
+            "total_steps": j.total_steps,
+            "fraction": if j.total_steps > 0 { j.step as f64 / j.total_steps as f64 } else { 0.0 },
+        },
+        "metrics": j.metrics,
+        "cpu_seconds": j.cpu_seconds,
+        "attempts": j.attempts,
+        "runner": j.runner,
+        "error": j.error,
+        "output_commit": j.output_commit,
+        "created_at": crate::registry::hf_date(j.created_at),
+        "started_at": date(j.started_at),
+        "finished_at": date(j.finished_at),
+    });
+    if let (Some(commit), "succeeded") = (&j.output_commit, j.state.as_str()) {
+        // The body of `POST /api/v1/endpoints/{ns}` that serves the result.
+        v["deploy"] = json!({
+            "repository": j.output_repo,
+            "revision": commit,
+            "task": j.task,
+        });
+    }
+    v
+}

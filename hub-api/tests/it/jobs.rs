@@ -1,0 +1,740 @@
+//! Fine-tuning jobs against a real PostgreSQL, with the workers' side spoken by
+//! the test (the real training runs in hub-worker's tests and end to end in
+//! tests/conformance/test_finetune.py): every bad request is a 4xx with its
+//! code, another tenant neither sees nor cancels a job, a runner's claim holds
+//! the job (a stale one gets 409), cancel and the wall-time limit stop a running
+//! job, the daily CPU-seconds quota refuses new jobs (429) and stops running
+//! ones, and a finished job's files become a commit of the output repo.
+
+use crate::common::*;
+use actix_web::test::TestRequest;
+use hub_testkit::{app, TestState};
+use serde_json::{json, Value};
+
+/// A valid one-tensor safetensors file.
+fn safetensors() -> Vec<u8> {
+    let mut header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header);
+    out.extend(1.0f32.to_le_bytes());
+    out
+}
+
+const BERT: &[u8] = br#"{"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 4}"#;
+const TRAIN: &[u8] = b"text,label\ngood,pos\nbad,neg\n";
+const TEST: &[u8] = b"text,label\nfine,pos\nawful,neg\n";
+
+struct Fixture {
+    t: TestState,
+    alice: String,
+    bob: String,
+    worker: String,
+    root: String,
+}
+
+async fn fixture() -> Fixture {
+    let t = TestState::new().await;
+    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (_, worker) = t.user("ops", true, &["worker"]).await;
+    let (_, root) = t.user("root", true, &["read", "write", "admin"]).await;
+    let a = app(&t.state).await;
+    create_repo(&a, &alice, "alice/bert", false).await;
+    commit_files(
+        &a,
+        &alice,
+        "alice/bert",
+        &[("config.json", BERT), ("model.safetensors", &safetensors())],
+    )
+    .await;
+    create_repo(&a, &alice, "alice/roberta", false).await;
+    commit_files(
+        &a,
+        &alice,
+        "alice/roberta",
+        &[
+            ("config.json", br#"{"model_type": "roberta"}"#),
+            ("model.safetensors", &safetensors()),
+        ],
+    )
+    .await;
+    create_repo(&a, &alice, "alice/private", true).await;
+    commit_files(&a, &alice, "alice/private", &[("secret.txt", b"s")]).await;
+    create_repo(&a, &alice, "alice/noweights", false).await;
+    commit_files(&a, &alice, "alice/noweights", &[("config.json", BERT)]).await;
+    for (name, files) in [
+        ("reviews", vec![("train.csv", TRAIN), ("test.csv", TEST)]),
+        ("trainonly", vec![("train.csv", TRAIN)]),
+    ] {
+        let (st, _, b) = call(
+            &a,
+            TestRequest::post()
+                .uri("/api/repos/create")
+                .insert_header(bearer(&alice))
+                .set_json(json!({"name": name, "organization": "alice", "type": "dataset"})),
+        )
+        .await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+        commit_files_to(&a, &alice, "datasets", &format!("alice/{name}"), &files).await;
+    }
+    Fixture {
+        t,
+        alice,
+        bob,
+        worker,
+        root,
+    }
+}
+
+fn job_body() -> Value {
+    json!({
+        "task": "text-classification",
+        "base_model": "alice/bert",
+        "dataset": "alice/reviews",
+        "output_repo": "alice/bert-reviews",
+        "hyperparameters": {"epochs": 1, "batch_size": 2},
+        "max_wall_seconds": 600,
+    })
+}
+
+async fn post_job(a: &impl App, tok: &str, ns: &str, body: Value) -> (u16, Value) {
+    let (st, _, b) = call(
+        a,
+        TestRequest::post()
+            .uri(&format!("/api/v1/jobs/{ns}"))
+            .insert_header(bearer(tok))
+            .set_json(body),
+    )
+    .await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn req(a: &impl App, tok: &str, r: TestRequest) -> (u16, Value) {
+    let (st, _, b) = call(a, r.insert_header(bearer(tok))).await;
+    (st, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn every_bad_job_request_is_a_4xx_with_its_code() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let with = |k: &str, v: Value| {
+        let mut b = job_body();
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (
+            with("task", json!("translation")),
+            400,
+            "invalid_job",
+            "translation",
+        ),
+        (
+            with("hyperparameters", json!({"epochs": 0})),
+            400,
+            "invalid_job",
+            "hyperparameters.epochs",
+        ),
+        (
+            with("hyperparameters", json!({"learning_rate": 1.0})),
+            400,
+            "invalid_job",
+            "learning_rate",
+        ),
+        (
+            with("hyperparameters", json!({"batch_size": 1.5})),
+            400,
+            "invalid_request",
+            "not an integer",
+        ),
+        (
+            with("hyperparameters", json!({"epoch": 1})),
+            400,
+            "invalid_request",
+            "epoch",
+        ),
+        (
+            with("max_wall_seconds", json!(1)),
+            400,
+            "invalid_job",
+            "max_wall_seconds",
+        ),
+        (
+            with("base_model", json!("alice/missing")),
+            404,
+            "repo_not_found",
+            "",
+        ),
+        (
+            with("base_model", json!("../x")),
+            400,
+            "invalid_namespace_name",
+            "",
+        ),
+        (
+            with("base_revision", json!("nope")),
+            404,
+            "revision_not_found",
+            "",
+        ),
+        (
+            with("base_model", json!("alice/noweights")),
+            400,
+            "invalid_job",
+            "safetensors",
+        ),
+        (
+            with("base_model", json!("alice/roberta")),
+            400,
+            "invalid_job",
+            "BERT",
+        ),
+        (
+            with("dataset", json!("alice/missing")),
+            404,
+            "repo_not_found",
+            "",
+        ),
+        (
+            with("dataset", json!("alice/trainonly")),
+            400,
+            "invalid_job",
+            "no test split",
+        ),
+        (
+            with("output_repo", json!("bob/out")),
+            400,
+            "invalid_job",
+            "namespace alice",
+        ),
+        (
+            with("output_repo", json!("alice/bert")),
+            400,
+            "invalid_job",
+            "new model",
+        ),
+        (
+            json!({"task": "text-classification"}),
+            400,
+            "invalid_request",
+            "base_model",
+        ),
+    ];
+    for (body, status, code, needle) in cases {
+        let (st, v) = post_job(&a, &f.alice, "alice", body.clone()).await;
+        assert_eq!(
+            (st, v["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{body}: {v}"
+        );
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    // Nothing was queued, and no output repo was made by a refused request.
+    let (_, list) = req(&a, &f.alice, TestRequest::get().uri("/api/v1/jobs/alice")).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    let (st, _) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri("/api/models/alice/bert-reviews"),
+    )
+    .await;
+    assert_eq!(st, 404);
+    // A reader of another namespace's public repos may not queue jobs there.
+    let (st, v) = post_job(&a, &f.bob, "alice", job_body()).await;
+    assert_eq!(st, 404, "{v}");
+    let (st, _) = post_job(&a, &f.alice, "alice", Value::Null).await;
+    assert_eq!(st, 400);
+
+    // A good one: revisions resolved, splits found, the output repo created.
+    let (st, job) = post_job(&a, &f.alice, "alice", job_body()).await;
+    assert_eq!(st, 201, "{job}");
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["base_model"]["revision"].as_str().unwrap().len(), 40);
+    assert_eq!(job["dataset"]["train_files"], json!(["train.csv"]));
+    assert_eq!(job["dataset"]["test_files"], json!(["test.csv"]));
+    assert_eq!(job["hyperparameters"]["epochs"], 1);
+    assert_eq!(job["hyperparameters"]["learning_rate"], 5e-5);
+    let (st, _) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri("/api/models/alice/bert-reviews"),
+    )
+    .await;
+    assert_eq!(st, 200);
+}
+
+/// The runner's side: claim, progress, files, finish.
+struct Runner<'a, A: App> {
+    app: &'a A,
+    token: String,
+}
+
+impl<A: App> Runner<'_, A> {
+    async fn claim(&self) -> Value {
+        let (st, v) = req(
+            self.app,
+            &self.token,
+            TestRequest::post()
+                .uri("/api/v1/job-runner/claim")
+                .set_json(json!({"runner": "test-runner"})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        v["job"].clone()
+    }
+    async fn progress(&self, job: &Value, claim: &str, cpu: f64) -> (u16, Value) {
+        req(
+            self.app,
+            &self.token,
+            TestRequest::post()
+                .uri(&format!("/api/v1/job-runner/{}/progress", job["job_id"].as_str().unwrap()))
+                .insert_header(("X-Job-Claim", claim.to_string()))
+                .set_json(json!({"step": 1, "total_steps": 4, "cpu_seconds": cpu, "logs": ["step 1"], "metrics": {"loss": 0.5}})),
+        )
+        .await
+    }
+    async fn finish(&self, job: &Value, body: Value) -> (u16, Value) {
+        req(
+            self.app,
+            &self.token,
+            TestRequest::post()
+                .uri(&format!(
+                    "/api/v1/job-runner/{}/finish",
+                    job["job_id"].as_str().unwrap()
+                ))
+                .insert_header(("X-Job-Claim", job["claim"].as_str().unwrap().to_string()))
+                .set_json(body),
+        )
+        .await
+    }
+    async fn put(&self, job: &Value, path: &str, bytes: &[u8]) -> u16 {
+        req(
+            self.app,
+            &self.token,
+            TestRequest::put()
+                .uri(&format!(
+                    "/api/v1/job-runner/{}/files?path={path}",
+                    job["job_id"].as_str().unwrap()
+                ))
+                .insert_header(("X-Job-Claim", job["claim"].as_str().unwrap().to_string()))
+                .insert_header(("Content-Length", bytes.len().to_string()))
+                .set_payload(bytes.to_vec()),
+        )
+        .await
+        .0
+    }
+}
+
+#[actix_web::test]
+async fn cancel_tenancy_and_stale_claims() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let (_, job) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    // Another tenant sees nothing and cancels nothing: the 404 of a missing job.
+    for r in [
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}/logs")),
+        TestRequest::post().uri(&format!("/api/v1/jobs/alice/{id}/cancel")),
+        TestRequest::get().uri("/api/v1/jobs/alice"),
+    ] {
+        assert_eq!(req(&a, &f.bob, r).await.0, 404);
+    }
+    // Nor through their own namespace.
+    assert_eq!(
+        req(
+            &a,
+            &f.bob,
+            TestRequest::get().uri(&format!("/api/v1/jobs/bob/{id}"))
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, mine) = req(&a, &f.bob, TestRequest::get().uri("/api/v1/jobs/bob")).await;
+    assert_eq!(mine["items"], json!([]));
+    // Users cannot use the runner's routes.
+    let user_runner = Runner {
+        app: &a,
+        token: f.alice.clone(),
+    };
+    let (st, _) = req(
+        &a,
+        &user_runner.token,
+        TestRequest::post()
+            .uri("/api/v1/job-runner/claim")
+            .set_json(json!({"runner": "x"})),
+    )
+    .await;
+    assert_eq!(st, 403);
+
+    let runner = Runner {
+        app: &a,
+        token: f.worker.clone(),
+    };
+    let spec = runner.claim().await;
+    assert_eq!(spec["job_id"], json!(id));
+    assert_eq!(spec["base"]["repo_id"], "alice/bert");
+    assert_eq!(spec["train_files"], json!(["train.csv"]));
+    // The dataset's pull token reads the dataset, and only it.
+    let tok = spec["dataset"]["pull_token"].as_str().unwrap();
+    let rev = spec["dataset"]["revision"].as_str().unwrap();
+    let (st, _, body) = call(
+        &a,
+        TestRequest::get()
+            .uri(&format!("/datasets/alice/reviews/resolve/{rev}/train.csv"))
+            .insert_header(bearer(tok)),
+    )
+    .await;
+    assert_eq!((st, body.as_slice()), (200, TRAIN));
+    let (st, _, _) = call(
+        &a,
+        TestRequest::get()
+            .uri("/alice/private/resolve/main/secret.txt")
+            .insert_header(bearer(tok)),
+    )
+    .await;
+    assert!(st == 401 || st == 404, "{st}");
+    assert_eq!(runner.claim().await, Value::Null, "one job, claimed once");
+    let claim = spec["claim"].as_str().unwrap();
+    let (st, v) = runner.progress(&spec, claim, 1.0).await;
+    assert_eq!((st, &v["stop"]), (200, &Value::Null), "{v}");
+    let (st, v) = runner
+        .progress(&spec, &uuid::Uuid::new_v4().to_string(), 1.0)
+        .await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("conflict")));
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(got["state"], "running");
+    assert_eq!(got["progress"]["step"], 1);
+    assert_eq!(got["metrics"]["loss"], 0.5);
+    let (_, logs) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}/logs")),
+    )
+    .await;
+    assert_eq!(logs["items"][0]["line"], "step 1");
+
+    // Cancel: the runner is told at its next report, and the job ends cancelled.
+    let (st, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::post().uri(&format!("/api/v1/jobs/alice/{id}/cancel")),
+    )
+    .await;
+    assert_eq!(
+        (st, v["cancel_requested"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
+    let (_, v) = runner.progress(&spec, claim, 2.0).await;
+    assert_eq!(v["stop"], "cancelled");
+    let (st, v) = runner
+        .finish(
+            &spec,
+            json!({"outcome": "stopped", "reason": "cancelled", "cpu_seconds": 2.5}),
+        )
+        .await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("cancelled")), "{v}");
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(got["state"], "cancelled");
+    assert_eq!(got["cpu_seconds"], 2.5);
+    let (st, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::post().uri(&format!("/api/v1/jobs/alice/{id}/cancel")),
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("conflict")));
+    // The ended claim can do nothing more.
+    assert_eq!(runner.progress(&spec, claim, 3.0).await.0, 409);
+
+    // A queued job is cancelled at once.
+    let (_, job2) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let id2 = job2["id"].as_str().unwrap();
+    let (_, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::post().uri(&format!("/api/v1/jobs/alice/{id2}/cancel")),
+    )
+    .await;
+    assert_eq!(v["state"], "cancelled");
+    assert_eq!(runner.claim().await, Value::Null);
+
+    // A lapsed lease: the job is claimed again and the old claim is refused.
+    let (_, job3) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let first = runner.claim().await;
+    sqlx::query(
+        "UPDATE finetune_jobs SET leased_until = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(job3["id"].as_str().unwrap())
+    .execute(&f.t.state.db)
+    .await
+    .unwrap();
+    let second = runner.claim().await;
+    assert_eq!(second["job_id"], job3["id"]);
+    assert_ne!(second["claim"], first["claim"]);
+    assert_eq!(
+        runner
+            .progress(&first, first["claim"].as_str().unwrap(), 1.0)
+            .await
+            .0,
+        409
+    );
+    assert_eq!(runner.put(&first, "README.md", b"x").await, 409);
+    assert_eq!(
+        runner
+            .progress(&second, second["claim"].as_str().unwrap(), 1.0)
+            .await
+            .0,
+        200
+    );
+}
+
+#[actix_web::test]
+async fn wall_time_and_quota_stop_jobs_and_the_quota_refuses_new_ones() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let runner = Runner {
+        app: &a,
+        token: f.worker.clone(),
+    };
+    let mut body = job_body();
+    body["max_wall_seconds"] = json!(5);
+    let (_, job) = post_job(&a, &f.alice, "alice", body).await;
+    let spec = runner.claim().await;
+    assert_eq!(spec["max_wall_seconds"], 5);
+    let claim = spec["claim"].as_str().unwrap();
+    assert_eq!(
+        runner.progress(&spec, claim, 1.0).await.1["stop"],
+        Value::Null
+    );
+    // Past the limit (and its grace): the hub says stop even if the worker did not.
+    sqlx::query(
+        "UPDATE finetune_jobs SET started_at = now() - interval '60 seconds' WHERE id = $1::uuid",
+    )
+    .bind(job["id"].as_str().unwrap())
+    .execute(&f.t.state.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        runner.progress(&spec, claim, 1.0).await.1["stop"],
+        "wall_time"
+    );
+    let (_, v) = runner
+        .finish(
+            &spec,
+            json!({"outcome": "stopped", "reason": "wall_time", "cpu_seconds": 4}),
+        )
+        .await;
+    assert_eq!(v["state"], "failed");
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!(
+            "/api/v1/jobs/alice/{}",
+            job["id"].as_str().unwrap()
+        )),
+    )
+    .await;
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("wall-time limit of 5 s"),
+        "{got}"
+    );
+
+    // A daily quota of 10 CPU-seconds (site admins set it; members read it).
+    let (st, _) = req(
+        &a,
+        &f.alice,
+        TestRequest::put()
+            .uri("/api/v1/namespaces/alice/quota")
+            .set_json(json!({"daily_job_cpu_seconds": 10})),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, v) = req(
+        &a,
+        &f.root,
+        TestRequest::put()
+            .uri("/api/v1/namespaces/alice/quota")
+            .set_json(json!({"daily_job_cpu_seconds": -1})),
+    )
+    .await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("validation_failed")));
+    let (st, _) = req(
+        &a,
+        &f.root,
+        TestRequest::put()
+            .uri("/api/v1/namespaces/alice/quota")
+            .set_json(json!({"daily_job_cpu_seconds": 10})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (_, _job2) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let spec = runner.claim().await;
+    let claim = spec["claim"].as_str().unwrap();
+    // 4 used by the first job + 5 of this one: within the quota.
+    assert_eq!(
+        runner.progress(&spec, claim, 5.0).await.1["stop"],
+        Value::Null
+    );
+    let (_, q) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri("/api/v1/namespaces/alice/quota"),
+    )
+    .await;
+    assert_eq!(q["daily_job_cpu_seconds"], 10);
+    assert_eq!(q["job_cpu_seconds_today"], 9.0);
+    // 4 + 7 > 10: the running job is stopped, and new jobs are refused.
+    assert_eq!(runner.progress(&spec, claim, 7.0).await.1["stop"], "quota");
+    let (_, v) = runner
+        .finish(
+            &spec,
+            json!({"outcome": "stopped", "reason": "quota", "cpu_seconds": 7.5}),
+        )
+        .await;
+    assert_eq!(v["state"], "failed");
+    let (st, h, b) = call(
+        &a,
+        TestRequest::post()
+            .uri("/api/v1/jobs/alice")
+            .insert_header(bearer(&f.alice))
+            .set_json(job_body()),
+    )
+    .await;
+    let v = json_of(&b);
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (429, Some("job_quota_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("10 CPU-seconds per UTC day"),
+        "{v}"
+    );
+    assert!(h.get("retry-after").is_some());
+    // Another namespace's quota is its own.
+    create_repo(&a, &f.bob, "bob/bert", false).await;
+    let mut other = job_body();
+    other["output_repo"] = json!("bob/bert-reviews");
+    let (st, v) = post_job(&a, &f.bob, "bob", other).await;
+    assert_eq!(st, 201, "{v}");
+}
+
+#[actix_web::test]
+async fn a_finished_job_commits_its_files_to_the_output_repo() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let runner = Runner {
+        app: &a,
+        token: f.worker.clone(),
+    };
+    let (_, job) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let id = job["id"].as_str().unwrap();
+    let spec = runner.claim().await;
+    let card = b"---\nbase_model: alice/bert\npipeline_tag: text-classification\n---\n# tuned\n";
+    let cfg = br#"{"model_type": "bert", "architectures": ["BertForSequenceClassification"], "id2label": {"0": "neg", "1": "pos"}}"#;
+    let weights = safetensors();
+    assert_eq!(runner.put(&spec, "model.safetensors", &weights).await, 200);
+    assert_eq!(runner.put(&spec, "config.json", cfg).await, 200);
+    assert_eq!(runner.put(&spec, "README.md", b"draft").await, 200);
+    assert_eq!(
+        runner.put(&spec, "README.md", card).await,
+        200,
+        "a file sent again replaces the first"
+    );
+    assert_eq!(runner.put(&spec, "../escape", b"x").await, 422);
+    // A file the finish names but never sent fails the job rather than commit half.
+    let (_, v) = runner
+        .finish(
+            &spec,
+            json!({"outcome": "succeeded", "cpu_seconds": 3, "metrics": {"test_accuracy": 0.9},
+                               "files": ["model.safetensors", "config.json", "README.md"]}),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let commit = v["output_commit"].as_str().unwrap().to_string();
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(got["state"], "succeeded");
+    assert_eq!(got["metrics"]["test_accuracy"], 0.9);
+    assert_eq!(
+        got["deploy"],
+        json!({"repository": "alice/bert-reviews", "revision": commit, "task": "text-classification"})
+    );
+    let paths = tree_paths(&a, "/api/models/alice/bert-reviews/tree/main").await;
+    for p in ["README.md", "config.json", "model.safetensors"] {
+        assert!(paths.contains(&p.to_string()), "{paths:?}");
+    }
+    let (st, _, b) = call(
+        &a,
+        TestRequest::get().uri("/alice/bert-reviews/resolve/main/README.md"),
+    )
+    .await;
+    assert_eq!((st, b.as_slice()), (200, card.as_slice()));
+    let (_, info) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri("/api/models/alice/bert-reviews"),
+    )
+    .await;
+    assert_eq!(info["pipeline_tag"], "text-classification", "{info}");
+
+    // A second job whose runner names a file it did not upload fails, committing nothing.
+    let (_, job2) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let spec2 = runner.claim().await;
+    assert_eq!(spec2["job_id"], job2["id"]);
+    assert_eq!(runner.put(&spec2, "config.json", cfg).await, 200);
+    let (_, v) = runner
+        .finish(&spec2, json!({"outcome": "succeeded", "cpu_seconds": 1, "files": ["config.json", "model.safetensors"]}))
+        .await;
+    assert_eq!(v["state"], "failed");
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!(
+            "/api/v1/jobs/alice/{}",
+            job2["id"].as_str().unwrap()
+        )),
+    )
+    .await;
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("model.safetensors was not uploaded"),
+        "{got}"
+    );
+    let (_, info2) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri("/api/models/alice/bert-reviews"),
+    )
+    .await;
+    assert_eq!(info2["sha"], info["sha"]);
+}

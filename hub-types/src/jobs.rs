@@ -1,0 +1,353 @@
+//! The fine-tuning job contract between hub-api and the worker that runs a job
+//! (`/api/v1/job-runner/...`), and the job's parameters as a client sends them
+//! (`POST /api/v1/jobs/{ns}`), declared once: the hub validates and stores
+//! [`Hyperparameters`], the worker trains with exactly what it is handed.
+//!
+//! A worker claims a queued job ([`ClaimResponse`], with a lease and a claim id),
+//! reports [`Progress`] (the answer says whether to stop: cancelled, over the
+//! wall-time limit or the namespace's CPU quota), uploads the output files one by
+//! one, and ends with [`Finish`]; the hub then commits the files to the output repo.
+
+use crate::number::whole;
+use serde::{Deserialize, Serialize};
+
+/// What a job trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", try_from = "String")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum JobTask {
+    /// A sequence-classification head on a BERT encoder, trained with the encoder
+    /// (cross-entropy on the dataset's `label` column).
+    TextClassification,
+}
+
+/// A task name no job runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {0:?} is not supported by fine-tuning jobs (text-classification)")]
+pub struct UnknownJobTask(pub String);
+
+impl JobTask {
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobTask::TextClassification => "text-classification",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Result<JobTask, UnknownJobTask> {
+        match s {
+            "text-classification" => Ok(JobTask::TextClassification),
+            other => Err(UnknownJobTask(other.chars().take(64).collect())),
+        }
+    }
+}
+
+crate::wire_name!(JobTask, UnknownJobTask);
+
+/// The training knobs. Every field has a default; [`Hyperparameters::check`] is the
+/// one place their bounds are decided (the hub refuses out-of-bounds values with 400,
+/// the worker re-checks what it is handed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    /// Passes over the train split (1-50, default 3).
+    #[serde(default = "d_epochs", deserialize_with = "whole")]
+    pub epochs: u32,
+    /// Peak learning rate of AdamW (0 < lr <= 0.01, default 5e-5).
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Examples per optimizer step (1-256, default 16).
+    #[serde(default = "d_batch", deserialize_with = "whole")]
+    pub batch_size: u32,
+    /// Tokens per example after truncation, special tokens included (8-512, default 128).
+    #[serde(default = "d_seq", deserialize_with = "whole")]
+    pub max_seq_length: u32,
+    /// Seeds the head's initialisation and the shuffling (default 42).
+    #[serde(default = "d_seed", deserialize_with = "whole")]
+    pub seed: u64,
+    /// AdamW decoupled weight decay (0-1, default 0.01).
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming the learning rate up linearly from 0;
+    /// it then decays linearly to 0 (0-0.5, default 0.1).
+    #[serde(default = "d_warmup")]
+    pub warmup_ratio: f64,
+    /// Column of the text (default `text`).
+    #[serde(default = "d_text")]
+    pub text_column: String,
+    /// Column of the label (default `label`): strings or integers.
+    #[serde(default = "d_label")]
+    pub label_column: String,
+}
+
+fn d_epochs() -> u32 {
+    3
+}
+fn d_lr() -> f64 {
+    5e-5
+}
+fn d_batch() -> u32 {
+    16
+}
+fn d_seq() -> u32 {
+    128
+}
+fn d_seed() -> u64 {
+    42
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn d_warmup() -> f64 {
+    0.1
+}
+fn d_text() -> String {
+    "text".into()
+}
+fn d_label() -> String {
+    "label".into()
+}
+
+impl Default for Hyperparameters {
+    fn default() -> Self {
+        Hyperparameters {
+            epochs: d_epochs(),
+            learning_rate: d_lr(),
+            batch_size: d_batch(),
+            max_seq_length: d_seq(),
+            seed: d_seed(),
+            weight_decay: d_wd(),
+            warmup_ratio: d_warmup(),
+            text_column: d_text(),
+            label_column: d_label(),
+        }
+    }
+}
+
+/// A hyperparameter out of bounds: the field and its rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hyperparameters.{field} must be {rule}")]
+pub struct BadHyperparameter {
+    pub field: &'static str,
+    pub rule: &'static str,
+}
+
+fn column_ok(c: &str) -> bool {
+    !c.is_empty() && c.len() <= 128 && !c.chars().any(char::is_control)
+}
+
+impl Hyperparameters {
+    /// Checks every bound.
+    pub fn check(&self) -> Result<(), BadHyperparameter> {
+        let bad = |field, rule| Err(BadHyperparameter { field, rule });
+        if !(1..=50).contains(&self.epochs) {
+            return bad("epochs", "an integer from 1 to 50");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 0.01) {
+            return bad("learning_rate", "a number above 0 and at most 0.01");
+        }
+        if !(1..=256).contains(&self.batch_size) {
+            return bad("batch_size", "an integer from 1 to 256");
+        }
+        if !(8..=512).contains(&self.max_seq_length) {
+            return bad("max_seq_length", "an integer from 8 to 512");
+        }
+        if !(0.0..=1.0).contains(&self.weight_decay) {
+            return bad("weight_decay", "a number from 0 to 1");
+        }
+        if !(0.0..=0.5).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio", "a number from 0 to 0.5");
+        }
+        if !column_ok(&self.text_column) {
+            return bad("text_column", "1-128 characters without control characters");
+        }
+        if !column_ok(&self.label_column) || self.label_column == self.text_column {
+            return bad(
+                "label_column",
+                "1-128 characters without control characters, other than text_column",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A repo at a commit, with a token that reads it (`/resolve`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoPull {
+    /// `namespace/name`.
+    pub repo_id: String,
+    /// A 40-hex commit id.
+    pub revision: String,
+    /// Read access to this repo only, short-lived.
+    pub pull_token: String,
+}
+
+impl std::fmt::Debug for RepoPull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoPull")
+            .field("repo_id", &self.repo_id)
+            .field("revision", &self.revision)
+            .field("pull_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A claimed job: everything the worker needs to run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job's id (a UUID).
+    pub job_id: String,
+    /// Names this claim of the job; every later call sends it (`X-Job-Claim`), and a
+    /// call with a claim that is no longer the job's is refused (409).
+    pub claim: String,
+    pub task: JobTask,
+    /// The model to start from.
+    pub base: RepoPull,
+    /// The dataset, with its split files (paths in the dataset repo, CSV or JSON Lines).
+    pub dataset: RepoPull,
+    pub train_files: Vec<String>,
+    pub test_files: Vec<String>,
+    pub hyperparameters: Hyperparameters,
+    /// `namespace/name` of the model repo the result is committed to.
+    pub output_repo: String,
+    /// The wall-time limit, counted from the claim.
+    #[serde(deserialize_with = "whole")]
+    pub max_wall_seconds: u64,
+    /// How long the lease lasts without a progress report.
+    #[serde(deserialize_with = "whole")]
+    pub lease_seconds: u64,
+}
+
+/// `POST /api/v1/job-runner/claim` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    /// The worker's name (shown in the job).
+    pub runner: String,
+}
+
+/// `POST /api/v1/job-runner/claim` answer: a job, or none queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub job: Option<JobSpec>,
+}
+
+/// `POST /api/v1/job-runner/{job}/progress` body (also renews the lease).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Optimizer steps done, of `total_steps`.
+    #[serde(deserialize_with = "whole")]
+    pub step: u64,
+    #[serde(deserialize_with = "whole")]
+    pub total_steps: u64,
+    /// CPU time the job has used so far.
+    pub cpu_seconds: f64,
+    /// New log lines since the last report.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// Metrics so far (the untuned head's accuracy, the running loss).
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why the hub wants a job stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// A member cancelled it.
+    Cancelled,
+    /// It ran past its `max_wall_seconds`.
+    WallTime,
+    /// The namespace's daily CPU-seconds quota is spent.
+    Quota,
+}
+
+/// `POST /api/v1/job-runner/{job}/progress` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressAnswer {
+    /// Stop as soon as the current step ends, and finish with this reason.
+    pub stop: Option<StopReason>,
+}
+
+/// How a run ended, as the worker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Trained and evaluated; the uploaded files are the result.
+    Succeeded,
+    /// Could not run (bad data, unsupported model, ...): `error` says why.
+    Failed,
+    /// Stopped on the hub's request (`reason`).
+    Stopped,
+}
+
+/// `POST /api/v1/job-runner/{job}/finish` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    pub outcome: Outcome,
+    /// Why it failed, or the stop reason's message.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Set with [`Outcome::Stopped`].
+    #[serde(default)]
+    pub reason: Option<StopReason>,
+    pub cpu_seconds: f64,
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Last log lines.
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// With [`Outcome::Succeeded`]: the uploaded paths to commit, in order.
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// `POST /api/v1/job-runner/{job}/finish` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishAnswer {
+    /// The job's final state.
+    pub state: String,
+    /// The output repo's new commit, when it succeeded.
+    pub output_commit: Option<String>,
+}
+
+/// The header a runner sends its claim id in.
+pub const CLAIM_HEADER: &str = "x-job-claim";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_and_bounds_refuse() {
+        let h: Hyperparameters = serde_json::from_str("{}").unwrap();
+        assert_eq!(h, Hyperparameters::default());
+        h.check().unwrap();
+        let h: Hyperparameters = serde_json::from_str(r#"{"epochs": 2.0}"#).unwrap();
+        assert_eq!(h.epochs, 2);
+        for (json, field) in [
+            (r#"{"epochs": 0}"#, "epochs"),
+            (r#"{"learning_rate": 0}"#, "learning_rate"),
+            (r#"{"learning_rate": 0.5}"#, "learning_rate"),
+            (r#"{"batch_size": 1000}"#, "batch_size"),
+            (r#"{"max_seq_length": 4}"#, "max_seq_length"),
+            (r#"{"warmup_ratio": 0.9}"#, "warmup_ratio"),
+            (r#"{"label_column": "text"}"#, "label_column"),
+        ] {
+            let h: Hyperparameters = serde_json::from_str(json).unwrap();
+            assert_eq!(h.check().unwrap_err().field, field, "{json}");
+        }
+        assert!(serde_json::from_str::<Hyperparameters>(r#"{"epoch": 1}"#).is_err());
+        assert!(serde_json::from_str::<Hyperparameters>(r#"{"epochs": 1.5}"#).is_err());
+    }
+
+    #[test]
+    fn task_names() {
+        assert_eq!(
+            JobTask::parse("text-classification").unwrap(),
+            JobTask::TextClassification
+        );
+        assert!(JobTask::parse("translation").is_err());
+    }
+}

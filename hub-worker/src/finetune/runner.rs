@@ -1,0 +1,478 @@
+//! The job runner: claims fine-tuning jobs from the hub (`/api/v1/job-runner/...`),
+//! one at a time, pulls the base model (the verified cache, as endpoints do) and the
+//! dataset's split files, trains on a blocking thread, reports progress every two
+//! seconds (the answer may say stop: cancelled, wall time, quota), uploads the result
+//! files and finishes the job. Any failure ends the job with its message; the runner
+//! itself only stops when the worker does.
+
+use super::train::{self, Control, TrainError, TrainInput};
+use super::{card, data};
+use crate::control::{Client, ControlError};
+use crate::pull::{PullRequest, Puller};
+use hub_types::jobs::{
+    ClaimRequest, ClaimResponse, Finish, FinishAnswer, JobSpec, Outcome, Progress, ProgressAnswer,
+    StopReason, CLAIM_HEADER,
+};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// What the runner needs.
+pub struct RunnerContext {
+    pub(crate) client: Arc<Client>,
+    pub puller: Puller,
+    /// The worker's name, shown in the job.
+    pub name: String,
+    /// Scratch space for results (one folder per job, removed after).
+    pub work_dir: PathBuf,
+    /// How often an idle runner asks for a job.
+    pub poll: Duration,
+}
+
+/// What the training thread and the reporter share.
+#[derive(Default)]
+struct Shared {
+    step: u64,
+    total: u64,
+    logs: Vec<String>,
+    metrics: Map<String, Value>,
+    stop: Option<StopReason>,
+    /// The hub no longer knows this claim: stop, and do not finish.
+    lost: bool,
+}
+
+struct SharedControl(Arc<Mutex<Shared>>);
+
+impl Control for SharedControl {
+    fn step(&mut self, step: u64, total: u64, loss: Option<f32>) -> Option<StopReason> {
+        let mut s = self.0.lock().expect("job state");
+        s.step = step;
+        s.total = total;
+        if let Some(l) = loss {
+            s.metrics.insert("loss".into(), Value::from(l as f64));
+        }
+        s.stop
+    }
+    fn log(&mut self, line: String) {
+        tracing::info!(target: "hub_worker::finetune", "{line}");
+        self.0.lock().expect("job state").logs.push(line);
+    }
+    fn metric(&mut self, name: &str, value: Value) {
+        self.0
+            .lock()
+            .expect("job state")
+            .metrics
+            .insert(name.to_string(), value);
+    }
+}
+
+/// CPU time of this process (user + system), from `/proc/self/stat` (Linux; clock
+/// ticks of 1/100 s). A job is charged the difference over its run: a worker runs one
+/// job at a time, and whatever else the process computes meanwhile counts too.
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs until `cancel`.
+pub async fn run(ctx: Arc<RunnerContext>, cancel: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let claimed = tokio::select! {
+            r = claim(&ctx) => r,
+            _ = cancel.cancelled() => return,
+        };
+        let wait = match claimed {
+            Ok(Some(job)) => {
+                failures = 0;
+                let id = job.job_id.clone();
+                tracing::info!(job.id = %id, base = %job.base.repo_id, dataset = %job.dataset.repo_id, "fine-tuning job claimed");
+                run_job(&ctx, job, &cancel).await;
+                tracing::info!(job.id = %id, "fine-tuning job ended");
+                Duration::ZERO
+            }
+            Ok(None) => ctx.poll,
+            Err(ControlError::Rejected(s)) => {
+                tracing::warn!(status = s, "the hub refused the job runner's token");
+                Duration::from_secs(30)
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(error = %e, "claiming a job failed");
+                ctx.poll * failures.min(8)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn claim(ctx: &RunnerContext) -> Result<Option<JobSpec>, ControlError> {
+    let url = format!("{}/api/v1/job-runner/claim", ctx.client.hub);
+    let body = ClaimRequest {
+        runner: ctx.name.clone(),
+    };
+    let r: ClaimResponse = ctx
+        .client
+        .call(
+            ctx.client.http.post(url).json(&body),
+            Duration::from_secs(30),
+        )
+        .await?;
+    Ok(r.job)
+}
+
+fn job_url(ctx: &RunnerContext, job: &JobSpec, tail: &str) -> String {
+    format!("{}/api/v1/job-runner/{}/{tail}", ctx.client.hub, job.job_id)
+}
+
+async fn report(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    shared: &Arc<Mutex<Shared>>,
+    cpu0: f64,
+) -> Result<(), ControlError> {
+    let body = {
+        let mut s = shared.lock().expect("job state");
+        Progress {
+            step: s.step,
+            total_steps: s.total,
+            cpu_seconds: process_cpu_seconds() - cpu0,
+            logs: std::mem::take(&mut s.logs),
+            metrics: s.metrics.clone(),
+        }
+    };
+    let req = ctx
+        .client
+        .http
+        .post(job_url(ctx, job, "progress"))
+        .header(CLAIM_HEADER, &job.claim)
+        .json(&body);
+    match ctx
+        .client
+        .call::<ProgressAnswer>(req, Duration::from_secs(30))
+        .await
+    {
+        Ok(a) => {
+            if let Some(r) = a.stop {
+                shared.lock().expect("job state").stop.get_or_insert(r);
+            }
+            Ok(())
+        }
+        Err(e @ (ControlError::Gone | ControlError::Status { status: 409, .. })) => {
+            let mut s = shared.lock().expect("job state");
+            s.lost = true;
+            s.stop.get_or_insert(StopReason::Cancelled);
+            Err(e)
+        }
+        Err(e) => {
+            // Logs not sent are sent with the next report.
+            tracing::debug!(error = %e, "progress report failed");
+            Err(e)
+        }
+    }
+}
+
+/// Fetches one dataset file through `/resolve`, at most [`data::MAX_FILE_BYTES`].
+async fn fetch_data_file(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    path: &str,
+) -> Result<Vec<u8>, String> {
+    let mut url = url::Url::parse(&ctx.client.hub).map_err(|e| e.to_string())?;
+    {
+        let mut seg = url
+            .path_segments_mut()
+            .map_err(|_| "the hub URL cannot take a path".to_string())?;
+        seg.pop_if_empty().push("datasets");
+        for part in job.dataset.repo_id.split('/') {
+            seg.push(part);
+        }
+        seg.push("resolve").push(&job.dataset.revision);
+        for part in path.split('/') {
+            seg.push(part);
+        }
+    }
+    let mut resp = ctx
+        .client
+        .http
+        .get(url)
+        .bearer_auth(&job.dataset.pull_token)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .map_err(|e| format!("{path}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "{path}: the hub answered HTTP {}",
+            resp.status().as_u16()
+        ));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{path}: {e}"))? {
+        if (out.len() + chunk.len()) as u64 > data::MAX_FILE_BYTES {
+            return Err(format!(
+                "{path}: larger than {} MiB",
+                data::MAX_FILE_BYTES >> 20
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn read_split(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    files: &[String],
+    name: &'static str,
+) -> Result<Vec<data::Example>, String> {
+    let hp = &job.hyperparameters;
+    let mut rows = Vec::new();
+    for f in files {
+        let bytes = fetch_data_file(ctx, job, f).await?;
+        let (file, text_col, label_col) =
+            (f.clone(), hp.text_column.clone(), hp.label_column.clone());
+        let parsed =
+            tokio::task::spawn_blocking(move || data::parse(&file, &bytes, &text_col, &label_col))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        rows.extend(parsed);
+        if rows.len() > data::MAX_ROWS {
+            return Err(data::DataError::TooManyRows(name).to_string());
+        }
+    }
+    Ok(rows)
+}
+
+/// The outcome of a run, before it is reported.
+enum Ended {
+    Done(Vec<String>, Map<String, Value>),
+    Failed(String),
+    Stopped(StopReason, String),
+}
+
+async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) {
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(job.max_wall_seconds);
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let out_dir = ctx.work_dir.join(&job.job_id);
+    let _ = tokio::fs::remove_dir_all(&out_dir).await;
+    let stop_reporting = CancellationToken::new();
+    let reporter = {
+        let stop = stop_reporting.clone();
+        let shared = shared.clone();
+        let job = job.clone();
+        let ctx_ptr: &RunnerContext = ctx;
+        // Reports every 2 s until the run ends (scoped: awaited below).
+        async move {
+            loop {
+                let _ = report(ctx_ptr, &job, &shared, cpu0).await;
+                if shared.lock().expect("job state").lost {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    let work = async {
+        let ended = execute(ctx, &job, &shared, deadline, &out_dir).await;
+        stop_reporting.cancel();
+        ended
+    };
+    let (ended, ()) = tokio::select! {
+        r = async { tokio::join!(work, reporter) } => r,
+        _ = cancel.cancelled() => {
+            // The worker is stopping: the lease runs out and the job is claimed again.
+            shared.lock().expect("job state").stop.get_or_insert(StopReason::Cancelled);
+            return;
+        }
+    };
+    if shared.lock().expect("job state").lost {
+        tracing::warn!(job.id = %job.job_id, "the hub no longer knows this claim; dropping the run");
+        let _ = tokio::fs::remove_dir_all(&out_dir).await;
+        return;
+    }
+    // Send what is left of the logs first.
+    let _ = report(ctx, &job, &shared, cpu0).await;
+    let (metrics, logs) = {
+        let mut s = shared.lock().expect("job state");
+        (s.metrics.clone(), std::mem::take(&mut s.logs))
+    };
+    let mut finish = Finish {
+        outcome: Outcome::Failed,
+        error: None,
+        reason: None,
+        cpu_seconds: 0.0,
+        metrics,
+        logs,
+        files: vec![],
+    };
+    match ended {
+        Ended::Done(files, metrics) => {
+            finish.metrics = metrics;
+            match upload(ctx, &job, &out_dir, &files).await {
+                Ok(()) => {
+                    finish.outcome = Outcome::Succeeded;
+                    finish.files = files;
+                }
+                Err(e) => finish.error = Some(format!("uploading the result failed: {e}")),
+            }
+        }
+        Ended::Failed(e) => finish.error = Some(e),
+        Ended::Stopped(r, msg) => {
+            finish.outcome = Outcome::Stopped;
+            finish.reason = Some(r);
+            finish.error = Some(msg);
+        }
+    }
+    finish.cpu_seconds = process_cpu_seconds() - cpu0;
+    let req = ctx
+        .client
+        .http
+        .post(job_url(ctx, &job, "finish"))
+        .header(CLAIM_HEADER, &job.claim)
+        .json(&finish);
+    match ctx
+        .client
+        .call::<FinishAnswer>(req, Duration::from_secs(600))
+        .await
+    {
+        Ok(a) => {
+            tracing::info!(job.id = %job.job_id, state = %a.state, commit = ?a.output_commit, "job finished")
+        }
+        Err(e) => tracing::warn!(job.id = %job.job_id, error = %e, "finishing the job failed"),
+    }
+    let _ = tokio::fs::remove_dir_all(&out_dir).await;
+}
+
+async fn execute(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    shared: &Arc<Mutex<Shared>>,
+    deadline: Instant,
+    out_dir: &std::path::Path,
+) -> Ended {
+    let mut ctl = SharedControl(shared.clone());
+    if let Err(e) = job.hyperparameters.check() {
+        return Ended::Failed(e.to_string());
+    }
+    ctl.log(format!(
+        "pulling {}@{}",
+        job.base.repo_id,
+        &job.base.revision[..job.base.revision.len().min(12)]
+    ));
+    let base = PullRequest {
+        repo_id: job.base.repo_id.clone(),
+        revision: job.base.revision.clone(),
+        token: job.base.pull_token.clone(),
+    };
+    let pulled = tokio::select! {
+        r = ctx.puller.pull(&base, None) => r,
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            return Ended::Stopped(StopReason::WallTime, TrainError::WallTime(job.max_wall_seconds).to_string());
+        }
+    };
+    let pulled = match pulled {
+        Ok(p) => p,
+        Err(e) => return Ended::Failed(format!("pulling the base model failed: {e}")),
+    };
+    let spec = match crate::engine::spec::inspect(&pulled.dir) {
+        Ok(s) => s,
+        Err(e) => return Ended::Failed(format!("the base model cannot be trained: {e}")),
+    };
+    ctl.log(format!(
+        "reading {} ({})",
+        job.dataset.repo_id,
+        job.train_files.join(", ")
+    ));
+    let train = match read_split(ctx, job, &job.train_files, "train").await {
+        Ok(r) => r,
+        Err(e) => return Ended::Failed(format!("reading the train split failed: {e}")),
+    };
+    let test = match read_split(ctx, job, &job.test_files, "test").await {
+        Ok(r) => r,
+        Err(e) => return Ended::Failed(format!("reading the test split failed: {e}")),
+    };
+    let job2 = job.clone();
+    let out = out_dir.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        let input = TrainInput {
+            base: &spec,
+            train,
+            test,
+            hp: &job2.hyperparameters,
+            deadline,
+            max_wall_seconds: job2.max_wall_seconds,
+        };
+        let r = train::run(input, &mut ctl, &out);
+        if let Ok(o) = &r {
+            let text = card::render(&job2, &o.labels, &o.metrics);
+            if let Err(e) = std::fs::write(out.join("README.md"), text) {
+                return Err(TrainError::Io(e));
+            }
+        }
+        r
+    })
+    .await;
+    match result {
+        Ok(Ok(o)) => {
+            let mut files = o.files;
+            files.push("README.md".into());
+            Ended::Done(files, o.metrics)
+        }
+        Ok(Err(TrainError::Stopped(r))) => Ended::Stopped(r, stop_message(r, job)),
+        Ok(Err(e @ TrainError::WallTime(_))) => Ended::Stopped(StopReason::WallTime, e.to_string()),
+        Ok(Err(e)) => Ended::Failed(e.to_string()),
+        Err(e) => Ended::Failed(format!("the training thread failed: {e}")),
+    }
+}
+
+fn stop_message(r: StopReason, job: &JobSpec) -> String {
+    match r {
+        StopReason::Cancelled => "cancelled".into(),
+        StopReason::WallTime => TrainError::WallTime(job.max_wall_seconds).to_string(),
+        StopReason::Quota => "the namespace's daily fine-tuning CPU quota is spent".into(),
+    }
+}
+
+async fn upload(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    dir: &std::path::Path,
+    files: &[String],
+) -> Result<(), String> {
+    for f in files {
+        let bytes = tokio::fs::read(dir.join(f))
+            .await
+            .map_err(|e| format!("{f}: {e}"))?;
+        let req = ctx
+            .client
+            .http
+            .put(job_url(ctx, job, "files"))
+            .query(&[("path", f)])
+            .header(CLAIM_HEADER, &job.claim)
+            .body(bytes);
+        ctx.client
+            .call::<Value>(req, Duration::from_secs(600))
+            .await
+            .map_err(|e| format!("{f}: {e}"))?;
+    }
+    Ok(())
+}

