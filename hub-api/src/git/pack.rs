@@ -4,7 +4,7 @@
 //! arrive, so a large file never has to be in memory.
 
 use flate2::write::ZlibEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use gix_pack::data::entry::Header;
 use sha1::{Digest, Sha1};
 use std::io::Write;
@@ -38,6 +38,11 @@ pub struct PackWriter {
     sha: Sha1,
     objects: u32,
     written: u32,
+    /// One deflater for every whole object, reset between objects: a new
+    /// one per object allocates and clears its window and hash tables
+    /// (hundreds of KiB in miniz_oxide), which cost more than deflating a
+    /// small file (`docs/BENCHMARKS.md`, git clone).
+    z: Compress,
 }
 
 impl PackWriter {
@@ -48,19 +53,37 @@ impl PackWriter {
             sha: Sha1::new(),
             objects,
             written: 0,
+            z: Compress::new(level(), true),
         };
         w.sha.update(&header);
         (w, header)
     }
 
-    /// One whole object held in memory (commits, trees, small blobs, LFS pointers).
-    pub fn object(&mut self, kind: Kind, body: &[u8]) -> Vec<u8> {
-        let mut out = self.entry_header(kind, body.len() as u64);
-        let mut z = ZlibEncoder::new(Vec::with_capacity(body.len() / 2 + 64), level());
-        z.write_all(body).expect("writing to a Vec");
-        out.extend(z.finish().expect("writing to a Vec"));
-        self.sha.update(&out[..]);
-        out
+    /// One whole object held in memory (commits, trees, small blobs, LFS
+    /// pointers), appended to `out`.
+    pub fn object(&mut self, kind: Kind, body: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        self.written += 1;
+        kind.header()
+            .write_to(body.len() as u64, &mut *out)
+            .expect("writing to a Vec");
+        self.z.reset();
+        // zlib's compressBound: room for incompressible input in one go.
+        out.reserve(body.len() + (body.len() >> 12) + (body.len() >> 14) + 64);
+        let mut input = body;
+        loop {
+            let before = self.z.total_in();
+            let status = self
+                .z
+                .compress_vec(input, out, FlushCompress::Finish)
+                .expect("deflating into memory does not fail");
+            input = &input[(self.z.total_in() - before) as usize..];
+            if status == Status::StreamEnd {
+                break;
+            }
+            out.reserve(64 << 10);
+        }
+        self.sha.update(&out[start..]);
     }
 
     /// Starts an object whose `size` bytes are given in pieces: the entry
@@ -142,8 +165,16 @@ mod tests {
     #[test]
     fn git_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, mut pack) = PackWriter::new(2);
-        pack.extend(w.object(Kind::Blob, b"hello\n"));
+        let (mut w, mut pack) = PackWriter::new(5);
+        w.object(Kind::Blob, b"hello\n", &mut pack);
+        // Whole objects share one deflater: each must still be a complete
+        // zlib stream (an empty one, an incompressible one, a repetitive one).
+        w.object(Kind::Blob, b"", &mut pack);
+        let noise: Vec<u8> = (0..200_000u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        w.object(Kind::Blob, &noise, &mut pack);
+        w.object(Kind::Blob, &[b'a'; 100_000], &mut pack);
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let (mut s, h) = w.start(Kind::Blob, big.len() as u64);
         pack.extend(h);

@@ -411,13 +411,13 @@ pub async fn pack_stream(
         let (mut w, header) = PackWriter::new(count);
         let mut buf = header;
         for c in &commits {
-            buf.extend(w.object(Kind::Commit, c));
+            w.object(Kind::Commit, c, &mut buf);
             if buf.len() >= SEND_AT {
                 yield Ok(frame(framing, &std::mem::take(&mut buf)));
             }
         }
         for (_, entries) in &trees {
-            buf.extend(w.object(Kind::Tree, &tree_body(entries)));
+            w.object(Kind::Tree, &tree_body(entries), &mut buf);
             if buf.len() >= SEND_AT {
                 yield Ok(frame(framing, &std::mem::take(&mut buf)));
             }
@@ -441,7 +441,7 @@ pub async fn pack_stream(
         let mut failed: Option<String> = None;
         'blobs: while let Some((b, whole)) = small.next().await {
             match whole {
-                Some(Ok(bytes)) => buf.extend(w.object(Kind::Blob, &bytes)),
+                Some(Ok(bytes)) => w.object(Kind::Blob, &bytes, &mut buf),
                 Some(Err(e)) => {
                     failed = Some(e);
                     break;
@@ -452,7 +452,7 @@ pub async fn pack_stream(
                         failed = Some(format!("the LFS pointer of {} does not hash to its id", b.oid));
                         break;
                     }
-                    buf.extend(w.object(Kind::Blob, pointer.as_bytes()));
+                    w.object(Kind::Blob, pointer.as_bytes(), &mut buf);
                 }
                 None => {
                     let sha = match crate::domain::Sha256::parse(&b.sha256) {
