@@ -423,13 +423,17 @@ pub async fn pack_stream(
             }
         }
         drop(trees);
-        // Small regular blobs are read ahead, a few at once; others are None.
+        // Small regular blobs are read ahead, a few at once (or their
+        // deflated entries taken from the cache); others are None.
         let small = futures::stream::iter(blobs.into_iter().map(|b| {
             let state = state.clone();
             let dl = dl.clone();
             async move {
                 let whole = if !b.is_lfs && b.size <= READ_WHOLE {
-                    Some(read_whole(&state, &dl, &b).await)
+                    Some(match state.pack_entries.get(&b.oid) {
+                        Some(z) => Ok(Whole::Deflated(z)),
+                        None => read_whole(&state, &dl, &b).await.map(Whole::Bytes),
+                    })
                 } else {
                     None
                 };
@@ -441,7 +445,12 @@ pub async fn pack_stream(
         let mut failed: Option<String> = None;
         'blobs: while let Some((b, whole)) = small.next().await {
             match whole {
-                Some(Ok(bytes)) => w.object(Kind::Blob, &bytes, &mut buf),
+                Some(Ok(Whole::Deflated(z))) => w.deflated(Kind::Blob, b.size as u64, &z, &mut buf),
+                Some(Ok(Whole::Bytes(bytes))) => {
+                    let z = w.deflate(&bytes);
+                    w.deflated(Kind::Blob, bytes.len() as u64, &z, &mut buf);
+                    state.pack_entries.put(b.oid, Bytes::from(z));
+                }
                 Some(Err(e)) => {
                     failed = Some(e);
                     break;
@@ -526,6 +535,13 @@ pub async fn pack_stream(
         }
         yield Ok(Bytes::from(last));
     })
+}
+
+/// A small regular blob: its bytes (checked against its git id), or its
+/// deflated entry from the cache.
+enum Whole {
+    Bytes(Bytes),
+    Deflated(Bytes),
 }
 
 /// A small regular blob's bytes, checked against its git id.
