@@ -9,7 +9,10 @@
 //! ids stay git's), links the blobs under the storage quota
 //! (`commit::link_with_quota`, the API's check), and moves each ref by
 //! compare-and-swap (`db::refs`, whose log is the webhook event and whose
-//! trigger bumps the resolve cache's version). Anything refused leaves the
+//! trigger bumps the resolve cache's version). Each pushed commit first
+//! passes the API commit's rules on its paths (`push_rules`). A deletion
+//! follows the API's branch and tag deletion (never the default branch) and
+//! is a compare-and-swap on the id git sent. Anything refused leaves the
 //! refs as they were and releases the stored bytes.
 
 use crate::auth::Principal;
