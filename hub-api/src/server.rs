@@ -100,6 +100,7 @@ pub async fn build_state(
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        pack_entries: Default::default(),
         metrics: Default::default(),
     })
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub resolved: Arc<crate::resolve_cache::ResolveCache>,
     /// What `GET /metrics` exposes (see `metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Small blobs' deflated pack entries, by git id (see `git::pack::EntryCache`).
+    pub pack_entries: Arc<crate::git::pack::EntryCache>,
 }
 
 /// Tenancy settings and the per-process rate-limit buckets.

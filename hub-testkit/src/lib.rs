@@ -234,6 +234,7 @@ async fn fresh_state(db: PgPool, storage: Storage) -> AppState {
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        pack_entries: Default::default(),
         metrics: Default::default(),
     }
 }

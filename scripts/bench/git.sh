@@ -10,6 +10,13 @@
 # Usage: scripts/bench/git.sh [RUNS]   (default 3)
 #   HUB_BIN=... (else target/release/examples/hub-serve, built when missing;
 #   BUILD=debug uses target/debug/examples/hub-serve)
+#   HUB_BIN_B=... a second build (say, before a change) serving the same repo
+#   as a replica on the same data dir: every clone is timed from the peer,
+#   HUB_BIN and HUB_BIN_B in turn, so both builds see the same machine load
+#   PACK_ONLY=1 skips the whole clones; BIG_MB=1024 is the LFS file's size
+#   FETCH_RUNS=N also times N bare protocol v2 fetches of the whole pack per
+#   server with curl (the server's pack building and sending alone, without
+#   git's indexing and checkout), in turn
 #   PY=python with huggingface_hub (default .venv/test/bin/python)
 # Installs git-lfs, nginx and fcgiwrap (Debian) when missing. Prints a Markdown report.
 set -euo pipefail
@@ -28,7 +35,8 @@ if [[ -z "${HUB_BIN:-}" ]]; then
   [[ -x "$HUB_BIN" ]] || (cd "$PADDOCK_ROOT" && cargo build --quiet $([[ $BUILD == release ]] && echo --release) -p hub-api --example hub-serve)
 fi
 hub_on_exit '[[ -n "${NGINX_PID:-}" ]] && kill "$NGINX_PID" 2>/dev/null'
-hub_on_exit '[[ -n "${FCGI_PID:-}" ]] && kill "$FCGI_PID" 2>/dev/null'
+# (fcgiwrap -c 4 forks its workers: they go with it.)
+hub_on_exit '[[ -n "${FCGI_PID:-}" ]] && { pkill -P "$FCGI_PID"; kill "$FCGI_PID"; } 2>/dev/null'
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 hub_start
 WORK="$HUB_WORK"; URL="$HUB_URL"
@@ -51,7 +59,8 @@ for i in range(1000):
     with open(os.path.join(d, f"file-{i:04d}.txt"), "w") as f:
         f.write("".join(rng.choice("abcdefghij \n") for _ in range(rng.randint(1024, 4096))))
 PY
-head -c $((1 << 30)) /dev/urandom > "$SRC/model.bin"
+BIG=$(( ${BIG_MB:-1024} << 20 ))
+head -c "$BIG" /dev/urandom > "$SRC/model.bin"
 SHA=$(sha256sum "$SRC/model.bin" | cut -d' ' -f1)
 HF_ENDPOINT="$URL" HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HOME="$WORK/hf" "$PY" - "$SRC" "$TOKEN" <<'PY'
 import sys
@@ -69,7 +78,7 @@ mkdir -p "$PEER/git/bench" "$PEER/www/lfs"
 GIT_LFS_SKIP_SMUDGE=1 git clone -q --bare "$URL/bench/big" "$PEER/git/bench/big.git"
 cp "$SRC/model.bin" "$PEER/www/lfs/$SHA"
 BATCH=$(printf '{"transfer":"basic","objects":[{"oid":"%s","size":%d,"authenticated":true,"actions":{"download":{"href":"http://127.0.0.1:%d/lfs/%s"}}}]}' \
-  "$SHA" $((1 << 30)) "$PORT" "$SHA")
+  "$SHA" "$BIG" "$PORT" "$SHA")
 fcgiwrap -c 4 -s "unix:$PEER/fcgi.sock" &
 FCGI_PID=$!
 RUN="$PEER/nginx-run"
@@ -129,29 +138,81 @@ clone() {
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-P=(); G=(); PP=(); GP=()
-for _ in $(seq 1 "$RUNS"); do
-  G+=("$(clone peer "http://127.0.0.1:$PORT/bench/big" X=1)")
-  P+=("$(clone paddock "$URL/bench/big" X=1)")
-done
+# The second build, a replica over the same data dir and database.
+if [[ -n "${HUB_BIN_B:-}" ]]; then
+  "$HUB_BIN_B" --data-dir "$WORK/hub" --bind 127.0.0.1:0 serve >"$WORK/hub-b.log" 2>&1 &
+  HUB_B_PID=$!
+  hub_on_exit 'kill "$HUB_B_PID" 2>/dev/null; wait "$HUB_B_PID" 2>/dev/null'
+  URL_B=$(server_url "$WORK/hub-b.log" "$HUB_B_PID")
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "$URL_B/readyz" 2>/dev/null && break; sleep 0.2; done
+fi
+
+P=(); G=(); PP=(); GP=(); PB=(); PPB=()
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ -z "${PACK_ONLY:-}" ]]; then
+  for _ in $(seq 1 "$RUNS"); do
+    G+=("$(clone peer "http://127.0.0.1:$PORT/bench/big" X=1)")
+    P+=("$(clone paddock "$URL/bench/big" X=1)")
+    [[ -n "${URL_B:-}" ]] && PB+=("$(clone paddock-b "$URL_B/bench/big" X=1)")
+  done
+fi
 for _ in $(seq 1 "$RUNS"); do
   GP+=("$(clone peer "http://127.0.0.1:$PORT/bench/big" GIT_LFS_SKIP_SMUDGE=1)")
   PP+=("$(clone paddock "$URL/bench/big" GIT_LFS_SKIP_SMUDGE=1)")
+  [[ -n "${URL_B:-}" ]] && PPB+=("$(clone paddock-b "$URL_B/bench/big" GIT_LFS_SKIP_SMUDGE=1)")
 done
+# fetch URL: seconds for a bare v2 fetch of everything (want the head, done),
+# the pack read to the end and dropped.
+HEAD_ID=$(git ls-remote "$URL/bench/big" refs/heads/main | cut -f1)
+FETCH_BODY="$WORK/fetch.req"
+pkt() { printf '%04x%s' $(( ${#1} + 4 )) "$1"; }
+{ pkt $'command=fetch\n'; printf 0001; pkt $'ofs-delta\n'; pkt $'no-progress\n'
+  pkt "want $HEAD_ID"$'\n'; pkt $'done\n'; printf 0000; } > "$FETCH_BODY"
+fetch() {
+  curl -sS -o /dev/null -w '%{time_total}\n' -H 'Git-Protocol: version=2' \
+    -H 'Content-Type: application/x-git-upload-pack-request' --data-binary "@$FETCH_BODY" "$1/git-upload-pack"
+}
+FG=(); FP=(); FPB=()
+for _ in $(seq 1 "${FETCH_RUNS:-0}"); do
+  FG+=("$(fetch "http://127.0.0.1:$PORT/bench/big.git")")
+  FP+=("$(fetch "$URL/bench/big")")
+  [[ -n "${URL_B:-}" ]] && FPB+=("$(fetch "$URL_B/bench/big")")
+done
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+[[ -z "${PACK_ONLY:-}" ]] || { G=(0); P=(1); }  # (not reported)
 MG=$(median "${G[@]}"); MP=$(median "${P[@]}"); MGP=$(median "${GP[@]}"); MPP=$(median "${PP[@]}")
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
+WHOLE_ROW=""
+if [[ -z "${PACK_ONLY:-}" ]]; then
+  WHOLE_ROW="| whole (pack, checkout, git-lfs $((BIG >> 20)) MiB) | ${MG} s | ${MP} s | $(ratio "$MG" "$MP")x |"$'\n'
+fi
 cat <<REPORT
 ## git clone vs git http-backend behind nginx ($(date -u +%Y-%m-%d), $RUNS runs each, median)
 
-Repo: 1,000 text files (1-4 KiB) and one 1 GiB LFS file, one commit on top of
+Repo: 1,000 text files (1-4 KiB) and one $((BIG >> 20)) MiB LFS file, one commit on top of
 the initial one. Hub: \`$(basename "$HUB_BIN")\` ($BUILD). Peer: \`git http-backend\`
 ($(git --version | cut -d' ' -f3)) through fcgiwrap behind nginx, LFS object
 as a static file. Client: git $(git --version | cut -d' ' -f3), $(git lfs version | cut -d' ' -f1).
 
 | clone | git http-backend + nginx | Paddock | ratio (peer time / Paddock time) |
 |---|---|---|---|
-| whole (pack, checkout, git-lfs 1 GiB) | ${MG} s | ${MP} s | $(ratio "$MG" "$MP")x |
-| pack and checkout only (GIT_LFS_SKIP_SMUDGE=1) | ${MGP} s | ${MPP} s | $(ratio "$MGP" "$MPP")x |
+${WHOLE_ROW}| pack and checkout only (GIT_LFS_SKIP_SMUDGE=1) | ${MGP} s | ${MPP} s | $(ratio "$MGP" "$MPP")x |
 
 Runs (s): peer ${G[*]}; Paddock ${P[*]}; pack only: peer ${GP[*]}; Paddock ${PP[*]}.
+Load average before / after the clones: $LOAD0 / $LOAD1.
 REPORT
+if [[ -n "${FG[*]}" ]]; then
+  cat <<REPORT
+
+Bare v2 fetches of the whole pack (curl, ${FETCH_RUNS} each, in turn), median: peer $(median "${FG[@]}") s,
+Paddock $(median "${FP[@]}") s (ratio $(ratio "$(median "${FG[@]}")" "$(median "${FP[@]}")")x)$([[ -n "${FPB[*]}" ]] && echo ", second build $(median "${FPB[@]}") s (ratio $(ratio "$(median "${FG[@]}")" "$(median "${FPB[@]}")")x)").
+Runs (s): peer ${FG[*]}; Paddock ${FP[*]}$([[ -n "${FPB[*]}" ]] && echo "; second build ${FPB[*]}").
+REPORT
+fi
+if [[ -n "${URL_B:-}" ]]; then
+  cat <<REPORT
+
+Second build (HUB_BIN_B=\`$HUB_BIN_B\`), the clones taken in turn with the above:
+pack and checkout only: ${PPB[*]} (median $(median "${PPB[@]}") s, ratio to the peer $(ratio "$MGP" "$(median "${PPB[@]}")")x)$([[ -n "${PB[*]}" ]] && echo "; whole: ${PB[*]} (median $(median "${PB[@]}") s)").
+REPORT
+fi

@@ -4,7 +4,10 @@ byte, LFS file included after `git lfs pull`; `git fsck --full` is clean and
 `git log` has the API's commit ids; a shallow clone fetches new commits and
 deepens; private, gated and other tenants' repos are refused. `git push`
 (with `git lfs push` of a new LFS file) is read back byte for byte with
-huggingface_hub; a pointer to an LFS object never uploaded is refused."""
+huggingface_hub; a pointer to an LFS object never uploaded is refused, as
+are what an API commit refuses or stores with LFS (case twins, binary files,
+files an LFS rule covers); `git push --delete` deletes branches and tags,
+never the default branch."""
 
 import os
 import subprocess
@@ -301,6 +304,50 @@ def test_push_of_a_pointer_never_uploaded_is_refused(api, alice, model, tmp_path
     assert p.returncode != 0, p.stderr
     assert "was not uploaded" in p.stderr, p.stderr
     assert api_log(api, model)[0] == head
+
+
+def test_push_follows_the_api_rules(api, alice, model, tmp_path):
+    """What an API commit refuses or stores with LFS is refused in a push,
+    with a reason git prints: a path that differs from another only by case,
+    a binary file or a file an LFS rule covers pushed without git-lfs."""
+    dest = tmp_path / "c"
+    git("clone", url(model, alice), str(dest), env={"GIT_LFS_SKIP_SMUDGE": "1"})
+    git_user(dest)
+    head = api_log(api, model)[0]
+    cases = [
+        ("README.MD", b"# twin\n", "differ only by case"),
+        ("raw.dat", b"\0binary", "is a binary file"),
+        ("weights.bin", b"not a pointer\n", "matches an LFS rule of .gitattributes"),
+    ]
+    for path, content, reason in cases:
+        git("reset", "-q", "--hard", head, cwd=dest)
+        (dest / path).write_bytes(content)
+        # Without git-lfs's filter: the file goes in as it is.
+        oid = git("hash-object", "-w", "--no-filters", path, cwd=dest).stdout.strip()
+        git("update-index", "--add", "--cacheinfo", f"100644,{oid},{path}", cwd=dest)
+        git("commit", "-qm", path, "--no-verify", cwd=dest)
+        p = git("push", "--no-verify", "origin", "main", cwd=dest, check=False, env={"GIT_LFS_SKIP_PUSH": "1"})
+        assert p.returncode != 0, p.stderr
+        assert reason in p.stderr and "[remote rejected]" in p.stderr, p.stderr
+        assert api_log(api, model)[0] == head
+
+
+def test_push_deletes_branches_and_tags(api, alice, alice_ro, model, tmp_path):
+    api.create_branch(model, branch="dev")
+    api.create_branch(model, branch="keep")
+    api.create_tag(model, tag="v1")
+    dest = tmp_path / "c"
+    git("clone", "--no-checkout", url(model, alice), str(dest))
+    git("push", "origin", "--delete", "dev", "v1", cwd=dest)
+    refs = api.list_repo_refs(model)
+    assert sorted(b.name for b in refs.branches) == ["keep", "main"]
+    assert not refs.tags
+    # Never the default branch; never without write access.
+    p = git("push", "origin", "--delete", "main", cwd=dest, check=False)
+    assert p.returncode != 0 and "default branch" in p.stderr, p.stderr
+    p = git("push", url(model, alice_ro), "--delete", "keep", cwd=dest, check=False)
+    assert p.returncode != 0 and "403" in p.stderr, p.stderr
+    assert sorted(b.name for b in api.list_repo_refs(model).branches) == ["keep", "main"]
 
 
 def test_bad_pushes_are_refused(api, alice, model):

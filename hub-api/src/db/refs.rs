@@ -121,6 +121,28 @@ pub async fn delete(
     }
 }
 
+/// Deletes the ref `name` if it is at `old` (compare-and-swap, for `git
+/// push --delete`); false when it is not there or elsewhere.
+pub async fn delete_at(
+    db: &mut PgConnection,
+    repo_id: i64,
+    name: &str,
+    old: &str,
+    actor: Option<i64>,
+) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM refs WHERE repo_id = $1 AND name = $2 AND commit_oid = $3")
+        .bind(repo_id)
+        .bind(name)
+        .bind(old)
+        .execute(&mut *db)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    log(db, repo_id, name, Some(old), None, actor).await?;
+    Ok(true)
+}
+
 async fn log(
     db: &mut PgConnection,
     repo_id: i64,

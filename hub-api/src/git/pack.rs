@@ -3,11 +3,14 @@
 //! trailer over everything written. A blob's body is deflated as its bytes
 //! arrive, so a large file never has to be in memory.
 
+use bytes::Bytes;
 use flate2::write::ZlibEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use gix_pack::data::entry::Header;
 use sha1::{Digest, Sha1};
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Mutex;
 
 /// The kind of a whole (non-delta) object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,11 @@ pub struct PackWriter {
     sha: Sha1,
     objects: u32,
     written: u32,
+    /// One deflater for every whole object, reset between objects: a new
+    /// one per object allocates and clears its window and hash tables
+    /// (hundreds of KiB in miniz_oxide), which cost more than deflating a
+    /// small file (`docs/BENCHMARKS.md`, git clone).
+    z: Compress,
 }
 
 impl PackWriter {
@@ -48,19 +56,60 @@ impl PackWriter {
             sha: Sha1::new(),
             objects,
             written: 0,
+            z: Compress::new(level(), true),
         };
         w.sha.update(&header);
         (w, header)
     }
 
-    /// One whole object held in memory (commits, trees, small blobs, LFS pointers).
-    pub fn object(&mut self, kind: Kind, body: &[u8]) -> Vec<u8> {
-        let mut out = self.entry_header(kind, body.len() as u64);
-        let mut z = ZlibEncoder::new(Vec::with_capacity(body.len() / 2 + 64), level());
-        z.write_all(body).expect("writing to a Vec");
-        out.extend(z.finish().expect("writing to a Vec"));
-        self.sha.update(&out[..]);
+    /// One whole object held in memory (commits, trees, small blobs, LFS
+    /// pointers), appended to `out`.
+    pub fn object(&mut self, kind: Kind, body: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        self.written += 1;
+        kind.header()
+            .write_to(body.len() as u64, &mut *out)
+            .expect("writing to a Vec");
+        self.deflate_into(body, out);
+        self.sha.update(&out[start..]);
+    }
+
+    /// One whole object whose zlib-deflated body is `deflated` (from
+    /// [`PackWriter::deflate`], or an [`EntryCache`]), appended to `out`.
+    pub fn deflated(&mut self, kind: Kind, size: u64, deflated: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        self.written += 1;
+        kind.header()
+            .write_to(size, &mut *out)
+            .expect("writing to a Vec");
+        out.extend_from_slice(deflated);
+        self.sha.update(&out[start..]);
+    }
+
+    /// `body` zlib-deflated, as an object's entry holds it.
+    pub fn deflate(&mut self, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.deflate_into(body, &mut out);
         out
+    }
+
+    fn deflate_into(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        self.z.reset();
+        // zlib's compressBound: room for incompressible input in one go.
+        out.reserve(body.len() + (body.len() >> 12) + (body.len() >> 14) + 64);
+        let mut input = body;
+        loop {
+            let before = self.z.total_in();
+            let status = self
+                .z
+                .compress_vec(input, out, FlushCompress::Finish)
+                .expect("deflating into memory does not fail");
+            input = &input[(self.z.total_in() - before) as usize..];
+            if status == Status::StreamEnd {
+                break;
+            }
+            out.reserve(64 << 10);
+        }
     }
 
     /// Starts an object whose `size` bytes are given in pieces: the entry
@@ -103,6 +152,79 @@ impl PackWriter {
     }
 }
 
+/// The deflated bodies of small blobs, by git id, kept per process: a blob's
+/// id names its bytes, so an entry never goes stale, and a clone of a repo
+/// cloned before neither reads nor deflates its small files again (what git
+/// gets from its packfiles; `docs/BENCHMARKS.md`, git clone). At most `cap`
+/// bytes in two generations: when the young one holds half, the old one is
+/// dropped and the young one becomes old; a hit in the old one moves back.
+/// Only bytes whose id was checked go in, and only a request whose plan
+/// holds the id (its reader may read it) takes them out.
+pub struct EntryCache {
+    cap: usize,
+    inner: Mutex<Generations>,
+}
+
+#[derive(Default)]
+struct Generations {
+    young: HashMap<String, Bytes>,
+    young_bytes: usize,
+    old: HashMap<String, Bytes>,
+}
+
+/// [`EntryCache`]'s default size.
+pub const ENTRY_CACHE_BYTES: usize = 64 << 20;
+
+impl Default for EntryCache {
+    fn default() -> Self {
+        Self::new(ENTRY_CACHE_BYTES)
+    }
+}
+
+impl EntryCache {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            inner: Mutex::new(Generations::default()),
+        }
+    }
+
+    pub fn get(&self, oid: &str) -> Option<Bytes> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = g.young.get(oid) {
+            return Some(v.clone());
+        }
+        let (k, v) = g.old.remove_entry(oid)?;
+        Self::insert(&mut g, self.cap, k, v.clone());
+        Some(v)
+    }
+
+    pub fn put(&self, oid: String, deflated: Bytes) {
+        if deflated.len() > self.cap / 4 {
+            return;
+        }
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Self::insert(&mut g, self.cap, oid, deflated);
+    }
+
+    fn insert(g: &mut Generations, cap: usize, oid: String, v: Bytes) {
+        let size = v.len() + oid.len();
+        if g.young_bytes + size > cap / 2 {
+            g.old = std::mem::take(&mut g.young);
+            g.young_bytes = 0;
+        }
+        if g.young.insert(oid, v).is_none() {
+            g.young_bytes += size;
+        }
+    }
+
+    /// Bytes held (both generations), for tests.
+    pub fn held(&self) -> usize {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.young.values().chain(g.old.values()).map(Bytes::len).sum()
+    }
+}
+
 /// The body of one object being deflated as it arrives.
 pub struct ObjectStream {
     z: ZlibEncoder<Vec<u8>>,
@@ -142,8 +264,16 @@ mod tests {
     #[test]
     fn git_reads_what_we_write() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, mut pack) = PackWriter::new(2);
-        pack.extend(w.object(Kind::Blob, b"hello\n"));
+        let (mut w, mut pack) = PackWriter::new(5);
+        w.object(Kind::Blob, b"hello\n", &mut pack);
+        // Whole objects share one deflater: each must still be a complete
+        // zlib stream (an empty one, an incompressible one, a repetitive one).
+        w.object(Kind::Blob, b"", &mut pack);
+        let noise: Vec<u8> = (0..200_000u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+            .collect();
+        w.object(Kind::Blob, &noise, &mut pack);
+        w.object(Kind::Blob, &[b'a'; 100_000], &mut pack);
         let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let (mut s, h) = w.start(Kind::Blob, big.len() as u64);
         pack.extend(h);
@@ -180,6 +310,33 @@ mod tests {
             text.contains("ce013625030ba8dba906f756967f9e9ca394464a blob"),
             "{text}"
         );
+    }
+
+    /// An entry written from a cached deflated body is the same bytes as
+    /// one deflated on the spot; the cache stays within its bound.
+    #[test]
+    fn cached_entries() {
+        let body = b"some file\n".repeat(50);
+        let (mut a, mut pa) = PackWriter::new(1);
+        a.object(Kind::Blob, &body, &mut pa);
+        let (mut b, mut pb) = PackWriter::new(1);
+        let z = b.deflate(&body);
+        b.deflated(Kind::Blob, body.len() as u64, &z, &mut pb);
+        assert_eq!(pa, pb);
+        assert_eq!(a.finish().unwrap(), b.finish().unwrap());
+
+        let cache = EntryCache::new(1000);
+        cache.put("a".into(), Bytes::from(vec![1u8; 200]));
+        cache.put("b".into(), Bytes::from(vec![2u8; 200]));
+        assert_eq!(cache.get("a").unwrap()[0], 1);
+        cache.put("c".into(), Bytes::from(vec![3u8; 200])); // young full: a, b become old
+        assert!(cache.get("a").is_some()); // moved back
+        for i in 0..20 {
+            cache.put(format!("x{i}"), Bytes::from(vec![0u8; 200]));
+        }
+        assert!(cache.held() <= 1000, "{}", cache.held());
+        cache.put("huge".into(), Bytes::from(vec![0u8; 600]));
+        assert!(cache.get("huge").is_none());
     }
 
     #[test]

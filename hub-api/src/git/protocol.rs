@@ -311,6 +311,7 @@ pub fn v0_advertisement(out: &mut Vec<u8>, refs: &[(String, String)], head_targe
 pub fn receive_capabilities() -> String {
     [
         "report-status",
+        "delete-refs",
         "side-band-64k",
         "quiet",
         "atomic",

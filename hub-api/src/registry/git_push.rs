@@ -9,7 +9,10 @@
 //! ids stay git's), links the blobs under the storage quota
 //! (`commit::link_with_quota`, the API's check), and moves each ref by
 //! compare-and-swap (`db::refs`, whose log is the webhook event and whose
-//! trigger bumps the resolve cache's version). Anything refused leaves the
+//! trigger bumps the resolve cache's version). Each pushed commit first
+//! passes the API commit's rules on its paths (`push_rules`). A deletion
+//! follows the API's branch and tag deletion (never the default branch) and
+//! is a compare-and-swap on the id git sent. Anything refused leaves the
 //! refs as they were and releases the stored bytes.
 
 use crate::auth::Principal;
@@ -26,6 +29,7 @@ use crate::heavy::Tenant;
 use crate::registry::commit::{self, AddContent, Op};
 use crate::registry::files::MAX_INTERPRETED;
 use crate::registry::path_stats::PathStats;
+use crate::registry::push_rules;
 use crate::state::AppState;
 use crate::sweeper::{self, Pending};
 use bytes::Bytes;
@@ -47,8 +51,13 @@ pub struct PushedCommit {
 /// A blob read from the pack.
 #[derive(Debug, Clone)]
 pub enum PushedBlob {
-    /// Stored (pending until the push's transaction claims it).
-    Regular { sha256: String, size: u64 },
+    /// Stored (pending until the push's transaction claims it); `binary`:
+    /// a NUL in its first 512 bytes (the API's test for storing with LFS).
+    Regular {
+        sha256: String,
+        size: u64,
+        binary: bool,
+    },
     /// A Git LFS pointer (spec v1).
     Lfs {
         sha256: String,
@@ -302,6 +311,12 @@ fn read_tree(oid: &str, data: &[u8]) -> Result<BuiltTree, String> {
     if tree_oid(&entries) != oid {
         return Err(format!("tree {oid} is not in git's canonical form"));
     }
+    // A name twice (a file and a folder, say) is what `git fsck` calls
+    // duplicateEntries: no checkout could hold both.
+    let mut names = HashSet::with_capacity(entries.len());
+    if let Some(e) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
+        return Err(format!("tree {oid} has two entries named {:?}", e.name));
+    }
     Ok(BuiltTree {
         oid: oid.to_string(),
         entries,
@@ -421,6 +436,7 @@ pub fn ingest(
                     );
                     continue;
                 }
+                let binary = commit::looks_binary(data.data);
                 let bytes = Bytes::copy_from_slice(data.data);
                 let (w, p) = rt
                     .block_on(sweeper::store_bytes(state, repo.namespace_id, bytes))
@@ -434,6 +450,7 @@ pub fn ingest(
                     PushedBlob::Regular {
                         sha256: w.sha256.to_string(),
                         size: w.size,
+                        binary,
                     },
                 );
             }
@@ -624,7 +641,7 @@ async fn check_objects(
 }
 
 /// A file of a tree listing, by path.
-type Listing = BTreeMap<String, (String, String, i64, bool)>; // path -> (blob oid, sha256, size, is_lfs)
+pub type Listing = BTreeMap<String, (String, String, i64, bool)>; // path -> (blob oid, sha256, size, is_lfs)
 
 async fn listing(tx: &mut sqlx::PgConnection, tree: Option<&str>) -> ApiResult<Listing> {
     let Some(tree) = tree else {
@@ -672,19 +689,38 @@ pub async fn apply(
         .into_iter()
         .map(|r| (r.name, r.commit_oid))
         .collect();
+    let main = format!("refs/heads/{}", super::DEFAULT_BRANCH);
     let mut planned: Vec<Planned> = Vec::new();
     let mut checked = HashSet::new();
     for (idx, u) in updates.iter().enumerate() {
         let r: Result<Vec<String>, String> = async {
             check_name(&u.name)?;
             if u.new == ZERO_ID {
-                return Err("deleting refs with git is not supported: use the API's delete_branch / delete_tag".into());
+                // The API's branch and tag deletion: any but the default
+                // branch, by whoever may write; here also only from the id
+                // the pusher saw (compare-and-swap, again under the lock).
+                if u.name == main {
+                    return Err(format!(
+                        "cannot delete {main}: it is the repo's default branch"
+                    ));
+                }
+                return match current.get(&u.name) {
+                    None => Err("stale info: the ref does not exist".into()),
+                    Some(cur) if *cur != u.old => Err(format!(
+                        "stale info: the ref is at {cur}, not {} (fetch first)",
+                        u.old
+                    )),
+                    Some(_) => Ok(Vec::new()),
+                };
             }
             if pushed.tags.contains(&u.new) {
                 return Err("annotated tags are not supported: push a lightweight tag".into());
             }
             if !pushed.commits.contains_key(&u.new) && !graph.stored.contains(&u.new) {
-                return Err(format!("missing necessary objects: {} is not a commit", u.new));
+                return Err(format!(
+                    "missing necessary objects: {} is not a commit",
+                    u.new
+                ));
             }
             match current.get(&u.name) {
                 None if u.old != ZERO_ID => return Err("stale info: the ref does not exist".into()),
@@ -721,45 +757,114 @@ pub async fn apply(
         }
         return Ok((status, false));
     }
-    if planned.is_empty() {
-        return Ok((status, false));
-    }
-    match write(state, repo, pusher, pushed, &planned).await {
-        Ok(refused) if refused.is_empty() => return Ok((status, true)),
-        Ok(refused) => {
-            // Nothing was written: the others are not moved either.
-            for p in &planned {
-                status[p.idx] =
-                    Some("not updated: another ref of this push moved meanwhile".into());
+    // A commit refused inside the transaction (by the API's rules on its
+    // paths) refuses the updates that bring it; without `atomic` the others
+    // are written again without them.
+    loop {
+        if planned.is_empty() {
+            return Ok((status, false));
+        }
+        match write(state, repo, pusher, pushed, &planned).await {
+            Ok(Written::Done) => return Ok((status, true)),
+            Ok(Written::Moved(refused)) => {
+                // Nothing was written: the others are not moved either.
+                for p in &planned {
+                    status[p.idx] =
+                        Some("not updated: another ref of this push moved meanwhile".into());
+                }
+                for (idx, reason) in refused {
+                    status[idx] = Some(reason);
+                }
+                return Ok((status, false));
             }
-            for (idx, reason) in refused {
-                status[idx] = Some(reason);
+            Ok(Written::Refused { commit, reason }) => {
+                let (bad, rest): (Vec<Planned>, Vec<Planned>) = planned
+                    .into_iter()
+                    .partition(|p| p.new_commits.contains(&commit));
+                let reason = format!("commit {commit}: {reason}");
+                for p in &bad {
+                    status[p.idx] = Some(reason.clone());
+                }
+                if atomic {
+                    for p in &rest {
+                        status[p.idx] = Some("atomic push failed".into());
+                    }
+                    return Ok((status, false));
+                }
+                planned = rest;
+            }
+            Err(e) => {
+                let reason = match &e {
+                    ApiError::InvalidCommit(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                for p in &planned {
+                    status[p.idx] = Some(reason.clone());
+                }
+                return Ok((status, false));
             }
         }
-        Err(e) => {
-            let reason = match &e {
-                ApiError::InvalidCommit(m) => m.clone(),
-                other => other.to_string(),
-            };
-            for p in &planned {
-                status[p.idx] = Some(reason.clone());
+    }
+}
+
+/// What the transaction did.
+enum Written {
+    /// Committed.
+    Done,
+    /// Rolled back: these updates' refs moved since they were checked.
+    Moved(Vec<(usize, String)>),
+    /// Rolled back: a pushed commit breaks a rule of API commits.
+    Refused { commit: String, reason: String },
+}
+
+/// The pushed trees and blobs the commits `order` name (what is not pushed
+/// is stored already).
+fn reachable<'a>(
+    pushed: &'a Ingested,
+    order: &[&str],
+) -> (Vec<&'a BuiltTree>, Vec<(&'a String, &'a PushedBlob)>) {
+    let mut todo: Vec<&str> = order
+        .iter()
+        .filter_map(|c| pushed.commits.get(*c))
+        .map(|c| c.object.tree.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut trees = Vec::new();
+    let mut blobs = Vec::new();
+    while let Some(t) = todo.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        let Some(tree) = pushed.trees.get(t) else {
+            continue;
+        };
+        trees.push(tree);
+        for e in &tree.entries {
+            if e.mode == Mode::Tree {
+                todo.push(&e.oid);
+            } else if let Some((oid, b)) = pushed.blobs.get_key_value(&e.oid) {
+                if seen.insert(oid.as_str()) {
+                    blobs.push((oid, b));
+                }
             }
         }
     }
-    Ok((status, false))
+    (trees, blobs)
 }
 
 /// The transaction: objects, commits and the ref moves. A ref whose head
-/// moved since it was checked is refused (`fetch first`) and, when any is,
-/// the whole transaction is rolled back so nothing is half-written; refs
-/// then stay as they were. Answers the refused updates.
+/// moved since it was checked is refused (`fetch first`), and a commit that
+/// breaks a rule of API commits (`push_rules`) refuses the push; either way
+/// the whole transaction is rolled back so nothing is half-written, and the
+/// refs stay as they were. Only the pushed objects the planned commits name
+/// are written.
 async fn write(
     state: &AppState,
     repo: &RepoRow,
     pusher: &Principal,
     pushed: &Ingested,
     planned: &[Planned],
-) -> ApiResult<Vec<(usize, String)>> {
+) -> ApiResult<Written> {
     let tenant = Tenant::User(pusher.user_id);
     let mut order: Vec<&str> = Vec::new();
     let mut seen = HashSet::new();
@@ -770,10 +875,11 @@ async fn write(
             }
         }
     }
+    let (trees, blobs) = reachable(pushed, &order);
     // Weight files get their parameter counts as in an API commit.
     let mut weights: Vec<Op> = Vec::new();
     let mut weight_seen = HashSet::new();
-    for t in pushed.trees.values() {
+    for t in &trees {
         for e in &t.entries {
             let lower = e.name.to_ascii_lowercase();
             if !(lower.ends_with(".safetensors") || lower.ends_with(".gguf")) {
@@ -783,7 +889,7 @@ async fn write(
                 continue;
             }
             let content = match pushed.blobs.get(&e.oid) {
-                Some(PushedBlob::Regular { sha256, size }) => AddContent::Stored {
+                Some(PushedBlob::Regular { sha256, size, .. }) => AddContent::Stored {
                     sha256: sha256.clone(),
                     size: *size,
                     git_oid: e.oid.clone(),
@@ -822,17 +928,19 @@ async fn write(
         }
     }
     if !refused.is_empty() {
-        return Ok(refused);
+        return Ok(Written::Moved(refused));
     }
 
     // Trees and blobs.
-    let trees: Vec<BuiltTree> = pushed.trees.values().cloned().collect();
+    let trees: Vec<BuiltTree> = trees.into_iter().cloned().collect();
     db::git::insert_trees(&mut tx, &trees).await?;
     let mut new_blobs = Vec::new();
     let mut stored: Vec<(String, i64, bool)> = Vec::new();
-    for (oid, b) in &pushed.blobs {
+    let mut used: HashSet<&str> = HashSet::new();
+    for (oid, b) in blobs {
         match b {
-            PushedBlob::Regular { sha256, size } => {
+            PushedBlob::Regular { sha256, size, .. } => {
+                used.insert(sha256);
                 new_blobs.push(db::git::NewBlob {
                     oid: oid.clone(),
                     is_lfs: false,
@@ -859,12 +967,21 @@ async fn write(
         }
     }
     db::git::insert_blobs(&mut tx, &new_blobs).await?;
-    sweeper::claim_all(&mut tx, &state.storage, &pushed.pending).await?;
+    // The bytes of blobs no written commit names stay pending: the caller
+    // releases them.
+    let claimed: Vec<Pending> = pushed
+        .pending
+        .iter()
+        .filter(|p| used.contains(p.sha256.as_str()))
+        .cloned()
+        .collect();
+    sweeper::claim_all(&mut tx, &state.storage, &claimed).await?;
     commit::link_with_quota(state, &mut tx, repo.namespace_id, repo.id, &stored).await?;
 
     // Commits, parents first, each with the API's metadata.
     let is_model = repo.repo_type == "model";
     let mut metas: HashMap<String, card::RepoMeta> = HashMap::new();
+    let mut rules = push_rules::RulesCache::default();
     for oid in order {
         let c = &pushed.commits[oid];
         let parent = match c.object.parents.first() {
@@ -877,6 +994,14 @@ async fn write(
             crate::domain::RepoPath::parse(path).map_err(|e| {
                 ApiError::InvalidCommit(format!("commit {oid}: invalid path {path:?}: {e}"))
             })?;
+        }
+        if let Err(reason) =
+            push_rules::check_commit(state, tenant, pushed, &before, &after, &mut rules).await?
+        {
+            return Ok(Written::Refused {
+                commit: oid.to_string(),
+                reason,
+            });
         }
         let mut changes: Vec<(String, &'static str)> = Vec::new();
         for (path, f) in &after {
@@ -954,6 +1079,15 @@ async fn write(
     let main = format!("refs/heads/{}", super::DEFAULT_BRANCH);
     for p in planned {
         let u = &p.update;
+        if u.new == ZERO_ID {
+            if !db::refs::delete_at(&mut tx, repo.id, &u.name, &u.old, Some(pusher.user_id)).await?
+            {
+                // Unreachable while the row lock is held.
+                return Ok(Written::Moved(vec![(p.idx, "fetch first".to_string())]));
+            }
+            db::repos::touch(&mut *tx, repo.id).await?;
+            continue;
+        }
         let moved = if u.old == ZERO_ID {
             db::refs::create(
                 &mut tx,
@@ -977,7 +1111,7 @@ async fn write(
         };
         if !moved {
             // Unreachable while the row locks are held (a created ref may race).
-            return Ok(vec![(p.idx, "fetch first".to_string())]);
+            return Ok(Written::Moved(vec![(p.idx, "fetch first".to_string())]));
         }
         if u.name == main {
             let meta = match metas.get(&u.new) {
@@ -1011,7 +1145,7 @@ async fn write(
         commits = seen.len(),
         "git push"
     );
-    Ok(Vec::new())
+    Ok(Written::Done)
 }
 
 #[cfg(test)]

@@ -411,25 +411,29 @@ pub async fn pack_stream(
         let (mut w, header) = PackWriter::new(count);
         let mut buf = header;
         for c in &commits {
-            buf.extend(w.object(Kind::Commit, c));
+            w.object(Kind::Commit, c, &mut buf);
             if buf.len() >= SEND_AT {
                 yield Ok(frame(framing, &std::mem::take(&mut buf)));
             }
         }
         for (_, entries) in &trees {
-            buf.extend(w.object(Kind::Tree, &tree_body(entries)));
+            w.object(Kind::Tree, &tree_body(entries), &mut buf);
             if buf.len() >= SEND_AT {
                 yield Ok(frame(framing, &std::mem::take(&mut buf)));
             }
         }
         drop(trees);
-        // Small regular blobs are read ahead, a few at once; others are None.
+        // Small regular blobs are read ahead, a few at once (or their
+        // deflated entries taken from the cache); others are None.
         let small = futures::stream::iter(blobs.into_iter().map(|b| {
             let state = state.clone();
             let dl = dl.clone();
             async move {
                 let whole = if !b.is_lfs && b.size <= READ_WHOLE {
-                    Some(read_whole(&state, &dl, &b).await)
+                    Some(match state.pack_entries.get(&b.oid) {
+                        Some(z) => Ok(Whole::Deflated(z)),
+                        None => read_whole(&state, &dl, &b).await.map(Whole::Bytes),
+                    })
                 } else {
                     None
                 };
@@ -441,7 +445,12 @@ pub async fn pack_stream(
         let mut failed: Option<String> = None;
         'blobs: while let Some((b, whole)) = small.next().await {
             match whole {
-                Some(Ok(bytes)) => buf.extend(w.object(Kind::Blob, &bytes)),
+                Some(Ok(Whole::Deflated(z))) => w.deflated(Kind::Blob, b.size as u64, &z, &mut buf),
+                Some(Ok(Whole::Bytes(bytes))) => {
+                    let z = w.deflate(&bytes);
+                    w.deflated(Kind::Blob, bytes.len() as u64, &z, &mut buf);
+                    state.pack_entries.put(b.oid, Bytes::from(z));
+                }
                 Some(Err(e)) => {
                     failed = Some(e);
                     break;
@@ -452,7 +461,7 @@ pub async fn pack_stream(
                         failed = Some(format!("the LFS pointer of {} does not hash to its id", b.oid));
                         break;
                     }
-                    buf.extend(w.object(Kind::Blob, pointer.as_bytes()));
+                    w.object(Kind::Blob, pointer.as_bytes(), &mut buf);
                 }
                 None => {
                     let sha = match crate::domain::Sha256::parse(&b.sha256) {
@@ -526,6 +535,13 @@ pub async fn pack_stream(
         }
         yield Ok(Bytes::from(last));
     })
+}
+
+/// A small regular blob: its bytes (checked against its git id), or its
+/// deflated entry from the cache.
+enum Whole {
+    Bytes(Bytes),
+    Deflated(Bytes),
 }
 
 /// A small regular blob's bytes, checked against its git id.

@@ -9,6 +9,7 @@ pub mod git_push;
 pub mod git_serve;
 pub mod ndjson;
 pub mod path_stats;
+pub mod push_rules;
 pub mod redirects;
 pub mod repo_ref;
 pub mod worktree;

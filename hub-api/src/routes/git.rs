@@ -379,6 +379,10 @@ async fn fetch_v0(state: &AppState, dl: Download, r: FetchRequest) -> ApiResult<
 /// The command section of a push is small: at most this many bytes.
 const MAX_COMMANDS: usize = 1 << 20;
 
+/// How far past `limits.commit_body` a push body is read (and dropped) to
+/// answer with a push status rather than a 413.
+const MAX_DRAIN: u64 = 64 << 20;
+
 /// `POST {repo}/git-receive-pack`: ref updates and their pack (protocol
 /// v0, `report-status`). See `registry::git_push`.
 pub async fn receive_pack(
@@ -403,17 +407,19 @@ async fn receive_pack_inner(
     }
     let limit = state.limits.commit_body;
     let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "a pushed pack is at most {limit} bytes: track large files with git lfs"
-        ))
+        format!("the pushed pack is over the hub's limit of {limit} bytes: track large files with git-lfs, or push fewer commits at a time")
     };
+    // Past the limit the rest of the body is read and dropped, up to this
+    // much more, so that the refusal reaches git as a push status it prints
+    // (git shows no body of an HTTP error); beyond, 413.
+    let drain = limit.saturating_add(MAX_DRAIN);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit + MAX_COMMANDS as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > drain.saturating_add(MAX_COMMANDS as u64)) {
+        return Err(ApiError::PayloadTooLarge(too_large()));
     }
     // The commands, then the pack streamed to a temporary file.
     let mut head = Vec::new();
@@ -443,26 +449,42 @@ async fn receive_pack_inner(
     let mut size = (head.len() - used) as u64;
     {
         use tokio::io::AsyncWriteExt;
-        file.write_all(&head[used..])
-            .await
-            .map_err(ApiError::internal)?;
+        if size <= limit {
+            file.write_all(&head[used..])
+                .await
+                .map_err(ApiError::internal)?;
+        }
         drop(head);
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(crate::error::BodyError::read)?;
             size += chunk.len() as u64;
-            if size > limit {
-                return Err(too_large());
+            if size > drain {
+                return Err(ApiError::PayloadTooLarge(too_large()));
             }
-            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            if size <= limit {
+                file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            }
         }
         file.flush().await.map_err(ApiError::internal)?;
     }
     drop(file);
     let band = cmds.has_cap("side-band-64k");
-    let mut report = Vec::new();
     if cmds.updates.is_empty() {
+        let mut report = Vec::new();
         protocol::flush(&mut report);
         return Ok(git_response("git-receive-pack-result").body(report));
+    }
+    if size > limit {
+        tracing::info!(
+            repo.id = ctx.repo.id,
+            bytes = size,
+            "git push refused: pack over the limit"
+        );
+        let mut lines = vec![format!("unpack {}", too_large())];
+        for u in &cmds.updates {
+            lines.push(format!("ng {} pack too large", u.name));
+        }
+        return Ok(git_response("git-receive-pack-result").body(report_status(band, &lines)));
     }
     // Read the pack on a blocking thread (it may look up thin-pack bases).
     let mut ingested = crate::registry::git_push::Ingested::default();
@@ -527,20 +549,26 @@ async fn receive_pack_inner(
         Err(ApiError::ParentCommitMismatch)
     };
     state.metrics.commit(&outcome);
-    if !committed {
-        crate::sweeper::release(state, &ingested.pending).await;
-    }
+    // Bytes no written commit claimed (all of them when nothing was
+    // written; a refused ref's otherwise). Releasing a claimed one is a
+    // no-op: its row is gone and a blob row needs its bytes.
+    crate::sweeper::release(state, &ingested.pending).await;
+    drop(dir);
+    Ok(git_response("git-receive-pack-result").body(report_status(band, &lines)))
+}
+
+/// The `report-status` section (in side-band channel 1 when asked for).
+fn report_status(band: bool, lines: &[String]) -> Vec<u8> {
     let mut status = Vec::new();
-    for l in &lines {
+    for l in lines {
         protocol::data(&mut status, format!("{l}\n").as_bytes());
     }
     protocol::flush(&mut status);
-    if band {
-        protocol::band(&mut report, gix_packetline::Channel::Data, &status);
-        protocol::flush(&mut report);
-    } else {
-        report = status;
+    if !band {
+        return status;
     }
-    drop(dir);
-    Ok(git_response("git-receive-pack-result").body(report))
+    let mut report = Vec::new();
+    protocol::band(&mut report, gix_packetline::Channel::Data, &status);
+    protocol::flush(&mut report);
+    report
 }

@@ -216,6 +216,7 @@ async fn database_down_fails_fast_and_recovers() {
         scheduler: Default::default(),
         facets: Default::default(),
         resolved: Default::default(),
+        pack_entries: Default::default(),
         metrics: Default::default(),
     };
     let mut conn = pool.acquire().await.unwrap();
