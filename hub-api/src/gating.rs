@@ -474,6 +474,13 @@ mod tests {
             "preupload reads .gitattributes to choose LFS; the bytes are never returned",
         ),
         (
+            "routes/inference/job_runner.rs",
+            "read_small(",
+            "a job's result file is read back by the digest of the bytes the worker has just \
+             uploaded (to tell text from binary and keep README.md/config.json for the commit); \
+             the bytes are never returned",
+        ),
+        (
             "routes/xet/download.rs",
             "storage.read_",
             "a Xet data link serves xorb ranges signed into a reconstruction for a CAS read \

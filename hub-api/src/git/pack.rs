@@ -159,7 +159,10 @@ impl PackWriter {
 /// bytes in two generations: when the young one holds half, the old one is
 /// dropped and the young one becomes old; a hit in the old one moves back.
 /// Only bytes whose id was checked go in, and only a request whose plan
-/// holds the id (its reader may read it) takes them out.
+/// holds the id (its reader may read it) takes them out. Entries are per repo
+/// (keyed by repo id and git id), so how fast a clone is says nothing about
+/// what other tenants' repos hold or who cloned them: only whether the same
+/// repo, which the caller can read anyway, was cloned recently.
 pub struct EntryCache {
     cap: usize,
     inner: Mutex<Generations>,
@@ -167,9 +170,9 @@ pub struct EntryCache {
 
 #[derive(Default)]
 struct Generations {
-    young: HashMap<String, Bytes>,
+    young: HashMap<(i64, String), Bytes>,
     young_bytes: usize,
-    old: HashMap<String, Bytes>,
+    old: HashMap<(i64, String), Bytes>,
 }
 
 /// [`EntryCache`]'s default size.
@@ -189,31 +192,33 @@ impl EntryCache {
         }
     }
 
-    pub fn get(&self, oid: &str) -> Option<Bytes> {
+    /// The deflated body of blob `oid` as a clone of repo `repo` stored it.
+    pub fn get(&self, repo: i64, oid: &str) -> Option<Bytes> {
+        let key = (repo, oid.to_string());
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = g.young.get(oid) {
+        if let Some(v) = g.young.get(&key) {
             return Some(v.clone());
         }
-        let (k, v) = g.old.remove_entry(oid)?;
+        let (k, v) = g.old.remove_entry(&key)?;
         Self::insert(&mut g, self.cap, k, v.clone());
         Some(v)
     }
 
-    pub fn put(&self, oid: String, deflated: Bytes) {
+    pub fn put(&self, repo: i64, oid: String, deflated: Bytes) {
         if deflated.len() > self.cap / 4 {
             return;
         }
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        Self::insert(&mut g, self.cap, oid, deflated);
+        Self::insert(&mut g, self.cap, (repo, oid), deflated);
     }
 
-    fn insert(g: &mut Generations, cap: usize, oid: String, v: Bytes) {
-        let size = v.len() + oid.len();
+    fn insert(g: &mut Generations, cap: usize, key: (i64, String), v: Bytes) {
+        let size = v.len() + key.1.len() + 8;
         if g.young_bytes + size > cap / 2 {
             g.old = std::mem::take(&mut g.young);
             g.young_bytes = 0;
         }
-        if g.young.insert(oid, v).is_none() {
+        if g.young.insert(key, v).is_none() {
             g.young_bytes += size;
         }
     }
@@ -326,17 +331,19 @@ mod tests {
         assert_eq!(a.finish().unwrap(), b.finish().unwrap());
 
         let cache = EntryCache::new(1000);
-        cache.put("a".into(), Bytes::from(vec![1u8; 200]));
-        cache.put("b".into(), Bytes::from(vec![2u8; 200]));
-        assert_eq!(cache.get("a").unwrap()[0], 1);
-        cache.put("c".into(), Bytes::from(vec![3u8; 200])); // young full: a, b become old
-        assert!(cache.get("a").is_some()); // moved back
+        cache.put(1, "a".into(), Bytes::from(vec![1u8; 200]));
+        cache.put(1, "b".into(), Bytes::from(vec![2u8; 200]));
+        assert_eq!(cache.get(1, "a").unwrap()[0], 1);
+        // Per repo: another repo holding the same blob does not get it.
+        assert!(cache.get(2, "a").is_none());
+        cache.put(1, "c".into(), Bytes::from(vec![3u8; 200])); // young full: a, b become old
+        assert!(cache.get(1, "a").is_some()); // moved back
         for i in 0..20 {
-            cache.put(format!("x{i}"), Bytes::from(vec![0u8; 200]));
+            cache.put(1, format!("x{i}"), Bytes::from(vec![0u8; 200]));
         }
         assert!(cache.held() <= 1000, "{}", cache.held());
-        cache.put("huge".into(), Bytes::from(vec![0u8; 600]));
-        assert!(cache.get("huge").is_none());
+        cache.put(1, "huge".into(), Bytes::from(vec![0u8; 600]));
+        assert!(cache.get(1, "huge").is_none());
     }
 
     #[test]

@@ -430,7 +430,7 @@ pub async fn pack_stream(
             let dl = dl.clone();
             async move {
                 let whole = if !b.is_lfs && b.size <= READ_WHOLE {
-                    Some(match state.pack_entries.get(&b.oid) {
+                    Some(match state.pack_entries.get(dl.repo().id, &b.oid) {
                         Some(z) => Ok(Whole::Deflated(z)),
                         None => read_whole(&state, &dl, &b).await.map(Whole::Bytes),
                     })
@@ -449,7 +449,7 @@ pub async fn pack_stream(
                 Some(Ok(Whole::Bytes(bytes))) => {
                     let z = w.deflate(&bytes);
                     w.deflated(Kind::Blob, bytes.len() as u64, &z, &mut buf);
-                    state.pack_entries.put(b.oid, Bytes::from(z));
+                    state.pack_entries.put(dl.repo().id, b.oid, Bytes::from(z));
                 }
                 Some(Err(e)) => {
                     failed = Some(e);
