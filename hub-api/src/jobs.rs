@@ -9,7 +9,7 @@
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::viewer::discover::{self, DataFile, Format};
+use crate::viewer::discover::Format;
 use chrono::Utc;
 use serde_json::{json, Value};
 
@@ -56,30 +56,12 @@ pub async fn splits(
     repo: &str,
     tree_oid: &str,
 ) -> ApiResult<(Vec<String>, Vec<String>)> {
-    let entries = db::git::list_recursive(&state.db, tree_oid, "").await?;
-    let mut files = Vec::new();
-    let mut readme = None;
-    for e in entries {
-        let Some(b) = e.blob else { continue };
-        if e.path.eq_ignore_ascii_case("README.md") {
-            readme = Some((b.sha256.clone(), b.size));
-        }
-        files.push(DataFile {
-            path: e.path,
-            sha256: b.sha256,
-            size: b.size,
-        });
-    }
-    let card = match readme {
-        Some((sha, size)) => crate::registry::files::read_small(state, &sha, size)
-            .await?
-            .and_then(|b| crate::card::parse_card(&String::from_utf8_lossy(&b)).ok()),
-        None => None,
-    };
-    let plan = discover::plan(card.as_ref(), &files).map_err(|reason| JobSpecError::Dataset {
-        repo: repo.to_string(),
-        reason,
-    })?;
+    let plan = crate::viewer::jobs::plan_tree(state, tree_oid)
+        .await?
+        .map_err(|reason| JobSpecError::Dataset {
+            repo: repo.to_string(),
+            reason,
+        })?;
     let config = plan.first();
     let pick = |split: &'static str| -> Result<Vec<String>, JobSpecError> {
         let s = config

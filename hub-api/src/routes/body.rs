@@ -38,6 +38,14 @@ impl BodyError {
     }
 }
 
+/// The request's `Content-Length`, when it has a valid one.
+pub fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Reads a whole small body, refusing more than `limit` bytes (413) and any
 /// `Content-Encoding` (bodies are never decompressed).
 pub async fn read_limited(
@@ -46,12 +54,7 @@ pub async fn read_limited(
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
     reject_encoded(req)?;
-    if let Some(len) = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    if let Some(len) = content_length(req) {
         if len > limit as u64 {
             return Err(ApiError::PayloadTooLarge(format!(
                 "body of {len} bytes is over the limit of {limit} bytes"

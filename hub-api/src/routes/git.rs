@@ -413,11 +413,7 @@ async fn receive_pack_inner(
     // much more, so that the refusal reaches git as a push status it prints
     // (git shows no body of an HTTP error); beyond, 413.
     let drain = limit.saturating_add(MAX_DRAIN);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::routes::body::content_length(req);
     if declared.is_some_and(|n| n > drain.saturating_add(MAX_COMMANDS as u64)) {
         return Err(ApiError::PayloadTooLarge(too_large()));
     }

@@ -218,15 +218,13 @@ fn io(e: impl std::fmt::Display) -> Failure {
     Failure::Io(e.to_string())
 }
 
-/// Finds a commit's configs and splits and converts every file.
-async fn convert_commit(state: &AppState, repo_id: i64, commit: &str) -> Result<Manifest, Failure> {
-    let c = db::git::commit(&state.db, repo_id, commit)
-        .await
-        .map_err(io)?
-        .ok_or_else(|| Failure::Data(format!("commit {commit} not found")))?;
-    let entries = db::git::list_recursive(&state.db, &c.tree_oid, "")
-        .await
-        .map_err(io)?;
+/// The configs and splits of a dataset tree (`discover::plan` over its files
+/// and its README's card); `Ok(Err(reason))` when the files make none.
+pub async fn plan_tree(
+    state: &AppState,
+    tree_oid: &str,
+) -> crate::error::ApiResult<Result<Vec<discover::ConfigPlan>, String>> {
+    let entries = db::git::list_recursive(&state.db, tree_oid, "").await?;
     let mut files = Vec::new();
     let mut readme = None;
     for e in entries {
@@ -242,12 +240,23 @@ async fn convert_commit(state: &AppState, repo_id: i64, commit: &str) -> Result<
     }
     let card = match readme {
         Some((sha, size)) => crate::registry::files::read_small(state, &sha, size)
-            .await
-            .map_err(io)?
+            .await?
             .and_then(|b| crate::card::parse_card(&String::from_utf8_lossy(&b)).ok()),
         None => None,
     };
-    let plan = discover::plan(card.as_ref(), &files).map_err(Failure::Data)?;
+    Ok(discover::plan(card.as_ref(), &files))
+}
+
+/// Finds a commit's configs and splits and converts every file.
+async fn convert_commit(state: &AppState, repo_id: i64, commit: &str) -> Result<Manifest, Failure> {
+    let c = db::git::commit(&state.db, repo_id, commit)
+        .await
+        .map_err(io)?
+        .ok_or_else(|| Failure::Data(format!("commit {commit} not found")))?;
+    let plan = plan_tree(state, &c.tree_oid)
+        .await
+        .map_err(io)?
+        .map_err(Failure::Data)?;
     let mut configs = Vec::new();
     for (ci, config) in plan.iter().enumerate() {
         let mut splits = Vec::new();

@@ -251,11 +251,7 @@ pub async fn put_file(
     let id = path.into_inner();
     let file = RepoPath::parse(&q.path)?;
     let j = held(&state, id, claim).await?;
-    let size: u64 = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+    let size: u64 = crate::routes::body::content_length(&req)
         .filter(|s| *s <= MAX_FILE_BYTES)
         .ok_or(WorkerReportError::JobFileSize(MAX_FILE_BYTES))?;
     let staged = state.storage.stage(payload, Some(size), None, true).await?;
