@@ -17,6 +17,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("chat_template", chat_template),
     ("tool_calls", tool_calls),
     ("forced_schema", forced_schema),
+    ("finetune_data", finetune_data),
 ];
 
 /// The messages a template is rendered over when the input carries none: a system
@@ -142,5 +143,23 @@ pub fn forced_schema(data: &[u8]) {
     let only = (*pick % 2 == 1).then_some("get_weather");
     if let Some(schema) = tools::forced_call_schema(&text, only) {
         serde_json::from_str::<serde_json::Value>(&schema).expect("the schema is JSON");
+    }
+}
+
+/// A fine-tuning job's split file (tenant data from a dataset repo) through the
+/// worker's reader with its size bound, then the label set and class ids: the first
+/// byte picks `.csv`, `.jsonl` or `.json` (its value mod 3), the rest is the file,
+/// read with the columns `text` and `label`.
+pub fn finetune_data(data: &[u8]) {
+    use crate::finetune::data;
+    let Some((pick, file)) = data.split_first() else {
+        return;
+    };
+    let name = ["train.csv", "train.jsonl", "train.json"][usize::from(*pick) % 3];
+    let Ok(examples) = data::parse(name, file, "text", "label") else {
+        return;
+    };
+    if let Ok(labels) = data::label_names(&examples) {
+        let _ = data::class_ids(&examples, &labels);
     }
 }
