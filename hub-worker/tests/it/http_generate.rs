@@ -187,34 +187,60 @@ async fn completions_stream_equals_non_stream_and_reference() {
                 "/models/gemma/v1/completions",
                 // The reference's own prompt ids: with and without BOS alike.
                 json!({"prompt": case["prompt_tokens"], "max_tokens": case["n_predict"],
-                       "temperature": 0, "ignore_eos": true, "logprobs": 1}),
+                       "temperature": 0, "ignore_eos": true, "logprobs": 2}),
             )
             .await;
             assert_eq!(status, StatusCode::OK, "{text}");
             let v: Value = serde_json::from_str(&text).unwrap();
-            // Token for token with llama.cpp's own server, except where the reference's
-            // two best tokens are nearly tied (a different llama.cpp commit and batch
-            // path may flip those): the first difference must be at such a step.
+            // Token for token with llama.cpp's own server, except at a step where both
+            // sides see a near-tie between the same two tokens: llama.cpp's kernels
+            // differ by CPU class (AVX2, AVX-512, AMX) and commit, and the float order of
+            // a dot product may flip such a choice. So the first difference must be a
+            // step where our second choice is the reference's token and the two sides
+            // disagree on the gap between those two tokens by less than 0.6 nats (the
+            // reference's margin plus ours). Seen: 0.038 + 0.215 on an AVX2 EPYC, and a
+            // reference margin of 0.213 in CI on another CPU. A real bug (template, BOS,
+            // RoPE, cache reuse) breaks at the first tokens by whole nats.
             let want = case["text"].as_str().unwrap();
+            let lp = &v["choices"][0]["logprobs"];
+            let tokens: Vec<&str> = lp["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
             let mut seen = String::new();
-            let tokens = v["choices"][0]["logprobs"]["tokens"].as_array().unwrap();
             let diverged = tokens.iter().position(|t| {
-                seen.push_str(t.as_str().unwrap());
+                seen.push_str(t);
                 !want.starts_with(&seen)
             });
             if let Some(at) = diverged {
                 let top2 = &case["top2"][at];
-                let margin = top2[0][1].as_f64().unwrap() - top2[1][1].as_f64().unwrap();
+                let ref_margin = top2[0][1].as_f64().unwrap() - top2[1][1].as_f64().unwrap();
+                let before: usize = tokens[..at].iter().map(|t| t.len()).sum();
+                let rest = &want[before..];
+                let chosen_lp = lp["token_logprobs"][at].as_f64().unwrap();
+                // Our own second choice at that step, when it is the reference's token.
+                let ours = lp["top_logprobs"][at].as_object().unwrap();
+                let ref_choice = ours
+                    .iter()
+                    .filter(|(t, _)| t.as_str() != tokens[at] && rest.starts_with(t.as_str()))
+                    .map(|(_, l)| l.as_f64().unwrap())
+                    .next();
+                let our_margin = ref_choice.map(|l| chosen_lp - l);
                 assert!(
-                    margin < 0.15,
-                    "prompt {}: differs from llama.cpp at token {at} where its margin is \
-                     {margin:.3}: {:?} vs {want:?}",
+                    our_margin.is_some_and(|m| ref_margin + m < 0.6),
+                    "prompt {}: differs from llama.cpp at token {at} where the reference's \
+                     margin is {ref_margin:.3} and ours over the reference's token is \
+                     {our_margin:?} (our top 2 {ours:?}): {:?} vs {want:?}",
                     case["prompt"],
                     v["choices"][0]["text"]
                 );
                 eprintln!(
-                    "prompt {}: equal to llama.cpp for {at} tokens, then a near-tie ({margin:.3})",
-                    case["prompt"]
+                    "prompt {}: equal to llama.cpp for {at} tokens, then a two-sided near-tie \
+                     (reference {ref_margin:.3}, ours {:.3})",
+                    case["prompt"],
+                    our_margin.unwrap()
                 );
             }
         }
