@@ -42,6 +42,8 @@ struct Args {
     requests: usize,
     concurrency: Vec<usize>,
     nginx: bool,
+    /// The hub's process id: its CPU time per gateway call is reported.
+    hub_pid: Option<u32>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -49,6 +51,7 @@ fn args() -> anyhow::Result<Args> {
     let (mut hub, mut token, mut psql) = (None, None, None);
     let (mut requests, mut concurrency) = (2000, vec![1, 16]);
     let mut nginx = false;
+    let mut hub_pid = None;
     while let Some(flag) = it.next() {
         if flag == "--nginx" {
             nginx = true;
@@ -62,6 +65,7 @@ fn args() -> anyhow::Result<Args> {
             "--token" => token = Some(value),
             "--psql" => psql = Some(value.split_whitespace().map(str::to_string).collect()),
             "--requests" => requests = value.parse()?,
+            "--hub-pid" => hub_pid = Some(value.parse()?),
             "--concurrency" => {
                 concurrency = value
                     .split(',')
@@ -85,6 +89,7 @@ fn args() -> anyhow::Result<Args> {
         requests,
         concurrency,
         nginx,
+        hub_pid,
     })
 }
 
@@ -298,6 +303,41 @@ fn start_nginx(worker_port: u16) -> anyhow::Result<(Nginx, u16, std::path::PathB
     anyhow::bail!("nginx did not listen on {port}; see {dir}/error.log")
 }
 
+/// CPU time used so far by process `pid` (all its threads), in nanoseconds
+/// (`/proc/{pid}/task/*/schedstat`; 0 when unreadable).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time of `pid` and its direct children (nginx's master and workers).
+fn tree_cpu_ns(pid: u32) -> u64 {
+    let children: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // `pid (comm) state ppid ...`: the ppid is after the last ')'.
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .map(cpu_ns)
+        .sum();
+    cpu_ns(pid) + children
+}
+
 fn summary(xs: &mut [f64]) -> serde_json::Value {
     xs.sort_by(f64::total_cmp);
     serde_json::json!({
@@ -377,8 +417,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    let nginx_pid = nginx.as_ref().map(|(n, _, _)| n.0.id());
     for &conc in &args.concurrency {
+        let before = (args.hub_pid.map(cpu_ns), nginx_pid.map(tree_cpu_ns));
         let mut runs = local.block_on(&rt, measure(&targets, args.requests, conc))?;
+        // CPU per call of each proxy (the warm-up calls are in it too).
+        let calls = (runs[0].len() + 20) as f64;
+        let per_call = |b: Option<u64>, a: Option<u64>| {
+            b.zip(a)
+                .map(|(b, a)| round3(a.saturating_sub(b) as f64 / calls / 1000.0))
+        };
+        let hub_cpu_us = per_call(before.0, args.hub_pid.map(cpu_ns));
+        let nginx_cpu_us = per_call(before.1, nginx_pid.map(tree_cpu_ns));
         let sums: Vec<serde_json::Value> = runs.iter_mut().map(|r| summary(r)).collect();
         let (gs, ds) = (&sums[0], &sums[1]);
         let added = |over: &serde_json::Value, q: &str| {
@@ -399,6 +449,14 @@ fn main() -> anyhow::Result<()> {
             "added_p99_ms": p99,
             "client": "rust",
         });
+        if let Some(us) = hub_cpu_us {
+            println!("  * hub CPU per gateway call: **{us} µs**");
+            line["hub_cpu_us_per_call"] = us.into();
+        }
+        if let Some(us) = nginx_cpu_us {
+            println!("  * nginx CPU per proxied call: **{us} µs**");
+            line["nginx_cpu_us_per_call"] = us.into();
+        }
         if let Some(ns) = sums.get(2) {
             let (n50, n90, n99) = (added(ns, "p50"), added(ns, "p90"), added(ns, "p99"));
             println!(

@@ -166,7 +166,12 @@ pub struct Live {
     /// main one, which outlives the HTTP workers and runs the final flush), so a
     /// flush is never cancelled half-way with its HTTP worker.
     runtime: Option<tokio::runtime::Handle>,
-    pub client: reqwest::Client,
+    /// The HTTP client to workers, one per thread: a pooled connection's task
+    /// runs on the runtime that opened it, so a connection shared across the
+    /// HTTP workers' threads would wake another thread (a syscall and a
+    /// context switch) for every request and every body chunk; per thread,
+    /// the request and its connection stay on one runtime.
+    clients: thread_local::ThreadLocal<reqwest::Client>,
     /// The client's read timeout ([`WORKER_READ_TIMEOUT`] but in tests).
     read_timeout: Duration,
     /// Daily token quotas and today's totals per namespace.
@@ -198,13 +203,7 @@ impl Live {
             flush_scheduled: AtomicBool::new(false),
             flushing: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::try_current().ok(),
-            client: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .read_timeout(read_timeout)
-                .pool_idle_timeout(Duration::from_secs(30))
-                .tcp_nodelay(true)
-                .build()
-                .expect("http client"),
+            clients: thread_local::ThreadLocal::new(),
             read_timeout,
             quotas: TokenQuotas::default(),
             ready: Mutex::new(HashMap::new()),
@@ -265,6 +264,19 @@ async fn load_route(db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Option
 
 impl Live {
     /// How long a worker may stay silent before the gateway gives up on it.
+    /// This thread's client to workers.
+    fn client(&self) -> &reqwest::Client {
+        self.clients.get_or(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .read_timeout(self.read_timeout)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
+                .build()
+                .expect("http client")
+        })
+    }
+
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
     }
@@ -684,7 +696,7 @@ pub async fn proxy(
         let guard = state.live.enter(replica, counted);
         let mut fwd = state
             .live
-            .client
+            .client()
             .request(
                 reqwest::Method::from_bytes(req.method().as_str().as_bytes())
                     .map_err(|_| ApiError::InvalidRequest("unsupported method".into()))?,

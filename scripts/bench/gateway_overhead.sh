@@ -59,5 +59,5 @@ PSQL="$PSQL_BIN -h $HUB_WORK/hub/pg-run -U postgres -d paddock"
 if [ "$CLIENT" = python ]; then
   python3 scripts/bench/gateway_overhead.py --hub "$HUB_URL" --token "$TOKEN" --psql "$PSQL" ${PASS[@]+"${PASS[@]}"}
 else
-  "$LOADGEN" --hub "$HUB_URL" --token "$TOKEN" --psql "$PSQL" ${PASS[@]+"${PASS[@]}"}
+  "$LOADGEN" --hub "$HUB_URL" --hub-pid "$HUB_PID" --token "$TOKEN" --psql "$PSQL" ${PASS[@]+"${PASS[@]}"}
 fi
