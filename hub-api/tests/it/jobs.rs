@@ -146,6 +146,12 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
             "learning_rate",
         ),
         (
+            with("hyperparameters", json!({"anchor_column": "q"})),
+            400,
+            "invalid_job",
+            "hyperparameters.anchor_column must be left out",
+        ),
+        (
             with("hyperparameters", json!({"batch_size": 1.5})),
             400,
             "invalid_request",
@@ -258,6 +264,10 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
     assert_eq!(job["dataset"]["test_files"], json!(["test.csv"]));
     assert_eq!(job["hyperparameters"]["epochs"], 1);
     assert_eq!(job["hyperparameters"]["learning_rate"], 5e-5);
+    assert!(
+        job["hyperparameters"].get("anchor_column").is_none(),
+        "{job}"
+    );
     let (st, _) = req(
         &a,
         &f.alice,
@@ -265,6 +275,24 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
     )
     .await;
     assert_eq!(st, 200);
+
+    // A sentence-embedding job: its pair columns are stored with their defaults.
+    let mut emb = job_body();
+    emb["task"] = json!("sentence-embedding");
+    emb["output_repo"] = json!("alice/bert-pairs");
+    emb["hyperparameters"] = json!({"positive_column": "answer"});
+    let (st, job) = post_job(&a, &f.alice, "alice", emb.clone()).await;
+    assert_eq!(st, 201, "{job}");
+    assert_eq!(job["task"], "sentence-embedding");
+    assert_eq!(job["hyperparameters"]["anchor_column"], "anchor");
+    assert_eq!(job["hyperparameters"]["positive_column"], "answer");
+    emb["hyperparameters"] = json!({"anchor_column": "answer", "positive_column": "answer"});
+    let (st, v) = post_job(&a, &f.alice, "alice", emb).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("invalid_job")), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("positive_column"),
+        "{v}"
+    );
 }
 
 /// The runner's side: claim, progress, files, finish.
@@ -686,6 +714,44 @@ async fn a_finished_job_commits_its_files_to_the_output_repo() {
     assert_eq!(
         got["deploy"],
         json!({"repository": "alice/bert-reviews", "revision": commit, "task": "text-classification"})
+    );
+    // A sentence encoder deploys as feature extraction, module configs in folders.
+    let mut emb = job_body();
+    emb["task"] = json!("sentence-embedding");
+    emb["output_repo"] = json!("alice/bert-pairs");
+    let (_, ejob) = post_job(&a, &f.alice, "alice", emb).await;
+    let espec = runner.claim().await;
+    assert_eq!(espec["job_id"], ejob["id"]);
+    assert_eq!(espec["task"], "sentence-embedding");
+    assert_eq!(espec["hyperparameters"]["anchor_column"], "anchor");
+    let pooling = br#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#;
+    assert_eq!(runner.put(&espec, "model.safetensors", &weights).await, 200);
+    assert_eq!(
+        runner.put(&espec, "1_Pooling/config.json", pooling).await,
+        200
+    );
+    let (_, v) = runner
+        .finish(
+            &espec,
+            json!({"outcome": "succeeded", "cpu_seconds": 2,
+                               "files": ["model.safetensors", "1_Pooling/config.json"]}),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!(
+            "/api/v1/jobs/alice/{}",
+            ejob["id"].as_str().unwrap()
+        )),
+    )
+    .await;
+    assert_eq!(got["deploy"]["task"], "feature-extraction", "{got}");
+    let paths = tree_paths(&a, "/api/models/alice/bert-pairs/tree/main?recursive=true").await;
+    assert!(
+        paths.contains(&"1_Pooling/config.json".to_string()),
+        "{paths:?}"
     );
     let paths = tree_paths(&a, "/api/models/alice/bert-reviews/tree/main").await;
     for p in ["README.md", "config.json", "model.safetensors"] {
