@@ -206,6 +206,15 @@ fn rows(v: &Value) -> Vec<(String, String)> {
     out
 }
 
+/// The column hyperparameters a job of `task` does not read.
+fn other_task_columns(task: &str) -> &'static [&'static str] {
+    match JobTask::parse(task) {
+        Ok(JobTask::SentenceEmbedding) => &["text_column", "label_column"],
+        Ok(JobTask::TextClassification) => &["anchor_column", "positive_column"],
+        Err(_) => &[],
+    }
+}
+
 /// `GET /jobs/{ns}/{id}`.
 pub async fn job(state: web::Data<AppState>, req: HttpRequest) -> PageResult<HttpResponse> {
     let (auth, _) = viewer(&req).await?;
@@ -241,7 +250,10 @@ pub async fn job(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
         l: Layout::new(&state, &req, Some(p)),
         train_files: j.train_files.join(", "),
         test_files: j.test_files.join(", "),
-        hyperparameters: rows(&j.hyperparameters),
+        hyperparameters: rows(&j.hyperparameters)
+            .into_iter()
+            .filter(|(k, _)| !other_task_columns(&j.task).contains(&k.as_str()))
+            .collect(),
         metrics: rows(&j.metrics),
         last_seq: logs.last().map(|l| l.0).unwrap_or(0),
         logs: logs

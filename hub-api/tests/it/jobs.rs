@@ -868,6 +868,10 @@ async fn job_pages_show_state_logs_cancel_and_deploy() {
         "a writer may cancel a queued job"
     );
     assert!(p.contains("anchor_column") && p.contains("positive"), "{p}");
+    assert!(
+        !p.contains("label_column"),
+        "only the columns the task reads"
+    );
     assert!(!p.contains("data-job-deploy"));
     // A reader sees the job but no Cancel; an outsider gets the missing job's 404.
     let (_, bob_page) = html(&a, &f.bob, &page).await;
