@@ -148,10 +148,13 @@ pub fn to_json(j: &db::jobs::JobRow) -> Value {
     });
     if let (Some(commit), "succeeded") = (&j.output_commit, j.state.as_str()) {
         // The body of `POST /api/v1/endpoints/{ns}` that serves the result.
+        let task = hub_types::jobs::JobTask::parse(&j.task)
+            .map(|t| t.endpoint_task().as_str())
+            .unwrap_or(j.task.as_str());
         v["deploy"] = json!({
             "repository": j.output_repo,
             "revision": commit,
-            "task": j.task,
+            "task": task,
         });
     }
     v

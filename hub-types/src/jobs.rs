@@ -19,11 +19,17 @@ pub enum JobTask {
     /// A sequence-classification head on a BERT encoder, trained with the encoder
     /// (cross-entropy on the dataset's `label` column).
     TextClassification,
+    /// A BERT sentence encoder (mean pooling, L2 normalisation, as
+    /// sentence-transformers' all-MiniLM models) trained on `anchor`/`positive`
+    /// sentence pairs with MultipleNegativesRankingLoss (in-batch negatives).
+    SentenceEmbedding,
 }
 
 /// A task name no job runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task {0:?} is not supported by fine-tuning jobs (text-classification)")]
+#[error(
+    "task {0:?} is not supported by fine-tuning jobs (text-classification, sentence-embedding)"
+)]
 pub struct UnknownJobTask(pub String);
 
 impl JobTask {
@@ -31,6 +37,15 @@ impl JobTask {
     pub const fn as_str(self) -> &'static str {
         match self {
             JobTask::TextClassification => "text-classification",
+            JobTask::SentenceEmbedding => "sentence-embedding",
+        }
+    }
+
+    /// The endpoint task that serves the result (`POST /api/v1/endpoints/{ns}`).
+    pub const fn endpoint_task(self) -> crate::Task {
+        match self {
+            JobTask::TextClassification => crate::Task::TextClassification,
+            JobTask::SentenceEmbedding => crate::Task::FeatureExtraction,
         }
     }
 
@@ -38,6 +53,7 @@ impl JobTask {
     pub fn parse(s: &str) -> Result<JobTask, UnknownJobTask> {
         match s {
             "text-classification" => Ok(JobTask::TextClassification),
+            "sentence-embedding" => Ok(JobTask::SentenceEmbedding),
             other => Err(UnknownJobTask(other.chars().take(64).collect())),
         }
     }
@@ -80,6 +96,14 @@ pub struct Hyperparameters {
     /// Column of the label (default `label`): strings or integers.
     #[serde(default = "d_label")]
     pub label_column: String,
+    /// `sentence-embedding` only: column of the anchor sentence (a query; default
+    /// `anchor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_column: Option<String>,
+    /// `sentence-embedding` only: column of the sentence that belongs with the
+    /// anchor (default `positive`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_column: Option<String>,
 }
 
 fn d_epochs() -> u32 {
@@ -122,6 +146,8 @@ impl Default for Hyperparameters {
             warmup_ratio: d_warmup(),
             text_column: d_text(),
             label_column: d_label(),
+            anchor_column: None,
+            positive_column: None,
         }
     }
 }
@@ -169,7 +195,55 @@ impl Hyperparameters {
                 "1-128 characters without control characters, other than text_column",
             );
         }
+        for (field, c) in [
+            ("anchor_column", &self.anchor_column),
+            ("positive_column", &self.positive_column),
+        ] {
+            if c.as_deref().is_some_and(|c| !column_ok(c)) {
+                return bad(field, "1-128 characters without control characters");
+            }
+        }
+        if self.anchor() == self.positive() {
+            return bad("positive_column", "a column other than anchor_column");
+        }
         Ok(())
+    }
+
+    /// Checks every bound and the fields that belong to `task`, and fills in the
+    /// task's column defaults, so the stored hyperparameters name every column the
+    /// job reads.
+    pub fn for_task(mut self, task: JobTask) -> Result<Hyperparameters, BadHyperparameter> {
+        self.check()?;
+        match task {
+            JobTask::TextClassification => {
+                for (field, c) in [
+                    ("anchor_column", &self.anchor_column),
+                    ("positive_column", &self.positive_column),
+                ] {
+                    if c.is_some() {
+                        return Err(BadHyperparameter {
+                            field,
+                            rule: "left out: it applies to sentence-embedding jobs",
+                        });
+                    }
+                }
+            }
+            JobTask::SentenceEmbedding => {
+                self.anchor_column = Some(self.anchor().to_string());
+                self.positive_column = Some(self.positive().to_string());
+            }
+        }
+        Ok(self)
+    }
+
+    /// The anchor column of a `sentence-embedding` job.
+    pub fn anchor(&self) -> &str {
+        self.anchor_column.as_deref().unwrap_or("anchor")
+    }
+
+    /// The positive column of a `sentence-embedding` job.
+    pub fn positive(&self) -> &str {
+        self.positive_column.as_deref().unwrap_or("positive")
     }
 }
 
@@ -340,6 +414,32 @@ mod tests {
         }
         assert!(serde_json::from_str::<Hyperparameters>(r#"{"epoch": 1}"#).is_err());
         assert!(serde_json::from_str::<Hyperparameters>(r#"{"epochs": 1.5}"#).is_err());
+        // Pair columns: filled in for sentence-embedding, refused for classification.
+        let h = Hyperparameters::default()
+            .for_task(JobTask::SentenceEmbedding)
+            .unwrap();
+        assert_eq!(
+            (h.anchor_column.as_deref(), h.positive_column.as_deref()),
+            (Some("anchor"), Some("positive"))
+        );
+        let h: Hyperparameters = serde_json::from_str(r#"{"anchor_column": "q"}"#).unwrap();
+        assert_eq!(
+            h.clone()
+                .for_task(JobTask::TextClassification)
+                .unwrap_err()
+                .field,
+            "anchor_column"
+        );
+        assert_eq!(
+            h.for_task(JobTask::SentenceEmbedding).unwrap().anchor(),
+            "q"
+        );
+        let h: Hyperparameters = serde_json::from_str(r#"{"positive_column": "anchor"}"#).unwrap();
+        assert_eq!(h.check().unwrap_err().field, "positive_column");
+        assert_eq!(
+            serde_json::to_value(Hyperparameters::default()).unwrap()["anchor_column"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
@@ -347,6 +447,14 @@ mod tests {
         assert_eq!(
             JobTask::parse("text-classification").unwrap(),
             JobTask::TextClassification
+        );
+        assert_eq!(
+            JobTask::parse("sentence-embedding").unwrap(),
+            JobTask::SentenceEmbedding
+        );
+        assert_eq!(
+            JobTask::SentenceEmbedding.endpoint_task(),
+            crate::Task::FeatureExtraction
         );
         assert!(JobTask::parse("translation").is_err());
     }

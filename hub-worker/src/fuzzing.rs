@@ -149,13 +149,19 @@ pub fn forced_schema(data: &[u8]) {
 /// A fine-tuning job's split file (tenant data from a dataset repo) through the
 /// worker's reader with its size bound, then the label set and class ids: the first
 /// byte picks `.csv`, `.jsonl` or `.json` (its value mod 3), the rest is the file,
-/// read with the columns `text` and `label`.
+/// read with the columns `text` and `label`, and read again as the sentence pairs of
+/// a sentence-embedding job (the same two columns as anchor and positive).
 pub fn finetune_data(data: &[u8]) {
     use crate::finetune::data;
     let Some((pick, file)) = data.split_first() else {
         return;
     };
     let name = ["train.csv", "train.jsonl", "train.json"][usize::from(*pick) % 3];
+    if let Ok(pairs) = data::parse_pairs(name, file, "text", "label") {
+        assert!(pairs
+            .iter()
+            .all(|p| !p.anchor.trim().is_empty() && !p.positive.trim().is_empty()));
+    }
     let Ok(examples) = data::parse(name, file, "text", "label") else {
         return;
     };

@@ -634,6 +634,75 @@ test('an encoder endpoint charts its prompt tokens, and zero completion tokens',
   assert.equal(await page.$('#chat'), null, 'encoders keep the task playground');
 });
 
+test('fine-tuning jobs: queue one from the form, watch it succeed, Deploy; cancel a running one', { timeout: 900_000 }, async () => {
+  // A tiny sentence-pair dataset (the MiniLM repo comes from the playground test).
+  const ds = `e2e-pairs-${Date.now()}`;
+  assert.equal((await hubApi('POST', '/api/repos/create', { name: ds, type: 'dataset' })).status, 200);
+  const pairs = (names) => 'anchor,positive\n' + names.map((n, i) => `who owns ${n}?,The ${n} service is owned by team ${i}.`).join('\n') + '\n';
+  const lines = [JSON.stringify({ key: 'header', value: { summary: 'pairs' } })];
+  for (const [p, c] of [['train.csv', pairs(['kestrel', 'marlin', 'juniper', 'tundra', 'quokka', 'zephyr', 'basalt', 'cobalt'])],
+    ['test.csv', pairs(['saffron', 'wombat', 'lantern', 'obsidian'])]]) {
+    lines.push(JSON.stringify({ key: 'file', value: { path: p, content: Buffer.from(c).toString('base64'), encoding: 'base64' } }));
+  }
+  const c = await fetch(`${HUB}/api/datasets/${USER}/${ds}/commit/main`, {
+    method: 'POST', headers: { Authorization: `Bearer ${TOKEN}`, 'Content-Type': 'application/x-ndjson' }, body: lines.join('\n') + '\n',
+  });
+  assert.equal(c.status, 200, await c.text());
+
+  await page.goto(`${HUB}/jobs`);
+  await page.click('text=New job');
+  await page.waitForURL(/\/jobs\/new/);
+  await page.selectOption('#job-task', 'sentence-embedding');
+  await page.fill('#job-base', `${USER}/minilm`);
+  await page.fill('#job-dataset', `${USER}/${ds}`);
+  await page.fill('#job-output', `${USER}/e2e-tuned`);
+  await page.fill('#job-epochs', '0');
+  await page.click('form[data-form="new-job"] button[type=submit]');
+  // The API's refusal, next to the hyperparameters.
+  await page.waitForSelector('#err-hyperparameters:not([hidden])');
+  assert.match(await page.textContent('#err-hyperparameters'), /hyperparameters\.epochs/);
+  await shot('job-new-error');
+  // One optimizer step: 8 pairs in a batch of 8.
+  await page.fill('#job-epochs', '1');
+  await page.fill('#job-batch', '8');
+  await page.fill('#job-seq', '16');
+  await page.click('form[data-form="new-job"] button[type=submit]');
+  await page.waitForURL(new RegExp(`/jobs/${USER}/[0-9a-f-]{36}$`));
+  const jobUrl = page.url();
+  assert.match(await page.textContent('#job-state'), /queued|running|succeeded/);
+  // The page follows the job without a reload, then shows the result.
+  await page.waitForSelector('#job-state.status-succeeded', { timeout: 600_000 });
+  await page.waitForSelector('[data-job-deploy]');
+  assert.match(await page.textContent('#job-metrics'), /test_accuracy_at_1/);
+  assert.match(await page.textContent('#job-logs'), /untuned: test accuracy@1/);
+  assert.match(await page.textContent('#job-steps'), /1\/1 steps/);
+  assert.equal(await page.$('[data-job-cancel]'), null, 'an ended job has no Cancel button');
+  await shot('job-succeeded');
+  await page.click('[data-job-deploy]');
+  await page.waitForURL(/\/inference\/new\?repo=/);
+  assert.equal(await page.inputValue('#repository'), `${USER}/e2e-tuned`);
+  assert.equal(await page.inputValue('#ep-task'), 'feature-extraction', 'the job\'s endpoint task is preselected');
+
+  // A long job (created through the API), watched running and cancelled from its page.
+  const r = await hubApi('POST', `/api/v1/jobs/${USER}`, {
+    task: 'sentence-embedding', base_model: `${USER}/minilm`, dataset: `${USER}/${ds}`, output_repo: `${USER}/e2e-tuned-long`,
+    hyperparameters: { epochs: 50, batch_size: 2, max_seq_length: 16 },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.data));
+  await page.goto(`${HUB}/jobs/${USER}/${r.data.id}`);
+  await page.waitForSelector('#job-state.status-running', { timeout: 120_000 });
+  await page.locator('#job-logs span', { hasText: /untuned/ }).waitFor({ timeout: 120_000 });
+  await shot('job-running');
+  await page.click('[data-job-cancel]'); // the confirm() is accepted by the page's dialog handler
+  await page.waitForSelector('#job-state.status-cancelled', { timeout: 60_000 });
+  assert.match(await page.textContent('#job-error'), /cancelled/);
+  // The list shows both jobs with their states.
+  await page.goto(`${HUB}/jobs/${USER}`);
+  assert.match(await page.textContent(`tr[data-job="${r.data.id}"]`), /cancelled/);
+  assert.match(await page.textContent(`tr[data-job="${jobUrl.split('/').pop()}"]`), /succeeded/);
+  await shot('jobs');
+});
+
 const NO_GEMMA = !GEMMA && 'PADDOCK_GEMMA_GGUF is not set (the Gemma-3-270M GGUF fixture)';
 
 test('chat with a text-generation endpoint: the reply streams in, usage shows, Stop aborts', { timeout: 900_000, skip: NO_GEMMA }, async () => {

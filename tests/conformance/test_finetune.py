@@ -3,8 +3,15 @@ and a labelled dataset made by scripts/finetune/make-dataset.py are pushed with
 huggingface_hub; a text-classification job runs on the hub's in-process worker
 (candle, on the CPU); the tuned model must beat its untuned head on the test split
 by a margin; it deploys with the endpoint API and answers with the new labels.
+A sentence-embedding job on the pairs of scripts/finetune/make-pairs.py must beat
+the untuned encoder's retrieval by a margin, and its feature-extraction endpoint
+must answer with the tuned model's embeddings; datasets without the pair columns
+or without rows fail with the reason and commit nothing.
 Also: cancelling a running job and the wall-time limit, with the real worker."""
 
+import csv
+import json
+import math
 import os
 import pathlib
 import subprocess
@@ -53,6 +60,115 @@ def repos(alice, tmp_path_factory):
     return base, ds
 
 
+@pytest.fixture(scope="module")
+def pairs(repos, alice, tmp_path_factory):
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    data = tmp_path_factory.mktemp("pairs")
+    subprocess.run([sys.executable, str(ROOT / "scripts/finetune/make-pairs.py"), str(data)], check=True)
+    ds = api.create_repo("alice/system-questions", repo_type="dataset", exist_ok=True).repo_id
+    api.upload_folder(repo_id=ds, repo_type="dataset", folder_path=str(data), commit_message="system questions")
+    with open(data / "test.csv", newline="") as f:
+        test = [(r["anchor"], r["positive"]) for r in csv.DictReader(f)]
+    return repos[0], ds, test
+
+
+def embeddings(name, texts):
+    r = httpx.post(f"{ENDPOINT}/endpoints/alice/{name}/v1/embeddings",
+                   json={"input": texts, "model": name}, timeout=120)
+    assert r.status_code == 200, r.text
+    return [d["embedding"] for d in sorted(r.json()["data"], key=lambda d: d["index"])]
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_sentence_embedding_beats_the_untuned_encoder_and_serves_its_embeddings(alice, pairs):
+    base, ds, test = pairs
+    r = v1("POST", "/jobs/alice", alice, json={
+        "task": "sentence-embedding", "base_model": base, "dataset": ds,
+        "output_repo": "alice/minilm-systems", "hyperparameters": {**HYPER, "learning_rate": 2e-4}, "max_wall_seconds": 1800,
+    })
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["hyperparameters"]["anchor_column"] == "anchor", job
+    assert job["hyperparameters"]["positive_column"] == "positive", job
+    done = wait_job("alice", job["id"], alice, {"succeeded", "failed", "cancelled"}, timeout=1500)
+    assert done["state"] == "succeeded", done
+    m = done["metrics"]
+    print("sentence-embedding metrics:", m)
+    assert m["test_accuracy_at_1"] >= m["untuned_test_accuracy_at_1"] + MARGIN, m
+    assert m["test_mrr"] >= m["untuned_test_mrr"] + 0.2, m
+    # 256 pairs, batch 16, 1 epoch.
+    assert done["progress"]["step"] == done["progress"]["total_steps"] == 16
+
+    # The base model's layout, and a card with the provenance and the retrieval numbers.
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    files = set(api.list_repo_files("alice/minilm-systems"))
+    want = {"model.safetensors", "config.json", "tokenizer.json", "modules.json", "sentence_bert_config.json",
+            "1_Pooling/config.json", "README.md"}
+    assert want <= files, files
+    with open(api.hf_hub_download("alice/minilm-systems", "modules.json")) as f:
+        assert [x["type"].rsplit(".", 1)[1] for x in json.load(f)] == ["Transformer", "Pooling", "Normalize"]
+    card = open(api.hf_hub_download("alice/minilm-systems", "README.md")).read()
+    for needle in (base, done["base_model"]["revision"], ds, done["dataset"]["revision"], "accuracy@1", "MRR",
+                   "MultipleNegativesRankingLoss", "learning_rate"):
+        assert needle in card, needle
+    assert api.model_info("alice/minilm-systems").pipeline_tag == "sentence-similarity"
+
+    # Deployed with the job's body, the endpoint serves the tuned model: its pair
+    # similarities and its retrieval are the ones the job measured, far above the base's.
+    assert done["deploy"]["task"] == "feature-extraction", done["deploy"]
+    r = v1("POST", "/endpoints/alice", alice, json={"name": "systems", "access": "public", **done["deploy"]})
+    assert r.status_code == 201, r.text
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        ep = v1("GET", "/endpoints/alice/systems", alice).json()
+        if ep["status"] in ("running", "failed"):
+            break
+        time.sleep(0.5)
+    assert ep["status"] == "running", ep
+    anchors = embeddings("systems", [a for a, _ in test])
+    positives = embeddings("systems", [p for _, p in test])
+    pair = sum(cosine(a, p) for a, p in zip(anchors, positives)) / len(test)
+    assert abs(pair - m["test_pair_cosine"]) < 0.01, (pair, m)
+    assert pair > m["untuned_test_pair_cosine"] + 0.1, (pair, m)
+    top1 = sum(
+        all(cosine(a, other) < cosine(a, positives[i]) for j, other in enumerate(positives) if j != i)
+        for i, a in enumerate(anchors)
+    ) / len(test)
+    assert abs(top1 - m["test_accuracy_at_1"]) < 0.05, (top1, m)
+    assert v1("DELETE", "/endpoints/alice/systems", alice).status_code == 200
+
+
+def test_a_bad_pair_dataset_fails_the_job_and_commits_nothing(alice, pairs, tmp_path):
+    base = pairs[0]
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    cases = [
+        ("alice/pairs-wrong-columns", "query,answer\nwho owns kestrel?,the data team\n", 'no column "anchor"'),
+        ("alice/pairs-empty", "anchor,positive\n", "the train split has no rows"),
+    ]
+    for repo, train, needle in cases:
+        folder = tmp_path / repo.split("/")[1]
+        folder.mkdir()
+        (folder / "train.csv").write_text(train)
+        (folder / "test.csv").write_text("anchor,positive\nwho owns kestrel?,the data team\n")
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=str(folder))
+        out = repo.replace("pairs-", "tuned-")
+        r = v1("POST", "/jobs/alice", alice, json={
+            "task": "sentence-embedding", "base_model": base, "dataset": repo, "output_repo": out,
+        })
+        assert r.status_code == 201, r.text
+        done = wait_job("alice", r.json()["id"], alice, {"succeeded", "failed", "cancelled"}, timeout=120)
+        assert done["state"] == "failed", done
+        assert needle in done["error"] and "train" in done["error"], done
+        assert done["output_commit"] is None
+        # The output repo holds only the commit that created it.
+        assert len(api.list_repo_commits(out)) == 1, api.list_repo_commits(out)
+        assert "model.safetensors" not in api.list_repo_files(out)
+
+
 def test_fine_tune_beats_the_untuned_head_and_deploys(alice, bob, repos):
     base, ds = repos
     r = v1("POST", "/jobs/alice", alice, json={
@@ -81,7 +197,6 @@ def test_fine_tune_beats_the_untuned_head_and_deploys(alice, bob, repos):
     files = set(api.list_repo_files("alice/minilm-intents"))
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= files, files
     cfg = api.hf_hub_download("alice/minilm-intents", "config.json")
-    import json
     with open(cfg) as f:
         cfg = json.load(f)
     assert cfg["id2label"] == {"0": "complaint", "1": "praise", "2": "question"}

@@ -339,6 +339,32 @@
     location.href = '/inference/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name);
   };
 
+  // Queue a fine-tuning job.
+  handlers['new-job'] = async function (form) {
+    var ns = form.namespace.value;
+    var need = { base_model: 'Which model should it start from?', dataset: 'Which dataset should it train on?',
+      output_repo: 'Name the model repo the result goes to.' };
+    for (var k in need) { if (!form[k].value.trim()) return showError(form, k, need[k]); }
+    var num = function (name, parse) { var v = form[name].value; return v === '' ? undefined : parse(v); };
+    var body = {
+      task: form.task.value, base_model: form.base_model.value.trim(), dataset: form.dataset.value.trim(),
+      output_repo: form.output_repo.value.trim(),
+      hyperparameters: {
+        epochs: num('epochs', Number), learning_rate: num('learning_rate', Number),
+        batch_size: num('batch_size', Number), max_seq_length: num('max_seq_length', Number)
+      },
+      max_wall_seconds: num('max_wall_seconds', Number)
+    };
+    if (form.base_revision.value.trim()) body.base_revision = form.base_revision.value.trim();
+    if (form.dataset_revision.value.trim()) body.dataset_revision = form.dataset_revision.value.trim();
+    var res = await api('POST', '/api/v1/jobs/' + encodeURIComponent(ns), body);
+    if (!res.ok) {
+      return showError(form, fieldFor(res, { 'hyperparameters': 'hyperparameters', 'max_wall_seconds': 'hyperparameters',
+        'output_repo': 'output_repo', 'base_model': 'base_model', 'dataset': 'dataset', 'task': 'task' }), errorMessage(res));
+    }
+    location.href = '/jobs/' + encodeURIComponent(ns) + '/' + encodeURIComponent(res.data.id);
+  };
+
   document.addEventListener('submit', function (ev) {
     var form = ev.target;
     var h = handlers[form.getAttribute('data-form')];

@@ -41,6 +41,11 @@ const ASSETS: &[Asset] = &[
         bytes: include_bytes!("../../../web/static/endpoints.js"),
     },
     Asset {
+        name: "jobs.js",
+        mime: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../../web/static/jobs.js"),
+    },
+    Asset {
         name: "chat.js",
         mime: "text/javascript; charset=utf-8",
         bytes: include_bytes!("../../../web/static/chat.js"),
@@ -61,6 +66,7 @@ pub struct Urls {
     pub upload_js: String,
     pub endpoints_js: String,
     pub chat_js: String,
+    pub jobs_js: String,
     pub favicon: String,
 }
 
@@ -86,6 +92,7 @@ pub fn urls() -> &'static Urls {
         upload_js: url("upload.js"),
         endpoints_js: url("endpoints.js"),
         chat_js: url("chat.js"),
+        jobs_js: url("jobs.js"),
         favicon: url("favicon.svg"),
     })
 }

@@ -1,6 +1,6 @@
 //! Endpoint pages: the list with live status (`/inference`, `/inference/{ns}`;
 //! `endpoints.js` polls `GET /api/v1/endpoints/{ns}`), the deploy form
-//! (`/inference/new?repo=`, posting to `POST /api/v1/endpoints/{ns}`), and an
+//! (`/inference/new?repo=&task=`, posting to `POST /api/v1/endpoints/{ns}`), and an
 //! endpoint's page (`/inference/{ns}/{name}`): status history, a playground
 //! calling the gateway (a streaming chat for `text-generation`, `chat.js`),
 //! client snippets and usage charts (inline SVG from the same data as
@@ -58,7 +58,7 @@ pub struct ListPage {
 /// `GET /api/v1/endpoints/{ns}` checks it), else their own and their orgs'
 /// where `Action::ReadEndpoints` allows it (a token restricted to other
 /// namespaces, or without the read or inference scope, sees none there).
-async fn member_namespaces(
+pub(super) async fn member_namespaces(
     state: &AppState,
     auth: &crate::auth::Auth,
     p: &crate::auth::Principal,
@@ -125,10 +125,14 @@ pub async fn deploy(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
     let Some(p) = auth.principal() else {
         return Ok(to_login(&req));
     };
-    let repository = url::form_urlencoded::parse(req.query_string().as_bytes())
-        .find(|(k, _)| k == "repo")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let arg = |name: &str| {
+        url::form_urlencoded::parse(req.query_string().as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let repository = arg("repo").unwrap_or_default();
+    // A task the link asks for (a fine-tuning job's deploy link) wins over the guess.
+    let asked = arg("task").filter(|t| SUPPORTED_TASKS.contains(&t.as_str()));
     let mut task = None;
     let mut branches = vec![crate::registry::DEFAULT_BRANCH.to_string()];
     let mut name = String::new();
@@ -142,7 +146,9 @@ pub async fn deploy(state: web::Data<AppState>, req: HttpRequest) -> PageResult<
         )
         .await?;
         let archs: Vec<String> = Vec::new();
-        task = crate::endpoints::choose_task(None, ctx.repo.pipeline_tag.as_deref(), &archs).ok();
+        task = asked.clone().or_else(|| {
+            crate::endpoints::choose_task(None, ctx.repo.pipeline_tag.as_deref(), &archs).ok()
+        });
         branches = db::refs::list(&state.db, ctx.repo.id)
             .await?
             .into_iter()

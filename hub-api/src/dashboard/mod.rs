@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod history;
 pub mod home;
+pub mod jobs;
 pub mod markdown;
 pub mod orgs;
 pub mod repo;

@@ -18,6 +18,8 @@ pub const RESERVED_NAMES: &[&str] = &[
     "endpoints",
     // The dashboard's endpoint pages live under /inference.
     "inference",
+    // ... and its fine-tuning job pages under /jobs.
+    "jobs",
     "settings",
     "login",
     "logout",

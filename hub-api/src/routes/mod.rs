@@ -737,6 +737,10 @@ fn dashboard(r: &mut impl RouteSink) {
     page(one("/inference/new"), on(GET, endpoints::deploy));
     page(one("/inference/{ns}"), on(GET, endpoints::list));
     page(one("/inference/{ns}/{name}"), on(GET, endpoints::endpoint));
+    page(one("/jobs"), on(GET, jobs::list));
+    page(one("/jobs/new"), on(GET, jobs::new_job));
+    page(one("/jobs/{ns}"), on(GET, jobs::list));
+    page(one("/jobs/{ns}/{id}"), on(GET, jobs::job));
     page(web_paths(""), on(GET, repo::card));
     page(web_paths("/tree"), on(GET, blob::pick_revision));
     page(web_paths("/tree/{rev}"), on(GET, blob::tree));

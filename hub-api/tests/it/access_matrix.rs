@@ -631,6 +631,10 @@ fn rows(
         row(get.clone(), "/inference/new", MemberPage(200), |_| format!("/inference/new?repo=acme/{MARK}")),
         row(get.clone(), "/inference/{ns}", MemberPage(200), |_| "/inference/acme".into()),
         row(get.clone(), "/inference/{ns}/{name}", MemberPage(200), |_| format!("/inference/acme/{MARK}-ep")),
+        row(get.clone(), "/jobs", SignedInPage(200), |_| "/jobs".into()),
+        row(get.clone(), "/jobs/new", SignedInPage(200), |_| "/jobs/new?ns=acme".into()),
+        row(get.clone(), "/jobs/{ns}", MemberPage(200), |_| "/jobs/acme".into()),
+        row(get.clone(), "/jobs/{ns}/{id}", MemberPage(200), |_| format!("/jobs/acme/{}", job_id(ACTORS.len()))),
         row(get.clone(), "/{ns}/{name}", RepoRead(200), |_| P.into()),
         // Only a redirect to `tree/{rev}`: nothing is looked up.
         row(get.clone(), "/{ns}/{name}/tree", Public(302), |_| format!("{P}/tree?rev=dev")),

@@ -146,6 +146,12 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
             "learning_rate",
         ),
         (
+            with("hyperparameters", json!({"anchor_column": "q"})),
+            400,
+            "invalid_job",
+            "hyperparameters.anchor_column must be left out",
+        ),
+        (
             with("hyperparameters", json!({"batch_size": 1.5})),
             400,
             "invalid_request",
@@ -258,6 +264,10 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
     assert_eq!(job["dataset"]["test_files"], json!(["test.csv"]));
     assert_eq!(job["hyperparameters"]["epochs"], 1);
     assert_eq!(job["hyperparameters"]["learning_rate"], 5e-5);
+    assert!(
+        job["hyperparameters"].get("anchor_column").is_none(),
+        "{job}"
+    );
     let (st, _) = req(
         &a,
         &f.alice,
@@ -265,6 +275,24 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
     )
     .await;
     assert_eq!(st, 200);
+
+    // A sentence-embedding job: its pair columns are stored with their defaults.
+    let mut emb = job_body();
+    emb["task"] = json!("sentence-embedding");
+    emb["output_repo"] = json!("alice/bert-pairs");
+    emb["hyperparameters"] = json!({"positive_column": "answer"});
+    let (st, job) = post_job(&a, &f.alice, "alice", emb.clone()).await;
+    assert_eq!(st, 201, "{job}");
+    assert_eq!(job["task"], "sentence-embedding");
+    assert_eq!(job["hyperparameters"]["anchor_column"], "anchor");
+    assert_eq!(job["hyperparameters"]["positive_column"], "answer");
+    emb["hyperparameters"] = json!({"anchor_column": "answer", "positive_column": "answer"});
+    let (st, v) = post_job(&a, &f.alice, "alice", emb).await;
+    assert_eq!((st, v["code"].as_str()), (400, Some("invalid_job")), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("positive_column"),
+        "{v}"
+    );
 }
 
 /// The runner's side: claim, progress, files, finish.
@@ -687,6 +715,44 @@ async fn a_finished_job_commits_its_files_to_the_output_repo() {
         got["deploy"],
         json!({"repository": "alice/bert-reviews", "revision": commit, "task": "text-classification"})
     );
+    // A sentence encoder deploys as feature extraction, module configs in folders.
+    let mut emb = job_body();
+    emb["task"] = json!("sentence-embedding");
+    emb["output_repo"] = json!("alice/bert-pairs");
+    let (_, ejob) = post_job(&a, &f.alice, "alice", emb).await;
+    let espec = runner.claim().await;
+    assert_eq!(espec["job_id"], ejob["id"]);
+    assert_eq!(espec["task"], "sentence-embedding");
+    assert_eq!(espec["hyperparameters"]["anchor_column"], "anchor");
+    let pooling = br#"{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}"#;
+    assert_eq!(runner.put(&espec, "model.safetensors", &weights).await, 200);
+    assert_eq!(
+        runner.put(&espec, "1_Pooling/config.json", pooling).await,
+        200
+    );
+    let (_, v) = runner
+        .finish(
+            &espec,
+            json!({"outcome": "succeeded", "cpu_seconds": 2,
+                               "files": ["model.safetensors", "1_Pooling/config.json"]}),
+        )
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let (_, got) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!(
+            "/api/v1/jobs/alice/{}",
+            ejob["id"].as_str().unwrap()
+        )),
+    )
+    .await;
+    assert_eq!(got["deploy"]["task"], "feature-extraction", "{got}");
+    let paths = tree_paths(&a, "/api/models/alice/bert-pairs/tree/main?recursive=true").await;
+    assert!(
+        paths.contains(&"1_Pooling/config.json".to_string()),
+        "{paths:?}"
+    );
     let paths = tree_paths(&a, "/api/models/alice/bert-reviews/tree/main").await;
     for p in ["README.md", "config.json", "model.safetensors"] {
         assert!(paths.contains(&p.to_string()), "{paths:?}");
@@ -737,4 +803,124 @@ async fn a_finished_job_commits_its_files_to_the_output_repo() {
     )
     .await;
     assert_eq!(info2["sha"], info["sha"]);
+}
+
+async fn html(a: &impl App, tok: &str, uri: &str) -> (u16, String) {
+    let (st, _, b) = call(
+        a,
+        TestRequest::get()
+            .uri(uri)
+            .insert_header(("Accept", "text/html"))
+            .insert_header(bearer(tok)),
+    )
+    .await;
+    (st, String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The dashboard's job pages: the list, a job's state, logs and hyperparameters,
+/// Cancel only for the write role and only while the job can stop, the Deploy
+/// link (with the endpoint task) once it succeeded; members only.
+#[actix_web::test]
+async fn job_pages_show_state_logs_cancel_and_deploy() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let alice_id = hub_api::db::namespaces::by_name(&f.t.state.db, "alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let acme = f.t.org("acme", alice_id).await;
+    let bob_id = hub_api::db::namespaces::by_name(&f.t.state.db, "bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    hub_api::db::namespaces::set_member(
+        &f.t.state.db,
+        acme,
+        bob_id,
+        hub_api::db::namespaces::Role::Read,
+    )
+    .await
+    .unwrap();
+    let mut body = job_body();
+    body["task"] = json!("sentence-embedding");
+    body["output_repo"] = json!("acme/bert-pairs");
+    let (st, job) = post_job(&a, &f.alice, "acme", body).await;
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let page = format!("/jobs/acme/{id}");
+
+    let (st, list) = html(&a, &f.alice, "/jobs/acme").await;
+    assert_eq!(st, 200);
+    assert!(
+        list.contains(&format!("href=\"/jobs/acme/{id}\"")),
+        "{list}"
+    );
+    assert!(list.contains("status-queued") && list.contains("sentence-embedding"));
+    let (st, all) = html(&a, &f.alice, "/jobs").await;
+    assert_eq!(st, 200);
+    assert!(all.contains(&id[..8]));
+    let (st, p) = html(&a, &f.alice, &page).await;
+    assert_eq!(st, 200);
+    assert!(
+        p.contains("data-job-cancel"),
+        "a writer may cancel a queued job"
+    );
+    assert!(p.contains("anchor_column") && p.contains("positive"), "{p}");
+    assert!(
+        !p.contains("label_column"),
+        "only the columns the task reads"
+    );
+    assert!(!p.contains("data-job-deploy"));
+    // A reader sees the job but no Cancel; an outsider gets the missing job's 404.
+    let (_, bob_page) = html(&a, &f.bob, &page).await;
+    assert!(bob_page.contains("status-queued") && !bob_page.contains("data-job-cancel"));
+    let (_, carol) = f.t.user("carol", false, &["read", "write"]).await;
+    let (_, carol_list) = html(&a, &carol, "/jobs").await;
+    assert!(!carol_list.contains(&id[..8]), "not a member of acme");
+    let (st, _) = html(&a, &carol, &page).await;
+    assert_eq!(st, 404);
+    let (st, _) = html(&a, &f.alice, "/jobs/acme/not-a-uuid").await;
+    assert_eq!(st, 404);
+    let (st, form) = html(&a, &f.alice, "/jobs/new?ns=acme&dataset=alice/reviews").await;
+    assert_eq!(st, 200);
+    assert!(
+        form.contains("<option selected>acme</option>") && form.contains("value=\"alice/reviews\"")
+    );
+
+    // Running, then succeeded: the logs and metrics show, Cancel goes, Deploy comes.
+    let runner = Runner {
+        app: &a,
+        token: f.worker.clone(),
+    };
+    let spec = runner.claim().await;
+    let claim = spec["claim"].as_str().unwrap().to_string();
+    assert_eq!(runner.progress(&spec, &claim, 1.0).await.0, 200);
+    let (_, p) = html(&a, &f.alice, &page).await;
+    assert!(
+        p.contains("status-running") && p.contains("step 1") && p.contains("1/4 steps"),
+        "{p}"
+    );
+    assert_eq!(
+        runner.put(&spec, "model.safetensors", &safetensors()).await,
+        200
+    );
+    let (_, v) = runner
+        .finish(&spec, json!({"outcome": "succeeded", "cpu_seconds": 2,
+                              "metrics": {"test_accuracy_at_1": 0.75}, "files": ["model.safetensors"]}))
+        .await;
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let (_, p) = html(&a, &f.alice, &page).await;
+    assert!(p.contains("status-succeeded") && !p.contains("data-job-cancel"));
+    assert!(
+        p.contains("test_accuracy_at_1") && p.contains("0.75"),
+        "{p}"
+    );
+    assert!(
+        p.contains("/inference/new?repo=acme%2Fbert%2Dpairs&#38;task=feature%2Dextraction"),
+        "{p}"
+    );
+    let commit = v["output_commit"].as_str().unwrap();
+    assert!(p.contains(&format!("/acme/bert-pairs/commit/{commit}")));
 }

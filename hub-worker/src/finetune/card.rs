@@ -3,7 +3,7 @@
 //! accuracy) and a body that records the base model and dataset at their commits,
 //! the hyperparameters and the evaluation on the test split.
 
-use hub_types::jobs::JobSpec;
+use hub_types::jobs::{JobSpec, JobTask};
 use serde_json::{Map, Value};
 
 fn yaml_str(s: &str) -> String {
@@ -14,9 +14,110 @@ fn num(metrics: &Map<String, Value>, k: &str) -> f64 {
     metrics.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }
 
-/// The card's text.
+/// The hyperparameters as a table, without the other task's columns.
+fn hyperparameter_table(job: &JobSpec) -> String {
+    let mut s = String::from("## Hyperparameters\n\n| name | value |\n|---|---|\n");
+    let hp_json = serde_json::to_value(&job.hyperparameters).expect("hyperparameters serialize");
+    let other: &[&str] = match job.task {
+        JobTask::TextClassification => &["anchor_column", "positive_column"],
+        JobTask::SentenceEmbedding => &["text_column", "label_column"],
+    };
+    if let Some(o) = hp_json.as_object() {
+        for (k, v) in o.iter().filter(|(k, _)| !other.contains(&k.as_str())) {
+            s.push_str(&format!("| {k} | {v} |\n"));
+        }
+    }
+    s
+}
+
+/// The card's text, for the job's task.
 pub fn render(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) -> String {
+    match job.task {
+        JobTask::TextClassification => render_classifier(job, labels, metrics),
+        JobTask::SentenceEmbedding => render_embedding(job, metrics),
+    }
+}
+
+/// The card of a sentence encoder: retrieval on the test split.
+fn render_embedding(job: &JobSpec, metrics: &Map<String, Value>) -> String {
     let hp = &job.hyperparameters;
+    let (acc, mrr) = (num(metrics, "test_accuracy_at_1"), num(metrics, "test_mrr"));
+    let mut s = String::new();
+    s.push_str("---\n");
+    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
+    s.push_str(&format!(
+        "datasets:\n- {}\n",
+        yaml_str(&job.dataset.repo_id)
+    ));
+    s.push_str("library_name: sentence-transformers\npipeline_tag: sentence-similarity\n");
+    s.push_str("tags:\n- sentence-transformers\n- feature-extraction\n- sentence-similarity\n- paddock-fine-tune\n");
+    s.push_str("model-index:\n");
+    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
+    s.push_str("  results:\n  - task:\n      type: retrieval\n");
+    s.push_str(&format!(
+        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.revision)
+    ));
+    s.push_str(&format!(
+        "    metrics:\n    - type: accuracy_at_1\n      value: {acc}\n    - type: mrr\n      value: {mrr}\n"
+    ));
+    s.push_str("---\n\n");
+    s.push_str(&format!("# {}\n\n", job.output_repo));
+    s.push_str(&format!(
+        "A sentence encoder fine-tuned from [{b}](/{b}) at revision `{br}` on the sentence \
+         pairs of the dataset [{d}](/datasets/{d}) at revision `{dr}` (columns `{a}` and \
+         `{p}`), by the Paddock fine-tuning job `{id}` (candle, on CPU). It keeps the base \
+         model's files and sentence-transformers pooling, so it loads with \
+         `SentenceTransformer` and serves as a `feature-extraction` endpoint.\n\n",
+        b = job.base.repo_id,
+        br = job.base.revision,
+        d = job.dataset.repo_id,
+        dr = job.dataset.revision,
+        a = hp.anchor(),
+        p = hp.positive(),
+        id = job.job_id,
+    ));
+    s.push_str(
+        "## Evaluation (test split)\n\nEach test anchor ranks every distinct positive of \
+         the test split by cosine similarity.\n\n\
+         | model | accuracy@1 | MRR | mean pair cosine |\n|---|---|---|---|\n",
+    );
+    for (name, prefix) in [
+        ("untuned (base model)", "untuned_test"),
+        ("fine-tuned", "test"),
+    ] {
+        s.push_str(&format!(
+            "| {name} | {:.4} | {:.4} | {:.4} |\n",
+            num(metrics, &format!("{prefix}_accuracy_at_1")),
+            num(metrics, &format!("{prefix}_mrr")),
+            num(metrics, &format!("{prefix}_pair_cosine")),
+        ));
+    }
+    s.push_str(&format!(
+        "\n{} test anchors against {} positives; {} train pairs, {} steps in {:.1} s.\n\n",
+        metrics.get("test_examples").cloned().unwrap_or(Value::Null),
+        metrics.get("test_corpus").cloned().unwrap_or(Value::Null),
+        metrics
+            .get("train_examples")
+            .cloned()
+            .unwrap_or(Value::Null),
+        metrics.get("steps").cloned().unwrap_or(Value::Null),
+        num(metrics, "train_seconds"),
+    ));
+    s.push_str(&hyperparameter_table(job));
+    s.push_str(&format!(
+        "\nLoss: MultipleNegativesRankingLoss (scale {}, cosine similarity; each anchor's \
+         positive against the batch's other positives). Optimizer: AdamW (betas 0.9/0.999, \
+         eps 1e-8; no weight decay on biases and LayerNorm), linear warm-up then linear \
+         decay, no dropout.\n",
+        crate::finetune::embed::MNRL_SCALE
+    ));
+    s
+}
+
+fn render_classifier(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) -> String {
     let acc = num(metrics, "test_accuracy");
     let untuned = num(metrics, "untuned_test_accuracy");
     let mut s = String::new();
@@ -75,13 +176,7 @@ pub fn render(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) ->
         metrics.get("steps").cloned().unwrap_or(Value::Null),
         num(metrics, "train_seconds"),
     ));
-    s.push_str("## Hyperparameters\n\n| name | value |\n|---|---|\n");
-    let hp_json = serde_json::to_value(hp).expect("hyperparameters serialize");
-    if let Some(o) = hp_json.as_object() {
-        for (k, v) in o {
-            s.push_str(&format!("| {k} | {v} |\n"));
-        }
-    }
+    s.push_str(&hyperparameter_table(job));
     s.push_str(
         "\nOptimizer: AdamW (betas 0.9/0.999, eps 1e-8; no weight decay on biases and \
          LayerNorm), linear warm-up then linear decay, cross-entropy on the `[CLS]` \

@@ -1,6 +1,7 @@
-//! A dataset's split files as labelled examples: CSV (with a header row) or JSON
-//! Lines, read from bytes with bounds (file size, rows, text length, label count).
-//! Only text is parsed; nothing in a dataset is executed.
+//! A dataset's split files as labelled examples (text classification) or sentence
+//! pairs (sentence embedding): CSV (with a header row) or JSON Lines, read from
+//! bytes with bounds (file size, rows, text length, label count). Only text is
+//! parsed; nothing in a dataset is executed.
 
 /// Largest split file a job reads.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -16,6 +17,25 @@ const MAX_TEXT_CHARS: usize = 16_384;
 pub struct Example {
     pub text: String,
     pub label: String,
+}
+
+/// One anchor with the sentence that belongs with it (sentence-transformers'
+/// `(anchor, positive)` pairs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pair {
+    pub anchor: String,
+    pub positive: String,
+}
+
+/// How a cell is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// A string, possibly empty.
+    Text,
+    /// A string that is not empty (after trimming).
+    Sentence,
+    /// A non-empty string, an integer or a boolean, as text.
+    Label,
 }
 
 /// Why a split cannot be read.
@@ -67,6 +87,53 @@ pub fn parse(
     text_column: &str,
     label_column: &str,
 ) -> Result<Vec<Example>, DataError> {
+    let rows = read_rows(
+        file,
+        bytes,
+        &[(text_column, Cell::Text), (label_column, Cell::Label)],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            let label = r.pop().unwrap_or_default();
+            let text = r.pop().unwrap_or_default();
+            Example { text, label }
+        })
+        .collect())
+}
+
+/// Reads one split file of sentence pairs: every row needs a non-empty anchor and
+/// positive; other columns (a `score`, a `negative`) are not read.
+pub fn parse_pairs(
+    file: &str,
+    bytes: &[u8],
+    anchor_column: &str,
+    positive_column: &str,
+) -> Result<Vec<Pair>, DataError> {
+    let rows = read_rows(
+        file,
+        bytes,
+        &[
+            (anchor_column, Cell::Sentence),
+            (positive_column, Cell::Sentence),
+        ],
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|mut r| {
+            let positive = r.pop().unwrap_or_default();
+            let anchor = r.pop().unwrap_or_default();
+            Pair { anchor, positive }
+        })
+        .collect())
+}
+
+/// The cells of `columns` of every row, in the columns' order.
+fn read_rows(
+    file: &str,
+    bytes: &[u8],
+    columns: &[(&str, Cell)],
+) -> Result<Vec<Vec<String>>, DataError> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(file_err(
             file,
@@ -75,9 +142,9 @@ pub fn parse(
     }
     let lower = file.to_ascii_lowercase();
     if lower.ends_with(".csv") {
-        parse_csv(file, bytes, text_column, label_column)
+        parse_csv(file, bytes, columns)
     } else if lower.ends_with(".jsonl") || lower.ends_with(".json") {
-        parse_json(file, bytes, text_column, label_column)
+        parse_json(file, bytes, columns)
     } else {
         Err(file_err(
             file,
@@ -86,12 +153,39 @@ pub fn parse(
     }
 }
 
+/// A CSV cell as `kind` wants it.
+fn csv_cell(cell: &str, kind: Cell, column: &str) -> Result<String, String> {
+    match kind {
+        Cell::Text => Ok(clip(cell)),
+        Cell::Sentence | Cell::Label if cell.trim().is_empty() => Err(format!("empty {column:?}")),
+        Cell::Sentence => Ok(clip(cell)),
+        Cell::Label => Ok(cell.trim().to_string()),
+    }
+}
+
+/// A JSON cell as `kind` wants it.
+fn json_cell(v: Option<&serde_json::Value>, kind: Cell, column: &str) -> Result<String, String> {
+    match kind {
+        Cell::Text => v
+            .and_then(|t| t.as_str())
+            .map(clip)
+            .ok_or_else(|| format!("no string {column:?}")),
+        Cell::Sentence => match v.and_then(|t| t.as_str()) {
+            Some(t) if !t.trim().is_empty() => Ok(clip(t)),
+            Some(_) => Err(format!("empty {column:?}")),
+            None => Err(format!("no string {column:?}")),
+        },
+        Cell::Label => v
+            .and_then(label_of)
+            .ok_or_else(|| format!("no {column:?} (a string, integer or boolean)")),
+    }
+}
+
 fn parse_csv(
     file: &str,
     bytes: &[u8],
-    text_column: &str,
-    label_column: &str,
-) -> Result<Vec<Example>, DataError> {
+    columns: &[(&str, Cell)],
+) -> Result<Vec<Vec<String>>, DataError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -100,36 +194,34 @@ fn parse_csv(
         .headers()
         .map_err(|e| file_err(file, format!("header row: {e}")))?
         .clone();
-    let col = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| file_err(file, format!("no column {name:?} in the header row")))
-    };
-    let (ti, li) = (col(text_column)?, col(label_column)?);
+    let index = columns
+        .iter()
+        .map(|(name, _)| {
+            headers
+                .iter()
+                .position(|h| h == *name)
+                .ok_or_else(|| file_err(file, format!("no column {name:?} in the header row")))
+        })
+        .collect::<Result<Vec<usize>, _>>()?;
     let mut out = Vec::new();
     for (i, rec) in rdr.records().enumerate() {
         let row = i + 1;
-        let rec = rec.map_err(|e| DataError::Row {
+        let row_err = |reason: String| DataError::Row {
             file: file.to_string(),
             row,
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let rec = rec.map_err(|e| row_err(e.to_string()))?;
         if out.len() == MAX_ROWS {
             return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
         }
-        let label = rec.get(li).unwrap_or_default().trim();
-        if label.is_empty() {
-            return Err(DataError::Row {
-                file: file.to_string(),
-                row,
-                reason: format!("empty {label_column:?}"),
-            });
-        }
-        out.push(Example {
-            text: clip(rec.get(ti).unwrap_or_default()),
-            label: label.to_string(),
-        });
+        let cells = columns
+            .iter()
+            .zip(&index)
+            .map(|((name, kind), i)| csv_cell(rec.get(*i).unwrap_or_default(), *kind, name))
+            .collect::<Result<Vec<String>, String>>()
+            .map_err(row_err)?;
+        out.push(cells);
     }
     Ok(out)
 }
@@ -137,9 +229,8 @@ fn parse_csv(
 fn parse_json(
     file: &str,
     bytes: &[u8],
-    text_column: &str,
-    label_column: &str,
-) -> Result<Vec<Example>, DataError> {
+    columns: &[(&str, Cell)],
+) -> Result<Vec<Vec<String>>, DataError> {
     let text = std::str::from_utf8(bytes).map_err(|e| file_err(file, format!("not UTF-8: {e}")))?;
     let rows: Vec<(usize, serde_json::Value)> = if text.trim_start().starts_with('[') {
         let all: Vec<serde_json::Value> =
@@ -179,20 +270,11 @@ fn parse_json(
             let obj = v
                 .as_object()
                 .ok_or_else(|| row_err(row, "not a JSON object".into()))?;
-            let text = obj
-                .get(text_column)
-                .and_then(|t| t.as_str())
-                .ok_or_else(|| row_err(row, format!("no string {text_column:?}")))?;
-            let label = obj.get(label_column).and_then(label_of).ok_or_else(|| {
-                row_err(
-                    row,
-                    format!("no {label_column:?} (a string, integer or boolean)"),
-                )
-            })?;
-            Ok(Example {
-                text: clip(text),
-                label,
-            })
+            columns
+                .iter()
+                .map(|(name, kind)| json_cell(obj.get(*name), *kind, name))
+                .collect::<Result<Vec<String>, String>>()
+                .map_err(|reason| row_err(row, reason))
         })
         .collect()
 }
@@ -252,12 +334,58 @@ mod tests {
             Err(DataError::Row { row: 1, .. })
         ));
         assert!(parse("x.parquet", b"", "text", "label").is_err());
+        assert!(matches!(
+            parse("x.csv", b"text,label\na,\n", "text", "label"),
+            Err(DataError::Row { row: 1, .. })
+        ));
         let one = parse("x.csv", b"text,label\na,b\n", "text", "label").unwrap();
         assert_eq!(label_names(&one), Err(DataError::LabelCount(1)));
         let labels = ["a".to_string(), "b".to_string()];
         assert_eq!(
             class_ids(&one, &labels[..1]),
             Err(DataError::UnknownTestLabel("b".into()))
+        );
+    }
+
+    #[test]
+    fn pairs() {
+        let csv = b"anchor,positive,score\nq1,\"p, one\",1\nq2,p2,0.5\n";
+        let rows = parse_pairs("train.csv", csv, "anchor", "positive").unwrap();
+        assert_eq!(
+            rows,
+            [
+                Pair {
+                    anchor: "q1".into(),
+                    positive: "p, one".into()
+                },
+                Pair {
+                    anchor: "q2".into(),
+                    positive: "p2".into()
+                }
+            ]
+        );
+        let jl = b"{\"q\": \"a\", \"d\": \"b\"}\n";
+        assert_eq!(parse_pairs("t.jsonl", jl, "q", "d").unwrap().len(), 1);
+        assert_eq!(
+            parse_pairs("t.csv", b"anchor,text\na,b\n", "anchor", "positive").unwrap_err(),
+            file_err("t.csv", "no column \"positive\" in the header row")
+        );
+        assert_eq!(
+            parse_pairs("t.csv", b"anchor,positive\na, \n", "anchor", "positive")
+                .unwrap_err()
+                .to_string(),
+            "t.csv: row 1: empty \"positive\""
+        );
+        assert_eq!(
+            parse_pairs(
+                "t.jsonl",
+                b"{\"anchor\": \"a\", \"positive\": 3}\n",
+                "anchor",
+                "positive"
+            )
+            .unwrap_err()
+            .to_string(),
+            "t.jsonl: row 1: no string \"positive\""
         );
     }
 }

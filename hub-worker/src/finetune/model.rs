@@ -1,11 +1,14 @@
-//! A BERT encoder with a sequence-classification head whose weights are candle
-//! `Var`s, so the whole model trains. The forward pass is built only from ops that
+//! A BERT encoder, with a sequence-classification head or pooled into sentence
+//! embeddings, whose weights are candle `Var`s, so the whole model trains. The forward pass is built only from ops that
 //! have a backward pass in candle 0.11: candle-nn's fused `layer_norm` and
 //! `softmax_last_dim` are custom ops without one, so layer norm is composed from
 //! mean/sub/sqr/sqrt/div and softmax from `candle_nn::ops::softmax` (max, exp, sum).
-//! The tensor names are `BertForSequenceClassification`'s (`bert.` + `classifier.`),
-//! which is what the serving engines load.
+//! A classifier is saved with `BertForSequenceClassification`'s tensor names
+//! (`bert.` + `classifier.`), an encoder with the base model's own (a
+//! sentence-transformers repo's `BertModel` names have no prefix): what the
+//! serving engines load.
 
+use crate::engine::pooling::PoolingMode;
 use crate::engine::spec::{Activation, Arch, ModelSpec};
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
@@ -26,18 +29,27 @@ pub enum ModelError {
         got: Vec<usize>,
         want: Vec<usize>,
     },
+    #[error("fine-tuning pools sentence embeddings by mean, CLS or mean_sqrt_len (one mode); the base model's sentence-transformers pooling is {0:?}")]
+    Pooling(Vec<PoolingMode>),
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
 }
 
-/// A trainable BERT classifier.
-pub struct Classifier {
+/// A trainable BERT model: a classifier (encoder, pooler and a new head) or a
+/// sentence encoder (the base model's weights, pooled by [`Bert::embed`]).
+pub struct Bert {
     vars: HashMap<String, Var>,
     /// Names in a stable order (for the optimizer and the saved file).
     names: Vec<String>,
     spec: ModelSpec,
-    num_labels: usize,
+    /// Classes of the head; `None` for a sentence encoder.
+    num_labels: Option<usize>,
+    /// The base model's tensor-name prefix (`bert.` or none), kept by an encoder.
+    base_prefix: &'static str,
 }
+
+/// The name the training used for a text classifier.
+pub type Classifier = Bert;
 
 /// Normal(0, std) values from a seeded generator (Box-Muller), as the HF
 /// initialiser draws a new head (`initializer_range`, 0.02).
@@ -68,11 +80,25 @@ fn layer_names(i: usize) -> Vec<(String, bool)> {
     .collect()
 }
 
-impl Classifier {
+impl Bert {
     /// Loads the encoder (and pooler) of `spec` and draws a new `num_labels`-way head
     /// from `seed`. A head the base model already has is replaced: its labels are not
     /// the dataset's.
     pub fn load(spec: &ModelSpec, num_labels: usize, seed: u64) -> Result<Self, ModelError> {
+        Self::load_with(spec, Some(num_labels), seed)
+    }
+
+    /// Loads the encoder of `spec` (and its pooler, if it has one, which is saved
+    /// unchanged) for sentence embeddings.
+    pub fn load_encoder(spec: &ModelSpec) -> Result<Self, ModelError> {
+        Self::load_with(spec, None, 0)
+    }
+
+    fn load_with(
+        spec: &ModelSpec,
+        num_labels: Option<usize>,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
         if spec.encoder.arch != Arch::Bert {
             return Err(ModelError::Architecture(spec.model_type.clone()));
         }
@@ -160,7 +186,8 @@ impl Classifier {
                 find(&raw, name).ok_or_else(|| ModelError::Missing(format!("{prefix}{name}")))?;
             put(format!("bert.{name}"), t, shape)?;
         }
-        // The pooler: the base model's, else a new one (like HF's initialiser).
+        // The pooler: the base model's, else (for a classifier) a new one (like HF's
+        // initialiser).
         match (
             find(&raw, "pooler.dense.weight"),
             find(&raw, "pooler.dense.bias"),
@@ -169,6 +196,7 @@ impl Classifier {
                 put("bert.pooler.dense.weight".into(), w, &[h, h])?;
                 put("bert.pooler.dense.bias".into(), b, &[h])?;
             }
+            _ if num_labels.is_none() => {}
             _ => {
                 let w = Tensor::from_vec(normal(&mut rng, h * h, 0.02), (h, h), &Device::Cpu)?;
                 put("bert.pooler.dense.weight".into(), w, &[h, h])?;
@@ -179,28 +207,31 @@ impl Classifier {
                 )?;
             }
         }
-        let w = Tensor::from_vec(
-            normal(&mut rng, num_labels * h, 0.02),
-            (num_labels, h),
-            &Device::Cpu,
-        )?;
-        put("classifier.weight".into(), w, &[num_labels, h])?;
-        put(
-            "classifier.bias".into(),
-            Tensor::zeros(num_labels, DType::F32, &Device::Cpu)?,
-            &[num_labels],
-        )?;
-        Ok(Classifier {
+        if let Some(num_labels) = num_labels {
+            let w = Tensor::from_vec(
+                normal(&mut rng, num_labels * h, 0.02),
+                (num_labels, h),
+                &Device::Cpu,
+            )?;
+            put("classifier.weight".into(), w, &[num_labels, h])?;
+            put(
+                "classifier.bias".into(),
+                Tensor::zeros(num_labels, DType::F32, &Device::Cpu)?,
+                &[num_labels],
+            )?;
+        }
+        Ok(Bert {
             vars,
             names,
             spec: spec.clone(),
             num_labels,
+            base_prefix: prefix,
         })
     }
 
-    /// The number of classes.
+    /// The number of classes (0 for a sentence encoder).
     pub fn num_labels(&self) -> usize {
-        self.num_labels
+        self.num_labels.unwrap_or(0)
     }
 
     /// The base model's description.
@@ -235,6 +266,83 @@ impl Classifier {
     /// Logits `(batch, num_labels)` for token ids `(batch, len)` (row-major, padded
     /// with the pad id; `lengths` are the real lengths).
     pub fn forward(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        lengths: &[usize],
+        len: usize,
+    ) -> candle_core::Result<Tensor> {
+        let (b, h) = (lengths.len(), self.spec.encoder.hidden_size);
+        let x = self.hidden_states(ids, type_ids, lengths, len)?;
+        let cls = x
+            .reshape((b, len, h))?
+            .narrow(1, 0, 1)?
+            .squeeze(1)?
+            .contiguous()?;
+        let pooled = self.linear(&cls, "bert.pooler.dense")?.tanh()?;
+        self.linear(&pooled, "classifier")
+    }
+
+    /// Unit-length sentence embeddings `(batch, hidden)`, pooled over the real
+    /// tokens like sentence-transformers' `Pooling` module, then L2-normalised.
+    pub fn embed(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        lengths: &[usize],
+        len: usize,
+        pooling: PoolingMode,
+    ) -> candle_core::Result<Tensor> {
+        let (b, h) = (lengths.len(), self.spec.encoder.hidden_size);
+        let x = self
+            .hidden_states(ids, type_ids, lengths, len)?
+            .reshape((b, len, h))?;
+        let pooled = match pooling {
+            PoolingMode::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
+            PoolingMode::Max => {
+                return Err(candle_core::Error::Msg("max pooling is not trained".into()))
+            }
+            PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
+                let keep: Vec<f32> = lengths
+                    .iter()
+                    .flat_map(|n| (0..len).map(move |j| if j < *n { 1.0 } else { 0.0 }))
+                    .collect();
+                let keep = Tensor::from_vec(keep, (b, len, 1), &Device::Cpu)?;
+                let sum = x.broadcast_mul(&keep)?.sum(1)?;
+                let div: Vec<f32> = lengths
+                    .iter()
+                    .map(|n| {
+                        let n = (*n).max(1) as f32;
+                        if pooling == PoolingMode::Mean {
+                            n
+                        } else {
+                            n.sqrt()
+                        }
+                    })
+                    .collect();
+                sum.broadcast_div(&Tensor::from_vec(div, (b, 1), &Device::Cpu)?)?
+            }
+        };
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12f32, f32::MAX)?;
+        pooled.broadcast_div(&norm)
+    }
+
+    /// The pooling a sentence encoder trains with: the base model's
+    /// sentence-transformers `Pooling` module (one mode: mean, CLS or mean_sqrt_len),
+    /// else mean pooling, which the serving engine also falls back to.
+    pub fn training_pooling(spec: &ModelSpec) -> Result<PoolingMode, ModelError> {
+        match spec.pooling().as_slice() {
+            [m @ (PoolingMode::Mean | PoolingMode::Cls | PoolingMode::MeanSqrtLen)] => Ok(*m),
+            other => Err(ModelError::Pooling(other.to_vec())),
+        }
+    }
+
+    /// The last layer's hidden states `(batch * len, hidden)`.
+    fn hidden_states(
         &self,
         ids: &[u32],
         type_ids: &[u32],
@@ -299,21 +407,19 @@ impl Classifier {
             let ff = self.linear(&ff, &format!("{p}output.dense"))?;
             x = self.layer_norm(&(ff + x1)?, &format!("{p}output.LayerNorm"))?;
         }
-        let cls = x
-            .reshape((b, l, h))?
-            .narrow(1, 0, 1)?
-            .squeeze(1)?
-            .contiguous()?;
-        let pooled = self.linear(&cls, "bert.pooler.dense")?.tanh()?;
-        self.linear(&pooled, "classifier")
+        Ok(x)
     }
 
     /// The parameters: (decayed, not decayed). Like HF's Trainer, biases and
-    /// LayerNorm weights get no weight decay.
+    /// LayerNorm weights get no weight decay. A sentence encoder's pooler is not
+    /// trained (mean pooling never reads it).
     pub fn param_groups(&self) -> (Vec<Var>, Vec<Var>) {
         let mut decay = Vec::new();
         let mut none = Vec::new();
         for n in &self.names {
+            if self.num_labels.is_none() && n.starts_with("bert.pooler.") {
+                continue;
+            }
             let v = self.vars[n].clone();
             if n.ends_with(".bias") || n.contains("LayerNorm") {
                 none.push(v);
@@ -326,10 +432,14 @@ impl Classifier {
 
     /// Writes the weights as one safetensors file.
     pub fn save(&self, path: &std::path::Path) -> candle_core::Result<()> {
+        let name = |n: &String| match (self.num_labels, n.strip_prefix("bert.")) {
+            (None, Some(rest)) => format!("{}{rest}", self.base_prefix),
+            _ => n.clone(),
+        };
         let map: HashMap<String, Tensor> = self
             .names
             .iter()
-            .map(|n| (n.clone(), self.vars[n].as_tensor().detach()))
+            .map(|n| (name(n), self.vars[n].as_tensor().detach()))
             .collect();
         candle_core::safetensors::save(&map, path)
     }

@@ -5,13 +5,14 @@
 //! files and finishes the job. Any failure ends the job with its message; the runner
 //! itself only stops when the worker does.
 
-use super::train::{self, Control, TrainError, TrainInput};
+use super::embed::{self, PairInput};
+use super::train::{self, Control, TrainError, TrainInput, TrainOutput};
 use super::{card, data};
 use crate::control::{Client, ControlError};
 use crate::pull::{PullRequest, Puller};
 use hub_types::jobs::{
-    ClaimRequest, ClaimResponse, Finish, FinishAnswer, JobSpec, Outcome, Progress, ProgressAnswer,
-    StopReason, CLAIM_HEADER,
+    ClaimRequest, ClaimResponse, Finish, FinishAnswer, JobSpec, JobTask, Outcome, Progress,
+    ProgressAnswer, StopReason, CLAIM_HEADER,
 };
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -232,29 +233,52 @@ async fn fetch_data_file(
     Ok(out)
 }
 
-async fn read_split(
+/// Reads a split's files with `parse` (on a blocking thread), at most
+/// [`data::MAX_ROWS`] rows in all.
+async fn read_split<T, F>(
     ctx: &RunnerContext,
     job: &JobSpec,
     files: &[String],
     name: &'static str,
-) -> Result<Vec<data::Example>, String> {
-    let hp = &job.hyperparameters;
+    parse: F,
+) -> Result<Vec<T>, String>
+where
+    T: Send + 'static,
+    F: Fn(&str, &[u8]) -> Result<Vec<T>, data::DataError> + Clone + Send + 'static,
+{
     let mut rows = Vec::new();
     for f in files {
         let bytes = fetch_data_file(ctx, job, f).await?;
-        let (file, text_col, label_col) =
-            (f.clone(), hp.text_column.clone(), hp.label_column.clone());
-        let parsed =
-            tokio::task::spawn_blocking(move || data::parse(&file, &bytes, &text_col, &label_col))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        let (file, parse) = (f.clone(), parse.clone());
+        let parsed = tokio::task::spawn_blocking(move || parse(&file, &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         rows.extend(parsed);
         if rows.len() > data::MAX_ROWS {
             return Err(data::DataError::TooManyRows(name).to_string());
         }
     }
     Ok(rows)
+}
+
+/// Both splits, read with `parse`.
+async fn read_splits<T, F>(
+    ctx: &RunnerContext,
+    job: &JobSpec,
+    parse: F,
+) -> Result<(Vec<T>, Vec<T>), String>
+where
+    T: Send + 'static,
+    F: Fn(&str, &[u8]) -> Result<Vec<T>, data::DataError> + Clone + Send + 'static,
+{
+    let train = read_split(ctx, job, &job.train_files, "train", parse.clone())
+        .await
+        .map_err(|e| format!("reading the train split failed: {e}"))?;
+    let test = read_split(ctx, job, &job.test_files, "test", parse)
+        .await
+        .map_err(|e| format!("reading the test split failed: {e}"))?;
+    Ok((train, test))
 }
 
 /// The outcome of a run, before it is reported.
@@ -402,35 +426,51 @@ async fn execute(
         job.dataset.repo_id,
         job.train_files.join(", ")
     ));
-    let train = match read_split(ctx, job, &job.train_files, "train").await {
-        Ok(r) => r,
-        Err(e) => return Ended::Failed(format!("reading the train split failed: {e}")),
-    };
-    let test = match read_split(ctx, job, &job.test_files, "test").await {
-        Ok(r) => r,
-        Err(e) => return Ended::Failed(format!("reading the test split failed: {e}")),
-    };
+    let hp = job.hyperparameters.clone();
     let job2 = job.clone();
     let out = out_dir.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || {
-        let input = TrainInput {
-            base: &spec,
-            train,
-            test,
-            hp: &job2.hyperparameters,
-            deadline,
-            max_wall_seconds: job2.max_wall_seconds,
-        };
-        let r = train::run(input, &mut ctl, &out);
-        if let Ok(o) = &r {
-            let text = card::render(&job2, &o.labels, &o.metrics);
-            if let Err(e) = std::fs::write(out.join("README.md"), text) {
-                return Err(TrainError::Io(e));
-            }
+    let result = match job.task {
+        JobTask::TextClassification => {
+            let (text, label) = (hp.text_column.clone(), hp.label_column.clone());
+            let parse = move |f: &str, b: &[u8]| data::parse(f, b, &text, &label);
+            let (train, test) = match read_splits(ctx, job, parse).await {
+                Ok(r) => r,
+                Err(e) => return Ended::Failed(e),
+            };
+            tokio::task::spawn_blocking(move || {
+                let input = TrainInput {
+                    base: &spec,
+                    train,
+                    test,
+                    hp: &job2.hyperparameters,
+                    deadline,
+                    max_wall_seconds: job2.max_wall_seconds,
+                };
+                with_card(&job2, &out, train::run(input, &mut ctl, &out))
+            })
+            .await
         }
-        r
-    })
-    .await;
+        JobTask::SentenceEmbedding => {
+            let (anchor, positive) = (hp.anchor().to_string(), hp.positive().to_string());
+            let parse = move |f: &str, b: &[u8]| data::parse_pairs(f, b, &anchor, &positive);
+            let (train, test) = match read_splits(ctx, job, parse).await {
+                Ok(r) => r,
+                Err(e) => return Ended::Failed(e),
+            };
+            tokio::task::spawn_blocking(move || {
+                let input = PairInput {
+                    base: &spec,
+                    train,
+                    test,
+                    hp: &job2.hyperparameters,
+                    deadline,
+                    max_wall_seconds: job2.max_wall_seconds,
+                };
+                with_card(&job2, &out, embed::run(input, &mut ctl, &out))
+            })
+            .await
+        }
+    };
     match result {
         Ok(Ok(o)) => {
             let mut files = o.files;
@@ -442,6 +482,18 @@ async fn execute(
         Ok(Err(e)) => Ended::Failed(e.to_string()),
         Err(e) => Ended::Failed(format!("the training thread failed: {e}")),
     }
+}
+
+/// Writes the model card next to a run's result.
+fn with_card(
+    job: &JobSpec,
+    out: &std::path::Path,
+    r: Result<TrainOutput, TrainError>,
+) -> Result<TrainOutput, TrainError> {
+    let o = r?;
+    let text = card::render(job, &o.labels, &o.metrics);
+    std::fs::write(out.join("README.md"), text)?;
+    Ok(o)
 }
 
 fn stop_message(r: StopReason, job: &JobSpec) -> String {

@@ -68,10 +68,11 @@ pub struct TrainOutput {
 }
 
 /// Examples as token ids.
-struct Encoded {
-    ids: Vec<Vec<u32>>,
-    types: Vec<Vec<u32>>,
-    classes: Vec<u32>,
+pub(super) struct Encoded {
+    pub(super) ids: Vec<Vec<u32>>,
+    pub(super) types: Vec<Vec<u32>>,
+    /// Class ids (none for sentence pairs).
+    pub(super) classes: Vec<u32>,
 }
 
 fn encode(
@@ -80,6 +81,15 @@ fn encode(
     classes: Vec<u32>,
 ) -> Result<Encoded, TrainError> {
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    encode_texts(tok, texts, classes)
+}
+
+/// Texts as token ids (the tokenizer truncates; no padding).
+pub(super) fn encode_texts(
+    tok: &tokenizers::Tokenizer,
+    texts: Vec<&str>,
+    classes: Vec<u32>,
+) -> Result<Encoded, TrainError> {
     let enc = tok
         .encode_batch(texts, true)
         .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
@@ -91,15 +101,15 @@ fn encode(
 }
 
 /// A padded batch of rows `idx` of `e`.
-struct Batch {
-    ids: Vec<u32>,
-    types: Vec<u32>,
-    lengths: Vec<usize>,
-    len: usize,
-    classes: Vec<u32>,
+pub(super) struct Batch {
+    pub(super) ids: Vec<u32>,
+    pub(super) types: Vec<u32>,
+    pub(super) lengths: Vec<usize>,
+    pub(super) len: usize,
+    pub(super) classes: Vec<u32>,
 }
 
-fn batch(e: &Encoded, idx: &[usize], pad: u32) -> Batch {
+pub(super) fn batch(e: &Encoded, idx: &[usize], pad: u32) -> Batch {
     let len = idx
         .iter()
         .map(|i| e.ids[*i].len())
@@ -120,14 +130,19 @@ fn batch(e: &Encoded, idx: &[usize], pad: u32) -> Batch {
         b.types.extend_from_slice(types);
         b.types.extend(std::iter::repeat_n(0, len - types.len()));
         b.lengths.push(ids.len());
-        b.classes.push(e.classes[*i]);
+        b.classes.extend(e.classes.get(*i));
     }
     b
 }
 
 fn check_time(input: &TrainInput) -> Result<(), TrainError> {
-    if Instant::now() >= input.deadline {
-        return Err(TrainError::WallTime(input.max_wall_seconds));
+    check_deadline(input.deadline, input.max_wall_seconds)
+}
+
+/// The wall-time limit, checked before each batch.
+pub(super) fn check_deadline(deadline: Instant, max_wall_seconds: u64) -> Result<(), TrainError> {
+    if Instant::now() >= deadline {
+        return Err(TrainError::WallTime(max_wall_seconds));
     }
     Ok(())
 }
@@ -161,6 +176,43 @@ fn evaluate(
     Ok((correct as f64 / n as f64, loss_sum / n as f64))
 }
 
+/// The base model's tokenizer, truncating at `max_seq_length` (and the model's
+/// positions), without padding.
+pub(super) fn tokenizer(
+    spec: &ModelSpec,
+    hp: &Hyperparameters,
+) -> Result<tokenizers::Tokenizer, TrainError> {
+    let mut tok = tokenizers::Tokenizer::from_file(&spec.tokenizer)
+        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    let max_len = (hp.max_seq_length as usize).min(spec.encoder.max_positions());
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: max_len,
+        ..Default::default()
+    }))
+    .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    tok.with_padding(None);
+    Ok(tok)
+}
+
+/// AdamW over the decayed and the not-decayed parameters.
+pub(super) fn optimizers(
+    model: &Classifier,
+    hp: &Hyperparameters,
+) -> Result<(AdamW, AdamW), TrainError> {
+    let (decay, no_decay) = model.param_groups();
+    let params = |wd: f64| Params {
+        lr: hp.learning_rate,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: wd,
+    };
+    Ok((
+        AdamW::new(decay, params(hp.weight_decay))?,
+        AdamW::new(no_decay, params(0.0))?,
+    ))
+}
+
 /// The learning rate at `step` (0-based) of `total`: linear warm-up, linear decay.
 pub fn learning_rate(peak: f64, step: u64, total: u64, warmup: u64) -> f64 {
     if step < warmup {
@@ -188,15 +240,7 @@ pub fn run(
     let train_classes = data::class_ids(&input.train, &labels)?;
     let test_classes = data::class_ids(&input.test, &labels)?;
     let spec = input.base;
-    let mut tok = tokenizers::Tokenizer::from_file(&spec.tokenizer)
-        .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
-    let max_len = (hp.max_seq_length as usize).min(spec.encoder.max_positions());
-    tok.with_truncation(Some(tokenizers::TruncationParams {
-        max_length: max_len,
-        ..Default::default()
-    }))
-    .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
-    tok.with_padding(None);
+    let tok = tokenizer(spec, hp)?;
     let train = encode(&tok, &input.train, train_classes)?;
     let test = encode(&tok, &input.test, test_classes)?;
     let pad = spec.encoder.pad_token_id;
@@ -225,16 +269,7 @@ pub fn run(
     ));
     ctl.metric("untuned_test_accuracy", json!(untuned_acc));
 
-    let (decay, no_decay) = model.param_groups();
-    let params = |wd: f64| Params {
-        lr: hp.learning_rate,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: wd,
-    };
-    let mut opt_decay = AdamW::new(decay, params(hp.weight_decay))?;
-    let mut opt_plain = AdamW::new(no_decay, params(0.0))?;
+    let (mut opt_decay, mut opt_plain) = optimizers(&model, hp)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(hp.seed);
     let mut order: Vec<usize> = (0..train.ids.len()).collect();
     let mut step = 0u64;
@@ -301,7 +336,7 @@ pub fn run(
 }
 
 /// Tokenizer files copied from the base model when it has them.
-const TOKENIZER_FILES: &[&str] = &[
+pub(super) const TOKENIZER_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

@@ -1,12 +1,16 @@
 //! Fine-tuning with candle: the MiniLM fixture trained on the dataset that
 //! `scripts/finetune/make-dataset.py` writes must beat its untuned head on the test
 //! split by a wide margin, and the written repo must load in the serving engine and
-//! classify with the new labels. Plus the stops: cancel and the wall-time limit.
+//! classify with the new labels; trained as a sentence encoder on the pairs of
+//! `scripts/finetune/make-pairs.py`, it must retrieve the test positives far better
+//! than the untuned encoder, and serve the same embeddings as feature extraction.
+//! Plus the stops: cancel and the wall-time limit.
 
 use crate::common::*;
 use hub_types::jobs::{Hyperparameters, StopReason};
-use hub_worker::engine::{EngineConfig, Model, Task, TextInput};
-use hub_worker::finetune::data::{self, Example};
+use hub_worker::engine::{EmbedOptions, EngineConfig, Model, Task, TextInput};
+use hub_worker::finetune::data::{self, Example, Pair};
+use hub_worker::finetune::embed::{self, PairInput};
 use hub_worker::finetune::train::{self, Control, TrainError, TrainInput};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -26,6 +30,33 @@ fn dataset() -> PathBuf {
         dir
     })
     .clone()
+}
+
+/// The pairs of `scripts/finetune/make-pairs.py`, written once per process.
+fn pair_dataset() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch().join("finetune-pairs");
+        let st = std::process::Command::new("python3")
+            .arg(repo_root().join("scripts/finetune/make-pairs.py"))
+            .arg(&dir)
+            .status()
+            .expect("python3 runs");
+        assert!(st.success());
+        dir
+    })
+    .clone()
+}
+
+fn pair_split(dir: &Path, name: &str) -> Vec<Pair> {
+    let f = format!("{name}.csv");
+    data::parse_pairs(
+        &f,
+        &std::fs::read(dir.join(&f)).unwrap(),
+        "anchor",
+        "positive",
+    )
+    .unwrap()
 }
 
 fn split(dir: &Path, name: &str) -> Vec<Example> {
@@ -152,6 +183,117 @@ async fn text_classification_beats_the_untuned_head_and_serves() {
     assert!(
         (served - acc).abs() < 0.02,
         "served {served} vs trained {acc}"
+    );
+}
+
+#[tokio::test]
+async fn sentence_embedding_beats_the_untuned_encoder_and_serves() {
+    let Some(minilm) = minilm_dir("sentence_embedding_beats_the_untuned_encoder_and_serves") else {
+        return;
+    };
+    let ds = pair_dataset();
+    let out = scratch().join("finetune-embed-out");
+    let spec = hub_worker::engine::spec::inspect(&minilm).unwrap();
+    let (train_rows, test_rows) = (pair_split(&ds, "train"), pair_split(&ds, "test"));
+    let test_pairs = test_rows.clone();
+    let out2 = out.clone();
+    let started = Instant::now();
+    let (result, rec) = tokio::task::spawn_blocking(move || {
+        let hp = Hyperparameters {
+            learning_rate: 2e-4,
+            ..hp()
+        };
+        let mut rec = Recorder::default();
+        let r = embed::run(
+            PairInput {
+                base: &spec,
+                train: train_rows,
+                test: test_rows,
+                hp: &hp,
+                deadline: Instant::now() + Duration::from_secs(900),
+                max_wall_seconds: 900,
+            },
+            &mut rec,
+            &out2,
+        );
+        (r, rec)
+    })
+    .await
+    .unwrap();
+    let result = result.unwrap();
+    eprintln!("finetune: {:?} in {:?}", result.metrics, started.elapsed());
+    let m = |k: &str| result.metrics[k].as_f64().unwrap();
+    let (acc, untuned) = (m("test_accuracy_at_1"), m("untuned_test_accuracy_at_1"));
+    assert!(
+        acc >= untuned + 0.3 && acc >= 0.5,
+        "tuned {acc} vs untuned {untuned}"
+    );
+    assert!(m("test_mrr") > m("untuned_test_mrr") + 0.2);
+    // 256 pairs / 16 = 16 steps.
+    assert_eq!(rec.steps.last(), Some(&(16, 16)));
+    // The base model's layout: BertModel weights under its own names, its
+    // sentence-transformers modules and pooling config, the tokenizer.
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        assert!(
+            result.files.contains(&f.to_string()),
+            "{f}: {:?}",
+            result.files
+        );
+    }
+    let tensors =
+        candle_core::safetensors::load(out.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert!(tensors.contains_key("embeddings.word_embeddings.weight"));
+    assert!(tensors.contains_key("pooler.dense.weight"));
+    assert!(!tensors
+        .keys()
+        .any(|k| k.starts_with("bert.") || k.starts_with("classifier")));
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "BertModel");
+
+    // The serving engine loads the result as feature extraction and ranks the test
+    // positives as the training measured.
+    let dir = out.clone();
+    let model = tokio::task::spawn_blocking(move || {
+        Model::load(
+            &dir,
+            Some(Task::FeatureExtraction),
+            &EngineConfig::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let embed_texts = |texts: Vec<String>| {
+        let model = &model;
+        async move {
+            model
+                .embed(texts, EmbedOptions::default())
+                .await
+                .unwrap()
+                .vectors
+        }
+    };
+    let anchors = embed_texts(test_pairs.iter().map(|p| p.anchor.clone()).collect()).await;
+    let corpus = embed_texts(test_pairs.iter().map(|p| p.positive.clone()).collect()).await;
+    let norm: f32 = anchors[0].iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 1e-4,
+        "served embeddings are normalised: {norm}"
+    );
+    let target: Vec<usize> = (0..test_pairs.len()).collect();
+    let served = embed::retrieval(&anchors, &corpus, &target);
+    assert!(
+        (served.accuracy_at_1 - acc).abs() < 0.02,
+        "served {served:?} vs trained {acc}"
     );
 }
 

@@ -23,8 +23,11 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
     /// What to train: `text-classification` (a new head on a BERT encoder,
-    /// trained with it on the dataset's `label` column).
-    #[schema(pattern = "^text-classification$")]
+    /// trained with it on the dataset's `text` and `label` columns) or
+    /// `sentence-embedding` (the encoder, mean-pooled and normalised, trained on
+    /// the dataset's `anchor` and `positive` sentence pairs with in-batch
+    /// negatives; served as `feature-extraction`).
+    #[schema(pattern = "^(text-classification|sentence-embedding)$")]
     task: String,
     /// The model repo to start from, `namespace/name`.
     base_model: String,
@@ -107,8 +110,12 @@ pub async fn create(
     let (ns, p) =
         member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
     let task = JobTask::parse(&body.task).map_err(JobSpecError::Task)?;
-    let hp = body.hyperparameters.clone().unwrap_or_default();
-    hp.check().map_err(JobSpecError::Hyperparameter)?;
+    let hp = body
+        .hyperparameters
+        .clone()
+        .unwrap_or_default()
+        .for_task(task)
+        .map_err(JobSpecError::Hyperparameter)?;
     let wall = body.max_wall_seconds.unwrap_or(DEFAULT_WALL_S);
     if !(MIN_WALL_S..=MAX_WALL_S).contains(&wall) {
         return Err(JobSpecError::WallTime.into());
