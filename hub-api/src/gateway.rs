@@ -38,7 +38,6 @@ use crate::refresh_cache::{Lookup, RefreshCache};
 use crate::state::AppState;
 use crate::token_quota::TokenQuotas;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures::StreamExt;
 use hub_types::metering::{INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +53,7 @@ pub const WAKE_WAIT: Duration = Duration::from_secs(60);
 pub const WAKE_POLL: Duration = Duration::from_secs(1);
 mod relay;
 pub mod sse;
+mod upstream;
 
 /// Longest silence of a worker (before its headers, or between two chunks of its body)
 /// before the gateway gives up on it. There is no limit on a whole response: a
@@ -171,7 +171,7 @@ pub struct Live {
     /// HTTP workers' threads would wake another thread (a syscall and a
     /// context switch) for every request and every body chunk; per thread,
     /// the request and its connection stay on one runtime.
-    clients: thread_local::ThreadLocal<reqwest::Client>,
+    clients: thread_local::ThreadLocal<upstream::Upstream>,
     /// The client's read timeout ([`WORKER_READ_TIMEOUT`] but in tests).
     read_timeout: Duration,
     /// Daily token quotas and today's totals per namespace.
@@ -265,16 +265,9 @@ async fn load_route(db: &sqlx::PgPool, ns: &str, name: &str) -> ApiResult<Option
 impl Live {
     /// How long a worker may stay silent before the gateway gives up on it.
     /// This thread's client to workers.
-    fn client(&self) -> &reqwest::Client {
-        self.clients.get_or(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .read_timeout(self.read_timeout)
-                .pool_idle_timeout(Duration::from_secs(30))
-                .tcp_nodelay(true)
-                .build()
-                .expect("http client")
-        })
+    fn client(&self) -> &upstream::Upstream {
+        self.clients
+            .get_or(|| upstream::Upstream::new(self.read_timeout))
     }
 
     pub fn read_timeout(&self) -> Duration {
@@ -576,7 +569,7 @@ fn endpoint_label(e: &EndpointRow) -> String {
 }
 
 /// A token count in a worker's response header (0 when absent or malformed).
-fn count_header(h: &reqwest::header::HeaderMap, name: &str) -> i64 {
+fn count_header(h: &http::HeaderMap, name: &str) -> i64 {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -694,18 +687,12 @@ pub async fn proxy(
         drop(queued.take());
         let counted = state.metrics.endpoint_in_flight.track(&[&route.label]);
         let guard = state.live.enter(replica, counted);
-        let mut fwd = state
-            .live
-            .client()
-            .request(
-                reqwest::Method::from_bytes(req.method().as_str().as_bytes())
-                    .map_err(|_| ApiError::InvalidRequest("unsupported method".into()))?,
-                target,
-            )
-            .header(reqwest::header::AUTHORIZATION, picked.auth.clone())
-            .body(body.clone());
-        for h in ["content-type", "accept"] {
-            if let Some(v) = req.headers().get(h) {
+        let mut fwd = http::Request::builder()
+            .method(req.method().as_str())
+            .uri(target.as_str())
+            .header(http::header::AUTHORIZATION, picked.auth.clone());
+        for h in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
+            if let Some(v) = req.headers().get(h.as_str()) {
                 fwd = fwd.header(h, v.as_bytes());
             }
         }
@@ -714,7 +701,11 @@ pub async fn proxy(
         {
             fwd = fwd.header(hub_telemetry::request_id::HEADER, id.0.as_str());
         }
-        match fwd.send().await {
+        let fwd = fwd
+            .body(http_body_util::Full::new(body.clone()))
+            .map_err(|e| ApiError::InvalidRequest(format!("cannot forward this request: {e}")))?;
+        let client = state.live.client();
+        match client.send(fwd).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let mut m = meter(status);
@@ -740,8 +731,9 @@ pub async fn proxy(
                     m.record();
                     return Ok(out.finish());
                 }
-                let length = resp.content_length();
-                let body = relay::Relay::new(resp.bytes_stream().boxed(), sse, m, guard);
+                let length = http_body::Body::size_hint(resp.body()).exact();
+                let body =
+                    relay::Relay::new(Box::pin(client.body(resp.into_body())), sse, m, guard);
                 return Ok(match length {
                     Some(n) if !sse => out.body(actix_web::body::SizedStream::new(n, body)),
                     _ => out.streaming(body),
@@ -754,7 +746,7 @@ pub async fn proxy(
                 tried.push(replica);
                 // The worker took the request and then went silent: not
                 // sent again (it may still be running there).
-                if err.is_timeout() && !err.is_connect() {
+                if matches!(err, upstream::Failure::Timeout) {
                     meter(504).record();
                     return Err(ApiError::UpstreamTimeout(format!(
                         "the worker sent nothing for {} s",

@@ -24,7 +24,7 @@ enum End {
     ClientGone,
 }
 
-type Upstream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type Upstream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 pub(super) struct Relay {
     upstream: Upstream,
@@ -97,7 +97,7 @@ impl Stream for Relay {
                     this.done = true;
                     this.finish(End::WorkerBroke);
                     tracing::warn!(error = %e, "the worker broke off a response");
-                    return Poll::Ready(Some(Err(std::io::Error::other(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
                     this.done = true;
