@@ -754,15 +754,6 @@ async fn a_silent_worker_is_a_gateway_timeout() {
         owner,
         worker_token: wt,
     } = Solo::start(&t).await;
-    let r = http
-        .post(format!("{hub}/api/v1/endpoints/solo"))
-        .bearer_auth(&owner)
-        .json(&json!({"name": "slow", "repository": "solo/m", "min_replicas": 1, "max_replicas": 1, "access": "public"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-
     // The silent worker: reads each request, answers nothing, counts them.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let wurl = format!("http://{}", listener.local_addr().unwrap());
@@ -790,23 +781,7 @@ async fn a_silent_worker_is_a_gateway_timeout() {
             }));
         }
     });
-    let (w, _) = Worker::register(&hub, &wt, &wurl, 8 << 30).await;
-    let ep_url = format!("{hub}/api/v1/endpoints/solo/slow");
-    let mut version = 0;
-    for _ in 0..100 {
-        hub_api::scheduler::tick(&t.state).await.unwrap();
-        let a = w.poll(version).await;
-        version = a["version"].as_i64().unwrap();
-        if let Some(asg) = a["assignments"].as_array().and_then(|l| l.first()) {
-            w.heartbeat(json!([{"assignment_id": asg["assignment_id"], "status": "running"}]))
-                .await;
-            break;
-        }
-    }
-    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
-        v["status"] == "running"
-    })
-    .await;
+    running_on(&t, &hub, &http, &owner, &wt, "slow", &wurl).await;
 
     let started = std::time::Instant::now();
     let r = http
@@ -828,6 +803,130 @@ async fn a_silent_worker_is_a_gateway_timeout() {
         .await
         .unwrap();
     assert_eq!(statuses, vec![(504,)]);
+    server.stop().await;
+}
+
+/// A public endpoint `solo/{name}` with one replica, running on a worker at
+/// `wurl` (registered here; the caller serves that address).
+async fn running_on(
+    t: &TestState,
+    hub: &str,
+    http: &reqwest::Client,
+    owner: &str,
+    wt: &str,
+    name: &str,
+    wurl: &str,
+) {
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/solo"))
+        .bearer_auth(owner)
+        .json(&json!({"name": name, "repository": "solo/m", "min_replicas": 1, "max_replicas": 1, "access": "public"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (w, _) = Worker::register(hub, wt, wurl, 8 << 30).await;
+    let ep_url = format!("{hub}/api/v1/endpoints/solo/{name}");
+    let mut version = 0;
+    for _ in 0..100 {
+        hub_api::scheduler::tick(&t.state).await.unwrap();
+        let a = w.poll(version).await;
+        version = a["version"].as_i64().unwrap();
+        if let Some(asg) = a["assignments"].as_array().and_then(|l| l.first()) {
+            w.heartbeat(json!([{"assignment_id": asg["assignment_id"], "status": "running"}]))
+                .await;
+            break;
+        }
+    }
+    scheduler_until(&t.state, http, &ep_url, owner, |v| v["status"] == "running").await;
+}
+
+/// A worker that sends its response head and a first event, then goes silent:
+/// the client gets the head and the event at once, and the stream ends (not
+/// completed) after the read timeout between two chunks, metered as 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_silent_mid_stream_is_cut_after_the_read_timeout() {
+    let mut t = TestState::new().await;
+    t.state.live = Arc::new(hub_api::gateway::Live::with_read_timeout(
+        Duration::from_millis(600),
+    ));
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wurl = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            held.push(tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65536];
+                let mut seen = Vec::new();
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let event = "data: {\"n\":1}\n\n";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                     transfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                    event.len()
+                );
+                sock.write_all(head.as_bytes()).await.unwrap();
+                // Silent from here on, the connection held open.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }));
+        }
+    });
+    running_on(&t, &hub, &http, &owner, &wt, "stall", &wurl).await;
+
+    let started = std::time::Instant::now();
+    let mut r = http
+        .post(format!("{hub}/endpoints/solo/stall/v1/completions"))
+        .json(&json!({"prompt": "hello", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().expect("the first event");
+    assert_eq!(&first[..], b"data: {\"n\":1}\n\n");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Then the stream breaks off (an incomplete chunked body), after the read timeout.
+    let rest = r.chunk().await;
+    let waited = started.elapsed();
+    assert!(
+        rest.is_err(),
+        "the cut stream must not look complete: {rest:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    t.state.live.flush_usage(&t.state.db).await;
+    let statuses: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT status, output_tokens FROM usage_records")
+            .fetch_all(&t.state.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        vec![(502, 1)],
+        "metered as broken, one event forwarded"
+    );
     server.stop().await;
 }
 
