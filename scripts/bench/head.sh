@@ -82,7 +82,7 @@ read -r NG_RPS NG_P50 NG_P99 _ <<<"$(run nginx http://127.0.0.1:18090/config.jso
 read -r PUB_RPS PUB_P50 PUB_P99 PUB_CPU <<<"$(run pub "$URL/bench/pub/resolve/main/config.json")"
 read -r LFS_RPS LFS_P50 LFS_P99 LFS_CPU <<<"$(run lfs "$URL/bench/pub/resolve/main/w.bin")"
 read -r PRIV_RPS PRIV_P50 PRIV_P99 PRIV_CPU <<<"$(run priv "$URL/bench/priv/resolve/main/config.json" "$AUTH")"
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { python3 -c "import sys; print(f\"{float(sys.argv[1]) / float(sys.argv[2]):.2f}\")" "$1" "$2"; }
 cat <<REPORT
 ## HEAD /resolve vs nginx ($(date -u +%Y-%m-%d), $CONNS connections, ${DURATION} s each, hey -m HEAD)
 CPU: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores; $(grep -o -w -E 'avx2|avx512f|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
