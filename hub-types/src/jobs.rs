@@ -23,12 +23,17 @@ pub enum JobTask {
     /// sentence-transformers' all-MiniLM models) trained on `anchor`/`positive`
     /// sentence pairs with MultipleNegativesRankingLoss (in-batch negatives).
     SentenceEmbedding,
+    /// LoRA adapters on the attention (and optionally MLP) projections of a
+    /// safetensors decoder (llama, mistral, qwen2, qwen3, gemma3), trained with
+    /// the causal-LM loss on the dataset's `prompt`/`completion`, `messages` or
+    /// `text` rows; the result is the merged model plus the PEFT adapter.
+    CausalLmLora,
 }
 
 /// A task name no job runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "task {0:?} is not supported by fine-tuning jobs (text-classification, sentence-embedding)"
+    "task {0:?} is not supported by fine-tuning jobs (text-classification, sentence-embedding, causal-lm-lora)"
 )]
 pub struct UnknownJobTask(pub String);
 
@@ -38,6 +43,7 @@ impl JobTask {
         match self {
             JobTask::TextClassification => "text-classification",
             JobTask::SentenceEmbedding => "sentence-embedding",
+            JobTask::CausalLmLora => "causal-lm-lora",
         }
     }
 
@@ -46,6 +52,7 @@ impl JobTask {
         match self {
             JobTask::TextClassification => crate::Task::TextClassification,
             JobTask::SentenceEmbedding => crate::Task::FeatureExtraction,
+            JobTask::CausalLmLora => crate::Task::TextGeneration,
         }
     }
 
@@ -54,7 +61,18 @@ impl JobTask {
         match s {
             "text-classification" => Ok(JobTask::TextClassification),
             "sentence-embedding" => Ok(JobTask::SentenceEmbedding),
+            "causal-lm-lora" => Ok(JobTask::CausalLmLora),
             other => Err(UnknownJobTask(other.chars().take(64).collect())),
+        }
+    }
+
+    /// The peak learning rate a job of this task uses when the request names
+    /// none: 5e-5 for the encoders (full fine-tuning), 2e-4 for LoRA adapters
+    /// (PEFT's usual starting point: the adapters start at zero and are small).
+    pub const fn default_learning_rate(self) -> f64 {
+        match self {
+            JobTask::TextClassification | JobTask::SentenceEmbedding => 5e-5,
+            JobTask::CausalLmLora => 2e-4,
         }
     }
 }
@@ -77,8 +95,9 @@ pub struct Hyperparameters {
     /// Examples per optimizer step (1-256, default 16).
     #[serde(default = "d_batch", deserialize_with = "whole")]
     pub batch_size: u32,
-    /// Tokens per example after truncation, special tokens included (8-512, default 128).
-    #[serde(default = "d_seq", deserialize_with = "whole")]
+    /// Tokens per example after truncation, special tokens included (8-512, default
+    /// 128). Also accepted as `max_length` (the name PEFT/TRL scripts use).
+    #[serde(default = "d_seq", deserialize_with = "whole", alias = "max_length")]
     pub max_seq_length: u32,
     /// Seeds the head's initialisation and the shuffling (default 42).
     #[serde(default = "d_seed", deserialize_with = "whole")]
@@ -104,6 +123,43 @@ pub struct Hyperparameters {
     /// anchor (default `positive`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positive_column: Option<String>,
+    /// `causal-lm-lora` only: the rank `r` of each adapter (1-256, default 8).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_whole"
+    )]
+    pub lora_rank: Option<u32>,
+    /// `causal-lm-lora` only: the adapters' scale numerator; an adapter adds
+    /// `lora_alpha / lora_rank * B A` to its weight (above 0, at most 1024,
+    /// default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_alpha: Option<f64>,
+    /// `causal-lm-lora` only: the projections that get adapters, in every layer
+    /// (any of `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
+    /// `down_proj`; default the four attention projections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_targets: Option<Vec<String>>,
+}
+
+/// The projections LoRA adapters may target, in PEFT's module names.
+pub const LORA_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// The default `lora_targets`: the attention projections.
+pub const DEFAULT_LORA_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+fn opt_whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    struct W(#[serde(deserialize_with = "whole")] u32);
+    Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
 }
 
 fn d_epochs() -> u32 {
@@ -148,6 +204,9 @@ impl Default for Hyperparameters {
             label_column: d_label(),
             anchor_column: None,
             positive_column: None,
+            lora_rank: None,
+            lora_alpha: None,
+            lora_targets: None,
         }
     }
 }
@@ -158,6 +217,17 @@ impl Default for Hyperparameters {
 pub struct BadHyperparameter {
     pub field: &'static str,
     pub rule: &'static str,
+}
+
+/// Why a request's `hyperparameters` were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestHyperparametersError {
+    /// Not the object's shape: an unknown field, a wrong type.
+    #[error("hyperparameters: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field out of its bounds, or one the task does not read.
+    #[error(transparent)]
+    Bad(#[from] BadHyperparameter),
 }
 
 fn column_ok(c: &str) -> bool {
@@ -206,7 +276,42 @@ impl Hyperparameters {
         if self.anchor() == self.positive() {
             return bad("positive_column", "a column other than anchor_column");
         }
+        if self.lora_rank.is_some_and(|r| !(1..=256).contains(&r)) {
+            return bad("lora_rank", "an integer from 1 to 256");
+        }
+        if self.lora_alpha.is_some_and(|a| !(a > 0.0 && a <= 1024.0)) {
+            return bad("lora_alpha", "a number above 0 and at most 1024");
+        }
+        if let Some(t) = &self.lora_targets {
+            let known = t.iter().all(|m| LORA_MODULES.contains(&m.as_str()));
+            let mut uniq = t.clone();
+            uniq.sort();
+            uniq.dedup();
+            if t.is_empty() || !known || uniq.len() != t.len() {
+                return bad(
+                    "lora_targets",
+                    "a non-empty list of distinct module names among q_proj, k_proj, \
+                     v_proj, o_proj, gate_proj, up_proj, down_proj",
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Parses a request's `hyperparameters` object for `task`: the task's defaults
+    /// where the request is silent (the learning rate: see
+    /// [`JobTask::default_learning_rate`]), then [`Hyperparameters::for_task`].
+    pub fn from_request(
+        task: JobTask,
+        raw: Option<serde_json::Value>,
+    ) -> Result<Hyperparameters, RequestHyperparametersError> {
+        let mut raw = raw.unwrap_or_else(|| serde_json::json!({}));
+        if let Some(obj) = raw.as_object_mut() {
+            obj.entry("learning_rate")
+                .or_insert_with(|| serde_json::json!(task.default_learning_rate()));
+        }
+        let hp: Hyperparameters = serde_json::from_value(raw)?;
+        Ok(hp.for_task(task)?)
     }
 
     /// Checks every bound and the fields that belong to `task`, and fills in the
@@ -214,26 +319,60 @@ impl Hyperparameters {
     /// job reads.
     pub fn for_task(mut self, task: JobTask) -> Result<Hyperparameters, BadHyperparameter> {
         self.check()?;
+        let pair_rule = "left out: it applies to sentence-embedding jobs";
+        let lora_rule = "left out: it applies to causal-lm-lora jobs";
+        let pairs = [
+            ("anchor_column", self.anchor_column.is_some()),
+            ("positive_column", self.positive_column.is_some()),
+        ];
+        let lora = [
+            ("lora_rank", self.lora_rank.is_some()),
+            ("lora_alpha", self.lora_alpha.is_some()),
+            ("lora_targets", self.lora_targets.is_some()),
+        ];
+        let refuse = |fields: &[(&'static str, bool)], rule: &'static str| match fields
+            .iter()
+            .find(|(_, set)| *set)
+        {
+            Some(&(field, _)) => Err(BadHyperparameter { field, rule }),
+            None => Ok(()),
+        };
         match task {
             JobTask::TextClassification => {
-                for (field, c) in [
-                    ("anchor_column", &self.anchor_column),
-                    ("positive_column", &self.positive_column),
-                ] {
-                    if c.is_some() {
-                        return Err(BadHyperparameter {
-                            field,
-                            rule: "left out: it applies to sentence-embedding jobs",
-                        });
-                    }
-                }
+                refuse(&pairs, pair_rule)?;
+                refuse(&lora, lora_rule)?;
             }
             JobTask::SentenceEmbedding => {
+                refuse(&lora, lora_rule)?;
                 self.anchor_column = Some(self.anchor().to_string());
                 self.positive_column = Some(self.positive().to_string());
             }
+            JobTask::CausalLmLora => {
+                refuse(&pairs, pair_rule)?;
+                self.lora_rank = Some(self.rank());
+                self.lora_alpha = Some(self.alpha());
+                self.lora_targets = Some(self.targets());
+            }
         }
         Ok(self)
+    }
+
+    /// The LoRA rank of a `causal-lm-lora` job.
+    pub fn rank(&self) -> u32 {
+        self.lora_rank.unwrap_or(8)
+    }
+
+    /// The LoRA alpha of a `causal-lm-lora` job.
+    pub fn alpha(&self) -> f64 {
+        self.lora_alpha.unwrap_or(16.0)
+    }
+
+    /// The projections a `causal-lm-lora` job adapts.
+    pub fn targets(&self) -> Vec<String> {
+        match &self.lora_targets {
+            Some(t) => t.clone(),
+            None => DEFAULT_LORA_TARGETS.iter().map(|m| m.to_string()).collect(),
+        }
     }
 
     /// The anchor column of a `sentence-embedding` job.
@@ -443,6 +582,64 @@ mod tests {
     }
 
     #[test]
+    fn lora_fields_belong_to_the_lora_task() {
+        let h = Hyperparameters::from_request(JobTask::CausalLmLora, None).unwrap();
+        assert_eq!(h.learning_rate, 2e-4);
+        assert_eq!(
+            (h.lora_rank, h.lora_alpha, h.lora_targets.clone()),
+            (
+                Some(8),
+                Some(16.0),
+                Some(vec![
+                    "q_proj".to_string(),
+                    "k_proj".into(),
+                    "v_proj".into(),
+                    "o_proj".into()
+                ])
+            )
+        );
+        let h = Hyperparameters::from_request(JobTask::TextClassification, None).unwrap();
+        assert_eq!(h, Hyperparameters::default());
+        let h = Hyperparameters::from_request(
+            JobTask::CausalLmLora,
+            Some(serde_json::json!({"learning_rate": 1e-3, "max_length": 64, "lora_rank": 4.0})),
+        )
+        .unwrap();
+        assert_eq!(
+            (h.learning_rate, h.max_seq_length, h.lora_rank),
+            (1e-3, 64, Some(4))
+        );
+        for (json, field) in [
+            (r#"{"lora_rank": 0}"#, "lora_rank"),
+            (r#"{"lora_rank": 300}"#, "lora_rank"),
+            (r#"{"lora_alpha": 0}"#, "lora_alpha"),
+            (r#"{"lora_targets": []}"#, "lora_targets"),
+            (r#"{"lora_targets": ["q_proj", "q_proj"]}"#, "lora_targets"),
+            (r#"{"lora_targets": ["lm_head"]}"#, "lora_targets"),
+            (r#"{"anchor_column": "q"}"#, "anchor_column"),
+        ] {
+            let raw = serde_json::from_str(json).unwrap();
+            match Hyperparameters::from_request(JobTask::CausalLmLora, Some(raw)) {
+                Err(RequestHyperparametersError::Bad(e)) => assert_eq!(e.field, field, "{json}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        let raw = serde_json::json!({"lora_rank": 4});
+        assert!(matches!(
+            Hyperparameters::from_request(JobTask::SentenceEmbedding, Some(raw)),
+            Err(RequestHyperparametersError::Bad(BadHyperparameter {
+                field: "lora_rank",
+                ..
+            }))
+        ));
+        let raw = serde_json::json!({"lora_rnak": 4});
+        assert!(matches!(
+            Hyperparameters::from_request(JobTask::CausalLmLora, Some(raw)),
+            Err(RequestHyperparametersError::Json(_))
+        ));
+    }
+
+    #[test]
     fn task_names() {
         assert_eq!(
             JobTask::parse("text-classification").unwrap(),
@@ -455,6 +652,10 @@ mod tests {
         assert_eq!(
             JobTask::SentenceEmbedding.endpoint_task(),
             crate::Task::FeatureExtraction
+        );
+        assert_eq!(
+            JobTask::parse("causal-lm-lora").unwrap().endpoint_task(),
+            crate::Task::TextGeneration
         );
         assert!(JobTask::parse("translation").is_err());
     }

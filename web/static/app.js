@@ -355,6 +355,12 @@
       },
       max_wall_seconds: num('max_wall_seconds', Number)
     };
+    if (body.task === 'causal-lm-lora') {
+      body.hyperparameters.lora_rank = num('lora_rank', Number);
+      body.hyperparameters.lora_alpha = num('lora_alpha', Number);
+      var targets = form.lora_targets.value.split(',').map(function (t) { return t.trim(); }).filter(Boolean);
+      if (targets.length) body.hyperparameters.lora_targets = targets;
+    }
     if (form.base_revision.value.trim()) body.base_revision = form.base_revision.value.trim();
     if (form.dataset_revision.value.trim()) body.dataset_revision = form.dataset_revision.value.trim();
     var res = await api('POST', '/api/v1/jobs/' + encodeURIComponent(ns), body);
@@ -364,6 +370,23 @@
     }
     location.href = '/jobs/' + encodeURIComponent(ns) + '/' + encodeURIComponent(res.data.id);
   };
+
+  // The new-job form: LoRA fields only for LoRA jobs, and each task's default learning
+  // rate until the user sets one.
+  var taskDefaults = { 'causal-lm-lora': '0.0002' };
+  document.addEventListener('change', function (ev) {
+    var sel = ev.target;
+    if (sel.name !== 'task' || !sel.form || sel.form.getAttribute('data-form') !== 'new-job') return;
+    var form = sel.form;
+    form.querySelectorAll('[data-for-task]').forEach(function (el) {
+      el.hidden = el.getAttribute('data-for-task') !== sel.value;
+    });
+    var lr = form.learning_rate;
+    if (!lr.dataset.touched) lr.value = taskDefaults[sel.value] || '0.00005';
+  });
+  document.addEventListener('input', function (ev) {
+    if (ev.target.name === 'learning_rate') ev.target.dataset.touched = '1';
+  });
 
   document.addEventListener('submit', function (ev) {
     var form = ev.target;

@@ -150,6 +150,7 @@ pub async fn new_job(state: web::Data<AppState>, req: HttpRequest) -> PageResult
         tasks: vec![
             JobTask::TextClassification.as_str(),
             JobTask::SentenceEmbedding.as_str(),
+            JobTask::CausalLmLora.as_str(),
         ],
     })
 }
@@ -211,6 +212,7 @@ fn other_task_columns(task: &str) -> &'static [&'static str] {
     match JobTask::parse(task) {
         Ok(JobTask::SentenceEmbedding) => &["text_column", "label_column"],
         Ok(JobTask::TextClassification) => &["anchor_column", "positive_column"],
+        Ok(JobTask::CausalLmLora) => &["label_column", "anchor_column", "positive_column"],
         Err(_) => &[],
     }
 }

@@ -1,7 +1,7 @@
 //! The model card (README.md) of a fine-tuned model: front matter the hub reads
 //! (`base_model`, `datasets`, `pipeline_tag`, `model-index` with the test-split
-//! accuracy) and a body that records the base model and dataset at their commits,
-//! the hyperparameters and the evaluation on the test split.
+//! accuracy, retrieval or perplexity) and a body that records the base model and
+//! dataset at their commits, the hyperparameters and the evaluation on the test split.
 
 use hub_types::jobs::{JobSpec, JobTask};
 use serde_json::{Map, Value};
@@ -21,6 +21,7 @@ fn hyperparameter_table(job: &JobSpec) -> String {
     let other: &[&str] = match job.task {
         JobTask::TextClassification => &["anchor_column", "positive_column"],
         JobTask::SentenceEmbedding => &["text_column", "label_column"],
+        JobTask::CausalLmLora => &["label_column", "anchor_column", "positive_column"],
     };
     if let Some(o) = hp_json.as_object() {
         for (k, v) in o.iter().filter(|(k, _)| !other.contains(&k.as_str())) {
@@ -35,7 +36,111 @@ pub fn render(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) ->
     match job.task {
         JobTask::TextClassification => render_classifier(job, labels, metrics),
         JobTask::SentenceEmbedding => render_embedding(job, metrics),
+        JobTask::CausalLmLora => render_lora(job, metrics),
     }
+}
+
+/// The card of a LoRA-tuned decoder: perplexity and exact match on the test split.
+fn render_lora(job: &JobSpec, metrics: &Map<String, Value>) -> String {
+    let hp = &job.hyperparameters;
+    let ppl = num(metrics, "test_perplexity");
+    let em = metrics.get("test_exact_match").and_then(Value::as_f64);
+    let mut s = String::new();
+    s.push_str("---\n");
+    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
+    s.push_str(&format!(
+        "datasets:\n- {}\n",
+        yaml_str(&job.dataset.repo_id)
+    ));
+    s.push_str("library_name: transformers\npipeline_tag: text-generation\n");
+    s.push_str("tags:\n- text-generation\n- lora\n- peft\n- paddock-fine-tune\n");
+    s.push_str("model-index:\n");
+    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
+    s.push_str("  results:\n  - task:\n      type: text-generation\n");
+    s.push_str(&format!(
+        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.revision)
+    ));
+    s.push_str(&format!(
+        "    metrics:\n    - type: perplexity\n      value: {ppl}\n"
+    ));
+    if let Some(em) = em {
+        s.push_str(&format!("    - type: exact_match\n      value: {em}\n"));
+    }
+    s.push_str("---\n\n");
+    s.push_str(&format!("# {}\n\n", job.output_repo));
+    s.push_str(&format!(
+        "A causal language model fine-tuned with LoRA from [{b}](/{b}) at revision `{br}` on \
+         the dataset [{d}](/datasets/{d}) at revision `{dr}`, by the Paddock fine-tuning job \
+         `{id}` (candle, on CPU). `model.safetensors` holds the merged weights (`W + \
+         lora_alpha / r * B A`, in the base model's dtype and tensor names) with the base \
+         model's config, generation config, tokenizer and chat template, so it serves as a \
+         `text-generation` endpoint as it is; `adapter/` holds the adapter alone in PEFT's \
+         layout (`adapter_model.safetensors`, `adapter_config.json`), for \
+         `PeftModel.from_pretrained` on the base model.\n\n",
+        b = job.base.repo_id,
+        br = job.base.revision,
+        d = job.dataset.repo_id,
+        dr = job.dataset.revision,
+        id = job.job_id,
+    ));
+    s.push_str(&format!(
+        "## LoRA\n\n| setting | value |\n|---|---|\n| r | {} |\n| lora_alpha | {} |\n\
+         | target_modules | {} |\n| trainable parameters | {} |\n\n",
+        hp.rank(),
+        hp.alpha(),
+        hp.targets().join(", "),
+        metrics
+            .get("trainable_parameters")
+            .cloned()
+            .unwrap_or(Value::Null),
+    ));
+    s.push_str(
+        "## Evaluation (test split)\n\nMean cross-entropy per learned token (completion \
+         tokens, assistant turns, or every token of text rows), its perplexity, and the \
+         share of prompt/completion or chat rows whose greedy completion is exactly the \
+         reference (trimmed).\n\n| model | loss | perplexity | exact match |\n|---|---|---|---|\n",
+    );
+    for (name, prefix) in [
+        ("untuned (base model)", "untuned_test"),
+        ("fine-tuned", "test"),
+    ] {
+        let em = metrics
+            .get(&format!("{prefix}_exact_match"))
+            .and_then(Value::as_f64)
+            .map(|m| format!("{m:.4}"))
+            .unwrap_or_else(|| "n/a".into());
+        s.push_str(&format!(
+            "| {name} | {:.4} | {:.3} | {em} |\n",
+            num(metrics, &format!("{prefix}_loss")),
+            num(metrics, &format!("{prefix}_perplexity")),
+        ));
+    }
+    s.push_str(&format!(
+        "\n{} test rows ({} compared by exact match); {} train rows ({} learned tokens), {} \
+         steps in {:.1} s.\n\n",
+        metrics.get("test_examples").cloned().unwrap_or(Value::Null),
+        metrics
+            .get("exact_match_rows")
+            .cloned()
+            .unwrap_or(Value::Null),
+        metrics
+            .get("train_examples")
+            .cloned()
+            .unwrap_or(Value::Null),
+        metrics.get("train_tokens").cloned().unwrap_or(Value::Null),
+        metrics.get("steps").cloned().unwrap_or(Value::Null),
+        num(metrics, "train_seconds"),
+    ));
+    s.push_str(&hyperparameter_table(job));
+    s.push_str(
+        "\nLoss: causal-LM cross-entropy on the learned tokens only. Optimizer: AdamW \
+         (betas 0.9/0.999, eps 1e-8) on the adapters only, the base frozen in f32; linear \
+         warm-up then linear decay, no dropout.\n",
+    );
+    s
 }
 
 /// The card of a sentence encoder: retrieval on the test split.

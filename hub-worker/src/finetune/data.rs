@@ -1,7 +1,8 @@
-//! A dataset's split files as labelled examples (text classification) or sentence
-//! pairs (sentence embedding): CSV (with a header row) or JSON Lines, read from
-//! bytes with bounds (file size, rows, text length, label count). Only text is
-//! parsed; nothing in a dataset is executed.
+//! A dataset's split files as labelled examples (text classification), sentence
+//! pairs (sentence embedding) or supervised fine-tuning rows (causal-LM LoRA:
+//! prompt/completion, chat messages or plain text): CSV (with a header row) or JSON
+//! Lines, read from bytes with bounds (file size, rows, text length, label count,
+//! turns). Only text is parsed; nothing in a dataset is executed.
 
 /// Largest split file a job reads.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -25,6 +26,220 @@ pub struct Example {
 pub struct Pair {
     pub anchor: String,
     pub positive: String,
+}
+
+/// Most messages in one chat row.
+pub const MAX_TURNS: usize = 256;
+
+/// One row of a causal-LM dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SftRow {
+    /// `prompt` + `completion` columns: the loss is on the completion only.
+    Completion { prompt: String, completion: String },
+    /// A `messages` column: a chat rendered with the model's template; the loss is on
+    /// the assistant turns only.
+    Chat(Vec<ChatTurn>),
+    /// A text column: the loss is on every token.
+    Text(String),
+}
+
+/// One message of a chat row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+}
+
+/// Which of the causal-LM row shapes a file has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftFormat {
+    Completion,
+    Chat,
+    Text,
+}
+
+impl SftFormat {
+    /// The column names, as the job's log and card show them.
+    pub fn describe(self, text_column: &str) -> String {
+        match self {
+            SftFormat::Completion => "prompt + completion".into(),
+            SftFormat::Chat => "messages".into(),
+            SftFormat::Text => text_column.to_string(),
+        }
+    }
+
+    /// The format of a row whose columns are `has` (prompt/completion first, then
+    /// messages, then text).
+    fn of(has: impl Fn(&str) -> bool, text_column: &str) -> Result<SftFormat, String> {
+        match (has("prompt"), has("completion")) {
+            (true, true) => return Ok(SftFormat::Completion),
+            (true, false) => return Err("a \"prompt\" column but no \"completion\"".into()),
+            (false, true) => return Err("a \"completion\" column but no \"prompt\"".into()),
+            _ => {}
+        }
+        if has("messages") {
+            Ok(SftFormat::Chat)
+        } else if has(text_column) {
+            Ok(SftFormat::Text)
+        } else {
+            Err(format!(
+                "none of the columns a causal-lm-lora job reads: \"prompt\" and \"completion\", \
+                 \"messages\" (a list of {{role, content}}), or {text_column:?}"
+            ))
+        }
+    }
+}
+
+/// A chat cell: a JSON array of `{role, content}` objects with string contents, at
+/// least one of them from the assistant.
+fn chat_turns(v: &serde_json::Value) -> Result<Vec<ChatTurn>, String> {
+    let list = v
+        .as_array()
+        .ok_or("\"messages\" is not a list of {role, content} objects")?;
+    if list.len() > MAX_TURNS {
+        return Err(format!("more than {MAX_TURNS} messages"));
+    }
+    let turns = list
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m.get("role").and_then(|r| r.as_str());
+            let content = m.get("content").and_then(|c| c.as_str());
+            match (role, content) {
+                (Some(r), Some(c)) if !r.trim().is_empty() => Ok(ChatTurn {
+                    role: r.chars().take(64).collect(),
+                    content: clip(c),
+                }),
+                _ => Err(format!(
+                    "message {i} is not an object with a string \"role\" and \"content\""
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !turns.iter().any(|t| t.role == "assistant") {
+        return Err("no \"assistant\" message to learn from".into());
+    }
+    Ok(turns)
+}
+
+/// Reads one split file of a causal-LM dataset. The columns of the first row (the
+/// CSV header) decide the format, which every row must then have: `prompt` and
+/// `completion` (non-empty strings), `messages` (JSON Lines: a list; CSV: the list as
+/// JSON text) or `text_column` (a non-empty string).
+pub fn parse_sft(file: &str, bytes: &[u8], text_column: &str) -> Result<Vec<SftRow>, DataError> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_err(
+            file,
+            format!("larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    let lower = file.to_ascii_lowercase();
+    let is_csv = lower.ends_with(".csv");
+    if !is_csv && !lower.ends_with(".jsonl") && !lower.ends_with(".json") {
+        return Err(file_err(
+            file,
+            "fine-tuning reads CSV (.csv) and JSON Lines (.jsonl, .json) files",
+        ));
+    }
+    let row_err = |row: usize, reason: String| DataError::Row {
+        file: file.to_string(),
+        row,
+        reason,
+    };
+    let text = |v: Option<&serde_json::Value>, col: &str| -> Result<String, String> {
+        match v.and_then(|t| t.as_str()) {
+            Some(t) if !t.trim().is_empty() => Ok(clip(t)),
+            Some(_) => Err(format!("empty {col:?}")),
+            None => Err(format!("no string {col:?}")),
+        }
+    };
+    let row_of = |format: SftFormat,
+                  get: &dyn Fn(&str) -> Option<serde_json::Value>|
+     -> Result<SftRow, String> {
+        Ok(match format {
+            SftFormat::Completion => SftRow::Completion {
+                prompt: text(get("prompt").as_ref(), "prompt")?,
+                completion: text(get("completion").as_ref(), "completion")?,
+            },
+            SftFormat::Chat => SftRow::Chat(chat_turns(
+                &get("messages").unwrap_or(serde_json::Value::Null),
+            )?),
+            SftFormat::Text => SftRow::Text(text(get(text_column).as_ref(), text_column)?),
+        })
+    };
+    let mut out = Vec::new();
+    if is_csv {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(false)
+            .from_reader(bytes);
+        let headers = rdr
+            .headers()
+            .map_err(|e| file_err(file, format!("header row: {e}")))?
+            .clone();
+        let format = SftFormat::of(|c| headers.iter().any(|h| h == c), text_column)
+            .map_err(|e| file_err(file, format!("the header row has {e}")))?;
+        for (i, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| row_err(i + 1, e.to_string()))?;
+            if out.len() == MAX_ROWS {
+                return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
+            }
+            let get = |c: &str| -> Option<serde_json::Value> {
+                let idx = headers.iter().position(|h| h == c)?;
+                let cell = rec.get(idx)?;
+                if c == "messages" && format == SftFormat::Chat {
+                    serde_json::from_str(cell).ok()
+                } else {
+                    Some(serde_json::Value::String(cell.to_string()))
+                }
+            };
+            out.push(row_of(format, &get).map_err(|e| row_err(i + 1, e))?);
+        }
+        return Ok(out);
+    }
+    let text_body =
+        std::str::from_utf8(bytes).map_err(|e| file_err(file, format!("not UTF-8: {e}")))?;
+    let rows: Vec<(usize, serde_json::Value)> = if text_body.trim_start().starts_with('[') {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(text_body).map_err(|e| file_err(file, e.to_string()))?;
+        all.into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v))
+            .collect()
+    } else {
+        let mut rows = Vec::new();
+        for (i, line) in text_body.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if rows.len() == MAX_ROWS {
+                return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
+            }
+            let v = serde_json::from_str(line).map_err(|e| row_err(i + 1, e.to_string()))?;
+            rows.push((i + 1, v));
+        }
+        rows
+    };
+    if rows.len() > MAX_ROWS {
+        return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
+    }
+    let mut format = None;
+    for (row, v) in rows {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| row_err(row, "not a JSON object".into()))?;
+        let f = match format {
+            Some(f) => f,
+            None => {
+                let f = SftFormat::of(|c| obj.contains_key(c), text_column)
+                    .map_err(|e| row_err(row, format!("it has {e}")))?;
+                *format.get_or_insert(f)
+            }
+        };
+        let get = |c: &str| obj.get(c).cloned();
+        out.push(row_of(f, &get).map_err(|e| row_err(row, e))?);
+    }
+    Ok(out)
 }
 
 /// How a cell is read.
@@ -345,6 +560,52 @@ mod tests {
             class_ids(&one, &labels[..1]),
             Err(DataError::UnknownTestLabel("b".into()))
         );
+    }
+
+    #[test]
+    fn sft_rows_and_their_columns() {
+        let jl = b"{\"prompt\": \"Q: a?\", \"completion\": \" b\"}\n";
+        assert_eq!(
+            parse_sft("t.jsonl", jl, "text").unwrap(),
+            [SftRow::Completion {
+                prompt: "Q: a?".into(),
+                completion: " b".into()
+            }]
+        );
+        let chat = br#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#;
+        assert!(
+            matches!(&parse_sft("c.jsonl", chat, "text").unwrap()[0], SftRow::Chat(t) if t.len() == 2)
+        );
+        let csv = b"text,x\nhello world,1\n";
+        assert_eq!(
+            parse_sft("t.csv", csv, "text").unwrap(),
+            [SftRow::Text("hello world".into())]
+        );
+        let csv_chat =
+            b"messages\n\"[{\"\"role\"\": \"\"assistant\"\", \"\"content\"\": \"\"ok\"\"}]\"\n";
+        assert!(matches!(
+            &parse_sft("c.csv", csv_chat, "text").unwrap()[0],
+            SftRow::Chat(_)
+        ));
+        // Columns are checked up front, with what is missing.
+        let e = parse_sft("t.csv", b"question,answer\na,b\n", "text").unwrap_err();
+        assert!(
+            e.to_string().contains("\"prompt\" and \"completion\""),
+            "{e}"
+        );
+        let e = parse_sft("t.jsonl", b"{\"prompt\": \"a\"}\n", "text").unwrap_err();
+        assert!(e.to_string().contains("no \"completion\""), "{e}");
+        // Every row has the first row's shape.
+        let mixed = b"{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"text\": \"c\"}\n";
+        assert!(matches!(
+            parse_sft("t.jsonl", mixed, "text"),
+            Err(DataError::Row { row: 2, .. })
+        ));
+        let no_assistant = br#"{"messages": [{"role": "user", "content": "hi"}]}"#;
+        let e = parse_sft("c.jsonl", no_assistant, "text").unwrap_err();
+        assert!(e.to_string().contains("assistant"), "{e}");
+        let bad_turn = br#"{"messages": [{"role": "assistant", "content": 3}]}"#;
+        assert!(parse_sft("c.jsonl", bad_turn, "text").is_err());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The job runner: claims fine-tuning jobs from the hub (`/api/v1/job-runner/...`),
-//! one at a time, pulls the base model (the verified cache, as endpoints do) and the
-//! dataset's split files, trains on a blocking thread, reports progress every two
-//! seconds (the answer may say stop: cancelled, wall time, quota), uploads the result
+//! one at a time, checks a LoRA job's base before pulling it (a safetensors decoder of
+//! a family the trainer covers), pulls the base model (the verified cache, as endpoints
+//! do) and the dataset's split files, trains on a blocking thread, reports progress
+//! every two seconds (the answer may say stop: cancelled, wall time, quota), uploads the result
 //! files and finishes the job. Any failure ends the job with its message; the runner
 //! itself only stops when the worker does.
 
+use super::decoder::DecoderConfig;
 use super::embed::{self, PairInput};
+use super::lora::{self, LoraInput};
 use super::train::{self, Control, TrainError, TrainInput, TrainOutput};
 use super::{card, data};
 use crate::control::{Client, ControlError};
@@ -185,31 +188,52 @@ async fn report(
     }
 }
 
+/// The hub URL of `tail` segments, each escaped.
+fn hub_url<'a>(
+    ctx: &RunnerContext,
+    tail: impl IntoIterator<Item = &'a str>,
+) -> Result<url::Url, String> {
+    let mut url = url::Url::parse(&ctx.client.hub).map_err(|e| e.to_string())?;
+    {
+        let mut seg = url
+            .path_segments_mut()
+            .map_err(|_| "the hub URL cannot take a path".to_string())?;
+        seg.pop_if_empty();
+        for part in tail {
+            seg.push(part);
+        }
+    }
+    Ok(url)
+}
+
 /// Fetches one dataset file through `/resolve`, at most [`data::MAX_FILE_BYTES`].
 async fn fetch_data_file(
     ctx: &RunnerContext,
     job: &JobSpec,
     path: &str,
 ) -> Result<Vec<u8>, String> {
-    let mut url = url::Url::parse(&ctx.client.hub).map_err(|e| e.to_string())?;
-    {
-        let mut seg = url
-            .path_segments_mut()
-            .map_err(|_| "the hub URL cannot take a path".to_string())?;
-        seg.pop_if_empty().push("datasets");
-        for part in job.dataset.repo_id.split('/') {
-            seg.push(part);
-        }
-        seg.push("resolve").push(&job.dataset.revision);
-        for part in path.split('/') {
-            seg.push(part);
-        }
-    }
+    let url = hub_url(
+        ctx,
+        std::iter::once("datasets")
+            .chain(job.dataset.repo_id.split('/'))
+            .chain(["resolve", job.dataset.revision.as_str()])
+            .chain(path.split('/')),
+    )?;
+    fetch_bytes(ctx, url, &job.dataset.pull_token, path).await
+}
+
+/// GETs `url` with `token`, at most [`data::MAX_FILE_BYTES`].
+async fn fetch_bytes(
+    ctx: &RunnerContext,
+    url: url::Url,
+    token: &str,
+    path: &str,
+) -> Result<Vec<u8>, String> {
     let mut resp = ctx
         .client
         .http
         .get(url)
-        .bearer_auth(&job.dataset.pull_token)
+        .bearer_auth(token)
         .timeout(Duration::from_secs(300))
         .send()
         .await
@@ -231,6 +255,80 @@ async fn fetch_data_file(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Checks, before pulling anything, that a LoRA job's base is a safetensors decoder
+/// of a family the trainer covers: a GGUF-only repo, a repo without config.json or
+/// safetensors, or another architecture ends the job with the reason.
+async fn check_lora_base(ctx: &RunnerContext, job: &JobSpec) -> Result<(), String> {
+    let base = &job.base;
+    let repo = &base.repo_id;
+    let info_url = hub_url(
+        ctx,
+        std::iter::once("api")
+            .chain(std::iter::once("models"))
+            .chain(repo.split('/'))
+            .chain(["revision", base.revision.as_str()]),
+    )?;
+    let info = fetch_bytes(ctx, info_url, &base.pull_token, "the repo listing").await?;
+    let info: Value =
+        serde_json::from_slice(&info).map_err(|e| format!("the repo listing: {e}"))?;
+    let files: Vec<&str> = info
+        .get("siblings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("rfilename").and_then(Value::as_str))
+        .collect();
+    let top = |ext: &str| {
+        files
+            .iter()
+            .find(|f| !f.contains('/') && f.ends_with(ext))
+            .copied()
+    };
+    let has_config = files.contains(&"config.json");
+    match (top(".safetensors"), top(".gguf")) {
+        (None, Some(gguf)) => {
+            return Err(format!(
+                "the base model {repo} holds only GGUF weights ({gguf}): LoRA jobs train a \
+                 transformers checkpoint (config.json and model*.safetensors); upload the \
+                 safetensors model it was converted from"
+            ))
+        }
+        (None, None) => {
+            return Err(format!(
+                "the base model {repo} has no *.safetensors weights: LoRA jobs train a \
+                 transformers checkpoint (config.json and model*.safetensors)"
+            ))
+        }
+        _ if !has_config => {
+            return Err(format!(
+                "the base model {repo} has no config.json: LoRA jobs train a transformers \
+                 checkpoint (config.json and model*.safetensors)"
+            ))
+        }
+        _ => {}
+    }
+    let cfg_url = hub_url(
+        ctx,
+        repo.split('/')
+            .chain(["resolve", base.revision.as_str(), "config.json"]),
+    )?;
+    let cfg = fetch_bytes(ctx, cfg_url, &base.pull_token, "config.json").await?;
+    let cfg: Value =
+        serde_json::from_slice(&cfg).map_err(|e| format!("the base model's config.json: {e}"))?;
+    let model_type = cfg.get("model_type").and_then(Value::as_str).unwrap_or("");
+    if !crate::engine::generate::candle::is_causal_lm(&cfg) {
+        return Err(format!(
+            "the base model {repo} is not a causal LM LoRA jobs train (model_type {model_type:?}, \
+             architectures {}): supported are llama, mistral, qwen2, qwen3 and gemma3 decoders \
+             (*ForCausalLM)",
+            cfg.get("architectures").unwrap_or(&Value::Null)
+        ));
+    }
+    DecoderConfig::from_json(&cfg)
+        .map_err(|e| format!("the base model {repo} cannot be trained with LoRA: {e}"))?;
+    Ok(())
 }
 
 /// Reads a split's files with `parse` (on a blocking thread), at most
@@ -397,6 +495,11 @@ async fn execute(
     if let Err(e) = job.hyperparameters.check() {
         return Ended::Failed(e.to_string());
     }
+    if job.task == JobTask::CausalLmLora {
+        if let Err(e) = check_lora_base(ctx, job).await {
+            return Ended::Failed(e);
+        }
+    }
     ctl.log(format!(
         "pulling {}@{}",
         job.base.repo_id,
@@ -417,9 +520,9 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return Ended::Failed(format!("pulling the base model failed: {e}")),
     };
-    let spec = match crate::engine::spec::inspect(&pulled.dir) {
-        Ok(s) => s,
-        Err(e) => return Ended::Failed(format!("the base model cannot be trained: {e}")),
+    let inspect = || {
+        crate::engine::spec::inspect(&pulled.dir)
+            .map_err(|e| format!("the base model cannot be trained: {e}"))
     };
     ctl.log(format!(
         "reading {} ({})",
@@ -435,6 +538,10 @@ async fn execute(
             let parse = move |f: &str, b: &[u8]| data::parse(f, b, &text, &label);
             let (train, test) = match read_splits(ctx, job, parse).await {
                 Ok(r) => r,
+                Err(e) => return Ended::Failed(e),
+            };
+            let spec = match inspect() {
+                Ok(s) => s,
                 Err(e) => return Ended::Failed(e),
             };
             tokio::task::spawn_blocking(move || {
@@ -457,6 +564,10 @@ async fn execute(
                 Ok(r) => r,
                 Err(e) => return Ended::Failed(e),
             };
+            let spec = match inspect() {
+                Ok(s) => s,
+                Err(e) => return Ended::Failed(e),
+            };
             tokio::task::spawn_blocking(move || {
                 let input = PairInput {
                     base: &spec,
@@ -467,6 +578,29 @@ async fn execute(
                     max_wall_seconds: job2.max_wall_seconds,
                 };
                 with_card(&job2, &out, embed::run(input, &mut ctl, &out))
+            })
+            .await
+        }
+        JobTask::CausalLmLora => {
+            let text = hp.text_column.clone();
+            let parse = move |f: &str, b: &[u8]| data::parse_sft(f, b, &text);
+            let (train, test) = match read_splits(ctx, job, parse).await {
+                Ok(r) => r,
+                Err(e) => return Ended::Failed(e),
+            };
+            let dir = pulled.dir.clone();
+            tokio::task::spawn_blocking(move || {
+                let input = LoraInput {
+                    base_dir: &dir,
+                    base_repo: &job2.base.repo_id,
+                    base_revision: &job2.base.revision,
+                    train,
+                    test,
+                    hp: &job2.hyperparameters,
+                    deadline,
+                    max_wall_seconds: job2.max_wall_seconds,
+                };
+                with_card(&job2, &out, lora::run(input, &mut ctl, &out))
             })
             .await
         }

@@ -24,8 +24,14 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Decoder(#[from] super::decoder::DecoderError),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("the chat template: {0}")]
+    ChatTemplate(String),
+    #[error("no row of the {0} split has a token to learn within max_seq_length {1}")]
+    NothingToLearn(&'static str, usize),
     #[error("stopped: {0:?}")]
     Stopped(StopReason),
     #[error("the job ran past its wall-time limit of {0} s")]

@@ -10,11 +10,12 @@ use crate::domain::{RepoId, RepoName, RepoType};
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::{JobSpecError, DEFAULT_WALL_S, MAX_WALL_S, MIN_WALL_S};
 use crate::registry;
+use crate::routes::body::BodyError;
 use crate::routes::body::JsonBody;
 use crate::routes::inference::member_namespace;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
-use hub_types::jobs::{Hyperparameters, JobTask};
+use hub_types::jobs::{Hyperparameters, JobTask, RequestHyperparametersError};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -26,8 +27,11 @@ pub struct CreateJobBody {
     /// trained with it on the dataset's `text` and `label` columns) or
     /// `sentence-embedding` (the encoder, mean-pooled and normalised, trained on
     /// the dataset's `anchor` and `positive` sentence pairs with in-batch
-    /// negatives; served as `feature-extraction`).
-    #[schema(pattern = "^(text-classification|sentence-embedding)$")]
+    /// negatives; served as `feature-extraction`) or `causal-lm-lora` (LoRA
+    /// adapters on a safetensors decoder: llama, mistral, qwen2, qwen3, gemma3;
+    /// rows of `prompt` + `completion`, `messages` or `text`; committed merged,
+    /// with the PEFT adapter under `adapter/`; served as `text-generation`).
+    #[schema(pattern = "^(text-classification|sentence-embedding|causal-lm-lora)$")]
     task: String,
     /// The model repo to start from, `namespace/name`.
     base_model: String,
@@ -43,9 +47,11 @@ pub struct CreateJobBody {
     /// The model repo the result is committed to, in this namespace; created
     /// (with the namespace's default visibility) when it does not exist.
     output_repo: String,
-    /// Training knobs; every field has a default.
+    /// Training knobs; every field has a default (the learning rate's depends on
+    /// the task).
     #[serde(default)]
-    hyperparameters: Option<Hyperparameters>,
+    #[schema(value_type = Option<Hyperparameters>)]
+    hyperparameters: Option<serde_json::Value>,
     /// Wall-time limit in seconds, counted from when a worker starts the job
     /// (5-86400, default 3600).
     #[schema(value_type = Option<i64>, minimum = 5, maximum = 86400)]
@@ -110,12 +116,16 @@ pub async fn create(
     let (ns, p) =
         member_namespace(&state, &auth, &path.into_inner(), Action::ManageEndpoints).await?;
     let task = JobTask::parse(&body.task).map_err(JobSpecError::Task)?;
-    let hp = body
-        .hyperparameters
-        .clone()
-        .unwrap_or_default()
-        .for_task(task)
-        .map_err(JobSpecError::Hyperparameter)?;
+    let hp = Hyperparameters::from_request(task, body.hyperparameters.clone()).map_err(
+        |e| -> ApiError {
+            match e {
+                RequestHyperparametersError::Json(e) => {
+                    BodyError::JsonField(format!("hyperparameters: {e}")).into()
+                }
+                RequestHyperparametersError::Bad(b) => JobSpecError::Hyperparameter(b).into(),
+            }
+        },
+    )?;
     let wall = body.max_wall_seconds.unwrap_or(DEFAULT_WALL_S);
     if !(MIN_WALL_S..=MAX_WALL_S).contains(&wall) {
         return Err(JobSpecError::WallTime.into());
@@ -137,21 +147,28 @@ pub async fn create(
     let base_commit = registry::resolve_str(&state, base_repo.id, base_rev)
         .await?
         .commit;
-    let files = db::git::list_recursive(&state.db, &base_commit.tree_oid, "").await?;
-    let has = |pred: &dyn Fn(&str) -> bool| files.iter().any(|e| e.blob.is_some() && pred(&e.path));
-    if !has(&|p| p == "config.json") || !has(&|p| !p.contains('/') && p.ends_with(".safetensors")) {
-        return Err(JobSpecError::BaseWeights(base_repo.full_id()).into());
-    }
-    let model_type = base_commit.config_info.0["model_type"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    if model_type != "bert" {
-        return Err(JobSpecError::BaseArchitecture {
-            repo: base_repo.full_id(),
-            model_type,
+    // A LoRA job's base (a decoder family, safetensors rather than GGUF) is
+    // judged by the worker, which ends the job with the reason.
+    if task != JobTask::CausalLmLora {
+        let files = db::git::list_recursive(&state.db, &base_commit.tree_oid, "").await?;
+        let has =
+            |pred: &dyn Fn(&str) -> bool| files.iter().any(|e| e.blob.is_some() && pred(&e.path));
+        if !has(&|p| p == "config.json")
+            || !has(&|p| !p.contains('/') && p.ends_with(".safetensors"))
+        {
+            return Err(JobSpecError::BaseWeights(base_repo.full_id()).into());
         }
-        .into());
+        let model_type = base_commit.config_info.0["model_type"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if model_type != "bert" {
+            return Err(JobSpecError::BaseArchitecture {
+                repo: base_repo.full_id(),
+                model_type,
+            }
+            .into());
+        }
     }
     let ds_id = RepoId::parse(&body.dataset)?;
     let ds =
