@@ -643,6 +643,90 @@ async fn lora_job_learns_the_answers_and_its_endpoint_gives_them() {
     );
 }
 
+/// The same questions as chat rows (`make-sft.py --format chat`): rendered with the
+/// qwen3 fixture's chat template, learned on the assistant turns only, and answered
+/// through the worker's `/v1/chat/completions` as the job measured.
+#[tokio::test]
+async fn lora_job_on_chat_rows_answers_through_chat_completions() {
+    use hub_worker::finetune::lora::{self, LoraInput};
+    let dir = scratch().join("finetune-sft-chat");
+    let st = std::process::Command::new("python3")
+        .arg(repo_root().join("scripts/finetune/make-sft.py"))
+        .arg(&dir)
+        .args(["--format", "chat"])
+        .status()
+        .expect("python3 runs");
+    assert!(st.success());
+    let (train_rows, test_rows) = (sft_split(&dir, "train"), sft_split(&dir, "test"));
+    assert!(matches!(train_rows[0], data::SftRow::Chat(_)));
+    let probes = test_rows.clone();
+    let base = decoder_fixture(LORA_FAMILY);
+    let out = scratch().join("finetune-lora-chat-out");
+    let out2 = out.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let hp = lora_hp();
+        lora::run(
+            LoraInput {
+                base_dir: &base,
+                base_repo: "acme/tiny-qwen3",
+                base_revision: "0123456789abcdef0123456789abcdef01234567",
+                train: train_rows,
+                test: test_rows,
+                hp: &hp,
+                deadline: Instant::now() + Duration::from_secs(600),
+                max_wall_seconds: 600,
+            },
+            &mut Recorder::default(),
+            &out2,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    eprintln!("finetune (chat): {:?}", result.metrics);
+    let m = |k: &str| result.metrics[k].as_f64().unwrap();
+    assert!(m("test_loss") < m("untuned_test_loss") - 2.0);
+    assert!(m("test_exact_match") >= m("untuned_test_exact_match") + 0.5);
+
+    use actix_web::{test, App};
+    use hub_worker::http::{self, GatewayAuth, HttpState};
+    use hub_worker::registry::ModelRegistry;
+    let model = load(&out, Some(Task::TextGeneration), EngineConfig::default()).await;
+    let registry = std::sync::Arc::new(ModelRegistry::new());
+    registry.insert_model("tuned", "acme/tuned-chat", model);
+    let state = HttpState {
+        registry,
+        auth: std::sync::Arc::new(GatewayAuth::open()),
+        metrics: Default::default(),
+    };
+    let app = test::init_service(App::new().configure(move |c| http::configure(c, state))).await;
+    let mut right = 0;
+    for row in &probes {
+        let data::SftRow::Chat(turns) = row else {
+            unreachable!()
+        };
+        let req = test::TestRequest::post()
+            .uri("/models/tuned/v1/chat/completions")
+            .set_json(serde_json::json!({
+                "model": "acme/tuned-chat", "messages": [turns[0]], "max_tokens": 8, "temperature": 0
+            }))
+            .to_request();
+        let resp: Value = test::call_and_read_body_json(&app, req).await;
+        let text = resp["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default();
+        if text.trim() == turns[1].content.trim() {
+            right += 1;
+        }
+    }
+    let served = right as f64 / probes.len() as f64;
+    assert!(
+        (served - m("test_exact_match")).abs() < 1e-9,
+        "served exact match {served} vs measured {}",
+        m("test_exact_match")
+    );
+}
+
 /// Datasets without the columns a LoRA job reads, and bases it cannot train, are
 /// refused with the reason.
 #[tokio::test]
