@@ -407,6 +407,56 @@ fn causal_mask(len: usize, window: Option<usize>) -> candle_core::Result<Tensor>
     Tensor::from_vec(v, (len, len), &Device::Cpu)
 }
 
+/// `x W^T` with a frozen `W` (out, in) as one op whose backward returns only the
+/// input's gradient. candle's `matmul` backward computes both sides' gradients
+/// whether or not a side leads to a variable, so every frozen projection (and the
+/// vocabulary projection, 262k x 640 on Gemma-3-270M) would cost a full weight
+/// gradient (its matmul and an allocation of the weight's size) per step.
+struct FrozenLinear(Tensor);
+
+impl candle_core::CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, inp) = l.shape().dims2()?;
+        let x = match l.contiguous_offsets() {
+            Some((a, b)) => {
+                Tensor::from_slice(&s.as_slice::<f32>()?[a..b], (rows, inp), &Device::Cpu)?
+            }
+            None => candle_core::bail!("frozen-linear: the input is not contiguous"),
+        };
+        let y = x.matmul(&self.0.t()?)?;
+        let shape = y.shape().clone();
+        let (storage, layout) = y.storage_and_layout();
+        match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(c), Some((0, n))) if n == shape.elem_count() => {
+                Ok((c.clone(), shape))
+            }
+            _ => candle_core::bail!("frozen-linear: unexpected result layout"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.matmul(&self.0)?))
+    }
+}
+
+/// `x W^T` for `x` (rows, in) and a frozen `W` (out, in).
+fn frozen_matmul(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenLinear(w.clone()))
+}
+
 /// A LoRA adapter of one projection.
 pub struct Adapter {
     /// (r, in), random at the start.
@@ -430,7 +480,7 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, i) = x.dims3()?;
         let x2 = x.reshape((b * t, i))?;
-        let mut y = x2.matmul(&self.w.t()?)?;
+        let mut y = frozen_matmul(&x2, &self.w)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -854,7 +904,7 @@ impl Decoder {
     /// Logits (rows, vocab) of hidden states (rows, hidden).
     pub fn logits_of(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
         let w = self.head.as_ref().unwrap_or(&self.embed);
-        let logits = hidden.matmul(&w.t()?)?;
+        let logits = frozen_matmul(hidden, w)?;
         match self.cfg.final_softcap {
             None => Ok(logits),
             Some(cap) => (logits / cap)?.tanh()? * cap,
@@ -981,6 +1031,34 @@ mod tests {
             let d = max_diff(&fresh.forward(&ids).unwrap(), &adapted);
             assert!(d < 1e-4, "{family}: merged vs adapted logits differ by {d}");
         }
+    }
+
+    /// The frozen projection's op gives `x W^T` and the input gradient of a plain
+    /// matmul, and no gradient for the weight.
+    #[test]
+    fn frozen_matmul_has_the_input_gradient_of_a_matmul() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(
+            &Tensor::arange(0f32, 12.0, &dev)
+                .unwrap()
+                .reshape((3, 4))
+                .unwrap(),
+        )
+        .unwrap();
+        let w = (Tensor::arange(0f32, 20.0, &dev)
+            .unwrap()
+            .reshape((5, 4))
+            .unwrap()
+            * 0.1)
+            .unwrap();
+        let ours = frozen_matmul(x.as_tensor(), &w).unwrap();
+        let plain = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(max_diff(&ours, &plain), 0.0);
+        let g1 = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = plain.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let d = max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+        assert!(d < 1e-4, "input gradients differ by {d}");
+        assert!(g1.get(&w).is_none());
     }
 
     #[test]
