@@ -434,6 +434,7 @@ pub struct JobSpec {
 }
 
 /// `POST /api/v1/job-runner/claim` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimRequest {
     /// The worker's name (shown in the job).
@@ -447,6 +448,7 @@ pub struct ClaimResponse {
 }
 
 /// `POST /api/v1/job-runner/{job}/progress` body (also renews the lease).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Optimizer steps done, of `total_steps`.
@@ -465,6 +467,7 @@ pub struct Progress {
 }
 
 /// Why the hub wants a job stopped.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -484,6 +487,7 @@ pub struct ProgressAnswer {
 }
 
 /// How a run ended, as the worker reports it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -496,6 +500,7 @@ pub enum Outcome {
 }
 
 /// `POST /api/v1/job-runner/{job}/finish` body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finish {
     pub outcome: Outcome,

@@ -111,6 +111,7 @@ async fn spec_for(state: &AppState, j: &db::jobs::JobRow) -> Result<JobSpec, Str
 
 /// Claims the oldest due job, if any.
 #[utoipa::path(post, path = "/api/v1/job-runner/claim", tag = "workers",
+    request_body = hub_types::jobs::ClaimRequest,
     responses((status = 200, description = "`{job}`: the job spec, or null when none is due", body = serde_json::Value)))]
 pub async fn claim(
     state: web::Data<AppState>,
@@ -192,6 +193,7 @@ fn bounded(m: serde_json::Map<String, Value>) -> Value {
 
 /// Progress of a claimed job; renews the lease and answers whether to stop.
 #[utoipa::path(post, path = "/api/v1/job-runner/{id}/progress", tag = "workers",
+    request_body = hub_types::jobs::Progress,
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, description = "`{stop}`: null, or cancelled / wall_time / quota", body = serde_json::Value),
               (status = 409, description = "The claim no longer holds the job", body = crate::routes::v1::ErrorDto)))]
@@ -423,6 +425,7 @@ async fn commit_result(
 
 /// Ends a claimed job; a successful one is committed to its output repo first.
 #[utoipa::path(post, path = "/api/v1/job-runner/{id}/finish", tag = "workers",
+    request_body = hub_types::jobs::Finish,
     params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, description = "`{state, output_commit}`", body = serde_json::Value),
               (status = 409, description = "The claim no longer holds the job", body = crate::routes::v1::ErrorDto)))]

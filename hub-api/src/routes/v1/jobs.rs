@@ -237,7 +237,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/jobs/{ns}", tag = "jobs",
     params(("ns" = String, Path, description = "Namespace"),
            ("cursor" = Option<String>, Query, description = "The `next_cursor` of the previous page"),
-           ("limit" = Option<i64>, Query, description = "Jobs per page (1-100, default 50)")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Jobs per page (1-100, default 50)")),
     responses((status = 200, description = "`{items, next_cursor}`", body = serde_json::Value)))]
 pub async fn list(
     state: web::Data<AppState>,
@@ -315,7 +315,7 @@ pub struct LogsQuery {
 #[utoipa::path(get, path = "/api/v1/jobs/{ns}/{id}/logs", tag = "jobs",
     params(("ns" = String, Path, description = "Namespace"), ("id" = String, Path, description = "Job id"),
            ("after" = Option<i64>, Query, description = "Lines after this `seq` (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Lines per page (1-1000, default 500)")),
+           ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Lines per page (1-1000, default 500)")),
     responses((status = 200, description = "`{items: [{seq, at, line}], next_after}`", body = serde_json::Value)))]
 pub async fn logs(
     state: web::Data<AppState>,
