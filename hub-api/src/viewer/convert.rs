@@ -3,6 +3,7 @@
 //! flight), arrow's CSV / JSON readers decode [`BATCH`] rows at a time and
 //! `ArrowWriter` writes row groups of at most [`ROW_GROUP`] rows to a file.
 
+use super::csv_split;
 use super::discover::Format;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, Schema, SchemaRef};
@@ -122,12 +123,16 @@ impl Writer {
     }
 }
 
-fn writer(out: std::fs::File, schema: SchemaRef) -> Result<Writer, Failure> {
-    let props = WriterProperties::builder()
+/// How the viewer's Parquet files are written.
+pub fn writer_props() -> WriterProperties {
+    WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_size(ROW_GROUP)
-        .build();
-    let mut w = ArrowWriter::try_new(out, schema, Some(props))?;
+        .build()
+}
+
+fn writer(out: std::fs::File, schema: SchemaRef) -> Result<Writer, Failure> {
+    let mut w = ArrowWriter::try_new(out, schema, Some(writer_props()))?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(IN_FLIGHT);
     let thread = std::thread::Builder::new()
         .name("viewer-parquet".into())
@@ -163,12 +168,24 @@ fn head(input: &mut impl Read) -> std::io::Result<(Vec<u8>, usize)> {
 pub fn convert(
     format: Format,
     size: u64,
+    input: impl Read,
+    out: std::fs::File,
+) -> Result<Converted, Failure> {
+    convert_with(format, size, input, out, PARALLEL_CSV, csv_split::CHUNK)
+}
+
+/// [`convert`], with the size over which CSV is decoded in parallel and the
+/// parallel path's chunk size as parameters (the tests make both small).
+fn convert_with(
+    format: Format,
+    size: u64,
     mut input: impl Read,
     out: std::fs::File,
+    parallel_over: u64,
+    chunk: usize,
 ) -> Result<Converted, Failure> {
     let (head, cut) = head(&mut input).map_err(|e| Failure::Io(e.to_string()))?;
     let head_bytes = Bytes::from(head);
-    let data = Cursor::new(head_bytes.clone()).chain(input);
     match format {
         Format::Csv | Format::Tsv => {
             let delim = if format == Format::Tsv { b'\t' } else { b',' };
@@ -182,6 +199,10 @@ pub fn convert(
                 return Err(Failure::Data("the file has no header row".into()));
             }
             let schema = Arc::new(schema);
+            if size > parallel_over {
+                return csv_parallel(schema, fmt, delim, head_bytes, input, out, chunk);
+            }
+            let data = Cursor::new(head_bytes).chain(input);
             let reader = arrow_csv::ReaderBuilder::new(schema.clone())
                 .with_format(fmt)
                 .with_batch_size(BATCH)
@@ -200,6 +221,7 @@ pub fn convert(
             })
         }
         Format::Json => {
+            let data = Cursor::new(head_bytes.clone()).chain(input);
             let first = head_bytes.iter().find(|b| !b.is_ascii_whitespace());
             if first == Some(&b'[') {
                 if size > MAX_JSON_ARRAY {
@@ -235,6 +257,44 @@ pub fn convert(
         }
         Format::Parquet => Err(Failure::Data("Parquet files are read in place".into())),
     }
+}
+
+/// CSV files larger than this are decoded on several threads
+/// ([`csv_split`]); smaller ones in one pass.
+pub const PARALLEL_CSV: u64 = 4 * csv_split::CHUNK as u64;
+
+/// The parallel path: the header record is skipped here (its end found by the
+/// same quote-aware scan that cuts the chunks; empty lines before it are
+/// skipped, as the one-pass reader does), the rest goes to [`csv_split`].
+fn csv_parallel(
+    schema: SchemaRef,
+    fmt: arrow_csv::reader::Format,
+    delim: u8,
+    head: Bytes,
+    input: impl Read,
+    out: std::fs::File,
+    chunk: usize,
+) -> Result<Converted, Failure> {
+    let mut at = 0;
+    loop {
+        let mut c = csv_split::Cutter::first(delim);
+        c.scan(&head[at..], false);
+        let Some(end) = c.first_cut() else {
+            return Err(Failure::Data(format!(
+                "the header row is longer than {} MiB",
+                INFER_BYTES >> 20
+            )));
+        };
+        let blank = head[at..at + end]
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n'));
+        at += end;
+        if !blank {
+            break;
+        }
+    }
+    let fmt = fmt.with_header(false);
+    csv_split::convert(schema, fmt, delim, head.slice(at..), input, out, chunk)
 }
 
 /// JSON Lines: the schema from the first records of `head`, then every line
@@ -381,6 +441,114 @@ mod tests {
             Cursor::new(text.as_bytes().to_vec()),
             out,
         )
+    }
+
+    /// The rows of a conversion, one JSON object per line (or the error).
+    fn rows(text: &str, parallel: bool) -> Result<(u64, String), String> {
+        let out = tempfile::tempfile().unwrap();
+        let (over, chunk) = if parallel { (0, 64) } else { (u64::MAX, 1) };
+        let c = convert_with(
+            Format::Csv,
+            text.len() as u64,
+            Cursor::new(text.as_bytes().to_vec()),
+            out.try_clone().unwrap(),
+            over,
+            chunk,
+        )
+        .map_err(|e| match e {
+            Failure::Data(m) | Failure::Io(m) => m,
+        })?;
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(out)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+        for b in r {
+            w.write(&b.unwrap()).unwrap();
+        }
+        w.finish().unwrap();
+        Ok((c.num_rows, String::from_utf8(w.into_inner()).unwrap()))
+    }
+
+    /// A CSV with what breaks a naive split: quoted newlines and delimiters,
+    /// escaped quotes, a literal quote inside a field, CRLF and lone CR line
+    /// ends, blank lines (also before the header), no final newline.
+    fn awkward(n: usize) -> String {
+        let mut t = String::from("\n\r\nid,name,score,note\n");
+        for i in 0..n {
+            let note = match i % 7 {
+                0 => "\"two\nlines, and a comma\"".to_string(),
+                1 => "\"say \"\"hi\"\"\r\nthere\"".to_string(),
+                2 => format!("{i}\" tall"),
+                3 => String::new(),
+                4 => "plain".to_string(),
+                5 => "\"\"".to_string(),
+                _ => "\"a\rb\"".to_string(),
+            };
+            let end = match i % 5 {
+                0 => "\r\n",
+                1 => "\n\n",
+                _ => "\n",
+            };
+            t.push_str(&format!("{i},name {i},{}.5,{note}{end}", i * 3));
+        }
+        t.push_str("9999,last,1.0,no newline");
+        t
+    }
+
+    #[test]
+    fn parallel_csv_equals_one_pass() {
+        for n in [0, 1, 3, 50, 700] {
+            let text = awkward(n);
+            let one = rows(&text, false).unwrap();
+            let par = rows(&text, true).unwrap();
+            assert_eq!(one.0, n as u64 + 1, "{n} rows");
+            assert_eq!(one, par, "{n} rows");
+        }
+    }
+
+    #[test]
+    fn parallel_csv_names_the_same_bad_line() {
+        // A record with a field too many, far past the first chunk.
+        let mut text = awkward(400);
+        let at = text.find("300,name 300").unwrap();
+        text.insert_str(at, "300,extra,1.5,x,y\n");
+        let one = rows(&text, false).unwrap_err();
+        let par = rows(&text, true).unwrap_err();
+        assert!(one.contains("line"), "{one}");
+        assert_eq!(one, par);
+        // A value of the wrong type after the records inference reads.
+        let mut text = String::from("a,b\n");
+        for i in 0..INFER_RECORDS + 50 {
+            text.push_str(&format!("{i},\"x\ny\"\n"));
+        }
+        text.push_str("oops,z\n");
+        let one = rows(&text, false).unwrap_err();
+        let par = rows(&text, true).unwrap_err();
+        assert!(one.contains("oops"), "{one}");
+        assert_eq!(one, par);
+    }
+
+    #[test]
+    fn parallel_csv_stops_at_an_early_bad_line() {
+        // The error is in the first chunks; thousands follow. The reader must
+        // stop when the writer does, not wait for room that never comes.
+        let mut text = String::from("a,b\n1,2\n1,2,3\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("{i},{i}\n"));
+        }
+        let one = rows(&text, false).unwrap_err();
+        let par = rows(&text, true).unwrap_err();
+        assert!(one.contains("line 3"), "{one}");
+        assert_eq!(one, par);
+    }
+
+    #[test]
+    fn parallel_csv_refuses_an_endless_record() {
+        let mut text = String::from("a,b\n1,2\n3,\"");
+        text.push_str(&"z".repeat(csv_split::MAX_RECORD + 10));
+        let err = rows(&text, true).unwrap_err();
+        assert!(err.contains("unterminated quote"), "{err}");
     }
 
     #[test]

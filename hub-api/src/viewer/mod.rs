@@ -25,6 +25,7 @@
 //!   viewer's shapes, gated exactly like file downloads.
 
 pub mod convert;
+pub mod csv_split;
 pub mod discover;
 pub mod filter;
 pub mod jobs;
