@@ -9,6 +9,11 @@
 //! after the first two), tokens per batch, and the test accuracies.
 
 use hub_types::jobs::{Hyperparameters, StopReason};
+
+/// The allocator of `hub-worker` (its `main.rs`): a step allocates and frees
+/// tensors of megabytes, which glibc hands back to the kernel every time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hub_worker::finetune::data;
 use hub_worker::finetune::train::{self, Control, TrainInput};
 use serde_json::{json, Value};

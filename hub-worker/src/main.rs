@@ -3,6 +3,13 @@
 use clap::Parser;
 use hub_worker::WorkerConfig;
 
+/// mimalloc, as the hub binary: a fine-tuning step allocates and frees tensors
+/// of megabytes, which glibc's allocator returns to the kernel each time (page
+/// faults and TLB shootdowns across the compute threads); with mimalloc a
+/// MiniLM step at 2 threads took 279 ms instead of 364 ms (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     // Before any thread exists: candle/rayon read their thread counts from the environment.
