@@ -162,6 +162,8 @@ pub fn finetune_data(data: &[u8]) {
             .iter()
             .all(|p| !p.anchor.trim().is_empty() && !p.positive.trim().is_empty()));
     }
+    // The LoRA rows (prompt/completion, messages or text).
+    let _ = data::parse_sft(name, file, "text");
     let Ok(examples) = data::parse(name, file, "text", "label") else {
         return;
     };

@@ -175,8 +175,9 @@ pub fn convert(
 }
 
 /// [`convert`], with the size over which CSV is decoded in parallel and the
-/// parallel path's chunk size as parameters (the tests make both small).
-fn convert_with(
+/// parallel path's chunk size as parameters (the tests and the fuzz target
+/// make both small, so the chunking runs on small inputs).
+pub fn convert_with(
     format: Format,
     size: u64,
     mut input: impl Read,

@@ -849,18 +849,7 @@ mod tests {
             .join(family)
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::finetune::ops::tests::max_diff;
 
     /// Gradients reach every adapter through every family's forward (none of the ops
     /// cuts them), and the loss moves when the adapters move.
