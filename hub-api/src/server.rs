@@ -450,6 +450,9 @@ pub fn serve(config: Config, worker: Option<EmbeddedWorker>) -> anyhow::Result<(
         let server = HttpServer::new(move || crate::app::build_app(app_state.clone()))
             .workers(workers)
             .client_request_timeout(Duration::from_secs(10))
+            // Longer than clients keep an idle pooled connection (httpx: 5 s), so a
+            // client never reuses one that we are closing at that moment.
+            .keep_alive(hub_types::control::SERVER_KEEP_ALIVE)
             // A client that closes its connection is gone (HTTP/1.1 clients do not
             // half-close): the response being streamed to it is dropped at once, which
             // drops the gateway's stream from the worker and so cancels a generation

@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the hub's and a worker's HTTP servers keep an idle keep-alive
+/// connection open (nginx's default). It must outlast the idle time after
+/// which clients drop a pooled connection themselves: httpx's 5 s, and the
+/// gateway's own pool to workers (`hub-api`'s `gateway::upstream`, 30 s).
+/// A server that closes first (actix's default is 5 s, cut up to 0.5 s short
+/// by its coarse clock) races a client that reuses the connection at that
+/// moment: the request meets a closing socket and the client sees "server
+/// disconnected without sending a response".
+pub const SERVER_KEEP_ALIVE: Duration = Duration::from_secs(75);
 
 /// What a worker can hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

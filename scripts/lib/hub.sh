@@ -47,7 +47,12 @@ _HUB_EXIT_HOOKS=()
 hub_on_exit() { _HUB_EXIT_HOOKS+=("$1"); }
 
 _hub_exit() {
-  local hook
+  local status=$? hook
+  # A failed script shows why from the hub's side too (CI keeps no files).
+  if [ "$status" -ne 0 ] && [ -s "${HUB_LOG_FILE:-}" ]; then
+    echo "--- the hub's last warnings and errors ($HUB_LOG_FILE):" >&2
+    grep -aE " (WARN|ERROR) |panicked|http.status=5[0-9][0-9]" "$HUB_LOG_FILE" | tail -40 >&2 || true
+  fi
   for hook in "${_HUB_EXIT_HOOKS[@]}"; do eval "$hook" || true; done
   hub_stop >/dev/null 2>&1 || true
   if [ -n "${HUB_WORK:-}" ] && [ -z "${HUB_KEEP_WORK:-}" ]; then rm -rf "$HUB_WORK"; fi

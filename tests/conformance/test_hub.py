@@ -287,3 +287,32 @@ def test_single_segment_repo_ids(tmp_path):
     assert root.model_info(name).id == name
     assert open(hf_hub_download(name, "weights.txt", cache_dir=str(tmp_path))).read() == "canonical"
     assert [f for f in root.list_repo_files(name)] == [".gitattributes", "weights.txt"]
+
+
+def test_idle_keep_alive_connection_is_still_served_after_the_clients_expiry():
+    """httpx (huggingface_hub's client) reuses a pooled connection idle for up
+    to 5 s. A hub that closes idle connections at 5 s (actix's default, cut
+    short by its 0.5 s clock) races that reuse, and the client then sees
+    "Server disconnected without sending a response"."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    url = urlsplit(ENDPOINT)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        f = s.makefile("rb")
+
+        def get():
+            s.sendall(f"GET /api/whoami-v2 HTTP/1.1\r\nhost: {url.netloc}\r\n\r\n".encode())
+            status = f.readline()
+            length = 0
+            while (line := f.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+            f.read(length)
+            return status
+
+        assert get().startswith(b"HTTP/1.1 401"), "an anonymous whoami is refused"
+        time.sleep(6)
+        assert get().startswith(b"HTTP/1.1 401"), "the idle connection was closed before 6 s"

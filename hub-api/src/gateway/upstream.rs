@@ -25,8 +25,11 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How long connecting to a worker may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an idle pooled connection to a worker is kept.
+/// How long an idle pooled connection to a worker is kept: less than a
+/// worker keeps it open, so the gateway never sends on one the worker is
+/// closing.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+const _: () = assert!(POOL_IDLE.as_secs() < hub_types::control::SERVER_KEEP_ALIVE.as_secs());
 
 /// Why a call to a worker failed.
 #[derive(Debug)]

@@ -81,6 +81,8 @@ impl Client {
     ) -> Result<Client, ControlError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Dropped before the hub would close it (reqwest keeps one 90 s).
+            .pool_idle_timeout(hub_types::control::SERVER_KEEP_ALIVE / 2)
             .user_agent(concat!("paddock-hub-worker/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ControlError::Transport(e.to_string()))?;

@@ -307,6 +307,8 @@ impl Server {
             // streamed generation is dropped and its slot freed instead of running on until
             // the next write.
             .h1_allow_half_closed(false)
+            // Longer than the gateway keeps an idle pooled connection to us.
+            .keep_alive(hub_types::control::SERVER_KEEP_ALIVE)
             .disable_signals()
             .shutdown_timeout(5)
             .bind(addr)?;
@@ -324,5 +326,55 @@ impl Server {
     pub async fn stop(self) {
         self.handle.stop(true).await;
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod keep_alive_tests {
+    use super::{GatewayAuth, HttpState, Server};
+    use crate::registry::ModelRegistry;
+    use std::sync::Arc;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+    /// One `GET /health` on `conn`: the status line, after reading the whole response.
+    async fn health(conn: &mut BufReader<tokio::net::TcpStream>) -> String {
+        conn.get_mut()
+            .write_all(b"GET /health HTTP/1.1\r\nhost: worker\r\n\r\n")
+            .await
+            .unwrap();
+        let mut status = String::new();
+        conn.read_line(&mut status).await.unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).await.unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body).await.unwrap();
+        status.trim_end().to_string()
+    }
+
+    /// The gateway reuses a pooled connection idle for up to its pool timeout
+    /// (30 s): the worker must not be closing it then. actix's default (5 s)
+    /// fails this.
+    #[actix_web::test]
+    async fn an_idle_connection_outlives_the_gateways_reuse_of_it() {
+        let state = HttpState {
+            registry: Arc::new(ModelRegistry::new()),
+            auth: Arc::new(GatewayAuth::open()),
+            metrics: Default::default(),
+        };
+        let server = Server::start("127.0.0.1:0", state, 1).unwrap();
+        let mut conn = BufReader::new(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        assert_eq!(health(&mut conn).await, "HTTP/1.1 200 OK");
+        tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        assert_eq!(health(&mut conn).await, "HTTP/1.1 200 OK");
+        server.stop().await;
     }
 }
