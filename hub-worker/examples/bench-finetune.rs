@@ -37,6 +37,10 @@ impl Control for Clock {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As hub-worker's main; PADDOCK_BENCH_DEFAULT_ALLOC=1 measures mimalloc's defaults.
+    if std::env::var_os("PADDOCK_BENCH_DEFAULT_ALLOC").is_none() {
+        hub_worker::allocator::configure();
+    }
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
         args.len() >= 3,

@@ -8,6 +8,7 @@
 //! * [`finetune`]: fine-tuning jobs claimed from the hub, trained with candle.
 //! * [`run`]: all of it together, as `hub-worker` runs it (also in-process in hub-api).
 
+pub mod allocator;
 pub mod config;
 pub mod control;
 pub mod engine;

@@ -11,6 +11,7 @@ use hub_worker::WorkerConfig;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    hub_worker::allocator::configure();
     let config = WorkerConfig::parse();
     // Before any thread exists: candle/rayon read their thread counts from the environment.
     hub_worker::engine::threads::set_env_threads(config.compute_threads());

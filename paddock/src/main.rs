@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hub_api::server::{EmbeddedWorker, WorkerHandoff};
 
 fn main() -> std::process::ExitCode {
+    hub_worker::allocator::configure();
     let cli = hub_api::config::Cli::parse();
     // Before any thread exists: the in-process worker's compute pools read these.
     let threads = cli.config.worker_threads.unwrap_or_else(|| {
