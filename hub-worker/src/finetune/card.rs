@@ -31,6 +31,50 @@ fn hyperparameter_table(job: &JobSpec) -> String {
     s
 }
 
+/// What a card's front matter says besides the job's repos.
+struct Front<'a> {
+    library: &'a str,
+    pipeline: &'a str,
+    tags: &'a [&'a str],
+    /// `model-index`'s task type.
+    task: &'a str,
+    /// `model-index`'s metrics on the test split (type, value).
+    metrics: &'a [(&'a str, f64)],
+}
+
+/// The YAML front matter the hub reads, and the card's title.
+fn header(job: &JobSpec, f: &Front) -> String {
+    let mut s = String::from("---\n");
+    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
+    s.push_str(&format!(
+        "datasets:\n- {}\n",
+        yaml_str(&job.dataset.repo_id)
+    ));
+    s.push_str(&format!(
+        "library_name: {}\npipeline_tag: {}\ntags:\n",
+        f.library, f.pipeline
+    ));
+    for t in f.tags.iter().chain(&["paddock-fine-tune"]) {
+        s.push_str(&format!("- {t}\n"));
+    }
+    s.push_str("model-index:\n");
+    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
+    s.push_str(&format!("  results:\n  - task:\n      type: {}\n", f.task));
+    s.push_str(&format!(
+        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.repo_id),
+        yaml_str(&job.dataset.revision)
+    ));
+    s.push_str("    metrics:\n");
+    for (kind, value) in f.metrics {
+        s.push_str(&format!("    - type: {kind}\n      value: {value}\n"));
+    }
+    s.push_str("---\n\n");
+    s.push_str(&format!("# {}\n\n", job.output_repo));
+    s
+}
+
 /// The card's text, for the job's task.
 pub fn render(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) -> String {
     match job.task {
@@ -45,32 +89,18 @@ fn render_lora(job: &JobSpec, metrics: &Map<String, Value>) -> String {
     let hp = &job.hyperparameters;
     let ppl = num(metrics, "test_perplexity");
     let em = metrics.get("test_exact_match").and_then(Value::as_f64);
-    let mut s = String::new();
-    s.push_str("---\n");
-    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
-    s.push_str(&format!(
-        "datasets:\n- {}\n",
-        yaml_str(&job.dataset.repo_id)
-    ));
-    s.push_str("library_name: transformers\npipeline_tag: text-generation\n");
-    s.push_str("tags:\n- text-generation\n- lora\n- peft\n- paddock-fine-tune\n");
-    s.push_str("model-index:\n");
-    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
-    s.push_str("  results:\n  - task:\n      type: text-generation\n");
-    s.push_str(&format!(
-        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.revision)
-    ));
-    s.push_str(&format!(
-        "    metrics:\n    - type: perplexity\n      value: {ppl}\n"
-    ));
-    if let Some(em) = em {
-        s.push_str(&format!("    - type: exact_match\n      value: {em}\n"));
-    }
-    s.push_str("---\n\n");
-    s.push_str(&format!("# {}\n\n", job.output_repo));
+    let mut measured = vec![("perplexity", ppl)];
+    measured.extend(em.map(|em| ("exact_match", em)));
+    let mut s = header(
+        job,
+        &Front {
+            library: "transformers",
+            pipeline: "text-generation",
+            tags: &["text-generation", "lora", "peft"],
+            task: "text-generation",
+            metrics: &measured,
+        },
+    );
     s.push_str(&format!(
         "A causal language model fine-tuned with LoRA from [{b}](/{b}) at revision `{br}` on \
          the dataset [{d}](/datasets/{d}) at revision `{dr}`, by the Paddock fine-tuning job \
@@ -147,29 +177,20 @@ fn render_lora(job: &JobSpec, metrics: &Map<String, Value>) -> String {
 fn render_embedding(job: &JobSpec, metrics: &Map<String, Value>) -> String {
     let hp = &job.hyperparameters;
     let (acc, mrr) = (num(metrics, "test_accuracy_at_1"), num(metrics, "test_mrr"));
-    let mut s = String::new();
-    s.push_str("---\n");
-    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
-    s.push_str(&format!(
-        "datasets:\n- {}\n",
-        yaml_str(&job.dataset.repo_id)
-    ));
-    s.push_str("library_name: sentence-transformers\npipeline_tag: sentence-similarity\n");
-    s.push_str("tags:\n- sentence-transformers\n- feature-extraction\n- sentence-similarity\n- paddock-fine-tune\n");
-    s.push_str("model-index:\n");
-    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
-    s.push_str("  results:\n  - task:\n      type: retrieval\n");
-    s.push_str(&format!(
-        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.revision)
-    ));
-    s.push_str(&format!(
-        "    metrics:\n    - type: accuracy_at_1\n      value: {acc}\n    - type: mrr\n      value: {mrr}\n"
-    ));
-    s.push_str("---\n\n");
-    s.push_str(&format!("# {}\n\n", job.output_repo));
+    let mut s = header(
+        job,
+        &Front {
+            library: "sentence-transformers",
+            pipeline: "sentence-similarity",
+            tags: &[
+                "sentence-transformers",
+                "feature-extraction",
+                "sentence-similarity",
+            ],
+            task: "retrieval",
+            metrics: &[("accuracy_at_1", acc), ("mrr", mrr)],
+        },
+    );
     s.push_str(&format!(
         "A sentence encoder fine-tuned from [{b}](/{b}) at revision `{br}` on the sentence \
          pairs of the dataset [{d}](/datasets/{d}) at revision `{dr}` (columns `{a}` and \
@@ -225,29 +246,16 @@ fn render_embedding(job: &JobSpec, metrics: &Map<String, Value>) -> String {
 fn render_classifier(job: &JobSpec, labels: &[String], metrics: &Map<String, Value>) -> String {
     let acc = num(metrics, "test_accuracy");
     let untuned = num(metrics, "untuned_test_accuracy");
-    let mut s = String::new();
-    s.push_str("---\n");
-    s.push_str(&format!("base_model: {}\n", yaml_str(&job.base.repo_id)));
-    s.push_str(&format!(
-        "datasets:\n- {}\n",
-        yaml_str(&job.dataset.repo_id)
-    ));
-    s.push_str("library_name: transformers\npipeline_tag: text-classification\n");
-    s.push_str("tags:\n- text-classification\n- paddock-fine-tune\n");
-    s.push_str("model-index:\n");
-    s.push_str(&format!("- name: {}\n", yaml_str(&job.output_repo)));
-    s.push_str("  results:\n  - task:\n      type: text-classification\n");
-    s.push_str(&format!(
-        "    dataset:\n      name: {}\n      type: {}\n      split: test\n      revision: {}\n",
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.repo_id),
-        yaml_str(&job.dataset.revision)
-    ));
-    s.push_str(&format!(
-        "    metrics:\n    - type: accuracy\n      value: {acc}\n"
-    ));
-    s.push_str("---\n\n");
-    s.push_str(&format!("# {}\n\n", job.output_repo));
+    let mut s = header(
+        job,
+        &Front {
+            library: "transformers",
+            pipeline: "text-classification",
+            tags: &["text-classification"],
+            task: "text-classification",
+            metrics: &[("accuracy", acc)],
+        },
+    );
     s.push_str(&format!(
         "A text classifier fine-tuned from [{b}](/{b}) at revision `{br}` on the dataset \
          [{d}](/datasets/{d}) at revision `{dr}`, by the Paddock fine-tuning job `{id}` \
@@ -288,4 +296,90 @@ fn render_classifier(job: &JobSpec, labels: &[String], metrics: &Map<String, Val
          pooler output, no dropout.\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use hub_types::jobs::JobSpec;
+    use serde_json::{json, Map, Value};
+
+    fn job(task: &str) -> JobSpec {
+        serde_json::from_value(json!({
+            "job_id": "0b6f0e5e-0000-4000-8000-000000000001",
+            "claim": "c",
+            "task": task,
+            "base": {"repo_id": "acme/base", "revision": "a".repeat(40), "pull_token": "t"},
+            "dataset": {"repo_id": "acme/data", "revision": "b".repeat(40), "pull_token": "t"},
+            "train_files": ["train.csv"],
+            "test_files": ["test.csv"],
+            "hyperparameters": {},
+            "output_repo": "acme/tuned",
+            "max_wall_seconds": 60,
+            "lease_seconds": 30
+        }))
+        .unwrap()
+    }
+
+    fn metrics(pairs: &[(&str, Value)]) -> Map<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    /// The front matter of a card, up to its closing `---`.
+    fn front(card: &str) -> &str {
+        let end = card[4..].find("\n---\n").expect("closed front matter") + 4;
+        &card[..end]
+    }
+
+    #[test]
+    fn each_task_states_its_pipeline_and_test_metrics_in_the_front_matter() {
+        let m = metrics(&[
+            ("test_accuracy", json!(0.75)),
+            ("test_accuracy_at_1", json!(0.5)),
+            ("test_mrr", json!(0.625)),
+            ("test_perplexity", json!(1.5)),
+            ("test_exact_match", json!(0.67)),
+        ]);
+        let labels = ["neg".to_string(), "pos".to_string()];
+        let classifier = super::render(&job("text-classification"), &labels, &m);
+        assert_eq!(
+            front(&classifier),
+            format!(
+                "---\nbase_model: \"acme/base\"\ndatasets:\n- \"acme/data\"\n\
+                 library_name: transformers\npipeline_tag: text-classification\n\
+                 tags:\n- text-classification\n- paddock-fine-tune\n\
+                 model-index:\n- name: \"acme/tuned\"\n  results:\n  - task:\n      \
+                 type: text-classification\n    dataset:\n      name: \"acme/data\"\n      \
+                 type: \"acme/data\"\n      split: test\n      revision: \"{}\"\n    \
+                 metrics:\n    - type: accuracy\n      value: 0.75",
+                "b".repeat(40)
+            )
+        );
+        assert!(classifier.contains("\n---\n\n# acme/tuned\n"));
+        assert!(classifier.contains("| 1 | pos |"));
+
+        let encoder = super::render(&job("sentence-embedding"), &[], &m);
+        let f = front(&encoder);
+        assert!(
+            f.contains("library_name: sentence-transformers\npipeline_tag: sentence-similarity\n")
+        );
+        assert!(f.contains("      type: retrieval\n"));
+        assert!(f.ends_with(
+            "    - type: accuracy_at_1\n      value: 0.5\n    - type: mrr\n      value: 0.625"
+        ));
+
+        let lora = super::render(&job("causal-lm-lora"), &[], &m);
+        let f = front(&lora);
+        assert!(f.contains("pipeline_tag: text-generation\ntags:\n- text-generation\n- lora\n- peft\n- paddock-fine-tune\n"));
+        assert!(f.ends_with(
+            "    - type: perplexity\n      value: 1.5\n    - type: exact_match\n      value: 0.67"
+        ));
+        // Text rows only: no exact match is measured, and none is claimed.
+        let mut text_only = m.clone();
+        text_only.remove("test_exact_match");
+        let lora = super::render(&job("causal-lm-lora"), &[], &text_only);
+        assert!(front(&lora).ends_with("    - type: perplexity\n      value: 1.5"));
+    }
 }
