@@ -197,32 +197,7 @@ pub fn parse_sft(file: &str, bytes: &[u8], text_column: &str) -> Result<Vec<SftR
         }
         return Ok(out);
     }
-    let text_body =
-        std::str::from_utf8(bytes).map_err(|e| file_err(file, format!("not UTF-8: {e}")))?;
-    let rows: Vec<(usize, serde_json::Value)> = if text_body.trim_start().starts_with('[') {
-        let all: Vec<serde_json::Value> =
-            serde_json::from_str(text_body).map_err(|e| file_err(file, e.to_string()))?;
-        all.into_iter()
-            .enumerate()
-            .map(|(i, v)| (i + 1, v))
-            .collect()
-    } else {
-        let mut rows = Vec::new();
-        for (i, line) in text_body.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            if rows.len() == MAX_ROWS {
-                return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
-            }
-            let v = serde_json::from_str(line).map_err(|e| row_err(i + 1, e.to_string()))?;
-            rows.push((i + 1, v));
-        }
-        rows
-    };
-    if rows.len() > MAX_ROWS {
-        return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
-    }
+    let rows = json_rows(file, bytes)?;
     let mut format = None;
     for (row, v) in rows {
         let obj = v
@@ -272,6 +247,41 @@ pub enum DataError {
     LabelCount(usize),
     #[error("the test split has the label {0:?}, which no train row has")]
     UnknownTestLabel(String),
+}
+
+/// The rows of a JSON file (one array of rows) or JSON Lines file, each with its
+/// row number (1-based; a JSON Lines row's line), at most [`MAX_ROWS`].
+fn json_rows(file: &str, bytes: &[u8]) -> Result<Vec<(usize, serde_json::Value)>, DataError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| file_err(file, format!("not UTF-8: {e}")))?;
+    let rows: Vec<(usize, serde_json::Value)> = if text.trim_start().starts_with('[') {
+        let all: Vec<serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| file_err(file, e.to_string()))?;
+        all.into_iter()
+            .enumerate()
+            .map(|(i, v)| (i + 1, v))
+            .collect()
+    } else {
+        let mut rows = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if rows.len() == MAX_ROWS {
+                return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
+            }
+            let v = serde_json::from_str(line).map_err(|e| DataError::Row {
+                file: file.to_string(),
+                row: i + 1,
+                reason: e.to_string(),
+            })?;
+            rows.push((i + 1, v));
+        }
+        rows
+    };
+    if rows.len() > MAX_ROWS {
+        return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
+    }
+    Ok(rows)
 }
 
 fn file_err(file: &str, reason: impl Into<String>) -> DataError {
@@ -446,35 +456,7 @@ fn parse_json(
     bytes: &[u8],
     columns: &[(&str, Cell)],
 ) -> Result<Vec<Vec<String>>, DataError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| file_err(file, format!("not UTF-8: {e}")))?;
-    let rows: Vec<(usize, serde_json::Value)> = if text.trim_start().starts_with('[') {
-        let all: Vec<serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| file_err(file, e.to_string()))?;
-        all.into_iter()
-            .enumerate()
-            .map(|(i, v)| (i + 1, v))
-            .collect()
-    } else {
-        let mut rows = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            if rows.len() == MAX_ROWS {
-                return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
-            }
-            let v = serde_json::from_str(line).map_err(|e| DataError::Row {
-                file: file.to_string(),
-                row: i + 1,
-                reason: e.to_string(),
-            })?;
-            rows.push((i + 1, v));
-        }
-        rows
-    };
-    if rows.len() > MAX_ROWS {
-        return Err(file_err(file, format!("more than {MAX_ROWS} rows")));
-    }
+    let rows = json_rows(file, bytes)?;
     let row_err = |row, reason: String| DataError::Row {
         file: file.to_string(),
         row,
