@@ -478,52 +478,12 @@ pub struct Decoder {
     local: (Tensor, Tensor),
 }
 
-/// The safetensors files of a model directory: those the index names, else
-/// `model*.safetensors`.
+/// The safetensors files of a model directory, as the serving engine finds them
+/// (`engine::generate::candle::weight_files`: the index's files, else
+/// `model*.safetensors`; nothing outside the folder).
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, DecoderError> {
-    if let Ok(bytes) = std::fs::read(dir.join("model.safetensors.index.json")) {
-        let index: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| DecoderError::Weights(format!("model.safetensors.index.json: {e}")))?;
-        let mut files: Vec<String> = index
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.values()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files.dedup();
-        if files
-            .iter()
-            .any(|f| f.contains('/') || f.contains('\\') || f.starts_with('.'))
-        {
-            return Err(DecoderError::Weights(
-                "the index names files outside the model folder".into(),
-            ));
-        }
-        if !files.is_empty() {
-            return Ok(files.into_iter().map(|f| dir.join(f)).collect());
-        }
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| DecoderError::Weights(e.to_string()))?
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("model") && n.ends_with(".safetensors")
-        })
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(DecoderError::Weights(
-            "no model*.safetensors in the base model".into(),
-        ));
-    }
-    Ok(files)
+    crate::engine::generate::candle::weight_files(dir)
+        .map_err(|e| DecoderError::Weights(e.to_string()))
 }
 
 /// Maps the weight files (read-only blobs of the worker's verified cache, never

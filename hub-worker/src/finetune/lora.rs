@@ -13,6 +13,7 @@ use super::data::{ChatTurn, DataError, SftRow};
 use super::decoder::{self, Decoder};
 use super::optim::{AdamW, Params};
 use super::train::{check_deadline, learning_rate, Control, TrainError, TrainOutput};
+use crate::engine::generate::candle::{eos_ids, token_ids};
 use crate::engine::generate::template::{repo_templates, special_token, ChatTemplate};
 use candle_core::{DType, Device, Tensor};
 use hub_types::jobs::Hyperparameters;
@@ -90,18 +91,6 @@ fn read_json(path: &Path) -> Option<Value> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn ids_of(v: Option<&Value>) -> Vec<u32> {
-    match v {
-        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_u64)
-            .map(|n| n as u32)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
 fn tok_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Tokenizer(e.to_string())
 }
@@ -134,13 +123,15 @@ impl Codec {
             ),
             None => None,
         };
+        // Greedy completions stop where the serving engine's would.
+        let stop_ids = eos_ids(&config, Some(&gen_config), &tok_config, &tok);
         let tok_eos = special_token(&tok_config, "eos_token").and_then(|t| tok.token_to_id(&t));
-        let mut stop_ids = ids_of(gen_config.get("eos_token_id"));
-        stop_ids.extend(ids_of(config.get("eos_token_id")));
-        stop_ids.extend(tok_eos);
-        let eos = tok_eos.or_else(|| stop_ids.first().copied());
-        stop_ids.sort_unstable();
-        stop_ids.dedup();
+        let eos = tok_eos.or_else(|| {
+            token_ids(gen_config.get("eos_token_id"))
+                .into_iter()
+                .chain(token_ids(config.get("eos_token_id")))
+                .next()
+        });
         let pad = config
             .get("pad_token_id")
             .and_then(Value::as_u64)

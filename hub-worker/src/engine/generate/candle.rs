@@ -259,8 +259,10 @@ fn read_json(path: &Path) -> Result<Option<Value>, LoadError> {
 }
 
 /// The safetensors files of the model: those the index names, else `model*.safetensors`.
-/// A repo with only pickle weights is refused (never unpickled).
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+/// A repo with only pickle weights is refused (never unpickled), and so is an index
+/// that names a file outside the model's folder (`../`, an absolute path): a repo
+/// must not make the worker map another model's files.
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if let Some(index) = read_json(&dir.join("model.safetensors.index.json"))? {
         let mut files: Vec<String> = index
             .get("weight_map")
@@ -274,6 +276,14 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             .unwrap_or_default();
         files.sort();
         files.dedup();
+        if let Some(f) = files
+            .iter()
+            .find(|f| f.contains('/') || f.contains('\\') || f.starts_with('.'))
+        {
+            return Err(LoadError::Weights(format!(
+                "model.safetensors.index.json names {f:?}, outside the model's folder"
+            )));
+        }
         if !files.is_empty() {
             return Ok(files.into_iter().map(|f| dir.join(f)).collect());
         }
@@ -754,25 +764,28 @@ fn gpt2_byte_alphabet() -> Vec<(u8, char)> {
     out
 }
 
+/// Token ids of a config value that holds one id or a list of them.
+pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|n| n as u32)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// End-of-generation ids: generation_config.json's `eos_token_id` (else config.json's),
 /// plus the tokenizer's `eos_token`.
-fn eos_ids(
+pub(crate) fn eos_ids(
     config: &Value,
     generation_config: Option<&Value>,
     tokenizer_config: &Value,
     tok: &tokenizers::Tokenizer,
 ) -> Vec<u32> {
-    fn ids(v: Option<&Value>) -> Vec<u32> {
-        match v {
-            Some(Value::Number(n)) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_u64)
-                .map(|n| n as u32)
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
+    let ids = token_ids;
     let mut out = ids(generation_config.and_then(|g| g.get("eos_token_id")));
     if out.is_empty() {
         out = ids(config.get("eos_token_id"));
@@ -1196,6 +1209,37 @@ fn argmax(logits: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_cannot_name_weights_outside_the_model_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(root.path().join("other.safetensors"), b"x").unwrap();
+        let index = |file: &str| {
+            let body = json!({"weight_map": {"lm_head.weight": file, "embed.weight": "model-1.safetensors"}});
+            std::fs::write(dir.join("model.safetensors.index.json"), body.to_string()).unwrap();
+        };
+        for bad in [
+            "../other.safetensors",
+            "/etc/passwd",
+            "sub/model.safetensors",
+            "..\\other.safetensors",
+            ".hidden.safetensors",
+        ] {
+            index(bad);
+            let err = weight_files(&dir).unwrap_err().to_string();
+            assert!(err.contains("outside the model's folder"), "{bad}: {err}");
+        }
+        index("model-2.safetensors");
+        assert_eq!(
+            weight_files(&dir).unwrap(),
+            vec![
+                dir.join("model-1.safetensors"),
+                dir.join("model-2.safetensors")
+            ]
+        );
+    }
 
     #[test]
     fn causal_lm_configs_are_recognised() {
