@@ -4,9 +4,9 @@
 //! The serving models (candle-transformers', and `engine::generate::candle`'s gemma3)
 //! cannot be trained through: candle-nn's fused `rms_norm`, `softmax_last_dim` and
 //! `rotary_emb::rope` run as `apply_op*_no_bwd`, so every gradient stops at them. This
-//! forward is built only from composed tensor ops that have backward passes (RMSNorm as
-//! mean-of-squares and a division, rotate-half RoPE from narrows and a concat, softmax
-//! from exp and a sum over a detached max), and covers the families' differences:
+//! forward is built from ops that have backward passes (RMSNorm as mean-of-squares and
+//! a division, rotate-half RoPE from narrows and a concat; softmax and the erf GELU are
+//! `fused`'s one-pass ops), and covers the families' differences:
 //! qwen2's q/k/v biases (any projection's bias when the checkpoint has one), qwen3's and
 //! gemma3's q/k norms, gemma3's `(1 + w)` norms, embedding scale, gelu-tanh MLP, pre/post
 //! feed-forward norms, `query_pre_attn_scalar`, local sliding-window layers with their
@@ -17,7 +17,8 @@
 //! for them); each targeted projection may carry a LoRA adapter `A` (r × in, random) and
 //! `B` (out × r, zeros) as `Var`s, adding `alpha / r * B A x` to its output.
 
-use super::ops::{causal_mask, frozen_matmul, rms_norm, rope, softmax};
+use super::fused;
+use super::ops::{causal_mask, frozen_matmul, rms_norm, rope};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -746,7 +747,7 @@ impl Decoder {
         if let Some(cap) = cfg.attn_softcap {
             w = ((w / cap)?.tanh()? * cap)?;
         }
-        let w = softmax(&w.broadcast_add(mask)?)?;
+        let w = fused::softmax_last_dim(&w.broadcast_add(mask)?)?;
         let a = w
             .matmul(&v)?
             .transpose(1, 2)?
@@ -755,7 +756,7 @@ impl Decoder {
         let act = |g: Tensor| match cfg.act {
             Act::Silu => g.silu(),
             Act::GeluTanh => g.gelu(),
-            Act::Gelu => g.gelu_erf(),
+            Act::Gelu => fused::gelu_erf(&g),
         };
         if cfg.gemma() {
             let x = (x + rms_norm(&a, &layer.post_attn_norm, cfg.eps)?)?;

@@ -15,6 +15,7 @@ pub mod card;
 pub mod data;
 pub mod decoder;
 pub mod embed;
+pub mod fused;
 pub mod lora;
 pub mod model;
 pub mod ops;

@@ -1,16 +1,16 @@
 //! A BERT encoder, with a sequence-classification head or pooled into sentence
-//! embeddings, whose weights are candle `Var`s, so the whole model trains. The forward pass is built only from ops that
-//! have a backward pass in candle 0.11: candle-nn's fused `layer_norm` and
-//! `softmax_last_dim` are custom ops without one, so layer norm is composed from
-//! mean/sub/sqr/sqrt/div and softmax from `candle_nn::ops::softmax` (max, exp, sum).
+//! embeddings, whose weights are candle `Var`s, so the whole model trains. Layer
+//! norm, attention softmax and the erf GELU are `fused` ops (one pass each way;
+//! candle-nn's fused kernels have no backward pass), the rest candle's own ops.
 //! A classifier is saved with `BertForSequenceClassification`'s tensor names
 //! (`bert.` + `classifier.`), an encoder with the base model's own (a
 //! sentence-transformers repo's `BertModel` names have no prefix): what the
 //! serving engines load.
 
+use super::fused;
 use crate::engine::pooling::PoolingMode;
 use crate::engine::spec::{Activation, Arch, ModelSpec};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
@@ -252,15 +252,11 @@ impl Bert {
         x.matmul(&w.t()?)?.broadcast_add(&b)
     }
 
-    /// Layer norm over the last dimension, composed of differentiable ops.
+    /// Layer norm over the last dimension (one fused op, forward and backward).
     fn layer_norm(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
         let w = self.t(&format!("{name}.weight"))?;
         let b = self.t(&format!("{name}.bias"))?;
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.spec.encoder.layer_norm_eps)?.sqrt()?)?;
-        xn.broadcast_mul(&w)?.broadcast_add(&b)
+        fused::layer_norm(x, &w, &b, self.spec.encoder.layer_norm_eps)
     }
 
     /// Logits `(batch, num_labels)` for token ids `(batch, len)` (row-major, padded
@@ -390,7 +386,7 @@ impl Bert {
             if let Some(m) = &mask {
                 scores = scores.broadcast_add(m)?;
             }
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let probs = fused::softmax_last_dim(&scores)?;
             let ctx = probs
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -400,7 +396,7 @@ impl Bert {
             let x1 = self.layer_norm(&(attn + &x)?, &format!("{p}attention.output.LayerNorm"))?;
             let ff = self.linear(&x1, &format!("{p}intermediate.dense"))?;
             let ff = match c.activation {
-                Activation::Gelu => ff.gelu_erf()?,
+                Activation::Gelu => fused::gelu_erf(&ff)?,
                 Activation::GeluTanh => ff.gelu()?,
                 Activation::Relu => ff.relu()?,
             };

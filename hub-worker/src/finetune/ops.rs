@@ -1,6 +1,6 @@
-//! The differentiable building blocks of `decoder`'s trainable forward, each composed
-//! of candle ops that have backward passes (candle-nn's fused `rms_norm`,
-//! `softmax_last_dim` and `rotary_emb::rope` have none), and the frozen projection
+//! The differentiable building blocks of `decoder`'s trainable forward composed of
+//! candle ops that have backward passes (candle-nn's fused `rms_norm` and
+//! `rotary_emb::rope` have none; softmax is `fused`'s), and the frozen projection
 //! whose backward skips the weight's gradient.
 
 use candle_core::{Device, Tensor, D};
@@ -18,14 +18,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tenso
 pub fn rms_norm(x: &Tensor, scale: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(scale)
-}
-
-/// Softmax over the last dimension (the max is detached: the result does not depend on
-/// it, and its backward is not needed).
-pub fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// The additive causal mask (len × len), with a sliding window when given.

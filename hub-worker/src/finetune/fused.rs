@@ -1,0 +1,481 @@
+//! Layer norm, softmax over the last dimension and the exact (erf) GELU as one
+//! op each, forward and backward, running on rayon's pool (the one candle's
+//! matmuls use).
+//!
+//! Composed of candle ops (what `model` did first: candle-nn's fused kernels
+//! have no backward pass), a layer norm is 9 ops forward and about 20 backward,
+//! a GELU's backward 13 (`candle_core::backprop`), each a pass over the whole
+//! tensor into a new allocation, most of them on one thread. Here each is one
+//! pass that reads its inputs once: the forward computes a row's statistics and
+//! writes the row; the backward is its own op (the "grad" ops below) that
+//! recomputes what it needs from the input instead of keeping intermediates.
+//! The arithmetic is the composed ops' (same formulas, f32), so results agree
+//! with them to rounding (tests below).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Elements per rayon task for element-wise work.
+const CHUNK: usize = 1 << 14;
+
+/// A contiguous f32 input.
+fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: needs f32");
+    };
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: needs contiguous data")))?;
+    Ok(&v[a..b])
+}
+
+/// Rows per rayon task for a row-wise op with rows of `width`.
+fn rows_per_task(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
+
+/// The width (last dimension) of `l`, which must be `want` when given.
+fn last_dim(l: &Layout, op: &str) -> Result<usize> {
+    match l.dims().last() {
+        Some(&w) if w > 0 => Ok(w),
+        _ => candle_core::bail!("{op}: needs a non-empty last dimension"),
+    }
+}
+
+// ---- layer norm ----
+
+/// `LayerNorm(x) * w + b` over the last dimension (`x` contiguous).
+struct LayerNorm {
+    eps: f32,
+}
+
+/// A row's mean and 1 / sqrt(variance + eps), the variance being the mean of
+/// the squared deviations (as the composed op computes it).
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, w, b) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?, f32s(s3, l3, op)?);
+        let h = last_dim(l1, op)?;
+        if w.len() != h || b.len() != h {
+            candle_core::bail!("{op}: weight and bias must have {h} elements");
+        }
+        let mut y = vec![0f32; x.len()];
+        let rows = rows_per_task(h);
+        y.par_chunks_mut(rows * h)
+            .zip(x.par_chunks(rows * h))
+            .for_each(|(y, x)| {
+                for (y, x) in y.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                    let (mean, rstd) = row_stats(x, self.eps);
+                    for i in 0..h {
+                        y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = w.elem_count();
+        let rows = x.elem_count() / h;
+        // One tensor of (rows + 2, h): the input's gradient, then the weight's and
+        // the bias's (sums over the rows).
+        let all = x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &grad.contiguous()?,
+            &LayerNormGrad { eps: self.eps },
+        )?;
+        let dx = all.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = all.narrow(0, rows, 1)?.reshape(w.shape())?;
+        let db = all.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The backward pass of [`LayerNorm`] from (x, w, dy): (rows + 2, h) holding dx,
+/// dw and db.
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, w, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?, f32s(s3, l3, op)?);
+        let h = w.len();
+        if x.len() % h != 0 || dy.len() != x.len() {
+            candle_core::bail!("{op}: shapes do not match");
+        }
+        let n_rows = x.len() / h;
+        let mut out = vec![0f32; x.len() + 2 * h];
+        let (dx, _) = out.split_at_mut(x.len());
+        let rows = rows_per_task(h);
+        // Each task writes its rows of dx and returns its partial dw and db.
+        let partial: Vec<Vec<f32>> = dx
+            .par_chunks_mut(rows * h)
+            .zip(x.par_chunks(rows * h))
+            .zip(dy.par_chunks(rows * h))
+            .map(|((dx, x), dy)| {
+                let mut acc = vec![0f32; 2 * h];
+                let mut xhat = vec![0f32; h];
+                for ((dx, x), dy) in dx
+                    .chunks_exact_mut(h)
+                    .zip(x.chunks_exact(h))
+                    .zip(dy.chunks_exact(h))
+                {
+                    let (mean, rstd) = row_stats(x, self.eps);
+                    let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+                    for i in 0..h {
+                        xhat[i] = (x[i] - mean) * rstd;
+                        let g = dy[i] * w[i];
+                        sum_g += g;
+                        sum_gx += g * xhat[i];
+                        acc[i] += dy[i] * xhat[i];
+                        acc[h + i] += dy[i];
+                    }
+                    let (mean_g, mean_gx) = (sum_g / h as f32, sum_gx / h as f32);
+                    for i in 0..h {
+                        dx[i] = rstd * (dy[i] * w[i] - mean_g - xhat[i] * mean_gx);
+                    }
+                }
+                acc
+            })
+            .collect();
+        let sums = &mut out[n_rows * h..];
+        for p in partial {
+            for (s, v) in sums.iter_mut().zip(p) {
+                *s += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n_rows + 2, h))))
+    }
+}
+
+/// Layer norm over the last dimension of `x`, times `w`, plus `b`, with a
+/// backward pass for all three.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        LayerNorm { eps: eps as f32 },
+    )
+}
+
+// ---- softmax ----
+
+/// Softmax over the last dimension.
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "fused-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let x = f32s(s, l, op)?;
+        let w = last_dim(l, op)?;
+        let mut y = vec![0f32; x.len()];
+        let rows = rows_per_task(w);
+        y.par_chunks_mut(rows * w)
+            .zip(x.par_chunks(rows * w))
+            .for_each(|(y, x)| {
+                for (y, x) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for i in 0..w {
+                        y[i] = (x[i] - max).exp();
+                        sum += y[i];
+                    }
+                    for v in y.iter_mut() {
+                        *v /= sum;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            y.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?,
+        ))
+    }
+}
+
+/// dx = y * (dy - sum(dy * y)) per row, from (y, dy).
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "fused-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (y, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?);
+        if y.len() != dy.len() {
+            candle_core::bail!("{op}: shapes do not match");
+        }
+        let w = last_dim(l1, op)?;
+        let mut dx = vec![0f32; y.len()];
+        let rows = rows_per_task(w);
+        dx.par_chunks_mut(rows * w)
+            .zip(y.par_chunks(rows * w))
+            .zip(dy.par_chunks(rows * w))
+            .for_each(|((dx, y), dy)| {
+                for ((dx, y), dy) in dx
+                    .chunks_exact_mut(w)
+                    .zip(y.chunks_exact(w))
+                    .zip(dy.chunks_exact(w))
+                {
+                    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                    for i in 0..w {
+                        dx[i] = y[i] * (dy[i] - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension of `x`, with a backward pass.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+// ---- GELU (erf) ----
+
+/// The exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, as candle's `gelu_erf`.
+struct GeluErf;
+
+fn gelu(x: f32) -> f32 {
+    (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x
+}
+
+/// d/dx GELU: `0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)`.
+fn gelu_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+        + x * (-0.5 * x * x).exp() * INV_SQRT_2PI
+}
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y = gelu(*x);
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
+        ))
+    }
+}
+
+/// dx = dy * GELU'(x), from (x, dy).
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "fused-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?);
+        if x.len() != dy.len() {
+            candle_core::bail!("{op}: shapes do not match");
+        }
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .zip(dy.par_chunks(CHUNK))
+            .for_each(|((dx, x), dy)| {
+                for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
+                    *dx = dy * gelu_grad(*x);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// The exact GELU of `x`, with a backward pass.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluErf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finetune::ops::tests::max_diff;
+    use candle_core::{Device, Var, D};
+
+    /// Deterministic values in about [-3, 3), with a few large ones.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let v = (s % 6000) as f32 / 1000.0 - 3.0;
+                if i % 97 == 0 {
+                    v * 10.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    fn var(shape: &[usize], seed: u32) -> Var {
+        let n = shape.iter().product();
+        Var::from_tensor(&Tensor::from_vec(values(n, seed), shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// A loss that weighs every output differently, so each gradient entry counts.
+    fn loss(y: &Tensor, seed: u32) -> Tensor {
+        let w = Tensor::from_vec(values(y.elem_count(), seed), y.shape(), &Device::Cpu).unwrap();
+        (y * w).unwrap().sum_all().unwrap()
+    }
+
+    fn composed_layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let xc = x.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xn = xc
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap();
+        xn.broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composed_ops_forward_and_backward() {
+        // 300 rows: several rayon tasks (rows_per_task(384) = 42), and a last partial one.
+        for (rows, h) in [(300, 384), (3, 5), (1, 1)] {
+            let (x, w, b) = (var(&[rows, h], 1), var(&[h], 2), var(&[h], 3));
+            let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
+            let plain = composed_layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12);
+            assert!(max_diff(&fused, &plain) < 1e-4, "forward {rows}x{h}");
+            let g1 = loss(&fused, 4).backward().unwrap();
+            let g2 = loss(&plain, 4).backward().unwrap();
+            for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                let (a, c) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+                let scale = c
+                    .abs()
+                    .unwrap()
+                    .max_keepdim(0)
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .max(1.0);
+                let d = max_diff(a, c) / scale;
+                assert!(d < 1e-4, "d{name} {rows}x{h}: {d}");
+            }
+        }
+    }
+
+    /// Softmax composed of candle ops (the max detached: the result does not depend on it).
+    fn composed_softmax(x: &Tensor) -> Tensor {
+        let max = x.max_keepdim(D::Minus1).unwrap().detach();
+        let e = x.broadcast_sub(&max).unwrap().exp().unwrap();
+        e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn softmax_matches_the_composed_op_with_masked_entries() {
+        let x = var(&[2, 3, 40, 40], 5);
+        // A causal mask's -inf entries give exact zeros and no NaN.
+        let mask = crate::finetune::ops::causal_mask(40, None).unwrap();
+        let masked = x.as_tensor().broadcast_add(&mask).unwrap();
+        let fused = softmax_last_dim(&masked).unwrap();
+        let plain = composed_softmax(&masked);
+        assert!(max_diff(&fused, &plain) < 1e-6);
+        let g1 = loss(&fused, 6).backward().unwrap();
+        let g2 = loss(&plain, 6).backward().unwrap();
+        let d = max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+        assert!(d < 1e-5, "dx: {d}");
+        assert_eq!(
+            fused.flatten_all().unwrap().to_vec1::<f32>().unwrap()[1],
+            0.0,
+            "a masked entry"
+        );
+    }
+
+    #[test]
+    fn gelu_matches_candles_gelu_erf_forward_and_backward() {
+        let x = var(&[70_000], 7);
+        let fused = gelu_erf(x.as_tensor()).unwrap();
+        let plain = x.as_tensor().gelu_erf().unwrap();
+        assert_eq!(max_diff(&fused, &plain), 0.0);
+        let g1 = loss(&fused, 8).backward().unwrap();
+        let g2 = loss(&plain, 8).backward().unwrap();
+        let d = max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+        assert!(d < 1e-5, "dx: {d}");
+    }
+}
