@@ -249,7 +249,7 @@ impl Bert {
     fn linear(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
         let w = self.t(&format!("{name}.weight"))?;
         let b = self.t(&format!("{name}.bias"))?;
-        x.matmul(&w.t()?)?.broadcast_add(&b)
+        fused::bias_add(&x.matmul(&w.t()?)?, &b)
     }
 
     /// Layer norm over the last dimension (one fused op, forward and backward).
