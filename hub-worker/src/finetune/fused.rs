@@ -385,15 +385,36 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// The exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, as candle's `gelu_erf`.
 struct GeluErf;
 
+/// `erf(x / sqrt 2)` and `exp(-x^2 / 2)` (Abramowitz and Stegun 7.1.26: absolute
+/// error under 1.5e-7, and the exponential it computes is the one GELU's
+/// derivative needs). libm's `erff`, which candle calls, was most of a GELU's
+/// time, and the backward pass computed it and an `exp` separately.
+fn erf_and_gauss(x: f32) -> (f32, f32) {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * z);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let gauss = (-z * z).exp();
+    let erf = 1.0 - poly * gauss;
+    (if x < 0.0 { -erf } else { erf }, gauss)
+}
+
 fn gelu(x: f32) -> f32 {
-    (candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x
+    (erf_and_gauss(x).0 + 1.0) * 0.5 * x
 }
 
 /// d/dx GELU: `0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)`.
 fn gelu_grad(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-        + x * (-0.5 * x * x).exp() * INV_SQRT_2PI
+    let (erf, gauss) = erf_and_gauss(x);
+    0.5 * (1.0 + erf) + x * gauss * INV_SQRT_2PI
 }
 
 impl CustomOp1 for GeluErf {
@@ -580,7 +601,9 @@ mod tests {
         let x = var(&[70_000], 7);
         let fused = gelu_erf(x.as_tensor()).unwrap();
         let plain = x.as_tensor().gelu_erf().unwrap();
-        assert_eq!(max_diff(&fused, &plain), 0.0);
+        // Values up to 30: 0.5 x times erf's error bound.
+        let d = max_diff(&fused, &plain);
+        assert!(d < 5e-6, "forward: {d}");
         let g1 = loss(&fused, 8).backward().unwrap();
         let g2 = loss(&plain, 8).backward().unwrap();
         let d = max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
