@@ -291,54 +291,76 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor
     )
 }
 
-// ---- softmax ----
+// ---- softmax and GELU: a map and its backward ----
 
-/// Softmax over the last dimension.
-struct Softmax;
+/// What a [`Map`] runs its kernels over: each row of the last dimension, or
+/// chunks of elements (an element-wise map).
+#[derive(Clone, Copy)]
+enum Unit {
+    Row,
+    Element,
+}
 
-impl CustomOp1 for Softmax {
+/// A one-input op whose forward writes `y` from `x` a unit at a time, and whose
+/// backward writes `dx` from (`x` or `y`, `dy`) a unit at a time.
+#[derive(Clone, Copy)]
+struct Map {
+    name: &'static str,
+    unit: Unit,
+    forward: fn(y: &mut [f32], x: &[f32]),
+    /// Whether `backward` takes the output `y` (else the input `x`).
+    backward_from_output: bool,
+    backward: fn(dx: &mut [f32], saved: &[f32], dy: &[f32]),
+}
+
+impl Map {
+    /// Elements per kernel call and per rayon task, for data laid out as `l`.
+    fn split(&self, l: &Layout) -> Result<(usize, usize)> {
+        Ok(match self.unit {
+            Unit::Row => {
+                let w = last_dim(l, self.name)?;
+                (w, rows_per_task(w) * w)
+            }
+            Unit::Element => (CHUNK, CHUNK),
+        })
+    }
+}
+
+impl CustomOp1 for Map {
     fn name(&self) -> &'static str {
-        "fused-softmax"
+        self.name
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let op = self.name();
-        let x = f32s(s, l, op)?;
-        let w = last_dim(l, op)?;
+        let x = f32s(s, l, self.name)?;
+        let (unit, task) = self.split(l)?;
         let mut y = vec![0f32; x.len()];
-        let rows = rows_per_task(w);
-        y.par_chunks_mut(rows * w)
-            .zip(x.par_chunks(rows * w))
+        y.par_chunks_mut(task)
+            .zip(x.par_chunks(task))
             .for_each(|(y, x)| {
-                for (y, x) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for i in 0..w {
-                        y[i] = (x[i] - max).exp();
-                        sum += y[i];
-                    }
-                    for v in y.iter_mut() {
-                        *v /= sum;
-                    }
+                for (y, x) in y.chunks_mut(unit).zip(x.chunks(unit)) {
+                    (self.forward)(y, x);
                 }
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
-    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let saved = if self.backward_from_output { y } else { x };
         Ok(Some(
-            y.contiguous()?
-                .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?,
+            saved
+                .contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &MapGrad(*self))?,
         ))
     }
 }
 
-/// dx = y * (dy - sum(dy * y)) per row, from (y, dy).
-struct SoftmaxGrad;
+/// The backward pass of a [`Map`], from (saved, dy).
+struct MapGrad(Map);
 
-impl CustomOp2 for SoftmaxGrad {
+impl CustomOp2 for MapGrad {
     fn name(&self) -> &'static str {
-        "fused-softmax-grad"
+        "fused-map-grad"
     }
 
     fn cpu_fwd(
@@ -348,42 +370,59 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let op = self.name();
-        let (y, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?);
-        if y.len() != dy.len() {
-            candle_core::bail!("{op}: shapes do not match");
+        let op = self.0.name;
+        let (saved, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?);
+        if saved.len() != dy.len() {
+            candle_core::bail!("{op}: the gradient's shape does not match");
         }
-        let w = last_dim(l1, op)?;
-        let mut dx = vec![0f32; y.len()];
-        let rows = rows_per_task(w);
-        dx.par_chunks_mut(rows * w)
-            .zip(y.par_chunks(rows * w))
-            .zip(dy.par_chunks(rows * w))
-            .for_each(|((dx, y), dy)| {
-                for ((dx, y), dy) in dx
-                    .chunks_exact_mut(w)
-                    .zip(y.chunks_exact(w))
-                    .zip(dy.chunks_exact(w))
+        let (unit, task) = self.0.split(l1)?;
+        let mut dx = vec![0f32; saved.len()];
+        dx.par_chunks_mut(task)
+            .zip(saved.par_chunks(task))
+            .zip(dy.par_chunks(task))
+            .for_each(|((dx, saved), dy)| {
+                for ((dx, saved), dy) in dx
+                    .chunks_mut(unit)
+                    .zip(saved.chunks(unit))
+                    .zip(dy.chunks(unit))
                 {
-                    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                    for i in 0..w {
-                        dx[i] = y[i] * (dy[i] - dot);
-                    }
+                    (self.0.backward)(dx, saved, dy);
                 }
             });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
 
-/// Softmax over the last dimension of `x`, with a backward pass.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(Softmax)
+fn softmax_row(y: &mut [f32], x: &[f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = (x - max).exp();
+        sum += *y;
+    }
+    for v in y.iter_mut() {
+        *v /= sum;
+    }
 }
 
-// ---- GELU (erf) ----
+/// dx = y * (dy - sum(dy * y)) over a row.
+fn softmax_row_grad(dx: &mut [f32], y: &[f32], dy: &[f32]) {
+    let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+    for ((dx, y), dy) in dx.iter_mut().zip(y).zip(dy) {
+        *dx = y * (dy - dot);
+    }
+}
 
-/// The exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, as candle's `gelu_erf`.
-struct GeluErf;
+/// Softmax over the last dimension of `x`, with a backward pass.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Map {
+        name: "fused-softmax",
+        unit: Unit::Row,
+        forward: softmax_row,
+        backward_from_output: true,
+        backward: softmax_row_grad,
+    })
+}
 
 /// `erf(x / sqrt 2)` and `exp(-x^2 / 2)` (Abramowitz and Stegun 7.1.26: absolute
 /// error under 1.5e-7, and the exponential it computes is the one GELU's
@@ -406,79 +445,31 @@ fn erf_and_gauss(x: f32) -> (f32, f32) {
     (if x < 0.0 { -erf } else { erf }, gauss)
 }
 
-fn gelu(x: f32) -> f32 {
-    (erf_and_gauss(x).0 + 1.0) * 0.5 * x
+/// The exact GELU, `0.5 x (1 + erf(x / sqrt 2))`, as candle's `gelu_erf`.
+fn gelu(y: &mut [f32], x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = (erf_and_gauss(*x).0 + 1.0) * 0.5 * x;
+    }
 }
 
-/// d/dx GELU: `0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)`.
-fn gelu_grad(x: f32) -> f32 {
+/// dx = dy * GELU'(x), GELU' = `0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)`.
+fn gelu_grad(dx: &mut [f32], x: &[f32], dy: &[f32]) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
-    let (erf, gauss) = erf_and_gauss(x);
-    0.5 * (1.0 + erf) + x * gauss * INV_SQRT_2PI
-}
-
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32s(s, l, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, x) in y.iter_mut().zip(x) {
-                    *y = gelu(*x);
-                }
-            });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            x.contiguous()?
-                .apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?,
-        ))
-    }
-}
-
-/// dx = dy * GELU'(x), from (x, dy).
-struct GeluErfGrad;
-
-impl CustomOp2 for GeluErfGrad {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let op = self.name();
-        let (x, dy) = (f32s(s1, l1, op)?, f32s(s2, l2, op)?);
-        if x.len() != dy.len() {
-            candle_core::bail!("{op}: shapes do not match");
-        }
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .zip(dy.par_chunks(CHUNK))
-            .for_each(|((dx, x), dy)| {
-                for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
-                    *dx = dy * gelu_grad(*x);
-                }
-            });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    for ((dx, x), dy) in dx.iter_mut().zip(x).zip(dy) {
+        let (erf, gauss) = erf_and_gauss(*x);
+        *dx = dy * (0.5 * (1.0 + erf) + x * gauss * INV_SQRT_2PI);
     }
 }
 
 /// The exact GELU of `x`, with a backward pass.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(GeluErf)
+    x.contiguous()?.apply_op1(Map {
+        name: "fused-gelu-erf",
+        unit: Unit::Element,
+        forward: gelu,
+        backward_from_output: false,
+        backward: gelu_grad,
+    })
 }
 
 #[cfg(test)]
