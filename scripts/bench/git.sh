@@ -181,7 +181,7 @@ done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 [[ -z "${PACK_ONLY:-}" ]] || { G=(0); P=(1); }  # (not reported)
 MG=$(median "${G[@]}"); MP=$(median "${P[@]}"); MGP=$(median "${GP[@]}"); MPP=$(median "${PP[@]}")
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 WHOLE_ROW=""
 if [[ -z "${PACK_ONLY:-}" ]]; then
   WHOLE_ROW="| whole (pack, checkout, git-lfs $((BIG >> 20)) MiB) | ${MG} s | ${MP} s | $(ratio "$MG" "$MP")x |"$'\n'
@@ -198,7 +198,7 @@ as a static file. Client: git $(git --version | cut -d' ' -f3), $(git lfs versio
 |---|---|---|---|
 ${WHOLE_ROW}| pack and checkout only (GIT_LFS_SKIP_SMUDGE=1) | ${MGP} s | ${MPP} s | $(ratio "$MGP" "$MPP")x |
 
-Runs (s): peer ${G[*]}; Paddock ${P[*]}; pack only: peer ${GP[*]}; Paddock ${PP[*]}.
+Runs (s): $([[ -z "${PACK_ONLY:-}" ]] && echo "peer ${G[*]}; Paddock ${P[*]}; ")pack only: peer ${GP[*]}; Paddock ${PP[*]}.
 Load average before / after the clones: $LOAD0 / $LOAD1.
 REPORT
 if [[ -n "${FG[*]}" ]]; then
