@@ -18,8 +18,8 @@ use rayon::prelude::*;
 /// Elements per rayon task for element-wise work.
 const CHUNK: usize = 1 << 14;
 
-/// A contiguous f32 input.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+/// A contiguous f32 input of op `op`.
+pub(crate) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
         candle_core::bail!("{op}: needs f32");
     };

@@ -4,6 +4,7 @@
 //! step (13 passes over the 90 MB of MiniLM's weights, and their page faults).
 //! Same arithmetic as `candle_nn::AdamW` and PyTorch's `AdamW`.
 
+use super::fused::f32s;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
@@ -26,16 +27,6 @@ pub struct AdamW {
     vars: Vec<(Var, Tensor)>,
     params: Params,
     step: i32,
-}
-
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{what}: adamw needs f32");
-    };
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what}: adamw needs contiguous data")))?;
-    Ok(&v[a..b])
 }
 
 fn f32s_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
@@ -65,7 +56,7 @@ impl InplaceOp2 for Moments {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let g = f32s(s2, l2, "gradient")?;
+        let g = f32s(s2, l2, "adamw gradient")?;
         let mv = f32s_mut(s1, l1, "moments")?;
         let n = g.len();
         if mv.len() != 2 * n {
@@ -106,7 +97,7 @@ impl InplaceOp2 for Update {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let mv = f32s(s2, l2, "moments")?;
+        let mv = f32s(s2, l2, "adamw moments")?;
         let w = f32s_mut(s1, l1, "weights")?;
         let n = w.len();
         let (m, v) = mv.split_at(n);
