@@ -51,7 +51,9 @@ _hub_exit() {
   # A failed script shows why from the hub's side too (CI keeps no files).
   if [ "$status" -ne 0 ] && [ -s "${HUB_LOG_FILE:-}" ]; then
     echo "--- the hub's last warnings and errors ($HUB_LOG_FILE):" >&2
-    grep -aE " (WARN|ERROR) |panicked|http.status=5[0-9][0-9]" "$HUB_LOG_FILE" | tail -40 >&2 || true
+    grep -aE " (WARN|ERROR) |panicked|http.status=5[0-9][0-9]|^hub-api: " "$HUB_LOG_FILE" | tail -40 >&2 || true
+    echo "--- the hub log's last lines:" >&2
+    tail -5 "$HUB_LOG_FILE" >&2
   fi
   for hook in "${_HUB_EXIT_HOOKS[@]}"; do eval "$hook" || true; done
   hub_stop >/dev/null 2>&1 || true
@@ -109,5 +111,6 @@ hub_stop() {
   HUB_PID=""
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || status=$?
+  [ "$status" -eq 0 ] || echo "hub: exited with status $status after SIGTERM" >&2
   return "$status"
 }
