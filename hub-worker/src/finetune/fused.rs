@@ -34,7 +34,7 @@ fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
 }
 
-/// The width (last dimension) of `l`, which must be `want` when given.
+/// The width (last dimension) of `l`, which must not be zero.
 fn last_dim(l: &Layout, op: &str) -> Result<usize> {
     match l.dims().last() {
         Some(&w) if w > 0 => Ok(w),
