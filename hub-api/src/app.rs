@@ -24,6 +24,8 @@ use actix_web::{web, App};
 /// 5. `ratelimit`: the caller's token bucket (429 `rate_limited`).
 /// 6. `registry::redirects`: a 404 `RepoNotFound` under a moved repo's old
 ///    name becomes a redirect to its new one.
+/// 7. `repo_cache::middleware`: a request that may have written empties the
+///    repo-row cache once its handler returns, before its response goes out.
 ///
 /// Then the route table (`routes::configure`) and `routes::not_found`.
 pub fn build_app(
@@ -40,6 +42,7 @@ pub fn build_app(
     // `wrap` puts each middleware outside the ones before it: listed inner first.
     App::new()
         .app_data(web::Data::new(state))
+        .wrap(from_fn(crate::repo_cache::middleware))
         .wrap(from_fn(crate::registry::redirects::middleware))
         .wrap(from_fn(crate::ratelimit::middleware))
         .wrap(from_fn(crate::auth::csrf::middleware))

@@ -256,6 +256,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=60))]
     pub auth_cache_ttl_secs: u32,
 
+    /// Seconds `/resolve` may answer from a cached repo row (0: read it on
+    /// every request). Changes are seen at once through this replica and
+    /// within a NOTIFY's delivery through others; this bounds how long a row
+    /// may live should the change notifications stop unnoticed.
+    #[arg(long, env = "HUB_REPO_CACHE_TTL_SECS", default_value_t = 5, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=60))]
+    pub repo_cache_ttl_secs: u32,
+
     /// Storage quota of namespaces without their own, in bytes (unset: unlimited).
     #[arg(long, env = "HUB_DEFAULT_STORAGE_QUOTA", global = true)]
     pub default_storage_quota: Option<u64>,

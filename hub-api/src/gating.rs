@@ -151,6 +151,18 @@ pub async fn load_repo_for_download(
     authorize(state, auth, ctx).await
 }
 
+/// [`load_repo_for_download`] with the repo row from the per-process repo
+/// cache (`repo_cache`): `/resolve`'s hot path.
+pub async fn load_repo_for_resolve(
+    state: &AppState,
+    auth: &Auth,
+    kind: RepoType,
+    id: &RepoId,
+) -> ApiResult<Download> {
+    let ctx = registry::load_repo_cached(state, auth, kind, id, Access::Read).await?;
+    authorize(state, auth, ctx).await
+}
+
 /// The user whose access grants a credential may use for `repo`'s gate:
 /// sessions, and tokens with the read scope whose restriction covers the
 /// repo. Other credentials (restricted elsewhere, no read scope) act as

@@ -28,6 +28,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod refresh_cache;
 pub mod registry;
+pub mod repo_cache;
 pub mod repo_lookup;
 pub mod resolve_cache;
 pub mod routes;

@@ -31,8 +31,18 @@ pub const BATCH: usize = 128;
 
 /// (repo type, namespace lower-cased, name lower-cased): the lookup's key,
 /// matched as `db::repos::find` matches.
-type Key = (String, String, String);
-type Answer = Result<Option<RepoRow>, Arc<sqlx::Error>>;
+pub type Key = (String, String, String);
+/// A lookup's answer (the error shared by the lookups one query answered).
+pub type Answer = Result<Option<RepoRow>, Arc<sqlx::Error>>;
+
+/// The [`Key`] of the repo `namespace/name` of `repo_type`.
+pub fn key(repo_type: &str, namespace: &str, name: &str) -> Key {
+    (
+        repo_type.to_string(),
+        namespace.to_lowercase(),
+        name.to_lowercase(),
+    )
+}
 
 #[derive(Default)]
 struct Queue {
@@ -58,11 +68,7 @@ impl RepoLookups {
         namespace: &str,
         name: &str,
     ) -> Answer {
-        let key = (
-            repo_type.to_string(),
-            namespace.to_lowercase(),
-            name.to_lowercase(),
-        );
+        let key = key(repo_type, namespace, name);
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut q = self.lock();

@@ -11,8 +11,8 @@
 //!   the very next request everywhere: no notification to wait for;
 //! - a path's entry is keyed by the tree id, and trees are content-addressed.
 //!
-//! A warm `HEAD /resolve` is then one PostgreSQL round trip (the repo row)
-//! instead of five. Each map holds at most [`CAP`] entries in two
+//! With the repo row cached too (`repo_cache`), a warm `HEAD /resolve` makes
+//! no PostgreSQL round trip (five without any cache). Each map holds at most [`CAP`] entries in two
 //! generations: when the young one fills, the old one is dropped and the
 //! young one becomes old, and a hit in the old one moves back to the young.
 
@@ -83,16 +83,40 @@ pub struct ResolveCache {
     pub lfs_linked: TwoGen<(i64, i64, String), bool>,
     /// Not a cache: the repo rows requests name, read together (`repo_lookup`).
     pub repos: std::sync::Arc<crate::repo_lookup::RepoLookups>,
+    /// The repo rows `/resolve` reads, while this process hears of their
+    /// changes (`repo_cache`).
+    pub rows: crate::repo_cache::RepoCache,
 }
 
 impl Default for ResolveCache {
     fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(5))
+    }
+}
+
+impl ResolveCache {
+    /// The caches, with repo rows living `repo_ttl` at most (0: not cached).
+    pub fn new(repo_ttl: std::time::Duration) -> Self {
         Self {
             revisions: TwoGen::new(CAP),
             entries: TwoGen::new(CAP),
             lfs_linked: TwoGen::new(CAP),
             repos: Default::default(),
+            rows: crate::repo_cache::RepoCache::new(repo_ttl),
         }
+    }
+
+    /// The repo row `/resolve` needs: [`crate::repo_cache::RepoCache::find`].
+    pub async fn find_repo(
+        &self,
+        db: &sqlx::PgPool,
+        repo_type: &str,
+        namespace: &str,
+        name: &str,
+    ) -> crate::repo_lookup::Answer {
+        self.rows
+            .find(&self.repos, db, repo_type, namespace, name)
+            .await
     }
 }
 

@@ -756,6 +756,8 @@ async fn listen(state: &AppState, db_url: &str) -> sqlx::Result<()> {
     let mut listener =
         std::mem::ManuallyDrop::new(sqlx::postgres::PgListener::connect(db_url).await?);
     let result = relay(&mut listener, state).await;
+    // From here until the next LISTEN, repo row changes go unheard.
+    state.resolved.rows.set_live(false);
     drop(std::mem::ManuallyDrop::into_inner(listener));
     result
 }
@@ -767,12 +769,14 @@ async fn relay(listener: &mut sqlx::postgres::PgListener, state: &AppState) -> s
             ASSIGNMENTS_CHANNEL,
             crate::signals::INVALIDATE_CHANNEL,
             crate::signals::READY_CHANNEL,
+            crate::repo_cache::CHANNEL,
         ])
         .await?;
     // Anything sent before LISTEN was missed: look once, and drop what may be stale.
     state.scheduler.nudge();
     state.scheduler.assignments_changed();
     crate::signals::clear_all(state);
+    state.resolved.rows.set_live(true);
     state
         .scheduler
         .listens

@@ -99,7 +99,9 @@ pub async fn build_state(
         health: Arc::new(Health::new(reserve)),
         scheduler: Default::default(),
         facets: Default::default(),
-        resolved: Default::default(),
+        resolved: Arc::new(crate::resolve_cache::ResolveCache::new(
+            std::time::Duration::from_secs(config.repo_cache_ttl_secs as u64),
+        )),
         pack_entries: Default::default(),
         metrics: Default::default(),
     })

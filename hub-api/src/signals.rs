@@ -11,6 +11,8 @@
 //!   it may have missed some, clears every cache when it (re)connects.
 //!   Applying an invalidation twice (the publisher receives its own) is
 //!   harmless.
+//! - **Repo row changes** (`repo_cache::CHANNEL`), sent by the database's
+//!   own triggers on `repos` and `namespaces`: see `repo_cache`.
 //! - **Replica ready** ([`READY_CHANNEL`], payload the endpoint id), sent by
 //!   the database itself when a worker reports a replica `running`
 //!   (`db::endpoints::update_replica`): a gateway request held for a cold
@@ -119,6 +121,7 @@ pub fn clear_all(state: &AppState) {
     state.live.forget_routes();
     state.live.quotas.clear();
     state.tenancy.rate.invalidate();
+    state.resolved.rows.clear();
 }
 
 /// Applies `what` here at once and publishes it to every replica. Call it
@@ -161,8 +164,8 @@ pub async fn invalidate_many(state: &AppState, what: &[Invalidation]) {
     }
 }
 
-/// Handles a notification on [`INVALIDATE_CHANNEL`] or [`READY_CHANNEL`]
-/// (from the listener); false for another channel.
+/// Handles a notification on [`INVALIDATE_CHANNEL`], [`READY_CHANNEL`] or
+/// `repo_cache::CHANNEL` (from the listener); false for another channel.
 pub fn received(state: &AppState, channel: &str, payload: &str) -> bool {
     match channel {
         INVALIDATE_CHANNEL => {
@@ -174,6 +177,10 @@ pub fn received(state: &AppState, channel: &str, payload: &str) -> bool {
                     clear_all(state);
                 }
             }
+            true
+        }
+        crate::repo_cache::CHANNEL => {
+            state.resolved.rows.received(payload);
             true
         }
         READY_CHANNEL => {

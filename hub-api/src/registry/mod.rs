@@ -56,6 +56,39 @@ pub async fn load_repo(
         )
         .await?
         .ok_or(ApiError::RepoNotFound)?;
+    decide_repo(state, auth, repo, need).await
+}
+
+/// [`load_repo`] with the repo row from the per-process repo cache
+/// (`repo_cache`; its freshness bound is documented there): for `/resolve`,
+/// which shows none of the row's counters.
+pub async fn load_repo_cached(
+    state: &AppState,
+    auth: &Auth,
+    kind: RepoType,
+    id: &RepoId,
+    need: Access,
+) -> ApiResult<RepoCtx> {
+    let repo = state
+        .resolved
+        .find_repo(
+            &state.db,
+            kind.as_str(),
+            id.namespace_key(),
+            id.name.as_str(),
+        )
+        .await?
+        .ok_or(ApiError::RepoNotFound)?;
+    decide_repo(state, auth, repo, need).await
+}
+
+/// The caller's access to `repo`, or why they have none.
+async fn decide_repo(
+    state: &AppState,
+    auth: &Auth,
+    repo: RepoRow,
+    need: Access,
+) -> ApiResult<RepoCtx> {
     let action = match need {
         Access::Admin => Action::AdminRepo,
         Access::Write => Action::WriteRepo,

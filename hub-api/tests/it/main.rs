@@ -27,6 +27,7 @@ mod listing;
 mod metrics;
 mod native_multipart;
 mod registry;
+mod repo_cache;
 mod resolve_cache;
 mod scheduler_scale;
 mod strict_inputs;

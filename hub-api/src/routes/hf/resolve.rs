@@ -121,12 +121,12 @@ pub async fn resolve(
     repo: RepoRef,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let dl = crate::gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
+    let dl = crate::gating::load_repo_for_resolve(&state, &auth, repo.kind, &repo.id).await?;
     let ctx = dl.ctx();
     let rev = param(&req, "rev").unwrap_or_default();
     // What the revision, the path and the LFS check resolve to is cached by
     // keys that make it immutable (`resolve_cache`): the repo's
-    // `resolve_version`, read with the repo row above, and the tree id.
+    // `resolve_version`, in the repo row above (`repo_cache`), and the tree id.
     let cache = &state.resolved;
     let version = ctx.repo.resolve_version;
     let rev_key = (ctx.repo.id, version, rev.clone());

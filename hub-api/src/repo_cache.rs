@@ -1,0 +1,305 @@
+//! The repo rows `/resolve` reads, cached per process while the process
+//! hears of every change to them.
+//!
+//! A warm `HEAD /resolve` reads nothing else from PostgreSQL (the token,
+//! the revision's commit, the path's entry and the LFS check are cached by
+//! keys that make them exact, `resolve_cache`), so this row is what stands
+//! between it and no round trip at all. The row carries what access needs
+//! (privacy, gating, owner) and the `resolve_version` that keys the rest, so
+//! a cached row must never outlive a change to it by more than this bound:
+//!
+//! - **Changes made through this process** are seen by its very next
+//!   request: every request that may write (any method but `GET`, `HEAD`
+//!   and `OPTIONS`, outside the inference gateway and the workers' control
+//!   routes) drops the whole cache once its handler has returned, before
+//!   its response is sent ([`middleware`]), and a load that began before the
+//!   drop cannot put its answer back (the cache's epoch).
+//! - **Changes made anywhere else** (another replica, `hub-api admin`, a
+//!   background job, `psql`) are announced by the database itself: triggers
+//!   on `repos` and `namespaces` (migration `20261206000001`) send
+//!   [`CHANNEL`] with `repo:<id>` or `namespace:<id>` when the transaction
+//!   commits, for every change to a repo row (a ref move bumps its
+//!   `resolve_version`) except its counters, and for a namespace's rename
+//!   or deletion. Each process's listener (`scheduler::spawn_listener`)
+//!   drops what it holds of that repo or namespace: the bound is the
+//!   notification's delivery (measured in `it::repo_cache`).
+//! - **The cache is used only while that listener listens.** Until it has
+//!   run `LISTEN`, and from the moment its connection fails until it has
+//!   listened again, every lookup reads the database (as with the cache
+//!   off) and the cache is emptied at both edges, since notifications may
+//!   have been missed in between. An entry lives at most the TTL
+//!   (`--repo-cache-ttl-secs`, default 5 s; 0 turns the cache off) and is
+//!   reloaded in the background after a fifth of it under traffic, which
+//!   bounds staleness should the listener's connection hang unnoticed.
+//!
+//! Missing repos are not cached (a repo created elsewhere is found at once).
+//! Only `/resolve` reads through this cache; other routes read the row
+//! fresh (through `repo_lookup`), since they show its counters.
+
+use crate::db::repos::RepoRow;
+use crate::refresh_cache::{Lookup, RefreshCache};
+use crate::repo_lookup::{Answer, Key, RepoLookups};
+use crate::state::AppState;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::web;
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// NOTIFY channel of repo row changes (payload `repo:<id>` or `namespace:<id>`),
+/// sent by the database's triggers.
+pub const CHANNEL: &str = "paddock_repo";
+
+/// Above this many rows the cache starts over (bounded memory).
+const MAX_ENTRIES: usize = 20_000;
+
+/// Path prefixes whose unsafe requests never change a repo row: the inference
+/// gateway and the workers' control calls, the two kinds of `POST` that come
+/// by the thousand. Every other unsafe request empties the cache.
+const NO_REPO_WRITES: [&str; 2] = ["/endpoints/", "/api/v1/workers/"];
+
+/// See the module docs.
+pub struct RepoCache {
+    rows: Arc<RefreshCache<Key, RepoRow>>,
+    live: AtomicBool,
+}
+
+impl Default for RepoCache {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(5))
+    }
+}
+
+impl RepoCache {
+    /// A cache whose rows answer for `ttl` at most (0: off).
+    pub fn new(ttl: Duration) -> Self {
+        let refresh = (ttl / 5).clamp(Duration::from_millis(200), Duration::from_secs(1));
+        Self {
+            rows: Arc::new(RefreshCache::new(refresh, ttl, MAX_ENTRIES)),
+            live: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether lookups may answer from the cache (the listener listens).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The listener started listening (true) or lost its connection (false):
+    /// either way notifications may have been missed, so everything held is
+    /// dropped (and loads under way cannot put theirs back).
+    pub fn set_live(&self, live: bool) {
+        if !live {
+            self.live.store(false, Ordering::Release);
+        }
+        self.rows.clear();
+        if live {
+            self.live.store(true, Ordering::Release);
+        }
+    }
+
+    /// Drops everything (a write through this process, or an unknown notification).
+    pub fn clear(&self) {
+        self.rows.clear();
+    }
+
+    /// Rows held (for tests).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Applies a notification's payload (`repo:<id>`, `namespace:<id>`;
+    /// anything else drops everything, in case a newer replica sent it).
+    pub fn received(&self, payload: &str) {
+        let parsed = payload
+            .split_once(':')
+            .and_then(|(k, id)| Some((k, id.parse::<i64>().ok()?)));
+        match parsed {
+            Some(("repo", id)) => self.rows.forget(|_, r| r.id == id),
+            Some(("namespace", id)) => self.rows.forget(|_, r| r.namespace_id == id),
+            _ => {
+                tracing::warn!(payload, "unknown repo change notification; clearing the repo cache");
+                self.rows.clear();
+            }
+        }
+    }
+
+    /// The repo `namespace/name` of `repo_type`: from the cache while it is
+    /// live, else (and on a miss) read through `lookups`.
+    pub async fn find(
+        &self,
+        lookups: &Arc<RepoLookups>,
+        db: &PgPool,
+        repo_type: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Answer {
+        if !self.is_live() {
+            return lookups.find(db, repo_type, namespace, name).await;
+        }
+        let key = crate::repo_lookup::key(repo_type, namespace, name);
+        let epoch = match self.rows.get(&key) {
+            Lookup::Fresh(row) => return Ok(Some(row)),
+            Lookup::Stale { value, epoch } => {
+                let (rows, lookups, db) = (self.rows.clone(), lookups.clone(), db.clone());
+                tokio::spawn(async move {
+                    let (t, ns, n) = &key;
+                    match lookups.find(&db, t, ns, n).await {
+                        Ok(row) => rows.put(key, row, epoch),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "reloading a repo row failed");
+                            rows.reload_failed(&key);
+                        }
+                    }
+                });
+                return Ok(Some(value));
+            }
+            Lookup::Miss { epoch } => epoch,
+        };
+        let row = lookups.find(db, repo_type, namespace, name).await?;
+        if let Some(r) = &row {
+            self.rows.put(key, Some(r.clone()), epoch);
+        }
+        Ok(row)
+    }
+}
+
+/// Whether a request may change a repo row (see [`NO_REPO_WRITES`]).
+pub fn may_write(method: &Method, path: &str) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !NO_REPO_WRITES.iter().any(|p| path.starts_with(p))
+}
+
+/// Empties the repo cache after every request that may have changed a repo
+/// row, once its handler has returned and before its response goes out: the
+/// caller's next request, here, reads what it wrote.
+pub async fn middleware<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let cache = may_write(req.method(), req.path())
+        .then(|| req.app_data::<web::Data<AppState>>().map(|s| s.resolved.clone()))
+        .flatten();
+    let res = next.call(req).await;
+    if let Some(c) = cache {
+        c.rows.clear();
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unsafe_requests_outside_the_gateway_and_worker_control_empty_the_cache() {
+        for (m, p, writes) in [
+            (Method::HEAD, "/olga/m/resolve/main/f", false),
+            (Method::GET, "/api/models/olga/m", false),
+            (Method::OPTIONS, "/api/models/olga/m", false),
+            (Method::POST, "/api/models/olga/m/commit/main", true),
+            (Method::PUT, "/api/models/olga/m/settings", true),
+            (Method::DELETE, "/api/repos/delete", true),
+            (Method::POST, "/olga/m.git/git-receive-pack", true),
+            (Method::POST, "/api/v1/job-runner/3/finish", true),
+            (Method::POST, "/endpoints/acme/emb/v1/embeddings", false),
+            (Method::POST, "/api/v1/workers/4/heartbeat", false),
+        ] {
+            assert_eq!(may_write(&m, p), writes, "{m} {p}");
+        }
+    }
+
+    fn row(id: i64, namespace_id: i64, name: &str) -> RepoRow {
+        let now = chrono::Utc::now();
+        RepoRow {
+            id,
+            namespace_id,
+            namespace: format!("ns{namespace_id}"),
+            namespace_kind: "user".into(),
+            name: name.into(),
+            repo_type: "model".into(),
+            private: false,
+            gated: None,
+            created_at: now,
+            last_modified: now,
+            downloads: 0,
+            likes: 0,
+            card_data: sqlx::types::Json(serde_json::Value::Null),
+            tags: vec![],
+            pipeline_tag: None,
+            library_name: None,
+            license: None,
+            safetensors: None,
+            used_storage: 0,
+            resolve_version: 0,
+        }
+    }
+
+    /// Rows 1 and 2 of namespace 10, row 3 of namespace 20.
+    fn filled() -> RepoCache {
+        let c = RepoCache::default();
+        c.set_live(true);
+        for r in [row(1, 10, "a"), row(2, 10, "b"), row(3, 20, "c")] {
+            let key = crate::repo_lookup::key("model", &r.namespace, &r.name);
+            c.rows.put(key, Some(r), c.rows.epoch());
+        }
+        assert_eq!(c.len(), 3);
+        c
+    }
+
+    fn ids(c: &RepoCache) -> Vec<i64> {
+        let mut v: Vec<i64> = ["a", "b", "c"]
+            .iter()
+            .zip([10, 10, 20])
+            .filter_map(|(n, ns)| {
+                match c.rows.get(&crate::repo_lookup::key("model", &format!("NS{ns}"), n)) {
+                    Lookup::Fresh(r) | Lookup::Stale { value: r, .. } => Some(r.id),
+                    Lookup::Miss { .. } => None,
+                }
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn notifications_drop_their_repo_or_namespace_and_anything_unknown_drops_all() {
+        let c = filled();
+        c.received("repo:2");
+        assert_eq!(ids(&c), [1, 3]);
+        c.received("namespace:20");
+        assert_eq!(ids(&c), [1]);
+        c.received("repo:99");
+        assert_eq!(ids(&c), [1]);
+        for p in ["repo:x", "namespace:", "other:1", ""] {
+            let c = filled();
+            c.received(p);
+            assert!(c.is_empty(), "{p:?} kept rows");
+        }
+    }
+
+    #[test]
+    fn losing_the_listener_empties_the_cache_and_refuses_loads_under_way() {
+        let c = filled();
+        let epoch = c.rows.epoch();
+        c.set_live(false);
+        assert!(!c.is_live() && c.is_empty());
+        // A load begun while live cannot put its row after the loss.
+        c.rows.put(
+            crate::repo_lookup::key("model", "ns10", "a"),
+            Some(row(1, 10, "a")),
+            epoch,
+        );
+        assert!(c.is_empty());
+        c.set_live(true);
+        assert!(c.is_live() && c.is_empty());
+    }
+}
