@@ -23,6 +23,15 @@
 //!   or deletion. Each process's listener (`scheduler::spawn_listener`)
 //!   drops what it holds of that repo or namespace: the bound is the
 //!   notification's delivery (measured in `it::repo_cache`).
+//! - **A write acknowledged by one replica has reached that replica's own
+//!   listener first**: after a successful write the middleware sends a
+//!   `sync:<process>:<n>` notification of its own and waits (at most
+//!   [`SYNC_WAIT`]) until its listener hands it back. PostgreSQL delivers
+//!   notifications in commit order and hands them to every listener at the
+//!   same commit, so by the time a client can send its next request to
+//!   another replica through a load balancer, that replica has been told
+//!   too unless its listener task runs later than this one's by more than the
+//!   client's own round trip.
 //! - **The cache is used only while that listener listens.** Until it has
 //!   run `LISTEN`, and from the moment its connection fails until it has
 //!   listened again, every lookup reads the database (as with the cache
@@ -46,9 +55,11 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web;
 use sqlx::PgPool;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// NOTIFY channel of repo row changes (payload `repo:<id>` or `namespace:<id>`),
 /// sent by the database's triggers.
@@ -62,10 +73,17 @@ const MAX_ENTRIES: usize = 20_000;
 /// by the thousand. Every other unsafe request empties the cache.
 const NO_REPO_WRITES: [&str; 2] = ["/endpoints/", "/api/v1/workers/"];
 
+/// The longest a write's response waits for its own sync notification.
+pub const SYNC_WAIT: Duration = Duration::from_millis(100);
+
 /// See the module docs.
 pub struct RepoCache {
     rows: Arc<RefreshCache<Key, RepoRow>>,
     live: AtomicBool,
+    /// This process, in sync payloads (random).
+    process: String,
+    next_sync: AtomicU64,
+    syncs: Mutex<HashMap<u64, oneshot::Sender<()>>>,
 }
 
 impl Default for RepoCache {
@@ -81,6 +99,9 @@ impl RepoCache {
         Self {
             rows: Arc::new(RefreshCache::new(refresh, ttl, MAX_ENTRIES)),
             live: AtomicBool::new(false),
+            process: format!("{:016x}", rand::random::<u64>()),
+            next_sync: AtomicU64::new(0),
+            syncs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -116,9 +137,22 @@ impl RepoCache {
         self.rows.is_empty()
     }
 
-    /// Applies a notification's payload (`repo:<id>`, `namespace:<id>`;
-    /// anything else drops everything, in case a newer replica sent it).
+    /// Applies a notification's payload (`repo:<id>`, `namespace:<id>`,
+    /// `sync:<process>:<n>`; anything else drops everything, in case a newer
+    /// replica sent it).
     pub fn received(&self, payload: &str) {
+        if let Some(sync) = payload.strip_prefix("sync:") {
+            if let Some(n) = sync
+                .strip_prefix(self.process.as_str())
+                .and_then(|n| n.strip_prefix(':'))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                if let Some(w) = self.lock_syncs().remove(&n) {
+                    let _ = w.send(());
+                }
+            }
+            return;
+        }
         let parsed = payload
             .split_once(':')
             .and_then(|(k, id)| Some((k, id.parse::<i64>().ok()?)));
@@ -126,10 +160,44 @@ impl RepoCache {
             Some(("repo", id)) => self.rows.forget(|_, r| r.id == id),
             Some(("namespace", id)) => self.rows.forget(|_, r| r.namespace_id == id),
             _ => {
-                tracing::warn!(payload, "unknown repo change notification; clearing the repo cache");
+                tracing::warn!(
+                    payload,
+                    "unknown repo change notification; clearing the repo cache"
+                );
                 self.rows.clear();
             }
         }
+    }
+
+    fn lock_syncs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<()>>> {
+        self.syncs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until this process's listener has received every notification
+    /// committed before this call (see the module docs); gives up after
+    /// [`SYNC_WAIT`] or when the listener is not listening. Whether it got there.
+    pub async fn sync(&self, db: &PgPool) -> bool {
+        if !self.is_live() {
+            return false;
+        }
+        let n = self.next_sync.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lock_syncs().insert(n, tx);
+        let payload = format!("sync:{}:{n}", self.process);
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&payload)
+            .execute(db)
+            .await;
+        let done = match sent {
+            Ok(_) => matches!(tokio::time::timeout(SYNC_WAIT, rx).await, Ok(Ok(()))),
+            Err(e) => {
+                tracing::debug!(error = %e, "repo cache sync notification failed");
+                false
+            }
+        };
+        self.lock_syncs().remove(&n);
+        done
     }
 
     /// The repo `namespace/name` of `repo_type`: from the cache while it is
@@ -180,17 +248,22 @@ pub fn may_write(method: &Method, path: &str) -> bool {
 
 /// Empties the repo cache after every request that may have changed a repo
 /// row, once its handler has returned and before its response goes out: the
-/// caller's next request, here, reads what it wrote.
+/// caller's next request, here, reads what it wrote. A successful one also
+/// waits for its own sync notification ([`RepoCache::sync`]), so other
+/// replicas have been told too.
 pub async fn middleware<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
-    let cache = may_write(req.method(), req.path())
-        .then(|| req.app_data::<web::Data<AppState>>().map(|s| s.resolved.clone()))
+    let state = may_write(req.method(), req.path())
+        .then(|| req.app_data::<web::Data<AppState>>().cloned())
         .flatten();
     let res = next.call(req).await;
-    if let Some(c) = cache {
-        c.rows.clear();
+    if let Some(s) = state {
+        s.resolved.rows.clear();
+        if res.as_ref().is_ok_and(|r| r.status().is_success()) {
+            s.resolved.rows.sync(&s.db).await;
+        }
     }
     res
 }
@@ -260,7 +333,10 @@ mod tests {
             .iter()
             .zip([10, 10, 20])
             .filter_map(|(n, ns)| {
-                match c.rows.get(&crate::repo_lookup::key("model", &format!("NS{ns}"), n)) {
+                match c
+                    .rows
+                    .get(&crate::repo_lookup::key("model", &format!("NS{ns}"), n))
+                {
                     Lookup::Fresh(r) | Lookup::Stale { value: r, .. } => Some(r.id),
                     Lookup::Miss { .. } => None,
                 }
@@ -279,11 +355,32 @@ mod tests {
         assert_eq!(ids(&c), [1]);
         c.received("repo:99");
         assert_eq!(ids(&c), [1]);
+        // Sync payloads, this process's or another's, drop nothing.
+        c.received("sync:0123456789abcdef:4");
+        c.received(&format!("sync:{}:5", c.process));
+        assert_eq!(ids(&c), [1]);
         for p in ["repo:x", "namespace:", "other:1", ""] {
             let c = filled();
             c.received(p);
             assert!(c.is_empty(), "{p:?} kept rows");
         }
+    }
+
+    #[tokio::test]
+    async fn a_sync_completes_when_its_own_payload_comes_back() {
+        let c = RepoCache::default();
+        let (tx, rx) = oneshot::channel();
+        c.lock_syncs().insert(7, tx);
+        c.received("sync:0123456789abcdef:7");
+        c.received(&format!("sync:{}:8", c.process));
+        assert_eq!(
+            c.lock_syncs().len(),
+            1,
+            "another's sync or number completed it"
+        );
+        c.received(&format!("sync:{}:7", c.process));
+        assert!(c.lock_syncs().is_empty());
+        rx.await.unwrap();
     }
 
     #[test]

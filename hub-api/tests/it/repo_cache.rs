@@ -193,15 +193,25 @@ async fn a_warm_head_makes_no_query_and_a_write_here_is_seen_at_once() {
 /// delivery), and a counter update (a download) announces nothing.
 #[actix_web::test]
 async fn changes_made_elsewhere_are_seen_within_a_notification() {
-    let (t, _tok, c1, c2) = setup().await;
+    let (t, tok, c1, c2) = setup().await;
     let b_state = t.replica().await;
     listening(&b_state, &t.db.url).await;
     let b = app(&b_state).await;
     let bound = Duration::from_secs(2);
 
+    // A write's sync notification comes back through the listener.
+    assert!(b_state.resolved.rows.sync(&b_state.db).await);
+    assert!(
+        !t.state.resolved.rows.sync(&t.state.db).await,
+        "synced without a listener"
+    );
+
     // Warm, then no query.
     assert_eq!(head!(b, F).1, c2);
-    assert_eq!(head!(b, "/olga/n/resolve/main/.gitattributes").0, StatusCode::OK);
+    assert_eq!(
+        head!(b, "/olga/n/resolve/main/.gitattributes").0,
+        StatusCode::OK
+    );
     let before = queries(&b_state);
     for _ in 0..10 {
         assert_eq!(head!(b, F).1, c2);
@@ -241,6 +251,25 @@ async fn changes_made_elsewhere_are_seen_within_a_notification() {
     let took = until(&b, F, bound, |st, _| st != StatusCode::OK).await;
     eprintln!("namespace rename seen after {took:?}");
     assert_eq!(head!(b, "/olga2/m/resolve/main/f.txt").1, c1);
+
+    // A commit through the API of a listening replica A: its response waits
+    // for A's own sync, and B has been told by then or very soon after.
+    listening(&t.state, &t.db.url).await;
+    let a = app(&t.state).await;
+    let c3 = {
+        let (st, _, body) = send!(
+            a,
+            TestRequest::post()
+                .uri("/api/models/olga2/m/commit/main")
+                .insert_header(bearer(&tok))
+                .set_payload(ndjson("c", None, &[file_op("f.txt", b"three")]))
+        );
+        assert_eq!(st, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["commitOid"].as_str().unwrap().to_string()
+    };
+    let took = until(&b, "/olga2/m/resolve/main/f.txt", bound, |_, c| c == c3).await;
+    eprintln!("a commit acknowledged by A seen by B after {took:?}");
 
     // The repo deleted.
     sqlx::query("DELETE FROM repos WHERE name = 'm'")

@@ -3,6 +3,8 @@
 //! change of what a revision means (a commit moving a branch, a tag created
 //! or moved, a branch deleted, an LFS object permanently removed) is seen by
 //! the other replica's very next request, with no notification in between.
+//! (These replicas run no listener, so the repo row itself is read on every
+//! request; with a listener it is cached too, see `it::repo_cache`.)
 
 use crate::common::*;
 use crate::send;
