@@ -119,6 +119,45 @@ def test_a_token_revoked_on_one_replica_is_refused_by_all_within_the_bound():
     assert httpx.get(f"{LB}/api/whoami-v2", headers=auth(secret), timeout=10).status_code == 401
 
 
+def test_a_commit_through_one_replica_is_read_by_the_others_next_request():
+    """`/resolve` answers from a per-process cache of repo rows (`repo_cache`):
+    a commit acknowledged by one replica must reach the others' caches through
+    PostgreSQL's NOTIFY before the client's next request, or within a fraction
+    of a second at worst (the cache's own background reload comes only after
+    1 s, and its TTL is 5 s, so a lost notification fails this)."""
+    reps = replicas()
+    urls = [url for url, _ in reps.values()]
+    user = HfApi(endpoint=LB, token=ALICE).whoami()["name"]
+    repo = f"{user}/fresh-{random.randrange(1 << 30):x}"
+    HfApi(endpoint=LB, token=ALICE).create_repo(repo)
+    path = f"/{repo}/resolve/main/f.txt"
+    stale_first, waited = 0, []
+    with httpx.Client(headers=auth(ALICE), timeout=10) as c:
+        for i in range(3 * len(urls) * 4):
+            writer = urls[i % len(urls)]
+            oid = HfApi(endpoint=writer, token=ALICE).upload_file(
+                path_or_fileobj=f"round {i}".encode(), path_in_repo="f.txt", repo_id=repo
+            ).oid
+            for url in urls:
+                if url == writer:
+                    assert c.head(f"{url}{path}").headers.get("x-repo-commit") == oid, "the writer itself"
+                    continue
+                t0 = time.monotonic()
+                got = c.head(f"{url}{path}").headers.get("x-repo-commit")
+                if got != oid:
+                    stale_first += 1
+                    while got != oid:
+                        assert time.monotonic() - t0 < 0.5, f"{url} still answers {got} for main, not {oid}"
+                        time.sleep(0.002)
+                        got = c.head(f"{url}{path}").headers.get("x-repo-commit")
+                    waited.append(round(time.monotonic() - t0, 4))
+            # And warm again, so the next round finds every cache holding the row.
+            for url in urls:
+                assert c.head(f"{url}{path}").status_code == 200
+    checks = 3 * len(urls) * 4 * (len(urls) - 1)
+    print(f"commit on one replica, next HEAD on another: {checks - stale_first} of {checks} fresh at once; the rest after {waited} s")
+
+
 def test_the_rate_limit_holds_fleet_wide():
     """One token hammering the balancer gets the configured burst plus rate,
     not N times it: the buckets live in PostgreSQL (--shared-rate-limits)."""
