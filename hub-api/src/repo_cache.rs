@@ -10,8 +10,8 @@
 //!
 //! - **Changes made through this process** are seen by its very next
 //!   request: every request that may write (any method but `GET`, `HEAD`
-//!   and `OPTIONS`, outside the inference gateway and the workers' control
-//!   routes) drops the whole cache once its handler has returned, before
+//!   and `OPTIONS`, outside the inference gateway, the workers' control
+//!   routes and the job runners' polls) drops the whole cache once its handler has returned, before
 //!   its response is sent ([`middleware`]), and a load that began before the
 //!   drop cannot put its answer back (the cache's epoch).
 //! - **Changes made anywhere else** (another replica, `hub-api admin`, a
@@ -72,6 +72,11 @@ const MAX_ENTRIES: usize = 20_000;
 /// gateway and the workers' control calls, the two kinds of `POST` that come
 /// by the thousand. Every other unsafe request empties the cache.
 const NO_REPO_WRITES: [&str; 2] = ["/endpoints/", "/api/v1/workers/"];
+
+/// The job runners' polls (`POST /api/v1/job-runner/claim` every 2 s per
+/// runner) and progress reports, which never change a repo row either (their
+/// `files` and `finish` calls may: those empty the cache).
+const JOB_RUNNER: &str = "/api/v1/job-runner/";
 
 /// The longest a write's response waits for its own sync notification.
 pub const SYNC_WAIT: Duration = Duration::from_millis(100);
@@ -242,7 +247,11 @@ impl RepoCache {
 
 /// Whether a request may change a repo row (see [`NO_REPO_WRITES`]).
 pub fn may_write(method: &Method, path: &str) -> bool {
+    let polls = path.strip_prefix(JOB_RUNNER).is_some_and(|rest| {
+        rest == "claim" || rest.split_once('/').is_some_and(|(_, tail)| tail == "progress")
+    });
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && !polls
         && !NO_REPO_WRITES.iter().any(|p| path.starts_with(p))
 }
 
@@ -283,6 +292,9 @@ mod tests {
             (Method::DELETE, "/api/repos/delete", true),
             (Method::POST, "/olga/m.git/git-receive-pack", true),
             (Method::POST, "/api/v1/job-runner/3/finish", true),
+            (Method::POST, "/api/v1/job-runner/3/files", true),
+            (Method::POST, "/api/v1/job-runner/claim", false),
+            (Method::POST, "/api/v1/job-runner/3/progress", false),
             (Method::POST, "/endpoints/acme/emb/v1/embeddings", false),
             (Method::POST, "/api/v1/workers/4/heartbeat", false),
         ] {
