@@ -338,6 +338,21 @@ fn tree_cpu_ns(pid: u32) -> u64 {
     cpu_ns(pid) + children
 }
 
+/// CPU time of every `postgres` process on the machine (the hub's cluster:
+/// its usage inserts and whatever else the gateway's calls cost it).
+fn postgres_cpu_ns() -> u64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_ns)
+        .sum()
+}
+
 fn summary(xs: &mut [f64]) -> serde_json::Value {
     xs.sort_by(f64::total_cmp);
     serde_json::json!({
@@ -420,6 +435,7 @@ fn main() -> anyhow::Result<()> {
     let nginx_pid = nginx.as_ref().map(|(n, _, _)| n.0.id());
     for &conc in &args.concurrency {
         let before = (args.hub_pid.map(cpu_ns), nginx_pid.map(tree_cpu_ns));
+        let pg_before = postgres_cpu_ns();
         let mut runs = local.block_on(&rt, measure(&targets, args.requests, conc))?;
         // CPU per call of each proxy (the warm-up calls are in it too).
         let calls = (runs[0].len() + 20) as f64;
@@ -429,6 +445,7 @@ fn main() -> anyhow::Result<()> {
         };
         let hub_cpu_us = per_call(before.0, args.hub_pid.map(cpu_ns));
         let nginx_cpu_us = per_call(before.1, nginx_pid.map(tree_cpu_ns));
+        let pg_cpu_us = per_call(Some(pg_before), Some(postgres_cpu_ns()));
         let sums: Vec<serde_json::Value> = runs.iter_mut().map(|r| summary(r)).collect();
         let (gs, ds) = (&sums[0], &sums[1]);
         let added = |over: &serde_json::Value, q: &str| {
@@ -452,6 +469,10 @@ fn main() -> anyhow::Result<()> {
         if let Some(us) = hub_cpu_us {
             println!("  * hub CPU per gateway call: **{us} µs**");
             line["hub_cpu_us_per_call"] = us.into();
+        }
+        if let Some(us) = pg_cpu_us.filter(|us| *us > 0.0) {
+            println!("  * PostgreSQL CPU per gateway call: **{us} µs** (usage inserts, background work)");
+            line["postgres_cpu_us_per_call"] = us.into();
         }
         if let Some(us) = nginx_cpu_us {
             println!("  * nginx CPU per proxied call: **{us} µs**");
