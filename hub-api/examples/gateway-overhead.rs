@@ -471,7 +471,9 @@ fn main() -> anyhow::Result<()> {
             line["hub_cpu_us_per_call"] = us.into();
         }
         if let Some(us) = pg_cpu_us.filter(|us| *us > 0.0) {
-            println!("  * PostgreSQL CPU per gateway call: **{us} µs** (usage inserts, background work)");
+            println!(
+                "  * PostgreSQL CPU per gateway call: **{us} µs** (usage inserts, background work)"
+            );
             line["postgres_cpu_us_per_call"] = us.into();
         }
         if let Some(us) = nginx_cpu_us {

@@ -248,7 +248,10 @@ impl RepoCache {
 /// Whether a request may change a repo row (see [`NO_REPO_WRITES`]).
 pub fn may_write(method: &Method, path: &str) -> bool {
     let polls = path.strip_prefix(JOB_RUNNER).is_some_and(|rest| {
-        rest == "claim" || rest.split_once('/').is_some_and(|(_, tail)| tail == "progress")
+        rest == "claim"
+            || rest
+                .split_once('/')
+                .is_some_and(|(_, tail)| tail == "progress")
     });
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         && !polls
