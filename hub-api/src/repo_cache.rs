@@ -306,29 +306,7 @@ mod tests {
     }
 
     fn row(id: i64, namespace_id: i64, name: &str) -> RepoRow {
-        let now = chrono::Utc::now();
-        RepoRow {
-            id,
-            namespace_id,
-            namespace: format!("ns{namespace_id}"),
-            namespace_kind: "user".into(),
-            name: name.into(),
-            repo_type: "model".into(),
-            private: false,
-            gated: None,
-            created_at: now,
-            last_modified: now,
-            downloads: 0,
-            likes: 0,
-            card_data: sqlx::types::Json(serde_json::Value::Null),
-            tags: vec![],
-            pipeline_tag: None,
-            library_name: None,
-            license: None,
-            safetensors: None,
-            used_storage: 0,
-            resolve_version: 0,
-        }
+        RepoRow::sample(id, namespace_id, &format!("ns{namespace_id}"), name, false)
     }
 
     /// Rows 1 and 2 of namespace 10, row 3 of namespace 20.

@@ -39,6 +39,34 @@ impl RepoRow {
             format!("{}/{}", self.namespace, self.name)
         }
     }
+    /// A model row with everything but its ids, names and privacy empty (unit tests).
+    #[cfg(test)]
+    pub fn sample(id: i64, namespace_id: i64, namespace: &str, name: &str, private: bool) -> Self {
+        let now = chrono::Utc::now();
+        RepoRow {
+            id,
+            namespace_id,
+            namespace: namespace.into(),
+            namespace_kind: "org".into(),
+            name: name.into(),
+            repo_type: "model".into(),
+            private,
+            gated: None,
+            created_at: now,
+            last_modified: now,
+            downloads: 0,
+            likes: 0,
+            card_data: sqlx::types::Json(serde_json::Value::Null),
+            tags: vec![],
+            pipeline_tag: None,
+            library_name: None,
+            license: None,
+            safetensors: None,
+            used_storage: 0,
+            resolve_version: 0,
+        }
+    }
+
     pub fn kind(&self) -> crate::domain::RepoType {
         if self.repo_type == "dataset" {
             crate::domain::RepoType::Dataset

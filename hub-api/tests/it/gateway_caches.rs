@@ -292,7 +292,7 @@ async fn paused_scaled_and_deleted_endpoints_are_not_routed_to() {
 
 /// Starts an app's notification listener (as `serve` does) and waits until it
 /// listens, so what is published from now on reaches it.
-async fn listening(state: &hub_api::state::AppState, url: &str) {
+pub(crate) async fn listening(state: &hub_api::state::AppState, url: &str) {
     hub_api::scheduler::spawn_listener(state.clone(), url.to_string());
     let start = Instant::now();
     while state.scheduler.listens() == 0 {

@@ -6,6 +6,7 @@
 //! notification's delivery; and without its listener the cache is not used.
 
 use crate::common::*;
+use crate::gateway_caches::listening;
 use crate::send;
 use actix_web::http::StatusCode;
 use actix_web::test::TestRequest;
@@ -13,35 +14,19 @@ use hub_testkit::{app, file_op, ndjson, TestState};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// `HEAD uri`: (status, `X-Repo-Commit`).
 macro_rules! head {
     ($app:expr, $uri:expr) => {{
-        let (st, h, _) = send!(
-            $app,
-            TestRequest::default()
-                .method(actix_web::http::Method::HEAD)
-                .uri($uri)
-        );
-        let commit = h
-            .get("x-repo-commit")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
+        let (st, commit, _etag) = crate::resolve_cache::head!($app, $uri);
         (st, commit)
     }};
 }
 
+/// Commits `ops` to `olga/m`'s main; the new commit id.
 macro_rules! commit {
-    ($app:expr, $tok:expr, $ops:expr) => {{
-        let (st, _, b) = send!(
-            $app,
-            TestRequest::post()
-                .uri("/api/models/olga/m/commit/main")
-                .insert_header(bearer($tok))
-                .set_payload(ndjson("c", None, $ops))
-        );
-        assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        v["commitOid"].as_str().unwrap().to_string()
-    }};
+    ($app:expr, $tok:expr, $ops:expr) => {
+        crate::resolve_cache::commit!($app, $tok, "main", $ops)
+    };
 }
 
 const F: &str = "/olga/m/resolve/main/f.txt";
@@ -82,17 +67,6 @@ async fn move_main(t: &TestState, oid: &str) {
     .execute(&t.state.db)
     .await
     .unwrap();
-}
-
-/// Starts an app's notification listener (as `serve` does) and waits until
-/// it listens (the repo cache is live from then on).
-async fn listening(state: &hub_api::state::AppState, url: &str) {
-    hub_api::scheduler::spawn_listener(state.clone(), url.to_string());
-    let start = Instant::now();
-    while !state.resolved.rows.is_live() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no listener");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Polls `HEAD uri` until `done` holds; how long that took (at most `bound`).

@@ -49,6 +49,9 @@ macro_rules! commit {
     }};
 }
 
+// Shared with `it::repo_cache`.
+pub(crate) use {commit, head};
+
 /// A hub and a second replica over its database and store, a user `olga`
 /// (read, write) with an empty model `olga/m`.
 async fn two_replicas() -> (TestState, hub_api::state::AppState, String) {

@@ -71,29 +71,7 @@ fn caller(i: usize) -> Option<Principal> {
 }
 
 fn repo(private: bool) -> RepoRow {
-    let now = chrono::Utc::now();
-    RepoRow {
-        id: 1,
-        namespace_id: 2,
-        namespace: "acme".into(),
-        namespace_kind: "org".into(),
-        name: "m".into(),
-        repo_type: "model".into(),
-        private,
-        gated: None,
-        created_at: now,
-        last_modified: now,
-        downloads: 0,
-        likes: 0,
-        card_data: sqlx::types::Json(serde_json::Value::Null),
-        tags: vec![],
-        pipeline_tag: None,
-        library_name: None,
-        license: None,
-        safetensors: None,
-        used_storage: 0,
-        resolve_version: 0,
-    }
+    RepoRow::sample(1, 2, "acme", "m", private)
 }
 
 /// What the action is about: the org `acme`, or its model `acme/m`.
