@@ -32,11 +32,12 @@
 use crate::auth::access::{self, Action, Standing};
 use crate::auth::{Auth, Credential};
 use crate::db;
-use crate::db::endpoints::{EndpointRow, UsageRecord};
+use crate::db::endpoints::EndpointRow;
 use crate::error::{ApiError, ApiResult};
 use crate::refresh_cache::{Lookup, RefreshCache};
 use crate::state::AppState;
 use crate::token_quota::TokenQuotas;
+use crate::usage_rollup::{UsageBuffer, UsageRecord};
 use actix_web::{web, HttpRequest, HttpResponse};
 use hub_types::metering::{INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER};
 use std::collections::{HashMap, HashSet};
@@ -67,11 +68,9 @@ pub const ROUTE_REFRESH: Duration = Duration::from_millis(500);
 /// How long a cached route answers at most: the bound for a change made through
 /// another hub replica (pause, scale, delete, access) to be seen here.
 pub const ROUTE_TTL: Duration = Duration::from_secs(2);
-/// How long usage records wait in memory before they are written (in one batch):
-/// what a `kill -9` of the hub can lose.
+/// How long usage is summed in memory before it is written (one row per
+/// group, [`crate::usage_rollup`]): what a `kill -9` of the hub can lose.
 pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
-/// Unwritten usage records kept while the database refuses them (then the oldest go).
-const MAX_PENDING_USAGE: usize = 100_000;
 
 /// A ready replica as the gateway calls it, made once per route load rather
 /// than per call: the worker's URL parsed (with the replica's path), the
@@ -156,8 +155,8 @@ pub struct Live {
     suspect: Mutex<HashMap<Uuid, Instant>>,
     /// Endpoints with ready replicas by lower-cased `(namespace, name)`.
     routes: Arc<RefreshCache<RouteKey, Arc<Routed>>>,
-    /// Usage records not yet written, and whether a flush is scheduled.
-    usage: Mutex<Vec<UsageRecord>>,
+    /// Usage not yet written, and whether a flush is scheduled.
+    usage: Mutex<UsageBuffer>,
     flush_scheduled: AtomicBool,
     /// Held while a batch is written: the final flush at shutdown waits for one
     /// under way, so it cannot close the pool under it.
@@ -199,7 +198,7 @@ impl Live {
             in_flight: Mutex::new(HashMap::new()),
             suspect: Mutex::new(HashMap::new()),
             routes: Arc::new(RefreshCache::new(ROUTE_REFRESH, ROUTE_TTL, 10_000)),
-            usage: Mutex::new(Vec::new()),
+            usage: Mutex::new(UsageBuffer::default()),
             flush_scheduled: AtomicBool::new(false),
             flushing: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::try_current().ok(),
@@ -379,9 +378,9 @@ impl Live {
         Ok(r)
     }
 
-    /// Buffers a usage record; a flush is scheduled [`USAGE_FLUSH`] later.
-    fn record_usage(self: &Arc<Self>, db: &sqlx::PgPool, rec: UsageRecord) {
-        self.usage.lock().expect("lock").push(rec);
+    /// Counts a call's usage; a flush is scheduled [`USAGE_FLUSH`] later.
+    fn record_usage(self: &Arc<Self>, db: &sqlx::PgPool, rec: &UsageRecord<'_>) {
+        self.usage.lock().expect("lock").add(rec);
         self.schedule_flush(db, USAGE_FLUSH);
     }
 
@@ -396,10 +395,10 @@ impl Live {
         }
     }
 
-    /// Usage records buffered and not yet written (for tests).
+    /// Calls whose usage is recorded and not yet written (for tests).
     #[doc(hidden)]
     pub fn usage_pending(&self) -> usize {
-        self.usage.lock().expect("lock").len()
+        self.usage.lock().expect("lock").pending_calls()
     }
 
     /// Holds every usage flush (scheduled or called) until the guard is
@@ -409,43 +408,42 @@ impl Live {
         self.flushing.lock().await
     }
 
-    /// Writes buffered usage records in one statement and marks their
-    /// endpoints as recently used (the scale-to-zero clock). Waits for a
-    /// flush under way first, so once this returns every record buffered
-    /// before the call is written (or, when the database refused them, kept
-    /// for the next flush, retried a second later).
+    /// Writes the usage recorded so far (a row per group, one statement per
+    /// batch) and marks its endpoints as recently used (the scale-to-zero
+    /// clock). Waits for a flush under way first, so once this returns every
+    /// call recorded before the call is written (or, when the database
+    /// refused it, kept with its batch's id for the next flush, retried a
+    /// second later).
     pub async fn flush_usage(self: &Arc<Self>, db: &sqlx::PgPool) {
         let _one_at_a_time = self.flushing.lock().await;
         self.flush_scheduled.store(false, Ordering::Release);
-        let batch = std::mem::take(&mut *self.usage.lock().expect("lock"));
-        if batch.is_empty() {
+        let mut batches: std::collections::VecDeque<_> =
+            self.usage.lock().expect("lock").take().into();
+        let mut ids = HashSet::new();
+        while let Some(batch) = batches.front() {
+            if let Err(err) = db::endpoints::insert_usage(db, batch).await {
+                let left: Vec<_> = batches.into();
+                let calls: usize = left.iter().map(|b| b.calls()).sum();
+                tracing::warn!(error = %err, calls, "recording usage failed; kept for a retry");
+                let dropped = self.usage.lock().expect("lock").put_back(left);
+                if dropped > 0 {
+                    tracing::error!(
+                        calls = dropped,
+                        "usage dropped: the database refused it too long"
+                    );
+                }
+                if !db.is_closed() {
+                    self.schedule_flush(db, Duration::from_secs(1));
+                }
+                break;
+            }
+            ids.extend(batch.rows.iter().map(|r| r.endpoint_id));
+            batches.pop_front();
+        }
+        if ids.is_empty() {
             return;
         }
-        if let Err(err) = db::endpoints::insert_usage(db, &batch).await {
-            tracing::warn!(error = %err, records = batch.len(), "recording usage failed; kept for a retry");
-            let mut pending = self.usage.lock().expect("lock");
-            let later = std::mem::replace(&mut *pending, batch);
-            pending.extend(later);
-            let over = pending.len().saturating_sub(MAX_PENDING_USAGE);
-            if over > 0 {
-                pending.drain(..over);
-                tracing::error!(
-                    records = over,
-                    "usage records dropped: the database refused them too long"
-                );
-            }
-            drop(pending);
-            if !db.is_closed() {
-                self.schedule_flush(db, Duration::from_secs(1));
-            }
-            return;
-        }
-        let ids: Vec<i64> = batch
-            .iter()
-            .map(|r| r.endpoint_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
         if let Err(err) = db::endpoints::touch_requests(db, &ids).await {
             tracing::warn!(error = %err, "marking endpoints used failed");
         }
@@ -531,10 +529,9 @@ impl Metered {
         m.endpoint_tokens
             .add(&[label, "generated"], self.output_tokens.max(0) as u64);
         let rec = UsageRecord {
-            request_id: time_ordered_id(),
             namespace_id: e.namespace_id,
             endpoint_id: e.id,
-            endpoint_name: e.name.clone(),
+            endpoint_name: &e.name,
             token_id: self.token_id,
             input_tokens: clamp(self.input_tokens),
             output_tokens: clamp(self.output_tokens),
@@ -545,21 +542,8 @@ impl Metered {
             e.namespace_id,
             rec.input_tokens as i64 + rec.output_tokens as i64,
         );
-        self.state.live.record_usage(&self.state.db, rec);
+        self.state.live.record_usage(&self.state.db, &rec);
     }
-}
-
-/// A version 7 UUID (milliseconds since the epoch, then random bits): usage
-/// ids in the order they are made, so the unique index on
-/// `usage_records.request_id` grows at its right edge instead of touching a
-/// random page per row once it outgrows memory.
-fn time_ordered_id() -> Uuid {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let random = Uuid::new_v4();
-    let tail: &[u8; 10] = random.as_bytes()[6..].try_into().expect("10 bytes");
-    uuid::Builder::from_unix_timestamp_millis(ms, tail).into_uuid()
 }
 
 /// An endpoint's label in the metrics: `namespace/name` as stored (one series
@@ -768,7 +752,7 @@ pub async fn proxy(
 
 #[cfg(test)]
 mod tests {
-    use super::{split_target, time_ordered_id, Candidate};
+    use super::{split_target, Candidate};
 
     #[test]
     fn a_replica_target_is_its_worker_url_with_the_tail() {
@@ -807,17 +791,6 @@ mod tests {
             (id, "http://w:1".into(), "bad\nsecret".into(), 0),
         ];
         assert!(Candidate::from_rows(rows).is_empty());
-    }
-
-    #[test]
-    fn usage_ids_are_version_7_and_ordered_by_time() {
-        let a = time_ordered_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = time_ordered_id();
-        assert_eq!(a.get_version_num(), 7);
-        assert_eq!(a.get_variant(), uuid::Variant::RFC4122);
-        assert!(a < b, "{a} then {b}");
-        assert_ne!(time_ordered_id(), time_ordered_id());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod state;
 pub mod storage;
 pub mod sweeper;
 pub mod token_quota;
+pub mod usage_rollup;
 pub mod validate;
 pub mod viewer;
 pub mod webhooks;

@@ -81,12 +81,14 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success());
 }
 
-async fn usage_rows(db: &sqlx::PgPool, endpoint: i64) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM usage_records WHERE endpoint_id = $1")
-        .bind(endpoint)
-        .fetch_one(db)
-        .await
-        .unwrap()
+async fn usage_calls(db: &sqlx::PgPool, endpoint: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(requests), 0)::bigint FROM usage_counts WHERE endpoint_id = $1",
+    )
+    .bind(endpoint)
+    .fetch_one(db)
+    .await
+    .unwrap()
 }
 
 async fn call(http: &reqwest::Client, hub: &Hub, token: &str) {
@@ -116,12 +118,11 @@ async fn a_usage_batch_written_twice_counts_once() {
         .fetch_one(&t.state.db)
         .await
         .unwrap();
-    let batch: Vec<_> = (0..5)
-        .map(|i| hub_api::db::endpoints::UsageRecord {
-            request_id: uuid::Uuid::new_v4(),
+    let calls: Vec<_> = (0..5)
+        .map(|i| hub_api::usage_rollup::UsageRecord {
             namespace_id: ns,
             endpoint_id: endpoint,
-            endpoint_name: "emb".into(),
+            endpoint_name: "emb",
             token_id: None,
             input_tokens: 3,
             output_tokens: 0,
@@ -129,13 +130,14 @@ async fn a_usage_batch_written_twice_counts_once() {
             status: 200,
         })
         .collect();
+    let batch = hub_api::usage_rollup::UsageBatch::of(&calls);
     hub_api::db::endpoints::insert_usage(&t.state.db, &batch)
         .await
         .unwrap();
     hub_api::db::endpoints::insert_usage(&t.state.db, &batch)
         .await
         .unwrap();
-    assert_eq!(usage_rows(&t.state.db, endpoint).await, 5);
+    assert_eq!(usage_calls(&t.state.db, endpoint).await, 5);
     worker.stop().await;
 }
 
@@ -173,7 +175,7 @@ async fn clean_shutdown_loses_no_usage_and_kill_9_at_most_one_flush() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "the hub stopped with {status}");
-    assert_eq!(usage_rows(&t.state.db, endpoint).await, N);
+    assert_eq!(usage_calls(&t.state.db, endpoint).await, N);
 
     // Calls as fast as they go, then kill -9: every call answered more than one
     // flush interval (plus the write itself) before the kill has its row.
@@ -188,7 +190,7 @@ async fn clean_shutdown_loses_no_usage_and_kill_9_at_most_one_flush() {
     let killed = Instant::now();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let rows = usage_rows(&t.state.db, endpoint).await - N;
+    let rows = usage_calls(&t.state.db, endpoint).await - N;
     let bound = hub_api::gateway::USAGE_FLUSH + Duration::from_millis(150);
     let due = answered
         .iter()

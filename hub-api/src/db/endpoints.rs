@@ -1,5 +1,6 @@
 //! Inference endpoints, their replicas, the workers that run them, events and usage.
 
+use crate::usage_rollup::{quantile_ms, UsageBatch};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -545,54 +546,65 @@ pub async fn assignments(db: impl PgExecutor<'_>, worker: Uuid) -> sqlx::Result<
 
 // ---- usage ----
 
-/// One metered request.
-#[derive(Debug, Clone)]
-pub struct UsageRecord {
-    /// The request's id, given by the gateway: a record written twice counts once.
-    pub request_id: uuid::Uuid,
-    pub namespace_id: i64,
-    pub endpoint_id: i64,
-    pub endpoint_name: String,
-    pub token_id: Option<i64>,
-    /// Prompt tokens (what the worker counted as input).
-    pub input_tokens: i32,
-    /// Completion tokens (generation; 0 for encoders).
-    pub output_tokens: i32,
-    pub latency_ms: f32,
-    pub status: i32,
-}
-
-pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &[UsageRecord]) -> sqlx::Result<()> {
-    let ns: Vec<i64> = batch.iter().map(|u| u.namespace_id).collect();
-    let ep: Vec<i64> = batch.iter().map(|u| u.endpoint_id).collect();
-    let names: Vec<&str> = batch.iter().map(|u| u.endpoint_name.as_str()).collect();
-    let tok: Vec<Option<i64>> = batch.iter().map(|u| u.token_id).collect();
-    let it: Vec<i32> = batch.iter().map(|u| u.input_tokens).collect();
-    let ot: Vec<i32> = batch.iter().map(|u| u.output_tokens).collect();
-    let lat: Vec<f32> = batch.iter().map(|u| u.latency_ms).collect();
-    let st: Vec<i32> = batch.iter().map(|u| u.status).collect();
-    let ids: Vec<uuid::Uuid> = batch.iter().map(|u| u.request_id).collect();
-    // Idempotent: a batch retried after an INSERT whose outcome was not known adds nothing.
+/// Writes one flush's rows (see [`crate::usage_rollup`]) in one statement.
+/// Idempotent: a batch retried after an INSERT whose outcome was not known
+/// (same `flush_id`) adds nothing.
+pub async fn insert_usage(db: impl PgExecutor<'_>, batch: &UsageBatch) -> sqlx::Result<()> {
+    let rows = &batch.rows;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let seq: Vec<i32> = (0..rows.len() as i32).collect();
+    let ns: Vec<i64> = rows.iter().map(|u| u.namespace_id).collect();
+    let ep: Vec<i64> = rows.iter().map(|u| u.endpoint_id).collect();
+    let names: Vec<&str> = rows.iter().map(|u| u.endpoint_name.as_str()).collect();
+    let tok: Vec<Option<i64>> = rows.iter().map(|u| u.token_id).collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|u| u.at).collect();
+    let st: Vec<i32> = rows.iter().map(|u| u.status).collect();
+    let n: Vec<i32> = rows.iter().map(|u| u.requests).collect();
+    let it: Vec<i64> = rows.iter().map(|u| u.input_tokens).collect();
+    let ot: Vec<i64> = rows.iter().map(|u| u.output_tokens).collect();
+    // The histograms differ in length, which a 2-D array cannot hold: each goes
+    // as an array literal, cast per row.
+    let literal = |f: &dyn Fn(&(i16, i32)) -> String, h: &[(i16, i32)]| {
+        format!("{{{}}}", h.iter().map(f).collect::<Vec<_>>().join(","))
+    };
+    let lb: Vec<String> = rows
+        .iter()
+        .map(|u| literal(&|h| h.0.to_string(), &u.latency))
+        .collect();
+    let lc: Vec<String> = rows
+        .iter()
+        .map(|u| literal(&|h| h.1.to_string(), &u.latency))
+        .collect();
     sqlx::query(
-        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, input_tokens, latency_ms, status, output_tokens, request_id)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[], $6::real[], $7::int[], $8::int[], $9::uuid[])
-         ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING",
+        "INSERT INTO usage_counts (flush_id, seq, namespace_id, endpoint_id, endpoint_name, token_id, at, status,
+                                   requests, input_tokens, output_tokens, latency_buckets, latency_counts)
+         SELECT $1, s, n, e, name, t, at, st, r, i, o, lb::smallint[], lc::int[]
+         FROM UNNEST($2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[], $7::timestamptz[], $8::int[],
+                     $9::int[], $10::bigint[], $11::bigint[], $12::text[], $13::text[])
+              AS u(s, n, e, name, t, at, st, r, i, o, lb, lc)
+         ON CONFLICT (flush_id, seq) DO NOTHING",
     )
+    .bind(batch.flush_id)
+    .bind(&seq)
     .bind(&ns)
     .bind(&ep)
     .bind(&names)
     .bind(&tok)
-    .bind(&it)
-    .bind(&lat)
+    .bind(&at)
     .bind(&st)
+    .bind(&n)
+    .bind(&it)
     .bind(&ot)
-    .bind(&ids)
+    .bind(&lb)
+    .bind(&lc)
     .execute(db)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct UsageRow {
     pub endpoint: String,
     pub day: chrono::NaiveDate,
@@ -602,32 +614,76 @@ pub struct UsageRow {
     pub input_tokens: i64,
     /// Completion tokens.
     pub output_tokens: i64,
+    /// Read from the latency histograms: within 4.4% of the exact value
+    /// (`usage_rollup::BUCKETS_PER_DOUBLING`).
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     pub latency_p99_ms: f64,
 }
 
+/// A namespace's usage per endpoint and UTC day, calls that finished in
+/// `[from, to)` (to the second). One statement, so the counts and the
+/// histograms come from the same snapshot.
 pub async fn usage(
     db: impl PgExecutor<'_>,
     namespace_id: i64,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<UsageRow>> {
-    sqlx::query_as(
-        "SELECT endpoint_name AS endpoint, (at AT TIME ZONE 'UTC')::date AS day, count(*) AS requests,
-            count(*) FILTER (WHERE status >= 400) AS errors, COALESCE(sum(input_tokens), 0)::bigint AS input_tokens,
-            COALESCE(sum(output_tokens), 0)::bigint AS output_tokens,
-            percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
-            percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
-            percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms
-         FROM usage_records WHERE namespace_id = $1 AND at >= $2 AND at < $3
-         GROUP BY 1, 2 ORDER BY 2, 1",
+    type Raw = (
+        String,
+        chrono::NaiveDate,
+        i64,
+        i64,
+        i64,
+        i64,
+        Vec<i16>,
+        Vec<i64>,
+    );
+    let raw: Vec<Raw> = sqlx::query_as(
+        "WITH picked AS (
+             SELECT endpoint_name, (at AT TIME ZONE 'UTC')::date AS day, status, requests, input_tokens,
+                    output_tokens, latency_buckets, latency_counts
+             FROM usage_counts WHERE namespace_id = $1 AND at >= $2 AND at < $3
+         ), totals AS (
+             SELECT endpoint_name, day, sum(requests)::bigint AS requests,
+                    COALESCE(sum(requests) FILTER (WHERE status >= 400), 0)::bigint AS errors,
+                    sum(input_tokens)::bigint AS input_tokens, sum(output_tokens)::bigint AS output_tokens
+             FROM picked GROUP BY 1, 2
+         ), hist AS (
+             SELECT endpoint_name, day, h.b, sum(h.c)::bigint AS calls
+             FROM picked, unnest(latency_buckets, latency_counts) AS h(b, c) GROUP BY 1, 2, 3
+         )
+         SELECT t.endpoint_name, t.day, t.requests, t.errors, t.input_tokens, t.output_tokens,
+                array_agg(h.b ORDER BY h.b), array_agg(h.calls ORDER BY h.b)
+         FROM totals t JOIN hist h USING (endpoint_name, day)
+         GROUP BY t.endpoint_name, t.day, t.requests, t.errors, t.input_tokens, t.output_tokens
+         ORDER BY t.day, t.endpoint_name",
     )
     .bind(namespace_id)
     .bind(from)
     .bind(to)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(raw
+        .into_iter()
+        .map(
+            |(endpoint, day, requests, errors, input_tokens, output_tokens, b, c)| {
+                let hist: Vec<(i16, i64)> = b.into_iter().zip(c).collect();
+                UsageRow {
+                    endpoint,
+                    day,
+                    requests,
+                    errors,
+                    input_tokens,
+                    output_tokens,
+                    latency_p50_ms: quantile_ms(&hist, 0.5),
+                    latency_p95_ms: quantile_ms(&hist, 0.95),
+                    latency_p99_ms: quantile_ms(&hist, 0.99),
+                }
+            },
+        )
+        .collect())
 }
 
 /// Prompt plus completion tokens a namespace's endpoints served since `since` (the
@@ -639,7 +695,7 @@ pub async fn tokens_since(
 ) -> sqlx::Result<i64> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COALESCE(sum(input_tokens::bigint + output_tokens::bigint), 0)::bigint
-         FROM usage_records WHERE namespace_id = $1 AND at >= $2",
+         FROM usage_counts WHERE namespace_id = $1 AND at >= $2",
     )
     .bind(namespace_id)
     .bind(since)

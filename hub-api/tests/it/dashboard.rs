@@ -553,11 +553,10 @@ async fn endpoint_pages_and_usage_charts() {
         .unwrap()
         .unwrap();
     let recs: Vec<_> = (0..20)
-        .map(|i| hub_api::db::endpoints::UsageRecord {
-            request_id: uuid::Uuid::new_v4(),
+        .map(|i| hub_api::usage_rollup::UsageRecord {
             namespace_id: e.namespace_id,
             endpoint_id: e.id,
-            endpoint_name: "enc-ep".into(),
+            endpoint_name: "enc-ep",
             token_id: None,
             input_tokens: 7,
             output_tokens: 0,
@@ -565,9 +564,12 @@ async fn endpoint_pages_and_usage_charts() {
             status: 200,
         })
         .collect();
-    hub_api::db::endpoints::insert_usage(&t.state.db, &recs)
-        .await
-        .unwrap();
+    hub_api::db::endpoints::insert_usage(
+        &t.state.db,
+        &hub_api::usage_rollup::UsageBatch::of(&recs),
+    )
+    .await
+    .unwrap();
 
     let r = get!(app, "/inference", Some(&alice));
     assert_eq!(r.status, StatusCode::OK);
@@ -739,7 +741,7 @@ async fn gated_repo_files_and_access_requests() {
 /// A text-generation endpoint's page: the chat playground (labelled
 /// controls, the gateway's chat route, `chat.js`) instead of the task form,
 /// chat snippets, and a tokens chart with prompt and completion tokens as two
-/// series with their totals (`usage_records.output_tokens`).
+/// series with their totals (`usage_counts.output_tokens`).
 #[actix_web::test]
 async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
     let t = TestState::new().await;
@@ -803,10 +805,11 @@ async fn generation_endpoint_page_has_a_chat_and_charts_completion_tokens() {
         .unwrap();
     // Three metered chat requests, with completion tokens as the gateway
     // meters them for generation (plain SQL, so the test does not depend on
-    // the shape of `UsageRecord`).
+    // the shape of `UsageBatch`): one row of three calls of about 48 ms (bucket 125).
     sqlx::query(
-        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, input_tokens, output_tokens, latency_ms, status)
-         SELECT $1, $2, 'chat-ep', 10, 25, 50 + i, 200 FROM generate_series(1, 3) AS i",
+        "INSERT INTO usage_counts (flush_id, seq, namespace_id, endpoint_id, endpoint_name, at, status, requests,
+                                   input_tokens, output_tokens, latency_buckets, latency_counts)
+         VALUES (gen_random_uuid(), 0, $1, $2, 'chat-ep', now(), 200, 3, 30, 75, '{125}', '{3}')",
     )
     .bind(e.namespace_id)
     .bind(e.id)

@@ -798,11 +798,11 @@ async fn a_silent_worker_is_a_gateway_timeout() {
     assert_eq!(taken.load(Ordering::SeqCst), 1, "sent once, not again");
     // Metered as what the client got.
     t.state.live.flush_usage(&t.state.db).await;
-    let statuses: Vec<(i32,)> = sqlx::query_as("SELECT status FROM usage_records")
+    let statuses: Vec<(i32, i32)> = sqlx::query_as("SELECT status, requests FROM usage_counts")
         .fetch_all(&t.state.db)
         .await
         .unwrap();
-    assert_eq!(statuses, vec![(504,)]);
+    assert_eq!(statuses, vec![(504, 1)]);
     server.stop().await;
 }
 
@@ -917,14 +917,14 @@ async fn a_worker_silent_mid_stream_is_cut_after_the_read_timeout() {
         "{waited:?}"
     );
     t.state.live.flush_usage(&t.state.db).await;
-    let statuses: Vec<(i32, i32)> =
-        sqlx::query_as("SELECT status, output_tokens FROM usage_records")
+    let statuses: Vec<(i32, i32, i64)> =
+        sqlx::query_as("SELECT status, requests, output_tokens FROM usage_counts")
             .fetch_all(&t.state.db)
             .await
             .unwrap();
     assert_eq!(
         statuses,
-        vec![(502, 1)],
+        vec![(502, 1, 1)],
         "metered as broken, one event forwarded"
     );
     server.stop().await;

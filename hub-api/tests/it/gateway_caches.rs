@@ -527,7 +527,7 @@ async fn shared_rate_limits_hold_across_replicas() {
 
 /// An endpoint deleted while its usage is still buffered: the batch is
 /// written all the same (the row keeps the endpoint's name), and other
-/// endpoints' usage with it. A foreign key on `usage_records.endpoint_id`
+/// endpoints' usage with it. A foreign key on `usage_records.endpoint_id` (now `usage_counts`)
 /// made that batch fail, and every later batch with it (the failed one is
 /// kept for a retry), so one tenant deleting an endpoint it had just called
 /// stopped usage metering for every tenant. Deleting the namespace still
@@ -572,17 +572,19 @@ async fn usage_of_an_endpoint_deleted_before_the_flush_is_written() {
     drop(held);
     live.flush_usage(&s.t.state.db).await;
     assert_eq!(live.usage_pending(), 0, "the batch was written");
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT namespace_id, endpoint_name FROM usage_records ORDER BY id")
-            .fetch_all(&s.t.state.db)
-            .await
-            .unwrap();
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT namespace_id, endpoint_name FROM usage_counts ORDER BY namespace_id = $1 DESC",
+    )
+    .bind(s.org_id)
+    .fetch_all(&s.t.state.db)
+    .await
+    .unwrap();
     assert_eq!(rows, vec![(s.org_id, "emb".into()), (org2, "emb".into())]);
 
     hub_api::db::namespaces::delete_namespace(&s.t.state.db, s.org_id)
         .await
         .unwrap();
-    let left: Vec<(i64,)> = sqlx::query_as("SELECT namespace_id FROM usage_records")
+    let left: Vec<(i64,)> = sqlx::query_as("SELECT namespace_id FROM usage_counts")
         .fetch_all(&s.t.state.db)
         .await
         .unwrap();
@@ -593,4 +595,98 @@ async fn usage_of_an_endpoint_deleted_before_the_flush_is_written() {
     );
     s.worker.stop().await;
     other.stop().await;
+}
+
+/// Migration `20261206000002` rolls the per-call usage rows up into
+/// `usage_counts` and the usage API reads the same totals and (within a
+/// bucket) the same percentiles from them.
+#[tokio::test]
+async fn per_call_usage_rows_are_rolled_up_by_the_migration() {
+    const ROLL_UP: i64 = 20261206000002;
+    let db = hub_testkit::test_db().await;
+    sqlx::query("DROP SCHEMA public CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("CREATE SCHEMA public")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            hub_api::db::MIGRATOR
+                .iter()
+                .filter(|m| m.version < ROLL_UP)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before.run(&db.pool).await.unwrap();
+    let ns: i64 = sqlx::query_scalar(
+        "INSERT INTO namespaces (name, kind) VALUES ('acme', 'org') RETURNING id",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // 100 calls of 1..=100 ms in one second, two failing; one call the next day.
+    sqlx::query(
+        "INSERT INTO usage_records (namespace_id, endpoint_id, endpoint_name, token_id, at, input_tokens,
+                                    output_tokens, latency_ms, status, request_id)
+         SELECT $1, 7, 'emb', 3, '2026-12-01 10:00:00.5+00'::timestamptz, 4, 1, i, CASE WHEN i > 98 THEN 500 ELSE 200 END,
+                gen_random_uuid()
+         FROM generate_series(1, 100) AS i
+         UNION ALL
+         SELECT $1, 7, 'emb', NULL, '2026-12-02 00:00:01+00'::timestamptz, 10, 0, 0.0005, 200, NULL",
+    )
+    .bind(ns)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    hub_api::db::migrate(&db.pool).await.unwrap();
+
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM usage_counts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3, "one row per (token, status, second)");
+    let from = "2026-12-01T00:00:00Z".parse().unwrap();
+    let to = "2026-12-03T00:00:00Z".parse().unwrap();
+    let u = hub_api::db::endpoints::usage(&db.pool, ns, from, to)
+        .await
+        .unwrap();
+    assert_eq!(u.len(), 2, "{u:?}");
+    let d1 = &u[0];
+    assert_eq!(d1.day.to_string(), "2026-12-01");
+    assert_eq!(
+        (d1.requests, d1.errors, d1.input_tokens, d1.output_tokens),
+        (100, 2, 400, 100)
+    );
+    for (got, exact) in [
+        (d1.latency_p50_ms, 50.0),
+        (d1.latency_p95_ms, 95.0),
+        (d1.latency_p99_ms, 99.0),
+    ] {
+        assert!((got - exact).abs() / exact < 0.045, "{got} vs {exact}");
+    }
+    // The migration's SQL buckets as `usage_rollup::bucket_of` does.
+    let hist: Vec<(i16, i32)> = sqlx::query_as(
+        "SELECT h.b, h.c FROM usage_counts, unnest(latency_buckets, latency_counts) AS h(b, c)
+         WHERE status = 200 AND at < '2026-12-02' ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let mut expected: Vec<(i16, i32)> = Vec::new();
+    for ms in 1..=98 {
+        let b = hub_api::usage_rollup::bucket_of(ms as f64);
+        match expected.last_mut() {
+            Some(last) if last.0 == b => last.1 += 1,
+            _ => expected.push((b, 1)),
+        }
+    }
+    assert_eq!(hist, expected);
+    let d2 = &u[1];
+    assert_eq!((d2.requests, d2.input_tokens), (1, 10));
+    assert!(d2.latency_p50_ms < 0.001, "{}", d2.latency_p50_ms);
 }

@@ -543,7 +543,8 @@ fn safetensors_file() -> Vec<u8> {
 /// Stands up acme (with a GGUF decoder endpoint `chat`) and globex (endpoint `gen`),
 /// both served by one stand-in worker.
 struct Stack {
-    t: TestState,
+    /// Keeps the database up.
+    _t: TestState,
     server: Server,
     hub: String,
     http: reqwest::Client,
@@ -583,7 +584,7 @@ async fn stack() -> Stack {
     let worker = FakeWorker::start().await;
     register_and_run(&t, &hub, &wt, &worker, 2).await;
     Stack {
-        t,
+        _t: t,
         server,
         hub,
         http,
@@ -663,12 +664,6 @@ async fn streams_pass_through_and_tokens_are_metered() {
     assert_eq!(items[0]["input_tokens"], 25);
     assert_eq!(items[0]["output_tokens"], 8);
     assert_eq!(items[0]["errors"], 0);
-    let rows: Vec<(i32, i32)> =
-        sqlx::query_as("SELECT input_tokens, output_tokens FROM usage_records ORDER BY id")
-            .fetch_all(&s.t.state.db)
-            .await
-            .unwrap();
-    assert_eq!(rows, vec![(11, 2), (7, 3), (7, 3)]);
     s.server.stop().await;
 }
 
