@@ -34,8 +34,11 @@ fi
 HUB_BIN="$HUB"
 # Both passes share one token, and fixtures such as HfFileSystem's make
 # bursts of commits: the suite tests the API, not the rate limit (tested in
-# hub-api/tests/it), so the token's rate is ten times the default here.
+# hub-api/tests/it), so the token's rate is ten times the default here. The
+# same for anonymous calls, which both passes make from 127.0.0.1: on 6 Dec a
+# snapshot_download test got 429 from the anonymous default (50/s, burst 200).
 export HUB_RATE_LIMIT_TOKEN_RPS="${HUB_RATE_LIMIT_TOKEN_RPS:-1000}" HUB_RATE_LIMIT_TOKEN_BURST="${HUB_RATE_LIMIT_TOKEN_BURST:-4000}"
+export HUB_RATE_LIMIT_ANON_RPS="${HUB_RATE_LIMIT_ANON_RPS:-500}" HUB_RATE_LIMIT_ANON_BURST="${HUB_RATE_LIMIT_ANON_BURST:-2000}"
 hub_start
 DATA="$HUB_WORK" URL="$HUB_URL"
 echo "hf-suite: hub at $URL"
