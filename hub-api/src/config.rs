@@ -119,6 +119,13 @@ pub struct Config {
     #[arg(long, env = "HUB_LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: String,
 
+    /// Milliseconds a log line below warning may wait to be written with the
+    /// lines after it, in one write (the access log writes a line per request);
+    /// warnings and errors are written at once, and a clean exit writes
+    /// everything. 0 writes each line as it is made.
+    #[arg(long, env = "HUB_LOG_FLUSH_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000), global = true)]
+    pub log_flush_ms: u64,
+
     /// Address of a second listener that serves only `GET /metrics` (Prometheus
     /// text format) without credentials, for a scraper inside the cluster; never
     /// expose it through the public load balancer. Unset: metrics are served

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub fn init_logging(
     format: &str,
     otlp_endpoint: Option<&str>,
+    flush_ms: u64,
 ) -> anyhow::Result<hub_telemetry::logging::Guard> {
     hub_telemetry::logging::init(&hub_telemetry::logging::Options {
         service: "paddock-hub",
@@ -29,6 +30,7 @@ pub fn init_logging(
         filter_env: "HUB_LOG",
         default_filter: "info,sqlx=warn",
         otlp_endpoint,
+        flush_interval: Duration::from_millis(flush_ms),
     })
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -203,7 +205,11 @@ impl Drop for Supervisor {
 /// Runs a parsed command line; `serve` runs `worker` in process.
 pub fn run_cli(cli: Cli, worker: Option<EmbeddedWorker>) -> anyhow::Result<()> {
     cli.config.validate()?;
-    let _logging = init_logging(&cli.config.log_format, cli.config.otlp_endpoint.as_deref())?;
+    let _logging = init_logging(
+        &cli.config.log_format,
+        cli.config.otlp_endpoint.as_deref(),
+        cli.config.log_flush_ms,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -309,9 +315,7 @@ pub async fn access_log(
             "unmatched".to_string(),
         ),
     };
-    hub_telemetry::logging::name_span(&span, format!("{method} {route}"));
-    span.record("http.route", route.as_str());
-    span.record("http.response.status_code", i64::from(status));
+    hub_telemetry::request_id::finish_span(&span, method.as_str(), &route, status);
     span.in_scope(|| log_request(method.as_str(), &path, status, started));
     let sent = metrics.map(|m| {
         let status_label = status.to_string();

@@ -1,4 +1,5 @@
-//! Logging for both binaries: text or JSON lines on stderr through `tracing`,
+//! Logging for both binaries: text or JSON lines on stdout through `tracing`
+//! (batched by [`crate::log_writer`]),
 //! and, when an OTLP endpoint is given (`--otlp-endpoint`), every span
 //! (above all each request's span, which carries its request id) exported
 //! to an OpenTelemetry collector over OTLP/HTTP with protobuf bodies
@@ -14,6 +15,11 @@ use std::time::Duration;
 
 /// Whether spans are exported (set once by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported to an OTLP endpoint.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Names an exported request span once its route is known (`GET /healthz`):
 /// the OpenTelemetry layer reads `otel.name` only before the span is first
@@ -41,6 +47,9 @@ pub struct Options<'a> {
     /// Base URL of an OTLP/HTTP receiver (`http://collector:4318`); spans go to
     /// its `/v1/traces`. None: no export.
     pub otlp_endpoint: Option<&'a str>,
+    /// How long a line below warning may wait to be written with the lines
+    /// after it ([`crate::log_writer`]); zero writes each line at once.
+    pub flush_interval: Duration,
 }
 
 /// Keeps the trace export running; dropping it sends the spans still buffered
@@ -48,6 +57,8 @@ pub struct Options<'a> {
 pub struct Guard {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Dropped last, after anything the export's shutdown logs.
+    lines: Option<crate::log_writer::Flusher<std::io::Stdout>>,
 }
 
 impl Drop for Guard {
@@ -60,6 +71,7 @@ impl Drop for Guard {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
+        drop(self.lines.take());
     }
 }
 
@@ -98,15 +110,26 @@ pub fn init(o: &Options<'_>) -> Result<Guard, String> {
     // Colours only for a terminal: a log file or a collector gets plain
     // `key=value` text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let text_layer = (!json).then(|| {
-        tracing_subscriber::fmt::layer()
+    let (writer, lines) =
+        crate::log_writer::BatchedWriter::new(std::io::stdout(), o.flush_interval)
+            .map_err(|e| format!("starting the log writer: {e}"))?;
+    let (text_layer, json_layer) = if json {
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_target(false)
+            .with_writer(writer);
+        (None, Some(layer))
+    } else {
+        let layer = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(ansi)
-    });
-    let json_layer = json.then(|| tracing_subscriber::fmt::layer().json().with_target(false));
+            .with_writer(writer);
+        (Some(layer), None)
+    };
     let mut guard = Guard {
         provider: None,
         runtime: None,
+        lines: Some(lines),
     };
     let otel_layer = match o.otlp_endpoint {
         None => None,

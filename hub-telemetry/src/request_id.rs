@@ -26,18 +26,34 @@ fn is_safe(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.=;:".contains(&b))
 }
 
-/// The span of one HTTP request (hub and worker alike): its request id, and
-/// the route and status, recorded once known. Exported spans carry them
-/// (`logging`).
+/// The span of one HTTP request (hub and worker alike): its request id, and,
+/// when spans are exported (`logging`), the method, route and status, the
+/// last two recorded once known. Without an export the span carries the id
+/// alone: the access line has method, path and status of its own, and every
+/// field of a span is formatted again into each line logged inside it.
 pub fn request_span(method: &str, request_id: &str) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-    )
+    if crate::logging::exporting() {
+        tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request", request_id = %request_id)
+    }
+}
+
+/// Names an exported request span by its route (`GET /healthz`) and records
+/// route and status on it; nothing when spans are not exported.
+pub fn finish_span(span: &tracing::Span, method: &str, route: &str, status: u16) {
+    if crate::logging::exporting() {
+        crate::logging::name_span(span, format!("{method} {route}"));
+        span.record("http.route", route);
+        span.record("http.response.status_code", i64::from(status));
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +65,42 @@ mod tests {
         let fresh = super::accept(["x\"y"]);
         assert_eq!(fresh.len(), 36, "{fresh}");
         assert!(super::accept([&"a".repeat(129) as &str]).len() == 36);
+    }
+
+    /// Writes into a shared buffer (a `MakeWriter` by closure).
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn without_an_export_a_line_in_the_request_span_carries_its_id_alone() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || Capture(out.clone())),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = super::request_span("POST", "rid-42");
+            super::finish_span(&span, "POST", "/x/{y}", 201);
+            span.in_scope(|| tracing::info!(http.status = 201, "request"));
+        });
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("request{request_id=rid-42}:"), "{text}");
+        assert!(text.contains("http.status=201"), "{text}");
+        assert!(
+            !text.contains("otel.kind") && !text.contains("http.route"),
+            "{text}"
+        );
     }
 }

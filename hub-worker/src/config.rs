@@ -159,6 +159,13 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
+    /// Milliseconds a log line below warning of the `hub-worker` binary may
+    /// wait to be written with the lines after it, in one write; warnings and
+    /// errors are written at once, and a clean exit writes everything. 0 writes
+    /// each line as it is made.
+    #[arg(long, env = "HUB_WORKER_LOG_FLUSH_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub log_flush_ms: u64,
+
     /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (such as
     /// http://otel-collector:4318): the `hub-worker` binary exports each
     /// request's span, with the gateway's request id, to its /v1/traces. Unset:

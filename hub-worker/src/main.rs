@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         filter_env: "RUST_LOG",
         default_filter: "info,hub_worker=info",
         otlp_endpoint: config.otlp_endpoint.as_deref(),
+        flush_interval: std::time::Duration::from_millis(config.log_flush_ms),
     })
     .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

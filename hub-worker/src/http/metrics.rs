@@ -140,9 +140,7 @@ pub async fn middleware(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    hub_telemetry::logging::name_span(&span, format!("{method} {route}"));
-    span.record("http.route", route.as_str());
-    span.record("http.response.status_code", i64::from(status));
+    hub_telemetry::request_id::finish_span(&span, method.as_str(), &route, status);
     span.in_scope(|| {
         tracing::debug!(http.method = %method, http.status = status,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0, "request")
