@@ -214,6 +214,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("poll_wait_s", &self.poll_wait_s)
             .field("jobs", &self.jobs)
             .field("token_refresh", &self.token_refresh.is_some())
+            .field("log_format", &self.log_format)
+            .field("log_flush_ms", &self.log_flush_ms)
             .finish()
     }
 }
@@ -263,6 +265,7 @@ impl WorkerConfig {
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
             log_format: "text".to_string(),
+            log_flush_ms: 20,
             otlp_endpoint: None,
             poll_wait_s: 25,
             jobs: true,
