@@ -120,10 +120,12 @@ pub struct Config {
     pub log_format: String,
 
     /// Milliseconds a log line below warning may wait to be written with the
-    /// lines after it, in one write (the access log writes a line per request);
-    /// warnings and errors are written at once, and a clean exit writes
-    /// everything. 0 writes each line as it is made.
-    #[arg(long, env = "HUB_LOG_FLUSH_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000), global = true)]
+    /// lines after it, in one write (the access log writes a line per request;
+    /// 20 saves about 4% of the gateway's CPU per call); warnings and errors are
+    /// written at once, and a clean exit writes everything. 0 (the default)
+    /// writes each line as it is made, so a line is in the log before its
+    /// response leaves.
+    #[arg(long, env = "HUB_LOG_FLUSH_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000), global = true)]
     pub log_flush_ms: u64,
 
     /// Address of a second listener that serves only `GET /metrics` (Prometheus

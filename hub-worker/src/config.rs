@@ -162,8 +162,8 @@ pub struct WorkerConfig {
     /// Milliseconds a log line below warning of the `hub-worker` binary may
     /// wait to be written with the lines after it, in one write; warnings and
     /// errors are written at once, and a clean exit writes everything. 0 writes
-    /// each line as it is made.
-    #[arg(long, env = "HUB_WORKER_LOG_FLUSH_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    /// each line as it is made (the default).
+    #[arg(long, env = "HUB_WORKER_LOG_FLUSH_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub log_flush_ms: u64,
 
     /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (such as
@@ -265,7 +265,7 @@ impl WorkerConfig {
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
             log_format: "text".to_string(),
-            log_flush_ms: 20,
+            log_flush_ms: 0,
             otlp_endpoint: None,
             poll_wait_s: 25,
             jobs: true,

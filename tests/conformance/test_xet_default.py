@@ -51,10 +51,16 @@ class HubLog:
     """The access-log lines (method, path, status) the hub (every replica of
     a fleet) writes from now on."""
 
+    # Lines are written at most this long after they are made when the hub
+    # batches its log (HUB_LOG_FLUSH_MS): wait it out before each read.
+    SETTLE_S = 0.2
+
     def __init__(self):
+        time.sleep(self.SETTLE_S)
         self.start = {p: p.stat().st_size for p in HUB_LOGS}
 
     def requests(self):
+        time.sleep(self.SETTLE_S)
         out = []
         for p, start in self.start.items():
             with open(p, "rb") as f:
