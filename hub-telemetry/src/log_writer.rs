@@ -55,8 +55,14 @@ impl<W: Write> Shared<W> {
     }
 
     fn append(&self, line: &[u8]) -> std::io::Result<()> {
+        if self.interval.is_zero() {
+            // Nothing is ever pending: the line goes straight out.
+            let mut out = lock(&self.out);
+            out.write_all(line)?;
+            return out.flush();
+        }
         let mut p = lock(&self.pending);
-        if self.interval.is_zero() || p.buf.len() + line.len() > MAX_PENDING {
+        if p.buf.len() + line.len() > MAX_PENDING {
             drop(p);
             return self.write_out(line);
         }
@@ -223,6 +229,18 @@ mod tests {
         fn text(&self) -> String {
             String::from_utf8(self.bytes.lock().unwrap().clone()).unwrap()
         }
+
+        /// Waits (at most 5 s) until the output is exactly `expected`.
+        fn wait_for(&self, expected: &str) {
+            let t0 = std::time::Instant::now();
+            while self.text() != expected {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "never written: {expected:?}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     fn line(w: &BatchedWriter<Sink>, level: tracing::Level, text: &str) {
@@ -257,20 +275,10 @@ mod tests {
         let (w, _flusher) = BatchedWriter::new(sink.clone(), Duration::from_millis(20)).unwrap();
         line(&w, tracing::Level::INFO, "a\n");
         line(&w, tracing::Level::DEBUG, "b\n");
-        let t0 = std::time::Instant::now();
-        while sink.text() != "a\nb\n" {
-            assert!(t0.elapsed() < Duration::from_secs(5), "never written");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        sink.wait_for("a\nb\n");
         // A second batch wakes the thread again.
         line(&w, tracing::Level::INFO, "c\n");
-        while sink.text() != "a\nb\nc\n" {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "second batch never written"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        sink.wait_for("a\nb\nc\n");
     }
 
     #[test]
