@@ -73,14 +73,16 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(2);
 pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
 
 /// A ready replica as the gateway calls it, made once per route load rather
-/// than per call: the worker's URL parsed (with the replica's path), the
+/// than per call: the worker's scheme, host and replica path, the
 /// `Authorization` value for the worker, and the requests in flight it
 /// reported.
 #[derive(Clone)]
 struct Candidate {
     id: Uuid,
-    /// `{worker url}/models/{replica id}/`.
-    base: reqwest::Url,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// `{worker url's path}/models/{replica id}/`, percent-encoded.
+    base_path: String,
     auth: reqwest::header::HeaderValue,
     reported: i32,
 }
@@ -96,12 +98,19 @@ impl Candidate {
                     url.trim_end_matches('/')
                 ));
                 let auth = reqwest::header::HeaderValue::try_from(format!("Bearer {secret}"));
-                match (base, auth) {
-                    (Ok(base), Ok(mut auth)) if !base.cannot_be_a_base() => {
+                let parts = base.ok().filter(|b| !b.cannot_be_a_base()).and_then(|b| {
+                    let scheme = http::uri::Scheme::try_from(b.scheme()).ok()?;
+                    let authority = http::uri::Authority::try_from(&b[url::Position::BeforeHost..url::Position::AfterPort]).ok()?;
+                    Some((scheme, authority, b.path().to_string()))
+                });
+                match (parts, auth) {
+                    (Some((scheme, authority, base_path)), Ok(mut auth)) => {
                         auth.set_sensitive(true);
                         Some(Candidate {
                             id,
-                            base,
+                            scheme,
+                            authority,
+                            base_path,
                             auth,
                             reported,
                         })
@@ -115,19 +124,78 @@ impl Candidate {
             .collect()
     }
 
-    /// The worker URL of `tail` (a path below the replica, `""` for the
-    /// replica itself): only the path is parsed, not the whole URL.
-    fn target(&self, tail: &str) -> reqwest::Url {
-        let mut u = self.base.clone();
+    /// The worker URI of `tail` (a path below the replica, `""` for the
+    /// replica itself, already checked by [`check_tail`]). The tail is
+    /// appended as it is, with the bytes a path cannot carry
+    /// percent-encoded; nothing normalizes it (a URL parser would resolve
+    /// `..` and, for `http`, read `\` as `/`), so it cannot leave the replica.
+    fn target(&self, tail: &str) -> Result<http::Uri, http::Error> {
+        let mut path = String::with_capacity(self.base_path.len() + tail.len() + 8);
         if tail.is_empty() {
-            let path = self.base.path().trim_end_matches('/').to_string();
-            u.set_path(&path);
+            path.push_str(self.base_path.trim_end_matches('/'));
         } else {
-            let path = format!("{}{tail}", self.base.path());
-            u.set_path(&path);
+            path.push_str(&self.base_path);
+            path.extend(percent_encoding::utf8_percent_encode(tail, PATH_ESCAPED));
         }
-        u
+        http::Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
     }
+}
+
+/// What the gateway percent-encodes in a forwarded path: controls, space,
+/// the delimiters a path cannot hold (`?` and `#` would start a query or a
+/// fragment), `\`, and every byte outside ASCII; `%` is kept, so what the
+/// caller encoded stays encoded once.
+const PATH_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Refuses a tail (the path after `/endpoints/{namespace}/{name}/`) that
+/// could name anything but its own replica on the worker: a segment that is
+/// `.` or `..`, or holds `/` or `\\`, once percent-decoded (repeatedly, so
+/// `%252e` counts as a dot too), and a backslash anywhere. A worker serves
+/// many tenants' replicas and trusts the gateway's secret for all of them.
+fn check_tail(tail: &str) -> Result<(), String> {
+    if tail.contains('\\') {
+        return Err("a backslash is not allowed in an endpoint path".into());
+    }
+    for segment in tail.split('/') {
+        let mut decoded = std::borrow::Cow::Borrowed(segment);
+        for _ in 0..4 {
+            if !decoded.contains('%') {
+                break;
+            }
+            let next = percent_encoding::percent_decode_str(&decoded)
+                .decode_utf8_lossy()
+                .into_owned();
+            if next == decoded {
+                break;
+            }
+            decoded = std::borrow::Cow::Owned(next);
+        }
+        if decoded == "." || decoded == ".." {
+            return Err(format!("the segment {segment:?} would leave the endpoint"));
+        }
+        if decoded.len() != segment.len() && (decoded.contains('/') || decoded.contains('\\')) {
+            return Err(format!(
+                "the segment {segment:?} holds an encoded path separator"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Ready replicas of an endpoint, now.
@@ -583,9 +651,7 @@ pub async fn proxy(
         return Ok(crate::routes::not_found(req).await);
     };
     let tail = tail.trim_start_matches('/');
-    if tail.split('/').any(|s| s == ".." || s == ".") {
-        return Err(ApiError::InvalidPath(format!("{tail:?}")));
-    }
+    check_tail(tail).map_err(ApiError::InvalidPath)?;
     let route = state.live.route(&state.db, ns, name).await?;
     let e = &route.endpoint;
     let token_id = authorize(&state, &auth, e).await?;
@@ -667,13 +733,15 @@ pub async fn proxy(
             continue;
         };
         let replica = picked.id;
-        let target = picked.target(tail);
+        let target = picked
+            .target(tail)
+            .map_err(|e| ApiError::InvalidPath(format!("cannot forward this path: {e}")))?;
         drop(queued.take());
         let counted = state.metrics.endpoint_in_flight.track(&[&route.label]);
         let guard = state.live.enter(replica, counted);
         let mut fwd = http::Request::builder()
             .method(req.method().as_str())
-            .uri(target.as_str())
+            .uri(target)
             .header(http::header::AUTHORIZATION, picked.auth.clone());
         for h in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
             if let Some(v) = req.headers().get(h.as_str()) {
@@ -752,7 +820,43 @@ pub async fn proxy(
 
 #[cfg(test)]
 mod tests {
-    use super::{split_target, Candidate};
+    use super::{check_tail, split_target, Candidate};
+
+    #[test]
+    fn a_tail_that_could_leave_its_replica_is_refused() {
+        for bad in [
+            "..",
+            ".",
+            "v1/../x",
+            "v1/./x",
+            "..\\x",
+            "v1\\x",
+            "%2e%2e/x",
+            ".%2E/x",
+            "%252e%252e/x",
+            "%25252e./x",
+            "..%2Fx",
+            "a%2fb",
+            "a%5cb",
+            "a%255Cb",
+        ] {
+            assert!(check_tail(bad).is_err(), "{bad:?} passed");
+        }
+        for good in [
+            "",
+            "v1/embeddings",
+            "pipeline/feature-extraction",
+            "a%20b/%7e",
+            "...",
+            "..a/b..",
+            "x.y/.hidden",
+            "100%",
+            "%zz",
+            "caf\u{e9}",
+        ] {
+            assert_eq!(check_tail(good), Ok(()), "{good:?}");
+        }
+    }
 
     #[test]
     fn a_replica_target_is_its_worker_url_with_the_tail() {
@@ -778,10 +882,20 @@ mod tests {
                 "a b/%7e",
                 format!("http://[::1]:8/models/{id}/a%20b/%7e"),
             ),
+            // Nothing is resolved or rewritten: what would climb is data.
+            (
+                "http://127.0.0.1:9000",
+                "q?x=1#f/\\/..\\caf\u{e9}",
+                format!("http://127.0.0.1:9000/models/{id}/q%3Fx=1%23f/%5C/..%5Ccaf%C3%A9"),
+            ),
         ] {
             let c = Candidate::from_rows(vec![(id, url.into(), "s3cret".into(), 0)]);
             assert_eq!(c.len(), 1, "{url}");
-            assert_eq!(c[0].target(tail).as_str(), want, "{url} + {tail:?}");
+            assert_eq!(
+                c[0].target(tail).unwrap().to_string(),
+                want,
+                "{url} + {tail:?}"
+            );
             assert_eq!(c[0].auth.to_str().unwrap(), "Bearer s3cret");
             assert!(c[0].auth.is_sensitive());
         }

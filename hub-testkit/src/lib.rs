@@ -331,13 +331,16 @@ impl Server {
 /// gateway tests that need no engine: `POST /models/{key}/...` answers a small
 /// embeddings body with `X-Input-Tokens: 5` when the gateway secret is right
 /// (401 otherwise), and counts the calls it answered, keeping the
-/// `X-Request-Id` each came with.
+/// `X-Request-Id` each came with. Every request it receives, whatever its
+/// method or path, is recorded as the request line's path (as sent, not decoded).
 pub struct StandInWorker {
     pub url: String,
     pub secret: String,
     pub hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The `X-Request-Id` of each call answered, in order.
     pub request_ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The raw path of every request received (any route), in order.
+    pub paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -350,38 +353,50 @@ impl StandInWorker {
         let secret = format!("standin-{}", uuid::Uuid::new_v4().simple());
         let hits = std::sync::Arc::new(AtomicUsize::new(0));
         let request_ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let (want, counter, ids) = (
+        let (want, counter, ids, seen) = (
             format!("Bearer {secret}"),
             hits.clone(),
             request_ids.clone(),
+            paths.clone(),
         );
         std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
                 let server = HttpServer::new(move || {
                     let (want, counter, ids) = (want.clone(), counter.clone(), ids.clone());
-                    App::new().route(
-                        "/models/{key}/{tail:.*}",
-                        web::post().to(move |req: HttpRequest| {
-                            let (want, counter, ids) = (want.clone(), counter.clone(), ids.clone());
-                            async move {
-                                let auth = req.headers().get("authorization");
-                                if auth.and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
-                                    return HttpResponse::Unauthorized().finish();
-                                }
-                                counter.fetch_add(1, Ordering::SeqCst);
-                                let id = req.headers().get("x-request-id");
-                                let id = id.and_then(|v| v.to_str().ok()).unwrap_or_default();
-                                ids.lock().expect("ids").push(id.to_string());
-                                HttpResponse::Ok()
-                                    .insert_header(("X-Input-Tokens", "5"))
-                                    .json(serde_json::json!({"object": "list", "data": [
+                    let seen = seen.clone();
+                    App::new()
+                        .wrap_fn(move |req, srv| {
+                            let raw = req.uri().path_and_query().map(|p| p.path());
+                            seen.lock()
+                                .expect("paths")
+                                .push(raw.unwrap_or_default().to_string());
+                            actix_web::dev::Service::call(srv, req)
+                        })
+                        .route(
+                            "/models/{key}/{tail:.*}",
+                            web::post().to(move |req: HttpRequest| {
+                                let (want, counter, ids) =
+                                    (want.clone(), counter.clone(), ids.clone());
+                                async move {
+                                    let auth = req.headers().get("authorization");
+                                    if auth.and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+                                        return HttpResponse::Unauthorized().finish();
+                                    }
+                                    counter.fetch_add(1, Ordering::SeqCst);
+                                    let id = req.headers().get("x-request-id");
+                                    let id = id.and_then(|v| v.to_str().ok()).unwrap_or_default();
+                                    ids.lock().expect("ids").push(id.to_string());
+                                    HttpResponse::Ok()
+                                        .insert_header(("X-Input-Tokens", "5"))
+                                        .json(serde_json::json!({"object": "list", "data": [
                                         {"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}
                                     ], "usage": {"prompt_tokens": 5, "total_tokens": 5}}))
-                            }
-                        }),
-                    )
+                                }
+                            }),
+                        )
                 })
                 .workers(1)
                 .listen(listener)
@@ -397,6 +412,7 @@ impl StandInWorker {
             secret,
             hits,
             request_ids,
+            paths,
             handle,
         }
     }

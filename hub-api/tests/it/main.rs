@@ -17,6 +17,7 @@ mod faults;
 mod garbage;
 mod gated_bytes;
 mod gateway_caches;
+mod gateway_paths;
 mod generation;
 mod git_http;
 mod git_ids;
