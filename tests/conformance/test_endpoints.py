@@ -109,6 +109,59 @@ def test_protected_endpoint_isolation_and_usage(alice, bob, embed_endpoint):
     assert mine and mine[0]["requests"] >= 2 and mine[0]["input_tokens"] > 0
 
 
+def _raw(method, target, tok, body=b'{"input": "hi"}'):
+    """One HTTP/1.1 request sent as bytes, so the request target reaches the
+    hub exactly as written (an HTTP client would normalize or reject it)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(ENDPOINT)
+    head = (
+        f"{method} {target} HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: Bearer {tok}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(head + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[-1]
+
+
+def test_a_call_cannot_leave_its_replica_on_the_worker(alice, bob, minilm_repo, embed_endpoint):
+    """bob's own endpoint runs on the same worker as alice's protected one. No
+    spelling of "up one level" in the path after his endpoint reaches hers or
+    the worker's own routes: each is refused with 400 invalid_path."""
+    r = httpx.post(f"{ENDPOINT}/endpoints/alice/minilm/v1/embeddings", json={"input": "hi"},
+                   headers={"authorization": f"Bearer {alice}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    victim = r.headers["x-paddock-replica"]
+    r = api_v1("POST", "/endpoints/bob", bob, json={
+        "name": "mine", "repository": minilm_repo, "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    try:
+        wait_status("bob", "mine", bob, {"running"})
+        status, body = _raw("POST", "/endpoints/bob/mine/v1/embeddings", bob)
+        assert status == 200, body
+        for target in [
+            f"/endpoints/bob/mine/..%5C{victim}/v1/embeddings",
+            f"/endpoints/bob/mine/..\\{victim}/v1/embeddings",
+            f"/endpoints/bob/mine/v1/..\\..\\{victim}/v1/embeddings",
+            f"/endpoints/bob/mine/%2e%2e/{victim}/v1/embeddings",
+            f"/endpoints/bob/mine/%252e%252e%255C{victim}/v1/embeddings",
+            f"/endpoints/bob/mine/..%2F{victim}/v1/embeddings",
+            "/endpoints/bob/mine/..%5C..%5Cmetrics",
+        ]:
+            status, body = _raw("POST", target, bob)
+            assert status == 400 and b"invalid_path" in body, (target, status, body[:300])
+        status, body = _raw("GET", "/endpoints/bob/mine/..%5C..%5Cmetrics", bob, body=b"")
+        assert status == 400 and b"paddock_" not in body, (status, body[:300])
+    finally:
+        assert api_v1("DELETE", "/endpoints/bob/mine", bob).status_code in (200, 204)
+
+
 def test_bf16_endpoint_matches_sentence_transformers(alice, minilm_repo, embed_endpoint):
     """An endpoint created with "precision": "bf16" is served in bfloat16 by the
     OpenVINO engine and still matches sentence-transformers' fp32 embeddings at
