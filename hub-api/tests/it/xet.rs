@@ -794,10 +794,18 @@ async fn xet_dedup_query_and_xorb_references_stay_within_the_namespace() {
     );
     upload_all(&app, &cas, &u).await;
 
-    // A hit, with either prefix, for a read or a write token of any repo of
-    // the namespace: a full shard listing the upload's xorbs, chunk hashes
-    // keyed (not the raw ones), sizes intact.
-    let alice_n = cas_token(&app, Some(&alice), "alice/n", "read").await;
+    // A read token is refused, even the namespace owner's: the answer covers
+    // every repo of the namespace, and anyone can mint a read token for a
+    // public repo (here anonymously).
+    for (who, repo) in [(Some(alice.as_str()), "alice/n"), (None, "alice/n")] {
+        let read = cas_token(&app, who, repo, "read").await;
+        let (st, _, b) = call(&app, query(read, "default", first_s.clone())).await;
+        assert_eq!(st, 403, "{}", String::from_utf8_lossy(&b));
+    }
+    // A hit, with either prefix, for a write token of any repo of the
+    // namespace: a full shard listing the upload's xorbs, chunk hashes keyed
+    // (not the raw ones), sizes intact.
+    let alice_n = cas_token(&app, Some(&alice), "alice/n", "write").await;
     for (tok, prefix) in [
         (cas.clone(), "default"),
         (cas.clone(), "default-merkledb"),

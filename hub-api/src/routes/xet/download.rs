@@ -183,12 +183,17 @@ pub async fn data(
 
 /// `GET /v1/chunks/{default|default-merkledb}/{chunk}`: the dedup shard of
 /// this namespace's newest upload holding the chunk, its chunk hashes keyed
-/// with a fresh HMAC key (§6.7), or 404.
+/// with a fresh HMAC key (§6.7), or 404. Only for a write token: the client
+/// queries while uploading, and the answer covers every repo of the
+/// namespace, private ones included, so a read token (which anyone can mint
+/// for a public repo) would let a stranger confirm that the namespace holds
+/// given content and see how its uploads are laid out.
 pub async fn chunk(
     state: web::Data<AppState>,
     cas: CasToken,
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
+    cas.need_write()?;
     let (prefix, chunk) = path.into_inner();
     check_prefix(&prefix, true).map_err(|_| ApiError::NotFound("dedup prefix"))?;
     let chunk = hash::parse_hash(&chunk)?;
