@@ -982,3 +982,99 @@ async fn replicas_placed_in_one_pass_go_to_different_workers() {
     assert_eq!(pair.into_iter().map(|p| p.0).collect::<Vec<_>>(), want);
     server.stop().await;
 }
+
+/// Changing an endpoint's revision is a read of the model as the caller, as
+/// creating it is: a member who may manage the namespace's endpoints but
+/// cannot read the (private) model neither learns its branches nor deploys
+/// one of them. Scaling stays theirs to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_revision_needs_read_access_to_the_model() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read", "write"]).await;
+    let org = t.org("o", alice_id).await;
+    hub_api::db::namespaces::set_member(
+        &t.state.db,
+        org,
+        bob_id,
+        hub_api::db::namespaces::Role::Write,
+    )
+    .await
+    .unwrap();
+    let server = Server::start(t.state.clone());
+    let hub = server.url.clone();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{hub}/api/repos/create"))
+        .bearer_auth(&alice)
+        .json(&json!({"name": "secret", "private": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let body = hub_testkit::ndjson(
+        "m",
+        None,
+        &[hub_testkit::file_op(
+            "config.json",
+            br#"{"architectures":["BertModel"]}"#,
+        )],
+    );
+    let r = http
+        .post(format!("{hub}/api/models/alice/secret/commit/main"))
+        .bearer_auth(&alice)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = http
+        .post(format!("{hub}/api/models/alice/secret/branch/dev"))
+        .bearer_auth(&alice)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/o"))
+        .bearer_auth(&alice)
+        .json(&json!({"name": "ep", "repository": "alice/secret", "min_replicas": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    let patch = |tok: &str, body: Value| {
+        http.patch(format!("{hub}/api/v1/endpoints/o/ep"))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+    };
+    // bob manages the org's endpoints...
+    let r = patch(&bob, json!({"max_replicas": 2})).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // ...but cannot read alice/secret: every revision, existing or not, is the
+    // same 404 (no oracle), and nothing changes.
+    for rev in ["dev", "main", "nope"] {
+        let r = patch(&bob, json!({"revision": rev})).await.unwrap();
+        let st = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(st, 404, "{rev}: {text}");
+        assert!(!text.contains("alice/secret@"), "{text}");
+    }
+    let e: Value = http
+        .get(format!("{hub}/api/v1/endpoints/o/ep"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["revision"], "main", "{e}");
+    // alice can.
+    let r = patch(&alice, json!({"revision": "dev"})).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    server.stop().await;
+}

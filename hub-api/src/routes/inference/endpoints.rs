@@ -311,6 +311,20 @@ pub async fn patch(
     let (revision, commit) = match &body.revision {
         Some(rev) => {
             let repo_id = e.repo_id.ok_or(EndpointSpecError::RepoDeleted)?;
+            // The caller picks what the endpoint will read: the same decision
+            // as at creation (a download of the model as this caller), so a
+            // member who may manage the endpoint but not read the model
+            // cannot probe its branches or deploy one of them.
+            let row = crate::db::repos::by_id(&state.db, repo_id)
+                .await?
+                .ok_or(EndpointSpecError::RepoDeleted)?;
+            let name = RepoId::parse(&format!("{}/{}", row.namespace, row.name))?;
+            let weights =
+                crate::gating::load_repo_for_download(&state, &auth, RepoType::Model, &name)
+                    .await?;
+            if weights.ctx().repo.id != repo_id {
+                return Err(EndpointSpecError::RepoDeleted.into());
+            }
             let resolved = registry::resolve_str(&state, repo_id, rev).await?;
             (rev.clone(), resolved.commit.oid)
         }
