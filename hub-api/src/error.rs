@@ -770,7 +770,7 @@ mod tests {
             (WorkerReportError::Url("x".into()).into(), validation("url: x")),
             (
                 WorkerReportError::UrlScheme.into(),
-                validation("url must be an http(s) URL with a host"),
+                validation("url must be an http(s) URL with a host, and no user, password, query or fragment"),
             ),
             (
                 WorkerReportError::NameOrCores.into(),

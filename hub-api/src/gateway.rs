@@ -98,7 +98,12 @@ impl Candidate {
                     url.trim_end_matches('/')
                 ));
                 let auth = reqwest::header::HeaderValue::try_from(format!("Bearer {secret}"));
-                let parts = base.ok().filter(|b| !b.cannot_be_a_base()).and_then(|b| {
+                // A query or fragment would swallow the replica's path (a row
+                // registered before the registration refused them).
+                let usable = |b: &reqwest::Url| {
+                    !b.cannot_be_a_base() && b.query().is_none() && b.fragment().is_none()
+                };
+                let parts = base.ok().filter(usable).and_then(|b| {
                     let scheme = http::uri::Scheme::try_from(b.scheme()).ok()?;
                     let authority = http::uri::Authority::try_from(&b[url::Position::BeforeHost..url::Position::AfterPort]).ok()?;
                     Some((scheme, authority, b.path().to_string()))
@@ -899,9 +904,12 @@ mod tests {
             assert_eq!(c[0].auth.to_str().unwrap(), "Bearer s3cret");
             assert!(c[0].auth.is_sensitive());
         }
-        // A worker URL that does not parse (or a secret that is no header) is skipped.
+        // A worker URL that does not parse, or whose query or fragment would
+        // swallow the replica's path (or a secret that is no header), is skipped.
         let rows = vec![
             (id, "not a url".into(), "s".into(), 0),
+            (id, "http://169.254.169.254/latest/?".into(), "s".into(), 0),
+            (id, "http://w:1/#".into(), "s".into(), 0),
             (id, "http://w:1".into(), "bad\nsecret".into(), 0),
         ];
         assert!(Candidate::from_rows(rows).is_empty());

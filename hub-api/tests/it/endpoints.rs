@@ -690,6 +690,31 @@ async fn the_hub_parses_the_control_plane_names() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // A worker URL the gateway could not append a replica's path to (a query
+    // or fragment would swallow it) or that carries credentials is refused.
+    for bad in [
+        "http://169.254.169.254/latest/meta-data/?",
+        "http://127.0.0.1:1/?x=1",
+        "http://127.0.0.1:1/#f",
+        "http://user:pw@127.0.0.1:1",
+        "http://user@127.0.0.1:1",
+        "ftp://127.0.0.1:1",
+    ] {
+        let r = http
+            .post(format!("{hub}/api/v1/workers/register"))
+            .bearer_auth(&wt)
+            .json(&json!({"name": "w", "url": bad, "capacity": {"memory_bytes": 1, "cores": 1}, "version": "t"}))
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(
+            (st.as_u16(), b["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{bad}: {b}"
+        );
+    }
     let (w, _) = Worker::register(&hub, &wt, "http://127.0.0.1:1", 8 << 30).await;
     hub_api::scheduler::tick(&t.state).await.unwrap();
     let a = w.poll(0).await;

@@ -21,7 +21,7 @@ use uuid::Uuid;
 pub enum WorkerReportError {
     #[error("url: {0}")]
     Url(String),
-    #[error("url must be an http(s) URL with a host")]
+    #[error("url must be an http(s) URL with a host, and no user, password, query or fragment")]
     UrlScheme,
     #[error("name (1-200 chars) and capacity.cores > 0 are required")]
     NameOrCores,
@@ -58,7 +58,16 @@ pub async fn register(
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let url = url::Url::parse(&body.url).map_err(|e| WorkerReportError::Url(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+    // The gateway appends `/models/{replica}/...` to this URL's path: a
+    // query or fragment would swallow that suffix (every call would go to the
+    // URL as registered), and credentials in it would be sent nowhere.
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(WorkerReportError::UrlScheme.into());
     }
     if body.name.is_empty() || body.name.len() > 200 || body.capacity.cores == 0 {
