@@ -151,6 +151,14 @@ pub async fn load_repo_for_download(
     authorize(state, auth, ctx).await
 }
 
+/// The gate alone, for a caller who builds on a repo's files without
+/// writing to it (a pull request's commits, their preupload): someone who
+/// may not read a gated repo's files does not commit on top of them, nor
+/// learn its `.gitignore`/`.gitattributes` through what preupload answers.
+pub async fn require_gate(state: &AppState, auth: &Auth, ctx: &RepoCtx) -> ApiResult<()> {
+    authorize(state, auth, ctx.clone()).await.map(|_| ())
+}
+
 /// [`load_repo_for_download`] with the repo row from the per-process repo
 /// cache (`repo_cache`): `/resolve`'s hot path.
 pub async fn load_repo_for_resolve(

@@ -487,3 +487,81 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
         .iter()
         .any(|x| x["assignment_id"] == replica.to_string()));
 }
+
+/// A pull request builds on the repo's files: a caller who has not passed a
+/// gated repo's gate can neither preupload for one (whose answer follows the
+/// repo's `.gitignore` and `.gitattributes`) nor commit one; once accepted,
+/// both work, as for any reader.
+#[actix_web::test]
+async fn pull_requests_on_a_gated_repo_need_the_gate() {
+    let t = TestState::new().await;
+    let (alice_id, owner) = t.user("alice", false, &["read", "write"]).await;
+    let (_, pat) = t.user("pat", false, &["read", "write"]).await;
+    t.org("acme", alice_id).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &owner, "acme/g", false).await;
+    commit_files(
+        &app,
+        &owner,
+        "acme/g",
+        &[(".gitignore", b"secret-*\n"), ("f.txt", b"gated file")],
+    )
+    .await;
+    let (st, _, _) = call(
+        &app,
+        put(
+            "/api/models/acme/g/settings",
+            &owner,
+            json!({"gated": "manual"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let preupload = || {
+        post(
+            "/api/models/acme/g/preupload/main?create_pr=1",
+            &pat,
+            json!({"files": [{"path": "secret-x.txt", "size": 1, "sample": "eA=="}]}),
+        )
+    };
+    let commit = || {
+        TestRequest::post()
+            .uri("/api/models/acme/g/commit/main?create_pr=1")
+            .insert_header(bearer(&pat))
+            .set_payload(hub_testkit::ndjson(
+                "pr",
+                None,
+                &[hub_testkit::file_op("new.txt", b"x")],
+            ))
+    };
+    for req in [preupload(), commit()] {
+        let (st, h, b) = call(&app, req).await;
+        assert_eq!(st, 403, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(h.get("x-error-code").unwrap(), "GatedRepo");
+    }
+    let (st, _, b) = call(
+        &app,
+        post(
+            "/api/v1/repos/models/acme/g/access-requests",
+            &pat,
+            json!({"fields": {}}),
+        ),
+    )
+    .await;
+    assert!(st == 200 || st == 201, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = call(
+        &app,
+        put(
+            "/api/v1/repos/models/acme/g/access-requests/pat",
+            &owner,
+            json!({"status": "accepted"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    let (st, _, b) = call(&app, preupload()).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(json_of(&b)["files"][0]["shouldIgnore"], true);
+    let (st, _, b) = call(&app, commit()).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+}

@@ -307,6 +307,7 @@ pub async fn commit(
     let mut pull = match pr_num {
         Some(n) if !create_pr => {
             let p = disc::participant(&auth, &ctx)?;
+            crate::gating::require_gate(&state, &auth, &ctx).await?;
             Some(disc::pr_for_commit(&state, &ctx, p, n).await?)
         }
         Some(_) => {
@@ -316,6 +317,7 @@ pub async fn commit(
         }
         None if create_pr => {
             disc::participant(&auth, &ctx)?;
+            crate::gating::require_gate(&state, &auth, &ctx).await?;
             None
         }
         None => {

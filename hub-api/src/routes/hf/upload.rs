@@ -94,9 +94,11 @@ pub async fn preupload(
         let n = n.parse::<i32>().map_err(|_| {
             ApiError::InvalidRevision(format!("{n:?}: refs/pr/ takes a pull request number"))
         })?;
+        crate::gating::require_gate(&state, &auth, &ctx).await?;
         crate::registry::discussions::pr_for_commit(&state, &ctx, p, n).await?;
     } else if for_pr {
         crate::registry::discussions::participant(&auth, &ctx)?;
+        crate::gating::require_gate(&state, &auth, &ctx).await?;
     } else {
         crate::auth::access::require(ctx.access, Access::Write)?;
     }
