@@ -14,6 +14,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The header a worker sends on its own heartbeat and assignment calls: the
+/// `gateway_secret` its registration returned. A worker-scope credential is a
+/// fleet credential; this ties each call to the worker that registered, so
+/// holding the credential and another worker's id is not enough to poll that
+/// worker's assignments (their pull tokens) or report on its replicas.
+pub const WORKER_SECRET_HEADER: &str = "X-Paddock-Worker-Secret";
+
 /// How long the hub's and a worker's HTTP servers keep an idle keep-alive
 /// connection open (nginx's default). It must outlast the idle time after
 /// which clients drop a pooled connection themselves: httpx's 5 s, and the

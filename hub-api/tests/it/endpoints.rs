@@ -3,6 +3,7 @@
 //! engine is exercised end to end by tests/conformance/test_endpoints.py).
 
 use hub_testkit::{Server, TestState};
+use hub_types::control::WORKER_SECRET_HEADER;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ struct Worker {
     http: reqwest::Client,
     hub: String,
     token: String,
+    /// The registration's gateway secret, sent on the worker's own calls.
+    secret: String,
 }
 
 impl Worker {
@@ -74,6 +77,7 @@ impl Worker {
             http,
             hub: hub.into(),
             token: token.into(),
+            secret: r["gateway_secret"].as_str().unwrap().to_string(),
         };
         (w, r["gateway_secret"].as_str().unwrap().to_string())
     }
@@ -85,6 +89,7 @@ impl Worker {
                 self.hub, self.id
             ))
             .bearer_auth(&self.token)
+            .header(WORKER_SECRET_HEADER, &self.secret)
             .send()
             .await
             .unwrap()
@@ -97,6 +102,7 @@ impl Worker {
         self.http
             .post(format!("{}/api/v1/workers/{}/heartbeat", self.hub, self.id))
             .bearer_auth(&self.token)
+            .header(WORKER_SECRET_HEADER, &self.secret)
             .json(&json!({"free_memory_bytes": 8u64 << 30, "models": models}))
             .send()
             .await
@@ -717,6 +723,34 @@ async fn the_hub_parses_the_control_plane_names() {
     }
     let (w, _) = Worker::register(&hub, &wt, "http://127.0.0.1:1", 8 << 30).await;
     hub_api::scheduler::tick(&t.state).await.unwrap();
+    // Another holder of a worker credential who knows this worker's id, but
+    // not its registration's secret, neither polls its assignments (their
+    // pull tokens) nor reports on its replicas.
+    for secret in [None, Some("0".repeat(64)), Some(w.secret.to_uppercase())] {
+        let with = |r: reqwest::RequestBuilder| match &secret {
+            Some(s) => r.header(WORKER_SECRET_HEADER, s),
+            None => r,
+        };
+        let poll = with(http.get(format!(
+            "{hub}/api/v1/workers/{}/assignments?version=0&wait_s=0",
+            w.id
+        )))
+        .bearer_auth(&wt)
+        .send()
+        .await
+        .unwrap();
+        let st = poll.status();
+        let body = poll.text().await.unwrap();
+        assert_eq!(st, 403, "{secret:?}: {body}");
+        assert!(!body.contains("pull_token"), "{body}");
+        let beat = with(http.post(format!("{hub}/api/v1/workers/{}/heartbeat", w.id)))
+            .bearer_auth(&wt)
+            .json(&json!({"free_memory_bytes": 1, "models": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(beat.status(), 403, "{secret:?}");
+    }
     let a = w.poll(0).await;
     let id = a["assignments"][0]["assignment_id"].clone();
     assert_eq!(a["assignments"][0]["task"], "feature-extraction");
@@ -725,6 +759,7 @@ async fn the_hub_parses_the_control_plane_names() {
         let req = http
             .post(format!("{hub}/api/v1/workers/{}/heartbeat", w.id))
             .bearer_auth(&wt)
+            .header(WORKER_SECRET_HEADER, &w.secret)
             .json(&json!({"free_memory_bytes": 1, "models": models}));
         async move {
             let r = req.send().await.unwrap();

@@ -424,6 +424,7 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
     .await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     let worker: uuid::Uuid = json_of(&b)["worker_id"].as_str().unwrap().parse().unwrap();
+    let worker_secret = json_of(&b)["gateway_secret"].as_str().unwrap().to_string();
     let mut conn = t.state.db.acquire().await.unwrap();
     let replica = hub_api::db::endpoints::insert_replica(&mut conn, e.id, worker)
         .await
@@ -432,6 +433,10 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
         TestRequest::get()
             .uri(&format!("/api/v1/workers/{worker}/assignments?wait_s=0"))
             .insert_header(bearer(&svc))
+            .insert_header((
+                hub_types::control::WORKER_SECRET_HEADER,
+                worker_secret.clone(),
+            ))
     };
     let (st, _, b) = call(&app, poll()).await;
     assert_eq!(st, 200);

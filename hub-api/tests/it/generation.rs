@@ -229,6 +229,7 @@ async fn register_and_run(
         .unwrap();
     *fake.secret.lock().unwrap() = r["gateway_secret"].as_str().unwrap().to_string();
     let id = r["worker_id"].as_str().unwrap().to_string();
+    let secret = r["gateway_secret"].as_str().unwrap().to_string();
     for _ in 0..50 {
         hub_api::scheduler::tick(&t.state).await.unwrap();
         let a: Value = http
@@ -236,6 +237,7 @@ async fn register_and_run(
                 "{hub}/api/v1/workers/{id}/assignments?version=0&wait_s=1"
             ))
             .bearer_auth(token)
+            .header(hub_types::control::WORKER_SECRET_HEADER, &secret)
             .send()
             .await
             .unwrap()
@@ -251,6 +253,7 @@ async fn register_and_run(
             let st = http
                 .post(format!("{hub}/api/v1/workers/{id}/heartbeat"))
                 .bearer_auth(token)
+                .header(hub_types::control::WORKER_SECRET_HEADER, &secret)
                 .json(&json!({"free_memory_bytes": 8u64 << 30, "models": models}))
                 .send()
                 .await
@@ -266,6 +269,7 @@ async fn register_and_run(
                     let _ = http
                         .post(format!("{hub}/api/v1/workers/{id}/heartbeat"))
                         .bearer_auth(&token)
+                        .header(hub_types::control::WORKER_SECRET_HEADER, &secret)
                         .json(&json!({"free_memory_bytes": 8u64 << 30, "models": models}))
                         .send()
                         .await;

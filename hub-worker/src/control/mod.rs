@@ -164,25 +164,42 @@ impl Client {
             .await
     }
 
-    async fn heartbeat(&self, worker_id: &str, body: &Heartbeat) -> Result<(), ControlError> {
-        let url = format!("{}/api/v1/workers/{worker_id}/heartbeat", self.hub);
-        let _: HeartbeatResponse = self
-            .call(self.http.post(url).json(body), Duration::from_secs(15))
-            .await?;
+    async fn heartbeat(
+        &self,
+        reg: &RegisterResponse,
+        body: &Heartbeat,
+    ) -> Result<(), ControlError> {
+        let url = format!("{}/api/v1/workers/{}/heartbeat", self.hub, reg.worker_id);
+        let req = self
+            .http
+            .post(url)
+            .header(
+                hub_types::control::WORKER_SECRET_HEADER,
+                &reg.gateway_secret,
+            )
+            .json(body);
+        let _: HeartbeatResponse = self.call(req, Duration::from_secs(15)).await?;
         Ok(())
     }
 
     async fn assignments(
         &self,
-        worker_id: &str,
+        reg: &RegisterResponse,
         version: i64,
         wait_s: u64,
     ) -> Result<RawAssignments, ControlError> {
-        let url = format!("{}/api/v1/workers/{worker_id}/assignments", self.hub);
-        let req = self.http.get(url).query(&AssignmentsQuery {
-            version,
-            wait_s: Some(wait_s),
-        });
+        let url = format!("{}/api/v1/workers/{}/assignments", self.hub, reg.worker_id);
+        let req = self
+            .http
+            .get(url)
+            .header(
+                hub_types::control::WORKER_SECRET_HEADER,
+                &reg.gateway_secret,
+            )
+            .query(&AssignmentsQuery {
+                version,
+                wait_s: Some(wait_s),
+            });
         self.call(req, Duration::from_secs(wait_s + 15)).await
     }
 }
@@ -230,7 +247,7 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
         tracing::info!(worker.id = %reg.worker_id, url = %ctx.public_url, "registered with the hub");
         let outcome = tokio::select! {
             r = heartbeat_loop(&ctx, &client, &reg) => r,
-            r = assignments_loop(&ctx, &client, &reg.worker_id, &cancel) => r,
+            r = assignments_loop(&ctx, &client, &reg, &cancel) => r,
             _ = cancel.cancelled() => return Ok(()),
         };
         match outcome {
@@ -267,10 +284,7 @@ async fn heartbeat_loop(
     let interval = Duration::from_secs(reg.heartbeat_interval_s.clamp(1, 300));
     let mut failures = 0u32;
     loop {
-        match client
-            .heartbeat(&reg.worker_id, &heartbeat_body(&ctx.registry))
-            .await
-        {
+        match client.heartbeat(reg, &heartbeat_body(&ctx.registry)).await {
             Ok(()) => failures = 0,
             Err(e @ (ControlError::Gone | ControlError::Rejected(_))) => return Err(e),
             Err(e) => {
@@ -297,14 +311,14 @@ async fn heartbeat_loop(
 async fn assignments_loop(
     ctx: &Arc<ControlContext>,
     client: &Client,
-    worker_id: &str,
+    reg: &RegisterResponse,
     cancel: &CancellationToken,
 ) -> Result<(), ControlError> {
     let mut version = 0i64;
     let mut failures = 0u32;
     loop {
         let started = std::time::Instant::now();
-        match client.assignments(worker_id, version, ctx.wait_s).await {
+        match client.assignments(reg, version, ctx.wait_s).await {
             Ok(resp) => {
                 failures = 0;
                 let unchanged = resp.version == version;

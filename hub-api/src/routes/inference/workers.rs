@@ -38,6 +38,32 @@ pub const HEARTBEAT_S: u64 = 2;
 /// How long pull tokens handed to workers live.
 const PULL_TOKEN_TTL_S: i64 = 3600;
 
+/// That the caller is the worker `id` registered: the `gateway_secret` its
+/// registration returned, in [`hub_types::control::WORKER_SECRET_HEADER`]
+/// (compared in constant time). 404 for an unknown worker (the worker
+/// registers again), 403 for a missing or wrong secret.
+async fn require_this_worker(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    id: Uuid,
+) -> ApiResult<db::endpoints::WorkerRow> {
+    let w = db::endpoints::worker(&state.db, id)
+        .await?
+        .ok_or(ApiError::NotFound("worker"))?;
+    let sent = req
+        .headers()
+        .get(hub_types::control::WORKER_SECRET_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !crate::auth::secrets::constant_time_eq(sent, w.gateway_secret.as_bytes()) {
+        return Err(ApiError::Forbidden(format!(
+            "send the gateway_secret this worker's registration returned in {}",
+            hub_types::control::WORKER_SECRET_HEADER
+        )));
+    }
+    Ok(w)
+}
+
 pub(crate) fn require_worker(auth: &Auth) -> ApiResult<()> {
     let p = auth.require()?;
     if !p.has_scope(Scope::Worker) {
@@ -102,11 +128,13 @@ pub async fn register(
 pub async fn heartbeat(
     state: web::Data<AppState>,
     auth: Auth,
+    req: actix_web::HttpRequest,
     path: web::Path<Uuid>,
     JsonBody(body): JsonBody<Heartbeat>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let id = path.into_inner();
+    require_this_worker(&state, &req, id).await?;
     // Replica ids are UUIDs here; one that is not makes the body malformed.
     let replicas = body
         .models
@@ -158,11 +186,13 @@ pub async fn heartbeat(
 pub async fn assignments(
     state: web::Data<AppState>,
     auth: Auth,
+    req: actix_web::HttpRequest,
     path: web::Path<Uuid>,
     q: web::Query<AssignmentsQuery>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     let id = path.into_inner();
+    require_this_worker(&state, &req, id).await?;
     let wait = Duration::from_secs(q.wait_s.unwrap_or(25).min(60));
     let deadline = Instant::now() + wait;
     // Answers as soon as the version moves: a NOTIFY rings the long-polls
