@@ -17,16 +17,55 @@ pub struct LoginPage {
     pub next: String,
 }
 
-/// A `next` that stays on this site (a path, never `//host`).
+/// A `next` that stays on this site (a path, never `//host`). Browsers drop
+/// tabs and line breaks anywhere in a URL and read `\\` as `/`, so
+/// `/\t/evil.com` would leave the site: a `next` holding a control
+/// character, whitespace or a backslash is refused whole.
 pub fn safe_next(req: &HttpRequest) -> String {
     let next = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
+    let clean = !next
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if clean && next.starts_with('/') && !next.starts_with("//") {
         next
     } else {
         "/".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_never_leaves_the_site() {
+        let next = |q: &str| {
+            safe_next(
+                &actix_web::test::TestRequest::get()
+                    .uri(&format!("/login?{q}"))
+                    .to_http_request(),
+            )
+        };
+        for (q, want) in [
+            ("next=/acme/m", "/acme/m"),
+            ("next=/settings/tokens%3Fx%3D1", "/settings/tokens?x=1"),
+            ("", "/"),
+            ("next=//evil.com", "/"),
+            ("next=/%5Cevil.com", "/"),
+            ("next=/%09/evil.com", "/"),
+            ("next=/%0A/evil.com", "/"),
+            ("next=/%0D%0A/evil.com", "/"),
+            ("next=%09//evil.com", "/"),
+            ("next=/%20/evil.com", "/"),
+            ("next=https://evil.com", "/"),
+            ("next=javascript:alert(1)", "/"),
+            ("next=/a%5C..%5C/evil.com", "/"),
+        ] {
+            assert_eq!(next(q), want, "{q}");
+        }
     }
 }
 
