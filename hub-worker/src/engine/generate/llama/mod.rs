@@ -87,7 +87,97 @@ fn gguf_str(g: &GgufContext, key: &str) -> Option<String> {
     g.val_str(at).map(str::to_string)
 }
 
-/// Reads the metadata of the GGUF file at `path`.
+/// llama.cpp's `LLAMA_MAX_LAYERS` and `LLAMA_MAX_EXPERTS`.
+const MAX_LAYERS: u64 = 512;
+const MAX_EXPERTS: u64 = 1024;
+const GGUF_TYPE_ARRAY: u32 = 9;
+
+/// Refuses, before llama.cpp sees the file, the header values that llama.cpp's
+/// loader checks with `GGML_ASSERT` (`llama_model::load_hparams`): an assert
+/// is an `abort()`, not an error, and would take every replica of the shared
+/// worker (and a single-node hub running it in process) down with one crafted
+/// repo. Also refuses per-layer (array) head counts and lengths, which the
+/// memory estimate cannot read: taken as one KV head, an array of 64 made the
+/// real KV cache dozens of times what was reserved.
+fn check_hparams(g: &GgufContext, arch: &str) -> Result<(), LoadError> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let bad = |m: String| Err(LoadError::Weights(format!("unsupported GGUF header: {m}")));
+    let present = |k: &str| g.find_key(k) >= 0;
+    let is_array = |k: &str| {
+        let at = g.find_key(k);
+        at >= 0 && g.kv_type(at) == GGUF_TYPE_ARRAY
+    };
+    // A present key of another type than an unsigned integer counts as
+    // missing to `gguf_uint`; llama.cpp would refuse it with an error (not an
+    // abort), but it is simpler to say so here.
+    let scalar = |k: &str| -> Result<Option<u64>, LoadError> {
+        match (present(k), gguf_uint(g, k)) {
+            (false, _) => Ok(None),
+            (true, Some(v)) => Ok(Some(v)),
+            (true, None) => Err(LoadError::Weights(format!(
+                "unsupported GGUF header: {k} is not an unsigned integer"
+            ))),
+        }
+    };
+    for k in [
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "attention.value_length",
+        "expert_used_count",
+    ] {
+        if is_array(&key(k)) {
+            return bad(format!("per-layer values of {} are not supported", key(k)));
+        }
+    }
+    let layers = scalar(&key("block_count"))?.unwrap_or(0);
+    if !(1..=MAX_LAYERS).contains(&layers) {
+        return bad(format!(
+            "{} is {layers}, not 1 to {MAX_LAYERS}",
+            key("block_count")
+        ));
+    }
+    if scalar(&key("nextn_predict_layers"))?.unwrap_or(0) > layers {
+        return bad(format!(
+            "{} exceeds the block count",
+            key("nextn_predict_layers")
+        ));
+    }
+    let experts = scalar(&key("expert_count"))?.unwrap_or(0);
+    let used = scalar(&key("expert_used_count"))?.unwrap_or(0);
+    let groups = scalar(&key("expert_group_count"))?.unwrap_or(0);
+    let groups_used = scalar(&key("expert_group_used_count"))?.unwrap_or(0);
+    let experts_ok = experts <= MAX_EXPERTS
+        && used <= experts
+        && if experts > 0 {
+            used > 0
+                && groups < experts
+                && (groups <= 1
+                    || (experts % groups == 0 && groups_used > 0 && groups_used < groups))
+        } else {
+            used == 0 && groups == 0
+        };
+    if !experts_ok {
+        return bad(format!(
+            "inconsistent experts: {experts} experts (at most {MAX_EXPERTS}), {used} used, {groups} groups, {groups_used} groups used"
+        ));
+    }
+    let rope = key("rope.scaling.type");
+    if present(&rope) {
+        match gguf_str(g, &rope).as_deref() {
+            Some("none" | "linear" | "yarn" | "longrope") => {}
+            other => {
+                return bad(format!(
+                    "{rope} is {other:?}, not none, linear, yarn or longrope"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the metadata of the GGUF file at `path`, refusing what would make
+/// llama.cpp abort ([`check_hparams`]).
 pub fn read_meta(path: &Path) -> Result<GgufMeta, LoadError> {
     let g = GgufContext::from_file(path).ok_or_else(|| {
         LoadError::Weights(format!("{} is not a readable GGUF file", path.display()))
@@ -95,6 +185,7 @@ pub fn read_meta(path: &Path) -> Result<GgufMeta, LoadError> {
     let architecture = gguf_str(&g, "general.architecture").ok_or_else(|| {
         LoadError::Weights("the GGUF file has no general.architecture".to_string())
     })?;
+    check_hparams(&g, &architecture)?;
     let key = |k: &str| format!("{architecture}.{k}");
     let layers = gguf_uint(&g, &key("block_count")).ok_or_else(|| {
         LoadError::Weights(format!("the GGUF file has no {}", key("block_count")))
@@ -103,12 +194,14 @@ pub fn read_meta(path: &Path) -> Result<GgufMeta, LoadError> {
     let kv_heads = gguf_uint(&g, &key("attention.head_count_kv"))
         .or(heads)
         .unwrap_or(1);
+    // K and V may differ in length: the larger bounds the cache.
     let head_dim = gguf_uint(&g, &key("attention.key_length"))
         .or_else(|| {
             let embd = gguf_uint(&g, &key("embedding_length"))?;
             Some(embd / heads.filter(|&h| h > 0)?)
         })
-        .unwrap_or(128);
+        .unwrap_or(128)
+        .max(gguf_uint(&g, &key("attention.value_length")).unwrap_or(0));
     Ok(GgufMeta {
         shape: DecoderShape {
             layers,
@@ -444,5 +537,160 @@ impl Generator for LlamaGenerator {
         }
         self.shared.wake.notify_one();
         Ok(GenStream { prompt_tokens, rx })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_meta;
+
+    enum V {
+        U32(u32),
+        Str(&'static str),
+        U32s(Vec<u32>),
+    }
+
+    /// A GGUF v3 file with `general.architecture = llama`, `kv` and no tensors.
+    fn gguf(kv: &[(&str, V)]) -> tempfile::NamedTempFile {
+        let s = |out: &mut Vec<u8>, v: &str| {
+            out.extend((v.len() as u64).to_le_bytes());
+            out.extend(v.as_bytes());
+        };
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend((1 + kv.len() as u64).to_le_bytes());
+        s(&mut b, "general.architecture");
+        b.extend(8u32.to_le_bytes());
+        s(&mut b, "llama");
+        for (k, v) in kv {
+            s(&mut b, k);
+            match v {
+                V::U32(x) => {
+                    b.extend(4u32.to_le_bytes());
+                    b.extend(x.to_le_bytes());
+                }
+                V::Str(x) => {
+                    b.extend(8u32.to_le_bytes());
+                    s(&mut b, x);
+                }
+                V::U32s(xs) => {
+                    b.extend(9u32.to_le_bytes());
+                    b.extend(4u32.to_le_bytes());
+                    b.extend((xs.len() as u64).to_le_bytes());
+                    for x in xs {
+                        b.extend(x.to_le_bytes());
+                    }
+                }
+            }
+        }
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b).unwrap();
+        f
+    }
+
+    fn base(extra: Vec<(&'static str, V)>) -> Vec<(&'static str, V)> {
+        let mut kv = vec![
+            ("llama.block_count", V::U32(2)),
+            ("llama.attention.head_count", V::U32(4)),
+            ("llama.attention.head_count_kv", V::U32(2)),
+            ("llama.embedding_length", V::U32(64)),
+            ("llama.context_length", V::U32(128)),
+        ];
+        for (k, v) in extra {
+            kv.retain(|(have, _)| *have != k);
+            kv.push((k, v));
+        }
+        kv
+    }
+
+    #[test]
+    fn a_plain_header_is_read() {
+        let m = read_meta(gguf(&base(vec![])).path()).unwrap();
+        assert_eq!(m.architecture, "llama");
+        assert_eq!(
+            (m.shape.layers, m.shape.kv_heads, m.shape.head_dim),
+            (2, 2, 16)
+        );
+        // K and V of different lengths: the larger bounds the cache.
+        let m = read_meta(
+            gguf(&base(vec![
+                ("llama.attention.key_length", V::U32(128)),
+                ("llama.attention.value_length", V::U32(512)),
+            ]))
+            .path(),
+        )
+        .unwrap();
+        assert_eq!(m.shape.head_dim, 512);
+        // MoE headers that llama.cpp accepts pass.
+        read_meta(
+            gguf(&base(vec![
+                ("llama.expert_count", V::U32(8)),
+                ("llama.expert_used_count", V::U32(2)),
+                ("llama.rope.scaling.type", V::Str("yarn")),
+            ]))
+            .path(),
+        )
+        .unwrap();
+    }
+
+    /// Each of these made llama.cpp's loader `abort()` the worker process
+    /// (a `GGML_ASSERT` in `load_hparams`), or hid the KV cache's size from
+    /// the memory estimate; each is now a load error naming what is wrong.
+    #[test]
+    fn headers_llama_cpp_would_abort_on_are_refused() {
+        for (extra, says) in [
+            (vec![("llama.block_count", V::U32(0))], "block_count"),
+            (vec![("llama.block_count", V::U32(513))], "block_count"),
+            (vec![("llama.block_count", V::Str("2"))], "block_count"),
+            (
+                vec![("llama.rope.scaling.type", V::Str("x"))],
+                "rope.scaling.type",
+            ),
+            (
+                vec![("llama.rope.scaling.type", V::U32(1))],
+                "rope.scaling.type",
+            ),
+            (
+                vec![
+                    ("llama.expert_count", V::U32(2000)),
+                    ("llama.expert_used_count", V::U32(2)),
+                ],
+                "experts",
+            ),
+            (vec![("llama.expert_count", V::U32(8))], "experts"),
+            (
+                vec![
+                    ("llama.expert_count", V::U32(4)),
+                    ("llama.expert_used_count", V::U32(5)),
+                ],
+                "experts",
+            ),
+            (vec![("llama.expert_used_count", V::U32(1))], "experts"),
+            (
+                vec![
+                    ("llama.expert_count", V::U32(8)),
+                    ("llama.expert_used_count", V::U32(2)),
+                    ("llama.expert_group_count", V::U32(3)),
+                ],
+                "experts",
+            ),
+            (
+                vec![("llama.nextn_predict_layers", V::U32(3))],
+                "nextn_predict_layers",
+            ),
+            (
+                vec![("llama.attention.head_count_kv", V::U32s(vec![64, 64]))],
+                "per-layer",
+            ),
+            (
+                vec![("llama.attention.head_count", V::U32s(vec![4, 4]))],
+                "per-layer",
+            ),
+        ] {
+            let f = gguf(&base(extra));
+            let err = read_meta(f.path()).unwrap_err().to_string();
+            assert!(err.contains(says), "{says}: {err}");
+        }
     }
 }
