@@ -203,6 +203,26 @@ fn check_tail(tail: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `req` is a GET/HEAD/OPTIONS whose caller was authenticated by the
+/// ambient session cookie.
+fn cookie_on_safe_method(req: &HttpRequest) -> bool {
+    use actix_web::HttpMessage;
+    let safe = matches!(
+        *req.method(),
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::OPTIONS
+    );
+    safe && matches!(
+        req.extensions()
+            .get::<crate::auth::authenticate::Authenticated>(),
+        Some(crate::auth::authenticate::Authenticated::Caller {
+            by_cookie: true,
+            ..
+        })
+    )
+}
+
 /// Ready replicas of an endpoint, now.
 async fn routable(db: &sqlx::PgPool, endpoint_id: i64) -> ApiResult<Vec<Candidate>> {
     Ok(Candidate::from_rows(
@@ -652,6 +672,16 @@ pub async fn proxy(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let started = Instant::now();
+    // A browser sends its session cookie with any same-site GET, including
+    // an `<img>` in a model card another tenant wrote: such a request must
+    // not call (wake, bill) the viewer's protected endpoints. A session
+    // calls endpoints with unsafe methods only, which the CSRF middleware
+    // checks (the dashboard's playground POSTs); on a safe one it is anonymous.
+    let auth = if cookie_on_safe_method(&req) {
+        Auth(None)
+    } else {
+        auth
+    };
     let Some((ns, name, tail)) = split_target(req.match_info().unprocessed()) else {
         return Ok(crate::routes::not_found(req).await);
     };

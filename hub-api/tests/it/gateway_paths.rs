@@ -140,3 +140,73 @@ async fn ordinary_tails_arrive_as_sent() {
         &format!("/models/{}", s.mine)
     );
 }
+
+/// A browser's session cookie rides along on any same-site GET, such as an
+/// image in a model card someone else wrote (`![](/endpoints/acme/emb/v1/models)`):
+/// on a safe method the gateway takes the caller as anonymous, so the
+/// viewer's protected endpoint is neither called, woken nor billed. The
+/// dashboard's playground POSTs with the cookie and the CSRF token, which works.
+#[actix_web::test]
+async fn a_session_cookie_calls_endpoints_only_with_unsafe_methods() {
+    let t = TestState::new().await;
+    let alice = crate::common::user_with_password(&t, "alice", "correct horse", false).await;
+    let acme = t.org("acme", alice).await;
+    let worker = StandInWorker::start();
+    hub_testkit::ready_endpoint(&t.state.db, acme, "emb", "protected", &worker).await;
+    let app = hub_testkit::app(&t.state).await;
+    let r = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/v1/auth/login")
+            .set_json(serde_json::json!({"username": "alice", "password": "correct horse"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("paddock_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = serde_json::from_slice::<serde_json::Value>(&read_body(r).await).unwrap()
+        ["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for method in [actix_web::http::Method::GET, actix_web::http::Method::HEAD] {
+        let r = call_service(
+            &app,
+            TestRequest::default()
+                .method(method.clone())
+                .uri("/endpoints/acme/emb/v1/models")
+                .insert_header(("Cookie", cookie.clone()))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(r.status(), 401, "{method}");
+    }
+    assert!(seen(&worker).is_empty(), "{:?}", seen(&worker));
+    let r = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/endpoints/acme/emb/v1/embeddings")
+            .insert_header(("Cookie", cookie.clone()))
+            .insert_header(("X-CSRF-Token", csrf))
+            .insert_header((
+                "Origin",
+                t.state.public_url.trim_end_matches('/').to_string(),
+            ))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"input": ["hi"]}"#)
+            .to_request(),
+    )
+    .await;
+    let st = r.status();
+    assert_eq!(st, 200, "{:?}", read_body(r).await);
+    assert_eq!(seen(&worker).len(), 1);
+}
