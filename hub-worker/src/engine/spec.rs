@@ -8,6 +8,14 @@ use super::task::Task;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// The longest input an encoder takes, whatever its config says. A repo's
+/// `max_position_embeddings` is the tenant's to write: with a million
+/// positions (a small table at hidden size 8) a 2 MB request would build an
+/// attention matrix of terabytes and abort the shared worker. 8192 is the
+/// longest context of the common long encoders (BGE-M3, nomic-embed, jina v2,
+/// ModernBERT); longer inputs are truncated or refused as for any model.
+pub const MAX_ENCODER_INPUT_TOKENS: usize = 8192;
+
 /// The encoder families the candle backend implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
@@ -447,6 +455,7 @@ pub fn inspect(dir: &Path) -> Result<ModelSpec, LoadError> {
     let max_input_tokens = st_max
         .unwrap_or(usize::MAX)
         .min(encoder.max_positions())
+        .min(MAX_ENCODER_INPUT_TOKENS)
         .max(2);
 
     let labels = parse_labels(&cfg)?;
@@ -526,6 +535,14 @@ mod tests {
         let spec = inspect(d.path()).unwrap();
         assert_eq!(spec.default_task, Task::FeatureExtraction);
         assert_eq!(spec.max_input_tokens, 32);
+        // A config's position count is the tenant's to write: capped.
+        write(
+            d.path(),
+            "config.json",
+            &bert_config(json!({"max_position_embeddings": 1_048_576})),
+        );
+        let spec = inspect(d.path()).unwrap();
+        assert_eq!(spec.max_input_tokens, MAX_ENCODER_INPUT_TOKENS);
         write(
             d.path(),
             "config.json",
