@@ -42,6 +42,11 @@ pub enum PullError {
     },
     #[error("no weight files (*.safetensors, *.gguf) in the repo; {0}")]
     NothingToServe(String),
+    #[error(
+        "{path} is {bytes} bytes; files besides the weights (configs, tokenizers, \
+         templates) may be at most {max} bytes, as the worker reads them whole"
+    )]
+    SideFileTooBig { path: String, bytes: u64, max: u64 },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -165,6 +170,14 @@ fn api_error(e: ApiError, repo: &str, what: &str) -> PullError {
 }
 
 /// Files whose bytes count as model weights (for the size check and "nothing to serve").
+/// The largest file besides the weights the worker pulls (`config.json`,
+/// `tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`, ...):
+/// those are read whole and parsed in memory, where JSON grows several times,
+/// so a tenant's 2 GB `config.json` would take the shared worker down before
+/// any check on its content. The largest real tokenizer files are ~35 MB
+/// (Gemma 3's `tokenizer.json`).
+pub const MAX_SIDE_FILE_BYTES: u64 = 64 << 20;
+
 fn is_weight_file(path: &str) -> bool {
     path.ends_with(".safetensors") || path.ends_with(".onnx") || path.ends_with(".gguf")
 }
@@ -277,6 +290,13 @@ impl Puller {
                     )))
                 }
             };
+            if !is_weight_file(&s.rfilename) && size > MAX_SIDE_FILE_BYTES {
+                return Err(PullError::SideFileTooBig {
+                    path: s.rfilename.clone(),
+                    bytes: size,
+                    max: MAX_SIDE_FILE_BYTES,
+                });
+            }
             wanted.push((s.rfilename.clone(), expected, size));
         }
         let weight_bytes: u64 = wanted

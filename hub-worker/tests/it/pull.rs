@@ -202,6 +202,20 @@ async fn pull_errors_say_why() {
         },
     );
     hub.state.add_repo("acme/evil", COMMIT, evil);
+    // A tokenizer bigger than any real one: refused from the listing, before
+    // anything is downloaded (the worker would read it whole).
+    let mut huge = tiny_repo_files();
+    huge.insert(
+        "tokenizer.json".into(),
+        HubFile {
+            content: Arc::new(vec![
+                b' ';
+                (hub_worker::pull::MAX_SIDE_FILE_BYTES + 1) as usize
+            ]),
+            lfs: true,
+        },
+    );
+    hub.state.add_repo("acme/huge", COMMIT, huge);
     let cache_dir = tempfile::tempdir().unwrap();
     let puller = Puller::new(BlobCache::open(cache_dir.path()).unwrap(), &hub.url);
 
@@ -228,6 +242,11 @@ async fn pull_errors_say_why() {
 
     let err = puller.pull(&request("acme/evil"), None).await.unwrap_err();
     assert!(err.to_string().contains("unsafe path"), "{err}");
+
+    let err = puller.pull(&request("acme/huge"), None).await.unwrap_err();
+    assert!(matches!(err, PullError::SideFileTooBig { .. }), "{err}");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    assert_eq!(hub.state.downloads_of("model.safetensors"), 0);
 
     let err = puller
         .pull(&request("acme/tiny"), Some(10))
