@@ -455,8 +455,7 @@ pub fn inspect(dir: &Path) -> Result<ModelSpec, LoadError> {
     let max_input_tokens = st_max
         .unwrap_or(usize::MAX)
         .min(encoder.max_positions())
-        .min(MAX_ENCODER_INPUT_TOKENS)
-        .max(2);
+        .clamp(2, MAX_ENCODER_INPUT_TOKENS);
 
     let labels = parse_labels(&cfg)?;
     let score_fn = match cfg.get("problem_type").and_then(Value::as_str) {
