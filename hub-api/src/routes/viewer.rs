@@ -687,8 +687,10 @@ pub async fn parquet_file(
         .ok_or(ApiError::NotFound("Parquet file"))?;
     let shard = s.shards.get(n).ok_or(ApiError::NotFound("Parquet file"))?;
     let body = read::stream_shard(&r.dl, &state, shard).await?;
-    Ok(HttpResponse::Ok()
-        .content_type("application/vnd.apache.parquet")
-        .no_chunking(shard.size)
-        .streaming(body))
+    Ok(
+        crate::routes::hf::resolve::untrusted_bytes(&mut HttpResponse::Ok())
+            .content_type("application/vnd.apache.parquet")
+            .no_chunking(shard.size)
+            .streaming(body),
+    )
 }

@@ -105,7 +105,30 @@ async fn create_commit_download_roundtrip() {
         assert_eq!(h.get("x-linked-size").unwrap(), "11");
         assert_eq!(h.get("accept-ranges").unwrap(), "bytes");
         assert!(h.get("content-encoding").is_none());
+        // A tenant's bytes never run as HTML or script on the hub's origin.
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(
+            h.get("content-security-policy").unwrap(),
+            "sandbox; default-src 'none'"
+        );
+        assert!(h
+            .get("content-disposition")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("inline; filename=\"a b.txt\""));
     }
+    let (st, h, _) = send!(
+        app,
+        TestRequest::get().uri("/alice/m/resolve/main/dir/a%20b.txt?download=true")
+    );
+    assert_eq!(st, StatusCode::OK);
+    assert!(h
+        .get("content-disposition")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"a b.txt\""));
     let (st, h, b) = send!(
         app,
         TestRequest::get()

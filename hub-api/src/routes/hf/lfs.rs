@@ -836,6 +836,7 @@ pub async fn download(
     let size = *size as u64;
     let etag = format!("\"{sha}\"");
     let mut resp = HttpResponse::Ok();
+    crate::routes::hf::resolve::untrusted_bytes(&mut resp);
     resp.insert_header((actix_web::http::header::ETAG, etag.as_str()))
         .insert_header((actix_web::http::header::ACCEPT_RANGES, "bytes"))
         .content_type("application/octet-stream");

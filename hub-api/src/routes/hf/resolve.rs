@@ -99,7 +99,27 @@ pub fn if_range_matches(if_range: &str, etag: &str) -> bool {
     v.starts_with('"') && v == etag
 }
 
-fn content_disposition(path: &str) -> String {
+/// Headers for a response whose bytes a tenant wrote (a repo file, an LFS
+/// object, a Parquet shard): never sniffed into HTML or script by a browser,
+/// and sandboxed with nothing allowed should one render it anyway, so a
+/// file cannot run script on the hub's origin.
+pub fn untrusted_bytes(
+    resp: &mut actix_web::HttpResponseBuilder,
+) -> &mut actix_web::HttpResponseBuilder {
+    resp.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "sandbox; default-src 'none'",
+        ))
+}
+
+/// Whether the query asks for a download (`?download=true`, as on the HF Hub).
+fn wants_download(req: &HttpRequest) -> bool {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, v)| k == "download" && (v == "true" || v == "1"))
+}
+
+fn content_disposition(path: &str, attachment: bool) -> String {
     let name = path.rsplit('/').next().unwrap_or(path);
     let ascii: String = name
         .chars()
@@ -112,7 +132,8 @@ fn content_disposition(path: &str) -> String {
         })
         .collect();
     let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-    format!("inline; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+    let kind = if attachment { "attachment" } else { "inline" };
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 pub async fn resolve(
@@ -200,6 +221,7 @@ pub async fn resolve(
                 ),
             ));
     }
+    untrusted_bytes(&mut resp);
     resp.insert_header(("X-Repo-Commit", commit.as_str()))
         .insert_header((header::ETAG, etag.as_str()))
         .insert_header(("X-Linked-Size", size.to_string()))
@@ -208,7 +230,7 @@ pub async fn resolve(
         .insert_header((header::CONTENT_TYPE, "application/octet-stream"))
         .insert_header((
             header::CONTENT_DISPOSITION,
-            content_disposition(path.as_str()),
+            content_disposition(path.as_str(), wants_download(&req)),
         ))
         .insert_header((
             header::CACHE_CONTROL,
