@@ -114,12 +114,9 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
 
     // Memory: the f32 copy of the weights (the mapped file is page cache), an f32 KV
     // cache of one slot at the full context, and the fixed overhead.
-    let file_bytes: u64 = files
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-        .sum();
-    let dtype = hub_types::decoder::config_dtype(&config);
-    let weight_bytes = memory::safetensors_decoder_weight_bytes(file_bytes, dtype);
+    // From the files' own headers, not config.json's `torch_dtype`, which the
+    // tenant writes: an f8 checkpoint labelled float32 grows fourfold as f32.
+    let weight_bytes = f32_weight_bytes(&files)?;
     let kv = memory::kv_cache_bytes(
         DecoderShape {
             layers: shape.layers as u64,
@@ -262,6 +259,48 @@ fn read_json(path: &Path) -> Result<Option<Value>, LoadError> {
 /// A repo with only pickle weights is refused (never unpickled), and so is an index
 /// that names a file outside the model's folder (`../`, an absolute path): a repo
 /// must not make the worker map another model's files.
+/// Bytes of the f32 copy candle makes of the tensors in `files` (every
+/// element as 4 bytes, whatever its dtype on disk), read from each file's
+/// safetensors header alone (at most 100 MB, as the hub's upload check).
+pub(crate) fn f32_weight_bytes(files: &[PathBuf]) -> Result<u64, LoadError> {
+    use std::io::Read;
+    const MAX_HEADER: u64 = 100_000_000;
+    let bad = |f: &Path, m: &str| LoadError::Weights(format!("{}: {m}", f.display()));
+    let mut total: u64 = 0;
+    for f in files {
+        let mut file = std::fs::File::open(f).map_err(|source| LoadError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)
+            .map_err(|_| bad(f, "not a safetensors file"))?;
+        let n = u64::from_le_bytes(len);
+        if n > MAX_HEADER {
+            return Err(bad(f, "safetensors header over 100 MB"));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header)
+            .map_err(|_| bad(f, "safetensors header cut short"))?;
+        let header: HashMap<String, Value> = serde_json::from_slice(&header)
+            .map_err(|e| bad(f, &format!("safetensors header: {e}")))?;
+        for (name, t) in &header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let elements = t
+                .get("shape")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad(f, &format!("tensor {name} has no shape")))?
+                .iter()
+                .try_fold(1u64, |acc, d| acc.checked_mul(d.as_u64()?))
+                .ok_or_else(|| bad(f, &format!("tensor {name} has an impossible shape")))?;
+            total = total.saturating_add(elements.saturating_mul(4));
+        }
+    }
+    Ok(total)
+}
+
 pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if let Some(index) = read_json(&dir.join("model.safetensors.index.json"))? {
         let mut files: Vec<String> = index
@@ -1208,6 +1247,45 @@ fn argmax(logits: &[f32]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    /// The f32 figure comes from the tensors' element counts, not from the
+    /// file size or config.json: an f8 tensor of 1,000 elements (1,000 bytes
+    /// on disk) takes 4,000 bytes as f32.
+    #[test]
+    fn f32_bytes_come_from_the_headers() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |name: &str, header: &str, data: usize| {
+            let mut b = (header.len() as u64).to_le_bytes().to_vec();
+            b.extend(header.as_bytes());
+            b.extend(vec![0u8; data]);
+            let p = d.path().join(name);
+            std::fs::write(&p, b).unwrap();
+            p
+        };
+        let a = write(
+            "a.safetensors",
+            r#"{"__metadata__":{"format":"pt"},"w":{"dtype":"F8_E4M3","shape":[10,100],"data_offsets":[0,1000]}}"#,
+            1000,
+        );
+        let b = write(
+            "b.safetensors",
+            r#"{"v":{"dtype":"BF16","shape":[8],"data_offsets":[0,16]},"s":{"dtype":"F32","shape":[],"data_offsets":[16,20]}}"#,
+            20,
+        );
+        assert_eq!(
+            super::f32_weight_bytes(&[a.clone(), b]).unwrap(),
+            4000 + 32 + 4
+        );
+        let huge = write(
+            "c.safetensors",
+            r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
+            0,
+        );
+        assert!(super::f32_weight_bytes(&[huge]).is_err());
+        let junk = d.path().join("junk.safetensors");
+        std::fs::write(&junk, u64::MAX.to_le_bytes()).unwrap();
+        assert!(super::f32_weight_bytes(&[junk]).is_err());
+    }
+
     use super::*;
 
     #[test]
