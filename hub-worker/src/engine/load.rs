@@ -203,7 +203,12 @@ fn load_encoder(
         .spawn(move || {
             let t = Instant::now();
             let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_file)
-                .map_err(|e| LoadError::BadTokenizer(e.to_string()));
+                .map_err(|e| LoadError::BadTokenizer(e.to_string()))
+                .and_then(|t| {
+                    super::tokenize::check_normalizer_growth(&t)
+                        .map_err(LoadError::BadTokenizer)?;
+                    Ok(t)
+                });
             (tokenizer, t.elapsed())
         })
         .map_err(LoadError::Spawn)?;

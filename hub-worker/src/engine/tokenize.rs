@@ -146,3 +146,94 @@ fn encode_all(
     }
     Ok(out)
 }
+
+/// How many times longer a tokenizer's normalizers may make a text, at most.
+/// Real tokenizers stay at 1 (`" "` → `"▁"`, lowercasing, NFKC whose worst
+/// character grows 18-fold is bounded on its own); a tenant's chain of ten
+/// `Replace("a", "aaaaaaaaaa")` would make a 2 MB request 10^16 bytes long
+/// and abort the shared worker on the allocation.
+pub const MAX_NORMALIZER_GROWTH: u64 = 64;
+
+/// Refuses a tokenizer whose normalizers could grow a text more than
+/// [`MAX_NORMALIZER_GROWTH`] times: the product, over every `Replace`, of
+/// `len(content) / len(pattern)` (rounded up; `len(content) + 1` for a regex
+/// pattern, which may match the empty string between every two characters).
+pub fn check_normalizer_growth(t: &Tokenizer) -> Result<(), String> {
+    fn growth(v: &serde_json::Value) -> u64 {
+        use serde_json::Value;
+        match v.get("type").and_then(Value::as_str) {
+            Some("Sequence") => v
+                .get("normalizers")
+                .and_then(Value::as_array)
+                .map(|n| n.iter().fold(1u64, |acc, x| acc.saturating_mul(growth(x))))
+                .unwrap_or(1),
+            Some("Replace") => {
+                let content = v.get("content").and_then(Value::as_str).unwrap_or("");
+                let content = content.chars().count() as u64;
+                match v.get("pattern") {
+                    Some(p) if p.get("String").is_some() => {
+                        let pat = p["String"].as_str().unwrap_or("").chars().count() as u64;
+                        if pat == 0 {
+                            content + 1
+                        } else {
+                            content.div_ceil(pat).max(1)
+                        }
+                    }
+                    _ => content + 1,
+                }
+            }
+            _ => 1,
+        }
+    }
+    let Some(n) = t.get_normalizer() else {
+        return Ok(());
+    };
+    let v = serde_json::to_value(n).map_err(|e| e.to_string())?;
+    let g = growth(&v);
+    if g > MAX_NORMALIZER_GROWTH {
+        return Err(format!(
+            "the tokenizer's normalizers can make a text {g} times longer (at most {MAX_NORMALIZER_GROWTH})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::check_normalizer_growth;
+
+    fn tok(normalizer: serde_json::Value) -> tokenizers::Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": normalizer, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "[UNK]": 1}, "unk_token": "[UNK]"}
+        });
+        tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_normalizer_chain_that_explodes_is_refused() {
+        let replace = |p: &str, c: &str| serde_json::json!({"type": "Replace", "pattern": {"String": p}, "content": c});
+        let regex = |p: &str, c: &str| serde_json::json!({"type": "Replace", "pattern": {"Regex": p}, "content": c});
+        // What real tokenizers do passes.
+        for ok in [
+            serde_json::Value::Null,
+            serde_json::json!({"type": "Sequence", "normalizers": [
+                {"type": "Prepend", "prepend": "\u{2581}"}, replace(" ", "\u{2581}")]}),
+            serde_json::json!({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"}]}),
+            replace("\n", "  "),
+        ] {
+            check_normalizer_growth(&tok(ok.clone())).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        // Ten tenfold replaces; one regex that matches everywhere with a long content.
+        let chain: Vec<_> = (0..10).map(|_| replace("a", "aaaaaaaaaa")).collect();
+        for bad in [
+            serde_json::json!({"type": "Sequence", "normalizers": chain}),
+            regex("", &"x".repeat(100)),
+            serde_json::json!({"type": "Sequence", "normalizers": [replace("a", &"b".repeat(9)), replace("b", &"c".repeat(9))]}),
+        ] {
+            let e = check_normalizer_growth(&tok(bad.clone())).unwrap_err();
+            assert!(e.contains("times longer"), "{bad}: {e}");
+        }
+    }
+}
