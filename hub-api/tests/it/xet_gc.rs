@@ -591,7 +591,8 @@ async fn xet_cas_calls_have_a_bucket_of_their_own() {
     let (_, alice) = t.user("alice", false, &["read", "write"]).await;
     let app = app(&t.state).await;
     create_repo(&app, &alice, "alice/a", false).await;
-    let cas = cas_token(&app, &alice, "alice/a", "read").await;
+    // A write token: the dedup query is an upload's call (a read token gets 403).
+    let cas = cas_token(&app, &alice, "alice/a", "write").await;
     let ip = "10.9.8.7:1000".parse().unwrap();
     let miss = hash::hash_string(&hash::chunk_hash(b"nothing"));
     let cas_call = |tok: &str| {
@@ -629,7 +630,7 @@ async fn xet_cas_calls_have_a_bucket_of_their_own() {
     );
     let app = hub_testkit::app(&state).await;
     create_repo(&app, &alice, "alice/c", false).await;
-    let other = cas_token(&app, &alice, "alice/c", "read").await;
+    let other = cas_token(&app, &alice, "alice/c", "write").await;
     let codes: Vec<u16> = {
         let mut v = vec![];
         for tok in [&cas, &other, &cas, &other] {
