@@ -160,13 +160,21 @@ fn local(url: &str) -> String {
 }
 
 async fn fetch(app: &impl App, url: &str, start: u64, end: u64) -> (u16, Vec<u8>) {
-    let (st, _, b) = call(
+    let (st, h, b) = call(
         app,
         TestRequest::get()
             .uri(&local(url))
             .insert_header(("Range", format!("bytes={start}-{end}"))),
     )
     .await;
+    if st == 206 {
+        // A tenant's bytes: never sniffed or rendered on the hub's origin.
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(
+            h.get("content-security-policy").unwrap(),
+            "sandbox; default-src 'none'"
+        );
+    }
     (st, b)
 }
 

@@ -173,12 +173,14 @@ pub async fn data(
     let stream = state.storage.read_xorb(&xorb, start..end + 1).await?;
     state.metrics.xet("xorb_range");
     state.metrics.xet_bytes.add(&["down"], end + 1 - start);
-    Ok(HttpResponse::PartialContent()
-        .content_type("application/octet-stream")
-        .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/*")))
-        .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
-        .no_chunking(end + 1 - start)
-        .streaming(stream))
+    Ok(
+        crate::routes::hf::resolve::untrusted_bytes(&mut HttpResponse::PartialContent())
+            .content_type("application/octet-stream")
+            .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/*")))
+            .insert_header((header::CACHE_CONTROL, "private, max-age=3600"))
+            .no_chunking(end + 1 - start)
+            .streaming(stream),
+    )
 }
 
 /// `GET /v1/chunks/{default|default-merkledb}/{chunk}`: the dedup shard of
