@@ -28,6 +28,7 @@ use crate::engine::options::EngineConfig;
 use crate::engine::pooling::PoolingMode;
 use crate::engine::spec::ScoreFn;
 use crate::engine::task::Task;
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -118,7 +119,8 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
     // cache of one slot at the full context, and the fixed overhead.
     // From the files' own headers, not config.json's `torch_dtype`, which the
     // tenant writes: an f8 checkpoint labelled float32 grows fourfold as f32.
-    let weight_bytes = f32_weight_bytes(&files)?;
+    let mapped = map_weights(&files)?;
+    let weight_bytes = f32_weight_bytes(&mapped);
     let kv = memory::kv_cache_bytes(
         DecoderShape {
             layers: shape.layers as u64,
@@ -142,7 +144,7 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
     }
 
     let device = Device::Cpu;
-    let vb = map_weights(&files)?;
+    let vb = VarBuilder::from_backend(Box::new(mapped), DType::F32, device.clone());
     // candle sizes its RoPE tables (per layer, for some families) and preallocated KV
     // caches by max_position_embeddings: the served context is all a sequence can reach.
     let mut candle_config = text_config.clone();
@@ -233,10 +235,9 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
 /// written once, verified, renamed into place read-only and never modified afterwards,
 /// which is the condition `from_mmaped_safetensors` needs.
 #[allow(unsafe_code)]
-fn map_weights(files: &[PathBuf]) -> Result<VarBuilder<'static>, LoadError> {
+fn map_weights(files: &[PathBuf]) -> Result<MmapedSafetensors, LoadError> {
     // SAFETY: see above; the mapping is read-only and the files are immutable.
-    unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, &Device::Cpu) }
-        .map_err(|e| LoadError::Weights(e.to_string()))
+    unsafe { MmapedSafetensors::multi(files) }.map_err(|e| LoadError::Weights(e.to_string()))
 }
 
 /// A JSON file, `None` when it does not exist.
@@ -261,46 +262,19 @@ fn read_json(path: &Path) -> Result<Option<Value>, LoadError> {
 /// A repo with only pickle weights is refused (never unpickled), and so is an index
 /// that names a file outside the model's folder (`../`, an absolute path): a repo
 /// must not make the worker map another model's files.
-/// Bytes of the f32 copy candle makes of the tensors in `files` (every
-/// element as 4 bytes, whatever its dtype on disk), read from each file's
-/// safetensors header alone (at most 100 MB, as the hub's upload check).
-pub(crate) fn f32_weight_bytes(files: &[PathBuf]) -> Result<u64, LoadError> {
-    use std::io::Read;
-    const MAX_HEADER: u64 = 100_000_000;
-    let bad = |f: &Path, m: &str| LoadError::Weights(format!("{}: {m}", f.display()));
-    let mut total: u64 = 0;
-    for f in files {
-        let mut file = std::fs::File::open(f).map_err(|source| LoadError::Io {
-            path: f.clone(),
-            source,
-        })?;
-        let mut len = [0u8; 8];
-        file.read_exact(&mut len)
-            .map_err(|_| bad(f, "not a safetensors file"))?;
-        let n = u64::from_le_bytes(len);
-        if n > MAX_HEADER {
-            return Err(bad(f, "safetensors header over 100 MB"));
-        }
-        let mut header = vec![0u8; n as usize];
-        file.read_exact(&mut header)
-            .map_err(|_| bad(f, "safetensors header cut short"))?;
-        let header: HashMap<String, Value> = serde_json::from_slice(&header)
-            .map_err(|e| bad(f, &format!("safetensors header: {e}")))?;
-        for (name, t) in &header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let elements = t
-                .get("shape")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad(f, &format!("tensor {name} has no shape")))?
+/// Bytes of the f32 copy candle makes of the mapped tensors: every element
+/// as 4 bytes, whatever its dtype on disk (the headers were validated by the
+/// mapping: offsets, sizes and shapes agree).
+pub(crate) fn f32_weight_bytes(mapped: &MmapedSafetensors) -> u64 {
+    mapped
+        .tensors()
+        .iter()
+        .map(|(_, t)| {
+            t.shape()
                 .iter()
-                .try_fold(1u64, |acc, d| acc.checked_mul(d.as_u64()?))
-                .ok_or_else(|| bad(f, &format!("tensor {name} has an impossible shape")))?;
-            total = total.saturating_add(elements.saturating_mul(4));
-        }
-    }
-    Ok(total)
+                .fold(4u64, |acc, &d| acc.saturating_mul(d as u64))
+        })
+        .fold(0, u64::saturating_add)
 }
 
 pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
@@ -1274,7 +1248,7 @@ mod tests {
             20,
         );
         assert_eq!(
-            super::f32_weight_bytes(&[a.clone(), b]).unwrap(),
+            super::f32_weight_bytes(&super::map_weights(&[a.clone(), b]).unwrap()),
             4000 + 32 + 4
         );
         let huge = write(
@@ -1282,10 +1256,10 @@ mod tests {
             r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
             0,
         );
-        assert!(super::f32_weight_bytes(&[huge]).is_err());
+        assert!(super::map_weights(&[huge]).is_err());
         let junk = d.path().join("junk.safetensors");
         std::fs::write(&junk, u64::MAX.to_le_bytes()).unwrap();
-        assert!(super::f32_weight_bytes(&[junk]).is_err());
+        assert!(super::map_weights(&[junk]).is_err());
     }
 
     use super::*;

@@ -431,7 +431,10 @@ mod tests {
         let file = dir.join("model.safetensors");
         (
             cfg,
-            move || map_weights(std::slice::from_ref(&file)).unwrap(),
+            move || {
+                let mapped = map_weights(std::slice::from_ref(&file)).unwrap();
+                VarBuilder::from_backend(Box::new(mapped), candle_core::DType::F32, Device::Cpu)
+            },
             expected,
         )
     }
