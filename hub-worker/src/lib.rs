@@ -23,6 +23,14 @@ pub mod runtime_fetch;
 
 pub use config::WorkerConfig;
 
+/// Call first thing in `main` of a binary that runs a worker: a GGUF probe child
+/// (`engine::generate::llama::probe`) runs its probe and exits here; any other run
+/// returns, and the binary becomes its own probe executable. A no-op without llama.cpp.
+pub fn serve_probe_if_asked() {
+    #[cfg(feature = "engine-llama")]
+    engine::generate::llama::probe::serve_probe_if_asked();
+}
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -333,3 +333,63 @@ def test_inference_client_chat_completion(alice, gemma):
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat_completion(
         msgs, max_tokens=12, temperature=0, stream=True) if c.choices)
     assert_same_but_for_a_near_tie([content, streamed], live_top2(alice, gemma, messages=msgs, max_tokens=12))
+
+
+def crafted_gguf(tokens):
+    """A tensorless llama GGUF whose header passes the worker's own checks and whose
+    vocabulary is `tokens`: a repeated token makes llama.cpp's vocabulary loader fail
+    GGML_ASSERT(id_to_token.size() == token_to_id.size()), which aborts its process."""
+    import struct
+
+    def s(v):
+        b = v.encode()
+        return struct.pack("<Q", len(b)) + b
+
+    kv = [
+        ("general.architecture", 8, "llama"),
+        ("llama.block_count", 4, 1),
+        ("llama.context_length", 4, 128),
+        ("llama.embedding_length", 4, 64),
+        ("llama.feed_forward_length", 4, 128),
+        ("llama.attention.head_count", 4, 4),
+        ("llama.attention.head_count_kv", 4, 4),
+        ("llama.attention.layer_norm_rms_epsilon", 6, 1e-5),
+        ("tokenizer.ggml.model", 8, "gpt2"),
+        ("tokenizer.ggml.pre", 8, "default"),
+        ("tokenizer.ggml.tokens", 9, tokens),
+        ("tokenizer.ggml.merges", 9, []),
+    ]
+    out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv))
+    for key, kind, value in kv:
+        out += s(key) + struct.pack("<I", kind)
+        if kind == 4:
+            out += struct.pack("<I", value)
+        elif kind == 6:
+            out += struct.pack("<f", value)
+        elif kind == 8:
+            out += s(value)
+        else:
+            out += struct.pack("<IQ", 8, len(value)) + b"".join(s(x) for x in value)
+    # The (empty) data section starts at the next 32-byte boundary.
+    return out + b"\0" * (-len(out) % 32)
+
+
+def test_a_gguf_that_aborts_llama_cpp_fails_and_the_worker_lives(alice, gemma, oai, tmp_path):
+    # Another tenant's replica is running on the same in-process worker.
+    before = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/aborts-llama-cpp", exist_ok=True).repo_id
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    api.upload_file(repo_id=repo, path_or_fileobj=crafted_gguf(letters + ["q"]), path_in_repo="model.gguf")
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "aborts", "repository": repo, "task": "text-generation",
+        "min_replicas": 1, "max_replicas": 1,
+    })
+    assert r.status_code == 201, r.text
+    ep = wait_status("alice", "aborts", alice, {"failed"}, timeout=180)
+    assert "GGML_ASSERT(id_to_token.size() == token_to_id.size())" in (ep["message"] or ""), ep
+    assert "aborted" in ep["message"], ep
+    # The hub and its worker are the same process here: both lived, and still serve.
+    after = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
+    assert after.choices[0].text == before.choices[0].text
+    assert api_v1("DELETE", "/endpoints/alice/aborts", alice).status_code in (200, 202, 204)

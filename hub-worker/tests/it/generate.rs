@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// A directory holding the Gemma GGUF fixture (a symlink), or `None` with a loud message
 /// when `PADDOCK_GEMMA_GGUF` is not set: the test is skipped.
 pub(crate) fn gemma_dir(test: &str) -> Option<PathBuf> {
+    // As a worker loads it: after a probe in a child process.
+    super::gguf_probe::use_the_probe();
     match std::env::var_os("PADDOCK_GEMMA_GGUF") {
         Some(f) if Path::new(&f).is_file() => {
             let dir = tempfile::tempdir().unwrap().keep();

@@ -11,6 +11,7 @@ mod control;
 mod engine;
 mod finetune;
 mod generate;
+mod gguf_probe;
 mod http_api;
 mod http_generate;
 mod prompt_cache;

@@ -9,6 +9,7 @@
 //! `--gen-threads`); the prompt cache holds up to `--gen-prompt-cache-mib` of saved
 //! sequences in host memory.
 
+pub mod probe;
 mod prompt_cache;
 mod sampler;
 mod scheduler;
@@ -291,6 +292,8 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         }
     }
 
+    // A file llama.cpp would abort on is found in a child process, not here.
+    probe::check(file, slots, threads)?;
     let backend = backend()?;
     let model =
         LlamaModel::load_from_file(backend, file, &LlamaModelParams::default()).map_err(|e| {

@@ -1,0 +1,482 @@
+//! A GGUF file is loaded and run in a child process before the worker loads it.
+//!
+//! llama.cpp checks much of what a GGUF file says with `GGML_ASSERT`, which calls
+//! `abort()`: a crafted file (a vocabulary with a repeated token, a tensor layout an
+//! architecture's graph does not expect, ...) would kill the worker and every model on it,
+//! and on a single-node install the hub with it. [`read_meta`](super::read_meta) refuses
+//! the header values known to abort; everything else is found here: [`check`] runs this
+//! very executable with [`PROBE_ARG`] in a child, which loads the file with the worker's
+//! settings, detokenizes every token of its vocabulary, tokenizes sample texts, builds the
+//! JSON grammar sampler, and decodes a small batch of two sequences. Only when the child
+//! exits cleanly does the worker load the file itself. An abort becomes a load error that
+//! names llama.cpp's failed check.
+//!
+//! The child's result is kept per file: in memory for the process, and for a blob of the
+//! worker's content-addressed cache as a marker `blobs/probed/<sha256>.<engine tag>`
+//! beside `blobs/sha256/`, so a wake from zero or a worker restart does not probe again.
+//! The engine tag names the llama.cpp build: another version probes again.
+//!
+//! The child needs an executable that answers [`PROBE_ARG`]: the `hub-worker` and `paddock`
+//! binaries call [`serve_probe_if_asked`] first thing in `main`, which also makes their own
+//! executable the probe. [`use_probe_exe`] or `HUB_WORKER_GGUF_PROBE_EXE` name another one
+//! (tests: the `hub-worker` binary). A process with neither (a library test, an in-process benchmark)
+//! loads GGUF files without a probe.
+//!
+//! What a probe cannot cover: a check that only a particular request trips (a prompt the
+//! tokenizer mishandles, a context length never reached in the probe). Those still abort
+//! the worker; running each decoder in a process of its own is the complete fix.
+
+use super::{backend, read_meta};
+use crate::engine::error::LoadError;
+use crate::engine::generate::{Constraint, SamplingParams};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The argument that makes a worker executable run the probe (`<exe> --paddock-probe-gguf
+/// <file> <slots> <threads>`).
+pub const PROBE_ARG: &str = "--paddock-probe-gguf";
+/// Names the probe executable when the running one does not serve [`PROBE_ARG`].
+pub const PROBE_EXE_ENV: &str = "HUB_WORKER_GGUF_PROBE_EXE";
+/// The llama.cpp build a probe result holds for (the `llama-cpp-2` pin in Cargo.toml; a
+/// unit test keeps the two equal).
+const ENGINE_TAG: &str = "llama-cpp-2-0.1.160";
+/// Exit code of a child that found a clean error (its message on stdout).
+const EXIT_REFUSED: i32 = 2;
+/// Exit code of a child whose parent went away.
+const EXIT_ORPHANED: i32 = 3;
+/// What is kept of the child's stdout and stderr.
+const OUTPUT_LIMIT: usize = 16 << 10;
+
+/// Whether this executable answers [`PROBE_ARG`] ([`serve_probe_if_asked`] was called).
+static SELF_PROBE: AtomicBool = AtomicBool::new(false);
+
+/// Call first thing in `main` of a binary that runs a worker: with [`PROBE_ARG`] the
+/// process is a probe child, runs the probe and exits; otherwise it returns, and the
+/// executable becomes this process's probe.
+pub fn serve_probe_if_asked() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(PROBE_ARG)) {
+        SELF_PROBE.store(true, Ordering::Release);
+        return;
+    }
+    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    std::process::exit(child_main(&rest));
+}
+
+/// The probe executable set by [`use_probe_exe`].
+static CONFIGURED_EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes `exe` (a `hub-worker` binary) this process's probe executable, ahead of
+/// [`PROBE_EXE_ENV`] and of this executable; the first call wins. For processes that
+/// cannot serve the probe themselves, such as test binaries.
+pub fn use_probe_exe(exe: impl Into<PathBuf>) {
+    let _ = CONFIGURED_EXE.set(exe.into());
+}
+
+/// The probe executable: [`use_probe_exe`]'s, [`PROBE_EXE_ENV`], else this one if it
+/// serves the probe.
+fn probe_exe() -> Option<PathBuf> {
+    if let Some(exe) = CONFIGURED_EXE.get() {
+        return Some(exe.clone());
+    }
+    if let Some(exe) = std::env::var_os(PROBE_EXE_ENV).filter(|v| !v.is_empty()) {
+        return Some(exe.into());
+    }
+    if SELF_PROBE.load(Ordering::Acquire) {
+        return std::env::current_exe().ok();
+    }
+    None
+}
+
+/// Files that passed a probe in this process: canonical path, size and mtime.
+fn passed() -> &'static Mutex<HashSet<(PathBuf, u64, i128)>> {
+    static PASSED: OnceLock<Mutex<HashSet<(PathBuf, u64, i128)>>> = OnceLock::new();
+    PASSED.get_or_init(Default::default)
+}
+
+/// A file's identity for [`passed`], and its cache marker if it is a cache blob.
+struct Identity {
+    key: (PathBuf, u64, i128),
+    marker: Option<PathBuf>,
+}
+
+fn identity(file: &Path) -> Result<Identity, LoadError> {
+    let io = |source| LoadError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let canonical = std::fs::canonicalize(file).map_err(io)?;
+    let meta = std::fs::metadata(&canonical).map_err(io)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128);
+    Ok(Identity {
+        marker: marker_for(&canonical),
+        key: (canonical, meta.len(), mtime),
+    })
+}
+
+/// `<root>/blobs/probed/<hex>.<tag>` for `<root>/blobs/sha256/<hex>`; `None` for any
+/// other file (its content is not known by its name).
+fn marker_for(canonical: &Path) -> Option<PathBuf> {
+    let hex = canonical.file_name()?.to_str()?;
+    let algo_dir = canonical.parent()?;
+    let blobs = algo_dir.parent()?;
+    let is_blob = hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && algo_dir.file_name()? == "sha256"
+        && blobs.file_name()? == "blobs";
+    is_blob.then(|| blobs.join("probed").join(format!("{hex}.{ENGINE_TAG}")))
+}
+
+/// Probes `file` in a child process unless it passed before: `Ok` once llama.cpp has
+/// loaded and run it there, the child's error or llama.cpp's failed check otherwise.
+/// Blocking: call it where the load runs. `slots` and `threads` are the load's.
+pub fn check(file: &Path, slots: usize, threads: usize) -> Result<(), LoadError> {
+    let Some(exe) = probe_exe() else {
+        tracing::debug!(file = %file.display(), "no GGUF probe executable: loading unprobed");
+        return Ok(());
+    };
+    let id = identity(file)?;
+    let lock = |m: &'static Mutex<_>| m.lock().unwrap_or_else(|e| e.into_inner());
+    if lock(passed()).contains(&id.key) || id.marker.as_deref().is_some_and(Path::exists) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    run_child(&exe, file, slots, threads)?;
+    tracing::info!(
+        file = %file.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "GGUF probe passed"
+    );
+    if let Some(marker) = &id.marker {
+        // A lost marker only means probing again.
+        let written = marker
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::write(marker, b""));
+        if let Err(e) = written {
+            tracing::warn!(marker = %marker.display(), error = %e, "cannot record a GGUF probe");
+        }
+    }
+    lock(passed()).insert(id.key);
+    Ok(())
+}
+
+/// How long a probe may take: a minute, plus the time to read the file at 50 MB/s (the
+/// child is the first to touch the weights).
+fn deadline_for(file: &Path) -> Duration {
+    let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    Duration::from_secs(60) + Duration::from_millis(len / 50_000)
+}
+
+/// Reads a pipe to its end, keeping the last [`OUTPUT_LIMIT`] bytes.
+fn read_tail(mut r: impl Read) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * OUTPUT_LIMIT {
+            kept.drain(..kept.len() - OUTPUT_LIMIT);
+        }
+    }
+    if kept.len() > OUTPUT_LIMIT {
+        kept.drain(..kept.len() - OUTPUT_LIMIT);
+    }
+    kept
+}
+
+fn run_child(exe: &Path, file: &Path, slots: usize, threads: usize) -> Result<(), LoadError> {
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    let mut child = Command::new(exe)
+        .arg(PROBE_ARG)
+        .arg(file)
+        .arg(slots.to_string())
+        .arg(threads.to_string())
+        // No gdb attach on abort: the failed check's line is all the report needs.
+        .env("GGML_NO_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            LoadError::Decoder(format!(
+                "cannot start the GGUF probe {}: {e}",
+                exe.display()
+            ))
+        })?;
+    // The child exits when this pipe closes, so it never outlives the worker.
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let out_thread = std::thread::spawn(move || {
+        let out = read_tail(stdout);
+        let _ = done_tx.send(());
+        out
+    });
+    let err_thread = std::thread::spawn(move || read_tail(stderr));
+    let deadline = deadline_for(file);
+    let timed_out = done_rx.recv_timeout(deadline).is_err();
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    drop(stdin);
+    let out = out_thread.join().unwrap_or_default();
+    let err = err_thread.join().unwrap_or_default();
+    let status = status.map_err(|e| LoadError::Decoder(format!("the GGUF probe: {e}")))?;
+    if timed_out {
+        return Err(LoadError::Weights(format!(
+            "llama.cpp did not finish loading and running {name} within {} s",
+            deadline.as_secs()
+        )));
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let out = String::from_utf8_lossy(&out).trim().to_string();
+    if status.code() == Some(EXIT_REFUSED) && !out.is_empty() {
+        return Err(LoadError::Weights(out));
+    }
+    let err = String::from_utf8_lossy(&err);
+    tracing::warn!(file = %file.display(), %status, stderr = %err, "GGUF probe failed");
+    Err(LoadError::Weights(format!(
+        "llama.cpp stopped while loading and running {name} ({}): {}",
+        describe(status),
+        failed_check(&err)
+    )))
+}
+
+/// "aborted", "killed by signal 9", "exit code 101".
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (_, Some(6)) => "aborted".to_string(),
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(code), None) => format!("exit code {code}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+/// The line of the child's stderr that says what failed: ggml's `GGML_ASSERT(...) failed`
+/// or a panic message, else its last line.
+fn failed_check(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let pick = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            l.contains("GGML_ASSERT")
+                || l.contains("GGML_ABORT")
+                || l.contains("error")
+                || l.contains("panicked")
+        })
+        .or(lines.last())
+        .copied()
+        .unwrap_or("no message");
+    pick.chars().take(400).collect()
+}
+
+/// The child: runs the probe and returns its exit code, with any error on stdout.
+fn child_main(args: &[String]) -> i32 {
+    // The parent keeps our stdin open while it waits: at EOF it has gone.
+    std::thread::spawn(|| {
+        let mut sink = [0u8; 64];
+        while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(EXIT_ORPHANED);
+    });
+    let parsed = match args {
+        [file, slots, threads] => slots
+            .parse::<usize>()
+            .ok()
+            .zip(threads.parse::<usize>().ok())
+            .map(|(s, t)| (PathBuf::from(file), s, t)),
+        _ => None,
+    };
+    let result = match parsed {
+        Some((file, slots, threads)) => probe_here(&file, slots.max(1), threads.max(1)),
+        None => Err(format!("usage: {PROBE_ARG} <file.gguf> <slots> <threads>")),
+    };
+    let mut out = std::io::stdout().lock();
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(out, "{message}");
+            let _ = out.flush();
+            EXIT_REFUSED
+        }
+    }
+}
+
+/// Texts the tokenizer must get through: ASCII, whitespace runs, other scripts, emoji,
+/// digits, a NUL, and spellings of special tokens of common families.
+const SAMPLE_TEXTS: &[&str] = &[
+    "",
+    "The capital of France is",
+    "Hello, world!\n\n  two  spaces\tand a tab\r\n",
+    "Ünïcödé, 日本語, русский, العربية, 🙂👍🏽",
+    "1234567890 3.14159 -0.5e-10",
+    "\u{0}\u{1}\u{7f}",
+    "<s></s><unk><pad><bos><eos><|im_start|>user\nhi<|im_end|><start_of_turn>model<end_of_turn>",
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|><|eot_id|>[INST] x [/INST]",
+];
+
+/// Loads and runs `file` the way the worker would (see the module docs).
+fn probe_here(file: &Path, slots: usize, threads: usize) -> Result<(), String> {
+    read_meta(file).map_err(|e| e.to_string())?;
+    let backend = backend().map_err(|e| e.to_string())?;
+    let model = LlamaModel::load_from_file(backend, file, &LlamaModelParams::default())
+        .map_err(|e| format!("llama.cpp cannot load the GGUF file: {e}"))?;
+    let vocab = model.vocab();
+    let n_vocab = model.n_vocab();
+    if n_vocab <= 0 {
+        return Err("the GGUF file's vocabulary is empty".to_string());
+    }
+    let mut piece = Vec::new();
+    for id in 0..n_vocab {
+        for special in [true, false] {
+            piece.clear();
+            vocab.token_to_piece_into(LlamaToken(id), &mut piece, special, None);
+        }
+    }
+    for text in SAMPLE_TEXTS {
+        for add_special in [true, false] {
+            let ids = vocab.tokenize(text.as_bytes(), add_special, true);
+            if let Some(bad) = ids.iter().find(|t| t.0 < 0 || t.0 >= n_vocab) {
+                return Err(format!(
+                    "the GGUF tokenizer produced token {} outside its vocabulary of {n_vocab}",
+                    bad.0
+                ));
+            }
+        }
+    }
+
+    // A context shaped like the worker's (one KV stream per slot), with little room.
+    let per_slot = 32;
+    let prompt: Vec<LlamaToken> = vocab
+        .tokenize(SAMPLE_TEXTS[1].as_bytes(), true, true)
+        .into_iter()
+        .take(8)
+        .collect();
+    let prompt = if prompt.is_empty() {
+        vec![LlamaToken(0)]
+    } else {
+        prompt
+    };
+    let seqs = slots.min(2);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new((slots * per_slot) as u32))
+        .with_n_batch((per_slot * seqs) as u32)
+        .with_n_ubatch((per_slot * seqs) as u32)
+        .with_n_seq_max(slots as u32)
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32)
+        .with_kv_unified(false)
+        .with_swa_full(true);
+    let mut ctx = model
+        .new_context(backend, params)
+        .map_err(|e| format!("llama.cpp cannot create a context for the model: {e}"))?;
+    let mut batch = LlamaBatch::new(per_slot * seqs, 1);
+    let mut last = Vec::with_capacity(seqs);
+    for seq in 0..seqs {
+        for (pos, &t) in prompt.iter().enumerate() {
+            batch
+                .add(t, pos as i32, &[seq as i32], pos == prompt.len() - 1)
+                .map_err(|e| e.to_string())?;
+        }
+        last.push(batch.n_tokens() - 1);
+    }
+    ctx.decode(&mut batch)
+        .map_err(|e| format!("llama.cpp cannot run the model: {e}"))?;
+    let logits = ctx.get_logits_ith(last[0]).to_vec();
+    let next = super::sampler::argmax(&logits) as i32;
+    // A decode step after the prompt, and a grammar-constrained sample.
+    batch.clear();
+    batch
+        .add(LlamaToken(next), prompt.len() as i32, &[0], true)
+        .map_err(|e| e.to_string())?;
+    ctx.decode(&mut batch)
+        .map_err(|e| format!("llama.cpp cannot run the model: {e}"))?;
+    let sampling = SamplingParams {
+        temperature: 0.7,
+        top_k: 40,
+        presence_penalty: 0.5,
+        ..SamplingParams::default()
+    };
+    let mut sampler =
+        super::sampler::Sampling::build(&model, &sampling, &Constraint::JsonObject, 64)
+            .map_err(|e| e.to_string())?;
+    let mut candidates = Vec::new();
+    sampler.sample(ctx.get_logits_ith(0), &mut candidates);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_tag_names_the_pinned_llama_cpp_2() {
+        let manifest = include_str!("../../../../Cargo.toml");
+        let version = ENGINE_TAG.strip_prefix("llama-cpp-2-").unwrap();
+        assert!(
+            manifest.contains(&format!("llama-cpp-2 = {{ version = \"={version}\"")),
+            "bump ENGINE_TAG with the llama-cpp-2 pin"
+        );
+    }
+
+    #[test]
+    fn only_cache_blobs_get_a_marker() {
+        let hex = "ab".repeat(32);
+        let blob = PathBuf::from(format!("/c/blobs/sha256/{hex}"));
+        assert_eq!(
+            marker_for(&blob),
+            Some(PathBuf::from(format!("/c/blobs/probed/{hex}.{ENGINE_TAG}")))
+        );
+        for other in [
+            format!("/c/blobs/sha256/{}", "ab".repeat(31)),
+            format!("/c/blobs/git-sha1/{hex}"),
+            format!("/c/models/sha256/{hex}"),
+            "/tmp/model.gguf".to_string(),
+        ] {
+            assert_eq!(marker_for(Path::new(&other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_failed_check_is_the_reported_line() {
+        let stderr = "llama_model_loader: loaded meta data\n\
+             /src/llama-vocab.cpp:2578: GGML_ASSERT(id_to_token.size() == token_to_id.size()) failed\n\n";
+        assert_eq!(
+            failed_check(stderr),
+            "/src/llama-vocab.cpp:2578: GGML_ASSERT(id_to_token.size() == token_to_id.size()) failed"
+        );
+        assert_eq!(failed_check("a\nlast line\n"), "last line");
+        assert_eq!(failed_check(""), "no message");
+    }
+}
