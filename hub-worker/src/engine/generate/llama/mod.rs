@@ -292,13 +292,20 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         }
     }
 
-    // A file llama.cpp would abort on is found in a child process, not here.
-    probe::check(file, slots, threads)?;
+    // A file llama.cpp would abort on is found in a child process, not here: the load
+    // waits for the child to have loaded the file, the context for its whole verdict.
+    let mut probe = probe::start(file, slots, threads)?;
+    if let Some(probe) = probe.as_mut() {
+        probe.loaded()?;
+    }
     let backend = backend()?;
     let model =
         LlamaModel::load_from_file(backend, file, &LlamaModelParams::default()).map_err(|e| {
             LoadError::Weights(format!("llama.cpp cannot load {}: {e}", file.display()))
         })?;
+    if let Some(probe) = probe {
+        probe.finish()?;
+    }
     let model = Arc::new(model);
 
     let tokenizer_config = std::fs::read_to_string(dir.join("tokenizer_config.json"))

@@ -4,12 +4,14 @@
 //! `abort()`: a crafted file (a vocabulary with a repeated token, a tensor layout an
 //! architecture's graph does not expect, ...) would kill the worker and every model on it,
 //! and on a single-node install the hub with it. [`read_meta`](super::read_meta) refuses
-//! the header values known to abort; everything else is found here: [`check`] runs this
+//! the header values known to abort; everything else is found here: [`start`] runs this
 //! very executable with [`PROBE_ARG`] in a child, which loads the file with the worker's
 //! settings, detokenizes every token of its vocabulary, tokenizes sample texts, builds the
-//! JSON grammar sampler, and decodes a small batch of two sequences. Only when the child
-//! exits cleanly does the worker load the file itself. An abort becomes a load error that
-//! names llama.cpp's failed check.
+//! JSON grammar sampler, and decodes a small batch of two sequences. The worker loads the
+//! file itself once the child reports that llama.cpp loaded it and ran its tokenizer (the
+//! same load cannot abort the worker then), and creates its context only after the child
+//! has exited cleanly: the child's context, decode and sampler checks overlap the worker's
+//! own load. An abort becomes a load error that names llama.cpp's failed check.
 //!
 //! The child's result is kept per file: in memory for the process, and for a blob of the
 //! worker's content-addressed cache as a marker `blobs/probed/<sha256>.<engine tag>`
@@ -41,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+
 use std::time::{Duration, Instant};
 
 /// The argument that makes a worker executable run the probe (`<exe> --paddock-probe-gguf
@@ -55,6 +58,8 @@ const ENGINE_TAG: &str = "llama-cpp-2-0.1.160";
 const EXIT_REFUSED: i32 = 2;
 /// Exit code of a child whose parent went away.
 const EXIT_ORPHANED: i32 = 3;
+/// The line a child writes once llama.cpp has loaded the file and run its tokenizer.
+const LOADED_LINE: &str = "loaded\n";
 /// What is kept of the child's stdout and stderr.
 const OUTPUT_LIMIT: usize = 16 << 10;
 
@@ -142,39 +147,216 @@ fn marker_for(canonical: &Path) -> Option<PathBuf> {
     is_blob.then(|| blobs.join("probed").join(format!("{hex}.{ENGINE_TAG}")))
 }
 
-/// Probes `file` in a child process unless it passed before: `Ok` once llama.cpp has
-/// loaded and run it there, the child's error or llama.cpp's failed check otherwise.
-/// Blocking: call it where the load runs. `slots` and `threads` are the load's.
-pub fn check(file: &Path, slots: usize, threads: usize) -> Result<(), LoadError> {
+/// Starts the probe of `file` unless it passed before (`None`: nothing to wait for). The
+/// worker then waits for [`Probe::loaded`] before it loads the file itself, and for
+/// [`Probe::finish`] before it creates a context: the child's context, decode and sampler
+/// checks run while the worker loads. `slots` and `threads` are the load's.
+pub fn start(file: &Path, slots: usize, threads: usize) -> Result<Option<Probe>, LoadError> {
     let Some(exe) = probe_exe() else {
         tracing::debug!(file = %file.display(), "no GGUF probe executable: loading unprobed");
-        return Ok(());
+        return Ok(None);
     };
     let id = identity(file)?;
-    let lock = |m: &'static Mutex<_>| m.lock().unwrap_or_else(|e| e.into_inner());
     if lock(passed()).contains(&id.key) || id.marker.as_deref().is_some_and(Path::exists) {
-        return Ok(());
+        return Ok(None);
     }
+    spawn(&exe, file, slots, threads, id, deadline_for(file)).map(Some)
+}
+
+/// Starts `exe` as the probe child of `file`.
+fn spawn(
+    exe: &Path,
+    file: &Path,
+    slots: usize,
+    threads: usize,
+    id: Identity,
+    limit: Duration,
+) -> Result<Probe, LoadError> {
     let started = Instant::now();
-    run_child(&exe, file, slots, threads)?;
-    tracing::info!(
-        file = %file.display(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "GGUF probe passed"
-    );
-    if let Some(marker) = &id.marker {
-        // A lost marker only means probing again.
-        let written = marker
-            .parent()
-            .map(std::fs::create_dir_all)
-            .unwrap_or(Ok(()))
-            .and_then(|()| std::fs::write(marker, b""));
-        if let Err(e) = written {
-            tracing::warn!(marker = %marker.display(), error = %e, "cannot record a GGUF probe");
+    let mut child = Command::new(exe)
+        .arg(PROBE_ARG)
+        .arg(file)
+        .arg(slots.to_string())
+        .arg(threads.to_string())
+        // No gdb attach on abort: the failed check's line is all the report needs.
+        .env("GGML_NO_BACKTRACE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            LoadError::Decoder(format!(
+                "cannot start the GGUF probe {}: {e}",
+                exe.display()
+            ))
+        })?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut first = Vec::new();
+        let _ = std::io::BufRead::read_until(
+            &mut (&mut stdout).take(OUTPUT_LIMIT as u64),
+            b'\n',
+            &mut first,
+        );
+        if first == LOADED_LINE.as_bytes() {
+            let _ = tx.send(Event::Loaded);
+            first.clear();
+        }
+        first.extend(read_tail(stdout));
+        let _ = tx.send(Event::Exited(first));
+    });
+    Ok(Probe {
+        stdin: child.stdin.take(),
+        child,
+        events,
+        stderr: {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            std::thread::spawn(move || tx.send(read_tail(stderr)));
+            rx
+        },
+        deadline: started + limit,
+        started,
+        file: file.to_path_buf(),
+        id,
+        done: false,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the child's stdout reader reports.
+enum Event {
+    /// The child has loaded the file and run its tokenizer.
+    Loaded,
+    /// The child's stdout closed (it exited): what it wrote after [`LOADED_LINE`].
+    Exited(Vec<u8>),
+}
+
+/// A running probe child ([`start`]). Dropped before [`Probe::finish`], it kills the child.
+pub struct Probe {
+    child: std::process::Child,
+    /// Held open: the child exits when it closes, so it never outlives the worker.
+    stdin: Option<std::process::ChildStdin>,
+    events: std::sync::mpsc::Receiver<Event>,
+    /// The child's stderr once it closes.
+    stderr: std::sync::mpsc::Receiver<Vec<u8>>,
+    deadline: Instant,
+    started: Instant,
+    file: PathBuf,
+    id: Identity,
+    done: bool,
+}
+
+impl Probe {
+    /// Waits until llama.cpp has loaded the file and run its tokenizer in the child, so
+    /// the same load cannot abort the worker: `Err` with the child's failure otherwise.
+    pub fn loaded(&mut self) -> Result<(), LoadError> {
+        match self.next_event() {
+            Some(Event::Loaded) => Ok(()),
+            Some(Event::Exited(out)) => Err(self
+                .conclude(false, out)
+                .err()
+                .unwrap_or_else(|| self.failure("the probe ended before loading the file"))),
+            None => Err(self.conclude(true, Vec::new()).unwrap_err()),
         }
     }
-    lock(passed()).insert(id.key);
-    Ok(())
+
+    /// Waits for the child's verdict on the rest (a context with the worker's slots, a
+    /// decoded batch, the grammar sampler), and records a pass.
+    pub fn finish(mut self) -> Result<(), LoadError> {
+        let (timed_out, out) = match self.next_event() {
+            Some(Event::Exited(out)) => (false, out),
+            Some(Event::Loaded) => (false, Vec::new()),
+            None => (true, Vec::new()),
+        };
+        self.conclude(timed_out, out)?;
+        tracing::info!(
+            file = %self.file.display(),
+            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            "GGUF probe passed"
+        );
+        if let Some(marker) = &self.id.marker {
+            // A lost marker only means probing again.
+            let written = marker
+                .parent()
+                .map(std::fs::create_dir_all)
+                .unwrap_or(Ok(()))
+                .and_then(|()| std::fs::write(marker, b""));
+            if let Err(e) = written {
+                tracing::warn!(marker = %marker.display(), error = %e, "cannot record a GGUF probe");
+            }
+        }
+        lock(passed()).insert(self.id.key.clone());
+        Ok(())
+    }
+
+    fn next_event(&self) -> Option<Event> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.events.recv_timeout(left).ok()
+    }
+
+    fn name(&self) -> String {
+        self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        )
+    }
+
+    fn failure(&self, what: &str) -> LoadError {
+        LoadError::Weights(format!("{}: {what}", self.name()))
+    }
+
+    /// Waits for the child (killing it first when `timed_out`) and turns how it ended into
+    /// the load's result; `out` is its stdout after the loaded line.
+    fn conclude(&mut self, timed_out: bool, out: Vec<u8>) -> Result<(), LoadError> {
+        self.done = true;
+        if timed_out {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait();
+        self.stdin = None;
+        // Closed when the child exits, unless something it started holds it open.
+        let err = self
+            .stderr
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
+        let status = status.map_err(|e| LoadError::Decoder(format!("the GGUF probe: {e}")))?;
+        let name = self.name();
+        if timed_out {
+            return Err(LoadError::Weights(format!(
+                "llama.cpp did not finish loading and running {name} within {} s",
+                self.deadline.duration_since(self.started).as_secs()
+            )));
+        }
+        if status.success() {
+            return Ok(());
+        }
+        let out = String::from_utf8_lossy(&out).trim().to_string();
+        if status.code() == Some(EXIT_REFUSED) && !out.is_empty() {
+            return Err(LoadError::Weights(out));
+        }
+        let err = String::from_utf8_lossy(&err);
+        tracing::warn!(file = %self.file.display(), %status, stderr = %err, "GGUF probe failed");
+        Err(LoadError::Weights(format!(
+            "llama.cpp stopped while loading and running {name} ({}): {}",
+            describe(status),
+            failed_check(&err)
+        )))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// How long a probe may take: a minute, plus the time to read the file at 50 MB/s (the
@@ -201,71 +383,6 @@ fn read_tail(mut r: impl Read) -> Vec<u8> {
         kept.drain(..kept.len() - OUTPUT_LIMIT);
     }
     kept
-}
-
-fn run_child(exe: &Path, file: &Path, slots: usize, threads: usize) -> Result<(), LoadError> {
-    let name = file.file_name().map_or_else(
-        || file.display().to_string(),
-        |n| n.to_string_lossy().into(),
-    );
-    let mut child = Command::new(exe)
-        .arg(PROBE_ARG)
-        .arg(file)
-        .arg(slots.to_string())
-        .arg(threads.to_string())
-        // No gdb attach on abort: the failed check's line is all the report needs.
-        .env("GGML_NO_BACKTRACE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            LoadError::Decoder(format!(
-                "cannot start the GGUF probe {}: {e}",
-                exe.display()
-            ))
-        })?;
-    // The child exits when this pipe closes, so it never outlives the worker.
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let out_thread = std::thread::spawn(move || {
-        let out = read_tail(stdout);
-        let _ = done_tx.send(());
-        out
-    });
-    let err_thread = std::thread::spawn(move || read_tail(stderr));
-    let deadline = deadline_for(file);
-    let timed_out = done_rx.recv_timeout(deadline).is_err();
-    if timed_out {
-        let _ = child.kill();
-    }
-    let status = child.wait();
-    drop(stdin);
-    let out = out_thread.join().unwrap_or_default();
-    let err = err_thread.join().unwrap_or_default();
-    let status = status.map_err(|e| LoadError::Decoder(format!("the GGUF probe: {e}")))?;
-    if timed_out {
-        return Err(LoadError::Weights(format!(
-            "llama.cpp did not finish loading and running {name} within {} s",
-            deadline.as_secs()
-        )));
-    }
-    if status.success() {
-        return Ok(());
-    }
-    let out = String::from_utf8_lossy(&out).trim().to_string();
-    if status.code() == Some(EXIT_REFUSED) && !out.is_empty() {
-        return Err(LoadError::Weights(out));
-    }
-    let err = String::from_utf8_lossy(&err);
-    tracing::warn!(file = %file.display(), %status, stderr = %err, "GGUF probe failed");
-    Err(LoadError::Weights(format!(
-        "llama.cpp stopped while loading and running {name} ({}): {}",
-        describe(status),
-        failed_check(&err)
-    )))
 }
 
 /// "aborted", "killed by signal 9", "exit code 101".
@@ -376,6 +493,13 @@ fn probe_here(file: &Path, slots: usize, threads: usize) -> Result<(), String> {
         }
     }
 
+    // The load cannot abort the worker now: it may load the file while this child goes on.
+    let mut out = std::io::stdout().lock();
+    out.write_all(LOADED_LINE.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("the probe cannot report: {e}"))?;
+    drop(out);
+
     // A context shaped like the worker's (one KV stream per slot), with little room.
     let per_slot = 32;
     let prompt: Vec<LlamaToken> = vocab
@@ -466,6 +590,69 @@ mod tests {
         ] {
             assert_eq!(marker_for(Path::new(&other)), None, "{other}");
         }
+    }
+
+    /// A stand-in probe executable: a shell script with `body`.
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("probe.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn spawn_script(body: &str, limit: Duration) -> (tempfile::TempDir, Probe) {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(dir.path(), body);
+        let file = dir.path().join("model.gguf");
+        std::fs::write(&file, b"GGUF").unwrap();
+        let id = identity(&file).unwrap();
+        let probe = spawn(&exe, &file, 1, 1, id, limit).unwrap();
+        (dir, probe)
+    }
+
+    #[test]
+    fn an_abort_after_the_load_fails_the_finish() {
+        let (_dir, mut probe) = spawn_script(
+            "echo loaded; echo 'x.cpp:1: GGML_ASSERT(n > 0) failed' >&2; kill -ABRT $$",
+            Duration::from_secs(30),
+        );
+        probe.loaded().expect("the child reported its load");
+        let msg = probe.finish().unwrap_err().to_string();
+        assert!(
+            msg.contains("(aborted): x.cpp:1: GGML_ASSERT(n > 0) failed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_clean_refusal_before_the_load_is_the_childs_message() {
+        let (_dir, mut probe) = spawn_script(
+            "echo 'llama.cpp cannot load the GGUF file: no tensors'; exit 2",
+            Duration::from_secs(30),
+        );
+        let msg = probe.loaded().unwrap_err().to_string();
+        assert!(
+            msg.ends_with("llama.cpp cannot load the GGUF file: no tensors"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_child_that_exits_without_loading_fails() {
+        let (_dir, mut probe) = spawn_script("exit 0", Duration::from_secs(30));
+        let msg = probe.loaded().unwrap_err().to_string();
+        assert!(msg.contains("ended before loading"), "{msg}");
+    }
+
+    #[test]
+    fn a_hung_child_is_killed_at_the_deadline() {
+        let (_dir, mut probe) = spawn_script("echo loaded; exec sleep 60", Duration::from_secs(1));
+        probe.loaded().unwrap();
+        let started = Instant::now();
+        let msg = probe.finish().unwrap_err().to_string();
+        assert!(msg.contains("did not finish loading and running"), "{msg}");
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]
