@@ -243,8 +243,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecoderWeights {
     /// Bytes of the weights one replica holds: the GGUF file (mapped in place), else the
-    /// top-level safetensors files as candle loads them, in f32
-    /// ([`hub_types::memory::safetensors_decoder_weight_bytes`]: twice a bf16/f16 file).
+    /// top-level safetensors files as candle loads them: 4 bytes per tensor element
+    /// (twice a bf16 file, four times an f8 one).
     pub weight_bytes: u64,
     pub dims: Option<DecoderDims>,
     /// A GGUF file (llama.cpp, which also keeps a prompt cache), else safetensors.
@@ -286,13 +286,32 @@ pub async fn decoder_weights(
             gguf: true,
         });
     }
-    let file_bytes = files
+    // candle holds every tensor as f32: 4 bytes per element, whatever the files' dtype
+    // (an f8 checkpoint takes four times its size), counted from the parameter counts
+    // validated at commit (`safetensors_meta`), never from config.json's `torch_dtype`,
+    // which the tenant writes. A file without counts has no valid header (the worker
+    // refuses it) and counts at its worst, 4 bytes per byte.
+    let blobs: Vec<_> = files
         .iter()
         .filter(|f| {
             let p = f.path.to_ascii_lowercase();
             !p.contains('/') && p.ends_with(".safetensors")
         })
-        .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
+        .filter_map(|f| f.blob.as_ref())
+        .collect();
+    let shas: Vec<String> = blobs.iter().map(|b| b.sha256.clone()).collect();
+    let elements: std::collections::HashMap<String, i64> =
+        crate::db::git::safetensors_params(&state.db, &shas)
+            .await?
+            .into_iter()
+            .map(|(sha, _, total)| (sha, total))
+            .collect();
+    let weight_bytes = blobs
+        .iter()
+        .map(|b| {
+            let units = elements.get(&b.sha256).copied().unwrap_or(b.size);
+            (units.max(0) as u64).saturating_mul(4)
+        })
         .fold(0, u64::saturating_add);
     let config_blob = files
         .iter()
@@ -309,8 +328,6 @@ pub async fn decoder_weights(
         _ => None,
     };
     let dims = config.as_ref().and_then(hub_types::decoder::from_config);
-    let dtype = config.as_ref().and_then(hub_types::decoder::config_dtype);
-    let weight_bytes = hub_types::memory::safetensors_decoder_weight_bytes(file_bytes, dtype);
     Ok(DecoderWeights {
         weight_bytes,
         dims,

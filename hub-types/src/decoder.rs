@@ -64,18 +64,6 @@ pub fn from_config(config: &Value) -> Option<DecoderDims> {
     })
 }
 
-/// The dtype a transformers `config.json` declares for its weights (`torch_dtype`, or
-/// the newer `dtype`; the `text_config`'s first for multimodal wrappers), for
-/// [`crate::memory::f32_expansion`].
-pub fn config_dtype(config: &Value) -> Option<&str> {
-    let text = config.get("text_config");
-    [text, Some(config)]
-        .into_iter()
-        .flatten()
-        .flat_map(|c| ["torch_dtype", "dtype"].map(|k| c.get(k)))
-        .find_map(|v| v?.as_str())
-}
-
 /// Tokens the KV cache holds over all slots: `slots` times the per-slot context, capped
 /// at the training context.
 pub fn kv_tokens(slots: u64, context: u64, train_context: Option<u64>) -> u64 {
@@ -161,21 +149,5 @@ mod tests {
         .unwrap();
         assert_eq!((d.shape.kv_heads, d.shape.head_dim), (4, 16));
         assert!(from_config(&json!({"architectures": ["BertModel"]})).is_none());
-    }
-
-    #[test]
-    fn config_dtype_reads_torch_dtype_then_dtype() {
-        assert_eq!(
-            config_dtype(&json!({"torch_dtype": "bfloat16"})),
-            Some("bfloat16")
-        );
-        assert_eq!(config_dtype(&json!({"dtype": "float16"})), Some("float16"));
-        assert_eq!(
-            config_dtype(
-                &json!({"torch_dtype": "float32", "text_config": {"torch_dtype": "bfloat16"}})
-            ),
-            Some("bfloat16")
-        );
-        assert_eq!(config_dtype(&json!({"model_type": "llama"})), None);
     }
 }

@@ -66,24 +66,6 @@ pub fn decoder_bytes(weight_bytes: u64, kv_bytes: u64) -> u64 {
         .saturating_add(MODEL_OVERHEAD_BYTES)
 }
 
-/// How many times larger a safetensors decoder's weights are in memory than in its
-/// files. The candle engine loads every tensor as f32, so a bf16 or f16 checkpoint
-/// (config.json `torch_dtype`/`dtype`, see [`crate::decoder::config_dtype`]) takes twice
-/// its file size; an f32 one (or one that does not say) its file size. Not for GGUF:
-/// llama.cpp maps a GGUF file and computes on it in place.
-pub fn f32_expansion(dtype: Option<&str>) -> u64 {
-    match dtype {
-        Some("bfloat16" | "float16" | "half" | "bf16" | "fp16") => 2,
-        _ => 1,
-    }
-}
-
-/// Bytes the weights of a safetensors decoder take once loaded: its files' size times
-/// [`f32_expansion`] (saturating). The figure to give [`decoder_bytes`].
-pub fn safetensors_decoder_weight_bytes(file_bytes: u64, dtype: Option<&str>) -> u64 {
-    file_bytes.saturating_mul(f32_expansion(dtype))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,29 +84,6 @@ mod tests {
     }
 
     const MIB: u64 = 1 << 20;
-
-    #[test]
-    fn safetensors_decoders_are_counted_as_f32() {
-        // A 1 GB bf16/f16 checkpoint is 2 GB of f32 once candle has loaded it.
-        for dtype in ["bfloat16", "float16"] {
-            assert_eq!(
-                safetensors_decoder_weight_bytes(1 << 30, Some(dtype)),
-                2 << 30
-            );
-        }
-        assert_eq!(
-            safetensors_decoder_weight_bytes(1 << 30, Some("float32")),
-            1 << 30
-        );
-        assert_eq!(safetensors_decoder_weight_bytes(1 << 30, None), 1 << 30);
-        assert_eq!(
-            safetensors_decoder_weight_bytes(u64::MAX, Some("bfloat16")),
-            u64::MAX
-        );
-        // The placement figure: the f32 weights, the KV cache and the overhead.
-        let w = safetensors_decoder_weight_bytes(536_223_056, Some("bfloat16"));
-        assert_eq!(decoder_bytes(w, 0), 2 * 536_223_056 + MODEL_OVERHEAD_BYTES);
-    }
 
     #[test]
     fn weights_and_a_half_plus_the_fixed_overhead() {

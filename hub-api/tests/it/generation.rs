@@ -364,6 +364,26 @@ async fn tasks_are_detected_and_decoders_sized() {
         &[hub_testkit::file_op("config.json", llama_config)],
     )
     .await;
+    // f8 weights whose config.json claims float32: 1,000 elements, 1,000 bytes on disk,
+    // 4,000 bytes once candle holds them as f32.
+    let f8_config = br#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"hidden_size":64,"max_position_embeddings":2048,"torch_dtype":"float32"}"#;
+    commit(
+        &http,
+        &hub,
+        &owner,
+        "acme/f8",
+        &[
+            hub_testkit::file_op("config.json", f8_config),
+            hub_testkit::file_op(
+                "model.safetensors",
+                &safetensors_with(
+                    r#"{"w":{"dtype":"F8_E4M3","shape":[10,100],"data_offsets":[0,1000]}}"#,
+                    1000,
+                ),
+            ),
+        ],
+    )
+    .await;
     commit(
         &http,
         &hub,
@@ -414,6 +434,7 @@ async fn tasks_are_detected_and_decoders_sized() {
         ("a", "acme/tagged"),
         ("b", "acme/causal"),
         ("c", "acme/gguf"),
+        ("f8", "acme/f8"),
     ] {
         let (st, v) = create_endpoint(
             &http,
@@ -485,19 +506,19 @@ async fn tasks_are_detected_and_decoders_sized() {
     let kv = 4 * 18 * 256 * (4 * 4096);
     let cache = 256 << 20;
     assert_eq!(need, size + kv + (256 << 20) + cache);
-    // The safetensors decoder: its weights as candle holds them (the config says
-    // bfloat16, loaded as f32: twice the files) and the config's shape, each slot's
-    // context capped at the training context (2048).
-    let e = hub_api::db::endpoints::get(&t.state.db, "acme", "a")
-        .await
-        .unwrap()
-        .unwrap();
-    let need = hub_api::scheduler::memory_need(&t.state, &e).await.unwrap();
-    let st_size = safetensors_file().len() as i64;
-    assert_eq!(
-        need,
-        2 * st_size + 4 * 2 * 2 * 16 * (4 * 2048) + (256 << 20)
-    );
+    // The safetensors decoders: their weights as candle holds them (4 bytes per tensor
+    // element, from the headers validated at commit: the config.json dtype is not
+    // believed) and the config's shape, each slot's context capped at the training
+    // context (2048).
+    let kv_st = 4 * 2 * 2 * 16 * (4 * 2048);
+    for (name, elements) in [("a", 4), ("f8", 1000)] {
+        let e = hub_api::db::endpoints::get(&t.state.db, "acme", name)
+            .await
+            .unwrap()
+            .unwrap();
+        let need = hub_api::scheduler::memory_need(&t.state, &e).await.unwrap();
+        assert_eq!(need, 4 * elements + kv_st + (256 << 20), "{name}");
+    }
     // The scheduler places by it: a worker smaller than that is "not that big".
     let (wuser, _) = t.user("ops", true, &["worker"]).await;
     let (_, wt) = hub_api::admin::create_token(&t.state.db, wuser, "w", &["worker".into()], None)
@@ -537,10 +558,16 @@ async fn tasks_are_detected_and_decoders_sized() {
 
 /// A tiny safetensors file (one F32 tensor of 4 values).
 fn safetensors_file() -> Vec<u8> {
-    let header = br#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+    safetensors_with(
+        r#"{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+        16,
+    )
+}
+
+fn safetensors_with(header: &str, data: usize) -> Vec<u8> {
     let mut b = (header.len() as u64).to_le_bytes().to_vec();
-    b.extend_from_slice(header);
-    b.extend([0u8; 16]);
+    b.extend_from_slice(header.as_bytes());
+    b.extend(vec![0u8; data]);
     b
 }
 

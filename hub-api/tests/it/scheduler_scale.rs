@@ -211,9 +211,22 @@ async fn seed(t: &TestState, f: Fleet) -> Seeded {
         let shards = (kind.weights + 4_999_999_999) / 5_000_000_000;
         for s in 0..shards {
             let oid = hex(&mut rng, 40);
+            let sha = hex(&mut rng, 64);
+            if kind.decoder.is_some() {
+                // The parameter counts commit validation records: bf16, 2 bytes each.
+                let elements = kind.weights / shards / 2;
+                hub_api::db::git::insert_safetensors_meta(
+                    &t.state.db,
+                    &sha,
+                    &serde_json::json!({"BF16": elements}),
+                    elements,
+                )
+                .await
+                .unwrap();
+            }
             b_oid.push(oid.clone());
             b_lfs.push(true);
-            b_sha.push(hex(&mut rng, 64));
+            b_sha.push(sha);
             b_size.push(kind.weights / shards);
             e_tree.push(tree.clone());
             e_name.push(if shards == 1 {
