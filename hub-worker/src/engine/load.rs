@@ -205,8 +205,7 @@ fn load_encoder(
             let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_file)
                 .map_err(|e| LoadError::BadTokenizer(e.to_string()))
                 .and_then(|t| {
-                    super::tokenize::check_normalizer_growth(&t)
-                        .map_err(LoadError::BadTokenizer)?;
+                    super::tokenize::check_tokenizer(&t).map_err(LoadError::BadTokenizer)?;
                     Ok(t)
                 });
             (tokenizer, t.elapsed())

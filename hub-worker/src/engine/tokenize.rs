@@ -198,6 +198,184 @@ pub fn check_normalizer_growth(t: &Tokenizer) -> Result<(), String> {
     Ok(())
 }
 
+/// What a tenant's tokenizer must pass before it tokenizes anything:
+/// [`check_normalizer_growth`] and [`check_regexes`].
+pub fn check_tokenizer(t: &Tokenizer) -> Result<(), String> {
+    check_normalizer_growth(t)?;
+    check_regexes(t)
+}
+
+/// Lookahead alternatives allowed in a pattern that needs fancy-regex: the GPT-2 family's
+/// whitespace rule (a run of whitespace not followed by a non-space).
+const ALLOWED_LOOKAHEADS: &[&str] = &[r"\s+(?!\S)", r"\s*(?!\S)"];
+
+/// Refuses a tokenizer with a regex (a `Split` pre-tokenizer's or a `Replace`
+/// normalizer's or decoder's pattern) that fancy-regex would run on its backtracking
+/// engine, beyond [`ALLOWED_LOOKAHEADS`]. fancy-regex hands a pattern with no lookaround
+/// or backreference to the linear-time `regex` crate; anything else backtracks, up to a
+/// million steps per match attempt, and a crafted pattern (nested repetition before a
+/// lookahead) spends them at every position of every request: seconds to hours of a
+/// shared core per call. Real tokenizers' patterns compile with `regex`, or are a
+/// top-level alternation whose only fancy alternative is `\s+(?!\S)` (GPT-2, Llama 3,
+/// Qwen 2): each other alternative then runs as a linear-time delegate.
+pub fn check_regexes(t: &Tokenizer) -> Result<(), String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x.as_str()) {
+                        ("Regex", Some(p)) => out.push(p.to_string()),
+                        _ => walk(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut patterns = Vec::new();
+    let parts = [
+        t.get_normalizer().map(serde_json::to_value),
+        t.get_pre_tokenizer().map(serde_json::to_value),
+        t.get_decoder().map(serde_json::to_value),
+    ];
+    for part in parts.into_iter().flatten() {
+        walk(&part.map_err(|e| e.to_string())?, &mut patterns);
+    }
+    for p in &patterns {
+        if !runs_in_linear_time(p) {
+            let shown: String = p.chars().take(200).collect();
+            return Err(format!(
+                "the tokenizer's regex {shown:?} needs a backtracking engine (lookaround or \
+                 backreference beyond the GPT-2 family's `\\s+(?!\\S)`), which a crafted \
+                 pattern turns into minutes of CPU per request; use patterns without them"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether fancy-regex runs `pattern` without unbounded backtracking: it compiles with
+/// the `regex` crate, or its top-level alternatives each do or are in
+/// [`ALLOWED_LOOKAHEADS`].
+fn runs_in_linear_time(pattern: &str) -> bool {
+    let linear = |p: &str| regex::Regex::new(p).is_ok();
+    linear(pattern)
+        || top_level_alternatives(pattern).is_some_and(|alts| {
+            alts.iter()
+                .all(|a| ALLOWED_LOOKAHEADS.contains(a) || linear(a))
+        })
+}
+
+/// `a|b(c|d)|[|]` -> `["a", "b(c|d)", "[|]"]`: the pattern split at the `|`s outside
+/// groups, classes and escapes; `None` when the brackets do not balance.
+fn top_level_alternatives(pattern: &str) -> Option<Vec<&str>> {
+    let mut alts = Vec::new();
+    let (mut depth, mut class, mut start) = (0usize, 0usize, 0usize);
+    let mut chars = pattern.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' => {
+                class += 1;
+                // `[]...]` and `[^]...]`: a leading `]` is a literal.
+                if let Some(&(_, '^')) = chars.peek() {
+                    chars.next();
+                }
+                if let Some(&(_, ']')) = chars.peek() {
+                    chars.next();
+                }
+            }
+            ']' if class > 0 => class -= 1,
+            _ if class > 0 => {}
+            '(' => depth += 1,
+            ')' => depth = depth.checked_sub(1)?,
+            '|' if depth == 0 => {
+                alts.push(&pattern[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    (depth == 0 && class == 0).then(|| {
+        alts.push(&pattern[start..]);
+        alts
+    })
+}
+
+#[cfg(test)]
+mod regex_tests {
+    use super::{check_regexes, top_level_alternatives};
+
+    fn tok(pre_tokenizer: serde_json::Value) -> tokenizers::Tokenizer {
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "[UNK]": 1}, "unk_token": "[UNK]"}
+        });
+        tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap()
+    }
+
+    fn split(pattern: &str) -> serde_json::Value {
+        serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "WhitespaceSplit"},
+            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false}
+        ]})
+    }
+
+    /// The patterns of GPT-2, Llama 3 and Qwen 2 pass; so do tokenizers with no regex.
+    #[test]
+    fn real_tokenizers_patterns_pass() {
+        for ok in [
+            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+            r"\p{N}{1,3}",
+            r"[\]|]+|x",
+        ] {
+            check_regexes(&tok(split(ok))).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        check_regexes(&tok(serde_json::json!({"type": "BertPreTokenizer"}))).unwrap();
+        check_regexes(&tok(serde_json::Value::Null)).unwrap();
+    }
+
+    /// Nested repetition before a lookahead backtracks exponentially: refused, wherever
+    /// the pattern sits (pre-tokenizer, normalizer).
+    #[test]
+    fn backtracking_patterns_are_refused() {
+        for bad in [
+            r"(a|aa)+(?=b)",
+            r"(\s+(?!\S))+x",
+            r"(?:'s|\s+(?!\S))",
+            r"(\w+)\1",
+            r"x|(?<=a)b",
+        ] {
+            let e = check_regexes(&tok(split(bad))).unwrap_err();
+            assert!(e.contains("backtracking"), "{bad}: {e}");
+        }
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": {"type": "Replace", "pattern": {"Regex": "(a+)+(?=c)"}, "content": ""},
+            "pre_tokenizer": null, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"a": 0, "[UNK]": 1}, "unk_token": "[UNK]"}
+        });
+        let t = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+        assert!(check_regexes(&t).is_err());
+    }
+
+    #[test]
+    fn alternatives_split_outside_groups_classes_and_escapes() {
+        assert_eq!(
+            top_level_alternatives(r"a|b(c|d)|[|]|\||[]|]"),
+            Some(vec!["a", "b(c|d)", "[|]", r"\|", "[]|]"])
+        );
+        assert_eq!(top_level_alternatives("(a|b"), None);
+        assert_eq!(top_level_alternatives("a)|b"), None);
+    }
+}
+
 #[cfg(test)]
 mod growth_tests {
     use super::check_normalizer_growth;

@@ -105,7 +105,7 @@ impl Codec {
             ));
         }
         let mut tok = tokenizers::Tokenizer::from_file(&path).map_err(tok_err)?;
-        crate::engine::tokenize::check_normalizer_growth(&tok).map_err(TrainError::Tokenizer)?;
+        crate::engine::tokenize::check_tokenizer(&tok).map_err(TrainError::Tokenizer)?;
         tok.with_truncation(None).map_err(tok_err)?;
         tok.with_padding(None);
         let config = read_json(&dir.join("config.json")).unwrap_or(Value::Null);

@@ -190,7 +190,7 @@ pub(super) fn tokenizer(
 ) -> Result<tokenizers::Tokenizer, TrainError> {
     let mut tok = tokenizers::Tokenizer::from_file(&spec.tokenizer)
         .map_err(|e| TrainError::Tokenizer(e.to_string()))?;
-    crate::engine::tokenize::check_normalizer_growth(&tok).map_err(TrainError::Tokenizer)?;
+    crate::engine::tokenize::check_tokenizer(&tok).map_err(TrainError::Tokenizer)?;
     let max_len = (hp.max_seq_length as usize).min(spec.encoder.max_positions());
     tok.with_truncation(Some(tokenizers::TruncationParams {
         max_length: max_len,

@@ -101,8 +101,7 @@ pub fn load(dir: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
     let tokenizer_json = read_json(&tokenizer_path)?.ok_or(LoadError::MissingTokenizer)?;
     let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| LoadError::BadTokenizer(e.to_string()))?;
-    crate::engine::tokenize::check_normalizer_growth(&tokenizer)
-        .map_err(LoadError::BadTokenizer)?;
+    crate::engine::tokenize::check_tokenizer(&tokenizer).map_err(LoadError::BadTokenizer)?;
     let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(json!({}));
     let generation_config = read_json(&dir.join("generation_config.json"))?;
 
