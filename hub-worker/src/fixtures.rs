@@ -306,3 +306,57 @@ mod tests {
         assert!(w.iter().all(|x| (0.9..=1.1).contains(x)));
     }
 }
+
+/// A metadata value of a [`gguf_header`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum GgufValue {
+    U32(u32),
+    F32(f32),
+    Str(String),
+    U32s(Vec<u32>),
+    Strs(Vec<String>),
+}
+
+/// A GGUF v3 file with the metadata `kv` and no tensors, its (empty) data section aligned
+/// to 32 bytes: crafted headers for the loader's checks.
+pub fn gguf_header(kv: &[(&str, GgufValue)]) -> Vec<u8> {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend((v.len() as u64).to_le_bytes());
+        out.extend(v.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend((kv.len() as u64).to_le_bytes());
+    for (k, v) in kv {
+        s(&mut b, k);
+        match v {
+            GgufValue::U32(x) => {
+                b.extend(4u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            GgufValue::F32(x) => {
+                b.extend(6u32.to_le_bytes());
+                b.extend(x.to_le_bytes());
+            }
+            GgufValue::Str(x) => {
+                b.extend(8u32.to_le_bytes());
+                s(&mut b, x);
+            }
+            GgufValue::U32s(xs) => {
+                b.extend(9u32.to_le_bytes());
+                b.extend(4u32.to_le_bytes());
+                b.extend((xs.len() as u64).to_le_bytes());
+                xs.iter().for_each(|x| b.extend(x.to_le_bytes()));
+            }
+            GgufValue::Strs(xs) => {
+                b.extend(9u32.to_le_bytes());
+                b.extend(8u32.to_le_bytes());
+                b.extend((xs.len() as u64).to_le_bytes());
+                xs.iter().for_each(|x| s(&mut b, x));
+            }
+        }
+    }
+    b.resize(b.len().div_ceil(32) * 32, 0);
+    b
+}

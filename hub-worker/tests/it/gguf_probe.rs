@@ -5,6 +5,7 @@
 
 use hub_worker::engine::generate::llama::probe;
 use hub_worker::engine::{EngineConfig, LoadError, Model};
+use hub_worker::fixtures::GgufValue as V;
 use std::path::{Path, PathBuf};
 
 /// Every GGUF load of this test binary goes through the probe, run by the `hub-worker`
@@ -13,50 +14,10 @@ pub(crate) fn use_the_probe() {
     probe::use_probe_exe(env!("CARGO_BIN_EXE_hub-worker"));
 }
 
-enum V {
-    U32(u32),
-    F32(f32),
-    Str(&'static str),
-    Strs(Vec<String>),
-}
-
-/// A GGUF v3 file with no tensors: `kv` only.
+/// A GGUF file with the metadata `kv` and no tensors, written into `dir`.
 fn gguf(dir: &Path, name: &str, kv: &[(&str, V)]) -> PathBuf {
-    let s = |out: &mut Vec<u8>, v: &str| {
-        out.extend((v.len() as u64).to_le_bytes());
-        out.extend(v.as_bytes());
-    };
-    let mut b = b"GGUF".to_vec();
-    b.extend(3u32.to_le_bytes());
-    b.extend(0u64.to_le_bytes());
-    b.extend((kv.len() as u64).to_le_bytes());
-    for (k, v) in kv {
-        s(&mut b, k);
-        match v {
-            V::U32(x) => {
-                b.extend(4u32.to_le_bytes());
-                b.extend(x.to_le_bytes());
-            }
-            V::F32(x) => {
-                b.extend(6u32.to_le_bytes());
-                b.extend(x.to_le_bytes());
-            }
-            V::Str(x) => {
-                b.extend(8u32.to_le_bytes());
-                s(&mut b, x);
-            }
-            V::Strs(xs) => {
-                b.extend(9u32.to_le_bytes());
-                b.extend(8u32.to_le_bytes());
-                b.extend((xs.len() as u64).to_le_bytes());
-                for x in xs {
-                    s(&mut b, x);
-                }
-            }
-        }
-    }
     let path = dir.join(name);
-    std::fs::write(&path, b).unwrap();
+    std::fs::write(&path, hub_worker::fixtures::gguf_header(kv)).unwrap();
     path
 }
 
@@ -68,7 +29,7 @@ fn llama_header(dir: &Path, tokens: Vec<String>) -> PathBuf {
         dir,
         "model.gguf",
         &[
-            ("general.architecture", V::Str("llama")),
+            ("general.architecture", V::Str("llama".into())),
             ("llama.block_count", V::U32(1)),
             ("llama.context_length", V::U32(128)),
             ("llama.embedding_length", V::U32(64)),
@@ -76,8 +37,8 @@ fn llama_header(dir: &Path, tokens: Vec<String>) -> PathBuf {
             ("llama.attention.head_count", V::U32(4)),
             ("llama.attention.head_count_kv", V::U32(4)),
             ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
-            ("tokenizer.ggml.model", V::Str("gpt2")),
-            ("tokenizer.ggml.pre", V::Str("default")),
+            ("tokenizer.ggml.model", V::Str("gpt2".into())),
+            ("tokenizer.ggml.pre", V::Str("default".into())),
             ("tokenizer.ggml.tokens", V::Strs(tokens)),
             ("tokenizer.ggml.merges", V::Strs(Vec::new())),
         ],

@@ -554,48 +554,14 @@ impl Generator for LlamaGenerator {
 mod tests {
     use super::read_meta;
 
-    enum V {
-        U32(u32),
-        Str(&'static str),
-        U32s(Vec<u32>),
-    }
+    use crate::fixtures::GgufValue as V;
 
     /// A GGUF v3 file with `general.architecture = llama`, `kv` and no tensors.
     fn gguf(kv: &[(&str, V)]) -> tempfile::NamedTempFile {
-        let s = |out: &mut Vec<u8>, v: &str| {
-            out.extend((v.len() as u64).to_le_bytes());
-            out.extend(v.as_bytes());
-        };
-        let mut b = b"GGUF".to_vec();
-        b.extend(3u32.to_le_bytes());
-        b.extend(0u64.to_le_bytes());
-        b.extend((1 + kv.len() as u64).to_le_bytes());
-        s(&mut b, "general.architecture");
-        b.extend(8u32.to_le_bytes());
-        s(&mut b, "llama");
-        for (k, v) in kv {
-            s(&mut b, k);
-            match v {
-                V::U32(x) => {
-                    b.extend(4u32.to_le_bytes());
-                    b.extend(x.to_le_bytes());
-                }
-                V::Str(x) => {
-                    b.extend(8u32.to_le_bytes());
-                    s(&mut b, x);
-                }
-                V::U32s(xs) => {
-                    b.extend(9u32.to_le_bytes());
-                    b.extend(4u32.to_le_bytes());
-                    b.extend((xs.len() as u64).to_le_bytes());
-                    for x in xs {
-                        b.extend(x.to_le_bytes());
-                    }
-                }
-            }
-        }
+        let mut all = vec![("general.architecture", V::Str("llama".into()))];
+        all.extend(kv.iter().map(|(k, v)| (*k, v.clone())));
         let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), b).unwrap();
+        std::fs::write(f.path(), crate::fixtures::gguf_header(&all)).unwrap();
         f
     }
 
@@ -637,7 +603,7 @@ mod tests {
             gguf(&base(vec![
                 ("llama.expert_count", V::U32(8)),
                 ("llama.expert_used_count", V::U32(2)),
-                ("llama.rope.scaling.type", V::Str("yarn")),
+                ("llama.rope.scaling.type", V::Str("yarn".into())),
             ]))
             .path(),
         )
@@ -652,9 +618,12 @@ mod tests {
         for (extra, says) in [
             (vec![("llama.block_count", V::U32(0))], "block_count"),
             (vec![("llama.block_count", V::U32(513))], "block_count"),
-            (vec![("llama.block_count", V::Str("2"))], "block_count"),
             (
-                vec![("llama.rope.scaling.type", V::Str("x"))],
+                vec![("llama.block_count", V::Str("2".into()))],
+                "block_count",
+            ),
+            (
+                vec![("llama.rope.scaling.type", V::Str("x".into()))],
                 "rope.scaling.type",
             ),
             (
