@@ -13,6 +13,14 @@
 //! `Download`, so a byte route cannot skip the decision; a unit test below
 //! keeps raw storage reads out of every other module that serves requests.
 //!
+//! A credential minted from a `Download` (a signed LFS link, a Xet CAS token
+//! and its data links, a worker pull token) records on whose behalf the
+//! decision was made ([`Download::grant`], an `auth::grants::Grant`) and is
+//! decided again each time it is used ([`recheck`]): access withdrawn (a
+//! member removed, a repo made private, a request rejected, a token revoked,
+//! an endpoint deleted, a job ended) ends it, within the bound documented in
+//! `auth::grants`, not at its expiry.
+//!
 //! What stays visible on a gated repo (metadata, as on the HF Hub): repo info,
 //! the tree and paths-info listings (names, sizes, oids), card data, and the
 //! rendered model card (README.md) on the dashboard's repo page. Everything
@@ -21,35 +29,24 @@
 //! the dashboard's file view and raw links, and endpoints (pull tokens).
 
 use crate::auth::access::{self, Access, Action, Standing};
+use crate::auth::grants::{Decided, Grant, Refusal};
 use crate::auth::jwt::{expires_in, ISSUER};
 use crate::auth::{Auth, Credential, Principal, Scope};
 use crate::db::repos::RepoRow;
 use crate::domain::{RepoId, RepoType, Sha256};
 use crate::error::{ApiError, ApiResult};
+use crate::refresh_cache::Lookup;
 use crate::registry::{self, RepoCtx};
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
-
-/// On whose behalf bytes are read: what a signed download link records, so
-/// the decision is made again when the link is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
-pub enum Reader {
-    /// Anyone (a public repo that is not gated).
-    Anonymous,
-    /// A user, with the rights of their account.
-    User(i64),
-    /// A worker's pull token for the repo.
-    Pull,
-}
 
 /// Proof that a caller may read a repo's file contents: the repo is visible to
 /// them and its gate, if any, lets them through. Made only by this module.
 #[derive(Debug, Clone)]
 pub struct Download {
     ctx: RepoCtx,
-    reader: Reader,
+    grant: Grant,
 }
 
 impl Download {
@@ -63,9 +60,11 @@ impl Download {
         &self.ctx.repo
     }
 
-    /// On whose behalf the bytes are read.
-    pub fn reader(&self) -> Reader {
-        self.reader
+    /// On whose behalf the bytes are read: what a credential minted from this
+    /// decision records, so the decision is made again when it is used
+    /// ([`recheck`]).
+    pub fn grant(&self) -> Grant {
+        self.grant
     }
 
     /// Streams a file of this repo (or a byte range of it). The caller found
@@ -104,9 +103,10 @@ impl Download {
     }
 
     /// A signed link to an LFS object of this repo (`GET /lfs/objects/{sha}`),
-    /// valid [`LINK_TTL_S`]. The link records the reader, and using it makes
+    /// valid [`LINK_TTL_S`]. The link records the grant, and using it makes
     /// the decision again ([`open_lfs_link`]): a link stops working when the
-    /// reader loses access (a rejected request, a removed member).
+    /// reader loses access (a rejected request, a removed member, a revoked
+    /// token).
     pub async fn lfs_link(&self, state: &AppState, sha: &Sha256) -> ApiResult<String> {
         let claims = LinkClaims {
             iss: ISSUER.into(),
@@ -114,7 +114,7 @@ impl Download {
             exp: expires_in(LINK_TTL_S),
             repo: self.ctx.repo.id,
             oid: sha.to_string(),
-            reader: self.reader,
+            reader: self.grant,
         };
         let token = state.keys.sign(&claims).await.map_err(ApiError::internal)?;
         Ok(format!(
@@ -135,7 +135,9 @@ struct LinkClaims {
     exp: i64,
     repo: i64,
     oid: String,
-    reader: Reader,
+    /// On whose behalf (the JSON of the reader recorded before grants reads
+    /// as the same grant).
+    reader: Grant,
 }
 
 /// Finds a repo and decides whether the caller may read its files: a repo the
@@ -188,37 +190,49 @@ fn gate_user(p: &Principal, repo: &RepoRow) -> Option<i64> {
     }
 }
 
+/// The grant of a user's own credential (a session, or the API token it
+/// is), for credentials minted from a decision made for it; None for pull and
+/// worker credentials.
+pub fn user_grant(p: &Principal) -> Option<Grant> {
+    match &p.credential {
+        Credential::Session { .. } => Some(Grant::user(p.user_id, None)),
+        Credential::Token { id, .. } => Some(Grant::user(p.user_id, Some(*id))),
+        Credential::RepoPull { .. } | Credential::Worker => None,
+    }
+}
+
+fn gated(repo: &RepoRow) -> ApiError {
+    ApiError::GatedRepo(format!("{} {}", repo.kind().as_str(), repo.full_id()))
+}
+
 /// The decision for a repo the caller can already see (`ctx` from
 /// `registry::load_repo`).
 pub async fn authorize(state: &AppState, auth: &Auth, ctx: RepoCtx) -> ApiResult<Download> {
     access::require(ctx.access, Access::Read)?;
     let p = auth.principal();
     if let Some(Principal {
-        credential: Credential::RepoPull { repo_id },
+        credential: Credential::RepoPull { repo_id, grant },
         ..
     }) = p
     {
-        // A worker pulling an endpoint's weights: the token was minted from a
-        // `Download` for this repo (`service_tokens::pull_token`).
+        // A worker pulling an endpoint's weights or a job's repos: the token
+        // was minted from a `Download` for this repo, and its grant was
+        // decided again when it was presented (`service_tokens::principal`).
         if *repo_id == ctx.repo.id {
-            return Ok(Download {
-                ctx,
-                reader: Reader::Pull,
-            });
+            return Ok(Download { ctx, grant: *grant });
         }
     }
     let user = p.and_then(|p| gate_user(p, &ctx.repo));
-    let reader = user.map_or(Reader::Anonymous, Reader::User);
+    let grant = match (user, p.and_then(user_grant)) {
+        (Some(_), Some(g)) => g,
+        _ => Grant::Anonymous,
+    };
     if ctx.repo.gated.is_none() || ctx.access >= Access::Write {
-        return Ok(Download { ctx, reader });
+        return Ok(Download { ctx, grant });
     }
     match user {
-        Some(uid) if user_passes_gate(state, &ctx.repo, uid).await? => Ok(Download { ctx, reader }),
-        _ => Err(ApiError::GatedRepo(format!(
-            "{} {}",
-            ctx.repo.kind().as_str(),
-            ctx.repo.full_id()
-        ))),
+        Some(uid) if user_passes_gate(state, &ctx.repo, uid).await? => Ok(Download { ctx, grant }),
+        _ => Err(gated(&ctx.repo)),
     }
 }
 
@@ -255,34 +269,167 @@ async fn user_access(state: &AppState, repo: &RepoRow, uid: i64) -> ApiResult<Ac
     Ok(access::decide(Some(&account), &standing, Action::ReadRepo).unwrap_or(Access::None))
 }
 
-/// The decision for a reader recorded earlier (a download link), made again
-/// now: a repo that went private or a gate that closed refuses.
-async fn authorize_reader(state: &AppState, repo: RepoRow, reader: Reader) -> ApiResult<Download> {
-    let have = match reader {
-        Reader::Pull => Access::Read,
-        Reader::Anonymous if !repo.private => Access::Read,
-        Reader::Anonymous => Access::None,
-        Reader::User(uid) => user_access(state, &repo, uid).await?,
+/// The decision for a user's account (`None`: an anonymous caller), made now
+/// for `need` on `repo`; reading a gated repo also needs the gate. The
+/// [`Download`] records `grant`.
+async fn decide_for(
+    state: &AppState,
+    repo: RepoRow,
+    user: Option<i64>,
+    need: Access,
+    grant: Grant,
+) -> ApiResult<Download> {
+    let have = match user {
+        None if !repo.private => Access::Read,
+        None => Access::None,
+        Some(uid) => user_access(state, &repo, uid).await?,
     };
-    access::require(have, Access::Read)?;
+    access::require(have, need)?;
     let ctx = RepoCtx { repo, access: have };
-    if ctx.repo.gated.is_none() || have >= Access::Write || reader == Reader::Pull {
-        return Ok(Download { ctx, reader });
+    if ctx.repo.gated.is_none() || have >= Access::Write {
+        return Ok(Download { ctx, grant });
     }
-    match reader {
-        Reader::User(uid) if user_passes_gate(state, &ctx.repo, uid).await? => {
-            Ok(Download { ctx, reader })
+    match user {
+        Some(uid) if user_passes_gate(state, &ctx.repo, uid).await? => Ok(Download { ctx, grant }),
+        _ => Err(gated(&ctx.repo)),
+    }
+}
+
+/// Why a token's grant is withdrawn.
+pub const TOKEN_WITHDRAWN: &str =
+    "the access token this credential was issued to has been revoked or has expired";
+/// Why an endpoint's pull grant is withdrawn.
+pub const ENDPOINT_WITHDRAWN: &str =
+    "the inference endpoint this credential was issued for no longer exists or serves another repository";
+/// Why a job's pull grant is withdrawn.
+pub const JOB_WITHDRAWN: &str =
+    "the fine-tuning job this credential was issued for has ended or is held by another claim";
+
+/// Whether the API token `token` of user `uid` is still valid (None: a
+/// session's grant, which the user's account decides alone).
+async fn token_valid(state: &AppState, uid: i64, token: Option<i64>) -> ApiResult<bool> {
+    let Some(id) = token else {
+        return Ok(true);
+    };
+    Ok(crate::db::tokens::by_id(&state.db, id)
+        .await?
+        .is_some_and(|t| {
+            t.user_id == uid
+                && t.revoked_at.is_none()
+                && t.expires_at.is_none_or(|e| e > chrono::Utc::now())
+        }))
+}
+
+/// A grant's decision made from the database, now.
+async fn decide_grant(
+    state: &AppState,
+    grant: Grant,
+    repo_id: i64,
+    need: Access,
+) -> ApiResult<Decided> {
+    let Some(repo) = crate::db::repos::by_id(&state.db, repo_id).await? else {
+        return Ok(Decided {
+            namespace_id: None,
+            verdict: Err(Refusal::RepoNotFound),
+        });
+    };
+    let namespace_id = Some(repo.namespace_id);
+    let made = match grant {
+        Grant::Anonymous => decide_for(state, repo, None, need, grant).await,
+        Grant::User { id, token } => {
+            if token_valid(state, id, token).await? {
+                decide_for(state, repo, Some(id), need, grant).await
+            } else {
+                Err(ApiError::Unauthorized(TOKEN_WITHDRAWN.into()))
+            }
         }
-        _ => Err(ApiError::GatedRepo(format!(
-            "{} {}",
-            ctx.repo.kind().as_str(),
-            ctx.repo.full_id()
-        ))),
+        // Pull grants read; they never write.
+        Grant::Endpoint { .. } | Grant::Job { .. } if need > Access::Read => Err(
+            ApiError::Forbidden("a worker's pull credential only reads".into()),
+        ),
+        Grant::Endpoint { id } => match crate::db::endpoints::by_id(&state.db, id).await? {
+            Some(e) if e.repo_id == Some(repo_id) => endpoint_decision(state, &e, repo).await,
+            _ => Err(ApiError::Unauthorized(ENDPOINT_WITHDRAWN.into())),
+        },
+        Grant::Job { id, claim } => match crate::db::jobs::by_id(&state.db, id).await? {
+            Some(j)
+                if j.state == "running"
+                    && j.claim == Some(claim)
+                    && (j.base_repo_id == Some(repo_id) || j.dataset_repo_id == Some(repo_id)) =>
+            {
+                job_decision(state, repo, j.namespace_id, j.created_by, grant).await
+            }
+            _ => Err(ApiError::Unauthorized(JOB_WITHDRAWN.into())),
+        },
+    };
+    match made {
+        Ok(dl) => Ok(Decided {
+            namespace_id,
+            verdict: Ok((dl.ctx.repo, dl.ctx.access)),
+        }),
+        Err(e) => match Refusal::of(&e) {
+            Some(r) => Ok(Decided {
+                namespace_id,
+                verdict: Err(r),
+            }),
+            None => Err(e),
+        },
+    }
+}
+
+/// The decision for a grant recorded in a credential (a signed link, a Xet
+/// token or data link, a pull token), made again now for `need` on the repo
+/// `repo_id`. Answered from the per-process grant cache while it can answer
+/// (`auth::grants`: every change that may withdraw a grant drops it, and an
+/// entry lives `--auth-cache-ttl-secs` at most), else from the database. A
+/// refusal is the error the decision gives when the credential is minted:
+/// `RepoNotFound`, `GatedRepo`, `Forbidden`, or `Unauthorized` when what it
+/// was minted for is gone (a revoked token, a deleted endpoint, an ended job).
+pub async fn recheck(
+    state: &AppState,
+    grant: Grant,
+    repo_id: i64,
+    need: Access,
+) -> ApiResult<Download> {
+    let key = (grant, repo_id, need > Access::Read);
+    let cache = &state.tenancy.grants;
+    let decided = if !state.resolved.rows.is_live() {
+        // Nobody tells this process of repo row changes: read them.
+        decide_grant(state, grant, repo_id, need).await?
+    } else {
+        match cache.get(&key) {
+            Lookup::Fresh(d) => d,
+            Lookup::Stale { value, epoch } => {
+                let (state, cache) = (state.clone(), cache.clone());
+                tokio::spawn(async move {
+                    match decide_grant(&state, grant, repo_id, need).await {
+                        Ok(d) => cache.put(key, d, epoch),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "deciding a grant again failed");
+                            cache.reload_failed(&key);
+                        }
+                    }
+                });
+                value
+            }
+            Lookup::Miss { epoch } => {
+                let d = decide_grant(state, grant, repo_id, need).await?;
+                cache.put(key, d.clone(), epoch);
+                d
+            }
+        }
+    };
+    match decided.verdict {
+        Ok((repo, access)) => Ok(Download {
+            ctx: RepoCtx { repo, access },
+            grant,
+        }),
+        Err(r) => Err(r.into_error()),
     }
 }
 
 /// Opens a signed LFS download link for `sha`: checks the signature, then
-/// makes the read-and-gate decision again for the reader it records.
+/// makes the read-and-gate decision again for the grant it records.
 pub async fn open_lfs_link(state: &AppState, token: &str, sha: &Sha256) -> ApiResult<Download> {
     let c: LinkClaims = state
         .keys
@@ -292,15 +439,13 @@ pub async fn open_lfs_link(state: &AppState, token: &str, sha: &Sha256) -> ApiRe
     if c.oid != sha.as_str() {
         return Err(ApiError::InvalidSignature);
     }
-    let repo = crate::db::repos::by_id(&state.db, c.repo)
-        .await?
-        .ok_or(ApiError::NotFound("object"))?;
-    authorize_reader(state, repo, c.reader).await
+    recheck(state, c.reader, c.repo, Access::Read).await
 }
 
 /// The decision for an inference endpoint's weights, made whenever a worker is
-/// handed a pull token: the endpoint's creator must still be allowed to read
-/// the files (an endpoint of the repo's own namespace always is).
+/// handed a pull token and whenever one is used: the endpoint's creator must
+/// still be allowed to read the files (an endpoint of the repo's own
+/// namespace always is). The [`Download`] records the endpoint's grant.
 pub async fn endpoint_download(
     state: &AppState,
     e: &crate::db::endpoints::EndpointRow,
@@ -309,13 +454,22 @@ pub async fn endpoint_download(
     let repo = crate::db::repos::by_id(&state.db, repo_id)
         .await?
         .ok_or(ApiError::RepoNotFound)?;
+    endpoint_decision(state, e, repo).await
+}
+
+async fn endpoint_decision(
+    state: &AppState,
+    e: &crate::db::endpoints::EndpointRow,
+    repo: RepoRow,
+) -> ApiResult<Download> {
+    let grant = Grant::Endpoint { id: e.id };
     if repo.namespace_id == e.namespace_id {
         return Ok(Download {
             ctx: RepoCtx {
                 repo,
                 access: Access::Read,
             },
-            reader: Reader::Pull,
+            grant,
         });
     }
     let creator: Option<(Option<i64>,)> =
@@ -323,38 +477,46 @@ pub async fn endpoint_download(
             .bind(e.id)
             .fetch_optional(&state.db)
             .await?;
-    match creator.and_then(|c| c.0) {
-        Some(uid) => authorize_reader(state, repo, Reader::User(uid)).await,
-        None => authorize_reader(state, repo, Reader::Anonymous).await,
-    }
+    let creator = creator.and_then(|c| c.0);
+    decide_for(state, repo, creator, Access::Read, grant).await
 }
 
 /// The read-and-gate decision for a repo a fine-tuning job reads, made for
-/// its creator each time the job is claimed: a repo of the job's own
-/// namespace is read like an endpoint's weights; another namespace's repo
-/// only as the creator may (a gated one needs their accepted request).
+/// its creator each time the job is claimed and each time a pull token of the
+/// claim is used: a repo of the job's own namespace is read like an
+/// endpoint's weights; another namespace's repo only as the creator may (a
+/// gated one needs their accepted request). `grant` is the claim's
+/// ([`Grant::Job`]).
 pub async fn job_download(
     state: &AppState,
     repo_id: i64,
     job_namespace_id: i64,
     created_by: Option<i64>,
+    grant: Grant,
 ) -> ApiResult<Download> {
     let repo = crate::db::repos::by_id(&state.db, repo_id)
         .await?
         .ok_or(ApiError::RepoNotFound)?;
+    job_decision(state, repo, job_namespace_id, created_by, grant).await
+}
+
+async fn job_decision(
+    state: &AppState,
+    repo: RepoRow,
+    job_namespace_id: i64,
+    created_by: Option<i64>,
+    grant: Grant,
+) -> ApiResult<Download> {
     if repo.namespace_id == job_namespace_id {
         return Ok(Download {
             ctx: RepoCtx {
                 repo,
                 access: Access::Read,
             },
-            reader: Reader::Pull,
+            grant,
         });
     }
-    match created_by {
-        Some(uid) => authorize_reader(state, repo, Reader::User(uid)).await,
-        None => authorize_reader(state, repo, Reader::Anonymous).await,
-    }
+    decide_for(state, repo, created_by, Access::Read, grant).await
 }
 
 /// An access request the hub cannot take (400 `invalid_request`).
@@ -426,6 +588,7 @@ pub async fn request_access(
     )
     .await?;
     tx.commit().await?;
+    crate::signals::invalidate(state, crate::signals::Invalidation::Gate(ctx.repo.id)).await;
     Ok(r)
 }
 
@@ -475,6 +638,8 @@ pub async fn decide(
     )
     .await?;
     tx.commit().await?;
+    // Links, Xet tokens and pull tokens minted for the user are decided again.
+    crate::signals::invalidate(state, crate::signals::Invalidation::Gate(ctx.repo.id)).await;
     Ok(())
 }
 
@@ -504,7 +669,8 @@ mod tests {
             "routes/xet/download.rs",
             "storage.read_",
             "a Xet data link serves xorb ranges signed into a reconstruction for a CAS read \
-             token, which `xet-read-token` mints only after `load_repo_for_download` (1 h)",
+             token, which `xet-read-token` mints only after `load_repo_for_download`; the link \
+             records the token's grant and is decided again (`gating::recheck`) when used",
         ),
         (
             "routes/xet/upload.rs",

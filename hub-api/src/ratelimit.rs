@@ -360,7 +360,7 @@ fn bucket_owner(
             let key = match &p.credential {
                 Credential::Token { id, .. } => format!("t:{id}"),
                 Credential::Session { .. } => format!("s:{}", p.user_id),
-                Credential::RepoPull { repo_id } => format!("pull:{repo_id}"),
+                Credential::RepoPull { repo_id, .. } => format!("pull:{repo_id}"),
                 Credential::Worker => "worker".to_string(),
             };
             (key, Some(p.name.clone()), defaults.token)

@@ -5,8 +5,9 @@
 //!   `{"kind": ..., "id": ...}`, see [`Invalidation`]). What a process changes
 //!   it drops from its own caches at once and publishes; every process's
 //!   listener (`scheduler::spawn_listener`) applies it too, so another replica
-//!   stops answering from a stale token, role, route or quota within a
-//!   notification's delivery time rather than the caches' TTLs. The TTLs stay
+//!   stops answering from a stale token, role, route, quota or grant
+//!   (`auth::grants`) within a notification's delivery time rather than the
+//!   caches' TTLs. The TTLs stay
 //!   the bound when a notification is lost: the listener reconnects and, since
 //!   it may have missed some, clears every cache when it (re)connects.
 //!   Applying an invalidation twice (the publisher receives its own) is
@@ -97,19 +98,36 @@ pub enum Invalidation {
     Routes,
     /// A namespace's quotas or rate limits changed (namespace id).
     Quota(i64),
+    /// A gated repo's access requests were decided (repo id): the grants of
+    /// links, Xet tokens and pull tokens on it are decided again.
+    Gate(i64),
+    /// A fine-tuning job ended (job id): its pull tokens stop.
+    Job(uuid::Uuid),
 }
 
 /// Drops what this process cached of `what`.
 pub fn apply(state: &AppState, what: Invalidation) {
+    let grants = &state.tenancy.grants;
     match what {
-        Invalidation::Token(id) => state.tenancy.token_cache.forget_token(id),
-        Invalidation::Roles(ns) => state.tenancy.roles.forget_namespace(ns),
-        Invalidation::Endpoint(id) => state.live.forget_endpoint(id),
+        Invalidation::Token(id) => {
+            state.tenancy.token_cache.forget_token(id);
+            grants.forget_token(id);
+        }
+        Invalidation::Roles(ns) => {
+            state.tenancy.roles.forget_namespace(ns);
+            grants.forget_namespace(ns);
+        }
+        Invalidation::Endpoint(id) => {
+            state.live.forget_endpoint(id);
+            grants.forget_endpoint(id);
+        }
         Invalidation::Routes => state.live.forget_routes(),
         Invalidation::Quota(ns) => {
             state.live.quotas.forget(ns);
             state.tenancy.rate.invalidate();
         }
+        Invalidation::Gate(repo) => grants.forget_repo(repo),
+        Invalidation::Job(id) => grants.forget_job(id),
     }
 }
 
@@ -118,6 +136,7 @@ pub fn apply(state: &AppState, what: Invalidation) {
 pub fn clear_all(state: &AppState) {
     state.tenancy.token_cache.clear();
     state.tenancy.roles.clear();
+    state.tenancy.grants.clear();
     state.live.forget_routes();
     state.live.quotas.clear();
     state.tenancy.rate.invalidate();
@@ -181,6 +200,7 @@ pub fn received(state: &AppState, channel: &str, payload: &str) -> bool {
         }
         crate::repo_cache::CHANNEL => {
             state.resolved.rows.received(payload);
+            state.tenancy.grants.received(payload);
             true
         }
         READY_CHANNEL => {
@@ -205,6 +225,11 @@ mod tests {
             (Invalidation::Endpoint(9), r#"{"kind":"endpoint","id":9}"#),
             (Invalidation::Routes, r#"{"kind":"routes"}"#),
             (Invalidation::Quota(1), r#"{"kind":"quota","id":1}"#),
+            (Invalidation::Gate(4), r#"{"kind":"gate","id":4}"#),
+            (
+                Invalidation::Job(uuid::Uuid::nil()),
+                r#"{"kind":"job","id":"00000000-0000-0000-0000-000000000000"}"#,
+            ),
         ] {
             assert_eq!(serde_json::to_string(&what).unwrap(), json);
             assert_eq!(serde_json::from_str::<Invalidation>(json).unwrap(), what);

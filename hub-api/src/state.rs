@@ -50,6 +50,9 @@ pub struct Tenancy {
     pub token_cache: Arc<crate::auth::cache::TokenCache>,
     /// Callers' roles in namespaces, as long as tokens (see `auth::cache`).
     pub roles: Arc<crate::auth::cache::RoleCache>,
+    /// Read decisions made again for credentials minted from one (links,
+    /// Xet tokens, pull tokens), as long as tokens (see `auth::grants`).
+    pub grants: Arc<crate::auth::grants::GrantCache>,
     /// Slots of CPU- or memory-heavy work per tenant (see `heavy`).
     pub heavy: Arc<crate::heavy::Heavy>,
     /// Memory of Xet upload bodies per namespace (see `membudget`).
@@ -91,6 +94,9 @@ impl Tenancy {
                 std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
             )),
             roles: Arc::new(crate::auth::cache::RoleCache::new(
+                std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
+            )),
+            grants: Arc::new(crate::auth::grants::GrantCache::new(
                 std::time::Duration::from_secs(c.auth_cache_ttl_secs as u64),
             )),
             heavy: Arc::new(crate::heavy::Heavy::default()),

@@ -467,7 +467,7 @@ fn repo_level(p: Option<&Principal>, role: Option<Role>, repo: &RepoRow) -> Acce
         Access::Read
     };
     let Some(p) = p else { return public };
-    if let super::Credential::RepoPull { repo_id } = p.credential {
+    if let super::Credential::RepoPull { repo_id, .. } = p.credential {
         return if repo_id == repo.id {
             Access::Read
         } else {

@@ -11,6 +11,7 @@ pub mod access;
 pub mod authenticate;
 pub mod cache;
 pub mod csrf;
+pub mod grants;
 pub mod jwt;
 pub mod principal;
 pub mod secrets;

@@ -64,8 +64,13 @@ pub enum Credential {
         /// Expiry, seconds since the epoch.
         expires_at: i64,
     },
-    /// A hub-signed pull token: read access to one repo, nothing else.
-    RepoPull { repo_id: i64 },
+    /// A hub-signed pull token: read access to one repo, nothing else, for
+    /// the endpoint or fine-tuning job recorded in `grant` (decided again on
+    /// every use, `service_tokens::principal`).
+    RepoPull {
+        repo_id: i64,
+        grant: super::grants::Grant,
+    },
     /// A hub-signed control-plane token of a worker the hub runs itself.
     Worker,
 }

@@ -288,6 +288,50 @@ async fn signed_links_stop_when_access_is_withdrawn() {
     assert_eq!(call(&app, TestRequest::get().uri(&tampered)).await.0, 403);
 }
 
+/// A signed link records the API token it was minted with: revoking the
+/// token ends its links (401), as it ends the token, while links minted
+/// anonymously or with another token keep working.
+#[actix_web::test]
+async fn signed_links_stop_when_their_token_is_revoked() {
+    let t = TestState::new().await;
+    let (_, owner) = t.user("alice", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (laptop_id, laptop) = token(&t, bob_id, &["read"], None, None).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &owner, "alice/m", false).await;
+    let content = vec![5u8; 12_000];
+    let sha = commit_lfs(&app, &owner, "alice/m", "w.bin", &content).await;
+    let by_laptop = download_link(&app, Some(&laptop), "alice/m", &sha, content.len())
+        .await
+        .1
+        .unwrap();
+    let by_bob = download_link(&app, Some(&bob), "alice/m", &sha, content.len())
+        .await
+        .1
+        .unwrap();
+    let anon = download_link(&app, None, "alice/m", &sha, content.len())
+        .await
+        .1
+        .unwrap();
+    for l in [&by_laptop, &by_bob, &anon] {
+        assert_eq!(call(&app, TestRequest::get().uri(l)).await.0, 200);
+    }
+    let (st, _, _) = call(
+        &app,
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{laptop_id}"))
+            .insert_header(bearer(&bob)),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, _, body) = call(&app, TestRequest::get().uri(&by_laptop)).await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(body.len() < 1000, "no object bytes in the refusal");
+    for l in [&by_bob, &anon] {
+        assert_eq!(call(&app, TestRequest::get().uri(l)).await.0, 200);
+    }
+}
+
 /// A token's restriction and scopes limit the gate like they limit private
 /// repos: a member's token restricted to another repo, or without the read
 /// scope, acts as an anonymous caller.
@@ -474,6 +518,23 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
         !String::from_utf8_lossy(&b).contains("pull_token\":\"ey"),
         "{a}"
     );
+    // The pull token handed out before stops too: it is decided again on
+    // every use, not honoured until its expiry (an hour).
+    let pull_get = || {
+        TestRequest::get()
+            .uri("/acme/g/resolve/main/f.txt")
+            .insert_header(bearer(&pull))
+    };
+    let (st, _, body) = call(&app, pull_get()).await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        json_of(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("pull token was withdrawn"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let replicas = hub_api::db::endpoints::replicas_of(&t.state.db, e.id)
         .await
         .unwrap();
@@ -483,7 +544,7 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
         "{:?}",
         replicas[0].message
     );
-    // Accepted again: the assignment comes back.
+    // Accepted again: the assignment comes back, and so does the old token.
     assert_eq!(call(&app, decide("accepted")).await.0, 200);
     let (_, _, b) = call(&app, poll()).await;
     assert!(json_of(&b)["assignments"]
@@ -491,6 +552,19 @@ async fn endpoints_and_pull_tokens_follow_the_gate() {
         .unwrap()
         .iter()
         .any(|x| x["assignment_id"] == replica.to_string()));
+    assert_eq!(call(&app, pull_get()).await.0, 200);
+    // The endpoint deleted: its pull tokens stop.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/v1/endpoints/bob/e")
+            .insert_header(bearer(&bob)),
+    )
+    .await;
+    assert!(st < 300, "{st}: {}", String::from_utf8_lossy(&b));
+    let (st, _, body) = call(&app, pull_get()).await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("no longer exists"));
 }
 
 /// A pull request builds on the repo's files: a caller who has not passed a

@@ -490,6 +490,16 @@ async fn cancel_tenancy_and_stale_claims() {
     assert_eq!((st, v["code"].as_str()), (409, Some("conflict")));
     // The ended claim can do nothing more.
     assert_eq!(runner.progress(&spec, claim, 3.0).await.0, 409);
+    // Nor can its pull tokens read anything (decided again on every use).
+    let (st, _, body) = call(
+        &a,
+        TestRequest::get()
+            .uri(&format!("/datasets/alice/reviews/resolve/{rev}/train.csv"))
+            .insert_header(bearer(tok)),
+    )
+    .await;
+    assert_eq!(st, 401, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("has ended or is held by another claim"));
 
     // A queued job is cancelled at once.
     let (_, job2) = post_job(&a, &f.alice, "alice", job_body()).await;
@@ -516,6 +526,17 @@ async fn cancel_tenancy_and_stale_claims() {
     let second = runner.claim().await;
     assert_eq!(second["job_id"], job3["id"]);
     assert_ne!(second["claim"], first["claim"]);
+    // The first claim's pull tokens stop; the second claim's read.
+    let pulls = |spec: &Value| {
+        TestRequest::get()
+            .uri(&format!(
+                "/datasets/alice/reviews/resolve/{}/train.csv",
+                spec["dataset"]["revision"].as_str().unwrap()
+            ))
+            .insert_header(bearer(spec["dataset"]["pull_token"].as_str().unwrap()))
+    };
+    assert_eq!(call(&a, pulls(&first)).await.0, 401);
+    assert_eq!(call(&a, pulls(&second)).await.0, 200);
     assert_eq!(
         runner
             .progress(&first, first["claim"].as_str().unwrap(), 1.0)

@@ -1087,7 +1087,8 @@ async fn xet_commit_links_a_registered_file_and_resolve_serves_its_bytes() {
 async fn xet_cas_refuses_an_expired_token_and_stores_nothing() {
     use hub_api::routes::xet::{sign_cas_token, Scope};
     let t = TestState::new().await;
-    let (_, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let grant = hub_api::auth::grants::Grant::user(alice_id, None);
     let app = app(&t.state).await;
     create_repo(&app, &alice, "alice/m", false).await;
     let (repo, ns): (i64, i64) =
@@ -1095,7 +1096,7 @@ async fn xet_cas_refuses_an_expired_token_and_stores_nothing() {
             .fetch_one(&t.state.db)
             .await
             .unwrap();
-    let (expired, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, -3600)
+    let (expired, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, grant, -3600)
         .await
         .unwrap();
     let u = upload(21, 300_000);
@@ -1116,7 +1117,7 @@ async fn xet_cas_refuses_an_expired_token_and_stores_nothing() {
     assert_eq!(stored_objects(&t, "xorbs"), 0);
     assert_eq!(stored_objects(&t, "staging"), 0);
     // The same claims, not expired: accepted.
-    let (fresh, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, 60)
+    let (fresh, _) = sign_cas_token(&t.state, Scope::Write, repo, ns, grant, 60)
         .await
         .unwrap();
     assert_eq!(post_xorb(&app, &fresh, h, body).await.0, 200);
@@ -1222,4 +1223,276 @@ async fn xet_upload_memory_is_bounded_per_namespace() {
     let (st, b) = post_xorb(&app, &cas_a, h, body).await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
     assert_eq!(t.state.tenancy.upload_memory.reserved(alice_id), 0);
+}
+
+/// The first data link of a v2 reconstruction, with the byte range it serves.
+fn first_link(r: &Value) -> (String, u64, u64) {
+    let (_, entries) = r["xorbs"].as_object().unwrap().iter().next().unwrap();
+    let e = &entries[0];
+    let d = &e["ranges"][0]["bytes"];
+    (
+        e["url"].as_str().unwrap().to_string(),
+        d["start"].as_u64().unwrap(),
+        d["end"].as_u64().unwrap(),
+    )
+}
+
+/// A v2 reconstruction of `file` with `cas` (asserting it answers 200).
+async fn reconstruct_ok(app: &impl App, cas: &str, file: &str) -> Value {
+    let (st, b) = reconstruction(app, cas, 2, file, None).await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    json_of(&b)
+}
+
+/// Status and error code of a CAS call that must be refused.
+fn refusal(st: u16, b: &[u8]) -> (u16, String) {
+    (st, json_of(b)["code"].as_str().unwrap_or("").to_string())
+}
+
+/// Access withdrawn ends the Xet credentials minted before it, not their
+/// expiry an hour later: a member removed from the organization can no
+/// longer reconstruct with their read token, fetch the data links a
+/// reconstruction gave them, nor upload with their write token (nothing is
+/// stored). Each use decides the token's grant again.
+#[actix_web::test]
+async fn xet_tokens_and_data_links_stop_when_a_member_is_removed() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (carol_id, carol) = t.user("carol", false, &["read", "write"]).await;
+    let acme = t.org("acme", alice_id).await;
+    use hub_api::db::namespaces::{set_member, Role};
+    set_member(&t.state.db, acme, carol_id, Role::Write)
+        .await
+        .unwrap();
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "acme/p", true).await;
+    let u = upload(41, 300_000);
+    let w = cas_token(&app, Some(&alice), "acme/p", "write").await;
+    upload_all(&app, &w, &u).await;
+    let file = hash::hash_string(&u.file.hash);
+
+    // Carol, a member with the write role: a read token, its links, a write token.
+    let read = cas_token(&app, Some(&carol), "acme/p", "read").await;
+    let write = cas_token(&app, Some(&carol), "acme/p", "write").await;
+    let r = reconstruct_ok(&app, &read, &file).await;
+    assert_eq!(reassemble_v2(&app, &r, u.data.len()).await, u.data);
+    let (link, s, e) = first_link(&r);
+    assert_eq!(fetch(&app, &link, s, e).await.0, 206);
+    let more = upload(42, 300_000);
+    let (h, body, _) = &more.xorbs[0];
+    assert_eq!(post_xorb(&app, &write, h, body).await.0, 200);
+    let xorbs = count(&t, "xet_xorbs").await;
+
+    // Removed from acme: every one of them stops at once.
+    let (st, _, b) = call(
+        &app,
+        TestRequest::delete()
+            .uri("/api/v1/orgs/acme/members/carol")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    assert!(st < 300, "{st}: {}", String::from_utf8_lossy(&b));
+    let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (404, "repo_not_found".into()));
+    let (st, b) = fetch(&app, &link, s, e).await;
+    assert_eq!(st, 404, "{}", String::from_utf8_lossy(&b));
+    let (h2, body2, _) = &more.xorbs[1];
+    let (st, b) = post_xorb(&app, &write, h2, body2).await;
+    assert_eq!(refusal(st, &b), (404, "repo_not_found".into()));
+    assert_eq!(count(&t, "xet_xorbs").await, xorbs, "nothing stored");
+    let (st, _) = post_shard(&app, &write, "/cas/v1/shards", &more.shard).await;
+    assert_eq!(st, 404);
+    // Alice's own token still works: the refusal is carol's.
+    let alices = cas_token(&app, Some(&alice), "acme/p", "read").await;
+    reconstruct_ok(&app, &alices, &file).await;
+}
+
+/// The other withdrawals, on a public repo: an accepted access request
+/// rejected (403 `gated_repo`, and accepted again the same token and link
+/// work again: the decision is made each time, not remembered), the API token
+/// a CAS token was minted with revoked (401), and the repo made private (an
+/// anonymous reader's token and links: 404).
+#[actix_web::test]
+async fn xet_tokens_and_data_links_follow_gates_revocations_and_privacy() {
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (bob_tok_id, bob_tok) = token(&t, bob_id, &["read"], None, None).await;
+    let _acme = t.org("acme", alice_id).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "acme/pub", false).await;
+    let u = upload(43, 300_000);
+    let w = cas_token(&app, Some(&alice), "acme/pub", "write").await;
+    upload_all(&app, &w, &u).await;
+    let file = hash::hash_string(&u.file.hash);
+
+    // Anonymous and token-minted readers of the public repo.
+    let anon = cas_token(&app, None, "acme/pub", "read").await;
+    let anon_link = first_link(&reconstruct_ok(&app, &anon, &file).await);
+    let by_token = cas_token(&app, Some(&bob_tok), "acme/pub", "read").await;
+    let token_link = first_link(&reconstruct_ok(&app, &by_token, &file).await);
+
+    // Gated: the anonymous token stops; bob's passes once he is accepted.
+    let (st, _, _) = call(
+        &app,
+        put_json(
+            "/api/models/acme/pub/settings",
+            &alice,
+            json!({"gated": "manual"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, b) = reconstruction(&app, &anon, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (403, "gated_repo".into()));
+    let (l, s, e) = &anon_link;
+    assert_eq!(fetch(&app, l, *s, *e).await.0, 403);
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/v1/repos/models/acme/pub/access-requests")
+            .insert_header(bearer(&bob))
+            .set_json(json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
+    let decide = |status: &str| {
+        put_json(
+            "/api/v1/repos/models/acme/pub/access-requests/bob",
+            &alice,
+            json!({"status": status}),
+        )
+    };
+    assert_eq!(call(&app, decide("accepted")).await.0, 200);
+    let read = cas_token(&app, Some(&bob), "acme/pub", "read").await;
+    let (link, s, e) = first_link(&reconstruct_ok(&app, &read, &file).await);
+    assert_eq!(fetch(&app, &link, s, e).await.0, 206);
+    assert_eq!(call(&app, decide("rejected")).await.0, 200);
+    let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (403, "gated_repo".into()));
+    let (st, h, _) = call(
+        &app,
+        TestRequest::get()
+            .uri(&local(&link))
+            .insert_header(("Range", format!("bytes={s}-{e}"))),
+    )
+    .await;
+    assert_eq!(st, 403);
+    assert_eq!(h.get("x-error-code").unwrap(), "GatedRepo");
+    assert_eq!(call(&app, decide("accepted")).await.0, 200);
+    reconstruct_ok(&app, &read, &file).await;
+    assert_eq!(fetch(&app, &link, s, e).await.0, 206);
+
+    // The API token a CAS token was minted with, revoked: 401 (bob's
+    // accepted request would pass the gate, so the refusal is the token's).
+    let (l, s2, e2) = &token_link;
+    assert_eq!(fetch(&app, l, *s2, *e2).await.0, 206);
+    let (st, _, _) = call(
+        &app,
+        TestRequest::delete()
+            .uri(&format!("/api/v1/tokens/{bob_tok_id}"))
+            .insert_header(bearer(&bob)),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, b) = reconstruction(&app, &by_token, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (401, "unauthorized".into()));
+    assert!(
+        json_of(&b)["error"]
+            .as_str()
+            .unwrap()
+            .contains("revoked or has expired"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(fetch(&app, l, *s2, *e2).await.0, 401);
+
+    // Private, ungated: bob (not a member) loses it, as the repo's 404.
+    let (st, _, _) = call(
+        &app,
+        put_json(
+            "/api/models/acme/pub/settings",
+            &alice,
+            json!({"gated": false, "private": true}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (404, "repo_not_found".into()));
+    assert_eq!(fetch(&app, &link, s, e).await.0, 404);
+}
+
+/// With the notification listener running (as `serve` runs it), a warm
+/// grant is decided from the per-process cache: a data link is served with
+/// the replica's database pool closed (no round trip per chunk fetch). A
+/// withdrawal made through another replica still reaches a warm cache within
+/// a notification's delivery, well under its refresh point (1 s).
+#[actix_web::test]
+async fn xet_grant_decisions_are_cached_and_dropped_on_every_replica() {
+    use std::time::{Duration, Instant};
+    let t = TestState::new().await;
+    let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
+    let (carol_id, carol) = t.user("carol", false, &["read"]).await;
+    let acme = t.org("acme", alice_id).await;
+    use hub_api::db::namespaces::{set_member, Role};
+    set_member(&t.state.db, acme, carol_id, Role::Read)
+        .await
+        .unwrap();
+    // Replica C with a pool of its own (closed below), replica B sharing A's.
+    let mut c_state = t.replica().await;
+    c_state.db = sqlx::PgPool::connect(&t.db.url).await.unwrap();
+    let b_state = t.replica().await;
+    for s in [&t.state, &b_state, &c_state] {
+        crate::gateway_caches::listening(s, &t.db.url).await;
+    }
+    let a = app(&t.state).await;
+    let b = app(&b_state).await;
+    let c = app(&c_state).await;
+    create_repo(&a, &alice, "acme/p", true).await;
+    let u = upload(44, 300_000);
+    let w = cas_token(&a, Some(&alice), "acme/p", "write").await;
+    upload_all(&a, &w, &u).await;
+    let file = hash::hash_string(&u.file.hash);
+    let read = cas_token(&a, Some(&carol), "acme/p", "read").await;
+    let (link, s, e) = first_link(&reconstruct_ok(&a, &read, &file).await);
+
+    // C: warm, then without its database.
+    assert_eq!(fetch(&c, &link, s, e).await.0, 206);
+    assert!(!c_state.tenancy.grants.is_empty());
+    c_state.db.close().await;
+    for _ in 0..3 {
+        assert_eq!(fetch(&c, &link, s, e).await.0, 206);
+    }
+
+    // B: warm just before carol is removed through A.
+    assert_eq!(fetch(&b, &link, s, e).await.0, 206);
+    let (st, _, _) = call(
+        &a,
+        TestRequest::delete()
+            .uri("/api/v1/orgs/acme/members/carol")
+            .insert_header(bearer(&alice)),
+    )
+    .await;
+    assert!(st < 300, "{st}");
+    // At once on A, which made the change.
+    assert_eq!(fetch(&a, &link, s, e).await.0, 404);
+    let start = Instant::now();
+    loop {
+        let st = fetch(&b, &link, s, e).await.0;
+        if st == 404 {
+            break;
+        }
+        assert_eq!(st, 206);
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "replica B kept serving carol's link for {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "removal seen by the other replica after {:?}",
+        start.elapsed()
+    );
 }

@@ -56,7 +56,13 @@ fn caller(i: usize) -> Option<Principal> {
         8 => (false, token(&[Read, Write], Some(&["ACME"]), None)),
         9 => (false, token(&[Read, Write], Some(&["other"]), None)),
         10 => (false, token(&[Read, Write], None, Some(&["model:acme/m"]))),
-        11 => (false, Credential::RepoPull { repo_id: 1 }),
+        11 => (
+            false,
+            Credential::RepoPull {
+                repo_id: 1,
+                grant: crate::auth::grants::Grant::Endpoint { id: 1 },
+            },
+        ),
         12 => (false, Credential::Worker),
         13 => (true, token(&[Read, Write], None, None)),
         _ => unreachable!(),

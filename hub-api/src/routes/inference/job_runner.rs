@@ -64,6 +64,13 @@ async fn held(state: &AppState, id: Uuid, claim: Uuid) -> ApiResult<db::jobs::Jo
 }
 
 /// A pull token for a repo the job reads, if its creator may still read it.
+/// The token is bound to this claim ([`Grant::Job`]): it stops when the job
+/// ends or another claim takes it, or when the creator loses the repo. The
+/// refusal names no repo: the job's JSON shows its error to every member of
+/// the namespace, who may not be allowed to learn another namespace's
+/// private repo names (the field says which repo).
+///
+/// [`Grant::Job`]: crate::auth::grants::Grant::Job
 async fn pull(
     state: &AppState,
     j: &db::jobs::JobRow,
@@ -71,15 +78,22 @@ async fn pull(
     commit: &str,
     what: &str,
 ) -> Result<RepoPull, String> {
-    let gone = || format!("the {what} was deleted");
+    let gone = || format!("the {what} was deleted or the job's creator may no longer read it");
     let repo_id = repo_id.ok_or_else(gone)?;
-    let download = crate::gating::job_download(state, repo_id, j.namespace_id, j.created_by)
-        .await
-        .map_err(|e| match e {
-            ApiError::RepoNotFound => gone(),
-            e @ ApiError::GatedRepo(_) => format!("the job's creator may not read the {what}: {e}"),
-            e => format!("the {what}: {e}"),
-        })?;
+    let claim = j
+        .claim
+        .ok_or_else(|| "the job is not claimed".to_string())?;
+    let grant = crate::auth::grants::Grant::Job { id: j.id, claim };
+    let download =
+        crate::gating::job_download(state, repo_id, j.namespace_id, j.created_by, grant)
+            .await
+            .map_err(|e| match e {
+                ApiError::RepoNotFound => gone(),
+                ApiError::GatedRepo(_) => format!(
+                    "the job's creator may not download the {what}: it is gated and their access request is not accepted"
+                ),
+                e => format!("the {what}: {e}"),
+            })?;
     let token = crate::auth::service_tokens::pull_token(state, &download, PULL_TOKEN_TTL_S)
         .await
         .map_err(|e| e.to_string())?;
@@ -313,6 +327,8 @@ async fn end(
         },
     )
     .await?;
+    // The claim's pull tokens stop (`gating::recheck`) on every replica.
+    crate::signals::invalidate(state, crate::signals::Invalidation::Job(j.id)).await;
     // Every uploaded file's pending object is given back: those the commit
     // claimed are referenced now and stay; the rest (a failed job's, or an
     // earlier claim's that the last one did not send again) are deleted

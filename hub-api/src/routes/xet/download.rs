@@ -3,10 +3,14 @@
 //!
 //! A token reconstructs only files its repo registered; a dedup query only
 //! sees its namespace's index. Data links carry their own claims (xorb,
-//! byte ranges, expiry; signed with the hub's JWT keys): the client sends
-//! them no token, and answers a 403 by asking for a fresh reconstruction.
+//! byte ranges, expiry, and the repo and grant of the token that asked for
+//! them; signed with the hub's JWT keys): the client sends them no token,
+//! and answers a 403 by asking for a fresh reconstruction. Each use of a link
+//! decides its grant again (`gating::recheck`, from the per-process cache when
+//! warm, so a chunk fetch makes no database round trip).
 
 use super::{check_prefix, CasToken, XetError, CAS_PREFIX};
+use crate::auth::grants::Grant;
 use crate::auth::jwt::{expires_in, ISSUER};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
@@ -33,9 +37,18 @@ struct DataClaims {
     sub: String,
     /// Authorized ranges, `[start, end]` inclusive.
     r: Vec<(u64, u64)>,
+    /// The repo whose file the link reconstructs, and on whose behalf: the
+    /// CAS token's, decided again when the link is used.
+    repo: i64,
+    grant: Grant,
 }
 
-async fn data_link(state: &AppState, xorb: &XetHash, ranges: &[ByteRange]) -> ApiResult<String> {
+async fn data_link(
+    state: &AppState,
+    cas: &CasToken,
+    xorb: &XetHash,
+    ranges: &[ByteRange],
+) -> ApiResult<String> {
     let name = hash::hash_string(xorb);
     let claims = DataClaims {
         iss: ISSUER.into(),
@@ -43,6 +56,8 @@ async fn data_link(state: &AppState, xorb: &XetHash, ranges: &[ByteRange]) -> Ap
         exp: expires_in(state.limits.xet_data_link_ttl_s),
         sub: name.clone(),
         r: ranges.iter().map(|b| (b.start, b.end)).collect(),
+        repo: cas.0.repo,
+        grant: cas.0.grant,
     };
     let sig = state.keys.sign(&claims).await.map_err(ApiError::internal)?;
     Ok(format!(
@@ -88,7 +103,10 @@ pub async fn reconstruction_v1(
     let mut links = HashMap::new();
     for (x, ranges) in &plan.fetch {
         for r in ranges {
-            links.insert((*x, r.bytes.start), data_link(&state, x, &[r.bytes]).await?);
+            links.insert(
+                (*x, r.bytes.start),
+                data_link(&state, &cas, x, &[r.bytes]).await?,
+            );
         }
     }
     let body = plan.to_v1(&|x, b| links[&(*x, b[0].start)].clone());
@@ -108,7 +126,7 @@ pub async fn reconstruction_v2(
     let mut links = HashMap::new();
     for (x, ranges) in &plan.fetch {
         let bytes: Vec<ByteRange> = ranges.iter().map(|r| r.bytes).collect();
-        links.insert(*x, data_link(&state, x, &bytes).await?);
+        links.insert(*x, data_link(&state, &cas, x, &bytes).await?);
     }
     let body = plan.to_v2(&|x, _| links[x].clone());
     state.metrics.xet("reconstruction");
@@ -128,8 +146,10 @@ pub async fn link_bucket(state: &AppState, sig: &str) -> Option<String> {
 }
 
 /// `GET /v1/xorbs/default/{hash}?sig=…`: exactly the requested byte range of
-/// the stored xorb (206), when the link is unexpired and lists a range that
-/// holds it. Without `Range`, a link for one range serves that range.
+/// the stored xorb (206), when the link is unexpired, lists a range that
+/// holds it, and its grant still reads its repo (else the refusal of the
+/// read decision: 404 `repo_not_found`, 403 `gated_repo`, 401 for a revoked
+/// token). Without `Range`, a link for one range serves that range.
 /// Streamed from the object store.
 pub async fn data(
     state: web::Data<AppState>,
@@ -170,6 +190,8 @@ pub async fn data(
     if !c.r.iter().any(|&(s, e)| s <= start && end <= e) {
         return Err(link_refused("range not covered by the link"));
     }
+    // Whoever the link was minted for must still read the repo, now.
+    crate::gating::recheck(&state, c.grant, c.repo, crate::auth::Access::Read).await?;
     let stream = state.storage.read_xorb(&xorb, start..end + 1).await?;
     state.metrics.xet("xorb_range");
     state.metrics.xet_bytes.add(&["down"], end + 1 - start);

@@ -5,13 +5,18 @@
 //!
 //! The CAS does not use the hub's credentials: every API route takes the
 //! short-lived access token the token routes sign ([`CasToken`]: repo,
-//! namespace, read or write), and the xorb data links carry their own signed,
-//! expiring claims (no token: the client sends none to them).
+//! namespace, read or write, and the grant it was minted for), and the xorb
+//! data links carry their own signed, expiring claims (no token: the client
+//! sends none to them). Both record on whose behalf they were minted (an
+//! `auth::grants::Grant`) and are decided again on every use
+//! (`gating::recheck`, answered from a per-process cache): access withdrawn
+//! ends them within the bound of `auth::grants`, not at their expiry.
 
 pub mod download;
 pub mod token;
 pub mod upload;
 
+use crate::auth::grants::Grant;
 use crate::auth::jwt::{expires_in, ISSUER};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -90,6 +95,21 @@ pub struct CasClaims {
     pub repo: i64,
     /// Its namespace: the tenant whose dedup index the token may query.
     pub ns: i64,
+    /// On whose behalf it was minted: decided again on every use. A token
+    /// signed before grants were recorded counts as anonymous (it still reads
+    /// a public, ungated repo, nothing else).
+    #[serde(default)]
+    pub grant: Grant,
+}
+
+impl CasClaims {
+    /// What the token needs of its repo: read (with the gate) or write.
+    pub fn need(&self) -> crate::auth::Access {
+        match self.scope {
+            Scope::Read => crate::auth::Access::Read,
+            Scope::Write => crate::auth::Access::Write,
+        }
+    }
 }
 
 /// Signs a CAS access token valid for `ttl_s` seconds.
@@ -98,6 +118,7 @@ pub async fn sign_cas_token(
     scope: Scope,
     repo: i64,
     ns: i64,
+    grant: Grant,
     ttl_s: i64,
 ) -> ApiResult<(String, i64)> {
     let exp = expires_in(ttl_s);
@@ -108,6 +129,7 @@ pub async fn sign_cas_token(
         scope,
         repo,
         ns,
+        grant,
     };
     let token = state.keys.sign(&claims).await.map_err(ApiError::internal)?;
     Ok((token, exp))
@@ -115,7 +137,11 @@ pub async fn sign_cas_token(
 
 /// The verified CAS token of a request: `Authorization: Bearer <accessToken>`
 /// (missing, invalid or expired: 401; the client never refreshes on 401, so
-/// a token is honoured until its `exp`, with the hub's clock-skew leeway).
+/// a token is honoured until its `exp`, with the hub's clock-skew leeway),
+/// whose grant still holds: the decision it was minted from is made again
+/// (`gating::recheck`) and refuses as it would now (404 `repo_not_found`,
+/// 403 `gated_repo` or `forbidden`, 401 when the API token it was minted for
+/// was revoked).
 #[derive(Debug, Clone)]
 pub struct CasToken(pub CasClaims);
 
@@ -139,32 +165,38 @@ impl FromRequest for CasToken {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            // Verified already by the rate limiter, which buckets CAS calls by it.
-            if let Some(t) = req.extensions().get::<CasToken>() {
-                return Ok(t.clone());
-            }
-            let unauthorized = |m: &str| ApiError::Unauthorized(m.to_string());
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let token = req
-                .headers()
-                .get(actix_web::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' '))
-                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-                .map(|(_, t)| t.trim().to_string())
-                .ok_or_else(|| {
-                    unauthorized(
-                        "a Xet access token is required: Authorization: Bearer <accessToken>",
-                    )
-                })?;
-            let claims = verify_cas_token(state, &token)
-                .await
-                .ok_or_else(|| unauthorized("the Xet access token is invalid or has expired"))?;
-            Ok(CasToken(claims))
+            // Verified already by the rate limiter, which buckets CAS calls by it.
+            let verified = req.extensions().get::<CasToken>().cloned();
+            let cas = match verified {
+                Some(t) => t,
+                None => CasToken(token_of(&req, state).await?),
+            };
+            crate::gating::recheck(state, cas.0.grant, cas.0.repo, cas.0.need()).await?;
+            Ok(cas)
         })
     }
+}
+
+/// The claims of the request's `Authorization: Bearer <accessToken>` (401
+/// when missing, invalid or expired).
+async fn token_of(req: &HttpRequest, state: &AppState) -> ApiResult<CasClaims> {
+    let unauthorized = |m: &str| ApiError::Unauthorized(m.to_string());
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string())
+        .ok_or_else(|| {
+            unauthorized("a Xet access token is required: Authorization: Bearer <accessToken>")
+        })?;
+    verify_cas_token(state, &token)
+        .await
+        .ok_or_else(|| unauthorized("the Xet access token is invalid or has expired"))
 }
 
 /// The claims of a valid, unexpired CAS access token (None: not one).

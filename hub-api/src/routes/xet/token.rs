@@ -1,12 +1,15 @@
 //! `GET /api/{models,datasets}/{ns}/{name}/xet-{read,write}-token/{rev}`
 //! (§2.1-2.4): a short-lived CAS access token for one repo, as JSON
 //! (`casUrl`, `exp`, `accessToken`: the Rust client) and as `X-Xet-*`
-//! headers (the Python download path reads only those).
+//! headers (the Python download path reads only those). The token records
+//! on whose behalf it was minted (the caller's `auth::grants::Grant`) and is
+//! decided again on every CAS call (`routes::xet::CasToken`).
 
 use super::{sign_cas_token, Scope, CAS_PREFIX};
 use crate::auth::access::Access;
+use crate::auth::grants::Grant;
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::registry::repo_ref::{param, query_bool};
 use crate::registry::{self, RepoRef};
 use crate::state::AppState;
@@ -30,7 +33,20 @@ pub async fn write_token(
     if !(for_pr && rev == "None") {
         registry::resolve_str(&state, ctx.repo.id, &rev).await?;
     }
-    answer(&state, Scope::Write, ctx.repo.id, ctx.repo.namespace_id).await
+    // Write access is a user's (sessions and API tokens): pull and worker
+    // credentials never have it.
+    let grant = auth
+        .principal()
+        .and_then(crate::gating::user_grant)
+        .ok_or_else(|| ApiError::Forbidden("Xet uploads need a user's credential".into()))?;
+    answer(
+        &state,
+        Scope::Write,
+        ctx.repo.id,
+        ctx.repo.namespace_id,
+        grant,
+    )
+    .await
 }
 
 /// A read token: read access with the gate's rules (as downloads), and the
@@ -44,11 +60,25 @@ pub async fn read_token(
     let dl = crate::gating::load_repo_for_download(&state, &auth, repo.kind, &repo.id).await?;
     let rev = param(&req, "rev").unwrap_or_default();
     registry::resolve_str(&state, dl.repo().id, &rev).await?;
-    answer(&state, Scope::Read, dl.repo().id, dl.repo().namespace_id).await
+    answer(
+        &state,
+        Scope::Read,
+        dl.repo().id,
+        dl.repo().namespace_id,
+        dl.grant(),
+    )
+    .await
 }
 
-async fn answer(state: &AppState, scope: Scope, repo: i64, ns: i64) -> ApiResult<HttpResponse> {
-    let (token, exp) = sign_cas_token(state, scope, repo, ns, state.limits.xet_token_ttl_s).await?;
+async fn answer(
+    state: &AppState,
+    scope: Scope,
+    repo: i64,
+    ns: i64,
+    grant: Grant,
+) -> ApiResult<HttpResponse> {
+    let ttl = state.limits.xet_token_ttl_s;
+    let (token, exp) = sign_cas_token(state, scope, repo, ns, grant, ttl).await?;
     let cas_url = format!("{}{CAS_PREFIX}", state.public_url.trim_end_matches('/'));
     Ok(HttpResponse::Ok()
         .insert_header(("X-Xet-Cas-Url", cas_url.as_str()))
