@@ -1,13 +1,15 @@
 """Gated and private repos through the real `huggingface_hub` client.
 
 Run by scripts/hf-gated-check.sh against a live hub: HF_ENDPOINT, OWNER_TOKEN,
-USER_TOKEN, OTHER_TOKEN, OTHER_NAME and USER_NAME come from the environment.
+USER_TOKEN (read-only), USER_WRITE_TOKEN (the same user's, read and write),
+OTHER_TOKEN, OTHER_NAME and USER_NAME come from the environment.
 """
 import os
 import tempfile
 import sys
 
 import json
+import urllib.error
 import urllib.request
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -53,13 +55,22 @@ try:
 except GatedRepoError:
     check(True, "download before approval raises GatedRepoError")
 
-req = urllib.request.Request(
-    f"{EP}/api/v1/repos/models/{repo}/access-requests",
-    data=json.dumps({"fields": {"why": "tests"}}).encode(),
-    headers={"Authorization": f"Bearer {os.environ['USER_TOKEN']}", "Content-Type": "application/json"},
-    method="POST",
-)
-with urllib.request.urlopen(req) as r:
+def ask(token):
+    return urllib.request.Request(
+        f"{EP}/api/v1/repos/models/{repo}/access-requests",
+        data=json.dumps({"fields": {"why": "tests"}}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+
+
+# Asking changes state: the read-only token is refused, a write token asks.
+try:
+    urllib.request.urlopen(ask(os.environ["USER_TOKEN"]))
+    check(False, "a read-only token cannot ask for access")
+except urllib.error.HTTPError as e:
+    check(e.code == 403, "a read-only token cannot ask for access")
+with urllib.request.urlopen(ask(os.environ["USER_WRITE_TOKEN"])) as r:
     check(r.status == 201 and json.loads(r.read())["status"] == "pending", "a user asks for access")
 pending = list(owner.list_pending_access_requests(repo))
 check([p.username for p in pending] == [user_name], "list_pending_access_requests shows the request")

@@ -20,6 +20,8 @@ hub_start --no-worker
 tok() { hub_admin create-token "$1" --scopes "$2" --name hf; }
 for u in owner reader other; do hub_admin create-user "$u" >/dev/null; done
 export OWNER_TOKEN="$(tok owner read,write)" USER_TOKEN="$(tok reader read)" OTHER_TOKEN="$(tok other read)"
+# Asking for access changes state, so it needs a write-scoped token.
+export USER_WRITE_TOKEN="$(tok reader read,write)"
 mkdir -p "$HUB_WORK/cache"
 HF_ENDPOINT="$HUB_URL" USER_NAME=reader OTHER_NAME=other CACHE="$HUB_WORK/cache" \
   HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_IMPLICIT_TOKEN=1 \

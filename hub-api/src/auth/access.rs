@@ -49,8 +49,14 @@ pub enum Action {
     WriteRepo,
     /// Administer a repo: settings, delete, move, its access requests.
     AdminRepo,
-    /// Ask for access to a gated repo the caller can see.
+    /// Ask for access to a gated repo the caller can see: a change made in
+    /// the caller's name, so it needs a credential that may change things (a
+    /// session or a token with the write scope) whose restriction covers the
+    /// repo. (Reading one's own request needs only the restriction.)
     RequestRepoAccess,
+    /// Like or unlike a repo the caller can see: a change made in the
+    /// caller's name, decided as [`Action::RequestRepoAccess`].
+    LikeRepo,
     /// Create a repo in the namespace (or move one into it).
     CreateRepo,
     /// Create an organization named like the standing's namespace.
@@ -301,8 +307,8 @@ pub fn decide(p: Option<&Principal>, s: &Standing, action: Action) -> Result<Acc
             require(have, need)?;
             Ok(have)
         }
-        RequestRepoAccess => {
-            // Asked after `ReadRepo` succeeded: only the credential's restriction is left.
+        RequestRepoAccess | LikeRepo => {
+            // Asked after `ReadRepo` succeeded: only the credential is left.
             let p = p.ok_or(Denied::Unauthenticated(AUTH_REQUIRED))?;
             let Some(repo) = s.repo else {
                 return Err(Denied::Hidden(Hidden::Repo));
@@ -310,6 +316,17 @@ pub fn decide(p: Option<&Principal>, s: &Standing, action: Action) -> Result<Acc
             if !p.may_touch_repo(&repo.namespace, &repo.full_id(), &repo.repo_type) {
                 return Err(Denied::Forbidden(
                     "this token is restricted to other repositories".into(),
+                ));
+            }
+            // It changes state in the caller's name: a read-only token may not.
+            if !p.has_scope(Scope::Write) {
+                return Err(Denied::Forbidden(
+                    if action == LikeRepo {
+                        "liking a repository needs a token with the write scope"
+                    } else {
+                        "asking for access needs a token with the write scope"
+                    }
+                    .into(),
                 ));
             }
             Ok(Access::Read)

@@ -90,7 +90,7 @@ async fn download_link(
 async fn lfs_batch_download_of_a_gated_repo_needs_access() {
     let t = TestState::new().await;
     let (_, owner) = t.user("alice", false, &["read", "write"]).await;
-    let (_, bob) = t.user("bob", false, &["read"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
     let app = app(&t.state).await;
     create_repo(&app, &owner, "alice/g", false).await;
     let content = vec![7u8; 20_000];
@@ -185,7 +185,7 @@ async fn lfs_batch_download_of_a_gated_repo_needs_access() {
 async fn signed_links_stop_when_access_is_withdrawn() {
     let t = TestState::new().await;
     let (alice_id, owner) = t.user("alice", false, &["read", "write"]).await;
-    let (_, bob) = t.user("bob", false, &["read"]).await;
+    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
     let (carol_id, carol) = t.user("carol", false, &["read"]).await;
     let acme = t.org("acme", alice_id).await;
     use hub_api::db::namespaces::{set_member, Role};

@@ -2,7 +2,7 @@
 //! against the hub (scripts/hf-suite): each test pins one behaviour of the
 //! real Hub that the client's tests rely on.
 
-use crate::common::{bearer, call, commit_files, create_repo, json_of, tree_paths};
+use crate::common::{bearer, call, commit_files, create_repo, json_of, token, tree_paths};
 use actix_web::test::TestRequest;
 use hub_testkit::{app, TestState};
 use serde_json::json;
@@ -463,12 +463,14 @@ async fn super_squash_makes_one_root_commit() {
 
 /// Likes: `like` / `unlike` are idempotent and move the repo's `likes`
 /// count; `list_liked_repos` lists public repos only; a missing repo is
-/// RepoNotFound, a missing user 404.
+/// RepoNotFound, a missing user 404. A like changes state in the caller's
+/// name: a read-only token is 403 and changes nothing.
 #[actix_web::test]
 async fn likes_count_and_list() {
     let t = TestState::new().await;
     let (_, alice) = t.user("alice", false, &["read", "write"]).await;
-    let (_, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (bob_id, bob) = t.user("bob", false, &["read", "write"]).await;
+    let (_, bob_ro) = token(&t, bob_id, &["read"], None, None).await;
     let app = app(&t.state).await;
     create_repo(&app, &alice, "alice/pub", false).await;
     create_repo(&app, &alice, "alice/priv", true).await;
@@ -493,6 +495,19 @@ async fn likes_count_and_list() {
     );
     let (st, _, _) = call(&app, like(&bob, "alice/missing", false)).await;
     assert_eq!(st, 404);
+    for on in [true, false] {
+        let (st, _, b) = call(&app, like(&bob_ro, "alice/pub", on)).await;
+        assert_eq!(
+            (st, json_of(&b)["code"].as_str()),
+            (403, Some("forbidden")),
+            "{}",
+            String::from_utf8_lossy(&b)
+        );
+        assert!(json_of(&b)["error"]
+            .as_str()
+            .unwrap()
+            .contains("write scope"));
+    }
 
     let (_, _, b) = call(&app, TestRequest::get().uri("/api/models/alice/pub")).await;
     assert_eq!(json_of(&b)["likes"], 2);

@@ -1153,8 +1153,9 @@ async fn rate_limit_per_namespace_override() {
 async fn gated_manual_and_auto() {
     let t = TestState::new().await;
     let (_, owner) = t.user("alice", false, &["write"]).await;
-    let (_, user) = t.user("bob", false, &["read"]).await;
-    let (_, other) = t.user("carol", false, &["read"]).await;
+    let (bob_id, user) = t.user("bob", false, &["read", "write"]).await;
+    let (_, user_ro) = token(&t, bob_id, &["read"], None, None).await;
+    let (_, other) = t.user("carol", false, &["read", "write"]).await;
     let app = app(&t.state).await;
     create_repo(&app, &owner, "alice/g", false).await;
     commit_files(&app, &owner, "alice/g", &[("w.txt", b"weights")]).await;
@@ -1196,9 +1197,30 @@ async fn gated_manual_and_auto() {
             .insert_header(bearer(tok))
             .set_json(json!({"fields": {"company": "Bob Inc"}}))
     };
+    // Asking changes state: a read-only token is refused, and records nothing
+    // (it may still read its own request).
+    let (st, _, b) = call(&app, ask(&user_ro)).await;
+    assert_eq!(
+        (st, json_of(&b)["code"].as_str()),
+        (403, Some("forbidden")),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    assert!(json_of(&b)["error"]
+        .as_str()
+        .unwrap()
+        .contains("write scope"));
+    let mine = |tok: &str| {
+        TestRequest::get()
+            .uri("/api/v1/repos/models/alice/g/access-requests/me")
+            .insert_header(bearer(tok))
+    };
+    assert_eq!(call(&app, mine(&user_ro)).await.0, 404);
     let (st, _, b) = call(&app, ask(&user)).await;
     assert_eq!(st, 201, "{}", String::from_utf8_lossy(&b));
     assert_eq!(json_of(&b)["status"], "pending");
+    let (st, _, b) = call(&app, mine(&user_ro)).await;
+    assert_eq!((st, json_of(&b)["status"].as_str()), (200, Some("pending")));
     assert_eq!(call(&app, dl(&user)).await.0, 403);
     // Bad fields are refused (nested values, NUL bytes).
     for bad in [
@@ -1284,7 +1306,7 @@ async fn gated_manual_and_auto() {
 
     // Auto gating accepts at once.
     assert_eq!(call(&app, gate(json!("auto"))).await.0, 200);
-    let (_, dave) = t.user("dave", false, &["read"]).await;
+    let (_, dave) = t.user("dave", false, &["read", "write"]).await;
     assert_eq!(call(&app, dl(&dave)).await.0, 403);
     let (st, _, b) = call(&app, ask(&dave)).await;
     assert_eq!(st, 201);
@@ -1292,7 +1314,7 @@ async fn gated_manual_and_auto() {
     assert_eq!(call(&app, dl(&dave)).await.0, 200);
     // Not gated: requests are a 400.
     assert_eq!(call(&app, gate(json!(false))).await.0, 200);
-    let (_, erin) = t.user("erin", false, &["read"]).await;
+    let (_, erin) = t.user("erin", false, &["read", "write"]).await;
     assert_eq!(call(&app, ask(&erin)).await.0, 400);
     assert_eq!(call(&app, dl(&erin)).await.0, 200);
 

@@ -100,7 +100,8 @@ const TABLE: &[(Action, On, [&str; 14])] = {
         (WriteRepo, PrivateRepo,           ["HHHH", "HFwa", "HFwa", "HFFF", "HFwa", "HFwa", "HFwa", "HHHH", "HFwa", "HHHH", "HFwa", "FFFF", "HHHH", "HFwa"]),
         (WriteRepo, PublicRepo,            ["FFFF", "FFwa", "FFwa", "FFFF", "FFwa", "FFwa", "FFwa", "FFFF", "FFwa", "FFFF", "FFwa", "FFFF", "FFFF", "FFwa"]),
         (AdminRepo, PrivateRepo,           ["HHHH", "HFFa", "HFFa", "HFFF", "HFFa", "HFFa", "HFFa", "HHHH", "HFFa", "HHHH", "HFFa", "FFFF", "HHHH", "HFFa"]),
-        (RequestRepoAccess, PrivateRepo,   ["1111", "rrrr", "rrrr", "rrrr", "rrrr", "rrrr", "rrrr", "rrrr", "rrrr", "FFFF", "rrrr", "FFFF", "FFFF", "rrrr"]),
+        (RequestRepoAccess, PrivateRepo,   ["1111", "rrrr", "rrrr", "FFFF", "rrrr", "rrrr", "FFFF", "FFFF", "rrrr", "FFFF", "rrrr", "FFFF", "FFFF", "rrrr"]),
+        (LikeRepo, PublicRepo,             ["1111", "rrrr", "rrrr", "FFFF", "rrrr", "rrrr", "FFFF", "FFFF", "rrrr", "FFFF", "rrrr", "FFFF", "FFFF", "rrrr"]),
         (CreateRepo, Namespace,            ["1111", "FFww", "FFww", "FFFF", "FFww", "FFww", "FFFF", "FFFF", "FFww", "FFFF", "FFFF", "FFFF", "FFFF", "FFww"]),
         (CreateOrg, Namespace,             ["1111", "aaaa", "aaaa", "FFFF", "aaaa", "aaaa", "FFFF", "FFFF", "aaaa", "FFFF", "FFFF", "FFFF", "FFFF", "aaaa"]),
         (ReadNamespace, Namespace,         ["HHHH", "Hrwa", "Hrwa", "Hrrr", "Hrwa", "Hrwa", "Hrwa", "HHHH", "Hrwa", "HHHH", "HHHH", "HHHH", "HHHH", "Hrwa"]),
@@ -172,6 +173,7 @@ fn every_action_has_a_row() {
         WriteRepo,
         AdminRepo,
         RequestRepoAccess,
+        LikeRepo,
         CreateRepo,
         CreateOrg,
         ReadNamespace,
@@ -194,6 +196,7 @@ fn every_action_has_a_row() {
             | WriteRepo
             | AdminRepo
             | RequestRepoAccess
+            | LikeRepo
             | CreateRepo
             | CreateOrg
             | ReadNamespace

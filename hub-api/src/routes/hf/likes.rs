@@ -2,7 +2,7 @@
 //! (`POST`/`DELETE /api/{type}s/{repo}/like`) and `list_liked_repos`
 //! (`GET /api/users/{user}/likes`).
 
-use crate::auth::access::Access;
+use crate::auth::access::{self, Access, Action, Standing};
 use crate::auth::Auth;
 use crate::db;
 use crate::error::{ApiError, ApiResult};
@@ -16,7 +16,9 @@ use serde_json::json;
 const MAX_LISTED: i64 = 1000;
 
 /// `POST .../like` and `DELETE .../like`: any repo the caller can see
-/// (others are RepoNotFound, as everywhere); idempotent.
+/// (others are RepoNotFound, as everywhere); idempotent. A like is a change
+/// made in the caller's name: it needs a session or a write-scoped token that
+/// covers the repo (`Action::LikeRepo`; a read-only token is 403).
 pub async fn like(
     state: web::Data<AppState>,
     auth: Auth,
@@ -25,6 +27,7 @@ pub async fn like(
 ) -> ApiResult<HttpResponse> {
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
     let p = auth.require()?;
+    access::decide(Some(p), &Standing::repo(&ctx.repo, None), Action::LikeRepo)?;
     let like = req.method() == actix_web::http::Method::POST;
     let mut tx = state.db.begin().await?;
     db::likes::set(&mut tx, p.user_id, ctx.repo.id, like).await?;

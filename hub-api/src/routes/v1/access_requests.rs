@@ -58,9 +58,23 @@ pub struct RequestAccessBody {
 }
 
 /// A token restricted to other repos acts here as an anonymous caller would not: refuse.
-fn require_touch(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResult<()> {
+/// Asking for access changes state in the caller's name: a session or a
+/// write-scoped token that covers the repo (`Action::RequestRepoAccess`).
+fn require_ask(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResult<()> {
     let standing = access::Standing::repo(&ctx.repo, None);
     access::decide(Some(p), &standing, access::Action::RequestRepoAccess)?;
+    Ok(())
+}
+
+/// Reading one's own request: any credential of the user whose restriction
+/// covers the repo (a read-only token may check on it).
+fn require_touch(p: &crate::auth::Principal, ctx: &registry::RepoCtx) -> ApiResult<()> {
+    let r = &ctx.repo;
+    if !p.may_touch_repo(&r.namespace, &r.full_id(), &r.repo_type) {
+        return Err(ApiError::Forbidden(
+            "this token is restricted to other repositories".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -99,7 +113,7 @@ pub async fn request(
 ) -> ApiResult<HttpResponse> {
     let ctx = registry::load_repo(&state, &auth, repo.kind, &repo.id, Access::Read).await?;
     let p = auth.require()?;
-    require_touch(p, &ctx)?;
+    require_ask(p, &ctx)?;
     let fields = check_fields(&body.fields)?;
     let r = gating::request_access(&state, p, &ctx, &fields).await?;
     Ok(HttpResponse::Created().json(AccessRequestDto::from(r)))
