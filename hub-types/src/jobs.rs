@@ -437,8 +437,16 @@ pub struct JobSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClaimRequest {
-    /// The worker's name (shown in the job).
+    /// The worker's name (shown in the job; the hub shows the registered
+    /// worker's name).
     pub runner: String,
+    /// The registration the claim is made by (`RegisterResponse::worker_id`),
+    /// proved by its `gateway_secret` in `control::WORKER_SECRET_HEADER`; the
+    /// claim's progress, files and finish calls must send the same secret.
+    /// Required by the hub (absent only in requests of older workers, which it
+    /// refuses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
 }
 
 /// `POST /api/v1/job-runner/claim` answer: a job, or none queued.

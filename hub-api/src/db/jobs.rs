@@ -30,6 +30,10 @@ pub struct JobRow {
     pub attempts: i32,
     pub claim: Option<Uuid>,
     pub runner: Option<String>,
+    /// The registered worker that made the claim.
+    pub worker_id: Option<Uuid>,
+    /// SHA-256 of the gateway secret the claim proved: its reports must prove it too.
+    pub worker_secret_sha256: Option<Vec<u8>>,
     pub leased_until: Option<DateTime<Utc>>,
     pub step: i64,
     pub total_steps: i64,
@@ -45,7 +49,8 @@ pub struct JobRow {
 const COLS: &str = "j.id, j.namespace_id, n.name AS namespace, j.created_by, j.task, j.base_repo_id, \
     j.base_model, j.base_revision, j.dataset_repo_id, j.dataset, j.dataset_revision, j.train_files, \
     j.test_files, j.hyperparameters, j.output_repo_id, j.output_repo, j.max_wall_seconds, j.state, \
-    j.cancel_requested, j.attempts, j.claim, j.runner, j.leased_until, j.step, j.total_steps, \
+    j.cancel_requested, j.attempts, j.claim, j.runner, j.worker_id, j.worker_secret_sha256, \
+    j.leased_until, j.step, j.total_steps, \
     j.metrics, j.cpu_seconds, j.error, j.output_commit, j.created_at, j.started_at, j.finished_at";
 
 /// How many times a job is claimed before a lapsed lease fails it.
@@ -166,17 +171,25 @@ pub async fn settle_lapsed(db: impl PgExecutor<'_>) -> sqlx::Result<u64> {
     Ok(r.rows_affected())
 }
 
+/// Who claims a job: the registered worker (its name is the job's `runner`)
+/// and the SHA-256 of the gateway secret its claim proved.
+pub struct Claimer<'a> {
+    pub worker_id: Uuid,
+    pub name: &'a str,
+    pub secret_sha256: &'a [u8],
+}
+
 /// Claims the oldest due job (queued, or running with a lapsed lease) for
-/// `lease_s` seconds under a new claim id; answers the job's id.
+/// `lease_s` seconds under a new claim id, bound to `by`; answers the job's id.
 pub async fn claim(
     db: impl PgExecutor<'_>,
-    runner: &str,
+    by: &Claimer<'_>,
     lease_s: i64,
 ) -> sqlx::Result<Option<Uuid>> {
     let claimed: Option<(Uuid,)> = sqlx::query_as(
         "UPDATE finetune_jobs j SET state = 'running', claim = $1, runner = $2,
             leased_until = now() + make_interval(secs => $3), attempts = j.attempts + 1,
-            started_at = now(), step = 0, error = NULL
+            started_at = now(), step = 0, error = NULL, worker_id = $4, worker_secret_sha256 = $5
          FROM (SELECT id FROM finetune_jobs
                WHERE (state = 'queued' OR (state = 'running' AND leased_until < now()))
                  AND NOT cancel_requested
@@ -184,8 +197,10 @@ pub async fn claim(
          WHERE j.id = due.id RETURNING j.id",
     )
     .bind(Uuid::new_v4())
-    .bind(runner)
+    .bind(by.name)
     .bind(lease_s as f64)
+    .bind(by.worker_id)
+    .bind(by.secret_sha256)
     .fetch_optional(db)
     .await?;
     Ok(claimed.map(|c| c.0))

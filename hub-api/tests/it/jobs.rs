@@ -295,20 +295,56 @@ async fn every_bad_job_request_is_a_4xx_with_its_code() {
     );
 }
 
-/// The runner's side: claim, progress, files, finish.
+/// The runner's side: claim, progress, files, finish, as a registered worker
+/// (its `gateway_secret` on every call).
 struct Runner<'a, A: App> {
     app: &'a A,
     token: String,
+    worker_id: String,
+    secret: String,
 }
 
-impl<A: App> Runner<'_, A> {
+/// Registers a worker with `token`: (worker id, gateway secret).
+async fn register_worker(a: &impl App, token: &str, name: &str) -> (String, String) {
+    let (st, v) = req(
+        a,
+        token,
+        TestRequest::post()
+            .uri("/api/v1/workers/register")
+            .set_json(json!({
+                "name": name, "url": "http://127.0.0.1:1",
+                "capacity": {"memory_bytes": 1u64 << 30, "cores": 2}, "version": "test"
+            })),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    (
+        v["worker_id"].as_str().unwrap().to_string(),
+        v["gateway_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+const SECRET: &str = hub_types::control::WORKER_SECRET_HEADER;
+
+impl<'a, A: App> Runner<'a, A> {
+    /// A worker registered with `token`.
+    async fn new(app: &'a A, token: &str) -> Runner<'a, A> {
+        let (worker_id, secret) = register_worker(app, token, "test-runner").await;
+        Runner {
+            app,
+            token: token.to_string(),
+            worker_id,
+            secret,
+        }
+    }
     async fn claim(&self) -> Value {
         let (st, v) = req(
             self.app,
             &self.token,
             TestRequest::post()
                 .uri("/api/v1/job-runner/claim")
-                .set_json(json!({"runner": "test-runner"})),
+                .insert_header((SECRET, self.secret.clone()))
+                .set_json(json!({"runner": "test-runner", "worker_id": self.worker_id})),
         )
         .await;
         assert_eq!(st, 200, "{v}");
@@ -321,6 +357,7 @@ impl<A: App> Runner<'_, A> {
             TestRequest::post()
                 .uri(&format!("/api/v1/job-runner/{}/progress", job["job_id"].as_str().unwrap()))
                 .insert_header(("X-Job-Claim", claim.to_string()))
+                .insert_header((SECRET, self.secret.clone()))
                 .set_json(json!({"step": 1, "total_steps": 4, "cpu_seconds": cpu, "logs": ["step 1"], "metrics": {"loss": 0.5}})),
         )
         .await
@@ -335,6 +372,7 @@ impl<A: App> Runner<'_, A> {
                     job["job_id"].as_str().unwrap()
                 ))
                 .insert_header(("X-Job-Claim", job["claim"].as_str().unwrap().to_string()))
+                .insert_header((SECRET, self.secret.clone()))
                 .set_json(body),
         )
         .await
@@ -349,6 +387,7 @@ impl<A: App> Runner<'_, A> {
                     job["job_id"].as_str().unwrap()
                 ))
                 .insert_header(("X-Job-Claim", job["claim"].as_str().unwrap().to_string()))
+                .insert_header((SECRET, self.secret.clone()))
                 .insert_header(("Content-Length", bytes.len().to_string()))
                 .set_payload(bytes.to_vec()),
         )
@@ -386,13 +425,9 @@ async fn cancel_tenancy_and_stale_claims() {
     let (_, mine) = req(&a, &f.bob, TestRequest::get().uri("/api/v1/jobs/bob")).await;
     assert_eq!(mine["items"], json!([]));
     // Users cannot use the runner's routes.
-    let user_runner = Runner {
-        app: &a,
-        token: f.alice.clone(),
-    };
     let (st, _) = req(
         &a,
-        &user_runner.token,
+        &f.alice,
         TestRequest::post()
             .uri("/api/v1/job-runner/claim")
             .set_json(json!({"runner": "x"})),
@@ -400,10 +435,7 @@ async fn cancel_tenancy_and_stale_claims() {
     .await;
     assert_eq!(st, 403);
 
-    let runner = Runner {
-        app: &a,
-        token: f.worker.clone(),
-    };
+    let runner = Runner::new(&a, &f.worker).await;
     let spec = runner.claim().await;
     assert_eq!(spec["job_id"], json!(id));
     assert_eq!(spec["base"]["repo_id"], "alice/bert");
@@ -558,10 +590,7 @@ async fn cancel_tenancy_and_stale_claims() {
 async fn wall_time_and_quota_stop_jobs_and_the_quota_refuses_new_ones() {
     let f = fixture().await;
     let a = app(&f.t.state).await;
-    let runner = Runner {
-        app: &a,
-        token: f.worker.clone(),
-    };
+    let runner = Runner::new(&a, &f.worker).await;
     let mut body = job_body();
     body["max_wall_seconds"] = json!(5);
     let (_, job) = post_job(&a, &f.alice, "alice", body).await;
@@ -695,10 +724,7 @@ async fn wall_time_and_quota_stop_jobs_and_the_quota_refuses_new_ones() {
 async fn a_finished_job_commits_its_files_to_the_output_repo() {
     let f = fixture().await;
     let a = app(&f.t.state).await;
-    let runner = Runner {
-        app: &a,
-        token: f.worker.clone(),
-    };
+    let runner = Runner::new(&a, &f.worker).await;
     let (_, job) = post_job(&a, &f.alice, "alice", job_body()).await;
     let id = job["id"].as_str().unwrap();
     let spec = runner.claim().await;
@@ -911,10 +937,7 @@ async fn job_pages_show_state_logs_cancel_and_deploy() {
     );
 
     // Running, then succeeded: the logs and metrics show, Cancel goes, Deploy comes.
-    let runner = Runner {
-        app: &a,
-        token: f.worker.clone(),
-    };
+    let runner = Runner::new(&a, &f.worker).await;
     let spec = runner.claim().await;
     let claim = spec["claim"].as_str().unwrap().to_string();
     assert_eq!(runner.progress(&spec, &claim, 1.0).await.0, 200);
@@ -944,4 +967,143 @@ async fn job_pages_show_state_logs_cancel_and_deploy() {
     );
     let commit = v["output_commit"].as_str().unwrap();
     assert!(p.contains(&format!("/acme/bert-pairs/commit/{commit}")));
+}
+
+/// A claim is made by a registered worker, proved by its registration's
+/// `gateway_secret` (as heartbeats are), and the claim's later calls must
+/// come from that worker: another registered worker of the same fleet
+/// credential that learned the claim id can neither report, upload nor
+/// finish. The job stays bound to the registration that claimed it, even
+/// after that worker registered again or its row was dropped as lost.
+#[actix_web::test]
+async fn job_claims_and_reports_are_bound_to_the_claiming_worker() {
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let (_, job) = post_job(&a, &f.alice, "alice", job_body()).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (w1, s1) = register_worker(&a, &f.worker, "w1").await;
+    let (_w2, s2) = register_worker(&a, &f.worker, "w2").await;
+    let claim = |body: Value, secret: Option<&str>| {
+        let mut r = TestRequest::post()
+            .uri("/api/v1/job-runner/claim")
+            .set_json(body);
+        if let Some(s) = secret {
+            r = r.insert_header((SECRET, s.to_string()));
+        }
+        r
+    };
+    let refused: Vec<(Value, Option<&str>, u16, &str)> = vec![
+        (json!({"runner": "w1"}), Some(&s1), 400, "validation_failed"),
+        (
+            json!({"runner": "w1", "worker_id": "nope"}),
+            Some(&s1),
+            400,
+            "validation_failed",
+        ),
+        (
+            json!({"runner": "w1", "worker_id": w1}),
+            None,
+            403,
+            "forbidden",
+        ),
+        (
+            json!({"runner": "w1", "worker_id": w1}),
+            Some(&s2),
+            403,
+            "forbidden",
+        ),
+        (
+            json!({"runner": "w1", "worker_id": uuid::Uuid::new_v4().to_string()}),
+            Some(&s1),
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, secret, want, code) in refused {
+        let (st, v) = req(&a, &f.worker, claim(body.clone(), secret)).await;
+        assert_eq!((st, v["code"].as_str()), (want, Some(code)), "{body}: {v}");
+    }
+    let (_, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(v["state"], "queued", "a refused claim claims nothing");
+
+    let (st, v) = req(
+        &a,
+        &f.worker,
+        claim(
+            json!({"runner": "anything", "worker_id": w1}),
+            Some(s1.as_str()),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let spec = v["job"].clone();
+    let claim_id = spec["claim"].as_str().unwrap().to_string();
+    let (_, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(v["runner"], "w1", "the registered worker's name");
+
+    // w2 with w1's claim id: every call of the claim is refused, nothing changes.
+    let as_w = |secret: &str| Runner {
+        app: &a,
+        token: f.worker.clone(),
+        worker_id: String::new(),
+        secret: secret.to_string(),
+    };
+    let w2_runner = as_w(&s2);
+    let (st, v) = w2_runner.progress(&spec, &claim_id, 9.0).await;
+    assert_eq!((st, v["code"].as_str()), (403, Some("forbidden")), "{v}");
+    assert_eq!(w2_runner.put(&spec, "README.md", b"# mine").await, 403);
+    let (st, _) = w2_runner
+        .finish(
+            &spec,
+            json!({"outcome": "failed", "error": "w2 says so", "cpu_seconds": 0}),
+        )
+        .await;
+    assert_eq!(st, 403);
+    assert_eq!(as_w("").progress(&spec, &claim_id, 9.0).await.0, 403);
+    let (_, v) = req(
+        &a,
+        &f.alice,
+        TestRequest::get().uri(&format!("/api/v1/jobs/alice/{id}")),
+    )
+    .await;
+    assert_eq!(
+        (v["state"].as_str(), v["cpu_seconds"].as_f64()),
+        (Some("running"), Some(0.0)),
+        "{v}"
+    );
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM finetune_job_files")
+        .fetch_one(&f.t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(files, 0);
+
+    // w1's own calls work; after it registers again (new id and secret) and
+    // its old row is gone, the job still answers the secret it was claimed with.
+    let w1_runner = as_w(&s1);
+    assert_eq!(w1_runner.progress(&spec, &claim_id, 1.0).await.0, 200);
+    let (_, s1_again) = register_worker(&a, &f.worker, "w1").await;
+    sqlx::query("DELETE FROM workers WHERE id = $1::uuid")
+        .bind(&w1)
+        .execute(&f.t.state.db)
+        .await
+        .unwrap();
+    assert_eq!(as_w(&s1_again).progress(&spec, &claim_id, 2.0).await.0, 403);
+    assert_eq!(w1_runner.progress(&spec, &claim_id, 2.0).await.0, 200);
+    let (st, v) = w1_runner
+        .finish(
+            &spec,
+            json!({"outcome": "failed", "error": "done", "cpu_seconds": 2}),
+        )
+        .await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("failed")), "{v}");
 }

@@ -204,6 +204,74 @@ impl Client {
     }
 }
 
+/// A worker's registration as its job runner (`finetune::runner`) needs it:
+/// the hub binds a fine-tuning job's claim to a registered worker, proved by
+/// the registration's `gateway_secret` in `X-Paddock-Worker-Secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Registration {
+    pub(crate) worker_id: String,
+    pub(crate) secret: String,
+}
+
+type Registrations = std::sync::Mutex<HashMap<(String, String), Registration>>;
+
+/// The control loop's current registration per (hub URL, worker name), read
+/// by the job runner of the same worker. `hub_worker::run` builds the runner
+/// and the control loop apart (each with its own [`Client`]), so they meet
+/// here; the key keeps the workers of one process (tests) apart, whose hubs or
+/// names differ.
+fn registrations() -> &'static Registrations {
+    static REGISTRATIONS: std::sync::OnceLock<Registrations> = std::sync::OnceLock::new();
+    REGISTRATIONS.get_or_init(Default::default)
+}
+
+/// The registration the control loop of the worker `name` holds with `hub`
+/// now (None before it registers, or once it stopped).
+pub(crate) fn current_registration(hub: &str, name: &str) -> Option<Registration> {
+    registrations()
+        .lock()
+        .expect("registrations lock")
+        .get(&(hub.to_string(), name.to_string()))
+        .cloned()
+}
+
+/// Publishes a control loop's registration for its job runner, and withdraws
+/// it when dropped (the loop ended), unless a newer one replaced it.
+pub(crate) struct Published {
+    key: (String, String),
+    current: Option<Registration>,
+}
+
+impl Published {
+    pub(crate) fn new(hub: &str, name: &str) -> Published {
+        Published {
+            key: (hub.to_string(), name.to_string()),
+            current: None,
+        }
+    }
+
+    pub(crate) fn set(&mut self, reg: &RegisterResponse) {
+        let r = Registration {
+            worker_id: reg.worker_id.clone(),
+            secret: reg.gateway_secret.clone(),
+        };
+        registrations()
+            .lock()
+            .expect("registrations lock")
+            .insert(self.key.clone(), r.clone());
+        self.current = Some(r);
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let mut all = registrations().lock().unwrap_or_else(|e| e.into_inner());
+        if self.current.is_some() && all.get(&self.key) == self.current.as_ref() {
+            all.remove(&self.key);
+        }
+    }
+}
+
 /// Exponential backoff with jitter: 250 ms doubling up to 15 s.
 fn backoff(attempt: u32) -> Duration {
     let base = 250u64.saturating_mul(1 << attempt.min(6)).min(15_000);
@@ -228,6 +296,7 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
         capacity: ctx.capacity.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    let mut published = Published::new(&client.hub, &ctx.name);
     loop {
         let mut attempt = 0;
         let reg = loop {
@@ -244,6 +313,7 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
             }
         };
         ctx.auth.set_secret(&reg.gateway_secret);
+        published.set(&reg);
         tracing::info!(worker.id = %reg.worker_id, url = %ctx.public_url, "registered with the hub");
         let outcome = tokio::select! {
             r = heartbeat_loop(&ctx, &client, &reg) => r,

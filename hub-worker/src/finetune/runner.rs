@@ -5,14 +5,22 @@
 //! every two seconds (the answer may say stop: cancelled, wall time, quota), uploads the result
 //! files and finishes the job. Any failure ends the job with its message; the runner
 //! itself only stops when the worker does.
+//!
+//! A claim is made in the name of this worker's registration (the control loop's,
+//! `control::current_registration`): the claim names its `worker_id` and every call
+//! sends its `gateway_secret` in `X-Paddock-Worker-Secret`; the hub binds the job to
+//! that registration, so the job's later calls send the secret it was claimed with
+//! (even if the worker has registered again since). Before the control loop has
+//! registered, the runner claims nothing.
 
 use super::decoder::DecoderConfig;
 use super::embed::{self, PairInput};
 use super::lora::{self, LoraInput};
 use super::train::{self, Control, TrainError, TrainInput, TrainOutput};
 use super::{card, data};
-use crate::control::{Client, ControlError};
+use crate::control::{Client, ControlError, Registration};
 use crate::pull::{PullRequest, Puller};
+use hub_types::control::WORKER_SECRET_HEADER;
 use hub_types::jobs::{
     ClaimRequest, ClaimResponse, Finish, FinishAnswer, JobSpec, JobTask, Outcome, Progress,
     ProgressAnswer, StopReason, CLAIM_HEADER,
@@ -96,11 +104,11 @@ pub async fn run(ctx: Arc<RunnerContext>, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
         };
         let wait = match claimed {
-            Ok(Some(job)) => {
+            Ok(Some((job, reg))) => {
                 failures = 0;
                 let id = job.job_id.clone();
-                tracing::info!(job.id = %id, base = %job.base.repo_id, dataset = %job.dataset.repo_id, "fine-tuning job claimed");
-                run_job(&ctx, job, &cancel).await;
+                tracing::info!(job.id = %id, worker.id = %reg.worker_id, base = %job.base.repo_id, dataset = %job.dataset.repo_id, "fine-tuning job claimed");
+                run_job(&ctx, job, &reg, &cancel).await;
                 tracing::info!(job.id = %id, "fine-tuning job ended");
                 Duration::ZERO
             }
@@ -122,28 +130,46 @@ pub async fn run(ctx: Arc<RunnerContext>, cancel: CancellationToken) {
     }
 }
 
-async fn claim(ctx: &RunnerContext) -> Result<Option<JobSpec>, ControlError> {
+/// Claims a job in the name of this worker's current registration (none yet:
+/// nothing to claim with); answers the job and the registration it is bound to.
+async fn claim(ctx: &RunnerContext) -> Result<Option<(JobSpec, Registration)>, ControlError> {
+    let Some(reg) = crate::control::current_registration(&ctx.client.hub, &ctx.name) else {
+        tracing::debug!("not registered with the hub yet; no job is claimed");
+        return Ok(None);
+    };
     let url = format!("{}/api/v1/job-runner/claim", ctx.client.hub);
     let body = ClaimRequest {
         runner: ctx.name.clone(),
+        worker_id: Some(reg.worker_id.clone()),
     };
-    let r: ClaimResponse = ctx
+    let req = ctx
         .client
-        .call(
-            ctx.client.http.post(url).json(&body),
-            Duration::from_secs(30),
-        )
-        .await?;
-    Ok(r.job)
+        .http
+        .post(url)
+        .header(WORKER_SECRET_HEADER, &reg.secret)
+        .json(&body);
+    let r: ClaimResponse = ctx.client.call(req, Duration::from_secs(30)).await?;
+    Ok(r.job.map(|job| (job, reg)))
 }
 
 fn job_url(ctx: &RunnerContext, job: &JobSpec, tail: &str) -> String {
     format!("{}/api/v1/job-runner/{}/{tail}", ctx.client.hub, job.job_id)
 }
 
+/// A call of the claim: its id, and the secret of the registration it was made by.
+fn for_claim(
+    req: reqwest::RequestBuilder,
+    job: &JobSpec,
+    reg: &Registration,
+) -> reqwest::RequestBuilder {
+    req.header(CLAIM_HEADER, &job.claim)
+        .header(WORKER_SECRET_HEADER, &reg.secret)
+}
+
 async fn report(
     ctx: &RunnerContext,
     job: &JobSpec,
+    reg: &Registration,
     shared: &Arc<Mutex<Shared>>,
     cpu0: f64,
 ) -> Result<(), ControlError> {
@@ -157,12 +183,12 @@ async fn report(
             metrics: s.metrics.clone(),
         }
     };
-    let req = ctx
-        .client
-        .http
-        .post(job_url(ctx, job, "progress"))
-        .header(CLAIM_HEADER, &job.claim)
-        .json(&body);
+    let req = for_claim(
+        ctx.client.http.post(job_url(ctx, job, "progress")),
+        job,
+        reg,
+    )
+    .json(&body);
     match ctx
         .client
         .call::<ProgressAnswer>(req, Duration::from_secs(30))
@@ -386,7 +412,12 @@ enum Ended {
     Stopped(StopReason, String),
 }
 
-async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) {
+async fn run_job(
+    ctx: &RunnerContext,
+    job: JobSpec,
+    reg: &Registration,
+    cancel: &CancellationToken,
+) {
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(job.max_wall_seconds);
@@ -402,7 +433,7 @@ async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) 
         // Reports every 2 s until the run ends (scoped: awaited below).
         async move {
             loop {
-                let _ = report(ctx_ptr, &job, &shared, cpu0).await;
+                let _ = report(ctx_ptr, &job, reg, &shared, cpu0).await;
                 if shared.lock().expect("job state").lost {
                     return;
                 }
@@ -432,7 +463,7 @@ async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) 
         return;
     }
     // Send what is left of the logs first.
-    let _ = report(ctx, &job, &shared, cpu0).await;
+    let _ = report(ctx, &job, reg, &shared, cpu0).await;
     let (metrics, logs) = {
         let mut s = shared.lock().expect("job state");
         (s.metrics.clone(), std::mem::take(&mut s.logs))
@@ -449,7 +480,7 @@ async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) 
     match ended {
         Ended::Done(files, metrics) => {
             finish.metrics = metrics;
-            match upload(ctx, &job, &out_dir, &files).await {
+            match upload(ctx, &job, reg, &out_dir, &files).await {
                 Ok(()) => {
                     finish.outcome = Outcome::Succeeded;
                     finish.files = files;
@@ -465,12 +496,12 @@ async fn run_job(ctx: &RunnerContext, job: JobSpec, cancel: &CancellationToken) 
         }
     }
     finish.cpu_seconds = process_cpu_seconds() - cpu0;
-    let req = ctx
-        .client
-        .http
-        .post(job_url(ctx, &job, "finish"))
-        .header(CLAIM_HEADER, &job.claim)
-        .json(&finish);
+    let req = for_claim(
+        ctx.client.http.post(job_url(ctx, &job, "finish")),
+        &job,
+        reg,
+    )
+    .json(&finish);
     match ctx
         .client
         .call::<FinishAnswer>(req, Duration::from_secs(600))
@@ -641,6 +672,7 @@ fn stop_message(r: StopReason, job: &JobSpec) -> String {
 async fn upload(
     ctx: &RunnerContext,
     job: &JobSpec,
+    reg: &Registration,
     dir: &std::path::Path,
     files: &[String],
 ) -> Result<(), String> {
@@ -648,12 +680,8 @@ async fn upload(
         let bytes = tokio::fs::read(dir.join(f))
             .await
             .map_err(|e| format!("{f}: {e}"))?;
-        let req = ctx
-            .client
-            .http
-            .put(job_url(ctx, job, "files"))
+        let req = for_claim(ctx.client.http.put(job_url(ctx, job, "files")), job, reg)
             .query(&[("path", f)])
-            .header(CLAIM_HEADER, &job.claim)
             .body(bytes);
         ctx.client
             .call::<Value>(req, Duration::from_secs(600))
@@ -661,4 +689,181 @@ async fn upload(
             .map_err(|e| format!("{f}: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{wire::RegisterResponse, Published};
+    use std::collections::HashMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A request the fake hub received.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        headers: HashMap<String, String>,
+        body: Vec<u8>,
+    }
+
+    /// A hub that answers every request with `answer(method, path)` (a JSON
+    /// body, 200) and records what it was sent; one request per connection.
+    async fn fake_hub(answer: fn(&str, &str) -> String) -> (String, Arc<Mutex<Vec<Seen>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let head_end = loop {
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let mut lines = head.split("\r\n");
+                    let mut first = lines.next().unwrap().split(' ');
+                    let (method, path) = (
+                        first.next().unwrap().to_string(),
+                        first.next().unwrap().to_string(),
+                    );
+                    let headers: HashMap<String, String> = lines
+                        .filter_map(|l| l.split_once(": "))
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                        .collect();
+                    let len: usize = headers
+                        .get("content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = answer(&method, &path);
+                    log.lock().unwrap().push(Seen {
+                        method,
+                        path,
+                        headers,
+                        body: buf[head_end..].to_vec(),
+                    });
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn spec() -> JobSpec {
+        let pull = |repo: &str| hub_types::jobs::RepoPull {
+            repo_id: repo.into(),
+            revision: "0".repeat(40),
+            pull_token: "pull".into(),
+        };
+        JobSpec {
+            job_id: "11111111-1111-1111-1111-111111111111".into(),
+            claim: "22222222-2222-2222-2222-222222222222".into(),
+            task: JobTask::TextClassification,
+            base: pull("acme/base"),
+            dataset: pull("acme/data"),
+            train_files: vec!["train.csv".into()],
+            test_files: vec!["test.csv".into()],
+            hyperparameters: Default::default(),
+            output_repo: "acme/out".into(),
+            max_wall_seconds: 60,
+            lease_seconds: 60,
+        }
+    }
+
+    fn answer(_: &str, path: &str) -> String {
+        if path.ends_with("/claim") {
+            serde_json::json!({ "job": spec() }).to_string()
+        } else if path.ends_with("/progress") {
+            r#"{"stop":null}"#.into()
+        } else {
+            "{}".into()
+        }
+    }
+
+    /// The runner claims only in the name of its worker's registration, and
+    /// every call of the claim carries that registration's secret (the one it
+    /// claimed with, even after the worker registered again).
+    #[tokio::test]
+    async fn claims_and_reports_carry_the_registration_that_claimed() {
+        let (hub, seen) = fake_hub(answer).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = crate::pull::cache::BlobCache::open(dir.path()).unwrap();
+        let ctx = RunnerContext {
+            client: Arc::new(Client::new(&hub, "worker-token", None).unwrap()),
+            puller: Puller::new(cache, &hub),
+            name: "runner-test".into(),
+            work_dir: dir.path().join("jobs"),
+            poll: Duration::from_millis(10),
+        };
+        // Not registered yet: nothing is claimed, the hub is not asked.
+        assert!(claim(&ctx).await.unwrap().is_none());
+        assert!(seen.lock().unwrap().is_empty());
+
+        let mut published = Published::new(&ctx.client.hub, &ctx.name);
+        published.set(&RegisterResponse {
+            worker_id: "w-1".into(),
+            heartbeat_interval_s: 2,
+            gateway_secret: "secret-1".into(),
+        });
+        let (job, reg) = claim(&ctx).await.unwrap().expect("a job");
+        assert_eq!(job, spec());
+        assert_eq!(reg.worker_id, "w-1");
+        {
+            let seen = seen.lock().unwrap();
+            let c = &seen[0];
+            assert_eq!(
+                (c.method.as_str(), c.path.as_str()),
+                ("POST", "/api/v1/job-runner/claim")
+            );
+            assert_eq!(c.headers["x-paddock-worker-secret"], "secret-1");
+            let body: Value = serde_json::from_slice(&c.body).unwrap();
+            assert_eq!(body["worker_id"], "w-1");
+            assert_eq!(body["runner"], "runner-test");
+        }
+        // Registered again meanwhile: the job's calls keep the secret it was claimed with.
+        published.set(&RegisterResponse {
+            worker_id: "w-2".into(),
+            heartbeat_interval_s: 2,
+            gateway_secret: "secret-2".into(),
+        });
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        report(&ctx, &job, &reg, &shared, 0.0).await.unwrap();
+        let files = dir.path().join("out");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("README.md"), b"# result").unwrap();
+        upload(&ctx, &job, &reg, &files, &["README.md".to_string()])
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        for (i, tail) in [(1, "/progress"), (2, "/files?path=README.md")] {
+            let s = &seen[i];
+            assert!(s.path.ends_with(tail), "{}", s.path);
+            assert_eq!(s.headers["x-paddock-worker-secret"], "secret-1");
+            assert_eq!(s.headers["x-job-claim"], job.claim);
+        }
+        drop(seen);
+        drop(published);
+        assert!(crate::control::current_registration(&ctx.client.hub, &ctx.name).is_none());
+    }
 }

@@ -7,8 +7,16 @@
 //! commits the files to the output repo as the job's creator. Every call after
 //! the claim names it in `X-Job-Claim`; a claim that no longer holds the job is
 //! 409, so a runner whose lease lapsed cannot touch the job another one holds.
+//!
+//! A claim is made by a registered worker, as its heartbeats and assignment
+//! polls are (`workers::require_this_worker`): the body names the worker and
+//! `X-Paddock-Worker-Secret` carries its registration's `gateway_secret`. The
+//! job records the worker and the secret's SHA-256, and every later call of
+//! the claim must send the same secret (403 otherwise): a worker credential
+//! alone, or with another worker's id, or a claim id that leaked, neither
+//! claims nor reports.
 
-use super::workers::{require_worker, WorkerReportError};
+use super::workers::{require_this_worker, require_worker, WorkerReportError};
 use crate::auth::access::{self, Action, Standing};
 use crate::auth::principal::{Credential, Principal};
 use crate::auth::Auth;
@@ -52,15 +60,36 @@ fn lost() -> ApiError {
     ApiError::Conflict("this claim no longer holds the job".into())
 }
 
-/// The running job `id` held by `claim`.
-async fn held(state: &AppState, id: Uuid, claim: Uuid) -> ApiResult<db::jobs::JobRow> {
+/// The running job `id` held by the request's claim (`X-Job-Claim`; 409 when
+/// it no longer holds it), sent by the worker that made the claim: the
+/// `X-Paddock-Worker-Secret` it claimed with (403 otherwise).
+async fn held(
+    state: &AppState,
+    req: &HttpRequest,
+    id: Uuid,
+) -> ApiResult<(db::jobs::JobRow, Uuid)> {
+    let claim = claim_of(req)?;
     let j = db::jobs::by_id(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
     if j.state != "running" || j.claim != Some(claim) {
         return Err(lost());
     }
-    Ok(j)
+    let sent = req
+        .headers()
+        .get(hub_types::control::WORKER_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let proved = j.worker_secret_sha256.as_deref().is_some_and(|want| {
+        crate::auth::secrets::constant_time_eq(&crate::auth::secrets::hash(sent), want)
+    });
+    if !proved {
+        return Err(ApiError::Forbidden(format!(
+            "send the gateway_secret of the worker that claimed this job in {}",
+            hub_types::control::WORKER_SECRET_HEADER
+        )));
+    }
+    Ok((j, claim))
 }
 
 /// A pull token for a repo the job reads, if its creator may still read it.
@@ -123,19 +152,36 @@ async fn spec_for(state: &AppState, j: &db::jobs::JobRow) -> Result<JobSpec, Str
     })
 }
 
-/// Claims the oldest due job, if any.
+/// Claims the oldest due job, if any, for the registered worker `worker_id`
+/// (its `gateway_secret` in `X-Paddock-Worker-Secret`).
 #[utoipa::path(post, path = "/api/v1/job-runner/claim", tag = "workers",
     request_body = hub_types::jobs::ClaimRequest,
-    responses((status = 200, description = "`{job}`: the job spec, or null when none is due", body = serde_json::Value)))]
+    responses((status = 200, description = "`{job}`: the job spec, or null when none is due", body = serde_json::Value),
+              (status = 400, description = "`validation_failed`: no `worker_id`", body = crate::routes::v1::ErrorDto),
+              (status = 403, description = "The worker's `gateway_secret` is missing or wrong", body = crate::routes::v1::ErrorDto),
+              (status = 404, description = "No such worker: register again", body = crate::routes::v1::ErrorDto)))]
 pub async fn claim(
     state: web::Data<AppState>,
     auth: Auth,
+    req: HttpRequest,
     JsonBody(body): JsonBody<ClaimRequest>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
     if body.runner.is_empty() || body.runner.len() > 200 {
         return Err(WorkerReportError::NameOrCores.into());
     }
+    let worker_id = body
+        .worker_id
+        .as_deref()
+        .and_then(|w| Uuid::parse_str(w.trim()).ok())
+        .ok_or(WorkerReportError::JobWorker)?;
+    let worker = require_this_worker(&state, &req, worker_id).await?;
+    let secret_sha256 = crate::auth::secrets::hash(&worker.gateway_secret);
+    let claimer = db::jobs::Claimer {
+        worker_id: worker.id,
+        name: &worker.name,
+        secret_sha256: &secret_sha256,
+    };
     let settled = db::jobs::settle_lapsed(&state.db).await?;
     if settled > 0 {
         tracing::warn!(
@@ -146,15 +192,17 @@ pub async fn claim(
     // A job that cannot be handed out (its repos deleted or no longer readable
     // by its creator) fails with the reason; the next due one is tried.
     for _ in 0..8 {
-        let Some(id) = db::jobs::claim(&state.db, &body.runner, LEASE_S).await? else {
+        let Some(id) = db::jobs::claim(&state.db, &claimer, LEASE_S).await? else {
             break;
         };
+        // A job claimed again: the earlier claim's pull tokens stop everywhere.
+        crate::signals::invalidate(&state, crate::signals::Invalidation::Job(id)).await;
         let Some(j) = db::jobs::by_id(&state.db, id).await? else {
             continue;
         };
         match spec_for(&state, &j).await {
             Ok(spec) => {
-                tracing::info!(job.id = %id, runner = %body.runner, attempt = j.attempts, "fine-tuning job claimed");
+                tracing::info!(job.id = %id, worker.id = %worker.id, runner = %worker.name, attempt = j.attempts, "fine-tuning job claimed");
                 return Ok(HttpResponse::Ok().json(ClaimResponse { job: Some(spec) }));
             }
             Err(msg) => {
@@ -219,8 +267,8 @@ pub async fn progress(
     JsonBody(body): JsonBody<Progress>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
-    let claim = claim_of(&req)?;
     let id = path.into_inner();
+    let (_, claim) = held(&state, &req, id).await?;
     let cpu = if body.cpu_seconds.is_finite() {
         body.cpu_seconds.max(0.0)
     } else {
@@ -263,10 +311,9 @@ pub async fn put_file(
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
-    let claim = claim_of(&req)?;
     let id = path.into_inner();
     let file = RepoPath::parse(&q.path)?;
-    let j = held(&state, id, claim).await?;
+    let (j, claim) = held(&state, &req, id).await?;
     let size: u64 = crate::routes::body::content_length(&req)
         .filter(|s| *s <= MAX_FILE_BYTES)
         .ok_or(WorkerReportError::JobFileSize(MAX_FILE_BYTES))?;
@@ -453,9 +500,8 @@ pub async fn finish(
     JsonBody(body): JsonBody<Finish>,
 ) -> ApiResult<HttpResponse> {
     require_worker(&auth)?;
-    let claim = claim_of(&req)?;
     let id = path.into_inner();
-    let j = held(&state, id, claim).await?;
+    let (j, claim) = held(&state, &req, id).await?;
     let mut conn = state.db.acquire().await?;
     let lines: Vec<String> = body.logs.iter().take(500).cloned().collect();
     db::jobs::add_logs(&mut conn, id, &lines).await?;

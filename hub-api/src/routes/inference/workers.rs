@@ -31,6 +31,8 @@ pub enum WorkerReportError {
     JobClaim,
     #[error("a result file must declare its Content-Length (at most {0} bytes)")]
     JobFileSize(u64),
+    #[error("send worker_id (this worker's registration) and its gateway_secret in X-Paddock-Worker-Secret to claim a job")]
+    JobWorker,
 }
 
 /// How often workers heartbeat; a worker silent for 3 intervals is lost.
@@ -42,7 +44,7 @@ const PULL_TOKEN_TTL_S: i64 = 3600;
 /// registration returned, in [`hub_types::control::WORKER_SECRET_HEADER`]
 /// (compared in constant time). 404 for an unknown worker (the worker
 /// registers again), 403 for a missing or wrong secret.
-async fn require_this_worker(
+pub(crate) async fn require_this_worker(
     state: &AppState,
     req: &actix_web::HttpRequest,
     id: Uuid,
