@@ -112,22 +112,155 @@ pub async fn check_quota(state: &AppState, namespace: &str, namespace_id: i64) -
     Ok(())
 }
 
-/// A job as the API shows it.
-pub fn to_json(j: &db::jobs::JobRow) -> Value {
+/// What replaces a hidden repo's name in a job's error and log lines.
+pub const HIDDEN_NAME: &str = "[hidden repository]";
+
+/// Which of a job's input repos a caller may see named. A job's base model
+/// and dataset may be another namespace's private repos that its creator
+/// could read but other members of the job's namespace may not (nor a
+/// member's inference-only or restricted token): a repo's name, revision and
+/// files are shown only to whoever may read that repo now (`ReadRepo`, as if
+/// they looked it up), and to the job's creator, who named it. A hidden
+/// repo's name is also cut out of the job's error and log lines ([`Shown::redact`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shown {
+    pub base: bool,
+    pub dataset: bool,
+    /// The names to cut out (lower case): those recorded in the job and the
+    /// repos' current ones, of the repos not shown.
+    hidden: Vec<String>,
+}
+
+impl Shown {
+    /// Everything shown (the job's creator).
+    pub fn all() -> Shown {
+        Shown {
+            base: true,
+            dataset: true,
+            hidden: vec![],
+        }
+    }
+
+    /// `text` with every hidden repo name replaced by [`HIDDEN_NAME`] (ASCII
+    /// case-insensitive: repo names are ASCII and matched so).
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for name in &self.hidden {
+            if name.is_empty() {
+                continue;
+            }
+            let mut next = String::with_capacity(out.len());
+            let lower = out.to_ascii_lowercase();
+            let mut from = 0;
+            while let Some(at) = lower[from..].find(name.as_str()) {
+                next.push_str(&out[from..from + at]);
+                next.push_str(HIDDEN_NAME);
+                from += at + name.len();
+            }
+            next.push_str(&out[from..]);
+            out = next;
+        }
+        out
+    }
+}
+
+/// Decides [`Shown`] for one caller, reading each repo once.
+pub struct Viewer<'a> {
+    state: &'a AppState,
+    p: Option<&'a crate::auth::Principal>,
+    /// repo id -> (may read, current full name).
+    seen: std::collections::HashMap<i64, (bool, Option<String>)>,
+}
+
+impl<'a> Viewer<'a> {
+    pub fn new(state: &'a AppState, p: Option<&'a crate::auth::Principal>) -> Self {
+        Self {
+            state,
+            p,
+            seen: Default::default(),
+        }
+    }
+
+    /// What of `j` this caller may see.
+    pub async fn shown(&mut self, j: &db::jobs::JobRow) -> ApiResult<Shown> {
+        let creator = self.p.is_some_and(|p| {
+            j.created_by == Some(p.user_id) && crate::gating::user_grant(p).is_some()
+        });
+        if creator {
+            return Ok(Shown::all());
+        }
+        let mut shown = Shown::default();
+        let (base, base_name) = self.may_read(j.base_repo_id).await?;
+        let (dataset, dataset_name) = self.may_read(j.dataset_repo_id).await?;
+        shown.base = base;
+        shown.dataset = dataset;
+        for (ok, recorded, current) in [
+            (base, &j.base_model, base_name),
+            (dataset, &j.dataset, dataset_name),
+        ] {
+            if !ok {
+                shown.hidden.push(recorded.to_ascii_lowercase());
+                shown.hidden.extend(current.map(|c| c.to_ascii_lowercase()));
+            }
+        }
+        // The longest first, so a name containing another is cut whole.
+        shown.hidden.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        shown.hidden.dedup();
+        Ok(shown)
+    }
+
+    /// Whether the caller may read the repo `id` (a deleted one: no), and its
+    /// current name.
+    async fn may_read(&mut self, id: Option<i64>) -> ApiResult<(bool, Option<String>)> {
+        let Some(id) = id else {
+            return Ok((false, None));
+        };
+        if let Some(known) = self.seen.get(&id) {
+            return Ok(known.clone());
+        }
+        let known = match db::repos::by_id(&self.state.db, id).await? {
+            None => (false, None),
+            Some(repo) => {
+                use crate::auth::access::{decide, Action, Standing};
+                let standing = Standing::load_repo(&self.state.db, self.p, &repo).await?;
+                let ok = decide(self.p, &standing, Action::ReadRepo).is_ok();
+                (ok, Some(repo.full_id()))
+            }
+        };
+        self.seen.insert(id, known.clone());
+        Ok(known)
+    }
+}
+
+/// A job as the API shows it to a caller who may see `shown` of it: a hidden
+/// base model or dataset is `{"repository": null, "revision": null, "hidden":
+/// true}` (the dataset's `train_files` and `test_files` null too), and its
+/// name is cut out of `error`.
+pub fn to_json(j: &db::jobs::JobRow, shown: &Shown) -> Value {
     let date = |d: Option<chrono::DateTime<Utc>>| d.map(crate::registry::hf_date);
+    let base = if shown.base {
+        json!({"repository": j.base_model, "revision": j.base_revision})
+    } else {
+        json!({"repository": null, "revision": null, "hidden": true})
+    };
+    let dataset = if shown.dataset {
+        json!({
+            "repository": j.dataset,
+            "revision": j.dataset_revision,
+            "train_files": j.train_files,
+            "test_files": j.test_files,
+        })
+    } else {
+        json!({"repository": null, "revision": null, "train_files": null, "test_files": null, "hidden": true})
+    };
     let mut v = json!({
         "id": j.id.to_string(),
         "namespace": j.namespace,
         "task": j.task,
         "state": j.state,
         "cancel_requested": j.cancel_requested,
-        "base_model": {"repository": j.base_model, "revision": j.base_revision},
-        "dataset": {
-            "repository": j.dataset,
-            "revision": j.dataset_revision,
-            "train_files": j.train_files,
-            "test_files": j.test_files,
-        },
+        "base_model": base,
+        "dataset": dataset,
         "output_repo": j.output_repo,
         "hyperparameters": j.hyperparameters,
         "max_wall_seconds": j.max_wall_seconds,
@@ -140,7 +273,7 @@ pub fn to_json(j: &db::jobs::JobRow) -> Value {
         "cpu_seconds": j.cpu_seconds,
         "attempts": j.attempts,
         "runner": j.runner,
-        "error": j.error,
+        "error": j.error.as_deref().map(|e| shown.redact(e)),
         "output_commit": j.output_commit,
         "created_at": crate::registry::hf_date(j.created_at),
         "started_at": date(j.started_at),
@@ -158,4 +291,37 @@ pub fn to_json(j: &db::jobs::JobRow) -> Value {
         });
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_cuts_every_hidden_name_whatever_its_case() {
+        let shown = Shown {
+            base: false,
+            dataset: true,
+            hidden: vec!["other/secret-bert-v2".into(), "other/secret-bert".into()],
+        };
+        assert_eq!(
+            shown.redact(
+                "pulled Other/Secret-BERT@abc, then other/secret-bert-v2 and other/secret-bert"
+            ),
+            "pulled [hidden repository]@abc, then [hidden repository] and [hidden repository]"
+        );
+        assert_eq!(
+            shown.redact("nothing here: other/public"),
+            "nothing here: other/public"
+        );
+        assert_eq!(
+            Shown::all().redact("other/secret-bert"),
+            "other/secret-bert"
+        );
+        // Multi-byte text around a name stays intact.
+        assert_eq!(
+            shown.redact("é other/secret-bert ü"),
+            "é [hidden repository] ü"
+        );
+    }
 }

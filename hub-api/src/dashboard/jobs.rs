@@ -5,7 +5,9 @@
 //! hyperparameters, log lines, a link to the output repo's commit, the cancel
 //! button for the write role, and once it succeeded a link to the deploy form
 //! with the output repo and the endpoint task. Members of the namespace only,
-//! decided like the jobs API (`Action::ReadEndpoints`).
+//! decided like the jobs API (`Action::ReadEndpoints`); a base model or
+//! dataset the viewer may not read is not named (`crate::jobs::Shown`), as in
+//! the API.
 
 use super::endpoints::member_namespaces;
 use super::upload::writable_namespaces;
@@ -13,6 +15,7 @@ use super::{page, text, to_login, viewer, Layout, PageResult};
 use crate::auth::access::{Action, Standing};
 use crate::db;
 use crate::error::ApiError;
+use crate::jobs::{Shown, Viewer};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
@@ -29,8 +32,10 @@ pub struct Item {
     pub namespace: String,
     pub task: String,
     pub state: String,
+    /// Empty (with the revision) when the viewer may not see it.
     pub base_model: String,
     pub base_revision: String,
+    /// Empty (with the revision) when the viewer may not see it.
     pub dataset: String,
     pub dataset_revision: String,
     pub output_repo: String,
@@ -48,17 +53,18 @@ pub struct Item {
     pub active: bool,
 }
 
-fn item(j: &db::jobs::JobRow) -> Item {
+fn item(j: &db::jobs::JobRow, shown: &Shown) -> Item {
+    let or_hidden = |ok: bool, v: String| if ok { v } else { String::new() };
     Item {
         id: j.id.to_string(),
         short_id: j.id.to_string()[..8].to_string(),
         namespace: j.namespace.clone(),
         task: j.task.clone(),
         state: j.state.clone(),
-        base_model: j.base_model.clone(),
-        base_revision: text::short(&j.base_revision),
-        dataset: j.dataset.clone(),
-        dataset_revision: text::short(&j.dataset_revision),
+        base_model: or_hidden(shown.base, j.base_model.clone()),
+        base_revision: or_hidden(shown.base, text::short(&j.base_revision)),
+        dataset: or_hidden(shown.dataset, j.dataset.clone()),
+        dataset_revision: or_hidden(shown.dataset, text::short(&j.dataset_revision)),
         output_repo: j.output_repo.clone(),
         output_commit: j.output_commit.clone().unwrap_or_default(),
         output_commit_short: j
@@ -75,7 +81,7 @@ fn item(j: &db::jobs::JobRow) -> Item {
         cpu_seconds: format!("{:.1}", j.cpu_seconds),
         created: text::ago(j.created_at),
         created_iso: text::iso(j.created_at),
-        error: j.error.clone().unwrap_or_default(),
+        error: shown.redact(j.error.as_deref().unwrap_or_default()),
         active: matches!(j.state.as_str(), "queued" | "running"),
     }
 }
@@ -96,10 +102,11 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Ht
     };
     let only = req.match_info().get("ns").map(str::to_string);
     let nss = member_namespaces(&state, &auth, p, only.as_deref()).await?;
+    let mut viewer = Viewer::new(&state, Some(p));
     let mut items = Vec::new();
     for ns in &nss {
         for j in db::jobs::list(&state.db, ns.id, None, 200).await? {
-            items.push(item(&j));
+            items.push(item(&j, &viewer.shown(&j).await?));
         }
     }
     page(&ListPage {
@@ -234,6 +241,7 @@ pub async fn job(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
         .filter(|j| j.namespace_id == ns.id)
         .ok_or(ApiError::NotFound("job"))?;
     let standing = Standing::load_namespace(&state.db, Some(p), &ns, "namespace").await?;
+    let shown = Viewer::new(&state, Some(p)).shown(&j).await?;
     let logs = db::jobs::logs(&state.db, j.id, 0, LOG_LINES).await?;
     let deploy_url = match (&j.output_commit, j.state.as_str()) {
         (Some(_), "succeeded") => {
@@ -250,8 +258,16 @@ pub async fn job(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
     };
     page(&JobPage {
         l: Layout::new(&state, &req, Some(p)),
-        train_files: j.train_files.join(", "),
-        test_files: j.test_files.join(", "),
+        train_files: if shown.dataset {
+            j.train_files.join(", ")
+        } else {
+            String::new()
+        },
+        test_files: if shown.dataset {
+            j.test_files.join(", ")
+        } else {
+            String::new()
+        },
         hyperparameters: rows(&j.hyperparameters)
             .into_iter()
             .filter(|(k, _)| !other_task_columns(&j.task).contains(&k.as_str()))
@@ -263,11 +279,11 @@ pub async fn job(state: web::Data<AppState>, req: HttpRequest) -> PageResult<Htt
             .map(|(seq, at, line)| Line {
                 seq,
                 when_iso: text::iso(at),
-                line,
+                line: shown.redact(&line),
             })
             .collect(),
         deploy_url,
         can_write: standing.allows(Some(p), Action::ManageEndpoints),
-        j: item(&j),
+        j: item(&j, &shown),
     })
 }

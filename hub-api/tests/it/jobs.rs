@@ -1107,3 +1107,160 @@ async fn job_claims_and_reports_are_bound_to_the_claiming_worker() {
         .await;
     assert_eq!((st, v["state"].as_str()), (200, Some("failed")), "{v}");
 }
+
+/// A job's base model and dataset may be another namespace's private repos
+/// (its creator could read them): other members of the job's namespace, or a
+/// member's inference-only token, see the job but not those names, in the
+/// API (job, list, logs, error) and on the dashboard; the creator and anyone
+/// who may read the repos see them.
+#[actix_web::test]
+async fn job_inputs_are_named_only_to_callers_who_may_read_them() {
+    use hub_api::db::namespaces::{set_member, Role};
+    let f = fixture().await;
+    let a = app(&f.t.state).await;
+    let db = &f.t.state.db;
+    let id_of = |name: &'static str| async move {
+        hub_api::db::namespaces::by_name(db, name)
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    };
+    let alice_id = id_of("alice").await;
+    let (olga_id, olga) = f.t.user("olga", false, &["read", "write"]).await;
+    let (dave_id, dave) = f.t.user("dave", false, &["read", "write"]).await;
+    let (reed_id, reed) = f.t.user("reed", false, &["read", "write"]).await;
+    let (_, reed_infer) = token(&f.t, reed_id, &["inference"], None, None).await;
+    let other = f.t.org("other", olga_id).await;
+    let acme = f.t.org("acme", alice_id).await;
+    set_member(db, other, dave_id, Role::Read).await.unwrap();
+    set_member(db, acme, dave_id, Role::Write).await.unwrap();
+    set_member(db, acme, reed_id, Role::Read).await.unwrap();
+    create_repo(&a, &olga, "other/secret-bert", true).await;
+    commit_files(
+        &a,
+        &olga,
+        "other/secret-bert",
+        &[("config.json", BERT), ("model.safetensors", &safetensors())],
+    )
+    .await;
+    let (st, _, b) = call(
+        &a,
+        TestRequest::post()
+            .uri("/api/repos/create")
+            .insert_header(bearer(&olga))
+            .set_json(json!({"name": "secret-ds", "organization": "other", "type": "dataset", "private": true})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    commit_files_to(
+        &a,
+        &olga,
+        "datasets",
+        "other/secret-ds",
+        &[("train.csv", TRAIN), ("test.csv", TEST)],
+    )
+    .await;
+    // acme's own private base, for the inference-only token.
+    create_repo(&a, &f.alice, "acme/own-bert", true).await;
+    commit_files(
+        &a,
+        &f.alice,
+        "acme/own-bert",
+        &[("config.json", BERT), ("model.safetensors", &safetensors())],
+    )
+    .await;
+
+    let mut body = job_body();
+    body["base_model"] = json!("other/secret-bert");
+    body["dataset"] = json!("other/secret-ds");
+    body["output_repo"] = json!("acme/out");
+    let (st, job) = post_job(&a, &dave, "acme", body).await;
+    assert_eq!(st, 201, "{job}");
+    assert_eq!(job["base_model"]["repository"], "other/secret-bert");
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut body = job_body();
+    body["base_model"] = json!("acme/own-bert");
+    body["output_repo"] = json!("acme/out2");
+    let (st, own) = post_job(&a, &f.alice, "acme", body).await;
+    assert_eq!(st, 201, "{own}");
+    let own_id = own["id"].as_str().unwrap().to_string();
+
+    // The worker names the repos in its log lines and in an error.
+    let runner = Runner::new(&a, &f.worker).await;
+    let spec = runner.claim().await;
+    assert_eq!(spec["job_id"], json!(id));
+    let claim = spec["claim"].as_str().unwrap().to_string();
+    let (st, _) = req(
+        &a,
+        &f.worker,
+        TestRequest::post()
+            .uri(&format!("/api/v1/job-runner/{id}/progress"))
+            .insert_header(("X-Job-Claim", claim.clone()))
+            .insert_header((SECRET, runner.secret.clone()))
+            .set_json(json!({"step": 0, "total_steps": 4, "cpu_seconds": 0,
+                "logs": ["pulling base model other/secret-bert@abc", "reading OTHER/Secret-DS train.csv"],
+                "metrics": {}})),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _) = runner
+        .finish(
+            &spec,
+            json!({"outcome": "failed", "error": "cannot load Other/Secret-Bert: bad", "cpu_seconds": 0}),
+        )
+        .await;
+    assert_eq!(st, 200);
+
+    let get = |tok: &str, uri: String| {
+        let tok = tok.to_string();
+        let a = &a;
+        async move { req(a, &tok, TestRequest::get().uri(&uri)).await }
+    };
+    let leaks = |v: &Value| v.to_string().to_ascii_lowercase().contains("secret-");
+    for tok in [&reed, &reed_infer, &f.alice] {
+        let (st, v) = get(tok, format!("/api/v1/jobs/acme/{id}")).await;
+        assert_eq!(st, 200, "{v}");
+        assert!(!leaks(&v), "{v}");
+        assert_eq!(
+            v["base_model"],
+            json!({"repository": null, "revision": null, "hidden": true})
+        );
+        assert_eq!(v["dataset"]["hidden"], true);
+        assert_eq!(v["dataset"]["train_files"], Value::Null);
+        assert_eq!(v["error"], "cannot load [hidden repository]: bad");
+        let (_, list) = get(tok, "/api/v1/jobs/acme".to_string()).await;
+        assert!(!leaks(&list), "{list}");
+        let (_, logs) = get(tok, format!("/api/v1/jobs/acme/{id}/logs")).await;
+        assert!(!leaks(&logs), "{logs}");
+        assert_eq!(
+            logs["items"][0]["line"],
+            "pulling base model [hidden repository]@abc"
+        );
+        for page in ["/jobs/acme".to_string(), format!("/jobs/acme/{id}")] {
+            let (st, html) = html(&a, tok, &page).await;
+            assert_eq!(st, 200);
+            assert!(!html.to_ascii_lowercase().contains("secret-"), "{page}");
+        }
+    }
+    // The creator, and anyone who may read the repos, see them.
+    for tok in [&dave] {
+        let (_, v) = get(tok, format!("/api/v1/jobs/acme/{id}")).await;
+        assert_eq!(v["base_model"]["repository"], "other/secret-bert");
+        assert_eq!(v["dataset"]["repository"], "other/secret-ds");
+        let (_, logs) = get(tok, format!("/api/v1/jobs/acme/{id}/logs")).await;
+        assert_eq!(
+            logs["items"][0]["line"],
+            "pulling base model other/secret-bert@abc"
+        );
+    }
+    set_member(db, other, reed_id, Role::Read).await.unwrap();
+    let (_, v) = get(&reed, format!("/api/v1/jobs/acme/{id}")).await;
+    assert_eq!(v["base_model"]["repository"], "other/secret-bert");
+    // acme's own private base: its read role reads it, its inference-only token does not.
+    let (_, v) = get(&reed, format!("/api/v1/jobs/acme/{own_id}")).await;
+    assert_eq!(v["base_model"]["repository"], "acme/own-bert");
+    let (_, v) = get(&reed_infer, format!("/api/v1/jobs/acme/{own_id}")).await;
+    assert_eq!(v["base_model"]["hidden"], true, "{v}");
+    assert_eq!(v["dataset"]["repository"], "alice/reviews", "public");
+}

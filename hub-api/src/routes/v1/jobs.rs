@@ -2,13 +2,16 @@
 //! (`crate::jobs`). Jobs are compute in the namespace, decided like its
 //! endpoints: members read them (`ReadEndpoints`), the write role creates and
 //! cancels them (`ManageEndpoints`); outsiders get the 404 of a missing one.
+//! A job's base model and dataset are named only to callers who may read
+//! them (and to its creator): another namespace's private repo stays hidden
+//! from the other members (`crate::jobs::Shown`).
 
 use crate::auth::access::{self, Access, Action, Standing};
 use crate::auth::Auth;
 use crate::db;
 use crate::domain::{RepoId, RepoName, RepoType};
 use crate::error::{ApiError, ApiResult};
-use crate::jobs::{JobSpecError, DEFAULT_WALL_S, MAX_WALL_S, MIN_WALL_S};
+use crate::jobs::{JobSpecError, Shown, Viewer, DEFAULT_WALL_S, MAX_WALL_S, MIN_WALL_S};
 use crate::registry;
 use crate::routes::body::BodyError;
 use crate::routes::body::JsonBody;
@@ -230,7 +233,7 @@ pub async fn create(
     let job = db::jobs::by_id(&state.db, id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    Ok(HttpResponse::Created().json(crate::jobs::to_json(&job)))
+    Ok(HttpResponse::Created().json(crate::jobs::to_json(&job, &Shown::all())))
 }
 
 /// A namespace's jobs, newest first.
@@ -257,11 +260,11 @@ pub async fn list(
     };
     let rows = db::jobs::list(&state.db, ns.id, cursor, limit + 1).await?;
     let next = (rows.len() as i64 > limit).then(|| rows[limit as usize - 1].id.to_string());
-    let items: Vec<_> = rows
-        .iter()
-        .take(limit as usize)
-        .map(crate::jobs::to_json)
-        .collect();
+    let mut viewer = Viewer::new(&state, auth.principal());
+    let mut items = Vec::new();
+    for j in rows.iter().take(limit as usize) {
+        items.push(crate::jobs::to_json(j, &viewer.shown(j).await?));
+    }
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": next})))
 }
 
@@ -302,7 +305,8 @@ pub async fn get(
 ) -> ApiResult<HttpResponse> {
     let (ns, id) = path.into_inner();
     let j = load(&state, &auth, &ns, &id, Action::ReadEndpoints).await?;
-    Ok(HttpResponse::Ok().json(crate::jobs::to_json(&j)))
+    let shown = Viewer::new(&state, auth.principal()).shown(&j).await?;
+    Ok(HttpResponse::Ok().json(crate::jobs::to_json(&j, &shown)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,9 +336,11 @@ pub async fn logs(
     let after = q.after.unwrap_or(0).max(0);
     let rows = db::jobs::logs(&state.db, j.id, after, limit).await?;
     let next = rows.last().map(|r| r.0).unwrap_or(after);
+    // The worker's lines may name the base model and dataset.
+    let shown = Viewer::new(&state, auth.principal()).shown(&j).await?;
     let items: Vec<_> = rows
         .into_iter()
-        .map(|(seq, at, line)| json!({"seq": seq, "at": registry::hf_date(at), "line": line}))
+        .map(|(seq, at, line)| json!({"seq": seq, "at": registry::hf_date(at), "line": shown.redact(&line)}))
         .collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_after": next})))
 }
@@ -370,5 +376,6 @@ pub async fn cancel(
     let j = db::jobs::by_id(&state.db, j.id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    Ok(HttpResponse::Ok().json(crate::jobs::to_json(&j)))
+    let shown = Viewer::new(&state, auth.principal()).shown(&j).await?;
+    Ok(HttpResponse::Ok().json(crate::jobs::to_json(&j, &shown)))
 }
