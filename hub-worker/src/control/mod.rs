@@ -581,8 +581,12 @@ async fn load_assignment(
     }
 
     let dir = pulled.dir.clone();
-    tokio::task::spawn_blocking(move || Model::load(&dir, Some(task), &cfg))
+    let model = tokio::task::spawn_blocking(move || Model::load(&dir, Some(task), &cfg))
         .await
         .map_err(|e| format!("model load panicked: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    // The model's files stay pinned (safe from eviction) for as long as the model lives:
+    // in the registry, and in any request still running after it is unloaded.
+    model.keep_alive(Box::new(pulled.pin));
+    Ok(model)
 }

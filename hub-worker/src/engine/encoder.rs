@@ -73,6 +73,9 @@ struct Inner {
     queue: RwLock<Queue>,
     admission: Arc<Semaphore>,
     max_concurrent: usize,
+    /// Dropped with the model, after its backend threads stopped (`keep_alive`: the
+    /// cache pin on its files).
+    kept: std::sync::Mutex<Vec<Box<dyn Send + Sync>>>,
 }
 
 /// Longest an unload waits for its backend threads to free their engines.
@@ -124,8 +127,19 @@ impl EncoderModel {
                 queue: RwLock::new(queue),
                 admission: Arc::new(Semaphore::new(max_concurrent)),
                 max_concurrent,
+                kept: Default::default(),
             }),
         }
+    }
+
+    /// Keeps `item` until the last clone of this model is dropped and its backend threads
+    /// have stopped.
+    pub fn keep_alive(&self, item: Box<dyn Send + Sync>) {
+        self.inner
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(item);
     }
 
     /// What this model serves (now: the engine changes once after a fast start).

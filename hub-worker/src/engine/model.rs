@@ -59,6 +59,16 @@ impl Model {
         }
     }
 
+    /// Keeps `item` for as long as the model lives (until its last clone is dropped,
+    /// requests in flight included): the worker gives it the cache pin that keeps the
+    /// model's files from eviction (`pull::cache::CachePin`).
+    pub fn keep_alive(&self, item: Box<dyn Send + Sync>) {
+        match self {
+            Model::Encoder(m) => m.keep_alive(item),
+            Model::Decoder(m) => m.keep_alive(item),
+        }
+    }
+
     /// The decoder, when this model generates text.
     pub fn decoder(&self) -> Option<&DecoderModel> {
         match self {

@@ -407,6 +407,9 @@ mod blob {
         // SAFETY: a fresh handle we own; `CompiledModel` frees it on drop.
         let model =
             unsafe { std::mem::transmute::<*mut ov_compiled_model_t, CompiledModel>(handle) };
+        // A use: its mtime is its recency for the cache's eviction (`pull::evict`).
+        let _ =
+            std::fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         Some(Compiled {
             model,
             imported: Some(bytes),

@@ -1,11 +1,16 @@
 //! The worker's content-addressed file cache, shared by every model on the worker:
 //!
 //! ```text
-//! {root}/blobs/sha256/<hex>        verified file contents, read-only, never modified
-//! {root}/blobs/git-sha1/<hex>      index: git blob id of a small file -> its sha256
+//! {root}/blobs/sha256/<hex>         verified file contents, read-only, never modified
+//! {root}/blobs/git-sha1/<hex>       index: git blob id of a small file -> its sha256
 //! {root}/blobs/verified/<hex>.json  marker: the blob's stat when it last hashed right
-//! {root}/tmp/                      downloads in progress (never loaded from)
-//! {root}/models/<repo>--<commit>/  a model directory: relative symlinks into blobs/
+//! {root}/blobs/probed/<hex>.<tag>   marker: the GGUF blob passed llama.cpp's probe
+//! {root}/tmp/dl-<pid>-<rand>/       one pull's downloads in progress (never loaded from)
+//! {root}/models/<repo>--<commit>/   a model directory: relative symlinks into blobs/
+//! {root}/pins/<id>.pin              what one pull, loaded model or job uses (below)
+//! {root}/cache.lock                 the cache lock (below)
+//! {root}/compiled/                  compiled models (`engine::openvino`)
+//! {root}/runtimes/, {root}/jobs/    the fetched engine runtime, fine-tuning work
 //! ```
 //!
 //! A blob enters `blobs/sha256` only by `insert_file`: hashed, compared with the digest the
@@ -26,12 +31,81 @@
 //! so a later write carries a later mtime. `insert_file` back-dates the mtime of the file
 //! it just hashed (its own download, in its private `tmp/` directory) by twice that, so a
 //! freshly pulled blob is trusted on its next use too.
+//!
+//! **Limits** ([`CacheLimits`], `--cache-max-gib`, `--cache-min-free-gib`). A pull knows,
+//! once it has listed the commit and verified what the cache holds, the bytes it will
+//! download (the listed sizes of the files not in the store). Before it writes any, it
+//! asks for room (`make_room`): the bytes under `{root}` (everything above, less the
+//! download directories of pulls in progress) plus its bytes plus those of other pulls
+//! already given room and not yet in the store (each blob once, at its full size, however
+//! much of it is written) must stay within the budget, and the file system's free space
+//! (statvfs `f_bavail`, plus what those downloads already wrote) less the same bytes must
+//! stay above the floor. Pulls are given room first come, first served: a pull not yet
+//! given room counts for nobody else, so two that cannot both fit do not both fail. When
+//! they do not fit, eviction frees the shortfall in this order: blobs no model directory
+//! links to (left by a failed pull or a replaced snapshot; oldest first), then model
+//! directories (with the blobs no other directory and no pin uses) and compiled models,
+//! least recently used first. Recency is the mtime: a model directory's is set when a pull
+//! of it starts and when its last pin is released (a model unloaded), a compiled model's
+//! when it is imported. The plan is made first: when everything evictable would not be
+//! enough, nothing is evicted and the pull fails with [`NoRoom`], the endpoint's reason,
+//! having written nothing. `runtimes/` and `jobs/` count but are never evicted. Not
+//! counted ahead: a compiled model a load writes after its pull was given room (the next
+//! pull sees it); a blob two pulls download at once is in `tmp/` twice until one renames
+//! it (counted once). Sizes are file lengths.
+//!
+//! **Eviction and concurrency.** Several pulls (load slots, a fine-tuning job, another
+//! worker process on the same directory) and an eviction may run at once. The rules:
+//!
+//! 1. *The cache lock.* Whatever an eviction must see whole happens under it: an exclusive
+//!    `flock` on `{root}/cache.lock` (other processes), taken after a process-wide mutex
+//!    (this process's threads: a `flock` is per open file, so threads sharing one would not
+//!    exclude each other). Under it: creating and rewriting pins, a blob's rename into the
+//!    store with its index entry and marker (`insert_file`; the hash and fsync come
+//!    before, outside), `materialize`, and a whole eviction (reading the pins, measuring,
+//!    deciding, removing). Downloads and verification run outside it.
+//! 2. *Pins.* A pin is `pins/<id>.pin` (its model directory's name, its download
+//!    directory, its files' hub digests and sizes, whether it was given room), kept open
+//!    with a shared `flock` for as long as it lives and written only under the cache lock,
+//!    so an eviction never reads half of one. Live means locked: an eviction tries each
+//!    pin's lock exclusively without waiting; if it gets it, the owner is gone (a process
+//!    that dies closes its files and so drops its locks) and the pin is removed; if not,
+//!    the pin is live, whether another process's or one of this process's own (its own
+//!    lock is on another open file, so they conflict). No guess by age or pid.
+//! 3. *What a pin keeps.* Its model directory, its download directory, and every blob its
+//!    files name: by sha256 for LFS files, through the git-sha1 index for small ones, and
+//!    whatever its directory links to. A pull pins its files right after listing the
+//!    commit and before verifying any cached blob, so a blob it found cached cannot vanish
+//!    before it materializes. A blob it downloads enters the store with its index entry
+//!    under the lock, so an eviction sees it as already named by the pin, or not at all.
+//! 4. *Who holds pins.* A pull, from before it lists the commit (`begin_pull`); its
+//!    [`super::Pulled`]; then the loaded model (`Model::keep_alive`) until its last clone
+//!    is dropped, requests still running after an unload included; a fine-tuning job for
+//!    its whole run. So "in use" is exact: a model loaded, loading or pulling, or a job's
+//!    base model. A loaded model maps its weights: were they removed, the space would not
+//!    come back until it unmapped them anyway.
+//! 5. *Races.* Two pulls sharing a blob both pin it; either may download it, and a second
+//!    rename replaces it with identical bytes (content-addressed). A pull racing an
+//!    eviction: either its pin came first (the blob stays) or the eviction did (the pull's
+//!    verification finds the blob gone and downloads it, counted in its bytes).
+//! 6. *Removal order.* A model directory is renamed aside (`.old-<rand>`) and removed
+//!    before its blobs, so no model directory links to a removed blob; a blob goes with
+//!    its verified and probed markers and its index entries.
+//! 7. *Crash leftovers.* Download directories and `models/.tmp-*`/`.old-*` are created
+//!    under the lock (or named by a live pin), so under the lock any that no live pin
+//!    names belong to a dead process: they are removed when the cache opens and by every
+//!    `make_room`. A crash mid-eviction leaves `.old-` directories or blobs no directory
+//!    uses, both removed later. Marker and index temporaries are written outside the
+//!    lock, so only those over an hour old go; compiled-model temporaries (an export can
+//!    take minutes) over a day old.
 
+pub use super::evict::{CacheLimits, CacheMetrics, CachePin, Limit, MinFree, NoRoom};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use thiserror::Error;
 
 /// Errors of the cache.
@@ -54,9 +128,12 @@ pub enum CacheError {
         context: String,
         source: std::io::Error,
     },
+    /// A pull's files do not fit the cache's budget even with everything evictable gone.
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
 }
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
+pub(super) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CacheError {
     let context = context.into();
     move |source| CacheError::Io { context, source }
 }
@@ -72,7 +149,7 @@ pub fn is_safe_repo_path(p: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && seg != ".git")
 }
 
-fn is_hex(s: &str, len: usize) -> bool {
+pub(super) fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -253,21 +330,55 @@ pub struct CachedBlob {
     pub rehashed: bool,
 }
 
-/// The cache rooted at one directory.
+/// The cache rooted at one directory. Clones share one lock, limits and metrics.
 #[derive(Debug, Clone)]
 pub struct BlobCache {
     root: PathBuf,
+    shared: Arc<Shared>,
+}
+
+/// What the clones of one opened cache share.
+#[derive(Debug)]
+struct Shared {
+    /// `{root}/cache.lock`, held exclusively (`flock`) by [`BlobCache::lock`].
+    lock_file: fs::File,
+    /// Serialises this process's threads before the file lock: a `flock` is per open
+    /// file, so two threads on this one descriptor would not exclude each other.
+    threads: Mutex<()>,
+    limits: CacheLimits,
+    metrics: Arc<CacheMetrics>,
+}
+
+/// The cache lock, held (module docs: "Eviction and concurrency"). Released on drop.
+pub(super) struct Locked<'a> {
+    file: &'a fs::File,
+    _threads: MutexGuard<'a, ()>,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Before the thread mutex (a field, dropped after this).
+        let _ = self.file.unlock();
+    }
 }
 
 impl BlobCache {
-    /// Opens (creating) a cache at `root`.
+    /// Opens (creating) a cache at `root` with the default limits ([`CacheLimits`]: no
+    /// budget, the default free-space floor).
     pub fn open(root: &Path) -> Result<BlobCache, CacheError> {
+        BlobCache::open_with(root, CacheLimits::default())
+    }
+
+    /// Opens (creating) a cache at `root` whose pulls keep within `limits`. Removes what
+    /// crashed pulls left behind (module docs), under the cache lock.
+    pub fn open_with(root: &Path, limits: CacheLimits) -> Result<BlobCache, CacheError> {
         for sub in [
             "blobs/sha256",
             "blobs/git-sha1",
             "blobs/verified",
             "tmp",
             "models",
+            "pins",
         ] {
             fs::create_dir_all(root.join(sub))
                 .map_err(io(format!("create {}", root.join(sub).display())))?;
@@ -275,7 +386,51 @@ impl BlobCache {
         let root = root
             .canonicalize()
             .map_err(io(format!("resolve {}", root.display())))?;
-        Ok(BlobCache { root })
+        let lock_path = root.join("cache.lock");
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(format!("open {}", lock_path.display())))?;
+        let cache = BlobCache {
+            root,
+            shared: Arc::new(Shared {
+                lock_file,
+                threads: Mutex::new(()),
+                limits,
+                metrics: Arc::new(CacheMetrics::default()),
+            }),
+        };
+        cache.start_up()?;
+        Ok(cache)
+    }
+
+    /// The limits its pulls keep within.
+    pub fn limits(&self) -> &CacheLimits {
+        &self.shared.limits
+    }
+
+    /// Its metrics (bytes used, evictions), for the worker's `GET /metrics`.
+    pub fn metrics(&self) -> Arc<CacheMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Takes the cache lock (blocking: call it off the async executor).
+    pub(super) fn lock(&self) -> Result<Locked<'_>, CacheError> {
+        let threads = self
+            .shared
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.shared.lock_file.lock().map_err(io(format!(
+            "lock {}",
+            self.root.join("cache.lock").display()
+        )))?;
+        Ok(Locked {
+            file: &self.shared.lock_file,
+            _threads: threads,
+        })
     }
 
     /// The cache's root directory.
@@ -288,7 +443,8 @@ impl BlobCache {
         self.root.join("blobs/sha256").join(sha256)
     }
 
-    /// A fresh directory under `tmp/` for one download.
+    /// A fresh directory under `tmp/` for one download. No pin keeps it: a pull takes its
+    /// own from `begin_pull`, as `make_room` removes unpinned ones as crash leftovers.
     pub fn temp_dir(&self) -> Result<PathBuf, CacheError> {
         let name = format!("dl-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let p = self.root.join("tmp").join(name);
@@ -296,7 +452,7 @@ impl BlobCache {
         Ok(p)
     }
 
-    fn sha1_index(&self, git_sha1: &str) -> PathBuf {
+    pub(super) fn sha1_index(&self, git_sha1: &str) -> PathBuf {
         self.root.join("blobs/git-sha1").join(git_sha1)
     }
 
@@ -463,6 +619,9 @@ impl BlobCache {
             .map_err(io(format!("fsync {}", downloaded.display())))?;
         drop(f);
         set_read_only(downloaded)?;
+        // Into the store under the cache lock: an eviction sees the blob and its index
+        // entry together, or neither (module docs).
+        let _locked = self.lock()?;
         let dest = self.blob_path(&digests.sha256);
         fs::rename(downloaded, &dest).map_err(io(format!("rename into {}", dest.display())))?;
         sync_dir(&self.root.join("blobs/sha256"))?;
@@ -487,17 +646,15 @@ impl BlobCache {
     /// `files` are `(repo path, sha256)`; every path is validated and every blob must
     /// exist. A copy that already links every file to its blob is kept as it is (another
     /// replica of the same commit may be loading from it right now); a different one is
-    /// replaced atomically.
+    /// replaced atomically. Runs under the cache lock (blocking).
     pub fn materialize(
         &self,
         repo_id: &str,
         commit: &str,
         files: &[(String, String)],
     ) -> Result<PathBuf, CacheError> {
-        if !is_safe_repo_path(repo_id) || repo_id.contains("--") || !is_hex(commit, 40) {
-            return Err(CacheError::UnsafePath(format!("{repo_id}@{commit}")));
-        }
-        let name = format!("{}--{commit}", repo_id.replace('/', "--"));
+        let name = model_dir_name(repo_id, commit)?;
+        let _locked = self.lock()?;
         let models = self.root.join("models");
         let tmp = models.join(format!(".tmp-{:016x}", rand::random::<u64>()));
         fs::create_dir_all(&tmp).map_err(io(format!("create {}", tmp.display())))?;
@@ -552,6 +709,15 @@ impl BlobCache {
     }
 }
 
+/// The name of the model directory of `repo_id` at `commit` (`<ns>--<name>--<commit>`),
+/// refused unless both are plain.
+pub(super) fn model_dir_name(repo_id: &str, commit: &str) -> Result<String, CacheError> {
+    if !is_safe_repo_path(repo_id) || repo_id.contains("--") || !is_hex(commit, 40) {
+        return Err(CacheError::UnsafePath(format!("{repo_id}@{commit}")));
+    }
+    Ok(format!("{}--{commit}", repo_id.replace('/', "--")))
+}
+
 /// The relative symlink target of repo file `path` in a snapshot: the link sits in
 /// `models/<name>/<dirs of path>/`, so it climbs back to the cache root.
 fn link_target(path: &str, sha256: &str) -> PathBuf {
@@ -573,7 +739,7 @@ fn links_all(dir: &Path, files: &[(String, String)]) -> bool {
     })
 }
 
-fn remove_blob(path: &Path) -> Result<(), CacheError> {
+pub(super) fn remove_blob(path: &Path) -> Result<(), CacheError> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -3,9 +3,10 @@
 //! the digest the hub reports, and materialise a model directory from the cache.
 
 pub mod cache;
+pub mod evict;
 
 use crate::engine::spec::is_engine_file;
-use cache::{BlobCache, CacheError, Expected};
+use cache::{BlobCache, CacheError, CachePin, Expected};
 use hf_hub::api::tokio::{ApiBuilder, ApiError};
 use hf_hub::{Repo, RepoType};
 use serde::Deserialize;
@@ -51,6 +52,19 @@ pub enum PullError {
     Cache(#[from] CacheError),
 }
 
+/// Runs blocking cache work (file locks, directory walks, renames) off the executor.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, CacheError> + Send + 'static,
+) -> Result<T, CacheError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CacheError::Io {
+            context: what.to_string(),
+            source: std::io::Error::other(e),
+        })?
+}
+
 impl PullError {
     /// Whether retrying could help (network trouble, 5xx, a corrupt transfer).
     pub fn is_transient(&self) -> bool {
@@ -88,6 +102,9 @@ impl std::fmt::Debug for PullRequest {
 #[derive(Debug, Clone)]
 pub struct Pulled {
     pub dir: PathBuf,
+    /// Keeps `dir` and its blobs from eviction while any clone lives: hold it for as long
+    /// as the directory is read (a loaded model keeps it, `Model::keep_alive`).
+    pub pin: CachePin,
     /// Files fetched from the hub (the rest came from the cache).
     pub downloaded: Vec<String>,
     /// Files that came from the cache and were re-hashed to verify them (the others
@@ -212,8 +229,14 @@ impl Puller {
         if rev.len() != 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PullError::BadRevision(req.revision.clone()));
         }
-        let staging = self.cache.temp_dir()?;
-        let result = self.pull_into(req, &rev, &staging, max_weight_bytes).await;
+        // Pinned before anything is listed or verified: no eviction removes a blob this
+        // pull counts on, nor its download directory.
+        let (cache, repo_id, commit) = (self.cache.clone(), req.repo_id.clone(), rev.clone());
+        let (pin, staging) =
+            blocking("start a pull", move || cache.begin_pull(&repo_id, &commit)).await?;
+        let result = self
+            .pull_into(req, &rev, &staging, &pin, max_weight_bytes)
+            .await;
         let _ = tokio::fs::remove_dir_all(&staging).await;
         result
     }
@@ -223,6 +246,7 @@ impl Puller {
         req: &PullRequest,
         rev: &str,
         staging: &std::path::Path,
+        pin: &CachePin,
         max_weight_bytes: Option<u64>,
     ) -> Result<Pulled, PullError> {
         let api = ApiBuilder::new()
@@ -331,46 +355,88 @@ impl Puller {
             }
         }
 
-        let mut files = Vec::with_capacity(wanted.len());
-        let mut downloaded = Vec::new();
+        // From here on no eviction removes these files' blobs (cached or inserted later).
+        let (cache, pin2) = (self.cache.clone(), pin.clone());
+        let digests: Vec<(Expected, u64)> =
+            wanted.iter().map(|(_, e, s)| (e.clone(), *s)).collect();
+        blocking("pin the files", move || cache.pin_files(&pin2, &digests)).await?;
+
+        // What the cache holds (verified), and what must be downloaded.
+        let mut files: Vec<(String, Option<String>)> = Vec::with_capacity(wanted.len());
+        let mut missing = Vec::new();
         let mut rehashed = Vec::new();
         let mut total_bytes = 0;
+        let mut need = 0u64;
         for (path, expected, size) in wanted {
             // Re-hashing a cached blob is heavy: off the async executor.
             let (cache, want) = (self.cache.clone(), expected.clone());
-            let cached = tokio::task::spawn_blocking(move || cache.cached_blob(&want))
-                .await
-                .map_err(|e| CacheError::Io {
-                    context: format!("verify the cached {path}"),
-                    source: std::io::Error::other(e),
-                })??;
-            let sha = match cached {
+            let cached = blocking(&format!("verify the cached {path}"), move || {
+                cache.cached_blob(&want)
+            })
+            .await?;
+            total_bytes += size;
+            match cached {
                 Some(c) => {
                     if c.rehashed {
                         rehashed.push(path.clone());
                     }
-                    c.sha256
+                    files.push((path, Some(c.sha256)));
                 }
                 None => {
-                    downloaded.push(path.clone());
-                    self.fetch(&repo, &req.repo_id, &path, &expected).await?
+                    need += size;
+                    missing.push((files.len(), expected));
+                    files.push((path, None));
                 }
-            };
-            total_bytes += size;
-            files.push((path, sha));
+            }
         }
-        let dir = self.cache.materialize(&req.repo_id, rev, &files)?;
+
+        // Room for the downloads before the first byte is written: evicting what no
+        // loaded or loading model uses, or failing with the reason.
+        let what = format!("{}@{rev}", req.repo_id);
+        if need > 0 {
+            let (cache, pin2, what2) = (self.cache.clone(), pin.clone(), what.clone());
+            blocking("make room in the cache", move || {
+                cache.make_room(&pin2, &what2)
+            })
+            .await?;
+        }
+
+        let mut downloaded = Vec::new();
+        for (i, expected) in missing {
+            let path = files[i].0.clone();
+            let sha = self.fetch(&repo, &req.repo_id, &path, &expected).await?;
+            downloaded.push(path);
+            files[i].1 = Some(sha);
+        }
+        let files: Vec<(String, String)> = files
+            .into_iter()
+            .map(|(p, sha)| (p, sha.expect("cached or fetched above")))
+            .collect();
+        let (cache, repo_id, commit) = (self.cache.clone(), req.repo_id.clone(), rev.to_string());
+        let n_files = files.len();
+        let dir = blocking("materialize the model directory", move || {
+            cache.materialize(&repo_id, &commit, &files)
+        })
+        .await?;
+        if !downloaded.is_empty() {
+            let cache = self.cache.clone();
+            if let Err(e) = blocking("measure the cache", move || cache.refresh_metrics()).await {
+                tracing::debug!(error = %e, "cache: measuring after a pull failed");
+            }
+        }
         tracing::info!(
             repo.id = %req.repo_id,
             revision = %rev,
-            files = files.len(),
+            files = n_files,
             downloaded = downloaded.len(),
+            downloaded_bytes = need,
             rehashed = rehashed.len(),
             bytes = total_bytes,
             "model pulled"
         );
         Ok(Pulled {
             dir,
+            pin: pin.clone(),
             downloaded,
             rehashed,
             total_bytes,

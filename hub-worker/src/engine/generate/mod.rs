@@ -296,6 +296,8 @@ pub struct DecoderModel {
     /// loaded model).
     template: Arc<OnceLock<Result<Arc<ChatTemplate>, EngineError>>>,
     tool_use_template: Arc<OnceLock<Result<Arc<ChatTemplate>, EngineError>>>,
+    /// Dropped with the last clone (`keep_alive`: the cache pin on its files).
+    kept: Arc<std::sync::Mutex<Vec<Box<dyn Send + Sync>>>>,
 }
 
 impl DecoderModel {
@@ -306,7 +308,16 @@ impl DecoderModel {
             engine,
             template: Arc::default(),
             tool_use_template: Arc::default(),
+            kept: Arc::default(),
         }
+    }
+
+    /// Keeps `item` until the last clone of this model is dropped.
+    pub fn keep_alive(&self, item: Box<dyn Send + Sync>) {
+        self.kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(item);
     }
 
     /// The model's chat template for a request with (`with_tools`) or without tools,
