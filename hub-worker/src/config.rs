@@ -30,6 +30,20 @@ pub struct WorkerConfig {
     )]
     pub cache_dir: PathBuf,
 
+    /// Most GiB the cache directory may hold (weights, model directories, compiled
+    /// models, the fetched runtime; fractions allowed). A pull that would pass it first
+    /// evicts the least recently used content no loaded or loading model uses, and fails
+    /// with the reason when even that is not enough. Default: no budget (the free-space
+    /// floor below still holds).
+    #[arg(long, env = "HUB_WORKER_CACHE_MAX_GIB")]
+    pub cache_max_gib: Option<f64>,
+
+    /// GiB a pull leaves free on the file system holding the cache directory, evicting
+    /// as for --cache-max-gib. Default: 5 GiB or 10% of the file system, whichever is
+    /// smaller. 0: no floor.
+    #[arg(long, env = "HUB_WORKER_CACHE_MIN_FREE_GIB")]
+    pub cache_min_free_gib: Option<f64>,
+
     /// Compute threads for inference (default: the cores this process may use).
     #[arg(long, env = "HUB_WORKER_THREADS")]
     pub threads: Option<usize>,
@@ -186,6 +200,8 @@ impl std::fmt::Debug for WorkerConfig {
             .field("token", &"<redacted>")
             .field("bind", &self.bind)
             .field("cache_dir", &self.cache_dir)
+            .field("cache_max_gib", &self.cache_max_gib)
+            .field("cache_min_free_gib", &self.cache_min_free_gib)
             .field("threads", &self.threads)
             .field("name", &self.name)
             .field("public_url", &self.public_url)
@@ -232,6 +248,8 @@ impl WorkerConfig {
             token: token.to_string(),
             bind: "127.0.0.1:0".to_string(),
             cache_dir: PathBuf::from("paddock-worker-cache"),
+            cache_max_gib: None,
+            cache_min_free_gib: None,
             threads: None,
             name: None,
             public_url: None,
@@ -308,6 +326,21 @@ impl WorkerConfig {
                 );
             }
         }
+        if let Some(g) = self.cache_max_gib {
+            if !(g.is_finite() && g > 0.0) {
+                anyhow::bail!(
+                    "--cache-max-gib / HUB_WORKER_CACHE_MAX_GIB must be a positive number of GiB \
+                     (leave it unset for no budget), got {g}"
+                );
+            }
+        }
+        if let Some(g) = self.cache_min_free_gib {
+            if !(g.is_finite() && g >= 0.0) {
+                anyhow::bail!(
+                    "--cache-min-free-gib / HUB_WORKER_CACHE_MIN_FREE_GIB must be 0 or more GiB, got {g}"
+                );
+            }
+        }
         if self.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
@@ -329,6 +362,41 @@ impl WorkerConfig {
             );
         }
         Ok(())
+    }
+
+    /// `HUB_WORKER_CACHE_MAX_GIB` and `HUB_WORKER_CACHE_MIN_FREE_GIB` into this
+    /// configuration, for a host that reads the variables itself (hub-api's in-process
+    /// worker); a value that is not a number is an error naming the variable.
+    pub fn cache_limits_from_env(&mut self) -> anyhow::Result<()> {
+        let gib = |name: &str| -> anyhow::Result<Option<f64>> {
+            match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse::<f64>()
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("{name}={v:?}: not a number of GiB ({e})")),
+                _ => Ok(None),
+            }
+        };
+        if let Some(g) = gib("HUB_WORKER_CACHE_MAX_GIB")? {
+            self.cache_max_gib = Some(g);
+        }
+        if let Some(g) = gib("HUB_WORKER_CACHE_MIN_FREE_GIB")? {
+            self.cache_min_free_gib = Some(g);
+        }
+        Ok(())
+    }
+
+    /// The model cache's limits from `--cache-max-gib` and `--cache-min-free-gib`.
+    pub fn cache_limits(&self) -> crate::pull::cache::CacheLimits {
+        let bytes = |gib: f64| (gib * (1u64 << 30) as f64) as u64;
+        crate::pull::cache::CacheLimits {
+            max_bytes: self.cache_max_gib.map(bytes),
+            min_free: match self.cache_min_free_gib {
+                None => crate::pull::cache::MinFree::Auto,
+                Some(g) => crate::pull::cache::MinFree::Bytes(bytes(g)),
+            },
+        }
     }
 
     /// Compute threads to use.
@@ -405,6 +473,36 @@ mod tests {
         assert!(WorkerConfig::new("nope", "t").validate().is_err());
         assert!(WorkerConfig::new("http://h", " ").validate().is_err());
         assert!(WorkerConfig::new("http://h", "t").validate().is_ok());
+    }
+
+    #[test]
+    fn cache_limits_from_flags() {
+        use crate::pull::cache::{CacheLimits, MinFree};
+        let parse = |args: &[&str]| {
+            let mut all = vec!["hub-worker", "--hub-url", "http://h", "--token", "t"];
+            all.extend_from_slice(args);
+            WorkerConfig::try_parse_from(all).unwrap()
+        };
+        let c = parse(&["--cache-max-gib", "1.5", "--cache-min-free-gib", "0"]);
+        assert_eq!(
+            c.cache_limits(),
+            CacheLimits {
+                max_bytes: Some(3 << 29),
+                min_free: MinFree::Bytes(0),
+            }
+        );
+        assert!(c.validate().is_ok());
+        let mut c = WorkerConfig::new("http://h", "t");
+        assert_eq!(c.cache_limits(), CacheLimits::default());
+        assert_eq!(c.cache_limits().min_free, MinFree::Auto);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            c.cache_max_gib = Some(bad);
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        c.cache_max_gib = None;
+        c.cache_min_free_gib = Some(-0.5);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("--cache-min-free-gib"), "{e}");
     }
 
     #[test]

@@ -83,9 +83,21 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
     };
     engine::select::init_engines(config.engine, &libraries, threads)
         .map_err(|e| anyhow::anyhow!("--engine {}: {e}", config.engine))?;
-    let cache = pull::cache::BlobCache::open(&config.cache_dir).map_err(|e| {
-        anyhow::anyhow!("cannot use --cache-dir {}: {e}", config.cache_dir.display())
-    })?;
+    let cache = pull::cache::BlobCache::open_with(&config.cache_dir, config.cache_limits())
+        .map_err(|e| {
+            anyhow::anyhow!("cannot use --cache-dir {}: {e}", config.cache_dir.display())
+        })?;
+    let cache_metrics = cache.metrics();
+    tracing::info!(
+        cache_dir = %cache.root().display(),
+        max = %config.cache_limits().max_bytes.map_or("none".to_string(), pull::evict::human),
+        min_free = %match config.cache_limits().min_free {
+            pull::evict::MinFree::Auto => "5 GiB or 10% of its file system, whichever is smaller".to_string(),
+            pull::evict::MinFree::Bytes(b) => pull::evict::human(b),
+        },
+        used_bytes = cache_metrics.used_bytes.get(&[]),
+        "model cache"
+    );
     let registry = Arc::new(registry::ModelRegistry::new());
     let auth = Arc::new(http::GatewayAuth::pending());
     let server = http::Server::start(
@@ -93,7 +105,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         http::HttpState {
             registry: registry.clone(),
             auth: auth.clone(),
-            metrics: Default::default(),
+            metrics: Arc::new(http::metrics::WorkerMetrics::with_cache(cache_metrics)),
         },
         config.http_threads,
     )

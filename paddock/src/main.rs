@@ -54,6 +54,11 @@ fn in_process_worker() -> EmbeddedWorker {
                 }
             }
         }
+        // The cache budget and free-space floor (`hub-worker --help`); checked by
+        // `WorkerConfig::validate` when the worker starts.
+        if let Err(e) = cfg.cache_limits_from_env() {
+            return Box::pin(async move { Err(e) });
+        }
         let env_usize = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
         if let Some(n) = env_usize("HUB_WORKER_FORWARD_BATCH_SIZE") {
             cfg.forward_batch_size = n;

@@ -30,6 +30,8 @@ pub struct WorkerMetrics {
     pub in_flight: Gauge,
     pub queue_depth: Gauge,
     pub build_info: Gauge,
+    /// The model cache's families (`pull::evict::CacheMetrics`), when the worker has one.
+    pub cache: Option<Arc<crate::pull::cache::CacheMetrics>>,
 }
 
 impl Default for WorkerMetrics {
@@ -71,6 +73,7 @@ impl Default for WorkerMetrics {
                 "Always 1; the version of the worker is a label.",
                 &["service", "version"],
             ),
+            cache: None,
         };
         m.build_info.set(&["worker", env!("CARGO_PKG_VERSION")], 1);
         m
@@ -78,6 +81,14 @@ impl Default for WorkerMetrics {
 }
 
 impl WorkerMetrics {
+    /// The families, with the model cache's.
+    pub fn with_cache(cache: Arc<crate::pull::cache::CacheMetrics>) -> WorkerMetrics {
+        WorkerMetrics {
+            cache: Some(cache),
+            ..WorkerMetrics::default()
+        }
+    }
+
     /// The exposition, with the model gauges read from the registry now.
     pub fn render(&self, state: &HttpState) -> String {
         let mut states: BTreeMap<&str, i64> =
@@ -95,7 +106,7 @@ impl WorkerMetrics {
             .replace(load.iter().map(|(m, (f, _))| (vec![m.clone()], *f)));
         self.queue_depth
             .replace(load.iter().map(|(m, (_, q))| (vec![m.clone()], *q)));
-        encode(&[
+        let mut families: Vec<&dyn hub_telemetry::metrics::Family> = vec![
             &self.http_requests,
             &self.http_duration,
             &self.tokens,
@@ -103,7 +114,11 @@ impl WorkerMetrics {
             &self.in_flight,
             &self.queue_depth,
             &self.build_info,
-        ])
+        ];
+        if let Some(cache) = &self.cache {
+            families.extend(cache.families());
+        }
+        encode(&families)
     }
 }
 
