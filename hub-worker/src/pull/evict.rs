@@ -1341,9 +1341,11 @@ mod tests {
         let tmp = staging.join("c");
         fs::write(&tmp, &cfg).unwrap();
         let sha = cache.insert_file(&tmp, &git, "config.json").unwrap();
-        // Another pull wants everything that can go.
-        let cache2 = cache_with(d.path(), Some(1));
-        let other = pull_pin(&cache2, "ns/b", &[&[5u8; 100]]);
+        // Another pull that would fit if that blob (which no model directory links to
+        // yet) went.
+        let other = pull_pin(&cache, "ns/b", &[&[5u8; 100]]);
+        let max = used(&cache) + 100 - 1;
+        let cache2 = cache_with(d.path(), Some(max));
         let e = cache2.make_room(&other, "ns/b@test").unwrap_err();
         assert!(matches!(e, CacheError::NoRoom(_)), "{e}");
         assert!(cache.blob_path(&sha).exists());

@@ -1,6 +1,7 @@
 //! A whole worker (`hub_worker::run`) against a fake hub: registration, heartbeats with
 //! statuses, long-polled assignments reconciled (load, fail with a reason, unload,
-//! reload from cache), the gateway secret on the served routes, and re-registration.
+//! reload from cache), the gateway secret on the served routes, re-registration, and a
+//! cache too small for two models (a running one keeps its files).
 
 use crate::common::fake_hub::*;
 use crate::common::*;
@@ -233,5 +234,142 @@ async fn a_rejected_worker_token_stops_the_worker_with_a_reason() {
     .expect("run did not give up")
     .unwrap_err();
     assert!(err.to_string().contains("scope `worker`"), "{err}");
+    hub.stop().await;
+}
+
+/// Bytes of a directory's files.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                std::fs::metadata(&p).unwrap().len()
+            }
+        })
+        .sum()
+}
+
+/// A worker whose cache holds one of two models, not both: a running model keeps its
+/// files (the second assignment fails with the reason, the first keeps serving); once the
+/// first is unassigned, the second evicts it and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_model_keeps_its_files_when_the_cache_is_full() {
+    let hub = FakeHub::start().await;
+    let tok = small_tokenizer_dir();
+    let (a_dir, _) = tiny_dir("distilbert", &tok);
+    let (b_dir, _) = tiny_dir("xlm-roberta", &tok);
+    hub.state.add_repo("acme/a", COMMIT, files_from_dir(&a_dir));
+    hub.state.add_repo("acme/b", COMMIT, files_from_dir(&b_dir));
+    // Room for the larger and half the smaller (markers and pins are small beside them).
+    let (a_bytes, b_bytes) = (dir_bytes(&a_dir), dir_bytes(&b_dir));
+    let budget = a_bytes.max(b_bytes) + a_bytes.min(b_bytes) / 2;
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
+    cfg.cache_dir = cache.path().to_path_buf();
+    cfg.cache_max_gib = Some(budget as f64 / (1u64 << 30) as f64);
+    cfg.cache_min_free_gib = Some(0.0);
+    cfg.engine = hub_worker::engine::EnginePreference::Candle;
+    cfg.poll_wait_s = 2;
+    hub.state.set_assignments(vec![assignment(
+        "a1",
+        "k1",
+        "acme/a",
+        "text-classification",
+    )]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(hub_worker::run(cfg, async {
+        let _ = stopped.await;
+    }));
+    wait_heartbeat(&hub, "a1 running", |hb| status_is(hb, "a1", "running")).await;
+
+    hub.state.set_assignments(vec![
+        assignment("a1", "k1", "acme/a", "text-classification"),
+        assignment("a2", "k2", "acme/b", "text-classification"),
+    ]);
+    let hb = wait_heartbeat(&hub, "a2 failed", |hb| status_is(hb, "a2", "failed")).await;
+    let msg = model_status(&hb, "a2").unwrap()["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.starts_with("the worker's model cache needs ")
+            && msg.contains("in use by models loaded or loading on this worker"),
+        "{msg}"
+    );
+    assert!(status_is(&hb, "a1", "running"));
+    let reg = hub.state.control.lock().unwrap().registrations[0].clone();
+    let base = reg["url"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/models/k1"))
+        .bearer_auth(GATEWAY_SECRET)
+        .json(&json!({"inputs": "i love this movie"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let models = cache.path().join("models");
+    let listed = || -> Vec<String> {
+        std::fs::read_dir(&models)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(listed(), vec![format!("acme--a--{COMMIT}")]);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("paddock_worker_cache_refused_pulls_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "paddock_worker_cache_limit_bytes{{limit=\"max\"}} {}",
+            (budget as f64 / (1u64 << 30) as f64 * (1u64 << 30) as f64) as u64
+        )),
+        "{metrics}"
+    );
+
+    // A unassigned: B (a new assignment) evicts it and runs.
+    hub.state.set_assignments(vec![assignment(
+        "a3",
+        "k3",
+        "acme/b",
+        "text-classification",
+    )]);
+    wait_heartbeat(&hub, "a3 running, a1 gone", |hb| {
+        status_is(hb, "a3", "running") && model_status(hb, "a1").is_none()
+    })
+    .await;
+    assert_eq!(listed(), vec![format!("acme--b--{COMMIT}")]);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("paddock_worker_cache_evictions_total{kind=\"model\"} 1"),
+        "{metrics}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), worker)
+        .await
+        .expect("worker did not stop")
+        .unwrap()
+        .unwrap();
     hub.stop().await;
 }

@@ -1,11 +1,12 @@
 //! Pulling through a fake hub that speaks hub-api's `/resolve` and revision routes, with
 //! the real `hf-hub` client: only engine files are fetched, everything is verified, the
-//! cache is shared, corruption (on the wire or on disk) is caught and re-fetched.
+//! cache is shared, corruption (on the wire or on disk) is caught and re-fetched, and the
+//! cache keeps within its limits by evicting what no loaded or loading model uses.
 
 use crate::common::fake_hub::*;
 use crate::common::*;
 use hub_worker::engine::{ClassifyOptions, EmbedOptions, EngineConfig, Model, TextInput};
-use hub_worker::pull::cache::BlobCache;
+use hub_worker::pull::cache::{BlobCache, CacheError, CacheLimits, Limit, MinFree, NoRoom};
 use hub_worker::pull::{PullError, PullRequest, Puller};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -332,5 +333,337 @@ async fn minilm_pulled_through_the_hub_matches_reference() {
         assert_eq!(hashed.rehashed.len(), 8, "{:?}", hashed.rehashed);
     }
     eprintln!("MiniLM pull from the cache: {vouched:?} with markers, {rehashing:?} re-hashing");
+    hub.stop().await;
+}
+
+/// A repo whose files pull but are no model: `config.json` naming `tag`, and `weights`
+/// (an LFS file, `size` bytes of `fill`).
+fn synthetic_repo(tag: &str, weights: &str, size: usize, fill: u8) -> BTreeMap<String, HubFile> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "config.json".to_string(),
+        HubFile {
+            content: Arc::new(format!("{{\"tag\": \"{tag}\"}}").into_bytes()),
+            lfs: false,
+        },
+    );
+    files.insert(
+        weights.to_string(),
+        HubFile {
+            content: Arc::new(vec![fill; size]),
+            lfs: true,
+        },
+    );
+    files
+}
+
+/// A puller whose cache keeps within `max` bytes (no free-space floor: the tests must not
+/// depend on the disk they run on).
+fn puller_with(hub: &FakeHub, dir: &std::path::Path, max: Option<u64>) -> Puller {
+    let limits = CacheLimits {
+        max_bytes: max,
+        min_free: MinFree::Bytes(0),
+    };
+    Puller::new(BlobCache::open_with(dir, limits).unwrap(), &hub.url)
+}
+
+/// Bytes under the cache directory now.
+fn cache_bytes(puller: &Puller) -> u64 {
+    puller.cache().refresh_metrics().unwrap();
+    puller.cache().metrics().used_bytes.get(&[]) as u64
+}
+
+fn entries(dir: std::path::PathBuf) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn no_room(err: &PullError) -> &NoRoom {
+    match err {
+        PullError::Cache(CacheError::NoRoom(n)) => n,
+        other => panic!("not a NoRoom: {other}"),
+    }
+}
+
+/// Every blob in the store is what its name says (nothing partial entered it).
+fn store_is_sound(puller: &Puller) {
+    use sha2::Digest as _;
+    for name in entries(puller.cache().root().join("blobs/sha256")) {
+        let bytes = std::fs::read(puller.cache().root().join("blobs/sha256").join(&name)).unwrap();
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), name);
+    }
+}
+
+/// A budget smaller than two models: pulling the second evicts the first, which no model
+/// uses any more, and pulling the first again evicts the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_smaller_than_two_models_evicts_the_one_not_in_use() {
+    let hub = FakeHub::start().await;
+    hub.state.add_repo(
+        "acme/a",
+        COMMIT,
+        synthetic_repo("a", "a.safetensors", 200_000, 1),
+    );
+    hub.state.add_repo(
+        "acme/b",
+        COMMIT,
+        synthetic_repo("b", "b.safetensors", 200_000, 2),
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let puller = puller_with(&hub, cache_dir.path(), Some(300_000));
+
+    let a = puller.pull(&request("acme/a"), None).await.unwrap();
+    let a_dir = a.dir.clone();
+    let a_blob = a_dir.join("a.safetensors").canonicalize().unwrap();
+    drop(a); // no model uses it any more
+    let b = puller.pull(&request("acme/b"), None).await.unwrap();
+    assert!(!a_dir.exists(), "the unused model was kept");
+    assert!(!a_blob.exists(), "its weights were kept");
+    assert_eq!(
+        std::fs::read(b.dir.join("b.safetensors")).unwrap(),
+        vec![2u8; 200_000]
+    );
+    assert!(cache_bytes(&puller) <= 300_000, "{}", cache_bytes(&puller));
+    assert_eq!(entries(puller.cache().root().join("models")).len(), 1);
+    let b_dir = b.dir.clone();
+    drop(b);
+
+    // Back to A: downloaded again, B makes room.
+    let again = puller.pull(&request("acme/a"), None).await.unwrap();
+    assert_eq!(hub.state.downloads_of("a.safetensors"), 2);
+    assert!(!b_dir.exists());
+    assert_eq!(
+        std::fs::read(again.dir.join("a.safetensors")).unwrap(),
+        vec![1u8; 200_000]
+    );
+    let m = puller.cache().metrics();
+    assert_eq!(m.evictions.get(&["model"]), 2);
+    assert!(m.evicted_bytes.get(&["model"]) >= 400_000);
+    assert!(entries(puller.cache().root().join("tmp")).is_empty());
+    store_is_sound(&puller);
+    hub.stop().await;
+}
+
+/// A loaded model is never evicted: a pull that only fits without it fails with a clear
+/// reason, downloading and leaving nothing, while the model keeps serving; once it is
+/// unloaded the same pull evicts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_model_is_never_evicted() {
+    let hub = FakeHub::start().await;
+    hub.state.add_repo("acme/tiny", COMMIT, tiny_repo_files());
+    let cache_dir = tempfile::tempdir().unwrap();
+    // The tiny model's size in the cache decides the budget: it, or the other, not both.
+    let tiny_bytes = {
+        let probe_dir = tempfile::tempdir().unwrap();
+        let probe = puller_with(&hub, probe_dir.path(), None);
+        probe.pull(&request("acme/tiny"), None).await.unwrap();
+        cache_bytes(&probe)
+    };
+    let big = tiny_bytes as usize;
+    hub.state.add_repo(
+        "acme/big",
+        COMMIT,
+        synthetic_repo("big", "big.safetensors", big, 9),
+    );
+    let budget = tiny_bytes + tiny_bytes / 2;
+    let puller = puller_with(&hub, cache_dir.path(), Some(budget));
+
+    let pulled = puller.pull(&request("acme/tiny"), None).await.unwrap();
+    let model = load(&pulled.dir, None, EngineConfig::default()).await;
+    model.keep_alive(Box::new(pulled.pin.clone()));
+    let tiny_dir = pulled.dir.clone();
+    drop(pulled); // the model alone keeps it now
+
+    let err = puller.pull(&request("acme/big"), None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("the worker's model cache needs "), "{msg}");
+    assert!(msg.contains("--cache-max-gib"), "{msg}");
+    assert!(
+        msg.contains("in use by models loaded or loading on this worker"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("acme/tiny"),
+        "names another tenant's model: {msg}"
+    );
+    assert!(!err.is_transient());
+    let n = no_room(&err);
+    assert_eq!(n.need, big as u64 + "{\"tag\": \"big\"}".len() as u64);
+    assert!(n.pinned >= tiny_bytes / 2, "{n:?}");
+    // Nothing was downloaded, evicted or left behind.
+    assert_eq!(hub.state.downloads_of("big.safetensors"), 0);
+    assert!(tiny_dir.join("model.safetensors").exists());
+    assert_eq!(
+        entries(puller.cache().root().join("models")),
+        vec![tiny_dir.file_name().unwrap().to_string_lossy().into_owned()]
+    );
+    assert!(entries(puller.cache().root().join("tmp")).is_empty());
+    assert_eq!(entries(puller.cache().root().join("pins")).len(), 1);
+    // The model still serves (and re-reading its files works).
+    let out = model
+        .classify(
+            vec![TextInput::Single("hello".into())],
+            ClassifyOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.labels[0].len(), 2);
+    let again = puller.pull(&request("acme/tiny"), None).await.unwrap();
+    assert!(again.downloaded.is_empty());
+    drop(again);
+
+    // Unloaded: the same pull now fits, and the tiny model makes room.
+    drop(model);
+    let big_pulled = puller.pull(&request("acme/big"), None).await.unwrap();
+    assert!(!tiny_dir.exists());
+    assert_eq!(
+        std::fs::read(big_pulled.dir.join("big.safetensors"))
+            .unwrap()
+            .len(),
+        big
+    );
+    assert_eq!(puller.cache().metrics().refused.get(&[]), 1);
+    store_is_sound(&puller);
+    hub.stop().await;
+}
+
+/// Pulls of models that share their weights, racing a pull of another model that can only
+/// fit by evicting them: every pull either gets a whole, correct model directory or fails
+/// with the reason; the two groups never hold the cache at once; nothing partial is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_sharing_blobs_stay_correct() {
+    let hub = FakeHub::start().await;
+    let shared = |tag: &str| synthetic_repo(tag, "w.safetensors", 150_000, 7);
+    hub.state.add_repo("acme/s1", COMMIT, shared("s1"));
+    hub.state.add_repo("acme/s2", COMMIT, shared("s2"));
+    hub.state.add_repo(
+        "acme/t",
+        COMMIT,
+        synthetic_repo("t", "t.safetensors", 150_000, 8),
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let puller = puller_with(&hub, cache_dir.path(), Some(250_000));
+    let check = |r: &Result<hub_worker::pull::Pulled, PullError>, weights: &str, fill: u8| match r {
+        Ok(p) => {
+            assert_eq!(
+                std::fs::read(p.dir.join(weights)).unwrap(),
+                vec![fill; 150_000]
+            );
+            assert!(std::fs::read(p.dir.join("config.json")).is_ok());
+            true
+        }
+        Err(e) => {
+            no_room(e);
+            false
+        }
+    };
+    let mut outcomes = Vec::new();
+    for round in 0..8u64 {
+        let spawn = |repo: &str, delay_ms: u64| {
+            let (puller, req) = (puller.clone(), request(repo));
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                puller.pull(&req, None).await
+            })
+        };
+        // Each group starts first in turn, so the other's directories (unused since the
+        // last round) are evicted while it pulls; the lag varies the interleavings.
+        let lag = round % 4;
+        let (s_delay, t_delay) = if round % 2 == 0 { (lag, 0) } else { (0, lag) };
+        let (s1, s2, t) = (
+            spawn("acme/s1", s_delay),
+            spawn("acme/s2", s_delay),
+            spawn("acme/t", t_delay),
+        );
+        let (s1, s2, t) = (s1.await.unwrap(), s2.await.unwrap(), t.await.unwrap());
+        // All held at once: each directory is whole while the others pulled.
+        let ok = (
+            check(&s1, "w.safetensors", 7),
+            check(&s2, "w.safetensors", 7),
+            check(&t, "t.safetensors", 8),
+        );
+        assert!(ok.0 || ok.1 || ok.2, "no pull got room");
+        assert!(!(ok.2 && (ok.0 || ok.1)), "over the budget: {ok:?}");
+        outcomes.push(ok);
+        drop((s1, s2, t));
+        assert!(cache_bytes(&puller) <= 250_000);
+    }
+    eprintln!("outcomes (s1, s2, t): {outcomes:?}");
+    let m = puller.cache().metrics();
+    eprintln!(
+        "evicted: {} models, {} blobs",
+        m.evictions.get(&["model"]),
+        m.evictions.get(&["blob"])
+    );
+    assert!(entries(puller.cache().root().join("tmp")).is_empty());
+    assert!(entries(puller.cache().root().join("pins")).is_empty());
+    store_is_sound(&puller);
+    hub.stop().await;
+}
+
+/// What a crashed pull left in `tmp/` (and a half-built model directory) is removed when
+/// the cache opens and when a later pull makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_leftovers_in_tmp_are_cleaned() {
+    let hub = FakeHub::start().await;
+    hub.state.add_repo(
+        "acme/a",
+        COMMIT,
+        synthetic_repo("a", "a.safetensors", 1000, 1),
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let crash = |root: &std::path::Path| {
+        let dl = root.join("tmp/dl-4242-00000000000000aa/models--acme--a/blobs");
+        std::fs::create_dir_all(&dl).unwrap();
+        std::fs::write(dl.join("0123.sync.part"), vec![0u8; 1 << 20]).unwrap();
+        std::fs::create_dir_all(root.join("models/.tmp-00000000000000bb/x")).unwrap();
+    };
+    std::fs::create_dir_all(cache_dir.path()).unwrap();
+    crash(cache_dir.path());
+    let puller = puller_with(&hub, cache_dir.path(), Some(100 << 20));
+    assert!(entries(puller.cache().root().join("tmp")).is_empty());
+    assert!(entries(puller.cache().root().join("models")).is_empty());
+    // A crash of another process on the same directory, while this one runs.
+    crash(puller.cache().root());
+    puller.pull(&request("acme/a"), None).await.unwrap();
+    assert!(entries(puller.cache().root().join("tmp")).is_empty());
+    assert_eq!(
+        entries(puller.cache().root().join("models")),
+        vec![format!("acme--a--{COMMIT}")]
+    );
+    assert!(puller.cache().metrics().evicted_bytes.get(&["leftover"]) >= 2 << 20);
+    hub.stop().await;
+}
+
+/// The free-space floor: a pull that would leave less free than it keeps fails with the
+/// reason and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_below_the_free_space_floor_fails_and_writes_nothing() {
+    let hub = FakeHub::start().await;
+    hub.state.add_repo("acme/tiny", COMMIT, tiny_repo_files());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let limits = CacheLimits {
+        max_bytes: None,
+        // More than any disk here has.
+        min_free: MinFree::Bytes(1 << 60),
+    };
+    let puller = Puller::new(
+        BlobCache::open_with(cache_dir.path(), limits).unwrap(),
+        &hub.url,
+    );
+    let err = puller.pull(&request("acme/tiny"), None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("--cache-min-free-gib"), "{msg}");
+    assert!(msg.contains("free on its disk"), "{msg}");
+    assert!(matches!(no_room(&err).limit, Limit::MinFree { .. }));
+    assert_eq!(hub.state.downloads_of("model.safetensors"), 0);
+    let root = puller.cache().root();
+    for sub in ["tmp", "models", "pins", "blobs/sha256"] {
+        assert!(entries(root.join(sub)).is_empty(), "{sub}");
+    }
     hub.stop().await;
 }
