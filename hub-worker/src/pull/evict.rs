@@ -421,6 +421,7 @@ impl BlobCache {
         self.clean_leftovers(&pins, "start-up")?;
         let scan = self.scan(&pins)?;
         self.publish(&scan, 0);
+        self.publish_limits(fs_space(self.root()));
         Ok(())
     }
 
@@ -1237,6 +1238,8 @@ mod tests {
         // Room for C only if 5,000 bytes go.
         let max = used(&cache) + 10_000 - 5_000;
         let cache = cache_with(d.path(), Some(max));
+        assert_eq!(cache.metrics().limit_bytes.get(&["max"]), max as i64);
+        assert_eq!(cache.metrics().limit_bytes.get(&["min_free"]), 0);
         let pin = pull_pin(&cache, "ns/c", &[&wc]);
         let freed = cache.make_room(&pin, "ns/c@test").unwrap();
         assert!(freed >= 10_000, "{freed}");
