@@ -393,7 +393,7 @@ impl Puller {
         // Room for the downloads before the first byte is written: evicting what no
         // loaded or loading model uses, or failing with the reason.
         let what = format!("{}@{rev}", req.repo_id);
-        if need > 0 {
+        if !missing.is_empty() {
             let (cache, pin2, what2) = (self.cache.clone(), pin.clone(), what.clone());
             blocking("make room in the cache", move || {
                 cache.make_room(&pin2, &what2)
