@@ -137,6 +137,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
         load_slots: Arc::new(tokio::sync::Semaphore::new(2)),
         engines_ready,
         changed: Arc::new(tokio::sync::Notify::new()),
+        registration: control::SharedRegistration::default(),
     });
     let cancel = tokio_util::sync::CancellationToken::new();
     let jobs = if config.jobs {
@@ -146,6 +147,7 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> an
             client: Arc::new(client),
             puller: ctx.puller.clone(),
             name: ctx.name.clone(),
+            registration: ctx.registration.clone(),
             work_dir: config.cache_dir.join("jobs"),
             poll: std::time::Duration::from_secs(2),
         });

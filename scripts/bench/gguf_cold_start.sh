@@ -109,7 +109,7 @@ for r in $(seq 1 "$ROUNDS"); do
     [ "$code" = 201 ] || { echo "bench: create endpoint: HTTP $code" >&2; exit 1; }
     cold="$("${GENLOAD[@]}" first --url "$HUB_URL" --path /endpoints/bench/gemma/v1/completions \
       --token "$TOKEN" --since "$since" --timeout 300)"
-    probe_ms="$(tail -n +"$from" "$HUB_LOG_FILE" | grep -o 'GGUF probe passed.*elapsed_ms=[0-9]*' | grep -o '[0-9]*$' | tail -1)"
+    probe_ms="$(tail -n +"$from" "$HUB_LOG_FILE" | grep -o 'GGUF probe passed.*elapsed_ms=[0-9]*' | grep -o '[0-9]*$' | tail -1 || true)"
     pull_ms="$(phase_ms 'assignment noticed' 'pulled' "$from")"
     load_ms="$(phase_ms 'pulled' 'decoder loaded' "$from")"
     echo "| $r | ${mode/skip/no (marker)} | $cold | ${pull_ms:--} | ${load_ms:--} | ${probe_ms:--} |"

@@ -62,6 +62,8 @@ pub struct ControlContext {
     pub engines_ready: crate::runtime_fetch::Gate,
     /// Wakes the heartbeat loop early (a model changed state).
     pub changed: Arc<Notify>,
+    /// The registration, for the job runner (`finetune::runner`).
+    pub registration: SharedRegistration,
 }
 
 /// The hub's control-plane client: the worker token, refreshed once when the hub
@@ -213,61 +215,48 @@ pub(crate) struct Registration {
     pub(crate) secret: String,
 }
 
-type Registrations = std::sync::Mutex<HashMap<(String, String), Registration>>;
+/// The control loop's current registration, shared with the same worker's job runner
+/// (`hub_worker::run` hands one to each): `None` before the loop registers and after it
+/// ends.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRegistration(Arc<std::sync::Mutex<Option<Registration>>>);
 
-/// The control loop's current registration per (hub URL, worker name), read
-/// by the job runner of the same worker. `hub_worker::run` builds the runner
-/// and the control loop apart (each with its own [`Client`]), so they meet
-/// here; the key keeps the workers of one process (tests) apart, whose hubs or
-/// names differ.
-fn registrations() -> &'static Registrations {
-    static REGISTRATIONS: std::sync::OnceLock<Registrations> = std::sync::OnceLock::new();
-    REGISTRATIONS.get_or_init(Default::default)
-}
-
-/// The registration the control loop of the worker `name` holds with `hub`
-/// now (None before it registers, or once it stopped).
-pub(crate) fn current_registration(hub: &str, name: &str) -> Option<Registration> {
-    registrations()
-        .lock()
-        .expect("registrations lock")
-        .get(&(hub.to_string(), name.to_string()))
-        .cloned()
-}
-
-/// Publishes a control loop's registration for its job runner, and withdraws
-/// it when dropped (the loop ended), unless a newer one replaced it.
-pub(crate) struct Published {
-    key: (String, String),
-    current: Option<Registration>,
-}
-
-impl Published {
-    pub(crate) fn new(hub: &str, name: &str) -> Published {
-        Published {
-            key: (hub.to_string(), name.to_string()),
-            current: None,
-        }
+impl SharedRegistration {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Registration>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn set(&mut self, reg: &RegisterResponse) {
+    /// The registration the control loop holds now.
+    pub(crate) fn current(&self) -> Option<Registration> {
+        self.lock().clone()
+    }
+
+    /// Publishes a new registration; the returned guard withdraws it when dropped (the
+    /// loop ended), unless a newer one replaced it.
+    pub(crate) fn publish(&self, reg: &RegisterResponse) -> Published {
         let r = Registration {
             worker_id: reg.worker_id.clone(),
             secret: reg.gateway_secret.clone(),
         };
-        registrations()
-            .lock()
-            .expect("registrations lock")
-            .insert(self.key.clone(), r.clone());
-        self.current = Some(r);
+        *self.lock() = Some(r.clone());
+        Published {
+            shared: self.clone(),
+            current: r,
+        }
     }
+}
+
+/// A registration published by [`SharedRegistration::publish`].
+pub(crate) struct Published {
+    shared: SharedRegistration,
+    current: Registration,
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
-        let mut all = registrations().lock().unwrap_or_else(|e| e.into_inner());
-        if self.current.is_some() && all.get(&self.key) == self.current.as_ref() {
-            all.remove(&self.key);
+        let mut now = self.shared.lock();
+        if now.as_ref() == Some(&self.current) {
+            *now = None;
         }
     }
 }
@@ -296,7 +285,7 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
         capacity: ctx.capacity.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let mut published = Published::new(&client.hub, &ctx.name);
+    let mut _published = None;
     loop {
         let mut attempt = 0;
         let reg = loop {
@@ -313,7 +302,7 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
             }
         };
         ctx.auth.set_secret(&reg.gateway_secret);
-        published.set(&reg);
+        _published = Some(ctx.registration.publish(&reg));
         tracing::info!(worker.id = %reg.worker_id, url = %ctx.public_url, "registered with the hub");
         let outcome = tokio::select! {
             r = heartbeat_loop(&ctx, &client, &reg) => r,

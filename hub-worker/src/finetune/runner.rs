@@ -7,7 +7,7 @@
 //! itself only stops when the worker does.
 //!
 //! A claim is made in the name of this worker's registration (the control loop's,
-//! `control::current_registration`): the claim names its `worker_id` and every call
+//! `control::SharedRegistration`, handed to both by `hub_worker::run`): the claim names its `worker_id` and every call
 //! sends its `gateway_secret` in `X-Paddock-Worker-Secret`; the hub binds the job to
 //! that registration, so the job's later calls send the secret it was claimed with
 //! (even if the worker has registered again since). Before the control loop has
@@ -37,6 +37,8 @@ pub struct RunnerContext {
     pub puller: Puller,
     /// The worker's name, shown in the job.
     pub name: String,
+    /// The control loop's registration, which claims are made in the name of.
+    pub registration: crate::control::SharedRegistration,
     /// Scratch space for results (one folder per job, removed after).
     pub work_dir: PathBuf,
     /// How often an idle runner asks for a job.
@@ -133,7 +135,7 @@ pub async fn run(ctx: Arc<RunnerContext>, cancel: CancellationToken) {
 /// Claims a job in the name of this worker's current registration (none yet:
 /// nothing to claim with); answers the job and the registration it is bound to.
 async fn claim(ctx: &RunnerContext) -> Result<Option<(JobSpec, Registration)>, ControlError> {
-    let Some(reg) = crate::control::current_registration(&ctx.client.hub, &ctx.name) else {
+    let Some(reg) = ctx.registration.current() else {
         tracing::debug!("not registered with the hub yet; no job is claimed");
         return Ok(None);
     };
@@ -694,7 +696,7 @@ async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{wire::RegisterResponse, Published};
+    use crate::control::wire::RegisterResponse;
     use std::collections::HashMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -813,6 +815,7 @@ mod tests {
             client: Arc::new(Client::new(&hub, "worker-token", None).unwrap()),
             puller: Puller::new(cache, &hub),
             name: "runner-test".into(),
+            registration: Default::default(),
             work_dir: dir.path().join("jobs"),
             poll: Duration::from_millis(10),
         };
@@ -820,8 +823,7 @@ mod tests {
         assert!(claim(&ctx).await.unwrap().is_none());
         assert!(seen.lock().unwrap().is_empty());
 
-        let mut published = Published::new(&ctx.client.hub, &ctx.name);
-        published.set(&RegisterResponse {
+        let published = ctx.registration.publish(&RegisterResponse {
             worker_id: "w-1".into(),
             heartbeat_interval_s: 2,
             gateway_secret: "secret-1".into(),
@@ -842,7 +844,7 @@ mod tests {
             assert_eq!(body["runner"], "runner-test");
         }
         // Registered again meanwhile: the job's calls keep the secret it was claimed with.
-        published.set(&RegisterResponse {
+        let republished = ctx.registration.publish(&RegisterResponse {
             worker_id: "w-2".into(),
             heartbeat_interval_s: 2,
             gateway_secret: "secret-2".into(),
@@ -863,7 +865,10 @@ mod tests {
             assert_eq!(s.headers["x-job-claim"], job.claim);
         }
         drop(seen);
+        // The first publication is stale: dropping it keeps the newer one.
         drop(published);
-        assert!(crate::control::current_registration(&ctx.client.hub, &ctx.name).is_none());
+        assert_eq!(ctx.registration.current().unwrap().worker_id, "w-2");
+        drop(republished);
+        assert!(ctx.registration.current().is_none());
     }
 }

@@ -294,7 +294,7 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
 
     // A file llama.cpp would abort on is found in a child process, not here: the load
     // waits for the child to have loaded the file, the context for its whole verdict.
-    let mut probe = probe::start(file, slots, threads)?;
+    let mut probe = probe::start(file, slots)?;
     if let Some(probe) = probe.as_mut() {
         probe.loaded()?;
     }

@@ -8,8 +8,8 @@
 //! very executable with [`PROBE_ARG`] in a child, which loads the file with the worker's
 //! settings, detokenizes every token of its vocabulary, tokenizes sample texts, builds the
 //! JSON grammar sampler, and decodes a small batch of two sequences. The worker loads the
-//! file itself once the child reports that llama.cpp loaded it and ran its tokenizer (the
-//! same load cannot abort the worker then), and creates its context only after the child
+//! file itself once the child reports that llama.cpp loaded it (the same load cannot
+//! abort the worker then), and creates its context only after the child
 //! has exited cleanly: the child's context, decode and sampler checks overlap the worker's
 //! own load. An abort becomes a load error that names llama.cpp's failed check.
 //!
@@ -58,7 +58,7 @@ const ENGINE_TAG: &str = "llama-cpp-2-0.1.160";
 const EXIT_REFUSED: i32 = 2;
 /// Exit code of a child whose parent went away.
 const EXIT_ORPHANED: i32 = 3;
-/// The line a child writes once llama.cpp has loaded the file and run its tokenizer.
+/// The line a child writes once llama.cpp has loaded the file.
 const LOADED_LINE: &str = "loaded\n";
 /// What is kept of the child's stdout and stderr.
 const OUTPUT_LIMIT: usize = 16 << 10;
@@ -149,9 +149,9 @@ fn marker_for(canonical: &Path) -> Option<PathBuf> {
 
 /// Starts the probe of `file` unless it passed before (`None`: nothing to wait for). The
 /// worker then waits for [`Probe::loaded`] before it loads the file itself, and for
-/// [`Probe::finish`] before it creates a context: the child's context, decode and sampler
-/// checks run while the worker loads. `slots` and `threads` are the load's.
-pub fn start(file: &Path, slots: usize, threads: usize) -> Result<Option<Probe>, LoadError> {
+/// [`Probe::finish`] before it creates a context: the child's tokenizer, context, decode
+/// and sampler checks run while the worker loads (on one thread). `slots` is the load's.
+pub fn start(file: &Path, slots: usize) -> Result<Option<Probe>, LoadError> {
     let Some(exe) = probe_exe() else {
         tracing::debug!(file = %file.display(), "no GGUF probe executable: loading unprobed");
         return Ok(None);
@@ -160,7 +160,7 @@ pub fn start(file: &Path, slots: usize, threads: usize) -> Result<Option<Probe>,
     if lock(passed()).contains(&id.key) || id.marker.as_deref().is_some_and(Path::exists) {
         return Ok(None);
     }
-    spawn(&exe, file, slots, threads, id, deadline_for(file)).map(Some)
+    spawn(&exe, file, slots, id, deadline_for(file)).map(Some)
 }
 
 /// Starts `exe` as the probe child of `file`.
@@ -168,7 +168,6 @@ fn spawn(
     exe: &Path,
     file: &Path,
     slots: usize,
-    threads: usize,
     id: Identity,
     limit: Duration,
 ) -> Result<Probe, LoadError> {
@@ -177,7 +176,8 @@ fn spawn(
         .arg(PROBE_ARG)
         .arg(file)
         .arg(slots.to_string())
-        .arg(threads.to_string())
+        // One compute thread: the worker loads the file beside the child's decode.
+        .arg("1")
         // No gdb attach on abort: the failed check's line is all the report needs.
         .env("GGML_NO_BACKTRACE", "1")
         .stdin(Stdio::piped())
@@ -231,7 +231,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// What the child's stdout reader reports.
 enum Event {
-    /// The child has loaded the file and run its tokenizer.
+    /// The child has loaded the file.
     Loaded,
     /// The child's stdout closed (it exited): what it wrote after [`LOADED_LINE`].
     Exited(Vec<u8>),
@@ -253,7 +253,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Waits until llama.cpp has loaded the file and run its tokenizer in the child, so
+    /// Waits until llama.cpp has loaded the file in the child, so
     /// the same load cannot abort the worker: `Err` with the child's failure otherwise.
     pub fn loaded(&mut self) -> Result<(), LoadError> {
         match self.next_event() {
@@ -469,6 +469,13 @@ fn probe_here(file: &Path, slots: usize, threads: usize) -> Result<(), String> {
     let backend = backend().map_err(|e| e.to_string())?;
     let model = LlamaModel::load_from_file(backend, file, &LlamaModelParams::default())
         .map_err(|e| format!("llama.cpp cannot load the GGUF file: {e}"))?;
+    // The same load cannot abort the worker now: it may load the file while this child
+    // goes on with what the worker does only after [`Probe::finish`].
+    let mut out = std::io::stdout().lock();
+    out.write_all(LOADED_LINE.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("the probe cannot report: {e}"))?;
+    drop(out);
     let vocab = model.vocab();
     let n_vocab = model.n_vocab();
     if n_vocab <= 0 {
@@ -492,13 +499,6 @@ fn probe_here(file: &Path, slots: usize, threads: usize) -> Result<(), String> {
             }
         }
     }
-
-    // The load cannot abort the worker now: it may load the file while this child goes on.
-    let mut out = std::io::stdout().lock();
-    out.write_all(LOADED_LINE.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("the probe cannot report: {e}"))?;
-    drop(out);
 
     // A context shaped like the worker's (one KV stream per slot), with little room.
     let per_slot = 32;
@@ -607,7 +607,7 @@ mod tests {
         let file = dir.path().join("model.gguf");
         std::fs::write(&file, b"GGUF").unwrap();
         let id = identity(&file).unwrap();
-        let probe = spawn(&exe, &file, 1, 1, id, limit).unwrap();
+        let probe = spawn(&exe, &file, 1, id, limit).unwrap();
         (dir, probe)
     }
 
