@@ -99,6 +99,12 @@ fn probe_exe() -> Option<PathBuf> {
         return Some(exe.into());
     }
     if SELF_PROBE.load(Ordering::Acquire) {
+        // This very executable even when its file was replaced or removed since the
+        // process started (an upgrade in place): the kernel keeps the running image.
+        let running = Path::new("/proc/self/exe");
+        if running.exists() {
+            return Some(running.to_path_buf());
+        }
         return std::env::current_exe().ok();
     }
     None
