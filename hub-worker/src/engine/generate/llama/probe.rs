@@ -166,7 +166,8 @@ pub fn start(file: &Path, slots: usize) -> Result<Option<Probe>, LoadError> {
     if lock(passed()).contains(&id.key) || id.marker.as_deref().is_some_and(Path::exists) {
         return Ok(None);
     }
-    spawn(&exe, file, slots, id, deadline_for(file)).map(Some)
+    let limit = deadline_for(id.key.1);
+    spawn(&exe, file, slots, id, limit).map(Some)
 }
 
 /// Starts `exe` as the probe child of `file`.
@@ -365,10 +366,9 @@ impl Drop for Probe {
     }
 }
 
-/// How long a probe may take: a minute, plus the time to read the file at 50 MB/s (the
-/// child is the first to touch the weights).
-fn deadline_for(file: &Path) -> Duration {
-    let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+/// How long a probe of a file of `len` bytes may take: a minute, plus the time to read it
+/// at 50 MB/s (the child is the first to touch the weights).
+fn deadline_for(len: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(len / 50_000)
 }
 
