@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("tool_calls", tool_calls),
     ("forced_schema", forced_schema),
     ("finetune_data", finetune_data),
+    ("tokenizer", tokenizer),
 ];
 
 /// The messages a template is rendered over when the input carries none: a system
@@ -170,4 +171,19 @@ pub fn finetune_data(data: &[u8]) {
     if let Ok(labels) = data::label_names(&examples) {
         let _ = data::class_ids(&examples, &labels);
     }
+}
+
+/// A tenant's `tokenizer.json`: parsed, then checked as every load checks it
+/// (`engine::tokenize::check_tokenizer`: normalizer growth, regexes that need a
+/// backtracking engine); one that passes encodes a mixed text of 4 KiB, which must end
+/// quickly whatever its patterns (the check's promise).
+pub fn tokenizer(data: &[u8]) {
+    let Ok(t) = tokenizers::Tokenizer::from_bytes(data) else {
+        return;
+    };
+    if crate::engine::tokenize::check_tokenizer(&t).is_err() {
+        return;
+    }
+    let text = "Hello,  world!\n\tÜnïcödé 日本語 🙂 12345 aaaa bbbb    ".repeat(64);
+    let _ = t.encode(text.as_str(), true);
 }
