@@ -87,29 +87,64 @@ cargo test --workspace --quiet
 step "client conformance (huggingface_hub, hf CLI, transformers, openai, InferenceClient)"
 tests/conformance/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
-step "registry on a real S3 server (Garage from crates.io; tests/s3/run.sh)"
-tests/s3/run.sh "$VENV/bin/python" "$BIN/hub-api"
+# The steps below run in two lanes at once: each leaves about half of the 2
+# cores idle (a client waiting on a hub), and together they fill them (measured:
+# docs/BENCHMARKS.md, "The test run"). Lane A needs Garage (S3, then the fleet);
+# lane B does not. Lane B's output streams; lane A's is printed when it ends.
+# Each step starts its own hub, PostgreSQL and Garage on kernel-picked ports.
+# LANES=1 runs them one after the other.
+lane_a() {
+  step "registry on a real S3 server (Garage from crates.io; tests/s3/run.sh)"
+  tests/s3/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
-step "the fleet: 3 hub replicas behind nginx on one PostgreSQL and Garage, 2 workers, kill -9 of a replica (tests/fleet/run.sh)"
-tests/fleet/run.sh "$VENV/bin/python" "$BIN/hub-api"
+  step "the fleet: 3 hub replicas behind nginx on one PostgreSQL and Garage, 2 workers, kill -9 of a replica (tests/fleet/run.sh)"
+  tests/fleet/run.sh "$VENV/bin/python" "$BIN/hub-api"
+}
 
-step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
-scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"
+lane_b() {
+  step "huggingface_hub 2.4.0's own test suite (scripts/hf-suite; two passes at once)"
+  scripts/hf-suite/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
-step "fault injection (kill -9 of the hub under writers, of PostgreSQL under load)"
-"$VENV/bin/python" tests/faults/run.py "$BIN/hub-api"
+  step "fault injection (kill -9 of the hub under writers, of PostgreSQL under load)"
+  "$VENV/bin/python" tests/faults/run.py "$BIN/hub-api"
 
-step "gated and private repos with huggingface_hub"
-HF_VENV="$VENV" scripts/hf-gated-check.sh
+  step "gated and private repos with huggingface_hub"
+  HF_VENV="$VENV" scripts/hf-gated-check.sh
 
-step "hostile tenant attacks"
-tests/adversarial/run.sh "$VENV/bin/python" "$BIN/hub-api"
+  step "hostile tenant attacks"
+  tests/adversarial/run.sh "$VENV/bin/python" "$BIN/hub-api"
 
-step "management API fuzzing (schemathesis)"
-scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
+  step "management API fuzzing (schemathesis)"
+  scripts/schemathesis.sh "${SCHEMATHESIS_EXAMPLES:-10}"
 
-step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
-tests/browser/run.sh "$BIN/hub-api"
+  step "dashboard in headless Chromium (Debian's chromium + playwright-core)"
+  tests/browser/run.sh "$BIN/hub-api"
+}
+
+if [[ "${LANES:-2}" == 1 ]]; then
+  lane_a
+  lane_b
+else
+  LANE_A_LOG="${CARGO_TARGET_DIR:-$ROOT/target}/lane-a.log"
+  step "two lanes: A (S3, fleet; its log: $LANE_A_LOG, printed when it ends) and B (the rest)"
+  ( set -euo pipefail; lane_a ) >"$LANE_A_LOG" 2>&1 &
+  lane_a_pid=$!
+  # In the background too: a subshell on the left of `||` would run with
+  # errexit off, and a failed step would not stop its lane.
+  ( set -euo pipefail; lane_b ) &
+  lane_b_pid=$!
+  lane_b_status=0
+  wait "$lane_b_pid" || lane_b_status=$?
+  lane_a_status=0
+  wait "$lane_a_pid" || lane_a_status=$?
+  echo
+  echo "=== lane A's output (S3, fleet; exit $lane_a_status)"
+  cat "$LANE_A_LOG"
+  if ((lane_a_status != 0 || lane_b_status != 0)); then
+    echo "failed: lane A exit $lane_a_status, lane B exit $lane_b_status" >&2
+    exit 1
+  fi
+fi
 
 step "docker-compose.yml"
 "$VENV/bin/python" scripts/check-compose.py docker-compose.yml

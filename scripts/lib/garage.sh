@@ -39,7 +39,11 @@ garage_install() {
       exit 0
     fi
     # Its own target dir: the workspace's lint wrapper and flags must not apply.
+    # A test server, not a production one: opt-level 1 (GARAGE_OPT_LEVEL)
+    # instead of release's 3 takes a large share off a build that competes
+    # with the tests for the CPU.
     env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u RUSTFLAGS \
+      CARGO_PROFILE_RELEASE_OPT_LEVEL="${GARAGE_OPT_LEVEL:-1}" \
       cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
       --no-default-features --features "$GARAGE_FEATURES" \
       --root "$GARAGE_TOOLS" --target-dir "$GARAGE_TOOLS/build"
