@@ -195,8 +195,8 @@ fn gate_user(p: &Principal, repo: &RepoRow) -> Option<i64> {
 /// worker credentials.
 pub fn user_grant(p: &Principal) -> Option<Grant> {
     match &p.credential {
-        Credential::Session { .. } => Some(Grant::user(p.user_id, None)),
-        Credential::Token { id, .. } => Some(Grant::user(p.user_id, Some(*id))),
+        Credential::Session { version, .. } => Some(Grant::session(p.user_id, *version)),
+        Credential::Token { id, .. } => Some(Grant::token(p.user_id, *id)),
         Credential::RepoPull { .. } | Credential::Worker => None,
     }
 }
@@ -305,19 +305,40 @@ pub const ENDPOINT_WITHDRAWN: &str =
 pub const JOB_WITHDRAWN: &str =
     "the fine-tuning job this credential was issued for has ended or is held by another claim";
 
-/// Whether the API token `token` of user `uid` is still valid (None: a
-/// session's grant, which the user's account decides alone).
-async fn token_valid(state: &AppState, uid: i64, token: Option<i64>) -> ApiResult<bool> {
-    let Some(id) = token else {
-        return Ok(true);
-    };
-    Ok(crate::db::tokens::by_id(&state.db, id)
-        .await?
-        .is_some_and(|t| {
-            t.user_id == uid
-                && t.revoked_at.is_none()
-                && t.expires_at.is_none_or(|e| e > chrono::Utc::now())
-        }))
+/// Why a dashboard session's grant is withdrawn.
+pub const SESSION_WITHDRAWN: &str =
+    "the dashboard session this credential was issued to has ended (signed out); sign in again";
+
+/// Whether a user's credential is still valid: the API token `token` (not
+/// revoked, not expired), or the session issued under `session` (the user has
+/// not signed out since). Neither: the account alone decides.
+async fn credential_withdrawn(
+    state: &AppState,
+    uid: i64,
+    token: Option<i64>,
+    session: Option<i32>,
+) -> ApiResult<Option<&'static str>> {
+    if let Some(id) = token {
+        let valid = crate::db::tokens::by_id(&state.db, id)
+            .await?
+            .is_some_and(|t| {
+                t.user_id == uid
+                    && t.revoked_at.is_none()
+                    && t.expires_at.is_none_or(|e| e > chrono::Utc::now())
+            });
+        if !valid {
+            return Ok(Some(TOKEN_WITHDRAWN));
+        }
+    }
+    if let Some(version) = session {
+        let current = crate::db::namespaces::user_by_id(&state.db, uid)
+            .await?
+            .map(|u| u.session_version);
+        if current != Some(version) {
+            return Ok(Some(SESSION_WITHDRAWN));
+        }
+    }
+    Ok(None)
 }
 
 /// A grant's decision made from the database, now.
@@ -336,11 +357,10 @@ async fn decide_grant(
     let namespace_id = Some(repo.namespace_id);
     let made = match grant {
         Grant::Anonymous => decide_for(state, repo, None, need, grant).await,
-        Grant::User { id, token } => {
-            if token_valid(state, id, token).await? {
-                decide_for(state, repo, Some(id), need, grant).await
-            } else {
-                Err(ApiError::Unauthorized(TOKEN_WITHDRAWN.into()))
+        Grant::User { id, token, session } => {
+            match credential_withdrawn(state, id, token, session).await? {
+                None => decide_for(state, repo, Some(id), need, grant).await,
+                Some(why) => Err(ApiError::Unauthorized(why.into())),
             }
         }
         // Pull grants read; they never write.

@@ -499,6 +499,7 @@ mod tests {
             credential: Credential::Session {
                 csrf: "x".into(),
                 expires_at: 0,
+                version: None,
             },
         };
         let (key, ns, rate) = bucket_owner(Some(&p), &defaults, || unreachable!());

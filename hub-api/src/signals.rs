@@ -103,6 +103,9 @@ pub enum Invalidation {
     Gate(i64),
     /// A fine-tuning job ended (job id): its pull tokens stop.
     Job(uuid::Uuid),
+    /// A user signed out (user id): the credentials minted for their
+    /// dashboard sessions (Xet tokens, data links, signed links) stop.
+    SignOut(i64),
 }
 
 /// Drops what this process cached of `what`.
@@ -128,6 +131,7 @@ pub fn apply(state: &AppState, what: Invalidation) {
         }
         Invalidation::Gate(repo) => grants.forget_repo(repo),
         Invalidation::Job(id) => grants.forget_job(id),
+        Invalidation::SignOut(user) => grants.forget_sessions(user),
     }
 }
 
@@ -230,6 +234,7 @@ mod tests {
                 Invalidation::Job(uuid::Uuid::nil()),
                 r#"{"kind":"job","id":"00000000-0000-0000-0000-000000000000"}"#,
             ),
+            (Invalidation::SignOut(5), r#"{"kind":"sign_out","id":5}"#),
         ] {
             assert_eq!(serde_json::to_string(&what).unwrap(), json);
             assert_eq!(serde_json::from_str::<Invalidation>(json).unwrap(), what);

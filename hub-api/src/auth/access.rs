@@ -545,6 +545,7 @@ pub fn account(user: &db::namespaces::User) -> Principal {
         credential: super::Credential::Session {
             csrf: String::new(),
             expires_at: 0,
+            version: None,
         },
     }
 }

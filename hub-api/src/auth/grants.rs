@@ -48,11 +48,16 @@ pub enum Grant {
     Anonymous,
     /// A user, with the rights of their account; `token`: the API token the
     /// credential was minted for, which must still be valid (not revoked, not
-    /// expired). `None` for dashboard sessions.
+    /// expired); `session`: for a dashboard session instead, the
+    /// `users.session_version` it was issued under, which must still be the
+    /// user's (a sign-out bumps it). Both `None`: the account alone decides
+    /// (links minted before sessions were recorded).
     User {
         id: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<i32>,
     },
     /// A worker pulling an inference endpoint's weights: the endpoint must
     /// still exist, name the repo, and its creator still be allowed to
@@ -65,9 +70,23 @@ pub enum Grant {
 }
 
 impl Grant {
-    /// The grant of a user's credential: a session, or the API token `token`.
-    pub fn user(id: i64, token: Option<i64>) -> Grant {
-        Grant::User { id, token }
+    /// The grant of a user's API token `token`.
+    pub fn token(id: i64, token: i64) -> Grant {
+        Grant::User {
+            id,
+            token: Some(token),
+            session: None,
+        }
+    }
+
+    /// The grant of a user's dashboard session issued under `version`
+    /// (`users.session_version`; None: the account alone decides).
+    pub fn session(id: i64, version: Option<i32>) -> Grant {
+        Grant::User {
+            id,
+            token: None,
+            session: version,
+        }
     }
 
     /// Whether this is a worker's pull grant (an endpoint's or a job's).
@@ -172,6 +191,13 @@ impl GrantCache {
         );
     }
 
+    /// Drops the grants of a user's dashboard sessions (they signed out).
+    pub fn forget_sessions(&self, user_id: i64) {
+        self.inner.forget(
+            |(g, _, _), _| matches!(g, Grant::User { id, session: Some(_), .. } if *id == user_id),
+        );
+    }
+
     /// Drops the decisions on a namespace's repos (its members or roles
     /// changed, it was renamed or deleted), and a deleted user's own grants.
     pub fn forget_namespace(&self, namespace_id: i64) {
@@ -238,14 +264,15 @@ mod tests {
     #[test]
     fn grants_read_the_readers_of_older_links() {
         let old_user: Grant = serde_json::from_str(r#"{"kind":"user","id":5}"#).unwrap();
-        assert_eq!(old_user, Grant::user(5, None));
+        assert_eq!(old_user, Grant::session(5, None));
         let anon: Grant = serde_json::from_str(r#"{"kind":"anonymous"}"#).unwrap();
         assert_eq!(anon, Grant::Anonymous);
         // A pull link of old cannot be decided again: it does not parse.
         assert!(serde_json::from_str::<Grant>(r#"{"kind":"pull"}"#).is_err());
-        let g = Grant::user(5, Some(9));
-        let back: Grant = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
-        assert_eq!(back, g);
+        for g in [Grant::token(5, 9), Grant::session(5, Some(3))] {
+            let back: Grant = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+            assert_eq!(back, g);
+        }
         let j = Grant::Job {
             id: Uuid::new_v4(),
             claim: Uuid::new_v4(),
@@ -273,8 +300,8 @@ mod tests {
         let c = GrantCache::new(Duration::from_secs(5));
         let job = Uuid::new_v4();
         let keys: Vec<GrantKey> = vec![
-            (Grant::user(7, Some(70)), 1, false),
-            (Grant::user(8, None), 2, false),
+            (Grant::token(7, 70), 1, false),
+            (Grant::session(8, Some(2)), 2, false),
             (Grant::Endpoint { id: 3 }, 3, false),
             (
                 Grant::Job {
@@ -308,6 +335,13 @@ mod tests {
         fill(&c);
         c.forget_endpoint(3);
         assert_eq!(still(&c), [true, true, false, true, true]);
+        fill(&c);
+        // A sign-out: that user's session grants, not another user's token.
+        c.forget_sessions(8);
+        assert_eq!(still(&c), [true, false, true, true, true]);
+        fill(&c);
+        c.forget_sessions(7);
+        assert_eq!(still(&c), [true, true, true, true, true]);
         fill(&c);
         c.forget_job(job);
         assert_eq!(still(&c), [true, true, true, false, true]);

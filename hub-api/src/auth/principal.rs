@@ -63,6 +63,10 @@ pub enum Credential {
         csrf: String,
         /// Expiry, seconds since the epoch.
         expires_at: i64,
+        /// `users.session_version` the session was issued under, which
+        /// credentials minted for the session record (a sign-out ends them).
+        /// None for the stand-in the job runner makes for a job's creator.
+        version: Option<i32>,
     },
     /// A hub-signed pull token: read access to one repo, nothing else, for
     /// the endpoint or fine-tuning job recorded in `grant` (decided again on

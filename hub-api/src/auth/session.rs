@@ -124,6 +124,7 @@ fn principal(user: User, claims: SessionClaims) -> Principal {
         credential: Credential::Session {
             csrf: claims.csrf,
             expires_at: claims.exp,
+            version: Some(claims.sv),
         },
     }
 }

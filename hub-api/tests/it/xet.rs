@@ -1088,7 +1088,7 @@ async fn xet_cas_refuses_an_expired_token_and_stores_nothing() {
     use hub_api::routes::xet::{sign_cas_token, Scope};
     let t = TestState::new().await;
     let (alice_id, alice) = t.user("alice", false, &["read", "write"]).await;
-    let grant = hub_api::auth::grants::Grant::user(alice_id, None);
+    let grant = hub_api::auth::grants::Grant::session(alice_id, None);
     let app = app(&t.state).await;
     create_repo(&app, &alice, "alice/m", false).await;
     let (repo, ns): (i64, i64) =
@@ -1305,6 +1305,82 @@ async fn xet_tokens_and_data_links_stop_when_a_member_is_removed() {
     // Alice's own token still works: the refusal is carol's.
     let alices = cas_token(&app, Some(&alice), "acme/p", "read").await;
     reconstruct_ok(&app, &alices, &file).await;
+}
+
+/// Signs in with a password; the session JWT of the cookie (which the hub
+/// also takes as a bearer token).
+async fn sign_in(app: &impl App, user: &str, password: &str) -> String {
+    let (st, h, b) = call(
+        app,
+        TestRequest::post()
+            .uri("/api/v1/auth/login")
+            .set_json(json!({"username": user, "password": password})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    h.get_all("set-cookie")
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("paddock_session="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string()
+}
+
+/// A Xet token minted by a dashboard session (the web uploader's) ends when
+/// the user signs out, with the data links its reconstructions gave, not an
+/// hour later: the session's version is recorded in the grant and checked on
+/// every use. Signing in again does not revive it; a token minted with an API
+/// token of the same user goes on working.
+#[actix_web::test]
+async fn xet_tokens_minted_by_a_session_stop_at_sign_out() {
+    let t = TestState::new().await;
+    let alice_id = user_with_password(&t, "alice", "correct horse", false).await;
+    let (_, alice) = token(&t, alice_id, &["read", "write"], None, None).await;
+    let app = app(&t.state).await;
+    create_repo(&app, &alice, "alice/p", true).await;
+    let u = upload(44, 300_000);
+    let w = cas_token(&app, Some(&alice), "alice/p", "write").await;
+    upload_all(&app, &w, &u).await;
+    let file = hash::hash_string(&u.file.hash);
+
+    let session = sign_in(&app, "alice", "correct horse").await;
+    let read = cas_token(&app, Some(&session), "alice/p", "read").await;
+    let write = cas_token(&app, Some(&session), "alice/p", "write").await;
+    let by_token = cas_token(&app, Some(&alice), "alice/p", "read").await;
+    let r = reconstruct_ok(&app, &read, &file).await;
+    let (link, s, e) = first_link(&r);
+    assert_eq!(fetch(&app, &link, s, e).await.0, 206);
+    let more = upload(45, 300_000);
+    let (h1, body1, _) = &more.xorbs[0];
+    assert_eq!(post_xorb(&app, &write, h1, body1).await.0, 200);
+
+    let (st, _, b) = call(
+        &app,
+        TestRequest::post()
+            .uri("/api/v1/auth/logout")
+            .insert_header(bearer(&session)),
+    )
+    .await;
+    assert_eq!(st, 204, "{}", String::from_utf8_lossy(&b));
+    let again = sign_in(&app, "alice", "correct horse").await;
+    assert_ne!(again, session);
+
+    let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
+    assert_eq!(refusal(st, &b), (401, "unauthorized".into()));
+    assert!(
+        String::from_utf8_lossy(&b).contains("signed out"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let (st, _) = fetch(&app, &link, s, e).await;
+    assert_eq!(st, 401);
+    let xorbs = count(&t, "xet_xorbs").await;
+    let (h2, body2, _) = &more.xorbs[1];
+    let (st, b) = post_xorb(&app, &write, h2, body2).await;
+    assert_eq!(refusal(st, &b), (401, "unauthorized".into()));
+    assert_eq!(count(&t, "xet_xorbs").await, xorbs, "nothing stored");
+    // The API token's Xet token is not the session's.
+    reconstruct_ok(&app, &by_token, &file).await;
 }
 
 /// The other withdrawals, on a public repo: an accepted access request

@@ -43,6 +43,7 @@ fn caller(i: usize) -> Option<Principal> {
     let session = || Credential::Session {
         csrf: "c".into(),
         expires_at: 0,
+        version: None,
     };
     let (is_admin, credential) = match i {
         0 => return None,

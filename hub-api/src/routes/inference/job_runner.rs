@@ -410,6 +410,7 @@ async fn creator(state: &AppState, j: &db::jobs::JobRow) -> ApiResult<Option<Pri
             credential: Credential::Session {
                 csrf: String::new(),
                 expires_at: i64::MAX,
+                version: None,
             },
         }))
 }

@@ -113,6 +113,8 @@ pub async fn logout(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
     if let Some(p) = auth.principal() {
         if matches!(p.credential, Credential::Session { .. }) {
             db::namespaces::bump_session_version(&state.db, p.user_id).await?;
+            crate::signals::invalidate(&state, crate::signals::Invalidation::SignOut(p.user_id))
+                .await;
             tracing::info!(user.id = p.user_id, "signed out");
         }
     }
@@ -125,7 +127,10 @@ pub async fn logout(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
     responses((status = 200, description = "The session", body = SessionDto)))]
 pub async fn current(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
     let p = auth.require()?;
-    let Credential::Session { csrf, expires_at } = &p.credential else {
+    let Credential::Session {
+        csrf, expires_at, ..
+    } = &p.credential
+    else {
         return Err(ApiError::Unauthorized(
             "no dashboard session: sign in with POST /api/v1/auth/login".into(),
         ));
