@@ -35,9 +35,9 @@ pub struct Nudge {
     /// [`ASSIGNMENTS_CHANNEL`], so on every hub replica): wakes the long-polls.
     assignments: Arc<tokio::sync::Notify>,
     gguf: Arc<Mutex<HashMap<String, GgufFacts>>>,
-    /// Memory needs by (repo id, commit, task): a commit never changes, so an
-    /// entry never goes stale; at most [`NEED_CACHE`] kept.
-    needs: Arc<Mutex<HashMap<NeedKey, i64>>>,
+    /// Needs by (repo id, commit, task): a commit never changes, so an entry
+    /// never goes stale; at most [`NEED_CACHE`] kept.
+    needs: Arc<Mutex<HashMap<NeedKey, Need>>>,
     /// Times the notification listener (re)connected and LISTENed.
     listens: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -54,8 +54,19 @@ pub const GGUF_CACHE: usize = 1024;
 /// Memory needs the scheduler keeps (one per deployed commit and task).
 pub const NEED_CACHE: usize = 16_384;
 
-/// What a memory need depends on: the repo, the commit (immutable) and the task.
+/// What a need depends on: the repo, the commit (immutable) and the task.
 type NeedKey = (i64, String, String);
+
+/// What a replica of a model needs on a worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    /// Memory ([`memory_need`]).
+    pub memory: i64,
+    /// Bytes its download takes in the worker's cache at most: its top-level
+    /// weight files (a repo with several GGUF files counts them all, though a
+    /// worker pulls one), so an over-estimate.
+    pub disk: i64,
+}
 
 impl Nudge {
     /// Asks this app's scheduler to run now rather than at its next tick.
@@ -103,11 +114,11 @@ impl Nudge {
         m.insert(sha256.to_string(), facts);
     }
 
-    fn need_cached(&self, key: &NeedKey) -> Option<i64> {
+    fn need_cached(&self, key: &NeedKey) -> Option<Need> {
         self.needs.lock().expect("lock").get(key).copied()
     }
 
-    fn need_store(&self, key: NeedKey, need: i64) {
+    fn need_store(&self, key: NeedKey, need: Need) {
         let mut m = self.needs.lock().expect("lock");
         if m.len() >= NEED_CACHE {
             m.clear();
@@ -160,7 +171,7 @@ pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i6
     let key = (repo_id, e.commit_oid.clone());
     let mut listed = db::git::top_level_files(&state.db, std::slice::from_ref(&key)).await?;
     match listed.remove(&key) {
-        Some(files) => Ok(sized(state, e, &files).await.0),
+        Some(files) => Ok(sized(state, e, &files).await.0.memory),
         None => Ok(0),
     }
 }
@@ -169,9 +180,9 @@ pub async fn memory_need(state: &AppState, e: &EndpointRow) -> anyhow::Result<i6
 /// scheduler's cache, else worked out in one query for every (repo, commit)
 /// and, for decoders whose shape is not cached, [`NEED_CONCURRENCY`] reads at
 /// a time. Kept when settled.
-async fn needs_of(state: &AppState, endpoints: &[&EndpointRow]) -> anyhow::Result<Vec<i64>> {
+async fn needs_of(state: &AppState, endpoints: &[&EndpointRow]) -> anyhow::Result<Vec<Need>> {
     use futures_util::StreamExt;
-    let mut out = vec![0i64; endpoints.len()];
+    let mut out = vec![Need::default(); endpoints.len()];
     // Not cached: (repo, commit) to list, and which endpoints each sizes.
     let mut missing: HashMap<NeedKey, Vec<usize>> = HashMap::new();
     for (i, e) in endpoints.iter().enumerate() {
@@ -199,7 +210,7 @@ async fn needs_of(state: &AppState, endpoints: &[&EndpointRow]) -> anyhow::Resul
             sized_listed(state, endpoints[ix[0]], files)
         })
         .collect();
-    let sized: Vec<(i64, bool)> = futures_util::stream::iter(work)
+    let sized: Vec<(Need, bool)> = futures_util::stream::iter(work)
         .buffered(NEED_CONCURRENCY)
         .collect()
         .await;
@@ -219,30 +230,17 @@ async fn sized_listed(
     state: &AppState,
     e: &EndpointRow,
     files: Option<&Vec<db::git::Entry>>,
-) -> (i64, bool) {
+) -> (Need, bool) {
     match files {
         Some(files) => sized(state, e, files).await,
-        None => (0, false),
+        None => (Need::default(), false),
     }
 }
 
 /// [`memory_need`] from the commit's top-level files, and whether the figure
 /// is settled: not when a decoder's shape could not be read (it is then sized
 /// by its weight files alone; a later try may do better).
-async fn sized(state: &AppState, e: &EndpointRow, files: &[db::git::Entry]) -> (i64, bool) {
-    let mut settled = true;
-    if e.task == hub_types::Task::TextGeneration.as_str() {
-        // Background work: charged to no caller.
-        let tenant = crate::heavy::Tenant::Anonymous(None);
-        match crate::endpoints::decoder_weights(state, tenant, files).await {
-            Ok(d) => return (i64::try_from(d.need_bytes()).unwrap_or(i64::MAX), true),
-            Err(err) => {
-                settled = false;
-                tracing::warn!(endpoint = %format!("{}/{}", e.namespace, e.name), error = %err,
-                    "reading the decoder's shape failed; sizing by its weight files alone");
-            }
-        }
-    }
+async fn sized(state: &AppState, e: &EndpointRow, files: &[db::git::Entry]) -> (Need, bool) {
     let weights: u64 = files
         .iter()
         .filter(|f| {
@@ -252,8 +250,24 @@ async fn sized(state: &AppState, e: &EndpointRow, files: &[db::git::Entry]) -> (
         })
         .filter_map(|f| f.blob.as_ref().map(|b| b.size.max(0) as u64))
         .fold(0, u64::saturating_add);
-    let need = hub_types::memory::model_bytes(weights);
-    (i64::try_from(need).unwrap_or(i64::MAX), settled)
+    let need = |memory: u64| Need {
+        memory: i64::try_from(memory).unwrap_or(i64::MAX),
+        disk: i64::try_from(weights).unwrap_or(i64::MAX),
+    };
+    let mut settled = true;
+    if e.task == hub_types::Task::TextGeneration.as_str() {
+        // Background work: charged to no caller.
+        let tenant = crate::heavy::Tenant::Anonymous(None);
+        match crate::endpoints::decoder_weights(state, tenant, files).await {
+            Ok(d) => return (need(d.need_bytes()), true),
+            Err(err) => {
+                settled = false;
+                tracing::warn!(endpoint = %format!("{}/{}", e.namespace, e.name), error = %err,
+                    "reading the decoder's shape failed; sizing by its weight files alone");
+            }
+        }
+    }
+    (need(hub_types::memory::model_bytes(weights)), settled)
 }
 
 /// The replica count an endpoint wants now.
@@ -349,9 +363,9 @@ struct Pass {
     replicas: Vec<ReplicaRow>,
     target: i32,
     action: Action,
-    /// Memory a replica needs (worked out when placing, or when replicas are
+    /// What a replica needs (worked out when placing, or when replicas are
     /// still loading).
-    need: i64,
+    need: Need,
     problem: Option<String>,
     /// Replicas placed by this tick: (id, worker index).
     placed: Vec<(Uuid, usize)>,
@@ -388,6 +402,9 @@ struct Fleet<'a> {
     count: Vec<i64>,
     /// Free memory less what is promised and not loaded yet.
     left: Vec<i64>,
+    /// Room in the model cache less what is promised and not pulled yet
+    /// (`i64::MAX` where not reported).
+    disk_left: Vec<i64>,
     /// The order of choice: fewest replicas, then most free memory reported,
     /// then registration (the order of `workers`).
     order: std::collections::BTreeSet<(i64, std::cmp::Reverse<i64>, usize)>,
@@ -418,40 +435,57 @@ impl<'a> Fleet<'a> {
             count,
             most_left: left.iter().copied().max().unwrap_or(i64::MIN),
             left,
+            disk_left: workers
+                .iter()
+                .map(|w| w.cache_room_bytes.unwrap_or(i64::MAX))
+                .collect(),
             order,
         }
     }
 
-    /// Memory promised on a worker before this tick, not loaded yet.
-    fn promised(&mut self, worker: Uuid, need: i64) {
-        if let Some(i) = self.index.get(&worker) {
-            self.left[*i] = self.left[*i].saturating_sub(need);
+    /// A replica given to a worker before this tick and not loaded yet: its
+    /// memory is promised; so is its download while it is still only
+    /// `assigned` (a pull under way is in the room the worker reports).
+    fn promised(&mut self, r: &ReplicaRow, need: Need) {
+        if let Some(&i) = self.index.get(&r.worker_id) {
+            self.left[i] = self.left[i].saturating_sub(need.memory);
+            if r.status == "assigned" {
+                self.disk_left[i] = self.disk_left[i].saturating_sub(need.disk);
+            }
         }
     }
 
     /// The worker for a replica needing `need`, not one of `hosting`: of those
-    /// with that much left, the first in the order of choice.
-    fn choose(&mut self, need: i64, hosting: &[usize]) -> Option<usize> {
-        if need > self.most_left {
+    /// with that much memory left, the first in the order of choice whose
+    /// model cache has room for the download, else the first (the worker may
+    /// hold the files already, or free room by the time it pulls; if not, the
+    /// replica fails saying so).
+    fn choose(&mut self, need: Need, hosting: &[usize]) -> Option<usize> {
+        if need.memory > self.most_left {
             return None;
         }
         let mut most = i64::MIN;
+        let mut without_room = None;
         for &(_, _, i) in &self.order {
-            if self.left[i] >= need && !hosting.contains(&i) {
-                return Some(i);
+            if self.left[i] >= need.memory && !hosting.contains(&i) {
+                if self.disk_left[i] >= need.disk {
+                    return Some(i);
+                }
+                without_room.get_or_insert(i);
             }
             most = most.max(self.left[i]);
         }
         self.most_left = most;
-        None
+        without_room
     }
 
-    fn place(&mut self, i: usize, need: i64) {
+    fn place(&mut self, i: usize, need: Need) {
         let free = self.workers[i].free_memory_bytes;
         self.order
             .remove(&(self.count[i], std::cmp::Reverse(free), i));
         self.count[i] += 1;
-        self.left[i] = self.left[i].saturating_sub(need);
+        self.left[i] = self.left[i].saturating_sub(need.memory);
+        self.disk_left[i] = self.disk_left[i].saturating_sub(need.disk);
         self.order
             .insert((self.count[i], std::cmp::Reverse(free), i));
     }
@@ -515,7 +549,7 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
             replicas,
             target,
             action,
-            need: 0,
+            need: Need::default(),
             problem: None,
             placed: vec![],
         });
@@ -529,14 +563,14 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         })
         .collect();
     let rows: Vec<&EndpointRow> = sizing.iter().map(|i| &passes[*i].e).collect();
-    let mut need_by_pass = vec![0i64; passes.len()];
+    let mut need_by_pass = vec![Need::default(); passes.len()];
     for (i, need) in sizing.iter().zip(needs_of(state, &rows).await?) {
         need_by_pass[*i] = need;
     }
     for (p, need) in passes.iter_mut().zip(need_by_pass) {
         p.need = need;
         for r in p.loading() {
-            fleet.promised(r.worker_id, need);
+            fleet.promised(r, need);
         }
     }
 
@@ -584,13 +618,14 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
                     decided("unplaceable", 1);
                     p.problem = Some(match biggest {
                         None => "no worker is registered".into(),
-                        Some(b) if b < p.need => format!(
+                        Some(b) if b < p.need.memory => format!(
                             "the model needs about {} MiB; no worker is that big",
-                            p.need / (1 << 20)
+                            p.need.memory / (1 << 20)
                         ),
-                        Some(_) => {
-                            format!("no worker has {} MiB free right now", p.need / (1 << 20))
-                        }
+                        Some(_) => format!(
+                            "no worker has {} MiB free right now",
+                            p.need.memory / (1 << 20)
+                        ),
                     });
                     break;
                 }
@@ -899,7 +934,13 @@ mod tests {
             cores: 1,
             last_heartbeat: Utc::now(),
             assign_version: 1,
+            cache_room_bytes: None,
         }
+    }
+
+    /// A need of `memory` bytes and no download.
+    fn mem(memory: i64) -> Need {
+        Need { memory, disk: 0 }
     }
 
     fn replica_on(w: &WorkerRow) -> ReplicaRow {
@@ -927,21 +968,69 @@ mod tests {
         let ws = vec![worker(1, 8), worker(2, 16), worker(3, 16), worker(4, 16)];
         let mut f = Fleet::new(&ws, &[replica_on(&ws[1])]);
         // 0, 2 and 3 have no replica; 2 and 3 the most free; 2 registered first.
-        assert_eq!(f.choose(G, &[]), Some(2));
-        assert_eq!(f.choose(G, &[2]), Some(3));
+        assert_eq!(f.choose(mem(G), &[]), Some(2));
+        assert_eq!(f.choose(mem(G), &[2]), Some(3));
         // A replica of another endpoint still loading on 3: 12 GiB promised.
-        f.promised(ws[3].id, 12 * G);
-        f.place(2, 15 * G);
+        let mut loading = replica_on(&ws[3]);
+        loading.status = "loading".into();
+        f.promised(&loading, mem(12 * G));
+        f.place(2, mem(15 * G));
         // 0 and 3 have none now, but 0 has 8 GiB and 3 has 4 left: 10 GiB goes to 1.
-        assert_eq!(f.choose(10 * G, &[]), Some(1));
-        f.place(1, 10 * G);
-        assert_eq!(f.choose(10 * G, &[]), None);
+        assert_eq!(f.choose(mem(10 * G), &[]), Some(1));
+        f.place(1, mem(10 * G));
+        assert_eq!(f.choose(mem(10 * G), &[]), None);
         // Smaller needs still fit after a failed search.
-        assert_eq!(f.choose(8 * G, &[]), Some(0));
-        assert_eq!(f.choose(8 * G, &[0]), None);
-        assert_eq!(f.choose(4 * G, &[0]), Some(3));
+        assert_eq!(f.choose(mem(8 * G), &[]), Some(0));
+        assert_eq!(f.choose(mem(8 * G), &[0]), None);
+        assert_eq!(f.choose(mem(4 * G), &[0]), Some(3));
         // No worker: nothing fits.
-        assert_eq!(Fleet::new(&[], &[]).choose(0, &[]), None);
+        assert_eq!(Fleet::new(&[], &[]).choose(mem(0), &[]), None);
+    }
+
+    /// The model cache's room (`cache_room_bytes`) decides between workers
+    /// with the memory: the first in the order of choice whose cache can take
+    /// the download, less what this tick and replicas still `assigned`
+    /// promised; a worker that does not report counts as roomy. When none has
+    /// the room, the first with the memory still gets it (it may hold the
+    /// files already).
+    #[test]
+    fn placement_prefers_a_worker_whose_cache_has_room() {
+        const G: i64 = 1 << 30;
+        let mut ws = vec![worker(1, 16), worker(2, 16), worker(3, 16)];
+        ws[0].cache_room_bytes = Some(2 * G);
+        ws[1].cache_room_bytes = Some(12 * G);
+        let need = Need {
+            memory: G,
+            disk: 5 * G,
+        };
+        let mut f = Fleet::new(&ws, &[]);
+        // 0 comes first in the order but cannot take 5 GiB: 1 gets it.
+        assert_eq!(f.choose(need, &[]), Some(1));
+        f.place(1, need);
+        // 1 has 7 GiB left; 2 does not report: 2 comes before 1 (fewer replicas).
+        assert_eq!(f.choose(need, &[]), Some(2));
+        f.place(2, need);
+        // A download promised to 1 and not started: 2 GiB left there.
+        let mut assigned = replica_on(&ws[1]);
+        assigned.status = "assigned".into();
+        f.promised(&assigned, need);
+        // 0 (2 GiB) and 1 (2 GiB): neither has room; the first with memory.
+        assert_eq!(f.choose(need, &[2]), Some(0));
+        // A small download fits 0.
+        let small = Need { memory: G, disk: G };
+        assert_eq!(f.choose(small, &[2]), Some(0));
+        // A pull under way is in the room reported: not promised again.
+        let ws2 = {
+            let mut w = worker(4, 16);
+            w.cache_room_bytes = Some(6 * G);
+            vec![w]
+        };
+        let mut f2 = Fleet::new(&ws2, &[]);
+        let mut pulling = replica_on(&ws2[0]);
+        pulling.status = "pulling".into();
+        f2.promised(&pulling, need);
+        assert_eq!(f2.disk_left[0], 6 * G);
+        assert_eq!(f2.left[0], 15 * G);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Receivers are lenient where the hub always was: whole numbers may be spelled `16.0`,
 //! and a heartbeat may leave out `message`, `in_flight`, `queue_depth` and `models`.
 
-use crate::number::whole;
+use crate::number::{whole, whole_opt};
 use crate::{Precision, Task};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -111,6 +111,18 @@ pub struct Heartbeat {
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     #[serde(deserialize_with = "whole")]
     pub free_memory_bytes: u64,
+    /// Bytes the worker's model cache could give a new model's download now: the room
+    /// under its limits (`--cache-max-gib`, `--cache-min-free-gib`) less what downloads
+    /// in progress still take, plus what it could evict (content no loaded or loading
+    /// model uses). The scheduler prefers workers where a model's files fit. Absent from
+    /// workers that do not report it.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_opt"
+    )]
+    pub cache_room_bytes: Option<u64>,
     /// Every replica the worker holds.
     #[serde(default)]
     pub models: Vec<HeartbeatModel>,

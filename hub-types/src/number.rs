@@ -25,6 +25,17 @@ where
         .ok_or_else(|| D::Error::custom(format!("{n} is not an integer in range")))
 }
 
+/// [`whole`] for an optional field (`null` or absent: `None`; use with `#[serde(default)]`).
+pub fn whole_opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    #[derive(Deserialize)]
+    struct Whole<T: TryFrom<i128>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<Whole<T>>::deserialize(d)?.map(|w| w.0))
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Deserialize)]

@@ -73,6 +73,7 @@ fn heartbeat() {
     pinned(
         Heartbeat {
             free_memory_bytes: 4 << 30,
+            cache_room_bytes: Some(7 << 30),
             models: vec![
                 HeartbeatModel {
                     assignment_id: "a1".into(),
@@ -92,6 +93,7 @@ fn heartbeat() {
         },
         json!({
             "free_memory_bytes": 4u64 << 30,
+            "cache_room_bytes": 7u64 << 30,
             "models": [
                 {"assignment_id": "a1", "status": "running", "message": null, "in_flight": 3, "queue_depth": 1},
                 {"assignment_id": "a2", "status": "failed", "message": "unsupported architecture", "in_flight": 0, "queue_depth": 0}
@@ -105,6 +107,18 @@ fn heartbeat() {
 fn heartbeat_is_lenient_where_the_hub_was() {
     let hb: Heartbeat = serde_json::from_value(json!({"free_memory_bytes": 1.0})).unwrap();
     assert!(hb.models.is_empty());
+    // A worker that does not report its cache's room (older ones), or reports null.
+    assert_eq!(hb.cache_room_bytes, None);
+    let hb: Heartbeat =
+        serde_json::from_value(json!({"free_memory_bytes": 1, "cache_room_bytes": null})).unwrap();
+    assert_eq!(hb.cache_room_bytes, None);
+    let hb: Heartbeat =
+        serde_json::from_value(json!({"free_memory_bytes": 1, "cache_room_bytes": 5.0})).unwrap();
+    assert_eq!(hb.cache_room_bytes, Some(5));
+    for bad in [json!(-1), json!(1.5), json!("5")] {
+        let body = json!({"free_memory_bytes": 1, "cache_room_bytes": bad});
+        assert!(serde_json::from_value::<Heartbeat>(body).is_err(), "{bad}");
+    }
     let hb: Heartbeat = serde_json::from_value(json!({
         "free_memory_bytes": 1, "models": [{"assignment_id": "a", "status": "loading"}]
     }))

@@ -290,9 +290,12 @@ pub struct WorkerRow {
     pub cores: i32,
     pub last_heartbeat: DateTime<Utc>,
     pub assign_version: i64,
+    /// What its model cache could give a new download (its last heartbeat's
+    /// `cache_room_bytes`); None: not reported.
+    pub cache_room_bytes: Option<i64>,
 }
 
-const W_COLS: &str = "id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, last_heartbeat, assign_version";
+const W_COLS: &str = "id, name, url, gateway_secret, memory_bytes, free_memory_bytes, cores, last_heartbeat, assign_version, cache_room_bytes";
 
 pub async fn insert_worker(
     db: impl PgExecutor<'_>,
@@ -331,12 +334,18 @@ pub async fn workers(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<WorkerRow>> {
     .await
 }
 
-pub async fn heartbeat(db: impl PgExecutor<'_>, id: Uuid, free_memory: i64) -> sqlx::Result<bool> {
+pub async fn heartbeat(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    free_memory: i64,
+    cache_room: Option<i64>,
+) -> sqlx::Result<bool> {
     let r = sqlx::query(
-        "UPDATE workers SET last_heartbeat = now(), free_memory_bytes = $2 WHERE id = $1",
+        "UPDATE workers SET last_heartbeat = now(), free_memory_bytes = $2, cache_room_bytes = $3 WHERE id = $1",
     )
     .bind(id)
     .bind(free_memory)
+    .bind(cache_room)
     .execute(db)
     .await?;
     Ok(r.rows_affected() > 0)

@@ -1043,6 +1043,97 @@ async fn replicas_placed_in_one_pass_go_to_different_workers() {
     server.stop().await;
 }
 
+/// The scheduler places a model where the worker's model cache can take its
+/// weight files (the heartbeat's `cache_room_bytes`), though another worker
+/// comes first in the order of choice; a worker's room is used up by what
+/// it is given; when no worker has the room, the first with the memory still
+/// gets the replica (it may hold the files already).
+#[actix_web::test]
+async fn a_model_goes_to_a_worker_whose_cache_has_room() {
+    let t = TestState::new().await;
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
+    // 40 KiB of weights.
+    let st = crate::generation::safetensors_with(
+        r#"{"w":{"dtype":"F32","shape":[10240],"data_offsets":[0,40960]}}"#,
+        40_960,
+    );
+    let body = hub_testkit::ndjson(
+        "weights",
+        None,
+        &[hub_testkit::file_op("model.safetensors", &st)],
+    );
+    let st_status = http
+        .post(format!("{hub}/api/models/solo/m/commit/main"))
+        .bearer_auth(&owner)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st_status, 200);
+    let (full, _) = Worker::register(&hub, &wt, "http://127.0.0.1:9", 8 << 30).await;
+    let (roomy, _) = Worker::register(&hub, &wt, "http://127.0.0.1:9", 8 << 30).await;
+    let room = |w: &Worker, bytes: u64| {
+        w.http
+            .post(format!("{}/api/v1/workers/{}/heartbeat", w.hub, w.id))
+            .bearer_auth(&w.token)
+            .header(WORKER_SECRET_HEADER, &w.secret)
+            .json(
+                &json!({"free_memory_bytes": 8u64 << 30, "cache_room_bytes": bytes, "models": []}),
+            )
+            .send()
+    };
+    assert_eq!(room(&full, 10_000).await.unwrap().status(), 200);
+    assert_eq!(room(&roomy, 100_000).await.unwrap().status(), 200);
+    let room_col: Option<i64> =
+        sqlx::query_scalar("SELECT cache_room_bytes FROM workers WHERE id = $1::uuid")
+            .bind(&roomy.id)
+            .fetch_one(&t.state.db)
+            .await
+            .unwrap();
+    assert_eq!(room_col, Some(100_000));
+    let place = |name: &'static str| {
+        let http = http.clone();
+        let (hub, owner) = (hub.clone(), owner.clone());
+        let state = t.state.clone();
+        async move {
+            let r = http
+                .post(format!("{hub}/api/v1/endpoints/solo"))
+                .bearer_auth(&owner)
+                .json(&json!({"name": name, "repository": "solo/m"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            hub_api::scheduler::tick(&state).await.unwrap();
+            let (w,): (String,) = sqlx::query_as(
+                "SELECT r.worker_id::text FROM replicas r JOIN endpoints e ON e.id = r.endpoint_id WHERE e.name = $1",
+            )
+            .bind(name)
+            .fetch_one(&state.db)
+            .await
+            .unwrap();
+            w
+        }
+    };
+    // `full` registered first and both have no replica: without the room it
+    // would be chosen.
+    assert_eq!(place("one").await, roomy.id);
+    // 100,000 - 41,000 left on roomy: the next fits there too, though it now
+    // has a replica and full has none.
+    assert_eq!(place("two").await, roomy.id);
+    // Roomy has ~18,000 left: no worker has the room; the first with the
+    // memory in the order of choice (full: no replica) gets it.
+    assert_eq!(place("three").await, full.id);
+    server.stop().await;
+}
+
 /// Changing an endpoint's revision is a read of the model as the caller, as
 /// creating it is: a member who may manage the namespace's endpoints but
 /// cannot read the (private) model neither learns its branches nor deploys

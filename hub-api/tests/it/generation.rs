@@ -564,7 +564,7 @@ fn safetensors_file() -> Vec<u8> {
     )
 }
 
-fn safetensors_with(header: &str, data: usize) -> Vec<u8> {
+pub(crate) fn safetensors_with(header: &str, data: usize) -> Vec<u8> {
     let mut b = (header.len() as u64).to_le_bytes().to_vec();
     b.extend_from_slice(header.as_bytes());
     b.extend(vec![0u8; data]);

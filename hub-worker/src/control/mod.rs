@@ -317,10 +317,11 @@ pub async fn run(ctx: Arc<ControlContext>, cancel: CancellationToken) -> Result<
     }
 }
 
-/// The heartbeat body from the registry.
-pub fn heartbeat_body(registry: &ModelRegistry) -> Heartbeat {
+/// The heartbeat body from the registry, with the cache's room (`BlobCache::room`).
+pub fn heartbeat_body(registry: &ModelRegistry, cache_room: Option<u64>) -> Heartbeat {
     Heartbeat {
         free_memory_bytes: crate::host::mem_available_bytes().unwrap_or(0),
+        cache_room_bytes: cache_room,
         models: registry
             .reports()
             .into_iter()
@@ -342,8 +343,13 @@ async fn heartbeat_loop(
 ) -> Result<(), ControlError> {
     let interval = Duration::from_secs(reg.heartbeat_interval_s.clamp(1, 300));
     let mut failures = 0u32;
+    let mut room = CacheRoom::default();
     loop {
-        match client.heartbeat(reg, &heartbeat_body(&ctx.registry)).await {
+        let cache_room = room.get(ctx.puller.cache()).await;
+        match client
+            .heartbeat(reg, &heartbeat_body(&ctx.registry, cache_room))
+            .await
+        {
             Ok(()) => failures = 0,
             Err(e @ (ControlError::Gone | ControlError::Rejected(_))) => return Err(e),
             Err(e) => {
@@ -359,11 +365,47 @@ async fn heartbeat_loop(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = ctx.changed.notified() => {
+                // A pull finished or a model was dropped: the room moved.
+                room.stale = true;
                 // Coalesce bursts of state changes into one heartbeat (short: a
                 // model turning ready waits on this to be routed to).
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+/// The cache's room as the heartbeats report it: measured again (a scan of the cache, off
+/// the async threads) at most every [`CacheRoom::EVERY`], and after a model changed state
+/// (a pull finished or a model was dropped, which is when the room moves).
+#[derive(Default)]
+struct CacheRoom {
+    measured: Option<(std::time::Instant, Option<u64>)>,
+    /// A model changed state since the last measure.
+    stale: bool,
+}
+
+impl CacheRoom {
+    const EVERY: Duration = Duration::from_secs(30);
+
+    async fn get(&mut self, cache: &crate::pull::cache::BlobCache) -> Option<u64> {
+        if let Some((at, room)) = self.measured {
+            if !self.stale && at.elapsed() < Self::EVERY {
+                return room;
+            }
+        }
+        let c = cache.clone();
+        let room = match tokio::task::spawn_blocking(move || c.room()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "measuring the model cache's room failed");
+                None
+            }
+            Err(_) => None,
+        };
+        self.measured = Some((std::time::Instant::now(), room));
+        self.stale = false;
+        room
     }
 }
 

@@ -366,6 +366,23 @@ fn shortfall(
     worst
 }
 
+/// [`BlobCache::room`] from a scan: the most `demand` for which [`shortfall`] finds a
+/// deficit that eviction covers.
+fn room_of(limits: &CacheLimits, scan: &Scan, others: u64, fs: Option<FsSpace>) -> Option<u64> {
+    let budget = limits.max_bytes.map(|max| max.saturating_sub(scan.used));
+    let disk = fs.map(|fs| {
+        fs.free
+            .saturating_add(scan.staging)
+            .saturating_sub(limits.min_free.bytes(fs.size))
+    });
+    let headroom = match (budget, disk) {
+        (Some(b), Some(d)) => b.min(d),
+        (b, d) => b.or(d)?,
+    };
+    let (_, freeable) = plan(scan, u64::MAX);
+    Some(headroom.saturating_sub(others).saturating_add(freeable))
+}
+
 /// A live pin as read from `pins/` (another process's, or one of this process's).
 struct LivePin {
     record: PinRecord,
@@ -549,6 +566,24 @@ impl BlobCache {
         self.claim(pin)?;
         self.publish(&scan, freed);
         Ok(freed)
+    }
+
+    /// Bytes a new pull could be given now (blocking; a scan of the cache under its lock):
+    /// the room under the limits without evicting, less what pulls given room are still
+    /// to download, plus everything eviction could free. What the worker reports in its
+    /// heartbeats for the hub's placement. `None` when no limit applies (no budget and the
+    /// file system's free space unknown).
+    pub fn room(&self) -> Result<Option<u64>, CacheError> {
+        let _locked = self.lock()?;
+        let pins = self.live_pins(None)?;
+        let scan = self.scan(&pins)?;
+        let (_, others) = self.demand(&pins, &scan);
+        Ok(room_of(
+            &self.shared_limits(),
+            &scan,
+            others,
+            fs_space(self.root()),
+        ))
     }
 
     /// Measures the cache again for its metrics (blocking; after a pull that downloaded).
@@ -1309,6 +1344,46 @@ mod tests {
         assert!(freed >= 10_000, "{freed}");
         assert!(!b.exists());
         assert!(!a.exists());
+    }
+
+    /// The room the heartbeats report is what a pull can be given: a pull a little smaller
+    /// fits (evicting what it must), a little larger does not (the pin file a pull writes
+    /// moves the line by its few hundred bytes). A loaded model's bytes are not counted, a
+    /// pull given room and still downloading is subtracted, and with no budget the file
+    /// system's free space is the limit.
+    #[test]
+    fn room_is_what_a_pull_can_be_given() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = cache_with(d.path(), None);
+        let unlimited = cache.room().unwrap().expect("the file system's free space");
+        let (wa, wb) = (vec![1u8; 20_000], vec![2u8; 8_000]);
+        let a = model(&cache, "ns/a", &[("w", &wa)]);
+        let b = model(&cache, "ns/b", &[("w", &wb)]);
+        let cache = cache_with(d.path(), Some(used(&cache) + 3_000));
+        let all = cache.room().unwrap().unwrap();
+        assert!(
+            (31_000..32_000).contains(&all),
+            "{all} (unlimited: {unlimited})"
+        );
+        let loaded = pull_pin(&cache, "ns/a", &[&wa]);
+        let room = cache.room().unwrap().unwrap();
+        assert!(all - room >= 20_000, "{all} {room}");
+
+        let too_big = pull_pin(&cache, "ns/c", &[&vec![3u8; room as usize + 1_024]]);
+        assert!(matches!(
+            cache.make_room(&too_big, "ns/c@test"),
+            Err(CacheError::NoRoom(_))
+        ));
+        assert!(a.exists() && b.exists());
+        drop(too_big);
+        let fits = pull_pin(&cache, "ns/d", &[&vec![4u8; room as usize - 1_024]]);
+        cache.make_room(&fits, "ns/d@test").unwrap();
+        assert!(!b.exists(), "evicted for the pull");
+        assert!(a.exists(), "loaded");
+        // Given room, not downloaded yet: what is left is about the margin.
+        let left = cache.room().unwrap().unwrap();
+        assert!(left < 2_048, "{left}");
+        drop((loaded, fits));
     }
 
     /// Blobs no directory links to (a failed pull's) go before any model directory.

@@ -112,6 +112,7 @@ pub async fn register(
         cores: body.capacity.cores.min(4096) as i32,
         last_heartbeat: chrono::Utc::now(),
         assign_version: 1,
+        cache_room_bytes: None,
     };
     db::endpoints::insert_worker(&state.db, &w, &body.version).await?;
     tracing::info!(worker.id = %w.id, worker.name = %w.name, worker.url = %w.url, "worker registered");
@@ -151,6 +152,7 @@ pub async fn heartbeat(
         &state.db,
         id,
         body.free_memory_bytes.min(i64::MAX as u64) as i64,
+        body.cache_room_bytes.map(|b| b.min(i64::MAX as u64) as i64),
     )
     .await?
     {
