@@ -1,6 +1,7 @@
 //! Dashboard sessions: a short-lived hub-signed JWT (HS256 pinned, `iss`,
 //! `aud`, `exp` checked, `kid` for rotation) carried in an HttpOnly,
-//! SameSite=Lax cookie (Secure when the public URL is https), or sent as a
+//! SameSite=Lax cookie (Secure when the public URL is https or the request
+//! came over https, see [`secure`]), or sent as a
 //! bearer token. Logout bumps `users.session_version`, which every session
 //! JWT carries, so all of the user's sessions end server-side at once.
 //!
@@ -59,37 +60,50 @@ pub async fn issue(state: &AppState, user: &User) -> Result<(String, SessionClai
     Ok((jwt, claims))
 }
 
-fn secure(state: &AppState) -> bool {
+/// Whether the cookies are `Secure`: the public URL is https, the request came
+/// over TLS, or, behind a trusted proxy (`--trust-forwarded-for`), the proxy
+/// says it did (the first `X-Forwarded-Proto` is `https`). A cookie set over
+/// https is then only ever sent back over https, whatever the public URL says.
+fn secure(state: &AppState, req: &HttpRequest) -> bool {
+    let forwarded_https = || {
+        req.headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    };
     state.public_url.starts_with("https://")
+        || req.app_config().secure()
+        || (state.tenancy.rate.defaults.trust_forwarded_for && forwarded_https())
 }
 
 /// The session cookie for a JWT.
-pub fn cookie(state: &AppState, jwt: String) -> Cookie<'static> {
+pub fn cookie(state: &AppState, req: &HttpRequest, jwt: String) -> Cookie<'static> {
     Cookie::build(COOKIE, jwt)
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(secure(state))
+        .secure(secure(state, req))
         .max_age(CookieDuration::seconds(state.tenancy.session_ttl_s))
         .finish()
 }
 
 /// The readable CSRF cookie.
-pub fn csrf_cookie(state: &AppState, csrf: String) -> Cookie<'static> {
+pub fn csrf_cookie(state: &AppState, req: &HttpRequest, csrf: String) -> Cookie<'static> {
     Cookie::build(CSRF_COOKIE, csrf)
         .path("/")
         .http_only(false)
         .same_site(SameSite::Lax)
-        .secure(secure(state))
+        .secure(secure(state, req))
         .max_age(CookieDuration::seconds(state.tenancy.session_ttl_s))
         .finish()
 }
 
 /// Cookies that delete both.
-pub fn clear_cookies(state: &AppState) -> [Cookie<'static>; 2] {
-    let mut a = cookie(state, String::new());
+pub fn clear_cookies(state: &AppState, req: &HttpRequest) -> [Cookie<'static>; 2] {
+    let mut a = cookie(state, req, String::new());
     a.make_removal();
-    let mut b = csrf_cookie(state, String::new());
+    let mut b = csrf_cookie(state, req, String::new());
     b.make_removal();
     [a, b]
 }

@@ -36,6 +36,23 @@ async fn login(app: &impl App, user: &str, pw: &str) -> (String, String, Vec<Str
     (session, csrf, set)
 }
 
+/// Signs alice in through a proxy that says the request came over https;
+/// the raw Set-Cookie headers.
+async fn login_forwarded(app: &impl App) -> Vec<String> {
+    let (st, h, b) = call(
+        app,
+        TestRequest::post()
+            .uri("/api/v1/auth/login")
+            .insert_header(("X-Forwarded-Proto", "https"))
+            .set_json(json!({"username": "alice", "password": "correct horse"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
+    h.get_all("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
 fn cookie(s: &str) -> (&'static str, String) {
     ("Cookie", format!("paddock_session={s}"))
 }
@@ -123,6 +140,30 @@ async fn login_cookie_flags_session_and_logout() {
         .await;
         assert_eq!(st, 401);
     }
+    // An http public URL behind a TLS proxy: Secure when a trusted proxy says
+    // the request came over https; an untrusted header changes nothing.
+    {
+        let app = app(&t.state).await;
+        for c in login_forwarded(&app).await {
+            assert!(!c.contains("Secure"), "untrusted X-Forwarded-Proto: {c}");
+        }
+    }
+    let rate = t.state.tenancy.rate.clone();
+    let mut defaults = rate.defaults;
+    defaults.trust_forwarded_for = true;
+    t.state.tenancy.rate = std::sync::Arc::new(hub_api::ratelimit::RateLimiter::new(defaults));
+    {
+        let app = app(&t.state).await;
+        let set = login_forwarded(&app).await;
+        assert_eq!(set.len(), 2);
+        for c in set {
+            assert!(
+                c.contains("Secure"),
+                "trusted X-Forwarded-Proto: https: {c}"
+            );
+        }
+    }
+    t.state.tenancy.rate = rate;
     // Secure when the public URL is https.
     t.state.public_url = "https://hub.test".into();
     let app = app(&t.state).await;

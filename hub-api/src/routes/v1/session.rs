@@ -97,8 +97,8 @@ pub async fn login(
     let orgs = db::namespaces::user_orgs(&state.db, user.id).await?;
     tracing::info!(user.id = user.id, "signed in");
     Ok(HttpResponse::Ok()
-        .cookie(session::cookie(&state, jwt))
-        .cookie(session::csrf_cookie(&state, claims.csrf.clone()))
+        .cookie(session::cookie(&state, &req, jwt))
+        .cookie(session::csrf_cookie(&state, &req, claims.csrf.clone()))
         .json(SessionDto {
             user: UserDto::from_user(&user, &orgs),
             csrf_token: claims.csrf,
@@ -109,7 +109,11 @@ pub async fn login(
 /// Ends every session of the caller (server-side) and clears the cookies.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
     responses((status = 204, description = "Signed out")))]
-pub async fn logout(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpResponse> {
+pub async fn logout(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
     if let Some(p) = auth.principal() {
         if matches!(p.credential, Credential::Session { .. }) {
             db::namespaces::bump_session_version(&state.db, p.user_id).await?;
@@ -118,7 +122,7 @@ pub async fn logout(state: web::Data<AppState>, auth: Auth) -> ApiResult<HttpRes
             tracing::info!(user.id = p.user_id, "signed out");
         }
     }
-    let [a, b] = session::clear_cookies(&state);
+    let [a, b] = session::clear_cookies(&state, &req);
     Ok(HttpResponse::NoContent().cookie(a).cookie(b).finish())
 }
 
