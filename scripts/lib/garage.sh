@@ -11,8 +11,8 @@
 #   garage_cli ARGS...        the `garage` CLI against the running node
 #
 # Install cost: one `cargo install` of garage 2.5.0 with only the LMDB
-# metadata engine (see GARAGE_FEATURES), about 8-10 minutes on 2 cores the
-# first time; later runs reuse target/tools/bin/garage.
+# metadata engine (see GARAGE_FEATURES) at opt-level 1 (GARAGE_OPT_LEVEL),
+# about 700 CPU-seconds the first time; later runs reuse target/tools/bin/garage.
 
 GARAGE_VERSION=${GARAGE_VERSION:-2.5.0}
 GARAGE_FEATURES=${GARAGE_FEATURES:-lmdb,bundled-libs}

@@ -48,7 +48,7 @@ if [[ -n "${CONFORMANCE_TESTS:-}" ]]; then
 fi
 
 # The legacy LFS path (what self-hosted hubs document for huggingface_hub >= 1.20).
-HF_HUB_DISABLE_XET=1 "$PY" -m pytest -q -p no:cacheprovider "$HERE" --ignore="$HERE/test_xet_default.py" --ignore="$HERE/test_large_folder.py" --ignore="$HERE/test_s3.py" "${@:3}"
+HF_HUB_DISABLE_XET=1 "$PY" -m pytest -q -p no:cacheprovider --durations=15 "$HERE" --ignore="$HERE/test_xet_default.py" --ignore="$HERE/test_large_folder.py" --ignore="$HERE/test_s3.py" "${@:3}"
 # The client's default (hf_xet installed, Xet not disabled): large files go
 # through the hub's Xet CAS, and LFS-era clients read them over /resolve;
 # upload_folder is the streamed multi-commit upload.
