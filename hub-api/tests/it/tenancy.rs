@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------- sessions
 
 /// Signs in; returns (session cookie, csrf token, raw Set-Cookie headers).
-async fn login(app: &impl App, user: &str, pw: &str) -> (String, String, Vec<String>) {
+pub(crate) async fn login(app: &impl App, user: &str, pw: &str) -> (String, String, Vec<String>) {
     let (st, h, b) = call(
         app,
         TestRequest::post()

@@ -1307,25 +1307,6 @@ async fn xet_tokens_and_data_links_stop_when_a_member_is_removed() {
     reconstruct_ok(&app, &alices, &file).await;
 }
 
-/// Signs in with a password; the session JWT of the cookie (which the hub
-/// also takes as a bearer token).
-async fn sign_in(app: &impl App, user: &str, password: &str) -> String {
-    let (st, h, b) = call(
-        app,
-        TestRequest::post()
-            .uri("/api/v1/auth/login")
-            .set_json(json!({"username": user, "password": password})),
-    )
-    .await;
-    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&b));
-    h.get_all("set-cookie")
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("paddock_session="))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string()
-}
-
 /// A Xet token minted by a dashboard session (the web uploader's) ends when
 /// the user signs out, with the data links its reconstructions gave, not an
 /// hour later: the session's version is recorded in the grant and checked on
@@ -1343,7 +1324,10 @@ async fn xet_tokens_minted_by_a_session_stop_at_sign_out() {
     upload_all(&app, &w, &u).await;
     let file = hash::hash_string(&u.file.hash);
 
-    let session = sign_in(&app, "alice", "correct horse").await;
+    // The session JWT of the cookie, sent as a bearer token.
+    let session = crate::tenancy::login(&app, "alice", "correct horse")
+        .await
+        .0;
     let read = cas_token(&app, Some(&session), "alice/p", "read").await;
     let write = cas_token(&app, Some(&session), "alice/p", "write").await;
     let by_token = cas_token(&app, Some(&alice), "alice/p", "read").await;
@@ -1362,7 +1346,9 @@ async fn xet_tokens_minted_by_a_session_stop_at_sign_out() {
     )
     .await;
     assert_eq!(st, 204, "{}", String::from_utf8_lossy(&b));
-    let again = sign_in(&app, "alice", "correct horse").await;
+    let again = crate::tenancy::login(&app, "alice", "correct horse")
+        .await
+        .0;
     assert_ne!(again, session);
 
     let (st, b) = reconstruction(&app, &read, 2, &file, None).await;
