@@ -345,7 +345,7 @@ async fn heartbeat_loop(
     let mut failures = 0u32;
     let mut room = CacheRoom::default();
     loop {
-        let cache_room = room.get(ctx.puller.cache()).await;
+        let cache_room = room.get(ctx.puller.cache());
         match client
             .heartbeat(reg, &heartbeat_body(&ctx.registry, cache_room))
             .await
@@ -375,37 +375,40 @@ async fn heartbeat_loop(
     }
 }
 
-/// The cache's room as the heartbeats report it: measured again (a scan of the cache, off
-/// the async threads) at most every [`CacheRoom::EVERY`], and after a model changed state
-/// (a pull finished or a model was dropped, which is when the room moves).
+/// The cache's room as the heartbeats report it: measured (a scan of the cache under its
+/// lock) on a blocking thread at most every [`CacheRoom::EVERY`] and after a model changed
+/// state (a pull finished or a model was dropped, which is when the room moves). A heartbeat
+/// never waits for it: it reports the last figure, so a pull or an eviction holding the
+/// cache lock cannot make the worker miss its heartbeats.
 #[derive(Default)]
 struct CacheRoom {
-    measured: Option<(std::time::Instant, Option<u64>)>,
-    /// A model changed state since the last measure.
+    last: Arc<std::sync::Mutex<Option<u64>>>,
+    measuring: Arc<std::sync::atomic::AtomicBool>,
+    started: Option<std::time::Instant>,
+    /// A model changed state since the last measure started.
     stale: bool,
 }
 
 impl CacheRoom {
     const EVERY: Duration = Duration::from_secs(30);
 
-    async fn get(&mut self, cache: &crate::pull::cache::BlobCache) -> Option<u64> {
-        if let Some((at, room)) = self.measured {
-            if !self.stale && at.elapsed() < Self::EVERY {
-                return room;
-            }
+    fn get(&mut self, cache: &crate::pull::cache::BlobCache) -> Option<u64> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let due = self.stale || self.started.is_none_or(|at| at.elapsed() >= Self::EVERY);
+        if due && !self.measuring.swap(true, AcqRel) {
+            let (c, last, measuring) = (cache.clone(), self.last.clone(), self.measuring.clone());
+            tokio::task::spawn_blocking(move || {
+                let room = c.room().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "measuring the model cache's room failed");
+                    None
+                });
+                *last.lock().unwrap_or_else(|e| e.into_inner()) = room;
+                measuring.store(false, std::sync::atomic::Ordering::Release);
+            });
+            self.started = Some(std::time::Instant::now());
+            self.stale = false;
         }
-        let c = cache.clone();
-        let room = match tokio::task::spawn_blocking(move || c.room()).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "measuring the model cache's room failed");
-                None
-            }
-            Err(_) => None,
-        };
-        self.measured = Some((std::time::Instant::now(), room));
-        self.stale = false;
-        room
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
