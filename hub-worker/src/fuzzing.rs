@@ -49,8 +49,8 @@ pub fn chat_template(data: &[u8]) {
     let Ok(t) = ChatTemplate::new(source, Some("<bos>"), Some("<eos>")) else {
         return;
     };
-    let _ = t.render(messages, Some(tools), true, extra);
-    let _ = t.render(messages, None, false, None);
+    let _ = t.render_here(messages, Some(tools), true, extra);
+    let _ = t.render_here(messages, None, false, None);
     let _ = ToolFormat::detect(source);
 }
 

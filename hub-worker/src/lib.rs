@@ -9,6 +9,7 @@
 //! * [`run`]: all of it together, as `hub-worker` runs it (also in-process in hub-api).
 
 pub mod allocator;
+mod child_exe;
 pub mod config;
 pub mod control;
 pub mod engine;
@@ -23,10 +24,12 @@ pub mod runtime_fetch;
 
 pub use config::WorkerConfig;
 
-/// Call first thing in `main` of a binary that runs a worker: a GGUF probe child
-/// (`engine::generate::llama::probe`) runs its probe and exits here; any other run
-/// returns, and the binary becomes its own probe executable. A no-op without llama.cpp.
-pub fn serve_probe_if_asked() {
+/// Call first thing in `main` of a binary that runs a worker. A child process of a
+/// worker runs its role here and exits: a chat-template helper
+/// (`engine::generate::sandbox`) or a GGUF probe (`engine::generate::llama::probe`). Any
+/// other run returns, and the binary becomes its own executable for both roles.
+pub fn serve_child_if_asked() {
+    engine::generate::sandbox::serve_if_asked();
     #[cfg(feature = "engine-llama")]
     engine::generate::llama::probe::serve_probe_if_asked();
 }

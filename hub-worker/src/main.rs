@@ -11,8 +11,8 @@ use hub_worker::WorkerConfig;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    // A GGUF probe child of this worker runs and exits here.
-    hub_worker::serve_probe_if_asked();
+    // A child of this worker (a chat-template helper, a GGUF probe) runs and exits here.
+    hub_worker::serve_child_if_asked();
     hub_worker::allocator::configure();
     let config = WorkerConfig::parse();
     // Before any thread exists: candle/rayon read their thread counts from the environment.

@@ -13,8 +13,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hub_api::server::{EmbeddedWorker, WorkerHandoff};
 
 fn main() -> std::process::ExitCode {
-    // A GGUF probe child of this worker runs and exits here.
-    hub_worker::serve_probe_if_asked();
+    // A child of this worker (a chat-template helper, a GGUF probe) runs and exits here.
+    hub_worker::serve_child_if_asked();
     hub_worker::allocator::configure();
     let cli = hub_api::config::Cli::parse();
     // Before any thread exists: the in-process worker's compute pools read these.

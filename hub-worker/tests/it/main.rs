@@ -16,3 +16,4 @@ mod http_api;
 mod http_generate;
 mod prompt_cache;
 mod pull;
+mod template_sandbox;

@@ -25,6 +25,7 @@
 pub mod candle;
 #[cfg(feature = "engine-llama")]
 pub mod llama;
+pub mod sandbox;
 pub mod stop;
 pub mod template;
 pub mod tools;

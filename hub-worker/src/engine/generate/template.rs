@@ -72,6 +72,8 @@ fn too_deep(what: &str) -> Error {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// What `env` was compiled from: a helper process compiles it again (`sandbox`).
+    source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
     tool_format: ToolFormat,
@@ -129,6 +131,7 @@ impl ChatTemplate {
             .map_err(|e| EngineError::Template(error_message(&e)))?;
         Ok(ChatTemplate {
             env,
+            source: source.to_owned(),
             bos_token: bos_token.map(str::to_owned),
             eos_token: eos_token.map(str::to_owned),
             tool_format: ToolFormat::detect(source),
@@ -139,7 +142,37 @@ impl ChatTemplate {
     /// its JSON array of tools, if any; `extra`: a JSON object of additional template
     /// variables (`chat_template_kwargs`), which override `bos_token`/`eos_token` as in
     /// transformers.
+    ///
+    /// The render runs in a helper process when this process has one (see
+    /// [`sandbox`](super::sandbox): a template can build a value nested deeply enough to
+    /// overflow any stack), else here.
     pub fn render(
+        &self,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+        extra: Option<&str>,
+    ) -> Result<String, EngineError> {
+        use std::borrow::Cow::Borrowed;
+        let job = super::sandbox::Job {
+            source: Borrowed(&self.source),
+            bos: self.bos_token.as_deref().map(Borrowed),
+            eos: self.eos_token.as_deref().map(Borrowed),
+            messages: Borrowed(messages),
+            tools: tools.map(Borrowed),
+            add_generation_prompt,
+            extra: extra.map(Borrowed),
+        };
+        match super::sandbox::render(&job) {
+            Some(rendered) => rendered,
+            None => self.render_here(messages, tools, add_generation_prompt, extra),
+        }
+    }
+
+    /// [`render`](Self::render) in this process. A template that builds a value nested
+    /// tens of thousands of levels deep overflows this thread's stack and aborts the
+    /// process: only a helper process, or a process that may die, calls this.
+    pub fn render_here(
         &self,
         messages: &str,
         tools: Option<&str>,

@@ -19,7 +19,7 @@
 //! The engine tag names the llama.cpp build: another version probes again.
 //!
 //! The child needs an executable that answers [`PROBE_ARG`]: the `hub-worker` and `paddock`
-//! binaries call [`serve_probe_if_asked`] first thing in `main`, which also makes their own
+//! binaries call `hub_worker::serve_child_if_asked` (which calls [`serve_probe_if_asked`]) first thing in `main`, which also makes their own
 //! executable the probe. [`use_probe_exe`] or `HUB_WORKER_GGUF_PROBE_EXE` name another one
 //! (tests: the `hub-worker` binary). A process with neither (a library test, an in-process benchmark)
 //! loads GGUF files without a probe.
@@ -70,12 +70,14 @@ static SELF_PROBE: AtomicBool = AtomicBool::new(false);
 /// process is a probe child, runs the probe and exits; otherwise it returns, and the
 /// executable becomes this process's probe.
 pub fn serve_probe_if_asked() {
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(PROBE_ARG)) {
+    if !crate::child_exe::asked_for(PROBE_ARG) {
         SELF_PROBE.store(true, Ordering::Release);
         return;
     }
-    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    let rest: Vec<String> = std::env::args_os()
+        .skip(2)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     std::process::exit(child_main(&rest));
 }
 
@@ -92,22 +94,11 @@ pub fn use_probe_exe(exe: impl Into<PathBuf>) {
 /// The probe executable: [`use_probe_exe`]'s, [`PROBE_EXE_ENV`], else this one if it
 /// serves the probe.
 fn probe_exe() -> Option<PathBuf> {
-    if let Some(exe) = CONFIGURED_EXE.get() {
-        return Some(exe.clone());
-    }
-    if let Some(exe) = std::env::var_os(PROBE_EXE_ENV).filter(|v| !v.is_empty()) {
-        return Some(exe.into());
-    }
-    if SELF_PROBE.load(Ordering::Acquire) {
-        // This very executable even when its file was replaced or removed since the
-        // process started (an upgrade in place): the kernel keeps the running image.
-        let running = Path::new("/proc/self/exe");
-        if running.exists() {
-            return Some(running.to_path_buf());
-        }
-        return std::env::current_exe().ok();
-    }
-    None
+    crate::child_exe::resolve(
+        &CONFIGURED_EXE,
+        PROBE_EXE_ENV,
+        SELF_PROBE.load(Ordering::Acquire),
+    )
 }
 
 /// Files that passed a probe in this process: canonical path, size and mtime.
