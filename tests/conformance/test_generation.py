@@ -393,3 +393,52 @@ def test_a_gguf_that_aborts_llama_cpp_fails_and_the_worker_lives(alice, gemma, o
     after = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
     assert after.choices[0].text == before.choices[0].text
     assert api_v1("DELETE", "/endpoints/alice/aborts", alice).status_code in (200, 202, 204)
+
+
+# Wraps a namespace value in a list 300,000 times: dropping or comparing the value
+# recurses once per level, far past any thread's stack.
+DEEP_TEMPLATE = (
+    "{% set ns = namespace(x=[]) %}{% for k in range(3) %}{% for i in range(100000) %}"
+    "{% set ns.x = [ns.x] %}{% endfor %}{% endfor %}{{ ns.x == ns.x }}"
+)
+
+
+def test_a_chat_template_that_would_crash_the_worker_is_a_400(alice, gemma, oai, tmp_path):
+    """A tenant's chat template is code the worker runs: one that builds a value nested
+    deeply enough to overflow the stack crashes a helper process, not the worker. The
+    chat request is a 400 with the reason; the tenant's endpoint and the other one on
+    the same (in-process) worker go on serving."""
+    import openai
+
+    before = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
+    folder = tmp_path / "deep"
+    folder.mkdir()
+    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
+    (folder / "chat_template.jinja").write_text(DEEP_TEMPLATE)
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo("alice/deep-template", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="a hostile template")
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "deep", "repository": repo, "task": "text-generation",
+        "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    wait_status("alice", "deep", alice, {"running"})
+    from openai import OpenAI
+
+    deep = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/deep/v1", api_key=alice, max_retries=0)
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError) as e:
+            deep.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}],
+                                         max_tokens=2)
+        assert e.value.code == "chat_template_error"
+        assert "crashed its renderer" in str(e.value), e.value
+    # The same model without the chat template still completes, and so does the other
+    # endpoint, with the same greedy text as before.
+    assert deep.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0).choices[0].text \
+        == before.choices[0].text
+    after = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
+    assert after.choices[0].text == before.choices[0].text
+    chat = oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert chat.choices[0].message.content is not None
+    assert api_v1("DELETE", "/endpoints/alice/deep", alice).status_code in (200, 202, 204)
