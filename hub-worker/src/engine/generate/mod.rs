@@ -304,6 +304,9 @@ pub struct DecoderModel {
 impl DecoderModel {
     /// Wraps an engine; `info` is what the registry and heartbeats show.
     pub fn new(info: ModelInfo, engine: Arc<dyn Generator>) -> DecoderModel {
+        if engine.info().chat_template.is_some() {
+            sandbox::prestart();
+        }
         DecoderModel {
             info: Arc::new(info),
             engine,

@@ -73,6 +73,29 @@ pub fn use_sandbox_exe(exe: impl Into<PathBuf>) {
     let _ = CONFIGURED_EXE.set(exe.into());
 }
 
+/// Starts a helper in the background if none exists yet: a spawn takes 10-40 ms (the
+/// executable is large), which the first chat request of a new model need not pay.
+pub fn prestart() {
+    let Some(pool) = pool() else { return };
+    {
+        let mut state = pool.lock();
+        if state.live > 0 {
+            return;
+        }
+        state.live += 1;
+    }
+    std::thread::spawn(move || {
+        match Helper::spawn(&pool.exe) {
+            Ok(helper) => pool.lock().idle.push(helper),
+            Err(e) => {
+                tracing::warn!(error = %e, "starting a chat-template helper failed");
+                pool.lock().live -= 1;
+            }
+        }
+        pool.freed.notify_one();
+    });
+}
+
 /// One render, as sent to a helper.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Job<'a> {
