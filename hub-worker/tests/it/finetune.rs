@@ -727,6 +727,68 @@ async fn lora_job_on_chat_rows_answers_through_chat_completions() {
     );
 }
 
+/// A LoRA job renders every chat row with the base's chat template, in the worker's
+/// process: a template that crashes its renderer (a value nested 300,000 deep, see
+/// `template_sandbox.rs`) fails the job with the reason, and this process lives on.
+#[tokio::test]
+async fn a_chat_template_that_crashes_its_renderer_fails_the_lora_job() {
+    use hub_worker::finetune::lora::{self, LoraInput};
+    crate::template_sandbox::use_the_sandbox();
+    let base = scratch().join("finetune-deep-template-base");
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(decoder_fixture(LORA_FAMILY)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), base.join(entry.file_name())).unwrap();
+    }
+    std::fs::write(
+        base.join("chat_template.jinja"),
+        crate::template_sandbox::DEEP,
+    )
+    .unwrap();
+    let rows = |n: usize| -> Vec<data::SftRow> {
+        let text: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"messages\": [{{\"role\": \"user\", \"content\": \"q{i}\"}}, \
+                     {{\"role\": \"assistant\", \"content\": \"a{i}\"}}]}}\n"
+                )
+            })
+            .collect();
+        data::parse_sft("train.jsonl", text.as_bytes(), "text").unwrap()
+    };
+    let out = scratch().join("finetune-deep-template-out");
+    let result = tokio::task::spawn_blocking(move || {
+        let hp = Hyperparameters {
+            epochs: 1,
+            ..lora_hp()
+        };
+        lora::run(
+            LoraInput {
+                base_dir: &base,
+                base_repo: "acme/tiny-qwen3",
+                base_revision: "0123456789abcdef0123456789abcdef01234567",
+                train: rows(4),
+                test: rows(2),
+                hp: &hp,
+                deadline: Instant::now() + Duration::from_secs(600),
+                max_wall_seconds: 600,
+            },
+            &mut Recorder::default(),
+            &out,
+        )
+    })
+    .await
+    .unwrap();
+    let Err(e) = result else {
+        panic!("the job should fail")
+    };
+    assert!(
+        e.to_string().contains("the chat template")
+            && e.to_string().contains("crashed its renderer"),
+        "{e}"
+    );
+}
+
 /// Datasets without the columns a LoRA job reads, and bases it cannot train, are
 /// refused with the reason.
 #[tokio::test]

@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 /// Every chat template of this test binary renders in a `hub-worker` helper from here
 /// on (a test harness cannot serve the helper argument itself).
-fn use_the_sandbox() {
+pub(crate) fn use_the_sandbox() {
     sandbox::use_sandbox_exe(env!("CARGO_BIN_EXE_hub-worker"));
 }
 
 /// Wraps a namespace value in a list 300,000 times (well inside the fuel): dropping the
 /// result recurses 300,000 levels, tens of megabytes of stack.
-const DEEP: &str = "{% set ns = namespace(x=[]) %}{% for k in range(3) %}\
+pub(crate) const DEEP: &str = "{% set ns = namespace(x=[]) %}{% for k in range(3) %}\
                     {% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}\
                     {% endfor %}{{ ns.x | length }}";
 
