@@ -100,6 +100,22 @@ fn concurrent_renders_each_get_a_helper() {
     }
 }
 
+/// A helper that died idle (the OOM killer, an operator) is not the next template's
+/// fault: the render goes to a new helper.
+#[test]
+fn a_helper_killed_while_idle_is_replaced() {
+    use_the_sandbox();
+    let gemma = gemma_template();
+    let want = gemma.render_here(HELLO, None, true, None).unwrap();
+    assert_eq!(gemma.render(HELLO, None, true, None).unwrap(), want);
+    let mut killed = 0;
+    for _ in 0..3 {
+        killed += sandbox::kill_idle_helpers();
+        assert_eq!(gemma.render(HELLO, None, true, None).unwrap(), want);
+    }
+    assert!(killed > 0, "no idle helper to kill");
+}
+
 /// Over HTTP: a decoder whose repo carries the hostile template. The chat request is a
 /// 400 `chat_template_error` with the reason; the worker serves the next request.
 #[actix_web::test]

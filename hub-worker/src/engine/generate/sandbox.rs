@@ -96,6 +96,19 @@ pub fn prestart() {
     });
 }
 
+/// Kills every idle helper and leaves it in the pool, as the kernel's OOM killer would:
+/// the next render finds a dead helper and must get another. For tests.
+#[doc(hidden)]
+pub fn kill_idle_helpers() -> usize {
+    let Some(pool) = pool() else { return 0 };
+    let mut state = pool.lock();
+    for helper in &mut state.idle {
+        let _ = helper.child.kill();
+        let _ = helper.child.wait();
+    }
+    state.idle.len()
+}
+
 /// One render, as sent to a helper.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Job<'a> {
@@ -176,20 +189,28 @@ impl Pool {
                 request.len()
             )));
         }
-        let mut helper = self.acquire()?;
-        match helper.call(&request) {
-            Ok(answer) => {
-                self.lock().idle.push(helper);
-                self.freed.notify_one();
-                answer.map_err(EngineError::Template)
+        let mut retried = false;
+        loop {
+            let mut helper = self.acquire()?;
+            let e = match helper.call(&request) {
+                Ok(answer) => {
+                    self.lock().idle.push(helper);
+                    self.freed.notify_one();
+                    return answer.map_err(EngineError::Template);
+                }
+                Err(e) => e,
+            };
+            let status = helper.kill();
+            self.lock().live -= 1;
+            self.freed.notify_one();
+            tracing::warn!(error = %e, status = ?status, "a chat-template helper failed");
+            // A helper reads the whole job before it renders: one that could not take
+            // it had died idle (killed from outside), not on this template. Once more.
+            if e.kind() == io::ErrorKind::BrokenPipe && !retried {
+                retried = true;
+                continue;
             }
-            Err(e) => {
-                let status = helper.kill();
-                self.lock().live -= 1;
-                self.freed.notify_one();
-                tracing::warn!(error = %e, status = ?status, "a chat-template helper failed");
-                Err(EngineError::Template(failure_message(&e, status)))
-            }
+            return Err(EngineError::Template(failure_message(&e, status)));
         }
     }
 
