@@ -13,6 +13,8 @@ use hub_worker::registry::ModelRegistry;
 use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
+    // Chat templates render in helpers and GGUF files are probed, as in `hub-worker`.
+    hub_worker::serve_child_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut bind = "127.0.0.1:0".to_string();
     let mut secret = None;
