@@ -84,15 +84,9 @@ pub fn prestart() {
         }
         state.live += 1;
     }
-    std::thread::spawn(move || {
-        match Helper::spawn(&pool.exe) {
-            Ok(helper) => pool.lock().idle.push(helper),
-            Err(e) => {
-                tracing::warn!(error = %e, "starting a chat-template helper failed");
-                pool.lock().live -= 1;
-            }
-        }
-        pool.freed.notify_one();
+    std::thread::spawn(move || match pool.spawn_counted() {
+        Ok(helper) => pool.give_back(helper),
+        Err(e) => tracing::warn!(error = %e, "starting a chat-template helper failed"),
     });
 }
 
@@ -194,15 +188,13 @@ impl Pool {
             let mut helper = self.acquire()?;
             let e = match helper.call(&request) {
                 Ok(answer) => {
-                    self.lock().idle.push(helper);
-                    self.freed.notify_one();
+                    self.give_back(helper);
                     return answer.map_err(EngineError::Template);
                 }
                 Err(e) => e,
             };
             let status = helper.kill();
-            self.lock().live -= 1;
-            self.freed.notify_one();
+            self.release_slot();
             tracing::warn!(error = %e, status = ?status, "a chat-template helper failed");
             // A helper reads the whole job before it renders: one that could not take
             // it had died idle (killed from outside), not on this template. Once more.
@@ -218,6 +210,23 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Spawns a helper into a slot already counted in `live`; a failed spawn frees it.
+    fn spawn_counted(&self) -> io::Result<Helper> {
+        Helper::spawn(&self.exe).inspect_err(|_| self.release_slot())
+    }
+
+    /// Returns a working helper to the idle ones.
+    fn give_back(&self, helper: Helper) {
+        self.lock().idle.push(helper);
+        self.freed.notify_one();
+    }
+
+    /// Frees a helper's slot (it failed, or could not be spawned).
+    fn release_slot(&self) {
+        self.lock().live -= 1;
+        self.freed.notify_one();
+    }
+
     /// An idle helper, a new one if fewer than `max` exist, else the next one freed.
     fn acquire(&self) -> Result<Helper, EngineError> {
         let mut state = self.lock();
@@ -228,9 +237,7 @@ impl Pool {
             if state.live < self.max {
                 state.live += 1;
                 drop(state);
-                return Helper::spawn(&self.exe).map_err(|e| {
-                    self.lock().live -= 1;
-                    self.freed.notify_one();
+                return self.spawn_counted().map_err(|e| {
                     EngineError::Template(format!(
                         "the chat template could not be rendered: starting its helper \
                          process ({}) failed: {e}",
