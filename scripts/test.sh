@@ -12,6 +12,11 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # One build per run: incremental caches would only add gigabytes to target/ (a CI run
 # once ran out of disk). Set CARGO_INCREMENTAL=1 to keep them for local iteration.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+# The workers the tests start keep no free-space floor on their model cache (the
+# default keeps 5 GiB free): the tests' models are megabytes, and a CI machine
+# once had under 4 GiB free after the build, which failed every pull. The floor
+# itself is tested where it is configured (hub-worker/tests/it/pull.rs).
+export HUB_WORKER_CACHE_MIN_FREE_GIB=${HUB_WORKER_CACHE_MIN_FREE_GIB:-0}
 step() { printf '\n=== %s (%ss)\n' "$*" "$SECONDS"; }
 
 apt_install() {
@@ -20,6 +25,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+echo "disk at the start: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 step "system packages"
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then apt_install postgresql; fi
 command -v git >/dev/null || apt_install git

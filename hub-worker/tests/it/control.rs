@@ -75,6 +75,8 @@ async fn worker_follows_its_assignments() {
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, WORKER_TOKEN);
     cfg.cache_dir = cache.path().to_path_buf();
+    // No free-space floor: the tests must not depend on the disk they run on.
+    cfg.cache_min_free_gib = Some(0.0);
     // candle: starting ONNX Runtime here would switch the `auto` engine of the other
     // tests in this binary (tests/graph_engines.rs covers it in a process of its own).
     cfg.engine = hub_worker::engine::EnginePreference::Candle;
@@ -225,6 +227,8 @@ async fn a_rejected_worker_token_stops_the_worker_with_a_reason() {
     let cache = tempfile::tempdir().unwrap();
     let mut cfg = hub_worker::WorkerConfig::new(&hub.url, "not-a-worker-token");
     cfg.cache_dir = cache.path().to_path_buf();
+    // No free-space floor: the tests must not depend on the disk they run on.
+    cfg.cache_min_free_gib = Some(0.0);
     cfg.engine = hub_worker::engine::EnginePreference::Candle;
     let err = tokio::time::timeout(
         Duration::from_secs(20),

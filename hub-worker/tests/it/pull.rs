@@ -40,7 +40,7 @@ async fn pulls_only_engine_files_verifies_and_caches() {
     let hub = FakeHub::start().await;
     hub.state.add_repo("acme/tiny", COMMIT, tiny_repo_files());
     let cache_dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(BlobCache::open(cache_dir.path()).unwrap(), &hub.url);
+    let puller = puller_with(&hub, cache_dir.path(), None);
 
     let pulled = puller.pull(&request("acme/tiny"), None).await.unwrap();
     let mut got = pulled.downloaded.clone();
@@ -107,7 +107,7 @@ async fn corruption_is_detected_and_refetched() {
     let hub = FakeHub::start().await;
     hub.state.add_repo("acme/tiny", COMMIT, tiny_repo_files());
     let cache_dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(BlobCache::open(cache_dir.path()).unwrap(), &hub.url);
+    let puller = puller_with(&hub, cache_dir.path(), None);
 
     // On the wire, once: the first transfer fails verification and is retried.
     hub.state
@@ -156,7 +156,7 @@ async fn corruption_is_detected_and_refetched() {
         .unwrap()
         .insert("tokenizer.json".into(), 100);
     let cache2 = tempfile::tempdir().unwrap();
-    let puller2 = Puller::new(BlobCache::open(cache2.path()).unwrap(), &hub.url);
+    let puller2 = puller_with(&hub, cache2.path(), None);
     let err = puller2.pull(&request("acme/tiny"), None).await.unwrap_err();
     assert!(
         matches!(
@@ -218,7 +218,7 @@ async fn pull_errors_say_why() {
     );
     hub.state.add_repo("acme/huge", COMMIT, huge);
     let cache_dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(BlobCache::open(cache_dir.path()).unwrap(), &hub.url);
+    let puller = puller_with(&hub, cache_dir.path(), None);
 
     let mut bad_token = request("acme/tiny");
     bad_token.token = "nope".into();
@@ -281,7 +281,7 @@ async fn minilm_pulled_through_the_hub_matches_reference() {
         files_from_dir(&minilm),
     );
     let cache_dir = tempfile::tempdir().unwrap();
-    let puller = Puller::new(BlobCache::open(cache_dir.path()).unwrap(), &hub.url);
+    let puller = puller_with(&hub, cache_dir.path(), None);
     let pulled = puller
         .pull(&request("sentence-transformers/all-MiniLM-L6-v2"), None)
         .await
