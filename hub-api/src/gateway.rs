@@ -71,6 +71,9 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(2);
 /// How long usage is summed in memory before it is written (one row per
 /// group, [`crate::usage_rollup`]): what a `kill -9` of the hub can lose.
 pub const USAGE_FLUSH: Duration = Duration::from_millis(100);
+/// A flush (waiting for the one before it, writing, marking endpoints used) that
+/// takes longer than this is logged with where its time went.
+const SLOW_FLUSH: Duration = Duration::from_millis(250);
 
 /// A ready replica as the gateway calls it, made once per route load rather
 /// than per call: the worker's scheme, host and replica path, the
@@ -508,10 +511,13 @@ impl Live {
     /// refused it, kept with its batch's id for the next flush, retried a
     /// second later).
     pub async fn flush_usage(self: &Arc<Self>, db: &sqlx::PgPool) {
+        let called = Instant::now();
         let _one_at_a_time = self.flushing.lock().await;
+        let locked = called.elapsed();
         self.flush_scheduled.store(false, Ordering::Release);
         let mut batches: std::collections::VecDeque<_> =
             self.usage.lock().expect("lock").take().into();
+        let calls: usize = batches.iter().map(|b| b.calls()).sum();
         let mut ids = HashSet::new();
         while let Some(batch) = batches.front() {
             if let Err(err) = db::endpoints::insert_usage(db, batch).await {
@@ -536,9 +542,24 @@ impl Live {
         if ids.is_empty() {
             return;
         }
+        let inserted = called.elapsed();
         let ids: Vec<i64> = ids.into_iter().collect();
         if let Err(err) = db::endpoints::touch_requests(db, &ids).await {
             tracing::warn!(error = %err, "marking endpoints used failed");
+        }
+        // A slow flush is what a `kill -9` can lose (and a sign of a database
+        // under strain): say where the time went.
+        let took = called.elapsed();
+        if took > SLOW_FLUSH {
+            tracing::warn!(
+                calls,
+                waited_ms = locked.as_millis() as u64,
+                insert_ms = (inserted - locked).as_millis() as u64,
+                touch_ms = (took - inserted).as_millis() as u64,
+                pool_size = db.size(),
+                pool_idle = db.num_idle(),
+                "a usage flush was slow"
+            );
         }
     }
 

@@ -181,6 +181,23 @@ async fn clean_shutdown_loses_no_usage_and_kill_9_at_most_one_flush() {
     // flush interval (plus the write itself) before the kill has its row.
     let hub = start_hub(&t.db.url, data.path());
     let mut answered: Vec<Instant> = Vec::new();
+    let started = Instant::now();
+    // The rows written, read every 50 ms from the side: when a run fails, this
+    // says whether the hub's flushes stopped or the database itself stalled
+    // (these reads then stall too).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watch = {
+        let (db, seen) = (t.state.db.clone(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                let n = usage_calls(&db, endpoint).await - N;
+                seen.lock()
+                    .unwrap()
+                    .push((started.elapsed().as_millis(), n));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
         call(&http, &hub, &token).await;
@@ -190,6 +207,7 @@ async fn clean_shutdown_loses_no_usage_and_kill_9_at_most_one_flush() {
     let killed = Instant::now();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    watch.abort();
     let rows = usage_calls(&t.state.db, endpoint).await - N;
     let bound = hub_api::gateway::USAGE_FLUSH + Duration::from_millis(150);
     let due = answered
@@ -203,7 +221,10 @@ async fn clean_shutdown_loses_no_usage_and_kill_9_at_most_one_flush() {
     );
     assert!(
         rows >= due,
-        "{rows} rows, but {due} calls ended over {bound:?} before the kill"
+        "{rows} rows, but {due} calls ended over {bound:?} before the kill; killed at {} ms, \
+         rows written by then (ms since the hub started, rows): {:?}",
+        killed.duration_since(started).as_millis(),
+        seen.lock().unwrap()
     );
     assert!(rows <= answered.len() as i64);
     worker.stop().await;
