@@ -193,9 +193,14 @@ pub enum EngineError {
     /// The chat template failed to render (its own `raise_exception`, or an error).
     #[error("the chat template failed: {0}")]
     Template(String),
-    /// `response_format` / a grammar the engine cannot compile.
+    /// `response_format` / a grammar the engine cannot compile, or one too costly to
+    /// enforce (a token took longer than `--gen-grammar-token-ms`).
     #[error("invalid response_format: {0}")]
     Grammar(String),
+    /// Constrained generation is refused for now: grammars of requests that went away
+    /// are still being computed (`engine::generate::llama::offthread`).
+    #[error("constrained generation (response_format, forced tool calls) is refused for now: {abandoned} grammars of earlier requests are still being computed; retry in a few seconds")]
+    GrammarBusy { abandoned: usize },
 }
 
 /// A `--engine` / `HUB_WORKER_ENGINE` value that names no engine.

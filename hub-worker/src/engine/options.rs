@@ -82,6 +82,9 @@ pub const DEFAULT_GEN_PROMPT_CACHE_MIB: usize =
     (hub_types::memory::DEFAULT_GEN_PROMPT_CACHE_BYTES >> 20) as usize;
 /// Generation requests waiting for a slot, unless told otherwise.
 pub const DEFAULT_GEN_QUEUE: usize = 32;
+/// Longest a grammar (`response_format`, a forced tool call) may take to choose one token
+/// before its request fails as too costly to enforce, in milliseconds.
+pub const DEFAULT_GEN_GRAMMAR_TOKEN_MS: u64 = 5000;
 
 /// Longest fill wait unless told otherwise: below one MiniLM pass on 2 cores (about 4 ms
 /// for one input), so a window that waits in vain costs less than the pass it delays.
@@ -135,6 +138,9 @@ pub struct EngineConfig {
     /// Decoders: llama.cpp compute threads; 0: the physical cores this process may use
     /// (`--gen-threads`).
     pub gen_threads: usize,
+    /// Decoders: longest a grammar may take to choose one token, in milliseconds, before
+    /// its request fails with `EngineError::Grammar` (`--gen-grammar-token-ms`).
+    pub gen_grammar_token_ms: u64,
     /// Root of the compiled-model cache (the worker's `<cache-dir>/compiled`): OpenVINO
     /// stores the blobs it compiles there, per CPU class, and imports them on the next load
     /// of the same graph. `None`: every load compiles.
@@ -166,6 +172,7 @@ impl Default for EngineConfig {
             gen_prompt_cache_mib: DEFAULT_GEN_PROMPT_CACHE_MIB,
             gen_queue: DEFAULT_GEN_QUEUE,
             gen_threads: 0,
+            gen_grammar_token_ms: DEFAULT_GEN_GRAMMAR_TOKEN_MS,
             compiled_cache: None,
             fast_start: false,
         }

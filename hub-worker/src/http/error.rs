@@ -70,6 +70,7 @@ impl ApiError {
                 E::NoChatTemplate => (StatusCode::BAD_REQUEST, "no_chat_template"),
                 E::Template(_) => (StatusCode::BAD_REQUEST, "chat_template_error"),
                 E::Grammar(_) => (StatusCode::BAD_REQUEST, "invalid_response_format"),
+                E::GrammarBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "grammar_busy"),
             },
         }
     }
@@ -165,5 +166,20 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(json["error_type"], "input_too_long");
+
+        // Grammars: one too costly to enforce is the request's fault; while abandoned
+        // grammar threads still compute, constrained requests are told to come back.
+        let (status, retry, json) =
+            body(EngineError::Grammar("the grammar took longer than 5000 ms".into()).into()).await;
+        assert_eq!((status, retry), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(json["error_type"], "invalid_response_format");
+        let (status, retry, json) = body(EngineError::GrammarBusy { abandoned: 3 }.into()).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(json["error_type"], "grammar_busy");
+        assert!(
+            json["error"].as_str().unwrap().contains("3 grammars"),
+            "{json}"
+        );
     }
 }

@@ -338,6 +338,8 @@ pub async fn info(served: Served) -> Result<HttpResponse, ApiError> {
             "prompt_cache_entries": ds.prompt_cache_entries,
             "prompt_cache_bytes": ds.prompt_cache_bytes,
             "prompt_cache_hits_total": ds.prompt_cache_hits_total,
+            "grammar_timeouts_total": ds.grammar_timeouts_total,
+            "grammar_threads_abandoned": ds.grammar_threads_abandoned,
         });
     }
     Ok(HttpResponse::Ok().json(out))

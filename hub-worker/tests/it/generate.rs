@@ -471,3 +471,123 @@ async fn constraints_stops_limits_and_logprobs() {
     }
     assert_eq!(out.text, full.text[..out.text.len()]);
 }
+
+/// A JSON schema whose alternatives start alike, nested: `depth` levels of arrays (at
+/// least one item each), every item an `anyOf` of `width` identical alternatives. llama.cpp's
+/// grammar keeps up to `width^depth` states alive at once; with 16 and 4 (a 1.4 MB schema)
+/// one token took 54 s to mask here.
+fn costly_schema(width: usize, depth: usize) -> String {
+    let mut item = r#"{"type":"string"}"#.to_string();
+    for _ in 0..depth {
+        let alts = vec![item.as_str(); width].join(",");
+        item = format!(r#"{{"type":"array","minItems":1,"items":{{"anyOf":[{alts}]}}}}"#);
+    }
+    item
+}
+
+/// How a stream ended, and the tokens it had sent by then.
+async fn outcome(mut s: GenStream) -> (Result<String, EngineError>, usize) {
+    let mut text = String::new();
+    let mut n = 0;
+    loop {
+        match s.next().await.expect("the stream ends with Done or Failed") {
+            GenEvent::Token(t) => {
+                text.push_str(&t.text);
+                n += 1;
+            }
+            GenEvent::Done(f) => {
+                text.push_str(&f.tail);
+                return (Ok(text), n);
+            }
+            GenEvent::Failed(e) => return (Err(e), n),
+        }
+    }
+}
+
+/// A grammar too costly to enforce samples on a thread of its own, so it never holds up
+/// the other streams of its model (on the scheduler thread, one of its tokens stalled every
+/// stream for 54 s); a client that goes away stops its thread within a chunk of the mask;
+/// a token over `--gen-grammar-token-ms` fails its request with `Grammar`, and a cheap
+/// grammar is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_costly_grammar_holds_up_no_other_stream_and_fails_past_its_limit() {
+    let Some(dir) = gemma_dir("a_costly_grammar_holds_up_no_other_stream") else {
+        return;
+    };
+    let model = load(
+        &dir,
+        EngineConfig {
+            gen_grammar_token_ms: 120_000,
+            ..cfg(2)
+        },
+    )
+    .await;
+    let alone = run(&model, greedy(PROMPTS[0], 24)).await;
+
+    // The costly request first, then a plain one beside it: the plain one runs its 24
+    // steps while the costly one waits for a single token.
+    let mut costly = greedy("JSON: ", 64);
+    costly.constraint = Constraint::JsonSchema(costly_schema(16, 4));
+    let mut costly = model.submit(costly).unwrap();
+    let mut plain = tokio::spawn(outcome(model.submit(greedy(PROMPTS[0], 24)).unwrap()));
+    let mut costly_tokens = 0;
+    let plain = loop {
+        tokio::select! {
+            ev = costly.next() => match ev {
+                Some(GenEvent::Token(_)) => costly_tokens += 1,
+                other => panic!("the costly request ended first: {other:?}"),
+            },
+            plain = &mut plain => break plain.unwrap(),
+        }
+    };
+    assert_eq!(plain.0.as_deref(), Ok(alone.text.as_str()), "plain text");
+    assert_eq!(plain.1, 24);
+    assert!(
+        costly_tokens < 12,
+        "the costly request kept pace with the plain one ({costly_tokens} tokens): \
+         its grammar ran in the plain one's steps"
+    );
+    // Gone mid-mask: its thread stops within a chunk.
+    drop(costly);
+    wait_for(&model, "the costly grammar's thread to stop", |m| {
+        m.stats().grammar_threads_abandoned == 0
+    })
+    .await;
+    wait_for(&model, "its slot to be freed", |m| {
+        m.stats().active_slots == 0
+    })
+    .await;
+
+    // Past the limit: the request fails with Grammar, and says why.
+    drop(model);
+    let model = load(
+        &dir,
+        EngineConfig {
+            gen_grammar_token_ms: 300,
+            ..cfg(2)
+        },
+    )
+    .await;
+    let mut costly = greedy("JSON: ", 64);
+    costly.constraint = Constraint::JsonSchema(costly_schema(16, 4));
+    let (end, _) = outcome(model.submit(costly).unwrap()).await;
+    match end {
+        Err(EngineError::Grammar(m)) => {
+            assert!(m.contains("too costly to enforce"), "{m}");
+            assert!(m.contains("300 ms"), "{m}");
+        }
+        other => panic!("expected a Grammar failure, got {other:?}"),
+    }
+    assert_eq!(model.stats().grammar_timeouts_total, 1);
+    wait_for(&model, "the failed grammar's thread to stop", |m| {
+        m.stats().grammar_threads_abandoned == 0
+    })
+    .await;
+
+    // A cheap grammar, sampled off the scheduler thread as well, gives valid JSON.
+    let mut req = greedy("A JSON object describing a cat: ", 40);
+    req.constraint = Constraint::JsonObject;
+    let out = run(&model, req).await;
+    assert!(out.text.trim_start().starts_with('{'), "{:?}", out.text);
+    assert_eq!(model.stats().grammar_timeouts_total, 1);
+}

@@ -82,6 +82,12 @@ pub struct DecoderStats {
     pub prompt_cache_bytes: u64,
     /// Sequences restored from the prompt cache (since load).
     pub prompt_cache_hits_total: u64,
+    /// Requests failed because their grammar took longer than `--gen-grammar-token-ms`
+    /// for one token (since load).
+    pub grammar_timeouts_total: u64,
+    /// Grammar threads, in this whole process, still computing for requests that went
+    /// away (at most a few: beyond them constrained requests are refused).
+    pub grammar_threads_abandoned: u32,
 }
 
 /// The prompt of a request.

@@ -9,6 +9,7 @@
 //! `--gen-threads`); the prompt cache holds up to `--gen-prompt-cache-mib` of saved
 //! sequences in host memory.
 
+mod offthread;
 pub mod probe;
 mod prompt_cache;
 mod sampler;
@@ -248,6 +249,11 @@ pub struct LlamaGenerator {
     shared: Arc<Shared>,
     queue_limit: usize,
     penalty_last_n: i32,
+    /// Where constrained requests' sampling threads send their tokens (the scheduler
+    /// holds the receiver; [`offthread`]).
+    sampled: std::sync::mpsc::Sender<offthread::Sampled>,
+    /// Tickets of constrained requests.
+    tickets: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for LlamaGenerator {
@@ -356,8 +362,10 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
             .ok()
             .and_then(|w| w.trim().parse().ok())
             .filter(|&w: &usize| w > 0),
+        grammar_token_limit: std::time::Duration::from_millis(cfg.gen_grammar_token_ms.max(1)),
     };
     let shared = Arc::new(Shared::default());
+    let (sampled, sampled_rx) = std::sync::mpsc::channel();
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(8).collect::<String>())
@@ -377,7 +385,7 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                Scheduler::new(&model, ctx, limits, shared).run();
+                Scheduler::new(&model, ctx, limits, shared, sampled_rx).run();
             })
             .map_err(LoadError::Spawn)?;
     }
@@ -422,6 +430,8 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
         shared,
         queue_limit: cfg.gen_queue.max(1),
         penalty_last_n: context as i32,
+        sampled,
+        tickets: Default::default(),
     };
     Ok(DecoderModel::new(model_info, Arc::new(generator)))
 }
@@ -503,12 +513,39 @@ impl Generator for LlamaGenerator {
                 reason: format!("{k} alternatives asked, at most 20"),
             });
         }
-        let sampling = sampler::Sampling::build(
+        if !matches!(req.constraint, super::Constraint::None)
+            && offthread::abandoned() > offthread::MAX_ABANDONED
+        {
+            return Err(EngineError::GrammarBusy {
+                abandoned: offthread::abandoned(),
+            });
+        }
+        let mut sampling = sampler::Sampling::build(
             &self.model,
             &req.sampling,
             &req.constraint,
             self.penalty_last_n,
         )?;
+        // A grammar samples on a thread of its own (see `offthread`).
+        let off = if sampling.is_constrained() {
+            let constrained = std::mem::replace(&mut sampling, sampler::Sampling::plain());
+            let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+            Some(
+                offthread::OffThread::start(
+                    constrained,
+                    self.model.clone(),
+                    ticket,
+                    self.sampled.clone(),
+                )
+                .map_err(|e| {
+                    EngineError::Backend(crate::engine::error::RunError::Llama(format!(
+                        "cannot start the sampling thread: {e}"
+                    )))
+                })?,
+            )
+        } else {
+            None
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let prompt_tokens = tokens.len();
         if req.max_tokens == Some(0) {
@@ -529,6 +566,7 @@ impl Generator for LlamaGenerator {
             max_tokens: req.max_tokens,
             stop: req.stop,
             sampling,
+            off,
             logprobs: req.logprobs,
             ignore_eos: req.ignore_eos,
             tx,

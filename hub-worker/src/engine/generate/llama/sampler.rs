@@ -82,20 +82,54 @@ impl Sampling {
         Ok(Sampling { chain, grammar })
     }
 
+    /// Plain greedy sampling (an argmax), holding no sampler: what a request's
+    /// [`Pending::sampling`](super::scheduler::Pending) is left with once its constrained
+    /// sampling moved to a thread of its own.
+    pub fn plain() -> Sampling {
+        Sampling {
+            chain: None,
+            grammar: None,
+        }
+    }
+
+    /// Whether a grammar constrains the tokens: sampling may then cost far more than a
+    /// decode step (see [`super::offthread`]).
+    pub fn is_constrained(&self) -> bool {
+        self.grammar.is_some()
+    }
+
     /// Picks the next token from `logits` (one row of the vocabulary) and records it in
     /// the samplers' state. `buf` is the caller's reusable candidate buffer.
     pub fn sample(&mut self, logits: &[f32], buf: &mut Vec<LlamaTokenData>) -> LlamaToken {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.sample_unless(logits, buf, &mut Vec::new(), &never)
+            .expect("never cancelled")
+    }
+
+    /// [`Sampling::sample`], giving up (`None`) when `cancel` is set: a grammar masks the
+    /// vocabulary [`MASK_CHUNK`] candidates at a time and `cancel` is read between chunks,
+    /// so a cancelled request stops within one chunk's work even when its grammar needs
+    /// seconds or minutes for the whole vocabulary. `chunk` is a reusable buffer.
+    pub fn sample_unless(
+        &mut self,
+        logits: &[f32],
+        buf: &mut Vec<LlamaTokenData>,
+        chunk: &mut Vec<LlamaTokenData>,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Option<LlamaToken> {
         let Some(chain) = self.chain.as_mut() else {
-            return LlamaToken(argmax(logits) as i32);
+            return Some(LlamaToken(argmax(logits) as i32));
         };
         let token = match self.grammar.as_mut() {
-            None => apply(chain, None, logits, buf),
+            None => apply(chain, logits, buf),
             Some(grammar) => {
-                let first = apply(chain, None, logits, buf);
+                let first = apply(chain, logits, buf);
                 if allowed(grammar, first) {
                     first
                 } else {
-                    apply(chain, Some(grammar), logits, buf)
+                    fill(buf, logits);
+                    mask(grammar, buf, chunk, cancel)?;
+                    select(chain, buf)
                 }
             }
         };
@@ -103,8 +137,59 @@ impl Sampling {
         if let Some(g) = self.grammar.as_mut() {
             g.accept(token);
         }
-        token
+        Some(token)
     }
+}
+
+/// Candidates a grammar masks per call of llama.cpp (see [`Sampling::sample_unless`]).
+/// Masking is per candidate, so the result is the same as one call over all of them.
+pub(super) const MASK_CHUNK: usize = 8192;
+
+/// `buf` := every token of the vocabulary with its logit.
+fn fill(buf: &mut Vec<LlamaTokenData>, logits: &[f32]) {
+    buf.clear();
+    buf.extend(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+    );
+}
+
+/// Sets the logit of every candidate in `buf` that `grammar` refuses to -inf, a chunk at a
+/// time; `None` when `cancel` was set between two chunks.
+fn mask(
+    grammar: &mut LlamaSampler,
+    buf: &mut [LlamaTokenData],
+    chunk: &mut Vec<LlamaTokenData>,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Option<()> {
+    for part in buf.chunks_mut(MASK_CHUNK) {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        chunk.clear();
+        chunk.extend_from_slice(part);
+        let mut arr = LlamaTokenDataArray::new(std::mem::take(chunk), false);
+        arr.apply_sampler(grammar);
+        debug_assert_eq!(arr.data.len(), part.len(), "a grammar only masks");
+        for (d, m) in part.iter_mut().zip(&arr.data) {
+            d.set_logit(m.logit());
+        }
+        *chunk = arr.data;
+    }
+    Some(())
+}
+
+/// Runs `chain` over the candidates in `buf` (left in `buf`); the selected token.
+fn select(chain: &mut LlamaSampler, buf: &mut Vec<LlamaTokenData>) -> LlamaToken {
+    let mut arr = LlamaTokenDataArray::new(std::mem::take(buf), false);
+    arr.apply_sampler(chain);
+    let token = arr
+        .selected_token()
+        .unwrap_or_else(|| arr.data.first().map_or(LlamaToken(0), |d| d.id()));
+    *buf = arr.data;
+    token
 }
 
 fn grammar(model: &LlamaModel, gbnf: &str) -> Result<LlamaSampler, EngineError> {
@@ -115,30 +200,10 @@ fn grammar(model: &LlamaModel, gbnf: &str) -> Result<LlamaSampler, EngineError> 
     })
 }
 
-/// Runs `grammar` (if any) then `chain` over all of `logits`; the selected token.
-fn apply(
-    chain: &mut LlamaSampler,
-    grammar: Option<&mut LlamaSampler>,
-    logits: &[f32],
-    buf: &mut Vec<LlamaTokenData>,
-) -> LlamaToken {
-    buf.clear();
-    buf.extend(
-        logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
-    );
-    let mut arr = LlamaTokenDataArray::new(std::mem::take(buf), false);
-    if let Some(g) = grammar {
-        arr.apply_sampler(g);
-    }
-    arr.apply_sampler(chain);
-    let token = arr
-        .selected_token()
-        .unwrap_or_else(|| arr.data.first().map_or(LlamaToken(0), |d| d.id()));
-    *buf = arr.data;
-    token
+/// Runs `chain` over all of `logits`; the selected token.
+fn apply(chain: &mut LlamaSampler, logits: &[f32], buf: &mut Vec<LlamaTokenData>) -> LlamaToken {
+    fill(buf, logits);
+    select(chain, buf)
 }
 
 /// Whether the grammar lets `token` come next.

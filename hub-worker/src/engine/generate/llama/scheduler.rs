@@ -16,6 +16,7 @@
 
 use super::super::stop::{Scan, StopScan};
 use super::super::{DecoderStats, Finish, FinishReason, GenEvent, GenToken, TokenLogprob, Usage};
+use super::offthread::{OffThread, Sampled};
 use super::prompt_cache::{
     self, Entry, PromptCache, RESTORE_MIN_GAIN, SAVE_MIN_TOKENS, WINDOW_SLACK,
 };
@@ -31,6 +32,7 @@ use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -63,6 +65,15 @@ const SEQUENTIAL_WAKES: u32 = 2;
 /// differ between KV streams, so a request sent twice could otherwise change its answer.)
 const MIN_SLOT_REUSE: usize = 16;
 
+/// How long the scheduler holds the next step for a constrained slot's token (sampled on
+/// its own thread, [`super::offthread`]) when that slot's previous token came back quicker
+/// than this: a cheap grammar keeps its stream in step with the others, a slow one never
+/// holds them up by more than this once.
+const GRAMMAR_GRACE: Duration = Duration::from_millis(5);
+/// How often the scheduler looks at its queue and cancellations while every active slot
+/// waits for its grammar.
+const GRAMMAR_POLL: Duration = Duration::from_millis(10);
+
 /// How willingly a free slot is overwritten (greater first): an empty slot, then the one
 /// given a request longest ago.
 fn overwrite_rank(s: &Slot) -> (bool, Reverse<u64>) {
@@ -75,6 +86,8 @@ pub(super) struct Pending {
     pub max_tokens: Option<usize>,
     pub stop: Vec<String>,
     pub sampling: Sampling,
+    /// A constrained request's samplers, on their own thread (`sampling` is then plain).
+    pub off: Option<OffThread>,
     pub logprobs: Option<usize>,
     pub ignore_eos: bool,
     pub tx: UnboundedSender<GenEvent>,
@@ -95,6 +108,7 @@ pub(super) struct Shared {
     pub cache_entries: AtomicU64,
     pub cache_bytes: AtomicU64,
     pub cache_hits: AtomicU64,
+    pub grammar_timeouts: AtomicU64,
 }
 
 impl Shared {
@@ -109,6 +123,8 @@ impl Shared {
             prompt_cache_entries: self.cache_entries.load(Ordering::Relaxed),
             prompt_cache_bytes: self.cache_bytes.load(Ordering::Relaxed),
             prompt_cache_hits_total: self.cache_hits.load(Ordering::Relaxed),
+            grammar_timeouts_total: self.grammar_timeouts.load(Ordering::Relaxed),
+            grammar_threads_abandoned: super::offthread::abandoned() as u32,
         }
     }
 }
@@ -128,6 +144,8 @@ pub(super) struct Limits {
     pub prompt_cache_bytes: usize,
     /// The model's sliding window (`<arch>.attention.sliding_window`), if it declares one.
     pub sliding_window: Option<usize>,
+    /// Longest a constrained request's grammar may take to choose one token.
+    pub grammar_token_limit: Duration,
 }
 
 /// A running request.
@@ -145,6 +163,18 @@ struct Active {
     feeding: usize,
     generated: usize,
     scan: StopScan,
+    /// Since when its token is being sampled on its grammar thread.
+    waiting: Option<Instant>,
+    /// Its grammar thread's last token came back within [`GRAMMAR_GRACE`] (or none came
+    /// yet): the next step waits that long for it.
+    quick: bool,
+}
+
+impl Active {
+    /// Whether it can go into the next batch (not waiting for its grammar).
+    fn ready(&self) -> bool {
+        self.waiting.is_none()
+    }
 }
 
 struct Slot {
@@ -188,6 +218,10 @@ pub(super) struct Scheduler<'m> {
     piece: Vec<u8>,
     top: Vec<(usize, f32)>,
     order: Vec<usize>,
+    /// Tokens of constrained requests, from their grammar threads.
+    sampled: Receiver<Sampled>,
+    /// Logits buffers back from grammar threads, for the next copy.
+    spare: Vec<Vec<f32>>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -196,6 +230,7 @@ impl<'m> Scheduler<'m> {
         ctx: LlamaContext<'m>,
         limits: Limits,
         shared: std::sync::Arc<Shared>,
+        sampled: Receiver<Sampled>,
     ) -> Scheduler<'m> {
         let slots = (0..limits.slots)
             .map(|i| Slot {
@@ -224,6 +259,8 @@ impl<'m> Scheduler<'m> {
             piece: Vec::with_capacity(64),
             top: Vec::with_capacity(21),
             order: Vec::with_capacity(limits.slots),
+            sampled,
+            spare: Vec::new(),
         }
     }
 
@@ -237,6 +274,15 @@ impl<'m> Scheduler<'m> {
             self.reap_cancelled();
             if self.slots.iter().all(|s| s.active.is_none()) {
                 self.idle();
+                continue;
+            }
+            self.take_sampled();
+            if self
+                .slots
+                .iter()
+                .filter_map(|s| s.active.as_ref())
+                .all(|a| !a.ready())
+            {
                 continue;
             }
             self.step();
@@ -439,6 +485,8 @@ impl<'m> Scheduler<'m> {
             feeding: 0,
             generated: 0,
             scan,
+            waiting: None,
+            quick: true,
         });
     }
 
@@ -604,9 +652,9 @@ impl<'m> Scheduler<'m> {
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| {
-                    s.active
-                        .as_ref()
-                        .is_some_and(|a| a.next.is_none() && s.cached.len() < a.req.tokens.len())
+                    s.active.as_ref().is_some_and(|a| {
+                        a.ready() && a.next.is_none() && s.cached.len() < a.req.tokens.len()
+                    })
                 })
                 .map(|(i, _)| i),
         );
@@ -708,15 +756,131 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Samples slot `i`'s next token from the logits of this step and sends it; ends the
-    /// sequence when it is done.
+    /// sequence when it is done. A constrained request's logits go to its grammar thread
+    /// instead, and the slot waits for the token ([`Scheduler::take_sampled`]).
     fn sample(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         let a = slot.active.as_mut().expect("sampled slot is active");
         let logits = self.ctx.get_logits_ith(a.logits_at);
+        if let Some(off) = a.req.off.as_ref() {
+            let mut copy = self.spare.pop().unwrap_or_default();
+            copy.clear();
+            copy.extend_from_slice(logits);
+            if off.send(copy) {
+                a.waiting = Some(Instant::now());
+            } else {
+                let _ = a
+                    .req
+                    .tx
+                    .send(GenEvent::Failed(EngineError::Backend(RunError::Llama(
+                        "the request's sampling thread stopped".to_string(),
+                    ))));
+                self.free(i);
+            }
+            return;
+        }
         let token = a.req.sampling.sample(logits, &mut self.candidates);
-        let want_logprobs = a.req.logprobs;
-        let chosen_lp =
-            want_logprobs.map(|k| sampler::logprobs(logits, token.0 as usize, k, &mut self.top));
+        let chosen_lp = a
+            .req
+            .logprobs
+            .map(|k| sampler::logprobs(logits, token.0 as usize, k, &mut self.top));
+        self.emit(i, token, chosen_lp);
+    }
+
+    /// Takes the tokens grammar threads sampled, waiting a moment for those that have been
+    /// quick (or, when every active slot waits for one, up to [`GRAMMAR_POLL`]); then fails
+    /// the requests whose token took longer than the limit.
+    fn take_sampled(&mut self) {
+        loop {
+            let now = Instant::now();
+            let mut waiting = false;
+            let mut all_waiting = true;
+            let mut until: Option<Instant> = None;
+            for a in self.slots.iter().filter_map(|s| s.active.as_ref()) {
+                match a.waiting {
+                    Some(since) => {
+                        waiting = true;
+                        if a.quick {
+                            let t = since + GRAMMAR_GRACE;
+                            until = Some(until.map_or(t, |u| u.min(t)));
+                        }
+                    }
+                    None => all_waiting = false,
+                }
+            }
+            if !waiting {
+                break;
+            }
+            if all_waiting {
+                until = Some(now + GRAMMAR_POLL);
+            }
+            let got = match until {
+                Some(t) if t > now => self.sampled.recv_timeout(t - now).ok(),
+                _ => self.sampled.try_recv().ok(),
+            };
+            match got {
+                Some(r) => self.deliver(r),
+                None => break,
+            }
+        }
+        let limit = self.limits.grammar_token_limit;
+        for i in 0..self.slots.len() {
+            let Some(a) = self.slots[i].active.as_ref() else {
+                continue;
+            };
+            if a.waiting.is_none_or(|t| t.elapsed() <= limit) {
+                continue;
+            }
+            tracing::warn!(
+                slot = i,
+                limit_ms = limit.as_millis() as u64,
+                generated = a.generated,
+                "generation: a grammar took longer than the limit for one token; its request failed"
+            );
+            let _ = a.req.tx.send(GenEvent::Failed(EngineError::Grammar(format!(
+                "the grammar took longer than {} ms (--gen-grammar-token-ms) to choose token {}: \
+                 it is too costly to enforce. Alternatives that start alike (anyOf, oneOf, type \
+                 lists, enums), nested in each other, keep many grammar states alive at once; \
+                 make them distinguishable from their first characters or flatten them",
+                limit.as_millis(),
+                a.generated + 1
+            ))));
+            self.free(i);
+            self.shared.grammar_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A token from a grammar thread: sent on, if its request still waits for it.
+    fn deliver(&mut self, r: Sampled) {
+        let found = self.slots.iter().position(|s| {
+            s.active.as_ref().is_some_and(|a| {
+                a.waiting.is_some() && a.req.off.as_ref().is_some_and(|o| o.ticket == r.ticket)
+            })
+        });
+        let chosen_lp = match found {
+            Some(i) => {
+                let a = self.slots[i].active.as_mut().expect("found active");
+                a.waiting = None;
+                a.quick = r.took < GRAMMAR_GRACE;
+                a.req
+                    .logprobs
+                    .map(|k| sampler::logprobs(&r.logits, r.token.0 as usize, k, &mut self.top))
+            }
+            None => None,
+        };
+        if self.spare.len() < self.limits.slots {
+            self.spare.push(r.logits);
+        }
+        if let Some(i) = found {
+            self.emit(i, r.token, chosen_lp);
+        }
+    }
+
+    /// Sends slot `i`'s sampled `token` (with its log-probability when asked); ends the
+    /// sequence when it is done.
+    fn emit(&mut self, i: usize, token: LlamaToken, chosen_lp: Option<f32>) {
+        let slot = &mut self.slots[i];
+        let a = slot.active.as_mut().expect("sampled slot is active");
         a.generated += 1;
         self.shared.generated.fetch_add(1, Ordering::Relaxed);
 
