@@ -210,3 +210,43 @@ async fn a_session_cookie_calls_endpoints_only_with_unsafe_methods() {
     assert_eq!(st, 200, "{:?}", read_body(r).await);
     assert_eq!(seen(&worker).len(), 1);
 }
+
+/// The gateway forwards request bodies up to `gateway::MAX_BODY` (2 MiB: a batch of
+/// long inputs, a large `response_format` schema) and refuses a larger one with the
+/// API's own 413, not the web framework's 256 KiB default.
+#[actix_web::test]
+async fn bodies_up_to_the_documented_limit_are_forwarded() {
+    let s = two_tenants().await;
+    let app = hub_testkit::app(&s.t.state).await;
+    let body = |n: usize| {
+        let pad = "x".repeat(n - r#"{"input": [""]}"#.len());
+        format!(r#"{{"input": ["{pad}"]}}"#)
+    };
+    for n in [300 * 1024, hub_api::gateway::MAX_BODY] {
+        let r = call_service(
+            &app,
+            TestRequest::post()
+                .uri("/endpoints/acme/emb/v1/embeddings")
+                .insert_header(("Authorization", format!("Bearer {}", s.bob)))
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(body(n))
+                .to_request(),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "a body of {n} bytes");
+    }
+    let r = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/endpoints/acme/emb/v1/embeddings")
+            .insert_header(("Authorization", format!("Bearer {}", s.bob)))
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(body(hub_api::gateway::MAX_BODY + 1))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = serde_json::from_slice(&read_body(r).await).unwrap();
+    assert_eq!(v["code"], "payload_too_large", "{v}");
+    assert_eq!(s.worker.paths.lock().unwrap().len(), 2);
+}
