@@ -442,3 +442,69 @@ def test_a_chat_template_that_would_crash_the_worker_is_a_400(alice, gemma, oai,
     chat = oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert chat.choices[0].message.content is not None
     assert api_v1("DELETE", "/endpoints/alice/deep", alice).status_code in (200, 202, 204)
+
+
+def costly_schema(width=16, depth=4):
+    """Arrays of anyOfs of `width` identical alternatives, `depth` deep (1.4 MB at 16 and
+    4, under the gateway's 2 MiB): llama.cpp's grammar keeps up to width**depth states
+    alive at once, and one token took 54 s to mask on the model's scheduler thread,
+    stalling every stream of it. (The same written with `$ref`s is cheap: its states
+    are shared.)"""
+    item = {"type": "string"}
+    for _ in range(depth):
+        item = {"type": "array", "minItems": 1, "items": {"anyOf": [item] * width}}
+    return item
+
+
+def test_a_costly_schema_fails_alone_and_holds_up_no_other_stream(alice, gemma, oai):
+    """A response_format grammar is tenant input whose cost the tenant chooses: it samples
+    on a thread of its own, so a plain request beside it runs at its own pace and gives
+    its own greedy text; the costly one fails once a token takes over the worker's limit
+    (--gen-grammar-token-ms, 5 s by default) with invalid_response_format, streamed (an
+    error event) and not (400)."""
+    import threading
+
+    import openai
+
+    fmt = {"type": "json_schema", "json_schema": {"name": "costly", "schema": costly_schema()}}
+    msgs = [{"role": "user", "content": "Nested lists, as JSON."}]
+    plain_kw = dict(model="x", prompt=PROMPT, max_tokens=24, temperature=0, extra_body={"ignore_eos": True})
+    alone = oai.completions.create(**plain_kw).choices[0].text
+
+    seen = {"chunks": 0, "error": None}
+
+    def costly_stream():
+        try:
+            for c in oai.chat.completions.create(model="x", messages=msgs, max_tokens=64, temperature=0,
+                                                 response_format=fmt, stream=True):
+                if c.choices and c.choices[0].delta.content:
+                    seen["chunks"] += 1
+        except openai.APIError as e:
+            seen["error"] = e
+
+    t = threading.Thread(target=costly_stream)
+    t.start()
+    time.sleep(0.5)
+    beside = oai.completions.create(**plain_kw)
+    chunks_then = seen["chunks"]
+    t.join(timeout=120)
+    assert not t.is_alive(), "the costly stream did not end"
+    assert beside.choices[0].text == alone
+    assert beside.usage.completion_tokens == 24
+    assert chunks_then < 12, f"the costly stream kept pace with the plain one ({chunks_then} chunks)"
+    assert seen["error"] is not None, "the costly stream ended without an error"
+    assert "too costly to enforce" in str(seen["error"]), seen["error"]
+
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model="x", messages=msgs, max_tokens=64, temperature=0, response_format=fmt)
+    assert e.value.code == "invalid_response_format"
+    assert "too costly to enforce" in str(e.value)
+
+    # The threads of the two stop (so later constrained requests are not refused), and a
+    # cheap schema is enforced as before.
+    deadline = time.time() + 60
+    while info(alice, gemma)["stats"]["grammar_threads_abandoned"] != 0:
+        assert time.time() < deadline, info(alice, gemma)["stats"]
+        time.sleep(0.2)
+    assert info(alice, gemma)["stats"]["grammar_timeouts_total"] >= 2
+    test_json_schema_is_enforced(oai)
