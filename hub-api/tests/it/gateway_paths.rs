@@ -218,33 +218,20 @@ async fn a_session_cookie_calls_endpoints_only_with_unsafe_methods() {
 async fn bodies_up_to_the_documented_limit_are_forwarded() {
     let s = two_tenants().await;
     let app = hub_testkit::app(&s.t.state).await;
-    let body = |n: usize| {
+    let call = |n: usize| {
         let pad = "x".repeat(n - r#"{"input": [""]}"#.len());
-        format!(r#"{{"input": ["{pad}"]}}"#)
-    };
-    for n in [300 * 1024, hub_api::gateway::MAX_BODY] {
-        let r = call_service(
-            &app,
-            TestRequest::post()
-                .uri("/endpoints/acme/emb/v1/embeddings")
-                .insert_header(("Authorization", format!("Bearer {}", s.bob)))
-                .insert_header(("Content-Type", "application/json"))
-                .set_payload(body(n))
-                .to_request(),
-        )
-        .await;
-        assert_eq!(r.status(), 200, "a body of {n} bytes");
-    }
-    let r = call_service(
-        &app,
         TestRequest::post()
             .uri("/endpoints/acme/emb/v1/embeddings")
             .insert_header(("Authorization", format!("Bearer {}", s.bob)))
             .insert_header(("Content-Type", "application/json"))
-            .set_payload(body(hub_api::gateway::MAX_BODY + 1))
-            .to_request(),
-    )
-    .await;
+            .set_payload(format!(r#"{{"input": ["{pad}"]}}"#))
+            .to_request()
+    };
+    for n in [300 * 1024, hub_api::gateway::MAX_BODY] {
+        let r = call_service(&app, call(n)).await;
+        assert_eq!(r.status(), 200, "a body of {n} bytes");
+    }
+    let r = call_service(&app, call(hub_api::gateway::MAX_BODY + 1)).await;
     assert_eq!(r.status(), 413);
     let v: serde_json::Value = serde_json::from_slice(&read_body(r).await).unwrap();
     assert_eq!(v["code"], "payload_too_large", "{v}");
