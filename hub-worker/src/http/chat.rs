@@ -333,7 +333,7 @@ pub async fn chat_completions(
         text: prompt,
         add_special: false,
     });
-    let streams = choices::submit(&decoder, &req, params.n)?;
+    let streams = choices::submit(&decoder, &req, params.n).await?;
     let prompt_tokens = streams.first().map(|s| s.prompt_tokens).unwrap_or(0);
     let id = choices::new_id("chatcmpl");
     let created = choices::now();

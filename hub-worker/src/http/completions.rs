@@ -80,7 +80,7 @@ pub async fn completions(
     let decoder = choices::decoder(&served.model, "text-generation")?.clone();
     let params = genparams::openai(obj, &genparams::raw_fields(&body.text), false)?;
     let req = params.request(prompt(obj.get("prompt"))?);
-    let streams = choices::submit(&decoder, &req, params.n)?;
+    let streams = choices::submit(&decoder, &req, params.n).await?;
     let prompt_tokens = streams.first().map(|s| s.prompt_tokens).unwrap_or(0);
     let id = choices::new_id("cmpl");
     let created = choices::now();

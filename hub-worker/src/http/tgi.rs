@@ -109,7 +109,10 @@ pub async fn generate(served: &Served, body: &Value, raw: &str) -> Result<HttpRe
         logprobs: (stream || params.details).then_some(params.top_n_tokens),
         ignore_eos: false,
     };
-    let s = decoder.submit(req)?;
+    let s = choices::submit(&decoder, &req, 1)
+        .await?
+        .pop()
+        .expect("one choice");
     let prompt_tokens = s.prompt_tokens;
     let prefix = if params.return_full_text {
         inputs
