@@ -33,18 +33,19 @@ fn gemma_gguf(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A model directory: the GGUF (linked) and the chat template.
+/// A model directory: the GGUF (linked) and the chat template; one per call (models load
+/// at once from several tests).
 fn gemma_dir(gguf: &Path) -> PathBuf {
-    let dir = scratch().join("gemma-generate");
-    if !dir.exists() {
-        std::fs::create_dir_all(&dir).unwrap();
-        std::os::unix::fs::symlink(gguf, dir.join("gemma-3-270m-q4_k_m.gguf")).unwrap();
-        std::fs::copy(
-            repo_root().join("fixtures/generation/gemma3-chat_template.jinja"),
-            dir.join("chat_template.jinja"),
-        )
-        .unwrap();
-    }
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = scratch().join(format!("gemma-generate-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(gguf, dir.join("gemma-3-270m-q4_k_m.gguf")).unwrap();
+    std::fs::copy(
+        repo_root().join("fixtures/generation/gemma3-chat_template.jinja"),
+        dir.join("chat_template.jinja"),
+    )
+    .unwrap();
     dir
 }
 
@@ -62,6 +63,23 @@ async fn state(gguf: &Path) -> HttpState {
         })
         .await
         .clone();
+    state_of(model)
+}
+
+/// A model of its own, for a test that reads the model's slot counts (the shared one's
+/// are moved by the other tests of this binary running at the same time).
+async fn own_state(gguf: &Path) -> HttpState {
+    state_of(
+        load(
+            &gemma_dir(gguf),
+            Some(Task::TextGeneration),
+            EngineConfig::default(),
+        )
+        .await,
+    )
+}
+
+fn state_of(model: Model) -> HttpState {
     let registry = Arc::new(ModelRegistry::new());
     registry.insert_model("gemma", "google/gemma-3-270m", model);
     HttpState {
@@ -394,7 +412,7 @@ async fn a_client_that_hangs_up_frees_its_slot() {
     let Some(gguf) = gemma_gguf("a_client_that_hangs_up_frees_its_slot") else {
         return;
     };
-    let app = app!(state(&gguf).await);
+    let app = app!(own_state(&gguf).await);
     let before = info(&app).await["stats"]["cancelled_total"]
         .as_u64()
         .unwrap();
