@@ -8,6 +8,7 @@ and `new_repo_id` fixtures against the hub under test, and the `xet` /
 out-of-scope.txt, so nothing here points at production.
 """
 
+import uuid
 from typing import Protocol
 
 import pytest
@@ -15,8 +16,25 @@ import pytest
 from huggingface_hub import HfApi, RepoUrl, constants
 from huggingface_hub.utils._runtime import is_package_available
 
+from . import testing_utils
 from .testing_constants import ENDPOINT_PRODUCTION, ENDPOINT_STAGING, TOKEN, USER
-from .testing_utils import repo_name
+
+_upstream_repo_name = testing_utils.repo_name
+
+
+def _repo_name(id=None, prefix="repo"):
+    """Upstream's `repo_name`, with a random part even when the test names its own `id`.
+    Upstream makes such a name unique by a timestamp in 0.1 ms units; run.sh's two passes
+    call it at once against one hub, and on 7 Dec both created
+    `repo-create_commit_delete_folder-<same tick>` (409 for the second). Test modules
+    import `repo_name` after this conftest, so they get this one."""
+    if id is None:
+        return _upstream_repo_name(prefix=prefix)
+    return _upstream_repo_name(id=f"{id}-{uuid.uuid4().hex[:6]}", prefix=prefix)
+
+
+testing_utils.repo_name = _repo_name
+repo_name = _repo_name
 
 
 @pytest.fixture(autouse=True)
