@@ -431,6 +431,12 @@ async fn constraints_stops_limits_and_logprobs() {
     let mut bad = greedy("x", 4);
     bad.constraint = Constraint::JsonSchema(r##"{"type": "object", "$ref": "#/nowhere"}"##.into());
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
+    let mut bad = greedy("x", 4);
+    bad.constraint = Constraint::JsonSchema(r#"{"type": "array", "minItems": 100000000}"#.into());
+    match model.submit(bad) {
+        Err(EngineError::Grammar(m)) => assert!(m.contains("over 2000: minItems"), "{m}"),
+        other => panic!("a repetition count llama.cpp refuses: {:?}", other.err()),
+    }
 
     // max_tokens: finish length, every token counted.
     let full = run(&model, greedy(PROMPTS[0], 32)).await;

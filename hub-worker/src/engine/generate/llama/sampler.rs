@@ -44,7 +44,14 @@ impl Sampling {
                              check that it is a valid JSON Schema"
                     ))
                 })?;
-                Some(grammar(model, &gbnf)?)
+                Some(grammar(model, &gbnf).map_err(|_| {
+                    EngineError::Grammar(
+                        "llama.cpp's grammar parser refused the grammar made from the JSON \
+                         schema (it refuses, for one, repetition counts over 2000: minItems, \
+                         maxItems, minLength, maxLength, quantifiers in a pattern)"
+                            .to_string(),
+                    )
+                })?)
             }
             Constraint::Grammar(gbnf) => Some(grammar(model, gbnf)?),
         };
