@@ -165,6 +165,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "HUB_WORKER_GEN_GRAMMAR_TOKEN_MS", default_value_t = crate::engine::options::DEFAULT_GEN_GRAMMAR_TOKEN_MS)]
     pub gen_grammar_token_ms: u64,
 
+    /// Most time a grammar may take for all of one request's tokens before the request
+    /// fails as too costly to enforce (ms).
+    #[arg(long, env = "HUB_WORKER_GEN_GRAMMAR_REQUEST_MS", default_value_t = crate::engine::options::DEFAULT_GEN_GRAMMAR_REQUEST_MS)]
+    pub gen_grammar_request_ms: u64,
+
     /// Long-poll wait asked of the hub, in seconds.
     #[arg(long, env = "HUB_WORKER_POLL_WAIT_S", default_value_t = 25)]
     pub poll_wait_s: u64,
@@ -233,6 +238,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("gen_queue", &self.gen_queue)
             .field("gen_threads", &self.gen_threads)
             .field("gen_grammar_token_ms", &self.gen_grammar_token_ms)
+            .field("gen_grammar_request_ms", &self.gen_grammar_request_ms)
             .field("poll_wait_s", &self.poll_wait_s)
             .field("jobs", &self.jobs)
             .field("token_refresh", &self.token_refresh.is_some())
@@ -289,6 +295,7 @@ impl WorkerConfig {
             gen_queue: crate::engine::options::DEFAULT_GEN_QUEUE,
             gen_threads: None,
             gen_grammar_token_ms: crate::engine::options::DEFAULT_GEN_GRAMMAR_TOKEN_MS,
+            gen_grammar_request_ms: crate::engine::options::DEFAULT_GEN_GRAMMAR_REQUEST_MS,
             log_format: "text".to_string(),
             log_flush_ms: 0,
             otlp_endpoint: None,
@@ -358,11 +365,12 @@ impl WorkerConfig {
             || self.gen_queue == 0
             || self.gen_threads == Some(0)
             || self.gen_grammar_token_ms == 0
+            || self.gen_grammar_request_ms == 0
         {
             anyhow::bail!(
                 "--gen-slots, --gen-prefill-chunk, --gen-mixed-chunk, --gen-queue, \
-                 --gen-threads and --gen-grammar-token-ms must be at least 1, --gen-context \
-                 at least 16"
+                 --gen-threads, --gen-grammar-token-ms and --gen-grammar-request-ms must be at \
+                 least 1, --gen-context at least 16"
             );
         }
         if self.max_batch_size == 0 || self.max_concurrent == 0 || self.max_batch_tokens == 0 {
@@ -441,6 +449,7 @@ impl WorkerConfig {
             gen_queue: self.gen_queue,
             gen_threads: self.gen_threads.unwrap_or(0),
             gen_grammar_token_ms: self.gen_grammar_token_ms,
+            gen_grammar_request_ms: self.gen_grammar_request_ms,
             compiled_cache: Some(self.cache_dir.join("compiled")),
             fast_start: self.fast_start,
             ..EngineConfig::default()

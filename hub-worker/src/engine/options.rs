@@ -85,6 +85,9 @@ pub const DEFAULT_GEN_QUEUE: usize = 32;
 /// Longest a grammar (`response_format`, a forced tool call) may take to choose one token
 /// before its request fails as too costly to enforce, in milliseconds.
 pub const DEFAULT_GEN_GRAMMAR_TOKEN_MS: u64 = 5000;
+/// Most time a grammar may take for all of one request's tokens before the request fails
+/// as too costly to enforce, in milliseconds.
+pub const DEFAULT_GEN_GRAMMAR_REQUEST_MS: u64 = 60_000;
 
 /// Longest fill wait unless told otherwise: below one MiniLM pass on 2 cores (about 4 ms
 /// for one input), so a window that waits in vain costs less than the pass it delays.
@@ -141,6 +144,9 @@ pub struct EngineConfig {
     /// Decoders: longest a grammar may take to choose one token, in milliseconds, before
     /// its request fails with `EngineError::Grammar` (`--gen-grammar-token-ms`).
     pub gen_grammar_token_ms: u64,
+    /// Decoders: most time a grammar may take for all of one request's tokens, in
+    /// milliseconds (`--gen-grammar-request-ms`).
+    pub gen_grammar_request_ms: u64,
     /// Root of the compiled-model cache (the worker's `<cache-dir>/compiled`): OpenVINO
     /// stores the blobs it compiles there, per CPU class, and imports them on the next load
     /// of the same graph. `None`: every load compiles.
@@ -173,6 +179,7 @@ impl Default for EngineConfig {
             gen_queue: DEFAULT_GEN_QUEUE,
             gen_threads: 0,
             gen_grammar_token_ms: DEFAULT_GEN_GRAMMAR_TOKEN_MS,
+            gen_grammar_request_ms: DEFAULT_GEN_GRAMMAR_REQUEST_MS,
             compiled_cache: None,
             fast_start: false,
         }

@@ -596,4 +596,27 @@ async fn a_costly_grammar_holds_up_no_other_stream_and_fails_past_its_limit() {
     let out = run(&model, req).await;
     assert!(out.text.trim_start().starts_with('{'), "{:?}", out.text);
     assert_eq!(model.stats().grammar_timeouts_total, 1);
+
+    // Tokens each within their limit, too many of them: the request's own limit.
+    drop(model);
+    let model = load(
+        &dir,
+        EngineConfig {
+            gen_grammar_token_ms: 120_000,
+            gen_grammar_request_ms: 300,
+            ..cfg(2)
+        },
+    )
+    .await;
+    let mut costly = greedy("JSON: ", 64);
+    costly.constraint = Constraint::JsonSchema(costly_schema(8, 3));
+    match outcome(model.submit(costly).unwrap()).await.0 {
+        Err(EngineError::Grammar(m)) => {
+            assert!(
+                m.contains("300 ms in all (--gen-grammar-request-ms)"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a Grammar failure, got {other:?}"),
+    }
 }

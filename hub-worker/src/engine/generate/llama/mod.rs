@@ -363,6 +363,7 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
             .and_then(|w| w.trim().parse().ok())
             .filter(|&w: &usize| w > 0),
         grammar_token_limit: std::time::Duration::from_millis(cfg.gen_grammar_token_ms.max(1)),
+        grammar_request_limit: std::time::Duration::from_millis(cfg.gen_grammar_request_ms.max(1)),
     };
     let shared = Arc::new(Shared::default());
     let (sampled, sampled_rx) = std::sync::mpsc::channel();

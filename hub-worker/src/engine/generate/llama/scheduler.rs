@@ -146,6 +146,8 @@ pub(super) struct Limits {
     pub sliding_window: Option<usize>,
     /// Longest a constrained request's grammar may take to choose one token.
     pub grammar_token_limit: Duration,
+    /// Most time a constrained request's grammar may take in all.
+    pub grammar_request_limit: Duration,
 }
 
 /// A running request.
@@ -168,6 +170,8 @@ struct Active {
     /// Its grammar thread's last token came back within [`GRAMMAR_GRACE`] (or none came
     /// yet): the next step waits that long for it.
     quick: bool,
+    /// Time its grammar thread has spent on its tokens so far.
+    grammar_spent: Duration,
 }
 
 impl Active {
@@ -487,6 +491,7 @@ impl<'m> Scheduler<'m> {
             scan,
             waiting: None,
             quick: true,
+            grammar_spent: Duration::ZERO,
         });
     }
 
@@ -823,31 +828,63 @@ impl<'m> Scheduler<'m> {
                 None => break,
             }
         }
-        let limit = self.limits.grammar_token_limit;
         for i in 0..self.slots.len() {
             let Some(a) = self.slots[i].active.as_ref() else {
                 continue;
             };
-            if a.waiting.is_none_or(|t| t.elapsed() <= limit) {
+            let Some(waited) = a.waiting.map(|t| t.elapsed()) else {
                 continue;
+            };
+            if let Some(why) = self.grammar_over(a.generated, a.grammar_spent + waited, waited) {
+                self.fail_grammar(i, why);
             }
+        }
+    }
+
+    /// Why a constrained request must stop, if it must: its grammar took longer than the
+    /// limit for one token (`token`: the time on the token now being chosen), or longer
+    /// than the request's limit in all (`spent`).
+    fn grammar_over(&self, generated: usize, spent: Duration, token: Duration) -> Option<String> {
+        let (per_token, per_request) = (
+            self.limits.grammar_token_limit,
+            self.limits.grammar_request_limit,
+        );
+        let what = if token > per_token {
+            format!(
+                "took longer than {} ms (--gen-grammar-token-ms) to choose token {}",
+                per_token.as_millis(),
+                generated + 1
+            )
+        } else if spent > per_request {
+            format!(
+                "took longer than {} ms in all (--gen-grammar-request-ms), {} tokens in",
+                per_request.as_millis(),
+                generated
+            )
+        } else {
+            return None;
+        };
+        Some(format!(
+            "the grammar {what}: it is too costly to enforce. Alternatives that start alike \
+             (anyOf, oneOf, type lists, enums), nested in each other, keep many grammar states \
+             alive at once; make them distinguishable from their first characters or flatten them"
+        ))
+    }
+
+    /// Fails constrained request `i` (its grammar thread is told to stop).
+    fn fail_grammar(&mut self, i: usize, why: String) {
+        if let Some(a) = self.slots[i].active.as_ref() {
             tracing::warn!(
                 slot = i,
-                limit_ms = limit.as_millis() as u64,
                 generated = a.generated,
-                "generation: a grammar took longer than the limit for one token; its request failed"
+                grammar_ms = (a.grammar_spent.as_millis()) as u64,
+                reason = %why,
+                "generation: a grammar was too costly; its request failed"
             );
-            let _ = a.req.tx.send(GenEvent::Failed(EngineError::Grammar(format!(
-                "the grammar took longer than {} ms (--gen-grammar-token-ms) to choose token {}: \
-                 it is too costly to enforce. Alternatives that start alike (anyOf, oneOf, type \
-                 lists, enums), nested in each other, keep many grammar states alive at once; \
-                 make them distinguishable from their first characters or flatten them",
-                limit.as_millis(),
-                a.generated + 1
-            ))));
-            self.free(i);
-            self.shared.grammar_timeouts.fetch_add(1, Ordering::Relaxed);
+            let _ = a.req.tx.send(GenEvent::Failed(EngineError::Grammar(why)));
         }
+        self.free(i);
+        self.shared.grammar_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A token from a grammar thread: sent on, if its request still waits for it.
@@ -857,22 +894,30 @@ impl<'m> Scheduler<'m> {
                 a.waiting.is_some() && a.req.off.as_ref().is_some_and(|o| o.ticket == r.ticket)
             })
         });
+        let mut over = None;
         let chosen_lp = match found {
             Some(i) => {
                 let a = self.slots[i].active.as_mut().expect("found active");
                 a.waiting = None;
                 a.quick = r.took < GRAMMAR_GRACE;
-                a.req
+                a.grammar_spent += r.took;
+                let (generated, spent) = (a.generated, a.grammar_spent);
+                let lp = a
+                    .req
                     .logprobs
-                    .map(|k| sampler::logprobs(&r.logits, r.token.0 as usize, k, &mut self.top))
+                    .map(|k| sampler::logprobs(&r.logits, r.token.0 as usize, k, &mut self.top));
+                over = self.grammar_over(generated, spent, r.took);
+                lp
             }
             None => None,
         };
         if self.spare.len() < self.limits.slots {
             self.spare.push(r.logits);
         }
-        if let Some(i) = found {
-            self.emit(i, r.token, chosen_lp);
+        match (found, over) {
+            (Some(i), Some(why)) => self.fail_grammar(i, why),
+            (Some(i), None) => self.emit(i, r.token, chosen_lp),
+            (None, _) => {}
         }
     }
 
