@@ -806,8 +806,9 @@ impl<'m> Scheduler<'m> {
                     Some(since) => {
                         waiting = true;
                         if a.quick {
+                            // Until the last of the quick ones is back or out of grace.
                             let t = since + GRAMMAR_GRACE;
-                            until = Some(until.map_or(t, |u| u.min(t)));
+                            until = Some(until.map_or(t, |u| u.max(t)));
                         }
                     }
                     None => all_waiting = false,
