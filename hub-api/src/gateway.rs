@@ -685,38 +685,12 @@ fn split_target(rest: &str) -> Option<(&str, &str, &str)> {
     Some((ns, name, parts.next().unwrap_or("")))
 }
 
-/// The request body, up to [`MAX_BODY`]: read by the handler once the caller is
-/// authorized (an outsider's body is never buffered), and refused with the API's 413
-/// past the limit (the framework's `Bytes` extractor stopped at its own 256 KiB).
-async fn read_body(req: &HttpRequest, payload: &mut web::Payload) -> ApiResult<web::Bytes> {
-    use futures_util::StreamExt;
-    let too_large = |what: String| {
-        ApiError::PayloadTooLarge(format!(
-            "{what}: request bodies are limited to {MAX_BODY} bytes"
-        ))
-    };
-    if let Some(len) = crate::routes::body::content_length(req) {
-        if len > MAX_BODY as u64 {
-            return Err(too_large(format!("a body of {len} bytes")));
-        }
-    }
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(crate::routes::body::BodyError::read)?;
-        if buf.len() + chunk.len() > MAX_BODY {
-            return Err(too_large("the body is larger".to_string()));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
 /// `ANY /endpoints/{namespace}/{name}[/{tail}]`.
 pub async fn proxy(
     state: web::Data<AppState>,
     auth: Auth,
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let started = Instant::now();
     // A browser sends its session cookie with any same-site GET, including
@@ -737,7 +711,9 @@ pub async fn proxy(
     let route = state.live.route(&state.db, ns, name).await?;
     let e = &route.endpoint;
     let token_id = authorize(&state, &auth, e).await?;
-    let body = read_body(&req, &mut payload).await?;
+    // Read here, once the caller is authorized (an outsider's body is never buffered),
+    // up to `MAX_BODY` (the framework's `Bytes` extractor stopped at its own 256 KiB).
+    let body = crate::routes::body::read_up_to(&req, &mut payload.into_inner(), MAX_BODY).await?;
     if e.paused {
         return Err(ApiError::Unavailable(
             "this endpoint is paused; resume it first".to_string(),

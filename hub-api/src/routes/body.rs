@@ -54,6 +54,16 @@ pub async fn read_limited(
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
     reject_encoded(req)?;
+    read_up_to(req, payload, limit).await
+}
+
+/// Reads a whole body as it came (any `Content-Encoding`), refusing more than `limit`
+/// bytes (413): by its `Content-Length` before reading, else once it passes the limit.
+pub async fn read_up_to(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
     if let Some(len) = content_length(req) {
         if len > limit as u64 {
             return Err(ApiError::PayloadTooLarge(format!(

@@ -514,12 +514,9 @@ impl Generator for LlamaGenerator {
                 reason: format!("{k} alternatives asked, at most 20"),
             });
         }
-        if !matches!(req.constraint, super::Constraint::None)
-            && offthread::abandoned() > offthread::MAX_ABANDONED
-        {
-            return Err(EngineError::GrammarBusy {
-                abandoned: offthread::abandoned(),
-            });
+        let abandoned = offthread::abandoned();
+        if req.constraint != super::Constraint::None && abandoned > offthread::MAX_ABANDONED {
+            return Err(EngineError::GrammarBusy { abandoned });
         }
         let mut sampling = sampler::Sampling::build(
             &self.model,
