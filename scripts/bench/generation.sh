@@ -21,6 +21,10 @@
 #   scripts/bench/generation.sh [--peers-only | --paddock-only] [--requests "8 16 24"] [--slots N]
 #                               [--context N] [--threads N] [--prefill-chunk N]
 #
+# HUB_BIN=path/to/hub-api (or target/release/examples/hub-serve) uses a built hub instead of
+# `cargo build --release --bin hub-api` (which, alone, resolves other dependency features than a
+# build together with the examples, so it is a build of its own: many minutes on 2 cores).
+#
 # --peers-only skips Paddock (no cargo build), for when its engine is not there yet;
 # --paddock-only skips the peers (to try Paddock's knobs, e.g. --prefill-chunk, against the
 # peers' numbers of an earlier full run: ratios need both in one run).
@@ -85,13 +89,14 @@ eval "$(PYTHON="$PYTHON_SYS" scripts/fixtures/build-llama-server.sh | tail -n3 |
 VENV="${GENBENCH_VENV:-$HOME/.cache/paddock/genbench-venv}"
 if [ ! -x "$VENV/bin/python" ]; then "$PYTHON_SYS" -m venv "$VENV"; fi
 PY="$VENV/bin/python"
+# llama_cpp loads its libraries at import: set where they are before the check below.
+export LLAMA_CPP_LIB_PATH="$LLAMA_CPP_LIB_DIR" MTMD_CPP_LIB="$LLAMA_CPP_LIB_DIR" LLAVA_CPP_LIB="$LLAMA_CPP_LIB_DIR"
 if ! "$PY" -c 'import httpx, huggingface_hub, llama_cpp.server' 2>/dev/null; then
   "$PY" -m pip install --quiet --disable-pip-version-check httpx huggingface_hub
   # LLAMA_BUILD=OFF: the Python package only; it loads $LLAMA_CPP_LIB_DIR's libraries.
   CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PY" -m pip install --quiet \
     --disable-pip-version-check "$LLAMA_CPP_PYTHON_SDIST[server]"
 fi
-export LLAMA_CPP_LIB_PATH="$LLAMA_CPP_LIB_DIR" MTMD_CPP_LIB="$LLAMA_CPP_LIB_DIR" LLAVA_CPP_LIB="$LLAMA_CPP_LIB_DIR"
 GENLOAD=("$PY" "$ROOT/scripts/bench/genload.py")
 
 PROMPTS="$OUT/generation-prompts.json"
@@ -183,8 +188,12 @@ fi
 COLD=""
 if [ "$PEERS_ONLY" = 0 ]; then
   . scripts/lib/hub.sh
-  echo "bench: cargo build --release --bin hub-api" >&2
-  hub_build release
+  if [ -n "${HUB_BIN:-}" ]; then
+    echo "bench: hub $HUB_BIN" >&2
+  else
+    echo "bench: cargo build --release --bin hub-api" >&2
+    hub_build release
+  fi
   export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
   export HUB_WORKER_GEN_SLOTS="$SLOTS" HUB_WORKER_GEN_CONTEXT="$CONTEXT" HUB_WORKER_GEN_THREADS="$THREADS"
   [ -z "$PREFILL_CHUNK" ] || export HUB_WORKER_GEN_PREFILL_CHUNK="$PREFILL_CHUNK"
