@@ -3,7 +3,7 @@
 # token with an empty worker cache, with and without the GGUF probe child
 # (hub-worker engine::generate::llama::probe), alternated round by round on one release hub.
 #
-#   scripts/bench/gguf_cold_start.sh [--rounds N]
+#   scripts/bench/gguf_cold_start.sh [--rounds N]      (HUB_BIN=path/to/hub-api: no build)
 #
 # Each round deletes the endpoint, empties the in-process worker's cache (blobs, model
 # directories, markers) and creates the endpoint again, so the weights are pulled, probed
@@ -37,8 +37,12 @@ fi
 GENLOAD=("$PY" "$ROOT/scripts/bench/genload.py")
 
 . scripts/lib/hub.sh
-echo "bench: cargo build --release --bin hub-api" >&2
-hub_build release
+if [ -n "${HUB_BIN:-}" ]; then
+  echo "bench: hub $HUB_BIN" >&2
+else
+  echo "bench: cargo build --release --bin hub-api" >&2
+  hub_build release
+fi
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 hub_start
 CACHE="$HUB_WORK/hub/worker-cache"

@@ -219,6 +219,7 @@ impl FileDigests {
 }
 
 /// Hashes a regular file (sha256 and git blob sha1 in one pass). Refuses symlinks.
+/// [`BlobCache::insert_file`] computes only what the file is addressed by.
 pub fn hash_file(path: &Path) -> Result<FileDigests, CacheError> {
     hash_file_as(path, true)
 }
@@ -598,8 +599,24 @@ impl BlobCache {
     ) -> Result<String, CacheError> {
         let began_at = std::time::SystemTime::now();
         let began = now_ns();
-        let digests = hash_file(downloaded)?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .open(downloaded)
+            .map_err(io(format!("open {}", downloaded.display())))?;
+        // The data goes to disk on a thread of its own while this one hashes: on a weight
+        // file both take a fraction of a second (242 MiB: ~0.3 s each here), and the cold
+        // start of an endpoint waits for both. Only the digest the file is addressed by is
+        // computed (the git sha1 too for a file addressed by it): a weight file's sha1
+        // would be one more pass that nothing reads.
+        let with_sha1 = matches!(expected, Expected::GitSha1(_));
+        let (hashed, synced) = std::thread::scope(|scope| {
+            let sync = scope.spawn(|| f.sync_data());
+            let hashed = hash_file_as(downloaded, with_sha1);
+            (hashed, sync.join())
+        });
+        let digests = hashed?;
         if !digests.matches(expected) {
+            drop(f);
             let _ = fs::remove_file(downloaded);
             return Err(CacheError::DigestMismatch {
                 path: name.to_string(),
@@ -607,13 +624,13 @@ impl BlobCache {
                 actual: digests.actual_for(expected).to_string(),
             });
         }
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .open(downloaded)
-            .map_err(io(format!("open {}", downloaded.display())))?;
+        synced
+            .unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread panicked")))
+            .map_err(io(format!("fsync {}", downloaded.display())))?;
         // Back-dated (see the module docs): this is our own download, just hashed, so a
         // write after this carries a later mtime even on a coarse clock, and the marker
-        // written below vouches for the blob on its next use.
+        // written below vouches for the blob on its next use. The data is on disk already;
+        // this fsync writes the new mtime.
         let backdated = f.set_modified(began_at - 2 * RACY).is_ok();
         f.sync_all()
             .map_err(io(format!("fsync {}", downloaded.display())))?;
@@ -627,7 +644,7 @@ impl BlobCache {
         sync_dir(&self.root.join("blobs/sha256"))?;
         if backdated {
             if let Some(stamp) = fs::symlink_metadata(&dest).ok().and_then(|m| Stamp::of(&m)) {
-                self.write_marker(&dest, &digests, true, stamp, began);
+                self.write_marker(&dest, &digests, with_sha1, stamp, began);
             }
         }
         if let Expected::GitSha1(h) = expected {
@@ -970,6 +987,45 @@ mod tests {
 
     fn rehashed(cache: &BlobCache, want: &Expected) -> Option<bool> {
         cache.cached_blob(want).unwrap().map(|c| c.rehashed)
+    }
+
+    /// A file addressed by sha256 (a weight file) is hashed by that alone: its marker
+    /// records no git sha1. The same bytes addressed by their git blob id later (a small
+    /// file of another repo) are hashed for it then, and both addresses keep working.
+    #[test]
+    fn a_sha256_address_is_hashed_alone_and_a_git_address_of_the_same_bytes_still_works() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BlobCache::open(d.path()).unwrap();
+        let bytes = b"the same bytes under two addresses";
+        let (want, sha) = insert(&cache, bytes);
+        let marker = |c: &BlobCache| -> Marker {
+            serde_json::from_slice(&fs::read(c.marker_path(&sha)).unwrap()).unwrap()
+        };
+        assert_eq!(marker(&cache).git_sha1, None);
+        assert_eq!(rehashed(&cache, &want), Some(false));
+
+        let probe = d.path().join("copy");
+        fs::write(&probe, bytes).unwrap();
+        let git = Expected::parse_git_sha1(&hash_file(&probe).unwrap().git_sha1).unwrap();
+        // Not indexed by its git id yet: a pull would download it.
+        assert_eq!(cache.verified_blob(&git).unwrap(), None);
+        let tmp = cache.temp_dir().unwrap().join("g");
+        fs::write(&tmp, bytes).unwrap();
+        assert_eq!(cache.insert_file(&tmp, &git, "notes.txt").unwrap(), sha);
+        assert_eq!(marker(&cache).git_sha1.as_deref(), Some(git.hex()));
+        assert_eq!(cache.verified_blob(&git).unwrap(), Some(sha.clone()));
+        assert_eq!(rehashed(&cache, &want), Some(false));
+        assert_eq!(fs::read(cache.blob_path(&sha)).unwrap(), bytes);
+
+        // A download that does not match its sha256 still never enters the store.
+        let bad = cache.temp_dir().unwrap().join("b");
+        fs::write(&bad, b"other bytes").unwrap();
+        let err = cache
+            .insert_file(&bad, &want, "model.safetensors")
+            .unwrap_err();
+        assert!(matches!(err, CacheError::DigestMismatch { .. }), "{err}");
+        assert!(!bad.exists());
+        assert_eq!(fs::read(cache.blob_path(&sha)).unwrap(), bytes);
     }
 
     #[cfg(unix)]
