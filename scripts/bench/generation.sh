@@ -188,12 +188,8 @@ fi
 COLD=""
 if [ "$PEERS_ONLY" = 0 ]; then
   . scripts/lib/hub.sh
-  if [ -n "${HUB_BIN:-}" ]; then
-    echo "bench: hub $HUB_BIN" >&2
-  else
-    echo "bench: cargo build --release --bin hub-api" >&2
-    hub_build release
-  fi
+  [[ -n "${HUB_BIN:-}" ]] || { echo "bench: cargo build --release --bin hub-api" >&2; hub_build release; }
+  echo "bench: hub $HUB_BIN" >&2
   export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
   export HUB_WORKER_GEN_SLOTS="$SLOTS" HUB_WORKER_GEN_CONTEXT="$CONTEXT" HUB_WORKER_GEN_THREADS="$THREADS"
   [ -z "$PREFILL_CHUNK" ] || export HUB_WORKER_GEN_PREFILL_CHUNK="$PREFILL_CHUNK"

@@ -37,12 +37,8 @@ fi
 GENLOAD=("$PY" "$ROOT/scripts/bench/genload.py")
 
 . scripts/lib/hub.sh
-if [ -n "${HUB_BIN:-}" ]; then
-  echo "bench: hub $HUB_BIN" >&2
-else
-  echo "bench: cargo build --release --bin hub-api" >&2
-  hub_build release
-fi
+[[ -n "${HUB_BIN:-}" ]] || { echo "bench: cargo build --release --bin hub-api" >&2; hub_build release; }
+echo "bench: hub $HUB_BIN" >&2
 export HUB_RATE_LIMIT_TOKEN_RPS=0 HUB_RATE_LIMIT_ANON_RPS=0
 hub_start
 CACHE="$HUB_WORK/hub/worker-cache"

@@ -616,7 +616,6 @@ impl BlobCache {
         });
         let digests = hashed?;
         if !digests.matches(expected) {
-            drop(f);
             let _ = fs::remove_file(downloaded);
             return Err(CacheError::DigestMismatch {
                 path: name.to_string(),
