@@ -542,6 +542,7 @@ async fn execute(
         repo_id: job.base.repo_id.clone(),
         revision: job.base.revision.clone(),
         token: job.base.pull_token.clone(),
+        on_download: None,
     };
     let pulled = tokio::select! {
         r = ctx.puller.pull(&base, None) => r,

@@ -5,7 +5,8 @@
 //! {root}/blobs/git-sha1/<hex>       index: git blob id of a small file -> its sha256
 //! {root}/blobs/verified/<hex>.json  marker: the blob's stat when it last hashed right
 //! {root}/blobs/probed/<hex>.<tag>   marker: the GGUF blob passed llama.cpp's probe
-//! {root}/tmp/dl-<pid>-<rand>/       one pull's downloads in progress (never loaded from)
+//! {root}/tmp/dl-<pid>-<rand>/       one pull's downloads in progress (never loaded from;
+//!                                   only a GGUF probe child reads one, `pull::Downloaded`)
 //! {root}/models/<repo>--<commit>/   a model directory: relative symlinks into blobs/
 //! {root}/pins/<id>.pin              what one pull, loaded model or job uses (below)
 //! {root}/cache.lock                 the cache lock (below)

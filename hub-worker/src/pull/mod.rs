@@ -1,6 +1,8 @@
 //! Pulling a model revision through the hub's own HF-compatible API with the `hf-hub`
 //! crate: list the commit's files, fetch only those the engine reads, verify each against
-//! the digest the hub reports, and materialise a model directory from the cache.
+//! the digest the hub reports, and materialise a model directory from the cache. A caller
+//! may start work on a weight file as its download ends, beside its verification
+//! ([`PullRequest::on_download`]: the worker starts the GGUF probe child there).
 
 pub mod cache;
 pub mod evict;
@@ -10,7 +12,8 @@ use cache::{BlobCache, CacheError, CachePin, Expected};
 use hf_hub::api::tokio::{ApiBuilder, ApiError};
 use hf_hub::{Repo, RepoType};
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -86,6 +89,12 @@ pub struct PullRequest {
     pub revision: String,
     /// Bearer token for the `/resolve` downloads (repo-scoped, short-lived).
     pub token: String,
+    /// Called with each weight file (an LFS file, addressed by sha256) the moment its
+    /// download ends, before its digest is checked: whatever the model's load would begin
+    /// with on that file may start then, beside the hashing (the GGUF probe child:
+    /// `engine::load::on_download`). What it returns is kept in [`Pulled::early`], and is
+    /// dropped, so stopping the work, if the digest does not match or the pull fails.
+    pub on_download: Option<DownloadHook>,
 }
 
 impl std::fmt::Debug for PullRequest {
@@ -94,7 +103,46 @@ impl std::fmt::Debug for PullRequest {
             .field("repo_id", &self.repo_id)
             .field("revision", &self.revision)
             .field("token", &"<redacted>")
+            .field("on_download", &self.on_download.is_some())
             .finish()
+    }
+}
+
+/// See [`PullRequest::on_download`].
+pub type DownloadHook = Arc<dyn Fn(&Downloaded<'_>) -> Option<Early> + Send + Sync>;
+
+/// A weight file whose download just ended ([`PullRequest::on_download`]).
+#[derive(Debug)]
+pub struct Downloaded<'a> {
+    /// Its path in the repo.
+    pub repo_path: &'a str,
+    /// The repo paths of every file this pull materialises, this one among them.
+    pub files: &'a [String],
+    /// The downloaded bytes, not verified yet. Open it during the call to read it later:
+    /// the path is renamed (into `blob`) once the digest matches, or removed.
+    pub file: &'a Path,
+    /// Where the file will live once verified (`blobs/sha256/<hex>`).
+    pub blob: &'a Path,
+}
+
+/// Work started by a [`DownloadHook`]; dropping the last clone stops it.
+#[derive(Clone)]
+pub struct Early(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Early {
+    pub fn new(work: impl std::any::Any + Send + Sync) -> Early {
+        Early(Arc::new(work))
+    }
+
+    /// The work, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Early {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Early(..)")
     }
 }
 
@@ -112,6 +160,9 @@ pub struct Pulled {
     pub rehashed: Vec<String>,
     /// Bytes of all materialised files.
     pub total_bytes: u64,
+    /// What [`PullRequest::on_download`] started on the downloaded files: keep it until
+    /// the model has loaded.
+    pub early: Vec<Early>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,11 +453,19 @@ impl Puller {
         }
 
         let mut downloaded = Vec::new();
+        let mut early = Vec::new();
+        let hook = req.on_download.as_ref().map(|hook| {
+            let paths: Vec<String> = files.iter().map(|(p, _)| p.clone()).collect();
+            (hook.clone(), Arc::new(paths))
+        });
         for (i, expected) in missing {
             let path = files[i].0.clone();
-            let sha = self.fetch(&repo, &req.repo_id, &path, &expected).await?;
+            let (sha, started) = self
+                .fetch(&repo, &req.repo_id, &path, &expected, hook.clone())
+                .await?;
             downloaded.push(path);
             files[i].1 = Some(sha);
+            early.extend(started);
         }
         let files: Vec<(String, String)> = files
             .into_iter()
@@ -440,18 +499,21 @@ impl Puller {
             downloaded,
             rehashed,
             total_bytes,
+            early,
         })
     }
 
     /// Downloads one file with `hf-hub` and moves it into the cache, retrying transient
-    /// failures (including a transfer that does not match its digest).
+    /// failures (including a transfer that does not match its digest). A weight file is
+    /// shown to `hook` (with the repo's file list) between its download and its check.
     async fn fetch(
         &self,
         repo: &hf_hub::api::tokio::ApiRepo,
         repo_id: &str,
         path: &str,
         expected: &Expected,
-    ) -> Result<String, PullError> {
+        hook: Option<(DownloadHook, Arc<Vec<String>>)>,
+    ) -> Result<(String, Option<Early>), PullError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -486,19 +548,34 @@ impl Puller {
                 let cache = self.cache.clone();
                 let expected = expected.clone();
                 let name = path.to_string();
-                let inserted =
-                    tokio::task::spawn_blocking(move || cache.insert_file(&blob, &expected, &name))
-                        .await
-                        .map_err(|e| PullError::Transport {
-                            what: path.to_string(),
-                            detail: e.to_string(),
-                        })??;
+                let hook = hook.clone().filter(|_| is_weight_file(path));
+                let inserted = tokio::task::spawn_blocking(move || {
+                    // Started before the hashing, so beside it; dropped with the error
+                    // if the bytes are not the file's.
+                    let early = match (&hook, &expected) {
+                        (Some((hook, files)), Expected::Sha256(hex)) => hook(&Downloaded {
+                            repo_path: &name,
+                            files,
+                            file: &blob,
+                            blob: &cache.blob_path(hex),
+                        }),
+                        _ => None,
+                    };
+                    cache
+                        .insert_file(&blob, &expected, &name)
+                        .map(|sha| (sha, early))
+                })
+                .await
+                .map_err(|e| PullError::Transport {
+                    what: path.to_string(),
+                    detail: e.to_string(),
+                })??;
                 let _ = tokio::fs::remove_file(&local).await;
                 Ok::<_, PullError>(inserted)
             }
             .await;
             match result {
-                Ok(sha) => return Ok(sha),
+                Ok(done) => return Ok(done),
                 Err(e) if e.is_transient() && attempt < self.attempts => {
                     tracing::warn!(repo.id = %repo_id, file = %path, attempt, error = %e, "download failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;

@@ -32,6 +32,7 @@ fn request(repo: &str) -> PullRequest {
         repo_id: repo.to_string(),
         revision: COMMIT.to_string(),
         token: PULL_TOKEN.to_string(),
+        on_download: None,
     }
 }
 
@@ -110,16 +111,8 @@ async fn corruption_is_detected_and_refetched() {
     let puller = puller_with(&hub, cache_dir.path(), None);
 
     // On the wire, once: the first transfer fails verification and is retried.
-    hub.state
-        .corrupt
-        .lock()
-        .unwrap()
-        .insert("model.safetensors".into(), 1);
-    hub.state
-        .corrupt
-        .lock()
-        .unwrap()
-        .insert("config.json".into(), 1);
+    corrupt(&hub, "model.safetensors", 1);
+    corrupt(&hub, "config.json", 1);
     let pulled = puller.pull(&request("acme/tiny"), None).await.unwrap();
     assert_eq!(hub.state.downloads_of("model.safetensors"), 2);
     assert_eq!(hub.state.downloads_of("config.json"), 2);
@@ -150,11 +143,7 @@ async fn corruption_is_detected_and_refetched() {
     );
 
     // Always corrupt: the pull fails, and the bad bytes never enter the blob store.
-    hub.state
-        .corrupt
-        .lock()
-        .unwrap()
-        .insert("tokenizer.json".into(), 100);
+    corrupt(&hub, "tokenizer.json", 100);
     let cache2 = tempfile::tempdir().unwrap();
     let puller2 = puller_with(&hub, cache2.path(), None);
     let err = puller2.pull(&request("acme/tiny"), None).await.unwrap_err();
@@ -180,6 +169,98 @@ async fn corruption_is_detected_and_refetched() {
         0,
         "a model directory was materialised from a failed pull"
     );
+    hub.stop().await;
+}
+
+/// What a test's download hook saw of one call.
+#[derive(Debug)]
+struct SeenDownload {
+    repo_path: String,
+    files: Vec<String>,
+    bytes: Vec<u8>,
+    blob: std::path::PathBuf,
+    blob_existed: bool,
+}
+
+/// Work a test's download hook "starts": counts its drops.
+struct CountedWork(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountedWork {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_hook_sees_each_weight_file_before_its_check() {
+    use hub_worker::pull::{Downloaded, Early};
+    use std::sync::atomic::Ordering::SeqCst;
+    let hub = FakeHub::start().await;
+    hub.state.add_repo("acme/tiny", COMMIT, tiny_repo_files());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let puller = puller_with(&hub, cache_dir.path(), None);
+    // The weights' first transfer fails its check: the work started on it is dropped.
+    corrupt(&hub, "model.safetensors", 1);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<SeenDownload>::new()));
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut req = request("acme/tiny");
+    req.on_download = Some({
+        let (seen, dropped) = (seen.clone(), dropped.clone());
+        Arc::new(move |d: &Downloaded<'_>| {
+            seen.lock().unwrap().push(SeenDownload {
+                repo_path: d.repo_path.to_string(),
+                files: d.files.to_vec(),
+                bytes: std::fs::read(d.file).unwrap(),
+                blob: d.blob.to_path_buf(),
+                blob_existed: d.blob.exists(),
+            });
+            Some(Early::new(CountedWork(dropped.clone())))
+        })
+    });
+    let pulled = puller.pull(&req, None).await.unwrap();
+
+    let want = tiny_repo_files();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    // Only the weights (config.json and tokenizer.json are not), once per transfer.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let blob = puller
+        .cache()
+        .root()
+        .join("blobs/sha256")
+        .join(want["model.safetensors"].sha256());
+    for call in &seen {
+        assert_eq!(call.repo_path, "model.safetensors");
+        let mut files = call.files.clone();
+        files.sort();
+        assert_eq!(
+            files,
+            ["config.json", "model.safetensors", "tokenizer.json"]
+        );
+        assert_eq!(call.blob, blob);
+        assert!(!call.blob_existed, "called before the file is verified");
+    }
+    assert_ne!(seen[0].bytes, *want["model.safetensors"].content);
+    assert_eq!(seen[1].bytes, *want["model.safetensors"].content);
+    assert_eq!(
+        dropped.load(SeqCst),
+        1,
+        "the corrupt transfer's work was stopped"
+    );
+    assert_eq!(pulled.early.len(), 1);
+    assert!(pulled.early[0].get::<CountedWork>().is_some());
+    drop(pulled);
+    assert_eq!(dropped.load(SeqCst), 2);
+
+    // From the cache: nothing is downloaded, so nothing is started.
+    let again = puller.pull(&req, None).await.unwrap();
+    assert!(again.downloaded.is_empty() && again.early.is_empty());
+
+    // A pull that fails after a weight file arrived stops what was started on it.
+    corrupt(&hub, "tokenizer.json", 100);
+    let cache2 = tempfile::tempdir().unwrap();
+    let puller2 = puller_with(&hub, cache2.path(), None);
+    puller2.pull(&req, None).await.unwrap_err();
+    assert_eq!(dropped.load(SeqCst), 3);
     hub.stop().await;
 }
 
@@ -355,6 +436,15 @@ fn synthetic_repo(tag: &str, weights: &str, size: usize, fill: u8) -> BTreeMap<S
         },
     );
     files
+}
+
+/// The hub sends `file` corrupted on its next `times` transfers.
+fn corrupt(hub: &FakeHub, file: &str, times: usize) {
+    hub.state
+        .corrupt
+        .lock()
+        .unwrap()
+        .insert(file.to_string(), times);
 }
 
 /// A puller whose cache keeps within `max` bytes (no free-space floor: the tests must not
