@@ -7,7 +7,7 @@ pub mod wire;
 
 use crate::engine::{EngineConfig, Model};
 use crate::http::GatewayAuth;
-use crate::pull::{PullRequest, Puller};
+use crate::pull::{DownloadHook, Downloaded, Early, PullRequest, Puller};
 use crate::registry::{ModelRegistry, Slot, SlotStatus};
 use reqwest::StatusCode;
 use std::collections::HashMap;
@@ -577,6 +577,15 @@ async fn load_assignment(
         return Err("assignment withdrawn".to_string());
     }
     let pull_started = std::time::Instant::now();
+    // The load's first step on a weight file (the GGUF probe child) starts as the
+    // file's download ends, beside its hashing and fsync.
+    let on_download: DownloadHook = {
+        let cfg = cfg.clone();
+        Arc::new(move |d: &Downloaded<'_>| {
+            crate::engine::load::on_download(d.repo_path, d.files, d.file, d.blob, &cfg)
+                .map(Early::new)
+        })
+    };
     let pulled = ctx
         .puller
         .pull(
@@ -584,6 +593,7 @@ async fn load_assignment(
                 repo_id: a.repo_id.clone(),
                 revision: a.revision.clone(),
                 token: a.pull_token.clone(),
+                on_download: Some(on_download),
             },
             crate::host::mem_available_bytes(),
         )
@@ -622,5 +632,7 @@ async fn load_assignment(
     // The model's files stay pinned (safe from eviction) for as long as the model lives:
     // in the registry, and in any request still running after it is unloaded.
     model.keep_alive(Box::new(pulled.pin));
+    // Whatever of the early work the load did not take over stops here.
+    drop(pulled.early);
     Ok(model)
 }

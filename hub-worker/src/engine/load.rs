@@ -69,6 +69,50 @@ impl ModelFamily {
     }
 }
 
+/// Whether a file of a model directory, by its name, is a decoder's GGUF weights (not a
+/// multimodal projector).
+fn is_decoder_gguf(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.ends_with(".gguf") && !name.starts_with("mmproj")
+}
+
+/// Starts what the load of a model would begin with on one of its files, as soon as the
+/// pull has downloaded it and before its digest is checked (`pull::PullRequest::on_download`):
+/// for the single GGUF file of a decoder, the probe child
+/// ([`probe::start_early`](super::generate::llama::probe::start_early)), which the load
+/// takes over. `file` holds the downloaded bytes now, `blob` will once they are verified;
+/// `files` are the repo paths the model directory will hold. Dropping what this returns
+/// stops the work. `None` when there is nothing to start.
+pub fn on_download(
+    repo_path: &str,
+    files: &[String],
+    file: &Path,
+    blob: &Path,
+    cfg: &EngineConfig,
+) -> Option<impl std::any::Any + Send + Sync> {
+    let top_level_gguf = |p: &str| !p.contains('/') && is_decoder_gguf(p);
+    if !top_level_gguf(repo_path) || files.iter().filter(|p| top_level_gguf(p)).count() != 1 {
+        return None;
+    }
+    #[cfg(feature = "engine-llama")]
+    {
+        use super::generate::llama::probe;
+        match probe::start_early(file, blob, cfg.gen_slots.max(1)) {
+            Ok(early) => early,
+            Err(e) => {
+                // The load probes the file itself, and reports what fails.
+                tracing::debug!(file = %repo_path, error = %e, "no early GGUF probe");
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "engine-llama"))]
+    {
+        let _ = (file, blob, cfg);
+        None::<()>
+    }
+}
+
 /// The decoder in `dir`, if it holds one: the single `*.gguf` file (multimodal
 /// projectors, `mmproj*.gguf`, do not count), or a `config.json` whose `architectures`
 /// end in `ForCausalLM` (or whose `model_type` is a known causal LM).
@@ -79,12 +123,7 @@ fn inspect_decoder(dir: &Path) -> Result<Option<DecoderSpec>, LoadError> {
     })?;
     let mut ggufs: Vec<PathBuf> = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.to_ascii_lowercase().ends_with(".gguf")
-            && !name.to_ascii_lowercase().starts_with("mmproj")
-            && entry.path().is_file()
-        {
+        if is_decoder_gguf(&entry.file_name().to_string_lossy()) && entry.path().is_file() {
             ggufs.push(entry.path());
         }
     }

@@ -94,39 +94,101 @@ fn a_gguf_llama_cpp_refuses_cleanly_fails_with_its_reason() {
     );
 }
 
-#[test]
-fn a_good_gguf_passes_the_probe_once_and_loads() {
-    use_the_probe();
+/// The Gemma fixture, or `None` (the test says it is skipped).
+fn gemma_fixture(test: &str) -> Option<PathBuf> {
     let Some(fixture) = std::env::var_os("PADDOCK_GEMMA_GGUF").map(PathBuf::from) else {
-        eprintln!(
-            "\n*** SKIPPED a_good_gguf_passes_the_probe_once_and_loads: PADDOCK_GEMMA_GGUF \
-             is not set ***\n"
-        );
-        return;
+        eprintln!("\n*** SKIPPED {test}: PADDOCK_GEMMA_GGUF is not set ***\n");
+        return None;
     };
-    // A cache-shaped copy (blobs/sha256/<hex>, a model directory linking to it), so the
-    // probe's result is recorded as the worker's cache would keep it.
-    let fixture = std::fs::canonicalize(fixture).unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let hex = "0123456789abcdef".repeat(4);
-    let blobs = root.path().join("blobs/sha256");
+    Some(std::fs::canonicalize(fixture).unwrap())
+}
+
+/// A cache-shaped root: `blobs/sha256/<hex>` (not created) and a model directory
+/// `models/gemma` whose GGUF links to it, so a probe's result is recorded as the worker's
+/// cache keeps it. Returns the blob's path and the model directory.
+fn cache_shaped(root: &Path, hex: &str) -> (PathBuf, PathBuf) {
+    let blobs = root.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::hard_link(&fixture, blobs.join(&hex))
-        .or_else(|_| std::fs::copy(&fixture, blobs.join(&hex)).map(|_| ()))
-        .unwrap();
-    let model_dir = root.path().join("models/gemma");
+    let model_dir = root.join("models/gemma");
     std::fs::create_dir_all(&model_dir).unwrap();
     std::os::unix::fs::symlink(
         format!("../../blobs/sha256/{hex}"),
         model_dir.join("gemma-3-270m-q4_k_m.gguf"),
     )
     .unwrap();
-    let model = load(&model_dir).expect("the fixture loads after its probe");
-    assert!(model.decoder().is_some());
-    let probed = std::fs::read_dir(root.path().join("blobs/probed"))
+    (blobs.join(hex), model_dir)
+}
+
+/// A copy of `fixture` at `to` (a hard link where the file system allows).
+fn place(fixture: &Path, to: &Path) {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::hard_link(fixture, to)
+        .or_else(|_| std::fs::copy(fixture, to).map(|_| ()))
+        .unwrap();
+}
+
+/// The probe markers recorded under `root`.
+fn probed(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("blobs/probed"))
         .expect("the probe's result is recorded beside the blobs")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+#[test]
+fn a_good_gguf_passes_the_probe_once_and_loads() {
+    use_the_probe();
+    let Some(fixture) = gemma_fixture("a_good_gguf_passes_the_probe_once_and_loads") else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let hex = "0123456789abcdef".repeat(4);
+    let (blob, model_dir) = cache_shaped(root.path(), &hex);
+    place(&fixture, &blob);
+    let model = load(&model_dir).expect("the fixture loads after its probe");
+    assert!(model.decoder().is_some());
+    let probed = probed(root.path());
     assert_eq!(probed.len(), 1, "{probed:?}");
     assert!(probed[0].starts_with(&hex), "{probed:?}");
+}
+
+/// The worker's pull starts the probe as a GGUF download ends (`engine::load::on_download`),
+/// before the file is hashed and renamed into the blob store; the load takes it over.
+#[test]
+fn a_probe_started_on_the_download_is_taken_over_by_the_load() {
+    use_the_probe();
+    let Some(fixture) = gemma_fixture("a_probe_started_on_the_download_is_taken_over_by_the_load")
+    else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let hex = "fedcba9876543210".repeat(4);
+    let (blob, model_dir) = cache_shaped(root.path(), &hex);
+    let download = root.path().join("tmp/dl-1").join(&hex);
+    place(&fixture, &download);
+    let files = [
+        "gemma-3-270m-q4_k_m.gguf".to_string(),
+        "config.json".to_string(),
+    ];
+    let cfg = EngineConfig {
+        gen_slots: 2,
+        gen_context: 128,
+        ..EngineConfig::default()
+    };
+    let early = hub_worker::engine::load::on_download(&files[0], &files, &download, &blob, &cfg)
+        .expect("a probe starts on the download");
+    let early = (&early as &dyn std::any::Any)
+        .downcast_ref::<probe::EarlyProbe>()
+        .expect("the GGUF probe");
+    // What the pull does once the digest matches: the child reads on regardless.
+    std::fs::rename(&download, &blob).unwrap();
+    let model = load(&model_dir).expect("the fixture loads");
+    assert!(model.decoder().is_some());
+    assert!(early.taken(), "the load took the early probe over");
+    assert_eq!(probed(root.path()).len(), 1);
+
+    // Not for a repo with two GGUF files (its load refuses it), nor for other files.
+    let two = [files[0].clone(), "other-q8_0.gguf".to_string()];
+    assert!(hub_worker::engine::load::on_download(&two[0], &two, &blob, &blob, &cfg).is_none());
+    assert!(hub_worker::engine::load::on_download(&files[1], &files, &blob, &blob, &cfg).is_none());
 }

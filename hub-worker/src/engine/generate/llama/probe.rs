@@ -13,6 +13,13 @@
 //! has exited cleanly: the child's context, decode and sampler checks overlap the worker's
 //! own load. An abort becomes a load error that names llama.cpp's failed check.
 //!
+//! On a cold start the child begins as the file's download ends ([`start_early`], from the
+//! pull's `on_download` hook), so its load runs beside the hashing and fsync of the
+//! download rather than after them. It reads the file through a descriptor it inherits
+//! (the pull renames the file into the blob store once its digest matches), and the
+//! worker's load of that blob takes the running child over; if the digest does not match
+//! or the pull fails, the child is killed.
+//!
 //! The child's result is kept per file: in memory for the process, and for a blob of the
 //! worker's content-addressed cache as a marker `blobs/probed/<sha256>.<engine tag>`
 //! beside `blobs/sha256/`, so a wake from zero or a worker restart does not probe again.
@@ -148,6 +155,8 @@ fn marker_for(canonical: &Path) -> Option<PathBuf> {
 /// worker then waits for [`Probe::loaded`] before it loads the file itself, and for
 /// [`Probe::finish`] before it creates a context: the child's tokenizer, context, decode
 /// and sampler checks run while the worker loads (on one thread). `slots` is the load's.
+/// A probe [`start_early`] began on the same cache blob with the same slots is taken over
+/// instead of starting another.
 pub fn start(file: &Path, slots: usize) -> Result<Option<Probe>, LoadError> {
     let Some(exe) = probe_exe() else {
         tracing::debug!(file = %file.display(), "no GGUF probe executable: loading unprobed");
@@ -157,22 +166,131 @@ pub fn start(file: &Path, slots: usize) -> Result<Option<Probe>, LoadError> {
     if lock(passed()).contains(&id.key) || id.marker.as_deref().is_some_and(Path::exists) {
         return Ok(None);
     }
+    let blob_hex = id.marker.as_ref().and(id.key.0.file_name());
+    if let Some(mut probe) = blob_hex.and_then(|hex| take_early(&hex.to_string_lossy(), slots)) {
+        tracing::debug!(
+            file = %file.display(),
+            since_ms = probe.started.elapsed().as_millis() as u64,
+            "taking over the GGUF probe started on the download"
+        );
+        probe.file = file.to_path_buf();
+        probe.id = id;
+        return Ok(Some(probe));
+    }
     let limit = deadline_for(id.key.1);
-    spawn(&exe, file, slots, id, limit).map(Some)
+    spawn(&exe, file, None, slots, id, limit).map(Some)
 }
 
-/// Starts `exe` as the probe child of `file`.
+/// Where an early probe's child finds the file: the descriptor it inherits.
+const EARLY_FD: i32 = 3;
+
+/// A probe child started on a download before it is verified ([`start_early`]); dropped
+/// before [`start`] takes it over, it kills the child.
+pub struct EarlyProbe(std::sync::Arc<Mutex<Option<Probe>>>);
+
+impl EarlyProbe {
+    /// Whether a load has taken the probe over.
+    pub fn taken(&self) -> bool {
+        lock(&self.0).is_none()
+    }
+
+    /// The child's process id while it is not taken over.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.0).as_ref().map(|p| p.child.id())
+    }
+}
+
+/// Early probes not taken over yet: the blob's sha256 hex, the slots, the probe.
+type EarlyEntry = (String, usize, std::sync::Weak<Mutex<Option<Probe>>>);
+
+fn early() -> &'static Mutex<Vec<EarlyEntry>> {
+    static EARLY: OnceLock<Mutex<Vec<EarlyEntry>>> = OnceLock::new();
+    EARLY.get_or_init(Default::default)
+}
+
+/// The early probe of the blob `hex` for `slots`, if one is running.
+fn take_early(hex: &str, slots: usize) -> Option<Probe> {
+    let mut early = lock(early());
+    early.retain(|(_, _, probe)| probe.strong_count() > 0);
+    early
+        .iter()
+        .filter(|(h, s, _)| h == hex && *s == slots)
+        .find_map(|(_, _, probe)| probe.upgrade().and_then(|p| lock(&p).take()))
+}
+
+/// Starts the probe of a GGUF file the worker has just downloaded, while its digest is
+/// still being checked: `file` holds the bytes now and is renamed to `blob`
+/// (`<cache>/blobs/sha256/<hex>`) once they are verified. The child reads the file through
+/// a descriptor it inherits, so the rename does not disturb it. The load of `blob` with
+/// the same `slots` takes the probe over ([`start`]) and keeps its verdict, which then
+/// holds for the verified bytes: the child read this very file, which nothing writes after
+/// the download. `None` when the blob passed a probe before, or no probe executable is
+/// known (the load decides then).
+pub fn start_early(
+    file: &Path,
+    blob: &Path,
+    slots: usize,
+) -> Result<Option<EarlyProbe>, LoadError> {
+    match probe_exe() {
+        Some(exe) => start_early_with(&exe, file, blob, slots),
+        None => Ok(None),
+    }
+}
+
+fn start_early_with(
+    exe: &Path,
+    file: &Path,
+    blob: &Path,
+    slots: usize,
+) -> Result<Option<EarlyProbe>, LoadError> {
+    let Some(marker) = marker_for(blob).filter(|m| !m.exists()) else {
+        return Ok(None);
+    };
+    let hex = blob
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let io = |source| LoadError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
+    let input = std::fs::File::open(file).map_err(io)?;
+    let len = input.metadata().map_err(io)?.len();
+    let id = Identity {
+        key: (blob.to_path_buf(), len, 0),
+        marker: Some(marker),
+    };
+    let probe = spawn(exe, file, Some(input), slots, id, deadline_for(len))?;
+    let probe = std::sync::Arc::new(Mutex::new(Some(probe)));
+    let mut registry = lock(early());
+    registry.retain(|(_, _, probe)| probe.strong_count() > 0);
+    registry.push((hex, slots, std::sync::Arc::downgrade(&probe)));
+    drop(registry);
+    Ok(Some(EarlyProbe(probe)))
+}
+
+/// Starts `exe` as the probe child of `file`, or of `input` (an open `file`) when given:
+/// the child gets it as descriptor [`EARLY_FD`] and opens `/proc/self/fd/3`.
 fn spawn(
     exe: &Path,
     file: &Path,
+    input: Option<std::fs::File>,
     slots: usize,
     id: Identity,
     limit: Duration,
 ) -> Result<Probe, LoadError> {
     let started = Instant::now();
-    let mut child = Command::new(exe)
-        .arg(PROBE_ARG)
-        .arg(file)
+    let mut command = Command::new(exe);
+    match &input {
+        Some(input) => {
+            pass_as_early_fd(&mut command, input);
+            command
+                .arg(PROBE_ARG)
+                .arg(format!("/proc/self/fd/{EARLY_FD}"))
+        }
+        None => command.arg(PROBE_ARG).arg(file),
+    };
+    let spawned = command
         .arg(slots.to_string())
         // One compute thread: the worker loads the file beside the child's decode.
         .arg("1")
@@ -181,13 +299,15 @@ fn spawn(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            LoadError::Decoder(format!(
-                "cannot start the GGUF probe {}: {e}",
-                exe.display()
-            ))
-        })?;
+        .spawn();
+    // The child holds its own copy of the descriptor now.
+    drop(input);
+    let mut child = spawned.map_err(|e| {
+        LoadError::Decoder(format!(
+            "cannot start the GGUF probe {}: {e}",
+            exe.display()
+        ))
+    })?;
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, events) = std::sync::mpsc::channel();
@@ -221,6 +341,32 @@ fn spawn(
         id,
         done: false,
     })
+}
+
+/// Makes `input` the child's descriptor [`EARLY_FD`], inheritable across its `exec`.
+#[allow(unsafe_code)]
+fn pass_as_early_fd(command: &mut Command, input: &std::fs::File) {
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let source = input.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before `exec`; it only makes the
+    // async-signal-safe `dup2`/`fcntl` system calls on descriptors, allocates nothing, and
+    // `forget`s the `OwnedFd` it builds so that nothing closes the target. `source` is
+    // open in the child (`input` outlives the spawn), and `dup2` leaves the copy without
+    // close-on-exec.
+    unsafe {
+        command.pre_exec(move || {
+            let source = BorrowedFd::borrow_raw(source);
+            if source.as_raw_fd() == EARLY_FD {
+                return rustix::io::fcntl_setfd(source, rustix::io::FdFlags::empty())
+                    .map_err(std::io::Error::from);
+            }
+            let mut target = OwnedFd::from_raw_fd(EARLY_FD);
+            let result = rustix::io::dup2(source, &mut target);
+            std::mem::forget(target);
+            result.map_err(std::io::Error::from)
+        });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -604,7 +750,7 @@ mod tests {
         let file = dir.path().join("model.gguf");
         std::fs::write(&file, b"GGUF").unwrap();
         let id = identity(&file).unwrap();
-        let probe = spawn(&exe, &file, 1, id, limit).unwrap();
+        let probe = spawn(&exe, &file, None, 1, id, limit).unwrap();
         (dir, probe)
     }
 
@@ -650,6 +796,83 @@ mod tests {
         let msg = probe.finish().unwrap_err().to_string();
         assert!(msg.contains("did not finish loading and running"), "{msg}");
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    /// A downloaded file and the cache blob path it will be renamed to, `blobs/sha256/<hex>`
+    /// (the early probes of this process are found by `hex`: each test has its own).
+    fn download(dir: &Path, hex: &str) -> (PathBuf, PathBuf) {
+        let file = dir.join("tmp/dl-1/abc");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, b"GGUF and the rest").unwrap();
+        let blob = dir.join("blobs/sha256").join(hex);
+        std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        (file, blob)
+    }
+
+    #[test]
+    fn an_early_child_reads_the_download_after_it_is_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The child waits until the file is gone from its path, then reads what it was
+        // given and reports the load only if the bytes are the download's.
+        let exe = script(
+            dir.path(),
+            r#"while [ -e "$SEEN" ]; do sleep 0.01; done
+               [ "$(head -c 8 "$2")" = "GGUF and" ] || { echo "read $(head -c 8 "$2")"; exit 2; }
+               echo loaded"#,
+        );
+        let hex = "c1".repeat(32);
+        let (file, blob) = download(dir.path(), &hex);
+        let exe_env = script(
+            &{
+                let d = dir.path().join("wrap");
+                std::fs::create_dir_all(&d).unwrap();
+                d
+            },
+            &format!("SEEN={} exec {} \"$@\"", file.display(), exe.display()),
+        );
+        let early = start_early_with(&exe_env, &file, &blob, 2)
+            .unwrap()
+            .expect("a probe starts");
+        std::fs::rename(&file, &blob).unwrap();
+        assert!(!early.taken());
+        // Another slot count does not take it; the load's does, once.
+        assert!(take_early(&hex, 3).is_none());
+        let mut probe = take_early(&hex, 2).expect("the load takes the probe over");
+        assert!(early.taken());
+        assert!(take_early(&hex, 2).is_none());
+        probe.loaded().expect("the child read the renamed download");
+        probe.finish().unwrap();
+    }
+
+    #[test]
+    fn an_early_child_not_taken_over_dies_with_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(dir.path(), "echo loaded; exec sleep 60");
+        let hex = "c2".repeat(32);
+        let (file, blob) = download(dir.path(), &hex);
+        let early = start_early_with(&exe, &file, &blob, 2).unwrap().unwrap();
+        let pid = early.pid().expect("running");
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(early);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the child was killed and reaped"
+        );
+        assert!(take_early(&hex, 2).is_none());
+    }
+
+    #[test]
+    fn no_early_probe_for_a_probed_blob_or_a_file_outside_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(dir.path(), "echo loaded");
+        let (file, blob) = download(dir.path(), &"c3".repeat(32));
+        assert!(start_early_with(&exe, &file, &dir.path().join("x.gguf"), 2)
+            .unwrap()
+            .is_none());
+        let marker = marker_for(&blob).unwrap();
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, b"").unwrap();
+        assert!(start_early_with(&exe, &file, &blob, 2).unwrap().is_none());
     }
 
     #[test]
