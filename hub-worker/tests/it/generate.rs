@@ -430,7 +430,24 @@ async fn constraints_stops_limits_and_logprobs() {
     assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
     let mut bad = greedy("x", 4);
     bad.constraint = Constraint::JsonSchema(r##"{"type": "object", "$ref": "#/nowhere"}"##.into());
-    assert!(matches!(model.submit(bad), Err(EngineError::Grammar(_))));
+    match model.submit(bad) {
+        Err(EngineError::Grammar(m)) => assert!(m.contains("cannot resolve $ref #/nowhere"), "{m}"),
+        other => panic!("a $ref to nowhere: {:?}", other.err()),
+    }
+    // The message says what is wrong, and where.
+    let mut bad = greedy("x", 4);
+    bad.constraint = Constraint::JsonSchema(
+        r#"{"type": "object", "properties": {"age": {"type": "intger"}}}"#.into(),
+    );
+    match model.submit(bad) {
+        Err(EngineError::Grammar(m)) => {
+            assert!(
+                m.contains("at #/properties/age: unrecognized type intger"),
+                "{m}"
+            )
+        }
+        other => panic!("a misspelt type: {:?}", other.err()),
+    }
     let mut bad = greedy("x", 4);
     bad.constraint = Constraint::JsonSchema(r#"{"type": "array", "minItems": 100000000}"#.into());
     match model.submit(bad) {

@@ -26,6 +26,7 @@ pub mod candle;
 #[cfg(feature = "engine-llama")]
 pub mod llama;
 pub mod sandbox;
+pub mod schema_grammar;
 pub mod stop;
 pub mod template;
 pub mod tools;

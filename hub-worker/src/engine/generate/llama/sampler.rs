@@ -4,6 +4,7 @@
 //! and needs no candidate array at all; everything else reuses the scheduler's candidate
 //! buffer, so a step allocates nothing here.
 
+use super::super::schema_grammar::json_schema_to_gbnf;
 use super::super::{Constraint, SamplingParams};
 use crate::engine::error::EngineError;
 use llama_cpp_2::model::LlamaModel;
@@ -38,10 +39,9 @@ impl Sampling {
             Constraint::None => None,
             Constraint::JsonObject => Some(grammar(model, JSON_GBNF)?),
             Constraint::JsonSchema(schema) => {
-                let gbnf = llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+                let gbnf = json_schema_to_gbnf(schema).map_err(|e| {
                     EngineError::Grammar(format!(
-                        "the JSON schema cannot be turned into a grammar ({e}); \
-                             check that it is a valid JSON Schema"
+                        "the JSON schema cannot be turned into a grammar: {e}"
                     ))
                 })?;
                 Some(grammar(model, &gbnf).map_err(|_| {
