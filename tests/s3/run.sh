@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The registry on a real S3 server: builds Garage once (scripts/lib/garage.sh;
-# crates.io, ~700 CPU-seconds the first time, cached in target/tools), starts
+# crates.io, ~265 CPU-seconds the first time, cached in target/tools), starts
 # one node, then
 #   1. the storage layer's unit tests with an S3 backend added (Range reads,
 #      multipart parts, content addressing, failed writes leave nothing);
