@@ -42,13 +42,19 @@ garage_install() {
     # Its own target dir: the workspace's lint wrapper and flags must not apply.
     # A test server, not a production one: opt-level 0 (GARAGE_OPT_LEVEL)
     # instead of release's 3. Its build competes with the tests for the CPU and
-    # the S3 lane waits for it; unoptimized, the S3 step takes ~50 s longer
-    # (156 s against ~108 s, the 1 GiB round trip) and the fleet ~20 s, far
-    # less than the ~435 CPU-seconds opt-level 1 costs (docs/BENCHMARKS.md).
+    # the S3 lane waits for it: ~265 CPU-seconds against ~700 at opt-level 1
+    # (docs/BENCHMARKS.md, "The test run").
+    # Its block path is the exception: the crates that compress, checksum and
+    # hash every byte (and LMDB's C) keep opt-level 2, for about the same build
+    # CPU (276 s) and an S3 step as fast as at opt-level 1 (101 s alone).
+    local fast=() p
+    for p in zstd-sys lmdb-master-sys blake2 sha2 md-5 crc-fast crc32fast; do
+      fast+=(--config "profile.release.package.$p.opt-level=2")
+    done
     env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u RUSTFLAGS \
       CARGO_PROFILE_RELEASE_OPT_LEVEL="${GARAGE_OPT_LEVEL:-0}" \
       cargo install --quiet --locked garage --version "$GARAGE_VERSION" \
-      --no-default-features --features "$GARAGE_FEATURES" \
+      --no-default-features --features "$GARAGE_FEATURES" "${fast[@]}" \
       --root "$GARAGE_TOOLS" --target-dir "$GARAGE_TOOLS/build"
     # The build tree is gigabytes; the binary is all later runs need.
     rm -rf "$GARAGE_TOOLS/build"
