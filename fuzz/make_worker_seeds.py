@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs of the worker's fuzz corpora
-(fuzz/corpus/{chat_template,tool_calls,forced_schema}/seed-*), standard library only:
+(fuzz/corpus/{chat_template,tool_calls,forced_schema,schema_grammar}/seed-*), standard library only:
 
     python3 fuzz/make_worker_seeds.py
 
@@ -124,6 +124,16 @@ def forced_schemas():
     put("forced_schema", "dup-keys", b'\x00[{"function": {"name": "a", "name": "get_weather", "parameters": {"b": 1, "a": 2}}}]')
 
 
+def schema_grammars():
+    """Every schema of the converter's cases (146, valid and refused), as a client sends it."""
+    with open(os.path.join(ROOT, "hub-worker/src/engine/generate/schema_grammar_cases.json")) as f:
+        cases = json.load(f)
+    for i, c in enumerate(cases):
+        schema = c["schema"] if c.get("raw") else json.dumps(c["schema"], ensure_ascii=False)
+        put("schema_grammar", f"{i:03d}", schema.encode())
+
+
 chat_templates()
 tool_calls()
 forced_schemas()
+schema_grammars()

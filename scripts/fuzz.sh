@@ -23,7 +23,7 @@ shift || true
 TARGETS=("$@")
 if [[ ${#TARGETS[@]} -eq 0 ]]; then
   TARGETS=(safetensors gguf ndjson lfs_batch gitattributes gitignore card markdown repo_path names viewer_filter git_push_commands viewer_convert
-    chat_template tool_calls forced_schema finetune_data tokenizer)
+    chat_template tool_calls forced_schema schema_grammar finetune_data tokenizer)
 fi
 NICE=${FUZZ_NICE:-19}
 HOST=$(rustc -vV | sed -n 's/^host: //p')

@@ -17,6 +17,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("chat_template", chat_template),
     ("tool_calls", tool_calls),
     ("forced_schema", forced_schema),
+    ("schema_grammar", schema_grammar),
     ("finetune_data", finetune_data),
     ("tokenizer", tokenizer),
 ];
@@ -145,6 +146,13 @@ pub fn forced_schema(data: &[u8]) {
     if let Some(schema) = tools::forced_call_schema(&text, only) {
         serde_json::from_str::<serde_json::Value>(&schema).expect("the schema is JSON");
     }
+}
+
+/// A `response_format` JSON schema (tenant input) through the JSON-Schema-to-grammar
+/// converter: a grammar or a clean refusal, never a panic, for any text.
+pub fn schema_grammar(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::engine::generate::schema_grammar::json_schema_to_gbnf(&text);
 }
 
 /// A fine-tuning job's split file (tenant data from a dataset repo) through the
