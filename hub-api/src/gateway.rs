@@ -52,8 +52,10 @@ pub const WAKE_WAIT: Duration = Duration::from_secs(60);
 /// comes (one lost with the listener's connection): it is answered at the
 /// signal ([`Live::replica_ready`]), this only bounds a lost one.
 pub const WAKE_POLL: Duration = Duration::from_secs(1);
+mod front;
 mod relay;
 pub mod sse;
+pub use front::front;
 mod upstream;
 
 /// Longest silence of a worker (before its headers, or between two chunks of its body)
@@ -82,6 +84,8 @@ const SLOW_FLUSH: Duration = Duration::from_millis(250);
 #[derive(Clone)]
 struct Candidate {
     id: Uuid,
+    /// `id` as the `X-Paddock-Replica` value of the answers.
+    id_header: actix_web::http::header::HeaderValue,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// `{worker url's path}/models/{replica id}/`, percent-encoded.
@@ -116,6 +120,8 @@ impl Candidate {
                         auth.set_sensitive(true);
                         Some(Candidate {
                             id,
+                            id_header: actix_web::http::header::HeaderValue::from_str(&id.to_string())
+                                .expect("a UUID is a header value"),
                             scheme,
                             authority,
                             base_path,
@@ -635,7 +641,9 @@ impl Metered {
         let e = &self.route.endpoint;
         let m = &self.state.metrics;
         let label = self.route.label.as_str();
-        m.endpoint_requests.inc(&[label, &self.status.to_string()]);
+        let mut digits = itoa::Buffer::new();
+        m.endpoint_requests
+            .inc(&[label, digits.format(self.status)]);
         m.endpoint_duration
             .observe(&[label], self.started.elapsed().as_secs_f64());
         m.endpoint_tokens
@@ -675,6 +683,21 @@ fn count_header(h: &http::HeaderMap, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The metrics label of a request to `path` when it is a gateway call: the
+/// route table's two patterns, `/endpoints/{ns}/{name}` and (with anything
+/// after the name, even a lone `/`) `/endpoints/{ns}/{name}/{tail}`.
+pub fn route_label(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/endpoints")?;
+    if !rest.starts_with('/') {
+        return None;
+    }
+    Some(if rest.splitn(4, '/').count() == 4 {
+        "/endpoints/{ns}/{name}/{tail}"
+    } else {
+        "/endpoints/{ns}/{name}"
+    })
+}
+
 /// `{ns}/{name}[/{tail}]` from what the `/endpoints` scope leaves of the
 /// path (`/acme/e/v1/embeddings`); `None` when the namespace or the name is
 /// missing or empty (`/endpoints/acme`, `/endpoints//e`).
@@ -685,14 +708,15 @@ fn split_target(rest: &str) -> Option<(&str, &str, &str)> {
     Some((ns, name, parts.next().unwrap_or("")))
 }
 
-/// `ANY /endpoints/{namespace}/{name}[/{tail}]`.
+/// `ANY /endpoints/{namespace}/{name}[/{tail}]`, as the route table's handler:
+/// the requests [`front`] leaves to the whole middleware stack (a cookie
+/// session, bad credentials, an undecided caller) come here.
 pub async fn proxy(
     state: web::Data<AppState>,
     auth: Auth,
     req: HttpRequest,
     payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let started = Instant::now();
     // A browser sends its session cookie with any same-site GET, including
     // an `<img>` in a model card another tenant wrote: such a request must
     // not call (wake, bill) the viewer's protected endpoints. A session
@@ -703,8 +727,28 @@ pub async fn proxy(
     } else {
         auth
     };
-    let Some((ns, name, tail)) = split_target(req.match_info().unprocessed()) else {
-        return Ok(crate::routes::not_found(req).await);
+    forward(state, auth, &req, payload.into_inner()).await
+}
+
+/// Calls the endpoint `req` names for the caller `auth` (authenticated, CSRF-
+/// and rate-checked by the caller of this), and answers the worker's response
+/// as it streams.
+async fn forward(
+    state: web::Data<AppState>,
+    auth: Auth,
+    req: &HttpRequest,
+    mut payload: actix_web::dev::Payload,
+) -> ApiResult<HttpResponse> {
+    let started = Instant::now();
+    // The path as the router reads it (`match_info`: percent-encoded bytes
+    // that need no encoding are decoded), before or after routing.
+    let Some((ns, name, tail)) = req
+        .match_info()
+        .as_str()
+        .strip_prefix("/endpoints")
+        .and_then(split_target)
+    else {
+        return Ok(crate::routes::not_found(req.clone()).await);
     };
     let tail = tail.trim_start_matches('/');
     check_tail(tail).map_err(ApiError::InvalidPath)?;
@@ -713,7 +757,7 @@ pub async fn proxy(
     let token_id = authorize(&state, &auth, e).await?;
     // Read here, once the caller is authorized (an outsider's body is never buffered),
     // up to `MAX_BODY` (the framework's `Bytes` extractor stopped at its own 256 KiB).
-    let body = crate::routes::body::read_up_to(&req, &mut payload.into_inner(), MAX_BODY).await?;
+    let body = crate::routes::body::read_up_to(req, &mut payload, MAX_BODY).await?;
     if e.paused {
         return Err(ApiError::Unavailable(
             "this endpoint is paused; resume it first".to_string(),
@@ -803,7 +847,7 @@ pub async fn proxy(
             }
         }
         // One request id in the hub's and the worker's logs.
-        if let Some(id) = actix_web::HttpMessage::extensions(&req).get::<crate::server::RequestId>()
+        if let Some(id) = actix_web::HttpMessage::extensions(req).get::<crate::server::RequestId>()
         {
             fwd = fwd.header(hub_telemetry::request_id::HEADER, id.0.as_str());
         }
@@ -826,7 +870,7 @@ pub async fn proxy(
                         out.insert_header((h, v.as_bytes()));
                     }
                 }
-                out.insert_header(("X-Paddock-Replica", replica.to_string()));
+                out.insert_header(("X-Paddock-Replica", picked.id_header.clone()));
                 let sse = resp
                     .headers()
                     .get("content-type")
@@ -874,7 +918,26 @@ pub async fn proxy(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_tail, split_target, Candidate};
+    use super::{check_tail, route_label, split_target, Candidate};
+
+    #[test]
+    fn gateway_calls_are_labelled_as_the_route_table_labels_them() {
+        for (path, want) in [
+            ("/endpoints/acme/e", Some("/endpoints/{ns}/{name}")),
+            ("/endpoints/acme", Some("/endpoints/{ns}/{name}")),
+            ("/endpoints/", Some("/endpoints/{ns}/{name}")),
+            ("/endpoints/acme/e/", Some("/endpoints/{ns}/{name}/{tail}")),
+            (
+                "/endpoints/acme/e/v1/embeddings",
+                Some("/endpoints/{ns}/{name}/{tail}"),
+            ),
+            ("/endpoints", None),
+            ("/endpointsx/a/b", None),
+            ("/api/v1/endpoints/acme/e", None),
+        ] {
+            assert_eq!(route_label(path), want, "{path}");
+        }
+    }
 
     #[test]
     fn a_tail_that_could_leave_its_replica_is_refused() {

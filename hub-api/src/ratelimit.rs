@@ -395,6 +395,50 @@ async fn cas_bucket(state: &AppState, req: &ServiceRequest) -> Option<String> {
     Some(key)
 }
 
+/// Takes one call from the bucket of `caller` (as the authentication step
+/// decided; `None`: anonymous, counted by client IP) for `req`: the target
+/// namespace's override, else the caller's own namespace's, else the default
+/// rate. `Err` is the 429 to answer. The middleware and the gateway's short
+/// path (`gateway::front`) both call this.
+pub async fn check(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    caller: Option<&Principal>,
+) -> Result<(), ApiError> {
+    let limiter = &state.tenancy.rate;
+    limiter.refresh_overrides(&state.db).await;
+    let (caller_key, own_ns, default) = bucket_owner(caller, &limiter.defaults, || {
+        request_ip(req, limiter.defaults.trust_forwarded_for)
+    });
+    let target = target_namespace(req.path()).and_then(|ns| {
+        limiter
+            .override_for(ns)
+            .map(|r| (ns.to_ascii_lowercase(), r))
+    });
+    let (scope, rate) = match target {
+        Some((ns, r)) => (ns, r),
+        None => match own_ns.and_then(|n| limiter.override_for(&n).map(|r| (n, r))) {
+            Some((ns, r)) => (ns.to_ascii_lowercase(), r),
+            None => ("-".to_string(), default),
+        },
+    };
+    if let Err(d) = limiter
+        .take_from(&state.db, &format!("{caller_key}|{scope}"), rate)
+        .await
+    {
+        tracing::info!(
+            rate.scope = %scope,
+            rate.limit = d.limit,
+            "rate limited"
+        );
+        return Err(ApiError::RateLimited {
+            retry_after_s: d.retry_after_s,
+            limit: d.limit,
+        });
+    }
+    Ok(())
+}
+
 /// The actix middleware (`middleware::from_fn(ratelimit::middleware)`). Runs
 /// after authentication and the CSRF check, and only rate-limits.
 pub async fn middleware(
@@ -423,38 +467,14 @@ pub async fn middleware(
             return next.call(req).await.map(|r| r.map_into_boxed_body());
         }
     }
-    limiter.refresh_overrides(&state.db).await;
     let decided = authenticate::recorded(req.request());
-    let (caller_key, own_ns, default) = bucket_owner(
+    if let Err(err) = check(
+        &state,
+        req.request(),
         decided.as_ref().and_then(Authenticated::principal),
-        &limiter.defaults,
-        || client_ip(&req, limiter.defaults.trust_forwarded_for),
-    );
-    let target = target_namespace(req.path()).and_then(|ns| {
-        limiter
-            .override_for(ns)
-            .map(|r| (ns.to_ascii_lowercase(), r))
-    });
-    let (scope, rate) = match target {
-        Some((ns, r)) => (ns, r),
-        None => match own_ns.and_then(|n| limiter.override_for(&n).map(|r| (n, r))) {
-            Some((ns, r)) => (ns.to_ascii_lowercase(), r),
-            None => ("-".to_string(), default),
-        },
-    };
-    if let Err(d) = limiter
-        .take_from(&state.db, &format!("{caller_key}|{scope}"), rate)
-        .await
+    )
+    .await
     {
-        tracing::info!(
-            rate.scope = %scope,
-            rate.limit = d.limit,
-            "rate limited"
-        );
-        let err = ApiError::RateLimited {
-            retry_after_s: d.retry_after_s,
-            limit: d.limit,
-        };
         let resp = actix_web::ResponseError::error_response(&err);
         return Ok(req.into_response(resp));
     }

@@ -298,36 +298,36 @@ pub async fn access_log(
     let in_flight = metrics.as_ref().map(|m| m.http_in_flight.track(&[]));
     let res = next.call(req).instrument(span.clone()).await;
     drop(in_flight);
-    let (status, route) = match &res {
-        Ok(r) => (
-            r.status().as_u16(),
-            r.request()
-                .app_data::<crate::metrics::RouteLabel>()
-                .map_or("unmatched", |l| {
-                    let params: Vec<&str> =
-                        r.request().match_info().iter().map(|(k, _)| k).collect();
-                    l.label(&path, &params)
-                })
-                .to_string(),
-        ),
-        Err(e) => (
-            e.as_response_error().status_code().as_u16(),
-            "unmatched".to_string(),
-        ),
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    // The gateway's calls are labelled without the route table (most never
+    // reach it: `gateway::front`).
+    let route: std::borrow::Cow<'static, str> = match (crate::gateway::route_label(&path), &res) {
+        (Some(label), _) => label.into(),
+        (None, Ok(r)) => r
+            .request()
+            .app_data::<crate::metrics::RouteLabel>()
+            .map_or("unmatched", |l| {
+                let params: Vec<&str> = r.request().match_info().iter().map(|(k, _)| k).collect();
+                l.label(&path, &params)
+            })
+            .to_string()
+            .into(),
+        (None, Err(_)) => "unmatched".into(),
     };
     hub_telemetry::request_id::finish_span(&span, method.as_str(), &route, status);
     span.in_scope(|| log_request(method.as_str(), &path, status, started));
     let sent = metrics.map(|m| {
-        let status_label = status.to_string();
+        let mut digits = itoa::Buffer::new();
         m.http_requests
-            .inc(&[route.as_str(), method.as_str(), &status_label]);
-        m.http_duration.observe(
-            &[route.as_str(), method.as_str()],
-            started.elapsed().as_secs_f64(),
-        );
+            .inc(&[&route, method.as_str(), digits.format(status)]);
+        m.http_duration
+            .observe(&[&route, method.as_str()], started.elapsed().as_secs_f64());
         crate::metrics::BodyCount {
-            sent: m.http_sent.series(&[route.as_str()]),
-            received_total: m.http_received.series(&[route.as_str()]),
+            sent: m.http_sent.series(&[&route]),
+            received_total: m.http_received.series(&[&route]),
             received,
         }
     });

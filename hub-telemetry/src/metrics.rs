@@ -111,8 +111,13 @@ fn escape_value(v: &str, out: &mut String) {
 }
 
 fn key(labels: &'static [&'static str], values: &[&str]) -> String {
-    debug_assert_eq!(labels.len(), values.len(), "label values for {labels:?}");
     let mut k = String::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+    key_into(labels, values, &mut k);
+    k
+}
+
+fn key_into(labels: &'static [&'static str], values: &[&str], k: &mut String) {
+    debug_assert_eq!(labels.len(), values.len(), "label values for {labels:?}");
     for (i, v) in values.iter().enumerate() {
         if i > 0 {
             k.push(SEP);
@@ -120,7 +125,26 @@ fn key(labels: &'static [&'static str], values: &[&str]) -> String {
         // A separator inside a value would shift the labels after it.
         k.extend(v.chars().map(|c| if c == SEP { '_' } else { c }));
     }
-    k
+}
+
+thread_local! {
+    /// Where a lookup builds its key: a series that exists is found without
+    /// allocating (the gateway touches about ten series per call).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Calls `f` with the key of `values`, built in this thread's buffer.
+fn with_key<R>(labels: &'static [&'static str], values: &[&str], f: impl FnOnce(&str) -> R) -> R {
+    KEY.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            key_into(labels, values, &mut k);
+            f(&k)
+        }
+        // Not reentered today (`f` only reads and writes a map); if it ever
+        // is, the inner call allocates its own.
+        Err(_) => f(&key(labels, values)),
+    })
 }
 
 /// A family's series by label values (kept sorted: a stable exposition).
@@ -136,30 +160,33 @@ impl<T: Default> Series<T> {
     }
 
     fn entry(&self, meta: &Meta, values: &[&str]) -> Arc<T> {
-        let k = key(meta.labels, values);
-        if let Some(v) = self.map.read().expect("metrics lock").get(&k) {
-            return v.clone();
-        }
-        self.map
-            .write()
-            .expect("metrics lock")
-            .entry(k)
-            .or_default()
-            .clone()
+        with_key(meta.labels, values, |k| {
+            if let Some(v) = self.map.read().expect("metrics lock").get(k) {
+                return v.clone();
+            }
+            self.map
+                .write()
+                .expect("metrics lock")
+                .entry(k.to_string())
+                .or_default()
+                .clone()
+        })
     }
 
     fn with<R>(&self, meta: &Meta, values: &[&str], f: impl FnOnce(&T) -> R) -> R {
-        let k = key(meta.labels, values);
-        if let Some(v) = self.map.read().expect("metrics lock").get(&k) {
-            return f(v);
-        }
-        let mut map = self.map.write().expect("metrics lock");
-        f(map.entry(k).or_default())
+        with_key(meta.labels, values, |k| {
+            if let Some(v) = self.map.read().expect("metrics lock").get(k) {
+                return f(v);
+            }
+            let mut map = self.map.write().expect("metrics lock");
+            f(map.entry(k.to_string()).or_default())
+        })
     }
 
     fn get(&self, meta: &Meta, values: &[&str]) -> Option<Arc<T>> {
-        let k = key(meta.labels, values);
-        self.map.read().expect("metrics lock").get(&k).cloned()
+        with_key(meta.labels, values, |k| {
+            self.map.read().expect("metrics lock").get(k).cloned()
+        })
     }
 
     fn snapshot(&self) -> Vec<(String, Arc<T>)> {
@@ -349,18 +376,16 @@ impl Histogram {
     }
 
     pub fn observe(&self, values: &[&str], v: f64) {
-        let k = key(self.meta.labels, values);
-        let cells = {
-            let map = self.series.read().expect("metrics lock");
-            map.get(&k).cloned()
-        };
-        let cells = cells.unwrap_or_else(|| {
-            self.series
-                .write()
-                .expect("metrics lock")
-                .entry(k)
-                .or_insert_with(|| Arc::new(Cells::new(self.bounds.len())))
-                .clone()
+        let cells = with_key(self.meta.labels, values, |k| {
+            let found = self.series.read().expect("metrics lock").get(k).cloned();
+            found.unwrap_or_else(|| {
+                self.series
+                    .write()
+                    .expect("metrics lock")
+                    .entry(k.to_string())
+                    .or_insert_with(|| Arc::new(Cells::new(self.bounds.len())))
+                    .clone()
+            })
         });
         let i = self.bounds.partition_point(|b| *b < v);
         cells.buckets[i].fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,10 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // The probes answer whatever is sent, and must not wait on the database;
     // the Xet CAS takes its own access tokens (`routes::xet::CasToken`).
+    // The gateway's short path (`gateway::front`) may have decided already.
+    if req.extensions().contains::<Authenticated>() {
+        return next.call(req).await.map(|r| r.map_into_boxed_body());
+    }
     let outcome = if matches!(req.path(), "/healthz" | "/readyz") || req.path().starts_with("/cas/")
     {
         Authenticated::Caller {
@@ -115,7 +119,8 @@ fn outcome(
     }
 }
 
-async fn decide(state: &AppState, req: &HttpRequest) -> Authenticated {
+/// Authenticates `req` (see [`resolve`]); a lookup that failed is `Undecided`.
+pub async fn decide(state: &AppState, req: &HttpRequest) -> Authenticated {
     outcome(req, resolve(state, req).await).unwrap_or_else(|e| {
         tracing::debug!(error = %e, "authentication undecided");
         Authenticated::Undecided

@@ -690,3 +690,66 @@ async fn per_call_usage_rows_are_rolled_up_by_the_migration() {
     assert_eq!((d2.requests, d2.input_tokens), (1, 10));
     assert!(d2.latency_p50_ms < 0.001, "{}", d2.latency_p50_ms);
 }
+
+/// The gateway's short path (`gateway::front`, which skips the middlewares
+/// after the access log) keeps what those layers enforced: each token has its
+/// own bucket (429 with Retry-After past the burst, the worker not called),
+/// a malformed or unknown credential is a 401 and an anonymous caller of a
+/// protected endpoint too (both answered by the whole stack), and the calls
+/// are counted under the route table's label.
+#[actix_web::test]
+async fn gateway_calls_are_rate_limited_per_token_and_bad_credentials_refused() {
+    use hub_api::ratelimit::{Rate, RateDefaults, RateLimiter};
+    let mut s = setup().await;
+    s.t.state.tenancy.rate = std::sync::Arc::new(RateLimiter::new(RateDefaults {
+        token: Rate { per_s: 1, burst: 3 },
+        // Bad credentials and anonymous calls share the client IP's bucket.
+        anonymous: Rate { per_s: 1, burst: 3 },
+        trust_forwarded_for: false,
+    }));
+    let app = hub_testkit::app(&s.t.state).await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = call_service(&app, call(&s.bob_call)).await;
+        if r.status() == 429 {
+            let retry = r.headers().get("Retry-After").and_then(|v| v.to_str().ok());
+            assert!(
+                retry.is_some_and(|v| v.parse::<u64>().is_ok_and(|n| n >= 1)),
+                "{retry:?}"
+            );
+        }
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    assert_eq!(
+        s.worker.calls(),
+        3,
+        "a refused call never reaches the worker"
+    );
+    // Another token of the same user has a bucket of its own.
+    let r = call_service(&app, call(&s.bob_write)).await;
+    assert_eq!(r.status(), 200);
+
+    for bad in ["pdk_not-a-real-token", "not a token at all"] {
+        let r = call_service(&app, call(bad)).await;
+        assert_eq!(r.status(), 401, "{bad}");
+    }
+    let anonymous = || {
+        TestRequest::post()
+            .uri(PATH)
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload(r#"{"input": ["hi"]}"#)
+            .to_request()
+    };
+    assert_eq!(call_service(&app, anonymous()).await.status(), 401);
+    // The IP's bucket is spent now: the next anonymous call is refused first.
+    assert_eq!(call_service(&app, anonymous()).await.status(), 429);
+    assert_eq!(s.worker.calls(), 4);
+
+    let m = &s.t.state.metrics;
+    let route = "/endpoints/{ns}/{name}/{tail}";
+    assert_eq!(m.http_requests.get(&[route, "POST", "200"]), 4);
+    assert_eq!(m.http_requests.get(&[route, "POST", "429"]), 3);
+    assert_eq!(m.http_requests.get(&[route, "POST", "401"]), 3);
+    s.worker.stop().await;
+}
