@@ -103,7 +103,8 @@ impl Upstream {
         TimedBody {
             body,
             timeout: self.read_timeout,
-            silence: Box::pin(tokio::time::sleep(self.read_timeout)),
+            last: tokio::time::Instant::now(),
+            silence: None,
         }
     }
 }
@@ -124,7 +125,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub(super) struct TimedBody {
     body: Incoming,
     timeout: Duration,
-    silence: Pin<Box<tokio::time::Sleep>>,
+    /// When the head or the last chunk came.
+    last: tokio::time::Instant,
+    /// Armed the first time the body has to be waited for: a small response
+    /// whose bytes came with its head (an embedding) needs no timer at all.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Stream for TimedBody {
@@ -139,8 +144,7 @@ impl Stream for TimedBody {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let next = tokio::time::Instant::now() + this.timeout;
-                    this.silence.as_mut().reset(next);
+                    this.last = tokio::time::Instant::now();
                     if !data.is_empty() {
                         return Poll::Ready(Some(Ok(data)));
                     }
@@ -150,7 +154,19 @@ impl Stream for TimedBody {
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
-                    return match this.silence.as_mut().poll(cx) {
+                    let deadline = this.last + this.timeout;
+                    let silence = match &mut this.silence {
+                        Some(s) => {
+                            if s.deadline() != deadline {
+                                s.as_mut().reset(deadline);
+                            }
+                            s
+                        }
+                        None => this
+                            .silence
+                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
+                    return match silence.as_mut().poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!("the worker sent nothing for {} s", this.timeout.as_secs()),
