@@ -13,6 +13,11 @@
 //! approximation). Before forwarding, the endpoint's namespace's daily token
 //! quota is checked ([`crate::token_quota`]).
 //!
+//! Most calls (a bearer credential or none) are answered by [`front`], a
+//! middleware just inside the access log that authenticates, rate-limits and
+//! calls `forward` without the rest of the middleware chain or the router;
+//! the others reach [`proxy`] through the whole stack.
+//!
 //! The hot path makes no database round trip for a warm endpoint and a known
 //! caller: the token (`auth::cache::TokenCache`), the caller's role in the
 //! endpoint's namespace (`auth::cache::RoleCache`), the endpoint's row and

@@ -119,7 +119,8 @@ fn outcome(
     }
 }
 
-/// Authenticates `req` (see [`resolve`]); a lookup that failed is `Undecided`.
+/// Authenticates `req` (a bearer token, JWT or service token, else the
+/// session cookie); a lookup that failed is `Undecided`.
 pub async fn decide(state: &AppState, req: &HttpRequest) -> Authenticated {
     outcome(req, resolve(state, req).await).unwrap_or_else(|e| {
         tracing::debug!(error = %e, "authentication undecided");
