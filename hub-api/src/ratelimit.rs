@@ -322,11 +322,6 @@ pub fn target_namespace(path: &str) -> Option<&str> {
 }
 
 /// The client IP of a request (the peer, or the forwarded-for client behind a trusted proxy).
-pub fn client_ip(req: &ServiceRequest, trust_forwarded_for: bool) -> String {
-    request_ip(req.request(), trust_forwarded_for)
-}
-
-/// The client IP of a request (see [`client_ip`]).
 pub fn request_ip(req: &actix_web::HttpRequest, trust_forwarded_for: bool) -> String {
     if trust_forwarded_for {
         if let Some(ip) = req.connection_info().realip_remote_addr() {

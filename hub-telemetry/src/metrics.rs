@@ -160,20 +160,11 @@ impl<T: Default> Series<T> {
     }
 
     fn entry(&self, meta: &Meta, values: &[&str]) -> Arc<T> {
-        with_key(meta.labels, values, |k| {
-            if let Some(v) = self.map.read().expect("metrics lock").get(k) {
-                return v.clone();
-            }
-            self.map
-                .write()
-                .expect("metrics lock")
-                .entry(k.to_string())
-                .or_default()
-                .clone()
-        })
+        self.with(meta, values, Arc::clone)
     }
 
-    fn with<R>(&self, meta: &Meta, values: &[&str], f: impl FnOnce(&T) -> R) -> R {
+    /// Calls `f` with the series of `values` (made when it is new), under the lock.
+    fn with<R>(&self, meta: &Meta, values: &[&str], f: impl FnOnce(&Arc<T>) -> R) -> R {
         with_key(meta.labels, values, |k| {
             if let Some(v) = self.map.read().expect("metrics lock").get(k) {
                 return f(v);

@@ -697,7 +697,7 @@ test('fine-tuning jobs: queue one from the form, watch it succeed, Deploy; cance
   await page.waitForSelector('#job-state.status-cancelled', { timeout: 60_000 });
   // The page reloads itself once its poll sees the ended job: wait for the
   // reloaded page, or the navigation below races that reload (ERR_ABORTED).
-  await page.waitForSelector('[data-job-page][data-active="false"] ', { state: 'attached', timeout: 30_000 });
+  await page.waitForSelector('[data-job-page][data-active="false"]', { state: 'attached', timeout: 30_000 });
   await page.waitForLoadState('load');
   assert.match(await page.textContent('#job-state'), /cancelled/);
   assert.match(await page.textContent('#job-error'), /cancelled/);

@@ -60,12 +60,12 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // The probes answer whatever is sent, and must not wait on the database;
-    // the Xet CAS takes its own access tokens (`routes::xet::CasToken`).
     // The gateway's short path (`gateway::front`) may have decided already.
     if req.extensions().contains::<Authenticated>() {
         return next.call(req).await.map(|r| r.map_into_boxed_body());
     }
+    // The probes answer whatever is sent, and must not wait on the database;
+    // the Xet CAS takes its own access tokens (`routes::xet::CasToken`).
     let outcome = if matches!(req.path(), "/healthz" | "/readyz") || req.path().starts_with("/cas/")
     {
         Authenticated::Caller {
