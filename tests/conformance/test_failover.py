@@ -35,6 +35,30 @@ def repo(alice):
     return r
 
 
+# When this module's last worker processes stopped: the hub keeps a worker
+# for `scheduler::LOST_AFTER_S` (6 s) after its last heartbeat, and could
+# place a new endpoint on one that has just gone in that time.
+STOPPED = [0.0]
+LOST_AFTER_S = 6
+
+
+def wait_for_gone_workers():
+    time.sleep(max(0.0, STOPPED[0] + LOST_AFTER_S + 1 - time.time()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def occupied(alice, repo):
+    """One replica on the suite's in-process worker for this whole module. The
+    scheduler places a replica on the worker with the fewest, then the most free
+    memory: with this one, the workers each test starts (none yet) always come
+    first, whatever the modules before this one left running."""
+    r = api_v1("POST", "/endpoints/alice", alice, json={"name": "failover-pin", "repository": repo, "access": "public"})
+    assert r.status_code == 201, r.text
+    wait_status("alice", "failover-pin", alice, {"running"}, timeout=180)
+    yield
+    api_v1("DELETE", "/endpoints/alice/failover-pin", alice)
+
+
 def wait_registered(tmp_path, names, timeout=60):
     """Waits until each worker's log says it registered with the hub."""
     deadline = time.time() + timeout
@@ -102,6 +126,7 @@ def test_kill_worker_while_serving(alice, repo, tmp_path):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(timeout=20)
+        STOPPED[0] = time.time()
         api_v1("DELETE", "/endpoints/alice/ha", alice)
 
 
@@ -109,6 +134,7 @@ def test_overload_answers_429(alice, repo, tmp_path):
     proc = start_worker(tmp_path, "tiny-admission", HUB_WORKER_MAX_CONCURRENT="2")
     try:
         wait_registered(tmp_path, ["tiny-admission"])
+        wait_for_gone_workers()
         r = api_v1("POST", "/endpoints/alice", alice, json={"name": "busy", "repository": repo, "access": "public"})
         assert r.status_code == 201, r.text
         ep = wait_status("alice", "busy", alice, {"running"}, timeout=180)
@@ -128,4 +154,5 @@ def test_overload_answers_429(alice, repo, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
+        STOPPED[0] = time.time()
         api_v1("DELETE", "/endpoints/alice/busy", alice)
