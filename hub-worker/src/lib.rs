@@ -32,6 +32,8 @@ pub fn serve_child_if_asked() {
     engine::generate::sandbox::serve_if_asked();
     #[cfg(feature = "engine-llama")]
     engine::generate::llama::probe::serve_probe_if_asked();
+    #[cfg(feature = "engine-llama")]
+    engine::generate::llama::host::serve_host_if_asked();
 }
 
 use std::future::Future;

@@ -510,3 +510,106 @@ def test_a_costly_schema_fails_alone_and_holds_up_no_other_stream(alice, gemma, 
         time.sleep(0.2)
     assert info(alice, gemma)["stats"]["grammar_timeouts_total"] >= 2
     test_json_schema_is_enforced(oai)
+
+
+def decoder_hosts():
+    """The decoder host processes of the hub's in-process worker: {pid: args}."""
+    hub = os.environ["PADDOCK_HUB_PID"]
+    found = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = stat.rsplit(")", 1)[1].split()[1]
+        if ppid == hub and b"--paddock-decoder-host" in args:
+            found[int(entry.name)] = [a.decode(errors="replace") for a in args]
+    return found
+
+
+def test_a_decoder_process_that_dies_takes_down_only_its_own_requests(alice, gemma, gemma_repo, oai, tmp_path):
+    """Each GGUF model runs in a decoder process of its own: an `abort()` in llama.cpp that
+    one request trips ends that process only (here `kill -9` stands in for it). Its
+    running stream ends with an error at once, the hub and its worker live on, another
+    endpoint on the same worker keeps serving, new requests to the model get 503
+    `model_restarting` with Retry-After, and the model serves the same greedy text again
+    once its process is started again."""
+    import signal
+    import threading
+
+    from openai import OpenAI
+
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    folder = tmp_path / "beside"
+    folder.mkdir()
+    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
+    repo = api.create_repo("alice/gemma-beside", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="the same model, another repo")
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": "beside", "repository": repo, "task": "text-generation",
+        "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    wait_status("alice", "beside", alice, {"running"})
+    beside = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/beside/v1", api_key=alice, max_retries=0)
+    kw = dict(model="x", prompt=PROMPT, max_tokens=8, temperature=0)
+    before = oai.completions.create(**kw).choices[0].text
+    assert beside.completions.create(**kw).choices[0].text == before
+
+    hosts = decoder_hosts()
+    mine = [pid for pid, args in hosts.items() if any("gemma-3-270m-gguf" in a for a in args)]
+    assert len(mine) == 1, hosts
+    assert len(hosts) >= 2, hosts
+
+    seen = {"chunks": 0, "error": None}
+
+    def long_stream():
+        body = {"prompt": PROMPT, "max_tokens": 400, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{gemma}/v1/completions", json=body, timeout=60,
+                          headers={"authorization": f"Bearer {alice}"}) as resp:
+            for line in resp.iter_lines():
+                if line.startswith("data: {"):
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        seen["error"] = data
+                    else:
+                        seen["chunks"] += 1
+
+    t = threading.Thread(target=long_stream)
+    t.start()
+    deadline = time.time() + 30
+    while seen["chunks"] < 3:
+        assert time.time() < deadline and t.is_alive(), seen
+        time.sleep(0.02)
+    killed_at = time.time()
+    os.kill(mine[0], signal.SIGKILL)
+    t.join(timeout=30)
+    assert not t.is_alive(), "the stream did not end when its decoder process died"
+    assert time.time() - killed_at < 10
+    assert seen["chunks"] < 400, seen
+    assert seen["error"] is not None, seen
+    assert "decoder process stopped" in json.dumps(seen["error"]), seen["error"]
+
+    # The hub (and its in-process worker) lives on; the other model serves as before.
+    os.kill(int(os.environ["PADDOCK_HUB_PID"]), 0)
+    assert beside.completions.create(**kw).choices[0].text == before
+    # The model itself: 503 model_restarting while its process starts again, then the
+    # same text.
+    deadline = time.time() + 60
+    while True:
+        r = httpx.post(f"{gemma}/v1/completions", json={"prompt": PROMPT, "max_tokens": 8, "temperature": 0},
+                       headers={"authorization": f"Bearer {alice}"}, timeout=60)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503, r.text
+        assert r.headers.get("retry-after"), r.headers
+        assert "restart" in r.text, r.text
+        assert time.time() < deadline, f"the model did not come back: {r.text}"
+        time.sleep(0.2)
+    assert r.json()["choices"][0]["text"] == before
+    again = [pid for pid, args in decoder_hosts().items() if any("gemma-3-270m-gguf" in a for a in args)]
+    assert len(again) == 1 and again != mine, (mine, again)
+    assert api_v1("DELETE", "/endpoints/alice/beside", alice).status_code in (200, 202, 204)

@@ -201,6 +201,12 @@ pub enum EngineError {
     /// are still being computed (`engine::generate::llama::offthread`).
     #[error("constrained generation (response_format, forced tool calls) is refused for now: {abandoned} grammars of earlier requests are still being computed; retry in a few seconds")]
     GrammarBusy { abandoned: usize },
+    /// The process a decoder runs in stopped and is being started again
+    /// (`engine::generate::llama::host`).
+    #[error(
+        "the model's process stopped ({0}) and is being started again; retry in a few seconds"
+    )]
+    Restarting(String),
 }
 
 /// A `--engine` / `HUB_WORKER_ENGINE` value that names no engine.

@@ -71,6 +71,7 @@ impl ApiError {
                 E::Template(_) => (StatusCode::BAD_REQUEST, "chat_template_error"),
                 E::Grammar(_) => (StatusCode::BAD_REQUEST, "invalid_response_format"),
                 E::GrammarBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "grammar_busy"),
+                E::Restarting(_) => (StatusCode::SERVICE_UNAVAILABLE, "model_restarting"),
             },
         }
     }

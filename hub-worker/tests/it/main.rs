@@ -8,6 +8,7 @@ mod common;
 
 mod candle_generate;
 mod control;
+mod decoder_host;
 mod engine;
 mod finetune;
 mod generate;

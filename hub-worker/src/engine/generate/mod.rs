@@ -66,7 +66,7 @@ pub struct DecoderInfo {
 }
 
 /// Point-in-time load of a decoder, for heartbeats and the worker's metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DecoderStats {
     /// Slots holding a running sequence.
     pub active_slots: u32,
@@ -92,7 +92,7 @@ pub struct DecoderStats {
 }
 
 /// The prompt of a request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Prompt {
     /// Text the engine tokenizes. `add_special`: prepend BOS (and whatever the model's
     /// tokenizer adds) — `true` for raw completions, `false` for rendered chat templates
@@ -105,7 +105,7 @@ pub enum Prompt {
 
 /// Sampling knobs, with OpenAI's defaults. `temperature == 0` is greedy (argmax), and
 /// then the other knobs do not matter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SamplingParams {
     pub temperature: f32,
     /// Nucleus sampling; 1.0 = off.
@@ -146,7 +146,7 @@ impl SamplingParams {
 
 /// What the sampled text must match, enforced by the engine (a grammar masks every
 /// token that would leave the language), not checked afterwards.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Constraint {
     #[default]
     None,
@@ -163,7 +163,7 @@ pub enum Constraint {
 }
 
 /// One generation request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenerateRequest {
     pub prompt: Prompt,
     /// Most tokens to generate; `None`: until the context is full (finish `length`).
@@ -195,7 +195,7 @@ impl GenerateRequest {
 }
 
 /// A candidate token with its log-probability.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenLogprob {
     pub id: u32,
     /// The token's text (lossy if it is part of a multi-byte character).
@@ -206,7 +206,7 @@ pub struct TokenLogprob {
 }
 
 /// One sampled token.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GenToken {
     pub id: u32,
     /// The text this token releases to the client: may be empty (an incomplete UTF-8
@@ -220,7 +220,7 @@ pub struct GenToken {
 
 /// Why a sequence ended (OpenAI's `finish_reason`; `tool_calls` is decided by the API
 /// layer from the text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FinishReason {
     /// An end-of-generation token or a stop string.
     Stop,
@@ -238,7 +238,7 @@ impl FinishReason {
 }
 
 /// Tokens a request cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -247,7 +247,7 @@ pub struct Usage {
 }
 
 /// How a sequence ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Finish {
     pub reason: FinishReason,
     pub usage: Usage,

@@ -9,6 +9,7 @@
 //! `--gen-threads`); the prompt cache holds up to `--gen-prompt-cache-mib` of saved
 //! sequences in host memory.
 
+pub mod host;
 mod offthread;
 pub mod probe;
 mod prompt_cache;
@@ -264,9 +265,22 @@ impl Drop for LlamaGenerator {
     }
 }
 
-/// Loads the GGUF decoder `file` of the repo `dir` and starts its scheduler.
+/// Loads the GGUF decoder `file` of the repo `dir` and starts its scheduler: in a decoder
+/// host process of its own when a host executable is known ([`host`]), else here.
 pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel, LoadError> {
-    let meta = read_meta(file)?;
+    match host::host_exe() {
+        Some(exe) => host::load(&exe, dir, file, cfg),
+        None => load_here(dir, file, cfg, true),
+    }
+}
+
+/// Sizes of a load of `file` with `cfg`: the per-slot context, the KV cache's bytes and
+/// all the memory it needs; [`LoadError::TooBig`] when that is more than is available.
+fn memory_needed(
+    file: &Path,
+    meta: &GgufMeta,
+    cfg: &EngineConfig,
+) -> Result<(usize, u64, u64), LoadError> {
     let weight_bytes = std::fs::metadata(file)
         .map_err(|source| LoadError::Io {
             path: file.to_path_buf(),
@@ -276,11 +290,6 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
     let train = meta.context_length.unwrap_or(cfg.gen_context as u64) as usize;
     let context = cfg.gen_context.min(train).max(16);
     let slots = cfg.gen_slots.max(1);
-    let chunk = cfg.gen_prefill_chunk.max(1);
-    let threads = match cfg.gen_threads {
-        0 => physical_cores(),
-        n => n,
-    };
     let kv_bytes = kv_cache_bytes(meta.shape, (slots * context) as u64);
     // The prompt cache fills up to its budget under chat traffic: part of the need, as
     // the hub's placement counts it (`hub_types::decoder::default_gguf_decoder_bytes`).
@@ -297,10 +306,34 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
             });
         }
     }
+    Ok((context, kv_bytes, needed))
+}
+
+/// Loads the GGUF decoder in this process and starts its scheduler; `probed`: check the
+/// file in a probe child first (not in a decoder host, which is the child).
+pub(crate) fn load_here(
+    dir: &Path,
+    file: &Path,
+    cfg: &EngineConfig,
+    probed: bool,
+) -> Result<DecoderModel, LoadError> {
+    let meta = read_meta(file)?;
+    let (context, kv_bytes, needed) = memory_needed(file, &meta, cfg)?;
+    let train = meta.context_length.unwrap_or(cfg.gen_context as u64) as usize;
+    let slots = cfg.gen_slots.max(1);
+    let chunk = cfg.gen_prefill_chunk.max(1);
+    let threads = match cfg.gen_threads {
+        0 => physical_cores(),
+        n => n,
+    };
 
     // A file llama.cpp would abort on is found in a child process, not here: the load
     // waits for the child to have loaded the file, the context for its whole verdict.
-    let mut probe = probe::start(file, slots)?;
+    let mut probe = if probed {
+        probe::start(file, slots)?
+    } else {
+        None
+    };
     if let Some(probe) = probe.as_mut() {
         probe.loaded()?;
     }

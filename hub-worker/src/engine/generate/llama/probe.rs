@@ -505,12 +505,12 @@ impl Drop for Probe {
 
 /// How long a probe of a file of `len` bytes may take: a minute, plus the time to read it
 /// at 50 MB/s (the child is the first to touch the weights).
-fn deadline_for(len: u64) -> Duration {
+pub(super) fn deadline_for(len: u64) -> Duration {
     Duration::from_secs(60) + Duration::from_millis(len / 50_000)
 }
 
 /// Reads a pipe to its end, keeping the last [`OUTPUT_LIMIT`] bytes.
-fn read_tail(mut r: impl Read) -> Vec<u8> {
+pub(super) fn read_tail(mut r: impl Read) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = r.read(&mut buf) {
@@ -529,7 +529,7 @@ fn read_tail(mut r: impl Read) -> Vec<u8> {
 }
 
 /// "aborted", "killed by signal 9", "exit code 101".
-fn describe(status: std::process::ExitStatus) -> String {
+pub(super) fn describe(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (_, Some(6)) => "aborted".to_string(),
@@ -541,7 +541,7 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 /// The line of the child's stderr that says what failed: ggml's `GGML_ASSERT(...) failed`
 /// or a panic message, else its last line.
-fn failed_check(stderr: &str) -> String {
+pub(super) fn failed_check(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
