@@ -112,8 +112,23 @@ echo "- slots $SLOTS, context $CONTEXT tokens per slot, $THREADS threads; reques
 echo "- llama.cpp for the peers: $(sed -n 's/^LLAMA_CPP_COMMIT="\(.*\)"/\1/p' scripts/fixtures/build-llama-server.sh | cut -c1-10) (llama-cpp-python $(sed -n 's/^LCP_VERSION="\(.*\)"/\1/p' scripts/fixtures/build-llama-server.sh) sdist), GGML_NATIVE=OFF; Paddock: llama-cpp-sys-2 $(awk '/^name = "llama-cpp-sys-2"$/ {getline; gsub(/version = |"/, ""); print}' Cargo.lock)"
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-rss_mib() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
-# rss_sampler PID FILE: the peak VmRSS (MiB) of PID, rewritten into FILE every 0.2 s.
+# tree_pids PID: PID and every process under it.
+tree_pids() {
+  local c
+  echo "$1"
+  for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do tree_pids "$c"; done
+}
+# rss_mib PID: the VmRSS (MiB) of PID and its descendants (Paddock's worker runs each
+# decoder in a process of its own, and chat templates in helpers).
+rss_mib() {
+  local kb=0 p v
+  for p in $(tree_pids "$1"); do
+    v="$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null)"
+    kb=$((kb + ${v:-0}))
+  done
+  echo $((kb / 1024))
+}
+# rss_sampler PID FILE: the peak VmRSS (MiB) of PID's tree, rewritten into FILE every 0.2 s.
 rss_sampler() {
   local pid="$1" file="$2" peak=0 now
   while kill -0 "$pid" 2>/dev/null; do
@@ -281,7 +296,7 @@ else
   echo "llama-server, process start -> first streamed token (GGUF in the page cache): ${LS_COLD} s"
 fi
 echo
-echo "### Memory (RSS, MiB; weights file $(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB, mmapped)"
+echo "### Memory (RSS of each server with its child processes, MiB; weights file $(du -m "$PADDOCK_GEMMA_GGUF" | cut -f1) MiB, mmapped)"
 echo
 echo "| server | idle after load | peak during the run | KV cache |"
 echo "|---|---:|---:|---|"

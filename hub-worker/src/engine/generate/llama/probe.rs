@@ -32,8 +32,9 @@
 //! loads GGUF files without a probe.
 //!
 //! What a probe cannot cover: a check that only a particular request trips (a prompt the
-//! tokenizer mishandles, a context length never reached in the probe). Those still abort
-//! the worker; running each decoder in a process of its own is the complete fix.
+//! tokenizer mishandles, a context length never reached in the probe). Those end the
+//! decoder's own process ([`super::host`]), which serves the model wherever a host
+//! executable is known, not the worker.
 
 use super::{backend, read_meta};
 use crate::engine::error::LoadError;
