@@ -73,9 +73,20 @@ pub fn use_sandbox_exe(exe: impl Into<PathBuf>) {
     let _ = CONFIGURED_EXE.set(exe.into());
 }
 
+/// Set in a process that renders no templates (a decoder host, whose worker renders them).
+static NO_PRESTART: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`prestart`] start nothing in this process.
+pub(crate) fn no_prestart() {
+    NO_PRESTART.store(true, Ordering::Release);
+}
+
 /// Starts a helper in the background if none exists yet: a spawn takes 10-40 ms (the
 /// executable is large), which the first chat request of a new model need not pay.
 pub fn prestart() {
+    if NO_PRESTART.load(Ordering::Acquire) {
+        return;
+    }
     let Some(pool) = pool() else { return };
     {
         let mut state = pool.lock();

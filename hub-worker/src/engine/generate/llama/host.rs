@@ -61,7 +61,8 @@ pub const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A host that served this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
-/// Longest a round trip (submit, tokenize, detokenize) waits for the child.
+/// Longest a round trip (submit, tokenize, detokenize) waits for the child; one that
+/// does not answer in this time is killed (and started again).
 const REPLY_WAIT: Duration = Duration::from_secs(60);
 /// Largest frame either side accepts (a prompt far larger than any context).
 const MAX_FRAME: usize = 256 << 20;
@@ -483,6 +484,12 @@ impl Link {
             Ok(reply) => reply,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 lock(&self.replies).remove(&id);
+                // Hung (stopped, deadlocked): ended, so that it is started again.
+                tracing::error!(
+                    "the decoder process did not answer within {} s: killing it",
+                    REPLY_WAIT.as_secs()
+                );
+                let _ = lock(&self.child).kill();
                 Err(EngineError::Backend(RunError::Llama(format!(
                     "the decoder process did not answer within {} s",
                     REPLY_WAIT.as_secs()
@@ -1053,6 +1060,8 @@ fn child_main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // The worker renders the chat templates; this process starts no helper for them.
+    crate::engine::generate::sandbox::no_prestart();
     let loaded = super::load_here(
         Path::new(dir),
         Path::new(file),
