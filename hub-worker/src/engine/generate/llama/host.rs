@@ -448,6 +448,7 @@ struct Spec {
 /// A running host: its pipes, the requests in flight and its last stats.
 struct Link {
     child: Mutex<Child>,
+    pid: u32,
     stdin: Mutex<Option<BufWriter<ChildStdin>>>,
     streams: Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<GenEvent>>>,
     replies: Mutex<HashMap<u64, mpsc::SyncSender<Result<Reply, EngineError>>>>,
@@ -561,10 +562,6 @@ pub fn load(
             source,
         })?
         .len();
-    let mut probe = probe::start(file, cfg.gen_slots.max(1))?;
-    if let Some(p) = probe.as_mut() {
-        p.loaded()?;
-    }
     let spec = Spec {
         exe: exe.to_path_buf(),
         dir: dir.to_path_buf(),
@@ -573,11 +570,20 @@ pub fn load(
             .map_err(|e| LoadError::Decoder(format!("decoder host config: {e}")))?,
         deadline: probe::deadline_for(len),
     };
-    let started = start(&spec);
-    if let Some(p) = probe {
-        p.finish()?;
+    let began = Instant::now();
+    // The host loads beside the probe (an abort there ends only the host); the probe's
+    // verdict is the one reported.
+    let mut starting = start(&spec)?;
+    let verdict = probe::start(file, cfg.gen_slots.max(1)).and_then(|probe| match probe {
+        Some(mut p) => p.loaded().and_then(|()| p.finish()),
+        None => Ok(()),
+    });
+    if let Err(e) = verdict {
+        starting.kill();
+        return Err(e);
     }
-    let (ready, info, dim) = started?.wait_ready(&spec)?;
+    let (ready, info, dim) = starting.wait_ready(&spec)?;
+    let pid = ready.link.pid;
     let info: DecoderInfo = info.into();
     let inner = Arc::new(Inner {
         spec,
@@ -590,8 +596,11 @@ pub fn load(
     run_link(&inner, ready);
     tracing::info!(
         model.dir = %dir.display(),
+        model.engine = "llama.cpp",
         model.architecture = %meta.architecture,
-        "decoder running in its own process"
+        gen.host_pid = pid,
+        elapsed_ms = began.elapsed().as_millis() as u64,
+        "decoder loaded"
     );
     let model_info = ModelInfo {
         task: Task::TextGeneration,
@@ -677,6 +686,12 @@ fn relay_stderr(stderr: std::process::ChildStderr, tail: &Mutex<Vec<u8>>, pid: u
 }
 
 impl Starting {
+    /// Ends a host that will not be used.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the child's first frame: ready, or the reason it is not.
     fn wait_ready(mut self, spec: &Spec) -> Result<(Ready, WireInfo, usize), LoadError> {
         let (tx, rx) = mpsc::channel();
@@ -711,6 +726,7 @@ impl Starting {
                     .join()
                     .map_err(|_| LoadError::Decoder("the decoder host reader died".into()))?;
                 let link = Arc::new(Link {
+                    pid: self.child.id(),
                     child: Mutex::new(self.child),
                     stdin: Mutex::new(Some(BufWriter::new(self.stdin))),
                     streams: Mutex::default(),
