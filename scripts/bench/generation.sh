@@ -233,7 +233,7 @@ EOF
   [ "$code" = 201 ] || { cat "$OUT/endpoint.json" >&2; echo "bench: create endpoint: HTTP $code" >&2; exit 1; }
   COLD="$("${GENLOAD[@]}" first --url "$HUB_URL" --path /endpoints/bench/gemma/v1/completions \
     --token "$TOKEN" --since "$since" --timeout 300)"
-  add_server "paddock (hub + in-process worker; hub alone before the endpoint: $base_rss MiB)" \
+  add_server "paddock (hub, its in-process worker and the decoder process; hub alone before the endpoint: $base_rss MiB)" \
     "$HUB_URL/endpoints/bench/gemma" "$HUB_PID" '{"ignore_eos": true}' "$TOKEN" ""
 fi
 
