@@ -405,6 +405,29 @@ DEEP_TEMPLATE = (
 )
 
 
+def serve_a_copy(alice, tmp_path, repo_name, endpoint, template=None):
+    """The fixture GGUF (with `template` as its chat_template.jinja, when given) pushed as
+    alice/`repo_name` and served as her protected text-generation endpoint `endpoint`
+    (on the same in-process worker as `gemma`): its OpenAI client."""
+    from openai import OpenAI
+
+    folder = tmp_path / repo_name
+    folder.mkdir()
+    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
+    if template is not None:
+        (folder / "chat_template.jinja").write_text(template)
+    api = HfApi(endpoint=ENDPOINT, token=alice)
+    repo = api.create_repo(f"alice/{repo_name}", exist_ok=True).repo_id
+    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="the fixture model")
+    r = api_v1("POST", "/endpoints/alice", alice, json={
+        "name": endpoint, "repository": repo, "task": "text-generation",
+        "min_replicas": 1, "max_replicas": 1, "access": "protected",
+    })
+    assert r.status_code == 201, r.text
+    wait_status("alice", endpoint, alice, {"running"})
+    return OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/{endpoint}/v1", api_key=alice, max_retries=0)
+
+
 def test_a_chat_template_that_would_crash_the_worker_is_a_400(alice, gemma, oai, tmp_path):
     """A tenant's chat template is code the worker runs: one that builds a value nested
     deeply enough to overflow the stack crashes a helper process, not the worker. The
@@ -413,22 +436,7 @@ def test_a_chat_template_that_would_crash_the_worker_is_a_400(alice, gemma, oai,
     import openai
 
     before = oai.completions.create(model="x", prompt=PROMPT, max_tokens=4, temperature=0)
-    folder = tmp_path / "deep"
-    folder.mkdir()
-    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
-    (folder / "chat_template.jinja").write_text(DEEP_TEMPLATE)
-    api = HfApi(endpoint=ENDPOINT, token=alice)
-    repo = api.create_repo("alice/deep-template", exist_ok=True).repo_id
-    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="a hostile template")
-    r = api_v1("POST", "/endpoints/alice", alice, json={
-        "name": "deep", "repository": repo, "task": "text-generation",
-        "min_replicas": 1, "max_replicas": 1, "access": "protected",
-    })
-    assert r.status_code == 201, r.text
-    wait_status("alice", "deep", alice, {"running"})
-    from openai import OpenAI
-
-    deep = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/deep/v1", api_key=alice, max_retries=0)
+    deep = serve_a_copy(alice, tmp_path, "deep-template", "deep", template=DEEP_TEMPLATE)
     for _ in range(2):
         with pytest.raises(openai.BadRequestError) as e:
             deep.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}],
@@ -540,27 +548,15 @@ def test_a_decoder_process_that_dies_takes_down_only_its_own_requests(alice, gem
     import signal
     import threading
 
-    from openai import OpenAI
-
-    api = HfApi(endpoint=ENDPOINT, token=alice)
-    folder = tmp_path / "beside"
-    folder.mkdir()
-    os.symlink(GGUF, folder / "gemma-3-270m-q4_k_m.gguf")
-    repo = api.create_repo("alice/gemma-beside", exist_ok=True).repo_id
-    api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message="the same model, another repo")
-    r = api_v1("POST", "/endpoints/alice", alice, json={
-        "name": "beside", "repository": repo, "task": "text-generation",
-        "min_replicas": 1, "max_replicas": 1, "access": "protected",
-    })
-    assert r.status_code == 201, r.text
-    wait_status("alice", "beside", alice, {"running"})
-    beside = OpenAI(base_url=f"{ENDPOINT}/endpoints/alice/beside/v1", api_key=alice, max_retries=0)
+    beside = serve_a_copy(alice, tmp_path, "gemma-beside", "beside")
     kw = dict(model="x", prompt=PROMPT, max_tokens=8, temperature=0)
     before = oai.completions.create(**kw).choices[0].text
     assert beside.completions.create(**kw).choices[0].text == before
 
     hosts = decoder_hosts()
-    mine = [pid for pid, args in hosts.items() if any("gemma-3-270m-gguf" in a for a in args)]
+    # A host's arguments name the model directory, which names the repo.
+    name = gemma_repo.split("/")[1]
+    mine = [pid for pid, args in hosts.items() if any(name in a for a in args)]
     assert len(mine) == 1, hosts
     assert len(hosts) >= 2, hosts
 
@@ -610,6 +606,6 @@ def test_a_decoder_process_that_dies_takes_down_only_its_own_requests(alice, gem
         assert time.time() < deadline, f"the model did not come back: {r.text}"
         time.sleep(0.2)
     assert r.json()["choices"][0]["text"] == before
-    again = [pid for pid, args in decoder_hosts().items() if any("gemma-3-270m-gguf" in a for a in args)]
+    again = [pid for pid, args in decoder_hosts().items() if any(name in a for a in args)]
     assert len(again) == 1 and again != mine, (mine, again)
     assert api_v1("DELETE", "/endpoints/alice/beside", alice).status_code in (200, 202, 204)

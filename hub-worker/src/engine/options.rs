@@ -10,7 +10,9 @@ use clap::ValueEnum;
 /// `HUB_WORKER_ENGINE` (`auto`, `candle`, `ort`, `openvino`). Parse a string with
 /// [`str::parse`] (or clap's [`ValueEnum::from_str`]); an unknown value is an
 /// [`UnknownEngine`] naming the valid ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 pub enum EnginePreference {
     /// The fastest engine this worker has: OpenVINO (`engine-openvino`, initialised), then
     /// ONNX Runtime (`engine-ort`, initialised), on the repo's `model.onnx` or a graph
@@ -93,8 +95,8 @@ pub const DEFAULT_GEN_GRAMMAR_REQUEST_MS: u64 = 60_000;
 /// for one input), so a window that waits in vain costs less than the pass it delays.
 pub const DEFAULT_FILL_WAIT_US: u64 = 2000;
 
-/// Knobs of one loaded model.
-#[derive(Debug, Clone)]
+/// Knobs of one loaded model (serialized for a decoder host process).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EngineConfig {
     /// Token budget per forward pass (padding counted on CPU).
     pub max_batch_tokens: usize,

@@ -387,54 +387,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------------------
 // The worker's side.
 
-/// The configuration a host loads with: the decoder knobs of [`EngineConfig`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct HostConfig {
-    memory_available_bytes: Option<u64>,
-    gen_slots: usize,
-    gen_context: usize,
-    gen_prefill_chunk: usize,
-    gen_mixed_chunk: usize,
-    gen_prompt_cache_mib: usize,
-    gen_queue: usize,
-    gen_threads: usize,
-    gen_grammar_token_ms: u64,
-    gen_grammar_request_ms: u64,
-}
-
-impl HostConfig {
-    fn of(c: &EngineConfig) -> HostConfig {
-        HostConfig {
-            memory_available_bytes: c.memory_available_bytes,
-            gen_slots: c.gen_slots,
-            gen_context: c.gen_context,
-            gen_prefill_chunk: c.gen_prefill_chunk,
-            gen_mixed_chunk: c.gen_mixed_chunk,
-            gen_prompt_cache_mib: c.gen_prompt_cache_mib,
-            gen_queue: c.gen_queue,
-            gen_threads: c.gen_threads,
-            gen_grammar_token_ms: c.gen_grammar_token_ms,
-            gen_grammar_request_ms: c.gen_grammar_request_ms,
-        }
-    }
-
-    fn engine_config(&self) -> EngineConfig {
-        EngineConfig {
-            memory_available_bytes: self.memory_available_bytes,
-            gen_slots: self.gen_slots,
-            gen_context: self.gen_context,
-            gen_prefill_chunk: self.gen_prefill_chunk,
-            gen_mixed_chunk: self.gen_mixed_chunk,
-            gen_prompt_cache_mib: self.gen_prompt_cache_mib,
-            gen_queue: self.gen_queue,
-            gen_threads: self.gen_threads,
-            gen_grammar_token_ms: self.gen_grammar_token_ms,
-            gen_grammar_request_ms: self.gen_grammar_request_ms,
-            ..EngineConfig::default()
-        }
-    }
-}
-
 /// How to start a host of one model.
 struct Spec {
     exe: PathBuf,
@@ -566,7 +518,7 @@ pub fn load(
         exe: exe.to_path_buf(),
         dir: dir.to_path_buf(),
         file: file.to_path_buf(),
-        config: serde_json::to_string(&HostConfig::of(cfg))
+        config: serde_json::to_string(cfg)
             .map_err(|e| LoadError::Decoder(format!("decoder host config: {e}")))?,
         deadline: probe::deadline_for(len),
     };
@@ -1065,7 +1017,7 @@ fn child_main(args: &[String]) -> i32 {
         }
         let _ = out.flush();
     });
-    let config: HostConfig = match serde_json::from_str(config) {
+    let config: EngineConfig = match serde_json::from_str(config) {
         Ok(c) => c,
         Err(e) => {
             let _ = out_tx.send(FromHost::LoadFailed {
@@ -1078,12 +1030,7 @@ fn child_main(args: &[String]) -> i32 {
     };
     // The worker renders the chat templates; this process starts no helper for them.
     crate::engine::generate::sandbox::no_prestart();
-    let loaded = super::load_here(
-        Path::new(dir),
-        Path::new(file),
-        &config.engine_config(),
-        false,
-    );
+    let loaded = super::load_here(Path::new(dir), Path::new(file), &config, false);
     let model = match loaded {
         Ok(m) => m,
         Err(e) => {
