@@ -1091,28 +1091,35 @@ async fn serve(
                 let Some(cmd) = cmd else { return };
                 match cmd {
                     ToHost::Submit { id, req } => {
-                        let reply = model.submit(req);
-                        match reply {
-                            Ok(mut stream) => {
-                                let _ = out.send(FromHost::Reply {
-                                    id,
-                                    reply: Ok(Reply::Submitted { prompt_tokens: stream.prompt_tokens }),
-                                });
-                                let out = out.clone();
-                                running.insert(id, tokio::spawn(async move {
-                                    loop {
-                                        let event = stream.next().await.unwrap_or(GenEvent::Failed(EngineError::Unavailable));
-                                        let last = matches!(event, GenEvent::Done(_) | GenEvent::Failed(_));
-                                        if out.send(FromHost::Event { id, event: event.into() }).is_err() || last {
-                                            return;
-                                        }
-                                    }
-                                }));
+                        // Tokenizing and compiling a grammar take time: off this loop, so
+                        // that other submits, cancels and stats are not held up.
+                        let (model, out) = (model.clone(), out.clone());
+                        running.insert(id, tokio::spawn(async move {
+                            let submitted = tokio::task::spawn_blocking(move || model.submit(req)).await;
+                            let mut stream = match submitted {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    let _ = out.send(FromHost::Reply { id, reply: Err(WireError::from(&e)) });
+                                    return;
+                                }
+                                Err(_) => {
+                                    let e = EngineError::Backend(RunError::Llama("the submit panicked".into()));
+                                    let _ = out.send(FromHost::Reply { id, reply: Err(WireError::from(&e)) });
+                                    return;
+                                }
+                            };
+                            let _ = out.send(FromHost::Reply {
+                                id,
+                                reply: Ok(Reply::Submitted { prompt_tokens: stream.prompt_tokens }),
+                            });
+                            loop {
+                                let event = stream.next().await.unwrap_or(GenEvent::Failed(EngineError::Unavailable));
+                                let last = matches!(event, GenEvent::Done(_) | GenEvent::Failed(_));
+                                if out.send(FromHost::Event { id, event: event.into() }).is_err() || last {
+                                    return;
+                                }
                             }
-                            Err(e) => {
-                                let _ = out.send(FromHost::Reply { id, reply: Err(WireError::from(&e)) });
-                            }
-                        }
+                        }));
                     }
                     ToHost::Cancel { id } => {
                         if let Some(task) = running.remove(&id) {
