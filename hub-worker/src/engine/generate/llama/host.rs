@@ -994,7 +994,7 @@ fn child_main(args: &[String]) -> i32 {
         .with_writer(io::stderr)
         .with_ansi(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUB_WORKER_LOG")
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
