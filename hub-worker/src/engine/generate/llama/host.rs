@@ -465,8 +465,7 @@ impl Link {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_and_reap(&mut child);
     }
 }
 
@@ -507,20 +506,14 @@ pub fn load(
     cfg: &EngineConfig,
 ) -> Result<DecoderModel, LoadError> {
     let meta = super::read_meta(file)?;
-    super::memory_needed(file, &meta, cfg)?;
-    let len = std::fs::metadata(file)
-        .map_err(|source| LoadError::Io {
-            path: file.to_path_buf(),
-            source,
-        })?
-        .len();
+    let need = super::memory_needed(file, &meta, cfg)?;
     let spec = Spec {
         exe: exe.to_path_buf(),
         dir: dir.to_path_buf(),
         file: file.to_path_buf(),
         config: serde_json::to_string(cfg)
             .map_err(|e| LoadError::Decoder(format!("decoder host config: {e}")))?,
-        deadline: probe::deadline_for(len),
+        deadline: probe::deadline_for(need.weight_bytes),
     };
     let began = Instant::now();
     // The host loads beside the probe (an abort there ends only the host); the probe's
@@ -637,11 +630,28 @@ fn relay_stderr(stderr: std::process::ChildStderr, tail: &Mutex<Vec<u8>>, pid: u
     }
 }
 
+fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// How a child that closed its stdout ended: waits for it, then its exit status and the
+/// failed check in its stderr's tail.
+fn how_it_ended(child: &mut Child, stderr_tail: &Mutex<Vec<u8>>) -> String {
+    let status = child.wait();
+    // The stderr relay ends with the child; give it a moment to read the rest.
+    std::thread::sleep(Duration::from_millis(50));
+    let err = String::from_utf8_lossy(&lock(stderr_tail)).into_owned();
+    match status {
+        Ok(s) => format!("{}: {}", probe::describe(s), probe::failed_check(&err)),
+        Err(e) => e.to_string(),
+    }
+}
+
 impl Starting {
     /// Ends a host that will not be used.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_and_reap(&mut self.child);
     }
 
     /// Waits for the child's first frame: ready, or the reason it is not.
@@ -662,16 +672,6 @@ impl Starting {
             || spec.file.display().to_string(),
             |n| n.to_string_lossy().into(),
         );
-        let ended = |child: &mut Child, tail: &Mutex<Vec<u8>>| {
-            let status = child.wait();
-            // The stderr relay ends with the child; give it a moment to read the rest.
-            std::thread::sleep(Duration::from_millis(50));
-            let err = String::from_utf8_lossy(&lock(tail)).into_owned();
-            match status {
-                Ok(s) => format!("{}: {}", probe::describe(s), probe::failed_check(&err)),
-                Err(e) => e.to_string(),
-            }
-        };
         match first {
             Ok(Ok(Some(FromHost::Ready { info, dim }))) => {
                 let stdout = reader
@@ -699,8 +699,7 @@ impl Starting {
                 Err(LoadError::Weights(message))
             }
             Ok(Ok(Some(other))) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                kill_and_reap(&mut self.child);
                 Err(LoadError::Decoder(format!(
                     "the decoder host said {other:?} before it was ready"
                 )))
@@ -709,12 +708,11 @@ impl Starting {
                 drop(self.stdin);
                 Err(LoadError::Weights(format!(
                     "llama.cpp stopped while loading {name} ({})",
-                    ended(&mut self.child, &self.stderr)
+                    how_it_ended(&mut self.child, &self.stderr)
                 )))
             }
             Err(_) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                kill_and_reap(&mut self.child);
                 Err(LoadError::Weights(format!(
                     "llama.cpp did not finish loading {name} within {} s",
                     spec.deadline.as_secs()
@@ -800,15 +798,8 @@ fn run_link(inner: &Arc<Inner>, ready: Ready) {
                 }
             };
             link.alive.store(false, Ordering::Release);
-            let status = lock(&link.child).wait();
-            // The stderr relay ends with the child; give it a moment to read the rest.
-            std::thread::sleep(Duration::from_millis(50));
-            let err = String::from_utf8_lossy(&lock(&stderr)).into_owned();
-            let how = match (reason, status) {
-                (Some(r), _) => r,
-                (None, Ok(s)) => format!("{}: {}", probe::describe(s), probe::failed_check(&err)),
-                (None, Err(e)) => e.to_string(),
-            };
+            let ended = how_it_ended(&mut lock(&link.child), &stderr);
+            let how = reason.unwrap_or(ended);
             let inner = weak_inner.upgrade();
             // Said to new requests from now on, before the running ones hear it.
             if let Some(inner) = &inner {

@@ -274,13 +274,19 @@ pub fn load(dir: &Path, file: &Path, cfg: &EngineConfig) -> Result<DecoderModel,
     }
 }
 
-/// Sizes of a load of `file` with `cfg`: the per-slot context, the KV cache's bytes and
-/// all the memory it needs; [`LoadError::TooBig`] when that is more than is available.
-fn memory_needed(
-    file: &Path,
-    meta: &GgufMeta,
-    cfg: &EngineConfig,
-) -> Result<(usize, u64, u64), LoadError> {
+/// Sizes of a load of a GGUF file with `cfg` ([`memory_needed`]).
+struct Need {
+    weight_bytes: u64,
+    /// Tokens per slot.
+    context: usize,
+    kv_bytes: u64,
+    /// All the memory the load needs.
+    bytes: u64,
+}
+
+/// Sizes of a load of `file` with `cfg`; [`LoadError::TooBig`] when it needs more memory
+/// than is available.
+fn memory_needed(file: &Path, meta: &GgufMeta, cfg: &EngineConfig) -> Result<Need, LoadError> {
     let weight_bytes = std::fs::metadata(file)
         .map_err(|source| LoadError::Io {
             path: file.to_path_buf(),
@@ -306,7 +312,12 @@ fn memory_needed(
             });
         }
     }
-    Ok((context, kv_bytes, needed))
+    Ok(Need {
+        weight_bytes,
+        context,
+        kv_bytes,
+        bytes: needed,
+    })
 }
 
 /// Loads the GGUF decoder in this process and starts its scheduler; `probed`: check the
@@ -318,7 +329,12 @@ pub(crate) fn load_here(
     probed: bool,
 ) -> Result<DecoderModel, LoadError> {
     let meta = read_meta(file)?;
-    let (context, kv_bytes, needed) = memory_needed(file, &meta, cfg)?;
+    let Need {
+        context,
+        kv_bytes,
+        bytes: needed,
+        ..
+    } = memory_needed(file, &meta, cfg)?;
     let train = meta.context_length.unwrap_or(cfg.gen_context as u64) as usize;
     let slots = cfg.gen_slots.max(1);
     let chunk = cfg.gen_prefill_chunk.max(1);
