@@ -44,6 +44,7 @@ use crate::state::AppState;
 use crate::token_quota::TokenQuotas;
 use crate::usage_rollup::{UsageBuffer, UsageRecord};
 use actix_web::{web, HttpRequest, HttpResponse};
+use hub_types::control::NOT_STARTED_HEADER;
 use hub_types::metering::{INPUT_TOKENS_HEADER, OUTPUT_TOKENS_HEADER};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -863,6 +864,15 @@ async fn forward(
         match client.send(fwd).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                // Refused before the worker started it (the model is restarting, not
+                // ready or gone there): another replica takes it when there is one.
+                if resp.headers().contains_key(NOT_STARTED_HEADER) {
+                    tried.push(replica);
+                    if state.live.pick(candidates, &tried).is_some() {
+                        tracing::info!(endpoint = %format!("{ns}/{name}"), replica = %replica, status, "the replica did not start the call; trying another");
+                        continue;
+                    }
+                }
                 let mut m = meter(status);
                 m.input_tokens = count_header(resp.headers(), INPUT_TOKENS_HEADER);
                 m.output_tokens = count_header(resp.headers(), OUTPUT_TOKENS_HEADER);

@@ -21,6 +21,12 @@ use std::time::Duration;
 /// worker's assignments (their pull tokens) or report on its replicas.
 pub const WORKER_SECRET_HEADER: &str = "X-Paddock-Worker-Secret";
 
+/// Set by a worker on an error answer to a request it did not start: the model is not
+/// on this worker, not ready, or its process is being started again. The gateway sends
+/// such a request to another replica of the endpoint when there is one (it holds the
+/// body), and relays the answer otherwise.
+pub const NOT_STARTED_HEADER: &str = "X-Paddock-Not-Started";
+
 /// How long the hub's and a worker's HTTP servers keep an idle keep-alive
 /// connection open (nginx's default). It must outlast the idle time after
 /// which clients drop a pooled connection themselves: httpx's 5 s, and the

@@ -126,16 +126,24 @@ impl ModelRegistry {
             .collect()
     }
 
-    /// Status of every slot, for heartbeats.
+    /// Status of every slot, for heartbeats. A running slot whose model can no longer
+    /// serve ([`Model::failure`]) is reported `failed` with the reason.
     pub fn reports(&self) -> Vec<SlotReport> {
         let slots = self.slots.read().expect("registry lock");
         let mut out: Vec<SlotReport> = slots
             .values()
-            .map(|s| SlotReport {
-                assignment_id: s.assignment_id.clone(),
-                status: s.status,
-                message: s.message.clone(),
-                stats: s.model.as_ref().map(Model::stats).unwrap_or_default(),
+            .map(|s| {
+                let failure = s.model.as_ref().and_then(Model::failure);
+                let (status, message) = match failure {
+                    Some(why) if s.status == SlotStatus::Running => (SlotStatus::Failed, Some(why)),
+                    _ => (s.status, s.message.clone()),
+                };
+                SlotReport {
+                    assignment_id: s.assignment_id.clone(),
+                    status,
+                    message,
+                    stats: s.model.as_ref().map(Model::stats).unwrap_or_default(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));

@@ -499,7 +499,10 @@ def test_a_costly_schema_fails_alone_and_holds_up_no_other_stream(alice, gemma, 
     chunks_then = seen["chunks"]
     t.join(timeout=120)
     assert not t.is_alive(), "the costly stream did not end"
-    assert beside.choices[0].text == alone
+    # Its own greedy text: the same as alone, but for a near-tie that running in one batch
+    # with the other stream may flip (llama.cpp's kernels are not batch-invariant).
+    live = live_top2(alice, gemma, prompt=PROMPT, max_tokens=24, ignore_eos=True)
+    assert_same_but_for_a_near_tie([alone, beside.choices[0].text], live)
     assert beside.usage.completion_tokens == 24
     assert chunks_then < 12, f"the costly stream kept pace with the plain one ({chunks_then} chunks)"
     assert seen["error"] is not None, "the costly stream ended without an error"

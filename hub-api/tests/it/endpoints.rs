@@ -1229,3 +1229,140 @@ async fn a_new_revision_needs_read_access_to_the_model() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     server.stop().await;
 }
+
+/// A stand-in worker that answers every call `200 {"worker": name}`, or, while
+/// `restarting` is set, `503` marked not started (`NOT_STARTED_HEADER`), as a
+/// worker whose model's process is being started again does.
+async fn restartable_worker(
+    name: &'static str,
+    restarting: Arc<std::sync::atomic::AtomicBool>,
+    hits: Arc<AtomicUsize>,
+) -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        let (restarting, hits) = (restarting.clone(), hits.clone());
+        App::new().route(
+            "/models/{key}/{tail:.*}",
+            web::post().to(move || {
+                let (restarting, hits) = (restarting.clone(), hits.clone());
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if restarting.load(Ordering::SeqCst) {
+                        return HttpResponse::ServiceUnavailable()
+                            .insert_header((hub_types::control::NOT_STARTED_HEADER, "1"))
+                            .insert_header(("Retry-After", "1"))
+                            .json(json!({"error": format!("{name}: the model's process stopped (killed by signal 9) and is being started again"), "error_type": "model_restarting"}));
+                    }
+                    HttpResponse::Ok().json(json!({"worker": name}))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (url, handle)
+}
+
+/// A call a replica refused before starting it (its model's process is being
+/// started again) goes to another replica of the endpoint, and is metered once;
+/// with no other replica to try, the worker's own answer reaches the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_one_replica_did_not_start_goes_to_another() {
+    use std::sync::atomic::AtomicBool;
+    let t = TestState::new().await;
+    let Solo {
+        server,
+        hub,
+        http,
+        owner,
+        worker_token: wt,
+    } = Solo::start(&t).await;
+    let (a_down, b_down) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (a_hits, b_hits) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a_url, a_srv) = restartable_worker("a", a_down.clone(), a_hits.clone()).await;
+    let (b_url, b_srv) = restartable_worker("b", b_down.clone(), b_hits.clone()).await;
+    let r = http
+        .post(format!("{hub}/api/v1/endpoints/solo"))
+        .bearer_auth(&owner)
+        .json(&json!({"name": "pair", "repository": "solo/m", "min_replicas": 2, "max_replicas": 2, "access": "public"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (a, _) = Worker::register(&hub, &wt, &a_url, 8 << 30).await;
+    let (b, _) = Worker::register(&hub, &wt, &b_url, 8 << 30).await;
+    // Both replicas running; `b` reports load, so the gateway tries `a` first.
+    let ep_url = format!("{hub}/api/v1/endpoints/solo/pair");
+    let mut running = 0;
+    for _ in 0..100 {
+        hub_api::scheduler::tick(&t.state).await.unwrap();
+        running = 0;
+        for (w, in_flight) in [(&a, 0), (&b, 50)] {
+            let asg = w.poll(0).await;
+            if let Some(x) = asg["assignments"].as_array().and_then(|l| l.first()) {
+                w.heartbeat(json!([{"assignment_id": x["assignment_id"], "status": "running", "in_flight": in_flight, "queue_depth": 0}]))
+                    .await;
+                running += 1;
+            }
+        }
+        if running == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(running, 2, "both replicas placed");
+    scheduler_until(&t.state, &http, &ep_url, &owner, |v| {
+        v["status"] == "running"
+    })
+    .await;
+    t.state.live.forget_routes();
+
+    let call = || {
+        http.post(format!("{hub}/endpoints/solo/pair/v1/completions"))
+            .json(&json!({"prompt": "hi"}))
+            .send()
+    };
+    for _ in 0..5 {
+        let r = call().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["worker"], "b", "answered by the replica that started it");
+    }
+    assert_eq!(
+        a_hits.load(Ordering::SeqCst),
+        5,
+        "each call went to `a` first"
+    );
+    assert_eq!(b_hits.load(Ordering::SeqCst), 5);
+
+    // Both restarting: the last worker's own 503 is relayed, with its Retry-After.
+    b_down.store(true, Ordering::SeqCst);
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").unwrap(), "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error_type"], "model_restarting", "{v}");
+    assert_eq!(a_hits.load(Ordering::SeqCst), 6);
+    assert_eq!(b_hits.load(Ordering::SeqCst), 6, "each replica tried once");
+
+    // One usage row per call, by its final answer.
+    t.state.live.flush_usage(&t.state.db).await;
+    let statuses: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT status, requests FROM usage_counts ORDER BY status")
+            .fetch_all(&t.state.db)
+            .await
+            .unwrap();
+    assert_eq!(statuses, vec![(200, 5), (503, 1)]);
+    a_srv.stop(true).await;
+    b_srv.stop(true).await;
+    server.stop().await;
+}

@@ -207,6 +207,11 @@ pub enum EngineError {
         "the model's process stopped ({0}) and is being started again; retry in a few seconds"
     )]
     Restarting(String),
+    /// The process a decoder runs in ended and could not be started again
+    /// (`llama::host::START_ATTEMPTS` attempts in a row): the model is not restarted
+    /// any more, and the worker reports its replica failed to the hub.
+    #[error("the model's process ended and could not be started again: {0}")]
+    Failed(String),
 }
 
 /// A `--engine` / `HUB_WORKER_ENGINE` value that names no engine.

@@ -102,6 +102,15 @@ impl Model {
         }
     }
 
+    /// Why the model can no longer serve, once it cannot (a decoder whose process could
+    /// not be started again); `None` while it serves.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            Model::Encoder(_) => None,
+            Model::Decoder(m) => m.failure(),
+        }
+    }
+
     /// Batching counters, when this model is an encoder.
     pub fn batch_stats(&self) -> Option<super::BatchStats> {
         match self {

@@ -72,8 +72,22 @@ impl ApiError {
                 E::Grammar(_) => (StatusCode::BAD_REQUEST, "invalid_response_format"),
                 E::GrammarBusy { .. } => (StatusCode::TOO_MANY_REQUESTS, "grammar_busy"),
                 E::Restarting(_) => (StatusCode::SERVICE_UNAVAILABLE, "model_restarting"),
+                E::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, "model_failed"),
             },
         }
+    }
+
+    /// Whether the request was refused before this worker started it, so another
+    /// replica may take it ([`hub_types::control::NOT_STARTED_HEADER`]).
+    pub fn not_started(&self) -> bool {
+        matches!(
+            self,
+            ApiError::ModelNotFound(_)
+                | ApiError::ModelNotReady { .. }
+                | ApiError::Engine(
+                    EngineError::Restarting(_) | EngineError::Failed(_) | EngineError::Unavailable
+                )
+        )
     }
 }
 
@@ -90,6 +104,9 @@ impl ResponseError for ApiError {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) {
             resp.insert_header((header::RETRY_AFTER, RETRY_AFTER_S.to_string()));
+        }
+        if self.not_started() {
+            resp.insert_header((hub_types::control::NOT_STARTED_HEADER, "1"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -27,6 +27,10 @@ struct Fake {
     active: Arc<AtomicU32>,
     cancelled: Arc<AtomicU64>,
     requests: Mutex<Vec<GenerateRequest>>,
+    /// Answered to every submit while set: the model's process is restarting.
+    restarting: Mutex<Option<String>>,
+    /// [`Generator::failure`]: the model was given up.
+    failure: Mutex<Option<String>>,
 }
 
 fn lp(id: u32, text: &str, logprob: f32) -> TokenLogprob {
@@ -49,6 +53,9 @@ impl Generator for Fake {
             ..DecoderStats::default()
         }
     }
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap().clone()
+    }
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
         let n = text.split_whitespace().count() + usize::from(add_special);
         Ok((0..n as u32).collect())
@@ -57,6 +64,9 @@ impl Generator for Fake {
         Ok(String::new())
     }
     fn submit(&self, req: GenerateRequest) -> Result<GenStream, EngineError> {
+        if let Some(why) = self.restarting.lock().unwrap().clone() {
+            return Err(EngineError::Restarting(why));
+        }
         let prompt_tokens = match &req.prompt {
             Prompt::Text { text, add_special } => self.tokenize(text, *add_special)?.len(),
             Prompt::Tokens(t) => t.len(),
@@ -174,6 +184,8 @@ fn setup_templates(
         active: Arc::default(),
         cancelled: Arc::default(),
         requests: Mutex::default(),
+        restarting: Mutex::default(),
+        failure: Mutex::default(),
     });
     let info = ModelInfo {
         task: Task::TextGeneration,
@@ -558,8 +570,63 @@ async fn overload_answers_429_with_retry_after() {
     .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
     assert_eq!(headers.get("retry-after").unwrap(), "1");
+    // Taken and refused for load: not one for the gateway to send elsewhere.
+    assert!(headers
+        .get(hub_types::control::NOT_STARTED_HEADER)
+        .is_none());
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], "overloaded");
+}
+
+/// A model whose process is restarting answers 503 `model_restarting`, and one given
+/// up 503 `model_not_ready` with the reason (the heartbeat reports its slot `failed`);
+/// both are marked not started, so the gateway may send the call to another replica.
+#[actix_web::test]
+async fn a_restarting_or_given_up_model_refuses_calls_as_not_started() {
+    let s = setup("w w ", 1, None);
+    let app = app!(s.state);
+    let not_started = |h: &actix_web::http::header::HeaderMap| {
+        h.get(hub_types::control::NOT_STARTED_HEADER)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (status, headers, _) =
+        post(&app, "/models/gen/v1/completions", json!({"prompt": "hi"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(not_started(&headers), None);
+
+    *s.fake.restarting.lock().unwrap() = Some("killed by signal 9".into());
+    let (status, headers, text) =
+        post(&app, "/models/gen/v1/completions", json!({"prompt": "hi"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(not_started(&headers).as_deref(), Some("1"));
+    assert_eq!(headers.get("retry-after").unwrap(), "1");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "model_restarting", "{v}");
+    assert!(text.contains("killed by signal 9"), "{text}");
+    let reports = s.state.registry.reports();
+    assert_eq!(reports[0].status, crate::registry::SlotStatus::Running);
+
+    *s.fake.failure.lock().unwrap() = Some("3 attempts in a row failed".into());
+    let (status, headers, text) = post(
+        &app,
+        "/models/gen/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    assert_eq!(not_started(&headers).as_deref(), Some("1"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "model_not_ready", "{v}");
+    assert!(
+        text.contains("failed: 3 attempts in a row failed"),
+        "{text}"
+    );
+    let reports = s.state.registry.reports();
+    assert_eq!(reports[0].status, crate::registry::SlotStatus::Failed);
+    assert_eq!(
+        reports[0].message.as_deref(),
+        Some("3 attempts in a row failed")
+    );
 }
 
 #[actix_web::test]

@@ -182,3 +182,67 @@ async fn a_hosted_decoder_serves_cancels_and_comes_back_after_its_process_dies()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A host that cannot be started again (here its file is gone) is given up after
+/// `host::START_ATTEMPTS` tries: the model says why ([`DecoderModel::failure`], which the
+/// worker reports to the hub as a failed replica) and answers `Failed`, not
+/// `Restarting`, from then on; no host is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_cannot_start_again_is_given_up_with_its_reason() {
+    let Some(fixture) = gemma("a_host_that_cannot_start_again_is_given_up") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.gguf");
+    if std::fs::hard_link(&fixture, &file).is_err() {
+        std::fs::copy(&fixture, &file).unwrap();
+    }
+    let model = tokio::task::spawn_blocking({
+        let (dir, file) = (dir.path().to_path_buf(), file.clone());
+        move || load(&dir, &file)
+    })
+    .await
+    .unwrap();
+    assert_eq!(model.failure(), None);
+    assert_eq!(text_of(&model, 4).await.unwrap().1, 4);
+    let hosts = hosts_of(&file);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+
+    // The file goes away (an evicted cache entry, a disk swapped), then the host dies.
+    std::fs::remove_file(&file).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(hosts[0]).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let began = Instant::now();
+    let why = loop {
+        if let Some(why) = model.failure() {
+            break why;
+        }
+        // Until it is given up, callers are told it is restarting.
+        match model.submit(request(4)) {
+            Err(EngineError::Restarting(_)) => {}
+            Err(EngineError::Failed(why)) => break why,
+            other => panic!("expected Restarting, got {:?}", other.map(|_| "a stream")),
+        }
+        assert!(began.elapsed() < Duration::from_secs(30), "never given up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        why.contains(&format!(
+            "{} attempts in a row failed",
+            host::START_ATTEMPTS
+        )),
+        "{why}"
+    );
+    match model.submit(request(4)) {
+        Err(EngineError::Failed(m)) => assert_eq!(m, why),
+        other => panic!("expected Failed, got {:?}", other.map(|_| "a stream")),
+    }
+    assert!(model.tokenize("x", false).is_err());
+    // Given up for good: no host is started any more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hosts_of(&file), Vec::<i32>::new());
+    assert!(model.failure().is_some());
+}

@@ -286,6 +286,11 @@ impl GenStream {
 pub trait Generator: Send + Sync {
     fn info(&self) -> &DecoderInfo;
     fn stats(&self) -> DecoderStats;
+    /// Why the generator can no longer serve, once it cannot (a decoder host that
+    /// could not be started again); `None` while it serves.
+    fn failure(&self) -> Option<String> {
+        None
+    }
     /// Token ids of `text` as [`Prompt::Text`] would tokenize it.
     fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError>;
     /// Text of `ids` (special tokens rendered).
@@ -360,6 +365,11 @@ impl DecoderModel {
 
     pub fn stats(&self) -> DecoderStats {
         self.engine.stats()
+    }
+
+    /// Why the model can no longer serve ([`Generator::failure`]).
+    pub fn failure(&self) -> Option<String> {
+        self.engine.failure()
     }
 
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {

@@ -24,6 +24,10 @@
 //!   answered [`EngineError::Restarting`] (503 with Retry-After), and the child is
 //!   started again, after [`RESTART_BACKOFF`] doubling up to [`RESTART_BACKOFF_MAX`] when
 //!   it keeps ending;
+//! * a host that cannot be started again [`START_ATTEMPTS`] times in a row (its file is
+//!   gone, the machine is out of memory) is given up: requests are answered
+//!   [`EngineError::Failed`], [`Generator::failure`] says why, and the worker reports the
+//!   replica `failed` to the hub, whose gateway stops routing to it;
 //! * the child exits when its stdin closes: the worker unloading the model, or the
 //!   worker itself going away.
 //!
@@ -59,6 +63,9 @@ pub const WATCH: Duration = Duration::from_millis(20);
 /// again within [`STABLE`], up to [`RESTART_BACKOFF_MAX`].
 pub const RESTART_BACKOFF: Duration = Duration::from_millis(500);
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Starts in a row that fail (the child ends or errs before it is ready) before a host is
+/// given up: with the backoff, about 3.5 s of tries after the first end.
+pub const START_ATTEMPTS: u32 = 3;
 /// A host that served this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
 /// Longest a round trip (submit, tokenize, detokenize) waits for the child; one that
@@ -478,6 +485,9 @@ struct Inner {
     next_id: AtomicU64,
     shutdown: AtomicBool,
     restarts: AtomicU64,
+    /// Set when the host could not be started again [`START_ATTEMPTS`] times in a row:
+    /// why. Nothing restarts it from then on.
+    gave_up: Mutex<Option<String>>,
 }
 
 /// A GGUF decoder running in a host process: the [`Generator`] the worker serves.
@@ -537,6 +547,7 @@ pub fn load(
         next_id: AtomicU64::new(1),
         shutdown: AtomicBool::new(false),
         restarts: AtomicU64::new(0),
+        gave_up: Mutex::new(None),
     });
     run_link(&inner, ready);
     tracing::info!(
@@ -862,6 +873,7 @@ fn restart(inner: &Arc<Inner>, ended: &Arc<Link>, how: String) {
         inner.restarts.store(0, Ordering::Relaxed);
     }
     let inner = inner.clone();
+    let mut failed_starts = 0u32;
     let _ = std::thread::Builder::new()
         .name("decoder-host-restart".into())
         .spawn(move || loop {
@@ -887,7 +899,14 @@ fn restart(inner: &Arc<Inner>, ended: &Arc<Link>, how: String) {
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(file = %inner.spec.file.display(), error = %e, "the decoder process cannot start again");
+                    failed_starts += 1;
+                    tracing::error!(file = %inner.spec.file.display(), error = %e, attempt = failed_starts, "the decoder process cannot start again");
+                    if failed_starts >= START_ATTEMPTS {
+                        let why = format!("{failed_starts} attempts in a row failed; the last: {e}");
+                        tracing::error!(file = %inner.spec.file.display(), "{why}; the model is given up");
+                        *lock(&inner.gave_up) = Some(why);
+                        return;
+                    }
                     *lock(&inner.down) = Some(e.to_string());
                 }
             }
@@ -896,6 +915,9 @@ fn restart(inner: &Arc<Inner>, ended: &Arc<Link>, how: String) {
 
 impl Hosted {
     fn link(&self) -> Result<Arc<Link>, EngineError> {
+        if let Some(why) = lock(&self.inner.gave_up).as_ref() {
+            return Err(EngineError::Failed(why.clone()));
+        }
         match lock(&self.inner.link).as_ref() {
             Some(l) if l.alive.load(Ordering::Acquire) => Ok(l.clone()),
             _ => Err(EngineError::Restarting(
@@ -914,6 +936,10 @@ impl Hosted {
 impl Generator for Hosted {
     fn info(&self) -> &DecoderInfo {
         &self.info
+    }
+
+    fn failure(&self) -> Option<String> {
+        lock(&self.inner.gave_up).clone()
     }
 
     fn stats(&self) -> DecoderStats {
