@@ -23,6 +23,17 @@ pub struct Slot {
     pub model: Option<Model>,
 }
 
+impl Slot {
+    /// The status and message to report: a running slot whose model can no longer
+    /// serve ([`Model::failure`]) is `failed`, with the reason.
+    fn effective(&self) -> (SlotStatus, Option<String>) {
+        match self.model.as_ref().and_then(Model::failure) {
+            Some(why) if self.status == SlotStatus::Running => (SlotStatus::Failed, Some(why)),
+            _ => (self.status, self.message.clone()),
+        }
+    }
+}
+
 /// A snapshot of one slot for heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotReport {
@@ -133,11 +144,7 @@ impl ModelRegistry {
         let mut out: Vec<SlotReport> = slots
             .values()
             .map(|s| {
-                let failure = s.model.as_ref().and_then(Model::failure);
-                let (status, message) = match failure {
-                    Some(why) if s.status == SlotStatus::Running => (SlotStatus::Failed, Some(why)),
-                    _ => (s.status, s.message.clone()),
-                };
+                let (status, message) = s.effective();
                 SlotReport {
                     assignment_id: s.assignment_id.clone(),
                     status,
@@ -158,7 +165,7 @@ impl ModelRegistry {
             .values()
             .map(|s| {
                 let stats = s.model.as_ref().map(Model::stats).unwrap_or_default();
-                (s.served_name.clone(), s.status, stats)
+                (s.served_name.clone(), s.effective().0, stats)
             })
             .collect()
     }
@@ -169,7 +176,7 @@ impl ModelRegistry {
             .read()
             .expect("registry lock")
             .values()
-            .filter(|s| s.status == SlotStatus::Running)
+            .filter(|s| s.effective().0 == SlotStatus::Running)
             .count()
     }
 }
