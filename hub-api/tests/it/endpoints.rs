@@ -15,13 +15,11 @@ async fn fake_worker(
     secret: Arc<std::sync::Mutex<String>>,
     hits: Arc<AtomicUsize>,
 ) -> (String, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = HttpServer::new(move || {
+    use actix_web::{web, HttpRequest, HttpResponse};
+    stand_in(move |app| {
         let secret = secret.clone();
         let hits = hits.clone();
-        App::new().route(
+        app.route(
             "/models/{key}/{tail:.*}",
             web::post().to(move |req: HttpRequest, body: web::Bytes| {
                 let secret = secret.clone();
@@ -39,12 +37,23 @@ async fn fake_worker(
                         .json(json!({"object": "list", "data": (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.6, 0.8]})).collect::<Vec<_>>(), "usage": {"prompt_tokens": n * 5, "total_tokens": n * 5}}))
                 }
             }),
-        )
+        );
     })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .run();
+}
+
+/// A one-thread HTTP server on a free loopback port with the routes `routes`
+/// adds: its URL and handle.
+fn stand_in(
+    routes: impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+) -> (String, actix_web::dev::ServerHandle) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run();
     let handle = server.handle();
     tokio::spawn(server);
     (url, handle)
@@ -1238,12 +1247,10 @@ async fn restartable_worker(
     restarting: Arc<std::sync::atomic::AtomicBool>,
     hits: Arc<AtomicUsize>,
 ) -> (String, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = HttpServer::new(move || {
+    use actix_web::{web, HttpResponse};
+    stand_in(move |app| {
         let (restarting, hits) = (restarting.clone(), hits.clone());
-        App::new().route(
+        app.route(
             "/models/{key}/{tail:.*}",
             web::post().to(move || {
                 let (restarting, hits) = (restarting.clone(), hits.clone());
@@ -1258,15 +1265,8 @@ async fn restartable_worker(
                     HttpResponse::Ok().json(json!({"worker": name}))
                 }
             }),
-        )
+        );
     })
-    .workers(1)
-    .listen(listener)
-    .unwrap()
-    .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (url, handle)
 }
 
 /// A call a replica refused before starting it (its model's process is being
