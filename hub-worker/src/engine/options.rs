@@ -149,6 +149,11 @@ pub struct EngineConfig {
     /// Decoders: most time a grammar may take for all of one request's tokens, in
     /// milliseconds (`--gen-grammar-request-ms`).
     pub gen_grammar_request_ms: u64,
+    /// Decoders in a host process: longest a round trip to it (submit, tokenize) waits,
+    /// in milliseconds. A host that does not answer in this time and then not a ping is
+    /// hung and is killed (and started again); a submit alone that takes longer (a grammar
+    /// compiling) fails alone. Not a flag: tests shorten it.
+    pub gen_host_reply_ms: u64,
     /// Root of the compiled-model cache (the worker's `<cache-dir>/compiled`): OpenVINO
     /// stores the blobs it compiles there, per CPU class, and imports them on the next load
     /// of the same graph. `None`: every load compiles.
@@ -182,6 +187,7 @@ impl Default for EngineConfig {
             gen_threads: 0,
             gen_grammar_token_ms: DEFAULT_GEN_GRAMMAR_TOKEN_MS,
             gen_grammar_request_ms: DEFAULT_GEN_GRAMMAR_REQUEST_MS,
+            gen_host_reply_ms: 60_000,
             compiled_cache: None,
             fast_start: false,
         }

@@ -5,7 +5,7 @@
 //! once the host is started again.
 
 use hub_worker::engine::generate::llama::host;
-use hub_worker::engine::generate::{DecoderModel, GenEvent, GenerateRequest, Prompt};
+use hub_worker::engine::generate::{Constraint, DecoderModel, GenEvent, GenerateRequest, Prompt};
 use hub_worker::engine::{EngineConfig, EngineError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -245,4 +245,93 @@ async fn a_host_that_cannot_start_again_is_given_up_with_its_reason() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hosts_of(&file), Vec::<i32>::new());
     assert!(model.failure().is_some());
+}
+
+/// The schema of the conformance suite's costly-grammar test (`costly_schema`): arrays of
+/// anyOfs of `width` identical alternatives, `depth` deep.
+fn costly_schema(width: usize, depth: usize) -> String {
+    let mut item = serde_json::json!({"type": "string"});
+    for _ in 0..depth {
+        item = serde_json::json!({"type": "array", "minItems": 1, "items": {"anyOf": vec![item; width]}});
+    }
+    item.to_string()
+}
+
+/// A submit that takes longer than the host's reply wait while the host still answers (a
+/// large grammar compiling) fails alone, as `Grammar`: the host is not killed and serves
+/// on. (Before, any round trip past the wait killed the host and every stream on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_slower_than_the_reply_wait_fails_alone() {
+    let Some(file) = gemma("a_submit_slower_than_the_reply_wait_fails_alone") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wait_ms = 20;
+    let model = tokio::task::spawn_blocking({
+        let (dir, file) = (dir.path().to_path_buf(), file.clone());
+        move || {
+            let cfg = EngineConfig {
+                gen_slots: 2,
+                gen_context: 256,
+                gen_threads: 1,
+                gen_host_reply_ms: wait_ms,
+                ..EngineConfig::default()
+            };
+            host::load(
+                Path::new(env!("CARGO_BIN_EXE_hub-worker")),
+                &dir,
+                &file,
+                &cfg,
+            )
+            .expect("the fixture loads in a host")
+        }
+    })
+    .await
+    .unwrap();
+    let hosts = hosts_of(&file);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    // A running stream that must live through the slow submit.
+    let mut running = loop {
+        match model.submit(request(200)) {
+            Ok(s) => break s,
+            // On a busy machine a plain submit can itself miss a 20 ms wait.
+            Err(EngineError::Backend(e)) if e.to_string().contains("took over") => continue,
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert!(matches!(running.next().await, Some(GenEvent::Token(_))));
+
+    let mut costly = request(16);
+    costly.constraint = Constraint::JsonSchema(costly_schema(16, 4));
+    let began = Instant::now();
+    let err = model
+        .submit(costly)
+        .err()
+        .expect("the costly submit is refused");
+    let took = began.elapsed();
+    match &err {
+        EngineError::Grammar(m) => assert!(m.contains("took over 0.02 s"), "{m}"),
+        other => panic!("expected Grammar, got {other:?} after {took:?}"),
+    }
+    // The host lives, and so does the stream that was running.
+    assert_eq!(hosts_of(&file), hosts, "the host was not restarted");
+    let mut tokens = 1;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), running.next()).await {
+            Ok(Some(GenEvent::Token(_))) => tokens += 1,
+            Ok(Some(GenEvent::Done(f))) => {
+                assert_eq!(f.usage.completion_tokens, 200);
+                break;
+            }
+            other => panic!("the running stream broke after {tokens} tokens: {other:?}"),
+        }
+    }
+    // The dropped submit holds no slot once its compile is over (it may have started
+    // before its cancel arrived; then its stream is dropped and its slot freed).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while model.stats().active_slots != 0 {
+        assert!(Instant::now() < deadline, "{:?}", model.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(model.stats().cancelled_total >= 1, "{:?}", model.stats());
 }

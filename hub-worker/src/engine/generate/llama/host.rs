@@ -36,7 +36,8 @@
 use super::probe;
 use crate::engine::error::{EngineError, LoadError, RunError};
 use crate::engine::generate::{
-    DecoderInfo, DecoderModel, DecoderStats, GenEvent, GenStream, GenerateRequest, Generator,
+    Constraint, DecoderInfo, DecoderModel, DecoderStats, GenEvent, GenStream, GenerateRequest,
+    Generator,
 };
 use crate::engine::model::ModelInfo;
 use crate::engine::options::EngineConfig;
@@ -68,9 +69,11 @@ pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const START_ATTEMPTS: u32 = 3;
 /// A host that served this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
-/// Longest a round trip (submit, tokenize, detokenize) waits for the child; one that
-/// does not answer in this time is killed (and started again).
-const REPLY_WAIT: Duration = Duration::from_secs(60);
+/// Longest the ping that decides whether a host whose round trip timed out
+/// ([`EngineConfig::gen_host_reply_ms`]) is hung waits for its answer.
+const PING_WAIT: Duration = Duration::from_secs(5);
+/// Ids of pings: apart from the requests' ids, which count up from 1.
+const PING_IDS: u64 = 1 << 62;
 /// Largest frame either side accepts (a prompt far larger than any context).
 const MAX_FRAME: usize = 256 << 20;
 /// What is kept of the child's stderr for the message of its end.
@@ -402,6 +405,8 @@ struct Spec {
     config: String,
     /// Longest a start may take (the probe's bound for the file's size).
     deadline: Duration,
+    /// Longest a round trip waits ([`EngineConfig::gen_host_reply_ms`]).
+    reply_wait: Duration,
 }
 
 /// A running host: its pipes, the requests in flight and its last stats.
@@ -415,6 +420,9 @@ struct Link {
     /// Cleared when the child's stdout ends.
     alive: AtomicBool,
     started: Instant,
+    /// [`Spec::reply_wait`].
+    reply_wait: Duration,
+    next_ping: AtomicU64,
 }
 
 impl Link {
@@ -428,37 +436,75 @@ impl Link {
             .map_err(|e| EngineError::Restarting(format!("cannot write to it: {e}")))
     }
 
-    /// Sends `msg` (built with a fresh id) and waits for its reply.
-    fn call(&self, id: u64, msg: ToHost) -> Result<Reply, EngineError> {
+    /// Sends `msg` (built with a fresh id) and waits up to `wait` for its reply.
+    fn round_trip(
+        &self,
+        id: u64,
+        msg: &ToHost,
+        wait: Duration,
+    ) -> Result<Result<Reply, EngineError>, mpsc::RecvTimeoutError> {
         let (tx, rx) = mpsc::sync_channel(1);
         lock(&self.replies).insert(id, tx);
         if !self.alive.load(Ordering::Acquire) {
             lock(&self.replies).remove(&id);
-            return Err(EngineError::Restarting("it is not running".into()));
+            return Ok(Err(EngineError::Restarting("it is not running".into())));
         }
-        if let Err(e) = self.send(&msg) {
+        if let Err(e) = self.send(msg) {
             lock(&self.replies).remove(&id);
-            return Err(e);
+            return Ok(Err(e));
         }
-        match rx.recv_timeout(REPLY_WAIT) {
+        let got = rx.recv_timeout(wait);
+        if got.is_err() {
+            lock(&self.replies).remove(&id);
+        }
+        got
+    }
+
+    /// Sends `msg` (built with a fresh id) and waits for its reply. When none comes in
+    /// [`Spec::reply_wait`], a host that answers a ping is busy with this one call only:
+    /// the call is cancelled there and answered `slow`, when given (a submit); otherwise
+    /// the host is hung and is killed, so that it is started again.
+    fn call(&self, id: u64, msg: ToHost, slow: Option<EngineError>) -> Result<Reply, EngineError> {
+        match self.round_trip(id, &msg, self.reply_wait) {
             Ok(reply) => reply,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                lock(&self.replies).remove(&id);
-                // Hung (stopped, deadlocked): ended, so that it is started again.
-                tracing::error!(
-                    "the decoder process did not answer within {} s: killing it",
-                    REPLY_WAIT.as_secs()
-                );
-                let _ = lock(&self.child).kill();
-                Err(EngineError::Backend(RunError::Llama(format!(
-                    "the decoder process did not answer within {} s",
-                    REPLY_WAIT.as_secs()
-                ))))
-            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(EngineError::Restarting("it ended".into()))
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let waited = self.reply_wait.as_secs_f64();
+                if let Some(slow) = slow {
+                    if self.answers_ping() {
+                        tracing::warn!(
+                            waited_s = waited,
+                            "a submit took longer than the decoder process's reply wait: that request alone is dropped"
+                        );
+                        let _ = self.send(&ToHost::Cancel { id });
+                        return Err(slow);
+                    }
+                }
+                // Hung (stopped, deadlocked): ended, so that it is started again.
+                tracing::error!(
+                    waited_s = waited,
+                    "the decoder process did not answer: killing it"
+                );
+                let _ = lock(&self.child).kill();
+                Err(EngineError::Backend(RunError::Llama(format!(
+                    "the decoder process did not answer within {waited} s"
+                ))))
+            }
         }
+    }
+
+    /// Whether the host answers a cheap round trip (the tokens of "") within
+    /// [`PING_WAIT`]: its command loop runs.
+    fn answers_ping(&self) -> bool {
+        let id = self.next_ping.fetch_add(1, Ordering::Relaxed);
+        let ping = ToHost::Tokenize {
+            id,
+            text: String::new(),
+            add_special: false,
+        };
+        matches!(self.round_trip(id, &ping, PING_WAIT), Ok(Ok(_)))
     }
 
     /// Ends the child: closes its stdin (it exits), then kills it if it has not.
@@ -524,6 +570,7 @@ pub fn load(
         config: serde_json::to_string(cfg)
             .map_err(|e| LoadError::Decoder(format!("decoder host config: {e}")))?,
         deadline: probe::deadline_for(need.weight_bytes),
+        reply_wait: Duration::from_millis(cfg.gen_host_reply_ms.max(1)),
     };
     let began = Instant::now();
     // The host loads beside the probe (an abort there ends only the host); the probe's
@@ -697,6 +744,8 @@ impl Starting {
                     stats: Mutex::default(),
                     alive: AtomicBool::new(true),
                     started: Instant::now(),
+                    reply_wait: spec.reply_wait,
+                    next_ping: AtomicU64::new(PING_IDS),
                 });
                 let ready = Ready {
                     link,
@@ -956,7 +1005,7 @@ impl Generator for Hosted {
             text: text.to_string(),
             add_special,
         };
-        match self.link()?.call(id, msg)? {
+        match self.link()?.call(id, msg, None)? {
             Reply::Tokens(t) => Ok(t),
             other => Err(unexpected(&other)),
         }
@@ -968,7 +1017,7 @@ impl Generator for Hosted {
             id,
             ids: ids.to_vec(),
         };
-        match self.link()?.call(id, msg)? {
+        match self.link()?.call(id, msg, None)? {
             Reply::Text(t) => Ok(t),
             other => Err(unexpected(&other)),
         }
@@ -979,7 +1028,17 @@ impl Generator for Hosted {
         let id = self.id();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         lock(&link.streams).insert(id, tx);
-        match link.call(id, ToHost::Submit { id, req }) {
+        let waited = link.reply_wait.as_secs_f64();
+        let slow = if req.constraint != Constraint::None {
+            EngineError::Grammar(format!(
+                "preparing this request's grammar took over {waited} s; simplify the schema"
+            ))
+        } else {
+            EngineError::Backend(RunError::Llama(format!(
+                "the decoder process took over {waited} s to take this request"
+            )))
+        };
+        match link.call(id, ToHost::Submit { id, req }, Some(slow)) {
             Ok(Reply::Submitted { prompt_tokens }) => Ok(GenStream { prompt_tokens, rx }),
             Ok(other) => {
                 lock(&link.streams).remove(&id);
