@@ -150,18 +150,18 @@ fn resolve_served(req: &HttpRequest) -> Result<Served, ApiError> {
         .by_key(&key)
         .ok_or_else(|| ApiError::ModelNotFound(key.clone()))?;
     match (slot.status, slot.model) {
-        (SlotStatus::Running, Some(model)) if model.failure().is_some() => {
-            Err(ApiError::ModelNotReady {
+        (SlotStatus::Running, Some(model)) => match model.failure() {
+            Some(why) => Err(ApiError::ModelNotReady {
                 key,
                 status: SlotStatus::Failed.as_str(),
-                message: model.failure(),
-            })
-        }
-        (SlotStatus::Running, Some(model)) => Ok(Served {
-            key,
-            served_name: slot.served_name,
-            model,
-        }),
+                message: Some(why),
+            }),
+            None => Ok(Served {
+                key,
+                served_name: slot.served_name,
+                model,
+            }),
+        },
         (status, _) => Err(ApiError::ModelNotReady {
             key,
             status: status.as_str(),

@@ -462,9 +462,14 @@ impl Link {
 
     /// Sends `msg` (built with a fresh id) and waits for its reply. When none comes in
     /// [`Spec::reply_wait`], a host that answers a ping is busy with this one call only:
-    /// the call is cancelled there and answered `slow`, when given (a submit); otherwise
-    /// the host is hung and is killed, so that it is started again.
-    fn call(&self, id: u64, msg: ToHost, slow: Option<EngineError>) -> Result<Reply, EngineError> {
+    /// the call is cancelled there and answered `slow(seconds waited)`, when given (a
+    /// submit); otherwise the host is hung and is killed, so that it is started again.
+    fn call(
+        &self,
+        id: u64,
+        msg: ToHost,
+        slow: Option<fn(f64) -> EngineError>,
+    ) -> Result<Reply, EngineError> {
         match self.round_trip(id, &msg, self.reply_wait) {
             Ok(reply) => reply,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -479,7 +484,7 @@ impl Link {
                             "a submit took longer than the decoder process's reply wait: that request alone is dropped"
                         );
                         let _ = self.send(&ToHost::Cancel { id });
-                        return Err(slow);
+                        return Err(slow(waited));
                     }
                 }
                 // Hung (stopped, deadlocked): ended, so that it is started again.
@@ -1028,15 +1033,18 @@ impl Generator for Hosted {
         let id = self.id();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         lock(&link.streams).insert(id, tx);
-        let waited = link.reply_wait.as_secs_f64();
-        let slow = if req.constraint != Constraint::None {
-            EngineError::Grammar(format!(
-                "preparing this request's grammar took over {waited} s; simplify the schema"
-            ))
+        let slow: fn(f64) -> EngineError = if req.constraint != Constraint::None {
+            |waited| {
+                EngineError::Grammar(format!(
+                    "preparing this request's grammar took over {waited} s; simplify the schema"
+                ))
+            }
         } else {
-            EngineError::Backend(RunError::Llama(format!(
-                "the decoder process took over {waited} s to take this request"
-            )))
+            |waited| {
+                EngineError::Backend(RunError::Llama(format!(
+                    "the decoder process took over {waited} s to take this request"
+                )))
+            }
         };
         match link.call(id, ToHost::Submit { id, req }, Some(slow)) {
             Ok(Reply::Submitted { prompt_tokens }) => Ok(GenStream { prompt_tokens, rx }),
